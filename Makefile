@@ -1,0 +1,52 @@
+# The two commands of the README (`make demo`, `make test`) work on a fresh Debian machine:
+# both install what is missing first. Everything else builds into build/.
+BUILD   ?= build
+ASAN    ?= build-asan
+MESON   ?= meson
+PYTEST  ?= pytest-3
+CRASH_POINTS ?= 2000
+
+.PHONY: all deps build test test-unit test-asan test-system crash-long demo bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/build.ninja:
+	$(MESON) setup $(BUILD) --buildtype=debugoptimized >/dev/null
+
+build: $(BUILD)/build.ninja
+	@ninja -C $(BUILD)
+
+$(ASAN)/build.ninja:
+	$(MESON) setup $(ASAN) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+
+build-asan: $(ASAN)/build.ninja
+	@ninja -C $(ASAN)
+
+# Unit tests (cmocka), the same under AddressSanitizer + UBSan, then the system tests.
+test: deps build build-asan
+	@echo "== unit tests"
+	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
+	@echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
+	@echo "== system tests"
+	@OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/system
+	@echo "== system tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) $(PYTEST) -q tests/system
+
+# The crash harness over many more crash points than make test runs.
+crash-long: deps build
+	OMBRA_CRASH_POINTS=50000 $(BUILD)/tests/unit/test_crash
+
+demo: deps build
+	@scripts/demo
+
+bench: deps build
+	@scripts/install-deps --bench
+	@bench/run
+
+clean:
+	rm -rf $(BUILD) $(ASAN)

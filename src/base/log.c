@@ -1,0 +1,24 @@
+#include "base/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static const char *prog = "ombra";
+static int debug_on = -1;
+
+void om_log_init(const char *p) { prog = p; }
+
+void om_log(enum om_level lvl, const char *fmt, ...)
+{
+    if (debug_on < 0) debug_on = getenv("OMBRA_DEBUG") != NULL;
+    if (lvl == OM_DEBUG && !debug_on) return;
+    static const char *names[] = {"debug", "info", "warning", "error"};
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    /* One fprintf per line so lines from several threads do not interleave. */
+    fprintf(stderr, "%s: %s: %s\n", prog, names[lvl], line);
+}

@@ -1,0 +1,180 @@
+/* The page cache: frames in a hash table by page number. Invariants in db_internal.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "engine/db_internal.h"
+
+static uint32_t hash_pgno(uint32_t pgno, uint32_t size) { return (pgno * 2654435761u) & (size - 1); }
+
+int cache_init(eng_db *db)
+{
+    db->hsize = 4096;
+    db->htab = calloc(db->hsize, sizeof *db->htab);
+    if (!db->htab) return om_errf(OM_E_OutOfMemory, "page cache: out of memory");
+    return 0;
+}
+
+void cache_free(eng_db *db)
+{
+    if (!db->htab) return;
+    for (uint32_t i = 0; i < db->hsize; i++) {
+        frame *f = db->htab[i];
+        while (f) {
+            frame *n = f->next;
+            free(f->page);
+            free(f);
+            f = n;
+        }
+    }
+    free(db->htab);
+    db->htab = NULL;
+}
+
+static void grow(eng_db *db)
+{
+    uint32_t ns = db->hsize * 2;
+    frame **nt = calloc(ns, sizeof *nt);
+    if (!nt) return; /* longer chains, still correct */
+    for (uint32_t i = 0; i < db->hsize; i++) {
+        frame *f = db->htab[i];
+        while (f) {
+            frame *n = f->next;
+            uint32_t h = hash_pgno(f->pgno, ns);
+            f->next = nt[h];
+            nt[h] = f;
+            f = n;
+        }
+    }
+    free(db->htab);
+    db->htab = nt;
+    db->hsize = ns;
+}
+
+frame *cache_lookup(eng_db *db, uint32_t pgno)
+{
+    for (frame *f = db->htab[hash_pgno(pgno, db->hsize)]; f; f = f->next)
+        if (f->pgno == pgno) return f;
+    return NULL;
+}
+
+static frame *insert(eng_db *db, uint32_t pgno)
+{
+    frame *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->page = aligned_alloc(4096, ENG_PAGE_SIZE);
+    if (!f->page) {
+        free(f);
+        return NULL;
+    }
+    f->pgno = pgno;
+    if (db->nframes >= db->hsize) grow(db);
+    uint32_t h = hash_pgno(pgno, db->hsize);
+    f->next = db->htab[h];
+    db->htab[h] = f;
+    db->nframes++;
+    return f;
+}
+
+frame *cache_insert_new(eng_db *db, uint32_t pgno)
+{
+    pthread_mutex_lock(&db->cmu);
+    frame *f = insert(db, pgno);
+    if (f) {
+        memset(f->page, 0, ENG_PAGE_SIZE);
+        f->status = ENG_PAGE_ZERO;
+    }
+    pthread_mutex_unlock(&db->cmu);
+    return f;
+}
+
+static int load(eng_db *db, frame *f)
+{
+    size_t got = 0;
+    int rc = db->vfs->pread(db->edbf, f->page, ENG_PAGE_SIZE, eng_page_offset(f->pgno), &got);
+    if (rc) return rc;
+    if (got < ENG_PAGE_SIZE) memset(f->page + got, 0, ENG_PAGE_SIZE - got);
+    f->status = (uint8_t)eng_page_check(f->page, f->pgno, NULL);
+    return 0;
+}
+
+int cache_get(eng_db *db, uint32_t pgno, int verify, frame **out)
+{
+    pthread_mutex_lock(&db->cmu);
+    frame *f = cache_lookup(db, pgno);
+    int rc = 0;
+    if (!f) {
+        f = insert(db, pgno);
+        if (!f)
+            rc = om_errf(OM_E_OutOfMemory, "page cache: out of memory");
+        else
+            rc = load(db, f);
+        if (!rc && verify && f->status != ENG_PAGE_OK) {
+            uint8_t st = f->status;
+            /* Leave no frame behind for a page that could not be read. */
+            uint32_t h = hash_pgno(pgno, db->hsize);
+            frame **pp = &db->htab[h];
+            while (*pp != f) pp = &(*pp)->next;
+            *pp = f->next;
+            db->nframes--;
+            free(f->page);
+            free(f);
+            f = NULL;
+            if (st == ENG_PAGE_ZERO)
+                rc = om_errf(OM_E_PageNotInitialized, "%s: page %u is not initialised", db->edb, pgno);
+            else
+                rc = om_errf(st == ENG_PAGE_WRONG_PGNO ? OM_E_ReadPgnoVerifyFailure : OM_E_ReadVerifyFailure,
+                             "%s: page %u fails its checksum", db->edb, pgno);
+        }
+    }
+    pthread_mutex_unlock(&db->cmu);
+    if (!rc) *out = f;
+    return rc;
+}
+
+static int cmp_frame(const void *a, const void *b)
+{
+    uint32_t x = (*(frame *const *)a)->pgno, y = (*(frame *const *)b)->pgno;
+    return x < y ? -1 : x > y;
+}
+
+int cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n)
+{
+    pthread_mutex_lock(&db->cmu);
+    uint32_t cnt = 0, cap = db->ndirty ? db->ndirty : 1;
+    frame **v = malloc(cap * sizeof *v);
+    if (!v) {
+        pthread_mutex_unlock(&db->cmu);
+        return om_errf(OM_E_OutOfMemory, "checkpoint: out of memory");
+    }
+    for (uint32_t i = 0; i < db->hsize; i++)
+        for (frame *f = db->htab[i]; f; f = f->next)
+            if (f->dirty && cnt < cap) v[cnt++] = f;
+    pthread_mutex_unlock(&db->cmu);
+    qsort(v, cnt, sizeof *v, cmp_frame);
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+void cache_trim(eng_db *db)
+{
+    uint64_t limit = db->cache_bytes / ENG_PAGE_SIZE;
+    pthread_mutex_lock(&db->cmu);
+    if (db->nframes > limit) {
+        for (uint32_t i = 0; i < db->hsize && db->nframes > limit / 2; i++) {
+            frame **pp = &db->htab[i];
+            while (*pp) {
+                frame *f = *pp;
+                if (!f->dirty) {
+                    *pp = f->next;
+                    free(f->page);
+                    free(f);
+                    db->nframes--;
+                } else
+                    pp = &f->next;
+            }
+        }
+    }
+    pthread_mutex_unlock(&db->cmu);
+}

@@ -1,0 +1,101 @@
+/* Internals shared by the engine's files: the database object, its page cache and the
+ * writer role. Not for use outside src/engine.
+ *
+ * Page cache invariants:
+ * - A frame holds the committed image of one page. Only a commit (holding the writer role
+ *   and `plock` for writing) changes a frame's content, by swapping in the transaction's
+ *   private copy; readers copy out under `plock` for reading, so they see a page before or
+ *   after a commit, never during it, and every page of one commit changes at once.
+ * - A dirty frame is written to the .edb only by a checkpoint, after the log is durable past
+ *   the frame's lsn (write-ahead). Dirty frames are never evicted.
+ * - fpi_epoch: the checkpoint epoch in which the page last had a full image logged. A page's
+ *   first change after a checkpoint is logged as a full image, so a page torn while the next
+ *   checkpoint writes it is rebuilt by replay from that checkpoint.
+ * Lock order: writer role -> plock -> cmu. */
+#ifndef OM_ENGINE_DB_INTERNAL_H
+#define OM_ENGINE_DB_INTERNAL_H
+
+#include <pthread.h>
+
+#include "engine/engine.h"
+#include "engine/format.h"
+#include "engine/log.h"
+
+typedef struct frame {
+    uint32_t pgno;
+    uint32_t fpi_epoch;
+    uint8_t *page;   /* ENG_PAGE_SIZE, page header included */
+    uint64_t lsn;    /* LSN past the last group that changed it */
+    uint8_t dirty;
+    uint8_t status;  /* enum eng_page_status as loaded (replay needs it) */
+    struct frame *next;
+} frame;
+
+struct eng_db {
+    om_vfs *vfs;
+    char edb[4096], logdir[4096], base[4], chk[4200];
+    uint64_t cache_bytes;
+    uint32_t checkpoint_gens;
+    int no_reserve;
+    om_file *edbf;
+    eng_dbhdr hdr; /* in-memory header; changed under the writer role */
+    eng_log *log;  /* NULL while recovering */
+
+    /* Writer role: one transaction, checkpoint or backup hook at a time. */
+    pthread_mutex_t wmu;
+    pthread_cond_t wcond;
+    int writer_active, frozen, hold;
+
+    pthread_rwlock_t plock;
+    pthread_mutex_t cmu;
+    frame **htab;
+    uint32_t hsize, nframes, ndirty;
+    uint32_t epoch;
+
+    uint64_t dbtime, txn_last; /* under the writer role */
+    uint32_t pages;            /* committed page count */
+    uint64_t file_pages;       /* pages the .edb file has room for */
+    eng_lgpos ckpt;
+    int fatal;                 /* sticky: FatalIO once a write failed */
+    eng_stats st;
+};
+
+/* Page cache (cache.c). frame_get loads the page from the .edb when it is not cached;
+ * pages past the end of the file load as zeros. */
+int cache_init(eng_db *db);
+void cache_free(eng_db *db);
+frame *cache_lookup(eng_db *db, uint32_t pgno);
+int cache_get(eng_db *db, uint32_t pgno, int verify, frame **out);
+frame *cache_insert_new(eng_db *db, uint32_t pgno);
+/* Collects the dirty frames sorted by page number into a malloc'd array. */
+int cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n);
+/* Drops clean frames when the cache is over its size (caller holds plock for writing). */
+void cache_trim(eng_db *db);
+
+/* Writer role (db.c). */
+void db_role_acquire(eng_db *db);
+void db_role_release(eng_db *db);
+/* Writes the dirty pages (sorted), syncs the .edb. */
+int db_flush_pages(eng_db *db);
+/* Writes E00.chk with checkpoint c and the backup positions of the header. */
+int db_write_chk(eng_db *db, eng_lgpos c);
+/* Marks the database fatal after a failed write: everything later is refused. */
+int db_set_fatal(eng_db *db, int rc);
+
+/* Recovery (recovery.c): replays the logs from the checkpoint into the page cache, flushes,
+ * and leaves the header in Clean Shutdown. *last_gen, *last_created and *last_len describe
+ * the newest generation found (0 when there are no logs); *cur_exists says whether it is
+ * E00.log (so the next generation must rename it). */
+typedef struct eng_log_end {
+    uint32_t gen;
+    uint64_t created;
+    uint32_t len;
+    int cur_exists;
+} eng_log_end;
+int db_recover(eng_db *db, eng_log_end *end);
+/* Finds the newest generation on disk and checks it belongs to this database. */
+int db_find_log_end(eng_db *db, eng_log_end *end);
+/* Calls cb for each numbered generation on disk, in no particular order. */
+int db_list_gens(om_vfs *v, const char *dir, const char *base, uint32_t **gens, uint32_t *n);
+
+#endif

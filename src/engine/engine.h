@@ -1,0 +1,164 @@
+/* The Ombra engine: a write-ahead-logged page store in the manner of ESE.
+ *
+ * One database is one `.edb` file of 32 KiB pages plus a log stream in a log folder: 1 MiB
+ * generations named by a three-character base name (E00.log current, E00XXXXXXXX.log
+ * finished, E00tmp.log prepared next, E00res0000N.jrs reserves) and a checkpoint E00.chk.
+ * The formats are in eng_format.h; docs/design.md says why they are as they are.
+ *
+ * Contract:
+ * - A transaction is begun by one writer at a time per database (eng_txn_begin waits for the
+ *   previous writer). Its changes go to private copies of the pages; readers (eng_page_read)
+ *   see only committed pages, never a half-applied transaction.
+ * - eng_txn_commit returns 0 only once the transaction's log records are durable (unless
+ *   ENG_COMMIT_LAZY; then a later durable commit or eng_log_flush makes it durable). Several
+ *   committers waiting at once share one fsync (group commit).
+ * - No page reaches the .edb before the log that changed it is durable, and pages are written
+ *   to the .edb only when the checkpoint advances: flush pages -> sync -> header -> checkpoint.
+ * - A failed write or fsync is sticky: every later change is refused with FatalIO until the
+ *   database is closed and opened again (which runs recovery).
+ * - eng_db_open recovers a database in Dirty Shutdown (soft recovery: replay from the
+ *   checkpoint to the end of the log) before it mounts it.
+ * All functions return 0 or an error from base/errors.def with a detail (om_err_detail()). */
+#ifndef OM_ENGINE_H
+#define OM_ENGINE_H
+
+#include <stdint.h>
+
+#include "base/uuid.h"
+#include "base/vfs.h"
+
+#define ENG_PAGE_SIZE 32768u
+#define ENG_PAGE_HDR 32u
+#define ENG_PAGE_BODY (ENG_PAGE_SIZE - ENG_PAGE_HDR)
+#define ENG_LOG_SIZE (1024u * 1024u)
+
+typedef struct eng_db eng_db;
+typedef struct eng_txn eng_txn;
+
+/* A log position: generation and byte offset in that generation's record stream. Ordered
+ * as the 64-bit number (gen << 32 | off). */
+typedef struct eng_lgpos {
+    uint32_t gen, off;
+} eng_lgpos;
+
+static inline uint64_t eng_lgpos_u64(eng_lgpos p) { return (uint64_t)p.gen << 32 | p.off; }
+static inline int eng_lgpos_cmp(eng_lgpos a, eng_lgpos b)
+{
+    uint64_t x = eng_lgpos_u64(a), y = eng_lgpos_u64(b);
+    return x < y ? -1 : x > y;
+}
+
+enum eng_state { ENG_STATE_JUST_CREATED = 1, ENG_STATE_DIRTY = 2, ENG_STATE_CLEAN = 3 };
+
+/* The backup slots of the header (spec §5). */
+enum eng_bkslot_id {
+    ENG_BK_PREV_FULL,
+    ENG_BK_PREV_INCREMENTAL,
+    ENG_BK_PREV_COPY,
+    ENG_BK_PREV_DIFFERENTIAL,
+    ENG_BK_CUR_FULL,
+    ENG_BK_CUR_SNAPSHOT,
+    ENG_BK_NSLOTS
+};
+
+enum eng_bk_kind { ENG_BK_NONE = 0, ENG_BK_FULL = 1, ENG_BK_INCREMENTAL, ENG_BK_COPY, ENG_BK_DIFFERENTIAL };
+
+typedef struct eng_bkslot {
+    uint32_t first_gen, last_gen; /* log generations the backup holds */
+    eng_lgpos mark;               /* backup record position (written at freeze) */
+    uint64_t mark_time;           /* ns since the epoch; 0 = empty slot */
+    uint32_t kind;                /* enum eng_bk_kind */
+} eng_bkslot;
+
+typedef struct eng_opts {
+    om_vfs *vfs;          /* NULL: the real filesystem */
+    const char *edb_path; /* the .edb file */
+    const char *log_dir;  /* the folder of the logs and the checkpoint */
+    const char *base;     /* three characters, "E00" when NULL */
+    int circular_logging; /* delete logs below the checkpoint as it advances */
+    uint64_t cache_bytes; /* committed dirty pages kept before a checkpoint is forced; 0 = 256 MiB */
+    uint32_t checkpoint_gens; /* advance the checkpoint every this many generations; 0 = 8 */
+    int no_reserve_logs;  /* tests: skip creating the two 1 MiB reserve logs */
+} eng_opts;
+
+/* What the header says and where the log stands; see eng_db_info. */
+typedef struct eng_info {
+    om_uuid db_id;
+    uint32_t state;
+    uint64_t dbtime;
+    uint32_t pages;           /* data pages in the database */
+    eng_lgpos checkpoint;     /* replay would start here */
+    uint32_t gen_current;     /* generation of E00.log */
+    uint32_t gen_oldest;      /* oldest generation on disk */
+    eng_bkslot slots[ENG_BK_NSLOTS];
+    int log_disk_full;        /* writes refused until space returns */
+    int fatal;                /* a write or fsync failed: refusing writes */
+} eng_info;
+
+/* Counters for tests and benchmarks. */
+typedef struct eng_stats {
+    uint64_t commits, log_flushes, log_bytes, log_slots_written;
+    uint64_t replay_bytes, replay_records, replay_ns, replay_groups;
+    uint64_t pages_flushed, checkpoints, page_images;
+} eng_stats;
+
+/* Creates a new database (fails with DatabaseDuplicate if the .edb exists, or if the log
+ * folder already holds logs of the base name) and leaves it open. */
+int eng_db_create(const eng_opts *o, eng_db **out);
+/* Opens (mounts) a database; runs soft recovery first when it is in Dirty Shutdown. */
+int eng_db_open(const eng_opts *o, eng_db **out);
+/* Clean shutdown: flushes everything, header to Clean Shutdown, frees db. If the database
+ * hit a fatal error it is freed without writing and FatalIO is returned. */
+int eng_db_close(eng_db *db);
+/* Frees db without writing anything, as if the process died (tests, fatal paths). */
+void eng_db_abandon(eng_db *db);
+
+/* Soft recovery of a dismounted database from its logs, leaving it in Clean Shutdown. */
+int eng_db_recover(const eng_opts *o, eng_stats *st);
+
+/* Transactions. eng_txn_begin waits for the database's previous writer to finish. */
+enum { ENG_COMMIT_LAZY = 1 };
+int eng_txn_begin(eng_db *db, eng_txn **out);
+/* A new zero-filled page owned by objid, at the end of the database. */
+int eng_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno);
+/* Changes len bytes at offset off of the page body (0 <= off, off + len <= ENG_PAGE_BODY). */
+int eng_page_write(eng_txn *t, uint32_t pgno, uint32_t off, const void *data, uint32_t len);
+/* The page body as this transaction sees it (its own changes included). */
+int eng_txn_page_read(eng_txn *t, uint32_t pgno, void *body);
+/* Commits and frees t. On failure the transaction is rolled back. */
+int eng_txn_commit(eng_txn *t, unsigned flags);
+/* Discards every change of t and frees it. */
+void eng_txn_rollback(eng_txn *t);
+
+/* Committed body of a page (ENG_PAGE_BODY bytes). */
+int eng_page_read(eng_db *db, uint32_t pgno, void *body);
+/* Object id of a committed page (0 for a free page). */
+int eng_page_objid(eng_db *db, uint32_t pgno, uint32_t *objid);
+
+/* Makes every commit so far durable (for lazy commits). */
+int eng_log_flush(eng_db *db);
+/* Flushes the dirty pages and advances the checkpoint to the end of the log. */
+int eng_checkpoint(eng_db *db);
+int eng_db_info(eng_db *db, eng_info *info);
+void eng_db_stats(eng_db *db, eng_stats *st);
+
+/* Backup hooks for the writer.
+ * eng_backup_freeze: logs a backup record, makes it durable and rolls to a new generation;
+ *   *mark is the record's position, *last_gen the generation it closed. Until
+ *   eng_backup_thaw, new transactions wait (writes to the .edb and the logs are held).
+ * eng_hold_pages: no page is written to the .edb until eng_release_pages (the checkpoint does
+ *   not advance; dirty pages stay in memory). Holds nest.
+ * eng_truncate_logs: deletes finished generations below `below` (never at or above the
+ *   checkpoint's generation); *deleted counts them.
+ * eng_record_backup: writes a backup slot through a log record, then into the header;
+ *   recording Previous Full clears Previous Incremental and Previous Differential. */
+int eng_backup_freeze(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last_gen);
+int eng_backup_thaw(eng_db *db);
+int eng_hold_pages(eng_db *db);
+int eng_release_pages(eng_db *db);
+int eng_truncate_logs(eng_db *db, uint32_t below, uint32_t *deleted);
+int eng_record_backup(eng_db *db, enum eng_bkslot_id slot, const eng_bkslot *s);
+/* Rolls to a new log generation now. */
+int eng_db_roll_log(eng_db *db);
+
+#endif

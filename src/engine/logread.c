@@ -1,0 +1,98 @@
+/* Reading a log generation back: header, segments, the end of the stream. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "engine/log.h"
+
+void eng_gen_free(eng_genread *g)
+{
+    free(g->stream);
+    g->stream = NULL;
+}
+
+int eng_gen_read(om_vfs *v, const char *path, eng_genread *g)
+{
+    memset(g, 0, sizeof *g);
+    uint8_t *file = malloc(ENG_LOG_SIZE);
+    uint32_t slot_off[ENG_LOG_SLOTS + 1] = {0};
+    om_file *f = NULL;
+    uint64_t size = 0;
+    int rc = om_open(v, path, OM_O_RDONLY, &f);
+    if (rc) goto out;
+    if (!file || !(g->stream = malloc(ENG_GEN_CAPACITY))) {
+        rc = om_errf(OM_E_OutOfMemory, "reading %s: out of memory", path);
+        goto out;
+    }
+    rc = om_fsize(f, &size);
+    if (rc) goto out;
+    if (size != ENG_LOG_SIZE) {
+        rc = om_errf(OM_E_LogFileSizeMismatch, "%s is %llu bytes; log files are %u", path,
+                     (unsigned long long)size, ENG_LOG_SIZE);
+        goto out;
+    }
+    rc = om_pread_full(f, file, ENG_LOG_SIZE, 0);
+    if (rc) goto out;
+    rc = eng_loghdr_decode(file, &g->hdr);
+    if (rc) {
+        rc = om_err_ctx(rc, "%s", path);
+        goto out;
+    }
+
+    uint32_t expect = 0;
+    uint16_t gap = 0;
+    enum eng_seg_status gap_status = ENG_SEG_EMPTY;
+    for (uint16_t s = 1; s < ENG_LOG_SLOTS; s++) {
+        eng_seghdr h;
+        const uint8_t *slot = file + (size_t)s * ENG_SLOT_SIZE;
+        enum eng_seg_status st = eng_seg_decode(slot, g->hdr.gen, s, &h);
+        if (st == ENG_SEG_OK && h.stream_off == expect) {
+            slot_off[s] = expect;
+            memcpy(g->stream + expect, slot + ENG_SEG_HDR, h.data_len);
+            expect += h.data_len;
+            g->segments++;
+            continue;
+        }
+        if (st == ENG_SEG_OK) {
+            g->damaged_slot = s;
+            g->len = expect;
+            g->end_slot = s;
+            rc = om_errf(OM_E_LogFileCorrupt,
+                         "%s: segment in slot %u continues the stream at offset %u, expected %u",
+                         path, s, h.stream_off, expect);
+            goto out;
+        }
+        gap = s;
+        gap_status = st;
+        break;
+    }
+    g->len = expect;
+    g->end_slot = gap ? gap : ENG_LOG_SLOTS;
+    if (!gap) goto out;
+    slot_off[gap] = expect;
+    /* Past the gap: a good segment of the same flush means the flush was torn; one of a
+     * later flush means durable data is damaged. */
+    for (uint16_t s = gap + 1; s < ENG_LOG_SLOTS; s++) {
+        eng_seghdr h;
+        if (eng_seg_decode(file + (size_t)s * ENG_SLOT_SIZE, g->hdr.gen, s, &h) != ENG_SEG_OK) continue;
+        if (h.flush_first <= gap) {
+            g->torn_slot = h.flush_first;
+            g->end_slot = h.flush_first;
+            g->len = slot_off[h.flush_first];
+            g->segments = (uint16_t)(h.flush_first - 1);
+        } else {
+            g->damaged_slot = gap;
+            rc = om_errf(OM_E_LogFileCorrupt,
+                         "%s: slot %u is %s but slot %u after it holds data written later", path,
+                         gap, gap_status == ENG_SEG_BAD ? "damaged" : "empty", s);
+        }
+        goto out;
+    }
+    if (gap_status == ENG_SEG_BAD) g->torn_slot = gap;
+out:
+    om_close(f);
+    free(file);
+    if (rc && rc != OM_E_LogFileCorrupt) eng_gen_free(g);
+    return rc;
+}

@@ -1,0 +1,427 @@
+/* Soft recovery: replay the log from the checkpoint into the page cache, then flush and mark
+ * the database Clean Shutdown.
+ *
+ * Replay applies a transaction's records only when it reaches the transaction's COMMIT; a
+ * group cut off by a crash (its COMMIT never written, or a newer transaction id starting) is
+ * dropped. A page record applies when the page's dbtime equals the record's dbtime-before; a
+ * page already at or past dbtime-after is skipped, so replaying the same log twice changes
+ * nothing. A full page image replaces a page whatever it holds (that is what repairs a page
+ * torn during a checkpoint), except that on a page's first change after a checkpoint the page
+ * on disk must be at dbtime-before: an older page there means the storage lost a write
+ * (ReadLostFlushVerifyFailure). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/time.h"
+#include "engine/db_internal.h"
+
+typedef struct gen_list {
+    uint32_t *v;
+    uint32_t n, cap;
+} gen_list;
+
+typedef struct list_ctx {
+    const char *base;
+    gen_list gl;
+} list_ctx;
+
+static int collect(void *arg, const char *name)
+{
+    list_ctx *c = arg;
+    uint32_t g;
+    if (!eng_parse_log_name(name, c->base, &g)) return 0;
+    if (c->gl.n == c->gl.cap) {
+        uint32_t nc = c->gl.cap ? c->gl.cap * 2 : 64;
+        uint32_t *nv = realloc(c->gl.v, nc * sizeof *nv);
+        if (!nv) return om_errf(OM_E_OutOfMemory, "listing logs: out of memory");
+        c->gl.v = nv;
+        c->gl.cap = nc;
+    }
+    c->gl.v[c->gl.n++] = g;
+    return 0;
+}
+
+int db_list_gens(om_vfs *v, const char *dir, const char *base, uint32_t **gens, uint32_t *n)
+{
+    list_ctx c = {base, {0}};
+    int ex = v->exists(v, dir);
+    if (ex == 0) {
+        *gens = NULL;
+        *n = 0;
+        return 0;
+    }
+    int rc = ex < 0 ? ex : v->list(v, dir, collect, &c);
+    if (rc) {
+        free(c.gl.v);
+        return rc;
+    }
+    *gens = c.gl.v;
+    *n = c.gl.n;
+    return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The log files of the stream in generation order: numbered ones, then E00.log. */
+typedef struct stream_files {
+    uint32_t *gens;
+    uint32_t n;
+    uint32_t cur_gen; /* generation in E00.log, 0 if there is none */
+} stream_files;
+
+static int read_cur_gen(eng_db *db, uint32_t *gen)
+{
+    char p[4200];
+    eng_cur_log_path(p, sizeof p, db->logdir, db->base);
+    *gen = 0;
+    int ex = db->vfs->exists(db->vfs, p);
+    if (ex <= 0) return ex;
+    om_file *f = NULL;
+    uint8_t slot[ENG_SLOT_SIZE];
+    int rc = om_open(db->vfs, p, OM_O_RDONLY, &f);
+    if (!rc) rc = om_pread_full(f, slot, sizeof slot, 0);
+    om_close(f);
+    eng_loghdr h;
+    if (!rc) rc = eng_loghdr_decode(slot, &h);
+    if (rc) return om_err_ctx(rc, "%s", p);
+    *gen = h.gen;
+    return 0;
+}
+
+static int list_stream(eng_db *db, stream_files *sf)
+{
+    memset(sf, 0, sizeof *sf);
+    int rc = db_list_gens(db->vfs, db->logdir, db->base, &sf->gens, &sf->n);
+    if (!rc) rc = read_cur_gen(db, &sf->cur_gen);
+    if (rc) {
+        free(sf->gens);
+        return rc;
+    }
+    if (sf->n) qsort(sf->gens, sf->n, sizeof *sf->gens, cmp_u32);
+    if (sf->cur_gen && sf->n && sf->gens[sf->n - 1] >= sf->cur_gen) {
+        uint32_t g = sf->gens[sf->n - 1], c = sf->cur_gen;
+        free(sf->gens);
+        return om_errf(OM_E_InvalidLogSequence,
+                       "%s/%s.log holds generation %u but generation %u is already finished",
+                       db->logdir, db->base, c, g);
+    }
+    return 0;
+}
+
+static uint32_t stream_last(const stream_files *sf)
+{
+    return sf->cur_gen ? sf->cur_gen : sf->n ? sf->gens[sf->n - 1] : 0;
+}
+
+static int stream_has(const stream_files *sf, uint32_t g)
+{
+    if (g == sf->cur_gen) return 1;
+    if (sf->n == 0) return 0;
+    return bsearch(&g, sf->gens, sf->n, sizeof *sf->gens, cmp_u32) != NULL;
+}
+
+static void gen_path(eng_db *db, const stream_files *sf, uint32_t g, char *p, size_t n)
+{
+    if (g == sf->cur_gen)
+        eng_cur_log_path(p, n, db->logdir, db->base);
+    else
+        eng_log_path(p, n, db->logdir, db->base, g);
+}
+
+/* Reads generation g and checks it belongs to this database and follows `prev`. */
+static int read_gen_checked(eng_db *db, const stream_files *sf, uint32_t g, const eng_loghdr *prev,
+                            eng_genread *gr)
+{
+    char p[4200];
+    gen_path(db, sf, g, p, sizeof p);
+    int rc = eng_gen_read(db->vfs, p, gr);
+    if (rc) return rc;
+    if (gr->hdr.gen != g)
+        rc = om_errf(OM_E_LogGenerationMismatch, "%s holds generation %u, its name says %u", p,
+                     gr->hdr.gen, g);
+    else if (!eng_sig_eq(&gr->hdr.log_sig, &db->hdr.log_sig))
+        rc = om_errf(OM_E_BadLogSignature, "%s belongs to another log stream than %s", p, db->edb);
+    else if (!eng_sig_eq(&gr->hdr.db_sig, &db->hdr.db_sig))
+        rc = om_errf(OM_E_DatabaseLogSetMismatch, "%s was written for another database than %s", p,
+                     db->edb);
+    else if (prev && gr->hdr.prev_created != prev->created)
+        rc = om_errf(OM_E_InvalidLogSequence,
+                     "%s does not follow generation %u (its chain points to another generation)", p,
+                     prev->gen);
+    if (rc) eng_gen_free(gr);
+    return rc;
+}
+
+int db_find_log_end(eng_db *db, eng_log_end *end)
+{
+    memset(end, 0, sizeof *end);
+    stream_files sf;
+    int rc = list_stream(db, &sf);
+    if (rc) return rc;
+    uint32_t last = stream_last(&sf);
+    if (last) {
+        eng_genread g;
+        rc = read_gen_checked(db, &sf, last, NULL, &g);
+        if (!rc) {
+            end->gen = last;
+            end->created = g.hdr.created;
+            end->len = g.len;
+            end->cur_exists = last == sf.cur_gen;
+            eng_gen_free(&g);
+        }
+    }
+    free(sf.gens);
+    return rc;
+}
+
+/* ---- replay ---- */
+
+typedef struct replay {
+    eng_db *db;
+    uint8_t *group; /* raw records of the open transaction */
+    uint32_t glen, gcap;
+    uint64_t gtxn;
+    eng_lgpos pos; /* just past the last applied group */
+    eng_rec rec;
+} replay;
+
+static int lost_flush(eng_db *db, uint32_t pgno, uint64_t have, uint64_t want)
+{
+    return om_errf(OM_E_ReadLostFlushVerifyFailure,
+                   "%s: page %u is at dbtime %llu on disk but the log expects %llu: a write to the "
+                   "database was lost by the storage",
+                   db->edb, pgno, (unsigned long long)have, (unsigned long long)want);
+}
+
+static int apply_page(eng_db *db, const eng_rec *r)
+{
+    uint32_t pgno = r->u.page.pgno;
+    frame *f = NULL;
+    int rc = cache_get(db, pgno, 0, &f);
+    if (rc) return rc;
+    eng_pghdr h;
+    eng_pghdr_get(f->page, &h);
+    int ok = f->status == ENG_PAGE_OK;
+    /* Counted even when the page is already there: a checkpoint may have written the page and
+     * not yet the header that counts it. */
+    if (pgno > db->pages) db->pages = pgno;
+    if (ok && h.dbtime >= r->u.page.after) return 0; /* already there */
+    if (r->flags & ENG_RECF_IMAGE) {
+        if (ok && (r->flags & ENG_RECF_FIRST_TOUCH) && h.dbtime > 0 && h.dbtime < r->u.page.before)
+            return lost_flush(db, pgno, h.dbtime, r->u.page.before);
+        memset(f->page + ENG_PAGE_HDR, 0, ENG_PAGE_BODY);
+    } else {
+        if (f->status == ENG_PAGE_ZERO)
+            return om_errf(OM_E_PageNotInitialized,
+                           "%s: page %u is empty on disk but the log changes it", db->edb, pgno);
+        if (!ok)
+            return om_errf(OM_E_ReadVerifyFailure,
+                           "%s: page %u fails its checksum and the log holds no image of it", db->edb,
+                           pgno);
+        if (h.dbtime < r->u.page.before) return lost_flush(db, pgno, h.dbtime, r->u.page.before);
+        if (h.dbtime != r->u.page.before)
+            return om_errf(OM_E_DatabaseCorrupted,
+                           "%s: page %u is at dbtime %llu, between the log record's %llu and %llu",
+                           db->edb, pgno, (unsigned long long)h.dbtime,
+                           (unsigned long long)r->u.page.before, (unsigned long long)r->u.page.after);
+    }
+    for (uint32_t i = 0; i < r->u.page.nranges; i++)
+        memcpy(f->page + ENG_PAGE_HDR + r->u.page.ranges[i].off, r->u.page.ranges[i].data,
+               r->u.page.ranges[i].len);
+    eng_pghdr_set(f->page, pgno, r->u.page.objid, r->u.page.after, r->u.page.pflags);
+    f->status = ENG_PAGE_OK;
+    if (!f->dirty) db->ndirty++;
+    f->dirty = 1;
+    return 0;
+}
+
+static int apply_group(replay *rp)
+{
+    eng_db *db = rp->db;
+    uint32_t off = 0;
+    int rc;
+    while ((rc = eng_rec_decode(rp->group, rp->glen, &off, &rp->rec)) == 1) {
+        const eng_rec *r = &rp->rec;
+        db->st.replay_records++;
+        if (r->type == ENG_REC_PAGE && r->u.page.after > db->dbtime) db->dbtime = r->u.page.after;
+        switch (r->type) {
+        case ENG_REC_PAGE:
+            if ((rc = apply_page(db, r))) return rc;
+            break;
+        case ENG_REC_BACKUP_SLOT:
+            db->hdr.slots[r->u.bkslot.slot] = r->u.bkslot.value;
+            for (int i = 0; i < ENG_BK_NSLOTS; i++)
+                if (r->u.bkslot.clear_mask & (1u << i)) memset(&db->hdr.slots[i], 0, sizeof db->hdr.slots[i]);
+            break;
+        case ENG_REC_COMMIT:
+            if (r->u.commit.dbtime > db->dbtime) db->dbtime = r->u.commit.dbtime;
+            break;
+        default:
+            break;
+        }
+    }
+    if (rc < 0) return rc;
+    db->st.replay_groups++;
+    return 0;
+}
+
+static int group_add(replay *rp, const uint8_t *p, uint32_t len)
+{
+    if (rp->glen + len > rp->gcap) {
+        uint32_t nc = rp->gcap ? rp->gcap * 2 : 1 << 20;
+        while (nc < rp->glen + len) nc *= 2;
+        uint8_t *ng = realloc(rp->group, nc);
+        if (!ng) return om_errf(OM_E_OutOfMemory, "replay: out of memory");
+        rp->group = ng;
+        rp->gcap = nc;
+    }
+    memcpy(rp->group + rp->glen, p, len);
+    rp->glen += len;
+    return 0;
+}
+
+/* Writes the replayed pages and records how far replay got, so a crash during a long
+ * recovery resumes from here. */
+static int recovery_checkpoint(eng_db *db, eng_lgpos at, uint32_t last_gen)
+{
+    int rc = db_flush_pages(db);
+    if (rc) return rc;
+    db->hdr.dbtime = db->dbtime;
+    db->hdr.pages = db->pages;
+    db->hdr.txn_last = db->txn_last;
+    if (at.gen > db->hdr.log_req_min) db->hdr.log_req_min = at.gen;
+    if (last_gen > db->hdr.log_req_max) db->hdr.log_req_max = last_gen;
+    rc = eng_dbhdr_write(db->edbf, &db->hdr);
+    return rc ? rc : db_write_chk(db, at);
+}
+
+static int replay_gen(replay *rp, eng_genread *g, uint32_t from)
+{
+    eng_db *db = rp->db;
+    uint32_t off = from;
+    int rc;
+    while (1) {
+        uint32_t at = off;
+        rc = eng_rec_decode(g->stream, g->len, &off, &rp->rec);
+        if (rc <= 0) break;
+        db->st.replay_bytes += rp->rec.len;
+        if (rp->rec.txn > db->txn_last) db->txn_last = rp->rec.txn;
+        if (rp->glen && rp->rec.txn != rp->gtxn) rp->glen = 0; /* an unfinished transaction */
+        rp->gtxn = rp->rec.txn;
+        if ((rc = group_add(rp, g->stream + at, rp->rec.len))) return rc;
+        if (rp->rec.type != ENG_REC_COMMIT) continue;
+        if ((rc = apply_group(rp))) return rc;
+        rp->glen = 0;
+        rp->pos = (eng_lgpos){g->hdr.gen, off};
+        if ((uint64_t)db->ndirty * ENG_PAGE_SIZE >= db->cache_bytes) {
+            if ((rc = recovery_checkpoint(db, rp->pos, g->hdr.gen))) return rc;
+            pthread_rwlock_wrlock(&db->plock);
+            cache_trim(db);
+            pthread_rwlock_unlock(&db->plock);
+        }
+    }
+    return rc;
+}
+
+/* Where replay starts: the checkpoint file when it is good and ours, else the header. */
+static eng_lgpos replay_start(eng_db *db)
+{
+    eng_chkfile ck;
+    int bad = 0;
+    int rc = eng_chk_read(db->vfs, db->chk, &ck, &bad);
+    eng_lgpos hdr_start = {db->hdr.log_req_min, 0};
+    if (rc) {
+        om_warn("%s: %s; replaying from the generation the header requires (%u)", db->chk,
+                om_err_detail(), hdr_start.gen);
+        return hdr_start;
+    }
+    if (!eng_sig_eq(&ck.log_sig, &db->hdr.log_sig)) {
+        om_warn("%s belongs to another log stream; replaying from generation %u", db->chk, hdr_start.gen);
+        return hdr_start;
+    }
+    /* The header is written before the checkpoint file, so the checkpoint may lag it, never
+     * lead it; a checkpoint past what the header requires would skip needed logs. */
+    if (hdr_start.gen && ck.checkpoint.gen > db->hdr.log_req_max && db->hdr.log_req_max) return hdr_start;
+    return ck.checkpoint;
+}
+
+int db_recover(eng_db *db, eng_log_end *end)
+{
+    stream_files sf;
+    replay rp = {.db = db};
+    eng_genread g = {0}, prev = {0};
+    int have_prev = 0;
+    uint64_t t0 = om_mono_ns();
+    memset(end, 0, sizeof *end);
+    int rc = list_stream(db, &sf);
+    if (rc) return rc;
+    uint32_t last = stream_last(&sf);
+    eng_lgpos start = replay_start(db);
+    if (start.gen == 0) start.gen = sf.n ? sf.gens[0] : sf.cur_gen;
+    if (last == 0 && db->hdr.log_req_max == 0 && db->hdr.state == ENG_STATE_JUST_CREATED) {
+        /* Created but never attached: nothing was logged. */
+        goto finish;
+    }
+    if (last == 0 || !stream_has(&sf, start.gen)) {
+        rc = om_errf(OM_E_RequiredLogFilesMissing,
+                     "%s needs log generation %u to recover, and %s holds %s. HINT: restore the "
+                     "missing logs, or restore the database from a backup",
+                     db->edb, start.gen, db->logdir, last ? "not that one" : "no logs");
+        goto out;
+    }
+    for (uint32_t gen = start.gen; gen <= last; gen++) {
+        if (!stream_has(&sf, gen)) {
+            rc = om_errf(OM_E_MissingLogFile, "log generation %u is missing from %s (generations "
+                         "up to %u exist)", gen, db->logdir, last);
+            goto out;
+        }
+        rc = read_gen_checked(db, &sf, gen, have_prev ? &prev.hdr : NULL, &g);
+        if (rc) goto out;
+        if (g.torn_slot && gen != last)
+            om_warn("log generation %u ends with a flush that a crash interrupted", gen);
+        rc = replay_gen(&rp, &g, gen == start.gen ? start.off : 0);
+        if (rc) goto out;
+        if (have_prev) eng_gen_free(&prev);
+        prev = g;
+        have_prev = 1;
+        memset(&g, 0, sizeof g);
+        end->gen = gen;
+        end->created = prev.hdr.created;
+        end->len = prev.len;
+        end->cur_exists = gen == sf.cur_gen;
+    }
+    if (last < db->hdr.log_req_max) {
+        rc = om_errf(OM_E_RequiredLogFilesMissing,
+                     "%s needs log generations up to %u and the logs end at %u", db->edb,
+                     db->hdr.log_req_max, last);
+        goto out;
+    }
+finish:
+    if (rp.pos.gen == 0) rp.pos = (eng_lgpos){end->gen, end->len};
+    rc = db_flush_pages(db);
+    if (rc) goto out;
+    db->hdr.state = ENG_STATE_CLEAN;
+    db->hdr.dbtime = db->dbtime;
+    db->hdr.pages = db->pages;
+    db->hdr.txn_last = db->txn_last;
+    db->hdr.consistent = rp.pos;
+    db->hdr.consistent_time = om_now_ns();
+    db->hdr.log_req_min = db->hdr.log_req_max = 0;
+    db->hdr.log_committed = end->gen;
+    rc = eng_dbhdr_write(db->edbf, &db->hdr);
+    db->st.replay_ns = om_mono_ns() - t0;
+    if (!rc && end->gen) rc = db_write_chk(db, rp.pos);
+out:
+    if (have_prev) eng_gen_free(&prev);
+    eng_gen_free(&g);
+    free(rp.group);
+    free(sf.gens);
+    return rc;
+}
