@@ -13,23 +13,30 @@ static inline void om_put16(uint8_t *p, uint16_t v)
 }
 static inline void om_put32(uint8_t *p, uint32_t v)
 {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
 static inline void om_put64(uint8_t *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
 }
-static inline uint16_t om_get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint16_t om_get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
 static inline uint32_t om_get32(const uint8_t *p)
 {
     uint32_t v = 0;
-    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
     return v;
 }
 static inline uint64_t om_get64(const uint8_t *p)
 {
     uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
     return v;
 }
 
@@ -41,7 +48,10 @@ typedef struct om_cur {
     int bad;
 } om_cur;
 
-static inline om_cur om_cur_make(void *p, size_t len) { return (om_cur){(uint8_t *)p, len, 0, 0}; }
+static inline om_cur om_cur_make(void *p, size_t len)
+{
+    return (om_cur){(uint8_t *)p, len, 0, 0};
+}
 static inline uint8_t *om_cur_take(om_cur *c, size_t n)
 {
     static uint8_t zero[64];

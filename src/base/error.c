@@ -51,9 +51,15 @@ int om_err_ctx(int err, const char *fmt, ...)
     return err;
 }
 
-const char *om_err_detail(void) { return detail; }
+const char *om_err_detail(void)
+{
+    return detail;
+}
 
-void om_err_clear(void) { detail[0] = 0; }
+void om_err_clear(void)
+{
+    detail[0] = 0;
+}
 
 int om_err_from_errno(int e)
 {

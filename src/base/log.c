@@ -6,13 +6,23 @@
 
 static const char *prog = "ombra";
 static int debug_on = -1;
+static enum om_level min_level = OM_DEBUG;
 
-void om_log_init(const char *p) { prog = p; }
+void om_log_min_level(enum om_level lvl)
+{
+    min_level = lvl;
+}
+
+void om_log_init(const char *p)
+{
+    prog = p;
+}
 
 void om_log(enum om_level lvl, const char *fmt, ...)
 {
     if (debug_on < 0) debug_on = getenv("OMBRA_DEBUG") != NULL;
     if (lvl == OM_DEBUG && !debug_on) return;
+    if (lvl < min_level) return;
     static const char *names[] = {"debug", "info", "warning", "error"};
     char line[2048];
     va_list ap;

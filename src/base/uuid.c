@@ -6,9 +6,15 @@
 
 #include "base/error.h"
 
-void om_uuid_new(om_uuid *u) { uuid_generate_random(u->b); }
+void om_uuid_new(om_uuid *u)
+{
+    uuid_generate_random(u->b);
+}
 
-void om_uuid_str(const om_uuid *u, char out[37]) { uuid_unparse_lower(u->b, out); }
+void om_uuid_str(const om_uuid *u, char out[37])
+{
+    uuid_unparse_lower(u->b, out);
+}
 
 int om_uuid_parse(const char *s, om_uuid *u)
 {
@@ -16,7 +22,10 @@ int om_uuid_parse(const char *s, om_uuid *u)
     return 0;
 }
 
-int om_uuid_is_null(const om_uuid *u) { return uuid_is_null(u->b); }
+int om_uuid_is_null(const om_uuid *u)
+{
+    return uuid_is_null(u->b);
+}
 
 void om_random(void *p, unsigned n)
 {

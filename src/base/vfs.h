@@ -59,11 +59,26 @@ struct om_file {
 /* The real filesystem. */
 om_vfs *om_vfs_posix(void);
 
-static inline int om_open(om_vfs *v, const char *p, int fl, om_file **o) { return v->open(v, p, fl, o); }
-static inline int om_close(om_file *f) { return f ? f->vfs->close(f) : 0; }
-static inline int om_sync(om_file *f) { return f->vfs->sync(f); }
-static inline int om_fsize(om_file *f, uint64_t *s) { return f->vfs->size(f, s); }
-static inline int om_resize(om_file *f, uint64_t s) { return f->vfs->resize(f, s); }
+static inline int om_open(om_vfs *v, const char *p, int fl, om_file **o)
+{
+    return v->open(v, p, fl, o);
+}
+static inline int om_close(om_file *f)
+{
+    return f ? f->vfs->close(f) : 0;
+}
+static inline int om_sync(om_file *f)
+{
+    return f->vfs->sync(f);
+}
+static inline int om_fsize(om_file *f, uint64_t *s)
+{
+    return f->vfs->size(f, s);
+}
+static inline int om_resize(om_file *f, uint64_t s)
+{
+    return f->vfs->resize(f, s);
+}
 static inline int om_pwrite(om_file *f, const void *b, size_t n, uint64_t off)
 {
     return f->vfs->pwrite(f, b, n, off);

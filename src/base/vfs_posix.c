@@ -207,4 +207,7 @@ static om_vfs posix_vfs = {
     .free_space = p_free_space,
 };
 
-om_vfs *om_vfs_posix(void) { return &posix_vfs; }
+om_vfs *om_vfs_posix(void)
+{
+    return &posix_vfs;
+}

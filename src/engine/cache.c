@@ -5,7 +5,10 @@
 #include "base/error.h"
 #include "engine/db_internal.h"
 
-static uint32_t hash_pgno(uint32_t pgno, uint32_t size) { return (pgno * 2654435761u) & (size - 1); }
+static uint32_t hash_pgno(uint32_t pgno, uint32_t size)
+{
+    return (pgno * 2654435761u) & (size - 1);
+}
 
 int cache_init(eng_db *db)
 {
@@ -114,16 +117,19 @@ int cache_get(eng_db *db, uint32_t pgno, int verify, frame **out)
             /* Leave no frame behind for a page that could not be read. */
             uint32_t h = hash_pgno(pgno, db->hsize);
             frame **pp = &db->htab[h];
-            while (*pp != f) pp = &(*pp)->next;
+            while (*pp != f)
+                pp = &(*pp)->next;
             *pp = f->next;
             db->nframes--;
             free(f->page);
             free(f);
             f = NULL;
             if (st == ENG_PAGE_ZERO)
-                rc = om_errf(OM_E_PageNotInitialized, "%s: page %u is not initialised", db->edb, pgno);
+                rc = om_errf(OM_E_PageNotInitialized, "%s: page %u is not initialised", db->edb,
+                             pgno);
             else
-                rc = om_errf(st == ENG_PAGE_WRONG_PGNO ? OM_E_ReadPgnoVerifyFailure : OM_E_ReadVerifyFailure,
+                rc = om_errf(st == ENG_PAGE_WRONG_PGNO ? OM_E_ReadPgnoVerifyFailure
+                                                       : OM_E_ReadVerifyFailure,
                              "%s: page %u fails its checksum", db->edb, pgno);
         }
     }

@@ -20,16 +20,17 @@
 #include "base/time.h"
 #include "engine/db_internal.h"
 
-#define DEFAULT_CACHE (256ull << 20)
-#define DEFAULT_CKPT_GENS 8
-#define GROW_PAGES 32 /* the .edb grows by at least 1 MiB at a time */
+#define DEFAULT_CACHE     (256ull << 20)
+#define DEFAULT_CKPT_GENS 32
+#define GROW_PAGES        32 /* the .edb grows by at least 1 MiB at a time */
 
 /* ---- writer role ---- */
 
 void db_role_acquire(eng_db *db)
 {
     pthread_mutex_lock(&db->wmu);
-    while (db->writer_active || db->frozen) pthread_cond_wait(&db->wcond, &db->wmu);
+    while (db->writer_active || db->frozen)
+        pthread_cond_wait(&db->wcond, &db->wmu);
     db->writer_active = 1;
     pthread_mutex_unlock(&db->wmu);
 }
@@ -65,9 +66,11 @@ static int refuse_fatal(eng_db *db)
 static int db_alloc(const eng_opts *o, eng_db **out)
 {
     const char *base = o->base ? o->base : "E00";
-    if (!o->edb_path || !o->log_dir) return om_errf(OM_E_InvalidParameter, "database path and log folder are required");
+    if (!o->edb_path || !o->log_dir)
+        return om_errf(OM_E_InvalidParameter, "database path and log folder are required");
     if (!eng_base_valid(base))
-        return om_errf(OM_E_InvalidParameter, "log base name '%s' must be three letters or digits", base);
+        return om_errf(OM_E_InvalidParameter, "log base name '%s' must be three letters or digits",
+                       base);
     eng_db *db = calloc(1, sizeof *db);
     if (!db) return om_errf(OM_E_OutOfMemory, "opening %s: out of memory", o->edb_path);
     db->vfs = o->vfs ? o->vfs : om_vfs_posix();
@@ -309,7 +312,8 @@ int db_flush_pages(eng_db *db)
     if (!rc && n) rc = om_sync(db->edbf);
     if (!rc) {
         pthread_mutex_lock(&db->cmu);
-        for (uint32_t i = 0; i < n; i++) v[i]->dirty = 0;
+        for (uint32_t i = 0; i < n; i++)
+            v[i]->dirty = 0;
         db->ndirty = 0;
         pthread_mutex_unlock(&db->cmu);
         db->st.pages_flushed += n;
@@ -409,7 +413,8 @@ int eng_txn_begin(eng_db *db, eng_txn **out)
     else if (eng_log_disk_full(db->log))
         rc = eng_log_retry_space(db->log);
     eng_txn *t = NULL;
-    if (!rc && !(t = calloc(1, sizeof *t))) rc = om_errf(OM_E_OutOfMemory, "transaction: out of memory");
+    if (!rc && !(t = calloc(1, sizeof *t)))
+        rc = om_errf(OM_E_OutOfMemory, "transaction: out of memory");
     if (rc) {
         db_role_release(db);
         return rc;
@@ -503,13 +508,15 @@ int eng_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno)
 {
     eng_db *db = t->db;
     uint32_t n = t->pages_after + 1;
-    if (n >= 0x7FFFFFF0u) return om_errf(OM_E_OutOfDatabaseSpace, "%s has reached its maximum size", db->edb);
+    if (n >= 0x7FFFFFF0u)
+        return om_errf(OM_E_OutOfDatabaseSpace, "%s has reached its maximum size", db->edb);
     if (n > db->file_pages) {
         /* Reserve room in the file now: running out of space must fail this call, not a
          * checkpoint write later. */
         uint64_t want = n + (n / 8 > GROW_PAGES ? n / 8 : GROW_PAGES);
         int rc = om_resize(db->edbf, (want + 2) * ENG_PAGE_SIZE);
-        if (rc) return om_err_ctx(rc, "growing %s to %llu pages", db->edb, (unsigned long long)want);
+        if (rc)
+            return om_err_ctx(rc, "growing %s to %llu pages", db->edb, (unsigned long long)want);
         db->file_pages = want;
     }
     tpage *p = tadd(t, n);
@@ -531,7 +538,8 @@ static int add_range(tpage *p, uint32_t off, uint32_t len)
         eng_range *r = &p->ranges[i];
         if (off <= (uint32_t)r->off + r->len && r->off <= off + len) {
             uint32_t lo = off < r->off ? off : r->off;
-            uint32_t hi = off + len > (uint32_t)r->off + r->len ? off + len : (uint32_t)r->off + r->len;
+            uint32_t hi =
+                off + len > (uint32_t)r->off + r->len ? off + len : (uint32_t)r->off + r->len;
             r->off = (uint16_t)lo;
             r->len = (uint16_t)(hi - lo);
             return 0;
@@ -555,8 +563,9 @@ static int add_range(tpage *p, uint32_t off, uint32_t len)
 int eng_page_write(eng_txn *t, uint32_t pgno, uint32_t off, const void *data, uint32_t len)
 {
     if (off > ENG_PAGE_BODY || len > ENG_PAGE_BODY - off)
-        return om_errf(OM_E_InvalidParameter, "write of %u bytes at offset %u is past the page body (%u)",
-                       len, off, ENG_PAGE_BODY);
+        return om_errf(OM_E_InvalidParameter,
+                       "write of %u bytes at offset %u is past the page body (%u)", len, off,
+                       ENG_PAGE_BODY);
     if (len == 0) return 0;
     tpage *p = NULL;
     int rc = tget(t, pgno, &p);
@@ -579,7 +588,8 @@ int eng_txn_page_read(eng_txn *t, uint32_t pgno, void *body)
 static uint32_t trimmed_len(const uint8_t *body)
 {
     uint32_t n = ENG_PAGE_BODY;
-    while (n > 0 && body[n - 1] == 0) n--;
+    while (n > 0 && body[n - 1] == 0)
+        n--;
     return n;
 }
 
@@ -594,10 +604,16 @@ static uint32_t encode_tpage(eng_txn *t, tpage *p, uint64_t txn, uint8_t *buf, i
 {
     eng_db *db = t->db;
     uint64_t after = ++db->dbtime;
+    /* Readers may insert frames (and grow the table) meanwhile: look up under the mutex. The
+     * frame itself stays: only the writer role, which we hold, evicts. */
+    pthread_mutex_lock(&db->cmu);
     frame *f = p->is_new ? NULL : cache_lookup(db, p->pgno);
+    uint32_t fpi_epoch = f ? f->fpi_epoch : 0;
+    pthread_mutex_unlock(&db->cmu);
     uint32_t total = 0;
-    for (uint32_t i = 0; i < p->nranges; i++) total += p->ranges[i].len;
-    int first_touch = !p->is_new && (!f || f->fpi_epoch != db->epoch);
+    for (uint32_t i = 0; i < p->nranges; i++)
+        total += p->ranges[i].len;
+    int first_touch = !p->is_new && fpi_epoch != db->epoch;
     int img = p->image || first_touch || total > ENG_PAGE_BODY / 2;
     eng_pghdr_set(p->page, p->pgno, p->objid, after, 0);
     uint8_t flags = 0;
@@ -605,18 +621,21 @@ static uint32_t encode_tpage(eng_txn *t, tpage *p, uint64_t txn, uint8_t *buf, i
     const eng_range *rg;
     uint32_t nr;
     if (img) {
-        flags = ENG_RECF_IMAGE | (first_touch ? ENG_RECF_FIRST_TOUCH : 0) | (p->is_new ? ENG_RECF_NEW_PAGE : 0);
+        flags = ENG_RECF_IMAGE | (first_touch ? ENG_RECF_FIRST_TOUCH : 0) |
+                (p->is_new ? ENG_RECF_NEW_PAGE : 0);
         one = (eng_range){0, (uint16_t)trimmed_len(p->page + ENG_PAGE_HDR), p->page + ENG_PAGE_HDR};
         rg = &one;
         nr = one.len ? 1 : 0;
     } else {
         qsort(p->ranges, p->nranges, sizeof *p->ranges, cmp_range);
-        for (uint32_t i = 0; i < p->nranges; i++) p->ranges[i].data = p->page + ENG_PAGE_HDR + p->ranges[i].off;
+        for (uint32_t i = 0; i < p->nranges; i++)
+            p->ranges[i].data = p->page + ENG_PAGE_HDR + p->ranges[i].off;
         rg = p->ranges;
         nr = p->nranges;
     }
     *image = img;
-    return eng_rec_encode_page(buf, txn, flags, p->pgno, p->objid, 0, p->base_dbtime, after, rg, nr);
+    return eng_rec_encode_page(buf, txn, flags, p->pgno, p->objid, 0, p->base_dbtime, after, rg,
+                               nr);
 }
 
 int eng_txn_commit(eng_txn *t, unsigned flags)
@@ -699,8 +718,8 @@ int eng_page_read(eng_db *db, uint32_t pgno, void *body)
     pthread_rwlock_rdlock(&db->plock);
     int rc = 0;
     if (pgno == 0 || pgno > db->pages)
-        rc = om_errf(OM_E_InvalidParameter, "page %u does not exist (the database has %u pages)", pgno,
-                     db->pages);
+        rc = om_errf(OM_E_InvalidParameter, "page %u does not exist (the database has %u pages)",
+                     pgno, db->pages);
     frame *f = NULL;
     if (!rc) rc = cache_get(db, pgno, 1, &f);
     if (!rc) memcpy(body, f->page + ENG_PAGE_HDR, ENG_PAGE_BODY);
@@ -713,8 +732,8 @@ int eng_page_objid(eng_db *db, uint32_t pgno, uint32_t *objid)
     pthread_rwlock_rdlock(&db->plock);
     int rc = 0;
     if (pgno == 0 || pgno > db->pages)
-        rc = om_errf(OM_E_InvalidParameter, "page %u does not exist (the database has %u pages)", pgno,
-                     db->pages);
+        rc = om_errf(OM_E_InvalidParameter, "page %u does not exist (the database has %u pages)",
+                     pgno, db->pages);
     frame *f = NULL;
     if (!rc) rc = cache_get(db, pgno, 1, &f);
     if (!rc) {
@@ -800,7 +819,8 @@ int eng_db_info(eng_db *db, eng_info *info)
 void eng_db_stats(eng_db *db, eng_stats *st)
 {
     *st = db->st;
-    if (db->log) eng_log_get_stats(db->log, &st->log_flushes, &st->log_bytes, &st->log_slots_written);
+    if (db->log)
+        eng_log_get_stats(db->log, &st->log_flushes, &st->log_bytes, &st->log_slots_written);
 }
 
 /* ---- backup hooks ---- */
@@ -868,12 +888,16 @@ int eng_truncate_logs(eng_db *db, uint32_t below, uint32_t *deleted)
 
 int eng_record_backup(eng_db *db, enum eng_bkslot_id slot, const eng_bkslot *s)
 {
-    if ((unsigned)slot >= ENG_BK_NSLOTS) return om_errf(OM_E_InvalidParameter, "backup slot %d does not exist", slot);
+    if ((unsigned)slot >= ENG_BK_NSLOTS)
+        return om_errf(OM_E_InvalidParameter, "backup slot %d does not exist", slot);
     db_role_acquire(db);
     int rc = db->fatal ? refuse_fatal(db) : 0;
-    uint32_t clear = slot == ENG_BK_PREV_FULL ? (1u << ENG_BK_PREV_INCREMENTAL | 1u << ENG_BK_PREV_DIFFERENTIAL) : 0;
+    uint32_t clear = slot == ENG_BK_PREV_FULL
+                         ? (1u << ENG_BK_PREV_INCREMENTAL | 1u << ENG_BK_PREV_DIFFERENTIAL)
+                         : 0;
     uint8_t rec[128];
-    if (!rc) rc = log_group(db, rec, eng_rec_encode_bkslot(rec, db->txn_last + 1, slot, clear, s), NULL);
+    if (!rc)
+        rc = log_group(db, rec, eng_rec_encode_bkslot(rec, db->txn_last + 1, slot, clear, s), NULL);
     if (!rc) {
         db->hdr.slots[slot] = *s;
         for (int i = 0; i < ENG_BK_NSLOTS; i++)

@@ -24,10 +24,10 @@
 typedef struct frame {
     uint32_t pgno;
     uint32_t fpi_epoch;
-    uint8_t *page;   /* ENG_PAGE_SIZE, page header included */
-    uint64_t lsn;    /* LSN past the last group that changed it */
+    uint8_t *page; /* ENG_PAGE_SIZE, page header included */
+    uint64_t lsn;  /* LSN past the last group that changed it */
     uint8_t dirty;
-    uint8_t status;  /* enum eng_page_status as loaded (replay needs it) */
+    uint8_t status; /* enum eng_page_status as loaded (replay needs it) */
     struct frame *next;
 } frame;
 
@@ -56,7 +56,7 @@ struct eng_db {
     uint32_t pages;            /* committed page count */
     uint64_t file_pages;       /* pages the .edb file has room for */
     eng_lgpos ckpt;
-    int fatal;                 /* sticky: FatalIO once a write failed */
+    int fatal; /* sticky: FatalIO once a write failed */
     eng_stats st;
 };
 

@@ -28,9 +28,9 @@
 #include "base/vfs.h"
 
 #define ENG_PAGE_SIZE 32768u
-#define ENG_PAGE_HDR 32u
+#define ENG_PAGE_HDR  32u
 #define ENG_PAGE_BODY (ENG_PAGE_SIZE - ENG_PAGE_HDR)
-#define ENG_LOG_SIZE (1024u * 1024u)
+#define ENG_LOG_SIZE  (1024u * 1024u)
 
 typedef struct eng_db eng_db;
 typedef struct eng_txn eng_txn;
@@ -41,7 +41,10 @@ typedef struct eng_lgpos {
     uint32_t gen, off;
 } eng_lgpos;
 
-static inline uint64_t eng_lgpos_u64(eng_lgpos p) { return (uint64_t)p.gen << 32 | p.off; }
+static inline uint64_t eng_lgpos_u64(eng_lgpos p)
+{
+    return (uint64_t)p.gen << 32 | p.off;
+}
 static inline int eng_lgpos_cmp(eng_lgpos a, eng_lgpos b)
 {
     uint64_t x = eng_lgpos_u64(a), y = eng_lgpos_u64(b);
@@ -61,7 +64,13 @@ enum eng_bkslot_id {
     ENG_BK_NSLOTS
 };
 
-enum eng_bk_kind { ENG_BK_NONE = 0, ENG_BK_FULL = 1, ENG_BK_INCREMENTAL, ENG_BK_COPY, ENG_BK_DIFFERENTIAL };
+enum eng_bk_kind {
+    ENG_BK_NONE = 0,
+    ENG_BK_FULL = 1,
+    ENG_BK_INCREMENTAL,
+    ENG_BK_COPY,
+    ENG_BK_DIFFERENTIAL
+};
 
 typedef struct eng_bkslot {
     uint32_t first_gen, last_gen; /* log generations the backup holds */
@@ -76,9 +85,10 @@ typedef struct eng_opts {
     const char *log_dir;  /* the folder of the logs and the checkpoint */
     const char *base;     /* three characters, "E00" when NULL */
     int circular_logging; /* delete logs below the checkpoint as it advances */
-    uint64_t cache_bytes; /* committed dirty pages kept before a checkpoint is forced; 0 = 256 MiB */
-    uint32_t checkpoint_gens; /* advance the checkpoint every this many generations; 0 = 8 */
-    int no_reserve_logs;  /* tests: skip creating the two 1 MiB reserve logs */
+    uint64_t
+        cache_bytes; /* committed dirty pages kept before a checkpoint is forced; 0 = 256 MiB */
+    uint32_t checkpoint_gens; /* advance the checkpoint every this many generations; 0 = 32 */
+    int no_reserve_logs;      /* tests: skip creating the two 1 MiB reserve logs */
 } eng_opts;
 
 /* What the header says and where the log stands; see eng_db_info. */
@@ -86,13 +96,13 @@ typedef struct eng_info {
     om_uuid db_id;
     uint32_t state;
     uint64_t dbtime;
-    uint32_t pages;           /* data pages in the database */
-    eng_lgpos checkpoint;     /* replay would start here */
-    uint32_t gen_current;     /* generation of E00.log */
-    uint32_t gen_oldest;      /* oldest generation on disk */
+    uint32_t pages;       /* data pages in the database */
+    eng_lgpos checkpoint; /* replay would start here */
+    uint32_t gen_current; /* generation of E00.log */
+    uint32_t gen_oldest;  /* oldest generation on disk */
     eng_bkslot slots[ENG_BK_NSLOTS];
-    int log_disk_full;        /* writes refused until space returns */
-    int fatal;                /* a write or fsync failed: refusing writes */
+    int log_disk_full; /* writes refused until space returns */
+    int fatal;         /* a write or fsync failed: refusing writes */
 } eng_info;
 
 /* Counters for tests and benchmarks. */

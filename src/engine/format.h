@@ -30,13 +30,13 @@
 #include "engine/engine.h"
 
 #define ENG_FORMAT_VERSION 1u
-#define ENG_SLOT_SIZE 4096u
-#define ENG_LOG_SLOTS (ENG_LOG_SIZE / ENG_SLOT_SIZE) /* 256: slot 0 = header */
-#define ENG_SEG_HDR 32u
-#define ENG_SEG_PAYLOAD (ENG_SLOT_SIZE - ENG_SEG_HDR)
-#define ENG_GEN_CAPACITY ((ENG_LOG_SLOTS - 1) * ENG_SEG_PAYLOAD)
-#define ENG_CHK_COPY 4096u
-#define ENG_MAX_GEN 0xFFFFFFF0u
+#define ENG_SLOT_SIZE      4096u
+#define ENG_LOG_SLOTS      (ENG_LOG_SIZE / ENG_SLOT_SIZE) /* 256: slot 0 = header */
+#define ENG_SEG_HDR        32u
+#define ENG_SEG_PAYLOAD    (ENG_SLOT_SIZE - ENG_SEG_HDR)
+#define ENG_GEN_CAPACITY   ((ENG_LOG_SLOTS - 1) * ENG_SEG_PAYLOAD)
+#define ENG_CHK_COPY       4096u
+#define ENG_MAX_GEN        0xFFFFFFF0u
 
 /* A signature identifies a database or a log stream: random bits and the creation time. */
 typedef struct eng_sig {
@@ -65,7 +65,10 @@ void eng_pghdr_set(uint8_t *page, uint32_t pgno, uint32_t objid, uint64_t dbtime
 void eng_page_seal(uint8_t *page, uint32_t pgno);
 /* Verifies a page read from data page number pgno. *actual gets the computed checksum. */
 enum eng_page_status eng_page_check(const uint8_t *page, uint32_t pgno, uint64_t *actual);
-static inline uint64_t eng_page_offset(uint32_t pgno) { return (uint64_t)(pgno + 1) * ENG_PAGE_SIZE; }
+static inline uint64_t eng_page_offset(uint32_t pgno)
+{
+    return (uint64_t)(pgno + 1) * ENG_PAGE_SIZE;
+}
 
 /* ---- database header ---- */
 
@@ -90,8 +93,9 @@ enum { ENG_DBF_CIRCULAR = 1 };
 
 /* Encodes into a whole page (ENG_PAGE_SIZE) with the checksum for copy `copy` (0 or 1). */
 void eng_dbhdr_encode(const eng_dbhdr *h, uint8_t *page, int copy);
-/* InvalidDatabase when the magic is wrong, ReadVerifyFailure when the checksum is,
- * InvalidDatabase for an unknown version or page size. */
+/* InvalidDatabase when the magic is wrong, ReadVerifyFailure when the checksum is (or the
+ * copy is all zeros), InvalidDatabase for an unknown version, PageSizeMismatch for another
+ * page size. */
 int eng_dbhdr_decode(const uint8_t *page, int copy, eng_dbhdr *h);
 
 /* Reads both header copies. A bad copy is reported in *repaired_copy (-1 when both were good)
@@ -155,7 +159,8 @@ enum eng_seg_status { ENG_SEG_OK, ENG_SEG_EMPTY, ENG_SEG_STALE, ENG_SEG_BAD };
 void eng_seg_encode(const eng_seghdr *h, const uint8_t *payload, uint8_t *slot);
 /* OK: checksum right for (gen, slot); EMPTY: all zero; STALE: a good segment of another
  * position (another generation or slot); BAD: anything else (torn or damaged). */
-enum eng_seg_status eng_seg_decode(const uint8_t *slot, uint32_t gen, uint16_t slotno, eng_seghdr *h);
+enum eng_seg_status eng_seg_decode(const uint8_t *slot, uint32_t gen, uint16_t slotno,
+                                   eng_seghdr *h);
 
 /* ---- log records ---- */
 

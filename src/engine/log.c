@@ -82,7 +82,8 @@ static int prepare_tmp(eng_log *l)
     rc = om_create_zeroed(v, tmp, ENG_LOG_SIZE);
     if (rc != OM_E_DiskFull) return rc;
     om_warn("log disk full in %s: using a reserve log; new transactions are refused until space "
-            "returns", l->dir);
+            "returns",
+            l->dir);
     l->disk_full = 1;
     for (int i = 2; i >= 1; i--) {
         if ((rc = eng_res_log_path(res, sizeof res, l->dir, l->base, i))) return rc;
@@ -101,7 +102,8 @@ static int start_gen(eng_log *l, uint32_t gen, int rename_current, uint32_t prev
     char cur[4200], tmp[4200], fin[4200];
     om_file *f = NULL;
     int rc;
-    if (gen >= ENG_MAX_GEN) return om_errf(OM_E_LogSequenceEnd, "log generation %u is the last", gen);
+    if (gen >= ENG_MAX_GEN)
+        return om_errf(OM_E_LogSequenceEnd, "log generation %u is the last", gen);
     if ((rc = path_of(l, cur, sizeof cur, 0, 0)) || (rc = path_of(l, tmp, sizeof tmp, 1, 0)) ||
         (rc = path_of(l, fin, sizeof fin, 2, gen - 1)))
         return rc;
@@ -176,7 +178,8 @@ static int write_chunk(eng_log *l, const uint8_t *p, uint32_t take)
         done += dl;
         n++;
     }
-    int rc = om_pwrite(l->cur, l->slots, (size_t)n * ENG_SLOT_SIZE, (uint64_t)first * ENG_SLOT_SIZE);
+    int rc =
+        om_pwrite(l->cur, l->slots, (size_t)n * ENG_SLOT_SIZE, (uint64_t)first * ENG_SLOT_SIZE);
     if (!rc) rc = om_sync(l->cur);
     if (rc) return om_err_ctx(OM_E_LogWriteFail, "writing log generation %u", l->gen);
     l->next_slot = (uint16_t)(first + n);
@@ -188,7 +191,10 @@ static int write_chunk(eng_log *l, const uint8_t *p, uint32_t take)
     return 0;
 }
 
-static int roll_now(eng_log *l) { return start_gen(l, l->gen + 1, 1, l->stream_off); }
+static int roll_now(eng_log *l)
+{
+    return start_gen(l, l->gen + 1, 1, l->stream_off);
+}
 
 /* Writes a taken buffer out, rolling whenever the next record does not fit. */
 static int write_out(eng_log *l, const uint8_t *p, uint32_t len)
@@ -253,7 +259,8 @@ int eng_log_append(eng_log *l, const uint8_t *recs, uint32_t len, uint64_t *end_
     int rc = l->fatal;
     if (!rc && l->buf_len + len > l->buf_cap) {
         uint32_t nc = l->buf_cap ? l->buf_cap : 65536;
-        while (nc < l->buf_len + len) nc *= 2;
+        while (nc < l->buf_len + len)
+            nc *= 2;
         uint8_t *nb = realloc(l->buf, nc);
         if (!nb)
             rc = om_errf(OM_E_OutOfMemory, "log buffer: out of memory");
@@ -292,8 +299,8 @@ static int flush_round(eng_log *l, int roll_after)
     l->flushing = 0;
     if (rc) {
         l->fatal = rc == OM_E_LogDiskFull ? OM_E_LogDiskFull : OM_E_FatalIO;
-        om_error("log of %s in %s: %s; the database refuses writes until it is recovered",
-                 l->base, l->dir, om_err_detail());
+        om_error("log of %s in %s: %s; the database refuses writes until it is recovered", l->base,
+                 l->dir, om_err_detail());
     } else
         l->flushed = end;
     pthread_cond_broadcast(&l->cond);
@@ -312,15 +319,19 @@ int eng_log_flush_to(eng_log *l, uint64_t lsn)
     int rc = l->fatal;
     pthread_mutex_unlock(&l->mu);
     if (rc && rc != OM_E_LogDiskFull)
-        return om_errf(OM_E_FatalIO, "log %s in %s: an earlier write or sync failed", l->base, l->dir);
-    if (rc) return om_errf(rc, "log %s in %s: the disk is full and no reserve log is left", l->base, l->dir);
+        return om_errf(OM_E_FatalIO, "log %s in %s: an earlier write or sync failed", l->base,
+                       l->dir);
+    if (rc)
+        return om_errf(rc, "log %s in %s: the disk is full and no reserve log is left", l->base,
+                       l->dir);
     return 0;
 }
 
 int eng_log_roll(eng_log *l)
 {
     pthread_mutex_lock(&l->mu);
-    while (l->flushing) pthread_cond_wait(&l->cond, &l->mu);
+    while (l->flushing)
+        pthread_cond_wait(&l->cond, &l->mu);
     int rc = l->fatal;
     if (!rc) rc = flush_round(l, 1);
     pthread_mutex_unlock(&l->mu);
@@ -339,7 +350,8 @@ eng_lgpos eng_log_lgpos(eng_log *l, uint64_t lsn)
 {
     pthread_mutex_lock(&l->mu);
     uint32_t i = l->nmap - 1;
-    while (i > 0 && l->map[i].lsn > lsn) i--;
+    while (i > 0 && l->map[i].lsn > lsn)
+        i--;
     eng_lgpos p = {l->map[i].gen, (uint32_t)(lsn - l->map[i].lsn)};
     pthread_mutex_unlock(&l->mu);
     return p;
@@ -379,7 +391,8 @@ int eng_log_disk_full(eng_log *l)
 int eng_log_retry_space(eng_log *l)
 {
     pthread_mutex_lock(&l->mu);
-    while (l->flushing) pthread_cond_wait(&l->cond, &l->mu);
+    while (l->flushing)
+        pthread_cond_wait(&l->cond, &l->mu);
     l->flushing = 1; /* the files are the flusher's */
     pthread_mutex_unlock(&l->mu);
     int rc = l->cfg.no_reserve ? 0 : eng_log_make_reserves(l->cfg.vfs, l->dir, l->base);

@@ -28,11 +28,11 @@
 
 typedef struct eng_genread {
     eng_loghdr hdr;
-    uint8_t *stream;     /* the record stream (malloc'd) */
-    uint32_t len;        /* bytes of it that are durable */
-    uint16_t end_slot;   /* first slot past the data */
-    uint16_t torn_slot;  /* a torn flush began here (0 = none) */
-    uint16_t segments;   /* good segments read */
+    uint8_t *stream;       /* the record stream (malloc'd) */
+    uint32_t len;          /* bytes of it that are durable */
+    uint16_t end_slot;     /* first slot past the data */
+    uint16_t torn_slot;    /* a torn flush began here (0 = none) */
+    uint16_t segments;     /* good segments read */
     uint16_t damaged_slot; /* set with LogFileCorrupt: the damaged slot */
 } eng_genread;
 
@@ -49,8 +49,8 @@ typedef struct eng_log_cfg {
     const char *dir, *base;
     eng_sig log_sig, db_sig;
     om_uuid db_id;
-    uint32_t flags;  /* ENG_DBF_CIRCULAR */
-    int no_reserve;  /* do not keep reserve logs */
+    uint32_t flags; /* ENG_DBF_CIRCULAR */
+    int no_reserve; /* do not keep reserve logs */
 } eng_log_cfg;
 
 /* Starts generation `gen` as E00.log. When rename_current is set, the existing E00.log (of

@@ -75,7 +75,8 @@ int eng_gen_read(om_vfs *v, const char *path, eng_genread *g)
      * later flush means durable data is damaged. */
     for (uint16_t s = gap + 1; s < ENG_LOG_SLOTS; s++) {
         eng_seghdr h;
-        if (eng_seg_decode(file + (size_t)s * ENG_SLOT_SIZE, g->hdr.gen, s, &h) != ENG_SEG_OK) continue;
+        if (eng_seg_decode(file + (size_t)s * ENG_SLOT_SIZE, g->hdr.gen, s, &h) != ENG_SEG_OK)
+            continue;
         if (h.flush_first <= gap) {
             g->torn_slot = h.flush_first;
             g->end_slot = h.flush_first;

@@ -142,7 +142,10 @@ static int read_gen_checked(eng_db *db, const stream_files *sf, uint32_t g, cons
     char p[4200];
     gen_path(db, sf, g, p, sizeof p);
     int rc = eng_gen_read(db->vfs, p, gr);
-    if (rc) return rc;
+    if (rc) {
+        eng_gen_free(gr); /* a damaged generation still carries the stream up to the damage */
+        return rc;
+    }
     if (gr->hdr.gen != g)
         rc = om_errf(OM_E_LogGenerationMismatch, "%s holds generation %u, its name says %u", p,
                      gr->hdr.gen, g);
@@ -223,14 +226,15 @@ static int apply_page(eng_db *db, const eng_rec *r)
                            "%s: page %u is empty on disk but the log changes it", db->edb, pgno);
         if (!ok)
             return om_errf(OM_E_ReadVerifyFailure,
-                           "%s: page %u fails its checksum and the log holds no image of it", db->edb,
-                           pgno);
+                           "%s: page %u fails its checksum and the log holds no image of it",
+                           db->edb, pgno);
         if (h.dbtime < r->u.page.before) return lost_flush(db, pgno, h.dbtime, r->u.page.before);
         if (h.dbtime != r->u.page.before)
             return om_errf(OM_E_DatabaseCorrupted,
                            "%s: page %u is at dbtime %llu, between the log record's %llu and %llu",
                            db->edb, pgno, (unsigned long long)h.dbtime,
-                           (unsigned long long)r->u.page.before, (unsigned long long)r->u.page.after);
+                           (unsigned long long)r->u.page.before,
+                           (unsigned long long)r->u.page.after);
     }
     for (uint32_t i = 0; i < r->u.page.nranges; i++)
         memcpy(f->page + ENG_PAGE_HDR + r->u.page.ranges[i].off, r->u.page.ranges[i].data,
@@ -258,7 +262,8 @@ static int apply_group(replay *rp)
         case ENG_REC_BACKUP_SLOT:
             db->hdr.slots[r->u.bkslot.slot] = r->u.bkslot.value;
             for (int i = 0; i < ENG_BK_NSLOTS; i++)
-                if (r->u.bkslot.clear_mask & (1u << i)) memset(&db->hdr.slots[i], 0, sizeof db->hdr.slots[i]);
+                if (r->u.bkslot.clear_mask & (1u << i))
+                    memset(&db->hdr.slots[i], 0, sizeof db->hdr.slots[i]);
             break;
         case ENG_REC_COMMIT:
             if (r->u.commit.dbtime > db->dbtime) db->dbtime = r->u.commit.dbtime;
@@ -276,7 +281,8 @@ static int group_add(replay *rp, const uint8_t *p, uint32_t len)
 {
     if (rp->glen + len > rp->gcap) {
         uint32_t nc = rp->gcap ? rp->gcap * 2 : 1 << 20;
-        while (nc < rp->glen + len) nc *= 2;
+        while (nc < rp->glen + len)
+            nc *= 2;
         uint8_t *ng = realloc(rp->group, nc);
         if (!ng) return om_errf(OM_E_OutOfMemory, "replay: out of memory");
         rp->group = ng;
@@ -343,12 +349,14 @@ static eng_lgpos replay_start(eng_db *db)
         return hdr_start;
     }
     if (!eng_sig_eq(&ck.log_sig, &db->hdr.log_sig)) {
-        om_warn("%s belongs to another log stream; replaying from generation %u", db->chk, hdr_start.gen);
+        om_warn("%s belongs to another log stream; replaying from generation %u", db->chk,
+                hdr_start.gen);
         return hdr_start;
     }
     /* The header is written before the checkpoint file, so the checkpoint may lag it, never
      * lead it; a checkpoint past what the header requires would skip needed logs. */
-    if (hdr_start.gen && ck.checkpoint.gen > db->hdr.log_req_max && db->hdr.log_req_max) return hdr_start;
+    if (hdr_start.gen && ck.checkpoint.gen > db->hdr.log_req_max && db->hdr.log_req_max)
+        return hdr_start;
     return ck.checkpoint;
 }
 
@@ -378,8 +386,10 @@ int db_recover(eng_db *db, eng_log_end *end)
     }
     for (uint32_t gen = start.gen; gen <= last; gen++) {
         if (!stream_has(&sf, gen)) {
-            rc = om_errf(OM_E_MissingLogFile, "log generation %u is missing from %s (generations "
-                         "up to %u exist)", gen, db->logdir, last);
+            rc = om_errf(OM_E_MissingLogFile,
+                         "log generation %u is missing from %s (generations "
+                         "up to %u exist)",
+                         gen, db->logdir, last);
             goto out;
         }
         rc = read_gen_checked(db, &sf, gen, have_prev ? &prev.hdr : NULL, &g);

@@ -43,6 +43,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/error.h"
 
@@ -117,6 +118,7 @@ struct crashvfs {
     uint64_t syncs, crash_at; /* power is lost when syncs reaches crash_at (0: never) */
     int crashed;
     uint64_t limit;
+    unsigned sync_delay_us; /* each file sync takes this long, as a disk's would */
     int fail[CRASHVFS_NOPS];
     cv_ns visible, durable;
     cv_op *ops;
@@ -771,6 +773,9 @@ static int cv_pwrite(om_file *bf, const void *buf, size_t n, uint64_t off)
 static int cv_sync(om_file *bf)
 {
     cv_file *f = (cv_file *)bf;
+    /* Outside the lock: a slow disk does not stop other threads from using the VFS. */
+    unsigned delay = __atomic_load_n(&f->c->sync_delay_us, __ATOMIC_RELAXED);
+    if (delay) usleep(delay);
     lock(f->c);
     int rc = handle_check(f, "syncing");
     if (!rc) rc = sync_point(f->c, "syncing", bf->path);
@@ -1194,6 +1199,11 @@ int crashvfs_fail_next(crashvfs *c, int op, int err)
     c->fail[op] = err;
     unlock(c);
     return 0;
+}
+
+void crashvfs_set_sync_delay(crashvfs *c, unsigned usec)
+{
+    __atomic_store_n(&c->sync_delay_us, usec, __ATOMIC_RELAXED);
 }
 
 void crashvfs_reseed(crashvfs *c, uint64_t seed)

@@ -121,5 +121,8 @@ crashvfs *crashvfs_clone(const crashvfs *c);
 /* Restarts the random choices from seed (e.g. a different seed for each clone of a
  * snapshot). */
 void crashvfs_reseed(crashvfs *c, uint64_t seed);
+/* Makes every file sync take usec microseconds (outside the VFS lock), like a real disk's
+ * flush, so tests can observe what overlaps a sync (group commit). 0 = instant. */
+void crashvfs_set_sync_delay(crashvfs *c, unsigned usec);
 
 #endif

@@ -1,0 +1,177 @@
+/* src/base: the error table, details, the POSIX VFS and its durable helpers, encodings. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "base/bytes.h"
+#include "base/error.h"
+#include "base/hash.h"
+#include "base/time.h"
+#include "base/uuid.h"
+#include "base/vfs.h"
+
+static void errors_print_with_ese_number_and_name(void **s)
+{
+    (void)s;
+    char buf[256];
+    assert_string_equal(om_err_name(-1018), "ReadVerifyFailure");
+    assert_string_equal(om_err_name(-530), "BadLogSignature");
+    assert_string_equal(om_err_name(-560), "MissingFullBackup");
+    assert_string_equal(om_err_name(12345), "Unknown");
+    om_errf(OM_E_ReadVerifyFailure, "page %u of %s", 7u, "a.edb");
+    om_err_format(OM_E_ReadVerifyFailure, buf, sizeof buf);
+    assert_string_equal(buf, "-1018 ReadVerifyFailure: page 7 of a.edb");
+    om_err_ctx(OM_E_ReadVerifyFailure, "checking %s", "set 1");
+    assert_string_equal(om_err_detail(), "checking set 1: page 7 of a.edb");
+    om_err_clear();
+    om_err_format(OM_E_DiskFull, buf, sizeof buf);
+    assert_string_equal(buf, "-1808 DiskFull: no space left on the device");
+    assert_int_equal(om_err_from_errno(28 /* ENOSPC */), OM_E_DiskFull);
+}
+
+static void little_endian_cursor_round_trips_and_flags_overruns(void **s)
+{
+    (void)s;
+    uint8_t buf[16];
+    om_cur w = om_cur_make(buf, sizeof buf);
+    om_w8(&w, 0x12);
+    om_w16(&w, 0x3456);
+    om_w32(&w, 0x789abcde);
+    om_w64(&w, 0x0102030405060708ull);
+    assert_false(w.bad);
+    om_w16(&w, 1); /* 15 + 2 > 16 */
+    assert_true(w.bad);
+    assert_int_equal(buf[1], 0x56); /* little-endian on every host */
+    om_cur r = om_cur_make(buf, sizeof buf);
+    assert_int_equal(om_r8(&r), 0x12);
+    assert_int_equal(om_r16(&r), 0x3456);
+    assert_int_equal(om_r32(&r), 0x789abcde);
+    assert_int_equal(om_r64(&r), 0x0102030405060708ull);
+    assert_int_equal(om_r32(&r), 0); /* past the end: zero and bad */
+    assert_true(r.bad);
+}
+
+static void checksum_depends_on_seed(void **s)
+{
+    (void)s;
+    const char *t = "ombra";
+    assert_int_not_equal(om_xxh3(t, 5, 1), om_xxh3(t, 5, 2));
+    assert_int_equal(om_xxh3(t, 5, 1), om_xxh3(t, 5, 1));
+}
+
+static void uuid_and_time_format(void **s)
+{
+    (void)s;
+    om_uuid a, b;
+    char str[37];
+    om_uuid_new(&a);
+    om_uuid_str(&a, str);
+    assert_int_equal(strlen(str), 36);
+    assert_int_equal(om_uuid_parse(str, &b), 0);
+    assert_memory_equal(a.b, b.b, 16);
+    assert_int_equal(om_uuid_parse("not-a-uuid", &b), OM_E_InvalidParameter);
+    assert_non_null(strstr(om_err_detail(), "not-a-uuid"));
+    char tb[64];
+    assert_string_equal(om_time_iso(1700000000123000000ull, tb, sizeof tb),
+                        "2023-11-14T22:13:20.123Z");
+    assert_string_equal(om_time_str(0, tb, sizeof tb), "never");
+}
+
+static char tmpdir[256];
+
+static int setup_dir(void **s)
+{
+    (void)s;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/ombra-base-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown_dir(void **s)
+{
+    (void)s;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void durable_replace_leaves_new_content_and_no_temp_file(void **s)
+{
+    (void)s;
+    om_vfs *v = om_vfs_posix();
+    char p[512], tmp[520];
+    om_path_join(p, sizeof p, tmpdir, "config.json");
+    assert_int_equal(om_write_file_durable(v, p, "old", 3), 0);
+    assert_int_equal(om_write_file_durable(v, p, "newer", 5), 0);
+    uint8_t *data = NULL;
+    size_t n = 0;
+    assert_int_equal(om_read_file(v, p, &data, &n), 0);
+    assert_int_equal(n, 5);
+    assert_memory_equal(data, "newer", 5);
+    free(data);
+    snprintf(tmp, sizeof tmp, "%s.tmp", p);
+    assert_int_equal(v->exists(v, tmp), 0);
+    assert_int_equal(v->exists(v, tmpdir), 2);
+}
+
+static void posix_errors_name_the_file(void **s)
+{
+    (void)s;
+    om_vfs *v = om_vfs_posix();
+    om_file *f = NULL;
+    char p[512];
+    om_path_join(p, sizeof p, tmpdir, "missing/file");
+    assert_int_equal(om_open(v, p, 0, &f), OM_E_FileNotFound);
+    assert_non_null(strstr(om_err_detail(), p));
+    om_path_join(p, sizeof p, tmpdir, "short");
+    assert_int_equal(om_write_file_durable(v, p, "abc", 3), 0);
+    assert_int_equal(om_open(v, p, OM_O_RDONLY, &f), 0);
+    uint8_t buf[10];
+    assert_int_equal(om_pread_full(f, buf, 10, 0), OM_E_FileIOBeyondEOF);
+    assert_non_null(strstr(om_err_detail(), "short"));
+    om_close(f);
+    assert_int_equal(om_open(v, p, OM_O_CREATE | OM_O_EXCL, &f), OM_E_FileAlreadyExists);
+    char big[5000];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    assert_int_equal(om_path_join(p, sizeof p, tmpdir, big), OM_E_InvalidPath);
+}
+
+static void zeroed_file_has_its_size(void **s)
+{
+    (void)s;
+    om_vfs *v = om_vfs_posix();
+    char p[512];
+    om_path_join(p, sizeof p, tmpdir, "zero.log");
+    assert_int_equal(om_create_zeroed(v, p, 1 << 20), 0);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 1 << 20);
+    char d[512];
+    om_dirname(p, d, sizeof d);
+    assert_string_equal(d, tmpdir);
+    om_dirname("name", d, sizeof d);
+    assert_string_equal(d, ".");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(errors_print_with_ese_number_and_name),
+        cmocka_unit_test(little_endian_cursor_round_trips_and_flags_overruns),
+        cmocka_unit_test(checksum_depends_on_seed),
+        cmocka_unit_test(uuid_and_time_format),
+        cmocka_unit_test_setup_teardown(durable_replace_leaves_new_content_and_no_temp_file,
+                                        setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(posix_errors_name_the_file, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(zeroed_file_has_its_size, setup_dir, teardown_dir),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

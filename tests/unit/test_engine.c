@@ -1,0 +1,679 @@
+/* Engine behaviour a user relies on: what commits survives, what does not commit never shows,
+ * failures are sticky and clear, the disk filling up loses nothing, the backup hooks do what
+ * the writer needs. Runs on the in-memory crash VFS (tests/support/crashvfs.h). */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "crashvfs.h"
+#include "engine/engine.h"
+#include "engine/format.h"
+
+static eng_opts opts_on(crashvfs *c)
+{
+    eng_opts o = {0};
+    o.vfs = crashvfs_vfs(c);
+    o.edb_path = "/db/mail.edb";
+    o.log_dir = "/db/logs";
+    o.base = "E00";
+    return o;
+}
+
+static crashvfs *new_disk(void)
+{
+    crashvfs *c = crashvfs_new(42);
+    assert_non_null(c);
+    assert_int_equal(crashvfs_vfs(c)->mkdir(crashvfs_vfs(c), "/db"), 0);
+    return c;
+}
+
+static uint8_t body[ENG_PAGE_BODY], body2[ENG_PAGE_BODY];
+
+/* Power loss with the database open, then a mount (which recovers). */
+static eng_db *crash_and_remount(crashvfs *c, const eng_opts *o, eng_db *db)
+{
+    eng_db_abandon(db);
+    crashvfs_reboot(c);
+    assert_int_equal(eng_db_open(o, &db), 0);
+    return db;
+}
+
+/* One transaction that fills `len` bytes of page pgno (allocating it when pgno is 0). */
+static uint32_t put(eng_db *db, uint32_t pgno, uint8_t fill, uint32_t off, uint32_t len,
+                    unsigned flags)
+{
+    eng_txn *t = NULL;
+    assert_int_equal(eng_txn_begin(db, &t), 0);
+    if (pgno == 0) assert_int_equal(eng_page_alloc(t, 9, &pgno), 0);
+    memset(body, fill, len);
+    assert_int_equal(eng_page_write(t, pgno, off, body, len), 0);
+    assert_int_equal(eng_txn_commit(t, flags), 0);
+    return pgno;
+}
+
+static void assert_page_byte(eng_db *db, uint32_t pgno, uint32_t off, uint8_t want)
+{
+    assert_int_equal(eng_page_read(db, pgno, body2), 0);
+    assert_int_equal(body2[off], want);
+}
+
+static void committed_data_survives_clean_shutdown_and_header_says_clean(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p1 = put(db, 0, 0xAB, 100, 4096, 0);
+    uint32_t p2 = put(db, 0, 0xCD, 0, ENG_PAGE_BODY, 0);
+    assert_int_equal(eng_db_close(db), 0);
+    eng_dbhdr h;
+    assert_int_equal(eng_dbhdr_read(o.vfs, o.edb_path, &h, 0, NULL), 0);
+    assert_int_equal(h.state, ENG_STATE_CLEAN);
+    assert_int_equal(h.pages, 2);
+    assert_int_equal(h.log_req_min, 0);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_page_byte(db, p1, 100, 0xAB);
+    assert_page_byte(db, p1, 99, 0);
+    assert_page_byte(db, p2, ENG_PAGE_BODY - 1, 0xCD);
+    assert_int_equal(eng_dbhdr_read(o.vfs, o.edb_path, &h, 0, NULL), 0);
+    assert_int_equal(h.state, ENG_STATE_DIRTY);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void rolled_back_changes_never_appear(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 1, 0, 10, 0);
+    eng_txn *t = NULL;
+    assert_int_equal(eng_txn_begin(db, &t), 0);
+    memset(body, 7, 10);
+    assert_int_equal(eng_page_write(t, p, 0, body, 10), 0);
+    uint32_t np = 0;
+    assert_int_equal(eng_page_alloc(t, 9, &np), 0);
+    /* The transaction sees its own change; others do not. */
+    assert_int_equal(eng_txn_page_read(t, p, body2), 0);
+    assert_int_equal(body2[0], 7);
+    assert_int_equal(eng_page_read(db, p, body2), 0);
+    assert_int_equal(body2[0], 1);
+    eng_txn_rollback(t);
+    assert_page_byte(db, p, 0, 1);
+    assert_int_equal(eng_page_read(db, np, body2), OM_E_InvalidParameter);
+    /* And not after a crash either. */
+    db = crash_and_remount(c, &o, db);
+    assert_page_byte(db, p, 0, 1);
+    eng_info in;
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.pages, 1);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void durable_commit_survives_power_loss_lazy_may_not(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 0x11, 0, 100, 0);
+    put(db, p, 0x22, 200, 100, 0);
+    put(db, p, 0x33, 400, 100, ENG_COMMIT_LAZY); /* never flushed */
+    db = crash_and_remount(c, &o, db);
+    assert_page_byte(db, p, 0, 0x11);
+    assert_page_byte(db, p, 200, 0x22);
+    assert_page_byte(db, p, 400, 0); /* the lazy commit was never made durable */
+    put(db, p, 0x44, 400, 100, ENG_COMMIT_LAZY);
+    assert_int_equal(eng_log_flush(db), 0); /* now it is */
+    db = crash_and_remount(c, &o, db);
+    assert_page_byte(db, p, 400, 0x44);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void create_refuses_existing_database_and_foreign_logs(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    assert_int_equal(eng_db_close(db), 0);
+    assert_int_equal(eng_db_create(&o, &db), OM_E_DatabaseDuplicate);
+    eng_opts o2 = o;
+    o2.edb_path = "/db/other.edb"; /* same log folder and base name */
+    assert_int_equal(eng_db_create(&o2, &db), OM_E_DatabaseDuplicate);
+    assert_non_null(strstr(om_err_detail(), "/db/logs"));
+    o2.base = "E01";
+    assert_int_equal(eng_db_create(&o2, &db), 0);
+    assert_int_equal(eng_db_close(db), 0);
+    o2.base = "E0";
+    assert_int_equal(eng_db_create(&o2, &db), OM_E_InvalidParameter);
+    o.edb_path = "/nowhere/x.edb";
+    assert_int_equal(eng_db_open(&o, &db), OM_E_FileNotFound);
+    crashvfs_free(c);
+}
+
+static void failed_fsync_is_sticky_until_remount(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 0x10, 0, 64, 0);
+    assert_int_equal(crashvfs_fail_next(c, CRASHVFS_SYNC, OM_E_DiskIO), 0);
+    eng_txn *t = NULL;
+    assert_int_equal(eng_txn_begin(db, &t), 0);
+    memset(body, 0x20, 64);
+    assert_int_equal(eng_page_write(t, p, 0, body, 64), 0);
+    assert_int_equal(eng_txn_commit(t, 0), OM_E_FatalIO);
+    /* Everything after is refused, even though the disk works again. */
+    assert_int_equal(eng_txn_begin(db, &t), OM_E_FatalIO);
+    assert_non_null(strstr(om_err_detail(), "HINT"));
+    assert_int_equal(eng_checkpoint(db), OM_E_FatalIO);
+    assert_int_equal(eng_db_close(db), OM_E_FatalIO);
+    /* Remount recovers. The acknowledged commit is there, or the unacknowledged one whose
+     * fsync failed (its write may have reached the disk anyway), whole. */
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_int_equal(eng_page_read(db, p, body2), 0);
+    assert_true(body2[0] == 0x10 || body2[0] == 0x20);
+    assert_int_equal(body2[63], body2[0]);
+    put(db, p, 0x30, 0, 64, 0);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void disk_full_uses_reserve_logs_refuses_writes_then_resumes(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 1, 0, 10, 0);
+    /* No room for anything new: the next roll must take a reserve log. */
+    crashvfs_set_space_limit(c, 1);
+    int refused = 0, acked = 0;
+    for (int i = 0; i < 2000 && !refused; i++) {
+        eng_txn *t = NULL;
+        int rc = eng_txn_begin(db, &t);
+        if (rc) {
+            assert_int_equal(rc, OM_E_LogDiskFull);
+            assert_non_null(strstr(om_err_detail(), "HINT"));
+            refused = 1;
+            break;
+        }
+        memset(body, (uint8_t)i, 8000);
+        assert_int_equal(eng_page_write(t, p, 0, body, 8000), 0);
+        assert_int_equal(eng_txn_commit(t, 0), 0); /* every commit that began completes */
+        acked = i;
+    }
+    assert_true(refused);
+    eng_info in;
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_true(in.log_disk_full);
+    assert_false(in.fatal);
+    assert_page_byte(db, p, 0, (uint8_t)acked);
+    /* Space returns: writes resume by themselves. */
+    crashvfs_set_space_limit(c, 0);
+    put(db, p, 0xEE, 0, 10, 0);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_false(in.log_disk_full);
+    db = crash_and_remount(c, &o, db);
+    assert_page_byte(db, p, 0, 0xEE);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void database_growth_on_full_disk_fails_the_call_not_the_database(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    crashvfs_set_space_limit(c, 1);
+    eng_txn *t = NULL;
+    uint32_t pg;
+    assert_int_equal(eng_txn_begin(db, &t), 0);
+    assert_int_equal(eng_page_alloc(t, 1, &pg), OM_E_DiskFull);
+    eng_txn_rollback(t);
+    crashvfs_set_space_limit(c, 0);
+    put(db, 0, 5, 0, 5, 0);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+typedef struct reader_arg {
+    eng_db *db;
+    uint32_t p1, p2;
+    volatile int stop;
+    int torn;
+    long reads;
+} reader_arg;
+
+static void *reader(void *a)
+{
+    reader_arg *r = a;
+    static _Thread_local uint8_t b1[ENG_PAGE_BODY], b2[ENG_PAGE_BODY];
+    while (!r->stop) {
+        /* Both pages change in one transaction; a reader must never see one without the
+         * other, nor a half-written page. */
+        if (eng_page_read(r->db, r->p1, b1) || eng_page_read(r->db, r->p2, b2)) continue;
+        if (b1[0] != b1[ENG_PAGE_BODY - 1] || b2[0] != b2[ENG_PAGE_BODY - 1]) r->torn++;
+        if (b1[0] > b2[0]) r->torn++; /* p1 written after p2 was committed: never ahead */
+        r->reads++;
+    }
+    return NULL;
+}
+
+static void readers_never_see_uncommitted_or_half_written_pages(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    reader_arg ra = {.db = db};
+    ra.p1 = put(db, 0, 0, 0, ENG_PAGE_BODY, 0);
+    ra.p2 = put(db, 0, 0, 0, ENG_PAGE_BODY, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, reader, &ra), 0);
+    for (int i = 1; i < 200; i++) {
+        eng_txn *t = NULL;
+        assert_int_equal(eng_txn_begin(db, &t), 0);
+        memset(body, i, ENG_PAGE_BODY);
+        assert_int_equal(eng_page_write(t, ra.p2, 0, body, ENG_PAGE_BODY), 0);
+        assert_int_equal(eng_page_write(t, ra.p1, 0, body, ENG_PAGE_BODY / 2), 0);
+        assert_int_equal(eng_page_write(t, ra.p1, ENG_PAGE_BODY / 2, body, ENG_PAGE_BODY / 2), 0);
+        if (i % 7 == 0)
+            eng_txn_rollback(t);
+        else
+            assert_int_equal(eng_txn_commit(t, i % 2 ? ENG_COMMIT_LAZY : 0), 0);
+    }
+    ra.stop = 1;
+    pthread_join(th, NULL);
+    assert_int_equal(ra.torn, 0);
+    assert_true(ra.reads > 0);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void freeze_rolls_generation_and_holds_writers_until_thaw(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    put(db, 0, 1, 0, 10, 0);
+    eng_info in;
+    assert_int_equal(eng_db_info(db, &in), 0);
+    uint32_t gen_before = in.gen_current, last = 0;
+    eng_lgpos mark;
+    assert_int_equal(eng_backup_freeze(db, ENG_BK_FULL, &mark, &last), 0);
+    assert_int_equal(last, gen_before);
+    assert_int_equal(mark.gen, gen_before);
+    /* The finished generation is on disk under its numbered name. */
+    char p[256];
+    eng_log_path(p, sizeof p, "/db/logs", "E00", last);
+    assert_int_equal(o.vfs->exists(o.vfs, p), 1);
+    assert_int_equal(eng_backup_thaw(db), 0);
+    assert_int_equal(eng_backup_thaw(db), OM_E_InvalidBackupSequence);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.gen_current, gen_before + 1);
+    put(db, 1, 2, 0, 10, 0);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void truncation_never_deletes_at_or_above_the_checkpoint(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    o.checkpoint_gens = 1000; /* only explicit checkpoints */
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 1, 0, 10, 0);
+    for (int i = 0; i < 5; i++) {
+        put(db, p, (uint8_t)i, 0, 100, 0);
+        assert_int_equal(eng_db_roll_log(db), 0);
+    }
+    eng_info in;
+    assert_int_equal(eng_db_info(db, &in), 0);
+    uint32_t deleted = 0;
+    /* The checkpoint is still at the first generation: nothing may go. */
+    assert_int_equal(eng_truncate_logs(db, in.gen_current, &deleted), 0);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.checkpoint.gen, in.gen_current);
+    assert_int_equal(eng_truncate_logs(db, in.gen_current - 2, &deleted), 0);
+    assert_int_equal(deleted, in.gen_current - 3);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.gen_oldest, in.gen_current - 2);
+    /* Recovery still works from what remains. */
+    db = crash_and_remount(c, &o, db);
+    assert_page_byte(db, p, 0, 4);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void backup_slot_is_logged_and_survives_recovery(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    eng_bkslot inc = {2, 3, {3, 0}, 111, ENG_BK_INCREMENTAL},
+               full = {1, 4, {4, 72}, 222, ENG_BK_FULL};
+    assert_int_equal(eng_record_backup(db, ENG_BK_PREV_INCREMENTAL, &inc), 0);
+    eng_dbhdr h;
+    assert_int_equal(eng_dbhdr_read(o.vfs, o.edb_path, &h, 0, NULL), 0);
+    assert_int_equal(h.slots[ENG_BK_PREV_INCREMENTAL].last_gen, 3);
+    assert_int_equal(eng_record_backup(db, ENG_BK_PREV_FULL, &full), 0);
+    assert_int_equal(eng_dbhdr_read(o.vfs, o.edb_path, &h, 0, NULL), 0);
+    assert_int_equal(h.slots[ENG_BK_PREV_FULL].mark_time, 222);
+    assert_int_equal(h.slots[ENG_BK_PREV_INCREMENTAL].kind, 0); /* cleared by the full */
+    assert_int_equal(eng_record_backup(db, ENG_BK_NSLOTS, &full), OM_E_InvalidParameter);
+    /* Replay rebuilds the slot from the log even when the header write is lost: put back the
+     * old header (as if the header write had never reached the disk) and recover. */
+    eng_db_abandon(db);
+    crashvfs_reboot(c);
+    assert_int_equal(eng_dbhdr_read(o.vfs, o.edb_path, &h, 0, NULL), 0);
+    memset(&h.slots, 0, sizeof h.slots);
+    om_file *f = NULL;
+    assert_int_equal(om_open(o.vfs, o.edb_path, 0, &f), 0);
+    assert_int_equal(eng_dbhdr_write(f, &h), 0);
+    om_close(f);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    eng_info in;
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.slots[ENG_BK_PREV_FULL].mark_time, 222);
+    assert_int_equal(in.slots[ENG_BK_PREV_FULL].last_gen, 4);
+    assert_int_equal(in.slots[ENG_BK_PREV_INCREMENTAL].kind, 0);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void hold_keeps_pages_out_of_the_database_file(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 1, 0, 10, 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    uint8_t before[ENG_PAGE_SIZE], after[ENG_PAGE_SIZE];
+    om_file *f = NULL;
+    assert_int_equal(om_open(o.vfs, o.edb_path, OM_O_RDONLY, &f), 0);
+    assert_int_equal(om_pread_full(f, before, sizeof before, eng_page_offset(p)), 0);
+    assert_int_equal(eng_hold_pages(db), 0);
+    put(db, p, 2, 0, 10, 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    assert_int_equal(om_pread_full(f, after, sizeof after, eng_page_offset(p)), 0);
+    assert_memory_equal(before, after, sizeof before); /* held: the file did not change */
+    assert_int_equal(eng_release_pages(db), 0);
+    assert_int_equal(eng_release_pages(db), OM_E_InvalidBackupSequence);
+    assert_int_equal(eng_checkpoint(db), 0);
+    assert_int_equal(om_pread_full(f, after, sizeof after, eng_page_offset(p)), 0);
+    assert_memory_not_equal(before, after, sizeof before);
+    om_close(f);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+/* Rewrites one data page of the .edb directly. */
+static void poke_page(om_vfs *v, const char *edb, uint32_t pgno, void (*edit)(uint8_t *page))
+{
+    uint8_t page[ENG_PAGE_SIZE];
+    om_file *f = NULL;
+    assert_int_equal(om_open(v, edb, 0, &f), 0);
+    assert_int_equal(om_pread_full(f, page, sizeof page, eng_page_offset(pgno)), 0);
+    edit(page);
+    assert_int_equal(om_pwrite(f, page, sizeof page, eng_page_offset(pgno)), 0);
+    assert_int_equal(om_sync(f), 0);
+    om_close(f);
+}
+
+static void garble(uint8_t *page)
+{
+    memset(page + 5000, 0x5A, 3000);
+}
+
+static uint8_t saved_page[ENG_PAGE_SIZE];
+static void restore_saved(uint8_t *page)
+{
+    memcpy(page, saved_page, ENG_PAGE_SIZE);
+}
+static void save(uint8_t *page)
+{
+    memcpy(saved_page, page, ENG_PAGE_SIZE);
+}
+
+static void torn_page_is_rebuilt_from_its_logged_image(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    o.checkpoint_gens = 1000;
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 1, 0, 100, 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    put(db, p, 2, 0, 100, 0); /* first change since the checkpoint: logged as an image */
+    put(db, p, 3, 50, 10, 0);
+    /* Simulate a checkpoint that wrote the page and was torn before anything else. */
+    assert_int_equal(eng_hold_pages(db), 0);
+    eng_db_abandon(db);
+    crashvfs_reboot(c);
+    poke_page(o.vfs, o.edb_path, p, garble);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_page_byte(db, p, 0, 2);
+    assert_page_byte(db, p, 50, 3);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void lost_flush_is_detected_at_recovery(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    o.checkpoint_gens = 1000;
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 1, 0, 100, 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    poke_page(o.vfs, o.edb_path, p, save); /* the page as of checkpoint 1 */
+    put(db, p, 2, 0, 100, 0);
+    assert_int_equal(eng_checkpoint(db), 0); /* written at checkpoint 2... */
+    put(db, p, 3, 0, 100, 0);                /* first change after checkpoint 2 */
+    eng_db_abandon(db);
+    crashvfs_reboot(c);
+    poke_page(o.vfs, o.edb_path, p, restore_saved); /* ...but the storage lost that write */
+    assert_int_equal(eng_db_open(&o, &db), OM_E_ReadLostFlushVerifyFailure);
+    assert_non_null(strstr(om_err_detail(), "page 1"));
+    crashvfs_free(c);
+}
+
+static void damaged_page_outside_the_log_is_reported_with_its_number(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    put(db, 0, 1, 0, 100, 0);
+    uint32_t p2 = put(db, 0, 1, 0, 100, 0);
+    assert_int_equal(eng_db_close(db), 0);
+    poke_page(o.vfs, o.edb_path, p2, garble);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_int_equal(eng_page_read(db, p2, body), OM_E_ReadVerifyFailure);
+    assert_non_null(strstr(om_err_detail(), "page 2"));
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void circular_logging_deletes_logs_behind_the_checkpoint(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    o.circular_logging = 1;
+    o.checkpoint_gens = 2;
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 1, 0, 10, 0);
+    for (int i = 0; i < 900; i++)
+        put(db, p, (uint8_t)i, 0, 8000, 0);
+    eng_info in;
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_true(in.gen_current > 4);
+    assert_true(in.gen_oldest >= in.checkpoint.gen);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+static void header_both_copies_damaged_is_refused(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    assert_int_equal(eng_db_close(db), 0);
+    om_file *f = NULL;
+    uint8_t junk[100];
+    memset(junk, 0x77, sizeof junk);
+    assert_int_equal(om_open(o.vfs, o.edb_path, 0, &f), 0);
+    assert_int_equal(om_pwrite(f, junk, sizeof junk, 200), 0);
+    assert_int_equal(om_sync(f), 0);
+    assert_int_equal(eng_db_open(&o, &db), 0); /* one copy: repaired */
+    assert_int_equal(eng_db_close(db), 0);
+    assert_int_equal(om_pwrite(f, junk, sizeof junk, 200), 0);
+    assert_int_equal(om_pwrite(f, junk, sizeof junk, ENG_PAGE_SIZE + 200), 0);
+    assert_int_equal(om_sync(f), 0);
+    om_close(f);
+    assert_int_equal(eng_db_open(&o, &db), OM_E_ReadVerifyFailure);
+    assert_non_null(strstr(om_err_detail(), "both header copies"));
+    crashvfs_free(c);
+}
+
+static void damaged_log_of_a_clean_database_is_refused_naming_the_slot(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    assert_int_equal(eng_db_close(db), 0);
+    /* Slot 1 of E00.log is durable data (the ATTACH group); slot 2 holds the TERM after it. */
+    uint8_t zero[ENG_SLOT_SIZE] = {0};
+    om_file *f = NULL;
+    assert_int_equal(om_open(o.vfs, "/db/logs/E00.log", 0, &f), 0);
+    assert_int_equal(om_pwrite(f, zero, sizeof zero, ENG_SLOT_SIZE), 0);
+    assert_int_equal(om_sync(f), 0);
+    om_close(f);
+    assert_int_equal(eng_db_open(&o, &db), OM_E_LogFileCorrupt);
+    assert_non_null(strstr(om_err_detail(), "slot 1"));
+    crashvfs_free(c);
+}
+
+typedef struct writer_arg {
+    eng_db *db;
+    uint32_t page;
+    int n;
+} writer_arg;
+
+static void *writer(void *a)
+{
+    writer_arg *w = a;
+    static _Thread_local uint8_t b[4096];
+    for (int i = 0; i < w->n; i++) {
+        eng_txn *t = NULL;
+        if (eng_txn_begin(w->db, &t)) return (void *)1;
+        memset(b, i, sizeof b);
+        if (eng_page_write(t, w->page, 0, b, sizeof b) || eng_txn_commit(t, 0)) return (void *)1;
+    }
+    return NULL;
+}
+
+static void concurrent_committers_share_log_flushes(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    writer_arg w[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        w[i] = (writer_arg){db, put(db, 0, 0, 0, 1, 0), 100};
+    eng_stats st0, st1;
+    crashvfs_set_sync_delay(c, 2000);
+    eng_db_stats(db, &st0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, writer, &w[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        assert_null(r);
+    }
+    eng_db_stats(db, &st1);
+    assert_int_equal(st1.commits - st0.commits, 400);
+    /* While one commit's fsync runs, the others queue up and share the next one. */
+    assert_true(st1.log_flushes - st0.log_flushes <= 250);
+    print_message("400 commits from 4 threads took %llu log flushes\n",
+                  (unsigned long long)(st1.log_flushes - st0.log_flushes));
+    for (int i = 0; i < 4; i++)
+        assert_page_byte(db, w[i].page, 0, 99);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+int main(void)
+{
+    /* The failures these tests cause on purpose would fill the output. */
+    if (!getenv("OMBRA_DEBUG")) om_log_min_level(OM_ERROR + 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(committed_data_survives_clean_shutdown_and_header_says_clean),
+        cmocka_unit_test(rolled_back_changes_never_appear),
+        cmocka_unit_test(durable_commit_survives_power_loss_lazy_may_not),
+        cmocka_unit_test(create_refuses_existing_database_and_foreign_logs),
+        cmocka_unit_test(failed_fsync_is_sticky_until_remount),
+        cmocka_unit_test(disk_full_uses_reserve_logs_refuses_writes_then_resumes),
+        cmocka_unit_test(database_growth_on_full_disk_fails_the_call_not_the_database),
+        cmocka_unit_test(readers_never_see_uncommitted_or_half_written_pages),
+        cmocka_unit_test(freeze_rolls_generation_and_holds_writers_until_thaw),
+        cmocka_unit_test(truncation_never_deletes_at_or_above_the_checkpoint),
+        cmocka_unit_test(backup_slot_is_logged_and_survives_recovery),
+        cmocka_unit_test(hold_keeps_pages_out_of_the_database_file),
+        cmocka_unit_test(torn_page_is_rebuilt_from_its_logged_image),
+        cmocka_unit_test(lost_flush_is_detected_at_recovery),
+        cmocka_unit_test(damaged_page_outside_the_log_is_reported_with_its_number),
+        cmocka_unit_test(circular_logging_deletes_logs_behind_the_checkpoint),
+        cmocka_unit_test(header_both_copies_damaged_is_refused),
+        cmocka_unit_test(damaged_log_of_a_clean_database_is_refused_naming_the_slot),
+        cmocka_unit_test(concurrent_committers_share_log_flushes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
