@@ -6,7 +6,7 @@ MESON   ?= meson
 PYTEST  ?= pytest-3
 CRASH_POINTS ?= 2000
 
-.PHONY: all deps build test test-unit test-asan test-system crash-long demo bench clean
+.PHONY: all deps build build-asan test test-tsan crash-long demo bench clean
 
 all: build
 
@@ -50,3 +50,13 @@ bench: deps build
 
 clean:
 	rm -rf $(BUILD) $(ASAN)
+
+# The table concurrency test under ThreadSanitizer: readers during a writer never see
+# uncommitted or half-split data.
+TSAN ?= build-tsan
+$(TSAN)/build.ninja:
+	$(MESON) setup $(TSAN) --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false >/dev/null
+
+test-tsan: deps $(TSAN)/build.ninja
+	@ninja -C $(TSAN) tests/unit/test_table_concurrency
+	@TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $(TSAN)/tests/unit/test_table_concurrency

@@ -87,9 +87,14 @@ static int db_alloc(const eng_opts *o, eng_db **out)
     eng_chk_path(db->chk, sizeof db->chk, db->logdir, db->base);
     pthread_mutex_init(&db->wmu, NULL);
     pthread_cond_init(&db->wcond, NULL);
-    pthread_rwlock_init(&db->plock, NULL);
+    /* Writer-preferring: a steady stream of readers must not hold a commit's publication
+     * off forever. (So nothing may take the read lock twice on one thread.) */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&db->plock, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&db->cmu, NULL);
-    db->epoch = 1;
     int rc = cache_init(db);
     if (rc) {
         eng_db_abandon(db);
@@ -305,10 +310,11 @@ int db_flush_pages(eng_db *db)
     uint32_t n = 0;
     int rc = cache_dirty_frames(db, &v, &n);
     if (rc) return rc;
-    for (uint32_t i = 0; i < n && !rc; i++) {
-        eng_page_seal(v[i]->page, v[i]->pgno);
+    for (uint32_t i = 0; i < n; i++) eng_page_seal(v[i]->page, v[i]->pgno);
+    /* Journal first (synced), then in place: a page torn by a crash here can be restored. */
+    if (n) rc = pj_write(db, v, n);
+    for (uint32_t i = 0; i < n && !rc; i++)
         rc = om_pwrite(db->edbf, v[i]->page, ENG_PAGE_SIZE, eng_page_offset(v[i]->pgno));
-    }
     if (!rc && n) rc = om_sync(db->edbf);
     if (!rc) {
         pthread_mutex_lock(&db->cmu);
@@ -361,7 +367,6 @@ static int checkpoint_locked(eng_db *db)
     db->ckpt = c;
     eng_log_set_checkpoint(db->log, c);
     pthread_rwlock_wrlock(&db->plock);
-    db->epoch++;
     cache_trim(db);
     pthread_rwlock_unlock(&db->plock);
     db->st.checkpoints++;
@@ -386,9 +391,7 @@ typedef struct tpage {
     uint32_t pgno, objid;
     uint64_t base_dbtime;
     uint8_t *page;
-    uint8_t is_new, image;
-    uint32_t nranges, cap;
-    eng_range *ranges;
+    uint8_t is_new, image, unchanged;
     struct tpage *next;  /* every page of the transaction */
     struct tpage *hnext; /* bucket chain by page number */
 } tpage;
@@ -397,6 +400,7 @@ typedef struct tpage {
 
 struct eng_txn {
     eng_db *db;
+    eng_view view;
     tpage *buckets[TBUCKETS];
     tpage *list;
     uint32_t npages, pages_after;
@@ -420,6 +424,7 @@ int eng_txn_begin(eng_db *db, eng_txn **out)
         return rc;
     }
     t->db = db;
+    t->view = (eng_view){db, t};
     t->pages_after = db->pages;
     *out = t;
     return 0;
@@ -431,7 +436,6 @@ static void txn_free(eng_txn *t)
     while (p) {
         tpage *n = p->next;
         free(p->page);
-        free(p->ranges);
         free(p);
         p = n;
     }
@@ -530,36 +534,6 @@ int eng_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno)
     return 0;
 }
 
-static int add_range(tpage *p, uint32_t off, uint32_t len)
-{
-    if (p->image) return 0;
-    /* Merge with an overlapping or touching range; the common case is one growing range. */
-    for (uint32_t i = 0; i < p->nranges; i++) {
-        eng_range *r = &p->ranges[i];
-        if (off <= (uint32_t)r->off + r->len && r->off <= off + len) {
-            uint32_t lo = off < r->off ? off : r->off;
-            uint32_t hi =
-                off + len > (uint32_t)r->off + r->len ? off + len : (uint32_t)r->off + r->len;
-            r->off = (uint16_t)lo;
-            r->len = (uint16_t)(hi - lo);
-            return 0;
-        }
-    }
-    if (p->nranges == ENG_MAX_RANGES - 1) {
-        p->image = 1; /* many scattered changes: log the whole page */
-        return 0;
-    }
-    if (p->nranges == p->cap) {
-        uint32_t nc = p->cap ? p->cap * 2 : 4;
-        eng_range *nr = realloc(p->ranges, nc * sizeof *nr);
-        if (!nr) return om_errf(OM_E_OutOfMemory, "transaction: out of memory");
-        p->ranges = nr;
-        p->cap = nc;
-    }
-    p->ranges[p->nranges++] = (eng_range){(uint16_t)off, (uint16_t)len, NULL};
-    return 0;
-}
-
 int eng_page_write(eng_txn *t, uint32_t pgno, uint32_t off, const void *data, uint32_t len)
 {
     if (off > ENG_PAGE_BODY || len > ENG_PAGE_BODY - off)
@@ -571,7 +545,7 @@ int eng_page_write(eng_txn *t, uint32_t pgno, uint32_t off, const void *data, ui
     int rc = tget(t, pgno, &p);
     if (rc) return rc;
     memcpy(p->page + ENG_PAGE_HDR + off, data, len);
-    return add_range(p, off, len);
+    return 0;
 }
 
 int eng_txn_page_read(eng_txn *t, uint32_t pgno, void *body)
@@ -593,49 +567,77 @@ static uint32_t trimmed_len(const uint8_t *body)
     return n;
 }
 
-static int cmp_range(const void *a, const void *b)
+/* The changed byte ranges of a page body against its committed version. Ranges closer than
+ * DIFF_GAP bytes are merged (a range costs 4 bytes of header). Returns the count, or -1 when
+ * there are more than max (log the whole page instead). */
+#define DIFF_GAP 16
+static int diff_ranges(const uint8_t *old, const uint8_t *cur, eng_range *out, int max, uint32_t *total)
 {
-    const eng_range *x = a, *y = b;
-    return x->off < y->off ? -1 : x->off > y->off;
+    int n = 0;
+    uint32_t i = 0;
+    *total = 0;
+    while (i < ENG_PAGE_BODY) {
+        /* Skip equal bytes 8 at a time where possible. */
+        while (i + 8 <= ENG_PAGE_BODY && memcmp(old + i, cur + i, 8) == 0) i += 8;
+        while (i < ENG_PAGE_BODY && old[i] == cur[i]) i++;
+        if (i >= ENG_PAGE_BODY) break;
+        uint32_t start = i, end = i + 1, same = 0;
+        for (i = end; i < ENG_PAGE_BODY && same <= DIFF_GAP; i++) {
+            if (old[i] == cur[i])
+                same++;
+            else {
+                same = 0;
+                end = i + 1;
+            }
+        }
+        i = end;
+        if (n == max) return -1;
+        out[n++] = (eng_range){(uint16_t)start, (uint16_t)(end - start), cur + start};
+        *total += end - start;
+    }
+    return n;
 }
 
-/* Encodes the page record of p into buf; sets *image when it logged the whole page. */
-static uint32_t encode_tpage(eng_txn *t, tpage *p, uint64_t txn, uint8_t *buf, int *image)
+/* Encodes the page record of p into buf; sets *image when it logged the whole page. A page
+ * whose body did not change logs nothing and keeps its dbtime (p->unchanged). */
+static uint32_t encode_tpage(eng_txn *t, tpage *p, uint64_t txn, uint8_t *buf, eng_range *ranges, int *image)
 {
     eng_db *db = t->db;
-    uint64_t after = ++db->dbtime;
     /* Readers may insert frames (and grow the table) meanwhile: look up under the mutex. The
-     * frame itself stays: only the writer role, which we hold, evicts. */
+     * frame itself stays: only the writer role, which we hold, evicts or replaces it. */
     pthread_mutex_lock(&db->cmu);
     frame *f = p->is_new ? NULL : cache_lookup(db, p->pgno);
-    uint32_t fpi_epoch = f ? f->fpi_epoch : 0;
     pthread_mutex_unlock(&db->cmu);
+    int img = p->image || !f;
+    int nr = 0;
     uint32_t total = 0;
-    for (uint32_t i = 0; i < p->nranges; i++)
-        total += p->ranges[i].len;
-    int first_touch = !p->is_new && fpi_epoch != db->epoch;
-    int img = p->image || first_touch || total > ENG_PAGE_BODY / 2;
+    const uint8_t *body = p->page + ENG_PAGE_HDR;
+    if (!img) {
+        nr = diff_ranges(f->page + ENG_PAGE_HDR, body, ranges, ENG_MAX_RANGES, &total);
+        if (nr == 0) {
+            p->unchanged = 1;
+            *image = 0;
+            return 0;
+        }
+        if (nr < 0 || total > ENG_PAGE_BODY / 2) img = 1;
+    }
+    uint64_t after = ++db->dbtime;
     eng_pghdr_set(p->page, p->pgno, p->objid, after, 0);
     uint8_t flags = 0;
-    eng_range one;
-    const eng_range *rg;
-    uint32_t nr;
     if (img) {
-        flags = ENG_RECF_IMAGE | (first_touch ? ENG_RECF_FIRST_TOUCH : 0) |
-                (p->is_new ? ENG_RECF_NEW_PAGE : 0);
-        one = (eng_range){0, (uint16_t)trimmed_len(p->page + ENG_PAGE_HDR), p->page + ENG_PAGE_HDR};
-        rg = &one;
-        nr = one.len ? 1 : 0;
-    } else {
-        qsort(p->ranges, p->nranges, sizeof *p->ranges, cmp_range);
-        for (uint32_t i = 0; i < p->nranges; i++)
-            p->ranges[i].data = p->page + ENG_PAGE_HDR + p->ranges[i].off;
-        rg = p->ranges;
-        nr = p->nranges;
+        /* An image is the page's non-zero ranges: a slotted page keeps its cells at the end, so
+         * a half-full page is mostly a run of zeros in the middle. */
+        static const uint8_t zeros[ENG_PAGE_BODY];
+        flags = ENG_RECF_IMAGE | (p->is_new ? ENG_RECF_NEW_PAGE : 0);
+        nr = diff_ranges(zeros, body, ranges, ENG_MAX_RANGES, &total);
+        if (nr < 0) {
+            ranges[0] = (eng_range){0, (uint16_t)trimmed_len(body), body};
+            nr = ranges[0].len ? 1 : 0;
+        }
     }
     *image = img;
-    return eng_rec_encode_page(buf, txn, flags, p->pgno, p->objid, 0, p->base_dbtime, after, rg,
-                               nr);
+    return eng_rec_encode_page(buf, txn, flags, p->pgno, p->objid, 0, p->base_dbtime, after, ranges,
+                               (uint32_t)nr);
 }
 
 int eng_txn_commit(eng_txn *t, unsigned flags)
@@ -654,16 +656,25 @@ int eng_txn_commit(eng_txn *t, unsigned flags)
     uint64_t txn = db->txn_last + 1;
     size_t cap = (size_t)t->npages * ENG_REC_MAX + 64, len = 0;
     int *images = calloc(t->npages, sizeof *images);
+    eng_range *ranges = malloc(ENG_MAX_RANGES * sizeof *ranges);
     recs = malloc(cap);
-    if (!recs || !images) {
+    if (!recs || !images || !ranges) {
         free(images);
         free(recs);
+        free(ranges);
         eng_txn_rollback(t);
         return om_errf(OM_E_OutOfMemory, "commit: out of memory");
     }
     uint32_t i = 0;
     for (tpage *p = t->list; p; p = p->next, i++)
-        len += encode_tpage(t, p, txn, recs + len, &images[i]);
+        len += encode_tpage(t, p, txn, recs + len, ranges, &images[i]);
+    free(ranges);
+    if (len == 0) { /* every page came back to what it was */
+        free(recs);
+        free(images);
+        eng_txn_rollback(t);
+        return 0;
+    }
     len += eng_rec_encode_commit(recs + len, txn, om_now_ns(), db->dbtime);
     uint64_t end = 0;
     rc = eng_log_append(db->log, recs, (uint32_t)len, &end);
@@ -679,6 +690,7 @@ int eng_txn_commit(eng_txn *t, unsigned flags)
     pthread_rwlock_wrlock(&db->plock);
     i = 0;
     for (tpage *p = t->list; p; p = p->next, i++) {
+        if (p->unchanged) continue;
         frame *f = cache_lookup(db, p->pgno);
         if (!f) f = cache_insert_new(db, p->pgno);
         if (!f) {
@@ -692,7 +704,6 @@ int eng_txn_commit(eng_txn *t, unsigned flags)
         f->dirty = 1;
         f->status = ENG_PAGE_OK;
         f->lsn = end;
-        if (images[i]) f->fpi_epoch = db->epoch;
         db->st.page_images += (uint64_t)images[i];
     }
     if (t->pages_after > db->pages) db->pages = t->pages_after;
@@ -918,3 +929,69 @@ int eng_db_roll_log(eng_db *db)
     db_role_release(db);
     return rc;
 }
+
+/* ---- page access for the tree (db_internal.h) ---- */
+
+eng_db *db_txn_db(eng_txn *t) { return t->db; }
+
+eng_view *eng_txn_view(eng_txn *t) { return &t->view; }
+
+int db_txn_page_ro(eng_txn *t, uint32_t pgno, const uint8_t **body)
+{
+    tpage *p = tfind(t, pgno);
+    if (p) {
+        *body = p->page + ENG_PAGE_HDR;
+        return 0;
+    }
+    int rc = check_pgno(t, pgno);
+    if (rc) return rc;
+    /* Only this transaction's commit can replace a frame, and only the writer role (which
+     * it holds) evicts: the committed page stays put while the transaction runs. */
+    frame *f = NULL;
+    rc = cache_get(t->db, pgno, 1, &f);
+    if (!rc) *body = f->page + ENG_PAGE_HDR;
+    return rc;
+}
+
+int db_txn_page_mut(eng_txn *t, uint32_t pgno, uint8_t **body)
+{
+    tpage *p = NULL;
+    int rc = tget(t, pgno, &p);
+    if (!rc) *body = p->page + ENG_PAGE_HDR;
+    return rc;
+}
+
+int db_txn_page_reinit(eng_txn *t, uint32_t pgno, uint32_t objid, uint8_t **body)
+{
+    tpage *p = NULL;
+    int rc = tget(t, pgno, &p);
+    if (rc) return rc;
+    memset(p->page + ENG_PAGE_HDR, 0, ENG_PAGE_BODY);
+    p->objid = objid;
+    p->image = 1; /* a new life for the page: log all of it */
+    *body = p->page + ENG_PAGE_HDR;
+    return 0;
+}
+
+int db_txn_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body)
+{
+    int rc = eng_page_alloc(t, objid, pgno);
+    if (!rc) rc = db_txn_page_mut(t, *pgno, body);
+    return rc;
+}
+
+void db_read_lock(eng_db *db) { pthread_rwlock_rdlock(&db->plock); }
+void db_read_unlock(eng_db *db) { pthread_rwlock_unlock(&db->plock); }
+
+int db_view_page(eng_db *db, uint32_t pgno, const uint8_t **body)
+{
+    if (pgno == 0 || pgno > db->pages)
+        return om_errf(OM_E_DatabaseCorrupted, "%s: a tree points to page %u, past the end (%u pages)",
+                       db->edb, pgno, db->pages);
+    frame *f = NULL;
+    int rc = cache_get(db, pgno, 1, &f);
+    if (!rc) *body = f->page + ENG_PAGE_HDR;
+    return rc;
+}
+
+uint32_t db_page_count(eng_db *db) { return db->pages; }

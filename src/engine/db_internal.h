@@ -7,10 +7,9 @@
  *   private copy; readers copy out under `plock` for reading, so they see a page before or
  *   after a commit, never during it, and every page of one commit changes at once.
  * - A dirty frame is written to the .edb only by a checkpoint, after the log is durable past
- *   the frame's lsn (write-ahead). Dirty frames are never evicted.
- * - fpi_epoch: the checkpoint epoch in which the page last had a full image logged. A page's
- *   first change after a checkpoint is logged as a full image, so a page torn while the next
- *   checkpoint writes it is rebuilt by replay from that checkpoint.
+ *   the frame's lsn (write-ahead), and after a copy of it is durable in the page journal
+ *   (journal.c), so a page torn by a crash during the write can be restored. Dirty frames
+ *   are never evicted.
  * Lock order: writer role -> plock -> cmu. */
 #ifndef OM_ENGINE_DB_INTERNAL_H
 #define OM_ENGINE_DB_INTERNAL_H
@@ -20,10 +19,10 @@
 #include "engine/engine.h"
 #include "engine/format.h"
 #include "engine/log.h"
+#include "engine/table.h"
 
 typedef struct frame {
     uint32_t pgno;
-    uint32_t fpi_epoch;
     uint8_t *page; /* ENG_PAGE_SIZE, page header included */
     uint64_t lsn;  /* LSN past the last group that changed it */
     uint8_t dirty;
@@ -50,7 +49,6 @@ struct eng_db {
     pthread_mutex_t cmu;
     frame **htab;
     uint32_t hsize, nframes, ndirty;
-    uint32_t epoch;
 
     uint64_t dbtime, txn_last; /* under the writer role */
     uint32_t pages;            /* committed page count */
@@ -72,6 +70,11 @@ int cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n);
 /* Drops clean frames when the cache is over its size (caller holds plock for writing). */
 void cache_trim(eng_db *db);
 
+/* Page journal (journal.c): pj_write puts sealed pages into E00.pgj and syncs it;
+ * pj_repair restores torn .edb pages from it before replay. */
+int pj_write(eng_db *db, frame **pages, uint32_t n);
+int pj_repair(eng_db *db, uint32_t *repaired);
+
 /* Writer role (db.c). */
 void db_role_acquire(eng_db *db);
 void db_role_release(eng_db *db);
@@ -81,6 +84,28 @@ int db_flush_pages(eng_db *db);
 int db_write_chk(eng_db *db, eng_lgpos c);
 /* Marks the database fatal after a failed write: everything later is refused. */
 int db_set_fatal(eng_db *db, int rc);
+
+/* A view (table.h): a transaction's (t set) or a committed one (the read lock held). */
+struct eng_view {
+    eng_db *db;
+    eng_txn *t;
+};
+
+/* Page access for the B+tree (db.c). In a transaction: the page as the transaction sees it
+ * (read-only), its private copy (writable; the commit logs what changed by comparing it with
+ * the committed page), a page given a new life (zeroed, new object id, logged whole), or a new
+ * page at the end of the file. In a committed view (the read lock held): the committed page.
+ * Bodies are ENG_PAGE_BODY bytes; pointers stay valid until the transaction commits or rolls
+ * back, or the read lock is released. */
+eng_db *db_txn_db(eng_txn *t);
+int db_txn_page_ro(eng_txn *t, uint32_t pgno, const uint8_t **body);
+int db_txn_page_mut(eng_txn *t, uint32_t pgno, uint8_t **body);
+int db_txn_page_reinit(eng_txn *t, uint32_t pgno, uint32_t objid, uint8_t **body);
+int db_txn_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body);
+void db_read_lock(eng_db *db);
+void db_read_unlock(eng_db *db);
+int db_view_page(eng_db *db, uint32_t pgno, const uint8_t **body);
+uint32_t db_page_count(eng_db *db);
 
 /* Recovery (recovery.c): replays the logs from the checkpoint into the page cache, flushes,
  * and leaves the header in Clean Shutdown. *last_gen, *last_created and *last_len describe

@@ -175,8 +175,6 @@ enum eng_rec_type {
 
 enum {
     ENG_RECF_IMAGE = 1,       /* PAGE: zero the body, then apply the ranges */
-    ENG_RECF_FIRST_TOUCH = 2, /* PAGE: first change since the checkpoint: the page on disk
-                                 must be at dbtime_before (else a lost flush) */
     ENG_RECF_NEW_PAGE = 4,    /* PAGE: newly allocated */
 };
 
@@ -236,11 +234,13 @@ const char *eng_rec_type_name(uint8_t type);
 
 /* ---- file names ---- */
 
-/* E00.log, E00tmp.log, E00.chk, E00XXXXXXXX.log, E00res0000N.jrs inside dir. */
+/* E00.log, E00tmp.log, E00.chk, E00.pgj, E00XXXXXXXX.log, E00res0000N.jrs inside dir. */
 int eng_log_path(char *out, size_t len, const char *dir, const char *base, uint32_t gen);
 int eng_cur_log_path(char *out, size_t len, const char *dir, const char *base);
 int eng_tmp_log_path(char *out, size_t len, const char *dir, const char *base);
 int eng_chk_path(char *out, size_t len, const char *dir, const char *base);
+/* E00.pgj: the page journal of checkpoints (journal.c). */
+int eng_pgj_path(char *out, size_t len, const char *dir, const char *base);
 int eng_res_log_path(char *out, size_t len, const char *dir, const char *base, int n);
 /* If name is a finished generation of base ("E000000001A.log"), returns 1 and sets *gen. */
 int eng_parse_log_name(const char *name, const char *base, uint32_t *gen);

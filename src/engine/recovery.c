@@ -5,10 +5,10 @@
  * group cut off by a crash (its COMMIT never written, or a newer transaction id starting) is
  * dropped. A page record applies when the page's dbtime equals the record's dbtime-before; a
  * page already at or past dbtime-after is skipped, so replaying the same log twice changes
- * nothing. A full page image replaces a page whatever it holds (that is what repairs a page
- * torn during a checkpoint), except that on a page's first change after a checkpoint the page
- * on disk must be at dbtime-before: an older page there means the storage lost a write
- * (ReadLostFlushVerifyFailure). */
+ * nothing. A page older than dbtime-before means the storage lost a write it had acknowledged
+ * (ReadLostFlushVerifyFailure). A page image (a new page, or one mostly rewritten) replaces the
+ * page whatever it holds. Pages torn by a crash during a checkpoint are restored from the page
+ * journal before replay starts (journal.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,8 +217,6 @@ static int apply_page(eng_db *db, const eng_rec *r)
     if (pgno > db->pages) db->pages = pgno;
     if (ok && h.dbtime >= r->u.page.after) return 0; /* already there */
     if (r->flags & ENG_RECF_IMAGE) {
-        if (ok && (r->flags & ENG_RECF_FIRST_TOUCH) && h.dbtime > 0 && h.dbtime < r->u.page.before)
-            return lost_flush(db, pgno, h.dbtime, r->u.page.before);
         memset(f->page + ENG_PAGE_HDR, 0, ENG_PAGE_BODY);
     } else {
         if (f->status == ENG_PAGE_ZERO)
@@ -368,7 +366,9 @@ int db_recover(eng_db *db, eng_log_end *end)
     int have_prev = 0;
     uint64_t t0 = om_mono_ns();
     memset(end, 0, sizeof *end);
-    int rc = list_stream(db, &sf);
+    uint32_t repaired = 0;
+    int rc = pj_repair(db, &repaired);
+    if (!rc) rc = list_stream(db, &sf);
     if (rc) return rc;
     uint32_t last = stream_last(&sf);
     eng_lgpos start = replay_start(db);
