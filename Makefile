@@ -36,6 +36,8 @@ test: deps build build-asan
 	@OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/system
 	@echo "== system tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) $(PYTEST) -q tests/system
+	@echo "== table concurrency under ThreadSanitizer"
+	@$(MAKE) --no-print-directory test-tsan
 
 # The crash harness over many more crash points than make test runs.
 crash-long: deps build
@@ -51,12 +53,14 @@ bench: deps build
 clean:
 	rm -rf $(BUILD) $(ASAN)
 
-# The table concurrency test under ThreadSanitizer: readers during a writer never see
-# uncommitted or half-split data.
+# The tests with threads under ThreadSanitizer: table readers during a writer never see
+# uncommitted or half-split data; group commit; concurrent deliveries.
 TSAN ?= build-tsan
 $(TSAN)/build.ninja:
 	$(MESON) setup $(TSAN) --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false >/dev/null
 
 test-tsan: deps $(TSAN)/build.ninja
-	@ninja -C $(TSAN) tests/unit/test_table_concurrency
+	@ninja -C $(TSAN) tests/unit/test_table_concurrency tests/unit/test_engine tests/unit/test_mail
 	@TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $(TSAN)/tests/unit/test_table_concurrency
+	@TSAN_OPTIONS=halt_on_error=1 $(TSAN)/tests/unit/test_engine | tail -1
+	@TSAN_OPTIONS=halt_on_error=1 OMBRA_MAIL_CRASH_POINTS=20 $(TSAN)/tests/unit/test_mail | tail -1

@@ -14,12 +14,30 @@
 
 /* ---- node accessors ---- */
 
-static uint16_t n_count(const uint8_t *b) { return om_get16(b + 2); }
-static uint16_t n_cell_lo(const uint8_t *b) { return om_get16(b + 4); }
-static uint16_t n_frag(const uint8_t *b) { return om_get16(b + 6); }
-static uint32_t n_link(const uint8_t *b) { return om_get32(b + 8); }
-static uint16_t n_slot(const uint8_t *b, uint32_t i) { return om_get16(b + BT_HDR + 2 * i); }
-static void n_set_link(uint8_t *b, uint32_t v) { om_put32(b + 8, v); }
+static uint16_t n_count(const uint8_t *b)
+{
+    return om_get16(b + 2);
+}
+static uint16_t n_cell_lo(const uint8_t *b)
+{
+    return om_get16(b + 4);
+}
+static uint16_t n_frag(const uint8_t *b)
+{
+    return om_get16(b + 6);
+}
+static uint32_t n_link(const uint8_t *b)
+{
+    return om_get32(b + 8);
+}
+static uint16_t n_slot(const uint8_t *b, uint32_t i)
+{
+    return om_get16(b + BT_HDR + 2 * i);
+}
+static void n_set_link(uint8_t *b, uint32_t v)
+{
+    om_put32(b + 8, v);
+}
 /* Bytes in use: slots and live cells. */
 static uint32_t n_used(const uint8_t *b)
 {
@@ -34,7 +52,10 @@ static void n_reset(uint8_t *b, uint8_t kind, uint32_t link)
     n_set_link(b, link);
 }
 
-void bt_init_leaf(uint8_t *body) { n_reset(body, BT_LEAF, 0); }
+void bt_init_leaf(uint8_t *body)
+{
+    n_reset(body, BT_LEAF, 0);
+}
 
 int bt_keycmp(const void *a, uint32_t alen, const void *b, uint32_t blen)
 {
@@ -53,9 +74,11 @@ static int corrupt(bt_ctx *c, uint32_t pgno, const char *why)
 static int n_cell(bt_ctx *c, uint32_t pgno, const uint8_t *b, uint32_t i, bt_cell *cell)
 {
     uint32_t off = n_slot(b, i);
-    if (off < BT_HDR || off + 8 > ENG_PAGE_BODY) return corrupt(c, pgno, "cell offset out of the page");
+    if (off < BT_HDR || off + 8 > ENG_PAGE_BODY)
+        return corrupt(c, pgno, "cell offset out of the page");
     const uint8_t *p = b + off;
     memset(cell, 0, sizeof *cell);
+    cell->pgno = pgno;
     cell->klen = om_get16(p);
     cell->key = p + 8;
     if (b[0] == BT_INTERNAL) {
@@ -75,7 +98,12 @@ static int n_cell(bt_ctx *c, uint32_t pgno, const uint8_t *b, uint32_t i, bt_cel
 
 int bt_page_ro(bt_ctx *c, uint32_t pgno, const uint8_t **body)
 {
-    return c->t ? db_txn_page_ro(c->t, pgno, body) : db_view_page(c->db, pgno, body);
+    int rc = c->t ? db_txn_page_ro(c->t, pgno, body) : db_view_page(c->db, pgno, body);
+    /* A page number the database does not have can only come from a damaged tree. */
+    if (rc == OM_E_InvalidParameter)
+        rc =
+            om_errf(OM_E_DatabaseCorrupted, "a tree points to page %u, which does not exist", pgno);
+    return rc;
 }
 
 static int page_node(bt_ctx *c, uint32_t pgno, const uint8_t **b)
@@ -121,7 +149,8 @@ typedef struct bt_path {
 
 /* Walks from the root to the leaf that holds (or would hold) key. In the leaf, idx is the
  * lower bound and *exact says whether the key is there. */
-static int descend(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_path *path, int *exact)
+static int descend(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_path *path,
+                   int *exact)
 {
     uint32_t pgno = root;
     for (int d = 0; d < BT_MAX_DEPTH; d++) {
@@ -172,9 +201,16 @@ typedef struct cref {
     uint32_t size;
 } cref;
 
-/* Rewrites b as a node of kind/link holding cells in order. The cells must fit. */
-static void n_build(uint8_t *b, uint8_t kind, uint32_t link, const cref *cells, uint32_t n)
+/* Rewrites b as a node of kind/link holding cells in order. Cells that do not fit (sizes read
+ * from a damaged page) leave b untouched: DatabaseCorrupted. */
+static int n_build(uint8_t *b, uint8_t kind, uint32_t link, const cref *cells, uint32_t n)
 {
+    uint64_t need = 2ull * n;
+    for (uint32_t i = 0; i < n; i++)
+        need += cells[i].size;
+    if (need > BT_CAP)
+        return om_errf(OM_E_DatabaseCorrupted,
+                       "tree page: its cells take more room than a page has");
     n_reset(b, kind, link);
     uint32_t lo = ENG_PAGE_BODY;
     for (uint32_t i = 0; i < n; i++) {
@@ -184,17 +220,20 @@ static void n_build(uint8_t *b, uint8_t kind, uint32_t link, const cref *cells, 
     }
     om_put16(b + 2, (uint16_t)n);
     om_put16(b + 4, (uint16_t)lo);
+    return 0;
 }
 
 static uint32_t crefs_bytes(const cref *cells, uint32_t from, uint32_t to)
 {
     uint32_t s = 0;
-    for (uint32_t i = from; i < to; i++) s += cells[i].size + 2;
+    for (uint32_t i = from; i < to; i++)
+        s += cells[i].size + 2;
     return s;
 }
 
 /* Collects b's cells (pointing into b) with `extra` inserted at position pos (pos < 0: none). */
-static int collect(bt_ctx *c, uint32_t pgno, const uint8_t *b, cref *out, int pos, cref extra, uint32_t *n)
+static int collect(bt_ctx *c, uint32_t pgno, const uint8_t *b, cref *out, int pos, cref extra,
+                   uint32_t *n)
 {
     uint32_t cnt = n_count(b), k = 0;
     for (uint32_t i = 0; i <= cnt; i++) {
@@ -210,23 +249,21 @@ static int collect(bt_ctx *c, uint32_t pgno, const uint8_t *b, cref *out, int po
 }
 
 /* Inserts cell bytes at slot pos if they fit (compacting when that makes room). Returns 1 when
- * they do not fit. */
-static int n_try_insert(uint8_t *b, uint32_t pos, const uint8_t *cell, uint32_t size, uint8_t *scratch)
+ * they do not fit, <0 for a damaged page. */
+static int n_try_insert(bt_ctx *c, uint32_t pgno, uint8_t *b, uint32_t pos, const uint8_t *cell,
+                        uint32_t size, uint8_t *scratch, cref *cells)
 {
     uint32_t n = n_count(b);
     uint32_t free_now = n_cell_lo(b) - BT_HDR - 2 * n;
     if (free_now < size + 2) {
         if (free_now + n_frag(b) < size + 2) return 1;
-        /* Compact: rebuild from a copy, cells in slot order. */
+        /* Compact: rebuild from a copy, cells in slot order, their sizes checked. */
         memcpy(scratch, b, ENG_PAGE_BODY);
-        cref cells[ENG_PAGE_BODY / 10];
-        for (uint32_t i = 0; i < n; i++) {
-            const uint8_t *p = scratch + n_slot(scratch, i);
-            uint32_t sz = b[0] == BT_INTERNAL ? 8u + om_get16(p)
-                                              : 8u + om_get16(p) + (p[2] ? 8u : om_get32(p + 4));
-            cells[i] = (cref){p, sz};
-        }
-        n_build(b, b[0], n_link(scratch), cells, n);
+        uint32_t k = 0;
+        int rc = collect(c, pgno, scratch, cells, -1, (cref){0}, &k);
+        if (rc) return rc;
+        if (crefs_bytes(cells, 0, k) + size + 2 > BT_CAP) return 1; /* frag lied: split */
+        if ((rc = n_build(b, b[0], n_link(scratch), cells, k))) return rc;
     }
     uint32_t lo = n_cell_lo(b) - size;
     memcpy(b + lo, cell, size);
@@ -285,7 +322,8 @@ typedef struct scratch {
 static uint32_t split_point(const cref *cells, uint32_t n)
 {
     uint32_t total = crefs_bytes(cells, 0, n), acc = 0, k = 0;
-    while (k < n - 1 && acc + cells[k].size + 2 <= total / 2) acc += cells[k++].size + 2;
+    while (k < n - 1 && acc + cells[k].size + 2 <= total / 2)
+        acc += cells[k++].size + 2;
     if (k == 0) k = 1;
     return k;
 }
@@ -293,7 +331,8 @@ static uint32_t split_point(const cref *cells, uint32_t n)
 /* Puts cells [0,k) and [k,n) of a root that must split into two new children; the root keeps
  * its page number and becomes an internal node over them. For an internal root the cell at k
  * moves up instead (its child becomes the right node's leftmost). */
-static int split_root(bt_ctx *c, uint8_t *root, uint8_t kind, uint32_t link, scratch *s, uint32_t n, uint32_t k)
+static int split_root(bt_ctx *c, uint8_t *root, uint8_t kind, uint32_t link, scratch *s, uint32_t n,
+                      uint32_t k)
 {
     uint32_t lp, rp;
     uint8_t *lb, *rb;
@@ -304,41 +343,46 @@ static int split_root(bt_ctx *c, uint8_t *root, uint8_t kind, uint32_t link, scr
     uint32_t upklen = om_get16(up);
     memcpy(s->sep, up + 8, upklen);
     if (kind == BT_LEAF) {
-        n_build(lb, BT_LEAF, rp, s->cells, k);
-        n_build(rb, BT_LEAF, 0, s->cells + k, n - k);
+        if ((rc = n_build(lb, BT_LEAF, rp, s->cells, k)) ||
+            (rc = n_build(rb, BT_LEAF, 0, s->cells + k, n - k)))
+            return rc;
     } else {
-        n_build(lb, BT_INTERNAL, link, s->cells, k);
-        n_build(rb, BT_INTERNAL, om_get32(up + 4), s->cells + k + 1, n - k - 1);
+        if ((rc = n_build(lb, BT_INTERNAL, link, s->cells, k)) ||
+            (rc = n_build(rb, BT_INTERNAL, om_get32(up + 4), s->cells + k + 1, n - k - 1)))
+            return rc;
     }
     uint8_t cell[ENG_MAX_KEY + 16];
     uint32_t sz = make_internal_cell(cell, s->sep, upklen, rp);
     cref one = {cell, sz};
-    n_build(root, BT_INTERNAL, lp, &one, 1);
-    return 0;
+    return n_build(root, BT_INTERNAL, lp, &one, 1);
 }
 
 /* Inserts `cell` at slot pos of the node at path level d, splitting upward as needed. */
-static int insert_at(bt_ctx *c, bt_path *path, int d, uint32_t pos, const uint8_t *cell, uint32_t size, scratch *s)
+static int insert_at(bt_ctx *c, bt_path *path, int d, uint32_t pos, const uint8_t *cell,
+                     uint32_t size, scratch *s)
 {
     for (;;) {
         uint32_t pgno = path->pgno[d];
         uint8_t *b;
         int rc = db_txn_page_mut(c->t, pgno, &b);
         if (rc) return rc;
-        if (!n_try_insert(b, pos, cell, size, s->page)) return 0;
+        rc = n_try_insert(c, pgno, b, pos, cell, size, s->page, s->cells);
+        if (rc <= 0) return rc;
         /* Split: work from a copy of the node, with the new cell in place. */
         uint8_t kind = b[0];
         uint32_t link = n_link(b), n;
         memcpy(s->page, b, ENG_PAGE_BODY);
         uint8_t newcell[ENG_MAX_INLINE + 16];
         memcpy(newcell, cell, size);
-        if ((rc = collect(c, pgno, s->page, s->cells, (int)pos, (cref){newcell, size}, &n))) return rc;
+        if ((rc = collect(c, pgno, s->page, s->cells, (int)pos, (cref){newcell, size}, &n)))
+            return rc;
         uint32_t k;
         if (kind == BT_LEAF && pos == n - 1 && link == 0 && d > 0)
             k = n - 1; /* appending to the last leaf: keep the full page full */
         else
             k = split_point(s->cells, n);
-        if (kind == BT_INTERNAL && k >= n - 1) k = n - 2; /* the cell at k moves up: both sides keep one */
+        if (kind == BT_INTERNAL && k >= n - 1)
+            k = n - 2; /* the cell at k moves up: both sides keep one */
         if (d == 0) return split_root(c, b, kind, link, s, n, k);
         uint32_t rp;
         uint8_t *rb;
@@ -348,13 +392,12 @@ static int insert_at(bt_ctx *c, bt_path *path, int d, uint32_t pos, const uint8_
         const uint8_t *up = s->cells[k].p;
         uint32_t upklen = om_get16(up);
         memcpy(s->sep, up + 8, upklen);
-        if (kind == BT_LEAF) {
-            n_build(rb, BT_LEAF, link, s->cells + k, n - k);
-            n_build(b, BT_LEAF, rp, s->cells, k);
-        } else {
-            n_build(rb, BT_INTERNAL, om_get32(up + 4), s->cells + k + 1, n - k - 1);
-            n_build(b, BT_INTERNAL, link, s->cells, k);
-        }
+        if (kind == BT_LEAF)
+            rc = n_build(rb, BT_LEAF, link, s->cells + k, n - k);
+        else
+            rc = n_build(rb, BT_INTERNAL, om_get32(up + 4), s->cells + k + 1, n - k - 1);
+        if (!rc) rc = n_build(b, kind, kind == BT_LEAF ? rp : link, s->cells, k);
+        if (rc) return rc;
         /* The separator goes into the parent, right after the child we came down. */
         size = make_internal_cell(s->cell, s->sep, upklen, rp);
         cell = s->cell;
@@ -449,12 +492,13 @@ static int rebalance(bt_ctx *c, bt_path *path, int d, scratch *s)
         uint32_t newlink = kind == BT_LEAF ? n_link(rcopy) : n_link(s->page);
         if (!rc && kind == BT_INTERNAL) {
             /* The parent's separator comes down, over the right node's leftmost child. */
-            s->cells[n++] = (cref){s->cell, make_internal_cell(s->cell, sc.key, sc.klen, n_link(rcopy))};
+            s->cells[n++] =
+                (cref){s->cell, make_internal_cell(s->cell, sc.key, sc.klen, n_link(rcopy))};
         }
         if (!rc) rc = collect(c, right, rcopy, s->cells + n, -1, (cref){0}, &m);
         uint8_t *wl;
         if (!rc) rc = db_txn_page_mut(c->t, left, &wl);
-        if (!rc) n_build(wl, kind, newlink, s->cells, n + m);
+        if (!rc) rc = n_build(wl, kind, newlink, s->cells, n + m);
         free(rcopy);
         if (rc) return rc;
         uint8_t *wp;
@@ -466,7 +510,8 @@ static int rebalance(bt_ctx *c, bt_path *path, int d, scratch *s)
     return collapse_root(c, path->pgno[0]);
 }
 
-int bt_delete(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t *old_vkind, uint64_t *old_lvid)
+int bt_delete(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t *old_vkind,
+              uint64_t *old_lvid)
 {
     bt_path path;
     int exact;
@@ -513,13 +558,15 @@ static int clear_rec(bt_ctx *c, uint32_t pgno, int depth, int free_self,
             rc = on_record(c, &cell, arg);
         if (!rc) rc = bt_page_ro(c, pgno, &b); /* on_record may have changed pages */
     }
-    for (uint32_t i = 0; i < nk && !rc; i++) rc = clear_rec(c, kids[i], depth + 1, 1, on_record, arg);
+    for (uint32_t i = 0; i < nk && !rc; i++)
+        rc = clear_rec(c, kids[i], depth + 1, 1, on_record, arg);
     free(kids);
     if (!rc && free_self) rc = tbl_page_free(c->t, pgno);
     return rc;
 }
 
-int bt_clear(bt_ctx *c, uint32_t root, int (*on_record)(bt_ctx *, const bt_cell *, void *), void *arg)
+int bt_clear(bt_ctx *c, uint32_t root, int (*on_record)(bt_ctx *, const bt_cell *, void *),
+             void *arg)
 {
     int rc = clear_rec(c, root, 0, 0, on_record, arg);
     uint8_t *b;
@@ -569,7 +616,8 @@ int bt_cell_at(bt_ctx *c, const bt_pos *pos, bt_cell *cell)
     const uint8_t *b;
     int rc = page_node(c, pos->leaf, &b);
     if (rc) return rc;
-    if (pos->slot < 0 || pos->slot >= n_count(b)) return om_errf(OM_E_RecordNotFound, "no current record");
+    if (pos->slot < 0 || pos->slot >= n_count(b))
+        return om_errf(OM_E_RecordNotFound, "no current record");
     return n_cell(c, pos->leaf, b, (uint32_t)pos->slot, cell);
 }
 
@@ -610,7 +658,8 @@ static int check_rec(bt_ctx *c, uint32_t pgno, int depth, const uint8_t *lo, uin
     if (b[0] == BT_LEAF) {
         if (k->leaf_depth < 0) k->leaf_depth = depth;
         if (k->leaf_depth != depth) return corrupt(c, pgno, "leaves at different depths");
-        if (k->prev_leaf && k->expect_next != pgno) return corrupt(c, k->prev_leaf, "leaf chain skips a leaf");
+        if (k->prev_leaf && k->expect_next != pgno)
+            return corrupt(c, k->prev_leaf, "leaf chain skips a leaf");
         k->prev_leaf = pgno;
         k->expect_next = n_link(b);
         k->records += n;
@@ -638,7 +687,8 @@ static int check_rec(bt_ctx *c, uint32_t pgno, int depth, const uint8_t *lo, uin
         uint8_t lob[ENG_MAX_KEY], hib[ENG_MAX_KEY];
         if (clo) memcpy(lob, clo, clolen);
         if (chi) memcpy(hib, chi, chilen);
-        if ((rc = check_rec(c, child, depth + 1, clo ? lob : NULL, clolen, chi ? hib : NULL, chilen, k)))
+        if ((rc = check_rec(c, child, depth + 1, clo ? lob : NULL, clolen, chi ? hib : NULL, chilen,
+                            k)))
             return rc;
         if ((rc = page_node(c, pgno, &b))) return rc;
     }
@@ -649,7 +699,8 @@ int bt_check(bt_ctx *c, uint32_t root, uint64_t *records)
 {
     check_ctx k = {0, -1, 0, 0};
     int rc = check_rec(c, root, 0, NULL, 0, NULL, 0, &k);
-    if (!rc && k.prev_leaf && k.expect_next != 0) rc = corrupt(c, k.prev_leaf, "last leaf links onward");
+    if (!rc && k.prev_leaf && k.expect_next != 0)
+        rc = corrupt(c, k.prev_leaf, "last leaf links onward");
     if (!rc && records) *records = k.records;
     return rc;
 }

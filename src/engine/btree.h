@@ -23,10 +23,10 @@
 
 enum { BT_LEAF = 1, BT_INTERNAL = 2, BT_FREE = 3, BT_META = 4 };
 
-#define BT_HDR 16u
-#define BT_CAP (ENG_PAGE_BODY - BT_HDR)
+#define BT_HDR       16u
+#define BT_CAP       (ENG_PAGE_BODY - BT_HDR)
 #define BT_MAX_DEPTH 20
-#define BT_LV_CHUNK 8100u /* long-value chunk: four chunk cells fill a page */
+#define BT_LV_CHUNK  8100u /* long-value chunk: four chunk cells fill a page */
 
 /* Where pages come from: a transaction (reads see its changes; writes allowed) or a
  * committed view (the read lock held; read-only). */
@@ -43,6 +43,7 @@ typedef struct bt_cell {
     uint32_t vlen;        /* inline length, or the long value's length */
     const uint8_t *val;   /* inline value, or the 8-byte long-value id */
     uint32_t child, size; /* internal cells: child; both: bytes of the cell */
+    uint32_t pgno;        /* the page the cell is on */
 } bt_cell;
 
 int bt_page_ro(bt_ctx *c, uint32_t pgno, const uint8_t **body);

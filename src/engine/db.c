@@ -310,7 +310,8 @@ int db_flush_pages(eng_db *db)
     uint32_t n = 0;
     int rc = cache_dirty_frames(db, &v, &n);
     if (rc) return rc;
-    for (uint32_t i = 0; i < n; i++) eng_page_seal(v[i]->page, v[i]->pgno);
+    for (uint32_t i = 0; i < n; i++)
+        eng_page_seal(v[i]->page, v[i]->pgno);
     /* Journal first (synced), then in place: a page torn by a crash here can be restored. */
     if (n) rc = pj_write(db, v, n);
     for (uint32_t i = 0; i < n && !rc; i++)
@@ -571,15 +572,18 @@ static uint32_t trimmed_len(const uint8_t *body)
  * DIFF_GAP bytes are merged (a range costs 4 bytes of header). Returns the count, or -1 when
  * there are more than max (log the whole page instead). */
 #define DIFF_GAP 16
-static int diff_ranges(const uint8_t *old, const uint8_t *cur, eng_range *out, int max, uint32_t *total)
+static int diff_ranges(const uint8_t *old, const uint8_t *cur, eng_range *out, int max,
+                       uint32_t *total)
 {
     int n = 0;
     uint32_t i = 0;
     *total = 0;
     while (i < ENG_PAGE_BODY) {
         /* Skip equal bytes 8 at a time where possible. */
-        while (i + 8 <= ENG_PAGE_BODY && memcmp(old + i, cur + i, 8) == 0) i += 8;
-        while (i < ENG_PAGE_BODY && old[i] == cur[i]) i++;
+        while (i + 8 <= ENG_PAGE_BODY && memcmp(old + i, cur + i, 8) == 0)
+            i += 8;
+        while (i < ENG_PAGE_BODY && old[i] == cur[i])
+            i++;
         if (i >= ENG_PAGE_BODY) break;
         uint32_t start = i, end = i + 1, same = 0;
         for (i = end; i < ENG_PAGE_BODY && same <= DIFF_GAP; i++) {
@@ -600,7 +604,8 @@ static int diff_ranges(const uint8_t *old, const uint8_t *cur, eng_range *out, i
 
 /* Encodes the page record of p into buf; sets *image when it logged the whole page. A page
  * whose body did not change logs nothing and keeps its dbtime (p->unchanged). */
-static uint32_t encode_tpage(eng_txn *t, tpage *p, uint64_t txn, uint8_t *buf, eng_range *ranges, int *image)
+static uint32_t encode_tpage(eng_txn *t, tpage *p, uint64_t txn, uint8_t *buf, eng_range *ranges,
+                             int *image)
 {
     eng_db *db = t->db;
     /* Readers may insert frames (and grow the table) meanwhile: look up under the mutex. The
@@ -932,9 +937,15 @@ int eng_db_roll_log(eng_db *db)
 
 /* ---- page access for the tree (db_internal.h) ---- */
 
-eng_db *db_txn_db(eng_txn *t) { return t->db; }
+eng_db *db_txn_db(eng_txn *t)
+{
+    return t->db;
+}
 
-eng_view *eng_txn_view(eng_txn *t) { return &t->view; }
+eng_view *eng_txn_view(eng_txn *t)
+{
+    return &t->view;
+}
 
 int db_txn_page_ro(eng_txn *t, uint32_t pgno, const uint8_t **body)
 {
@@ -980,18 +991,28 @@ int db_txn_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body
     return rc;
 }
 
-void db_read_lock(eng_db *db) { pthread_rwlock_rdlock(&db->plock); }
-void db_read_unlock(eng_db *db) { pthread_rwlock_unlock(&db->plock); }
+void db_read_lock(eng_db *db)
+{
+    pthread_rwlock_rdlock(&db->plock);
+}
+void db_read_unlock(eng_db *db)
+{
+    pthread_rwlock_unlock(&db->plock);
+}
 
 int db_view_page(eng_db *db, uint32_t pgno, const uint8_t **body)
 {
     if (pgno == 0 || pgno > db->pages)
-        return om_errf(OM_E_DatabaseCorrupted, "%s: a tree points to page %u, past the end (%u pages)",
-                       db->edb, pgno, db->pages);
+        return om_errf(OM_E_DatabaseCorrupted,
+                       "%s: a tree points to page %u, past the end (%u pages)", db->edb, pgno,
+                       db->pages);
     frame *f = NULL;
     int rc = cache_get(db, pgno, 1, &f);
     if (!rc) *body = f->page + ENG_PAGE_HDR;
     return rc;
 }
 
-uint32_t db_page_count(eng_db *db) { return db->pages; }
+uint32_t db_page_count(eng_db *db)
+{
+    return db->pages;
+}

@@ -174,8 +174,8 @@ enum eng_rec_type {
 };
 
 enum {
-    ENG_RECF_IMAGE = 1,       /* PAGE: zero the body, then apply the ranges */
-    ENG_RECF_NEW_PAGE = 4,    /* PAGE: newly allocated */
+    ENG_RECF_IMAGE = 1,    /* PAGE: zero the body, then apply the ranges */
+    ENG_RECF_NEW_PAGE = 4, /* PAGE: newly allocated */
 };
 
 #define ENG_REC_HDR 16u

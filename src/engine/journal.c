@@ -28,11 +28,14 @@
 #include "engine/db_internal.h"
 
 static const char PGJ_MAGIC[8] = {'O', 'M', 'B', 'R', 'A', 'P', 'G', 'J'};
-#define PGJ_SEED 0x4f4d50474aull
+#define PGJ_SEED  0x4f4d50474aull
 #define PGJ_FIXED 48u
 #define PGJ_ENTRY 16u
 
-static uint32_t header_size(uint32_t n) { return (PGJ_FIXED + PGJ_ENTRY * n + 4095u) & ~4095u; }
+static uint32_t header_size(uint32_t n)
+{
+    return (PGJ_FIXED + PGJ_ENTRY * n + 4095u) & ~4095u;
+}
 
 int pj_write(eng_db *db, frame **pages, uint32_t n)
 {
@@ -109,8 +112,10 @@ int pj_repair(eng_db *db, uint32_t *repaired)
         uint32_t pgno = om_get32(hdr + PGJ_FIXED + PGJ_ENTRY * i);
         uint64_t sum = om_get64(hdr + PGJ_FIXED + PGJ_ENTRY * i + 8);
         size_t got = 0;
-        if ((rc = db->vfs->pread(f, jp, ENG_PAGE_SIZE, hs + (uint64_t)i * ENG_PAGE_SIZE, &got))) break;
-        if (got < ENG_PAGE_SIZE || eng_page_check(jp, pgno, NULL) != ENG_PAGE_OK || om_get64(jp) != sum)
+        if ((rc = db->vfs->pread(f, jp, ENG_PAGE_SIZE, hs + (uint64_t)i * ENG_PAGE_SIZE, &got)))
+            break;
+        if (got < ENG_PAGE_SIZE || eng_page_check(jp, pgno, NULL) != ENG_PAGE_OK ||
+            om_get64(jp) != sum)
             continue; /* not fully written: its place in the .edb was not touched either */
         if ((rc = db->vfs->pread(db->edbf, dp, ENG_PAGE_SIZE, eng_page_offset(pgno), &got))) break;
         if (got < ENG_PAGE_SIZE) memset(dp + got, 0, ENG_PAGE_SIZE - got);

@@ -142,6 +142,9 @@ static int start_gen(eng_log *l, uint32_t gen, int rename_current, uint32_t prev
         return rc;
     }
     if (l->cur) om_close(l->cur);
+    /* The file state is the flusher's own; gen and the map are also read by other threads
+     * (eng_log_gen, eng_log_lgpos) under the mutex. */
+    pthread_mutex_lock(&l->mu);
     l->cur = f;
     l->gen = gen;
     l->next_slot = 1;
@@ -150,11 +153,15 @@ static int start_gen(eng_log *l, uint32_t gen, int rename_current, uint32_t prev
     if (l->nmap == l->map_cap) {
         uint32_t nc = l->map_cap ? l->map_cap * 2 : 16;
         genmap *m = realloc(l->map, nc * sizeof *m);
-        if (!m) return om_errf(OM_E_OutOfMemory, "log: out of memory");
+        if (!m) {
+            pthread_mutex_unlock(&l->mu);
+            return om_errf(OM_E_OutOfMemory, "log: out of memory");
+        }
         l->map = m;
         l->map_cap = nc;
     }
     l->map[l->nmap++] = (genmap){l->wlsn, gen};
+    pthread_mutex_unlock(&l->mu);
     /* A failure to prepare the next file is not fatal here: the roll that needs it reports it. */
     rc = prepare_tmp(l);
     if (rc) om_warn("preparing the next log file in %s: %s", l->dir, om_err_detail());
@@ -185,9 +192,11 @@ static int write_chunk(eng_log *l, const uint8_t *p, uint32_t take)
     l->next_slot = (uint16_t)(first + n);
     l->stream_off += take;
     l->wlsn += take;
+    pthread_mutex_lock(&l->mu);
     l->st_flushes++;
     l->st_bytes += take;
     l->st_slots += n;
+    pthread_mutex_unlock(&l->mu);
     return 0;
 }
 

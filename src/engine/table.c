@@ -14,24 +14,35 @@
 #include "base/error.h"
 #include "engine/btree.h"
 
-#define META_PGNO 1u
-#define META_MAGIC 0x4254424fu /* "OBTB" */
-#define META_VERSION 1u
-#define OBJ_META 1u
-#define OBJ_CATALOG 2u
-#define OBJ_LV 3u
+#define META_PGNO       1u
+#define META_MAGIC      0x4254424fu /* "OBTB" */
+#define META_VERSION    1u
+#define OBJ_META        1u
+#define OBJ_CATALOG     2u
+#define OBJ_LV          3u
 #define OBJ_FIRST_TABLE 16u
 
-enum { M_MAGIC = 16, M_VERSION = 20, M_CATALOG = 24, M_LV = 28, M_FREE = 32, M_NFREE = 36, M_OBJID = 40, M_LVID = 44 };
+enum {
+    M_MAGIC = 16,
+    M_VERSION = 20,
+    M_CATALOG = 24,
+    M_LV = 28,
+    M_FREE = 32,
+    M_NFREE = 36,
+    M_OBJID = 40,
+    M_LVID = 44
+};
 
 static int meta_ro(bt_ctx *c, const uint8_t **m)
 {
     int rc = bt_page_ro(c, META_PGNO, m);
     if (rc) return om_err_ctx(rc, "this database holds no tables");
     if ((*m)[0] != BT_META || om_get32(*m + M_MAGIC) != META_MAGIC)
-        return om_errf(OM_E_ObjectNotFound, "this database holds no tables (page 1 is not a table catalog)");
+        return om_errf(OM_E_ObjectNotFound,
+                       "this database holds no tables (page 1 is not a table catalog)");
     if (om_get32(*m + M_VERSION) != META_VERSION)
-        return om_errf(OM_E_InvalidDatabase, "table catalog version %u is not supported", om_get32(*m + M_VERSION));
+        return om_errf(OM_E_InvalidDatabase, "table catalog version %u is not supported",
+                       om_get32(*m + M_VERSION));
     return 0;
 }
 
@@ -55,7 +66,8 @@ int tbl_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body)
     const uint8_t *fb;
     bt_ctx c = {t, db_txn_db(t), OBJ_META};
     if ((rc = bt_page_ro(&c, head, &fb))) return rc;
-    if (fb[0] != BT_FREE) return om_errf(OM_E_DatabaseCorrupted, "free list: page %u is not free", head);
+    if (fb[0] != BT_FREE)
+        return om_errf(OM_E_DatabaseCorrupted, "free list: page %u is not free", head);
     uint32_t next = om_get32(fb + 8);
     if ((rc = meta_mut(t, &m))) return rc;
     om_put32(m + M_FREE, next);
@@ -87,12 +99,14 @@ int eng_catalog_create(eng_db *db)
     if (rc) return rc;
     if (db_page_count(db) != 0) {
         eng_txn_rollback(t);
-        return om_errf(OM_E_InvalidParameter, "the database already has pages; a catalog goes into an empty one");
+        return om_errf(OM_E_InvalidParameter,
+                       "the database already has pages; a catalog goes into an empty one");
     }
     uint32_t pg[3];
     uint8_t *b[3];
     const uint32_t obj[3] = {OBJ_META, OBJ_CATALOG, OBJ_LV};
-    for (int i = 0; i < 3 && !rc; i++) rc = db_txn_page_alloc(t, obj[i], &pg[i], &b[i]);
+    for (int i = 0; i < 3 && !rc; i++)
+        rc = db_txn_page_alloc(t, obj[i], &pg[i], &b[i]);
     if (!rc && (pg[0] != META_PGNO || pg[1] != 2 || pg[2] != 3))
         rc = om_errf(OM_E_Internal, "catalog pages landed at %u, %u, %u", pg[0], pg[1], pg[2]);
     if (rc) {
@@ -152,15 +166,20 @@ void eng_view_end(eng_view *v)
     free(v);
 }
 
-static bt_ctx view_ctx(eng_view *v, uint32_t objid) { return (bt_ctx){v->t, v->db, objid}; }
+static bt_ctx view_ctx(eng_view *v, uint32_t objid)
+{
+    return (bt_ctx){v->t, v->db, objid};
+}
 
 /* ---- validation ---- */
 
 static int check_key(const void *key, uint32_t klen)
 {
-    if (!key || klen == 0) return om_errf(OM_E_InvalidParameter, "a key must have at least one byte");
+    if (!key || klen == 0)
+        return om_errf(OM_E_InvalidParameter, "a key must have at least one byte");
     if (klen > ENG_MAX_KEY)
-        return om_errf(OM_E_InvalidParameter, "key of %u bytes is longer than the %u allowed", klen, ENG_MAX_KEY);
+        return om_errf(OM_E_InvalidParameter, "key of %u bytes is longer than the %u allowed", klen,
+                       ENG_MAX_KEY);
     return 0;
 }
 
@@ -169,7 +188,8 @@ static int check_name(const char *name, uint32_t *len)
     if (!name || !*name) return om_errf(OM_E_InvalidParameter, "a table needs a name");
     size_t n = strlen(name);
     if (n > ENG_MAX_TABLE_NAME)
-        return om_errf(OM_E_InvalidParameter, "table name of %zu bytes is longer than the %u allowed", n,
+        return om_errf(OM_E_InvalidParameter,
+                       "table name of %zu bytes is longer than the %u allowed", n,
                        ENG_MAX_TABLE_NAME);
     *len = (uint32_t)n;
     return 0;
@@ -179,8 +199,10 @@ static int check_name(const char *name, uint32_t *len)
 
 static void lv_key(uint8_t k[12], uint64_t lvid, uint32_t chunk)
 {
-    for (int i = 0; i < 8; i++) k[i] = (uint8_t)(lvid >> (56 - 8 * i));
-    for (int i = 0; i < 4; i++) k[8 + i] = (uint8_t)(chunk >> (24 - 8 * i));
+    for (int i = 0; i < 8; i++)
+        k[i] = (uint8_t)(lvid >> (56 - 8 * i));
+    for (int i = 0; i < 4; i++)
+        k[8 + i] = (uint8_t)(chunk >> (24 - 8 * i));
 }
 
 static int lv_write(eng_txn *t, const uint8_t *val, uint64_t vlen, uint64_t *lvid)
@@ -214,7 +236,8 @@ static int lv_free(eng_txn *t, uint64_t lvid)
     return rc == OM_E_RecordNotFound ? 0 : rc;
 }
 
-static int lv_read(bt_ctx *vc, uint64_t lvid, uint64_t vlen, uint64_t off, uint8_t *buf, uint64_t len)
+static int lv_read(bt_ctx *vc, uint32_t rec_pgno, uint64_t lvid, uint64_t vlen, uint64_t off,
+                   uint8_t *buf, uint64_t len)
 {
     uint32_t lvroot;
     bt_ctx c = {vc->t, vc->db, OBJ_LV};
@@ -226,8 +249,11 @@ static int lv_read(bt_ctx *vc, uint64_t lvid, uint64_t vlen, uint64_t off, uint8
         bt_cell cell;
         rc = bt_find(&c, lvroot, k, sizeof k, &cell);
         if (rc == OM_E_RecordNotFound || (!rc && cell.vlen <= in))
-            return om_errf(OM_E_DatabaseCorrupted, "long value %llu of %llu bytes is missing its chunk %u",
-                           (unsigned long long)lvid, (unsigned long long)vlen, chunk);
+            return om_errf(
+                OM_E_DatabaseCorrupted,
+                "tree page %u: the long value of a record (id %llu, %llu bytes) is missing its "
+                "chunk %u",
+                rec_pgno, (unsigned long long)lvid, (unsigned long long)vlen, chunk);
         if (rc) return rc;
         uint64_t n = cell.vlen - in < len ? cell.vlen - in : len;
         memcpy(buf, cell.val + in, n);
@@ -256,7 +282,8 @@ static int catalog_find(bt_ctx *c, const char *name, uint32_t nlen, eng_tbl *tb)
     rc = bt_find(&cc, croot, name, nlen, &cell);
     if (rc == OM_E_RecordNotFound) return om_errf(OM_E_ObjectNotFound, "no table named '%s'", name);
     if (rc) return rc;
-    if (cell.vkind || cell.vlen != 8) return om_errf(OM_E_DatabaseCorrupted, "catalog entry of '%s' is damaged", name);
+    if (cell.vkind || cell.vlen != 8)
+        return om_errf(OM_E_DatabaseCorrupted, "catalog entry of '%s' is damaged", name);
     tb->root = om_get32(cell.val);
     tb->objid = om_get32(cell.val + 4);
     return 0;
@@ -322,18 +349,22 @@ int eng_put(eng_txn *t, eng_tbl tb, const void *key, uint32_t klen, const void *
     if (vlen > ENG_MAX_VALUE)
         return om_errf(OM_E_InvalidParameter, "value of %llu bytes is larger than the %llu allowed",
                        (unsigned long long)vlen, (unsigned long long)ENG_MAX_VALUE);
-    if (vlen && !val) return om_errf(OM_E_InvalidParameter, "no value bytes given for %llu bytes", (unsigned long long)vlen);
+    if (vlen && !val)
+        return om_errf(OM_E_InvalidParameter, "no value bytes given for %llu bytes",
+                       (unsigned long long)vlen);
     bt_ctx c = {t, db_txn_db(t), tb.objid};
     uint8_t vkind = 0;
     uint64_t lvid = 0;
     bt_cell old;
     rc = bt_find(&c, tb.root, key, klen, &old);
-    if (rc == 0 && (flags & ENG_PUT_NOOVERWRITE)) return om_errf(OM_E_KeyDuplicate, "key already exists");
+    if (rc == 0 && (flags & ENG_PUT_NOOVERWRITE))
+        return om_errf(OM_E_KeyDuplicate, "key already exists");
     if (rc == 0) rc = bt_delete(&c, tb.root, key, klen, &vkind, &lvid);
     if (rc == 0 && vkind) rc = lv_free(t, lvid);
     if (rc == OM_E_RecordNotFound) rc = 0;
     if (rc) return rc;
-    if (8 + klen + vlen <= ENG_MAX_INLINE) return bt_insert(&c, tb.root, key, klen, 0, val, (uint32_t)vlen);
+    if (8 + klen + vlen <= ENG_MAX_INLINE)
+        return bt_insert(&c, tb.root, key, klen, 0, val, (uint32_t)vlen);
     if ((rc = lv_write(t, val, vlen, &lvid))) return rc;
     uint8_t id[8];
     om_put64(id, lvid);
@@ -355,13 +386,14 @@ int eng_del(eng_txn *t, eng_tbl tb, const void *key, uint32_t klen)
 static int cell_read(bt_ctx *c, const bt_cell *cell, uint64_t off, void *buf, uint64_t len)
 {
     if (off > cell->vlen || len > cell->vlen - off)
-        return om_errf(OM_E_InvalidParameter, "read of %llu bytes at %llu is past the value's %u bytes",
+        return om_errf(OM_E_InvalidParameter,
+                       "read of %llu bytes at %llu is past the value's %u bytes",
                        (unsigned long long)len, (unsigned long long)off, cell->vlen);
     if (!cell->vkind) {
         if (len) memcpy(buf, cell->val + off, len);
         return 0;
     }
-    return lv_read(c, om_get64(cell->val), cell->vlen, off, buf, len);
+    return lv_read(c, cell->pgno, om_get64(cell->val), cell->vlen, off, buf, len);
 }
 
 int eng_get(eng_view *v, eng_tbl tb, const void *key, uint32_t klen, void **val, uint64_t *vlen)
@@ -375,7 +407,8 @@ int eng_get(eng_view *v, eng_tbl tb, const void *key, uint32_t klen, void **val,
     *val = NULL;
     if (cell.vlen == 0) return 0;
     uint8_t *buf = malloc(cell.vlen);
-    if (!buf) return om_errf(OM_E_OutOfMemory, "reading a value of %u bytes: out of memory", cell.vlen);
+    if (!buf)
+        return om_errf(OM_E_OutOfMemory, "reading a value of %u bytes: out of memory", cell.vlen);
     if ((rc = cell_read(&c, &cell, 0, buf, cell.vlen))) {
         free(buf);
         return rc;
@@ -403,7 +436,10 @@ int eng_cursor_open(eng_view *v, eng_tbl tb, eng_cursor **out)
     return 0;
 }
 
-void eng_cursor_close(eng_cursor *c) { free(c); }
+void eng_cursor_close(eng_cursor *c)
+{
+    free(c);
+}
 
 static int cursor_moved(eng_cursor *c, int rc)
 {

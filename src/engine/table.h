@@ -32,9 +32,9 @@
 
 #include "engine/engine.h"
 
-#define ENG_MAX_KEY 1024u
-#define ENG_MAX_VALUE (1ull << 31) /* 2 GiB */
-#define ENG_MAX_INLINE 10000u      /* a record cell larger than this moves its value out */
+#define ENG_MAX_KEY        1024u
+#define ENG_MAX_VALUE      (1ull << 31) /* 2 GiB */
+#define ENG_MAX_INLINE     10000u       /* a record cell larger than this moves its value out */
 #define ENG_MAX_TABLE_NAME 255u
 
 typedef struct eng_tbl {

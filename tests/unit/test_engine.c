@@ -263,7 +263,7 @@ static void database_growth_on_full_disk_fails_the_call_not_the_database(void **
 typedef struct reader_arg {
     eng_db *db;
     uint32_t p1, p2;
-    volatile int stop;
+    _Atomic int stop;
     int torn;
     long reads;
 } reader_arg;
@@ -690,7 +690,8 @@ static void replaying_the_log_into_a_copy_gives_identical_pages(void **s)
     for (uint32_t p = 1; p <= in.pages; p++) {
         uint64_t off = eng_page_offset(p);
         assert_true(off + ENG_PAGE_SIZE <= an && off + ENG_PAGE_SIZE <= bn);
-        if (memcmp(a + off, b + off, ENG_PAGE_SIZE) != 0) fail_msg("page %u differs after replay", p);
+        if (memcmp(a + off, b + off, ENG_PAGE_SIZE) != 0)
+            fail_msg("page %u differs after replay", p);
     }
     free(a);
     free(b);
