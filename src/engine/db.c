@@ -252,6 +252,9 @@ int eng_db_open(const eng_opts *o, eng_db **out)
                      db->hdr.base, db->base);
         goto fail;
     }
+    /* Circular logging is a mount option: the header records the setting of the last mount. */
+    db->hdr.flags = (db->hdr.flags & ~(uint32_t)ENG_DBF_CIRCULAR) |
+                    (o->circular_logging ? ENG_DBF_CIRCULAR : 0);
     if ((rc = om_open(db->vfs, db->edb, 0, &db->edbf))) goto fail;
     uint64_t fsz = 0;
     if ((rc = om_fsize(db->edbf, &fsz))) goto fail;
@@ -830,6 +833,46 @@ int eng_db_info(eng_db *db, eng_info *info)
     free(gens);
     db_role_release(db);
     return rc;
+}
+
+int eng_db_inspect(const eng_opts *o, eng_info *info)
+{
+    memset(info, 0, sizeof *info);
+    om_vfs *v = o->vfs ? o->vfs : om_vfs_posix();
+    const char *base = o->base ? o->base : "E00";
+    eng_dbhdr h;
+    int rc = eng_dbhdr_read(v, o->edb_path, &h, 0, NULL);
+    if (rc) return rc;
+    info->db_id = h.db_id;
+    info->state = h.state;
+    info->dbtime = h.dbtime;
+    info->pages = h.pages;
+    memcpy(info->slots, h.slots, sizeof info->slots);
+    char chk[4200], cur[4200];
+    eng_chkfile ck;
+    if (eng_chk_path(chk, sizeof chk, o->log_dir, base) == 0 &&
+        eng_chk_read(v, chk, &ck, NULL) == 0)
+        info->checkpoint = ck.checkpoint;
+    uint32_t *gens = NULL, n = 0;
+    if ((rc = db_list_gens(v, o->log_dir, base, &gens, &n))) return rc;
+    uint32_t lo = 0, hi = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!lo || gens[i] < lo) lo = gens[i];
+        if (gens[i] > hi) hi = gens[i];
+    }
+    free(gens);
+    eng_cur_log_path(cur, sizeof cur, o->log_dir, base);
+    om_file *f = NULL;
+    uint8_t slot[ENG_SLOT_SIZE];
+    eng_loghdr lh;
+    if (om_open(v, cur, OM_O_RDONLY, &f) == 0) {
+        if (om_pread_full(f, slot, sizeof slot, 0) == 0 && eng_loghdr_decode(slot, &lh) == 0)
+            hi = lh.gen;
+        om_close(f);
+    }
+    info->gen_current = hi;
+    info->gen_oldest = lo ? lo : hi;
+    return 0;
 }
 
 void eng_db_stats(eng_db *db, eng_stats *st)

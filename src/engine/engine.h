@@ -84,7 +84,8 @@ typedef struct eng_opts {
     const char *edb_path; /* the .edb file */
     const char *log_dir;  /* the folder of the logs and the checkpoint */
     const char *base;     /* three characters, "E00" when NULL */
-    int circular_logging; /* delete logs below the checkpoint as it advances */
+    int circular_logging; /* delete logs below the checkpoint as it advances (applies at
+                             create and at every open) */
     uint64_t
         cache_bytes; /* committed dirty pages kept before a checkpoint is forced; 0 = 256 MiB */
     uint32_t checkpoint_gens; /* advance the checkpoint every this many generations; 0 = 32 */
@@ -151,6 +152,9 @@ int eng_log_flush(eng_db *db);
 int eng_checkpoint(eng_db *db);
 int eng_db_info(eng_db *db, eng_info *info);
 void eng_db_stats(eng_db *db, eng_stats *st);
+/* What eng_db_info says, for a database that is not open: from its header, checkpoint file
+ * and log folder, without mounting or changing anything. */
+int eng_db_inspect(const eng_opts *o, eng_info *info);
 
 /* Backup hooks for the writer.
  * eng_backup_freeze: logs a backup record, makes it durable and rolls to a new generation;

@@ -1,0 +1,80 @@
+/* ombra-store [--foreground] [--server NAME] [--group GROUP]: the store daemon (service.h). */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/paths.h"
+#include "store/service.h"
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f, "usage: ombra-store [--foreground] [--server NAME] [--group GROUP]\n"
+           "  Hosts the databases of this server and serves store.sock in the runtime directory\n"
+           "  ($OMBRA_RUNTIME_DIR); data in $OMBRA_HOME. Without --foreground it detaches and\n"
+           "  logs to $OMBRA_HOME/ombra-store.log.\n"
+           "  --server NAME   this server's name in the directory (default: the host name)\n"
+           "  --group GROUP   the group allowed to use the socket (default: the daemon's group)\n");
+}
+
+int main(int argc, char **argv)
+{
+    om_log_init("ombra-store");
+    int fg = 0;
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    store_opts o = {.server = host};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--foreground"))
+            fg = 1;
+        else if (!strcmp(argv[i], "--server") && i + 1 < argc)
+            o.server = argv[++i];
+        else if (!strcmp(argv[i], "--group") && i + 1 < argc)
+            o.group = argv[++i];
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "ombra-store: unknown argument '%s'. See 'ombra-store --help'.\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    char run[4096], data[4096];
+    int rc = om_runtime_dir(run, sizeof run);
+    if (!rc) rc = om_data_dir(data, sizeof data);
+    if (rc) {
+        fprintf(stderr, "ombra-store: %s\n", om_err_detail());
+        return 1;
+    }
+    o.runtime_dir = run;
+    o.data_dir = data;
+    if (!fg) {
+        char logp[4200];
+        if (om_mkdirs(data)) {
+            fprintf(stderr, "ombra-store: %s\n", om_err_detail());
+            return 1;
+        }
+        snprintf(logp, sizeof logp, "%s/ombra-store.log", data);
+        if (daemon(0, 1) != 0) {
+            perror("ombra-store: daemon");
+            return 1;
+        }
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+    }
+    rc = store_run(&o);
+    if (rc) {
+        char b[2048];
+        om_error("%s", om_err_format(rc, b, sizeof b));
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,738 @@
+/* The store service (service.h): listener, access control, registry, request handlers. */
+#include "store/service.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/paths.h"
+#include "base/proto.h"
+#include "base/time.h"
+#include "engine/format.h"
+#include "store/directory.h"
+#include "store/mail.h"
+
+typedef struct mounted {
+    char name[STORE_MAX_NAME + 1];
+    eng_db *db;
+    mail_store *mail;
+    int refs, closing, recovery;
+} mounted;
+
+typedef struct store {
+    const store_opts *o;
+    store_dir *dir;
+    pthread_mutex_t mu; /* registry and directory */
+    pthread_cond_t cond;
+    mounted *m[STORE_MAX_MOUNTED + 1];
+    int nm;
+    gid_t group;
+    int listen_fd;
+    int stopping, active; /* connections being served */
+} store;
+
+/* ---- registry ---- */
+
+static mounted *find_mounted(store *s, const char *name)
+{
+    for (int i = 0; i < s->nm; i++)
+        if (!strcmp(s->m[i]->name, name)) return s->m[i];
+    return NULL;
+}
+
+static eng_opts ent_opts(const store_dbent *e)
+{
+    eng_opts o = {0};
+    o.edb_path = e->edb;
+    o.log_dir = e->logs;
+    o.base = e->base;
+    o.circular_logging = e->circular;
+    return o;
+}
+
+/* Opens (or creates) and registers; caller holds mu. */
+static int mount_locked(store *s, const store_dbent *e, int create)
+{
+    if (find_mounted(s, e->name)) return 0;
+    if (s->nm >= STORE_MAX_MOUNTED)
+        return om_errf(OM_E_TooManyOpenDatabases,
+                       "server %s already has %d mounted databases. HINT: dismount one first",
+                       s->o->server, STORE_MAX_MOUNTED);
+    for (int i = 0; e->recovery && i < s->nm; i++)
+        if (s->m[i]->recovery)
+            return om_errf(
+                OM_E_TooManyOpenDatabases,
+                "recovery database '%s' is already mounted; a server mounts one at a time",
+                s->m[i]->name);
+    mounted *m = calloc(1, sizeof *m);
+    if (!m) return om_errf(OM_E_OutOfMemory, "mounting %s: out of memory", e->name);
+    snprintf(m->name, sizeof m->name, "%s", e->name);
+    m->recovery = e->recovery;
+    eng_opts o = ent_opts(e);
+    uint64_t t0 = om_mono_ns();
+    int rc = create ? eng_db_create(&o, &m->db) : eng_db_open(&o, &m->db);
+    if (!rc) rc = mail_open(m->db, &m->mail);
+    if (rc) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "%s", om_err_detail());
+        if (m->db) eng_db_abandon(m->db);
+        free(m);
+        return om_errf(rc, "mounting '%s': %s", e->name, msg);
+    }
+    eng_stats st;
+    eng_db_stats(m->db, &st);
+    om_info("mounted %s (%s) in %.3f s%s", e->name, e->edb, (double)(om_mono_ns() - t0) / 1e9,
+            st.replay_records ? ", after replaying its logs" : "");
+    s->m[s->nm++] = m;
+    return 0;
+}
+
+/* Dismounts (clean shutdown); caller holds mu, which is released while waiting for users. */
+static int dismount_locked(store *s, mounted *m)
+{
+    m->closing = 1;
+    while (m->refs > 0)
+        pthread_cond_wait(&s->cond, &s->mu);
+    mail_close(m->mail);
+    int rc = eng_db_close(m->db);
+    for (int i = 0; i < s->nm; i++)
+        if (s->m[i] == m) {
+            s->m[i] = s->m[--s->nm];
+            break;
+        }
+    om_info("dismounted %s%s", m->name,
+            rc ? " after an earlier failure: it recovers at the next mount" : "");
+    free(m);
+    return rc;
+}
+
+/* Takes a reference on a mounted database for one request. */
+static int acquire(store *s, const char *name, mounted **out)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    mounted *m = find_mounted(s, name);
+    if (!m || m->closing) {
+        if (store_dir_find(s->dir, name))
+            rc = om_errf(OM_E_DatabaseUnavailable,
+                         "database '%s' is not mounted. HINT: ombra db mount %s", name, name);
+        else
+            rc = om_errf(OM_E_DatabaseNotFound, "no database named '%s'", name);
+    } else {
+        m->refs++;
+        *out = m;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+static void release(store *s, mounted *m)
+{
+    pthread_mutex_lock(&s->mu);
+    m->refs--;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- replies ---- */
+
+static json_t *db_json(store *s, const store_dbent *e, int details)
+{
+    char id[37];
+    om_uuid_str(&e->id, id);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b}", "name", e->name, "id", id,
+                  "server", e->server, "edb", e->edb, "logs", e->logs, "base", e->base,
+                  "circular_logging", e->circular, "allow_restore", e->allow_restore, "recovery",
+                  e->recovery, "mounted", find_mounted(s, e->name) != NULL);
+    eng_info in;
+    mounted *m = find_mounted(s, e->name);
+    eng_opts eo = ent_opts(e);
+    int rc = m ? eng_db_info(m->db, &in) : eng_db_inspect(&eo, &in);
+    if (rc) {
+        json_object_set_new(o, "state", json_string("unreadable"));
+        json_object_set_new(o, "problem", json_string(om_err_detail()));
+        return o;
+    }
+    json_object_set_new(o, "state", json_string(eng_state_name(in.state)));
+    if (!details) return o;
+    struct stat st;
+    json_object_set_new(o, "size_bytes",
+                        json_integer(stat(e->edb, &st) == 0 ? (json_int_t)st.st_size : 0));
+    json_object_set_new(o, "pages", json_integer(in.pages));
+    json_object_set_new(o, "gen_current", json_integer(in.gen_current));
+    json_object_set_new(o, "gen_oldest", json_integer(in.gen_oldest));
+    json_object_set_new(
+        o, "log_generations",
+        json_integer(in.gen_current ? (json_int_t)(in.gen_current - in.gen_oldest + 1) : 0));
+    json_object_set_new(o, "checkpoint_gen", json_integer(in.checkpoint.gen));
+    json_t *bk = json_object();
+    for (int i = ENG_BK_PREV_FULL; i <= ENG_BK_PREV_DIFFERENTIAL; i++) {
+        const eng_bkslot *b = &in.slots[i];
+        char t[40];
+        json_object_set_new(bk, eng_bkslot_name(i),
+                            b->mark_time == 0 ? json_null()
+                                              : json_pack("{s:i, s:i, s:[i,i], s:s}", "first_gen",
+                                                          b->first_gen, "last_gen", b->last_gen,
+                                                          "mark", b->mark.gen, b->mark.off, "time",
+                                                          om_time_iso(b->mark_time, t, sizeof t)));
+    }
+    json_object_set_new(o, "backups", bk);
+    return o;
+}
+
+/* ---- database handlers (run under mu) ---- */
+
+static int valid_name(const char *n)
+{
+    size_t l = strlen(n);
+    if (l == 0 || l > STORE_MAX_NAME) return 0;
+    for (size_t i = 0; i < l; i++) {
+        char c = n[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return 0;
+    }
+    return n[0] != '.';
+}
+
+/* An absolute form of p (relative paths are the client's business: the CLI sends absolute
+ * ones; the daemon refuses others rather than guess its own working directory). */
+static int check_path(const char *p, const char *what)
+{
+    if (p[0] != '/') return om_errf(OM_E_InvalidPath, "%s '%s' must be an absolute path", what, p);
+    if (strlen(p) >= 4000) return om_errf(OM_E_InvalidPath, "%s is too long", what);
+    return 0;
+}
+
+static int next_base(store *s, char out[4])
+{
+    for (int i = 0; i < 256; i++) {
+        snprintf(out, 4, "E%02X", i);
+        int used = 0;
+        for (size_t k = 0; k < s->dir->n && !used; k++)
+            used = !strcmp(s->dir->ents[k].base, out);
+        if (!used) return 0;
+    }
+    return om_errf(OM_E_TooManyOpenDatabases,
+                   "every log base name E00..EFF is taken on this server");
+}
+
+static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
+{
+    const char *name;
+    int rc = om_json_str(req, "name", &name);
+    if (rc) return rc;
+    if (!valid_name(name))
+        return om_errf(OM_E_InvalidName,
+                       "'%s' is not a valid database name (1-%d letters, digits, '-', '_', '.')",
+                       name, STORE_MAX_NAME);
+    if (store_dir_find(s->dir, name))
+        return om_errf(OM_E_DatabaseDuplicate, "a database named '%s' already exists", name);
+    store_dbent e = {0};
+    snprintf(e.name, sizeof e.name, "%s", name);
+    snprintf(e.server, sizeof e.server, "%s", s->o->server);
+    const char *edb = om_json_str_or(req, "edb", NULL), *logs = om_json_str_or(req, "logs", NULL);
+    if (recovery && (!edb || !logs))
+        return om_errf(OM_E_InvalidParameter, "a recovery database needs --edb and --logs");
+    if (edb) {
+        if ((rc = check_path(edb, "--edb"))) return rc;
+        snprintf(e.edb, sizeof e.edb, "%s", edb);
+    } else
+        snprintf(e.edb, sizeof e.edb, "%s/dbs/%s/%s.edb", s->o->data_dir, name, name);
+    if (logs) {
+        if ((rc = check_path(logs, "--logs"))) return rc;
+        snprintf(e.logs, sizeof e.logs, "%s", logs);
+    } else {
+        char d[4096];
+        om_dirname(e.edb, d, sizeof d);
+        snprintf(e.logs, sizeof e.logs, "%.4000s/logs", d);
+    }
+    const char *base = om_json_str_or(req, "base", NULL);
+    if (base) {
+        if (!eng_base_valid(base))
+            return om_errf(OM_E_InvalidParameter,
+                           "log base name '%s' must be three letters or digits", base);
+        memcpy(e.base, base, 4);
+    } else if ((rc = next_base(s, e.base)))
+        return rc;
+    e.circular = json_is_true(json_object_get(req, "circular_logging"));
+    e.recovery = recovery;
+    if (recovery && e.circular)
+        return om_errf(OM_E_InvalidParameter, "a recovery database cannot use circular logging");
+    for (size_t i = 0; i < s->dir->n; i++) {
+        const store_dbent *o = &s->dir->ents[i];
+        if (!strcmp(o->edb, e.edb))
+            return om_errf(OM_E_DatabaseDuplicate, "%s already holds database '%s'", e.edb,
+                           o->name);
+        if (!strcmp(o->logs, e.logs) && !strcmp(o->base, e.base))
+            return om_errf(OM_E_DatabaseDuplicate, "%s already holds the %s logs of database '%s'",
+                           e.logs, e.base, o->name);
+    }
+    char d[4096];
+    om_dirname(e.edb, d, sizeof d);
+    if ((rc = om_mkdirs(d)) || (rc = om_mkdirs(e.logs))) return rc;
+    if ((rc = mount_locked(s, &e, 1))) return rc;
+    mounted *m = find_mounted(s, e.name);
+    eng_info in;
+    eng_db_info(m->db, &in);
+    e.id = in.db_id;
+    e.mounted = 1;
+    if ((rc = store_dir_put(s->dir, &e))) {
+        dismount_locked(s, m);
+        return rc;
+    }
+    om_info("created database %s at %s (logs %s, base %s)%s", e.name, e.edb, e.logs, e.base,
+            recovery ? " as the recovery database" : "");
+    json_object_set_new(rep, "db", db_json(s, &e, 0));
+    return 0;
+}
+
+static int find_ent(store *s, json_t *req, store_dbent **e)
+{
+    const char *name;
+    int rc = om_json_str(req, "name", &name);
+    if (rc) return rc;
+    *e = store_dir_find(s->dir, name);
+    return *e ? 0 : om_errf(OM_E_DatabaseNotFound, "no database named '%s'", name);
+}
+
+static int h_db_mount(store *s, json_t *req, json_t *rep, int mount)
+{
+    store_dbent *e;
+    int rc = find_ent(s, req, &e);
+    if (rc) return rc;
+    mounted *m = find_mounted(s, e->name);
+    if (mount)
+        rc = mount_locked(s, e, 0);
+    else if (m)
+        rc = dismount_locked(s, m);
+    if (rc && mount) return rc;
+    store_dbent ne = *e;
+    ne.mounted = mount;
+    int src = store_dir_put(s->dir, &ne);
+    if (!rc) rc = src;
+    if (rc) return rc;
+    e = store_dir_find(s->dir, ne.name);
+    json_object_set_new(rep, "db", db_json(s, e, 0));
+    return 0;
+}
+
+static int h_db_set(store *s, json_t *req, json_t *rep)
+{
+    store_dbent *e;
+    int rc = find_ent(s, req, &e);
+    if (rc) return rc;
+    store_dbent ne = *e;
+    json_t *c = json_object_get(req, "circular_logging"),
+           *a = json_object_get(req, "allow_restore");
+    if (c) {
+        if (!json_is_boolean(c))
+            return om_errf(OM_E_InvalidParameter, "circular_logging must be on or off");
+        if (e->recovery && json_is_true(c))
+            return om_errf(OM_E_InvalidParameter,
+                           "a recovery database cannot use circular logging");
+        ne.circular = json_is_true(c);
+    }
+    if (a) {
+        if (!json_is_boolean(a))
+            return om_errf(OM_E_InvalidParameter, "allow_restore must be on or off");
+        ne.allow_restore = json_is_true(a);
+    }
+    if ((rc = store_dir_put(s->dir, &ne))) return rc;
+    json_t *d = db_json(s, &ne, 0);
+    if (c && find_mounted(s, ne.name))
+        json_object_set_new(d, "note", json_string("circular logging changes at the next mount"));
+    json_object_set_new(rep, "db", d);
+    return 0;
+}
+
+static int h_db_list(store *s, json_t *rep)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < s->dir->n; i++)
+        json_array_append_new(arr, db_json(s, &s->dir->ents[i], 0));
+    json_object_set_new(rep, "databases", arr);
+    return 0;
+}
+
+static int h_db_show(store *s, json_t *req, json_t *rep)
+{
+    store_dbent *e;
+    int rc = find_ent(s, req, &e);
+    if (!rc) json_object_set_new(rep, "db", db_json(s, e, 1));
+    return rc;
+}
+
+/* ---- mail handlers (run with a reference, without mu) ---- */
+
+/* mail.load streams {"progress": done, "total": n} objects before its reply. */
+static void send_progress(void *arg, uint64_t done, uint64_t total)
+{
+    int fd = *(int *)arg;
+    json_t *p = json_pack("{s:I, s:I}", "progress", (json_int_t)done, "total", (json_int_t)total);
+    om_proto_send(fd, p, NULL, 0); /* a client gone away only loses its progress */
+    json_decref(p);
+}
+
+static int mail_load_progress(mail_store *m, uint32_t boxes, uint64_t msgs, uint64_t size,
+                              uint64_t seed, int fd)
+{
+    /* Lazy transactions and one flush at the end: durable when the reply says done. */
+    return mail_load(m, boxes, msgs, size, seed, 1, send_progress, &fd);
+}
+
+static int h_mail(store *s, int fd, const char *op, json_t *req, const uint8_t *data, size_t dlen,
+                  json_t *rep, uint8_t **rdata, size_t *rdlen)
+{
+    const char *dbname, *mailbox = NULL;
+    int rc = om_json_str(req, "db", &dbname);
+    if (rc) return rc;
+    if (strcmp(op, "mail.load") && strcmp(op, "mail.digest") &&
+        (rc = om_json_str(req, "mailbox", &mailbox)))
+        return rc;
+    mounted *m = NULL;
+    if ((rc = acquire(s, dbname, &m))) return rc;
+    char tb[40];
+    if (!strcmp(op, "mail.deliver")) {
+        mail_new n = {0};
+        n.mailbox = mailbox;
+        n.folder = om_json_str_or(req, "folder", NULL);
+        n.subject = om_json_str_or(req, "subject", NULL);
+        n.body = data;
+        n.size = dlen;
+        uint64_t id = 0;
+        rc = mail_deliver(m->mail, &n, 0, &id);
+        if (!rc) json_object_set_new(rep, "id", json_integer((json_int_t)id));
+    } else if (!strcmp(op, "mail.list")) {
+        mail_listing l;
+        rc = mail_list(m->mail, mailbox, om_json_str_or(req, "folder", NULL), 0, 0, &l);
+        if (!rc) {
+            json_t *arr = json_array();
+            for (size_t i = 0; i < l.n; i++)
+                json_array_append_new(
+                    arr, json_pack("{s:I, s:s, s:s, s:I, s:s}", "id", (json_int_t)l.msgs[i].id,
+                                   "folder", l.msgs[i].folder, "time",
+                                   om_time_iso(l.msgs[i].received, tb, sizeof tb), "size",
+                                   (json_int_t)l.msgs[i].size, "subject", l.msgs[i].subject));
+            json_object_set_new(rep, "messages", arr);
+            mail_listing_free(&l);
+        }
+    } else if (!strcmp(op, "mail.get") || !strcmp(op, "mail.delete")) {
+        int64_t id;
+        if (!(rc = om_json_int(req, "id", &id)) && id <= 0)
+            rc = om_errf(OM_E_InvalidParameter, "message id %lld is not valid", (long long)id);
+        if (!rc && op[5] == 'd')
+            rc = mail_delete(m->mail, mailbox, (uint64_t)id, 0);
+        else if (!rc) {
+            mail_message msg;
+            if (!(rc = mail_get(m->mail, mailbox, (uint64_t)id, &msg))) {
+                json_object_set_new(rep, "id", json_integer(id));
+                json_object_set_new(rep, "folder", json_string(msg.h.folder));
+                json_object_set_new(rep, "time",
+                                    json_string(om_time_iso(msg.h.received, tb, sizeof tb)));
+                json_object_set_new(rep, "size", json_integer((json_int_t)msg.h.size));
+                json_object_set_new(rep, "subject", json_string(msg.h.subject));
+                *rdata = msg.body;
+                *rdlen = msg.h.size;
+                msg.body = NULL;
+                mail_message_free(&msg);
+            }
+        }
+    } else if (!strcmp(op, "mail.digest")) {
+        char d[33];
+        if (!(rc = mail_digest(m->mail, d))) json_object_set_new(rep, "digest", json_string(d));
+    } else { /* mail.load */
+        int64_t boxes, msgs, size, seed = om_json_int_or(req, "seed", 1);
+        if (!(rc = om_json_int(req, "mailboxes", &boxes)) &&
+            !(rc = om_json_int(req, "messages", &msgs)) &&
+            !(rc = om_json_int(req, "size", &size))) {
+            if (boxes <= 0 || boxes > 1000000 || msgs < 0 || size < 0 || size > (1 << 26))
+                rc = om_errf(OM_E_InvalidParameter,
+                             "load: mailboxes 1..1000000, messages >= 0, size 0..64 MiB");
+        }
+        if (!rc) {
+            uint64_t t0 = om_mono_ns();
+            rc = mail_load_progress(m->mail, (uint32_t)boxes, (uint64_t)msgs, (uint64_t)size,
+                                    (uint64_t)seed, fd);
+            double secs = (double)(om_mono_ns() - t0) / 1e9;
+            if (!rc) {
+                json_object_set_new(rep, "messages", json_integer(msgs));
+                json_object_set_new(rep, "seconds", json_real(secs));
+                json_object_set_new(rep, "rate", json_real(secs > 0 ? (double)msgs / secs : 0));
+            }
+        }
+    }
+    release(s, m);
+    return rc;
+}
+
+/* ---- connections ---- */
+
+static int peer_allowed(store *s, int fd, char *who, size_t wlen)
+{
+    struct ucred cr;
+    socklen_t l = sizeof cr;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) != 0) return 0;
+    snprintf(who, wlen, "uid %u gid %u pid %d", (unsigned)cr.uid, (unsigned)cr.gid, (int)cr.pid);
+    if (cr.uid == 0 || cr.uid == geteuid() || cr.gid == s->group) return 1;
+    struct passwd pw, *pwp = NULL;
+    char buf[4096];
+    if (getpwuid_r(cr.uid, &pw, buf, sizeof buf, &pwp) != 0 || !pwp) return 0;
+    gid_t groups[256];
+    int ng = 256;
+    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &ng) < 0) return 0;
+    for (int i = 0; i < ng; i++)
+        if (groups[i] == s->group) return 1;
+    return 0;
+}
+
+static json_t *dispatch(store *s, int fd, json_t *req, const uint8_t *data, size_t dlen,
+                        uint8_t **rdata, size_t *rdlen)
+{
+    const char *op;
+    json_t *rep = om_proto_ok();
+    int rc = om_json_str(req, "op", &op);
+    if (!rc && !strncmp(op, "mail.", 5)) {
+        rc = h_mail(s, fd, op, req, data, dlen, rep, rdata, rdlen);
+    } else if (!rc) {
+        pthread_mutex_lock(&s->mu);
+        if (!strcmp(op, "status")) {
+            json_object_set_new(rep, "server", json_string(s->o->server));
+            json_object_set_new(rep, "pid", json_integer(getpid()));
+            json_object_set_new(rep, "mounted", json_integer(s->nm));
+            json_object_set_new(rep, "databases", json_integer((json_int_t)s->dir->n));
+        } else if (!strcmp(op, "db.new"))
+            rc = h_db_new(s, req, rep, 0);
+        else if (!strcmp(op, "db.new_recovery"))
+            rc = h_db_new(s, req, rep, 1);
+        else if (!strcmp(op, "db.list"))
+            rc = h_db_list(s, rep);
+        else if (!strcmp(op, "db.show"))
+            rc = h_db_show(s, req, rep);
+        else if (!strcmp(op, "db.mount"))
+            rc = h_db_mount(s, req, rep, 1);
+        else if (!strcmp(op, "db.dismount"))
+            rc = h_db_mount(s, req, rep, 0);
+        else if (!strcmp(op, "db.set"))
+            rc = h_db_set(s, req, rep);
+        else
+            rc = om_errf(OM_E_InvalidParameter, "unknown operation '%s'", op);
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (rc) {
+        json_decref(rep);
+        if (*rdata) {
+            free(*rdata);
+            *rdata = NULL;
+            *rdlen = 0;
+        }
+        rep = om_proto_error(rc);
+    }
+    return rep;
+}
+
+typedef struct conn {
+    store *s;
+    int fd;
+} conn;
+
+static void *serve(void *arg)
+{
+    conn *c = arg;
+    store *s = c->s;
+    char who[128] = "unknown peer";
+    if (!peer_allowed(s, c->fd, who, sizeof who)) {
+        om_warn("refused a connection from %s: not root, not the daemon's user, not in its group",
+                who);
+        om_errf(OM_E_FileAccessDenied, "access denied: %s is not allowed to use this store", who);
+        json_t *r = om_proto_error(OM_E_FileAccessDenied);
+        om_proto_send(c->fd, r, NULL, 0);
+        json_decref(r);
+    } else {
+        for (;;) {
+            json_t *req = NULL;
+            uint8_t *data = NULL, *rdata = NULL;
+            size_t dlen = 0, rdlen = 0;
+            int rc = om_proto_recv(c->fd, &req, &data, &dlen);
+            if (rc) {
+                /* A closed connection is the normal end; anything else is a bad client. */
+                if (!strstr(om_err_detail(), "connection closed") ||
+                    strstr(om_err_detail(), "middle")) {
+                    om_warn("client %s: %s", who, om_err_detail());
+                    json_t *r = om_proto_error(rc);
+                    om_proto_send(c->fd, r, NULL, 0);
+                    json_decref(r);
+                }
+                break;
+            }
+            json_t *rep = dispatch(s, c->fd, req, data, dlen, &rdata, &rdlen);
+            rc = om_proto_send(c->fd, rep, rdata, rdlen);
+            json_decref(rep);
+            json_decref(req);
+            free(data);
+            free(rdata);
+            if (rc) break;
+        }
+    }
+    close(c->fd);
+    free(c);
+    pthread_mutex_lock(&s->mu);
+    s->active--;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void *signal_thread(void *arg)
+{
+    store *s = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig = 0;
+    sigwait(&set, &sig);
+    om_info("%s received: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_mutex_unlock(&s->mu);
+    shutdown(s->listen_fd, SHUT_RDWR);
+    return NULL;
+}
+
+static int listen_on(store *s, const char *path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path)
+        return om_errf(OM_E_InvalidPath, "socket path too long: %s", path);
+    strcpy(a.sun_path, path);
+    /* A socket file left by a daemon that died: take it over only if nobody answers on it. */
+    int probe = -1;
+    if (om_proto_connect(path, &probe) == 0) {
+        close(probe);
+        return om_errf(OM_E_DatabaseInUse, "another ombra-store already listens on %s", path);
+    }
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return om_errf(OM_E_DiskIO, "socket: %s", strerror(errno));
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || chmod(path, 0660) != 0 ||
+        listen(fd, 128) != 0) {
+        int e = errno;
+        close(fd);
+        return om_errf(om_err_from_errno(e), "listening on %s: %s", path, strerror(e));
+    }
+    if (s->group != getegid() && chown(path, (uid_t)-1, s->group) != 0)
+        om_warn("could not give %s to group %u: %s", path, (unsigned)s->group, strerror(errno));
+    s->listen_fd = fd;
+    return 0;
+}
+
+int store_run(const store_opts *o)
+{
+    static store st;
+    store *s = &st;
+    memset(s, 0, sizeof *s);
+    s->o = o;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->group = getegid();
+    if (o->group) {
+        struct group *g = getgrnam(o->group);
+        if (!g) return om_errf(OM_E_InvalidParameter, "no group named '%s'", o->group);
+        s->group = g->gr_gid;
+    }
+    char dirpath[4200], sock[4200];
+    int rc = om_mkdirs(o->data_dir);
+    if (!rc) rc = om_mkdirs(o->runtime_dir);
+    if (rc) return rc;
+    snprintf(dirpath, sizeof dirpath, "%s/directory.json", o->data_dir);
+    snprintf(sock, sizeof sock, "%s/store.sock", o->runtime_dir);
+    if ((rc = store_dir_open_file(dirpath, &s->dir))) return rc;
+    /* Signals go to one thread only. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if ((rc = listen_on(s, sock))) {
+        store_dir_close(s->dir);
+        return rc;
+    }
+    /* Mount what the directory says is mounted on this server; one failure does not stop the
+     * others. */
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < s->dir->n; i++) {
+        store_dbent *e = &s->dir->ents[i];
+        if (!e->mounted || strcmp(e->server, o->server)) continue;
+        if (mount_locked(s, e, 0)) om_error("%s", om_err_detail());
+    }
+    pthread_mutex_unlock(&s->mu);
+    pthread_t sig;
+    pthread_create(&sig, NULL, signal_thread, s);
+    om_info("server %s listening on %s (%d databases mounted)", o->server, sock, s->nm);
+    for (;;) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        pthread_mutex_lock(&s->mu);
+        int stop = s->stopping;
+        if (!stop && fd >= 0) s->active++;
+        pthread_mutex_unlock(&s->mu);
+        if (stop) {
+            if (fd >= 0) close(fd);
+            break;
+        }
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            om_error("accept: %s", strerror(errno));
+            continue;
+        }
+        conn *c = malloc(sizeof *c);
+        pthread_t th;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (!c || (c->s = s, c->fd = fd, pthread_create(&th, &at, serve, c) != 0)) {
+            close(fd);
+            free(c);
+            pthread_mutex_lock(&s->mu);
+            s->active--;
+            pthread_mutex_unlock(&s->mu);
+        }
+        pthread_attr_destroy(&at);
+    }
+    pthread_join(sig, NULL);
+    close(s->listen_fd);
+    unlink(sock);
+    /* Let running requests finish, then dismount everything (the marks stay). */
+    pthread_mutex_lock(&s->mu);
+    /* Requests in progress finish; a client that keeps an idle connection open is not waited
+     * for past a few seconds (it holds no database). */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    while (s->active > 0 && pthread_cond_timedwait(&s->cond, &s->mu, &until) == 0) {
+    }
+    for (int i = 0; i < s->nm; i++)
+        while (s->m[i]->refs > 0)
+            pthread_cond_wait(&s->cond, &s->mu);
+    int failures = 0;
+    while (s->nm > 0)
+        failures += dismount_locked(s, s->m[0]) != 0;
+    pthread_mutex_unlock(&s->mu);
+    store_dir_close(s->dir);
+    om_info("stopped%s", failures ? " (some databases need recovery at the next mount)" : "");
+    return failures ? OM_E_FatalIO : 0;
+}

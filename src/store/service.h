@@ -1,0 +1,28 @@
+/* ombra-store: the store service. Hosts the databases of one server, mounts those the
+ * directory marks mounted at start (recovering any in Dirty Shutdown), and serves the store
+ * protocol (docs/protocol.md) on store.sock, a thread per connection.
+ *
+ * Mounted databases (the registry):
+ * - at most STORE_MAX_MOUNTED at once, at most one of them a recovery database;
+ * - a request that uses a database holds a reference; dismount waits until the last one is
+ *   gone, and new requests on a database being dismounted are refused;
+ * - registry changes (mount, dismount, new, set) are serialised and saved in the directory
+ *   before they are acknowledged.
+ * SIGTERM or SIGINT: stop accepting, let running requests finish, dismount every database
+ * (Clean Shutdown) keeping its "mounted" mark, so the next start mounts it again. */
+#ifndef OM_STORE_SERVICE_H
+#define OM_STORE_SERVICE_H
+
+#define STORE_MAX_MOUNTED 100
+
+typedef struct store_opts {
+    const char *server;      /* this server's name */
+    const char *runtime_dir; /* store.sock goes here */
+    const char *data_dir;    /* directory.json and default database folders */
+    const char *group;       /* allowed group (NULL: the daemon's own group) */
+} store_opts;
+
+/* Runs until SIGTERM/SIGINT; 0 after a clean shutdown. */
+int store_run(const store_opts *o);
+
+#endif
