@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 static const char *prog = "ombra";
-static int debug_on = -1;
+static _Atomic int debug_on = -1; /* set on first use, from any thread */
 static enum om_level min_level = OM_DEBUG;
 
 void om_log_min_level(enum om_level lvl)

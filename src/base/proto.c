@@ -192,7 +192,21 @@ int om_proto_call(const char *path, json_t *req, const void *data, size_t data_l
     int rc = om_proto_connect(path, &fd);
     if (rc) return rc;
     rc = om_proto_send(fd, req, data, data_len);
-    if (!rc) rc = om_proto_recv(fd, reply, rdata, rdata_len);
+    /* A server that refuses us answers and closes before reading: its reply explains better
+     * than our broken pipe. */
+    char senderr[512];
+    snprintf(senderr, sizeof senderr, "%s", rc ? om_err_detail() : "");
+    int rrc = om_proto_recv(fd, reply, rdata, rdata_len);
+    /* Progress objects (no "ok") come before a long operation's reply: skip them. */
+    while (!rrc && !json_object_get(*reply, "ok") && json_object_get(*reply, "progress")) {
+        json_decref(*reply);
+        *reply = NULL;
+        rrc = om_proto_recv(fd, reply, rdata, rdata_len);
+    }
+    if (rc && rrc)
+        om_errf(rc, "%s", senderr);
+    else
+        rc = rrc;
     close(fd);
     if (!rc) rc = om_proto_check(*reply);
     return rc;

@@ -36,7 +36,7 @@ int om_proto_check(json_t *reply);
 
 /* Connects to a Unix socket path (FileNotFound with a HINT when nothing listens). */
 int om_proto_connect(const char *path, int *fd);
-/* One request, one reply. */
+/* One request, one reply (progress objects sent before it are skipped). */
 int om_proto_call(const char *path, json_t *req, const void *data, size_t data_len, json_t **reply,
                   uint8_t **rdata, size_t *rdata_len);
 

@@ -12,13 +12,20 @@
 
 static void usage(FILE *f)
 {
-    fprintf(
-        f, "usage: ombra-store [--foreground] [--server NAME] [--group GROUP]\n"
-           "  Hosts the databases of this server and serves store.sock in the runtime directory\n"
-           "  ($OMBRA_RUNTIME_DIR); data in $OMBRA_HOME. Without --foreground it detaches and\n"
-           "  logs to $OMBRA_HOME/ombra-store.log.\n"
-           "  --server NAME   this server's name in the directory (default: the host name)\n"
-           "  --group GROUP   the group allowed to use the socket (default: the daemon's group)\n");
+    fputs(
+        "usage: ombra-store [--foreground] [--server NAME] [--group GROUP] [--checkpoint-depth N] "
+        "[--cache-mb M]\n"
+        "  Hosts the databases of this server and serves store.sock in the runtime directory\n"
+        "  ($OMBRA_RUNTIME_DIR); data in $OMBRA_HOME. Without --foreground it detaches and\n"
+        "  logs to $OMBRA_HOME/ombra-store.log.\n"
+        "  --server NAME          this server's name in the directory (default: the host name)\n"
+        "  --group GROUP          the group allowed to use the socket (default: the daemon's "
+        "group)\n"
+        "  --checkpoint-depth N   log generations (1 MiB each) between checkpoints (default 32):\n"
+        "                         deeper means fewer page writes, longer replay after a crash\n"
+        "  --cache-mb M           dirty pages kept per database before a checkpoint (default "
+        "256)\n",
+        f);
 }
 
 int main(int argc, char **argv)
@@ -35,7 +42,24 @@ int main(int argc, char **argv)
             o.server = argv[++i];
         else if (!strcmp(argv[i], "--group") && i + 1 < argc)
             o.group = argv[++i];
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        else if (!strcmp(argv[i], "--cache-mb") && i + 1 < argc) {
+            char *end;
+            unsigned long v = strtoul(argv[++i], &end, 10);
+            if (*end || v < 1 || v > 1000000) {
+                fprintf(stderr, "ombra-store: --cache-mb takes a size in MiB (1-1000000)\n");
+                return 2;
+            }
+            o.cache_mb = (unsigned)v;
+        } else if (!strcmp(argv[i], "--checkpoint-depth") && i + 1 < argc) {
+            char *end;
+            unsigned long v = strtoul(argv[++i], &end, 10);
+            if (*end || v == 0 || v > 100000) {
+                fprintf(stderr, "ombra-store: --checkpoint-depth takes a number of log generations "
+                                "(1-100000)\n");
+                return 2;
+            }
+            o.checkpoint_gens = (unsigned)v;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
         } else {
@@ -51,15 +75,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "ombra-store: %s\n", om_err_detail());
         return 1;
     }
-    o.runtime_dir = run;
-    o.data_dir = data;
+    /* Absolute paths: database paths derive from the data directory and are stored in the
+     * directory, and the daemon may change its working directory when it detaches. */
+    char arun[4096], adata[4096];
+    if (om_mkdirs(run) || om_mkdirs(data) || !realpath(run, arun) || !realpath(data, adata)) {
+        fprintf(stderr, "ombra-store: cannot use %s or %s: %s\n", run, data, om_err_detail());
+        return 1;
+    }
+    o.runtime_dir = arun;
+    o.data_dir = adata;
     if (!fg) {
         char logp[4200];
-        if (om_mkdirs(data)) {
-            fprintf(stderr, "ombra-store: %s\n", om_err_detail());
-            return 1;
-        }
-        snprintf(logp, sizeof logp, "%s/ombra-store.log", data);
+        snprintf(logp, sizeof logp, "%s/ombra-store.log", adata);
         if (daemon(0, 1) != 0) {
             perror("ombra-store: daemon");
             return 1;

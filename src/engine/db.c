@@ -648,6 +648,13 @@ static uint32_t encode_tpage(eng_txn *t, tpage *p, uint64_t txn, uint8_t *buf, e
                                (uint32_t)nr);
 }
 
+/* A durable commit that changed nothing still keeps the promise that it makes every earlier
+ * lazy commit durable. */
+static int nothing_to_commit(eng_db *db, unsigned flags)
+{
+    return flags & ENG_COMMIT_LAZY ? 0 : eng_log_flush(db);
+}
+
 int eng_txn_commit(eng_txn *t, unsigned flags)
 {
     eng_db *db = t->db;
@@ -655,7 +662,7 @@ int eng_txn_commit(eng_txn *t, unsigned flags)
     int rc = 0;
     if (t->npages == 0) {
         eng_txn_rollback(t);
-        return 0;
+        return nothing_to_commit(db, flags);
     }
     if (db->fatal) {
         eng_txn_rollback(t);
@@ -681,7 +688,7 @@ int eng_txn_commit(eng_txn *t, unsigned flags)
         free(recs);
         free(images);
         eng_txn_rollback(t);
-        return 0;
+        return nothing_to_commit(db, flags);
     }
     len += eng_rec_encode_commit(recs + len, txn, om_now_ns(), db->dbtime);
     uint64_t end = 0;

@@ -52,9 +52,13 @@ static mounted *find_mounted(store *s, const char *name)
     return NULL;
 }
 
+static unsigned checkpoint_gens, cache_mb; /* the daemon's --checkpoint-depth, --cache-mb */
+
 static eng_opts ent_opts(const store_dbent *e)
 {
     eng_opts o = {0};
+    o.checkpoint_gens = checkpoint_gens;
+    o.cache_bytes = (uint64_t)cache_mb << 20;
     o.edb_path = e->edb;
     o.log_dir = e->logs;
     o.base = e->base;
@@ -646,6 +650,8 @@ int store_run(const store_opts *o)
     store *s = &st;
     memset(s, 0, sizeof *s);
     s->o = o;
+    checkpoint_gens = o->checkpoint_gens;
+    cache_mb = o->cache_mb;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
     s->group = getegid();

@@ -20,6 +20,8 @@ typedef struct store_opts {
     const char *runtime_dir; /* store.sock goes here */
     const char *data_dir;    /* directory.json and default database folders */
     const char *group;       /* allowed group (NULL: the daemon's own group) */
+    unsigned checkpoint_gens; /* checkpoint depth in log generations (0: the engine's default) */
+    unsigned cache_mb;        /* dirty pages kept per database before a checkpoint (0: default) */
 } store_opts;
 
 /* Runs until SIGTERM/SIGINT; 0 after a clean shutdown. */

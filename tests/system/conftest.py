@@ -1,8 +1,17 @@
-"""Shared fixtures of the system tests: where the built binaries are.
+"""Shared fixtures of the system tests: where the built binaries are, and a store daemon.
 
 OMBRA_BUILD names the build directory (make test sets it; the default is build/)."""
+import json
 import os
 import pathlib
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
 
 import pytest
 
@@ -20,3 +29,290 @@ def build_dir():
 @pytest.fixture(scope="session")
 def engine_loop(build_dir):
     return build_dir / "tests" / "tools" / "engine_loop"
+
+
+# ---- the store daemon ----------------------------------------------------------------------
+
+STORE_READY_SECONDS = 10  # the socket accepts within this after start
+STORE_STOP_SECONDS = 20  # SIGTERM to exit
+CLI_SECONDS = 120  # any one CLI call
+
+
+class Result(tuple):
+    """(rc, stdout, stderr) of one CLI call, with the command line for messages."""
+
+    def __new__(cls, rc, out, err, argv):
+        r = super().__new__(cls, (rc, out, err))
+        r.argv = argv
+        return r
+
+    rc = property(lambda self: self[0])
+    out = property(lambda self: self[1])
+    err = property(lambda self: self[2])
+
+    def describe(self):
+        out = self.out if isinstance(self.out, str) else repr(self.out[:2000])
+        return (f"$ {' '.join(map(str, self.argv))}\nexit {self.rc}\n"
+                f"--- stdout\n{out[:4000]}\n--- stderr\n{self.err[:4000]}")
+
+
+class Store:
+    """One ombra-store in a private temp directory, and the CLI pointed at it."""
+
+    def __init__(self, build_dir, tmp):
+        self.daemon = build_dir / "src" / "daemons" / "ombra-store"
+        self.cli = build_dir / "src" / "cli" / "ombra"
+        for b in (self.daemon, self.cli):
+            if not os.access(b, os.X_OK):
+                pytest.fail(f"{b} is not built: run 'ninja -C {build_dir}' first")
+        self.tmp = pathlib.Path(tmp)
+        self.run_dir = self.tmp / "run"
+        self.home = self.tmp / "home"
+        self.sock = self.run_dir / "store.sock"
+        self.env = dict(os.environ, OMBRA_RUNTIME_DIR=str(self.run_dir),
+                        OMBRA_HOME=str(self.home))
+        self.proc = None
+        self.starts = 0
+        self.logs = []  # one stderr file per daemon run
+
+    # -- lifecycle
+    def start(self):
+        assert self.proc is None or self.proc.poll() is not None, "the store already runs"
+        self.starts += 1
+        log = self.tmp / f"store-{self.starts}.log"
+        self.logs.append(log)
+        with open(log, "wb") as f:
+            self.proc = subprocess.Popen([str(self.daemon), "--foreground", "--server", "srv1"],
+                                         env=self.env, stdin=subprocess.DEVNULL, stdout=f,
+                                         stderr=subprocess.STDOUT)
+        self.wait_ready()
+        return self.proc
+
+    def wait_ready(self, seconds=STORE_READY_SECONDS):
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"ombra-store exited with {self.proc.returncode} before its socket "
+                            f"accepted:\n{self.stderr()}")
+            if self.accepts():
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.sock} does not accept {seconds} s after start:\n"
+                            f"{self.stderr()}")
+            time.sleep(0.02)
+
+    def accepts(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(self.sock))
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def stop(self, seconds=STORE_STOP_SECONDS):
+        """SIGTERM; returns the exit code (fails when it does not exit in time)."""
+        p = self.proc
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(seconds)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                pytest.fail(f"ombra-store did not exit {seconds} s after SIGTERM:\n"
+                            f"{self.stderr()}")
+        return p.returncode
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        return self.proc.returncode
+
+    def stderr(self, run=None, tail=6000):
+        """The daemon's stderr: of run number `run` (1-based), else of every run."""
+        logs = self.logs if run is None else [self.logs[run - 1]]
+        parts = []
+        for i, log in enumerate(logs):
+            try:
+                text = log.read_text(errors="replace")
+            except OSError:
+                text = ""
+            parts.append(f"--- ombra-store run {self.logs.index(log) + 1} ({log})\n{text}")
+        s = "\n".join(parts)
+        return s if len(s) <= tail else "...\n" + s[-tail:]
+
+    # -- the CLI
+    def ombra(self, *args, input=None, check=True, binary=False, user=None, timeout=CLI_SECONDS):
+        """Runs `ombra ARGS`; returns (rc, stdout, stderr). stdout is bytes when binary."""
+        argv = [str(self.cli)] + [str(a) for a in args]
+        if user:
+            argv = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups"] + argv
+        if isinstance(input, str):
+            input = input.encode()
+        p = subprocess.run(argv, input=input, capture_output=True, env=self.env,
+                           timeout=timeout)
+        out = p.stdout if binary else p.stdout.decode(errors="replace")
+        r = Result(p.returncode, out, p.stderr.decode(errors="replace"), argv)
+        if check and r.rc != 0:
+            pytest.fail(f"ombra failed:\n{r.describe()}\n{self.stderr()}")
+        return r
+
+    def json(self, *args):
+        r = self.ombra(*args, "--json")
+        try:
+            return json.loads(r.out)
+        except ValueError:
+            pytest.fail(f"not JSON:\n{r.describe()}")
+
+    def db_show(self, name):
+        o = self.json("db", "show", name)
+        return o["db"] if isinstance(o, dict) and isinstance(o.get("db"), dict) else o
+
+    def db_list(self):
+        o = self.json("db", "list")
+        return o["databases"] if isinstance(o, dict) else o
+
+    def deliver(self, db, mailbox, message, *opts):
+        r = self.ombra("mail", "deliver", db, mailbox, *opts, input=message)
+        m = re.search(r"(\d+)\s*$", r.out)
+        assert m, f"no message id printed:\n{r.describe()}"
+        return int(m.group(1))
+
+    def get(self, db, mailbox, id_):
+        return self.ombra("mail", "get", db, mailbox, id_, binary=True).out
+
+    def messages(self, db, mailbox, *opts):
+        o = self.json("mail", "list", db, mailbox, *opts)
+        return o["messages"] if isinstance(o, dict) else o
+
+    def digest(self, db):
+        r = self.ombra("mail", "digest", db)
+        m = re.search(r"\b[0-9a-f]{32}\b", r.out)
+        assert m, f"no 32-hex digest printed:\n{r.describe()}"
+        return m.group(0)
+
+    # -- the raw protocol
+    def connect(self, timeout=10):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(str(self.sock))
+        return s
+
+    @staticmethod
+    def frame(obj):
+        b = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        return struct.pack("<I", len(b)) + b
+
+    @staticmethod
+    def read_reply(s):
+        """One reply object from s; None when the daemon closed the connection first."""
+
+        def exactly(n):
+            b = b""
+            while len(b) < n:
+                try:
+                    c = s.recv(n - len(b))
+                except ConnectionResetError:
+                    return None
+                if not c:
+                    return None
+                b += c
+            return b
+
+        h = exactly(4)
+        if h is None:
+            return None
+        (n,) = struct.unpack("<I", h)
+        assert n <= 1 << 20, f"reply frame of {n} bytes"
+        body = exactly(n)
+        assert body is not None, "the daemon closed in the middle of its reply"
+        return json.loads(body)
+
+    def raw(self, payload, timeout=10):
+        """Sends payload bytes on a fresh connection, returns the first reply (or None if the
+        daemon closed without replying). A daemon that neither replies nor closes within
+        timeout fails the test."""
+        s = self.connect(timeout)
+        try:
+            try:
+                s.sendall(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                return self.read_reply(s)
+            except socket.timeout:
+                pytest.fail(f"the daemon neither replied nor closed within {timeout} s after "
+                            f"{payload[:80]!r}")
+        finally:
+            s.close()
+
+    def request(self, obj, data=None, timeout=60):
+        if data is not None:
+            obj = dict(obj, data=len(data))
+        payload = self.frame(obj) + (self.frame(data) if data is not None else b"")
+        return self.raw(payload, timeout)
+
+
+def edb_header_states(path):
+    """The state field of both header copies of an .edb, read straight from the file
+    (src/engine/format.c: eng_dbhdr_encode; u32 at byte 72 of pages 0 and 1), so a test can
+    check a database's shutdown state with no daemon and no CLI involved."""
+    names = {1: "Just Created", 2: "Dirty Shutdown", 3: "Clean Shutdown"}
+    with open(path, "rb") as f:
+        b = f.read(2 * 32768)
+    states = []
+    for copy in (0, 1):
+        page = b[copy * 32768:(copy + 1) * 32768]
+        assert page[8:16] == b"OMBRAEDB", f"{path}: header copy {copy} has no magic"
+        states.append(names.get(struct.unpack_from("<I", page, 72)[0], "Unknown"))
+    return states
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test shows the stderr of the store daemons it ran."""
+    outcome = yield
+    rep = outcome.get_result()
+    store = getattr(item, "_ombra_store", None)
+    if rep.failed:
+        item._ombra_failed = True  # keep the temp directory for a look
+        if store is not None:
+            rep.sections.append(("ombra-store stderr", store.stderr()))
+
+
+@pytest.fixture
+def store(build_dir, request):
+    """A running ombra-store --server srv1 in a private temp directory. Stopped with SIGTERM at
+    teardown, which must end it with exit 0 within 20 s. A failing test shows the daemon's
+    stderr and keeps the directory (so does OMBRA_KEEP_TMP=1, e.g. to grep sanitizer logs)."""
+    # Short path: a Unix socket path has room for 107 bytes only.
+    tmp = tempfile.mkdtemp(prefix="ombra-st-", dir="/tmp")
+    st = Store(build_dir, tmp)
+    request.node._ombra_store = st
+    st.start()
+    yield st
+    failed = False
+    try:
+        if st.proc.poll() is None:
+            rc = st.stop()
+            if rc != 0:
+                failed = True
+                pytest.fail(f"ombra-store exited {rc} after SIGTERM (expected 0):\n"
+                            f"{st.stderr()}")
+    finally:
+        if st.proc.poll() is None:
+            st.proc.kill()
+            st.proc.wait()
+        keep = failed or getattr(request.node, "_ombra_failed", False)
+        if keep or os.environ.get("OMBRA_KEEP_TMP"):
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def ombra(store):
+    """ombra(*args, input=None, check=True) -> (rc, stdout, stderr), against the store."""
+    return store.ombra

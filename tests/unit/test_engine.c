@@ -146,6 +146,26 @@ static void durable_commit_survives_power_loss_lazy_may_not(void **s)
     crashvfs_free(c);
 }
 
+static void durable_commit_that_changes_nothing_still_makes_lazy_commits_durable(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 0x11, 0, 100, 0);
+    put(db, p, 0x22, 0, 100, ENG_COMMIT_LAZY);
+    eng_txn *t = NULL;
+    assert_int_equal(eng_txn_begin(db, &t), 0);
+    memset(body, 0x22, 100); /* the bytes the page already has: nothing to log */
+    assert_int_equal(eng_page_write(t, p, 0, body, 100), 0);
+    assert_int_equal(eng_txn_commit(t, 0), 0);
+    db = crash_and_remount(c, &o, db);
+    assert_page_byte(db, p, 0, 0x22);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
 static void create_refuses_existing_database_and_foreign_logs(void **s)
 {
     (void)s;
@@ -758,6 +778,7 @@ int main(void)
         cmocka_unit_test(committed_data_survives_clean_shutdown_and_header_says_clean),
         cmocka_unit_test(rolled_back_changes_never_appear),
         cmocka_unit_test(durable_commit_survives_power_loss_lazy_may_not),
+        cmocka_unit_test(durable_commit_that_changes_nothing_still_makes_lazy_commits_durable),
         cmocka_unit_test(create_refuses_existing_database_and_foreign_logs),
         cmocka_unit_test(failed_fsync_is_sticky_until_remount),
         cmocka_unit_test(disk_full_uses_reserve_logs_refuses_writes_then_resumes),

@@ -9,11 +9,14 @@
  *   so pages split and merge many times. OMBRA_TABLE_OPS sets the number of operations.
  * - The crash test runs the same operations on the crash VFS and loses power at each sync
  *   point: the recovered tables must equal the model after some commit between the last
- *   acknowledged one and the last attempted one (OMBRA_TABLE_CRASH_POINTS,
- *   OMBRA_TABLE_CRASH_ONLY=W:N reruns one point).
+ *   acknowledged one and the last attempted one (OMBRA_TABLE_CRASH_POINTS;
+ *   OMBRA_TABLE_CRASH_ONLY=W:N reruns one point, OMBRA_TABLE_TRACE=1 prints each
+ *   transaction with its sync calls).
  * - Long values at the sizes where the layout changes, a delete-heavy workload whose file
- *   stops growing, the table lifecycle, and bad input (arguments and damaged pages).
- * Everything is deterministic from its seed (OMBRA_TABLE_SEED for the model test). */
+ *   stops growing (OMBRA_TABLE_DELETE_ROUNDS), the table lifecycle, and bad input (arguments,
+ *   damaged pages, OMBRA_TABLE_FUZZ_ROUNDS of random bit flips).
+ * Everything is deterministic from its seed (OMBRA_TABLE_SEED for the model test). Default
+ * sizes are halved under AddressSanitizer. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -101,14 +104,14 @@ static const char *errs(int rc)
 #define OK(expr)                                                                                   \
     do {                                                                                           \
         int rc_ = (expr);                                                                          \
-        if (rc_) fail_msg("%s:%d: %s -> %s", __FILE__, __LINE__, #expr, errs(rc_));              \
+        if (rc_) fail_msg("%s:%d: %s -> %s", __FILE__, __LINE__, #expr, errs(rc_));                \
     } while (0)
 
 #define EXPECT(expr, want)                                                                         \
     do {                                                                                           \
         int rc_ = (expr);                                                                          \
         if (rc_ != (want))                                                                         \
-            fail_msg("%s:%d: %s -> %s, expected %s", __FILE__, __LINE__, #expr, errs(rc_),       \
+            fail_msg("%s:%d: %s -> %s, expected %s", __FILE__, __LINE__, #expr, errs(rc_),         \
                      om_err_name(want));                                                           \
     } while (0)
 
@@ -247,7 +250,7 @@ enum { KS_SHORT, KS_MIXED, KS_LONG, KS_BINARY };
 #define NTAB 5
 typedef struct mtab {
     const char *name;
-    int style;    /* key style */
+    int style;       /* key style */
     unsigned weight; /* share of the operations */
     int exists;
     eng_tbl tb;
@@ -481,7 +484,7 @@ static uint64_t model_state(const model *m)
  * ---------------------------------------------------------------------------------------- */
 
 #define MAX_TEST_VALUE (3u * ENG_MAX_INLINE)
-#define NPREFIX 6
+#define NPREFIX        6
 
 static uint8_t prefixes[4][NPREFIX][ENG_MAX_KEY];
 static uint32_t prefix_len[4][NPREFIX];
@@ -553,7 +556,8 @@ static uint8_t vexp[MAX_TEST_VALUE + 16];
 /* Reads the value under the cursor: whole, or in pieces at odd offsets. */
 static int cursor_value_hash(eng_cursor *c, uint64_t vlen, uint64_t *s, uint64_t *h)
 {
-    if (vlen > MAX_TEST_VALUE) return om_errf(OM_E_Internal, "value of %llu bytes", (unsigned long long)vlen);
+    if (vlen > MAX_TEST_VALUE)
+        return om_errf(OM_E_Internal, "value of %llu bytes", (unsigned long long)vlen);
     int rc = 0;
     if (s && vlen > 2 && below(s, 4) == 0) {
         uint64_t off = 0;
@@ -658,8 +662,8 @@ static void compare_table(eng_view *v, const mtab *t, uint64_t *s, int all_gets,
         rc = eng_get(v, tb, e->key, e->klen, &val, &vl);
         if (rc || vl != e->vlen || (vl && om_xxh3(val, vl, 0) != e->vhash) || (!vl && val)) {
             describe_key(e->key, e->klen, kd, sizeof kd);
-            fail_msg("table %s: get %s -> %s, %llu bytes (model: %u bytes)", t->name, kd,
-                     errs(rc), (unsigned long long)vl, e->vlen);
+            fail_msg("table %s: get %s -> %s, %llu bytes (model: %u bytes)", t->name, kd, errs(rc),
+                     (unsigned long long)vl, e->vlen);
         }
         free(val);
         st->gets++;
@@ -681,9 +685,9 @@ typedef struct work {
     eng_opts o;
     crashvfs *c;
     model m;
-    uint64_t s;      /* random state */
-    uint64_t vseq;   /* value seeds */
-    int crash_mode;  /* unexpected errors stop the run instead of failing the test */
+    uint64_t s;     /* random state */
+    uint64_t vseq;  /* value seeds */
+    int crash_mode; /* unexpected errors stop the run instead of failing the test */
     int stop_rc;
     long op_index, op_total; /* phase of the growth/shrink cycle */
     unsigned lifecycle_odds; /* one transaction in this many drops or creates a table */
@@ -706,7 +710,7 @@ static int unexpected(work *w, int rc, int want, const char *what)
 #define WCHK(w, expr, want)                                                                        \
     do {                                                                                           \
         int rc_ = (expr);                                                                          \
-        if (rc_ != (want) && unexpected((w), rc_, (want), #expr)) return (w)->stop_rc;           \
+        if (rc_ != (want) && unexpected((w), rc_, (want), #expr)) return (w)->stop_rc;             \
     } while (0)
 
 static int pick_table(work *w, int must_exist)
@@ -801,8 +805,10 @@ static int op_scan(work *w, eng_view *v, int ti)
             memcpy(w->kbuf, e->key, e->klen);
             kl = e->klen;
             /* sometimes just before or after an existing key */
-            if (below(&w->s, 3) == 0 && kl > 1) kl--;
-            else if (below(&w->s, 3) == 0 && kl < ENG_MAX_KEY) w->kbuf[kl++] = 0;
+            if (below(&w->s, 3) == 0 && kl > 1)
+                kl--;
+            else if (below(&w->s, 3) == 0 && kl < ENG_MAX_KEY)
+                w->kbuf[kl++] = 0;
         } else {
             gen_key(&w->s, t->style, w->kbuf, &kl);
         }
@@ -1170,7 +1176,7 @@ static void random_operations_match_a_sorted_model(void **state)
  * 2. The model test across power losses
  * ---------------------------------------------------------------------------------------- */
 
-#define CRASH_TXNS 40
+#define CRASH_TXNS   40
 #define MAX_ATTEMPTS (CRASH_TXNS + 1)
 
 typedef struct crun {
@@ -1204,7 +1210,7 @@ static crashvfs *prepare_crash_disk(uint64_t seed, model *out)
     work_setup(&w, c, seed);
     w.db = new_db(&w.o);
     create_model_tables(&w);
-    w.op_total = 1000000; /* always in the growing part of the cycle */
+    w.op_total = 1000000;       /* always in the growing part of the cycle */
     w.lifecycle_odds = 1000000; /* keep every table */
     for (int i = 0; i < 240; i++) {
         int committed;
@@ -1234,7 +1240,7 @@ static int crash_workload(crashvfs *c, uint64_t seed, const model *start, crun *
     work_setup(&w, c, seed);
     model_free(&w.m);
     w.m = model_copy(start);
-    w.op_total = 400; /* the cycle's growth and shrink phases both show */
+    w.op_total = 400;      /* the cycle's growth and shrink phases both show */
     w.lifecycle_odds = 10; /* drops (pages freed) and creates under crashes too */
     w.crash_mode = !r->dry;
     r->attempted = r->durable = 0;
@@ -1247,13 +1253,14 @@ static int crash_workload(crashvfs *c, uint64_t seed, const model *start, crun *
         int committed;
         uint64_t syncs0 = crashvfs_syncs(c);
         rc = run_txn(&w, &committed, record_state, r);
-        if (getenv("OMBRA_TABLE_TRACE"))
-            print_message("  txn %d: %s, attempted %u (state %016llx), rc %d, syncs %llu..%llu%s\n", i,
-                          committed == 1   ? "committed"
-                          : committed == 2 ? "committed lazily"
-                                           : "rolled back or stopped",
-                          r->attempted, (unsigned long long)(r->dry ? r->states[r->attempted] : 0), rc, (unsigned long long)syncs0,
-                          (unsigned long long)crashvfs_syncs(c), w.st.drops || w.st.creates ? " (lifecycle so far)" : "");
+        if (getenv("OMBRA_TABLE_TRACE")) {
+            static const char *const how[3] = {"rolled back or stopped", "committed",
+                                               "committed lazily"};
+            print_message("  txn %d: %s, commit %u (state %016llx), rc %d, syncs %llu..%llu\n", i,
+                          how[committed], r->attempted,
+                          (unsigned long long)(r->dry ? r->states[r->attempted] : 0), rc,
+                          (unsigned long long)syncs0, (unsigned long long)crashvfs_syncs(c));
+        }
         if (rc) break;
         /* A durable commit makes the earlier lazy ones durable too, but only if it changed
          * something: eng_txn_commit of a transaction without changes returns at once. */
@@ -1507,8 +1514,8 @@ static void crash_points_keep_exactly_a_committed_table_state(void **state)
     print_message("table crash test: %ld crash points over %ld workloads (%ld with a second crash "
                   "during recovery; %llu table drops and creates), %ld violations, %.1f s; "
                   "databases up to %llu pages\n",
-                  tried, seeds, double_crashes, (unsigned long long)crash_lifecycle_ops,
-                  violations, now_s() - t0, (unsigned long long)pages_max);
+                  tried, seeds, double_crashes, (unsigned long long)crash_lifecycle_ops, violations,
+                  now_s() - t0, (unsigned long long)pages_max);
     assert_int_equal(violations, 0);
 }
 
@@ -1548,8 +1555,8 @@ static void assert_long_value(eng_view *v, eng_tbl tb, uint32_t i, uint64_t vlen
         uint64_t at = 0;
         while (((uint8_t *)val)[at] == big_exp[at])
             at++;
-        fail_msg("get %s: value of %llu bytes differs from byte %llu", k,
-                 (unsigned long long)vlen, (unsigned long long)at);
+        fail_msg("get %s: value of %llu bytes differs from byte %llu", k, (unsigned long long)vlen,
+                 (unsigned long long)at);
     }
     free(val);
     /* ranges at odd offsets, across chunk and page boundaries */
@@ -1563,8 +1570,18 @@ static void assert_long_value(eng_view *v, eng_tbl tb, uint32_t i, uint64_t vlen
     assert_true(ckl == 8 && !memcmp(ck, k, 8));
     OK(eng_cursor_vlen(c, &cvl));
     assert_true(cvl == vlen);
-    uint64_t offs[] = {1, 7, 4095, 4097, ENG_PAGE_BODY - 3, ENG_PAGE_SIZE - 1, ENG_PAGE_SIZE + 1,
-                       ENG_MAX_INLINE - 1, vlen / 2 + 1, vlen / 3 * 2 + 5, vlen - 1, vlen};
+    uint64_t offs[] = {1,
+                       7,
+                       4095,
+                       4097,
+                       ENG_PAGE_BODY - 3,
+                       ENG_PAGE_SIZE - 1,
+                       ENG_PAGE_SIZE + 1,
+                       ENG_MAX_INLINE - 1,
+                       vlen / 2 + 1,
+                       vlen / 3 * 2 + 5,
+                       vlen - 1,
+                       vlen};
     uint64_t lens[] = {1, 3, ENG_PAGE_SIZE + 17, 2 * ENG_PAGE_SIZE + 3, 100001};
     for (size_t a = 0; a < sizeof offs / sizeof offs[0]; a++)
         for (size_t b = 0; b < sizeof lens / sizeof lens[0]; b++) {
@@ -1581,8 +1598,8 @@ static void assert_long_value(eng_view *v, eng_tbl tb, uint32_t i, uint64_t vlen
                          (unsigned long long)off, (unsigned long long)len,
                          (unsigned long long)vlen);
             if (big_got[len] != 0xEE)
-                fail_msg("read %s [%llu, +%llu): wrote past the buffer", k,
-                         (unsigned long long)off, (unsigned long long)len);
+                fail_msg("read %s [%llu, +%llu): wrote past the buffer", k, (unsigned long long)off,
+                         (unsigned long long)len);
         }
     /* past the end is refused, never garbage */
     if (eng_cursor_read(c, vlen, big_got, 1) == 0)
@@ -1668,8 +1685,8 @@ static void long_values_at_boundary_sizes_survive_and_free_their_pages(void **st
     }
     OK(eng_txn_commit(t, 0));
     eng_space s1 = space_of(db);
-    print_message("long values: %u sizes up to 64 MiB took %u pages (%llu long values)\n",
-                  nsizes, s1.pages - s0.pages, (unsigned long long)(s1.lv_count - s0.lv_count));
+    print_message("long values: %u sizes up to 64 MiB took %u pages (%llu long values)\n", nsizes,
+                  s1.pages - s0.pages, (unsigned long long)(s1.lv_count - s0.lv_count));
     /* a cell of ENG_MAX_INLINE is inline, one byte more is long */
     assert_int_equal(s1.lv_count - s0.lv_count, nsizes - 4);
     eng_view *v = NULL;
@@ -1835,7 +1852,7 @@ static void delete_heavy_workload_reuses_free_pages(void **state)
                   rounds, live, (unsigned long long)lv_total, peak_first, pages_max_late, sp.pages,
                   sp.free_pages, free_seen_max);
     print_message("  pages per round:");
-    for (int r = 0; r < rounds && r < 512; r += rounds / 12 > 0 ? rounds / 12 : 1)
+    for (int r = 0; r < rounds && r<512; r += rounds / 12> 0 ? rounds / 12 : 1)
         print_message(" %u", history[r]);
     print_message("\n");
     assert_true(pages_max_late <= 2 * peak_first);
@@ -1998,8 +2015,7 @@ static void table_lifecycle_create_open_drop_and_rollback(void **state)
 
 static void expect_invalid(int rc, const char *what, const char *word)
 {
-    if (rc != OM_E_InvalidParameter)
-        fail_msg("%s: %s, expected InvalidParameter", what, errs(rc));
+    if (rc != OM_E_InvalidParameter) fail_msg("%s: %s, expected InvalidParameter", what, errs(rc));
     if (!strstr(om_err_detail(), word))
         fail_msg("%s: the detail '%s' does not mention '%s'", what, om_err_detail(), word);
 }
@@ -2029,8 +2045,7 @@ static void bad_arguments_are_refused_with_a_clear_detail(void **state)
     expect_invalid(eng_del(t, tb, key, ENG_MAX_KEY + 1), "del with a 1025-byte key", "key");
     void *got = NULL;
     uint64_t gl;
-    expect_invalid(eng_get(eng_txn_view(t), tb, key, 0, &got, &gl), "get with an empty key",
-                   "key");
+    expect_invalid(eng_get(eng_txn_view(t), tb, key, 0, &got, &gl), "get with an empty key", "key");
     expect_invalid(eng_get(eng_txn_view(t), tb, key, ENG_MAX_KEY + 1, &got, &gl),
                    "get with a 1025-byte key", "key");
     eng_cursor *cur = NULL;
@@ -2155,6 +2170,16 @@ static void restore_page(uint8_t *page)
     memcpy(page, poke_save, ENG_PAGE_SIZE);
 }
 
+/* Garbage in the body under a header and checksum that are right: only the tree can tell. */
+static void garbage_sealed(uint8_t *page)
+{
+    memcpy(poke_save, page, ENG_PAGE_SIZE);
+    uint64_t s = 99;
+    for (uint32_t i = ENG_PAGE_HDR; i < ENG_PAGE_SIZE; i++)
+        page[i] = (uint8_t)rnd(&s);
+    eng_page_seal(page, poke_pgno);
+}
+
 static void expect_named_failure(int rc, uint32_t pgno, const char *what)
 {
     char want[32];
@@ -2194,6 +2219,17 @@ static void damaged_pages_are_reported_naming_the_page_never_crash(void **state)
     damage_detail[0] = 0;
     expect_named_failure(rc, leaf, "writing to a torn leaf");
     eng_txn_rollback(t);
+    OK(eng_db_close(db));
+    poke_page(o.vfs, o.edb_path, leaf, restore_page);
+
+    /* A leaf whose checksum is right but whose body is garbage: DatabaseCorrupted naming it. */
+    poke_page(o.vfs, o.edb_path, leaf, garbage_sealed);
+    OK(eng_db_open(&o, &db));
+    OK(eng_view_begin(db, &v));
+    rc = read_everything(v, tb);
+    eng_view_end(v);
+    expect_named_failure(rc, leaf, "reading a table whose leaf is sealed garbage");
+    if (rc != OM_E_DatabaseCorrupted) fail_msg("sealed garbage: %s", errs(rc));
     OK(eng_db_close(db));
     poke_page(o.vfs, o.edb_path, leaf, restore_page);
 
@@ -2243,7 +2279,8 @@ static void damaged_pages_are_reported_naming_the_page_never_crash(void **state)
         size_t fl = 0;
         for (int f = 0; f < nflip; f++) {
             /* mostly near the start of the body, where headers and offsets live */
-            uint32_t at = below(&s, 3) ? (uint32_t)below(&s, 256) : (uint32_t)below(&s, ENG_PAGE_BODY);
+            uint32_t at =
+                below(&s, 3) ? (uint32_t)below(&s, 256) : (uint32_t)below(&s, ENG_PAGE_BODY);
             unsigned bit = (unsigned)below(&s, 8);
             body[at] ^= (uint8_t)(1u << bit);
             fl += (size_t)snprintf(flips + fl, sizeof flips - fl, " byte %u bit %u", at, bit);
@@ -2271,7 +2308,8 @@ static void damaged_pages_are_reported_naming_the_page_never_crash(void **state)
             int kl = snprintf(k, sizeof k, "rec-%08u", (uint32_t)below(&s, 400));
             uint64_t vl = below(&s, 3000);
             int put = (int)below(&s, 2);
-            rc = put ? eng_put(t, tb, k, (uint32_t)kl, vexp, vl, 0) : eng_del(t, tb, k, (uint32_t)kl);
+            rc = put ? eng_put(t, tb, k, (uint32_t)kl, vexp, vl, 0)
+                     : eng_del(t, tb, k, (uint32_t)kl);
             if (rc && rc != OM_E_DatabaseCorrupted && rc != OM_E_RecordNotFound) {
                 anomalies++;
                 print_message("fuzz round %ld, page %u (%s), flipped%s: write %u (%s %s): %s\n",
@@ -2282,7 +2320,7 @@ static void damaged_pages_are_reported_naming_the_page_never_crash(void **state)
         }
         eng_txn_rollback(t);
     }
-    print_message("damaged pages: 9 overwritten pages reported by number; fuzz: %ld of %ld "
+    print_message("damaged pages: 11 damaged pages reported by number; fuzz: %ld of %ld "
                   "damaged pages found corrupt, %ld read without error, %ld anomalies\n",
                   corrupted, rounds, unnoticed, anomalies);
     assert_int_equal(anomalies, 0);

@@ -1,0 +1,118 @@
+/* The `ombra` command line: what every group (cli_db.c, cli_mail.c, ...) shares.
+ *
+ * A group is a table of commands; a command declares its positional arguments and options, and
+ * ombra.c parses argv against that declaration before the command runs, so every command gets
+ * --help, the same usage errors and the same exit statuses for free:
+ *
+ *   0  success
+ *   1  failure: one line on stderr, "ombra: <message> (<error> <name>)"
+ *   2  usage error: one line on stderr, "ombra: <what is wrong>. See 'ombra <group> <cmd> --help'."
+ *
+ * A command's run function returns one of these; the helpers below that print return the status
+ * to pass on, so a failure reads `return cli_fail(rc);`. Adding a group: write cli_<group>.c
+ * with a `const cli_group cli_<group>_group`, declare it at the end of this file, list it in
+ * ombra.c's table and in meson.build. */
+#ifndef OM_CLI_CLI_H
+#define OM_CLI_CLI_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+typedef struct cli_opt {
+    const char *name; /* "edb" for --edb */
+    const char *arg;  /* the value's name in the help ("PATH"); NULL for a flag */
+    const char *help; /* one line */
+    int required;     /* a missing required option is a usage error */
+} cli_opt;
+
+typedef struct cli_args cli_args;
+
+typedef struct cli_cmd {
+    const char *name;
+    /* Positional arguments as the usage line shows them: "DB MAILBOX ID". "[X]" is optional,
+     * "X..." takes one or more; the parser derives the counts from this string. */
+    const char *pos;
+    const cli_opt *opts; /* ends with {0}; --help is implicit */
+    const char *summary; /* one line for the group's help */
+    const char *help;    /* paragraphs after the usage line (may be NULL) */
+    int (*run)(const cli_args *a);
+} cli_cmd;
+
+typedef struct cli_group {
+    const char *name;
+    const char *summary;
+    const cli_cmd *cmds; /* ends with {0} */
+} cli_group;
+
+#define CLI_MAX_OPTS 24
+
+/* What the parser found; valid while the command runs. */
+struct cli_args {
+    const cli_group *group;
+    const cli_cmd *cmd;
+    int npos;
+    const char **pos;              /* npos positional arguments, in order */
+    const char *val[CLI_MAX_OPTS]; /* by index in cmd->opts: NULL = not given, "" = flag given */
+};
+
+/* The value of option name (NULL when not given), or whether a flag was given. name must be one
+ * of the command's options (anything else is a bug and aborts). */
+const char *cli_val(const cli_args *a, const char *name);
+int cli_flag(const cli_args *a, const char *name);
+
+/* Parses text (an option's value or a positional argument, shown as what in messages) as an
+ * unsigned decimal number in [min, max]; with suffixes when allow_suffix (K, M, G: KiB, MiB,
+ * GiB). Returns CLI_OK, or prints a usage error and returns CLI_USAGE. */
+int cli_number(const cli_args *a, const char *what, const char *text, uint64_t min, uint64_t max,
+               int allow_suffix, uint64_t *out);
+/* Option name given as on|off: *out = 1 or 0, -1 when absent. CLI_OK or CLI_USAGE. */
+int cli_onoff(const cli_args *a, const char *name, int *out);
+
+/* Prints "ombra: <fmt...>. See 'ombra <group> <cmd> --help'." and returns CLI_USAGE. */
+int cli_usage(const cli_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "ombra: <detail> (<err> <name>)" from the thread's error and returns CLI_FAIL. */
+int cli_fail(int err);
+/* The same with an explicit error name (a server's reply names its own errors). */
+int cli_fail_named(int err, const char *name);
+
+/* "<runtime>/<name>" (store.sock, vss.sock) into out; an error code. */
+int cli_socket_path(const char *name, char *out, size_t len);
+/* One request, one reply on <runtime>/store.sock. Steals req. On success *reply (decref it) and,
+ * when the reply carries data and rdata is not NULL, *rdata (free it) and *rdata_len. On failure
+ * prints the error (the server's message and name, or the connection's, with its HINT) and
+ * returns CLI_FAIL, with nothing to release. */
+int cli_store_call(json_t *req, const void *data, size_t data_len, json_t **reply, uint8_t **rdata,
+                   size_t *rdata_len);
+/* A request in flight on store.sock, for commands that read more than one reply (mail load's
+ * progress). The daemon may answer and close before it reads the request (a refused peer), so
+ * a failed send is kept, the reply is read anyway, and the send's error counts only when no
+ * reply comes. */
+typedef struct cli_conn {
+    int fd;
+    int send_rc;
+    char send_detail[512];
+} cli_conn;
+/* Connects and sends req (stolen). An error code (not printed) when the connection fails. */
+int cli_conn_open(cli_conn *c, json_t *req, const void *data, size_t data_len);
+/* Reads one message (om_proto_recv); an error code (not printed). */
+int cli_conn_recv(cli_conn *c, json_t **obj, uint8_t **data, size_t *data_len);
+void cli_conn_close(cli_conn *c);
+/* Prints the error a reply carries (ok: false) and returns CLI_FAIL. */
+int cli_fail_reply(json_t *reply);
+
+/* --json: prints v indented, with a final newline. CLI_OK, or CLI_FAIL when stdout fails. */
+int cli_print_json(json_t *v);
+/* path made absolute against the current directory (the daemon has another one), without
+ * requiring it to exist. malloc'd; NULL when out of memory. */
+char *cli_abs_path(const char *path);
+/* Writes n bytes to stdout; CLI_OK or (printed) CLI_FAIL. */
+int cli_write_stdout(const void *p, size_t n);
+
+/* The groups, in the order `ombra --help` lists them. */
+extern const cli_group cli_db_group;
+extern const cli_group cli_mail_group;
+
+#endif

@@ -1,0 +1,370 @@
+/* `ombra db ...`: the databases of the store (docs/protocol.md, db.* operations). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/proto.h"
+#include "cli/cli.h"
+
+/* Sends req, and prints the reply's db object as JSON (--json) or through say(). */
+static int call_db(const cli_args *a, json_t *req, void (*say)(json_t *db))
+{
+    json_t *reply;
+    int rc = cli_store_call(req, NULL, 0, &reply, NULL, NULL);
+    if (rc) return rc;
+    json_t *db = json_object_get(reply, "db");
+    if (!json_is_object(db))
+        rc = cli_fail(om_errf(OM_E_Internal, "the server's reply has no database object"));
+    else if (cli_flag(a, "json"))
+        rc = cli_print_json(db);
+    else
+        say(db);
+    json_decref(reply);
+    return rc;
+}
+
+static const char *str_or(json_t *db, const char *key)
+{
+    return om_json_str_or(db, key, "-");
+}
+
+static const char *onoff(json_t *db, const char *key)
+{
+    json_t *v = json_object_get(db, key);
+    return json_is_boolean(v) ? (json_is_true(v) ? "on" : "off") : "-";
+}
+
+static const char *yesno(json_t *v)
+{
+    return json_is_boolean(v) ? (json_is_true(v) ? "yes" : "no") : "-";
+}
+
+/* Sets a path option as an absolute path: the daemon runs in another directory. */
+static int set_path(json_t *req, const char *key, const char *path)
+{
+    if (!path) return 0;
+    char *abs = cli_abs_path(path);
+    if (!abs) return om_errf(OM_E_OutOfMemory, "out of memory");
+    json_object_set_new(req, key, json_string(abs));
+    free(abs);
+    return 0;
+}
+
+/* ---- new, new-recovery ---- */
+
+static void say_created(json_t *db)
+{
+    printf("created database %s%s (mounted)\n  edb:  %s\n  logs: %s (base %s)\n",
+           str_or(db, "name"), json_is_true(json_object_get(db, "recovery")) ? " for recovery" : "",
+           str_or(db, "edb"), str_or(db, "logs"), str_or(db, "base"));
+}
+
+static int run_new(const cli_args *a)
+{
+    json_t *req = json_pack("{s:s, s:s}", "op", "db.new", "name", a->pos[0]);
+    int rc = set_path(req, "edb", cli_val(a, "edb"));
+    if (!rc) rc = set_path(req, "logs", cli_val(a, "logs"));
+    if (rc) {
+        json_decref(req);
+        return cli_fail(rc);
+    }
+    if (cli_val(a, "base")) json_object_set_new(req, "base", json_string(cli_val(a, "base")));
+    if (cli_flag(a, "circular-logging")) json_object_set_new(req, "circular_logging", json_true());
+    return call_db(a, req, say_created);
+}
+
+static int run_new_recovery(const cli_args *a)
+{
+    json_t *req = json_pack("{s:s, s:s}", "op", "db.new_recovery", "name", a->pos[0]);
+    int rc = set_path(req, "edb", cli_val(a, "edb"));
+    if (!rc) rc = set_path(req, "logs", cli_val(a, "logs"));
+    if (rc) {
+        json_decref(req);
+        return cli_fail(rc);
+    }
+    return call_db(a, req, say_created);
+}
+
+/* ---- list ---- */
+
+enum { NCOLS = 5 };
+static const char *const col_head[NCOLS] = {"NAME", "STATE", "MOUNTED", "BASE", "EDB"};
+
+static void row_cells(json_t *db, const char *cell[NCOLS])
+{
+    cell[0] = str_or(db, "name");
+    cell[1] = str_or(db, "state");
+    cell[2] = yesno(json_object_get(db, "mounted"));
+    cell[3] = str_or(db, "base");
+    cell[4] = str_or(db, "edb");
+}
+
+/* The last column is not padded: no trailing blanks. */
+static void put_row(const char *const cell[NCOLS], const int width[NCOLS])
+{
+    for (int c = 0; c < NCOLS - 1; c++)
+        printf("%-*s  ", width[c], cell[c]);
+    printf("%s\n", cell[NCOLS - 1]);
+}
+
+static int run_list(const cli_args *a)
+{
+    json_t *reply;
+    int rc = cli_store_call(json_pack("{s:s}", "op", "db.list"), NULL, 0, &reply, NULL, NULL);
+    if (rc) return rc;
+    json_t *dbs = json_object_get(reply, "databases"), *db;
+    size_t i;
+    if (!json_is_array(dbs)) {
+        rc = cli_fail(om_errf(OM_E_Internal, "the server's reply has no list of databases"));
+        goto out;
+    }
+    if (cli_flag(a, "json")) {
+        rc = cli_print_json(dbs);
+        goto out;
+    }
+    int width[NCOLS];
+    const char *cell[NCOLS];
+    for (int c = 0; c < NCOLS; c++)
+        width[c] = (int)strlen(col_head[c]);
+    json_array_foreach(dbs, i, db)
+    {
+        row_cells(db, cell);
+        for (int c = 0; c < NCOLS; c++)
+            if ((int)strlen(cell[c]) > width[c]) width[c] = (int)strlen(cell[c]);
+    }
+    put_row(col_head, width);
+    json_array_foreach(dbs, i, db)
+    {
+        row_cells(db, cell);
+        put_row(cell, width);
+    }
+out:
+    json_decref(reply);
+    return rc;
+}
+
+/* ---- show ---- */
+
+/* "label:" padded so the values line up; slots are indented under "backups:". */
+static void put_label(const char *label, int indent)
+{
+    char l[64];
+    snprintf(l, sizeof l, "%s:", label);
+    printf("%*s%-*s ", indent, "", 24 - indent, l);
+}
+
+/* A value the show table does not know (a field added later): its JSON, compact. */
+static void put_raw(json_t *v)
+{
+    if (json_is_string(v)) {
+        fputs(json_string_value(v), stdout);
+        return;
+    }
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    fputs(s ? s : "?", stdout);
+    free(s);
+}
+
+static void put_slot(const char *label, json_t *slot)
+{
+    put_label(label, 2);
+    if (!slot || json_is_null(slot)) {
+        puts("never");
+        return;
+    }
+    json_t *mark = json_object_get(slot, "mark");
+    printf("generations %lld-%lld", (long long)om_json_int_or(slot, "first_gen", 0),
+           (long long)om_json_int_or(slot, "last_gen", 0));
+    if (json_is_array(mark) && json_array_size(mark) == 2)
+        printf(", mark (%lld, %lld)", (long long)json_integer_value(json_array_get(mark, 0)),
+               (long long)json_integer_value(json_array_get(mark, 1)));
+    printf(", %s\n", om_json_str_or(slot, "time", "time unknown"));
+}
+
+static const char *const slot_keys[][2] = {
+    {"previous_full", "previous full"},
+    {"previous_incremental", "previous incremental"},
+    {"previous_copy", "previous copy"},
+    {"previous_differential", "previous differential"},
+};
+
+static void put_backups(json_t *b)
+{
+    printf("backups:\n");
+    for (size_t i = 0; i < sizeof slot_keys / sizeof slot_keys[0]; i++)
+        put_slot(slot_keys[i][1], json_object_get(b, slot_keys[i][0]));
+    /* Slots this table does not name yet (current full, current snapshot...). */
+    const char *k;
+    json_t *v;
+    json_object_foreach(b, k, v)
+    {
+        int known = 0;
+        for (size_t i = 0; i < sizeof slot_keys / sizeof slot_keys[0]; i++)
+            known |= strcmp(k, slot_keys[i][0]) == 0;
+        if (!known) put_slot(k, v);
+    }
+}
+
+enum show_kind { S_STR, S_BOOL_YESNO, S_BOOL_ONOFF, S_INT, S_BYTES };
+static const struct {
+    const char *key, *label;
+    enum show_kind kind;
+} show_fields[] = {
+    {"name", "name", S_STR},
+    {"id", "id", S_STR},
+    {"server", "server", S_STR},
+    {"state", "state", S_STR},
+    {"mounted", "mounted", S_BOOL_YESNO},
+    {"recovery", "recovery database", S_BOOL_YESNO},
+    {"circular_logging", "circular logging", S_BOOL_ONOFF},
+    {"allow_restore", "allow restore", S_BOOL_ONOFF},
+    {"edb", "edb", S_STR},
+    {"logs", "logs", S_STR},
+    {"base", "log base name", S_STR},
+    {"size_bytes", "size", S_BYTES},
+    {"pages", "pages", S_INT},
+    {"log_generations", "log generations", S_INT},
+    {"gen_oldest", "oldest generation", S_INT},
+    {"gen_current", "current generation", S_INT},
+    {"checkpoint_gen", "checkpoint generation", S_INT},
+};
+#define NSHOW (sizeof show_fields / sizeof show_fields[0])
+
+static void say_show(json_t *db)
+{
+    for (size_t i = 0; i < NSHOW; i++) {
+        json_t *v = json_object_get(db, show_fields[i].key);
+        if (!v) continue;
+        put_label(show_fields[i].label, 0);
+        if (show_fields[i].kind == S_BOOL_YESNO && json_is_boolean(v))
+            puts(json_is_true(v) ? "yes" : "no");
+        else if (show_fields[i].kind == S_BOOL_ONOFF && json_is_boolean(v))
+            puts(json_is_true(v) ? "on" : "off");
+        else if (show_fields[i].kind == S_BYTES && json_is_integer(v))
+            printf("%lld bytes\n", (long long)json_integer_value(v));
+        else if (json_is_null(v))
+            puts("-");
+        else {
+            put_raw(v);
+            putchar('\n');
+        }
+    }
+    /* Every other field too, so nothing the server reports is hidden. */
+    const char *k;
+    json_t *v;
+    json_object_foreach(db, k, v)
+    {
+        int known = strcmp(k, "backups") == 0;
+        for (size_t i = 0; i < NSHOW && !known; i++)
+            known = strcmp(k, show_fields[i].key) == 0;
+        if (known) continue;
+        put_label(k, 0);
+        put_raw(v);
+        putchar('\n');
+    }
+    json_t *b = json_object_get(db, "backups");
+    if (json_is_object(b) || json_is_null(b) || !b) put_backups(json_is_object(b) ? b : NULL);
+}
+
+static int run_show(const cli_args *a)
+{
+    return call_db(a, json_pack("{s:s, s:s}", "op", "db.show", "name", a->pos[0]), say_show);
+}
+
+/* ---- mount, dismount, set ---- */
+
+static void say_mounted(json_t *db)
+{
+    printf("mounted %s\n", str_or(db, "name"));
+}
+
+static void say_dismounted(json_t *db)
+{
+    printf("dismounted %s\n", str_or(db, "name"));
+}
+
+static void say_set(json_t *db)
+{
+    printf("%s: circular logging %s, allow restore %s\n", str_or(db, "name"),
+           onoff(db, "circular_logging"), onoff(db, "allow_restore"));
+}
+
+static int run_mount(const cli_args *a)
+{
+    return call_db(a, json_pack("{s:s, s:s}", "op", "db.mount", "name", a->pos[0]), say_mounted);
+}
+
+static int run_dismount(const cli_args *a)
+{
+    return call_db(a, json_pack("{s:s, s:s}", "op", "db.dismount", "name", a->pos[0]),
+                   say_dismounted);
+}
+
+static int run_set(const cli_args *a)
+{
+    int circ, allow;
+    int rc = cli_onoff(a, "circular-logging", &circ);
+    if (!rc) rc = cli_onoff(a, "allow-restore", &allow);
+    if (rc) return rc;
+    if (circ < 0 && allow < 0)
+        return cli_usage(a, "nothing to set: give --circular-logging or --allow-restore");
+    json_t *req = json_pack("{s:s, s:s}", "op", "db.set", "name", a->pos[0]);
+    if (circ >= 0) json_object_set_new(req, "circular_logging", json_boolean(circ));
+    if (allow >= 0) json_object_set_new(req, "allow_restore", json_boolean(allow));
+    return call_db(a, req, say_set);
+}
+
+/* ---- the table ---- */
+
+static const cli_opt new_opts[] = {
+    {"edb", "PATH", "the database file (default $OMBRA_HOME/dbs/NAME/NAME.edb)", 0},
+    {"logs", "DIR", "the log folder (default $OMBRA_HOME/dbs/NAME/logs)", 0},
+    {"base", "E01", "the log base name: E00 to E99 (default E00)", 0},
+    {"circular-logging", NULL, "delete log generations once checkpointed (no incremental backups)",
+     0},
+    {"json", NULL, "print the reply's database object as JSON", 0},
+    {0},
+};
+static const cli_opt json_only[] = {
+    {"json", NULL, "print the reply's database object as JSON", 0},
+    {0},
+};
+static const cli_opt list_opts[] = {{"json", NULL, "print the list as a JSON array", 0}, {0}};
+static const cli_opt set_opts[] = {
+    {"circular-logging", "on|off", "delete log generations once checkpointed", 0},
+    {"allow-restore", "on|off", "let a restore overwrite this database", 0},
+    {"json", NULL, "print the reply's database object as JSON", 0},
+    {0},
+};
+static const cli_opt recovery_opts[] = {
+    {"edb", "PATH", "the database file (restored, or to be restored)", 1},
+    {"logs", "DIR", "its log folder", 1},
+    {"json", NULL, "print the reply's database object as JSON", 0},
+    {0},
+};
+
+static const cli_cmd db_cmds[] = {
+    {"new", "NAME", new_opts, "Create a database and mount it",
+     "Without --edb and --logs the files go to $OMBRA_HOME/dbs/NAME/. Relative paths are taken\n"
+     "from the current directory.",
+     run_new},
+    {"list", "", list_opts, "List the databases: name, state, mounted, log base, edb", NULL,
+     run_list},
+    {"show", "NAME", json_only, "Show a database: its settings, state, files, logs and backups",
+     "The backup slots say which generations the last full, incremental, copy and differential\n"
+     "backups covered ('never' when there was none).",
+     run_show},
+    {"mount", "NAME", json_only, "Mount a database (recovering it from its logs if needed)", NULL,
+     run_mount},
+    {"dismount", "NAME", json_only, "Dismount a database (a clean shutdown)", NULL, run_dismount},
+    {"set", "NAME", set_opts, "Change a database's settings", NULL, run_set},
+    {"new-recovery", "NAME", recovery_opts,
+     "Create the recovery database: a database over restored files, to read mail from",
+     "At most one recovery database is mounted at a time. Relative paths are taken from the\n"
+     "current directory.",
+     run_new_recovery},
+    {0},
+};
+
+const cli_group cli_db_group = {"db", "Create, list, show, mount and configure databases", db_cmds};

@@ -1,0 +1,374 @@
+/* `ombra mail ...`: mail in the store's databases (docs/protocol.md, mail.* operations). Bodies
+ * travel as raw data frames, never inside JSON, so they come back byte for byte. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/progress.h"
+#include "base/proto.h"
+#include "cli/cli.h"
+
+/* ---- deliver ---- */
+
+/* The whole of stdin, binary safe. */
+static int read_stdin(uint8_t **out, size_t *len)
+{
+    size_t n = 0, cap = 64 << 10;
+    uint8_t *b = malloc(cap);
+    if (!b) return om_errf(OM_E_OutOfMemory, "reading the message: out of memory");
+    for (;;) {
+        if (n == cap) {
+            if (cap >= OM_PROTO_MAX_DATA + 1ull) {
+                free(b);
+                return om_errf(OM_E_InvalidParameter,
+                               "the message is larger than the %u MiB a delivery may carry",
+                               OM_PROTO_MAX_DATA >> 20);
+            }
+            cap = cap * 2 > OM_PROTO_MAX_DATA + 1ull ? OM_PROTO_MAX_DATA + 1ull : cap * 2;
+            uint8_t *nb = realloc(b, cap);
+            if (!nb) {
+                free(b);
+                return om_errf(OM_E_OutOfMemory, "reading the message: out of memory");
+            }
+            b = nb;
+        }
+        ssize_t r = read(0, b + n, cap - n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            free(b);
+            return om_errf(om_err_from_errno(e), "reading the message from standard input: %s",
+                           strerror(e));
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    if (n > OM_PROTO_MAX_DATA) {
+        free(b);
+        return om_errf(OM_E_InvalidParameter,
+                       "the message is larger than the %u MiB a delivery may carry",
+                       OM_PROTO_MAX_DATA >> 20);
+    }
+    *out = b;
+    *len = n;
+    return 0;
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 when invalid. */
+static size_t utf8_len(const uint8_t *p, size_t n)
+{
+    size_t len;
+    uint32_t min;
+    if (p[0] < 0x80) return 1;
+    if ((p[0] & 0xe0) == 0xc0)
+        len = 2, min = 0x80;
+    else if ((p[0] & 0xf0) == 0xe0)
+        len = 3, min = 0x800;
+    else if ((p[0] & 0xf8) == 0xf0)
+        len = 4, min = 0x10000;
+    else
+        return 0;
+    if (len > n) return 0;
+    uint32_t c = p[0] & (0x7f >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) return 0;
+        c = c << 6 | (p[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return 0;
+    return len;
+}
+
+/* A header's subject as JSON can carry it: valid UTF-8 (a byte that is not becomes '?', as
+ * legacy 8-bit subjects are common) and no control characters but tab (they become spaces).
+ * Its length is the store's to judge: an oversized subject is refused there, not cut here. */
+static char *clean_subject(const uint8_t *p, size_t n)
+{
+    char *out = malloc(n + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_len(p + i, n - i);
+        if (l == 0 || (l == 1 && ((p[i] < 0x20 && p[i] != '\t') || p[i] == 0x7f))) {
+            out[o++] = l == 0 ? '?' : ' ';
+            i++;
+            continue;
+        }
+        memcpy(out + o, p + i, l);
+        o += l;
+        i += l;
+    }
+    out[o] = 0;
+    return out;
+}
+
+/* The value of the first "Subject:" line of the header block (the lines before the first empty
+ * one), trailing CR/LF stripped; NULL when there is none. *oom on allocation failure. */
+static char *header_subject(const uint8_t *msg, size_t n, int *oom)
+{
+    *oom = 0;
+    for (size_t p = 0; p < n;) {
+        const uint8_t *nl = memchr(msg + p, '\n', n - p);
+        size_t e = nl ? (size_t)(nl - msg) : n; /* the line is [p, e) */
+        size_t l = e - p;
+        if (l == 0 || (l == 1 && msg[p] == '\r')) break; /* end of the header block */
+        if (l >= 8 && strncasecmp((const char *)msg + p, "subject:", 8) == 0) {
+            size_t s = p + 8;
+            while (s < e && (msg[s] == ' ' || msg[s] == '\t'))
+                s++;
+            while (e > s && (msg[e - 1] == '\r' || msg[e - 1] == '\n'))
+                e--;
+            char *subj = clean_subject(msg + s, e - s);
+            if (!subj) *oom = 1;
+            return subj;
+        }
+        p = e + 1;
+    }
+    return NULL;
+}
+
+static int run_deliver(const cli_args *a)
+{
+    uint8_t *msg = NULL;
+    size_t n = 0;
+    int rc = read_stdin(&msg, &n);
+    if (rc) return cli_fail(rc);
+    json_t *req =
+        json_pack("{s:s, s:s, s:s}", "op", "mail.deliver", "db", a->pos[0], "mailbox", a->pos[1]);
+    if (cli_val(a, "folder")) json_object_set_new(req, "folder", json_string(cli_val(a, "folder")));
+    const char *subject = cli_val(a, "subject");
+    if (subject) {
+        json_t *s = json_string(subject);
+        if (!s) {
+            free(msg);
+            json_decref(req);
+            return cli_usage(a, "--subject must be UTF-8 text");
+        }
+        json_object_set_new(req, "subject", s);
+    } else {
+        int oom;
+        char *hs = header_subject(msg, n, &oom);
+        if (oom) {
+            free(msg);
+            json_decref(req);
+            return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
+        }
+        if (hs) json_object_set_new(req, "subject", json_string(hs));
+        free(hs);
+    }
+    json_t *reply;
+    rc = cli_store_call(req, msg, n, &reply, NULL, NULL);
+    free(msg);
+    if (rc) return rc;
+    int64_t id;
+    if (om_json_int(reply, "id", &id))
+        rc = cli_fail(om_err_ctx(OM_E_Internal, "the server's reply"));
+    else
+        printf("%lld\n", (long long)id);
+    json_decref(reply);
+    return rc;
+}
+
+/* ---- list ---- */
+
+/* A name or subject on one line of a tab-separated listing. */
+static void put_field(const char *s)
+{
+    for (; *s; s++)
+        putchar(*s == '\t' || *s == '\n' || *s == '\r' ? ' ' : *s);
+}
+
+static int run_list(const cli_args *a)
+{
+    json_t *req =
+        json_pack("{s:s, s:s, s:s}", "op", "mail.list", "db", a->pos[0], "mailbox", a->pos[1]);
+    if (cli_val(a, "folder")) json_object_set_new(req, "folder", json_string(cli_val(a, "folder")));
+    json_t *reply;
+    int rc = cli_store_call(req, NULL, 0, &reply, NULL, NULL);
+    if (rc) return rc;
+    json_t *msgs = json_object_get(reply, "messages"), *m;
+    size_t i;
+    if (!json_is_array(msgs))
+        rc = cli_fail(om_errf(OM_E_Internal, "the server's reply has no list of messages"));
+    else if (cli_flag(a, "json"))
+        rc = cli_print_json(msgs);
+    else
+        json_array_foreach(msgs, i, m)
+        {
+            printf("%lld\t", (long long)om_json_int_or(m, "id", 0));
+            put_field(om_json_str_or(m, "folder", "-"));
+            printf("\t%s\t%lld\t", om_json_str_or(m, "time", "-"),
+                   (long long)om_json_int_or(m, "size", 0));
+            put_field(om_json_str_or(m, "subject", ""));
+            putchar('\n');
+        }
+    json_decref(reply);
+    return rc;
+}
+
+/* ---- get, delete ---- */
+
+static int parse_id(const cli_args *a, int64_t *id)
+{
+    uint64_t v;
+    int rc = cli_number(a, "ID", a->pos[2], 0, INT64_MAX, 0, &v);
+    *id = (int64_t)v;
+    return rc;
+}
+
+static int run_get(const cli_args *a)
+{
+    int64_t id;
+    int rc = parse_id(a, &id);
+    if (rc) return rc;
+    json_t *reply;
+    uint8_t *body = NULL;
+    size_t n = 0;
+    rc = cli_store_call(json_pack("{s:s, s:s, s:s, s:I}", "op", "mail.get", "db", a->pos[0],
+                                  "mailbox", a->pos[1], "id", (json_int_t)id),
+                        NULL, 0, &reply, &body, &n);
+    if (rc) return rc;
+    int64_t size = om_json_int_or(reply, "size", (int64_t)n);
+    if (size != (int64_t)n)
+        rc = cli_fail(om_errf(OM_E_Internal, "the server sent %zu bytes of a %lld-byte message", n,
+                              (long long)size));
+    else
+        rc = cli_write_stdout(body, n);
+    free(body);
+    json_decref(reply);
+    return rc;
+}
+
+static int run_delete(const cli_args *a)
+{
+    int64_t id;
+    int rc = parse_id(a, &id);
+    if (rc) return rc;
+    json_t *reply;
+    rc = cli_store_call(json_pack("{s:s, s:s, s:s, s:I}", "op", "mail.delete", "db", a->pos[0],
+                                  "mailbox", a->pos[1], "id", (json_int_t)id),
+                        NULL, 0, &reply, NULL, NULL);
+    if (rc) return rc;
+    json_decref(reply);
+    return CLI_OK;
+}
+
+/* ---- load ---- */
+
+/* The server streams {"progress": done, "total": N} objects, then the reply. */
+static int load_stream(json_t *req, uint64_t total, json_t **reply)
+{
+    cli_conn c;
+    *reply = NULL;
+    int rc = cli_conn_open(&c, req, NULL, 0);
+    if (rc) return rc;
+    om_progress bar;
+    om_progress_start(&bar, "loading", total, "messages");
+    for (;;) {
+        json_t *m;
+        if ((rc = cli_conn_recv(&c, &m, NULL, NULL))) break;
+        json_t *done = json_object_get(m, "progress");
+        if (json_is_integer(done) && !json_object_get(m, "ok")) {
+            om_progress_update(&bar, (uint64_t)json_integer_value(done));
+            json_decref(m);
+            continue;
+        }
+        *reply = m;
+        if (!om_proto_check(m)) om_progress_update(&bar, total);
+        break;
+    }
+    om_progress_end(&bar);
+    cli_conn_close(&c);
+    return rc;
+}
+
+static int run_load(const cli_args *a)
+{
+    uint64_t mailboxes, messages, size, seed = 1;
+    int rc = cli_number(a, "--mailboxes", cli_val(a, "mailboxes"), 1, UINT32_MAX, 0, &mailboxes);
+    if (!rc) rc = cli_number(a, "--messages", cli_val(a, "messages"), 1, INT64_MAX, 0, &messages);
+    if (!rc) rc = cli_number(a, "--size", cli_val(a, "size"), 0, INT64_MAX, 1, &size);
+    if (!rc && cli_val(a, "seed"))
+        rc = cli_number(a, "--seed", cli_val(a, "seed"), 0, INT64_MAX, 0, &seed);
+    if (rc) return rc;
+    json_t *req = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "op", "mail.load", "db", a->pos[0],
+                            "mailboxes", (json_int_t)mailboxes, "messages", (json_int_t)messages,
+                            "size", (json_int_t)size, "seed", (json_int_t)seed);
+    json_t *reply;
+    rc = load_stream(req, messages, &reply);
+    if (rc && !reply) return cli_fail(rc);
+    if (om_proto_check(reply)) {
+        rc = cli_fail_reply(reply);
+    } else if (cli_flag(a, "json")) {
+        json_object_del(reply, "ok");
+        rc = cli_print_json(reply);
+    } else {
+        printf("loaded %lld messages into %llu mailboxes in %.2f s: %.0f messages/s\n",
+               (long long)om_json_int_or(reply, "messages", (json_int_t)messages),
+               (unsigned long long)mailboxes, json_number_value(json_object_get(reply, "seconds")),
+               json_number_value(json_object_get(reply, "rate")));
+    }
+    json_decref(reply);
+    return rc;
+}
+
+/* ---- digest ---- */
+
+static int run_digest(const cli_args *a)
+{
+    json_t *reply;
+    int rc = cli_store_call(json_pack("{s:s, s:s}", "op", "mail.digest", "db", a->pos[0]), NULL, 0,
+                            &reply, NULL, NULL);
+    if (rc) return rc;
+    const char *d;
+    if (om_json_str(reply, "digest", &d))
+        rc = cli_fail(om_err_ctx(OM_E_Internal, "the server's reply"));
+    else
+        printf("%s\n", d);
+    json_decref(reply);
+    return rc;
+}
+
+/* ---- the table ---- */
+
+static const cli_opt deliver_opts[] = {
+    {"folder", "F", "the folder (default Inbox; created on first use)", 0},
+    {"subject", "S", "the subject (default: the message's Subject: header)", 0},
+    {0},
+};
+static const cli_opt list_opts[] = {
+    {"folder", "F", "only the messages of this folder", 0},
+    {"json", NULL, "print the messages as a JSON array", 0},
+    {0},
+};
+static const cli_opt load_opts[] = {
+    {"mailboxes", "N", "spread the messages over N mailboxes (user00000, ...)", 1},
+    {"messages", "M", "how many messages to deliver", 1},
+    {"size", "BYTES", "the size of each message body (K, M, G suffixes allowed)", 1},
+    {"seed", "S", "the random seed (default 1): the same arguments give the same mail", 0},
+    {"json", NULL, "print the result as JSON", 0},
+    {0},
+};
+static const cli_opt no_opts[] = {{0}};
+
+static const cli_cmd mail_cmds[] = {
+    {"deliver", "DB MAILBOX", deliver_opts,
+     "Deliver the message on standard input and print its id once it is durable",
+     "The mailbox is created on first delivery. The message is stored byte for byte.", run_deliver},
+    {"list", "DB MAILBOX", list_opts, "List a mailbox's messages",
+     "One line per message, tab-separated: id, folder, received time, size in bytes, subject.",
+     run_list},
+    {"get", "DB MAILBOX ID", no_opts, "Write a message's body to standard output, byte exact", NULL,
+     run_get},
+    {"delete", "DB MAILBOX ID", no_opts, "Delete a message", NULL, run_delete},
+    {"load", "DB", load_opts, "Deliver generated messages, for demos and benchmarks",
+     "Shows a progress bar on a terminal and prints the messages per second at the end.", run_load},
+    {"digest", "DB", no_opts, "Print one hash of all the mailboxes' contents",
+     "Two databases have the same digest exactly when they hold the same mail.", run_digest},
+    {0},
+};
+
+const cli_group cli_mail_group = {"mail", "Deliver, list, read, delete and load mail", mail_cmds};

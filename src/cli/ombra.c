@@ -1,0 +1,486 @@
+/* `ombra`: finds the group and the command in the tables, parses the arguments against the
+ * command's declaration (cli.h), runs it, and holds the helpers every group shares. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/paths.h"
+#include "base/proto.h"
+#include "cli/cli.h"
+
+#ifndef OMBRA_VERSION
+#define OMBRA_VERSION "unknown"
+#endif
+
+static const cli_group *const groups[] = {
+    &cli_db_group,
+    &cli_mail_group,
+};
+#define NGROUPS (sizeof groups / sizeof groups[0])
+
+/* ---- printing errors ---- */
+
+/* Prints s on one line: a detail that spans lines would break the one-line contract. */
+static void put_one_line(const char *s)
+{
+    for (; *s; s++)
+        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, stderr);
+}
+
+int cli_fail_named(int err, const char *name)
+{
+    const char *d = om_err_detail();
+    fputs("ombra: ", stderr);
+    put_one_line(d && *d ? d : om_err_msg(err));
+    fprintf(stderr, " (%d %s)\n", err, name ? name : om_err_name(err));
+    return CLI_FAIL;
+}
+
+int cli_fail(int err)
+{
+    return cli_fail_named(err, NULL);
+}
+
+int cli_fail_reply(json_t *reply)
+{
+    int err = om_proto_check(reply);
+    if (!err) err = om_errf(OM_E_Internal, "the server sent an unexpected reply");
+    return cli_fail_named(err, om_json_str_or(reply, "name", NULL));
+}
+
+/* The part after "ombra: " of a usage error, then where to look. */
+static int usage_line(const char *see, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fputs("ombra: ", stderr);
+    put_one_line(msg);
+    fprintf(stderr, ". See '%s --help'.\n", see);
+    return CLI_USAGE;
+}
+
+static int usage_at(const char *see, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_at(const char *see, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    usage_line(see, fmt, ap);
+    va_end(ap);
+    return CLI_USAGE;
+}
+
+int cli_usage(const cli_args *a, const char *fmt, ...)
+{
+    char see[128];
+    snprintf(see, sizeof see, "ombra %s %s", a->group->name, a->cmd->name);
+    va_list ap;
+    va_start(ap, fmt);
+    usage_line(see, fmt, ap);
+    va_end(ap);
+    return CLI_USAGE;
+}
+
+/* ---- option values ---- */
+
+static int opt_index(const cli_cmd *c, const char *name)
+{
+    for (int i = 0; c->opts && c->opts[i].name; i++)
+        if (strcmp(c->opts[i].name, name) == 0) return i;
+    return -1;
+}
+
+const char *cli_val(const cli_args *a, const char *name)
+{
+    int i = opt_index(a->cmd, name);
+    if (i < 0) {
+        fprintf(stderr, "ombra: bug: command '%s' has no option --%s\n", a->cmd->name, name);
+        abort();
+    }
+    return a->val[i];
+}
+
+int cli_flag(const cli_args *a, const char *name)
+{
+    return cli_val(a, name) != NULL;
+}
+
+int cli_number(const cli_args *a, const char *what, const char *text, uint64_t min, uint64_t max,
+               int allow_suffix, uint64_t *out)
+{
+    const char *p = text;
+    if (*p < '0' || *p > '9') goto not_number;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (errno == ERANGE) return cli_usage(a, "%s is too large: '%s'", what, text);
+    unsigned shift = 0;
+    if (allow_suffix && *end) {
+        static const char units[] = "KMG";
+        const char *u = strchr(units, *end & ~0x20); /* upper case */
+        if (!u) goto not_number;
+        shift = 10 * (unsigned)(u - units + 1);
+        end++;
+        if (*end == 'i' || *end == 'I') end++;
+        if (*end == 'b' || *end == 'B') end++;
+    }
+    if (*end) goto not_number;
+    if (shift && v > (UINT64_MAX >> shift))
+        return cli_usage(a, "%s is too large: '%s'", what, text);
+    v <<= shift;
+    if (v < min || v > max) {
+        if (max == UINT64_MAX || v <= max)
+            return cli_usage(a, "%s must be at least %llu, not '%s'", what, (unsigned long long)min,
+                             text);
+        return cli_usage(a, "%s must be between %llu and %llu, not '%s'", what,
+                         (unsigned long long)min, (unsigned long long)max, text);
+    }
+    *out = v;
+    return CLI_OK;
+not_number:
+    return cli_usage(a, "%s must be a number, not '%s'", what, text);
+}
+
+int cli_onoff(const cli_args *a, const char *name, int *out)
+{
+    const char *v = cli_val(a, name);
+    *out = -1;
+    if (!v) return CLI_OK;
+    if (strcmp(v, "on") == 0)
+        *out = 1;
+    else if (strcmp(v, "off") == 0)
+        *out = 0;
+    else
+        return cli_usage(a, "--%s takes on or off, not '%s'", name, v);
+    return CLI_OK;
+}
+
+/* ---- the store ---- */
+
+int cli_socket_path(const char *name, char *out, size_t len)
+{
+    char dir[4096];
+    int rc = om_runtime_dir(dir, sizeof dir);
+    if (rc) return rc;
+    int n = snprintf(out, len, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= len)
+        return om_errf(OM_E_InvalidPath, "path too long: %s/%s", dir, name);
+    return 0;
+}
+
+int cli_conn_open(cli_conn *c, json_t *req, const void *data, size_t data_len)
+{
+    char path[4200];
+    c->fd = -1;
+    c->send_rc = 0;
+    int rc = cli_socket_path("store.sock", path, sizeof path);
+    if (!rc) rc = om_proto_connect(path, &c->fd);
+    if (!rc && (c->send_rc = om_proto_send(c->fd, req, data, data_len)))
+        snprintf(c->send_detail, sizeof c->send_detail, "%s", om_err_detail());
+    json_decref(req);
+    return rc;
+}
+
+int cli_conn_recv(cli_conn *c, json_t **obj, uint8_t **data, size_t *data_len)
+{
+    int rc = om_proto_recv(c->fd, obj, data, data_len);
+    if (rc && c->send_rc) {
+        /* No reply after a failed send: the send's error says what went wrong. */
+        rc = om_errf(c->send_rc, "%s", c->send_detail);
+    }
+    return rc;
+}
+
+void cli_conn_close(cli_conn *c)
+{
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+}
+
+int cli_store_call(json_t *req, const void *data, size_t data_len, json_t **reply, uint8_t **rdata,
+                   size_t *rdata_len)
+{
+    cli_conn c;
+    json_t *r = NULL;
+    uint8_t *d = NULL;
+    size_t dn = 0;
+    *reply = NULL;
+    if (rdata) *rdata = NULL;
+    if (rdata_len) *rdata_len = 0;
+    int rc = cli_conn_open(&c, req, data, data_len);
+    if (!rc) rc = cli_conn_recv(&c, &r, &d, &dn);
+    cli_conn_close(&c);
+    if (!rc) rc = om_proto_check(r);
+    if (rc) {
+        /* A reply that says ok: false names its own error; anything else failed here. */
+        const char *name = r ? om_json_str_or(r, "name", NULL) : NULL;
+        cli_fail_named(rc, name);
+        json_decref(r);
+        free(d);
+        return CLI_FAIL;
+    }
+    *reply = r;
+    if (rdata) {
+        *rdata = d;
+        *rdata_len = dn;
+    } else
+        free(d);
+    return CLI_OK;
+}
+
+/* ---- output ---- */
+
+int cli_print_json(json_t *v)
+{
+    if (json_dumpf(v, stdout, JSON_INDENT(2) | JSON_ENCODE_ANY) != 0 || putchar('\n') == EOF)
+        return cli_fail(om_errf(OM_E_DiskIO, "writing standard output: %s", strerror(errno)));
+    return CLI_OK;
+}
+
+int cli_write_stdout(const void *p, size_t n)
+{
+    if (n && fwrite(p, 1, n, stdout) != n)
+        return cli_fail(om_errf(OM_E_DiskIO, "writing standard output: %s", strerror(errno)));
+    return CLI_OK;
+}
+
+char *cli_abs_path(const char *path)
+{
+    if (path[0] == '/' || path[0] == 0) return strdup(path);
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd) return strdup(path); /* the daemon will say what is wrong with it */
+    char *out = NULL;
+    const char *p = path;
+    while (p[0] == '.' && p[1] == '/')
+        p += 2;
+    if (asprintf(&out, "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, p) < 0) out = NULL;
+    free(cwd);
+    return out;
+}
+
+/* ---- help ---- */
+
+/* The usage line's tail: positional arguments, then options ([--x ARG] unless required). */
+static void print_synopsis(FILE *f, const cli_group *g, const cli_cmd *c)
+{
+    fprintf(f, "ombra %s %s", g->name, c->name);
+    if (c->pos && *c->pos) fprintf(f, " %s", c->pos);
+    for (int i = 0; c->opts && c->opts[i].name; i++) {
+        const cli_opt *o = &c->opts[i];
+        fprintf(f, " %s--%s%s%s%s", o->required ? "" : "[", o->name, o->arg ? " " : "",
+                o->arg ? o->arg : "", o->required ? "" : "]");
+    }
+    fputc('\n', f);
+}
+
+static void print_cmd_help(const cli_group *g, const cli_cmd *c)
+{
+    fputs("usage: ", stdout);
+    print_synopsis(stdout, g, c);
+    printf("\n%s.\n", c->summary);
+    if (c->help) printf("\n%s\n", c->help);
+    printf("\noptions:\n");
+    for (int i = 0; c->opts && c->opts[i].name; i++) {
+        const cli_opt *o = &c->opts[i];
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+        printf("  %-26s %s\n", left, o->help);
+    }
+    printf("  %-26s %s\n", "--help", "show this help");
+}
+
+static void print_group_help(const cli_group *g)
+{
+    printf("usage: ombra %s COMMAND [ARGUMENTS] [OPTIONS]\n\n%s.\n\ncommands:\n", g->name,
+           g->summary);
+    for (const cli_cmd *c = g->cmds; c->name; c++) {
+        fputs("  ", stdout);
+        print_synopsis(stdout, g, c);
+        printf("      %s\n", c->summary);
+    }
+    printf("\nRun 'ombra %s COMMAND --help' for a command's options.\n", g->name);
+}
+
+static void print_main_help(void)
+{
+    printf("usage: ombra [--help] [--version] GROUP COMMAND [ARGUMENTS] [OPTIONS]\n\n"
+           "Exchange-style backup for Linux: the command line of the store, the shadow-copy\n"
+           "service and the backup application.\n\ngroups:\n");
+    for (size_t i = 0; i < NGROUPS; i++)
+        printf("  %-10s %s\n", groups[i]->name, groups[i]->summary);
+    printf("\nRun 'ombra GROUP --help' for a group's commands. The daemons' sockets are in\n"
+           "$OMBRA_RUNTIME_DIR (else /run/ombra for root, else $XDG_RUNTIME_DIR/ombra).\n");
+}
+
+/* ---- parsing ---- */
+
+/* Counts of the positional arguments the spec string declares. */
+static void pos_counts(const char *spec, int *min, int *max)
+{
+    *min = *max = 0;
+    for (const char *p = spec ? spec : ""; *p;) {
+        while (*p == ' ')
+            p++;
+        if (!*p) break;
+        const char *e = p;
+        while (*e && *e != ' ')
+            e++;
+        int optional = *p == '[';
+        int many = e - p >= 3 && strncmp(e - 3, "...", 3) == 0;
+        if (!optional) (*min)++;
+        *max = many || *max < 0 ? -1 : *max + 1;
+        p = e;
+    }
+}
+
+/* The name of positional argument i ("MAILBOX" from "DB MAILBOX ID") into buf. */
+static const char *pos_name(const char *spec, int i, char *buf, size_t len)
+{
+    const char *p = spec;
+    for (;;) {
+        while (*p == ' ')
+            p++;
+        const char *e = p;
+        while (*e && *e != ' ')
+            e++;
+        if (i-- == 0 || !*e) {
+            while (p < e && (*p == '['))
+                p++;
+            while (e > p && (e[-1] == ']' || e[-1] == '.'))
+                e--;
+            snprintf(buf, len, "%.*s", (int)(e - p), p);
+            return buf;
+        }
+        p = e;
+    }
+}
+
+static int is_help(const char *s)
+{
+    return strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0;
+}
+
+/* Parses argv (after the command's name) into a; help when --help was given anywhere. Returns
+ * CLI_OK, or CLI_USAGE after printing the first thing wrong. */
+static int parse(cli_args *a, int argc, char **argv, int *help)
+{
+    const cli_cmd *c = a->cmd;
+    char err[256] = "";
+    int dashdash = 0;
+    *help = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (!dashdash && strcmp(s, "--") == 0) {
+            dashdash = 1;
+            continue;
+        }
+        if (dashdash || s[0] != '-' || s[1] == 0) {
+            a->pos[a->npos++] = s;
+            continue;
+        }
+        if (is_help(s)) {
+            *help = 1;
+            continue;
+        }
+        if (err[0]) continue;
+        const char *name = s + 2, *eq = strchr(s, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        int k = -1;
+        if (s[1] == '-')
+            for (int j = 0; c->opts && c->opts[j].name; j++)
+                if (strlen(c->opts[j].name) == nlen && strncmp(c->opts[j].name, name, nlen) == 0)
+                    k = j;
+        if (k < 0) {
+            snprintf(err, sizeof err, "unknown option '%.*s'", (int)(eq ? eq - s : (long)strlen(s)),
+                     s);
+            continue;
+        }
+        const cli_opt *o = &c->opts[k];
+        if (!o->arg) {
+            if (eq)
+                snprintf(err, sizeof err, "--%s takes no value", o->name);
+            else
+                a->val[k] = "";
+        } else if (eq)
+            a->val[k] = eq + 1;
+        else if (i + 1 < argc)
+            a->val[k] = argv[++i];
+        else
+            snprintf(err, sizeof err, "--%s needs a value (%s)", o->name, o->arg);
+    }
+    if (*help) return CLI_OK;
+    if (err[0]) return cli_usage(a, "%s", err);
+    int min, max;
+    char nm[64];
+    pos_counts(c->pos, &min, &max);
+    if (a->npos < min) return cli_usage(a, "missing %s", pos_name(c->pos, a->npos, nm, sizeof nm));
+    if (max >= 0 && a->npos > max) return cli_usage(a, "unexpected argument '%s'", a->pos[max]);
+    for (int j = 0; c->opts && c->opts[j].name; j++)
+        if (c->opts[j].required && !a->val[j])
+            return cli_usage(a, "missing --%s %s", c->opts[j].name, c->opts[j].arg);
+    return CLI_OK;
+}
+
+static int run_command(const cli_group *g, const cli_cmd *c, int argc, char **argv)
+{
+    cli_args a = {.group = g, .cmd = c};
+    a.pos = calloc((size_t)argc + 1, sizeof *a.pos);
+    if (!a.pos) return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
+    int help, rc = parse(&a, argc, argv, &help);
+    if (rc == CLI_OK) {
+        if (help)
+            print_cmd_help(g, c);
+        else
+            rc = c->run(&a);
+    }
+    free(a.pos);
+    return rc;
+}
+
+static int run_group(const cli_group *g, int argc, char **argv)
+{
+    char see[64];
+    snprintf(see, sizeof see, "ombra %s", g->name);
+    if (argc == 0) return usage_at(see, "missing %s command", g->name);
+    if (is_help(argv[0])) {
+        print_group_help(g);
+        return CLI_OK;
+    }
+    for (const cli_cmd *c = g->cmds; c->name; c++)
+        if (strcmp(c->name, argv[0]) == 0) return run_command(g, c, argc - 1, argv + 1);
+    if (argv[0][0] == '-') return usage_at(see, "unknown option '%s'", argv[0]);
+    return usage_at(see, "unknown %s command '%s'", g->name, argv[0]);
+}
+
+static int dispatch(int argc, char **argv)
+{
+    if (argc < 2) return usage_at("ombra", "missing command");
+    const char *g = argv[1];
+    if (is_help(g)) {
+        print_main_help();
+        return CLI_OK;
+    }
+    if (strcmp(g, "--version") == 0) {
+        printf("ombra %s\n", OMBRA_VERSION);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < NGROUPS; i++)
+        if (strcmp(groups[i]->name, g) == 0) return run_group(groups[i], argc - 2, argv + 2);
+    if (g[0] == '-') return usage_at("ombra", "unknown option '%s'", g);
+    return usage_at("ombra", "unknown command '%s'", g);
+}
+
+int main(int argc, char **argv)
+{
+    int rc = dispatch(argc, argv);
+    /* Output that never reached its file (a full disk, a closed pipe) is a failure too. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        int e = errno;
+        if (rc == CLI_OK)
+            rc = cli_fail(om_errf(OM_E_DiskIO, "writing standard output: %s", strerror(e)));
+    }
+    return rc;
+}
