@@ -34,6 +34,7 @@
 #include "engine/engine.h"
 #include "engine/table.h"
 #include "store/mail.h"
+#include "store/mail_digest.h"
 
 #define MB          1e6
 #define MAX_THREADS 64u
@@ -620,24 +621,6 @@ static void sq_bulk(const char *path, const params *p, bulk_result *r)
 
 /* ---- digest of the SQLite store, in mail_digest's order and encoding ---- */
 
-static void h_field(XXH3_state_t *x, const void *p, uint64_t n)
-{
-    uint8_t len[8];
-    om_put64(len, n);
-    XXH3_128bits_update(x, len, 8);
-    if (n) XXH3_128bits_update(x, p, n);
-}
-static void h_u64(XXH3_state_t *x, uint64_t v)
-{
-    uint8_t b[8];
-    om_put64(b, v);
-    h_field(x, b, 8);
-}
-static void h_tag(XXH3_state_t *x, char tag)
-{
-    XXH3_128bits_update(x, &tag, 1);
-}
-
 static void sq_digest(const char *path, char out[33])
 {
     sqlite3 *db = sq_open(path);
@@ -654,25 +637,25 @@ static void sq_digest(const char *path, char out[33])
         int64_t mid = sqlite3_column_int64(mb, 0);
         const char *mname = (const char *)sqlite3_column_text(mb, 1);
         size_t ml = (size_t)sqlite3_column_bytes(mb, 1);
-        h_tag(x, 'B');
-        h_field(x, mname, ml);
+        mail_h_tag(x, 'B');
+        mail_h_field(x, mname, ml);
         sqlite3_bind_int64(fl, 1, mid);
         while (sqlite3_step(fl) == SQLITE_ROW) {
             const char *fname = (const char *)sqlite3_column_text(fl, 1);
             size_t fln = (size_t)sqlite3_column_bytes(fl, 1);
-            h_tag(x, 'F');
-            h_field(x, fname, fln);
+            mail_h_tag(x, 'F');
+            mail_h_field(x, fname, fln);
             sqlite3_bind_int64(ms, 1, mid);
             sqlite3_bind_int64(ms, 2, sqlite3_column_int64(fl, 0));
             while (sqlite3_step(ms) == SQLITE_ROW) {
-                h_tag(x, 'M');
-                h_field(x, mname, ml);
-                h_field(x, fname, fln);
-                h_u64(x, (uint64_t)sqlite3_column_int64(ms, 0));
-                h_u64(x, (uint64_t)sqlite3_column_int64(ms, 1));
-                h_u64(x, (uint64_t)sqlite3_column_int64(ms, 2));
-                h_field(x, sqlite3_column_text(ms, 3), (uint64_t)sqlite3_column_bytes(ms, 3));
-                h_field(x, sqlite3_column_blob(ms, 4), (uint64_t)sqlite3_column_bytes(ms, 4));
+                mail_h_tag(x, 'M');
+                mail_h_field(x, mname, ml);
+                mail_h_field(x, fname, fln);
+                mail_h_u64(x, (uint64_t)sqlite3_column_int64(ms, 0));
+                mail_h_u64(x, (uint64_t)sqlite3_column_int64(ms, 1));
+                mail_h_u64(x, (uint64_t)sqlite3_column_int64(ms, 2));
+                mail_h_field(x, sqlite3_column_text(ms, 3), (uint64_t)sqlite3_column_bytes(ms, 3));
+                mail_h_field(x, sqlite3_column_blob(ms, 4), (uint64_t)sqlite3_column_bytes(ms, 4));
             }
             sqlite3_reset(ms);
         }

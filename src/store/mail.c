@@ -36,6 +36,7 @@
  * range of sequence numbers (under `mu`); it is forgotten whenever a transaction fails, so the
  * next one reads the committed counter again (a range may be skipped, never reused). */
 #include "store/mail.h"
+#include "store/mail_digest.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -908,26 +909,6 @@ void mail_message_free(mail_message *m)
 
 /* ---- digest ---- */
 
-/* Every field is its length (u64 LE) then its bytes, so no two sequences of fields hash the
- * same bytes; each item starts with a tag byte saying what follows. */
-static void h_field(XXH3_state_t *x, const void *p, uint64_t n)
-{
-    uint8_t len[8];
-    om_put64(len, n);
-    XXH3_128bits_update(x, len, 8);
-    if (n) XXH3_128bits_update(x, p, n);
-}
-static void h_u64(XXH3_state_t *x, uint64_t v)
-{
-    uint8_t b[8];
-    om_put64(b, v);
-    h_field(x, b, 8);
-}
-static void h_tag(XXH3_state_t *x, char tag)
-{
-    XXH3_128bits_update(x, &tag, 1);
-}
-
 typedef struct dg_msg {
     uint32_t rank; /* the folder's place in name order */
     uint64_t id;
@@ -1012,18 +993,18 @@ static int dg_mailbox(mail_store *st, eng_view *v, const char *name, uint32_t mb
     size_t j = 0;
     for (uint32_t f = 0; f < fs.n && !rc; f++) {
         const char *fname = fs.names + fs.f[f].name_off;
-        h_tag(x, 'F');
-        h_field(x, fname, strlen(fname));
+        mail_h_tag(x, 'F');
+        mail_h_field(x, fname, strlen(fname));
         for (; j < n && msgs[j].rank == f && !rc; j++) {
             hdr_rec h;
             if ((rc = header_read(st, v, mbx, name, msgs[j].id, &h))) break;
-            h_tag(x, 'M');
-            h_field(x, name, strlen(name));
-            h_field(x, fname, strlen(fname));
-            h_u64(x, msgs[j].id);
-            h_u64(x, h.received);
-            h_u64(x, h.size);
-            h_field(x, h.subject, h.subject_len);
+            mail_h_tag(x, 'M');
+            mail_h_field(x, name, strlen(name));
+            mail_h_field(x, fname, strlen(fname));
+            mail_h_u64(x, msgs[j].id);
+            mail_h_u64(x, h.received);
+            mail_h_u64(x, h.size);
+            mail_h_field(x, h.subject, h.subject_len);
             rc = dg_body(st, v, h.seq, h.size, x, chunk, chunk_len);
         }
     }
@@ -1063,8 +1044,8 @@ int mail_digest(mail_store *st, char out[33])
         memcpy(name, key, klen);
         name[klen] = 0;
         if ((rc = eng_cursor_read(c, 0, val, MBX_REC_LEN))) break;
-        h_tag(x, 'B');
-        h_field(x, name, klen);
+        mail_h_tag(x, 'B');
+        mail_h_field(x, name, klen);
         if ((rc = dg_mailbox(st, v, name, om_get32(val), x, chunk, CHUNK))) break;
         rc = eng_cursor_next(c);
     }
