@@ -48,6 +48,10 @@ struct om_vfs {
     int (*list)(om_vfs *v, const char *dir, om_list_cb cb, void *arg);
     /* Free bytes on the filesystem holding path (for the disk-full policy). */
     int (*free_space)(om_vfs *v, const char *path, uint64_t *bytes);
+    /* Takes an exclusive lock on an open file for as long as it stays open (and no longer
+     * than the process lives): DatabaseInUse when another holder has it. Optional (NULL: no
+     * locking, as in one process's in-memory tests). */
+    int (*lock)(om_file *f);
 };
 
 /* Files carry their vfs so the wrappers below need only the file. */

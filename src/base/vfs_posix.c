@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -190,6 +191,18 @@ static int p_free_space(om_vfs *v, const char *path, uint64_t *bytes)
     return 0;
 }
 
+static int p_lock(om_file *bf)
+{
+    pfile *f = (pfile *)bf;
+    if (flock(f->fd, LOCK_EX | LOCK_NB) == 0) return 0;
+    if (errno == EWOULDBLOCK)
+        return om_errf(
+            OM_E_DatabaseInUse,
+            "%s is open in another process. HINT: dismount it there (ombra db dismount) first",
+            bf->path);
+    return ioerr("locking", bf->path);
+}
+
 static om_vfs posix_vfs = {
     .open = p_open,
     .close = p_close,
@@ -205,6 +218,7 @@ static om_vfs posix_vfs = {
     .mkdir = p_mkdir,
     .list = p_list,
     .free_space = p_free_space,
+    .lock = p_lock,
 };
 
 om_vfs *om_vfs_posix(void)

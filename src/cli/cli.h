@@ -114,5 +114,6 @@ int cli_write_stdout(const void *p, size_t n);
 /* The groups, in the order `ombra --help` lists them. */
 extern const cli_group cli_db_group;
 extern const cli_group cli_mail_group;
+extern const cli_group cli_dbutil_group;
 
 #endif

@@ -19,6 +19,7 @@
 static const cli_group *const groups[] = {
     &cli_db_group,
     &cli_mail_group,
+    &cli_dbutil_group,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 

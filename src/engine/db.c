@@ -63,6 +63,13 @@ static int refuse_fatal(eng_db *db)
 
 /* ---- open, create, close ---- */
 
+/* One process at a time: a second opener (another store, dbutil recover) would replay and
+ * write under the first one's feet. */
+static int lock_edb(eng_db *db)
+{
+    return db->vfs->lock ? db->vfs->lock(db->edbf) : 0;
+}
+
 static int db_alloc(const eng_opts *o, eng_db **out)
 {
     const char *base = o->base ? o->base : "E00";
@@ -226,7 +233,7 @@ int eng_db_create(const eng_opts *o, eng_db **out)
     eng_dbhdr_encode(h, pages, 0);
     eng_dbhdr_encode(h, pages + ENG_PAGE_SIZE, 1);
     if ((rc = om_write_file_durable(v, db->edb, pages, 2 * ENG_PAGE_SIZE))) goto fail;
-    if ((rc = om_open(v, db->edb, 0, &db->edbf))) goto fail;
+    if ((rc = om_open(v, db->edb, 0, &db->edbf)) || (rc = lock_edb(db))) goto fail;
     db->file_pages = 0;
     eng_log_cfg lc = log_cfg(db);
     if ((rc = eng_log_start(&lc, 1, 0, 0, 0, (eng_lgpos){1, 0}, &db->log))) goto fail;
@@ -246,6 +253,8 @@ int eng_db_open(const eng_opts *o, eng_db **out)
     int rc = db_alloc(o, &db);
     if (rc) return rc;
     eng_log_end end = {0};
+    /* Lock first: the header read may repair a torn copy. */
+    if ((rc = om_open(db->vfs, db->edb, 0, &db->edbf)) || (rc = lock_edb(db))) goto fail;
     if ((rc = eng_dbhdr_read(db->vfs, db->edb, &db->hdr, 1, NULL))) goto fail;
     if (strncmp(db->hdr.base, db->base, 3) != 0) {
         rc = om_errf(OM_E_DatabaseLogSetMismatch, "%s uses log base name %s, not %s", db->edb,
@@ -255,7 +264,6 @@ int eng_db_open(const eng_opts *o, eng_db **out)
     /* Circular logging is a mount option: the header records the setting of the last mount. */
     db->hdr.flags = (db->hdr.flags & ~(uint32_t)ENG_DBF_CIRCULAR) |
                     (o->circular_logging ? ENG_DBF_CIRCULAR : 0);
-    if ((rc = om_open(db->vfs, db->edb, 0, &db->edbf))) goto fail;
     uint64_t fsz = 0;
     if ((rc = om_fsize(db->edbf, &fsz))) goto fail;
     db->file_pages = fsz / ENG_PAGE_SIZE > 2 ? fsz / ENG_PAGE_SIZE - 2 : 0;
@@ -292,8 +300,9 @@ int eng_db_recover(const eng_opts *o, eng_stats *st)
     int rc = db_alloc(o, &db);
     if (rc) return rc;
     eng_log_end end;
-    rc = eng_dbhdr_read(db->vfs, db->edb, &db->hdr, 1, NULL);
-    if (!rc) rc = om_open(db->vfs, db->edb, 0, &db->edbf);
+    rc = om_open(db->vfs, db->edb, 0, &db->edbf);
+    if (!rc) rc = lock_edb(db);
+    if (!rc) rc = eng_dbhdr_read(db->vfs, db->edb, &db->hdr, 1, NULL);
     if (!rc) {
         db->dbtime = db->hdr.dbtime;
         db->pages = db->hdr.pages;

@@ -71,23 +71,28 @@ int eng_gen_read(om_vfs *v, const char *path, eng_genread *g)
     g->end_slot = gap ? gap : ENG_LOG_SLOTS;
     if (!gap) goto out;
     slot_off[gap] = expect;
-    /* Past the gap: a good segment of the same flush means the flush was torn; one of a
-     * later flush means durable data is damaged. */
+    /* Past the gap: good segments of a later flush mean durable data is damaged (only the last
+     * flush can be torn, and it was followed by another); good segments only of the flush
+     * the gap is in mean that flush was torn by a crash, and it is dropped whole. */
+    uint16_t torn_first = 0;
     for (uint16_t s = gap + 1; s < ENG_LOG_SLOTS; s++) {
         eng_seghdr h;
         if (eng_seg_decode(file + (size_t)s * ENG_SLOT_SIZE, g->hdr.gen, s, &h) != ENG_SEG_OK)
             continue;
-        if (h.flush_first <= gap) {
-            g->torn_slot = h.flush_first;
-            g->end_slot = h.flush_first;
-            g->len = slot_off[h.flush_first];
-            g->segments = (uint16_t)(h.flush_first - 1);
-        } else {
+        if (h.flush_first > gap) {
             g->damaged_slot = gap;
             rc = om_errf(OM_E_LogFileCorrupt,
                          "%s: slot %u is %s but slot %u after it holds data written later", path,
                          gap, gap_status == ENG_SEG_BAD ? "damaged" : "empty", s);
+            goto out;
         }
+        if (!torn_first) torn_first = h.flush_first;
+    }
+    if (torn_first) {
+        g->torn_slot = torn_first;
+        g->end_slot = torn_first;
+        g->len = slot_off[torn_first];
+        g->segments = (uint16_t)(torn_first - 1);
         goto out;
     }
     if (gap_status == ENG_SEG_BAD) g->torn_slot = gap;

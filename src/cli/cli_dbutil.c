@@ -1,0 +1,549 @@
+/* ombra dbutil: Ombra's Eseutil. Reads database, checkpoint and log files directly (no daemon),
+ * reports every header field, verifies checksums, and runs soft recovery of a dismounted
+ * database. Errors carry ESE's numbers (-1018 ReadVerifyFailure, -530 BadLogSignature...). */
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/time.h"
+#include "base/vfs.h"
+#include "cli/cli.h"
+#include "engine/engine.h"
+#include "engine/format.h"
+#include "engine/log.h"
+
+/* ---- shared printing ---- */
+
+static const char *sig_str(const eng_sig *s, char *buf, size_t n)
+{
+    char t[40];
+    snprintf(buf, n, "%016llx, created %s", (unsigned long long)s->random,
+             om_time_str(s->time, t, sizeof t));
+    return buf;
+}
+
+static json_t *sig_json(const eng_sig *s)
+{
+    char r[20], t[40];
+    snprintf(r, sizeof r, "%016llx", (unsigned long long)s->random);
+    return json_pack("{s:s, s:s}", "random", r, "created", om_time_iso(s->time, t, sizeof t));
+}
+
+static json_t *pos_json(eng_lgpos p)
+{
+    return json_pack("[i,i]", p.gen, p.off);
+}
+
+static json_t *slot_json(const eng_bkslot *b)
+{
+    char t[40];
+    if (b->mark_time == 0) return json_null();
+    return json_pack("{s:i, s:i, s:o, s:s}", "first_gen", b->first_gen, "last_gen", b->last_gen,
+                     "mark", pos_json(b->mark), "time", om_time_iso(b->mark_time, t, sizeof t));
+}
+
+/* ---- header ---- */
+
+static int cmd_header(const cli_args *a)
+{
+    eng_dbhdr h;
+    int bad = -1;
+    int rc = eng_dbhdr_read(om_vfs_posix(), a->pos[0], &h, 0, &bad);
+    if (rc) return cli_fail(rc);
+    char id[37], t[40], s1[80];
+    om_uuid_str(&h.db_id, id);
+    if (cli_flag(a, "json")) {
+        json_t *bk = json_object();
+        for (int i = ENG_BK_PREV_FULL; i <= ENG_BK_PREV_DIFFERENTIAL; i++)
+            json_object_set_new(bk, eng_bkslot_name(i), slot_json(&h.slots[i]));
+        json_t *o = json_pack(
+            "{s:s, s:s, s:i, s:i, s:s, s:I, s:i, s:[i,i], s:i, s:o, s:s, s:o, s:o, s:o, s:o, s:s, "
+            "s:b, s:o, s:i}",
+            "file", a->pos[0], "state", eng_state_name(h.state), "format_version", h.version,
+            "page_size", h.page_size, "db_id", id, "dbtime", (json_int_t)h.dbtime, "pages", h.pages,
+            "log_required", h.log_req_min, h.log_req_max, "log_committed", h.log_committed,
+            "log_consistent", pos_json(h.consistent), "log_consistent_time",
+            om_time_iso(h.consistent_time, t, sizeof t), "attach", pos_json(h.attach), "detach",
+            pos_json(h.detach), "db_signature", sig_json(&h.db_sig), "log_signature",
+            sig_json(&h.log_sig), "base", h.base, "circular_logging",
+            (h.flags & ENG_DBF_CIRCULAR) != 0, "backups", bk, "damaged_header_copy", bad);
+        return cli_print_json(o);
+    }
+    printf("database:           %s\n", a->pos[0]);
+    printf("state:              %s\n", eng_state_name(h.state));
+    printf("format version:     %u\n", h.version);
+    printf("page size:          %u\n", h.page_size);
+    printf("db id:              %s\n", id);
+    printf("db signature:       %s\n", sig_str(&h.db_sig, s1, sizeof s1));
+    printf("log signature:      %s\n", sig_str(&h.log_sig, s1, sizeof s1));
+    printf("dbtime:             %llu\n", (unsigned long long)h.dbtime);
+    printf("pages:              %u\n", h.pages);
+    printf("log base name:      %s\n", h.base);
+    printf("circular logging:   %s\n", h.flags & ENG_DBF_CIRCULAR ? "on" : "off");
+    printf("log required:       %u-%u\n", h.log_req_min, h.log_req_max);
+    printf("log committed:      %u\n", h.log_committed);
+    printf("log consistent:     (%u, %u) at %s\n", h.consistent.gen, h.consistent.off,
+           om_time_str(h.consistent_time, t, sizeof t));
+    printf("last attach:        (%u, %u) at %s\n", h.attach.gen, h.attach.off,
+           om_time_str(h.attach_time, t, sizeof t));
+    printf("last detach:        (%u, %u) at %s\n", h.detach.gen, h.detach.off,
+           om_time_str(h.detach_time, t, sizeof t));
+    static const char *labels[] = {"previous full", "previous incremental",
+                                   "previous copy", "previous differential",
+                                   "current full",  "current snapshot"};
+    for (int i = 0; i < ENG_BK_NSLOTS; i++) {
+        const eng_bkslot *b = &h.slots[i];
+        if (b->mark_time == 0)
+            printf("%-20s never\n", labels[i]);
+        else
+            printf("%-20s generations %u-%u, mark (%u, %u) at %s\n", labels[i], b->first_gen,
+                   b->last_gen, b->mark.gen, b->mark.off, om_time_str(b->mark_time, t, sizeof t));
+    }
+    if (bad >= 0)
+        printf("note: header copy %d is damaged (the other is good; mounting repairs it)\n", bad);
+    return CLI_OK;
+}
+
+/* ---- checkpoint ---- */
+
+static int cmd_checkpoint(const cli_args *a)
+{
+    eng_chkfile c;
+    int bad = 0;
+    int rc = eng_chk_read(om_vfs_posix(), a->pos[0], &c, &bad);
+    if (rc) return cli_fail(rc);
+    char t[40], s1[80];
+    if (cli_flag(a, "json"))
+        return cli_print_json(json_pack(
+            "{s:s, s:o, s:o, s:o, s:s, s:o, s:o, s:s, s:i}", "file", a->pos[0], "checkpoint",
+            pos_json(c.checkpoint), "log_signature", sig_json(&c.log_sig), "db_signature",
+            sig_json(&c.db_sig), "written", om_time_iso(c.time, t, sizeof t), "last_full_backup",
+            pos_json(c.last_full), "last_incremental_backup", pos_json(c.last_incremental), "base",
+            c.base, "damaged_copies", bad));
+    printf("checkpoint file:    %s\n", a->pos[0]);
+    printf("checkpoint:         (%u, %u)\n", c.checkpoint.gen, c.checkpoint.off);
+    printf("log signature:      %s\n", sig_str(&c.log_sig, s1, sizeof s1));
+    printf("db signature:       %s\n", sig_str(&c.db_sig, s1, sizeof s1));
+    printf("written:            %s\n", om_time_str(c.time, t, sizeof t));
+    printf("last full backup:   (%u, %u)\n", c.last_full.gen, c.last_full.off);
+    printf("last incremental:   (%u, %u)\n", c.last_incremental.gen, c.last_incremental.off);
+    printf("log base name:      %s\n", c.base);
+    if (bad) printf("note: %d of the 2 copies is damaged (the other is good)\n", bad);
+    return CLI_OK;
+}
+
+/* ---- logs ---- */
+
+typedef struct gen_entry {
+    uint32_t gen;
+    char path[4200];
+} gen_entry;
+
+static int cmp_gen(const void *x, const void *y)
+{
+    uint32_t a = ((const gen_entry *)x)->gen, b = ((const gen_entry *)y)->gen;
+    return a < b ? -1 : a > b;
+}
+
+/* The generation files of base in dir, sorted, E00.log last (its generation from its header). */
+static int list_logs(const char *dir, const char *base, gen_entry **out, size_t *n)
+{
+    DIR *d = opendir(dir);
+    if (!d) return om_errf(OM_E_FileNotFound, "cannot open log folder %s", dir);
+    gen_entry *v = NULL;
+    size_t cnt = 0, cap = 0;
+    struct dirent *de;
+    char cur[16];
+    snprintf(cur, sizeof cur, "%s.log", base);
+    while ((de = readdir(d))) {
+        uint32_t g = 0;
+        int is_cur = !strcmp(de->d_name, cur);
+        if (!is_cur && !eng_parse_log_name(de->d_name, base, &g)) continue;
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 64;
+            gen_entry *nv = realloc(v, cap * sizeof *v);
+            if (!nv) {
+                free(v);
+                closedir(d);
+                return om_errf(OM_E_OutOfMemory, "listing %s: out of memory", dir);
+            }
+            v = nv;
+        }
+        snprintf(v[cnt].path, sizeof v[cnt].path, "%s/%s", dir, de->d_name);
+        if (is_cur) {
+            eng_genread gr;
+            g = UINT32_MAX; /* unreadable: sorts last */
+            int rc = eng_gen_read(om_vfs_posix(), v[cnt].path, &gr);
+            if (rc == 0 || rc == OM_E_LogFileCorrupt) g = gr.hdr.gen ? gr.hdr.gen : UINT32_MAX;
+            if (rc == 0 || rc == OM_E_LogFileCorrupt) eng_gen_free(&gr);
+        }
+        v[cnt++].gen = g;
+    }
+    closedir(d);
+    if (cnt) qsort(v, cnt, sizeof *v, cmp_gen);
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+static int cmd_logs(const cli_args *a)
+{
+    const char *base = cli_val(a, "base") ? cli_val(a, "base") : "E00";
+    if (!eng_base_valid(base))
+        return cli_usage(a, "--base '%s' must be three letters or digits", base);
+    gen_entry *v = NULL;
+    size_t n = 0;
+    int rc = list_logs(a->pos[0], base, &v, &n);
+    if (rc) return cli_fail(rc);
+    int json = cli_flag(a, "json"), problems = 0;
+    json_t *arr = json_array(), *missing = json_array();
+    eng_loghdr prev = {0};
+    eng_sig first_sig = {0};
+    int have_prev = 0;
+    if (!json)
+        printf("%-16s %-10s %-24s %10s %8s  %s\n", "file", "generation", "created", "bytes",
+               "segments", "status");
+    for (size_t i = 0; i < n; i++) {
+        eng_genread g;
+        rc = eng_gen_read(om_vfs_posix(), v[i].path, &g);
+        const char *fname = strrchr(v[i].path, '/') + 1;
+        char status[512] = "ok", t[40];
+        int err = 0;
+        if (rc && rc != OM_E_LogFileCorrupt) {
+            snprintf(status, sizeof status, "%d %s: %s", rc, om_err_name(rc), om_err_detail());
+            err = rc;
+        } else {
+            if (rc) {
+                snprintf(status, sizeof status, "-501 LogFileCorrupt: slot %u damaged",
+                         g.damaged_slot);
+                err = rc;
+            } else if (g.torn_slot)
+                snprintf(status, sizeof status, "ok (ends with a flush torn by a crash at slot %u)",
+                         g.torn_slot);
+            if (!err && v[i].gen != UINT32_MAX && strcmp(fname + 3, ".log") &&
+                g.hdr.gen != v[i].gen) {
+                snprintf(status, sizeof status, "-513 LogGenerationMismatch: holds generation %u",
+                         g.hdr.gen);
+                err = OM_E_LogGenerationMismatch;
+            }
+            if (!err && i == 0) first_sig = g.hdr.log_sig;
+            if (!err && !eng_sig_eq(&first_sig, &g.hdr.log_sig)) {
+                snprintf(status, sizeof status,
+                         "-530 BadLogSignature: another log stream than the first file");
+                err = OM_E_BadLogSignature;
+            }
+            if (!err && have_prev && g.hdr.gen == prev.gen + 1 &&
+                g.hdr.prev_created != prev.created) {
+                snprintf(status, sizeof status,
+                         "-515 InvalidLogSequence: does not follow generation %u", prev.gen);
+                err = OM_E_InvalidLogSequence;
+            }
+            if (have_prev && g.hdr.gen > prev.gen + 1) {
+                problems++;
+                if (json)
+                    json_array_append_new(missing, json_pack("[i,i]", prev.gen + 1, g.hdr.gen - 1));
+                else
+                    printf("%-16s %u-%u: -528 MissingLogFile\n", "(missing)", prev.gen + 1,
+                           g.hdr.gen - 1);
+            }
+            if (!err || rc == OM_E_LogFileCorrupt) {
+                prev = g.hdr;
+                have_prev = 1;
+            }
+        }
+        problems += err != 0;
+        uint32_t gen = rc && rc != OM_E_LogFileCorrupt ? 0 : g.hdr.gen;
+        if (json)
+            json_array_append_new(
+                arr,
+                json_pack("{s:s, s:i, s:s, s:i, s:i, s:i, s:b, s:s}", "file", fname, "generation",
+                          gen, "created", gen ? om_time_iso(g.hdr.created, t, sizeof t) : "",
+                          "stream_bytes", gen ? g.len : 0, "segments", gen ? g.segments : 0,
+                          "torn_slot", gen ? g.torn_slot : 0, "ok", err == 0, "status", status));
+        else
+            printf("%-16s %-10u %-24s %10u %8u  %s\n", fname, gen,
+                   gen ? om_time_str(g.hdr.created, t, sizeof t) : "-", gen ? g.len : 0,
+                   gen ? g.segments : 0, status);
+        if (!rc || rc == OM_E_LogFileCorrupt) eng_gen_free(&g);
+    }
+    free(v);
+    if (json) {
+        int prc =
+            cli_print_json(json_pack("{s:s, s:s, s:o, s:o, s:i}", "folder", a->pos[0], "base", base,
+                                     "generations", arr, "missing", missing, "problems", problems));
+        if (prc) return prc;
+    } else {
+        json_decref(arr);
+        json_decref(missing);
+        printf("%zu log files, %d problem%s\n", n, problems, problems == 1 ? "" : "s");
+    }
+    if (problems) {
+        om_errf(OM_E_LogFileCorrupt, "%s: %d problem%s in the %s logs", a->pos[0], problems,
+                problems == 1 ? "" : "s", base);
+        return cli_fail(OM_E_LogFileCorrupt);
+    }
+    return CLI_OK;
+}
+
+/* ---- checksum ---- */
+
+typedef struct sum_job {
+    int fd;
+    uint32_t from, to; /* data pages [from, to) */
+    uint32_t *bad, nbad, cap;
+    uint32_t uninit;
+    int err;
+} sum_job;
+
+static void *sum_pages(void *arg)
+{
+    sum_job *j = arg;
+    const uint32_t batch = 32;
+    uint8_t *buf = malloc((size_t)batch * ENG_PAGE_SIZE);
+    if (!buf) {
+        j->err = OM_E_OutOfMemory;
+        return NULL;
+    }
+    for (uint32_t p = j->from; p < j->to; p += batch) {
+        uint32_t k = j->to - p < batch ? j->to - p : batch;
+        ssize_t r = pread(j->fd, buf, (size_t)k * ENG_PAGE_SIZE, (off_t)eng_page_offset(p));
+        if (r < (ssize_t)((size_t)k * ENG_PAGE_SIZE)) {
+            j->err = OM_E_DiskIO;
+            break;
+        }
+        for (uint32_t i = 0; i < k; i++) {
+            enum eng_page_status st = eng_page_check(buf + (size_t)i * ENG_PAGE_SIZE, p + i, NULL);
+            if (st == ENG_PAGE_ZERO)
+                j->uninit++;
+            else if (st != ENG_PAGE_OK) {
+                if (j->nbad == j->cap) {
+                    j->cap = j->cap ? j->cap * 2 : 64;
+                    uint32_t *nb = realloc(j->bad, j->cap * sizeof *nb);
+                    if (!nb) {
+                        j->err = OM_E_OutOfMemory;
+                        break;
+                    }
+                    j->bad = nb;
+                }
+                j->bad[j->nbad++] = p + i;
+            }
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+static int checksum_edb(const char *path, int *problems)
+{
+    eng_dbhdr h;
+    int bad = -1;
+    int rc = eng_dbhdr_read(om_vfs_posix(), path, &h, 0, &bad);
+    if (rc) {
+        printf("%s: %d %s: %s\n", path, rc, om_err_name(rc), om_err_detail());
+        (*problems)++;
+        return 0;
+    }
+    if (bad >= 0) {
+        printf("%s: header copy %d: -1018 ReadVerifyFailure (the other copy is good)\n", path, bad);
+        (*problems)++;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) return om_errf(OM_E_FileNotFound, "cannot open %s", path);
+    uint64_t pages = (uint64_t)st.st_size / ENG_PAGE_SIZE;
+    uint32_t npages = pages > 2 ? (uint32_t)(pages - 2) : 0;
+    if (npages > h.pages) npages = h.pages; /* room reserved past the last page is not checked */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = ncpu > 1 ? (int)(ncpu > 16 ? 16 : ncpu) : 1;
+    sum_job jobs[16] = {{0}};
+    pthread_t th[16];
+    uint64_t t0 = om_mono_ns();
+    for (int i = 0; i < nt; i++) {
+        jobs[i].fd = fd;
+        jobs[i].from = 1 + (uint32_t)((uint64_t)npages * i / nt);
+        jobs[i].to = 1 + (uint32_t)((uint64_t)npages * (i + 1) / nt);
+        pthread_create(&th[i], NULL, sum_pages, &jobs[i]);
+    }
+    uint32_t nbad = 0, uninit = 0;
+    for (int i = 0; i < nt; i++) {
+        pthread_join(th[i], NULL);
+        if (jobs[i].err) rc = om_errf(jobs[i].err, "reading %s failed", path);
+        for (uint32_t k = 0; k < jobs[i].nbad; k++)
+            printf("%s: page %u: -1018 ReadVerifyFailure\n", path, jobs[i].bad[k]);
+        nbad += jobs[i].nbad;
+        uninit += jobs[i].uninit;
+        free(jobs[i].bad);
+    }
+    close(fd);
+    double secs = (double)(om_mono_ns() - t0) / 1e9;
+    *problems += (int)nbad;
+    printf("%s: %u pages checked (%u never written), %u bad; %.1f MB/s with %d thread%s\n", path,
+           npages, uninit, nbad, secs > 0 ? (double)npages * ENG_PAGE_SIZE / 1e6 / secs : 0, nt,
+           nt == 1 ? "" : "s");
+    return rc;
+}
+
+static void checksum_log(const char *path, int *problems)
+{
+    eng_genread g;
+    int rc = eng_gen_read(om_vfs_posix(), path, &g);
+    if (rc == OM_E_LogFileCorrupt && g.damaged_slot)
+        printf("%s: generation %u, slot %u: -501 LogFileCorrupt\n", path, g.hdr.gen,
+               g.damaged_slot);
+    else if (rc)
+        printf("%s: %d %s: %s\n", path, rc, om_err_name(rc), om_err_detail());
+    else
+        printf("%s: generation %u, %u segments ok%s\n", path, g.hdr.gen, g.segments,
+               g.torn_slot ? " (ends with a flush torn by a crash)" : "");
+    if (rc) (*problems)++;
+    if (!rc || rc == OM_E_LogFileCorrupt) eng_gen_free(&g);
+}
+
+static int cmd_checksum(const cli_args *a)
+{
+    int problems = 0, rc = 0;
+    for (int i = 0; i < a->npos && !rc; i++) {
+        const char *p = a->pos[i];
+        struct stat st;
+        if (stat(p, &st) != 0) {
+            om_errf(OM_E_FileNotFound, "%s does not exist", p);
+            return cli_fail(OM_E_FileNotFound);
+        }
+        size_t l = strlen(p);
+        if (S_ISDIR(st.st_mode)) {
+            DIR *d = opendir(p);
+            struct dirent *de;
+            char fp[4300];
+            while (d && (de = readdir(d))) {
+                size_t nl = strlen(de->d_name);
+                if (nl < 5 || strcmp(de->d_name + nl - 4, ".log") || strstr(de->d_name, "tmp.log"))
+                    continue;
+                snprintf(fp, sizeof fp, "%s/%s", p, de->d_name);
+                checksum_log(fp, &problems);
+            }
+            if (d) closedir(d);
+        } else if (l > 4 && !strcmp(p + l - 4, ".log"))
+            checksum_log(p, &problems);
+        else
+            rc = checksum_edb(p, &problems);
+    }
+    if (rc) return cli_fail(rc);
+    if (problems) {
+        om_errf(OM_E_ReadVerifyFailure, "%d checksum problem%s found", problems,
+                problems == 1 ? "" : "s");
+        return cli_fail(OM_E_ReadVerifyFailure);
+    }
+    return CLI_OK;
+}
+
+/* ---- recover ---- */
+
+/* The database of base in dir or its parent, when --edb is not given. */
+static int find_edb(const char *dir, const char *base, char *out, size_t n)
+{
+    const char *places[2] = {dir, NULL};
+    char parent[4096];
+    om_dirname(dir, parent, sizeof parent);
+    places[1] = parent;
+    int found = 0;
+    for (int k = 0; k < 2; k++) {
+        DIR *d = opendir(places[k]);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            size_t l = strlen(de->d_name);
+            if (l < 5 || strcmp(de->d_name + l - 4, ".edb")) continue;
+            char p[4300];
+            snprintf(p, sizeof p, "%s/%s", places[k], de->d_name);
+            eng_dbhdr h;
+            if (eng_dbhdr_read(om_vfs_posix(), p, &h, 0, NULL) == 0 && !strcmp(h.base, base)) {
+                if (found++ == 0) snprintf(out, n, "%s", p);
+            }
+        }
+        if (d) closedir(d);
+        if (found) break;
+    }
+    if (found == 1) return 0;
+    return om_errf(
+        OM_E_DatabaseNotFound,
+        found ? "%s holds several databases of base %s. HINT: name one with --edb"
+              : "no database of base %s found in %s or its parent. HINT: name it with --edb",
+        found ? dir : base, found ? base : dir);
+}
+
+static int cmd_recover(const cli_args *a)
+{
+    const char *base = cli_val(a, "base") ? cli_val(a, "base") : "E00";
+    if (!eng_base_valid(base))
+        return cli_usage(a, "--base '%s' must be three letters or digits", base);
+    char edb[4300];
+    int rc = 0;
+    if (cli_val(a, "edb"))
+        snprintf(edb, sizeof edb, "%s", cli_val(a, "edb"));
+    else if ((rc = find_edb(a->pos[0], base, edb, sizeof edb)))
+        return cli_fail(rc);
+    eng_dbhdr h;
+    if ((rc = eng_dbhdr_read(om_vfs_posix(), edb, &h, 0, NULL))) return cli_fail(rc);
+    if (h.state == ENG_STATE_CLEAN) {
+        printf("%s is in Clean Shutdown: nothing to recover\n", edb);
+        return CLI_OK;
+    }
+    eng_opts o = {.edb_path = edb,
+                  .log_dir = a->pos[0],
+                  .base = base,
+                  .circular_logging = !!(h.flags & ENG_DBF_CIRCULAR)};
+    eng_stats st;
+    if (isatty(2)) /* a status line only for people: stderr stays one line on failure */
+        fprintf(stderr, "recovering %s from %s (%s logs, from generation %u)...\n", edb, a->pos[0],
+                base, h.log_req_min);
+    if ((rc = eng_db_recover(&o, &st))) return cli_fail(rc);
+    double secs = (double)st.replay_ns / 1e9;
+    printf("%s recovered: %llu log records (%.1f MB) replayed in %.2f s, %llu transactions; now "
+           "Clean Shutdown\n",
+           edb, (unsigned long long)st.replay_records, (double)st.replay_bytes / 1e6, secs,
+           (unsigned long long)st.replay_groups);
+    return CLI_OK;
+}
+
+/* ---- the group ---- */
+
+static const cli_opt json_only[] = {{"json", NULL, "print JSON", 0}, {0}};
+static const cli_opt logs_opts[] = {
+    {"base", "E00", "log base name (default E00)", 0}, {"json", NULL, "print JSON", 0}, {0}};
+static const cli_opt recover_opts[] = {
+    {"base", "E00", "log base name (default E00)", 0},
+    {"edb", "FILE", "the database (default: the one of that base in DIR or its parent)", 0},
+    {0}};
+static const cli_opt no_opts[] = {{0}};
+
+static const cli_cmd dbutil_cmds[] = {
+    {"header", "FILE.edb", json_only, "every field of a database header (eseutil /mh)",
+     "Reads both header copies; a damaged copy is reported and the good one shown.", cmd_header},
+    {"checkpoint", "FILE.chk", json_only, "the checkpoint file (eseutil /mk)", NULL,
+     cmd_checkpoint},
+    {"logs", "DIR", logs_opts,
+     "every log generation: header, signature, chain, damage, gaps (eseutil /ml)",
+     "Exits 1 when a generation is missing, damaged, from another stream or out of sequence.",
+     cmd_logs},
+    {"checksum", "PATH...", no_opts,
+     "verify every page of databases and every segment of logs (eseutil /k)",
+     "PATH is a .edb, a .log, or a log folder. Names every failing page number or log generation "
+     "and slot; "
+     "exits 1 on any failure. Database pages are checked by all cores.",
+     cmd_checksum},
+    {"recover", "DIR", recover_opts,
+     "soft recovery of a dismounted database from its logs (eseutil /r)",
+     "Replays the logs in DIR from the checkpoint and leaves the database in Clean Shutdown. "
+     "Refuses logs of "
+     "another database (-539) or stream (-530).",
+     cmd_recover},
+    {0},
+};
+
+const cli_group cli_dbutil_group = {
+    "dbutil", "look inside database, checkpoint and log files; verify; recover", dbutil_cmds};
