@@ -339,7 +339,7 @@ static void *sum_pages(void *arg)
     return NULL;
 }
 
-static int checksum_edb(const char *path, int *problems)
+static int checksum_edb(const char *path, int *problems, int threads)
 {
     eng_dbhdr h;
     int bad = -1;
@@ -359,7 +359,7 @@ static int checksum_edb(const char *path, int *problems)
     uint64_t pages = (uint64_t)st.st_size / ENG_PAGE_SIZE;
     uint32_t npages = pages > 2 ? (uint32_t)(pages - 2) : 0;
     if (npages > h.pages) npages = h.pages; /* room reserved past the last page is not checked */
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    long ncpu = threads > 0 ? threads : sysconf(_SC_NPROCESSORS_ONLN);
     int nt = ncpu > 1 ? (int)(ncpu > 16 ? 16 : ncpu) : 1;
     sum_job jobs[16] = {{0}};
     pthread_t th[16];
@@ -408,6 +408,9 @@ static void checksum_log(const char *path, int *problems)
 static int cmd_checksum(const cli_args *a)
 {
     int problems = 0, rc = 0;
+    uint64_t threads = 0;
+    if (cli_val(a, "threads") && (rc = cli_number(a, "--threads", cli_val(a, "threads"), 1, 16, 0, &threads)))
+        return rc;
     for (int i = 0; i < a->npos && !rc; i++) {
         const char *p = a->pos[i];
         struct stat st;
@@ -431,7 +434,7 @@ static int cmd_checksum(const cli_args *a)
         } else if (l > 4 && !strcmp(p + l - 4, ".log"))
             checksum_log(p, &problems);
         else
-            rc = checksum_edb(p, &problems);
+            rc = checksum_edb(p, &problems, (int)threads);
     }
     if (rc) return cli_fail(rc);
     if (problems) {
@@ -519,7 +522,8 @@ static const cli_opt recover_opts[] = {
     {"base", "E00", "log base name (default E00)", 0},
     {"edb", "FILE", "the database (default: the one of that base in DIR or its parent)", 0},
     {0}};
-static const cli_opt no_opts[] = {{0}};
+static const cli_opt checksum_opts[] = {{"threads", "N", "threads checking database pages (default: all cores)", 0},
+                                        {0}};
 
 static const cli_cmd dbutil_cmds[] = {
     {"header", "FILE.edb", json_only, "every field of a database header (eseutil /mh)",
@@ -530,7 +534,7 @@ static const cli_cmd dbutil_cmds[] = {
      "every log generation: header, signature, chain, damage, gaps (eseutil /ml)",
      "Exits 1 when a generation is missing, damaged, from another stream or out of sequence.",
      cmd_logs},
-    {"checksum", "PATH...", no_opts,
+    {"checksum", "PATH...", checksum_opts,
      "verify every page of databases and every segment of logs (eseutil /k)",
      "PATH is a .edb, a .log, or a log folder. Names every failing page number or log generation "
      "and slot; "
