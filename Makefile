@@ -6,7 +6,7 @@ MESON   ?= meson
 PYTEST  ?= pytest-3
 CRASH_POINTS ?= 2000
 
-.PHONY: all deps build build-asan test test-tsan crash-long demo bench clean
+.PHONY: all deps build build-asan test test-tsan fuzz crash-long demo bench clean
 
 all: build
 
@@ -38,6 +38,12 @@ test: deps build build-asan
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) $(PYTEST) -q tests/system
 	@echo "== table concurrency under ThreadSanitizer"
 	@$(MAKE) --no-print-directory test-tsan
+	@echo "== fuzzing the file-format parsers (bounded)"
+	@FUZZ_SECONDS=20 tests/fuzz/run.sh
+
+# A longer fuzzing run (FUZZ_SECONDS to change it).
+fuzz: deps
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/fuzz/run.sh
 
 # The crash harness over many more crash points than make test runs.
 crash-long: deps build
