@@ -31,6 +31,7 @@
 #include "base/error.h"
 #include "base/time.h"
 #include "engine/engine.h"
+#include "bench_util.h"
 
 #define UNIT           4096u
 #define UNITS_PER_PAGE 8u
@@ -65,12 +66,6 @@ static void die(const char *fmt, ...)
     exit(1);
 }
 
-static void eng_ok(int rc, const char *what)
-{
-    char b[1024];
-    if (rc) die("%s: %s", what, om_err_format(rc, b, sizeof b));
-}
-
 static void *xmalloc(size_t n)
 {
     void *p = malloc(n);
@@ -78,20 +73,7 @@ static void *xmalloc(size_t n)
     return p;
 }
 
-static double secs(uint64_t t0, uint64_t t1)
-{
-    return (double)(t1 - t0) / 1e9;
-}
-
 /* ---- the shared random sequence ---- */
-
-static uint64_t mix64(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
 
 static void fill_random(uint8_t *buf, size_t len, uint64_t seed)
 {
@@ -193,26 +175,6 @@ typedef struct sq_conn {
     uint64_t wal_frames; /* frames this connection appended (1 writer only) */
 } sq_conn;
 
-static void sq_ok(sqlite3 *db, int rc, const char *what)
-{
-    if (rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
-        die("sqlite: %s: %s (%d)", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
-}
-
-static void sq_exec(sqlite3 *db, const char *sql)
-{
-    char *msg = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-    if (rc != SQLITE_OK) die("sqlite: %s: %s (%d)", sql, msg ? msg : sqlite3_errstr(rc), rc);
-}
-
-static sqlite3_stmt *sq_prepare(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *s = NULL;
-    sq_ok(db, sqlite3_prepare_v2(db, sql, -1, &s, NULL), sql);
-    return s;
-}
-
 /* Runs a statement that returns one row and copies its first column as text. */
 static void sq_text(sqlite3 *db, const char *sql, char *out, size_t n)
 {
@@ -221,17 +183,6 @@ static void sq_text(sqlite3 *db, const char *sql, char *out, size_t n)
     if (rc != SQLITE_ROW) die("sqlite: %s returned no row: %s (%d)", sql, sqlite3_errmsg(db), rc);
     snprintf(out, n, "%s", (const char *)sqlite3_column_text(s, 0));
     sqlite3_finalize(s);
-}
-
-static sqlite3 *sq_open(const char *path)
-{
-    sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(
-        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK)
-        die("sqlite: opening %s: %s (%d)", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
-    sq_ok(db, sqlite3_busy_timeout(db, 60000), "setting busy_timeout");
-    return db;
 }
 
 /* SQLite's own autocheckpoint (a PASSIVE checkpoint once the WAL holds 1000 frames), plus a
@@ -369,17 +320,6 @@ typedef struct commit_result {
     uint64_t s_frames;         /* SQLite WAL frames appended (1 writer only) */
 } commit_result;
 
-static void stats_delta(const eng_stats *a, const eng_stats *b, eng_stats *d)
-{
-    d->commits = b->commits - a->commits;
-    d->log_flushes = b->log_flushes - a->log_flushes;
-    d->log_bytes = b->log_bytes - a->log_bytes;
-    d->log_slots_written = b->log_slots_written - a->log_slots_written;
-    d->page_images = b->page_images - a->page_images;
-    d->checkpoints = b->checkpoints - a->checkpoints;
-    d->pages_flushed = b->pages_flushed - a->pages_flushed;
-}
-
 /* One timed phase: operations [first, first + commits) by nw writers on each store. A shared
  * disk's fsync latency drifts by a factor of several within seconds, so the phase runs in
  * rounds that alternate which store goes first; both meet the same weather. */
@@ -474,14 +414,6 @@ static void ombra_replay(ombra *o, const params *p, uint64_t first, replay_resul
     ombra_verify(o, p, i - 1);
 }
 
-static uint64_t file_size(const char *path)
-{
-    struct stat sb;
-    if (stat(path, &sb) == 0) return (uint64_t)sb.st_size;
-    if (errno == ENOENT) return 0;
-    die("stat %s: %s", path, strerror(errno));
-}
-
 /* The forked writer: commits without checkpointing until the WAL holds target bytes, tells
  * the parent how many commits it made, and dies with the database open. */
 static void sq_crash_child(const char *path, const char *wal, const params *p, uint64_t first,
@@ -574,54 +506,12 @@ typedef struct machine {
     char fs[64], fstype[64], sqlite[32];
 } machine;
 
-/* First line of a command's output, or "unknown". The path goes in single quotes. */
-static void command_line(const char *cmd, const char *path, char *out, size_t n)
-{
-    char q[8400], full[8600];
-    size_t j = 0;
-    q[j++] = '\'';
-    for (const char *s = path; *s && j < sizeof q - 6; s++) {
-        if (*s == '\'') {
-            memcpy(q + j, "'\\''", 4);
-            j += 4;
-        } else
-            q[j++] = *s;
-    }
-    q[j++] = '\'';
-    q[j] = 0;
-    snprintf(full, sizeof full, "%s %s 2>/dev/null", cmd, q);
-    snprintf(out, n, "unknown");
-    FILE *f = popen(full, "r");
-    if (!f) return;
-    char line[256];
-    if (fgets(line, sizeof line, f) && line[0] != '\n') {
-        size_t l = strcspn(line, "\n");
-        if (l >= n) l = n - 1;
-        memcpy(out, line, l);
-        out[l] = 0;
-    }
-    pclose(f);
-}
-
 static void machine_info(const char *dir, machine *m)
 {
     m->nproc = sysconf(_SC_NPROCESSORS_ONLN);
     command_line("stat -f -c %T", dir, m->fs, sizeof m->fs);
     command_line("findmnt -n -o FSTYPE -T", dir, m->fstype, sizeof m->fstype);
     snprintf(m->sqlite, sizeof m->sqlite, "%s", sqlite3_libversion());
-}
-
-static double ratio(double a, double b)
-{
-    return b > 0 ? a / b : 0;
-}
-
-static void row(const char *metric, double o, double s, int decimals)
-{
-    char a[32], b[32];
-    snprintf(a, sizeof a, "%.*f", decimals, o);
-    snprintf(b, sizeof b, "%.*f", decimals, s);
-    printf("%-44s | %12s | %12s | %12.2f\n", metric, a, b, ratio(o, s));
 }
 
 static void print_table(const params *p, const machine *m, const commit_result *c1,
@@ -674,12 +564,6 @@ static void print_table(const params *p, const machine *m, const commit_result *
         r->o_log / MB, (unsigned long long)r->o_records, (unsigned long long)r->o_commits,
         r->o_secs, r->o_engine_ns / 1e9, r->s_wal / MB, (unsigned long long)r->s_frames,
         (unsigned)r->s_page, (unsigned long long)r->s_commits, r->s_secs);
-}
-
-static void json_pair(FILE *f, const char *name, double o, double s, const char *tail)
-{
-    fprintf(f, "    \"%s\": {\"ombra\": %.6g, \"sqlite\": %.6g, \"ratio\": %.4g}%s\n", name, o, s,
-            ratio(o, s), tail);
 }
 
 static void write_json(const params *p, const machine *m, const commit_result *c1,
@@ -764,17 +648,6 @@ static void usage(FILE *f)
                "  --json FILE    write the figures as JSON\n");
 }
 
-static uint64_t num_arg(const char *name, const char *v, uint64_t lo, uint64_t hi)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long x = v ? strtoull(v, &end, 10) : 0;
-    if (!v || errno || end == v || *end || x < lo || x > hi)
-        die("%s needs a number from %llu to %llu, got '%s'", name, (unsigned long long)lo,
-            (unsigned long long)hi, v ? v : "");
-    return x;
-}
-
 static void parse_args(int argc, char **argv, params *p)
 {
     const char *tmp = getenv("TMPDIR");
@@ -820,12 +693,6 @@ static void parse_args(int argc, char **argv, params *p)
             p->threads);
     p->units = p->data_mb * (1048576 / UNIT);
     p->pages = p->units / UNITS_PER_PAGE;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb, (void)type, (void)ftw;
-    return remove(path) == 0 ? 0 : -1;
 }
 
 int main(int argc, char **argv)

@@ -35,6 +35,7 @@
 #include "engine/table.h"
 #include "store/mail.h"
 #include "store/mail_digest.h"
+#include "bench_util.h"
 
 #define MB          1e6
 #define MAX_THREADS 64u
@@ -64,30 +65,11 @@ static void die(const char *fmt, ...)
     exit(1);
 }
 
-static void eng_ok(int rc, const char *what)
-{
-    char b[1024];
-    if (rc) die("%s: %s", what, om_err_format(rc, b, sizeof b));
-}
-
 static void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
     if (!p) die("out of memory (%zu bytes)", n);
     return p;
-}
-
-static double secs(uint64_t t0, uint64_t t1)
-{
-    return (double)(t1 - t0) / 1e9;
-}
-
-static uint64_t file_size(const char *path)
-{
-    struct stat sb;
-    if (stat(path, &sb) == 0) return (uint64_t)sb.st_size;
-    if (errno == ENOENT) return 0;
-    die("stat %s: %s", path, strerror(errno));
 }
 
 static uint64_t g_dir_bytes;
@@ -104,23 +86,10 @@ static uint64_t dir_size(const char *dir)
     return g_dir_bytes;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-    (void)sb, (void)type, (void)ftw;
-    return remove(path) == 0 ? 0 : -1;
-}
 static void rm_tree(const char *dir)
 {
     if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
         die("removing %s: %s", dir, strerror(errno));
-}
-
-static uint64_t mix64(uint64_t x)
-{
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
 }
 
 /* ---- the bulk load's layout: where message i lands ---- */
@@ -197,37 +166,6 @@ typedef struct sq_conn {
     int wal_prev;
     uint64_t wal_frames; /* frames this connection appended (one writer only) */
 } sq_conn;
-
-static void sq_ok(sqlite3 *db, int rc, const char *what)
-{
-    if (rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
-        die("sqlite: %s: %s (%d)", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
-}
-
-static void sq_exec(sqlite3 *db, const char *sql)
-{
-    char *msg = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
-    if (rc != SQLITE_OK) die("sqlite: %s: %s (%d)", sql, msg ? msg : sqlite3_errstr(rc), rc);
-}
-
-static sqlite3_stmt *sq_prepare(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *s = NULL;
-    sq_ok(db, sqlite3_prepare_v2(db, sql, -1, &s, NULL), sql);
-    return s;
-}
-
-static sqlite3 *sq_open(const char *path)
-{
-    sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(
-        path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK)
-        die("sqlite: opening %s: %s (%d)", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), rc);
-    sq_ok(db, sqlite3_busy_timeout(db, 60000), "setting busy_timeout");
-    return db;
-}
 
 static void sq_create(const char *path)
 {
@@ -467,17 +405,6 @@ typedef struct durable_result {
     double pages_per_delivery, records_per_delivery;
     uint64_t ppd_log_bytes, ppd_images;
 } durable_result;
-
-static void stats_delta(const eng_stats *a, const eng_stats *b, eng_stats *d)
-{
-    d->commits = b->commits - a->commits;
-    d->log_flushes = b->log_flushes - a->log_flushes;
-    d->log_bytes = b->log_bytes - a->log_bytes;
-    d->log_slots_written = b->log_slots_written - a->log_slots_written;
-    d->page_images = b->page_images - a->page_images;
-    d->checkpoints = b->checkpoints - a->checkpoints;
-    d->pages_flushed = b->pages_flushed - a->pages_flushed;
-}
 
 /* What one delivery changes, counted by the log: PPD_SAMPLE more deliveries committed lazily
  * with no checkpoint, a crash, and recovery's count of page records per transaction. */
@@ -809,34 +736,6 @@ typedef struct machine {
     char fs[64], fstype[64], sqlite[32], cpu[128];
 } machine;
 
-static void command_line(const char *cmd, const char *path, char *out, size_t n)
-{
-    char q[8400], full[8600];
-    size_t j = 0;
-    q[j++] = '\'';
-    for (const char *s = path; *s && j < sizeof q - 6; s++) {
-        if (*s == '\'') {
-            memcpy(q + j, "'\\''", 4);
-            j += 4;
-        } else
-            q[j++] = *s;
-    }
-    q[j++] = '\'';
-    q[j] = 0;
-    snprintf(full, sizeof full, "%s %s 2>/dev/null", cmd, q);
-    snprintf(out, n, "unknown");
-    FILE *f = popen(full, "r");
-    if (!f) return;
-    char line[256];
-    if (fgets(line, sizeof line, f) && line[0] != '\n') {
-        size_t l = strcspn(line, "\n");
-        if (l >= n) l = n - 1;
-        memcpy(out, line, l);
-        out[l] = 0;
-    }
-    pclose(f);
-}
-
 static void machine_info(const char *dir, machine *m)
 {
     m->nproc = sysconf(_SC_NPROCESSORS_ONLN);
@@ -844,19 +743,6 @@ static void machine_info(const char *dir, machine *m)
     command_line("findmnt -n -o FSTYPE -T", dir, m->fstype, sizeof m->fstype);
     command_line("sed -n 's/^model name[^:]*: //p;T;q'", "/proc/cpuinfo", m->cpu, sizeof m->cpu);
     snprintf(m->sqlite, sizeof m->sqlite, "%s", sqlite3_libversion());
-}
-
-static double ratio(double a, double b)
-{
-    return b > 0 ? a / b : 0;
-}
-
-static void row(const char *metric, double o, double s, int decimals)
-{
-    char a[32], b[32];
-    snprintf(a, sizeof a, "%.*f", decimals, o);
-    snprintf(b, sizeof b, "%.*f", decimals, s);
-    printf("%-44s | %12s | %12s | %12.2f\n", metric, a, b, ratio(o, s));
 }
 
 typedef struct results {
@@ -914,12 +800,6 @@ static void print_table(const params *p, const machine *m, const results *x)
     printf("  digest of the bulk-loaded stores: Ombra %s (%.1f s), SQLite %s (%.1f s): %s\n",
            x->b.o_digest, x->b.o_digest_secs, x->b.s_digest, x->b.s_digest_secs,
            strcmp(x->b.o_digest, x->b.s_digest) ? "DIFFERENT" : "equal");
-}
-
-static void json_pair(FILE *f, const char *name, double o, double s, const char *tail)
-{
-    fprintf(f, "    \"%s\": {\"ombra\": %.6g, \"sqlite\": %.6g, \"ratio\": %.4g}%s\n", name, o, s,
-            ratio(o, s), tail);
 }
 
 static void write_json(const params *p, const machine *m, const results *x)
@@ -999,17 +879,6 @@ static void usage(FILE *f)
             "                  busy_timeout's back-off (1, 2, 5 ... 100 ms sleeps)\n"
             "  --keep          keep the scratch files\n"
             "  --json FILE     write the figures as JSON\n");
-}
-
-static uint64_t num_arg(const char *name, const char *v, uint64_t lo, uint64_t hi)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long x = v ? strtoull(v, &end, 10) : 0;
-    if (!v || errno || end == v || *end || x < lo || x > hi)
-        die("%s needs a number from %llu to %llu, got '%s'", name, (unsigned long long)lo,
-            (unsigned long long)hi, v ? v : "");
-    return x;
 }
 
 static void parse_args(int argc, char **argv, params *p)
