@@ -20,6 +20,14 @@
 
 /* ---- shared printing ---- */
 
+/* cli_print_json borrows; these objects are built here. */
+static int print_owned(json_t *o)
+{
+    int rc = cli_print_json(o);
+    json_decref(o);
+    return rc;
+}
+
 static const char *sig_str(const eng_sig *s, char *buf, size_t n)
 {
     char t[40];
@@ -73,7 +81,7 @@ static int cmd_header(const cli_args *a)
             pos_json(h.detach), "db_signature", sig_json(&h.db_sig), "log_signature",
             sig_json(&h.log_sig), "base", h.base, "circular_logging",
             (h.flags & ENG_DBF_CIRCULAR) != 0, "backups", bk, "damaged_header_copy", bad);
-        return cli_print_json(o);
+        return print_owned(o);
     }
     printf("database:           %s\n", a->pos[0]);
     printf("state:              %s\n", eng_state_name(h.state));
@@ -120,7 +128,7 @@ static int cmd_checkpoint(const cli_args *a)
     if (rc) return cli_fail(rc);
     char t[40], s1[80];
     if (cli_flag(a, "json"))
-        return cli_print_json(json_pack(
+        return print_owned(json_pack(
             "{s:s, s:o, s:o, s:o, s:s, s:o, s:o, s:s, s:i}", "file", a->pos[0], "checkpoint",
             pos_json(c.checkpoint), "log_signature", sig_json(&c.log_sig), "db_signature",
             sig_json(&c.db_sig), "written", om_time_iso(c.time, t, sizeof t), "last_full_backup",
@@ -275,8 +283,8 @@ static int cmd_logs(const cli_args *a)
     free(v);
     if (json) {
         int prc =
-            cli_print_json(json_pack("{s:s, s:s, s:o, s:o, s:i}", "folder", a->pos[0], "base", base,
-                                     "generations", arr, "missing", missing, "problems", problems));
+            print_owned(json_pack("{s:s, s:s, s:o, s:o, s:i}", "folder", a->pos[0], "base", base,
+                                  "generations", arr, "missing", missing, "problems", problems));
         if (prc) return prc;
     } else {
         json_decref(arr);
@@ -409,7 +417,8 @@ static int cmd_checksum(const cli_args *a)
 {
     int problems = 0, rc = 0;
     uint64_t threads = 0;
-    if (cli_val(a, "threads") && (rc = cli_number(a, "--threads", cli_val(a, "threads"), 1, 16, 0, &threads)))
+    if (cli_val(a, "threads") &&
+        (rc = cli_number(a, "--threads", cli_val(a, "threads"), 1, 16, 0, &threads)))
         return rc;
     for (int i = 0; i < a->npos && !rc; i++) {
         const char *p = a->pos[i];
@@ -522,8 +531,8 @@ static const cli_opt recover_opts[] = {
     {"base", "E00", "log base name (default E00)", 0},
     {"edb", "FILE", "the database (default: the one of that base in DIR or its parent)", 0},
     {0}};
-static const cli_opt checksum_opts[] = {{"threads", "N", "threads checking database pages (default: all cores)", 0},
-                                        {0}};
+static const cli_opt checksum_opts[] = {
+    {"threads", "N", "threads checking database pages (default: all cores)", 0}, {0}};
 
 static const cli_cmd dbutil_cmds[] = {
     {"header", "FILE.edb", json_only, "every field of a database header (eseutil /mh)",
