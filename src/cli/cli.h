@@ -23,7 +23,9 @@ enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
 typedef struct cli_opt {
     const char *name; /* "edb" for --edb */
-    const char *arg;  /* the value's name in the help ("PATH"); NULL for a flag */
+    const char *arg;  /* the value's name in the help ("PATH"); NULL for a flag; "PATH..." for a
+                         list: repeatable, and the arguments after it up to the next option are
+                         values too (read them with cli_list) */
     const char *help; /* one line */
     int required;     /* a missing required option is a usage error */
 } cli_opt;
@@ -56,12 +58,16 @@ struct cli_args {
     int npos;
     const char **pos;              /* npos positional arguments, in order */
     const char *val[CLI_MAX_OPTS]; /* by index in cmd->opts: NULL = not given, "" = flag given */
+    const char **list[CLI_MAX_OPTS]; /* list options: their values */
+    int nlist[CLI_MAX_OPTS];
 };
 
 /* The value of option name (NULL when not given), or whether a flag was given. name must be one
  * of the command's options (anything else is a bug and aborts). */
 const char *cli_val(const cli_args *a, const char *name);
 int cli_flag(const cli_args *a, const char *name);
+/* The values of a list option (0 when not given); *out is valid while the command runs. */
+int cli_list(const cli_args *a, const char *name, const char *const **out);
 
 /* Parses text (an option's value or a positional argument, shown as what in messages) as an
  * unsigned decimal number in [min, max]; with suffixes when allow_suffix (K, M, G: KiB, MiB,
@@ -110,6 +116,9 @@ int cli_print_json(json_t *v);
 char *cli_abs_path(const char *path);
 /* Writes n bytes to stdout; CLI_OK or (printed) CLI_FAIL. */
 int cli_write_stdout(const void *p, size_t n);
+
+/* dbutil check-set (cli_dbutil_check.c). */
+int cli_dbutil_check_set(const cli_args *a);
 
 /* The groups, in the order `ombra --help` lists them. */
 extern const cli_group cli_db_group;

@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/progress.h"
 #include "base/time.h"
 #include "base/vfs.h"
+#include "check/check.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
 #include "engine/format.h"
@@ -148,66 +150,14 @@ static int cmd_checkpoint(const cli_args *a)
 
 /* ---- logs ---- */
 
-typedef struct gen_entry {
-    uint32_t gen;
-    char path[4200];
-} gen_entry;
-
-static int cmp_gen(const void *x, const void *y)
-{
-    uint32_t a = ((const gen_entry *)x)->gen, b = ((const gen_entry *)y)->gen;
-    return a < b ? -1 : a > b;
-}
-
-/* The generation files of base in dir, sorted, E00.log last (its generation from its header). */
-static int list_logs(const char *dir, const char *base, gen_entry **out, size_t *n)
-{
-    DIR *d = opendir(dir);
-    if (!d) return om_errf(OM_E_FileNotFound, "cannot open log folder %s", dir);
-    gen_entry *v = NULL;
-    size_t cnt = 0, cap = 0;
-    struct dirent *de;
-    char cur[16];
-    snprintf(cur, sizeof cur, "%s.log", base);
-    while ((de = readdir(d))) {
-        uint32_t g = 0;
-        int is_cur = !strcmp(de->d_name, cur);
-        if (!is_cur && !eng_parse_log_name(de->d_name, base, &g)) continue;
-        if (cnt == cap) {
-            cap = cap ? cap * 2 : 64;
-            gen_entry *nv = realloc(v, cap * sizeof *v);
-            if (!nv) {
-                free(v);
-                closedir(d);
-                return om_errf(OM_E_OutOfMemory, "listing %s: out of memory", dir);
-            }
-            v = nv;
-        }
-        snprintf(v[cnt].path, sizeof v[cnt].path, "%s/%s", dir, de->d_name);
-        if (is_cur) {
-            eng_genread gr;
-            g = UINT32_MAX; /* unreadable: sorts last */
-            int rc = eng_gen_read(om_vfs_posix(), v[cnt].path, &gr);
-            if (rc == 0 || rc == OM_E_LogFileCorrupt) g = gr.hdr.gen ? gr.hdr.gen : UINT32_MAX;
-            if (rc == 0 || rc == OM_E_LogFileCorrupt) eng_gen_free(&gr);
-        }
-        v[cnt++].gen = g;
-    }
-    closedir(d);
-    if (cnt) qsort(v, cnt, sizeof *v, cmp_gen);
-    *out = v;
-    *n = cnt;
-    return 0;
-}
-
 static int cmd_logs(const cli_args *a)
 {
     const char *base = cli_val(a, "base") ? cli_val(a, "base") : "E00";
     if (!eng_base_valid(base))
         return cli_usage(a, "--base '%s' must be three letters or digits", base);
-    gen_entry *v = NULL;
+    chk_log_file *v = NULL;
     size_t n = 0;
-    int rc = list_logs(a->pos[0], base, &v, &n);
+    int rc = chk_list_logs(NULL, a->pos[0], base, &v, &n);
     if (rc) return cli_fail(rc);
     int json = cli_flag(a, "json"), problems = 0;
     json_t *arr = json_array(), *missing = json_array();
@@ -234,8 +184,7 @@ static int cmd_logs(const cli_args *a)
             } else if (g.torn_slot)
                 snprintf(status, sizeof status, "ok (ends with a flush torn by a crash at slot %u)",
                          g.torn_slot);
-            if (!err && v[i].gen != UINT32_MAX && strcmp(fname + 3, ".log") &&
-                g.hdr.gen != v[i].gen) {
+            if (!err && !v[i].is_current && g.hdr.gen != v[i].gen) {
                 snprintf(status, sizeof status, "-513 LogGenerationMismatch: holds generation %u",
                          g.hdr.gen);
                 err = OM_E_LogGenerationMismatch;
@@ -488,6 +437,13 @@ static int find_edb(const char *dir, const char *base, char *out, size_t n)
         found ? dir : base, found ? base : dir);
 }
 
+static void replay_progress(void *arg, uint32_t gen, uint32_t first, uint32_t last)
+{
+    om_progress *p = arg;
+    if (p->total == 0) om_progress_start(p, "replaying", last - first + 1, "generations");
+    om_progress_update(p, gen - first + 1);
+}
+
 static int cmd_recover(const cli_args *a)
 {
     const char *base = cli_val(a, "base") ? cli_val(a, "base") : "E00";
@@ -500,20 +456,26 @@ static int cmd_recover(const cli_args *a)
     else if ((rc = find_edb(a->pos[0], base, edb, sizeof edb)))
         return cli_fail(rc);
     eng_dbhdr h;
-    if ((rc = eng_dbhdr_read(om_vfs_posix(), edb, &h, 0, NULL))) return cli_fail(rc);
+    int bad = -1;
+    if ((rc = eng_dbhdr_read(om_vfs_posix(), edb, &h, 0, &bad))) return cli_fail(rc);
+    om_progress pg = {0};
+    eng_opts o = {.edb_path = edb,
+                  .log_dir = a->pos[0],
+                  .base = base,
+                  .circular_logging = !!(h.flags & ENG_DBF_CIRCULAR),
+                  .replay_progress = replay_progress,
+                  .progress_arg = &pg};
+    eng_stats st;
+    /* Recovery of a database in Clean Shutdown replays nothing; it still repairs a damaged
+     * header copy from the good one. */
+    rc = eng_db_recover(&o, &st);
+    if (pg.total) om_progress_end(&pg);
+    if (rc) return cli_fail(rc);
+    if (bad >= 0) printf("%s: header copy %d was damaged: rewritten from the other\n", edb, bad);
     if (h.state == ENG_STATE_CLEAN) {
         printf("%s is in Clean Shutdown: nothing to recover\n", edb);
         return CLI_OK;
     }
-    eng_opts o = {.edb_path = edb,
-                  .log_dir = a->pos[0],
-                  .base = base,
-                  .circular_logging = !!(h.flags & ENG_DBF_CIRCULAR)};
-    eng_stats st;
-    if (isatty(2)) /* a status line only for people: stderr stays one line on failure */
-        fprintf(stderr, "recovering %s from %s (%s logs, from generation %u)...\n", edb, a->pos[0],
-                base, h.log_req_min);
-    if ((rc = eng_db_recover(&o, &st))) return cli_fail(rc);
     double secs = (double)st.replay_ns / 1e9;
     printf("%s recovered: %llu log records (%.1f MB) replayed in %.2f s, %llu transactions; now "
            "Clean Shutdown\n",
@@ -533,6 +495,16 @@ static const cli_opt recover_opts[] = {
     {0}};
 static const cli_opt checksum_opts[] = {
     {"threads", "N", "threads checking database pages (default: all cores)", 0}, {0}};
+
+static const cli_opt check_set_opts[] = {
+    {"edb", "FILE...", "the database files (none: a log-only set)", 0},
+    {"logs", "DIR", "the folder of their logs and checkpoint", 0},
+    {"base", "E00", "log base name (default: the first database's)", 0},
+    {"first-gen", "N", "the set's first log generation (with --last-gen): it must be there", 0},
+    {"last-gen", "N", "the set's last log generation", 0},
+    {"threads", "N", "threads checking pages (default: all cores)", 0},
+    {"json", NULL, "print JSON", 0},
+    {0}};
 
 static const cli_cmd dbutil_cmds[] = {
     {"header", "FILE.edb", json_only, "every field of a database header (eseutil /mh)",
@@ -555,6 +527,16 @@ static const cli_cmd dbutil_cmds[] = {
      "Refuses logs of "
      "another database (-539) or stream (-530).",
      cmd_recover},
+    {"check-set", "", check_set_opts,
+     "verify databases and their logs as a backup set (CHKSGFILES)",
+     "Checks the headers (page size, one log signature, the logs needed for Clean Shutdown), every "
+     "page of every database on all cores, and every log generation of the base name. Fails when a "
+     "page is damaged (-1018), a needed generation is missing (-528, -543), damaged (-501), cut "
+     "short (-541), of another stream (-530) or out of sequence (-515), or a database belongs to "
+     "another log set (-539). Damage in generations older than the oldest needed one and in the "
+     "checkpoint is reported and does not fail the set. Without --edb, every generation present "
+     "is part of the set unless --first-gen/--last-gen say which.",
+     cli_dbutil_check_set},
     {0},
 };
 

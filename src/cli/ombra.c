@@ -109,6 +109,27 @@ int cli_flag(const cli_args *a, const char *name)
     return cli_val(a, name) != NULL;
 }
 
+int cli_list(const cli_args *a, const char *name, const char *const **out)
+{
+    cli_val(a, name); /* aborts on a name the command does not have */
+    int i = opt_index(a->cmd, name);
+    *out = a->list[i];
+    return a->nlist[i];
+}
+
+static int is_list_opt(const cli_opt *o)
+{
+    size_t l = o->arg ? strlen(o->arg) : 0;
+    return l > 3 && strcmp(o->arg + l - 3, "...") == 0;
+}
+
+/* Appends a value to list option k (room for every argument was allocated). */
+static void list_add(cli_args *a, int k, const char *v)
+{
+    a->list[k][a->nlist[k]++] = v;
+    if (!a->val[k]) a->val[k] = v;
+}
+
 int cli_number(const cli_args *a, const char *what, const char *text, uint64_t min, uint64_t max,
                int allow_suffix, uint64_t *out)
 {
@@ -405,6 +426,11 @@ static int parse(cli_args *a, int argc, char **argv, int *help)
                 snprintf(err, sizeof err, "--%s takes no value", o->name);
             else
                 a->val[k] = "";
+        } else if (is_list_opt(o)) {
+            if (eq) list_add(a, k, eq + 1);
+            while (i + 1 < argc && (argv[i + 1][0] != '-' || argv[i + 1][1] == 0))
+                list_add(a, k, argv[++i]);
+            if (!a->nlist[k]) snprintf(err, sizeof err, "--%s needs a value (%s)", o->name, o->arg);
         } else if (eq)
             a->val[k] = eq + 1;
         else if (i + 1 < argc)
@@ -429,8 +455,11 @@ static int run_command(const cli_group *g, const cli_cmd *c, int argc, char **ar
 {
     cli_args a = {.group = g, .cmd = c};
     a.pos = calloc((size_t)argc + 1, sizeof *a.pos);
-    if (!a.pos) return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
-    int help, rc = parse(&a, argc, argv, &help);
+    int oom = !a.pos;
+    for (int i = 0; c->opts && c->opts[i].name && !oom; i++)
+        if (is_list_opt(&c->opts[i])) oom = !(a.list[i] = calloc((size_t)argc + 1, sizeof(char *)));
+    int help, rc = oom ? cli_fail(om_errf(OM_E_OutOfMemory, "out of memory")) : CLI_OK;
+    if (rc == CLI_OK) rc = parse(&a, argc, argv, &help);
     if (rc == CLI_OK) {
         if (help)
             print_cmd_help(g, c);
@@ -438,6 +467,8 @@ static int run_command(const cli_group *g, const cli_cmd *c, int argc, char **ar
             rc = c->run(&a);
     }
     free(a.pos);
+    for (int i = 0; i < CLI_MAX_OPTS; i++)
+        free(a.list[i]);
     return rc;
 }
 

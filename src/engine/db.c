@@ -91,6 +91,8 @@ static int db_alloc(const eng_opts *o, eng_db **out)
     if (db->cache_bytes < 16 * ENG_PAGE_SIZE) db->cache_bytes = 16 * ENG_PAGE_SIZE;
     db->checkpoint_gens = o->checkpoint_gens ? o->checkpoint_gens : DEFAULT_CKPT_GENS;
     db->no_reserve = o->no_reserve_logs;
+    db->replay_progress = o->replay_progress;
+    db->progress_arg = o->progress_arg;
     eng_chk_path(db->chk, sizeof db->chk, db->logdir, db->base);
     pthread_mutex_init(&db->wmu, NULL);
     pthread_cond_init(&db->wcond, NULL);

@@ -35,6 +35,8 @@ struct eng_db {
     char edb[4096], logdir[4096], base[4], chk[4200];
     uint64_t cache_bytes;
     uint32_t checkpoint_gens;
+    void (*replay_progress)(void *arg, uint32_t gen, uint32_t first, uint32_t last);
+    void *progress_arg;
     int no_reserve;
     om_file *edbf;
     eng_dbhdr hdr; /* in-memory header; changed under the writer role */

@@ -90,6 +90,9 @@ typedef struct eng_opts {
         cache_bytes; /* committed dirty pages kept before a checkpoint is forced; 0 = 256 MiB */
     uint32_t checkpoint_gens; /* advance the checkpoint every this many generations; 0 = 32 */
     int no_reserve_logs;      /* tests: skip creating the two 1 MiB reserve logs */
+    /* Recovery calls this after each generation it replays: `gen` done, of first..last. */
+    void (*replay_progress)(void *arg, uint32_t gen, uint32_t first, uint32_t last);
+    void *progress_arg;
 } eng_opts;
 
 /* What the header says and where the log stands; see eng_db_info. */

@@ -406,6 +406,7 @@ int db_recover(eng_db *db, eng_log_end *end)
         end->created = prev.hdr.created;
         end->len = prev.len;
         end->cur_exists = gen == sf.cur_gen;
+        if (db->replay_progress) db->replay_progress(db->progress_arg, gen, start.gen, last);
     }
     if (last < db->hdr.log_req_max) {
         rc = om_errf(OM_E_RequiredLogFilesMissing,
