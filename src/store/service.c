@@ -2,16 +2,13 @@
 #include "store/service.h"
 
 #include <errno.h>
-#include <grp.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +16,7 @@
 #include "base/log.h"
 #include "base/paths.h"
 #include "base/proto.h"
+#include "base/server.h"
 #include "base/time.h"
 #include "engine/format.h"
 #include "store/directory.h"
@@ -485,24 +483,6 @@ static int h_mail(store *s, int fd, const char *op, json_t *req, const uint8_t *
 
 /* ---- connections ---- */
 
-static int peer_allowed(store *s, int fd, char *who, size_t wlen)
-{
-    struct ucred cr;
-    socklen_t l = sizeof cr;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) != 0) return 0;
-    snprintf(who, wlen, "uid %u gid %u pid %d", (unsigned)cr.uid, (unsigned)cr.gid, (int)cr.pid);
-    if (cr.uid == 0 || cr.uid == geteuid() || cr.gid == s->group) return 1;
-    struct passwd pw, *pwp = NULL;
-    char buf[4096];
-    if (getpwuid_r(cr.uid, &pw, buf, sizeof buf, &pwp) != 0 || !pwp) return 0;
-    gid_t groups[256];
-    int ng = 256;
-    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &ng) < 0) return 0;
-    for (int i = 0; i < ng; i++)
-        if (groups[i] == s->group) return 1;
-    return 0;
-}
-
 static json_t *dispatch(store *s, int fd, json_t *req, const uint8_t *data, size_t dlen,
                         uint8_t **rdata, size_t *rdlen)
 {
@@ -558,7 +538,7 @@ static void *serve(void *arg)
     conn *c = arg;
     store *s = c->s;
     char who[128] = "unknown peer";
-    if (!peer_allowed(s, c->fd, who, sizeof who)) {
+    if (!om_peer_allowed(c->fd, s->group, who, sizeof who)) {
         om_warn("refused a connection from %s: not root, not the daemon's user, not in its group",
                 who);
         om_errf(OM_E_FileAccessDenied, "access denied: %s is not allowed to use this store", who);
@@ -617,33 +597,6 @@ static void *signal_thread(void *arg)
     return NULL;
 }
 
-static int listen_on(store *s, const char *path)
-{
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof a.sun_path)
-        return om_errf(OM_E_InvalidPath, "socket path too long: %s", path);
-    strcpy(a.sun_path, path);
-    /* A socket file left by a daemon that died: take it over only if nobody answers on it. */
-    int probe = -1;
-    if (om_proto_connect(path, &probe) == 0) {
-        close(probe);
-        return om_errf(OM_E_DatabaseInUse, "another ombra-store already listens on %s", path);
-    }
-    unlink(path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return om_errf(OM_E_DiskIO, "socket: %s", strerror(errno));
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || chmod(path, 0660) != 0 ||
-        listen(fd, 128) != 0) {
-        int e = errno;
-        close(fd);
-        return om_errf(om_err_from_errno(e), "listening on %s: %s", path, strerror(e));
-    }
-    if (s->group != getegid() && chown(path, (uid_t)-1, s->group) != 0)
-        om_warn("could not give %s to group %u: %s", path, (unsigned)s->group, strerror(errno));
-    s->listen_fd = fd;
-    return 0;
-}
-
 int store_run(const store_opts *o)
 {
     static store st;
@@ -654,14 +607,10 @@ int store_run(const store_opts *o)
     cache_mb = o->cache_mb;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
-    s->group = getegid();
-    if (o->group) {
-        struct group *g = getgrnam(o->group);
-        if (!g) return om_errf(OM_E_InvalidParameter, "no group named '%s'", o->group);
-        s->group = g->gr_gid;
-    }
+    int rc = om_group_id(o->group, &s->group);
+    if (rc) return rc;
     char dirpath[4200], sock[4200];
-    int rc = om_mkdirs(o->data_dir);
+    rc = om_mkdirs(o->data_dir);
     if (!rc) rc = om_mkdirs(o->runtime_dir);
     if (rc) return rc;
     snprintf(dirpath, sizeof dirpath, "%s/directory.json", o->data_dir);
@@ -674,7 +623,7 @@ int store_run(const store_opts *o)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if ((rc = listen_on(s, sock))) {
+    if ((rc = om_server_listen(sock, s->group, "ombra-store", &s->listen_fd))) {
         store_dir_close(s->dir);
         return rc;
     }

@@ -1,0 +1,78 @@
+/* Control sockets of the daemons (server.h). */
+#include "base/server.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/proto.h"
+
+int om_server_listen(const char *path, gid_t group, const char *daemon, int *out)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path)
+        return om_errf(OM_E_InvalidPath, "socket path too long: %s", path);
+    strcpy(a.sun_path, path);
+    /* A socket file left by a daemon that died: take it over only if nobody answers on it. */
+    int probe = -1;
+    if (om_proto_connect(path, &probe) == 0) {
+        close(probe);
+        return om_errf(OM_E_DatabaseInUse, "another %s already listens on %s", daemon, path);
+    }
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return om_errf(OM_E_DiskIO, "socket: %s", strerror(errno));
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || chmod(path, 0660) != 0 ||
+        listen(fd, 128) != 0) {
+        int e = errno;
+        close(fd);
+        return om_errf(om_err_from_errno(e), "listening on %s: %s", path, strerror(e));
+    }
+    if (group != getegid() && chown(path, (uid_t)-1, group) != 0)
+        om_warn("could not give %s to group %u: %s", path, (unsigned)group, strerror(errno));
+    *out = fd;
+    return 0;
+}
+
+int om_peer_allowed(int fd, gid_t group, char *who, size_t wlen)
+{
+    struct ucred cr;
+    socklen_t l = sizeof cr;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) != 0) return 0;
+    snprintf(who, wlen, "uid %u gid %u pid %d", (unsigned)cr.uid, (unsigned)cr.gid, (int)cr.pid);
+    if (cr.uid == 0 || cr.uid == geteuid() || cr.gid == group) return 1;
+    struct passwd pw, *pwp = NULL;
+    char buf[4096];
+    if (getpwuid_r(cr.uid, &pw, buf, sizeof buf, &pwp) != 0 || !pwp) return 0;
+    gid_t groups[256];
+    int ng = 256;
+    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &ng) < 0) return 0;
+    for (int i = 0; i < ng; i++)
+        if (groups[i] == group) return 1;
+    return 0;
+}
+
+pid_t om_peer_pid(int fd)
+{
+    struct ucred cr;
+    socklen_t l = sizeof cr;
+    return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) == 0 ? cr.pid : 0;
+}
+
+int om_group_id(const char *name, gid_t *gid)
+{
+    *gid = getegid();
+    if (!name) return 0;
+    struct group *g = getgrnam(name);
+    if (!g) return om_errf(OM_E_InvalidParameter, "no group named '%s'", name);
+    *gid = g->gr_gid;
+    return 0;
+}
