@@ -1,0 +1,159 @@
+/* held: the writer keeps the big files unchanged while the shadow copy exists (page writes to
+ * the .edb are held, finished log generations never change), so the shadow tree holds hard
+ * links to them; the few files that do change (checkpoint, current log) are copied during the
+ * freeze. Hard links need the original's mount, so storage goes there (provider.h). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "vss/provider/provider_internal.h"
+
+/* The held files as paths relative to the shadowed path, sorted, with a mark for each found by
+ * the commit. */
+typedef struct heldset {
+    const char **rel;
+    unsigned char *seen;
+    size_t n;
+} heldset;
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* No empty, "." or ".." component: the walk spells relative paths this way. */
+static int rel_is_clean(const char *rel)
+{
+    for (const char *c = rel;;) {
+        size_t len = strcspn(c, "/");
+        if (len == 0 || (len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
+            return 0;
+        if (!c[len]) return 1;
+        c += len + 1;
+    }
+}
+
+/* The path of held relative to path ("" when they are the same), NULL when not under it. */
+static const char *rel_of(const char *path, const char *held)
+{
+    size_t len = strlen(path);
+    while (len && path[len - 1] == '/')
+        len--;
+    if (strncmp(held, path, len) != 0) return NULL;
+    if (!held[len]) return len ? held + len : NULL;
+    if (held[len] != '/' || !rel_is_clean(held + len + 1)) return NULL;
+    return held + len + 1;
+}
+
+static int held_check(const char *path, const char *held)
+{
+    struct stat st;
+    if (!rel_of(path, held))
+        return om_errf(OM_E_InvalidParameter, "held file %s is not under %s", held, path);
+    if (lstat(held, &st) != 0) return vss_sys_err("reading the held file", held);
+    if (!S_ISREG(st.st_mode))
+        return om_errf(OM_E_InvalidParameter, "held file %s is not a regular file", held);
+    return 0;
+}
+
+static void heldset_free(heldset *h)
+{
+    free(h->rel);
+    free(h->seen);
+}
+
+/* check: each held file must exist as a regular file under the path (prepare). */
+static int heldset_make(const vss_shadow_path *p, int check, heldset *h)
+{
+    *h = (heldset){0};
+    h->rel = calloc(p->nheld + 1, sizeof *h->rel);
+    h->seen = calloc(p->nheld + 1, 1);
+    if (!h->rel || !h->seen) {
+        heldset_free(h);
+        return om_errf(OM_E_OutOfMemory, "shadow copy of %s: out of memory", p->path);
+    }
+    for (size_t i = 0; i < p->nheld; i++) {
+        int rc = check ? held_check(p->path, p->held[i]) : 0;
+        if (!rc && !(h->rel[h->n++] = rel_of(p->path, p->held[i])))
+            rc =
+                om_errf(OM_E_InvalidParameter, "held file %s is not under %s", p->held[i], p->path);
+        if (rc) {
+            heldset_free(h);
+            return rc;
+        }
+    }
+    if (h->n) qsort(h->rel, h->n, sizeof *h->rel, cmp_str);
+    size_t k = 0; /* the same file listed twice counts once */
+    for (size_t i = 0; i < h->n; i++)
+        if (!k || strcmp(h->rel[k - 1], h->rel[i]) != 0) h->rel[k++] = h->rel[i];
+    h->n = k;
+    return 0;
+}
+
+/* 1 when rel is held (marked as found when mark). */
+static int heldset_has(heldset *h, const char *rel, int mark)
+{
+    const char **f = h->n ? bsearch(&rel, h->rel, h->n, sizeof *h->rel, cmp_str) : NULL;
+    if (f && mark) h->seen[f - h->rel] = 1;
+    return f != NULL;
+}
+
+static int copies_unheld(void *arg, const char *rel)
+{
+    return !heldset_has(arg, rel, 0);
+}
+
+static int held_file(void *arg, const char *src, const char *dst, const char *rel,
+                     const struct stat *st, uint64_t deadline_ns)
+{
+    if (!heldset_has(arg, rel, 1)) return vss_copy_file(src, dst, st, deadline_ns);
+    return link(src, dst) == 0 ? 0 : vss_op_err("linking", src, dst);
+}
+
+static int probe_link(const char *src, const char *dst)
+{
+    return link(src, dst) == 0 ? 0 : errno;
+}
+
+static int held_supports(const char *path, const char *shadow_root, char *why, size_t n)
+{
+    return vss_probe_supports(path, shadow_root, probe_link, "no hard links", "link", why, n);
+}
+
+static int held_prepare(const vss_shadow_path *p, const char *shadow_root, vss_shadow *s)
+{
+    heldset h;
+    int rc = p && p->path ? heldset_make(p, 1, &h) : vss_shadow_begin(p, s, "held");
+    if (rc) return rc;
+    vss_tree_opts o = {.same_mount = 1, .copies = copies_unheld, .arg = &h};
+    rc = vss_tree_prepare(p, shadow_root, s, "held", &o);
+    heldset_free(&h);
+    return rc;
+}
+
+static int held_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns)
+{
+    heldset h;
+    int rc = heldset_make(p, 0, &h);
+    if (rc) return rc;
+    rc = vss_tree_commit(s, deadline_ns, held_file, &h);
+    for (size_t i = 0; !rc && i < h.n; i++)
+        if (!h.seen[i])
+            rc =
+                om_errf(OM_E_ProviderVeto, "held shadow copy of %s: the held file %s/%s is missing",
+                        s->original, s->original, h.rel[i]);
+    heldset_free(&h);
+    return rc;
+}
+
+const vss_provider vss_held_provider = {
+    .name = "held",
+    .supports = held_supports,
+    .prepare = held_prepare,
+    .commit = held_commit,
+    .expose = vss_tree_expose,
+    .remove = vss_tree_remove,
+};
