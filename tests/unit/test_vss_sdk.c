@@ -145,8 +145,9 @@ typedef struct tw {
     json_t *args[NEV];
     vss_failure fail[NEV]; /* fail with vss_fail */
     int fail_err[NEV];     /* fail with a plain error */
-    int gate_closed;       /* BackupComplete waits while set */
-    int in_complete;
+    int gate_ev;           /* the handler of this event waits while gate_closed */
+    int gate_closed;
+    int in_gate;
     int registrations;
 } tw;
 
@@ -172,8 +173,8 @@ static int handler(void *ctx, vss_event *e)
     t->args[i] = json_deep_copy(e->args);
     vss_failure f = t->fail[i];
     int err = t->fail_err[i];
-    if (i == EV_COMPLETE) {
-        t->in_complete = 1;
+    if (i == t->gate_ev) {
+        t->in_gate = 1;
         pthread_cond_broadcast(&t->cond);
         while (t->gate_closed)
             pthread_cond_wait(&t->cond, &t->mu);
@@ -225,6 +226,30 @@ static void set_fail(int ev, vss_failure f, int err)
     pthread_mutex_unlock(&T.mu);
 }
 
+static void close_gate(int ev)
+{
+    pthread_mutex_lock(&T.mu);
+    T.gate_ev = ev;
+    T.gate_closed = 1;
+    pthread_mutex_unlock(&T.mu);
+}
+
+static void open_gate(void)
+{
+    pthread_mutex_lock(&T.mu);
+    T.gate_closed = 0;
+    pthread_cond_broadcast(&T.cond);
+    pthread_mutex_unlock(&T.mu);
+}
+
+static void wait_in_gate(void)
+{
+    pthread_mutex_lock(&T.mu);
+    while (!T.in_gate)
+        pthread_cond_wait(&T.cond, &T.mu);
+    pthread_mutex_unlock(&T.mu);
+}
+
 static int registrations(void)
 {
     pthread_mutex_lock(&T.mu);
@@ -268,6 +293,7 @@ static int setup_writer(void **s)
 {
     if (setup_dir(s)) return -1;
     memset(&T, 0, sizeof T);
+    T.gate_ev = -1;
     pthread_mutex_init(&T.mu, NULL);
     pthread_cond_init(&T.cond, NULL);
     W = NULL;
@@ -485,23 +511,15 @@ static void events_of_different_sessions_are_answered_independently(void **s)
     assert_int_equal(fake_listen(), 0);
     start_writer();
     int fd = accept_writer();
-    pthread_mutex_lock(&T.mu);
-    T.gate_closed = 1;
-    pthread_mutex_unlock(&T.mu);
+    close_gate(EV_COMPLETE);
     send_event(fd, 1, "BackupComplete", S1, NULL);
-    pthread_mutex_lock(&T.mu);
-    while (!T.in_complete)
-        pthread_cond_wait(&T.cond, &T.mu);
-    pthread_mutex_unlock(&T.mu);
+    wait_in_gate();
     /* S1's BackupComplete is stuck in its handler; S2 freezes and thaws meanwhile. */
     send_event(fd, 2, "Freeze", S2, json_pack("{s:[], s:b}", "components", "hold", 0));
     expect_ok(fd, 2);
     send_event(fd, 3, "Thaw", S2, NULL);
     expect_ok(fd, 3);
-    pthread_mutex_lock(&T.mu);
-    T.gate_closed = 0;
-    pthread_cond_broadcast(&T.cond);
-    pthread_mutex_unlock(&T.mu);
+    open_gate();
     expect_ok(fd, 1);
     close(fd);
 }
@@ -540,20 +558,41 @@ static void thaw_in_time_cancels_the_auto_thaw(void **s)
     assert_int_equal(fake_listen(), 0);
     start_writer();
     int fd = accept_writer();
-    send_event(fd, 1, "Freeze", S1, json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 150));
+    send_event(fd, 1, "Freeze", S1, json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 600));
     expect_ok(fd, 1);
-    send_event(fd, 2, "Thaw", S1, NULL);
+    send_event(fd, 2, "Thaw", S1, NULL); /* well within the limit, even on a loaded machine */
     expect_ok(fd, 2);
-    sleep_ms(350);
+    sleep_ms(800);
     assert_int_equal(calls(EV_THAW), 1);
     /* Abort during the freeze cancels it too */
-    send_event(fd, 3, "Freeze", S2, json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 150));
+    send_event(fd, 3, "Freeze", S2, json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 600));
     expect_ok(fd, 3);
     send_event(fd, 4, "Abort", S2, NULL);
     expect_ok(fd, 4);
-    sleep_ms(350);
+    sleep_ms(800);
     assert_int_equal(calls(EV_THAW), 1);
     assert_int_equal(calls(EV_ABORT), 1);
+    close(fd);
+}
+
+static void abort_during_freeze_waits_for_it_and_ends_the_freeze(void **s)
+{
+    (void)s;
+    assert_int_equal(fake_listen(), 0);
+    start_writer();
+    int fd = accept_writer();
+    close_gate(EV_FREEZE);
+    send_event(fd, 1, "Freeze", S1, json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 300));
+    wait_in_gate();
+    send_event(fd, 2, "Abort", S1, NULL); /* the coordinator gave up on the Freeze */
+    assert_null(recv_msg(fd, 200));       /* Abort waits for the Freeze handler */
+    assert_int_equal(calls(EV_ABORT), 0);
+    open_gate();
+    expect_ok(fd, 1);
+    expect_ok(fd, 2);
+    assert_int_equal(calls(EV_ABORT), 1);
+    sleep_ms(500);
+    assert_int_equal(calls(EV_THAW), 0); /* the abort ended the freeze: no auto-thaw */
     close(fd);
 }
 
@@ -989,6 +1028,7 @@ int main(void)
         WT(events_of_different_sessions_are_answered_independently),
         WT(freeze_without_thaw_thaws_by_itself_and_late_thaw_times_out),
         WT(thaw_in_time_cancels_the_auto_thaw),
+        WT(abort_during_freeze_waits_for_it_and_ends_the_freeze),
         WT(lost_connection_aborts_the_open_sessions),
         WT(stopping_aborts_the_open_sessions),
         WT(abort_is_answered_ok_and_handled_once),
