@@ -92,6 +92,8 @@ int cli_socket_path(const char *name, char *out, size_t len);
  * returns CLI_FAIL, with nothing to release. */
 int cli_store_call(json_t *req, const void *data, size_t data_len, json_t **reply, uint8_t **rdata,
                    size_t *rdata_len);
+/* The same on vss.sock (the shadow copy service), without data. */
+int cli_vss_call(json_t *req, json_t **reply);
 /* A request in flight on store.sock, for commands that read more than one reply (mail load's
  * progress). The daemon may answer and close before it reads the request (a refused peer), so
  * a failed send is kept, the reply is read anyway, and the send's error counts only when no
@@ -124,5 +126,6 @@ int cli_dbutil_check_set(const cli_args *a);
 extern const cli_group cli_db_group;
 extern const cli_group cli_mail_group;
 extern const cli_group cli_dbutil_group;
+extern const cli_group cli_vss_group;
 
 #endif

@@ -20,6 +20,7 @@ static const cli_group *const groups[] = {
     &cli_db_group,
     &cli_mail_group,
     &cli_dbutil_group,
+    &cli_vss_group,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
@@ -193,17 +194,23 @@ int cli_socket_path(const char *name, char *out, size_t len)
     return 0;
 }
 
-int cli_conn_open(cli_conn *c, json_t *req, const void *data, size_t data_len)
+static int conn_open_at(cli_conn *c, const char *sock, json_t *req, const void *data,
+                        size_t data_len)
 {
     char path[4200];
     c->fd = -1;
     c->send_rc = 0;
-    int rc = cli_socket_path("store.sock", path, sizeof path);
+    int rc = cli_socket_path(sock, path, sizeof path);
     if (!rc) rc = om_proto_connect(path, &c->fd);
     if (!rc && (c->send_rc = om_proto_send(c->fd, req, data, data_len)))
         snprintf(c->send_detail, sizeof c->send_detail, "%s", om_err_detail());
     json_decref(req);
     return rc;
+}
+
+int cli_conn_open(cli_conn *c, json_t *req, const void *data, size_t data_len)
+{
+    return conn_open_at(c, "store.sock", req, data, data_len);
 }
 
 int cli_conn_recv(cli_conn *c, json_t **obj, uint8_t **data, size_t *data_len)
@@ -222,8 +229,8 @@ void cli_conn_close(cli_conn *c)
     c->fd = -1;
 }
 
-int cli_store_call(json_t *req, const void *data, size_t data_len, json_t **reply, uint8_t **rdata,
-                   size_t *rdata_len)
+static int call_at(const char *sock, json_t *req, const void *data, size_t data_len, json_t **reply,
+                   uint8_t **rdata, size_t *rdata_len)
 {
     cli_conn c;
     json_t *r = NULL;
@@ -232,7 +239,7 @@ int cli_store_call(json_t *req, const void *data, size_t data_len, json_t **repl
     *reply = NULL;
     if (rdata) *rdata = NULL;
     if (rdata_len) *rdata_len = 0;
-    int rc = cli_conn_open(&c, req, data, data_len);
+    int rc = conn_open_at(&c, sock, req, data, data_len);
     if (!rc) rc = cli_conn_recv(&c, &r, &d, &dn);
     cli_conn_close(&c);
     if (!rc) rc = om_proto_check(r);
@@ -251,6 +258,17 @@ int cli_store_call(json_t *req, const void *data, size_t data_len, json_t **repl
     } else
         free(d);
     return CLI_OK;
+}
+
+int cli_store_call(json_t *req, const void *data, size_t data_len, json_t **reply, uint8_t **rdata,
+                   size_t *rdata_len)
+{
+    return call_at("store.sock", req, data, data_len, reply, rdata, rdata_len);
+}
+
+int cli_vss_call(json_t *req, json_t **reply)
+{
+    return call_at("vss.sock", req, NULL, 0, reply, NULL, NULL);
 }
 
 /* ---- output ---- */

@@ -1,0 +1,109 @@
+/* ombra-vssd [--foreground] [--group GROUP] [--freeze-limit-ms N] [--commit-limit-ms N]
+ * [--event-limit-ms N] [--shadow-dir DIR]: the shadow copy coordinator (vss/coordinator.h). */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/paths.h"
+#include "vss/coordinator.h"
+
+static void usage(FILE *f)
+{
+    fputs("usage: ombra-vssd [--foreground] [--group GROUP] [--freeze-limit-ms N]\n"
+          "                  [--commit-limit-ms N] [--event-limit-ms N] [--shadow-dir DIR]\n"
+          "  Coordinates writers, requesters and shadow copy providers on vss.sock in the\n"
+          "  runtime directory ($OMBRA_RUNTIME_DIR); catalog in $OMBRA_HOME/vss. Without\n"
+          "  --foreground it detaches and logs to $OMBRA_HOME/ombra-vssd.log.\n"
+          "  --group GROUP          the group allowed to use the socket (default: the daemon's)\n"
+          "  --freeze-limit-ms N    longest Freeze to Thaw (default 60000)\n"
+          "  --commit-limit-ms N    longest provider commit (default 10000)\n"
+          "  --event-limit-ms N     longest a writer may take to answer an event (default 60000)\n"
+          "  --shadow-dir DIR       where shadow copies go (default $OMBRA_HOME/shadows)\n",
+          f);
+}
+
+static int limit(const char *arg, const char *name, uint32_t *out)
+{
+    char *end;
+    unsigned long v = strtoul(arg, &end, 10);
+    if (*end || v < 1 || v > 3600000) {
+        fprintf(stderr, "ombra-vssd: %s takes milliseconds (1-3600000), not '%s'\n", name, arg);
+        return 2;
+    }
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    om_log_init("ombra-vssd");
+    int fg = 0, rc = 0;
+    vss_coord_opts o = {.fail_provider_step = getenv("OMBRA_VSSD_TEST_FAIL_PROVIDER")};
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--foreground"))
+            fg = 1;
+        else if (!strcmp(a, "--group") && v)
+            o.group = argv[++i];
+        else if (!strcmp(a, "--shadow-dir") && v)
+            o.shadow_dir = argv[++i];
+        else if (!strcmp(a, "--freeze-limit-ms") && v)
+            rc = limit(argv[++i], a, &o.freeze_limit_ms);
+        else if (!strcmp(a, "--commit-limit-ms") && v)
+            rc = limit(argv[++i], a, &o.commit_limit_ms);
+        else if (!strcmp(a, "--event-limit-ms") && v)
+            rc = limit(argv[++i], a, &o.event_limit_ms);
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "ombra-vssd: unknown argument '%s'. See 'ombra-vssd --help'.\n", a);
+            return 2;
+        }
+    }
+    if (rc) return rc;
+    char run[4096], data[4096], arun[4096], adata[4096], ashadow[4096];
+    rc = om_runtime_dir(run, sizeof run);
+    if (!rc) rc = om_data_dir(data, sizeof data);
+    if (rc) {
+        fprintf(stderr, "ombra-vssd: %s\n", om_err_detail());
+        return 1;
+    }
+    /* Absolute paths: the daemon changes its working directory when it detaches. */
+    if (om_mkdirs(run) || om_mkdirs(data) || !realpath(run, arun) || !realpath(data, adata)) {
+        fprintf(stderr, "ombra-vssd: cannot use %s or %s: %s\n", run, data, om_err_detail());
+        return 1;
+    }
+    o.runtime_dir = arun;
+    o.data_dir = adata;
+    if (o.shadow_dir && o.shadow_dir[0] != '/') {
+        if (!getcwd(ashadow, sizeof ashadow - 1024)) ashadow[0] = 0;
+        strncat(ashadow, "/", sizeof ashadow - strlen(ashadow) - 1);
+        strncat(ashadow, o.shadow_dir, sizeof ashadow - strlen(ashadow) - 1);
+        o.shadow_dir = ashadow;
+    }
+    if (!fg) {
+        char logp[4200];
+        snprintf(logp, sizeof logp, "%s/ombra-vssd.log", adata);
+        if (daemon(0, 1) != 0) {
+            perror("ombra-vssd: daemon");
+            return 1;
+        }
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+    }
+    rc = vss_coord_run(&o);
+    if (rc) {
+        om_error("%s", om_err_detail());
+        if (fg) fprintf(stderr, "ombra-vssd: %s (%d %s)\n", om_err_detail(), rc, om_err_name(rc));
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,993 @@
+/* Requester sessions of ombra-vssd: the backup and restore sequences, their order, their
+ * failures and aborts (coordinator.h has the state diagram and the rules). A session is served
+ * by its requester's connection thread; only a writer's disconnect touches it from elsewhere
+ * (session_writer_gone, under coord.mu). */
+#include <fnmatch.h>
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/proto.h"
+#include "base/server.h"
+#include "base/time.h"
+#include "base/uuid.h"
+#include "vss/coord_internal.h"
+
+enum sstate {
+    S_BEGUN,
+    S_GATHERED,
+    S_PREPARED,
+    S_SET_STARTED,
+    S_SNAPSHOT_DONE,
+    S_COMPLETE,
+    S_ABORTED,
+    R_BEGUN,
+    R_LOADED,
+    R_PRE_DONE,
+    R_POST_DONE,
+};
+
+static const char *state_name[] = {"begun",
+                                   "gathered",
+                                   "prepared",
+                                   "snapshot set started",
+                                   "snapshot done",
+                                   "complete",
+                                   "aborted",
+                                   "begun (restore)",
+                                   "documents loaded",
+                                   "pre-restore done",
+                                   "post-restore done"};
+
+typedef struct comp {
+    wconn *w;
+    char name[600];       /* full name: logical_path\name */
+    int succeeded;        /* -1: not said */
+    json_t *backup_md;    /* from PostSnapshot (backup) or the loaded document (restore) */
+    json_t *restore_opts; /* restore */
+    json_t *new_target;
+} comp;
+
+typedef struct involved {
+    wconn *w;
+    uint32_t gen;
+    int snap_locked;
+    int failed; /* this writer failed the session */
+} involved;
+
+typedef struct spath {
+    char path[VSS_PATH_MAX];
+    const vss_provider *p;
+    char why[256];
+    shadow_ent *ent;
+} spath;
+
+struct session {
+    session *next;
+    char id[40];
+    int restore;
+    enum sstate state;
+    char type[16];
+    comp comps[VSS_MAX_COMPS];
+    int ncomp;
+    involved inv[VSS_MAX_INVOLVED];
+    int ninv;
+    json_t *metadata; /* [{instance_id, metadata}] from gather_metadata or load_documents */
+    char set_id[37];
+    int persistent;
+    spath paths[VSS_MAX_PATHS];
+    int npaths;
+    int hold;     /* the held provider is in the set */
+    int gone_err; /* a writer of the session disconnected */
+    char gone_detail[512];
+    int additional_restores;
+    json_t *loaded_doc;
+    double freeze_ms, snapshot_ms;
+};
+
+int session_count(coord *c)
+{
+    int n = 0;
+    for (session *s = c->sessions; s; s = s->next)
+        n++;
+    return n;
+}
+
+void session_writer_gone(coord *c, wconn *w)
+{
+    for (session *s = c->sessions; s; s = s->next)
+        for (int i = 0; i < s->ninv; i++) {
+            if (s->inv[i].w != w || s->inv[i].gen != w->conn_gen) continue;
+            s->inv[i].failed = 1;
+            s->inv[i].snap_locked = 0; /* the caller frees the writer's snapshot lock */
+            if (!s->gone_err && s->state != S_COMPLETE && s->state != S_ABORTED &&
+                s->state != R_POST_DONE) {
+                s->gone_err = OM_E_WriterNotResponding;
+                snprintf(s->gone_detail, sizeof s->gone_detail,
+                         "writer '%s' (pid %d) disconnected during the session", w->name, w->pid);
+            }
+            for (int k = 0; k < c->nshadows; k++)
+                if (!strcmp(c->shadows[k]->session, s->id) &&
+                    !strcmp(c->shadows[k]->s.provider, "held"))
+                    c->shadows[k]->valid = 0;
+        }
+}
+
+/* ---- components and writers ---- */
+
+static void comp_free(comp *k)
+{
+    json_decref(k->backup_md);
+    json_decref(k->restore_opts);
+    json_decref(k->new_target);
+    memset(k, 0, sizeof *k);
+}
+
+static involved *involve(session *s, wconn *w)
+{
+    for (int i = 0; i < s->ninv; i++)
+        if (s->inv[i].w == w) return &s->inv[i];
+    if (s->ninv == VSS_MAX_INVOLVED) return NULL;
+    involved *v = &s->inv[s->ninv++];
+    memset(v, 0, sizeof *v);
+    v->w = w;
+    v->gen = w->conn_gen;
+    return v;
+}
+
+/* The metadata document a writer gave this session. */
+static json_t *writer_md(session *s, const char *instance_id)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(s->metadata, i,
+                       e) if (!strcmp(om_json_str_or(e, "instance_id", ""),
+                                      instance_id)) return json_object_get(e, "metadata");
+    return NULL;
+}
+
+static void full_name(json_t *k, char *out, size_t n)
+{
+    const char *lp = om_json_str_or(k, "logical_path", ""), *nm = om_json_str_or(k, "name", "");
+    snprintf(out, n, "%s%s%s", lp, *lp ? "\\" : "", nm);
+}
+
+/* a is b, or one contains the other (a subcomponent). */
+static int overlaps(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), l = la < lb ? la : lb;
+    return !strncmp(a, b, l) && (la == lb || (la > lb ? a[l] : b[l]) == '\\');
+}
+
+/* The session that has this component (or one overlapping it) of this writer, other than s. */
+static session *owner_of(coord *c, session *s, const char *instance_id, const char *name)
+{
+    for (session *o = c->sessions; o; o = o->next) {
+        if (o == s || o->state == S_COMPLETE || o->state == S_ABORTED || o->state == R_POST_DONE)
+            continue;
+        for (int i = 0; i < o->ncomp; i++)
+            if (!strcmp(o->comps[i].w->instance_id, instance_id) &&
+                overlaps(o->comps[i].name, name))
+                return o;
+    }
+    return NULL;
+}
+
+/* The components of s that writer w has, as the events' "components" list. */
+static json_t *comp_names(session *s, wconn *w)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < s->ncomp; i++)
+        if (s->comps[i].w == w) json_array_append_new(a, json_string(s->comps[i].name));
+    return a;
+}
+
+/* ---- events to every involved writer ---- */
+
+typedef json_t *(*args_fn)(session *s, wconn *w, void *arg);
+
+static json_t *plain_args(session *s, wconn *w, void *arg)
+{
+    return json_pack("{s:o}", "components", comp_names(s, w));
+}
+
+/* Sends event to every involved writer in turn; stops at the first failure, which leaves that
+ * writer "failed_at_<event>". ok_state: the writers' state after success. */
+static int call_all(coord *c, session *s, const char *event, args_fn fn, void *arg,
+                    const char *ok_state, int (*on_result)(session *, wconn *, json_t *))
+{
+    for (int i = 0; i < s->ninv; i++) {
+        involved *v = &s->inv[i];
+        json_t *args = fn(s, v->w, arg), *res = NULL;
+        int rc = coord_call(c, v->w, v->gen, s->id, event, args, &res);
+        json_decref(args);
+        if (!rc && on_result) rc = on_result(s, v->w, res);
+        json_decref(res);
+        if (rc) {
+            char st[64];
+            snprintf(st, sizeof st, "failed_at_%s", event);
+            v->failed = 1;
+            coord_writer_state(c, v->w, st, rc);
+            return rc;
+        }
+        if (ok_state) coord_writer_state(c, v->w, ok_state, 0);
+    }
+    return 0;
+}
+
+/* ---- snapshot locks (one session per writer from PrepareBackup to PostSnapshot) ---- */
+
+static void unlock_writers(coord *c, session *s)
+{
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < s->ninv; i++) {
+        involved *v = &s->inv[i];
+        if (!v->snap_locked) continue;
+        v->snap_locked = 0;
+        if (v->w->snap_owner == s) v->w->snap_owner = NULL;
+        pthread_cond_broadcast(&v->w->snap_cond);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static int cmp_inv(const void *a, const void *b)
+{
+    return strcmp(((const involved *)a)->w->instance_id, ((const involved *)b)->w->instance_id);
+}
+
+/* Takes every involved writer's snapshot lock, in instance id order (no deadlock between two
+ * sessions), waiting up to the event limit for each. */
+static int lock_writers(coord *c, session *s)
+{
+    qsort(s->inv, (size_t)s->ninv, sizeof s->inv[0], cmp_inv);
+    int rc = 0;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < s->ninv && !rc; i++) {
+        involved *v = &s->inv[i];
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += c->event_limit_ms / 1000 + 1;
+        while (v->w->snap_owner && v->w->snap_owner != s && v->w->fd >= 0)
+            if (pthread_cond_timedwait(&v->w->snap_cond, &c->mu, &until)) break;
+        if (v->w->fd < 0 || v->w->conn_gen != v->gen)
+            rc = om_errf(OM_E_WriterNotResponding, "writer '%s' disconnected", v->w->name);
+        else if (v->w->snap_owner && v->w->snap_owner != s)
+            rc = om_errf(OM_E_SnapshotSetInProgress,
+                         "writer '%s' is busy with session %s (between PrepareBackup and "
+                         "PostSnapshot) for longer than %u ms",
+                         v->w->name, v->w->snap_owner->id, c->event_limit_ms);
+        else {
+            v->w->snap_owner = s;
+            v->snap_locked = 1;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (rc) unlock_writers(c, s);
+    return rc;
+}
+
+/* ---- abort ---- */
+
+/* Every involved writer gets Abort; shadow copies go; locks are released. The writers that did
+ * not fail are stable again. */
+static void abort_session(coord *c, session *s)
+{
+    if (s->state == S_ABORTED) return;
+    for (int i = 0; i < s->ninv; i++) {
+        involved *v = &s->inv[i];
+        json_t *args = plain_args(s, v->w, NULL), *res = NULL;
+        if (coord_call(c, v->w, v->gen, s->id, "Abort", args, &res) == 0 && !v->failed)
+            coord_writer_state(c, v->w, "stable", 0);
+        json_decref(args);
+        json_decref(res);
+    }
+    unlock_writers(c, s);
+    coord_drop_shadows(c, s->id, 0);
+    for (int i = 0; i < s->npaths; i++)
+        s->paths[i].ent = NULL;
+    s->state = S_ABORTED;
+    om_info("session %s aborted", s->id);
+}
+
+/* A failure of a step: the session is aborted and the failure is the reply. */
+static int fail_session(coord *c, session *s, int rc)
+{
+    char d[1024];
+    snprintf(d, sizeof d, "%s", om_err_detail());
+    om_warn("session %s: %d %s: %s", s->id, rc, om_err_name(rc), d);
+    abort_session(c, s);
+    return om_errf(rc, "%s", d);
+}
+
+/* ---- backup steps ---- */
+
+static int need(session *s, enum sstate st, const char *op)
+{
+    if (s->state == st) return 0;
+    if (s->state == S_ABORTED)
+        return om_errf(OM_E_Aborted,
+                       "session %s was aborted; only gather_status and release are "
+                       "accepted",
+                       s->id);
+    return om_errf(OM_E_BadState, "%s is not allowed now: the session is %s (expected %s)", op,
+                   state_name[s->state], state_name[st]);
+}
+
+static int gather(coord *c, session *s, json_t *rep)
+{
+    if (s->state != S_BEGUN && s->state != S_GATHERED && s->state != R_BEGUN &&
+        s->state != R_LOADED)
+        return need(s, S_BEGUN, "gather_metadata");
+    wconn *ws[VSS_MAX_WRITERS];
+    uint32_t gens[VSS_MAX_WRITERS];
+    int n = 0;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < c->nw; i++)
+        if (c->w[i]->fd >= 0) {
+            ws[n] = c->w[i];
+            gens[n++] = c->w[i]->conn_gen;
+        }
+    pthread_mutex_unlock(&c->mu);
+    json_t *out = json_array(), *mds = json_array();
+    for (int i = 0; i < n; i++) {
+        json_t *res = NULL;
+        int rc = coord_call(c, ws[i], gens[i], s->id, "Identify", NULL, &res);
+        pthread_mutex_lock(&c->mu);
+        json_t *wj = coord_writer_json(ws[i]);
+        pthread_mutex_unlock(&c->mu);
+        json_t *md = json_object_get(res, "metadata");
+        if (rc || !json_is_object(md)) {
+            if (!rc)
+                rc = om_errf(OM_E_WriterErrorNonRetryable, "writer '%s' gave no metadata",
+                             ws[i]->name);
+            coord_writer_state(c, ws[i], "failed_at_Identify", rc);
+            json_object_set_new(wj, "error", json_string(om_err_detail()));
+        } else {
+            json_object_set(wj, "metadata", md);
+            json_array_append_new(
+                mds, json_pack("{s:s, s:O}", "instance_id", ws[i]->instance_id, "metadata", md));
+        }
+        json_decref(res);
+        json_array_append_new(out, wj);
+    }
+    json_decref(s->metadata);
+    s->metadata = mds;
+    json_object_set_new(rep, "writers", out);
+    if (s->state == S_BEGUN) s->state = S_GATHERED;
+    return 0;
+}
+
+static int set_backup_state(session *s, json_t *req)
+{
+    int rc = need(s, S_GATHERED, "set_backup_state");
+    const char *t = NULL;
+    if (!rc) rc = om_json_str(req, "type", &t);
+    if (rc) return rc;
+    if (strcmp(t, "full") && strcmp(t, "copy") && strcmp(t, "incremental") &&
+        strcmp(t, "differential"))
+        return om_errf(OM_E_InvalidParameter,
+                       "backup type '%s' is not full, copy, incremental or differential", t);
+    snprintf(s->type, sizeof s->type, "%s", t);
+    return 0;
+}
+
+/* The component `name` in writer md, or NULL. */
+static json_t *find_comp(json_t *md, const char *name)
+{
+    size_t i;
+    json_t *k;
+    char fn[600];
+    json_array_foreach(json_object_get(md, "components"), i, k)
+    {
+        full_name(k, fn, sizeof fn);
+        if (!strcmp(fn, name)) return k;
+    }
+    return NULL;
+}
+
+static int add_component(coord *c, session *s, json_t *req, int restore)
+{
+    int rc = restore ? (s->state == R_LOADED ? 0 : need(s, R_LOADED, "add_restore_component"))
+                     : need(s, S_GATHERED, "add_component");
+    const char *inst = NULL, *name = NULL;
+    if (!rc) rc = om_json_str(req, "instance_id", &inst);
+    if (!rc) rc = om_json_str(req, "component", &name);
+    if (rc) return rc;
+    json_t *md = writer_md(s, inst);
+    if (!md)
+        return om_errf(OM_E_ObjectNotFound,
+                       "no writer with instance id %s in this session's "
+                       "metadata",
+                       inst);
+    if (!find_comp(md, name))
+        return om_errf(OM_E_ObjectNotFound, "writer %s has no component '%s'", inst, name);
+    if (s->ncomp == VSS_MAX_COMPS)
+        return om_errf(OM_E_InvalidParameter, "too many components (%d)", VSS_MAX_COMPS);
+    pthread_mutex_lock(&c->mu);
+    wconn *w = coord_find_writer(c, inst);
+    session *o = w ? owner_of(c, s, inst, name) : NULL;
+    involved *v = w && !o ? involve(s, w) : NULL;
+    if (!w)
+        rc = om_errf(OM_E_WriterNotResponding, "writer %s is not connected", inst);
+    else if (o)
+        rc = om_errf(OM_E_BackupInProgress,
+                     "component '%s' of writer '%s' is already in session %s (%s)", name, w->name,
+                     o->id, o->restore ? "a restore" : "a backup in progress");
+    else if (!v)
+        rc = om_errf(OM_E_InvalidParameter, "too many writers in one session");
+    if (!rc) {
+        comp *k = &s->comps[s->ncomp++];
+        memset(k, 0, sizeof *k);
+        k->w = w;
+        k->succeeded = -1;
+        snprintf(k->name, sizeof k->name, "%s", name);
+        if (restore) {
+            k->restore_opts = json_incref(json_object_get(req, "restore_options"));
+            k->new_target = json_incref(json_object_get(req, "new_target"));
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static int prepare_backup(coord *c, session *s)
+{
+    int rc = need(s, S_GATHERED, "prepare_backup");
+    if (!rc && !s->ncomp) rc = om_errf(OM_E_BadState, "no component was added");
+    if (!rc && !s->type[0]) rc = om_errf(OM_E_BadState, "set_backup_state was not called");
+    if (rc) return rc;
+    if ((rc = lock_writers(c, s))) return fail_session(c, s, rc);
+    json_t *targs = json_pack("{s:s}", "type", s->type);
+    for (int i = 0; i < s->ninv && !rc; i++) {
+        involved *v = &s->inv[i];
+        json_t *args = json_pack("{s:s, s:o}", "type", s->type, "components", comp_names(s, v->w));
+        json_t *res = NULL;
+        rc = coord_call(c, v->w, v->gen, s->id, "PrepareBackup", args, &res);
+        json_decref(args);
+        json_decref(res);
+        if (rc) {
+            v->failed = 1;
+            coord_writer_state(c, v->w, "failed_at_PrepareBackup", rc);
+        } else
+            coord_writer_state(c, v->w, "stable", 0);
+    }
+    json_decref(targs);
+    if (rc) return fail_session(c, s, rc);
+    s->state = S_PREPARED;
+    return 0;
+}
+
+static int start_set(session *s, json_t *req, json_t *rep)
+{
+    int rc = need(s, S_PREPARED, "start_snapshot_set");
+    if (rc) return rc;
+    om_uuid u;
+    om_uuid_new(&u);
+    om_uuid_str(&u, s->set_id);
+    s->persistent = json_is_true(json_object_get(req, "persistent"));
+    s->state = S_SET_STARTED;
+    json_object_set_new(rep, "set", json_string(s->set_id));
+    return 0;
+}
+
+static int writers_can_hold(coord *c, session *s)
+{
+    pthread_mutex_lock(&c->mu);
+    int all = s->ninv > 0;
+    for (int i = 0; i < s->ninv; i++)
+        all &= s->inv[i].w->can_hold;
+    pthread_mutex_unlock(&c->mu);
+    return all;
+}
+
+static int add_path(coord *c, session *s, json_t *req, json_t *rep)
+{
+    int rc = need(s, S_SET_STARTED, "add_path");
+    const char *path = NULL;
+    if (!rc) rc = om_json_str(req, "path", &path);
+    if (rc) return rc;
+    const char *pname = om_json_str_or(req, "provider", "auto");
+    if (path[0] != '/') return om_errf(OM_E_InvalidPath, "path '%s' is not absolute", path);
+    if (strlen(path) >= VSS_PATH_MAX) return om_errf(OM_E_InvalidPath, "path too long: %s", path);
+    if (s->npaths == VSS_MAX_PATHS)
+        return om_errf(OM_E_InvalidParameter, "too many paths (%d)", VSS_MAX_PATHS);
+    for (int i = 0; i < s->npaths; i++)
+        if (overlaps(s->paths[i].path, path) || !strcmp(s->paths[i].path, path))
+            return om_errf(OM_E_InvalidParameter, "%s overlaps %s, already in the set", path,
+                           s->paths[i].path);
+    spath *sp = &s->paths[s->npaths];
+    memset(sp, 0, sizeof *sp);
+    snprintf(sp->path, sizeof sp->path, "%s", path);
+    int hold = writers_can_hold(c, s);
+    if (!strcmp(pname, "auto")) {
+        sp->p = vss_provider_auto(path, c->shadow_root, hold, sp->why, sizeof sp->why);
+        if (!sp->p)
+            return om_errf(OM_E_VolumeNotSupportedByProvider, "no provider can shadow %s: %s", path,
+                           sp->why);
+    } else {
+        sp->p = vss_provider_find(pname);
+        if (!sp->p)
+            return om_errf(OM_E_ProviderNotRegistered,
+                           "no provider '%s' (auto, held, reflink, btrfs or copy)", pname);
+        if (!strcmp(pname, "held") && !hold)
+            return om_errf(OM_E_VolumeNotSupportedByProvider,
+                           "the held provider needs writers that can hold their files, and a "
+                           "writer of this session cannot");
+        int ok = sp->p->supports(path, c->shadow_root, sp->why, sizeof sp->why);
+        if (ok < 0) return ok;
+        if (ok == 0)
+            return om_errf(OM_E_VolumeNotSupportedByProvider, "provider %s cannot shadow %s: %s",
+                           pname, path, sp->why);
+    }
+    if (!strcmp(sp->p->name, "held") && s->persistent)
+        return om_errf(OM_E_InvalidParameter,
+                       "a held shadow copy cannot be persistent: it lasts as long as the "
+                       "writers hold their files");
+    s->hold |= !strcmp(sp->p->name, "held");
+    s->npaths++;
+    json_object_set_new(rep, "provider", json_string(sp->p->name));
+    json_object_set_new(rep, "why", json_string(sp->why));
+    return 0;
+}
+
+/* ---- do_snapshot_set ---- */
+
+/* The files the session's writers hold under path (files marked held in the selected
+ * components and their subcomponents; specs expanded). */
+static void held_files(session *s, const char *path, vss_shadow_path *out)
+{
+    size_t cap = 0;
+    size_t pl = strlen(path);
+    for (int i = 0; i < s->ncomp; i++) {
+        json_t *md = writer_md(s, s->comps[i].w->instance_id), *k;
+        size_t ki, fi;
+        char fn[600];
+        json_array_foreach(json_object_get(md, "components"), ki, k)
+        {
+            full_name(k, fn, sizeof fn);
+            if (!overlaps(fn, s->comps[i].name) || strlen(fn) < strlen(s->comps[i].name)) continue;
+            json_t *f;
+            json_array_foreach(json_object_get(k, "files"), fi, f)
+            {
+                if (!json_is_true(json_object_get(f, "held"))) continue;
+                const char *fp = om_json_str_or(f, "path", ""),
+                           *spec = om_json_str_or(f, "spec", NULL);
+                char pat[VSS_PATH_MAX + 300];
+                snprintf(pat, sizeof pat, "%s%s%s", fp, spec ? "/" : "", spec ? spec : "");
+                glob_t g;
+                if (glob(pat, GLOB_NOSORT, NULL, &g) != 0) continue;
+                for (size_t gi = 0; gi < g.gl_pathc; gi++) {
+                    const char *m = g.gl_pathv[gi];
+                    if (strncmp(m, path, pl) || (m[pl] != '/' && m[pl] != 0)) continue;
+                    if (out->nheld == cap) {
+                        cap = cap ? cap * 2 : 32;
+                        char **nv = realloc(out->held, cap * sizeof *nv);
+                        if (!nv) break;
+                        out->held = nv;
+                    }
+                    out->held[out->nheld] = strdup(m);
+                    if (out->held[out->nheld]) out->nheld++;
+                }
+                globfree(&g);
+            }
+        }
+    }
+}
+
+static void free_held(vss_shadow_path *p)
+{
+    for (size_t i = 0; i < p->nheld; i++)
+        free(p->held[i]);
+    free(p->held);
+    p->held = NULL;
+    p->nheld = 0;
+}
+
+static int test_fault(coord *c, const char *step, const char *path)
+{
+    if (c->o.fail_provider_step && !strcmp(c->o.fail_provider_step, step))
+        return om_errf(OM_E_ProviderVeto, "provider failed at %s of %s (test hook)", step, path);
+    return 0;
+}
+
+/* One provider step over every path. step: "prepare", "commit" or "expose". */
+static int provider_step(coord *c, session *s, const char *step, uint64_t deadline)
+{
+    for (int i = 0; i < s->npaths; i++) {
+        spath *sp = &s->paths[i];
+        vss_shadow_path p = {.path = sp->path};
+        vss_shadow work = {0};
+        int rc = test_fault(c, step, sp->path);
+        if (!rc && strcmp(step, "expose")) held_files(s, sp->path, &p);
+        if (!rc && !strcmp(step, "prepare")) {
+            om_uuid u;
+            om_uuid_new(&u);
+            om_uuid_str(&u, work.id);
+            snprintf(work.set_id, sizeof work.set_id, "%s", s->set_id);
+            rc = sp->p->prepare(&p, c->shadow_root, &work);
+            if (rc && work.storage[0]) sp->p->remove(&work);
+            if (!rc) {
+                shadow_ent e = {.s = work, .persistent = s->persistent, .valid = 1};
+                snprintf(e.session, sizeof e.session, "%s", s->id);
+                pthread_mutex_lock(&c->mu);
+                sp->ent = coord_add_shadow(c, &e);
+                if (!sp->ent) rc = OM_E_OutOfMemory;
+                pthread_mutex_unlock(&c->mu);
+                if (rc) sp->p->remove(&work);
+            }
+        } else if (!rc) {
+            pthread_mutex_lock(&c->mu);
+            work = sp->ent->s;
+            pthread_mutex_unlock(&c->mu);
+            rc =
+                !strcmp(step, "commit") ? sp->p->commit(&p, &work, deadline) : sp->p->expose(&work);
+            coord_update_shadow(c, sp->ent, &work);
+        }
+        free_held(&p);
+        if (rc) return om_err_ctx(rc, "provider %s, %s of %s", sp->p->name, step, sp->path);
+    }
+    return 0;
+}
+
+static json_t *freeze_args(session *s, wconn *w, void *arg)
+{
+    coord *c = arg;
+    return json_pack("{s:o, s:b, s:i}", "components", comp_names(s, w), "hold", s->hold,
+                     "thaw_limit_ms", (int)c->freeze_limit_ms);
+}
+
+static json_t *shadows_json(coord *c, session *s)
+{
+    json_t *a = json_array();
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < s->npaths; i++) {
+        shadow_ent *e = s->paths[i].ent;
+        if (!e) continue;
+        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s, s:I, s:i}", "id", e->s.id,
+                                           "original", e->s.original, "exposed", e->s.exposed,
+                                           "provider", e->s.provider, "bytes",
+                                           (json_int_t)e->s.bytes, "files", (int)e->s.files));
+    }
+    pthread_mutex_unlock(&c->mu);
+    return a;
+}
+
+static json_t *post_args(session *s, wconn *w, void *arg)
+{
+    return json_pack("{s:o, s:O}", "components", comp_names(s, w), "shadows", (json_t *)arg);
+}
+
+static int take_backup_md(session *s, wconn *w, json_t *res)
+{
+    json_t *cs = json_object_get(res, "components");
+    for (int i = 0; i < s->ncomp; i++) {
+        json_t *md = json_object_get(cs, s->comps[i].name);
+        if (s->comps[i].w != w || !md) continue;
+        json_decref(s->comps[i].backup_md);
+        s->comps[i].backup_md = json_incref(md);
+    }
+    return 0;
+}
+
+static json_t *components_doc(coord *c, session *s)
+{
+    char t[40];
+    json_t *cs = json_array();
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < s->ncomp; i++) {
+        comp *k = &s->comps[i];
+        json_array_append_new(
+            cs, json_pack("{s:s, s:s, s:s, s:s, s:b, s:o, s:O}", "instance_id", k->w->instance_id,
+                          "class_id", k->w->class_id, "writer", k->w->name, "component", k->name,
+                          "selected", 1, "succeeded",
+                          k->succeeded < 0 ? json_null() : json_boolean(k->succeeded),
+                          "backup_metadata", k->backup_md ? k->backup_md : json_null()));
+    }
+    pthread_mutex_unlock(&c->mu);
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "session", s->id, "type", s->type, "set",
+                     s->set_id, "time", om_time_iso(om_now_ns(), t, sizeof t), "components", cs,
+                     "shadows", shadows_json(c, s));
+}
+
+/* PrepareSnapshot, provider prepare, Freeze, commit, Thaw, expose, PostSnapshot. */
+static int snapshot_steps(coord *c, session *s)
+{
+    int rc = call_all(c, s, "PrepareSnapshot", plain_args, NULL, "waiting_for_freeze", NULL);
+    if (!rc) rc = provider_step(c, s, "prepare", UINT64_MAX);
+    if (rc) return rc;
+    rc = call_all(c, s, "Freeze", freeze_args, c, "waiting_for_thaw", NULL);
+    uint64_t tf = om_mono_ns();
+    uint64_t limit = (uint64_t)(c->commit_limit_ms < c->freeze_limit_ms ? c->commit_limit_ms
+                                                                        : c->freeze_limit_ms);
+    if (!rc) rc = provider_step(c, s, "commit", tf + limit * 1000000u);
+    if (rc) return rc; /* Abort thaws the writers */
+    rc = call_all(c, s, "Thaw", plain_args, NULL, "waiting_for_post_snapshot", NULL);
+    s->freeze_ms = (double)(om_mono_ns() - tf) / 1e6;
+    if (!rc && s->freeze_ms > c->freeze_limit_ms)
+        rc = om_errf(OM_E_FlushWritesTimeout,
+                     "writes were held %.0f ms, past the freeze limit of %u ms (the writers "
+                     "thawed by themselves)",
+                     s->freeze_ms, c->freeze_limit_ms);
+    if (!rc) rc = provider_step(c, s, "expose", UINT64_MAX);
+    if (rc) return rc;
+    json_t *sh = shadows_json(c, s);
+    rc = call_all(c, s, "PostSnapshot", post_args, sh, "waiting_for_backup_complete",
+                  take_backup_md);
+    json_decref(sh);
+    return rc;
+}
+
+static int do_snapshot_set(coord *c, session *s, json_t *rep)
+{
+    int rc = need(s, S_SET_STARTED, "do_snapshot_set");
+    if (!rc && !s->npaths) rc = om_errf(OM_E_BadState, "no path was added to the snapshot set");
+    if (rc) return rc;
+    uint64_t t0 = om_mono_ns();
+    if ((rc = snapshot_steps(c, s))) return fail_session(c, s, rc);
+    unlock_writers(c, s);
+    coord_expose_shadows(c, s->id);
+    s->snapshot_ms = (double)(om_mono_ns() - t0) / 1e6;
+    s->state = S_SNAPSHOT_DONE;
+    om_info("session %s: snapshot set %s done (writes held %.1f ms, %.1f ms in all)", s->id,
+            s->set_id, s->freeze_ms, s->snapshot_ms);
+    json_object_set_new(rep, "set", json_string(s->set_id));
+    json_object_set_new(rep, "shadows", shadows_json(c, s));
+    json_object_set_new(rep, "freeze_ms", json_real(s->freeze_ms));
+    json_object_set_new(rep, "snapshot_ms", json_real(s->snapshot_ms));
+    json_object_set_new(rep, "components_document", components_doc(c, s));
+    return 0;
+}
+
+static int set_succeeded(session *s, json_t *req)
+{
+    int rc = need(s, S_SNAPSHOT_DONE, "set_backup_succeeded");
+    const char *inst = NULL, *name = NULL;
+    if (!rc) rc = om_json_str(req, "instance_id", &inst);
+    if (!rc) rc = om_json_str(req, "component", &name);
+    if (rc) return rc;
+    for (int i = 0; i < s->ncomp; i++)
+        if (!strcmp(s->comps[i].w->instance_id, inst) && !strcmp(s->comps[i].name, name)) {
+            s->comps[i].succeeded = json_is_true(json_object_get(req, "succeeded"));
+            return 0;
+        }
+    return om_errf(OM_E_ObjectNotFound, "component '%s' of writer %s is not in this session", name,
+                   inst);
+}
+
+static json_t *complete_args(session *s, wconn *w, void *arg)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < s->ncomp; i++)
+        if (s->comps[i].w == w)
+            json_array_append_new(a, json_pack("{s:s, s:b}", "name", s->comps[i].name, "succeeded",
+                                               s->comps[i].succeeded == 1));
+    return json_pack("{s:o}", "components", a);
+}
+
+static int status_json(coord *c, session *s, json_t *rep)
+{
+    json_t *a = json_array();
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < s->ninv; i++)
+        json_array_append_new(a, coord_writer_json(s->inv[i].w));
+    pthread_mutex_unlock(&c->mu);
+    json_object_set_new(rep, "writers", a);
+    json_object_set_new(rep, "state", json_string(state_name[s->state]));
+    return 0;
+}
+
+/* BackupComplete goes to every writer; a writer's failure is reported, not an abort (the
+ * backup is made; the writer did not truncate or record it). */
+static int backup_complete(coord *c, session *s, json_t *rep)
+{
+    int rc = need(s, S_SNAPSHOT_DONE, "backup_complete");
+    if (rc) return rc;
+    json_t *errs = json_array();
+    for (int i = 0; i < s->ninv; i++) {
+        involved *v = &s->inv[i];
+        json_t *args = complete_args(s, v->w, NULL), *res = NULL;
+        int e = coord_call(c, v->w, v->gen, s->id, "BackupComplete", args, &res);
+        json_decref(args);
+        json_decref(res);
+        coord_writer_state(c, v->w, e ? "failed_at_BackupComplete" : "stable", e);
+        v->failed |= e != 0;
+        if (e)
+            json_array_append_new(errs,
+                                  json_pack("{s:s, s:i, s:s, s:s}", "writer", v->w->name, "error",
+                                            e, "name", om_err_name(e), "message", om_err_detail()));
+    }
+    s->state = S_COMPLETE;
+    json_object_set_new(rep, "components_document", components_doc(c, s));
+    json_object_set_new(rep, "writer_errors", errs);
+    return 0;
+}
+
+/* ---- restore ---- */
+
+static int load_documents(session *s, json_t *req)
+{
+    if (s->state != R_BEGUN) return need(s, R_BEGUN, "load_documents");
+    json_t *md = json_object_get(req, "metadata"),
+           *doc = json_object_get(req, "components_document");
+    if (!json_is_array(md) || !json_is_object(doc))
+        return om_errf(OM_E_InvalidParameter,
+                       "load_documents needs \"metadata\" (an array) and \"components_document\"");
+    json_decref(s->metadata);
+    s->metadata = json_incref(md);
+    s->loaded_doc = json_incref(doc);
+    snprintf(s->type, sizeof s->type, "%s", om_json_str_or(doc, "type", ""));
+    s->state = R_LOADED;
+    return 0;
+}
+
+static json_t *restore_args(session *s, wconn *w, void *arg)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < s->ncomp; i++) {
+        comp *k = &s->comps[i];
+        if (k->w != w) continue;
+        json_t *bmd = json_null();
+        size_t j;
+        json_t *dc;
+        json_array_foreach(json_object_get(s->loaded_doc, "components"), j,
+                           dc) if (!strcmp(om_json_str_or(dc, "component", ""), k->name)) bmd =
+            json_object_get(dc, "backup_metadata");
+        json_array_append_new(
+            a, json_pack("{s:s, s:O, s:O, s:O, s:b}", "name", k->name, "backup_metadata",
+                         bmd ? bmd : json_null(), "restore_options",
+                         k->restore_opts ? k->restore_opts : json_null(), "new_target",
+                         k->new_target ? k->new_target : json_null(), "additional_restores",
+                         s->additional_restores));
+    }
+    return json_pack("{s:o}", "components", a);
+}
+
+static int restore_step(coord *c, session *s, int post)
+{
+    int rc = post ? (s->state == R_PRE_DONE ? 0 : need(s, R_PRE_DONE, "post_restore"))
+                  : (s->state == R_LOADED ? 0 : need(s, R_LOADED, "pre_restore"));
+    if (!rc && !s->ncomp) rc = om_errf(OM_E_BadState, "no component was added for restore");
+    if (rc) return rc;
+    rc = call_all(c, s, post ? "PostRestore" : "PreRestore", restore_args, NULL, "stable", NULL);
+    if (rc) return fail_session(c, s, rc);
+    s->state = post ? R_POST_DONE : R_PRE_DONE;
+    return 0;
+}
+
+/* ---- the connection ---- */
+
+static int dispatch(coord *c, session *s, const char *op, json_t *req, json_t *rep)
+{
+    if (!strcmp(op, "gather_status")) return status_json(c, s, rep);
+    pthread_mutex_lock(&c->mu);
+    int gone = s->gone_err;
+    char gd[512];
+    snprintf(gd, sizeof gd, "%s", s->gone_detail);
+    pthread_mutex_unlock(&c->mu);
+    if (gone && s->state != S_ABORTED && strcmp(op, "release")) {
+        om_errf(gone, "%s", gd);
+        return fail_session(c, s, gone);
+    }
+    if (!strcmp(op, "gather_metadata")) return gather(c, s, rep);
+    if (!strcmp(op, "abort")) {
+        if (s->state == S_COMPLETE || s->state == R_POST_DONE)
+            return om_errf(OM_E_BadState, "the session is complete: nothing to abort");
+        abort_session(c, s);
+        return 0;
+    }
+    if (s->restore) {
+        if (!strcmp(op, "load_documents")) return load_documents(s, req);
+        if (!strcmp(op, "add_restore_component")) return add_component(c, s, req, 1);
+        if (!strcmp(op, "set_additional_restores")) {
+            s->additional_restores = json_is_true(json_object_get(req, "value"));
+            return 0;
+        }
+        if (!strcmp(op, "pre_restore")) return restore_step(c, s, 0);
+        if (!strcmp(op, "post_restore")) return restore_step(c, s, 1);
+    } else {
+        if (!strcmp(op, "set_backup_state")) return set_backup_state(s, req);
+        if (!strcmp(op, "add_component")) return add_component(c, s, req, 0);
+        if (!strcmp(op, "prepare_backup")) return prepare_backup(c, s);
+        if (!strcmp(op, "start_snapshot_set")) return start_set(s, req, rep);
+        if (!strcmp(op, "add_path")) return add_path(c, s, req, rep);
+        if (!strcmp(op, "do_snapshot_set")) return do_snapshot_set(c, s, rep);
+        if (!strcmp(op, "set_backup_succeeded")) return set_succeeded(s, req);
+        if (!strcmp(op, "backup_complete")) return backup_complete(c, s, rep);
+    }
+    return om_errf(OM_E_InvalidParameter, "unknown operation '%s' for a %s session", op,
+                   s->restore ? "restore" : "backup");
+}
+
+/* The end of a session (release or disconnect): abort what is unfinished, BackupShutdown to the
+ * writers of a finished backup, shadow copies deleted unless persistent. */
+static void end_session(coord *c, session *s)
+{
+    int finished = s->state == S_COMPLETE || s->state == S_SNAPSHOT_DONE ||
+                   s->state == R_POST_DONE || s->state == S_ABORTED;
+    if (!finished) abort_session(c, s);
+    if (!s->restore && s->ninv) {
+        for (int i = 0; i < s->ninv; i++) {
+            involved *v = &s->inv[i];
+            json_t *args = plain_args(s, v->w, NULL), *res = NULL;
+            if (coord_call(c, v->w, v->gen, s->id, "BackupShutdown", args, &res) == 0 && !v->failed)
+                coord_writer_state(c, v->w, "stable", 0);
+            json_decref(args);
+            json_decref(res);
+        }
+    }
+    unlock_writers(c, s);
+    coord_drop_shadows(c, s->id, 1);
+    pthread_mutex_lock(&c->mu);
+    for (session **pp = &c->sessions; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < s->ncomp; i++)
+        comp_free(&s->comps[i]);
+    json_decref(s->metadata);
+    json_decref(s->loaded_doc);
+    om_info("session %s ended", s->id);
+    free(s);
+}
+
+void session_serve(coord *c, int fd, json_t *req)
+{
+    const char *kind = om_json_str_or(req, "kind", "backup");
+    session *s = calloc(1, sizeof *s);
+    json_t *rep;
+    if (!s || (strcmp(kind, "backup") && strcmp(kind, "restore"))) {
+        int rc =
+            s ? om_errf(OM_E_InvalidParameter, "session kind '%s' is not backup or restore", kind)
+              : om_errf(OM_E_OutOfMemory, "out of memory");
+        rep = om_proto_error(rc);
+        om_proto_send(fd, rep, NULL, 0);
+        json_decref(rep);
+        free(s);
+        return;
+    }
+    om_uuid u;
+    om_uuid_new(&u);
+    om_uuid_str(&u, s->id);
+    s->restore = !strcmp(kind, "restore");
+    s->state = s->restore ? R_BEGUN : S_BEGUN;
+    pthread_mutex_lock(&c->mu);
+    s->next = c->sessions;
+    c->sessions = s;
+    pthread_mutex_unlock(&c->mu);
+    om_info("session %s (%s) begun by pid %d", s->id, kind, (int)om_peer_pid(fd));
+    rep = om_proto_ok();
+    json_object_set_new(rep, "session", json_string(s->id));
+    for (;;) {
+        int src = om_proto_send(fd, rep, NULL, 0);
+        json_decref(rep);
+        json_t *r = NULL;
+        uint8_t *data = NULL;
+        size_t dlen = 0;
+        if (src || om_proto_recv(fd, &r, &data, &dlen)) break;
+        free(data);
+        const char *op = om_json_str_or(r, "op", "");
+        if (!strcmp(op, "release")) {
+            json_decref(r);
+            end_session(c, s);
+            rep = om_proto_ok();
+            om_proto_send(fd, rep, NULL, 0);
+            json_decref(rep);
+            return;
+        }
+        rep = om_proto_ok();
+        int rc = dispatch(c, s, op, r, rep);
+        json_decref(r);
+        if (rc) {
+            json_decref(rep);
+            rep = om_proto_error(rc);
+        }
+    }
+    om_warn("session %s: the requester disconnected", s->id);
+    end_session(c, s);
+}
