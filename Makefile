@@ -6,7 +6,7 @@ MESON   ?= meson
 PYTEST  ?= pytest-3
 CRASH_POINTS ?= 2000
 
-.PHONY: all deps build build-asan test test-tsan fuzz crash-long demo bench clean
+.PHONY: all deps build build-asan test test-tsan fuzz crash-long demo bench bench-vss clean
 
 all: build
 
@@ -55,6 +55,11 @@ demo: deps build
 bench: deps build
 	@scripts/install-deps --bench
 	@bench/run
+
+# How long each shadow copy provider holds writes with 1 GiB of files (root: XFS and btrfs
+# loop images for reflink and btrfs).
+bench-vss: deps build
+	python3 bench/vss_freeze.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN)

@@ -84,6 +84,9 @@ typedef struct tsess {
 static struct {
     char dir[PATH_MAX], name[128], instance[64], class_id[64];
     int can_hold;
+    size_t edb_size; /* --edb-mb (default 4 MiB) */
+    int no_digest;   /* --no-digest: no DIR.freeze.json (benchmarks: hashing would lengthen
+                        the freeze) */
     rule rules[MAX_RULES];
     int nrules;
 
@@ -92,7 +95,7 @@ static struct {
     unsigned next_gen;
     uint64_t rng;
     int stopping;
-} g = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} g = {.mu = PTHREAD_MUTEX_INITIALIZER, .edb_size = EDB_SIZE};
 
 static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -192,7 +195,7 @@ static void setup_files(void)
     char p[PATH_MAX + 16];
     path_of(p, sizeof p, "logs");
     if ((rc = om_mkdirs(p))) die_setup(rc, "creating logs/");
-    if ((rc = ensure_file("data.edb", EDB_SIZE))) die_setup(rc, "creating data.edb");
+    if ((rc = ensure_file("data.edb", g.edb_size))) die_setup(rc, "creating data.edb");
     if (last_generation() == 0)
         for (unsigned gen = 1; gen <= 3; gen++) {
             char rel[64];
@@ -323,7 +326,7 @@ static void pwrite_random(const char *rel, size_t len, off_t off, int append)
 static void mutate_once(void)
 {
     int held = any(1);
-    if (!held) pwrite_random("data.edb", BLOCK, (off_t)(rnd() % (EDB_SIZE / BLOCK)) * BLOCK, 0);
+    if (!held) pwrite_random("data.edb", BLOCK, (off_t)(rnd() % (g.edb_size / BLOCK)) * BLOCK, 0);
     char p[PATH_MAX + 64];
     path_of(p, sizeof p, "logs/E00.log");
     struct stat st;
@@ -439,7 +442,7 @@ static int freeze(vss_event *e)
     }
     pthread_mutex_unlock(&g.mu);
     if (!s) return vss_fail(e, VSS_FAIL_OUT_OF_RESOURCES, "too many sessions at once");
-    int rc = write_freeze_doc(e->session);
+    int rc = g.no_digest ? 0 : write_freeze_doc(e->session);
     if (rc) return vss_fail(e, VSS_FAIL_NON_RETRYABLE, "%s", om_err_detail());
     return 0;
 }
@@ -530,7 +533,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: vss_test_writer --dir DIR --name NAME [--instance UUID] [--class UUID] "
             "[--can-hold] [--socket PATH] [--fail EVENT:KIND[:COUNT]]... [--sleep EVENT:MS]... "
-            "[--die EVENT]... [--mutate]\n"
+            "[--die EVENT]... [--mutate] [--edb-mb N] [--no-digest]\n"
             "       vss_test_writer digest DIR\n");
     exit(2);
 }
@@ -588,6 +591,8 @@ int main(int argc, char **argv)
                                          {"sleep", required_argument, 0, 's'},
                                          {"die", required_argument, 0, 'd'},
                                          {"mutate", no_argument, 0, 'm'},
+                                         {"edb-mb", required_argument, 0, 'E'},
+                                         {"no-digest", no_argument, 0, 'N'},
                                          {0, 0, 0, 0}};
     const char *dir = NULL, *socket_path = NULL;
     int mutate = 0, c;
@@ -596,6 +601,15 @@ int main(int argc, char **argv)
         switch (c) {
         case 'D':
             dir = optarg;
+            break;
+        case 'E': {
+            long mb = atol(optarg);
+            if (mb < 1 || mb > 65536) usage();
+            g.edb_size = (size_t)mb << 20;
+            break;
+        }
+        case 'N':
+            g.no_digest = 1;
             break;
         case 'n':
             snprintf(g.name, sizeof g.name, "%s", optarg);
