@@ -587,11 +587,15 @@ static void free_held(vss_shadow_path *p)
     p->nheld = 0;
 }
 
+/* The test hook: "STEP" fails every time, "STEP:N" the first N times. */
 static int test_fault(coord *c, const char *step, const char *path)
 {
-    if (c->o.fail_provider_step && !strcmp(c->o.fail_provider_step, step))
-        return om_errf(OM_E_ProviderVeto, "provider failed at %s of %s (test hook)", step, path);
-    return 0;
+    static int used;
+    const char *f = c->o.fail_provider_step;
+    size_t l = strlen(step);
+    if (!f || strncmp(f, step, l) || (f[l] && f[l] != ':')) return 0;
+    if (f[l] == ':' && __atomic_fetch_add(&used, 1, __ATOMIC_RELAXED) >= atoi(f + l + 1)) return 0;
+    return om_errf(OM_E_ProviderVeto, "provider failed at %s of %s (test hook)", step, path);
 }
 
 /* One provider step over every path. step: "prepare", "commit" or "expose". */

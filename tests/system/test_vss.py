@@ -272,6 +272,9 @@ def test_a_writer_that_sleeps_past_the_limit_times_out(vss_factory, event):
     rc, res, err = v.backup(w)
     assert rc == 1 and "-9112 WriterErrorTimeout" in err and event in err, err
     assert_clean_after(v, w, failed_event=event)
+    w2 = v.writer("w2")  # the coordinator is not stuck on the slow writer
+    rc, res, err = v.backup(w2)
+    assert rc == 0, err
 
 
 @pytest.mark.parametrize("event", EVENTS + ["BackupComplete"])
@@ -314,12 +317,14 @@ def test_a_requester_that_aborts_at_any_step_leaves_nothing_behind(vss, step):
 
 @pytest.mark.parametrize("pstep", ["prepare", "commit", "expose"])
 def test_a_provider_that_fails_aborts_the_backup(vss_factory, pstep):
-    v = vss_factory(env={"OMBRA_VSSD_TEST_FAIL_PROVIDER": pstep})
+    v = vss_factory(env={"OMBRA_VSSD_TEST_FAIL_PROVIDER": f"{pstep}:1"})
     w = v.writer("w1")
     rc, res, err = v.backup(w)
     assert rc == 1 and "-9102 ProviderVeto" in err and pstep in err, err
     assert_clean_after(v, w)
     assert "Abort" in v.events(w)
+    rc, res, err = v.backup(w)
+    assert rc == 0, err
 
 
 def test_a_commit_past_the_limit_is_hold_writes_timeout(vss_factory):
@@ -328,7 +333,10 @@ def test_a_commit_past_the_limit_is_hold_writes_timeout(vss_factory):
     rc, res, err = v.backup(w, provider="copy")
     assert rc == 1 and "-9105 HoldWritesTimeout" in err, err
     assert_clean_after(v, w)
-    assert "Thaw" not in v.events(w) or v.events(w).index("Abort") > 0
+    ev = v.events(w)
+    assert "Thaw" not in ev and ev.index("Abort") > ev.index("Freeze"), ev  # Abort thawed it
+    rc, res, err = v.backup(w, provider="held")  # a held copy takes no time
+    assert rc == 0, err
 
 
 # ---- sessions side by side ----
@@ -370,3 +378,20 @@ def test_vss_commands_show_writers_providers_and_shadows(vss):
     r = vss.ombra("vss", "delete-shadows", "--set", sh[0]["set_id"], check=0)
     assert "1 shadow copy deleted" in r.stdout
     assert vss.shadows() == [] and not os.path.exists(sh[0]["exposed"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid (nobody)")
+def test_a_client_of_another_uid_is_refused(vss):
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is missing")
+    sock = f"{vss.tmp}/run/vss.sock"
+    assert oct(os.stat(sock).st_mode & 0o777) == "0o660"
+    for d in (vss.tmp, f"{vss.tmp}/run"):
+        os.chmod(d, 0o755)
+    os.chmod(sock, 0o666)  # past the socket's mode, the daemon's SO_PEERCRED check refuses
+    p = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        str(vss.b / "src/cli/ombra"), "vss", "writers"], env=vss.env, capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1 and "-1032 FileAccessDenied" in p.stderr and "65534" in p.stderr, p.stderr
+    assert len(p.stderr.strip().split("\n")) == 1
+    vss.ombra("vss", "writers", check=0)  # root still served
