@@ -395,3 +395,57 @@ def test_a_client_of_another_uid_is_refused(vss):
     assert p.returncode == 1 and "-1032 FileAccessDenied" in p.stderr and "65534" in p.stderr, p.stderr
     assert len(p.stderr.strip().split("\n")) == 1
     vss.ombra("vss", "writers", check=0)  # root still served
+
+
+def restore(vss, run_json, *args):
+    f = f"{vss.tmp}/backup-{uuid.uuid4().hex[:6]}.json"
+    with open(f, "w") as fh:
+        json.dump(run_json, fh)
+    p = subprocess.run([str(vss.b / "tests/tools/vss_requester"), "--restore", f, *args], env=vss.env,
+                       capture_output=True, text=True, timeout=60)
+    return p.returncode, p.stderr
+
+
+def test_restore_brings_the_saved_documents_to_the_writer(vss):
+    w = vss.writer("w1")
+    rc, res, err = vss.backup(w)
+    assert rc == 0, err
+    md = res["components_document"]["components"][0]["backup_metadata"]
+    assert md and md["writer"] == "vss_test_writer", res["components_document"]
+    rc, err = restore(vss, res, "--additional")
+    assert rc == 0, err
+    ev = vss.events(w)
+    assert ev.index("PreRestore") < ev.index("PostRestore"), ev
+    got = json.load(open(w["dir"] + ".PostRestore.json"))
+    c = got["components"][0]
+    assert c["name"] == w["component"] and c["backup_metadata"] == md, got
+    assert c["additional_restores"] is True and c["restore_options"]["from"].endswith(".json")
+    assert vss.writer_state(w)["state"] == "stable"
+
+
+def test_a_restore_the_writer_refuses_fails_with_its_reason_and_a_backup_still_works(vss):
+    w = vss.writer("w1", "--fail", "PreRestore:non_retryable:1")
+    rc, res, err = vss.backup(w)
+    assert rc == 0, err
+    rc, err = restore(vss, res)
+    assert rc == 1 and "-9111 WriterErrorNonRetryable" in err and "PreRestore" in err, err
+    st = vss.writer_state(w)
+    assert st["state"] == "failed_at_PreRestore" and "PreRestore" in st["last_error"], st
+    assert "PostRestore" not in vss.events(w)
+    rc, err = restore(vss, res)
+    assert rc == 0, err
+    rc, res, err = vss.backup(w)
+    assert rc == 0, err
+
+
+def test_a_restore_of_a_component_being_backed_up_is_refused(vss):
+    w = vss.writer("w1")
+    rc, res, err = vss.backup(w)
+    assert rc == 0, err
+    a = vss.requester(w, pause_at="complete")
+    paused(a, "complete")
+    rc, err = restore(vss, res)
+    assert rc == 1 and "-505 BackupInProgress" in err, err
+    cont(a)
+    a.communicate(timeout=60)
+    assert a.returncode == 0

@@ -55,6 +55,8 @@ static struct {
     int ncomps, nfailed;
     const char *paths[MAX_PATHS];
     int npaths, persistent, pause_at, abort_at;
+    const char *restore; /* --restore FILE: a backup run's output */
+    int additional;
 } o = {.provider = "auto", .pause_at = -1, .abort_at = -1};
 
 static void usage(void)
@@ -63,7 +65,10 @@ static void usage(void)
                     "differential --component INSTANCE:FULLNAME... "
                     "[--provider auto|held|reflink|btrfs|copy] [--path DIR...] [--persistent] "
                     "[--pause-at STEP] [--abort-at STEP] [--fail-component INSTANCE:FULLNAME]\n"
-                    "steps: gather prepare snapshot complete release\n");
+                    "       vss_requester [--socket PATH] --restore FILE [--additional]\n"
+                    "steps: gather prepare snapshot complete release\n"
+                    "FILE: the JSON a backup run printed (its metadata and components "
+                    "document); every component of it is restored\n");
     exit(2);
 }
 
@@ -91,7 +96,8 @@ static void parse(int argc, char **argv)
         {"component", required_argument, 0, 'c'},      {"provider", required_argument, 0, 'p'},
         {"path", required_argument, 0, 'P'},           {"persistent", no_argument, 0, 'k'},
         {"pause-at", required_argument, 0, 'z'},       {"abort-at", required_argument, 0, 'a'},
-        {"fail-component", required_argument, 0, 'f'}, {0, 0, 0, 0}};
+        {"fail-component", required_argument, 0, 'f'}, {"restore", required_argument, 0, 'r'},
+        {"additional", no_argument, 0, 'A'},           {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -121,6 +127,12 @@ static void parse(int argc, char **argv)
         case 'a':
             o.abort_at = step_of(optarg);
             break;
+        case 'r':
+            o.restore = optarg;
+            break;
+        case 'A':
+            o.additional = 1;
+            break;
         case 'f':
             if (o.nfailed >= MAX_COMPONENTS) usage();
             parse_comp(&o.failed[o.nfailed++], optarg);
@@ -129,7 +141,7 @@ static void parse(int argc, char **argv)
             usage();
         }
     }
-    if (!o.type || !o.ncomps || optind != argc) usage();
+    if (optind != argc || (!o.restore && (!o.type || !o.ncomps))) usage();
 }
 
 /* "logical_path\name", or name alone at the top. */
@@ -194,10 +206,48 @@ static void maybe_pause(int step, json_t *last)
     if (!fgets(line, sizeof line, stdin)) clearerr(stdin);
 }
 
+/* A restore of every component of a backup run's output: load_documents, add_restore_component,
+ * pre_restore, post_restore, release. */
+static int restore_main(void)
+{
+    json_error_t je;
+    json_t *run = json_load_file(o.restore, 0, &je), *md = json_array(), *w;
+    json_t *doc = json_object_get(run, "components_document");
+    if (!run || !json_is_object(doc)) {
+        fprintf(stderr, "vss_requester: %s: no components_document (%s)\n", o.restore, je.text);
+        return 2;
+    }
+    size_t i;
+    json_array_foreach(json_object_get(run, "writers"), i, w) if (json_object_get(w, "metadata"))
+        json_array_append_new(md, json_pack("{s:O, s:O}", "instance_id",
+                                            json_object_get(w, "instance_id"), "metadata",
+                                            json_object_get(w, "metadata")));
+    vss_req *r = NULL;
+    int rc = vss_req_begin(o.socket, VSS_SESSION_RESTORE, &r);
+    if (!rc) rc = vss_req_load_documents(r, md, doc);
+    json_t *c;
+    json_array_foreach(json_object_get(doc, "components"), i, c) if (!rc) rc =
+        vss_req_add_restore_component(r, json_string_value(json_object_get(c, "instance_id")),
+                                      json_string_value(json_object_get(c, "component")),
+                                      json_pack("{s:s}", "from", o.restore), NULL);
+    if (!rc && o.additional) rc = vss_req_set_additional_restores(r, 1);
+    if (!rc) rc = vss_req_pre_restore(r);
+    if (!rc) rc = vss_req_post_restore(r);
+    char detail[1024];
+    snprintf(detail, sizeof detail, "%s", om_err_detail());
+    if (r) vss_req_release(r);
+    json_decref(md);
+    json_decref(run);
+    printf("{\"ok\":%s}\n", rc ? "false" : "true");
+    if (rc) fprintf(stderr, "vss_requester: %s (%d %s)\n", detail, rc, om_err_name(rc));
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     om_log_init("vss_requester");
     parse(argc, argv);
+    if (o.restore) return restore_main();
     json_t *out = json_pack("{s:b, s:n, s:i, s:n, s:n, s:n, s:[], s:[], s:n, s:n, s:n}", "ok", 0,
                             "error", "error_number", 0, "aborted", "session", "set", "paths",
                             "shadows", "freeze_ms", "snapshot_ms", "components_document");
@@ -221,6 +271,7 @@ int main(int argc, char **argv)
         case ST_GATHER:
             rc = vss_req_gather_metadata(r, &writers);
             if (!rc) next = json_pack("{s:O}", "writers", writers);
+            if (!rc) json_object_set(out, "writers", writers);
             break;
         case ST_PREPARE: {
             json_t *names = json_array();

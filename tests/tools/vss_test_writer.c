@@ -54,6 +54,7 @@
 #include <xxhash.h>
 
 #include "base/error.h"
+#include "base/vfs.h"
 #include "base/log.h"
 #include "base/paths.h"
 #include "base/uuid.h"
@@ -464,6 +465,19 @@ static int end_session(vss_event *e)
     return 0;
 }
 
+/* DIR.<Event>.json: what a restore event brought (the test checks the backup metadata and the
+ * restore options reached the writer). */
+static int keep_args(vss_event *e)
+{
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s.%s.json", g.dir, e->name);
+    char *s = json_dumps(e->args, JSON_SORT_KEYS | JSON_INDENT(1));
+    int rc = s ? om_write_file_durable(om_vfs_posix(), path, s, strlen(s))
+               : om_errf(OM_E_OutOfMemory, "out of memory");
+    free(s);
+    return rc ? vss_fail(e, VSS_FAIL_NON_RETRYABLE, "%s", om_err_detail()) : 0;
+}
+
 /* Backup metadata for each component the event names, under the name the coordinator used. */
 static int post_snapshot(vss_event *e)
 {
@@ -502,6 +516,8 @@ static int handle(void *ctx, vss_event *e)
         rc = end_session(e);
     else if (!strcmp(e->name, "PostSnapshot"))
         rc = post_snapshot(e);
+    else if (!strcmp(e->name, "PreRestore") || !strcmp(e->name, "PostRestore"))
+        rc = keep_args(e);
     const char *res = rc || e->failure ? "failed " : "ok";
     const char *kind =
         rc || e->failure ? vss_failure_name(e->failure ? e->failure : VSS_FAIL_NON_RETRYABLE) : "";
