@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/time.h"
 #include "cli/cli.h"
 
 static json_t *call(const char *op)
@@ -89,6 +90,12 @@ static int cmd_shadows(const cli_args *a)
                    json_is_true(json_object_get(s, "valid"))
                        ? ""
                        : ", INVALID (its writer's hold ended)");
+            char t[40];
+            printf("   created:  %s (%lld files, %.1f MB)\n",
+                   om_time_str((uint64_t)json_integer_value(json_object_get(s, "created_ns")), t,
+                               sizeof t),
+                   (long long)json_integer_value(json_object_get(s, "files")),
+                   (double)json_integer_value(json_object_get(s, "bytes")) / 1e6);
             printf("   original: %s\n", str(s, "original"));
             printf("   exposed:  %s\n", str(s, "exposed"));
             printf("   session:  %s\n",

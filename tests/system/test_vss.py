@@ -38,12 +38,15 @@ class Vss:
         self.tmp = tmp
         self.env = dict(os.environ, OMBRA_RUNTIME_DIR=f"{tmp}/run", OMBRA_HOME=f"{tmp}/home")
         self.env.update(env or {})
-        self.log = open(f"{tmp}/vssd.log", "w")
-        self.proc = subprocess.Popen([str(build_dir / "src/daemons/ombra-vssd"), "--foreground", *args],
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.log = open(f"{tmp}/vssd.log", "a")
+        self.args = args
         self.writers = []
-        wait_for(lambda: os.path.exists(f"{tmp}/run/vss.sock") and self.ombra("vss", "writers").returncode == 0,
-                 10, "ombra-vssd to listen")
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen([str(self.b / "src/daemons/ombra-vssd"), "--foreground", *self.args],
+                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.ombra("vss", "writers").returncode == 0, 10, "ombra-vssd to listen")
 
     def ombra(self, *args, check=None):
         p = subprocess.run([str(self.b / "src/cli/ombra"), *map(str, args)], env=self.env,
@@ -369,7 +372,7 @@ def test_vss_commands_show_writers_providers_and_shadows(vss):
     p = vss.requester(w, pause_at="complete", args=("--persistent",))
     paused(p, "complete")
     r = vss.ombra("vss", "shadows", check=0)
-    assert "provider: copy, persistent" in r.stdout
+    assert "provider: copy, persistent" in r.stdout and "created:" in r.stdout and "files" in r.stdout
     cont(p)
     p.communicate(timeout=60)
     sh = vss.shadows()
@@ -449,3 +452,30 @@ def test_a_restore_of_a_component_being_backed_up_is_refused(vss):
     cont(a)
     a.communicate(timeout=60)
     assert a.returncode == 0
+
+
+def test_after_the_coordinator_is_killed_writers_register_again_and_its_shadows_are_cleaned(vss):
+    w = vss.writer("w1")
+    keep = vss.requester(w, pause_at="complete", args=("--persistent",))
+    paused(keep, "complete")
+    cont(keep)
+    keep.communicate(timeout=60)
+    kept = vss.shadows()
+    assert len(kept) == 1 and kept[0]["persistent"]
+    p = vss.requester(w, pause_at="complete")
+    snap = paused(p, "complete")
+    left = snap["shadows"][0]["exposed"]
+    assert os.path.isdir(left)
+    vss.proc.send_signal(signal.SIGKILL)
+    vss.proc.wait()
+    cont(p)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 1 and "closed the session" in err, err  # died with the coordinator
+    vss.start()
+    wait_for(lambda: vss.writer_state(w) is not None, 15, "the writer to register again")
+    assert [s["id"] for s in vss.shadows()] == [kept[0]["id"]]  # the persistent one stays
+    assert not os.path.exists(left) and os.path.isdir(kept[0]["exposed"])
+    wait_for(lambda: "lostabort" in open(w["out"].name).read() or "Abort" in vss.events(w), 10,
+             "the writer to drop the dead session")
+    rc, res, err = vss.backup(w)
+    assert rc == 0, err
