@@ -125,4 +125,39 @@ int db_find_log_end(eng_db *db, eng_log_end *end);
 /* Calls cb for each numbered generation on disk, in no particular order. */
 int db_list_gens(om_vfs *v, const char *dir, const char *base, uint32_t **gens, uint32_t *n);
 
+/* The generations of one log stream in a folder: numbered ones sorted, and the generation in
+ * the current log (E00.log), 0 when there is none. InvalidLogSequence when E00.log holds a
+ * generation that is already finished. */
+typedef struct db_stream {
+    om_vfs *vfs;
+    char dir[4096], base[4];
+    uint32_t *gens, n;
+    uint32_t cur_gen;
+} db_stream;
+int db_stream_list(om_vfs *v, const char *dir, const char *base, db_stream *s);
+void db_stream_free(db_stream *s);
+uint32_t db_stream_first(const db_stream *s);
+uint32_t db_stream_last(const db_stream *s);
+int db_stream_has(const db_stream *s, uint32_t g);
+void db_stream_path(const db_stream *s, uint32_t g, char *p, size_t n);
+
+/* Replay of generations into the page cache (recovery.c), shared by soft and hard recovery.
+ * Groups may straddle generations: call db_replay_gen for consecutive generations with the
+ * same db_replay. It applies each transaction at its COMMIT and flushes (a recovery
+ * checkpoint) whenever the dirty pages reach the cache budget. */
+typedef struct db_replay {
+    eng_db *db;
+    uint64_t stop_time;     /* 0: none; else stop at the first COMMIT later than this */
+    int hard;               /* hard recovery: recovery checkpoints leave E00.chk alone */
+    int stopped;            /* met a COMMIT past stop_time; nothing from it on was applied */
+    eng_lgpos pos;          /* just past the last applied group */
+    uint64_t commit_dbtime; /* dbtime of the last applied COMMIT */
+    uint8_t *group;         /* raw records of the open transaction */
+    uint32_t glen, gcap;
+    uint64_t gtxn;
+    eng_rec rec;
+} db_replay;
+int db_replay_gen(db_replay *rp, eng_genread *g, uint32_t from);
+void db_replay_free(db_replay *rp);
+
 #endif

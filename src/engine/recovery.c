@@ -69,23 +69,16 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The log files of the stream in generation order: numbered ones, then E00.log. */
-typedef struct stream_files {
-    uint32_t *gens;
-    uint32_t n;
-    uint32_t cur_gen; /* generation in E00.log, 0 if there is none */
-} stream_files;
-
-static int read_cur_gen(eng_db *db, uint32_t *gen)
+static int read_cur_gen(om_vfs *v, const char *dir, const char *base, uint32_t *gen)
 {
     char p[4200];
-    eng_cur_log_path(p, sizeof p, db->logdir, db->base);
+    eng_cur_log_path(p, sizeof p, dir, base);
     *gen = 0;
-    int ex = db->vfs->exists(db->vfs, p);
+    int ex = v->exists(v, p);
     if (ex <= 0) return ex;
     om_file *f = NULL;
     uint8_t slot[ENG_SLOT_SIZE];
-    int rc = om_open(db->vfs, p, OM_O_RDONLY, &f);
+    int rc = om_open(v, p, OM_O_RDONLY, &f);
     if (!rc) rc = om_pread_full(f, slot, sizeof slot, 0);
     om_close(f);
     eng_loghdr h;
@@ -95,52 +88,69 @@ static int read_cur_gen(eng_db *db, uint32_t *gen)
     return 0;
 }
 
-static int list_stream(eng_db *db, stream_files *sf)
+int db_stream_list(om_vfs *v, const char *dir, const char *base, db_stream *sf)
 {
     memset(sf, 0, sizeof *sf);
-    int rc = db_list_gens(db->vfs, db->logdir, db->base, &sf->gens, &sf->n);
-    if (!rc) rc = read_cur_gen(db, &sf->cur_gen);
+    sf->vfs = v;
+    if (snprintf(sf->dir, sizeof sf->dir, "%s", dir) >= (int)sizeof sf->dir)
+        return om_errf(OM_E_InvalidPath, "path too long: %s", dir);
+    snprintf(sf->base, sizeof sf->base, "%s", base);
+    int rc = db_list_gens(v, dir, base, &sf->gens, &sf->n);
+    if (!rc) rc = read_cur_gen(v, dir, base, &sf->cur_gen);
     if (rc) {
-        free(sf->gens);
+        db_stream_free(sf);
         return rc;
     }
     if (sf->n) qsort(sf->gens, sf->n, sizeof *sf->gens, cmp_u32);
     if (sf->cur_gen && sf->n && sf->gens[sf->n - 1] >= sf->cur_gen) {
         uint32_t g = sf->gens[sf->n - 1], c = sf->cur_gen;
-        free(sf->gens);
+        db_stream_free(sf);
         return om_errf(OM_E_InvalidLogSequence,
-                       "%s/%s.log holds generation %u but generation %u is already finished",
-                       db->logdir, db->base, c, g);
+                       "%s/%s.log holds generation %u but generation %u is already finished", dir,
+                       base, c, g);
     }
     return 0;
 }
 
-static uint32_t stream_last(const stream_files *sf)
+void db_stream_free(db_stream *sf)
+{
+    free(sf->gens);
+    sf->gens = NULL;
+    sf->n = 0;
+}
+
+uint32_t db_stream_last(const db_stream *sf)
 {
     return sf->cur_gen ? sf->cur_gen : sf->n ? sf->gens[sf->n - 1] : 0;
 }
 
-static int stream_has(const stream_files *sf, uint32_t g)
+uint32_t db_stream_first(const db_stream *sf)
 {
+    return sf->n ? sf->gens[0] : sf->cur_gen;
+}
+
+int db_stream_has(const db_stream *sf, uint32_t g)
+{
+    if (g == 0) return 0;
     if (g == sf->cur_gen) return 1;
     if (sf->n == 0) return 0;
     return bsearch(&g, sf->gens, sf->n, sizeof *sf->gens, cmp_u32) != NULL;
 }
 
-static void gen_path(eng_db *db, const stream_files *sf, uint32_t g, char *p, size_t n)
+void db_stream_path(const db_stream *sf, uint32_t g, char *p, size_t n)
 {
     if (g == sf->cur_gen)
-        eng_cur_log_path(p, n, db->logdir, db->base);
+        eng_cur_log_path(p, n, sf->dir, sf->base);
     else
-        eng_log_path(p, n, db->logdir, db->base, g);
+        eng_log_path(p, n, sf->dir, sf->base, g);
 }
 
 /* Reads generation g and checks it belongs to this database and follows `prev`. */
-static int read_gen_checked(eng_db *db, const stream_files *sf, uint32_t g, const eng_loghdr *prev,
+static int read_gen_checked(eng_db *db, const db_stream *sf, uint32_t g, const eng_loghdr *prev,
                             eng_genread *gr)
 {
     char p[4200];
-    gen_path(db, sf, g, p, sizeof p);
+    db_stream_path(sf, g, p, sizeof p);
     int rc = eng_gen_read(db->vfs, p, gr);
     if (rc) {
         eng_gen_free(gr); /* a damaged generation still carries the stream up to the damage */
@@ -165,10 +175,10 @@ static int read_gen_checked(eng_db *db, const stream_files *sf, uint32_t g, cons
 int db_find_log_end(eng_db *db, eng_log_end *end)
 {
     memset(end, 0, sizeof *end);
-    stream_files sf;
-    int rc = list_stream(db, &sf);
+    db_stream sf;
+    int rc = db_stream_list(db->vfs, db->logdir, db->base, &sf);
     if (rc) return rc;
-    uint32_t last = stream_last(&sf);
+    uint32_t last = db_stream_last(&sf);
     if (last) {
         eng_genread g;
         rc = read_gen_checked(db, &sf, last, NULL, &g);
@@ -180,20 +190,11 @@ int db_find_log_end(eng_db *db, eng_log_end *end)
             eng_gen_free(&g);
         }
     }
-    free(sf.gens);
+    db_stream_free(&sf);
     return rc;
 }
 
 /* ---- replay ---- */
-
-typedef struct replay {
-    eng_db *db;
-    uint8_t *group; /* raw records of the open transaction */
-    uint32_t glen, gcap;
-    uint64_t gtxn;
-    eng_lgpos pos; /* just past the last applied group */
-    eng_rec rec;
-} replay;
 
 static int lost_flush(eng_db *db, uint32_t pgno, uint64_t have, uint64_t want)
 {
@@ -244,7 +245,7 @@ static int apply_page(eng_db *db, const eng_rec *r)
     return 0;
 }
 
-static int apply_group(replay *rp)
+static int apply_group(db_replay *rp)
 {
     eng_db *db = rp->db;
     uint32_t off = 0;
@@ -275,7 +276,7 @@ static int apply_group(replay *rp)
     return 0;
 }
 
-static int group_add(replay *rp, const uint8_t *p, uint32_t len)
+static int group_add(db_replay *rp, const uint8_t *p, uint32_t len)
 {
     if (rp->glen + len > rp->gcap) {
         uint32_t nc = rp->gcap ? rp->gcap * 2 : 1 << 20;
@@ -292,9 +293,11 @@ static int group_add(replay *rp, const uint8_t *p, uint32_t len)
 }
 
 /* Writes the replayed pages and records how far replay got, so a crash during a long
- * recovery resumes from here. */
-static int recovery_checkpoint(eng_db *db, eng_lgpos at, uint32_t last_gen)
+ * recovery resumes from here. Hard recovery leaves the checkpoint file alone: it may belong to
+ * another stream until the end, and the header's Log Required is where it resumes. */
+static int recovery_checkpoint(db_replay *rp, eng_lgpos at, uint32_t last_gen)
 {
+    eng_db *db = rp->db;
     int rc = db_flush_pages(db);
     if (rc) return rc;
     db->hdr.dbtime = db->dbtime;
@@ -303,35 +306,52 @@ static int recovery_checkpoint(eng_db *db, eng_lgpos at, uint32_t last_gen)
     if (at.gen > db->hdr.log_req_min) db->hdr.log_req_min = at.gen;
     if (last_gen > db->hdr.log_req_max) db->hdr.log_req_max = last_gen;
     rc = eng_dbhdr_write(db->edbf, &db->hdr);
-    return rc ? rc : db_write_chk(db, at);
+    return rc || rp->hard ? rc : db_write_chk(db, at);
 }
 
-static int replay_gen(replay *rp, eng_genread *g, uint32_t from)
+int db_replay_gen(db_replay *rp, eng_genread *g, uint32_t from)
 {
     eng_db *db = rp->db;
     uint32_t off = from;
     int rc;
-    while (1) {
+    while (!rp->stopped) {
         uint32_t at = off;
         rc = eng_rec_decode(g->stream, g->len, &off, &rp->rec);
-        if (rc <= 0) break;
+        if (rc <= 0) return rc;
+        if (rp->rec.type == ENG_REC_COMMIT && rp->stop_time &&
+            rp->rec.u.commit.time > rp->stop_time) {
+            /* The first transaction that committed after the point: it and everything after
+             * it stay out. */
+            rp->stopped = 1;
+            rp->glen = 0;
+            return 0;
+        }
         db->st.replay_bytes += rp->rec.len;
         if (rp->rec.txn > db->txn_last) db->txn_last = rp->rec.txn;
         if (rp->glen && rp->rec.txn != rp->gtxn) rp->glen = 0; /* an unfinished transaction */
         rp->gtxn = rp->rec.txn;
         if ((rc = group_add(rp, g->stream + at, rp->rec.len))) return rc;
         if (rp->rec.type != ENG_REC_COMMIT) continue;
+        uint64_t commit_dbtime = rp->rec.u.commit.dbtime;
         if ((rc = apply_group(rp))) return rc;
         rp->glen = 0;
         rp->pos = (eng_lgpos){g->hdr.gen, off};
+        rp->commit_dbtime = commit_dbtime;
         if ((uint64_t)db->ndirty * ENG_PAGE_SIZE >= db->cache_bytes) {
-            if ((rc = recovery_checkpoint(db, rp->pos, g->hdr.gen))) return rc;
+            if ((rc = recovery_checkpoint(rp, rp->pos, g->hdr.gen))) return rc;
             pthread_rwlock_wrlock(&db->plock);
             cache_trim(db);
             pthread_rwlock_unlock(&db->plock);
         }
     }
-    return rc;
+    return 0;
+}
+
+void db_replay_free(db_replay *rp)
+{
+    free(rp->group);
+    rp->group = NULL;
+    rp->glen = rp->gcap = 0;
 }
 
 /* Where replay starts: the checkpoint file when it is good and ours, else the header. */
@@ -360,24 +380,24 @@ static eng_lgpos replay_start(eng_db *db)
 
 int db_recover(eng_db *db, eng_log_end *end)
 {
-    stream_files sf;
-    replay rp = {.db = db};
+    db_stream sf = {0};
+    db_replay rp = {.db = db};
     eng_genread g = {0}, prev = {0};
     int have_prev = 0;
     uint64_t t0 = om_mono_ns();
     memset(end, 0, sizeof *end);
     uint32_t repaired = 0;
     int rc = pj_repair(db, &repaired);
-    if (!rc) rc = list_stream(db, &sf);
+    if (!rc) rc = db_stream_list(db->vfs, db->logdir, db->base, &sf);
     if (rc) return rc;
-    uint32_t last = stream_last(&sf);
+    uint32_t last = db_stream_last(&sf);
     eng_lgpos start = replay_start(db);
     if (start.gen == 0) start.gen = sf.n ? sf.gens[0] : sf.cur_gen;
     if (last == 0 && db->hdr.log_req_max == 0 && db->hdr.state == ENG_STATE_JUST_CREATED) {
         /* Created but never attached: nothing was logged. */
         goto finish;
     }
-    if (last == 0 || !stream_has(&sf, start.gen)) {
+    if (last == 0 || !db_stream_has(&sf, start.gen)) {
         rc = om_errf(OM_E_RequiredLogFilesMissing,
                      "%s needs log generation %u to recover, and %s holds %s. HINT: restore the "
                      "missing logs, or restore the database from a backup",
@@ -385,7 +405,7 @@ int db_recover(eng_db *db, eng_log_end *end)
         goto out;
     }
     for (uint32_t gen = start.gen; gen <= last; gen++) {
-        if (!stream_has(&sf, gen)) {
+        if (!db_stream_has(&sf, gen)) {
             rc = om_errf(OM_E_MissingLogFile,
                          "log generation %u is missing from %s (generations "
                          "up to %u exist)",
@@ -396,7 +416,7 @@ int db_recover(eng_db *db, eng_log_end *end)
         if (rc) goto out;
         if (g.torn_slot && gen != last)
             om_warn("log generation %u ends with a flush that a crash interrupted", gen);
-        rc = replay_gen(&rp, &g, gen == start.gen ? start.off : 0);
+        rc = db_replay_gen(&rp, &g, gen == start.gen ? start.off : 0);
         if (rc) goto out;
         if (have_prev) eng_gen_free(&prev);
         prev = g;
@@ -432,7 +452,7 @@ finish:
 out:
     if (have_prev) eng_gen_free(&prev);
     eng_gen_free(&g);
-    free(rp.group);
-    free(sf.gens);
+    db_replay_free(&rp);
+    db_stream_free(&sf);
     return rc;
 }
