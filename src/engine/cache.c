@@ -93,12 +93,38 @@ frame *cache_insert_new(eng_db *db, uint32_t pgno)
 
 static int load(eng_db *db, frame *f)
 {
+    uint64_t hoff;
+    if (db->hf.count && hold_lookup(db, f->pgno, &hoff)) {
+        /* Spilled while held: the .edb has an older version. */
+        int rc = hold_read(db, f->pgno, hoff, f->page);
+        if (rc) return rc;
+        f->status = ENG_PAGE_OK;
+        f->from_hold = 1;
+        return 0;
+    }
     size_t got = 0;
     int rc = db->vfs->pread(db->edbf, f->page, ENG_PAGE_SIZE, eng_page_offset(f->pgno), &got);
     if (rc) return rc;
     if (got < ENG_PAGE_SIZE) memset(f->page + got, 0, ENG_PAGE_SIZE - got);
     f->status = (uint8_t)eng_page_check(f->page, f->pgno, NULL);
     return 0;
+}
+
+static void unlink_frame(eng_db *db, frame *f)
+{
+    frame **pp = &db->htab[hash_pgno(f->pgno, db->hsize)];
+    while (*pp != f)
+        pp = &(*pp)->next;
+    *pp = f->next;
+    db->nframes--;
+    free(f->page);
+    free(f);
+}
+
+void cache_evict(eng_db *db, frame *f)
+{
+    if (f->dirty) db->ndirty--;
+    unlink_frame(db, f);
 }
 
 int cache_get(eng_db *db, uint32_t pgno, int verify, frame **out)
@@ -112,17 +138,13 @@ int cache_get(eng_db *db, uint32_t pgno, int verify, frame **out)
             rc = om_errf(OM_E_OutOfMemory, "page cache: out of memory");
         else
             rc = load(db, f);
-        if (!rc && verify && f->status != ENG_PAGE_OK) {
+        if (rc && f) {
+            unlink_frame(db, f);
+            f = NULL;
+        } else if (!rc && verify && f->status != ENG_PAGE_OK) {
             uint8_t st = f->status;
             /* Leave no frame behind for a page that could not be read. */
-            uint32_t h = hash_pgno(pgno, db->hsize);
-            frame **pp = &db->htab[h];
-            while (*pp != f)
-                pp = &(*pp)->next;
-            *pp = f->next;
-            db->nframes--;
-            free(f->page);
-            free(f);
+            unlink_frame(db, f);
             f = NULL;
             if (st == ENG_PAGE_ZERO)
                 rc = om_errf(OM_E_PageNotInitialized, "%s: page %u is not initialised", db->edb,

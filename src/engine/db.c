@@ -94,6 +94,7 @@ static int db_alloc(const eng_opts *o, eng_db **out)
     db->replay_progress = o->replay_progress;
     db->progress_arg = o->progress_arg;
     eng_chk_path(db->chk, sizeof db->chk, db->logdir, db->base);
+    eng_hold_path(db->holdp, sizeof db->holdp, db->logdir, db->base);
     pthread_mutex_init(&db->wmu, NULL);
     pthread_cond_init(&db->wcond, NULL);
     /* Writer-preferring: a steady stream of readers must not hold a commit's publication
@@ -118,6 +119,7 @@ void eng_db_abandon(eng_db *db)
     if (!db) return;
     eng_log_free(db->log);
     om_close(db->edbf);
+    hold_free(db);
     cache_free(db);
     pthread_mutex_destroy(&db->wmu);
     pthread_cond_destroy(&db->wcond);
@@ -263,6 +265,7 @@ int eng_db_open(const eng_opts *o, eng_db **out)
                      db->hdr.base, db->base);
         goto fail;
     }
+    if ((rc = hold_remove_stale(db))) goto fail;
     /* Circular logging is a mount option: the header records the setting of the last mount. */
     db->hdr.flags = (db->hdr.flags & ~(uint32_t)ENG_DBF_CIRCULAR) |
                     (o->circular_logging ? ENG_DBF_CIRCULAR : 0);
@@ -305,6 +308,7 @@ int eng_db_recover(const eng_opts *o, eng_stats *st)
     rc = om_open(db->vfs, db->edb, 0, &db->edbf);
     if (!rc) rc = lock_edb(db);
     if (!rc) rc = eng_dbhdr_read(db->vfs, db->edb, &db->hdr, 1, NULL);
+    if (!rc) rc = hold_remove_stale(db);
     if (!rc) {
         db->dbtime = db->hdr.dbtime;
         db->pages = db->hdr.pages;
@@ -318,11 +322,24 @@ int eng_db_recover(const eng_opts *o, eng_stats *st)
 
 /* ---- pages and checkpoints ---- */
 
+/* Grows the .edb to the pages allocated while it was held. */
+static int grow_deferred(eng_db *db)
+{
+    if (db->grow_to <= db->file_pages) return 0;
+    int rc = om_resize(db->edbf, (db->grow_to + 2) * ENG_PAGE_SIZE);
+    if (rc) return om_err_ctx(rc, "growing %s to %llu pages", db->edb, (unsigned long long)db->grow_to);
+    db->file_pages = db->grow_to;
+    return 0;
+}
+
 int db_flush_pages(eng_db *db)
 {
     frame **v = NULL;
     uint32_t n = 0;
-    int rc = cache_dirty_frames(db, &v, &n);
+    int rc = grow_deferred(db);
+    /* Pages spilled while held first (in batches of their own), then the dirty frames. */
+    if (!rc) rc = hold_write_back(db);
+    if (!rc) rc = cache_dirty_frames(db, &v, &n);
     if (rc) return rc;
     for (uint32_t i = 0; i < n; i++)
         eng_page_seal(v[i]->page, v[i]->pgno);
@@ -338,6 +355,7 @@ int db_flush_pages(eng_db *db)
         db->ndirty = 0;
         pthread_mutex_unlock(&db->cmu);
         db->st.pages_flushed += n;
+        if (db->hf.f || db->hf.count) hold_discard(db);
     }
     free(v);
     return rc;
@@ -378,6 +396,7 @@ static int checkpoint_locked(eng_db *db)
     db->hdr.log_req_max = cur;
     db->hdr.log_committed = cur;
     if ((rc = eng_dbhdr_write(db->edbf, &db->hdr))) return db_set_fatal(db, rc);
+    db->hdr_deferred = 0;
     if ((rc = db_write_chk(db, c))) return db_set_fatal(db, rc);
     db->ckpt = c;
     eng_log_set_checkpoint(db->log, c);
@@ -523,20 +542,37 @@ static int tget(eng_txn *t, uint32_t pgno, tpage **out)
     return rc;
 }
 
+/* While held the .edb must keep its size too (a shadow copy links it): the growth waits for the
+ * release, and only the room for it is checked now. */
+static int check_room(eng_db *db, uint64_t want)
+{
+    uint64_t have = db->grow_to > db->file_pages ? db->grow_to : db->file_pages, free_b = 0;
+    if (!db->vfs->free_space || want <= have) return 0;
+    int rc = db->vfs->free_space(db->vfs, db->edb, &free_b);
+    if (rc) return rc;
+    if (free_b / ENG_PAGE_SIZE < want - have)
+        return om_errf(OM_E_DiskFull, "%s: no room to grow by %llu pages (%llu bytes free)",
+                       db->edb, (unsigned long long)(want - have), (unsigned long long)free_b);
+    return 0;
+}
+
 int eng_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno)
 {
     eng_db *db = t->db;
     uint32_t n = t->pages_after + 1;
     if (n >= 0x7FFFFFF0u)
         return om_errf(OM_E_OutOfDatabaseSpace, "%s has reached its maximum size", db->edb);
-    if (n > db->file_pages) {
+    if (n > db->file_pages && n > db->grow_to) {
         /* Reserve room in the file now: running out of space must fail this call, not a
          * checkpoint write later. */
         uint64_t want = n + (n / 8 > GROW_PAGES ? n / 8 : GROW_PAGES);
-        int rc = om_resize(db->edbf, (want + 2) * ENG_PAGE_SIZE);
+        int rc = db->hold ? check_room(db, want) : om_resize(db->edbf, (want + 2) * ENG_PAGE_SIZE);
         if (rc)
             return om_err_ctx(rc, "growing %s to %llu pages", db->edb, (unsigned long long)want);
-        db->file_pages = want;
+        if (db->hold)
+            db->grow_to = want;
+        else
+            db->file_pages = want;
     }
     tpage *p = tadd(t, n);
     if (!p) return om_errf(OM_E_OutOfMemory, "transaction: out of memory");
@@ -741,6 +777,7 @@ int eng_txn_commit(eng_txn *t, unsigned flags)
     if (rc) db_set_fatal(db, rc);
     txn_free(t);
     if (!rc && want_ckpt) rc = checkpoint_locked(db);
+    if (!rc && db->hold) rc = hold_spill(db);
     db_role_release(db);
     if (rc) return rc;
     if (!(flags & ENG_COMMIT_LAZY)) {
@@ -896,6 +933,9 @@ int eng_db_inspect(const eng_opts *o, eng_info *info)
 void eng_db_stats(eng_db *db, eng_stats *st)
 {
     *st = db->st;
+    pthread_mutex_lock(&db->cmu);
+    st->cache_pages = db->nframes;
+    pthread_mutex_unlock(&db->cmu);
     if (db->log)
         eng_log_get_stats(db->log, &st->log_flushes, &st->log_bytes, &st->log_slots_written);
 }
@@ -950,6 +990,10 @@ int eng_release_pages(eng_db *db)
         rc = om_errf(OM_E_InvalidBackupSequence, "%s: page writes are not held", db->edb);
     else
         db->hold--;
+    /* Spilled pages go back to the .edb now (the hold file is deleted), and a header write a
+     * backup record deferred is made. */
+    if (!rc && db->hold == 0 && (db->hf.f || db->hf.count || db->hdr_deferred))
+        rc = checkpoint_locked(db);
     db_role_release(db);
     return rc;
 }
@@ -980,8 +1024,12 @@ int eng_record_backup(eng_db *db, enum eng_bkslot_id slot, const eng_bkslot *s)
         for (int i = 0; i < ENG_BK_NSLOTS; i++)
             if (clear & (1u << i)) memset(&db->hdr.slots[i], 0, sizeof db->hdr.slots[i]);
         db->hdr.txn_last = db->txn_last;
-        rc = eng_dbhdr_write(db->edbf, &db->hdr);
-        if (rc) db_set_fatal(db, rc);
+        /* While held the .edb must not change: the record is durable in the log (replay
+         * rebuilds the slot), and the release's checkpoint writes the header. */
+        if (db->hold)
+            db->hdr_deferred = 1;
+        else if ((rc = eng_dbhdr_write(db->edbf, &db->hdr)))
+            db_set_fatal(db, rc);
     }
     db_role_release(db);
     return rc;

@@ -9,7 +9,11 @@
  * - A dirty frame is written to the .edb only by a checkpoint, after the log is durable past
  *   the frame's lsn (write-ahead), and after a copy of it is durable in the page journal
  *   (journal.c), so a page torn by a crash during the write can be restored. Dirty frames
- *   are never evicted.
+ *   are never evicted, except while page writes are held (eng_hold_pages): then the oldest
+ *   dirty frames may go to the hold file (hold.c) instead, and the committed image of a page
+ *   is, in this order, its frame, its latest copy in the hold file, its place in the .edb.
+ * - The hold file's index changes only under the writer role, plock for writing and cmu;
+ *   cache_get reads it under cmu.
  * Lock order: writer role -> plock -> cmu. */
 #ifndef OM_ENGINE_DB_INTERNAL_H
 #define OM_ENGINE_DB_INTERNAL_H
@@ -26,13 +30,25 @@ typedef struct frame {
     uint8_t *page; /* ENG_PAGE_SIZE, page header included */
     uint64_t lsn;  /* LSN past the last group that changed it */
     uint8_t dirty;
-    uint8_t status; /* enum eng_page_status as loaded (replay needs it) */
+    uint8_t status;    /* enum eng_page_status as loaded (replay needs it) */
+    uint8_t from_hold; /* clean but newer than the .edb: equal to its copy in the hold file */
     struct frame *next;
 } frame;
 
+/* Dirty pages spilled while page writes are held (hold.c): <log dir>/<base>.hold, sealed
+ * pages appended, and in memory an index page number -> offset of the page's latest copy. */
+typedef struct hold_file {
+    om_file *f;
+    uint64_t end;    /* bytes appended */
+    uint32_t *keys;  /* open addressing, 0 = empty slot */
+    uint64_t *offs;
+    uint32_t cap, count;
+    int failed;      /* a write to it failed: dirty pages stay in memory until the release */
+} hold_file;
+
 struct eng_db {
     om_vfs *vfs;
-    char edb[4096], logdir[4096], base[4], chk[4200];
+    char edb[4096], logdir[4096], base[4], chk[4200], holdp[4200];
     uint64_t cache_bytes;
     uint32_t checkpoint_gens;
     void (*replay_progress)(void *arg, uint32_t gen, uint32_t first, uint32_t last);
@@ -46,6 +62,7 @@ struct eng_db {
     pthread_mutex_t wmu;
     pthread_cond_t wcond;
     int writer_active, frozen, hold;
+    int hdr_deferred; /* a header write waits for the release of held pages */
 
     pthread_rwlock_t plock;
     pthread_mutex_t cmu;
@@ -55,6 +72,8 @@ struct eng_db {
     uint64_t dbtime, txn_last; /* under the writer role */
     uint32_t pages;            /* committed page count */
     uint64_t file_pages;       /* pages the .edb file has room for */
+    uint64_t grow_to;          /* pages allocated while held: the .edb grows at the release */
+    hold_file hf;              /* pages spilled while held */
     eng_lgpos ckpt;
     int fatal; /* sticky: FatalIO once a write failed */
     eng_stats st;
@@ -71,6 +90,26 @@ frame *cache_insert_new(eng_db *db, uint32_t pgno);
 int cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n);
 /* Drops clean frames when the cache is over its size (caller holds plock for writing). */
 void cache_trim(eng_db *db);
+/* Removes frame f from the cache and frees it (caller holds plock for writing and cmu). */
+void cache_evict(eng_db *db, frame *f);
+
+/* The hold file (hold.c).
+ * hold_spill: while held, moves the oldest dirty frames to the hold file until the dirty pages
+ *   are back under half the cache budget, then drops clean frames over the budget. Called by a
+ *   commit holding the writer role (takes plock and cmu itself).
+ * hold_lookup / hold_read: whether a page has a copy there, and reading it (under cmu).
+ * hold_write_back: writes every page whose latest image is in the hold file to the .edb, in
+ *   batches, each journalled first (a checkpoint, writer role held).
+ * hold_discard: forgets the index and deletes the file (after the write-back, or at close).
+ * hold_free: closes the file and frees the index, leaving the file (eng_db_abandon).
+ * hold_remove_stale: deletes a hold file a dead process left behind (at open). */
+int hold_spill(eng_db *db);
+int hold_lookup(eng_db *db, uint32_t pgno, uint64_t *off);
+int hold_read(eng_db *db, uint32_t pgno, uint64_t off, uint8_t *page);
+int hold_write_back(eng_db *db);
+void hold_discard(eng_db *db);
+void hold_free(eng_db *db);
+int hold_remove_stale(eng_db *db);
 
 /* Page journal (journal.c): pj_write puts sealed pages into E00.pgj and syncs it;
  * pj_repair restores torn .edb pages from it before replay. */

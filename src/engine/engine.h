@@ -114,6 +114,8 @@ typedef struct eng_stats {
     uint64_t commits, log_flushes, log_bytes, log_slots_written;
     uint64_t replay_bytes, replay_records, replay_ns, replay_groups;
     uint64_t pages_flushed, checkpoints, page_images;
+    uint64_t pages_spilled; /* dirty pages written to the hold file while page writes were held */
+    uint64_t cache_pages;   /* pages in the cache now */
 } eng_stats;
 
 /* Creates a new database (fails with DatabaseDuplicate if the .edb exists, or if the log
@@ -163,12 +165,23 @@ int eng_db_inspect(const eng_opts *o, eng_info *info);
  * eng_backup_freeze: logs a backup record, makes it durable and rolls to a new generation;
  *   *mark is the record's position, *last_gen the generation it closed. Until
  *   eng_backup_thaw, new transactions wait (writes to the .edb and the logs are held).
- * eng_hold_pages: no page is written to the .edb until eng_release_pages (the checkpoint does
- *   not advance; dirty pages stay in memory). Holds nest.
+ * eng_hold_pages: the .edb does not change at all (content or size) until eng_release_pages:
+ *   the checkpoint does not advance, and dirty pages stay in memory up to the cache budget
+ *   (eng_opts.cache_bytes); past it the oldest go to a side file <log_dir>/<base>.hold (read
+ *   back from there when needed; eng_stats.pages_spilled counts them). Pages allocated while
+ *   held grow the file only at the release (the room is checked at allocation: DiskFull).
+ *   Holds nest. Call it before eng_backup_freeze (it needs the writer role, which a freeze
+ *   keeps shut until the thaw).
+ * eng_release_pages: ends one hold; at the last one, when pages were spilled (or a header
+ *   write waits), a checkpoint writes them to the .edb (page journal first) and deletes the
+ *   side file. After a crash while held the side file is garbage: the next open deletes it and
+ *   recovery replays the log as usual.
  * eng_truncate_logs: deletes finished generations below `below` (never at or above the
  *   checkpoint's generation); *deleted counts them.
  * eng_record_backup: writes a backup slot through a log record, then into the header;
- *   recording Previous Full clears Previous Incremental and Previous Differential. */
+ *   recording Previous Full clears Previous Incremental and Previous Differential. While pages
+ *   are held the header is written at the release instead (the log record is durable, and
+ *   eng_db_info shows the slot at once). */
 int eng_backup_freeze(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last_gen);
 int eng_backup_thaw(eng_db *db);
 int eng_hold_pages(eng_db *db);

@@ -677,6 +677,13 @@ int eng_pgj_path(char *out, size_t len, const char *dir, const char *base)
     return name_path(out, len, dir, name);
 }
 
+int eng_hold_path(char *out, size_t len, const char *dir, const char *base)
+{
+    char name[32];
+    snprintf(name, sizeof name, "%s.hold", base);
+    return name_path(out, len, dir, name);
+}
+
 int eng_res_log_path(char *out, size_t len, const char *dir, const char *base, int n)
 {
     char name[32];

@@ -242,6 +242,8 @@ int eng_chk_path(char *out, size_t len, const char *dir, const char *base);
 /* E00.pgj: the page journal of checkpoints (journal.c). */
 int eng_pgj_path(char *out, size_t len, const char *dir, const char *base);
 int eng_res_log_path(char *out, size_t len, const char *dir, const char *base, int n);
+/* E00.hold: pages spilled while page writes are held (hold.c); garbage after a crash. */
+int eng_hold_path(char *out, size_t len, const char *dir, const char *base);
 /* If name is a finished generation of base ("E000000001A.log"), returns 1 and sets *gen. */
 int eng_parse_log_name(const char *name, const char *base, uint32_t *gen);
 /* A base name is three characters: a letter and two hex digits or letters ("E00", "E0A"). */

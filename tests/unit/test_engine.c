@@ -770,6 +770,208 @@ static void concurrent_committers_share_log_flushes(void **s)
     crashvfs_free(c);
 }
 
+/* ---- held pages that spill to the hold file ---- */
+
+#define SPILL_BUDGET 32u /* cache pages */
+
+static eng_opts spill_opts(crashvfs *c)
+{
+    eng_opts o = opts_on(c);
+    o.cache_bytes = SPILL_BUDGET * ENG_PAGE_SIZE;
+    o.checkpoint_gens = 1000;
+    o.no_reserve_logs = 1;
+    return o;
+}
+
+static uint8_t page_fill(uint32_t pgno, uint32_t version)
+{
+    return (uint8_t)(pgno * 13 + version * 31 + 1);
+}
+
+/* Writes a whole page body in one transaction, with a fill that names page and version. */
+static void put_version(eng_db *db, uint32_t pgno, uint32_t version)
+{
+    put(db, pgno, page_fill(pgno, version), 0, ENG_PAGE_BODY, 0);
+}
+
+static void assert_versions(eng_db *db, const uint32_t *version, uint32_t pages)
+{
+    for (uint32_t p = 1; p <= pages; p++) {
+        assert_int_equal(eng_page_read(db, p, body2), 0);
+        uint8_t want = page_fill(p, version[p]);
+        if (body2[0] != want || body2[ENG_PAGE_BODY - 1] != want)
+            fail_msg("page %u holds %u, version %u should be %u", p, body2[0], version[p], want);
+    }
+}
+
+/* Every data page of the .edb passes its checksum, and the header is Clean. */
+static void assert_edb_checks_clean(om_vfs *v, const char *edb)
+{
+    eng_dbhdr h;
+    assert_int_equal(eng_dbhdr_read(v, edb, &h, 0, NULL), 0);
+    assert_int_equal(h.state, ENG_STATE_CLEAN);
+    uint8_t *data = NULL;
+    size_t n = 0;
+    assert_int_equal(om_read_file(v, edb, &data, &n), 0);
+    for (uint32_t p = 1; p <= h.pages; p++) {
+        assert_true(eng_page_offset(p) + ENG_PAGE_SIZE <= n);
+        if (eng_page_check(data + eng_page_offset(p), p, NULL) != ENG_PAGE_OK)
+            fail_msg("page %u of %s fails its checksum", p, edb);
+    }
+    free(data);
+}
+
+static int file_equals(om_vfs *v, const char *path, const uint8_t *want, size_t wn)
+{
+    uint8_t *data = NULL;
+    size_t n = 0;
+    assert_int_equal(om_read_file(v, path, &data, &n), 0);
+    int eq = n == wn && memcmp(data, want, n) == 0;
+    free(data);
+    return eq;
+}
+
+/* 60 pages, checkpointed; then, held, 5x the cache budget of page writes (rewrites and 40
+ * new pages), durable commits. version[] says what each page must hold. */
+#define SPILL_PAGES0 60u
+#define SPILL_PAGES  100u
+static void spill_workload(eng_db *db, uint32_t *version, int check_edb, om_vfs *v,
+                           const uint8_t *edb0, size_t edb0n)
+{
+    eng_stats st;
+    uint32_t next_new = SPILL_PAGES0 + 1;
+    for (uint32_t i = 0; i < 5 * SPILL_BUDGET; i++) {
+        uint32_t p;
+        if (i % 4 == 3 && next_new <= SPILL_PAGES) {
+            p = put(db, 0, 0, 0, 1, 0);
+            assert_int_equal(p, next_new++);
+        } else
+            p = 1 + (i * 7) % (next_new - 1);
+        put_version(db, p, ++version[p]);
+        if (i % 20 == 19) {
+            eng_db_stats(db, &st);
+            assert_true(st.cache_pages <= SPILL_BUDGET + 4);
+            if (check_edb) assert_true(file_equals(v, "/db/mail.edb", edb0, edb0n));
+        }
+    }
+    assert_int_equal(next_new, SPILL_PAGES + 1);
+}
+
+static eng_db *spill_setup(const eng_opts *o, uint32_t *version)
+{
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(o, &db), 0);
+    for (uint32_t p = 1; p <= SPILL_PAGES0; p++) {
+        assert_int_equal(put(db, 0, 0, 0, 1, 0), p);
+        put_version(db, p, version[p] = 1);
+    }
+    assert_int_equal(eng_checkpoint(db), 0);
+    return db;
+}
+
+static void held_pages_spill_to_a_side_file_and_the_edb_stays_unchanged_until_release(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = spill_opts(c);
+    om_vfs *v = o.vfs;
+    static uint32_t version[SPILL_PAGES + 1];
+    memset(version, 0, sizeof version);
+    eng_db *db = spill_setup(&o, version);
+    assert_int_equal(eng_hold_pages(db), 0);
+    uint8_t *edb0 = NULL;
+    size_t edb0n = 0;
+    assert_int_equal(om_read_file(v, "/db/mail.edb", &edb0, &edb0n), 0);
+    spill_workload(db, version, 1, v, edb0, edb0n);
+    /* A backup recorded while held reaches the header only at the release. */
+    eng_bkslot full = {1, 2, {2, 0}, 333, ENG_BK_FULL};
+    assert_int_equal(eng_record_backup(db, ENG_BK_PREV_FULL, &full), 0);
+    assert_int_equal(eng_checkpoint(db), 0); /* held: writes nothing */
+    assert_true(file_equals(v, "/db/mail.edb", edb0, edb0n));
+    eng_stats st;
+    eng_db_stats(db, &st);
+    assert_true(st.pages_spilled >= 3 * SPILL_BUDGET);
+    assert_true(st.cache_pages <= SPILL_BUDGET + 4);
+    assert_int_equal(v->exists(v, "/db/logs/E00.hold"), 1);
+    /* Reads come from the hold file where the page was spilled. */
+    assert_versions(db, version, SPILL_PAGES);
+    assert_true(file_equals(v, "/db/mail.edb", edb0, edb0n));
+    /* The release writes every page back through the journal, and deletes the hold file. */
+    assert_int_equal(eng_release_pages(db), 0);
+    assert_false(file_equals(v, "/db/mail.edb", edb0, edb0n));
+    assert_int_equal(v->exists(v, "/db/logs/E00.hold"), 0);
+    assert_versions(db, version, SPILL_PAGES);
+    eng_dbhdr h;
+    assert_int_equal(eng_dbhdr_read(v, o.edb_path, &h, 0, NULL), 0);
+    assert_int_equal(h.slots[ENG_BK_PREV_FULL].mark_time, 333);
+    assert_int_equal(eng_db_close(db), 0);
+    assert_edb_checks_clean(v, o.edb_path);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_versions(db, version, SPILL_PAGES);
+    assert_int_equal(eng_db_close(db), 0);
+    free(edb0);
+    crashvfs_free(c);
+}
+
+static void reopen_and_check(crashvfs *c, const eng_opts *o, const uint32_t *version)
+{
+    om_vfs *v = o->vfs;
+    eng_db *db = NULL;
+    crashvfs_reboot(c);
+    assert_int_equal(eng_db_open(o, &db), 0);
+    assert_int_equal(v->exists(v, "/db/logs/E00.hold"), 0); /* garbage: deleted at open */
+    assert_versions(db, version, SPILL_PAGES);
+    assert_int_equal(eng_db_close(db), 0);
+    assert_edb_checks_clean(v, o->edb_path);
+}
+
+static void crash_while_held_with_spilled_pages_loses_no_acknowledged_commit(void **s)
+{
+    (void)s;
+    static uint32_t version[SPILL_PAGES + 1];
+    /* A crash while held, after pages were spilled. */
+    crashvfs *c = new_disk();
+    eng_opts o = spill_opts(c);
+    memset(version, 0, sizeof version);
+    eng_db *db = spill_setup(&o, version);
+    assert_int_equal(eng_hold_pages(db), 0);
+    spill_workload(db, version, 0, NULL, NULL, 0);
+    eng_stats st;
+    eng_db_stats(db, &st);
+    assert_true(st.pages_spilled > 0);
+    eng_db_abandon(db);
+    reopen_and_check(c, &o, version);
+    crashvfs_free(c);
+
+    /* A crash at each sync of the release (journal, pages, header, checkpoint file). */
+    c = new_disk();
+    o = spill_opts(c);
+    memset(version, 0, sizeof version);
+    db = spill_setup(&o, version);
+    assert_int_equal(eng_hold_pages(db), 0);
+    spill_workload(db, version, 0, NULL, NULL, 0);
+    uint64_t s0 = crashvfs_syncs(c);
+    assert_int_equal(eng_release_pages(db), 0);
+    uint64_t release_syncs = crashvfs_syncs(c) - s0;
+    assert_true(release_syncs >= 4);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+    for (uint64_t k = 1; k <= release_syncs; k++) {
+        c = new_disk();
+        crashvfs_reseed(c, 1000 + k);
+        o = spill_opts(c);
+        memset(version, 0, sizeof version);
+        db = spill_setup(&o, version);
+        assert_int_equal(eng_hold_pages(db), 0);
+        spill_workload(db, version, 0, NULL, NULL, 0);
+        crashvfs_crash_at_sync(c, k);
+        assert_int_not_equal(eng_release_pages(db), 0);
+        eng_db_abandon(db);
+        reopen_and_check(c, &o, version);
+        crashvfs_free(c);
+    }
+}
+
 int main(void)
 {
     /* The failures these tests cause on purpose would fill the output. */
@@ -796,6 +998,8 @@ int main(void)
         cmocka_unit_test(damaged_log_of_a_clean_database_is_refused_naming_the_slot),
         cmocka_unit_test(concurrent_committers_share_log_flushes),
         cmocka_unit_test(replaying_the_log_into_a_copy_gives_identical_pages),
+        cmocka_unit_test(held_pages_spill_to_a_side_file_and_the_edb_stays_unchanged_until_release),
+        cmocka_unit_test(crash_while_held_with_spilled_pages_loses_no_acknowledged_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
