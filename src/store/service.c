@@ -21,29 +21,12 @@
 #include "engine/format.h"
 #include "store/directory.h"
 #include "store/mail.h"
-
-typedef struct mounted {
-    char name[STORE_MAX_NAME + 1];
-    eng_db *db;
-    mail_store *mail;
-    int refs, closing, recovery;
-} mounted;
-
-typedef struct store {
-    const store_opts *o;
-    store_dir *dir;
-    pthread_mutex_t mu; /* registry and directory */
-    pthread_cond_t cond;
-    mounted *m[STORE_MAX_MOUNTED + 1];
-    int nm;
-    gid_t group;
-    int listen_fd;
-    int stopping, active; /* connections being served */
-} store;
+#include "store/service_internal.h"
+#include "store/writer.h"
 
 /* ---- registry ---- */
 
-static mounted *find_mounted(store *s, const char *name)
+mounted *store_find_mounted(store *s, const char *name)
 {
     for (int i = 0; i < s->nm; i++)
         if (!strcmp(s->m[i]->name, name)) return s->m[i];
@@ -52,7 +35,7 @@ static mounted *find_mounted(store *s, const char *name)
 
 static unsigned checkpoint_gens, cache_mb; /* the daemon's --checkpoint-depth, --cache-mb */
 
-static eng_opts ent_opts(const store_dbent *e)
+eng_opts store_ent_opts(const store_dbent *e)
 {
     eng_opts o = {0};
     o.checkpoint_gens = checkpoint_gens;
@@ -65,9 +48,9 @@ static eng_opts ent_opts(const store_dbent *e)
 }
 
 /* Opens (or creates) and registers; caller holds mu. */
-static int mount_locked(store *s, const store_dbent *e, int create)
+int store_mount_locked(store *s, const store_dbent *e, int create)
 {
-    if (find_mounted(s, e->name)) return 0;
+    if (store_find_mounted(s, e->name)) return 0;
     if (s->nm >= STORE_MAX_MOUNTED)
         return om_errf(OM_E_TooManyOpenDatabases,
                        "server %s already has %d mounted databases. HINT: dismount one first",
@@ -82,7 +65,7 @@ static int mount_locked(store *s, const store_dbent *e, int create)
     if (!m) return om_errf(OM_E_OutOfMemory, "mounting %s: out of memory", e->name);
     snprintf(m->name, sizeof m->name, "%s", e->name);
     m->recovery = e->recovery;
-    eng_opts o = ent_opts(e);
+    eng_opts o = store_ent_opts(e);
     uint64_t t0 = om_mono_ns();
     int rc = create ? eng_db_create(&o, &m->db) : eng_db_open(&o, &m->db);
     if (!rc) rc = mail_open(m->db, &m->mail);
@@ -102,11 +85,12 @@ static int mount_locked(store *s, const store_dbent *e, int create)
 }
 
 /* Dismounts (clean shutdown); caller holds mu, which is released while waiting for users. */
-static int dismount_locked(store *s, mounted *m)
+int store_dismount_locked(store *s, mounted *m)
 {
     m->closing = 1;
     while (m->refs > 0)
         pthread_cond_wait(&s->cond, &s->mu);
+    if (s->writer) store_writer_db_closing(s->writer, m->db);
     mail_close(m->mail);
     int rc = eng_db_close(m->db);
     for (int i = 0; i < s->nm; i++)
@@ -121,11 +105,11 @@ static int dismount_locked(store *s, mounted *m)
 }
 
 /* Takes a reference on a mounted database for one request. */
-static int acquire(store *s, const char *name, mounted **out)
+int store_acquire(store *s, const char *name, mounted **out)
 {
     pthread_mutex_lock(&s->mu);
     int rc = 0;
-    mounted *m = find_mounted(s, name);
+    mounted *m = store_find_mounted(s, name);
     if (!m || m->closing) {
         if (store_dir_find(s->dir, name))
             rc = om_errf(OM_E_DatabaseUnavailable,
@@ -140,7 +124,7 @@ static int acquire(store *s, const char *name, mounted **out)
     return rc;
 }
 
-static void release(store *s, mounted *m)
+void store_release(store *s, mounted *m)
 {
     pthread_mutex_lock(&s->mu);
     m->refs--;
@@ -158,10 +142,10 @@ static json_t *db_json(store *s, const store_dbent *e, int details)
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b}", "name", e->name, "id", id,
                   "server", e->server, "edb", e->edb, "logs", e->logs, "base", e->base,
                   "circular_logging", e->circular, "allow_restore", e->allow_restore, "recovery",
-                  e->recovery, "mounted", find_mounted(s, e->name) != NULL);
+                  e->recovery, "mounted", store_find_mounted(s, e->name) != NULL);
     eng_info in;
-    mounted *m = find_mounted(s, e->name);
-    eng_opts eo = ent_opts(e);
+    mounted *m = store_find_mounted(s, e->name);
+    eng_opts eo = store_ent_opts(e);
     int rc = m ? eng_db_info(m->db, &in) : eng_db_inspect(&eo, &in);
     if (rc) {
         json_object_set_new(o, "state", json_string("unreadable"));
@@ -286,14 +270,14 @@ static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
     char d[4096];
     om_dirname(e.edb, d, sizeof d);
     if ((rc = om_mkdirs(d)) || (rc = om_mkdirs(e.logs))) return rc;
-    if ((rc = mount_locked(s, &e, 1))) return rc;
-    mounted *m = find_mounted(s, e.name);
+    if ((rc = store_mount_locked(s, &e, 1))) return rc;
+    mounted *m = store_find_mounted(s, e.name);
     eng_info in;
     eng_db_info(m->db, &in);
     e.id = in.db_id;
     e.mounted = 1;
     if ((rc = store_dir_put(s->dir, &e))) {
-        dismount_locked(s, m);
+        store_dismount_locked(s, m);
         return rc;
     }
     om_info("created database %s at %s (logs %s, base %s)%s", e.name, e.edb, e.logs, e.base,
@@ -316,11 +300,11 @@ static int h_db_mount(store *s, json_t *req, json_t *rep, int mount)
     store_dbent *e;
     int rc = find_ent(s, req, &e);
     if (rc) return rc;
-    mounted *m = find_mounted(s, e->name);
+    mounted *m = store_find_mounted(s, e->name);
     if (mount)
-        rc = mount_locked(s, e, 0);
+        rc = store_mount_locked(s, e, 0);
     else if (m)
-        rc = dismount_locked(s, m);
+        rc = store_dismount_locked(s, m);
     if (rc && mount) return rc;
     store_dbent ne = *e;
     ne.mounted = mount;
@@ -355,7 +339,7 @@ static int h_db_set(store *s, json_t *req, json_t *rep)
     }
     if ((rc = store_dir_put(s->dir, &ne))) return rc;
     json_t *d = db_json(s, &ne, 0);
-    if (c && find_mounted(s, ne.name))
+    if (c && store_find_mounted(s, ne.name))
         json_object_set_new(d, "note", json_string("circular logging changes at the next mount"));
     json_object_set_new(rep, "db", d);
     return 0;
@@ -406,7 +390,7 @@ static int h_mail(store *s, int fd, const char *op, json_t *req, const uint8_t *
         (rc = om_json_str(req, "mailbox", &mailbox)))
         return rc;
     mounted *m = NULL;
-    if ((rc = acquire(s, dbname, &m))) return rc;
+    if ((rc = store_acquire(s, dbname, &m))) return rc;
     char tb[40];
     if (!strcmp(op, "mail.deliver")) {
         mail_new n = {0};
@@ -477,7 +461,7 @@ static int h_mail(store *s, int fd, const char *op, json_t *req, const uint8_t *
             }
         }
     }
-    release(s, m);
+    store_release(s, m);
     return rc;
 }
 
@@ -633,11 +617,13 @@ int store_run(const store_opts *o)
     for (size_t i = 0; i < s->dir->n; i++) {
         store_dbent *e = &s->dir->ents[i];
         if (!e->mounted || strcmp(e->server, o->server)) continue;
-        if (mount_locked(s, e, 0)) om_error("%s", om_err_detail());
+        if (store_mount_locked(s, e, 0)) om_error("%s", om_err_detail());
     }
     pthread_mutex_unlock(&s->mu);
     pthread_t sig;
     pthread_create(&sig, NULL, signal_thread, s);
+    if ((rc = store_writer_start(s, &s->writer)))
+        om_error("the writer did not start (backups will fail): %s", om_err_detail());
     om_info("server %s listening on %s (%d databases mounted)", o->server, sock, s->nm);
     for (;;) {
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -671,6 +657,12 @@ int store_run(const store_opts *o)
     pthread_join(sig, NULL);
     close(s->listen_fd);
     unlink(sock);
+    /* Backups in progress end here (the coordinator fails them): holds released first. */
+    store_writer *wr = s->writer;
+    pthread_mutex_lock(&s->mu);
+    s->writer = NULL;
+    pthread_mutex_unlock(&s->mu);
+    store_writer_stop(wr);
     /* Let running requests finish, then dismount everything (the marks stay). */
     pthread_mutex_lock(&s->mu);
     /* Requests in progress finish; a client that keeps an idle connection open is not waited
@@ -685,7 +677,7 @@ int store_run(const store_opts *o)
             pthread_cond_wait(&s->cond, &s->mu);
     int failures = 0;
     while (s->nm > 0)
-        failures += dismount_locked(s, s->m[0]) != 0;
+        failures += store_dismount_locked(s, s->m[0]) != 0;
     pthread_mutex_unlock(&s->mu);
     store_dir_close(s->dir);
     om_info("stopped%s", failures ? " (some databases need recovery at the next mount)" : "");

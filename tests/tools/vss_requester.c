@@ -152,11 +152,23 @@ static void full_name(json_t *c, char *out, size_t n)
     snprintf(out, n, "%s%s%s", lp, *lp ? "\\" : "", name);
 }
 
+/* a is b or a directory above it. */
+static int covers(const char *a, const char *b)
+{
+    size_t l = strlen(a);
+    return !strncmp(a, b, l) && (b[l] == 0 || b[l] == '/' || (l == 1 && a[0] == '/'));
+}
+
+/* Adds a path unless one already there covers it; drops those it covers (a shadow copy of a
+ * directory holds everything under it, and the coordinator refuses overlapping paths). */
 static void add_unique(json_t *arr, json_t *s)
 {
-    size_t i;
-    json_t *v;
-    json_array_foreach(arr, i, v) if (json_equal(v, s)) return;
+    const char *p = json_string_value(s);
+    for (size_t i = json_array_size(arr); i-- > 0;) {
+        const char *q = json_string_value(json_array_get(arr, i));
+        if (covers(q, p)) return;
+        if (covers(p, q)) json_array_remove(arr, i);
+    }
     json_array_append(arr, s);
 }
 
@@ -226,10 +238,15 @@ static int restore_main(void)
     int rc = vss_req_begin(o.socket, VSS_SESSION_RESTORE, &r);
     if (!rc) rc = vss_req_load_documents(r, md, doc);
     json_t *c;
-    json_array_foreach(json_object_get(doc, "components"), i, c) if (!rc) rc =
-        vss_req_add_restore_component(r, json_string_value(json_object_get(c, "instance_id")),
-                                      json_string_value(json_object_get(c, "component")),
-                                      json_pack("{s:s}", "from", o.restore), NULL);
+    json_t *opts = json_pack("{s:s}", "from", o.restore);
+    json_array_foreach(json_object_get(doc, "components"), i, c)
+    {
+        if (rc) break;
+        rc = vss_req_add_restore_component(r, json_string_value(json_object_get(c, "instance_id")),
+                                           json_string_value(json_object_get(c, "component")), opts,
+                                           NULL);
+    }
+    json_decref(opts);
     if (!rc && o.additional) rc = vss_req_set_additional_restores(r, 1);
     if (!rc) rc = vss_req_pre_restore(r);
     if (!rc) rc = vss_req_post_restore(r);

@@ -1,0 +1,610 @@
+/* The store's writer (writer.h has the contract). Backup state lives in a table of databases
+ * by id, in memory only. Handlers take a reference on a mounted database through the service
+ * (store.mu) before they take the writer's lock, never the other way round (service_internal.h
+ * has the lock order). */
+#include "store/writer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/hash.h"
+#include "base/log.h"
+#include "base/time.h"
+#include "base/uuid.h"
+#include "engine/format.h"
+#include "store/service_internal.h"
+#include "vss/writer.h"
+
+#define WRITER_CLASS "5d3c0a91-6b2e-4f17-8c4d-0e9a7b1f2c35"
+#define WRITER_NAME  "Ombra Store Writer"
+#define MAX_WDB      (2 * STORE_MAX_MOUNTED)
+
+typedef struct wdb {
+    char id[37], name[STORE_MAX_NAME + 1];
+    char session[40]; /* the backup in progress; "" when none */
+    char type[16];
+    eng_db *db; /* while mounted, from Freeze on */
+    int frozen, holding, dismounted;
+    eng_lgpos mark, ckpt;
+    uint32_t last_gen;
+    uint64_t mark_time;
+} wdb;
+
+struct store_writer {
+    store *s;
+    vss_writer *vw;
+    pthread_mutex_t mu;
+    wdb dbs[MAX_WDB];
+    char instance_id[37], logical[200];
+};
+
+/* ---- databases ---- */
+
+/* The database id a component full name names ("Ombra Store\srv1\<id>" or its "\Logs"); 0 when
+ * the name is another writer's or another server's. */
+static int comp_db_id(store_writer *w, const char *comp, char id[37], int *is_logs)
+{
+    size_t l = strlen(w->logical);
+    if (strncmp(comp, w->logical, l) || comp[l] != '\\') return 0;
+    const char *p = comp + l + 1, *bs = strchr(p, '\\');
+    size_t n = bs ? (size_t)(bs - p) : strlen(p);
+    if (n != 36) return 0;
+    memcpy(id, p, 36);
+    id[36] = 0;
+    *is_logs = bs != NULL;
+    return 1;
+}
+
+/* A reference on the mounted, non-recovery database with that id, and its directory entry. */
+static int acquire_by_id(store_writer *w, const char *id, mounted **out, store_dbent *ent)
+{
+    store *s = w->s;
+    int rc = 0;
+    pthread_mutex_lock(&s->mu);
+    store_dbent *e = NULL;
+    for (size_t i = 0; i < s->dir->n && !e; i++) {
+        char sid[37];
+        om_uuid_str(&s->dir->ents[i].id, sid);
+        if (!strcmp(sid, id)) e = &s->dir->ents[i];
+    }
+    mounted *m = e ? store_find_mounted(s, e->name) : NULL;
+    if (!e)
+        rc =
+            om_errf(OM_E_DatabaseNotFound, "no database with id %s on server %s", id, s->o->server);
+    else if (!m || m->closing)
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "database '%s' is not mounted: dismounted databases are not backed up",
+                     e->name);
+    else if (m->recovery)
+        rc = om_errf(OM_E_InvalidParameter, "'%s' is a recovery database: it is never backed up",
+                     e->name);
+    else {
+        m->refs++;
+        *out = m;
+        *ent = *e;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* The table entry of a database id (created when asked). Under w->mu. */
+static wdb *wdb_get(store_writer *w, const char *id, int create)
+{
+    wdb *free_slot = NULL;
+    for (int i = 0; i < MAX_WDB; i++) {
+        if (!strcmp(w->dbs[i].id, id)) return &w->dbs[i];
+        if (!w->dbs[i].id[0] && !free_slot) free_slot = &w->dbs[i];
+    }
+    if (!create || !free_slot) return NULL;
+    memset(free_slot, 0, sizeof *free_slot);
+    snprintf(free_slot->id, sizeof free_slot->id, "%s", id);
+    return free_slot;
+}
+
+static void wdb_forget(wdb *d)
+{
+    memset(d, 0, sizeof *d);
+}
+
+static enum eng_bk_kind kind_of(const char *type)
+{
+    return !strcmp(type, "full")          ? ENG_BK_FULL
+           : !strcmp(type, "incremental") ? ENG_BK_INCREMENTAL
+           : !strcmp(type, "copy")        ? ENG_BK_COPY
+                                          : ENG_BK_DIFFERENTIAL;
+}
+
+/* Calls fn for every database component the event names (Logs subcomponents go with their
+ * database), with a reference held; stops at the first failure. */
+typedef int (*db_fn)(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
+                     const char *comp);
+
+static int each_db(store_writer *w, vss_event *e, db_fn fn)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(e->args, "components"), i, c)
+    {
+        const char *comp = json_is_string(c) ? json_string_value(c)
+                                             : json_string_value(json_object_get(c, "name"));
+        char id[37];
+        int is_logs = 0;
+        if (!comp || !comp_db_id(w, comp, id, &is_logs) || is_logs) continue;
+        mounted *m = NULL;
+        store_dbent ent;
+        int rc = acquire_by_id(w, id, &m, &ent);
+        if (!rc) {
+            rc = fn(w, e, m, &ent, comp);
+            store_release(w->s, m);
+        }
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* A failure the requester prints: the ESE error and the detail in the reason. */
+static int fail_with(vss_event *e, vss_failure kind, int rc)
+{
+    return vss_fail(e, kind, "%d %s: %s", rc, om_err_name(rc), om_err_detail());
+}
+
+/* ---- Identify ---- */
+
+static int identify(void *ctx, vss_event *e)
+{
+    store_writer *w = ctx;
+    static const char *const types[] = {"full", "copy", "incremental", "differential", NULL};
+    vss_writer_info info = {.class_id = WRITER_CLASS,
+                            .instance_id = w->instance_id,
+                            .name = WRITER_NAME,
+                            .can_hold = 1};
+    json_t *md = vss_wmd_new(&info, types, "custom");
+    store *s = w->s;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->nm; i++) {
+        mounted *m = s->m[i];
+        store_dbent *ent = store_dir_find(s->dir, m->name);
+        if (!ent || m->recovery || m->closing) continue;
+        char id[37], d[4096], sub[300], spec[16], chk[4200];
+        om_uuid_str(&ent->id, id);
+        json_t *c = vss_wmd_add_component(md, w->logical, id, ent->name, 1);
+        vss_wmd_add_file(c, ent->edb, NULL, 0, 1);
+        om_dirname(ent->edb, d, sizeof d);
+        vss_wmd_add_path(c, d);
+        snprintf(sub, sizeof sub, "%s\\%s", w->logical, id);
+        json_t *l = vss_wmd_add_component(md, sub, "Logs", ent->name, 0);
+        snprintf(spec, sizeof spec, "%s????????.log", ent->base);
+        vss_wmd_add_file(l, ent->logs, spec, 0, 1); /* finished generations never change */
+        eng_chk_path(chk, sizeof chk, ent->logs, ent->base);
+        vss_wmd_add_file(l, chk, NULL, 0, 0);
+        vss_wmd_add_path(l, ent->logs);
+    }
+    pthread_mutex_unlock(&s->mu);
+    json_object_set_new(e->result, "metadata", md);
+    return 0;
+}
+
+/* ---- PrepareBackup ---- */
+
+static int prepare_one(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
+                       const char *comp)
+{
+    const char *type = json_string_value(json_object_get(e->args, "type"));
+    if (!type) type = "full";
+    eng_info in;
+    int rc = eng_db_info(m->db, &in);
+    if (rc) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    int incr = !strcmp(type, "incremental") || !strcmp(type, "differential");
+    if (incr && ent->circular) {
+        rc = om_errf(OM_E_InvalidBackup,
+                     "database '%s' uses circular logging: %s backups need every log. HINT: "
+                     "ombra db set %s --circular-logging off, then take a full backup",
+                     ent->name, type, ent->name);
+        return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
+    }
+    if (incr && in.slots[ENG_BK_PREV_FULL].mark_time == 0) {
+        rc = om_errf(OM_E_MissingFullBackup,
+                     "database '%s' has no full backup: an %s backup needs one. HINT: take a "
+                     "full backup first",
+                     ent->name, type);
+        return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
+    }
+    char id[37];
+    om_uuid_str(&ent->id, id);
+    pthread_mutex_lock(&w->mu);
+    wdb *d = wdb_get(w, id, 1);
+    if (d && d->session[0] && strcmp(d->session, e->session)) {
+        rc = om_errf(OM_E_BackupInProgress, "database '%s' is being backed up by session %s",
+                     ent->name, d->session);
+    } else if (!d) {
+        rc = om_errf(OM_E_OutOfMemory, "too many databases in backups at once");
+    } else {
+        snprintf(d->session, sizeof d->session, "%s", e->session);
+        snprintf(d->type, sizeof d->type, "%s", type);
+        snprintf(d->name, sizeof d->name, "%s", ent->name);
+        d->dismounted = 0;
+    }
+    pthread_mutex_unlock(&w->mu);
+    (void)comp;
+    return rc ? fail_with(
+                    e, rc == OM_E_BackupInProgress ? VSS_FAIL_RETRYABLE : VSS_FAIL_OUT_OF_RESOURCES,
+                    rc)
+              : 0;
+}
+
+static int prepare_backup(void *ctx, vss_event *e)
+{
+    return each_db(ctx, e, prepare_one);
+}
+
+/* The session's entry of a database, or a failure (the coordinator sent an event for a
+ * database this session never prepared, or the store restarted meanwhile). */
+static int session_wdb(store_writer *w, vss_event *e, const store_dbent *ent, wdb **out)
+{
+    char id[37];
+    om_uuid_str(&ent->id, id);
+    wdb *d = wdb_get(w, id, 0);
+    if (!d || strcmp(d->session, e->session))
+        return vss_fail(e, VSS_FAIL_NON_RETRYABLE,
+                        "database '%s' is not in backup session %s (did the store restart?)",
+                        ent->name, e->session);
+    *out = d;
+    return 0;
+}
+
+/* ---- PrepareSnapshot, Freeze, Thaw ---- */
+
+static int prepare_snapshot_one(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
+                                const char *comp)
+{
+    wdb *d;
+    pthread_mutex_lock(&w->mu);
+    int rc = session_wdb(w, e, ent, &d);
+    pthread_mutex_unlock(&w->mu);
+    if (rc) return rc;
+    /* Pages out and the checkpoint forward: fewer logs to copy, less to hold at freeze. */
+    if ((rc = eng_checkpoint(m->db))) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    return 0;
+}
+
+static int prepare_snapshot(void *ctx, vss_event *e)
+{
+    return each_db(ctx, e, prepare_snapshot_one);
+}
+
+static int freeze_one(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
+                      const char *comp)
+{
+    wdb *d;
+    pthread_mutex_lock(&w->mu);
+    int rc = session_wdb(w, e, ent, &d);
+    char type[16];
+    if (!rc) snprintf(type, sizeof type, "%s", d->type);
+    pthread_mutex_unlock(&w->mu);
+    if (rc) return rc;
+    int hold = json_is_true(json_object_get(e->args, "hold"));
+    eng_lgpos mark;
+    uint32_t last = 0;
+    eng_info in;
+    /* Hold page writes first: once frozen, the engine's writer role (which eng_hold_pages
+     * takes) waits for the thaw. */
+    if (hold && (rc = eng_hold_pages(m->db))) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    /* The checkpoint before the freeze (it only moves forward: the range can only grow). */
+    if (!rc) rc = eng_db_info(m->db, &in);
+    if (!rc) rc = eng_backup_freeze(m->db, kind_of(type), &mark, &last);
+    if (rc) {
+        if (hold) eng_release_pages(m->db);
+        return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    }
+    uint64_t t = om_now_ns();
+    pthread_mutex_lock(&w->mu);
+    d->db = m->db;
+    d->frozen = 1;
+    d->holding = hold;
+    d->mark = mark;
+    d->mark_time = t;
+    d->last_gen = last;
+    d->ckpt = in.checkpoint;
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+static int freeze(void *ctx, vss_event *e)
+{
+    return each_db(ctx, e, freeze_one);
+}
+
+static int thaw_one(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
+                    const char *comp)
+{
+    wdb *d;
+    pthread_mutex_lock(&w->mu);
+    int rc = session_wdb(w, e, ent, &d), was = 0;
+    if (!rc) {
+        was = d->frozen;
+        d->frozen = 0;
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (rc) return rc;
+    if (was && (rc = eng_backup_thaw(m->db))) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    return 0;
+}
+
+static int thaw(void *ctx, vss_event *e)
+{
+    return each_db(ctx, e, thaw_one);
+}
+
+/* ---- PostSnapshot ---- */
+
+static json_t *sig_json(const eng_sig *s)
+{
+    char r[20];
+    snprintf(r, sizeof r, "%016llx", (unsigned long long)s->random);
+    return json_pack("{s:s, s:I}", "random", r, "time", (json_int_t)s->time);
+}
+
+/* The generations a backup of this type holds: full and copy from the checkpoint at freeze;
+ * incremental since the last full or incremental; differential since the last full. */
+static void log_range(const wdb *d, const eng_info *in, uint32_t *first, uint32_t *last)
+{
+    *last = d->last_gen;
+    const eng_bkslot *full = &in->slots[ENG_BK_PREV_FULL],
+                     *inc = &in->slots[ENG_BK_PREV_INCREMENTAL];
+    if (!strcmp(d->type, "incremental"))
+        *first =
+            (inc->mark_time && inc->last_gen > full->last_gen ? inc->last_gen : full->last_gen) + 1;
+    else if (!strcmp(d->type, "differential"))
+        *first = full->last_gen + 1;
+    else
+        *first = d->ckpt.gen;
+    if (*first > *last) *first = *last; /* no new log: the freeze's own generation */
+}
+
+static int post_one(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
+                    const char *comp)
+{
+    wdb *d;
+    eng_info in;
+    eng_dbhdr h;
+    int rc = eng_db_info(m->db, &in);
+    if (!rc) rc = eng_dbhdr_read(om_vfs_posix(), ent->edb, &h, 0, NULL);
+    if (rc) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    pthread_mutex_lock(&w->mu);
+    rc = session_wdb(w, e, ent, &d);
+    wdb copy;
+    if (!rc) copy = *d;
+    pthread_mutex_unlock(&w->mu);
+    if (rc) return rc;
+    uint32_t first, last;
+    log_range(&copy, &in, &first, &last);
+    char t[40];
+    json_t *md = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:[i,i], s:[i,i], s:s, s:I, s:[i,i], s:b}",
+        "db_id", copy.id, "db_name", ent->name, "server", w->s->o->server, "type", copy.type, "edb",
+        ent->edb, "logs", ent->logs, "base", ent->base, "log_signature", sig_json(&h.log_sig),
+        "db_signature", sig_json(&h.db_sig), "checkpoint", copy.ckpt.gen, copy.ckpt.off, "mark",
+        copy.mark.gen, copy.mark.off, "mark_time", om_time_iso(copy.mark_time, t, sizeof t),
+        "mark_time_ns", (json_int_t)copy.mark_time, "log_range", first, last, "circular_logging",
+        ent->circular);
+    json_t *cs = json_object_get(e->result, "components");
+    if (!cs) {
+        cs = json_object();
+        json_object_set_new(e->result, "components", cs);
+    }
+    json_object_set_new(cs, comp, md);
+    return 0;
+}
+
+static int post_snapshot(void *ctx, vss_event *e)
+{
+    return each_db(ctx, e, post_one);
+}
+
+/* ---- BackupComplete ---- */
+
+static int succeeded(vss_event *e, const char *comp)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(e->args, "components"), i, c)
+    {
+        const char *n = json_string_value(json_object_get(c, "name"));
+        if (n && !strcmp(n, comp)) return json_is_true(json_object_get(c, "succeeded"));
+    }
+    return 0;
+}
+
+/* Records the backup in the header (through a log record) and truncates for full and
+ * incremental. */
+static int record(store_writer *w, eng_db *db, const wdb *d, const eng_info *in, const char *type)
+{
+    uint32_t first, last;
+    log_range(d, in, &first, &last);
+    eng_bkslot slot = {.first_gen = first,
+                       .last_gen = last,
+                       .mark = d->mark,
+                       .mark_time = d->mark_time,
+                       .kind = kind_of(type)};
+    enum eng_bkslot_id id = !strcmp(type, "full")          ? ENG_BK_PREV_FULL
+                            : !strcmp(type, "incremental") ? ENG_BK_PREV_INCREMENTAL
+                            : !strcmp(type, "copy")        ? ENG_BK_PREV_COPY
+                                                           : ENG_BK_PREV_DIFFERENTIAL;
+    int rc = eng_record_backup(db, id, &slot);
+    if (rc || (strcmp(type, "full") && strcmp(type, "incremental"))) return rc;
+    /* Below the checkpoint at freeze (the database needs nothing older) and never past what
+     * the backup holds. */
+    uint32_t below = d->ckpt.gen < last ? d->ckpt.gen : last;
+    uint32_t deleted = 0;
+    rc = eng_truncate_logs(db, below, &deleted);
+    if (!rc)
+        om_info("%s backup of %s recorded (generations %u-%u); %u log generations below %u "
+                "deleted",
+                type, d->name, first, last, deleted, below);
+    return rc;
+}
+
+/* Records one database's backup: through the mounted database, or, when it was dismounted
+ * during the backup and is still, on the closed database opened for that moment (a full backup
+ * then counts as a copy, and nothing is truncated). Returns 0 or an error with its detail. */
+static int complete_db(store_writer *w, const wdb *d)
+{
+    mounted *m = NULL;
+    store_dbent ent;
+    int rc = acquire_by_id(w, d->id, &m, &ent);
+    const char *type = d->dismounted && !strcmp(d->type, "full") ? "copy" : d->type;
+    if (!rc) {
+        eng_info in;
+        rc = eng_db_info(m->db, &in);
+        if (!rc) rc = record(w, m->db, d, &in, type);
+        store_release(w->s, m);
+        return rc;
+    }
+    if (!d->dismounted) return rc;
+    store *s = w->s;
+    pthread_mutex_lock(&s->mu);
+    store_dbent *e = store_dir_find(s->dir, d->name);
+    eng_db *db = NULL;
+    if (!e || store_find_mounted(s, d->name))
+        rc = om_errf(OM_E_DatabaseUnavailable, "database '%s' changed during the backup", d->name);
+    else {
+        eng_opts o = store_ent_opts(e);
+        rc = eng_db_open(&o, &db);
+    }
+    if (!rc) {
+        eng_info in;
+        rc = eng_db_info(db, &in);
+        if (!rc) rc = record(w, db, d, &in, type);
+        int crc = eng_db_close(db);
+        if (!rc) rc = crc;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!rc) om_info("%s was dismounted during the backup: recorded as a copy", d->name);
+    return rc;
+}
+
+static int backup_complete(void *ctx, vss_event *e)
+{
+    store_writer *w = ctx;
+    int first = 0;
+    for (int i = 0; i < MAX_WDB; i++) {
+        pthread_mutex_lock(&w->mu);
+        wdb copy = w->dbs[i];
+        pthread_mutex_unlock(&w->mu);
+        if (!copy.id[0] || strcmp(copy.session, e->session)) continue;
+        char comp[300];
+        snprintf(comp, sizeof comp, "%s\\%s", w->logical, copy.id);
+        if (!succeeded(e, comp)) {
+            om_info("backup of %s in session %s did not succeed: nothing recorded", copy.name,
+                    e->session);
+            continue;
+        }
+        int rc = complete_db(w, &copy);
+        if (rc && !first) first = fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    }
+    return first;
+}
+
+/* ---- Abort, BackupShutdown ---- */
+
+/* Thaws and releases the holds of every database of the session; forgets the session. */
+static int end_session(void *ctx, vss_event *e)
+{
+    store_writer *w = ctx;
+    for (int i = 0; i < MAX_WDB; i++) {
+        pthread_mutex_lock(&w->mu);
+        wdb copy = w->dbs[i];
+        pthread_mutex_unlock(&w->mu);
+        if (!copy.id[0] || strcmp(copy.session, e->session)) continue;
+        mounted *m = NULL;
+        store_dbent ent;
+        if ((copy.frozen || copy.holding) && acquire_by_id(w, copy.id, &m, &ent) == 0) {
+            pthread_mutex_lock(&w->mu);
+            wdb *d = &w->dbs[i];
+            int fr = d->frozen && d->db == m->db, ho = d->holding && d->db == m->db;
+            d->frozen = d->holding = 0;
+            pthread_mutex_unlock(&w->mu);
+            if (fr) eng_backup_thaw(m->db);
+            if (ho) eng_release_pages(m->db);
+            store_release(w->s, m);
+        }
+        pthread_mutex_lock(&w->mu);
+        if (!strcmp(w->dbs[i].session, e->session)) wdb_forget(&w->dbs[i]);
+        pthread_mutex_unlock(&w->mu);
+        om_info("%s of %s ended (session %s)", e->name, copy.name, e->session);
+    }
+    return 0;
+}
+
+void store_writer_db_closing(store_writer *w, eng_db *db)
+{
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < MAX_WDB; i++) {
+        wdb *d = &w->dbs[i];
+        if (!d->id[0] || d->db != db) continue;
+        if (d->frozen) eng_backup_thaw(db);
+        if (d->holding) eng_release_pages(db);
+        d->frozen = d->holding = 0;
+        d->db = NULL;
+        d->dismounted = 1;
+        om_warn("%s dismounted during backup session %s: the backup continues as a copy", d->name,
+                d->session);
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* ---- start, stop ---- */
+
+/* One instance id per server name, the same across restarts. */
+static void instance_of(const char *server, char out[37])
+{
+    char key[300];
+    snprintf(key, sizeof key, "ombra-store writer instance: %s", server);
+    uint64_t a = om_xxh3(key, strlen(key), 1), b = om_xxh3(key, strlen(key), 2);
+    om_uuid u;
+    memcpy(u.b, &a, 8);
+    memcpy(u.b + 8, &b, 8);
+    u.b[6] = (uint8_t)((u.b[6] & 0x0f) | 0x80); /* version 8: made up from a name */
+    u.b[8] = (uint8_t)((u.b[8] & 0x3f) | 0x80);
+    om_uuid_str(&u, out);
+}
+
+int store_writer_start(store *s, store_writer **out)
+{
+    store_writer *w = calloc(1, sizeof *w);
+    if (!w) return om_errf(OM_E_OutOfMemory, "starting the writer: out of memory");
+    w->s = s;
+    pthread_mutex_init(&w->mu, NULL);
+    instance_of(s->o->server, w->instance_id);
+    snprintf(w->logical, sizeof w->logical, "Ombra Store\\%s", s->o->server);
+    vss_writer_info info = {.class_id = WRITER_CLASS,
+                            .instance_id = w->instance_id,
+                            .name = WRITER_NAME,
+                            .can_hold = 1};
+    static const vss_writer_ops ops = {.identify = identify,
+                                       .prepare_backup = prepare_backup,
+                                       .prepare_snapshot = prepare_snapshot,
+                                       .freeze = freeze,
+                                       .thaw = thaw,
+                                       .post_snapshot = post_snapshot,
+                                       .backup_complete = backup_complete,
+                                       .abort = end_session,
+                                       .backup_shutdown = end_session};
+    int rc = vss_writer_start(&info, &ops, w, &w->vw);
+    if (rc) {
+        free(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+void store_writer_stop(store_writer *w)
+{
+    if (!w) return;
+    vss_writer_stop(w->vw); /* aborts open sessions: holds released */
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}

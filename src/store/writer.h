@@ -1,0 +1,40 @@
+/* The store's writer: Exchange's writer semantics for Ombra databases, on the writer SDK
+ * (vss/writer.h), registered with ombra-vssd at store start and again whenever the coordinator
+ * comes back.
+ *
+ * Components: one per mounted database (recovery databases and dismounted ones are left out),
+ * `Ombra Store\<server>\<database id>` with the .edb, and its subcomponent `...\<id>\Logs` with
+ * the logs and the checkpoint. Types: full, copy, incremental, differential. It can hold its
+ * files (the held provider): the .edb's page writes are held from Freeze until the session
+ * ends, and finished generations never change.
+ *
+ * Per database it keeps, in memory only, which session is backing it up:
+ *   PrepareBackup    refuse another session's database (-505), incremental or differential
+ *                    without a previous full (-560) or under circular logging (-526); mark it
+ *   PrepareSnapshot  checkpoint (flush pages): the backup needs few logs, the freeze is short
+ *   Freeze           backup record, roll to a new generation, writers held; with hold, page
+ *                    writes to the .edb are held too
+ *   Thaw             writers go on (page writes stay held with hold)
+ *   PostSnapshot     the backup metadata: log range for the type, signatures, checkpoint
+ *   BackupComplete   succeeded components only: full truncates below min(checkpoint at freeze,
+ *                    last copied generation) and writes Previous Full; incremental truncates and
+ *                    writes Previous Incremental; copy and differential write their slot only;
+ *                    a full backup of a database dismounted meanwhile is recorded as a copy
+ *   Abort, BackupShutdown   thaw, release held pages, forget the backup; nothing truncated
+ * A store restart loses every backup in progress (the coordinator fails those sessions). */
+#ifndef OM_STORE_WRITER_H
+#define OM_STORE_WRITER_H
+
+#include "engine/engine.h"
+
+typedef struct store store;
+typedef struct store_writer store_writer;
+
+/* Starts the writer (it connects to ombra-vssd in the background). */
+int store_writer_start(store *s, store_writer **out);
+void store_writer_stop(store_writer *w);
+/* A database is being dismounted (store.mu held): its backup, if any, thaws and releases its
+ * holds, and is completed as a copy. */
+void store_writer_db_closing(store_writer *w, eng_db *db);
+
+#endif
