@@ -180,6 +180,17 @@ static int identify(void *ctx, vss_event *e)
         eng_chk_path(chk, sizeof chk, ent->logs, ent->base);
         vss_wmd_add_file(l, chk, NULL, 0, 0);
         vss_wmd_add_path(l, ent->logs);
+        /* Not needed to recover a shadow copy (no checkpoint is half written at freeze: it
+         * runs under the writer role the freeze holds) and up to the cache's size. */
+        char ex[16];
+        snprintf(ex, sizeof ex, "%s.pgj", ent->base);
+        vss_wmd_add_exclude(l, ent->logs, ex);
+        snprintf(ex, sizeof ex, "%stmp.log", ent->base);
+        vss_wmd_add_exclude(l, ent->logs, ex);
+        snprintf(ex, sizeof ex, "%sres*.jrs", ent->base);
+        vss_wmd_add_exclude(l, ent->logs, ex);
+        snprintf(ex, sizeof ex, "%s.hold", ent->base);
+        vss_wmd_add_exclude(l, ent->logs, ex);
     }
     pthread_mutex_unlock(&s->mu);
     json_object_set_new(e->result, "metadata", md);

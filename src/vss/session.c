@@ -536,44 +536,53 @@ static int add_path(coord *c, session *s, json_t *req, json_t *rep)
 
 /* ---- do_snapshot_set ---- */
 
-/* The files the session's writers hold under path (files marked held in the selected
- * components and their subcomponents; specs expanded). */
+/* Appends the files a component lists under key ("files" with "held": true, or "excludes"),
+ * specs expanded, that lie under path. */
+static void add_matches(json_t *k, const char *key, int held_only, const char *path, char ***v,
+                        size_t *n, size_t *cap)
+{
+    size_t fi, pl = strlen(path);
+    json_t *f;
+    json_array_foreach(json_object_get(k, key), fi, f)
+    {
+        if (held_only && !json_is_true(json_object_get(f, "held"))) continue;
+        const char *fp = om_json_str_or(f, "path", ""), *spec = om_json_str_or(f, "spec", NULL);
+        char pat[VSS_PATH_MAX + 300];
+        snprintf(pat, sizeof pat, "%s%s%s", fp, spec ? "/" : "", spec ? spec : "");
+        glob_t g;
+        if (glob(pat, GLOB_NOSORT, NULL, &g) != 0) continue;
+        for (size_t gi = 0; gi < g.gl_pathc; gi++) {
+            const char *m = g.gl_pathv[gi];
+            if (strncmp(m, path, pl) || (m[pl] != '/' && m[pl] != 0)) continue;
+            if (*n == *cap) {
+                size_t nc = *cap ? *cap * 2 : 32;
+                char **nv = realloc(*v, nc * sizeof *nv);
+                if (!nv) break;
+                *v = nv;
+                *cap = nc;
+            }
+            if (((*v)[*n] = strdup(m))) (*n)++;
+        }
+        globfree(&g);
+    }
+}
+
+/* The files the session's writers hold under path, and those they exclude from shadow copies
+ * (from the selected components and their subcomponents). */
 static void held_files(session *s, const char *path, vss_shadow_path *out)
 {
-    size_t cap = 0;
-    size_t pl = strlen(path);
+    size_t hcap = 0, ecap = 0;
     for (int i = 0; i < s->ncomp; i++) {
         json_t *md = writer_md(s, s->comps[i].w->instance_id), *k;
-        size_t ki, fi;
+        size_t ki;
         char fn[600];
         json_array_foreach(json_object_get(md, "components"), ki, k)
         {
             full_name(k, fn, sizeof fn);
-            if (!overlaps(fn, s->comps[i].name) || strlen(fn) < strlen(s->comps[i].name)) continue;
-            json_t *f;
-            json_array_foreach(json_object_get(k, "files"), fi, f)
-            {
-                if (!json_is_true(json_object_get(f, "held"))) continue;
-                const char *fp = om_json_str_or(f, "path", ""),
-                           *spec = om_json_str_or(f, "spec", NULL);
-                char pat[VSS_PATH_MAX + 300];
-                snprintf(pat, sizeof pat, "%s%s%s", fp, spec ? "/" : "", spec ? spec : "");
-                glob_t g;
-                if (glob(pat, GLOB_NOSORT, NULL, &g) != 0) continue;
-                for (size_t gi = 0; gi < g.gl_pathc; gi++) {
-                    const char *m = g.gl_pathv[gi];
-                    if (strncmp(m, path, pl) || (m[pl] != '/' && m[pl] != 0)) continue;
-                    if (out->nheld == cap) {
-                        cap = cap ? cap * 2 : 32;
-                        char **nv = realloc(out->held, cap * sizeof *nv);
-                        if (!nv) break;
-                        out->held = nv;
-                    }
-                    out->held[out->nheld] = strdup(m);
-                    if (out->held[out->nheld]) out->nheld++;
-                }
-                globfree(&g);
-            }
+            if (!overlaps(fn, s->comps[i].name) || strlen(fn) < strlen(s->comps[i].name))
+                continue;
+            add_matches(k, "files", 1, path, &out->held, &out->nheld, &hcap);
+            add_matches(k, "excludes", 0, path, &out->exclude, &out->nexclude, &ecap);
         }
     }
 }

@@ -734,3 +734,19 @@ int vss_wmd_add_path(json_t *comp, const char *dir)
         return om_errf(OM_E_OutOfMemory, "out of memory adding %s", dir);
     return 0;
 }
+
+int vss_wmd_add_exclude(json_t *comp, const char *path, const char *spec)
+{
+    if (!json_is_object(comp) || !path || !*path)
+        return om_errf(OM_E_InvalidParameter, "adding an exclusion to a component: bad arguments");
+    json_t *ex = json_object_get(comp, "excludes");
+    if (!ex) {
+        ex = json_array();
+        json_object_set_new(comp, "excludes", ex);
+    }
+    json_t *e = json_pack("{s:s}", "path", path);
+    if (spec) json_object_set_new(e, "spec", json_string(spec));
+    if (!e || json_array_append_new(ex, e))
+        return om_errf(OM_E_OutOfMemory, "out of memory adding %s", path);
+    return 0;
+}

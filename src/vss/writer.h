@@ -131,5 +131,8 @@ json_t *vss_wmd_add_component(json_t *md, const char *logical_path, const char *
 int vss_wmd_add_file(json_t *comp, const char *path, const char *spec, int recursive, int held);
 /* A directory the shadow copy set must cover. */
 int vss_wmd_add_path(json_t *comp, const char *dir);
+/* Files a shadow copy of the component need not hold (a page journal, prepared logs): the
+ * held, copy and reflink providers leave them out. spec as in vss_wmd_add_file. */
+int vss_wmd_add_exclude(json_t *comp, const char *path, const char *spec);
 
 #endif

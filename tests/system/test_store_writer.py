@@ -179,6 +179,8 @@ def test_deliveries_never_stop_during_a_held_backup_and_the_shadow_recovers(stor
             shutil.copytree(s["exposed"], dest / os.path.relpath(s["original"], "/"), symlinks=True)
         edb = dest / os.path.relpath(info["edb"], "/")
         logs = dest / os.path.relpath(info["logs"], "/")
+        names = os.listdir(logs)
+        assert "E00.chk" in names and not [n for n in names if n.endswith((".pgj", ".jrs")) or "tmp" in n], names
         r = store.ombra("dbutil", "check-set", "--edb", edb, "--logs", logs, check=False)
         assert r.rc == 0, r.describe()
         p.stdin.write("\n")

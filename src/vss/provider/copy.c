@@ -42,8 +42,7 @@ static int copy_prepare(const vss_shadow_path *p, const char *shadow_root, vss_s
 
 static int copy_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns)
 {
-    (void)p;
-    return vss_tree_commit(s, deadline_ns, copy_one, NULL);
+    return vss_tree_commit(p, s, deadline_ns, copy_one, NULL);
 }
 
 const vss_provider vss_copy_provider = {

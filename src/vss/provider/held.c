@@ -139,7 +139,7 @@ static int held_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadlin
     heldset h;
     int rc = heldset_make(p, 0, &h);
     if (rc) return rc;
-    rc = vss_tree_commit(s, deadline_ns, held_file, &h);
+    rc = vss_tree_commit(p, s, deadline_ns, held_file, &h);
     for (size_t i = 0; !rc && i < h.n; i++)
         if (!h.seen[i])
             rc =

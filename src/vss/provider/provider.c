@@ -246,6 +246,7 @@ int vss_tree_prepare(const vss_shadow_path *p, const char *shadow_root, vss_shad
 }
 
 typedef struct committer {
+    const vss_shadow_path *p;
     const vss_shadow *s;
     uint64_t deadline_ns;
     vss_file_fn fn;
@@ -284,18 +285,21 @@ static int commit_cb(void *arg, const vss_entry *e)
         return mkdir(c->dst, 0750) == 0 ? 0 : vss_sys_err("creating", c->dst);
     }
     if ((rc = vss_check_deadline(c->deadline_ns, e->path)) != 0) return rc;
+    for (size_t i = 0; S_ISREG(st->st_mode) && c->p && i < c->p->nexclude; i++)
+        if (!strcmp(c->p->exclude[i], e->path)) return 0;
     if (S_ISREG(st->st_mode)) return c->fn(c->arg, e->path, c->dst, e->rel, st, c->deadline_ns);
     if (S_ISLNK(st->st_mode)) return copy_symlink(e->path, c->dst, c->s->original);
     om_debug("shadow copy of %s: %s skipped (a socket, FIFO or device)", c->s->original, e->path);
     return 0;
 }
 
-int vss_tree_commit(vss_shadow *s, uint64_t deadline_ns, vss_file_fn fn, void *arg)
+int vss_tree_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns, vss_file_fn fn,
+                    void *arg)
 {
     char set[VSS_PATH_MAX], base[VSS_PATH_MAX];
     committer *c = calloc(1, sizeof *c);
     if (!c) return om_errf(OM_E_OutOfMemory, "shadow copy of %s: out of memory", s->original);
-    *c = (committer){.s = s, .deadline_ns = deadline_ns, .fn = fn, .arg = arg};
+    *c = (committer){.p = p, .s = s, .deadline_ns = deadline_ns, .fn = fn, .arg = arg};
     om_dirname(s->storage, set, sizeof set);
     om_dirname(set, base, sizeof base);
     c->has_skip = stat(base, &c->skip) == 0;

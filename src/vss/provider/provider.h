@@ -73,6 +73,8 @@ typedef struct vss_shadow_path {
     char *path;
     char **held;
     size_t nheld;
+    char **exclude; /* absolute paths of files the copy leaves out (held, copy, reflink) */
+    size_t nexclude;
 } vss_shadow_path;
 
 /* A shadow copy of one path: the coordinator's catalog record. The caller zeroes it and sets

@@ -109,8 +109,9 @@ typedef struct vss_tree_opts {
 int vss_tree_prepare(const vss_shadow_path *p, const char *shadow_root, vss_shadow *s,
                      const char *provider, const vss_tree_opts *o);
 /* Rebuilds the original's tree under s->exposed: directories, symlinks as symlinks, and each
- * regular file through fn. */
-int vss_tree_commit(vss_shadow *s, uint64_t deadline_ns, vss_file_fn fn, void *arg);
+ * regular file through fn, except the files p excludes. */
+int vss_tree_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns, vss_file_fn fn,
+                    void *arg);
 int vss_tree_expose(vss_shadow *s);
 int vss_tree_remove(const vss_shadow *s);
 /* supports() for held and reflink: the tree stays on one mount, then probe(src, dst) of a file

@@ -60,8 +60,7 @@ static int reflink_prepare(const vss_shadow_path *p, const char *shadow_root, vs
 
 static int reflink_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns)
 {
-    (void)p;
-    return vss_tree_commit(s, deadline_ns, clone_file, NULL);
+    return vss_tree_commit(p, s, deadline_ns, clone_file, NULL);
 }
 
 const vss_provider vss_reflink_provider = {
