@@ -972,6 +972,56 @@ static void crash_while_held_with_spilled_pages_loses_no_acknowledged_commit(voi
     }
 }
 
+typedef struct spill_reader {
+    eng_db *db;
+    _Atomic int stop;
+    int torn;
+    long reads;
+} spill_reader;
+
+static void *read_while_spilling(void *a)
+{
+    spill_reader *r = a;
+    static _Thread_local uint8_t b[ENG_PAGE_BODY];
+    while (!r->stop) {
+        for (uint32_t p = 1; p <= SPILL_PAGES0 && !r->stop; p++) {
+            if (eng_page_read(r->db, p, b)) {
+                r->torn++;
+                continue;
+            }
+            if (b[0] != b[ENG_PAGE_BODY - 1]) r->torn++; /* half of one version, half of another */
+            r->reads++;
+        }
+    }
+    return NULL;
+}
+
+static void readers_see_whole_pages_while_held_pages_spill(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = spill_opts(c);
+    static uint32_t version[SPILL_PAGES + 1];
+    memset(version, 0, sizeof version);
+    eng_db *db = spill_setup(&o, version);
+    assert_int_equal(eng_hold_pages(db), 0);
+    spill_reader r = {.db = db};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, read_while_spilling, &r), 0);
+    spill_workload(db, version, 0, NULL, NULL, 0);
+    assert_int_equal(eng_release_pages(db), 0);
+    r.stop = 1;
+    pthread_join(th, NULL);
+    assert_int_equal(r.torn, 0);
+    assert_true(r.reads > 0);
+    eng_stats st;
+    eng_db_stats(db, &st);
+    assert_true(st.pages_spilled > 0);
+    assert_versions(db, version, SPILL_PAGES);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
 int main(void)
 {
     /* The failures these tests cause on purpose would fill the output. */
@@ -1000,6 +1050,7 @@ int main(void)
         cmocka_unit_test(replaying_the_log_into_a_copy_gives_identical_pages),
         cmocka_unit_test(held_pages_spill_to_a_side_file_and_the_edb_stays_unchanged_until_release),
         cmocka_unit_test(crash_while_held_with_spilled_pages_loses_no_acknowledged_commit),
+        cmocka_unit_test(readers_see_whole_pages_while_held_pages_spill),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
