@@ -63,6 +63,18 @@ static int refuse_fatal(eng_db *db)
 
 /* ---- open, create, close ---- */
 
+/* A hard recovery that was interrupted must be run again, not replaced by a soft recovery: its
+ * logs may be in another folder, and replaying everything in this one may not be what the
+ * restore asked for (a point in time). */
+static int refuse_restoring(eng_db *db)
+{
+    if (!(db->hdr.flags & ENG_DBF_RESTORING)) return 0;
+    return om_errf(OM_E_RestoreInProgress,
+                   "%s: its hard recovery after a restore did not finish. HINT: run the restore's "
+                   "log replay again (or restore the database again)",
+                   db->edb);
+}
+
 /* One process at a time: a second opener (another store, dbutil recover) would replay and
  * write under the first one's feet. */
 static int lock_edb(eng_db *db)
@@ -70,7 +82,13 @@ static int lock_edb(eng_db *db)
     return db->vfs->lock ? db->vfs->lock(db->edbf) : 0;
 }
 
-static int db_alloc(const eng_opts *o, eng_db **out)
+int db_open_edb(eng_db *db)
+{
+    int rc = om_open(db->vfs, db->edb, 0, &db->edbf);
+    return rc ? rc : lock_edb(db);
+}
+
+int db_alloc(const eng_opts *o, eng_db **out)
 {
     const char *base = o->base ? o->base : "E00";
     if (!o->edb_path || !o->log_dir)
@@ -260,6 +278,7 @@ int eng_db_open(const eng_opts *o, eng_db **out)
     /* Lock first: the header read may repair a torn copy. */
     if ((rc = om_open(db->vfs, db->edb, 0, &db->edbf)) || (rc = lock_edb(db))) goto fail;
     if ((rc = eng_dbhdr_read(db->vfs, db->edb, &db->hdr, 1, NULL))) goto fail;
+    if ((rc = refuse_restoring(db))) goto fail;
     if (strncmp(db->hdr.base, db->base, 3) != 0) {
         rc = om_errf(OM_E_DatabaseLogSetMismatch, "%s uses log base name %s, not %s", db->edb,
                      db->hdr.base, db->base);
@@ -308,6 +327,7 @@ int eng_db_recover(const eng_opts *o, eng_stats *st)
     rc = om_open(db->vfs, db->edb, 0, &db->edbf);
     if (!rc) rc = lock_edb(db);
     if (!rc) rc = eng_dbhdr_read(db->vfs, db->edb, &db->hdr, 1, NULL);
+    if (!rc) rc = refuse_restoring(db);
     if (!rc) rc = hold_remove_stale(db);
     if (!rc) {
         db->dbtime = db->hdr.dbtime;

@@ -116,6 +116,11 @@ int hold_remove_stale(eng_db *db);
 int pj_write(eng_db *db, frame **pages, uint32_t n);
 int pj_repair(eng_db *db, uint32_t *repaired);
 
+/* Database objects (db.c): db_alloc makes one from the options (nothing opened yet);
+ * db_open_edb opens its .edb for writing and locks it. */
+int db_alloc(const eng_opts *o, eng_db **out);
+int db_open_edb(eng_db *db);
+
 /* Writer role (db.c). */
 void db_role_acquire(eng_db *db);
 void db_role_release(eng_db *db);

@@ -132,6 +132,77 @@ void eng_db_abandon(eng_db *db);
 /* Soft recovery of a dismounted database from its logs, leaving it in Clean Shutdown. */
 int eng_db_recover(const eng_opts *o, eng_stats *st);
 
+/* Hard recovery after a restore (spec §6): replays restored logs into a restored .edb and leaves
+ * it in Clean Shutdown, ready to mount with eng_db_open(&target) on the target's own log folder.
+ *
+ * The restored .edb is target.edb_path (the caller may rename it before or after; nothing in it
+ * names its path). Its logs are the generations of `restored_base` in `restored_dir`, the
+ * original database's stream (its log signature):
+ * - Original database, logs restored into its own folder (restored_dir names the same folder as
+ *   target.log_dir, and the bases are equal): the folder may also hold the generations the
+ *   database wrote after the backup, which the engine cannot tell from the restored ones. With
+ *   roll_forward, replay goes on to the end of the chain on disk; without it, stop_gen must
+ *   name the backup's last generation (InvalidParameter otherwise).
+ * - Any other target (another database, the recovery database, new paths): restored_dir is
+ *   <target log dir>/_restoredLogs (or any folder) and holds only what was restored, so replay
+ *   goes to the end of its chain (roll_forward changes nothing: the target's own logs are
+ *   another stream and are never replayed into the restored database).
+ * Replay starts at the beginning of the header's Log Required min generation (for a database in
+ * Clean Shutdown: at its consistent position), never at a checkpoint file: the folder's E00.chk
+ * may belong to a later state of the database. Pages already newer than a record are skipped,
+ * so the part of that generation before the checkpoint costs time, not correctness.
+ * Point in time: stop_gen applies no generation past it (a transaction that ends in the next one
+ * is left out); stop_time_ns applies every transaction whose COMMIT time is <= it and stops at
+ * the first later one. A point before the state the restored .edb already holds is refused
+ * (InvalidParameter): the database cannot be taken back before it was copied.
+ *
+ * Afterwards the header is in Clean Shutdown and its log stream is the target's:
+ * - Same folder, and replay reached the end of the chain: the stream goes on as after a soft
+ *   recovery (the next mount starts the next generation).
+ * - Same folder, stopped before the end (point in time, or no roll forward): the later
+ *   generations belong to a future that was abandoned. The database starts a new stream (a
+ *   new log signature, so they can never be replayed into it) at the generation after the last
+ *   one on disk, and its backup slots are cleared: the next backup must be a full one.
+ * - Another folder or base: when target.log_dir holds generations of target.base, the database
+ *   adopts that stream (its signature; a new generation after its last one, chained to it);
+ *   when it holds none, a new stream starts. Either way the target's old logs are never
+ *   replayed (the checkpoint is past them) and the backup slots are cleared.
+ * In every case the Current Full / Current Snapshot slots are cleared, the target's E00.chk is
+ * rewritten, and its stale page journal and hold file are deleted. _restoredLogs and the
+ * restored logs are left where they are (the caller's). Nothing is mounted.
+ *
+ * Restartable: once hard recovery first writes the database it marks the header (a flag
+ * eng_db_open and eng_db_recover refuse with RestoreInProgress); a crash or failure leaves the
+ * mark, and calling eng_db_hard_recover again with the same options finishes the job.
+ *
+ * Errors (with the file or generation in the detail): -528 MissingLogFile (a gap in the
+ * generations to replay), -539 DatabaseLogSetMismatch (logs written for another database, or a
+ * .edb of another base name), -530 BadLogSignature (logs of another stream of this database),
+ * -543 RequiredLogFilesMissing (the logs do not start at or do not reach what the header
+ * requires), -501 LogFileCorrupt (a damaged restored log, also one that ends before the next
+ * generation says it did), -515 InvalidLogSequence (a broken chain). replay_progress of
+ * target is called after each generation replayed. */
+typedef struct eng_restore_opts {
+    eng_opts target;           /* the restored .edb, and the folder/base it will run with */
+    const char *restored_dir;  /* the folder holding the restored logs */
+    const char *restored_base; /* their base name (the original database's, e.g. "E00") */
+    int roll_forward;          /* same folder: go on with the later logs that continue the chain */
+    uint32_t stop_gen;         /* 0: none; else replay no generation past this one */
+    uint64_t stop_time_ns;     /* 0: none; else stop before the first transaction that committed
+                                  after this time (ns since the epoch, as om_now_ns) */
+} eng_restore_opts;
+
+typedef struct eng_restore_result {
+    uint32_t first_gen, last_gen; /* generations replayed (0, 0: none) */
+    uint64_t records, transactions, ns;
+    int stopped_at_point; /* stop_gen / stop_time_ns ended replay before the logs did */
+    uint32_t stream_gen;  /* the generation the target's stream continues after (its next mount
+                             starts the one after it) */
+    int new_stream;       /* the database got a new log signature or adopted the target's */
+} eng_restore_result;
+
+int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r);
+
 /* Transactions. eng_txn_begin waits for the database's previous writer to finish. */
 enum { ENG_COMMIT_LAZY = 1 };
 int eng_txn_begin(eng_db *db, eng_txn **out);

@@ -89,7 +89,10 @@ typedef struct eng_dbhdr {
     eng_bkslot slots[ENG_BK_NSLOTS];
 } eng_dbhdr;
 
-enum { ENG_DBF_CIRCULAR = 1 };
+/* Header flags. RESTORING (header only): hard recovery has begun changing the database; it is
+ * cleared when hard recovery brings it to Clean Shutdown, and a database that carries it is not
+ * mounted or soft-recovered (its logs may be in another folder, or not all meant to apply). */
+enum { ENG_DBF_CIRCULAR = 1, ENG_DBF_RESTORING = 2 };
 
 /* Encodes into a whole page (ENG_PAGE_SIZE) with the checksum for copy `copy` (0 or 1). */
 void eng_dbhdr_encode(const eng_dbhdr *h, uint8_t *page, int copy);

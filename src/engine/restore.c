@@ -1,0 +1,472 @@
+/* Hard recovery after a restore: eng_db_hard_recover (the contract is in engine.h).
+ *
+ * Steps, and what a crash after each leaves:
+ *   1. open the restored .edb (locked) and check its base name; plan: the generations of
+ *      restored_dir to replay, all checked to be there. Nothing is written before this
+ *      succeeds: a refused call leaves the restored files as they were.
+ *   2. first run: delete the target's page journal and hold file (they belong to whatever
+ *      database ran there before: a journal page would "repair" the restored .edb with another
+ *      state) and set RESTORING in the header, durably. A rerun (RESTORING already set) repairs
+ *      torn pages from the journal, which only an earlier run of this hard recovery wrote.
+ *      From here on eng_db_open refuses the database; only a rerun goes on.
+ *   3. replay, flushing as the cache fills (pages, journal first, then the header with Log
+ *      Required raised, never E00.chk): a rerun starts where the header says.
+ *   4. flush the pages.
+ *   5. when the database leaves the restored stream: start the target stream's new generation
+ *      (E00.log). A rerun sees it as one more generation of the target folder and starts
+ *      another after it.
+ *   6. the header: Clean Shutdown, the target's stream and base, RESTORING cleared. After this
+ *      the database mounts; a rerun finds nothing more to replay.
+ *   7. the target's E00.chk at the consistent position (a mount of a clean database does not
+ *      read it, so a crash before it changes nothing).
+ *
+ * Why replay never starts at a checkpoint file: E00.chk in the folder may be the live
+ * database's, written long after the backup; one past the restored header's checkpoint would
+ * skip changes the restored pages do not have. The header's Log Required min is the generation
+ * of the checkpoint the pages belong to, so replay starts at its beginning. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/time.h"
+#include "base/uuid.h"
+#include "engine/db_internal.h"
+
+typedef struct hard {
+    const eng_restore_opts *o;
+    eng_db *db;
+    om_vfs *v;
+    db_stream rs;        /* the generations in restored_dir */
+    int same;            /* restored_dir is the target's own folder, with the same base */
+    int optional;        /* the restored database is consistent without any log */
+    eng_lgpos start;     /* replay starts here */
+    uint32_t end;        /* last generation to replay; 0: nothing to replay */
+    uint32_t chain_last; /* last generation in restored_dir */
+    int cut;             /* stop_gen ends replay before the generations on disk do */
+    uint64_t hdr_dbtime; /* the restored pages hold every change up to this dbtime */
+    db_replay rp;
+    uint32_t first_done, last_done, last_len; /* generations replayed, the last one's length */
+} hard;
+
+/* A path without repeated or trailing slashes. */
+static void norm_path(const char *p, char *out, size_t n)
+{
+    size_t k = 0;
+    for (; *p && k + 1 < n; p++)
+        if (!(*p == '/' && k && out[k - 1] == '/')) out[k++] = *p;
+    if (k > 1 && out[k - 1] == '/') k--;
+    out[k] = 0;
+}
+
+static int same_folder(const char *a, const char *b)
+{
+    char x[4096], y[4096];
+    norm_path(a, x, sizeof x);
+    norm_path(b, y, sizeof y);
+    return strcmp(x, y) == 0;
+}
+
+static int unlink_if_there(om_vfs *v, const char *p, int *gone)
+{
+    int ex = v->exists(v, p);
+    if (ex <= 0) return ex;
+    int rc = v->unlink(v, p);
+    if (!rc) *gone = 1;
+    return rc;
+}
+
+/* Step 2. */
+static int begin(hard *h)
+{
+    eng_db *db = h->db;
+    if (db->hdr.flags & ENG_DBF_RESTORING) {
+        uint32_t repaired = 0;
+        om_info("%s: resuming a hard recovery that did not finish", db->edb);
+        return pj_repair(db, &repaired);
+    }
+    char pgj[4200];
+    int gone = 0;
+    eng_pgj_path(pgj, sizeof pgj, db->logdir, db->base);
+    int rc = unlink_if_there(h->v, pgj, &gone);
+    if (!rc) rc = unlink_if_there(h->v, db->holdp, &gone);
+    if (!rc && gone) rc = h->v->sync_dir(h->v, db->logdir);
+    if (rc) return rc;
+    db->hdr.flags |= ENG_DBF_RESTORING;
+    return eng_dbhdr_write(db->edbf, &db->hdr);
+}
+
+static int missing_start(hard *h)
+{
+    eng_db *db = h->db;
+    uint32_t first = db_stream_first(&h->rs);
+    if (!h->chain_last)
+        return om_errf(OM_E_RequiredLogFilesMissing,
+                       "%s needs log generations %u to %u to recover, and %s holds no logs of "
+                       "base name %s. HINT: restore the logs of the backup with the database",
+                       db->edb, h->start.gen, db->hdr.log_req_max, h->rs.dir, h->rs.base);
+    return om_errf(OM_E_RequiredLogFilesMissing,
+                   "%s needs log generation %u to recover; the restored logs in %s run from %u "
+                   "to %u. HINT: restore the full backup those logs follow, or the missing logs",
+                   db->edb, h->start.gen, h->rs.dir, first, h->chain_last);
+}
+
+/* Step 1: start, end, and every generation between present. */
+static int plan(hard *h)
+{
+    const eng_restore_opts *o = h->o;
+    eng_db *db = h->db;
+    const eng_dbhdr *H = &db->hdr;
+    int rc = db_stream_list(h->v, o->restored_dir, o->restored_base, &h->rs);
+    if (rc) return rc;
+    h->chain_last = db_stream_last(&h->rs);
+    uint32_t need_max = 0;
+    if (H->state == ENG_STATE_DIRTY) {
+        if (!H->log_req_min)
+            return om_errf(OM_E_InvalidDatabase,
+                           "%s is in Dirty Shutdown but its header requires no log generation",
+                           db->edb);
+        h->start = (eng_lgpos){H->log_req_min, 0};
+        need_max = H->log_req_max;
+    } else {
+        /* Clean (or never mounted): consistent as it is; later logs, if restored, roll it on. */
+        h->optional = 1;
+        h->start = H->state == ENG_STATE_CLEAN ? H->consistent : (eng_lgpos){1, 0};
+        if (!h->start.gen) h->start.gen = 1;
+    }
+    if (h->same && !o->roll_forward && !o->stop_gen)
+        return om_errf(OM_E_InvalidParameter,
+                       "the restored logs of %s are in its own log folder %s, where later logs may "
+                       "follow them: without roll forward, the last generation to replay (the "
+                       "backup's last) must be given",
+                       db->edb, h->rs.dir);
+    if (o->stop_gen && o->stop_gen < need_max)
+        return om_errf(OM_E_InvalidParameter,
+                       "cannot stop at log generation %u: the restored %s already holds changes "
+                       "up to generation %u. HINT: restore an older backup",
+                       o->stop_gen, db->edb, need_max);
+    if (h->optional && h->chain_last < h->start.gen) return 0; /* nothing to replay */
+    if (!db_stream_has(&h->rs, h->start.gen)) {
+        if (h->optional)
+            return om_errf(OM_E_MissingLogFile,
+                           "log generation %u, where %s's logs continue, is missing from %s "
+                           "(generations up to %u exist)",
+                           h->start.gen, db->edb, h->rs.dir, h->chain_last);
+        return missing_start(h);
+    }
+    h->end = h->chain_last;
+    if (h->same && !o->roll_forward)
+        h->end = o->stop_gen;
+    else if (o->stop_gen && o->stop_gen < h->end)
+        h->end = o->stop_gen;
+    h->cut = h->end < h->chain_last;
+    for (uint32_t g = h->start.gen; g <= h->end; g++)
+        if (!db_stream_has(&h->rs, g))
+            return om_errf(OM_E_MissingLogFile,
+                           "log generation %u is missing from %s (the logs to replay run from %u "
+                           "to %u)",
+                           g, h->rs.dir, h->start.gen, h->end);
+    if (h->end < need_max)
+        return om_errf(OM_E_RequiredLogFilesMissing,
+                       "%s needs log generations up to %u to recover, and the restored logs in %s "
+                       "end at %u. HINT: restore the logs of the backup with the database",
+                       db->edb, need_max, h->rs.dir, h->end);
+    return 0;
+}
+
+/* Reads generation g of the restored stream and checks it belongs to the database and follows
+ * prev (NULL for the first). */
+static int read_restored(hard *h, uint32_t g, const eng_genread *prev, eng_genread *gr)
+{
+    eng_db *db = h->db;
+    char p[4200];
+    db_stream_path(&h->rs, g, p, sizeof p);
+    int rc = eng_gen_read(h->v, p, gr);
+    if (rc == OM_E_FileNotFound)
+        rc = om_errf(OM_E_MissingLogFile, "log generation %u (%s) is missing", g, p);
+    if (rc) {
+        eng_gen_free(gr);
+        return rc;
+    }
+    if (gr->hdr.gen != g)
+        rc = om_errf(OM_E_LogGenerationMismatch, "%s holds generation %u, its name says %u", p,
+                     gr->hdr.gen, g);
+    else if (!eng_sig_eq(&gr->hdr.db_sig, &db->hdr.db_sig))
+        rc = om_errf(OM_E_DatabaseLogSetMismatch,
+                     "%s was written for another database than the restored %s", p, db->edb);
+    else if (!eng_sig_eq(&gr->hdr.log_sig, &db->hdr.log_sig))
+        rc = om_errf(OM_E_BadLogSignature,
+                     "%s belongs to another log stream of this database than the restored %s "
+                     "(logs from before an earlier restore?)",
+                     p, db->edb);
+    else if (prev && gr->hdr.prev_created != prev->hdr.created)
+        rc = om_errf(OM_E_InvalidLogSequence,
+                     "%s does not follow generation %u (its chain points to another generation)", p,
+                     g - 1);
+    if (rc) eng_gen_free(gr);
+    return rc;
+}
+
+/* A generation followed by another one must hold everything the next one says it did: a
+ * shorter stream is damage that only looks like the end of the log. */
+static int check_whole(hard *h, uint32_t g, const eng_genread *gr)
+{
+    if (g >= h->chain_last || !db_stream_has(&h->rs, g + 1)) return 0;
+    char p[4200], next[4200];
+    db_stream_path(&h->rs, g + 1, next, sizeof next);
+    uint8_t slot[ENG_SLOT_SIZE];
+    eng_loghdr nh;
+    om_file *f = NULL;
+    if (om_open(h->v, next, OM_O_RDONLY, &f) != 0) return 0; /* reported when it is read */
+    int rc = om_pread_full(f, slot, sizeof slot, 0);
+    om_close(f);
+    if (rc || eng_loghdr_decode(slot, &nh) != 0 || nh.prev_created != gr->hdr.created ||
+        !eng_sig_eq(&nh.log_sig, &gr->hdr.log_sig) || gr->len >= nh.prev_end)
+        return 0;
+    db_stream_path(&h->rs, g, p, sizeof p);
+    return om_errf(OM_E_LogFileCorrupt,
+                   "%s: its records end at byte %u, but generation %u says it ended at %u: the "
+                   "file is damaged (slot %u)",
+                   p, gr->len, g + 1, nh.prev_end, gr->end_slot);
+}
+
+/* Step 3. */
+static int replay(hard *h)
+{
+    eng_db *db = h->db;
+    eng_genread g = {0}, prev = {0};
+    int have_prev = 0, rc = 0;
+    h->rp = (db_replay){.db = db, .stop_time = h->o->stop_time_ns, .hard = 1};
+    for (uint32_t gen = h->start.gen; gen <= h->end && !h->rp.stopped; gen++) {
+        if ((rc = read_restored(h, gen, have_prev ? &prev : NULL, &g))) break;
+        if ((rc = check_whole(h, gen, &g))) break;
+        rc = db_replay_gen(&h->rp, &g, gen == h->start.gen ? h->start.off : 0);
+        if (rc) {
+            char p[4200];
+            db_stream_path(&h->rs, gen, p, sizeof p);
+            rc = om_err_ctx(rc, "replaying %s", p);
+            break;
+        }
+        if (have_prev) eng_gen_free(&prev);
+        prev = g;
+        have_prev = 1;
+        memset(&g, 0, sizeof g);
+        if (!h->first_done) h->first_done = gen;
+        h->last_done = gen;
+        h->last_len = prev.len;
+        if (db->replay_progress) db->replay_progress(db->progress_arg, gen, h->start.gen, h->end);
+    }
+    if (have_prev) eng_gen_free(&prev);
+    eng_gen_free(&g);
+    if (rc || h->optional) return rc;
+    /* The restored pages may hold changes up to the checkpoint they were written at: replay
+     * must get at least that far. */
+    if (h->rp.commit_dbtime < h->hdr_dbtime) {
+        if (h->rp.stopped)
+            return om_errf(OM_E_InvalidParameter,
+                           "cannot stop at that time: the restored %s already holds changes "
+                           "committed after it (through dbtime %llu; the last transaction before "
+                           "the point ends at %llu). HINT: restore an older backup",
+                           db->edb, (unsigned long long)h->hdr_dbtime,
+                           (unsigned long long)h->rp.commit_dbtime);
+        return om_errf(OM_E_RequiredLogFilesMissing,
+                       "the restored logs of %s end before the state its pages hold (dbtime "
+                       "%llu, the logs reach %llu)",
+                       db->edb, (unsigned long long)h->hdr_dbtime,
+                       (unsigned long long)h->rp.commit_dbtime);
+    }
+    return 0;
+}
+
+/* Step 5: the database leaves the restored stream for a generation of the target's folder:
+ * the next after the last one there, in that stream when there is one (another folder), else
+ * in a new one. */
+static int new_generation(hard *h, eng_lgpos *consistent, int *adopted)
+{
+    eng_db *db = h->db;
+    const eng_opts *t = &h->o->target;
+    db_stream ts;
+    int rc = h->v->mkdir(h->v, db->logdir); /* new paths: the folder may not exist yet */
+    if (!rc) rc = db_stream_list(h->v, db->logdir, db->base, &ts);
+    if (rc) return rc;
+    uint32_t last = db_stream_last(&ts), gen;
+    eng_sig sig;
+    uint64_t prev_created = 0;
+    uint32_t prev_end = 0;
+    *adopted = 0;
+    if (last && !h->same) {
+        char p[4200];
+        eng_genread lg;
+        db_stream_path(&ts, last, p, sizeof p);
+        if (eng_gen_read(h->v, p, &lg) == 0 && lg.hdr.gen == last) {
+            *adopted = 1;
+            sig = lg.hdr.log_sig;
+            prev_created = lg.hdr.created;
+            prev_end = lg.len;
+        } else
+            om_warn("%s: %s; the restored database starts a new log stream after it", p,
+                    om_err_detail());
+        eng_gen_free(&lg);
+    }
+    if (last)
+        gen = last + 1;
+    else {
+        gen = h->last_done > db->hdr.log_committed ? h->last_done : db->hdr.log_committed;
+        if (db->hdr.consistent.gen > gen) gen = db->hdr.consistent.gen;
+        gen++;
+    }
+    if (!*adopted) {
+        om_random(&sig.random, sizeof sig.random);
+        sig.time = om_now_ns();
+    }
+    eng_log_cfg c = {0};
+    c.vfs = h->v;
+    c.dir = db->logdir;
+    c.base = db->base;
+    c.log_sig = sig;
+    c.db_sig = db->hdr.db_sig;
+    c.db_id = db->hdr.db_id;
+    c.flags = t->circular_logging ? ENG_DBF_CIRCULAR : 0;
+    c.no_reserve = t->no_reserve_logs;
+    eng_log *l = NULL;
+    rc = eng_log_start(&c, gen, last && last == ts.cur_gen, prev_created, prev_end,
+                       (eng_lgpos){gen, 0}, &l);
+    eng_log_free(l);
+    db_stream_free(&ts);
+    if (rc) return om_err_ctx(rc, "starting log generation %u in %s", gen, db->logdir);
+    db->hdr.log_sig = sig;
+    *consistent = (eng_lgpos){gen, 0};
+    return 0;
+}
+
+/* Steps 5 to 7. */
+static int finish(hard *h, eng_restore_result *r)
+{
+    eng_db *db = h->db;
+    eng_dbhdr *H = &db->hdr;
+    int stopped = h->rp.stopped || h->cut;
+    int keep = h->same && !stopped;
+    eng_lgpos consistent = h->rp.pos;
+    if (!consistent.gen)
+        consistent = h->last_done ? (eng_lgpos){h->last_done, h->last_len} : H->consistent;
+    uint32_t committed = h->last_done > H->log_committed ? h->last_done : H->log_committed;
+    int adopted = 0, rc = 0;
+    if (!keep) {
+        if ((rc = new_generation(h, &consistent, &adopted))) return rc;
+        committed = consistent.gen;
+        /* The backups recorded describe generations of a stream the database left. */
+        for (int i = ENG_BK_PREV_FULL; i <= ENG_BK_PREV_DIFFERENTIAL; i++)
+            memset(&H->slots[i], 0, sizeof H->slots[i]);
+    }
+    memset(&H->slots[ENG_BK_CUR_FULL], 0, sizeof H->slots[ENG_BK_CUR_FULL]);
+    memset(&H->slots[ENG_BK_CUR_SNAPSHOT], 0, sizeof H->slots[ENG_BK_CUR_SNAPSHOT]);
+    H->state = ENG_STATE_CLEAN;
+    H->dbtime = db->dbtime;
+    H->pages = db->pages;
+    H->txn_last = db->txn_last;
+    H->consistent = consistent;
+    H->consistent_time = om_now_ns();
+    H->log_req_min = H->log_req_max = 0;
+    H->log_committed = committed;
+    memcpy(H->base, db->base, 4);
+    H->flags = (H->flags & ~(uint32_t)(ENG_DBF_RESTORING | ENG_DBF_CIRCULAR)) |
+               (h->o->target.circular_logging ? ENG_DBF_CIRCULAR : 0);
+    if ((rc = eng_dbhdr_write(db->edbf, H))) return rc;
+    if ((rc = db_write_chk(db, consistent))) return rc;
+    if (r) {
+        r->stopped_at_point = stopped;
+        r->stream_gen = keep ? (h->chain_last > consistent.gen ? h->chain_last : consistent.gen)
+                             : consistent.gen;
+        r->new_stream = !keep;
+    }
+    if (!keep)
+        om_info("%s: after hard recovery it %s the log stream of %s/%s at generation %u", db->edb,
+                adopted ? "continues" : "starts a new", db->logdir, db->base, consistent.gen);
+    return 0;
+}
+
+/* A .edb of another base than the restored logs': the job may be done already (an earlier run
+ * finished its header and did not return: a crash), which the restored logs tell, as they were
+ * written for this very database. */
+static int already_done(hard *h, eng_restore_result *r)
+{
+    eng_db *db = h->db;
+    const eng_dbhdr *H = &db->hdr;
+    int rc = db_stream_list(h->v, h->o->restored_dir, h->o->restored_base, &h->rs);
+    uint32_t last = rc ? 0 : db_stream_last(&h->rs);
+    int ours = 0;
+    if (last && H->state == ENG_STATE_CLEAN && !(H->flags & ENG_DBF_RESTORING) &&
+        strncmp(H->base, db->base, 3) == 0) {
+        char p[4200];
+        uint8_t slot[ENG_SLOT_SIZE];
+        eng_loghdr lh;
+        om_file *f = NULL;
+        db_stream_path(&h->rs, last, p, sizeof p);
+        if (om_open(h->v, p, OM_O_RDONLY, &f) == 0) {
+            ours = om_pread_full(f, slot, sizeof slot, 0) == 0 && eng_loghdr_decode(slot, &lh) == 0 &&
+                   eng_sig_eq(&lh.db_sig, &H->db_sig);
+            om_close(f);
+        }
+    }
+    if (!ours)
+        return om_errf(OM_E_DatabaseLogSetMismatch,
+                       "%s uses log base name %s; the restored logs are named %s", db->edb,
+                       H->base, h->o->restored_base);
+    om_info("%s: hard recovery had already finished", db->edb);
+    if (r) {
+        r->stream_gen = H->consistent.gen;
+        r->new_stream = 1;
+    }
+    return db_write_chk(db, H->consistent);
+}
+
+static int check_opts(const eng_restore_opts *o)
+{
+    if (!o || !o->target.edb_path || !o->target.log_dir || !o->restored_dir)
+        return om_errf(OM_E_InvalidParameter,
+                       "hard recovery needs the database, its log folder and the restored logs' "
+                       "folder");
+    if (!eng_base_valid(o->restored_base))
+        return om_errf(OM_E_InvalidParameter,
+                       "the restored logs' base name '%s' must be three letters or digits",
+                       o->restored_base ? o->restored_base : "");
+    return 0;
+}
+
+int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r)
+{
+    uint64_t t0 = om_mono_ns();
+    if (r) memset(r, 0, sizeof *r);
+    int rc = check_opts(o);
+    if (rc) return rc;
+    hard h = {.o = o};
+    if ((rc = db_alloc(&o->target, &h.db))) return rc;
+    eng_db *db = h.db;
+    h.v = db->vfs;
+    h.same = same_folder(o->restored_dir, db->logdir) && strcmp(o->restored_base, db->base) == 0;
+    if ((rc = db_open_edb(db)) || (rc = eng_dbhdr_read(h.v, db->edb, &db->hdr, 1, NULL))) goto out;
+    if (strncmp(db->hdr.base, o->restored_base, 3) != 0) {
+        rc = already_done(&h, r);
+        goto out;
+    }
+    db->dbtime = h.hdr_dbtime = db->hdr.dbtime;
+    db->pages = db->hdr.pages;
+    db->txn_last = db->hdr.txn_last;
+    if ((rc = plan(&h)) || (rc = begin(&h))) goto out;
+    if (h.end && (rc = replay(&h))) goto out;
+    if ((rc = db_flush_pages(db))) goto out;
+    rc = finish(&h, r);
+out:
+    if (r) {
+        r->first_gen = h.first_done;
+        r->last_gen = h.last_done;
+        r->records = db->st.replay_records;
+        r->transactions = db->st.replay_groups;
+        r->ns = om_mono_ns() - t0;
+    }
+    db_replay_free(&h.rp);
+    db_stream_free(&h.rs);
+    eng_db_abandon(db);
+    return rc;
+}

@@ -1,0 +1,787 @@
+/* Hard recovery after a restore (eng_db_hard_recover): what a user gets back is every
+ * transaction committed up to the point asked for, nothing after it, and a database that
+ * mounts, takes new mail, survives a crash and recovers on its own log folder. Backups are
+ * made here the way the store's writer makes them with the held provider (hold, freeze, copy
+ * the .edb and checkpoint, thaw, copy the finished logs, release, record the slot), on the
+ * in-memory crash VFS. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "base/bytes.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "base/time.h"
+#include "crashvfs.h"
+#include "engine/engine.h"
+#include "engine/format.h"
+
+/* Data pages; commit k writes its number at its own place in page 1 + k % NP. */
+static uint32_t NP = 6;
+
+static uint8_t body[ENG_PAGE_BODY];
+
+static crashvfs *new_disk(uint64_t seed)
+{
+    crashvfs *c = crashvfs_new(seed);
+    assert_non_null(c);
+    om_vfs *v = crashvfs_vfs(c);
+    assert_int_equal(v->mkdir(v, "/db"), 0);
+    assert_int_equal(v->mkdir(v, "/bk"), 0);
+    return c;
+}
+
+static eng_opts opts_of(crashvfs *c, const char *edb, const char *logs, const char *base)
+{
+    eng_opts o = {0};
+    o.vfs = crashvfs_vfs(c);
+    o.edb_path = edb;
+    o.log_dir = logs;
+    o.base = base;
+    o.checkpoint_gens = 1000; /* checkpoints only where a test takes them */
+    o.no_reserve_logs = 1;
+    return o;
+}
+
+static eng_opts live_opts(crashvfs *c)
+{
+    return opts_of(c, "/db/mail.edb", "/db/logs", "E00");
+}
+
+/* A database with NP zeroed data pages. */
+static eng_db *create_db(const eng_opts *o)
+{
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(o, &db), 0);
+    eng_txn *t = NULL;
+    uint32_t pg;
+    assert_int_equal(eng_txn_begin(db, &t), 0);
+    for (uint32_t i = 0; i < NP; i++)
+        assert_int_equal(eng_page_alloc(t, 7, &pg), 0);
+    memset(body, 0, 8);
+    assert_int_equal(eng_page_write(t, 1, 0, body, 8), 0);
+    body[0] = 1;
+    assert_int_equal(eng_page_write(t, 1, ENG_PAGE_BODY - 1, body, 1), 0);
+    assert_int_equal(eng_txn_commit(t, 0), 0);
+    return db;
+}
+
+/* Commit k (durable): value `tag + k + 1` at its place. */
+static void commit_k(eng_db *db, uint32_t k, uint64_t tag)
+{
+    eng_txn *t = NULL;
+    uint8_t v[8];
+    om_put64(v, tag + k + 1);
+    assert_int_equal(eng_txn_begin(db, &t), 0);
+    assert_int_equal(eng_page_write(t, 1 + k % NP, (k / NP) * 8, v, 8), 0);
+    assert_int_equal(eng_txn_commit(t, 0), 0);
+}
+
+static void commits(eng_db *db, uint32_t from, uint32_t to)
+{
+    for (uint32_t k = from; k < to; k++)
+        commit_k(db, k, 0);
+}
+
+/* Commits [0, upto) are there, [upto, total) are not. */
+static void assert_commits(eng_db *db, uint32_t upto, uint32_t total)
+{
+    for (uint32_t k = 0; k < total; k++) {
+        assert_int_equal(eng_page_read(db, 1 + k % NP, body), 0);
+        uint64_t have = om_get64(body + (k / NP) * 8), want = k < upto ? k + 1 : 0;
+        if (have != want)
+            fail_msg("commit %u: page %u holds %llu, expected %llu (commits before %u only)", k,
+                     1 + k % NP, (unsigned long long)have, (unsigned long long)want, upto);
+    }
+}
+
+static void copy_file(om_vfs *v, const char *from, const char *to)
+{
+    uint8_t *data = NULL;
+    size_t n = 0;
+    assert_int_equal(om_read_file(v, from, &data, &n), 0);
+    assert_int_equal(om_write_file_durable(v, to, data, n), 0);
+    free(data);
+}
+
+static void gen_name(char *out, size_t n, const char *dir, const char *base, uint32_t g)
+{
+    assert_int_equal(eng_log_path(out, n, dir, base, g), 0);
+}
+
+/* Copies generations [first, last] of base from one folder to another. */
+static void copy_gens(om_vfs *v, const char *from, const char *to, const char *base,
+                      uint32_t first, uint32_t last)
+{
+    char a[512], b[512];
+    for (uint32_t g = first; g <= last; g++) {
+        gen_name(a, sizeof a, from, base, g);
+        gen_name(b, sizeof b, to, base, g);
+        copy_file(v, a, b);
+    }
+}
+
+typedef struct backup {
+    char dir[128];
+    uint32_t first_gen, last_gen;
+} backup;
+
+/* A full backup as the writer makes it with the held provider. */
+static void backup_full(om_vfs *v, eng_db *db, const char *dir, backup *b)
+{
+    eng_info in;
+    assert_int_equal(eng_db_info(db, &in), 0);
+    snprintf(b->dir, sizeof b->dir, "%s", dir);
+    assert_int_equal(v->mkdir(v, dir), 0);
+    assert_int_equal(eng_hold_pages(db), 0);
+    eng_lgpos mark;
+    uint32_t last = 0;
+    assert_int_equal(eng_backup_freeze(db, ENG_BK_FULL, &mark, &last), 0);
+    char to[256];
+    snprintf(to, sizeof to, "%s/mail.edb", dir);
+    copy_file(v, "/db/mail.edb", to);
+    snprintf(to, sizeof to, "%s/E00.chk", dir);
+    copy_file(v, "/db/logs/E00.chk", to);
+    assert_int_equal(eng_backup_thaw(db), 0);
+    b->first_gen = in.checkpoint.gen;
+    b->last_gen = last;
+    copy_gens(v, "/db/logs", dir, "E00", b->first_gen, b->last_gen);
+    assert_int_equal(eng_release_pages(db), 0);
+    eng_bkslot s = {b->first_gen, b->last_gen, mark, om_now_ns(), ENG_BK_FULL};
+    assert_int_equal(eng_record_backup(db, ENG_BK_PREV_FULL, &s), 0);
+}
+
+/* An incremental: the logs after the previous backup's last generation. */
+static void backup_incremental(om_vfs *v, eng_db *db, const char *dir, const backup *prev,
+                               backup *b)
+{
+    snprintf(b->dir, sizeof b->dir, "%s", dir);
+    assert_int_equal(v->mkdir(v, dir), 0);
+    eng_lgpos mark;
+    uint32_t last = 0;
+    assert_int_equal(eng_backup_freeze(db, ENG_BK_INCREMENTAL, &mark, &last), 0);
+    assert_int_equal(eng_backup_thaw(db), 0);
+    b->first_gen = prev->last_gen + 1;
+    b->last_gen = last;
+    copy_gens(v, "/db/logs", dir, "E00", b->first_gen, b->last_gen);
+    eng_bkslot s = {b->first_gen, b->last_gen, mark, om_now_ns(), ENG_BK_INCREMENTAL};
+    assert_int_equal(eng_record_backup(db, ENG_BK_PREV_INCREMENTAL, &s), 0);
+}
+
+/* The restore's file copy for a target other than the original folder: the .edb to its place,
+ * the logs to <logs>/_restoredLogs. */
+static void lay_down(om_vfs *v, const backup *b, const char *edb, const char *logs, int with_edb)
+{
+    char rl[256], from[256];
+    snprintf(rl, sizeof rl, "%s/_restoredLogs", logs);
+    if (v->exists(v, logs) != 2) assert_int_equal(v->mkdir(v, logs), 0);
+    if (v->exists(v, rl) != 2) assert_int_equal(v->mkdir(v, rl), 0);
+    if (with_edb) {
+        snprintf(from, sizeof from, "%s/mail.edb", b->dir);
+        copy_file(v, from, edb);
+    }
+    copy_gens(v, b->dir, rl, "E00", b->first_gen, b->last_gen);
+}
+
+static eng_restore_opts ropts(const eng_opts *target, const char *rdir)
+{
+    eng_restore_opts r = {0};
+    r.target = *target;
+    r.restored_dir = rdir;
+    r.restored_base = "E00";
+    return r;
+}
+
+/* Power loss with the database open, then a mount (which recovers from the log). */
+static eng_db *crash_and_remount(crashvfs *c, const eng_opts *o, eng_db *db)
+{
+    eng_db_abandon(db);
+    crashvfs_reboot(c);
+    assert_int_equal(eng_db_open(o, &db), 0);
+    return db;
+}
+
+/* After the restore the database takes new commits, loses power, recovers, and still holds
+ * commits [0, upto) and the new ones, not [upto, total). */
+static void assert_lives_on(crashvfs *c, const eng_opts *o, uint32_t upto, uint32_t total)
+{
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_open(o, &db), 0);
+    assert_commits(db, upto, total);
+    for (uint32_t k = 0; k < 12; k++)
+        commit_k(db, 5000 + k, 1000000);
+    db = crash_and_remount(c, o, db);
+    assert_commits(db, upto, total);
+    for (uint32_t k = 0; k < 12; k++) {
+        uint32_t kk = 5000 + k;
+        assert_int_equal(eng_page_read(db, 1 + kk % NP, body), 0);
+        assert_int_equal(om_get64(body + (kk / NP) * 8), 1000000 + kk + 1);
+    }
+    assert_int_equal(eng_db_close(db), 0);
+    assert_int_equal(eng_db_open(o, &db), 0);
+    assert_commits(db, upto, total);
+    assert_int_equal(eng_db_close(db), 0);
+}
+
+static void assert_clean(om_vfs *v, const char *edb, const char *base)
+{
+    eng_dbhdr h;
+    assert_int_equal(eng_dbhdr_read(v, edb, &h, 0, NULL), 0);
+    assert_int_equal(h.state, ENG_STATE_CLEAN);
+    assert_string_equal(h.base, base);
+    assert_int_equal(h.flags & ENG_DBF_RESTORING, 0);
+    uint8_t *data = NULL;
+    size_t n = 0;
+    assert_int_equal(om_read_file(v, edb, &data, &n), 0);
+    for (uint32_t p = 1; p <= h.pages; p++)
+        if (eng_page_check(data + eng_page_offset(p), p, NULL) != ENG_PAGE_OK)
+            fail_msg("page %u of %s fails its checksum", p, edb);
+    free(data);
+}
+
+static eng_sig log_sig_of(om_vfs *v, const char *path)
+{
+    om_file *f = NULL;
+    uint8_t slot[ENG_SLOT_SIZE];
+    eng_loghdr h;
+    assert_int_equal(om_open(v, path, OM_O_RDONLY, &f), 0);
+    assert_int_equal(om_pread_full(f, slot, sizeof slot, 0), 0);
+    om_close(f);
+    assert_int_equal(eng_loghdr_decode(slot, &h), 0);
+    return h.log_sig;
+}
+
+static int progress_calls;
+static uint32_t progress_last;
+static void on_progress(void *arg, uint32_t gen, uint32_t first, uint32_t last)
+{
+    (void)arg;
+    (void)first;
+    (void)last;
+    progress_calls++;
+    progress_last = gen;
+}
+
+/* The live database of the original-folder tests: commits 0..19 checkpointed, 20..34 only in
+ * the log when the full backup is taken (over two generations); then 35..69 after it, with a
+ * checkpoint in between, so the folder holds later generations and a newer E00.chk. */
+#define A_BACKUP 35
+#define A_TOTAL  70
+static void original_folder_setup(crashvfs *c, backup *full, uint32_t *last_on_disk)
+{
+    eng_opts o = live_opts(c);
+    om_vfs *v = o.vfs;
+    eng_db *db = create_db(&o);
+    commits(db, 0, 20);
+    assert_int_equal(eng_checkpoint(db), 0);
+    commits(db, 20, 28);
+    assert_int_equal(eng_db_roll_log(db), 0);
+    commits(db, 28, A_BACKUP);
+    backup_full(v, db, "/bk/full", full);
+    commits(db, A_BACKUP, 50);
+    assert_int_equal(eng_db_roll_log(db), 0);
+    commits(db, 50, 60);
+    assert_int_equal(eng_checkpoint(db), 0);
+    commits(db, 60, A_TOTAL);
+    eng_info in;
+    assert_int_equal(eng_db_info(db, &in), 0);
+    *last_on_disk = in.gen_current;
+    assert_true(*last_on_disk > full->last_gen);
+    eng_chkfile ck;
+    assert_int_equal(eng_chk_read(v, "/db/logs/E00.chk", &ck, NULL), 0);
+    assert_true(ck.checkpoint.gen > full->last_gen); /* the newer checkpoint file */
+    /* The database file is lost; the log folder survives. Restore the backup into it. */
+    eng_db_abandon(db);
+    crashvfs_reboot(c);
+    copy_file(v, "/bk/full/mail.edb", "/db/mail.edb");
+    copy_gens(v, "/bk/full", "/db/logs", "E00", full->first_gen, full->last_gen);
+}
+
+static void original_database_rolls_forward_through_the_later_logs_in_its_folder(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(1);
+    eng_opts o = live_opts(c);
+    backup full;
+    uint32_t last_on_disk = 0;
+    original_folder_setup(c, &full, &last_on_disk);
+    eng_restore_opts ro = ropts(&o, "/db/logs");
+    ro.roll_forward = 1;
+    ro.target.replay_progress = on_progress;
+    progress_calls = 0;
+    eng_restore_result r;
+    assert_int_equal(eng_db_hard_recover(&ro, &r), 0);
+    assert_int_equal(r.first_gen, full.first_gen);
+    assert_int_equal(r.last_gen, last_on_disk);
+    assert_int_equal(progress_calls, last_on_disk - full.first_gen + 1);
+    assert_int_equal(progress_last, last_on_disk);
+    assert_false(r.stopped_at_point);
+    assert_false(r.new_stream);
+    assert_true(r.transactions > 0 && r.records > 0);
+    assert_clean(o.vfs, o.edb_path, "E00");
+    assert_lives_on(c, &o, A_TOTAL, A_TOTAL);
+    crashvfs_free(c);
+}
+
+static void original_database_without_roll_forward_stops_at_the_backup_and_starts_a_new_stream(
+    void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(2);
+    eng_opts o = live_opts(c);
+    om_vfs *v = o.vfs;
+    backup full;
+    uint32_t last_on_disk = 0;
+    original_folder_setup(c, &full, &last_on_disk);
+    eng_sig old_sig = log_sig_of(v, "/db/logs/E00.log");
+    eng_restore_opts ro = ropts(&o, "/db/logs/"); /* the same folder, spelled differently */
+    eng_restore_result r;
+    /* Later logs in the folder: the engine cannot tell where the backup ended by itself. */
+    assert_int_equal(eng_db_hard_recover(&ro, &r), OM_E_InvalidParameter);
+    assert_non_null(strstr(om_err_detail(), "roll forward"));
+    ro.stop_gen = full.last_gen;
+    assert_int_equal(eng_db_hard_recover(&ro, &r), 0);
+    assert_int_equal(r.last_gen, full.last_gen);
+    assert_true(r.stopped_at_point);
+    assert_true(r.new_stream);
+    assert_int_equal(r.stream_gen, last_on_disk + 1);
+    assert_clean(v, o.edb_path, "E00");
+    /* The abandoned later generations are still there, of another stream now. */
+    eng_sig new_sig = log_sig_of(v, "/db/logs/E00.log");
+    assert_false(eng_sig_eq(&old_sig, &new_sig));
+    char p[256];
+    gen_name(p, sizeof p, "/db/logs", "E00", last_on_disk);
+    assert_int_equal(v->exists(v, p), 1);
+    eng_info in;
+    assert_int_equal(eng_db_inspect(&o, &in), 0);
+    assert_int_equal(in.slots[ENG_BK_PREV_FULL].kind, ENG_BK_NONE); /* next backup: full */
+    /* Commits 20..34 were only in the log: replay did not start at the newer E00.chk. */
+    assert_lives_on(c, &o, A_BACKUP, A_TOTAL);
+    crashvfs_free(c);
+}
+
+/* Another database B (E01, its own folder and data) is overwritten by A's backup. */
+static void restore_to_another_database_adopts_its_log_stream(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(3);
+    eng_opts o = live_opts(c);
+    om_vfs *v = o.vfs;
+    assert_int_equal(v->mkdir(v, "/other"), 0);
+    eng_opts ob = opts_of(c, "/other/b.edb", "/other/logs", "E01");
+    eng_db *b = create_db(&ob);
+    for (uint32_t k = 0; k < 30; k++) {
+        commit_k(b, k, 777000);
+        if (k % 10 == 9) assert_int_equal(eng_db_roll_log(b), 0);
+    }
+    assert_int_equal(eng_db_close(b), 0);
+    eng_sig b_sig = log_sig_of(v, "/other/logs/E01.log");
+    eng_info bin;
+    assert_int_equal(eng_db_inspect(&ob, &bin), 0);
+
+    eng_db *db = create_db(&o);
+    commits(db, 0, 10);
+    assert_int_equal(eng_checkpoint(db), 0);
+    commits(db, 10, 20);
+    backup full;
+    backup_full(v, db, "/bk/full", &full);
+    commits(db, 20, 30); /* not in the backup */
+    assert_int_equal(eng_db_close(db), 0);
+
+    lay_down(v, &full, "/other/b.edb", "/other/logs", 1);
+    eng_restore_opts ro = ropts(&ob, "/other/logs/_restoredLogs");
+    ro.roll_forward = 1; /* changes nothing: the target's logs are another stream */
+    eng_restore_result r;
+    assert_int_equal(eng_db_hard_recover(&ro, &r), 0);
+    assert_int_equal(r.first_gen, full.first_gen);
+    assert_int_equal(r.last_gen, full.last_gen);
+    assert_false(r.stopped_at_point);
+    assert_true(r.new_stream);
+    assert_int_equal(r.stream_gen, bin.gen_current + 1);
+    assert_clean(v, ob.edb_path, "E01");
+    eng_dbhdr h;
+    assert_int_equal(eng_dbhdr_read(v, ob.edb_path, &h, 0, NULL), 0);
+    assert_true(eng_sig_eq(&h.log_sig, &b_sig)); /* B's stream, continued */
+    assert_int_equal(h.slots[ENG_BK_PREV_FULL].kind, ENG_BK_NONE);
+    /* B's old data is gone with its file; its old logs were never replayed into A's data. */
+    assert_lives_on(c, &ob, 20, 30);
+    /* And the original still mounts on its own folder, untouched. */
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_commits(db, 30, 30);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+/* A recovery database in an empty folder, with the file renamed after the replay. */
+static void recovery_database_in_an_empty_folder_starts_a_new_stream(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(4);
+    eng_opts o = live_opts(c);
+    om_vfs *v = o.vfs;
+    eng_db *db = create_db(&o);
+    commits(db, 0, 15);
+    backup full;
+    backup_full(v, db, "/bk/full", &full);
+    commits(db, 15, 25);
+    assert_int_equal(v->mkdir(v, "/rdb"), 0);
+    lay_down(v, &full, "/rdb/restoring.edb", "/rdb/logs", 1);
+    eng_opts orr = opts_of(c, "/rdb/restoring.edb", "/rdb/logs", "R00");
+    eng_restore_opts ro = ropts(&orr, "/rdb/logs/_restoredLogs");
+    eng_restore_result r;
+    assert_int_equal(eng_db_hard_recover(&ro, &r), 0);
+    assert_true(r.new_stream);
+    assert_int_equal(r.stream_gen, full.last_gen + 1);
+    /* The original, still mounted, is not disturbed. */
+    commits(db, 25, 30);
+    assert_commits(db, 30, 30);
+    assert_int_equal(eng_db_close(db), 0);
+    assert_int_equal(v->rename(v, "/rdb/restoring.edb", "/rdb/recovery.edb"), 0);
+    assert_int_equal(v->sync_dir(v, "/rdb"), 0);
+    orr.edb_path = "/rdb/recovery.edb";
+    assert_clean(v, orr.edb_path, "R00");
+    assert_lives_on(c, &orr, 15, 25);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_commits(db, 30, 30);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+/* Full, then incrementals; commits per generation known. */
+typedef struct chain {
+    backup full, inc1, inc2;
+    uint32_t upto_gen[64]; /* commits before this many were made when generation g ended */
+    uint32_t total;
+} chain;
+
+static void make_chain(crashvfs *c, chain *ch)
+{
+    eng_opts o = live_opts(c);
+    om_vfs *v = o.vfs;
+    eng_db *db = create_db(&o);
+    commits(db, 0, 10);
+    assert_int_equal(eng_checkpoint(db), 0);
+    backup_full(v, db, "/bk/full", &ch->full);
+    uint32_t k = 10;
+    for (int round = 0; round < 2; round++) {
+        for (int g = 0; g < 3; g++) {
+            commits(db, k, k + 7);
+            k += 7;
+            eng_info in;
+            assert_int_equal(eng_db_info(db, &in), 0);
+            ch->upto_gen[in.gen_current] = k;
+            assert_int_equal(eng_db_roll_log(db), 0);
+        }
+        backup_incremental(v, db, round ? "/bk/inc2" : "/bk/inc1", round ? &ch->inc1 : &ch->full,
+                           round ? &ch->inc2 : &ch->inc1);
+    }
+    commits(db, k, k + 10); /* in no backup */
+    ch->total = k + 10;
+    assert_int_equal(eng_db_close(db), 0);
+}
+
+/* The restore of a chain into a recovery database's folder: the full backup's files, then each
+ * incremental's logs into the same folder (additional restores), then one replay. */
+static eng_opts lay_down_chain(crashvfs *c, const chain *ch)
+{
+    om_vfs *v = crashvfs_vfs(c);
+    if (v->exists(v, "/rdb") != 2) assert_int_equal(v->mkdir(v, "/rdb"), 0);
+    lay_down(v, &ch->full, "/rdb/r.edb", "/rdb/logs", 1);
+    lay_down(v, &ch->inc1, NULL, "/rdb/logs", 0);
+    lay_down(v, &ch->inc2, NULL, "/rdb/logs", 0);
+    return opts_of(c, "/rdb/r.edb", "/rdb/logs", "R00");
+}
+
+static void full_and_incrementals_restored_together_replay_in_one_go(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(5);
+    chain ch;
+    make_chain(c, &ch);
+    eng_opts orr = lay_down_chain(c, &ch);
+    eng_restore_opts ro = ropts(&orr, "/rdb/logs/_restoredLogs");
+    eng_restore_result r;
+    assert_int_equal(eng_db_hard_recover(&ro, &r), 0);
+    assert_int_equal(r.first_gen, ch.full.first_gen);
+    assert_int_equal(r.last_gen, ch.inc2.last_gen);
+    assert_false(r.stopped_at_point);
+    assert_lives_on(c, &orr, ch.upto_gen[ch.inc2.last_gen - 1], ch.total);
+    crashvfs_free(c);
+}
+
+static void point_in_time_by_generation_applies_no_later_generation(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(6);
+    chain ch;
+    make_chain(c, &ch);
+    eng_opts orr = lay_down_chain(c, &ch);
+    uint32_t stop = ch.inc1.last_gen + 1;
+    assert_true(ch.upto_gen[stop] > 0);
+    eng_restore_opts ro = ropts(&orr, "/rdb/logs/_restoredLogs");
+    ro.stop_gen = stop;
+    eng_restore_result r;
+    assert_int_equal(eng_db_hard_recover(&ro, &r), 0);
+    assert_int_equal(r.last_gen, stop);
+    assert_true(r.stopped_at_point);
+    assert_lives_on(c, &orr, ch.upto_gen[stop], ch.total);
+    crashvfs_free(c);
+}
+
+static void point_in_time_by_commit_time_stops_mid_generation(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(7);
+    eng_opts o = live_opts(c);
+    om_vfs *v = o.vfs;
+    eng_db *db = create_db(&o);
+    commits(db, 0, 10);
+    uint64_t too_early = om_now_ns(); /* before changes the backup's pages hold */
+    commits(db, 10, 20);
+    assert_int_equal(eng_checkpoint(db), 0);
+    backup full;
+    backup_full(v, db, "/bk/full", &full);
+    commits(db, 20, 45);
+    uint64_t point = om_now_ns();
+    commits(db, 45, 60); /* the same generation as 20..44 */
+    backup inc;
+    backup_incremental(v, db, "/bk/inc", &full, &inc);
+    assert_int_equal(inc.first_gen, inc.last_gen);
+    assert_int_equal(eng_db_close(db), 0);
+    assert_int_equal(v->mkdir(v, "/rdb"), 0);
+    lay_down(v, &full, "/rdb/r.edb", "/rdb/logs", 1);
+    lay_down(v, &inc, NULL, "/rdb/logs", 0);
+    eng_opts orr = opts_of(c, "/rdb/r.edb", "/rdb/logs", "R00");
+    eng_restore_opts ro = ropts(&orr, "/rdb/logs/_restoredLogs");
+    eng_restore_result r;
+    /* A point before the state the restored pages already hold cannot be reached. */
+    ro.stop_time_ns = too_early;
+    assert_int_equal(eng_db_hard_recover(&ro, &r), OM_E_InvalidParameter);
+    assert_non_null(strstr(om_err_detail(), "older backup"));
+    ro.stop_time_ns = point;
+    assert_int_equal(eng_db_hard_recover(&ro, &r), 0);
+    assert_true(r.stopped_at_point);
+    assert_int_equal(r.last_gen, inc.last_gen);
+    assert_lives_on(c, &orr, 45, 60);
+    crashvfs_free(c);
+}
+
+/* ---- errors ---- */
+
+static void missing_generation_in_the_restored_range_is_named(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(8);
+    om_vfs *v = crashvfs_vfs(c);
+    chain ch;
+    make_chain(c, &ch);
+    eng_opts orr = lay_down_chain(c, &ch);
+    uint32_t gone = ch.inc1.first_gen + 1;
+    char p[256], keep[256];
+    gen_name(p, sizeof p, "/rdb/logs/_restoredLogs", "E00", gone);
+    snprintf(keep, sizeof keep, "/bk/kept.log");
+    assert_int_equal(v->rename(v, p, keep), 0);
+    eng_restore_opts ro = ropts(&orr, "/rdb/logs/_restoredLogs");
+    assert_int_equal(eng_db_hard_recover(&ro, NULL), OM_E_MissingLogFile);
+    char want[64];
+    snprintf(want, sizeof want, "log generation %u is missing", gone);
+    assert_non_null(strstr(om_err_detail(), want));
+    /* Put the log back and run the replay again. */
+    assert_int_equal(v->rename(v, keep, p), 0);
+    assert_int_equal(eng_db_hard_recover(&ro, NULL), 0);
+    assert_lives_on(c, &orr, ch.upto_gen[ch.inc2.last_gen - 1], ch.total);
+    crashvfs_free(c);
+}
+
+static void logs_of_another_database_are_refused(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(9);
+    om_vfs *v = crashvfs_vfs(c);
+    eng_opts o = live_opts(c);
+    eng_db *db = create_db(&o);
+    commits(db, 0, 10);
+    backup full;
+    backup_full(v, db, "/bk/full", &full);
+    assert_int_equal(eng_db_close(db), 0);
+    /* Another database with the same base name, its logs where the restore expects ours. */
+    assert_int_equal(v->mkdir(v, "/x"), 0);
+    eng_opts ox = opts_of(c, "/x/x.edb", "/x/logs", "E00");
+    eng_db *x = create_db(&ox);
+    for (uint32_t k = 0; k < 8; k++) {
+        commit_k(x, k, 99);
+        assert_int_equal(eng_db_roll_log(x), 0);
+    }
+    assert_int_equal(eng_db_close(x), 0);
+    assert_int_equal(v->mkdir(v, "/rdb"), 0);
+    lay_down(v, &full, "/rdb/r.edb", "/rdb/logs", 1);
+    copy_gens(v, "/x/logs", "/rdb/logs/_restoredLogs", "E00", full.first_gen, full.last_gen);
+    eng_opts orr = opts_of(c, "/rdb/r.edb", "/rdb/logs", "R00");
+    eng_restore_opts ro = ropts(&orr, "/rdb/logs/_restoredLogs");
+    assert_int_equal(eng_db_hard_recover(&ro, NULL), OM_E_DatabaseLogSetMismatch);
+    assert_non_null(strstr(om_err_detail(), "another database"));
+    assert_non_null(strstr(om_err_detail(), "/rdb/logs/_restoredLogs/E00"));
+    crashvfs_free(c);
+}
+
+static void logs_that_do_not_reach_what_the_header_requires_are_refused(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(10);
+    om_vfs *v = crashvfs_vfs(c);
+    chain ch;
+    make_chain(c, &ch);
+    assert_int_equal(v->mkdir(v, "/rdb"), 0);
+    eng_opts orr = opts_of(c, "/rdb/r.edb", "/rdb/logs", "R00");
+    eng_restore_opts ro = ropts(&orr, "/rdb/logs/_restoredLogs");
+    /* The full backup's database with only an incremental's logs. */
+    lay_down(v, &ch.full, "/rdb/r.edb", "/rdb/logs", 1);
+    for (uint32_t g = ch.full.first_gen; g <= ch.full.last_gen; g++) {
+        char p[256];
+        gen_name(p, sizeof p, "/rdb/logs/_restoredLogs", "E00", g);
+        assert_int_equal(v->unlink(v, p), 0);
+    }
+    lay_down(v, &ch.inc1, NULL, "/rdb/logs", 0);
+    assert_int_equal(eng_db_hard_recover(&ro, NULL), OM_E_RequiredLogFilesMissing);
+    assert_non_null(strstr(om_err_detail(), "full backup"));
+    /* No logs at all. */
+    for (uint32_t g = ch.inc1.first_gen; g <= ch.inc1.last_gen; g++) {
+        char p[256];
+        gen_name(p, sizeof p, "/rdb/logs/_restoredLogs", "E00", g);
+        assert_int_equal(v->unlink(v, p), 0);
+    }
+    assert_int_equal(eng_db_hard_recover(&ro, NULL), OM_E_RequiredLogFilesMissing);
+    assert_non_null(strstr(om_err_detail(), "holds no logs"));
+    /* Logs that end before the header's Log Required max. */
+    lay_down(v, &ch.full, "/rdb/r.edb", "/rdb/logs", 1);
+    eng_dbhdr h;
+    assert_int_equal(eng_dbhdr_read(v, "/rdb/r.edb", &h, 0, NULL), 0);
+    h.log_req_max = ch.full.last_gen + 2;
+    om_file *f = NULL;
+    assert_int_equal(om_open(v, "/rdb/r.edb", 0, &f), 0);
+    assert_int_equal(eng_dbhdr_write(f, &h), 0);
+    om_close(f);
+    assert_int_equal(eng_db_hard_recover(&ro, NULL), OM_E_RequiredLogFilesMissing);
+    char want[64];
+    snprintf(want, sizeof want, "up to %u", ch.full.last_gen + 2);
+    assert_non_null(strstr(om_err_detail(), want));
+    crashvfs_free(c);
+}
+
+static void damaged_restored_log_is_refused_naming_the_file(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(11);
+    om_vfs *v = crashvfs_vfs(c);
+    chain ch;
+    make_chain(c, &ch);
+    eng_opts orr = lay_down_chain(c, &ch);
+    /* Damage the last slot of data in a generation in the middle: it looks like the end of
+     * that log, but the next generation says where it really ended. */
+    uint32_t g = ch.inc1.first_gen + 1;
+    char p[256];
+    gen_name(p, sizeof p, "/rdb/logs/_restoredLogs", "E00", g);
+    uint8_t *data = NULL;
+    size_t n = 0;
+    assert_int_equal(om_read_file(v, p, &data, &n), 0);
+    uint32_t last_slot = 0;
+    for (uint32_t sl = 1; sl < ENG_LOG_SLOTS; sl++) {
+        eng_seghdr sh;
+        if (eng_seg_decode(data + (size_t)sl * ENG_SLOT_SIZE, g, (uint16_t)sl, &sh) == ENG_SEG_OK)
+            last_slot = sl;
+    }
+    assert_true(last_slot > 1);
+    memset(data + (size_t)last_slot * ENG_SLOT_SIZE + 100, 0x5A, 200);
+    assert_int_equal(om_write_file_durable(v, p, data, n), 0);
+    free(data);
+    eng_restore_opts ro = ropts(&orr, "/rdb/logs/_restoredLogs");
+    assert_int_equal(eng_db_hard_recover(&ro, NULL), OM_E_LogFileCorrupt);
+    assert_non_null(strstr(om_err_detail(), p));
+    /* Replay had begun: the database is marked, and mounting it as it is is refused. */
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_open(&orr, &db), OM_E_RestoreInProgress);
+    assert_non_null(strstr(om_err_detail(), "HINT"));
+    /* Damage in the middle of the data, followed by later data. */
+    assert_int_equal(om_read_file(v, p, &data, &n), 0);
+    memset(data + 1 * ENG_SLOT_SIZE + 100, 0x5A, 200);
+    assert_int_equal(om_write_file_durable(v, p, data, n), 0);
+    free(data);
+    assert_int_equal(eng_db_hard_recover(&ro, NULL), OM_E_LogFileCorrupt);
+    assert_non_null(strstr(om_err_detail(), p));
+    crashvfs_free(c);
+}
+
+/* A crash at any sync of the hard recovery: running it again finishes the job. */
+static void hard_recovery_interrupted_by_a_crash_finishes_when_run_again(void **s)
+{
+    (void)s;
+    crashvfs *disk = new_disk(12);
+    chain ch;
+    NP = 40; /* more pages than the cache holds: replay flushes along the way */
+    make_chain(disk, &ch);
+    eng_opts orr = lay_down_chain(disk, &ch);
+    orr.cache_bytes = 16 * ENG_PAGE_SIZE; /* replay flushes along the way */
+    /* Old logs of the target's base in the folder: the crash may fall in the adoption of
+     * their stream too. */
+    eng_opts old = opts_of(disk, "/rdb/old.edb", "/rdb/logs", "R00");
+    eng_db *b = create_db(&old);
+    commit_k(b, 0, 5);
+    assert_int_equal(eng_db_close(b), 0);
+    int points = 0;
+    for (uint64_t k = 1;; k++) {
+        crashvfs *c = crashvfs_clone(disk);
+        assert_non_null(c);
+        crashvfs_reseed(c, 100 + k);
+        eng_opts o = orr;
+        o.vfs = crashvfs_vfs(c);
+        eng_restore_opts ro = ropts(&o, "/rdb/logs/_restoredLogs");
+        crashvfs_crash_at_sync(c, k);
+        int rc = eng_db_hard_recover(&ro, NULL);
+        if (!crashvfs_crashed(c)) {
+            assert_int_equal(rc, 0);
+            crashvfs_free(c);
+            break;
+        }
+        points++;
+        crashvfs_reboot(c);
+        eng_restore_result r;
+        rc = eng_db_hard_recover(&ro, &r);
+        if (rc) fail_msg("crash at sync %llu: the second run failed: %s", (unsigned long long)k,
+                         om_err_detail());
+        assert_clean(o.vfs, o.edb_path, "R00");
+        assert_lives_on(c, &o, ch.upto_gen[ch.inc2.last_gen - 1], ch.total);
+        crashvfs_free(c);
+    }
+    assert_true(points > 20);
+    print_message("hard recovery survived a crash at each of its %d sync points\n", points);
+    crashvfs_free(disk);
+    NP = 6;
+}
+
+int main(void)
+{
+    /* The failures these tests cause on purpose would fill the output. */
+    if (!getenv("OMBRA_DEBUG")) om_log_min_level(OM_ERROR + 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(original_database_rolls_forward_through_the_later_logs_in_its_folder),
+        cmocka_unit_test(
+            original_database_without_roll_forward_stops_at_the_backup_and_starts_a_new_stream),
+        cmocka_unit_test(restore_to_another_database_adopts_its_log_stream),
+        cmocka_unit_test(recovery_database_in_an_empty_folder_starts_a_new_stream),
+        cmocka_unit_test(full_and_incrementals_restored_together_replay_in_one_go),
+        cmocka_unit_test(point_in_time_by_generation_applies_no_later_generation),
+        cmocka_unit_test(point_in_time_by_commit_time_stops_mid_generation),
+        cmocka_unit_test(missing_generation_in_the_restored_range_is_named),
+        cmocka_unit_test(logs_of_another_database_are_refused),
+        cmocka_unit_test(logs_that_do_not_reach_what_the_header_requires_are_refused),
+        cmocka_unit_test(damaged_restored_log_is_refused_naming_the_file),
+        cmocka_unit_test(hard_recovery_interrupted_by_a_crash_finishes_when_run_again),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
