@@ -347,7 +347,8 @@ static int grow_deferred(eng_db *db)
 {
     if (db->grow_to <= db->file_pages) return 0;
     int rc = om_resize(db->edbf, (db->grow_to + 2) * ENG_PAGE_SIZE);
-    if (rc) return om_err_ctx(rc, "growing %s to %llu pages", db->edb, (unsigned long long)db->grow_to);
+    if (rc)
+        return om_err_ctx(rc, "growing %s to %llu pages", db->edb, (unsigned long long)db->grow_to);
     db->file_pages = db->grow_to;
     return 0;
 }

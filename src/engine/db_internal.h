@@ -39,11 +39,11 @@ typedef struct frame {
  * pages appended, and in memory an index page number -> offset of the page's latest copy. */
 typedef struct hold_file {
     om_file *f;
-    uint64_t end;    /* bytes appended */
-    uint32_t *keys;  /* open addressing, 0 = empty slot */
+    uint64_t end;   /* bytes appended */
+    uint32_t *keys; /* open addressing, 0 = empty slot */
     uint64_t *offs;
     uint32_t cap, count;
-    int failed;      /* a write to it failed: dirty pages stay in memory until the release */
+    int failed; /* a write to it failed: dirty pages stay in memory until the release */
 } hold_file;
 
 struct eng_db {

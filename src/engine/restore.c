@@ -404,15 +404,15 @@ static int already_done(hard *h, eng_restore_result *r)
         om_file *f = NULL;
         db_stream_path(&h->rs, last, p, sizeof p);
         if (om_open(h->v, p, OM_O_RDONLY, &f) == 0) {
-            ours = om_pread_full(f, slot, sizeof slot, 0) == 0 && eng_loghdr_decode(slot, &lh) == 0 &&
-                   eng_sig_eq(&lh.db_sig, &H->db_sig);
+            ours = om_pread_full(f, slot, sizeof slot, 0) == 0 &&
+                   eng_loghdr_decode(slot, &lh) == 0 && eng_sig_eq(&lh.db_sig, &H->db_sig);
             om_close(f);
         }
     }
     if (!ours)
         return om_errf(OM_E_DatabaseLogSetMismatch,
-                       "%s uses log base name %s; the restored logs are named %s", db->edb,
-                       H->base, h->o->restored_base);
+                       "%s uses log base name %s; the restored logs are named %s", db->edb, H->base,
+                       h->o->restored_base);
     om_info("%s: hard recovery had already finished", db->edb);
     if (r) {
         r->stream_gen = H->consistent.gen;

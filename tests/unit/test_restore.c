@@ -116,8 +116,8 @@ static void gen_name(char *out, size_t n, const char *dir, const char *base, uin
 }
 
 /* Copies generations [first, last] of base from one folder to another. */
-static void copy_gens(om_vfs *v, const char *from, const char *to, const char *base,
-                      uint32_t first, uint32_t last)
+static void copy_gens(om_vfs *v, const char *from, const char *to, const char *base, uint32_t first,
+                      uint32_t last)
 {
     char a[512], b[512];
     for (uint32_t g = first; g <= last; g++) {
@@ -329,8 +329,8 @@ static void original_database_rolls_forward_through_the_later_logs_in_its_folder
     crashvfs_free(c);
 }
 
-static void original_database_without_roll_forward_stops_at_the_backup_and_starts_a_new_stream(
-    void **s)
+static void
+original_database_without_roll_forward_stops_at_the_backup_and_starts_a_new_stream(void **s)
 {
     (void)s;
     crashvfs *c = new_disk(2);
@@ -752,8 +752,9 @@ static void hard_recovery_interrupted_by_a_crash_finishes_when_run_again(void **
         crashvfs_reboot(c);
         eng_restore_result r;
         rc = eng_db_hard_recover(&ro, &r);
-        if (rc) fail_msg("crash at sync %llu: the second run failed: %s", (unsigned long long)k,
-                         om_err_detail());
+        if (rc)
+            fail_msg("crash at sync %llu: the second run failed: %s", (unsigned long long)k,
+                     om_err_detail());
         assert_clean(o.vfs, o.edb_path, "R00");
         assert_lives_on(c, &o, ch.upto_gen[ch.inc2.last_gen - 1], ch.total);
         crashvfs_free(c);
