@@ -24,14 +24,21 @@ def run(*args, check=None):
     return p
 
 
-def crashed_db(engine_loop, d, seconds=1.0):
-    """Runs engine_loop's commit loop in d, kills it with -9, returns the acknowledged ids."""
-    p = subprocess.Popen([str(engine_loop), "write", str(d), "0"], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True)
-    time.sleep(seconds)
-    p.send_signal(signal.SIGKILL)
-    out, _ = p.communicate()
-    return [line for line in out.split("\n") if line.strip()]
+def crashed_db(engine_loop, d, seconds=1.0, min_gens=0):
+    """Runs engine_loop's commit loop in d, kills it with -9, returns the acknowledged ids.
+    With min_gens, runs until that many finished log generations exist (at least `seconds`, at
+    most a minute), so a slow build (sanitizers, a loaded machine) still gets a real history."""
+    ids = d.parent / f"{d.name}.acked"  # a file, not a pipe: a full pipe would stop the loop
+    with open(ids, "w") as f:
+        p = subprocess.Popen([str(engine_loop), "write", str(d), "0"], stdout=f,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(seconds)
+        end = time.time() + 60
+        while min_gens and time.time() < end and len(list((d / "logs").glob("E00????????.log"))) < min_gens:
+            time.sleep(0.1)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    return [line for line in ids.read_text().split("\n") if line.strip()]
 
 
 def test_recover_brings_a_killed_database_to_clean_shutdown_keeping_every_commit(ombra_bin, engine_loop, tmp_path):
@@ -65,7 +72,7 @@ def test_recover_refuses_a_database_open_in_another_process(ombra_bin, engine_lo
 
 
 def test_checksum_names_the_damaged_page_and_log_slot(ombra_bin, engine_loop, tmp_path):
-    crashed_db(engine_loop, tmp_path, 1.0)
+    crashed_db(engine_loop, tmp_path, 1.0, min_gens=3)
     run(ombra_bin, "dbutil", "recover", tmp_path / "logs", check=0)
     run(ombra_bin, "dbutil", "checksum", tmp_path / "mail.edb", tmp_path / "logs", check=0)
     edb = tmp_path / "mail.edb"
@@ -89,7 +96,7 @@ def test_checksum_names_the_damaged_page_and_log_slot(ombra_bin, engine_loop, tm
 
 
 def test_logs_reports_a_missing_generation(ombra_bin, engine_loop, tmp_path):
-    crashed_db(engine_loop, tmp_path, 1.0)
+    crashed_db(engine_loop, tmp_path, 1.0, min_gens=4)
     gens = sorted((tmp_path / "logs").glob("E00000000*.log"))
     if len(gens) < 3:
         pytest.skip("the loop wrote fewer than three generations on this machine")
@@ -108,7 +115,7 @@ def two_sets(tmp_path_factory, engine_loop, build_dir):
     base = tmp_path_factory.mktemp("sets")
     for name in ("a", "b"):
         (base / name).mkdir()
-        crashed_db(engine_loop, base / name, 1.0)
+        crashed_db(engine_loop, base / name, 1.0, min_gens=14)  # checkpoints every 4
     return base
 
 
