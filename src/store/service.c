@@ -301,6 +301,18 @@ static int h_db_mount(store *s, json_t *req, json_t *rep, int mount)
     int rc = find_ent(s, req, &e);
     if (rc) return rc;
     mounted *m = store_find_mounted(s, e->name);
+    if (mount && s->writer && store_writer_restoring(s->writer, e->name))
+        return om_errf(OM_E_RestoreInProgress,
+                       "database '%s' is being restored. HINT: mount it when the restore ends",
+                       e->name);
+    char pending[4200];
+    struct stat pst;
+    snprintf(pending, sizeof pending, "%.4000s/_restoredLogs", e->logs);
+    if (mount && stat(pending, &pst) == 0)
+        return om_errf(OM_E_RestoreInProgress,
+                       "database '%s' has restored logs waiting in %s (a restore with additional "
+                       "restores to come). HINT: restore the rest, which replays them",
+                       e->name, pending);
     if (mount)
         rc = store_mount_locked(s, e, 0);
     else if (m)

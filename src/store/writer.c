@@ -4,13 +4,17 @@
  * has the lock order). */
 #include "store/writer.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/error.h"
 #include "base/hash.h"
 #include "base/log.h"
+#include "base/paths.h"
 #include "base/time.h"
 #include "base/uuid.h"
 #include "engine/format.h"
@@ -32,11 +36,18 @@ typedef struct wdb {
     uint64_t mark_time;
 } wdb;
 
+/* A database being restored: between PreRestore and the end of the session, mounts are
+ * refused. */
+typedef struct wrestore {
+    char session[40], target[STORE_MAX_NAME + 1];
+} wrestore;
+
 struct store_writer {
     store *s;
     vss_writer *vw;
     pthread_mutex_t mu;
     wdb dbs[MAX_WDB];
+    wrestore restores[8];
     char instance_id[37], logical[200];
 };
 
@@ -520,10 +531,22 @@ static int backup_complete(void *ctx, vss_event *e)
 
 /* ---- Abort, BackupShutdown ---- */
 
-/* Thaws and releases the holds of every database of the session; forgets the session. */
+/* Forgets the restores of a session. */
+static void unmark_session(store_writer *w, const char *session)
+{
+    pthread_mutex_lock(&w->mu);
+    for (size_t i = 0; i < sizeof w->restores / sizeof w->restores[0]; i++)
+        if (!strcmp(w->restores[i].session, session))
+            memset(&w->restores[i], 0, sizeof w->restores[i]);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Thaws and releases the holds of every database of the session; forgets the session (a
+ * restore's too). */
 static int end_session(void *ctx, vss_event *e)
 {
     store_writer *w = ctx;
+    unmark_session(w, e->session);
     for (int i = 0; i < MAX_WDB; i++) {
         pthread_mutex_lock(&w->mu);
         wdb copy = w->dbs[i];
@@ -566,6 +589,267 @@ void store_writer_db_closing(store_writer *w, eng_db *db)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* ---- PreRestore, PostRestore ---- */
+
+/* Deletes _restoredLogs: files only (what the requester restored and the .env). */
+static void remove_flat_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char p[4400];
+    while (d && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%.4100s/%.255s", dir, de->d_name);
+        if (unlink(p) != 0) om_warn("removing %s: %s", p, strerror(errno));
+    }
+    if (d) closedir(d);
+    if (rmdir(dir) != 0) om_warn("removing %s: %s", dir, strerror(errno));
+}
+
+/* Where one component is restored to: a database of the directory (the original, another one,
+ * the recovery database) or new paths. */
+typedef struct rtarget {
+    store_dbent ent; /* the target (for new paths: made up from them) */
+    int in_dir;      /* a database of the directory */
+    int original;    /* the same database the backup is of */
+    char orig_id[37], orig_base[4], orig_edb[4096];
+    char restored_dir[4200]; /* where its logs go */
+    char edb_path[4200];     /* where the .edb goes (renamed to ent.edb at PostRestore) */
+} rtarget;
+
+static const char *str_or(json_t *o, const char *k, const char *d)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : d;
+}
+
+/* Resolves and checks the target of a restore component (store.mu held). */
+static int resolve_target(store_writer *w, json_t *c, rtarget *t)
+{
+    store *s = w->s;
+    json_t *md = json_object_get(c, "backup_metadata"), *ro = json_object_get(c, "restore_options"),
+           *nt = json_object_get(c, "new_target");
+    memset(t, 0, sizeof *t);
+    snprintf(t->orig_id, sizeof t->orig_id, "%s", str_or(md, "db_id", ""));
+    snprintf(t->orig_base, sizeof t->orig_base, "%s", str_or(md, "base", "E00"));
+    snprintf(t->orig_edb, sizeof t->orig_edb, "%s", str_or(md, "edb", ""));
+    if (!t->orig_id[0] || !t->orig_edb[0])
+        return om_errf(OM_E_InvalidParameter,
+                       "the backup metadata of %s names no database (db_id, edb)",
+                       str_or(c, "name", "?"));
+    if (json_is_object(nt)) { /* new paths: not a database of the directory */
+        const char *edb = str_or(nt, "edb", NULL), *logs = str_or(nt, "logs", NULL);
+        if (!edb || !logs || edb[0] != '/' || logs[0] != '/')
+            return om_errf(OM_E_InvalidPath, "new paths need an absolute edb and logs");
+        snprintf(t->ent.edb, sizeof t->ent.edb, "%s", edb);
+        snprintf(t->ent.logs, sizeof t->ent.logs, "%s", logs);
+        memcpy(t->ent.base, t->orig_base, 4);
+        snprintf(t->ent.name, sizeof t->ent.name, "(new paths)");
+    } else {
+        const char *name = str_or(ro, "target", NULL);
+        store_dbent *e = NULL;
+        for (size_t i = 0; i < s->dir->n && !e; i++) {
+            char id[37];
+            om_uuid_str(&s->dir->ents[i].id, id);
+            if (name ? !strcmp(s->dir->ents[i].name, name) : !strcmp(id, t->orig_id))
+                e = &s->dir->ents[i];
+        }
+        if (!e)
+            return om_errf(OM_E_DatabaseNotFound,
+                           name ? "no database named '%s' to restore to"
+                                : "database %s of the backup no longer exists. HINT: restore to "
+                                  "another database, the recovery database or new paths",
+                           name ? name : t->orig_id);
+        t->ent = *e;
+        t->in_dir = 1;
+        char id[37];
+        om_uuid_str(&e->id, id);
+        t->original = !strcmp(id, t->orig_id);
+        const char *want = str_or(ro, "target_id", NULL);
+        if (want && strcmp(want, id) && !e->recovery)
+            return om_errf(OM_E_BadDbSignature,
+                           "database '%s' is %s, not %s as the restore expects. HINT: restore "
+                           "to it as another database",
+                           e->name, id, want);
+        mounted *m = store_find_mounted(s, e->name);
+        if (m)
+            return om_errf(OM_E_DatabaseInUse,
+                           "database '%s' is mounted. HINT: ombra db dismount %s", e->name,
+                           e->name);
+        if (!e->allow_restore)
+            return om_errf(OM_E_FileAccessDenied,
+                           "database '%s' does not allow a restore over it. HINT: ombra db set "
+                           "%s --allow-restore on",
+                           e->name, e->name);
+        if (json_is_true(json_object_get(ro, "recovery")) && !e->recovery)
+            return om_errf(OM_E_InvalidParameter, "'%s' is not the recovery database", e->name);
+    }
+    char d[4096], b[4096];
+    om_dirname(t->ent.edb, d, sizeof d);
+    const char *slash = strrchr(t->orig_edb, '/');
+    snprintf(b, sizeof b, "%s", slash ? slash + 1 : t->orig_edb);
+    snprintf(t->edb_path, sizeof t->edb_path, "%.4000s/%.190s", d, b);
+    if (t->original)
+        snprintf(t->restored_dir, sizeof t->restored_dir, "%s", t->ent.logs);
+    else
+        snprintf(t->restored_dir, sizeof t->restored_dir, "%.4000s/_restoredLogs", t->ent.logs);
+    return 0;
+}
+
+/* <base>restore.env in _restoredLogs: what the restored logs are and where they go. */
+static int write_env(const rtarget *t, json_t *md)
+{
+    char id[37] = "", p[4300];
+    if (t->in_dir) om_uuid_str(&t->ent.id, id);
+    json_t *env = json_pack(
+        "{s:{s:s, s:s, s:s, s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:O, s:s, s:b}", "original",
+        "id", t->orig_id, "name", str_or(md, "db_name", ""), "edb", t->orig_edb, "logs",
+        str_or(md, "logs", ""), "base", t->orig_base, "target", "id", id, "name", t->ent.name,
+        "edb", t->ent.edb, "logs", t->ent.logs, "base", t->ent.base, "log_signature",
+        json_object_get(md, "log_signature") ? json_object_get(md, "log_signature") : json_null(),
+        "base", t->orig_base, "recovery", t->ent.recovery);
+    char *text = json_dumps(env, JSON_INDENT(2));
+    json_decref(env);
+    snprintf(p, sizeof p, "%s/%srestore.env", t->restored_dir, t->orig_base);
+    int rc = text ? om_write_file_durable(om_vfs_posix(), p, text, strlen(text))
+                  : om_errf(OM_E_OutOfMemory, "out of memory");
+    free(text);
+    return rc;
+}
+
+static int mark_restoring(store_writer *w, const char *session, const char *target)
+{
+    int rc = om_errf(OM_E_OutOfMemory, "too many restores at once");
+    pthread_mutex_lock(&w->mu);
+    for (size_t i = 0; i < sizeof w->restores / sizeof w->restores[0]; i++)
+        if (!w->restores[i].session[0] ||
+            (!strcmp(w->restores[i].target, target) && !strcmp(w->restores[i].session, session))) {
+            snprintf(w->restores[i].session, sizeof w->restores[i].session, "%s", session);
+            snprintf(w->restores[i].target, sizeof w->restores[i].target, "%s", target);
+            rc = 0;
+            break;
+        }
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+int store_writer_restoring(store_writer *w, const char *name)
+{
+    int r = 0;
+    pthread_mutex_lock(&w->mu);
+    for (size_t i = 0; i < sizeof w->restores / sizeof w->restores[0]; i++)
+        r |= w->restores[i].session[0] && !strcmp(w->restores[i].target, name);
+    pthread_mutex_unlock(&w->mu);
+    return r;
+}
+
+static int pre_restore(void *ctx, vss_event *e)
+{
+    store_writer *w = ctx;
+    store *s = w->s;
+    json_t *targets = json_object();
+    json_object_set_new(e->result, "targets", targets);
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(e->args, "components"), i, c)
+    {
+        rtarget t;
+        pthread_mutex_lock(&s->mu);
+        int rc = resolve_target(w, c, &t);
+        if (!rc && t.in_dir) rc = mark_restoring(w, e->session, t.ent.name);
+        pthread_mutex_unlock(&s->mu);
+        char d[4096];
+        om_dirname(t.ent.edb, d, sizeof d);
+        if (!rc) rc = om_mkdirs(d);
+        if (!rc) rc = om_mkdirs(t.restored_dir);
+        if (!rc && !t.original) rc = write_env(&t, json_object_get(c, "backup_metadata"));
+        if (rc) return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
+        om_info("restore to %s prepared: the .edb goes to %s, the logs to %s", t.ent.name,
+                t.edb_path, t.restored_dir);
+        json_object_set_new(targets, str_or(c, "name", "?"),
+                            json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", t.ent.name, "edb",
+                                      t.edb_path, "logs", t.restored_dir, "original", t.original,
+                                      "recovery", t.ent.recovery));
+    }
+    return 0;
+}
+
+/* Replays the restored logs into the target (hard recovery) and brings it to Clean Shutdown. */
+static int recover_target(store_writer *w, json_t *c, const rtarget *t, json_t *out)
+{
+    json_t *ro = json_object_get(c, "restore_options"), *md = json_object_get(c, "backup_metadata");
+    int rc = 0;
+    if (strcmp(t->edb_path, t->ent.edb) && rename(t->edb_path, t->ent.edb) != 0)
+        return om_errf(om_err_from_errno(errno), "renaming %s to %s: %s", t->edb_path, t->ent.edb,
+                       strerror(errno));
+    eng_restore_opts o = {.target = store_ent_opts(&t->ent),
+                          .restored_dir = t->restored_dir,
+                          .restored_base = t->orig_base};
+    json_t *rf = json_object_get(ro, "roll_forward");
+    o.roll_forward = rf ? json_is_true(rf) : 1;
+    o.stop_gen = (uint32_t)json_integer_value(json_object_get(ro, "stop_gen"));
+    o.stop_time_ns = (uint64_t)json_integer_value(json_object_get(ro, "stop_time_ns"));
+    if (t->original && !o.roll_forward && !o.stop_gen)
+        o.stop_gen =
+            (uint32_t)json_integer_value(json_array_get(json_object_get(md, "log_range"), 1));
+    eng_restore_result r = {0};
+    rc = eng_db_hard_recover(&o, &r);
+    if (rc) return rc;
+    om_info("restored %s: generations %u-%u replayed (%llu transactions) in %.2f s%s", t->ent.name,
+            r.first_gen, r.last_gen, (unsigned long long)r.transactions, (double)r.ns / 1e9,
+            r.stopped_at_point ? ", stopped at the requested point" : "");
+    json_object_set_new(out, "replay",
+                        json_pack("{s:i, s:i, s:I, s:I, s:I, s:b}", "first_gen", r.first_gen,
+                                  "last_gen", r.last_gen, "records", (json_int_t)r.records,
+                                  "transactions", (json_int_t)r.transactions, "ns",
+                                  (json_int_t)r.ns, "stopped_at_point", r.stopped_at_point));
+    return 0;
+}
+
+static int post_restore(void *ctx, vss_event *e)
+{
+    store_writer *w = ctx;
+    store *s = w->s;
+    json_t *res = json_object();
+    json_object_set_new(e->result, "targets", res);
+    size_t i;
+    json_t *c;
+    int rc = 0;
+    json_array_foreach(json_object_get(e->args, "components"), i, c)
+    {
+        rtarget t;
+        pthread_mutex_lock(&s->mu);
+        rc = resolve_target(w, c, &t);
+        pthread_mutex_unlock(&s->mu);
+        json_t *out = json_pack("{s:s}", "name", t.ent.name);
+        json_object_set_new(res, str_or(c, "name", "?"), out);
+        if (rc) break;
+        if (json_is_true(json_object_get(c, "additional_restores"))) {
+            json_object_set_new(out, "replayed", json_false());
+            continue; /* more backups come first: replay later */
+        }
+        if ((rc = recover_target(w, c, &t, out))) break;
+        if (!t.original) remove_flat_dir(t.restored_dir);
+        json_t *ro = json_object_get(c, "restore_options");
+        if (t.in_dir && json_is_true(json_object_get(ro, "mount"))) {
+            pthread_mutex_lock(&s->mu);
+            unmark_session(w, e->session);
+            store_dbent *ent = store_dir_find(s->dir, t.ent.name);
+            rc = ent ? store_mount_locked(s, ent, 0) : OM_E_DatabaseNotFound;
+            if (!rc) {
+                store_dbent ne = *ent;
+                ne.mounted = 1;
+                rc = store_dir_put(s->dir, &ne);
+            }
+            pthread_mutex_unlock(&s->mu);
+            if (rc) break;
+            json_object_set_new(out, "mounted", json_true());
+        }
+    }
+    unmark_session(w, e->session);
+    return rc ? fail_with(e, VSS_FAIL_RECOVERY_FAILED, rc) : 0;
+}
+
 /* ---- start, stop ---- */
 
 /* One instance id per server name, the same across restarts. */
@@ -602,7 +886,9 @@ int store_writer_start(store *s, store_writer **out)
                                        .post_snapshot = post_snapshot,
                                        .backup_complete = backup_complete,
                                        .abort = end_session,
-                                       .backup_shutdown = end_session};
+                                       .backup_shutdown = end_session,
+                                       .pre_restore = pre_restore,
+                                       .post_restore = post_restore};
     int rc = vss_writer_start(&info, &ops, w, &w->vw);
     if (rc) {
         free(w);

@@ -21,6 +21,17 @@
  *                    writes Previous Incremental; copy and differential write their slot only;
  *                    a full backup of a database dismounted meanwhile is recorded as a copy
  *   Abort, BackupShutdown   thaw, release held pages, forget the backup; nothing truncated
+ *
+ * Restore (restore_options: target NAME, target_id ID, recovery, mount, roll_forward, stop_gen,
+ * stop_time_ns; new_target: {edb, logs} for new paths):
+ *   PreRestore   the target exists, is dismounted and allows restore, and has the id the
+ *                requester expects (unless the recovery database or new paths); logs go to its
+ *                log folder (the original) or <logs>/_restoredLogs with <base>restore.env; the
+ *                result says where the .edb and the logs go; mounting it is refused until the
+ *                session ends
+ *   PostRestore  unless additional restores follow: rename the .edb to the target's name, hard
+ *                recovery (eng_db_hard_recover: replay, roll forward, point in time), Clean
+ *                Shutdown, _restoredLogs removed, mount when asked
  * A store restart loses every backup in progress (the coordinator fails those sessions). */
 #ifndef OM_STORE_WRITER_H
 #define OM_STORE_WRITER_H
@@ -36,5 +47,7 @@ void store_writer_stop(store_writer *w);
 /* A database is being dismounted (store.mu held): its backup, if any, thaws and releases its
  * holds, and is completed as a copy. */
 void store_writer_db_closing(store_writer *w, eng_db *db);
+/* 1 while a restore session has this database as its target (mounting it is refused). */
+int store_writer_restoring(store_writer *w, const char *name);
 
 #endif

@@ -262,12 +262,24 @@ int vss_req_set_additional_restores(vss_req *r, int value)
     return call(r, "set_additional_restores", json_pack("{s:b}", "value", value != 0), NULL);
 }
 
-int vss_req_pre_restore(vss_req *r)
+int vss_req_pre_restore(vss_req *r, json_t **targets)
 {
-    return call(r, "pre_restore", NULL, NULL);
+    json_t *rep = NULL;
+    int rc = call(r, "pre_restore", NULL, targets ? &rep : NULL);
+    if (targets) {
+        *targets = rc ? NULL : json_incref(json_object_get(rep, "targets"));
+        json_decref(rep);
+    }
+    return rc;
 }
 
-int vss_req_post_restore(vss_req *r)
+int vss_req_post_restore(vss_req *r, json_t **targets)
 {
-    return call(r, "post_restore", NULL, NULL);
+    json_t *rep = NULL;
+    int rc = call(r, "post_restore", NULL, targets ? &rep : NULL);
+    if (targets) {
+        *targets = rc ? NULL : json_incref(json_object_get(rep, "targets"));
+        json_decref(rep);
+    }
+    return rc;
 }

@@ -79,7 +79,9 @@ int vss_req_load_documents(vss_req *r, json_t *metadata, json_t *components_doc)
 int vss_req_add_restore_component(vss_req *r, const char *instance_id, const char *component,
                                   json_t *restore_options, json_t *new_target);
 int vss_req_set_additional_restores(vss_req *r, int value);
-int vss_req_pre_restore(vss_req *r);
-int vss_req_post_restore(vss_req *r);
+/* targets (may be NULL): a new reference to what the writers said of each component, by full
+ * name (PreRestore: where the .edb and the logs go; PostRestore: what was replayed). */
+int vss_req_pre_restore(vss_req *r, json_t **targets);
+int vss_req_post_restore(vss_req *r, json_t **targets);
 
 #endif

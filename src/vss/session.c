@@ -86,6 +86,7 @@ struct session {
     char gone_detail[512];
     int additional_restores;
     json_t *loaded_doc;
+    json_t *targets; /* restore: the writers' answers of the last step */
     double freeze_ms, snapshot_ms;
 };
 
@@ -579,8 +580,7 @@ static void held_files(session *s, const char *path, vss_shadow_path *out)
         json_array_foreach(json_object_get(md, "components"), ki, k)
         {
             full_name(k, fn, sizeof fn);
-            if (!overlaps(fn, s->comps[i].name) || strlen(fn) < strlen(s->comps[i].name))
-                continue;
+            if (!overlaps(fn, s->comps[i].name) || strlen(fn) < strlen(s->comps[i].name)) continue;
             add_matches(k, "files", 1, path, &out->held, &out->nheld, &hcap);
             add_matches(k, "excludes", 0, path, &out->exclude, &out->nexclude, &ecap);
         }
@@ -859,15 +859,26 @@ static json_t *restore_args(session *s, wconn *w, void *arg)
     return json_pack("{s:o}", "components", a);
 }
 
-static int restore_step(coord *c, session *s, int post)
+/* What a writer said of each component at PreRestore / PostRestore (its "targets"). */
+static int take_targets(session *s, wconn *w, json_t *res)
+{
+    json_object_update(s->targets, json_object_get(res, "targets"));
+    return 0;
+}
+
+static int restore_step(coord *c, session *s, int post, json_t *rep)
 {
     int rc = post ? (s->state == R_PRE_DONE ? 0 : need(s, R_PRE_DONE, "post_restore"))
                   : (s->state == R_LOADED ? 0 : need(s, R_LOADED, "pre_restore"));
     if (!rc && !s->ncomp) rc = om_errf(OM_E_BadState, "no component was added for restore");
     if (rc) return rc;
-    rc = call_all(c, s, post ? "PostRestore" : "PreRestore", restore_args, NULL, "stable", NULL);
+    json_decref(s->targets);
+    s->targets = json_object();
+    rc = call_all(c, s, post ? "PostRestore" : "PreRestore", restore_args, NULL, "stable",
+                  take_targets);
     if (rc) return fail_session(c, s, rc);
     s->state = post ? R_POST_DONE : R_PRE_DONE;
+    json_object_set(rep, "targets", s->targets);
     return 0;
 }
 
@@ -899,8 +910,8 @@ static int dispatch(coord *c, session *s, const char *op, json_t *req, json_t *r
             s->additional_restores = json_is_true(json_object_get(req, "value"));
             return 0;
         }
-        if (!strcmp(op, "pre_restore")) return restore_step(c, s, 0);
-        if (!strcmp(op, "post_restore")) return restore_step(c, s, 1);
+        if (!strcmp(op, "pre_restore")) return restore_step(c, s, 0, rep);
+        if (!strcmp(op, "post_restore")) return restore_step(c, s, 1, rep);
     } else {
         if (!strcmp(op, "set_backup_state")) return set_backup_state(s, req);
         if (!strcmp(op, "add_component")) return add_component(c, s, req, 0);
@@ -945,6 +956,7 @@ static void end_session(coord *c, session *s)
         comp_free(&s->comps[i]);
     json_decref(s->metadata);
     json_decref(s->loaded_doc);
+    json_decref(s->targets);
     om_info("session %s ended", s->id);
     free(s);
 }

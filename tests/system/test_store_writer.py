@@ -223,3 +223,169 @@ def test_a_store_killed_between_freeze_and_backup_complete_truncates_nothing(sto
         time.sleep(0.3)  # the writer registers again after the restart
     assert header(store, "db1")["backups"]["previous_full"], "the next backup succeeds"
     assert vssd.poll() is None
+
+
+# ---- restore through the writer (the test lays the files down, as `ombra restore` will) ----
+
+def held_backup(store, build_dir, db, type_, dest):
+    """A backup whose files the test copies out of the shadow copy into dest; returns the run's
+    JSON (writers' metadata and the components document) and the files copied."""
+    p = requester(store, build_dir, db, type_, "held", pause_at="complete")
+    line = p.stdout.readline()
+    assert line.startswith("paused complete"), line + p.stderr.read()
+    snap = json.loads(line[len("paused complete"):])
+    md = snap["components_document"]["components"][0]["backup_metadata"]
+    lo, hi = md["log_range"]
+    info = store.db_show(db)
+    dest.mkdir(parents=True, exist_ok=True)
+    for s in snap["shadows"]:
+        src = pathlib.Path(s["exposed"])
+        if type_ in ("full", "copy"):
+            e = src / os.path.relpath(info["edb"], s["original"])
+            if e.exists():
+                shutil.copy(e, dest / "db.edb")
+        lg = src / os.path.relpath(info["logs"], s["original"])
+        for g in range(lo, hi + 1):
+            f = lg / f"{md['base']}{g:08X}.log"
+            if f.exists():
+                shutil.copy(f, dest / f.name)
+    p.stdin.write("\n")
+    p.stdin.flush()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    run = json.loads(out.strip().splitlines()[-1])
+    for g in range(lo, hi + 1):
+        assert (dest / f"{md['base']}{g:08X}.log").exists(), f"generation {g} not in the shadow copy"
+    return run
+
+
+def restore_via_writer(store, build_dir, run, sets, options, new_target=None, additional=False):
+    """The restore sequence; between PreRestore and PostRestore the files of `sets` (folders
+    from held_backup, in order) are laid where the writer says."""
+    argv = [str(build_dir / "tests/tools/vss_requester"), "--restore", "-", "--pause-at", "post",
+            "--restore-options", json.dumps(options)]
+    f = store.tmp / f"run-{time.monotonic_ns()}.json"
+    f.write_text(json.dumps(run))
+    argv[2] = str(f)
+    if new_target:
+        argv += ["--new-target", json.dumps(new_target)]
+    if additional:
+        argv.append("--additional")
+    p = subprocess.Popen(argv, env=store.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if not line.startswith("paused post"):
+        out, err = p.communicate(timeout=60)
+        return p.returncode, None, line + out + err
+    targets = json.loads(line[len("paused post"):])
+    t = list(targets.values())[0]
+    for d in sets:
+        for f in sorted(d.iterdir()):
+            if f.name == "db.edb":
+                shutil.copy(f, t["edb"])
+            else:
+                shutil.copy(f, pathlib.Path(t["logs"]) / f.name)
+    p.stdin.write("\n")
+    p.stdin.flush()
+    out, err = p.communicate(timeout=300)
+    res = json.loads(out.strip().splitlines()[-1]) if out.strip() else None
+    return p.returncode, res, err
+
+
+@pytest.fixture
+def backed_up(store, vssd, build_dir, tmp_path):
+    """db1 with mail, a full backup (digest d0), more mail (d1)."""
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 600)
+    d0 = store.digest("db1")
+    run = held_backup(store, build_dir, "db1", "full", tmp_path / "full")
+    load(store, "db1", 300, seed=9)
+    d1 = store.digest("db1")
+    assert d1 != d0
+    return {"run": run, "d0": d0, "d1": d1, "full": tmp_path / "full", "id": store.db_show("db1")["id"]}
+
+
+def test_restore_over_the_original_without_and_with_roll_forward(store, build_dir, backed_up):
+    b = backed_up
+    store.ombra("db", "dismount", "db1")
+    opts = {"target": "db1", "target_id": b["id"], "mount": True, "roll_forward": False}
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [b["full"]], opts)
+    assert rc == 1 and "-1032 FileAccessDenied" in err and "allow" in err, err  # not allowed yet
+    store.ombra("db", "set", "db1", "--allow-restore", "on")
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [b["full"]], opts)
+    assert rc == 0, err
+    assert store.digest("db1") == b["d0"], "the restored database is the backup's"
+    assert store.db_show("db1")["mounted"]
+
+
+def test_restore_over_the_original_rolls_forward_through_the_logs_on_disk(store, build_dir, backed_up):
+    b = backed_up
+    store.ombra("db", "dismount", "db1")
+    store.ombra("db", "set", "db1", "--allow-restore", "on")
+    opts = {"target": "db1", "target_id": b["id"], "mount": True, "roll_forward": True}
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [b["full"]], opts)
+    assert rc == 0, err
+    assert store.digest("db1") == b["d1"], "roll forward replays the logs written after the backup"
+
+
+def test_restore_to_another_database_and_to_the_recovery_database(store, build_dir, backed_up, tmp_path):
+    b = backed_up
+    store.ombra("db", "new", "db2")
+    load(store, "db2", 50, seed=5)
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [b["full"]], {"target": "db2", "mount": True})
+    assert rc == 1 and "-1202 DatabaseInUse" in err and "dismount" in err, err
+    store.ombra("db", "dismount", "db2")
+    store.ombra("db", "set", "db2", "--allow-restore", "on")
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [b["full"]],
+                                      {"target": "db2", "target_id": b["id"]})
+    assert rc == 1 and "-531 BadDbSignature" in err, err
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [b["full"]], {"target": "db2", "mount": True})
+    assert rc == 0, err
+    assert store.digest("db2") == b["d0"] and store.digest("db1") == b["d1"]
+    logs2 = pathlib.Path(store.db_show("db2")["logs"])
+    assert not (logs2 / "_restoredLogs").exists()
+    mid = store.deliver("db2", "after", b"Subject: after\n\nnew mail in the restored database")
+    store.kill9()  # the restored database recovers from its own new logs
+    store.start()
+    assert b"new mail in the restored database" in store.get("db2", "after", mid)
+    # the recovery database
+    store.ombra("db", "new-recovery", "rdb", "--edb", tmp_path / "r" / "rdb.edb", "--logs", tmp_path / "r" / "logs")
+    store.ombra("db", "dismount", "rdb")
+    store.ombra("db", "set", "rdb", "--allow-restore", "on")
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [b["full"]],
+                                      {"target": "rdb", "recovery": True, "mount": True})
+    assert rc == 0, err
+    assert store.digest("rdb") == b["d0"]
+
+
+def test_point_in_time_and_additional_restores(store, vssd, build_dir, tmp_path):
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 400)
+    full = held_backup(store, build_dir, "db1", "full", tmp_path / "full")
+    load(store, "db1", 300, seed=2)
+    da = store.digest("db1")
+    inc1 = held_backup(store, build_dir, "db1", "incremental", tmp_path / "inc1")
+    load(store, "db1", 300, seed=3)
+    db_ = store.digest("db1")
+    inc2 = held_backup(store, build_dir, "db1", "incremental", tmp_path / "inc2")
+    stop = inc1["components_document"]["components"][0]["backup_metadata"]["log_range"][1]
+    store.ombra("db", "new", "db2")
+    store.ombra("db", "dismount", "db2")
+    store.ombra("db", "set", "db2", "--allow-restore", "on")
+    # every set laid down at once, replay stopped at the first incremental's last generation
+    rc, res, err = restore_via_writer(store, build_dir, inc2, [tmp_path / "full", tmp_path / "inc1", tmp_path / "inc2"],
+                                      {"target": "db2", "mount": True, "stop_gen": stop})
+    assert rc == 0, err
+    assert store.digest("db2") == da, "mail after the point is absent, before it present"
+    # additional restores: the full first without replay, then the incrementals with it
+    store.ombra("db", "new", "db3")
+    store.ombra("db", "dismount", "db3")
+    store.ombra("db", "set", "db3", "--allow-restore", "on")
+    rc, res, err = restore_via_writer(store, build_dir, full, [tmp_path / "full"], {"target": "db3"}, additional=True)
+    assert rc == 0, err
+    r = store.ombra("db", "mount", "db3", check=False)
+    assert r.rc == 1 and "-506 RestoreInProgress" in r.err, r.describe()  # nothing replayed yet
+    rc, res, err = restore_via_writer(store, build_dir, inc2, [tmp_path / "inc1", tmp_path / "inc2"],
+                                      {"target": "db3", "mount": True})
+    assert rc == 0, err
+    assert store.digest("db3") == db_

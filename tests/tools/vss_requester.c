@@ -57,6 +57,7 @@ static struct {
     int npaths, persistent, pause_at, abort_at;
     const char *restore; /* --restore FILE: a backup run's output */
     int additional;
+    const char *restore_options, *new_target; /* JSON */
 } o = {.provider = "auto", .pause_at = -1, .abort_at = -1};
 
 static void usage(void)
@@ -65,7 +66,8 @@ static void usage(void)
                     "differential --component INSTANCE:FULLNAME... "
                     "[--provider auto|held|reflink|btrfs|copy] [--path DIR...] [--persistent] "
                     "[--pause-at STEP] [--abort-at STEP] [--fail-component INSTANCE:FULLNAME]\n"
-                    "       vss_requester [--socket PATH] --restore FILE [--additional]\n"
+                    "       vss_requester [--socket PATH] --restore FILE [--additional] "
+                    "[--restore-options JSON] [--new-target JSON] [--pause-at post]\n"
                     "steps: gather prepare snapshot complete release\n"
                     "FILE: the JSON a backup run printed (its metadata and components "
                     "document); every component of it is restored\n");
@@ -74,6 +76,7 @@ static void usage(void)
 
 static int step_of(const char *s)
 {
+    if (!strcmp(s, "post")) return ST_SNAPSHOT; /* restore mode: before post_restore */
     for (int i = 0; i < NSTEPS; i++)
         if (!strcmp(steps[i], s)) return i;
     usage();
@@ -91,13 +94,20 @@ static void parse_comp(comp *c, const char *arg)
 
 static void parse(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"socket", required_argument, 0, 'S'},         {"type", required_argument, 0, 't'},
-        {"component", required_argument, 0, 'c'},      {"provider", required_argument, 0, 'p'},
-        {"path", required_argument, 0, 'P'},           {"persistent", no_argument, 0, 'k'},
-        {"pause-at", required_argument, 0, 'z'},       {"abort-at", required_argument, 0, 'a'},
-        {"fail-component", required_argument, 0, 'f'}, {"restore", required_argument, 0, 'r'},
-        {"additional", no_argument, 0, 'A'},           {0, 0, 0, 0}};
+    static const struct option opts[] = {{"socket", required_argument, 0, 'S'},
+                                         {"type", required_argument, 0, 't'},
+                                         {"component", required_argument, 0, 'c'},
+                                         {"provider", required_argument, 0, 'p'},
+                                         {"path", required_argument, 0, 'P'},
+                                         {"persistent", no_argument, 0, 'k'},
+                                         {"pause-at", required_argument, 0, 'z'},
+                                         {"abort-at", required_argument, 0, 'a'},
+                                         {"fail-component", required_argument, 0, 'f'},
+                                         {"restore", required_argument, 0, 'r'},
+                                         {"additional", no_argument, 0, 'A'},
+                                         {"restore-options", required_argument, 0, 'O'},
+                                         {"new-target", required_argument, 0, 'T'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -132,6 +142,12 @@ static void parse(int argc, char **argv)
             break;
         case 'A':
             o.additional = 1;
+            break;
+        case 'O':
+            o.restore_options = optarg;
+            break;
+        case 'T':
+            o.new_target = optarg;
             break;
         case 'f':
             if (o.nfailed >= MAX_COMPONENTS) usage();
@@ -238,24 +254,48 @@ static int restore_main(void)
     int rc = vss_req_begin(o.socket, VSS_SESSION_RESTORE, &r);
     if (!rc) rc = vss_req_load_documents(r, md, doc);
     json_t *c;
-    json_t *opts = json_pack("{s:s}", "from", o.restore);
+    json_t *opts = o.restore_options ? json_loads(o.restore_options, 0, &je)
+                                     : json_pack("{s:s}", "from", o.restore);
+    json_t *nt = o.new_target ? json_loads(o.new_target, 0, &je) : NULL;
+    if (!opts || (o.new_target && !nt)) {
+        fprintf(stderr, "vss_requester: bad JSON in --restore-options or --new-target: %s\n",
+                je.text);
+        return 2;
+    }
     json_array_foreach(json_object_get(doc, "components"), i, c)
     {
         if (rc) break;
         rc = vss_req_add_restore_component(r, json_string_value(json_object_get(c, "instance_id")),
                                            json_string_value(json_object_get(c, "component")), opts,
-                                           NULL);
+                                           nt);
     }
     json_decref(opts);
+    json_decref(nt);
     if (!rc && o.additional) rc = vss_req_set_additional_restores(r, 1);
-    if (!rc) rc = vss_req_pre_restore(r);
-    if (!rc) rc = vss_req_post_restore(r);
+    json_t *targets = NULL, *done = NULL;
+    if (!rc) rc = vss_req_pre_restore(r, &targets);
+    if (!rc && o.pause_at == ST_SNAPSHOT) { /* --pause-at post: the files are laid down now */
+        char *t = json_dumps(targets, JSON_COMPACT);
+        printf("paused post %s\n", t ? t : "null");
+        fflush(stdout);
+        free(t);
+        char line[256];
+        if (!fgets(line, sizeof line, stdin)) clearerr(stdin);
+    }
+    if (!rc) rc = vss_req_post_restore(r, &done);
     char detail[1024];
     snprintf(detail, sizeof detail, "%s", om_err_detail());
     if (r) vss_req_release(r);
     json_decref(md);
     json_decref(run);
-    printf("{\"ok\":%s}\n", rc ? "false" : "true");
+    json_t *outj = json_pack("{s:b, s:O, s:O}", "ok", rc == 0, "pre",
+                             targets ? targets : json_null(), "post", done ? done : json_null());
+    char *os = json_dumps(outj, JSON_COMPACT);
+    puts(os ? os : "{}");
+    free(os);
+    json_decref(outj);
+    json_decref(targets);
+    json_decref(done);
     if (rc) fprintf(stderr, "vss_requester: %s (%d %s)\n", detail, rc, om_err_name(rc));
     return rc ? 1 : 0;
 }

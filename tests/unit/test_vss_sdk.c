@@ -922,8 +922,8 @@ static void requester_restore_ops_carry_the_documents_and_options(void **s)
     assert_int_equal(vss_req_add_restore_component(r, INSTANCE_ID, "Test\\db1", opts, target), 0);
     assert_int_equal(vss_req_add_restore_component(r, INSTANCE_ID, "Test\\db2", NULL, NULL), 0);
     assert_int_equal(vss_req_set_additional_restores(r, 1), 0);
-    assert_int_equal(vss_req_pre_restore(r), 0);
-    assert_int_equal(vss_req_post_restore(r), 0);
+    assert_int_equal(vss_req_pre_restore(r, NULL), 0);
+    assert_int_equal(vss_req_post_restore(r, NULL), 0);
     assert_int_equal(vss_req_release(r), 0);
     json_t *reqs = coord_join();
     json_t *want =
