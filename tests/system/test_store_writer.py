@@ -389,3 +389,81 @@ def test_point_in_time_and_additional_restores(store, vssd, build_dir, tmp_path)
                                       {"target": "db3", "mount": True})
     assert rc == 0, err
     assert store.digest("db3") == db_
+
+
+def test_restore_to_new_paths_leaves_a_clean_database_there(store, build_dir, backed_up, tmp_path):
+    b = backed_up
+    edb, logs = tmp_path / "new" / "restored.edb", tmp_path / "new" / "logs"
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [b["full"]], {},
+                                      new_target={"edb": str(edb), "logs": str(logs)})
+    assert rc == 0, err
+    replay = list(res["post"].values())[0]["replay"]
+    assert replay["last_gen"] >= replay["first_gen"] > 0, res
+    h = json.loads(store.ombra("dbutil", "header", edb, "--json").out)
+    assert h["state"] == "Clean Shutdown" and h["log_required"] == [0, 0]
+    assert not (logs / "_restoredLogs").exists()
+    assert store.digest("db1") == b["d1"], "the original is untouched"
+
+
+def test_additional_restores_leave_the_env_file_and_refuse_a_mount_until_replayed(store, build_dir, backed_up):
+    b = backed_up
+    store.ombra("db", "new", "db2")
+    store.ombra("db", "dismount", "db2")
+    store.ombra("db", "set", "db2", "--allow-restore", "on")
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [b["full"]], {"target": "db2"}, additional=True)
+    assert rc == 0, err
+    info2 = store.db_show("db2")
+    env = json.loads((pathlib.Path(info2["logs"]) / "_restoredLogs" / "E00restore.env").read_text())
+    assert env["original"]["id"] == b["id"] and env["target"]["id"] == info2["id"], env
+    assert env["base"] == "E00" and env["recovery"] is False and env["log_signature"]
+    r = store.ombra("db", "mount", "db2", check=False)
+    assert r.rc == 1 and "-506 RestoreInProgress" in r.err, r.describe()
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [], {"target": "db2", "mount": True})
+    assert rc == 0, err
+    assert store.digest("db2") == b["d0"]
+
+
+def test_a_full_backup_of_a_database_dismounted_meanwhile_is_recorded_as_a_copy(store, vssd, build_dir):
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 800)
+    before = gens(store, "db1")
+    logs = store.db_show("db1")["logs"]
+    p = requester(store, build_dir, "db1", "full", "held", pause_at="complete")
+    assert p.stdout.readline().startswith("paused complete")
+    store.ombra("db", "dismount", "db1")
+    p.stdin.write("\n")
+    p.stdin.flush()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    b = header(store, "db1")["backups"]
+    assert b["previous_copy"] and b["previous_full"] is None, b
+    assert all(g in gens(store, "db1", logs) for g in before), "a copy truncates nothing"
+    store.ombra("db", "mount", "db1")
+
+
+def test_the_writer_registers_again_when_the_coordinator_comes_back(store, vssd, build_dir):
+    store.ombra("db", "new", "db1")
+    store.ombra("db", "new-recovery", "rdb", "--edb", store.tmp / "r" / "rdb.edb", "--logs", store.tmp / "r" / "logs")
+    vssd.send_signal(signal.SIGKILL)
+    vssd.wait()
+    log = open(store.tmp / "vssd2.log", "w")
+    p = subprocess.Popen([str(build_dir / "src/daemons/ombra-vssd"), "--foreground"], env=store.env, stdout=log,
+                         stderr=subprocess.STDOUT)
+    try:
+        end = time.time() + 15
+        while time.time() < end:
+            r = store.ombra("vss", "writers", "--json", check=False)
+            if r.rc == 0 and any(w["name"] == "Ombra Store Writer" and w["connected"] for w in json.loads(r.out)):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the writer did not register again")
+        rc, res, err = backup(store, build_dir, "db1", "full")
+        assert rc == 0, err
+        ids = [w for w in res["writers"] if w["name"] == "Ombra Store Writer"][0]["metadata"]["components"]
+        names = {c["caption"] for c in ids if c.get("selectable")}
+        assert names == {"db1"}, names  # the recovery database is not offered
+    finally:
+        p.terminate()
+        p.wait(20)
+        log.close()
