@@ -46,7 +46,8 @@ typedef struct cli_cmd {
 typedef struct cli_group {
     const char *name;
     const char *summary;
-    const cli_cmd *cmds; /* ends with {0} */
+    const cli_cmd *cmds; /* ends with {0}. A group whose only command is named "" is a command
+                            itself: `ombra backup --repo R DB` runs it. */
 } cli_group;
 
 #define CLI_MAX_OPTS 24
@@ -127,5 +128,6 @@ extern const cli_group cli_db_group;
 extern const cli_group cli_mail_group;
 extern const cli_group cli_dbutil_group;
 extern const cli_group cli_vss_group;
+extern const cli_group cli_backup_group;
 
 #endif

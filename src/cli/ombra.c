@@ -78,7 +78,7 @@ static int usage_at(const char *see, const char *fmt, ...)
 int cli_usage(const cli_args *a, const char *fmt, ...)
 {
     char see[128];
-    snprintf(see, sizeof see, "ombra %s %s", a->group->name, a->cmd->name);
+    snprintf(see, sizeof see, "ombra %s%s%s", a->group->name, a->cmd->name[0] ? " " : "", a->cmd->name);
     va_list ap;
     va_start(ap, fmt);
     usage_line(see, fmt, ap);
@@ -306,7 +306,7 @@ char *cli_abs_path(const char *path)
 /* The usage line's tail: positional arguments, then options ([--x ARG] unless required). */
 static void print_synopsis(FILE *f, const cli_group *g, const cli_cmd *c)
 {
-    fprintf(f, "ombra %s %s", g->name, c->name);
+    fprintf(f, "ombra %s%s%s", g->name, c->name[0] ? " " : "", c->name);
     if (c->pos && *c->pos) fprintf(f, " %s", c->pos);
     for (int i = 0; c->opts && c->opts[i].name; i++) {
         const cli_opt *o = &c->opts[i];
@@ -494,6 +494,7 @@ static int run_group(const cli_group *g, int argc, char **argv)
 {
     char see[64];
     snprintf(see, sizeof see, "ombra %s", g->name);
+    if (!g->cmds[0].name[0]) return run_command(g, &g->cmds[0], argc, argv); /* a command group */
     if (argc == 0) return usage_at(see, "missing %s command", g->name);
     if (is_help(argv[0])) {
         print_group_help(g);
