@@ -316,3 +316,26 @@ def store(build_dir, request):
 def ombra(store):
     """ombra(*args, input=None, check=True) -> (rc, stdout, stderr), against the store."""
     return store.ombra
+
+
+# ---- the shadow copy service next to the store ----
+
+@pytest.fixture
+def vssd(store, build_dir):
+    """ombra-vssd next to the store (same runtime directory); the store's writer registered."""
+    log = open(store.tmp / "vssd.log", "w")
+    p = subprocess.Popen([str(build_dir / "src/daemons/ombra-vssd"), "--foreground", "--event-limit-ms", "20000"],
+                         env=store.env, stdout=log, stderr=subprocess.STDOUT)
+    store.vssd = p
+    end = time.time() + 15
+    while time.time() < end:
+        r = store.ombra("vss", "writers", "--json", check=False)
+        if r.rc == 0 and any(w["name"] == "Ombra Store Writer" and w["connected"] for w in json.loads(r.out)):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the store's writer did not register with ombra-vssd:\n" + store.stderr())
+    yield p
+    p.terminate()
+    p.wait(20)
+    log.close()

@@ -14,27 +14,6 @@ import time
 import pytest
 
 
-@pytest.fixture
-def vssd(store, build_dir):
-    """ombra-vssd next to the store (same runtime directory); the store's writer registered."""
-    log = open(store.tmp / "vssd.log", "w")
-    p = subprocess.Popen([str(build_dir / "src/daemons/ombra-vssd"), "--foreground", "--event-limit-ms", "20000"],
-                         env=store.env, stdout=log, stderr=subprocess.STDOUT)
-    store.vssd = p
-    end = time.time() + 15
-    while time.time() < end:
-        r = store.ombra("vss", "writers", "--json", check=False)
-        if r.rc == 0 and any(w["name"] == "Ombra Store Writer" and w["connected"] for w in json.loads(r.out)):
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the store's writer did not register with ombra-vssd:\n" + store.stderr())
-    yield p
-    p.terminate()
-    p.wait(20)
-    log.close()
-
-
 def writer_instance(store):
     ws = json.loads(store.ombra("vss", "writers", "--json").out)
     return [w for w in ws if w["name"] == "Ombra Store Writer" and w["connected"]][0]["instance_id"]
