@@ -1,0 +1,442 @@
+/* bk_expire: retention (repo.h has the rules). Under the exclusive lock, in this order, so a
+ * crash anywhere leaves a valid repository:
+ *   1. set files of expired sets are removed (directory fsynced): what remains listed is whole;
+ *   2. unused packs: the index file first, then the pack (a pack without an index is garbage;
+ *      an index without its pack would be damage, so that order never happens);
+ *   3. packs less than half used: their used blocks are copied into new packs, which are made
+ *      durable and indexed before the old index and pack are removed (until then the blocks
+ *      are listed twice, which is harmless);
+ *   4. leftovers of killed writers: *.tmp files, packs no index lists.
+ * Damaged set or index files stop it before step 1: deleting packs on the word of a damaged
+ * index, or while a damaged set's references are unknown, could destroy the only copy of
+ * something. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "backup/repo_internal.h"
+#include "base/error.h"
+#include "base/proto.h"
+
+typedef struct expire {
+    bk_repo *r;
+    json_t *sets; /* every set, oldest first */
+    bk_map used;  /* blocks the remaining sets reference */
+    json_t *deleted;
+    uint64_t bytes_freed, packs_deleted, packs_rewritten, leftovers;
+    /* the pack being filled by rewrites, and the old packs whose blocks it holds */
+    bk_packw *out;
+    char (*moved)[33];
+    size_t nmoved, capmoved;
+} expire;
+
+/* ---- the lock ---- */
+
+static int lock_exclusive(bk_repo *r)
+{
+    if (__atomic_load_n(&r->writers, __ATOMIC_ACQUIRE))
+        return om_errf(OM_E_RepositoryInUse,
+                       "%s: a backup set is being written through this handle", r->path);
+    if (flock(r->lock_fd, LOCK_EX | LOCK_NB) == 0) return 0;
+    int e = errno;
+    /* A failed conversion may have dropped the shared lock: take it back. */
+    while (flock(r->lock_fd, LOCK_SH) != 0 && errno == EINTR)
+        ;
+    if (e == EWOULDBLOCK)
+        return om_errf(OM_E_RepositoryInUse,
+                       "%s is in use by another process (a backup, restore or verify); expire "
+                       "needs it alone. HINT: run it again once they are done",
+                       r->path);
+    return om_errf(om_err_from_errno(e), "locking %s/locks/repo.lock: %s", r->path, strerror(e));
+}
+
+static void lock_shared(bk_repo *r)
+{
+    while (flock(r->lock_fd, LOCK_SH) != 0 && errno == EINTR)
+        ;
+}
+
+/* ---- which sets go ---- */
+
+static int load_sets(expire *x)
+{
+    bk_repo *r = x->r;
+    pthread_rwlock_rdlock(&r->lk);
+    json_t *d = json_array_get(r->damage, 0);
+    int rc = d ? om_errf(OM_E_RepositoryCorrupt,
+                         "index/%s.json: %s; expire deletes nothing while an index file is "
+                         "damaged. HINT: ombra verify --repo %s",
+                         om_json_str_or(d, "index", "?"), om_json_str_or(d, "what", "?"), r->path)
+               : 0;
+    pthread_rwlock_unlock(&r->lk);
+    if (rc) return rc;
+    json_t *sum = NULL;
+    rc = bk_sets(r, &sum);
+    size_t i;
+    json_t *s;
+    json_array_foreach(sum, i, s)
+    {
+        if (rc) break;
+        json_t *full = NULL;
+        const char *id = om_json_str_or(s, "id", "");
+        rc = json_object_get(s, "damaged")
+                 ? om_errf(OM_E_RepositoryCorrupt, "%s", om_json_str_or(s, "damaged", ""))
+                 : bk_set_read(r, id, &full);
+        if (rc)
+            om_err_ctx(rc,
+                       "expire deletes nothing while a set cannot be read. HINT: ombra "
+                       "verify --repo %s; then remove the damaged set file",
+                       r->path);
+        else
+            json_array_append_new(x->sets, full);
+    }
+    json_decref(sum);
+    return rc;
+}
+
+/* keep[i] = 0 for every set older than the keep_full-th newest full of each of its databases. */
+static void choose(expire *x, unsigned keep_full, char *keep)
+{
+    size_t n = json_array_size(x->sets);
+    json_t *keys = json_object(); /* database -> [set positions] */
+    for (size_t i = 0; i < n; i++) {
+        json_t *ks = bk_set_db_keys(json_array_get(x->sets, i));
+        size_t k;
+        json_t *key;
+        json_array_foreach(ks, k, key)
+        {
+            const char *kv = json_string_value(key);
+            json_t *l = json_object_get(keys, kv);
+            if (!l) json_object_set_new(keys, kv, l = json_array());
+            json_array_append_new(l, json_integer((json_int_t)i));
+        }
+        json_decref(ks);
+        keep[i] = 0;
+    }
+    const char *kv;
+    json_t *l;
+    json_object_foreach(keys, kv, l)
+    {
+        /* The position of the keep_full-th newest full of this database. */
+        size_t cut = 0, fulls = 0;
+        for (size_t j = json_array_size(l); j-- > 0;) {
+            size_t pos = (size_t)json_integer_value(json_array_get(l, j));
+            const char *t = om_json_str_or(json_array_get(x->sets, pos), "type", "");
+            if (!strcmp(t, "full") && ++fulls == keep_full) {
+                cut = pos;
+                break;
+            }
+        }
+        for (size_t j = 0; j < json_array_size(l); j++) {
+            size_t pos = (size_t)json_integer_value(json_array_get(l, j));
+            if (fulls < keep_full || pos >= cut) keep[pos] = 1;
+        }
+    }
+    json_decref(keys);
+}
+
+static int delete_sets(expire *x, const char *keep)
+{
+    char p[BK_PATH_MAX];
+    int rc = 0, any = 0;
+    for (size_t i = 0; i < json_array_size(x->sets) && !rc; i++) {
+        if (keep[i]) continue;
+        const char *id = om_json_str_or(json_array_get(x->sets, i), "id", "");
+        rc = bk_path(x->r, p, sizeof p, "sets/%s.json", id);
+        if (!rc) rc = x->r->vfs->unlink(x->r->vfs, p);
+        if (!rc) json_array_append_new(x->deleted, json_string(id));
+        any = 1;
+    }
+    if (!rc && any && !(rc = bk_path(x->r, p, sizeof p, "sets")))
+        rc = x->r->vfs->sync_dir(x->r->vfs, p);
+    return rc;
+}
+
+static int mark_used(expire *x, const char *keep)
+{
+    for (size_t i = 0; i < json_array_size(x->sets); i++) {
+        if (!keep[i]) continue;
+        size_t k;
+        json_t *f;
+        json_array_foreach(json_object_get(json_array_get(x->sets, i), "files"), k, f)
+        {
+            const char *b = om_json_str_or(f, "blocks", "");
+            for (size_t o = 0; b[o] && b[o + 1]; o += 64) {
+                char hex[65];
+                bk_ent e = {0};
+                snprintf(hex, sizeof hex, "%.64s", b + o);
+                if (bk_unhex(hex, e.id, BK_ID_LEN)) continue;
+                if (!bk_map_put(&x->used, &e, NULL))
+                    return om_errf(OM_E_OutOfMemory, "out of memory");
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- packs ---- */
+
+/* One pack's blocks, from its index files. */
+static int pack_entries(bk_repo *r, const bk_pack *p, json_t **blocks)
+{
+    *blocks = json_array();
+    for (int i = 0; i < p->nindex; i++) {
+        char path[BK_PATH_MAX];
+        json_error_t je;
+        int rc = bk_path(r, path, sizeof path, "index/%s.json", p->index[i]);
+        if (rc) return rc;
+        json_t *j = json_load_file(path, 0, &je);
+        if (!j) return om_errf(OM_E_RepositoryCorrupt, "reading %s: %s", path, je.text);
+        json_array_extend(*blocks, json_object_get(j, "blocks"));
+        json_decref(j);
+    }
+    return 0;
+}
+
+static int remove_pack(expire *x, const bk_pack *p)
+{
+    bk_repo *r = x->r;
+    char path[BK_PATH_MAX], dir[BK_PATH_MAX];
+    int rc = 0;
+    for (int i = 0; i < p->nindex && !rc; i++)
+        if (!(rc = bk_path(r, path, sizeof path, "index/%s.json", p->index[i])))
+            rc = r->vfs->unlink(r->vfs, path);
+    if (!rc) rc = bk_path(r, dir, sizeof dir, "index");
+    if (!rc) rc = r->vfs->sync_dir(r->vfs, dir); /* the index goes before the pack */
+    struct stat st;
+    if (!rc) rc = bk_path(r, path, sizeof path, "packs/%.2s/%s", p->name, p->name);
+    if (!rc && stat(path, &st) == 0) x->bytes_freed += (uint64_t)st.st_size;
+    if (!rc) rc = r->vfs->unlink(r->vfs, path);
+    if (!rc) rc = bk_path(r, dir, sizeof dir, "packs/%.2s", p->name);
+    if (!rc) rc = r->vfs->sync_dir(r->vfs, dir);
+    return rc;
+}
+
+/* The rewrite pack is full (or the run is over): make it durable, then drop the old packs
+ * whose used blocks it now holds. */
+static int flush_rewrites(expire *x)
+{
+    int rc = 0;
+    if (x->out) {
+        uint64_t size = x->out->off;
+        rc = bk_packw_finish(x->r, x->out);
+        x->out = NULL;
+        if (!rc) x->bytes_freed -= size < x->bytes_freed ? size : x->bytes_freed;
+    }
+    for (size_t i = 0; i < x->nmoved && !rc; i++) {
+        pthread_rwlock_rdlock(&x->r->lk);
+        const bk_pack *p = NULL;
+        for (uint32_t k = 0; k < x->r->npacks && !p; k++)
+            if (!strcmp(x->r->packs[k].name, x->moved[i])) p = &x->r->packs[k];
+        bk_pack copy = p ? *p : (bk_pack){0};
+        pthread_rwlock_unlock(&x->r->lk);
+        if (p) rc = remove_pack(x, &copy);
+        if (!rc) x->packs_rewritten++;
+    }
+    x->nmoved = 0;
+    return rc;
+}
+
+/* Copies the used blocks of one pack into the rewrite pack; the old one goes at the next
+ * flush. A used block that does not check out leaves the pack as it is. */
+static int rewrite(expire *x, const bk_pack *p, json_t *blocks)
+{
+    bk_repo *r = x->r;
+    size_t i;
+    json_t *b;
+    uint8_t *data;
+    json_array_foreach(blocks, i, b)
+    {
+        bk_ent e = {0};
+        bk_unhex(json_string_value(json_array_get(b, 0)), e.id, BK_ID_LEN);
+        if (!bk_map_get(&x->used, e.id)) continue;
+        uint64_t off = (uint64_t)json_integer_value(json_array_get(b, 1));
+        uint32_t st = (uint32_t)json_integer_value(json_array_get(b, 2)),
+                 raw = (uint32_t)json_integer_value(json_array_get(b, 3));
+        if (bk_block_read(r, p->name, off, e.id, st, raw, &data)) {
+            om_err_clear();
+            return 0;
+        }
+        free(data);
+    }
+    int rc = 0;
+    json_array_foreach(blocks, i, b)
+    {
+        bk_rec h = {0};
+        uint8_t *rec = NULL;
+        bk_unhex(json_string_value(json_array_get(b, 0)), h.id, BK_ID_LEN);
+        if (!bk_map_get(&x->used, h.id)) continue;
+        uint64_t off = (uint64_t)json_integer_value(json_array_get(b, 1));
+        h.stored = (uint32_t)json_integer_value(json_array_get(b, 2));
+        h.raw = (uint32_t)json_integer_value(json_array_get(b, 3));
+        if (!x->out && (rc = bk_packw_create(r, &x->out))) return rc;
+        rc = bk_record_read(r, p->name, off, h.id, h.stored, h.raw, &rec);
+        if (!rc) {
+            h.flags = rec[4] | rec[5] << 8 | rec[6] << 16 | (uint32_t)rec[7] << 24;
+            rc = bk_packw_append(x->out, &h, rec + BK_REC_HDR);
+        }
+        free(rec);
+        if (rc) return rc;
+        /* Mark it done, so a duplicate elsewhere is not copied twice. */
+        bk_ent *u = bk_map_get(&x->used, h.id);
+        if (u) u->raw = 1;
+    }
+    if (x->nmoved == x->capmoved) {
+        size_t cap = x->capmoved ? x->capmoved * 2 : 16;
+        char(*m)[33] = realloc(x->moved, cap * sizeof *m);
+        if (!m) return om_errf(OM_E_OutOfMemory, "out of memory");
+        x->moved = m;
+        x->capmoved = cap;
+    }
+    memcpy(x->moved[x->nmoved++], p->name, 33);
+    if (x->out && x->out->off >= r->pack_size) rc = flush_rewrites(x);
+    return rc;
+}
+
+static int sweep_packs(expire *x)
+{
+    bk_repo *r = x->r;
+    pthread_rwlock_rdlock(&r->lk);
+    uint32_t n = r->npacks;
+    bk_pack *packs = calloc(n + 1, sizeof *packs);
+    for (uint32_t i = 0; packs && i < n; i++)
+        packs[i] = r->packs[i]; /* names and index names stay valid until the reload */
+    pthread_rwlock_unlock(&r->lk);
+    if (!packs) return om_errf(OM_E_OutOfMemory, "out of memory");
+    int rc = 0;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        json_t *blocks = NULL;
+        bk_progress(r, "expire", i, n);
+        rc = pack_entries(r, &packs[i], &blocks);
+        uint64_t all = 0, live = 0;
+        size_t k;
+        json_t *b;
+        json_array_foreach(blocks, k, b)
+        {
+            uint8_t id[BK_ID_LEN];
+            uint64_t sz = BK_REC_HDR + (uint64_t)json_integer_value(json_array_get(b, 2));
+            all += sz;
+            bk_ent *u = bk_unhex(json_string_value(json_array_get(b, 0)), id, BK_ID_LEN)
+                            ? NULL
+                            : bk_map_get(&x->used, id);
+            /* raw == 1 marks a block already copied by a rewrite */
+            if (u && u->raw != 1) live += sz;
+        }
+        if (!rc && live == 0) {
+            rc = remove_pack(x, &packs[i]);
+            if (!rc) x->packs_deleted++;
+        } else if (!rc && live * 2 < all)
+            rc = rewrite(x, &packs[i], blocks);
+        json_decref(blocks);
+    }
+    if (!rc) rc = flush_rewrites(x);
+    bk_progress(r, "expire", n, n);
+    free(packs);
+    return rc;
+}
+
+/* ---- leftovers ---- */
+
+typedef struct sweep {
+    expire *x;
+    const char *dir;
+    int packs; /* in packs/ab: names no index lists go too */
+    int rc;
+} sweep;
+
+static int known_pack(bk_repo *r, const char *name)
+{
+    int found = 0;
+    pthread_rwlock_rdlock(&r->lk);
+    for (uint32_t i = 0; i < r->npacks && !found; i++)
+        found = !strcmp(r->packs[i].name, name);
+    pthread_rwlock_unlock(&r->lk);
+    return found;
+}
+
+static int sweep_one(void *arg, const char *name)
+{
+    sweep *s = arg;
+    size_t l = strlen(name);
+    int tmp = l > 4 && !strcmp(name + l - 4, ".tmp");
+    int stray = s->packs && !tmp && !known_pack(s->x->r, name);
+    if (!tmp && !stray) return 0;
+    char p[BK_PATH_MAX];
+    struct stat st;
+    if (om_path_join(p, sizeof p, s->dir, name)) return 0;
+    if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && s->x->r->vfs->unlink(s->x->r->vfs, p) == 0) {
+        s->x->leftovers++;
+        s->x->bytes_freed += (uint64_t)st.st_size;
+    }
+    om_err_clear();
+    return 0;
+}
+
+static int sweep_dir(expire *x, const char *dir, int packs)
+{
+    sweep s = {x, dir, packs, 0};
+    int rc = x->r->vfs->list(x->r->vfs, dir, sweep_one, &s);
+    if (!rc) rc = x->r->vfs->sync_dir(x->r->vfs, dir);
+    return rc;
+}
+
+static int sweep_pack_dir(void *arg, const char *name)
+{
+    expire *x = arg;
+    char p[BK_PATH_MAX];
+    if (strlen(name) != 2 || bk_path(x->r, p, sizeof p, "packs/%s", name)) return 0;
+    return sweep_dir(x, p, 1);
+}
+
+static int sweep_leftovers(expire *x)
+{
+    char p[BK_PATH_MAX];
+    static const char *const dirs[] = {"index", "sets", "."};
+    int rc = 0;
+    for (size_t i = 0; i < 3 && !rc; i++)
+        if (!(rc = bk_path(x->r, p, sizeof p, "%s", dirs[i]))) rc = sweep_dir(x, p, 0);
+    if (!rc && !(rc = bk_path(x->r, p, sizeof p, "packs")))
+        rc = x->r->vfs->list(x->r->vfs, p, sweep_pack_dir, x);
+    return rc;
+}
+
+/* ---- the whole run ---- */
+
+int bk_expire(bk_repo *r, unsigned keep_full, json_t **report)
+{
+    if (report) *report = NULL;
+    if (keep_full < 1)
+        return om_errf(OM_E_InvalidParameter, "keep at least one full backup (--keep-full 1)");
+    int rc = lock_exclusive(r);
+    if (rc) return rc;
+    expire x = {.r = r, .sets = json_array(), .deleted = json_array()};
+    char *keep = NULL;
+    rc = bk_index_reload(r);
+    if (!rc) rc = load_sets(&x);
+    size_t n = json_array_size(x.sets);
+    if (!rc && !(keep = calloc(n + 1, 1))) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    if (!rc) choose(&x, keep_full, keep);
+    if (!rc) rc = delete_sets(&x, keep);
+    if (!rc) rc = mark_used(&x, keep);
+    if (!rc) rc = sweep_packs(&x);
+    if (!rc) rc = sweep_leftovers(&x);
+    if (x.out) bk_packw_discard(r, x.out);
+    int rrc = bk_index_reload(r);
+    if (!rc) rc = rrc;
+    lock_shared(r);
+    if (!rc && report)
+        *report = json_pack(
+            "{s:i, s:O, s:I, s:I, s:I, s:I, s:I}", "keep_full", (int)keep_full, "sets_deleted",
+            x.deleted, "sets_kept", (json_int_t)(n - json_array_size(x.deleted)), "packs_deleted",
+            (json_int_t)x.packs_deleted, "packs_rewritten", (json_int_t)x.packs_rewritten,
+            "bytes_freed", (json_int_t)x.bytes_freed, "leftovers_removed", (json_int_t)x.leftovers);
+    free(keep);
+    free(x.moved);
+    bk_map_free(&x.used);
+    json_decref(x.sets);
+    json_decref(x.deleted);
+    return rc;
+}

@@ -1,0 +1,300 @@
+/* Packs: the files blocks live in (repo.h has the layout). A pack is written by one thread at a
+ * time under a temporary name and becomes visible in two durable steps, in this order:
+ *   1. fsync the pack, rename <pack>.tmp to <pack>, fsync its directory: the blocks exist;
+ *   2. write its index file (tmp, fsync, rename, fsync index/): the blocks can be found.
+ * A crash before 2 leaves a pack no index lists, which nothing reads and bk_expire removes; a
+ * set is written only after 2 for every pack it uses. */
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "backup/repo_internal.h"
+#include "base/bytes.h"
+#include "base/error.h"
+#include "base/hash.h"
+
+/* ---- records ---- */
+
+void bk_rec_encode(const bk_rec *h, uint64_t off, uint8_t out[BK_REC_HDR])
+{
+    om_put32(out, BK_REC_MAGIC);
+    om_put32(out + 4, h->flags);
+    om_put32(out + 8, h->raw);
+    om_put32(out + 12, h->stored);
+    memcpy(out + 16, h->id, BK_ID_LEN);
+    /* Seeded with the offset: a record copied to the wrong place fails like a damaged one. */
+    om_put64(out + 48, om_xxh3(out, 48, off));
+}
+
+int bk_rec_decode(const uint8_t in[BK_REC_HDR], uint64_t off, bk_rec *h)
+{
+    if (om_get32(in) != BK_REC_MAGIC)
+        return om_errf(OM_E_RepositoryCorrupt, "no block record at this offset (bad magic)");
+    if (om_get64(in + 48) != om_xxh3(in, 48, off))
+        return om_errf(OM_E_RepositoryCorrupt, "the block record's header fails its checksum");
+    h->flags = om_get32(in + 4);
+    h->raw = om_get32(in + 8);
+    h->stored = om_get32(in + 12);
+    memcpy(h->id, in + 16, BK_ID_LEN);
+    if (h->flags & ~(BK_REC_ZSTD | BK_REC_AESGCM))
+        return om_errf(OM_E_RepositoryCorrupt, "unknown block flags %#x", h->flags);
+    return 0;
+}
+
+int bk_block_encode(const bk_repo *r, void *zctx, const uint8_t id[BK_ID_LEN], const void *data,
+                    size_t len, uint8_t **payload, uint32_t *stored, uint32_t *flags)
+{
+    size_t cap = ZSTD_compressBound(len);
+    uint8_t *z = malloc(cap), *out = NULL;
+    const uint8_t *body = data;
+    size_t blen = len;
+    *flags = 0;
+    if (!z) return om_errf(OM_E_OutOfMemory, "out of memory");
+    size_t zn = ZSTD_compressCCtx(zctx, z, cap, data, len, r->zstd_level);
+    if (!ZSTD_isError(zn) && zn < len) {
+        body = z;
+        blen = zn;
+        *flags |= BK_REC_ZSTD;
+    }
+    if (r->encrypted) {
+        out = malloc(blen + BK_SEAL_OVERHEAD);
+        int rc = out ? bk_seal(r->data_key, id, BK_ID_LEN, body, blen, out)
+                     : om_errf(OM_E_OutOfMemory, "out of memory");
+        free(z);
+        if (rc) {
+            free(out);
+            return rc;
+        }
+        *flags |= BK_REC_AESGCM;
+        *stored = (uint32_t)(blen + BK_SEAL_OVERHEAD);
+    } else if (body == z) {
+        out = z;
+        *stored = (uint32_t)blen;
+    } else {
+        free(z);
+        out = malloc(len);
+        if (!out) return om_errf(OM_E_OutOfMemory, "out of memory");
+        memcpy(out, data, len);
+        *stored = (uint32_t)len;
+    }
+    *payload = out;
+    return 0;
+}
+
+static int open_pack(const bk_repo *r, const char *pack, om_file **f)
+{
+    char p[BK_PATH_MAX];
+    int rc = bk_path(r, p, sizeof p, "packs/%.2s/%s", pack, pack);
+    if (!rc) rc = om_open(r->vfs, p, OM_O_RDONLY, f);
+    if (rc == OM_E_FileNotFound) return om_errf(OM_E_RepositoryCorrupt, "the pack is missing");
+    return rc;
+}
+
+int bk_record_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_t id[BK_ID_LEN],
+                   uint32_t stored, uint32_t raw, uint8_t **rec)
+{
+    om_file *f = NULL;
+    uint8_t *b = malloc(BK_REC_HDR + (size_t)stored);
+    *rec = NULL;
+    if (!b) return om_errf(OM_E_OutOfMemory, "out of memory");
+    int rc = open_pack(r, pack, &f);
+    if (!rc) rc = om_pread_full(f, b, BK_REC_HDR + (size_t)stored, off);
+    om_close(f);
+    if (rc == OM_E_FileIOBeyondEOF) rc = om_errf(OM_E_RepositoryCorrupt, "the pack ends first");
+    bk_rec h;
+    if (!rc) rc = bk_rec_decode(b, off, &h);
+    if (!rc && memcmp(h.id, id, BK_ID_LEN))
+        rc = om_errf(OM_E_RepositoryCorrupt, "the record there holds another block");
+    if (!rc && (h.stored != stored || h.raw != raw))
+        rc = om_errf(OM_E_RepositoryCorrupt, "the record's lengths differ from the index's");
+    if (!rc && !!(h.flags & BK_REC_AESGCM) != !!r->encrypted)
+        rc = om_errf(OM_E_RepositoryCorrupt, "the record is %s in a%s repository",
+                     r->encrypted ? "not encrypted" : "encrypted",
+                     r->encrypted ? "n encrypted" : " plain");
+    if (rc) {
+        free(b);
+        return rc;
+    }
+    *rec = b;
+    return 0;
+}
+
+int bk_block_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_t id[BK_ID_LEN],
+                  uint32_t stored, uint32_t raw, uint8_t **data)
+{
+    uint8_t *rec = NULL, *plain = NULL, *out = NULL;
+    *data = NULL;
+    int rc = bk_record_read(r, pack, off, id, stored, raw, &rec);
+    if (rc) return rc;
+    uint32_t flags = om_get32(rec + 4);
+    const uint8_t *body = rec + BK_REC_HDR;
+    size_t blen = stored, plen = 0;
+    if (flags & BK_REC_AESGCM) {
+        plen = blen < BK_SEAL_OVERHEAD ? 0 : blen - BK_SEAL_OVERHEAD;
+        if (blen < BK_SEAL_OVERHEAD || !(plain = malloc(plen + 1))) {
+            rc = blen < BK_SEAL_OVERHEAD ? om_errf(OM_E_RepositoryCorrupt, "record too short")
+                                         : om_errf(OM_E_OutOfMemory, "out of memory");
+            goto out;
+        }
+        if ((rc = bk_open_sealed(r->data_key, id, BK_ID_LEN, body, blen, plain))) goto out;
+        body = plain;
+        blen -= BK_SEAL_OVERHEAD;
+    }
+    if (!(out = malloc(raw))) {
+        rc = om_errf(OM_E_OutOfMemory, "out of memory");
+        goto out;
+    }
+    if (flags & BK_REC_ZSTD) {
+        size_t got = ZSTD_decompress(out, raw, body, blen);
+        if (ZSTD_isError(got) || got != raw) {
+            rc = om_errf(OM_E_RepositoryCorrupt, "the block does not decompress (%s)",
+                         ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong length");
+            goto out;
+        }
+    } else if (blen != raw) {
+        rc = om_errf(OM_E_RepositoryCorrupt, "stored length %zu for a block of %u", blen, raw);
+        goto out;
+    } else
+        memcpy(out, body, raw);
+    uint8_t got_id[BK_ID_LEN];
+    if ((rc = bk_id_of(r, out, raw, got_id))) goto out;
+    if (memcmp(got_id, id, BK_ID_LEN)) {
+        rc = om_errf(OM_E_RepositoryCorrupt, "the block's content does not match its id");
+        goto out;
+    }
+    *data = out;
+    out = NULL;
+out:
+    free(out);
+    if (plain) OPENSSL_cleanse(plain, plen);
+    free(plain);
+    free(rec);
+    return rc;
+}
+
+/* ---- writing a pack ---- */
+
+static int pack_paths(bk_repo *r, const char *name, char *dir, char *tmp, char *fin)
+{
+    int rc = bk_path(r, dir, BK_PATH_MAX, "packs/%.2s", name);
+    if (!rc) rc = bk_path(r, fin, BK_PATH_MAX, "packs/%.2s/%s", name, name);
+    if (!rc) rc = bk_path(r, tmp, BK_PATH_MAX, "packs/%.2s/%s.tmp", name, name);
+    return rc;
+}
+
+int bk_packw_create(bk_repo *r, bk_packw **out)
+{
+    char dir[BK_PATH_MAX], tmp[BK_PATH_MAX], fin[BK_PATH_MAX];
+    uint8_t rnd[16], hdr[BK_PACK_HDR] = "OMBRAPAK";
+    bk_packw *p = calloc(1, sizeof *p);
+    *out = NULL;
+    if (!p) return om_errf(OM_E_OutOfMemory, "out of memory");
+    om_random(rnd, sizeof rnd);
+    bk_hex(rnd, sizeof rnd, p->name);
+    om_put32(hdr + 8, 1);
+    om_put32(hdr + 12, 0);
+    memcpy(hdr + 16, r->uuid.b, 16);
+    int rc = pack_paths(r, p->name, dir, tmp, fin);
+    if (!rc) rc = r->vfs->mkdir(r->vfs, dir);
+    if (!rc) rc = om_open(r->vfs, tmp, OM_O_CREATE | OM_O_EXCL, &p->f);
+    if (!rc) rc = om_pwrite(p->f, hdr, sizeof hdr, 0);
+    if (rc) {
+        bk_packw_discard(r, p);
+        return rc;
+    }
+    p->off = BK_PACK_HDR;
+    *out = p;
+    return 0;
+}
+
+int bk_packw_append(bk_packw *p, const bk_rec *h, const uint8_t *payload)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        bk_ent *e = realloc(p->ents, cap * sizeof *e);
+        if (!e) return om_errf(OM_E_OutOfMemory, "out of memory");
+        p->ents = e;
+        p->cap = cap;
+    }
+    uint8_t hdr[BK_REC_HDR];
+    bk_rec_encode(h, p->off, hdr);
+    int rc = om_pwrite(p->f, hdr, sizeof hdr, p->off);
+    if (!rc) rc = om_pwrite(p->f, payload, h->stored, p->off + BK_REC_HDR);
+    if (rc) return rc;
+    bk_ent *e = &p->ents[p->n++];
+    memset(e, 0, sizeof *e);
+    memcpy(e->id, h->id, BK_ID_LEN);
+    e->off = p->off;
+    e->stored = h->stored;
+    e->raw = h->raw;
+    p->off += BK_REC_HDR + h->stored;
+    return 0;
+}
+
+static void packw_free(bk_packw *p)
+{
+    om_close(p->f);
+    free(p->ents);
+    free(p);
+}
+
+void bk_packw_discard(bk_repo *r, bk_packw *p)
+{
+    char dir[BK_PATH_MAX], tmp[BK_PATH_MAX], fin[BK_PATH_MAX];
+    if (!p) return;
+    if (p->f && !pack_paths(r, p->name, dir, tmp, fin)) r->vfs->unlink(r->vfs, tmp);
+    packw_free(p);
+}
+
+/* The index file of a finished pack, written durably; its name into name. */
+static int write_index(bk_repo *r, const bk_packw *p, char name[65])
+{
+    json_t *blocks = json_array();
+    for (size_t i = 0; i < p->n && blocks; i++) {
+        char hex[65];
+        bk_hex(p->ents[i].id, BK_ID_LEN, hex);
+        json_array_append_new(blocks, json_pack("[s, I, i, i]", hex, (json_int_t)p->ents[i].off,
+                                                (int)p->ents[i].stored, (int)p->ents[i].raw));
+    }
+    json_t *j = json_pack("{s:i, s:s, s:o}", "version", 1, "pack", p->name, "blocks", blocks);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text) return om_errf(OM_E_OutOfMemory, "out of memory");
+    uint8_t id[BK_ID_LEN];
+    char path[BK_PATH_MAX];
+    int rc = bk_id_of(r, text, strlen(text), id);
+    if (!rc) {
+        bk_hex(id, BK_ID_LEN, name);
+        rc = bk_path(r, path, sizeof path, "index/%s.json", name);
+    }
+    if (!rc) rc = om_write_file_durable(r->vfs, path, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int bk_packw_finish(bk_repo *r, bk_packw *p)
+{
+    char dir[BK_PATH_MAX], tmp[BK_PATH_MAX], fin[BK_PATH_MAX], idx[65];
+    if (!p->n) {
+        bk_packw_discard(r, p);
+        return 0;
+    }
+    int rc = pack_paths(r, p->name, dir, tmp, fin);
+    if (!rc) rc = om_sync(p->f);
+    if (!rc) {
+        rc = om_close(p->f);
+        p->f = NULL;
+    }
+    if (!rc) rc = r->vfs->rename(r->vfs, tmp, fin);
+    if (!rc) rc = r->vfs->sync_dir(r->vfs, dir);
+    if (!rc) rc = write_index(r, p, idx);
+    if (!rc) rc = bk_index_add(r, p->name, idx, p->ents, p->n);
+    if (rc) {
+        om_err_ctx(rc, "finishing pack %s", p->name);
+        if (p->f) r->vfs->unlink(r->vfs, tmp);
+    }
+    packw_free(p);
+    return rc;
+}

@@ -1,0 +1,943 @@
+/* The repository handle: creating and opening (config.json, the keys), the lock, the in-memory
+ * index, reading sets and blocks. repo.h has the format; repo_internal.h what the other files
+ * of the part share.
+ *
+ * Invariants the rest relies on:
+ * - every entry of the in-memory index points into a pack that was durable before its index
+ *   file was written, and whose size covers the entry (checked when the index file is loaded);
+ * - index files and set files are named by the id function of their content, so reading one
+ *   checks it;
+ * - while a handle is open its flock on locks/repo.lock is held shared, so no bk_expire (which
+ *   holds it exclusively) deletes anything under it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backup/repo_internal.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "base/paths.h"
+#include "base/proto.h"
+#include "base/time.h"
+
+#define FORMAT_NAME "ombra-backup-repository"
+#define FORMAT_VER  1
+
+/* scrypt: 32 MiB and about 0.1 s per derivation; only bk_repo_open pays it. */
+#define SCRYPT_N      32768
+#define SCRYPT_R      8
+#define SCRYPT_P      1
+#define SCRYPT_MAXMEM (256u << 20)
+
+/* ---- the id map ---- */
+
+static size_t slot_of(const bk_map *m, const uint8_t *id)
+{
+    uint64_t h;
+    memcpy(&h, id, sizeof h);
+    return (size_t)h & (m->cap - 1);
+}
+
+bk_ent *bk_map_get(const bk_map *m, const uint8_t id[BK_ID_LEN])
+{
+    if (!m->cap) return NULL;
+    for (size_t i = slot_of(m, id);; i = (i + 1) & (m->cap - 1)) {
+        bk_ent *e = &m->slot[i];
+        if (!e->used) return NULL;
+        if (memcmp(e->id, id, BK_ID_LEN) == 0) return e;
+    }
+}
+
+static int map_grow(bk_map *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 1024;
+    bk_ent *s = calloc(cap, sizeof *s);
+    if (!s) return -1;
+    bk_map nm = {s, cap, 0};
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slot[i].used) {
+            size_t j = slot_of(&nm, m->slot[i].id);
+            while (s[j].used)
+                j = (j + 1) & (cap - 1);
+            s[j] = m->slot[i];
+            nm.n++;
+        }
+    free(m->slot);
+    *m = nm;
+    return 0;
+}
+
+bk_ent *bk_map_put(bk_map *m, const bk_ent *e, int *added)
+{
+    if (added) *added = 0;
+    bk_ent *have = bk_map_get(m, e->id);
+    if (have) return have;
+    if ((m->n + 1) * 10 > m->cap * 7 && map_grow(m)) return NULL;
+    size_t i = slot_of(m, e->id);
+    while (m->slot[i].used)
+        i = (i + 1) & (m->cap - 1);
+    m->slot[i] = *e;
+    m->slot[i].used = 1;
+    m->n++;
+    if (added) *added = 1;
+    return &m->slot[i];
+}
+
+void bk_map_free(bk_map *m)
+{
+    free(m->slot);
+    *m = (bk_map){0};
+}
+
+/* ---- paths, hex, crypto ---- */
+
+int bk_path(const bk_repo *r, char *out, size_t len, const char *fmt, ...)
+{
+    char rel[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rel, sizeof rel, fmt, ap);
+    va_end(ap);
+    return om_path_join(out, len, r->path, rel);
+}
+
+void bk_hex(const uint8_t *b, size_t n, char *out)
+{
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = d[b[i] >> 4];
+        out[2 * i + 1] = d[b[i] & 15];
+    }
+    out[2 * n] = 0;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int bk_unhex(const char *s, uint8_t *b, size_t n)
+{
+    if (!s || strlen(s) != 2 * n) return -1;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+        if (hi < 0 || lo < 0) return -1;
+        b[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+static int crypto_err(const char *what)
+{
+    return om_errf(OM_E_Internal, "%s failed in OpenSSL", what);
+}
+
+int bk_id_of(const bk_repo *r, const void *data, size_t len, uint8_t id[BK_ID_LEN])
+{
+    if (!r->encrypted) {
+        unsigned n = 0;
+        return EVP_Digest(data, len, id, &n, EVP_sha256(), NULL) == 1 ? 0 : crypto_err("SHA-256");
+    }
+    EVP_MAC_CTX *c = EVP_MAC_CTX_dup(r->mac);
+    size_t n = 0;
+    int ok = c && EVP_MAC_update(c, data, len) == 1 && EVP_MAC_final(c, id, &n, BK_ID_LEN) == 1 &&
+             n == BK_ID_LEN;
+    EVP_MAC_CTX_free(c);
+    return ok ? 0 : crypto_err("HMAC-SHA256");
+}
+
+int bk_seal(const uint8_t key[32], const void *aad, size_t aadlen, const void *in, size_t len,
+            uint8_t *out)
+{
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int n = 0, m = 0;
+    int ok = c && RAND_bytes(out, 12) == 1 &&
+             EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, out) == 1 &&
+             (!aadlen || EVP_EncryptUpdate(c, NULL, &n, aad, (int)aadlen) == 1) &&
+             EVP_EncryptUpdate(c, out + 12, &n, in, (int)len) == 1 &&
+             EVP_EncryptFinal_ex(c, out + 12 + n, &m) == 1 && (size_t)(n + m) == len &&
+             EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, out + 12 + len) == 1;
+    EVP_CIPHER_CTX_free(c);
+    return ok ? 0 : crypto_err("AES-256-GCM encryption");
+}
+
+int bk_open_sealed(const uint8_t key[32], const void *aad, size_t aadlen, const uint8_t *in,
+                   size_t len, uint8_t *out)
+{
+    if (len < BK_SEAL_OVERHEAD)
+        return om_errf(OM_E_RepositoryCorrupt, "encrypted data of %zu bytes is too short", len);
+    size_t clen = len - BK_SEAL_OVERHEAD;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int n = 0, m = 0;
+    if (!c) return om_errf(OM_E_OutOfMemory, "out of memory");
+    int ok = EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, in) == 1 &&
+             (!aadlen || EVP_DecryptUpdate(c, NULL, &n, aad, (int)aadlen) == 1) &&
+             EVP_DecryptUpdate(c, out, &n, in + 12, (int)clen) == 1 &&
+             EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, (void *)(in + 12 + clen)) == 1;
+    int fin = ok && EVP_DecryptFinal_ex(c, out + n, &m) == 1;
+    EVP_CIPHER_CTX_free(c);
+    if (!ok) return crypto_err("AES-256-GCM decryption");
+    return fin ? 0 : om_errf(OM_E_RepositoryCorrupt, "authentication failed (damaged or altered)");
+}
+
+static int mac_init(bk_repo *r)
+{
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *c = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    EVP_MAC_free(mac);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end()};
+    if (!c || EVP_MAC_init(c, r->id_key, sizeof r->id_key, params) != 1) {
+        EVP_MAC_CTX_free(c);
+        return crypto_err("HMAC setup");
+    }
+    r->mac = c;
+    return 0;
+}
+
+/* The key that wraps the repository's keys, from the passphrase. */
+static int derive_kek(const char *pass, const uint8_t *salt, size_t saltlen, uint64_t n,
+                      uint64_t rr, uint64_t p, uint8_t kek[32])
+{
+    if (EVP_PBE_scrypt(pass, strlen(pass), salt, saltlen, n, rr, p, SCRYPT_MAXMEM, kek, 32) != 1)
+        return om_errf(OM_E_Internal, "scrypt (n=%llu, r=%llu, p=%llu) failed",
+                       (unsigned long long)n, (unsigned long long)rr, (unsigned long long)p);
+    return 0;
+}
+
+static void wrap_aad(const char *uuid, char *aad, size_t len)
+{
+    snprintf(aad, len, "ombra-repository-keys:%s", uuid);
+}
+
+/* ---- creating ---- */
+
+/* Stops the listing at the first name: the directory is not empty. */
+static int any_entry(void *arg, const char *name)
+{
+    (void)arg;
+    (void)name;
+    return 1;
+}
+
+static json_t *encryption_json(const char *uuid, const char *pass, uint8_t keys[64], int *rc)
+{
+    uint8_t salt[32], kek[32], wrapped[64 + BK_SEAL_OVERHEAD];
+    char aad[80], salthex[65], keyhex[2 * sizeof wrapped + 1];
+    *rc = RAND_bytes(salt, sizeof salt) == 1 && RAND_bytes(keys, 64) == 1
+              ? 0
+              : crypto_err("random key generation");
+    if (!*rc) *rc = derive_kek(pass, salt, sizeof salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, kek);
+    wrap_aad(uuid, aad, sizeof aad);
+    if (!*rc) *rc = bk_seal(kek, aad, strlen(aad), keys, 64, wrapped);
+    OPENSSL_cleanse(kek, sizeof kek);
+    if (*rc) return NULL;
+    bk_hex(salt, sizeof salt, salthex);
+    bk_hex(wrapped, sizeof wrapped, keyhex);
+    return json_pack("{s:s, s:{s:s, s:i, s:i, s:i, s:s}, s:s}", "cipher", "aes-256-gcm", "kdf",
+                     "name", "scrypt", "n", SCRYPT_N, "r", SCRYPT_R, "p", SCRYPT_P, "salt", salthex,
+                     "key", keyhex);
+}
+
+int bk_repo_init(const char *path, const bk_init_opts *o)
+{
+    bk_init_opts d = {0};
+    if (!o) o = &d;
+    uint32_t bs = o->block_size ? o->block_size : BK_DEFAULT_BLOCK_SIZE;
+    uint32_t ps = o->pack_size ? o->pack_size : BK_DEFAULT_PACK_SIZE;
+    int lvl = o->zstd_level ? o->zstd_level : BK_DEFAULT_ZSTD_LEVEL;
+    if (bs < 4096 || bs > (64u << 20) || (bs & (bs - 1)))
+        return om_errf(OM_E_InvalidParameter,
+                       "block size %u: must be a power of two from 4 KiB to 64 MiB", bs);
+    if (ps < (64u << 10))
+        return om_errf(OM_E_InvalidParameter, "pack size %u: must be at least 64 KiB", ps);
+    if (lvl < 1 || lvl > 19)
+        return om_errf(OM_E_InvalidParameter, "zstd level %d: must be from 1 to 19", lvl);
+    if (o->encrypt && (!o->passphrase || !*o->passphrase))
+        return om_errf(OM_E_InvalidParameter, "an encrypted repository needs a passphrase");
+
+    om_vfs *v = om_vfs_posix();
+    int rc = om_mkdirs(path);
+    if (rc) return rc;
+    rc = v->list(v, path, any_entry, NULL);
+    if (rc == 1)
+        return om_errf(OM_E_FileAlreadyExists,
+                       "%s is not empty. HINT: a repository is created in a new or empty directory",
+                       path);
+    if (rc) return rc;
+
+    char p[BK_PATH_MAX], uuid[37], t[40];
+    om_uuid u;
+    om_uuid_new(&u);
+    om_uuid_str(&u, uuid);
+    static const char *const dirs[] = {"packs", "index", "sets", "locks"};
+    for (size_t i = 0; i < 4 && !rc; i++) {
+        rc = om_path_join(p, sizeof p, path, dirs[i]);
+        if (!rc) rc = v->mkdir(v, p);
+    }
+    if (!rc) rc = om_path_join(p, sizeof p, path, "locks/repo.lock");
+    if (!rc) rc = om_write_file_durable(v, p, "", 0);
+    json_t *enc = json_null();
+    uint8_t keys[64];
+    if (!rc && o->encrypt) enc = encryption_json(uuid, o->passphrase, keys, &rc);
+    OPENSSL_cleanse(keys, sizeof keys);
+    if (rc) return rc;
+    json_t *cfg = json_pack("{s:s, s:i, s:s, s:s, s:I, s:I, s:{s:s, s:i}, s:o}", "format",
+                            FORMAT_NAME, "version", FORMAT_VER, "id", uuid, "created",
+                            om_time_iso(om_now_ns(), t, sizeof t), "block_size", (json_int_t)bs,
+                            "pack_size", (json_int_t)ps, "compression", "algorithm", "zstd",
+                            "level", lvl, "encryption", enc);
+    char *text = cfg ? json_dumps(cfg, JSON_INDENT(2)) : NULL;
+    json_decref(cfg);
+    if (!text) return om_errf(OM_E_OutOfMemory, "out of memory");
+    /* Last: until config.json exists the directory is not a repository. */
+    rc = om_path_join(p, sizeof p, path, "config.json");
+    if (!rc) rc = om_write_file_durable(v, p, text, strlen(text));
+    if (!rc) rc = v->sync_dir(v, path);
+    free(text);
+    return rc;
+}
+
+/* ---- opening ---- */
+
+static int unwrap_keys(bk_repo *r, json_t *enc, const char *pass)
+{
+    if (!pass || !*pass)
+        return om_errf(OM_E_BadPassphrase,
+                       "%s is encrypted: a passphrase is needed. HINT: --passphrase-file F or "
+                       "OMBRA_REPO_PASSPHRASE",
+                       r->path);
+    json_t *kdf = json_object_get(enc, "kdf");
+    int64_t n = om_json_int_or(kdf, "n", 0), rr = om_json_int_or(kdf, "r", 0),
+            p = om_json_int_or(kdf, "p", 0);
+    uint8_t salt[32], wrapped[64 + BK_SEAL_OVERHEAD], keys[64], kek[32];
+    if (strcmp(om_json_str_or(enc, "cipher", ""), "aes-256-gcm") ||
+        strcmp(om_json_str_or(kdf, "name", ""), "scrypt") || n < 2 || n > (1 << 22) ||
+        (n & (n - 1)) || rr < 1 || rr > 32 || p < 1 || p > 16 ||
+        bk_unhex(om_json_str_or(kdf, "salt", ""), salt, sizeof salt) ||
+        bk_unhex(om_json_str_or(enc, "key", ""), wrapped, sizeof wrapped))
+        return om_errf(OM_E_NotRepository, "%s/config.json: unsupported or damaged encryption",
+                       r->path);
+    char aad[80];
+    wrap_aad(r->uuid_str, aad, sizeof aad);
+    int rc = derive_kek(pass, salt, sizeof salt, (uint64_t)n, (uint64_t)rr, (uint64_t)p, kek);
+    if (!rc) rc = bk_open_sealed(kek, aad, strlen(aad), wrapped, sizeof wrapped, keys);
+    OPENSSL_cleanse(kek, sizeof kek);
+    if (rc == OM_E_RepositoryCorrupt)
+        return om_errf(OM_E_BadPassphrase, "wrong passphrase for the repository %s", r->path);
+    if (rc) return rc;
+    memcpy(r->data_key, keys, 32);
+    memcpy(r->id_key, keys + 32, 32);
+    OPENSSL_cleanse(keys, sizeof keys);
+    r->encrypted = 1;
+    return mac_init(r);
+}
+
+static int read_config(bk_repo *r, const char *pass)
+{
+    char p[BK_PATH_MAX];
+    uint8_t *data = NULL;
+    size_t n = 0;
+    int rc = bk_path(r, p, sizeof p, "config.json");
+    if (!rc) rc = om_read_file(r->vfs, p, &data, &n);
+    if (rc == OM_E_FileNotFound)
+        return om_errf(OM_E_NotRepository,
+                       "%s is not a backup repository (no config.json). HINT: ombra repo init %s",
+                       r->path, r->path);
+    if (rc) return rc;
+    json_error_t je;
+    json_t *c = json_loadb((const char *)data, n, 0, &je);
+    free(data);
+    if (!json_is_object(c) || strcmp(om_json_str_or(c, "format", ""), FORMAT_NAME)) {
+        json_decref(c);
+        return om_errf(OM_E_NotRepository, "%s is not an ombra backup repository (config.json)",
+                       r->path);
+    }
+    r->config = c;
+    int64_t ver = om_json_int_or(c, "version", 0);
+    if (ver != FORMAT_VER)
+        return om_errf(OM_E_NotRepository,
+                       "%s: repository format version %lld is not supported (this is %d)", r->path,
+                       (long long)ver, FORMAT_VER);
+    int64_t bs = om_json_int_or(c, "block_size", 0), ps = om_json_int_or(c, "pack_size", 0);
+    r->zstd_level = (int)om_json_int_or(json_object_get(c, "compression"), "level", 3);
+    if (bs < 4096 || bs > (64 << 20) || ps < (64 << 10) || ps > INT32_MAX ||
+        om_uuid_parse(om_json_str_or(c, "id", ""), &r->uuid) ||
+        strcmp(om_json_str_or(json_object_get(c, "compression"), "algorithm", ""), "zstd"))
+        return om_errf(OM_E_NotRepository, "%s/config.json is damaged", r->path);
+    r->block_size = (uint32_t)bs;
+    r->pack_size = (uint32_t)ps;
+    om_uuid_str(&r->uuid, r->uuid_str);
+    json_t *enc = json_object_get(c, "encryption");
+    if (json_is_object(enc)) return unwrap_keys(r, enc, pass);
+    return 0;
+}
+
+static int take_lock(bk_repo *r)
+{
+    char p[BK_PATH_MAX];
+    int rc = bk_path(r, p, sizeof p, "locks/repo.lock");
+    if (rc) return rc;
+    r->lock_fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (r->lock_fd < 0)
+        return om_errf(om_err_from_errno(errno), "opening %s: %s", p, strerror(errno));
+    while (flock(r->lock_fd, LOCK_SH) != 0)
+        if (errno != EINTR)
+            return om_errf(om_err_from_errno(errno), "locking %s: %s", p, strerror(errno));
+    return 0;
+}
+
+int bk_repo_open(const char *path, const char *passphrase, bk_repo **out)
+{
+    *out = NULL;
+    bk_repo *r = calloc(1, sizeof *r);
+    if (!r || !(r->path = strdup(path))) {
+        free(r);
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    size_t l = strlen(r->path);
+    while (l > 1 && r->path[l - 1] == '/')
+        r->path[--l] = 0;
+    r->vfs = om_vfs_posix();
+    r->lock_fd = -1;
+    r->damage = json_array();
+    pthread_rwlock_init(&r->lk, NULL);
+    int rc = read_config(r, passphrase);
+    if (!rc) rc = take_lock(r);
+    if (!rc) rc = bk_index_refresh(r);
+    if (rc) {
+        bk_repo_close(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+static void forget_index(bk_repo *r)
+{
+    bk_map_free(&r->index);
+    bk_map_free(&r->loaded);
+    for (uint32_t i = 0; i < r->npacks; i++) {
+        for (int k = 0; k < r->packs[i].nindex; k++)
+            free(r->packs[i].index[k]);
+        free(r->packs[i].index);
+    }
+    free(r->packs);
+    r->packs = NULL;
+    r->npacks = r->cappacks = 0;
+    json_array_clear(r->damage);
+}
+
+void bk_repo_close(bk_repo *r)
+{
+    if (!r) return;
+    if (__atomic_load_n(&r->writers, __ATOMIC_ACQUIRE))
+        om_warn("closing the repository %s with %d writers still open", r->path, r->writers);
+    forget_index(r);
+    json_decref(r->damage);
+    json_decref(r->config);
+    EVP_MAC_CTX_free(r->mac);
+    OPENSSL_cleanse(r->data_key, sizeof r->data_key);
+    OPENSSL_cleanse(r->id_key, sizeof r->id_key);
+    if (r->lock_fd >= 0) close(r->lock_fd); /* releases the flock */
+    pthread_rwlock_destroy(&r->lk);
+    free(r->path);
+    free(r);
+}
+
+uint32_t bk_repo_block_size(const bk_repo *r)
+{
+    return r->block_size;
+}
+
+json_t *bk_repo_info(const bk_repo *r)
+{
+    json_t *c = json_deep_copy(r->config);
+    json_t *enc = json_object_get(c, "encryption");
+    if (json_is_object(enc)) json_object_del(enc, "key");
+    json_object_set_new(c, "path", json_string(r->path));
+    return c;
+}
+
+void bk_repo_set_progress(bk_repo *r, bk_progress_fn fn, void *arg)
+{
+    r->progress = fn;
+    r->progress_arg = arg;
+}
+
+void bk_progress(bk_repo *r, const char *what, uint64_t done, uint64_t total)
+{
+    if (r->progress) r->progress(r->progress_arg, what, done, total);
+}
+
+/* ---- the index ---- */
+
+static void add_damage(bk_repo *r, const char *idx, const char *pack, const char *what)
+{
+    om_warn("repository %s: index/%s.json: %s", r->path, idx, what);
+    json_array_append_new(r->damage,
+                          json_pack("{s:s, s:s?, s:s}", "index", idx, "pack", pack, "what", what));
+}
+
+/* The pack's number in r->packs (added when new), or -1 when out of memory. lk held. */
+static int64_t pack_no(bk_repo *r, const char *name)
+{
+    for (uint32_t i = r->npacks; i-- > 0;)
+        if (strcmp(r->packs[i].name, name) == 0) return i;
+    if (r->npacks == r->cappacks) {
+        uint32_t cap = r->cappacks ? r->cappacks * 2 : 64;
+        bk_pack *p = realloc(r->packs, cap * sizeof *p);
+        if (!p) return -1;
+        r->packs = p;
+        r->cappacks = cap;
+    }
+    bk_pack *p = &r->packs[r->npacks];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    return r->npacks++;
+}
+
+int bk_index_add(bk_repo *r, const char *pack, const char *idxname, const bk_ent *ents, size_t n)
+{
+    int rc = 0;
+    uint8_t key[BK_ID_LEN];
+    pthread_rwlock_wrlock(&r->lk);
+    int64_t no = pack_no(r, pack);
+    bk_pack *p = no >= 0 ? &r->packs[no] : NULL;
+    char **ix = p ? realloc(p->index, (size_t)(p->nindex + 1) * sizeof *ix) : NULL;
+    if (!ix || !(ix[p->nindex] = strdup(idxname))) {
+        if (ix) p->index = ix;
+        rc = om_errf(OM_E_OutOfMemory, "out of memory");
+        goto out;
+    }
+    p->index = ix;
+    p->nindex++;
+    for (size_t i = 0; i < n && !rc; i++) {
+        bk_ent e = ents[i];
+        e.pack = (uint32_t)no;
+        if (!bk_map_put(&r->index, &e, NULL)) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    if (!rc && bk_unhex(idxname, key, sizeof key) == 0) {
+        bk_ent k = {0};
+        memcpy(k.id, key, sizeof key);
+        if (!bk_map_put(&r->loaded, &k, NULL)) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+out:
+    pthread_rwlock_unlock(&r->lk);
+    return rc;
+}
+
+int bk_index_find(bk_repo *r, const uint8_t id[BK_ID_LEN], bk_ent *e, char pack[33])
+{
+    pthread_rwlock_rdlock(&r->lk);
+    const bk_ent *f = bk_map_get(&r->index, id);
+    if (f) {
+        *e = *f;
+        if (pack) memcpy(pack, r->packs[f->pack].name, 33);
+    }
+    pthread_rwlock_unlock(&r->lk);
+    if (f) return 0;
+    char hex[65];
+    bk_hex(id, BK_ID_LEN, hex);
+    return om_errf(OM_E_ObjectNotFound, "block %s is not in any index", hex);
+}
+
+static int is_hex_name(const char *name, size_t digits, const char *suffix)
+{
+    size_t l = strlen(name), sl = strlen(suffix);
+    if (l != digits + sl || strcmp(name + digits, suffix)) return 0;
+    for (size_t i = 0; i < digits; i++)
+        if (hexval(name[i]) < 0 || (name[i] >= 'A' && name[i] <= 'F')) return 0;
+    return 1;
+}
+
+typedef struct names {
+    char (*v)[65];
+    size_t n, cap;
+} names;
+
+static int collect_name(void *arg, const char *name)
+{
+    names *ns = arg;
+    if (!is_hex_name(name, 64, ".json")) return 0;
+    if (ns->n == ns->cap) {
+        size_t cap = ns->cap ? ns->cap * 2 : 64;
+        char(*v)[65] = realloc(ns->v, cap * sizeof *v);
+        if (!v) return om_errf(OM_E_OutOfMemory, "out of memory");
+        ns->v = v;
+        ns->cap = cap;
+    }
+    memcpy(ns->v[ns->n], name, 64);
+    ns->v[ns->n++][64] = 0;
+    return 0;
+}
+
+/* Parses one index file's blocks into ents (malloc'd), dropping (as damage) the ones its pack
+ * does not cover. */
+static int parse_index(bk_repo *r, const char *name, json_t *j, const char **pack, bk_ent **ents,
+                       size_t *n)
+{
+    char p[BK_PATH_MAX], what[200];
+    json_t *blocks = json_object_get(j, "blocks");
+    *pack = om_json_str_or(j, "pack", "");
+    *ents = NULL;
+    *n = 0;
+    if (om_json_int_or(j, "version", 0) != 1 || !is_hex_name(*pack, 32, "") ||
+        !json_is_array(blocks)) {
+        add_damage(r, name, NULL, "not an index file");
+        return 0;
+    }
+    int rc = bk_path(r, p, sizeof p, "packs/%.2s/%s", *pack, *pack);
+    if (rc) return rc;
+    struct stat st;
+    if (stat(p, &st) != 0) {
+        snprintf(what, sizeof what, "its pack %s is missing", *pack);
+        add_damage(r, name, *pack, what);
+        return 0;
+    }
+    bk_ent *e = calloc(json_array_size(blocks) + 1, sizeof *e);
+    if (!e) return om_errf(OM_E_OutOfMemory, "out of memory");
+    size_t i, k = 0, shortfall = 0;
+    json_t *b;
+    json_array_foreach(blocks, i, b)
+    {
+        json_int_t off = json_integer_value(json_array_get(b, 1)),
+                   stored = json_integer_value(json_array_get(b, 2)),
+                   raw = json_integer_value(json_array_get(b, 3));
+        if (json_array_size(b) != 4 ||
+            bk_unhex(json_string_value(json_array_get(b, 0)), e[k].id, BK_ID_LEN) ||
+            off < BK_PACK_HDR || stored < 1 || raw < 1 || stored > (1ll << 30) ||
+            raw > (1ll << 30)) {
+            snprintf(what, sizeof what, "entry %zu is malformed", i);
+            add_damage(r, name, *pack, what);
+            continue;
+        }
+        if ((uint64_t)off + BK_REC_HDR + (uint64_t)stored > (uint64_t)st.st_size) {
+            shortfall++;
+            continue;
+        }
+        e[k].off = (uint64_t)off;
+        e[k].stored = (uint32_t)stored;
+        e[k].raw = (uint32_t)raw;
+        k++;
+    }
+    if (shortfall) {
+        snprintf(what, sizeof what, "its pack %s ends at %lld bytes, before %zu of its %zu blocks",
+                 *pack, (long long)st.st_size, shortfall, json_array_size(blocks));
+        add_damage(r, name, *pack, what);
+    }
+    *ents = e;
+    *n = k;
+    return 0;
+}
+
+static int load_index(bk_repo *r, const char *name)
+{
+    char p[BK_PATH_MAX];
+    uint8_t *data = NULL, want[BK_ID_LEN], got[BK_ID_LEN];
+    size_t n = 0;
+    int rc = bk_path(r, p, sizeof p, "index/%s.json", name);
+    if (!rc) rc = om_read_file(r->vfs, p, &data, &n);
+    if (rc == OM_E_FileNotFound) return 0; /* removed meanwhile */
+    if (!rc) rc = bk_id_of(r, data, n, got);
+    if (rc) goto out;
+    bk_unhex(name, want, sizeof want);
+    json_t *j = NULL;
+    if (memcmp(want, got, BK_ID_LEN) != 0)
+        add_damage(r, name, NULL, "its content does not match its name (damaged)");
+    else if (!(j = json_loadb((const char *)data, n, 0, NULL)))
+        add_damage(r, name, NULL, "not JSON");
+    const char *pack = NULL;
+    bk_ent *ents = NULL;
+    size_t ne = 0;
+    if (j) rc = parse_index(r, name, j, &pack, &ents, &ne);
+    if (!rc && j && pack && *pack && ents) rc = bk_index_add(r, pack, name, ents, ne);
+    if (!rc && !ents) {
+        /* Damaged: remember it was seen, so it is reported once. */
+        bk_ent k = {0};
+        memcpy(k.id, want, sizeof want);
+        pthread_rwlock_wrlock(&r->lk);
+        if (!bk_map_put(&r->loaded, &k, NULL)) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+        pthread_rwlock_unlock(&r->lk);
+    }
+    free(ents);
+    json_decref(j);
+out:
+    free(data);
+    return rc;
+}
+
+int bk_index_refresh(bk_repo *r)
+{
+    char p[BK_PATH_MAX];
+    names ns = {0};
+    int rc = bk_path(r, p, sizeof p, "index");
+    if (!rc) rc = r->vfs->list(r->vfs, p, collect_name, &ns);
+    for (size_t i = 0; i < ns.n && !rc; i++) {
+        uint8_t key[BK_ID_LEN];
+        bk_unhex(ns.v[i], key, sizeof key);
+        pthread_rwlock_rdlock(&r->lk);
+        int have = bk_map_get(&r->loaded, key) != NULL;
+        pthread_rwlock_unlock(&r->lk);
+        if (!have) rc = load_index(r, ns.v[i]);
+    }
+    free(ns.v);
+    return rc;
+}
+
+int bk_index_reload(bk_repo *r)
+{
+    pthread_rwlock_wrlock(&r->lk);
+    forget_index(r);
+    pthread_rwlock_unlock(&r->lk);
+    return bk_index_refresh(r);
+}
+
+/* ---- sets ---- */
+
+int bk_set_ids(bk_repo *r, char (**ids)[65], size_t *n)
+{
+    char p[BK_PATH_MAX];
+    names ns = {0};
+    int rc = bk_path(r, p, sizeof p, "sets");
+    if (!rc) rc = r->vfs->list(r->vfs, p, collect_name, &ns);
+    if (rc) {
+        free(ns.v);
+        return rc;
+    }
+    *ids = ns.v;
+    *n = ns.n;
+    return 0;
+}
+
+static int b64_decode(const char *s, uint8_t **out, size_t *n)
+{
+    size_t l = strlen(s);
+    if (l % 4) return -1;
+    uint8_t *b = malloc(l / 4 * 3 + 1);
+    if (!b) return -1;
+    int got = EVP_DecodeBlock(b, (const unsigned char *)s, (int)l);
+    if (got < 0) {
+        free(b);
+        return -1;
+    }
+    /* EVP_DecodeBlock counts the padding's zero bytes too. */
+    while (l && s[l - 1] == '=' && got > 0) {
+        l--;
+        got--;
+    }
+    *out = b;
+    *n = (size_t)got;
+    return 0;
+}
+
+/* The plaintext of an encrypted set file. */
+static int unseal_set(bk_repo *r, const uint8_t *data, size_t n, uint8_t **plain, size_t *pn)
+{
+    json_t *env = json_loadb((const char *)data, n, 0, NULL);
+    uint8_t *sealed = NULL;
+    size_t sn = 0;
+    int rc = 0;
+    if (!env || om_json_int_or(env, "version", 0) != 1 ||
+        b64_decode(om_json_str_or(env, "sealed", ""), &sealed, &sn) || sn < BK_SEAL_OVERHEAD) {
+        rc = om_errf(OM_E_RepositoryCorrupt, "not an encrypted set file");
+        goto out;
+    }
+    *plain = malloc(sn - BK_SEAL_OVERHEAD + 1);
+    if (!*plain) {
+        rc = om_errf(OM_E_OutOfMemory, "out of memory");
+        goto out;
+    }
+    rc = bk_open_sealed(r->data_key, "set", 3, sealed, sn, *plain);
+    if (rc) {
+        free(*plain);
+        *plain = NULL;
+    } else
+        *pn = sn - BK_SEAL_OVERHEAD;
+out:
+    free(sealed);
+    json_decref(env);
+    return rc;
+}
+
+int bk_set_read(bk_repo *r, const char *id, json_t **set)
+{
+    char p[BK_PATH_MAX];
+    uint8_t *data = NULL, *plain = NULL, want[BK_ID_LEN], got[BK_ID_LEN];
+    size_t n = 0, pn = 0;
+    *set = NULL;
+    int rc = bk_path(r, p, sizeof p, "sets/%s.json", id);
+    if (!rc) rc = om_read_file(r->vfs, p, &data, &n);
+    if (rc == OM_E_FileNotFound) return om_errf(OM_E_SetNotFound, "no set %s in %s", id, r->path);
+    if (rc) return rc;
+    if (r->encrypted)
+        rc = unseal_set(r, data, n, &plain, &pn);
+    else {
+        plain = data;
+        pn = n;
+        data = NULL;
+    }
+    if (!rc) rc = bk_id_of(r, plain, pn, got);
+    if (!rc && (bk_unhex(id, want, sizeof want) || memcmp(want, got, BK_ID_LEN)))
+        rc = om_errf(OM_E_RepositoryCorrupt, "its content does not match its name");
+    json_t *j = rc ? NULL : json_loadb((const char *)plain, pn, 0, NULL);
+    if (!rc && !json_is_object(j)) /* a macro: evaluates its argument twice */
+        rc = om_errf(OM_E_RepositoryCorrupt, "not a set document");
+    if (!rc) {
+        json_object_set_new(j, "id", json_string(id));
+        *set = j;
+        j = NULL;
+    } else
+        om_err_ctx(rc, "set file sets/%s.json", id);
+    json_decref(j);
+    free(data);
+    free(plain);
+    return rc;
+}
+
+json_t *bk_set_db_keys(json_t *set)
+{
+    json_t *keys = json_array(), *one = json_object_get(set, "database"),
+           *many = json_object_get(set, "databases");
+    json_t *all = json_array();
+    if (one) json_array_append(all, one);
+    if (json_is_array(many)) json_array_extend(all, many);
+    size_t i;
+    json_t *d;
+    json_array_foreach(all, i, d)
+    {
+        const char *k = json_is_string(d) ? json_string_value(d) : NULL;
+        if (json_is_object(d)) {
+            k = om_json_str_or(d, "id", "");
+            if (!*k) k = om_json_str_or(d, "name", "");
+        }
+        if (k && *k) json_array_append_new(keys, json_string(k));
+    }
+    json_decref(all);
+    if (!json_array_size(keys)) json_array_append_new(keys, json_string(""));
+    return keys;
+}
+
+static int summary_order(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    int64_t tx = om_json_int_or(x, "committed_ns", 0), ty = om_json_int_or(y, "committed_ns", 0);
+    if (tx != ty) return tx < ty ? -1 : 1;
+    return strcmp(om_json_str_or(x, "id", ""), om_json_str_or(y, "id", ""));
+}
+
+static int is_document_key(const char *k)
+{
+    size_t l = strlen(k);
+    return (l >= 9 && !strcmp(k + l - 9, "_metadata")) ||
+           (l >= 9 && !strcmp(k + l - 9, "_document"));
+}
+
+int bk_sets(bk_repo *r, json_t **out)
+{
+    char(*ids)[65] = NULL;
+    size_t n = 0;
+    *out = NULL;
+    int rc = bk_set_ids(r, &ids, &n);
+    if (rc) return rc;
+    json_t **v = calloc(n + 1, sizeof *v);
+    if (!v) {
+        free(ids);
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = NULL;
+        int src = bk_set_read(r, ids[i], &s);
+        if (src) {
+            v[i] = json_pack("{s:s, s:s}", "id", ids[i], "damaged", om_err_detail());
+            continue;
+        }
+        json_object_set_new(s, "nfiles",
+                            json_integer((json_int_t)json_array_size(json_object_get(s, "files"))));
+        json_object_del(s, "files");
+        const char *k;
+        json_t *val, *tmp;
+        json_object_foreach_safe(s, tmp, k, val)
+        {
+            if (is_document_key(k)) json_object_del(s, k);
+        }
+        v[i] = s;
+    }
+    qsort(v, n, sizeof *v, summary_order);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, v[i]);
+    free(v);
+    free(ids);
+    *out = a;
+    return 0;
+}
+
+int bk_set_load(bk_repo *r, const char *set_id, json_t **set)
+{
+    *set = NULL;
+    size_t pl = set_id ? strlen(set_id) : 0;
+    if (!pl || pl > 64)
+        return om_errf(OM_E_InvalidParameter, "'%s' is not a set id", set_id ? set_id : "");
+    char want[65];
+    for (size_t i = 0; i < pl; i++) {
+        if (hexval(set_id[i]) < 0)
+            return om_errf(OM_E_InvalidParameter, "'%s' is not a set id (hex digits)", set_id);
+        want[i] = (char)(set_id[i] | 0x20); /* lower case */
+    }
+    want[pl] = 0;
+    char(*ids)[65] = NULL;
+    size_t n = 0, found = 0, at = 0;
+    int rc = bk_set_ids(r, &ids, &n);
+    if (rc) return rc;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(ids[i], want, pl) == 0) {
+            found++;
+            at = i;
+        }
+    if (found == 1)
+        rc = bk_set_read(r, ids[at], set);
+    else if (!found)
+        rc = om_errf(OM_E_SetNotFound, "no set %s in %s. HINT: ombra backups list --repo %s", want,
+                     r->path, r->path);
+    else
+        rc = om_errf(OM_E_InvalidParameter, "set id prefix %s is ambiguous: %zu sets start so",
+                     want, found);
+    free(ids);
+    return rc;
+}
+
+/* ---- blocks ---- */
+
+int bk_get_block(bk_repo *r, const uint8_t id[BK_ID_LEN], uint8_t **data, size_t *len)
+{
+    bk_ent e;
+    char pack[33];
+    *data = NULL;
+    *len = 0;
+    int rc = bk_index_find(r, id, &e, pack);
+    if (!rc) rc = bk_block_read(r, pack, e.off, id, e.stored, e.raw, data);
+    if (rc) {
+        char hex[65];
+        bk_hex(id, BK_ID_LEN, hex);
+        if (rc != OM_E_ObjectNotFound)
+            om_err_ctx(rc, "block %s in pack %s at offset %llu", hex, pack,
+                       (unsigned long long)e.off);
+        return rc;
+    }
+    *len = e.raw;
+    return 0;
+}

@@ -1,0 +1,183 @@
+/* The backup repository: a directory that holds backup sets, their files cut into blocks, each
+ * block stored once however many sets and files use it (ARCHITECTURE.md, "Backup repository";
+ * docs/design.md, "Backup repository", has the reasons).
+ *
+ * Layout (all JSON is UTF-8; ids are lower-case hex):
+ *
+ *   config.json        {"format": "ombra-backup-repository", "version": 1, "id": uuid,
+ *                       "created": ISO time, "block_size": bytes, "pack_size": bytes,
+ *                       "compression": {"algorithm": "zstd", "level": L},
+ *                       "encryption": null | {"cipher": "aes-256-gcm",
+ *                           "kdf": {"name": "scrypt", "n": N, "r": R, "p": P, "salt": hex},
+ *                           "key": hex(nonce 12 | wrapped keys 64 | tag 16)}}
+ *                      Written last by bk_repo_init: a directory without it is no repository.
+ *   packs/ab/<pack>    <pack> = 32 random hex digits, ab = its first two. A 32-byte header
+ *                      ("OMBRAPAK", u32 version 1, u32 0, the repository's uuid), then records,
+ *                      each a 56-byte header and its payload:
+ *                        u32 magic "OBK1", u32 flags (1: zstd, 2: AES-256-GCM), u32 raw length,
+ *                        u32 stored length, 32-byte block id, u64 XXH3-64 of the 48 bytes
+ *                        before it seeded with the record's offset in the pack;
+ *                        payload: the block, zstd-compressed when that makes it smaller, then
+ *                        when encrypted: nonce 12 | ciphertext | tag 16, the block id as AAD.
+ *                      The headers make a pack walkable without its index.
+ *                      Written as <pack>.tmp, fsynced, renamed, directory fsynced.
+ *   index/<h>.json     {"version": 1, "pack": <pack>, "blocks": [[id, offset, stored, raw]...]}:
+ *                      where each block of one pack is (offset of its record header). <h> is the
+ *                      id function of the file's bytes, so a damaged index is recognised as such.
+ *                      Written durably right after its pack, before any set that uses it.
+ *   sets/<s>.json      one backup set, the last file a commit writes. Plain repository: the
+ *                      set document, <s> = SHA-256 of the file's bytes. Encrypted: {"version": 1,
+ *                      "sealed": base64(nonce 12 | AES-256-GCM ciphertext | tag 16)} (AAD: "set"),
+ *                      <s> = HMAC of the plaintext document (file names and checksums would
+ *                      otherwise show what the backups hold).
+ *   locks/repo.lock    flock: every open handle holds it shared, bk_expire exclusively.
+ *
+ * Block id: SHA-256 of the block (plain), HMAC-SHA256 with the repository's id key (encrypted:
+ * equal content in two repositories with different keys gets different ids, so ids do not
+ * reveal content). Encrypted repositories keep two random 256-bit keys (data, id) wrapped with
+ * AES-256-GCM under a key derived from the passphrase with scrypt; a wrong passphrase fails the
+ * wrap's authentication: BadPassphrase.
+ *
+ * Set document: what the caller gave bk_set_commit, plus (set by the repository, overriding the
+ * caller's): "files": [{"name", "size", "sha256": hex, "blocks": the ids concatenated (64 hex
+ * digits each), "meta": object}], "bytes" (sum of the file sizes), "bytes_stored" and
+ * "blocks_new", "blocks_reused" (what this set added), "committed_ns" (commit time), and "time"
+ * (ISO) when the caller gave none. bk_set_load adds "id".
+ * Fields the repository reads from the caller's part: "type" (full, copy, incremental,
+ * differential), "database": {"id", "name"} (or "databases": [...] of such objects or names),
+ * "time", "server", "log_range": [first, last], "parent" (set id or null). Summaries (bk_sets)
+ * leave out "files" and every top-level field whose name ends in "_metadata" or "_document".
+ *
+ * Crash safety: kill -9 at any moment leaves a valid repository. A set is listed only once its
+ * file exists, and it is written after every pack and index it uses is durable; blocks in the
+ * packs a dead writer had finished are indexed and reused by the next set; the packs it had
+ * open stay *.tmp (removed by bk_expire). A pack shorter than its index says (damaged storage)
+ * loses those entries when the index is loaded, so the next set stores those blocks again.
+ *
+ * Threads: one bk_repo may be used from any number of threads; many writers may be open on it
+ * at once (and in other processes: concurrent backups of different databases), and
+ * bk_put_block may be called from many threads on one writer. */
+#ifndef OM_BACKUP_REPO_H
+#define OM_BACKUP_REPO_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BK_ID_LEN 32 /* SHA-256, or HMAC-SHA256 with the repository key when encrypted */
+
+#define BK_DEFAULT_BLOCK_SIZE (1u << 20)
+#define BK_DEFAULT_PACK_SIZE  (32u << 20)
+#define BK_DEFAULT_ZSTD_LEVEL 3
+
+typedef struct bk_repo bk_repo;
+
+typedef struct bk_init_opts {
+    uint32_t block_size; /* 0: 1 MiB; a power of two from 4 KiB to 64 MiB */
+    int zstd_level;      /* 0: 3; 1..19 */
+    int encrypt;         /* needs passphrase */
+    const char *passphrase;
+    uint32_t pack_size; /* 0: 32 MiB; a pack is finished once it holds this much (>= 64 KiB) */
+} bk_init_opts;
+
+/* Creates a repository at path (created when missing; a non-empty directory is refused with
+ * FileAlreadyExists). o may be NULL for the defaults. */
+int bk_repo_init(const char *path, const bk_init_opts *o);
+
+/* Opens a repository and takes its lock shared (waits while bk_expire runs). passphrase: NULL
+ * for a plain repository (ignored there when given); an encrypted repository without one or
+ * with a wrong one is BadPassphrase. A directory without config.json is NotRepository. */
+int bk_repo_open(const char *path, const char *passphrase, bk_repo **out);
+/* Closes; writers still open on it must be committed or aborted first. */
+void bk_repo_close(bk_repo *r);
+uint32_t bk_repo_block_size(const bk_repo *r);
+/* The repository's config.json (without the wrapped key); the caller decrefs. */
+json_t *bk_repo_info(const bk_repo *r);
+
+/* Long operations (bk_verify, bk_expire) report progress here: what, done, total. */
+typedef void (*bk_progress_fn)(void *arg, const char *what, uint64_t done, uint64_t total);
+void bk_repo_set_progress(bk_repo *r, bk_progress_fn fn, void *arg);
+
+/* ---- writing one backup set ---- */
+
+typedef struct bk_writer bk_writer;
+
+/* Starts a set (first loading the index files other processes wrote since the open). */
+int bk_set_begin(bk_repo *r, bk_writer **out);
+/* Stores one block (1 <= len <= block size) unless the repository, or this writer, already has
+ * it: hash, look up, compress, encrypt, append to one of the writer's packs. Many threads may
+ * call it at once. *id gets the block's id; *stored_new (may be NULL) 1 when it was stored now.
+ * A failure here means the set cannot be committed (bk_set_commit returns it again). */
+int bk_put_block(bk_writer *w, const void *data, size_t len, uint8_t id[BK_ID_LEN],
+                 int *stored_new);
+/* One file of the set: its name (relative path in the set, unique in it), size, SHA-256 of the
+ * whole content and its block ids in order (every id must be in the repository or put by this
+ * writer, and their lengths must add up to size: InvalidParameter otherwise). meta: any JSON
+ * object kept with the file, or NULL (stolen). Thread-safe. */
+int bk_set_add_file(bk_writer *w, const char *name, uint64_t size, const uint8_t sha256[32],
+                    const uint8_t (*ids)[BK_ID_LEN], size_t nblocks, json_t *meta);
+/* Finishes the set: every pack it wrote is fsynced, renamed and indexed (durably), then the set
+ * file is written, last. doc: the set's own fields (see the top of this file), stolen. set_id
+ * gets the new set's id (64 hex digits). The writer is freed whatever the result; on failure no
+ * set is listed. No call to bk_put_block may still be running. */
+int bk_set_commit(bk_writer *w, json_t *doc, char set_id[65]);
+/* Drops the set: nothing is listed; the packs already written are finished and indexed so the
+ * next set reuses their blocks. Frees the writer. */
+void bk_set_abort(bk_writer *w);
+/* bytes given to bk_put_block, bytes written to packs (after compression and encryption), and
+ * how many blocks were new and how many were already there. Thread-safe. */
+void bk_writer_stats(const bk_writer *w, uint64_t *bytes_in, uint64_t *bytes_stored,
+                     uint64_t *blocks_new, uint64_t *blocks_reused);
+
+/* ---- reading ---- */
+
+/* Summaries of every set, oldest commit first (*sets: a JSON array; decref it). A set file
+ * that cannot be read is listed as {"id", "damaged": why}. */
+int bk_sets(bk_repo *r, json_t **sets);
+/* One whole set by id or unique id prefix (SetNotFound; InvalidParameter when ambiguous);
+ * a set file whose content does not match its name is RepositoryCorrupt. */
+int bk_set_load(bk_repo *r, const char *set_id, json_t **set);
+/* One block: read, authenticated (encrypted), decompressed, and its id checked. *data is
+ * malloc'd. ObjectNotFound when no index lists it, RepositoryCorrupt when it is damaged. */
+int bk_get_block(bk_repo *r, const uint8_t id[BK_ID_LEN], uint8_t **data, size_t *len);
+
+/* ---- verify ---- */
+
+/* One problem bk_verify found. Any of set, file, block, pack may be NULL when it does not
+ * apply (a damaged index file names no set; a damaged set file no block). */
+typedef struct bk_damage {
+    const char *set;   /* set id */
+    const char *file;  /* file name in the set */
+    const char *block; /* block id, hex */
+    const char *pack;  /* pack id */
+    uint64_t offset;   /* of the block's record in the pack */
+    const char *what;  /* what is wrong, one line */
+} bk_damage;
+typedef void (*bk_damage_cb)(void *arg, const bk_damage *d);
+
+/* Reads every block the set references (every set when set_id is NULL; a unique prefix is
+ * enough), checks each block's id, and each file's size and SHA-256; with set_id NULL also
+ * reports damaged set and index files. cb (may be NULL) gets each problem, from one thread at a
+ * time. *blocks_checked (may be NULL): block reads done. Returns 0 when all is well,
+ * RepositoryCorrupt when anything was reported, or the error that stopped it. Runs on every
+ * core. */
+int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64_t *blocks_checked);
+
+/* ---- expire ---- */
+
+/* Retention, per database (the set's "database" id, else its name): the newest keep_full full
+ * sets are kept with everything committed after the oldest of them (their incremental and
+ * differential chains, and copies); every older set of that database is deleted. A database
+ * with keep_full or fewer full sets loses nothing. Copy sets never count as a full (an
+ * incremental's base is the last full, not a copy), and a set naming several databases is
+ * deleted only when every one of them lets it go. Then packs: a pack no remaining set uses is
+ * deleted (its index first); a pack less than half used is rewritten with only its used blocks
+ * (new pack and index durable first, then the old ones removed); leftovers of killed writers
+ * (*.tmp, packs no index lists) are removed. Needs the repository to itself (RepositoryInUse
+ * while another handle or a writer has it) and every set file readable (RepositoryCorrupt
+ * otherwise: nothing is deleted). keep_full >= 1. *report (may be NULL): {"keep_full",
+ * "sets_deleted": [ids], "sets_kept", "packs_deleted", "packs_rewritten", "bytes_freed",
+ * "leftovers_removed"}. */
+int bk_expire(bk_repo *r, unsigned keep_full, json_t **report);
+
+#endif

@@ -1,0 +1,162 @@
+/* What the repository's files share (repo.c, pack.c, writer.c, verify.c, expire.c): the handle,
+ * the in-memory index, the crypto and the pack record format. Not for other parts. */
+#ifndef OM_BACKUP_REPO_INTERNAL_H
+#define OM_BACKUP_REPO_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "backup/repo.h"
+#include "base/uuid.h"
+#include "base/vfs.h"
+
+#define BK_PATH_MAX 4096
+
+/* ---- a hash table keyed by 32-byte ids ---- */
+
+/* The ids are hashes, so their first 8 bytes spread well on their own. */
+typedef struct bk_ent {
+    uint8_t id[BK_ID_LEN];
+    uint8_t used;
+    uint32_t pack;   /* index in bk_repo.packs (the repository's index) */
+    uint32_t stored; /* payload length in the pack */
+    uint32_t raw;    /* block length */
+    uint64_t off;    /* of the record header */
+} bk_ent;
+
+typedef struct bk_map {
+    bk_ent *slot;
+    size_t cap, n; /* cap: a power of two, or 0 */
+} bk_map;
+
+bk_ent *bk_map_get(const bk_map *m, const uint8_t id[BK_ID_LEN]);
+/* Adds e unless its id is there; returns the entry for the id (NULL: out of memory). *added
+ * (may be NULL) says which. */
+bk_ent *bk_map_put(bk_map *m, const bk_ent *e, int *added);
+void bk_map_free(bk_map *m);
+
+/* ---- the handle ---- */
+
+typedef struct bk_pack {
+    char name[33];
+    char **index; /* the index files that list it (normally one) */
+    int nindex;
+} bk_pack;
+
+struct bk_repo {
+    char *path;
+    om_vfs *vfs;
+    om_uuid uuid;
+    char uuid_str[37];
+    json_t *config;
+    uint32_t block_size, pack_size;
+    int zstd_level;
+    int encrypted;
+    uint8_t data_key[32], id_key[32];
+    void *mac; /* EVP_MAC_CTX keyed with id_key, duplicated per use */
+    int lock_fd;
+    int writers; /* open on this handle (atomic) */
+
+    /* The index: guarded by lk. */
+    pthread_rwlock_t lk;
+    bk_map index;  /* block id -> pack, offset, lengths */
+    bk_map loaded; /* index file names (as ids) already loaded */
+    bk_pack *packs;
+    uint32_t npacks, cappacks;
+    json_t *damage; /* [{"index": name, "pack": name or null, "what"}] found while loading */
+
+    bk_progress_fn progress;
+    void *progress_arg;
+};
+
+/* "<repo>/<rel>" into out. */
+int bk_path(const bk_repo *r, char *out, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---- ids, hex, crypto ---- */
+
+void bk_hex(const uint8_t *b, size_t n, char *out); /* 2n digits and a NUL */
+/* 0, or -1 when s is not exactly 2n hex digits. */
+int bk_unhex(const char *s, uint8_t *b, size_t n);
+/* The repository's id function: SHA-256, or HMAC-SHA256 with the id key. */
+int bk_id_of(const bk_repo *r, const void *data, size_t len, uint8_t id[BK_ID_LEN]);
+/* AES-256-GCM with a random nonce: out = nonce | ciphertext | tag (len + 28 bytes). */
+int bk_seal(const uint8_t key[32], const void *aad, size_t aadlen, const void *in, size_t len,
+            uint8_t *out);
+/* The reverse; RepositoryCorrupt (detail "authentication failed") when it does not verify. out
+ * has room for len - 28 bytes. */
+int bk_open_sealed(const uint8_t key[32], const void *aad, size_t aadlen, const uint8_t *in,
+                   size_t len, uint8_t *out);
+#define BK_SEAL_OVERHEAD 28
+
+/* ---- packs (pack.c) ---- */
+
+#define BK_PACK_HDR   32
+#define BK_REC_HDR    56
+#define BK_REC_MAGIC  0x314b424fu /* "OBK1" */
+#define BK_REC_ZSTD   1u
+#define BK_REC_AESGCM 2u
+
+typedef struct bk_rec {
+    uint32_t flags, raw, stored;
+    uint8_t id[BK_ID_LEN];
+} bk_rec;
+
+void bk_rec_encode(const bk_rec *h, uint64_t off, uint8_t out[BK_REC_HDR]);
+/* 0, or RepositoryCorrupt with what is wrong in the detail. */
+int bk_rec_decode(const uint8_t in[BK_REC_HDR], uint64_t off, bk_rec *h);
+/* Compresses (when it helps) and encrypts one block into a malloc'd payload. */
+int bk_block_encode(const bk_repo *r, void *zctx, const uint8_t id[BK_ID_LEN], const void *data,
+                    size_t len, uint8_t **payload, uint32_t *stored, uint32_t *flags);
+/* Reads the record at (pack, off) whose index entry says stored/raw, and checks it all; *data
+ * malloc'd. The detail of a failure is what is wrong (without the pack's name). */
+int bk_block_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_t id[BK_ID_LEN],
+                  uint32_t stored, uint32_t raw, uint8_t **data);
+/* The raw record (header and payload) at off, checked as bk_block_read does. */
+int bk_record_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_t id[BK_ID_LEN],
+                   uint32_t stored, uint32_t raw, uint8_t **rec);
+
+/* A pack being written: one thread at a time appends to it. */
+typedef struct bk_packw {
+    char name[33];
+    om_file *f;
+    uint64_t off;
+    bk_ent *ents;
+    size_t n, cap;
+} bk_packw;
+
+int bk_packw_create(bk_repo *r, bk_packw **out);
+/* Appends a record (payload already encoded). */
+int bk_packw_append(bk_packw *p, const bk_rec *h, const uint8_t *payload);
+/* Makes the pack durable and listed: fsync, rename, directory fsync, index written durably,
+ * entries added to the in-memory index. Frees p, whatever the result. An empty pack is
+ * removed. */
+int bk_packw_finish(bk_repo *r, bk_packw *p);
+/* Drops an unfinished pack and its temporary file. */
+void bk_packw_discard(bk_repo *r, bk_packw *p);
+
+/* ---- the index (repo.c) ---- */
+
+/* Loads index files not loaded yet. */
+int bk_index_refresh(bk_repo *r);
+/* Forgets the in-memory index and loads it again (after bk_expire removed packs). */
+int bk_index_reload(bk_repo *r);
+/* Adds one pack's entries, found in index file idxname (its name as 64 hex digits). Takes
+ * lk. */
+int bk_index_add(bk_repo *r, const char *pack, const char *idxname, const bk_ent *ents, size_t n);
+/* Copies the entry for id (0), or ObjectNotFound; pack gets the pack's name. */
+int bk_index_find(bk_repo *r, const uint8_t id[BK_ID_LEN], bk_ent *e, char pack[33]);
+
+/* ---- sets (repo.c) ---- */
+
+/* The set ids (64 hex digits each, unsorted) in sets/. */
+int bk_set_ids(bk_repo *r, char (**ids)[65], size_t *n);
+/* One set file by full id, checked against its name. */
+int bk_set_read(bk_repo *r, const char *id, json_t **set);
+/* The database keys a set names ("database" id or name; "databases"): a JSON array of strings,
+ * ["" ] when it names none. */
+json_t *bk_set_db_keys(json_t *set);
+
+void bk_progress(bk_repo *r, const char *what, uint64_t done, uint64_t total);
+
+#endif

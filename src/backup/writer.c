@@ -1,0 +1,365 @@
+/* Writing one backup set (repo.h has the contract).
+ *
+ * bk_put_block runs on many threads at once. Each block goes: id (no lock) -> already in this
+ * writer or in the repository's index? (reused) -> claimed in this writer's map (under m, so two
+ * threads with the same new block store it once) -> compressed and encrypted (no lock) -> one
+ * free pack taken from the writer's pool (under m), appended to by this thread alone, then
+ * returned to the pool, or finished when full (made durable and indexed, no lock held).
+ * A failure is sticky: the set can no longer be committed, since a claimed block may be
+ * missing. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/evp.h>
+#include <zstd.h>
+
+#include "backup/repo_internal.h"
+#include "base/error.h"
+#include "base/time.h"
+
+struct bk_writer {
+    bk_repo *r;
+    pthread_mutex_t m;
+    bk_map mine; /* blocks put by this writer (raw length) */
+    bk_packw **pool;
+    size_t npool, cappool;
+    ZSTD_CCtx **zc;
+    size_t nzc, capzc;
+    json_t *files, *names;
+    uint64_t bytes_in, bytes_stored, blocks_new, blocks_reused;
+    uint64_t size; /* of the files */
+    int failed;
+    char failed_detail[512];
+};
+
+int bk_set_begin(bk_repo *r, bk_writer **out)
+{
+    *out = NULL;
+    int rc = bk_index_refresh(r);
+    if (rc) return rc;
+    bk_writer *w = calloc(1, sizeof *w);
+    if (!w || !(w->files = json_array()) || !(w->names = json_object())) {
+        if (w) {
+            json_decref(w->files);
+            free(w);
+        }
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    w->r = r;
+    pthread_mutex_init(&w->m, NULL);
+    __atomic_add_fetch(&r->writers, 1, __ATOMIC_ACQ_REL);
+    *out = w;
+    return 0;
+}
+
+static void writer_free(bk_writer *w)
+{
+    for (size_t i = 0; i < w->npool; i++)
+        bk_packw_discard(w->r, w->pool[i]);
+    for (size_t i = 0; i < w->nzc; i++)
+        ZSTD_freeCCtx(w->zc[i]);
+    free(w->pool);
+    free(w->zc);
+    bk_map_free(&w->mine);
+    json_decref(w->files);
+    json_decref(w->names);
+    __atomic_sub_fetch(&w->r->writers, 1, __ATOMIC_ACQ_REL);
+    pthread_mutex_destroy(&w->m);
+    free(w);
+}
+
+/* Records the first failure (m held). */
+static int fail_locked(bk_writer *w, int rc)
+{
+    if (!w->failed) {
+        w->failed = rc;
+        snprintf(w->failed_detail, sizeof w->failed_detail, "%s", om_err_detail());
+    }
+    return rc;
+}
+
+static int fail(bk_writer *w, int rc)
+{
+    pthread_mutex_lock(&w->m);
+    fail_locked(w, rc);
+    pthread_mutex_unlock(&w->m);
+    return rc;
+}
+
+static int push(void ***v, size_t *n, size_t *cap, void *x)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 8;
+        void **nv = realloc(*v, c * sizeof *nv);
+        if (!nv) return -1;
+        *v = nv;
+        *cap = c;
+    }
+    (*v)[(*n)++] = x;
+    return 0;
+}
+
+static void count_reused(bk_writer *w, size_t len)
+{
+    w->blocks_reused++;
+    w->bytes_in += len;
+}
+
+/* 1 when the block is already stored or claimed (counted as reused), 0 when this call claimed
+ * it, <0 on error. */
+static int claim(bk_writer *w, const uint8_t id[BK_ID_LEN], size_t len)
+{
+    bk_ent e = {0}, have;
+    memcpy(e.id, id, BK_ID_LEN);
+    e.raw = (uint32_t)len;
+    pthread_mutex_lock(&w->m);
+    int rc = w->failed ? om_errf(w->failed, "%s", w->failed_detail) : 0;
+    if (!rc && bk_map_get(&w->mine, id)) {
+        count_reused(w, len);
+        rc = 1;
+    }
+    pthread_mutex_unlock(&w->m);
+    if (rc) return rc;
+    int in_repo = bk_index_find(w->r, id, &have, NULL) == 0;
+    om_err_clear();
+    int added = 0;
+    pthread_mutex_lock(&w->m);
+    if (!bk_map_put(&w->mine, &e, &added))
+        rc = fail_locked(w, om_errf(OM_E_OutOfMemory, "out of memory"));
+    else if (in_repo || !added) {
+        count_reused(w, len);
+        rc = 1;
+    }
+    pthread_mutex_unlock(&w->m);
+    return rc;
+}
+
+static int encode(bk_writer *w, const uint8_t id[BK_ID_LEN], const void *data, size_t len,
+                  uint8_t **payload, bk_rec *h)
+{
+    ZSTD_CCtx *z = NULL;
+    pthread_mutex_lock(&w->m);
+    if (w->nzc) z = w->zc[--w->nzc];
+    pthread_mutex_unlock(&w->m);
+    if (!z && !(z = ZSTD_createCCtx())) return om_errf(OM_E_OutOfMemory, "out of memory");
+    memcpy(h->id, id, BK_ID_LEN);
+    h->raw = (uint32_t)len;
+    int rc = bk_block_encode(w->r, z, id, data, len, payload, &h->stored, &h->flags);
+    pthread_mutex_lock(&w->m);
+    if (push((void ***)&w->zc, &w->nzc, &w->capzc, z)) ZSTD_freeCCtx(z);
+    pthread_mutex_unlock(&w->m);
+    return rc;
+}
+
+/* Appends to a pack from the pool (or a new one); finishes it when full. */
+static int append(bk_writer *w, const bk_rec *h, const uint8_t *payload)
+{
+    bk_packw *p = NULL;
+    pthread_mutex_lock(&w->m);
+    if (w->npool) p = w->pool[--w->npool];
+    pthread_mutex_unlock(&w->m);
+    int rc = p ? 0 : bk_packw_create(w->r, &p);
+    if (!rc) rc = bk_packw_append(p, h, payload);
+    if (rc) {
+        bk_packw_discard(w->r, p);
+        return rc;
+    }
+    if (p->off >= w->r->pack_size) return bk_packw_finish(w->r, p);
+    pthread_mutex_lock(&w->m);
+    if (push((void ***)&w->pool, &w->npool, &w->cappool, p)) {
+        pthread_mutex_unlock(&w->m);
+        return bk_packw_finish(w->r, p);
+    }
+    pthread_mutex_unlock(&w->m);
+    return 0;
+}
+
+int bk_put_block(bk_writer *w, const void *data, size_t len, uint8_t id[BK_ID_LEN], int *stored_new)
+{
+    if (stored_new) *stored_new = 0;
+    if (!len || len > w->r->block_size)
+        return om_errf(OM_E_InvalidParameter, "a block of %zu bytes (the block size is %u)", len,
+                       w->r->block_size);
+    int rc = bk_id_of(w->r, data, len, id);
+    if (!rc) rc = claim(w, id, len);
+    if (rc) return rc < 0 ? fail(w, rc) : 0;
+    uint8_t *payload = NULL;
+    bk_rec h = {0};
+    rc = encode(w, id, data, len, &payload, &h);
+    if (!rc) rc = append(w, &h, payload);
+    free(payload);
+    if (rc) return fail(w, rc);
+    pthread_mutex_lock(&w->m);
+    w->blocks_new++;
+    w->bytes_in += len;
+    w->bytes_stored += BK_REC_HDR + h.stored;
+    pthread_mutex_unlock(&w->m);
+    if (stored_new) *stored_new = 1;
+    return 0;
+}
+
+/* The length of a block this writer put or the repository has; 0 when neither. */
+static uint32_t block_len(bk_writer *w, const uint8_t id[BK_ID_LEN])
+{
+    pthread_mutex_lock(&w->m);
+    const bk_ent *e = bk_map_get(&w->mine, id);
+    uint32_t raw = e ? e->raw : 0;
+    pthread_mutex_unlock(&w->m);
+    bk_ent have;
+    if (!raw && bk_index_find(w->r, id, &have, NULL) == 0) raw = have.raw;
+    om_err_clear();
+    return raw;
+}
+
+int bk_set_add_file(bk_writer *w, const char *name, uint64_t size, const uint8_t sha256[32],
+                    const uint8_t (*ids)[BK_ID_LEN], size_t nblocks, json_t *meta)
+{
+    int rc = 0;
+    char *blocks = malloc(nblocks * 64 + 1), sha[65];
+    uint64_t sum = 0;
+    if (!blocks) {
+        json_decref(meta);
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    blocks[0] = 0;
+    if (!name || !*name)
+        rc = om_errf(OM_E_InvalidParameter, "a file of a set needs a name");
+    else if (meta && !json_is_object(meta))
+        rc = om_errf(OM_E_InvalidParameter, "%s: meta must be a JSON object", name);
+    for (size_t i = 0; i < nblocks && !rc; i++) {
+        uint32_t raw = block_len(w, ids[i]);
+        bk_hex(ids[i], BK_ID_LEN, blocks + 64 * i);
+        if (!raw)
+            rc = om_errf(OM_E_InvalidParameter, "%s: block %zu (%s) was never stored", name, i,
+                         blocks + 64 * i);
+        sum += raw;
+    }
+    if (!rc && sum != size)
+        rc = om_errf(OM_E_InvalidParameter, "%s: its blocks hold %llu bytes, not its size %llu",
+                     name, (unsigned long long)sum, (unsigned long long)size);
+    json_t *f = NULL;
+    if (!rc) {
+        bk_hex(sha256, 32, sha);
+        f = json_pack("{s:s, s:I, s:s, s:s}", "name", name, "size", (json_int_t)size, "sha256", sha,
+                      "blocks", blocks);
+        if (!f) rc = om_errf(OM_E_InvalidParameter, "%s: not a valid file name (UTF-8)", name);
+    }
+    if (!rc && meta) json_object_set(f, "meta", meta);
+    pthread_mutex_lock(&w->m);
+    if (!rc && json_object_get(w->names, name))
+        rc = om_errf(OM_E_InvalidParameter, "%s is already in the set", name);
+    if (!rc) {
+        json_object_set_new(w->names, name, json_true());
+        json_array_append(w->files, f);
+        w->size += size;
+    }
+    pthread_mutex_unlock(&w->m);
+    json_decref(f);
+    json_decref(meta);
+    free(blocks);
+    return rc;
+}
+
+void bk_writer_stats(const bk_writer *w, uint64_t *bytes_in, uint64_t *bytes_stored,
+                     uint64_t *blocks_new, uint64_t *blocks_reused)
+{
+    bk_writer *mw = (bk_writer *)w; /* the mutex, not the stats, changes */
+    pthread_mutex_lock(&mw->m);
+    if (bytes_in) *bytes_in = w->bytes_in;
+    if (bytes_stored) *bytes_stored = w->bytes_stored;
+    if (blocks_new) *blocks_new = w->blocks_new;
+    if (blocks_reused) *blocks_reused = w->blocks_reused;
+    pthread_mutex_unlock(&mw->m);
+}
+
+/* Finishes every pack in the pool; the first error. */
+static int finish_packs(bk_writer *w)
+{
+    int rc = 0;
+    while (w->npool) {
+        int prc = bk_packw_finish(w->r, w->pool[--w->npool]);
+        if (!rc) rc = prc;
+    }
+    return rc;
+}
+
+static char *b64(const uint8_t *b, size_t n)
+{
+    char *s = malloc((n + 2) / 3 * 4 + 1);
+    if (s) EVP_EncodeBlock((unsigned char *)s, b, (int)n);
+    return s;
+}
+
+/* The set file's content and id: the document itself, or sealed. */
+static int set_file(bk_repo *r, const char *text, char id[65], char **file)
+{
+    uint8_t bid[BK_ID_LEN];
+    size_t n = strlen(text);
+    int rc = bk_id_of(r, text, n, bid);
+    if (rc) return rc;
+    bk_hex(bid, BK_ID_LEN, id);
+    if (!r->encrypted) {
+        *file = strdup(text);
+        return *file ? 0 : om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    uint8_t *sealed = malloc(n + BK_SEAL_OVERHEAD);
+    char *enc = NULL;
+    if (!sealed) return om_errf(OM_E_OutOfMemory, "out of memory");
+    rc = bk_seal(r->data_key, "set", 3, text, n, sealed);
+    if (!rc && !(enc = b64(sealed, n + BK_SEAL_OVERHEAD)))
+        rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    free(sealed);
+    json_t *env = rc ? NULL : json_pack("{s:i, s:s}", "version", 1, "sealed", enc);
+    free(enc);
+    if (!rc && !(*file = json_dumps(env, JSON_COMPACT)))
+        rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    json_decref(env);
+    return rc;
+}
+
+int bk_set_commit(bk_writer *w, json_t *doc, char set_id[65])
+{
+    bk_repo *r = w->r;
+    char *text = NULL, *file = NULL, path[BK_PATH_MAX], t[40];
+    set_id[0] = 0;
+    int rc = w->failed ? om_errf(w->failed, "%s", w->failed_detail) : 0;
+    if (!rc && !json_is_object(doc))
+        rc = om_errf(OM_E_InvalidParameter, "the set document must be a JSON object");
+    int frc = finish_packs(w);
+    if (!rc) rc = frc;
+    if (rc) goto out;
+    uint64_t now = om_now_ns();
+    json_object_set(doc, "files", w->files);
+    json_object_set_new(doc, "bytes", json_integer((json_int_t)w->size));
+    json_object_set_new(doc, "bytes_stored", json_integer((json_int_t)w->bytes_stored));
+    json_object_set_new(doc, "blocks_new", json_integer((json_int_t)w->blocks_new));
+    json_object_set_new(doc, "blocks_reused", json_integer((json_int_t)w->blocks_reused));
+    json_object_set_new(doc, "committed_ns", json_integer((json_int_t)now));
+    json_object_del(doc, "id");
+    if (!json_is_string(json_object_get(doc, "time")))
+        json_object_set_new(doc, "time", json_string(om_time_iso(now, t, sizeof t)));
+    if (!(text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS))) {
+        rc = om_errf(OM_E_InvalidParameter, "the set document cannot be written as JSON");
+        goto out;
+    }
+    rc = set_file(r, text, set_id, &file);
+    if (!rc) rc = bk_path(r, path, sizeof path, "sets/%s.json", set_id);
+    /* Last: the set is listed only now, after every pack and index it uses is durable. */
+    if (!rc) rc = om_write_file_durable(r->vfs, path, file, strlen(file));
+    if (rc) set_id[0] = 0;
+out:
+    if (rc) om_err_ctx(rc, "committing the set");
+    free(text);
+    free(file);
+    json_decref(doc);
+    writer_free(w);
+    return rc;
+}
+
+void bk_set_abort(bk_writer *w)
+{
+    if (!w) return;
+    int rc = finish_packs(w);
+    if (rc) om_err_clear();
+    writer_free(w);
+}
