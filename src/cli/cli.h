@@ -123,11 +123,21 @@ int cli_write_stdout(const void *p, size_t n);
 /* dbutil check-set (cli_dbutil_check.c). */
 int cli_dbutil_check_set(const cli_args *a);
 
+/* The passphrase of an encrypted backup repository: the first line of --passphrase-file F, else
+ * $OMBRA_REPO_PASSPHRASE, never an argument (cli_repo.c). The command must have the option
+ * "passphrase-file". buf holds a file's passphrase; *out is NULL when neither is given. An error
+ * code (not printed). */
+int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out);
+
 /* The groups, in the order `ombra --help` lists them. */
 extern const cli_group cli_db_group;
 extern const cli_group cli_mail_group;
 extern const cli_group cli_dbutil_group;
 extern const cli_group cli_vss_group;
 extern const cli_group cli_backup_group;
+extern const cli_group cli_repo_group;
+extern const cli_group cli_backups_group;
+extern const cli_group cli_verify_group;
+extern const cli_group cli_expire_group;
 
 #endif

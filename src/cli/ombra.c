@@ -21,6 +21,10 @@ static const cli_group *const groups[] = {
     &cli_mail_group,
     &cli_dbutil_group,
     &cli_vss_group,
+    &cli_repo_group,
+    &cli_backups_group,
+    &cli_verify_group,
+    &cli_expire_group,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
