@@ -1,0 +1,197 @@
+"""The backup repository from the command line (ombra repo init, backups list|show, verify,
+expire), no daemon involved. Sets are written by tests/tools/repo_writer through backup/repo.h,
+so these tests do not depend on `ombra backup`."""
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+
+class Cli:
+    def __init__(self, build_dir, tmp):
+        self.ombra = build_dir / "src" / "cli" / "ombra"
+        self.writer = build_dir / "tests" / "tools" / "repo_writer"
+        self.tmp = pathlib.Path(tmp)
+        self.env = {k: v for k, v in os.environ.items() if k != "OMBRA_REPO_PASSPHRASE"}
+
+    def run(self, *args, rc=0, env=None):
+        p = subprocess.run([str(self.ombra)] + [str(a) for a in args], capture_output=True,
+                           text=True, env=dict(self.env, **(env or {})), timeout=120)
+        desc = f"$ ombra {' '.join(map(str, args))}\nexit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        if rc is not None:
+            assert p.returncode == rc, desc
+        if p.returncode != 0:
+            # every failure is one line on stderr
+            assert p.stderr.count("\n") == 1 and p.stderr.startswith("ombra: "), desc
+        return p
+
+    def json(self, *args, env=None):
+        return json.loads(self.run(*args, "--json", env=env).stdout)
+
+    def write_set(self, repo, type_, db, *files, passphrase=None):
+        env = dict(self.env)
+        if passphrase:
+            env["OMBRA_REPO_PASSPHRASE"] = passphrase
+        p = subprocess.run([str(self.writer), str(repo), type_, db] + [str(f) for f in files],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+
+
+@pytest.fixture
+def cli(build_dir, tmp_path):
+    c = Cli(build_dir, tmp_path)
+    for b in (c.ombra, c.writer):
+        if not os.access(b, os.X_OK):
+            pytest.fail(f"{b} is not built: run 'ninja -C {build_dir}' first")
+    return c
+
+
+def data_files(d, seed):
+    """An .edb of random bytes and a compressible log."""
+    d.mkdir(exist_ok=True)
+    edb, log = d / "mail.edb", d / "E0000000001.log"
+    edb.write_bytes(os.urandom(300_000))
+    log.write_bytes((f"log {seed} " * 50_000).encode()[:250_000])
+    return edb, log
+
+
+def test_init_then_an_empty_repository_lists_nothing_and_verifies(cli, tmp_path):
+    repo = tmp_path / "repo"
+    out = cli.run("repo", "init", repo, "--block-size", "64K", "--zstd-level", "5").stdout
+    assert "64 KiB" in out and "zstd level 5" in out and "encryption:  none" in out
+    cfg = json.loads((repo / "config.json").read_text())
+    assert cfg["block_size"] == 65536 and cfg["encryption"] is None
+    assert cli.run("backups", "list", "--repo", repo).stdout.startswith("no backup sets")
+    assert cli.json("backups", "list", "--repo", repo) == []
+    cli.run("verify", "--repo", repo)
+    v = cli.json("verify", "--repo", repo)
+    assert v["ok"] is True and v["damage"] == []
+    r = cli.run("backups", "show", "0123abcd", "--repo", repo, rc=1)
+    assert "SetNotFound" in r.stderr
+    assert cli.json("expire", "--repo", repo, "--keep-full", "1")["sets_deleted"] == []
+    # not twice, and not into a directory that holds something
+    assert "FileAlreadyExists" in cli.run("repo", "init", repo, rc=1).stderr
+    cli.run("repo", "init", tmp_path / "new", "--block-size", "5000", rc=2)
+    assert "NotRepository" in cli.run("backups", "list", "--repo", tmp_path, rc=1).stderr
+
+
+def test_encrypted_repository_takes_its_passphrase_from_a_file_or_the_environment_only(cli, tmp_path):
+    repo, pw, bad = tmp_path / "repo", tmp_path / "pw", tmp_path / "bad"
+    pw.write_text("correct horse battery staple\n")
+    bad.write_text("wrong horse\n")
+    # never as an argument
+    r = cli.run("repo", "init", repo, "--encrypt", "--passphrase", "x", rc=2)
+    assert "unknown option '--passphrase'" in r.stderr
+    assert "needs a passphrase" in cli.run("repo", "init", repo, "--encrypt", rc=2).stderr
+    assert not repo.exists()
+    out = cli.run("repo", "init", repo, "--encrypt", "--passphrase-file", pw).stdout
+    assert "AES-256-GCM" in out
+    cfg = json.loads((repo / "config.json").read_text())
+    assert cfg["encryption"]["kdf"]["name"] == "scrypt" and "correct" not in json.dumps(cfg)
+
+    # a wrong or missing passphrase: one clear line
+    r = cli.run("backups", "list", "--repo", repo, "--passphrase-file", bad, rc=1)
+    assert "wrong passphrase" in r.stderr and "-9200 BadPassphrase" in r.stderr
+    r = cli.run("backups", "list", "--repo", repo, rc=1)
+    assert "passphrase is needed" in r.stderr and "BadPassphrase" in r.stderr
+    r = cli.run("verify", "--repo", repo, env={"OMBRA_REPO_PASSPHRASE": "nope"}, rc=1)
+    assert "wrong passphrase" in r.stderr
+
+    edb, log = data_files(tmp_path / "data", 1)
+    sid = cli.write_set(repo, "full", "mail1", edb, log, passphrase="correct horse battery staple")
+    assert cli.run("backups", "list", "--repo", repo, "--passphrase-file", pw).stdout.count(sid[:12]) == 1
+    sets = cli.json("backups", "list", "--repo", repo,
+                    env={"OMBRA_REPO_PASSPHRASE": "correct horse battery staple"})
+    assert [s["id"] for s in sets] == [sid]
+    cli.run("verify", "--repo", repo, "--passphrase-file", pw)
+    # nothing readable on disk: neither content nor file names
+    for f in repo.rglob("*"):
+        if f.is_file():
+            b = f.read_bytes()
+            assert b"log 1 " not in b and b"mail.edb" not in b, f
+
+
+def test_list_and_show_describe_each_set(cli, tmp_path):
+    repo = tmp_path / "repo"
+    cli.run("repo", "init", repo, "--block-size", "64K")
+    edb, log = data_files(tmp_path / "data", 2)
+    full = cli.write_set(repo, "full", "mail1", edb, log)
+    inc = cli.write_set(repo, "incremental", "mail1", log)
+    out = cli.run("backups", "list", "--repo", repo).stdout.splitlines()
+    assert out[0].split() == ["ID", "TYPE", "TIME", "SERVER", "DATABASE", "LOGS", "SIZE", "NEW",
+                              "PARENT"]
+    assert out[1].startswith(full[:12]) and " full " in out[1] and "mail1" in out[1]
+    assert "srv1" in out[1] and " 1-3 " in out[1]
+    assert out[2].startswith(inc[:12]) and " incremental " in out[2]
+    sets = cli.json("backups", "list", "--repo", repo)
+    assert [s["id"] for s in sets] == [full, inc]  # oldest first
+    assert sets[0]["bytes"] == 550_000 and sets[0]["nfiles"] == 2 and "files" not in sets[0]
+    assert sets[1]["bytes_stored"] == 0  # the log was already there
+
+    show = cli.run("backups", "show", full[:8], "--repo", repo).stdout
+    assert full in show and "mail.edb" in show and "E0000000001.log" in show
+    s = cli.json("backups", "show", full[:8], "--repo", repo)
+    assert s["id"] == full and s["type"] == "full" and s["database"]["name"] == "mail1"
+    assert [f["name"] for f in s["files"]] == ["mail.edb", "E0000000001.log"]
+    assert s["files"][0]["size"] == 300_000 and len(s["files"][0]["blocks"]) == 5 * 64
+
+
+def test_verify_names_the_damaged_set_file_and_block(cli, tmp_path):
+    repo = tmp_path / "repo"
+    cli.run("repo", "init", repo, "--block-size", "64K")
+    edb, log = data_files(tmp_path / "data", 3)
+    sid = cli.write_set(repo, "full", "mail1", edb, log)
+    other = cli.write_set(repo, "full", "mail2", log)  # shares the log's blocks
+    cli.run("verify", "--repo", repo)
+
+    # flip one byte of the first block of the .edb (random data is stored as it is)
+    s = cli.json("backups", "show", sid, "--repo", repo)
+    block = s["files"][0]["blocks"][:64]
+    idx = [json.loads(p.read_text()) for p in (repo / "index").glob("*.json")]
+    pack, off = next((i["pack"], b[1]) for i in idx for b in i["blocks"] if b[0] == block)
+    p = repo / "packs" / pack[:2] / pack
+    data = bytearray(p.read_bytes())
+    data[off + 56 + 1000] ^= 0x40
+    p.write_bytes(bytes(data))
+
+    r = cli.run("verify", "--repo", repo, rc=1)
+    damaged = [l for l in r.stdout.splitlines() if l.startswith("damaged:")]
+    assert len(damaged) == 1, r.stdout
+    assert sid in damaged[0] and "mail.edb" in damaged[0] and block in damaged[0] and pack in damaged[0]
+    assert "RepositoryCorrupt" in r.stderr and "1 problem" in r.stderr
+    v = json.loads(cli.run("verify", "--repo", repo, "--json", rc=1).stdout)
+    assert v["ok"] is False
+    assert [(d["set"], d["file"], d["block"], d["pack"]) for d in v["damage"]] == \
+        [(sid, "mail.edb", block, pack)]
+    # the other set does not use that block
+    cli.run("verify", "--repo", repo, other[:10])
+    cli.run("verify", "--repo", repo, sid[:10], rc=1)
+
+    # a damaged set file is named too, and expire deletes nothing while it is
+    (repo / "sets" / f"{other}.json").write_text('{"type":"full"}')
+    r = cli.run("verify", "--repo", repo, rc=1)
+    assert any(other in l and "does not match its name" in l for l in r.stdout.splitlines()), r.stdout
+    assert "RepositoryCorrupt" in cli.run("expire", "--repo", repo, "--keep-full", "1", rc=1).stderr
+    listing = cli.run("backups", "list", "--repo", repo).stdout
+    assert "DAMAGED" in listing
+
+
+def test_expire_keeps_the_newest_chains(cli, tmp_path):
+    repo = tmp_path / "repo"
+    cli.run("repo", "init", repo, "--block-size", "64K")
+    ids = []
+    for i in range(3):
+        edb, log = data_files(tmp_path / f"d{i}", 10 + i)
+        ids.append(cli.write_set(repo, "full", "mail1", edb, log))
+        ids.append(cli.write_set(repo, "incremental", "mail1", log))
+    cli.run("expire", "--repo", repo, "--keep-full", "0", rc=2)
+    rep = cli.json("expire", "--repo", repo, "--keep-full", "2")
+    assert sorted(rep["sets_deleted"]) == sorted(ids[:2])
+    assert rep["sets_kept"] == 4 and rep["packs_deleted"] >= 1 and rep["bytes_freed"] > 0
+    assert [s["id"] for s in cli.json("backups", "list", "--repo", repo)] == ids[2:]
+    cli.run("verify", "--repo", repo)
+    out = cli.run("expire", "--repo", repo, "--keep-full", "1").stdout
+    assert "kept 2 sets, deleted 2" in out
