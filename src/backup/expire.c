@@ -228,9 +228,8 @@ static int flush_rewrites(expire *x)
     }
     for (size_t i = 0; i < x->nmoved && !rc; i++) {
         pthread_rwlock_rdlock(&x->r->lk);
-        const bk_pack *p = NULL;
-        for (uint32_t k = 0; k < x->r->npacks && !p; k++)
-            if (!strcmp(x->r->packs[k].name, x->moved[i])) p = &x->r->packs[k];
+        int64_t k = bk_pack_find(x->r, x->moved[i]);
+        const bk_pack *p = k >= 0 ? &x->r->packs[k] : NULL;
         bk_pack copy = p ? *p : (bk_pack){0};
         pthread_rwlock_unlock(&x->r->lk);
         if (p) rc = remove_pack(x, &copy);
@@ -349,10 +348,8 @@ typedef struct sweep {
 
 static int known_pack(bk_repo *r, const char *name)
 {
-    int found = 0;
     pthread_rwlock_rdlock(&r->lk);
-    for (uint32_t i = 0; i < r->npacks && !found; i++)
-        found = !strcmp(r->packs[i].name, name);
+    int found = bk_pack_find(r, name) >= 0;
     pthread_rwlock_unlock(&r->lk);
     return found;
 }

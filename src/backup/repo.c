@@ -430,6 +430,7 @@ static void forget_index(bk_repo *r)
 {
     bk_map_free(&r->index);
     bk_map_free(&r->loaded);
+    bk_map_free(&r->packno);
     for (uint32_t i = 0; i < r->npacks; i++) {
         for (int k = 0; k < r->packs[i].nindex; k++)
             free(r->packs[i].index[k]);
@@ -492,11 +493,24 @@ static void add_damage(bk_repo *r, const char *idx, const char *pack, const char
                           json_pack("{s:s, s:s?, s:s}", "index", idx, "pack", pack, "what", what));
 }
 
+static int pack_key(const char *name, uint8_t key[BK_ID_LEN])
+{
+    memset(key, 0, BK_ID_LEN);
+    return bk_unhex(name, key, 16);
+}
+
+int64_t bk_pack_find(const bk_repo *r, const char *name)
+{
+    uint8_t key[BK_ID_LEN];
+    const bk_ent *e = pack_key(name, key) ? NULL : bk_map_get(&r->packno, key);
+    return e ? (int64_t)e->pack : -1;
+}
+
 /* The pack's number in r->packs (added when new), or -1 when out of memory. lk held. */
 static int64_t pack_no(bk_repo *r, const char *name)
 {
-    for (uint32_t i = r->npacks; i-- > 0;)
-        if (strcmp(r->packs[i].name, name) == 0) return i;
+    int64_t have = bk_pack_find(r, name);
+    if (have >= 0) return have;
     if (r->npacks == r->cappacks) {
         uint32_t cap = r->cappacks ? r->cappacks * 2 : 64;
         bk_pack *p = realloc(r->packs, cap * sizeof *p);
@@ -504,6 +518,8 @@ static int64_t pack_no(bk_repo *r, const char *name)
         r->packs = p;
         r->cappacks = cap;
     }
+    bk_ent k = {.pack = r->npacks};
+    if (pack_key(name, k.id) || !bk_map_put(&r->packno, &k, NULL)) return -1;
     bk_pack *p = &r->packs[r->npacks];
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "%s", name);

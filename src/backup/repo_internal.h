@@ -63,6 +63,7 @@ struct bk_repo {
     bk_map loaded; /* index file names (as ids) already loaded */
     bk_pack *packs;
     uint32_t npacks, cappacks;
+    bk_map packno;  /* pack name (its 16 bytes) -> index in packs (the entry's pack field) */
     json_t *damage; /* [{"index": name, "pack": name or null, "what"}] found while loading */
 
     bk_progress_fn progress;
@@ -144,6 +145,8 @@ int bk_index_reload(bk_repo *r);
 /* Adds one pack's entries, found in index file idxname (its name as 64 hex digits). Takes
  * lk. */
 int bk_index_add(bk_repo *r, const char *pack, const char *idxname, const bk_ent *ents, size_t n);
+/* The pack's index in r->packs, or -1 when no index lists it. lk held. */
+int64_t bk_pack_find(const bk_repo *r, const char *name);
 /* Copies the entry for id (0), or ObjectNotFound; pack gets the pack's name. */
 int bk_index_find(bk_repo *r, const uint8_t id[BK_ID_LEN], bk_ent *e, char pack[33]);
 
