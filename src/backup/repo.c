@@ -415,6 +415,7 @@ int bk_repo_open(const char *path, const char *passphrase, bk_repo **out)
     r->lock_fd = -1;
     r->damage = json_array();
     pthread_rwlock_init(&r->lk, NULL);
+    pthread_mutex_init(&r->refresh, NULL);
     int rc = read_config(r, passphrase);
     if (!rc) rc = take_lock(r);
     if (!rc) rc = bk_index_refresh(r);
@@ -455,6 +456,7 @@ void bk_repo_close(bk_repo *r)
     OPENSSL_cleanse(r->id_key, sizeof r->id_key);
     if (r->lock_fd >= 0) close(r->lock_fd); /* releases the flock */
     pthread_rwlock_destroy(&r->lk);
+    pthread_mutex_destroy(&r->refresh);
     free(r->path);
     free(r);
 }
@@ -489,8 +491,10 @@ void bk_progress(bk_repo *r, const char *what, uint64_t done, uint64_t total)
 static void add_damage(bk_repo *r, const char *idx, const char *pack, const char *what)
 {
     om_warn("repository %s: index/%s.json: %s", r->path, idx, what);
+    pthread_rwlock_wrlock(&r->lk);
     json_array_append_new(r->damage,
                           json_pack("{s:s, s:s?, s:s}", "index", idx, "pack", pack, "what", what));
+    pthread_rwlock_unlock(&r->lk);
 }
 
 static int pack_key(const char *name, uint8_t key[BK_ID_LEN])
@@ -528,9 +532,14 @@ static int64_t pack_no(bk_repo *r, const char *name)
 
 int bk_index_add(bk_repo *r, const char *pack, const char *idxname, const bk_ent *ents, size_t n)
 {
-    int rc = 0;
-    uint8_t key[BK_ID_LEN];
+    int rc = 0, added = 0;
+    bk_ent k = {0};
+    if (bk_unhex(idxname, k.id, BK_ID_LEN))
+        return om_errf(OM_E_Internal, "index name %s is not an id", idxname);
     pthread_rwlock_wrlock(&r->lk);
+    /* Once per index file: a refresh may have loaded it between its rename and this call. */
+    if (!bk_map_put(&r->loaded, &k, &added)) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    if (rc || !added) goto out;
     int64_t no = pack_no(r, pack);
     bk_pack *p = no >= 0 ? &r->packs[no] : NULL;
     char **ix = p ? realloc(p->index, (size_t)(p->nindex + 1) * sizeof *ix) : NULL;
@@ -545,11 +554,6 @@ int bk_index_add(bk_repo *r, const char *pack, const char *idxname, const bk_ent
         bk_ent e = ents[i];
         e.pack = (uint32_t)no;
         if (!bk_map_put(&r->index, &e, NULL)) rc = om_errf(OM_E_OutOfMemory, "out of memory");
-    }
-    if (!rc && bk_unhex(idxname, key, sizeof key) == 0) {
-        bk_ent k = {0};
-        memcpy(k.id, key, sizeof key);
-        if (!bk_map_put(&r->loaded, &k, NULL)) rc = om_errf(OM_E_OutOfMemory, "out of memory");
     }
 out:
     pthread_rwlock_unlock(&r->lk);
@@ -700,6 +704,7 @@ int bk_index_refresh(bk_repo *r)
 {
     char p[BK_PATH_MAX];
     names ns = {0};
+    pthread_mutex_lock(&r->refresh);
     int rc = bk_path(r, p, sizeof p, "index");
     if (!rc) rc = r->vfs->list(r->vfs, p, collect_name, &ns);
     for (size_t i = 0; i < ns.n && !rc; i++) {
@@ -710,15 +715,18 @@ int bk_index_refresh(bk_repo *r)
         pthread_rwlock_unlock(&r->lk);
         if (!have) rc = load_index(r, ns.v[i]);
     }
+    pthread_mutex_unlock(&r->refresh);
     free(ns.v);
     return rc;
 }
 
 int bk_index_reload(bk_repo *r)
 {
+    pthread_mutex_lock(&r->refresh);
     pthread_rwlock_wrlock(&r->lk);
     forget_index(r);
     pthread_rwlock_unlock(&r->lk);
+    pthread_mutex_unlock(&r->refresh);
     return bk_index_refresh(r);
 }
 

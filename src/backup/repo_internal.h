@@ -57,8 +57,10 @@ struct bk_repo {
     int lock_fd;
     int writers; /* open on this handle (atomic) */
 
-    /* The index: guarded by lk. */
+    /* The index: guarded by lk. refresh serialises loading index files (two threads starting
+     * sets at once would load the same new file twice). */
     pthread_rwlock_t lk;
+    pthread_mutex_t refresh;
     bk_map index;  /* block id -> pack, offset, lengths */
     bk_map loaded; /* index file names (as ids) already loaded */
     bk_pack *packs;
