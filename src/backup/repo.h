@@ -46,7 +46,8 @@
  * Fields the repository reads from the caller's part: "type" (full, copy, incremental,
  * differential), "database": {"id", "name"} (or "databases": [...] of such objects or names),
  * "time", "server", "log_range": [first, last], "parent" (set id or null). Summaries (bk_sets)
- * leave out "files" and every top-level field whose name ends in "_metadata" or "_document".
+ * leave out "files" and every top-level field whose name ends in "_metadata" or "_document",
+ * and add "nfiles"; everything else the caller gave is there (no need to load each set).
  *
  * Crash safety: kill -9 at any moment leaves a valid repository. A set is listed only once its
  * file exists, and it is written after every pack and index it uses is durable; blocks in the
