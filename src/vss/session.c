@@ -591,9 +591,12 @@ static void free_held(vss_shadow_path *p)
 {
     for (size_t i = 0; i < p->nheld; i++)
         free(p->held[i]);
+    for (size_t i = 0; i < p->nexclude; i++)
+        free(p->exclude[i]);
     free(p->held);
-    p->held = NULL;
-    p->nheld = 0;
+    free(p->exclude);
+    p->held = p->exclude = NULL;
+    p->nheld = p->nexclude = 0;
 }
 
 /* The test hook: "STEP" fails every time, "STEP:N" the first N times. */
