@@ -233,6 +233,15 @@ static int prepare_one(store_writer *w, vss_event *e, mounted *m, const store_db
                      ent->name, type);
         return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
     }
+    const eng_bkslot *full = &in.slots[ENG_BK_PREV_FULL], *inc = &in.slots[ENG_BK_PREV_INCREMENTAL];
+    if (!strcmp(type, "differential") && inc->mark_time > full->mark_time) {
+        rc = om_errf(OM_E_InvalidBackupSequence,
+                     "database '%s': an incremental backup since the last full one truncated "
+                     "the logs a differential backup needs (generations from %u). HINT: take a "
+                     "full backup, then differential ones",
+                     ent->name, full->last_gen + 1);
+        return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
+    }
     char id[37];
     om_uuid_str(&ent->id, id);
     pthread_mutex_lock(&w->mu);

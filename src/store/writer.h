@@ -10,7 +10,8 @@
  *
  * Per database it keeps, in memory only, which session is backing it up:
  *   PrepareBackup    refuse another session's database (-505), incremental or differential
- *                    without a previous full (-560) or under circular logging (-526); mark it
+ *                    without a previous full (-560) or under circular logging (-526), a
+ *                    differential after an incremental truncated its logs (-521); mark it
  *   PrepareSnapshot  checkpoint (flush pages): the backup needs few logs, the freeze is short
  *   Freeze           backup record, roll to a new generation, writers held; with hold, page
  *                    writes to the .edb are held too

@@ -67,16 +67,6 @@ def test_each_backup_type_truncates_and_records_its_slot(store, vssd, build_dir)
     assert min(gens(store, "db1")) >= md["checkpoint"][0], "logs below the checkpoint at freeze stay"
     assert not any(g < md["checkpoint"][0] for g in gens(store, "db1"))
 
-    load(store, "db1", 800, seed=2)
-    rc, inc, err = backup(store, build_dir, "db1", "incremental")
-    assert rc == 0, err
-    imd = inc["components_document"]["components"][0]["backup_metadata"]
-    assert imd["log_range"][0] == hi + 1, imd
-    h = header(store, "db1")
-    pi = h["backups"]["previous_incremental"]
-    assert pi and [pi["first_gen"], pi["last_gen"]] == imd["log_range"]
-    assert min(gens(store, "db1")) >= min(imd["checkpoint"][0], imd["log_range"][1])
-
     load(store, "db1", 800, seed=3)
     kept = gens(store, "db1")
     for t, slot in (("differential", "previous_differential"), ("copy", "previous_copy")):
@@ -88,6 +78,19 @@ def test_each_backup_type_truncates_and_records_its_slot(store, vssd, build_dir)
         now = gens(store, "db1")
         assert all(g in now for g in kept), f"{t} must not truncate: {kept} -> {now}"
     assert header(store, "db1")["backups"]["previous_differential"]["first_gen"] == hi + 1
+
+    load(store, "db1", 800, seed=2)
+    rc, inc, err = backup(store, build_dir, "db1", "incremental")
+    assert rc == 0, err
+    imd = inc["components_document"]["components"][0]["backup_metadata"]
+    assert imd["log_range"][0] == hi + 1, imd
+    h = header(store, "db1")
+    pi = h["backups"]["previous_incremental"]
+    assert pi and [pi["first_gen"], pi["last_gen"]] == imd["log_range"]
+    assert min(gens(store, "db1")) >= min(imd["checkpoint"][0], imd["log_range"][1])
+    # the incremental truncated what a differential needs: refused until the next full
+    rc, res, err = backup(store, build_dir, "db1", "differential")
+    assert rc == 1 and "-521 InvalidBackupSequence" in err, err
 
     rc, res, err = backup(store, build_dir, "db1", "full")
     assert rc == 0, err
