@@ -21,6 +21,7 @@ static const cli_group *const groups[] = {
     &cli_mail_group,
     &cli_dbutil_group,
     &cli_vss_group,
+    &cli_backup_group,
     &cli_repo_group,
     &cli_backups_group,
     &cli_verify_group,

@@ -1,0 +1,607 @@
+/* The backup job (job.h has the sequence and the contract). */
+#include "backup/job.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backup/repo.h"
+#include "base/error.h"
+#include "base/log.h"
+#include "base/paths.h"
+#include "base/progress.h"
+#include "base/proto.h"
+#include "base/time.h"
+#include "check/check.h"
+#include "vss/requester.h"
+
+#define MAX_DBS   64
+#define MAX_FILES (1u << 20)
+
+/* ---- test hook ---- */
+
+static void pause_at(const char *stage)
+{
+    const char *want = getenv("OMBRA_BACKUP_PAUSE");
+    if (!want || strcmp(want, stage)) return;
+    fprintf(stderr, "paused %s\n", stage);
+    fflush(stderr);
+    raise(SIGSTOP); /* the test damages files, kills us (SIGKILL) or lets us go on (SIGCONT) */
+}
+
+/* ---- one database ---- */
+
+typedef struct bfile {
+    char src[4400]; /* in the shadow copy */
+    char name[300]; /* in the set */
+    uint64_t size;
+} bfile;
+
+typedef struct dbjob {
+    const bk_job_opts *o;
+    bk_repo *repo;
+    char name[80], id[40], component[300], instance[40];
+    json_t *info; /* db.show */
+    json_t *md;   /* the writer's backup metadata */
+    json_t *doc;  /* the backup components document (shared, read only) */
+    json_t *wmd;  /* the writer metadata document (shared, read only) */
+    bfile *files;
+    size_t nfiles, cap;
+    char edb[4400], logs[4400]; /* in the shadow copy */
+    uint32_t lo, hi;
+    int rc;
+    char err[1024];
+    char set_id[65];
+    uint64_t *bytes_read; /* shared progress counter (atomic) */
+    uint64_t bytes_stored, blocks_new, blocks_reused;
+} dbjob;
+
+static int fail_db(dbjob *j, int rc, const char *step)
+{
+    if (!j->rc) {
+        j->rc = rc;
+        snprintf(j->err, sizeof j->err, "%s: %s: %s", j->name, step, om_err_detail());
+    }
+    return rc;
+}
+
+/* The path of original file p inside the shadow copies (the shadow whose original covers p). */
+static int shadow_path(json_t *shadows, const char *p, char *out, size_t n)
+{
+    size_t i, best = 0;
+    json_t *s, *pick = NULL;
+    json_array_foreach(shadows, i, s)
+    {
+        const char *orig = om_json_str_or(s, "original", "");
+        size_t l = strlen(orig);
+        if (!strncmp(p, orig, l) && (p[l] == '/' || p[l] == 0) && l >= best) {
+            best = l;
+            pick = s;
+        }
+    }
+    if (!pick) return om_errf(OM_E_FileNotFound, "%s is in no shadow copy of the set", p);
+    snprintf(out, n, "%s%s", om_json_str_or(pick, "exposed", ""), p + best);
+    return 0;
+}
+
+static int add_file(dbjob *j, const char *src, const char *name)
+{
+    struct stat st;
+    if (stat(src, &st) != 0)
+        return om_errf(OM_E_FileNotFound, "%s (%s) is missing from the shadow copy", name, src);
+    if (j->nfiles == j->cap) {
+        size_t nc = j->cap ? j->cap * 2 : 64;
+        bfile *nv = nc <= MAX_FILES ? realloc(j->files, nc * sizeof *nv) : NULL;
+        if (!nv) return om_errf(OM_E_OutOfMemory, "too many files in one set");
+        j->files = nv;
+        j->cap = nc;
+    }
+    bfile *f = &j->files[j->nfiles++];
+    snprintf(f->src, sizeof f->src, "%s", src);
+    snprintf(f->name, sizeof f->name, "%s", name);
+    f->size = (uint64_t)st.st_size;
+    return 0;
+}
+
+/* What the set holds: the .edb (full, copy), the log range, the checkpoint. */
+static int list_files(dbjob *j, json_t *shadows, char *edb, size_t en, char *logs, size_t ln)
+{
+    const char *base = om_json_str_or(j->md, "base", "E00");
+    int rc = shadow_path(shadows, om_json_str_or(j->md, "edb", ""), edb, en);
+    if (!rc) rc = shadow_path(shadows, om_json_str_or(j->md, "logs", ""), logs, ln);
+    if (rc) return rc;
+    int whole = !strcmp(j->o->type, "full") || !strcmp(j->o->type, "copy");
+    if (whole) {
+        const char *slash = strrchr(edb, '/');
+        char name[300];
+        snprintf(name, sizeof name, "edb/%s", slash ? slash + 1 : edb);
+        if ((rc = add_file(j, edb, name))) return rc;
+    }
+    for (uint32_t g = j->lo; g <= j->hi && !rc; g++) {
+        char src[4400], name[64];
+        snprintf(name, sizeof name, "logs/%s%08X.log", base, g);
+        snprintf(src, sizeof src, "%.4300s/%s%08X.log", logs, base, g);
+        rc = add_file(j, src, name);
+    }
+    char chk[4400], name[64];
+    snprintf(chk, sizeof chk, "%.4300s/%s.chk", logs, base);
+    snprintf(name, sizeof name, "logs/%s.chk", base);
+    if (!rc) rc = add_file(j, chk, name);
+    return rc;
+}
+
+/* The check library over the shadow copy's files: pages of the .edb (full, copy) and the log
+ * range. */
+typedef struct page_share {
+    chk_set *set;
+    uint32_t pages, next;
+    int rc;
+} page_share;
+
+static void *check_pages(void *arg)
+{
+    page_share *p = arg;
+    for (;;) {
+        uint32_t first = __atomic_fetch_add(&p->next, 1024, __ATOMIC_RELAXED) + 1;
+        if (first > p->pages) break;
+        uint32_t n = p->pages - first + 1 < 1024 ? p->pages - first + 1 : 1024;
+        int rc = chk_check_pages(p->set, 0, first, n, NULL, NULL);
+        if (rc) __atomic_store_n(&p->rc, rc, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static int check_set(dbjob *j, const char *edb, const char *logs, int threads)
+{
+    int whole = !strcmp(j->o->type, "full") || !strcmp(j->o->type, "copy");
+    const char *edbs[1] = {edb};
+    chk_set *s = NULL;
+    int rc = chk_init(edbs, whole ? 1 : 0, logs, om_json_str_or(j->md, "base", "E00"), NULL, &s);
+    if (rc) return rc;
+    chk_expect_logs(s, j->lo, j->hi);
+    chk_headers h;
+    if (chk_check_headers(s, &h) == 0 && whole) {
+        page_share p = {.set = s, .pages = chk_db(s, 0)->pages};
+        pthread_t th[16];
+        int n = threads > 16 ? 16 : threads, started = 0;
+        for (int i = 0; i < n; i++)
+            started += pthread_create(&th[i], NULL, check_pages, &p) == 0;
+        if (!started) check_pages(&p);
+        for (int i = 0; i < started; i++)
+            pthread_join(th[i], NULL);
+    }
+    chk_logs lg;
+    chk_check_logs(s, NULL, NULL, &lg);
+    return chk_term(s);
+}
+
+/* ---- files into the repository ---- */
+
+typedef struct work {
+    uint8_t *buf;
+    size_t len, index;
+} work;
+
+typedef struct pipe {
+    bk_writer *w;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    work *q;
+    size_t cap, head, count, done_puts;
+    int closing, rc;
+    char err[512];
+    uint8_t (*ids)[BK_ID_LEN];
+    uint64_t stored;
+} pipe_t;
+
+static void *put_worker(void *arg)
+{
+    pipe_t *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->count && !p->closing)
+            pthread_cond_wait(&p->cond, &p->mu);
+        if (!p->count) {
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        work wk = p->q[p->head];
+        p->head = (p->head + 1) % p->cap;
+        p->count--;
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->mu);
+        int isnew = 0;
+        int rc = bk_put_block(p->w, wk.buf, wk.len, p->ids[wk.index], &isnew);
+        free(wk.buf);
+        pthread_mutex_lock(&p->mu);
+        if (rc && !p->rc) {
+            p->rc = rc;
+            snprintf(p->err, sizeof p->err, "%s", om_err_detail());
+        }
+        if (isnew) p->stored += wk.len;
+        p->done_puts++;
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* Reads one file in blocks (this thread: the file's SHA-256 in order) and hands the blocks to
+ * the workers; adds the file to the set. */
+static int store_file(dbjob *j, bk_writer *w, const bfile *f, int threads)
+{
+    uint32_t bs = bk_repo_block_size(j->repo);
+    size_t nblocks = (size_t)((f->size + bs - 1) / bs);
+    pipe_t p = {.w = w, .cap = (size_t)threads * 2};
+    p.q = calloc(p.cap, sizeof *p.q);
+    p.ids = calloc(nblocks + 1, sizeof *p.ids);
+    EVP_MD_CTX *sha = EVP_MD_CTX_new();
+    int fd = open(f->src, O_RDONLY | O_CLOEXEC);
+    if (!p.q || !p.ids || !sha || fd < 0 || !EVP_DigestInit_ex(sha, EVP_sha256(), NULL)) {
+        int rc = fd < 0 ? om_errf(OM_E_FileNotFound, "cannot open %s", f->src)
+                        : om_errf(OM_E_OutOfMemory, "out of memory");
+        if (fd >= 0) close(fd);
+        EVP_MD_CTX_free(sha);
+        free(p.q);
+        free(p.ids);
+        return rc;
+    }
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cond, NULL);
+    int nt = nblocks < 2 ? 1 : threads;
+    pthread_t th[64];
+    int started = 0;
+    for (int i = 0; i < nt && i < 64; i++)
+        started += pthread_create(&th[i], NULL, put_worker, &p) == 0;
+    int rc = started ? 0 : om_errf(OM_E_OutOfMemory, "no worker thread");
+    uint64_t off = 0;
+    for (size_t b = 0; b < nblocks && !rc; b++) {
+        size_t len = f->size - off < bs ? (size_t)(f->size - off) : bs;
+        uint8_t *buf = malloc(len ? len : 1);
+        ssize_t got = buf ? pread(fd, buf, len, (off_t)off) : -1;
+        if (got != (ssize_t)len) {
+            free(buf);
+            rc = om_errf(OM_E_DiskIO, "reading %s at %llu: short read", f->src,
+                         (unsigned long long)off);
+            break;
+        }
+        EVP_DigestUpdate(sha, buf, len);
+        __atomic_fetch_add(j->bytes_read, len, __ATOMIC_RELAXED);
+        pthread_mutex_lock(&p.mu);
+        while (p.count == p.cap && !p.rc)
+            pthread_cond_wait(&p.cond, &p.mu);
+        if (p.rc) {
+            pthread_mutex_unlock(&p.mu);
+            free(buf);
+            break;
+        }
+        p.q[(p.head + p.count) % p.cap] = (work){buf, len, b};
+        p.count++;
+        pthread_cond_broadcast(&p.cond);
+        pthread_mutex_unlock(&p.mu);
+        off += len;
+        if (b == 0 && nblocks > 4) pause_at("copying");
+    }
+    pthread_mutex_lock(&p.mu);
+    p.closing = 1;
+    pthread_cond_broadcast(&p.cond);
+    pthread_mutex_unlock(&p.mu);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    for (size_t i = p.head; p.count; p.count--, i = (i + 1) % p.cap)
+        free(p.q[i].buf);
+    close(fd);
+    if (!rc && p.rc) rc = om_errf(p.rc, "%s", p.err);
+    uint8_t digest[32];
+    unsigned dl = 0;
+    EVP_DigestFinal_ex(sha, digest, &dl);
+    EVP_MD_CTX_free(sha);
+    if (!rc)
+        rc = bk_set_add_file(w, f->name, f->size, digest, (const uint8_t(*)[BK_ID_LEN])p.ids,
+                             nblocks, json_pack("{s:s}", "source", f->src));
+    j->bytes_stored += p.stored;
+    free(p.ids);
+    free(p.q);
+    pthread_mutex_destroy(&p.mu);
+    pthread_cond_destroy(&p.cond);
+    return rc;
+}
+
+/* The newest set of this database the new one depends on (incremental: the newest full or
+ * incremental; differential: the newest full). */
+static json_t *parent_of(dbjob *j)
+{
+    json_t *sets = NULL, *parent = json_null();
+    if (!strcmp(j->o->type, "full") || !strcmp(j->o->type, "copy")) return parent;
+    if (bk_sets(j->repo, &sets)) return parent;
+    size_t i;
+    json_t *s;
+    json_array_foreach(sets, i, s)
+    {
+        const char *id = om_json_str_or(s, "id", NULL);
+        json_t *full = NULL;
+        if (!id || bk_set_load(j->repo, id, &full)) continue;
+        const char *t = om_json_str_or(full, "type", "");
+        if (!strcmp(om_json_str_or(json_object_get(full, "database"), "id", ""), j->id) &&
+            (!strcmp(t, "full") ||
+             (!strcmp(j->o->type, "incremental") && !strcmp(t, "incremental")))) {
+            json_decref(parent);
+            parent = json_string(id);
+        }
+        json_decref(full);
+    }
+    json_decref(sets);
+    return parent;
+}
+
+static void *run_db(void *arg)
+{
+    dbjob *j = arg;
+    int threads = j->o->threads;
+    int rc = check_set(j, j->edb, j->logs, threads);
+    if (rc) return fail_db(j, rc, "the check of the shadow copy failed"), NULL;
+    pause_at("checked");
+    bk_writer *w = NULL;
+    if ((rc = bk_set_begin(j->repo, &w))) return fail_db(j, rc, "opening the set"), NULL;
+    for (size_t i = 0; i < j->nfiles && !rc; i++)
+        rc = store_file(j, w, &j->files[i], threads);
+    if (rc) {
+        bk_set_abort(w);
+        return fail_db(j, rc, "copying"), NULL;
+    }
+    pause_at("copied");
+    char t[40];
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:[i,i], s:o, s:O, s:O, s:O}", "type",
+        j->o->type, "time", om_time_iso(om_now_ns(), t, sizeof t), "server",
+        om_json_str_or(j->info, "server", ""), "database", "id", j->id, "name", j->name, "edb",
+        om_json_str_or(j->md, "edb", ""), "logs", om_json_str_or(j->md, "logs", ""), "base",
+        om_json_str_or(j->md, "base", "E00"), "log_range", j->lo, j->hi, "parent", parent_of(j),
+        "backup_metadata", j->md, "writer_metadata", j->wmd, "components_document", j->doc);
+    uint64_t in = 0, stored = 0, bn = 0, br = 0;
+    bk_writer_stats(w, &in, &stored, &bn, &br);
+    j->bytes_stored = stored;
+    j->blocks_new = bn;
+    j->blocks_reused = br;
+    if ((rc = bk_set_commit(w, doc, j->set_id))) return fail_db(j, rc, "committing the set"), NULL;
+    return NULL;
+}
+
+/* ---- the requester sequence ---- */
+
+static int store_show(const char *name, json_t **info)
+{
+    char run[4096], sock[4200];
+    int rc = om_runtime_dir(run, sizeof run);
+    if (rc) return rc;
+    snprintf(sock, sizeof sock, "%.4000s/store.sock", run);
+    json_t *rep = NULL, *req = json_pack("{s:s, s:s}", "op", "db.show", "name", name);
+    rc = om_proto_call(sock, req, NULL, 0, &rep, NULL, NULL);
+    json_decref(req);
+    if (!rc) rc = om_proto_check(rep);
+    if (rc) {
+        json_decref(rep);
+        return om_err_ctx(rc, "database '%s'", name);
+    }
+    *info = json_incref(json_object_get(rep, "db"));
+    json_decref(rep);
+    return *info ? 0 : om_errf(OM_E_Internal, "the store did not describe '%s'", name);
+}
+
+/* The store writer's component of a database id; its instance and metadata document. */
+static int find_component(json_t *writers, const char *id, dbjob *j)
+{
+    size_t i, k;
+    json_t *w, *c;
+    json_array_foreach(writers, i, w)
+    {
+        json_t *md = json_object_get(w, "metadata");
+        json_array_foreach(json_object_get(md, "components"), k, c)
+        {
+            if (strcmp(om_json_str_or(c, "name", ""), id)) continue;
+            snprintf(j->component, sizeof j->component, "%s\\%s",
+                     om_json_str_or(c, "logical_path", ""), id);
+            snprintf(j->instance, sizeof j->instance, "%s", om_json_str_or(w, "instance_id", ""));
+            j->wmd = md;
+            return 0;
+        }
+    }
+    return om_errf(OM_E_ObjectNotFound,
+                   "no writer offers database '%s' (%s): is it mounted, and is ombra-store "
+                   "registered with ombra-vssd? HINT: ombra vss writers",
+                   j->name, id);
+}
+
+static int covers(const char *a, const char *b)
+{
+    size_t l = strlen(a);
+    return !strncmp(a, b, l) && (b[l] == 0 || b[l] == '/');
+}
+
+/* The component paths of every database, those under another dropped. */
+static int add_paths(vss_req *r, dbjob *jobs, size_t n, json_t *writers, const char *provider)
+{
+    json_t *paths = json_array();
+    size_t i, k, m;
+    json_t *w, *c, *p;
+    for (size_t d = 0; d < n; d++)
+        json_array_foreach(writers, i, w)
+            json_array_foreach(json_object_get(json_object_get(w, "metadata"), "components"), k, c)
+        {
+            const char *lp = om_json_str_or(c, "logical_path", ""),
+                       *nm = om_json_str_or(c, "name", "");
+            char full[400];
+            snprintf(full, sizeof full, "%s\\%s", lp, nm);
+            if (strcmp(full, jobs[d].component) && !covers(jobs[d].component, lp) &&
+                strncmp(lp, jobs[d].component, strlen(jobs[d].component)))
+                continue;
+            json_array_foreach(json_object_get(c, "paths"), m, p)
+            {
+                const char *ps = json_string_value(p);
+                int skip = 0;
+                for (size_t q = json_array_size(paths); q-- > 0;) {
+                    const char *o = json_string_value(json_array_get(paths, q));
+                    if (covers(o, ps))
+                        skip = 1;
+                    else if (covers(ps, o))
+                        json_array_remove(paths, q);
+                }
+                if (!skip) json_array_append(paths, p);
+            }
+        }
+    int rc = 0;
+    json_array_foreach(paths, i, p) if (!rc) rc =
+        vss_req_add_path(r, json_string_value(p), provider, NULL, 0);
+    json_decref(paths);
+    return rc;
+}
+
+static void progress_loop(dbjob *jobs, size_t n, pthread_t *th, int *started, uint64_t *bytes,
+                          uint64_t total, int draw)
+{
+    om_progress pg;
+    if (draw) om_progress_start(&pg, "backup", total, "bytes");
+    int left = 0;
+    for (size_t i = 0; i < n; i++)
+        left += started[i];
+    while (left) {
+        usleep(100 * 1000);
+        if (draw) om_progress_update(&pg, __atomic_load_n(bytes, __ATOMIC_RELAXED));
+        left = 0;
+        for (size_t i = 0; i < n; i++)
+            if (started[i] && pthread_tryjoin_np(th[i], NULL) == 0)
+                started[i] = 0;
+            else
+                left += started[i];
+    }
+    if (draw) om_progress_end(&pg);
+    (void)jobs;
+}
+
+int bk_backup_run(const bk_job_opts *o, json_t **result)
+{
+    uint64_t t0 = om_mono_ns();
+    json_t *res =
+        json_pack("{s:s, s:[], s:[], s:[]}", "type", o->type, "sets", "databases", "failed");
+    *result = res;
+    if (o->ndb == 0 || o->ndb > MAX_DBS)
+        return om_errf(OM_E_InvalidParameter, "name 1 to %d databases", MAX_DBS);
+    bk_job_opts opts = *o;
+    if (opts.threads <= 0) opts.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (opts.threads < 1) opts.threads = 1;
+    dbjob *jobs = calloc(o->ndb, sizeof *jobs);
+    bk_repo *repo = NULL;
+    vss_req *r = NULL;
+    json_t *writers = NULL, *snap = NULL, *doc = NULL;
+    uint64_t bytes = 0;
+    int rc = jobs ? bk_repo_open(o->repo, o->passphrase, &repo) : OM_E_OutOfMemory;
+    for (size_t i = 0; !rc && i < o->ndb; i++) {
+        dbjob *j = &jobs[i];
+        j->o = &opts;
+        j->bytes_read = &bytes;
+        snprintf(j->name, sizeof j->name, "%s", o->dbs[i]);
+        if (!(rc = store_show(j->name, &j->info)))
+            snprintf(j->id, sizeof j->id, "%s", om_json_str_or(j->info, "id", ""));
+    }
+    if (!rc) rc = vss_req_begin(NULL, VSS_SESSION_BACKUP, &r);
+    if (!rc) rc = vss_req_gather_metadata(r, &writers);
+    for (size_t i = 0; !rc && i < o->ndb; i++)
+        rc = find_component(writers, jobs[i].id, &jobs[i]);
+    if (!rc) rc = vss_req_set_backup_state(r, o->type);
+    for (size_t i = 0; !rc && i < o->ndb; i++)
+        rc = vss_req_add_component(r, jobs[i].instance, jobs[i].component);
+    if (!rc) rc = vss_req_prepare_backup(r);
+    if (!rc) pause_at("prepared");
+    char set[37];
+    if (!rc) rc = vss_req_start_snapshot_set(r, 0, set);
+    if (!rc) rc = add_paths(r, jobs, o->ndb, writers, o->provider ? o->provider : "auto");
+    if (!rc) rc = vss_req_do_snapshot_set(r, &snap);
+    if (!rc) pause_at("snapshot");
+    uint64_t total = 0;
+    if (!rc) {
+        doc = json_object_get(snap, "components_document");
+        json_object_set(res, "freeze_ms", json_object_get(snap, "freeze_ms"));
+        json_object_set(res, "snapshot_ms", json_object_get(snap, "snapshot_ms"));
+        for (size_t i = 0; i < o->ndb; i++) {
+            dbjob *j = &jobs[i];
+            size_t k;
+            json_t *c;
+            json_array_foreach(json_object_get(doc, "components"), k,
+                               c) if (!strcmp(om_json_str_or(c, "component", ""), j->component))
+                j->md = json_object_get(c, "backup_metadata");
+            json_t *range = json_object_get(j->md, "log_range");
+            j->lo = (uint32_t)json_integer_value(json_array_get(range, 0));
+            j->hi = (uint32_t)json_integer_value(json_array_get(range, 1));
+            j->doc = doc;
+            j->repo = repo;
+            if (j->md && list_files(j, json_object_get(doc, "shadows"), j->edb, sizeof j->edb,
+                                    j->logs, sizeof j->logs))
+                fail_db(j, OM_E_FileNotFound, "listing the shadow copy");
+            for (size_t f = 0; f < j->nfiles; f++)
+                total += j->files[f].size;
+        }
+        /* Several databases in parallel after PostSnapshot. */
+        pthread_t th[MAX_DBS];
+        int started[MAX_DBS] = {0};
+        for (size_t i = 0; i < o->ndb; i++) {
+            if (!jobs[i].md) {
+                om_errf(OM_E_Internal, "the writer gave no backup metadata");
+                fail_db(&jobs[i], OM_E_Internal, "PostSnapshot");
+            }
+            if (jobs[i].rc) continue;
+            started[i] = pthread_create(&th[i], NULL, run_db, &jobs[i]) == 0;
+            if (!started[i]) run_db(&jobs[i]);
+        }
+        progress_loop(jobs, o->ndb, th, started, &bytes, total, o->progress);
+        for (size_t i = 0; i < o->ndb; i++)
+            vss_req_set_backup_succeeded(r, jobs[i].instance, jobs[i].component, jobs[i].rc == 0);
+        pause_at("committed");
+        json_t *final = NULL;
+        int crc = vss_req_backup_complete(r, &final);
+        if (crc) rc = crc;
+        json_decref(final);
+        pause_at("completed");
+    }
+    char detail[1200] = "";
+    if (rc) snprintf(detail, sizeof detail, "%s", om_err_detail());
+    if (r) vss_req_release(r);
+    uint64_t stored = 0;
+    for (size_t i = 0; i < o->ndb && jobs; i++) {
+        dbjob *j = &jobs[i];
+        json_array_append_new(json_object_get(res, "databases"), json_string(j->name));
+        stored += j->bytes_stored;
+        if (j->set_id[0])
+            json_array_append_new(json_object_get(res, "sets"),
+                                  json_pack("{s:s, s:s, s:[i,i], s:I, s:I, s:I}", "set", j->set_id,
+                                            "database", j->name, "log_range", j->lo, j->hi,
+                                            "bytes_stored", (json_int_t)j->bytes_stored,
+                                            "blocks_new", (json_int_t)j->blocks_new,
+                                            "blocks_reused", (json_int_t)j->blocks_reused));
+        if (j->rc) {
+            json_array_append_new(json_object_get(res, "failed"),
+                                  json_pack("{s:s, s:i, s:s}", "database", j->name, "error", j->rc,
+                                            "message", j->err));
+            if (!rc) {
+                rc = j->rc;
+                snprintf(detail, sizeof detail, "%s", j->err);
+            }
+        }
+        json_decref(j->info);
+        free(j->files);
+    }
+    json_object_set_new(res, "bytes_read", json_integer((json_int_t)bytes));
+    json_object_set_new(res, "bytes_stored", json_integer((json_int_t)stored));
+    json_object_set_new(res, "seconds", json_real((double)(om_mono_ns() - t0) / 1e9));
+    json_decref(writers);
+    json_decref(snap);
+    free(jobs);
+    bk_repo_close(repo);
+    if (rc) om_errf(rc, "%s", detail);
+    return rc;
+}
