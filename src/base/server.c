@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -75,4 +76,42 @@ int om_group_id(const char *name, gid_t *gid)
     if (!g) return om_errf(OM_E_InvalidParameter, "no group named '%s'", name);
     *gid = g->gr_gid;
     return 0;
+}
+
+void om_server_signals_block(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void *stopper(void *arg)
+{
+    om_stopper *st = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig = 0;
+    sigwait(&set, &sig);
+    om_info("%s received: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    pthread_mutex_lock(st->mu);
+    *st->stopping = 1;
+    pthread_mutex_unlock(st->mu);
+    shutdown(st->listen_fd, SHUT_RDWR);
+    return NULL;
+}
+
+int om_stopper_start(om_stopper *st)
+{
+    int e = pthread_create(&st->th, NULL, stopper, st);
+    return e ? om_errf(OM_E_OutOfMemory, "starting the signal thread: %s", strerror(e)) : 0;
+}
+
+void om_stopper_join(om_stopper *st)
+{
+    pthread_join(st->th, NULL);
 }

@@ -4,6 +4,7 @@
 #ifndef OM_BASE_SERVER_H
 #define OM_BASE_SERVER_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -17,5 +18,20 @@ int om_peer_allowed(int fd, gid_t group, char *who, size_t wlen);
 pid_t om_peer_pid(int fd);
 /* The gid of a group name (NULL: the daemon's own group); InvalidParameter for an unknown name. */
 int om_group_id(const char *name, gid_t *gid);
+
+/* Stopping on SIGTERM or SIGINT. om_server_signals_block() in the main thread before any
+ * other thread starts (so only the stopper receives them; SIGPIPE is ignored); then
+ * om_stopper_start() runs a thread that waits for one, sets *stopping under mu and shuts the
+ * listening socket down so the accept loop returns. om_stopper_join() after the loop. */
+typedef struct om_stopper {
+    pthread_mutex_t *mu;
+    int *stopping;
+    int listen_fd;
+    pthread_t th;
+} om_stopper;
+
+void om_server_signals_block(void);
+int om_stopper_start(om_stopper *st);
+void om_stopper_join(om_stopper *st);
 
 #endif

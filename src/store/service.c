@@ -576,23 +576,6 @@ static void *serve(void *arg)
     return NULL;
 }
 
-static void *signal_thread(void *arg)
-{
-    store *s = arg;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    int sig = 0;
-    sigwait(&set, &sig);
-    om_info("%s received: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    pthread_mutex_lock(&s->mu);
-    s->stopping = 1;
-    pthread_mutex_unlock(&s->mu);
-    shutdown(s->listen_fd, SHUT_RDWR);
-    return NULL;
-}
-
 int store_run(const store_opts *o)
 {
     static store st;
@@ -612,13 +595,7 @@ int store_run(const store_opts *o)
     snprintf(dirpath, sizeof dirpath, "%s/directory.json", o->data_dir);
     snprintf(sock, sizeof sock, "%s/store.sock", o->runtime_dir);
     if ((rc = store_dir_open_file(dirpath, &s->dir))) return rc;
-    /* Signals go to one thread only. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    om_server_signals_block();
     if ((rc = om_server_listen(sock, s->group, "ombra-store", &s->listen_fd))) {
         store_dir_close(s->dir);
         return rc;
@@ -632,8 +609,11 @@ int store_run(const store_opts *o)
         if (store_mount_locked(s, e, 0)) om_error("%s", om_err_detail());
     }
     pthread_mutex_unlock(&s->mu);
-    pthread_t sig;
-    pthread_create(&sig, NULL, signal_thread, s);
+    om_stopper stopper = {.mu = &s->mu, .stopping = &s->stopping, .listen_fd = s->listen_fd};
+    if ((rc = om_stopper_start(&stopper))) {
+        store_dir_close(s->dir);
+        return rc;
+    }
     if ((rc = store_writer_start(s, &s->writer)))
         om_error("the writer did not start (backups will fail): %s", om_err_detail());
     om_info("server %s listening on %s (%d databases mounted)", o->server, sock, s->nm);
@@ -666,7 +646,7 @@ int store_run(const store_opts *o)
         }
         pthread_attr_destroy(&at);
     }
-    pthread_join(sig, NULL);
+    om_stopper_join(&stopper);
     close(s->listen_fd);
     unlink(sock);
     /* Backups in progress end here (the coordinator fails them): holds released first. */

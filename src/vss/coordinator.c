@@ -239,17 +239,21 @@ static void writer_serve(coord *c, int fd, json_t *req)
 
 /* ---- the shadow copy catalog ---- */
 
+/* A catalog entry as JSON: the provider's record and the coordinator's fields. */
+static json_t *shadow_json(const shadow_ent *e)
+{
+    json_t *j = vss_shadow_to_json(&e->s);
+    json_object_set_new(j, "session", json_string(e->session));
+    json_object_set_new(j, "persistent", json_boolean(e->persistent));
+    json_object_set_new(j, "valid", json_boolean(e->valid));
+    return j;
+}
+
 static int save_catalog(coord *c)
 {
     json_t *arr = json_array();
-    for (int i = 0; i < c->nshadows; i++) {
-        shadow_ent *e = c->shadows[i];
-        json_t *j = vss_shadow_to_json(&e->s);
-        json_object_set_new(j, "session", json_string(e->session));
-        json_object_set_new(j, "persistent", json_boolean(e->persistent));
-        json_object_set_new(j, "valid", json_boolean(e->valid));
-        json_array_append_new(arr, j);
-    }
+    for (int i = 0; i < c->nshadows; i++)
+        json_array_append_new(arr, shadow_json(c->shadows[i]));
     char *text = json_dumps(arr, JSON_INDENT(1));
     json_decref(arr);
     if (!text) return om_errf(OM_E_OutOfMemory, "saving the shadow copy catalog");
@@ -380,14 +384,8 @@ static json_t *admin(coord *c, const char *op, json_t *req, int *rc)
         json_object_set_new(rep, "providers", a);
     } else if (!strcmp(op, "shadows")) {
         json_t *a = json_array();
-        for (int i = 0; i < c->nshadows; i++) {
-            shadow_ent *e = c->shadows[i];
-            json_t *j = vss_shadow_to_json(&e->s);
-            json_object_set_new(j, "session", json_string(e->session));
-            json_object_set_new(j, "persistent", json_boolean(e->persistent));
-            json_object_set_new(j, "valid", json_boolean(e->valid));
-            json_array_append_new(a, j);
-        }
+        for (int i = 0; i < c->nshadows; i++)
+            json_array_append_new(a, shadow_json(c->shadows[i]));
         json_object_set_new(rep, "shadows", a);
     } else if (!strcmp(op, "shadow.delete")) {
         const char *id = om_json_str_or(req, "id", NULL), *set = om_json_str_or(req, "set", NULL);
@@ -493,23 +491,6 @@ static void *serve(void *arg)
 
 static int listen_fd = -1;
 
-static void *signal_thread(void *arg)
-{
-    coord *c = arg;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    int sig = 0;
-    sigwait(&set, &sig);
-    om_info("%s received: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    pthread_mutex_lock(&c->mu);
-    c->stopping = 1;
-    pthread_mutex_unlock(&c->mu);
-    shutdown(listen_fd, SHUT_RDWR);
-    return NULL;
-}
-
 static int setup(coord *c, const vss_coord_opts *o)
 {
     c->o = *o;
@@ -541,16 +522,11 @@ int vss_coord_run(const vss_coord_opts *o)
     if (rc) return rc;
     char sock[4200];
     snprintf(sock, sizeof sock, "%s/vss.sock", o->runtime_dir);
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    om_server_signals_block();
     if ((rc = om_server_listen(sock, group, "ombra-vssd", &listen_fd))) return rc;
     load_catalog(c);
-    pthread_t sig;
-    pthread_create(&sig, NULL, signal_thread, c);
+    om_stopper stopper = {.mu = &c->mu, .stopping = &c->stopping, .listen_fd = listen_fd};
+    if ((rc = om_stopper_start(&stopper))) return rc;
     om_info("listening on %s (freeze limit %u ms, commit limit %u ms, event limit %u ms; shadow "
             "copies in %s)",
             sock, c->freeze_limit_ms, c->commit_limit_ms, c->event_limit_ms, c->shadow_root);
@@ -579,7 +555,7 @@ int vss_coord_run(const vss_coord_opts *o)
         }
         pthread_attr_destroy(&at);
     }
-    pthread_join(sig, NULL);
+    om_stopper_join(&stopper);
     close(listen_fd);
     unlink(sock);
     /* Sessions still open: delete their shadow copies (their writers thaw by themselves). */
