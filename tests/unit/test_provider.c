@@ -588,9 +588,15 @@ static void held_checks_its_held_files(void **state)
     f->held[1] = f->heldbuf[1];
     new_shadow(&s);
     assert_ok(held->prepare(&f->sp, f->shadows, &s));
-    assert_int_equal(unlink(f->held[2]), 0); /* a held log vanishes before the freeze */
-    assert_int_equal(held->commit(&f->sp, &s, UINT64_MAX), OM_E_ProviderVeto);
-    assert_non_null(strstr(om_err_detail(), files[LOG2]));
+    /* Held files are linked at prepare: one whose name vanishes before the freeze (a log
+     * truncated meanwhile) is still in the shadow copy with its content. */
+    assert_int_equal(unlink(f->held[2]), 0);
+    assert_ok(held->commit(&f->sp, &s, UINT64_MAX));
+    char p[VSS_PATH_MAX + 64];
+    snprintf(p, sizeof p, "%s/%s", s.exposed, files[LOG2]);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_true(st.st_size > 0);
     check_remove(held, &s);
 }
 

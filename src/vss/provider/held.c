@@ -123,6 +123,16 @@ static int held_supports(const char *path, const char *shadow_root, char *why, s
     return vss_probe_supports(path, shadow_root, probe_link, "no hard links", "link", why, n);
 }
 
+/* At prepare: only the held files, linked (a link names the inode, whose content the writer
+ * keeps from Freeze on, so linking early gives the same shadow and keeps thousands of finished
+ * log generations out of the freeze). */
+static int link_held_only(void *arg, const char *src, const char *dst, const char *rel,
+                          const struct stat *st, uint64_t deadline_ns)
+{
+    if (!heldset_has(arg, rel, 0)) return 0;
+    return link(src, dst) == 0 ? 0 : vss_op_err("linking", src, dst);
+}
+
 static int held_prepare(const vss_shadow_path *p, const char *shadow_root, vss_shadow *s)
 {
     heldset h;
@@ -130,6 +140,7 @@ static int held_prepare(const vss_shadow_path *p, const char *shadow_root, vss_s
     if (rc) return rc;
     vss_tree_opts o = {.same_mount = 1, .copies = copies_unheld, .arg = &h};
     rc = vss_tree_prepare(p, shadow_root, s, "held", &o);
+    if (!rc) rc = vss_tree_build(p, s, UINT64_MAX, link_held_only, &h, 0);
     heldset_free(&h);
     return rc;
 }
@@ -139,9 +150,15 @@ static int held_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadlin
     heldset h;
     int rc = heldset_make(p, 0, &h);
     if (rc) return rc;
-    rc = vss_tree_commit(p, s, deadline_ns, held_file, &h);
+    /* What prepare linked stays; new generations are linked, the rest copied, now. */
+    rc = vss_tree_build(p, s, deadline_ns, held_file, &h, 1);
+    char have[VSS_PATH_MAX];
+    struct stat st;
     for (size_t i = 0; !rc && i < h.n; i++)
-        if (!h.seen[i])
+        if (!h.seen[i] &&
+            (h.rel[i][0] ? vss_join(have, sizeof have, s->exposed, h.rel[i])
+                         : vss_fmt_path(have, sizeof have, "%s", s->exposed)) == 0 &&
+            lstat(have, &st) != 0)
             rc =
                 om_errf(OM_E_ProviderVeto, "held shadow copy of %s: the held file %s/%s is missing",
                         s->original, s->original, h.rel[i]);

@@ -246,6 +246,7 @@ int vss_tree_prepare(const vss_shadow_path *p, const char *shadow_root, vss_shad
 }
 
 typedef struct committer {
+    int skip_existing; /* files already in the tree stay (held: linked at prepare) */
     const vss_shadow_path *p;
     const vss_shadow *s;
     uint64_t deadline_ns;
@@ -282,11 +283,17 @@ static int commit_cb(void *arg, const vss_entry *e)
     if (rc) return rc;
     if (S_ISDIR(st->st_mode)) {
         if (!e->rel[0]) return 0; /* the storage itself, made by prepare */
-        return mkdir(c->dst, 0750) == 0 ? 0 : vss_sys_err("creating", c->dst);
+        struct stat dst;
+        if (mkdir(c->dst, 0750) == 0 ||
+            (errno == EEXIST && lstat(c->dst, &dst) == 0 && S_ISDIR(dst.st_mode)))
+            return 0; /* (held links its files at prepare: the tree may be there) */
+        return vss_sys_err("creating", c->dst);
     }
     if ((rc = vss_check_deadline(c->deadline_ns, e->path)) != 0) return rc;
     for (size_t i = 0; S_ISREG(st->st_mode) && c->p && i < c->p->nexclude; i++)
         if (!strcmp(c->p->exclude[i], e->path)) return 0;
+    struct stat have;
+    if (c->skip_existing && lstat(c->dst, &have) == 0) return 0; /* built in an earlier pass */
     if (S_ISREG(st->st_mode)) return c->fn(c->arg, e->path, c->dst, e->rel, st, c->deadline_ns);
     if (S_ISLNK(st->st_mode)) return copy_symlink(e->path, c->dst, c->s->original);
     om_debug("shadow copy of %s: %s skipped (a socket, FIFO or device)", c->s->original, e->path);
@@ -296,10 +303,21 @@ static int commit_cb(void *arg, const vss_entry *e)
 int vss_tree_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns, vss_file_fn fn,
                     void *arg)
 {
+    return vss_tree_build(p, s, deadline_ns, fn, arg, 0);
+}
+
+int vss_tree_build(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns, vss_file_fn fn,
+                   void *arg, int skip_existing)
+{
     char set[VSS_PATH_MAX], base[VSS_PATH_MAX];
     committer *c = calloc(1, sizeof *c);
     if (!c) return om_errf(OM_E_OutOfMemory, "shadow copy of %s: out of memory", s->original);
-    *c = (committer){.p = p, .s = s, .deadline_ns = deadline_ns, .fn = fn, .arg = arg};
+    *c = (committer){.skip_existing = skip_existing,
+                     .p = p,
+                     .s = s,
+                     .deadline_ns = deadline_ns,
+                     .fn = fn,
+                     .arg = arg};
     om_dirname(s->storage, set, sizeof set);
     om_dirname(set, base, sizeof base);
     c->has_skip = stat(base, &c->skip) == 0;

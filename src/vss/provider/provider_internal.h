@@ -112,6 +112,10 @@ int vss_tree_prepare(const vss_shadow_path *p, const char *shadow_root, vss_shad
  * regular file through fn, except the files p excludes. */
 int vss_tree_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns, vss_file_fn fn,
                     void *arg);
+/* The same; with skip_existing, directories and files already in the tree are left as they are
+ * (a second pass over a tree built in part before). */
+int vss_tree_build(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns, vss_file_fn fn,
+                   void *arg, int skip_existing);
 int vss_tree_expose(vss_shadow *s);
 int vss_tree_remove(const vss_shadow *s);
 /* supports() for held and reflink: the tree stays on one mount, then probe(src, dst) of a file
