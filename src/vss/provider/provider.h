@@ -9,8 +9,10 @@
  * The providers, in the order `auto` prefers them:
  *   btrfs    a read-only snapshot of the btrfs subvolume holding the path (root only);
  *   reflink  FICLONE of every file (XFS with reflink, btrfs);
- *   held     hard links to the files the writer holds unchanged (the .edb, finished logs) and
- *            copies of the others (checkpoint, current log); any filesystem with link();
+ *   held     hard links to the files the writer holds unchanged (the .edb, finished logs),
+ *            made at prepare (a link names the inode, which the writer keeps unchanged from
+ *            Freeze on), and at commit links to held files that appeared since and copies of
+ *            the others (checkpoint, current log); any filesystem with link();
  *   copy     a plain copy of every file; any filesystem, bounded by the commit limit.
  *
  * The calls for one path, in the order the coordinator makes them:
