@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Full backups side by side, one run, warm cache: `ombra backup --type full` of a store database
+(held provider, default zstd level) against `tar -cf - FILES | zstd -1 -T0` of the same files
+(the .edb and the logs), and a second full backup after some of the mail changed: bytes Ombra
+stores (deduplication) beside restic's second backup of the same files. Prints a table and
+writes bench/results/backup.json. (pgBackRest on a PostgreSQL database of the same size: not yet.)
+
+    bench/backup.py [--build DIR] [--mb 1024]
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MSG = 8000
+
+
+def sh(cmd, env=None):
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, shell=True, env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"{cmd}: {p.stderr.strip()}")
+    return time.monotonic() - t0, p.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.environ.get("BUILD_RELEASE", f"{ROOT}/build-release"))
+    ap.add_argument("--mb", type=int, default=1024)
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="ombra-bb-", dir="/tmp")
+    env = dict(os.environ, OMBRA_RUNTIME_DIR=f"{tmp}/run", OMBRA_HOME=f"{tmp}/home",
+               RESTIC_PASSWORD="bench", RESTIC_REPOSITORY=f"{tmp}/restic")
+    log = open(f"{tmp}/daemons.log", "w")
+    daemons = [subprocess.Popen([f"{a.build}/src/daemons/{d}", "--foreground", *x], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+               for d, x in (("ombra-vssd", []), ("ombra-store", ["--server", "srv1"]))]
+    ombra = f"{a.build}/src/cli/ombra"
+    out = {}
+    try:
+        time.sleep(1)
+        sh(f"{ombra} db new db1", env)
+        n = a.mb * 1000 * 1000 // MSG
+        sh(f"{ombra} mail load db1 --mailboxes 200 --messages {n} --size {MSG}", env)
+        info = json.loads(sh(f"{ombra} db show db1 --json", env)[1])
+        info = info.get("db", info)
+        sh(f"{ombra} repo init {tmp}/repo", env)
+        # a first full backup truncates the load's logs (as in a store in service), not measured
+        sh(f"{ombra} repo init {tmp}/warm", env)
+        sh(f"{ombra} backup --repo {tmp}/warm --type full db1", env)
+        shutil.rmtree(f"{tmp}/warm")
+        files = f"{info['edb']} {info['logs']}"
+        size = int(sh(f"du -cb {files} | tail -1 | cut -f1", env)[1])
+        sh(f"cat {files}/* {info['edb']} > /dev/null", env)  # warm the cache
+        secs, o = sh(f"{ombra} backup --repo {tmp}/repo --type full db1 --json", env)
+        r1 = json.loads(o)
+        tsecs, _ = sh(f"tar -cf - {files} 2>/dev/null | zstd -1 -T0 -q > {tmp}/tar.zst", env)
+        tar_bytes = os.path.getsize(f"{tmp}/tar.zst")
+        sh("restic init -q", env)
+        rsecs, _ = sh(f"restic backup -q {files}", env)
+        # 5% of the mail changes: deliveries that touch the mailboxes (new mail and its pages)
+        sh(f"{ombra} mail load db1 --mailboxes 200 --messages {n // 20} --size {MSG} --seed 7", env)
+        secs2, o = sh(f"{ombra} backup --repo {tmp}/repo --type full db1 --json", env)
+        r2 = json.loads(o)
+        before = json.loads(sh("restic stats --mode raw-data --json", env)[1])["total_size"]
+        rsecs2, _ = sh(f"restic backup -q {files}", env)
+        after = json.loads(sh("restic stats --mode raw-data --json", env)[1])["total_size"]
+        mb = size / 1e6
+        out = {
+            "files_bytes": size,
+            "ombra_full_s": r1["seconds"], "ombra_full_mb_s": r1["bytes_read"] / 1e6 / r1["seconds"],
+            "ombra_stored_bytes": r1["bytes_stored"], "ombra_freeze_ms": r1["freeze_ms"],
+            "tar_zstd_s": tsecs, "tar_zstd_mb_s": mb / tsecs, "tar_zstd_bytes": tar_bytes,
+            "restic_full_s": rsecs, "restic_full_mb_s": mb / rsecs,
+            "ratio_ombra_over_tar": (r1["bytes_read"] / 1e6 / r1["seconds"]) / (mb / tsecs),
+            "second_full_ombra_stored": r2["bytes_stored"], "second_full_restic_added": after - before,
+            "second_full_ombra_s": r2["seconds"], "second_full_restic_s": rsecs2,
+        }
+        print(f"full backup of {mb:.0f} MB: Ombra {out['ombra_full_mb_s']:.0f} MB/s "
+              f"({r1['bytes_stored'] / 1e6:.0f} MB stored, writes held {r1['freeze_ms']:.1f} ms); "
+              f"tar | zstd -1 -T0 {out['tar_zstd_mb_s']:.0f} MB/s ({tar_bytes / 1e6:.0f} MB); "
+              f"restic {out['restic_full_mb_s']:.0f} MB/s; ratio Ombra/tar {out['ratio_ombra_over_tar']:.2f}")
+        print(f"second full after 5% new mail: Ombra stored {r2['bytes_stored'] / 1e6:.1f} MB in "
+              f"{r2['seconds']:.1f} s; restic added {(after - before) / 1e6:.1f} MB in {rsecs2:.1f} s")
+    finally:
+        for d in daemons:
+            d.terminate()
+        for d in daemons:
+            d.wait(60)
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(f"{ROOT}/bench/results", exist_ok=True)
+    with open(f"{ROOT}/bench/results/backup.json", "w") as f:
+        json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mb": a.mb, "results": out}, f,
+                  indent=1)
+
+
+if __name__ == "__main__":
+    main()
