@@ -6,7 +6,7 @@ MESON   ?= meson
 PYTEST  ?= pytest-3
 CRASH_POINTS ?= 2000
 
-.PHONY: all deps build build-asan test test-tsan fuzz crash-long demo bench bench-vss clean
+.PHONY: all deps build build-asan test test-tsan fuzz crash-long demo bench bench-vss bench-backup clean
 
 all: build
 
@@ -60,6 +60,13 @@ bench: deps build
 # loop images for reflink and btrfs).
 bench-vss: deps build
 	python3 bench/vss_freeze.py --build $(BUILD)
+
+# The store's writer under held backups (writes held, delivery latency), and full backups beside
+# tar | zstd and restic.
+bench-backup: deps build
+	@scripts/install-deps --bench
+	python3 bench/store_backup.py --build $(BUILD)
+	python3 bench/backup.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN)
