@@ -183,3 +183,18 @@ def test_an_encrypted_repository(store, vssd, tmp_path):
     bad = {"OMBRA_REPO_PASSPHRASE": "wrong"}
     rc, res, err = backup(store, r, "full", "db1", env=bad, check=False)
     assert rc == 1 and "passphrase" in err.lower() and len(err.strip().split("\n")) == 1, err
+
+
+def test_concurrent_backups_of_different_databases_share_one_repository(store, repo):
+    for d in ("db1", "db2"):
+        store.ombra("db", "new", d)
+        load(store, d, 600, seed=len(d) + 3)
+    ps = [subprocess.Popen([str(store.cli), "backup", "--repo", str(repo), "--type", "full", "--json", d],
+                           env=store.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+          for d in ("db1", "db2")]
+    outs = [p.communicate(timeout=300) for p in ps]
+    for p, (out, err) in zip(ps, outs):
+        assert p.returncode == 0, err
+    assert sorted(s["database"]["name"] if isinstance(s.get("database"), dict) else s.get("database")
+                  for s in sets(store, repo)) == ["db1", "db2"]
+    assert verify(store, repo).rc == 0
