@@ -3,7 +3,10 @@
 (held provider, default zstd level) against `tar -cf - FILES | zstd -1 -T0` of the same files
 (the .edb and the logs), and a second full backup after some of the mail changed: bytes Ombra
 stores (deduplication) beside restic's second backup of the same files. Prints a table and
-writes bench/results/backup.json. (pgBackRest on a PostgreSQL database of the same size: not yet.)
+writes bench/results/backup.json. pgBackRest's full backup (zst level 1, process-max 2) of a
+PostgreSQL database of about the same size (bench/pgbackrest_full.sh; root, postgresql and
+pgbackrest installed; pgbench's data compresses far better than mail). Then an incremental
+backup after about 100 MB of new mail (its log).
 
     bench/backup.py [--build DIR] [--mb 1024]
 """
@@ -69,8 +72,18 @@ def main():
         before = json.loads(sh("restic stats --mode raw-data --json", env)[1])["total_size"]
         rsecs2, _ = sh(f"restic backup -q {files}", env)
         after = json.loads(sh("restic stats --mode raw-data --json", env)[1])["total_size"]
+        load_mb = 100
+        sh(f"{ombra} mail load db1 --mailboxes 200 --messages {load_mb * 1000 * 1000 // MSG} --size {MSG} --seed 8", env)
+        isecs, o = sh(f"{ombra} backup --repo {tmp}/repo --type incremental db1 --json", env)
+        ri = json.loads(o)
+        pg = None
+        if os.geteuid() == 0 and shutil.which("pgbackrest") and os.path.isdir("/usr/lib/postgresql"):
+            pg = json.loads(sh(f"SCALE={max(1, a.mb * 70 // 1024)} {ROOT}/bench/pgbackrest_full.sh", env)[1])
         mb = size / 1e6
         out = {
+            "incremental_s": ri["seconds"], "incremental_bytes_read": ri["bytes_read"],
+            "pgbackrest": pg,
+            "pgbackrest_mb_s": pg["pg_bytes"] / 1e6 / pg["seconds"] if pg else None,
             "files_bytes": size,
             "ombra_full_s": r1["seconds"], "ombra_full_mb_s": r1["bytes_read"] / 1e6 / r1["seconds"],
             "ombra_stored_bytes": r1["bytes_stored"], "ombra_freeze_ms": r1["freeze_ms"],
@@ -84,6 +97,12 @@ def main():
               f"({r1['bytes_stored'] / 1e6:.0f} MB stored, writes held {r1['freeze_ms']:.1f} ms); "
               f"tar | zstd -1 -T0 {out['tar_zstd_mb_s']:.0f} MB/s ({tar_bytes / 1e6:.0f} MB); "
               f"restic {out['restic_full_mb_s']:.0f} MB/s; ratio Ombra/tar {out['ratio_ombra_over_tar']:.2f}")
+        if pg:
+            print(f"pgBackRest full backup of a {pg['pg_bytes'] / 1e6:.0f} MB PostgreSQL database: "
+                  f"{out['pgbackrest_mb_s']:.0f} MB/s ({pg['repo_bytes'] / 1e6:.0f} MB stored); ratio Ombra/pgBackRest "
+                  f"{out['ombra_full_mb_s'] / out['pgbackrest_mb_s']:.2f}")
+        print(f"incremental backup after {load_mb} MB of new mail: {ri['seconds']:.2f} s, "
+              f"{ri['bytes_read'] / 1e6:.0f} MB of log read")
         print(f"second full after 5% new mail: Ombra stored {r2['bytes_stored'] / 1e6:.1f} MB in "
               f"{r2['seconds']:.1f} s; restic added {(after - before) / 1e6:.1f} MB in {rsecs2:.1f} s")
     finally:
