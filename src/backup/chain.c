@@ -1,0 +1,199 @@
+/* Restore chains (chain.h has the rules). */
+#include "backup/chain.h"
+
+#include <string.h>
+
+#include "base/error.h"
+
+static const char *str(json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
+}
+
+static uint32_t gen_at(json_t *s, size_t i)
+{
+    return (uint32_t)json_integer_value(json_array_get(json_object_get(s, "log_range"), i));
+}
+#define LO(s) gen_at((s), 0)
+#define HI(s) gen_at((s), 1)
+
+static int is_type(json_t *s, const char *t)
+{
+    return !strcmp(str(s, "type"), t);
+}
+
+static int is_base(json_t *s)
+{
+    return is_type(s, "full") || is_type(s, "copy");
+}
+
+/* The sets of the database, oldest first (as bk_sets lists them). */
+static json_t *sets_of(json_t *sets, const char *db)
+{
+    json_t *mine = json_array(), *s;
+    size_t i;
+    json_array_foreach(sets, i, s) if (!json_object_get(s, "damaged") &&
+                                       !strcmp(str(json_object_get(s, "database"), "id"), db))
+        json_array_append(mine, s);
+    return mine;
+}
+
+static json_t *by_id(json_t *mine, const char *id)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(mine, i, s) if (!strcmp(str(s, "id"), id)) return s;
+    return NULL;
+}
+
+/* The set a prefix names; NULL with the error set when none or several. */
+static json_t *by_prefix(json_t *mine, const char *prefix)
+{
+    size_t i, l = strlen(prefix);
+    json_t *s, *found = NULL;
+    json_array_foreach(mine, i, s) if (l && !strncmp(str(s, "id"), prefix, l))
+    {
+        if (found) {
+            om_errf(OM_E_InvalidParameter, "set %s is ambiguous: give more of its id", prefix);
+            return NULL;
+        }
+        found = s;
+    }
+    if (!found) om_errf(OM_E_SetNotFound, "no backup set %s of this database", prefix);
+    return found;
+}
+
+/* From a set back to its base through the parents, oldest first. */
+static int back_to_base(json_t *mine, json_t *x, json_t *chain)
+{
+    json_t *rev = json_array();
+    int rc = 0;
+    for (json_t *cur = x; cur && !rc;) {
+        json_array_append(rev, cur);
+        if (is_base(cur)) break;
+        const char *pid = str(cur, "parent");
+        json_t *p = by_id(mine, pid);
+        if (!p)
+            rc = om_errf(OM_E_SetNotFound,
+                         "the chain of set %.12s is broken: its parent %.12s is not in the "
+                         "repository",
+                         str(cur, "id"), pid[0] ? pid : "(none)");
+        else if (is_type(cur, "differential") && !is_type(p, "full"))
+            rc = om_errf(OM_E_InvalidBackupSequence,
+                         "differential set %.12s follows %.12s, which is not a full backup",
+                         str(cur, "id"), pid);
+        cur = p;
+    }
+    for (size_t i = json_array_size(rev); !rc && i-- > 0;)
+        json_array_append(chain, json_array_get(rev, i));
+    json_decref(rev);
+    return rc;
+}
+
+/* The newest full (or copy) whose logs end at or before until (0: any). */
+static json_t *newest_base(json_t *mine, uint32_t until)
+{
+    json_t *best = NULL, *s;
+    size_t i;
+    json_array_foreach(mine, i, s) if (is_base(s) && (!until || HI(s) <= until)) best = s;
+    return best;
+}
+
+/* The incrementals after base through the parents, up to the first that reaches until. */
+static void incrementals(json_t *mine, json_t *base, uint32_t until, json_t *chain)
+{
+    json_t *last = base;
+    for (;;) {
+        if (until && HI(last) >= until) return;
+        json_t *next = NULL, *s;
+        size_t i;
+        json_array_foreach(mine, i, s) if (is_type(s, "incremental") &&
+                                           !strcmp(str(s, "parent"), str(last, "id")))
+        {
+            next = s;
+            break;
+        }
+        if (!next) return;
+        json_array_append(chain, next);
+        last = next;
+    }
+}
+
+/* The differential of base that reaches until with the fewest logs, else the one that reaches
+ * furthest. */
+static json_t *differential(json_t *mine, json_t *base, uint32_t until)
+{
+    json_t *best = NULL, *s;
+    size_t i;
+    json_array_foreach(mine, i, s)
+    {
+        if (!is_type(s, "differential") || strcmp(str(s, "parent"), str(base, "id"))) continue;
+        int reaches = until && HI(s) >= until, best_reaches = best && until && HI(best) >= until;
+        if (!best || (reaches && (!best_reaches || HI(s) < HI(best))) ||
+            (!reaches && !best_reaches && HI(s) > HI(best)))
+            best = s;
+    }
+    return best;
+}
+
+static int continuous(json_t *chain)
+{
+    for (size_t i = 1; i < json_array_size(chain); i++) {
+        json_t *a = json_array_get(chain, i - 1), *b = json_array_get(chain, i);
+        if (LO(b) > HI(a) + 1)
+            return om_errf(OM_E_MissingLogFile,
+                           "log generations %u-%u are in no backup set: set %.12s ends at %u "
+                           "and set %.12s starts at %u",
+                           HI(a) + 1, LO(b) - 1, str(a, "id"), HI(a), str(b, "id"), LO(b));
+    }
+    return 0;
+}
+
+int bk_chain(json_t *sets, const char *db_id, const bk_point *p, json_t **out)
+{
+    *out = NULL;
+    json_t *mine = sets_of(sets, db_id), *chain = json_array();
+    int rc = 0;
+    if (!json_array_size(mine))
+        rc = om_errf(OM_E_SetNotFound, "no backup set of database %s in the repository", db_id);
+    else if (p && p->set_id) {
+        json_t *x = by_prefix(mine, p->set_id);
+        rc = x ? back_to_base(mine, x, chain) : OM_E_SetNotFound;
+        if (!x && strstr(om_err_detail(), "ambiguous")) rc = OM_E_InvalidParameter;
+    } else {
+        uint32_t until = p ? p->until_gen : 0;
+        json_t *base = newest_base(mine, until);
+        if (!base)
+            rc = until ? om_errf(OM_E_SetNotFound,
+                                 "no full backup of database %s ends at or before generation %u",
+                                 db_id, until)
+                       : om_errf(OM_E_SetNotFound, "no full backup of database %s", db_id);
+        else {
+            json_t *inc = json_array();
+            json_array_append(inc, base);
+            incrementals(mine, base, until, inc);
+            json_t *dif = differential(mine, base, until);
+            uint32_t ireach = HI(json_array_get(inc, json_array_size(inc) - 1));
+            uint32_t dreach = dif ? HI(dif) : 0;
+            int use_dif =
+                dif && (until ? (dreach >= until && (ireach < until || dreach <= ireach)) ||
+                                    (ireach < until && dreach > ireach)
+                              : dreach >= ireach);
+            if (use_dif) {
+                json_array_append(chain, base);
+                json_array_append(chain, dif);
+            } else
+                json_array_extend(chain, inc);
+            json_decref(inc);
+        }
+    }
+    if (!rc) rc = continuous(chain);
+    json_decref(mine);
+    if (rc) {
+        json_decref(chain);
+        return rc;
+    }
+    *out = chain;
+    return 0;
+}

@@ -1,0 +1,30 @@
+/* Restore chains: which backup sets of one database a restore needs (spec §5: a full backup and
+ * every incremental after it, or a full and the newest differential).
+ *
+ * sets: the repository's set summaries (bk_sets), each with "id", "type", "database": {"id"},
+ * "log_range": [first, last] and "parent" (the set an incremental or differential follows).
+ * The point to restore to:
+ * - set_id: that set (a unique prefix); a full or copy alone, an incremental with every set back
+ *   to its full (through the parents), a differential with its full;
+ * - until_gen: the newest full whose logs end at or before the generation, then the sets after
+ *   it until one reaches the generation (incrementals; or the differential that reaches it
+ *   with the fewest logs);
+ * - neither: the newest full, then the incrementals after it, or its newest differential when
+ *   that reaches further.
+ * The chain must be continuous: each set's first generation follows the previous set's last
+ * one; a gap is MissingLogFile naming the generations no set holds. No set of the database:
+ * SetNotFound. *chain: a new array of the chosen summaries, oldest first. */
+#ifndef OM_BACKUP_CHAIN_H
+#define OM_BACKUP_CHAIN_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+typedef struct bk_point {
+    const char *set_id; /* NULL: no set named */
+    uint32_t until_gen; /* 0: none */
+} bk_point;
+
+int bk_chain(json_t *sets, const char *db_id, const bk_point *p, json_t **chain);
+
+#endif
