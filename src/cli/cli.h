@@ -135,6 +135,7 @@ extern const cli_group cli_mail_group;
 extern const cli_group cli_dbutil_group;
 extern const cli_group cli_vss_group;
 extern const cli_group cli_backup_group;
+extern const cli_group cli_restore_group;
 extern const cli_group cli_repo_group;
 extern const cli_group cli_backups_group;
 extern const cli_group cli_verify_group;

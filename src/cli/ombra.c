@@ -22,6 +22,7 @@ static const cli_group *const groups[] = {
     &cli_dbutil_group,
     &cli_vss_group,
     &cli_backup_group,
+    &cli_restore_group,
     &cli_repo_group,
     &cli_backups_group,
     &cli_verify_group,

@@ -1,0 +1,103 @@
+/* ombra restore: bring a database back from the repository (backup/restore.h does the work). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backup/restore.h"
+#include "base/error.h"
+#include "cli/cli.h"
+
+static int cmd_restore(const cli_args *a)
+{
+    bk_restore_opts o = {.db = a->pos[0],
+                         .set_id = cli_val(a, "set"),
+                         .to = cli_val(a, "to"),
+                         .recovery = cli_val(a, "recovery"),
+                         .no_replay = cli_flag(a, "no-replay"),
+                         .mount = cli_flag(a, "mount")};
+    uint64_t gen = 0;
+    int rc;
+    if (cli_val(a, "until-gen") &&
+        (rc = cli_number(a, "--until-gen", cli_val(a, "until-gen"), 1, 0xFFFFFFF0u, 0, &gen)))
+        return rc;
+    o.until_gen = (uint32_t)gen;
+    if (o.set_id && o.until_gen) return cli_usage(a, "--set and --until-gen exclude each other");
+    int targets = !!o.to + !!o.recovery + !!cli_val(a, "edb");
+    if (targets > 1) return cli_usage(a, "give one of --to, --recovery or --edb/--logs");
+    if (!!cli_val(a, "edb") != !!cli_val(a, "logs"))
+        return cli_usage(a, "--edb and --logs go together");
+    char pbuf[1024];
+    const char *pass = NULL;
+    if ((rc = cli_repo_passphrase(a, pbuf, sizeof pbuf, &pass))) return cli_fail(rc);
+    o.passphrase = pass;
+    char *repo = cli_abs_path(cli_val(a, "repo"));
+    char *edb = cli_val(a, "edb") ? cli_abs_path(cli_val(a, "edb")) : NULL;
+    char *logs = cli_val(a, "logs") ? cli_abs_path(cli_val(a, "logs")) : NULL;
+    o.repo = repo;
+    o.edb = edb;
+    o.logs = logs;
+    json_t *res = NULL;
+    rc = bk_restore_run(&o, &res);
+    char detail[1400];
+    snprintf(detail, sizeof detail, "%s", om_err_detail());
+    memset(pbuf, 0, sizeof pbuf);
+    free(repo);
+    free(edb);
+    free(logs);
+    int out = CLI_OK;
+    if (cli_flag(a, "json"))
+        out = cli_print_json(res);
+    else if (!rc) {
+        size_t i;
+        json_t *s;
+        json_array_foreach(json_object_get(res, "sets"), i, s) printf(
+            "using %s set %.12s (log generations %lld-%lld)\n",
+            json_string_value(json_object_get(s, "type")),
+            json_string_value(json_object_get(s, "set")),
+            (long long)json_integer_value(json_array_get(json_object_get(s, "log_range"), 0)),
+            (long long)json_integer_value(json_array_get(json_object_get(s, "log_range"), 1)));
+        json_t *rp = json_object_get(res, "replay");
+        printf("restored %s into %s: %.1f MB in %.2f s", o.db,
+               json_string_value(json_object_get(res, "target")),
+               (double)json_integer_value(json_object_get(res, "bytes")) / 1e6,
+               json_real_value(json_object_get(res, "seconds")));
+        if (json_is_object(rp))
+            printf("; generations %lld-%lld replayed\n",
+                   (long long)json_integer_value(json_object_get(rp, "first_gen")),
+                   (long long)json_integer_value(json_object_get(rp, "last_gen")));
+        else
+            printf("; not replayed (additional restores to come)\n");
+    }
+    json_decref(res);
+    if (rc) {
+        om_errf(rc, "%s", detail);
+        return cli_fail(rc);
+    }
+    return out;
+}
+
+static const cli_opt restore_opts[] = {
+    {"repo", "PATH", "the repository", 1},
+    {"set", "ID", "restore up to this set (an id prefix); default: the newest chain", 0},
+    {"until-gen", "N", "replay no log generation past N", 0},
+    {"to", "DB", "restore into another database (dismounted, allowing restore)", 0},
+    {"recovery", "NAME", "restore into the recovery database", 0},
+    {"edb", "PATH", "restore to new paths: the database file", 0},
+    {"logs", "DIR", "restore to new paths: the log folder", 0},
+    {"no-replay", NULL, "lay the files down only (additional restores follow)", 0},
+    {"mount", NULL, "mount the database afterwards", 0},
+    {"passphrase-file", "F", "the passphrase of an encrypted repository", 0},
+    {"json", NULL, "print JSON: sets used, bytes, seconds, generations replayed", 0},
+    {0}};
+
+static const cli_cmd restore_cmds[] = {
+    {"", "DB", restore_opts, "restore a database from the repository",
+     "Picks the chain (the newest full backup and the incrementals after it, or its newest "
+     "differential), lays the files down through the store's writer, checking every block and "
+     "file, and lets the writer replay the logs.",
+     cmd_restore},
+    {0},
+};
+
+const cli_group cli_restore_group = {"restore", "restore a database from a repository",
+                                     restore_cmds};
