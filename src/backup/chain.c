@@ -18,6 +18,12 @@ static uint32_t gen_at(json_t *s, size_t i)
 #define LO(s) gen_at((s), 0)
 #define HI(s) gen_at((s), 1)
 
+/* How far a set reaches on the point's scale: its last generation, or its freeze time. */
+static uint64_t reach(json_t *s, int by_time)
+{
+    return by_time ? (uint64_t)json_integer_value(json_object_get(s, "mark_time_ns")) : HI(s);
+}
+
 static int is_type(json_t *s, const char *t)
 {
     return !strcmp(str(s, "type"), t);
@@ -91,21 +97,22 @@ static int back_to_base(json_t *mine, json_t *x, json_t *chain)
     return rc;
 }
 
-/* The newest full (or copy) whose logs end at or before until (0: any). */
-static json_t *newest_base(json_t *mine, uint32_t until)
+/* The newest full (or copy) that reaches no further than until (0: any). */
+static json_t *newest_base(json_t *mine, uint64_t until, int by_time)
 {
     json_t *best = NULL, *s;
     size_t i;
-    json_array_foreach(mine, i, s) if (is_base(s) && (!until || HI(s) <= until)) best = s;
+    json_array_foreach(mine, i, s) if (is_base(s) && (!until || reach(s, by_time) <= until)) best =
+        s;
     return best;
 }
 
 /* The incrementals after base through the parents, up to the first that reaches until. */
-static void incrementals(json_t *mine, json_t *base, uint32_t until, json_t *chain)
+static void incrementals(json_t *mine, json_t *base, uint64_t until, int by_time, json_t *chain)
 {
     json_t *last = base;
     for (;;) {
-        if (until && HI(last) >= until) return;
+        if (until && reach(last, by_time) >= until) return;
         json_t *next = NULL, *s;
         size_t i;
         json_array_foreach(mine, i, s) if (is_type(s, "incremental") &&
@@ -122,16 +129,17 @@ static void incrementals(json_t *mine, json_t *base, uint32_t until, json_t *cha
 
 /* The differential of base that reaches until with the fewest logs, else the one that reaches
  * furthest. */
-static json_t *differential(json_t *mine, json_t *base, uint32_t until)
+static json_t *differential(json_t *mine, json_t *base, uint64_t until, int by_time)
 {
     json_t *best = NULL, *s;
     size_t i;
     json_array_foreach(mine, i, s)
     {
         if (!is_type(s, "differential") || strcmp(str(s, "parent"), str(base, "id"))) continue;
-        int reaches = until && HI(s) >= until, best_reaches = best && until && HI(best) >= until;
-        if (!best || (reaches && (!best_reaches || HI(s) < HI(best))) ||
-            (!reaches && !best_reaches && HI(s) > HI(best)))
+        uint64_t r = reach(s, by_time), rb = best ? reach(best, by_time) : 0;
+        int reaches = until && r >= until, best_reaches = best && until && rb >= until;
+        if (!best || (reaches && (!best_reaches || r < rb)) ||
+            (!reaches && !best_reaches && r > rb))
             best = s;
     }
     return best;
@@ -162,20 +170,20 @@ int bk_chain(json_t *sets, const char *db_id, const bk_point *p, json_t **out)
         rc = x ? back_to_base(mine, x, chain) : OM_E_SetNotFound;
         if (!x && strstr(om_err_detail(), "ambiguous")) rc = OM_E_InvalidParameter;
     } else {
-        uint32_t until = p ? p->until_gen : 0;
-        json_t *base = newest_base(mine, until);
+        int by_time = p && p->until_time_ns;
+        uint64_t until = by_time ? p->until_time_ns : p ? p->until_gen : 0;
+        json_t *base = newest_base(mine, until, by_time);
         if (!base)
             rc = until ? om_errf(OM_E_SetNotFound,
-                                 "no full backup of database %s ends at or before generation %u",
-                                 db_id, until)
+                                 "no full backup of database %s is older than the point", db_id)
                        : om_errf(OM_E_SetNotFound, "no full backup of database %s", db_id);
         else {
             json_t *inc = json_array();
             json_array_append(inc, base);
-            incrementals(mine, base, until, inc);
-            json_t *dif = differential(mine, base, until);
-            uint32_t ireach = HI(json_array_get(inc, json_array_size(inc) - 1));
-            uint32_t dreach = dif ? HI(dif) : 0;
+            incrementals(mine, base, until, by_time, inc);
+            json_t *dif = differential(mine, base, until, by_time);
+            uint64_t ireach = reach(json_array_get(inc, json_array_size(inc) - 1), by_time);
+            uint64_t dreach = dif ? reach(dif, by_time) : 0;
             int use_dif =
                 dif && (until ? (dreach >= until && (ireach < until || dreach <= ireach)) ||
                                     (ireach < until && dreach > ireach)

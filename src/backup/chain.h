@@ -9,6 +9,9 @@
  * - until_gen: the newest full whose logs end at or before the generation, then the sets after
  *   it until one reaches the generation (incrementals; or the differential that reaches it
  *   with the fewest logs);
+ * - until_time_ns: the same by the sets' "mark_time_ns" (the freeze each set stands for): the
+ *   newest full frozen at or before the time, then the sets after it until one was frozen at or
+ *   after it;
  * - neither: the newest full, then the incrementals after it, or its newest differential when
  *   that reaches further.
  * The chain must be continuous: each set's first generation follows the previous set's last
@@ -23,6 +26,7 @@
 typedef struct bk_point {
     const char *set_id; /* NULL: no set named */
     uint32_t until_gen; /* 0: none */
+    uint64_t until_time_ns; /* 0: none */
 } bk_point;
 
 int bk_chain(json_t *sets, const char *db_id, const bk_point *p, json_t **chain);

@@ -364,6 +364,8 @@ static void *run_db(void *arg)
         om_json_str_or(j->md, "edb", ""), "logs", om_json_str_or(j->md, "logs", ""), "base",
         om_json_str_or(j->md, "base", "E00"), "log_range", j->lo, j->hi, "parent", parent_of(j),
         "backup_metadata", j->md, "writer_metadata", j->wmd, "components_document", j->doc);
+    /* The moment the set stands for (the freeze): restores by time pick sets with it. */
+    json_object_set(doc, "mark_time_ns", json_object_get(j->md, "mark_time_ns"));
     uint64_t in = 0, stored = 0, bn = 0, br = 0;
     bk_writer_stats(w, &in, &stored, &bn, &br);
     j->bytes_stored = stored;

@@ -110,6 +110,8 @@ static json_t *writer_options(const bk_restore_opts *o, const char *orig_id)
     }
     if (o->mount) json_object_set_new(ro, "mount", json_true());
     if (o->until_gen) json_object_set_new(ro, "stop_gen", json_integer(o->until_gen));
+    if (o->until_time_ns)
+        json_object_set_new(ro, "stop_time_ns", json_integer((json_int_t)o->until_time_ns));
     return ro;
 }
 
@@ -155,7 +157,8 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
     int rc = bk_repo_open(o->repo, o->passphrase, &r);
     if (!rc) rc = store_db_id(o->db, id);
     if (!rc) rc = bk_sets(r, &sets);
-    bk_point pt = {.set_id = o->set_id, .until_gen = o->until_gen};
+    bk_point pt = {
+        .set_id = o->set_id, .until_gen = o->until_gen, .until_time_ns = o->until_time_ns};
     if (!rc) rc = bk_chain(sets, id, &pt, &chain);
     size_t i;
     json_t *s;

@@ -23,6 +23,7 @@ typedef struct bk_restore_opts {
     const char *db;         /* the database the backups are of */
     const char *set_id;     /* NULL: the newest chain */
     uint32_t until_gen;     /* 0: none */
+    uint64_t until_time_ns; /* 0: none; ns since the epoch */
     const char *to;         /* another database (NULL: the original) */
     const char *recovery;   /* the recovery database's name */
     const char *edb, *logs; /* new paths */

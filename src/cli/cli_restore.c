@@ -2,10 +2,35 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backup/restore.h"
 #include "base/error.h"
 #include "cli/cli.h"
+
+/* "2026-11-22T01:02:03Z" (UTC, optional .fraction) or "2026-11-22 01:02:03" (local time) as ns
+ * since the epoch; 0 when it is neither. */
+static uint64_t parse_time(const char *t)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm);
+    int utc = rest != NULL;
+    if (!rest) rest = strptime(t, "%Y-%m-%d %H:%M:%S", &tm);
+    if (!rest) return 0;
+    uint64_t frac = 0, scale = 1000000000u;
+    if (*rest == '.')
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++)
+            if (scale > 1) {
+                scale /= 10;
+                frac += (uint64_t)(*rest - '0') * scale;
+            }
+    if (utc && *rest == 'Z') rest++;
+    if (*rest) return 0;
+    tm.tm_isdst = -1;
+    time_t s = utc ? timegm(&tm) : mktime(&tm);
+    return s < 0 ? 0 : (uint64_t)s * 1000000000u + frac;
+}
 
 static int cmd_restore(const cli_args *a)
 {
@@ -21,7 +46,13 @@ static int cmd_restore(const cli_args *a)
         (rc = cli_number(a, "--until-gen", cli_val(a, "until-gen"), 1, 0xFFFFFFF0u, 0, &gen)))
         return rc;
     o.until_gen = (uint32_t)gen;
-    if (o.set_id && o.until_gen) return cli_usage(a, "--set and --until-gen exclude each other");
+    if (cli_val(a, "until-time") && !(o.until_time_ns = parse_time(cli_val(a, "until-time"))))
+        return cli_usage(a,
+                         "--until-time '%s' is not YYYY-MM-DDTHH:MM:SS[.fff]Z (UTC) or "
+                         "'YYYY-MM-DD HH:MM:SS' (local time)",
+                         cli_val(a, "until-time"));
+    if (!!o.set_id + !!o.until_gen + !!o.until_time_ns > 1)
+        return cli_usage(a, "--set, --until-gen and --until-time exclude each other");
     int targets = !!o.to + !!o.recovery + !!cli_val(a, "edb");
     if (targets > 1) return cli_usage(a, "give one of --to, --recovery or --edb/--logs");
     if (!!cli_val(a, "edb") != !!cli_val(a, "logs"))
@@ -80,6 +111,7 @@ static const cli_opt restore_opts[] = {
     {"repo", "PATH", "the repository", 1},
     {"set", "ID", "restore up to this set (an id prefix); default: the newest chain", 0},
     {"until-gen", "N", "replay no log generation past N", 0},
+    {"until-time", "T", "replay no transaction committed after T (UTC ...Z, or local time)", 0},
     {"to", "DB", "restore into another database (dismounted, allowing restore)", 0},
     {"recovery", "NAME", "restore into the recovery database", 0},
     {"edb", "PATH", "restore to new paths: the database file", 0},

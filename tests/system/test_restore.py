@@ -92,3 +92,28 @@ def test_refusals(store, repo):
     store.ombra("db", "dismount", "db1")
     r = restore(store, repo, "db1", check=False)
     assert r.rc == 1 and "-1032 FileAccessDenied" in r.err, r.describe()
+
+
+def test_a_point_in_time_keeps_the_mail_before_it_and_drops_the_mail_after_it(store, repo):
+    import datetime
+    import time
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 300)
+    backup(store, repo, "full")
+    load(store, "db1", 100, seed=2)
+    before = store.digest("db1")
+    time.sleep(1.1)
+    point = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    time.sleep(1.1)
+    load(store, "db1", 100, seed=3)
+    after = store.digest("db1")
+    backup(store, repo, "incremental")
+    store.ombra("db", "new", "db2")
+    store.ombra("db", "dismount", "db2")
+    store.ombra("db", "set", "db2", "--allow-restore", "on")
+    r = restore(store, repo, "db1", "--until-time", point, "--to", "db2", "--mount")
+    res = json.loads(r.out)
+    assert res["replay"]["stopped_at_point"], res
+    assert store.digest("db2") == before != after
+    r = restore(store, repo, "db1", "--until-time", "yesterday", check=False)
+    assert r.rc == 2 and "--until-time" in r.err

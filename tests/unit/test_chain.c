@@ -101,6 +101,27 @@ static void a_point_by_generation_picks_the_shortest_chain_that_reaches_it(void 
     json_decref(h);
 }
 
+static void a_point_in_time_picks_by_the_sets_freeze_times(void **state)
+{
+    json_t *h = history(), *c = NULL, *s;
+    size_t i;
+    json_array_foreach(h, i, s)
+        json_object_set_new(s, "mark_time_ns", json_integer((json_int_t)(i + 1) * 100));
+    bk_point p = {.until_time_ns = 250}; /* after i1a (200), before i1b (300) */
+    assert_int_equal(bk_chain(h, "db", &p, &c), 0);
+    const char *want[] = {"f1aaaa", "i1aaaa", "i1bbbb"}; /* i1b holds the logs up to 300 */
+    assert_chain(c, want, 3);
+    json_decref(c);
+    p.until_time_ns = 550; /* after full2 (500) */
+    assert_int_equal(bk_chain(h, "db", &p, &c), 0);
+    const char *want2[] = {"f2aaaa", "i2aaaa"};
+    assert_chain(c, want2, 2);
+    json_decref(c);
+    p.until_time_ns = 50; /* before any full */
+    assert_int_equal(bk_chain(h, "db", &p, &c), OM_E_SetNotFound);
+    json_decref(h);
+}
+
 static void a_gap_or_a_missing_parent_is_refused_naming_it(void **state)
 {
     json_t *h = json_array(), *c = NULL;
@@ -123,6 +144,7 @@ int main(void)
         cmocka_unit_test(the_newest_base_and_what_follows_it_by_default),
         cmocka_unit_test(a_named_set_comes_with_the_sets_it_needs),
         cmocka_unit_test(a_point_by_generation_picks_the_shortest_chain_that_reaches_it),
+        cmocka_unit_test(a_point_in_time_picks_by_the_sets_freeze_times),
         cmocka_unit_test(a_gap_or_a_missing_parent_is_refused_naming_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
