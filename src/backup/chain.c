@@ -53,21 +53,20 @@ static json_t *by_id(json_t *mine, const char *id)
     return NULL;
 }
 
-/* The set a prefix names; NULL with the error set when none or several. */
-static json_t *by_prefix(json_t *mine, const char *prefix)
+/* The set a prefix names: 0 and *out, or SetNotFound / InvalidParameter (ambiguous). */
+static int by_prefix(json_t *mine, const char *prefix, json_t **out)
 {
     size_t i, l = strlen(prefix);
-    json_t *s, *found = NULL;
+    json_t *s;
+    *out = NULL;
     json_array_foreach(mine, i, s) if (l && !strncmp(str(s, "id"), prefix, l))
     {
-        if (found) {
-            om_errf(OM_E_InvalidParameter, "set %s is ambiguous: give more of its id", prefix);
-            return NULL;
-        }
-        found = s;
+        if (*out)
+            return om_errf(OM_E_InvalidParameter, "set %s is ambiguous: give more of its id",
+                           prefix);
+        *out = s;
     }
-    if (!found) om_errf(OM_E_SetNotFound, "no backup set %s of this database", prefix);
-    return found;
+    return *out ? 0 : om_errf(OM_E_SetNotFound, "no backup set %s of this database", prefix);
 }
 
 /* From a set back to its base through the parents, oldest first. */
@@ -166,9 +165,9 @@ int bk_chain(json_t *sets, const char *db_id, const bk_point *p, json_t **out)
     if (!json_array_size(mine))
         rc = om_errf(OM_E_SetNotFound, "no backup set of database %s in the repository", db_id);
     else if (p && p->set_id) {
-        json_t *x = by_prefix(mine, p->set_id);
-        rc = x ? back_to_base(mine, x, chain) : OM_E_SetNotFound;
-        if (!x && strstr(om_err_detail(), "ambiguous")) rc = OM_E_InvalidParameter;
+        json_t *x = NULL;
+        rc = by_prefix(mine, p->set_id, &x);
+        if (!rc) rc = back_to_base(mine, x, chain);
     } else {
         int by_time = p && p->until_time_ns;
         uint64_t until = by_time ? p->until_time_ns : p ? p->until_gen : 0;

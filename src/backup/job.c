@@ -321,20 +321,17 @@ static json_t *parent_of(dbjob *j)
     if (!strcmp(j->o->type, "full") || !strcmp(j->o->type, "copy")) return parent;
     if (bk_sets(j->repo, &sets)) return parent;
     size_t i;
-    json_t *s;
+    json_t *s; /* summaries carry type, database and id: no set file is read again */
     json_array_foreach(sets, i, s)
     {
-        const char *id = om_json_str_or(s, "id", NULL);
-        json_t *full = NULL;
-        if (!id || bk_set_load(j->repo, id, &full)) continue;
-        const char *t = om_json_str_or(full, "type", "");
-        if (!strcmp(om_json_str_or(json_object_get(full, "database"), "id", ""), j->id) &&
-            (!strcmp(t, "full") ||
-             (!strcmp(j->o->type, "incremental") && !strcmp(t, "incremental")))) {
+        const char *id = om_json_str_or(s, "id", NULL), *t = om_json_str_or(s, "type", "");
+        if (!id || strcmp(om_json_str_or(json_object_get(s, "database"), "id", ""), j->id))
+            continue;
+        if (!strcmp(t, "full") ||
+            (!strcmp(j->o->type, "incremental") && !strcmp(t, "incremental"))) {
             json_decref(parent);
             parent = json_string(id);
         }
-        json_decref(full);
     }
     json_decref(sets);
     return parent;
@@ -377,7 +374,7 @@ static void *run_db(void *arg)
 
 /* ---- the requester sequence ---- */
 
-static int store_show(const char *name, json_t **info)
+int bk_store_db(const char *name, json_t **info)
 {
     char run[4096], sock[4200];
     int rc = om_runtime_dir(run, sizeof run);
@@ -508,7 +505,7 @@ int bk_backup_run(const bk_job_opts *o, json_t **result)
         j->o = &opts;
         j->bytes_read = &bytes;
         snprintf(j->name, sizeof j->name, "%s", o->dbs[i]);
-        if (!(rc = store_show(j->name, &j->info)))
+        if (!(rc = bk_store_db(j->name, &j->info)))
             snprintf(j->id, sizeof j->id, "%s", om_json_str_or(j->info, "id", ""));
     }
     if (!rc) rc = vss_req_begin(NULL, VSS_SESSION_BACKUP, &r);

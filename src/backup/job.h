@@ -42,4 +42,8 @@ typedef struct bk_job_opts {
  * the database and the step). */
 int bk_backup_run(const bk_job_opts *o, json_t **result);
 
+/* The store's description of a database (db.show on store.sock): *db, a new reference with its
+ * id, server, paths. The store's error (its detail naming the database) otherwise. */
+int bk_store_db(const char *name, json_t **db);
+
 #endif

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "backup/chain.h"
+#include "backup/job.h"
 #include "backup/repo.h"
 #include "base/error.h"
 #include "base/paths.h"
@@ -82,17 +83,11 @@ static int restore_file(bk_repo *r, const char *set, json_t *f, const char *dst,
 
 static int store_db_id(const char *name, char id[40])
 {
-    char run[4096], sock[4200];
-    int rc = om_runtime_dir(run, sizeof run);
-    if (rc) return rc;
-    snprintf(sock, sizeof sock, "%.4000s/store.sock", run);
-    json_t *rep = NULL, *req = json_pack("{s:s, s:s}", "op", "db.show", "name", name);
-    rc = om_proto_call(sock, req, NULL, 0, &rep, NULL, NULL);
-    json_decref(req);
-    if (!rc) rc = om_proto_check(rep);
-    if (!rc) snprintf(id, 40, "%s", om_json_str_or(json_object_get(rep, "db"), "id", ""));
-    json_decref(rep);
-    return rc ? om_err_ctx(rc, "database '%s'", name) : 0;
+    json_t *db = NULL;
+    int rc = bk_store_db(name, &db);
+    if (!rc) snprintf(id, 40, "%s", om_json_str_or(db, "id", ""));
+    json_decref(db);
+    return rc;
 }
 
 /* The restore options the store writer understands (store/writer.h). */

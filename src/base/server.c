@@ -2,6 +2,9 @@
 #include "base/server.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -14,6 +17,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "base/paths.h"
 #include "base/proto.h"
 
 int om_server_listen(const char *path, gid_t group, const char *daemon, int *out)
@@ -114,4 +118,42 @@ int om_stopper_start(om_stopper *st)
 void om_stopper_join(om_stopper *st)
 {
     pthread_join(st->th, NULL);
+}
+
+int om_server_admit(int fd, gid_t group, const char *service, char *who, size_t wlen)
+{
+    snprintf(who, wlen, "unknown peer");
+    if (om_peer_allowed(fd, group, who, wlen)) return 1;
+    om_warn("refused a connection from %s: not root, not the daemon's user, not in its group", who);
+    om_errf(OM_E_FileAccessDenied, "access denied: %s may not use %s", who, service);
+    json_t *r = om_proto_error(OM_E_FileAccessDenied);
+    om_proto_send(fd, r, NULL, 0);
+    json_decref(r);
+    return 0;
+}
+
+int om_daemon_start(const char *name, int foreground, char *arun, char *adata, size_t n)
+{
+    char run[4096], data[4096];
+    int rc = om_runtime_dir(run, sizeof run);
+    if (!rc) rc = om_data_dir(data, sizeof data);
+    if (rc || om_mkdirs(run) || om_mkdirs(data) || n < PATH_MAX || !realpath(run, arun) ||
+        !realpath(data, adata)) {
+        fprintf(stderr, "%s: cannot use the runtime or data directory: %s\n", name,
+                om_err_detail());
+        return 1;
+    }
+    if (foreground) return 0;
+    char logp[PATH_MAX + 64];
+    snprintf(logp, sizeof logp, "%s/%s.log", adata, name);
+    if (daemon(0, 1) != 0) {
+        fprintf(stderr, "%s: cannot detach: %s\n", name, strerror(errno));
+        return 1;
+    }
+    int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd >= 0) {
+        dup2(fd, 2);
+        close(fd);
+    }
+    return 0;
 }

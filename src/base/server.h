@@ -14,6 +14,14 @@ int om_server_listen(const char *path, gid_t group, const char *daemon, int *fd)
 /* 1 when the peer of fd is root, the daemon's own user, or a member of group; who gets
  * "uid U gid G pid P" for the log. */
 int om_peer_allowed(int fd, gid_t group, char *who, size_t wlen);
+/* om_peer_allowed, and for a peer that is not: logs the refusal and sends it one error reply
+ * (FileAccessDenied naming the service). 1 when the peer may go on; who as in om_peer_allowed. */
+int om_server_admit(int fd, gid_t group, const char *service, char *who, size_t wlen);
+/* What a daemon's main does before running: makes the runtime and data directories, makes them
+ * absolute into arun/adata (the daemon changes directory when it detaches), and without
+ * foreground detaches with stderr appended to <data>/<name>.log. Prints its own error on
+ * stderr; 0 or 1 (the exit status). */
+int om_daemon_start(const char *name, int foreground, char *arun, char *adata, size_t n);
 /* The peer's pid (0 when unknown). */
 pid_t om_peer_pid(int fd);
 /* The gid of a group name (NULL: the daemon's own group); InvalidParameter for an unknown name. */

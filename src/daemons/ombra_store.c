@@ -1,5 +1,4 @@
 /* ombra-store [--foreground] [--server NAME] [--group GROUP]: the store daemon (service.h). */
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +7,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/paths.h"
+#include "base/server.h"
 #include "store/service.h"
 
 static void usage(FILE *f)
@@ -68,35 +68,13 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    char run[4096], data[4096];
-    int rc = om_runtime_dir(run, sizeof run);
-    if (!rc) rc = om_data_dir(data, sizeof data);
-    if (rc) {
-        fprintf(stderr, "ombra-store: %s\n", om_err_detail());
-        return 1;
-    }
     /* Absolute paths: database paths derive from the data directory and are stored in the
-     * directory, and the daemon may change its working directory when it detaches. */
+     * directory, and the daemon changes its working directory when it detaches. */
     char arun[4096], adata[4096];
-    if (om_mkdirs(run) || om_mkdirs(data) || !realpath(run, arun) || !realpath(data, adata)) {
-        fprintf(stderr, "ombra-store: cannot use %s or %s: %s\n", run, data, om_err_detail());
-        return 1;
-    }
+    int rc = om_daemon_start("ombra-store", fg, arun, adata, sizeof arun);
+    if (rc) return rc;
     o.runtime_dir = arun;
     o.data_dir = adata;
-    if (!fg) {
-        char logp[4200];
-        snprintf(logp, sizeof logp, "%s/ombra-store.log", adata);
-        if (daemon(0, 1) != 0) {
-            perror("ombra-store: daemon");
-            return 1;
-        }
-        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            close(fd);
-        }
-    }
     rc = store_run(&o);
     if (rc) {
         char b[2048];

@@ -1,6 +1,5 @@
 /* ombra-vssd [--foreground] [--group GROUP] [--freeze-limit-ms N] [--commit-limit-ms N]
  * [--event-limit-ms N] [--shadow-dir DIR]: the shadow copy coordinator (vss/coordinator.h). */
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +8,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/paths.h"
+#include "base/server.h"
 #include "vss/coordinator.h"
 
 static void usage(FILE *f)
@@ -66,39 +66,16 @@ int main(int argc, char **argv)
         }
     }
     if (rc) return rc;
-    char run[4096], data[4096], arun[4096], adata[4096], ashadow[4096];
-    rc = om_runtime_dir(run, sizeof run);
-    if (!rc) rc = om_data_dir(data, sizeof data);
-    if (rc) {
-        fprintf(stderr, "ombra-vssd: %s\n", om_err_detail());
-        return 1;
-    }
-    /* Absolute paths: the daemon changes its working directory when it detaches. */
-    if (om_mkdirs(run) || om_mkdirs(data) || !realpath(run, arun) || !realpath(data, adata)) {
-        fprintf(stderr, "ombra-vssd: cannot use %s or %s: %s\n", run, data, om_err_detail());
-        return 1;
-    }
-    o.runtime_dir = arun;
-    o.data_dir = adata;
-    if (o.shadow_dir && o.shadow_dir[0] != '/') {
+    char arun[4096], adata[4096], ashadow[4096];
+    if (o.shadow_dir && o.shadow_dir[0] != '/') { /* before detaching changes the directory */
         if (!getcwd(ashadow, sizeof ashadow - 1024)) ashadow[0] = 0;
         strncat(ashadow, "/", sizeof ashadow - strlen(ashadow) - 1);
         strncat(ashadow, o.shadow_dir, sizeof ashadow - strlen(ashadow) - 1);
         o.shadow_dir = ashadow;
     }
-    if (!fg) {
-        char logp[4200];
-        snprintf(logp, sizeof logp, "%s/ombra-vssd.log", adata);
-        if (daemon(0, 1) != 0) {
-            perror("ombra-vssd: daemon");
-            return 1;
-        }
-        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            close(fd);
-        }
-    }
+    if ((rc = om_daemon_start("ombra-vssd", fg, arun, adata, sizeof arun))) return rc;
+    o.runtime_dir = arun;
+    o.data_dir = adata;
     rc = vss_coord_run(&o);
     if (rc) {
         om_error("%s", om_err_detail());

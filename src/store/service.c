@@ -534,14 +534,7 @@ static void *serve(void *arg)
     conn *c = arg;
     store *s = c->s;
     char who[128] = "unknown peer";
-    if (!om_peer_allowed(c->fd, s->group, who, sizeof who)) {
-        om_warn("refused a connection from %s: not root, not the daemon's user, not in its group",
-                who);
-        om_errf(OM_E_FileAccessDenied, "access denied: %s is not allowed to use this store", who);
-        json_t *r = om_proto_error(OM_E_FileAccessDenied);
-        om_proto_send(c->fd, r, NULL, 0);
-        json_decref(r);
-    } else {
+    if (om_server_admit(c->fd, s->group, "this store", who, sizeof who)) {
         for (;;) {
             json_t *req = NULL;
             uint8_t *data = NULL, *rdata = NULL;

@@ -459,19 +459,12 @@ static void *serve(void *arg)
 {
     conn *cn = arg;
     coord *c = cn->c;
-    char who[128] = "unknown peer";
     json_t *req = NULL;
     uint8_t *data = NULL;
     size_t dlen = 0;
-    if (!om_peer_allowed(cn->fd, cn->group, who, sizeof who)) {
-        om_warn("refused a connection from %s: not root, not the daemon's user, not in its group",
-                who);
-        om_errf(OM_E_FileAccessDenied, "access denied: %s may not use the shadow copy service",
-                who);
-        json_t *r = om_proto_error(OM_E_FileAccessDenied);
-        om_proto_send(cn->fd, r, NULL, 0);
-        json_decref(r);
-    } else if (om_proto_recv(cn->fd, &req, &data, &dlen) == 0) {
+    char who[128];
+    if (om_server_admit(cn->fd, cn->group, "the shadow copy service", who, sizeof who) &&
+        om_proto_recv(cn->fd, &req, &data, &dlen) == 0) {
         const char *op = om_json_str_or(req, "op", "");
         if (!strcmp(op, "writer.register"))
             writer_serve(c, cn->fd, req);

@@ -442,7 +442,6 @@ static int prepare_backup(coord *c, session *s)
     if (!rc && !s->type[0]) rc = om_errf(OM_E_BadState, "set_backup_state was not called");
     if (rc) return rc;
     if ((rc = lock_writers(c, s))) return fail_session(c, s, rc);
-    json_t *targs = json_pack("{s:s}", "type", s->type);
     for (int i = 0; i < s->ninv && !rc; i++) {
         involved *v = &s->inv[i];
         json_t *args = json_pack("{s:s, s:o}", "type", s->type, "components", comp_names(s, v->w));
@@ -456,7 +455,6 @@ static int prepare_backup(coord *c, session *s)
         } else
             coord_writer_state(c, v->w, "stable", 0);
     }
-    json_decref(targs);
     if (rc) return fail_session(c, s, rc);
     s->state = S_PREPARED;
     return 0;
