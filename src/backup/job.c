@@ -19,6 +19,7 @@
 #include "base/proto.h"
 #include "base/time.h"
 #include "check/check.h"
+#include "engine/engine.h"
 #include "vss/requester.h"
 
 #define MAX_DBS   64
@@ -136,49 +137,46 @@ static int list_files(dbjob *j, json_t *shadows, char *edb, size_t en, char *log
     return rc;
 }
 
-/* The check library over the shadow copy's files: pages of the .edb (full, copy) and the log
- * range. */
-typedef struct page_share {
-    chk_set *set;
-    uint32_t pages, next;
-    int rc;
-} page_share;
-
-static void *check_pages(void *arg)
-{
-    page_share *p = arg;
-    for (;;) {
-        uint32_t first = __atomic_fetch_add(&p->next, 1024, __ATOMIC_RELAXED) + 1;
-        if (first > p->pages) break;
-        uint32_t n = p->pages - first + 1 < 1024 ? p->pages - first + 1 : 1024;
-        int rc = chk_check_pages(p->set, 0, first, n, NULL, NULL);
-        if (rc) __atomic_store_n(&p->rc, rc, __ATOMIC_RELAXED);
-    }
-    return NULL;
-}
-
-static int check_set(dbjob *j, const char *edb, const char *logs, int threads)
+/* The check library over the shadow copy's files: the headers first; the .edb's pages as the
+ * copy reads them (store_file: the file is read once); the log range at the end. */
+static int check_begin(dbjob *j, chk_set **out)
 {
     int whole = !strcmp(j->o->type, "full") || !strcmp(j->o->type, "copy");
-    const char *edbs[1] = {edb};
+    const char *edbs[1] = {j->edb};
     chk_set *s = NULL;
-    int rc = chk_init(edbs, whole ? 1 : 0, logs, om_json_str_or(j->md, "base", "E00"), NULL, &s);
+    int rc = chk_init(edbs, whole ? 1 : 0, j->logs, om_json_str_or(j->md, "base", "E00"), NULL, &s);
     if (rc) return rc;
     chk_expect_logs(s, j->lo, j->hi);
     chk_headers h;
-    if (chk_check_headers(s, &h) == 0 && whole) {
-        page_share p = {.set = s, .pages = chk_db(s, 0)->pages};
-        pthread_t th[16];
-        int n = threads > 16 ? 16 : threads, started = 0;
-        for (int i = 0; i < n; i++)
-            started += pthread_create(&th[i], NULL, check_pages, &p) == 0;
-        if (!started) check_pages(&p);
-        for (int i = 0; i < started; i++)
-            pthread_join(th[i], NULL);
+    if ((rc = chk_check_headers(s, &h))) {
+        chk_term(s);
+        return rc;
     }
+    *out = s;
+    return 0;
+}
+
+/* The pages of the .edb in one block read at file offset off (page-aligned), checked. */
+static int check_block(chk_set *cs, uint64_t off, const uint8_t *buf, size_t len)
+{
+    uint64_t fp = off / ENG_PAGE_SIZE, n = len / ENG_PAGE_SIZE, skip = fp < 2 ? 2 - fp : 0;
+    if (skip >= n) return 0; /* the two header pages */
+    uint64_t first = fp + skip - 1, count = n - skip, pages = chk_db(cs, 0)->pages;
+    if (first > pages) return 0; /* room the file keeps past its last page */
+    if (first + count - 1 > pages) count = pages - first + 1;
+    return chk_check_page_buf(cs, 0, (uint32_t)first, buf + skip * ENG_PAGE_SIZE, (uint32_t)count,
+                              NULL, NULL);
+}
+
+/* The rest of the check: pages the copy could not check in stream (a block size that is not a
+ * multiple of the page size), the log range, the verdict. */
+static int check_end(chk_set *cs, int pages_in_stream)
+{
+    const chk_db_info *d = chk_db(cs, 0);
+    if (d && !pages_in_stream && d->pages) chk_check_pages(cs, 0, 1, d->pages, NULL, NULL);
     chk_logs lg;
-    chk_check_logs(s, NULL, NULL, &lg);
-    return chk_term(s);
+    chk_check_logs(cs, NULL, NULL, &lg);
+    return chk_term(cs);
 }
 
 /* ---- files into the repository ---- */
@@ -233,7 +231,7 @@ static void *put_worker(void *arg)
 
 /* Reads one file in blocks (this thread: the file's SHA-256 in order) and hands the blocks to
  * the workers; adds the file to the set. */
-static int store_file(dbjob *j, bk_writer *w, const bfile *f, int threads)
+static int store_file(dbjob *j, bk_writer *w, const bfile *f, int threads, chk_set *cs)
 {
     uint32_t bs = bk_repo_block_size(j->repo);
     size_t nblocks = (size_t)((f->size + bs - 1) / bs);
@@ -272,6 +270,10 @@ static int store_file(dbjob *j, bk_writer *w, const bfile *f, int threads)
             break;
         }
         EVP_DigestUpdate(sha, buf, len);
+        if (cs && (rc = check_block(cs, off, buf, len))) {
+            free(buf);
+            break;
+        }
         __atomic_fetch_add(j->bytes_read, len, __ATOMIC_RELAXED);
         pthread_mutex_lock(&p.mu);
         while (p.count == p.cap && !p.rc)
@@ -340,19 +342,36 @@ static json_t *parent_of(dbjob *j)
 static void *run_db(void *arg)
 {
     dbjob *j = arg;
-    int threads = j->o->threads;
-    int rc = check_set(j, j->edb, j->logs, threads);
+    int threads = j->o->threads, whole = !strcmp(j->o->type, "full") || !strcmp(j->o->type, "copy");
+    chk_set *cs = NULL;
+    int rc = check_begin(j, &cs);
     if (rc) return fail_db(j, rc, "the check of the shadow copy failed"), NULL;
-    pause_at("checked");
+    int in_stream = bk_repo_block_size(j->repo) % ENG_PAGE_SIZE == 0;
     bk_writer *w = NULL;
-    if ((rc = bk_set_begin(j->repo, &w))) return fail_db(j, rc, "opening the set"), NULL;
-    for (size_t i = 0; i < j->nfiles && !rc; i++)
-        rc = store_file(j, w, &j->files[i], threads);
-    if (rc) {
+    if ((rc = bk_set_begin(j->repo, &w))) {
+        fail_db(j, rc, "opening the set");
+        chk_term(cs);
+        return NULL;
+    }
+    for (size_t i = 0; i < j->nfiles && !rc; i++) {
+        int is_edb = whole && i == 0; /* list_files puts the .edb first */
+        rc = store_file(j, w, &j->files[i], threads, is_edb && in_stream ? cs : NULL);
+    }
+    if (rc) { /* the failure first: the cleanup may set another error detail */
+        int page = rc == OM_E_ReadVerifyFailure || rc == OM_E_ReadPgnoVerifyFailure ||
+                   rc == OM_E_DbTimeTooNew;
+        fail_db(j, rc, page ? "the check of the shadow copy failed" : "copying");
         bk_set_abort(w);
-        return fail_db(j, rc, "copying"), NULL;
+        chk_term(cs);
+        return NULL;
     }
     pause_at("copied");
+    if ((rc = check_end(cs, in_stream))) {
+        fail_db(j, rc, "the check of the shadow copy failed");
+        bk_set_abort(w);
+        return NULL;
+    }
+    pause_at("checked");
     char t[40];
     json_t *doc = json_pack(
         "{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:[i,i], s:o, s:O, s:O, s:O}", "type",

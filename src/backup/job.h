@@ -4,12 +4,13 @@
  *   1. the store says where each database lives (store.sock, db.show);
  *   2. requester sequence on vss.sock: gather metadata, set the type, add the store writer's
  *      component of each database, prepare, snapshot set with the component paths, do it;
- *   3. per database, in parallel: the check library over the shadow copy's files (every page of
- *      the .edb for full and copy; the log range for every type), then its files into the
- *      repository: one reader thread per file reads 1 MiB blocks in order and keeps the file's
- *      SHA-256, every core hashes, looks up, compresses, encrypts and writes the blocks
- *      (bk_put_block); the set (files, the writer metadata document, the backup components
- *      document, log range, parent) is committed last;
+ *   3. per database, in parallel: its files into the repository: one reader thread per file
+ *      reads blocks in order, keeps the file's SHA-256 and checks the .edb's pages as it reads
+ *      them (the check library: headers first, every page for full and copy, the log range at
+ *      the end; the file is read once), while every core hashes, looks up, compresses, encrypts
+ *      and writes the blocks (bk_put_block); the set (files, the writer metadata document, the
+ *      backup components document, log range, parent) is committed last, and only when the
+ *      check passed;
  *   4. each component is marked succeeded only when its checks passed and its set is committed;
  *      BackupComplete (the writer truncates and records only those); release.
  * A failure anywhere before the set is committed leaves no set in the repository, and the writer
@@ -17,8 +18,8 @@
  * keeps the blocks already written for the next run.
  *
  * Test hook: OMBRA_BACKUP_PAUSE=<stage> stops the process at that stage (prints "paused <stage>"
- * on stderr, then SIGSTOP) so a test can damage files, kill it, or let it go on (SIGCONT). Stages: prepared, snapshot, checked,
- * copying, copied, committed, completed. */
+ * on stderr, then SIGSTOP) so a test can damage files, kill it, or let it go on (SIGCONT).
+ * Stages: prepared, snapshot, copying, copied, checked, committed, completed. */
 #ifndef OM_BACKUP_JOB_H
 #define OM_BACKUP_JOB_H
 
@@ -32,8 +33,8 @@ typedef struct bk_job_opts {
     const char *provider;   /* auto, held, reflink, btrfs, copy */
     const char *const *dbs; /* database names */
     size_t ndb;
-    int threads;   /* 0: every core */
-    int progress;  /* draw a progress bar (a terminal) */
+    int threads;  /* 0: every core */
+    int progress; /* draw a progress bar (a terminal) */
 } bk_job_opts;
 
 /* Runs the backup. *result (always set, caller decrefs): {"sets": [...], "type", "databases",

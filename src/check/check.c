@@ -215,8 +215,8 @@ static void mark_seen(uint8_t *bits, uint32_t pgno)
     __atomic_fetch_or(&bits[pgno / 8], (uint8_t)(1u << (pgno % 8)), __ATOMIC_RELAXED);
 }
 
-int chk_check_pages(chk_set *s, size_t db, uint32_t first, uint32_t count, chk_page_cb cb,
-                    void *arg)
+/* The range [first, first + count) of database db may be checked now. */
+static int range_ok(chk_set *s, size_t db, uint32_t first, uint32_t count)
 {
     if (s->stage != STAGE_HEADERS)
         return remember(s, om_errf(OM_E_InvalidBackupSequence,
@@ -231,10 +231,35 @@ int chk_check_pages(chk_set *s, size_t db, uint32_t first, uint32_t count, chk_p
     if (first == 0 || first > d->pages + 1 || count > d->pages + 1 - first)
         return om_errf(OM_E_InvalidParameter, "%s: pages %u..%u are outside 1..%u", d->path, first,
                        first + count - 1, d->pages);
+    return 0;
+}
+
+/* Checks k pages in memory; keeps the first page error (and its detail) in *err. */
+static void check_buf(chk_set *s, size_t db, uint32_t first, const uint8_t *buf, uint32_t k,
+                      chk_page_cb cb, void *arg, int *err, char *detail, size_t dn)
+{
+    for (uint32_t i = 0; i < k; i++) {
+        chk_page_report r;
+        int e = check_page(s, db, buf + (size_t)i * ENG_PAGE_SIZE, first + i, &r);
+        if (e && !*err) {
+            *err = e;
+            snprintf(detail, dn, "%s", om_err_detail());
+        }
+        mark_seen(s->seen[db], first + i);
+        if (cb) cb(arg, &r);
+    }
+}
+
+int chk_check_pages(chk_set *s, size_t db, uint32_t first, uint32_t count, chk_page_cb cb,
+                    void *arg)
+{
+    int rc = range_ok(s, db, first, count);
+    if (rc) return rc;
+    const chk_db_info *d = &s->db[db];
     uint8_t *buf = malloc((size_t)PAGE_BATCH * ENG_PAGE_SIZE);
     om_file *f = NULL;
-    int rc = buf ? om_open(s->vfs, d->path, OM_O_RDONLY, &f)
-                 : om_errf(OM_E_OutOfMemory, "check: out of memory");
+    rc = buf ? om_open(s->vfs, d->path, OM_O_RDONLY, &f)
+             : om_errf(OM_E_OutOfMemory, "check: out of memory");
     int page_err = 0;
     char page_detail[512] = "";
     for (uint32_t p = first; !rc && p < first + count; p += PAGE_BATCH) {
@@ -244,20 +269,23 @@ int chk_check_pages(chk_set *s, size_t db, uint32_t first, uint32_t count, chk_p
             rc = om_err_ctx(rc, "%s: reading pages %u..%u", d->path, p, p + k - 1);
             break;
         }
-        for (uint32_t i = 0; i < k; i++) {
-            chk_page_report r;
-            int e = check_page(s, db, buf + (size_t)i * ENG_PAGE_SIZE, p + i, &r);
-            if (e && !page_err) {
-                page_err = e;
-                snprintf(page_detail, sizeof page_detail, "%s", om_err_detail());
-            }
-            mark_seen(s->seen[db], p + i);
-            if (cb) cb(arg, &r);
-        }
+        check_buf(s, db, p, buf, k, cb, arg, &page_err, page_detail, sizeof page_detail);
     }
     om_close(f);
     free(buf);
     if (!rc && page_err) rc = om_errf(page_err, "%s", page_detail);
+    return remember(s, rc);
+}
+
+int chk_check_page_buf(chk_set *s, size_t db, uint32_t first, const uint8_t *pages, uint32_t count,
+                       chk_page_cb cb, void *arg)
+{
+    int rc = range_ok(s, db, first, count);
+    if (rc) return rc;
+    int page_err = 0;
+    char page_detail[512] = "";
+    check_buf(s, db, first, pages, count, cb, arg, &page_err, page_detail, sizeof page_detail);
+    if (page_err) rc = om_errf(page_err, "%s", page_detail);
     return remember(s, rc);
 }
 

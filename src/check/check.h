@@ -43,8 +43,8 @@ typedef struct chk_set chk_set;
 /* One database as its header describes it (valid after chk_check_headers). */
 typedef struct chk_db_info {
     const char *path;
-    uint32_t state;              /* enum eng_state */
-    uint32_t pages;              /* data pages the header counts */
+    uint32_t state; /* enum eng_state */
+    uint32_t pages; /* data pages the header counts */
     uint32_t log_req_min, log_req_max, log_committed;
     uint64_t dbtime;
     eng_sig db_sig, log_sig;
@@ -106,16 +106,21 @@ typedef struct chk_log_report {
 typedef void (*chk_log_cb)(void *arg, const chk_log_report *r);
 
 typedef struct chk_logs {
-    uint32_t lowest, highest;   /* generations present (0, 0: none) */
+    uint32_t lowest, highest;    /* generations present (0, 0: none) */
     uint32_t need_min, need_max; /* generations that had to be good (0, 0: none) */
-    uint32_t checked;           /* files read */
-    uint32_t bad_unneeded;      /* damaged generations older than the oldest needed one */
-    int checkpoint_bad;         /* the checkpoint file is damaged, missing or of another stream */
+    uint32_t checked;            /* files read */
+    uint32_t bad_unneeded;       /* damaged generations older than the oldest needed one */
+    int checkpoint_bad;          /* the checkpoint file is damaged, missing or of another stream */
 } chk_logs;
 
 /* Checks every generation of the base name in the log folder and the checkpoint; cb (may be
  * NULL) hears about each file. */
 int chk_check_logs(chk_set *s, chk_log_cb cb, void *arg, chk_logs *out);
+
+/* The same for pages the caller already read (count whole pages, data page first at the
+ * start of `pages`): a backup checks the pages as it copies them, reading the file once. */
+int chk_check_page_buf(chk_set *s, size_t db, uint32_t first, const uint8_t *pages, uint32_t count,
+                       chk_page_cb cb, void *arg);
 
 /* Totals so far (pages checked over every database, pages the headers count). */
 void chk_page_totals(const chk_set *s, uint64_t *checked, uint64_t *total);
@@ -126,7 +131,7 @@ int chk_term(chk_set *s);
 /* The generation files of a base name in a folder, in generation order; E<base>.log (the
  * current one) takes the generation in its header and comes last. Shared with dbutil. */
 typedef struct chk_log_file {
-    uint32_t gen;  /* UINT32_MAX for a current log whose header cannot be read */
+    uint32_t gen; /* UINT32_MAX for a current log whose header cannot be read */
     int is_current;
     char path[4200];
 } chk_log_file;

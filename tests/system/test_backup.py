@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-STAGES = ["prepared", "snapshot", "checked", "copying", "copied", "committed", "completed"]
+STAGES = ["prepared", "snapshot", "copying", "copied", "checked", "committed", "completed"]
 
 
 def load(store, db, n, seed=1, size=6000):
