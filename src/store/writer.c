@@ -623,6 +623,7 @@ typedef struct rtarget {
     int original;    /* the same database the backup is of */
     char orig_id[37], orig_base[4], orig_edb[4096];
     char restored_dir[4200]; /* where its logs go */
+    char pending[4200];      /* <logs>/_restoredLogs: the restore is not finished while it exists */
     char edb_path[4200];     /* where the .edb goes (renamed to ent.edb at PostRestore) */
 } rtarget;
 
@@ -698,10 +699,8 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
     const char *slash = strrchr(t->orig_edb, '/');
     snprintf(b, sizeof b, "%s", slash ? slash + 1 : t->orig_edb);
     snprintf(t->edb_path, sizeof t->edb_path, "%.4000s/%.190s", d, b);
-    if (t->original)
-        snprintf(t->restored_dir, sizeof t->restored_dir, "%s", t->ent.logs);
-    else
-        snprintf(t->restored_dir, sizeof t->restored_dir, "%.4000s/_restoredLogs", t->ent.logs);
+    snprintf(t->pending, sizeof t->pending, "%.4000s/_restoredLogs", t->ent.logs);
+    snprintf(t->restored_dir, sizeof t->restored_dir, "%s", t->original ? t->ent.logs : t->pending);
     return 0;
 }
 
@@ -719,7 +718,7 @@ static int write_env(const rtarget *t, json_t *md)
         "base", t->orig_base, "recovery", t->ent.recovery);
     char *text = json_dumps(env, JSON_INDENT(2));
     json_decref(env);
-    snprintf(p, sizeof p, "%s/%srestore.env", t->restored_dir, t->orig_base);
+    snprintf(p, sizeof p, "%s/%srestore.env", t->pending, t->orig_base);
     int rc = text ? om_write_file_durable(om_vfs_posix(), p, text, strlen(text))
                   : om_errf(OM_E_OutOfMemory, "out of memory");
     free(text);
@@ -770,8 +769,11 @@ static int pre_restore(void *ctx, vss_event *e)
         char d[4096];
         om_dirname(t.ent.edb, d, sizeof d);
         if (!rc) rc = om_mkdirs(d);
+        /* _restoredLogs (with the .env) marks the target as not restored until PostRestore
+         * finishes, for the original database too: a failed restore leaves it unmountable. */
+        if (!rc) rc = om_mkdirs(t.pending);
         if (!rc) rc = om_mkdirs(t.restored_dir);
-        if (!rc && !t.original) rc = write_env(&t, json_object_get(c, "backup_metadata"));
+        if (!rc) rc = write_env(&t, json_object_get(c, "backup_metadata"));
         if (rc) return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
         om_info("restore to %s prepared: the .edb goes to %s, the logs to %s", t.ent.name,
                 t.edb_path, t.restored_dir);
@@ -838,7 +840,7 @@ static int post_restore(void *ctx, vss_event *e)
             continue; /* more backups come first: replay later */
         }
         if ((rc = recover_target(w, c, &t, out))) break;
-        if (!t.original) remove_flat_dir(t.restored_dir);
+        remove_flat_dir(t.pending);
         json_t *ro = json_object_get(c, "restore_options");
         if (t.in_dir && json_is_true(json_object_get(ro, "mount"))) {
             pthread_mutex_lock(&s->mu);

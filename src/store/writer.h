@@ -27,7 +27,8 @@
  * stop_time_ns; new_target: {edb, logs} for new paths):
  *   PreRestore   the target exists, is dismounted and allows restore, and has the id the
  *                requester expects (unless the recovery database or new paths); logs go to its
- *                log folder (the original) or <logs>/_restoredLogs with <base>restore.env; the
+ *                log folder (the original) or <logs>/_restoredLogs; <logs>/_restoredLogs holds
+ *                <base>restore.env and marks the target as not restored until PostRestore; the
  *                result says where the .edb and the logs go; mounting it is refused until the
  *                session ends
  *   PostRestore  unless additional restores follow: rename the .edb to the target's name, hard

@@ -78,7 +78,14 @@ def test_a_damaged_block_stops_the_restore_naming_it(store, repo):
     assert r.rc == 1 and "set" in r.err and "file" in r.err, r.describe()
     assert len(r.err.strip().split("\n")) == 1
     m = store.ombra("db", "mount", "db2", check=False)
-    assert m.rc == 1, "a half-restored database is not mounted"
+    assert m.rc == 1 and "-506 RestoreInProgress" in m.err, "a half-restored database is not mounted"
+    # the original too: a failed restore over it leaves it dismounted and marked
+    store.ombra("db", "dismount", "db1")
+    store.ombra("db", "set", "db1", "--allow-restore", "on")
+    r = restore(store, repo, "db1", check=False)
+    assert r.rc == 1 and "file" in r.err, r.describe()
+    m = store.ombra("db", "mount", "db1", check=False)
+    assert m.rc == 1 and "-506 RestoreInProgress" in m.err, m.describe()
 
 
 def test_refusals(store, repo):
