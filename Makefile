@@ -6,7 +6,7 @@ MESON   ?= meson
 PYTEST  ?= pytest-3
 CRASH_POINTS ?= 2000
 
-.PHONY: all deps build build-asan test test-tsan fuzz crash-long demo bench bench-vss bench-backup clean
+.PHONY: all deps build build-asan test test-tsan fuzz crash-long demo bench bench-vss bench-backup bench-restore clean
 
 all: build
 
@@ -67,6 +67,12 @@ bench-backup: deps build
 	@scripts/install-deps --bench
 	python3 bench/store_backup.py --build $(BUILD)
 	python3 bench/backup.py --build $(BUILD)
+
+# Restore of a 1 GB store database from a full backup and three incrementals (laying down and log
+# replay) beside zstd -d | tar -x of the same files and pgBackRest's restore (root).
+bench-restore: deps build
+	@scripts/install-deps --bench
+	python3 bench/restore.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN)

@@ -157,6 +157,28 @@ static int continuous(json_t *chain)
     return 0;
 }
 
+/* The chain stops short of the point (or of the newest backup) because a set in between is
+ * gone: an incremental or differential of the database starts later than the chain ends, and
+ * nothing fills the generations between. */
+static int stops_short(json_t *mine, json_t *chain, uint64_t until, int by_time)
+{
+    json_t *last = json_array_get(chain, json_array_size(chain) - 1), *next = NULL, *s;
+    if (until && reach(last, by_time) >= until) return 0;
+    size_t i;
+    json_array_foreach(mine, i, s)
+    {
+        if (is_base(s) || LO(s) <= HI(last)) continue;
+        if (!next || LO(s) < LO(next)) next = s;
+    }
+    if (!next || LO(next) == HI(last) + 1) return 0;
+    return om_errf(OM_E_MissingLogFile,
+                   "the chain is broken: log generations %u-%u are in no backup set (set %.12s "
+                   "ends at %u, the next, %s set %.12s, starts at %u; a set between them is "
+                   "gone). HINT: restore up to set %.12s with --set",
+                   HI(last) + 1, LO(next) - 1, str(last, "id"), HI(last), str(next, "type"),
+                   str(next, "id"), LO(next), str(last, "id"));
+}
+
 int bk_chain(json_t *sets, const char *db_id, const bk_point *p, json_t **out)
 {
     *out = NULL;
@@ -193,6 +215,7 @@ int bk_chain(json_t *sets, const char *db_id, const bk_point *p, json_t **out)
             } else
                 json_array_extend(chain, inc);
             json_decref(inc);
+            rc = stops_short(mine, chain, until, by_time);
         }
     }
     if (!rc) rc = continuous(chain);

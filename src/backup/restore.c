@@ -4,19 +4,37 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "backup/chain.h"
 #include "backup/job.h"
 #include "backup/repo.h"
 #include "base/error.h"
+#include "base/log.h"
 #include "base/paths.h"
+#include "base/progress.h"
 #include "base/proto.h"
 #include "base/time.h"
+#include "base/vfs.h"
 #include "vss/requester.h"
+
+enum { CHUNK_BLOCKS = 8, MAX_WORKERS = 16 };
+
+/* A test hook, as the backup's: stop at a stage (SIGSTOP) for the test to kill or go on. */
+static void pause_at(const char *stage)
+{
+    const char *want = getenv("OMBRA_RESTORE_PAUSE");
+    if (!want || strcmp(want, stage)) return;
+    fprintf(stderr, "paused %s\n", stage);
+    fflush(stderr);
+    raise(SIGSTOP);
+}
 
 static int hexval(char c)
 {
@@ -33,52 +51,322 @@ static int unhex(const char *h, uint8_t *out, size_t n)
     return 0;
 }
 
-/* Writes one file of a set to dst, block by block, checking every block (bk_get_block) and the
- * file's SHA-256. */
-static int restore_file(bk_repo *r, const char *set, json_t *f, const char *dst, uint64_t *bytes)
+/* ---- laying the files down ---- */
+
+/* One file to lay down: written as <dir>/.<name>.part in chunks of consecutive blocks, hashed
+ * in order, checked, synced, then renamed to its name. */
+typedef struct rfile {
+    const char *set, *name, *blocks, *sha_hex;
+    size_t nblocks;
+    uint64_t size;
+    uint32_t gen; /* a log generation; 0: the .edb */
+    char dst[4400], part[4400];
+    int fd;           /* open from the first chunk handed out to the last one hashed */
+    EVP_MD_CTX *sha;  /* in block order: the worker whose turn it is updates it */
+    size_t hashed;    /* blocks hashed so far */
+    size_t chunks_in; /* chunks handed out and not yet hashed */
+    int done;         /* in place under its name */
+} rfile;
+
+typedef struct lay {
+    bk_repo *r;
+    rfile *f;
+    size_t n;
+    uint32_t bsize;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t next_file, next_block; /* the next chunk to hand out */
+    int rc;                       /* the first failure stops everything */
+    char err[1400];
+    int stop;          /* the writer failed: laying more is no use */
+    size_t laid;       /* files [0, laid) are in place */
+    uint64_t bytes;    /* written and hashed */
+    int progress_fd;   /* the writer's progress file (-1: none): the last generation laid */
+    uint32_t laid_gen; /* what it says */
+} lay;
+
+static void lay_fail(lay *l, int rc)
 {
-    const char *name = json_string_value(json_object_get(f, "name"));
-    const char *blocks = json_string_value(json_object_get(f, "blocks"));
-    const char *want = json_string_value(json_object_get(f, "sha256"));
-    uint64_t size = (uint64_t)json_integer_value(json_object_get(f, "size"));
-    if (!name || !blocks || !want || strlen(blocks) % (2 * BK_ID_LEN))
-        return om_errf(OM_E_RepositoryCorrupt, "set %.12s: file entry %s is malformed", set,
-                       name ? name : "?");
-    int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0) return om_errf(om_err_from_errno(errno), "creating %s: %s", dst, strerror(errno));
-    EVP_MD_CTX *sha = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(sha, EVP_sha256(), NULL);
-    int rc = 0;
-    uint64_t off = 0;
-    for (size_t i = 0; !rc && blocks[i * 2 * BK_ID_LEN]; i++) {
-        uint8_t id[BK_ID_LEN], *data = NULL;
-        size_t len = 0;
-        if (unhex(blocks + i * 2 * BK_ID_LEN, id, BK_ID_LEN))
-            rc = om_errf(OM_E_RepositoryCorrupt, "set %.12s: %s: bad block id", set, name);
-        if (!rc && (rc = bk_get_block(r, id, &data, &len)))
-            rc = om_err_ctx(rc, "set %.12s, file %s, block %zu (%.16s)", set, name, i,
-                            blocks + i * 2 * BK_ID_LEN);
-        if (!rc && pwrite(fd, data, len, (off_t)off) != (ssize_t)len)
-            rc = om_errf(OM_E_DiskIO, "writing %s: %s", dst, strerror(errno));
-        if (!rc) EVP_DigestUpdate(sha, data, len);
-        off += len;
-        free(data);
+    pthread_mutex_lock(&l->mu);
+    if (!l->rc) {
+        l->rc = rc;
+        snprintf(l->err, sizeof l->err, "%s", om_err_detail());
     }
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Tells the writer (store/writer.h: the PreRestore answer's "progress") how far the logs are:
+ * every generation through gen is whole and in place. */
+static void say_laid(lay *l, uint32_t gen)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%20u\n", gen);
+    if (l->progress_fd >= 0 && pwrite(l->progress_fd, num, 21, 0) != 21)
+        om_warn("writing the restore progress: %s", strerror(errno));
+    l->laid_gen = gen;
+}
+
+/* The file's last chunk was hashed: check size and SHA-256, sync, rename into place. */
+static int finish_file(lay *l, rfile *f)
+{
     uint8_t got[32];
     unsigned gl = 0;
-    EVP_DigestFinal_ex(sha, got, &gl);
-    EVP_MD_CTX_free(sha);
     char hex[65];
+    EVP_DigestFinal_ex(f->sha, got, &gl);
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", got[i]);
-    if (!rc && (off != size || strcmp(hex, want)))
+    int rc = 0;
+    if (strcmp(hex, f->sha_hex))
         rc = om_errf(OM_E_RepositoryCorrupt,
-                     "set %.12s, file %s: the restored content does not match its SHA-256", set,
-                     name);
-    if (!rc && fsync(fd) != 0) rc = om_errf(OM_E_DiskIO, "syncing %s", dst);
-    close(fd);
-    *bytes += off;
-    return rc;
+                     "set %.12s, file %s: the restored content does not match its SHA-256", f->set,
+                     f->name);
+    if (!rc && fsync(f->fd) != 0)
+        rc = om_errf(om_err_from_errno(errno), "syncing %s: %s", f->part, strerror(errno));
+    close(f->fd);
+    f->fd = -1;
+    if (!rc && rename(f->part, f->dst) != 0)
+        rc = om_errf(om_err_from_errno(errno), "renaming %s to %s: %s", f->part, f->dst,
+                     strerror(errno));
+    if (rc) return rc;
+    pthread_mutex_lock(&l->mu);
+    f->done = 1;
+    while (l->laid < l->n && l->f[l->laid].done) {
+        if (l->f[l->laid].gen) say_laid(l, l->f[l->laid].gen);
+        l->laid++;
+    }
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    return 0;
+}
+
+/* Reads blocks [b0, b0 + nb) of f into buf (decrypted, decompressed, ids checked); *len: the
+ * bytes. Every block but a file's last is one block size long. */
+static int fetch_chunk(lay *l, rfile *f, size_t b0, size_t nb, uint8_t *buf, size_t *len)
+{
+    *len = 0;
+    for (size_t i = b0; i < b0 + nb; i++) {
+        uint8_t id[BK_ID_LEN], *data = NULL;
+        size_t dl = 0;
+        const char *hexid = f->blocks + i * 2 * BK_ID_LEN;
+        if (unhex(hexid, id, BK_ID_LEN))
+            return om_errf(OM_E_RepositoryCorrupt, "set %.12s: %s: bad block id", f->set, f->name);
+        int rc = bk_get_block(l->r, id, &data, &dl);
+        if (rc)
+            return om_err_ctx(rc, "set %.12s, file %s, block %zu (%.16s)", f->set, f->name, i,
+                              hexid);
+        int last = i + 1 == f->nblocks;
+        if (dl > l->bsize || (!last && dl != l->bsize) || (uint64_t)i * l->bsize + dl > f->size ||
+            (last && (uint64_t)i * l->bsize + dl != f->size))
+            rc = om_errf(OM_E_RepositoryCorrupt,
+                         "set %.12s, file %s: block %zu holds %zu bytes, which does not fit a "
+                         "file of %llu bytes in blocks of %u",
+                         f->set, f->name, i, dl, (unsigned long long)f->size, l->bsize);
+        else
+            memcpy(buf + *len, data, dl);
+        free(data);
+        if (rc) return rc;
+        *len += dl;
+    }
+    return 0;
+}
+
+/* Hands out the next chunk (mu held): 0 and *fi, *b0, *nb; 1 when there is none. The first
+ * chunk of a file creates it. */
+static int next_chunk(lay *l, size_t *fi, size_t *b0, size_t *nb)
+{
+    while (l->next_file < l->n && l->next_block >= l->f[l->next_file].nblocks) {
+        l->next_file++;
+        l->next_block = 0;
+    }
+    if (l->next_file == l->n) return 1;
+    rfile *f = &l->f[l->next_file];
+    if (l->next_block == 0) {
+        f->fd = open(f->part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        if (f->fd < 0) {
+            int e = errno;
+            if (!l->rc) {
+                l->rc = om_errf(om_err_from_errno(e), "creating %s: %s", f->part, strerror(e));
+                snprintf(l->err, sizeof l->err, "%s", om_err_detail());
+            }
+            return 1;
+        }
+        f->sha = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL);
+    }
+    *fi = l->next_file;
+    *b0 = l->next_block;
+    *nb = f->nblocks - *b0 < CHUNK_BLOCKS ? f->nblocks - *b0 : CHUNK_BLOCKS;
+    l->next_block += *nb;
+    f->chunks_in++;
+    return 0;
+}
+
+/* One worker: read, decrypt, decompress and check a chunk's blocks, write them with one pwrite,
+ * then, in block order, add them to the file's SHA-256. */
+static void *lay_worker(void *arg)
+{
+    lay *l = arg;
+    uint8_t *buf = malloc((size_t)CHUNK_BLOCKS * l->bsize);
+    if (!buf) {
+        lay_fail(l, om_errf(OM_E_OutOfMemory, "out of memory"));
+        return NULL;
+    }
+    for (;;) {
+        size_t fi = 0, b0 = 0, nb = 0, len = 0;
+        pthread_mutex_lock(&l->mu);
+        int none = l->rc || l->stop || next_chunk(l, &fi, &b0, &nb);
+        pthread_mutex_unlock(&l->mu);
+        if (none) break;
+        rfile *f = &l->f[fi];
+        int rc = fetch_chunk(l, f, b0, nb, buf, &len);
+        if (!rc && pwrite(f->fd, buf, len, (off_t)b0 * l->bsize) != (ssize_t)len)
+            rc = om_errf(om_err_from_errno(errno), "writing %s: %s", f->part, strerror(errno));
+        if (rc) {
+            lay_fail(l, rc);
+            break;
+        }
+        pthread_mutex_lock(&l->mu);
+        while (f->hashed != b0 && !l->rc)
+            pthread_cond_wait(&l->cv, &l->mu);
+        int failed = l->rc != 0;
+        pthread_mutex_unlock(&l->mu);
+        if (failed) break;
+        EVP_DigestUpdate(f->sha, buf, len); /* our turn: nobody else touches f->sha */
+        pthread_mutex_lock(&l->mu);
+        f->hashed += nb;
+        f->chunks_in--;
+        l->bytes += len;
+        int whole = f->hashed == f->nblocks;
+        pthread_cond_broadcast(&l->cv);
+        pthread_mutex_unlock(&l->mu);
+        if (whole && (rc = finish_file(l, f))) {
+            lay_fail(l, rc);
+            break;
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+/* The log generation of "logs/E00XXXXXXXX.log" (0 when the name is not one). */
+static uint32_t gen_of(const char *name)
+{
+    const char *b = strrchr(name, '/');
+    b = b ? b + 1 : name;
+    size_t n = strlen(b);
+    if (n != 15 || strcmp(b + 11, ".log")) return 0;
+    uint32_t g = 0;
+    for (int i = 3; i < 11; i++) {
+        int v = hexval((char)(b[i] >= 'A' && b[i] <= 'F' ? b[i] - 'A' + 'a' : b[i]));
+        if (v < 0) return 0;
+        g = g << 4 | (uint32_t)v;
+    }
+    return g;
+}
+
+static int cmp_gen(const void *a, const void *b)
+{
+    const rfile *x = a, *y = b;
+    return x->gen < y->gen ? -1 : x->gen > y->gen;
+}
+
+/* The files of the chain, in the order they are laid down: the .edb of the base set, then the
+ * log generations ascending, each from the newest set that holds it (the checkpoint is left
+ * out: hard recovery starts from the header). */
+static int plan_files(json_t *docs, rfile **out, size_t *n)
+{
+    size_t cap = 1, i, k;
+    json_t *d, *f;
+    json_array_foreach(docs, i, d) cap += json_array_size(json_object_get(d, "files"));
+    rfile *v = calloc(cap, sizeof *v);
+    if (!v) return om_errf(OM_E_OutOfMemory, "out of memory");
+    size_t m = 1;
+    int have_edb = 0;
+    json_array_foreach(docs, i, d)
+    {
+        const char *sid = om_json_str_or(d, "id", "?");
+        json_array_foreach(json_object_get(d, "files"), k, f)
+        {
+            const char *name = om_json_str_or(f, "name", "");
+            uint32_t g = gen_of(name);
+            rfile *x = NULL;
+            if (!strncmp(name, "edb/", 4)) {
+                if (i) continue; /* only the base set holds the database file */
+                x = &v[0];
+                have_edb = 1;
+            } else if (!strncmp(name, "logs/", 5) && g) {
+                for (size_t j = 1; j < m && !x; j++)
+                    if (v[j].gen == g) x = &v[j]; /* a later set's copy replaces it */
+                if (!x) x = &v[m++];
+            } else
+                continue;
+            x->set = sid;
+            x->name = name;
+            x->gen = g;
+            x->blocks = om_json_str_or(f, "blocks", NULL);
+            x->sha_hex = om_json_str_or(f, "sha256", NULL);
+            x->size = (uint64_t)json_integer_value(json_object_get(f, "size"));
+            x->fd = -1;
+            if (!x->blocks || !x->sha_hex || strlen(x->blocks) % (2 * BK_ID_LEN)) {
+                free(v);
+                return om_errf(OM_E_RepositoryCorrupt, "set %.12s: file entry %s is malformed", sid,
+                               name);
+            }
+            x->nblocks = strlen(x->blocks) / (2 * BK_ID_LEN);
+        }
+    }
+    if (!have_edb) {
+        free(v);
+        return om_errf(OM_E_RepositoryCorrupt, "set %.12s holds no database file",
+                       om_json_str_or(json_array_get(docs, 0), "id", "?"));
+    }
+    qsort(v + 1, m - 1, sizeof *v, cmp_gen);
+    *out = v;
+    *n = m;
+    return 0;
+}
+
+/* Where each file goes: the .edb where PreRestore said, the logs in its log folder. */
+static int place_files(rfile *f, size_t n, const char *edb, const char *logs)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *b = strrchr(f[i].name, '/') + 1;
+        if (i == 0)
+            snprintf(f[i].dst, sizeof f[i].dst, "%s", edb);
+        else
+            snprintf(f[i].dst, sizeof f[i].dst, "%.4000s/%.200s", logs, b);
+        char dir[4096];
+        om_dirname(f[i].dst, dir, sizeof dir);
+        const char *s = strrchr(f[i].dst, '/');
+        if (snprintf(f[i].part, sizeof f[i].part, "%.4000s/.%.200s.part", dir, s ? s + 1 : b) >=
+            (int)sizeof f[i].part)
+            return om_errf(OM_E_InvalidPath, "path too long: %s", f[i].dst);
+    }
+    return 0;
+}
+
+/* ---- the writer's PostRestore, while the logs are laid down ---- */
+
+typedef struct post {
+    vss_req *q;
+    lay *l;
+    json_t *done;
+    int rc;
+    char err[1400];
+} post;
+
+static void *post_thread(void *arg)
+{
+    post *p = arg;
+    p->rc = vss_req_post_restore(p->q, &p->done);
+    if (p->rc) {
+        snprintf(p->err, sizeof p->err, "%s", om_err_detail());
+        pthread_mutex_lock(&p->l->mu);
+        p->l->stop = 1; /* no use laying more down */
+        pthread_mutex_unlock(&p->l->mu);
+    }
+    return NULL;
 }
 
 static int store_db_id(const char *name, char id[40])
@@ -91,7 +379,8 @@ static int store_db_id(const char *name, char id[40])
 }
 
 /* The restore options the store writer understands (store/writer.h). */
-static json_t *writer_options(const bk_restore_opts *o, const char *orig_id)
+static json_t *writer_options(const bk_restore_opts *o, const char *orig_id, const rfile *f,
+                              size_t n)
 {
     json_t *ro = json_object();
     if (o->recovery) {
@@ -104,38 +393,113 @@ static json_t *writer_options(const bk_restore_opts *o, const char *orig_id)
         json_object_set_new(ro, "target_id", json_string(orig_id));
     }
     if (o->mount) json_object_set_new(ro, "mount", json_true());
+    if (o->no_roll_forward) json_object_set_new(ro, "roll_forward", json_false());
     if (o->until_gen) json_object_set_new(ro, "stop_gen", json_integer(o->until_gen));
     if (o->until_time_ns)
         json_object_set_new(ro, "stop_time_ns", json_integer((json_int_t)o->until_time_ns));
+    if (!o->no_replay && n > 1) /* replay starts while the logs are still laid down */
+        json_object_set_new(ro, "logs_arriving", json_pack("[i, i]", f[1].gen, f[n - 1].gen));
     return ro;
 }
 
-/* Lays the chain's files where PreRestore said: the .edb of the base, the logs of every set. */
-static int lay_files(bk_repo *r, json_t *docs, json_t *target, uint64_t *bytes)
+/* Lays the files down on every core and has the writer replay as soon as the .edb and the
+ * first generation are in place. *done: the PostRestore answer (with no_replay the writer only
+ * takes note). */
+static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfile *f, size_t n,
+                          json_t *target, uint64_t *bytes, uint64_t *lay_ns, json_t **done)
 {
+    uint64_t t0 = om_mono_ns();
     const char *edb = om_json_str_or(target, "edb", NULL),
-               *logs = om_json_str_or(target, "logs", NULL);
+               *logs = om_json_str_or(target, "logs", NULL),
+               *progress = om_json_str_or(target, "progress", NULL);
     if (!edb || !logs) return om_errf(OM_E_Internal, "the writer did not say where the files go");
-    size_t i, k;
-    json_t *d, *f;
-    json_array_foreach(docs, i, d)
-    {
-        const char *sid = om_json_str_or(d, "id", "?");
-        json_array_foreach(json_object_get(d, "files"), k, f)
-        {
-            const char *name = om_json_str_or(f, "name", "");
-            char dst[4400];
-            if (!strncmp(name, "edb/", 4)) {
-                if (i) continue; /* only the base set holds the database file */
-                snprintf(dst, sizeof dst, "%s", edb);
-            } else if (!strncmp(name, "logs/", 5) && strstr(name, ".log"))
-                snprintf(dst, sizeof dst, "%.4000s/%.200s", logs, name + 5);
-            else
-                continue; /* the checkpoint: hard recovery starts from the header */
-            int rc = restore_file(r, sid, f, dst, bytes);
-            if (rc) return rc;
-        }
+    int rc = place_files(f, n, edb, logs);
+    if (rc) return rc;
+    lay l = {.r = r, .f = f, .n = n, .bsize = bk_repo_block_size(r), .progress_fd = -1};
+    int streaming = !o->no_replay && n > 1;
+    if (streaming) {
+        if (!progress) return om_errf(OM_E_Internal, "the writer gave no progress file");
+        l.progress_fd = open(progress, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+        if (l.progress_fd < 0 || flock(l.progress_fd, LOCK_EX) != 0)
+            return om_errf(om_err_from_errno(errno), "opening %s: %s", progress, strerror(errno));
+        say_laid(&l, 0);
     }
+    pthread_mutex_init(&l.mu, NULL);
+    pthread_cond_init(&l.cv, NULL);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += f[i].size;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int nw = cores < 2 ? 2 : cores > MAX_WORKERS ? MAX_WORKERS : (int)cores;
+    pthread_t th[MAX_WORKERS];
+    int started = 0;
+    for (int i = 0; i < nw; i++)
+        started += pthread_create(&th[started], NULL, lay_worker, &l) == 0;
+    if (!started) lay_fail(&l, om_errf(OM_E_OutOfMemory, "cannot start a thread"));
+    om_progress pg;
+    if (o->progress) om_progress_start(&pg, "restore", total, "bytes");
+    /* PostRestore once the .edb and the first generation are down (or everything, without
+     * streaming); the bar meanwhile. */
+    post p = {.q = q, .l = &l};
+    pthread_t pt;
+    int post_started = 0, paused = 0;
+    pthread_mutex_lock(&l.mu);
+    while (!l.rc && !l.stop && (l.laid < n || (streaming && !post_started))) {
+        if (l.laid >= 1 && !paused) {
+            paused = 1;
+            pthread_mutex_unlock(&l.mu);
+            pause_at("edb");
+            pthread_mutex_lock(&l.mu);
+            continue;
+        }
+        if (streaming && !post_started && l.laid >= 2) {
+            pthread_mutex_unlock(&l.mu);
+            post_started = pthread_create(&pt, NULL, post_thread, &p) == 0;
+            if (!post_started) lay_fail(&l, om_errf(OM_E_OutOfMemory, "cannot start a thread"));
+            pause_at("replaying");
+            pthread_mutex_lock(&l.mu);
+            continue;
+        }
+        if (o->progress) om_progress_update(&pg, l.bytes);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&l.cv, &l.mu, &ts);
+    }
+    pthread_mutex_unlock(&l.mu);
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    if (o->progress) {
+        om_progress_update(&pg, l.bytes);
+        om_progress_end(&pg);
+    }
+    /* Release the progress file: a writer still waiting for a generation sees the restore gone. */
+    if (l.progress_fd >= 0) close(l.progress_fd);
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].fd >= 0) close(f[i].fd);
+        if (f[i].sha) EVP_MD_CTX_free(f[i].sha);
+        if (!f[i].done && f[i].part[0]) unlink(f[i].part);
+    }
+    *bytes = l.bytes;
+    *lay_ns = om_mono_ns() - t0;
+    rc = l.rc;
+    if (!rc && l.laid == n) pause_at("laid");
+    if (!rc && !post_started) {
+        post_started = pthread_create(&pt, NULL, post_thread, &p) == 0;
+        if (!post_started) rc = om_errf(OM_E_OutOfMemory, "cannot start a thread");
+    }
+    if (o->progress && post_started && !rc && !o->no_replay)
+        fprintf(stderr, "replaying the logs...\n");
+    if (post_started) pthread_join(pt, NULL);
+    pthread_cond_destroy(&l.cv);
+    pthread_mutex_destroy(&l.mu);
+    *done = p.done;
+    if (rc) return om_errf(rc, "%s", l.err);
+    if (p.rc) return om_errf(p.rc, "%s", p.err);
     return 0;
 }
 
@@ -147,6 +511,8 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
     bk_repo *r = NULL;
     vss_req *q = NULL;
     json_t *sets = NULL, *chain = NULL, *docs = json_array(), *targets = NULL, *done = NULL;
+    rfile *files = NULL;
+    size_t nfiles = 0;
     char id[40] = "";
     uint64_t bytes = 0;
     int rc = bk_repo_open(o->repo, o->passphrase, &r);
@@ -167,12 +533,19 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
                                         "type", om_json_str_or(s, "type", ""), "log_range",
                                         json_object_get(s, "log_range")));
     }
+    if (!rc && o->on_chain) o->on_chain(o->arg, json_object_get(res, "sets"));
+    if (!rc) rc = plan_files(docs, &files, &nfiles);
     json_t *last = json_array_get(docs, json_array_size(docs) - 1);
     json_t *wmd = json_object_get(last, "writer_metadata"),
            *cdoc = json_object_get(last, "components_document");
     const char *inst = om_json_str_or(json_object_get(wmd, "writer"), "instance_id", "");
-    const char *comp =
-        om_json_str_or(json_array_get(json_object_get(cdoc, "components"), 0), "component", "");
+    /* The set's component: a backup of several databases saved the whole document. */
+    const char *comp = "";
+    json_t *c;
+    json_array_foreach(
+        json_object_get(cdoc, "components"), i,
+        c) if (!strcmp(om_json_str_or(json_object_get(c, "backup_metadata"), "db_id", ""), id))
+        comp = om_json_str_or(c, "component", "");
     if (!rc && (!wmd || !cdoc || !*comp))
         rc = om_errf(OM_E_RepositoryCorrupt, "set %s lacks its writer documents",
                      om_json_str_or(last, "id", "?"));
@@ -183,7 +556,7 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
         json_decref(md);
     }
     if (!rc) {
-        json_t *ro = writer_options(o, id), *nt = NULL;
+        json_t *ro = writer_options(o, id, files, nfiles), *nt = NULL;
         if (o->edb) nt = json_pack("{s:s, s:s}", "edb", o->edb, "logs", o->logs);
         rc = vss_req_add_restore_component(q, inst, comp, ro, nt);
         json_decref(ro);
@@ -191,8 +564,11 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
     }
     if (!rc && o->no_replay) rc = vss_req_set_additional_restores(q, 1);
     if (!rc) rc = vss_req_pre_restore(q, &targets);
-    if (!rc) rc = lay_files(r, docs, json_object_get(targets, comp), &bytes);
-    if (!rc) rc = vss_req_post_restore(q, &done);
+    if (!rc) pause_at("prepared");
+    uint64_t lay_ns = 0;
+    if (!rc)
+        rc = lay_and_replay(o, r, q, files, nfiles, json_object_get(targets, comp), &bytes, &lay_ns,
+                            &done);
     char detail[1400] = "";
     if (rc) snprintf(detail, sizeof detail, "%s", om_err_detail());
     if (q) vss_req_release(q);
@@ -201,8 +577,11 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
                         json_string(om_json_str_or(t, "name", o->to ? o->to : o->db)));
     json_object_set(res, "replay",
                     json_object_get(t, "replay") ? json_object_get(t, "replay") : json_null());
+    json_object_set_new(res, "files", json_integer((json_int_t)nfiles));
     json_object_set_new(res, "bytes", json_integer((json_int_t)bytes));
+    json_object_set_new(res, "lay_seconds", json_real((double)lay_ns / 1e9));
     json_object_set_new(res, "seconds", json_real((double)(om_mono_ns() - t0) / 1e9));
+    free(files);
     json_decref(sets);
     json_decref(chain);
     json_decref(docs);

@@ -6,12 +6,21 @@
  *      mount, roll forward, stop generation), new paths if any; PreRestore says where the .edb
  *      and the logs go (and refuses a mounted target, one that does not allow restore, one with
  *      another id);
- *   3. the files: the .edb of the chain's full set, the logs of every set, each block read back
- *      through the repository (its id checked) and each file's SHA-256 checked; a damaged block
- *      or file stops the restore with the set, file and block named, before any replay;
- *   4. PostRestore: the writer replays (unless no_replay: additional restores follow) and mounts
- *      when asked; release.
- * This first version writes the files one after another, block by block. */
+ *   3. the files, on every core: the .edb of the chain's full set, then the log generations
+ *      ascending (each from the newest set holding it). Workers take chunks of 8 consecutive
+ *      blocks in that order, read each block back through the repository (decrypted,
+ *      decompressed, its id checked), write the chunk with one pwrite into <dir>/.<name>.part,
+ *      then add it to the file's SHA-256 in block order; the worker hashing a file's last chunk
+ *      checks the SHA-256, syncs and renames the file into place. A damaged block or file stops
+ *      the restore with the set, file and block named; .part files are removed;
+ *   4. PostRestore as soon as the .edb and the first generation are in place: the writer
+ *      replays while the rest are laid down (restore option logs_arriving), following the
+ *      PreRestore answer's progress file, which this process holds locked while it lays files
+ *      and into which it writes the last generation laid (a dead or failed restore releases the
+ *      lock, and the writer stops: the target stays marked not restored). Without replay
+ *      (no_replay: additional restores follow) PostRestore comes after every file. The writer
+ *      mounts when asked; release.
+ * Test hook: OMBRA_RESTORE_PAUSE=prepared|edb|replaying|laid stops the process (SIGSTOP) there. */
 #ifndef OM_BACKUP_RESTORE_H
 #define OM_BACKUP_RESTORE_H
 
@@ -28,9 +37,17 @@ typedef struct bk_restore_opts {
     const char *recovery;   /* the recovery database's name */
     const char *edb, *logs; /* new paths */
     int no_replay, mount;
+    int no_roll_forward; /* replay the restored logs only, not the later ones on disk */
+    int progress;        /* draw a progress bar (a terminal) */
+    /* Called (may be NULL) with the chain's sets ({"set", "type", "log_range"}) before the files
+     * are laid down. */
+    void (*on_chain)(void *arg, json_t *sets);
+    void *arg;
 } bk_restore_opts;
 
-/* *result (always set): {"sets": [...], "database", "target", "bytes", "seconds", "replay"}. */
+/* *result (always set): {"sets": [...], "database", "target", "files", "bytes", "lay_seconds"
+ * (laying the files down), "seconds" (all of it), "replay": the writer's {"first_gen",
+ * "last_gen", "records", "transactions", "ns", "stopped_at_point"} or null}. */
 int bk_restore_run(const bk_restore_opts *o, json_t **result);
 
 #endif

@@ -122,6 +122,9 @@ int cli_write_stdout(const void *p, size_t n);
 
 /* dbutil check-set (cli_dbutil_check.c). */
 int cli_dbutil_check_set(const cli_args *a);
+/* dbutil recover DIR when DIR/_restoredLogs holds a restore's .env: hard recovery (*found 1);
+ * *found 0 and nothing done otherwise. Returns the exit code. */
+int cli_dbutil_hard_recover(const char *dir, int *found);
 
 /* The passphrase of an encrypted backup repository: the first line of --passphrase-file F, else
  * $OMBRA_REPO_PASSPHRASE, never an argument (cli_repo.c). The command must have the option

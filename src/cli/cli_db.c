@@ -361,6 +361,7 @@ static const cli_cmd db_cmds[] = {
     {"set", "NAME", set_opts, "Change a database's settings", NULL, run_set},
     {"new-recovery", "NAME", recovery_opts,
      "Create the recovery database: a database over restored files, to read mail from",
+     "It is left dismounted and open to a restore: ombra restore DB --recovery NAME --mount.\n"
      "At most one recovery database is mounted at a time. Relative paths are taken from the\n"
      "current directory.",
      run_new_recovery},

@@ -449,6 +449,8 @@ static int cmd_recover(const cli_args *a)
     const char *base = cli_val(a, "base") ? cli_val(a, "base") : "E00";
     if (!eng_base_valid(base))
         return cli_usage(a, "--base '%s' must be three letters or digits", base);
+    int restored = 0, out = cli_dbutil_hard_recover(a->pos[0], &restored);
+    if (restored) return out;
     char edb[4300];
     int rc = 0;
     if (cli_val(a, "edb"))
@@ -524,8 +526,10 @@ static const cli_cmd dbutil_cmds[] = {
     {"recover", "DIR", recover_opts,
      "soft recovery of a dismounted database from its logs (eseutil /r)",
      "Replays the logs in DIR from the checkpoint and leaves the database in Clean Shutdown. "
-     "Refuses logs of "
-     "another database (-539) or stream (-530).",
+     "Refuses logs of another database (-539) or stream (-530). When DIR holds a restore laid "
+     "down without replay (DIR/_restoredLogs with its restore.env), runs hard recovery instead "
+     "(eseutil /cc): the restored logs, then the later ones in DIR; the database mounts "
+     "afterwards.",
      cmd_recover},
     {"check-set", "", check_set_opts,
      "verify databases and their logs as a backup set (CHKSGFILES)",

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backup/restore.h"
 #include "base/error.h"
@@ -32,6 +33,24 @@ static uint64_t parse_time(const char *t)
     return s < 0 ? 0 : (uint64_t)s * 1000000000u + frac;
 }
 
+static void print_set(json_t *s)
+{
+    printf("using %s set %.12s (log generations %lld-%lld)\n",
+           json_string_value(json_object_get(s, "type")),
+           json_string_value(json_object_get(s, "set")),
+           (long long)json_integer_value(json_array_get(json_object_get(s, "log_range"), 0)),
+           (long long)json_integer_value(json_array_get(json_object_get(s, "log_range"), 1)));
+}
+
+/* Says which sets the restore uses before it lays the files down. */
+static void say_chain(void *arg, json_t *sets)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(sets, i, s) print_set(s);
+    fflush(stdout);
+}
+
 static int cmd_restore(const cli_args *a)
 {
     bk_restore_opts o = {.db = a->pos[0],
@@ -39,7 +58,10 @@ static int cmd_restore(const cli_args *a)
                          .to = cli_val(a, "to"),
                          .recovery = cli_val(a, "recovery"),
                          .no_replay = cli_flag(a, "no-replay"),
-                         .mount = cli_flag(a, "mount")};
+                         .mount = cli_flag(a, "mount"),
+                         .no_roll_forward = cli_flag(a, "no-roll-forward"),
+                         .progress = isatty(2) && !cli_flag(a, "json")};
+    if (!cli_flag(a, "json")) o.on_chain = say_chain;
     uint64_t gen = 0;
     int rc;
     if (cli_val(a, "until-gen") &&
@@ -79,25 +101,24 @@ static int cmd_restore(const cli_args *a)
     if (cli_flag(a, "json"))
         out = cli_print_json(res);
     else if (!rc) {
-        size_t i;
-        json_t *s;
-        json_array_foreach(json_object_get(res, "sets"), i, s) printf(
-            "using %s set %.12s (log generations %lld-%lld)\n",
-            json_string_value(json_object_get(s, "type")),
-            json_string_value(json_object_get(s, "set")),
-            (long long)json_integer_value(json_array_get(json_object_get(s, "log_range"), 0)),
-            (long long)json_integer_value(json_array_get(json_object_get(s, "log_range"), 1)));
         json_t *rp = json_object_get(res, "replay");
-        printf("restored %s into %s: %.1f MB in %.2f s", o.db,
+        double mb = (double)json_integer_value(json_object_get(res, "bytes")) / 1e6,
+               lay = json_real_value(json_object_get(res, "lay_seconds"));
+        printf("restored %s into %s: %lld files, %.1f MB laid down in %.2f s (%.0f MB/s)", o.db,
                json_string_value(json_object_get(res, "target")),
-               (double)json_integer_value(json_object_get(res, "bytes")) / 1e6,
-               json_real_value(json_object_get(res, "seconds")));
+               (long long)json_integer_value(json_object_get(res, "files")), mb, lay,
+               lay > 0 ? mb / lay : 0.0);
         if (json_is_object(rp))
-            printf("; generations %lld-%lld replayed\n",
+            printf("; generations %lld-%lld replayed (%lld transactions)%s; %.2f s in all\n",
                    (long long)json_integer_value(json_object_get(rp, "first_gen")),
-                   (long long)json_integer_value(json_object_get(rp, "last_gen")));
+                   (long long)json_integer_value(json_object_get(rp, "last_gen")),
+                   (long long)json_integer_value(json_object_get(rp, "transactions")),
+                   json_is_true(json_object_get(rp, "stopped_at_point")) ? ", stopped at the point"
+                                                                         : "",
+                   json_real_value(json_object_get(res, "seconds")));
         else
-            printf("; not replayed (additional restores to come)\n");
+            printf("; not replayed (additional restores to come: restore the next backup with "
+                   "--set, or ombra dbutil recover)\n");
     }
     json_decref(res);
     if (rc) {
@@ -117,6 +138,8 @@ static const cli_opt restore_opts[] = {
     {"edb", "PATH", "restore to new paths: the database file", 0},
     {"logs", "DIR", "restore to new paths: the log folder", 0},
     {"no-replay", NULL, "lay the files down only (additional restores follow)", 0},
+    {"no-roll-forward", NULL,
+     "replay only the restored logs, not the later ones still in the log folder", 0},
     {"mount", NULL, "mount the database afterwards", 0},
     {"passphrase-file", "F", "the passphrase of an encrypted repository", 0},
     {"json", NULL, "print JSON: sets used, bytes, seconds, generations replayed", 0},

@@ -1,5 +1,6 @@
 /* ombra-vssd [--foreground] [--group GROUP] [--freeze-limit-ms N] [--commit-limit-ms N]
- * [--event-limit-ms N] [--shadow-dir DIR]: the shadow copy coordinator (vss/coordinator.h). */
+ * [--event-limit-ms N] [--restore-limit-ms N] [--shadow-dir DIR]: the shadow copy coordinator
+ * (vss/coordinator.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,8 @@
 static void usage(FILE *f)
 {
     fputs("usage: ombra-vssd [--foreground] [--group GROUP] [--freeze-limit-ms N]\n"
-          "                  [--commit-limit-ms N] [--event-limit-ms N] [--shadow-dir DIR]\n"
+          "                  [--commit-limit-ms N] [--event-limit-ms N] [--restore-limit-ms N]\n"
+          "                  [--shadow-dir DIR]\n"
           "  Coordinates writers, requesters and shadow copy providers on vss.sock in the\n"
           "  runtime directory ($OMBRA_RUNTIME_DIR); catalog in $OMBRA_HOME/vss. Without\n"
           "  --foreground it detaches and logs to $OMBRA_HOME/ombra-vssd.log.\n"
@@ -22,6 +24,8 @@ static void usage(FILE *f)
           "  --freeze-limit-ms N    longest Freeze to Thaw (default 60000)\n"
           "  --commit-limit-ms N    longest provider commit (default 10000)\n"
           "  --event-limit-ms N     longest a writer may take to answer an event (default 60000)\n"
+          "  --restore-limit-ms N   longest a writer may take to answer PostRestore, which\n"
+          "                         replays the restored logs (default 86400000, a day)\n"
           "  --shadow-dir DIR       where shadow copies go (default $OMBRA_HOME/shadows)\n",
           f);
 }
@@ -30,8 +34,8 @@ static int limit(const char *arg, const char *name, uint32_t *out)
 {
     char *end;
     unsigned long v = strtoul(arg, &end, 10);
-    if (*end || v < 1 || v > 3600000) {
-        fprintf(stderr, "ombra-vssd: %s takes milliseconds (1-3600000), not '%s'\n", name, arg);
+    if (*end || v < 1 || v > 604800000) {
+        fprintf(stderr, "ombra-vssd: %s takes milliseconds (1-604800000), not '%s'\n", name, arg);
         return 2;
     }
     *out = (uint32_t)v;
@@ -57,6 +61,8 @@ int main(int argc, char **argv)
             rc = limit(argv[++i], a, &o.commit_limit_ms);
         else if (!strcmp(a, "--event-limit-ms") && v)
             rc = limit(argv[++i], a, &o.event_limit_ms);
+        else if (!strcmp(a, "--restore-limit-ms") && v)
+            rc = limit(argv[++i], a, &o.restore_limit_ms);
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;

@@ -171,6 +171,17 @@ int eng_db_recover(const eng_opts *o, eng_stats *st);
  * rewritten, and its stale page journal and hold file are deleted. _restoredLogs and the
  * restored logs are left where they are (the caller's). Nothing is mounted.
  *
+ * Logs still arriving: replay may start while a restore is still laying the logs down (each
+ * generation written under a temporary name and renamed into place whole, in ascending order).
+ * Generations arriving_first..arriving_last count as present although the folder may not hold
+ * them yet (the plan checks the others as usual; the chain reaches at least arriving_last), and
+ * none of them is read before wait_laid(arg, g) returned 0 for it or a later one: a file listed
+ * under its name before that may be an old one about to be replaced. As replay checks each
+ * generation against the next one's header, it waits for g + 1 before it reads g (the last one
+ * waits for itself only). An error of wait_laid ends replay with that error and its detail; the
+ * database stays marked (below), and a rerun once every log is in place (arriving or not)
+ * finishes the job.
+ *
  * Restartable: once hard recovery first writes the database it marks the header (a flag
  * eng_db_open and eng_db_recover refuse with RestoreInProgress); a crash or failure leaves the
  * mark, and calling eng_db_hard_recover again with the same options finishes the job.
@@ -190,6 +201,14 @@ typedef struct eng_restore_opts {
     uint32_t stop_gen;         /* 0: none; else replay no generation past this one */
     uint64_t stop_time_ns;     /* 0: none; else stop before the first transaction that committed
                                   after this time (ns since the epoch, as om_now_ns) */
+    /* 0, 0: every restored log is in place. Else generations arriving_first..arriving_last of
+     * restored_dir are still being laid down while replay runs: replay calls wait_laid before
+     * it reads any of them. */
+    uint32_t arriving_first, arriving_last;
+    /* 0 once generations arriving_first..gen are whole and in place; an error (with a detail
+     * that names gen) to give up. Called from the thread of eng_db_hard_recover, gen ascending. */
+    int (*wait_laid)(void *arg, uint32_t gen);
+    void *wait_arg;
 } eng_restore_opts;
 
 typedef struct eng_restore_result {

@@ -2,7 +2,8 @@
  *
  * Steps, and what a crash after each leaves:
  *   1. open the restored .edb (locked) and check its base name; plan: the generations of
- *      restored_dir to replay, all checked to be there. Nothing is written before this
+ *      restored_dir to replay, all checked to be there or still arriving (arriving_first..
+ *      arriving_last: the requester is laying them down). Nothing is written before this
  *      succeeds: a refused call leaves the restored files as they were.
  *   2. first run: delete the target's page journal and hold file (they belong to whatever
  *      database ran there before: a journal page would "repair" the restored .edb with another
@@ -10,7 +11,10 @@
  *      torn pages from the journal, which only an earlier run of this hard recovery wrote.
  *      From here on eng_db_open refuses the database; only a rerun goes on.
  *   3. replay, flushing as the cache fills (pages, journal first, then the header with Log
- *      Required raised, never E00.chk): a rerun starts where the header says.
+ *      Required raised, never E00.chk): a rerun starts where the header says. An arriving
+ *      generation is read only once wait_laid said it is laid (a file listed under its name
+ *      before that may be an old one about to be replaced); when the laying stops short,
+ *      replay stops with its error and a rerun, once the logs are all there, goes on.
  *   4. flush the pages.
  *   5. when the database leaves the restored stream: start the target stream's new generation
  *      (E00.log). A rerun sees it as one more generation of the target folder and starts
@@ -43,8 +47,13 @@ typedef struct hard {
     int optional;        /* the restored database is consistent without any log */
     eng_lgpos start;     /* replay starts here */
     uint32_t end;        /* last generation to replay; 0: nothing to replay */
-    uint32_t chain_last; /* last generation in restored_dir */
-    int cut;             /* stop_gen ends replay before the generations on disk do */
+    uint32_t chain_last; /* last generation in restored_dir, or still arriving */
+    uint32_t must;       /* replay must reach this far (the header's needs, what is arriving) */
+    uint32_t laid;       /* wait_laid said the arriving generations up to this one are laid */
+    int cut;             /* stop_gen, or the end of the chain's logs in the folder (short:
+                            roll forward met a gap or another stream), ends replay before the
+                            generations on disk do */
+    int short_roll;
     uint64_t hdr_dbtime; /* the restored pages hold every change up to this dbtime */
     db_replay rp;
     uint32_t first_done, last_done, last_len; /* generations replayed, the last one's length */
@@ -97,10 +106,33 @@ static int begin(hard *h)
     return eng_dbhdr_write(db->edbf, &db->hdr);
 }
 
+/* Generation g is still being laid down: it counts as present, and is read only after
+ * wait_laid(g) returned 0. */
+static int arriving(const hard *h, uint32_t g)
+{
+    return h->o->arriving_first && g >= h->o->arriving_first && g <= h->o->arriving_last;
+}
+
+static int present(const hard *h, uint32_t g)
+{
+    return arriving(h, g) || db_stream_has(&h->rs, g);
+}
+
+/* An arriving generation is laid under its numbered name, whatever the listing saw. */
+static void gen_path(const hard *h, uint32_t g, char *p, size_t n)
+{
+    if (arriving(h, g))
+        (void)eng_log_path(p, n, h->rs.dir, h->rs.base, g);
+    else
+        db_stream_path(&h->rs, g, p, n);
+}
+
 static int missing_start(hard *h)
 {
     eng_db *db = h->db;
     uint32_t first = db_stream_first(&h->rs);
+    if (h->o->arriving_first && (!first || h->o->arriving_first < first))
+        first = h->o->arriving_first;
     if (!h->chain_last)
         return om_errf(OM_E_RequiredLogFilesMissing,
                        "%s needs log generations %u to %u to recover, and %s holds no logs of "
@@ -112,6 +144,13 @@ static int missing_start(hard *h)
                    db->edb, h->start.gen, h->rs.dir, first, h->chain_last);
 }
 
+/* Generation g is one of the folder's later logs that roll forward goes on with while they
+ * continue the chain: past what the database needs and what is being restored. */
+static int rolls_on(const hard *h, uint32_t g)
+{
+    return h->same && h->o->roll_forward && !h->o->stop_gen && g > h->must;
+}
+
 /* Step 1: start, end, and every generation between present. */
 static int plan(hard *h)
 {
@@ -121,6 +160,7 @@ static int plan(hard *h)
     int rc = db_stream_list(h->v, o->restored_dir, o->restored_base, &h->rs);
     if (rc) return rc;
     h->chain_last = db_stream_last(&h->rs);
+    if (o->arriving_last > h->chain_last) h->chain_last = o->arriving_last;
     uint32_t need_max = 0;
     if (H->state == ENG_STATE_DIRTY) {
         if (!H->log_req_min)
@@ -147,7 +187,7 @@ static int plan(hard *h)
                        "up to generation %u. HINT: restore an older backup",
                        o->stop_gen, db->edb, need_max);
     if (h->optional && h->chain_last < h->start.gen) return 0; /* nothing to replay */
-    if (!db_stream_has(&h->rs, h->start.gen)) {
+    if (!present(h, h->start.gen)) {
         if (h->optional)
             return om_errf(OM_E_MissingLogFile,
                            "log generation %u, where %s's logs continue, is missing from %s "
@@ -160,9 +200,20 @@ static int plan(hard *h)
         h->end = o->stop_gen;
     else if (o->stop_gen && o->stop_gen < h->end)
         h->end = o->stop_gen;
+    /* Rolling forward through the folder's later logs goes as far as they continue the chain:
+     * past what the database needs and what is being restored, a gap ends it. */
+    h->must = need_max > o->arriving_last ? need_max : o->arriving_last;
+    for (uint32_t g = h->start.gen; g <= h->end; g++)
+        if (rolls_on(h, g) && !present(h, g)) {
+            om_warn("%s: roll forward stops after log generation %u: generation %u is missing "
+                    "from %s (the later ones there are not replayed)",
+                    db->edb, g - 1, g, h->rs.dir);
+            h->end = g - 1;
+            h->short_roll = 1;
+        }
     h->cut = h->end < h->chain_last;
     for (uint32_t g = h->start.gen; g <= h->end; g++)
-        if (!db_stream_has(&h->rs, g))
+        if (!present(h, g))
             return om_errf(OM_E_MissingLogFile,
                            "log generation %u is missing from %s (the logs to replay run from %u "
                            "to %u)",
@@ -181,7 +232,7 @@ static int read_restored(hard *h, uint32_t g, const eng_genread *prev, eng_genre
 {
     eng_db *db = h->db;
     char p[4200];
-    db_stream_path(&h->rs, g, p, sizeof p);
+    gen_path(h, g, p, sizeof p);
     int rc = eng_gen_read(h->v, p, gr);
     if (rc == OM_E_FileNotFound)
         rc = om_errf(OM_E_MissingLogFile, "log generation %u (%s) is missing", g, p);
@@ -212,9 +263,9 @@ static int read_restored(hard *h, uint32_t g, const eng_genread *prev, eng_genre
  * shorter stream is damage that only looks like the end of the log. */
 static int check_whole(hard *h, uint32_t g, const eng_genread *gr)
 {
-    if (g >= h->chain_last || !db_stream_has(&h->rs, g + 1)) return 0;
+    if (g >= h->chain_last || !present(h, g + 1)) return 0;
     char p[4200], next[4200];
-    db_stream_path(&h->rs, g + 1, next, sizeof next);
+    gen_path(h, g + 1, next, sizeof next);
     uint8_t slot[ENG_SLOT_SIZE];
     eng_loghdr nh;
     om_file *f = NULL;
@@ -224,11 +275,23 @@ static int check_whole(hard *h, uint32_t g, const eng_genread *gr)
     if (rc || eng_loghdr_decode(slot, &nh) != 0 || nh.prev_created != gr->hdr.created ||
         !eng_sig_eq(&nh.log_sig, &gr->hdr.log_sig) || gr->len >= nh.prev_end)
         return 0;
-    db_stream_path(&h->rs, g, p, sizeof p);
+    gen_path(h, g, p, sizeof p);
     return om_errf(OM_E_LogFileCorrupt,
                    "%s: its records end at byte %u, but generation %u says it ended at %u: the "
                    "file is damaged (slot %u)",
                    p, gr->len, g + 1, nh.prev_end, gr->end_slot);
+}
+
+/* Before generation g is read: waits until it is laid when it is arriving, and until g + 1 is
+ * when that one is arriving too (check_whole reads its header). Replay so runs one generation
+ * behind the laying; the last one waits for itself only. */
+static int wait_arriving(hard *h, uint32_t g)
+{
+    uint32_t w = arriving(h, g + 1) ? g + 1 : arriving(h, g) ? g : 0;
+    if (w <= h->laid) return 0;
+    int rc = h->o->wait_laid(h->o->wait_arg, w); /* its detail names the generation */
+    if (!rc) h->laid = w;
+    return rc;
 }
 
 /* Step 3. */
@@ -239,12 +302,23 @@ static int replay(hard *h)
     int have_prev = 0, rc = 0;
     h->rp = (db_replay){.db = db, .stop_time = h->o->stop_time_ns, .hard = 1};
     for (uint32_t gen = h->start.gen; gen <= h->end && !h->rp.stopped; gen++) {
-        if ((rc = read_restored(h, gen, have_prev ? &prev : NULL, &g))) break;
+        if ((rc = wait_arriving(h, gen))) break;
+        if ((rc = read_restored(h, gen, have_prev ? &prev : NULL, &g))) {
+            if (rolls_on(h, gen) && (rc == OM_E_BadLogSignature || rc == OM_E_InvalidLogSequence ||
+                                     rc == OM_E_DatabaseLogSetMismatch)) {
+                om_warn("%s: roll forward stops after log generation %u: %s", db->edb, gen - 1,
+                        om_err_detail());
+                h->end = gen - 1;
+                h->cut = h->short_roll = 1;
+                rc = 0;
+            }
+            break;
+        }
         if ((rc = check_whole(h, gen, &g))) break;
         rc = db_replay_gen(&h->rp, &g, gen == h->start.gen ? h->start.off : 0);
         if (rc) {
             char p[4200];
-            db_stream_path(&h->rs, gen, p, sizeof p);
+            gen_path(h, gen, p, sizeof p);
             rc = om_err_ctx(rc, "replaying %s", p);
             break;
         }
@@ -375,7 +449,7 @@ static int finish(hard *h, eng_restore_result *r)
     if ((rc = eng_dbhdr_write(db->edbf, H))) return rc;
     if ((rc = db_write_chk(db, consistent))) return rc;
     if (r) {
-        r->stopped_at_point = stopped;
+        r->stopped_at_point = stopped && !h->short_roll;
         r->stream_gen = keep ? (h->chain_last > consistent.gen ? h->chain_last : consistent.gen)
                              : consistent.gen;
         r->new_stream = !keep;
@@ -431,6 +505,12 @@ static int check_opts(const eng_restore_opts *o)
         return om_errf(OM_E_InvalidParameter,
                        "the restored logs' base name '%s' must be three letters or digits",
                        o->restored_base ? o->restored_base : "");
+    if ((o->arriving_first || o->arriving_last) &&
+        (!o->arriving_first || o->arriving_first > o->arriving_last || !o->wait_laid))
+        return om_errf(OM_E_InvalidParameter,
+                       "log generations still arriving (%u to %u) need a range starting at 1 or "
+                       "later and a wait_laid callback",
+                       o->arriving_first, o->arriving_last);
     return 0;
 }
 

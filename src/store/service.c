@@ -276,8 +276,13 @@ static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
     eng_db_info(m->db, &in);
     e.id = in.db_id;
     e.mounted = 1;
-    if ((rc = store_dir_put(s->dir, &e))) {
-        store_dismount_locked(s, m);
+    /* The recovery database waits for a restore (Exchange's RDB): dismounted, overwritable. */
+    if (recovery && !(rc = store_dismount_locked(s, m))) {
+        e.mounted = 0;
+        e.allow_restore = 1;
+    }
+    if (rc || (rc = store_dir_put(s->dir, &e))) {
+        if (e.mounted) store_dismount_locked(s, m);
         return rc;
     }
     om_info("created database %s at %s (logs %s, base %s)%s", e.name, e.edb, e.logs, e.base,
@@ -310,9 +315,10 @@ static int h_db_mount(store *s, json_t *req, json_t *rep, int mount)
     snprintf(pending, sizeof pending, "%.4000s/_restoredLogs", e->logs);
     if (mount && stat(pending, &pst) == 0)
         return om_errf(OM_E_RestoreInProgress,
-                       "database '%s' has restored logs waiting in %s (a restore with additional "
-                       "restores to come). HINT: restore the rest, which replays them",
-                       e->name, pending);
+                       "database '%s' has a restore laid down in %s that was not replayed (one "
+                       "with --no-replay, or one that failed). HINT: ombra restore again (or the "
+                       "next backup), or replay it with ombra dbutil recover %s",
+                       e->name, pending, e->logs);
     if (mount)
         rc = store_mount_locked(s, e, 0);
     else if (m)

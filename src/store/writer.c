@@ -6,9 +6,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/error.h"
@@ -625,6 +628,7 @@ typedef struct rtarget {
     char restored_dir[4200]; /* where its logs go */
     char pending[4200];      /* <logs>/_restoredLogs: the restore is not finished while it exists */
     char edb_path[4200];     /* where the .edb goes (renamed to ent.edb at PostRestore) */
+    char progress[4300];     /* <pending>/<base>restore.laid: how far the requester has laid logs */
 } rtarget;
 
 static const char *str_or(json_t *o, const char *k, const char *d)
@@ -701,6 +705,7 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
     snprintf(t->edb_path, sizeof t->edb_path, "%.4000s/%.190s", d, b);
     snprintf(t->pending, sizeof t->pending, "%.4000s/_restoredLogs", t->ent.logs);
     snprintf(t->restored_dir, sizeof t->restored_dir, "%s", t->original ? t->ent.logs : t->pending);
+    snprintf(t->progress, sizeof t->progress, "%s/%srestore.laid", t->pending, t->orig_base);
     return 0;
 }
 
@@ -774,14 +779,89 @@ static int pre_restore(void *ctx, vss_event *e)
         if (!rc) rc = om_mkdirs(t.pending);
         if (!rc) rc = om_mkdirs(t.restored_dir);
         if (!rc) rc = write_env(&t, json_object_get(c, "backup_metadata"));
+        /* One an earlier restore left would tell this one that logs are laid which are not. */
+        if (!rc && unlink(t.progress) != 0 && errno != ENOENT)
+            rc = om_errf(om_err_from_errno(errno), "removing %s: %s", t.progress, strerror(errno));
         if (rc) return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
         om_info("restore to %s prepared: the .edb goes to %s, the logs to %s", t.ent.name,
                 t.edb_path, t.restored_dir);
         json_object_set_new(targets, str_or(c, "name", "?"),
-                            json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", t.ent.name, "edb",
-                                      t.edb_path, "logs", t.restored_dir, "original", t.original,
-                                      "recovery", t.ent.recovery));
+                            json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "name", t.ent.name, "edb",
+                                      t.edb_path, "logs", t.restored_dir, "progress", t.progress,
+                                      "original", t.original, "recovery", t.ent.recovery));
     }
+    return 0;
+}
+
+/* Logs still arriving (restore_options.logs_arriving): the requester lays the generations
+ * down while replay runs. It holds an exclusive flock on the progress file for as long as it
+ * lays files, and writes into it (at offset 0: 20 characters, a right-aligned decimal number,
+ * then '\n') the highest generation laid so far, every one before it from the first laid too.
+ * Replay waits on that number; a shared lock it can take means the requester is gone. */
+typedef struct laid_wait {
+    const char *path;
+    int fd;
+} laid_wait;
+
+/* The number in the progress file, 0 while it holds none. Two reads in a row must agree, so
+ * one that overlaps the requester's write is never taken for a number. */
+static uint64_t read_laid(int fd)
+{
+    char a[24], b[24];
+    ssize_t na = pread(fd, a, 21, 0);
+    for (int tries = 0; tries < 100; tries++) {
+        ssize_t nb = pread(fd, b, 21, 0);
+        if (na == nb && (na <= 0 || !memcmp(a, b, (size_t)na))) break;
+        memcpy(a, b, sizeof b);
+        na = nb;
+    }
+    if (na <= 0) return 0;
+    a[na] = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(a, &end, 10);
+    return end != a && (*end == '\n' || !*end) ? v : 0;
+}
+
+static int laying_stopped(const laid_wait *lw, uint32_t gen)
+{
+    return om_errf(OM_E_MissingLogFile,
+                   "the restore stopped before laying down log generation %u (%s)", gen, lw->path);
+}
+
+/* eng_restore_opts.wait_laid: polls about every millisecond. */
+static int wait_laid(void *arg, uint32_t gen)
+{
+    laid_wait *lw = arg;
+    if (lw->fd < 0 && (lw->fd = open(lw->path, O_RDONLY | O_CLOEXEC)) < 0)
+        return errno == ENOENT
+                   ? laying_stopped(lw, gen)
+                   : om_errf(om_err_from_errno(errno), "opening %s: %s", lw->path, strerror(errno));
+    for (;;) {
+        if (read_laid(lw->fd) >= gen) return 0;
+        if (flock(lw->fd, LOCK_SH | LOCK_NB) == 0) { /* the requester is gone */
+            flock(lw->fd, LOCK_UN);
+            return read_laid(lw->fd) >= gen ? 0 : laying_stopped(lw, gen);
+        }
+        struct timespec ms = {0, 1000000L};
+        nanosleep(&ms, NULL);
+    }
+}
+
+/* restore_options.logs_arriving: [first_gen, last_gen], or absent. */
+static int logs_arriving(json_t *ro, uint32_t *first, uint32_t *last)
+{
+    json_t *a = json_object_get(ro, "logs_arriving");
+    *first = *last = 0;
+    if (!a || json_is_null(a)) return 0;
+    json_t *f = json_array_get(a, 0), *l = json_array_get(a, 1);
+    json_int_t fv = json_integer_value(f), lv = json_integer_value(l);
+    if (!json_is_array(a) || json_array_size(a) != 2 || !json_is_integer(f) ||
+        !json_is_integer(l) || fv < 1 || lv < fv || lv > UINT32_MAX)
+        return om_errf(OM_E_InvalidParameter,
+                       "restore_options.logs_arriving must be [first generation, last generation] "
+                       "(1 <= first <= last)");
+    *first = (uint32_t)fv;
+    *last = (uint32_t)lv;
     return 0;
 }
 
@@ -789,7 +869,9 @@ static int pre_restore(void *ctx, vss_event *e)
 static int recover_target(store_writer *w, json_t *c, const rtarget *t, json_t *out)
 {
     json_t *ro = json_object_get(c, "restore_options"), *md = json_object_get(c, "backup_metadata");
-    int rc = 0;
+    uint32_t arriving_first, arriving_last;
+    int rc = logs_arriving(ro, &arriving_first, &arriving_last);
+    if (rc) return rc;
     if (strcmp(t->edb_path, t->ent.edb) && rename(t->edb_path, t->ent.edb) != 0)
         return om_errf(om_err_from_errno(errno), "renaming %s to %s: %s", t->edb_path, t->ent.edb,
                        strerror(errno));
@@ -803,8 +885,18 @@ static int recover_target(store_writer *w, json_t *c, const rtarget *t, json_t *
     if (t->original && !o.roll_forward && !o.stop_gen)
         o.stop_gen =
             (uint32_t)json_integer_value(json_array_get(json_object_get(md, "log_range"), 1));
+    laid_wait lw = {.path = t->progress, .fd = -1};
+    if (arriving_first) {
+        o.arriving_first = arriving_first;
+        o.arriving_last = arriving_last;
+        o.wait_laid = wait_laid;
+        o.wait_arg = &lw;
+        om_info("restore to %s: replay starts while log generations %u-%u are laid down",
+                t->ent.name, o.arriving_first, o.arriving_last);
+    }
     eng_restore_result r = {0};
     rc = eng_db_hard_recover(&o, &r);
+    if (lw.fd >= 0) close(lw.fd);
     if (rc) return rc;
     om_info("restored %s: generations %u-%u replayed (%llu transactions) in %.2f s%s", t->ent.name,
             r.first_gen, r.last_gen, (unsigned long long)r.transactions, (double)r.ns / 1e9,

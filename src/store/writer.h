@@ -24,16 +24,27 @@
  *   Abort, BackupShutdown   thaw, release held pages, forget the backup; nothing truncated
  *
  * Restore (restore_options: target NAME, target_id ID, recovery, mount, roll_forward, stop_gen,
- * stop_time_ns; new_target: {edb, logs} for new paths):
+ * stop_time_ns, logs_arriving [FIRST, LAST]; new_target: {edb, logs} for new paths):
  *   PreRestore   the target exists, is dismounted and allows restore, and has the id the
  *                requester expects (unless the recovery database or new paths); logs go to its
  *                log folder (the original) or <logs>/_restoredLogs; <logs>/_restoredLogs holds
  *                <base>restore.env and marks the target as not restored until PostRestore; the
- *                result says where the .edb and the logs go; mounting it is refused until the
- *                session ends
+ *                result says where the .edb and the logs go, and names the progress file
+ *                <logs>/_restoredLogs/<base>restore.laid (a stale one is deleted); mounting it
+ *                is refused until the session ends
  *   PostRestore  unless additional restores follow: rename the .edb to the target's name, hard
  *                recovery (eng_db_hard_recover: replay, roll forward, point in time), Clean
- *                Shutdown, _restoredLogs removed, mount when asked
+ *                Shutdown, _restoredLogs removed (the progress file with it), mount when asked.
+ *                With logs_arriving the requester is still laying generations FIRST..LAST down
+ *                (the .edb and the first one are in place): replay reads each one only once
+ *                the progress file says it is laid. The requester holds flock(LOCK_EX) on that
+ *                file from before PostRestore for as long as it lays files, and writes into it
+ *                (pwrite at offset 0: a 20-character right-aligned decimal number, then '\n')
+ *                the highest generation laid so far (all from FIRST through it whole and in
+ *                place). The writer polls it about every millisecond; when it can take a
+ *                shared lock the requester is gone, and a generation it did not lay fails the
+ *                restore with -528 MissingLogFile (a missing file too); the target stays
+ *                unmountable (-506) until a restore of it succeeds.
  * A store restart loses every backup in progress (the coordinator fails those sessions). */
 #ifndef OM_STORE_WRITER_H
 #define OM_STORE_WRITER_H

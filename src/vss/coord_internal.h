@@ -67,7 +67,7 @@ typedef struct coord {
     shadow_ent *shadows[VSS_MAX_SHADOWS];
     int nshadows;
     char shadow_root[4096], catalog[4200];
-    uint32_t freeze_limit_ms, commit_limit_ms, event_limit_ms;
+    uint32_t freeze_limit_ms, commit_limit_ms, event_limit_ms, restore_limit_ms;
     int stopping;
 } coord;
 

@@ -81,12 +81,19 @@ static void unlink_pending(wconn *w, pending *p)
         }
 }
 
+/* How long a writer may take to answer: PostRestore holds the replay of every restored log,
+ * which grows with them, so it has its own limit. */
+static uint32_t limit_of(const coord *c, const char *event)
+{
+    return !strcmp(event, "PostRestore") ? c->restore_limit_ms : c->event_limit_ms;
+}
+
 /* The answer (or its absence) as the call's result. Under coord.mu. */
 static int call_outcome(coord *c, wconn *w, const char *event, pending *p, json_t **result)
 {
     if (!p->done)
         return om_errf(OM_E_WriterErrorTimeout, "writer '%s' did not answer %s within %u ms",
-                       w->name, event, c->event_limit_ms);
+                       w->name, event, limit_of(c, event));
     if (!p->answer)
         return om_errf(OM_E_WriterNotResponding, "writer '%s' disconnected during %s", w->name,
                        event);
@@ -128,7 +135,7 @@ int coord_call(coord *c, wconn *w, uint32_t gen, const char *sid, const char *ev
 
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)c->event_limit_ms * 1000000u;
+    uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)limit_of(c, event) * 1000000u;
     until.tv_sec += (time_t)(ns / 1000000000u);
     until.tv_nsec = (long)(ns % 1000000000u);
     pthread_mutex_lock(&c->mu);
@@ -492,6 +499,7 @@ static int setup(coord *c, const vss_coord_opts *o)
     c->freeze_limit_ms = o->freeze_limit_ms ? o->freeze_limit_ms : 60000;
     c->commit_limit_ms = o->commit_limit_ms ? o->commit_limit_ms : 10000;
     c->event_limit_ms = o->event_limit_ms ? o->event_limit_ms : 60000;
+    c->restore_limit_ms = o->restore_limit_ms ? o->restore_limit_ms : 86400000u;
     char vdir[4096];
     snprintf(vdir, sizeof vdir, "%.4000s/vss", o->data_dir);
     if (o->shadow_dir)

@@ -32,13 +32,15 @@
 #include <stdint.h>
 
 typedef struct vss_coord_opts {
-    const char *runtime_dir; /* vss.sock */
-    const char *data_dir;    /* vss/shadows.json, shadows/ (the default shadow root) */
-    const char *shadow_dir;  /* NULL: <data_dir>/shadows */
-    const char *group;       /* the group allowed on the socket (NULL: the daemon's own) */
-    uint32_t freeze_limit_ms; /* 0: 60000 */
-    uint32_t commit_limit_ms; /* 0: 10000 */
-    uint32_t event_limit_ms;  /* 0: 60000 */
+    const char *runtime_dir;        /* vss.sock */
+    const char *data_dir;           /* vss/shadows.json, shadows/ (the default shadow root) */
+    const char *shadow_dir;         /* NULL: <data_dir>/shadows */
+    const char *group;              /* the group allowed on the socket (NULL: the daemon's own) */
+    uint32_t freeze_limit_ms;       /* 0: 60000 */
+    uint32_t commit_limit_ms;       /* 0: 10000 */
+    uint32_t event_limit_ms;        /* 0: 60000 */
+    uint32_t restore_limit_ms;      /* PostRestore (replay runs in it; it grows with the logs):
+                                       0: 86400000, a day */
     const char *fail_provider_step; /* tests: "prepare", "commit" or "expose" fails */
 } vss_coord_opts;
 

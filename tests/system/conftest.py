@@ -144,15 +144,17 @@ class Store:
         return s if len(s) <= tail else "...\n" + s[-tail:]
 
     # -- the CLI
-    def ombra(self, *args, input=None, check=True, binary=False, user=None, timeout=CLI_SECONDS):
-        """Runs `ombra ARGS`; returns (rc, stdout, stderr). stdout is bytes when binary."""
+    def ombra(self, *args, input=None, check=True, binary=False, user=None, timeout=CLI_SECONDS,
+              env=None):
+        """Runs `ombra ARGS`; returns (rc, stdout, stderr). stdout is bytes when binary; env: more
+        variables."""
         argv = [str(self.cli)] + [str(a) for a in args]
         if user:
             argv = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups"] + argv
         if isinstance(input, str):
             input = input.encode()
-        p = subprocess.run(argv, input=input, capture_output=True, env=self.env,
-                           timeout=timeout)
+        p = subprocess.run(argv, input=input, capture_output=True,
+                           env=dict(self.env, **env) if env else self.env, timeout=timeout)
         out = p.stdout if binary else p.stdout.decode(errors="replace")
         r = Result(p.returncode, out, p.stderr.decode(errors="replace"), argv)
         if check and r.rc != 0:

@@ -5,7 +5,9 @@ the restore before any replay, naming the set and file; refusals with their reas
 import json
 import os
 import pathlib
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -124,3 +126,164 @@ def test_a_point_in_time_keeps_the_mail_before_it_and_drops_the_mail_after_it(st
     assert store.digest("db2") == before != after
     r = restore(store, repo, "db1", "--until-time", "yesterday", check=False)
     assert r.rc == 2 and "--until-time" in r.err
+
+
+def dismount_for_restore(store, db):
+    store.ombra("db", "dismount", db)
+    store.ombra("db", "set", db, "--allow-restore", "on")
+
+
+@pytest.fixture
+def chain3(store, repo):
+    """db1 with a full and two incrementals; the digest at the last one."""
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 400)
+    full = backup(store, repo, "full")
+    d_full = store.digest("db1")
+    load(store, "db1", 600, seed=2)
+    inc1 = backup(store, repo, "incremental")
+    load(store, "db1", 600, seed=3)
+    inc2 = backup(store, repo, "incremental")
+    return {"digest": store.digest("db1"), "inc1": inc1["sets"][0]["set"], "inc2": inc2["sets"][0]["set"],
+            "full": full["sets"][0]["set"], "d_full": d_full}
+
+
+STAGES = ["prepared", "edb", "replaying", "laid"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_kill_9_at_any_stage_leaves_the_target_dismounted_and_a_retry_succeeds(store, repo, chain3, stage):
+    info = store.db_show("db1")
+    dismount_for_restore(store, "db1")
+    os.remove(info["edb"])
+    p = subprocess.Popen([str(store.cli), "restore", "db1", "--repo", str(repo)],
+                         env=dict(store.env, OMBRA_RESTORE_PAUSE=stage), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stderr.readline()
+    assert line.startswith(f"paused {stage}"), line + p.stderr.read()
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert store.db_show("db1")["mounted"] is False
+    m = store.ombra("db", "mount", "db1", check=False)
+    if stage != "laid":  # by then every file is down and the writer may have finished
+        assert m.rc == 1 and "-506 RestoreInProgress" in m.err, m.describe()
+    if m.rc == 0:
+        store.ombra("db", "dismount", "db1")
+    assert not list(pathlib.Path(info["logs"]).glob(".*.part")) or stage in ("edb", "replaying")
+    # the coordinator ends the dead restore's session once the writer is done with its event;
+    # until then the component is refused (-505, naming the session)
+    end = time.time() + 30
+    while True:
+        r = restore(store, repo, "db1", "--mount", check=False)
+        if r.rc == 0 or "-505" not in r.err or time.time() > end:
+            break
+        time.sleep(0.2)
+    assert r.rc == 0, r.describe()
+    assert json.loads(r.out)["replay"]["last_gen"] > 0
+    assert store.digest("db1") == chain3["digest"]
+    assert not list(pathlib.Path(info["logs"]).glob(".*.part")), "no leftovers after a restore"
+    assert not (pathlib.Path(info["logs"]) / "_restoredLogs").exists()
+
+
+def test_roll_forward_through_the_logs_left_on_disk_or_not(store, repo, chain3):
+    load(store, "db1", 100, seed=9)  # after the last backup: only in the log folder
+    latest = store.digest("db1")
+    info = store.db_show("db1")
+    dismount_for_restore(store, "db1")
+    os.remove(info["edb"])  # the database file lost, its logs kept
+    r = restore(store, repo, "db1", "--mount")
+    assert store.digest("db1") == latest != chain3["digest"], "rolled forward through the later logs"
+    dismount_for_restore(store, "db1")
+    r = restore(store, repo, "db1", "--no-roll-forward", "--mount")
+    assert store.digest("db1") == chain3["digest"], "only the backups' logs"
+    # the full backup alone: the folder holds the first stream's generations (the restores put
+    # the backups' back) up to the mail after the last backup, then the stream the restore
+    # without roll forward started: roll forward goes through the first and stops at the second
+    dismount_for_restore(store, "db1")
+    r = restore(store, repo, "db1", "--set", chain3["full"][:12], "--mount")
+    assert store.digest("db1") == latest
+    load(store, "db1", 20, seed=11)  # and it lives on
+
+
+def test_an_older_backup_rolls_forward_only_as_far_as_the_logs_on_disk_continue_it(store, repo, chain3):
+    info = store.db_show("db1")
+    dismount_for_restore(store, "db1")
+    os.remove(info["edb"])
+    # the incrementals truncated the generations after the full's: a gap, so nothing rolls on
+    r = restore(store, repo, "db1", "--set", chain3["full"][:12], "--mount")
+    res = json.loads(r.out)
+    assert res["replay"]["stopped_at_point"] is False
+    assert store.digest("db1") == chain3["d_full"]
+    load(store, "db1", 20, seed=11)
+    d = store.digest("db1")
+    store.ombra("db", "dismount", "db1")
+    store.ombra("db", "mount", "db1")
+    assert store.digest("db1") == d, "it lives on, on its new stream"
+
+
+def test_a_broken_chain_is_refused_naming_the_gap(store, repo, chain3):
+    info = store.db_show("db1")
+    sets = {s["id"]: s for s in store.json("backups", "list", "--repo", repo)}
+    inc1 = sets[chain3["inc1"]]
+    for f in (repo / "sets").iterdir():
+        if f.name.startswith(chain3["inc1"][:16]) or f.stem == chain3["inc1"]:
+            f.unlink()
+    dismount_for_restore(store, "db1")
+    r = restore(store, repo, "db1", check=False)
+    first, last = inc1["log_range"]
+    assert r.rc == 1 and "MissingLogFile" in r.err and str(first) in r.err, r.describe()
+    assert len(r.err.strip().split("\n")) == 1
+    assert pathlib.Path(info["edb"]).exists(), "nothing touched"
+    store.ombra("db", "mount", "db1")
+    assert store.digest("db1") == chain3["digest"]
+
+
+def test_additional_restores_then_the_next_backup_replays(store, repo, chain3):
+    store.ombra("db", "new", "db2")
+    dismount_for_restore(store, "db2")
+    r = restore(store, repo, "db1", "--set", chain3["inc1"][:12], "--to", "db2", "--no-replay")
+    assert json.loads(r.out)["replay"] is None
+    m = store.ombra("db", "mount", "db2", check=False)
+    assert m.rc == 1 and "-506 RestoreInProgress" in m.err, m.describe()
+    r = restore(store, repo, "db1", "--set", chain3["inc2"][:12], "--to", "db2", "--mount")
+    assert store.digest("db2") == chain3["digest"]
+    # or dbutil recover replays what was laid down (eseutil /cc)
+    store.ombra("db", "new", "db3")
+    dismount_for_restore(store, "db3")
+    restore(store, repo, "db1", "--to", "db3", "--no-replay")
+    logs3 = store.db_show("db3")["logs"]
+    r = store.ombra("dbutil", "recover", logs3)
+    assert "hard recovery" in r.out and "Clean Shutdown" in r.out, r.describe()
+    assert not (pathlib.Path(logs3) / "_restoredLogs").exists()
+    store.ombra("db", "mount", "db3")
+    assert store.digest("db3") == chain3["digest"]
+
+
+def test_the_recovery_database_and_new_paths(store, repo, chain3, tmp_path):
+    store.ombra("db", "new-recovery", "rdb", "--edb", tmp_path / "r" / "rdb.edb", "--logs", tmp_path / "r" / "logs")
+    r = restore(store, repo, "db1", "--recovery", "rdb", "--mount")
+    assert json.loads(r.out)["target"] == "rdb"
+    assert store.digest("rdb") == chain3["digest"]
+    edb, logs = tmp_path / "new" / "x.edb", tmp_path / "new" / "logs"
+    r = restore(store, repo, "db1", "--edb", edb, "--logs", logs)
+    h = json.loads(store.ombra("dbutil", "header", edb, "--json").out)
+    assert h["state"] == "Clean Shutdown", h
+    assert not (logs / "_restoredLogs").exists()
+    assert store.digest("db1") == chain3["digest"], "the original is untouched"
+
+
+def test_an_encrypted_repository_restores_with_its_passphrase(store, vssd, tmp_path):
+    r = store.tmp / "enc"
+    env = {"OMBRA_REPO_PASSPHRASE": "correct horse battery staple"}
+    store.ombra("repo", "init", r, "--encrypt", env=env)
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 200)
+    store.ombra("backup", "--repo", r, "--type", "full", "db1", env=env)
+    d = store.digest("db1")
+    store.ombra("db", "new", "db2")
+    dismount_for_restore(store, "db2")
+    bad = store.ombra("restore", "db1", "--repo", r, "--to", "db2", check=False,
+                      env={"OMBRA_REPO_PASSPHRASE": "wrong"})
+    assert bad.rc == 1 and "passphrase" in bad.err.lower() and len(bad.err.strip().split("\n")) == 1
+    store.ombra("restore", "db1", "--repo", r, "--to", "db2", "--mount", env=env)
+    assert store.digest("db2") == d

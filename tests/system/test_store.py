@@ -224,7 +224,9 @@ def test_101st_mounted_database_and_second_recovery_database_are_refused(store):
     store.ombra("db", "new-recovery", "r1", "--edb", rdir / "r1" / "r1.edb",
                 "--logs", rdir / "r1" / "logs")
     r1 = store.db_show("r1")
-    assert r1["recovery"] is True and r1["mounted"] is True, r1
+    # created waiting for a restore: dismounted, open to one
+    assert r1["recovery"] is True and r1["mounted"] is False and r1["allow_restore"] is True, r1
+    store.ombra("db", "mount", "r1")
     assert mounted_count(store) == 98
     print(expect_error(store.ombra("db", "new-recovery", "r2", "--edb", rdir / "r2" / "r2.edb",
                                    "--logs", rdir / "r2" / "logs", check=False),
@@ -232,6 +234,7 @@ def test_101st_mounted_database_and_second_recovery_database_are_refused(store):
     store.ombra("db", "dismount", "r1")
     store.ombra("db", "new-recovery", "r3", "--edb", rdir / "r3" / "r3.edb",
                 "--logs", rdir / "r3" / "logs")
+    store.ombra("db", "mount", "r3")
     expect_error(store.ombra("db", "mount", "r1", check=False), -1027, "TooManyOpenDatabases")
     assert store.db_show("r1")["mounted"] is False
     still_serving(store, "d000")

@@ -136,6 +136,22 @@ static void a_gap_or_a_missing_parent_is_refused_naming_it(void **state)
     assert_non_null(strstr(om_err_detail(), "gone00"));
     assert_int_equal(bk_chain(h, "nodb", NULL, &c), OM_E_SetNotFound);
     json_decref(h);
+    /* the newest chain (or one to a point) with an incremental in the middle gone: refused, not
+     * silently cut short at the full */
+    h = json_array();
+    json_array_append_new(h, set("faaaaa", "full", "db", 1, 5, NULL));
+    json_array_append_new(h, set("ibbbbb", "incremental", "db", 9, 12, "iaaaaa"));
+    assert_int_equal(bk_chain(h, "db", NULL, &c), OM_E_MissingLogFile);
+    assert_non_null(strstr(om_err_detail(), "generations 6-8 are in no backup set"));
+    assert_non_null(strstr(om_err_detail(), "--set"));
+    p = (bk_point){.until_gen = 10};
+    assert_int_equal(bk_chain(h, "db", &p, &c), OM_E_MissingLogFile);
+    p.until_gen = 4; /* before the gap: the full alone */
+    assert_int_equal(bk_chain(h, "db", &p, &c), OM_E_SetNotFound); /* its logs end at 5 */
+    p.until_gen = 5;
+    assert_int_equal(bk_chain(h, "db", &p, &c), 0);
+    json_decref(c);
+    json_decref(h);
 }
 
 int main(void)

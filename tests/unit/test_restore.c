@@ -4,6 +4,7 @@
  * made here the way the store's writer makes them with the held provider (hold, freeze, copy
  * the .edb and checkpoint, thaw, copy the finished logs, release, record the slot), on the
  * in-memory crash VFS. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -765,6 +767,335 @@ static void hard_recovery_interrupted_by_a_crash_finishes_when_run_again(void **
     NP = 6;
 }
 
+/* ---- logs still arriving: replay while the restore lays the logs down ---- */
+
+#define RL    "/rdb/logs/_restoredLogs"
+#define STAGE "/stage"
+
+/* The restore's requester laying generations first..last (from STAGE) one by one into RL,
+ * each under a temporary name, synced and renamed into place, with a small delay: it starts
+ * once replay waits for one (replay then runs while files are missing), and stops before
+ * stop_at when that is set (the restore died). No cmocka assertion here (another thread). */
+typedef struct layer {
+    om_vfs *v;
+    uint32_t first, last, stop_at;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint32_t laid;     /* every generation through this one is whole and in place */
+    uint32_t asked;    /* the highest generation wait_laid was asked for */
+    int stopped, quit; /* the layer is gone; the test is over (opens the gate) */
+    int blocked;       /* wait_laid calls that had to wait */
+    int out_of_order;  /* wait_laid asked for a lower generation than before */
+    int ahead;         /* replay asked for more than one generation past the one it finished */
+    int rc;            /* the layer's own failure */
+    pthread_t th;
+} layer;
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {0, ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int lay_one(om_vfs *v, uint32_t g)
+{
+    char from[256], to[256];
+    uint8_t *data = NULL;
+    size_t n = 0;
+    gen_name(from, sizeof from, STAGE, "E00", g);
+    gen_name(to, sizeof to, RL, "E00", g);
+    int rc = om_read_file(v, from, &data, &n);
+    if (!rc) rc = om_write_file_durable(v, to, data, n);
+    free(data);
+    return rc;
+}
+
+static void *layer_main(void *arg)
+{
+    layer *L = arg;
+    pthread_mutex_lock(&L->mu);
+    while (!L->asked && !L->quit)
+        pthread_cond_wait(&L->cv, &L->mu);
+    uint32_t g = L->laid + 1;
+    pthread_mutex_unlock(&L->mu);
+    for (; g <= L->last && g != L->stop_at && !L->rc; g++) {
+        nap_ms(2);
+        L->rc = lay_one(L->v, g);
+        pthread_mutex_lock(&L->mu);
+        if (!L->rc) L->laid = g;
+        pthread_cond_broadcast(&L->cv);
+        pthread_mutex_unlock(&L->mu);
+    }
+    pthread_mutex_lock(&L->mu);
+    L->stopped = 1;
+    pthread_cond_broadcast(&L->cv);
+    pthread_mutex_unlock(&L->mu);
+    return NULL;
+}
+
+/* wait_laid: waits on the layer's counter. */
+static int wait_for_layer(void *arg, uint32_t gen)
+{
+    layer *L = arg;
+    pthread_mutex_lock(&L->mu);
+    if (gen < L->asked) L->out_of_order = 1;
+    L->asked = gen;
+    pthread_cond_broadcast(&L->cv);
+    if (L->laid < gen) L->blocked++;
+    while (L->laid < gen && !L->stopped)
+        pthread_cond_wait(&L->cv, &L->mu);
+    int ok = L->laid >= gen;
+    pthread_mutex_unlock(&L->mu);
+    return ok ? 0
+              : om_errf(OM_E_MissingLogFile,
+                        "the restore stopped before laying down log generation %u", gen);
+}
+
+/* replay_progress: generation gen is replayed; replay must not have asked past gen + 1. */
+static void layer_progress(void *arg, uint32_t gen, uint32_t first, uint32_t last)
+{
+    (void)first;
+    (void)last;
+    layer *L = arg;
+    pthread_mutex_lock(&L->mu);
+    if (L->asked > gen + 1) L->ahead = 1;
+    pthread_mutex_unlock(&L->mu);
+}
+
+/* The chain is laid down in RL; generations first + 1 .. last move to STAGE (not there yet),
+ * and the layer will bring them back. The first one is in place, as when the requester sends
+ * PostRestore. */
+static void layer_init(layer *L, crashvfs *c, uint32_t first, uint32_t last, uint32_t stop_at)
+{
+    memset(L, 0, sizeof *L);
+    L->v = crashvfs_vfs(c);
+    L->first = first;
+    L->last = last;
+    L->stop_at = stop_at;
+    L->laid = first;
+    pthread_mutex_init(&L->mu, NULL);
+    pthread_cond_init(&L->cv, NULL);
+    if (L->v->exists(L->v, STAGE) != 2) assert_int_equal(L->v->mkdir(L->v, STAGE), 0);
+    for (uint32_t g = first + 1; g <= last; g++) {
+        char a[256], b[256];
+        gen_name(a, sizeof a, RL, "E00", g);
+        gen_name(b, sizeof b, STAGE, "E00", g);
+        assert_int_equal(L->v->rename(L->v, a, b), 0);
+    }
+    assert_int_equal(pthread_create(&L->th, NULL, layer_main, L), 0);
+}
+
+static void layer_join(layer *L)
+{
+    pthread_mutex_lock(&L->mu);
+    L->quit = 1;
+    pthread_cond_broadcast(&L->cv);
+    pthread_mutex_unlock(&L->mu);
+    assert_int_equal(pthread_join(L->th, NULL), 0);
+    assert_int_equal(L->rc, 0);
+    pthread_mutex_destroy(&L->mu);
+    pthread_cond_destroy(&L->cv);
+}
+
+/* Hard recovery with generations first..last arriving from the layer. */
+static int replay_arriving(const eng_opts *orr, layer *L, eng_restore_result *r)
+{
+    eng_restore_opts ro = ropts(orr, RL);
+    ro.arriving_first = L->first;
+    ro.arriving_last = L->last;
+    ro.wait_laid = wait_for_layer;
+    ro.wait_arg = L;
+    ro.target.replay_progress = layer_progress;
+    ro.target.progress_arg = L;
+    return eng_db_hard_recover(&ro, r);
+}
+
+/* The reference: the same restore replayed with every log in place (a copy of the disk). */
+static crashvfs *replay_all_present(crashvfs *c, const eng_opts *orr, eng_restore_result *r)
+{
+    crashvfs *ref = crashvfs_clone(c);
+    assert_non_null(ref);
+    eng_opts o = *orr;
+    o.vfs = crashvfs_vfs(ref);
+    eng_restore_opts ro = ropts(&o, RL);
+    assert_int_equal(eng_db_hard_recover(&ro, r), 0);
+    return ref;
+}
+
+/* Both restored databases hold the same pages. */
+static void assert_same_pages(om_vfs *a, om_vfs *b, const char *edb)
+{
+    eng_dbhdr ha, hb;
+    assert_int_equal(eng_dbhdr_read(a, edb, &ha, 0, NULL), 0);
+    assert_int_equal(eng_dbhdr_read(b, edb, &hb, 0, NULL), 0);
+    assert_int_equal(ha.pages, hb.pages);
+    assert_int_equal(ha.dbtime, hb.dbtime);
+    uint8_t *da = NULL, *db = NULL;
+    size_t na = 0, nb = 0;
+    assert_int_equal(om_read_file(a, edb, &da, &na), 0);
+    assert_int_equal(om_read_file(b, edb, &db, &nb), 0);
+    for (uint32_t p = 1; p <= ha.pages; p++) {
+        uint64_t off = eng_page_offset(p);
+        assert_true(off + ENG_PAGE_SIZE <= na && off + ENG_PAGE_SIZE <= nb);
+        if (memcmp(da + off, db + off, ENG_PAGE_SIZE))
+            fail_msg("page %u differs from the restore with every log in place", p);
+    }
+    free(da);
+    free(db);
+}
+
+static void assert_same_replay(const eng_restore_result *r, const eng_restore_result *ref)
+{
+    assert_int_equal(r->first_gen, ref->first_gen);
+    assert_int_equal(r->last_gen, ref->last_gen);
+    assert_int_equal(r->records, ref->records);
+    assert_int_equal(r->transactions, ref->transactions);
+    assert_int_equal(r->stream_gen, ref->stream_gen);
+    assert_int_equal(r->new_stream, ref->new_stream);
+}
+
+static void replay_runs_while_the_logs_are_laid_down_and_gives_the_same_database(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(13);
+    chain ch;
+    make_chain(c, &ch);
+    eng_opts orr = lay_down_chain(c, &ch);
+    eng_restore_result want, r;
+    crashvfs *ref = replay_all_present(c, &orr, &want);
+    layer L;
+    layer_init(&L, c, ch.full.first_gen, ch.inc2.last_gen, 0);
+    int rc = replay_arriving(&orr, &L, &r);
+    layer_join(&L);
+    if (rc) fail_msg("hard recovery with the logs arriving: %s", om_err_detail());
+    assert_same_replay(&r, &want);
+    /* Replay ran while logs were missing, in order, one generation behind the laying. */
+    assert_true(L.blocked > 0);
+    assert_false(L.out_of_order);
+    assert_false(L.ahead);
+    assert_int_equal(L.asked, ch.inc2.last_gen);
+    assert_clean(orr.vfs, orr.edb_path, "R00");
+    assert_same_pages(orr.vfs, crashvfs_vfs(ref), orr.edb_path);
+    assert_lives_on(c, &orr, ch.upto_gen[ch.inc2.last_gen - 1], ch.total);
+    crashvfs_free(ref);
+    crashvfs_free(c);
+}
+
+static void laying_that_stops_midway_fails_the_replay_and_a_rerun_finishes_it(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(14);
+    om_vfs *v = crashvfs_vfs(c);
+    chain ch;
+    make_chain(c, &ch);
+    eng_opts orr = lay_down_chain(c, &ch);
+    eng_restore_result want, r;
+    crashvfs *ref = replay_all_present(c, &orr, &want);
+    uint32_t k = ch.inc1.first_gen + 1;
+    assert_true(k > ch.full.first_gen + 1 && k < ch.inc2.last_gen);
+    layer L;
+    layer_init(&L, c, ch.full.first_gen, ch.inc2.last_gen, k);
+    int rc = replay_arriving(&orr, &L, &r);
+    layer_join(&L);
+    assert_int_equal(rc, OM_E_MissingLogFile);
+    char name[64];
+    snprintf(name, sizeof name, "log generation %u", k);
+    assert_non_null(strstr(om_err_detail(), name));
+    assert_int_equal(L.laid, k - 1);
+    assert_true(r.last_gen < k);
+    /* Replay had begun: the database is marked, and mounting it as it is is refused. */
+    eng_dbhdr h;
+    assert_int_equal(eng_dbhdr_read(v, orr.edb_path, &h, 0, NULL), 0);
+    assert_true(h.flags & ENG_DBF_RESTORING);
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_open(&orr, &db), OM_E_RestoreInProgress);
+    /* The rest of the logs laid down (another restore of them), a rerun without any arriving
+     * finishes the job with the same database. */
+    for (uint32_t g = k; g <= ch.inc2.last_gen; g++)
+        assert_int_equal(lay_one(v, g), 0);
+    eng_restore_opts ro = ropts(&orr, RL);
+    rc = eng_db_hard_recover(&ro, &r);
+    if (rc) fail_msg("the rerun: %s", om_err_detail());
+    assert_int_equal(r.last_gen, want.last_gen);
+    assert_clean(v, orr.edb_path, "R00");
+    assert_same_pages(v, crashvfs_vfs(ref), orr.edb_path);
+    assert_lives_on(c, &orr, ch.upto_gen[ch.inc2.last_gen - 1], ch.total);
+    crashvfs_free(ref);
+    crashvfs_free(c);
+}
+
+static void an_old_file_under_an_arriving_generations_name_is_never_read(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(15);
+    om_vfs *v = crashvfs_vfs(c);
+    chain ch;
+    make_chain(c, &ch);
+    /* Another database's logs, of the same base name and numbers. */
+    assert_int_equal(v->mkdir(v, "/x"), 0);
+    eng_opts ox = opts_of(c, "/x/x.edb", "/x/logs", "E00");
+    eng_db *x = create_db(&ox);
+    for (uint32_t k = 0; k <= ch.inc2.last_gen; k++) {
+        commit_k(x, k, 99);
+        assert_int_equal(eng_db_roll_log(x), 0);
+    }
+    assert_int_equal(eng_db_close(x), 0);
+    eng_opts orr = lay_down_chain(c, &ch);
+    eng_restore_result want, r;
+    crashvfs *ref = replay_all_present(c, &orr, &want);
+    layer L;
+    layer_init(&L, c, ch.full.first_gen, ch.inc2.last_gen, 0);
+    /* Left by an earlier restore: every generation still to come is there, a wrong one. The
+     * layer starts only when replay waits, so reading any of them first would fail. */
+    copy_gens(v, "/x/logs", RL, "E00", ch.full.first_gen + 1, ch.inc2.last_gen);
+    int rc = replay_arriving(&orr, &L, &r);
+    layer_join(&L);
+    if (rc) fail_msg("hard recovery with old files in the way: %s", om_err_detail());
+    assert_same_replay(&r, &want);
+    assert_true(L.blocked > 0);
+    assert_false(L.ahead);
+    assert_same_pages(v, crashvfs_vfs(ref), orr.edb_path);
+    assert_lives_on(c, &orr, ch.upto_gen[ch.inc2.last_gen - 1], ch.total);
+    crashvfs_free(ref);
+    crashvfs_free(c);
+}
+
+/* Replay checks each generation against the next one's header: with the next one still to
+ * come, it waits for it rather than take the damage for the end of the log. */
+static void a_damaged_generation_is_caught_when_the_next_one_is_still_arriving(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(16);
+    om_vfs *v = crashvfs_vfs(c);
+    chain ch;
+    make_chain(c, &ch);
+    eng_opts orr = lay_down_chain(c, &ch);
+    uint32_t g = ch.inc1.first_gen + 1;
+    char p[256];
+    gen_name(p, sizeof p, RL, "E00", g);
+    uint8_t *data = NULL;
+    size_t n = 0;
+    assert_int_equal(om_read_file(v, p, &data, &n), 0);
+    uint32_t last_slot = 0;
+    for (uint32_t sl = 1; sl < ENG_LOG_SLOTS; sl++) {
+        eng_seghdr sh;
+        if (eng_seg_decode(data + (size_t)sl * ENG_SLOT_SIZE, g, (uint16_t)sl, &sh) == ENG_SEG_OK)
+            last_slot = sl;
+    }
+    assert_true(last_slot > 1);
+    memset(data + (size_t)last_slot * ENG_SLOT_SIZE + 100, 0x5A, 200);
+    assert_int_equal(om_write_file_durable(v, p, data, n), 0);
+    free(data);
+    layer L;
+    layer_init(&L, c, ch.full.first_gen, ch.inc2.last_gen, 0);
+    eng_restore_result r;
+    int rc = replay_arriving(&orr, &L, &r);
+    layer_join(&L);
+    assert_int_equal(rc, OM_E_LogFileCorrupt);
+    assert_non_null(strstr(om_err_detail(), p));
+    crashvfs_free(c);
+}
+
 int main(void)
 {
     /* The failures these tests cause on purpose would fill the output. */
@@ -783,6 +1114,10 @@ int main(void)
         cmocka_unit_test(logs_that_do_not_reach_what_the_header_requires_are_refused),
         cmocka_unit_test(damaged_restored_log_is_refused_naming_the_file),
         cmocka_unit_test(hard_recovery_interrupted_by_a_crash_finishes_when_run_again),
+        cmocka_unit_test(replay_runs_while_the_logs_are_laid_down_and_gives_the_same_database),
+        cmocka_unit_test(laying_that_stops_midway_fails_the_replay_and_a_rerun_finishes_it),
+        cmocka_unit_test(an_old_file_under_an_arriving_generations_name_is_never_read),
+        cmocka_unit_test(a_damaged_generation_is_caught_when_the_next_one_is_still_arriving),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""Restore side by side, one run, warm cache: `ombra restore` of a store database (about --mb MB)
+from a full backup and three incrementals (about --incr-mb MB of new mail each) into another
+database, with its log replay, against `zstd -d -T0 | tar -x` of the same files (the full's .edb
+and every log generation the restore lays down) and pgBackRest's restore of a PostgreSQL
+database of about the same size (bench/pgbackrest_restore.sh; root, postgresql, pgbackrest and
+bc installed). The restore is verified: the target's mail digest equals the source's at the last
+incremental. Prints a table and writes bench/results/restore.json.
+
+    bench/restore.py [--build DIR] [--mb 1024] [--incr-mb 100] [--incrementals 3] [--rounds 3] [--no-pg]
+                     [--json FILE]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MSG = 8000  # bytes per message of the load
+GEN = 1 << 20  # a log generation
+
+
+def sh(cmd, env=None):
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, shell=True, env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"{cmd}: {(p.stderr or p.stdout).strip()}")
+    return time.monotonic() - t0, p.stdout
+
+
+def files_size(paths):
+    return sum(os.path.getsize(p) for p in paths)
+
+
+def fmt(v, nd=0):
+    if v is None:
+        return "-"
+    return f"{v:,.{nd}f}"
+
+
+def median(v):
+    v = sorted(x for x in v if x is not None)
+    return statistics.median(v) if v else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def ombra_run(a, tmp, env):
+    """Builds the chain, lays its files down for tar (not timed), then --rounds times: the restore
+    (verified) and tar's extraction, taking turns going first. Returns the figures (medians)."""
+    ombra = f"{a.build}/src/cli/ombra"
+    r = {}
+    sh(f"{ombra} db new db1", env)
+    n = a.mb * 1000 * 1000 // MSG
+    t, _ = sh(f"{ombra} mail load db1 --mailboxes 200 --messages {n} --size {MSG}", env)
+    print(f"loaded {n} messages of {MSG} bytes in {t:.1f} s", flush=True)
+    # a first full backup truncates the load's logs (as in a store in service), not measured
+    sh(f"{ombra} repo init {tmp}/warm", env)
+    sh(f"{ombra} backup --repo {tmp}/warm --type full db1", env)
+    shutil.rmtree(f"{tmp}/warm")
+    repo = f"{tmp}/repo"
+    sh(f"{ombra} repo init {repo}", env)
+    full = json.loads(sh(f"{ombra} backup --repo {repo} --type full db1 --json", env)[1])
+    incs = []
+    digest = None
+    for i in range(a.incrementals):
+        sh(f"{ombra} mail load db1 --mailboxes 200 --messages {a.incr_mb * 1000 * 1000 // MSG} "
+           f"--size {MSG} --seed {11 + i}", env)
+        if i == a.incrementals - 1:  # no mail after this: the state the restore must give back
+            digest = sh(f"{ombra} mail digest db1", env)[1].strip()
+        incs.append(json.loads(sh(f"{ombra} backup --repo {repo} --type incremental db1 --json", env)[1]))
+    if digest is None:
+        digest = sh(f"{ombra} mail digest db1", env)[1].strip()
+    print(f"chain: full ({full['bytes_read'] / 1e6:.0f} MB read) + {len(incs)} incrementals "
+          f"({', '.join(str(x['sets'][0]['log_range']) for x in incs)})", flush=True)
+
+    # The files the restore lays down, laid down alone (no replay, new paths): tar's input, and a
+    # second view of the laying-down rate.
+    lay = f"{tmp}/lay"
+    sh("sync")
+    nr = json.loads(sh(f"{ombra} restore db1 --repo {repo} --edb {lay}/db1.edb --logs {lay}/logs "
+                       f"--no-replay --json", env)[1])
+    logdir = f"{lay}/logs/_restoredLogs"
+    if not os.path.isdir(logdir):  # where the writer put them: the log folder itself
+        logdir = f"{lay}/logs"
+    logs = sorted(f for f in os.listdir(logdir) if f.endswith(".log"))
+    files = [f"{lay}/db1.edb"] + [f"{logdir}/{f}" for f in logs]
+    r["files_bytes"] = files_size(files)
+    r["log_files"] = len(logs)
+    tz = f"{tmp}/x.tar.zst"
+    sh(f"tar -cf - -C {lay} db1.edb -C {logdir} {' '.join(logs)} | zstd -1 -T0 -q > {tz}")
+    r["tar_zst_bytes"] = os.path.getsize(tz)
+    shutil.rmtree(lay)
+
+    # The target: another database, dismounted, allowing a restore over it.
+    sh(f"{ombra} db new db2", env)
+    sh(f"{ombra} db dismount db2", env)
+    sh(f"{ombra} db set db2 --allow-restore on", env)
+    untar = f"{tmp}/untar"
+    rounds = []
+    for i in range(a.rounds):  # Ombra and tar take turns going first (see bench/README.md, Noise)
+        o = {}
+        for side in (("ombra", "tar") if i % 2 == 0 else ("tar", "ombra")):
+            if side == "ombra":
+                sh(f"find {repo} -type f -exec cat {{}} + > /dev/null")  # warm
+                sh("sync")
+                wall, out = sh(f"{ombra} restore db1 --repo {repo} --to db2 --json", env)
+                o["res"], o["wall"] = json.loads(out), wall
+                sh(f"{ombra} db mount db2", env)
+                got = sh(f"{ombra} mail digest db2", env)[1].strip()
+                if got != digest:
+                    raise RuntimeError(f"round {i + 1}: the restored database's digest {got} is not "
+                                       f"the source's {digest}")
+                sh(f"{ombra} db dismount db2", env)
+            else:
+                os.makedirs(untar)
+                sh(f"cat {tz} > /dev/null")  # warm
+                sh("sync")
+                o["tar"], _ = sh(f"zstd -d -T0 -q < {tz} | tar -xf - -C {untar}")
+                # what tar leaves dirty (Ombra's restore fsyncs every file it writes)
+                o["tar_sync"], _ = sh(f"sync -f {untar}")
+                ext = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(untar) for f in fs)
+                if ext != r["files_bytes"]:
+                    raise RuntimeError(f"tar extracted {ext} bytes, not {r['files_bytes']}")
+                shutil.rmtree(untar)
+        res, wall = o["res"], o["wall"]
+        if res["bytes"] != r["files_bytes"]:
+            print(f"restore.py: the restore laid down {res['bytes']} bytes, tar's input has "
+                  f"{r['files_bytes']}: the comparison is not of the same files", flush=True)
+        rp = res.get("replay") or {}
+        replay_s = rp["ns"] / 1e9 if rp.get("ns") else None
+        if res.get("lay_seconds"):  # the CLI's own figure (laying down may overlap the replay)
+            lay_s, lay_how = res["lay_seconds"], "lay_seconds"
+        else:  # laying down, then replay: the rest of the restore's seconds
+            lay_s, lay_how = (res["seconds"] - replay_s if replay_s else None), "seconds - replay"
+        if lay_s is not None and lay_s <= 0:
+            lay_s = None  # not distinguishable
+        gens = rp["last_gen"] - rp["first_gen"] + 1 if rp else None
+        x = {"restore_wall_s": wall, "restore_s": res["seconds"], "restore_mb_s": res["bytes"] / 1e6 / wall,
+             "laydown_s": lay_s, "laydown_mb_s": res["bytes"] / 1e6 / lay_s if lay_s else None,
+             "replay_s": replay_s,
+             "replay_gens_per_s": gens / replay_s if replay_s else None,
+             "replay_log_mb_s": gens * GEN / 1e6 / replay_s if replay_s else None,
+             "replay_transactions_per_s": rp["transactions"] / replay_s if replay_s else None,
+             "replay_records_per_s": rp["records"] / replay_s if replay_s else None,
+             "tar_zstd_x_s": o["tar"], "tar_zstd_x_mb_s": r["files_bytes"] / 1e6 / o["tar"],
+             "tar_sync_s": o["tar_sync"], "round_ratio_ombra_over_tar": o["tar"] / wall,
+             "laydown_from": lay_how,
+             "first": "ombra" if i % 2 == 0 else "tar"}
+        rounds.append(x)
+        print(f"round {i + 1}: Ombra {x['restore_mb_s']:.0f} MB/s (verified), tar | zstd "
+              f"{x['tar_zstd_x_mb_s']:.0f} MB/s", flush=True)
+
+    r.update({k: median([x[k] for x in rounds]) for k in rounds[0] if k not in ("first", "laydown_from")})
+    r.update({
+        "full_bytes_read": full["bytes_read"], "full_s": full["seconds"],
+        "incrementals": [{"log_range": x["sets"][0]["log_range"], "bytes_read": x["bytes_read"],
+                          "seconds": x["seconds"]} for x in incs],
+        "sets": [s["type"] for s in res.get("sets", [])],
+        "restore_bytes": res["bytes"], "replay": rp or None, "laydown_from": lay_how,
+        "replay_generations": gens,
+        "no_replay_s": nr["seconds"], "no_replay_mb_s": nr["bytes"] / 1e6 / nr["seconds"],
+        "digest": digest, "verified": True, "rounds": rounds,
+    })
+    return r
+
+
+def pg_run(a):
+    """pgBackRest's restore of a PostgreSQL database of about the same size, or why not."""
+    if a.no_pg:
+        return None, "--no-pg"
+    if os.geteuid() != 0:
+        return None, "needs root (PostgreSQL runs as the postgres user)"
+    missing = [x for x in ("pgbackrest", "bc", "runuser") if not shutil.which(x)]
+    if not os.path.isdir("/usr/lib/postgresql/15/bin"):
+        missing.append("postgresql 15")
+    if missing:
+        return None, f"missing: {', '.join(missing)} (scripts/install-deps --bench)"
+    try:
+        t, o = sh(f"ROUNDS={a.rounds} SCALE={max(1, a.mb * 70 // 1024)} {ROOT}/bench/pgbackrest_restore.sh")
+        return json.loads(o.strip().splitlines()[-1]), None
+    except (RuntimeError, ValueError, IndexError) as e:
+        return None, str(e).strip().splitlines()[-1][:300] if str(e).strip() else repr(e)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.environ.get("BUILD_RELEASE", f"{ROOT}/build-release"))
+    ap.add_argument("--mb", type=int, default=1024, help="database size (MB of mail)")
+    ap.add_argument("--incr-mb", type=int, default=100, help="new mail before each incremental")
+    ap.add_argument("--incrementals", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="timed restores of each side (the median)")
+    ap.add_argument("--no-pg", action="store_true", help="skip pgBackRest")
+    ap.add_argument("--json", default=f"{ROOT}/bench/results/restore.json")
+    a = ap.parse_args()
+    a.build = os.path.abspath(a.build)
+    if a.rounds < 1 or a.incrementals < 1 or a.mb < 1 or a.incr_mb < 1:
+        raise SystemExit("restore.py: --rounds, --incrementals, --mb and --incr-mb must be at least 1")
+    for f in ("src/cli/ombra", "src/daemons/ombra-store", "src/daemons/ombra-vssd"):
+        if not os.access(f"{a.build}/{f}", os.X_OK):
+            raise SystemExit(f"restore.py: {a.build}/{f} is missing: build first (--build DIR)")
+    for x in ("zstd", "tar"):
+        if not shutil.which(x):
+            raise SystemExit(f"restore.py: {x} is missing (scripts/install-deps --bench)")
+    tmp = tempfile.mkdtemp(prefix="ombra-br-", dir="/tmp")
+    env = dict(os.environ, OMBRA_RUNTIME_DIR=f"{tmp}/run", OMBRA_HOME=f"{tmp}/home")
+    log = open(f"{tmp}/daemons.log", "w")
+    daemons = [subprocess.Popen([f"{a.build}/src/daemons/{d}", "--foreground", *x], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+               for d, x in (("ombra-vssd", []), ("ombra-store", ["--server", "srv1"]))]
+    fstype = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
+    try:
+        time.sleep(1)
+        r = ombra_run(a, tmp, env)
+    except Exception:
+        log.flush()
+        with open(f"{tmp}/daemons.log") as f:
+            tail = f.read()[-3000:]
+        if tail:
+            print("restore.py: the daemons' last words:\n" + tail)
+        raise
+    finally:
+        for d in daemons:
+            d.terminate()
+        for d in daemons:
+            try:
+                d.wait(60)
+            except subprocess.TimeoutExpired:
+                d.kill()
+                d.wait()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    pg, why = pg_run(a)
+    if why:
+        print(f"pgBackRest not run: {why}")
+    elif not pg.get("verified", True):
+        print("pgBackRest: the restored cluster did not start or lacks rows (figure kept)")
+    pg_mb_s = pg["pg_bytes"] / 1e6 / pg["seconds"] if pg else None
+
+    rows = [  # metric, Ombra, tar | zstd, pgBackRest
+        ("restore MB/s (bytes / wall seconds)", r["restore_mb_s"], r["tar_zstd_x_mb_s"], pg_mb_s),
+        ("restore seconds (lower is better)", r["restore_wall_s"], r["tar_zstd_x_s"],
+         pg["seconds"] if pg else None),
+        ("MB restored", r["restore_bytes"] / 1e6, r["files_bytes"] / 1e6, pg["pg_bytes"] / 1e6 if pg else None),
+        (f"laying down MB/s ({r['laydown_from']})", r["laydown_mb_s"], None, None),
+        ("log replay: generations (MiB)/s", r["replay_gens_per_s"], None, None),
+        ("log replay: MB/s of log", r["replay_log_mb_s"], None, None),
+        ("log replay: transactions/s", r["replay_transactions_per_s"], None, None),
+        ("log replay: records/s", r["replay_records_per_s"], None, None),
+    ]
+    w = 40
+    print()
+    print(f"{'metric':<{w}} | {'Ombra':>10} | {'tar|zstd':>10} | {'pgBackRest':>10} | {'O/tar':>6} | {'O/pgBR':>6}")
+    print(f"{'-' * w}-+-{'-' * 10}-+-{'-' * 10}-+-{'-' * 10}-+-{'-' * 6}-+-{'-' * 6}")
+    for name, o, t, p in rows:
+        nd = 2 if name.startswith("restore seconds") else 0
+        print(f"{name:<{w}} | {fmt(o, nd):>10} | {fmt(t, nd):>10} | {fmt(p, nd):>10} | "
+              f"{fmt(ratio(o, t), 2):>6} | {fmt(ratio(o, p), 2):>6}")
+    rp = r["replay"] or {}
+    print()
+    print(f"chain: {' + '.join(r['sets'])}; {r['restore_bytes'] / 1e6:.0f} MB laid down "
+          f"(.edb + {r['log_files']} log generations), replay of generations "
+          f"{rp.get('first_gen')}-{rp.get('last_gen')}: {rp.get('records')} records, "
+          f"{rp.get('transactions')} transactions in {fmt(r['replay_s'], 2)} s; the CLI's own "
+          f"seconds {r['restore_s']:.2f} of {r['restore_wall_s']:.2f} wall")
+    rr = [x["round_ratio_ombra_over_tar"] for x in r["rounds"]]
+    walls = ", ".join(f"{x['restore_wall_s']:.2f}" for x in r["rounds"])
+    tars = ", ".join(f"{x['tar_zstd_x_s']:.2f}" for x in r["rounds"])
+    print(f"{len(rr)} rounds (medians above): Ombra/tar per round {min(rr):.2f} to {max(rr):.2f}; "
+          f"seconds per round: Ombra {walls}; tar | zstd {tars}")
+    print(f"laying down alone (--no-replay to new paths): {r['no_replay_mb_s']:.0f} MB/s in "
+          f"{r['no_replay_s']:.2f} s; Ombra fsyncs every file, tar does not: sync -f afterwards took "
+          f"{r['tar_sync_s']:.2f} s ({r['files_bytes'] / 1e6 / (r['tar_zstd_x_s'] + r['tar_sync_s']):.0f} MB/s "
+          f"with it); tar.zst {r['tar_zst_bytes'] / 1e6:.0f} MB")
+    if pg:
+        print(f"pgBackRest: {pg['pg_bytes'] / 1e6:.0f} MB PostgreSQL database (pgbench scale "
+              f"{max(1, a.mb * 70 // 1024)}), repository {pg['repo_bytes'] / 1e6:.0f} MB, restore only "
+              f"(no WAL replayed; PostgreSQL replays at start), seconds per round "
+              f"{', '.join(f'{x:.2f}' for x in pg.get('runs', []))}; restored cluster verified: {pg['verified']}")
+    print(f"machine: {os.cpu_count()} CPUs, {fstype} on /tmp; warm cache")
+
+    results = dict(r)
+    results.update({
+        "pgbackrest": pg, "pgbackrest_why_not": why, "pgbackrest_mb_s": pg_mb_s,
+        "ratio_ombra_over_tar": ratio(r["restore_mb_s"], r["tar_zstd_x_mb_s"]),
+        "ratio_ombra_over_pgbackrest": ratio(r["restore_mb_s"], pg_mb_s),
+    })
+    os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mb": a.mb,
+                   "incr_mb": a.incr_mb, "machine": {"nproc": os.cpu_count(), "fstype": fstype},
+                   "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
