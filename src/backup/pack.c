@@ -92,19 +92,13 @@ static int open_pack(const bk_repo *r, const char *pack, om_file **f)
     return rc;
 }
 
-int bk_record_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_t id[BK_ID_LEN],
-                   uint32_t stored, uint32_t raw, uint8_t **rec)
+/* The checks of a record read at off whose index entry says stored/raw (b: its header and
+ * payload). */
+static int record_check(const bk_repo *r, const uint8_t *b, uint64_t off,
+                        const uint8_t id[BK_ID_LEN], uint32_t stored, uint32_t raw)
 {
-    om_file *f = NULL;
-    uint8_t *b = malloc(BK_REC_HDR + (size_t)stored);
-    *rec = NULL;
-    if (!b) return om_errf(OM_E_OutOfMemory, "out of memory");
-    int rc = open_pack(r, pack, &f);
-    if (!rc) rc = om_pread_full(f, b, BK_REC_HDR + (size_t)stored, off);
-    om_close(f);
-    if (rc == OM_E_FileIOBeyondEOF) rc = om_errf(OM_E_RepositoryCorrupt, "the pack ends first");
     bk_rec h;
-    if (!rc) rc = bk_rec_decode(b, off, &h);
+    int rc = bk_rec_decode(b, off, &h);
     if (!rc && memcmp(h.id, id, BK_ID_LEN))
         rc = om_errf(OM_E_RepositoryCorrupt, "the record there holds another block");
     if (!rc && (h.stored != stored || h.raw != raw))
@@ -113,11 +107,65 @@ int bk_record_read(const bk_repo *r, const char *pack, uint64_t off, const uint8
         rc = om_errf(OM_E_RepositoryCorrupt, "the record is %s in a%s repository",
                      r->encrypted ? "not encrypted" : "encrypted",
                      r->encrypted ? "n encrypted" : " plain");
+    return rc;
+}
+
+static int record_pread(const bk_repo *r, om_file *f, uint64_t off, const uint8_t id[BK_ID_LEN],
+                        uint32_t stored, uint32_t raw, uint8_t *b)
+{
+    int rc = om_pread_full(f, b, BK_REC_HDR + (size_t)stored, off);
+    if (rc == OM_E_FileIOBeyondEOF) rc = om_errf(OM_E_RepositoryCorrupt, "the pack ends first");
+    return rc ? rc : record_check(r, b, off, id, stored, raw);
+}
+
+int bk_record_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_t id[BK_ID_LEN],
+                   uint32_t stored, uint32_t raw, uint8_t **rec)
+{
+    om_file *f = NULL;
+    uint8_t *b = malloc(BK_REC_HDR + (size_t)stored);
+    *rec = NULL;
+    if (!b) return om_errf(OM_E_OutOfMemory, "out of memory");
+    int rc = open_pack(r, pack, &f);
+    if (!rc) rc = record_pread(r, f, off, id, stored, raw, b);
+    om_close(f);
     if (rc) {
         free(b);
         return rc;
     }
     *rec = b;
+    return 0;
+}
+
+/* A checked record's payload to the block: decrypted into plain (room for stored bytes),
+ * decompressed (with dz when given) into out (room for raw bytes), its id checked. */
+static int record_decode(const bk_repo *r, void *dz, const uint8_t *rec,
+                         const uint8_t id[BK_ID_LEN], uint32_t stored, uint32_t raw,
+                         uint8_t *plain, uint8_t *out)
+{
+    uint32_t flags = om_get32(rec + 4);
+    const uint8_t *body = rec + BK_REC_HDR;
+    size_t blen = stored;
+    int rc = 0;
+    if (flags & BK_REC_AESGCM) {
+        if (blen < BK_SEAL_OVERHEAD) return om_errf(OM_E_RepositoryCorrupt, "record too short");
+        if ((rc = bk_open_sealed(r->data_key, id, BK_ID_LEN, body, blen, plain))) return rc;
+        body = plain;
+        blen -= BK_SEAL_OVERHEAD;
+    }
+    if (flags & BK_REC_ZSTD) {
+        size_t got = dz ? ZSTD_decompressDCtx(dz, out, raw, body, blen)
+                        : ZSTD_decompress(out, raw, body, blen);
+        if (ZSTD_isError(got) || got != raw)
+            return om_errf(OM_E_RepositoryCorrupt, "the block does not decompress (%s)",
+                           ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong length");
+    } else if (blen != raw)
+        return om_errf(OM_E_RepositoryCorrupt, "stored length %zu for a block of %u", blen, raw);
+    else
+        memcpy(out, body, raw);
+    uint8_t got_id[BK_ID_LEN];
+    if ((rc = bk_id_of(r, out, raw, got_id))) return rc;
+    if (memcmp(got_id, id, BK_ID_LEN))
+        return om_errf(OM_E_RepositoryCorrupt, "the block's content does not match its id");
     return 0;
 }
 
@@ -128,50 +176,99 @@ int bk_block_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_
     *data = NULL;
     int rc = bk_record_read(r, pack, off, id, stored, raw, &rec);
     if (rc) return rc;
-    uint32_t flags = om_get32(rec + 4);
-    const uint8_t *body = rec + BK_REC_HDR;
-    size_t blen = stored, plen = 0;
-    if (flags & BK_REC_AESGCM) {
-        plen = blen < BK_SEAL_OVERHEAD ? 0 : blen - BK_SEAL_OVERHEAD;
-        if (blen < BK_SEAL_OVERHEAD || !(plain = malloc(plen + 1))) {
-            rc = blen < BK_SEAL_OVERHEAD ? om_errf(OM_E_RepositoryCorrupt, "record too short")
-                                         : om_errf(OM_E_OutOfMemory, "out of memory");
-            goto out;
-        }
-        if ((rc = bk_open_sealed(r->data_key, id, BK_ID_LEN, body, blen, plain))) goto out;
-        body = plain;
-        blen -= BK_SEAL_OVERHEAD;
-    }
-    if (!(out = malloc(raw))) {
+    if (!(plain = malloc((size_t)stored + 1)) || !(out = malloc((size_t)raw + 1)))
         rc = om_errf(OM_E_OutOfMemory, "out of memory");
-        goto out;
+    if (!rc) rc = record_decode(r, NULL, rec, id, stored, raw, plain, out);
+    if (!rc) {
+        *data = out;
+        out = NULL;
     }
-    if (flags & BK_REC_ZSTD) {
-        size_t got = ZSTD_decompress(out, raw, body, blen);
-        if (ZSTD_isError(got) || got != raw) {
-            rc = om_errf(OM_E_RepositoryCorrupt, "the block does not decompress (%s)",
-                         ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong length");
-            goto out;
-        }
-    } else if (blen != raw) {
-        rc = om_errf(OM_E_RepositoryCorrupt, "stored length %zu for a block of %u", blen, raw);
-        goto out;
-    } else
-        memcpy(out, body, raw);
-    uint8_t got_id[BK_ID_LEN];
-    if ((rc = bk_id_of(r, out, raw, got_id))) goto out;
-    if (memcmp(got_id, id, BK_ID_LEN)) {
-        rc = om_errf(OM_E_RepositoryCorrupt, "the block's content does not match its id");
-        goto out;
-    }
-    *data = out;
-    out = NULL;
-out:
     free(out);
-    if (plain) OPENSSL_cleanse(plain, plen);
+    if (plain) OPENSSL_cleanse(plain, stored);
     free(plain);
     free(rec);
     return rc;
+}
+
+/* ---- a reader of many blocks ---- */
+
+struct bk_reader {
+    bk_repo *r;
+    char pack[33]; /* the pack f is open on */
+    om_file *f;
+    uint8_t *rec, *plain;
+    size_t cap; /* of rec and plain */
+    ZSTD_DCtx *dz;
+};
+
+int bk_reader_new(bk_repo *r, bk_reader **out)
+{
+    bk_reader *rd = calloc(1, sizeof *rd);
+    if (rd) rd->dz = ZSTD_createDCtx();
+    if (!rd || !rd->dz) {
+        free(rd);
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    rd->r = r;
+    *out = rd;
+    return 0;
+}
+
+void bk_reader_free(bk_reader *rd)
+{
+    if (!rd) return;
+    om_close(rd->f);
+    if (rd->plain) OPENSSL_cleanse(rd->plain, rd->cap);
+    free(rd->plain);
+    free(rd->rec);
+    ZSTD_freeDCtx(rd->dz);
+    free(rd);
+}
+
+static int reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e,
+                       const char *pack, uint8_t *buf)
+{
+    size_t need = BK_REC_HDR + (size_t)e->stored;
+    if (need > rd->cap) {
+        uint8_t *a = realloc(rd->rec, need), *b = a ? realloc(rd->plain, need) : NULL;
+        if (a) rd->rec = a;
+        if (b) rd->plain = b;
+        if (!a || !b) return om_errf(OM_E_OutOfMemory, "out of memory");
+        rd->cap = need;
+    }
+    int rc = 0;
+    if (!rd->f || strcmp(rd->pack, pack)) {
+        om_close(rd->f);
+        rd->f = NULL;
+        if ((rc = open_pack(rd->r, pack, &rd->f))) return rc;
+        snprintf(rd->pack, sizeof rd->pack, "%s", pack);
+    }
+    rc = record_pread(rd->r, rd->f, e->off, id, e->stored, e->raw, rd->rec);
+    if (!rc) rc = record_decode(rd->r, rd->dz, rd->rec, id, e->stored, e->raw, rd->plain, buf);
+    return rc;
+}
+
+int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
+                  size_t *len)
+{
+    bk_ent e;
+    char pack[33];
+    *len = 0;
+    int rc = bk_index_find(rd->r, id, &e, pack);
+    if (!rc && e.raw > cap)
+        rc = om_errf(OM_E_RepositoryCorrupt, "the index says the block holds %u bytes, more "
+                     "than the block size %zu", e.raw, cap);
+    if (!rc) rc = reader_read(rd, id, &e, pack, buf);
+    if (rc) {
+        char hex[65];
+        bk_hex(id, BK_ID_LEN, hex);
+        if (rc != OM_E_ObjectNotFound)
+            om_err_ctx(rc, "block %s in pack %s at offset %llu", hex, pack,
+                       (unsigned long long)e.off);
+        return rc;
+    }
+    *len = e.raw;
+    return 0;
 }
 
 /* ---- writing a pack ---- */

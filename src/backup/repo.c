@@ -948,20 +948,16 @@ int bk_set_load(bk_repo *r, const char *set_id, json_t **set)
 
 int bk_get_block(bk_repo *r, const uint8_t id[BK_ID_LEN], uint8_t **data, size_t *len)
 {
-    bk_ent e;
-    char pack[33];
+    bk_reader *rd = NULL;
+    uint8_t *buf = malloc(r->block_size);
     *data = NULL;
-    *len = 0;
-    int rc = bk_index_find(r, id, &e, pack);
-    if (!rc) rc = bk_block_read(r, pack, e.off, id, e.stored, e.raw, data);
+    int rc = buf ? bk_reader_new(r, &rd) : om_errf(OM_E_OutOfMemory, "out of memory");
+    if (!rc) rc = bk_reader_get(rd, id, buf, r->block_size, len);
+    bk_reader_free(rd);
     if (rc) {
-        char hex[65];
-        bk_hex(id, BK_ID_LEN, hex);
-        if (rc != OM_E_ObjectNotFound)
-            om_err_ctx(rc, "block %s in pack %s at offset %llu", hex, pack,
-                       (unsigned long long)e.off);
+        free(buf);
         return rc;
     }
-    *len = e.raw;
+    *data = buf;
     return 0;
 }

@@ -142,6 +142,16 @@ int bk_set_load(bk_repo *r, const char *set_id, json_t **set);
  * malloc'd. ObjectNotFound when no index lists it, RepositoryCorrupt when it is damaged. */
 int bk_get_block(bk_repo *r, const uint8_t id[BK_ID_LEN], uint8_t **data, size_t *len);
 
+/* Reading many blocks (restore): a reader keeps its last pack open, its buffers and a
+ * decompression context. One thread per reader; any number of readers on one repository. */
+typedef struct bk_reader bk_reader;
+int bk_reader_new(bk_repo *r, bk_reader **out);
+void bk_reader_free(bk_reader *rd);
+/* bk_get_block into buf (cap bytes, at least the block's length; the repository's block size
+ * always is): *len gets the length. The same errors. */
+int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
+                  size_t *len);
+
 /* ---- verify ---- */
 
 /* One problem bk_verify found. Any of set, file, block, pack may be NULL when it does not

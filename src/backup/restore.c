@@ -142,16 +142,17 @@ static int finish_file(lay *l, rfile *f)
 
 /* Reads blocks [b0, b0 + nb) of f into buf (decrypted, decompressed, ids checked); *len: the
  * bytes. Every block but a file's last is one block size long. */
-static int fetch_chunk(lay *l, rfile *f, size_t b0, size_t nb, uint8_t *buf, size_t *len)
+static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, uint8_t *buf,
+                       size_t *len)
 {
     *len = 0;
     for (size_t i = b0; i < b0 + nb; i++) {
-        uint8_t id[BK_ID_LEN], *data = NULL;
+        uint8_t id[BK_ID_LEN];
         size_t dl = 0;
         const char *hexid = f->blocks + i * 2 * BK_ID_LEN;
         if (unhex(hexid, id, BK_ID_LEN))
             return om_errf(OM_E_RepositoryCorrupt, "set %.12s: %s: bad block id", f->set, f->name);
-        int rc = bk_get_block(l->r, id, &data, &dl);
+        int rc = bk_reader_get(rd, id, buf + *len, l->bsize, &dl);
         if (rc)
             return om_err_ctx(rc, "set %.12s, file %s, block %zu (%.16s)", f->set, f->name, i,
                               hexid);
@@ -162,9 +163,6 @@ static int fetch_chunk(lay *l, rfile *f, size_t b0, size_t nb, uint8_t *buf, siz
                          "set %.12s, file %s: block %zu holds %zu bytes, which does not fit a "
                          "file of %llu bytes in blocks of %u",
                          f->set, f->name, i, dl, (unsigned long long)f->size, l->bsize);
-        else
-            memcpy(buf + *len, data, dl);
-        free(data);
         if (rc) return rc;
         *len += dl;
     }
@@ -208,8 +206,11 @@ static void *lay_worker(void *arg)
 {
     lay *l = arg;
     uint8_t *buf = malloc((size_t)CHUNK_BLOCKS * l->bsize);
-    if (!buf) {
-        lay_fail(l, om_errf(OM_E_OutOfMemory, "out of memory"));
+    bk_reader *rd = NULL;
+    int rc0 = buf ? bk_reader_new(l->r, &rd) : om_errf(OM_E_OutOfMemory, "out of memory");
+    if (rc0) {
+        free(buf);
+        lay_fail(l, rc0);
         return NULL;
     }
     for (;;) {
@@ -219,7 +220,7 @@ static void *lay_worker(void *arg)
         pthread_mutex_unlock(&l->mu);
         if (none) break;
         rfile *f = &l->f[fi];
-        int rc = fetch_chunk(l, f, b0, nb, buf, &len);
+        int rc = fetch_chunk(l, rd, f, b0, nb, buf, &len);
         if (!rc && pwrite(f->fd, buf, len, (off_t)b0 * l->bsize) != (ssize_t)len)
             rc = om_errf(om_err_from_errno(errno), "writing %s: %s", f->part, strerror(errno));
         if (rc) {
@@ -245,6 +246,7 @@ static void *lay_worker(void *arg)
             break;
         }
     }
+    bk_reader_free(rd);
     free(buf);
     return NULL;
 }

@@ -90,8 +90,10 @@ int cli_dbutil_hard_recover(const char *dir, int *found)
     eng_restore_result r = {0};
     printf("%s: a restore was laid down here (%s); hard recovery of %s\n", dir, envp, tedb);
     if (!rc) rc = eng_db_hard_recover(&o, &r);
-    json_decref(env);
-    if (rc) return cli_fail(rc);
+    if (rc) {
+        json_decref(env);
+        return cli_fail(rc);
+    }
     remove_pending(pending);
     if (r.first_gen)
         printf("%s recovered: generations %u-%u replayed (%llu transactions) in %.2f s; now "
@@ -100,5 +102,6 @@ int cli_dbutil_hard_recover(const char *dir, int *found)
                (double)r.ns / 1e9);
     else
         printf("%s recovered: no log to replay; now Clean Shutdown\n", tedb);
+    json_decref(env);
     return CLI_OK;
 }

@@ -353,6 +353,28 @@ static int grow_deferred(eng_db *db)
     return 0;
 }
 
+int db_write_frames(om_file *f, frame **v, uint32_t n, int in_place, uint64_t base)
+{
+    enum { RUN = 32 }; /* pages a write: 1 MiB */
+    uint8_t *stage = n > 1 ? malloc((size_t)RUN * ENG_PAGE_SIZE) : NULL;
+    int rc = 0;
+    for (uint32_t i = 0, k; i < n && !rc; i += k) {
+        uint64_t off = in_place ? eng_page_offset(v[i]->pgno) : base + (uint64_t)i * ENG_PAGE_SIZE;
+        for (k = 1;
+             stage && i + k < n && k < RUN && (!in_place || v[i + k]->pgno == v[i]->pgno + k); k++)
+            ;
+        if (k == 1) {
+            rc = om_pwrite(f, v[i]->page, ENG_PAGE_SIZE, off);
+            continue;
+        }
+        for (uint32_t j = 0; j < k; j++)
+            memcpy(stage + (size_t)j * ENG_PAGE_SIZE, v[i + j]->page, ENG_PAGE_SIZE);
+        rc = om_pwrite(f, stage, (size_t)k * ENG_PAGE_SIZE, off);
+    }
+    free(stage);
+    return rc;
+}
+
 int db_flush_pages(eng_db *db)
 {
     frame **v = NULL;
@@ -366,8 +388,7 @@ int db_flush_pages(eng_db *db)
         eng_page_seal(v[i]->page, v[i]->pgno);
     /* Journal first (synced), then in place: a page torn by a crash here can be restored. */
     if (n) rc = pj_write(db, v, n);
-    for (uint32_t i = 0; i < n && !rc; i++)
-        rc = om_pwrite(db->edbf, v[i]->page, ENG_PAGE_SIZE, eng_page_offset(v[i]->pgno));
+    if (!rc) rc = db_write_frames(db->edbf, v, n, 1, 0);
     if (!rc && n) rc = om_sync(db->edbf);
     if (!rc) {
         pthread_mutex_lock(&db->cmu);

@@ -88,6 +88,10 @@ int cache_get(eng_db *db, uint32_t pgno, int verify, frame **out);
 frame *cache_insert_new(eng_db *db, uint32_t pgno);
 /* Collects the dirty frames sorted by page number into a malloc'd array. */
 int cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n);
+/* Writes the pages of v (n of them) with few large writes: in_place, each at its page's offset
+ * in the .edb (v sorted by page number: runs of consecutive pages go together); else one after
+ * another from offset base (the page journal). Up to 1 MiB a write. */
+int db_write_frames(om_file *f, frame **v, uint32_t n, int in_place, uint64_t base);
 /* Drops clean frames when the cache is over its size (caller holds plock for writing). */
 void cache_trim(eng_db *db);
 /* Removes frame f from the cache and frees it (caller holds plock for writing and cmu). */

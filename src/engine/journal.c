@@ -59,8 +59,7 @@ int pj_write(eng_db *db, frame **pages, uint32_t n)
     int existed = db->vfs->exists(db->vfs, path);
     int rc = existed < 0 ? existed : om_open(db->vfs, path, OM_O_CREATE, &f);
     if (!rc) rc = om_pwrite(f, hdr, hs, 0);
-    for (uint32_t i = 0; i < n && !rc; i++)
-        rc = om_pwrite(f, pages[i]->page, ENG_PAGE_SIZE, hs + (uint64_t)i * ENG_PAGE_SIZE);
+    if (!rc) rc = db_write_frames(f, pages, n, 0, hs);
     if (!rc) rc = om_sync(f);
     /* A new journal's name must be durable too, or a crash could take the file away while
      * the pages it protects are torn. */

@@ -455,8 +455,8 @@ static int finish(hard *h, eng_restore_result *r)
         r->new_stream = !keep;
     }
     if (!keep)
-        om_info("%s: after hard recovery it %s the log stream of %s/%s at generation %u", db->edb,
-                adopted ? "continues" : "starts a new", db->logdir, db->base, consistent.gen);
+        om_info("%s: after hard recovery it %s log stream in %s/%s at generation %u", db->edb,
+                adopted ? "continues the" : "starts a new", db->logdir, db->base, consistent.gen);
     return 0;
 }
 
