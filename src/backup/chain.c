@@ -179,6 +179,36 @@ static int stops_short(json_t *mine, json_t *chain, uint64_t until, int by_time)
                    str(next, "id"), LO(next), str(last, "id"));
 }
 
+int bk_source_db(json_t *sets, const char *name, const char *store_id, int elsewhere, char id[37])
+{
+    const char *by_name = NULL, *own = NULL;
+    size_t i;
+    json_t *s;
+    json_array_foreach(sets, i, s)
+    {
+        const char *sid = str(json_object_get(s, "database"), "id");
+        if (json_object_get(s, "damaged")) continue;
+        if (!strcmp(sid, store_id[0] ? store_id : name)) own = sid;
+        if (!strcmp(str(json_object_get(s, "database"), "name"), name)) by_name = sid;
+    }
+    if (own) {
+        snprintf(id, 37, "%s", own);
+        return 0;
+    }
+    if (store_id[0] && by_name && !elsewhere)
+        return om_errf(OM_E_BadDbSignature,
+                       "database '%s' is %s, but the repository's backups of '%s' are of %s, an "
+                       "earlier database of that name. HINT: ombra restore %s --to %s restores "
+                       "them into it",
+                       name, store_id, name, by_name, by_name, name);
+    if (by_name) {
+        snprintf(id, 37, "%s", by_name);
+        return 0;
+    }
+    return om_errf(OM_E_SetNotFound, "no backup set of a database named '%s'%s in the repository",
+                   name, store_id[0] ? "" : " (or with that id)");
+}
+
 int bk_chain(json_t *sets, const char *db_id, const bk_point *p, json_t **out)
 {
     *out = NULL;

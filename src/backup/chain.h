@@ -24,11 +24,20 @@
 #include <stdint.h>
 
 typedef struct bk_point {
-    const char *set_id; /* NULL: no set named */
-    uint32_t until_gen; /* 0: none */
+    const char *set_id;     /* NULL: no set named */
+    uint32_t until_gen;     /* 0: none */
     uint64_t until_time_ns; /* 0: none */
 } bk_point;
 
 int bk_chain(json_t *sets, const char *db_id, const bk_point *p, json_t **chain);
+
+/* Which database's backups a restore of `name` means (id: 37 bytes). store_id: the id of the
+ * store's database of that name, "" when the store has none (a new server, a database deleted):
+ * then `name` is a database id of the sets, or the name of the newest set's database. A store
+ * database with no set of its own while sets of an earlier database of that name exist (it was
+ * created again): those, when the restore goes elsewhere (another database, the recovery
+ * database, new paths); over the database itself BadDbSignature, with the hint to restore them
+ * into it as another database. Nothing at all: SetNotFound. */
+int bk_source_db(json_t *sets, const char *name, const char *store_id, int elsewhere, char id[37]);
 
 #endif

@@ -371,13 +371,15 @@ static void *post_thread(void *arg)
     return NULL;
 }
 
-static int store_db_id(const char *name, char id[40])
+/* The id of the store's database of that name ("" when there is none). */
+static int store_db_id(const char *name, char id[37])
 {
     json_t *db = NULL;
+    id[0] = 0;
     int rc = bk_store_db(name, &db);
-    if (!rc) snprintf(id, 40, "%s", om_json_str_or(db, "id", ""));
+    if (!rc) snprintf(id, 37, "%s", om_json_str_or(db, "id", ""));
     json_decref(db);
-    return rc;
+    return rc == OM_E_DatabaseNotFound ? 0 : rc;
 }
 
 /* The restore options the store writer understands (store/writer.h). */
@@ -515,11 +517,18 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
     json_t *sets = NULL, *chain = NULL, *docs = json_array(), *targets = NULL, *done = NULL;
     rfile *files = NULL;
     size_t nfiles = 0;
-    char id[40] = "";
+    char id[37] = "", here[37] = "";
     uint64_t bytes = 0;
     int rc = bk_repo_open(o->repo, o->passphrase, &r);
-    if (!rc) rc = store_db_id(o->db, id);
+    if (!rc) rc = store_db_id(o->db, here);
     if (!rc) rc = bk_sets(r, &sets);
+    if (!rc) rc = bk_source_db(sets, o->db, here, o->to || o->recovery || o->edb, id);
+    if (!rc && !here[0] && !o->to && !o->recovery && !o->edb)
+        rc = om_errf(OM_E_DatabaseNotFound,
+                     "database '%s' is not on this server; its backups (of %s) are in the "
+                     "repository. HINT: restore them with --to DB, --recovery NAME or "
+                     "--edb PATH --logs DIR",
+                     o->db, id);
     bk_point pt = {
         .set_id = o->set_id, .until_gen = o->until_gen, .until_time_ns = o->until_time_ns};
     if (!rc) rc = bk_chain(sets, id, &pt, &chain);

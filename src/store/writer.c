@@ -668,12 +668,20 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
             if (name ? !strcmp(s->dir->ents[i].name, name) : !strcmp(id, t->orig_id))
                 e = &s->dir->ents[i];
         }
+        int to_recovery = json_is_true(json_object_get(ro, "recovery"));
+        if (!e && name)
+            return om_errf(OM_E_DatabaseNotFound,
+                           to_recovery ? "no database named '%s' to restore to. HINT: create the "
+                                         "recovery database first: ombra db new-recovery %s "
+                                         "--edb PATH --logs DIR"
+                                       : "no database named '%s' to restore to. HINT: ombra db "
+                                         "new %s, then dismount it and allow restores",
+                           name, name);
         if (!e)
             return om_errf(OM_E_DatabaseNotFound,
-                           name ? "no database named '%s' to restore to"
-                                : "database %s of the backup no longer exists. HINT: restore to "
-                                  "another database, the recovery database or new paths",
-                           name ? name : t->orig_id);
+                           "database %s of the backup no longer exists. HINT: restore to "
+                           "another database, the recovery database or new paths",
+                           t->orig_id);
         t->ent = *e;
         t->in_dir = 1;
         char id[37];

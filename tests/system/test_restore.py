@@ -5,6 +5,7 @@ the restore before any replay, naming the set and file; refusals with their reas
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import time
@@ -286,4 +287,53 @@ def test_an_encrypted_repository_restores_with_its_passphrase(store, vssd, tmp_p
                       env={"OMBRA_REPO_PASSPHRASE": "wrong"})
     assert bad.rc == 1 and "passphrase" in bad.err.lower() and len(bad.err.strip().split("\n")) == 1
     store.ombra("restore", "db1", "--repo", r, "--to", "db2", "--mount", env=env)
+    assert store.digest("db2") == d
+
+
+def test_a_database_gone_from_the_server_or_created_again(store, vssd, repo):
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 300)
+    full = backup(store, repo, "full")
+    old_id = store.db_show("db1")["id"]
+    d = store.digest("db1")
+    # a new server: the store's directory and databases are gone, the repository is there
+    store.stop()
+    os.remove(store.home / "directory.json")
+    shutil.rmtree(store.home / "dbs")
+    store.start()
+    end = time.time() + 15
+    while time.time() < end and not any(w["connected"] for w in store.json("vss", "writers")):
+        time.sleep(0.1)
+    r = restore(store, repo, "db1", check=False)
+    assert r.rc == 1 and "not on this server" in r.err and "--to" in r.err, r.describe()
+    store.ombra("db", "new", "db2")
+    dismount_for_restore(store, "db2")
+    r = restore(store, repo, "db1", "--to", "db2", "--mount")
+    assert json.loads(r.out)["sets"][0]["set"] == full["sets"][0]["set"]
+    assert store.digest("db2") == d
+    # created again under the same name: a new database, not the one the backups are of
+    store.ombra("db", "new", "db1")
+    dismount_for_restore(store, "db1")
+    r = restore(store, repo, "db1", check=False)
+    assert r.rc == 1 and "-531 BadDbSignature" in r.err and old_id in r.err, r.describe()
+    restore(store, repo, old_id, "--to", "db1", "--mount")
+    assert store.digest("db1") == d
+    r = restore(store, repo, "nosuchdb", "--to", "db1", check=False)
+    assert r.rc == 1 and "SetNotFound" in r.err and "nosuchdb" in r.err
+    r = restore(store, repo, "db1", "--recovery", "nope", check=False)
+    assert r.rc == 1 and "new-recovery" in r.err, r.describe()
+
+
+def test_a_copy_backup_restores_on_its_own(store, repo):
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 300)
+    backup(store, repo, "full")
+    load(store, "db1", 100, seed=2)
+    cp = backup(store, repo, "copy")
+    d = store.digest("db1")
+    load(store, "db1", 100, seed=3)
+    store.ombra("db", "new", "db2")
+    dismount_for_restore(store, "db2")
+    r = restore(store, repo, "db1", "--set", cp["sets"][0]["set"][:12], "--to", "db2", "--mount")
+    assert [s["type"] for s in json.loads(r.out)["sets"]] == ["copy"]
     assert store.digest("db2") == d
