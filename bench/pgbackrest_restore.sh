@@ -6,9 +6,8 @@
 # Prints {"pg_bytes", "seconds" (the median), "runs", "restored_bytes", "repo_bytes", "verified"}. Needs root (runs PostgreSQL as the postgres user)
 # and the Debian packages postgresql, pgbackrest and bc.
 set -eu
-T=$(mktemp -d /tmp/ombra-pgr-XXXXXX); chmod 755 $T; chown postgres $T
-B=/usr/lib/postgresql/15/bin
-run() { runuser -u postgres -- "$@"; }
+PORT=5498
+. "$(dirname "$0")/pgbackrest_setup.sh"
 PGDATA=$T/pg
 cleanup() {
     for d in $T/pg $T/pg2; do
@@ -17,37 +16,6 @@ cleanup() {
     rm -rf $T
 }
 trap cleanup EXIT
-run $B/initdb -D $T/pg >/dev/null 2>&1
-cat >> $T/pg/postgresql.conf <<EOC
-listen_addresses = ''
-unix_socket_directories = '$T'
-port = 5498
-archive_mode = on
-archive_command = 'pgbackrest --config=$T/pgbackrest.conf --stanza=bench archive-push %p'
-wal_level = replica
-max_wal_size = 4GB
-EOC
-cat > $T/pgbackrest.conf <<EOC
-[global]
-repo1-path=$T/repo
-log-path=$T
-lock-path=$T
-compress-type=zst
-compress-level=1
-process-max=2
-start-fast=y
-[bench]
-pg1-path=$T/pg
-pg1-socket-path=$T
-pg1-port=5498
-EOC
-chown postgres $T/pgbackrest.conf
-SCALE=${SCALE:-70}
-run $B/pg_ctl -D $T/pg -l $T/pg.log -w start >/dev/null
-run pgbench -h $T -p 5498 -i -q -s $SCALE postgres >/dev/null 2>&1
-run psql -h $T -p 5498 -qAt -c "checkpoint" postgres
-SIZE=$(du -sb --exclude=pg_wal $T/pg | cut -f1)  # the WAL is archived, not backed up
-run pgbackrest --config=$T/pgbackrest.conf --stanza=bench stanza-create >/dev/null 2>&1
 run pgbackrest --config=$T/pgbackrest.conf --stanza=bench --type=full backup >/dev/null 2>&1
 run $B/pg_ctl -D $T/pg -w stop -m fast >/dev/null
 REPO=$(du -sb $T/repo | cut -f1)

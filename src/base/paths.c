@@ -1,5 +1,6 @@
 #include "base/paths.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/log.h"
 
 static int put(char *out, size_t len, const char *a, const char *b)
 {
@@ -53,4 +55,18 @@ int om_mkdirs(const char *dir)
     if (mkdir(p, 0750) != 0 && errno != EEXIST)
         return om_errf(om_err_from_errno(errno), "creating %s: %s", p, strerror(errno));
     return 0;
+}
+
+void om_remove_flat_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char p[4400];
+    while (d && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%.4100s/%.255s", dir, de->d_name);
+        if (unlink(p) != 0) om_warn("removing %s: %s", p, strerror(errno));
+    }
+    if (d) closedir(d);
+    if (rmdir(dir) != 0) om_warn("removing %s: %s", dir, strerror(errno));
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/paths.h"
 #include "base/proto.h"
 #include "base/vfs.h"
 #include "cli/cli.h"
@@ -35,20 +36,6 @@ static void find_env(const char *dir, char *out, size_t n)
 static const char *field(json_t *env, const char *part, const char *k)
 {
     return om_json_str_or(json_object_get(env, part), k, "");
-}
-
-static void remove_pending(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[4400];
-    while (d && (de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%.4100s/%.255s", dir, de->d_name);
-        if (unlink(p) != 0) fprintf(stderr, "ombra: removing %s: %s\n", p, strerror(errno));
-    }
-    if (d) closedir(d);
-    if (rmdir(dir) != 0) fprintf(stderr, "ombra: removing %s: %s\n", dir, strerror(errno));
 }
 
 int cli_dbutil_hard_recover(const char *dir, int *found)
@@ -94,7 +81,7 @@ int cli_dbutil_hard_recover(const char *dir, int *found)
         json_decref(env);
         return cli_fail(rc);
     }
-    remove_pending(pending);
+    om_remove_flat_dir(pending);
     if (r.first_gen)
         printf("%s recovered: generations %u-%u replayed (%llu transactions) in %.2f s; now "
                "Clean Shutdown, and the database mounts again\n",

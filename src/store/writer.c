@@ -603,21 +603,6 @@ void store_writer_db_closing(store_writer *w, eng_db *db)
 
 /* ---- PreRestore, PostRestore ---- */
 
-/* Deletes _restoredLogs: files only (what the requester restored and the .env). */
-static void remove_flat_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[4400];
-    while (d && (de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%.4100s/%.255s", dir, de->d_name);
-        if (unlink(p) != 0) om_warn("removing %s: %s", p, strerror(errno));
-    }
-    if (d) closedir(d);
-    if (rmdir(dir) != 0) om_warn("removing %s: %s", dir, strerror(errno));
-}
-
 /* Where one component is restored to: a database of the directory (the original, another one,
  * the recovery database) or new paths. */
 typedef struct rtarget {
@@ -940,7 +925,7 @@ static int post_restore(void *ctx, vss_event *e)
             continue; /* more backups come first: replay later */
         }
         if ((rc = recover_target(w, c, &t, out))) break;
-        remove_flat_dir(t.pending);
+        om_remove_flat_dir(t.pending);
         json_t *ro = json_object_get(c, "restore_options");
         if (t.in_dir && json_is_true(json_object_get(ro, "mount"))) {
             pthread_mutex_lock(&s->mu);

@@ -676,19 +676,10 @@ static void logs_that_do_not_reach_what_the_header_requires_are_refused(void **s
     crashvfs_free(c);
 }
 
-static void damaged_restored_log_is_refused_naming_the_file(void **s)
+/* Garbles the last slot of data in generation g (file p): it looks like the end of the log,
+ * and only the next generation's header tells otherwise. */
+static void damage_last_data_slot(om_vfs *v, const char *p, uint32_t g)
 {
-    (void)s;
-    crashvfs *c = new_disk(11);
-    om_vfs *v = crashvfs_vfs(c);
-    chain ch;
-    make_chain(c, &ch);
-    eng_opts orr = lay_down_chain(c, &ch);
-    /* Damage the last slot of data in a generation in the middle: it looks like the end of
-     * that log, but the next generation says where it really ended. */
-    uint32_t g = ch.inc1.first_gen + 1;
-    char p[256];
-    gen_name(p, sizeof p, "/rdb/logs/_restoredLogs", "E00", g);
     uint8_t *data = NULL;
     size_t n = 0;
     assert_int_equal(om_read_file(v, p, &data, &n), 0);
@@ -702,6 +693,22 @@ static void damaged_restored_log_is_refused_naming_the_file(void **s)
     memset(data + (size_t)last_slot * ENG_SLOT_SIZE + 100, 0x5A, 200);
     assert_int_equal(om_write_file_durable(v, p, data, n), 0);
     free(data);
+}
+
+static void damaged_restored_log_is_refused_naming_the_file(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(11);
+    om_vfs *v = crashvfs_vfs(c);
+    chain ch;
+    make_chain(c, &ch);
+    eng_opts orr = lay_down_chain(c, &ch);
+    /* Damage the last slot of data in a generation in the middle: it looks like the end of
+     * that log, but the next generation says where it really ended. */
+    uint32_t g = ch.inc1.first_gen + 1;
+    char p[256];
+    gen_name(p, sizeof p, "/rdb/logs/_restoredLogs", "E00", g);
+    damage_last_data_slot(v, p, g);
     eng_restore_opts ro = ropts(&orr, "/rdb/logs/_restoredLogs");
     assert_int_equal(eng_db_hard_recover(&ro, NULL), OM_E_LogFileCorrupt);
     assert_non_null(strstr(om_err_detail(), p));
@@ -710,6 +717,8 @@ static void damaged_restored_log_is_refused_naming_the_file(void **s)
     assert_int_equal(eng_db_open(&orr, &db), OM_E_RestoreInProgress);
     assert_non_null(strstr(om_err_detail(), "HINT"));
     /* Damage in the middle of the data, followed by later data. */
+    uint8_t *data = NULL;
+    size_t n = 0;
     assert_int_equal(om_read_file(v, p, &data, &n), 0);
     memset(data + 1 * ENG_SLOT_SIZE + 100, 0x5A, 200);
     assert_int_equal(om_write_file_durable(v, p, data, n), 0);
@@ -1073,19 +1082,7 @@ static void a_damaged_generation_is_caught_when_the_next_one_is_still_arriving(v
     uint32_t g = ch.inc1.first_gen + 1;
     char p[256];
     gen_name(p, sizeof p, RL, "E00", g);
-    uint8_t *data = NULL;
-    size_t n = 0;
-    assert_int_equal(om_read_file(v, p, &data, &n), 0);
-    uint32_t last_slot = 0;
-    for (uint32_t sl = 1; sl < ENG_LOG_SLOTS; sl++) {
-        eng_seghdr sh;
-        if (eng_seg_decode(data + (size_t)sl * ENG_SLOT_SIZE, g, (uint16_t)sl, &sh) == ENG_SEG_OK)
-            last_slot = sl;
-    }
-    assert_true(last_slot > 1);
-    memset(data + (size_t)last_slot * ENG_SLOT_SIZE + 100, 0x5A, 200);
-    assert_int_equal(om_write_file_durable(v, p, data, n), 0);
-    free(data);
+    damage_last_data_slot(v, p, g);
     layer L;
     layer_init(&L, c, ch.full.first_gen, ch.inc2.last_gen, 0);
     eng_restore_result r;
