@@ -57,8 +57,8 @@ struct cli_args {
     const cli_group *group;
     const cli_cmd *cmd;
     int npos;
-    const char **pos;              /* npos positional arguments, in order */
-    const char *val[CLI_MAX_OPTS]; /* by index in cmd->opts: NULL = not given, "" = flag given */
+    const char **pos;                /* npos positional arguments, in order */
+    const char *val[CLI_MAX_OPTS];   /* by index in cmd->opts: NULL = not given, "" = flag given */
     const char **list[CLI_MAX_OPTS]; /* list options: their values */
     int nlist[CLI_MAX_OPTS];
 };
@@ -117,6 +117,8 @@ int cli_print_json(json_t *v);
 /* path made absolute against the current directory (the daemon has another one), without
  * requiring it to exist. malloc'd; NULL when out of memory. */
 char *cli_abs_path(const char *path);
+/* 1.2 MB, 345.0 kB, 12 B (powers of 1000, as ombra vss shows sizes) into buf; returns buf. */
+const char *cli_human_bytes(uint64_t n, char *buf, size_t len);
 /* Writes n bytes to stdout; CLI_OK or (printed) CLI_FAIL. */
 int cli_write_stdout(const void *p, size_t n);
 

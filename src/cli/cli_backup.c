@@ -52,18 +52,22 @@ static int cmd_backup(const cli_args *a)
         json_array_foreach(json_object_get(res, "sets"), i, s)
         {
             json_t *lr = json_object_get(s, "log_range");
-            printf("%s: %s backup set %s, log generations %lld-%lld, %.1f MB stored\n",
+            char hb[32];
+            printf("%s: %s backup set %s, log generations %lld-%lld, %s stored\n",
                    json_string_value(json_object_get(s, "database")), type,
                    json_string_value(json_object_get(s, "set")),
                    (long long)json_integer_value(json_array_get(lr, 0)),
                    (long long)json_integer_value(json_array_get(lr, 1)),
-                   (double)json_integer_value(json_object_get(s, "bytes_stored")) / 1e6);
+                   cli_human_bytes((uint64_t)json_integer_value(json_object_get(s, "bytes_stored")),
+                                   hb, sizeof hb));
         }
         double secs = json_real_value(json_object_get(res, "seconds"));
         double read = (double)json_integer_value(json_object_get(res, "bytes_read"));
-        printf("read %.1f MB in %.2f s (%.0f MB/s), stored %.1f MB; writes held %.1f ms\n",
-               read / 1e6, secs, secs > 0 ? read / 1e6 / secs : 0.0,
-               (double)json_integer_value(json_object_get(res, "bytes_stored")) / 1e6,
+        char hb[32];
+        printf("read %.1f MB in %.2f s (%.0f MB/s), stored %s; writes held %.1f ms\n", read / 1e6,
+               secs, secs > 0 ? read / 1e6 / secs : 0.0,
+               cli_human_bytes((uint64_t)json_integer_value(json_object_get(res, "bytes_stored")),
+                               hb, sizeof hb),
                json_number_value(json_object_get(res, "freeze_ms")));
     }
     json_decref(res);

@@ -58,20 +58,6 @@ static int print_owned(json_t *o)
     return rc;
 }
 
-/* 1.2 MB, 345 kB, 12 bytes (powers of 1000, as ombra vss shows sizes). */
-static const char *human(uint64_t n, char *buf, size_t len)
-{
-    if (n < 1000)
-        snprintf(buf, len, "%llu B", (unsigned long long)n);
-    else if (n < 1000000)
-        snprintf(buf, len, "%.1f kB", (double)n / 1e3);
-    else if (n < 1000000000)
-        snprintf(buf, len, "%.1f MB", (double)n / 1e6);
-    else
-        snprintf(buf, len, "%.2f GB", (double)n / 1e9);
-    return buf;
-}
-
 /* The set's time as "2026-11-22 01:31:30.289" from its ISO form. */
 static const char *set_time(json_t *s, char *buf, size_t len)
 {
@@ -204,8 +190,9 @@ static void row_cells(json_t *s, row *r)
     r->cell[3] = om_json_str_or(s, "server", "-");
     r->cell[4] = set_dbs(s, r->dbs, sizeof r->dbs);
     r->cell[5] = set_logs(s, r->logs, sizeof r->logs);
-    r->cell[6] = human((uint64_t)om_json_int_or(s, "bytes", 0), r->size, sizeof r->size);
-    r->cell[7] = human((uint64_t)om_json_int_or(s, "bytes_stored", 0), r->fresh, sizeof r->fresh);
+    r->cell[6] = cli_human_bytes((uint64_t)om_json_int_or(s, "bytes", 0), r->size, sizeof r->size);
+    r->cell[7] =
+        cli_human_bytes((uint64_t)om_json_int_or(s, "bytes_stored", 0), r->fresh, sizeof r->fresh);
     r->cell[8] = r->parent;
 }
 
@@ -295,10 +282,10 @@ static int cmd_show(const cli_args *a)
     printf("\nlog range:  %s\n", set_logs(s, b1, sizeof b1));
     printf("parent:     %s\n", parent && *parent ? parent : "none");
     printf("size:       %s in %zu files",
-           human((uint64_t)om_json_int_or(s, "bytes", 0), b3, sizeof b3),
+           cli_human_bytes((uint64_t)om_json_int_or(s, "bytes", 0), b3, sizeof b3),
            json_array_size(json_object_get(s, "files")));
     printf(" (new in the repository: %s; %lld blocks new, %lld reused)\n",
-           human((uint64_t)om_json_int_or(s, "bytes_stored", 0), b3, sizeof b3),
+           cli_human_bytes((uint64_t)om_json_int_or(s, "bytes_stored", 0), b3, sizeof b3),
            (long long)om_json_int_or(s, "blocks_new", 0),
            (long long)om_json_int_or(s, "blocks_reused", 0));
     put_files(json_object_get(s, "files"));
@@ -420,7 +407,7 @@ static int cmd_expire(const cli_args *a)
            (long long)om_json_int_or(rep, "packs_deleted", 0),
            (long long)om_json_int_or(rep, "packs_rewritten", 0),
            (long long)om_json_int_or(rep, "leftovers_removed", 0),
-           human((uint64_t)om_json_int_or(rep, "bytes_freed", 0), b, sizeof b));
+           cli_human_bytes((uint64_t)om_json_int_or(rep, "bytes_freed", 0), b, sizeof b));
     json_decref(rep);
     return CLI_OK;
 }

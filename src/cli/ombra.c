@@ -17,16 +17,8 @@
 #endif
 
 static const cli_group *const groups[] = {
-    &cli_db_group,
-    &cli_mail_group,
-    &cli_dbutil_group,
-    &cli_vss_group,
-    &cli_backup_group,
-    &cli_restore_group,
-    &cli_repo_group,
-    &cli_backups_group,
-    &cli_verify_group,
-    &cli_expire_group,
+    &cli_db_group,      &cli_mail_group, &cli_dbutil_group,  &cli_vss_group,    &cli_backup_group,
+    &cli_restore_group, &cli_repo_group, &cli_backups_group, &cli_verify_group, &cli_expire_group,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
@@ -84,7 +76,8 @@ static int usage_at(const char *see, const char *fmt, ...)
 int cli_usage(const cli_args *a, const char *fmt, ...)
 {
     char see[128];
-    snprintf(see, sizeof see, "ombra %s%s%s", a->group->name, a->cmd->name[0] ? " " : "", a->cmd->name);
+    snprintf(see, sizeof see, "ombra %s%s%s", a->group->name, a->cmd->name[0] ? " " : "",
+             a->cmd->name);
     va_list ap;
     va_start(ap, fmt);
     usage_line(see, fmt, ap);
@@ -291,6 +284,19 @@ int cli_write_stdout(const void *p, size_t n)
     if (n && fwrite(p, 1, n, stdout) != n)
         return cli_fail(om_errf(OM_E_DiskIO, "writing standard output: %s", strerror(errno)));
     return CLI_OK;
+}
+
+const char *cli_human_bytes(uint64_t n, char *buf, size_t len)
+{
+    if (n < 1000)
+        snprintf(buf, len, "%llu B", (unsigned long long)n);
+    else if (n < 1000000)
+        snprintf(buf, len, "%.1f kB", (double)n / 1e3);
+    else if (n < 1000000000)
+        snprintf(buf, len, "%.1f MB", (double)n / 1e6);
+    else
+        snprintf(buf, len, "%.2f GB", (double)n / 1e9);
+    return buf;
 }
 
 char *cli_abs_path(const char *path)
