@@ -497,7 +497,7 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
         if (!post_started) rc = om_errf(OM_E_OutOfMemory, "cannot start a thread");
     }
     if (o->progress && post_started && !rc && !o->no_replay)
-        fprintf(stderr, "replaying the logs...\n");
+        fprintf(stderr, "files laid down; the writer finishes replaying the logs...\n");
     if (post_started) pthread_join(pt, NULL);
     pthread_cond_destroy(&l.cv);
     pthread_mutex_destroy(&l.mu);
