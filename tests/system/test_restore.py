@@ -337,3 +337,22 @@ def test_a_copy_backup_restores_on_its_own(store, repo):
     r = restore(store, repo, "db1", "--set", cp["sets"][0]["set"][:12], "--to", "db2", "--mount")
     assert [s["type"] for s in json.loads(r.out)["sets"]] == ["copy"]
     assert store.digest("db2") == d
+
+
+def test_a_point_by_generation_keeps_the_mail_before_it_and_drops_the_mail_after_it(store, repo):
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 300)
+    backup(store, repo, "full")
+    load(store, "db1", 100, seed=2)
+    inc1 = backup(store, repo, "incremental")  # the freeze rolls: later mail is in later generations
+    before = store.digest("db1")
+    point = inc1["sets"][0]["log_range"][1]
+    load(store, "db1", 100, seed=3)
+    backup(store, repo, "incremental")
+    assert store.digest("db1") != before
+    store.ombra("db", "new", "db2")
+    dismount_for_restore(store, "db2")
+    r = restore(store, repo, "db1", "--until-gen", point, "--to", "db2", "--mount")
+    res = json.loads(r.out)
+    assert res["replay"]["last_gen"] == point, res
+    assert store.digest("db2") == before
