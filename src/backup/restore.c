@@ -169,6 +169,23 @@ static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, ui
     return 0;
 }
 
+/* pwrite until all of it is written: a full disk often first takes part of a write. */
+static int write_all(rfile *f, const uint8_t *buf, size_t len, uint64_t off)
+{
+    while (len) {
+        ssize_t n = pwrite(f->fd, buf, len, (off_t)off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : ENOSPC;
+            return om_errf(om_err_from_errno(e), "writing %s: %s", f->part, strerror(e));
+        }
+        buf += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
 /* Hands out the next chunk (mu held): 0 and *fi, *b0, *nb; 1 when there is none. The first
  * chunk of a file creates it. */
 static int next_chunk(lay *l, size_t *fi, size_t *b0, size_t *nb)
@@ -187,6 +204,7 @@ static int next_chunk(lay *l, size_t *fi, size_t *b0, size_t *nb)
                 l->rc = om_errf(om_err_from_errno(e), "creating %s: %s", f->part, strerror(e));
                 snprintf(l->err, sizeof l->err, "%s", om_err_detail());
             }
+            pthread_cond_broadcast(&l->cv); /* the others stop too */
             return 1;
         }
         f->sha = EVP_MD_CTX_new();
@@ -221,8 +239,7 @@ static void *lay_worker(void *arg)
         if (none) break;
         rfile *f = &l->f[fi];
         int rc = fetch_chunk(l, rd, f, b0, nb, buf, &len);
-        if (!rc && pwrite(f->fd, buf, len, (off_t)b0 * l->bsize) != (ssize_t)len)
-            rc = om_errf(om_err_from_errno(errno), "writing %s: %s", f->part, strerror(errno));
+        if (!rc) rc = write_all(f, buf, len, (uint64_t)b0 * l->bsize);
         if (rc) {
             lay_fail(l, rc);
             break;

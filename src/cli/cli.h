@@ -117,6 +117,21 @@ int cli_print_json(json_t *v);
 /* path made absolute against the current directory (the daemon has another one), without
  * requiring it to exist. malloc'd; NULL when out of memory. */
 char *cli_abs_path(const char *path);
+/* The options every command on a repository takes. */
+#define CLI_REPO_OPT                                                                               \
+    {                                                                                              \
+        "repo", "PATH", "the backup repository", 1                                                 \
+    }
+#define CLI_PASS_OPT                                                                               \
+    {                                                                                              \
+        "passphrase-file", "F",                                                                    \
+            "an encrypted repository's passphrase file (or OMBRA_REPO_PASSPHRASE)", 0              \
+    }
+#define CLI_JSON_OPT                                                                               \
+    {                                                                                              \
+        "json", NULL, "print JSON", 0                                                              \
+    }
+
 /* 1.2 MB, 345.0 kB, 12 B (powers of 1000, as ombra vss shows sizes) into buf; returns buf. */
 const char *cli_human_bytes(uint64_t n, char *buf, size_t len);
 /* Writes n bytes to stdout; CLI_OK or (printed) CLI_FAIL. */

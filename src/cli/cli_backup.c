@@ -79,14 +79,11 @@ static int cmd_backup(const cli_args *a)
 }
 
 static const cli_opt backup_opts[] = {
-    {"repo", "PATH", "the repository", 1},
+    CLI_REPO_OPT,
     {"type", "TYPE", "full, copy, incremental or differential", 1},
     {"provider", "P", "auto (default), held, reflink, btrfs or copy", 0},
     {"threads", "N", "threads reading, compressing and writing (default: all cores)", 0},
-    {"passphrase-file", "F",
-     "the passphrase of an encrypted repository (or set "
-     "OMBRA_REPO_PASSPHRASE)",
-     0},
+    CLI_PASS_OPT,
     {"json", NULL, "print JSON: sets, type, databases, log ranges, bytes, seconds, freeze_ms", 0},
     {0}};
 

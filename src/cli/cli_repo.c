@@ -414,36 +414,22 @@ static int cmd_expire(const cli_args *a)
 
 /* ---- the tables ---- */
 
-#define REPO_OPT                                                                                   \
-    {                                                                                              \
-        "repo", "PATH", "the backup repository", 1                                                 \
-    }
-#define PASS_OPT                                                                                   \
-    {                                                                                              \
-        "passphrase-file", "F",                                                                    \
-            "an encrypted repository's passphrase file (or OMBRA_REPO_PASSPHRASE)", 0              \
-    }
-#define JSON_OPT                                                                                   \
-    {                                                                                              \
-        "json", NULL, "print JSON", 0                                                              \
-    }
-
 static const cli_opt init_opts[] = {
     {"encrypt", NULL, "encrypt blocks and sets (AES-256-GCM); needs a passphrase", 0},
     {"block-size", "BYTES", "block size, a power of two (default 1M; K, M suffixes)", 0},
     {"zstd-level", "N", "zstd compression level, 1-19 (default 3)", 0},
     {"pack-size", "BYTES", "how much a pack file holds before a new one starts (default 32M)", 0},
-    PASS_OPT,
-    JSON_OPT,
+    CLI_PASS_OPT,
+    CLI_JSON_OPT,
     {0},
 };
-static const cli_opt list_opts[] = {REPO_OPT, PASS_OPT, JSON_OPT, {0}};
-static const cli_opt verify_opts[] = {REPO_OPT, PASS_OPT, JSON_OPT, {0}};
+static const cli_opt list_opts[] = {CLI_REPO_OPT, CLI_PASS_OPT, CLI_JSON_OPT, {0}};
+static const cli_opt verify_opts[] = {CLI_REPO_OPT, CLI_PASS_OPT, CLI_JSON_OPT, {0}};
 static const cli_opt expire_opts[] = {
-    REPO_OPT,
+    CLI_REPO_OPT,
     {"keep-full", "N", "how many full backups (with their chains) to keep", 1},
-    PASS_OPT,
-    JSON_OPT,
+    CLI_PASS_OPT,
+    CLI_JSON_OPT,
     {0}};
 
 static const cli_cmd repo_cmds[] = {

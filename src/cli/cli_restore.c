@@ -119,6 +119,8 @@ static int cmd_restore(const cli_args *a)
         else
             printf("; not replayed (additional restores to come: restore the next backup with "
                    "--set, or ombra dbutil recover)\n");
+        const char *end = json_string_value(json_object_get(rp, "roll_forward_ended"));
+        if (end) printf("note: %s\n", end);
     }
     json_decref(res);
     if (rc) {
@@ -129,7 +131,7 @@ static int cmd_restore(const cli_args *a)
 }
 
 static const cli_opt restore_opts[] = {
-    {"repo", "PATH", "the repository", 1},
+    CLI_REPO_OPT,
     {"set", "ID", "restore up to this set (an id prefix); default: the newest chain", 0},
     {"until-gen", "N", "replay no log generation past N", 0},
     {"until-time", "T", "replay no transaction committed after T (UTC ...Z, or local time)", 0},
@@ -141,15 +143,21 @@ static const cli_opt restore_opts[] = {
     {"no-roll-forward", NULL,
      "replay only the restored logs, not the later ones still in the log folder", 0},
     {"mount", NULL, "mount the database afterwards", 0},
-    {"passphrase-file", "F", "the passphrase of an encrypted repository", 0},
+    CLI_PASS_OPT,
     {"json", NULL, "print JSON: sets used, bytes, seconds, generations replayed", 0},
     {0}};
 
 static const cli_cmd restore_cmds[] = {
     {"", "DB", restore_opts, "restore a database from the repository",
+     "DB is the database whose backups to restore: a database of this server, or the name or id "
+     "of one in the repository (a database gone from this server: restore it --to another, "
+     "--recovery or --edb/--logs).\n"
      "Picks the chain (the newest full backup and the incrementals after it, or its newest "
-     "differential), lays the files down through the store's writer, checking every block and "
-     "file, and lets the writer replay the logs.",
+     "differential) and says which sets it uses, lays the files down on every core through the "
+     "store's writer, checking every block and file, and lets the writer replay the logs while "
+     "they are laid down. Over the original database replay rolls forward through the later "
+     "logs in its folder while they continue the chain. A failed restore leaves the target "
+     "unmountable (-506) until a restore, or ombra dbutil recover, finishes it.",
      cmd_restore},
     {0},
 };

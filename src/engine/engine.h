@@ -215,6 +215,8 @@ typedef struct eng_restore_result {
     uint32_t first_gen, last_gen; /* generations replayed (0, 0: none) */
     uint64_t records, transactions, ns;
     int stopped_at_point; /* stop_gen / stop_time_ns ended replay before the logs did */
+    char roll_end[300];   /* roll forward through the folder's later logs ended before them:
+                             why ("generation 15 is missing", ...); "" otherwise */
     uint32_t stream_gen;  /* the generation the target's stream continues after (its next mount
                              starts the one after it) */
     int new_stream;       /* the database got a new log signature or adopted the target's */

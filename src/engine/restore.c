@@ -54,6 +54,7 @@ typedef struct hard {
                             roll forward met a gap or another stream), ends replay before the
                             generations on disk do */
     int short_roll;
+    char roll_end[300];  /* why roll forward ended short */
     uint64_t hdr_dbtime; /* the restored pages hold every change up to this dbtime */
     db_replay rp;
     uint32_t first_done, last_done, last_len; /* generations replayed, the last one's length */
@@ -205,9 +206,11 @@ static int plan(hard *h)
     h->must = need_max > o->arriving_last ? need_max : o->arriving_last;
     for (uint32_t g = h->start.gen; g <= h->end; g++)
         if (rolls_on(h, g) && !present(h, g)) {
-            om_warn("%s: roll forward stops after log generation %u: generation %u is missing "
-                    "from %s (the later ones there are not replayed)",
-                    db->edb, g - 1, g, h->rs.dir);
+            snprintf(h->roll_end, sizeof h->roll_end,
+                     "roll forward stopped after generation %u: generation %u is missing from "
+                     "%.150s, the later ones there were not replayed",
+                     g - 1, g, h->rs.dir);
+            om_warn("%s: %s", db->edb, h->roll_end);
             h->end = g - 1;
             h->short_roll = 1;
         }
@@ -306,8 +309,10 @@ static int replay(hard *h)
         if ((rc = read_restored(h, gen, have_prev ? &prev : NULL, &g))) {
             if (rolls_on(h, gen) && (rc == OM_E_BadLogSignature || rc == OM_E_InvalidLogSequence ||
                                      rc == OM_E_DatabaseLogSetMismatch)) {
-                om_warn("%s: roll forward stops after log generation %u: %s", db->edb, gen - 1,
-                        om_err_detail());
+                snprintf(h->roll_end, sizeof h->roll_end,
+                         "roll forward stopped after generation %u: %.200s", gen - 1,
+                         om_err_detail());
+                om_warn("%s: %s", db->edb, h->roll_end);
                 h->end = gen - 1;
                 h->cut = h->short_roll = 1;
                 rc = 0;
@@ -450,6 +455,7 @@ static int finish(hard *h, eng_restore_result *r)
     if ((rc = db_write_chk(db, consistent))) return rc;
     if (r) {
         r->stopped_at_point = stopped && !h->short_roll;
+        snprintf(r->roll_end, sizeof r->roll_end, "%s", h->roll_end);
         r->stream_gen = keep ? (h->chain_last > consistent.gen ? h->chain_last : consistent.gen)
                              : consistent.gen;
         r->new_stream = !keep;

@@ -161,6 +161,16 @@ class Store:
             pytest.fail(f"ombra failed:\n{r.describe()}\n{self.stderr()}")
         return r
 
+    def writer_registered(self, seconds=15):
+        """True once ombra-vssd lists the store's writer as connected (within seconds)."""
+        end = time.time() + seconds
+        while time.time() < end:
+            r = self.ombra("vss", "writers", "--json", check=False)
+            if r.rc == 0 and any(w["name"] == "Ombra Store Writer" and w["connected"] for w in json.loads(r.out)):
+                return True
+            time.sleep(0.1)
+        return False
+
     def json(self, *args):
         r = self.ombra(*args, "--json")
         try:
@@ -329,13 +339,7 @@ def vssd(store, build_dir):
     p = subprocess.Popen([str(build_dir / "src/daemons/ombra-vssd"), "--foreground", "--event-limit-ms", "20000"],
                          env=store.env, stdout=log, stderr=subprocess.STDOUT)
     store.vssd = p
-    end = time.time() + 15
-    while time.time() < end:
-        r = store.ombra("vss", "writers", "--json", check=False)
-        if r.rc == 0 and any(w["name"] == "Ombra Store Writer" and w["connected"] for w in json.loads(r.out)):
-            break
-        time.sleep(0.1)
-    else:
+    if not store.writer_registered():
         pytest.fail("the store's writer did not register with ombra-vssd:\n" + store.stderr())
     yield p
     p.terminate()
