@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <grp.h>
@@ -156,4 +157,39 @@ int om_daemon_start(const char *name, int foreground, char *arun, char *adata, s
         close(fd);
     }
     return 0;
+}
+
+void om_server_accept(const om_stopper *st, int *active, void *(*conn_new)(void *ctx, int fd),
+                      void *ctx, void *(*serve)(void *))
+{
+    for (;;) {
+        int fd = accept4(st->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        pthread_mutex_lock(st->mu);
+        int stop = *st->stopping;
+        if (!stop && fd >= 0 && active) (*active)++;
+        pthread_mutex_unlock(st->mu);
+        if (stop) {
+            if (fd >= 0) close(fd);
+            return;
+        }
+        if (fd < 0) {
+            if (errno != EINTR && errno != ECONNABORTED) om_error("accept: %s", strerror(errno));
+            continue;
+        }
+        void *arg = conn_new(ctx, fd);
+        pthread_t th;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (!arg || pthread_create(&th, &at, serve, arg) != 0) {
+            close(fd);
+            free(arg);
+            if (active) {
+                pthread_mutex_lock(st->mu);
+                (*active)--;
+                pthread_mutex_unlock(st->mu);
+            }
+        }
+        pthread_attr_destroy(&at);
+    }
 }

@@ -42,4 +42,10 @@ void om_server_signals_block(void);
 int om_stopper_start(om_stopper *st);
 void om_stopper_join(om_stopper *st);
 
+/* The accept loop, until *st->stopping: each connection is served in a detached thread by
+ * serve(arg), arg = conn_new(ctx, fd) (malloc'd; serve closes fd and frees it). active (may be
+ * NULL): incremented under st->mu for each connection accepted (serve decrements it). */
+void om_server_accept(const om_stopper *st, int *active, void *(*conn_new)(void *ctx, int fd),
+                      void *ctx, void *(*serve)(void *));
+
 #endif

@@ -535,6 +535,13 @@ typedef struct conn {
     int fd;
 } conn;
 
+static void *conn_new(void *ctx, int fd)
+{
+    conn *c = malloc(sizeof *c);
+    if (c) *c = (conn){.s = ctx, .fd = fd};
+    return c;
+}
+
 static void *serve(void *arg)
 {
     conn *c = arg;
@@ -616,35 +623,7 @@ int store_run(const store_opts *o)
     if ((rc = store_writer_start(s, &s->writer)))
         om_error("the writer did not start (backups will fail): %s", om_err_detail());
     om_info("server %s listening on %s (%d databases mounted)", o->server, sock, s->nm);
-    for (;;) {
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        pthread_mutex_lock(&s->mu);
-        int stop = s->stopping;
-        if (!stop && fd >= 0) s->active++;
-        pthread_mutex_unlock(&s->mu);
-        if (stop) {
-            if (fd >= 0) close(fd);
-            break;
-        }
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            om_error("accept: %s", strerror(errno));
-            continue;
-        }
-        conn *c = malloc(sizeof *c);
-        pthread_t th;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        if (!c || (c->s = s, c->fd = fd, pthread_create(&th, &at, serve, c) != 0)) {
-            close(fd);
-            free(c);
-            pthread_mutex_lock(&s->mu);
-            s->active--;
-            pthread_mutex_unlock(&s->mu);
-        }
-        pthread_attr_destroy(&at);
-    }
+    om_server_accept(&stopper, &s->active, conn_new, s, serve);
     om_stopper_join(&stopper);
     close(s->listen_fd);
     unlink(sock);

@@ -462,6 +462,19 @@ typedef struct conn {
     gid_t group;
 } conn;
 
+typedef struct conn_ctx {
+    coord *c;
+    gid_t group;
+} conn_ctx;
+
+static void *conn_new(void *ctx, int fd)
+{
+    conn_ctx *x = ctx;
+    conn *cn = malloc(sizeof *cn);
+    if (cn) *cn = (conn){.c = x->c, .fd = fd, .group = x->group};
+    return cn;
+}
+
 static void *serve(void *arg)
 {
     conn *cn = arg;
@@ -531,31 +544,8 @@ int vss_coord_run(const vss_coord_opts *o)
     om_info("listening on %s (freeze limit %u ms, commit limit %u ms, event limit %u ms; shadow "
             "copies in %s)",
             sock, c->freeze_limit_ms, c->commit_limit_ms, c->event_limit_ms, c->shadow_root);
-    for (;;) {
-        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        pthread_mutex_lock(&c->mu);
-        int stop = c->stopping;
-        pthread_mutex_unlock(&c->mu);
-        if (stop) {
-            if (fd >= 0) close(fd);
-            break;
-        }
-        if (fd < 0) {
-            if (errno != EINTR && errno != ECONNABORTED) om_error("accept: %s", strerror(errno));
-            continue;
-        }
-        conn *cn = malloc(sizeof *cn);
-        pthread_t th;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        if (!cn ||
-            (cn->c = c, cn->fd = fd, cn->group = group, pthread_create(&th, &at, serve, cn) != 0)) {
-            close(fd);
-            free(cn);
-        }
-        pthread_attr_destroy(&at);
-    }
+    conn_ctx cx = {.c = c, .group = group};
+    om_server_accept(&stopper, NULL, conn_new, &cx, serve);
     om_stopper_join(&stopper);
     close(listen_fd);
     unlink(sock);

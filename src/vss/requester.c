@@ -262,10 +262,11 @@ int vss_req_set_additional_restores(vss_req *r, int value)
     return call(r, "set_additional_restores", json_pack("{s:b}", "value", value != 0), NULL);
 }
 
-int vss_req_pre_restore(vss_req *r, json_t **targets)
+/* PreRestore or PostRestore: the writers' answers per component ("targets"). */
+static int restore_step(vss_req *r, const char *op, json_t **targets)
 {
     json_t *rep = NULL;
-    int rc = call(r, "pre_restore", NULL, targets ? &rep : NULL);
+    int rc = call(r, op, NULL, targets ? &rep : NULL);
     if (targets) {
         *targets = rc ? NULL : json_incref(json_object_get(rep, "targets"));
         json_decref(rep);
@@ -273,13 +274,12 @@ int vss_req_pre_restore(vss_req *r, json_t **targets)
     return rc;
 }
 
+int vss_req_pre_restore(vss_req *r, json_t **targets)
+{
+    return restore_step(r, "pre_restore", targets);
+}
+
 int vss_req_post_restore(vss_req *r, json_t **targets)
 {
-    json_t *rep = NULL;
-    int rc = call(r, "post_restore", NULL, targets ? &rep : NULL);
-    if (targets) {
-        *targets = rc ? NULL : json_incref(json_object_get(rep, "targets"));
-        json_decref(rep);
-    }
-    return rc;
+    return restore_step(r, "post_restore", targets);
 }
