@@ -139,8 +139,8 @@ int bk_record_read(const bk_repo *r, const char *pack, uint64_t off, const uint8
 /* A checked record's payload to the block: decrypted into plain (room for stored bytes),
  * decompressed (with dz when given) into out (room for raw bytes), its id checked. */
 static int record_decode(const bk_repo *r, void *dz, const uint8_t *rec,
-                         const uint8_t id[BK_ID_LEN], uint32_t stored, uint32_t raw,
-                         uint8_t *plain, uint8_t *out)
+                         const uint8_t id[BK_ID_LEN], uint32_t stored, uint32_t raw, uint8_t *plain,
+                         uint8_t *out)
 {
     uint32_t flags = om_get32(rec + 4);
     const uint8_t *body = rec + BK_REC_HDR;
@@ -225,8 +225,8 @@ void bk_reader_free(bk_reader *rd)
     free(rd);
 }
 
-static int reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e,
-                       const char *pack, uint8_t *buf)
+int bk_reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e, const char *pack,
+                   uint8_t *buf)
 {
     size_t need = BK_REC_HDR + (size_t)e->stored;
     if (need > rd->cap) {
@@ -248,17 +248,18 @@ static int reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent 
     return rc;
 }
 
-int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
-                  size_t *len)
+int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap, size_t *len)
 {
     bk_ent e;
     char pack[33];
     *len = 0;
     int rc = bk_index_find(rd->r, id, &e, pack);
     if (!rc && e.raw > cap)
-        rc = om_errf(OM_E_RepositoryCorrupt, "the index says the block holds %u bytes, more "
-                     "than the block size %zu", e.raw, cap);
-    if (!rc) rc = reader_read(rd, id, &e, pack, buf);
+        rc = om_errf(OM_E_RepositoryCorrupt,
+                     "the index says the block holds %u bytes, more "
+                     "than the block size %zu",
+                     e.raw, cap);
+    if (!rc) rc = bk_reader_read(rd, id, &e, pack, buf);
     if (rc) {
         char hex[65];
         bk_hex(id, BK_ID_LEN, hex);

@@ -67,6 +67,11 @@
 
 #define BK_ID_LEN 32 /* SHA-256, or HMAC-SHA256 with the repository key when encrypted */
 
+/* Ids in set documents and indexes are lower-case hex. */
+void bk_hex(const uint8_t *b, size_t n, char *out); /* 2n digits and a NUL */
+/* 0, or -1 when s is not exactly 2n hex digits. */
+int bk_unhex(const char *s, uint8_t *b, size_t n);
+
 #define BK_DEFAULT_BLOCK_SIZE (1u << 20)
 #define BK_DEFAULT_PACK_SIZE  (32u << 20)
 #define BK_DEFAULT_ZSTD_LEVEL 3

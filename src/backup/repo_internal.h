@@ -78,9 +78,6 @@ int bk_path(const bk_repo *r, char *out, size_t len, const char *fmt, ...)
 
 /* ---- ids, hex, crypto ---- */
 
-void bk_hex(const uint8_t *b, size_t n, char *out); /* 2n digits and a NUL */
-/* 0, or -1 when s is not exactly 2n hex digits. */
-int bk_unhex(const char *s, uint8_t *b, size_t n);
 /* The repository's id function: SHA-256, or HMAC-SHA256 with the id key. */
 int bk_id_of(const bk_repo *r, const void *data, size_t len, uint8_t id[BK_ID_LEN]);
 /* AES-256-GCM with a random nonce: out = nonce | ciphertext | tag (len + 28 bytes). */
@@ -115,6 +112,10 @@ int bk_block_encode(const bk_repo *r, void *zctx, const uint8_t id[BK_ID_LEN], c
  * malloc'd. The detail of a failure is what is wrong (without the pack's name). */
 int bk_block_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_t id[BK_ID_LEN],
                   uint32_t stored, uint32_t raw, uint8_t **data);
+/* bk_reader_get of the block the index entry e of pack says where it is (buf: room for e->raw
+ * bytes); the detail of a failure is what is wrong. */
+int bk_reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e, const char *pack,
+                   uint8_t *buf);
 /* The raw record (header and payload) at off, checked as bk_block_read does. */
 int bk_record_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_t id[BK_ID_LEN],
                    uint32_t stored, uint32_t raw, uint8_t **rec);

@@ -22,6 +22,7 @@
 #include "base/proto.h"
 #include "base/time.h"
 #include "base/vfs.h"
+#include "engine/format.h"
 #include "vss/requester.h"
 
 enum { CHUNK_BLOCKS = 8, MAX_WORKERS = 16 };
@@ -34,21 +35,6 @@ static void pause_at(const char *stage)
     fprintf(stderr, "paused %s\n", stage);
     fflush(stderr);
     raise(SIGSTOP);
-}
-
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-static int unhex(const char *h, uint8_t *out, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        int a = hexval(h[2 * i]), b = a < 0 ? -1 : hexval(h[2 * i + 1]);
-        if (b < 0) return -1;
-        out[i] = (uint8_t)(a << 4 | b);
-    }
-    return 0;
 }
 
 /* ---- laying the files down ---- */
@@ -149,8 +135,10 @@ static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, ui
     for (size_t i = b0; i < b0 + nb; i++) {
         uint8_t id[BK_ID_LEN];
         size_t dl = 0;
-        const char *hexid = f->blocks + i * 2 * BK_ID_LEN;
-        if (unhex(hexid, id, BK_ID_LEN))
+        char hexid[2 * BK_ID_LEN + 1];
+        memcpy(hexid, f->blocks + i * 2 * BK_ID_LEN, 2 * BK_ID_LEN);
+        hexid[2 * BK_ID_LEN] = 0;
+        if (bk_unhex(hexid, id, BK_ID_LEN))
             return om_errf(OM_E_RepositoryCorrupt, "set %.12s: %s: bad block id", f->set, f->name);
         int rc = bk_reader_get(rd, id, buf + *len, l->bsize, &dl);
         if (rc)
@@ -268,22 +256,6 @@ static void *lay_worker(void *arg)
     return NULL;
 }
 
-/* The log generation of "logs/E00XXXXXXXX.log" (0 when the name is not one). */
-static uint32_t gen_of(const char *name)
-{
-    const char *b = strrchr(name, '/');
-    b = b ? b + 1 : name;
-    size_t n = strlen(b);
-    if (n != 15 || strcmp(b + 11, ".log")) return 0;
-    uint32_t g = 0;
-    for (int i = 3; i < 11; i++) {
-        int v = hexval((char)(b[i] >= 'A' && b[i] <= 'F' ? b[i] - 'A' + 'a' : b[i]));
-        if (v < 0) return 0;
-        g = g << 4 | (uint32_t)v;
-    }
-    return g;
-}
-
 static int cmp_gen(const void *a, const void *b)
 {
     const rfile *x = a, *y = b;
@@ -307,8 +279,12 @@ static int plan_files(json_t *docs, rfile **out, size_t *n)
         const char *sid = om_json_str_or(d, "id", "?");
         json_array_foreach(json_object_get(d, "files"), k, f)
         {
-            const char *name = om_json_str_or(f, "name", "");
-            uint32_t g = gen_of(name);
+            const char *name = om_json_str_or(f, "name", ""), *slash = strrchr(name, '/');
+            uint32_t g = 0;
+            if (!eng_parse_log_name(slash ? slash + 1 : name,
+                                    om_json_str_or(json_object_get(d, "database"), "base", "E00"),
+                                    &g))
+                g = 0;
             rfile *x = NULL;
             if (!strncmp(name, "edb/", 4)) {
                 if (i) continue; /* only the base set holds the database file */

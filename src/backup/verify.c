@@ -71,9 +71,10 @@ static void progress(verify *v, uint64_t blocks)
 }
 
 /* Checks one block of a file; 0 when good (its content fed to sha). */
-static int check_block(verify *v, const vjob *j, const char *hex, EVP_MD_CTX *sha, uint64_t *sum)
+static int check_block(verify *v, bk_reader *rd, uint8_t *data, const vjob *j, const char *hex,
+                       EVP_MD_CTX *sha, uint64_t *sum)
 {
-    uint8_t id[BK_ID_LEN], *data = NULL;
+    uint8_t id[BK_ID_LEN];
     const char *name = om_json_str_or(j->file, "name", "?");
     if (bk_unhex(hex, id, sizeof id)) {
         bk_damage d = {.set = j->set, .file = name, .block = hex, .what = "not a block id"};
@@ -90,7 +91,12 @@ static int check_block(verify *v, const vjob *j, const char *hex, EVP_MD_CTX *sh
         report(v, &d);
         return -1;
     }
-    int rc = bk_block_read(v->r, pack, e.off, id, e.stored, e.raw, &data);
+    int rc = e.raw > bk_repo_block_size(v->r)
+                 ? om_errf(OM_E_RepositoryCorrupt,
+                           "the index says it holds %u bytes, more than "
+                           "a block",
+                           e.raw)
+                 : bk_reader_read(rd, id, &e, pack, data);
     __atomic_add_fetch(&v->checked, 1, __ATOMIC_RELAXED);
     if (rc) {
         bk_damage d = {.set = j->set,
@@ -104,11 +110,10 @@ static int check_block(verify *v, const vjob *j, const char *hex, EVP_MD_CTX *sh
     }
     EVP_DigestUpdate(sha, data, e.raw);
     *sum += e.raw;
-    free(data);
     return 0;
 }
 
-static void check_file(verify *v, const vjob *j)
+static void check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
 {
     const char *name = om_json_str_or(j->file, "name", "?");
     const char *blocks = om_json_str_or(j->file, "blocks", "");
@@ -135,7 +140,7 @@ static void check_file(verify *v, const vjob *j)
         char hex[65];
         memcpy(hex, blocks + 64 * i, 64);
         hex[64] = 0;
-        bad |= check_block(v, j, hex, sha, &sum) != 0;
+        bad |= check_block(v, rd, data, j, hex, sha, &sum) != 0;
         if (i % 16 == 15) progress(v, 16);
     }
     progress(v, j->nblocks % 16);
@@ -163,13 +168,20 @@ static void check_file(verify *v, const vjob *j)
 static void *worker(void *arg)
 {
     verify *v = arg;
+    bk_reader *rd = NULL;
+    uint8_t *data = malloc(bk_repo_block_size(v->r));
+    int rc = data ? bk_reader_new(v->r, &rd) : om_errf(OM_E_OutOfMemory, "out of memory");
     for (;;) {
         pthread_mutex_lock(&v->m);
-        size_t i = v->next < v->njobs ? v->next++ : v->njobs;
+        if (rc && !v->rc) v->rc = rc;
+        size_t i = !rc && v->next < v->njobs ? v->next++ : v->njobs;
         pthread_mutex_unlock(&v->m);
-        if (i >= v->njobs) return NULL;
-        check_file(v, &v->jobs[i]);
+        if (i >= v->njobs) break;
+        check_file(v, rd, data, &v->jobs[i]);
     }
+    bk_reader_free(rd);
+    free(data);
+    return NULL;
 }
 
 /* Adds the files of one loaded set to the work list. */
