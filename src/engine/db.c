@@ -829,6 +829,29 @@ int eng_txn_commit(eng_txn *t, unsigned flags)
     return 0;
 }
 
+/* Reads add clean frames and only commits trimmed them: a database only read would grow its
+ * cache to its size. Past the cache's size a reader drops the clean frames once it is done,
+ * when it can take the writer role (a writer reads frames without plock: only the role frees
+ * them) and plock for writing at once; it never waits (the same thread may hold another view,
+ * or the role), the next reader or commit does it otherwise. */
+static void trim_after_read(eng_db *db)
+{
+    pthread_mutex_lock(&db->cmu);
+    int over = (uint64_t)db->nframes * ENG_PAGE_SIZE > db->cache_bytes;
+    pthread_mutex_unlock(&db->cmu);
+    if (!over) return;
+    pthread_mutex_lock(&db->wmu);
+    int role = !db->writer_active && !db->frozen;
+    if (role) db->writer_active = 1;
+    pthread_mutex_unlock(&db->wmu);
+    if (!role) return;
+    if (pthread_rwlock_trywrlock(&db->plock) == 0) {
+        cache_trim(db);
+        pthread_rwlock_unlock(&db->plock);
+    }
+    db_role_release(db);
+}
+
 int eng_page_read(eng_db *db, uint32_t pgno, void *body)
 {
     pthread_rwlock_rdlock(&db->plock);
@@ -840,6 +863,7 @@ int eng_page_read(eng_db *db, uint32_t pgno, void *body)
     if (!rc) rc = cache_get(db, pgno, 1, &f);
     if (!rc) memcpy(body, f->page + ENG_PAGE_HDR, ENG_PAGE_BODY);
     pthread_rwlock_unlock(&db->plock);
+    trim_after_read(db);
     return rc;
 }
 
@@ -858,6 +882,7 @@ int eng_page_objid(eng_db *db, uint32_t pgno, uint32_t *objid)
         *objid = h.objid;
     }
     pthread_rwlock_unlock(&db->plock);
+    trim_after_read(db);
     return rc;
 }
 
@@ -1149,6 +1174,7 @@ void db_read_lock(eng_db *db)
 void db_read_unlock(eng_db *db)
 {
     pthread_rwlock_unlock(&db->plock);
+    trim_after_read(db);
 }
 
 int db_view_page(eng_db *db, uint32_t pgno, const uint8_t **body)

@@ -996,6 +996,30 @@ static void *read_while_spilling(void *a)
     return NULL;
 }
 
+/* Reads alone (no commit to trim the cache) keep it near its size: a mailbox only read must
+ * not pull the whole database into memory. */
+static void a_database_only_read_keeps_its_cache_within_its_size(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = spill_opts(c);
+    static uint32_t version[SPILL_PAGES + 1];
+    memset(version, 0, sizeof version);
+    eng_db *db = spill_setup(&o, version);
+    assert_int_equal(eng_db_close(db), 0);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    eng_stats st;
+    for (int round = 0; round < 3; round++)
+        for (uint32_t p = 1; p <= SPILL_PAGES0; p++) {
+            assert_int_equal(eng_page_read(db, p, body2), 0);
+            assert_int_equal(body2[0], page_fill(p, version[p]));
+            eng_db_stats(db, &st);
+            assert_true(st.cache_pages <= SPILL_BUDGET + 1);
+        }
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
 static void readers_see_whole_pages_while_held_pages_spill(void **s)
 {
     (void)s;
@@ -1051,6 +1075,7 @@ int main(void)
         cmocka_unit_test(held_pages_spill_to_a_side_file_and_the_edb_stays_unchanged_until_release),
         cmocka_unit_test(crash_while_held_with_spilled_pages_loses_no_acknowledged_commit),
         cmocka_unit_test(readers_see_whole_pages_while_held_pages_spill),
+        cmocka_unit_test(a_database_only_read_keeps_its_cache_within_its_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
