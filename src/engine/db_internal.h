@@ -14,6 +14,9 @@
  *   is, in this order, its frame, its latest copy in the hold file, its place in the .edb.
  * - The hold file's index changes only under the writer role, plock for writing and cmu;
  *   cache_get reads it under cmu.
+ * - Frames are freed only under the writer role and plock for writing (a writer reads frames
+ *   without plock): clean ones by cache_trim after a commit, or by a reader past the cache's
+ *   size that could take both at once (trim_after_read in db.c).
  * Lock order: writer role -> plock -> cmu. */
 #ifndef OM_ENGINE_DB_INTERNAL_H
 #define OM_ENGINE_DB_INTERNAL_H

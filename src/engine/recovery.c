@@ -378,6 +378,41 @@ static eng_lgpos replay_start(eng_db *db)
     return ck.checkpoint;
 }
 
+/* The generation replay starts at is not in the folder: the folder's logs may be another
+ * database's or another stream's altogether, which says more than "missing". */
+static int start_missing(eng_db *db, const db_stream *sf, uint32_t gen)
+{
+    uint32_t last = db_stream_last(sf);
+    if (!last)
+        return om_errf(OM_E_RequiredLogFilesMissing,
+                       "%s needs log generation %u to recover, and %s holds no logs of base %s. "
+                       "HINT: restore the missing logs, or restore the database from a backup",
+                       db->edb, gen, db->logdir, db->base);
+    char p[4200];
+    eng_genread g = {0};
+    db_stream_path(sf, last, p, sizeof p);
+    int rc = eng_gen_read(db->vfs, p, &g), other_db = 0, other_stream = 0;
+    if (!rc) {
+        other_db = !eng_sig_eq(&g.hdr.db_sig, &db->hdr.db_sig);
+        other_stream = !eng_sig_eq(&g.hdr.log_sig, &db->hdr.log_sig);
+    }
+    eng_gen_free(&g);
+    if (other_db)
+        return om_errf(OM_E_DatabaseLogSetMismatch,
+                       "the logs in %s were written for another database than %s (which needs "
+                       "generation %u of its own logs). HINT: recover it with its own log folder",
+                       db->logdir, db->edb, gen);
+    if (other_stream)
+        return om_errf(OM_E_BadLogSignature,
+                       "the logs in %s belong to another log stream than %s (which needs "
+                       "generation %u of its own). HINT: logs from before a restore?",
+                       db->logdir, db->edb, gen);
+    return om_errf(OM_E_RequiredLogFilesMissing,
+                   "%s needs log generation %u to recover, and %s holds generations %u to %u. "
+                   "HINT: restore the missing logs, or restore the database from a backup",
+                   db->edb, gen, db->logdir, db_stream_first(sf), last);
+}
+
 int db_recover(eng_db *db, eng_log_end *end)
 {
     db_stream sf = {0};
@@ -398,10 +433,7 @@ int db_recover(eng_db *db, eng_log_end *end)
         goto finish;
     }
     if (last == 0 || !db_stream_has(&sf, start.gen)) {
-        rc = om_errf(OM_E_RequiredLogFilesMissing,
-                     "%s needs log generation %u to recover, and %s holds %s. HINT: restore the "
-                     "missing logs, or restore the database from a backup",
-                     db->edb, start.gen, db->logdir, last ? "not that one" : "no logs");
+        rc = start_missing(db, &sf, start.gen);
         goto out;
     }
     for (uint32_t gen = start.gen; gen <= last; gen++) {
