@@ -58,16 +58,16 @@ static int print_owned(json_t *o)
     return rc;
 }
 
-/* The set's time as "2026-11-22 01:31:30.289" from its ISO form. */
+/* The instant the set restores to (its freeze), as ombra prints every time: UTC with its 'Z', to
+ * the millisecond, truncated, so that pasted into restore --until-time it covers the set
+ * (base/time.h). Older sets without a freeze time: their "time" (already ISO 8601 UTC). */
 static const char *set_time(json_t *s, char *buf, size_t len)
 {
+    uint64_t mark = (uint64_t)om_json_int_or(s, "mark_time_ns", 0);
     const char *t = om_json_str_or(s, "time", NULL);
-    if (!t) return om_time_str((uint64_t)om_json_int_or(s, "committed_ns", 0), buf, len);
+    if (mark || !t)
+        return om_time_str(mark ? mark : (uint64_t)om_json_int_or(s, "committed_ns", 0), buf, len);
     snprintf(buf, len, "%s", t);
-    char *p = strchr(buf, 'T');
-    if (p) *p = ' ';
-    size_t l = strlen(buf);
-    if (l && buf[l - 1] == 'Z') buf[l - 1] = 0;
     return buf;
 }
 

@@ -2,36 +2,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backup/restore.h"
 #include "base/error.h"
+#include "base/time.h"
 #include "cli/cli.h"
-
-/* "2026-11-22T01:02:03Z" (UTC, optional .fraction) or "2026-11-22 01:02:03" (local time) as ns
- * since the epoch; 0 when it is neither. */
-static uint64_t parse_time(const char *t)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *rest = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm);
-    int utc = rest != NULL;
-    if (!rest) rest = strptime(t, "%Y-%m-%d %H:%M:%S", &tm);
-    if (!rest) return 0;
-    uint64_t frac = 0, scale = 1000000000u;
-    if (*rest == '.')
-        for (rest++; *rest >= '0' && *rest <= '9'; rest++)
-            if (scale > 1) {
-                scale /= 10;
-                frac += (uint64_t)(*rest - '0') * scale;
-            }
-    if (utc && *rest == 'Z') rest++;
-    if (*rest) return 0;
-    tm.tm_isdst = -1;
-    time_t s = utc ? timegm(&tm) : mktime(&tm);
-    return s < 0 ? 0 : (uint64_t)s * 1000000000u + frac;
-}
 
 static void print_set(json_t *s)
 {
@@ -68,11 +44,12 @@ static int cmd_restore(const cli_args *a)
         (rc = cli_number(a, "--until-gen", cli_val(a, "until-gen"), 1, 0xFFFFFFF0u, 0, &gen)))
         return rc;
     o.until_gen = (uint32_t)gen;
-    if (cli_val(a, "until-time") && !(o.until_time_ns = parse_time(cli_val(a, "until-time"))))
-        return cli_usage(a,
-                         "--until-time '%s' is not YYYY-MM-DDTHH:MM:SS[.fff]Z (UTC) or "
-                         "'YYYY-MM-DD HH:MM:SS' (local time)",
-                         cli_val(a, "until-time"));
+    /* The whole span the time names: a time printed to the millisecond (truncated) then covers
+     * the instant printed (base/time.h). */
+    uint64_t first_ns;
+    if (cli_val(a, "until-time") &&
+        om_time_parse(cli_val(a, "until-time"), &first_ns, &o.until_time_ns))
+        return cli_usage(a, "--until-time %s", om_err_detail());
     if (!!o.set_id + !!o.until_gen + !!o.until_time_ns > 1)
         return cli_usage(a, "--set, --until-gen and --until-time exclude each other");
     int targets = !!o.to + !!o.recovery + !!cli_val(a, "edb");
@@ -134,7 +111,10 @@ static const cli_opt restore_opts[] = {
     CLI_REPO_OPT,
     {"set", "ID", "restore up to this set (an id prefix); default: the newest chain", 0},
     {"until-gen", "N", "replay no log generation past N", 0},
-    {"until-time", "T", "replay no transaction committed after T (UTC ...Z, or local time)", 0},
+    {"until-time", "T",
+     "replay no transaction committed after T: ISO 8601 with its zone (2026-12-04T08:45:19.668Z "
+     "or ...+05:30), any time ombra prints; T covers the whole millisecond (second) it names",
+     0},
     {"to", "DB", "restore into another database (dismounted, allowing restore)", 0},
     {"recovery", "NAME", "restore into the recovery database", 0},
     {"edb", "PATH", "restore to new paths: the database file", 0},

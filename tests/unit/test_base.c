@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -83,6 +84,156 @@ static void uuid_and_time_format(void **s)
     assert_string_equal(om_time_iso(1700000000123000000ull, tb, sizeof tb),
                         "2023-11-14T22:13:20.123Z");
     assert_string_equal(om_time_str(0, tb, sizeof tb), "never");
+}
+
+/* ---- times: printed with their zone, read back as the same instant under any TZ ---- */
+
+/* Named zones and POSIX rules (these need no tzdata), half-hour and 45-minute offsets, DST. */
+static const char *const zones[] = {"UTC",
+                                    "America/New_York",
+                                    "Asia/Kolkata",
+                                    "EST5EDT,M3.2.0,M11.1.0",
+                                    "IST-5:30",
+                                    "<+1245>-12:45<+1345>,M9.5.0/2:45,M4.1.0/3:45",
+                                    NULL};
+
+static void set_tz(const char *tz)
+{
+    setenv("TZ", tz, 1);
+    tzset();
+}
+
+static void printed_times_are_utc_with_z_under_any_tz(void **s)
+{
+    (void)s;
+    char tb[64];
+    for (int z = 0; zones[z]; z++) {
+        set_tz(zones[z]);
+        assert_string_equal(om_time_str(1700000000123456789ull, tb, sizeof tb),
+                            "2023-11-14T22:13:20.123Z");
+        assert_string_equal(om_time_iso(1700000000123000000ull, tb, sizeof tb),
+                            "2023-11-14T22:13:20.123Z");
+        assert_string_equal(om_time_str(0, tb, sizeof tb), "never");
+    }
+    unsetenv("TZ");
+    tzset();
+}
+
+static void a_printed_time_read_back_covers_the_instant_under_any_tz(void **s)
+{
+    (void)s;
+    /* New York's DST switches of 2026 (and the last ns before one), a leap day, the epoch's
+     * first ms, now */
+    const uint64_t when[] = {1772953200000000000ull,
+                             1772953199999999999ull,
+                             1793512800123456789ull,
+                             1709164800000000001ull,
+                             1000000ull,
+                             1700000000123456789ull,
+                             om_now_ns()};
+    for (int z = 0; zones[z]; z++) {
+        set_tz(zones[z]);
+        for (size_t i = 0; i < sizeof when / sizeof when[0]; i++) {
+            char tb[64];
+            uint64_t first, last;
+            om_time_str(when[i], tb, sizeof tb);
+            assert_int_equal(om_time_parse(tb, &first, &last), 0);
+            assert_true(first <= when[i] && when[i] <= last);
+            assert_int_equal(first, when[i] - when[i] % 1000000);
+            assert_int_equal(last - first, 999999);
+            /* and with a space, as a person may type it */
+            char *t = strchr(tb, 'T');
+            *t = ' ';
+            uint64_t f2, l2;
+            assert_int_equal(om_time_parse(tb, &f2, &l2), 0);
+            assert_int_equal(f2, first);
+            assert_int_equal(l2, last);
+        }
+    }
+    unsetenv("TZ");
+    tzset();
+}
+
+static void times_with_offsets_name_the_same_instant(void **s)
+{
+    (void)s;
+    static const char *const same[] = {
+        "2023-11-14T22:13:20.123Z",      "2023-11-14 22:13:20.123z",
+        "2023-11-14t22:13:20,123Z",      "2023-11-14T17:13:20.123-05:00",
+        "2023-11-14T17:13:20.123-0500",  "2023-11-15T03:43:20.123+05:30",
+        "2023-11-14T23:13:20.123+01",    "2023-11-15T11:58:20.123+13:45",
+        "2023-11-14T22:13:20.123+00:00", NULL};
+    for (int z = 0; zones[z]; z++) {
+        set_tz(zones[z]);
+        for (int i = 0; same[i]; i++) {
+            uint64_t first, last;
+            assert_int_equal(om_time_parse(same[i], &first, &last), 0);
+            assert_int_equal(first, 1700000000123000000ull);
+            assert_int_equal(last, 1700000000123999999ull);
+        }
+    }
+    unsetenv("TZ");
+    tzset();
+    uint64_t first, last;
+    /* the precision written is the span covered */
+    assert_int_equal(om_time_parse("2023-11-14T22:13:20Z", &first, &last), 0);
+    assert_int_equal(first, 1700000000000000000ull);
+    assert_int_equal(last, 1700000000999999999ull);
+    assert_int_equal(om_time_parse("2023-11-14T22:13:20.123456789Z", &first, &last), 0);
+    assert_int_equal(first, 1700000000123456789ull);
+    assert_int_equal(last, first);
+    assert_int_equal(om_time_parse("2023-11-14T22:13:20.1234567Z", &first, &last), 0);
+    assert_int_equal(first, 1700000000123456700ull);
+    assert_int_equal(last, 1700000000123456799ull);
+    assert_int_equal(om_time_parse("2024-02-29T00:00:00Z", &first, &last), 0);
+    assert_int_equal(first, 1709164800000000000ull);
+    assert_int_equal(om_time_parse("2262-04-11T23:47:15.999999999Z", &first, &last), 0);
+}
+
+static void unreadable_or_unzoned_times_are_refused_naming_them(void **s)
+{
+    (void)s;
+    static const char *const bad[] = {"yesterday",
+                                      "2023-11-14",
+                                      "2023-11-14T22:13Z",
+                                      "2023-11-14T22:13:20.Z",
+                                      "2023-11-14T22:13:20.1234567890Z",
+                                      "2023-11-14T22:13:20Zx",
+                                      "2023-11-14T22:13:20 Z",
+                                      "2023-11-14T22:13:20 EST",
+                                      "2023-11-14T22:13:20+5",
+                                      "2023-11-14T22:13:20+05:3",
+                                      "2023-11-14T22:13:20+24:00",
+                                      "2023-11-14T22:13:20+05:60",
+                                      "2023-02-29T00:00:00Z",
+                                      "2023-13-01T00:00:00Z",
+                                      "2023-11-31T00:00:00Z",
+                                      "2023-11-14T24:00:00Z",
+                                      "2023-11-14T22:60:00Z",
+                                      "2023-11-14T22:13:60Z",
+                                      "1969-12-31T23:59:59Z",
+                                      "1970-01-01T00:30:00+01:00",
+                                      "2262-04-11T23:47:16Z",
+                                      "9999-12-31T23:59:59Z",
+                                      "2023-11-14T22:13:20Z\n",
+                                      "",
+                                      NULL};
+    for (int i = 0; bad[i]; i++) {
+        uint64_t first = 1, last = 1;
+        assert_int_equal(om_time_parse(bad[i], &first, &last), OM_E_InvalidParameter);
+        assert_int_equal(first, 0);
+        assert_int_equal(last, 0);
+        char want[80];
+        snprintf(want, sizeof want, "'%s'", bad[i]);
+        assert_non_null(strstr(om_err_detail(), want));
+    }
+    /* a time without a zone: the one way a pasted time used to change meaning */
+    uint64_t first, last;
+    assert_int_equal(om_time_parse("2026-12-04 08:45:19.668", &first, &last),
+                     OM_E_InvalidParameter);
+    assert_non_null(strstr(om_err_detail(), "'2026-12-04 08:45:19.668' names no time zone"));
+    assert_non_null(strstr(om_err_detail(), "HINT: add Z"));
+    assert_null(strchr(om_err_detail(), '\n'));
 }
 
 static char tmpdir[256];
@@ -168,6 +319,10 @@ int main(void)
         cmocka_unit_test(little_endian_cursor_round_trips_and_flags_overruns),
         cmocka_unit_test(checksum_depends_on_seed),
         cmocka_unit_test(uuid_and_time_format),
+        cmocka_unit_test(printed_times_are_utc_with_z_under_any_tz),
+        cmocka_unit_test(a_printed_time_read_back_covers_the_instant_under_any_tz),
+        cmocka_unit_test(times_with_offsets_name_the_same_instant),
+        cmocka_unit_test(unreadable_or_unzoned_times_are_refused_naming_them),
         cmocka_unit_test_setup_teardown(durable_replace_leaves_new_content_and_no_temp_file,
                                         setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(posix_errors_name_the_file, setup_dir, teardown_dir),
