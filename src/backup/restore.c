@@ -500,6 +500,121 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
     return 0;
 }
 
+/* The name this server's ombra-store was started with (--server). */
+static int local_server(char *out, size_t n)
+{
+    char run[4096], sock[4200];
+    int rc = om_runtime_dir(run, sizeof run);
+    if (rc) return rc;
+    snprintf(sock, sizeof sock, "%.4000s/store.sock", run);
+    json_t *rep = NULL, *req = json_pack("{s:s}", "op", "status");
+    rc = om_proto_call(sock, req, NULL, 0, &rep, NULL, NULL);
+    json_decref(req);
+    if (!rc) rc = om_proto_check(rep);
+    const char *srv = om_json_str_or(rep, "server", "");
+    if (!rc && !*srv) rc = om_errf(OM_E_Internal, "the store did not say its server's name");
+    if (!rc) snprintf(out, n, "%s", srv);
+    json_decref(rep);
+    return rc ? om_err_ctx(rc, "asking ombra-store for this server's name") : 0;
+}
+
+/* The writer a restore goes through (spec §6: a database is not tied to a server). The set names
+ * the writer instance and the component of the server the backup was made on; they are
+ * information, not a requirement. The restore goes through this server's writer: the one of the
+ * saved writer's class that this server's ombra-vssd has (the store's writer), its instance id
+ * into inst, and the database's component under that writer's own logical path into comp:
+ * "Ombra Store\<this server>\<database id>" (store/writer.h) for a saved "Ombra Store\<the
+ * backup's server>\<database id>". *md (the load_documents metadata array) and *doc (the
+ * components document) are the set's documents with that writer's instance id and that
+ * component (and its Logs subcomponent) in place of the saved ones; each component's
+ * backup_metadata, what the backup was of, goes on as saved, and the saved names stay beside it
+ * ("backed_up_as"). The same server gives back the saved names. */
+static int local_writer(vss_req *q, json_t *set, json_t *saved, const char *db_id, char inst[37],
+                        char *comp, size_t clen, json_t **md, json_t **doc)
+{
+    json_t *wmd = json_object_get(set, "writer_metadata"), *writers = NULL;
+    const char *cls = om_json_str_or(json_object_get(wmd, "writer"), "class_id", ""),
+               *wname = om_json_str_or(json_object_get(wmd, "writer"), "name", "?"),
+               *sinst = om_json_str_or(saved, "instance_id", ""),
+               *scomp = om_json_str_or(saved, "component", "");
+    *md = *doc = NULL;
+    int rc = vss_req_gather_metadata(q, &writers);
+    size_t i, n = 0;
+    json_t *w, *pick = NULL;
+    json_array_foreach(writers, i, w)
+    {
+        if (strcmp(om_json_str_or(w, "class_id", ""), cls) || !json_object_get(w, "metadata"))
+            continue;
+        n++;
+        if (!pick || !strcmp(om_json_str_or(w, "instance_id", ""), sinst)) pick = w;
+    }
+    if (!rc && !pick)
+        rc = om_errf(OM_E_WriterNotResponding,
+                     "no '%s' (class %s) is connected to ombra-vssd on this server to restore "
+                     "database %s through. HINT: start ombra-store here; ombra vss writers lists "
+                     "the writers",
+                     wname, cls, db_id);
+    else if (!rc && n > 1 && strcmp(om_json_str_or(pick, "instance_id", ""), sinst))
+        rc = om_errf(OM_E_InvalidParameter,
+                     "%zu writers '%s' are connected to ombra-vssd on this server: which store "
+                     "restores database %s is not clear. HINT: give each ombra-store its own "
+                     "OMBRA_RUNTIME_DIR",
+                     n, wname, db_id);
+    /* The saved component's logical path is "<root>\<server>": the root stays, the server is
+     * this one. */
+    char server[256] = "", lp[600] = "", slp[600] = "", logs[700] = "", slogs[700] = "";
+    size_t sl = strlen(scomp), il = strlen(db_id);
+    const char *bs = strchr(scomp, '\\');
+    if (!rc && (sl <= il + 1 || strcmp(scomp + sl - il, db_id) || scomp[sl - il - 1] != '\\' ||
+                !bs || bs >= scomp + sl - il - 1))
+        rc = om_errf(OM_E_RepositoryCorrupt,
+                     "set %s names component '%s' for database %s, not <root>\\<server>\\%s",
+                     om_json_str_or(set, "id", "?"), scomp, db_id, db_id);
+    if (!rc) rc = local_server(server, sizeof server);
+    if (rc) {
+        json_decref(writers);
+        return rc;
+    }
+    snprintf(slp, sizeof slp, "%.*s", (int)(sl - il - 1), scomp);
+    snprintf(lp, sizeof lp, "%.*s\\%.255s", (int)(bs - scomp), scomp, server);
+    snprintf(inst, 37, "%s", om_json_str_or(pick, "instance_id", ""));
+    snprintf(comp, clen, "%s\\%s", lp, db_id);
+    snprintf(slogs, sizeof slogs, "%s", scomp);
+    snprintf(logs, sizeof logs, "%s", comp);
+    /* The writer metadata: the database's component and its Logs, renamed. */
+    json_t *m = json_deep_copy(wmd), *keep = json_array(), *k;
+    json_object_set_new(json_object_get(m, "writer"), "instance_id", json_string(inst));
+    json_array_foreach(json_object_get(m, "components"), i, k)
+    {
+        const char *klp = om_json_str_or(k, "logical_path", ""),
+                   *kn = om_json_str_or(k, "name", "");
+        if (!strcmp(klp, slp) && !strcmp(kn, db_id))
+            json_object_set_new(k, "logical_path", json_string(lp));
+        else if (!strcmp(klp, slogs))
+            json_object_set_new(k, "logical_path", json_string(logs));
+        else
+            continue;
+        json_array_append(keep, k);
+    }
+    json_object_set_new(m, "components", keep);
+    *md = json_pack("[{s:s, s:o}]", "instance_id", inst, "metadata", m);
+    /* The components document: this database's component only, for this writer. */
+    json_t *one = json_copy(saved);
+    json_object_set_new(one, "instance_id", json_string(inst));
+    json_object_set_new(one, "component", json_string(comp));
+    json_object_set_new(one, "backed_up_as",
+                        json_pack("{s:s, s:s, s:s}", "server", om_json_str_or(set, "server", ""),
+                                  "instance_id", sinst, "component", scomp));
+    *doc = json_copy(json_object_get(set, "components_document"));
+    json_object_set_new(*doc, "components", json_pack("[o]", one));
+    json_decref(writers);
+    if (strcmp(inst, sinst) || strcmp(comp, scomp))
+        om_debug("restoring database %s, backed up on server %s as %s (writer %s), through this "
+                 "server's writer %s as %s",
+                 db_id, om_json_str_or(set, "server", "?"), scomp, sinst, inst, comp);
+    return 0;
+}
+
 int bk_restore_run(const bk_restore_opts *o, json_t **result)
 {
     uint64_t t0 = om_mono_ns();
@@ -540,25 +655,22 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
     if (!rc && o->on_chain) o->on_chain(o->arg, json_object_get(res, "sets"));
     if (!rc) rc = plan_files(docs, &files, &nfiles);
     json_t *last = json_array_get(docs, json_array_size(docs) - 1);
-    json_t *wmd = json_object_get(last, "writer_metadata"),
-           *cdoc = json_object_get(last, "components_document");
-    const char *inst = om_json_str_or(json_object_get(wmd, "writer"), "instance_id", "");
+    json_t *wmd = json_object_get(last, "writer_metadata"), *saved = NULL, *md = NULL, *cdoc = NULL;
     /* The set's component: a backup of several databases saved the whole document. */
-    const char *comp = "";
     json_t *c;
     json_array_foreach(
-        json_object_get(cdoc, "components"), i,
+        json_object_get(json_object_get(last, "components_document"), "components"), i,
         c) if (!strcmp(om_json_str_or(json_object_get(c, "backup_metadata"), "db_id", ""), id))
-        comp = om_json_str_or(c, "component", "");
-    if (!rc && (!wmd || !cdoc || !*comp))
+        saved = c;
+    if (!rc && (!json_is_object(wmd) || !saved))
         rc = om_errf(OM_E_RepositoryCorrupt, "set %s lacks its writer documents",
                      om_json_str_or(last, "id", "?"));
+    char inst[37] = "", comp[700] = "";
     if (!rc) rc = vss_req_begin(NULL, VSS_SESSION_RESTORE, &q);
-    if (!rc) {
-        json_t *md = json_pack("[{s:s, s:O}]", "instance_id", inst, "metadata", wmd);
-        rc = vss_req_load_documents(q, md, cdoc);
-        json_decref(md);
-    }
+    if (!rc) rc = local_writer(q, last, saved, id, inst, comp, sizeof comp, &md, &cdoc);
+    if (!rc) rc = vss_req_load_documents(q, md, cdoc);
+    json_decref(md);
+    json_decref(cdoc);
     if (!rc) {
         json_t *ro = writer_options(o, id, files, nfiles), *nt = NULL;
         if (o->edb) nt = json_pack("{s:s, s:s}", "edb", o->edb, "logs", o->logs);

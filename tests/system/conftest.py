@@ -57,14 +57,16 @@ class Result(tuple):
 
 
 class Store:
-    """One ombra-store in a private temp directory, and the CLI pointed at it."""
+    """One ombra-store in a private temp directory, and the CLI pointed at it. server: the name
+    the daemon is started with (--server)."""
 
-    def __init__(self, build_dir, tmp):
+    def __init__(self, build_dir, tmp, server="srv1"):
         self.daemon = build_dir / "src" / "daemons" / "ombra-store"
         self.cli = build_dir / "src" / "cli" / "ombra"
         for b in (self.daemon, self.cli):
             if not os.access(b, os.X_OK):
                 pytest.fail(f"{b} is not built: run 'ninja -C {build_dir}' first")
+        self.server = server
         self.tmp = pathlib.Path(tmp)
         self.run_dir = self.tmp / "run"
         self.home = self.tmp / "home"
@@ -82,7 +84,7 @@ class Store:
         log = self.tmp / f"store-{self.starts}.log"
         self.logs.append(log)
         with open(log, "wb") as f:
-            self.proc = subprocess.Popen([str(self.daemon), "--foreground", "--server", "srv1"],
+            self.proc = subprocess.Popen([str(self.daemon), "--foreground", "--server", self.server],
                                          env=self.env, stdin=subprocess.DEVNULL, stdout=f,
                                          stderr=subprocess.STDOUT)
         self.wait_ready()
