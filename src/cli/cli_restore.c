@@ -112,8 +112,9 @@ static const cli_opt restore_opts[] = {
     {"set", "ID", "restore up to this set (an id prefix); default: the newest chain", 0},
     {"until-gen", "N", "replay no log generation past N", 0},
     {"until-time", "T",
-     "replay no transaction committed after T: ISO 8601 with its zone (2026-12-04T08:45:19.668Z "
-     "or ...+05:30), any time ombra prints; T covers the whole millisecond (second) it names",
+     "replay no transaction committed after T: ISO 8601 with its zone (2026-12-04T08:45:19.668Z, "
+     "...+05:30), as ombra prints times; T covers the whole millisecond (or second) it is "
+     "written to",
      0},
     {"to", "DB", "restore into another database (dismounted, allowing restore)", 0},
     {"recovery", "NAME", "restore into the recovery database", 0},
@@ -131,7 +132,8 @@ static const cli_cmd restore_cmds[] = {
     {"", "DB", restore_opts, "restore a database from the repository",
      "DB is the database whose backups to restore: a database of this server, or the name or id "
      "of one in the repository (a database gone from this server: restore it --to another, "
-     "--recovery or --edb/--logs).\n"
+     "--recovery or --edb/--logs). A backup made on another server restores here, through this "
+     "server's writer.\n"
      "Picks the chain (the newest full backup and the incrementals after it, or its newest "
      "differential) and says which sets it uses, lays the files down on every core through the "
      "store's writer, checking every block and file, and lets the writer replay the logs while "
