@@ -123,6 +123,21 @@ static const char *wrong_parent(const node *x, const node *par)
     return "not a full or incremental backup (an incremental continues one)";
 }
 
+/* The newest generation below x's first that a readable set of its database holds (0: none):
+ * what a missing parent leaves out is named by the generations after it. */
+static uint32_t held_below(const plan *p, const node *x)
+{
+    uint32_t held = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        const node *y = &p->n[i];
+        if (y == x || !y->ranged || y->kind == K_DAMAGED || strcmp(y->db, x->db) || y->lo >= x->lo)
+            continue;
+        uint32_t top = y->hi < x->lo ? y->hi : x->lo - 1;
+        if (top > held) held = top;
+    }
+    return held;
+}
+
 /* Decides x once its parent (if any) is decided. */
 static void finish(plan *p, node *x)
 {
@@ -148,11 +163,18 @@ static void finish(plan *p, node *x)
     if (x->kind == K_FULL || x->kind == K_COPY) return;
     const char *pid = str(x->s, "parent");
     if (!*pid) {
-        fault(p, x, OM_E_SetNotFound, "it names no parent (the backup it continues)");
+        fault(p, x, OM_E_MissingFullBackup, "it names no parent (the backup it continues)");
         return;
     }
     if (x->parent < 0) {
-        fault(p, x, OM_E_SetNotFound, "its parent %.12s is not in the repository", pid);
+        uint32_t held = held_below(p, x);
+        if (held + 1 < x->lo)
+            fault(p, x, OM_E_MissingLogFile,
+                  "its parent %.12s is not in the repository: log generations %u-%u are in no "
+                  "backup set",
+                  pid, held + 1, x->lo - 1);
+        else
+            fault(p, x, OM_E_MissingLogFile, "its parent %.12s is not in the repository", pid);
         return;
     }
     node *par = &p->n[x->parent];

@@ -31,11 +31,12 @@
  * and why, and its HINT names the --set that restores the chosen, older point on purpose.
  *
  * Errors: SetNotFound (no set of the database; no chain starts before the point; a named set
- * that is not there or is another database's; a missing parent), InvalidParameter (an ambiguous
- * prefix), MissingLogFile (a gap: the generations no set holds), InvalidBackupSequence (a parent
- * of a type the set cannot continue), RepositoryCorrupt (a damaged set file, a parent loop, a
- * set whose type or log range is not one). *chain: a new array of the chosen summaries, oldest
- * first; NULL on error. */
+ * that is not there or is another database's, or a parent that is), InvalidParameter (an
+ * ambiguous prefix), MissingLogFile (a gap, or a parent not in the repository: the generations
+ * no set holds when they can be named), MissingFullBackup (an incremental or differential that
+ * names no parent), InvalidBackupSequence (a parent of a type the set cannot continue),
+ * RepositoryCorrupt (a damaged set file, a parent loop, a set whose type or log range is not
+ * one). *chain: a new array of the chosen summaries, oldest first; NULL on error. */
 #ifndef OM_BACKUP_CHAIN_H
 #define OM_BACKUP_CHAIN_H
 

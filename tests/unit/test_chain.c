@@ -261,29 +261,35 @@ static void an_orphaned_incremental_newer_than_the_chain_stops_the_restore(void 
     json_t *h = json_array();
     add(h, "f000000000000001", "full", 1, 5, NULL);
     add(h, "i000000000000002", "incremental", 9, 12, "i000000000000001"); /* i..01 is gone */
-    EXPECT_REFUSED(h, NULL, OM_E_SetNotFound, "incremental set i00000000000 (generations 9-12)",
+    EXPECT_REFUSED(h, NULL, OM_E_MissingLogFile, "incremental set i00000000000 (generations 9-12)",
                    "its parent i00000000000 is not in the repository",
+                   "log generations 6-8 are in no backup set",
                    "HINT: --set f00000000000 restores that older point on purpose");
     bk_point p = {.until_gen = 10};
-    EXPECT_REFUSED(h, &p, OM_E_SetNotFound, "generations 9-12");
+    EXPECT_REFUSED(h, &p, OM_E_MissingLogFile, "generations 9-12");
     p.until_gen = 5; /* the full alone reaches the point: nothing newer matters */
     EXPECT_CHAIN(h, &p, "f000000000000001");
     /* the sets after an orphan are named through it */
     add(h, "i000000000000003", "incremental", 13, 14, "i000000000000002");
-    EXPECT_REFUSED(h, NULL, OM_E_SetNotFound, "incremental set i00000000000 (generations 13-14)",
+    EXPECT_REFUSED(h, NULL, OM_E_MissingLogFile, "incremental set i00000000000 (generations 13-14)",
                    "incremental set i00000000000 (generations 9-12), in its chain",
                    "--set f00000000000");
     /* an orphaned differential (its full is gone) too */
     json_t *d = json_array();
     add(d, "f000000000000001", "full", 1, 5, NULL);
     add(d, "d000000000000001", "differential", 9, 12, "f0000000000000ff");
-    EXPECT_REFUSED(d, NULL, OM_E_SetNotFound, "differential set d00000000000",
+    EXPECT_REFUSED(d, NULL, OM_E_MissingLogFile, "differential set d00000000000",
                    "--set f00000000000");
     json_decref(d);
     /* nothing whole at all: the orphan is named, and no --set is offered */
     json_t *o = json_array();
     add(o, "i000000000000002", "incremental", 9, 12, "i000000000000001");
-    EXPECT_REFUSED(o, NULL, OM_E_SetNotFound, "i00000000000", "no whole chain");
+    EXPECT_REFUSED(o, NULL, OM_E_MissingLogFile, "i00000000000", "no whole chain");
+    /* what a copy holds is not named as missing, but the parent still is */
+    add(o, "c000000000000001", "copy", 1, 8, NULL);
+    EXPECT_REFUSED(o, NULL, OM_E_MissingLogFile, "its parent i00000000000 is not in the repository",
+                   "--set c00000000000");
+    assert_null(strstr(om_err_detail(), "in no backup set"));
     json_decref(o);
     json_decref(h);
 }
@@ -301,7 +307,7 @@ static void an_orphan_older_than_the_chosen_chain_is_no_obstacle(void **state)
     EXPECT_CHAIN(h, &p, "f000000000000002", "i000000000000003");
     /* but a point only the orphan could reach is refused, naming it */
     p.until_gen = 10;
-    EXPECT_REFUSED(h, &p, OM_E_SetNotFound, "i00000000000", "--set f00000000000");
+    EXPECT_REFUSED(h, &p, OM_E_MissingLogFile, "i00000000000", "--set f00000000000");
     json_decref(h);
 }
 
@@ -313,7 +319,7 @@ static void a_named_set_through_a_missing_or_damaged_parent_is_refused_naming_it
     add(h, "i000000000000002", "incremental", 9, 12, "i000000000000001");
     add(h, "i000000000000003", "incremental", 13, 14, "i000000000000002");
     bk_point p = {.set_id = "i000000000000003"};
-    EXPECT_REFUSED(h, &p, OM_E_SetNotFound, "incremental set i00000000000 (generations 13-14)",
+    EXPECT_REFUSED(h, &p, OM_E_MissingLogFile, "incremental set i00000000000 (generations 13-14)",
                    "its parent i00000000000 is not in the repository");
     json_decref(h);
     h = json_array();
