@@ -633,6 +633,20 @@ static void random_histories_restore_the_furthest_whole_chain_or_refuse_naming_a
                 json_array_append_new(h2, damaged(hs[i].id));
         }
         long best = oracle_end(hs, n, gone, 0);
+        /* the listing's verdict per set is the oracle's: whole back to its base, or not */
+        json_t *plan = NULL;
+        assert_int_equal(bk_plan(h2, &plan), 0);
+        for (int i = 0, at = 0; i < n; i++) {
+            if (i == k && !dmg) continue;
+            json_t *e = json_array_get(plan, (size_t)at++);
+            assert_string_equal(json_string_value(json_object_get(e, "id")), hs[i].id);
+            int whole = 1;
+            for (int a = 0; a < hs[i].nanc; a++)
+                whole = whole && !gone[hs[i].anc[a]];
+            assert_int_equal(json_is_true(json_object_get(e, "restorable")), whole);
+            if (whole) assert_int_equal(json_array_size(json_object_get(e, "chain")), hs[i].nanc);
+        }
+        json_decref(plan);
         uint32_t furthest = 0; /* of every set of db still listed and readable */
         for (int i = 0; i < n; i++)
             if (!hs[i].db && !gone[i] && hs[i].hi > furthest) furthest = hs[i].hi;
