@@ -1,22 +1,42 @@
-/* Restore chains: which backup sets of one database a restore needs (spec §5: a full backup and
- * every incremental after it, or a full and the newest differential).
+/* Restore chains: which backup sets a restore uses (spec §6, "Which sets a restore uses").
  *
  * sets: the repository's set summaries (bk_sets), each with "id", "type", "database": {"id"},
- * "log_range": [first, last] and "parent" (the set an incremental or differential follows).
- * The point to restore to:
- * - set_id: that set (a unique prefix); a full or copy alone, an incremental with every set back
- *   to its full (through the parents), a differential with its full;
- * - until_gen: the newest full whose logs end at or before the generation, then the sets after
- *   it until one reaches the generation (incrementals; or the differential that reaches it
- *   with the fewest logs);
- * - until_time_ns: the same by the sets' "mark_time_ns" (the freeze each set stands for): the
- *   newest full frozen at or before the time, then the sets after it until one was frozen at or
- *   after it;
- * - neither: the newest full, then the incrementals after it, or its newest differential when
- *   that reaches further.
- * The chain must be continuous: each set's first generation follows the previous set's last
- * one; a gap is MissingLogFile naming the generations no set holds. No set of the database:
- * SetNotFound. *chain: a new array of the chosen summaries, oldest first. */
+ * "log_range": [first, last], "parent" (the set an incremental or differential continues) and
+ * "mark_time_ns" (the freeze the set stands for); a set file that cannot be read is
+ * {"id", "damaged": why}.
+ *
+ * Chains. A full backup is the base of a chain; each incremental continues its parent (the
+ * previous full or incremental), a differential continues its full and nothing continues a
+ * differential. A copy backup is a restore point of its own: a chain of one set, never a
+ * parent. A set is restorable when its chain back to the base is whole: every parent is in the
+ * repository, readable, of the same database and of a type it may continue, and each set's
+ * first generation follows its parent's last one (generations no set holds are a gap). A set
+ * that is not restorable says why, and the restore names it.
+ *
+ * Reach. A chain reaches the point of its last set: its last generation (a point by generation
+ * and the default), or its freeze time "mark_time_ns" (a point in time); it starts at its base's.
+ *
+ * The point to restore to (bk_point):
+ * - set_id: that set (a unique id prefix) and the chain back to its base, which must be whole
+ *   (else the error names the set in it that breaks it);
+ * - until_gen / until_time_ns: of the chains that start at or before the point, the one that
+ *   reaches it with the fewest logs past it (a copy serves when its own point is the one that
+ *   reaches it closest); when none reaches it, the one that reaches closest below it;
+ * - neither: the chain that reaches furthest, the newest state any whole chain reaches.
+ * Ties go to a full-based chain over a copy, then to the newest base, then to fewer sets.
+ *
+ * Never in silence: without set_id, a damaged set file (its database and generations cannot be
+ * known) and a set of the database that cannot be restored yet reaches further than the chosen
+ * chain (when that chain stops short of the point) refuse the restore: the error names the set
+ * and why, and its HINT names the --set that restores the chosen, older point on purpose.
+ *
+ * Errors: SetNotFound (no set of the database; no chain starts before the point; a named set
+ * that is not there or is another database's, or a parent that is), InvalidParameter (an
+ * ambiguous prefix), MissingLogFile (a gap, or a parent not in the repository: the generations
+ * no set holds when they can be named), MissingFullBackup (an incremental or differential that
+ * names no parent), InvalidBackupSequence (a parent of a type the set cannot continue),
+ * RepositoryCorrupt (a damaged set file, a parent loop, a set whose type or log range is not
+ * one). *chain: a new array of the chosen summaries, oldest first; NULL on error. */
 #ifndef OM_BACKUP_CHAIN_H
 #define OM_BACKUP_CHAIN_H
 
@@ -31,13 +51,21 @@ typedef struct bk_point {
 
 int bk_chain(json_t *sets, const char *db_id, const bk_point *p, json_t **chain);
 
+/* Every set's chain, for a listing. *annotated: a new array, one object per entry of sets in the
+ * same order: a copy of the summary plus "restorable": true or false, "why" (when false: the
+ * reason, naming the set that breaks its chain) and "chain": the ids from its base to it, oldest
+ * first (for a set that is not restorable, as far back as its parents are known). 0, or
+ * OutOfMemory. */
+int bk_plan(json_t *sets, json_t **annotated);
+
 /* Which database's backups a restore of `name` means (id: 37 bytes). store_id: the id of the
  * store's database of that name, "" when the store has none (a new server, a database deleted):
  * then `name` is a database id of the sets, or the name of the newest set's database. A store
  * database with no set of its own while sets of an earlier database of that name exist (it was
  * created again): those, when the restore goes elsewhere (another database, the recovery
  * database, new paths); over the database itself BadDbSignature, with the hint to restore them
- * into it as another database. Nothing at all: SetNotFound. */
+ * into it as another database. Nothing at all: SetNotFound (naming the damaged set files, whose
+ * database cannot be known, when there are). */
 int bk_source_db(json_t *sets, const char *name, const char *store_id, int elsewhere, char id[37]);
 
 #endif

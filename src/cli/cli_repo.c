@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backup/chain.h"
 #include "backup/repo.h"
 #include "base/error.h"
 #include "base/progress.h"
@@ -163,9 +164,9 @@ static int cmd_init(const cli_args *a)
 
 /* ---- backups list / show ---- */
 
-#define NCOLS 9
+#define NCOLS 10
 static const char *const col_head[NCOLS] = {"ID",   "TYPE", "TIME", "SERVER", "DATABASE",
-                                            "LOGS", "SIZE", "NEW",  "PARENT"};
+                                            "LOGS", "SIZE", "NEW",  "PARENT", "CHAIN"};
 
 static void put_row(const char *const *cell, const int *width)
 {
@@ -175,9 +176,24 @@ static void put_row(const char *const *cell, const int *width)
 }
 
 typedef struct row {
-    char id[13], time[40], dbs[200], logs[40], size[24], fresh[24], parent[13];
+    char id[13], time[40], dbs[200], logs[40], size[24], fresh[24], parent[13], chain[600];
     const char *cell[NCOLS];
 } row;
+
+/* Whether a restore can use the set, and its chain (bk_plan's "restorable", "why", "chain"). */
+static const char *set_chain(json_t *s, char *buf, size_t len)
+{
+    json_t *chain = json_object_get(s, "chain");
+    size_t n = json_array_size(chain);
+    if (!json_is_true(json_object_get(s, "restorable")))
+        snprintf(buf, len, "NOT RESTORABLE: %s", om_json_str_or(s, "why", "?"));
+    else if (n <= 1)
+        snprintf(buf, len, "RESTORABLE: %s alone", om_json_str_or(s, "type", "?"));
+    else
+        snprintf(buf, len, "RESTORABLE: base %.12s, %zu sets",
+                 json_string_value(json_array_get(chain, 0)), n);
+    return buf;
+}
 
 static void row_cells(json_t *s, row *r)
 {
@@ -194,16 +210,19 @@ static void row_cells(json_t *s, row *r)
     r->cell[7] =
         cli_human_bytes((uint64_t)om_json_int_or(s, "bytes_stored", 0), r->fresh, sizeof r->fresh);
     r->cell[8] = r->parent;
+    r->cell[9] = set_chain(s, r->chain, sizeof r->chain);
 }
 
 static int cmd_list(const cli_args *a)
 {
     bk_repo *r = NULL;
-    json_t *sets = NULL;
+    json_t *summaries = NULL, *sets = NULL;
     int rc = open_repo(a, &r);
     if (rc) return rc;
-    int err = bk_sets(r, &sets);
+    int err = bk_sets(r, &summaries);
     bk_repo_close(r);
+    if (!err) err = bk_plan(summaries, &sets);
+    json_decref(summaries);
     if (err) return cli_fail(err);
     if (cli_flag(a, "json")) return print_owned(sets);
     if (!json_array_size(sets)) {
@@ -257,6 +276,27 @@ static void put_files(json_t *files)
     }
 }
 
+/* The set's "restorable", "why" and "chain", as backups list gives them (the plan needs every
+ * set's summary). */
+static int add_chain(bk_repo *r, json_t *set)
+{
+    json_t *sums = NULL, *plan = NULL, *x;
+    int rc = bk_sets(r, &sums);
+    if (!rc) rc = bk_plan(sums, &plan);
+    const char *id = om_json_str_or(set, "id", "?");
+    size_t i;
+    json_array_foreach(plan, i, x)
+    {
+        if (strcmp(om_json_str_or(x, "id", ""), id)) continue;
+        const char *k[] = {"restorable", "why", "chain"};
+        for (size_t j = 0; j < 3; j++)
+            if (json_object_get(x, k[j])) json_object_set(set, k[j], json_object_get(x, k[j]));
+    }
+    json_decref(sums);
+    json_decref(plan);
+    return rc;
+}
+
 static int cmd_show(const cli_args *a)
 {
     bk_repo *r = NULL;
@@ -264,23 +304,28 @@ static int cmd_show(const cli_args *a)
     int rc = open_repo(a, &r);
     if (rc) return rc;
     int err = bk_set_load(r, a->pos[0], &s);
+    if (!err) err = add_chain(r, s);
     bk_repo_close(r);
-    if (err) return cli_fail(err);
+    if (err) {
+        json_decref(s);
+        return cli_fail(err);
+    }
     if (cli_flag(a, "json")) return print_owned(s);
-    char b1[200], b2[40], b3[24];
+    char b1[200], b2[40], b3[24], b4[600];
     json_t *db = json_object_get(s, "database");
     const char *parent = om_json_str_or(s, "parent", NULL);
     printf("set:        %s\n", om_json_str_or(s, "id", "?"));
     printf("type:       %s\n", om_json_str_or(s, "type", "?"));
     printf("time:       %s\n", set_time(s, b2, sizeof b2));
     printf("committed:  %s\n",
-           om_time_str((uint64_t)om_json_int_or(s, "committed_ns", 0), b2, sizeof b2));
+           om_time_iso((uint64_t)om_json_int_or(s, "committed_ns", 0), b2, sizeof b2));
     printf("server:     %s\n", om_json_str_or(s, "server", "-"));
     printf("database:   %s", set_dbs(s, b1, sizeof b1));
     if (json_is_object(db) && *om_json_str_or(db, "id", ""))
         printf(" (%s)", om_json_str_or(db, "id", ""));
     printf("\nlog range:  %s\n", set_logs(s, b1, sizeof b1));
     printf("parent:     %s\n", parent && *parent ? parent : "none");
+    printf("chain:      %s\n", set_chain(s, b4, sizeof b4));
     printf("size:       %s in %zu files",
            cli_human_bytes((uint64_t)om_json_int_or(s, "bytes", 0), b3, sizeof b3),
            json_array_size(json_object_get(s, "files")));
@@ -443,7 +488,12 @@ static const cli_cmd repo_cmds[] = {
 
 static const cli_cmd backups_cmds[] = {
     {"list", "", list_opts,
-     "backup sets, oldest first: type, time, server, database, log range, size, parent", NULL,
+     "backup sets, oldest first: type, time, server, database, log range, size, parent, chain",
+     "CHAIN says whether a restore can use the set: RESTORABLE with the full its chain starts\n"
+     "from (a full or copy backup alone is a restore point of its own), or NOT RESTORABLE and\n"
+     "why (a parent missing or damaged, generations no set holds). Times are UTC (Z) and can be\n"
+     "pasted into ombra restore --until-time. --json gives per set \"restorable\", \"why\" and\n"
+     "\"chain\" (the ids from the base, oldest first).",
      cmd_list},
     {"show", "ID", list_opts, "one backup set and its files (ID: the id or a unique prefix)", NULL,
      cmd_show},

@@ -122,10 +122,12 @@ def test_list_and_show_describe_each_set(cli, tmp_path):
     inc = cli.write_set(repo, "incremental", "mail1", log)
     out = cli.run("backups", "list", "--repo", repo).stdout.splitlines()
     assert out[0].split() == ["ID", "TYPE", "TIME", "SERVER", "DATABASE", "LOGS", "SIZE", "NEW",
-                              "PARENT"]
+                              "PARENT", "CHAIN"]
     assert out[1].startswith(full[:12]) and " full " in out[1] and "mail1" in out[1]
     assert "srv1" in out[1] and " 1-3 " in out[1]
     assert out[2].startswith(inc[:12]) and " incremental " in out[2]
+    # the tool's incremental names no parent: the listing says a restore cannot use it
+    assert out[1].endswith("RESTORABLE: full alone") and "NOT RESTORABLE: it names no parent" in out[2]
     sets = cli.json("backups", "list", "--repo", repo)
     assert [s["id"] for s in sets] == [full, inc]  # oldest first
     assert sets[0]["bytes"] == 550_000 and sets[0]["nfiles"] == 2 and "files" not in sets[0]
