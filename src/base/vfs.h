@@ -45,6 +45,10 @@ enum {
     OM_D_CREATE = 1 << 0, /* make the directory (and, for an absolute path, its missing parents;
                              mode 0750) when it does not exist */
     OM_D_FOLLOW = 1 << 1, /* an absolute path's last component may be a symbolic link */
+    OM_D_OWN = 1 << 2,    /* opening a name in at: the directory must be the caller's own,
+                             owned by its effective user and writable by nobody else
+                             (FileAccessDenied otherwise), so no other user can put or swap
+                             names in it */
 };
 
 /* rename_at flags. */

@@ -266,6 +266,15 @@ static int open_sub(om_vfs *v, int fd, const char *path, const char *name, int f
         return at_err(&tmp.base, name, "creating directory");
     int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (sub < 0) return at_err(&tmp.base, name, "opening directory");
+    struct stat st;
+    if ((flags & OM_D_OWN) &&
+        (fstat(sub, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)))) {
+        close(sub);
+        return om_errf(OM_E_FileAccessDenied,
+                       "%s/%s is not this process's own folder (another owner, or writable by "
+                       "others), so others could change what is in it. HINT: move it away",
+                       path, name);
+    }
     return dir_new(v, sub, path, name, out);
 }
 
