@@ -306,7 +306,7 @@ static int plan_files(json_t *docs, uint32_t bsize, rfile **out, size_t *n)
             uint32_t g = 0;
             int kind = bk_set_file_kind(name, b, &g);
             if (!kind) {
-                rc = om_errf(OM_E_RepositoryCorrupt, "set %.12s: %s", sid, om_err_detail());
+                rc = om_err_ctx(OM_E_RepositoryCorrupt, "set %.12s", sid);
                 break;
             }
             rfile *x = NULL;

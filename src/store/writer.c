@@ -624,8 +624,10 @@ void store_writer_db_closing(store_writer *w, eng_db *db)
  * - logs go to the original's own log folder (replacing the generations the chain restores)
  *   or to <logs>/_restoredLogs, a folder of the store's own, made here (mkdirat, opened
  *   without following a link); one that is there already is taken only when its
- *   <base>restore.env says it is an unfinished restore of this target (a killed or failed
- *   restore, or one with --no-replay): its restore names go first, anything else refuses;
+ *   <base>restore.env says it is an unfinished restore of this target: one that asked for
+ *   additional restores (--no-replay) is continued (its generations stay, this restore's may
+ *   replace them), a killed or failed one is cleared first (its names go); anything else is
+ *   refused;
  * - at the end only the names a restore writes there go (eng_restored_remove), then the
  *   folder. */
 typedef struct rtarget {
@@ -733,24 +735,25 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
     return 0;
 }
 
-/* <base>restore.env: what the restored logs are and where they go. */
-static json_t *env_of(const rtarget *t, json_t *md)
+/* <base>restore.env: what the restored logs are and where they go, and whether the restore
+ * that wrote it asked for additional restores (the next one continues it). */
+static json_t *env_of(const rtarget *t, json_t *md, int additional)
 {
     char id[37] = "";
     if (t->in_dir) om_uuid_str(&t->ent.id, id);
     return json_pack(
-        "{s:{s:s, s:s, s:s, s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:O, s:s, s:b}", "original",
-        "id", t->orig_id, "name", str_or(md, "db_name", ""), "edb", t->orig_edb, "logs",
+        "{s:{s:s, s:s, s:s, s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:O, s:s, s:b, s:b}",
+        "original", "id", t->orig_id, "name", str_or(md, "db_name", ""), "edb", t->orig_edb, "logs",
         str_or(md, "logs", ""), "base", t->orig_base, "target", "id", id, "name", t->ent.name,
         "edb", t->ent.edb, "logs", t->ent.logs, "base", t->ent.base, "log_signature",
         json_object_get(md, "log_signature") ? json_object_get(md, "log_signature") : json_null(),
-        "base", t->orig_base, "recovery", t->ent.recovery);
+        "base", t->orig_base, "recovery", t->ent.recovery, "additional_restores", additional);
 }
 
-static int write_env(om_dir *pd, const rtarget *t, json_t *md)
+static int write_env(om_dir *pd, const rtarget *t, json_t *md, int additional)
 {
     char name[32];
-    json_t *env = env_of(t, md);
+    json_t *env = env_of(t, md, additional);
     char *text = env ? json_dumps(env, JSON_INDENT(2)) : NULL;
     json_decref(env);
     snprintf(name, sizeof name, "%srestore.env", t->orig_base);
@@ -766,6 +769,7 @@ typedef struct leftover {
     char env[64];    /* its <base>restore.env ("" when none) */
     char base[4];    /* that base */
     char stray[256]; /* a name that is no restore's */
+    int keep;        /* the restore goes on: its generations stay */
     int nenv, nother, rc;
 } leftover;
 
@@ -793,6 +797,8 @@ static int drop_left(void *arg, const char *name)
         if (!l->stray[0]) snprintf(l->stray, sizeof l->stray, "%s", name);
         return 0;
     }
+    uint32_t g = 0;
+    if (l->keep && eng_parse_log_name(name, l->base, &g) && g) return 0;
     int rc = om_unlink_at(l->pd, name);
     if (rc && rc != OM_E_FileNotFound && !l->rc) l->rc = rc;
     return 0;
@@ -823,12 +829,13 @@ static int read_json_at(om_dir *d, const char *name, json_t **out)
 }
 
 /* _restoredLogs as this restore finds it: empty (just made, or left empty), or an unfinished
- * restore of this same target whose names go now (*ours = 1). Anything else is refused: it
- * is not this restore's to overwrite or remove. */
-static int take_leftovers(om_dir *pd, const rtarget *t, int *ours)
+ * restore of this same target (*ours = 1): one that asked for additional restores goes on
+ * (*keep = 1: its generations stay), another one's names go now. Anything else is refused:
+ * it is not this restore's to overwrite or remove. */
+static int take_leftovers(om_dir *pd, const rtarget *t, int *ours, int *keep)
 {
     leftover l = {.pd = pd};
-    *ours = 0;
+    *ours = *keep = 0;
     int rc = om_list_at(pd, look_left, &l);
     if (rc || (!l.nenv && !l.nother)) return rc;
     json_t *env = NULL;
@@ -839,6 +846,8 @@ static int take_leftovers(om_dir *pd, const rtarget *t, int *ours)
     json_t *tg = json_object_get(env, "target");
     int same = env && !strcmp(str_or(tg, "edb", ""), t->ent.edb) &&
                !strcmp(str_or(tg, "logs", ""), t->ent.logs) && !strcmp(str_or(tg, "id", ""), id);
+    l.keep = json_is_true(json_object_get(env, "additional_restores")) &&
+             !strncmp(l.base, t->orig_base, 3);
     json_decref(env);
     if (!same)
         return om_errf(OM_E_FileAlreadyExists,
@@ -857,19 +866,22 @@ static int take_leftovers(om_dir *pd, const rtarget *t, int *ours)
                      pd->path, l.stray);
     if (!rc) rc = om_dir_sync(pd);
     if (!rc) *ours = 1;
+    if (!rc) *keep = l.keep;
     return rc;
 }
 
-/* The folders and the marks of a restore (PreRestore, after the checks of resolve_target):
- * *replace_edb says whether the .edb may replace what is at ent.edb. */
-static int prepare_target(const rtarget *t, json_t *md, int *replace_edb)
+/* The folders and the marks of a restore (PreRestore, after the checks of resolve_target) of
+ * component c: *replace_edb and *replace_logs say whether the .edb may replace what is at
+ * ent.edb, and the generations what is in their folder. */
+static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *replace_logs)
 {
     om_vfs *v = om_vfs_posix();
     om_dir *ed = NULL, *ld = NULL, *pd = NULL;
-    int ours = 0, kind = 0;
+    int ours = 0, keep = 0, kind = 0;
     char laid[32];
     om_file *f = NULL;
     *replace_edb = 0;
+    *replace_logs = t->original;
     /* Configured paths: links on the way are the administrator's; the last folder is not
      * followed, and whatever the restore makes is made by name in a folder it opened. */
     int rc = om_dir_open(v, NULL, t->edb_dir, OM_D_CREATE, &ed);
@@ -878,7 +890,8 @@ static int prepare_target(const rtarget *t, json_t *md, int *replace_edb)
      * finishes, for the original database too: a failed restore leaves it unmountable. */
     if (!rc) rc = om_dir_open(v, ld, "_restoredLogs", OM_D_CREATE | OM_D_OWN, &pd);
     if (!rc) rc = om_dir_sync(ld);
-    if (!rc) rc = take_leftovers(pd, t, &ours);
+    if (!rc) rc = take_leftovers(pd, t, &ours, &keep);
+    if (keep) *replace_logs = 1; /* the generations the restore it continues laid */
     if (!rc) kind = om_kind_at(ed, t->edb_name);
     if (!rc && kind < 0) rc = kind;
     if (!rc && kind != OM_KIND_NONE) {
@@ -894,7 +907,9 @@ static int prepare_target(const rtarget *t, json_t *md, int *replace_edb)
     /* Temporary names of an earlier restore of this target that was killed while laying. */
     if (!rc && (t->in_dir || ours)) rc = om_durable_sweep(ed, t->edb_name, NULL);
     if (!rc && t->original) rc = om_durable_sweep(ld, NULL, NULL);
-    if (!rc) rc = write_env(pd, t, md);
+    if (!rc)
+        rc = write_env(pd, t, json_object_get(c, "backup_metadata"),
+                       json_is_true(json_object_get(c, "additional_restores")));
     snprintf(laid, sizeof laid, "%srestore.laid", t->orig_base);
     if (!rc) rc = om_open_at(pd, laid, OM_O_CREATE | OM_O_EXCL, &f);
     om_close(f);
@@ -951,12 +966,12 @@ static int pre_restore(void *ctx, vss_event *e)
     json_array_foreach(json_object_get(e->args, "components"), i, c)
     {
         rtarget t;
-        int replace_edb = 0;
+        int replace_edb = 0, replace_logs = 0;
         pthread_mutex_lock(&s->mu);
         int rc = resolve_target(w, c, &t);
         if (!rc) rc = mark_restoring(w, e->session, t.key);
         pthread_mutex_unlock(&s->mu);
-        if (!rc) rc = prepare_target(&t, json_object_get(c, "backup_metadata"), &replace_edb);
+        if (!rc) rc = prepare_target(&t, c, &replace_edb, &replace_logs);
         if (rc) {
             int f = fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
             unmark_session(w, e->session);
@@ -968,7 +983,7 @@ static int pre_restore(void *ctx, vss_event *e)
                             json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b}", "name",
                                       t.ent.name, "edb", t.ent.edb, "logs", t.restored_dir,
                                       "progress", t.progress, "base", t.orig_base, "replace_edb",
-                                      replace_edb, "replace_logs", t.original, "original",
+                                      replace_edb, "replace_logs", replace_logs, "original",
                                       t.original, "recovery", t.ent.recovery));
     }
     return 0;
