@@ -1,23 +1,20 @@
 /* The restore job (restore.h has the sequence). */
 #include "backup/restore.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include "backup/chain.h"
 #include "backup/job.h"
 #include "backup/repo.h"
+#include "backup/setfiles.h"
 #include "base/error.h"
 #include "base/log.h"
-#include "base/paths.h"
 #include "base/progress.h"
 #include "base/proto.h"
 #include "base/time.h"
@@ -39,15 +36,20 @@ static void pause_at(const char *stage)
 
 /* ---- laying the files down ---- */
 
-/* One file to lay down: written as <dir>/.<name>.part in chunks of consecutive blocks, hashed
- * in order, checked, synced, then renamed to its name. */
+/* One file to lay down through the durable-file helper (base/vfs.h): a temporary name unique
+ * to this restore in its folder, written in chunks of consecutive blocks, hashed in order,
+ * checked, synced, renamed to its name, the folder synced. Its name comes from the target and
+ * the generation, never from the set (whose names are only checked for what they say). */
 typedef struct rfile {
-    const char *set, *name, *blocks, *sha_hex;
+    const char *set, *name, *blocks, *sha_hex; /* name: the set's, for messages */
     size_t nblocks;
     uint64_t size;
-    uint32_t gen; /* a log generation; 0: the .edb */
-    char dst[4400], part[4400];
-    int fd;           /* open from the first chunk handed out to the last one hashed */
+    uint32_t gen;     /* a log generation; 0: the .edb */
+    char base[4];     /* the log base name of its set */
+    om_dir *dir;      /* where it goes (lay_and_replay's) */
+    char dst[256];    /* its name there */
+    int replace;      /* the writer said the name may be replaced (OM_RENAME_REPLACE) */
+    om_durable out;   /* out.f open from the first chunk handed out to the commit */
     EVP_MD_CTX *sha;  /* in block order: the worker whose turn it is updates it */
     size_t hashed;    /* blocks hashed so far */
     size_t chunks_in; /* chunks handed out and not yet hashed */
@@ -67,7 +69,7 @@ typedef struct lay {
     int stop;          /* the writer failed: laying more is no use */
     size_t laid;       /* files [0, laid) are in place */
     uint64_t bytes;    /* written and hashed */
-    int progress_fd;   /* the writer's progress file (-1: none): the last generation laid */
+    om_file *progress; /* the writer's progress file (NULL: none): the last generation laid */
     uint32_t laid_gen; /* what it says */
 } lay;
 
@@ -88,12 +90,13 @@ static void say_laid(lay *l, uint32_t gen)
 {
     char num[32];
     snprintf(num, sizeof num, "%20u\n", gen);
-    if (l->progress_fd >= 0 && pwrite(l->progress_fd, num, 21, 0) != 21)
-        om_warn("writing the restore progress: %s", strerror(errno));
+    if (l->progress && om_pwrite(l->progress, num, 21, 0) != 0)
+        om_warn("writing the restore progress: %s", om_err_detail());
     l->laid_gen = gen;
 }
 
-/* The file's last chunk was hashed: check size and SHA-256, sync, rename into place. */
+/* The file's last chunk was hashed: check its SHA-256, then sync, rename into place and sync
+ * the folder. */
 static int finish_file(lay *l, rfile *f)
 {
     uint8_t got[32];
@@ -107,13 +110,10 @@ static int finish_file(lay *l, rfile *f)
         rc = om_errf(OM_E_RepositoryCorrupt,
                      "set %.12s, file %s: the restored content does not match its SHA-256", f->set,
                      f->name);
-    if (!rc && fsync(f->fd) != 0)
-        rc = om_errf(om_err_from_errno(errno), "syncing %s: %s", f->part, strerror(errno));
-    close(f->fd);
-    f->fd = -1;
-    if (!rc && rename(f->part, f->dst) != 0)
-        rc = om_errf(om_err_from_errno(errno), "renaming %s to %s: %s", f->part, f->dst,
-                     strerror(errno));
+    if (rc)
+        om_durable_abort(&f->out);
+    else
+        rc = om_durable_commit(&f->out, f->replace ? OM_RENAME_REPLACE : 0);
     if (rc) return rc;
     pthread_mutex_lock(&l->mu);
     f->done = 1;
@@ -157,23 +157,6 @@ static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, ui
     return 0;
 }
 
-/* pwrite until all of it is written: a full disk often first takes part of a write. */
-static int write_all(rfile *f, const uint8_t *buf, size_t len, uint64_t off)
-{
-    while (len) {
-        ssize_t n = pwrite(f->fd, buf, len, (off_t)off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            int e = n < 0 ? errno : ENOSPC;
-            return om_errf(om_err_from_errno(e), "writing %s: %s", f->part, strerror(e));
-        }
-        buf += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
-}
-
 /* Hands out the next chunk (mu held): 0 and *fi, *b0, *nb; 1 when there is none. The first
  * chunk of a file creates it. */
 static int next_chunk(lay *l, size_t *fi, size_t *b0, size_t *nb)
@@ -185,11 +168,10 @@ static int next_chunk(lay *l, size_t *fi, size_t *b0, size_t *nb)
     if (l->next_file == l->n) return 1;
     rfile *f = &l->f[l->next_file];
     if (l->next_block == 0) {
-        f->fd = open(f->part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-        if (f->fd < 0) {
-            int e = errno;
+        int rc = om_durable_begin(f->dir, f->dst, &f->out);
+        if (rc) {
             if (!l->rc) {
-                l->rc = om_errf(om_err_from_errno(e), "creating %s: %s", f->part, strerror(e));
+                l->rc = rc;
                 snprintf(l->err, sizeof l->err, "%s", om_err_detail());
             }
             pthread_cond_broadcast(&l->cv); /* the others stop too */
@@ -227,7 +209,7 @@ static void *lay_worker(void *arg)
         if (none) break;
         rfile *f = &l->f[fi];
         int rc = fetch_chunk(l, rd, f, b0, nb, buf, &len);
-        if (!rc) rc = write_all(f, buf, len, (uint64_t)b0 * l->bsize);
+        if (!rc) rc = om_pwrite(f->out.f, buf, len, (uint64_t)b0 * l->bsize);
         if (rc) {
             lay_fail(l, rc);
             break;
@@ -262,10 +244,35 @@ static int cmp_gen(const void *a, const void *b)
     return x->gen < y->gen ? -1 : x->gen > y->gen;
 }
 
+/* A set's file entry: blocks and sha256 present, and a size its blocks can hold exactly (a
+ * file of 0 bytes, or blocks that do not make ceil(size / block size), would never be laid
+ * down whole). */
+static int entry_ok(const char *sid, const char *name, json_t *f, uint32_t bsize, rfile *x)
+{
+    json_t *sz = json_object_get(f, "size");
+    x->blocks = om_json_str_or(f, "blocks", NULL);
+    x->sha_hex = om_json_str_or(f, "sha256", NULL);
+    if (!x->blocks || !x->sha_hex || strlen(x->blocks) % (2 * BK_ID_LEN) || !json_is_integer(sz) ||
+        json_integer_value(sz) < 0)
+        return om_errf(OM_E_RepositoryCorrupt, "set %.12s: file entry %s is malformed", sid, name);
+    x->size = (uint64_t)json_integer_value(sz);
+    x->nblocks = strlen(x->blocks) / (2 * BK_ID_LEN);
+    uint64_t want = (x->size + bsize - 1) / bsize;
+    if (!x->size || x->nblocks != want)
+        return om_errf(OM_E_RepositoryCorrupt,
+                       "set %.12s: file %s says %llu bytes in %zu blocks of %u bytes, which cannot "
+                       "be (%llu blocks needed). HINT: the set is damaged; ombra verify names what "
+                       "else is",
+                       sid, name, (unsigned long long)x->size, x->nblocks, bsize,
+                       (unsigned long long)want);
+    return 0;
+}
+
 /* The files of the chain, in the order they are laid down: the .edb of the base set, then the
  * log generations ascending, each from the newest set that holds it (the checkpoint is left
- * out: hard recovery starts from the header). */
-static int plan_files(json_t *docs, rfile **out, size_t *n)
+ * out: hard recovery starts from the header). Every name is checked for what it says
+ * (setfiles.h) before anything is laid down. */
+static int plan_files(json_t *docs, uint32_t bsize, rfile **out, size_t *n)
 {
     size_t cap = 1, i, k;
     json_t *d, *f;
@@ -273,24 +280,45 @@ static int plan_files(json_t *docs, rfile **out, size_t *n)
     rfile *v = calloc(cap, sizeof *v);
     if (!v) return om_errf(OM_E_OutOfMemory, "out of memory");
     size_t m = 1;
-    int have_edb = 0;
+    int have_edb = 0, rc = 0;
+    const char *first = NULL;
     json_array_foreach(docs, i, d)
     {
         const char *sid = om_json_str_or(d, "id", "?");
+        const char *b = om_json_str_or(json_object_get(d, "database"), "base", "E00");
+        if (!bk_base_ok(b)) {
+            rc = om_errf(OM_E_RepositoryCorrupt,
+                         "set %.12s: its log base name '%.20s' is not three letters or digits", sid,
+                         b);
+            break;
+        }
+        if (first && strcmp(first, b)) {
+            rc = om_errf(OM_E_RepositoryCorrupt,
+                         "set %.12s: its logs are named %s, those of the sets before it %s: they "
+                         "are not one chain",
+                         sid, b, first);
+            break;
+        }
+        first = b;
         json_array_foreach(json_object_get(d, "files"), k, f)
         {
-            const char *name = om_json_str_or(f, "name", ""), *slash = strrchr(name, '/');
+            const char *name = om_json_str_or(f, "name", "");
             uint32_t g = 0;
-            if (!eng_parse_log_name(slash ? slash + 1 : name,
-                                    om_json_str_or(json_object_get(d, "database"), "base", "E00"),
-                                    &g))
-                g = 0;
+            int kind = bk_set_file_kind(name, b, &g);
+            if (!kind) {
+                rc = om_err_ctx(OM_E_RepositoryCorrupt, "set %.12s", sid);
+                break;
+            }
             rfile *x = NULL;
-            if (!strncmp(name, "edb/", 4)) {
+            if (kind == BK_FILE_EDB) {
                 if (i) continue; /* only the base set holds the database file */
+                if (have_edb) {
+                    rc = om_errf(OM_E_RepositoryCorrupt, "set %.12s holds two database files", sid);
+                    break;
+                }
                 x = &v[0];
                 have_edb = 1;
-            } else if (!strncmp(name, "logs/", 5) && g) {
+            } else if (kind == BK_FILE_LOG) {
                 for (size_t j = 1; j < m && !x; j++)
                     if (v[j].gen == g) x = &v[j]; /* a later set's copy replaces it */
                 if (!x) x = &v[m++];
@@ -299,22 +327,17 @@ static int plan_files(json_t *docs, rfile **out, size_t *n)
             x->set = sid;
             x->name = name;
             x->gen = g;
-            x->blocks = om_json_str_or(f, "blocks", NULL);
-            x->sha_hex = om_json_str_or(f, "sha256", NULL);
-            x->size = (uint64_t)json_integer_value(json_object_get(f, "size"));
-            x->fd = -1;
-            if (!x->blocks || !x->sha_hex || strlen(x->blocks) % (2 * BK_ID_LEN)) {
-                free(v);
-                return om_errf(OM_E_RepositoryCorrupt, "set %.12s: file entry %s is malformed", sid,
-                               name);
-            }
-            x->nblocks = strlen(x->blocks) / (2 * BK_ID_LEN);
+            snprintf(x->base, sizeof x->base, "%s", b);
+            if ((rc = entry_ok(sid, name, f, bsize, x))) break;
         }
+        if (rc) break;
     }
-    if (!have_edb) {
+    if (!rc && !have_edb)
+        rc = om_errf(OM_E_RepositoryCorrupt, "set %.12s holds no database file",
+                     om_json_str_or(json_array_get(docs, 0), "id", "?"));
+    if (rc) {
         free(v);
-        return om_errf(OM_E_RepositoryCorrupt, "set %.12s holds no database file",
-                       om_json_str_or(json_array_get(docs, 0), "id", "?"));
+        return rc;
     }
     qsort(v + 1, m - 1, sizeof *v, cmp_gen);
     *out = v;
@@ -322,21 +345,23 @@ static int plan_files(json_t *docs, rfile **out, size_t *n)
     return 0;
 }
 
-/* Where each file goes: the .edb where PreRestore said, the logs in its log folder. */
-static int place_files(rfile *f, size_t n, const char *edb, const char *logs)
+/* Where each file goes and under which name: the .edb to the target's .edb path (the name the
+ * writer gave: its folder is ed), the generations into ld as the target's names for them. The
+ * writer says what may be replaced there (PreRestore checked it is the target's own). */
+static int place_files(rfile *f, size_t n, om_dir *ed, const char *edb_name, om_dir *ld,
+                       const char *base, int replace_edb, int replace_logs)
 {
     for (size_t i = 0; i < n; i++) {
-        const char *b = strrchr(f[i].name, '/') + 1;
-        if (i == 0)
-            snprintf(f[i].dst, sizeof f[i].dst, "%s", edb);
-        else
-            snprintf(f[i].dst, sizeof f[i].dst, "%.4000s/%.200s", logs, b);
-        char dir[4096];
-        om_dirname(f[i].dst, dir, sizeof dir);
-        const char *s = strrchr(f[i].dst, '/');
-        if (snprintf(f[i].part, sizeof f[i].part, "%.4000s/.%.200s.part", dir, s ? s + 1 : b) >=
-            (int)sizeof f[i].part)
-            return om_errf(OM_E_InvalidPath, "path too long: %s", f[i].dst);
+        char p[4400];
+        if (i && strcmp(f[i].base, base))
+            return om_errf(OM_E_RepositoryCorrupt,
+                           "set %.12s names its logs %s, its writer documents %s: they do not "
+                           "belong together",
+                           f[i].set, f[i].base, base);
+        f[i].dir = i ? ld : ed;
+        f[i].replace = i ? replace_logs : replace_edb;
+        if (i && eng_log_path(p, sizeof p, ld->path, base, f[i].gen)) return OM_E_InvalidPath;
+        snprintf(f[i].dst, sizeof f[i].dst, "%s", i ? strrchr(p, '/') + 1 : edb_name);
     }
     return 0;
 }
@@ -399,6 +424,49 @@ static json_t *writer_options(const bk_restore_opts *o, const char *orig_id, con
     return ro;
 }
 
+/* The folders the writer named (PreRestore's answer: target), opened without following a link
+ * at their last component (the writer made or checked them), the files placed in them, and
+ * the progress file the writer made, held locked (store/writer.h) while streaming. */
+static int open_places(json_t *target, rfile *f, size_t n, int streaming, om_dir **ed, om_dir **ld,
+                       om_file **progress)
+{
+    om_vfs *v = om_vfs_posix();
+    const char *edb = om_json_str_or(target, "edb", NULL),
+               *logs = om_json_str_or(target, "logs", NULL),
+               *prog = om_json_str_or(target, "progress", NULL),
+               *base = om_json_str_or(target, "base", NULL);
+    const char *slash = edb ? strrchr(edb, '/') : NULL;
+    char dir[4096];
+    if (!slash || !slash[1] || !logs || !base || (streaming && !prog))
+        return om_errf(OM_E_Internal, "the writer did not say where the files go");
+    om_dirname(edb, dir, sizeof dir);
+    int rc = om_dir_open(v, NULL, dir, 0, ed);
+    if (!rc) rc = om_dir_open(v, NULL, logs, 0, ld);
+    if (!rc)
+        rc = place_files(f, n, *ed, slash + 1, *ld, base,
+                         json_is_true(json_object_get(target, "replace_edb")),
+                         json_is_true(json_object_get(target, "replace_logs")));
+    om_dir *pd = NULL;
+    if (!rc && streaming) {
+        om_dirname(prog, dir, sizeof dir);
+        rc = om_dir_open(v, NULL, dir, 0, &pd);
+        if (!rc) rc = om_open_at(pd, strrchr(prog, '/') + 1, 0, progress);
+        /* The writer only ever tries a shared lock for a moment: wait those out. */
+        for (int tries = 0; !rc && (rc = v->lock(*progress)) == OM_E_DatabaseInUse && tries < 200;
+             tries++)
+            usleep(10000);
+        om_dir_close(pd);
+    }
+    if (rc) {
+        om_close(*progress);
+        *progress = NULL;
+        om_dir_close(*ed);
+        om_dir_close(*ld);
+        *ed = *ld = NULL;
+    }
+    return rc;
+}
+
 /* Lays the files down on every core and has the writer replay as soon as the .edb and the
  * first generation are in place. *done: the PostRestore answer (with no_replay the writer only
  * takes note). */
@@ -406,21 +474,12 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
                           json_t *target, uint64_t *bytes, uint64_t *lay_ns, json_t **done)
 {
     uint64_t t0 = om_mono_ns();
-    const char *edb = om_json_str_or(target, "edb", NULL),
-               *logs = om_json_str_or(target, "logs", NULL),
-               *progress = om_json_str_or(target, "progress", NULL);
-    if (!edb || !logs) return om_errf(OM_E_Internal, "the writer did not say where the files go");
-    int rc = place_files(f, n, edb, logs);
-    if (rc) return rc;
-    lay l = {.r = r, .f = f, .n = n, .bsize = bk_repo_block_size(r), .progress_fd = -1};
+    lay l = {.r = r, .f = f, .n = n, .bsize = bk_repo_block_size(r)};
     int streaming = !o->no_replay && n > 1;
-    if (streaming) {
-        if (!progress) return om_errf(OM_E_Internal, "the writer gave no progress file");
-        l.progress_fd = open(progress, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-        if (l.progress_fd < 0 || flock(l.progress_fd, LOCK_EX) != 0)
-            return om_errf(om_err_from_errno(errno), "opening %s: %s", progress, strerror(errno));
-        say_laid(&l, 0);
-    }
+    om_dir *ed = NULL, *ld = NULL;
+    int rc = open_places(target, f, n, streaming, &ed, &ld, &l.progress);
+    if (rc) return rc;
+    if (streaming) say_laid(&l, 0);
     pthread_mutex_init(&l.mu, NULL);
     pthread_cond_init(&l.cv, NULL);
     uint64_t total = 0;
@@ -475,12 +534,13 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
         om_progress_end(&pg);
     }
     /* Release the progress file: a writer still waiting for a generation sees the restore gone. */
-    if (l.progress_fd >= 0) close(l.progress_fd);
+    om_close(l.progress);
     for (size_t i = 0; i < n; i++) {
-        if (f[i].fd >= 0) close(f[i].fd);
+        om_durable_abort(&f[i].out); /* a file begun and not put in place: its temporary name */
         if (f[i].sha) EVP_MD_CTX_free(f[i].sha);
-        if (!f[i].done && f[i].part[0]) unlink(f[i].part);
     }
+    om_dir_close(ed);
+    om_dir_close(ld);
     *bytes = l.bytes;
     *lay_ns = om_mono_ns() - t0;
     rc = l.rc;
@@ -653,7 +713,7 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
                                         json_object_get(s, "log_range")));
     }
     if (!rc && o->on_chain) o->on_chain(o->arg, json_object_get(res, "sets"));
-    if (!rc) rc = plan_files(docs, &files, &nfiles);
+    if (!rc) rc = plan_files(docs, bk_repo_block_size(r), &files, &nfiles);
     json_t *last = json_array_get(docs, json_array_size(docs) - 1);
     json_t *wmd = json_object_get(last, "writer_metadata"), *saved = NULL, *md = NULL, *cdoc = NULL;
     /* The set's component: a backup of several databases saved the whole document. */

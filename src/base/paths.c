@@ -1,6 +1,5 @@
 #include "base/paths.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +8,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/vfs.h"
 
 static int put(char *out, size_t len, const char *a, const char *b)
 {
@@ -42,31 +41,8 @@ int om_data_dir(char *out, size_t len)
 
 int om_mkdirs(const char *dir)
 {
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p)
-        return om_errf(OM_E_InvalidPath, "path too long: %s", dir);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = 0;
-        if (mkdir(p, 0750) != 0 && errno != EEXIST)
-            return om_errf(om_err_from_errno(errno), "creating %s: %s", p, strerror(errno));
-        *s = '/';
-    }
-    if (mkdir(p, 0750) != 0 && errno != EEXIST)
-        return om_errf(om_err_from_errno(errno), "creating %s: %s", p, strerror(errno));
-    return 0;
-}
-
-void om_remove_flat_dir(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char p[4400];
-    while (d && (de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        snprintf(p, sizeof p, "%.4100s/%.255s", dir, de->d_name);
-        if (unlink(p) != 0) om_warn("removing %s: %s", p, strerror(errno));
-    }
-    if (d) closedir(d);
-    if (rmdir(dir) != 0) om_warn("removing %s: %s", dir, strerror(errno));
+    om_dir *d = NULL;
+    int rc = om_dir_open(om_vfs_posix(), NULL, dir, OM_D_CREATE | OM_D_FOLLOW, &d);
+    om_dir_close(d);
+    return rc;
 }

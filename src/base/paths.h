@@ -9,10 +9,8 @@
 
 int om_runtime_dir(char *out, size_t len);
 int om_data_dir(char *out, size_t len);
-/* Creates dir and its missing parents (mode 0750). */
+/* Creates dir and its missing parents (mode 0750): a configured path, so links on the way
+ * (and at dir itself) are followed; what it makes it makes by name in the folder above. */
 int om_mkdirs(const char *dir);
-/* Deletes the files of dir (not subfolders) and dir itself; what cannot go is logged as a
- * warning (a restore's _restoredLogs). */
-void om_remove_flat_dir(const char *dir);
 
 #endif

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/log.h"
+#include "base/uuid.h"
 
 int om_pread_full(om_file *f, void *buf, size_t n, uint64_t off)
 {
@@ -38,6 +40,69 @@ int om_path_join(char *out, size_t len, const char *dir, const char *name)
     return 0;
 }
 
+/* ---- durable files ---- */
+
+int om_durable_is_tmp(const char *name, const char *target)
+{
+    size_t l = strlen(name);
+    /* "." name "." 16 hex ".tmp" */
+    if (l < 1 + 1 + 1 + 16 + 4 || name[0] != '.' || strcmp(name + l - 4, ".tmp")) return 0;
+    const char *hex = name + l - 4 - 16;
+    if (hex[-1] != '.') return 0;
+    for (int i = 0; i < 16; i++)
+        if (!((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f'))) return 0;
+    size_t tl = (size_t)(hex - 1 - (name + 1));
+    if (!target) return tl > 0;
+    return strlen(target) == tl && !memcmp(name + 1, target, tl);
+}
+
+int om_durable_begin(om_dir *dir, const char *name, om_durable *d)
+{
+    memset(d, 0, sizeof *d);
+    d->dir = dir;
+    size_t l = strlen(name);
+    if (!l || l > sizeof d->tmp - 23 || strchr(name, '/'))
+        return om_errf(OM_E_InvalidPath, "%s/%s: not a name a file can have here", dir->path, name);
+    memcpy(d->name, name, l + 1);
+    /* A name nobody can guess ahead: a file planted there would fail EXCL, not be written. */
+    uint8_t r[8];
+    om_random(r, sizeof r);
+    snprintf(d->tmp, sizeof d->tmp, ".%s.%02x%02x%02x%02x%02x%02x%02x%02x.tmp", name, r[0], r[1],
+             r[2], r[3], r[4], r[5], r[6], r[7]);
+    return om_open_at(dir, d->tmp, OM_O_CREATE | OM_O_EXCL, &d->f);
+}
+
+void om_durable_abort(om_durable *d)
+{
+    if (!d->f) return;
+    om_close(d->f);
+    d->f = NULL;
+    /* Only our own name: it was created EXCL in a handle that follows no link. */
+    int rc = om_unlink_at(d->dir, d->tmp);
+    if (rc && rc != OM_E_FileNotFound)
+        om_warn("removing %s/%s: %s", d->dir->path, d->tmp, om_err_detail());
+}
+
+int om_durable_commit(om_durable *d, int flags)
+{
+    if (!d->f)
+        return om_errf(OM_E_InvalidParameter, "%s/%s: nothing to commit", d->dir->path, d->name);
+    /* The content first: a name must never reach the disk before the bytes it names. */
+    int rc = om_sync(d->f);
+    int crc = om_close(d->f);
+    d->f = NULL;
+    if (!rc) rc = crc;
+    if (!rc) rc = om_rename_at(d->dir, d->tmp, d->dir, d->name, flags);
+    if (rc) {
+        char detail[1400];
+        snprintf(detail, sizeof detail, "%s", om_err_detail());
+        om_unlink_at(d->dir, d->tmp);
+        return om_errf(rc, "%s", detail);
+    }
+    /* Then the name: until the directory is synced a crash may bring the old one back. */
+    return om_dir_sync(d->dir);
+}
+
 /* Writes real zeros rather than reserving space: on ext4 and XFS a reserved (unwritten)
  * extent makes every later fdatasync into it update metadata too, which doubles the cost of
  * each log flush. Log files are written once here and then overwritten in place. */
@@ -50,37 +115,78 @@ static int write_zeros(om_file *f, uint64_t n)
     return rc;
 }
 
-/* Shared by durable replace and zero-filled creation: content comes from data, or zeros when
- * data is NULL. */
-static int write_tmp_and_rename(om_vfs *v, const char *path, const void *data, uint64_t n)
+int om_durable_write_at(om_dir *dir, const char *name, const void *data, uint64_t n, int flags)
 {
-    char tmp[4096], dir[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return om_errf(OM_E_InvalidPath, "path too long: %s", path);
-    om_dirname(path, dir, sizeof dir);
-    om_file *f = NULL;
-    int rc = om_open(v, tmp, OM_O_CREATE, &f);
+    om_durable d;
+    int rc = om_durable_begin(dir, name, &d);
     if (rc) return rc;
-    rc = om_resize(f, 0);
-    if (!rc) rc = data ? om_pwrite(f, data, n, 0) : write_zeros(f, n);
-    if (!rc) rc = om_sync(f);
-    int crc = om_close(f);
-    if (!rc) rc = crc;
-    if (!rc) rc = v->rename(v, tmp, path);
-    if (!rc) rc = v->sync_dir(v, dir);
-    if (rc) v->unlink(v, tmp);
+    if (n) rc = data ? om_pwrite(d.f, data, (size_t)n, 0) : write_zeros(d.f, n);
+    if (rc) {
+        om_durable_abort(&d);
+        return rc;
+    }
+    return om_durable_commit(&d, flags);
+}
+
+typedef struct sweep {
+    om_dir *dir;
+    const char *target;
+    int removed, rc;
+} sweep;
+
+static int sweep_one(void *arg, const char *name)
+{
+    sweep *s = arg;
+    if (!om_durable_is_tmp(name, s->target)) return 0;
+    int rc = om_unlink_at(s->dir, name);
+    if (!rc)
+        s->removed++;
+    else if (rc != OM_E_FileNotFound && !s->rc)
+        s->rc = rc;
+    return 0;
+}
+
+int om_durable_sweep(om_dir *dir, const char *target, int *removed)
+{
+    sweep s = {.dir = dir, .target = target};
+    int rc = om_list_at(dir, sweep_one, &s);
+    if (!rc) rc = s.rc;
+    if (!rc && s.removed) rc = om_dir_sync(dir);
+    if (removed) *removed = s.removed;
+    return rc;
+}
+
+/* The folder of a configured path (links allowed on the way) and the file's name in it. */
+static int open_parent(om_vfs *v, const char *path, om_dir **dir, const char **name)
+{
+    char d[4096];
+    const char *s = strrchr(path, '/');
+    *name = s ? s + 1 : path;
+    if (!**name) return om_errf(OM_E_InvalidPath, "%s: names a folder, not a file", path);
+    if (strlen(path) >= sizeof d) return om_errf(OM_E_InvalidPath, "path too long: %s", path);
+    om_dirname(path, d, sizeof d);
+    return om_dir_open(v, NULL, d, OM_D_FOLLOW, dir);
+}
+
+static int replace_file(om_vfs *v, const char *path, const void *data, uint64_t n)
+{
+    om_dir *dir = NULL;
+    const char *name;
+    int rc = open_parent(v, path, &dir, &name);
+    if (!rc) rc = om_durable_write_at(dir, name, data, n, OM_RENAME_REPLACE);
+    om_dir_close(dir);
     return rc;
 }
 
 int om_write_file_durable(om_vfs *v, const char *path, const void *data, size_t n)
 {
     static const uint8_t empty[1];
-    return write_tmp_and_rename(v, path, data ? data : empty, n);
+    return replace_file(v, path, data ? data : empty, n);
 }
 
 int om_create_zeroed(om_vfs *v, const char *path, uint64_t n)
 {
-    return write_tmp_and_rename(v, path, NULL, n);
+    return replace_file(v, path, NULL, n);
 }
 
 int om_read_file(om_vfs *v, const char *path, uint8_t **data, size_t *n)

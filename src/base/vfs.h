@@ -9,7 +9,21 @@
  *   directory has returned 0; until then a crash may undo any suffix of those operations;
  * - after a failed sync nothing is known about what reached the disk (fsyncgate): callers
  *   treat it as fatal.
- * Every function returns 0 or an error from errors.def, with the path in the detail. */
+ * Every function returns 0 or an error from errors.def, with the path in the detail.
+ *
+ * Directory handles (om_dir) are for code that writes where others can write too (a restore
+ * run as root into folders an administrator named): every name is then made relative to a
+ * directory that was opened without following a symbolic link, so nobody can steer a write
+ * elsewhere by planting a link, and a name is one path component (no '/', not "." or "..",
+ * else InvalidPath). The rules of the *_at methods:
+ * - no method follows a symbolic link at the name it is given: opening one fails with
+ *   InvalidPath ("is a symbolic link"), unlink_at and rename_at act on the link itself;
+ * - dir_open relative to a directory opens that name only if it is a real directory; an
+ *   absolute path (one an administrator configured) may pass through links, except at its
+ *   last component unless OM_D_FOLLOW says that one may be a link too;
+ * - rename_at never replaces an existing name unless OM_RENAME_REPLACE says so (an existing
+ *   name then fails with FileAlreadyExists and nothing changes);
+ * - names are made durable by dir_sync on the handle of their directory, as by sync_dir. */
 #ifndef OM_BASE_VFS_H
 #define OM_BASE_VFS_H
 
@@ -18,11 +32,36 @@
 
 typedef struct om_vfs om_vfs;
 typedef struct om_file om_file;
+typedef struct om_dir om_dir;
 
 enum {
     OM_O_RDONLY = 1 << 0, /* open for reading only */
     OM_O_CREATE = 1 << 1, /* create if missing */
     OM_O_EXCL = 1 << 2,   /* with CREATE: fail with FileAlreadyExists if it exists */
+};
+
+/* dir_open flags. */
+enum {
+    OM_D_CREATE = 1 << 0, /* make the directory (and, for an absolute path, its missing parents;
+                             mode 0750) when it does not exist */
+    OM_D_FOLLOW = 1 << 1, /* an absolute path's last component may be a symbolic link */
+    OM_D_OWN = 1 << 2,    /* opening a name in at: the directory must be the caller's own,
+                             owned by its effective user and writable by nobody else
+                             (FileAccessDenied otherwise), so no other user can put or swap
+                             names in it */
+};
+
+/* rename_at flags. */
+enum {
+    OM_RENAME_REPLACE = 1 << 0, /* the destination name may exist and is replaced */
+};
+
+/* kind_at results. */
+enum {
+    OM_KIND_NONE = 0,  /* nothing has that name */
+    OM_KIND_FILE = 1,  /* a regular file */
+    OM_KIND_DIR = 2,   /* a directory (not a link to one) */
+    OM_KIND_OTHER = 3, /* a symbolic link, a device, a fifo or a socket */
 };
 
 typedef int (*om_list_cb)(void *arg, const char *name);
@@ -52,6 +91,34 @@ struct om_vfs {
      * than the process lives): DatabaseInUse when another holder has it. Optional (NULL: no
      * locking, as in one process's in-memory tests). */
     int (*lock)(om_file *f);
+
+    /* Directory handles (the rules are at the top). at NULL: path is absolute (or, on the real
+     * filesystem, relative to the working directory); else path is one name in at. */
+    int (*dir_open)(om_vfs *v, om_dir *at, const char *path, int flags, om_dir **out);
+    /* Releases the handle; NULL is a no-op. Always 0. */
+    int (*dir_close)(om_dir *d);
+    /* Makes the name operations in d durable (fsync of the directory). */
+    int (*dir_sync)(om_dir *d);
+    /* As open, for the name in d; never follows a link (with CREATE | EXCL nothing that exists
+     * at the name, a link included, is ever opened). */
+    int (*open_at)(om_dir *d, const char *name, int flags, om_file **out);
+    /* Renames fname in `from` to tname in `to` (the same handle or another one on the same
+     * filesystem); flags: OM_RENAME_REPLACE. FileNotFound when fname is not there. */
+    int (*rename_at)(om_dir *from, const char *fname, om_dir *to, const char *tname, int flags);
+    /* Removes the name (a file or a link, never what a link points to). */
+    int (*unlink_at)(om_dir *d, const char *name);
+    /* Removes the empty directory name. */
+    int (*rmdir_at)(om_dir *d, const char *name);
+    /* OM_KIND_* of the name itself (a link is OM_KIND_OTHER), or <0 on error. */
+    int (*kind_at)(om_dir *d, const char *name);
+    /* As list, for d. */
+    int (*list_at)(om_dir *d, om_list_cb cb, void *arg);
+};
+
+/* Handles carry their vfs; path is for messages (at's path + "/" + name when opened in at). */
+struct om_dir {
+    om_vfs *vfs;
+    char *path;
 };
 
 /* Files carry their vfs so the wrappers below need only the file. */
@@ -90,12 +157,86 @@ static inline int om_pwrite(om_file *f, const void *b, size_t n, uint64_t off)
 /* Reads exactly n bytes or fails with FileIOBeyondEOF. */
 int om_pread_full(om_file *f, void *buf, size_t n, uint64_t off);
 
-/* Durable replace: write data to path.tmp, sync it, rename over path, sync the directory.
- * After a crash the file holds either the old or the new content, never a mix. */
+static inline int om_dir_open(om_vfs *v, om_dir *at, const char *p, int fl, om_dir **o)
+{
+    return v->dir_open(v, at, p, fl, o);
+}
+static inline int om_dir_close(om_dir *d)
+{
+    return d ? d->vfs->dir_close(d) : 0;
+}
+static inline int om_dir_sync(om_dir *d)
+{
+    return d->vfs->dir_sync(d);
+}
+static inline int om_open_at(om_dir *d, const char *name, int fl, om_file **o)
+{
+    return d->vfs->open_at(d, name, fl, o);
+}
+static inline int om_rename_at(om_dir *from, const char *fn, om_dir *to, const char *tn, int fl)
+{
+    return from->vfs->rename_at(from, fn, to, tn, fl);
+}
+static inline int om_unlink_at(om_dir *d, const char *name)
+{
+    return d->vfs->unlink_at(d, name);
+}
+static inline int om_rmdir_at(om_dir *d, const char *name)
+{
+    return d->vfs->rmdir_at(d, name);
+}
+static inline int om_kind_at(om_dir *d, const char *name)
+{
+    return d->vfs->kind_at(d, name);
+}
+static inline int om_list_at(om_dir *d, om_list_cb cb, void *arg)
+{
+    return d->vfs->list_at(d, cb, arg);
+}
+
+/* ---- durable files: the one way a file is put in place whole ----
+ *
+ *   om_durable_begin   creates a temporary file in dir under a name unique to the call,
+ *                      ".<name>.<16 random hex digits>.tmp", with CREATE | EXCL and without
+ *                      following a link (a name planted there is never opened or written);
+ *   (write d.f)        with om_pwrite, from as many threads as the caller likes;
+ *   om_durable_commit  syncs the file (its content is durable), closes it, renames it to name
+ *                      (replacing an existing name only with OM_RENAME_REPLACE), and syncs
+ *                      the directory (the name is durable): each step is needed, or a crash
+ *                      could leave the name pointing at a file whose content never reached
+ *                      the disk, or bring back the old name after success was reported.
+ *
+ * After a crash at any point, name holds the old content (or does not exist, as before) or the
+ * new content, whole; never a mix. What a crash can leave is a temporary name, which
+ * om_durable_sweep removes. On any failure the temporary file is removed before the call
+ * returns (commit and abort finish d whatever happens); the old content stays. */
+typedef struct om_durable {
+    om_dir *dir; /* the caller's: it must outlive d */
+    om_file *f;  /* the temporary file, empty; NULL once finished */
+    char name[256], tmp[300];
+} om_durable;
+
+int om_durable_begin(om_dir *dir, const char *name, om_durable *d);
+int om_durable_commit(om_durable *d, int flags);
+/* Closes and removes the temporary file (a failure before commit); d is finished. */
+void om_durable_abort(om_durable *d);
+/* Creates name in dir with these n bytes (data NULL: n zero bytes), begin to commit. */
+int om_durable_write_at(om_dir *dir, const char *name, const void *data, uint64_t n, int flags);
+/* 1 when name is one om_durable_begin makes (for target, or for any name when target is
+ * NULL). */
+int om_durable_is_tmp(const char *name, const char *target);
+/* Removes what om_durable_begin calls for target (any name when NULL) left in dir: the
+ * temporary files of a process that died between begin and commit. *removed (may be NULL)
+ * counts them. Only call it where no other writer of such names can be at work. */
+int om_durable_sweep(om_dir *dir, const char *target, int *removed);
+
+/* Durable replace of the file at path (its folder may be reached through links: it is a
+ * configured path), on the durable-file helper above: after a crash the file holds either the
+ * old or the new content, never a mix; a link at path is replaced, never followed. */
 int om_write_file_durable(om_vfs *v, const char *path, const void *data, size_t n);
 /* Reads a whole (small) file into a malloc'd buffer. */
 int om_read_file(om_vfs *v, const char *path, uint8_t **data, size_t *n);
-/* Creates a file of n zero bytes at path durably (tmp, sync, rename, sync dir). */
+/* Creates (or replaces) a file of n zero bytes at path durably, as om_write_file_durable. */
 int om_create_zeroed(om_vfs *v, const char *path, uint64_t n);
 
 /* dirname of path into out ("." when path has no slash). */

@@ -1,5 +1,5 @@
-/* om_vfs on the real filesystem: open/pread/pwrite/fdatasync. Errors carry the path and
- * strerror. */
+/* om_vfs on the real filesystem: open/pread/pwrite/fdatasync, and directory handles on
+ * openat/renameat2/unlinkat with O_NOFOLLOW. Errors carry the path and strerror. */
 #include "base/vfs.h"
 
 #include <dirent.h>
@@ -19,6 +19,11 @@ typedef struct pfile {
     om_file base;
     int fd;
 } pfile;
+
+typedef struct pdir {
+    om_dir base;
+    int fd;
+} pdir;
 
 static int ioerr(const char *what, const char *path)
 {
@@ -203,6 +208,242 @@ static int p_lock(om_file *bf)
     return ioerr("locking", bf->path);
 }
 
+/* ---- directory handles ---- */
+
+/* One path component a handle's method may be given. */
+static int name_check(om_dir *d, const char *name, const char *what)
+{
+    if (!name || !*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+        return om_errf(OM_E_InvalidPath, "%s %s/%s: not a single name", what, d->path,
+                       name ? name : "");
+    if (strlen(name) > 255)
+        return om_errf(OM_E_InvalidPath, "%s %s/%s: name too long", what, d->path, name);
+    return 0;
+}
+
+/* An error of an *at call on name in d: a link where a real file or folder was wanted is said
+ * so, not as "too many levels of symbolic links". */
+static int at_err(om_dir *d, const char *name, const char *what)
+{
+    int e = errno;
+    struct stat st;
+    if ((e == ELOOP || e == ENOTDIR || e == EMLINK) &&
+        fstatat(((pdir *)d)->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+        return om_errf(OM_E_InvalidPath,
+                       "%s %s/%s: it is a symbolic link, which is never followed here. HINT: "
+                       "remove the link (it is not what was asked for)",
+                       what, d->path, name);
+    return om_errf(om_err_from_errno(e), "%s %s/%s: %s", what, d->path, name, strerror(e));
+}
+
+static int dir_new(om_vfs *v, int fd, const char *path, const char *name, om_dir **out)
+{
+    pdir *d = calloc(1, sizeof *d);
+    size_t pl = strlen(path), nl = name ? strlen(name) : 0;
+    char *p = d ? malloc(pl + nl + 2) : NULL;
+    if (!p) {
+        free(d);
+        close(fd);
+        return om_errf(OM_E_OutOfMemory, "opening %s: out of memory", path);
+    }
+    memcpy(p, path, pl + 1);
+    if (name) {
+        if (pl && p[pl - 1] != '/') p[pl++] = '/';
+        memcpy(p + pl, name, nl + 1);
+    }
+    d->base.vfs = v;
+    d->base.path = p;
+    d->fd = fd;
+    *out = &d->base;
+    return 0;
+}
+
+/* name in the directory fd (path for messages), made first with create; never through a link. */
+static int open_sub(om_vfs *v, int fd, const char *path, const char *name, int flags, om_dir **out)
+{
+    pdir tmp = {.base = {.vfs = v, .path = (char *)path}, .fd = fd};
+    if ((flags & OM_D_CREATE) && mkdirat(fd, name, 0750) != 0 && errno != EEXIST)
+        return at_err(&tmp.base, name, "creating directory");
+    int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sub < 0) return at_err(&tmp.base, name, "opening directory");
+    struct stat st;
+    if ((flags & OM_D_OWN) &&
+        (fstat(sub, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)))) {
+        close(sub);
+        return om_errf(OM_E_FileAccessDenied,
+                       "%s/%s is not this process's own folder (another owner, or writable by "
+                       "others), so others could change what is in it. HINT: move it away",
+                       path, name);
+    }
+    return dir_new(v, sub, path, name, out);
+}
+
+/* An absolute (configured) path: its folders may be reached through links, its last component
+ * only with OM_D_FOLLOW; missing ones are made with OM_D_CREATE, each opened without following
+ * a link once made. */
+static int open_abs(om_vfs *v, const char *path, int flags, om_dir **out)
+{
+    char p[4096];
+    size_t l = strlen(path);
+    if (l >= sizeof p) return om_errf(OM_E_InvalidPath, "path too long: %s", path);
+    memcpy(p, path, l + 1);
+    while (l > 1 && p[l - 1] == '/')
+        p[--l] = 0;
+    char *s = strrchr(p, '/');
+    const char *name = s ? s + 1 : p;
+    int fd;
+    if (!strcmp(p, "/") || !strcmp(name, ".") || !strcmp(name, "..") || (flags & OM_D_FOLLOW)) {
+        fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) return dir_new(v, fd, p, NULL, out);
+        if (errno != ENOENT || !(flags & OM_D_CREATE) || !strcmp(p, "/") || !strcmp(name, ".") ||
+            !strcmp(name, ".."))
+            return ioerr("opening directory", p);
+    }
+    om_dir *parent = NULL;
+    int rc;
+    if (!s || s == p) {
+        fd = open(s ? "/" : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        rc = fd < 0 ? ioerr("opening directory", s ? "/" : ".")
+                    : dir_new(v, fd, s ? "/" : ".", NULL, &parent);
+    } else {
+        *s = 0;
+        rc = open_abs(v, p, (flags & OM_D_CREATE) | OM_D_FOLLOW, &parent);
+        *s = '/';
+    }
+    if (!rc) rc = open_sub(v, ((pdir *)parent)->fd, parent->path, name, flags, out);
+    om_dir_close(parent);
+    return rc;
+}
+
+static int p_dir_open(om_vfs *v, om_dir *at, const char *path, int flags, om_dir **out)
+{
+    *out = NULL;
+    if (!at) return open_abs(v, path, flags, out);
+    int rc = name_check(at, path, "opening directory");
+    return rc ? rc : open_sub(v, ((pdir *)at)->fd, at->path, path, flags, out);
+}
+
+static int p_dir_close(om_dir *bd)
+{
+    if (!bd) return 0;
+    pdir *d = (pdir *)bd;
+    close(d->fd);
+    free(bd->path);
+    free(d);
+    return 0;
+}
+
+static int p_dir_sync(om_dir *bd)
+{
+    /* A create, rename or unlink is only durable once the directory holding the name is
+     * synced. */
+    if (fsync(((pdir *)bd)->fd) != 0) return ioerr("syncing directory", bd->path);
+    return 0;
+}
+
+static int p_open_at(om_dir *bd, const char *name, int flags, om_file **out)
+{
+    int rc = name_check(bd, name, "opening");
+    if (rc) return rc;
+    int of = O_CLOEXEC | O_NOFOLLOW;
+    of |= (flags & OM_O_RDONLY) ? O_RDONLY : O_RDWR;
+    if (flags & OM_O_CREATE) of |= O_CREAT;
+    if (flags & OM_O_EXCL) of |= O_EXCL;
+    int fd = openat(((pdir *)bd)->fd, name, of, 0640);
+    if (fd < 0) return at_err(bd, name, (flags & OM_O_CREATE) ? "creating" : "opening");
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return om_errf(OM_E_InvalidPath, "opening %s/%s: not a regular file", bd->path, name);
+    }
+    size_t pl = strlen(bd->path), nl = strlen(name);
+    pfile *f = calloc(1, sizeof *f);
+    char *p = f ? malloc(pl + nl + 2) : NULL;
+    if (!p) {
+        free(f);
+        close(fd);
+        return om_errf(OM_E_OutOfMemory, "opening %s/%s: out of memory", bd->path, name);
+    }
+    snprintf(p, pl + nl + 2, "%s%s%s", bd->path, pl && bd->path[pl - 1] == '/' ? "" : "/", name);
+    f->base.vfs = bd->vfs;
+    f->base.path = p;
+    f->fd = fd;
+    *out = &f->base;
+    return 0;
+}
+
+static int p_rename_at(om_dir *from, const char *fname, om_dir *to, const char *tname, int flags)
+{
+    int rc = name_check(from, fname, "renaming");
+    if (!rc) rc = name_check(to, tname, "renaming to");
+    if (rc) return rc;
+    int ffd = ((pdir *)from)->fd, tfd = ((pdir *)to)->fd, r;
+    if (flags & OM_RENAME_REPLACE) {
+        r = renameat(ffd, fname, tfd, tname);
+    } else {
+        r = renameat2(ffd, fname, tfd, tname, RENAME_NOREPLACE);
+        /* A filesystem without RENAME_NOREPLACE: a hard link fails just as atomically when the
+         * name exists, then the old name goes. */
+        if (r != 0 && (errno == EINVAL || errno == ENOSYS)) {
+            r = linkat(ffd, fname, tfd, tname, 0);
+            if (r == 0 && unlinkat(ffd, fname, 0) != 0) r = -1;
+        }
+    }
+    if (r != 0) {
+        int e = errno;
+        return om_errf(om_err_from_errno(e), "renaming %s/%s to %s/%s: %s", from->path, fname,
+                       to->path, tname, strerror(e));
+    }
+    return 0;
+}
+
+static int p_unlink_at(om_dir *bd, const char *name)
+{
+    int rc = name_check(bd, name, "removing");
+    if (rc) return rc;
+    if (unlinkat(((pdir *)bd)->fd, name, 0) != 0) return at_err(bd, name, "removing");
+    return 0;
+}
+
+static int p_rmdir_at(om_dir *bd, const char *name)
+{
+    int rc = name_check(bd, name, "removing directory");
+    if (rc) return rc;
+    if (unlinkat(((pdir *)bd)->fd, name, AT_REMOVEDIR) != 0)
+        return at_err(bd, name, "removing directory");
+    return 0;
+}
+
+static int p_kind_at(om_dir *bd, const char *name)
+{
+    int rc = name_check(bd, name, "stat of");
+    if (rc) return rc;
+    struct stat st;
+    if (fstatat(((pdir *)bd)->fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return errno == ENOENT ? OM_KIND_NONE : at_err(bd, name, "stat of");
+    return S_ISREG(st.st_mode) ? OM_KIND_FILE : S_ISDIR(st.st_mode) ? OM_KIND_DIR : OM_KIND_OTHER;
+}
+
+static int p_list_at(om_dir *bd, om_list_cb cb, void *arg)
+{
+    /* A new open file description: fdopendir of a dup would share (and move) the handle's
+     * position. */
+    int fd = openat(((pdir *)bd)->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0) close(fd);
+        return ioerr("listing", bd->path);
+    }
+    int rc = 0;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        rc = cb(arg, de->d_name);
+    }
+    closedir(d);
+    return rc;
+}
+
 static om_vfs posix_vfs = {
     .open = p_open,
     .close = p_close,
@@ -219,6 +460,15 @@ static om_vfs posix_vfs = {
     .list = p_list,
     .free_space = p_free_space,
     .lock = p_lock,
+    .dir_open = p_dir_open,
+    .dir_close = p_dir_close,
+    .dir_sync = p_dir_sync,
+    .open_at = p_open_at,
+    .rename_at = p_rename_at,
+    .unlink_at = p_unlink_at,
+    .rmdir_at = p_rmdir_at,
+    .kind_at = p_kind_at,
+    .list_at = p_list_at,
 };
 
 om_vfs *om_vfs_posix(void)

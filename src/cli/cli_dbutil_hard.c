@@ -4,13 +4,10 @@
  * restored .edb, rolls forward through later logs of the folder, and removes _restoredLogs, so
  * the database mounts again. */
 #include <dirent.h>
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "base/error.h"
-#include "base/paths.h"
 #include "base/proto.h"
 #include "base/vfs.h"
 #include "cli/cli.h"
@@ -61,15 +58,8 @@ int cli_dbutil_hard_recover(const char *dir, int *found)
         om_errf(OM_E_InvalidParameter, "%s names no target (target edb, logs, base)", envp);
         return cli_fail(OM_E_InvalidParameter);
     }
-    /* The .edb was laid down under the original's file name in the target's folder. */
-    char tdir[4096], laid[4400];
-    om_dirname(tedb, tdir, sizeof tdir);
-    const char *slash = strrchr(oedb, '/');
-    snprintf(laid, sizeof laid, "%.4000s/%.200s", tdir, slash ? slash + 1 : oedb);
+    /* The .edb was laid down under the target's own name (store/writer.c). */
     int rc = 0;
-    if (strcmp(laid, tedb) && access(laid, F_OK) == 0 && rename(laid, tedb) != 0)
-        rc =
-            om_errf(om_err_from_errno(errno), "renaming %s to %s: %s", laid, tedb, strerror(errno));
     eng_restore_opts o = {.target = {.edb_path = tedb, .log_dir = tlogs, .base = tbase},
                           .restored_dir = original ? tlogs : pending,
                           .restored_base = base,
@@ -81,7 +71,11 @@ int cli_dbutil_hard_recover(const char *dir, int *found)
         json_decref(env);
         return cli_fail(rc);
     }
-    om_remove_flat_dir(pending);
+    /* Only the names the restore wrote there go, then the folder. */
+    if ((rc = eng_restored_remove(om_vfs_posix(), dir, base))) {
+        json_decref(env);
+        return cli_fail(rc);
+    }
     if (r.first_gen)
         printf("%s recovered: generations %u-%u replayed (%llu transactions) in %.2f s; now "
                "Clean Shutdown, and the database mounts again\n",

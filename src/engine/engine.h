@@ -224,6 +224,17 @@ typedef struct eng_restore_result {
 
 int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r);
 
+/* The names a restore writes in <log dir>/_restoredLogs for restored logs of base (see
+ * store/writer.h): its generations <base>XXXXXXXX.log, <base>restore.env, <base>restore.laid,
+ * and the temporary names of the durable-file helper (base/vfs.h). 1 when name is one. */
+int eng_restored_name(const char *name, const char *base);
+/* Removes <logs>/_restoredLogs once the restore it holds is done (or abandoned): only the names
+ * eng_restored_name allows, <base>restore.env last (it marks the restore unfinished), then the
+ * folder, then syncs logs; never through a link (a link at _restoredLogs is refused, one inside
+ * is removed as a name). A folder that is not there is fine. A name of anything else stays, and
+ * so does the folder: InvalidParameter naming it. */
+int eng_restored_remove(om_vfs *v, const char *logs, const char *base);
+
 /* Transactions. eng_txn_begin waits for the database's previous writer to finish. */
 enum { ENG_COMMIT_LAZY = 1 };
 int eng_txn_begin(eng_db *db, eng_txn **out);

@@ -556,3 +556,67 @@ out:
     eng_db_abandon(db);
     return rc;
 }
+
+/* ---- the restore's folder ---- */
+
+int eng_restored_name(const char *name, const char *base)
+{
+    uint32_t g = 0;
+    size_t bl = strlen(base);
+    if (eng_parse_log_name(name, base, &g) && g) return 1;
+    if (!strncmp(name, base, bl) &&
+        (!strcmp(name + bl, "restore.env") || !strcmp(name + bl, "restore.laid")))
+        return 1;
+    return om_durable_is_tmp(name, NULL);
+}
+
+typedef struct rm_names {
+    om_dir *d;
+    const char *base;
+    char env[64];
+    char stray[256];
+    int rc;
+} rm_names;
+
+static int remove_one(void *arg, const char *name)
+{
+    rm_names *r = arg;
+    if (!eng_restored_name(name, r->base)) {
+        if (!r->stray[0]) snprintf(r->stray, sizeof r->stray, "%s", name);
+        return 0;
+    }
+    if (!strcmp(name, r->env)) return 0; /* last */
+    int rc = om_unlink_at(r->d, name);
+    if (rc && rc != OM_E_FileNotFound && !r->rc) r->rc = rc;
+    return 0;
+}
+
+int eng_restored_remove(om_vfs *v, const char *logs, const char *base)
+{
+    if (!eng_base_valid(base))
+        return om_errf(OM_E_InvalidParameter, "'%s' is not a log base name", base ? base : "");
+    om_dir *ld = NULL, *pd = NULL;
+    int rc = om_dir_open(v, NULL, logs, OM_D_FOLLOW, &ld);
+    if (!rc && om_kind_at(ld, "_restoredLogs") == OM_KIND_NONE) {
+        om_dir_close(ld);
+        return 0;
+    }
+    if (!rc) rc = om_dir_open(v, ld, "_restoredLogs", 0, &pd);
+    rm_names r = {.d = pd, .base = base};
+    snprintf(r.env, sizeof r.env, "%srestore.env", base);
+    if (!rc) rc = om_list_at(pd, remove_one, &r);
+    if (!rc) rc = r.rc;
+    if (!rc && r.stray[0])
+        rc = om_errf(OM_E_InvalidParameter,
+                     "%s holds %s, which no restore writes: the folder stays. HINT: move it "
+                     "away, then remove the folder",
+                     pd->path, r.stray);
+    /* The names gone before the mark: a crash in between leaves a restore still marked. */
+    if (!rc) rc = om_dir_sync(pd);
+    if (!rc && om_kind_at(pd, r.env) != OM_KIND_NONE) rc = om_unlink_at(pd, r.env);
+    if (!rc) rc = om_rmdir_at(ld, "_restoredLogs");
+    if (!rc) rc = om_dir_sync(ld);
+    om_dir_close(pd);
+    om_dir_close(ld);
+    return rc;
+}

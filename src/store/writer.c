@@ -39,10 +39,13 @@ typedef struct wdb {
     uint64_t mark_time;
 } wdb;
 
-/* A database being restored: between PreRestore and the end of the session, mounts are
- * refused. */
+/* A target being restored: between PreRestore and the end of the session (PostRestore, or an
+ * Abort: a restore that failed or whose requester died), mounts are refused and so is another
+ * restore to it. One per target, as many as there are targets. */
 typedef struct wrestore {
-    char session[40], target[STORE_MAX_NAME + 1];
+    struct wrestore *next;
+    char session[40];
+    char target[4300]; /* the database's name, or the .edb path of a restore to new paths */
 } wrestore;
 
 struct store_writer {
@@ -50,7 +53,7 @@ struct store_writer {
     vss_writer *vw;
     pthread_mutex_t mu;
     wdb dbs[MAX_WDB];
-    wrestore restores[8];
+    wrestore *restores; /* under mu */
     char instance_id[37], logical[200];
 };
 
@@ -547,9 +550,15 @@ static int backup_complete(void *ctx, vss_event *e)
 static void unmark_session(store_writer *w, const char *session)
 {
     pthread_mutex_lock(&w->mu);
-    for (size_t i = 0; i < sizeof w->restores / sizeof w->restores[0]; i++)
-        if (!strcmp(w->restores[i].session, session))
-            memset(&w->restores[i], 0, sizeof w->restores[i]);
+    for (wrestore **p = &w->restores; *p;) {
+        wrestore *r = *p;
+        if (strcmp(r->session, session)) {
+            p = &r->next;
+            continue;
+        }
+        *p = r->next;
+        free(r);
+    }
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -604,15 +613,33 @@ void store_writer_db_closing(store_writer *w, eng_db *db)
 /* ---- PreRestore, PostRestore ---- */
 
 /* Where one component is restored to: a database of the directory (the original, another one,
- * the recovery database) or new paths. */
+ * the recovery database) or new paths.
+ *
+ * What a restore may write (spec §6): only under the target's folders, never through a link,
+ * never over a file it did not create, except the target's own files PreRestore checked. So:
+ * - the .edb is laid down by the requester under a temporary name in the folder of the
+ *   target's .edb and renamed to the target's .edb path, never to a name from the backup; it
+ *   replaces what is there only for a database of the directory (its own dismounted .edb,
+ *   marked allow-restore) or a leftover of an unfinished restore of this very target;
+ * - logs go to the original's own log folder (replacing the generations the chain restores)
+ *   or to <logs>/_restoredLogs, a folder of the store's own, made here (mkdirat, opened
+ *   without following a link); one that is there already is taken only when its
+ *   <base>restore.env says it is an unfinished restore of this target: one that asked for
+ *   additional restores (--no-replay) is continued (its generations stay, this restore's may
+ *   replace them), a killed or failed one is cleared first (its names go); anything else is
+ *   refused;
+ * - at the end only the names a restore writes there go (eng_restored_remove), then the
+ *   folder. */
 typedef struct rtarget {
     store_dbent ent; /* the target (for new paths: made up from them) */
     int in_dir;      /* a database of the directory */
     int original;    /* the same database the backup is of */
     char orig_id[37], orig_base[4], orig_edb[4096];
+    char key[4300];          /* the restore slot: the target's name, or its .edb path */
+    char edb_dir[4096];      /* the folder of ent.edb */
+    char edb_name[256];      /* its name in that folder */
     char restored_dir[4200]; /* where its logs go */
     char pending[4200];      /* <logs>/_restoredLogs: the restore is not finished while it exists */
-    char edb_path[4200];     /* where the .edb goes (renamed to ent.edb at PostRestore) */
     char progress[4300];     /* <pending>/<base>restore.laid: how far the requester has laid logs */
 } rtarget;
 
@@ -632,10 +659,14 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
     snprintf(t->orig_id, sizeof t->orig_id, "%s", str_or(md, "db_id", ""));
     snprintf(t->orig_base, sizeof t->orig_base, "%s", str_or(md, "base", "E00"));
     snprintf(t->orig_edb, sizeof t->orig_edb, "%s", str_or(md, "edb", ""));
-    if (!t->orig_id[0] || !t->orig_edb[0])
-        return om_errf(OM_E_InvalidParameter,
-                       "the backup metadata of %s names no database (db_id, edb)",
+    if (!t->orig_id[0])
+        return om_errf(OM_E_InvalidParameter, "the backup metadata of %s names no database (db_id)",
                        str_or(c, "name", "?"));
+    if (!eng_base_valid(str_or(md, "base", "E00")))
+        return om_errf(OM_E_InvalidParameter,
+                       "the backup metadata of %s gives '%.20s' as its log base name, which is not "
+                       "three letters or digits",
+                       str_or(c, "name", "?"), str_or(md, "base", ""));
     if (json_is_object(nt)) { /* new paths: not a database of the directory */
         const char *edb = str_or(nt, "edb", NULL), *logs = str_or(nt, "logs", NULL);
         if (!edb || !logs || edb[0] != '/' || logs[0] != '/')
@@ -644,6 +675,7 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
         snprintf(t->ent.logs, sizeof t->ent.logs, "%s", logs);
         memcpy(t->ent.base, t->orig_base, 4);
         snprintf(t->ent.name, sizeof t->ent.name, "(new paths)");
+        snprintf(t->key, sizeof t->key, "%s", edb);
     } else {
         const char *name = str_or(ro, "target", NULL);
         store_dbent *e = NULL;
@@ -690,51 +722,225 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
                            e->name, e->name);
         if (json_is_true(json_object_get(ro, "recovery")) && !e->recovery)
             return om_errf(OM_E_InvalidParameter, "'%s' is not the recovery database", e->name);
+        snprintf(t->key, sizeof t->key, "%s", e->name);
     }
-    char d[4096], b[4096];
-    om_dirname(t->ent.edb, d, sizeof d);
-    const char *slash = strrchr(t->orig_edb, '/');
-    snprintf(b, sizeof b, "%s", slash ? slash + 1 : t->orig_edb);
-    snprintf(t->edb_path, sizeof t->edb_path, "%.4000s/%.190s", d, b);
+    const char *slash = strrchr(t->ent.edb, '/');
+    if (!slash || !slash[1] || strlen(slash + 1) >= 200)
+        return om_errf(OM_E_InvalidPath, "%s does not name a database file", t->ent.edb);
+    snprintf(t->edb_name, sizeof t->edb_name, "%s", slash + 1);
+    om_dirname(t->ent.edb, t->edb_dir, sizeof t->edb_dir);
     snprintf(t->pending, sizeof t->pending, "%.4000s/_restoredLogs", t->ent.logs);
     snprintf(t->restored_dir, sizeof t->restored_dir, "%s", t->original ? t->ent.logs : t->pending);
     snprintf(t->progress, sizeof t->progress, "%s/%srestore.laid", t->pending, t->orig_base);
     return 0;
 }
 
-/* <base>restore.env in _restoredLogs: what the restored logs are and where they go. */
-static int write_env(const rtarget *t, json_t *md)
+/* <base>restore.env: what the restored logs are and where they go, and whether the restore
+ * that wrote it asked for additional restores (the next one continues it). */
+static json_t *env_of(const rtarget *t, json_t *md, int additional)
 {
-    char id[37] = "", p[4300];
+    char id[37] = "";
     if (t->in_dir) om_uuid_str(&t->ent.id, id);
-    json_t *env = json_pack(
-        "{s:{s:s, s:s, s:s, s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:O, s:s, s:b}", "original",
-        "id", t->orig_id, "name", str_or(md, "db_name", ""), "edb", t->orig_edb, "logs",
+    return json_pack(
+        "{s:{s:s, s:s, s:s, s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:O, s:s, s:b, s:b}",
+        "original", "id", t->orig_id, "name", str_or(md, "db_name", ""), "edb", t->orig_edb, "logs",
         str_or(md, "logs", ""), "base", t->orig_base, "target", "id", id, "name", t->ent.name,
         "edb", t->ent.edb, "logs", t->ent.logs, "base", t->ent.base, "log_signature",
         json_object_get(md, "log_signature") ? json_object_get(md, "log_signature") : json_null(),
-        "base", t->orig_base, "recovery", t->ent.recovery);
-    char *text = json_dumps(env, JSON_INDENT(2));
+        "base", t->orig_base, "recovery", t->ent.recovery, "additional_restores", additional);
+}
+
+static int write_env(om_dir *pd, const rtarget *t, json_t *md, int additional)
+{
+    char name[32];
+    json_t *env = env_of(t, md, additional);
+    char *text = env ? json_dumps(env, JSON_INDENT(2)) : NULL;
     json_decref(env);
-    snprintf(p, sizeof p, "%s/%srestore.env", t->pending, t->orig_base);
-    int rc = text ? om_write_file_durable(om_vfs_posix(), p, text, strlen(text))
+    snprintf(name, sizeof name, "%srestore.env", t->orig_base);
+    int rc = text ? om_durable_write_at(pd, name, text, strlen(text), OM_RENAME_REPLACE)
                   : om_errf(OM_E_OutOfMemory, "out of memory");
     free(text);
     return rc;
 }
 
+/* What an earlier restore left in _restoredLogs, found by its .env. */
+typedef struct leftover {
+    om_dir *pd;
+    char env[64];    /* its <base>restore.env ("" when none) */
+    char base[4];    /* that base */
+    char stray[256]; /* a name that is no restore's */
+    int keep;        /* the restore goes on: its generations stay */
+    int nenv, nother, rc;
+} leftover;
+
+static int look_left(void *arg, const char *name)
+{
+    leftover *l = arg;
+    size_t n = strlen(name);
+    if (n == 14 && !strcmp(name + 3, "restore.env") &&
+        eng_base_valid((char[4]){name[0], name[1], name[2], 0})) {
+        snprintf(l->env, sizeof l->env, "%s", name);
+        memcpy(l->base, name, 3);
+        l->base[3] = 0;
+        l->nenv++;
+    } else {
+        l->nother++;
+    }
+    return 0;
+}
+
+static int drop_left(void *arg, const char *name)
+{
+    leftover *l = arg;
+    if (!strcmp(name, l->env)) return 0;
+    if (!eng_restored_name(name, l->base)) {
+        if (!l->stray[0]) snprintf(l->stray, sizeof l->stray, "%s", name);
+        return 0;
+    }
+    uint32_t g = 0;
+    if (l->keep && eng_parse_log_name(name, l->base, &g) && g) return 0;
+    int rc = om_unlink_at(l->pd, name);
+    if (rc && rc != OM_E_FileNotFound && !l->rc) l->rc = rc;
+    return 0;
+}
+
+/* Reads name in d (never through a link) as JSON. */
+static int read_json_at(om_dir *d, const char *name, json_t **out)
+{
+    om_file *f = NULL;
+    uint64_t sz = 0;
+    char *buf = NULL;
+    *out = NULL;
+    int rc = om_open_at(d, name, OM_O_RDONLY, &f);
+    if (!rc) rc = om_fsize(f, &sz);
+    if (!rc && sz > (1u << 20))
+        rc = om_errf(OM_E_InvalidParameter, "%s/%s is too large", d->path, name);
+    if (!rc && !(buf = malloc(sz + 1))) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    if (!rc) rc = om_pread_full(f, buf, (size_t)sz, 0);
+    om_close(f);
+    if (!rc) {
+        json_error_t je;
+        buf[sz] = 0;
+        *out = json_loads(buf, 0, &je);
+        if (!*out) rc = om_errf(OM_E_InvalidParameter, "%s/%s: %s", d->path, name, je.text);
+    }
+    free(buf);
+    return rc;
+}
+
+/* _restoredLogs as this restore finds it: empty (just made, or left empty), or an unfinished
+ * restore of this same target (*ours = 1): one that asked for additional restores goes on
+ * (*keep = 1: its generations stay), another one's names go now. Anything else is refused:
+ * it is not this restore's to overwrite or remove. */
+static int take_leftovers(om_dir *pd, const rtarget *t, int *ours, int *keep)
+{
+    leftover l = {.pd = pd};
+    *ours = *keep = 0;
+    int rc = om_list_at(pd, look_left, &l);
+    if (rc || (!l.nenv && !l.nother)) return rc;
+    json_t *env = NULL;
+    if (l.nenv == 1) rc = read_json_at(pd, l.env, &env);
+    if (rc) return rc;
+    char id[37] = "";
+    if (t->in_dir) om_uuid_str(&t->ent.id, id);
+    json_t *tg = json_object_get(env, "target");
+    int same = env && !strcmp(str_or(tg, "edb", ""), t->ent.edb) &&
+               !strcmp(str_or(tg, "logs", ""), t->ent.logs) && !strcmp(str_or(tg, "id", ""), id);
+    l.keep = json_is_true(json_object_get(env, "additional_restores")) &&
+             !strncmp(l.base, t->orig_base, 3);
+    json_decref(env);
+    if (!same)
+        return om_errf(OM_E_FileAlreadyExists,
+                       "%s is there and holds %s. HINT: if no restore of that is still wanted, "
+                       "move the folder away (ombra dbutil recover %s replays one laid down "
+                       "with --no-replay)",
+                       pd->path, l.nenv ? "a restore of another target" : "files of no restore",
+                       t->ent.logs);
+    rc = om_list_at(pd, drop_left, &l);
+    if (!rc) rc = l.rc;
+    /* The .env of an earlier restore of other logs: this one writes its own. */
+    if (!rc && !l.stray[0] && strncmp(l.env, t->orig_base, 3)) rc = om_unlink_at(pd, l.env);
+    if (!rc && l.stray[0])
+        rc = om_errf(OM_E_FileAlreadyExists,
+                     "%s holds %s, which no restore writes. HINT: move it away and restore again",
+                     pd->path, l.stray);
+    if (!rc) rc = om_dir_sync(pd);
+    if (!rc) *ours = 1;
+    if (!rc) *keep = l.keep;
+    return rc;
+}
+
+/* The folders and the marks of a restore (PreRestore, after the checks of resolve_target) of
+ * component c: *replace_edb and *replace_logs say whether the .edb may replace what is at
+ * ent.edb, and the generations what is in their folder. */
+static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *replace_logs)
+{
+    om_vfs *v = om_vfs_posix();
+    om_dir *ed = NULL, *ld = NULL, *pd = NULL;
+    int ours = 0, keep = 0, kind = 0;
+    char laid[32];
+    om_file *f = NULL;
+    *replace_edb = 0;
+    *replace_logs = t->original;
+    /* Configured paths: links on the way are the administrator's; the last folder is not
+     * followed, and whatever the restore makes is made by name in a folder it opened. */
+    int rc = om_dir_open(v, NULL, t->edb_dir, OM_D_CREATE, &ed);
+    if (!rc) rc = om_dir_open(v, NULL, t->ent.logs, OM_D_CREATE, &ld);
+    /* _restoredLogs (with the .env) marks the target as not restored until PostRestore
+     * finishes, for the original database too: a failed restore leaves it unmountable. */
+    if (!rc) rc = om_dir_open(v, ld, "_restoredLogs", OM_D_CREATE | OM_D_OWN, &pd);
+    if (!rc) rc = om_dir_sync(ld);
+    if (!rc) rc = take_leftovers(pd, t, &ours, &keep);
+    if (keep) *replace_logs = 1; /* the generations the restore it continues laid */
+    if (!rc) kind = om_kind_at(ed, t->edb_name);
+    if (!rc && kind < 0) rc = kind;
+    if (!rc && kind != OM_KIND_NONE) {
+        if (kind != OM_KIND_FILE || (!t->in_dir && !ours))
+            rc = om_errf(OM_E_FileAlreadyExists,
+                         "%s is there already%s: a restore to new paths only creates files, "
+                         "never replaces one it did not make. HINT: give --edb a path where "
+                         "nothing is, or move that one away",
+                         t->ent.edb, kind == OM_KIND_FILE ? "" : " (and is no regular file)");
+        else
+            *replace_edb = 1;
+    }
+    /* Temporary names of an earlier restore of this target that was killed while laying. */
+    if (!rc && (t->in_dir || ours)) rc = om_durable_sweep(ed, t->edb_name, NULL);
+    if (!rc && t->original) rc = om_durable_sweep(ld, NULL, NULL);
+    if (!rc)
+        rc = write_env(pd, t, json_object_get(c, "backup_metadata"),
+                       json_is_true(json_object_get(c, "additional_restores")));
+    snprintf(laid, sizeof laid, "%srestore.laid", t->orig_base);
+    if (!rc) rc = om_open_at(pd, laid, OM_O_CREATE | OM_O_EXCL, &f);
+    om_close(f);
+    if (!rc) rc = om_dir_sync(pd);
+    om_dir_close(pd);
+    om_dir_close(ld);
+    om_dir_close(ed);
+    return rc;
+}
+
+/* Holds the restore slot of target for session: another session's restore of it is refused. */
 static int mark_restoring(store_writer *w, const char *session, const char *target)
 {
-    int rc = om_errf(OM_E_OutOfMemory, "too many restores at once");
+    int rc = 0;
     pthread_mutex_lock(&w->mu);
-    for (size_t i = 0; i < sizeof w->restores / sizeof w->restores[0]; i++)
-        if (!w->restores[i].session[0] ||
-            (!strcmp(w->restores[i].target, target) && !strcmp(w->restores[i].session, session))) {
-            snprintf(w->restores[i].session, sizeof w->restores[i].session, "%s", session);
-            snprintf(w->restores[i].target, sizeof w->restores[i].target, "%s", target);
-            rc = 0;
-            break;
-        }
+    wrestore *r = w->restores;
+    while (r && strcmp(r->target, target))
+        r = r->next;
+    if (r && strcmp(r->session, session))
+        rc = om_errf(OM_E_RestoreInProgress,
+                     "%s is being restored already (session %s). HINT: wait for that restore to "
+                     "end",
+                     target, r->session);
+    else if (!r && !(r = calloc(1, sizeof *r)))
+        rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    else if (!r->session[0]) {
+        snprintf(r->session, sizeof r->session, "%s", session);
+        snprintf(r->target, sizeof r->target, "%s", target);
+        r->next = w->restores;
+        w->restores = r;
+    }
     pthread_mutex_unlock(&w->mu);
     return rc;
 }
@@ -743,8 +949,8 @@ int store_writer_restoring(store_writer *w, const char *name)
 {
     int r = 0;
     pthread_mutex_lock(&w->mu);
-    for (size_t i = 0; i < sizeof w->restores / sizeof w->restores[0]; i++)
-        r |= w->restores[i].session[0] && !strcmp(w->restores[i].target, name);
+    for (wrestore *x = w->restores; x && !r; x = x->next)
+        r = !strcmp(x->target, name);
     pthread_mutex_unlock(&w->mu);
     return r;
 }
@@ -760,28 +966,25 @@ static int pre_restore(void *ctx, vss_event *e)
     json_array_foreach(json_object_get(e->args, "components"), i, c)
     {
         rtarget t;
+        int replace_edb = 0, replace_logs = 0;
         pthread_mutex_lock(&s->mu);
         int rc = resolve_target(w, c, &t);
-        if (!rc && t.in_dir) rc = mark_restoring(w, e->session, t.ent.name);
+        if (!rc) rc = mark_restoring(w, e->session, t.key);
         pthread_mutex_unlock(&s->mu);
-        char d[4096];
-        om_dirname(t.ent.edb, d, sizeof d);
-        if (!rc) rc = om_mkdirs(d);
-        /* _restoredLogs (with the .env) marks the target as not restored until PostRestore
-         * finishes, for the original database too: a failed restore leaves it unmountable. */
-        if (!rc) rc = om_mkdirs(t.pending);
-        if (!rc) rc = om_mkdirs(t.restored_dir);
-        if (!rc) rc = write_env(&t, json_object_get(c, "backup_metadata"));
-        /* One an earlier restore left would tell this one that logs are laid which are not. */
-        if (!rc && unlink(t.progress) != 0 && errno != ENOENT)
-            rc = om_errf(om_err_from_errno(errno), "removing %s: %s", t.progress, strerror(errno));
-        if (rc) return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
+        if (!rc) rc = prepare_target(&t, c, &replace_edb, &replace_logs);
+        if (rc) {
+            int f = fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
+            unmark_session(w, e->session);
+            return f;
+        }
         om_info("restore to %s prepared: the .edb goes to %s, the logs to %s", t.ent.name,
-                t.edb_path, t.restored_dir);
+                t.ent.edb, t.restored_dir);
         json_object_set_new(targets, str_or(c, "name", "?"),
-                            json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "name", t.ent.name, "edb",
-                                      t.edb_path, "logs", t.restored_dir, "progress", t.progress,
-                                      "original", t.original, "recovery", t.ent.recovery));
+                            json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b}", "name",
+                                      t.ent.name, "edb", t.ent.edb, "logs", t.restored_dir,
+                                      "progress", t.progress, "base", t.orig_base, "replace_edb",
+                                      replace_edb, "replace_logs", replace_logs, "original",
+                                      t.original, "recovery", t.ent.recovery));
     }
     return 0;
 }
@@ -825,7 +1028,7 @@ static int laying_stopped(const laid_wait *lw, uint32_t gen)
 static int wait_laid(void *arg, uint32_t gen)
 {
     laid_wait *lw = arg;
-    if (lw->fd < 0 && (lw->fd = open(lw->path, O_RDONLY | O_CLOEXEC)) < 0)
+    if (lw->fd < 0 && (lw->fd = open(lw->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
         return errno == ENOENT
                    ? laying_stopped(lw, gen)
                    : om_errf(om_err_from_errno(errno), "opening %s: %s", lw->path, strerror(errno));
@@ -865,9 +1068,6 @@ static int recover_target(store_writer *w, json_t *c, const rtarget *t, json_t *
     uint32_t arriving_first, arriving_last;
     int rc = logs_arriving(ro, &arriving_first, &arriving_last);
     if (rc) return rc;
-    if (strcmp(t->edb_path, t->ent.edb) && rename(t->edb_path, t->ent.edb) != 0)
-        return om_errf(om_err_from_errno(errno), "renaming %s to %s: %s", t->edb_path, t->ent.edb,
-                       strerror(errno));
     eng_restore_opts o = {.target = store_ent_opts(&t->ent),
                           .restored_dir = t->restored_dir,
                           .restored_base = t->orig_base};
@@ -926,7 +1126,7 @@ static int post_restore(void *ctx, vss_event *e)
             continue; /* more backups come first: replay later */
         }
         if ((rc = recover_target(w, c, &t, out))) break;
-        om_remove_flat_dir(t.pending);
+        if ((rc = eng_restored_remove(om_vfs_posix(), t.ent.logs, t.orig_base))) break;
         json_t *ro = json_object_get(c, "restore_options");
         if (t.in_dir && json_is_true(json_object_get(ro, "mount"))) {
             pthread_mutex_lock(&s->mu);
@@ -999,6 +1199,11 @@ void store_writer_stop(store_writer *w)
 {
     if (!w) return;
     vss_writer_stop(w->vw); /* aborts open sessions: holds released */
+    while (w->restores) {
+        wrestore *r = w->restores;
+        w->restores = r->next;
+        free(r);
+    }
     pthread_mutex_destroy(&w->mu);
     free(w);
 }

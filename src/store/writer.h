@@ -26,15 +26,22 @@
  * Restore (restore_options: target NAME, target_id ID, recovery, mount, roll_forward, stop_gen,
  * stop_time_ns, logs_arriving [FIRST, LAST]; new_target: {edb, logs} for new paths):
  *   PreRestore   the target exists, is dismounted and allows restore, and has the id the
- *                requester expects (unless the recovery database or new paths); logs go to its
- *                log folder (the original) or <logs>/_restoredLogs; <logs>/_restoredLogs holds
- *                <base>restore.env and marks the target as not restored until PostRestore; the
- *                result says where the .edb and the logs go, and names the progress file
- *                <logs>/_restoredLogs/<base>restore.laid (a stale one is deleted); mounting it
- *                is refused until the session ends
- *   PostRestore  unless additional restores follow: rename the .edb to the target's name, hard
- *                recovery (eng_db_hard_recover: replay, roll forward, point in time), Clean
- *                Shutdown, _restoredLogs removed (the progress file with it), mount when asked.
+ *                requester expects (unless the recovery database or new paths), and no other
+ *                session restores it (-506); logs go to its log folder (the original) or
+ *                <logs>/_restoredLogs; <logs>/_restoredLogs (made by the store, never through a
+ *                link, its own: one already there is taken only when its .env says it is an
+ *                unfinished restore of this target, whose names then go) holds
+ *                <base>restore.env and marks the target as not restored until PostRestore; for
+ *                new paths an existing file at the .edb path is refused unless it is such a
+ *                leftover; the result says where the .edb goes (the target's own .edb path),
+ *                where the logs go, their base name, whether the .edb and the logs may replace
+ *                a file there (replace_edb: the target's own .edb; replace_logs: the original's
+ *                own generations), and names the progress file
+ *                <logs>/_restoredLogs/<base>restore.laid, made empty; mounting it is refused
+ *                until the session ends (PostRestore, or the Abort of a failed restore)
+ *   PostRestore  unless additional restores follow: hard recovery (eng_db_hard_recover: replay,
+ *                roll forward, point in time), Clean Shutdown, _restoredLogs removed (only the
+ *                names a restore writes there: eng_restored_remove), mount when asked.
  *                With logs_arriving the requester is still laying generations FIRST..LAST down
  *                (the .edb and the first one are in place): replay reads each one only once
  *                the progress file says it is laid. The requester holds flock(LOCK_EX) on that

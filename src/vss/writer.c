@@ -8,9 +8,11 @@
  *  - The fd is closed only by the connection thread holding send_mu and mu, so a writer of an
  *    answer (holding send_mu) never writes to a closed or reused descriptor. Lock order:
  *    send_mu, then mu.
- *  - A session record exists while the session is open (PrepareBackup or Freeze seen, no
- *    Abort or BackupShutdown yet) or while a thread uses it (refs > 0). `busy` makes the
- *    handlers of one session run one at a time.
+ *  - A session record exists while the session is open (PrepareBackup, Freeze or PreRestore
+ *    seen, no Abort, BackupShutdown or PostRestore yet) or while a thread uses it (refs > 0).
+ *    A restore is open from PreRestore so that its Abort (a requester that failed or died
+ *    before PostRestore) reaches the handler: the writer must forget the restore then.
+ *    `busy` makes the handlers of one session run one at a time.
  *  - w->active counts event threads (including a Freeze thread waiting to auto-thaw);
  *    vss_writer_stop waits for it to reach 0 after the connection thread has ended. */
 #include "vss/writer.h"
@@ -325,7 +327,7 @@ static int before_handler(vss_writer *w, session *s, vss_event *e)
         json_decref(s->components);
         s->components = json_incref(comps);
     }
-    if (!strcmp(n, "PrepareBackup") || !strcmp(n, "Freeze")) {
+    if (!strcmp(n, "PrepareBackup") || !strcmp(n, "Freeze") || !strcmp(n, "PreRestore")) {
         s->open = 1;
         s->auto_thawed = 0;
     } else if (!strcmp(n, "Thaw")) {
@@ -390,6 +392,7 @@ static void *event_thread(void *arg)
         s->thaw_limit_ms = limit > 0 ? (uint64_t)limit : 0;
         s->thaw_deadline_ns = om_mono_ns() + s->thaw_limit_ms * 1000000u;
     }
+    if (s && !strcmp(e.name, "PostRestore")) session_close(w, s); /* its handler ended it */
     pthread_mutex_unlock(&w->mu);
 
     /* Answer before letting the session's next event in: the coordinator may send Thaw the

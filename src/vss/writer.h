@@ -44,6 +44,9 @@
  *   open/frozen --BackupShutdown--> (none)     open/frozen --Abort--> abort handler, (none)
  *   open/frozen --connection lost or vss_writer_stop--> abort handler with
  *                 args.disconnected = true (the coordinator fails those sessions), (none)
+ *   (none) --PreRestore--> open --PostRestore (once its handler returned)--> (none)
+ *                          open --Abort (a restore that failed or was given up)--> abort
+ *                          handler, (none)
  *
  * Events for the old connection still running when it drops finish, but their answers go
  * nowhere (ids are per connection).

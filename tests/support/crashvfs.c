@@ -24,8 +24,15 @@
  * a reboot applies a random prefix of what is left (names_reboot). This is stricter than
  * committing the whole list up to d's last operation, as ext4's journal would: a missing
  * sync_dir of one directory is not hidden by a sync_dir of another. Directories are never
- * removed or renamed, so a path names the same directory for the whole life of the VFS and a
- * dependency is simply a shared name, or the mkdir of a parent.
+ * renamed, and removed only when empty, so a dependency is simply a shared name, the mkdir of
+ * a parent, or (for the rmdir of a directory) an operation on a name inside it.
+ *
+ * Directory handles (om_dir) hold their directory's path: every *_at method works on
+ * path + "/" + name. There are no symbolic links here, so "never follow a link" is trivially
+ * kept; what the handles add is the name rules (one component) and the same durability as
+ * the path methods. A handle to a directory that was removed fails (no such directory), and
+ * one whose path was made again names the new directory: a simplification of POSIX that the
+ * code under test never relies on.
  *
  * An inode lives while a name (visible or durable), a pending operation or an open handle
  * refers to it: `refs` counts them all. A reboot detaches every handle (ino = NULL), so the
@@ -93,7 +100,7 @@ typedef struct cv_ns {
     int is_visible; /* maintains cv_inode.visible */
 } cv_ns;
 
-enum { OP_CREATE, OP_MKDIR, OP_UNLINK, OP_RENAME };
+enum { OP_CREATE, OP_MKDIR, OP_UNLINK, OP_RENAME, OP_RMDIR };
 
 typedef struct cv_op {
     int kind;
@@ -604,6 +611,7 @@ static void op_apply(cv_ns *durable, const cv_op *op)
         ns_put(durable, p, NULL);
         break;
     case OP_UNLINK:
+    case OP_RMDIR:
         free(p);
         ns_del(durable, op->path);
         break;
@@ -636,6 +644,9 @@ static int op_depends(const cv_op *later, const cv_op *earlier)
             if (!strcmp(lp[i], ep[j])) return 1;
         if (earlier->kind == OP_MKDIR && parent_is(lp[i], earlier->path)) return 1;
     }
+    /* A directory is removed once empty: what emptied it (and made its names) comes first. */
+    for (int j = 0; later->kind == OP_RMDIR && j < 2 && ep[j]; j++)
+        if (strcmp(ep[j], "/") && parent_is(ep[j], later->path)) return 1;
     return 0;
 }
 
@@ -1066,6 +1077,172 @@ static int cv_free_space(om_vfs *v, const char *path, uint64_t *bytes)
     return rc;
 }
 
+/* ---- directory handles ---- */
+
+typedef struct cv_dir {
+    om_dir base; /* base.path: the normalised path */
+    crashvfs *c;
+} cv_dir;
+
+/* d's path + "/" + name into out, after the name rules of base/vfs.h. */
+static int at_path(om_dir *d, const char *name, char *out, const char *what)
+{
+    if (!name || !*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+        return om_errf(OM_E_InvalidPath, "%s %s/%s: not a single name", what, d->path,
+                       name ? name : "");
+    size_t dl = strlen(d->path), nl = strlen(name);
+    if (dl + 1 + nl + 1 > CV_PATH_MAX)
+        return om_errf(OM_E_InvalidPath, "%s %s/%s: path too long", what, d->path, name);
+    memcpy(out, d->path, dl);
+    if (dl > 1) out[dl++] = '/';
+    memcpy(out + dl, name, nl + 1);
+    return 0;
+}
+
+/* Makes every missing directory of the normalised path p, from the top. */
+static int mkdirs_locked(crashvfs *c, const char *p)
+{
+    char q[CV_PATH_MAX];
+    size_t l = strlen(p);
+    memcpy(q, p, l + 1);
+    for (size_t i = 1; i <= l; i++) {
+        if (q[i] != '/' && q[i]) continue;
+        char keep = q[i];
+        q[i] = 0;
+        int rc = mkdir_locked(c, q);
+        q[i] = keep;
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int cv_dir_open(om_vfs *v, om_dir *at, const char *path, int flags, om_dir **out)
+{
+    crashvfs *c = (crashvfs *)v;
+    char p[CV_PATH_MAX];
+    *out = NULL;
+    lock(c);
+    int rc = crashed_check(c, "opening directory", path);
+    if (!rc && (flags & OM_D_CREATE)) rc = injected(c, CRASHVFS_MKDIR, "creating directory", path);
+    if (!rc)
+        rc = at ? at_path(at, path, p, "opening directory")
+                : norm_path(path, p, "opening directory");
+    if (!rc && (flags & OM_D_CREATE)) rc = at ? mkdir_locked(c, p) : mkdirs_locked(c, p);
+    if (!rc) rc = dir_check(c, p, "opening directory");
+    cv_dir *d = NULL;
+    if (!rc && (!(d = calloc(1, sizeof *d)) || !(d->base.path = strdup(p)))) {
+        free(d);
+        rc = oom("opening directory", p);
+    }
+    unlock(c);
+    if (rc) return rc;
+    d->base.vfs = v;
+    d->c = c;
+    *out = &d->base;
+    return 0;
+}
+
+static int cv_dir_close(om_dir *bd)
+{
+    if (!bd) return 0;
+    free(bd->path);
+    free(bd);
+    return 0;
+}
+
+static int cv_dir_sync(om_dir *bd)
+{
+    return cv_sync_dir(bd->vfs, bd->path);
+}
+
+static int cv_open_at(om_dir *bd, const char *name, int flags, om_file **out)
+{
+    crashvfs *c = ((cv_dir *)bd)->c;
+    char p[CV_PATH_MAX];
+    lock(c);
+    int rc = crashed_check(c, "opening", name);
+    if (!rc) rc = injected(c, CRASHVFS_OPEN, "opening", name);
+    if (!rc) rc = at_path(bd, name, p, "opening");
+    if (!rc) rc = dir_check(c, bd->path, "opening in");
+    if (!rc) rc = open_locked(c, p, flags, out);
+    unlock(c);
+    return rc;
+}
+
+static int cv_rename_at(om_dir *from, const char *fname, om_dir *to, const char *tname, int flags)
+{
+    crashvfs *c = ((cv_dir *)from)->c;
+    char pf[CV_PATH_MAX], pt[CV_PATH_MAX];
+    lock(c);
+    int rc = crashed_check(c, "renaming", fname);
+    if (!rc) rc = injected(c, CRASHVFS_RENAME, "renaming", fname);
+    if (!rc) rc = at_path(from, fname, pf, "renaming");
+    if (!rc) rc = at_path(to, tname, pt, "renaming to");
+    if (!rc && !(flags & OM_RENAME_REPLACE) && strcmp(pf, pt) && kind_of(c, pt, NULL) != 0)
+        rc = om_errf(OM_E_FileAlreadyExists, "renaming %s to %s: the name exists", pf, pt);
+    if (!rc) rc = rename_locked(c, pf, pt);
+    unlock(c);
+    return rc;
+}
+
+static int cv_unlink_at(om_dir *bd, const char *name)
+{
+    crashvfs *c = ((cv_dir *)bd)->c;
+    char p[CV_PATH_MAX];
+    lock(c);
+    int rc = crashed_check(c, "removing", name);
+    if (!rc) rc = injected(c, CRASHVFS_UNLINK, "removing", name);
+    if (!rc) rc = at_path(bd, name, p, "removing");
+    if (!rc) rc = unlink_locked(c, p);
+    unlock(c);
+    return rc;
+}
+
+static int rmdir_locked(crashvfs *c, const char *path)
+{
+    int kind = kind_of(c, path, NULL);
+    if (kind == 0)
+        return om_errf(OM_E_FileNotFound, "removing directory %s: no such directory", path);
+    if (kind == 1) return om_errf(OM_E_InvalidPath, "removing directory %s: not a directory", path);
+    for (size_t i = 0; i < c->visible.n; i++)
+        if (parent_is(c->visible.e[i].path, path))
+            return om_errf(OM_E_InvalidParameter, "removing directory %s: it is not empty (%s)",
+                           path, c->visible.e[i].path);
+    if (ops_add(c, OP_RMDIR, path, NULL, NULL)) return oom("removing directory", path);
+    ns_del(&c->visible, path);
+    return 0;
+}
+
+static int cv_rmdir_at(om_dir *bd, const char *name)
+{
+    crashvfs *c = ((cv_dir *)bd)->c;
+    char p[CV_PATH_MAX];
+    lock(c);
+    int rc = crashed_check(c, "removing directory", name);
+    if (!rc) rc = injected(c, CRASHVFS_RMDIR, "removing directory", name);
+    if (!rc) rc = at_path(bd, name, p, "removing directory");
+    if (!rc) rc = rmdir_locked(c, p);
+    unlock(c);
+    return rc;
+}
+
+static int cv_kind_at(om_dir *bd, const char *name)
+{
+    crashvfs *c = ((cv_dir *)bd)->c;
+    char p[CV_PATH_MAX];
+    lock(c);
+    int rc = crashed_check(c, "stat of", name);
+    if (!rc) rc = at_path(bd, name, p, "stat of");
+    if (!rc) rc = kind_of(c, p, NULL);
+    unlock(c);
+    return rc;
+}
+
+static int cv_list_at(om_dir *bd, om_list_cb cb, void *arg)
+{
+    return cv_list(bd->vfs, bd->path, cb, arg);
+}
+
 static const om_vfs cv_methods = {
     .open = cv_open,
     .close = cv_close,
@@ -1081,6 +1258,15 @@ static const om_vfs cv_methods = {
     .mkdir = cv_mkdir,
     .list = cv_list,
     .free_space = cv_free_space,
+    .dir_open = cv_dir_open,
+    .dir_close = cv_dir_close,
+    .dir_sync = cv_dir_sync,
+    .open_at = cv_open_at,
+    .rename_at = cv_rename_at,
+    .unlink_at = cv_unlink_at,
+    .rmdir_at = cv_rmdir_at,
+    .kind_at = cv_kind_at,
+    .list_at = cv_list_at,
 };
 
 /* ---- the test's controls ---- */

@@ -40,8 +40,14 @@
  *
  * Paths are absolute and '/'-separated; repeated and trailing slashes are ignored, "." and
  * ".." components and relative paths fail with OM_E_InvalidPath. "/" always exists.
- * Directories can be created but not removed or renamed (the engine does neither):
- * unlink or rename of a directory fails with OM_E_InvalidPath.
+ * Directories can be created, and removed when empty (rmdir_at), but not renamed: unlink or
+ * rename of a directory fails with OM_E_InvalidPath.
+ *
+ * Directory handles (dir_open and the *_at methods of base/vfs.h) name their directory by its
+ * path: a name given to them is one component (else OM_E_InvalidPath), a create or rename
+ * through them is durable only after dir_sync (or sync_dir) of that directory, as above.
+ * There are no symbolic links in this VFS; OM_D_FOLLOW changes nothing. A handle to a
+ * directory that was removed fails with OM_E_FileNotFound.
  *
  * Errors follow base/vfs.h: every method returns 0 or an error from errors.def with the path
  * in the detail. Once the power is lost every method on the VFS and on its files fails with
@@ -71,6 +77,7 @@ enum crashvfs_op {
     CRASHVFS_UNLINK,
     CRASHVFS_SYNC_DIR,
     CRASHVFS_MKDIR,
+    CRASHVFS_RMDIR,
     CRASHVFS_NOPS
 };
 

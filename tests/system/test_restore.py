@@ -170,7 +170,8 @@ def test_kill_9_at_any_stage_leaves_the_target_dismounted_and_a_retry_succeeds(s
         assert m.rc == 1 and "-506 RestoreInProgress" in m.err, m.describe()
     if m.rc == 0:
         store.ombra("db", "dismount", "db1")
-    assert not list(pathlib.Path(info["logs"]).glob(".*.part")) or stage in ("edb", "replaying")
+    # a file being laid down has a temporary name unique to the restore (.NAME.RANDOM.tmp)
+    assert not list(pathlib.Path(info["logs"]).glob(".*.tmp")) or stage in ("edb", "replaying")
     # the coordinator ends the dead restore's session once the writer is done with its event;
     # until then the component is refused (-505, naming the session)
     end = time.time() + 30
@@ -182,7 +183,8 @@ def test_kill_9_at_any_stage_leaves_the_target_dismounted_and_a_retry_succeeds(s
     assert r.rc == 0, r.describe()
     assert json.loads(r.out)["replay"]["last_gen"] > 0
     assert store.digest("db1") == chain3["digest"]
-    assert not list(pathlib.Path(info["logs"]).glob(".*.part")), "no leftovers after a restore"
+    for folder in {pathlib.Path(info["logs"]), pathlib.Path(info["edb"]).parent}:
+        assert not list(folder.glob(".*.tmp")), "no leftovers after a restore"
     assert not (pathlib.Path(info["logs"]) / "_restoredLogs").exists()
 
 
@@ -375,7 +377,7 @@ def test_a_full_disk_under_the_target_is_one_error_and_nothing_half_done(store, 
         r = restore(store, repo, "db1", "--edb", small / "x.edb", "--logs", small / "logs", check=False)
         assert r.rc == 1 and "No space left" in r.err and str(small) in r.err, r.describe()
         assert len(r.err.strip().split("\n")) == 1
-        assert not [p for p in small.rglob("*") if p.name.endswith(".part")], "no half-written file"
+        assert not [p for p in small.rglob("*") if p.name.endswith(".tmp")], "no half-written file"
         assert (small / "logs" / "_restoredLogs").exists(), "marked as not restored"
     finally:
         subprocess.run(["umount", str(small)], check=True)

@@ -253,11 +253,42 @@ static int teardown_dir(void **s)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* The names in dir, sorted, joined by ' ' (a listing to compare with a string). */
+typedef struct name_list {
+    char v[32][64];
+    int n;
+} name_list;
+
+static int add_name(void *arg, const char *name)
+{
+    name_list *ns = arg;
+    assert_true(ns->n < 32);
+    snprintf(ns->v[ns->n++], sizeof ns->v[0], "%s", name);
+    return 0;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static void listing(om_vfs *v, const char *dir, char *out)
+{
+    name_list ns = {.n = 0};
+    assert_int_equal(v->list(v, dir, add_name, &ns), 0);
+    qsort(ns.v, (size_t)ns.n, sizeof ns.v[0], cmp_name);
+    out[0] = 0;
+    for (int i = 0; i < ns.n; i++) {
+        if (i) strcat(out, " ");
+        strcat(out, ns.v[i]);
+    }
+}
+
 static void durable_replace_leaves_new_content_and_no_temp_file(void **s)
 {
     (void)s;
     om_vfs *v = om_vfs_posix();
-    char p[512], tmp[520];
+    char p[512], names[1024];
     om_path_join(p, sizeof p, tmpdir, "config.json");
     assert_int_equal(om_write_file_durable(v, p, "old", 3), 0);
     assert_int_equal(om_write_file_durable(v, p, "newer", 5), 0);
@@ -267,9 +298,134 @@ static void durable_replace_leaves_new_content_and_no_temp_file(void **s)
     assert_int_equal(n, 5);
     assert_memory_equal(data, "newer", 5);
     free(data);
-    snprintf(tmp, sizeof tmp, "%s.tmp", p);
-    assert_int_equal(v->exists(v, tmp), 0);
+    listing(v, tmpdir, names);
+    assert_string_equal(names, "config.json");
     assert_int_equal(v->exists(v, tmpdir), 2);
+}
+
+/* Writes path with s (a canary) and returns its mtime. */
+static void canary(const char *path, const char *text, struct stat *st)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    assert_int_equal(stat(path, st), 0);
+}
+
+static void canary_untouched(const char *path, const char *text, const struct stat *before)
+{
+    struct stat st;
+    char buf[256] = "";
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mtim.tv_sec, before->st_mtim.tv_sec);
+    assert_int_equal(st.st_mtim.tv_nsec, before->st_mtim.tv_nsec);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(buf, sizeof buf, f));
+    fclose(f);
+    assert_string_equal(buf, text);
+}
+
+/* Links planted at every name a writer uses: nothing is written or removed through them. */
+static void directory_handles_never_follow_a_planted_link(void **s)
+{
+    (void)s;
+    om_vfs *v = om_vfs_posix();
+    char elsewhere[512], work[512], p[600], q[600], names[1024];
+    struct stat cst;
+    om_path_join(elsewhere, sizeof elsewhere, tmpdir, "elsewhere");
+    om_path_join(work, sizeof work, tmpdir, "work");
+    assert_int_equal(mkdir(elsewhere, 0700), 0);
+    assert_int_equal(mkdir(work, 0700), 0);
+    om_path_join(p, sizeof p, elsewhere, "canary");
+    canary(p, "canary", &cst);
+
+    om_dir *w = NULL, *d = NULL;
+    assert_int_equal(om_dir_open(v, NULL, work, 0, &w), 0);
+    assert_int_equal(symlink(elsewhere, (snprintf(q, sizeof q, "%s/dirlink", work), q)), 0);
+    assert_int_equal(symlink(p, (snprintf(q, sizeof q, "%s/filelink", work), q)), 0);
+    assert_int_equal(om_kind_at(w, "dirlink"), OM_KIND_OTHER);
+    assert_int_equal(om_kind_at(w, "filelink"), OM_KIND_OTHER);
+    assert_int_equal(om_kind_at(w, "nothing"), OM_KIND_NONE);
+
+    /* a folder the writer makes or opens by name: a link there is refused */
+    assert_int_equal(om_dir_open(v, w, "dirlink", OM_D_CREATE, &d), OM_E_InvalidPath);
+    assert_non_null(strstr(om_err_detail(), "symbolic link"));
+    assert_int_equal(om_dir_open(v, NULL, q, 0, &d), OM_E_InvalidPath); /* its last component */
+    snprintf(q, sizeof q, "%s/dirlink", work);
+    assert_int_equal(om_dir_open(v, NULL, q, 0, &d), OM_E_InvalidPath);
+    assert_int_equal(om_dir_open(v, NULL, q, OM_D_FOLLOW, &d), 0); /* configured: followed */
+    om_dir_close(d);
+    /* a configured path may pass through a link on the way */
+    snprintf(q, sizeof q, "%s/dirlink/sub", work);
+    assert_int_equal(om_dir_open(v, NULL, q, OM_D_CREATE, &d), 0);
+    assert_int_equal(om_dir_close(d), 0);
+    assert_int_equal(rmdir((snprintf(q, sizeof q, "%s/sub", elsewhere), q)), 0);
+
+    /* a file it creates or opens by name: never through the link */
+    om_file *f = NULL;
+    assert_int_equal(om_open_at(w, "filelink", OM_O_CREATE | OM_O_EXCL, &f),
+                     OM_E_FileAlreadyExists);
+    assert_int_equal(om_open_at(w, "filelink", OM_O_CREATE, &f), OM_E_InvalidPath);
+    assert_int_equal(om_open_at(w, "filelink", OM_O_RDONLY, &f), OM_E_InvalidPath);
+    /* names are one component */
+    assert_int_equal(om_open_at(w, "../x", OM_O_CREATE, &f), OM_E_InvalidPath);
+    assert_int_equal(om_open_at(w, "..", OM_O_CREATE, &f), OM_E_InvalidPath);
+    assert_int_equal(om_dir_open(v, w, "a/b", OM_D_CREATE, &d), OM_E_InvalidPath);
+
+    /* renames: never over a name unless told; over a link the link goes, not its target */
+    assert_int_equal(om_durable_write_at(w, "new", "fresh", 5, 0), 0);
+    assert_int_equal(om_rename_at(w, "new", w, "filelink", 0), OM_E_FileAlreadyExists);
+    assert_int_equal(om_rename_at(w, "new", w, "filelink", OM_RENAME_REPLACE), 0);
+    assert_int_equal(om_kind_at(w, "filelink"), OM_KIND_FILE);
+    /* durable replace of a configured path where a link was planted replaces the link */
+    assert_int_equal(symlink(p, (snprintf(q, sizeof q, "%s/config.json", work), q)), 0);
+    assert_int_equal(om_write_file_durable(v, q, "mine", 4), 0);
+    assert_int_equal(om_kind_at(w, "config.json"), OM_KIND_FILE);
+    /* unlink and rmdir act on the link itself */
+    assert_int_equal(om_rmdir_at(w, "dirlink"), OM_E_InvalidPath);
+    assert_int_equal(om_unlink_at(w, "dirlink"), 0);
+    listing(v, work, names);
+    assert_string_equal(names, "config.json filelink");
+    listing(v, elsewhere, names);
+    assert_string_equal(names, "canary");
+    canary_untouched(p, "canary", &cst);
+    om_dir_close(w);
+}
+
+/* A temporary name the helper left (a crash between begin and commit) is swept; nothing else. */
+static void durable_sweep_removes_only_the_helpers_leftovers(void **s)
+{
+    (void)s;
+    om_vfs *v = om_vfs_posix();
+    om_dir *w = NULL;
+    char names[1024];
+    assert_int_equal(om_dir_open(v, NULL, tmpdir, 0, &w), 0);
+    om_durable a, b;
+    assert_int_equal(om_durable_begin(w, "x.edb", &a), 0);
+    assert_int_equal(om_durable_begin(w, "x.edb", &b), 0);
+    assert_string_not_equal(a.tmp, b.tmp); /* unique to the call */
+    assert_true(om_durable_is_tmp(a.tmp, "x.edb") && !om_durable_is_tmp(a.tmp, "y.edb"));
+    assert_true(om_durable_is_tmp(a.tmp, NULL));
+    assert_int_equal(om_pwrite(b.f, "bbb", 3, 0), 0);
+    assert_int_equal(om_durable_commit(&b, 0), 0);
+    assert_int_equal(om_durable_write_at(w, ".x.edb.tmp", "k", 1, 0), 0);
+    assert_int_equal(om_durable_write_at(w, "x.edb.0123456789abcdef.tmp", "k", 1, 0), 0);
+    om_close(a.f); /* the process "dies" before commit or abort */
+    int removed = 0;
+    assert_int_equal(om_durable_sweep(w, "x.edb", &removed), 0);
+    assert_int_equal(removed, 1);
+    listing(v, tmpdir, names);
+    assert_string_equal(names, ".x.edb.tmp x.edb x.edb.0123456789abcdef.tmp");
+    /* commit without REPLACE refuses an existing name and leaves no temporary file */
+    assert_int_equal(om_durable_begin(w, "x.edb", &a), 0);
+    assert_int_equal(om_durable_commit(&a, 0), OM_E_FileAlreadyExists);
+    assert_int_equal(om_durable_begin(w, "x.edb", &a), 0);
+    om_durable_abort(&a);
+    listing(v, tmpdir, names);
+    assert_string_equal(names, ".x.edb.tmp x.edb x.edb.0123456789abcdef.tmp");
+    om_dir_close(w);
 }
 
 static void posix_errors_name_the_file(void **s)
@@ -326,6 +482,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(durable_replace_leaves_new_content_and_no_temp_file,
                                         setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(posix_errors_name_the_file, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(directory_handles_never_follow_a_planted_link, setup_dir,
+                                        teardown_dir),
+        cmocka_unit_test_setup_teardown(durable_sweep_removes_only_the_helpers_leftovers, setup_dir,
+                                        teardown_dir),
         cmocka_unit_test_setup_teardown(zeroed_file_has_its_size, setup_dir, teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -479,6 +479,26 @@ static void test_handles_from_before_the_reboot_fail_but_can_be_closed(void **st
     crashvfs_free(c);
 }
 
+static int list_into(void *arg, const char *name)
+{
+    strcat((char *)arg, name);
+    strcat((char *)arg, ",");
+    return 0;
+}
+
+/* After the sweep of what the durable helper may have left for name, dir holds exactly
+ * `want` (names with a ',' after each). */
+static void only_name_after_sweep(om_vfs *v, const char *dir, const char *name, const char *want)
+{
+    om_dir *d = NULL;
+    char got[1024] = "";
+    assert_int_equal(om_dir_open(v, NULL, dir, 0, &d), 0);
+    assert_int_equal(om_durable_sweep(d, name, NULL), 0);
+    assert_int_equal(om_list_at(d, list_into, got), 0);
+    om_dir_close(d);
+    if (strcmp(got, want)) fail_msg("%s holds '%s' after the sweep, not '%s'", dir, got, want);
+}
+
 /* The helper the engine uses for its small files: after a crash at any of its sync points,
  * under any seed, the file holds the old or the new content, whole. */
 static void test_durable_replace_is_old_or_new_after_a_crash_at_any_of_its_syncs(void **state)
@@ -523,6 +543,7 @@ static void test_durable_replace_is_old_or_new_after_a_crash_at_any_of_its_syncs
                 fail_msg("crash at sync %llu, seed %llu: /d/f is neither old nor new",
                          (unsigned long long)k, (unsigned long long)seed);
             }
+            only_name_after_sweep(v, "/d", "f", "f,");
             crashvfs_free(c);
         }
     }
@@ -999,6 +1020,133 @@ static void test_parallel_writers_and_syncers_see_their_own_data(void **state)
     crashvfs_free(c);
 }
 
+/* ---- directory handles and the durable-file helper on them ---- */
+
+/* A file laid down through the helper in pieces (as a restore streams it) and put in place
+ * without replacing anything: after a crash at any sync point, and the sweep, the name is
+ * absent or holds the whole content, and nothing else is in the folder. */
+static void test_durable_new_file_is_absent_or_whole_after_a_crash_at_any_sync(void **state)
+{
+    (void)state;
+    static uint8_t data[3 * 4096 + 123];
+    fill(data, sizeof data, 9);
+    crashvfs *prepared = disk(3);
+    om_vfs *pv = crashvfs_vfs(prepared);
+    assert_int_equal(pv->mkdir(pv, "/d"), 0);
+    assert_int_equal(pv->sync_dir(pv, "/"), 0);
+
+    uint64_t points = 0;
+    int saw_none = 0, saw_whole = 0;
+    for (uint64_t k = 0; k <= points + 1; k++) {
+        for (uint64_t seed = 1; seed <= (k ? SEEDS : 1); seed++) {
+            crashvfs *c = crashvfs_clone(prepared);
+            assert_non_null(c);
+            om_vfs *v = crashvfs_vfs(c);
+            crashvfs_reseed(c, seed * 7919 + k);
+            uint64_t s0 = crashvfs_syncs(c);
+            if (k) crashvfs_crash_at_sync(c, k);
+            om_dir *d = NULL;
+            om_durable w;
+            int rc = om_dir_open(v, NULL, "/d", 0, &d);
+            if (!rc) rc = om_durable_begin(d, "E0000000001.log", &w);
+            for (size_t off = 0; !rc && off < sizeof data; off += 4096) {
+                size_t n = sizeof data - off < 4096 ? sizeof data - off : 4096;
+                rc = om_pwrite(w.f, data + off, n, off);
+            }
+            if (!rc) rc = om_durable_commit(&w, 0);
+            om_dir_close(d);
+            if (!k) { /* the dry run counts the crash points */
+                assert_int_equal(rc, 0);
+                points = crashvfs_syncs(c) - s0;
+                assert_true(points >= 2);
+                crashvfs_free(c);
+                continue;
+            }
+            assert_int_equal(rc, k <= points ? OM_E_Crashed : 0);
+            assert_int_equal(crashvfs_reboot(c), 0);
+            if (v->exists(v, "/d/E0000000001.log") == 0) {
+                assert_true(k <= points);
+                saw_none++;
+                only_name_after_sweep(v, "/d", "E0000000001.log", "");
+            } else {
+                if (!holds(v, "/d/E0000000001.log", data, sizeof data))
+                    fail_msg("crash at sync %llu, seed %llu: the file is there but not whole",
+                             (unsigned long long)k, (unsigned long long)seed);
+                saw_whole++;
+                only_name_after_sweep(v, "/d", "E0000000001.log", "E0000000001.log,");
+            }
+            crashvfs_free(c);
+        }
+    }
+    assert_true(saw_none > 0 && saw_whole > 0);
+    crashvfs_free(prepared);
+}
+
+/* The name rules and no-replace of the handles hold in the crash VFS as on a real disk. */
+static void test_directory_handles_take_one_name_and_replace_only_when_told(void **state)
+{
+    (void)state;
+    crashvfs *c = disk(4);
+    om_vfs *v = crashvfs_vfs(c);
+    om_dir *d = NULL, *sub = NULL, *bad = NULL;
+    om_file *f = NULL;
+    assert_int_equal(om_dir_open(v, NULL, "/a/b", 0, &d), OM_E_FileNotFound);
+    assert_int_equal(om_dir_open(v, NULL, "/a/b", OM_D_CREATE, &d), 0);
+    assert_int_equal(om_dir_open(v, d, "sub", OM_D_CREATE, &sub), 0);
+    assert_int_equal(om_dir_open(v, d, "x/y", OM_D_CREATE, &bad), OM_E_InvalidPath);
+    assert_int_equal(om_open_at(d, "..", OM_O_CREATE, &f), OM_E_InvalidPath);
+    assert_int_equal(om_open_at(d, "", OM_O_CREATE, &f), OM_E_InvalidPath);
+    assert_int_equal(om_durable_write_at(d, "one", "1", 1, 0), 0);
+    assert_int_equal(om_durable_write_at(d, "two", "2", 1, 0), 0);
+    assert_int_equal(om_durable_write_at(d, "one", "3", 1, 0), OM_E_FileAlreadyExists);
+    assert_true(holds_str(v, "/a/b/one", "1"));
+    assert_int_equal(om_rename_at(d, "two", d, "one", 0), OM_E_FileAlreadyExists);
+    assert_int_equal(om_rename_at(d, "two", sub, "one", 0), 0);
+    assert_int_equal(om_durable_write_at(d, "one", "4", 1, OM_RENAME_REPLACE), 0);
+    assert_true(holds_str(v, "/a/b/one", "4"));
+    assert_true(holds_str(v, "/a/b/sub/one", "2"));
+    assert_int_equal(om_kind_at(d, "sub"), OM_KIND_DIR);
+    assert_int_equal(om_kind_at(d, "one"), OM_KIND_FILE);
+    assert_int_equal(om_kind_at(d, "none"), OM_KIND_NONE);
+    assert_int_equal(om_rmdir_at(d, "sub"), OM_E_InvalidParameter); /* not empty */
+    assert_int_equal(om_unlink_at(sub, "one"), 0);
+    assert_int_equal(om_rmdir_at(d, "sub"), 0);
+    assert_int_equal(om_durable_write_at(sub, "late", "x", 1, 0), OM_E_FileNotFound);
+    om_dir_close(sub);
+    om_dir_close(d);
+    crashvfs_free(c);
+}
+
+/* Removing a folder's names and then the folder is durable only after the parent's sync, and
+ * a crash before it never leaves a name without its folder. */
+static void test_rmdir_is_durable_after_the_parents_sync_and_never_orphans_a_name(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= SEEDS; seed++) {
+        for (int with_sync = 0; with_sync < 2; with_sync++) {
+            crashvfs *c = disk(seed);
+            om_vfs *v = crashvfs_vfs(c);
+            om_dir *d = NULL, *sub = NULL;
+            assert_int_equal(om_dir_open(v, NULL, "/d", OM_D_CREATE, &d), 0);
+            assert_int_equal(v->sync_dir(v, "/"), 0);
+            assert_int_equal(om_dir_open(v, d, "_r", OM_D_CREATE, &sub), 0);
+            assert_int_equal(om_durable_write_at(sub, "f", "restored", 8, 0), 0);
+            assert_int_equal(om_dir_sync(d), 0);
+            assert_int_equal(om_unlink_at(sub, "f"), 0);
+            assert_int_equal(om_rmdir_at(d, "_r"), 0);
+            if (with_sync) assert_int_equal(om_dir_sync(d), 0);
+            om_dir_close(sub);
+            om_dir_close(d);
+            assert_int_equal(crashvfs_reboot(c), 0);
+            int dir = v->exists(v, "/d/_r"), file = v->exists(v, "/d/_r/f");
+            if (with_sync) assert_int_equal(dir, 0);
+            assert_true(dir == 2 || file == 0);
+            if (file) assert_true(holds_str(v, "/d/_r/f", "restored"));
+            crashvfs_free(c);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1028,6 +1176,9 @@ int main(void)
         cmocka_unit_test(test_resize_zero_fills_and_reads_are_short_at_the_end),
         cmocka_unit_test(test_unlinked_open_file_stays_usable_until_closed),
         cmocka_unit_test(test_parallel_writers_and_syncers_see_their_own_data),
+        cmocka_unit_test(test_durable_new_file_is_absent_or_whole_after_a_crash_at_any_sync),
+        cmocka_unit_test(test_directory_handles_take_one_name_and_replace_only_when_told),
+        cmocka_unit_test(test_rmdir_is_durable_after_the_parents_sync_and_never_orphans_a_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
