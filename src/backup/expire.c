@@ -1,5 +1,8 @@
 /* bk_expire: retention (repo.h has the rules). Under the exclusive lock, in this order, so a
  * crash anywhere leaves a valid repository:
+ *   0. pending sets are removed: under the exclusive lock no writer is mid-backup, so each is
+ *      one whose backup died before it was published (nothing will ever publish it, and its
+ *      blocks must not count as used);
  *   1. set files of expired sets are removed (directory fsynced): what remains listed is whole;
  *   2. unused packs: the index file first, then the pack (a pack without an index is garbage;
  *      an index without its pack would be damage, so that order never happens);
@@ -26,7 +29,7 @@ typedef struct expire {
     json_t *sets; /* every set, oldest first */
     bk_map used;  /* blocks the remaining sets reference */
     json_t *deleted;
-    uint64_t bytes_freed, packs_deleted, packs_rewritten, leftovers;
+    uint64_t bytes_freed, packs_deleted, packs_rewritten, leftovers, pending;
     /* the pack being filled by rewrites, and the old packs whose blocks it holds */
     bk_packw *out;
     char (*moved)[33];
@@ -400,6 +403,38 @@ static int sweep_leftovers(expire *x)
     return rc;
 }
 
+/* ---- pending sets ---- */
+
+static int is_pending(const char *name)
+{
+    size_t l = strlen(name);
+    return l == 64 + 8 && !strcmp(name + 64, ".pending");
+}
+
+static int remove_pending_one(void *arg, const char *name)
+{
+    expire *x = arg;
+    char p[BK_PATH_MAX];
+    struct stat st;
+    if (!is_pending(name) || bk_path(x->r, p, sizeof p, "sets/%s", name)) return 0;
+    if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && x->r->vfs->unlink(x->r->vfs, p) == 0) {
+        x->pending++;
+        x->leftovers++;
+        x->bytes_freed += (uint64_t)st.st_size;
+    }
+    om_err_clear();
+    return 0;
+}
+
+static int remove_pending(expire *x)
+{
+    char p[BK_PATH_MAX];
+    int rc = bk_path(x->r, p, sizeof p, "sets");
+    if (!rc) rc = x->r->vfs->list(x->r->vfs, p, remove_pending_one, x);
+    if (!rc && x->pending) rc = x->r->vfs->sync_dir(x->r->vfs, p);
+    return rc;
+}
+
 /* ---- the whole run ---- */
 
 int bk_expire(bk_repo *r, unsigned keep_full, json_t **report)
@@ -411,7 +446,8 @@ int bk_expire(bk_repo *r, unsigned keep_full, json_t **report)
     if (rc) return rc;
     expire x = {.r = r, .sets = json_array(), .deleted = json_array()};
     char *keep = NULL;
-    rc = bk_index_reload(r);
+    rc = remove_pending(&x);
+    if (!rc) rc = bk_index_reload(r);
     if (!rc) rc = load_sets(&x);
     size_t n = json_array_size(x.sets);
     if (!rc && !(keep = calloc(n + 1, 1))) rc = om_errf(OM_E_OutOfMemory, "out of memory");
@@ -426,10 +462,11 @@ int bk_expire(bk_repo *r, unsigned keep_full, json_t **report)
     lock_shared(r);
     if (!rc && report)
         *report = json_pack(
-            "{s:i, s:O, s:I, s:I, s:I, s:I, s:I}", "keep_full", (int)keep_full, "sets_deleted",
+            "{s:i, s:O, s:I, s:I, s:I, s:I, s:I, s:I}", "keep_full", (int)keep_full, "sets_deleted",
             x.deleted, "sets_kept", (json_int_t)(n - json_array_size(x.deleted)), "packs_deleted",
             (json_int_t)x.packs_deleted, "packs_rewritten", (json_int_t)x.packs_rewritten,
-            "bytes_freed", (json_int_t)x.bytes_freed, "leftovers_removed", (json_int_t)x.leftovers);
+            "bytes_freed", (json_int_t)x.bytes_freed, "leftovers_removed", (json_int_t)x.leftovers,
+            "pending_removed", (json_int_t)x.pending);
     free(keep);
     free(x.moved);
     bk_map_free(&x.used);

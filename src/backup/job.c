@@ -388,6 +388,8 @@ static void *run_db(void *arg)
     j->blocks_new = bn;
     j->blocks_reused = br;
     if ((rc = bk_set_commit(w, doc, j->set_id))) return fail_db(j, rc, "committing the set"), NULL;
+    if ((rc = bk_set_publish(j->repo, j->set_id)))
+        return fail_db(j, rc, "publishing the set"), NULL;
     return NULL;
 }
 

@@ -83,12 +83,56 @@ int bk_block_encode(const bk_repo *r, void *zctx, const uint8_t id[BK_ID_LEN], c
     return 0;
 }
 
+/* The header every pack of this repository starts with. */
+static void pack_header(const bk_repo *r, uint8_t hdr[BK_PACK_HDR])
+{
+    memset(hdr, 0, BK_PACK_HDR);
+    memcpy(hdr, "OMBRAPAK", 8);
+    om_put32(hdr + 8, BK_FORMAT_VERSION);
+    om_put32(hdr + 12, r->encrypted ? BK_PACK_ENCRYPTED : 0);
+    memcpy(hdr + 16, r->uuid.b, 16);
+}
+
+int bk_pack_header_check(const bk_repo *r, om_file *f)
+{
+    uint8_t have[BK_PACK_HDR], want[BK_PACK_HDR];
+    int rc = om_pread_full(f, have, sizeof have, 0);
+    if (rc == OM_E_FileIOBeyondEOF)
+        return om_errf(OM_E_RepositoryCorrupt, "the pack is shorter than its header");
+    if (rc) return rc;
+    pack_header(r, want);
+    if (!memcmp(have, want, sizeof have)) return 0;
+    if (memcmp(have, want, 8)) return om_errf(OM_E_RepositoryCorrupt, "not a pack (bad magic)");
+    if (om_get32(have + 8) != BK_FORMAT_VERSION)
+        return om_errf(OM_E_RepositoryCorrupt, "the pack's format version is %u, not %d",
+                       om_get32(have + 8), BK_FORMAT_VERSION);
+    if (memcmp(have + 16, want + 16, 16)) {
+        om_uuid u;
+        char s[37];
+        memcpy(u.b, have + 16, 16);
+        om_uuid_str(&u, s);
+        return om_errf(OM_E_RepositoryCorrupt,
+                       "the pack belongs to repository %s, not to this one (%s)", s, r->uuid_str);
+    }
+    return om_errf(OM_E_RepositoryCorrupt, "the pack's header says %s in a%s repository",
+                   om_get32(have + 12) == BK_PACK_ENCRYPTED ? "encrypted"
+                   : om_get32(have + 12)                    ? "unknown flags"
+                                                            : "not encrypted",
+                   r->encrypted ? "n encrypted" : " plain");
+}
+
+/* Opens a pack for reading; its header checked (this repository's, this format). */
 static int open_pack(const bk_repo *r, const char *pack, om_file **f)
 {
     char p[BK_PATH_MAX];
     int rc = bk_path(r, p, sizeof p, "packs/%.2s/%s", pack, pack);
     if (!rc) rc = om_open(r->vfs, p, OM_O_RDONLY, f);
     if (rc == OM_E_FileNotFound) return om_errf(OM_E_RepositoryCorrupt, "the pack is missing");
+    if (!rc) rc = bk_pack_header_check(r, *f);
+    if (rc) {
+        om_close(*f);
+        *f = NULL;
+    }
     return rc;
 }
 
@@ -285,15 +329,13 @@ static int pack_paths(bk_repo *r, const char *name, char *dir, char *tmp, char *
 int bk_packw_create(bk_repo *r, bk_packw **out)
 {
     char dir[BK_PATH_MAX], tmp[BK_PATH_MAX], fin[BK_PATH_MAX];
-    uint8_t rnd[16], hdr[BK_PACK_HDR] = "OMBRAPAK";
+    uint8_t rnd[16], hdr[BK_PACK_HDR];
     bk_packw *p = calloc(1, sizeof *p);
     *out = NULL;
     if (!p) return om_errf(OM_E_OutOfMemory, "out of memory");
     om_random(rnd, sizeof rnd);
     bk_hex(rnd, sizeof rnd, p->name);
-    om_put32(hdr + 8, 1);
-    om_put32(hdr + 12, 0);
-    memcpy(hdr + 16, r->uuid.b, 16);
+    pack_header(r, hdr);
     int rc = pack_paths(r, p->name, dir, tmp, fin);
     if (!rc) rc = r->vfs->mkdir(r->vfs, dir);
     if (!rc) rc = om_open(r->vfs, tmp, OM_O_CREATE | OM_O_EXCL, &p->f);
@@ -356,7 +398,9 @@ static int write_index(bk_repo *r, const bk_packw *p, char name[65])
         json_array_append_new(blocks, json_pack("[s, I, i, i]", hex, (json_int_t)p->ents[i].off,
                                                 (int)p->ents[i].stored, (int)p->ents[i].raw));
     }
-    json_t *j = json_pack("{s:i, s:s, s:o}", "version", 1, "pack", p->name, "blocks", blocks);
+    json_t *j = json_pack("{s:i, s:s, s:s?, s:s, s:o}", "version", BK_FORMAT_VERSION, "repository",
+                          r->uuid_str, "encryption", r->encrypted ? "aes-256-gcm" : NULL, "pack",
+                          p->name, "blocks", blocks);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!text) return om_errf(OM_E_OutOfMemory, "out of memory");

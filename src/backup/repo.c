@@ -30,7 +30,7 @@
 #include "base/time.h"
 
 #define FORMAT_NAME "ombra-backup-repository"
-#define FORMAT_VER  1
+#define FORMAT_VER  BK_FORMAT_VERSION
 
 /* scrypt: 32 MiB and about 0.1 s per derivation; only bk_repo_open pays it. */
 #define SCRYPT_N      32768
@@ -139,6 +139,15 @@ int bk_unhex(const char *s, uint8_t *b, size_t n)
     return 0;
 }
 
+static int is_hex_name(const char *name, size_t digits, const char *suffix)
+{
+    size_t l = strlen(name), sl = strlen(suffix);
+    if (l != digits + sl || strcmp(name + digits, suffix)) return 0;
+    for (size_t i = 0; i < digits; i++)
+        if (hexval(name[i]) < 0 || (name[i] >= 'A' && name[i] <= 'F')) return 0;
+    return 1;
+}
+
 static int crypto_err(const char *what)
 {
     return om_errf(OM_E_Internal, "%s failed in OpenSSL", what);
@@ -218,9 +227,41 @@ static int derive_kek(const char *pass, const uint8_t *salt, size_t saltlen, uin
     return 0;
 }
 
-static void wrap_aad(const char *uuid, char *aad, size_t len)
+/* The wrap's AAD: the repository's id and every encryption parameter, so the wrapped keys open
+ * only in the repository they were made for and under the settings they were made with. */
+static void wrap_aad(const char *uuid, int64_t n, int64_t rr, int64_t p, const char *salthex,
+                     char *aad, size_t len)
 {
-    snprintf(aad, len, "ombra-repository-keys:%s", uuid);
+    snprintf(aad, len, "ombra-repository-keys:%d:%s:aes-256-gcm:scrypt:%lld:%lld:%lld:%s",
+             FORMAT_VER, uuid, (long long)n, (long long)rr, (long long)p, salthex);
+}
+
+/* config.json's "auth", over the canonical JSON (compact, sorted keys) of everything else in it.
+ * Plain (id_key NULL): its SHA-256, which finds damage. Encrypted: HMAC-SHA256 under a key
+ * derived from the repository's id key, which only a holder of the passphrase can make, so no
+ * setting, "encryption" least of all, can be changed unnoticed. */
+static int config_auth(const uint8_t *id_key, json_t *cfg, char hex[65])
+{
+    json_t *c = json_deep_copy(cfg);
+    if (c) json_object_del(c, "auth");
+    char *text = c ? json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(c);
+    if (!text) return om_errf(OM_E_OutOfMemory, "out of memory");
+    static const char label[] = "ombra-repository-config";
+    uint8_t key[32], mac[32];
+    size_t n = 0;
+    unsigned dn = 0;
+    int ok = id_key
+                 ? EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, id_key, 32,
+                             (const unsigned char *)label, sizeof label - 1, key, sizeof key, &n) &&
+                       EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, sizeof key,
+                                 (const unsigned char *)text, strlen(text), mac, sizeof mac, &n)
+                 : EVP_Digest(text, strlen(text), mac, &dn, EVP_sha256(), NULL) == 1;
+    OPENSSL_cleanse(key, sizeof key);
+    free(text);
+    if (!ok) return crypto_err(id_key ? "HMAC-SHA256" : "SHA-256");
+    bk_hex(mac, sizeof mac, hex);
+    return 0;
 }
 
 /* ---- creating ---- */
@@ -236,16 +277,16 @@ static int any_entry(void *arg, const char *name)
 static json_t *encryption_json(const char *uuid, const char *pass, uint8_t keys[64], int *rc)
 {
     uint8_t salt[32], kek[32], wrapped[64 + BK_SEAL_OVERHEAD];
-    char aad[80], salthex[65], keyhex[2 * sizeof wrapped + 1];
+    char aad[256], salthex[65], keyhex[2 * sizeof wrapped + 1];
     *rc = RAND_bytes(salt, sizeof salt) == 1 && RAND_bytes(keys, 64) == 1
               ? 0
               : crypto_err("random key generation");
     if (!*rc) *rc = derive_kek(pass, salt, sizeof salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, kek);
-    wrap_aad(uuid, aad, sizeof aad);
+    bk_hex(salt, sizeof salt, salthex);
+    wrap_aad(uuid, SCRYPT_N, SCRYPT_R, SCRYPT_P, salthex, aad, sizeof aad);
     if (!*rc) *rc = bk_seal(kek, aad, strlen(aad), keys, 64, wrapped);
     OPENSSL_cleanse(kek, sizeof kek);
     if (*rc) return NULL;
-    bk_hex(salt, sizeof salt, salthex);
     bk_hex(wrapped, sizeof wrapped, keyhex);
     return json_pack("{s:s, s:{s:s, s:i, s:i, s:i, s:s}, s:s}", "cipher", "aes-256-gcm", "kdf",
                      "name", "scrypt", "n", SCRYPT_N, "r", SCRYPT_R, "p", SCRYPT_P, "salt", salthex,
@@ -291,17 +332,25 @@ int bk_repo_init(const char *path, const bk_init_opts *o)
     if (!rc) rc = om_path_join(p, sizeof p, path, "locks/repo.lock");
     if (!rc) rc = om_write_file_durable(v, p, "", 0);
     json_t *enc = json_null();
-    uint8_t keys[64];
+    uint8_t keys[64] = {0};
     if (!rc && o->encrypt) enc = encryption_json(uuid, o->passphrase, keys, &rc);
-    OPENSSL_cleanse(keys, sizeof keys);
-    if (rc) return rc;
+    if (rc) {
+        OPENSSL_cleanse(keys, sizeof keys);
+        return rc;
+    }
     json_t *cfg = json_pack("{s:s, s:i, s:s, s:s, s:I, s:I, s:{s:s, s:i}, s:o}", "format",
                             FORMAT_NAME, "version", FORMAT_VER, "id", uuid, "created",
                             om_time_iso(om_now_ns(), t, sizeof t), "block_size", (json_int_t)bs,
                             "pack_size", (json_int_t)ps, "compression", "algorithm", "zstd",
                             "level", lvl, "encryption", enc);
-    char *text = cfg ? json_dumps(cfg, JSON_INDENT(2)) : NULL;
+    char auth[65];
+    rc = cfg ? config_auth(o->encrypt ? keys + 32 : NULL, cfg, auth)
+             : om_errf(OM_E_OutOfMemory, "out of memory");
+    OPENSSL_cleanse(keys, sizeof keys);
+    if (!rc) json_object_set_new(cfg, "auth", json_string(auth));
+    char *text = !rc ? json_dumps(cfg, JSON_INDENT(2)) : NULL;
     json_decref(cfg);
+    if (rc) return rc;
     if (!text) return om_errf(OM_E_OutOfMemory, "out of memory");
     /* Last: until config.json exists the directory is not a repository. */
     rc = om_path_join(p, sizeof p, path, "config.json");
@@ -324,26 +373,50 @@ static int unwrap_keys(bk_repo *r, json_t *enc, const char *pass)
     int64_t n = om_json_int_or(kdf, "n", 0), rr = om_json_int_or(kdf, "r", 0),
             p = om_json_int_or(kdf, "p", 0);
     uint8_t salt[32], wrapped[64 + BK_SEAL_OVERHEAD], keys[64], kek[32];
+    const char *salthex = om_json_str_or(kdf, "salt", "");
     if (strcmp(om_json_str_or(enc, "cipher", ""), "aes-256-gcm") ||
         strcmp(om_json_str_or(kdf, "name", ""), "scrypt") || n < 2 || n > (1 << 22) ||
         (n & (n - 1)) || rr < 1 || rr > 32 || p < 1 || p > 16 ||
-        bk_unhex(om_json_str_or(kdf, "salt", ""), salt, sizeof salt) ||
+        bk_unhex(salthex, salt, sizeof salt) ||
         bk_unhex(om_json_str_or(enc, "key", ""), wrapped, sizeof wrapped))
         return om_errf(OM_E_NotRepository, "%s/config.json: unsupported or damaged encryption",
                        r->path);
-    char aad[80];
-    wrap_aad(r->uuid_str, aad, sizeof aad);
+    char aad[256];
+    wrap_aad(r->uuid_str, n, rr, p, salthex, aad, sizeof aad);
     int rc = derive_kek(pass, salt, sizeof salt, (uint64_t)n, (uint64_t)rr, (uint64_t)p, kek);
     if (!rc) rc = bk_open_sealed(kek, aad, strlen(aad), wrapped, sizeof wrapped, keys);
     OPENSSL_cleanse(kek, sizeof kek);
+    /* The AAD binds the id and the parameters: an edited one fails like a wrong passphrase. */
     if (rc == OM_E_RepositoryCorrupt)
-        return om_errf(OM_E_BadPassphrase, "wrong passphrase for the repository %s", r->path);
+        return om_errf(OM_E_BadPassphrase,
+                       "wrong passphrase for the repository %s (or its config.json was altered)",
+                       r->path);
     if (rc) return rc;
     memcpy(r->data_key, keys, 32);
     memcpy(r->id_key, keys + 32, 32);
     OPENSSL_cleanse(keys, sizeof keys);
     r->encrypted = 1;
     return mac_init(r);
+}
+
+/* The "auth" of config.json against its content (encrypted: the keys are unwrapped by now). */
+static int check_config_auth(bk_repo *r)
+{
+    char want[65];
+    const char *have = om_json_str_or(r->config, "auth", "");
+    int rc = config_auth(r->encrypted ? r->id_key : NULL, r->config, want);
+    if (rc || !strcmp(have, want)) return rc;
+    if (r->encrypted)
+        return om_errf(OM_E_RepositoryCorrupt,
+                       "%s/config.json was altered: its settings do not match their "
+                       "authentication code under the repository's key. HINT: a repository's "
+                       "settings cannot change after ombra repo init; put back its own config.json",
+                       r->path);
+    return om_errf(OM_E_RepositoryCorrupt,
+                   "%s/config.json is damaged or was edited: its content does not match its "
+                   "checksum (\"auth\"). HINT: a repository's settings cannot change after ombra "
+                   "repo init; put back its own config.json",
+                   r->path);
 }
 
 static int read_config(bk_repo *r, const char *pass)
@@ -370,20 +443,75 @@ static int read_config(bk_repo *r, const char *pass)
     int64_t ver = om_json_int_or(c, "version", 0);
     if (ver != FORMAT_VER)
         return om_errf(OM_E_NotRepository,
-                       "%s: repository format version %lld is not supported (this is %d)", r->path,
-                       (long long)ver, FORMAT_VER);
+                       "%s: repository format version %lld is not supported: this ombra reads "
+                       "version %d only. HINT: make a new repository (ombra repo init) and back up "
+                       "into it",
+                       r->path, (long long)ver, FORMAT_VER);
     int64_t bs = om_json_int_or(c, "block_size", 0), ps = om_json_int_or(c, "pack_size", 0);
     r->zstd_level = (int)om_json_int_or(json_object_get(c, "compression"), "level", 3);
-    if (bs < 4096 || bs > (64 << 20) || ps < (64 << 10) || ps > INT32_MAX ||
+    json_t *enc = json_object_get(c, "encryption");
+    if (bs < 4096 || bs > (64 << 20) || (bs & (bs - 1)) || ps < (64 << 10) || ps > INT32_MAX ||
+        r->zstd_level < 1 || r->zstd_level > 19 ||
         om_uuid_parse(om_json_str_or(c, "id", ""), &r->uuid) ||
-        strcmp(om_json_str_or(json_object_get(c, "compression"), "algorithm", ""), "zstd"))
+        strcmp(om_json_str_or(json_object_get(c, "compression"), "algorithm", ""), "zstd") ||
+        !(json_is_object(enc) || json_is_null(enc)))
         return om_errf(OM_E_NotRepository, "%s/config.json is damaged", r->path);
     r->block_size = (uint32_t)bs;
     r->pack_size = (uint32_t)ps;
     om_uuid_str(&r->uuid, r->uuid_str);
-    json_t *enc = json_object_get(c, "encryption");
-    if (json_is_object(enc)) return unwrap_keys(r, enc, pass);
-    return 0;
+    if (json_is_object(enc))
+        rc = unwrap_keys(r, enc, pass);
+    else if (pass && *pass)
+        /* Whoever gives a passphrase expects encryption: never write or trust plaintext then. */
+        rc = om_errf(OM_E_BadPassphrase,
+                     "%s is not encrypted, but a passphrase was given: a plaintext repository (or "
+                     "an edited config.json) may have been put in the place of an encrypted one. "
+                     "HINT: if %s was made without --encrypt, give no passphrase (no "
+                     "--passphrase-file, OMBRA_REPO_PASSPHRASE unset); if it was made encrypted, "
+                     "do not use it: it was replaced",
+                     r->path, r->path);
+    if (!rc) rc = check_config_auth(r);
+    return rc;
+}
+
+/* A repository whose config.json says plain, but whose sets are sealed: its config.json was
+ * edited (or replaced). The first bytes of a sealed set file say so (see repo.h). */
+static int sniff_sealed_set(void *arg, const char *name)
+{
+    bk_repo *r = arg;
+    size_t l = strlen(name);
+    if (l < 64 || !(is_hex_name(name, 64, ".json") || is_hex_name(name, 64, ".pending"))) return 0;
+    char p[BK_PATH_MAX], head[sizeof BK_SEALED_SET_HEAD] = {0};
+    om_file *f = NULL;
+    size_t got = 0;
+    if (bk_path(r, p, sizeof p, "sets/%s", name) || om_open(r->vfs, p, OM_O_RDONLY, &f)) {
+        om_err_clear();
+        return 0;
+    }
+    int rc = f->vfs->pread(f, head, sizeof head - 1, 0, &got);
+    om_close(f);
+    om_err_clear();
+    if (!rc && got == sizeof head - 1 && !memcmp(head, BK_SEALED_SET_HEAD, got))
+        snprintf(r->sealed, sizeof r->sealed, "sets/%s", name);
+    return r->sealed[0] ? 1 : 0;
+}
+
+int bk_plain_check(bk_repo *r)
+{
+    if (r->encrypted) return 0;
+    if (!r->sealed[0]) {
+        char p[BK_PATH_MAX];
+        int rc = bk_path(r, p, sizeof p, "sets");
+        if (!rc) rc = r->vfs->list(r->vfs, p, sniff_sealed_set, r);
+        if (rc < 0) return rc;
+    }
+    if (!r->sealed[0]) return 0;
+    return om_errf(OM_E_RepositoryCorrupt,
+                   "%s/config.json says the repository is not encrypted, but %s is encrypted: "
+                   "config.json was edited or replaced, and nothing is written in plaintext into "
+                   "an encrypted repository. HINT: put back the repository's own config.json and "
+                   "give its passphrase",
+                   r->path, r->sealed);
 }
 
 static int take_lock(bk_repo *r)
@@ -419,6 +547,7 @@ int bk_repo_open(const char *path, const char *passphrase, bk_repo **out)
     int rc = read_config(r, passphrase);
     if (!rc) rc = take_lock(r);
     if (!rc) rc = bk_index_refresh(r);
+    if (!rc) rc = bk_plain_check(r);
     if (rc) {
         bk_repo_close(r);
         return rc;
@@ -575,15 +704,6 @@ int bk_index_find(bk_repo *r, const uint8_t id[BK_ID_LEN], bk_ent *e, char pack[
     return om_errf(OM_E_ObjectNotFound, "block %s is not in any index", hex);
 }
 
-static int is_hex_name(const char *name, size_t digits, const char *suffix)
-{
-    size_t l = strlen(name), sl = strlen(suffix);
-    if (l != digits + sl || strcmp(name + digits, suffix)) return 0;
-    for (size_t i = 0; i < digits; i++)
-        if (hexval(name[i]) < 0 || (name[i] >= 'A' && name[i] <= 'F')) return 0;
-    return 1;
-}
-
 typedef struct names {
     char (*v)[65];
     size_t n, cap;
@@ -615,9 +735,10 @@ static int parse_index(bk_repo *r, const char *name, json_t *j, const char **pac
     *pack = om_json_str_or(j, "pack", "");
     *ents = NULL;
     *n = 0;
-    if (om_json_int_or(j, "version", 0) != 1 || !is_hex_name(*pack, 32, "") ||
-        !json_is_array(blocks)) {
-        add_damage(r, name, NULL, "not an index file");
+    json_t *enc = json_object_get(j, "encryption");
+    if (om_json_int_or(j, "version", 0) != FORMAT_VER || !is_hex_name(*pack, 32, "") ||
+        !json_is_array(blocks) || !enc || json_is_null(enc) == r->encrypted) {
+        add_damage(r, name, NULL, "not an index file of this repository's format");
         return 0;
     }
     int rc = bk_path(r, p, sizeof p, "packs/%.2s/%s", *pack, *pack);
@@ -664,6 +785,27 @@ static int parse_index(bk_repo *r, const char *name, json_t *j, const char **pac
     return 0;
 }
 
+/* Why an index file whose content does not match its name is refused: another repository's
+ * (its "repository" says so), an encrypted repository's in a plain one (the evidence
+ * bk_plain_check refuses on), or damage. */
+static void index_mismatch(bk_repo *r, const char *name, json_t *j)
+{
+    const char *owner = om_json_str_or(j, "repository", NULL);
+    json_t *enc = json_object_get(j, "encryption");
+    char what[200];
+    if (r->encrypted && owner && strcmp(owner, r->uuid_str)) {
+        /* Plain: another repository's index keeps a valid name, so a mismatch is damage. */
+        snprintf(what, sizeof what,
+                 "its content does not match its name and it names repository %.40s, not this "
+                 "one (%s): another repository's index file, or damaged",
+                 owner, r->uuid_str);
+        add_damage(r, name, NULL, what);
+    } else if (!r->encrypted && json_is_string(enc)) {
+        if (!r->sealed[0]) snprintf(r->sealed, sizeof r->sealed, "index/%s.json", name);
+    } else
+        add_damage(r, name, NULL, "its content does not match its name (damaged)");
+}
+
 static int load_index(bk_repo *r, const char *name)
 {
     char p[BK_PATH_MAX];
@@ -675,11 +817,24 @@ static int load_index(bk_repo *r, const char *name)
     if (!rc) rc = bk_id_of(r, data, n, got);
     if (rc) goto out;
     bk_unhex(name, want, sizeof want);
-    json_t *j = NULL;
-    if (memcmp(want, got, BK_ID_LEN) != 0)
-        add_damage(r, name, NULL, "its content does not match its name (damaged)");
-    else if (!(j = json_loadb((const char *)data, n, 0, NULL)))
+    json_t *j = json_loadb((const char *)data, n, 0, NULL);
+    const char *owner = om_json_str_or(j, "repository", "");
+    char what[200];
+    int named = memcmp(want, got, BK_ID_LEN) == 0;
+    if (!named)
+        index_mismatch(r, name, j);
+    else if (!json_is_object(j))
         add_damage(r, name, NULL, "not JSON");
+    else if (strcmp(owner, r->uuid_str)) {
+        /* Plain: a copy from another repository has a valid name; the id tells. */
+        snprintf(what, sizeof what, "it belongs to repository %.40s, not to this one (%s)",
+                 *owner ? owner : "(none named)", r->uuid_str);
+        add_damage(r, name, NULL, what);
+    }
+    if (!named || !json_is_object(j) || strcmp(owner, r->uuid_str)) {
+        json_decref(j);
+        j = NULL;
+    }
     const char *pack = NULL;
     bk_ent *ents = NULL;
     size_t ne = 0;
@@ -717,6 +872,7 @@ int bk_index_refresh(bk_repo *r)
     }
     pthread_mutex_unlock(&r->refresh);
     free(ns.v);
+    if (!rc && !r->encrypted && r->sealed[0]) rc = bk_plain_check(r);
     return rc;
 }
 
@@ -768,6 +924,17 @@ static int b64_decode(const char *s, uint8_t **out, size_t *n)
     return 0;
 }
 
+void bk_set_aad(const bk_repo *r, char aad[64])
+{
+    snprintf(aad, 64, "ombra-set:%s", r->uuid_str);
+}
+
+static int foreign(const bk_repo *r, const char *owner)
+{
+    return om_errf(OM_E_RepositoryCorrupt, "it belongs to repository %.40s, not to this one (%s)",
+                   *owner ? owner : "(none named)", r->uuid_str);
+}
+
 /* The plaintext of an encrypted set file. */
 static int unseal_set(bk_repo *r, const uint8_t *data, size_t n, uint8_t **plain, size_t *pn)
 {
@@ -775,9 +942,11 @@ static int unseal_set(bk_repo *r, const uint8_t *data, size_t n, uint8_t **plain
     uint8_t *sealed = NULL;
     size_t sn = 0;
     int rc = 0;
-    if (!env || om_json_int_or(env, "version", 0) != 1 ||
+    const char *owner = om_json_str_or(env, "repository", "");
+    if (!env || om_json_int_or(env, "version", 0) != FORMAT_VER ||
+        strcmp(om_json_str_or(env, "encryption", ""), "aes-256-gcm") ||
         b64_decode(om_json_str_or(env, "sealed", ""), &sealed, &sn) || sn < BK_SEAL_OVERHEAD) {
-        rc = om_errf(OM_E_RepositoryCorrupt, "not an encrypted set file");
+        rc = om_errf(OM_E_RepositoryCorrupt, "not an encrypted set file of this format");
         goto out;
     }
     *plain = malloc(sn - BK_SEAL_OVERHEAD + 1);
@@ -785,7 +954,17 @@ static int unseal_set(bk_repo *r, const uint8_t *data, size_t n, uint8_t **plain
         rc = om_errf(OM_E_OutOfMemory, "out of memory");
         goto out;
     }
-    rc = bk_open_sealed(r->data_key, "set", 3, sealed, sn, *plain);
+    char aad[64];
+    bk_set_aad(r, aad);
+    rc = bk_open_sealed(r->data_key, aad, strlen(aad), sealed, sn, *plain);
+    /* The owner is named in the clear to say whose a set is that does not open here; one that
+     * opens (the AAD holds this repository's id) but names another is damaged. */
+    if (rc == OM_E_RepositoryCorrupt && strcmp(owner, r->uuid_str))
+        rc = foreign(r, owner);
+    else if (!rc && strcmp(owner, r->uuid_str))
+        rc = om_errf(OM_E_RepositoryCorrupt,
+                     "it names repository %.40s, not this one (%s), in its envelope (damaged)",
+                     owner, r->uuid_str);
     if (rc) {
         free(*plain);
         *plain = NULL;
@@ -807,8 +986,13 @@ int bk_set_read(bk_repo *r, const char *id, json_t **set)
     if (!rc) rc = om_read_file(r->vfs, p, &data, &n);
     if (rc == OM_E_FileNotFound) return om_errf(OM_E_SetNotFound, "no set %s in %s", id, r->path);
     if (rc) return rc;
+    const size_t hl = sizeof BK_SEALED_SET_HEAD - 1;
     if (r->encrypted)
         rc = unseal_set(r, data, n, &plain, &pn);
+    else if (n >= hl && !memcmp(data, BK_SEALED_SET_HEAD, hl))
+        rc = om_errf(OM_E_RepositoryCorrupt,
+                     "it is encrypted, but config.json says the repository is not: config.json "
+                     "was edited or replaced. HINT: put back the repository's own config.json");
     else {
         plain = data;
         pn = n;
@@ -820,6 +1004,9 @@ int bk_set_read(bk_repo *r, const char *id, json_t **set)
     json_t *j = rc ? NULL : json_loadb((const char *)plain, pn, 0, NULL);
     if (!rc && !json_is_object(j)) /* a macro: evaluates its argument twice */
         rc = om_errf(OM_E_RepositoryCorrupt, "not a set document");
+    /* Plain: a set copied from another repository has a valid name; its id tells. */
+    if (!rc && strcmp(om_json_str_or(j, "repository", ""), r->uuid_str))
+        rc = foreign(r, om_json_str_or(j, "repository", ""));
     if (!rc) {
         json_object_set_new(j, "id", json_string(id));
         *set = j;

@@ -2,32 +2,45 @@
  * block stored once however many sets and files use it (ARCHITECTURE.md, "Backup repository";
  * docs/design.md, "Backup repository", has the reasons).
  *
- * Layout (all JSON is UTF-8; ids are lower-case hex):
+ * Layout, format version 2 (all JSON is UTF-8; ids are lower-case hex). Every file names the
+ * repository's id, so a file from another repository is refused wherever it is read:
  *
- *   config.json        {"format": "ombra-backup-repository", "version": 1, "id": uuid,
+ *   config.json        {"format": "ombra-backup-repository", "version": 2, "id": uuid,
  *                       "created": ISO time, "block_size": bytes, "pack_size": bytes,
  *                       "compression": {"algorithm": "zstd", "level": L},
  *                       "encryption": null | {"cipher": "aes-256-gcm",
  *                           "kdf": {"name": "scrypt", "n": N, "r": R, "p": P, "salt": hex},
- *                           "key": hex(nonce 12 | wrapped keys 64 | tag 16)}}
- *                      Written last by bk_repo_init: a directory without it is no repository.
+ *                           "key": hex(nonce 12 | wrapped keys 64 | tag 16)},
+ *                       "auth": hex}
+ *                      "auth" covers every other field (their JSON, compact with sorted keys):
+ *                      plain, its SHA-256 (damage is found); encrypted, HMAC-SHA256 under a key
+ *                      derived from the id key (no setting can be changed without the
+ *                      passphrase). The wrapped keys' AAD is the repository id with every
+ *                      encryption parameter. Written last by bk_repo_init: a directory without
+ *                      it is no repository. Other versions are refused (no conversion).
  *   packs/ab/<pack>    <pack> = 32 random hex digits, ab = its first two. A 32-byte header
- *                      ("OMBRAPAK", u32 version 1, u32 0, the repository's uuid), then records,
- *                      each a 56-byte header and its payload:
+ *                      ("OMBRAPAK", u32 version 2, u32 flags (1: encrypted), the repository's
+ *                      uuid), then records, each a 56-byte header and its payload:
  *                        u32 magic "OBK1", u32 flags (1: zstd, 2: AES-256-GCM), u32 raw length,
  *                        u32 stored length, 32-byte block id, u64 XXH3-64 of the 48 bytes
  *                        before it seeded with the record's offset in the pack;
  *                        payload: the block, zstd-compressed when that makes it smaller, then
  *                        when encrypted: nonce 12 | ciphertext | tag 16, the block id as AAD.
- *                      The headers make a pack walkable without its index.
+ *                      The headers make a pack walkable without its index. A pack whose header
+ *                      is not this repository's is not read.
  *                      Written as <pack>.tmp, fsynced, renamed, directory fsynced.
- *   index/<h>.json     {"version": 1, "pack": <pack>, "blocks": [[id, offset, stored, raw]...]}:
+ *   index/<h>.json     {"version": 2, "repository": uuid, "encryption": null | "aes-256-gcm",
+ *                       "pack": <pack>, "blocks": [[id, offset, stored, raw]...]}:
  *                      where each block of one pack is (offset of its record header). <h> is the
  *                      id function of the file's bytes, so a damaged index is recognised as such.
  *                      Written durably right after its pack, before any set that uses it.
- *   sets/<s>.json      one backup set, the last file a commit writes. Plain repository: the
- *                      set document, <s> = SHA-256 of the file's bytes. Encrypted: {"version": 1,
- *                      "sealed": base64(nonce 12 | AES-256-GCM ciphertext | tag 16)} (AAD: "set"),
+ *   sets/<s>.pending   a set committed but not published: never listed, never read (restore,
+ *                      verify, retention do not see it). Same content and id as below.
+ *   sets/<s>.json      one listed backup set. Plain repository: the set document, <s> = SHA-256
+ *                      of the file's bytes. Encrypted: {"encryption": "aes-256-gcm",
+ *                      "repository": uuid, "sealed": base64(nonce 12 | AES-256-GCM ciphertext |
+ *                      tag 16), "version": 2} (keys sorted, so the file starts with
+ *                      {"encryption": which no plain set does; AAD: "ombra-set:" uuid),
  *                      <s> = HMAC of the plaintext document (file names and checksums would
  *                      otherwise show what the backups hold).
  *   locks/repo.lock    flock: every open handle holds it shared, bk_expire exclusively.
@@ -38,22 +51,32 @@
  * AES-256-GCM under a key derived from the passphrase with scrypt; a wrong passphrase fails the
  * wrap's authentication: BadPassphrase.
  *
+ * Encryption is bound to the repository: a repository made encrypted is never written or read
+ * in plaintext. Its config.json cannot be edited to say otherwise unnoticed: a passphrase given
+ * for a repository whose config.json says plain is refused (BadPassphrase: a plaintext
+ * repository may have been swapped in), and a plain config.json beside an encrypted
+ * repository's set or index files is refused (RepositoryCorrupt) with or without one.
+ *
  * Set document: what the caller gave bk_set_commit, plus (set by the repository, overriding the
  * caller's): "files": [{"name", "size", "sha256": hex, "blocks": the ids concatenated (64 hex
  * digits each), "meta": object}], "bytes" (sum of the file sizes), "bytes_stored" and
- * "blocks_new", "blocks_reused" (what this set added), "committed_ns" (commit time), and "time"
- * (ISO) when the caller gave none. bk_set_load adds "id".
+ * "blocks_new", "blocks_reused" (what this set added), "committed_ns" (commit time),
+ * "repository" (the repository's id: a set of another repository is RepositoryCorrupt when
+ * read), and "time" (ISO) when the caller gave none. bk_set_load adds "id".
  * Fields the repository reads from the caller's part: "type" (full, copy, incremental,
- * differential), "database": {"id", "name"} (or "databases": [...] of such objects or names),
- * "time", "server", "log_range": [first, last], "parent" (set id or null). Summaries (bk_sets)
- * leave out "files" and every top-level field whose name ends in "_metadata" or "_document",
- * and add "nfiles"; everything else the caller gave is there (no need to load each set).
+ * differential), "database": {"id", "name", "base"} (or "databases": [...] of such objects or
+ * names), "time", "server", "log_range": [first, last], "parent" (set id or null). Summaries
+ * (bk_sets) leave out "files" and every top-level field whose name ends in "_metadata" or
+ * "_document", and add "nfiles"; everything else the caller gave is there (no need to load each
+ * set). bk_verify holds a set to what a backup writes (backup/setfiles.h: the file names).
  *
- * Crash safety: kill -9 at any moment leaves a valid repository. A set is listed only once its
- * file exists, and it is written after every pack and index it uses is durable; blocks in the
- * packs a dead writer had finished are indexed and reused by the next set; the packs it had
- * open stay *.tmp (removed by bk_expire). A pack shorter than its index says (damaged storage)
- * loses those entries when the index is loaded, so the next set stores those blocks again.
+ * Crash safety: kill -9 at any moment leaves a valid repository. A set is written only after
+ * every pack and index it uses is durable, first as sets/<s>.pending (durably), and it is
+ * listed only once bk_set_publish renamed it to sets/<s>.json: a crash leaves either a pending
+ * file (never listed; bk_expire removes it) or a listed set that is whole. Blocks in the packs a
+ * dead writer had finished are indexed and reused by the next set; the packs it had open stay
+ * *.tmp (removed by bk_expire). A pack shorter than its index says (damaged storage) loses those
+ * entries when the index is loaded, so the next set stores those blocks again.
  *
  * Threads: one bk_repo may be used from any number of threads; many writers may be open on it
  * at once (and in other processes: concurrent backups of different databases), and
@@ -91,8 +114,11 @@ typedef struct bk_init_opts {
 int bk_repo_init(const char *path, const bk_init_opts *o);
 
 /* Opens a repository and takes its lock shared (waits while bk_expire runs). passphrase: NULL
- * for a plain repository (ignored there when given); an encrypted repository without one or
- * with a wrong one is BadPassphrase. A directory without config.json is NotRepository. */
+ * (or "") for a plain repository; an encrypted repository without one or with a wrong one is
+ * BadPassphrase, and so is a plain repository given one (it may have been put in the place of
+ * an encrypted one). A directory without config.json is NotRepository, another format version
+ * NotRepository, a config.json that fails its "auth" RepositoryCorrupt, a plain config.json
+ * beside an encrypted repository's files RepositoryCorrupt. */
 int bk_repo_open(const char *path, const char *passphrase, bk_repo **out);
 /* Closes; writers still open on it must be committed or aborted first. */
 void bk_repo_close(bk_repo *r);
@@ -123,10 +149,19 @@ int bk_put_block(bk_writer *w, const void *data, size_t len, uint8_t id[BK_ID_LE
 int bk_set_add_file(bk_writer *w, const char *name, uint64_t size, const uint8_t sha256[32],
                     const uint8_t (*ids)[BK_ID_LEN], size_t nblocks, json_t *meta);
 /* Finishes the set: every pack it wrote is fsynced, renamed and indexed (durably), then the set
- * file is written, last. doc: the set's own fields (see the top of this file), stolen. set_id
- * gets the new set's id (64 hex digits). The writer is freed whatever the result; on failure no
- * set is listed. No call to bk_put_block may still be running. */
+ * file is written durably, last, as PENDING: nobody sees it (bk_sets, bk_set_load, bk_verify,
+ * bk_expire's retention) until bk_set_publish. doc: the set's own fields (see the top of this
+ * file), stolen. set_id gets the new set's id (64 hex digits). The writer is freed whatever the
+ * result; on failure nothing is pending. No call to bk_put_block may still be running. */
 int bk_set_commit(bk_writer *w, json_t *doc, char set_id[65]);
+/* Lists a committed set (the backup it holds succeeded): sets/<s>.pending renamed to
+ * sets/<s>.json, the directory fsynced. 0 too when it is listed already; SetNotFound when
+ * there is no such pending set. */
+int bk_set_publish(bk_repo *r, const char set_id[65]);
+/* Removes a pending set (its backup failed); its blocks stay, reused by the next set or freed
+ * by bk_expire. SetNotFound when there is no such pending set (a published one is never
+ * removed here). */
+int bk_set_discard(bk_repo *r, const char set_id[65]);
 /* Drops the set: nothing is listed; the packs already written are finished and indexed so the
  * next set reuses their blocks. Frees the writer. */
 void bk_set_abort(bk_writer *w);
@@ -171,10 +206,14 @@ typedef struct bk_damage {
 } bk_damage;
 typedef void (*bk_damage_cb)(void *arg, const bk_damage *d);
 
-/* Reads every block the set references (every set when set_id is NULL; a unique prefix is
- * enough), checks each block's id, and each file's size and SHA-256; with set_id NULL also
- * reports damaged set and index files. cb (may be NULL) gets each problem, from one thread at a
- * time. *blocks_checked (may be NULL): block reads done. Returns 0 when all is well,
+/* Reads every block the set references (every listed set when set_id is NULL; a unique prefix
+ * is enough), checks each block's id and length, and each file's size and SHA-256; checks each
+ * set document against what a backup writes (its type, database, log range, file names by
+ * backup/setfiles.h, sizes against block counts, no name twice, logs within the range and every
+ * generation of it held, one database file in a full or copy, the writer's metadata naming
+ * that file); with set_id NULL also reports damaged or foreign set and index files and packs
+ * whose header is not this repository's. cb (may be NULL) gets each problem, from one thread at
+ * a time. *blocks_checked (may be NULL): block reads done. Returns 0 when all is well,
  * RepositoryCorrupt when anything was reported, or the error that stopped it. Runs on every
  * core. */
 int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64_t *blocks_checked);
@@ -189,11 +228,13 @@ int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64
  * deleted only when every one of them lets it go. Then packs: a pack no remaining set uses is
  * deleted (its index first); a pack less than half used is rewritten with only its used blocks
  * (new pack and index durable first, then the old ones removed); leftovers of killed writers
- * (*.tmp, packs no index lists) are removed. Needs the repository to itself (RepositoryInUse
- * while another handle or a writer has it) and every set file readable (RepositoryCorrupt
- * otherwise: nothing is deleted). keep_full >= 1. *report (may be NULL): {"keep_full",
- * "sets_deleted": [ids], "sets_kept", "packs_deleted", "packs_rewritten", "bytes_freed",
- * "leftovers_removed"}. */
+ * (*.tmp, packs no index lists, pending sets: the pending ones first of all) are removed. Needs
+ * the repository to itself (RepositoryInUse while another handle or a writer has it) and every
+ * set file readable (RepositoryCorrupt otherwise: nothing but pending sets is deleted). keep_full
+ * >= 1. *report (may be NULL): {"keep_full", "sets_deleted": [ids], "sets_kept", "packs_deleted",
+ * "packs_rewritten", "bytes_freed", "leftovers_removed", "pending_removed"}: leftovers count every
+ * file removed as such, pending sets (sets/<s>.pending: no writer can be mid-backup while expire
+ * has the repository, so a pending set is one whose backup died) among them. */
 int bk_expire(bk_repo *r, unsigned keep_full, json_t **report);
 
 #endif

@@ -12,6 +12,14 @@
 
 #define BK_PATH_MAX 4096
 
+/* The repository format this code writes and reads (config.json "version", the pack header's
+ * version, index files' and sealed sets' "version"). */
+#define BK_FORMAT_VERSION 2
+
+/* How a sealed set file starts (its JSON is written with sorted keys; a plain set document's
+ * first key sorts before "encryption", so a plain one never starts so). */
+#define BK_SEALED_SET_HEAD "{\"encryption\":"
+
 /* ---- a hash table keyed by 32-byte ids ---- */
 
 /* The ids are hashes, so their first 8 bytes spread well on their own. */
@@ -67,6 +75,9 @@ struct bk_repo {
     uint32_t npacks, cappacks;
     bk_map packno;  /* pack name (its 16 bytes) -> index in packs (the entry's pack field) */
     json_t *damage; /* [{"index": name, "pack": name or null, "what"}] found while loading */
+    /* A plain repository: the first file found that belongs to an encrypted one ("sets/<s>"
+     * or "index/<h>.json"), or "". Once set, the repository is refused (bk_plain_check). */
+    char sealed[100];
 
     bk_progress_fn progress;
     void *progress_arg;
@@ -91,17 +102,21 @@ int bk_open_sealed(const uint8_t key[32], const void *aad, size_t aadlen, const 
 
 /* ---- packs (pack.c) ---- */
 
-#define BK_PACK_HDR   32
-#define BK_REC_HDR    56
-#define BK_REC_MAGIC  0x314b424fu /* "OBK1" */
-#define BK_REC_ZSTD   1u
-#define BK_REC_AESGCM 2u
+#define BK_PACK_HDR       32
+#define BK_PACK_ENCRYPTED 1u /* the pack header's flags */
+#define BK_REC_HDR        56
+#define BK_REC_MAGIC      0x314b424fu /* "OBK1" */
+#define BK_REC_ZSTD       1u
+#define BK_REC_AESGCM     2u
 
 typedef struct bk_rec {
     uint32_t flags, raw, stored;
     uint8_t id[BK_ID_LEN];
 } bk_rec;
 
+/* 0 when the open pack starts with this repository's header (magic, format version, flags,
+ * id); RepositoryCorrupt naming what differs. */
+int bk_pack_header_check(const bk_repo *r, om_file *f);
 void bk_rec_encode(const bk_rec *h, uint64_t off, uint8_t out[BK_REC_HDR]);
 /* 0, or RepositoryCorrupt with what is wrong in the detail. */
 int bk_rec_decode(const uint8_t in[BK_REC_HDR], uint64_t off, bk_rec *h);
@@ -141,8 +156,13 @@ void bk_packw_discard(bk_repo *r, bk_packw *p);
 
 /* ---- the index (repo.c) ---- */
 
-/* Loads index files not loaded yet. */
+/* Loads index files not loaded yet. A plain repository in which an encrypted repository's file
+ * was found is RepositoryCorrupt (bk_plain_check). */
 int bk_index_refresh(bk_repo *r);
+/* 0, or (plain repository only) RepositoryCorrupt when one of its set or index files is an
+ * encrypted repository's: its config.json was edited or replaced, and writing into it would
+ * put plaintext beside ciphertext. Looks at the first bytes of every set file. */
+int bk_plain_check(bk_repo *r);
 /* Forgets the in-memory index and loads it again (after bk_expire removed packs). */
 int bk_index_reload(bk_repo *r);
 /* Adds one pack's entries, found in index file idxname (its name as 64 hex digits). Takes
@@ -157,8 +177,10 @@ int bk_index_find(bk_repo *r, const uint8_t id[BK_ID_LEN], bk_ent *e, char pack[
 
 /* The set ids (64 hex digits each, unsorted) in sets/. */
 int bk_set_ids(bk_repo *r, char (**ids)[65], size_t *n);
-/* One set file by full id, checked against its name. */
+/* One listed set file by full id, checked against its name and this repository's id. */
 int bk_set_read(bk_repo *r, const char *id, json_t **set);
+/* The AAD of a sealed set: binds it to this repository. */
+void bk_set_aad(const bk_repo *r, char aad[64]);
 /* The database keys a set names ("database" id or name; "databases"): a JSON array of strings,
  * ["" ] when it names none. */
 json_t *bk_set_db_keys(json_t *set);

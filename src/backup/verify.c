@@ -2,7 +2,11 @@
  * its SHA-256, on every core. The work is a list of (set, file); threads take the next one.
  * A file whose content and block list were already verified in another set is not read again
  * (full backups of one database share most files' blocks, not their checksums; logs share
- * both). */
+ * both).
+ *
+ * Before that, each set document is held to what a backup writes (repo.h lists the rules):
+ * a set file is data anyone with write access to the repository can craft, and what a restore
+ * does follows from it; whatever verify lets pass, a restore must be able to trust. */
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +14,7 @@
 #include <unistd.h>
 
 #include "backup/repo_internal.h"
+#include "backup/setfiles.h"
 #include "base/error.h"
 #include "base/proto.h"
 
@@ -70,9 +75,9 @@ static void progress(verify *v, uint64_t blocks)
     pthread_mutex_unlock(&v->m);
 }
 
-/* Checks one block of a file; 0 when good (its content fed to sha). */
-static int check_block(verify *v, bk_reader *rd, uint8_t *data, const vjob *j, const char *hex,
-                       EVP_MD_CTX *sha, uint64_t *sum)
+/* Checks block i of a file; 0 when good (its content fed to sha). */
+static int check_block(verify *v, bk_reader *rd, uint8_t *data, const vjob *j, size_t i,
+                       const char *hex, EVP_MD_CTX *sha, uint64_t *sum)
 {
     uint8_t id[BK_ID_LEN];
     const char *name = om_json_str_or(j->file, "name", "?");
@@ -110,6 +115,17 @@ static int check_block(verify *v, bk_reader *rd, uint8_t *data, const vjob *j, c
     }
     EVP_DigestUpdate(sha, data, e.raw);
     *sum += e.raw;
+    uint32_t bs = bk_repo_block_size(v->r);
+    if (i + 1 < j->nblocks && e.raw != bs) {
+        /* A restore lays block i at i times the block size. */
+        char what[160];
+        snprintf(what, sizeof what,
+                 "block %zu holds %u bytes: every block but a file's last holds %u", i, e.raw, bs);
+        bk_damage d = {
+            .set = j->set, .file = name, .block = hex, .pack = pack, .offset = e.off, .what = what};
+        report(v, &d);
+        return -1;
+    }
     return 0;
 }
 
@@ -140,7 +156,7 @@ static void check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
         char hex[65];
         memcpy(hex, blocks + 64 * i, 64);
         hex[64] = 0;
-        bad |= check_block(v, rd, data, j, hex, sha, &sum) != 0;
+        bad |= check_block(v, rd, data, j, i, hex, sha, &sum) != 0;
         if (i % 16 == 15) progress(v, 16);
     }
     progress(v, j->nblocks % 16);
@@ -184,6 +200,217 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* ---- the set document ---- */
+
+static const char *const set_types[] = {"full", "copy", "incremental", "differential"};
+
+/* The log range [*lo, *hi], or 0 when the set has none that a backup writes. */
+static int log_range(json_t *set, uint32_t *lo, uint32_t *hi)
+{
+    json_t *lr = json_object_get(set, "log_range");
+    json_t *a = json_array_get(lr, 0), *b = json_array_get(lr, 1);
+    if (json_array_size(lr) != 2 || !json_is_integer(a) || !json_is_integer(b)) return 0;
+    json_int_t x = json_integer_value(a), y = json_integer_value(b);
+    if (x < 1 || y < x || y > UINT32_MAX) return 0;
+    *lo = (uint32_t)x;
+    *hi = (uint32_t)y;
+    return 1;
+}
+
+/* 1 when p is an absolute path without "." or ".." components. */
+static int clean_abs_path(const char *p)
+{
+    if (!p || p[0] != '/') return 0;
+    for (const char *c = p; *c;) {
+        while (*c == '/')
+            c++;
+        size_t l = strcspn(c, "/");
+        if ((l == 1 && c[0] == '.') || (l == 2 && c[0] == '.' && c[1] == '.')) return 0;
+        c += l;
+    }
+    return 1;
+}
+
+/* The writer's metadata of this database (what a restore hands the writer: the paths and names
+ * it restores to come from here): its database, base name and files agree with the set's.
+ * edb: the set's database file name ("edb/<name>"), or NULL when it holds none. */
+static void check_md(verify *v, const char *id, const char *label, json_t *md, const char *dbid,
+                     const char *base, const char *edb)
+{
+    char what[600];
+    if (!json_is_object(md)) {
+        snprintf(what, sizeof what, "its %s is not an object", label);
+        report_simple(v, id, NULL, what);
+        return;
+    }
+    const char *mid = om_json_str_or(md, "db_id", ""), *mbase = om_json_str_or(md, "base", ""),
+               *medb = om_json_str_or(md, "edb", ""), *mlogs = om_json_str_or(md, "logs", "");
+    const char *slash = strrchr(medb, '/');
+    char ename[300];
+    uint32_t g;
+    snprintf(ename, sizeof ename, "edb/%.250s", slash ? slash + 1 : medb);
+    if (strcmp(mid, dbid))
+        snprintf(what, sizeof what, "its %s names database '%.60s', not the set's %.60s", label,
+                 mid, dbid);
+    else if (strcmp(mbase, base))
+        snprintf(what, sizeof what, "its %s names log base '%.20s', not the set's %s", label, mbase,
+                 base);
+    else if (!clean_abs_path(medb) || !clean_abs_path(mlogs) ||
+             bk_set_file_kind(ename, base, &g) != BK_FILE_EDB)
+        snprintf(what, sizeof what,
+                 "its %s names the database file '%.200s' and the log folder '%.200s': not "
+                 "absolute paths to a database file's name",
+                 label, medb, mlogs);
+    else if (edb && strcmp(ename, edb))
+        snprintf(what, sizeof what,
+                 "its %s names the database file %.250s, but the set holds %.250s", label,
+                 slash + 1, edb);
+    else
+        return;
+    report_simple(v, id, NULL, what);
+}
+
+/* The writer's documents, when the set holds them (a backup stores both). */
+static void check_documents(verify *v, const char *id, json_t *set, const char *dbid,
+                            const char *base, const char *edb)
+{
+    json_t *md = json_object_get(set, "backup_metadata"),
+           *cdoc = json_object_get(set, "components_document");
+    if (md) check_md(v, id, "backup metadata", md, dbid, base, edb);
+    if (!cdoc) return;
+    size_t i;
+    json_t *c, *mine = NULL;
+    json_array_foreach(json_object_get(cdoc, "components"), i, c)
+    {
+        json_t *cmd = json_object_get(c, "backup_metadata");
+        if (!strcmp(om_json_str_or(cmd, "db_id", ""), dbid)) mine = cmd;
+    }
+    if (mine)
+        check_md(v, id, "components document's metadata", mine, dbid, base, edb);
+    else {
+        char what[200];
+        snprintf(what, sizeof what, "its components document has no component of database %.60s",
+                 dbid);
+        report_simple(v, id, NULL, what);
+    }
+}
+
+/* One file entry: its name (a set's kind of file), size and block list agree. Returns its
+ * kind (0 when its name is not one). */
+static int check_entry(verify *v, const char *id, json_t *f, const char *base, uint32_t *gen)
+{
+    const char *name = om_json_str_or(f, "name", NULL);
+    char what[400];
+    *gen = 0;
+    if (!name) {
+        report_simple(v, id, NULL, "a file entry has no name");
+        return 0;
+    }
+    int kind = base ? bk_set_file_kind(name, base, gen) : 0;
+    if (base && !kind) report_simple(v, id, name, om_err_detail());
+    om_err_clear();
+    json_t *size = json_object_get(f, "size");
+    uint64_t bs = bk_repo_block_size(v->r);
+    size_t bl = strlen(om_json_str_or(f, "blocks", "")), nb = bl / 64;
+    uint8_t sha[32];
+    what[0] = 0;
+    if (!json_is_integer(size) || json_integer_value(size) < 0)
+        snprintf(what, sizeof what, "the entry has no size");
+    else if (json_integer_value(size) == 0)
+        snprintf(what, sizeof what,
+                 "its size is 0: a database, log or checkpoint file is never empty");
+    else if (bl % 64 == 0 && nb != ((uint64_t)json_integer_value(size) + bs - 1) / bs)
+        snprintf(what, sizeof what,
+                 "%lld bytes in %zu blocks: a file of that size is %llu blocks of %llu bytes",
+                 (long long)json_integer_value(size), nb,
+                 (unsigned long long)(((uint64_t)json_integer_value(size) + bs - 1) / bs),
+                 (unsigned long long)bs);
+    else if (bk_unhex(om_json_str_or(f, "sha256", ""), sha, sizeof sha))
+        snprintf(what, sizeof what, "its SHA-256 is malformed");
+    if (what[0]) report_simple(v, id, name, what);
+    return kind;
+}
+
+/* The set document against what a backup writes; every problem reported. */
+static void check_doc(verify *v, json_t *set)
+{
+    const char *id = om_json_str_or(set, "id", "?");
+    const char *type = om_json_str_or(set, "type", "");
+    char what[400];
+    size_t t = 0;
+    while (t < 4 && strcmp(type, set_types[t]))
+        t++;
+    if (t == 4) {
+        snprintf(what, sizeof what, "%s%.40s%s", *type ? "unknown type '" : "the set has no type",
+                 type, *type ? "'" : "");
+        report_simple(v, id, NULL, what);
+    }
+    int whole = t < 2;
+    json_t *db = json_object_get(set, "database");
+    const char *dbid = om_json_str_or(db, "id", ""), *dbname = om_json_str_or(db, "name", "");
+    const char *base = om_json_str_or(db, "base", "E00");
+    if (!*dbid || !*dbname)
+        report_simple(v, id, NULL, "the set names no database (its id and name)");
+    if (!bk_base_ok(base)) {
+        snprintf(what, sizeof what,
+                 "its log base name '%.20s' is not one (three letters or digits): its files' "
+                 "names cannot be checked",
+                 base);
+        report_simple(v, id, NULL, what);
+        base = NULL;
+    }
+    uint32_t lo = 0, hi = 0;
+    int range = log_range(set, &lo, &hi);
+    if (!range) report_simple(v, id, NULL, "the set has no log range [first, last] (from 1)");
+    /* Which generations of the range the set holds (a bounded range: one byte each). */
+    uint8_t *held = range && hi - lo < (1u << 24) ? calloc((size_t)(hi - lo) + 1, 1) : NULL;
+    json_t *seen = json_object();
+    const char *edb = NULL;
+    size_t nedb = 0, i;
+    json_t *f;
+    json_array_foreach(json_object_get(set, "files"), i, f)
+    {
+        uint32_t gen = 0;
+        int kind = check_entry(v, id, f, base, &gen);
+        const char *name = om_json_str_or(f, "name", NULL);
+        if (name && json_object_get(seen, name))
+            report_simple(v, id, name, "the set holds this name twice");
+        else if (name)
+            json_object_set_new(seen, name, json_true());
+        if (kind == BK_FILE_EDB) {
+            nedb++;
+            edb = name;
+        }
+        if (kind != BK_FILE_LOG || !range) continue;
+        if (gen < lo || gen > hi) {
+            snprintf(what, sizeof what, "generation %u is outside the set's log range %u-%u", gen,
+                     lo, hi);
+            report_simple(v, id, name, what);
+        } else if (held)
+            held[gen - lo] = 1;
+    }
+    if (t < 4 && whole != (nedb == 1) && (whole || nedb)) {
+        snprintf(
+            what, sizeof what, "a set of type %s holds %zu database files (edb/): %s", type, nedb,
+            whole ? "a full or copy set holds exactly one" : "only a full or copy set holds one");
+        report_simple(v, id, NULL, what);
+    }
+    size_t missing = 0;
+    uint32_t first_missing = 0;
+    for (uint64_t g = lo; held && base && g <= hi; g++)
+        if (!held[g - lo] && !missing++) first_missing = (uint32_t)g;
+    if (missing) {
+        snprintf(what, sizeof what,
+                 "it holds no log file for %zu generation%s of its log range %u-%u (the first: "
+                 "%u)",
+                 missing, missing == 1 ? "" : "s", lo, hi, first_missing);
+        report_simple(v, id, NULL, what);
+    }
+    if (*dbid && base) check_documents(v, id, set, dbid, base, nedb == 1 ? edb : NULL);
+    free(held);
+    json_decref(seen);
+}
+
 /* Adds the files of one loaded set to the work list. */
 static int add_set(verify *v, json_t *set)
 {
@@ -195,6 +422,7 @@ static int add_set(verify *v, json_t *set)
         report_simple(v, id, NULL, "the set has no list of files");
         return 0;
     }
+    check_doc(v, set);
     vjob *nj = realloc(v->jobs, (v->njobs + json_array_size(files) + 1) * sizeof *nj);
     if (!nj) return om_errf(OM_E_OutOfMemory, "out of memory");
     v->jobs = nj;
@@ -246,6 +474,41 @@ static int load_all(verify *v, json_t *sets)
     return rc;
 }
 
+/* Every pack the index lists starts with this repository's header. */
+static int check_packs(verify *v)
+{
+    bk_repo *r = v->r;
+    pthread_rwlock_rdlock(&r->lk);
+    uint32_t n = r->npacks;
+    char(*names)[33] = calloc(n + 1, sizeof *names);
+    for (uint32_t i = 0; names && i < n; i++)
+        memcpy(names[i], r->packs[i].name, 33);
+    pthread_rwlock_unlock(&r->lk);
+    if (!names) return om_errf(OM_E_OutOfMemory, "out of memory");
+    int rc = 0;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        char p[BK_PATH_MAX], what[400];
+        om_file *f = NULL;
+        rc = bk_path(r, p, sizeof p, "packs/%.2s/%s", names[i], names[i]);
+        int orc = rc ? rc : om_open(r->vfs, p, OM_O_RDONLY, &f);
+        if (orc == OM_E_FileNotFound) { /* its index file's damage says so */
+            om_err_clear();
+            continue;
+        }
+        if (!orc) orc = bk_pack_header_check(r, f);
+        om_close(f);
+        if (orc == OM_E_RepositoryCorrupt) {
+            snprintf(what, sizeof what, "pack packs/%.2s/%s: %s", names[i], names[i],
+                     om_err_detail());
+            bk_damage d = {.pack = names[i], .what = what};
+            report(v, &d);
+        } else
+            rc = orc;
+    }
+    free(names);
+    return rc;
+}
+
 static int nthreads(size_t jobs)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -270,8 +533,10 @@ int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64
             rc = 0;
         }
         if (s) json_array_append_new(sets, s);
-    } else if (!rc)
+    } else if (!rc) {
         rc = load_all(&v, sets);
+        if (!rc) rc = check_packs(&v);
+    }
     size_t i;
     json_t *s;
     json_array_foreach(sets, i, s) if (!rc) rc = add_set(&v, s);

@@ -303,15 +303,19 @@ static int set_file(bk_repo *r, const char *text, char id[65], char **file)
         return *file ? 0 : om_errf(OM_E_OutOfMemory, "out of memory");
     }
     uint8_t *sealed = malloc(n + BK_SEAL_OVERHEAD);
-    char *enc = NULL;
+    char *enc = NULL, aad[64];
     if (!sealed) return om_errf(OM_E_OutOfMemory, "out of memory");
-    rc = bk_seal(r->data_key, "set", 3, text, n, sealed);
+    bk_set_aad(r, aad);
+    rc = bk_seal(r->data_key, aad, strlen(aad), text, n, sealed);
     if (!rc && !(enc = b64(sealed, n + BK_SEAL_OVERHEAD)))
         rc = om_errf(OM_E_OutOfMemory, "out of memory");
     free(sealed);
-    json_t *env = rc ? NULL : json_pack("{s:i, s:s}", "version", 1, "sealed", enc);
+    json_t *env = rc ? NULL
+                     : json_pack("{s:s, s:s, s:s, s:i}", "encryption", "aes-256-gcm", "repository",
+                                 r->uuid_str, "sealed", enc, "version", BK_FORMAT_VERSION);
     free(enc);
-    if (!rc && !(*file = json_dumps(env, JSON_COMPACT)))
+    /* Sorted keys: the file starts with BK_SEALED_SET_HEAD. */
+    if (!rc && !(*file = json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS)))
         rc = om_errf(OM_E_OutOfMemory, "out of memory");
     json_decref(env);
     return rc;
@@ -335,6 +339,7 @@ int bk_set_commit(bk_writer *w, json_t *doc, char set_id[65])
     json_object_set_new(doc, "blocks_new", json_integer((json_int_t)w->blocks_new));
     json_object_set_new(doc, "blocks_reused", json_integer((json_int_t)w->blocks_reused));
     json_object_set_new(doc, "committed_ns", json_integer((json_int_t)now));
+    json_object_set_new(doc, "repository", json_string(r->uuid_str));
     json_object_del(doc, "id");
     if (!json_is_string(json_object_get(doc, "time")))
         json_object_set_new(doc, "time", json_string(om_time_iso(now, t, sizeof t)));
@@ -343,8 +348,9 @@ int bk_set_commit(bk_writer *w, json_t *doc, char set_id[65])
         goto out;
     }
     rc = set_file(r, text, set_id, &file);
-    if (!rc) rc = bk_path(r, path, sizeof path, "sets/%s.json", set_id);
-    /* Last: the set is listed only now, after every pack and index it uses is durable. */
+    if (!rc) rc = bk_path(r, path, sizeof path, "sets/%s.pending", set_id);
+    /* Last, after every pack and index it uses is durable; still pending: bk_set_publish lists
+     * it once the caller knows the backup succeeded. */
     if (!rc) rc = om_write_file_durable(r->vfs, path, file, strlen(file));
     if (rc) set_id[0] = 0;
 out:
@@ -362,4 +368,53 @@ void bk_set_abort(bk_writer *w)
     int rc = finish_packs(w);
     if (rc) om_err_clear();
     writer_free(w);
+}
+
+/* The paths of a pending set and of its listed name; InvalidParameter for a malformed id. */
+static int set_paths(bk_repo *r, const char *set_id, char *pending, char *listed, char *dir)
+{
+    size_t l = set_id ? strlen(set_id) : 0;
+    for (size_t i = 0; i < l && l == 64; i++)
+        if (!((set_id[i] >= '0' && set_id[i] <= '9') || (set_id[i] >= 'a' && set_id[i] <= 'f')))
+            l = 0;
+    if (l != 64)
+        return om_errf(OM_E_InvalidParameter, "'%.80s' is not a set id (64 hex digits)",
+                       set_id ? set_id : "");
+    int rc = bk_path(r, pending, BK_PATH_MAX, "sets/%s.pending", set_id);
+    if (!rc) rc = bk_path(r, listed, BK_PATH_MAX, "sets/%s.json", set_id);
+    if (!rc) rc = bk_path(r, dir, BK_PATH_MAX, "sets");
+    return rc;
+}
+
+int bk_set_publish(bk_repo *r, const char set_id[65])
+{
+    char pending[BK_PATH_MAX], listed[BK_PATH_MAX], dir[BK_PATH_MAX];
+    int rc = set_paths(r, set_id, pending, listed, dir);
+    if (rc) return rc;
+    if (r->vfs->exists(r->vfs, pending) != 1) {
+        /* Published already (a second call) is done; anything else was never committed. */
+        if (r->vfs->exists(r->vfs, listed) == 1) return 0;
+        return om_errf(OM_E_SetNotFound, "no pending set %s in %s to publish", set_id, r->path);
+    }
+    rc = r->vfs->rename(r->vfs, pending, listed);
+    /* The rename is the publication; the directory's sync makes it survive a crash. */
+    if (!rc) rc = r->vfs->sync_dir(r->vfs, dir);
+    if (rc) om_err_ctx(rc, "publishing the set %s", set_id);
+    return rc;
+}
+
+int bk_set_discard(bk_repo *r, const char set_id[65])
+{
+    char pending[BK_PATH_MAX], listed[BK_PATH_MAX], dir[BK_PATH_MAX];
+    int rc = set_paths(r, set_id, pending, listed, dir);
+    if (rc) return rc;
+    if (r->vfs->exists(r->vfs, pending) != 1)
+        return om_errf(OM_E_SetNotFound, "no pending set %s in %s to discard%s", set_id, r->path,
+                       r->vfs->exists(r->vfs, listed) == 1
+                           ? ": it is published (bk_expire removes published sets)"
+                           : "");
+    rc = r->vfs->unlink(r->vfs, pending);
+    if (!rc) rc = r->vfs->sync_dir(r->vfs, dir);
+    if (rc) om_err_ctx(rc, "discarding the set %s", set_id);
+    return rc;
 }

@@ -1,9 +1,12 @@
 """The backup repository from the command line (ombra repo init, backups list|show, verify,
-expire), no daemon involved. Sets are written by tests/tools/repo_writer through backup/repo.h,
-so these tests do not depend on `ombra backup`."""
+expire). Sets are written by tests/tools/repo_writer through backup/repo.h, so most of these
+tests do not depend on `ombra backup`; the last ones, about a repository's encryption and files
+from another repository, run the store and back up through it."""
+import hashlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 
 import pytest
@@ -124,7 +127,7 @@ def test_list_and_show_describe_each_set(cli, tmp_path):
     assert out[0].split() == ["ID", "TYPE", "TIME", "SERVER", "DATABASE", "LOGS", "SIZE", "NEW",
                               "PARENT", "CHAIN"]
     assert out[1].startswith(full[:12]) and " full " in out[1] and "mail1" in out[1]
-    assert "srv1" in out[1] and " 1-3 " in out[1]
+    assert "srv1" in out[1] and " 1-1 " in out[1]
     assert out[2].startswith(inc[:12]) and " incremental " in out[2]
     # the tool's incremental names no parent: the listing says a restore cannot use it
     assert out[1].endswith("RESTORABLE: full alone") and "NOT RESTORABLE: it names no parent" in out[2]
@@ -134,10 +137,10 @@ def test_list_and_show_describe_each_set(cli, tmp_path):
     assert sets[1]["bytes_stored"] == 0  # the log was already there
 
     show = cli.run("backups", "show", full[:8], "--repo", repo).stdout
-    assert full in show and "mail.edb" in show and "E0000000001.log" in show
+    assert full in show and "edb/mail.edb" in show and "logs/E0000000001.log" in show
     s = cli.json("backups", "show", full[:8], "--repo", repo)
     assert s["id"] == full and s["type"] == "full" and s["database"]["name"] == "mail1"
-    assert [f["name"] for f in s["files"]] == ["mail.edb", "E0000000001.log"]
+    assert [f["name"] for f in s["files"]] == ["edb/mail.edb", "logs/E0000000001.log"]
     assert s["files"][0]["size"] == 300_000 and len(s["files"][0]["blocks"]) == 5 * 64
 
 
@@ -146,7 +149,10 @@ def test_verify_names_the_damaged_set_file_and_block(cli, tmp_path):
     cli.run("repo", "init", repo, "--block-size", "64K")
     edb, log = data_files(tmp_path / "data", 3)
     sid = cli.write_set(repo, "full", "mail1", edb, log)
-    other = cli.write_set(repo, "full", "mail2", log)  # shares the log's blocks
+    edb2 = tmp_path / "data2" / "other.edb"
+    edb2.parent.mkdir()
+    edb2.write_bytes(os.urandom(100_000))
+    other = cli.write_set(repo, "full", "mail2", edb2, log)  # shares the log's blocks
     cli.run("verify", "--repo", repo)
 
     # flip one byte of the first block of the .edb (random data is stored as it is)
@@ -162,12 +168,12 @@ def test_verify_names_the_damaged_set_file_and_block(cli, tmp_path):
     r = cli.run("verify", "--repo", repo, rc=1)
     damaged = [l for l in r.stdout.splitlines() if l.startswith("damaged:")]
     assert len(damaged) == 1, r.stdout
-    assert sid in damaged[0] and "mail.edb" in damaged[0] and block in damaged[0] and pack in damaged[0]
+    assert sid in damaged[0] and "edb/mail.edb" in damaged[0] and block in damaged[0] and pack in damaged[0]
     assert "RepositoryCorrupt" in r.stderr and "1 problem" in r.stderr
     v = json.loads(cli.run("verify", "--repo", repo, "--json", rc=1).stdout)
     assert v["ok"] is False
     assert [(d["set"], d["file"], d["block"], d["pack"]) for d in v["damage"]] == \
-        [(sid, "mail.edb", block, pack)]
+        [(sid, "edb/mail.edb", block, pack)]
     # the other set does not use that block
     cli.run("verify", "--repo", repo, other[:10])
     cli.run("verify", "--repo", repo, sid[:10], rc=1)
@@ -197,3 +203,128 @@ def test_expire_keeps_the_newest_chains(cli, tmp_path):
     cli.run("verify", "--repo", repo)
     out = cli.run("expire", "--repo", repo, "--keep-full", "1").stdout
     assert "kept 2 sets, deleted 2" in out
+
+
+# ---- encryption bound to the repository, sets bound to their repository (through a store) ----
+
+PASS = "correct horse battery staple"
+
+
+def one_line_refusal(r, *words):
+    desc = r.describe()
+    assert r.rc != 0 and r.err.count("\n") == 1 and r.err.startswith("ombra: "), desc
+    for w in words:
+        assert w in r.err, desc
+
+
+def marked_mail(store, db, marker):
+    """A message whose body is random bytes around marker: zstd stores it as it is, so a plaintext
+    pack holding it holds the marker byte for byte."""
+    store.deliver(db, "alice", b"Subject: secret\n\n" + os.urandom(3000) + marker + os.urandom(3000))
+
+
+def in_repository(repo, marker):
+    return [f for f in pathlib.Path(repo).rglob("*") if f.is_file() and marker in f.read_bytes()]
+
+
+def test_an_encrypted_repository_edited_to_plain_is_never_written_in_plaintext(store, vssd):
+    enc, plain = store.tmp / "enc", store.tmp / "plain"
+    env = {"OMBRA_REPO_PASSPHRASE": PASS}
+    store.ombra("repo", "init", enc, "--encrypt", env=env)
+    store.ombra("repo", "init", plain)
+    store.ombra("db", "new", "db1")
+    first, second = os.urandom(32), os.urandom(32)
+    marked_mail(store, "db1", first)
+    store.ombra("backup", "--repo", enc, "--type", "full", "db1", env=env)
+    # the check can see a marker: a plain repository holds it as it is
+    store.ombra("backup", "--repo", plain, "--type", "full", "db1")
+    assert in_repository(plain, first)
+    assert not in_repository(enc, first)
+
+    cfg = json.loads((enc / "config.json").read_text())
+    cfg["encryption"] = None
+    (enc / "config.json").write_text(json.dumps(cfg, indent=2))
+    marked_mail(store, "db1", second)
+    before = sorted(p.name for p in enc.rglob("*"))
+    r = store.ombra("backup", "--repo", enc, "--type", "full", "db1", env=env, check=False)
+    one_line_refusal(r, "is not encrypted, but a passphrase was given", "HINT")
+    # without the passphrase: its checksum no longer matches
+    r = store.ombra("backup", "--repo", enc, "--type", "full", "db1", check=False)
+    one_line_refusal(r, "config.json is damaged or was edited")
+    # with the checksum made plain too: the repository's own files say it is encrypted
+    body = {k: v for k, v in cfg.items() if k != "auth"}
+    cfg["auth"] = hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    (enc / "config.json").write_text(json.dumps(cfg, indent=2))
+    r = store.ombra("backup", "--repo", enc, "--type", "full", "db1", check=False)
+    one_line_refusal(r, "says the repository is not encrypted, but", "is encrypted")
+    r = store.ombra("verify", "--repo", enc, check=False)
+    one_line_refusal(r, "RepositoryCorrupt")
+    assert sorted(p.name for p in enc.rglob("*")) == before
+    assert not in_repository(enc, first) and not in_repository(enc, second)
+
+
+def test_a_plain_repository_swapped_in_for_an_encrypted_one_is_refused(store, vssd):
+    enc, old = store.tmp / "enc", store.tmp / "old"
+    env = {"OMBRA_REPO_PASSPHRASE": PASS}
+    store.ombra("db", "new", "db1")
+    store.ombra("mail", "load", "db1", "--mailboxes", "2", "--messages", "50", "--size", "2000")
+    store.ombra("repo", "init", old)
+    store.ombra("backup", "--repo", old, "--type", "full", "db1")  # an older state, in plain
+    store.ombra("mail", "load", "db1", "--mailboxes", "2", "--messages", "50", "--size", "2000",
+                "--seed", "2")
+    store.ombra("repo", "init", enc, "--encrypt", env=env)
+    store.ombra("backup", "--repo", enc, "--type", "full", "db1", env=env)
+    shutil.move(str(enc), str(store.tmp / "enc.real"))
+    shutil.move(str(old), str(enc))
+    store.ombra("db", "new", "db2")
+    store.ombra("db", "dismount", "db2")
+    store.ombra("db", "set", "db2", "--allow-restore", "on")
+    for args in (("backup", "--repo", enc, "--type", "full", "db1"),
+                 ("restore", "db1", "--repo", enc, "--to", "db2"),
+                 ("verify", "--repo", enc),
+                 ("backups", "list", "--repo", enc)):
+        r = store.ombra(*args, env=env, check=False)
+        one_line_refusal(r, f"{enc} is not encrypted, but a passphrase was given", "BadPassphrase")
+    # the passphrase from a file is a passphrase too
+    pw = store.tmp / "pw"
+    pw.write_text(PASS + "\n")
+    r = store.ombra("restore", "db1", "--repo", enc, "--to", "db2", "--passphrase-file", pw,
+                    check=False)
+    one_line_refusal(r, "is not encrypted, but a passphrase was given")
+
+
+def test_a_set_file_copied_from_another_repository_is_reported_and_refused(store, vssd):
+    a, b = store.tmp / "a", store.tmp / "b"
+    store.ombra("repo", "init", a)
+    store.ombra("repo", "init", b)
+    store.ombra("db", "new", "db1")
+    store.ombra("mail", "load", "db1", "--mailboxes", "2", "--messages", "50", "--size", "2000")
+    store.ombra("backup", "--repo", a, "--type", "full", "db1")
+    at_a = store.digest("db1")
+    store.ombra("mail", "load", "db1", "--mailboxes", "2", "--messages", "50", "--size", "2000",
+                "--seed", "2")
+    store.ombra("backup", "--repo", b, "--type", "copy", "db1")
+    ida = json.loads((a / "config.json").read_text())["id"]
+    idb = json.loads((b / "config.json").read_text())["id"]
+    [theirs] = list((b / "sets").glob("*.json"))
+    shutil.copy(theirs, a / "sets" / theirs.name)
+    sid = theirs.stem
+
+    r = store.ombra("verify", "--repo", a, check=False)
+    one_line_refusal(r, "RepositoryCorrupt")
+    lines = [l for l in r.out.splitlines() if l.startswith("damaged:")]
+    assert len(lines) == 1 and sid in lines[0], r.describe()
+    assert f"belongs to repository {idb}, not to this one ({ida})" in lines[0], r.describe()
+
+    store.ombra("db", "new", "db2")
+    store.ombra("db", "dismount", "db2")
+    store.ombra("db", "set", "db2", "--allow-restore", "on")
+    r = store.ombra("restore", "db1", "--repo", a, "--to", "db2", "--set", sid, check=False)
+    one_line_refusal(r, sid)
+    # never the other repository's state: refused, or this repository's own
+    r = store.ombra("restore", "db1", "--repo", a, "--to", "db2", "--mount", check=False)
+    if r.rc == 0:
+        assert store.digest("db2") == at_a
+    else:
+        one_line_refusal(r, sid[:12])

@@ -3,8 +3,11 @@
  *
  *   repo_writer REPO TYPE DB FILE...     (passphrase: $OMBRA_REPO_PASSPHRASE)
  *
- * Each FILE goes into the set under its base name, cut into blocks of the repository's block
- * size. Prints the new set's id. */
+ * Each FILE goes into the set under the name a backup gives it (backup/setfiles.h): a *.edb as
+ * edb/<base name>, a log or checkpoint as logs/<base name>, anything else under its base name;
+ * cut into blocks of the repository's block size. The log range is that of the logs given (1-1
+ * without any). The set is published, unless REPO_WRITER_PENDING=1 (a backup that died between
+ * commit and publish). Prints the new set's id. */
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -13,8 +16,23 @@
 #include <unistd.h>
 
 #include "backup/repo.h"
+#include "backup/setfiles.h"
 #include "base/error.h"
 #include "base/time.h"
+
+/* The name in the set of a file called base; *gen (may be NULL) its log generation or 0. */
+static void set_name(const char *base, char *name, size_t len, uint32_t *gen)
+{
+    size_t l = strlen(base);
+    uint32_t g = 0;
+    snprintf(name, len, "logs/%s", base);
+    if (l > 4 && !strcmp(base + l - 4, ".edb"))
+        snprintf(name, len, "edb/%s", base);
+    else if (!bk_set_file_kind(name, "E00", &g))
+        snprintf(name, len, "%s", base);
+    om_err_clear(); /* not a name a set holds: kept as it is */
+    if (gen) *gen = g;
+}
 
 static int add_file(bk_repo *r, bk_writer *w, const char *path)
 {
@@ -39,9 +57,10 @@ static int add_file(bk_repo *r, bk_writer *w, const char *path)
     }
     if (!rc) EVP_DigestFinal_ex(sha, sum, &sl);
     const char *base = strrchr(path, '/');
+    char name[300];
+    if (!rc) set_name(base ? base + 1 : path, name, sizeof name, NULL);
     if (!rc)
-        rc = bk_set_add_file(w, base ? base + 1 : path, (uint64_t)size, sum,
-                             (const uint8_t(*)[BK_ID_LEN])ids, n,
+        rc = bk_set_add_file(w, name, (uint64_t)size, sum, (const uint8_t(*)[BK_ID_LEN])ids, n,
                              json_pack("{s:s}", "source", path));
     EVP_MD_CTX_free(sha);
     free(ids);
@@ -61,15 +80,25 @@ int main(int argc, char **argv)
     char id[65], t[40];
     int rc = bk_repo_open(argv[1], getenv("OMBRA_REPO_PASSPHRASE"), &r);
     if (!rc) rc = bk_set_begin(r, &w);
-    for (int i = 4; i < argc && !rc; i++)
+    uint32_t lo = 0, hi = 0;
+    for (int i = 4; i < argc && !rc; i++) {
+        const char *base = strrchr(argv[i], '/');
+        char name[300];
+        uint32_t g = 0;
+        set_name(base ? base + 1 : argv[i], name, sizeof name, &g);
+        if (g && (!lo || g < lo)) lo = g;
+        if (g > hi) hi = g;
         rc = add_file(r, w, argv[i]);
+    }
     if (!rc) {
-        json_t *doc =
-            json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:[i,i], s:n}", "type", argv[2], "time",
-                      om_time_iso(om_now_ns(), t, sizeof t), "server", "srv1", "database", "id",
-                      argv[3], "name", argv[3], "log_range", 1, 3, "parent");
+        json_t *doc = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:[i,i], s:n}", "type", argv[2],
+                                "time", om_time_iso(om_now_ns(), t, sizeof t), "server", "srv1",
+                                "database", "id", argv[3], "name", argv[3], "base", "E00",
+                                "log_range", lo ? (int)lo : 1, lo ? (int)hi : 1, "parent");
         rc = bk_set_commit(w, doc, id);
         w = NULL;
+        const char *pending = getenv("REPO_WRITER_PENDING");
+        if (!rc && !(pending && !strcmp(pending, "1"))) rc = bk_set_publish(r, id);
     }
     if (w) bk_set_abort(w);
     bk_repo_close(r);

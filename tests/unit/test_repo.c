@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "backup/repo.h"
+#include "backup/setfiles.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "base/proto.h"
@@ -104,12 +105,28 @@ static void seeds_from(uint64_t *s, size_t n, uint64_t first)
         s[i] = first + i;
 }
 
-static void commit(bk_writer *w, const char *type, const char *db, char id[65])
+/* Commits the set as a backup writes it, with log range lo-hi (the caller put its files), and
+ * publishes it. */
+static void commit_range(bk_writer *w, bk_repo *r, const char *type, const char *db, int lo, int hi,
+                         char id[65])
 {
-    json_t *doc = json_pack("{s:s, s:{s:s, s:s}, s:s, s:[i,i], s:n}", "type", type, "database",
-                            "id", db, "name", db, "server", "srv1", "log_range", 1, 2, "parent");
+    json_t *doc =
+        json_pack("{s:s, s:{s:s, s:s, s:s}, s:s, s:[i,i], s:n}", "type", type, "database", "id", db,
+                  "name", db, "base", "E00", "server", "srv1", "log_range", lo, hi, "parent");
     assert_int_equal(bk_set_commit(w, doc, id), 0);
     assert_int_equal(strlen(id), 64);
+    assert_int_equal(bk_set_publish(r, id), 0);
+}
+
+/* Seeds no other block of the tests uses: each set's own log generation. */
+static uint64_t log_seed = 1ull << 40;
+
+/* Adds the set's log generation 1 (one block of its own), then commit_range 1-1. */
+static void commit(bk_writer *w, bk_repo *r, const char *type, const char *db, char id[65])
+{
+    uint64_t seed = __atomic_fetch_add(&log_seed, 1, __ATOMIC_RELAXED);
+    put_file(w, "logs/E0000000001.log", &seed, 1, 1);
+    commit_range(w, r, type, db, 1, 1, id);
 }
 
 /* One set of one file with blocks seeds first..first+n-1; its id into id. */
@@ -120,8 +137,8 @@ static void one_set(bk_repo *r, const char *type, const char *db, uint64_t first
     seeds_from(s, n, first);
     bk_writer *w = NULL;
     assert_int_equal(bk_set_begin(r, &w), 0);
-    put_file(w, "db.edb", s, n, 0);
-    commit(w, type, db, id);
+    put_file(w, "edb/db.edb", s, n, 0);
+    commit(w, r, type, db, id);
     free(s);
 }
 
@@ -244,14 +261,14 @@ static void blocks_and_sets_come_back_as_they_went_in(void **s)
     uint64_t seeds[5] = {1, 2, 3, 4, 5};
     bk_writer *w = NULL;
     assert_int_equal(bk_set_begin(r, &w), 0);
-    assert_int_equal(put_file(w, "db.edb", seeds, 3, 0), 3);
-    assert_int_equal(put_file(w, "E00.log", seeds + 3, 2, 1), 2);
-    /* an empty file has no blocks */
+    assert_int_equal(put_file(w, "edb/db.edb", seeds, 3, 0), 3);
+    assert_int_equal(put_file(w, "logs/E0000000001.log", seeds + 3, 2, 1), 2);
+    /* an empty file has no blocks (the repository takes one; verify says no backup writes it) */
     uint8_t none[32];
     sha256("", 0, none);
-    assert_int_equal(bk_set_add_file(w, "E00.chk", 0, none, NULL, 0, NULL), 0);
+    assert_int_equal(bk_set_add_file(w, "logs/E00.chk", 0, none, NULL, 0, NULL), 0);
     char id[65];
-    commit(w, "full", "db-1", id);
+    commit_range(w, r, "full", "db-1", 1, 1, id);
     bk_repo_close(r);
 
     assert_int_equal(bk_repo_open(repo, NULL, &r), 0);
@@ -272,8 +289,9 @@ static void blocks_and_sets_come_back_as_they_went_in(void **s)
     assert_int_equal(bk_set_load(r, prefix, &set), 0);
     assert_string_equal(om_json_str_or(set, "id", ""), id);
     json_t *f = json_array_get(json_object_get(set, "files"), 1);
-    assert_string_equal(om_json_str_or(f, "name", ""), "E00.log");
-    assert_string_equal(om_json_str_or(json_object_get(f, "meta"), "source", ""), "E00.log");
+    assert_string_equal(om_json_str_or(f, "name", ""), "logs/E0000000001.log");
+    assert_string_equal(om_json_str_or(json_object_get(f, "meta"), "source", ""),
+                        "logs/E0000000001.log");
     const char *blocks = om_json_str_or(f, "blocks", "");
     assert_int_equal(strlen(blocks), 2 * 64);
     for (int i = 0; i < 2; i++) {
@@ -293,8 +311,13 @@ static void blocks_and_sets_come_back_as_they_went_in(void **s)
     assert_int_equal(bk_set_load(r, "ffffffffff", &set), OM_E_SetNotFound);
     assert_int_equal(bk_set_load(r, "not-hex", &set), OM_E_InvalidParameter);
     uint64_t checked = 0;
-    assert_int_equal(bk_verify(r, NULL, NULL, NULL, &checked), 0);
+    json_t *dmg = json_array();
+    assert_int_equal(bk_verify(r, NULL, collect, dmg, &checked), OM_E_RepositoryCorrupt);
     assert_int_equal(checked, 5);
+    assert_int_equal(json_array_size(dmg), 1);
+    assert_string_equal(om_json_str_or(json_array_get(dmg, 0), "file", ""), "logs/E00.chk");
+    assert_non_null(strstr(om_json_str_or(json_array_get(dmg, 0), "what", ""), "size is 0"));
+    json_decref(dmg);
     bk_repo_close(r);
 }
 
@@ -312,7 +335,7 @@ static void a_block_is_stored_once(void **s)
     assert_int_equal(bn, 3);
     assert_int_equal(br, 3);
     char id1[65], id2[65];
-    commit(w, "full", "db-1", id1);
+    commit_range(w, r, "full", "db-1", 1, 1, id1);
     char packs[400];
     snprintf(packs, sizeof packs, "%s/packs", repo);
     int npacks = count_files(packs, "");
@@ -323,7 +346,7 @@ static void a_block_is_stored_once(void **s)
     bk_writer_stats(w, &in, &stored, &bn, &br);
     assert_int_equal(stored, 0);
     assert_int_equal(bn, 0);
-    commit(w, "full", "db-1", id2);
+    commit_range(w, r, "full", "db-1", 1, 1, id2);
     assert_string_not_equal(id1, id2);
     assert_int_equal(count_files(packs, ""), npacks);
     bk_repo_close(r);
@@ -349,8 +372,11 @@ static void *put_thread(void *arg)
     uint64_t seeds[80];
     seeds_from(seeds, 64, 1);                     /* shared by every thread */
     seeds_from(seeds + 64, 16, 100 * (p->t + 1)); /* this thread's own */
-    char name[20];
-    snprintf(name, sizeof name, "file-%d", p->t);
+    char name[40];
+    if (p->t)
+        snprintf(name, sizeof name, "logs/E00%08X.log", (unsigned)p->t);
+    else
+        snprintf(name, sizeof name, "edb/db.edb");
     p->fresh = put_file(p->w, name, seeds, 80, p->t & 1);
     return NULL;
 }
@@ -376,7 +402,7 @@ static void four_threads_put_at_once_and_each_block_is_stored_once(void **s)
     assert_int_equal(br, 4 * 80 - bn);
     assert_int_equal(p[0].fresh + p[1].fresh + p[2].fresh + p[3].fresh, (int)bn);
     char id[65];
-    commit(w, "full", "db-1", id);
+    commit_range(w, r, "full", "db-1", 1, 3, id);
     json_t *dmg = json_array();
     uint64_t checked = 0;
     assert_int_equal(bk_verify(r, id, collect, dmg, &checked), 0);
@@ -400,8 +426,8 @@ static void *set_thread(void *arg)
     seeds_from(seeds, 20, 1);              /* shared by both */
     seeds_from(seeds + 20, 20, st->first); /* its own */
     if (bk_set_begin(st->r, &w)) return NULL;
-    put_file(w, "db.edb", seeds, 40, 0);
-    commit(w, "full", st->db, st->id);
+    put_file(w, "edb/db.edb", seeds, 40, 0);
+    commit(w, st->r, "full", st->db, st->id);
     return NULL;
 }
 
@@ -437,9 +463,9 @@ static void an_encrypted_repository_round_trips_and_hides_content(void **s)
     uint64_t seeds[4] = {11, 12, 13, 14};
     bk_writer *w = NULL;
     assert_int_equal(bk_set_begin(r, &w), 0);
-    assert_int_equal(put_file(w, "secret-file.edb", seeds, 4, 1), 4);
+    assert_int_equal(put_file(w, "edb/secret-file.edb", seeds, 4, 1), 4);
     char id[65];
-    commit(w, "full", "db-1", id);
+    commit(w, r, "full", "db-1", id);
     bk_repo_close(r);
 
     assert_false(file_contains(repo, "SECRET-MARKER"));
@@ -449,7 +475,7 @@ static void an_encrypted_repository_round_trips_and_hides_content(void **s)
     json_t *set = NULL;
     assert_int_equal(bk_set_load(r, id, &set), 0);
     json_t *f = json_array_get(json_object_get(set, "files"), 0);
-    assert_string_equal(om_json_str_or(f, "name", ""), "secret-file.edb");
+    assert_string_equal(om_json_str_or(f, "name", ""), "edb/secret-file.edb");
     uint8_t bid[BK_ID_LEN], *data = NULL, want[BS];
     size_t len = 0;
     const char *hex = om_json_str_or(f, "blocks", "");
@@ -545,9 +571,9 @@ static void a_writer_that_dies_lists_no_set_and_its_finished_packs_are_reused(vo
     /* 64 KiB packs of 4 KiB blocks: the first 32 blocks were in two finished packs. */
     bk_writer *w = NULL;
     assert_int_equal(bk_set_begin(r, &w), 0);
-    assert_int_equal(put_file(w, "db.edb", seeds, 40, 0), 40 - 32);
+    assert_int_equal(put_file(w, "edb/db.edb", seeds, 40, 0), 40 - 32);
     char id[65];
-    commit(w, "full", "db-1", id);
+    commit(w, r, "full", "db-1", id);
     assert_int_equal(bk_verify(r, NULL, NULL, NULL, NULL), 0);
 
     /* An aborted set: nothing listed, every block it wrote reused. */
@@ -592,9 +618,9 @@ static void a_truncated_pack_loses_its_tail_and_the_next_set_stores_it_again(voi
     uint64_t seeds[8];
     seeds_from(seeds, 8, 100);
     assert_int_equal(bk_set_begin(r, &w), 0);
-    int fresh = put_file(w, "db.edb", seeds, 8, 0);
+    int fresh = put_file(w, "edb/db.edb", seeds, 8, 0);
     assert_true(fresh >= 4 && fresh < 8);
-    commit(w, "full", "db-1", second);
+    commit(w, r, "full", "db-1", second);
     assert_int_equal(bk_verify(r, second, NULL, NULL, NULL), 0);
     /* the whole repository says the pack is short */
     json_t *dmg = json_array();
@@ -627,7 +653,7 @@ static void verify_names_a_flipped_byte_in_a_pack(void **s)
     assert_int_equal(json_array_size(dmg), 1);
     json_t *d = json_array_get(dmg, 0);
     assert_string_equal(om_json_str_or(d, "set", ""), id);
-    assert_string_equal(om_json_str_or(d, "file", ""), "db.edb");
+    assert_string_equal(om_json_str_or(d, "file", ""), "edb/db.edb");
     assert_int_equal(strlen(om_json_str_or(d, "block", "")), 64);
     assert_non_null(strstr(pack, om_json_str_or(d, "pack", "-")));
     assert_non_null(strstr(om_json_str_or(d, "what", ""), "does not match its id"));
@@ -674,8 +700,8 @@ static void verify_names_a_flipped_byte_in_an_index(void **s)
     flip_byte(idx, 40);
     assert_int_equal(bk_repo_open(repo, NULL, &r), 0);
     json_t *dmg = verify_all(r, OM_E_RepositoryCorrupt);
-    /* the index itself, and each block of the set it no longer finds */
-    assert_int_equal(json_array_size(dmg), 1 + 3);
+    /* the index itself, and each block of the set it no longer finds (3 and the log's) */
+    assert_int_equal(json_array_size(dmg), 1 + 3 + 1);
     int index_named = 0, blocks_named = 0;
     size_t i;
     json_t *d;
@@ -684,7 +710,7 @@ static void verify_names_a_flipped_byte_in_an_index(void **s)
         const char *what = om_json_str_or(d, "what", "");
         if (strstr(what, "index/") && strstr(what, "does not match its name")) index_named++;
         if (!strcmp(om_json_str_or(d, "set", ""), id) &&
-            !strcmp(om_json_str_or(d, "file", ""), "db.edb") &&
+            !strcmp(om_json_str_or(d, "file", ""), "edb/db.edb") &&
             strlen(om_json_str_or(d, "block", "")) == 64 && strstr(what, "not in any index"))
             blocks_named++;
     }
@@ -752,8 +778,13 @@ static void set_of_blocks(bk_repo *r, const char *type, const char *db, const ui
 {
     bk_writer *w = NULL;
     assert_int_equal(bk_set_begin(r, &w), 0);
-    put_file(w, "f", seeds, n, 0);
-    commit(w, type, db, id);
+    if (!strcmp(type, "full") || !strcmp(type, "copy")) {
+        put_file(w, "edb/f.edb", seeds, n, 0);
+        commit(w, r, type, db, id);
+    } else {
+        put_file(w, "logs/E0000000001.log", seeds, n, 0);
+        commit_range(w, r, type, db, 1, 1, id);
+    }
 }
 
 static void expire_keeps_the_newest_chains_and_frees_what_nothing_uses(void **s)
@@ -835,6 +866,637 @@ static void expire_keeps_the_newest_chains_and_frees_what_nothing_uses(void **s)
     bk_repo_close(r);
 }
 
+/* ---- sets count once published ---- */
+
+/* Whether sets/<id><suffix> exists. */
+static int exists(const char *id, const char *suffix)
+{
+    char p[600];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/sets/%s%s", repo, id, suffix);
+    return stat(p, &st) == 0;
+}
+
+static size_t nsets(bk_repo *r)
+{
+    json_t *sets = NULL;
+    assert_int_equal(bk_sets(r, &sets), 0);
+    size_t n = json_array_size(sets);
+    json_decref(sets);
+    return n;
+}
+
+/* A set committed but not published: one edb file of blocks first..first+n-1, log 1. */
+static void pending_set(bk_repo *r, uint64_t first, size_t n, char id[65])
+{
+    uint64_t seeds[16];
+    seeds_from(seeds, n, first);
+    bk_writer *w = NULL;
+    assert_int_equal(bk_set_begin(r, &w), 0);
+    put_file(w, "edb/db.edb", seeds, n, 0);
+    put_file(w, "logs/E0000000001.log", seeds, 1, 1);
+    json_t *doc =
+        json_pack("{s:s, s:{s:s, s:s, s:s}, s:[i,i], s:n}", "type", "full", "database", "id",
+                  "db-1", "name", "db-1", "base", "E00", "log_range", 1, 1, "parent");
+    assert_int_equal(bk_set_commit(w, doc, id), 0);
+}
+
+static void a_committed_set_counts_only_once_published(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL);
+    char id[65], other[65];
+    json_t *set = NULL;
+    pending_set(r, 1, 4, id);
+    assert_true(exists(id, ".pending"));
+    assert_false(exists(id, ".json"));
+    /* nobody sees it: the list, a load, verify, another process */
+    assert_int_equal(nsets(r), 0);
+    assert_int_equal(bk_set_load(r, id, &set), OM_E_SetNotFound);
+    uint64_t checked = 1;
+    assert_int_equal(bk_verify(r, NULL, NULL, NULL, &checked), 0);
+    assert_int_equal(checked, 0);
+    bk_repo *r2 = NULL;
+    assert_int_equal(bk_repo_open(repo, NULL, &r2), 0);
+    assert_int_equal(nsets(r2), 0);
+
+    /* published: listed, whole, in every handle; publishing twice is done already */
+    assert_int_equal(bk_set_publish(r, id), 0);
+    assert_false(exists(id, ".pending"));
+    assert_int_equal(nsets(r2), 1);
+    assert_int_equal(bk_set_load(r2, id, &set), 0);
+    json_decref(set);
+    assert_int_equal(bk_verify(r2, NULL, NULL, NULL, NULL), 0);
+    assert_int_equal(bk_set_publish(r, id), 0);
+    bk_repo_close(r2);
+
+    /* discarded: gone, never listed; its blocks stay and are reused */
+    pending_set(r, 100, 4, other);
+    assert_int_equal(bk_set_discard(r, other), 0);
+    assert_false(exists(other, ".pending"));
+    assert_int_equal(nsets(r), 1);
+    assert_int_equal(bk_set_discard(r, other), OM_E_SetNotFound);
+    assert_int_equal(bk_set_publish(r, other), OM_E_SetNotFound);
+    bk_writer *w = NULL;
+    uint64_t seeds[4];
+    seeds_from(seeds, 4, 100);
+    assert_int_equal(bk_set_begin(r, &w), 0);
+    assert_int_equal(put_file(w, "edb/db.edb", seeds, 4, 0), 0);
+    bk_set_abort(w);
+    /* a published set is not discarded; ids are checked */
+    assert_int_equal(bk_set_discard(r, id), OM_E_SetNotFound);
+    assert_non_null(strstr(om_err_detail(), "published"));
+    assert_int_equal(nsets(r), 1);
+    char bad[65] = "../sets/x", upper[65];
+    assert_int_equal(bk_set_publish(r, bad), OM_E_InvalidParameter);
+    for (int i = 0; i < 64; i++)
+        upper[i] = id[i] >= 'a' ? (char)(id[i] - 32) : id[i];
+    upper[64] = 0;
+    assert_int_equal(bk_set_discard(r, upper), OM_E_InvalidParameter);
+    bk_repo_close(r);
+}
+
+static void a_backup_killed_between_commit_and_publish_leaves_no_set_and_expire_removes_it(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL);
+    char kept[65];
+    one_set(r, "full", "db-1", 500, 3, kept);
+    fflush(NULL);
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Commits, then dies as kill -9 would stop it: before publishing. */
+        bk_repo *cr = NULL;
+        char id[65];
+        if (bk_repo_open(repo, NULL, &cr)) _exit(1);
+        pending_set(cr, 1, 4, id);
+        if (write(fd[1], id, 64) != 64) _exit(2);
+        _exit(0);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char id[65] = {0};
+    assert_int_equal(read(fd[0], id, 64), 64);
+    close(fd[0]);
+    close(fd[1]);
+    assert_true(exists(id, ".pending"));
+    assert_int_equal(nsets(r), 1);
+    bk_repo_close(r);
+    assert_int_equal(bk_repo_open(repo, NULL, &r), 0);
+    assert_int_equal(nsets(r), 1);
+    json_t *set = NULL;
+    assert_int_equal(bk_set_load(r, id, &set), OM_E_SetNotFound);
+
+    json_t *rep = NULL;
+    assert_int_equal(bk_expire(r, 1, &rep), 0);
+    assert_int_equal(om_json_int_or(rep, "pending_removed", 0), 1);
+    assert_true(om_json_int_or(rep, "leftovers_removed", 0) >= 1);
+    assert_int_equal(json_array_size(json_object_get(rep, "sets_deleted")), 0);
+    json_decref(rep);
+    assert_false(exists(id, ".pending"));
+    assert_int_equal(bk_set_publish(r, id), OM_E_SetNotFound);
+    /* the pending set's blocks counted for nothing: only the kept set's remain */
+    assert_false(has_block(r, 2));
+    assert_true(has_block(r, 500));
+    assert_int_equal(bk_verify(r, NULL, NULL, NULL, NULL), 0);
+    bk_repo_close(r);
+}
+
+/* ---- encryption bound to the repository ---- */
+
+static json_t *load_config(const char *dir)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    json_t *c = json_load_file(p, 0, NULL);
+    assert_non_null(c);
+    return c;
+}
+
+static void save_config(const char *dir, json_t *c)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    assert_int_equal(json_dump_file(c, p, JSON_INDENT(2)), 0);
+    json_decref(c);
+}
+
+/* What a careful attacker does after an edit: the plain checksum of the edited config. */
+static void reseal_plain(json_t *c)
+{
+    json_t *x = json_deep_copy(c);
+    json_object_del(x, "auth");
+    char *text = json_dumps(x, JSON_COMPACT | JSON_SORT_KEYS), hex[65];
+    uint8_t sum[32];
+    sha256(text, strlen(text), sum);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", sum[i]);
+    json_object_set_new(c, "auth", json_string(hex));
+    free(text);
+    json_decref(x);
+}
+
+static void remove_dir_files(const char *sub)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -f %s/%s/*", repo, sub);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void an_encrypted_repository_is_never_opened_as_a_plain_one(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 1, "pw");
+    char id[65], packs[400];
+    one_set(r, "full", "db-1", 1, 3, id);
+    bk_repo_close(r);
+    snprintf(packs, sizeof packs, "%s/packs", repo);
+    int npacks = count_files(packs, "");
+
+    /* "encryption": null edited in: with the passphrase refused, without it too */
+    json_t *c = load_config(repo);
+    json_object_set_new(c, "encryption", json_null());
+    save_config(repo, c);
+    assert_int_equal(bk_repo_open(repo, "pw", &r), OM_E_BadPassphrase);
+    assert_null(r);
+    assert_non_null(strstr(om_err_detail(), "is not encrypted, but a passphrase was given"));
+    assert_non_null(strstr(om_err_detail(), "HINT"));
+    assert_int_equal(bk_repo_open(repo, NULL, &r), OM_E_RepositoryCorrupt);
+    assert_non_null(strstr(om_err_detail(), "config.json is damaged or was edited"));
+
+    /* its checksum made plain as well: the index files give it away */
+    c = load_config(repo);
+    reseal_plain(c);
+    save_config(repo, c);
+    assert_int_equal(bk_repo_open(repo, NULL, &r), OM_E_RepositoryCorrupt);
+    assert_non_null(strstr(om_err_detail(), "is encrypted"));
+    assert_non_null(strstr(om_err_detail(), "index/"));
+    /* and without its index files, the sets */
+    remove_dir_files("index");
+    assert_int_equal(bk_repo_open(repo, NULL, &r), OM_E_RepositoryCorrupt);
+    char want[120];
+    snprintf(want, sizeof want, "sets/%s.json is encrypted", id);
+    assert_non_null(strstr(om_err_detail(), want));
+    assert_int_equal(count_files(packs, ""), npacks); /* nothing was written */
+    assert_false(file_contains(repo, "SECRET-MARKER"));
+}
+
+static void config_edits_and_other_versions_are_refused(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 1, "pw");
+    bk_repo_close(r);
+    json_t *orig = load_config(repo);
+
+    /* a setting of an encrypted repository: not without the key */
+    json_t *c = json_deep_copy(orig);
+    json_object_set_new(c, "block_size", json_integer(2 * BS));
+    save_config(repo, c);
+    assert_int_equal(bk_repo_open(repo, "pw", &r), OM_E_RepositoryCorrupt);
+    assert_non_null(strstr(om_err_detail(), "config.json was altered"));
+    /* the key's parameters are bound to the wrapped keys */
+    c = json_deep_copy(orig);
+    json_object_set_new(json_object_get(json_object_get(c, "encryption"), "kdf"), "n",
+                        json_integer(16384));
+    save_config(repo, c);
+    assert_int_equal(bk_repo_open(repo, "pw", &r), OM_E_BadPassphrase);
+    assert_non_null(strstr(om_err_detail(), "config.json was altered"));
+    /* another id: the wrapped keys were made for this one */
+    c = json_deep_copy(orig);
+    json_object_set_new(c, "id", json_string("01234567-89ab-4def-8123-456789abcdef"));
+    save_config(repo, c);
+    assert_int_equal(bk_repo_open(repo, "pw", &r), OM_E_BadPassphrase);
+    /* an older format: one clear line */
+    c = json_deep_copy(orig);
+    json_object_set_new(c, "version", json_integer(1));
+    save_config(repo, c);
+    assert_int_equal(bk_repo_open(repo, "pw", &r), OM_E_NotRepository);
+    assert_non_null(strstr(om_err_detail(), "format version 1 is not supported"));
+    save_config(repo, orig);
+    assert_int_equal(bk_repo_open(repo, "pw", &r), 0);
+    bk_repo_close(r);
+
+    /* a plain repository: its checksum finds damage */
+    char plain[400];
+    snprintf(plain, sizeof plain, "%s/plain", tmpdir);
+    r = make_repo(plain, 0, NULL);
+    bk_repo_close(r);
+    c = load_config(plain);
+    json_object_set_new(c, "created", json_string("2020-01-01T00:00:00Z"));
+    save_config(plain, c);
+    assert_int_equal(bk_repo_open(plain, NULL, &r), OM_E_RepositoryCorrupt);
+    assert_non_null(strstr(om_err_detail(), "config.json is damaged"));
+}
+
+static void a_plain_repository_opened_with_a_passphrase_is_refused(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL);
+    char id[65];
+    one_set(r, "full", "db-1", 1, 3, id);
+    bk_repo_close(r);
+    r = NULL;
+    assert_int_equal(bk_repo_open(repo, "correct horse", &r), OM_E_BadPassphrase);
+    assert_null(r);
+    char want[400];
+    snprintf(want, sizeof want, "%s is not encrypted, but a passphrase was given", repo);
+    assert_non_null(strstr(om_err_detail(), want));
+    assert_null(strchr(om_err_detail(), '\n'));
+    assert_int_equal(bk_repo_open(repo, NULL, &r), 0);
+    bk_repo_close(r);
+}
+
+static const char *repo_id(bk_repo *r, char out[37])
+{
+    json_t *info = bk_repo_info(r);
+    snprintf(out, 37, "%s", om_json_str_or(info, "id", ""));
+    json_decref(info);
+    return out;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    char cmd[4000];
+    snprintf(cmd, sizeof cmd, "mkdir -p $(dirname %.1200s) && cp %.1200s %.1200s", to, from, to);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Sets and index files copied from b into a are refused naming both repositories. */
+static void check_foreign(const char *a, const char *b, const char *pass)
+{
+    bk_repo *ra = make_repo(a, pass != NULL, pass), *rb = make_repo(b, pass != NULL, pass);
+    char mine[65], theirs[65], ida[37], idb[37], from[1200], to[1200];
+    one_set(ra, "full", "db-1", 1, 3, mine);
+    one_set(rb, "full", "db-1", 1000, 3, theirs);
+    repo_id(ra, ida);
+    repo_id(rb, idb);
+    json_t *set = NULL;
+    uint8_t bid[BK_ID_LEN];
+    char hex[65];
+    assert_int_equal(bk_set_load(rb, theirs, &set), 0);
+    snprintf(hex, sizeof hex, "%.64s",
+             om_json_str_or(json_array_get(json_object_get(set, "files"), 0), "blocks", ""));
+    assert_int_equal(bk_unhex(hex, bid, BK_ID_LEN), 0);
+    json_decref(set);
+    bk_repo_close(rb);
+    snprintf(from, sizeof from, "%s/sets/%s.json", b, theirs);
+    snprintf(to, sizeof to, "%s/sets/%s.json", a, theirs);
+    copy_file(from, to);
+    assert_int_equal(bk_set_load(ra, theirs, &set), OM_E_RepositoryCorrupt);
+    char want[300];
+    snprintf(want, sizeof want, "sets/%s.json: it belongs to repository %s, not to this one (%s)",
+             theirs, idb, ida);
+    assert_non_null(strstr(om_err_detail(), want));
+    json_t *dmg = verify_all(ra, OM_E_RepositoryCorrupt);
+    assert_int_equal(json_array_size(dmg), 1);
+    assert_string_equal(om_json_str_or(json_array_get(dmg, 0), "set", ""), theirs);
+    assert_non_null(strstr(om_json_str_or(json_array_get(dmg, 0), "what", ""), idb));
+    json_decref(dmg);
+    assert_int_equal(bk_verify(ra, mine, NULL, NULL, NULL), 0);
+    unlink(to);
+
+    /* an index file (and its pack) */
+    char idx[1024], pack[1024], dir[1200];
+    snprintf(dir, sizeof dir, "%s/index", b);
+    assert_true(find_file(dir, ".json", idx, sizeof idx));
+    snprintf(to, sizeof to, "%s/index/%s", a, strrchr(idx, '/') + 1);
+    copy_file(idx, to);
+    snprintf(dir, sizeof dir, "%s/packs", b);
+    assert_true(find_file(dir, "", pack, sizeof pack));
+    const char *pn = strrchr(pack, '/') + 1;
+    snprintf(to, sizeof to, "%s/packs/%.2s/%s", a, pn, pn);
+    copy_file(pack, to);
+    bk_repo_close(ra);
+    assert_int_equal(bk_repo_open(a, pass, &ra), 0);
+    dmg = verify_all(ra, OM_E_RepositoryCorrupt);
+    int named = 0;
+    size_t i;
+    json_t *d;
+    json_array_foreach(dmg, i, d)
+    {
+        const char *what = om_json_str_or(d, "what", "");
+        named += strstr(what, "index/") && strstr(what, idb) && strstr(what, ida);
+    }
+    assert_int_equal(named, 1);
+    json_decref(dmg);
+    /* and its blocks are not this repository's */
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(bk_get_block(ra, bid, &data, &len), OM_E_ObjectNotFound);
+    bk_repo_close(ra);
+}
+
+static void sets_and_indexes_of_another_repository_are_refused(void **s)
+{
+    (void)s;
+    char a[400], b[400];
+    snprintf(a, sizeof a, "%s/a", tmpdir);
+    snprintf(b, sizeof b, "%s/b", tmpdir);
+    check_foreign(a, b, NULL);
+    snprintf(a, sizeof a, "%s/ea", tmpdir);
+    snprintf(b, sizeof b, "%s/eb", tmpdir);
+    check_foreign(a, b, "same passphrase");
+}
+
+/* ---- the names a set holds ---- */
+
+static void set_file_names_are_what_a_backup_writes_and_nothing_else(void **s)
+{
+    (void)s;
+    uint32_t g = 99;
+    assert_true(bk_base_ok("E00"));
+    assert_true(bk_base_ok("R1a"));
+    assert_false(bk_base_ok("E0"));
+    assert_false(bk_base_ok("E0/"));
+    assert_false(bk_base_ok("E000"));
+    assert_false(bk_base_ok(NULL));
+    assert_int_equal(bk_set_file_kind("edb/mail.edb", "E00", &g), BK_FILE_EDB);
+    assert_int_equal(g, 0);
+    assert_int_equal(bk_set_file_kind("edb/My-db_1.v2.edb", "E00", &g), BK_FILE_EDB);
+    assert_int_equal(bk_set_file_kind("logs/E0000000001.log", "E00", &g), BK_FILE_LOG);
+    assert_int_equal(g, 1);
+    assert_int_equal(bk_set_file_kind("logs/E00000000FF.log", "E00", &g), BK_FILE_LOG);
+    assert_int_equal(g, 255);
+    assert_int_equal(bk_set_file_kind("logs/R1a.chk", "R1a", &g), BK_FILE_CHK);
+    char longname[260];
+    memset(longname, 'a', sizeof longname);
+    memcpy(longname, "edb/", 4);
+    snprintf(longname + 240, 20, ".edb");
+    static const char *const bad[] = {"../../etc/passwd",
+                                      "/etc/passwd",
+                                      "edb/../mail.edb",
+                                      "edb/.mail.edb",
+                                      "edb/a/b.edb",
+                                      "edb/mail.txt",
+                                      "edb/.edb",
+                                      "edb/ma il.edb",
+                                      "logs/E0000000000.log",
+                                      "logs/E00000000ff.log",
+                                      "logs/E0100000001.log",
+                                      "logs/E000000001.log",
+                                      "logs/E00.chk/../x",
+                                      "logs/E01.chk",
+                                      "logs/../E00.chk",
+                                      "E0000000001.log",
+                                      "mail.edb",
+                                      "",
+                                      NULL};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        om_err_clear();
+        assert_int_equal(bk_set_file_kind(bad[i], "E00", &g), 0);
+        assert_non_null(strstr(om_err_detail(), "is not a name a backup set holds"));
+    }
+    assert_int_equal(bk_set_file_kind(longname, "E00", &g), 0);
+    /* a bad base name makes every name bad */
+    assert_int_equal(bk_set_file_kind("edb/mail.edb", "../", &g), 0);
+    assert_int_equal(bk_set_file_kind("logs/E0000000001.log", NULL, &g), 0);
+}
+
+/* ---- verify holds sets to what a backup writes ---- */
+
+/* Writes doc (a loaded set, "id" dropped) back as a new set file of the plain repository: what
+ * anyone with write access can do. Its id into id. */
+static void craft_set(json_t *doc, char id[65])
+{
+    json_t *d = json_deep_copy(doc);
+    json_object_del(d, "id");
+    char *text = json_dumps(d, JSON_COMPACT | JSON_SORT_KEYS), p[600];
+    uint8_t sum[32];
+    sha256(text, strlen(text), sum);
+    for (int i = 0; i < 32; i++)
+        snprintf(id + 2 * i, 3, "%02x", sum[i]);
+    snprintf(p, sizeof p, "%s/sets/%s.json", repo, id);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    json_decref(d);
+}
+
+/* Verifies the crafted set: one damage line names it (and file when given) and says what. */
+static void expect_damage(bk_repo *r, json_t *doc, const char *file, const char *what)
+{
+    char id[65];
+    craft_set(doc, id);
+    json_t *dmg = json_array();
+    assert_int_equal(bk_verify(r, id, collect, dmg, NULL), OM_E_RepositoryCorrupt);
+    size_t i, found = 0;
+    json_t *d;
+    json_array_foreach(dmg, i, d)
+    {
+        found += !strcmp(om_json_str_or(d, "set", ""), id) &&
+                 (!file || !strcmp(om_json_str_or(d, "file", ""), file)) &&
+                 strstr(om_json_str_or(d, "what", ""), what);
+    }
+    if (found != 1) {
+        char *all = json_dumps(dmg, JSON_INDENT(1));
+        print_error("wanted one '%s' (file %s) in %s\n", what, file ? file : "-", all);
+        free(all);
+    }
+    assert_int_equal(found, 1);
+    json_decref(dmg);
+    json_decref(doc);
+}
+
+static json_t *file_entry(json_t *doc, size_t i)
+{
+    return json_array_get(json_object_get(doc, "files"), i);
+}
+
+static void verify_reports_set_documents_no_backup_writes(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL);
+    char id[65], same[65];
+    one_set(r, "full", "db-1", 1, 3, id); /* edb/db.edb, logs/E0000000001.log; logs 1-1 */
+    json_t *base = NULL, *d;
+    assert_int_equal(bk_set_load(r, id, &base), 0);
+    json_object_set_new(base, "backup_metadata",
+                        json_pack("{s:s, s:s, s:s, s:s}", "db_id", "db-1", "base", "E00", "edb",
+                                  "/data/db-1/db.edb", "logs", "/data/db-1/logs"));
+    json_object_set_new(base, "components_document",
+                        json_pack("{s:[{s:s, s:O}]}", "components", "component", "db-1",
+                                  "backup_metadata", json_object_get(base, "backup_metadata")));
+    /* as a backup writes it: no damage */
+    craft_set(base, same);
+    assert_int_equal(bk_verify(r, same, NULL, NULL, NULL), 0);
+
+    /* names that would steer a restore */
+    d = json_deep_copy(base);
+    json_object_set_new(file_entry(d, 0), "name", json_string("../../etc/passwd"));
+    expect_damage(r, d, "../../etc/passwd", "is not a name a backup set holds");
+    d = json_deep_copy(base);
+    json_object_set_new(file_entry(d, 1), "name", json_string("/etc/E0000000001.log"));
+    expect_damage(r, d, "/etc/E0000000001.log", "is not a name a backup set holds");
+    d = json_deep_copy(base);
+    json_object_set_new(json_object_get(d, "backup_metadata"), "edb",
+                        json_string("/data/../etc/db.edb"));
+    expect_damage(r, d, NULL, "its backup metadata names the database file '/data/../etc");
+    d = json_deep_copy(base);
+    json_object_set_new(json_object_get(d, "backup_metadata"), "edb",
+                        json_string("/data/db-1/other.edb"));
+    expect_damage(r, d, NULL, "names the database file other.edb, but the set holds edb/db.edb");
+    d = json_deep_copy(base);
+    json_t *cmd = json_object_get(
+        json_array_get(json_object_get(json_object_get(d, "components_document"), "components"), 0),
+        "backup_metadata");
+    json_object_set_new(cmd, "edb", json_string("/data/db-1/victim.edb"));
+    expect_damage(r, d, NULL, "components document's metadata names the database file victim.edb");
+    d = json_deep_copy(base);
+    json_object_set_new(json_object_get(d, "backup_metadata"), "base", json_string("E01"));
+    expect_damage(r, d, NULL, "names log base 'E01'");
+    d = json_deep_copy(base);
+    json_object_set_new(
+        cmd = json_object_get(
+            json_array_get(json_object_get(json_object_get(d, "components_document"), "components"),
+                           0),
+            "backup_metadata"),
+        "db_id", json_string("db-2"));
+    expect_damage(r, d, NULL, "has no component of database db-1");
+
+    /* sizes and blocks */
+    d = json_deep_copy(base);
+    json_object_set_new(file_entry(d, 1), "size", json_integer(0));
+    json_object_set_new(file_entry(d, 1), "blocks", json_string(""));
+    expect_damage(r, d, "logs/E0000000001.log", "its size is 0");
+    d = json_deep_copy(base);
+    json_object_set_new(file_entry(d, 0), "size", json_integer(4 * BS));
+    expect_damage(r, d, "edb/db.edb", "in 3 blocks: a file of that size is 4 blocks");
+    d = json_deep_copy(base);
+    json_array_append(json_object_get(d, "files"), file_entry(d, 1));
+    expect_damage(r, d, "logs/E0000000001.log", "holds this name twice");
+
+    /* the set's own fields */
+    d = json_deep_copy(base);
+    json_object_del(d, "database");
+    expect_damage(r, d, NULL, "names no database");
+    d = json_deep_copy(base);
+    json_object_set_new(d, "type", json_string("fulll"));
+    expect_damage(r, d, NULL, "unknown type 'fulll'");
+    d = json_deep_copy(base);
+    json_object_del(d, "type");
+    expect_damage(r, d, NULL, "has no type");
+    d = json_deep_copy(base);
+    json_object_del(d, "log_range");
+    expect_damage(r, d, NULL, "no log range");
+    d = json_deep_copy(base);
+    json_object_set_new(d, "log_range", json_pack("[i,i]", 2, 2));
+    expect_damage(r, d, "logs/E0000000001.log", "generation 1 is outside the set's log range 2-2");
+    d = json_deep_copy(base);
+    json_object_set_new(d, "log_range", json_pack("[i,i]", 1, 3));
+    expect_damage(r, d, NULL, "no log file for 2 generations of its log range 1-3");
+    d = json_deep_copy(base);
+    json_t *second = json_deep_copy(file_entry(d, 0));
+    json_object_set_new(second, "name", json_string("edb/other.edb"));
+    json_array_append_new(json_object_get(d, "files"), second);
+    expect_damage(r, d, NULL, "a set of type full holds 2 database files");
+    d = json_deep_copy(base);
+    json_array_remove(json_object_get(d, "files"), 0);
+    expect_damage(r, d, NULL, "a set of type full holds 0 database files");
+    d = json_deep_copy(base);
+    json_object_set_new(d, "type", json_string("incremental"));
+    expect_damage(r, d, NULL, "only a full or copy set holds one");
+    d = json_deep_copy(base);
+    json_object_set_new(json_object_get(d, "database"), "base", json_string("../"));
+    expect_damage(r, d, NULL, "log base name '../' is not one");
+
+    /* a set of another repository, crafted with a valid name */
+    d = json_deep_copy(base);
+    json_object_set_new(d, "repository", json_string("01234567-89ab-4def-8123-456789abcdef"));
+    char foreign[65];
+    craft_set(d, foreign);
+    json_decref(d);
+    json_t *dmg = json_array();
+    assert_int_equal(bk_verify(r, foreign, collect, dmg, NULL), OM_E_RepositoryCorrupt);
+    assert_non_null(strstr(om_json_str_or(json_array_get(dmg, 0), "what", ""),
+                           "belongs to repository 01234567-89ab-4def-8123-456789abcdef"));
+    json_decref(dmg);
+    json_t *set = NULL;
+    assert_int_equal(bk_set_load(r, foreign, &set), OM_E_RepositoryCorrupt);
+    json_decref(base);
+    bk_repo_close(r);
+}
+
+static void verify_reports_a_pack_whose_header_is_not_this_repositorys(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL);
+    char id[65], pack[1024], packs[400];
+    one_set(r, "full", "db-1", 1, 3, id);
+    snprintf(packs, sizeof packs, "%s/packs", repo);
+    assert_true(find_file(packs, "", pack, sizeof pack));
+    flip_byte(pack, 20); /* in the repository id */
+    json_t *dmg = verify_all(r, OM_E_RepositoryCorrupt);
+    size_t i, whole = 0, blocks = 0;
+    json_t *d;
+    json_array_foreach(dmg, i, d)
+    {
+        const char *what = om_json_str_or(d, "what", "");
+        if (!strstr(what, "the pack belongs to repository")) continue;
+        whole += strstr(what, "pack packs/") != NULL && !json_is_string(json_object_get(d, "set"));
+        blocks += json_is_string(json_object_get(d, "block"));
+    }
+    assert_int_equal(whole, 1);
+    assert_int_equal(blocks, 4); /* the edb's three and the log's */
+    json_decref(dmg);
+    uint8_t bid[BK_ID_LEN], *data = NULL;
+    size_t len = 0;
+    block_id(r, 1, bid);
+    assert_int_equal(bk_get_block(r, bid, &data, &len), OM_E_RepositoryCorrupt);
+    flip_byte(pack, 20);
+    flip_byte(pack, 12); /* the flags: "encrypted" */
+    dmg = verify_all(r, OM_E_RepositoryCorrupt);
+    assert_non_null(strstr(om_json_str_or(json_array_get(dmg, 0), "what", ""), "encrypted"));
+    json_decref(dmg);
+    flip_byte(pack, 12);
+    assert_int_equal(bk_verify(r, NULL, NULL, NULL, NULL), 0);
+    bk_repo_close(r);
+}
+
 /* ---- misuse ---- */
 
 static void misuse_is_refused_with_a_reason(void **s)
@@ -850,7 +1512,7 @@ static void misuse_is_refused_with_a_reason(void **s)
     assert_int_equal(bk_repo_init(other, &bad), OM_E_InvalidParameter);
     assert_int_equal(bk_repo_open(tmpdir, NULL, &r), OM_E_NotRepository);
 
-    assert_int_equal(bk_repo_open(repo, "ignored for a plain repository", &r), 0);
+    assert_int_equal(bk_repo_open(repo, "", &r), 0); /* an empty one is none */
     bk_writer *w = NULL;
     assert_int_equal(bk_set_begin(r, &w), 0);
     uint8_t b[BS + 1] = {0}, id[BK_ID_LEN], sum[32] = {0};
@@ -898,6 +1560,15 @@ int main(void)
         T(verify_names_a_flipped_byte_in_a_set_file),
         T(expire_keeps_the_newest_chains_and_frees_what_nothing_uses),
         T(misuse_is_refused_with_a_reason),
+        T(a_committed_set_counts_only_once_published),
+        T(a_backup_killed_between_commit_and_publish_leaves_no_set_and_expire_removes_it),
+        T(an_encrypted_repository_is_never_opened_as_a_plain_one),
+        T(config_edits_and_other_versions_are_refused),
+        T(a_plain_repository_opened_with_a_passphrase_is_refused),
+        T(sets_and_indexes_of_another_repository_are_refused),
+        T(set_file_names_are_what_a_backup_writes_and_nothing_else),
+        T(verify_reports_set_documents_no_backup_writes),
+        T(verify_reports_a_pack_whose_header_is_not_this_repositorys),
     };
     if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
