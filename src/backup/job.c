@@ -58,7 +58,9 @@ typedef struct dbjob {
     uint32_t lo, hi;
     int rc;
     char err[1024];
-    char set_id[65];
+    char set_id[65];   /* committed (pending until published) */
+    json_t *parent;    /* the set this one continues (a string, or JSON null) */
+    int published;     /* the set is listed: restores may use it */
     uint64_t *bytes_read; /* shared progress counter (atomic) */
     uint64_t bytes_stored, blocks_new, blocks_reused;
 } dbjob;
@@ -315,28 +317,80 @@ static int store_file(dbjob *j, bk_writer *w, const bfile *f, int threads, chk_s
     return rc;
 }
 
-/* The newest set of this database the new one depends on (incremental: the newest full or
- * incremental; differential: the newest full). */
-static json_t *parent_of(dbjob *j)
+/* The summary of the newest set of this database the new one continues (incremental: the
+ * newest full or incremental; differential: the newest full; a copy is never one), or NULL. */
+static json_t *parent_of(dbjob *j, json_t *sets)
 {
-    json_t *sets = NULL, *parent = json_null();
-    if (!strcmp(j->o->type, "full") || !strcmp(j->o->type, "copy")) return parent;
-    if (bk_sets(j->repo, &sets)) return parent;
+    json_t *parent = NULL, *s;
     size_t i;
-    json_t *s; /* summaries carry type, database and id: no set file is read again */
     json_array_foreach(sets, i, s)
     {
         const char *id = om_json_str_or(s, "id", NULL), *t = om_json_str_or(s, "type", "");
         if (!id || strcmp(om_json_str_or(json_object_get(s, "database"), "id", ""), j->id))
             continue;
         if (!strcmp(t, "full") ||
-            (!strcmp(j->o->type, "incremental") && !strcmp(t, "incremental"))) {
-            json_decref(parent);
-            parent = json_string(id);
-        }
+            (!strcmp(j->o->type, "incremental") && !strcmp(t, "incremental")))
+            parent = s;
     }
-    json_decref(sets);
     return parent;
+}
+
+static uint32_t last_gen(json_t *s)
+{
+    return (uint32_t)json_integer_value(json_array_get(json_object_get(s, "log_range"), 1));
+}
+
+/* What the database's header says of the backup an incremental or differential continues (the
+ * newer of the previous full and incremental; the previous full): one phrase. */
+static void previous_backup(dbjob *j, char *out, size_t n)
+{
+    json_t *bk = json_object_get(j->info, "backups"), *full = json_object_get(bk, "previous_full"),
+           *inc = json_object_get(bk, "previous_incremental"), *prev = full;
+    const char *kind = "full";
+    if (!strcmp(j->o->type, "incremental") && json_is_object(inc) &&
+        (!json_is_object(full) ||
+         om_json_int_or(inc, "last_gen", 0) > om_json_int_or(full, "last_gen", 0))) {
+        prev = inc;
+        kind = "incremental";
+    }
+    if (!json_is_object(prev)) {
+        snprintf(out, n, "the database records no earlier full backup");
+        return;
+    }
+    snprintf(out, n,
+             "the database's previous %s backup (generations %lld-%lld, %s) is not in it: it went "
+             "to another repository (the database header does not record which)",
+             kind, (long long)om_json_int_or(prev, "first_gen", 0),
+             (long long)om_json_int_or(prev, "last_gen", 0), om_json_str_or(prev, "time", "?"));
+}
+
+/* An incremental or differential goes only into a repository that holds the chain it continues
+ * (spec §5): its parent, and no generation missing between the parent's last and its first.
+ * Refused here, before BackupComplete, so nothing is truncated or recorded. */
+static int check_continues(dbjob *j, json_t *sets)
+{
+    if (!strcmp(j->o->type, "full") || !strcmp(j->o->type, "copy")) {
+        j->parent = json_null();
+        return 0;
+    }
+    json_t *p = parent_of(j, sets);
+    char prev[400];
+    previous_backup(j, prev, sizeof prev);
+    if (!p)
+        return om_errf(OM_E_MissingFullBackup,
+                       "an %s backup of %s continues a full backup, and repository %s holds none "
+                       "of this database; %s. HINT: make a full backup into %s first",
+                       j->o->type, j->name, j->o->repo, prev, j->o->repo);
+    uint32_t have = last_gen(p);
+    if (j->lo > have + 1)
+        return om_errf(OM_E_MissingLogFile,
+                       "%s backup of %s refused: it would hold generations %u-%u, but repository "
+                       "%s ends this database's chain at %u (set %.12s): generations %u-%u are in "
+                       "no set of it; %s. HINT: make a full backup into %s",
+                       j->o->type, j->name, j->lo, j->hi, j->o->repo, have,
+                       om_json_str_or(p, "id", "?"), have + 1, j->lo - 1, prev, j->o->repo);
+    j->parent = json_string(om_json_str_or(p, "id", ""));
+    return 0;
 }
 
 static void *run_db(void *arg)
@@ -378,7 +432,7 @@ static void *run_db(void *arg)
         j->o->type, "time", om_time_iso(om_now_ns(), t, sizeof t), "server",
         om_json_str_or(j->info, "server", ""), "database", "id", j->id, "name", j->name, "edb",
         om_json_str_or(j->md, "edb", ""), "logs", om_json_str_or(j->md, "logs", ""), "base",
-        om_json_str_or(j->md, "base", "E00"), "log_range", j->lo, j->hi, "parent", parent_of(j),
+        om_json_str_or(j->md, "base", "E00"), "log_range", j->lo, j->hi, "parent", json_incref(j->parent),
         "backup_metadata", j->md, "writer_metadata", j->wmd, "components_document", j->doc);
     /* The moment the set stands for (the freeze): restores by time pick sets with it. */
     json_object_set(doc, "mark_time_ns", json_object_get(j->md, "mark_time_ns"));
@@ -387,10 +441,43 @@ static void *run_db(void *arg)
     j->bytes_stored = stored;
     j->blocks_new = bn;
     j->blocks_reused = br;
+    /* Pending until BackupComplete succeeded (publish_sets). */
     if ((rc = bk_set_commit(w, doc, j->set_id))) return fail_db(j, rc, "committing the set"), NULL;
-    if ((rc = bk_set_publish(j->repo, j->set_id)))
-        return fail_db(j, rc, "publishing the set"), NULL;
     return NULL;
+}
+
+/* After BackupComplete: the sets of the databases whose backup the writer recorded are
+ * published (listed: restores may use them), and the writer is told so, so that it truncates
+ * their logs at BackupShutdown. When BackupComplete failed (a writer restarted during the
+ * backup: its shadow copy was not held, the copy may be torn) every set is discarded: a
+ * backup that did not succeed end to end is never used by a restore (spec §6). A crash before
+ * the publication leaves pending sets, never listed, and every log on disk. */
+static void publish_sets(dbjob *jobs, size_t n, bk_repo *repo, vss_req *r, int complete_rc)
+{
+    for (size_t i = 0; i < n; i++) {
+        dbjob *j = &jobs[i];
+        if (!j->set_id[0]) continue;
+        int rc = j->rc || complete_rc ? OM_E_Aborted : bk_set_publish(repo, j->set_id);
+        if (rc == OM_E_Aborted) {
+            bk_set_discard(repo, j->set_id);
+            if (complete_rc && !j->rc) {
+                j->rc = complete_rc;
+                snprintf(j->err, sizeof j->err, "%s: BackupComplete failed: the set was "
+                         "discarded", j->name);
+            }
+            j->set_id[0] = 0;
+            continue;
+        }
+        if (rc) {
+            fail_db(j, rc, "publishing the set");
+            j->set_id[0] = 0;
+            continue;
+        }
+        j->published = 1;
+        if (vss_req_set_backup_stored(r, j->instance, j->component))
+            om_warn("%s: the writer will not truncate logs after this backup: %s", j->name,
+                    om_err_detail());
+    }
 }
 
 /* ---- the requester sequence ---- */
@@ -544,6 +631,8 @@ int bk_backup_run(const bk_job_opts *o, json_t **result)
     if (!rc) rc = vss_req_do_snapshot_set(r, &snap);
     if (!rc) pause_at("snapshot");
     uint64_t total = 0;
+    json_t *repo_sets = NULL; /* the published sets when the snapshot was taken */
+    if (!rc) rc = bk_sets(repo, &repo_sets);
     if (!rc) {
         doc = json_object_get(snap, "components_document");
         json_object_set(res, "freeze_ms", json_object_get(snap, "freeze_ms"));
@@ -560,8 +649,11 @@ int bk_backup_run(const bk_job_opts *o, json_t **result)
             j->hi = (uint32_t)json_integer_value(json_array_get(range, 1));
             j->doc = doc;
             j->repo = repo;
-            if (j->md && list_files(j, json_object_get(doc, "shadows"), j->edb, sizeof j->edb,
-                                    j->logs, sizeof j->logs))
+            int lrc = 0;
+            if (j->md && (lrc = check_continues(j, repo_sets)))
+                fail_db(j, lrc, "refused");
+            else if (j->md && list_files(j, json_object_get(doc, "shadows"), j->edb,
+                                         sizeof j->edb, j->logs, sizeof j->logs))
                 fail_db(j, OM_E_FileNotFound, "listing the shadow copy");
             for (size_t f = 0; f < j->nfiles; f++)
                 total += j->files[f].size;
@@ -584,10 +676,15 @@ int bk_backup_run(const bk_job_opts *o, json_t **result)
         pause_at("committed");
         json_t *final = NULL;
         int crc = vss_req_backup_complete(r, &final);
-        if (crc) rc = crc;
         json_decref(final);
+        if (crc) rc = crc;
+        char cdetail[1200] = "";
+        if (crc) snprintf(cdetail, sizeof cdetail, "%s", om_err_detail());
         pause_at("completed");
+        publish_sets(jobs, o->ndb, repo, r, crc);
+        if (crc) om_errf(crc, "%s", cdetail); /* the publication's errors are the sets' own */
     }
+    json_decref(repo_sets);
     char detail[1200] = "";
     if (rc) snprintf(detail, sizeof detail, "%s", om_err_detail());
     if (r) vss_req_release(r);
@@ -613,6 +710,7 @@ int bk_backup_run(const bk_job_opts *o, json_t **result)
             }
         }
         json_decref(j->info);
+        json_decref(j->parent);
         free(j->files);
     }
     json_object_set_new(res, "bytes_read", json_integer((json_int_t)bytes));

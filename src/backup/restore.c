@@ -15,6 +15,7 @@
 #include "backup/setfiles.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "base/paths.h"
 #include "base/progress.h"
 #include "base/proto.h"
 #include "base/time.h"

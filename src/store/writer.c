@@ -37,6 +37,10 @@ typedef struct wdb {
     eng_lgpos mark, ckpt;
     uint32_t last_gen;
     uint64_t mark_time;
+    /* BackupComplete recorded the backup; logs below truncate_below may go once the requester
+     * says, at BackupShutdown, that it stored the backup (0: nothing to truncate). */
+    int recorded;
+    uint32_t truncate_below;
 } wdb;
 
 /* A target being restored: between PreRestore and the end of the session (PostRestore, or an
@@ -454,9 +458,9 @@ static int succeeded(vss_event *e, const char *comp)
     return 0;
 }
 
-/* Records the backup in the header (through a log record) and truncates for full and
- * incremental. */
-static int record(store_writer *w, eng_db *db, const wdb *d, const eng_info *in, const char *type)
+/* Records the backup in the header (through a log record); for full and incremental, *below
+ * gets the generation logs below which may be truncated once the backup is stored (0: none). */
+static int record(eng_db *db, const wdb *d, const eng_info *in, const char *type, uint32_t *below)
 {
     uint32_t first, last;
     log_range(d, in, &first, &last);
@@ -469,33 +473,31 @@ static int record(store_writer *w, eng_db *db, const wdb *d, const eng_info *in,
                             : !strcmp(type, "incremental") ? ENG_BK_PREV_INCREMENTAL
                             : !strcmp(type, "copy")        ? ENG_BK_PREV_COPY
                                                            : ENG_BK_PREV_DIFFERENTIAL;
+    *below = 0;
     int rc = eng_record_backup(db, id, &slot);
-    if (rc || (strcmp(type, "full") && strcmp(type, "incremental"))) return rc;
+    if (rc) return rc;
+    om_info("%s backup of %s recorded (generations %u-%u)", type, d->name, first, last);
     /* Below the checkpoint at freeze (the database needs nothing older) and never past what
      * the backup holds. */
-    uint32_t below = d->ckpt.gen < last ? d->ckpt.gen : last;
-    uint32_t deleted = 0;
-    rc = eng_truncate_logs(db, below, &deleted);
-    if (!rc)
-        om_info("%s backup of %s recorded (generations %u-%u); %u log generations below %u "
-                "deleted",
-                type, d->name, first, last, deleted, below);
-    return rc;
+    if (!strcmp(type, "full") || !strcmp(type, "incremental"))
+        *below = d->ckpt.gen < last ? d->ckpt.gen : last;
+    return 0;
 }
 
 /* Records one database's backup: through the mounted database, or, when it was dismounted
  * during the backup and is still, on the closed database opened for that moment (a full backup
  * then counts as a copy, and nothing is truncated). Returns 0 or an error with its detail. */
-static int complete_db(store_writer *w, const wdb *d)
+static int complete_db(store_writer *w, const wdb *d, uint32_t *below)
 {
     mounted *m = NULL;
     store_dbent ent;
     int rc = acquire_by_id(w, d->id, &m, &ent);
     const char *type = d->dismounted && !strcmp(d->type, "full") ? "copy" : d->type;
+    *below = 0;
     if (!rc) {
         eng_info in;
         rc = eng_db_info(m->db, &in);
-        if (!rc) rc = record(w, m->db, d, &in, type);
+        if (!rc) rc = record(m->db, d, &in, type, below);
         store_release(w->s, m);
         return rc;
     }
@@ -512,8 +514,9 @@ static int complete_db(store_writer *w, const wdb *d)
     }
     if (!rc) {
         eng_info in;
+        uint32_t unused;
         rc = eng_db_info(db, &in);
-        if (!rc) rc = record(w, db, d, &in, type);
+        if (!rc) rc = record(db, d, &in, type, &unused);
         int crc = eng_db_close(db);
         if (!rc) rc = crc;
     }
@@ -522,11 +525,41 @@ static int complete_db(store_writer *w, const wdb *d)
     return rc;
 }
 
+/* A component the requester says succeeded that this writer has no backup of: the store
+ * restarted (or the database went) during the backup, so its shadow copy was not held. */
+static int unknown_success(store_writer *w, vss_event *e)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(e->args, "components"), i, c)
+    {
+        const char *n = json_string_value(json_object_get(c, "name"));
+        char id[37];
+        int is_logs = 0;
+        if (!n || !json_is_true(json_object_get(c, "succeeded")) || !comp_db_id(w, n, id, &is_logs))
+            continue;
+        pthread_mutex_lock(&w->mu);
+        wdb *d = wdb_get(w, id, 0);
+        int known = d && !strcmp(d->session, e->session);
+        pthread_mutex_unlock(&w->mu);
+        if (!known)
+            return fail_with(e, VSS_FAIL_NON_RETRYABLE,
+                             om_errf(OM_E_ShadowCopyInvalid,
+                                     "the backup of %s in session %s is not known to this writer: "
+                                     "the store restarted or the database closed during the "
+                                     "backup, so its shadow copy was not held. HINT: run the "
+                                     "backup again",
+                                     id, e->session));
+    }
+    return 0;
+}
+
+/* Records each succeeded database's backup; truncation waits for BackupShutdown. */
 static int backup_complete(void *ctx, vss_event *e)
 {
     store_writer *w = ctx;
-    int first = 0;
-    for (int i = 0; i < MAX_WDB; i++) {
+    int first = unknown_success(w, e);
+    for (int i = 0; i < MAX_WDB && !first; i++) {
         pthread_mutex_lock(&w->mu);
         wdb copy = w->dbs[i];
         pthread_mutex_unlock(&w->mu);
@@ -538,10 +571,66 @@ static int backup_complete(void *ctx, vss_event *e)
                     e->session);
             continue;
         }
-        int rc = complete_db(w, &copy);
+        uint32_t below = 0;
+        int rc = complete_db(w, &copy, &below);
         if (rc && !first) first = fail_with(e, VSS_FAIL_RETRYABLE, rc);
+        pthread_mutex_lock(&w->mu);
+        if (!rc && !strcmp(w->dbs[i].session, e->session)) {
+            w->dbs[i].recorded = 1;
+            w->dbs[i].truncate_below = below;
+        }
+        pthread_mutex_unlock(&w->mu);
     }
     return first;
+}
+
+/* 1 when BackupShutdown's "stored" names the component. */
+static int stored(vss_event *e, const char *comp)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(e->args, "stored"), i, c)
+    {
+        if (json_is_string(c) && !strcmp(json_string_value(c), comp)) return 1;
+    }
+    return 0;
+}
+
+/* The logs a recorded full or incremental backup holds are deleted only now, once the requester
+ * has said it stored the backup: a requester that died between BackupComplete and storing it
+ * leaves every generation on disk (the next backup holds them). */
+static void truncate_stored(store_writer *w, vss_event *e)
+{
+    for (int i = 0; i < MAX_WDB; i++) {
+        pthread_mutex_lock(&w->mu);
+        wdb copy = w->dbs[i];
+        pthread_mutex_unlock(&w->mu);
+        if (!copy.id[0] || strcmp(copy.session, e->session) || !copy.recorded) continue;
+        char comp[300];
+        snprintf(comp, sizeof comp, "%s\\%s", w->logical, copy.id);
+        if (!stored(e, comp)) {
+            if (copy.truncate_below)
+                om_warn("the requester did not say it stored the %s backup of %s (session %s): "
+                        "no log is truncated",
+                        copy.type, copy.name, e->session);
+            continue;
+        }
+        if (!copy.truncate_below) continue;
+        mounted *m = NULL;
+        store_dbent ent;
+        uint32_t deleted = 0;
+        int rc = acquire_by_id(w, copy.id, &m, &ent);
+        if (!rc) {
+            rc = eng_truncate_logs(m->db, copy.truncate_below, &deleted);
+            store_release(w->s, m);
+        }
+        if (rc)
+            om_warn("truncating the logs of %s after its %s backup: %s", copy.name, copy.type,
+                    om_err_detail());
+        else
+            om_info("%s backup of %s stored: %u log generations below %u deleted", copy.type,
+                    copy.name, deleted, copy.truncate_below);
+    }
 }
 
 /* ---- Abort, BackupShutdown ---- */
@@ -591,6 +680,12 @@ static int end_session(void *ctx, vss_event *e)
         om_info("%s of %s ended (session %s)", e->name, copy.name, e->session);
     }
     return 0;
+}
+
+static int backup_shutdown(void *ctx, vss_event *e)
+{
+    truncate_stored(ctx, e);
+    return end_session(ctx, e);
 }
 
 void store_writer_db_closing(store_writer *w, eng_db *db)
@@ -1183,7 +1278,7 @@ int store_writer_start(store *s, store_writer **out)
                                        .post_snapshot = post_snapshot,
                                        .backup_complete = backup_complete,
                                        .abort = end_session,
-                                       .backup_shutdown = end_session,
+                                       .backup_shutdown = backup_shutdown,
                                        .pre_restore = pre_restore,
                                        .post_restore = post_restore};
     int rc = vss_writer_start(&info, &ops, w, &w->vw);

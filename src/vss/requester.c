@@ -15,6 +15,7 @@
 struct vss_req {
     int fd; /* -1 once the connection is lost or closed */
     char session[64];
+    json_t *stored; /* components whose backup is stored: sent with release */
 };
 
 static int lost(vss_req *r)
@@ -214,7 +215,30 @@ int vss_req_set_backup_succeeded(vss_req *r, const char *instance_id, const char
 
 int vss_req_backup_complete(vss_req *r, json_t **components_doc)
 {
-    return call_get(r, "backup_complete", NULL, "components_document", components_doc);
+    json_t *rep = NULL;
+    if (components_doc) *components_doc = NULL;
+    int rc = call(r, "backup_complete", NULL, &rep);
+    if (rc) return rc;
+    /* A writer that failed BackupComplete recorded nothing: the backup did not succeed. */
+    json_t *e = json_array_get(json_object_get(rep, "writer_errors"), 0);
+    if (e) {
+        int code = (int)json_integer_value(json_object_get(e, "error"));
+        rc = om_errf(code ? code : OM_E_Internal, "writer '%s' failed BackupComplete: %s",
+                     om_json_str_or(e, "writer", "?"), om_json_str_or(e, "message", "?"));
+    }
+    if (!rc && components_doc)
+        *components_doc = json_incref(json_object_get(rep, "components_document"));
+    json_decref(rep);
+    return rc;
+}
+
+int vss_req_set_backup_stored(vss_req *r, const char *instance_id, const char *component)
+{
+    if (!r->stored && !(r->stored = json_array()))
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    json_t *x = json_pack("{s:s, s:s}", "instance_id", instance_id, "component", component);
+    if (!x || json_array_append_new(r->stored, x)) return om_errf(OM_E_OutOfMemory, "out of memory");
+    return 0;
 }
 
 int vss_req_abort(vss_req *r)
@@ -225,8 +249,11 @@ int vss_req_abort(vss_req *r)
 int vss_req_release(vss_req *r)
 {
     if (!r) return 0;
-    int rc = r->fd >= 0 ? call(r, "release", NULL, NULL) : 0;
+    json_t *req = r->stored ? json_pack("{s:O}", "stored", r->stored) : NULL;
+    int rc = r->fd >= 0 ? call(r, "release", req, NULL) : 0;
+    if (r->fd < 0) json_decref(req);
     if (r->fd >= 0) close(r->fd);
+    json_decref(r->stored);
     free(r);
     return rc;
 }

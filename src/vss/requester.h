@@ -14,6 +14,7 @@
  *   (copy and verify the files of the exposed shadow copies)
  *   vss_req_set_backup_succeeded ...
  *   vss_req_backup_complete        -> the backup components document to store
+ *   (publish the stored backups)   vss_req_set_backup_stored ... for each
  *   vss_req_release                BackupShutdown; non-persistent shadows are deleted
  *
  * and a restore: vss_req_begin(.., VSS_SESSION_RESTORE, ..), vss_req_gather_metadata,
@@ -66,8 +67,15 @@ int vss_req_do_snapshot_set(vss_req *r, json_t **result);
 int vss_req_gather_status(vss_req *r, json_t **writers);
 int vss_req_set_backup_succeeded(vss_req *r, const char *instance_id, const char *component,
                                  int succeeded);
-/* -> the backup components document (components_doc may be NULL). */
+/* -> the backup components document (components_doc may be NULL). A writer that failed
+ * BackupComplete (it recorded nothing, e.g. it restarted during the backup and lost its hold)
+ * is this call's error, with the writer's message. */
 int vss_req_backup_complete(vss_req *r, json_t **components_doc);
+/* After a successful backup_complete: the backup of this component is stored for good (its set
+ * published). Sent with release; the writer truncates logs at BackupShutdown only for the
+ * components named so, so a requester that dies before it stored a backup leaves every log in
+ * place (docs/design.md, "Sets that count only when the backup succeeded"). */
+int vss_req_set_backup_stored(vss_req *r, const char *instance_id, const char *component);
 int vss_req_abort(vss_req *r);
 /* Sends release when connected (BackupShutdown unless aborted), closes and frees r, whatever
  * happens; returns the reply's error, 0 for NULL. */

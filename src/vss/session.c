@@ -50,6 +50,7 @@ typedef struct comp {
     json_t *backup_md;    /* from PostSnapshot (backup) or the loaded document (restore) */
     json_t *restore_opts; /* restore */
     json_t *new_target;
+    int stored; /* the requester released the session saying it stored this component's backup */
 } comp;
 
 typedef struct involved {
@@ -927,6 +928,36 @@ static int dispatch(coord *c, session *s, const char *op, json_t *req, json_t *r
                    s->restore ? "restore" : "backup");
 }
 
+/* The components whose backup the requester says it stored (release's "stored": [{"instance_id",
+ * "component"}]), after a BackupComplete: a writer truncates logs only for those (docs/design.md,
+ * "Sets that count only when the backup succeeded"). */
+static void take_stored(session *s, json_t *req)
+{
+    size_t i;
+    json_t *x;
+    if (s->state != S_COMPLETE) return;
+    json_array_foreach(json_object_get(req, "stored"), i, x)
+    {
+        const char *inst = om_json_str_or(x, "instance_id", ""),
+                   *name = om_json_str_or(x, "component", "");
+        for (int k = 0; k < s->ncomp; k++)
+            if (!strcmp(s->comps[k].w->instance_id, inst) && !strcmp(s->comps[k].name, name) &&
+                s->comps[k].succeeded == 1)
+                s->comps[k].stored = 1;
+    }
+}
+
+/* BackupShutdown's arguments: the writer's components, and those it may truncate logs for. */
+static json_t *shutdown_args(session *s, wconn *w)
+{
+    json_t *a = plain_args(s, w, NULL), *st = json_array();
+    for (int i = 0; i < s->ncomp; i++)
+        if (s->comps[i].w == w && s->comps[i].stored)
+            json_array_append_new(st, json_string(s->comps[i].name));
+    json_object_set_new(a, "stored", st);
+    return a;
+}
+
 /* The end of a session (release or disconnect): abort what is unfinished, BackupShutdown to the
  * writers of a finished backup, shadow copies deleted unless persistent. */
 static void end_session(coord *c, session *s)
@@ -937,7 +968,7 @@ static void end_session(coord *c, session *s)
     if (!s->restore && s->ninv) {
         for (int i = 0; i < s->ninv; i++) {
             involved *v = &s->inv[i];
-            json_t *args = plain_args(s, v->w, NULL), *res = NULL;
+            json_t *args = shutdown_args(s, v->w), *res = NULL;
             if (coord_call(c, v->w, v->gen, s->id, "BackupShutdown", args, &res) == 0 && !v->failed)
                 coord_writer_state(c, v->w, "stable", 0);
             json_decref(args);
@@ -999,6 +1030,7 @@ void session_serve(coord *c, int fd, json_t *req)
         free(data);
         const char *op = om_json_str_or(r, "op", "");
         if (!strcmp(op, "release")) {
+            take_stored(s, r);
             json_decref(r);
             end_session(c, s);
             rep = om_proto_ok();

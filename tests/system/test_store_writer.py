@@ -443,3 +443,30 @@ def test_the_writer_registers_again_when_the_coordinator_comes_back(store, vssd,
         p.terminate()
         p.wait(20)
         log.close()
+
+
+def test_a_requester_that_dies_after_backup_complete_before_storing_its_set_truncates_nothing(store, vssd, build_dir):
+    """BackupComplete records the backup; the logs it holds are deleted only once the requester
+    says it stored the backup (vss_req_set_backup_stored, sent with release). A requester killed
+    in between leaves every generation on disk: no log is lost that no stored set holds."""
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 1500)
+    before_gens = gens(store, "db1")
+    assert len(before_gens) >= 3, before_gens
+    p = requester(store, build_dir, "db1", "full", "held", pause_at="release")
+    line = p.stdout.readline()
+    assert line.startswith("paused release"), line + p.stderr.read()
+    assert store.db_show("db1")["backups"]["previous_full"], "BackupComplete recorded the backup"
+    p.kill()
+    p.wait(10)
+    deadline = time.time() + 20  # the coordinator's BackupShutdown for the lost requester
+    while time.time() < deadline and "no log is truncated" not in store.stderr():
+        time.sleep(0.1)
+    assert "no log is truncated" in store.stderr(), store.stderr()
+    assert all(g in gens(store, "db1") for g in before_gens), "nothing may be truncated"
+
+    # the same backup released normally truncates
+    rc, res, err = backup(store, build_dir, "db1", "full")
+    assert rc == 0, err
+    md = res["components_document"]["components"][0]["backup_metadata"]
+    assert min(gens(store, "db1")) >= md["checkpoint"][0]

@@ -80,6 +80,10 @@ def test_a_time_printed_by_backups_list_restores_that_set_under_any_tz(store, hi
     # fell before B's freeze (A's state, or no chain)
     for tz in ZONES:
         assert restore_at(store, repo, t_b, tz) == d_b, f"--until-time {t_b} under TZ={tz}"
+    # an older full's printed time gives that full's state, with a newer full and its
+    # incremental after it
+    t_a = printed_time(rows[a], f"the row of set {a[:12]}")
+    assert restore_at(store, repo, t_a, "America/New_York") == d_a, f"--until-time {t_a}"
     # the same instant written with an offset
     base = datetime.datetime.strptime(t_b[:-1], "%Y-%m-%dT%H:%M:%S.%f").replace(
         tzinfo=datetime.timezone.utc)

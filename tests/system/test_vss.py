@@ -258,10 +258,11 @@ def test_a_writer_that_fails_an_event_aborts_the_backup_and_the_next_one_succeed
     assert_clean_after(vss, w)
 
 
-def test_a_writer_failing_backup_complete_is_reported_not_aborted(vss):
+def test_a_writer_failing_backup_complete_fails_the_backup_and_is_reported(vss):
     w = vss.writer("w1", "--fail", "BackupComplete:non_retryable:1")
     rc, res, err = vss.backup(w)
-    assert rc == 0, err
+    # the writer recorded nothing: the backup did not succeed end to end (spec §6)
+    assert rc == 1 and "failed BackupComplete" in err, err
     st = vss.writer_state(w)
     assert st["state"] == "failed_at_BackupComplete" and st["failure"] == "non_retryable", st
     wait_for(lambda: vss.shadows() == [], 10, "the shadow copies to be deleted")
@@ -284,10 +285,7 @@ def test_a_writer_that_sleeps_past_the_limit_times_out(vss_factory, event):
 def test_a_writer_killed_during_an_event_fails_the_backup_and_a_new_one_succeeds(vss, event):
     w = vss.writer("w1", "--die", event)
     rc, res, err = vss.backup(w)
-    if event == "BackupComplete":
-        assert rc == 0, err  # the backup is made; the writer's bookkeeping is what failed
-    else:
-        assert rc == 1 and "-9121 WriterNotResponding" in err, err
+    assert rc == 1 and "-9121 WriterNotResponding" in err, err
     wait_for(lambda: vss.shadows() == [], 10, "the shadow copies to be deleted")
     w2 = vss.writer("w2")
     rc, res, err = vss.backup(w2)

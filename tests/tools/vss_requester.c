@@ -12,7 +12,7 @@
  *   snapshot  start_snapshot_set, add_path for each --path (default: the `paths` of the
  *             selected components and their subcomponents, from the metadata), do_snapshot_set
  *   complete  set_backup_succeeded (false for each --fail-component, else true),
- *             backup_complete
+ *             backup_complete, set_backup_stored for the succeeded components
  *   release   release
  * It reads nothing from the shadow copies: the test inspects them.
  *
@@ -379,6 +379,10 @@ int main(int argc, char **argv)
                                                   !failed_component(&o.comps[i]));
             json_t *doc = NULL;
             if (!rc) rc = vss_req_backup_complete(r, &doc);
+            /* The succeeded components count as stored: their writers may truncate. */
+            for (int i = 0; !rc && i < o.ncomps; i++)
+                if (!failed_component(&o.comps[i]))
+                    rc = vss_req_set_backup_stored(r, o.comps[i].instance, o.comps[i].name);
             if (!rc) {
                 json_object_set(out, "components_document", doc);
                 next = json_pack("{s:o}", "components_document", doc);
