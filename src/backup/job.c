@@ -671,15 +671,20 @@ int bk_backup_run(const bk_job_opts *o, json_t **result)
             if (!started[i]) run_db(&jobs[i]);
         }
         progress_loop(jobs, o->ndb, th, started, &bytes, total, o->progress);
-        for (size_t i = 0; i < o->ndb; i++)
-            vss_req_set_backup_succeeded(r, jobs[i].instance, jobs[i].component, jobs[i].rc == 0);
-        pause_at("committed");
+        /* The first refusal here is the session's failure (a writer that went away during the
+         * copy: its shadow copy was not held), and BackupComplete is not sent. */
+        int crc = 0;
+        for (size_t i = 0; i < o->ndb && !crc; i++)
+            crc = vss_req_set_backup_succeeded(r, jobs[i].instance, jobs[i].component,
+                                               jobs[i].rc == 0);
+        if (!crc) pause_at("committed");
         json_t *final = NULL;
-        int crc = vss_req_backup_complete(r, &final);
+        if (!crc) crc = vss_req_backup_complete(r, &final);
         json_decref(final);
         if (crc) rc = crc;
         char cdetail[1200] = "";
-        if (crc) snprintf(cdetail, sizeof cdetail, "%s", om_err_detail());
+        if (crc)
+            snprintf(cdetail, sizeof cdetail, "the backup did not complete: %s", om_err_detail());
         pause_at("completed");
         publish_sets(jobs, o->ndb, repo, r, crc);
         if (crc) om_errf(crc, "%s", cdetail); /* the publication's errors are the sets' own */
