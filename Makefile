@@ -5,8 +5,10 @@ ASAN    ?= build-asan
 MESON   ?= meson
 PYTEST  ?= pytest-3
 CRASH_POINTS ?= 2000
+# System tests run in parallel (pytest-xdist): each test has its own daemons and directories.
+PYTEST_WORKERS ?= 3
 
-.PHONY: all deps build build-asan test test-tsan fuzz crash-long demo bench bench-vss bench-backup bench-restore clean
+.PHONY: all deps build build-asan test test-long test-campaign test-soak test-tsan fuzz crash-long demo bench bench-vss bench-backup bench-restore clean
 
 all: build
 
@@ -33,13 +35,32 @@ test: deps build build-asan
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== system tests"
-	@OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/system
+	@OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
 	@echo "== system tests under AddressSanitizer + UndefinedBehaviorSanitizer"
-	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) $(PYTEST) -q tests/system
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
+	  $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
 	@echo "== table concurrency under ThreadSanitizer"
 	@$(MAKE) --no-print-directory test-tsan
 	@echo "== fuzzing the file-format parsers (bounded)"
 	@FUZZ_SECONDS=20 tests/fuzz/run.sh
+
+# The long versions of what make test runs short: the restore and damage campaign, the
+# hostile-load soak, the crash harness over 50,000 points, the planner's random histories.
+test-long: deps build build-asan
+	@$(MAKE) --no-print-directory test-campaign
+	@$(MAKE) --no-print-directory test-soak
+	@$(MAKE) --no-print-directory crash-long
+	OMBRA_CHAIN_ROUNDS=100000 $(BUILD)/tests/unit/test_chain
+
+# The randomized restore campaign (tests/system/test_campaign.py) for CAMPAIGN_SECONDS.
+CAMPAIGN_SECONDS ?= 900
+test-campaign: deps build
+	OMBRA_CAMPAIGN_SECONDS=$(CAMPAIGN_SECONDS) OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -s tests/system/test_campaign.py
+
+# The hostile-load soak (tests/system/test_soak.py) for SOAK_SECONDS.
+SOAK_SECONDS ?= 180
+test-soak: deps build
+	OMBRA_SOAK_SECONDS=$(SOAK_SECONDS) OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -s tests/system/test_soak.py
 
 # A longer fuzzing run (FUZZ_SECONDS to change it).
 fuzz: deps
