@@ -457,12 +457,16 @@ int bk_source_db(json_t *sets, const char *name, const char *store_id, int elsew
 {
     const char *by_name = NULL, *own = NULL, *damaged = NULL;
     size_t i, ndamaged = 0;
-    json_t *s;
+    json_t *s, *mine_bad = NULL;
     json_array_foreach(sets, i, s)
     {
         const char *sid = str(json_object_get(s, "database"), "id");
         if (json_object_get(s, "damaged")) {
             if (!ndamaged++) damaged = str(s, "id");
+            /* readable but not what a backup writes: its database is known (for the message) */
+            if (!mine_bad && (!strcmp(sid, store_id[0] ? store_id : name) ||
+                              !strcmp(str(json_object_get(s, "database"), "name"), name)))
+                mine_bad = s;
             continue;
         }
         if (!strcmp(sid, store_id[0] ? store_id : name)) own = sid;
@@ -482,6 +486,11 @@ int bk_source_db(json_t *sets, const char *name, const char *store_id, int elsew
         snprintf(id, 37, "%s", by_name);
         return 0;
     }
+    if (mine_bad)
+        return om_errf(OM_E_RepositoryCorrupt,
+                       "no usable backup set of '%s': set %.12s is damaged (%s). HINT: ombra "
+                       "verify --repo names every damage",
+                       name, str(mine_bad, "id"), str(mine_bad, "damaged"));
     if (ndamaged)
         return om_errf(OM_E_SetNotFound,
                        "no readable backup set of a database named '%s'%s in the repository, and "

@@ -1072,6 +1072,14 @@ int bk_sets(bk_repo *r, json_t **out)
     for (size_t i = 0; i < n; i++) {
         json_t *s = NULL;
         int src = bk_set_read(r, ids[i], &s);
+        if (!src && (src = bk_set_check(r, s))) {
+            json_t *db = json_incref(json_object_get(s, "database"));
+            json_decref(s);
+            v[i] = json_pack("{s:s, s:s}", "id", ids[i], "damaged", om_err_detail());
+            if (json_is_object(db)) json_object_set(v[i], "database", db); /* for messages */
+            json_decref(db);
+            continue;
+        }
         if (src) {
             v[i] = json_pack("{s:s, s:s}", "id", ids[i], "damaged", om_err_detail());
             continue;

@@ -178,6 +178,12 @@ int bk_sets(bk_repo *r, json_t **sets);
 /* One whole set by id or unique id prefix (SetNotFound; InvalidParameter when ambiguous);
  * a set file whose content does not match its name is RepositoryCorrupt. */
 int bk_set_load(bk_repo *r, const char *set_id, json_t **set);
+/* The checks bk_verify makes of a set document without reading its blocks (file names, sizes
+ * against block counts, the log range against the log files, the writer's documents against
+ * the set's database): 0, or RepositoryCorrupt naming the first problem. bk_sets lists a set
+ * that fails them as damaged, and a restore refuses it, so a crafted document (a log range
+ * that lies, another database's paths) never steers a restore. */
+int bk_set_check(bk_repo *r, json_t *set);
 /* One block: read, authenticated (encrypted), decompressed, and its id checked. *data is
  * malloc'd. ObjectNotFound when no index lists it, RepositoryCorrupt when it is damaged. */
 int bk_get_block(bk_repo *r, const uint8_t id[BK_ID_LEN], uint8_t **data, size_t *len);

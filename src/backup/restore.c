@@ -707,6 +707,10 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
     {
         json_t *d = NULL;
         if (rc || (rc = bk_set_load(r, om_json_str_or(s, "id", ""), &d))) break;
+        if ((rc = bk_set_check(r, d))) {
+            json_decref(d);
+            break;
+        }
         json_array_append_new(docs, d);
         json_array_append_new(json_object_get(res, "sets"),
                               json_pack("{s:s, s:s, s:O}", "set", om_json_str_or(s, "id", ""),

@@ -411,6 +411,30 @@ static void check_doc(verify *v, json_t *set)
     json_decref(seen);
 }
 
+/* bk_set_check: the first problem is the answer. */
+static void first_problem(void *arg, const bk_damage *d)
+{
+    char *out = arg;
+    if (!out[0])
+        snprintf(out, 600, "%s%s%s", d->file ? d->file : "", d->file ? ": " : "",
+                 d->what ? d->what : "damaged");
+}
+
+int bk_set_check(bk_repo *r, json_t *set)
+{
+    char what[600] = "";
+    verify v = {.r = r, .cb = first_problem, .arg = what};
+    pthread_mutex_init(&v.m, NULL);
+    if (!json_is_array(json_object_get(set, "files")))
+        snprintf(what, sizeof what, "the set has no list of files");
+    else
+        check_doc(&v, set);
+    pthread_mutex_destroy(&v.m);
+    if (!what[0]) return 0;
+    return om_errf(OM_E_RepositoryCorrupt, "set %.12s is not what a backup writes: %s",
+                   om_json_str_or(set, "id", "?"), what);
+}
+
 /* Adds the files of one loaded set to the work list. */
 static int add_set(verify *v, json_t *set)
 {

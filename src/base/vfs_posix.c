@@ -33,11 +33,18 @@ static int ioerr(const char *what, const char *path)
 
 static int p_open(om_vfs *v, const char *path, int flags, om_file **out)
 {
-    int of = O_CLOEXEC;
+    /* Never through a link at the name: a root daemon would write wherever it points. The
+     * folders on the way are the administrator's. */
+    int of = O_CLOEXEC | O_NOFOLLOW;
     of |= (flags & OM_O_RDONLY) ? O_RDONLY : O_RDWR;
     if (flags & OM_O_CREATE) of |= O_CREAT;
     if (flags & OM_O_EXCL) of |= O_EXCL;
     int fd = open(path, of, 0640);
+    if (fd < 0 && errno == ELOOP)
+        return om_errf(OM_E_FileAccessDenied,
+                       "opening %s: it is a symbolic link, which is never followed. HINT: put "
+                       "the file itself there",
+                       path);
     if (fd < 0) return ioerr("opening", path);
     pfile *f = calloc(1, sizeof *f);
     if (!f || !(f->base.path = strdup(path))) {

@@ -87,6 +87,25 @@ static int unlink_if_there(om_vfs *v, const char *p, int *gone)
     return rc;
 }
 
+/* The target's checkpoint and prepared log are written anew after a hard recovery; whatever
+ * is at their names (the target's own old files, or a link someone planted to steer the
+ * write elsewhere) is removed by name first, never written through. */
+static int fresh_name(hard *h, const char *p)
+{
+    int rc = h->v->unlink(h->v, p);
+    if (rc == OM_E_FileNotFound) {
+        om_err_clear();
+        rc = 0;
+    }
+    return rc;
+}
+
+static int write_chk_fresh(hard *h, eng_lgpos c)
+{
+    int rc = fresh_name(h, h->db->chk);
+    return rc ? rc : db_write_chk(h->db, c);
+}
+
 /* Step 2. */
 static int begin(hard *h)
 {
@@ -409,6 +428,13 @@ static int new_generation(hard *h, eng_lgpos *consistent, int *adopted)
     c.flags = t->circular_logging ? ENG_DBF_CIRCULAR : 0;
     c.no_reserve = t->no_reserve_logs;
     eng_log *l = NULL;
+    char tmp[4200];
+    rc = eng_tmp_log_path(tmp, sizeof tmp, db->logdir, db->base);
+    if (!rc) rc = fresh_name(h, tmp);
+    if (rc) {
+        db_stream_free(&ts);
+        return rc;
+    }
     rc = eng_log_start(&c, gen, last && last == ts.cur_gen, prev_created, prev_end,
                        (eng_lgpos){gen, 0}, &l);
     eng_log_free(l);
@@ -452,7 +478,7 @@ static int finish(hard *h, eng_restore_result *r)
     H->flags = (H->flags & ~(uint32_t)(ENG_DBF_RESTORING | ENG_DBF_CIRCULAR)) |
                (h->o->target.circular_logging ? ENG_DBF_CIRCULAR : 0);
     if ((rc = eng_dbhdr_write(db->edbf, H))) return rc;
-    if ((rc = db_write_chk(db, consistent))) return rc;
+    if ((rc = write_chk_fresh(h, consistent))) return rc;
     if (r) {
         r->stopped_at_point = stopped && !h->short_roll;
         snprintf(r->roll_end, sizeof r->roll_end, "%s", h->roll_end);
@@ -498,7 +524,7 @@ static int already_done(hard *h, eng_restore_result *r)
         r->stream_gen = H->consistent.gen;
         r->new_stream = 1;
     }
-    return db_write_chk(db, H->consistent);
+    return write_chk_fresh(h, H->consistent);
 }
 
 static int check_opts(const eng_restore_opts *o)

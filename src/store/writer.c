@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -744,6 +745,15 @@ static const char *str_or(json_t *o, const char *k, const char *d)
     return v ? v : d;
 }
 
+/* 1 when two paths name one place: the same file or folder once links on the way are
+ * resolved, or the same text where neither exists yet. */
+static int same_place(const char *a, const char *b)
+{
+    char ra[PATH_MAX], rb[PATH_MAX];
+    const char *x = realpath(a, ra) ? ra : a, *y = realpath(b, rb) ? rb : b;
+    return !strcmp(x, y);
+}
+
 /* Resolves and checks the target of a restore component (store.mu held). */
 static int resolve_target(store_writer *w, json_t *c, rtarget *t)
 {
@@ -771,6 +781,17 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
         memcpy(t->ent.base, t->orig_base, 4);
         snprintf(t->ent.name, sizeof t->ent.name, "(new paths)");
         snprintf(t->key, sizeof t->key, "%s", edb);
+        for (size_t i = 0; i < s->dir->n; i++) {
+            const store_dbent *e = &s->dir->ents[i];
+            if (same_place(e->logs, logs) || same_place(e->edb, edb))
+                return om_errf(OM_E_FileAlreadyExists,
+                               "%s is database '%s''s %s: a restore to new paths never writes "
+                               "into another database's files. HINT: restore into '%s' with "
+                               "--to %s, or give new paths of their own",
+                               same_place(e->edb, edb) ? edb : logs, e->name,
+                               same_place(e->edb, edb) ? "database file" : "log folder", e->name,
+                               e->name);
+        }
     } else {
         const char *name = str_or(ro, "target", NULL);
         store_dbent *e = NULL;
@@ -865,7 +886,7 @@ typedef struct leftover {
     char base[4];    /* that base */
     char stray[256]; /* a name that is no restore's */
     int keep;        /* the restore goes on: its generations stay */
-    int nenv, nother, rc;
+    int nenv, nother, ntmp, rc;
 } leftover;
 
 static int look_left(void *arg, const char *name)
@@ -878,6 +899,8 @@ static int look_left(void *arg, const char *name)
         memcpy(l->base, name, 3);
         l->base[3] = 0;
         l->nenv++;
+    } else if (om_durable_is_tmp(name, NULL)) {
+        l->ntmp++; /* a temporary name of a restore killed while it wrote a file */
     } else {
         l->nother++;
     }
@@ -932,7 +955,13 @@ static int take_leftovers(om_dir *pd, const rtarget *t, int *ours, int *keep)
     leftover l = {.pd = pd};
     *ours = *keep = 0;
     int rc = om_list_at(pd, look_left, &l);
-    if (rc || (!l.nenv && !l.nother)) return rc;
+    if (rc || (!l.nenv && !l.nother)) {
+        /* Only temporary names: a restore that died before its .env was in place (the folder
+         * is the store's own, and nothing was laid yet). */
+        if (!rc && l.ntmp) rc = om_durable_sweep(pd, NULL, NULL);
+        if (!rc && l.ntmp) rc = om_dir_sync(pd);
+        return rc;
+    }
     json_t *env = NULL;
     if (l.nenv == 1) rc = read_json_at(pd, l.env, &env);
     if (rc) return rc;
@@ -965,6 +994,44 @@ static int take_leftovers(om_dir *pd, const rtarget *t, int *ours, int *keep)
     return rc;
 }
 
+/* A name of a log stream of base in a folder (its logs, checkpoint, prepared and reserve logs,
+ * page journal, hold file). */
+typedef struct stream_probe {
+    const char *base;
+    char found[256];
+} stream_probe;
+
+static int probe_stream(void *arg, const char *name)
+{
+    stream_probe *p = arg;
+    static const char *const ends[] = {".log", ".chk", ".jrs", ".pgj", ".hold"};
+    size_t l = strlen(name);
+    if (strncmp(name, p->base, 3)) return 0;
+    for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+        size_t el = strlen(ends[i]);
+        if (l > el && !strcmp(name + l - el, ends[i])) {
+            snprintf(p->found, sizeof p->found, "%s", name);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* New paths start a log stream of their own: a folder that holds one already (another
+ * database's, live or not) is never written into. */
+static int no_stream_there(om_dir *ld, const rtarget *t)
+{
+    stream_probe p = {.base = t->ent.base};
+    int rc = om_list_at(ld, probe_stream, &p);
+    if (rc == 1 || p.found[0])
+        return om_errf(OM_E_FileAlreadyExists,
+                       "%s holds %s, a file of a log stream %s: a restore to new paths starts its "
+                       "own stream and never writes into another's. HINT: give --logs an empty "
+                       "folder",
+                       t->ent.logs, p.found, t->ent.base);
+    return rc;
+}
+
 /* The folders and the marks of a restore (PreRestore, after the checks of resolve_target) of
  * component c: *replace_edb and *replace_logs say whether the .edb may replace what is at
  * ent.edb, and the generations what is in their folder. */
@@ -987,10 +1054,17 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
     if (!rc) rc = om_dir_sync(ld);
     if (!rc) rc = take_leftovers(pd, t, &ours, &keep);
     if (keep) *replace_logs = 1; /* the generations the restore it continues laid */
+    if (!rc && !t->in_dir && !ours) rc = no_stream_there(ld, t);
     if (!rc) kind = om_kind_at(ed, t->edb_name);
     if (!rc && kind < 0) rc = kind;
     if (!rc && kind != OM_KIND_NONE) {
-        if (kind != OM_KIND_FILE || (!t->in_dir && !ours))
+        if (kind != OM_KIND_FILE && t->in_dir)
+            rc = om_errf(OM_E_FileAccessDenied,
+                         "%s, the database file of '%s', is not a regular file (a link or a "
+                         "folder): a restore never writes through one. HINT: put the database "
+                         "file itself at that path, or move it away",
+                         t->ent.edb, t->ent.name);
+        else if (kind != OM_KIND_FILE || (!t->in_dir && !ours))
             rc = om_errf(OM_E_FileAlreadyExists,
                          "%s is there already%s: a restore to new paths only creates files, "
                          "never replaces one it did not make. HINT: give --edb a path where "

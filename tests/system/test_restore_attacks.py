@@ -1,5 +1,9 @@
-"""Attack probes on issue 14's restore and backup (scratch: reproductions for the lead, run as
-root). Each test states the promise it checks; a failing test is a finding (see the report)."""
+"""A restore and a backup attacked as root by someone with write access to the repository and
+the data folders (issue 14): links planted at every name a restore writes (the target's
+checkpoint and prepared log included), new paths into a live database's folder, a set whose log
+range lies, kill -9 of the restore or the store at random moments then a retry, edge values of
+the point. Each test states the promise it checks: exactly what was backed up, or one clear
+line; nothing outside the target touched."""
 import hashlib
 import json
 import os
@@ -243,6 +247,7 @@ def test_kill_9_of_the_restore_at_a_random_moment_then_retry(store, repo, source
     import random
     rnd = random.Random(seed)
     store.ombra("db", "new", "db2")
+    untouched = store.digest("db2")
     dismount_for_restore(store, "db2")
     p = popen_restore(store, repo, "--to", "db2")
     time.sleep(rnd.uniform(0.0, 0.12))
@@ -265,13 +270,13 @@ def test_kill_9_of_the_store_during_a_restore_then_retry(store, repo, source, se
     import random
     rnd = random.Random(seed)
     store.ombra("db", "new", "db2")
+    untouched = store.digest("db2")
     dismount_for_restore(store, "db2")
     p = popen_restore(store, repo, "--to", "db2")
     time.sleep(rnd.uniform(0.0, 0.12))
     store.kill9()
     o, e = p.communicate(timeout=60)
     print("first:", p.returncode, e)
-    assert p.returncode != 0 or True
     store.start()
     assert store.writer_registered()
     st = store.db_show("db2")
@@ -279,9 +284,11 @@ def test_kill_9_of_the_store_during_a_restore_then_retry(store, repo, source, se
     # never mountable with a half restore
     m = store.ombra("db", "mount", "db2", check=False)
     print(m.describe())
+    # a restore killed before PreRestore leaves db2 as it was (mountable, empty); one killed
+    # later never mounts until it is restored whole
     if m.rc == 0 and p.returncode != 0:
         d = store.digest("db2")
-        assert d == source["digest"], "a half-restored db2 mounted with another state"
+        assert d in (source["digest"], untouched), "a half-restored db2 mounted with another state"
         store.ombra("db", "dismount", "db2")
     if m.rc == 0:
         store.ombra("db", "dismount", "db2", check=False)
