@@ -1,18 +1,24 @@
 /* The restore job: `ombra restore` (spec §6), the requester of a restore session.
  *
- *   1. the chain (backup/chain.h) of the database's sets in the repository for the point;
- *   2. restore session on vss.sock: the saved documents of the newest set of the chain, the
- *      store writer's component with the restore options (target, target id, recovery database,
- *      mount, roll forward, stop generation), new paths if any; PreRestore says where the .edb
- *      and the logs go (and refuses a mounted target, one that does not allow restore, one with
- *      another id);
- *   3. the files, on every core: the .edb of the chain's full set, then the log generations
- *      ascending (each from the newest set holding it). Workers take chunks of 8 consecutive
- *      blocks in that order, read each block back through the repository (decrypted,
- *      decompressed, its id checked), write the chunk with one pwrite into <dir>/.<name>.part,
- *      then add it to the file's SHA-256 in block order; the worker hashing a file's last chunk
- *      checks the SHA-256, syncs and renames the file into place. A damaged block or file stops
- *      the restore with the set, file and block named; .part files are removed;
+ *   1. the chain (backup/chain.h) of the database's sets in the repository for the point; every
+ *      file name of its sets checked (backup/setfiles.h) and each size against its blocks;
+ *   2. restore session on vss.sock through this server's store writer (its instance id, the
+ *      component under its own logical path; the saved ones are information): the saved
+ *      documents of the newest set of the chain, the component with the restore options
+ *      (target, target id, recovery database, mount, roll forward, stop generation), new paths
+ *      if any; PreRestore says where the .edb and the logs go and which names may be replaced
+ *      (and refuses a mounted target, one that does not allow restore, one with another id);
+ *   3. the files, on every core, through directory handles of the folders PreRestore named
+ *      (base/vfs.h: no link followed): the .edb of the chain's base set (a full or a copy) at
+ *      the target's .edb path, then the log generations ascending (each from the newest set
+ *      holding it) under the target's names. Workers take chunks of 8 consecutive blocks in
+ *      that order, read each block back through the repository (decrypted, decompressed, its id
+ *      checked), write the chunk with one pwrite into the file's temporary name (the
+ *      durable-file helper: .<name>.<16 hex>.tmp, created O_EXCL), then add it to the file's
+ *      SHA-256 in block order; the worker hashing a file's last chunk checks the SHA-256, then
+ *      syncs it, renames it into place (replacing a name only where PreRestore allowed it) and
+ *      syncs the folder. A damaged block or file stops the restore with the set, file and block
+ *      named; temporary files are removed;
  *   4. PostRestore as soon as the .edb and the first generation are in place: the writer
  *      replays while the rest are laid down (restore option logs_arriving), following the
  *      PreRestore answer's progress file, which this process holds locked while it lays files

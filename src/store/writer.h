@@ -17,11 +17,16 @@
  *                    writes to the .edb are held too
  *   Thaw             writers go on (page writes stay held with hold)
  *   PostSnapshot     the backup metadata: log range for the type, signatures, checkpoint
- *   BackupComplete   succeeded components only: full truncates below min(checkpoint at freeze,
- *                    last copied generation) and writes Previous Full; incremental truncates and
- *                    writes Previous Incremental; copy and differential write their slot only;
- *                    a full backup of a database dismounted meanwhile is recorded as a copy
- *   Abort, BackupShutdown   thaw, release held pages, forget the backup; nothing truncated
+ *   BackupComplete   succeeded components only: write the type's slot (Previous Full,
+ *                    Incremental, Copy, Differential), truncating nothing yet; a full backup of
+ *                    a database dismounted meanwhile is recorded as a copy; a succeeded
+ *                    component this writer has no backup of in the session (the store
+ *                    restarted: its shadow copy was not held) fails the event
+ *                    (-9124 ShadowCopyInvalid)
+ *   BackupShutdown   for a recorded full or incremental backup of a component in args.stored
+ *                    (the requester stored the backup for good), truncate below min(checkpoint
+ *                    at freeze, last copied generation); then as Abort
+ *   Abort            thaw, release held pages, forget the backup; nothing truncated
  *
  * Restore (restore_options: target NAME, target_id ID, recovery, mount, roll_forward, stop_gen,
  * stop_time_ns, logs_arriving [FIRST, LAST]; new_target: {edb, logs} for new paths):

@@ -26,7 +26,9 @@
  * sets the thread's detail (om_err_detail) to the coordinator's message, e.g.
  *   "writer 'Ombra Store Writer' refused PrepareBackup: ..." with -505 BackupInProgress.
  * After a failed prepare_backup, do_snapshot_set or backup_complete the coordinator has
- * aborted the session: only gather_status and release are accepted (BadState otherwise).
+ * aborted the session: only gather_status and release are accepted (BadState otherwise). The
+ * exception: a writer's failure of BackupComplete, which backup_complete returns as its error,
+ * is no abort (the coordinator reported it); release still sends BackupShutdown.
  * When the connection is lost, the call and every later one return Aborted with "the shadow
  * copy service closed the session (is ombra-vssd running?)". When nothing listens at begin:
  * FileNotFound with a HINT to start ombra-vssd.
