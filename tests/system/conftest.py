@@ -437,15 +437,18 @@ class Paused:
         self.argv = [str(store.cli)] + [str(a) for a in args]
         self.p = subprocess.Popen(self.argv, env=dict(store.env, **{var: stage}, **(env or {})),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.first = self.p.stderr.readline()
-        self.out, self.err = [], [self.first]
+        self.out, self.err = [], []
         self.readers = [threading.Thread(target=lambda f=f, acc=acc: acc.extend(iter(f.readline, "")),
                                          daemon=True)
                         for f, acc in ((self.p.stdout, self.out), (self.p.stderr, self.err))]
         for t in self.readers:
             t.start()
-        self.reached = self.first.startswith(f"paused {stage}")
+        # it reached the stage once it printed so and stopped (it prints first, then stops)
         end = time.monotonic() + seconds
+        while not self.err and self.p.poll() is None and time.monotonic() < end:
+            time.sleep(0.005)
+        self.first = self.err[0] if self.err else ""
+        self.reached = self.first.startswith(f"paused {stage}")
         while self.reached and not process_stopped(self.p.pid) and self.p.poll() is None:
             if time.monotonic() > end:
                 self.reached = False
@@ -469,7 +472,13 @@ class Paused:
         return self.finish(10)
 
     def finish(self, seconds):
-        self.p.wait(seconds)
+        """Waits for the exit (TimeoutExpired after seconds, the process killed): a Result."""
+        try:
+            self.p.wait(seconds)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            raise
         for t in self.readers:
             t.join(seconds)
         return Result(self.p.returncode, "".join(self.out), "".join(self.err), self.argv)

@@ -307,11 +307,16 @@ class History:
         end = time.monotonic() + seconds
         while True:
             p = None
-            if stage is None:
-                r = self.st.ombra(*args, check=False, env=env)
-            else:
-                p = Paused(self.st, args, "OMBRA_BACKUP_PAUSE", stage, env=env)
-                r = None if p.reached else p.finish(120)
+            try:
+                if stage is None:
+                    r = self.st.ombra(*args, check=False, env=env)
+                else:
+                    p = Paused(self.st, args, "OMBRA_BACKUP_PAUSE", stage, env=env)
+                    r = None if p.reached else p.finish(120)
+            except subprocess.TimeoutExpired:
+                self.c.figures["hangs"] += 1
+                self.c.unclear.append(f"{self.db} backup {' '.join(map(str, args[1:]))}: no end within 120 s")
+                return None, None
             busy = r is not None and r.rc != 0 and ("-505" in r.err or "-9120" in r.err)
             if not busy or time.monotonic() > end:
                 return p, r
