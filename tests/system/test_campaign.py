@@ -67,7 +67,6 @@ class Set:
     def __init__(self, seq, type_, repo, digest, parent, maybe=False, sid=None, log_range=None):
         self.seq, self.type, self.repo, self.digest = seq, type_, repo, digest
         self.parent, self.maybe, self.id, self.log_range = parent, maybe, sid, log_range
-        self.time = None
 
     def __repr__(self):
         what = f"{self.id[:12]} gens {self.log_range[0]}-{self.log_range[1]}" if self.id else "(killed)"
@@ -75,6 +74,8 @@ class Set:
 
 
 class Campaign:
+    """The store, the random source, the clock, and every figure and finding of one campaign."""
+
     def __init__(self, store, seed, seconds):
         self.store = store
         self.seed = seed
@@ -101,7 +102,7 @@ class Campaign:
         if kill:
             self.store.kill9()
         else:
-            self.store.stop()
+            assert self.store.stop() == 0, self.store.stderr()
         self.store.start()
         assert self.store.writer_registered(), self.store.stderr()
         self.figures["store_restarts"] += 1
