@@ -224,7 +224,7 @@ def sha256_of(path):
 def test_a_restore_to_new_paths_never_touches_a_neighbour_database(store, repo, tmp_path):
     store.ombra("db", "new", "A")  # its file is .../A/A.edb
     load(store, "A", 300)
-    backup(store, repo, "full", db="A")
+    full = set_of(backup(store, repo, "full", db="A"))["set"]
     d_a = store.digest("A")
     x = tmp_path / "x"
     store.ombra("db", "new", "nb", "--edb", x / "A.edb", "--logs", x / "nblogs")  # a neighbour named A.edb
@@ -243,6 +243,23 @@ def test_a_restore_to_new_paths_never_touches_a_neighbour_database(store, repo, 
     assert h["state"] == "Clean Shutdown", h
     store.ombra("dbutil", "checksum", x / "restored.edb")
     assert store.digest("A") == d_a, "the source is untouched"
+    # a crafted set whose metadata says the database file was .../victim.edb
+    crafted = pathlib.Path(shutil.copytree(repo, store.tmp / "crafted"))
+
+    def retarget(doc):
+        for md in [doc["backup_metadata"]] + [c["backup_metadata"] for c in doc["components_document"]["components"]]:
+            md["edb"] = "/elsewhere/victim.edb"
+
+    rewrite_set(crafted, full, retarget)
+    y = tmp_path / "y"
+    y.mkdir()
+    (y / "victim.edb").write_bytes(b"another database's file\n")
+    r = store.ombra("restore", "A", "--repo", crafted, "--edb", y / "restored.edb", "--logs", y / "rlogs",
+                    check=False)
+    victim = y / "victim.edb"
+    assert victim.exists() and victim.read_bytes() == b"another database's file\n", \
+        f"a file the restore did not create was overwritten:\n{r.describe()}"
+    assert r.rc == 0 or one_line_refusal(r), r.describe()
 
 
 # ---- 6 -------------------------------------------------------------------------------------
