@@ -347,3 +347,140 @@ def vssd(store, build_dir):
     p.terminate()
     p.wait(20)
     log.close()
+
+
+# ---- issue 14's proof (tests/system/test_trust.py, test_campaign.py): a second server, the
+# shadow copy service started on demand, and one CLI call's outcome judged by the rule of the
+# product (exit 0, or one line on stderr) ----
+
+def start_vssd(store, build_dir):
+    """ombra-vssd beside `store` (its runtime directory); waits for the store's writer."""
+    log = open(store.tmp / f"vssd-{store.starts}.log", "w")
+    p = subprocess.Popen([str(build_dir / "src/daemons/ombra-vssd"), "--foreground",
+                          "--event-limit-ms", "20000"],
+                         env=store.env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    store.vssd = p
+    if not store.writer_registered():
+        p.kill()
+        p.wait()
+        pytest.fail("the store's writer did not register with ombra-vssd:\n" + store.stderr())
+    return p
+
+
+class NamedStore(Store):
+    """A Store whose daemon runs as --server NAME (Store's runs as srv1): another server."""
+
+    def __init__(self, build_dir, tmp, server):
+        super().__init__(build_dir, tmp)
+        self.server = server
+
+    def start(self):
+        assert self.proc is None or self.proc.poll() is not None, "the store already runs"
+        self.starts += 1
+        log = self.tmp / f"store-{self.starts}.log"
+        self.logs.append(log)
+        with open(log, "wb") as f:
+            self.proc = subprocess.Popen([str(self.daemon), "--foreground", "--server", self.server],
+                                         env=self.env, stdin=subprocess.DEVNULL, stdout=f,
+                                         stderr=subprocess.STDOUT)
+        self.wait_ready()
+        return self.proc
+
+
+@pytest.fixture
+def server_beta(build_dir, request):
+    """A second server, 'beta': its own ombra-store --server beta and ombra-vssd, in its own
+    temp directory (nothing shared with the `store` fixture's server but the file system)."""
+    tmp = tempfile.mkdtemp(prefix="ombra-beta-", dir="/tmp")
+    st = NamedStore(build_dir, tmp, "beta")
+    st.start()
+    vssd = start_vssd(st, build_dir)
+    yield st
+    vssd.terminate()
+    try:
+        vssd.wait(20)
+    except subprocess.TimeoutExpired:
+        vssd.kill()
+        vssd.wait()
+    rc = st.stop()
+    if st.proc.poll() is None:
+        st.proc.kill()
+        st.proc.wait()
+    if getattr(request.node, "_ombra_failed", False) or os.environ.get("OMBRA_KEEP_TMP") or rc != 0:
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert rc == 0, f"ombra-store --server beta exited {rc} after SIGTERM:\n{st.stderr()}"
+
+
+def one_line_refusal(r):
+    """True when r (a Result) is a refusal as the product promises it: a non-zero exit (not a
+    signal) and exactly one line on stderr."""
+    lines = [l for l in r.err.strip().split("\n") if l.strip()]
+    return r.rc > 0 and len(lines) == 1
+
+
+def process_stopped(pid):
+    """True while the process is stopped by a signal (state T in /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
+
+
+class Paused:
+    """A CLI call that stops itself at a stage (OMBRA_BACKUP_PAUSE / OMBRA_RESTORE_PAUSE: it
+    prints "paused <stage>" on stderr, then SIGSTOPs itself; some stages come once per file)."""
+
+    def __init__(self, store, args, var, stage, env=None, seconds=60):
+        import threading
+        self.argv = [str(store.cli)] + [str(a) for a in args]
+        self.p = subprocess.Popen(self.argv, env=dict(store.env, **{var: stage}, **(env or {})),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out, self.err = [], []
+        self.readers = [threading.Thread(target=lambda f=f, acc=acc: acc.extend(iter(f.readline, "")),
+                                         daemon=True)
+                        for f, acc in ((self.p.stdout, self.out), (self.p.stderr, self.err))]
+        for t in self.readers:
+            t.start()
+        # it reached the stage once it printed so and stopped (it prints first, then stops)
+        end = time.monotonic() + seconds
+        while not self.err and self.p.poll() is None and time.monotonic() < end:
+            time.sleep(0.005)
+        self.first = self.err[0] if self.err else ""
+        self.reached = self.first.startswith(f"paused {stage}")
+        while self.reached and not process_stopped(self.p.pid) and self.p.poll() is None:
+            if time.monotonic() > end:
+                self.reached = False
+            time.sleep(0.005)
+
+    def kill9(self):
+        self.p.kill()
+        return self.finish(10)
+
+    def resume(self, timeout=CLI_SECONDS):
+        """SIGCONT, again at every later pause, until it exits: a Result."""
+        end = time.monotonic() + timeout
+        while self.p.poll() is None:
+            if process_stopped(self.p.pid):
+                self.p.send_signal(signal.SIGCONT)
+            if time.monotonic() > end:
+                self.p.kill()
+                self.finish(10)
+                raise subprocess.TimeoutExpired(self.argv, timeout)
+            time.sleep(0.01)
+        return self.finish(10)
+
+    def finish(self, seconds):
+        """Waits for the exit (TimeoutExpired after seconds, the process killed): a Result."""
+        try:
+            self.p.wait(seconds)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            raise
+        for t in self.readers:
+            t.join(seconds)
+        return Result(self.p.returncode, "".join(self.out), "".join(self.err), self.argv)
