@@ -617,9 +617,10 @@ void bk_progress(bk_repo *r, const char *what, uint64_t done, uint64_t total)
 
 /* ---- the index ---- */
 
+/* Damage found while loading the index is kept, not printed: verify reports it, and a read
+ * that misses a block names it in its one error line (bk_index_find). */
 static void add_damage(bk_repo *r, const char *idx, const char *pack, const char *what)
 {
-    om_warn("repository %s: index/%s.json: %s", r->path, idx, what);
     pthread_rwlock_wrlock(&r->lk);
     json_array_append_new(r->damage,
                           json_pack("{s:s, s:s?, s:s}", "index", idx, "pack", pack, "what", what));
@@ -699,9 +700,18 @@ int bk_index_find(bk_repo *r, const uint8_t id[BK_ID_LEN], bk_ent *e, char pack[
     }
     pthread_rwlock_unlock(&r->lk);
     if (f) return 0;
-    char hex[65];
+    char hex[65], why[600] = "";
     bk_hex(id, BK_ID_LEN, hex);
-    return om_errf(OM_E_ObjectNotFound, "block %s is not in any index", hex);
+    pthread_rwlock_rdlock(&r->lk);
+    json_t *d = json_array_get(r->damage, 0);
+    if (d)
+        snprintf(why, sizeof why, " (index/%.70s.json: %s%s)", om_json_str_or(d, "index", "?"),
+                 om_json_str_or(d, "what", "is damaged"),
+                 json_array_size(r->damage) > 1 ? ", and more index damage" : "");
+    pthread_rwlock_unlock(&r->lk);
+    return om_errf(OM_E_ObjectNotFound,
+                   "block %s is not in any index%s. HINT: ombra verify --repo %s names the damage",
+                   hex, why, r->path);
 }
 
 typedef struct names {

@@ -719,6 +719,9 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
     }
     if (!rc && o->on_chain) o->on_chain(o->arg, json_object_get(res, "sets"));
     if (!rc) rc = plan_files(docs, bk_repo_block_size(r), &files, &nfiles);
+    /* A point by generation needs no log after it (files[0] is the .edb; logs ascend). */
+    while (!rc && o->until_gen && nfiles > 2 && files[nfiles - 1].gen > o->until_gen)
+        nfiles--;
     json_t *last = json_array_get(docs, json_array_size(docs) - 1);
     json_t *wmd = json_object_get(last, "writer_metadata"), *saved = NULL, *md = NULL, *cdoc = NULL;
     /* The set's component: a backup of several databases saved the whole document. */

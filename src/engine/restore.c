@@ -567,6 +567,11 @@ int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r)
     db->txn_last = db->hdr.txn_last;
     if ((rc = plan(&h)) || (rc = begin(&h))) goto out;
     if (h.end && (rc = replay(&h))) goto out;
+    /* Replay may stop before the last arriving generation (a point in time): the laying ends
+     * first, so no generation lands in the folder after the new stream is started (step 5) or
+     * after the caller has cleared the restore's folder. */
+    if (o->arriving_last > h.laid && (rc = o->wait_laid(o->wait_arg, o->arriving_last))) goto out;
+    if (o->arriving_last) h.laid = o->arriving_last;
     if ((rc = db_flush_pages(db))) goto out;
     rc = finish(&h, r);
 out:
