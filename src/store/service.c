@@ -134,7 +134,28 @@ void store_release(store *s, mounted *m)
 
 /* ---- replies ---- */
 
-static json_t *db_json(store *s, const store_dbent *e, int details)
+static json_t *db_json_of(const store_dbent *e, mounted *m, int details);
+
+/* A database as the replies show it (mu held on entry and on return). The engine is asked
+ * without mu, with a reference held: eng_db_info waits while a backup holds the database
+ * frozen, and the freeze's own thread needs mu to let its reference go, so waiting under mu
+ * would wedge the whole store. */
+static json_t *db_json(store *s, const store_dbent *e0, int details)
+{
+    store_dbent e = *e0;
+    mounted *m = store_find_mounted(s, e.name);
+    if (m) m->refs++;
+    pthread_mutex_unlock(&s->mu);
+    json_t *o = db_json_of(&e, m, details);
+    pthread_mutex_lock(&s->mu);
+    if (m) {
+        m->refs--;
+        pthread_cond_broadcast(&s->cond);
+    }
+    return o;
+}
+
+static json_t *db_json_of(const store_dbent *e, mounted *m, int details)
 {
     char id[37];
     om_uuid_str(&e->id, id);
@@ -142,9 +163,8 @@ static json_t *db_json(store *s, const store_dbent *e, int details)
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b}", "name", e->name, "id", id,
                   "server", e->server, "edb", e->edb, "logs", e->logs, "base", e->base,
                   "circular_logging", e->circular, "allow_restore", e->allow_restore, "recovery",
-                  e->recovery, "mounted", store_find_mounted(s, e->name) != NULL);
+                  e->recovery, "mounted", m != NULL);
     eng_info in;
-    mounted *m = store_find_mounted(s, e->name);
     eng_opts eo = store_ent_opts(e);
     int rc = m ? eng_db_info(m->db, &in) : eng_db_inspect(&eo, &in);
     if (rc) {
@@ -366,8 +386,17 @@ static int h_db_set(store *s, json_t *req, json_t *rep)
 static int h_db_list(store *s, json_t *rep)
 {
     json_t *arr = json_array();
-    for (size_t i = 0; i < s->dir->n; i++)
-        json_array_append_new(arr, db_json(s, &s->dir->ents[i], 0));
+    /* db_json lets mu go: the directory may change meanwhile, so index by a copy of the names */
+    size_t n = s->dir->n;
+    char(*names)[STORE_MAX_NAME + 1] = calloc(n ? n : 1, sizeof *names);
+    if (!names) return om_errf(OM_E_OutOfMemory, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        snprintf(names[i], sizeof names[i], "%s", s->dir->ents[i].name);
+    for (size_t i = 0; i < n; i++) {
+        store_dbent *e = store_dir_find(s->dir, names[i]);
+        if (e) json_array_append_new(arr, db_json(s, e, 0));
+    }
+    free(names);
     json_object_set_new(rep, "databases", arr);
     return 0;
 }
