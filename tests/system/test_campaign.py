@@ -5,7 +5,9 @@ The rule checked for every restore: it exits 0 with exactly the mail digest the 
 for that point, or it exits non-zero with exactly one line on stderr. Never exit 0 with another
 state (a "silent wrong restore": the test fails on any). When a damaged repository's restore did
 not give what the pristine repository gave, `ombra verify` must have reported damage (else it is
-a "verify miss").
+a "verify miss"). A restore refused because an earlier one left files in the target (every later
+restore into it would be refused too) is counted and fails the test as well; the files are moved
+away so the campaign goes on.
 
 A history: `ombra db new`, mail between steps (`mail load`, `mail deliver`), backups of random
 types (full, copy, incremental, differential) into one repository or two (plain or encrypted,
@@ -87,11 +89,13 @@ class Campaign:
                             backups_killed=0, store_restarts=0, restores=0, restores_exact=0,
                             restores_refused=0, damages=0, damages_encrypted=0, damage_restores=0,
                             silent_wrong_restores=0, verify_misses=0, unclear_failures=0, hangs=0,
-                            slot_exhaustions=0, restart_survivors=0)
+                            slot_exhaustions=0, targets_left_unusable=0, restart_survivors=0)
         self.silent = []  # what went wrong, for the failure message
         self.unclear = []
         self.misses = []
         self.survivors = []
+        self.stuck = []  # restores refused for what an earlier restore left in the target
+        self.previous = None  # the last restore: label, exit, stderr
         self.pool = []  # (history, repo, points): what the damage campaign works on
         self.rec = store.tmp / "rec"
         store.ombra("db", "new-recovery", "rec", "--edb", self.rec / "rec.edb", "--logs", self.rec / "logs")
@@ -128,7 +132,18 @@ class Campaign:
                 self.figures["slot_exhaustions"] += 1
                 self.restart_store()
                 continue
+            left = self.rec / "logs" / "_restoredLogs"
+            if r.rc != 0 and "-1814" in r.err and "_restoredLogs" in r.err and attempt == 1:
+                # an earlier restore left files in the target: every later one would be refused;
+                # counted, then moved away as the HINT says, so the campaign goes on
+                self.figures["targets_left_unusable"] += 1
+                p = self.previous or ("(none)", 0, "")
+                self.stuck.append(f"{label}: refused, {sorted(x.name for x in left.iterdir())} left in "
+                                  f"{left} by the restore before it: {p[0]} (exit {p[1]}: {p[2].strip()[:300]})")
+                shutil.move(str(left), str(self.rec / f"moved-{self.figures['targets_left_unusable']}"))
+                continue
             break
+        self.previous = (label, r.rc, r.err)
         if r.rc == 0:
             d = st.ombra("mail", "digest", "rec", check=False)
             m = re.search(r"\b[0-9a-f]{32}\b", d.out)
@@ -157,13 +172,15 @@ class Campaign:
                 "{damage_restores}) "
                 "silent wrong restores {silent_wrong_restores} verify misses {verify_misses} "
                 "unclear failures {unclear_failures} hangs {hangs} slot exhaustions "
-                "{slot_exhaustions} backups surviving a store restart {restart_survivors}"
+                "{slot_exhaustions} targets left unusable {targets_left_unusable} backups surviving a "
+                "store restart {restart_survivors}"
                 ).format(**f)
         print("\n" + line)
         if os.environ.get("OMBRA_CAMPAIGN_REPORT"):
             with open(os.environ["OMBRA_CAMPAIGN_REPORT"], "w") as out:
                 json.dump(dict(f, seconds=round(time.monotonic() - self.t0, 1),
                                silent=self.silent, unclear=self.unclear, verify_misses_seen=self.misses,
+                               targets_left_unusable_seen=self.stuck,
                                restart_survivors_seen=self.survivors), out, indent=2)
         return line
 
@@ -528,14 +545,16 @@ def test_random_histories_restore_exactly_or_refuse_in_one_line(store, vssd):
     for what, seen in (("silent wrong restores (exit 0 with another state)", camp.silent),
                        ("failures that were not one clear line (or hung)", camp.unclear),
                        ("verify said no damage, and the damaged repository restored otherwise", camp.misses),
-                       ("backups that exited 0 although the store restarted under them", camp.survivors)):
+                       ("backups that exited 0 although the store restarted under them", camp.survivors),
+                       ("restores refused for files an earlier restore left in the target", camp.stuck)):
         if seen:
             more = f"\n  ... and {len(seen) - 25} more" if len(seen) > 25 else ""
             problems.append(f"{what}: {len(seen)}\n  " + "\n  ".join(seen[:25]) + more)
     if not camp.figures["restores_exact"]:
         problems.append("no restore gave back a recorded state: the campaign proved nothing")
     if problems:
-        involved = {p.split(" ")[0] for p in (camp.silent + camp.unclear + camp.misses + camp.survivors)[:100]}
+        involved = {p.split(" ")[0] for p in (camp.silent + camp.unclear + camp.misses + camp.survivors
+                                              + camp.stuck)[:100]}
         logs = "\n".join(f"  {h.db}: " + "\n    ".join(h.log) for h in histories if h.db in involved)
         pytest.fail(f"{line}\n(replay: OMBRA_CAMPAIGN_SEED={seed})\n" + "\n".join(problems)
                     + f"\nthe histories involved:\n{logs}")
