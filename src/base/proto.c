@@ -284,7 +284,11 @@ int om_proto_recv(int fd, json_t **obj, uint8_t **data, size_t *data_len)
     uint32_t idle_ms = lim ? lim->idle_ms : 0;
     uint8_t h0;
     size_t got;
+    if (lim) atomic_store(&lim->idle_since_ms, now_ms());
     int st = read_until(fd, &h0, 1, deadline_in(idle_ms), &got);
+    if (lim && lim->idle_mu) pthread_mutex_lock(lim->idle_mu);
+    if (lim) atomic_store(&lim->idle_since_ms, 0);
+    if (lim && lim->idle_mu) pthread_mutex_unlock(lim->idle_mu);
     if (st == RX_EOF || st == RX_LATE) {
         /* Between two messages: the peer is done, or silent past the bound. */
         tl_ended_cleanly = 1;

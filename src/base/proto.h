@@ -22,6 +22,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,12 @@ typedef struct om_proto_limits {
     size_t max_data;         /* largest data frame one message may announce */
     om_proto_budget *budget; /* shared with the daemon's other connections; NULL: none */
     size_t held;             /* bytes of budget this connection holds */
+    _Atomic int64_t idle_since_ms; /* monotonic ms since when om_proto_recv waits for the
+                                      first byte of a message; 0 while a message is received
+                                      or served (kept by om_proto, read by the server) */
+    pthread_mutex_t *idle_mu;      /* held while idle_since_ms goes back to 0, so that the
+                                      server, holding it, sees a connection still waiting
+                                      (its socket open) for as long as it looks; may be NULL */
 } om_proto_limits;
 
 /* Binds lim to the calling thread: its om_proto_recv calls apply it. NULL unbinds, giving back

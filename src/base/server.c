@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/bytes.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "base/paths.h"
@@ -243,9 +244,17 @@ void om_server_warn_client(const char *fmt, ...)
 /* ---- the accept loop ---- */
 
 /* The process's connections (one accept loop per process): threads may outlive the loop. */
+typedef struct conn_slot { /* on the stack of the thread that serves the connection */
+    int fd;
+    int evicted;
+    om_proto_limits *lim;
+    struct conn_slot *prev, *next;
+} conn_slot;
+
 static struct {
     pthread_mutex_t mu;
-    unsigned n;
+    unsigned n; /* connections being served, their threads not yet ended */
+    conn_slot *conns;
     om_server_limits lim;
     om_proto_budget budget;
 } srv = {.mu = PTHREAD_MUTEX_INITIALIZER, .budget = OM_PROTO_BUDGET_INIT(0)};
@@ -253,6 +262,7 @@ static struct {
 typedef struct job {
     void *(*serve)(void *);
     void *arg;
+    int fd;
 } job;
 
 static void *serve_bounded(void *p)
@@ -262,14 +272,70 @@ static void *serve_bounded(void *p)
     om_proto_limits pl = {.idle_ms = srv.lim.idle_ms,
                           .frame_ms = srv.lim.frame_ms,
                           .max_data = srv.lim.max_data,
-                          .budget = &srv.budget};
+                          .budget = &srv.budget,
+                          .idle_mu = &srv.mu};
+    conn_slot me = {.fd = j.fd, .lim = &pl};
+    pthread_mutex_lock(&srv.mu);
+    me.next = srv.conns;
+    if (srv.conns) srv.conns->prev = &me;
+    srv.conns = &me;
+    pthread_mutex_unlock(&srv.mu);
     om_proto_bind_limits(&pl);
     j.serve(j.arg);
     om_proto_bind_limits(NULL);
     pthread_mutex_lock(&srv.mu);
+    if (me.prev)
+        me.prev->next = me.next;
+    else
+        srv.conns = me.next;
+    if (me.next) me.next->prev = me.prev;
     srv.n--;
     pthread_mutex_unlock(&srv.mu);
     return NULL;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* At the connection limit: the connection silent the longest between two messages, for at
+ * least OM_SERVER_EVICT_IDLE_MS, makes room for the new one (it is told why and its thread ends
+ * at once), so that idle connections cannot keep every client out. Connections that may idle
+ * (writers, sessions) are never chosen. Under srv.mu; 1 when one was closed. */
+static int evict_idle(unsigned max)
+{
+    int64_t now = (int64_t)mono_ms(), oldest = 0;
+    conn_slot *victim = NULL;
+    for (conn_slot *c = srv.conns; c; c = c->next) {
+        int64_t since = atomic_load(&c->lim->idle_since_ms);
+        if (c->evicted || !c->lim->idle_ms || !since || now - since < OM_SERVER_EVICT_IDLE_MS)
+            continue;
+        if (!victim || since < oldest) {
+            victim = c;
+            oldest = since;
+        }
+    }
+    if (!victim) return 0;
+    victim->evicted = 1;
+    om_errf(OM_E_OutOfSessions,
+            "connection closed after %lld ms idle: the daemon serves at most %u connections "
+            "at once and needed this one's place. HINT: connect again when you have a request",
+            (long long)(now - oldest), max);
+    json_t *r = om_proto_error(OM_E_OutOfSessions);
+    char *s = r ? json_dumps(r, JSON_COMPACT) : NULL;
+    if (s) { /* without blocking: the socket is another thread's, and idle */
+        uint8_t h[4];
+        om_put32(h, (uint32_t)strlen(s));
+        if (send(victim->fd, h, 4, MSG_DONTWAIT | MSG_NOSIGNAL) == 4)
+            send(victim->fd, s, strlen(s), MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    free(s);
+    json_decref(r);
+    shutdown(victim->fd, SHUT_RDWR);
+    return 1;
 }
 
 /* One error frame (the thread's error, err) to a connection not served, then close. The frame
@@ -322,13 +388,6 @@ typedef struct episode {
     unsigned refused;
     uint64_t since_ms;
 } episode;
-
-static uint64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
-}
 
 static void episode_end(episode *e, const char *what)
 {
@@ -399,9 +458,11 @@ void om_server_accept(const om_stopper *st, const char *service, const om_server
                              .tv_usec = (suseconds_t)(srv.lim.frame_ms % 1000) * 1000};
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         pthread_mutex_lock(&srv.mu);
-        int over = srv.n >= srv.lim.max_conns;
-        if (!over) srv.n++;
         unsigned max = srv.lim.max_conns;
+        /* Evicted connections leave at once: until their threads end, the count may pass max by
+         * those few. */
+        int over = srv.n >= max && !evict_idle(max);
+        if (!over) srv.n++;
         pthread_mutex_unlock(&srv.mu);
         if (over) {
             if (!full.on) {
@@ -426,7 +487,7 @@ void om_server_accept(const om_stopper *st, const char *service, const om_server
         }
         void *arg = conn_new(ctx, fd);
         job *j = arg ? malloc(sizeof *j) : NULL;
-        if (j) *j = (job){.serve = serve, .arg = arg};
+        if (j) *j = (job){.serve = serve, .arg = arg, .fd = fd};
         pthread_t th;
         pthread_attr_t at;
         pthread_attr_init(&at);

@@ -3,8 +3,10 @@
  * left, checking each peer with SO_PEERCRED, and the limits that keep a daemon serving when
  * its clients are many, slow, silent or hostile (docs/design.md, "The daemons' limits"):
  *
- *  - at most max_conns connections at once; one more gets one error frame (OutOfSessions,
- *    naming the limit) and is closed;
+ *  - at most max_conns connections at once; one more takes the place of the connection silent
+ *    the longest between two messages (at least OM_SERVER_EVICT_IDLE_MS; never a writer's or a
+ *    session's, om_server_conn_may_idle), which is told why and closed; when there is none it
+ *    gets one error frame (OutOfSessions, naming the limit) and is closed;
  *  - out of descriptors (EMFILE, ENFILE) the accept loop uses a reserve descriptor to accept
  *    and refuse the waiting connection the same way, and backs off when it cannot; other
  *    accept errors (ENOBUFS, ENOMEM) back off; each episode is logged once when it begins and
@@ -26,6 +28,7 @@
 #define OM_SERVER_IDLE_MS   60000
 #define OM_SERVER_FRAME_MS  10000
 #define OM_SERVER_TOTAL_MB  512
+#define OM_SERVER_EVICT_IDLE_MS 1000
 
 /* A zero field takes its default (above; max_data: OM_PROTO_MAX_DATA). */
 typedef struct om_server_limits {

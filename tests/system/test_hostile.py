@@ -222,10 +222,13 @@ def test_out_of_descriptors_the_store_backs_off_logs_once_and_answers_again(host
 
 
 def test_over_the_connection_limit_a_client_gets_one_clear_refusal(hostile):
-    st = hostile(args=("--max-connections", "8"))
+    st = hostile(args=("--max-connections", "8", "--frame-timeout-ms", "30000"))
     st.ombra("db", "new", "db1")
-    idle, failed = open_idle(st, 8)
+    # Eight connections in the middle of a message: none of them can make room.
+    busy, failed = open_idle(st, 8)
     assert not failed
+    for s in busy:
+        s.sendall(struct.pack("<I", 100) + b'{"op"')
     time.sleep(0.3)
     log0 = len(st.log_text())
     extra = []
@@ -241,10 +244,32 @@ def test_over_the_connection_limit_a_client_gets_one_clear_refusal(hostile):
     assert len(r.err.strip().splitlines()) == 1, r.describe()
     new_log = st.log_text()[log0:]
     assert new_log.count("the limit") == 1, f"the refusals flood the log:\n{new_log}"
-    for s in idle:
+    for s in busy:
         s.close()
     r, took = timed_db_list(st)
     assert r.rc == 0 and took < 5, r.describe()
+
+
+def test_at_the_limit_the_longest_idle_connection_makes_room(hostile):
+    st = hostile(args=("--max-connections", "8"))
+    st.ombra("db", "new", "db1")
+    idle, failed = open_idle(st, 8)
+    assert not failed
+    time.sleep(1.5)  # idle past OM_SERVER_EVICT_IDLE_MS
+    for i in range(3):
+        r, took = timed_db_list(st)
+        assert r.rc == 0 and took < 5, r.describe()
+        assert st.deliver("db1", "alice", f"Subject: {i}\n\nthrough a full store") > 0
+    # The oldest idle connection was told why it was closed (one place was enough: the CLI's
+    # connections end after their request).
+    told = [reply_now(s, 0.5) for s in idle]
+    closed = [rep for rep in told if isinstance(rep, dict)]
+    assert len(closed) == 1, told
+    for rep in closed:
+        assert rep["error"] == -1101 and "idle" in rep["message"], rep
+        assert "at most 8 connections" in rep["message"], rep
+    for s in idle:
+        s.close()
 
 
 # ---- 5: half-sent frames, silent connections, huge announced payloads -------------------------
