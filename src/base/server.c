@@ -386,12 +386,16 @@ static void limits_settle(const om_server_limits *in)
 typedef struct episode {
     int on;
     unsigned refused;
-    uint64_t since_ms;
+    uint64_t since_ms, last_ms; /* began; last refusal */
 } episode;
+
+/* An episode ends after this long without a refusal: a limit reached again and again (a flood)
+ * stays one episode. */
+#define EPISODE_QUIET_MS 5000
 
 static void episode_end(episode *e, const char *what)
 {
-    if (!e->on) return;
+    if (!e->on || mono_ms() - e->last_ms < EPISODE_QUIET_MS) return;
     om_info("%s: over after %llu ms, %u connections refused meanwhile", what,
             (unsigned long long)(mono_ms() - e->since_ms), e->refused);
     *e = (episode){0};
@@ -415,6 +419,7 @@ static int accept_failed(int listen_fd, int e, int *reserve, episode *ep, unsign
         if (fd >= 0 && *reserve >= 0) return fd; /* room again */
         if (fd >= 0) {
             ep->refused++;
+            ep->last_ms = mono_ms();
             om_errf(OM_E_OutOfSessions,
                     "the daemon is out of file descriptors (%s): connection refused. HINT: "
                     "retry later; raise its limit (ulimit -n) if this lasts",
@@ -425,6 +430,7 @@ static int accept_failed(int listen_fd, int e, int *reserve, episode *ep, unsign
         }
     }
     if (*reserve < 0) *reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ep->last_ms = mono_ms();
     sleep_ms(*backoff);
     *backoff = *backoff * 2 > 200 ? 200 : *backoff * 2;
     return -1;
@@ -472,6 +478,7 @@ void om_server_accept(const om_stopper *st, const char *service, const om_server
                 full = (episode){.on = 1, .since_ms = mono_ms()};
             }
             full.refused++;
+            full.last_ms = mono_ms();
             om_errf(OM_E_OutOfSessions,
                     "%s serves at most %u connections at once and has that many: connection "
                     "refused. HINT: retry later, or raise --max-connections",
