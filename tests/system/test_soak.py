@@ -333,7 +333,11 @@ def test_soak_under_hostile_load(build_dir):
         vlog.close()
         if st.proc and st.proc.poll() is None:
             st.proc.terminate()
-            st.proc.wait(20)
+            try:
+                st.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                st.proc.kill()
+                st.proc.wait()
         if failed:
             print(f"kept {tmp}\n{st.stderr()}")
         else:
