@@ -2,11 +2,15 @@
 #include "base/proto.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/bytes.h"
@@ -23,28 +27,6 @@ static int write_all(int fd, const void *p, size_t n)
         }
         b += w;
         n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Reads exactly n bytes; *eof is set when the peer closed before the first byte. */
-static int read_all(int fd, void *p, size_t n, int *eof)
-{
-    uint8_t *b = p;
-    size_t got = 0;
-    if (eof) *eof = 0;
-    while (got < n) {
-        ssize_t r = recv(fd, b + got, n - got, 0);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return om_errf(OM_E_DiskIO, "reading the control socket: %s", strerror(errno));
-        }
-        if (r == 0) {
-            if (got == 0 && eof) *eof = 1;
-            return om_errf(OM_E_DiskIO, "connection closed%s",
-                           got ? " in the middle of a message" : "");
-        }
-        got += (size_t)r;
     }
     return 0;
 }
@@ -68,70 +50,275 @@ int om_proto_send(int fd, json_t *obj, const void *data, size_t data_len)
     return rc;
 }
 
-static int recv_frame(int fd, uint8_t **out, size_t *n, size_t max, int *eof)
+/* ---- receiving, within the limits of the thread's connection ---- */
+
+static _Thread_local om_proto_limits *tl_lim;
+static void release_held(om_proto_limits *lim);
+static _Thread_local int tl_ended_cleanly;
+
+void om_proto_bind_limits(om_proto_limits *lim)
 {
-    uint8_t len[4];
-    int rc = read_all(fd, len, 4, eof);
-    if (rc) return rc;
-    uint32_t l = om_get32(len);
-    if (l > max)
-        return om_errf(OM_E_InvalidParameter,
-                       "a message of %u bytes is larger than the %zu allowed", l, max);
-    uint8_t *b = malloc((size_t)l + 1);
-    if (!b) return om_errf(OM_E_OutOfMemory, "receiving %u bytes: out of memory", l);
-    if ((rc = read_all(fd, b, l, NULL))) {
-        free(b);
-        return rc;
-    }
-    b[l] = 0;
-    *out = b;
-    *n = l;
+    if (tl_lim && tl_lim != lim) release_held(tl_lim);
+    tl_lim = lim;
+}
+
+om_proto_limits *om_proto_thread_limits(void)
+{
+    return tl_lim;
+}
+
+int om_proto_ended_cleanly(void)
+{
+    return tl_ended_cleanly;
+}
+
+/* Refuses a frame of n bytes (what: "a message", "a data frame") that the budget could not
+ * hold even now, before anything is allocated for it. */
+static int admit_frame(om_proto_limits *lim, size_t n, const char *what)
+{
+    if (!lim || !lim->budget) return 0;
+    om_proto_budget *b = lim->budget;
+    pthread_mutex_lock(&b->mu);
+    size_t used = b->used, limit = b->limit;
+    pthread_mutex_unlock(&b->mu);
+    /* What this connection holds already (its message's JSON) stays counted. */
+    if (used <= limit && n <= limit - used + lim->held) return 0;
+    return om_errf(OM_E_OutOfMemory,
+                   "%s of %zu bytes is refused: the daemon holds %zu MiB of messages being "
+                   "received, its limit is %zu MiB. HINT: retry when other transfers are done",
+                   what, n, used >> 20, limit >> 20);
+}
+
+/* Counts n more bytes of buffer for the connection's message as they are allocated. */
+static int reserve(om_proto_limits *lim, size_t n)
+{
+    if (!lim || !lim->budget || !n) return 0;
+    om_proto_budget *b = lim->budget;
+    pthread_mutex_lock(&b->mu);
+    size_t used = b->used;
+    int ok = used <= b->limit && n <= b->limit - used;
+    if (ok) b->used += n;
+    pthread_mutex_unlock(&b->mu);
+    if (!ok)
+        return om_errf(OM_E_OutOfMemory,
+                       "a message is refused in the middle: the daemon holds %zu MiB of messages "
+                       "being received, its limit is %zu MiB. HINT: retry when other transfers "
+                       "are done",
+                       used >> 20, b->limit >> 20);
+    lim->held += n;
     return 0;
 }
 
-int om_proto_recv(int fd, json_t **obj, uint8_t **data, size_t *data_len)
+/* Gives back what the connection's previous message held: its caller is done with it. */
+static void release_held(om_proto_limits *lim)
 {
-    uint8_t *buf = NULL;
-    size_t n = 0;
-    int eof = 0;
-    *obj = NULL;
-    if (data) *data = NULL;
-    if (data_len) *data_len = 0;
-    int rc = recv_frame(fd, &buf, &n, OM_PROTO_MAX_JSON, &eof);
+    if (!lim || !lim->budget || !lim->held) return;
+    pthread_mutex_lock(&lim->budget->mu);
+    lim->budget->used -= lim->held;
+    pthread_mutex_unlock(&lim->budget->mu);
+    lim->held = 0;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* 1 when fd has bytes (or an error, or the end) to read before deadline (monotonic ms; 0: no
+ * deadline), 0 when the deadline passed. */
+static int wait_readable(int fd, int64_t deadline)
+{
+    if (!deadline) return 1;
+    for (;;) {
+        int64_t left = deadline - now_ms();
+        if (left <= 0) return 0;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+        if (r > 0) return 1;
+        if (r < 0 && errno != EINTR) return 1; /* recv says what is wrong */
+    }
+}
+
+enum { RX_OK, RX_EOF, RX_LATE, RX_ERR };
+
+/* Reads exactly n bytes before deadline. RX_EOF: the peer closed first; RX_LATE: the deadline
+ * passed; RX_ERR: the error is set. *got: how many arrived. */
+static int read_until(int fd, void *p, size_t n, int64_t deadline, size_t *got)
+{
+    uint8_t *b = p;
+    *got = 0;
+    while (*got < n) {
+        if (!wait_readable(fd, deadline)) return RX_LATE;
+        ssize_t r = recv(fd, b + *got, n - *got, 0);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            om_errf(OM_E_DiskIO, "reading the control socket: %s", strerror(errno));
+            return RX_ERR;
+        }
+        if (r == 0) return RX_EOF;
+        *got += (size_t)r;
+    }
+    return RX_OK;
+}
+
+/* A message being received: its clock runs from its first byte. */
+typedef struct rx {
+    int fd;
+    int64_t deadline; /* 0: none */
+    uint32_t ms;      /* what the deadline allows, for the message */
+} rx;
+
+/* Exactly n bytes of a begun message. */
+static int rx_read(const rx *x, void *p, size_t n)
+{
+    size_t got = 0;
+    int st = read_until(x->fd, p, n, x->deadline, &got);
+    if (st == RX_EOF) return om_errf(OM_E_DiskIO, "connection closed in the middle of a message");
+    if (st == RX_LATE)
+        return om_errf(OM_E_DiskIO, "a message was not whole within %u ms: closing the connection",
+                       x->ms);
+    return st == RX_OK ? 0 : OM_E_DiskIO;
+}
+
+/* A frame's n bytes after its length, in a buffer that grows with what arrives (one byte more
+ * for a terminating 0) and is counted against the budget as it grows, so that announcing much
+ * and sending little costs little. */
+static int rx_body(const rx *x, om_proto_limits *lim, size_t n, uint8_t **out)
+{
+    size_t cap = n < 65536 ? n : 65536, got = 0;
+    int rc = reserve(lim, cap + 1);
+    uint8_t *b = rc ? NULL : malloc(cap + 1);
+    if (!rc && !b) rc = om_errf(OM_E_OutOfMemory, "receiving %zu bytes: out of memory", n);
+    while (!rc && got < n) {
+        if (got == cap) {
+            size_t ncap = cap > n / 2 ? n : cap * 2;
+            if ((rc = reserve(lim, ncap - cap))) break;
+            uint8_t *nb = realloc(b, ncap + 1);
+            if (!nb) {
+                rc = om_errf(OM_E_OutOfMemory, "receiving %zu bytes: out of memory", n);
+                break;
+            }
+            b = nb;
+            cap = ncap;
+        }
+        rc = rx_read(x, b + got, cap - got);
+        got = cap;
+    }
+    if (rc) {
+        free(b);
+        return rc;
+    }
+    b[n] = 0;
+    *out = b;
+    return 0;
+}
+
+static int64_t deadline_in(uint32_t ms)
+{
+    return ms ? now_ms() + ms : 0;
+}
+
+/* The JSON object of a message whose length frame's first byte h0 has arrived. */
+static int rx_json(const rx *x, om_proto_limits *lim, uint8_t h0, json_t **out)
+{
+    uint8_t h[4] = {h0};
+    int rc = rx_read(x, h + 1, 3);
     if (rc) return rc;
+    uint32_t l = om_get32(h);
+    if (l > OM_PROTO_MAX_JSON)
+        return om_errf(OM_E_InvalidParameter, "a message of %u bytes is larger than the %u allowed",
+                       l, OM_PROTO_MAX_JSON);
+    uint8_t *buf = NULL;
+    if ((rc = admit_frame(lim, l, "a message")) || (rc = rx_body(x, lim, l, &buf))) return rc;
     json_error_t jerr;
-    json_t *o = json_loadb((const char *)buf, n, 0, &jerr);
+    json_t *o = json_loadb((const char *)buf, l, 0, &jerr);
     free(buf);
     if (!o || !json_is_object(o)) {
         json_decref(o);
         return om_errf(OM_E_InvalidParameter, "malformed message: %s",
                        o ? "not a JSON object" : jerr.text);
     }
-    json_t *d = json_object_get(o, "data");
+    *out = o;
+    return 0;
+}
+
+/* The data frame of a message that announced `announced` bytes (checked against max_data and
+ * the budget, and the frame's length against the announcement, before any buffer). */
+static int rx_data(rx *x, om_proto_limits *lim, json_int_t announced, size_t max_data,
+                   uint8_t **out, size_t *outn)
+{
+    if (announced > (json_int_t)max_data)
+        return om_errf(OM_E_InvalidParameter,
+                       "a data frame of %lld bytes is larger than the %zu a message may carry here",
+                       (long long)announced, max_data);
+    int rc = admit_frame(lim, (size_t)announced, "a data frame");
+    if (rc) return rc;
+    /* The data may take longer: a sender gets 1 s more per MiB. */
+    if (x->deadline) {
+        uint64_t more = ((uint64_t)announced >> 20) * 1000;
+        x->deadline += (int64_t)more;
+        x->ms = (uint32_t)(x->ms + more > UINT32_MAX ? UINT32_MAX : x->ms + more);
+    }
+    uint8_t h[4];
+    if ((rc = rx_read(x, h, 4))) return rc;
+    uint32_t dn = om_get32(h);
+    if (dn != (uint64_t)announced)
+        return om_errf(OM_E_InvalidParameter,
+                       "malformed message: data frame of %u bytes, %lld announced", dn,
+                       (long long)announced);
+    if ((rc = rx_body(x, lim, dn, out))) return rc;
+    *outn = dn;
+    return 0;
+}
+
+int om_proto_recv(int fd, json_t **obj, uint8_t **data, size_t *data_len)
+{
+    om_proto_limits *lim = tl_lim;
+    *obj = NULL;
+    if (data) *data = NULL;
+    if (data_len) *data_len = 0;
+    tl_ended_cleanly = 0;
+    release_held(lim);
+    uint32_t idle_ms = lim ? lim->idle_ms : 0;
+    uint8_t h0;
+    size_t got;
+    if (lim) atomic_store(&lim->idle_since_ms, now_ms());
+    int st = read_until(fd, &h0, 1, deadline_in(idle_ms), &got);
+    if (lim && lim->idle_mu) pthread_mutex_lock(lim->idle_mu);
+    if (lim) atomic_store(&lim->idle_since_ms, 0);
+    if (lim && lim->idle_mu) pthread_mutex_unlock(lim->idle_mu);
+    if (st == RX_EOF || st == RX_LATE) {
+        /* Between two messages: the peer is done, or silent past the bound. */
+        tl_ended_cleanly = 1;
+        if (st == RX_EOF) return om_errf(OM_E_DiskIO, "connection closed");
+        return om_errf(OM_E_DiskIO, "connection idle for %u ms: closed", idle_ms);
+    }
+    if (st != RX_OK) return OM_E_DiskIO;
+    rx x = {.fd = fd, .ms = lim ? lim->frame_ms : 0};
+    x.deadline = deadline_in(x.ms);
+    json_t *o = NULL;
+    int rc = rx_json(&x, lim, h0, &o);
+    json_t *d = rc ? NULL : json_object_get(o, "data");
     if (d) {
-        if (!json_is_integer(d) || json_integer_value(d) < 0 ||
-            json_integer_value(d) > OM_PROTO_MAX_DATA) {
-            json_decref(o);
-            return om_errf(OM_E_InvalidParameter, "malformed message: bad \"data\" length");
-        }
+        size_t max = lim && lim->max_data < OM_PROTO_MAX_DATA ? lim->max_data : OM_PROTO_MAX_DATA;
+        json_int_t announced = json_is_integer(d) ? json_integer_value(d) : -1;
         uint8_t *db = NULL;
         size_t dn = 0;
-        if ((rc = recv_frame(fd, &db, &dn, OM_PROTO_MAX_DATA, NULL))) {
-            json_decref(o);
-            return rc;
-        }
-        if (dn != (size_t)json_integer_value(d)) {
-            free(db);
-            json_decref(o);
-            return om_errf(OM_E_InvalidParameter,
-                           "malformed message: data frame of %zu bytes, %lld announced", dn,
-                           (long long)json_integer_value(d));
-        }
-        if (data) {
+        if (announced < 0)
+            rc = om_errf(OM_E_InvalidParameter, "malformed message: bad \"data\" length");
+        else
+            rc = rx_data(&x, lim, announced, max, &db, &dn);
+        if (!rc && data) {
             *data = db;
             *data_len = dn;
         } else
             free(db);
+    }
+    if (rc) {
+        json_decref(o);
+        return rc;
     }
     *obj = o;
     return 0;
@@ -159,7 +346,51 @@ int om_proto_check(json_t *reply)
     return err;
 }
 
-int om_proto_connect(const char *path, int *fd)
+/* ---- connecting: only to a daemon this user may trust ---- */
+
+static int trusted_uid(uid_t u)
+{
+    return u == 0 || u == geteuid();
+}
+
+static int distrust(const char *what, const char *path, unsigned uid)
+{
+    return om_errf(OM_E_FileAccessDenied,
+                   "%s %s belongs to uid %u, neither root nor this user (uid %u): another user "
+                   "may have put it there. HINT: remove it as root, or set OMBRA_RUNTIME_DIR "
+                   "to a directory of the daemon's",
+                   what, path, uid, (unsigned)geteuid());
+}
+
+/* The socket's folder and the socket itself, before connecting. */
+static int check_socket_path(const char *path)
+{
+    char dir[sizeof((struct sockaddr_un *)0)->sun_path];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!trusted_uid(st.st_uid)) return distrust("the runtime directory", dir, st.st_uid);
+        if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))
+            return om_errf(OM_E_FileAccessDenied,
+                           "the runtime directory %s has mode %04o: other users may replace the "
+                           "socket in it. HINT: chmod 0700 %s (0750 for the daemon's group), or "
+                           "set OMBRA_RUNTIME_DIR to a directory of the daemon's",
+                           dir, (unsigned)(st.st_mode & 07777), dir);
+    }
+    if (lstat(path, &st) == 0 && !trusted_uid(st.st_uid))
+        return distrust("the socket", path, st.st_uid);
+    return 0;
+}
+
+/* Plain connect(2) to a Unix socket path. */
+static int connect_path(const char *path, int *fd)
 {
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof a.sun_path)
@@ -180,6 +411,30 @@ int om_proto_connect(const char *path, int *fd)
                 "%s: permission denied. HINT: run as root or as a member of the daemon's group",
                 path);
         return om_errf(OM_E_DiskIO, "connecting to %s: %s", path, strerror(e));
+    }
+    *fd = s;
+    return 0;
+}
+
+int om_proto_connect(const char *path, int *fd)
+{
+    if (strlen(path) >= sizeof((struct sockaddr_un *)0)->sun_path)
+        return om_errf(OM_E_InvalidPath, "socket path too long: %s", path);
+    int s = -1;
+    int rc = check_socket_path(path);
+    if (!rc) rc = connect_path(path, &s);
+    if (rc) return rc;
+    /* The path can change under us; the process at the other end cannot. */
+    struct ucred cr = {.uid = (uid_t)-1};
+    socklen_t l = sizeof cr;
+    if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &l) != 0 || !trusted_uid(cr.uid)) {
+        unsigned uid = (unsigned)cr.uid;
+        close(s);
+        return om_errf(OM_E_FileAccessDenied,
+                       "the daemon on %s runs as uid %u, neither root nor this user (uid %u): "
+                       "nothing is sent to it. HINT: another user may have taken over the "
+                       "socket; remove it as root, or set OMBRA_RUNTIME_DIR to the daemon's",
+                       path, uid, (unsigned)geteuid());
     }
     *fd = s;
     return 0;

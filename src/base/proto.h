@@ -6,6 +6,14 @@
  * OM_PROTO_MAX_JSON (JSON) or OM_PROTO_MAX_DATA (data) bytes; anything larger is a protocol
  * error and the connection is closed.
  *
+ * A daemon bounds what one connection may make it wait for and hold (om_proto_limits, set by
+ * server.h for the thread that serves the connection): how long it waits for the next message,
+ * how long a message once begun may take to arrive, and how many bytes of announced frames it
+ * sets aside, per connection and for all connections together. A frame over a bound is refused
+ * before its buffer is allocated; a buffer then grows with the bytes that really arrive, so a
+ * peer that announces much and sends little costs little. Clients run without limits (a
+ * backup's reply may take hours).
+ *
  * Replies carry "ok": true and their fields, or "ok": false, "error": <number>, "name":
  * <ESE-style name>, "message": <the detail>, which om_proto_reply_error builds from the
  * thread's error. */
@@ -13,18 +21,60 @@
 #define OM_BASE_PROTO_H
 
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define OM_PROTO_MAX_JSON (1u << 20)
 #define OM_PROTO_MAX_DATA (256u << 20)
 
+/* The bytes of frames being received or held by all connections of a daemon together
+ * (initialise with OM_PROTO_BUDGET_INIT(limit)). */
+typedef struct om_proto_budget {
+    pthread_mutex_t mu;
+    size_t limit, used;
+} om_proto_budget;
+#define OM_PROTO_BUDGET_INIT(lim) {PTHREAD_MUTEX_INITIALIZER, (lim), 0}
+
+/* What one connection of a daemon may cost. A frame larger than max_data, or than what the
+ * budget has left, is refused when it is announced, before any allocation. The buffers of a
+ * message count against the budget as they grow with the bytes that arrive, until the thread
+ * asks for its next message (the caller is done with the data by then) or the limits are
+ * unbound: `held`, kept by om_proto. */
+typedef struct om_proto_limits {
+    uint32_t idle_ms;        /* longest wait for the first byte of a message; 0: no bound */
+    uint32_t frame_ms;       /* a message begun must be whole within this, plus 1 s per MiB of
+                                its data frame (a client sends at least that fast); 0: no bound */
+    size_t max_data;         /* largest data frame one message may announce */
+    om_proto_budget *budget; /* shared with the daemon's other connections; NULL: none */
+    size_t held;             /* bytes of budget this connection holds */
+    _Atomic int64_t idle_since_ms; /* monotonic ms since when om_proto_recv waits for the
+                                      first byte of a message; 0 while a message is received
+                                      or served (kept by om_proto, read by the server) */
+    pthread_mutex_t *idle_mu;      /* held while idle_since_ms goes back to 0, so that the
+                                      server, holding it, sees a connection still waiting
+                                      (its socket open) for as long as it looks; may be NULL */
+} om_proto_limits;
+
+/* Binds lim to the calling thread: its om_proto_recv calls apply it. NULL unbinds, giving back
+ * what the connection still holds of its budget. */
+void om_proto_bind_limits(om_proto_limits *lim);
+/* The limits bound to the calling thread (NULL: none). */
+om_proto_limits *om_proto_thread_limits(void);
+
 /* Sends obj (and data when data_len > 0, setting "data" in obj). */
 int om_proto_send(int fd, json_t *obj, const void *data, size_t data_len);
 /* Receives one message: *obj (caller decrefs), and when it announces data, *data (malloc'd,
  * caller frees) and *data_len. A peer that closed the connection gives DiskIO, "connection
- * closed". */
+ * closed". Under limits (om_proto_bind_limits): a connection idle past idle_ms ends like a
+ * closed one; a message not whole in time gives DiskIO; a frame over max_data or beyond the
+ * budget gives OutOfMemory, before anything is allocated for it. */
 int om_proto_recv(int fd, json_t **obj, uint8_t **data, size_t *data_len);
+/* After a failed om_proto_recv on this thread: 1 when the connection simply ended between two
+ * messages (the peer closed it, or it stayed idle past the bound), 0 when a message was bad,
+ * late or refused, which the peer deserves to be told. */
+int om_proto_ended_cleanly(void);
 
 /* {"ok": true} plus fields (steals nothing; obj may be NULL for a bare ok). */
 json_t *om_proto_ok(void);
@@ -34,7 +84,11 @@ json_t *om_proto_error(int err);
  * its error number; else 0. */
 int om_proto_check(json_t *reply);
 
-/* Connects to a Unix socket path (FileNotFound with a HINT when nothing listens). */
+/* Connects to a daemon's Unix socket path (FileNotFound with a HINT when nothing listens).
+ * Before anything is sent it checks that the daemon is one this user may trust: the socket's
+ * folder and the socket belong to root or to this user, the folder is not writable by others
+ * (unless sticky), and the process listening (SO_PEERCRED) runs as root or as this user;
+ * otherwise FileAccessDenied naming the owner, with a HINT. */
 int om_proto_connect(const char *path, int *fd);
 /* One request, one reply (progress objects sent before it are skipped). */
 int om_proto_call(const char *path, json_t *req, const void *data, size_t data_len, json_t **reply,

@@ -1,12 +1,55 @@
 /* What the daemons (ombra-store, ombra-vssd) share about their control sockets: listening on a
  * Unix socket of mode 0660 owned by the allowed group, taking over a socket file a dead daemon
- * left, and checking each peer with SO_PEERCRED. */
+ * left, checking each peer with SO_PEERCRED, and the limits that keep a daemon serving when
+ * its clients are many, slow, silent or hostile (docs/design.md, "The daemons' limits"):
+ *
+ *  - at most max_conns connections at once; one more takes the place of the connection silent
+ *    the longest between two messages (at least OM_SERVER_EVICT_IDLE_MS; never a writer's or a
+ *    session's, om_server_conn_may_idle), which is told why and closed; when there is none it
+ *    gets one error frame (OutOfSessions, naming the limit) and is closed;
+ *  - out of descriptors (EMFILE, ENFILE) the accept loop uses a reserve descriptor to accept
+ *    and refuse the waiting connection the same way, and backs off when it cannot; other
+ *    accept errors (ENOBUFS, ENOMEM) back off; each episode is logged once when it begins and
+ *    once when it ends, with the count of connections refused;
+ *  - a connection silent between messages for idle_ms is closed; a message begun must be whole
+ *    within frame_ms (plus 1 s per MiB of its data);
+ *  - a message's frames are refused before allocation when they exceed max_data, or when all
+ *    connections together would hold more than total_mb (proto.h: om_proto_limits).
+ * One accept loop per process: its state is the process's. */
 #ifndef OM_BASE_SERVER_H
 #define OM_BASE_SERVER_H
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
+
+#define OM_SERVER_MAX_CONNS 512 /* and at most half the process's descriptor limit */
+#define OM_SERVER_IDLE_MS   60000
+#define OM_SERVER_FRAME_MS  10000
+#define OM_SERVER_TOTAL_MB  512
+#define OM_SERVER_EVICT_IDLE_MS 1000
+
+/* A zero field takes its default (above; max_data: OM_PROTO_MAX_DATA). */
+typedef struct om_server_limits {
+    unsigned max_conns; /* connections served at once */
+    uint32_t idle_ms;   /* longest silence between two messages of a connection */
+    uint32_t frame_ms;  /* longest a begun message may take, plus 1 s per MiB of data */
+    size_t max_data;    /* largest data frame of one message */
+    size_t total_mb;    /* MiB of frames all connections may be receiving or holding at once */
+} om_server_limits;
+
+/* The daemons' limit options, for their --help. */
+#define OM_SERVER_LIMITS_USAGE                                                                     \
+    "  --max-connections N    connections served at once (default 512, at most half the\n"         \
+    "                         descriptor limit); one more is refused with an error\n"              \
+    "  --idle-timeout-ms N    closes a connection silent that long between messages (60000)\n"     \
+    "  --frame-timeout-ms N   a message begun must be whole within N ms, plus 1 s per MiB\n"       \
+    "                         of its data (10000)\n"                                               \
+    "  --max-receive-mb N     MiB of messages all connections may be sending at once (512)\n"
+/* Parses argv[*i] when it is one of the options above (advancing *i past its value): 1 when it
+ * was, 0 when it is another argument, -1 for a bad value (printed on stderr, prog: first). */
+int om_server_limit_option(const char *prog, int argc, char **argv, int *i, om_server_limits *lim);
 
 /* Listens on path. `daemon` names the daemon in the error when another one answers there
  * (DatabaseInUse). The socket gets mode 0660 and group `group`. */
@@ -19,9 +62,12 @@ int om_peer_allowed(int fd, gid_t group, char *who, size_t wlen);
 int om_server_admit(int fd, gid_t group, const char *service, char *who, size_t wlen);
 /* What a daemon's main does before running: makes the runtime and data directories, makes them
  * absolute into arun/adata (the daemon changes directory when it detaches), and without
- * foreground detaches with stderr appended to <data>/<name>.log. Prints its own error on
+ * foreground detaches with stderr appended to <data>/<name>.log. The runtime directory is made
+ * and checked by om_runtime_dir_make for group (the --group name; NULL: the daemon's own). Prints
+ * its own error (one line) on
  * stderr; 0 or 1 (the exit status). */
-int om_daemon_start(const char *name, int foreground, char *arun, char *adata, size_t n);
+int om_daemon_start(const char *name, const char *group, int foreground, char *arun, char *adata,
+                    size_t n);
 /* The peer's pid (0 when unknown). */
 pid_t om_peer_pid(int fd);
 /* The gid of a group name (NULL: the daemon's own group); InvalidParameter for an unknown name. */
@@ -43,9 +89,19 @@ int om_stopper_start(om_stopper *st);
 void om_stopper_join(om_stopper *st);
 
 /* The accept loop, until *st->stopping: each connection is served in a detached thread by
- * serve(arg), arg = conn_new(ctx, fd) (malloc'd; serve closes fd and frees it). active (may be
- * NULL): incremented under st->mu for each connection accepted (serve decrements it). */
-void om_server_accept(const om_stopper *st, int *active, void *(*conn_new)(void *ctx, int fd),
-                      void *ctx, void *(*serve)(void *));
+ * serve(arg), arg = conn_new(ctx, fd) (malloc'd; serve closes fd and frees it), within lim
+ * (NULL: the defaults), the thread's om_proto_recv bounded by them. service names the daemon in
+ * refusals ("this store"). active (may be NULL): incremented under st->mu for each connection
+ * accepted (serve decrements it). */
+void om_server_accept(const om_stopper *st, const char *service, const om_server_limits *lim,
+                      int *active, void *(*conn_new)(void *ctx, int fd), void *ctx,
+                      void *(*serve)(void *));
+/* For the connection the calling thread serves: its peer may stay silent between messages as
+ * long as it likes (a registered writer, an open session), it is not a passing client. */
+void om_server_conn_may_idle(void);
+/* A warning about a client (refused, bad message, too slow), at most a few lines a second:
+ * what is dropped is counted in the next line that gets through, so clients cannot flood the
+ * log. */
+void om_server_warn_client(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -1,4 +1,5 @@
-/* ombra-store [--foreground] [--server NAME] [--group GROUP]: the store daemon (service.h). */
+/* ombra-store [--foreground] [--server NAME] [--group GROUP] [limits]: the store daemon
+ * (service.h; the connection limits of base/server.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,7 @@ static void usage(FILE *f)
         "  --checkpoint-depth N   log generations (1 MiB each) between checkpoints (default 32):\n"
         "                         deeper means fewer page writes, longer replay after a crash\n"
         "  --cache-mb M           dirty pages kept per database before a checkpoint (default "
-        "256)\n",
+        "256)\n" OM_SERVER_LIMITS_USAGE,
         f);
 }
 
@@ -36,6 +37,9 @@ int main(int argc, char **argv)
     gethostname(host, sizeof host - 1);
     store_opts o = {.server = host};
     for (int i = 1; i < argc; i++) {
+        int lo = om_server_limit_option("ombra-store", argc, argv, &i, &o.limits);
+        if (lo < 0) return 2;
+        if (lo) continue;
         if (!strcmp(argv[i], "--foreground"))
             fg = 1;
         else if (!strcmp(argv[i], "--server") && i + 1 < argc)
@@ -71,7 +75,7 @@ int main(int argc, char **argv)
     /* Absolute paths: database paths derive from the data directory and are stored in the
      * directory, and the daemon changes its working directory when it detaches. */
     char arun[4096], adata[4096];
-    int rc = om_daemon_start("ombra-store", fg, arun, adata, sizeof arun);
+    int rc = om_daemon_start("ombra-store", o.group, fg, arun, adata, sizeof arun);
     if (rc) return rc;
     o.runtime_dir = arun;
     o.data_dir = adata;

@@ -1,6 +1,6 @@
 /* ombra-vssd [--foreground] [--group GROUP] [--freeze-limit-ms N] [--commit-limit-ms N]
- * [--event-limit-ms N] [--restore-limit-ms N] [--shadow-dir DIR]: the shadow copy coordinator
- * (vss/coordinator.h). */
+ * [--event-limit-ms N] [--restore-limit-ms N] [--shadow-dir DIR] [connection limits]: the shadow
+ * copy coordinator (vss/coordinator.h; the connection limits of base/server.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +26,9 @@ static void usage(FILE *f)
           "  --event-limit-ms N     longest a writer may take to answer an event (default 60000)\n"
           "  --restore-limit-ms N   longest a writer may take to answer PostRestore, which\n"
           "                         replays the restored logs (default 86400000, a day)\n"
-          "  --shadow-dir DIR       where shadow copies go (default $OMBRA_HOME/shadows)\n",
+          "  --shadow-dir DIR       where shadow copies go (default "
+          "$OMBRA_HOME/shadows)\n" OM_SERVER_LIMITS_USAGE
+          "  (writers and open sessions may stay silent past --idle-timeout-ms)\n",
           f);
 }
 
@@ -46,8 +48,13 @@ int main(int argc, char **argv)
 {
     om_log_init("ombra-vssd");
     int fg = 0, rc = 0;
-    vss_coord_opts o = {.fail_provider_step = getenv("OMBRA_VSSD_TEST_FAIL_PROVIDER")};
+    /* Nothing sent to the coordinator carries data: one MiB is plenty. */
+    vss_coord_opts o = {.fail_provider_step = getenv("OMBRA_VSSD_TEST_FAIL_PROVIDER"),
+                        .limits = {.max_data = 1u << 20}};
     for (int i = 1; i < argc && !rc; i++) {
+        int lo = om_server_limit_option("ombra-vssd", argc, argv, &i, &o.limits);
+        if (lo < 0) return 2;
+        if (lo) continue;
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--foreground"))
             fg = 1;
@@ -79,7 +86,7 @@ int main(int argc, char **argv)
         strncat(ashadow, o.shadow_dir, sizeof ashadow - strlen(ashadow) - 1);
         o.shadow_dir = ashadow;
     }
-    if ((rc = om_daemon_start("ombra-vssd", fg, arun, adata, sizeof arun))) return rc;
+    if ((rc = om_daemon_start("ombra-vssd", o.group, fg, arun, adata, sizeof arun))) return rc;
     o.runtime_dir = arun;
     o.data_dir = adata;
     rc = vss_coord_run(&o);

@@ -583,10 +583,9 @@ static void *serve(void *arg)
             size_t dlen = 0, rdlen = 0;
             int rc = om_proto_recv(c->fd, &req, &data, &dlen);
             if (rc) {
-                /* A closed connection is the normal end; anything else is a bad client. */
-                if (!strstr(om_err_detail(), "connection closed") ||
-                    strstr(om_err_detail(), "middle")) {
-                    om_warn("client %s: %s", who, om_err_detail());
+                /* A closed or idle connection is the normal end; anything else is a bad client. */
+                if (!om_proto_ended_cleanly()) {
+                    om_server_warn_client("client %s: %s", who, om_err_detail());
                     json_t *r = om_proto_error(rc);
                     om_proto_send(c->fd, r, NULL, 0);
                     json_decref(r);
@@ -652,7 +651,7 @@ int store_run(const store_opts *o)
     if ((rc = store_writer_start(s, &s->writer)))
         om_error("the writer did not start (backups will fail): %s", om_err_detail());
     om_info("server %s listening on %s (%d databases mounted)", o->server, sock, s->nm);
-    om_server_accept(&stopper, &s->active, conn_new, s, serve);
+    om_server_accept(&stopper, "this store", &o->limits, &s->active, conn_new, s, serve);
     om_stopper_join(&stopper);
     close(s->listen_fd);
     unlink(sock);

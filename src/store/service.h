@@ -13,6 +13,8 @@
 #ifndef OM_STORE_SERVICE_H
 #define OM_STORE_SERVICE_H
 
+#include "base/server.h"
+
 #define STORE_MAX_MOUNTED 100
 
 typedef struct store_opts {
@@ -22,6 +24,7 @@ typedef struct store_opts {
     const char *group;       /* allowed group (NULL: the daemon's own group) */
     unsigned checkpoint_gens; /* checkpoint depth in log generations (0: the engine's default) */
     unsigned cache_mb;        /* dirty pages kept per database before a checkpoint (0: default) */
+    om_server_limits limits;  /* connections (base/server.h; zeros: the defaults) */
 } store_opts;
 
 /* Runs until SIGTERM/SIGINT; 0 after a clean shutdown. */

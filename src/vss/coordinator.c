@@ -483,9 +483,14 @@ static void *serve(void *arg)
     uint8_t *data = NULL;
     size_t dlen = 0;
     char who[128];
-    if (om_server_admit(cn->fd, cn->group, "the shadow copy service", who, sizeof who) &&
-        om_proto_recv(cn->fd, &req, &data, &dlen) == 0) {
+    int admitted = om_server_admit(cn->fd, cn->group, "the shadow copy service", who, sizeof who);
+    int rc = admitted ? om_proto_recv(cn->fd, &req, &data, &dlen) : 0;
+    if (admitted && !rc) {
         const char *op = om_json_str_or(req, "op", "");
+        /* A writer waits for events, a requester copies files between its calls: both may
+         * stay silent longer than a passing client. */
+        if (!strcmp(op, "writer.register") || !strcmp(op, "session.begin"))
+            om_server_conn_may_idle();
         if (!strcmp(op, "writer.register"))
             writer_serve(c, cn->fd, req);
         else if (!strcmp(op, "session.begin"))
@@ -494,6 +499,11 @@ static void *serve(void *arg)
             admin_serve(c, cn->fd, req);
             req = NULL;
         }
+    } else if (admitted && !om_proto_ended_cleanly()) { /* a bad or late first message: say why */
+        om_server_warn_client("client %s: %s", who, om_err_detail());
+        json_t *r = om_proto_error(rc);
+        om_proto_send(cn->fd, r, NULL, 0);
+        json_decref(r);
     }
     json_decref(req);
     free(data);
@@ -545,7 +555,7 @@ int vss_coord_run(const vss_coord_opts *o)
             "copies in %s)",
             sock, c->freeze_limit_ms, c->commit_limit_ms, c->event_limit_ms, c->shadow_root);
     conn_ctx cx = {.c = c, .group = group};
-    om_server_accept(&stopper, NULL, conn_new, &cx, serve);
+    om_server_accept(&stopper, "the shadow copy service", &o->limits, NULL, conn_new, &cx, serve);
     om_stopper_join(&stopper);
     close(listen_fd);
     unlink(sock);

@@ -31,6 +31,8 @@
 
 #include <stdint.h>
 
+#include "base/server.h"
+
 typedef struct vss_coord_opts {
     const char *runtime_dir;        /* vss.sock */
     const char *data_dir;           /* vss/shadows.json, shadows/ (the default shadow root) */
@@ -42,6 +44,7 @@ typedef struct vss_coord_opts {
     uint32_t restore_limit_ms;      /* PostRestore (replay runs in it; it grows with the logs):
                                        0: 86400000, a day */
     const char *fail_provider_step; /* tests: "prepare", "commit" or "expose" fails */
+    om_server_limits limits;        /* connections (base/server.h; zeros: the defaults) */
 } vss_coord_opts;
 
 /* Runs until SIGTERM/SIGINT (sessions in progress are aborted). 0 after a clean stop. */
