@@ -38,7 +38,7 @@ test: deps build build-asan
 	@OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
 	@echo "== system tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
-	  $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
+	  OMBRA_CAMPAIGN_SECONDS=30 OMBRA_SOAK_SECONDS=10 $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
 	@echo "== table concurrency under ThreadSanitizer"
 	@$(MAKE) --no-print-directory test-tsan
 	@echo "== fuzzing the file-format parsers (bounded)"
@@ -55,12 +55,14 @@ test-long: deps build build-asan
 # The randomized restore campaign (tests/system/test_campaign.py) for CAMPAIGN_SECONDS.
 CAMPAIGN_SECONDS ?= 900
 test-campaign: deps build
-	OMBRA_CAMPAIGN_SECONDS=$(CAMPAIGN_SECONDS) OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -s tests/system/test_campaign.py
+	OMBRA_CAMPAIGN_SECONDS=$(CAMPAIGN_SECONDS) OMBRA_CAMPAIGN_REPORT=$(abspath $(BUILD))/campaign.json \
+	  OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -s tests/system/test_campaign.py
 
 # The hostile-load soak (tests/system/test_soak.py) for SOAK_SECONDS.
 SOAK_SECONDS ?= 180
 test-soak: deps build
-	OMBRA_SOAK_SECONDS=$(SOAK_SECONDS) OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -s tests/system/test_soak.py
+	OMBRA_SOAK_SECONDS=$(SOAK_SECONDS) OMBRA_SOAK_REPORT=$(abspath $(BUILD))/soak.json \
+	  OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -s tests/system/test_soak.py
 
 # A longer fuzzing run (FUZZ_SECONDS to change it).
 fuzz: deps
