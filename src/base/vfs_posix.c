@@ -179,11 +179,9 @@ static int p_mkdir(om_vfs *v, const char *path)
     return 0;
 }
 
-static int p_list(om_vfs *v, const char *dir, om_list_cb cb, void *arg)
+/* Every name of an open directory but "." and "..", to cb until it says stop; closes d. */
+static int list_names(DIR *d, om_list_cb cb, void *arg)
 {
-    (void)v;
-    DIR *d = opendir(dir);
-    if (!d) return ioerr("listing", dir);
     int rc = 0;
     struct dirent *de;
     while (rc == 0 && (de = readdir(d)) != NULL) {
@@ -192,6 +190,14 @@ static int p_list(om_vfs *v, const char *dir, om_list_cb cb, void *arg)
     }
     closedir(d);
     return rc;
+}
+
+static int p_list(om_vfs *v, const char *dir, om_list_cb cb, void *arg)
+{
+    (void)v;
+    DIR *d = opendir(dir);
+    if (!d) return ioerr("listing", dir);
+    return list_names(d, cb, arg);
 }
 
 static int p_free_space(om_vfs *v, const char *path, uint64_t *bytes)
@@ -441,14 +447,7 @@ static int p_list_at(om_dir *bd, om_list_cb cb, void *arg)
         if (fd >= 0) close(fd);
         return ioerr("listing", bd->path);
     }
-    int rc = 0;
-    struct dirent *de;
-    while (rc == 0 && (de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-        rc = cb(arg, de->d_name);
-    }
-    closedir(d);
-    return rc;
+    return list_names(d, cb, arg);
 }
 
 static om_vfs posix_vfs = {

@@ -368,32 +368,12 @@ def start_vssd(store, build_dir):
     return p
 
 
-class NamedStore(Store):
-    """A Store whose daemon runs as --server NAME (Store's runs as srv1): another server."""
-
-    def __init__(self, build_dir, tmp, server):
-        super().__init__(build_dir, tmp)
-        self.server = server
-
-    def start(self):
-        assert self.proc is None or self.proc.poll() is not None, "the store already runs"
-        self.starts += 1
-        log = self.tmp / f"store-{self.starts}.log"
-        self.logs.append(log)
-        with open(log, "wb") as f:
-            self.proc = subprocess.Popen([str(self.daemon), "--foreground", "--server", self.server],
-                                         env=self.env, stdin=subprocess.DEVNULL, stdout=f,
-                                         stderr=subprocess.STDOUT)
-        self.wait_ready()
-        return self.proc
-
-
 @pytest.fixture
 def server_beta(build_dir, request):
     """A second server, 'beta': its own ombra-store --server beta and ombra-vssd, in its own
     temp directory (nothing shared with the `store` fixture's server but the file system)."""
     tmp = tempfile.mkdtemp(prefix="ombra-beta-", dir="/tmp")
-    st = NamedStore(build_dir, tmp, "beta")
+    st = Store(build_dir, tmp, server="beta")
     st.start()
     vssd = start_vssd(st, build_dir)
     yield st

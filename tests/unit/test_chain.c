@@ -446,7 +446,7 @@ static void the_plan_gives_each_set_its_chain_and_whether_it_can_be_restored(voi
 #define MAXSETS 40
 
 typedef struct hset {
-    char id[17];
+    char id[32];
     int db; /* 0: "db", 1: "db2" */
     uint32_t lo, hi;
     int base;         /* index of the chain's base (itself for a full or a copy) */
