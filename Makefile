@@ -5,6 +5,9 @@ ASAN    ?= build-asan
 MESON   ?= meson
 PYTEST  ?= pytest-3
 CRASH_POINTS ?= 2000
+# Under the sanitizers the crash harnesses look for memory errors, not for more crash points
+# (the plain build tries CRASH_POINTS; make test-long the whole ASan run).
+ASAN_CRASH_POINTS ?= 400
 # System tests run in parallel (pytest-xdist): each test has its own daemons and directories.
 PYTEST_WORKERS ?= 3
 
@@ -33,7 +36,8 @@ test: deps build build-asan
 	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
+	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=100 \
+	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== system tests"
 	@OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
 	@echo "== system tests under AddressSanitizer + UndefinedBehaviorSanitizer"
@@ -51,6 +55,8 @@ test-long: deps build build-asan
 	@$(MAKE) --no-print-directory test-soak
 	@$(MAKE) --no-print-directory crash-long
 	OMBRA_CHAIN_ROUNDS=100000 $(BUILD)/tests/unit/test_chain
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 
 # The randomized restore campaign (tests/system/test_campaign.py) for CAMPAIGN_SECONDS.
 CAMPAIGN_SECONDS ?= 900
