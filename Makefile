@@ -8,6 +8,10 @@ CRASH_POINTS ?= 2000
 # Under the sanitizers the crash harnesses look for memory errors, not for more crash points
 # (the plain build tries CRASH_POINTS; make test-long the whole ASan run).
 ASAN_CRASH_POINTS ?= 400
+# The system suites under the sanitizers in make test: all but the long randomized ones (the
+# campaign, the soak, the attack loops), which make test-long runs under them too.
+ASAN_SYSTEM_SKIP ?= --ignore=tests/system/test_campaign.py --ignore=tests/system/test_soak.py \
+	--ignore=tests/system/test_restore_attacks.py
 # System tests run in parallel (pytest-xdist): each test has its own daemons and directories.
 PYTEST_WORKERS ?= 3
 
@@ -36,13 +40,13 @@ test: deps build build-asan
 	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=100 \
+	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=100 OMBRA_TABLE_OPS=30000 \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== system tests"
 	@OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
 	@echo "== system tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
-	  OMBRA_CAMPAIGN_SECONDS=30 OMBRA_SOAK_SECONDS=10 $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
+	  $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system $(ASAN_SYSTEM_SKIP)
 	@echo "== table concurrency under ThreadSanitizer"
 	@$(MAKE) --no-print-directory test-tsan
 	@echo "== fuzzing the file-format parsers (bounded)"
@@ -57,6 +61,9 @@ test-long: deps build build-asan
 	OMBRA_CHAIN_ROUNDS=100000 $(BUILD)/tests/unit/test_chain
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
+	  OMBRA_CAMPAIGN_SECONDS=120 OMBRA_SOAK_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) \
+	  tests/system/test_campaign.py tests/system/test_soak.py tests/system/test_restore_attacks.py
 
 # The randomized restore campaign (tests/system/test_campaign.py) for CAMPAIGN_SECONDS.
 CAMPAIGN_SECONDS ?= 900

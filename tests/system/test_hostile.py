@@ -348,7 +348,9 @@ def test_announced_payloads_beyond_the_limit_are_refused_and_memory_stays_bounde
     grew = (status_kib(pid, "VmRSS") - rss0) >> 10
     print(f"RSS grew by {grew} MiB with {refusals} of 4 stalled 48 MiB messages refused")
     assert refusals >= 2, "more than the 64 MiB budget was taken in"
-    assert grew < 90, f"the store's RSS grew by {grew} MiB (budget 64 MiB)"
+    # AddressSanitizer keeps freed memory in quarantine and pads every allocation
+    bound = 160 if "asan" in os.environ.get("OMBRA_BUILD", "") else 90
+    assert grew < bound, f"the store's RSS grew by {grew} MiB (budget 64 MiB)"
     # Deliveries of normal size go on while the stalled ones wait for their deadline.
     for s in held:
         s.close()
