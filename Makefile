@@ -43,7 +43,7 @@ test: deps build build-asan
 	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=100 OMBRA_TABLE_OPS=30000 \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== system tests"
-	@OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
+	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
 	@echo "== system tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
 	  $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system $(ASAN_SYSTEM_SKIP)
