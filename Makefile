@@ -7,7 +7,7 @@ PYTEST  ?= pytest-3
 CRASH_POINTS ?= 2000
 # Under the sanitizers the crash harnesses look for memory errors, not for more crash points
 # (the plain build tries CRASH_POINTS; make test-long the whole ASan run).
-ASAN_CRASH_POINTS ?= 400
+ASAN_CRASH_POINTS ?= 250
 # The system suites under the sanitizers in make test: all but the long randomized ones (the
 # campaign, the soak, the attack loops), which make test-long runs under them too.
 ASAN_SYSTEM_SKIP ?= --ignore=tests/system/test_campaign.py --ignore=tests/system/test_soak.py \
@@ -40,7 +40,7 @@ test: deps build build-asan
 	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=100 OMBRA_TABLE_OPS=30000 \
+	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=100 OMBRA_TABLE_OPS=20000 \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== system tests"
 	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
