@@ -464,3 +464,27 @@ class Paused:
         for t in self.readers:
             t.join(seconds)
         return Result(self.p.returncode, "".join(self.out), "".join(self.err), self.argv)
+
+
+# ---- a repository and a backed-up chain (the restore attack and safety suites) ----
+
+@pytest.fixture
+def repo(store, vssd):
+    """An empty plain repository next to the store (a test module may define its own)."""
+    r = store.tmp / "repo"
+    store.ombra("repo", "init", r)
+    return r
+
+
+@pytest.fixture
+def source(store, repo):
+    """db1 with a full and an incremental backup in repo (several generations in the chain):
+    {"digest": db1's digest after them, "full", "inc": each backup's first set}."""
+    store.ombra("db", "new", "db1")
+    sets = {}
+    for seed, kind in ((1, "full"), (2, "incremental")):
+        store.ombra("mail", "load", "db1", "--mailboxes", "3", "--messages", "200", "--size",
+                    "5000", "--seed", str(seed))
+        r = store.ombra("backup", "--repo", repo, "--type", kind, "--json", "db1")
+        sets[kind] = json.loads(r.out)["sets"][0]
+    return {"digest": store.digest("db1"), "full": sets["full"], "inc": sets["incremental"]}

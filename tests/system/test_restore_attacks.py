@@ -50,23 +50,6 @@ def tree_state(d):
     return out
 
 
-@pytest.fixture
-def repo(store, vssd):
-    r = store.tmp / "repo"
-    store.ombra("repo", "init", r)
-    return r
-
-
-@pytest.fixture
-def source(store, repo):
-    store.ombra("db", "new", "db1")
-    load(store, "db1", 200)
-    full = backup(store, repo, "full")
-    load(store, "db1", 200, seed=2)
-    inc = backup(store, repo, "incremental")
-    return {"digest": store.digest("db1"), "full": full, "inc": inc}
-
-
 # ---- A1: new paths whose --logs is the live source database's own log folder ----------------
 
 def test_new_paths_into_the_live_originals_log_folder_leave_it_alone(store, repo, source, tmp_path):

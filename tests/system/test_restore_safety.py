@@ -47,24 +47,6 @@ def refused_or_succeeded(r):
     return r.rc == 0
 
 
-@pytest.fixture
-def repo(store, vssd):
-    r = store.tmp / "repo"
-    store.ombra("repo", "init", r)
-    return r
-
-
-@pytest.fixture
-def source(store, repo):
-    """db1 with a full and an incremental backup: several generations in the chain."""
-    store.ombra("db", "new", "db1")
-    load(store, "db1", 200)
-    full = backup(store, repo, "full")
-    load(store, "db1", 200, seed=2)
-    inc = backup(store, repo, "incremental")
-    return {"digest": store.digest("db1"), "full": full, "inc": inc}
-
-
 # ---- canaries: what a planted link points to ------------------------------------------------
 
 class Canaries:
