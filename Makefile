@@ -43,10 +43,10 @@ test: deps build build-asan
 	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=100 OMBRA_TABLE_OPS=20000 \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== system tests"
-	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system
+	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system
 	@echo "== system tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
-	  $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system $(ASAN_SYSTEM_SKIP)
+	  $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system $(ASAN_SYSTEM_SKIP)
 	@echo "== table concurrency under ThreadSanitizer"
 	@$(MAKE) --no-print-directory test-tsan
 	@echo "== fuzzing the file-format parsers (bounded)"
@@ -62,7 +62,7 @@ test-long: deps build build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
-	  OMBRA_CAMPAIGN_SECONDS=120 OMBRA_SOAK_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) \
+	  OMBRA_CAMPAIGN_SECONDS=120 OMBRA_SOAK_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup \
 	  tests/system/test_campaign.py tests/system/test_soak.py tests/system/test_restore_attacks.py
 
 # The randomized restore campaign (tests/system/test_campaign.py) for CAMPAIGN_SECONDS.

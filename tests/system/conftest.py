@@ -18,6 +18,20 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+# Module-scoped fixtures that take long to build (under the sanitizers most of all): the tests
+# that use one run on one pytest-xdist worker (make test runs with --dist loadgroup), so the
+# fixture is built once, not once per worker that happens to get one of its tests.
+SHARED_FIXTURES = ("two_sets",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in SHARED_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
+
+
 @pytest.fixture(scope="session")
 def build_dir():
     d = pathlib.Path(os.environ.get("OMBRA_BUILD", ROOT / "build"))
