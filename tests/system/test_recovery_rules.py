@@ -169,7 +169,7 @@ def test_a_dismount_whose_clean_shutdown_fails_on_a_full_disk_dismounts_and_warn
     assert store.digest("d") == digest, "every commit came back at the next mount"
 
 
-@pytest.mark.parametrize("mode", [0o644, 0o640, 0o606])
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o606], ids=["0644", "0640", "0606"])
 def test_a_passphrase_file_others_can_read_or_write_is_warned_in_one_line(store, tmp_path, mode):
     pw = tmp_path / "pw"
     pw.write_text("correct horse battery staple\n")
