@@ -761,6 +761,12 @@ int bk_restore_run(const bk_restore_opts *o, json_t **result)
                         json_string(om_json_str_or(t, "name", o->to ? o->to : o->db)));
     json_object_set(res, "replay",
                     json_object_get(t, "replay") ? json_object_get(t, "replay") : json_null());
+    /* A restore next to a database of this server made the target a recovery database. */
+    json_t *tg = json_object_get(targets, comp);
+    json_object_set_new(res, "recovery",
+                        json_boolean(json_is_true(json_object_get(tg, "recovery"))));
+    if (json_is_string(json_object_get(tg, "copy_of")))
+        json_object_set(res, "copy_of", json_object_get(tg, "copy_of"));
     json_object_set_new(res, "files", json_integer((json_int_t)nfiles));
     json_object_set_new(res, "bytes", json_integer((json_int_t)bytes));
     json_object_set_new(res, "lay_seconds", json_real((double)lay_ns / 1e9));

@@ -53,7 +53,10 @@ typedef struct bk_restore_opts {
 
 /* *result (always set): {"sets": [...], "database", "target", "files", "bytes", "lay_seconds"
  * (laying the files down), "seconds" (all of it), "replay": the writer's {"first_gen",
- * "last_gen", "records", "transactions", "ns", "stopped_at_point"} or null}. */
+ * "last_gen", "records", "transactions", "ns", "stopped_at_point"} or null, "recovery": whether
+ * the target is a recovery database, "copy_of" (only when the restore made it one): the name of
+ * the database of this server that carries the id it was given (spec §6: two ordinary
+ * databases never carry one id)}. */
 int bk_restore_run(const bk_restore_opts *o, json_t **result);
 
 #endif

@@ -4,10 +4,13 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "base/proto.h"
 #include "cli/cli.h"
 
-/* Sends req, and prints the reply's db object as JSON (--json) or through say(). */
+/* Sends req, and prints the reply's db object as JSON (--json) or through say(); the reply's
+ * warning (what failed beside a change that was made: db.dismount on a full disk) goes to
+ * stderr as one line, and the exit stays 0: the change was made. */
 static int call_db(const cli_args *a, json_t *req, void (*say)(json_t *db))
 {
     json_t *reply;
@@ -20,6 +23,8 @@ static int call_db(const cli_args *a, json_t *req, void (*say)(json_t *db))
         rc = cli_print_json(db);
     else
         say(db);
+    const char *warn = json_string_value(json_object_get(reply, "warning"));
+    if (warn) om_warn("%s", warn);
     json_decref(reply);
     return rc;
 }
@@ -53,11 +58,18 @@ static int set_path(json_t *req, const char *key, const char *path)
 
 /* ---- new, new-recovery ---- */
 
+/* Says what the reply says: a database is mounted at creation, the recovery database is not
+ * (it waits, dismounted and open to a restore, for the files it is made for). */
 static void say_created(json_t *db)
 {
-    printf("created database %s%s (mounted)\n  edb:  %s\n  logs: %s (base %s)\n",
-           str_or(db, "name"), json_is_true(json_object_get(db, "recovery")) ? " for recovery" : "",
-           str_or(db, "edb"), str_or(db, "logs"), str_or(db, "base"));
+    int mounted = json_is_true(json_object_get(db, "mounted"));
+    printf("created database %s%s (%s)\n  edb:  %s\n  logs: %s (base %s)\n", str_or(db, "name"),
+           json_is_true(json_object_get(db, "recovery")) ? " for recovery" : "",
+           mounted ? "mounted" : "dismounted, open to a restore", str_or(db, "edb"),
+           str_or(db, "logs"), str_or(db, "base"));
+    if (!mounted && json_is_true(json_object_get(db, "recovery")))
+        printf("restore into it: ombra restore DB --repo R --recovery %s --mount\n",
+               str_or(db, "name"));
 }
 
 static int run_new(const cli_args *a)
@@ -338,7 +350,7 @@ static const cli_opt set_opts[] = {
     {0},
 };
 static const cli_opt recovery_opts[] = {
-    {"edb", "PATH", "the database file (restored, or to be restored)", 1},
+    {"edb", "PATH", "the database file (new: a restore --recovery NAME lays it there)", 1},
     {"logs", "DIR", "its log folder", 1},
     {"json", NULL, "print the reply's database object as JSON", 0},
     {0},

@@ -5,17 +5,39 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backup/chain.h"
 #include "backup/repo.h"
 #include "base/error.h"
+#include "base/log.h"
 #include "base/progress.h"
 #include "base/proto.h"
 #include "base/time.h"
 #include "cli/cli.h"
 
 /* ---- shared ---- */
+
+/* A passphrase file others can read gives the repository's key away; one others can write (or
+ * owned by another user, who can chmod it) lets them choose the key of a new repository. As
+ * OpenSSH with a private key, but a warning rather than a refusal (as restic and pgBackRest
+ * read theirs without one): a backup that stops over a mode bit is worse than a warned one. The
+ * file as opened is what is looked at, not its name again. */
+static void warn_open_passphrase(FILE *f, const char *file)
+{
+    struct stat st;
+    if (fstat(fileno(f), &st)) return;
+    unsigned mode = (unsigned)st.st_mode & 07777;
+    if (st.st_uid != geteuid() && st.st_uid != 0)
+        om_warn("the passphrase file %s is owned by uid %u, not by this user (uid %u; mode %04o). "
+                "HINT: chown it to this user and chmod 600",
+                file, (unsigned)st.st_uid, (unsigned)geteuid(), mode);
+    else if (mode & 066)
+        om_warn("the passphrase file %s is %s by others (mode %04o). HINT: chmod 600 %s", file,
+                mode & 044 ? (mode & 022 ? "readable and writable" : "readable") : "writable", mode,
+                file);
+}
 
 int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out)
 {
@@ -27,6 +49,7 @@ int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out
     }
     FILE *f = fopen(file, "r");
     if (!f) return om_errf(OM_E_FileNotFound, "cannot read the passphrase file %s", file);
+    warn_open_passphrase(f, file);
     size_t got = fread(buf, 1, n - 1, f);
     int more = got == n - 1 && fgetc(f) != EOF;
     fclose(f);

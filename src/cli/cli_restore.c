@@ -98,6 +98,11 @@ static int cmd_restore(const cli_args *a)
                    "--set, or ombra dbutil recover)\n");
         const char *end = json_string_value(json_object_get(rp, "roll_forward_ended"));
         if (end) printf("note: %s\n", end);
+        const char *copy_of = json_string_value(json_object_get(res, "copy_of"));
+        if (copy_of)
+            printf("note: %s is now a recovery database: it holds a copy of %s, a database of "
+                   "this server, and carries its id (never backed up, one mounted at a time)\n",
+                   json_string_value(json_object_get(res, "target")), copy_of);
     }
     json_decref(res);
     if (rc) {
@@ -116,7 +121,10 @@ static const cli_opt restore_opts[] = {
      "...+05:30), as ombra prints times; T covers the whole millisecond (or second) it is "
      "written to",
      0},
-    {"to", "DB", "restore into another database (dismounted, allowing restore)", 0},
+    {"to", "DB",
+     "restore into another database (dismounted, allowing restore); it becomes a recovery "
+     "database when a database of this server carries the backup's id",
+     0},
     {"recovery", "NAME", "restore into the recovery database", 0},
     {"edb", "PATH", "restore to new paths: the database file", 0},
     {"logs", "DIR", "restore to new paths: the log folder", 0},
@@ -133,7 +141,9 @@ static const cli_cmd restore_cmds[] = {
      "DB is the database whose backups to restore: a database of this server, or the name or id "
      "of one in the repository (a database gone from this server: restore it --to another, "
      "--recovery or --edb/--logs). A backup made on another server restores here, through this "
-     "server's writer.\n"
+     "server's writer. Two ordinary databases never carry one id: a restore --to a database "
+     "next to one that carries the backup's id (the live original) makes the target a recovery "
+     "database, and says so.\n"
      "Picks the chain (the newest full backup and the incrementals after it, or its newest "
      "differential) and says which sets it uses, lays the files down on every core through the "
      "store's writer, checking every block and file, and lets the writer replay the logs while "

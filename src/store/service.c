@@ -290,14 +290,20 @@ static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
     char d[4096];
     om_dirname(e.edb, d, sizeof d);
     if ((rc = om_mkdirs(d)) || (rc = om_mkdirs(e.logs))) return rc;
-    if ((rc = store_mount_locked(s, &e, 1))) return rc;
+    /* A recovery database is mounted only for the moment its files are made: that moment does
+     * not count against the one mounted recovery database a server allows. */
+    store_dbent made = e;
+    made.recovery = 0;
+    if ((rc = store_mount_locked(s, &made, 1))) return rc;
     mounted *m = store_find_mounted(s, e.name);
     eng_info in;
     eng_db_info(m->db, &in);
     e.id = in.db_id;
     e.mounted = 1;
-    /* The recovery database waits for a restore (Exchange's RDB): dismounted, overwritable. */
-    if (recovery && !(rc = store_dismount_locked(s, m))) {
+    /* The recovery database waits for a restore (Exchange's RDB): dismounted, overwritable.
+     * Dismounted even when the dismount fails (m is gone then). */
+    if (recovery) {
+        rc = store_dismount_locked(s, m);
         e.mounted = 0;
         e.allow_restore = 1;
     }
@@ -339,16 +345,30 @@ static int h_db_mount(store *s, json_t *req, json_t *rep, int mount)
                        "with --no-replay, or one that failed). HINT: ombra restore again (or the "
                        "next backup), or replay it with ombra dbutil recover %s",
                        e->name, pending, e->logs);
-    if (mount)
-        rc = store_mount_locked(s, e, 0);
-    else if (m)
-        rc = store_dismount_locked(s, m);
-    if (rc && mount) return rc;
+    if (mount && (rc = store_mount_locked(s, e, 0))) return rc;
+    /* Past this point the database is mounted, or dismounted: a dismount cannot be undone (the
+     * engine is closed whatever eng_db_close says), so what failed on the way is a warning
+     * beside a success, never an error after the deed. A clean shutdown that failed (a full
+     * disk) leaves a database whose commits are in its logs: the next mount recovers it. A
+     * directory that could not record the change only mounts it differently at the next start. */
+    char warn[1600] = "";
+    if (!mount && m && (rc = store_dismount_locked(s, m)))
+        snprintf(warn, sizeof warn,
+                 "'%s' is dismounted, but its clean shutdown failed (%s: %d %s): it recovers "
+                 "from its logs at the next mount",
+                 e->name, om_err_detail(), rc, om_err_name(rc));
     store_dbent ne = *e;
     ne.mounted = mount;
-    int src = store_dir_put(s->dir, &ne);
-    if (!rc) rc = src;
-    if (rc) return rc;
+    if ((rc = store_dir_put(s->dir, &ne)))
+        snprintf(warn + strlen(warn), sizeof warn - strlen(warn),
+                 "%s'%s' is %s, but the directory could not record it (%s: %d %s): the store %s "
+                 "it at its next start",
+                 warn[0] ? "; " : "", e->name, mount ? "mounted" : "dismounted", om_err_detail(),
+                 rc, om_err_name(rc), mount ? "does not mount" : "mounts");
+    if (warn[0]) {
+        om_warn("%s", warn);
+        json_object_set_new(rep, "warning", json_string(warn));
+    }
     e = store_dir_find(s->dir, ne.name);
     json_object_set_new(rep, "db", db_json(s, e, 0));
     return 0;

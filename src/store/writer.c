@@ -737,6 +737,8 @@ typedef struct rtarget {
     char restored_dir[4200]; /* where its logs go */
     char pending[4200];      /* <logs>/_restoredLogs: the restore is not finished while it exists */
     char progress[4300];     /* <pending>/<base>restore.laid: how far the requester has laid logs */
+    char copy_of[STORE_MAX_NAME + 1]; /* the ordinary database of this server whose id the
+                                       * restore gives the target: it becomes a recovery one */
 } rtarget;
 
 static const char *str_or(json_t *o, const char *k, const char *d)
@@ -754,7 +756,33 @@ static int same_place(const char *a, const char *b)
     return !strcmp(x, y);
 }
 
-/* Resolves and checks the target of a restore component (store.mu held). */
+/* The ordinary database of this server, other than the target, that carries id: as its
+ * directory id, or in its .edb header (a database restored from another one's backup carries
+ * that one's id). NULL when none does (store.mu held). */
+static const store_dbent *carrier_of(store *s, const char *id, const store_dbent *target)
+{
+    for (size_t i = 0; i < s->dir->n; i++) {
+        const store_dbent *e = &s->dir->ents[i];
+        char did[37], hid[37];
+        eng_dbhdr h;
+        if (e == target || e->recovery) continue;
+        om_uuid_str(&e->id, did);
+        if (!strcmp(did, id)) return e;
+        if (eng_dbhdr_read(om_vfs_posix(), e->edb, &h, 0, NULL)) continue;
+        om_uuid_str(&h.db_id, hid);
+        if (!strcmp(hid, id)) return e;
+    }
+    return NULL;
+}
+
+/* Resolves and checks the target of a restore component (store.mu held).
+ *
+ * A restore into another database of this server gives it the id of the database the backup
+ * is of. When an ordinary database of this server carries that id already (the live original,
+ * most often: a restore "next to" it to read old mail), the target becomes a recovery database
+ * (spec §6; Exchange's RDB): never backed up, no circular logging, one mounted at a time, so
+ * that two ordinary databases never carry one id. t->copy_of names that database; PreRestore
+ * records the change in the directory. */
 static int resolve_target(store_writer *w, json_t *c, rtarget *t)
 {
     store *s = w->s;
@@ -838,6 +866,12 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
                            e->name, e->name);
         if (json_is_true(json_object_get(ro, "recovery")) && !e->recovery)
             return om_errf(OM_E_InvalidParameter, "'%s' is not the recovery database", e->name);
+        const store_dbent *o = t->original || e->recovery ? NULL : carrier_of(s, t->orig_id, e);
+        if (o) {
+            snprintf(t->copy_of, sizeof t->copy_of, "%s", o->name);
+            t->ent.recovery = 1;
+            t->ent.circular = 0;
+        }
         snprintf(t->key, sizeof t->key, "%s", e->name);
     }
     const char *slash = strrchr(t->ent.edb, '/');
@@ -1124,6 +1158,41 @@ int store_writer_restoring(store_writer *w, const char *name)
     return r;
 }
 
+/* A target to be mounted after the restore is refused now, not after the whole restore, while
+ * another recovery database is mounted and it is one, or becomes one (store.mu held). */
+static int recovery_mountable(store *s, json_t *c, const rtarget *t)
+{
+    json_t *ro = json_object_get(c, "restore_options");
+    for (int i = 0; t->ent.recovery && json_is_true(json_object_get(ro, "mount")) && i < s->nm; i++)
+        if (s->m[i]->recovery && strcmp(s->m[i]->name, t->ent.name))
+            return om_errf(OM_E_TooManyOpenDatabases,
+                           "recovery database '%s' is mounted, and a server mounts one at a time: "
+                           "'%s'%s could not be mounted after the restore. HINT: ombra db "
+                           "dismount %s, or restore without --mount",
+                           s->m[i]->name, t->ent.name,
+                           t->copy_of[0] ? ", a recovery database once restored," : "",
+                           s->m[i]->name);
+    return 0;
+}
+
+/* A target that becomes a recovery database (resolve_target) is one in the directory once
+ * PreRestore has marked it as being restored and before a file is laid, so the copy is never
+ * mounted as an ordinary database (store.mu held). */
+static int become_recovery(store *s, const rtarget *t)
+{
+    store_dbent *e = store_dir_find(s->dir, t->ent.name);
+    if (!e) return om_errf(OM_E_DatabaseNotFound, "no database named '%s'", t->ent.name);
+    store_dbent ne = *e;
+    ne.recovery = 1;
+    ne.circular = 0;
+    int rc = store_dir_put(s->dir, &ne);
+    if (rc) return om_err_ctx(rc, "making '%s' a recovery database", t->ent.name);
+    om_info("%s becomes a recovery database: the restore gives it the id of %s (%s), a database "
+            "of this server",
+            t->ent.name, t->copy_of, t->orig_id);
+    return 0;
+}
+
 static int pre_restore(void *ctx, vss_event *e)
 {
     store_writer *w = ctx;
@@ -1139,8 +1208,14 @@ static int pre_restore(void *ctx, vss_event *e)
         pthread_mutex_lock(&s->mu);
         int rc = resolve_target(w, c, &t);
         if (!rc) rc = mark_restoring(w, e->session, t.key);
+        if (!rc) rc = recovery_mountable(s, c, &t);
         pthread_mutex_unlock(&s->mu);
         if (!rc) rc = prepare_target(&t, c, &replace_edb, &replace_logs);
+        if (!rc && t.copy_of[0]) {
+            pthread_mutex_lock(&s->mu);
+            rc = become_recovery(s, &t);
+            pthread_mutex_unlock(&s->mu);
+        }
         if (rc) {
             int f = fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
             unmark_session(w, e->session);
@@ -1149,11 +1224,12 @@ static int pre_restore(void *ctx, vss_event *e)
         om_info("restore to %s prepared: the .edb goes to %s, the logs to %s", t.ent.name,
                 t.ent.edb, t.restored_dir);
         json_object_set_new(targets, str_or(c, "name", "?"),
-                            json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b}", "name",
+                            json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:s?}", "name",
                                       t.ent.name, "edb", t.ent.edb, "logs", t.restored_dir,
                                       "progress", t.progress, "base", t.orig_base, "replace_edb",
                                       replace_edb, "replace_logs", replace_logs, "original",
-                                      t.original, "recovery", t.ent.recovery));
+                                      t.original, "recovery", t.ent.recovery, "copy_of",
+                                      t.copy_of[0] ? t.copy_of : NULL));
     }
     return 0;
 }

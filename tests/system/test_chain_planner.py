@@ -60,7 +60,9 @@ def test_a_copy_between_full_and_incremental_does_not_take_the_default_restore(s
     res = json.loads(r.out)
     assert [s["set"] for s in res["sets"]] == [ids["full"], ids["inc"]], res
     assert store.digest("db2") == d_inc
-    # the copy still restores on its own, on purpose
+    # the copy still restores on its own, on purpose (db2, a copy of live db1, is a recovery
+    # database: one is mounted at a time)
+    store.ombra("db", "dismount", "db2")
     new_target(store, "db3")
     restore(store, repo, "db1", "--set", ids["copy"][:12], "--to", "db3", "--mount")
     assert store.digest("db3") == d_copy

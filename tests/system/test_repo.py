@@ -85,6 +85,8 @@ def test_encrypted_repository_takes_its_passphrase_from_a_file_or_the_environmen
     repo, pw, bad = tmp_path / "repo", tmp_path / "pw", tmp_path / "bad"
     pw.write_text("correct horse battery staple\n")
     bad.write_text("wrong horse\n")
+    pw.chmod(0o600)  # others could read it: a warning line (test_recovery_rules.py)
+    bad.chmod(0o600)
     # never as an argument
     r = cli.run("repo", "init", repo, "--encrypt", "--passphrase", "x", rc=2)
     assert "unknown option '--passphrase'" in r.stderr
@@ -289,6 +291,7 @@ def test_a_plain_repository_swapped_in_for_an_encrypted_one_is_refused(store, vs
     # the passphrase from a file is a passphrase too
     pw = store.tmp / "pw"
     pw.write_text(PASS + "\n")
+    pw.chmod(0o600)
     r = store.ombra("restore", "db1", "--repo", enc, "--to", "db2", "--passphrase-file", pw,
                     check=False)
     one_line_refusal(r, "is not encrypted, but a passphrase was given")

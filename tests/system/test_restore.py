@@ -259,6 +259,7 @@ def test_additional_restores_then_the_next_backup_replays(store, repo, chain3):
     # or dbutil recover replays what was laid down (eseutil /cc)
     store.ombra("db", "new", "db3")
     dismount_for_restore(store, "db3")
+    store.ombra("db", "dismount", "db2")  # copies of live db1: recovery databases, one mounted
     restore(store, repo, "db1", "--to", "db3", "--no-replay")
     logs3 = store.db_show("db3")["logs"]
     r = store.ombra("dbutil", "recover", logs3)

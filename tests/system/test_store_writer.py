@@ -330,7 +330,9 @@ def test_restore_to_another_database_and_to_the_recovery_database(store, build_d
     store.kill9()  # the restored database recovers from its own new logs
     store.start()
     assert b"new mail in the restored database" in store.get("db2", "after", mid)
-    # the recovery database
+    # the recovery database (db2, a copy of live db1, is one too: one is mounted at a time)
+    assert store.db_show("db2")["recovery"] is True
+    store.ombra("db", "dismount", "db2")
     store.ombra("db", "new-recovery", "rdb", "--edb", tmp_path / "r" / "rdb.edb", "--logs", tmp_path / "r" / "logs")
     store.ombra("db", "dismount", "rdb")
     store.ombra("db", "set", "rdb", "--allow-restore", "on")
@@ -359,7 +361,9 @@ def test_point_in_time_and_additional_restores(store, vssd, build_dir, tmp_path)
                                       {"target": "db2", "mount": True, "stop_gen": stop})
     assert rc == 0, err
     assert store.digest("db2") == da, "mail after the point is absent, before it present"
-    # additional restores: the full first without replay, then the incrementals with it
+    # additional restores: the full first without replay, then the incrementals with it (into
+    # db3 once db2, a recovery database as a copy of live db1, is dismounted: one is mounted)
+    store.ombra("db", "dismount", "db2")
     store.ombra("db", "new", "db3")
     store.ombra("db", "dismount", "db3")
     store.ombra("db", "set", "db3", "--allow-restore", "on")
@@ -397,7 +401,8 @@ def test_additional_restores_leave_the_env_file_and_refuse_a_mount_until_replaye
     info2 = store.db_show("db2")
     env = json.loads((pathlib.Path(info2["logs"]) / "_restoredLogs" / "E00restore.env").read_text())
     assert env["original"]["id"] == b["id"] and env["target"]["id"] == info2["id"], env
-    assert env["base"] == "E00" and env["recovery"] is False and env["log_signature"]
+    # db2 becomes a recovery database: it is given the id of db1, which is live here
+    assert env["base"] == "E00" and env["recovery"] is True and env["log_signature"]
     r = store.ombra("db", "mount", "db2", check=False)
     assert r.rc == 1 and "-506 RestoreInProgress" in r.err, r.describe()
     rc, res, err = restore_via_writer(store, build_dir, b["run"], [], {"target": "db2", "mount": True})
