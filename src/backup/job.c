@@ -591,15 +591,34 @@ static void progress_loop(dbjob *jobs, size_t n, pthread_t *th, int *started, ui
     (void)jobs;
 }
 
-int bk_backup_run(const bk_job_opts *o, json_t **result)
+/* The names of in without repeats, in their first order (spec §5: a database named twice in
+ * one backup is selected once). 0, or InvalidParameter past MAX_DBS distinct names. */
+static int distinct_dbs(const bk_job_opts *in, const char **out, size_t *n)
+{
+    *n = 0;
+    for (size_t i = 0; i < in->ndb; i++) {
+        size_t k = 0;
+        while (k < *n && strcmp(out[k], in->dbs[i]))
+            k++;
+        if (k < *n) continue;
+        if (*n == MAX_DBS) return om_errf(OM_E_InvalidParameter, "name 1 to %d databases", MAX_DBS);
+        out[(*n)++] = in->dbs[i];
+    }
+    return *n ? 0 : om_errf(OM_E_InvalidParameter, "name 1 to %d databases", MAX_DBS);
+}
+
+int bk_backup_run(const bk_job_opts *in, json_t **result)
 {
     uint64_t t0 = om_mono_ns();
     json_t *res =
-        json_pack("{s:s, s:[], s:[], s:[]}", "type", o->type, "sets", "databases", "failed");
+        json_pack("{s:s, s:[], s:[], s:[]}", "type", in->type, "sets", "databases", "failed");
     *result = res;
-    if (o->ndb == 0 || o->ndb > MAX_DBS)
-        return om_errf(OM_E_InvalidParameter, "name 1 to %d databases", MAX_DBS);
-    bk_job_opts opts = *o;
+    const char *names[MAX_DBS];
+    bk_job_opts opts = *in;
+    int rc = distinct_dbs(in, names, &opts.ndb);
+    if (rc) return rc;
+    opts.dbs = names;
+    const bk_job_opts *o = &opts;
     if (opts.threads <= 0) opts.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (opts.threads < 1) opts.threads = 1;
     dbjob *jobs = calloc(o->ndb, sizeof *jobs);
@@ -607,7 +626,7 @@ int bk_backup_run(const bk_job_opts *o, json_t **result)
     vss_req *r = NULL;
     json_t *writers = NULL, *snap = NULL, *doc = NULL;
     uint64_t bytes = 0;
-    int rc = jobs ? bk_repo_open(o->repo, o->passphrase, &repo) : OM_E_OutOfMemory;
+    rc = jobs ? bk_repo_open(o->repo, o->passphrase, &repo) : OM_E_OutOfMemory;
     for (size_t i = 0; !rc && i < o->ndb; i++) {
         dbjob *j = &jobs[i];
         j->o = &opts;

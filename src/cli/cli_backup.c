@@ -91,7 +91,8 @@ static const cli_cmd backup_cmds[] = {
     {"", "DB...", backup_opts, "back up databases of this server into a repository",
      "Drives the shadow copy sequence through ombra-vssd, checks the shadow copy (every page for "
      "full and copy backups, the log range for all), stores only blocks the repository does not "
-     "have, and lets the writer truncate logs only for what was stored and verified.",
+     "have, and lets the writer truncate logs only for what was stored and verified. A database "
+     "named twice is backed up once.",
      cmd_backup},
     {0},
 };

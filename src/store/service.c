@@ -326,11 +326,25 @@ static int find_ent(store *s, json_t *req, store_dbent **e)
     return *e ? 0 : om_errf(OM_E_DatabaseNotFound, "no database named '%s'", name);
 }
 
+/* What a backup session is copying must not change under it (spec §5): `what` is refused
+ * while the database is in one. */
+static int refuse_in_backup(store *s, const store_dbent *e, const char *what)
+{
+    char sid[40];
+    if (!s->writer || !store_writer_backing_up(s->writer, &e->id, sid)) return 0;
+    return om_errf(OM_E_BackupInProgress,
+                   "%s database '%s' is refused: it is in backup session %s (from PrepareBackup "
+                   "to BackupComplete). HINT: try again when that backup has ended (or stop the "
+                   "backup)",
+                   what, e->name, sid);
+}
+
 static int h_db_mount(store *s, json_t *req, json_t *rep, int mount)
 {
     store_dbent *e;
     int rc = find_ent(s, req, &e);
     if (rc) return rc;
+    if (!mount && (rc = refuse_in_backup(s, e, "dismounting"))) return rc;
     mounted *m = store_find_mounted(s, e->name);
     if (mount && s->writer && store_writer_restoring(s->writer, e->name))
         return om_errf(OM_E_RestoreInProgress,
@@ -382,6 +396,8 @@ static int h_db_set(store *s, json_t *req, json_t *rep)
     store_dbent ne = *e;
     json_t *c = json_object_get(req, "circular_logging"),
            *a = json_object_get(req, "allow_restore");
+    if (c && (rc = refuse_in_backup(s, e, "setting --circular-logging of"))) return rc;
+    if (a && (rc = refuse_in_backup(s, e, "setting --allow-restore of"))) return rc;
     if (c) {
         if (!json_is_boolean(c))
             return om_errf(OM_E_InvalidParameter, "circular_logging must be on or off");

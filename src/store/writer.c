@@ -35,6 +35,7 @@ typedef struct wdb {
     char type[16];
     eng_db *db; /* while mounted, from Freeze on */
     int frozen, holding, dismounted;
+    int completed; /* BackupComplete came: administrative actions are allowed again */
     eng_lgpos mark, ckpt;
     uint32_t last_gen;
     uint64_t mark_time;
@@ -79,18 +80,24 @@ static int comp_db_id(store_writer *w, const char *comp, char id[37], int *is_lo
     return 1;
 }
 
+/* The directory entry of a database id; NULL when none. Under store.mu. */
+static store_dbent *dir_find_id(store *s, const char *id)
+{
+    for (size_t i = 0; i < s->dir->n; i++) {
+        char sid[37];
+        om_uuid_str(&s->dir->ents[i].id, sid);
+        if (!strcmp(sid, id)) return &s->dir->ents[i];
+    }
+    return NULL;
+}
+
 /* A reference on the mounted, non-recovery database with that id, and its directory entry. */
 static int acquire_by_id(store_writer *w, const char *id, mounted **out, store_dbent *ent)
 {
     store *s = w->s;
     int rc = 0;
     pthread_mutex_lock(&s->mu);
-    store_dbent *e = NULL;
-    for (size_t i = 0; i < s->dir->n && !e; i++) {
-        char sid[37];
-        om_uuid_str(&s->dir->ents[i].id, sid);
-        if (!strcmp(sid, id)) e = &s->dir->ents[i];
-    }
+    store_dbent *e = dir_find_id(s, id);
     mounted *m = e ? store_find_mounted(s, e->name) : NULL;
     if (!e)
         rc =
@@ -138,22 +145,41 @@ static enum eng_bk_kind kind_of(const char *type)
                                           : ENG_BK_DIFFERENTIAL;
 }
 
-/* Calls fn for every database component the event names (Logs subcomponents go with their
- * database), with a reference held; stops at the first failure. */
+/* The name of the i-th component of an event's "components" (a string, or {"name"}). */
+static const char *arg_comp(json_t *comps, size_t i)
+{
+    json_t *c = json_array_get(comps, i);
+    return json_is_string(c) ? json_string_value(c) : json_string_value(json_object_get(c, "name"));
+}
+
+/* 1 when a component of comps before the n-th names the database `id` (not its Logs). */
+static int named_before(store_writer *w, json_t *comps, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *comp = arg_comp(comps, i);
+        char other[37];
+        int is_logs = 0;
+        if (comp && comp_db_id(w, comp, other, &is_logs) && !is_logs && !strcmp(other, id))
+            return 1;
+    }
+    return 0;
+}
+
+/* Calls fn once for every database component the event names (Logs subcomponents go with their
+ * database; a database named twice is handled once: a second freeze would wait for the first
+ * one's hold forever), with a reference held; stops at the first failure. */
 typedef int (*db_fn)(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
                      const char *comp);
 
 static int each_db(store_writer *w, vss_event *e, db_fn fn)
 {
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(e->args, "components"), i, c)
-    {
-        const char *comp = json_is_string(c) ? json_string_value(c)
-                                             : json_string_value(json_object_get(c, "name"));
+    json_t *comps = json_object_get(e->args, "components");
+    for (size_t i = 0; i < json_array_size(comps); i++) {
+        const char *comp = arg_comp(comps, i);
         char id[37];
         int is_logs = 0;
-        if (!comp || !comp_db_id(w, comp, id, &is_logs) || is_logs) continue;
+        if (!comp || !comp_db_id(w, comp, id, &is_logs) || is_logs || named_before(w, comps, i, id))
+            continue;
         mounted *m = NULL;
         store_dbent ent;
         int rc = acquire_by_id(w, id, &m, &ent);
@@ -267,6 +293,7 @@ static int prepare_one(store_writer *w, vss_event *e, mounted *m, const store_db
         snprintf(d->type, sizeof d->type, "%s", type);
         snprintf(d->name, sizeof d->name, "%s", ent->name);
         d->dismounted = 0;
+        d->completed = 0;
     }
     pthread_mutex_unlock(&w->mu);
     (void)comp;
@@ -276,9 +303,37 @@ static int prepare_one(store_writer *w, vss_event *e, mounted *m, const store_db
               : 0;
 }
 
+/* A database's Logs selected without the database: a backup selects whole databases (spec
+ * §5), and nothing would freeze, describe or record such a backup. The coordinator refuses the
+ * selection; the writer does not count on it. */
+static int logs_alone(store_writer *w, vss_event *e)
+{
+    json_t *comps = json_object_get(e->args, "components");
+    for (size_t i = 0; i < json_array_size(comps); i++) {
+        const char *comp = arg_comp(comps, i);
+        char id[37], name[STORE_MAX_NAME + 1] = "?";
+        int is_logs = 0;
+        if (!comp || !comp_db_id(w, comp, id, &is_logs) || !is_logs ||
+            named_before(w, comps, json_array_size(comps), id))
+            continue;
+        pthread_mutex_lock(&w->s->mu);
+        store_dbent *ent = dir_find_id(w->s, id);
+        if (ent) snprintf(name, sizeof name, "%s", ent->name);
+        pthread_mutex_unlock(&w->s->mu);
+        return fail_with(e, VSS_FAIL_NON_RETRYABLE,
+                         om_errf(OM_E_InvalidParameter,
+                                 "component '%s' holds the logs of database '%s' only: a backup "
+                                 "selects whole databases. HINT: select '%s\\%s' (with ombra "
+                                 "backup: name the database)",
+                                 comp, name, w->logical, id));
+    }
+    return 0;
+}
+
 static int prepare_backup(void *ctx, vss_event *e)
 {
-    return each_db(ctx, e, prepare_one);
+    int rc = logs_alone(ctx, e);
+    return rc ? rc : each_db(ctx, e, prepare_one);
 }
 
 /* The session's entry of a database, or a failure (the coordinator sent an event for a
@@ -321,11 +376,14 @@ static int freeze_one(store_writer *w, vss_event *e, mounted *m, const store_dbe
 {
     wdb *d;
     pthread_mutex_lock(&w->mu);
-    int rc = session_wdb(w, e, ent, &d);
+    int rc = session_wdb(w, e, ent, &d), again = 0;
     char type[16];
     if (!rc) snprintf(type, sizeof type, "%s", d->type);
+    if (!rc) again = d->frozen || d->holding;
     pthread_mutex_unlock(&w->mu);
     if (rc) return rc;
+    /* Frozen already by this session: freezing again would wait for our own hold. */
+    if (again) return 0;
     int hold = json_is_true(json_object_get(e->args, "hold"));
     eng_lgpos mark;
     uint32_t last = 0;
@@ -555,7 +613,9 @@ static int unknown_success(store_writer *w, vss_event *e)
     return 0;
 }
 
-/* Records each succeeded database's backup; truncation waits for BackupShutdown. */
+/* Records each succeeded database's backup; truncation waits for BackupShutdown. The
+ * session's databases are no longer in a backup (for the administrative actions), whatever the
+ * outcome. */
 static int backup_complete(void *ctx, vss_event *e)
 {
     store_writer *w = ctx;
@@ -582,6 +642,10 @@ static int backup_complete(void *ctx, vss_event *e)
         }
         pthread_mutex_unlock(&w->mu);
     }
+    pthread_mutex_lock(&w->mu);
+    for (int i = 0; i < MAX_WDB; i++)
+        if (w->dbs[i].id[0] && !strcmp(w->dbs[i].session, e->session)) w->dbs[i].completed = 1;
+    pthread_mutex_unlock(&w->mu);
     return first;
 }
 
@@ -1146,6 +1210,18 @@ static int mark_restoring(store_writer *w, const char *session, const char *targ
     }
     pthread_mutex_unlock(&w->mu);
     return rc;
+}
+
+int store_writer_backing_up(store_writer *w, const om_uuid *db_id, char session[40])
+{
+    char id[37];
+    om_uuid_str(db_id, id);
+    pthread_mutex_lock(&w->mu);
+    wdb *d = wdb_get(w, id, 0);
+    int r = d && d->session[0] && !d->completed;
+    if (r) snprintf(session, 40, "%s", d->session);
+    pthread_mutex_unlock(&w->mu);
+    return r;
 }
 
 int store_writer_restoring(store_writer *w, const char *name)

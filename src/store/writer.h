@@ -8,13 +8,16 @@
  * files (the held provider): the .edb's page writes are held from Freeze until the session
  * ends, and finished generations never change.
  *
- * Per database it keeps, in memory only, which session is backing it up:
+ * Per database it keeps, in memory only, which session is backing it up. A database an event
+ * names twice (or with its Logs) is handled once; its Logs alone are refused at PrepareBackup
+ * (-1003: a backup selects whole databases, spec §5).
  *   PrepareBackup    refuse another session's database (-505), incremental or differential
  *                    without a previous full (-560) or under circular logging (-526), a
  *                    differential after an incremental truncated its logs (-521); mark it
  *   PrepareSnapshot  checkpoint (flush pages): the backup needs few logs, the freeze is short
  *   Freeze           backup record, roll to a new generation, writers held; with hold, page
- *                    writes to the .edb are held too
+ *                    writes to the .edb are held too; a database this session froze already
+ *                    is left as it is (never a wait for its own hold)
  *   Thaw             writers go on (page writes stay held with hold)
  *   PostSnapshot     the backup metadata: log range for the type, signatures, checkpoint
  *   BackupComplete   succeeded components only: write the type's slot (Previous Full,
@@ -72,6 +75,12 @@ void store_writer_stop(store_writer *w);
 /* A database is being dismounted (store.mu held): its backup, if any, thaws and releases its
  * holds, and is completed as a copy. */
 void store_writer_db_closing(store_writer *w, eng_db *db);
+/* 1 while the database with this id is in a backup session, from its PrepareBackup until
+ * BackupComplete or the session's abort (also when the requester dies: the coordinator aborts);
+ * session (40 bytes) gets the session's id. Meanwhile the administrative actions that would
+ * change what is being backed up are refused (spec §5): dismount, delete, moving its files,
+ * circular logging, allowing restores. */
+int store_writer_backing_up(store_writer *w, const om_uuid *db_id, char session[40]);
 /* 1 while a restore session has this database as its target (mounting it is refused). */
 int store_writer_restoring(store_writer *w, const char *name);
 

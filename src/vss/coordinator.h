@@ -14,6 +14,10 @@
  *   any --release or disconnect--> (gone: BackupShutdown, shadows deleted unless persistent)
  *
  * Rules kept here:
+ * - A backup selects whole components (spec §5): a component its writer marks not selectable,
+ *   part of a selectable one (a database's Logs), selected without that one is refused by
+ *   prepare_backup (InvalidParameter; the session stays as it was). A component named twice, or
+ *   with one that contains it (in either order), is selected once: the events name it once.
  * - A component belongs to at most one session from add_component until backup_complete,
  *   abort or release; another session asking for it gets BackupInProgress naming the owner.
  * - A writer handles one session at a time from PrepareBackup to PostSnapshot; another session

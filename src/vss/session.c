@@ -391,6 +391,68 @@ static json_t *find_comp(json_t *md, const char *name)
     return NULL;
 }
 
+/* A backup selects whole components (spec §5): a component the writer does not offer for
+ * selection, part of one it does (a database's Logs), is refused on its own. Checked when the
+ * selection is whole (prepare_backup): selected with its parent, in either order, it is dropped
+ * (selected_already, drop_subcomponents). */
+static int whole_only(json_t *md, const char *name)
+{
+    json_t *k = find_comp(md, name);
+    if (!k || json_is_true(json_object_get(k, "selectable"))) return 0;
+    size_t i;
+    json_t *p, *parent = NULL;
+    char fn[600], pn[600] = "";
+    json_array_foreach(json_object_get(md, "components"), i, p)
+    {
+        full_name(p, fn, sizeof fn);
+        if (json_is_true(json_object_get(p, "selectable")) && strlen(fn) < strlen(name) &&
+            overlaps(fn, name) && strlen(fn) >= strlen(pn)) {
+            parent = p;
+            snprintf(pn, sizeof pn, "%s", fn);
+        }
+    }
+    if (!parent) return 0;
+    const char *cap = om_json_str_or(parent, "caption", "");
+    return om_errf(OM_E_InvalidParameter,
+                   "component '%s' is part of '%s'%s%s%s and cannot be backed up alone: a backup "
+                   "selects whole components. HINT: select '%s' (with ombra backup: name the "
+                   "database)",
+                   name, pn, *cap ? " (" : "", cap, *cap ? ")" : "", pn);
+}
+
+/* 1 when backup session s has component name of writer w already, or a component that contains
+ * it: naming it again selects it once. Under coord.mu. */
+static int selected_already(session *s, wconn *w, const char *name)
+{
+    for (int i = 0; i < s->ncomp; i++)
+        if (s->comps[i].w == w && overlaps(s->comps[i].name, name) &&
+            strlen(s->comps[i].name) <= strlen(name))
+            return 1;
+    return 0;
+}
+
+/* Drops the components of writer w that name contains (its subcomponents, selected first):
+ * selecting name selects them. Under coord.mu. */
+static void drop_subcomponents(session *s, wconn *w, const char *name)
+{
+    int n = 0;
+    for (int i = 0; i < s->ncomp; i++) {
+        comp *k = &s->comps[i];
+        if (k->w == w && overlaps(name, k->name) && strlen(k->name) > strlen(name)) {
+            om_info("session %s: component '%s' is part of '%s', selected now", s->id, k->name,
+                    name);
+            comp_free(k);
+            continue;
+        }
+        if (n != i) {
+            s->comps[n] = *k;
+            memset(k, 0, sizeof *k);
+        }
+        n++;
+    }
+    s->ncomp = n;
+}
+
 static int add_component(coord *c, session *s, json_t *req, int restore)
 {
     int rc = restore ? (s->state == R_LOADED ? 0 : need(s, R_LOADED, "add_restore_component"))
@@ -407,21 +469,25 @@ static int add_component(coord *c, session *s, json_t *req, int restore)
                        inst);
     if (!find_comp(md, name))
         return om_errf(OM_E_ObjectNotFound, "writer %s has no component '%s'", inst, name);
-    if (s->ncomp == VSS_MAX_COMPS)
-        return om_errf(OM_E_InvalidParameter, "too many components (%d)", VSS_MAX_COMPS);
     pthread_mutex_lock(&c->mu);
     wconn *w = coord_find_writer(c, inst);
     session *o = w ? owner_of(c, s, inst, name) : NULL;
-    involved *v = w && !o ? involve(s, w) : NULL;
+    int dup = w && !o && !restore && selected_already(s, w, name);
+    if (w && !o && !dup && !restore) drop_subcomponents(s, w, name);
+    involved *v = w && !o && !dup && s->ncomp < VSS_MAX_COMPS ? involve(s, w) : NULL;
     if (!w)
         rc = om_errf(OM_E_WriterNotResponding, "writer %s is not connected", inst);
     else if (o)
         rc = om_errf(OM_E_BackupInProgress,
                      "component '%s' of writer '%s' is already in session %s (%s)", name, w->name,
                      o->id, o->restore ? "a restore" : "a backup in progress");
+    else if (dup)
+        om_info("session %s: component '%s' is selected already (selected once)", s->id, name);
+    else if (s->ncomp == VSS_MAX_COMPS)
+        rc = om_errf(OM_E_InvalidParameter, "too many components (%d)", VSS_MAX_COMPS);
     else if (!v)
         rc = om_errf(OM_E_InvalidParameter, "too many writers in one session");
-    if (!rc) {
+    if (!rc && !dup) {
         comp *k = &s->comps[s->ncomp++];
         memset(k, 0, sizeof *k);
         k->w = w;
@@ -441,6 +507,8 @@ static int prepare_backup(coord *c, session *s)
     int rc = need(s, S_GATHERED, "prepare_backup");
     if (!rc && !s->ncomp) rc = om_errf(OM_E_BadState, "no component was added");
     if (!rc && !s->type[0]) rc = om_errf(OM_E_BadState, "set_backup_state was not called");
+    for (int i = 0; i < s->ncomp && !rc; i++)
+        rc = whole_only(writer_md(s, s->comps[i].w->instance_id), s->comps[i].name);
     if (rc) return rc;
     if ((rc = lock_writers(c, s))) return fail_session(c, s, rc);
     for (int i = 0; i < s->ninv && !rc; i++) {
@@ -764,9 +832,18 @@ static int set_succeeded(session *s, json_t *req)
     if (!rc) rc = om_json_str(req, "instance_id", &inst);
     if (!rc) rc = om_json_str(req, "component", &name);
     if (rc) return rc;
+    int ok = json_is_true(json_object_get(req, "succeeded"));
     for (int i = 0; i < s->ncomp; i++)
         if (!strcmp(s->comps[i].w->instance_id, inst) && !strcmp(s->comps[i].name, name)) {
-            s->comps[i].succeeded = json_is_true(json_object_get(req, "succeeded"));
+            s->comps[i].succeeded = ok;
+            return 0;
+        }
+    /* A component selected with its parent (selected once, as the parent): its failure is the
+     * parent's, its success changes nothing. */
+    for (int i = 0; i < s->ncomp; i++)
+        if (!strcmp(s->comps[i].w->instance_id, inst) && overlaps(s->comps[i].name, name) &&
+            strlen(s->comps[i].name) < strlen(name)) {
+            if (!ok) s->comps[i].succeeded = 0;
             return 0;
         }
     return om_errf(OM_E_ObjectNotFound, "component '%s' of writer %s is not in this session", name,

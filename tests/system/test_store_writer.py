@@ -410,22 +410,24 @@ def test_additional_restores_leave_the_env_file_and_refuse_a_mount_until_replaye
     assert store.digest("db2") == b["d0"]
 
 
-def test_a_full_backup_of_a_database_dismounted_meanwhile_is_recorded_as_a_copy(store, vssd, build_dir):
+def test_a_database_dismounted_after_backup_complete_lets_its_hold_go_and_truncates_nothing(store, vssd, build_dir):
+    # (dismounting it during the session, before BackupComplete, is refused: test_session_rules)
     store.ombra("db", "new", "db1")
     load(store, "db1", 800)
     before = gens(store, "db1")
     logs = store.db_show("db1")["logs"]
-    p = requester(store, build_dir, "db1", "full", "held", pause_at="complete")
-    assert p.stdout.readline().startswith("paused complete")
+    p = requester(store, build_dir, "db1", "full", "held", pause_at="release")
+    assert p.stdout.readline().startswith("paused release")
     store.ombra("db", "dismount", "db1")
     p.stdin.write("\n")
     p.stdin.flush()
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     b = header(store, "db1")["backups"]
-    assert b["previous_copy"] and b["previous_full"] is None, b
-    assert all(g in gens(store, "db1", logs) for g in before), "a copy truncates nothing"
+    assert b["previous_full"], b
+    assert all(g in gens(store, "db1", logs) for g in before), "a dismounted database: nothing truncated"
     store.ombra("db", "mount", "db1")
+    assert backup(store, build_dir, "db1", "full")[0] == 0
 
 
 def test_the_writer_registers_again_when_the_coordinator_comes_back(store, vssd, build_dir):
