@@ -501,6 +501,23 @@ int bk_store_db(const char *name, json_t **info)
     return *info ? 0 : om_errf(OM_E_Internal, "the store did not describe '%s'", name);
 }
 
+/* What the store says of a database that no writer offers, said before the shadow copy service
+ * is asked: a recovery database is never backed up (spec §6), a dismounted one not now. */
+static int backed_up_at_all(const dbjob *j)
+{
+    if (json_is_true(json_object_get(j->info, "recovery")))
+        return om_errf(OM_E_InvalidParameter,
+                       "'%s' is a recovery database: it is never backed up (it holds a restored "
+                       "copy, spec §6). HINT: back up the database it was restored from",
+                       j->name);
+    if (json_is_false(json_object_get(j->info, "mounted")))
+        return om_errf(OM_E_DatabaseNotFound,
+                       "'%s' is dismounted: only a mounted database is backed up. HINT: ombra db "
+                       "mount %s",
+                       j->name, j->name);
+    return 0;
+}
+
 /* The store writer's component of a database id; its instance and metadata document. */
 static int find_component(json_t *writers, const char *id, dbjob *j)
 {
@@ -634,6 +651,7 @@ int bk_backup_run(const bk_job_opts *in, json_t **result)
         snprintf(j->name, sizeof j->name, "%s", o->dbs[i]);
         if (!(rc = bk_store_db(j->name, &j->info)))
             snprintf(j->id, sizeof j->id, "%s", om_json_str_or(j->info, "id", ""));
+        if (!rc) rc = backed_up_at_all(j);
     }
     if (!rc) rc = vss_req_begin(NULL, VSS_SESSION_BACKUP, &r);
     if (!rc) rc = vss_req_gather_metadata(r, &writers);

@@ -49,12 +49,20 @@ def test_a_restore_next_to_the_live_database_makes_the_target_a_recovery_databas
     assert store.digest("db1") == source["digest"], "the live database is untouched"
     # what a recovery database is: never backed up, never circular
     b = store.ombra("backup", "--repo", repo, "--type", "full", "alt", check=False)
-    assert one_line_refusal(b) and "'alt'" in b.err, b.describe()
+    assert one_line_refusal(b) and "'alt' is a recovery database: it is never backed up" in b.err, \
+        b.describe()
     c = store.ombra("db", "set", "alt", "--circular-logging", "on", check=False)
     assert one_line_refusal(c) and "recovery database" in c.err, c.describe()
     # the JSON says it too
     made_ready(store, "alt2")
     store.ombra("db", "dismount", "alt")
+    d = store.ombra("backup", "--repo", repo, "--type", "full", "alt", check=False)
+    assert one_line_refusal(d) and "'alt' is a recovery database" in d.err, d.describe()
+    store.ombra("db", "dismount", "db1")
+    d = store.ombra("backup", "--repo", repo, "--type", "full", "db1", check=False)
+    assert one_line_refusal(d) and "'db1' is dismounted" in d.err and "ombra db mount db1" in d.err, \
+        d.describe()
+    store.ombra("db", "mount", "db1")
     res = json.loads(restore(store, repo, "db1", "--to", "alt2", "--json").out)
     assert res["recovery"] is True and res["copy_of"] == "db1", res
     # the live database itself is restored as itself: it stays ordinary
