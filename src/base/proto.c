@@ -15,6 +15,7 @@
 
 #include "base/bytes.h"
 #include "base/error.h"
+#include "base/time.h"
 
 static int write_all(int fd, const void *p, size_t n)
 {
@@ -440,8 +441,49 @@ int om_proto_connect(const char *path, int *fd)
     return 0;
 }
 
+int om_proto_busy_retry(int rc, uint64_t *since_ns, unsigned *attempt)
+{
+    if (rc != OM_E_OutOfSessions) return 0;
+    uint64_t now = om_mono_ns();
+    if (!*since_ns) *since_ns = now;
+    const char *env = getenv("OMBRA_BUSY_WAIT");
+    char *end = NULL;
+    double limit = env && *env ? strtod(env, &end) : 20.0;
+    if (!env || !*env || *end || limit < 0 || limit > 86400) limit = 20.0;
+    double waited = (double)(now - *since_ns) / 1e9;
+    if (waited >= limit) {
+        if (*attempt) om_err_ctx(rc, "still refused after %.0f s of retries", waited);
+        return 0;
+    }
+    unsigned ms = *attempt >= 5 ? 1000 : 50u << *attempt; /* 50, 100, 200, 400, 800, 1000... */
+    (*attempt)++;
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+static int call_once(const char *path, json_t *req, const void *data, size_t data_len,
+                     json_t **reply, uint8_t **rdata, size_t *rdata_len);
+
 int om_proto_call(const char *path, json_t *req, const void *data, size_t data_len, json_t **reply,
                   uint8_t **rdata, size_t *rdata_len)
+{
+    uint64_t since = 0;
+    unsigned attempt = 0;
+    for (;;) {
+        int rc = call_once(path, req, data, data_len, reply, rdata, rdata_len);
+        if (!om_proto_busy_retry(rc, &since, &attempt)) return rc;
+        json_decref(*reply);
+        *reply = NULL;
+        if (rdata && *rdata) {
+            free(*rdata);
+            *rdata = NULL;
+        }
+    }
+}
+
+static int call_once(const char *path, json_t *req, const void *data, size_t data_len,
+                     json_t **reply, uint8_t **rdata, size_t *rdata_len)
 {
     int fd = -1;
     int rc = om_proto_connect(path, &fd);

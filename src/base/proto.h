@@ -90,7 +90,14 @@ int om_proto_check(json_t *reply);
  * (unless sticky), and the process listening (SO_PEERCRED) runs as root or as this user;
  * otherwise FileAccessDenied naming the owner, with a HINT. */
 int om_proto_connect(const char *path, int *fd);
-/* One request, one reply (progress objects sent before it are skipped). */
+/* A daemon that already serves all the connections it can refuses a new one with
+ * OutOfSessions before it reads the request: nothing was served, and the request may be sent
+ * again. Returns 1, after a pause that grows from 50 ms to 1 s, while rc is that refusal and
+ * the wait begun at the first call (*since_ns 0: now) is shorter than OMBRA_BUSY_WAIT seconds
+ * (default 20); else 0, and at the end of such a wait the detail says how long it waited. */
+int om_proto_busy_retry(int rc, uint64_t *since_ns, unsigned *attempt);
+/* One request, one reply (progress objects sent before it are skipped); a busy daemon's
+ * refusal is retried (om_proto_busy_retry). */
 int om_proto_call(const char *path, json_t *req, const void *data, size_t data_len, json_t **reply,
                   uint8_t **rdata, size_t *rdata_len);
 

@@ -95,18 +95,27 @@ int vss_req_begin(const char *socket_path, vss_session_kind kind, vss_req **out)
     vss_req *r = calloc(1, sizeof *r);
     if (!r) return om_errf(OM_E_OutOfMemory, "out of memory for a session");
     r->fd = -1;
-    if ((rc = om_proto_connect(path, &r->fd))) {
-        if (rc == OM_E_FileNotFound)
-            om_errf(rc,
-                    "the shadow copy service is not running: nothing listens on %s. HINT: start "
-                    "ombra-vssd, or set OMBRA_RUNTIME_DIR to the directory it uses",
-                    path);
-        free(r);
-        return rc;
-    }
     json_t *rep = NULL;
-    rc = call(r, "session.begin",
-              json_pack("{s:s}", "kind", kind == VSS_SESSION_RESTORE ? "restore" : "backup"), &rep);
+    uint64_t since = 0;
+    unsigned attempt = 0;
+    do { /* a busy service's refusal (OutOfSessions) comes before it read session.begin */
+        json_decref(rep);
+        rep = NULL;
+        if (r->fd >= 0) close(r->fd);
+        r->fd = -1;
+        if ((rc = om_proto_connect(path, &r->fd))) {
+            if (rc == OM_E_FileNotFound)
+                om_errf(rc,
+                        "the shadow copy service is not running: nothing listens on %s. HINT: "
+                        "start ombra-vssd, or set OMBRA_RUNTIME_DIR to the directory it uses",
+                        path);
+            free(r);
+            return rc;
+        }
+        rc = call(r, "session.begin",
+                  json_pack("{s:s}", "kind", kind == VSS_SESSION_RESTORE ? "restore" : "backup"),
+                  &rep);
+    } while (om_proto_busy_retry(rc, &since, &attempt));
     const char *sid = NULL;
     if (!rc && om_json_str(rep, "session", &sid))
         rc = om_err_ctx(OM_E_InvalidParameter, "the reply to session.begin");

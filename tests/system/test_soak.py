@@ -11,6 +11,7 @@ passes 1 GiB."""
 import hashlib
 import json
 import os
+import re
 import random
 import shutil
 import socket
@@ -28,6 +29,18 @@ from test_hostile import HostileStore, cpu_seconds, frame, status_kib
 DBS = ("sales", "support", "legal")
 NOBODY = 65534
 
+
+
+def failure_kinds(errors):
+    """How many failures of each kind (the error number and name of their first stderr line, or
+    the line itself), so the report says why backups or probes failed under attack."""
+    kinds = {}
+    for e in errors:
+        e = e.split("--- stderr\n", 1)[-1]
+        m = re.search(r"-\d+ [A-Za-z]+", e)
+        k = m.group(0) if m else (e.strip().split("\n") or [""])[0][:80]
+        kinds[k] = kinds.get(k, 0) + 1
+    return kinds
 
 class Soak:
     def __init__(self, st, seconds):
@@ -311,7 +324,8 @@ def test_soak_under_hostile_load(build_dir):
         fig = dict(seconds=round(wall, 1), delivered=len(soak.acked),
                    read_back=len(soak.acked) - len(lost), lost=len(lost),
                    store_peak_mib=hwm, store_cpu_pct=round(100 * cpu / wall, 1),
-                   db_list_max_s=round(soak.db_list_max, 2), log_bytes=log_bytes, **soak.n)
+                   db_list_max_s=round(soak.db_list_max, 2), log_bytes=log_bytes, **soak.n,
+                   why_failed=failure_kinds(soak.errors))
         line = "soak: " + " ".join(f"{k}={v}" for k, v in fig.items())
         print(line)
         if os.environ.get("OMBRA_SOAK_REPORT"):
@@ -321,6 +335,8 @@ def test_soak_under_hostile_load(build_dir):
         assert soak.acked, f"no delivery was acknowledged during the soak\n{line}"
         assert soak.n["deliver_failed"] == 0, "\n".join(soak.errors[:3]) + "\n" + line
         assert fig["backups"] >= 1, "no backup completed:\n" + "\n".join(soak.errors[:3])
+        # A busy store's refusal is retried by the backup: the flood fails no backup.
+        assert soak.n["backup_failures"] == 0, f"{fig['why_failed']}\n" + "\n".join(soak.errors[:3])
         assert soak.db_list_max < 30, f"db list waited {soak.db_list_max:.1f} s\n{line}"
         assert hwm < 1024, f"the store's peak memory was {hwm} MiB\n{line}"
         assert log_bytes < 2 << 20, f"{log_bytes} bytes of log in {wall:.0f} s\n{line}"
