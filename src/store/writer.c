@@ -543,44 +543,26 @@ static int record(eng_db *db, const wdb *d, const eng_info *in, const char *type
     return 0;
 }
 
-/* Records one database's backup: through the mounted database, or, when it was dismounted
- * during the backup and is still, on the closed database opened for that moment (a full backup
- * then counts as a copy, and nothing is truncated). Returns 0 or an error with its detail. */
+/* Records one database's backup through the mounted database. One that closed during the
+ * backup (the store stopping, a failure: an administrator's dismount is refused) lost its
+ * backup (spec §5): nothing is recorded, and BackupComplete fails so nothing is truncated and
+ * the requester keeps none of its sets. Returns 0 or an error with its detail. */
 static int complete_db(store_writer *w, const wdb *d, uint32_t *below)
 {
+    *below = 0;
+    if (d->dismounted)
+        return om_errf(OM_E_DatabaseUnavailable,
+                       "database '%s' closed during backup session %s: its backup is lost, "
+                       "nothing is recorded or truncated. HINT: mount it and run the backup again",
+                       d->name, d->session);
     mounted *m = NULL;
     store_dbent ent;
     int rc = acquire_by_id(w, d->id, &m, &ent);
-    const char *type = d->dismounted && !strcmp(d->type, "full") ? "copy" : d->type;
-    *below = 0;
-    if (!rc) {
-        eng_info in;
-        rc = eng_db_info(m->db, &in);
-        if (!rc) rc = record(m->db, d, &in, type, below);
-        store_release(w->s, m);
-        return rc;
-    }
-    if (!d->dismounted) return rc;
-    store *s = w->s;
-    pthread_mutex_lock(&s->mu);
-    store_dbent *e = store_dir_find(s->dir, d->name);
-    eng_db *db = NULL;
-    if (!e || store_find_mounted(s, d->name))
-        rc = om_errf(OM_E_DatabaseUnavailable, "database '%s' changed during the backup", d->name);
-    else {
-        eng_opts o = store_ent_opts(e);
-        rc = eng_db_open(&o, &db);
-    }
-    if (!rc) {
-        eng_info in;
-        uint32_t unused;
-        rc = eng_db_info(db, &in);
-        if (!rc) rc = record(db, d, &in, type, &unused);
-        int crc = eng_db_close(db);
-        if (!rc) rc = crc;
-    }
-    pthread_mutex_unlock(&s->mu);
-    if (!rc) om_info("%s was dismounted during the backup: recorded as a copy", d->name);
+    if (rc) return rc;
+    eng_info in;
+    rc = eng_db_info(m->db, &in);
+    if (!rc) rc = record(m->db, d, &in, d->type, below);
+    store_release(w->s, m);
     return rc;
 }
 
@@ -764,8 +746,9 @@ void store_writer_db_closing(store_writer *w, eng_db *db)
         d->frozen = d->holding = 0;
         d->db = NULL;
         d->dismounted = 1;
-        om_warn("%s dismounted during backup session %s: the backup continues as a copy", d->name,
-                d->session);
+        om_warn("%s closed during backup session %s: that backup is lost (nothing will be "
+                "recorded or truncated)",
+                d->name, d->session);
     }
     pthread_mutex_unlock(&w->mu);
 }
