@@ -225,7 +225,7 @@ int eng_db_create(const eng_opts *o, eng_db **out)
     }
     if ((rc = v->mkdir(v, db->logdir))) goto fail;
     uint32_t *gens = NULL, ngens = 0;
-    if ((rc = db_list_gens(v, db->logdir, db->base, &gens, &ngens))) goto fail;
+    if ((rc = eng_log_list_gens(v, db->logdir, db->base, &gens, &ngens))) goto fail;
     free(gens);
     eng_cur_log_path(cur, sizeof cur, db->logdir, db->base);
     if (ngens || v->exists(v, cur) == 1) {
@@ -403,23 +403,6 @@ int db_flush_pages(eng_db *db)
     return rc;
 }
 
-static int delete_gens_below(eng_db *db, uint32_t below, uint32_t *deleted)
-{
-    uint32_t *gens = NULL, n = 0, cnt = 0;
-    int rc = db_list_gens(db->vfs, db->logdir, db->base, &gens, &n);
-    char p[4200];
-    for (uint32_t i = 0; i < n && !rc; i++) {
-        if (gens[i] >= below) continue;
-        eng_log_path(p, sizeof p, db->logdir, db->base, gens[i]);
-        rc = db->vfs->unlink(db->vfs, p);
-        if (!rc) cnt++;
-    }
-    if (!rc && cnt) rc = db->vfs->sync_dir(db->vfs, db->logdir);
-    free(gens);
-    if (deleted) *deleted = cnt;
-    return rc;
-}
-
 /* Caller holds the writer role. Order of durable writes: log -> pages -> header -> checkpoint. */
 static int checkpoint_locked(eng_db *db)
 {
@@ -447,7 +430,7 @@ static int checkpoint_locked(eng_db *db)
     pthread_rwlock_unlock(&db->plock);
     db->st.checkpoints++;
     if (db->hdr.flags & ENG_DBF_CIRCULAR) {
-        rc = delete_gens_below(db, c.gen, NULL);
+        rc = eng_log_delete_below(db->vfs, db->logdir, db->base, c.gen, NULL);
         if (rc) om_warn("circular logging: %s", om_err_detail());
     }
     return 0;
@@ -948,7 +931,7 @@ int eng_db_info(eng_db *db, eng_info *info)
     info->log_disk_full = eng_log_disk_full(db->log);
     info->fatal = db->fatal != 0 || eng_log_fatal(db->log) != 0;
     uint32_t *gens = NULL, n = 0;
-    int rc = db_list_gens(db->vfs, db->logdir, db->base, &gens, &n);
+    int rc = eng_log_list_gens(db->vfs, db->logdir, db->base, &gens, &n);
     info->gen_oldest = info->gen_current;
     for (uint32_t i = 0; i < n; i++)
         if (gens[i] < info->gen_oldest) info->gen_oldest = gens[i];
@@ -976,7 +959,7 @@ int eng_db_inspect(const eng_opts *o, eng_info *info)
         eng_chk_read(v, chk, &ck, NULL) == 0)
         info->checkpoint = ck.checkpoint;
     uint32_t *gens = NULL, n = 0;
-    if ((rc = db_list_gens(v, o->log_dir, base, &gens, &n))) return rc;
+    if ((rc = eng_log_list_gens(v, o->log_dir, base, &gens, &n))) return rc;
     uint32_t lo = 0, hi = 0;
     for (uint32_t i = 0; i < n; i++) {
         if (!lo || gens[i] < lo) lo = gens[i];
@@ -1069,7 +1052,7 @@ int eng_truncate_logs(eng_db *db, uint32_t below, uint32_t *deleted)
 {
     db_role_acquire(db);
     uint32_t bound = below < db->ckpt.gen ? below : db->ckpt.gen;
-    int rc = delete_gens_below(db, bound, deleted);
+    int rc = eng_log_delete_below(db->vfs, db->logdir, db->base, bound, deleted);
     db_role_release(db);
     return rc;
 }

@@ -173,24 +173,6 @@ typedef struct eng_log_end {
 int db_recover(eng_db *db, eng_log_end *end);
 /* Finds the newest generation on disk and checks it belongs to this database. */
 int db_find_log_end(eng_db *db, eng_log_end *end);
-/* Calls cb for each numbered generation on disk, in no particular order. */
-int db_list_gens(om_vfs *v, const char *dir, const char *base, uint32_t **gens, uint32_t *n);
-
-/* The generations of one log stream in a folder: numbered ones sorted, and the generation in
- * the current log (E00.log), 0 when there is none. InvalidLogSequence when E00.log holds a
- * generation that is already finished. */
-typedef struct db_stream {
-    om_vfs *vfs;
-    char dir[4096], base[4];
-    uint32_t *gens, n;
-    uint32_t cur_gen;
-} db_stream;
-int db_stream_list(om_vfs *v, const char *dir, const char *base, db_stream *s);
-void db_stream_free(db_stream *s);
-uint32_t db_stream_first(const db_stream *s);
-uint32_t db_stream_last(const db_stream *s);
-int db_stream_has(const db_stream *s, uint32_t g);
-void db_stream_path(const db_stream *s, uint32_t g, char *p, size_t n);
 
 /* Replay of generations into the page cache (recovery.c), shared by soft and hard recovery.
  * Groups may straddle generations: call db_replay_gen for consecutive generations with the
