@@ -1,7 +1,7 @@
 /* The B+tree: search, insert with splits, delete with merges, cursors, checks. Node format
  * and invariants at the top of btree.h.
  *
- * Writes edit the transaction's private copies of pages in place (db_txn_page_mut); the commit
+ * Writes edit the transaction's private copies of pages in place (eng_txn_page_mut); the commit
  * logs what changed by comparing each page with its committed version, so the code here never
  * describes its changes to the log. A split or merge rebuilds the pages it touches from a
  * scratch copy. */
@@ -98,7 +98,7 @@ static int n_cell(bt_ctx *c, uint32_t pgno, const uint8_t *b, uint32_t i, bt_cel
 
 int bt_page_ro(bt_ctx *c, uint32_t pgno, const uint8_t **body)
 {
-    int rc = c->t ? db_txn_page_ro(c->t, pgno, body) : db_view_page(c->db, pgno, body);
+    int rc = c->t ? eng_txn_page_ro(c->t, pgno, body) : eng_view_page(c->db, pgno, body);
     /* A page number the database does not have can only come from a damaged tree. */
     if (rc == OM_E_InvalidParameter)
         rc =
@@ -364,7 +364,7 @@ static int insert_at(bt_ctx *c, bt_path *path, int d, uint32_t pos, const uint8_
     for (;;) {
         uint32_t pgno = path->pgno[d];
         uint8_t *b;
-        int rc = db_txn_page_mut(c->t, pgno, &b);
+        int rc = eng_txn_page_mut(c->t, pgno, &b);
         if (rc) return rc;
         rc = n_try_insert(c, pgno, b, pos, cell, size, s->page, s->cells);
         if (rc <= 0) return rc;
@@ -388,7 +388,7 @@ static int insert_at(bt_ctx *c, bt_path *path, int d, uint32_t pos, const uint8_
         uint8_t *rb;
         if ((rc = tbl_page_alloc(c->t, c->objid, &rp, &rb))) return rc;
         /* The page may have been copied again by the allocation (same page object): refetch. */
-        if ((rc = db_txn_page_mut(c->t, pgno, &b))) return rc;
+        if ((rc = eng_txn_page_mut(c->t, pgno, &b))) return rc;
         const uint8_t *up = s->cells[k].p;
         uint32_t upklen = om_get16(up);
         memcpy(s->sep, up + 8, upklen);
@@ -435,14 +435,14 @@ static int collapse_root(bt_ctx *c, uint32_t root)
 {
     uint8_t *rb;
     const uint8_t *cb;
-    int rc = db_txn_page_mut(c->t, root, &rb);
+    int rc = eng_txn_page_mut(c->t, root, &rb);
     if (rc || rb[0] != BT_INTERNAL || n_count(rb) != 0) return rc;
     uint32_t child = n_link(rb);
     if ((rc = bt_page_ro(c, child, &cb))) return rc;
     uint8_t *copy = malloc(ENG_PAGE_BODY);
     if (!copy) return om_errf(OM_E_OutOfMemory, "tree delete: out of memory");
     memcpy(copy, cb, ENG_PAGE_BODY);
-    if ((rc = db_txn_page_mut(c->t, root, &rb))) {
+    if ((rc = eng_txn_page_mut(c->t, root, &rb))) {
         free(copy);
         return rc;
     }
@@ -457,7 +457,7 @@ static int rebalance(bt_ctx *c, bt_path *path, int d, scratch *s)
 {
     while (d > 0) {
         uint8_t *b;
-        int rc = db_txn_page_mut(c->t, path->pgno[d], &b);
+        int rc = eng_txn_page_mut(c->t, path->pgno[d], &b);
         if (rc) return rc;
         if (n_used(b) >= BT_CAP / 4) return 0;
         uint32_t parent = path->pgno[d - 1];
@@ -497,12 +497,12 @@ static int rebalance(bt_ctx *c, bt_path *path, int d, scratch *s)
         }
         if (!rc) rc = collect(c, right, rcopy, s->cells + n, -1, (cref){0}, &m);
         uint8_t *wl;
-        if (!rc) rc = db_txn_page_mut(c->t, left, &wl);
+        if (!rc) rc = eng_txn_page_mut(c->t, left, &wl);
         if (!rc) rc = n_build(wl, kind, newlink, s->cells, n + m);
         free(rcopy);
         if (rc) return rc;
         uint8_t *wp;
-        if ((rc = db_txn_page_mut(c->t, parent, &wp))) return rc;
+        if ((rc = eng_txn_page_mut(c->t, parent, &wp))) return rc;
         n_remove(wp, (uint32_t)sep, 8 + sc.klen);
         if ((rc = tbl_page_free(c->t, right))) return rc;
         d--;
@@ -520,7 +520,7 @@ int bt_delete(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t 
     if (!exact) return om_errf(OM_E_RecordNotFound, "key not found");
     uint32_t leaf = path.pgno[path.depth];
     uint8_t *b;
-    if ((rc = db_txn_page_mut(c->t, leaf, &b))) return rc;
+    if ((rc = eng_txn_page_mut(c->t, leaf, &b))) return rc;
     bt_cell cell;
     if ((rc = n_cell(c, leaf, b, (uint32_t)path.idx[path.depth], &cell))) return rc;
     if (old_vkind) *old_vkind = cell.vkind;
@@ -570,7 +570,7 @@ int bt_clear(bt_ctx *c, uint32_t root, int (*on_record)(bt_ctx *, const bt_cell 
 {
     int rc = clear_rec(c, root, 0, 0, on_record, arg);
     uint8_t *b;
-    if (!rc) rc = db_txn_page_mut(c->t, root, &b);
+    if (!rc) rc = eng_txn_page_mut(c->t, root, &b);
     if (!rc) bt_init_leaf(b);
     return rc;
 }

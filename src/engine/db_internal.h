@@ -13,9 +13,9 @@
  *   dirty frames may go to the hold file (hold.c) instead, and the committed image of a page
  *   is, in this order, its frame, its latest copy in the hold file, its place in the .edb.
  * - The hold file's index changes only under the writer role, plock for writing and cmu;
- *   cache_get reads it under cmu.
+ *   eng_cache_get reads it under cmu.
  * - Frames are freed only under the writer role and plock for writing (a writer reads frames
- *   without plock): clean ones by cache_trim after a commit, or by a reader past the cache's
+ *   without plock): clean ones by eng_cache_trim after a commit, or by a reader past the cache's
  *   size that could take both at once (trim_after_read in db.c).
  * Lock order: writer role -> plock -> cmu. */
 #ifndef OM_ENGINE_DB_INTERNAL_H
@@ -82,103 +82,106 @@ struct eng_db {
     eng_stats st;
 };
 
-/* Page cache (cache.c). frame_get loads the page from the .edb when it is not cached;
- * pages past the end of the file load as zeros. */
-int cache_init(eng_db *db);
-void cache_free(eng_db *db);
-frame *cache_lookup(eng_db *db, uint32_t pgno);
-int cache_get(eng_db *db, uint32_t pgno, int verify, frame **out);
-frame *cache_insert_new(eng_db *db, uint32_t pgno);
+/* ---- the layers, bottom up: each file calls only the files below it (docs/design.md) ---- */
+
+/* The hold file (hold.c): the file and its index, nothing else.
+ * eng_hold_lookup / eng_hold_read: whether a page has a copy there, and reading it (under cmu).
+ * eng_hold_append: writes a sealed page at the end of the file (opened on first use); *off is
+ *   where. eng_hold_index_set then points the page's entry at it (caller holds plock for writing
+ *   and cmu, and the writer role).
+ * eng_hold_list: the page numbers the index holds, sorted (malloc'd).
+ * eng_hold_index_clear: forgets the index (writer role, plock for writing, cmu).
+ * eng_hold_remove_file: closes and deletes the file (after the write-back).
+ * eng_hold_free: closes the file and frees the index, leaving the file (eng_db_abandon).
+ * eng_hold_remove_stale: deletes a hold file a dead process left behind (at open). */
+int eng_hold_lookup(eng_db *db, uint32_t pgno, uint64_t *off);
+int eng_hold_read(eng_db *db, uint32_t pgno, uint64_t off, uint8_t *page);
+int eng_hold_append(eng_db *db, uint32_t pgno, const uint8_t *page, uint64_t *off);
+int eng_hold_index_set(eng_db *db, uint32_t pgno, uint64_t off);
+int eng_hold_list(eng_db *db, uint32_t **pages, uint32_t *n);
+void eng_hold_index_clear(eng_db *db);
+void eng_hold_remove_file(eng_db *db);
+void eng_hold_free(eng_db *db);
+int eng_hold_remove_stale(eng_db *db);
+
+/* Page cache (cache.c). eng_cache_get loads the page (from the hold file when it has the latest
+ * copy, else from the .edb) when it is not cached; pages past the end of the file load as
+ * zeros. */
+int eng_cache_init(eng_db *db);
+void eng_cache_free(eng_db *db);
+frame *eng_cache_lookup(eng_db *db, uint32_t pgno);
+int eng_cache_get(eng_db *db, uint32_t pgno, int verify, frame **out);
+frame *eng_cache_insert_new(eng_db *db, uint32_t pgno);
 /* Collects the dirty frames sorted by page number into a malloc'd array. */
-int cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n);
+int eng_cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n);
 /* Writes the pages of v (n of them) with few large writes: in_place, each at its page's offset
  * in the .edb (v sorted by page number: runs of consecutive pages go together); else one after
  * another from offset base (the page journal). Up to 1 MiB a write. */
-int db_write_frames(om_file *f, frame **v, uint32_t n, int in_place, uint64_t base);
+int eng_cache_write_frames(om_file *f, frame **v, uint32_t n, int in_place, uint64_t base);
 /* Drops clean frames when the cache is over its size (caller holds plock for writing). */
-void cache_trim(eng_db *db);
+void eng_cache_trim(eng_db *db);
 /* Removes frame f from the cache and frees it (caller holds plock for writing and cmu). */
-void cache_evict(eng_db *db, frame *f);
+void eng_cache_evict(eng_db *db, frame *f);
+/* While held: moves the oldest dirty frames to the hold file until the dirty pages are back
+ * under half the cache budget, then drops clean frames over the budget. Called by a commit
+ * holding the writer role (takes plock and cmu itself). A failed write to the hold file stops
+ * spilling with a warning (the pages stay in memory); never an error. */
+int eng_cache_spill(eng_db *db);
+/* After the held pages went back to the .edb: frames read from the hold file are plain clean
+ * frames again, the index is forgotten and the file deleted. Writer role held. */
+void eng_cache_end_hold(eng_db *db);
 
-/* The hold file (hold.c).
- * hold_spill: while held, moves the oldest dirty frames to the hold file until the dirty pages
- *   are back under half the cache budget, then drops clean frames over the budget. Called by a
- *   commit holding the writer role (takes plock and cmu itself).
- * hold_lookup / hold_read: whether a page has a copy there, and reading it (under cmu).
- * hold_write_back: writes every page whose latest image is in the hold file to the .edb, in
- *   batches, each journalled first (a checkpoint, writer role held).
- * hold_discard: forgets the index and deletes the file (after the write-back, or at close).
- * hold_free: closes the file and frees the index, leaving the file (eng_db_abandon).
- * hold_remove_stale: deletes a hold file a dead process left behind (at open). */
-int hold_spill(eng_db *db);
-int hold_lookup(eng_db *db, uint32_t pgno, uint64_t *off);
-int hold_read(eng_db *db, uint32_t pgno, uint64_t off, uint8_t *page);
-int hold_write_back(eng_db *db);
-void hold_discard(eng_db *db);
-void hold_free(eng_db *db);
-int hold_remove_stale(eng_db *db);
+/* Page journal (journal.c): eng_pgj_write puts sealed pages into E00.pgj and syncs it;
+ * eng_pgj_repair restores torn .edb pages from it before replay. */
+int eng_pgj_write(eng_db *db, frame **pages, uint32_t n);
+int eng_pgj_repair(eng_db *db, uint32_t *repaired);
 
-/* Page journal (journal.c): pj_write puts sealed pages into E00.pgj and syncs it;
- * pj_repair restores torn .edb pages from it before replay. */
-int pj_write(eng_db *db, frame **pages, uint32_t n);
-int pj_repair(eng_db *db, uint32_t *repaired);
+/* Writer role and fatal state (role.c).
+ * eng_role_acquire waits for the role (and for a thaw); eng_role_try takes it only when it is
+ * free now (1: taken); eng_role_release_frozen releases it and, when frozen is set, shuts the
+ * door until eng_role_thaw (which returns whether the database was frozen).
+ * eng_fatal_set marks the database fatal after a failed write (everything later is refused)
+ * and returns rc; eng_fatal_refuse is the FatalIO error every refused change gets.
+ * eng_role_log_group appends one group (recs, then a COMMIT) outside a user transaction and
+ * makes it durable; *pos (may be NULL) is where it starts. Writer role held. */
+void eng_role_acquire(eng_db *db);
+void eng_role_release(eng_db *db);
+int eng_role_try(eng_db *db);
+void eng_role_release_frozen(eng_db *db, int frozen);
+int eng_role_thaw(eng_db *db);
+int eng_fatal_set(eng_db *db, int rc);
+int eng_fatal_refuse(eng_db *db);
+int eng_role_log_group(eng_db *db, uint8_t *recs, uint32_t len, eng_lgpos *pos);
 
-/* Database objects (db.c): db_alloc makes one from the options (nothing opened yet);
- * db_open_edb opens its .edb for writing and locks it. */
-int db_alloc(const eng_opts *o, eng_db **out);
-int db_open_edb(eng_db *db);
-
-/* Writer role (db.c). */
-void db_role_acquire(eng_db *db);
-void db_role_release(eng_db *db);
-/* Writes the dirty pages (sorted), syncs the .edb. */
-int db_flush_pages(eng_db *db);
-/* Writes E00.chk with checkpoint c and the backup positions of the header. */
-int db_write_chk(eng_db *db, eng_lgpos c);
-/* Marks the database fatal after a failed write: everything later is refused. */
-int db_set_fatal(eng_db *db, int rc);
-
-/* A view (table.h): a transaction's (t set) or a committed one (the read lock held). */
-struct eng_view {
-    eng_db *db;
-    eng_txn *t;
-};
-
-/* Page access for the B+tree (db.c). In a transaction: the page as the transaction sees it
- * (read-only), its private copy (writable; the commit logs what changed by comparing it with
- * the committed page), a page given a new life (zeroed, new object id, logged whole), or a new
- * page at the end of the file. In a committed view (the read lock held): the committed page.
- * Bodies are ENG_PAGE_BODY bytes; pointers stay valid until the transaction commits or rolls
- * back, or the read lock is released. */
-eng_db *db_txn_db(eng_txn *t);
-int db_txn_page_ro(eng_txn *t, uint32_t pgno, const uint8_t **body);
-int db_txn_page_mut(eng_txn *t, uint32_t pgno, uint8_t **body);
-int db_txn_page_reinit(eng_txn *t, uint32_t pgno, uint32_t objid, uint8_t **body);
-int db_txn_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body);
-void db_read_lock(eng_db *db);
-void db_read_unlock(eng_db *db);
-int db_view_page(eng_db *db, uint32_t pgno, const uint8_t **body);
-uint32_t db_page_count(eng_db *db);
+/* Checkpoints (checkpoint.c), writer role held.
+ * eng_ckpt_flush_pages: grows the .edb to what was allocated while held, writes the held pages
+ *   back, then the dirty frames (journalled first, sorted), syncs the .edb.
+ * eng_ckpt_write_chk: writes E00.chk with checkpoint c and the backup positions of the header.
+ * eng_ckpt_locked: a whole checkpoint (log durable -> pages -> header -> E00.chk), nothing
+ *   while pages are held; circular logging deletes the generations below it. */
+int eng_ckpt_flush_pages(eng_db *db);
+int eng_ckpt_write_chk(eng_db *db, eng_lgpos c);
+int eng_ckpt_locked(eng_db *db);
 
 /* Recovery (recovery.c): replays the logs from the checkpoint into the page cache, flushes,
- * and leaves the header in Clean Shutdown. *last_gen, *last_created and *last_len describe
- * the newest generation found (0 when there are no logs); *cur_exists says whether it is
- * E00.log (so the next generation must rename it). */
+ * and leaves the header in Clean Shutdown. end->gen, created and len describe the newest
+ * generation found (0 when there are no logs); cur_exists says whether it is E00.log (so the
+ * next generation must rename it). */
 typedef struct eng_log_end {
     uint32_t gen;
     uint64_t created;
     uint32_t len;
     int cur_exists;
 } eng_log_end;
-int db_recover(eng_db *db, eng_log_end *end);
+int eng_recovery_run(eng_db *db, eng_log_end *end);
 /* Finds the newest generation on disk and checks it belongs to this database. */
-int db_find_log_end(eng_db *db, eng_log_end *end);
+int eng_recovery_log_end(eng_db *db, eng_log_end *end);
 
 /* Replay of generations into the page cache (recovery.c), shared by soft and hard recovery.
- * Groups may straddle generations: call db_replay_gen for consecutive generations with the
- * same db_replay. It applies each transaction at its COMMIT and flushes (a recovery
+ * Groups may straddle generations: call eng_replay_gen for consecutive generations with the
+ * same eng_replay. It applies each transaction at its COMMIT and flushes (a recovery
  * checkpoint) whenever the dirty pages reach the cache budget. */
-typedef struct db_replay {
+typedef struct eng_replay {
     eng_db *db;
     uint64_t stop_time;     /* 0: none; else stop at the first COMMIT later than this */
     int hard;               /* hard recovery: recovery checkpoints leave E00.chk alone */
@@ -189,8 +192,36 @@ typedef struct db_replay {
     uint32_t glen, gcap;
     uint64_t gtxn;
     eng_rec rec;
-} db_replay;
-int db_replay_gen(db_replay *rp, eng_genread *g, uint32_t from);
-void db_replay_free(db_replay *rp);
+} eng_replay;
+int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from);
+void eng_replay_free(eng_replay *rp);
+
+/* A view (table.h): a transaction's (t set) or a committed one (the read lock held). */
+struct eng_view {
+    eng_db *db;
+    eng_txn *t;
+};
+
+/* Page access for the B+tree (txn.c). In a transaction: the page as the transaction sees it
+ * (read-only), its private copy (writable; the commit logs what changed by comparing it with
+ * the committed page), a page given a new life (zeroed, new object id, logged whole), or a new
+ * page at the end of the file. In a committed view (the read lock held): the committed page.
+ * Bodies are ENG_PAGE_BODY bytes; pointers stay valid until the transaction commits or rolls
+ * back, or the read lock is released. */
+eng_db *eng_txn_db(eng_txn *t);
+int eng_txn_page_ro(eng_txn *t, uint32_t pgno, const uint8_t **body);
+int eng_txn_page_mut(eng_txn *t, uint32_t pgno, uint8_t **body);
+int eng_txn_page_reinit(eng_txn *t, uint32_t pgno, uint32_t objid, uint8_t **body);
+int eng_txn_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body);
+void eng_read_lock(eng_db *db);
+void eng_read_unlock(eng_db *db);
+int eng_view_page(eng_db *db, uint32_t pgno, const uint8_t **body);
+uint32_t eng_page_count(eng_db *db);
+
+/* Database objects (db.c): eng_db_alloc makes one from the options (nothing opened yet);
+ * eng_db_open_edb opens its .edb for writing and locks it. Hard recovery (hard_recovery.c)
+ * opens its restored .edb with them. */
+int eng_db_alloc(const eng_opts *o, eng_db **out);
+int eng_db_open_edb(eng_db *db);
 
 #endif

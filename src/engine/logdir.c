@@ -152,4 +152,3 @@ int eng_log_delete_below(om_vfs *v, const char *dir, const char *base, uint32_t 
     if (deleted) *deleted = cnt;
     return rc;
 }
-

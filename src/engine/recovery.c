@@ -45,7 +45,7 @@ static int read_gen_checked(eng_db *db, const eng_stream *sf, uint32_t g, const 
     return rc;
 }
 
-int db_find_log_end(eng_db *db, eng_log_end *end)
+int eng_recovery_log_end(eng_db *db, eng_log_end *end)
 {
     memset(end, 0, sizeof *end);
     eng_stream sf;
@@ -81,7 +81,7 @@ static int apply_page(eng_db *db, const eng_rec *r)
 {
     uint32_t pgno = r->u.page.pgno;
     frame *f = NULL;
-    int rc = cache_get(db, pgno, 0, &f);
+    int rc = eng_cache_get(db, pgno, 0, &f);
     if (rc) return rc;
     eng_pghdr h;
     eng_pghdr_get(f->page, &h);
@@ -118,7 +118,7 @@ static int apply_page(eng_db *db, const eng_rec *r)
     return 0;
 }
 
-static int apply_group(db_replay *rp)
+static int apply_group(eng_replay *rp)
 {
     eng_db *db = rp->db;
     uint32_t off = 0;
@@ -149,7 +149,7 @@ static int apply_group(db_replay *rp)
     return 0;
 }
 
-static int group_add(db_replay *rp, const uint8_t *p, uint32_t len)
+static int group_add(eng_replay *rp, const uint8_t *p, uint32_t len)
 {
     if (rp->glen + len > rp->gcap) {
         uint32_t nc = rp->gcap ? rp->gcap * 2 : 1 << 20;
@@ -168,10 +168,10 @@ static int group_add(db_replay *rp, const uint8_t *p, uint32_t len)
 /* Writes the replayed pages and records how far replay got, so a crash during a long
  * recovery resumes from here. Hard recovery leaves the checkpoint file alone: it may belong to
  * another stream until the end, and the header's Log Required is where it resumes. */
-static int recovery_checkpoint(db_replay *rp, eng_lgpos at, uint32_t last_gen)
+static int recovery_checkpoint(eng_replay *rp, eng_lgpos at, uint32_t last_gen)
 {
     eng_db *db = rp->db;
-    int rc = db_flush_pages(db);
+    int rc = eng_ckpt_flush_pages(db);
     if (rc) return rc;
     db->hdr.dbtime = db->dbtime;
     db->hdr.pages = db->pages;
@@ -179,10 +179,10 @@ static int recovery_checkpoint(db_replay *rp, eng_lgpos at, uint32_t last_gen)
     if (at.gen > db->hdr.log_req_min) db->hdr.log_req_min = at.gen;
     if (last_gen > db->hdr.log_req_max) db->hdr.log_req_max = last_gen;
     rc = eng_dbhdr_write(db->edbf, &db->hdr);
-    return rc || rp->hard ? rc : db_write_chk(db, at);
+    return rc || rp->hard ? rc : eng_ckpt_write_chk(db, at);
 }
 
-int db_replay_gen(db_replay *rp, eng_genread *g, uint32_t from)
+int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from)
 {
     eng_db *db = rp->db;
     uint32_t off = from;
@@ -213,14 +213,14 @@ int db_replay_gen(db_replay *rp, eng_genread *g, uint32_t from)
         if ((uint64_t)db->ndirty * ENG_PAGE_SIZE >= db->cache_bytes) {
             if ((rc = recovery_checkpoint(rp, rp->pos, g->hdr.gen))) return rc;
             pthread_rwlock_wrlock(&db->plock);
-            cache_trim(db);
+            eng_cache_trim(db);
             pthread_rwlock_unlock(&db->plock);
         }
     }
     return 0;
 }
 
-void db_replay_free(db_replay *rp)
+void eng_replay_free(eng_replay *rp)
 {
     free(rp->group);
     rp->group = NULL;
@@ -286,16 +286,16 @@ static int start_missing(eng_db *db, const eng_stream *sf, uint32_t gen)
                    db->edb, gen, db->logdir, eng_stream_first(sf), last);
 }
 
-int db_recover(eng_db *db, eng_log_end *end)
+int eng_recovery_run(eng_db *db, eng_log_end *end)
 {
     eng_stream sf = {0};
-    db_replay rp = {.db = db};
+    eng_replay rp = {.db = db};
     eng_genread g = {0}, prev = {0};
     int have_prev = 0;
     uint64_t t0 = om_mono_ns();
     memset(end, 0, sizeof *end);
     uint32_t repaired = 0;
-    int rc = pj_repair(db, &repaired);
+    int rc = eng_pgj_repair(db, &repaired);
     if (!rc) rc = eng_stream_list(db->vfs, db->logdir, db->base, &sf);
     if (rc) return rc;
     uint32_t last = eng_stream_last(&sf);
@@ -321,7 +321,7 @@ int db_recover(eng_db *db, eng_log_end *end)
         if (rc) goto out;
         if (g.torn_slot && gen != last)
             om_warn("log generation %u ends with a flush that a crash interrupted", gen);
-        rc = db_replay_gen(&rp, &g, gen == start.gen ? start.off : 0);
+        rc = eng_replay_gen(&rp, &g, gen == start.gen ? start.off : 0);
         if (rc) goto out;
         if (have_prev) eng_gen_free(&prev);
         prev = g;
@@ -341,7 +341,7 @@ int db_recover(eng_db *db, eng_log_end *end)
     }
 finish:
     if (rp.pos.gen == 0) rp.pos = (eng_lgpos){end->gen, end->len};
-    rc = db_flush_pages(db);
+    rc = eng_ckpt_flush_pages(db);
     if (rc) goto out;
     db->hdr.state = ENG_STATE_CLEAN;
     db->hdr.dbtime = db->dbtime;
@@ -353,11 +353,11 @@ finish:
     db->hdr.log_committed = end->gen;
     rc = eng_dbhdr_write(db->edbf, &db->hdr);
     db->st.replay_ns = om_mono_ns() - t0;
-    if (!rc && end->gen) rc = db_write_chk(db, rp.pos);
+    if (!rc && end->gen) rc = eng_ckpt_write_chk(db, rp.pos);
 out:
     if (have_prev) eng_gen_free(&prev);
     eng_gen_free(&g);
-    db_replay_free(&rp);
+    eng_replay_free(&rp);
     eng_stream_free(&sf);
     return rc;
 }

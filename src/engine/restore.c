@@ -42,7 +42,7 @@ typedef struct hard {
     const eng_restore_opts *o;
     eng_db *db;
     om_vfs *v;
-    eng_stream rs;        /* the generations in restored_dir */
+    eng_stream rs;       /* the generations in restored_dir */
     int same;            /* restored_dir is the target's own folder, with the same base */
     int optional;        /* the restored database is consistent without any log */
     eng_lgpos start;     /* replay starts here */
@@ -56,7 +56,7 @@ typedef struct hard {
     int short_roll;
     char roll_end[300];  /* why roll forward ended short */
     uint64_t hdr_dbtime; /* the restored pages hold every change up to this dbtime */
-    db_replay rp;
+    eng_replay rp;
     uint32_t first_done, last_done, last_len; /* generations replayed, the last one's length */
 } hard;
 
@@ -103,7 +103,7 @@ static int fresh_name(hard *h, const char *p)
 static int write_chk_fresh(hard *h, eng_lgpos c)
 {
     int rc = fresh_name(h, h->db->chk);
-    return rc ? rc : db_write_chk(h->db, c);
+    return rc ? rc : eng_ckpt_write_chk(h->db, c);
 }
 
 /* Step 2. */
@@ -113,7 +113,7 @@ static int begin(hard *h)
     if (db->hdr.flags & ENG_DBF_RESTORING) {
         uint32_t repaired = 0;
         om_info("%s: resuming a hard recovery that did not finish", db->edb);
-        return pj_repair(db, &repaired);
+        return eng_pgj_repair(db, &repaired);
     }
     char pgj[4200];
     int gone = 0;
@@ -322,7 +322,7 @@ static int replay(hard *h)
     eng_db *db = h->db;
     eng_genread g = {0}, prev = {0};
     int have_prev = 0, rc = 0;
-    h->rp = (db_replay){.db = db, .stop_time = h->o->stop_time_ns, .hard = 1};
+    h->rp = (eng_replay){.db = db, .stop_time = h->o->stop_time_ns, .hard = 1};
     for (uint32_t gen = h->start.gen; gen <= h->end && !h->rp.stopped; gen++) {
         if ((rc = wait_arriving(h, gen))) break;
         if ((rc = read_restored(h, gen, have_prev ? &prev : NULL, &g))) {
@@ -339,7 +339,7 @@ static int replay(hard *h)
             break;
         }
         if ((rc = check_whole(h, gen, &g))) break;
-        rc = db_replay_gen(&h->rp, &g, gen == h->start.gen ? h->start.off : 0);
+        rc = eng_replay_gen(&h->rp, &g, gen == h->start.gen ? h->start.off : 0);
         if (rc) {
             char p[4200];
             gen_path(h, gen, p, sizeof p);
@@ -553,11 +553,12 @@ int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r)
     int rc = check_opts(o);
     if (rc) return rc;
     hard h = {.o = o};
-    if ((rc = db_alloc(&o->target, &h.db))) return rc;
+    if ((rc = eng_db_alloc(&o->target, &h.db))) return rc;
     eng_db *db = h.db;
     h.v = db->vfs;
     h.same = same_folder(o->restored_dir, db->logdir) && strcmp(o->restored_base, db->base) == 0;
-    if ((rc = db_open_edb(db)) || (rc = eng_dbhdr_read(h.v, db->edb, &db->hdr, 1, NULL))) goto out;
+    if ((rc = eng_db_open_edb(db)) || (rc = eng_dbhdr_read(h.v, db->edb, &db->hdr, 1, NULL)))
+        goto out;
     if (strncmp(db->hdr.base, o->restored_base, 3) != 0) {
         rc = already_done(&h, r);
         goto out;
@@ -572,7 +573,7 @@ int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r)
      * after the caller has cleared the restore's folder. */
     if (o->arriving_last > h.laid && (rc = o->wait_laid(o->wait_arg, o->arriving_last))) goto out;
     if (o->arriving_last) h.laid = o->arriving_last;
-    if ((rc = db_flush_pages(db))) goto out;
+    if ((rc = eng_ckpt_flush_pages(db))) goto out;
     rc = finish(&h, r);
 out:
     if (r) {
@@ -582,7 +583,7 @@ out:
         r->transactions = db->st.replay_groups;
         r->ns = om_mono_ns() - t0;
     }
-    db_replay_free(&h.rp);
+    eng_replay_free(&h.rp);
     eng_stream_free(&h.rs);
     eng_db_abandon(db);
     return rc;

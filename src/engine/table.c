@@ -48,10 +48,10 @@ static int meta_ro(bt_ctx *c, const uint8_t **m)
 
 static int meta_mut(eng_txn *t, uint8_t **m)
 {
-    bt_ctx c = {t, db_txn_db(t), OBJ_META};
+    bt_ctx c = {t, eng_txn_db(t), OBJ_META};
     const uint8_t *ro;
     int rc = meta_ro(&c, &ro);
-    return rc ? rc : db_txn_page_mut(t, META_PGNO, m);
+    return rc ? rc : eng_txn_page_mut(t, META_PGNO, m);
 }
 
 /* ---- space ---- */
@@ -62,9 +62,9 @@ int tbl_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body)
     int rc = meta_mut(t, &m);
     if (rc) return rc;
     uint32_t head = om_get32(m + M_FREE);
-    if (head == 0) return db_txn_page_alloc(t, objid, pgno, body);
+    if (head == 0) return eng_txn_page_alloc(t, objid, pgno, body);
     const uint8_t *fb;
-    bt_ctx c = {t, db_txn_db(t), OBJ_META};
+    bt_ctx c = {t, eng_txn_db(t), OBJ_META};
     if ((rc = bt_page_ro(&c, head, &fb))) return rc;
     if (fb[0] != BT_FREE)
         return om_errf(OM_E_DatabaseCorrupted, "free list: page %u is not free", head);
@@ -73,7 +73,7 @@ int tbl_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body)
     om_put32(m + M_FREE, next);
     om_put32(m + M_NFREE, om_get32(m + M_NFREE) - 1);
     *pgno = head;
-    return db_txn_page_reinit(t, head, objid, body);
+    return eng_txn_page_reinit(t, head, objid, body);
 }
 
 int tbl_page_free(eng_txn *t, uint32_t pgno)
@@ -82,7 +82,7 @@ int tbl_page_free(eng_txn *t, uint32_t pgno)
     int rc = meta_mut(t, &m);
     if (rc) return rc;
     uint32_t head = om_get32(m + M_FREE);
-    if ((rc = db_txn_page_reinit(t, pgno, 0, &b))) return rc;
+    if ((rc = eng_txn_page_reinit(t, pgno, 0, &b))) return rc;
     b[0] = BT_FREE;
     om_put32(b + 8, head);
     om_put32(m + M_FREE, pgno);
@@ -97,7 +97,7 @@ int eng_catalog_create(eng_db *db)
     eng_txn *t = NULL;
     int rc = eng_txn_begin(db, &t);
     if (rc) return rc;
-    if (db_page_count(db) != 0) {
+    if (eng_page_count(db) != 0) {
         eng_txn_rollback(t);
         return om_errf(OM_E_InvalidParameter,
                        "the database already has pages; a catalog goes into an empty one");
@@ -106,7 +106,7 @@ int eng_catalog_create(eng_db *db)
     uint8_t *b[3];
     const uint32_t obj[3] = {OBJ_META, OBJ_CATALOG, OBJ_LV};
     for (int i = 0; i < 3 && !rc; i++)
-        rc = db_txn_page_alloc(t, obj[i], &pg[i], &b[i]);
+        rc = eng_txn_page_alloc(t, obj[i], &pg[i], &b[i]);
     if (!rc && (pg[0] != META_PGNO || pg[1] != 2 || pg[2] != 3))
         rc = om_errf(OM_E_Internal, "catalog pages landed at %u, %u, %u", pg[0], pg[1], pg[2]);
     if (rc) {
@@ -132,7 +132,7 @@ int eng_catalog_exists(eng_db *db)
     if (eng_view_begin(db, &v)) return 0;
     bt_ctx c = {NULL, db, OBJ_META};
     const uint8_t *m;
-    int ok = db_page_count(db) >= META_PGNO && meta_ro(&c, &m) == 0;
+    int ok = eng_page_count(db) >= META_PGNO && meta_ro(&c, &m) == 0;
     eng_view_end(v);
     return ok;
 }
@@ -154,7 +154,7 @@ int eng_view_begin(eng_db *db, eng_view **out)
     eng_view *v = calloc(1, sizeof *v);
     if (!v) return om_errf(OM_E_OutOfMemory, "view: out of memory");
     v->db = db;
-    db_read_lock(db);
+    eng_read_lock(db);
     *out = v;
     return 0;
 }
@@ -162,7 +162,7 @@ int eng_view_begin(eng_db *db, eng_view **out)
 void eng_view_end(eng_view *v)
 {
     if (!v || v->t) return; /* a transaction's view ends with the transaction */
-    db_read_unlock(v->db);
+    eng_read_unlock(v->db);
     free(v);
 }
 
@@ -213,7 +213,7 @@ static int lv_write(eng_txn *t, const uint8_t *val, uint64_t vlen, uint64_t *lvi
     *lvid = om_get64(m + M_LVID);
     om_put64(m + M_LVID, *lvid + 1);
     uint32_t lvroot = om_get32(m + M_LV);
-    bt_ctx c = {t, db_txn_db(t), OBJ_LV};
+    bt_ctx c = {t, eng_txn_db(t), OBJ_LV};
     uint8_t k[12];
     for (uint64_t off = 0, i = 0; off < vlen && !rc; off += BT_LV_CHUNK, i++) {
         lv_key(k, *lvid, (uint32_t)i);
@@ -226,7 +226,7 @@ static int lv_write(eng_txn *t, const uint8_t *val, uint64_t vlen, uint64_t *lvi
 static int lv_free(eng_txn *t, uint64_t lvid)
 {
     uint32_t lvroot;
-    bt_ctx c = {t, db_txn_db(t), OBJ_LV};
+    bt_ctx c = {t, eng_txn_db(t), OBJ_LV};
     int rc = catalog_roots(&c, NULL, &lvroot);
     uint8_t k[12];
     for (uint32_t i = 0; !rc; i++) {
@@ -294,7 +294,7 @@ int eng_table_create(eng_txn *t, const char *name, eng_tbl *out)
     uint32_t nlen = 0;
     int rc = check_name(name, &nlen);
     if (rc) return rc;
-    bt_ctx c = {t, db_txn_db(t), OBJ_CATALOG};
+    bt_ctx c = {t, eng_txn_db(t), OBJ_CATALOG};
     eng_tbl tb;
     if ((rc = catalog_roots(&c, NULL, NULL))) return rc; /* no catalog at all */
     rc = catalog_find(&c, name, nlen, &tb);
@@ -329,10 +329,10 @@ int eng_table_drop(eng_txn *t, const char *name)
     uint32_t nlen = 0, croot = 0;
     int rc = check_name(name, &nlen);
     if (rc) return rc;
-    bt_ctx c = {t, db_txn_db(t), OBJ_CATALOG};
+    bt_ctx c = {t, eng_txn_db(t), OBJ_CATALOG};
     eng_tbl tb;
     if ((rc = catalog_find(&c, name, nlen, &tb))) return rc;
-    bt_ctx tc = {t, db_txn_db(t), tb.objid};
+    bt_ctx tc = {t, eng_txn_db(t), tb.objid};
     if ((rc = bt_clear(&tc, tb.root, free_record_lv, NULL))) return rc;
     if ((rc = tbl_page_free(t, tb.root))) return rc;
     if ((rc = catalog_roots(&c, &croot, NULL))) return rc;
@@ -352,7 +352,7 @@ int eng_put(eng_txn *t, eng_tbl tb, const void *key, uint32_t klen, const void *
     if (vlen && !val)
         return om_errf(OM_E_InvalidParameter, "no value bytes given for %llu bytes",
                        (unsigned long long)vlen);
-    bt_ctx c = {t, db_txn_db(t), tb.objid};
+    bt_ctx c = {t, eng_txn_db(t), tb.objid};
     uint8_t vkind = 0;
     uint64_t lvid = 0;
     bt_cell old;
@@ -375,7 +375,7 @@ int eng_del(eng_txn *t, eng_tbl tb, const void *key, uint32_t klen)
 {
     int rc = check_key(key, klen);
     if (rc) return rc;
-    bt_ctx c = {t, db_txn_db(t), tb.objid};
+    bt_ctx c = {t, eng_txn_db(t), tb.objid};
     uint8_t vkind = 0;
     uint64_t lvid = 0;
     rc = bt_delete(&c, tb.root, key, klen, &vkind, &lvid);
@@ -511,7 +511,7 @@ int eng_space_info(eng_view *v, eng_space *s)
     const uint8_t *m;
     int rc = meta_ro(&c, &m);
     if (rc) return rc;
-    s->pages = db_page_count(v->db);
+    s->pages = eng_page_count(v->db);
     s->free_pages = om_get32(m + M_NFREE);
     s->lv_count = om_get64(m + M_LVID) - 1;
     return 0;
