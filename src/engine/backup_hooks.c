@@ -49,6 +49,7 @@ int eng_release_pages(eng_db *db)
      * backup record deferred is made. */
     if (!rc && db->hold == 0 && (db->hf.f || db->hf.count || db->hdr_deferred))
         rc = eng_ckpt_locked(db);
+    if (!rc) ENG_CHECK(db, ENG_AT_RELEASE);
     eng_role_release(db);
     return rc;
 }

@@ -3,6 +3,7 @@
  * A page not in the cache loads from the hold file when it was spilled there while page writes
  * were held (hold.c), else from the .edb. While held, the cache also chooses what goes to the
  * hold file (eng_cache_spill): the oldest dirty frames. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -302,4 +303,80 @@ void eng_cache_end_hold(eng_db *db)
     pthread_mutex_unlock(&db->cmu);
     pthread_rwlock_unlock(&db->plock);
     eng_hold_remove_file(db);
+}
+
+/* One frame against the first bullet of db_internal.h: in its page's bucket and alone there,
+ * a page loaded whole (status OK) whose header names it, no newer than the database; deep:
+ * a clean frame (written by a checkpoint, read back, or spilled: sealed each time) also
+ * carries its checksum. */
+static int check_frame(eng_db *db, const frame *f, int deep, char *why, size_t n)
+{
+    eng_pghdr h;
+    eng_pghdr_get(f->page, &h);
+    if (eng_cache_lookup(db, f->pgno) != f)
+        return snprintf(why, n, "page %u: its frame is not the one its bucket finds", f->pgno), 1;
+    if (f->pgno == 0 || f->pgno > db->pages)
+        return snprintf(why, n, "page %u is cached, the database has %u pages", f->pgno, db->pages),
+               1;
+    if (f->status != ENG_PAGE_OK || h.pgno != f->pgno)
+        return snprintf(why, n, "page %u: cached with status %u, its header names page %u", f->pgno,
+                        f->status, h.pgno),
+               1;
+    if (h.dbtime > db->dbtime)
+        return snprintf(why, n, "page %u is at dbtime %llu, past the database's %llu", f->pgno,
+                        (unsigned long long)h.dbtime, (unsigned long long)db->dbtime),
+               1;
+    if (f->from_hold && !eng_hold_lookup(db, f->pgno, &(uint64_t){0}))
+        return snprintf(why, n, "page %u was read from the hold file, which no longer has it",
+                        f->pgno),
+               1;
+    if (deep && !f->dirty && eng_page_check(f->page, f->pgno, NULL) != ENG_PAGE_OK)
+        return snprintf(why, n, "page %u is clean in the cache but fails its checksum", f->pgno), 1;
+    return 0;
+}
+
+int eng_cache_check_page(eng_db *db, uint32_t pgno, char *why, size_t n)
+{
+    pthread_mutex_lock(&db->cmu);
+    const frame *f = eng_cache_lookup(db, pgno);
+    int bad = !f || !f->dirty
+                  ? snprintf(why, n, "page %u: committed, but no dirty frame holds it", pgno) > 0
+                  : check_frame(db, f, 0, why, n);
+    pthread_mutex_unlock(&db->cmu);
+    return bad;
+}
+
+int eng_cache_check(eng_db *db, int deep, char *why, size_t n)
+{
+    pthread_mutex_lock(&db->cmu);
+    uint32_t frames = 0, dirty = 0;
+    int bad = 0;
+    for (uint32_t i = 0; i < db->hsize && !bad; i++)
+        for (const frame *f = db->htab[i]; f && !bad; f = f->next) {
+            frames++;
+            dirty += f->dirty;
+            bad = check_frame(db, f, deep, why, n);
+        }
+    if (!bad && (frames != db->nframes || dirty != db->ndirty))
+        bad = snprintf(why, n, "the cache counts %u frames, %u dirty; it holds %u, %u dirty",
+                       db->nframes, db->ndirty, frames, dirty) > 0;
+    if (!bad) bad = eng_hold_check(db, why, n);
+    pthread_mutex_unlock(&db->cmu);
+    return bad;
+}
+
+int eng_cache_check_durable(eng_db *db, uint64_t durable, char *why, size_t n)
+{
+    pthread_mutex_lock(&db->cmu);
+    int bad = 0;
+    for (uint32_t i = 0; i < db->hsize && !bad; i++)
+        for (const frame *f = db->htab[i]; f && !bad; f = f->next)
+            if (f->dirty && f->lsn > durable)
+                bad =
+                    snprintf(why, n,
+                             "page %u would reach the .edb before its log: changed at LSN %llu, "
+                             "the log is durable to %llu",
+                             f->pgno, (unsigned long long)f->lsn, (unsigned long long)durable) > 0;
+    pthread_mutex_unlock(&db->cmu);
+    return bad;
 }

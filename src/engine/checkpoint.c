@@ -98,6 +98,7 @@ int eng_ckpt_flush_pages(eng_db *db)
 {
     frame **v = NULL;
     uint32_t n = 0;
+    ENG_CHECK(db, ENG_AT_FLUSH);
     int rc = grow_deferred(db);
     /* Pages spilled while held first (in batches of their own), then the dirty frames. */
     if (!rc) rc = write_back_held(db);
@@ -152,6 +153,7 @@ int eng_ckpt_locked(eng_db *db)
         rc = eng_log_delete_below(db->vfs, db->logdir, db->base, c.gen, NULL);
         if (rc) om_warn("circular logging: %s", om_err_detail());
     }
+    ENG_CHECK(db, ENG_AT_CHECKPOINT);
     return 0;
 }
 

@@ -195,6 +195,7 @@ int eng_db_create(const eng_opts *o, eng_db **out)
     eng_log_cfg lc = log_cfg(db);
     if ((rc = eng_log_start(&lc, 1, 0, 0, 0, (eng_lgpos){1, 0}, &db->log))) goto fail;
     if ((rc = mount(db))) goto fail;
+    ENG_CHECK(db, ENG_AT_MOUNT);
     free(pages);
     *out = db;
     return 0;
@@ -246,6 +247,7 @@ int eng_db_open(const eng_opts *o, eng_db **out)
                        (eng_lgpos){end.gen + 1, 0}, &db->log);
     if (!rc) rc = mount(db);
     if (rc) goto fail;
+    ENG_CHECK(db, ENG_AT_MOUNT);
     *out = db;
     return 0;
 fail:
@@ -284,6 +286,7 @@ int eng_db_close(eng_db *db)
         rc = eng_fatal_refuse(db);
         goto out;
     }
+    ENG_CHECK(db, ENG_AT_CLOSE);
     db->hold = 0;
     uint8_t rec[128];
     uint64_t now = om_now_ns();

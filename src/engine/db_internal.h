@@ -1,22 +1,46 @@
 /* Internals shared by the engine's files: the database object, its page cache and the
  * writer role. Not for use outside src/engine.
  *
- * Page cache invariants:
+ * The files, top to bottom; each calls only files below it, and files on one line never call
+ * each other (scripts/check-layers checks it; docs/design.md draws it):
+ *   hard_recovery                 hard recovery after a restore
+ *   db                            open, create, close, soft recovery of a dismounted database, info
+ *   table > btree > space         tables, the B+tree, where the trees' pages come from
+ *   txn | recovery | backup_hooks transactions and reads | replay | freeze, hold, truncate, slots
+ *   checkpoint                    pages to the .edb, header, E00.chk
+ *   invariants                    the checks below, at run time
+ *   role                          writer role, fatal state, groups logged outside a transaction
+ *   journal > cache > hold        torn-page journal, page cache, hold file
+ *   log | logread | logdir        log writer, generation reader, log folders (log.h)
+ *   format                        on-disk layouts (format.h)
+ *
+ * Page cache invariants (checked in debug builds, ENG_CHECK below: after every commit for the
+ * pages it published and the counters; every frame after a checkpoint, a recovery, the
+ * release of held pages, a mount and before a close; the write-ahead rule before pages reach
+ * the .edb):
  * - A frame holds the committed image of one page. Only a commit (holding the writer role
  *   and `plock` for writing) changes a frame's content, by swapping in the transaction's
  *   private copy; readers copy out under `plock` for reading, so they see a page before or
  *   after a commit, never during it, and every page of one commit changes at once.
+ *   (Checked: each frame is alone in its page's bucket, loaded whole, its header names its
+ *   page, no newer than the database, within its page count; a clean one carries its
+ *   checksum.)
  * - A dirty frame is written to the .edb only by a checkpoint, after the log is durable past
  *   the frame's lsn (write-ahead), and after a copy of it is durable in the page journal
  *   (journal.c), so a page torn by a crash during the write can be restored. Dirty frames
  *   are never evicted, except while page writes are held (eng_hold_pages): then the oldest
  *   dirty frames may go to the hold file (hold.c) instead, and the committed image of a page
  *   is, in this order, its frame, its latest copy in the hold file, its place in the .edb.
+ *   (Checked: the dirty and frame counters; no dirty frame past the durable log at a flush;
+ *   none left after a checkpoint; a frame read from the hold file is still in its index; no
+ *   hold file once page writes are no longer held.)
  * - The hold file's index changes only under the writer role, plock for writing and cmu;
- *   eng_cache_get reads it under cmu.
+ *   eng_cache_get reads it under cmu. (Checked: its count, its load, every offset a whole
+ *   page inside the file.)
  * - Frames are freed only under the writer role and plock for writing (a writer reads frames
- *   without plock): clean ones by eng_cache_trim after a commit, or by a reader past the cache's
- *   size that could take both at once (trim_after_read in db.c).
+ *   without plock): clean ones by eng_cache_trim after a commit, or by a reader past the
+ *   cache's size that could take both at once (trim_after_read in txn.c). (Checked: the
+ *   writer role is held at every check point after mount.)
  * Lock order: writer role -> plock -> cmu. */
 #ifndef OM_ENGINE_DB_INTERNAL_H
 #define OM_ENGINE_DB_INTERNAL_H
@@ -103,6 +127,9 @@ void eng_hold_index_clear(eng_db *db);
 void eng_hold_remove_file(eng_db *db);
 void eng_hold_free(eng_db *db);
 int eng_hold_remove_stale(eng_db *db);
+/* The index's own invariants: its count, its load, every offset a whole page inside the file
+ * (0, or 1 with the broken one in why). Caller holds cmu. */
+int eng_hold_check(eng_db *db, char *why, size_t n);
 
 /* Page cache (cache.c). eng_cache_get loads the page (from the hold file when it has the latest
  * copy, else from the .edb) when it is not cached; pages past the end of the file load as
@@ -130,11 +157,44 @@ int eng_cache_spill(eng_db *db);
 /* After the held pages went back to the .edb: frames read from the hold file are plain clean
  * frames again, the index is forgotten and the file deleted. Writer role held. */
 void eng_cache_end_hold(eng_db *db);
+/* The checks of the cache (0, or 1 with the broken invariant in why); they take cmu.
+ * eng_cache_check: every frame (the first bullet at the top; deep: clean frames' checksums
+ *   too), the counters, the hold file's index.
+ * eng_cache_check_page: pgno was just committed: a dirty frame holds it, as the first bullet
+ *   says (caller holds plock for writing).
+ * eng_cache_check_durable: no dirty frame changed past LSN durable (write-ahead). */
+int eng_cache_check(eng_db *db, int deep, char *why, size_t n);
+int eng_cache_check_page(eng_db *db, uint32_t pgno, char *why, size_t n);
+int eng_cache_check_durable(eng_db *db, uint64_t durable, char *why, size_t n);
 
 /* Page journal (journal.c): eng_pgj_write puts sealed pages into E00.pgj and syncs it;
  * eng_pgj_repair restores torn .edb pages from it before replay. */
 int eng_pgj_write(eng_db *db, frame **pages, uint32_t n);
 int eng_pgj_repair(eng_db *db, uint32_t *repaired);
+
+/* Invariant checks (invariants.c; the checks of each layer in cache.c and hold.c). In debug
+ * builds (NDEBUG not defined: every build but --buildtype=release) ENG_CHECK runs them at the
+ * points named at the top of this file and aborts with the broken invariant in the log; in
+ * release builds it is nothing. eng_db_check_invariants (engine.h) runs them on demand. */
+enum eng_check_at {
+    ENG_AT_COMMIT,     /* counters and the role (the pages: ENG_CHECK_PAGE) */
+    ENG_AT_CHECKPOINT, /* every frame; no dirty page, no hold file */
+    ENG_AT_FLUSH,      /* write-ahead: no dirty frame past the durable log */
+    ENG_AT_RECOVERY,   /* every frame, with checksums; no dirty page */
+    ENG_AT_RELEASE,    /* every frame; no hold file once the last hold ends */
+    ENG_AT_MOUNT,
+    ENG_AT_CLOSE,
+    ENG_AT_TEST
+};
+void eng_db_check_point(eng_db *db, enum eng_check_at at);
+void eng_db_check_page_point(eng_db *db, uint32_t pgno);
+#ifdef NDEBUG
+#define ENG_CHECK(db, at)        ((void)0)
+#define ENG_CHECK_PAGE(db, pgno) ((void)0)
+#else
+#define ENG_CHECK(db, at)        eng_db_check_point((db), (at))
+#define ENG_CHECK_PAGE(db, pgno) eng_db_check_page_point((db), (pgno))
+#endif
 
 /* Writer role and fatal state (role.c).
  * eng_role_acquire waits for the role (and for a thaw); eng_role_try takes it only when it is

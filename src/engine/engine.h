@@ -211,6 +211,11 @@ int eng_log_flush(eng_db *db);
 /* Flushes the dirty pages and advances the checkpoint to the end of the log. */
 int eng_checkpoint(eng_db *db);
 int eng_db_info(eng_db *db, eng_info *info);
+/* Checks the invariants written at the top of src/engine/db_internal.h on an open database,
+ * the page checksums of the clean cached pages included: 0, or Internal with the first broken
+ * one in the detail. Takes the writer role (waits for a running transaction, and for a thaw).
+ * For tests; debug builds also check them at the points that header names, and abort. */
+int eng_db_check_invariants(eng_db *db);
 void eng_db_stats(eng_db *db, eng_stats *st);
 /* What eng_db_info says, for a database that is not open: from its header, checkpoint file
  * and log folder, without mounting or changing anything. */

@@ -23,6 +23,7 @@
  *
  * This file is the file and its index only: which frames go there is the cache's choice
  * (eng_cache_spill), and writing them back is the checkpoint's (checkpoint.c). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -167,6 +168,30 @@ void eng_hold_remove_file(eng_db *db)
     }
     db->hf.end = 0;
     db->hf.failed = 0;
+}
+
+int eng_hold_check(eng_db *db, char *why, size_t n)
+{
+    const hold_file *h = &db->hf;
+    uint32_t keys = 0;
+    if (h->count && (h->count * 2 > h->cap || !h->f))
+        return snprintf(why, n, "hold file index: %u pages in %u slots, file %s", h->count, h->cap,
+                        h->f ? "open" : "not open"),
+               1;
+    for (uint32_t i = 0; i < h->cap; i++) {
+        if (!h->keys[i]) continue;
+        keys++;
+        if (h->offs[i] % ENG_PAGE_SIZE || h->offs[i] + ENG_PAGE_SIZE > h->end)
+            return snprintf(why, n,
+                            "hold file index: page %u at offset %llu, the file has %llu bytes",
+                            h->keys[i], (unsigned long long)h->offs[i], (unsigned long long)h->end),
+                   1;
+    }
+    if (keys != h->count)
+        return snprintf(why, n, "hold file index: %u pages counted, %u in the slots", h->count,
+                        keys),
+               1;
+    return 0;
 }
 
 void eng_hold_free(eng_db *db)

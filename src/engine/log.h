@@ -65,6 +65,8 @@ int eng_log_flush_to(eng_log *l, uint64_t lsn);
 /* Flushes everything and starts the next generation. */
 int eng_log_roll(eng_log *l);
 uint64_t eng_log_end_lsn(eng_log *l);
+/* The LSN up to which the log is durable. */
+uint64_t eng_log_durable_lsn(eng_log *l);
 /* The position of a flushed LSN. */
 eng_lgpos eng_log_lgpos(eng_log *l, uint64_t lsn);
 uint32_t eng_log_gen(eng_log *l);

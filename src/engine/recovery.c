@@ -354,6 +354,7 @@ finish:
     rc = eng_dbhdr_write(db->edbf, &db->hdr);
     db->st.replay_ns = om_mono_ns() - t0;
     if (!rc && end->gen) rc = eng_ckpt_write_chk(db, rp.pos);
+    if (!rc) ENG_CHECK(db, ENG_AT_RECOVERY);
 out:
     if (have_prev) eng_gen_free(&prev);
     eng_gen_free(&g);

@@ -359,6 +359,8 @@ int eng_txn_commit(eng_txn *t, unsigned flags)
         db->st.page_images += (uint64_t)images[i];
     }
     if (t->pages_after > db->pages) db->pages = t->pages_after;
+    for (tpage *p = t->list; p && !rc; p = p->next)
+        if (!p->unchanged) ENG_CHECK_PAGE(db, p->pgno);
     pthread_rwlock_unlock(&db->plock);
     free(images);
     db->st.commits++;
@@ -368,6 +370,7 @@ int eng_txn_commit(eng_txn *t, unsigned flags)
     txn_free(t);
     if (!rc && want_ckpt) rc = eng_ckpt_locked(db);
     if (!rc && db->hold) rc = eng_cache_spill(db);
+    if (!rc) ENG_CHECK(db, ENG_AT_COMMIT);
     eng_role_release(db);
     if (rc) return rc;
     if (!(flags & ENG_COMMIT_LAZY)) {
