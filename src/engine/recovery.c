@@ -286,12 +286,66 @@ static int start_missing(eng_db *db, const eng_stream *sf, uint32_t gen)
                    db->edb, gen, db->logdir, eng_stream_first(sf), last);
 }
 
+/* Replays generations start.gen..last of the stream, each checked to follow the one before;
+ * *end describes the last one replayed. */
+static int replay_stream(eng_db *db, const eng_stream *sf, eng_lgpos start, uint32_t last,
+                         eng_replay *rp, eng_log_end *end)
+{
+    eng_genread g = {0}, prev = {0};
+    int have_prev = 0, rc = 0;
+    for (uint32_t gen = start.gen; gen <= last && !rc; gen++) {
+        if (!eng_stream_has(sf, gen)) {
+            rc = om_errf(OM_E_MissingLogFile,
+                         "log generation %u is missing from %s (generations "
+                         "up to %u exist)",
+                         gen, db->logdir, last);
+            break;
+        }
+        if ((rc = read_gen_checked(db, sf, gen, have_prev ? &prev.hdr : NULL, &g))) break;
+        if (g.torn_slot && gen != last)
+            om_warn("log generation %u ends with a flush that a crash interrupted", gen);
+        if ((rc = eng_replay_gen(rp, &g, gen == start.gen ? start.off : 0))) break;
+        if (have_prev) eng_gen_free(&prev);
+        prev = g;
+        have_prev = 1;
+        memset(&g, 0, sizeof g);
+        end->gen = gen;
+        end->created = prev.hdr.created;
+        end->len = prev.len;
+        end->cur_exists = gen == sf->cur_gen;
+        if (db->replay_progress) db->replay_progress(db->progress_arg, gen, start.gen, last);
+    }
+    if (have_prev) eng_gen_free(&prev);
+    eng_gen_free(&g);
+    return rc;
+}
+
+/* After replay: the pages flushed, the header in Clean Shutdown at the consistent position,
+ * then E00.chk. */
+static int finish_clean(eng_db *db, eng_replay *rp, const eng_log_end *end, uint64_t t0)
+{
+    if (rp->pos.gen == 0) rp->pos = (eng_lgpos){end->gen, end->len};
+    int rc = eng_ckpt_flush_pages(db);
+    if (rc) return rc;
+    db->hdr.state = ENG_STATE_CLEAN;
+    db->hdr.dbtime = db->dbtime;
+    db->hdr.pages = db->pages;
+    db->hdr.txn_last = db->txn_last;
+    db->hdr.consistent = rp->pos;
+    db->hdr.consistent_time = om_now_ns();
+    db->hdr.log_req_min = db->hdr.log_req_max = 0;
+    db->hdr.log_committed = end->gen;
+    rc = eng_dbhdr_write(db->edbf, &db->hdr);
+    db->st.replay_ns = om_mono_ns() - t0;
+    if (!rc && end->gen) rc = eng_ckpt_write_chk(db, rp->pos);
+    if (!rc) ENG_CHECK(db, ENG_AT_RECOVERY);
+    return rc;
+}
+
 int eng_recovery_run(eng_db *db, eng_log_end *end)
 {
     eng_stream sf = {0};
     eng_replay rp = {.db = db};
-    eng_genread g = {0}, prev = {0};
-    int have_prev = 0;
     uint64_t t0 = om_mono_ns();
     memset(end, 0, sizeof *end);
     uint32_t repaired = 0;
@@ -301,63 +355,18 @@ int eng_recovery_run(eng_db *db, eng_log_end *end)
     uint32_t last = eng_stream_last(&sf);
     eng_lgpos start = replay_start(db);
     if (start.gen == 0) start.gen = sf.n ? sf.gens[0] : sf.cur_gen;
-    if (last == 0 && db->hdr.log_req_max == 0 && db->hdr.state == ENG_STATE_JUST_CREATED) {
-        /* Created but never attached: nothing was logged. */
-        goto finish;
-    }
-    if (last == 0 || !eng_stream_has(&sf, start.gen)) {
+    /* Created but never attached: nothing was logged. */
+    int never_attached =
+        last == 0 && db->hdr.log_req_max == 0 && db->hdr.state == ENG_STATE_JUST_CREATED;
+    if (never_attached)
+        rc = 0;
+    else if (last == 0 || !eng_stream_has(&sf, start.gen))
         rc = start_missing(db, &sf, start.gen);
-        goto out;
-    }
-    for (uint32_t gen = start.gen; gen <= last; gen++) {
-        if (!eng_stream_has(&sf, gen)) {
-            rc = om_errf(OM_E_MissingLogFile,
-                         "log generation %u is missing from %s (generations "
-                         "up to %u exist)",
-                         gen, db->logdir, last);
-            goto out;
-        }
-        rc = read_gen_checked(db, &sf, gen, have_prev ? &prev.hdr : NULL, &g);
-        if (rc) goto out;
-        if (g.torn_slot && gen != last)
-            om_warn("log generation %u ends with a flush that a crash interrupted", gen);
-        rc = eng_replay_gen(&rp, &g, gen == start.gen ? start.off : 0);
-        if (rc) goto out;
-        if (have_prev) eng_gen_free(&prev);
-        prev = g;
-        have_prev = 1;
-        memset(&g, 0, sizeof g);
-        end->gen = gen;
-        end->created = prev.hdr.created;
-        end->len = prev.len;
-        end->cur_exists = gen == sf.cur_gen;
-        if (db->replay_progress) db->replay_progress(db->progress_arg, gen, start.gen, last);
-    }
-    if (last < db->hdr.log_req_max) {
+    else if (!(rc = replay_stream(db, &sf, start, last, &rp, end)) && last < db->hdr.log_req_max)
         rc = om_errf(OM_E_RequiredLogFilesMissing,
                      "%s needs log generations up to %u and the logs end at %u", db->edb,
                      db->hdr.log_req_max, last);
-        goto out;
-    }
-finish:
-    if (rp.pos.gen == 0) rp.pos = (eng_lgpos){end->gen, end->len};
-    rc = eng_ckpt_flush_pages(db);
-    if (rc) goto out;
-    db->hdr.state = ENG_STATE_CLEAN;
-    db->hdr.dbtime = db->dbtime;
-    db->hdr.pages = db->pages;
-    db->hdr.txn_last = db->txn_last;
-    db->hdr.consistent = rp.pos;
-    db->hdr.consistent_time = om_now_ns();
-    db->hdr.log_req_min = db->hdr.log_req_max = 0;
-    db->hdr.log_committed = end->gen;
-    rc = eng_dbhdr_write(db->edbf, &db->hdr);
-    db->st.replay_ns = om_mono_ns() - t0;
-    if (!rc && end->gen) rc = eng_ckpt_write_chk(db, rp.pos);
-    if (!rc) ENG_CHECK(db, ENG_AT_RECOVERY);
-out:
-    if (have_prev) eng_gen_free(&prev);
-    eng_gen_free(&g);
+    if (!rc) rc = finish_clean(db, &rp, end, t0);
     eng_replay_free(&rp);
     eng_stream_free(&sf);
     return rc;

@@ -292,55 +292,35 @@ static int nothing_to_commit(eng_db *db, unsigned flags)
     return flags & ENG_COMMIT_LAZY ? 0 : eng_log_flush(db);
 }
 
-int eng_txn_commit(eng_txn *t, unsigned flags)
+/* Encodes every page record of t and the COMMIT into *recs (malloc'd; *len 0 and no COMMIT
+ * when every page came back to what it was); (*images)[i] says whether the i-th page was logged
+ * whole. */
+static int encode_txn(eng_txn *t, uint64_t txn, uint8_t **recs, size_t *len, int **images)
 {
-    eng_db *db = t->db;
-    uint8_t *recs = NULL;
-    int rc = 0;
-    if (t->npages == 0) {
-        eng_txn_rollback(t);
-        return nothing_to_commit(db, flags);
-    }
-    if (db->fatal) {
-        eng_txn_rollback(t);
-        return eng_fatal_refuse(db);
-    }
-    uint64_t txn = db->txn_last + 1;
-    size_t cap = (size_t)t->npages * ENG_REC_MAX + 64, len = 0;
-    int *images = calloc(t->npages, sizeof *images);
     eng_range *ranges = malloc(ENG_MAX_RANGES * sizeof *ranges);
-    recs = malloc(cap);
-    if (!recs || !images || !ranges) {
-        free(images);
-        free(recs);
+    *images = calloc(t->npages, sizeof **images);
+    *recs = malloc((size_t)t->npages * ENG_REC_MAX + 64);
+    *len = 0;
+    if (!*recs || !*images || !ranges) {
         free(ranges);
-        eng_txn_rollback(t);
         return om_errf(OM_E_OutOfMemory, "commit: out of memory");
     }
     uint32_t i = 0;
     for (tpage *p = t->list; p; p = p->next, i++)
-        len += encode_tpage(t, p, txn, recs + len, ranges, &images[i]);
+        *len += encode_tpage(t, p, txn, *recs + *len, ranges, &(*images)[i]);
     free(ranges);
-    if (len == 0) { /* every page came back to what it was */
-        free(recs);
-        free(images);
-        eng_txn_rollback(t);
-        return nothing_to_commit(db, flags);
-    }
-    len += eng_rec_encode_commit(recs + len, txn, om_now_ns(), db->dbtime);
-    uint64_t end = 0;
-    rc = eng_log_append(db->log, recs, (uint32_t)len, &end);
-    free(recs);
-    if (rc) {
-        free(images);
-        eng_fatal_set(db, rc);
-        eng_txn_rollback(t);
-        return rc;
-    }
-    db->txn_last = txn;
-    /* Publish: every page of the transaction changes at once for readers. */
+    if (*len) *len += eng_rec_encode_commit(*recs + *len, txn, om_now_ns(), t->db->dbtime);
+    return 0;
+}
+
+/* Swaps the transaction's pages into the cache as dirty frames whose log ends at `end`: every
+ * page of the transaction changes at once for readers. */
+static int publish(eng_txn *t, const int *images, uint64_t end)
+{
+    eng_db *db = t->db;
+    int rc = 0;
+    uint32_t i = 0;
     pthread_rwlock_wrlock(&db->plock);
-    i = 0;
     for (tpage *p = t->list; p; p = p->next, i++) {
         if (p->unchanged) continue;
         frame *f = eng_cache_lookup(db, p->pgno);
@@ -362,6 +342,41 @@ int eng_txn_commit(eng_txn *t, unsigned flags)
     for (tpage *p = t->list; p && !rc; p = p->next)
         if (!p->unchanged) ENG_CHECK_PAGE(db, p->pgno);
     pthread_rwlock_unlock(&db->plock);
+    return rc;
+}
+
+int eng_txn_commit(eng_txn *t, unsigned flags)
+{
+    eng_db *db = t->db;
+    if (t->npages == 0) {
+        eng_txn_rollback(t);
+        return nothing_to_commit(db, flags);
+    }
+    if (db->fatal) {
+        eng_txn_rollback(t);
+        return eng_fatal_refuse(db);
+    }
+    uint64_t txn = db->txn_last + 1, end = 0;
+    uint8_t *recs = NULL;
+    size_t len = 0;
+    int *images = NULL;
+    int rc = encode_txn(t, txn, &recs, &len, &images);
+    if (rc || !len) { /* out of memory, or every page came back to what it was */
+        free(recs);
+        free(images);
+        eng_txn_rollback(t);
+        return rc ? rc : nothing_to_commit(db, flags);
+    }
+    rc = eng_log_append(db->log, recs, (uint32_t)len, &end);
+    free(recs);
+    if (rc) {
+        free(images);
+        eng_fatal_set(db, rc);
+        eng_txn_rollback(t);
+        return rc;
+    }
+    db->txn_last = txn;
+    rc = publish(t, images, end);
     free(images);
     db->st.commits++;
     int want_ckpt = !db->hold && (eng_log_gen(db->log) >= db->ckpt.gen + db->checkpoint_gens ||
