@@ -36,6 +36,7 @@ build-asan: $(ASAN)/build.ninja
 
 # Unit tests (cmocka), the same under AddressSanitizer + UBSan, then the system tests.
 test: deps build build-asan
+	@scripts/check-layers
 	@echo "== unit tests"
 	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"

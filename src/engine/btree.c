@@ -1,7 +1,7 @@
 /* The B+tree: search, insert with splits, delete with merges, cursors, checks. Node format
  * and invariants at the top of btree.h.
  *
- * Writes edit the transaction's private copies of pages in place (db_txn_page_mut); the commit
+ * Writes edit the transaction's private copies of pages in place (eng_txn_page_mut); the commit
  * logs what changed by comparing each page with its committed version, so the code here never
  * describes its changes to the log. A split or merge rebuilds the pages it touches from a
  * scratch copy. */
@@ -52,12 +52,12 @@ static void n_reset(uint8_t *b, uint8_t kind, uint32_t link)
     n_set_link(b, link);
 }
 
-void bt_init_leaf(uint8_t *body)
+void eng_bt_init_leaf(uint8_t *body)
 {
     n_reset(body, BT_LEAF, 0);
 }
 
-int bt_keycmp(const void *a, uint32_t alen, const void *b, uint32_t blen)
+int eng_bt_keycmp(const void *a, uint32_t alen, const void *b, uint32_t blen)
 {
     int r = memcmp(a, b, alen < blen ? alen : blen);
     if (r) return r;
@@ -96,19 +96,9 @@ static int n_cell(bt_ctx *c, uint32_t pgno, const uint8_t *b, uint32_t i, bt_cel
     return 0;
 }
 
-int bt_page_ro(bt_ctx *c, uint32_t pgno, const uint8_t **body)
-{
-    int rc = c->t ? db_txn_page_ro(c->t, pgno, body) : db_view_page(c->db, pgno, body);
-    /* A page number the database does not have can only come from a damaged tree. */
-    if (rc == OM_E_InvalidParameter)
-        rc =
-            om_errf(OM_E_DatabaseCorrupted, "a tree points to page %u, which does not exist", pgno);
-    return rc;
-}
-
 static int page_node(bt_ctx *c, uint32_t pgno, const uint8_t **b)
 {
-    int rc = bt_page_ro(c, pgno, b);
+    int rc = eng_space_page_ro(c, pgno, b);
     if (rc) return rc;
     if ((*b)[0] != BT_LEAF && (*b)[0] != BT_INTERNAL) return corrupt(c, pgno, "not a tree page");
     if (n_cell_lo(*b) < BT_HDR + 2u * n_count(*b) || n_cell_lo(*b) > ENG_PAGE_BODY)
@@ -127,7 +117,7 @@ static int lower_bound(bt_ctx *c, uint32_t pgno, const uint8_t *b, const void *k
         bt_cell cell;
         int rc = n_cell(c, pgno, b, mid, &cell);
         if (rc) return rc;
-        int cmp = bt_keycmp(cell.key, cell.klen, key, klen);
+        int cmp = eng_bt_keycmp(cell.key, cell.klen, key, klen);
         if (cmp < 0)
             lo = mid + 1;
         else {
@@ -181,7 +171,7 @@ static int descend(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_
     return corrupt(c, root, "tree deeper than any this engine builds");
 }
 
-int bt_find(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_cell *cell)
+int eng_bt_find(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_cell *cell)
 {
     bt_path path;
     int exact;
@@ -189,7 +179,7 @@ int bt_find(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_cell *c
     if (rc) return rc;
     if (!exact) return om_errf(OM_E_RecordNotFound, "key not found");
     const uint8_t *b;
-    if ((rc = bt_page_ro(c, path.pgno[path.depth], &b))) return rc;
+    if ((rc = eng_space_page_ro(c, path.pgno[path.depth], &b))) return rc;
     return n_cell(c, path.pgno[path.depth], b, (uint32_t)path.idx[path.depth], cell);
 }
 
@@ -336,8 +326,8 @@ static int split_root(bt_ctx *c, uint8_t *root, uint8_t kind, uint32_t link, scr
 {
     uint32_t lp, rp;
     uint8_t *lb, *rb;
-    int rc = tbl_page_alloc(c->t, c->objid, &lp, &lb);
-    if (!rc) rc = tbl_page_alloc(c->t, c->objid, &rp, &rb);
+    int rc = eng_space_alloc(c->t, c->objid, &lp, &lb);
+    if (!rc) rc = eng_space_alloc(c->t, c->objid, &rp, &rb);
     if (rc) return rc;
     const uint8_t *up = s->cells[k].p;
     uint32_t upklen = om_get16(up);
@@ -364,7 +354,7 @@ static int insert_at(bt_ctx *c, bt_path *path, int d, uint32_t pos, const uint8_
     for (;;) {
         uint32_t pgno = path->pgno[d];
         uint8_t *b;
-        int rc = db_txn_page_mut(c->t, pgno, &b);
+        int rc = eng_txn_page_mut(c->t, pgno, &b);
         if (rc) return rc;
         rc = n_try_insert(c, pgno, b, pos, cell, size, s->page, s->cells);
         if (rc <= 0) return rc;
@@ -386,9 +376,9 @@ static int insert_at(bt_ctx *c, bt_path *path, int d, uint32_t pos, const uint8_
         if (d == 0) return split_root(c, b, kind, link, s, n, k);
         uint32_t rp;
         uint8_t *rb;
-        if ((rc = tbl_page_alloc(c->t, c->objid, &rp, &rb))) return rc;
+        if ((rc = eng_space_alloc(c->t, c->objid, &rp, &rb))) return rc;
         /* The page may have been copied again by the allocation (same page object): refetch. */
-        if ((rc = db_txn_page_mut(c->t, pgno, &b))) return rc;
+        if ((rc = eng_txn_page_mut(c->t, pgno, &b))) return rc;
         const uint8_t *up = s->cells[k].p;
         uint32_t upklen = om_get16(up);
         memcpy(s->sep, up + 8, upklen);
@@ -406,8 +396,8 @@ static int insert_at(bt_ctx *c, bt_path *path, int d, uint32_t pos, const uint8_
     }
 }
 
-int bt_insert(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t vkind,
-              const void *val, uint32_t vlen)
+int eng_bt_insert(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t vkind,
+                  const void *val, uint32_t vlen)
 {
     bt_path path;
     int exact;
@@ -435,20 +425,20 @@ static int collapse_root(bt_ctx *c, uint32_t root)
 {
     uint8_t *rb;
     const uint8_t *cb;
-    int rc = db_txn_page_mut(c->t, root, &rb);
+    int rc = eng_txn_page_mut(c->t, root, &rb);
     if (rc || rb[0] != BT_INTERNAL || n_count(rb) != 0) return rc;
     uint32_t child = n_link(rb);
-    if ((rc = bt_page_ro(c, child, &cb))) return rc;
+    if ((rc = eng_space_page_ro(c, child, &cb))) return rc;
     uint8_t *copy = malloc(ENG_PAGE_BODY);
     if (!copy) return om_errf(OM_E_OutOfMemory, "tree delete: out of memory");
     memcpy(copy, cb, ENG_PAGE_BODY);
-    if ((rc = db_txn_page_mut(c->t, root, &rb))) {
+    if ((rc = eng_txn_page_mut(c->t, root, &rb))) {
         free(copy);
         return rc;
     }
     memcpy(rb, copy, ENG_PAGE_BODY);
     free(copy);
-    return tbl_page_free(c->t, child);
+    return eng_space_free(c->t, child);
 }
 
 /* After a removal at level d: merge an underfull node with a sibling while the two fit in one
@@ -457,12 +447,12 @@ static int rebalance(bt_ctx *c, bt_path *path, int d, scratch *s)
 {
     while (d > 0) {
         uint8_t *b;
-        int rc = db_txn_page_mut(c->t, path->pgno[d], &b);
+        int rc = eng_txn_page_mut(c->t, path->pgno[d], &b);
         if (rc) return rc;
         if (n_used(b) >= BT_CAP / 4) return 0;
         uint32_t parent = path->pgno[d - 1];
         const uint8_t *pb;
-        if ((rc = bt_page_ro(c, parent, &pb))) return rc;
+        if ((rc = eng_space_page_ro(c, parent, &pb))) return rc;
         int idx = path->idx[d - 1], pn = n_count(pb);
         /* Pair (left, right) of adjacent children; sep is the parent slot of right. */
         int sep = idx + 1 < pn ? idx + 1 : idx;
@@ -497,21 +487,21 @@ static int rebalance(bt_ctx *c, bt_path *path, int d, scratch *s)
         }
         if (!rc) rc = collect(c, right, rcopy, s->cells + n, -1, (cref){0}, &m);
         uint8_t *wl;
-        if (!rc) rc = db_txn_page_mut(c->t, left, &wl);
+        if (!rc) rc = eng_txn_page_mut(c->t, left, &wl);
         if (!rc) rc = n_build(wl, kind, newlink, s->cells, n + m);
         free(rcopy);
         if (rc) return rc;
         uint8_t *wp;
-        if ((rc = db_txn_page_mut(c->t, parent, &wp))) return rc;
+        if ((rc = eng_txn_page_mut(c->t, parent, &wp))) return rc;
         n_remove(wp, (uint32_t)sep, 8 + sc.klen);
-        if ((rc = tbl_page_free(c->t, right))) return rc;
+        if ((rc = eng_space_free(c->t, right))) return rc;
         d--;
     }
     return collapse_root(c, path->pgno[0]);
 }
 
-int bt_delete(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t *old_vkind,
-              uint64_t *old_lvid)
+int eng_bt_delete(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t *old_vkind,
+                  uint64_t *old_lvid)
 {
     bt_path path;
     int exact;
@@ -520,7 +510,7 @@ int bt_delete(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t 
     if (!exact) return om_errf(OM_E_RecordNotFound, "key not found");
     uint32_t leaf = path.pgno[path.depth];
     uint8_t *b;
-    if ((rc = db_txn_page_mut(c->t, leaf, &b))) return rc;
+    if ((rc = eng_txn_page_mut(c->t, leaf, &b))) return rc;
     bt_cell cell;
     if ((rc = n_cell(c, leaf, b, (uint32_t)path.idx[path.depth], &cell))) return rc;
     if (old_vkind) *old_vkind = cell.vkind;
@@ -556,22 +546,22 @@ static int clear_rec(bt_ctx *c, uint32_t pgno, int depth, int free_self,
             kids[nk++] = cell.child;
         else if (on_record)
             rc = on_record(c, &cell, arg);
-        if (!rc) rc = bt_page_ro(c, pgno, &b); /* on_record may have changed pages */
+        if (!rc) rc = eng_space_page_ro(c, pgno, &b); /* on_record may have changed pages */
     }
     for (uint32_t i = 0; i < nk && !rc; i++)
         rc = clear_rec(c, kids[i], depth + 1, 1, on_record, arg);
     free(kids);
-    if (!rc && free_self) rc = tbl_page_free(c->t, pgno);
+    if (!rc && free_self) rc = eng_space_free(c->t, pgno);
     return rc;
 }
 
-int bt_clear(bt_ctx *c, uint32_t root, int (*on_record)(bt_ctx *, const bt_cell *, void *),
-             void *arg)
+int eng_bt_clear(bt_ctx *c, uint32_t root, int (*on_record)(bt_ctx *, const bt_cell *, void *),
+                 void *arg)
 {
     int rc = clear_rec(c, root, 0, 0, on_record, arg);
     uint8_t *b;
-    if (!rc) rc = db_txn_page_mut(c->t, root, &b);
-    if (!rc) bt_init_leaf(b);
+    if (!rc) rc = eng_txn_page_mut(c->t, root, &b);
+    if (!rc) eng_bt_init_leaf(b);
     return rc;
 }
 
@@ -593,7 +583,7 @@ static int skip_empty(bt_ctx *c, bt_pos *pos)
     return corrupt(c, pos->leaf, "leaf chain loops");
 }
 
-int bt_seek(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_pos *pos)
+int eng_bt_seek(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_pos *pos)
 {
     bt_path path;
     int exact;
@@ -605,13 +595,13 @@ int bt_seek(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_pos *po
     return skip_empty(c, pos);
 }
 
-int bt_next(bt_ctx *c, bt_pos *pos)
+int eng_bt_next(bt_ctx *c, bt_pos *pos)
 {
     pos->slot++;
     return skip_empty(c, pos);
 }
 
-int bt_cell_at(bt_ctx *c, const bt_pos *pos, bt_cell *cell)
+int eng_bt_cell_at(bt_ctx *c, const bt_pos *pos, bt_cell *cell)
 {
     const uint8_t *b;
     int rc = page_node(c, pos->leaf, &b);
@@ -646,11 +636,11 @@ static int check_rec(bt_ctx *c, uint32_t pgno, int depth, const uint8_t *lo, uin
     for (uint32_t i = 0; i < n; i++) {
         bt_cell cell;
         if ((rc = n_cell(c, pgno, b, i, &cell))) return rc;
-        if (i == 0 && lo && bt_keycmp(cell.key, cell.klen, lo, lolen) < 0)
+        if (i == 0 && lo && eng_bt_keycmp(cell.key, cell.klen, lo, lolen) < 0)
             return corrupt(c, pgno, "key below its parent's separator");
-        if (i > 0 && bt_keycmp(prev, prevlen, cell.key, cell.klen) >= 0)
+        if (i > 0 && eng_bt_keycmp(prev, prevlen, cell.key, cell.klen) >= 0)
             return corrupt(c, pgno, "keys out of order");
-        if (hi && bt_keycmp(cell.key, cell.klen, hi, hilen) >= 0)
+        if (hi && eng_bt_keycmp(cell.key, cell.klen, hi, hilen) >= 0)
             return corrupt(c, pgno, "key not below its parent's next separator");
         prev = cell.key;
         prevlen = cell.klen;
@@ -695,7 +685,7 @@ static int check_rec(bt_ctx *c, uint32_t pgno, int depth, const uint8_t *lo, uin
     return 0;
 }
 
-int bt_check(bt_ctx *c, uint32_t root, uint64_t *records)
+int eng_bt_check(bt_ctx *c, uint32_t root, uint64_t *records)
 {
     check_ctx k = {0, -1, 0, 0};
     int rc = check_rec(c, root, 0, NULL, 0, NULL, 0, &k);

@@ -1,5 +1,5 @@
-/* B+tree internals shared by btree.c (the tree) and table.c (catalog, space, long values,
- * the public API of table.h). Not for use outside src/engine.
+/* B+tree internals shared by space.c (where pages come from), btree.c (the tree) and table.c
+ * (catalog, long values, the public API of table.h). Not for use outside src/engine.
  *
  * Node (a page body of ENG_PAGE_BODY bytes), a slotted page:
  *    0 u8  kind      BT_LEAF, BT_INTERNAL, BT_FREE, BT_META
@@ -46,27 +46,26 @@ typedef struct bt_cell {
     uint32_t pgno;        /* the page the cell is on */
 } bt_cell;
 
-int bt_page_ro(bt_ctx *c, uint32_t pgno, const uint8_t **body);
-int bt_keycmp(const void *a, uint32_t alen, const void *b, uint32_t blen);
+int eng_bt_keycmp(const void *a, uint32_t alen, const void *b, uint32_t blen);
 
 /* A new empty leaf at the given page (a new table's root). */
-void bt_init_leaf(uint8_t *body);
+void eng_bt_init_leaf(uint8_t *body);
 /* Finds key; RecordNotFound when absent. *cell points into the page (valid as in table.h). */
-int bt_find(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_cell *cell);
+int eng_bt_find(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_cell *cell);
 /* Inserts a leaf cell (vkind 0: val/vlen inline; 1: val is the 8-byte id, vlen the length).
  * The key must not exist. */
-int bt_insert(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t vkind,
-              const void *val, uint32_t vlen);
+int eng_bt_insert(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t vkind,
+                  const void *val, uint32_t vlen);
 /* Removes key's cell; *old gets a copy of what it held (vkind, vlen, and the long-value id
  * in *old_lvid when vkind is 1). RecordNotFound when absent. */
-int bt_delete(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t *old_vkind,
-              uint64_t *old_lvid);
+int eng_bt_delete(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, uint8_t *old_vkind,
+                  uint64_t *old_lvid);
 /* Frees every page of the tree but the root, and empties the root; calls on_record for each
  * record first (to free long values). */
-int bt_clear(bt_ctx *c, uint32_t root, int (*on_record)(bt_ctx *c, const bt_cell *cell, void *arg),
-             void *arg);
+int eng_bt_clear(bt_ctx *c, uint32_t root,
+                 int (*on_record)(bt_ctx *c, const bt_cell *cell, void *arg), void *arg);
 /* Structural check (see table.h, eng_table_check). */
-int bt_check(bt_ctx *c, uint32_t root, uint64_t *records);
+int eng_bt_check(bt_ctx *c, uint32_t root, uint64_t *records);
 
 /* Cursor positions: a leaf and a slot. */
 typedef struct bt_pos {
@@ -74,12 +73,47 @@ typedef struct bt_pos {
     int slot;
 } bt_pos;
 /* First record with key >= key (NULL key: the first record). RecordNotFound: none. */
-int bt_seek(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_pos *pos);
-int bt_next(bt_ctx *c, bt_pos *pos);
-int bt_cell_at(bt_ctx *c, const bt_pos *pos, bt_cell *cell);
+int eng_bt_seek(bt_ctx *c, uint32_t root, const void *key, uint32_t klen, bt_pos *pos);
+int eng_bt_next(bt_ctx *c, bt_pos *pos);
+int eng_bt_cell_at(bt_ctx *c, const bt_pos *pos, bt_cell *cell);
 
-/* Space (table.c): pages come from the free list before the file grows. */
-int tbl_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body);
-int tbl_page_free(eng_txn *t, uint32_t pgno);
+/* ---- space (space.c) ----
+ * Meta page (data page 1), after the node header:
+ *   16 u32 magic   20 u32 version   24 u32 catalog root   28 u32 long-value tree root
+ *   32 u32 free list head   36 u32 free pages   40 u32 next object id   44 u64 next long-value id
+ * Object ids: 1 meta and free pages' last owner, 2 the catalog, 3 the long-value tree, tables
+ * from 16. */
+#define META_PGNO       1u
+#define META_MAGIC      0x4254424fu /* "OBTB" */
+#define META_VERSION    1u
+#define OBJ_META        1u
+#define OBJ_CATALOG     2u
+#define OBJ_LV          3u
+#define OBJ_FIRST_TABLE 16u
+
+enum {
+    M_MAGIC = 16,
+    M_VERSION = 20,
+    M_CATALOG = 24,
+    M_LV = 28,
+    M_FREE = 32,
+    M_NFREE = 36,
+    M_OBJID = 40,
+    M_LVID = 44
+};
+
+/* A page of the tree's context: through its transaction (its own changes included) or its
+ * committed view. A page number the database does not have is DatabaseCorrupted (only a
+ * damaged tree points there). */
+int eng_space_page_ro(bt_ctx *c, uint32_t pgno, const uint8_t **body);
+/* The meta page, checked (ObjectNotFound: the database holds no tables), read-only or as the
+ * transaction's private copy. */
+int eng_space_meta_ro(bt_ctx *c, const uint8_t **m);
+int eng_space_meta_mut(eng_txn *t, uint8_t **m);
+/* A page for a tree: from the free list, else a new one at the end of the file; zeroed, owned
+ * by objid. */
+int eng_space_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body);
+/* Puts a tree's page on the free list. */
+int eng_space_free(eng_txn *t, uint32_t pgno);
 
 #endif

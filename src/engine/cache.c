@@ -1,8 +1,14 @@
-/* The page cache: frames in a hash table by page number. Invariants in db_internal.h. */
+/* The page cache: frames in a hash table by page number. Invariants in db_internal.h.
+ *
+ * A page not in the cache loads from the hold file when it was spilled there while page writes
+ * were held (hold.c), else from the .edb. While held, the cache also chooses what goes to the
+ * hold file (eng_cache_spill): the oldest dirty frames. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "engine/db_internal.h"
 
 static uint32_t hash_pgno(uint32_t pgno, uint32_t size)
@@ -10,7 +16,7 @@ static uint32_t hash_pgno(uint32_t pgno, uint32_t size)
     return (pgno * 2654435761u) & (size - 1);
 }
 
-int cache_init(eng_db *db)
+int eng_cache_init(eng_db *db)
 {
     db->hsize = 4096;
     db->htab = calloc(db->hsize, sizeof *db->htab);
@@ -18,7 +24,7 @@ int cache_init(eng_db *db)
     return 0;
 }
 
-void cache_free(eng_db *db)
+void eng_cache_free(eng_db *db)
 {
     if (!db->htab) return;
     for (uint32_t i = 0; i < db->hsize; i++) {
@@ -54,7 +60,7 @@ static void grow(eng_db *db)
     db->hsize = ns;
 }
 
-frame *cache_lookup(eng_db *db, uint32_t pgno)
+frame *eng_cache_lookup(eng_db *db, uint32_t pgno)
 {
     for (frame *f = db->htab[hash_pgno(pgno, db->hsize)]; f; f = f->next)
         if (f->pgno == pgno) return f;
@@ -79,7 +85,7 @@ static frame *insert(eng_db *db, uint32_t pgno)
     return f;
 }
 
-frame *cache_insert_new(eng_db *db, uint32_t pgno)
+frame *eng_cache_insert_new(eng_db *db, uint32_t pgno)
 {
     pthread_mutex_lock(&db->cmu);
     frame *f = insert(db, pgno);
@@ -94,9 +100,9 @@ frame *cache_insert_new(eng_db *db, uint32_t pgno)
 static int load(eng_db *db, frame *f)
 {
     uint64_t hoff;
-    if (db->hf.count && hold_lookup(db, f->pgno, &hoff)) {
+    if (db->hf.count && eng_hold_lookup(db, f->pgno, &hoff)) {
         /* Spilled while held: the .edb has an older version. */
-        int rc = hold_read(db, f->pgno, hoff, f->page);
+        int rc = eng_hold_read(db, f->pgno, hoff, f->page);
         if (rc) return rc;
         f->status = ENG_PAGE_OK;
         f->from_hold = 1;
@@ -121,16 +127,16 @@ static void unlink_frame(eng_db *db, frame *f)
     free(f);
 }
 
-void cache_evict(eng_db *db, frame *f)
+void eng_cache_evict(eng_db *db, frame *f)
 {
     if (f->dirty) db->ndirty--;
     unlink_frame(db, f);
 }
 
-int cache_get(eng_db *db, uint32_t pgno, int verify, frame **out)
+int eng_cache_get(eng_db *db, uint32_t pgno, int verify, frame **out)
 {
     pthread_mutex_lock(&db->cmu);
-    frame *f = cache_lookup(db, pgno);
+    frame *f = eng_cache_lookup(db, pgno);
     int rc = 0;
     if (!f) {
         f = insert(db, pgno);
@@ -166,7 +172,7 @@ static int cmp_frame(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n)
+int eng_cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n)
 {
     pthread_mutex_lock(&db->cmu);
     uint32_t cnt = 0, cap = db->ndirty ? db->ndirty : 1;
@@ -185,7 +191,7 @@ int cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n)
     return 0;
 }
 
-void cache_trim(eng_db *db)
+void eng_cache_trim(eng_db *db)
 {
     uint64_t limit = db->cache_bytes / ENG_PAGE_SIZE;
     pthread_mutex_lock(&db->cmu);
@@ -205,4 +211,172 @@ void cache_trim(eng_db *db)
         }
     }
     pthread_mutex_unlock(&db->cmu);
+}
+
+int eng_cache_write_frames(om_file *f, frame **v, uint32_t n, int in_place, uint64_t base)
+{
+    enum { RUN = 32 }; /* pages a write: 1 MiB */
+    uint8_t *stage = n > 1 ? malloc((size_t)RUN * ENG_PAGE_SIZE) : NULL;
+    int rc = 0;
+    for (uint32_t i = 0, k; i < n && !rc; i += k) {
+        uint64_t off = in_place ? eng_page_offset(v[i]->pgno) : base + (uint64_t)i * ENG_PAGE_SIZE;
+        for (k = 1;
+             stage && i + k < n && k < RUN && (!in_place || v[i + k]->pgno == v[i]->pgno + k); k++)
+            ;
+        if (k == 1) {
+            rc = om_pwrite(f, v[i]->page, ENG_PAGE_SIZE, off);
+            continue;
+        }
+        for (uint32_t j = 0; j < k; j++)
+            memcpy(stage + (size_t)j * ENG_PAGE_SIZE, v[i + j]->page, ENG_PAGE_SIZE);
+        rc = om_pwrite(f, stage, (size_t)k * ENG_PAGE_SIZE, off);
+    }
+    free(stage);
+    return rc;
+}
+
+static int cmp_lsn(const void *a, const void *b)
+{
+    const frame *x = *(frame *const *)a, *y = *(frame *const *)b;
+    if (x->lsn != y->lsn) return x->lsn < y->lsn ? -1 : 1;
+    return x->pgno < y->pgno ? -1 : x->pgno > y->pgno;
+}
+
+/* Appends the oldest dirty frames to the hold file and drops them (plock held for writing). */
+static int spill_oldest(eng_db *db, uint32_t target)
+{
+    frame **v = NULL;
+    uint32_t n = 0;
+    int rc = eng_cache_dirty_frames(db, &v, &n);
+    if (rc) return rc;
+    qsort(v, n, sizeof *v, cmp_lsn);
+    for (uint32_t i = 0; i + target < n && !rc; i++) {
+        frame *f = v[i];
+        eng_page_seal(f->page, f->pgno);
+        uint64_t off = 0;
+        rc = eng_hold_append(db, f->pgno, f->page, &off);
+        if (rc) break;
+        pthread_mutex_lock(&db->cmu);
+        rc = eng_hold_index_set(db, f->pgno, off);
+        if (!rc) eng_cache_evict(db, f);
+        pthread_mutex_unlock(&db->cmu);
+        if (!rc) db->st.pages_spilled++;
+    }
+    free(v);
+    return rc;
+}
+
+int eng_cache_spill(eng_db *db)
+{
+    uint64_t limit = db->cache_bytes / ENG_PAGE_SIZE;
+    if (db->hf.failed || (uint64_t)db->ndirty < limit) {
+        pthread_mutex_lock(&db->cmu);
+        uint32_t frames = db->nframes;
+        pthread_mutex_unlock(&db->cmu);
+        if (frames <= limit) return 0;
+        pthread_rwlock_wrlock(&db->plock);
+        eng_cache_trim(db);
+        pthread_rwlock_unlock(&db->plock);
+        return 0;
+    }
+    pthread_rwlock_wrlock(&db->plock);
+    int rc = spill_oldest(db, (uint32_t)(limit / 2));
+    eng_cache_trim(db);
+    pthread_rwlock_unlock(&db->plock);
+    if (rc) {
+        db->hf.failed = 1;
+        om_warn("%s: cannot spill held pages to %s (%s); they stay in memory until the release",
+                db->edb, db->holdp, om_err_detail());
+    }
+    return 0;
+}
+
+void eng_cache_end_hold(eng_db *db)
+{
+    pthread_rwlock_wrlock(&db->plock);
+    pthread_mutex_lock(&db->cmu);
+    /* Frames read back from the file now equal the .edb. */
+    for (uint32_t i = 0; i < db->hsize; i++)
+        for (frame *f = db->htab[i]; f; f = f->next)
+            f->from_hold = 0;
+    eng_hold_index_clear(db);
+    pthread_mutex_unlock(&db->cmu);
+    pthread_rwlock_unlock(&db->plock);
+    eng_hold_remove_file(db);
+}
+
+/* One frame against the first bullet of db_internal.h: in its page's bucket and alone there,
+ * a page loaded whole (status OK) whose header names it, no newer than the database; deep:
+ * a clean frame (written by a checkpoint, read back, or spilled: sealed each time) also
+ * carries its checksum. */
+static int check_frame(eng_db *db, const frame *f, int deep, char *why, size_t n)
+{
+    eng_pghdr h;
+    eng_pghdr_get(f->page, &h);
+    if (eng_cache_lookup(db, f->pgno) != f)
+        return snprintf(why, n, "page %u: its frame is not the one its bucket finds", f->pgno), 1;
+    if (f->pgno == 0 || f->pgno > db->pages)
+        return snprintf(why, n, "page %u is cached, the database has %u pages", f->pgno, db->pages),
+               1;
+    if (f->status != ENG_PAGE_OK || h.pgno != f->pgno)
+        return snprintf(why, n, "page %u: cached with status %u, its header names page %u", f->pgno,
+                        f->status, h.pgno),
+               1;
+    if (h.dbtime > db->dbtime)
+        return snprintf(why, n, "page %u is at dbtime %llu, past the database's %llu", f->pgno,
+                        (unsigned long long)h.dbtime, (unsigned long long)db->dbtime),
+               1;
+    if (f->from_hold && !eng_hold_lookup(db, f->pgno, &(uint64_t){0}))
+        return snprintf(why, n, "page %u was read from the hold file, which no longer has it",
+                        f->pgno),
+               1;
+    if (deep && !f->dirty && eng_page_check(f->page, f->pgno, NULL) != ENG_PAGE_OK)
+        return snprintf(why, n, "page %u is clean in the cache but fails its checksum", f->pgno), 1;
+    return 0;
+}
+
+int eng_cache_check_page(eng_db *db, uint32_t pgno, char *why, size_t n)
+{
+    pthread_mutex_lock(&db->cmu);
+    const frame *f = eng_cache_lookup(db, pgno);
+    int bad = !f || !f->dirty
+                  ? snprintf(why, n, "page %u: committed, but no dirty frame holds it", pgno) > 0
+                  : check_frame(db, f, 0, why, n);
+    pthread_mutex_unlock(&db->cmu);
+    return bad;
+}
+
+int eng_cache_check(eng_db *db, int deep, char *why, size_t n)
+{
+    pthread_mutex_lock(&db->cmu);
+    uint32_t frames = 0, dirty = 0;
+    int bad = 0;
+    for (uint32_t i = 0; i < db->hsize && !bad; i++)
+        for (const frame *f = db->htab[i]; f && !bad; f = f->next) {
+            frames++;
+            dirty += f->dirty;
+            bad = check_frame(db, f, deep, why, n);
+        }
+    if (!bad && (frames != db->nframes || dirty != db->ndirty))
+        bad = snprintf(why, n, "the cache counts %u frames, %u dirty; it holds %u, %u dirty",
+                       db->nframes, db->ndirty, frames, dirty) > 0;
+    if (!bad) bad = eng_hold_check(db, why, n);
+    pthread_mutex_unlock(&db->cmu);
+    return bad;
+}
+
+int eng_cache_check_durable(eng_db *db, uint64_t durable, char *why, size_t n)
+{
+    pthread_mutex_lock(&db->cmu);
+    int bad = 0;
+    for (uint32_t i = 0; i < db->hsize && !bad; i++)
+        for (const frame *f = db->htab[i]; f && !bad; f = f->next)
+            if (f->dirty && f->lsn > durable)
+                bad =
+                    snprintf(why, n,
+                             "page %u would reach the .edb before its log: changed at LSN %llu, "
+                             "the log is durable to %llu",
+                             f->pgno, (unsigned long long)f->lsn, (unsigned long long)durable) > 0;
+    pthread_mutex_unlock(&db->cmu);
+    return bad;
 }

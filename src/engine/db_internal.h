@@ -1,22 +1,46 @@
 /* Internals shared by the engine's files: the database object, its page cache and the
  * writer role. Not for use outside src/engine.
  *
- * Page cache invariants:
+ * The files, top to bottom; each calls only files below it, and files on one line never call
+ * each other (scripts/check-layers checks it; docs/design.md draws it):
+ *   hard_recovery                 hard recovery after a restore
+ *   db                            open, create, close, soft recovery of a dismounted database, info
+ *   table > btree > space         tables, the B+tree, where the trees' pages come from
+ *   txn | recovery | backup_hooks transactions and reads | replay | freeze, hold, truncate, slots
+ *   checkpoint                    pages to the .edb, header, E00.chk
+ *   invariants                    the checks below, at run time
+ *   role                          writer role, fatal state, groups logged outside a transaction
+ *   journal > cache > hold        torn-page journal, page cache, hold file
+ *   log | logread | logdir        log writer, generation reader, log folders (log.h)
+ *   format                        on-disk layouts (format.h)
+ *
+ * Page cache invariants (checked in debug builds, ENG_CHECK below: after every commit for the
+ * pages it published and the counters; every frame after a checkpoint, a recovery, the
+ * release of held pages, a mount and before a close; the write-ahead rule before pages reach
+ * the .edb):
  * - A frame holds the committed image of one page. Only a commit (holding the writer role
  *   and `plock` for writing) changes a frame's content, by swapping in the transaction's
  *   private copy; readers copy out under `plock` for reading, so they see a page before or
  *   after a commit, never during it, and every page of one commit changes at once.
+ *   (Checked: each frame is alone in its page's bucket, loaded whole, its header names its
+ *   page, no newer than the database, within its page count; a clean one carries its
+ *   checksum.)
  * - A dirty frame is written to the .edb only by a checkpoint, after the log is durable past
  *   the frame's lsn (write-ahead), and after a copy of it is durable in the page journal
  *   (journal.c), so a page torn by a crash during the write can be restored. Dirty frames
  *   are never evicted, except while page writes are held (eng_hold_pages): then the oldest
  *   dirty frames may go to the hold file (hold.c) instead, and the committed image of a page
  *   is, in this order, its frame, its latest copy in the hold file, its place in the .edb.
+ *   (Checked: the dirty and frame counters; no dirty frame past the durable log at a flush;
+ *   none left after a checkpoint; a frame read from the hold file is still in its index; no
+ *   hold file once page writes are no longer held.)
  * - The hold file's index changes only under the writer role, plock for writing and cmu;
- *   cache_get reads it under cmu.
+ *   eng_cache_get reads it under cmu. (Checked: its count, its load, every offset a whole
+ *   page inside the file.)
  * - Frames are freed only under the writer role and plock for writing (a writer reads frames
- *   without plock): clean ones by cache_trim after a commit, or by a reader past the cache's
- *   size that could take both at once (trim_after_read in db.c).
+ *   without plock): clean ones by eng_cache_trim after a commit, or by a reader past the
+ *   cache's size that could take both at once (trim_after_read in txn.c). (Checked: the
+ *   writer role is held at every check point after mount.)
  * Lock order: writer role -> plock -> cmu. */
 #ifndef OM_ENGINE_DB_INTERNAL_H
 #define OM_ENGINE_DB_INTERNAL_H
@@ -82,121 +106,142 @@ struct eng_db {
     eng_stats st;
 };
 
-/* Page cache (cache.c). frame_get loads the page from the .edb when it is not cached;
- * pages past the end of the file load as zeros. */
-int cache_init(eng_db *db);
-void cache_free(eng_db *db);
-frame *cache_lookup(eng_db *db, uint32_t pgno);
-int cache_get(eng_db *db, uint32_t pgno, int verify, frame **out);
-frame *cache_insert_new(eng_db *db, uint32_t pgno);
+/* ---- the layers, bottom up: each file calls only the files below it (docs/design.md) ---- */
+
+/* The hold file (hold.c): the file and its index, nothing else.
+ * eng_hold_lookup / eng_hold_read: whether a page has a copy there, and reading it (under cmu).
+ * eng_hold_append: writes a sealed page at the end of the file (opened on first use); *off is
+ *   where. eng_hold_index_set then points the page's entry at it (caller holds plock for writing
+ *   and cmu, and the writer role).
+ * eng_hold_list: the page numbers the index holds, sorted (malloc'd).
+ * eng_hold_index_clear: forgets the index (writer role, plock for writing, cmu).
+ * eng_hold_remove_file: closes and deletes the file (after the write-back).
+ * eng_hold_free: closes the file and frees the index, leaving the file (eng_db_abandon).
+ * eng_hold_remove_stale: deletes a hold file a dead process left behind (at open). */
+int eng_hold_lookup(eng_db *db, uint32_t pgno, uint64_t *off);
+int eng_hold_read(eng_db *db, uint32_t pgno, uint64_t off, uint8_t *page);
+int eng_hold_append(eng_db *db, uint32_t pgno, const uint8_t *page, uint64_t *off);
+int eng_hold_index_set(eng_db *db, uint32_t pgno, uint64_t off);
+int eng_hold_list(eng_db *db, uint32_t **pages, uint32_t *n);
+void eng_hold_index_clear(eng_db *db);
+void eng_hold_remove_file(eng_db *db);
+void eng_hold_free(eng_db *db);
+int eng_hold_remove_stale(eng_db *db);
+/* The index's own invariants: its count, its load, every offset a whole page inside the file
+ * (0, or 1 with the broken one in why). Caller holds cmu. */
+int eng_hold_check(eng_db *db, char *why, size_t n);
+
+/* Page cache (cache.c). eng_cache_get loads the page (from the hold file when it has the latest
+ * copy, else from the .edb) when it is not cached; pages past the end of the file load as
+ * zeros. */
+int eng_cache_init(eng_db *db);
+void eng_cache_free(eng_db *db);
+frame *eng_cache_lookup(eng_db *db, uint32_t pgno);
+int eng_cache_get(eng_db *db, uint32_t pgno, int verify, frame **out);
+frame *eng_cache_insert_new(eng_db *db, uint32_t pgno);
 /* Collects the dirty frames sorted by page number into a malloc'd array. */
-int cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n);
+int eng_cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n);
 /* Writes the pages of v (n of them) with few large writes: in_place, each at its page's offset
  * in the .edb (v sorted by page number: runs of consecutive pages go together); else one after
  * another from offset base (the page journal). Up to 1 MiB a write. */
-int db_write_frames(om_file *f, frame **v, uint32_t n, int in_place, uint64_t base);
+int eng_cache_write_frames(om_file *f, frame **v, uint32_t n, int in_place, uint64_t base);
 /* Drops clean frames when the cache is over its size (caller holds plock for writing). */
-void cache_trim(eng_db *db);
+void eng_cache_trim(eng_db *db);
 /* Removes frame f from the cache and frees it (caller holds plock for writing and cmu). */
-void cache_evict(eng_db *db, frame *f);
+void eng_cache_evict(eng_db *db, frame *f);
+/* While held: moves the oldest dirty frames to the hold file until the dirty pages are back
+ * under half the cache budget, then drops clean frames over the budget. Called by a commit
+ * holding the writer role (takes plock and cmu itself). A failed write to the hold file stops
+ * spilling with a warning (the pages stay in memory); never an error. */
+int eng_cache_spill(eng_db *db);
+/* After the held pages went back to the .edb: frames read from the hold file are plain clean
+ * frames again, the index is forgotten and the file deleted. Writer role held. */
+void eng_cache_end_hold(eng_db *db);
+/* The checks of the cache (0, or 1 with the broken invariant in why); they take cmu.
+ * eng_cache_check: every frame (the first bullet at the top; deep: clean frames' checksums
+ *   too), the counters, the hold file's index.
+ * eng_cache_check_page: pgno was just committed: a dirty frame holds it, as the first bullet
+ *   says (caller holds plock for writing).
+ * eng_cache_check_durable: no dirty frame changed past LSN durable (write-ahead). */
+int eng_cache_check(eng_db *db, int deep, char *why, size_t n);
+int eng_cache_check_page(eng_db *db, uint32_t pgno, char *why, size_t n);
+int eng_cache_check_durable(eng_db *db, uint64_t durable, char *why, size_t n);
 
-/* The hold file (hold.c).
- * hold_spill: while held, moves the oldest dirty frames to the hold file until the dirty pages
- *   are back under half the cache budget, then drops clean frames over the budget. Called by a
- *   commit holding the writer role (takes plock and cmu itself).
- * hold_lookup / hold_read: whether a page has a copy there, and reading it (under cmu).
- * hold_write_back: writes every page whose latest image is in the hold file to the .edb, in
- *   batches, each journalled first (a checkpoint, writer role held).
- * hold_discard: forgets the index and deletes the file (after the write-back, or at close).
- * hold_free: closes the file and frees the index, leaving the file (eng_db_abandon).
- * hold_remove_stale: deletes a hold file a dead process left behind (at open). */
-int hold_spill(eng_db *db);
-int hold_lookup(eng_db *db, uint32_t pgno, uint64_t *off);
-int hold_read(eng_db *db, uint32_t pgno, uint64_t off, uint8_t *page);
-int hold_write_back(eng_db *db);
-void hold_discard(eng_db *db);
-void hold_free(eng_db *db);
-int hold_remove_stale(eng_db *db);
+/* Page journal (journal.c): eng_pgj_write puts sealed pages into E00.pgj and syncs it;
+ * eng_pgj_repair restores torn .edb pages from it before replay. */
+int eng_pgj_write(eng_db *db, frame **pages, uint32_t n);
+int eng_pgj_repair(eng_db *db, uint32_t *repaired);
 
-/* Page journal (journal.c): pj_write puts sealed pages into E00.pgj and syncs it;
- * pj_repair restores torn .edb pages from it before replay. */
-int pj_write(eng_db *db, frame **pages, uint32_t n);
-int pj_repair(eng_db *db, uint32_t *repaired);
-
-/* Database objects (db.c): db_alloc makes one from the options (nothing opened yet);
- * db_open_edb opens its .edb for writing and locks it. */
-int db_alloc(const eng_opts *o, eng_db **out);
-int db_open_edb(eng_db *db);
-
-/* Writer role (db.c). */
-void db_role_acquire(eng_db *db);
-void db_role_release(eng_db *db);
-/* Writes the dirty pages (sorted), syncs the .edb. */
-int db_flush_pages(eng_db *db);
-/* Writes E00.chk with checkpoint c and the backup positions of the header. */
-int db_write_chk(eng_db *db, eng_lgpos c);
-/* Marks the database fatal after a failed write: everything later is refused. */
-int db_set_fatal(eng_db *db, int rc);
-
-/* A view (table.h): a transaction's (t set) or a committed one (the read lock held). */
-struct eng_view {
-    eng_db *db;
-    eng_txn *t;
+/* Invariant checks (invariants.c; the checks of each layer in cache.c and hold.c). In debug
+ * builds (NDEBUG not defined: every build but --buildtype=release) ENG_CHECK runs them at the
+ * points named at the top of this file and aborts with the broken invariant in the log; in
+ * release builds it is nothing. eng_db_check_invariants (engine.h) runs them on demand. */
+enum eng_check_at {
+    ENG_AT_COMMIT,     /* counters and the role (the pages: ENG_CHECK_PAGE) */
+    ENG_AT_CHECKPOINT, /* every frame; no dirty page, no hold file */
+    ENG_AT_FLUSH,      /* write-ahead: no dirty frame past the durable log */
+    ENG_AT_RECOVERY,   /* every frame, with checksums; no dirty page */
+    ENG_AT_RELEASE,    /* every frame; no hold file once the last hold ends */
+    ENG_AT_MOUNT,
+    ENG_AT_CLOSE,
+    ENG_AT_TEST
 };
+void eng_db_check_point(eng_db *db, enum eng_check_at at);
+void eng_db_check_page_point(eng_db *db, uint32_t pgno);
+#ifdef NDEBUG
+#define ENG_CHECK(db, at)        ((void)0)
+#define ENG_CHECK_PAGE(db, pgno) ((void)0)
+#else
+#define ENG_CHECK(db, at)        eng_db_check_point((db), (at))
+#define ENG_CHECK_PAGE(db, pgno) eng_db_check_page_point((db), (pgno))
+#endif
 
-/* Page access for the B+tree (db.c). In a transaction: the page as the transaction sees it
- * (read-only), its private copy (writable; the commit logs what changed by comparing it with
- * the committed page), a page given a new life (zeroed, new object id, logged whole), or a new
- * page at the end of the file. In a committed view (the read lock held): the committed page.
- * Bodies are ENG_PAGE_BODY bytes; pointers stay valid until the transaction commits or rolls
- * back, or the read lock is released. */
-eng_db *db_txn_db(eng_txn *t);
-int db_txn_page_ro(eng_txn *t, uint32_t pgno, const uint8_t **body);
-int db_txn_page_mut(eng_txn *t, uint32_t pgno, uint8_t **body);
-int db_txn_page_reinit(eng_txn *t, uint32_t pgno, uint32_t objid, uint8_t **body);
-int db_txn_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body);
-void db_read_lock(eng_db *db);
-void db_read_unlock(eng_db *db);
-int db_view_page(eng_db *db, uint32_t pgno, const uint8_t **body);
-uint32_t db_page_count(eng_db *db);
+/* Writer role and fatal state (role.c).
+ * eng_role_acquire waits for the role (and for a thaw); eng_role_try takes it only when it is
+ * free now (1: taken); eng_role_release_frozen releases it and, when frozen is set, shuts the
+ * door until eng_role_thaw (which returns whether the database was frozen).
+ * eng_fatal_set marks the database fatal after a failed write (everything later is refused)
+ * and returns rc; eng_fatal_refuse is the FatalIO error every refused change gets.
+ * eng_role_log_group appends one group (recs, then a COMMIT) outside a user transaction and
+ * makes it durable; *pos (may be NULL) is where it starts. Writer role held. */
+void eng_role_acquire(eng_db *db);
+void eng_role_release(eng_db *db);
+int eng_role_try(eng_db *db);
+void eng_role_release_frozen(eng_db *db, int frozen);
+int eng_role_thaw(eng_db *db);
+int eng_fatal_set(eng_db *db, int rc);
+int eng_fatal_refuse(eng_db *db);
+int eng_role_log_group(eng_db *db, uint8_t *recs, uint32_t len, eng_lgpos *pos);
+
+/* Checkpoints (checkpoint.c), writer role held.
+ * eng_ckpt_flush_pages: grows the .edb to what was allocated while held, writes the held pages
+ *   back, then the dirty frames (journalled first, sorted), syncs the .edb.
+ * eng_ckpt_write_chk: writes E00.chk with checkpoint c and the backup positions of the header.
+ * eng_ckpt_locked: a whole checkpoint (log durable -> pages -> header -> E00.chk), nothing
+ *   while pages are held; circular logging deletes the generations below it. */
+int eng_ckpt_flush_pages(eng_db *db);
+int eng_ckpt_write_chk(eng_db *db, eng_lgpos c);
+int eng_ckpt_locked(eng_db *db);
 
 /* Recovery (recovery.c): replays the logs from the checkpoint into the page cache, flushes,
- * and leaves the header in Clean Shutdown. *last_gen, *last_created and *last_len describe
- * the newest generation found (0 when there are no logs); *cur_exists says whether it is
- * E00.log (so the next generation must rename it). */
+ * and leaves the header in Clean Shutdown. end->gen, created and len describe the newest
+ * generation found (0 when there are no logs); cur_exists says whether it is E00.log (so the
+ * next generation must rename it). */
 typedef struct eng_log_end {
     uint32_t gen;
     uint64_t created;
     uint32_t len;
     int cur_exists;
 } eng_log_end;
-int db_recover(eng_db *db, eng_log_end *end);
+int eng_recovery_run(eng_db *db, eng_log_end *end);
 /* Finds the newest generation on disk and checks it belongs to this database. */
-int db_find_log_end(eng_db *db, eng_log_end *end);
-/* Calls cb for each numbered generation on disk, in no particular order. */
-int db_list_gens(om_vfs *v, const char *dir, const char *base, uint32_t **gens, uint32_t *n);
-
-/* The generations of one log stream in a folder: numbered ones sorted, and the generation in
- * the current log (E00.log), 0 when there is none. InvalidLogSequence when E00.log holds a
- * generation that is already finished. */
-typedef struct db_stream {
-    om_vfs *vfs;
-    char dir[4096], base[4];
-    uint32_t *gens, n;
-    uint32_t cur_gen;
-} db_stream;
-int db_stream_list(om_vfs *v, const char *dir, const char *base, db_stream *s);
-void db_stream_free(db_stream *s);
-uint32_t db_stream_first(const db_stream *s);
-uint32_t db_stream_last(const db_stream *s);
-int db_stream_has(const db_stream *s, uint32_t g);
-void db_stream_path(const db_stream *s, uint32_t g, char *p, size_t n);
+int eng_recovery_log_end(eng_db *db, eng_log_end *end);
 
 /* Replay of generations into the page cache (recovery.c), shared by soft and hard recovery.
- * Groups may straddle generations: call db_replay_gen for consecutive generations with the
- * same db_replay. It applies each transaction at its COMMIT and flushes (a recovery
+ * Groups may straddle generations: call eng_replay_gen for consecutive generations with the
+ * same eng_replay. It applies each transaction at its COMMIT and flushes (a recovery
  * checkpoint) whenever the dirty pages reach the cache budget. */
-typedef struct db_replay {
+typedef struct eng_replay {
     eng_db *db;
     uint64_t stop_time;     /* 0: none; else stop at the first COMMIT later than this */
     int hard;               /* hard recovery: recovery checkpoints leave E00.chk alone */
@@ -207,8 +252,36 @@ typedef struct db_replay {
     uint32_t glen, gcap;
     uint64_t gtxn;
     eng_rec rec;
-} db_replay;
-int db_replay_gen(db_replay *rp, eng_genread *g, uint32_t from);
-void db_replay_free(db_replay *rp);
+} eng_replay;
+int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from);
+void eng_replay_free(eng_replay *rp);
+
+/* A view (table.h): a transaction's (t set) or a committed one (the read lock held). */
+struct eng_view {
+    eng_db *db;
+    eng_txn *t;
+};
+
+/* Page access for the B+tree (txn.c). In a transaction: the page as the transaction sees it
+ * (read-only), its private copy (writable; the commit logs what changed by comparing it with
+ * the committed page), a page given a new life (zeroed, new object id, logged whole), or a new
+ * page at the end of the file. In a committed view (the read lock held): the committed page.
+ * Bodies are ENG_PAGE_BODY bytes; pointers stay valid until the transaction commits or rolls
+ * back, or the read lock is released. */
+eng_db *eng_txn_db(eng_txn *t);
+int eng_txn_page_ro(eng_txn *t, uint32_t pgno, const uint8_t **body);
+int eng_txn_page_mut(eng_txn *t, uint32_t pgno, uint8_t **body);
+int eng_txn_page_reinit(eng_txn *t, uint32_t pgno, uint32_t objid, uint8_t **body);
+int eng_txn_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body);
+void eng_read_lock(eng_db *db);
+void eng_read_unlock(eng_db *db);
+int eng_view_page(eng_db *db, uint32_t pgno, const uint8_t **body);
+uint32_t eng_page_count(eng_db *db);
+
+/* Database objects (db.c): eng_db_alloc makes one from the options (nothing opened yet);
+ * eng_db_open_edb opens its .edb for writing and locks it. Hard recovery (hard_recovery.c)
+ * opens its restored .edb with them. */
+int eng_db_alloc(const eng_opts *o, eng_db **out);
+int eng_db_open_edb(eng_db *db);
 
 #endif

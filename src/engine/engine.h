@@ -26,58 +26,10 @@
 
 #include "base/uuid.h"
 #include "base/vfs.h"
-
-#define ENG_PAGE_SIZE 32768u
-#define ENG_PAGE_HDR  32u
-#define ENG_PAGE_BODY (ENG_PAGE_SIZE - ENG_PAGE_HDR)
-#define ENG_LOG_SIZE  (1024u * 1024u)
+#include "engine/types.h"
 
 typedef struct eng_db eng_db;
 typedef struct eng_txn eng_txn;
-
-/* A log position: generation and byte offset in that generation's record stream. Ordered
- * as the 64-bit number (gen << 32 | off). */
-typedef struct eng_lgpos {
-    uint32_t gen, off;
-} eng_lgpos;
-
-static inline uint64_t eng_lgpos_u64(eng_lgpos p)
-{
-    return (uint64_t)p.gen << 32 | p.off;
-}
-static inline int eng_lgpos_cmp(eng_lgpos a, eng_lgpos b)
-{
-    uint64_t x = eng_lgpos_u64(a), y = eng_lgpos_u64(b);
-    return x < y ? -1 : x > y;
-}
-
-enum eng_state { ENG_STATE_JUST_CREATED = 1, ENG_STATE_DIRTY = 2, ENG_STATE_CLEAN = 3 };
-
-/* The backup slots of the header (spec §5). */
-enum eng_bkslot_id {
-    ENG_BK_PREV_FULL,
-    ENG_BK_PREV_INCREMENTAL,
-    ENG_BK_PREV_COPY,
-    ENG_BK_PREV_DIFFERENTIAL,
-    ENG_BK_CUR_FULL,
-    ENG_BK_CUR_SNAPSHOT,
-    ENG_BK_NSLOTS
-};
-
-enum eng_bk_kind {
-    ENG_BK_NONE = 0,
-    ENG_BK_FULL = 1,
-    ENG_BK_INCREMENTAL,
-    ENG_BK_COPY,
-    ENG_BK_DIFFERENTIAL
-};
-
-typedef struct eng_bkslot {
-    uint32_t first_gen, last_gen; /* log generations the backup holds */
-    eng_lgpos mark;               /* backup record position (written at freeze) */
-    uint64_t mark_time;           /* ns since the epoch; 0 = empty slot */
-    uint32_t kind;                /* enum eng_bk_kind */
-} eng_bkslot;
 
 typedef struct eng_opts {
     om_vfs *vfs;          /* NULL: the real filesystem */
@@ -259,6 +211,11 @@ int eng_log_flush(eng_db *db);
 /* Flushes the dirty pages and advances the checkpoint to the end of the log. */
 int eng_checkpoint(eng_db *db);
 int eng_db_info(eng_db *db, eng_info *info);
+/* Checks the invariants written at the top of src/engine/db_internal.h on an open database,
+ * the page checksums of the clean cached pages included: 0, or Internal with the first broken
+ * one in the detail. Takes the writer role (waits for a running transaction, and for a thaw).
+ * For tests; debug builds also check them at the points that header names, and abort. */
+int eng_db_check_invariants(eng_db *db);
 void eng_db_stats(eng_db *db, eng_stats *st);
 /* What eng_db_info says, for a database that is not open: from its header, checkpoint file
  * and log folder, without mounting or changing anything. */

@@ -27,7 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/engine.h"
+#include "base/uuid.h"
+#include "base/vfs.h"
+#include "engine/types.h"
 
 #define ENG_FORMAT_VERSION 1u
 #define ENG_SLOT_SIZE      4096u

@@ -19,7 +19,11 @@
  *   deleted. A crash between batches leaves the .edb as a crash during any checkpoint does:
  *   pages newer than the checkpoint in the header, which replay skips.
  * - A failed write to the file is not fatal (the data is in the log and in memory): spilling
- *   stops, with a warning, and the dirty pages stay in memory until the release. */
+ *   stops, with a warning, and the dirty pages stay in memory until the release.
+ *
+ * This file is the file and its index only: which frames go there is the cache's choice
+ * (eng_cache_spill), and writing them back is the checkpoint's (checkpoint.c). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,19 +31,12 @@
 #include "base/log.h"
 #include "engine/db_internal.h"
 
-/* Pages per journalled batch at the release: half the cache budget, within 16..256 (8 MiB). */
-static uint32_t batch_pages(eng_db *db)
-{
-    uint64_t b = db->cache_bytes / ENG_PAGE_SIZE / 2;
-    return b < 16 ? 16 : b > 256 ? 256 : (uint32_t)b;
-}
-
 static uint32_t slot_of(uint32_t pgno, uint32_t cap)
 {
     return (pgno * 2654435761u) & (cap - 1);
 }
 
-int hold_lookup(eng_db *db, uint32_t pgno, uint64_t *off)
+int eng_hold_lookup(eng_db *db, uint32_t pgno, uint64_t *off)
 {
     hold_file *h = &db->hf;
     if (!h->count) return 0;
@@ -78,7 +75,6 @@ static int index_grow(hold_file *h)
     return 0;
 }
 
-/* Points pgno's entry at off (a new copy); caller holds plock for writing and cmu. */
 static int index_set(hold_file *h, uint32_t pgno, uint64_t off)
 {
     if ((h->count + 1) * 2 > h->cap) {
@@ -94,7 +90,7 @@ static int index_set(hold_file *h, uint32_t pgno, uint64_t off)
     return 0;
 }
 
-int hold_read(eng_db *db, uint32_t pgno, uint64_t off, uint8_t *page)
+int eng_hold_read(eng_db *db, uint32_t pgno, uint64_t off, uint8_t *page)
 {
     int rc = om_pread_full(db->hf.f, page, ENG_PAGE_SIZE, off);
     if (rc) return om_err_ctx(rc, "reading page %u from %s", pgno, db->holdp);
@@ -114,62 +110,19 @@ static int open_file(eng_db *db)
     return rc;
 }
 
-static int cmp_lsn(const void *a, const void *b)
+int eng_hold_append(eng_db *db, uint32_t pgno, const uint8_t *page, uint64_t *off)
 {
-    const frame *x = *(frame *const *)a, *y = *(frame *const *)b;
-    if (x->lsn != y->lsn) return x->lsn < y->lsn ? -1 : 1;
-    return x->pgno < y->pgno ? -1 : x->pgno > y->pgno;
-}
-
-/* Appends the oldest dirty frames to the file and drops them (plock held for writing). */
-static int spill_oldest(eng_db *db, uint32_t target)
-{
-    frame **v = NULL;
-    uint32_t n = 0;
-    int rc = cache_dirty_frames(db, &v, &n);
-    if (rc) return rc;
-    qsort(v, n, sizeof *v, cmp_lsn);
-    rc = open_file(db);
-    for (uint32_t i = 0; i + target < n && !rc; i++) {
-        frame *f = v[i];
-        eng_page_seal(f->page, f->pgno);
-        uint64_t off = db->hf.end;
-        rc = om_pwrite(db->hf.f, f->page, ENG_PAGE_SIZE, off);
-        if (rc) break;
-        db->hf.end += ENG_PAGE_SIZE;
-        pthread_mutex_lock(&db->cmu);
-        rc = index_set(&db->hf, f->pgno, off);
-        if (!rc) cache_evict(db, f);
-        pthread_mutex_unlock(&db->cmu);
-        if (!rc) db->st.pages_spilled++;
-    }
-    free(v);
-    return rc;
-}
-
-int hold_spill(eng_db *db)
-{
-    uint64_t limit = db->cache_bytes / ENG_PAGE_SIZE;
-    if (db->hf.failed || (uint64_t)db->ndirty < limit) {
-        pthread_mutex_lock(&db->cmu);
-        uint32_t frames = db->nframes;
-        pthread_mutex_unlock(&db->cmu);
-        if (frames <= limit) return 0;
-        pthread_rwlock_wrlock(&db->plock);
-        cache_trim(db);
-        pthread_rwlock_unlock(&db->plock);
-        return 0;
-    }
-    pthread_rwlock_wrlock(&db->plock);
-    int rc = spill_oldest(db, (uint32_t)(limit / 2));
-    cache_trim(db);
-    pthread_rwlock_unlock(&db->plock);
-    if (rc) {
-        db->hf.failed = 1;
-        om_warn("%s: cannot spill held pages to %s (%s); they stay in memory until the release",
-                db->edb, db->holdp, om_err_detail());
-    }
+    int rc = open_file(db);
+    if (!rc) rc = om_pwrite(db->hf.f, page, ENG_PAGE_SIZE, db->hf.end);
+    if (rc) return om_err_ctx(rc, "writing page %u to %s", pgno, db->holdp);
+    *off = db->hf.end;
+    db->hf.end += ENG_PAGE_SIZE;
     return 0;
+}
+
+int eng_hold_index_set(eng_db *db, uint32_t pgno, uint64_t off)
+{
+    return index_set(&db->hf, pgno, off);
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -178,60 +131,17 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* One batch: journal, in place, sync. */
-static int write_batch(eng_db *db, frame *fr, frame **fp, uint32_t n)
-{
-    int rc = pj_write(db, fp, n);
-    for (uint32_t i = 0; i < n && !rc; i++)
-        rc = om_pwrite(db->edbf, fr[i].page, ENG_PAGE_SIZE, eng_page_offset(fr[i].pgno));
-    if (!rc) rc = om_sync(db->edbf);
-    if (!rc) db->st.pages_flushed += n;
-    return rc;
-}
-
-int hold_write_back(eng_db *db)
+int eng_hold_list(eng_db *db, uint32_t **pages, uint32_t *n)
 {
     hold_file *h = &db->hf;
-    if (!h->count) return 0;
-    /* The pages to write: those whose latest image is here (a dirty frame is newer; the
-     * checkpoint writes it with the others). The index does not change meanwhile: only the
-     * writer role, which the caller holds, changes it. */
-    uint32_t *pg = malloc((size_t)h->count * sizeof *pg), n = 0, batch = batch_pages(db);
-    frame *fr = calloc(batch, sizeof *fr);
-    frame **fp = calloc(batch, sizeof *fp);
-    uint8_t *buf = aligned_alloc(4096, (size_t)batch * ENG_PAGE_SIZE);
-    int rc = 0;
-    if (!pg || !fr || !fp || !buf) {
-        rc = om_errf(OM_E_OutOfMemory, "writing held pages back: out of memory");
-        goto out;
-    }
-    pthread_mutex_lock(&db->cmu);
-    for (uint32_t i = 0; i < h->cap; i++) {
-        if (!h->keys[i]) continue;
-        frame *f = cache_lookup(db, h->keys[i]);
-        if (!f || !f->dirty) pg[n++] = h->keys[i];
-    }
-    pthread_mutex_unlock(&db->cmu);
-    qsort(pg, n, sizeof *pg, cmp_u32);
-    for (uint32_t done = 0; done < n && !rc;) {
-        uint32_t b = n - done < batch ? n - done : batch;
-        for (uint32_t i = 0; i < b && !rc; i++) {
-            uint64_t off = 0;
-            hold_lookup(db, pg[done + i], &off);
-            fr[i].pgno = pg[done + i];
-            fr[i].page = buf + (size_t)i * ENG_PAGE_SIZE;
-            fp[i] = &fr[i];
-            rc = hold_read(db, fr[i].pgno, off, fr[i].page);
-        }
-        if (!rc) rc = write_batch(db, fr, fp, b);
-        done += b;
-    }
-out:
-    free(pg);
-    free(fr);
-    free(fp);
-    free(buf);
-    return rc;
+    uint32_t *v = malloc((h->count ? h->count : 1) * sizeof *v), k = 0;
+    if (!v) return om_errf(OM_E_OutOfMemory, "hold file index: out of memory");
+    for (uint32_t i = 0; i < h->cap; i++)
+        if (h->keys[i]) v[k++] = h->keys[i];
+    qsort(v, k, sizeof *v, cmp_u32);
+    *pages = v;
+    *n = k;
+    return 0;
 }
 
 static void index_free(hold_file *h)
@@ -243,17 +153,13 @@ static void index_free(hold_file *h)
     h->cap = h->count = 0;
 }
 
-void hold_discard(eng_db *db)
+void eng_hold_index_clear(eng_db *db)
 {
-    pthread_rwlock_wrlock(&db->plock);
-    pthread_mutex_lock(&db->cmu);
-    /* Frames read back from the file now equal the .edb. */
-    for (uint32_t i = 0; i < db->hsize; i++)
-        for (frame *f = db->htab[i]; f; f = f->next)
-            f->from_hold = 0;
     index_free(&db->hf);
-    pthread_mutex_unlock(&db->cmu);
-    pthread_rwlock_unlock(&db->plock);
+}
+
+void eng_hold_remove_file(eng_db *db)
+{
     if (db->hf.f) {
         om_close(db->hf.f);
         db->hf.f = NULL;
@@ -264,14 +170,38 @@ void hold_discard(eng_db *db)
     db->hf.failed = 0;
 }
 
-void hold_free(eng_db *db)
+int eng_hold_check(eng_db *db, char *why, size_t n)
+{
+    const hold_file *h = &db->hf;
+    uint32_t keys = 0;
+    if (h->count && (h->count * 2 > h->cap || !h->f))
+        return snprintf(why, n, "hold file index: %u pages in %u slots, file %s", h->count, h->cap,
+                        h->f ? "open" : "not open"),
+               1;
+    for (uint32_t i = 0; i < h->cap; i++) {
+        if (!h->keys[i]) continue;
+        keys++;
+        if (h->offs[i] % ENG_PAGE_SIZE || h->offs[i] + ENG_PAGE_SIZE > h->end)
+            return snprintf(why, n,
+                            "hold file index: page %u at offset %llu, the file has %llu bytes",
+                            h->keys[i], (unsigned long long)h->offs[i], (unsigned long long)h->end),
+                   1;
+    }
+    if (keys != h->count)
+        return snprintf(why, n, "hold file index: %u pages counted, %u in the slots", h->count,
+                        keys),
+               1;
+    return 0;
+}
+
+void eng_hold_free(eng_db *db)
 {
     om_close(db->hf.f);
     db->hf.f = NULL;
     index_free(&db->hf);
 }
 
-int hold_remove_stale(eng_db *db)
+int eng_hold_remove_stale(eng_db *db)
 {
     int ex = db->vfs->exists(db->vfs, db->holdp);
     if (ex <= 0) return ex;

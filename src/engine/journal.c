@@ -37,7 +37,7 @@ static uint32_t header_size(uint32_t n)
     return (PGJ_FIXED + PGJ_ENTRY * n + 4095u) & ~4095u;
 }
 
-int pj_write(eng_db *db, frame **pages, uint32_t n)
+int eng_pgj_write(eng_db *db, frame **pages, uint32_t n)
 {
     char path[4200];
     eng_pgj_path(path, sizeof path, db->logdir, db->base);
@@ -59,7 +59,7 @@ int pj_write(eng_db *db, frame **pages, uint32_t n)
     int existed = db->vfs->exists(db->vfs, path);
     int rc = existed < 0 ? existed : om_open(db->vfs, path, OM_O_CREATE, &f);
     if (!rc) rc = om_pwrite(f, hdr, hs, 0);
-    if (!rc) rc = db_write_frames(f, pages, n, 0, hs);
+    if (!rc) rc = eng_cache_write_frames(f, pages, n, 0, hs);
     if (!rc) rc = om_sync(f);
     /* A new journal's name must be durable too, or a crash could take the file away while
      * the pages it protects are torn. */
@@ -93,7 +93,7 @@ static int read_header(eng_db *db, om_file *f, uint8_t **hdr, uint32_t *n, uint3
     return 0;
 }
 
-int pj_repair(eng_db *db, uint32_t *repaired)
+int eng_pgj_repair(eng_db *db, uint32_t *repaired)
 {
     char path[4200];
     eng_pgj_path(path, sizeof path, db->logdir, db->base);

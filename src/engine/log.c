@@ -355,6 +355,14 @@ uint64_t eng_log_end_lsn(eng_log *l)
     return v;
 }
 
+uint64_t eng_log_durable_lsn(eng_log *l)
+{
+    pthread_mutex_lock(&l->mu);
+    uint64_t v = l->flushed;
+    pthread_mutex_unlock(&l->mu);
+    return v;
+}
+
 eng_lgpos eng_log_lgpos(eng_log *l, uint64_t lsn)
 {
     pthread_mutex_lock(&l->mu);

@@ -65,6 +65,8 @@ int eng_log_flush_to(eng_log *l, uint64_t lsn);
 /* Flushes everything and starts the next generation. */
 int eng_log_roll(eng_log *l);
 uint64_t eng_log_end_lsn(eng_log *l);
+/* The LSN up to which the log is durable. */
+uint64_t eng_log_durable_lsn(eng_log *l);
 /* The position of a flushed LSN. */
 eng_lgpos eng_log_lgpos(eng_log *l, uint64_t lsn);
 uint32_t eng_log_gen(eng_log *l);
@@ -80,5 +82,33 @@ void eng_log_free(eng_log *l);
 
 /* Creates the reserve logs that are missing. */
 int eng_log_make_reserves(om_vfs *v, const char *dir, const char *base);
+
+/* ---- log folders (logdir.c) ---- */
+
+/* The numbered generations of base in dir, in no particular order (malloc'd; none when dir
+ * does not exist). */
+int eng_log_list_gens(om_vfs *v, const char *dir, const char *base, uint32_t **gens, uint32_t *n);
+
+/* The generations of one log stream in a folder: numbered ones sorted, and the generation in
+ * the current log (E00.log), 0 when there is none. InvalidLogSequence when E00.log holds a
+ * generation that is already finished. */
+typedef struct eng_stream {
+    om_vfs *vfs;
+    char dir[4096], base[4];
+    uint32_t *gens, n;
+    uint32_t cur_gen;
+} eng_stream;
+int eng_stream_list(om_vfs *v, const char *dir, const char *base, eng_stream *s);
+void eng_stream_free(eng_stream *s);
+uint32_t eng_stream_first(const eng_stream *s);
+uint32_t eng_stream_last(const eng_stream *s);
+int eng_stream_has(const eng_stream *s, uint32_t g);
+/* The path of generation g: E00.log when it is the current one, else its numbered name. */
+void eng_stream_path(const eng_stream *s, uint32_t g, char *p, size_t n);
+
+/* Deletes the finished generations of base in dir below `below` and syncs the folder; *deleted
+ * (may be NULL) counts them. */
+int eng_log_delete_below(om_vfs *v, const char *dir, const char *base, uint32_t below,
+                         uint32_t *deleted);
 
 #endif

@@ -18,139 +18,12 @@
 #include "base/time.h"
 #include "engine/db_internal.h"
 
-typedef struct gen_list {
-    uint32_t *v;
-    uint32_t n, cap;
-} gen_list;
-
-typedef struct list_ctx {
-    const char *base;
-    gen_list gl;
-} list_ctx;
-
-static int collect(void *arg, const char *name)
-{
-    list_ctx *c = arg;
-    uint32_t g;
-    if (!eng_parse_log_name(name, c->base, &g)) return 0;
-    if (c->gl.n == c->gl.cap) {
-        uint32_t nc = c->gl.cap ? c->gl.cap * 2 : 64;
-        uint32_t *nv = realloc(c->gl.v, nc * sizeof *nv);
-        if (!nv) return om_errf(OM_E_OutOfMemory, "listing logs: out of memory");
-        c->gl.v = nv;
-        c->gl.cap = nc;
-    }
-    c->gl.v[c->gl.n++] = g;
-    return 0;
-}
-
-int db_list_gens(om_vfs *v, const char *dir, const char *base, uint32_t **gens, uint32_t *n)
-{
-    list_ctx c = {base, {0}};
-    int ex = v->exists(v, dir);
-    if (ex == 0) {
-        *gens = NULL;
-        *n = 0;
-        return 0;
-    }
-    int rc = ex < 0 ? ex : v->list(v, dir, collect, &c);
-    if (rc) {
-        free(c.gl.v);
-        return rc;
-    }
-    *gens = c.gl.v;
-    *n = c.gl.n;
-    return 0;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int read_cur_gen(om_vfs *v, const char *dir, const char *base, uint32_t *gen)
-{
-    char p[4200];
-    eng_cur_log_path(p, sizeof p, dir, base);
-    *gen = 0;
-    int ex = v->exists(v, p);
-    if (ex <= 0) return ex;
-    om_file *f = NULL;
-    uint8_t slot[ENG_SLOT_SIZE];
-    int rc = om_open(v, p, OM_O_RDONLY, &f);
-    if (!rc) rc = om_pread_full(f, slot, sizeof slot, 0);
-    om_close(f);
-    eng_loghdr h;
-    if (!rc) rc = eng_loghdr_decode(slot, &h);
-    if (rc) return om_err_ctx(rc, "%s", p);
-    *gen = h.gen;
-    return 0;
-}
-
-int db_stream_list(om_vfs *v, const char *dir, const char *base, db_stream *sf)
-{
-    memset(sf, 0, sizeof *sf);
-    sf->vfs = v;
-    if (snprintf(sf->dir, sizeof sf->dir, "%s", dir) >= (int)sizeof sf->dir)
-        return om_errf(OM_E_InvalidPath, "path too long: %s", dir);
-    snprintf(sf->base, sizeof sf->base, "%s", base);
-    int rc = db_list_gens(v, dir, base, &sf->gens, &sf->n);
-    if (!rc) rc = read_cur_gen(v, dir, base, &sf->cur_gen);
-    if (rc) {
-        db_stream_free(sf);
-        return rc;
-    }
-    if (sf->n) qsort(sf->gens, sf->n, sizeof *sf->gens, cmp_u32);
-    if (sf->cur_gen && sf->n && sf->gens[sf->n - 1] >= sf->cur_gen) {
-        uint32_t g = sf->gens[sf->n - 1], c = sf->cur_gen;
-        db_stream_free(sf);
-        return om_errf(OM_E_InvalidLogSequence,
-                       "%s/%s.log holds generation %u but generation %u is already finished", dir,
-                       base, c, g);
-    }
-    return 0;
-}
-
-void db_stream_free(db_stream *sf)
-{
-    free(sf->gens);
-    sf->gens = NULL;
-    sf->n = 0;
-}
-
-uint32_t db_stream_last(const db_stream *sf)
-{
-    return sf->cur_gen ? sf->cur_gen : sf->n ? sf->gens[sf->n - 1] : 0;
-}
-
-uint32_t db_stream_first(const db_stream *sf)
-{
-    return sf->n ? sf->gens[0] : sf->cur_gen;
-}
-
-int db_stream_has(const db_stream *sf, uint32_t g)
-{
-    if (g == 0) return 0;
-    if (g == sf->cur_gen) return 1;
-    if (sf->n == 0) return 0;
-    return bsearch(&g, sf->gens, sf->n, sizeof *sf->gens, cmp_u32) != NULL;
-}
-
-void db_stream_path(const db_stream *sf, uint32_t g, char *p, size_t n)
-{
-    if (g == sf->cur_gen)
-        eng_cur_log_path(p, n, sf->dir, sf->base);
-    else
-        eng_log_path(p, n, sf->dir, sf->base, g);
-}
-
 /* Reads generation g and checks it belongs to this database and follows `prev`. */
-static int read_gen_checked(eng_db *db, const db_stream *sf, uint32_t g, const eng_loghdr *prev,
+static int read_gen_checked(eng_db *db, const eng_stream *sf, uint32_t g, const eng_loghdr *prev,
                             eng_genread *gr)
 {
     char p[4200];
-    db_stream_path(sf, g, p, sizeof p);
+    eng_stream_path(sf, g, p, sizeof p);
     int rc = eng_gen_read(db->vfs, p, gr);
     if (rc) {
         eng_gen_free(gr); /* a damaged generation still carries the stream up to the damage */
@@ -172,13 +45,13 @@ static int read_gen_checked(eng_db *db, const db_stream *sf, uint32_t g, const e
     return rc;
 }
 
-int db_find_log_end(eng_db *db, eng_log_end *end)
+int eng_recovery_log_end(eng_db *db, eng_log_end *end)
 {
     memset(end, 0, sizeof *end);
-    db_stream sf;
-    int rc = db_stream_list(db->vfs, db->logdir, db->base, &sf);
+    eng_stream sf;
+    int rc = eng_stream_list(db->vfs, db->logdir, db->base, &sf);
     if (rc) return rc;
-    uint32_t last = db_stream_last(&sf);
+    uint32_t last = eng_stream_last(&sf);
     if (last) {
         eng_genread g;
         rc = read_gen_checked(db, &sf, last, NULL, &g);
@@ -190,7 +63,7 @@ int db_find_log_end(eng_db *db, eng_log_end *end)
             eng_gen_free(&g);
         }
     }
-    db_stream_free(&sf);
+    eng_stream_free(&sf);
     return rc;
 }
 
@@ -208,7 +81,7 @@ static int apply_page(eng_db *db, const eng_rec *r)
 {
     uint32_t pgno = r->u.page.pgno;
     frame *f = NULL;
-    int rc = cache_get(db, pgno, 0, &f);
+    int rc = eng_cache_get(db, pgno, 0, &f);
     if (rc) return rc;
     eng_pghdr h;
     eng_pghdr_get(f->page, &h);
@@ -245,7 +118,7 @@ static int apply_page(eng_db *db, const eng_rec *r)
     return 0;
 }
 
-static int apply_group(db_replay *rp)
+static int apply_group(eng_replay *rp)
 {
     eng_db *db = rp->db;
     uint32_t off = 0;
@@ -276,7 +149,7 @@ static int apply_group(db_replay *rp)
     return 0;
 }
 
-static int group_add(db_replay *rp, const uint8_t *p, uint32_t len)
+static int group_add(eng_replay *rp, const uint8_t *p, uint32_t len)
 {
     if (rp->glen + len > rp->gcap) {
         uint32_t nc = rp->gcap ? rp->gcap * 2 : 1 << 20;
@@ -295,10 +168,10 @@ static int group_add(db_replay *rp, const uint8_t *p, uint32_t len)
 /* Writes the replayed pages and records how far replay got, so a crash during a long
  * recovery resumes from here. Hard recovery leaves the checkpoint file alone: it may belong to
  * another stream until the end, and the header's Log Required is where it resumes. */
-static int recovery_checkpoint(db_replay *rp, eng_lgpos at, uint32_t last_gen)
+static int recovery_checkpoint(eng_replay *rp, eng_lgpos at, uint32_t last_gen)
 {
     eng_db *db = rp->db;
-    int rc = db_flush_pages(db);
+    int rc = eng_ckpt_flush_pages(db);
     if (rc) return rc;
     db->hdr.dbtime = db->dbtime;
     db->hdr.pages = db->pages;
@@ -306,10 +179,10 @@ static int recovery_checkpoint(db_replay *rp, eng_lgpos at, uint32_t last_gen)
     if (at.gen > db->hdr.log_req_min) db->hdr.log_req_min = at.gen;
     if (last_gen > db->hdr.log_req_max) db->hdr.log_req_max = last_gen;
     rc = eng_dbhdr_write(db->edbf, &db->hdr);
-    return rc || rp->hard ? rc : db_write_chk(db, at);
+    return rc || rp->hard ? rc : eng_ckpt_write_chk(db, at);
 }
 
-int db_replay_gen(db_replay *rp, eng_genread *g, uint32_t from)
+int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from)
 {
     eng_db *db = rp->db;
     uint32_t off = from;
@@ -340,14 +213,14 @@ int db_replay_gen(db_replay *rp, eng_genread *g, uint32_t from)
         if ((uint64_t)db->ndirty * ENG_PAGE_SIZE >= db->cache_bytes) {
             if ((rc = recovery_checkpoint(rp, rp->pos, g->hdr.gen))) return rc;
             pthread_rwlock_wrlock(&db->plock);
-            cache_trim(db);
+            eng_cache_trim(db);
             pthread_rwlock_unlock(&db->plock);
         }
     }
     return 0;
 }
 
-void db_replay_free(db_replay *rp)
+void eng_replay_free(eng_replay *rp)
 {
     free(rp->group);
     rp->group = NULL;
@@ -380,9 +253,9 @@ static eng_lgpos replay_start(eng_db *db)
 
 /* The generation replay starts at is not in the folder: the folder's logs may be another
  * database's or another stream's altogether, which says more than "missing". */
-static int start_missing(eng_db *db, const db_stream *sf, uint32_t gen)
+static int start_missing(eng_db *db, const eng_stream *sf, uint32_t gen)
 {
-    uint32_t last = db_stream_last(sf);
+    uint32_t last = eng_stream_last(sf);
     if (!last)
         return om_errf(OM_E_RequiredLogFilesMissing,
                        "%s needs log generation %u to recover, and %s holds no logs of base %s. "
@@ -390,7 +263,7 @@ static int start_missing(eng_db *db, const db_stream *sf, uint32_t gen)
                        db->edb, gen, db->logdir, db->base);
     char p[4200];
     eng_genread g = {0};
-    db_stream_path(sf, last, p, sizeof p);
+    eng_stream_path(sf, last, p, sizeof p);
     int rc = eng_gen_read(db->vfs, p, &g), other_db = 0, other_stream = 0;
     if (!rc) {
         other_db = !eng_sig_eq(&g.hdr.db_sig, &db->hdr.db_sig);
@@ -410,46 +283,28 @@ static int start_missing(eng_db *db, const db_stream *sf, uint32_t gen)
     return om_errf(OM_E_RequiredLogFilesMissing,
                    "%s needs log generation %u to recover, and %s holds generations %u to %u. "
                    "HINT: restore the missing logs, or restore the database from a backup",
-                   db->edb, gen, db->logdir, db_stream_first(sf), last);
+                   db->edb, gen, db->logdir, eng_stream_first(sf), last);
 }
 
-int db_recover(eng_db *db, eng_log_end *end)
+/* Replays generations start.gen..last of the stream, each checked to follow the one before;
+ * *end describes the last one replayed. */
+static int replay_stream(eng_db *db, const eng_stream *sf, eng_lgpos start, uint32_t last,
+                         eng_replay *rp, eng_log_end *end)
 {
-    db_stream sf = {0};
-    db_replay rp = {.db = db};
     eng_genread g = {0}, prev = {0};
-    int have_prev = 0;
-    uint64_t t0 = om_mono_ns();
-    memset(end, 0, sizeof *end);
-    uint32_t repaired = 0;
-    int rc = pj_repair(db, &repaired);
-    if (!rc) rc = db_stream_list(db->vfs, db->logdir, db->base, &sf);
-    if (rc) return rc;
-    uint32_t last = db_stream_last(&sf);
-    eng_lgpos start = replay_start(db);
-    if (start.gen == 0) start.gen = sf.n ? sf.gens[0] : sf.cur_gen;
-    if (last == 0 && db->hdr.log_req_max == 0 && db->hdr.state == ENG_STATE_JUST_CREATED) {
-        /* Created but never attached: nothing was logged. */
-        goto finish;
-    }
-    if (last == 0 || !db_stream_has(&sf, start.gen)) {
-        rc = start_missing(db, &sf, start.gen);
-        goto out;
-    }
-    for (uint32_t gen = start.gen; gen <= last; gen++) {
-        if (!db_stream_has(&sf, gen)) {
+    int have_prev = 0, rc = 0;
+    for (uint32_t gen = start.gen; gen <= last && !rc; gen++) {
+        if (!eng_stream_has(sf, gen)) {
             rc = om_errf(OM_E_MissingLogFile,
                          "log generation %u is missing from %s (generations "
                          "up to %u exist)",
                          gen, db->logdir, last);
-            goto out;
+            break;
         }
-        rc = read_gen_checked(db, &sf, gen, have_prev ? &prev.hdr : NULL, &g);
-        if (rc) goto out;
+        if ((rc = read_gen_checked(db, sf, gen, have_prev ? &prev.hdr : NULL, &g))) break;
         if (g.torn_slot && gen != last)
             om_warn("log generation %u ends with a flush that a crash interrupted", gen);
-        rc = db_replay_gen(&rp, &g, gen == start.gen ? start.off : 0);
-        if (rc) goto out;
+        if ((rc = eng_replay_gen(rp, &g, gen == start.gen ? start.off : 0))) break;
         if (have_prev) eng_gen_free(&prev);
         prev = g;
         have_prev = 1;
@@ -457,34 +312,62 @@ int db_recover(eng_db *db, eng_log_end *end)
         end->gen = gen;
         end->created = prev.hdr.created;
         end->len = prev.len;
-        end->cur_exists = gen == sf.cur_gen;
+        end->cur_exists = gen == sf->cur_gen;
         if (db->replay_progress) db->replay_progress(db->progress_arg, gen, start.gen, last);
     }
-    if (last < db->hdr.log_req_max) {
-        rc = om_errf(OM_E_RequiredLogFilesMissing,
-                     "%s needs log generations up to %u and the logs end at %u", db->edb,
-                     db->hdr.log_req_max, last);
-        goto out;
-    }
-finish:
-    if (rp.pos.gen == 0) rp.pos = (eng_lgpos){end->gen, end->len};
-    rc = db_flush_pages(db);
-    if (rc) goto out;
+    if (have_prev) eng_gen_free(&prev);
+    eng_gen_free(&g);
+    return rc;
+}
+
+/* After replay: the pages flushed, the header in Clean Shutdown at the consistent position,
+ * then E00.chk. */
+static int finish_clean(eng_db *db, eng_replay *rp, const eng_log_end *end, uint64_t t0)
+{
+    if (rp->pos.gen == 0) rp->pos = (eng_lgpos){end->gen, end->len};
+    int rc = eng_ckpt_flush_pages(db);
+    if (rc) return rc;
     db->hdr.state = ENG_STATE_CLEAN;
     db->hdr.dbtime = db->dbtime;
     db->hdr.pages = db->pages;
     db->hdr.txn_last = db->txn_last;
-    db->hdr.consistent = rp.pos;
+    db->hdr.consistent = rp->pos;
     db->hdr.consistent_time = om_now_ns();
     db->hdr.log_req_min = db->hdr.log_req_max = 0;
     db->hdr.log_committed = end->gen;
     rc = eng_dbhdr_write(db->edbf, &db->hdr);
     db->st.replay_ns = om_mono_ns() - t0;
-    if (!rc && end->gen) rc = db_write_chk(db, rp.pos);
-out:
-    if (have_prev) eng_gen_free(&prev);
-    eng_gen_free(&g);
-    db_replay_free(&rp);
-    db_stream_free(&sf);
+    if (!rc && end->gen) rc = eng_ckpt_write_chk(db, rp->pos);
+    if (!rc) ENG_CHECK(db, ENG_AT_RECOVERY);
+    return rc;
+}
+
+int eng_recovery_run(eng_db *db, eng_log_end *end)
+{
+    eng_stream sf = {0};
+    eng_replay rp = {.db = db};
+    uint64_t t0 = om_mono_ns();
+    memset(end, 0, sizeof *end);
+    uint32_t repaired = 0;
+    int rc = eng_pgj_repair(db, &repaired);
+    if (!rc) rc = eng_stream_list(db->vfs, db->logdir, db->base, &sf);
+    if (rc) return rc;
+    uint32_t last = eng_stream_last(&sf);
+    eng_lgpos start = replay_start(db);
+    if (start.gen == 0) start.gen = sf.n ? sf.gens[0] : sf.cur_gen;
+    /* Created but never attached: nothing was logged. */
+    int never_attached =
+        last == 0 && db->hdr.log_req_max == 0 && db->hdr.state == ENG_STATE_JUST_CREATED;
+    if (never_attached)
+        rc = 0;
+    else if (last == 0 || !eng_stream_has(&sf, start.gen))
+        rc = start_missing(db, &sf, start.gen);
+    else if (!(rc = replay_stream(db, &sf, start, last, &rp, end)) && last < db->hdr.log_req_max)
+        rc = om_errf(OM_E_RequiredLogFilesMissing,
+                     "%s needs log generations up to %u and the logs end at %u", db->edb,
+                     db->hdr.log_req_max, last);
+    if (!rc) rc = finish_clean(db, &rp, end, t0);
+    eng_replay_free(&rp);
+    eng_stream_free(&sf);
     return rc;
 }

@@ -1,94 +1,14 @@
-/* Tables over the B+tree (table.h): the meta page and free-page list, the catalog, long
- * values, views and cursors.
+/* Tables over the B+tree (table.h): the catalog, long values, views and cursors.
  *
- * Meta page (data page 1), after the node header:
- *   16 u32 magic   20 u32 version   24 u32 catalog root   28 u32 long-value tree root
- *   32 u32 free list head   36 u32 free pages   40 u32 next object id   44 u64 next long-value id
- * Object ids: 1 meta and free pages' last owner, 2 the catalog, 3 the long-value tree, tables
- * from 16. A long value is cut into BT_LV_CHUNK-byte chunks stored in the long-value tree
- * under (long-value id, chunk number), big-endian so a value's chunks are adjacent. */
+ * The meta page and the free list are in space.c (layout in btree.h). A long value is cut into
+ * BT_LV_CHUNK-byte chunks stored in the long-value tree under (long-value id, chunk number),
+ * big-endian so a value's chunks are adjacent. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/bytes.h"
 #include "base/error.h"
 #include "engine/btree.h"
-
-#define META_PGNO       1u
-#define META_MAGIC      0x4254424fu /* "OBTB" */
-#define META_VERSION    1u
-#define OBJ_META        1u
-#define OBJ_CATALOG     2u
-#define OBJ_LV          3u
-#define OBJ_FIRST_TABLE 16u
-
-enum {
-    M_MAGIC = 16,
-    M_VERSION = 20,
-    M_CATALOG = 24,
-    M_LV = 28,
-    M_FREE = 32,
-    M_NFREE = 36,
-    M_OBJID = 40,
-    M_LVID = 44
-};
-
-static int meta_ro(bt_ctx *c, const uint8_t **m)
-{
-    int rc = bt_page_ro(c, META_PGNO, m);
-    if (rc) return om_err_ctx(rc, "this database holds no tables");
-    if ((*m)[0] != BT_META || om_get32(*m + M_MAGIC) != META_MAGIC)
-        return om_errf(OM_E_ObjectNotFound,
-                       "this database holds no tables (page 1 is not a table catalog)");
-    if (om_get32(*m + M_VERSION) != META_VERSION)
-        return om_errf(OM_E_InvalidDatabase, "table catalog version %u is not supported",
-                       om_get32(*m + M_VERSION));
-    return 0;
-}
-
-static int meta_mut(eng_txn *t, uint8_t **m)
-{
-    bt_ctx c = {t, db_txn_db(t), OBJ_META};
-    const uint8_t *ro;
-    int rc = meta_ro(&c, &ro);
-    return rc ? rc : db_txn_page_mut(t, META_PGNO, m);
-}
-
-/* ---- space ---- */
-
-int tbl_page_alloc(eng_txn *t, uint32_t objid, uint32_t *pgno, uint8_t **body)
-{
-    uint8_t *m;
-    int rc = meta_mut(t, &m);
-    if (rc) return rc;
-    uint32_t head = om_get32(m + M_FREE);
-    if (head == 0) return db_txn_page_alloc(t, objid, pgno, body);
-    const uint8_t *fb;
-    bt_ctx c = {t, db_txn_db(t), OBJ_META};
-    if ((rc = bt_page_ro(&c, head, &fb))) return rc;
-    if (fb[0] != BT_FREE)
-        return om_errf(OM_E_DatabaseCorrupted, "free list: page %u is not free", head);
-    uint32_t next = om_get32(fb + 8);
-    if ((rc = meta_mut(t, &m))) return rc;
-    om_put32(m + M_FREE, next);
-    om_put32(m + M_NFREE, om_get32(m + M_NFREE) - 1);
-    *pgno = head;
-    return db_txn_page_reinit(t, head, objid, body);
-}
-
-int tbl_page_free(eng_txn *t, uint32_t pgno)
-{
-    uint8_t *m, *b;
-    int rc = meta_mut(t, &m);
-    if (rc) return rc;
-    uint32_t head = om_get32(m + M_FREE);
-    if ((rc = db_txn_page_reinit(t, pgno, 0, &b))) return rc;
-    b[0] = BT_FREE;
-    om_put32(b + 8, head);
-    om_put32(m + M_FREE, pgno);
-    om_put32(m + M_NFREE, om_get32(m + M_NFREE) + 1);
-    return 0;
-}
 
 /* ---- catalog ---- */
 
@@ -97,7 +17,7 @@ int eng_catalog_create(eng_db *db)
     eng_txn *t = NULL;
     int rc = eng_txn_begin(db, &t);
     if (rc) return rc;
-    if (db_page_count(db) != 0) {
+    if (eng_page_count(db) != 0) {
         eng_txn_rollback(t);
         return om_errf(OM_E_InvalidParameter,
                        "the database already has pages; a catalog goes into an empty one");
@@ -106,7 +26,7 @@ int eng_catalog_create(eng_db *db)
     uint8_t *b[3];
     const uint32_t obj[3] = {OBJ_META, OBJ_CATALOG, OBJ_LV};
     for (int i = 0; i < 3 && !rc; i++)
-        rc = db_txn_page_alloc(t, obj[i], &pg[i], &b[i]);
+        rc = eng_txn_page_alloc(t, obj[i], &pg[i], &b[i]);
     if (!rc && (pg[0] != META_PGNO || pg[1] != 2 || pg[2] != 3))
         rc = om_errf(OM_E_Internal, "catalog pages landed at %u, %u, %u", pg[0], pg[1], pg[2]);
     if (rc) {
@@ -121,8 +41,8 @@ int eng_catalog_create(eng_db *db)
     om_put32(b[0] + M_LV, pg[2]);
     om_put32(b[0] + M_OBJID, OBJ_FIRST_TABLE);
     om_put64(b[0] + M_LVID, 1);
-    bt_init_leaf(b[1]);
-    bt_init_leaf(b[2]);
+    eng_bt_init_leaf(b[1]);
+    eng_bt_init_leaf(b[2]);
     return eng_txn_commit(t, 0);
 }
 
@@ -132,7 +52,7 @@ int eng_catalog_exists(eng_db *db)
     if (eng_view_begin(db, &v)) return 0;
     bt_ctx c = {NULL, db, OBJ_META};
     const uint8_t *m;
-    int ok = db_page_count(db) >= META_PGNO && meta_ro(&c, &m) == 0;
+    int ok = eng_page_count(db) >= META_PGNO && eng_space_meta_ro(&c, &m) == 0;
     eng_view_end(v);
     return ok;
 }
@@ -140,7 +60,7 @@ int eng_catalog_exists(eng_db *db)
 static int catalog_roots(bt_ctx *c, uint32_t *catalog, uint32_t *lv)
 {
     const uint8_t *m;
-    int rc = meta_ro(c, &m);
+    int rc = eng_space_meta_ro(c, &m);
     if (rc) return rc;
     if (catalog) *catalog = om_get32(m + M_CATALOG);
     if (lv) *lv = om_get32(m + M_LV);
@@ -154,7 +74,7 @@ int eng_view_begin(eng_db *db, eng_view **out)
     eng_view *v = calloc(1, sizeof *v);
     if (!v) return om_errf(OM_E_OutOfMemory, "view: out of memory");
     v->db = db;
-    db_read_lock(db);
+    eng_read_lock(db);
     *out = v;
     return 0;
 }
@@ -162,7 +82,7 @@ int eng_view_begin(eng_db *db, eng_view **out)
 void eng_view_end(eng_view *v)
 {
     if (!v || v->t) return; /* a transaction's view ends with the transaction */
-    db_read_unlock(v->db);
+    eng_read_unlock(v->db);
     free(v);
 }
 
@@ -208,17 +128,17 @@ static void lv_key(uint8_t k[12], uint64_t lvid, uint32_t chunk)
 static int lv_write(eng_txn *t, const uint8_t *val, uint64_t vlen, uint64_t *lvid)
 {
     uint8_t *m;
-    int rc = meta_mut(t, &m);
+    int rc = eng_space_meta_mut(t, &m);
     if (rc) return rc;
     *lvid = om_get64(m + M_LVID);
     om_put64(m + M_LVID, *lvid + 1);
     uint32_t lvroot = om_get32(m + M_LV);
-    bt_ctx c = {t, db_txn_db(t), OBJ_LV};
+    bt_ctx c = {t, eng_txn_db(t), OBJ_LV};
     uint8_t k[12];
     for (uint64_t off = 0, i = 0; off < vlen && !rc; off += BT_LV_CHUNK, i++) {
         lv_key(k, *lvid, (uint32_t)i);
         uint32_t n = vlen - off < BT_LV_CHUNK ? (uint32_t)(vlen - off) : BT_LV_CHUNK;
-        rc = bt_insert(&c, lvroot, k, sizeof k, 0, val + off, n);
+        rc = eng_bt_insert(&c, lvroot, k, sizeof k, 0, val + off, n);
     }
     return rc;
 }
@@ -226,12 +146,12 @@ static int lv_write(eng_txn *t, const uint8_t *val, uint64_t vlen, uint64_t *lvi
 static int lv_free(eng_txn *t, uint64_t lvid)
 {
     uint32_t lvroot;
-    bt_ctx c = {t, db_txn_db(t), OBJ_LV};
+    bt_ctx c = {t, eng_txn_db(t), OBJ_LV};
     int rc = catalog_roots(&c, NULL, &lvroot);
     uint8_t k[12];
     for (uint32_t i = 0; !rc; i++) {
         lv_key(k, lvid, i);
-        rc = bt_delete(&c, lvroot, k, sizeof k, NULL, NULL);
+        rc = eng_bt_delete(&c, lvroot, k, sizeof k, NULL, NULL);
     }
     return rc == OM_E_RecordNotFound ? 0 : rc;
 }
@@ -247,7 +167,7 @@ static int lv_read(bt_ctx *vc, uint32_t rec_pgno, uint64_t lvid, uint64_t vlen, 
         uint32_t chunk = (uint32_t)(off / BT_LV_CHUNK), in = (uint32_t)(off % BT_LV_CHUNK);
         lv_key(k, lvid, chunk);
         bt_cell cell;
-        rc = bt_find(&c, lvroot, k, sizeof k, &cell);
+        rc = eng_bt_find(&c, lvroot, k, sizeof k, &cell);
         if (rc == OM_E_RecordNotFound || (!rc && cell.vlen <= in))
             return om_errf(
                 OM_E_DatabaseCorrupted,
@@ -279,7 +199,7 @@ static int catalog_find(bt_ctx *c, const char *name, uint32_t nlen, eng_tbl *tb)
     if (rc) return rc;
     bt_ctx cc = {c->t, c->db, OBJ_CATALOG};
     bt_cell cell;
-    rc = bt_find(&cc, croot, name, nlen, &cell);
+    rc = eng_bt_find(&cc, croot, name, nlen, &cell);
     if (rc == OM_E_RecordNotFound) return om_errf(OM_E_ObjectNotFound, "no table named '%s'", name);
     if (rc) return rc;
     if (cell.vkind || cell.vlen != 8)
@@ -294,23 +214,23 @@ int eng_table_create(eng_txn *t, const char *name, eng_tbl *out)
     uint32_t nlen = 0;
     int rc = check_name(name, &nlen);
     if (rc) return rc;
-    bt_ctx c = {t, db_txn_db(t), OBJ_CATALOG};
+    bt_ctx c = {t, eng_txn_db(t), OBJ_CATALOG};
     eng_tbl tb;
     if ((rc = catalog_roots(&c, NULL, NULL))) return rc; /* no catalog at all */
     rc = catalog_find(&c, name, nlen, &tb);
     if (rc == 0) return om_errf(OM_E_KeyDuplicate, "a table named '%s' already exists", name);
     if (rc != OM_E_ObjectNotFound) return rc;
     uint8_t *m, *rb;
-    if ((rc = meta_mut(t, &m))) return rc;
+    if ((rc = eng_space_meta_mut(t, &m))) return rc;
     tb.objid = om_get32(m + M_OBJID);
     om_put32(m + M_OBJID, tb.objid + 1);
     uint32_t croot = om_get32(m + M_CATALOG);
-    if ((rc = tbl_page_alloc(t, tb.objid, &tb.root, &rb))) return rc;
-    bt_init_leaf(rb);
+    if ((rc = eng_space_alloc(t, tb.objid, &tb.root, &rb))) return rc;
+    eng_bt_init_leaf(rb);
     uint8_t v[8];
     om_put32(v, tb.root);
     om_put32(v + 4, tb.objid);
-    if ((rc = bt_insert(&c, croot, name, nlen, 0, v, sizeof v))) return rc;
+    if ((rc = eng_bt_insert(&c, croot, name, nlen, 0, v, sizeof v))) return rc;
     *out = tb;
     return 0;
 }
@@ -329,14 +249,14 @@ int eng_table_drop(eng_txn *t, const char *name)
     uint32_t nlen = 0, croot = 0;
     int rc = check_name(name, &nlen);
     if (rc) return rc;
-    bt_ctx c = {t, db_txn_db(t), OBJ_CATALOG};
+    bt_ctx c = {t, eng_txn_db(t), OBJ_CATALOG};
     eng_tbl tb;
     if ((rc = catalog_find(&c, name, nlen, &tb))) return rc;
-    bt_ctx tc = {t, db_txn_db(t), tb.objid};
-    if ((rc = bt_clear(&tc, tb.root, free_record_lv, NULL))) return rc;
-    if ((rc = tbl_page_free(t, tb.root))) return rc;
+    bt_ctx tc = {t, eng_txn_db(t), tb.objid};
+    if ((rc = eng_bt_clear(&tc, tb.root, free_record_lv, NULL))) return rc;
+    if ((rc = eng_space_free(t, tb.root))) return rc;
     if ((rc = catalog_roots(&c, &croot, NULL))) return rc;
-    return bt_delete(&c, croot, name, nlen, NULL, NULL);
+    return eng_bt_delete(&c, croot, name, nlen, NULL, NULL);
 }
 
 /* ---- records ---- */
@@ -352,33 +272,33 @@ int eng_put(eng_txn *t, eng_tbl tb, const void *key, uint32_t klen, const void *
     if (vlen && !val)
         return om_errf(OM_E_InvalidParameter, "no value bytes given for %llu bytes",
                        (unsigned long long)vlen);
-    bt_ctx c = {t, db_txn_db(t), tb.objid};
+    bt_ctx c = {t, eng_txn_db(t), tb.objid};
     uint8_t vkind = 0;
     uint64_t lvid = 0;
     bt_cell old;
-    rc = bt_find(&c, tb.root, key, klen, &old);
+    rc = eng_bt_find(&c, tb.root, key, klen, &old);
     if (rc == 0 && (flags & ENG_PUT_NOOVERWRITE))
         return om_errf(OM_E_KeyDuplicate, "key already exists");
-    if (rc == 0) rc = bt_delete(&c, tb.root, key, klen, &vkind, &lvid);
+    if (rc == 0) rc = eng_bt_delete(&c, tb.root, key, klen, &vkind, &lvid);
     if (rc == 0 && vkind) rc = lv_free(t, lvid);
     if (rc == OM_E_RecordNotFound) rc = 0;
     if (rc) return rc;
     if (8 + klen + vlen <= ENG_MAX_INLINE)
-        return bt_insert(&c, tb.root, key, klen, 0, val, (uint32_t)vlen);
+        return eng_bt_insert(&c, tb.root, key, klen, 0, val, (uint32_t)vlen);
     if ((rc = lv_write(t, val, vlen, &lvid))) return rc;
     uint8_t id[8];
     om_put64(id, lvid);
-    return bt_insert(&c, tb.root, key, klen, 1, id, (uint32_t)vlen);
+    return eng_bt_insert(&c, tb.root, key, klen, 1, id, (uint32_t)vlen);
 }
 
 int eng_del(eng_txn *t, eng_tbl tb, const void *key, uint32_t klen)
 {
     int rc = check_key(key, klen);
     if (rc) return rc;
-    bt_ctx c = {t, db_txn_db(t), tb.objid};
+    bt_ctx c = {t, eng_txn_db(t), tb.objid};
     uint8_t vkind = 0;
     uint64_t lvid = 0;
-    rc = bt_delete(&c, tb.root, key, klen, &vkind, &lvid);
+    rc = eng_bt_delete(&c, tb.root, key, klen, &vkind, &lvid);
     if (!rc && vkind) rc = lv_free(t, lvid);
     return rc;
 }
@@ -402,7 +322,7 @@ int eng_get(eng_view *v, eng_tbl tb, const void *key, uint32_t klen, void **val,
     if (rc) return rc;
     bt_ctx c = view_ctx(v, tb.objid);
     bt_cell cell;
-    if ((rc = bt_find(&c, tb.root, key, klen, &cell))) return rc;
+    if ((rc = eng_bt_find(&c, tb.root, key, klen, &cell))) return rc;
     *vlen = cell.vlen;
     *val = NULL;
     if (cell.vlen == 0) return 0;
@@ -452,27 +372,27 @@ int eng_cursor_seek(eng_cursor *c, const void *key, uint32_t klen)
     int rc = check_key(key, klen);
     if (rc) return rc;
     bt_ctx bc = view_ctx(c->v, c->tb.objid);
-    return cursor_moved(c, bt_seek(&bc, c->tb.root, key, klen, &c->pos));
+    return cursor_moved(c, eng_bt_seek(&bc, c->tb.root, key, klen, &c->pos));
 }
 
 int eng_cursor_first(eng_cursor *c)
 {
     bt_ctx bc = view_ctx(c->v, c->tb.objid);
-    return cursor_moved(c, bt_seek(&bc, c->tb.root, NULL, 0, &c->pos));
+    return cursor_moved(c, eng_bt_seek(&bc, c->tb.root, NULL, 0, &c->pos));
 }
 
 int eng_cursor_next(eng_cursor *c)
 {
     if (!c->valid) return om_errf(OM_E_RecordNotFound, "the cursor is not on a record");
     bt_ctx bc = view_ctx(c->v, c->tb.objid);
-    return cursor_moved(c, bt_next(&bc, &c->pos));
+    return cursor_moved(c, eng_bt_next(&bc, &c->pos));
 }
 
 static int cursor_cell(eng_cursor *c, bt_ctx *bc, bt_cell *cell)
 {
     if (!c->valid) return om_errf(OM_E_RecordNotFound, "the cursor is not on a record");
     *bc = view_ctx(c->v, c->tb.objid);
-    return bt_cell_at(bc, &c->pos, cell);
+    return eng_bt_cell_at(bc, &c->pos, cell);
 }
 
 int eng_cursor_key(eng_cursor *c, const void **key, uint32_t *klen)
@@ -509,9 +429,9 @@ int eng_space_info(eng_view *v, eng_space *s)
 {
     bt_ctx c = view_ctx(v, OBJ_META);
     const uint8_t *m;
-    int rc = meta_ro(&c, &m);
+    int rc = eng_space_meta_ro(&c, &m);
     if (rc) return rc;
-    s->pages = db_page_count(v->db);
+    s->pages = eng_page_count(v->db);
     s->free_pages = om_get32(m + M_NFREE);
     s->lv_count = om_get64(m + M_LVID) - 1;
     return 0;
@@ -520,5 +440,5 @@ int eng_space_info(eng_view *v, eng_space *s)
 int eng_table_check(eng_view *v, eng_tbl tb, uint64_t *records)
 {
     bt_ctx c = view_ctx(v, tb.objid);
-    return bt_check(&c, tb.root, records);
+    return eng_bt_check(&c, tb.root, records);
 }

@@ -191,6 +191,11 @@ static int verify(om_vfs *vfs, const run *dryr, const run *r, char *why, size_t 
         snprintf(why, whylen, "recovery failed: %s", om_err_format(rc, eb, sizeof eb));
         return 1;
     }
+    if ((rc = eng_db_check_invariants(db))) {
+        snprintf(why, whylen, "after recovery: %s", om_err_format(rc, eb, sizeof eb));
+        eng_db_abandon(db);
+        return 1;
+    }
     eng_info info;
     rc = eng_db_info(db, &info);
     m.npages = info.pages;

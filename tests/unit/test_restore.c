@@ -206,6 +206,7 @@ static eng_db *crash_and_remount(crashvfs *c, const eng_opts *o, eng_db *db)
     eng_db_abandon(db);
     crashvfs_reboot(c);
     assert_int_equal(eng_db_open(o, &db), 0);
+    assert_int_equal(eng_db_check_invariants(db), 0);
     return db;
 }
 

@@ -218,6 +218,7 @@ static eng_db *crash_and_recover(crashvfs *c, const eng_opts *o, eng_db *db)
     crashvfs_reboot(c);
     db = NULL;
     OK(eng_db_open(o, &db));
+    OK(eng_db_check_invariants(db));
     return db;
 }
 

@@ -42,7 +42,7 @@ typedef struct hard {
     const eng_restore_opts *o;
     eng_db *db;
     om_vfs *v;
-    db_stream rs;        /* the generations in restored_dir */
+    eng_stream rs;       /* the generations in restored_dir */
     int same;            /* restored_dir is the target's own folder, with the same base */
     int optional;        /* the restored database is consistent without any log */
     eng_lgpos start;     /* replay starts here */
@@ -56,7 +56,7 @@ typedef struct hard {
     int short_roll;
     char roll_end[300];  /* why roll forward ended short */
     uint64_t hdr_dbtime; /* the restored pages hold every change up to this dbtime */
-    db_replay rp;
+    eng_replay rp;
     uint32_t first_done, last_done, last_len; /* generations replayed, the last one's length */
 } hard;
 
@@ -103,7 +103,7 @@ static int fresh_name(hard *h, const char *p)
 static int write_chk_fresh(hard *h, eng_lgpos c)
 {
     int rc = fresh_name(h, h->db->chk);
-    return rc ? rc : db_write_chk(h->db, c);
+    return rc ? rc : eng_ckpt_write_chk(h->db, c);
 }
 
 /* Step 2. */
@@ -113,7 +113,7 @@ static int begin(hard *h)
     if (db->hdr.flags & ENG_DBF_RESTORING) {
         uint32_t repaired = 0;
         om_info("%s: resuming a hard recovery that did not finish", db->edb);
-        return pj_repair(db, &repaired);
+        return eng_pgj_repair(db, &repaired);
     }
     char pgj[4200];
     int gone = 0;
@@ -135,7 +135,7 @@ static int arriving(const hard *h, uint32_t g)
 
 static int present(const hard *h, uint32_t g)
 {
-    return arriving(h, g) || db_stream_has(&h->rs, g);
+    return arriving(h, g) || eng_stream_has(&h->rs, g);
 }
 
 /* An arriving generation is laid under its numbered name, whatever the listing saw. */
@@ -144,13 +144,13 @@ static void gen_path(const hard *h, uint32_t g, char *p, size_t n)
     if (arriving(h, g))
         (void)eng_log_path(p, n, h->rs.dir, h->rs.base, g);
     else
-        db_stream_path(&h->rs, g, p, n);
+        eng_stream_path(&h->rs, g, p, n);
 }
 
 static int missing_start(hard *h)
 {
     eng_db *db = h->db;
-    uint32_t first = db_stream_first(&h->rs);
+    uint32_t first = eng_stream_first(&h->rs);
     if (h->o->arriving_first && (!first || h->o->arriving_first < first))
         first = h->o->arriving_first;
     if (!h->chain_last)
@@ -177,9 +177,9 @@ static int plan(hard *h)
     const eng_restore_opts *o = h->o;
     eng_db *db = h->db;
     const eng_dbhdr *H = &db->hdr;
-    int rc = db_stream_list(h->v, o->restored_dir, o->restored_base, &h->rs);
+    int rc = eng_stream_list(h->v, o->restored_dir, o->restored_base, &h->rs);
     if (rc) return rc;
-    h->chain_last = db_stream_last(&h->rs);
+    h->chain_last = eng_stream_last(&h->rs);
     if (o->arriving_last > h->chain_last) h->chain_last = o->arriving_last;
     uint32_t need_max = 0;
     if (H->state == ENG_STATE_DIRTY) {
@@ -322,7 +322,7 @@ static int replay(hard *h)
     eng_db *db = h->db;
     eng_genread g = {0}, prev = {0};
     int have_prev = 0, rc = 0;
-    h->rp = (db_replay){.db = db, .stop_time = h->o->stop_time_ns, .hard = 1};
+    h->rp = (eng_replay){.db = db, .stop_time = h->o->stop_time_ns, .hard = 1};
     for (uint32_t gen = h->start.gen; gen <= h->end && !h->rp.stopped; gen++) {
         if ((rc = wait_arriving(h, gen))) break;
         if ((rc = read_restored(h, gen, have_prev ? &prev : NULL, &g))) {
@@ -339,7 +339,7 @@ static int replay(hard *h)
             break;
         }
         if ((rc = check_whole(h, gen, &g))) break;
-        rc = db_replay_gen(&h->rp, &g, gen == h->start.gen ? h->start.off : 0);
+        rc = eng_replay_gen(&h->rp, &g, gen == h->start.gen ? h->start.off : 0);
         if (rc) {
             char p[4200];
             gen_path(h, gen, p, sizeof p);
@@ -384,11 +384,11 @@ static int new_generation(hard *h, eng_lgpos *consistent, int *adopted)
 {
     eng_db *db = h->db;
     const eng_opts *t = &h->o->target;
-    db_stream ts;
+    eng_stream ts;
     int rc = h->v->mkdir(h->v, db->logdir); /* new paths: the folder may not exist yet */
-    if (!rc) rc = db_stream_list(h->v, db->logdir, db->base, &ts);
+    if (!rc) rc = eng_stream_list(h->v, db->logdir, db->base, &ts);
     if (rc) return rc;
-    uint32_t last = db_stream_last(&ts), gen;
+    uint32_t last = eng_stream_last(&ts), gen;
     eng_sig sig;
     uint64_t prev_created = 0;
     uint32_t prev_end = 0;
@@ -396,7 +396,7 @@ static int new_generation(hard *h, eng_lgpos *consistent, int *adopted)
     if (last && !h->same) {
         char p[4200];
         eng_genread lg;
-        db_stream_path(&ts, last, p, sizeof p);
+        eng_stream_path(&ts, last, p, sizeof p);
         if (eng_gen_read(h->v, p, &lg) == 0 && lg.hdr.gen == last) {
             *adopted = 1;
             sig = lg.hdr.log_sig;
@@ -432,13 +432,13 @@ static int new_generation(hard *h, eng_lgpos *consistent, int *adopted)
     rc = eng_tmp_log_path(tmp, sizeof tmp, db->logdir, db->base);
     if (!rc) rc = fresh_name(h, tmp);
     if (rc) {
-        db_stream_free(&ts);
+        eng_stream_free(&ts);
         return rc;
     }
     rc = eng_log_start(&c, gen, last && last == ts.cur_gen, prev_created, prev_end,
                        (eng_lgpos){gen, 0}, &l);
     eng_log_free(l);
-    db_stream_free(&ts);
+    eng_stream_free(&ts);
     if (rc) return om_err_ctx(rc, "starting log generation %u in %s", gen, db->logdir);
     db->hdr.log_sig = sig;
     *consistent = (eng_lgpos){gen, 0};
@@ -499,8 +499,8 @@ static int already_done(hard *h, eng_restore_result *r)
 {
     eng_db *db = h->db;
     const eng_dbhdr *H = &db->hdr;
-    int rc = db_stream_list(h->v, h->o->restored_dir, h->o->restored_base, &h->rs);
-    uint32_t last = rc ? 0 : db_stream_last(&h->rs);
+    int rc = eng_stream_list(h->v, h->o->restored_dir, h->o->restored_base, &h->rs);
+    uint32_t last = rc ? 0 : eng_stream_last(&h->rs);
     int ours = 0;
     if (last && H->state == ENG_STATE_CLEAN && !(H->flags & ENG_DBF_RESTORING) &&
         strncmp(H->base, db->base, 3) == 0) {
@@ -508,7 +508,7 @@ static int already_done(hard *h, eng_restore_result *r)
         uint8_t slot[ENG_SLOT_SIZE];
         eng_loghdr lh;
         om_file *f = NULL;
-        db_stream_path(&h->rs, last, p, sizeof p);
+        eng_stream_path(&h->rs, last, p, sizeof p);
         if (om_open(h->v, p, OM_O_RDONLY, &f) == 0) {
             ours = om_pread_full(f, slot, sizeof slot, 0) == 0 &&
                    eng_loghdr_decode(slot, &lh) == 0 && eng_sig_eq(&lh.db_sig, &H->db_sig);
@@ -553,11 +553,12 @@ int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r)
     int rc = check_opts(o);
     if (rc) return rc;
     hard h = {.o = o};
-    if ((rc = db_alloc(&o->target, &h.db))) return rc;
+    if ((rc = eng_db_alloc(&o->target, &h.db))) return rc;
     eng_db *db = h.db;
     h.v = db->vfs;
     h.same = same_folder(o->restored_dir, db->logdir) && strcmp(o->restored_base, db->base) == 0;
-    if ((rc = db_open_edb(db)) || (rc = eng_dbhdr_read(h.v, db->edb, &db->hdr, 1, NULL))) goto out;
+    if ((rc = eng_db_open_edb(db)) || (rc = eng_dbhdr_read(h.v, db->edb, &db->hdr, 1, NULL)))
+        goto out;
     if (strncmp(db->hdr.base, o->restored_base, 3) != 0) {
         rc = already_done(&h, r);
         goto out;
@@ -572,7 +573,7 @@ int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r)
      * after the caller has cleared the restore's folder. */
     if (o->arriving_last > h.laid && (rc = o->wait_laid(o->wait_arg, o->arriving_last))) goto out;
     if (o->arriving_last) h.laid = o->arriving_last;
-    if ((rc = db_flush_pages(db))) goto out;
+    if ((rc = eng_ckpt_flush_pages(db))) goto out;
     rc = finish(&h, r);
 out:
     if (r) {
@@ -582,8 +583,8 @@ out:
         r->transactions = db->st.replay_groups;
         r->ns = om_mono_ns() - t0;
     }
-    db_replay_free(&h.rp);
-    db_stream_free(&h.rs);
+    eng_replay_free(&h.rp);
+    eng_stream_free(&h.rs);
     eng_db_abandon(db);
     return rc;
 }

@@ -1,0 +1,166 @@
+/* Checkpoints: the dirty pages (and the pages held in the hold file) to the .edb, journalled
+ * first; then the header; then E00.chk. Order of durable writes: log -> pages -> header ->
+ * checkpoint file, so a crash anywhere leaves a checkpoint that replay can start from. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/time.h"
+#include "engine/db_internal.h"
+
+int eng_ckpt_write_chk(eng_db *db, eng_lgpos c)
+{
+    eng_chkfile ck = {0};
+    ck.checkpoint = c;
+    ck.log_sig = db->hdr.log_sig;
+    ck.db_sig = db->hdr.db_sig;
+    ck.time = om_now_ns();
+    ck.last_full = db->hdr.slots[ENG_BK_PREV_FULL].mark;
+    ck.last_incremental = db->hdr.slots[ENG_BK_PREV_INCREMENTAL].mark;
+    memcpy(ck.base, db->base, 4);
+    return eng_chk_write(db->vfs, db->chk, &ck);
+}
+
+/* Grows the .edb to the pages allocated while it was held. */
+static int grow_deferred(eng_db *db)
+{
+    if (db->grow_to <= db->file_pages) return 0;
+    int rc = om_resize(db->edbf, (db->grow_to + 2) * ENG_PAGE_SIZE);
+    if (rc)
+        return om_err_ctx(rc, "growing %s to %llu pages", db->edb, (unsigned long long)db->grow_to);
+    db->file_pages = db->grow_to;
+    return 0;
+}
+
+/* Pages per journalled batch when held pages go back: half the cache budget, within 16..256
+ * (8 MiB). */
+static uint32_t batch_pages(eng_db *db)
+{
+    uint64_t b = db->cache_bytes / ENG_PAGE_SIZE / 2;
+    return b < 16 ? 16 : b > 256 ? 256 : (uint32_t)b;
+}
+
+/* One batch: journal, in place, sync. */
+static int write_batch(eng_db *db, frame *fr, frame **fp, uint32_t n)
+{
+    int rc = eng_pgj_write(db, fp, n);
+    for (uint32_t i = 0; i < n && !rc; i++)
+        rc = om_pwrite(db->edbf, fr[i].page, ENG_PAGE_SIZE, eng_page_offset(fr[i].pgno));
+    if (!rc) rc = om_sync(db->edbf);
+    if (!rc) db->st.pages_flushed += n;
+    return rc;
+}
+
+/* Writes every page whose latest image is in the hold file to the .edb, in batches, each
+ * journalled first (hold.c says why). A dirty frame is newer than the hold file's copy: the
+ * checkpoint writes it with the others. The index does not change meanwhile: only the writer
+ * role, which the caller holds, changes it. */
+static int write_back_held(eng_db *db)
+{
+    if (!db->hf.count) return 0;
+    uint32_t *pg = NULL, n = 0, batch = batch_pages(db);
+    frame *fr = calloc(batch, sizeof *fr);
+    frame **fp = calloc(batch, sizeof *fp);
+    uint8_t *buf = aligned_alloc(4096, (size_t)batch * ENG_PAGE_SIZE);
+    int rc = fr && fp && buf ? eng_hold_list(db, &pg, &n)
+                             : om_errf(OM_E_OutOfMemory, "writing held pages back: out of memory");
+    if (rc) goto out;
+    uint32_t keep = 0;
+    pthread_mutex_lock(&db->cmu);
+    for (uint32_t i = 0; i < n; i++) {
+        frame *f = eng_cache_lookup(db, pg[i]);
+        if (!f || !f->dirty) pg[keep++] = pg[i];
+    }
+    pthread_mutex_unlock(&db->cmu);
+    for (uint32_t done = 0; done < keep && !rc;) {
+        uint32_t b = keep - done < batch ? keep - done : batch;
+        for (uint32_t i = 0; i < b && !rc; i++) {
+            uint64_t off = 0;
+            eng_hold_lookup(db, pg[done + i], &off);
+            fr[i].pgno = pg[done + i];
+            fr[i].page = buf + (size_t)i * ENG_PAGE_SIZE;
+            fp[i] = &fr[i];
+            rc = eng_hold_read(db, fr[i].pgno, off, fr[i].page);
+        }
+        if (!rc) rc = write_batch(db, fr, fp, b);
+        done += b;
+    }
+out:
+    free(pg);
+    free(fr);
+    free(fp);
+    free(buf);
+    return rc;
+}
+
+int eng_ckpt_flush_pages(eng_db *db)
+{
+    frame **v = NULL;
+    uint32_t n = 0;
+    ENG_CHECK(db, ENG_AT_FLUSH);
+    int rc = grow_deferred(db);
+    /* Pages spilled while held first (in batches of their own), then the dirty frames. */
+    if (!rc) rc = write_back_held(db);
+    if (!rc) rc = eng_cache_dirty_frames(db, &v, &n);
+    if (rc) return rc;
+    for (uint32_t i = 0; i < n; i++)
+        eng_page_seal(v[i]->page, v[i]->pgno);
+    /* Journal first (synced), then in place: a page torn by a crash here can be restored. */
+    if (n) rc = eng_pgj_write(db, v, n);
+    if (!rc) rc = eng_cache_write_frames(db->edbf, v, n, 1, 0);
+    if (!rc && n) rc = om_sync(db->edbf);
+    if (!rc) {
+        pthread_mutex_lock(&db->cmu);
+        for (uint32_t i = 0; i < n; i++)
+            v[i]->dirty = 0;
+        db->ndirty = 0;
+        pthread_mutex_unlock(&db->cmu);
+        db->st.pages_flushed += n;
+        if (db->hf.f || db->hf.count) eng_cache_end_hold(db);
+    }
+    free(v);
+    return rc;
+}
+
+/* Caller holds the writer role. Order of durable writes: log -> pages -> header -> checkpoint. */
+int eng_ckpt_locked(eng_db *db)
+{
+    if (db->fatal) return eng_fatal_refuse(db);
+    if (db->hold) return 0;
+    uint64_t end = eng_log_end_lsn(db->log);
+    int rc = eng_log_flush_to(db->log, end);
+    if (rc) return eng_fatal_set(db, rc);
+    eng_lgpos c = eng_log_lgpos(db->log, end);
+    if ((rc = eng_ckpt_flush_pages(db))) return eng_fatal_set(db, rc);
+    uint32_t cur = eng_log_gen(db->log);
+    db->hdr.dbtime = db->dbtime;
+    db->hdr.pages = db->pages;
+    db->hdr.txn_last = db->txn_last;
+    db->hdr.log_req_min = c.gen;
+    db->hdr.log_req_max = cur;
+    db->hdr.log_committed = cur;
+    if ((rc = eng_dbhdr_write(db->edbf, &db->hdr))) return eng_fatal_set(db, rc);
+    db->hdr_deferred = 0;
+    if ((rc = eng_ckpt_write_chk(db, c))) return eng_fatal_set(db, rc);
+    db->ckpt = c;
+    eng_log_set_checkpoint(db->log, c);
+    pthread_rwlock_wrlock(&db->plock);
+    eng_cache_trim(db);
+    pthread_rwlock_unlock(&db->plock);
+    db->st.checkpoints++;
+    if (db->hdr.flags & ENG_DBF_CIRCULAR) {
+        rc = eng_log_delete_below(db->vfs, db->logdir, db->base, c.gen, NULL);
+        if (rc) om_warn("circular logging: %s", om_err_detail());
+    }
+    ENG_CHECK(db, ENG_AT_CHECKPOINT);
+    return 0;
+}
+
+int eng_checkpoint(eng_db *db)
+{
+    eng_role_acquire(db);
+    int rc = eng_ckpt_locked(db);
+    eng_role_release(db);
+    return rc;
+}

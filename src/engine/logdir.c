@@ -1,0 +1,154 @@
+/* A log folder: the generations of one base name in it (eng_log_list_gens, the sorted stream
+ * of eng_stream_list) and deleting the finished ones below a bound. Reads only file names and
+ * the current log's header; the generations themselves are read by logread.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "engine/log.h"
+
+typedef struct gen_list {
+    uint32_t *v;
+    uint32_t n, cap;
+} gen_list;
+
+typedef struct list_ctx {
+    const char *base;
+    gen_list gl;
+} list_ctx;
+
+static int collect(void *arg, const char *name)
+{
+    list_ctx *c = arg;
+    uint32_t g;
+    if (!eng_parse_log_name(name, c->base, &g)) return 0;
+    if (c->gl.n == c->gl.cap) {
+        uint32_t nc = c->gl.cap ? c->gl.cap * 2 : 64;
+        uint32_t *nv = realloc(c->gl.v, nc * sizeof *nv);
+        if (!nv) return om_errf(OM_E_OutOfMemory, "listing logs: out of memory");
+        c->gl.v = nv;
+        c->gl.cap = nc;
+    }
+    c->gl.v[c->gl.n++] = g;
+    return 0;
+}
+
+int eng_log_list_gens(om_vfs *v, const char *dir, const char *base, uint32_t **gens, uint32_t *n)
+{
+    list_ctx c = {base, {0}};
+    int ex = v->exists(v, dir);
+    if (ex == 0) {
+        *gens = NULL;
+        *n = 0;
+        return 0;
+    }
+    int rc = ex < 0 ? ex : v->list(v, dir, collect, &c);
+    if (rc) {
+        free(c.gl.v);
+        return rc;
+    }
+    *gens = c.gl.v;
+    *n = c.gl.n;
+    return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int read_cur_gen(om_vfs *v, const char *dir, const char *base, uint32_t *gen)
+{
+    char p[4200];
+    eng_cur_log_path(p, sizeof p, dir, base);
+    *gen = 0;
+    int ex = v->exists(v, p);
+    if (ex <= 0) return ex;
+    om_file *f = NULL;
+    uint8_t slot[ENG_SLOT_SIZE];
+    int rc = om_open(v, p, OM_O_RDONLY, &f);
+    if (!rc) rc = om_pread_full(f, slot, sizeof slot, 0);
+    om_close(f);
+    eng_loghdr h;
+    if (!rc) rc = eng_loghdr_decode(slot, &h);
+    if (rc) return om_err_ctx(rc, "%s", p);
+    *gen = h.gen;
+    return 0;
+}
+
+int eng_stream_list(om_vfs *v, const char *dir, const char *base, eng_stream *s)
+{
+    memset(s, 0, sizeof *s);
+    s->vfs = v;
+    if (snprintf(s->dir, sizeof s->dir, "%s", dir) >= (int)sizeof s->dir)
+        return om_errf(OM_E_InvalidPath, "path too long: %s", dir);
+    snprintf(s->base, sizeof s->base, "%s", base);
+    int rc = eng_log_list_gens(v, dir, base, &s->gens, &s->n);
+    if (!rc) rc = read_cur_gen(v, dir, base, &s->cur_gen);
+    if (rc) {
+        eng_stream_free(s);
+        return rc;
+    }
+    if (s->n) qsort(s->gens, s->n, sizeof *s->gens, cmp_u32);
+    if (s->cur_gen && s->n && s->gens[s->n - 1] >= s->cur_gen) {
+        uint32_t g = s->gens[s->n - 1], c = s->cur_gen;
+        eng_stream_free(s);
+        return om_errf(OM_E_InvalidLogSequence,
+                       "%s/%s.log holds generation %u but generation %u is already finished", dir,
+                       base, c, g);
+    }
+    return 0;
+}
+
+void eng_stream_free(eng_stream *s)
+{
+    free(s->gens);
+    s->gens = NULL;
+    s->n = 0;
+}
+
+uint32_t eng_stream_last(const eng_stream *s)
+{
+    return s->cur_gen ? s->cur_gen : s->n ? s->gens[s->n - 1] : 0;
+}
+
+uint32_t eng_stream_first(const eng_stream *s)
+{
+    return s->n ? s->gens[0] : s->cur_gen;
+}
+
+int eng_stream_has(const eng_stream *s, uint32_t g)
+{
+    if (g == 0) return 0;
+    if (g == s->cur_gen) return 1;
+    if (s->n == 0) return 0;
+    return bsearch(&g, s->gens, s->n, sizeof *s->gens, cmp_u32) != NULL;
+}
+
+void eng_stream_path(const eng_stream *s, uint32_t g, char *p, size_t n)
+{
+    if (g == s->cur_gen)
+        eng_cur_log_path(p, n, s->dir, s->base);
+    else
+        eng_log_path(p, n, s->dir, s->base, g);
+}
+
+int eng_log_delete_below(om_vfs *v, const char *dir, const char *base, uint32_t below,
+                         uint32_t *deleted)
+{
+    uint32_t *gens = NULL, n = 0, cnt = 0;
+    int rc = eng_log_list_gens(v, dir, base, &gens, &n);
+    char p[4200];
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        if (gens[i] >= below) continue;
+        eng_log_path(p, sizeof p, dir, base, gens[i]);
+        rc = v->unlink(v, p);
+        if (!rc) cnt++;
+    }
+    if (!rc && cnt) rc = v->sync_dir(v, dir);
+    free(gens);
+    if (deleted) *deleted = cnt;
+    return rc;
+}
