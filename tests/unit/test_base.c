@@ -38,6 +38,21 @@ static void errors_print_with_ese_number_and_name(void **s)
     assert_int_equal(om_err_from_errno(28 /* ENOSPC */), OM_E_DiskFull);
 }
 
+static void a_saved_error_comes_back_after_another_detail(void **s)
+{
+    (void)s;
+    om_err_saved e;
+    assert_int_equal(om_err_save(&e, om_errf(OM_E_DiskFull, "writing %s", "a.edb")), OM_E_DiskFull);
+    om_errf(OM_E_DiskIO, "closing a.edb"); /* a cleanup that fails too */
+    assert_int_equal(om_err_restore(&e), OM_E_DiskFull);
+    assert_string_equal(om_err_detail(), "writing a.edb");
+    om_err_clear();
+    om_err_save(&e, 0);
+    om_errf(OM_E_DiskIO, "later");
+    assert_int_equal(om_err_restore(&e), 0);
+    assert_string_equal(om_err_detail(), "");
+}
+
 static void little_endian_cursor_round_trips_and_flags_overruns(void **s)
 {
     (void)s;
@@ -472,6 +487,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(errors_print_with_ese_number_and_name),
+        cmocka_unit_test(a_saved_error_comes_back_after_another_detail),
         cmocka_unit_test(little_endian_cursor_round_trips_and_flags_overruns),
         cmocka_unit_test(checksum_depends_on_seed),
         cmocka_unit_test(uuid_and_time_format),
