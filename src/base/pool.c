@@ -36,13 +36,6 @@ static uint64_t interval_ns(const om_pool *p)
     return (uint64_t)(p->interval_ms ? p->interval_ms : 100) * 1000000u;
 }
 
-static void call_progress(run *r)
-{
-    const om_pool *p = r->p;
-    p->progress(p->ctx, p->count ? __atomic_load_n(p->count, __ATOMIC_RELAXED) : 0);
-    r->last_ns = om_mono_ns();
-}
-
 static void fail(run *r, int rc)
 {
     pthread_mutex_lock(&r->mu);
@@ -51,6 +44,14 @@ static void fail(run *r, int rc)
         om_err_save(&r->err, rc); /* on the failing thread: its detail */
     }
     pthread_mutex_unlock(&r->mu);
+}
+
+static void call_progress(run *r)
+{
+    const om_pool *p = r->p;
+    int rc = p->progress(p->ctx, p->count ? __atomic_load_n(p->count, __ATOMIC_RELAXED) : 0);
+    if (rc) fail(r, rc);
+    r->last_ns = om_mono_ns();
 }
 
 /* The next index into *i; 0 when there is none left or a failure was kept. */

@@ -15,7 +15,9 @@
  *    caller's thread calls progress(ctx, *count) every interval_ms while the work runs, and
  *    once more after the last index has finished (whatever the result, and also for n = 0), so
  *    that the last call sees the final count. When no thread could be started, the calls come
- *    between two indexes run on the caller's thread.
+ *    between two indexes run on the caller's thread. A progress call that returns non-zero is
+ *    a failure of the run like a worker's (the caller's side of the work failed: a thread it
+ *    starts, a step it takes when the workers are far enough).
  *  - Per-worker state (a repository reader, a buffer): worker_begin makes it on the worker's
  *    thread before the worker's first index, worker_end frees it after its last (not when
  *    worker_begin failed). A worker whose worker_begin failed is a failure of the run.
@@ -34,9 +36,9 @@ typedef struct om_pool {
     int workers; /* threads; 0: one per core. At most OM_POOL_MAX_WORKERS. */
     void *ctx;   /* passed to every callback */
     int (*fn)(void *ctx, void *ws, size_t index);
-    int (*worker_begin)(void *ctx, void **ws);   /* optional; *ws is NULL without it */
-    void (*worker_end)(void *ctx, void *ws);     /* optional */
-    void (*progress)(void *ctx, uint64_t count); /* optional */
+    int (*worker_begin)(void *ctx, void **ws);  /* optional; *ws is NULL without it */
+    void (*worker_end)(void *ctx, void *ws);    /* optional */
+    int (*progress)(void *ctx, uint64_t count); /* optional */
     const uint64_t *count; /* what progress is given: a counter the workers add to atomically
                               (__atomic_fetch_add); NULL: 0 */
     unsigned interval_ms;  /* between two progress calls; 0: 100 */

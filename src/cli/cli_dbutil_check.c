@@ -85,9 +85,10 @@ static int page_chunk(void *arg, void *ws, size_t c)
     return 0;
 }
 
-static void page_bar(void *arg, uint64_t done)
+static int page_bar(void *arg, uint64_t done)
 {
     om_progress_update(&((page_run *)arg)->bar, done);
+    return 0;
 }
 
 /* Every page of every database, on nt threads, with a progress bar on a terminal. */

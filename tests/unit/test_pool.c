@@ -53,7 +53,8 @@ typedef struct job {
     pthread_t fail_thread; /* where fail_at ran */
     uint64_t seen[256];    /* the counts progress was given */
     int progress_calls;
-    int progress_elsewhere; /* progress calls not on the caller's thread */
+    int progress_elsewhere;     /* progress calls not on the caller's thread */
+    uint64_t progress_fails_at; /* progress fails once the count reaches it (0: never) */
 } job;
 
 static int fn(void *ctx, void *ws, size_t i)
@@ -89,12 +90,16 @@ static void end(void *ctx, void *ws)
     if (ws == j) __atomic_fetch_add(&j->ends, 1, __ATOMIC_RELAXED);
 }
 
-static void progress(void *ctx, uint64_t count)
+static int progress(void *ctx, uint64_t count)
 {
     job *j = ctx;
     if (!pthread_equal(pthread_self(), j->caller)) j->progress_elsewhere++;
     if (j->progress_calls < 256) j->seen[j->progress_calls] = count;
     j->progress_calls++;
+    if (j->progress_fails_at && count >= j->progress_fails_at)
+        return om_errf(OM_E_OutOfMemory, "the caller's side failed at %llu",
+                       (unsigned long long)count);
+    return 0;
 }
 
 static om_pool pool_of(job *j, int workers, int with_progress)
@@ -259,6 +264,21 @@ static void the_work_is_done_when_threads_cannot_be_started(void **s)
     each_ran_once(&j, 8);
 }
 
+static void a_failed_progress_call_stops_the_run_like_a_worker(void **s)
+{
+    (void)s;
+    static job j;
+    memset(&j, 0, sizeof j);
+    j.sleep_us = 1000;
+    j.progress_fails_at = 1;
+    om_pool p = pool_of(&j, 2, 1);
+    assert_int_equal(om_pool_run(&p, MAX_N), OM_E_OutOfMemory);
+    assert_true(strncmp(om_err_detail(), "the caller's side failed at ", 28) == 0);
+    size_t m = ran(&j);
+    each_ran_once(&j, m);
+    assert_true(m < MAX_N / 2); /* stopped early: 2 s of work otherwise */
+}
+
 static void a_worker_that_cannot_begin_fails_the_run(void **s)
 {
     (void)s;
@@ -282,6 +302,7 @@ int main(void)
         cmocka_unit_test(fewer_indexes_than_workers_use_as_many_threads),
         cmocka_unit_test(progress_comes_on_the_callers_thread_and_ends_at_the_total),
         cmocka_unit_test(the_work_is_done_when_threads_cannot_be_started),
+        cmocka_unit_test(a_failed_progress_call_stops_the_run_like_a_worker),
         cmocka_unit_test(a_worker_that_cannot_begin_fails_the_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
