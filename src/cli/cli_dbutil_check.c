@@ -287,12 +287,11 @@ int cli_dbutil_check_set(const cli_args *a)
             printf("logs: generations %u-%u present (%u files read), %s%u-%u needed\n", lg.lowest,
                    lg.highest, lg.checked, lg.need_min ? "" : "none ", lg.need_min, lg.need_max);
     }
-    int verdict = chk_term(s);
-    char detail[1024];
-    snprintf(detail, sizeof detail, "%s", om_err_detail());
+    om_err_saved vd; /* the verdict, past the printing */
+    int verdict = om_err_save(&vd, chk_term(s));
     int out = CLI_OK;
     if (json)
-        out = report_json(dbs, checked, total, &pr, &lg, &lr, verdict, detail);
+        out = report_json(dbs, checked, total, &pr, &lg, &lr, verdict, vd.detail);
     else {
         json_decref(dbs);
         if (!verdict) printf("check-set: ok: the set can be recovered\n");
@@ -301,9 +300,6 @@ int cli_dbutil_check_set(const cli_args *a)
     json_decref(lr.problems);
     json_decref(lr.checkpoint);
     pthread_mutex_destroy(&pr.mu);
-    if (verdict) {
-        om_errf(verdict, "%s", detail);
-        return cli_fail(verdict);
-    }
+    if (verdict) return cli_fail(om_err_restore(&vd));
     return out;
 }
