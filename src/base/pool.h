@@ -8,7 +8,7 @@
  *  - The first failure (fn or worker_begin returning non-zero) stops the handing out: the
  *    indexes already running finish, no other starts. om_pool_run returns that failure's code
  *    with its detail (base/error.h) set on the caller's thread, though it was set on a
- *    worker's. A later failure is dropped. On success the caller's detail is left alone.
+ *    worker's. A later failure is dropped. On success om_pool_run sets no detail itself.
  *  - Threads: min(workers, n). A thread that cannot be started is no failure: the work runs on
  *    the threads that could be, or on the caller's thread when none could.
  *  - Without a progress callback the caller's thread is one of the workers. With one, the
