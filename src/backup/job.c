@@ -15,6 +15,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/paths.h"
+#include "base/pool.h"
 #include "base/progress.h"
 #include "base/proto.h"
 #include "base/time.h"
@@ -183,135 +184,110 @@ static int check_end(chk_set *cs, int pages_in_stream)
 
 /* ---- files into the repository ---- */
 
-typedef struct work {
-    uint8_t *buf;
-    size_t len, index;
-} work;
-
+/* One file's blocks on the pool (base/pool.h), block b one index. The worker of block b waits
+ * for b's turn to read it, so that the blocks are read, hashed into the file's SHA-256 and
+ * checked in order, as one reader would; it stores it while the next worker reads. */
 typedef struct pipe {
+    dbjob *j;
     bk_writer *w;
+    const bfile *f;
+    chk_set *cs; /* NULL: no pages to check in stream */
+    int fd;
+    EVP_MD_CTX *sha;
+    uint32_t bs;
+    size_t nblocks;
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    work *q;
-    size_t cap, head, count, done_puts;
-    int closing, rc;
-    char err[512];
+    size_t turn; /* the block to read next */
+    int failed;  /* a read failed: no turn comes any more */
     uint8_t (*ids)[BK_ID_LEN];
-    uint64_t stored;
+    uint64_t stored; /* bytes of new blocks (atomic) */
 } pipe_t;
 
-static void *put_worker(void *arg)
+/* Block b in its turn: read, hashed, its pages checked. */
+static int read_block(pipe_t *p, size_t b, uint8_t **out, size_t *outlen)
 {
-    pipe_t *p = arg;
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (!p->count && !p->closing)
-            pthread_cond_wait(&p->cond, &p->mu);
-        if (!p->count) {
-            pthread_mutex_unlock(&p->mu);
-            return NULL;
-        }
-        work wk = p->q[p->head];
-        p->head = (p->head + 1) % p->cap;
-        p->count--;
-        pthread_cond_broadcast(&p->cond);
-        pthread_mutex_unlock(&p->mu);
-        int isnew = 0;
-        int rc = bk_put_block(p->w, wk.buf, wk.len, p->ids[wk.index], &isnew);
-        free(wk.buf);
-        pthread_mutex_lock(&p->mu);
-        if (rc && !p->rc) {
-            p->rc = rc;
-            snprintf(p->err, sizeof p->err, "%s", om_err_detail());
-        }
-        if (isnew) p->stored += wk.len;
-        p->done_puts++;
-        pthread_cond_broadcast(&p->cond);
-        pthread_mutex_unlock(&p->mu);
+    uint64_t off = (uint64_t)b * p->bs;
+    size_t len = p->f->size - off < p->bs ? (size_t)(p->f->size - off) : p->bs;
+    uint8_t *buf = malloc(len ? len : 1);
+    ssize_t got = buf ? pread(p->fd, buf, len, (off_t)off) : -1;
+    int rc = 0;
+    if (got != (ssize_t)len)
+        rc = om_errf(OM_E_DiskIO, "reading %s at %llu: short read", p->f->src,
+                     (unsigned long long)off);
+    if (!rc) EVP_DigestUpdate(p->sha, buf, len);
+    if (!rc && p->cs) rc = check_block(p->cs, off, buf, len);
+    if (rc) {
+        free(buf);
+        return rc;
     }
+    __atomic_fetch_add(p->j->bytes_read, len, __ATOMIC_RELAXED);
+    if (b == 0 && p->nblocks > 4) pause_at("copying");
+    *out = buf;
+    *outlen = len;
+    return 0;
 }
 
-/* Reads one file in blocks (this thread: the file's SHA-256 in order) and hands the blocks to
- * the workers; adds the file to the set. */
+static int put_worker(void *arg, void *ws, size_t b)
+{
+    pipe_t *p = arg;
+    pthread_mutex_lock(&p->mu);
+    while (p->turn != b && !p->failed)
+        pthread_cond_wait(&p->cond, &p->mu);
+    int failed = p->failed;
+    pthread_mutex_unlock(&p->mu);
+    if (failed) return 0; /* the failed read is the pool's failure */
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = read_block(p, b, &buf, &len);
+    pthread_mutex_lock(&p->mu);
+    if (rc)
+        p->failed = 1;
+    else
+        p->turn++;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mu);
+    if (rc) return rc;
+    int isnew = 0;
+    rc = bk_put_block(p->w, buf, len, p->ids[b], &isnew);
+    free(buf);
+    if (!rc && isnew) __atomic_fetch_add(&p->stored, len, __ATOMIC_RELAXED);
+    return rc;
+}
+
+/* Reads one file in blocks (in order: the file's SHA-256) and stores them on `threads` workers;
+ * adds the file to the set. */
 static int store_file(dbjob *j, bk_writer *w, const bfile *f, int threads, chk_set *cs)
 {
     uint32_t bs = bk_repo_block_size(j->repo);
     size_t nblocks = (size_t)((f->size + bs - 1) / bs);
-    pipe_t p = {.w = w, .cap = (size_t)threads * 2};
-    p.q = calloc(p.cap, sizeof *p.q);
+    pipe_t p = {.j = j, .w = w, .f = f, .cs = cs, .bs = bs, .nblocks = nblocks};
     p.ids = calloc(nblocks + 1, sizeof *p.ids);
-    EVP_MD_CTX *sha = EVP_MD_CTX_new();
-    int fd = open(f->src, O_RDONLY | O_CLOEXEC);
-    if (!p.q || !p.ids || !sha || fd < 0 || !EVP_DigestInit_ex(sha, EVP_sha256(), NULL)) {
-        int rc = fd < 0 ? om_errf(OM_E_FileNotFound, "cannot open %s", f->src)
-                        : om_errf(OM_E_OutOfMemory, "out of memory");
-        if (fd >= 0) close(fd);
-        EVP_MD_CTX_free(sha);
-        free(p.q);
+    p.sha = EVP_MD_CTX_new();
+    p.fd = open(f->src, O_RDONLY | O_CLOEXEC);
+    if (!p.ids || !p.sha || p.fd < 0 || !EVP_DigestInit_ex(p.sha, EVP_sha256(), NULL)) {
+        int rc = p.fd < 0 ? om_errf(OM_E_FileNotFound, "cannot open %s", f->src)
+                          : om_errf(OM_E_OutOfMemory, "out of memory");
+        if (p.fd >= 0) close(p.fd);
+        EVP_MD_CTX_free(p.sha);
         free(p.ids);
         return rc;
     }
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    posix_fadvise(p.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.cond, NULL);
-    int nt = nblocks < 2 ? 1 : threads;
-    pthread_t th[64];
-    int started = 0;
-    for (int i = 0; i < nt && i < 64; i++)
-        started += pthread_create(&th[i], NULL, put_worker, &p) == 0;
-    int rc = started ? 0 : om_errf(OM_E_OutOfMemory, "no worker thread");
-    uint64_t off = 0;
-    for (size_t b = 0; b < nblocks && !rc; b++) {
-        size_t len = f->size - off < bs ? (size_t)(f->size - off) : bs;
-        uint8_t *buf = malloc(len ? len : 1);
-        ssize_t got = buf ? pread(fd, buf, len, (off_t)off) : -1;
-        if (got != (ssize_t)len) {
-            free(buf);
-            rc = om_errf(OM_E_DiskIO, "reading %s at %llu: short read", f->src,
-                         (unsigned long long)off);
-            break;
-        }
-        EVP_DigestUpdate(sha, buf, len);
-        if (cs && (rc = check_block(cs, off, buf, len))) {
-            free(buf);
-            break;
-        }
-        __atomic_fetch_add(j->bytes_read, len, __ATOMIC_RELAXED);
-        pthread_mutex_lock(&p.mu);
-        while (p.count == p.cap && !p.rc)
-            pthread_cond_wait(&p.cond, &p.mu);
-        if (p.rc) {
-            pthread_mutex_unlock(&p.mu);
-            free(buf);
-            break;
-        }
-        p.q[(p.head + p.count) % p.cap] = (work){buf, len, b};
-        p.count++;
-        pthread_cond_broadcast(&p.cond);
-        pthread_mutex_unlock(&p.mu);
-        off += len;
-        if (b == 0 && nblocks > 4) pause_at("copying");
-    }
-    pthread_mutex_lock(&p.mu);
-    p.closing = 1;
-    pthread_cond_broadcast(&p.cond);
-    pthread_mutex_unlock(&p.mu);
-    for (int i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
-    for (size_t i = p.head; p.count; p.count--, i = (i + 1) % p.cap)
-        free(p.q[i].buf);
-    close(fd);
-    if (!rc && p.rc) rc = om_errf(p.rc, "%s", p.err);
+    om_pool pool = {.workers = nblocks < 2 ? 1 : threads, .ctx = &p, .fn = put_worker};
+    int rc = om_pool_run(&pool, nblocks);
+    close(p.fd);
     uint8_t digest[32];
     unsigned dl = 0;
-    EVP_DigestFinal_ex(sha, digest, &dl);
-    EVP_MD_CTX_free(sha);
+    EVP_DigestFinal_ex(p.sha, digest, &dl);
+    EVP_MD_CTX_free(p.sha);
     if (!rc)
         rc = bk_set_add_file(w, f->name, f->size, digest, (const uint8_t(*)[BK_ID_LEN])p.ids,
                              nblocks, json_pack("{s:s}", "source", f->src));
     j->bytes_stored += p.stored;
     free(p.ids);
-    free(p.q);
     pthread_mutex_destroy(&p.mu);
     pthread_cond_destroy(&p.cond);
     return rc;
@@ -586,26 +562,26 @@ static int add_paths(vss_req *r, dbjob *jobs, size_t n, json_t *writers, const c
     return rc;
 }
 
-static void progress_loop(dbjob *jobs, size_t n, pthread_t *th, int *started, uint64_t *bytes,
-                          uint64_t total, int draw)
+/* The databases on the pool (base/pool.h), one index each, all at once; the bar on the
+ * caller's thread. A database's failure is its own (dbjob.rc): the others go on. */
+typedef struct dbrun {
+    dbjob *jobs;
+    int draw;
+    om_progress bar;
+} dbrun;
+
+static int run_db_at(void *arg, void *ws, size_t i)
 {
-    om_progress pg;
-    if (draw) om_progress_start(&pg, "backup", total, "bytes");
-    int left = 0;
-    for (size_t i = 0; i < n; i++)
-        left += started[i];
-    while (left) {
-        usleep(100 * 1000);
-        if (draw) om_progress_update(&pg, __atomic_load_n(bytes, __ATOMIC_RELAXED));
-        left = 0;
-        for (size_t i = 0; i < n; i++)
-            if (started[i] && pthread_tryjoin_np(th[i], NULL) == 0)
-                started[i] = 0;
-            else
-                left += started[i];
-    }
-    if (draw) om_progress_end(&pg);
-    (void)jobs;
+    dbjob *j = &((dbrun *)arg)->jobs[i];
+    if (!j->rc) run_db(j);
+    return 0;
+}
+
+static int db_bar(void *arg, uint64_t bytes)
+{
+    dbrun *d = arg;
+    if (d->draw) om_progress_update(&d->bar, bytes);
+    return 0;
 }
 
 /* The names of in without repeats, in their first order (spec §5: a database named twice in
@@ -696,18 +672,20 @@ int bk_backup_run(const bk_job_opts *in, json_t **result)
                 total += j->files[f].size;
         }
         /* Several databases in parallel after PostSnapshot. */
-        pthread_t th[MAX_DBS];
-        int started[MAX_DBS] = {0};
-        for (size_t i = 0; i < o->ndb; i++) {
+        for (size_t i = 0; i < o->ndb; i++)
             if (!jobs[i].md) {
                 om_errf(OM_E_Internal, "the writer gave no backup metadata");
                 fail_db(&jobs[i], OM_E_Internal, "PostSnapshot");
             }
-            if (jobs[i].rc) continue;
-            started[i] = pthread_create(&th[i], NULL, run_db, &jobs[i]) == 0;
-            if (!started[i]) run_db(&jobs[i]);
-        }
-        progress_loop(jobs, o->ndb, th, started, &bytes, total, o->progress);
+        dbrun d = {.jobs = jobs, .draw = o->progress};
+        if (d.draw) om_progress_start(&d.bar, "backup", total, "bytes");
+        om_pool pool = {.workers = (int)o->ndb,
+                        .ctx = &d,
+                        .fn = run_db_at,
+                        .progress = db_bar,
+                        .count = &bytes};
+        om_pool_run(&pool, o->ndb); /* run_db keeps each database's failure */
+        if (d.draw) om_progress_end(&d.bar);
         /* The first refusal here is the session's failure (a writer that went away during the
          * copy: its shadow copy was not held), and BackupComplete is not sent. */
         int crc = 0;

@@ -16,6 +16,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/paths.h"
+#include "base/pool.h"
 #include "base/progress.h"
 #include "base/proto.h"
 #include "base/time.h"
@@ -53,36 +54,45 @@ typedef struct rfile {
     om_durable out;   /* out.f open from the first chunk handed out to the commit */
     EVP_MD_CTX *sha;  /* in block order: the worker whose turn it is updates it */
     size_t hashed;    /* blocks hashed so far */
-    size_t chunks_in; /* chunks handed out and not yet hashed */
+    int chunk0_taken; /* its first chunk was taken: out and sha made (or that failed) */
     int done;         /* in place under its name */
 } rfile;
 
+struct post;
+
+/* The files' chunks of CHUNK_BLOCKS blocks, numbered through all files in order, are the
+ * indexes of a pool (base/pool.h); the caller's thread meanwhile draws the bar and starts the
+ * writer's PostRestore (lay_watch). */
 typedef struct lay {
     bk_repo *r;
     rfile *f;
     size_t n;
+    size_t *first_chunk; /* file i's chunks: [first_chunk[i], first_chunk[i + 1]) */
     uint32_t bsize;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    size_t next_file, next_block; /* the next chunk to hand out */
-    int rc;                       /* the first failure stops everything */
-    char err[1400];
+    int failed;        /* a worker failed (the pool keeps its error): the others stop */
     int stop;          /* the writer failed: laying more is no use */
     size_t laid;       /* files [0, laid) are in place */
-    uint64_t bytes;    /* written and hashed */
+    uint64_t bytes;    /* written and hashed (atomic) */
     om_file *progress; /* the writer's progress file (NULL: none): the last generation laid */
     uint32_t laid_gen; /* what it says */
+    /* lay_watch's, on the caller's thread */
+    int streaming, draw, paused, post_started;
+    om_progress bar;
+    struct post *post;
+    pthread_t post_thread;
 } lay;
 
-static void lay_fail(lay *l, int rc)
+/* Stops the other workers (waiting for their turn to hash, or about to take a chunk); returns
+ * rc for the pool to keep with its detail. */
+static int lay_fail(lay *l, int rc)
 {
     pthread_mutex_lock(&l->mu);
-    if (!l->rc) {
-        l->rc = rc;
-        snprintf(l->err, sizeof l->err, "%s", om_err_detail());
-    }
+    l->failed = 1;
     pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
+    return rc;
 }
 
 /* Tells the writer (store/writer.h: the PreRestore answer's "progress") how far the logs are:
@@ -158,85 +168,101 @@ static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, ui
     return 0;
 }
 
-/* Hands out the next chunk (mu held): 0 and *fi, *b0, *nb; 1 when there is none. The first
- * chunk of a file creates it. */
-static int next_chunk(lay *l, size_t *fi, size_t *b0, size_t *nb)
+/* Chunk c: its file *fi, its blocks [*b0, *b0 + *nb). The first chunk of a file taken creates the
+ * file (mu held; a failure to create it is to set failed under mu, so no other chunk of the file
+ * goes on). */
+static int take_chunk(lay *l, size_t c, size_t *fi, size_t *b0, size_t *nb)
 {
-    while (l->next_file < l->n && l->next_block >= l->f[l->next_file].nblocks) {
-        l->next_file++;
-        l->next_block = 0;
+    size_t lo = 0, hi = l->n; /* the last file whose first chunk is at or before c */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (l->first_chunk[mid] <= c)
+            lo = mid;
+        else
+            hi = mid;
     }
-    if (l->next_file == l->n) return 1;
-    rfile *f = &l->f[l->next_file];
-    if (l->next_block == 0) {
-        int rc = om_durable_begin(f->dir, f->dst, &f->out);
-        if (rc) {
-            if (!l->rc) {
-                l->rc = rc;
-                snprintf(l->err, sizeof l->err, "%s", om_err_detail());
-            }
-            pthread_cond_broadcast(&l->cv); /* the others stop too */
-            return 1;
-        }
-        f->sha = EVP_MD_CTX_new();
-        EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL);
-    }
-    *fi = l->next_file;
-    *b0 = l->next_block;
+    rfile *f = &l->f[lo];
+    *fi = lo;
+    *b0 = (c - l->first_chunk[lo]) * CHUNK_BLOCKS;
     *nb = f->nblocks - *b0 < CHUNK_BLOCKS ? f->nblocks - *b0 : CHUNK_BLOCKS;
-    l->next_block += *nb;
-    f->chunks_in++;
+    if (f->chunk0_taken) return 0;
+    f->chunk0_taken = 1;
+    int rc = om_durable_begin(f->dir, f->dst, &f->out);
+    if (rc) return rc;
+    f->sha = EVP_MD_CTX_new();
+    if (!f->sha || EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL) != 1) {
+        om_durable_abort(&f->out);
+        EVP_MD_CTX_free(f->sha);
+        f->sha = NULL;
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    }
     return 0;
 }
 
-/* One worker: read, decrypt, decompress and check a chunk's blocks, write them with one pwrite,
- * then, in block order, add them to the file's SHA-256. */
-static void *lay_worker(void *arg)
+/* A worker's chunk buffer and repository reader. */
+typedef struct layer {
+    uint8_t *buf;
+    bk_reader *rd;
+} layer;
+
+static int lay_begin(void *arg, void **ws)
 {
     lay *l = arg;
-    uint8_t *buf = malloc((size_t)CHUNK_BLOCKS * l->bsize);
-    bk_reader *rd = NULL;
-    int rc0 = buf ? bk_reader_new(l->r, &rd) : om_errf(OM_E_OutOfMemory, "out of memory");
-    if (rc0) {
-        free(buf);
-        lay_fail(l, rc0);
-        return NULL;
+    layer *w = calloc(1, sizeof *w);
+    if (w) w->buf = malloc((size_t)CHUNK_BLOCKS * l->bsize);
+    int rc = w && w->buf ? bk_reader_new(l->r, &w->rd) : om_errf(OM_E_OutOfMemory, "out of memory");
+    if (rc) {
+        if (w) free(w->buf);
+        free(w);
+        return lay_fail(l, rc);
     }
-    for (;;) {
-        size_t fi = 0, b0 = 0, nb = 0, len = 0;
-        pthread_mutex_lock(&l->mu);
-        int none = l->rc || l->stop || next_chunk(l, &fi, &b0, &nb);
-        pthread_mutex_unlock(&l->mu);
-        if (none) break;
-        rfile *f = &l->f[fi];
-        int rc = fetch_chunk(l, rd, f, b0, nb, buf, &len);
-        if (!rc) rc = om_pwrite(f->out.f, buf, len, (uint64_t)b0 * l->bsize);
-        if (rc) {
-            lay_fail(l, rc);
-            break;
-        }
-        pthread_mutex_lock(&l->mu);
-        while (f->hashed != b0 && !l->rc)
-            pthread_cond_wait(&l->cv, &l->mu);
-        int failed = l->rc != 0;
-        pthread_mutex_unlock(&l->mu);
-        if (failed) break;
-        EVP_DigestUpdate(f->sha, buf, len); /* our turn: nobody else touches f->sha */
-        pthread_mutex_lock(&l->mu);
-        f->hashed += nb;
-        f->chunks_in--;
-        l->bytes += len;
-        int whole = f->hashed == f->nblocks;
+    *ws = w;
+    return 0;
+}
+
+static void lay_end(void *arg, void *ws)
+{
+    layer *w = ws;
+    bk_reader_free(w->rd);
+    free(w->buf);
+    free(w);
+}
+
+/* One chunk: read, decrypt, decompress and check its blocks, write them with one pwrite, then,
+ * in block order, add them to the file's SHA-256; the file's last chunk finishes the file. */
+static int lay_chunk(void *arg, void *ws, size_t c)
+{
+    lay *l = arg;
+    layer *w = ws;
+    size_t fi = 0, b0 = 0, nb = 0, len = 0;
+    pthread_mutex_lock(&l->mu);
+    int none = l->failed || l->stop, rc = none ? 0 : take_chunk(l, c, &fi, &b0, &nb);
+    if (rc) {
+        l->failed = 1;
         pthread_cond_broadcast(&l->cv);
-        pthread_mutex_unlock(&l->mu);
-        if (whole && (rc = finish_file(l, f))) {
-            lay_fail(l, rc);
-            break;
-        }
     }
-    bk_reader_free(rd);
-    free(buf);
-    return NULL;
+    pthread_mutex_unlock(&l->mu);
+    if (rc || none) return rc; /* 0: the failure is the pool's already, or the writer's */
+    rfile *f = &l->f[fi];
+    rc = fetch_chunk(l, w->rd, f, b0, nb, w->buf, &len);
+    if (!rc) rc = om_pwrite(f->out.f, w->buf, len, (uint64_t)b0 * l->bsize);
+    if (rc) return lay_fail(l, rc);
+    pthread_mutex_lock(&l->mu);
+    /* The chunks before this one were all taken (in order) and hash unless they stop. */
+    while (f->hashed != b0 && !l->failed && !l->stop)
+        pthread_cond_wait(&l->cv, &l->mu);
+    none = f->hashed != b0;
+    pthread_mutex_unlock(&l->mu);
+    if (none) return 0;
+    EVP_DigestUpdate(f->sha, w->buf, len); /* our turn: nobody else touches f->sha */
+    pthread_mutex_lock(&l->mu);
+    f->hashed += nb;
+    __atomic_fetch_add(&l->bytes, len, __ATOMIC_RELAXED);
+    int whole = f->hashed == f->nblocks;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    if (whole && (rc = finish_file(l, f))) return lay_fail(l, rc);
+    return 0;
 }
 
 static int cmp_gen(const void *a, const void *b)
@@ -374,7 +400,7 @@ typedef struct post {
     lay *l;
     json_t *done;
     int rc;
-    char err[1400];
+    om_err_saved err;
 } post;
 
 static void *post_thread(void *arg)
@@ -382,7 +408,7 @@ static void *post_thread(void *arg)
     post *p = arg;
     p->rc = vss_req_post_restore(p->q, &p->done);
     if (p->rc) {
-        snprintf(p->err, sizeof p->err, "%s", om_err_detail());
+        om_err_save(&p->err, p->rc);
         pthread_mutex_lock(&p->l->mu);
         p->l->stop = 1; /* no use laying more down */
         pthread_mutex_unlock(&p->l->mu);
@@ -468,6 +494,34 @@ static int open_places(json_t *target, rfile *f, size_t n, int streaming, om_dir
     return rc;
 }
 
+/* The caller's side while the files are laid down (a progress call of the pool, every 10 ms and
+ * once at the end): the bar, and PostRestore started once the .edb and the first generation are
+ * in place, as long as laying goes on. A failure to start it fails the laying. */
+static int lay_watch(void *arg, uint64_t bytes)
+{
+    lay *l = arg;
+    int rc = 0;
+    pthread_mutex_lock(&l->mu);
+    int going = !l->failed && !l->stop && (l->laid < l->n || (l->streaming && !l->post_started));
+    if (going && l->laid >= 1 && !l->paused) {
+        l->paused = 1;
+        pthread_mutex_unlock(&l->mu);
+        pause_at("edb");
+        pthread_mutex_lock(&l->mu);
+        going = !l->failed && !l->stop;
+    }
+    if (going && l->streaming && !l->post_started && l->laid >= 2) {
+        pthread_mutex_unlock(&l->mu);
+        l->post_started = pthread_create(&l->post_thread, NULL, post_thread, l->post) == 0;
+        if (!l->post_started) rc = lay_fail(l, om_errf(OM_E_OutOfMemory, "cannot start a thread"));
+        pause_at("replaying");
+        pthread_mutex_lock(&l->mu);
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (l->draw) om_progress_update(&l->bar, bytes);
+    return rc;
+}
+
 /* Lays the files down on every core and has the writer replay as soon as the .edb and the
  * first generation are in place. *done: the PostRestore answer (with no_replay the writer only
  * takes note). */
@@ -475,12 +529,26 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
                           json_t *target, uint64_t *bytes, uint64_t *lay_ns, json_t **done)
 {
     uint64_t t0 = om_mono_ns();
-    lay l = {.r = r, .f = f, .n = n, .bsize = bk_repo_block_size(r)};
-    int streaming = !o->no_replay && n > 1;
+    lay l = {.r = r,
+             .f = f,
+             .n = n,
+             .bsize = bk_repo_block_size(r),
+             .streaming = !o->no_replay && n > 1,
+             .draw = o->progress};
+    size_t nchunks = 0;
+    if (!(l.first_chunk = malloc((n + 1) * sizeof *l.first_chunk)))
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    for (size_t i = 0; i <= n; i++) {
+        l.first_chunk[i] = nchunks;
+        if (i < n) nchunks += (f[i].nblocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
+    }
     om_dir *ed = NULL, *ld = NULL;
-    int rc = open_places(target, f, n, streaming, &ed, &ld, &l.progress);
-    if (rc) return rc;
-    if (streaming) say_laid(&l, 0);
+    int rc = open_places(target, f, n, l.streaming, &ed, &ld, &l.progress);
+    if (rc) {
+        free(l.first_chunk);
+        return rc;
+    }
+    if (l.streaming) say_laid(&l, 0);
     pthread_mutex_init(&l.mu, NULL);
     pthread_cond_init(&l.cv, NULL);
     uint64_t total = 0;
@@ -488,52 +556,20 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
         total += f[i].size;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     int nw = cores < 2 ? 2 : cores > MAX_WORKERS ? MAX_WORKERS : (int)cores;
-    pthread_t th[MAX_WORKERS];
-    int started = 0;
-    for (int i = 0; i < nw; i++)
-        started += pthread_create(&th[started], NULL, lay_worker, &l) == 0;
-    if (!started) lay_fail(&l, om_errf(OM_E_OutOfMemory, "cannot start a thread"));
-    om_progress pg;
-    if (o->progress) om_progress_start(&pg, "restore", total, "bytes");
-    /* PostRestore once the .edb and the first generation are down (or everything, without
-     * streaming); the bar meanwhile. */
     post p = {.q = q, .l = &l};
-    pthread_t pt;
-    int post_started = 0, paused = 0;
-    pthread_mutex_lock(&l.mu);
-    while (!l.rc && !l.stop && (l.laid < n || (streaming && !post_started))) {
-        if (l.laid >= 1 && !paused) {
-            paused = 1;
-            pthread_mutex_unlock(&l.mu);
-            pause_at("edb");
-            pthread_mutex_lock(&l.mu);
-            continue;
-        }
-        if (streaming && !post_started && l.laid >= 2) {
-            pthread_mutex_unlock(&l.mu);
-            post_started = pthread_create(&pt, NULL, post_thread, &p) == 0;
-            if (!post_started) lay_fail(&l, om_errf(OM_E_OutOfMemory, "cannot start a thread"));
-            pause_at("replaying");
-            pthread_mutex_lock(&l.mu);
-            continue;
-        }
-        if (o->progress) om_progress_update(&pg, l.bytes);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&l.cv, &l.mu, &ts);
-    }
-    pthread_mutex_unlock(&l.mu);
-    for (int i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
-    if (o->progress) {
-        om_progress_update(&pg, l.bytes);
-        om_progress_end(&pg);
-    }
+    l.post = &p;
+    if (l.draw) om_progress_start(&l.bar, "restore", total, "bytes");
+    om_pool pool = {.workers = nw,
+                    .ctx = &l,
+                    .fn = lay_chunk,
+                    .worker_begin = lay_begin,
+                    .worker_end = lay_end,
+                    .progress = lay_watch,
+                    .count = &l.bytes,
+                    .interval_ms = 10};
+    om_err_saved failed; /* kept past the cleanup below, which may set another detail */
+    rc = om_err_save(&failed, om_pool_run(&pool, nchunks));
+    if (l.draw) om_progress_end(&l.bar);
     /* Release the progress file: a writer still waiting for a generation sees the restore gone. */
     om_close(l.progress);
     for (size_t i = 0; i < n; i++) {
@@ -542,22 +578,23 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
     }
     om_dir_close(ed);
     om_dir_close(ld);
+    free(l.first_chunk);
     *bytes = l.bytes;
     *lay_ns = om_mono_ns() - t0;
-    rc = l.rc;
     if (!rc && l.laid == n) pause_at("laid");
-    if (!rc && !post_started) {
-        post_started = pthread_create(&pt, NULL, post_thread, &p) == 0;
-        if (!post_started) rc = om_errf(OM_E_OutOfMemory, "cannot start a thread");
+    if (!rc && !l.post_started) {
+        l.post_started = pthread_create(&l.post_thread, NULL, post_thread, &p) == 0;
+        if (!l.post_started)
+            rc = om_err_save(&failed, om_errf(OM_E_OutOfMemory, "cannot start a thread"));
     }
-    if (o->progress && post_started && !rc && !o->no_replay)
+    if (o->progress && l.post_started && !rc && !o->no_replay)
         fprintf(stderr, "files laid down; the writer finishes replaying the logs...\n");
-    if (post_started) pthread_join(pt, NULL);
+    if (l.post_started) pthread_join(l.post_thread, NULL);
     pthread_cond_destroy(&l.cv);
     pthread_mutex_destroy(&l.mu);
     *done = p.done;
-    if (rc) return om_errf(rc, "%s", l.err);
-    if (p.rc) return om_errf(p.rc, "%s", p.err);
+    if (rc) return om_err_restore(&failed);
+    if (p.rc) return om_err_restore(&p.err);
     return 0;
 }
 

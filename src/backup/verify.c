@@ -16,6 +16,7 @@
 #include "backup/repo_internal.h"
 #include "backup/setfiles.h"
 #include "base/error.h"
+#include "base/pool.h"
 #include "base/proto.h"
 
 typedef struct vjob {
@@ -30,11 +31,10 @@ typedef struct verify {
     void *arg;
     pthread_mutex_t m;
     vjob *jobs;
-    size_t njobs, next;
+    size_t njobs;
     uint64_t done, total, problems;
     uint64_t checked; /* block reads (done also counts blocks of files verified before) */
     bk_map good;      /* files verified: SHA-256 of (sha256, blocks) */
-    int rc;           /* an error that stopped the run (not damage) */
 } verify;
 
 static void report(verify *v, const bk_damage *d)
@@ -129,7 +129,8 @@ static int check_block(verify *v, bk_reader *rd, uint8_t *data, const vjob *j, s
     return 0;
 }
 
-static void check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
+/* Damage is reported, not returned: 0 unless the check itself could not be made. */
+static int check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
 {
     const char *name = om_json_str_or(j->file, "name", "?");
     const char *blocks = om_json_str_or(j->file, "blocks", "");
@@ -140,15 +141,12 @@ static void check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
     pthread_mutex_unlock(&v->m);
     if (seen) {
         progress(v, j->nblocks);
-        return;
+        return 0;
     }
     EVP_MD_CTX *sha = EVP_MD_CTX_new();
     if (!sha || EVP_DigestInit_ex(sha, EVP_sha256(), NULL) != 1) {
         EVP_MD_CTX_free(sha);
-        pthread_mutex_lock(&v->m);
-        if (!v->rc) v->rc = om_errf(OM_E_OutOfMemory, "out of memory");
-        pthread_mutex_unlock(&v->m);
-        return;
+        return om_errf(OM_E_OutOfMemory, "out of memory");
     }
     int bad = 0;
     uint64_t sum = 0;
@@ -163,7 +161,7 @@ static void check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
     unsigned n = 0;
     EVP_DigestFinal_ex(sha, got, &n);
     EVP_MD_CTX_free(sha);
-    if (bad) return; /* the blocks were reported; the checksum would only repeat it */
+    if (bad) return 0; /* the blocks were reported; the checksum would only repeat it */
     char what[160];
     if (sum != (uint64_t)om_json_int_or(j->file, "size", -1)) {
         snprintf(what, sizeof what, "its blocks hold %llu bytes, not the file's %lld",
@@ -179,25 +177,43 @@ static void check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
         bk_map_put(&v->good, &k, NULL);
         pthread_mutex_unlock(&v->m);
     }
+    return 0;
 }
 
-static void *worker(void *arg)
+/* A worker of the pool (base/pool.h): its reader and block buffer, then job after job. */
+typedef struct vworker {
+    bk_reader *rd;
+    uint8_t *data;
+} vworker;
+
+static int worker_begin(void *arg, void **ws)
 {
     verify *v = arg;
-    bk_reader *rd = NULL;
-    uint8_t *data = malloc(bk_repo_block_size(v->r));
-    int rc = data ? bk_reader_new(v->r, &rd) : om_errf(OM_E_OutOfMemory, "out of memory");
-    for (;;) {
-        pthread_mutex_lock(&v->m);
-        if (rc && !v->rc) v->rc = rc;
-        size_t i = !rc && v->next < v->njobs ? v->next++ : v->njobs;
-        pthread_mutex_unlock(&v->m);
-        if (i >= v->njobs) break;
-        check_file(v, rd, data, &v->jobs[i]);
+    vworker *w = calloc(1, sizeof *w);
+    if (w) w->data = malloc(bk_repo_block_size(v->r));
+    int rc =
+        w && w->data ? bk_reader_new(v->r, &w->rd) : om_errf(OM_E_OutOfMemory, "out of memory");
+    if (rc && w) {
+        free(w->data);
+        free(w);
     }
-    bk_reader_free(rd);
-    free(data);
-    return NULL;
+    *ws = rc ? NULL : w;
+    return rc;
+}
+
+static void worker_end(void *arg, void *ws)
+{
+    vworker *w = ws;
+    bk_reader_free(w->rd);
+    free(w->data);
+    free(w);
+}
+
+static int worker(void *arg, void *ws, size_t i)
+{
+    verify *v = arg;
+    vworker *w = ws;
+    return check_file(v, w->rd, w->data, &v->jobs[i]);
 }
 
 /* ---- the set document ---- */
@@ -533,15 +549,6 @@ static int check_packs(verify *v)
     return rc;
 }
 
-static int nthreads(size_t jobs)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1) n = 1;
-    if (n > 32) n = 32;
-    if ((size_t)n > jobs) n = (long)(jobs ? jobs : 1);
-    return (int)n;
-}
-
 int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64_t *blocks_checked)
 {
     verify v = {.r = r, .cb = cb, .arg = arg};
@@ -566,15 +573,13 @@ int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64
     json_array_foreach(sets, i, s) if (!rc) rc = add_set(&v, s);
     if (!rc) {
         bk_progress(r, "verify", 0, v.total);
-        int nt = nthreads(v.njobs);
-        pthread_t th[32];
-        int started = 0;
-        for (int k = 1; k < nt; k++)
-            started += pthread_create(&th[started], NULL, worker, &v) == 0;
-        worker(&v);
-        for (int k = 0; k < started; k++)
-            pthread_join(th[k], NULL);
-        rc = v.rc;
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        om_pool pool = {.workers = cores > 32 ? 32 : (int)cores,
+                        .ctx = &v,
+                        .fn = worker,
+                        .worker_begin = worker_begin,
+                        .worker_end = worker_end};
+        rc = om_pool_run(&pool, v.njobs);
     }
     if (blocks_checked) *blocks_checked = v.checked;
     if (!rc && v.problems)

@@ -28,8 +28,8 @@ struct bk_writer {
     json_t *files, *names;
     uint64_t bytes_in, bytes_stored, blocks_new, blocks_reused;
     uint64_t size; /* of the files */
-    int failed;
-    char failed_detail[512];
+    /* the first failure of a worker: every later call returns it */
+    om_err_saved failed;
 };
 
 int bk_set_begin(bk_repo *r, bk_writer **out)
@@ -71,10 +71,7 @@ static void writer_free(bk_writer *w)
 /* Records the first failure (m held). */
 static int fail_locked(bk_writer *w, int rc)
 {
-    if (!w->failed) {
-        w->failed = rc;
-        snprintf(w->failed_detail, sizeof w->failed_detail, "%s", om_err_detail());
-    }
+    if (!w->failed.code) om_err_save(&w->failed, rc);
     return rc;
 }
 
@@ -113,7 +110,7 @@ static int claim(bk_writer *w, const uint8_t id[BK_ID_LEN], size_t len)
     memcpy(e.id, id, BK_ID_LEN);
     e.raw = (uint32_t)len;
     pthread_mutex_lock(&w->m);
-    int rc = w->failed ? om_errf(w->failed, "%s", w->failed_detail) : 0;
+    int rc = w->failed.code ? om_err_restore(&w->failed) : 0;
     if (!rc && bk_map_get(&w->mine, id)) {
         count_reused(w, len);
         rc = 1;
@@ -326,7 +323,7 @@ int bk_set_commit(bk_writer *w, json_t *doc, char set_id[65])
     bk_repo *r = w->r;
     char *text = NULL, *file = NULL, path[BK_PATH_MAX], t[40];
     set_id[0] = 0;
-    int rc = w->failed ? om_errf(w->failed, "%s", w->failed_detail) : 0;
+    int rc = w->failed.code ? om_err_restore(&w->failed) : 0;
     if (!rc && !json_is_object(doc))
         rc = om_errf(OM_E_InvalidParameter, "the set document must be a JSON object");
     int frc = finish_packs(w);

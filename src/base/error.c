@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static _Thread_local char detail[1024];
+static _Thread_local char detail[OM_ERR_DETAIL_MAX];
 
 const char *om_err_name(int err)
 {
@@ -85,6 +85,20 @@ int om_err_from_errno(int e)
     default:
         return OM_E_DiskIO;
     }
+}
+
+int om_err_save(om_err_saved *s, int err)
+{
+    s->code = err;
+    memcpy(s->detail, detail, sizeof detail);
+    return err;
+}
+
+int om_err_restore(const om_err_saved *s)
+{
+    memcpy(detail, s->detail, sizeof detail);
+    detail[sizeof detail - 1] = 0;
+    return s->code;
 }
 
 const char *om_err_format(int err, char *buf, unsigned len)

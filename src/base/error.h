@@ -29,6 +29,19 @@ void om_err_clear(void);
 /* Maps an errno to the closest error code (ENOSPC -> DiskFull, ENOENT -> FileNotFound...). */
 int om_err_from_errno(int e);
 
+/* A failure's code with its detail, kept together: to carry them from the thread that failed
+ * to the one that reports (a worker's failure, base/pool.h), or past a cleanup call that may
+ * set another detail before the failure is reported. */
+#define OM_ERR_DETAIL_MAX 1024
+typedef struct om_err_saved {
+    int code;
+    char detail[OM_ERR_DETAIL_MAX];
+} om_err_saved;
+/* Saves err and this thread's detail into s; returns err. */
+int om_err_save(om_err_saved *s, int err);
+/* Makes s's detail this thread's; returns s's code (0 when nothing failed). */
+int om_err_restore(const om_err_saved *s);
+
 /* "-1018 ReadVerifyFailure: <detail>" into buf. */
 const char *om_err_format(int err, char *buf, unsigned len);
 

@@ -17,6 +17,12 @@
 #include "base/error.h"
 #include "base/time.h"
 
+/* The error for a socket call that failed with errno e: ConnectionClosed when the peer is gone. */
+static int sock_err(int e)
+{
+    return e == EPIPE || e == ECONNRESET ? OM_E_ConnectionClosed : OM_E_DiskIO;
+}
+
 static int write_all(int fd, const void *p, size_t n)
 {
     const uint8_t *b = p;
@@ -24,7 +30,7 @@ static int write_all(int fd, const void *p, size_t n)
         ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR) continue;
-            return om_errf(OM_E_DiskIO, "sending on the control socket: %s", strerror(errno));
+            return om_errf(sock_err(errno), "sending on the control socket: %s", strerror(errno));
         }
         b += w;
         n -= (size_t)w;
@@ -142,10 +148,10 @@ static int wait_readable(int fd, int64_t deadline)
     }
 }
 
-enum { RX_OK, RX_EOF, RX_LATE, RX_ERR };
+enum { RX_OK, RX_EOF, RX_LATE };
 
 /* Reads exactly n bytes before deadline. RX_EOF: the peer closed first; RX_LATE: the deadline
- * passed; RX_ERR: the error is set. *got: how many arrived. */
+ * passed; negative: recv's error (its detail set). *got: how many arrived. */
 static int read_until(int fd, void *p, size_t n, int64_t deadline, size_t *got)
 {
     uint8_t *b = p;
@@ -155,8 +161,7 @@ static int read_until(int fd, void *p, size_t n, int64_t deadline, size_t *got)
         ssize_t r = recv(fd, b + *got, n - *got, 0);
         if (r < 0) {
             if (errno == EINTR) continue;
-            om_errf(OM_E_DiskIO, "reading the control socket: %s", strerror(errno));
-            return RX_ERR;
+            return om_errf(sock_err(errno), "reading the control socket: %s", strerror(errno));
         }
         if (r == 0) return RX_EOF;
         *got += (size_t)r;
@@ -176,11 +181,12 @@ static int rx_read(const rx *x, void *p, size_t n)
 {
     size_t got = 0;
     int st = read_until(x->fd, p, n, x->deadline, &got);
-    if (st == RX_EOF) return om_errf(OM_E_DiskIO, "connection closed in the middle of a message");
+    if (st == RX_EOF)
+        return om_errf(OM_E_ConnectionClosed, "connection closed in the middle of a message");
     if (st == RX_LATE)
         return om_errf(OM_E_DiskIO, "a message was not whole within %u ms: closing the connection",
                        x->ms);
-    return st == RX_OK ? 0 : OM_E_DiskIO;
+    return st == RX_OK ? 0 : st;
 }
 
 /* A frame's n bytes after its length, in a buffer that grows with what arrives (one byte more
@@ -293,10 +299,10 @@ int om_proto_recv(int fd, json_t **obj, uint8_t **data, size_t *data_len)
     if (st == RX_EOF || st == RX_LATE) {
         /* Between two messages: the peer is done, or silent past the bound. */
         tl_ended_cleanly = 1;
-        if (st == RX_EOF) return om_errf(OM_E_DiskIO, "connection closed");
+        if (st == RX_EOF) return om_errf(OM_E_ConnectionClosed, "connection closed");
         return om_errf(OM_E_DiskIO, "connection idle for %u ms: closed", idle_ms);
     }
-    if (st != RX_OK) return OM_E_DiskIO;
+    if (st != RX_OK) return st;
     rx x = {.fd = fd, .ms = lim ? lim->frame_ms : 0};
     x.deadline = deadline_in(x.ms);
     json_t *o = NULL;
@@ -491,8 +497,8 @@ static int call_once(const char *path, json_t *req, const void *data, size_t dat
     rc = om_proto_send(fd, req, data, data_len);
     /* A server that refuses us answers and closes before reading: its reply explains better
      * than our broken pipe. */
-    char senderr[512];
-    snprintf(senderr, sizeof senderr, "%s", rc ? om_err_detail() : "");
+    om_err_saved senderr;
+    om_err_save(&senderr, rc);
     int rrc = om_proto_recv(fd, reply, rdata, rdata_len);
     /* Progress objects (no "ok") come before a long operation's reply: skip them. */
     while (!rrc && !json_object_get(*reply, "ok") && json_object_get(*reply, "progress")) {
@@ -501,7 +507,7 @@ static int call_once(const char *path, json_t *req, const void *data, size_t dat
         rrc = om_proto_recv(fd, reply, rdata, rdata_len);
     }
     if (rc && rrc)
-        om_errf(rc, "%s", senderr);
+        om_err_restore(&senderr);
     else
         rc = rrc;
     close(fd);

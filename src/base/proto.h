@@ -63,13 +63,16 @@ void om_proto_bind_limits(om_proto_limits *lim);
 /* The limits bound to the calling thread (NULL: none). */
 om_proto_limits *om_proto_thread_limits(void);
 
-/* Sends obj (and data when data_len > 0, setting "data" in obj). */
+/* Sends obj (and data when data_len > 0, setting "data" in obj). A peer that closed the
+ * connection gives ConnectionClosed, another socket error DiskIO. */
 int om_proto_send(int fd, json_t *obj, const void *data, size_t data_len);
 /* Receives one message: *obj (caller decrefs), and when it announces data, *data (malloc'd,
- * caller frees) and *data_len. A peer that closed the connection gives DiskIO, "connection
- * closed". Under limits (om_proto_bind_limits): a connection idle past idle_ms ends like a
- * closed one; a message not whole in time gives DiskIO; a frame over max_data or beyond the
- * budget gives OutOfMemory, before anything is allocated for it. */
+ * caller frees) and *data_len. A peer that closed (or reset) the connection gives
+ * ConnectionClosed, "connection closed" (between two messages) or "connection closed in the
+ * middle of a message"; another socket error gives DiskIO. Under limits
+ * (om_proto_bind_limits): a connection idle past idle_ms ends like a closed one, with DiskIO
+ * ("connection idle for N ms: closed"); a message not whole in time gives DiskIO; a frame over
+ * max_data or beyond the budget gives OutOfMemory, before anything is allocated for it. */
 int om_proto_recv(int fd, json_t **obj, uint8_t **data, size_t *data_len);
 /* After a failed om_proto_recv on this thread: 1 when the connection simply ended between two
  * messages (the peer closed it, or it stayed idle past the bound), 0 when a message was bad,

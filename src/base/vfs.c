@@ -94,10 +94,10 @@ int om_durable_commit(om_durable *d, int flags)
     if (!rc) rc = crc;
     if (!rc) rc = om_rename_at(d->dir, d->tmp, d->dir, d->name, flags);
     if (rc) {
-        char detail[1400];
-        snprintf(detail, sizeof detail, "%s", om_err_detail());
+        om_err_saved e; /* the unlink's failure is not the one to report */
+        om_err_save(&e, rc);
         om_unlink_at(d->dir, d->tmp);
-        return om_errf(rc, "%s", detail);
+        return om_err_restore(&e);
     }
     /* Then the name: until the directory is synced a crash may bring the old one back. */
     return om_dir_sync(d->dir);

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/error.h"
+
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
 typedef struct cli_opt {
@@ -101,8 +103,7 @@ int cli_vss_call(json_t *req, json_t **reply);
  * reply comes. */
 typedef struct cli_conn {
     int fd;
-    int send_rc;
-    char send_detail[512];
+    om_err_saved send_err; /* code 0: the send went through */
 } cli_conn;
 /* Connects and sends req (stolen). An error code (not printed) when the connection fails. */
 int cli_conn_open(cli_conn *c, json_t *req, const void *data, size_t data_len);

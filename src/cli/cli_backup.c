@@ -38,9 +38,8 @@ static int cmd_backup(const cli_args *a)
                      .threads = (int)threads,
                      .progress = isatty(2) && !cli_flag(a, "json")};
     json_t *res = NULL;
-    rc = bk_backup_run(&o, &res);
-    char detail[1400];
-    snprintf(detail, sizeof detail, "%s", om_err_detail());
+    om_err_saved failed; /* past the printing */
+    rc = om_err_save(&failed, bk_backup_run(&o, &res));
     memset(pbuf, 0, sizeof pbuf);
     free(repo);
     int out = CLI_OK;
@@ -72,7 +71,7 @@ static int cmd_backup(const cli_args *a)
     }
     json_decref(res);
     if (rc) {
-        om_errf(rc, "%s", detail);
+        om_err_restore(&failed);
         return cli_fail(rc);
     }
     return out;

@@ -3,7 +3,6 @@
  * database. Errors carry ESE's numbers (-1018 ReadVerifyFailure, -530 BadLogSignature...). */
 #include <dirent.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/pool.h"
 #include "base/progress.h"
 #include "base/time.h"
 #include "base/vfs.h"
@@ -258,14 +258,16 @@ typedef struct sum_job {
     int err;
 } sum_job;
 
-static void *sum_pages(void *arg)
+/* One range of pages: an index of the pool (base/pool.h). A range's failure is kept in its job and
+ * reported with the file, after the other ranges' bad pages: the pool is not stopped for it. */
+static int sum_pages(void *ctx, void *ws, size_t range)
 {
-    sum_job *j = arg;
+    sum_job *j = (sum_job *)ctx + range;
     const uint32_t batch = 32;
     uint8_t *buf = malloc((size_t)batch * ENG_PAGE_SIZE);
     if (!buf) {
         j->err = OM_E_OutOfMemory;
-        return NULL;
+        return 0;
     }
     for (uint32_t p = j->from; p < j->to; p += batch) {
         uint32_t k = j->to - p < batch ? j->to - p : batch;
@@ -293,7 +295,7 @@ static void *sum_pages(void *arg)
         }
     }
     free(buf);
-    return NULL;
+    return 0;
 }
 
 static int checksum_edb(const char *path, int *problems, int threads)
@@ -319,17 +321,16 @@ static int checksum_edb(const char *path, int *problems, int threads)
     long ncpu = threads > 0 ? threads : sysconf(_SC_NPROCESSORS_ONLN);
     int nt = ncpu > 1 ? (int)(ncpu > 16 ? 16 : ncpu) : 1;
     sum_job jobs[16] = {{0}};
-    pthread_t th[16];
     uint64_t t0 = om_mono_ns();
     for (int i = 0; i < nt; i++) {
         jobs[i].fd = fd;
         jobs[i].from = 1 + (uint32_t)((uint64_t)npages * i / nt);
         jobs[i].to = 1 + (uint32_t)((uint64_t)npages * (i + 1) / nt);
-        pthread_create(&th[i], NULL, sum_pages, &jobs[i]);
     }
+    om_pool pool = {.workers = nt, .ctx = jobs, .fn = sum_pages};
+    om_pool_run(&pool, (size_t)nt); /* sum_pages keeps each range's failure in its job */
     uint32_t nbad = 0, uninit = 0;
     for (int i = 0; i < nt; i++) {
-        pthread_join(th[i], NULL);
         if (jobs[i].err) rc = om_errf(jobs[i].err, "reading %s failed", path);
         for (uint32_t k = 0; k < jobs[i].nbad; k++)
             printf("%s: page %u: -1018 ReadVerifyFailure\n", path, jobs[i].bad[k]);

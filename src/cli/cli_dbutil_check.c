@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/pool.h"
 #include "base/progress.h"
 #include "base/time.h"
 #include "check/check.h"
@@ -19,15 +20,13 @@
 typedef struct page_run {
     chk_set *set;
     const chk_headers *h;
-    uint64_t next; /* next chunk over all databases (atomic) */
     uint64_t done; /* pages checked (atomic) */
-    int workers_left;
+    om_progress bar;
     pthread_mutex_t mu;
     uint64_t uninit;
     json_t *bad; /* [{database, page, ...}] */
     size_t nbad;
-    int io_err;
-    char io_detail[512];
+    om_err_saved io; /* the first failure to read (the check goes on past it) */
 } page_run;
 
 /* Chunk c of all databases' pages: its database and first page; 0 past the end. */
@@ -67,50 +66,47 @@ static void on_page(void *arg, const chk_page_report *p)
     pthread_mutex_unlock(&r->mu);
 }
 
-static void *page_worker(void *arg)
+/* Chunk c of the pool (base/pool.h). A failure to read is kept and the check goes on with the
+ * other chunks: the pool is not stopped for it. */
+static int page_chunk(void *arg, void *ws, size_t c)
 {
     page_run *r = arg;
     size_t db;
     uint32_t first, count;
-    while (chunk_at(r, __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED), &db, &first, &count)) {
-        int rc = chk_check_pages(r->set, db, first, count, on_page, r);
-        if (rc && rc != OM_E_ReadVerifyFailure && rc != OM_E_ReadPgnoVerifyFailure &&
-            rc != OM_E_DbTimeTooNew) {
-            pthread_mutex_lock(&r->mu);
-            if (!r->io_err) {
-                r->io_err = rc;
-                snprintf(r->io_detail, sizeof r->io_detail, "%s", om_err_detail());
-            }
-            pthread_mutex_unlock(&r->mu);
-        }
-        __atomic_fetch_add(&r->done, count, __ATOMIC_RELAXED);
+    if (!chunk_at(r, c, &db, &first, &count)) return 0;
+    int rc = chk_check_pages(r->set, db, first, count, on_page, r);
+    if (rc && rc != OM_E_ReadVerifyFailure && rc != OM_E_ReadPgnoVerifyFailure &&
+        rc != OM_E_DbTimeTooNew) {
+        pthread_mutex_lock(&r->mu);
+        if (!r->io.code) om_err_save(&r->io, rc);
+        pthread_mutex_unlock(&r->mu);
     }
-    __atomic_fetch_sub(&r->workers_left, 1, __ATOMIC_RELEASE);
-    return NULL;
+    __atomic_fetch_add(&r->done, count, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static int page_bar(void *arg, uint64_t done)
+{
+    om_progress_update(&((page_run *)arg)->bar, done);
+    return 0;
 }
 
 /* Every page of every database, on nt threads, with a progress bar on a terminal. */
 static void check_all_pages(page_run *r, int nt)
 {
-    uint64_t total = 0, checked;
+    uint64_t total = 0, checked, nchunks = 0;
     chk_page_totals(r->set, &checked, &total);
-    pthread_t th[16];
-    om_progress pg;
-    om_progress_start(&pg, "pages", total, "pages");
-    r->workers_left = nt;
-    int started = 0;
-    for (int i = 0; i < nt; i++)
-        if (pthread_create(&th[i], NULL, page_worker, r) == 0) started++;
-    if (!started) page_worker(r);
-    r->workers_left -= nt - started;
-    while (__atomic_load_n(&r->workers_left, __ATOMIC_ACQUIRE) > 0) {
-        om_progress_update(&pg, __atomic_load_n(&r->done, __ATOMIC_RELAXED));
-        usleep(50 * 1000);
-    }
-    for (int i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
-    om_progress_update(&pg, r->done);
-    om_progress_end(&pg);
+    for (size_t i = 0; i < r->h->ndb; i++)
+        nchunks += ((uint64_t)chk_db(r->set, i)->pages + CHUNK_PAGES - 1) / CHUNK_PAGES;
+    om_progress_start(&r->bar, "pages", total, "pages");
+    om_pool pool = {.workers = nt,
+                    .ctx = r,
+                    .fn = page_chunk,
+                    .progress = page_bar,
+                    .count = &r->done,
+                    .interval_ms = 50};
+    om_pool_run(&pool, (size_t)nchunks); /* page_chunk keeps the failures */
+    om_progress_end(&r->bar);
 }
 
 typedef struct log_run {
@@ -280,8 +276,8 @@ int cli_dbutil_check_set(const cli_args *a)
                (unsigned long long)pr.uninit, pr.nbad,
                secs > 0 ? (double)checked * ENG_PAGE_SIZE / 1e6 / secs : 0.0);
     }
-    if (pr.io_err && !json)
-        printf("pages: %d %s: %s\n", pr.io_err, om_err_name(pr.io_err), pr.io_detail);
+    if (pr.io.code && !json)
+        printf("pages: %d %s: %s\n", pr.io.code, om_err_name(pr.io.code), pr.io.detail);
     log_run lr = {.problems = json_array(), .json = json};
     chk_logs lg = {0};
     if (cli_val(a, "logs")) {
@@ -291,12 +287,11 @@ int cli_dbutil_check_set(const cli_args *a)
             printf("logs: generations %u-%u present (%u files read), %s%u-%u needed\n", lg.lowest,
                    lg.highest, lg.checked, lg.need_min ? "" : "none ", lg.need_min, lg.need_max);
     }
-    int verdict = chk_term(s);
-    char detail[1024];
-    snprintf(detail, sizeof detail, "%s", om_err_detail());
+    om_err_saved vd; /* the verdict, past the printing */
+    int verdict = om_err_save(&vd, chk_term(s));
     int out = CLI_OK;
     if (json)
-        out = report_json(dbs, checked, total, &pr, &lg, &lr, verdict, detail);
+        out = report_json(dbs, checked, total, &pr, &lg, &lr, verdict, vd.detail);
     else {
         json_decref(dbs);
         if (!verdict) printf("check-set: ok: the set can be recovered\n");
@@ -305,9 +300,6 @@ int cli_dbutil_check_set(const cli_args *a)
     json_decref(lr.problems);
     json_decref(lr.checkpoint);
     pthread_mutex_destroy(&pr.mu);
-    if (verdict) {
-        om_errf(verdict, "%s", detail);
-        return cli_fail(verdict);
-    }
+    if (verdict) return cli_fail(om_err_restore(&vd));
     return out;
 }

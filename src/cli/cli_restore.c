@@ -67,9 +67,8 @@ static int cmd_restore(const cli_args *a)
     o.edb = edb;
     o.logs = logs;
     json_t *res = NULL;
-    rc = bk_restore_run(&o, &res);
-    char detail[1400];
-    snprintf(detail, sizeof detail, "%s", om_err_detail());
+    om_err_saved failed; /* past the printing */
+    rc = om_err_save(&failed, bk_restore_run(&o, &res));
     memset(pbuf, 0, sizeof pbuf);
     free(repo);
     free(edb);
@@ -106,7 +105,7 @@ static int cmd_restore(const cli_args *a)
     }
     json_decref(res);
     if (rc) {
-        om_errf(rc, "%s", detail);
+        om_err_restore(&failed);
         return cli_fail(rc);
     }
     return out;

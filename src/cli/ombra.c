@@ -198,11 +198,10 @@ static int conn_open_at(cli_conn *c, const char *sock, json_t *req, const void *
 {
     char path[4200];
     c->fd = -1;
-    c->send_rc = 0;
+    c->send_err.code = 0;
     int rc = cli_socket_path(sock, path, sizeof path);
     if (!rc) rc = om_proto_connect(path, &c->fd);
-    if (!rc && (c->send_rc = om_proto_send(c->fd, req, data, data_len)))
-        snprintf(c->send_detail, sizeof c->send_detail, "%s", om_err_detail());
+    if (!rc) om_err_save(&c->send_err, om_proto_send(c->fd, req, data, data_len));
     json_decref(req);
     return rc;
 }
@@ -215,9 +214,9 @@ int cli_conn_open(cli_conn *c, json_t *req, const void *data, size_t data_len)
 int cli_conn_recv(cli_conn *c, json_t **obj, uint8_t **data, size_t *data_len)
 {
     int rc = om_proto_recv(c->fd, obj, data, data_len);
-    if (rc && c->send_rc) {
+    if (rc && c->send_err.code) {
         /* No reply after a failed send: the send's error says what went wrong. */
-        rc = om_errf(c->send_rc, "%s", c->send_detail);
+        rc = om_err_restore(&c->send_err);
     }
     return rc;
 }

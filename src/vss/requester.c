@@ -49,7 +49,7 @@ static int call(vss_req *r, const char *op, json_t *req, json_t **reply)
         rep = NULL;
         rc = om_proto_recv(r->fd, &rep, NULL, NULL);
     }
-    if (rc == OM_E_DiskIO) return lost(r);
+    if (rc == OM_E_ConnectionClosed || rc == OM_E_DiskIO) return lost(r);
     if (rc) { /* a malformed frame: the stream cannot be trusted any more */
         close(r->fd);
         r->fd = -1;

@@ -298,11 +298,11 @@ static void abort_session(coord *c, session *s)
 /* A failure of a step: the session is aborted and the failure is the reply. */
 static int fail_session(coord *c, session *s, int rc)
 {
-    char d[1024];
-    snprintf(d, sizeof d, "%s", om_err_detail());
-    om_warn("session %s: %d %s: %s", s->id, rc, om_err_name(rc), d);
+    om_err_saved e;
+    om_err_save(&e, rc);
+    om_warn("session %s: %d %s: %s", s->id, rc, om_err_name(rc), e.detail);
     abort_session(c, s);
-    return om_errf(rc, "%s", d);
+    return om_err_restore(&e);
 }
 
 /* ---- backup steps ---- */

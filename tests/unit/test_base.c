@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include "base/bytes.h"
 #include "base/error.h"
 #include "base/hash.h"
+#include "base/proto.h"
 #include "base/time.h"
 #include "base/uuid.h"
 #include "base/vfs.h"
@@ -36,6 +38,47 @@ static void errors_print_with_ese_number_and_name(void **s)
     om_err_format(OM_E_DiskFull, buf, sizeof buf);
     assert_string_equal(buf, "-1808 DiskFull: no space left on the device");
     assert_int_equal(om_err_from_errno(28 /* ENOSPC */), OM_E_DiskFull);
+}
+
+static void a_saved_error_comes_back_after_another_detail(void **s)
+{
+    (void)s;
+    om_err_saved e;
+    assert_int_equal(om_err_save(&e, om_errf(OM_E_DiskFull, "writing %s", "a.edb")), OM_E_DiskFull);
+    om_errf(OM_E_DiskIO, "closing a.edb"); /* a cleanup that fails too */
+    assert_int_equal(om_err_restore(&e), OM_E_DiskFull);
+    assert_string_equal(om_err_detail(), "writing a.edb");
+    om_err_clear();
+    om_err_save(&e, 0);
+    om_errf(OM_E_DiskIO, "later");
+    assert_int_equal(om_err_restore(&e), 0);
+    assert_string_equal(om_err_detail(), "");
+}
+
+static void a_peer_that_closed_is_connection_closed_not_disk_io(void **s)
+{
+    (void)s;
+    int sv[2];
+    json_t *o = NULL;
+    /* between two messages */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    close(sv[1]);
+    assert_int_equal(om_proto_recv(sv[0], &o, NULL, NULL), OM_E_ConnectionClosed);
+    assert_string_equal(om_err_detail(), "connection closed");
+    assert_true(om_proto_ended_cleanly());
+    json_t *m = json_pack("{s:s}", "op", "status");
+    assert_int_equal(om_proto_send(sv[0], m, NULL, 0), OM_E_ConnectionClosed);
+    close(sv[0]);
+    /* in the middle of one: a length announcing more than came */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(write(sv[1], "\x10\0\0\0{\"op\"", 9), 9);
+    close(sv[1]);
+    assert_int_equal(om_proto_recv(sv[0], &o, NULL, NULL), OM_E_ConnectionClosed);
+    assert_string_equal(om_err_detail(), "connection closed in the middle of a message");
+    assert_false(om_proto_ended_cleanly());
+    close(sv[0]);
+    assert_null(o);
+    json_decref(m);
 }
 
 static void little_endian_cursor_round_trips_and_flags_overruns(void **s)
@@ -472,6 +515,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(errors_print_with_ese_number_and_name),
+        cmocka_unit_test(a_saved_error_comes_back_after_another_detail),
+        cmocka_unit_test(a_peer_that_closed_is_connection_closed_not_disk_io),
         cmocka_unit_test(little_endian_cursor_round_trips_and_flags_overruns),
         cmocka_unit_test(checksum_depends_on_seed),
         cmocka_unit_test(uuid_and_time_format),
