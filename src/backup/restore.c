@@ -71,8 +71,8 @@ typedef struct lay {
     int stop;          /* the writer failed: laying more is no use */
     size_t laid;       /* files [0, laid) are in place */
     uint64_t bytes;    /* written and hashed */
-    vss_laid *progress; /* the writer's progress file (NULL: none; vss/laid.h) */
-    uint32_t laid_gen;  /* what it says */
+    vss_laid *prog;    /* the writer's progress file (NULL: none; vss/laid.h) */
+    uint32_t laid_gen; /* what it says */
 } lay;
 
 static void lay_fail(lay *l, int rc)
@@ -90,7 +90,7 @@ static void lay_fail(lay *l, int rc)
  * and in place. */
 static void say_laid(lay *l, uint32_t gen)
 {
-    if (l->progress && vss_laid_say(l->progress, gen) != 0)
+    if (l->prog && vss_laid_say(l->prog, gen) != 0)
         om_warn("writing the restore progress: %s", om_err_detail());
     l->laid_gen = gen;
 }
@@ -467,8 +467,8 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
     lay l = {.r = r, .f = f, .n = n, .bsize = bk_repo_block_size(r)};
     int streaming = !o->no_replay && n > 1;
     om_dir *ed = NULL, *ld = NULL;
-    int rc = open_places(target, f, n, streaming ? vss_req_session(q) : NULL, &ed, &ld,
-                         &l.progress);
+    const char *session = streaming ? vss_req_session(q) : NULL;
+    int rc = open_places(target, f, n, session, &ed, &ld, &l.prog);
     if (rc) return rc;
     pthread_mutex_init(&l.mu, NULL);
     pthread_cond_init(&l.cv, NULL);
@@ -524,7 +524,7 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
         om_progress_end(&pg);
     }
     /* Release the progress file: a writer still waiting for a generation sees the restore gone. */
-    vss_laid_release(l.progress);
+    vss_laid_release(l.prog);
     for (size_t i = 0; i < n; i++) {
         om_durable_abort(&f[i].out); /* a file begun and not put in place: its temporary name */
         if (f[i].sha) EVP_MD_CTX_free(f[i].sha);

@@ -29,8 +29,7 @@ void vss_laid_encode(const char *session, uint32_t gen, char out[VSS_LAID_RECORD
 {
     char buf[VSS_LAID_RECORD + 1];
     snprintf(buf, sizeof buf, HEAD "%-36.36s %010u ", session, gen);
-    snprintf(buf + CHECK_AT, sizeof buf - CHECK_AT, "%016llx\n",
-             (unsigned long long)check_of(buf));
+    snprintf(buf + CHECK_AT, sizeof buf - CHECK_AT, "%016llx\n", (unsigned long long)check_of(buf));
     memcpy(out, buf, VSS_LAID_RECORD);
 }
 
@@ -41,8 +40,7 @@ static int digits(const char *s, size_t n, int hex)
     return 1;
 }
 
-int vss_laid_decode(const void *buf, size_t n, const char *session, const char *path,
-                    uint32_t *gen)
+int vss_laid_decode(const void *buf, size_t n, const char *session, const char *path, uint32_t *gen)
 {
     const char *r = buf;
     *gen = 0;
@@ -57,8 +55,10 @@ int vss_laid_decode(const void *buf, size_t n, const char *session, const char *
         r[CHECK_AT - 1] != ' ' || r[VSS_LAID_RECORD - 1] != '\n' ||
         !digits(r + GEN_AT, GEN_LEN, 0) || !digits(r + CHECK_AT, CHECK_LEN, 1) ||
         memcmp(r + CHECK_AT, want, CHECK_LEN))
-        return om_errf(OM_E_ReadVerifyFailure, "%s: not a progress record, or one read while it "
-                                               "was written", path);
+        return om_errf(OM_E_ReadVerifyFailure,
+                       "%s: not a progress record, or one read while it "
+                       "was written",
+                       path);
     if (strlen(session) != SESS_LEN || memcmp(r + HEAD_LEN, session, SESS_LEN))
         return om_errf(OM_E_RestoreInProgress,
                        "%s is written by another restore (session %.36s), not by this one "
@@ -180,8 +180,9 @@ int vss_laid_hold(om_vfs *v, const char *path, const char *session, vss_laid **o
     memcpy(l->session, session, SESS_LEN + 1);
     om_dir *d = NULL;
     const char *name = NULL;
-    int rc = v->lock ? open_parent(v, path, &d, &name)
-                     : om_errf(OM_E_Internal, "%s: holding it needs a file system that locks", path);
+    int rc = v->lock
+                 ? open_parent(v, path, &d, &name)
+                 : om_errf(OM_E_Internal, "%s: holding it needs a file system that locks", path);
     if (!rc) rc = om_open_at(d, name, 0, &l->f);
     om_dir_close(d);
     /* The writer holds the lock only for a moment, when it checks whether we are gone. */

@@ -77,9 +77,9 @@ static int write_set(om_vfs *v, uint64_t first, size_t n, uint64_t log_seed, out
     if (!rc) rc = put_file(w, "edb/db.edb", first, n);
     if (!rc) rc = put_file(w, "logs/E0000000001.log", log_seed, 1);
     if (!rc) {
-        json_t *doc = json_pack(
-            "{s:s, s:{s:s, s:s, s:s}, s:s, s:[i,i], s:n}", "type", "full", "database", "id", "db-1",
-            "name", "db-1", "base", "E00", "server", "srv1", "log_range", 1, 1, "parent");
+        json_t *doc = json_pack("{s:s, s:{s:s, s:s, s:s}, s:s, s:[i,i], s:n}", "type", "full",
+                                "database", "id", "db-1", "name", "db-1", "base", "E00", "server",
+                                "srv1", "log_range", 1, 1, "parent");
         rc = bk_set_commit(w, doc, o->id); /* frees w */
         w = NULL;
         o->committed = !rc;
