@@ -9,7 +9,8 @@
  *   3. packs less than half used: their used blocks are copied into new packs, which are made
  *      durable and indexed before the old index and pack are removed (until then the blocks
  *      are listed twice, which is harmless);
- *   4. leftovers of killed writers: *.tmp files, packs no index lists.
+ *   4. leftovers of killed writers: *.tmp files (the durable-file helper's temporary names,
+ *      base/vfs.h, and older repositories' <pack>.tmp), packs no index lists.
  * Damaged set or index files stop it before step 1: deleting packs on the word of a damaged
  * index, or while a damaged set's references are unknown, could destroy the only copy of
  * something. */
@@ -18,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 
 #include "backup/repo_internal.h"
 #include "base/error.h"
@@ -43,6 +43,7 @@ static int lock_exclusive(bk_repo *r)
     if (__atomic_load_n(&r->writers, __ATOMIC_ACQUIRE))
         return om_errf(OM_E_RepositoryInUse,
                        "%s: a backup set is being written through this handle", r->path);
+    if (r->lock_fd < 0) return 0; /* a file system of this process alone (bk_repo_open_vfs) */
     if (flock(r->lock_fd, LOCK_EX | LOCK_NB) == 0) return 0;
     int e = errno;
     /* A failed conversion may have dropped the shared lock: take it back. */
@@ -58,7 +59,7 @@ static int lock_exclusive(bk_repo *r)
 
 static void lock_shared(bk_repo *r)
 {
-    while (flock(r->lock_fd, LOCK_SH) != 0 && errno == EINTR)
+    while (r->lock_fd >= 0 && flock(r->lock_fd, LOCK_SH) != 0 && errno == EINTR)
         ;
 }
 
@@ -143,18 +144,19 @@ static void choose(expire *x, unsigned keep_full, char *keep)
 
 static int delete_sets(expire *x, const char *keep)
 {
-    char p[BK_PATH_MAX];
-    int rc = 0, any = 0;
+    char name[80];
+    om_dir *d = NULL;
+    int rc = bk_dir_open(x->r, "sets", &d), any = 0;
     for (size_t i = 0; i < json_array_size(x->sets) && !rc; i++) {
         if (keep[i]) continue;
         const char *id = om_json_str_or(json_array_get(x->sets, i), "id", "");
-        rc = bk_path(x->r, p, sizeof p, "sets/%s.json", id);
-        if (!rc) rc = x->r->vfs->unlink(x->r->vfs, p);
+        snprintf(name, sizeof name, "%.64s.json", id);
+        rc = om_unlink_at(d, name);
         if (!rc) json_array_append_new(x->deleted, json_string(id));
         any = 1;
     }
-    if (!rc && any && !(rc = bk_path(x->r, p, sizeof p, "sets")))
-        rc = x->r->vfs->sync_dir(x->r->vfs, p);
+    if (!rc && any) rc = om_dir_sync(d);
+    om_dir_close(d);
     return rc;
 }
 
@@ -189,9 +191,13 @@ static int pack_entries(bk_repo *r, const bk_pack *p, json_t **blocks)
     for (int i = 0; i < p->nindex; i++) {
         char path[BK_PATH_MAX];
         json_error_t je;
+        uint8_t *data = NULL;
+        size_t n = 0;
         int rc = bk_path(r, path, sizeof path, "index/%s.json", p->index[i]);
+        if (!rc) rc = om_read_file(r->vfs, path, &data, &n);
         if (rc) return rc;
-        json_t *j = json_load_file(path, 0, &je);
+        json_t *j = json_loadb((const char *)data, n, 0, &je);
+        free(data);
         if (!j) return om_errf(OM_E_RepositoryCorrupt, "reading %s: %s", path, je.text);
         json_array_extend(*blocks, json_object_get(j, "blocks"));
         json_decref(j);
@@ -199,22 +205,38 @@ static int pack_entries(bk_repo *r, const bk_pack *p, json_t **blocks)
     return 0;
 }
 
+/* The size of the regular file name in d; 0 when it is no regular file. */
+static uint64_t size_at(om_dir *d, const char *name)
+{
+    om_file *f = NULL;
+    uint64_t size = 0;
+    if (om_kind_at(d, name) != OM_KIND_FILE || om_open_at(d, name, OM_O_RDONLY, &f) ||
+        om_fsize(f, &size))
+        size = 0;
+    om_close(f);
+    om_err_clear();
+    return size;
+}
+
 static int remove_pack(expire *x, const bk_pack *p)
 {
     bk_repo *r = x->r;
-    char path[BK_PATH_MAX], dir[BK_PATH_MAX];
-    int rc = 0;
-    for (int i = 0; i < p->nindex && !rc; i++)
-        if (!(rc = bk_path(r, path, sizeof path, "index/%s.json", p->index[i])))
-            rc = r->vfs->unlink(r->vfs, path);
-    if (!rc) rc = bk_path(r, dir, sizeof dir, "index");
-    if (!rc) rc = r->vfs->sync_dir(r->vfs, dir); /* the index goes before the pack */
-    struct stat st;
-    if (!rc) rc = bk_path(r, path, sizeof path, "packs/%.2s/%s", p->name, p->name);
-    if (!rc && stat(path, &st) == 0) x->bytes_freed += (uint64_t)st.st_size;
-    if (!rc) rc = r->vfs->unlink(r->vfs, path);
-    if (!rc) rc = bk_path(r, dir, sizeof dir, "packs/%.2s", p->name);
-    if (!rc) rc = r->vfs->sync_dir(r->vfs, dir);
+    char name[80], sub[16];
+    om_dir *d = NULL;
+    int rc = bk_dir_open(r, "index", &d);
+    for (int i = 0; i < p->nindex && !rc; i++) {
+        snprintf(name, sizeof name, "%.64s.json", p->index[i]);
+        rc = om_unlink_at(d, name);
+    }
+    if (!rc) rc = om_dir_sync(d); /* the index goes before the pack */
+    om_dir_close(d);
+    d = NULL;
+    snprintf(sub, sizeof sub, "packs/%.2s", p->name);
+    if (!rc) rc = bk_dir_open(r, sub, &d);
+    if (!rc) x->bytes_freed += size_at(d, p->name);
+    if (!rc) rc = om_unlink_at(d, p->name);
+    if (!rc) rc = om_dir_sync(d);
+    om_dir_close(d);
     return rc;
 }
 
@@ -344,9 +366,8 @@ static int sweep_packs(expire *x)
 
 typedef struct sweep {
     expire *x;
-    const char *dir;
+    om_dir *d;
     int packs; /* in packs/ab: names no index lists go too */
-    int rc;
 } sweep;
 
 static int known_pack(bk_repo *r, const char *name)
@@ -357,49 +378,67 @@ static int known_pack(bk_repo *r, const char *name)
     return found;
 }
 
+/* Removes the regular file name in d (a leftover): 1 when it went. */
+static int remove_file(expire *x, om_dir *d, const char *name)
+{
+    uint64_t size = size_at(d, name);
+    int gone = om_kind_at(d, name) == OM_KIND_FILE && om_unlink_at(d, name) == 0;
+    om_err_clear();
+    if (gone) x->bytes_freed += size;
+    return gone;
+}
+
 static int sweep_one(void *arg, const char *name)
 {
     sweep *s = arg;
     size_t l = strlen(name);
     int tmp = l > 4 && !strcmp(name + l - 4, ".tmp");
     int stray = s->packs && !tmp && !known_pack(s->x->r, name);
-    if (!tmp && !stray) return 0;
-    char p[BK_PATH_MAX];
-    struct stat st;
-    if (om_path_join(p, sizeof p, s->dir, name)) return 0;
-    if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && s->x->r->vfs->unlink(s->x->r->vfs, p) == 0) {
-        s->x->leftovers++;
-        s->x->bytes_freed += (uint64_t)st.st_size;
-    }
-    om_err_clear();
+    if ((tmp || stray) && remove_file(s->x, s->d, name)) s->x->leftovers++;
     return 0;
 }
 
-static int sweep_dir(expire *x, const char *dir, int packs)
+static int sweep_dir(expire *x, om_dir *d, int packs)
 {
-    sweep s = {x, dir, packs, 0};
-    int rc = x->r->vfs->list(x->r->vfs, dir, sweep_one, &s);
-    if (!rc) rc = x->r->vfs->sync_dir(x->r->vfs, dir);
+    sweep s = {x, d, packs};
+    int rc = om_list_at(d, sweep_one, &s);
+    if (!rc) rc = om_dir_sync(d);
     return rc;
 }
 
+typedef struct pack_dirs {
+    expire *x;
+    om_dir *packs;
+} pack_dirs;
+
 static int sweep_pack_dir(void *arg, const char *name)
 {
-    expire *x = arg;
-    char p[BK_PATH_MAX];
-    if (strlen(name) != 2 || bk_path(x->r, p, sizeof p, "packs/%s", name)) return 0;
-    return sweep_dir(x, p, 1);
+    pack_dirs *p = arg;
+    char sub[16];
+    om_dir *d = NULL;
+    /* Only a real folder: a link there is nobody's packs, and is not followed. */
+    if (strlen(name) != 2 || om_kind_at(p->packs, name) != OM_KIND_DIR) return 0;
+    snprintf(sub, sizeof sub, "packs/%s", name);
+    int rc = bk_dir_open(p->x->r, sub, &d);
+    if (!rc) rc = sweep_dir(p->x, d, 1);
+    om_dir_close(d);
+    return rc;
 }
 
 static int sweep_leftovers(expire *x)
 {
-    char p[BK_PATH_MAX];
-    static const char *const dirs[] = {"index", "sets", "."};
-    int rc = 0;
-    for (size_t i = 0; i < 3 && !rc; i++)
-        if (!(rc = bk_path(x->r, p, sizeof p, "%s", dirs[i]))) rc = sweep_dir(x, p, 0);
-    if (!rc && !(rc = bk_path(x->r, p, sizeof p, "packs")))
-        rc = x->r->vfs->list(x->r->vfs, p, sweep_pack_dir, x);
+    static const char *const dirs[] = {"index", "sets"};
+    int rc = sweep_dir(x, x->r->root, 0);
+    for (size_t i = 0; i < 2 && !rc; i++) {
+        om_dir *d = NULL;
+        rc = bk_dir_open(x->r, dirs[i], &d);
+        if (!rc) rc = sweep_dir(x, d, 0);
+        om_dir_close(d);
+    }
+    pack_dirs p = {.x = x};
+    if (!rc) rc = bk_dir_open(x->r, "packs", &p.packs);
+    if (!rc) rc = om_list_at(p.packs, sweep_pack_dir, &p);
+    om_dir_close(p.packs);
     return rc;
 }
 
@@ -411,27 +450,28 @@ static int is_pending(const char *name)
     return l == 64 + 8 && !strcmp(name + 64, ".pending");
 }
 
+typedef struct pending {
+    expire *x;
+    om_dir *d;
+} pending;
+
 static int remove_pending_one(void *arg, const char *name)
 {
-    expire *x = arg;
-    char p[BK_PATH_MAX];
-    struct stat st;
-    if (!is_pending(name) || bk_path(x->r, p, sizeof p, "sets/%s", name)) return 0;
-    if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && x->r->vfs->unlink(x->r->vfs, p) == 0) {
-        x->pending++;
-        x->leftovers++;
-        x->bytes_freed += (uint64_t)st.st_size;
+    pending *p = arg;
+    if (is_pending(name) && remove_file(p->x, p->d, name)) {
+        p->x->pending++;
+        p->x->leftovers++;
     }
-    om_err_clear();
     return 0;
 }
 
 static int remove_pending(expire *x)
 {
-    char p[BK_PATH_MAX];
-    int rc = bk_path(x->r, p, sizeof p, "sets");
-    if (!rc) rc = x->r->vfs->list(x->r->vfs, p, remove_pending_one, x);
-    if (!rc && x->pending) rc = x->r->vfs->sync_dir(x->r->vfs, p);
+    pending p = {.x = x};
+    int rc = bk_dir_open(x->r, "sets", &p.d);
+    if (!rc) rc = om_list_at(p.d, remove_pending_one, &p);
+    if (!rc && x->pending) rc = om_dir_sync(p.d);
+    om_dir_close(p.d);
     return rc;
 }
 

@@ -1,7 +1,8 @@
 /* Packs: the files blocks live in (repo.h has the layout). A pack is written by one thread at a
- * time under a temporary name and becomes visible in two durable steps, in this order:
- *   1. fsync the pack, rename <pack>.tmp to <pack>, fsync its directory: the blocks exist;
- *   2. write its index file (tmp, fsync, rename, fsync index/): the blocks can be found.
+ * time, appended to under a temporary name by the durable-file helper (base/vfs.h), and becomes
+ * visible in two durable steps, in this order:
+ *   1. om_durable_commit (fsync the pack, rename it to <pack>, fsync packs/ab): the blocks exist;
+ *   2. its index file, by the same helper (tmp, fsync, rename, fsync index/): they can be found.
  * A crash before 2 leaves a pack no index lists, which nothing reads and bk_expire removes; a
  * set is written only after 2 for every pack it uses. */
 #include <openssl/crypto.h>
@@ -318,17 +319,9 @@ int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size
 
 /* ---- writing a pack ---- */
 
-static int pack_paths(bk_repo *r, const char *name, char *dir, char *tmp, char *fin)
-{
-    int rc = bk_path(r, dir, BK_PATH_MAX, "packs/%.2s", name);
-    if (!rc) rc = bk_path(r, fin, BK_PATH_MAX, "packs/%.2s/%s", name, name);
-    if (!rc) rc = bk_path(r, tmp, BK_PATH_MAX, "packs/%.2s/%s.tmp", name, name);
-    return rc;
-}
-
 int bk_packw_create(bk_repo *r, bk_packw **out)
 {
-    char dir[BK_PATH_MAX], tmp[BK_PATH_MAX], fin[BK_PATH_MAX];
+    char sub[16];
     uint8_t rnd[16], hdr[BK_PACK_HDR];
     bk_packw *p = calloc(1, sizeof *p);
     *out = NULL;
@@ -336,10 +329,10 @@ int bk_packw_create(bk_repo *r, bk_packw **out)
     om_random(rnd, sizeof rnd);
     bk_hex(rnd, sizeof rnd, p->name);
     pack_header(r, hdr);
-    int rc = pack_paths(r, p->name, dir, tmp, fin);
-    if (!rc) rc = r->vfs->mkdir(r->vfs, dir);
-    if (!rc) rc = om_open(r->vfs, tmp, OM_O_CREATE | OM_O_EXCL, &p->f);
-    if (!rc) rc = om_pwrite(p->f, hdr, sizeof hdr, 0);
+    snprintf(sub, sizeof sub, "packs/%.2s", p->name);
+    int rc = bk_dir_open(r, sub, &p->dir);
+    if (!rc) rc = om_durable_begin(p->dir, p->name, &p->file);
+    if (!rc) rc = om_pwrite(p->file.f, hdr, sizeof hdr, 0);
     if (rc) {
         bk_packw_discard(r, p);
         return rc;
@@ -360,8 +353,8 @@ int bk_packw_append(bk_packw *p, const bk_rec *h, const uint8_t *payload)
     }
     uint8_t hdr[BK_REC_HDR];
     bk_rec_encode(h, p->off, hdr);
-    int rc = om_pwrite(p->f, hdr, sizeof hdr, p->off);
-    if (!rc) rc = om_pwrite(p->f, payload, h->stored, p->off + BK_REC_HDR);
+    int rc = om_pwrite(p->file.f, hdr, sizeof hdr, p->off);
+    if (!rc) rc = om_pwrite(p->file.f, payload, h->stored, p->off + BK_REC_HDR);
     if (rc) return rc;
     bk_ent *e = &p->ents[p->n++];
     memset(e, 0, sizeof *e);
@@ -373,19 +366,19 @@ int bk_packw_append(bk_packw *p, const bk_rec *h, const uint8_t *payload)
     return 0;
 }
 
+/* Removes the temporary file when the pack was not put in place. */
 static void packw_free(bk_packw *p)
 {
-    om_close(p->f);
+    if (p->dir) om_durable_abort(&p->file);
+    om_dir_close(p->dir);
     free(p->ents);
     free(p);
 }
 
 void bk_packw_discard(bk_repo *r, bk_packw *p)
 {
-    char dir[BK_PATH_MAX], tmp[BK_PATH_MAX], fin[BK_PATH_MAX];
-    if (!p) return;
-    if (p->f && !pack_paths(r, p->name, dir, tmp, fin)) r->vfs->unlink(r->vfs, tmp);
-    packw_free(p);
+    (void)r;
+    if (p) packw_free(p);
 }
 
 /* The index file of a finished pack, written durably; its name into name. */
@@ -405,38 +398,34 @@ static int write_index(bk_repo *r, const bk_packw *p, char name[65])
     json_decref(j);
     if (!text) return om_errf(OM_E_OutOfMemory, "out of memory");
     uint8_t id[BK_ID_LEN];
-    char path[BK_PATH_MAX];
+    char file[80];
+    om_dir *d = NULL;
     int rc = bk_id_of(r, text, strlen(text), id);
     if (!rc) {
         bk_hex(id, BK_ID_LEN, name);
-        rc = bk_path(r, path, sizeof path, "index/%s.json", name);
+        snprintf(file, sizeof file, "%s.json", name);
+        rc = bk_dir_open(r, "index", &d);
     }
-    if (!rc) rc = om_write_file_durable(r->vfs, path, text, strlen(text));
+    /* Named by its content: a file already there holds the same bytes. */
+    if (!rc) rc = om_durable_write_at(d, file, text, strlen(text), OM_RENAME_REPLACE);
+    om_dir_close(d);
     free(text);
     return rc;
 }
 
 int bk_packw_finish(bk_repo *r, bk_packw *p)
 {
-    char dir[BK_PATH_MAX], tmp[BK_PATH_MAX], fin[BK_PATH_MAX], idx[65];
+    char idx[65];
     if (!p->n) {
         bk_packw_discard(r, p);
         return 0;
     }
-    int rc = pack_paths(r, p->name, dir, tmp, fin);
-    if (!rc) rc = om_sync(p->f);
-    if (!rc) {
-        rc = om_close(p->f);
-        p->f = NULL;
-    }
-    if (!rc) rc = r->vfs->rename(r->vfs, tmp, fin);
-    if (!rc) rc = r->vfs->sync_dir(r->vfs, dir);
+    /* The blocks exist (content, then name, durable), then they can be found (the index). A
+     * random name is never anyone else's: nothing is replaced. */
+    int rc = om_durable_commit(&p->file, 0);
     if (!rc) rc = write_index(r, p, idx);
     if (!rc) rc = bk_index_add(r, p->name, idx, p->ents, p->n);
-    if (rc) {
-        om_err_ctx(rc, "finishing pack %s", p->name);
-        if (p->f) r->vfs->unlink(r->vfs, tmp);
-    }
+    if (rc) om_err_ctx(rc, "finishing pack %s", p->name);
     packw_free(p);
     return rc;
 }

@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backup/repo_internal.h"
@@ -108,6 +107,29 @@ int bk_path(const bk_repo *r, char *out, size_t len, const char *fmt, ...)
     vsnprintf(rel, sizeof rel, fmt, ap);
     va_end(ap);
     return om_path_join(out, len, r->path, rel);
+}
+
+int bk_dir_open(bk_repo *r, const char *sub, om_dir **out)
+{
+    char top[16];
+    const char *slash = strchr(sub, '/');
+    *out = NULL;
+    if (!slash) return om_dir_open(r->vfs, r->root, sub, 0, out);
+    snprintf(top, sizeof top, "%.*s", (int)(slash - sub), sub);
+    om_dir *parent = NULL;
+    int rc = om_dir_open(r->vfs, r->root, top, 0, &parent), kind = 0;
+    if (!rc) kind = om_kind_at(parent, slash + 1);
+    if (!rc && kind < 0) rc = kind;
+    if (!rc) rc = om_dir_open(r->vfs, parent, slash + 1, kind ? 0 : OM_D_CREATE, out);
+    /* A folder made now: until its name is durable a crash could take it, and the packs that
+     * are durable in it, away. (Two writers may both make it: both sync.) */
+    if (!rc && !kind) rc = om_dir_sync(parent);
+    if (rc) {
+        om_dir_close(*out);
+        *out = NULL;
+    }
+    om_dir_close(parent);
+    return rc;
 }
 
 void bk_hex(const uint8_t *b, size_t n, char *out)
@@ -293,7 +315,41 @@ static json_t *encryption_json(const char *uuid, const char *pass, uint8_t keys[
                      "key", keyhex);
 }
 
+/* The folders of a new repository and its lock file, in root (empty); their names become
+ * durable with the sync of root that puts config.json in place. */
+static int make_layout(om_vfs *v, om_dir *root)
+{
+    static const char *const dirs[] = {"packs", "index", "sets", "locks"};
+    int rc = 0;
+    for (size_t i = 0; i < 4 && !rc; i++) {
+        om_dir *d = NULL;
+        rc = om_dir_open(v, root, dirs[i], OM_D_CREATE, &d);
+        if (!rc && !strcmp(dirs[i], "locks")) rc = om_durable_write_at(d, "repo.lock", "", 0, 0);
+        om_dir_close(d);
+    }
+    return rc;
+}
+
+/* The configured path's parent: it holds the repository's name, made durable at the end of
+ * bk_repo_init when the folder was made there. */
+static int sync_parent(om_vfs *v, const char *path)
+{
+    char parent[BK_PATH_MAX];
+    om_dir *d = NULL;
+    if (strlen(path) >= sizeof parent) return om_errf(OM_E_InvalidPath, "path too long: %s", path);
+    om_dirname(path, parent, sizeof parent);
+    int rc = om_dir_open(v, NULL, parent, OM_D_FOLLOW, &d);
+    if (!rc) rc = om_dir_sync(d);
+    om_dir_close(d);
+    return rc;
+}
+
 int bk_repo_init(const char *path, const bk_init_opts *o)
+{
+    return bk_repo_init_vfs(om_vfs_posix(), path, o);
+}
+
+int bk_repo_init_vfs(om_vfs *v, const char *path, const bk_init_opts *o)
 {
     bk_init_opts d = {0};
     if (!o) o = &d;
@@ -310,53 +366,44 @@ int bk_repo_init(const char *path, const bk_init_opts *o)
     if (o->encrypt && (!o->passphrase || !*o->passphrase))
         return om_errf(OM_E_InvalidParameter, "an encrypted repository needs a passphrase");
 
-    om_vfs *v = om_vfs_posix();
-    int rc = om_mkdirs(path);
-    if (rc) return rc;
-    rc = v->list(v, path, any_entry, NULL);
+    om_dir *root = NULL;
+    int made = v->exists(v, path) == 0;
+    int rc = om_dir_open(v, NULL, path, OM_D_CREATE | OM_D_FOLLOW, &root);
+    if (!rc) rc = om_list_at(root, any_entry, NULL);
     if (rc == 1)
-        return om_errf(OM_E_FileAlreadyExists,
-                       "%s is not empty. HINT: a repository is created in a new or empty directory",
-                       path);
-    if (rc) return rc;
-
-    char p[BK_PATH_MAX], uuid[37], t[40];
+        rc = om_errf(OM_E_FileAlreadyExists,
+                     "%s is not empty. HINT: a repository is created in a new or empty directory",
+                     path);
+    char uuid[37], t[40];
     om_uuid u;
     om_uuid_new(&u);
     om_uuid_str(&u, uuid);
-    static const char *const dirs[] = {"packs", "index", "sets", "locks"};
-    for (size_t i = 0; i < 4 && !rc; i++) {
-        rc = om_path_join(p, sizeof p, path, dirs[i]);
-        if (!rc) rc = v->mkdir(v, p);
-    }
-    if (!rc) rc = om_path_join(p, sizeof p, path, "locks/repo.lock");
-    if (!rc) rc = om_write_file_durable(v, p, "", 0);
+    if (!rc) rc = make_layout(v, root);
     json_t *enc = json_null();
     uint8_t keys[64] = {0};
     if (!rc && o->encrypt) enc = encryption_json(uuid, o->passphrase, keys, &rc);
-    if (rc) {
-        OPENSSL_cleanse(keys, sizeof keys);
-        return rc;
-    }
-    json_t *cfg = json_pack("{s:s, s:i, s:s, s:s, s:I, s:I, s:{s:s, s:i}, s:o}", "format",
-                            FORMAT_NAME, "version", FORMAT_VER, "id", uuid, "created",
-                            om_time_iso(om_now_ns(), t, sizeof t), "block_size", (json_int_t)bs,
-                            "pack_size", (json_int_t)ps, "compression", "algorithm", "zstd",
-                            "level", lvl, "encryption", enc);
+    json_t *cfg = rc ? NULL
+                     : json_pack("{s:s, s:i, s:s, s:s, s:I, s:I, s:{s:s, s:i}, s:o}", "format",
+                                 FORMAT_NAME, "version", FORMAT_VER, "id", uuid, "created",
+                                 om_time_iso(om_now_ns(), t, sizeof t), "block_size",
+                                 (json_int_t)bs, "pack_size", (json_int_t)ps, "compression",
+                                 "algorithm", "zstd", "level", lvl, "encryption", enc);
+    if (rc) json_decref(enc);
     char auth[65];
-    rc = cfg ? config_auth(o->encrypt ? keys + 32 : NULL, cfg, auth)
-             : om_errf(OM_E_OutOfMemory, "out of memory");
+    if (!rc)
+        rc = cfg ? config_auth(o->encrypt ? keys + 32 : NULL, cfg, auth)
+                 : om_errf(OM_E_OutOfMemory, "out of memory");
     OPENSSL_cleanse(keys, sizeof keys);
     if (!rc) json_object_set_new(cfg, "auth", json_string(auth));
     char *text = !rc ? json_dumps(cfg, JSON_INDENT(2)) : NULL;
     json_decref(cfg);
-    if (rc) return rc;
-    if (!text) return om_errf(OM_E_OutOfMemory, "out of memory");
-    /* Last: until config.json exists the directory is not a repository. */
-    rc = om_path_join(p, sizeof p, path, "config.json");
-    if (!rc) rc = om_write_file_durable(v, p, text, strlen(text));
-    if (!rc) rc = v->sync_dir(v, path);
+    if (!rc && !text) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    /* Last: until config.json exists the directory is not a repository. Its commit syncs the
+     * root, which makes the folders made above durable with it. */
+    if (!rc) rc = om_durable_write_at(root, "config.json", text, strlen(text), 0);
+    if (!rc && made) rc = sync_parent(v, path);
     free(text);
+    om_dir_close(root);
     return rc;
 }
 
@@ -517,9 +564,12 @@ int bk_plain_check(bk_repo *r)
 static int take_lock(bk_repo *r)
 {
     char p[BK_PATH_MAX];
+    /* Another file system (bk_repo_open_vfs) lives in this one process: nobody to lock out. */
+    if (r->vfs != om_vfs_posix()) return 0;
     int rc = bk_path(r, p, sizeof p, "locks/repo.lock");
     if (rc) return rc;
-    r->lock_fd = open(p, O_RDONLY | O_CLOEXEC);
+    /* A raw descriptor: the lock is shared (om_vfs's lock is exclusive only). */
+    r->lock_fd = open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (r->lock_fd < 0)
         return om_errf(om_err_from_errno(errno), "opening %s: %s", p, strerror(errno));
     while (flock(r->lock_fd, LOCK_SH) != 0)
@@ -530,6 +580,11 @@ static int take_lock(bk_repo *r)
 
 int bk_repo_open(const char *path, const char *passphrase, bk_repo **out)
 {
+    return bk_repo_open_vfs(om_vfs_posix(), path, passphrase, out);
+}
+
+int bk_repo_open_vfs(om_vfs *v, const char *path, const char *passphrase, bk_repo **out)
+{
     *out = NULL;
     bk_repo *r = calloc(1, sizeof *r);
     if (!r || !(r->path = strdup(path))) {
@@ -539,12 +594,13 @@ int bk_repo_open(const char *path, const char *passphrase, bk_repo **out)
     size_t l = strlen(r->path);
     while (l > 1 && r->path[l - 1] == '/')
         r->path[--l] = 0;
-    r->vfs = om_vfs_posix();
+    r->vfs = v;
     r->lock_fd = -1;
     r->damage = json_array();
     pthread_rwlock_init(&r->lk, NULL);
     pthread_mutex_init(&r->refresh, NULL);
     int rc = read_config(r, passphrase);
+    if (!rc) rc = om_dir_open(v, NULL, r->path, OM_D_FOLLOW, &r->root);
     if (!rc) rc = take_lock(r);
     if (!rc) rc = bk_index_refresh(r);
     if (!rc) rc = bk_plain_check(r);
@@ -584,6 +640,7 @@ void bk_repo_close(bk_repo *r)
     OPENSSL_cleanse(r->data_key, sizeof r->data_key);
     OPENSSL_cleanse(r->id_key, sizeof r->id_key);
     if (r->lock_fd >= 0) close(r->lock_fd); /* releases the flock */
+    om_dir_close(r->root);
     pthread_rwlock_destroy(&r->lk);
     pthread_mutex_destroy(&r->refresh);
     free(r->path);
@@ -753,8 +810,13 @@ static int parse_index(bk_repo *r, const char *name, json_t *j, const char **pac
     }
     int rc = bk_path(r, p, sizeof p, "packs/%.2s/%s", *pack, *pack);
     if (rc) return rc;
-    struct stat st;
-    if (stat(p, &st) != 0) {
+    uint64_t size = 0;
+    om_file *pf = NULL;
+    rc = om_open(r->vfs, p, OM_O_RDONLY, &pf);
+    if (!rc) rc = om_fsize(pf, &size);
+    om_close(pf);
+    if (rc) { /* as missing: nothing of it can be read */
+        om_err_clear();
         snprintf(what, sizeof what, "its pack %s is missing", *pack);
         add_damage(r, name, *pack, what);
         return 0;
@@ -776,7 +838,7 @@ static int parse_index(bk_repo *r, const char *name, json_t *j, const char **pac
             add_damage(r, name, *pack, what);
             continue;
         }
-        if ((uint64_t)off + BK_REC_HDR + (uint64_t)stored > (uint64_t)st.st_size) {
+        if ((uint64_t)off + BK_REC_HDR + (uint64_t)stored > size) {
             shortfall++;
             continue;
         }
@@ -787,7 +849,7 @@ static int parse_index(bk_repo *r, const char *name, json_t *j, const char **pac
     }
     if (shortfall) {
         snprintf(what, sizeof what, "its pack %s ends at %lld bytes, before %zu of its %zu blocks",
-                 *pack, (long long)st.st_size, shortfall, json_array_size(blocks));
+                 *pack, (long long)size, shortfall, json_array_size(blocks));
         add_damage(r, name, *pack, what);
     }
     *ents = e;

@@ -28,7 +28,9 @@
  *                        when encrypted: nonce 12 | ciphertext | tag 16, the block id as AAD.
  *                      The headers make a pack walkable without its index. A pack whose header
  *                      is not this repository's is not read.
- *                      Written as <pack>.tmp, fsynced, renamed, directory fsynced.
+ *                      Written through the durable-file helper (base/vfs.h): under a temporary
+ *                      name (.<pack>.<random>.tmp), fsynced, renamed, directory fsynced;
+ *                      packs/ab itself is made durable (packs/ fsynced) when it is made.
  *   index/<h>.json     {"version": 2, "repository": uuid, "encryption": null | "aes-256-gcm",
  *                       "pack": <pack>, "blocks": [[id, offset, stored, raw]...]}:
  *                      where each block of one pack is (offset of its record header). <h> is the
@@ -88,6 +90,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/vfs.h"
+
 #define BK_ID_LEN 32 /* SHA-256, or HMAC-SHA256 with the repository key when encrypted */
 
 /* Ids in set documents and indexes are lower-case hex. */
@@ -120,6 +124,12 @@ int bk_repo_init(const char *path, const bk_init_opts *o);
  * NotRepository, a config.json that fails its "auth" RepositoryCorrupt, a plain config.json
  * beside an encrypted repository's files RepositoryCorrupt. */
 int bk_repo_open(const char *path, const char *passphrase, bk_repo **out);
+/* As bk_repo_init and bk_repo_open, on the file system v (base/vfs.h) instead of the real one:
+ * the crash tests put tests/support/crashvfs.c under a repository. Every file the repository
+ * writes goes through v. The lock between processes (locks/repo.lock) is taken on the real file
+ * system only: another one lives in one process. */
+int bk_repo_init_vfs(om_vfs *v, const char *path, const bk_init_opts *o);
+int bk_repo_open_vfs(om_vfs *v, const char *path, const char *passphrase, bk_repo **out);
 /* Closes; writers still open on it must be committed or aborted first. */
 void bk_repo_close(bk_repo *r);
 uint32_t bk_repo_block_size(const bk_repo *r);

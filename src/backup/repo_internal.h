@@ -54,6 +54,10 @@ typedef struct bk_pack {
 struct bk_repo {
     char *path;
     om_vfs *vfs;
+    /* The repository's folder, opened once (the configured path may pass through links):
+     * every file is written as a name in a folder opened from it without following a link
+     * (bk_dir_open), through the durable-file helper of base/vfs.h. */
+    om_dir *root;
     om_uuid uuid;
     char uuid_str[37];
     json_t *config;
@@ -86,6 +90,10 @@ struct bk_repo {
 /* "<repo>/<rel>" into out. */
 int bk_path(const bk_repo *r, char *out, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* A folder of the repository: sub is "packs", "index", "sets", "locks" or "." (the root), or
+ * "packs/ab" (made when missing, and made durable: its parent synced). Never through a link:
+ * a link in its place is InvalidPath. */
+int bk_dir_open(bk_repo *r, const char *sub, om_dir **out);
 
 /* ---- ids, hex, crypto ---- */
 
@@ -138,7 +146,8 @@ int bk_record_read(const bk_repo *r, const char *pack, uint64_t off, const uint8
 /* A pack being written: one thread at a time appends to it. */
 typedef struct bk_packw {
     char name[33];
-    om_file *f;
+    om_dir *dir;     /* packs/ab */
+    om_durable file; /* the pack under its temporary name until bk_packw_finish */
     uint64_t off;
     bk_ent *ents;
     size_t n, cap;
@@ -147,9 +156,9 @@ typedef struct bk_packw {
 int bk_packw_create(bk_repo *r, bk_packw **out);
 /* Appends a record (payload already encoded). */
 int bk_packw_append(bk_packw *p, const bk_rec *h, const uint8_t *payload);
-/* Makes the pack durable and listed: fsync, rename, directory fsync, index written durably,
- * entries added to the in-memory index. Frees p, whatever the result. An empty pack is
- * removed. */
+/* Makes the pack durable and listed: om_durable_commit (fsync, rename, directory fsync), index
+ * written durably, entries added to the in-memory index. Frees p, whatever the result. An
+ * empty pack is removed. */
 int bk_packw_finish(bk_repo *r, bk_packw *p);
 /* Drops an unfinished pack and its temporary file. */
 void bk_packw_discard(bk_repo *r, bk_packw *p);

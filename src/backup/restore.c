@@ -22,6 +22,7 @@
 #include "base/time.h"
 #include "base/vfs.h"
 #include "engine/format.h"
+#include "vss/laid.h"
 #include "vss/requester.h"
 
 enum { CHUNK_BLOCKS = 8, MAX_WORKERS = 16 };
@@ -75,7 +76,7 @@ typedef struct lay {
     int stop;          /* the writer failed: laying more is no use */
     size_t laid;       /* files [0, laid) are in place */
     uint64_t bytes;    /* written and hashed (atomic) */
-    om_file *progress; /* the writer's progress file (NULL: none): the last generation laid */
+    vss_laid *prog;    /* the writer's progress file (NULL: none; vss/laid.h) */
     uint32_t laid_gen; /* what it says */
     /* lay_watch's, on the caller's thread */
     int streaming, draw, paused, post_started;
@@ -95,13 +96,11 @@ static int lay_fail(lay *l, int rc)
     return rc;
 }
 
-/* Tells the writer (store/writer.h: the PreRestore answer's "progress") how far the logs are:
- * every generation through gen is whole and in place. */
+/* Tells the writer how far the logs are (vss/laid.h): every generation through gen is whole
+ * and in place. */
 static void say_laid(lay *l, uint32_t gen)
 {
-    char num[32];
-    snprintf(num, sizeof num, "%20u\n", gen);
-    if (l->progress && om_pwrite(l->progress, num, 21, 0) != 0)
+    if (l->prog && vss_laid_say(l->prog, gen) != 0)
         om_warn("writing the restore progress: %s", om_err_detail());
     l->laid_gen = gen;
 }
@@ -453,9 +452,9 @@ static json_t *writer_options(const bk_restore_opts *o, const char *orig_id, con
 
 /* The folders the writer named (PreRestore's answer: target), opened without following a link
  * at their last component (the writer made or checked them), the files placed in them, and
- * the progress file the writer made, held locked (store/writer.h) while streaming. */
-static int open_places(json_t *target, rfile *f, size_t n, int streaming, om_dir **ed, om_dir **ld,
-                       om_file **progress)
+ * while streaming the progress file the writer made, held for session (vss/laid.h). */
+static int open_places(json_t *target, rfile *f, size_t n, const char *session, om_dir **ed,
+                       om_dir **ld, vss_laid **progress)
 {
     om_vfs *v = om_vfs_posix();
     const char *edb = om_json_str_or(target, "edb", NULL),
@@ -464,7 +463,7 @@ static int open_places(json_t *target, rfile *f, size_t n, int streaming, om_dir
                *base = om_json_str_or(target, "base", NULL);
     const char *slash = edb ? strrchr(edb, '/') : NULL;
     char dir[4096];
-    if (!slash || !slash[1] || !logs || !base || (streaming && !prog))
+    if (!slash || !slash[1] || !logs || !base || (session && !prog))
         return om_errf(OM_E_Internal, "the writer did not say where the files go");
     om_dirname(edb, dir, sizeof dir);
     int rc = om_dir_open(v, NULL, dir, 0, ed);
@@ -473,19 +472,9 @@ static int open_places(json_t *target, rfile *f, size_t n, int streaming, om_dir
         rc = place_files(f, n, *ed, slash + 1, *ld, base,
                          json_is_true(json_object_get(target, "replace_edb")),
                          json_is_true(json_object_get(target, "replace_logs")));
-    om_dir *pd = NULL;
-    if (!rc && streaming) {
-        om_dirname(prog, dir, sizeof dir);
-        rc = om_dir_open(v, NULL, dir, 0, &pd);
-        if (!rc) rc = om_open_at(pd, strrchr(prog, '/') + 1, 0, progress);
-        /* The writer only ever tries a shared lock for a moment: wait those out. */
-        for (int tries = 0; !rc && (rc = v->lock(*progress)) == OM_E_DatabaseInUse && tries < 200;
-             tries++)
-            usleep(10000);
-        om_dir_close(pd);
-    }
+    if (!rc && session) rc = vss_laid_hold(v, prog, session, progress);
     if (rc) {
-        om_close(*progress);
+        vss_laid_release(*progress);
         *progress = NULL;
         om_dir_close(*ed);
         om_dir_close(*ld);
@@ -543,12 +532,12 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
         if (i < n) nchunks += (f[i].nblocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
     }
     om_dir *ed = NULL, *ld = NULL;
-    int rc = open_places(target, f, n, l.streaming, &ed, &ld, &l.progress);
+    const char *session = l.streaming ? vss_req_session(q) : NULL;
+    int rc = open_places(target, f, n, session, &ed, &ld, &l.prog);
     if (rc) {
         free(l.first_chunk);
         return rc;
     }
-    if (l.streaming) say_laid(&l, 0);
     pthread_mutex_init(&l.mu, NULL);
     pthread_cond_init(&l.cv, NULL);
     uint64_t total = 0;
@@ -571,7 +560,7 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
     rc = om_err_save(&failed, om_pool_run(&pool, nchunks));
     if (l.draw) om_progress_end(&l.bar);
     /* Release the progress file: a writer still waiting for a generation sees the restore gone. */
-    om_close(l.progress);
+    vss_laid_release(l.prog);
     for (size_t i = 0; i < n; i++) {
         om_durable_abort(&f[i].out); /* a file begun and not put in place: its temporary name */
         if (f[i].sha) EVP_MD_CTX_free(f[i].sha);

@@ -321,7 +321,8 @@ static int set_file(bk_repo *r, const char *text, char id[65], char **file)
 int bk_set_commit(bk_writer *w, json_t *doc, char set_id[65])
 {
     bk_repo *r = w->r;
-    char *text = NULL, *file = NULL, path[BK_PATH_MAX], t[40];
+    char *text = NULL, *file = NULL, name[80], t[40];
+    om_dir *sets = NULL;
     set_id[0] = 0;
     int rc = w->failed.code ? om_err_restore(&w->failed) : 0;
     if (!rc && !json_is_object(doc))
@@ -345,10 +346,13 @@ int bk_set_commit(bk_writer *w, json_t *doc, char set_id[65])
         goto out;
     }
     rc = set_file(r, text, set_id, &file);
-    if (!rc) rc = bk_path(r, path, sizeof path, "sets/%s.pending", set_id);
+    snprintf(name, sizeof name, "%s.pending", set_id);
+    if (!rc) rc = bk_dir_open(r, "sets", &sets);
     /* Last, after every pack and index it uses is durable; still pending: bk_set_publish lists
-     * it once the caller knows the backup succeeded. */
-    if (!rc) rc = om_write_file_durable(r->vfs, path, file, strlen(file));
+     * it once the caller knows the backup succeeded. Named by its content: a file already
+     * there holds the same bytes. */
+    if (!rc) rc = om_durable_write_at(sets, name, file, strlen(file), OM_RENAME_REPLACE);
+    om_dir_close(sets);
     if (rc) set_id[0] = 0;
 out:
     if (rc) om_err_ctx(rc, "committing the set");
@@ -367,51 +371,62 @@ void bk_set_abort(bk_writer *w)
     writer_free(w);
 }
 
-/* The paths of a pending set and of its listed name; InvalidParameter for a malformed id. */
-static int set_paths(bk_repo *r, const char *set_id, char *pending, char *listed, char *dir)
+/* The names of a pending set and of its listed name in sets/, opened into *dir; InvalidParameter
+ * for a malformed id. */
+static int set_names(bk_repo *r, const char *set_id, char *pending, char *listed, om_dir **dir)
 {
     size_t l = set_id ? strlen(set_id) : 0;
+    *dir = NULL;
     for (size_t i = 0; i < l && l == 64; i++)
         if (!((set_id[i] >= '0' && set_id[i] <= '9') || (set_id[i] >= 'a' && set_id[i] <= 'f')))
             l = 0;
     if (l != 64)
         return om_errf(OM_E_InvalidParameter, "'%.80s' is not a set id (64 hex digits)",
                        set_id ? set_id : "");
-    int rc = bk_path(r, pending, BK_PATH_MAX, "sets/%s.pending", set_id);
-    if (!rc) rc = bk_path(r, listed, BK_PATH_MAX, "sets/%s.json", set_id);
-    if (!rc) rc = bk_path(r, dir, BK_PATH_MAX, "sets");
-    return rc;
+    snprintf(pending, 80, "%s.pending", set_id);
+    snprintf(listed, 80, "%s.json", set_id);
+    return bk_dir_open(r, "sets", dir);
 }
 
 int bk_set_publish(bk_repo *r, const char set_id[65])
 {
-    char pending[BK_PATH_MAX], listed[BK_PATH_MAX], dir[BK_PATH_MAX];
-    int rc = set_paths(r, set_id, pending, listed, dir);
+    char pending[80], listed[80];
+    om_dir *d = NULL;
+    int rc = set_names(r, set_id, pending, listed, &d);
     if (rc) return rc;
-    if (r->vfs->exists(r->vfs, pending) != 1) {
+    if (om_kind_at(d, pending) != OM_KIND_FILE) {
         /* Published already (a second call) is done; anything else was never committed. */
-        if (r->vfs->exists(r->vfs, listed) == 1) return 0;
-        return om_errf(OM_E_SetNotFound, "no pending set %s in %s to publish", set_id, r->path);
+        rc = om_kind_at(d, listed) == OM_KIND_FILE
+                 ? 0
+                 : om_errf(OM_E_SetNotFound, "no pending set %s in %s to publish", set_id, r->path);
+        om_dir_close(d);
+        return rc;
     }
-    rc = r->vfs->rename(r->vfs, pending, listed);
-    /* The rename is the publication; the directory's sync makes it survive a crash. */
-    if (!rc) rc = r->vfs->sync_dir(r->vfs, dir);
+    /* The rename is the publication; the directory's sync makes it survive a crash. The same id
+     * is the same content: a listed file of it is replaced by itself. */
+    rc = om_rename_at(d, pending, d, listed, OM_RENAME_REPLACE);
+    if (!rc) rc = om_dir_sync(d);
     if (rc) om_err_ctx(rc, "publishing the set %s", set_id);
+    om_dir_close(d);
     return rc;
 }
 
 int bk_set_discard(bk_repo *r, const char set_id[65])
 {
-    char pending[BK_PATH_MAX], listed[BK_PATH_MAX], dir[BK_PATH_MAX];
-    int rc = set_paths(r, set_id, pending, listed, dir);
+    char pending[80], listed[80];
+    om_dir *d = NULL;
+    int rc = set_names(r, set_id, pending, listed, &d);
     if (rc) return rc;
-    if (r->vfs->exists(r->vfs, pending) != 1)
-        return om_errf(OM_E_SetNotFound, "no pending set %s in %s to discard%s", set_id, r->path,
-                       r->vfs->exists(r->vfs, listed) == 1
-                           ? ": it is published (bk_expire removes published sets)"
-                           : "");
-    rc = r->vfs->unlink(r->vfs, pending);
-    if (!rc) rc = r->vfs->sync_dir(r->vfs, dir);
-    if (rc) om_err_ctx(rc, "discarding the set %s", set_id);
+    if (om_kind_at(d, pending) != OM_KIND_FILE)
+        rc = om_errf(OM_E_SetNotFound, "no pending set %s in %s to discard%s", set_id, r->path,
+                     om_kind_at(d, listed) == OM_KIND_FILE
+                         ? ": it is published (bk_expire removes published sets)"
+                         : "");
+    else {
+        rc = om_unlink_at(d, pending);
+        if (!rc) rc = om_dir_sync(d);
+        if (rc) om_err_ctx(rc, "discarding the set %s", set_id);
+    }
+    om_dir_close(d);
     return rc;
 }

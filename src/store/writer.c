@@ -6,12 +6,10 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +21,7 @@
 #include "base/uuid.h"
 #include "engine/format.h"
 #include "store/service_internal.h"
+#include "vss/laid.h"
 #include "vss/writer.h"
 
 #define WRITER_CLASS "5d3c0a91-6b2e-4f17-8c4d-0e9a7b1f2c35"
@@ -1122,7 +1121,6 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
     om_dir *ed = NULL, *ld = NULL, *pd = NULL;
     int ours = 0, keep = 0, kind = 0;
     char laid[32];
-    om_file *f = NULL;
     *replace_edb = 0;
     *replace_logs = t->original;
     /* Configured paths: links on the way are the administrator's; the last folder is not
@@ -1161,8 +1159,7 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
         rc = write_env(pd, t, json_object_get(c, "backup_metadata"),
                        json_is_true(json_object_get(c, "additional_restores")));
     snprintf(laid, sizeof laid, "%srestore.laid", t->orig_base);
-    if (!rc) rc = om_open_at(pd, laid, OM_O_CREATE | OM_O_EXCL, &f);
-    om_close(f);
+    if (!rc) rc = vss_laid_create(pd, laid);
     if (!rc) rc = om_dir_sync(pd);
     om_dir_close(pd);
     om_dir_close(ld);
@@ -1293,58 +1290,10 @@ static int pre_restore(void *ctx, vss_event *e)
     return 0;
 }
 
-/* Logs still arriving (restore_options.logs_arriving): the requester lays the generations
- * down while replay runs. It holds an exclusive flock on the progress file for as long as it
- * lays files, and writes into it (at offset 0: 20 characters, a right-aligned decimal number,
- * then '\n') the highest generation laid so far, every one before it from the first laid too.
- * Replay waits on that number; a shared lock it can take means the requester is gone. */
-typedef struct laid_wait {
-    const char *path;
-    int fd;
-} laid_wait;
-
-/* The number in the progress file, 0 while it holds none. Two reads in a row must agree, so
- * one that overlaps the requester's write is never taken for a number. */
-static uint64_t read_laid(int fd)
-{
-    char a[24], b[24];
-    ssize_t na = pread(fd, a, 21, 0);
-    for (int tries = 0; tries < 100; tries++) {
-        ssize_t nb = pread(fd, b, 21, 0);
-        if (na == nb && (na <= 0 || !memcmp(a, b, (size_t)na))) break;
-        memcpy(a, b, sizeof b);
-        na = nb;
-    }
-    if (na <= 0) return 0;
-    a[na] = 0;
-    char *end = NULL;
-    unsigned long long v = strtoull(a, &end, 10);
-    return end != a && (*end == '\n' || !*end) ? v : 0;
-}
-
-static int laying_stopped(const laid_wait *lw, uint32_t gen)
-{
-    return om_errf(OM_E_MissingLogFile,
-                   "the restore stopped before laying down log generation %u (%s)", gen, lw->path);
-}
-
-/* eng_restore_opts.wait_laid: polls about every millisecond. */
+/* eng_restore_opts.wait_laid: replay waits on the requester's progress file (vss/laid.h). */
 static int wait_laid(void *arg, uint32_t gen)
 {
-    laid_wait *lw = arg;
-    if (lw->fd < 0 && (lw->fd = open(lw->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-        return errno == ENOENT
-                   ? laying_stopped(lw, gen)
-                   : om_errf(om_err_from_errno(errno), "opening %s: %s", lw->path, strerror(errno));
-    for (;;) {
-        if (read_laid(lw->fd) >= gen) return 0;
-        if (flock(lw->fd, LOCK_SH | LOCK_NB) == 0) { /* the requester is gone */
-            flock(lw->fd, LOCK_UN);
-            return read_laid(lw->fd) >= gen ? 0 : laying_stopped(lw, gen);
-        }
-        struct timespec ms = {0, 1000000L};
-        nanosleep(&ms, NULL);
-    }
+    return vss_laid_wait(arg, gen);
 }
 
 /* restore_options.logs_arriving: [first_gen, last_gen], or absent. */
@@ -1366,7 +1315,8 @@ static int logs_arriving(json_t *ro, uint32_t *first, uint32_t *last)
 }
 
 /* Replays the restored logs into the target (hard recovery) and brings it to Clean Shutdown. */
-static int recover_target(store_writer *w, json_t *c, const rtarget *t, json_t *out)
+static int recover_target(store_writer *w, const char *session, json_t *c, const rtarget *t,
+                          json_t *out)
 {
     json_t *ro = json_object_get(c, "restore_options"), *md = json_object_get(c, "backup_metadata");
     uint32_t arriving_first, arriving_last;
@@ -1382,7 +1332,7 @@ static int recover_target(store_writer *w, json_t *c, const rtarget *t, json_t *
     if (t->original && !o.roll_forward && !o.stop_gen)
         o.stop_gen =
             (uint32_t)json_integer_value(json_array_get(json_object_get(md, "log_range"), 1));
-    laid_wait lw = {.path = t->progress, .fd = -1};
+    vss_laid_waiter lw = {.vfs = om_vfs_posix(), .path = t->progress, .session = session};
     if (arriving_first) {
         o.arriving_first = arriving_first;
         o.arriving_last = arriving_last;
@@ -1393,7 +1343,7 @@ static int recover_target(store_writer *w, json_t *c, const rtarget *t, json_t *
     }
     eng_restore_result r = {0};
     rc = eng_db_hard_recover(&o, &r);
-    if (lw.fd >= 0) close(lw.fd);
+    vss_laid_waiter_close(&lw);
     if (rc) return rc;
     om_info("restored %s: generations %u-%u replayed (%llu transactions) in %.2f s%s", t->ent.name,
             r.first_gen, r.last_gen, (unsigned long long)r.transactions, (double)r.ns / 1e9,
@@ -1429,7 +1379,7 @@ static int post_restore(void *ctx, vss_event *e)
             json_object_set_new(out, "replayed", json_false());
             continue; /* more backups come first: replay later */
         }
-        if ((rc = recover_target(w, c, &t, out))) break;
+        if ((rc = recover_target(w, e->session, c, &t, out))) break;
         if ((rc = eng_restored_remove(om_vfs_posix(), t.ent.logs, t.orig_base))) break;
         json_t *ro = json_object_get(c, "restore_options");
         if (t.in_dir && json_is_true(json_object_get(ro, "mount"))) {

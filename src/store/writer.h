@@ -45,21 +45,18 @@
  *                where the logs go, their base name, whether the .edb and the logs may replace
  *                a file there (replace_edb: the target's own .edb; replace_logs: the original's
  *                own generations), and names the progress file
- *                <logs>/_restoredLogs/<base>restore.laid, made empty; mounting it is refused
- *                until the session ends (PostRestore, or the Abort of a failed restore)
+ *                <logs>/_restoredLogs/<base>restore.laid, made empty (vss_laid_create);
+ *                mounting it is refused until the session ends (PostRestore, or the Abort of a
+ *                failed restore)
  *   PostRestore  unless additional restores follow: hard recovery (eng_db_hard_recover: replay,
  *                roll forward, point in time), Clean Shutdown, _restoredLogs removed (only the
  *                names a restore writes there: eng_restored_remove), mount when asked.
  *                With logs_arriving the requester is still laying generations FIRST..LAST down
  *                (the .edb and the first one are in place): replay reads each one only once
- *                the progress file says it is laid. The requester holds flock(LOCK_EX) on that
- *                file from before PostRestore for as long as it lays files, and writes into it
- *                (pwrite at offset 0: a 20-character right-aligned decimal number, then '\n')
- *                the highest generation laid so far (all from FIRST through it whole and in
- *                place). The writer polls it about every millisecond; when it can take a
- *                shared lock the requester is gone, and a generation it did not lay fails the
- *                restore with -528 MissingLogFile (a missing file too); the target stays
- *                unmountable (-506) until a restore of it succeeds.
+ *                the progress file says it is laid (vss/laid.h: the protocol, which the
+ *                requester links too); a generation the requester stopped before fails the
+ *                restore with -528 MissingLogFile; the target stays unmountable (-506) until a
+ *                restore of it succeeds.
  * A store restart loses every backup in progress (the coordinator fails those sessions). */
 #ifndef OM_STORE_WRITER_H
 #define OM_STORE_WRITER_H

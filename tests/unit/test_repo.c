@@ -161,7 +161,7 @@ static int count_files(const char *dir, const char *suffix)
     struct dirent *e;
     if (!d) return 0;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue; /* not .tmp names */
         char p[1024];
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         struct stat st;

@@ -342,7 +342,8 @@ int vss_tree_remove(const vss_shadow *s)
     return rc;
 }
 
-/* A small file in dir to probe with when the tree has none; its path into out. */
+/* A small file in dir to probe with when the tree has none; its path into out. (Raw calls, as in
+ * tree.c: a probe is removed at once and needs no durability.) */
 static int probe_file(const char *dir, char *out, size_t n)
 {
     int rc = vss_join(out, n, dir, ".ombra-probe-XXXXXX");

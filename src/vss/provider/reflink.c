@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "vss/provider/provider_internal.h"
 
+/* Raw descriptors: FICLONE is an ioctl om_vfs has no counterpart of (tree.c). */
 static int clone_file(void *arg, const char *src, const char *dst, const char *rel,
                       const struct stat *st, uint64_t deadline_ns)
 {

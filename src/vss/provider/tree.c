@@ -1,6 +1,8 @@
 /* Trees for the providers: a walk that never follows a link below its root, a file copy with
  * large I/O and deadline checks, deletion, read-only marking, and where storage can go so that
- * link() and FICLONE work (the original's mount). */
+ * link() and FICLONE work (the original's mount).
+ * System calls here, not om_vfs (base/vfs.h): copy_file_range, link, FICLONE and mount ids have
+ * no counterpart there, and a shadow tree needs no durability (provider.h, "Durability"). */
 #include "vss/provider/provider_internal.h"
 
 #include <dirent.h>
