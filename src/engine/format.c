@@ -706,3 +706,16 @@ int eng_parse_log_name(const char *name, const char *base, uint32_t *gen)
     *gen = g;
     return 1;
 }
+
+int eng_loghdr_is(om_vfs *v, const char *path, uint32_t gen, const eng_sig *log_sig)
+{
+    om_file *f = NULL;
+    uint8_t slot[ENG_SLOT_SIZE];
+    eng_loghdr h;
+    int rc = om_open(v, path, OM_O_RDONLY, &f);
+    if (!rc) rc = om_pread_full(f, slot, sizeof slot, 0);
+    om_close(f);
+    if (!rc) rc = eng_loghdr_decode(slot, &h);
+    om_err_clear();
+    return !rc && h.gen == gen && eng_sig_eq(&h.log_sig, log_sig);
+}

@@ -134,6 +134,16 @@ static int start_gen(eng_log *l, uint32_t gen, int rename_current, uint32_t prev
     rc = om_open(v, tmp, 0, &f);
     if (!rc) rc = om_pwrite(f, l->slots, ENG_SLOT_SIZE, 0);
     if (!rc) rc = om_sync(f);
+    /* The finished generation's name must be free, or hold that very generation (a roll cut
+     * short by a crash): a file of anything else there (another database's, an administrator's)
+     * is never replaced. */
+    if (!rc && rename_current && v->exists(v, fin) == 1 &&
+        !eng_loghdr_is(v, fin, gen - 1, &l->cfg.log_sig))
+        rc = om_errf(OM_E_LogWriteFail,
+                     "cannot finish log generation %u: %s exists and is not that generation of "
+                     "this log (another file is at its name). HINT: move that file away, then "
+                     "mount again",
+                     gen - 1, fin);
     if (!rc && rename_current) rc = v->rename(v, cur, fin);
     if (!rc) rc = v->rename(v, tmp, cur);
     if (!rc) rc = v->sync_dir(v, l->dir);

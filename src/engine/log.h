@@ -107,8 +107,10 @@ int eng_stream_has(const eng_stream *s, uint32_t g);
 void eng_stream_path(const eng_stream *s, uint32_t g, char *p, size_t n);
 
 /* Deletes the finished generations of base in dir below `below` and syncs the folder; *deleted
- * (may be NULL) counts them. */
+ * (may be NULL) counts them. With log_sig, only files whose header says they are that
+ * generation of that stream are deleted (any other file at such a name is left, with a
+ * warning); NULL deletes by name (a folder being replaced by a restore). */
 int eng_log_delete_below(om_vfs *v, const char *dir, const char *base, uint32_t below,
-                         uint32_t *deleted);
+                         const eng_sig *log_sig, uint32_t *deleted);
 
 #endif

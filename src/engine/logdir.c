@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "engine/log.h"
 
 typedef struct gen_list {
@@ -136,7 +137,7 @@ void eng_stream_path(const eng_stream *s, uint32_t g, char *p, size_t n)
 }
 
 int eng_log_delete_below(om_vfs *v, const char *dir, const char *base, uint32_t below,
-                         uint32_t *deleted)
+                         const eng_sig *log_sig, uint32_t *deleted)
 {
     uint32_t *gens = NULL, n = 0, cnt = 0;
     int rc = eng_log_list_gens(v, dir, base, &gens, &n);
@@ -144,6 +145,13 @@ int eng_log_delete_below(om_vfs *v, const char *dir, const char *base, uint32_t 
     for (uint32_t i = 0; i < n && !rc; i++) {
         if (gens[i] >= below) continue;
         eng_log_path(p, sizeof p, dir, base, gens[i]);
+        /* A name is not proof: a file the stream did not write (another database's .edb
+         * named like a generation, a log of another stream) is never deleted. */
+        if (log_sig && !eng_loghdr_is(v, p, gens[i], log_sig)) {
+            om_warn("%s is named as generation %u of this log but is not one: left in place", p,
+                    gens[i]);
+            continue;
+        }
         rc = v->unlink(v, p);
         if (!rc) cnt++;
     }

@@ -1,8 +1,11 @@
 /* The directory document and its file backend (directory.h). */
 #include "store/directory.h"
 
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/error.h"
 #include "base/proto.h"
@@ -180,5 +183,52 @@ int store_dir_remove(store_dir *d, const char *name)
     int rc = save_with(d, NULL, name);
     if (rc) return rc;
     *cur = d->ents[--d->n];
+    return 0;
+}
+
+int store_same_place(const char *a, const char *b)
+{
+    char ra[PATH_MAX], rb[PATH_MAX];
+    const char *x = realpath(a, ra) ? ra : a, *y = realpath(b, rb) ? rb : b;
+    return !strcmp(x, y);
+}
+
+const store_dbent *store_dir_place_taken(const store_dir *d, const char *edb, const char *logs,
+                                         const char *base, const store_dbent *skip, char *why,
+                                         size_t n)
+{
+    char edir[4096];
+    om_dirname(edb, edir, sizeof edir);
+    for (size_t i = 0; i < d->n; i++) {
+        const store_dbent *o = &d->ents[i];
+        char odir[4096];
+        if (o == skip) continue;
+        om_dirname(o->edb, odir, sizeof odir);
+        const char *what = store_same_place(o->edb, edb) ? "its database file is that file"
+                           : store_same_place(o->logs, logs) && !strcmp(o->base, base)
+                               ? "its log stream is in that folder under that base name"
+                           : store_same_place(o->logs, edir) ? "that folder is its log folder"
+                           : store_same_place(odir, logs)    ? "its database file is in that folder"
+                                                             : NULL;
+        if (what) {
+            snprintf(why, n, "%s", what);
+            return o;
+        }
+    }
+    return NULL;
+}
+
+int store_check_edb_name(const char *edb, const char *what)
+{
+    static const char *const LOG_SUFFIXES[] = {".log", ".chk", ".pgj", ".jrs", ".env"};
+    size_t l = strlen(edb);
+    for (size_t i = 0; i < sizeof LOG_SUFFIXES / sizeof *LOG_SUFFIXES; i++) {
+        size_t k = strlen(LOG_SUFFIXES[i]);
+        if (l >= k && !strcasecmp(edb + l - k, LOG_SUFFIXES[i]))
+            return om_errf(OM_E_InvalidPath,
+                           "%s %s is named as a log folder's own files are (*%s): a log roll or a "
+                           "truncation could take it. HINT: name the database file *.edb",
+                           what, edb, LOG_SUFFIXES[i]);
+    }
     return 0;
 }

@@ -48,4 +48,19 @@ store_dbent *store_dir_find(store_dir *d, const char *name);
 int store_dir_put(store_dir *d, const store_dbent *e);
 int store_dir_remove(store_dir *d, const char *name);
 
+/* 1 when two paths name one place: the same file or folder once links on the way are
+ * resolved, or the same text where neither exists yet. */
+int store_same_place(const char *a, const char *b);
+/* InvalidPath when the name of the database file edb is one a log folder's own files take
+ * (*.log, *.chk, *.pgj, *.jrs, *.env: a log roll or a truncation could meet it); else 0. */
+int store_check_edb_name(const char *edb, const char *what);
+/* Whether a database file at edb with its logs (base) in logs would share a place with a
+ * database of the directory other than skip: the same .edb, the same log stream, an .edb
+ * in another's log folder, or a log folder where another's .edb is (a log roll or a
+ * truncation there would meet a file it did not write). Returns the first such database and
+ * says which in why; NULL when none. */
+const store_dbent *store_dir_place_taken(const store_dir *d, const char *edb, const char *logs,
+                                         const char *base, const store_dbent *skip, char *why,
+                                         size_t n);
+
 #endif

@@ -254,7 +254,8 @@ static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
     if (recovery && (!edb || !logs))
         return om_errf(OM_E_InvalidParameter, "a recovery database needs --edb and --logs");
     if (edb) {
-        if ((rc = check_path(edb, "--edb"))) return rc;
+        if ((rc = check_path(edb, "--edb")) || (rc = store_check_edb_name(edb, "--edb")))
+            return rc;
         snprintf(e.edb, sizeof e.edb, "%s", edb);
     } else
         snprintf(e.edb, sizeof e.edb, "%s/dbs/%s/%s.edb", s->o->data_dir, name, name);
@@ -278,15 +279,14 @@ static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
     e.recovery = recovery;
     if (recovery && e.circular)
         return om_errf(OM_E_InvalidParameter, "a recovery database cannot use circular logging");
-    for (size_t i = 0; i < s->dir->n; i++) {
-        const store_dbent *o = &s->dir->ents[i];
-        if (!strcmp(o->edb, e.edb))
-            return om_errf(OM_E_DatabaseDuplicate, "%s already holds database '%s'", e.edb,
-                           o->name);
-        if (!strcmp(o->logs, e.logs) && !strcmp(o->base, e.base))
-            return om_errf(OM_E_DatabaseDuplicate, "%s already holds the %s logs of database '%s'",
-                           e.logs, e.base, o->name);
-    }
+    char why[120];
+    const store_dbent *o = store_dir_place_taken(s->dir, e.edb, e.logs, e.base, NULL, why,
+                                                 sizeof why);
+    if (o)
+        return om_errf(OM_E_DatabaseDuplicate,
+                       "--edb %s --logs %s would share a place with database '%s': %s. HINT: "
+                       "give the new database a folder of its own",
+                       e.edb, e.logs, o->name, why);
     char d[4096];
     om_dirname(e.edb, d, sizeof d);
     if ((rc = om_mkdirs(d)) || (rc = om_mkdirs(e.logs))) return rc;

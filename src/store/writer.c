@@ -793,15 +793,6 @@ static const char *str_or(json_t *o, const char *k, const char *d)
     return v ? v : d;
 }
 
-/* 1 when two paths name one place: the same file or folder once links on the way are
- * resolved, or the same text where neither exists yet. */
-static int same_place(const char *a, const char *b)
-{
-    char ra[PATH_MAX], rb[PATH_MAX];
-    const char *x = realpath(a, ra) ? ra : a, *y = realpath(b, rb) ? rb : b;
-    return !strcmp(x, y);
-}
-
 /* The ordinary database of this server, other than the target, that carries id: as its
  * directory id, or in its .edb header (a database restored from another one's backup carries
  * that one's id). NULL when none does (store.mu held). */
@@ -850,6 +841,8 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
         const char *edb = str_or(nt, "edb", NULL), *logs = str_or(nt, "logs", NULL);
         if (!edb || !logs || edb[0] != '/' || logs[0] != '/')
             return om_errf(OM_E_InvalidPath, "new paths need an absolute edb and logs");
+        int rc = store_check_edb_name(edb, "--edb");
+        if (rc) return rc;
         snprintf(t->ent.edb, sizeof t->ent.edb, "%s", edb);
         snprintf(t->ent.logs, sizeof t->ent.logs, "%s", logs);
         memcpy(t->ent.base, t->orig_base, 4);
@@ -857,15 +850,24 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
         snprintf(t->key, sizeof t->key, "%s", edb);
         for (size_t i = 0; i < s->dir->n; i++) {
             const store_dbent *e = &s->dir->ents[i];
-            if (same_place(e->logs, logs) || same_place(e->edb, edb))
+            if (store_same_place(e->logs, logs) || store_same_place(e->edb, edb))
                 return om_errf(OM_E_FileAlreadyExists,
                                "%s is database '%s''s %s: a restore to new paths never writes "
                                "into another database's files. HINT: restore into '%s' with "
                                "--to %s, or give new paths of their own",
-                               same_place(e->edb, edb) ? edb : logs, e->name,
-                               same_place(e->edb, edb) ? "database file" : "log folder", e->name,
+                               store_same_place(e->edb, edb) ? edb : logs, e->name,
+                               store_same_place(e->edb, edb) ? "database file" : "log folder", e->name,
                                e->name);
         }
+        char why[120];
+        const store_dbent *o =
+            store_dir_place_taken(s->dir, edb, logs, t->orig_base, NULL, why, sizeof why);
+        if (o)
+            return om_errf(OM_E_FileAlreadyExists,
+                           "--edb %s --logs %s would share a place with database '%s': %s; a "
+                           "restore to new paths never writes where another database's files "
+                           "are. HINT: give new paths of their own",
+                           edb, logs, o->name, why);
     } else {
         const char *name = str_or(ro, "target", NULL);
         store_dbent *e = NULL;
