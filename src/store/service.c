@@ -199,6 +199,34 @@ static json_t *db_json_of(const store_dbent *e, mounted *m, int details)
     return o;
 }
 
+/* ---- requests ---- */
+
+/* Which lock a handler needs (the op table's lock column). */
+enum op_lock {
+    OP_REGISTRY, /* store.mu held: the registry and the directory stay as they are */
+    OP_DB_REF,   /* a reference on a mounted database, without mu: it stays mounted, and
+                    requests on other databases (and db.*) go on meanwhile */
+};
+
+/* One request in the hands of its handler; the op table says what is resolved before. */
+typedef struct op_req {
+    store *s;
+    int fd;              /* the connection: mail.load streams its progress on it */
+    json_t *req, *rep;   /* the request; the reply being built */
+    const uint8_t *data; /* the request's data frame */
+    size_t dlen;
+    uint8_t *rdata; /* the reply's data frame (malloc'd, sent after rep; freed on error) */
+    size_t rdlen;
+    store_dbent *ent; /* needs_db with OP_REGISTRY: the directory's entry named by "name" */
+    mounted *m;       /* needs_db with OP_DB_REF: a reference on the database named by "db" */
+} op_req;
+
+/* The one answer to a request naming a database this store does not have. */
+static int no_such_db(const char *name)
+{
+    return om_errf(OM_E_DatabaseNotFound, "no database named '%s'", name);
+}
+
 /* ---- database handlers (run under mu) ---- */
 
 static int valid_name(const char *n)
@@ -236,8 +264,10 @@ static int next_base(store *s, char out[4])
                    "every log base name E00..EFF is taken on this server");
 }
 
-static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
+static int db_new(op_req *r, int recovery)
 {
+    store *s = r->s;
+    json_t *req = r->req;
     const char *name;
     int rc = om_json_str(req, "name", &name);
     if (rc) return rc;
@@ -313,17 +343,18 @@ static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
     }
     om_info("created database %s at %s (logs %s, base %s)%s", e.name, e.edb, e.logs, e.base,
             recovery ? " as the recovery database" : "");
-    json_object_set_new(rep, "db", db_json(s, &e, 0));
+    json_object_set_new(r->rep, "db", db_json(s, &e, 0));
     return 0;
 }
 
-static int find_ent(store *s, json_t *req, store_dbent **e)
+static int h_db_new(op_req *r)
 {
-    const char *name;
-    int rc = om_json_str(req, "name", &name);
-    if (rc) return rc;
-    *e = store_dir_find(s->dir, name);
-    return *e ? 0 : om_errf(OM_E_DatabaseNotFound, "no database named '%s'", name);
+    return db_new(r, 0);
+}
+
+static int h_db_new_recovery(op_req *r)
+{
+    return db_new(r, 1);
 }
 
 /* What a backup session is copying must not change under it (spec §5): `what` is refused
@@ -339,11 +370,11 @@ static int refuse_in_backup(store *s, const store_dbent *e, const char *what)
                    what, e->name, sid);
 }
 
-static int h_db_mount(store *s, json_t *req, json_t *rep, int mount)
+static int db_mount(op_req *r, int mount)
 {
-    store_dbent *e;
-    int rc = find_ent(s, req, &e);
-    if (rc) return rc;
+    store *s = r->s;
+    store_dbent *e = r->ent;
+    int rc;
     if (!mount && (rc = refuse_in_backup(s, e, "dismounting"))) return rc;
     mounted *m = store_find_mounted(s, e->name);
     if (mount && s->writer && store_writer_restoring(s->writer, e->name))
@@ -381,21 +412,31 @@ static int h_db_mount(store *s, json_t *req, json_t *rep, int mount)
                  rc, om_err_name(rc), mount ? "does not mount" : "mounts");
     if (warn[0]) {
         om_warn("%s", warn);
-        json_object_set_new(rep, "warning", json_string(warn));
+        json_object_set_new(r->rep, "warning", json_string(warn));
     }
     e = store_dir_find(s->dir, ne.name);
-    json_object_set_new(rep, "db", db_json(s, e, 0));
+    json_object_set_new(r->rep, "db", db_json(s, e, 0));
     return 0;
 }
 
-static int h_db_set(store *s, json_t *req, json_t *rep)
+static int h_db_mount(op_req *r)
 {
-    store_dbent *e;
-    int rc = find_ent(s, req, &e);
-    if (rc) return rc;
+    return db_mount(r, 1);
+}
+
+static int h_db_dismount(op_req *r)
+{
+    return db_mount(r, 0);
+}
+
+static int h_db_set(op_req *r)
+{
+    store *s = r->s;
+    store_dbent *e = r->ent;
+    int rc;
     store_dbent ne = *e;
-    json_t *c = json_object_get(req, "circular_logging"),
-           *a = json_object_get(req, "allow_restore");
+    json_t *c = json_object_get(r->req, "circular_logging"),
+           *a = json_object_get(r->req, "allow_restore");
     if (c && (rc = refuse_in_backup(s, e, "setting --circular-logging of"))) return rc;
     if (a && (rc = refuse_in_backup(s, e, "setting --allow-restore of"))) return rc;
     if (c) {
@@ -415,12 +456,13 @@ static int h_db_set(store *s, json_t *req, json_t *rep)
     json_t *d = db_json(s, &ne, 0);
     if (c && store_find_mounted(s, ne.name))
         json_object_set_new(d, "note", json_string("circular logging changes at the next mount"));
-    json_object_set_new(rep, "db", d);
+    json_object_set_new(r->rep, "db", d);
     return 0;
 }
 
-static int h_db_list(store *s, json_t *rep)
+static int h_db_list(op_req *r)
 {
+    store *s = r->s;
     json_t *arr = json_array();
     /* db_json lets mu go: the directory may change meanwhile, so index by a copy of the names */
     size_t n = s->dir->n;
@@ -433,19 +475,115 @@ static int h_db_list(store *s, json_t *rep)
         if (e) json_array_append_new(arr, db_json(s, e, 0));
     }
     free(names);
-    json_object_set_new(rep, "databases", arr);
+    json_object_set_new(r->rep, "databases", arr);
     return 0;
 }
 
-static int h_db_show(store *s, json_t *req, json_t *rep)
+static int h_db_show(op_req *r)
 {
-    store_dbent *e;
-    int rc = find_ent(s, req, &e);
-    if (!rc) json_object_set_new(rep, "db", db_json(s, e, 1));
-    return rc;
+    json_object_set_new(r->rep, "db", db_json(r->s, r->ent, 1));
+    return 0;
+}
+
+static int h_status(op_req *r)
+{
+    store *s = r->s;
+    json_object_set_new(r->rep, "server", json_string(s->o->server));
+    json_object_set_new(r->rep, "pid", json_integer(getpid()));
+    json_object_set_new(r->rep, "mounted", json_integer(s->nm));
+    json_object_set_new(r->rep, "databases", json_integer((json_int_t)s->dir->n));
+    return 0;
 }
 
 /* ---- mail handlers (run with a reference, without mu) ---- */
+
+/* The "mailbox" field the mail.* requests on one mailbox carry. */
+static int mailbox_of(op_req *r, const char **mailbox)
+{
+    return om_json_str(r->req, "mailbox", mailbox);
+}
+
+static int h_mail_deliver(op_req *r)
+{
+    mail_new n = {0};
+    int rc = mailbox_of(r, &n.mailbox);
+    if (rc) return rc;
+    n.folder = om_json_str_or(r->req, "folder", NULL);
+    n.subject = om_json_str_or(r->req, "subject", NULL);
+    n.body = r->data;
+    n.size = r->dlen;
+    uint64_t id = 0;
+    rc = mail_deliver(r->m->mail, &n, 0, &id);
+    if (!rc) json_object_set_new(r->rep, "id", json_integer((json_int_t)id));
+    return rc;
+}
+
+static int h_mail_list(op_req *r)
+{
+    const char *mailbox;
+    char tb[40];
+    mail_listing l;
+    int rc = mailbox_of(r, &mailbox);
+    if (!rc) rc = mail_list(r->m->mail, mailbox, om_json_str_or(r->req, "folder", NULL), 0, 0, &l);
+    if (rc) return rc;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < l.n; i++)
+        json_array_append_new(
+            arr, json_pack("{s:I, s:s, s:s, s:I, s:s}", "id", (json_int_t)l.msgs[i].id, "folder",
+                           l.msgs[i].folder, "time", om_time_iso(l.msgs[i].received, tb, sizeof tb),
+                           "size", (json_int_t)l.msgs[i].size, "subject", l.msgs[i].subject));
+    json_object_set_new(r->rep, "messages", arr);
+    mail_listing_free(&l);
+    return 0;
+}
+
+/* The mailbox and the message id of mail.get and mail.delete. */
+static int message_of(op_req *r, const char **mailbox, uint64_t *id)
+{
+    int64_t v = 0;
+    int rc = mailbox_of(r, mailbox);
+    if (!rc && !(rc = om_json_int(r->req, "id", &v)) && v <= 0)
+        rc = om_errf(OM_E_InvalidParameter, "message id %lld is not valid", (long long)v);
+    *id = (uint64_t)v;
+    return rc;
+}
+
+static int h_mail_get(op_req *r)
+{
+    const char *mailbox;
+    uint64_t id;
+    mail_message msg;
+    char tb[40];
+    int rc = message_of(r, &mailbox, &id);
+    if (!rc) rc = mail_get(r->m->mail, mailbox, id, &msg);
+    if (rc) return rc;
+    json_object_set_new(r->rep, "id", json_integer((json_int_t)id));
+    json_object_set_new(r->rep, "folder", json_string(msg.h.folder));
+    json_object_set_new(r->rep, "time", json_string(om_time_iso(msg.h.received, tb, sizeof tb)));
+    json_object_set_new(r->rep, "size", json_integer((json_int_t)msg.h.size));
+    json_object_set_new(r->rep, "subject", json_string(msg.h.subject));
+    r->rdata = msg.body;
+    r->rdlen = msg.h.size;
+    msg.body = NULL;
+    mail_message_free(&msg);
+    return 0;
+}
+
+static int h_mail_delete(op_req *r)
+{
+    const char *mailbox;
+    uint64_t id;
+    int rc = message_of(r, &mailbox, &id);
+    return rc ? rc : mail_delete(r->m->mail, mailbox, id, 0);
+}
+
+static int h_mail_digest(op_req *r)
+{
+    char d[33];
+    int rc = mail_digest(r->m->mail, d);
+    if (!rc) json_object_set_new(r->rep, "digest", json_string(d));
+    return rc;
+}
 
 /* mail.load streams {"progress": done, "total": n} objects before its reply. */
 static void send_progress(void *arg, uint64_t done, uint64_t total)
@@ -456,143 +594,104 @@ static void send_progress(void *arg, uint64_t done, uint64_t total)
     json_decref(p);
 }
 
-static int mail_load_progress(mail_store *m, uint32_t boxes, uint64_t msgs, uint64_t size,
-                              uint64_t seed, int fd)
+static int h_mail_load(op_req *r)
 {
+    int64_t boxes, msgs, size, seed = om_json_int_or(r->req, "seed", 1);
+    int rc;
+    if ((rc = om_json_int(r->req, "mailboxes", &boxes)) ||
+        (rc = om_json_int(r->req, "messages", &msgs)) || (rc = om_json_int(r->req, "size", &size)))
+        return rc;
+    if (boxes <= 0 || boxes > 1000000 || msgs < 0 || size < 0 || size > (1 << 26))
+        return om_errf(OM_E_InvalidParameter,
+                       "load: mailboxes 1..1000000, messages >= 0, size 0..64 MiB");
+    uint64_t t0 = om_mono_ns();
+    int fd = r->fd;
     /* Lazy transactions and one flush at the end: durable when the reply says done. */
-    return mail_load(m, boxes, msgs, size, seed, 1, send_progress, &fd);
+    rc = mail_load(r->m->mail, (uint32_t)boxes, (uint64_t)msgs, (uint64_t)size, (uint64_t)seed, 1,
+                   send_progress, &fd);
+    double secs = (double)(om_mono_ns() - t0) / 1e9;
+    if (rc) return rc;
+    json_object_set_new(r->rep, "messages", json_integer(msgs));
+    json_object_set_new(r->rep, "seconds", json_real(secs));
+    json_object_set_new(r->rep, "rate", json_real(secs > 0 ? (double)msgs / secs : 0));
+    return 0;
 }
 
-static int h_mail(store *s, int fd, const char *op, json_t *req, const uint8_t *data, size_t dlen,
-                  json_t *rep, uint8_t **rdata, size_t *rdlen)
+/* ---- the op table ---- */
+
+/* A request is one row: the lock its handler needs and, with needs_db, the database it names,
+ * resolved before the handler runs (one error for a database this store does not have). */
+typedef struct store_op {
+    const char *name;
+    enum op_lock lock;
+    int needs_db;
+    int (*handler)(op_req *r);
+} store_op;
+
+static const store_op ops[] = {
+    {"status", OP_REGISTRY, 0, h_status},
+    {"db.new", OP_REGISTRY, 0, h_db_new},
+    {"db.new_recovery", OP_REGISTRY, 0, h_db_new_recovery},
+    {"db.list", OP_REGISTRY, 0, h_db_list},
+    {"db.show", OP_REGISTRY, 1, h_db_show},
+    {"db.mount", OP_REGISTRY, 1, h_db_mount},
+    {"db.dismount", OP_REGISTRY, 1, h_db_dismount},
+    {"db.set", OP_REGISTRY, 1, h_db_set},
+    {"mail.deliver", OP_DB_REF, 1, h_mail_deliver},
+    {"mail.list", OP_DB_REF, 1, h_mail_list},
+    {"mail.get", OP_DB_REF, 1, h_mail_get},
+    {"mail.delete", OP_DB_REF, 1, h_mail_delete},
+    {"mail.digest", OP_DB_REF, 1, h_mail_digest},
+    {"mail.load", OP_DB_REF, 1, h_mail_load},
+};
+#define NOPS (sizeof ops / sizeof ops[0])
+
+/* Runs op's handler under its lock, with its database resolved. */
+static int run_op(const store_op *op, op_req *r)
 {
-    const char *dbname, *mailbox = NULL;
-    int rc = om_json_str(req, "db", &dbname);
-    if (rc) return rc;
-    if (strcmp(op, "mail.load") && strcmp(op, "mail.digest") &&
-        (rc = om_json_str(req, "mailbox", &mailbox)))
+    const char *name = NULL;
+    int rc = 0;
+    if (op->lock == OP_DB_REF) {
+        /* needs_db: a reference, or the database's own refusal (not mounted, none). */
+        if ((rc = om_json_str(r->req, "db", &name)) || (rc = store_acquire(r->s, name, &r->m)))
+            return rc;
+        rc = op->handler(r);
+        store_release(r->s, r->m);
         return rc;
-    mounted *m = NULL;
-    if ((rc = store_acquire(s, dbname, &m))) return rc;
-    char tb[40];
-    if (!strcmp(op, "mail.deliver")) {
-        mail_new n = {0};
-        n.mailbox = mailbox;
-        n.folder = om_json_str_or(req, "folder", NULL);
-        n.subject = om_json_str_or(req, "subject", NULL);
-        n.body = data;
-        n.size = dlen;
-        uint64_t id = 0;
-        rc = mail_deliver(m->mail, &n, 0, &id);
-        if (!rc) json_object_set_new(rep, "id", json_integer((json_int_t)id));
-    } else if (!strcmp(op, "mail.list")) {
-        mail_listing l;
-        rc = mail_list(m->mail, mailbox, om_json_str_or(req, "folder", NULL), 0, 0, &l);
-        if (!rc) {
-            json_t *arr = json_array();
-            for (size_t i = 0; i < l.n; i++)
-                json_array_append_new(
-                    arr, json_pack("{s:I, s:s, s:s, s:I, s:s}", "id", (json_int_t)l.msgs[i].id,
-                                   "folder", l.msgs[i].folder, "time",
-                                   om_time_iso(l.msgs[i].received, tb, sizeof tb), "size",
-                                   (json_int_t)l.msgs[i].size, "subject", l.msgs[i].subject));
-            json_object_set_new(rep, "messages", arr);
-            mail_listing_free(&l);
-        }
-    } else if (!strcmp(op, "mail.get") || !strcmp(op, "mail.delete")) {
-        int64_t id;
-        if (!(rc = om_json_int(req, "id", &id)) && id <= 0)
-            rc = om_errf(OM_E_InvalidParameter, "message id %lld is not valid", (long long)id);
-        if (!rc && op[5] == 'd')
-            rc = mail_delete(m->mail, mailbox, (uint64_t)id, 0);
-        else if (!rc) {
-            mail_message msg;
-            if (!(rc = mail_get(m->mail, mailbox, (uint64_t)id, &msg))) {
-                json_object_set_new(rep, "id", json_integer(id));
-                json_object_set_new(rep, "folder", json_string(msg.h.folder));
-                json_object_set_new(rep, "time",
-                                    json_string(om_time_iso(msg.h.received, tb, sizeof tb)));
-                json_object_set_new(rep, "size", json_integer((json_int_t)msg.h.size));
-                json_object_set_new(rep, "subject", json_string(msg.h.subject));
-                *rdata = msg.body;
-                *rdlen = msg.h.size;
-                msg.body = NULL;
-                mail_message_free(&msg);
-            }
-        }
-    } else if (!strcmp(op, "mail.digest")) {
-        char d[33];
-        if (!(rc = mail_digest(m->mail, d))) json_object_set_new(rep, "digest", json_string(d));
-    } else { /* mail.load */
-        int64_t boxes, msgs, size, seed = om_json_int_or(req, "seed", 1);
-        if (!(rc = om_json_int(req, "mailboxes", &boxes)) &&
-            !(rc = om_json_int(req, "messages", &msgs)) &&
-            !(rc = om_json_int(req, "size", &size))) {
-            if (boxes <= 0 || boxes > 1000000 || msgs < 0 || size < 0 || size > (1 << 26))
-                rc = om_errf(OM_E_InvalidParameter,
-                             "load: mailboxes 1..1000000, messages >= 0, size 0..64 MiB");
-        }
-        if (!rc) {
-            uint64_t t0 = om_mono_ns();
-            rc = mail_load_progress(m->mail, (uint32_t)boxes, (uint64_t)msgs, (uint64_t)size,
-                                    (uint64_t)seed, fd);
-            double secs = (double)(om_mono_ns() - t0) / 1e9;
-            if (!rc) {
-                json_object_set_new(rep, "messages", json_integer(msgs));
-                json_object_set_new(rep, "seconds", json_real(secs));
-                json_object_set_new(rep, "rate", json_real(secs > 0 ? (double)msgs / secs : 0));
-            }
-        }
     }
-    store_release(s, m);
+    pthread_mutex_lock(&r->s->mu);
+    if (op->needs_db && !(rc = om_json_str(r->req, "name", &name)) &&
+        !(r->ent = store_dir_find(r->s->dir, name)))
+        rc = no_such_db(name);
+    if (!rc) rc = op->handler(r);
+    pthread_mutex_unlock(&r->s->mu);
     return rc;
 }
 
 /* ---- connections ---- */
 
+/* The reply to one request; *rdata (malloc'd, may be NULL) goes after it. */
 static json_t *dispatch(store *s, int fd, json_t *req, const uint8_t *data, size_t dlen,
                         uint8_t **rdata, size_t *rdlen)
 {
-    const char *op;
-    json_t *rep = om_proto_ok();
-    int rc = om_json_str(req, "op", &op);
-    if (!rc && !strncmp(op, "mail.", 5)) {
-        rc = h_mail(s, fd, op, req, data, dlen, rep, rdata, rdlen);
-    } else if (!rc) {
-        pthread_mutex_lock(&s->mu);
-        if (!strcmp(op, "status")) {
-            json_object_set_new(rep, "server", json_string(s->o->server));
-            json_object_set_new(rep, "pid", json_integer(getpid()));
-            json_object_set_new(rep, "mounted", json_integer(s->nm));
-            json_object_set_new(rep, "databases", json_integer((json_int_t)s->dir->n));
-        } else if (!strcmp(op, "db.new"))
-            rc = h_db_new(s, req, rep, 0);
-        else if (!strcmp(op, "db.new_recovery"))
-            rc = h_db_new(s, req, rep, 1);
-        else if (!strcmp(op, "db.list"))
-            rc = h_db_list(s, rep);
-        else if (!strcmp(op, "db.show"))
-            rc = h_db_show(s, req, rep);
-        else if (!strcmp(op, "db.mount"))
-            rc = h_db_mount(s, req, rep, 1);
-        else if (!strcmp(op, "db.dismount"))
-            rc = h_db_mount(s, req, rep, 0);
-        else if (!strcmp(op, "db.set"))
-            rc = h_db_set(s, req, rep);
-        else
-            rc = om_errf(OM_E_InvalidParameter, "unknown operation '%s'", op);
-        pthread_mutex_unlock(&s->mu);
-    }
+    op_req r = {.s = s, .fd = fd, .req = req, .rep = om_proto_ok(), .data = data, .dlen = dlen};
+    const char *name;
+    int rc = om_json_str(req, "op", &name);
+    const store_op *op = NULL;
+    for (size_t i = 0; !rc && !op && i < NOPS; i++)
+        if (!strcmp(ops[i].name, name)) op = &ops[i];
+    if (!rc && !op) rc = om_errf(OM_E_InvalidParameter, "unknown operation '%s'", name);
+    if (!rc) rc = run_op(op, &r);
     if (rc) {
-        json_decref(rep);
-        if (*rdata) {
-            free(*rdata);
-            *rdata = NULL;
-            *rdlen = 0;
-        }
-        rep = om_proto_error(rc);
+        json_decref(r.rep);
+        free(r.rdata);
+        r.rdata = NULL;
+        r.rdlen = 0;
+        r.rep = om_proto_error(rc);
     }
-    return rep;
+    *rdata = r.rdata;
+    *rdlen = r.rdlen;
+    return r.rep;
 }
 
 typedef struct conn {
