@@ -21,6 +21,7 @@
 #include "base/time.h"
 #include "check/check.h"
 #include "engine/engine.h"
+#include "store/client.h"
 #include "vss/requester.h"
 
 #define MAX_DBS   64
@@ -458,25 +459,6 @@ static void publish_sets(dbjob *jobs, size_t n, bk_repo *repo, vss_req *r, int c
 
 /* ---- the requester sequence ---- */
 
-int bk_store_db(const char *name, json_t **info)
-{
-    char run[4096], sock[4200];
-    int rc = om_runtime_dir(run, sizeof run);
-    if (rc) return rc;
-    snprintf(sock, sizeof sock, "%.4000s/store.sock", run);
-    json_t *rep = NULL, *req = json_pack("{s:s, s:s}", "op", "db.show", "name", name);
-    rc = om_proto_call(sock, req, NULL, 0, &rep, NULL, NULL);
-    json_decref(req);
-    if (!rc) rc = om_proto_check(rep);
-    if (rc) {
-        json_decref(rep);
-        return om_err_ctx(rc, "database '%s'", name);
-    }
-    *info = json_incref(json_object_get(rep, "db"));
-    json_decref(rep);
-    return *info ? 0 : om_errf(OM_E_Internal, "the store did not describe '%s'", name);
-}
-
 /* What the store says of a database that no writer offers, said before the shadow copy service
  * is asked: a recovery database is never backed up (spec §6), a dismounted one not now. */
 static int backed_up_at_all(const dbjob *j)
@@ -619,16 +601,22 @@ int bk_backup_run(const bk_job_opts *in, json_t **result)
     vss_req *r = NULL;
     json_t *writers = NULL, *snap = NULL, *doc = NULL;
     uint64_t bytes = 0;
+    store_client *sc = NULL;
     rc = jobs ? bk_repo_open(o->repo, o->passphrase, &repo) : OM_E_OutOfMemory;
+    if (!rc) rc = store_client_new(NULL, &sc);
+    /* The store says where each database lives. */
     for (size_t i = 0; !rc && i < o->ndb; i++) {
         dbjob *j = &jobs[i];
         j->o = &opts;
         j->bytes_read = &bytes;
         snprintf(j->name, sizeof j->name, "%s", o->dbs[i]);
-        if (!(rc = bk_store_db(j->name, &j->info)))
+        if ((rc = store_client_db_show(sc, j->name, &j->info)))
+            rc = om_err_ctx(rc, "database '%s'", j->name);
+        else
             snprintf(j->id, sizeof j->id, "%s", om_json_str_or(j->info, "id", ""));
         if (!rc) rc = backed_up_at_all(j);
     }
+    store_client_free(sc);
     if (!rc) rc = vss_req_begin(NULL, VSS_SESSION_BACKUP, &r);
     if (!rc) rc = vss_req_gather_metadata(r, &writers);
     for (size_t i = 0; !rc && i < o->ndb; i++)

@@ -1,7 +1,7 @@
 /* The backup job: `ombra backup`, the requester of the system (spec §4-5).
  *
  * One run backs up one or more databases of the local store in one shadow copy set:
- *   1. the store says where each database lives (store.sock, db.show);
+ *   1. the store says where each database lives (store/client.h: db.show);
  *   2. requester sequence on vss.sock: gather metadata, set the type, add the store writer's
  *      component of each database, prepare, snapshot set with the component paths, do it;
  *   3. per database, in parallel: its files into the repository: one reader thread per file
@@ -42,9 +42,5 @@ typedef struct bk_job_opts {
  * 0 when every database was backed up and recorded, else the first failure (its detail names
  * the database and the step). */
 int bk_backup_run(const bk_job_opts *o, json_t **result);
-
-/* The store's description of a database (db.show on store.sock): *db, a new reference with its
- * id, server, paths. The store's error (its detail naming the database) otherwise. */
-int bk_store_db(const char *name, json_t **db);
 
 #endif

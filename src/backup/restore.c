@@ -22,6 +22,7 @@
 #include "base/time.h"
 #include "base/vfs.h"
 #include "engine/format.h"
+#include "store/client.h"
 #include "vss/laid.h"
 #include "vss/requester.h"
 
@@ -418,11 +419,15 @@ static void *post_thread(void *arg)
 /* The id of the store's database of that name ("" when there is none). */
 static int store_db_id(const char *name, char id[37])
 {
+    store_client *sc = NULL;
     json_t *db = NULL;
     id[0] = 0;
-    int rc = bk_store_db(name, &db);
+    int rc = store_client_new(NULL, &sc);
+    if (!rc && (rc = store_client_db_show(sc, name, &db)))
+        rc = om_err_ctx(rc, "database '%s'", name);
     if (!rc) snprintf(id, 37, "%s", om_json_str_or(db, "id", ""));
     json_decref(db);
+    store_client_free(sc);
     return rc == OM_E_DatabaseNotFound ? 0 : rc;
 }
 
@@ -590,18 +595,15 @@ static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfil
 /* The name this server's ombra-store was started with (--server). */
 static int local_server(char *out, size_t n)
 {
-    char run[4096], sock[4200];
-    int rc = om_runtime_dir(run, sizeof run);
-    if (rc) return rc;
-    snprintf(sock, sizeof sock, "%.4000s/store.sock", run);
-    json_t *rep = NULL, *req = json_pack("{s:s}", "op", "status");
-    rc = om_proto_call(sock, req, NULL, 0, &rep, NULL, NULL);
-    json_decref(req);
-    if (!rc) rc = om_proto_check(rep);
-    const char *srv = om_json_str_or(rep, "server", "");
+    store_client *sc = NULL;
+    json_t *st = NULL;
+    int rc = store_client_new(NULL, &sc);
+    if (!rc) rc = store_client_status(sc, &st);
+    const char *srv = om_json_str_or(st, "server", "");
     if (!rc && !*srv) rc = om_errf(OM_E_Internal, "the store did not say its server's name");
     if (!rc) snprintf(out, n, "%s", srv);
-    json_decref(rep);
+    json_decref(st);
+    store_client_free(sc);
     return rc ? om_err_ctx(rc, "asking ombra-store for this server's name") : 0;
 }
 

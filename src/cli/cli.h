@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
+#include "store/client.h"
 
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
@@ -84,34 +85,15 @@ int cli_onoff(const cli_args *a, const char *name, int *out);
 int cli_usage(const cli_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "ombra: <detail> (<err> <name>)" from the thread's error and returns CLI_FAIL. */
 int cli_fail(int err);
-/* The same with an explicit error name (a server's reply names its own errors). */
-int cli_fail_named(int err, const char *name);
 
-/* "<runtime>/<name>" (store.sock, vss.sock) into out; an error code. */
-int cli_socket_path(const char *name, char *out, size_t len);
-/* One request, one reply on <runtime>/store.sock. Steals req. On success *reply (decref it) and,
- * when the reply carries data and rdata is not NULL, *rdata (free it) and *rdata_len. On failure
- * prints the error (the server's message and name, or the connection's, with its HINT) and
- * returns CLI_FAIL, with nothing to release. */
-int cli_store_call(json_t *req, const void *data, size_t data_len, json_t **reply, uint8_t **rdata,
-                   size_t *rdata_len);
-/* The same on vss.sock (the shadow copy service), without data. */
+/* This run's client of the store (store/client.h), made at the first call and freed when the
+ * command ends: *out, or an error code (not printed). Its calls return error codes with the
+ * store's message as the detail: a command prints them with cli_fail. */
+int cli_store(store_client **out);
+/* One request, one reply on <runtime>/vss.sock (the shadow copy service). Steals req. On
+ * success *reply (decref it); on failure prints the error (the server's message, or the
+ * connection's, with its HINT) and returns CLI_FAIL, with nothing to release. */
 int cli_vss_call(json_t *req, json_t **reply);
-/* A request in flight on store.sock, for commands that read more than one reply (mail load's
- * progress). The daemon may answer and close before it reads the request (a refused peer), so
- * a failed send is kept, the reply is read anyway, and the send's error counts only when no
- * reply comes. */
-typedef struct cli_conn {
-    int fd;
-    om_err_saved send_err; /* code 0: the send went through */
-} cli_conn;
-/* Connects and sends req (stolen). An error code (not printed) when the connection fails. */
-int cli_conn_open(cli_conn *c, json_t *req, const void *data, size_t data_len);
-/* Reads one message (om_proto_recv); an error code (not printed). */
-int cli_conn_recv(cli_conn *c, json_t **obj, uint8_t **data, size_t *data_len);
-void cli_conn_close(cli_conn *c);
-/* Prints the error a reply carries (ok: false) and returns CLI_FAIL. */
-int cli_fail_reply(json_t *reply);
 
 /* --json: prints v indented, with a final newline. CLI_OK, or CLI_FAIL when stdout fails. */
 int cli_print_json(json_t *v);

@@ -8,24 +8,20 @@
 #include "base/proto.h"
 #include "cli/cli.h"
 
-/* Sends req, and prints the reply's db object as JSON (--json) or through say(); the reply's
- * warning (what failed beside a change that was made: db.dismount on a full disk) goes to
- * stderr as one line, and the exit stays 0: the change was made. */
-static int call_db(const cli_args *a, json_t *req, void (*say)(json_t *db))
+/* The end of a store call that returned db (rc: its result, printed when it failed): the
+ * database as JSON (--json) or through say(); the reply's warning (what failed beside a change
+ * that was made: db.dismount on a full disk) goes to stderr as one line, and the exit stays 0:
+ * the change was made. Releases db. */
+static int say_db(const cli_args *a, store_client *sc, int rc, json_t *db, void (*say)(json_t *db))
 {
-    json_t *reply;
-    int rc = cli_store_call(req, NULL, 0, &reply, NULL, NULL);
-    if (rc) return rc;
-    json_t *db = json_object_get(reply, "db");
-    if (!json_is_object(db))
-        rc = cli_fail(om_errf(OM_E_Internal, "the server's reply has no database object"));
-    else if (cli_flag(a, "json"))
+    if (rc) return cli_fail(rc);
+    if (cli_flag(a, "json"))
         rc = cli_print_json(db);
     else
         say(db);
-    const char *warn = json_string_value(json_object_get(reply, "warning"));
-    if (warn) om_warn("%s", warn);
-    json_decref(reply);
+    const char *warn = store_client_warning(sc);
+    if (*warn) om_warn("%s", warn);
+    json_decref(db);
     return rc;
 }
 
@@ -45,15 +41,13 @@ static const char *yesno(json_t *v)
     return json_is_boolean(v) ? (json_is_true(v) ? "yes" : "no") : "-";
 }
 
-/* Sets a path option as an absolute path: the daemon runs in another directory. */
-static int set_path(json_t *req, const char *key, const char *path)
+/* A path option made absolute (*out malloc'd; NULL when not given): the daemon runs in another
+ * directory. */
+static int abs_opt(const cli_args *a, const char *name, char **out)
 {
-    if (!path) return 0;
-    char *abs = cli_abs_path(path);
-    if (!abs) return om_errf(OM_E_OutOfMemory, "out of memory");
-    json_object_set_new(req, key, json_string(abs));
-    free(abs);
-    return 0;
+    const char *path = cli_val(a, name);
+    *out = path ? cli_abs_path(path) : NULL;
+    return path && !*out ? om_errf(OM_E_OutOfMemory, "out of memory") : 0;
 }
 
 /* ---- new, new-recovery ---- */
@@ -72,30 +66,34 @@ static void say_created(json_t *db)
                str_or(db, "name"));
 }
 
+/* db new and db new-recovery: spec's paths from --edb and --logs. */
+static int db_new(const cli_args *a, store_db_spec *spec)
+{
+    store_client *sc = NULL;
+    json_t *db = NULL;
+    char *edb = NULL, *logs = NULL;
+    int rc = abs_opt(a, "edb", &edb);
+    if (!rc) rc = abs_opt(a, "logs", &logs);
+    if (!rc) rc = cli_store(&sc);
+    spec->edb = edb;
+    spec->logs = logs;
+    if (!rc) rc = store_client_db_new(sc, a->pos[0], spec, &db);
+    free(edb);
+    free(logs);
+    return say_db(a, sc, rc, db, say_created);
+}
+
 static int run_new(const cli_args *a)
 {
-    json_t *req = json_pack("{s:s, s:s}", "op", "db.new", "name", a->pos[0]);
-    int rc = set_path(req, "edb", cli_val(a, "edb"));
-    if (!rc) rc = set_path(req, "logs", cli_val(a, "logs"));
-    if (rc) {
-        json_decref(req);
-        return cli_fail(rc);
-    }
-    if (cli_val(a, "base")) json_object_set_new(req, "base", json_string(cli_val(a, "base")));
-    if (cli_flag(a, "circular-logging")) json_object_set_new(req, "circular_logging", json_true());
-    return call_db(a, req, say_created);
+    store_db_spec spec = {.base = cli_val(a, "base"),
+                          .circular_logging = cli_flag(a, "circular-logging")};
+    return db_new(a, &spec);
 }
 
 static int run_new_recovery(const cli_args *a)
 {
-    json_t *req = json_pack("{s:s, s:s}", "op", "db.new_recovery", "name", a->pos[0]);
-    int rc = set_path(req, "edb", cli_val(a, "edb"));
-    if (!rc) rc = set_path(req, "logs", cli_val(a, "logs"));
-    if (rc) {
-        json_decref(req);
-        return cli_fail(rc);
-    }
-    return call_db(a, req, say_created);
+    store_db_spec spec = {.recovery = 1};
+    return db_new(a, &spec);
 }
 
 /* ---- list ---- */
@@ -122,15 +120,12 @@ static void put_row(const char *const cell[NCOLS], const int width[NCOLS])
 
 static int run_list(const cli_args *a)
 {
-    json_t *reply;
-    int rc = cli_store_call(json_pack("{s:s}", "op", "db.list"), NULL, 0, &reply, NULL, NULL);
-    if (rc) return rc;
-    json_t *dbs = json_object_get(reply, "databases"), *db;
+    store_client *sc;
+    json_t *dbs = NULL, *db;
     size_t i;
-    if (!json_is_array(dbs)) {
-        rc = cli_fail(om_errf(OM_E_Internal, "the server's reply has no list of databases"));
-        goto out;
-    }
+    int rc = cli_store(&sc);
+    if (!rc) rc = store_client_db_list(sc, &dbs);
+    if (rc) return cli_fail(rc);
     if (cli_flag(a, "json")) {
         rc = cli_print_json(dbs);
         goto out;
@@ -152,7 +147,7 @@ static int run_list(const cli_args *a)
         put_row(cell, width);
     }
 out:
-    json_decref(reply);
+    json_decref(dbs);
     return rc;
 }
 
@@ -281,7 +276,11 @@ static void say_show(json_t *db)
 
 static int run_show(const cli_args *a)
 {
-    return call_db(a, json_pack("{s:s, s:s}", "op", "db.show", "name", a->pos[0]), say_show);
+    store_client *sc;
+    json_t *db = NULL;
+    int rc = cli_store(&sc);
+    if (!rc) rc = store_client_db_show(sc, a->pos[0], &db);
+    return say_db(a, sc, rc, db, say_show);
 }
 
 /* ---- mount, dismount, set ---- */
@@ -304,13 +303,20 @@ static void say_set(json_t *db)
 
 static int run_mount(const cli_args *a)
 {
-    return call_db(a, json_pack("{s:s, s:s}", "op", "db.mount", "name", a->pos[0]), say_mounted);
+    store_client *sc;
+    json_t *db = NULL;
+    int rc = cli_store(&sc);
+    if (!rc) rc = store_client_db_mount(sc, a->pos[0], &db);
+    return say_db(a, sc, rc, db, say_mounted);
 }
 
 static int run_dismount(const cli_args *a)
 {
-    return call_db(a, json_pack("{s:s, s:s}", "op", "db.dismount", "name", a->pos[0]),
-                   say_dismounted);
+    store_client *sc;
+    json_t *db = NULL;
+    int rc = cli_store(&sc);
+    if (!rc) rc = store_client_db_dismount(sc, a->pos[0], &db);
+    return say_db(a, sc, rc, db, say_dismounted);
 }
 
 static int run_set(const cli_args *a)
@@ -321,10 +327,11 @@ static int run_set(const cli_args *a)
     if (rc) return rc;
     if (circ < 0 && allow < 0)
         return cli_usage(a, "nothing to set: give --circular-logging or --allow-restore");
-    json_t *req = json_pack("{s:s, s:s}", "op", "db.set", "name", a->pos[0]);
-    if (circ >= 0) json_object_set_new(req, "circular_logging", json_boolean(circ));
-    if (allow >= 0) json_object_set_new(req, "allow_restore", json_boolean(allow));
-    return call_db(a, req, say_set);
+    store_client *sc;
+    json_t *db = NULL;
+    rc = cli_store(&sc);
+    if (!rc) rc = store_client_db_set(sc, a->pos[0], circ, allow, &db);
+    return say_db(a, sc, rc, db, say_set);
 }
 
 /* ---- the table ---- */

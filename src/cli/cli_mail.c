@@ -136,40 +136,34 @@ static int run_deliver(const cli_args *a)
     size_t n = 0;
     int rc = read_stdin(&msg, &n);
     if (rc) return cli_fail(rc);
-    json_t *req =
-        json_pack("{s:s, s:s, s:s}", "op", "mail.deliver", "db", a->pos[0], "mailbox", a->pos[1]);
-    if (cli_val(a, "folder")) json_object_set_new(req, "folder", json_string(cli_val(a, "folder")));
-    const char *subject = cli_val(a, "subject");
-    if (subject) {
-        json_t *s = json_string(subject);
+    store_mail_new m = {
+        .mailbox = a->pos[1], .folder = cli_val(a, "folder"), .body = msg, .size = n};
+    char *hs = NULL;
+    m.subject = cli_val(a, "subject");
+    if (m.subject) {
+        json_t *s = json_string(m.subject);
         if (!s) {
             free(msg);
-            json_decref(req);
             return cli_usage(a, "--subject must be UTF-8 text");
         }
-        json_object_set_new(req, "subject", s);
+        json_decref(s);
     } else {
         int oom;
-        char *hs = header_subject(msg, n, &oom);
+        m.subject = hs = header_subject(msg, n, &oom);
         if (oom) {
             free(msg);
-            json_decref(req);
             return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
         }
-        if (hs) json_object_set_new(req, "subject", json_string(hs));
-        free(hs);
     }
-    json_t *reply;
-    rc = cli_store_call(req, msg, n, &reply, NULL, NULL);
+    store_client *sc;
+    uint64_t id;
+    rc = cli_store(&sc);
+    if (!rc) rc = store_client_mail_deliver(sc, a->pos[0], &m, &id);
     free(msg);
-    if (rc) return rc;
-    int64_t id;
-    if (om_json_int(reply, "id", &id))
-        rc = cli_fail(om_err_ctx(OM_E_Internal, "the server's reply"));
-    else
-        printf("%lld\n", (long long)id);
-    json_decref(reply);
-    return rc;
+    free(hs);
+    if (rc) return cli_fail(rc);
+    printf("%llu\n", (unsigned long long)id);
+    return CLI_OK;
 }
 
 /* ---- list ---- */
@@ -183,17 +177,13 @@ static void put_field(const char *s)
 
 static int run_list(const cli_args *a)
 {
-    json_t *req =
-        json_pack("{s:s, s:s, s:s}", "op", "mail.list", "db", a->pos[0], "mailbox", a->pos[1]);
-    if (cli_val(a, "folder")) json_object_set_new(req, "folder", json_string(cli_val(a, "folder")));
-    json_t *reply;
-    int rc = cli_store_call(req, NULL, 0, &reply, NULL, NULL);
-    if (rc) return rc;
-    json_t *msgs = json_object_get(reply, "messages"), *m;
+    store_client *sc;
+    json_t *msgs = NULL, *m;
     size_t i;
-    if (!json_is_array(msgs))
-        rc = cli_fail(om_errf(OM_E_Internal, "the server's reply has no list of messages"));
-    else if (cli_flag(a, "json"))
+    int rc = cli_store(&sc);
+    if (!rc) rc = store_client_mail_list(sc, a->pos[0], a->pos[1], cli_val(a, "folder"), &msgs);
+    if (rc) return cli_fail(rc);
+    if (cli_flag(a, "json"))
         rc = cli_print_json(msgs);
     else
         json_array_foreach(msgs, i, m)
@@ -205,7 +195,7 @@ static int run_list(const cli_args *a)
             put_field(om_json_str_or(m, "subject", ""));
             putchar('\n');
         }
-    json_decref(reply);
+    json_decref(msgs);
     return rc;
 }
 
@@ -224,21 +214,14 @@ static int run_get(const cli_args *a)
     int64_t id;
     int rc = parse_id(a, &id);
     if (rc) return rc;
-    json_t *reply;
+    store_client *sc;
     uint8_t *body = NULL;
     size_t n = 0;
-    rc = cli_store_call(json_pack("{s:s, s:s, s:s, s:I}", "op", "mail.get", "db", a->pos[0],
-                                  "mailbox", a->pos[1], "id", (json_int_t)id),
-                        NULL, 0, &reply, &body, &n);
-    if (rc) return rc;
-    int64_t size = om_json_int_or(reply, "size", (int64_t)n);
-    if (size != (int64_t)n)
-        rc = cli_fail(om_errf(OM_E_Internal, "the server sent %zu bytes of a %lld-byte message", n,
-                              (long long)size));
-    else
-        rc = cli_write_stdout(body, n);
+    rc = cli_store(&sc);
+    if (!rc) rc = store_client_mail_get(sc, a->pos[0], a->pos[1], (uint64_t)id, NULL, &body, &n);
+    if (rc) return cli_fail(rc);
+    rc = cli_write_stdout(body, n);
     free(body);
-    json_decref(reply);
     return rc;
 }
 
@@ -247,42 +230,17 @@ static int run_delete(const cli_args *a)
     int64_t id;
     int rc = parse_id(a, &id);
     if (rc) return rc;
-    json_t *reply;
-    rc = cli_store_call(json_pack("{s:s, s:s, s:s, s:I}", "op", "mail.delete", "db", a->pos[0],
-                                  "mailbox", a->pos[1], "id", (json_int_t)id),
-                        NULL, 0, &reply, NULL, NULL);
-    if (rc) return rc;
-    json_decref(reply);
-    return CLI_OK;
+    store_client *sc;
+    rc = cli_store(&sc);
+    if (!rc) rc = store_client_mail_delete(sc, a->pos[0], a->pos[1], (uint64_t)id);
+    return rc ? cli_fail(rc) : CLI_OK;
 }
 
 /* ---- load ---- */
 
-/* The server streams {"progress": done, "total": N} objects, then the reply. */
-static int load_stream(json_t *req, uint64_t total, json_t **reply)
+static void load_progress(void *arg, uint64_t done, uint64_t total)
 {
-    cli_conn c;
-    *reply = NULL;
-    int rc = cli_conn_open(&c, req, NULL, 0);
-    if (rc) return rc;
-    om_progress bar;
-    om_progress_start(&bar, "loading", total, "messages");
-    for (;;) {
-        json_t *m;
-        if ((rc = cli_conn_recv(&c, &m, NULL, NULL))) break;
-        json_t *done = json_object_get(m, "progress");
-        if (json_is_integer(done) && !json_object_get(m, "ok")) {
-            om_progress_update(&bar, (uint64_t)json_integer_value(done));
-            json_decref(m);
-            continue;
-        }
-        *reply = m;
-        if (!om_proto_check(m)) om_progress_update(&bar, total);
-        break;
-    }
-    om_progress_end(&bar);
-    cli_conn_close(&c);
-    return rc;
+    om_progress_update(arg, done);
 }
 
 static int run_load(const cli_args *a)
@@ -294,16 +252,20 @@ static int run_load(const cli_args *a)
     if (!rc && cli_val(a, "seed"))
         rc = cli_number(a, "--seed", cli_val(a, "seed"), 0, INT64_MAX, 0, &seed);
     if (rc) return rc;
-    json_t *req = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "op", "mail.load", "db", a->pos[0],
-                            "mailboxes", (json_int_t)mailboxes, "messages", (json_int_t)messages,
-                            "size", (json_int_t)size, "seed", (json_int_t)seed);
-    json_t *reply;
-    rc = load_stream(req, messages, &reply);
-    if (rc && !reply) return cli_fail(rc);
-    if (om_proto_check(reply)) {
-        rc = cli_fail_reply(reply);
-    } else if (cli_flag(a, "json")) {
-        json_object_del(reply, "ok");
+    store_mail_load l = {
+        .mailboxes = (uint32_t)mailboxes, .messages = messages, .size = size, .seed = seed};
+    store_client *sc;
+    json_t *reply = NULL;
+    om_progress bar;
+    rc = cli_store(&sc);
+    if (rc) return cli_fail(rc);
+    /* The store reports the messages delivered as it goes; the bar shows them on a terminal. */
+    om_progress_start(&bar, "loading", messages, "messages");
+    rc = store_client_mail_load(sc, a->pos[0], &l, load_progress, &bar, &reply);
+    if (!rc) om_progress_update(&bar, messages);
+    om_progress_end(&bar);
+    if (rc) return cli_fail(rc);
+    if (cli_flag(a, "json")) {
         rc = cli_print_json(reply);
     } else {
         printf("loaded %lld messages into %llu mailboxes in %.2f s: %.0f messages/s\n",
@@ -319,17 +281,13 @@ static int run_load(const cli_args *a)
 
 static int run_digest(const cli_args *a)
 {
-    json_t *reply;
-    int rc = cli_store_call(json_pack("{s:s, s:s}", "op", "mail.digest", "db", a->pos[0]), NULL, 0,
-                            &reply, NULL, NULL);
-    if (rc) return rc;
-    const char *d;
-    if (om_json_str(reply, "digest", &d))
-        rc = cli_fail(om_err_ctx(OM_E_Internal, "the server's reply"));
-    else
-        printf("%s\n", d);
-    json_decref(reply);
-    return rc;
+    store_client *sc;
+    char d[33];
+    int rc = cli_store(&sc);
+    if (!rc) rc = store_client_mail_digest(sc, a->pos[0], d);
+    if (rc) return cli_fail(rc);
+    printf("%s\n", d);
+    return CLI_OK;
 }
 
 /* ---- the table ---- */

@@ -11,6 +11,7 @@
 #include "base/paths.h"
 #include "base/proto.h"
 #include "cli/cli.h"
+#include "store/client.h"
 
 #ifndef OMBRA_VERSION
 #define OMBRA_VERSION "unknown"
@@ -31,25 +32,13 @@ static void put_one_line(const char *s)
         fputc(*s == '\n' || *s == '\r' ? ' ' : *s, stderr);
 }
 
-int cli_fail_named(int err, const char *name)
+int cli_fail(int err)
 {
     const char *d = om_err_detail();
     fputs("ombra: ", stderr);
     put_one_line(d && *d ? d : om_err_msg(err));
-    fprintf(stderr, " (%d %s)\n", err, name ? name : om_err_name(err));
+    fprintf(stderr, " (%d %s)\n", err, om_err_name(err));
     return CLI_FAIL;
-}
-
-int cli_fail(int err)
-{
-    return cli_fail_named(err, NULL);
-}
-
-int cli_fail_reply(json_t *reply)
-{
-    int err = om_proto_check(reply);
-    if (!err) err = om_errf(OM_E_Internal, "the server sent an unexpected reply");
-    return cli_fail_named(err, om_json_str_or(reply, "name", NULL));
 }
 
 /* The part after "ombra: " of a usage error, then where to look. */
@@ -180,93 +169,32 @@ int cli_onoff(const cli_args *a, const char *name, int *out)
     return CLI_OK;
 }
 
-/* ---- the store ---- */
+/* ---- the daemons ---- */
 
-int cli_socket_path(const char *name, char *out, size_t len)
-{
-    char dir[4096];
-    int rc = om_runtime_dir(dir, sizeof dir);
-    if (rc) return rc;
-    int n = snprintf(out, len, "%s/%s", dir, name);
-    if (n < 0 || (size_t)n >= len)
-        return om_errf(OM_E_InvalidPath, "path too long: %s/%s", dir, name);
-    return 0;
-}
+static store_client *store; /* this run's client of the store (one command per run) */
 
-static int conn_open_at(cli_conn *c, const char *sock, json_t *req, const void *data,
-                        size_t data_len)
+int cli_store(store_client **out)
 {
-    char path[4200];
-    c->fd = -1;
-    c->send_err.code = 0;
-    int rc = cli_socket_path(sock, path, sizeof path);
-    if (!rc) rc = om_proto_connect(path, &c->fd);
-    if (!rc) om_err_save(&c->send_err, om_proto_send(c->fd, req, data, data_len));
-    json_decref(req);
+    int rc = store ? 0 : store_client_new(NULL, &store);
+    *out = store;
     return rc;
-}
-
-int cli_conn_open(cli_conn *c, json_t *req, const void *data, size_t data_len)
-{
-    return conn_open_at(c, "store.sock", req, data, data_len);
-}
-
-int cli_conn_recv(cli_conn *c, json_t **obj, uint8_t **data, size_t *data_len)
-{
-    int rc = om_proto_recv(c->fd, obj, data, data_len);
-    if (rc && c->send_err.code) {
-        /* No reply after a failed send: the send's error says what went wrong. */
-        rc = om_err_restore(&c->send_err);
-    }
-    return rc;
-}
-
-void cli_conn_close(cli_conn *c)
-{
-    if (c->fd >= 0) close(c->fd);
-    c->fd = -1;
-}
-
-static int call_at(const char *sock, json_t *req, const void *data, size_t data_len, json_t **reply,
-                   uint8_t **rdata, size_t *rdata_len)
-{
-    cli_conn c;
-    json_t *r = NULL;
-    uint8_t *d = NULL;
-    size_t dn = 0;
-    *reply = NULL;
-    if (rdata) *rdata = NULL;
-    if (rdata_len) *rdata_len = 0;
-    int rc = conn_open_at(&c, sock, req, data, data_len);
-    if (!rc) rc = cli_conn_recv(&c, &r, &d, &dn);
-    cli_conn_close(&c);
-    if (!rc) rc = om_proto_check(r);
-    if (rc) {
-        /* A reply that says ok: false names its own error; anything else failed here. */
-        const char *name = r ? om_json_str_or(r, "name", NULL) : NULL;
-        cli_fail_named(rc, name);
-        json_decref(r);
-        free(d);
-        return CLI_FAIL;
-    }
-    *reply = r;
-    if (rdata) {
-        *rdata = d;
-        *rdata_len = dn;
-    } else
-        free(d);
-    return CLI_OK;
-}
-
-int cli_store_call(json_t *req, const void *data, size_t data_len, json_t **reply, uint8_t **rdata,
-                   size_t *rdata_len)
-{
-    return call_at("store.sock", req, data, data_len, reply, rdata, rdata_len);
 }
 
 int cli_vss_call(json_t *req, json_t **reply)
 {
-    return call_at("vss.sock", req, NULL, 0, reply, NULL, NULL);
+    char dir[4096], path[4200];
+    *reply = NULL;
+    int rc = om_runtime_dir(dir, sizeof dir);
+    if (!rc && snprintf(path, sizeof path, "%s/vss.sock", dir) >= (int)sizeof path)
+        rc = om_errf(OM_E_InvalidPath, "path too long: %s/vss.sock", dir);
+    if (!rc) rc = om_proto_call(path, req, NULL, 0, reply, NULL, NULL);
+    json_decref(req);
+    if (rc) {
+        json_decref(*reply);
+        *reply = NULL;
+        return cli_fail(rc);
+    }
+    return CLI_OK;
 }
 
 /* ---- output ---- */
@@ -538,6 +466,7 @@ static int dispatch(int argc, char **argv)
 int main(int argc, char **argv)
 {
     int rc = dispatch(argc, argv);
+    store_client_free(store);
     /* Output that never reached its file (a full disk, a closed pipe) is a failure too. */
     if (fflush(stdout) != 0 || ferror(stdout)) {
         int e = errno;

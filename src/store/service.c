@@ -1,4 +1,5 @@
-/* The store service (service.h): listener, access control, registry, request handlers. */
+/* The store service (service.h): listener, access control, request handlers over the registry
+ * (registry.h). */
 #include "store/service.h"
 
 #include <errno.h>
@@ -21,120 +22,25 @@
 #include "engine/format.h"
 #include "store/directory.h"
 #include "store/mail.h"
-#include "store/service_internal.h"
+#include "store/registry.h"
 #include "store/writer.h"
 
-/* ---- registry ---- */
-
-mounted *store_find_mounted(store *s, const char *name)
-{
-    for (int i = 0; i < s->nm; i++)
-        if (!strcmp(s->m[i]->name, name)) return s->m[i];
-    return NULL;
-}
-
-static unsigned checkpoint_gens, cache_mb; /* the daemon's --checkpoint-depth, --cache-mb */
-
-eng_opts store_ent_opts(const store_dbent *e)
-{
-    eng_opts o = {0};
-    o.checkpoint_gens = checkpoint_gens;
-    o.cache_bytes = (uint64_t)cache_mb << 20;
-    o.edb_path = e->edb;
-    o.log_dir = e->logs;
-    o.base = e->base;
-    o.circular_logging = e->circular;
-    return o;
-}
-
-/* Opens (or creates) and registers; caller holds mu. */
-int store_mount_locked(store *s, const store_dbent *e, int create)
-{
-    if (store_find_mounted(s, e->name)) return 0;
-    if (s->nm >= STORE_MAX_MOUNTED)
-        return om_errf(OM_E_TooManyOpenDatabases,
-                       "server %s already has %d mounted databases. HINT: dismount one first",
-                       s->o->server, STORE_MAX_MOUNTED);
-    for (int i = 0; e->recovery && i < s->nm; i++)
-        if (s->m[i]->recovery)
-            return om_errf(
-                OM_E_TooManyOpenDatabases,
-                "recovery database '%s' is already mounted; a server mounts one at a time",
-                s->m[i]->name);
-    mounted *m = calloc(1, sizeof *m);
-    if (!m) return om_errf(OM_E_OutOfMemory, "mounting %s: out of memory", e->name);
-    snprintf(m->name, sizeof m->name, "%s", e->name);
-    m->recovery = e->recovery;
-    eng_opts o = store_ent_opts(e);
-    uint64_t t0 = om_mono_ns();
-    int rc = create ? eng_db_create(&o, &m->db) : eng_db_open(&o, &m->db);
-    if (!rc) rc = mail_open(m->db, &m->mail);
-    if (rc) {
-        char msg[1200];
-        snprintf(msg, sizeof msg, "%s", om_err_detail());
-        if (m->db) eng_db_abandon(m->db);
-        free(m);
-        return om_errf(rc, "mounting '%s': %s", e->name, msg);
-    }
-    eng_stats st;
-    eng_db_stats(m->db, &st);
-    om_info("mounted %s (%s) in %.3f s%s", e->name, e->edb, (double)(om_mono_ns() - t0) / 1e9,
-            st.replay_records ? ", after replaying its logs" : "");
-    s->m[s->nm++] = m;
-    return 0;
-}
-
-/* Dismounts (clean shutdown); caller holds mu, which is released while waiting for users. */
-int store_dismount_locked(store *s, mounted *m)
-{
-    m->closing = 1;
-    while (m->refs > 0)
-        pthread_cond_wait(&s->cond, &s->mu);
-    if (s->writer) store_writer_db_closing(s->writer, m->db);
-    mail_close(m->mail);
-    int rc = eng_db_close(m->db);
-    for (int i = 0; i < s->nm; i++)
-        if (s->m[i] == m) {
-            s->m[i] = s->m[--s->nm];
-            break;
-        }
-    om_info("dismounted %s%s", m->name,
-            rc ? " after an earlier failure: it recovers at the next mount" : "");
-    free(m);
-    return rc;
-}
-
-/* Takes a reference on a mounted database for one request. */
-int store_acquire(store *s, const char *name, mounted **out)
-{
-    pthread_mutex_lock(&s->mu);
-    int rc = 0;
-    mounted *m = store_find_mounted(s, name);
-    if (!m || m->closing) {
-        if (store_dir_find(s->dir, name))
-            rc = om_errf(OM_E_DatabaseUnavailable,
-                         "database '%s' is not mounted. HINT: ombra db mount %s", name, name);
-        else
-            rc = om_errf(OM_E_DatabaseNotFound, "no database named '%s'", name);
-    } else {
-        m->refs++;
-        *out = m;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-void store_release(store *s, mounted *m)
-{
-    pthread_mutex_lock(&s->mu);
-    m->refs--;
-    pthread_cond_broadcast(&s->cond);
-    pthread_mutex_unlock(&s->mu);
-}
+/* The service around a registry: the listener, the connections, the writer. */
+typedef struct store {
+    const store_opts *o;
+    store_registry *reg;
+    pthread_mutex_t mu; /* stopping, active */
+    pthread_cond_t cond;
+    gid_t group;
+    int listen_fd;
+    int stopping, active; /* connections being served */
+    store_writer *writer; /* NULL when it did not start; read under reg->mu */
+} store;
 
 /* ---- replies ---- */
 
-static json_t *db_json_of(const store_dbent *e, mounted *m, int details);
+static json_t *db_json_of(const store_registry *r, const store_dbent *e, store_mounted *m,
+                          int details);
 
 /* A database as the replies show it (mu held on entry and on return). The engine is asked
  * without mu, with a reference held: eng_db_info waits while a backup holds the database
@@ -143,19 +49,20 @@ static json_t *db_json_of(const store_dbent *e, mounted *m, int details);
 static json_t *db_json(store *s, const store_dbent *e0, int details)
 {
     store_dbent e = *e0;
-    mounted *m = store_find_mounted(s, e.name);
+    store_mounted *m = store_find_mounted(s->reg, e.name);
     if (m) m->refs++;
-    pthread_mutex_unlock(&s->mu);
-    json_t *o = db_json_of(&e, m, details);
-    pthread_mutex_lock(&s->mu);
+    pthread_mutex_unlock(&s->reg->mu);
+    json_t *o = db_json_of(s->reg, &e, m, details);
+    pthread_mutex_lock(&s->reg->mu);
     if (m) {
         m->refs--;
-        pthread_cond_broadcast(&s->cond);
+        pthread_cond_broadcast(&s->reg->cond);
     }
     return o;
 }
 
-static json_t *db_json_of(const store_dbent *e, mounted *m, int details)
+static json_t *db_json_of(const store_registry *r, const store_dbent *e, store_mounted *m,
+                          int details)
 {
     char id[37];
     om_uuid_str(&e->id, id);
@@ -165,7 +72,7 @@ static json_t *db_json_of(const store_dbent *e, mounted *m, int details)
                   "circular_logging", e->circular, "allow_restore", e->allow_restore, "recovery",
                   e->recovery, "mounted", m != NULL);
     eng_info in;
-    eng_opts eo = store_ent_opts(e);
+    eng_opts eo = store_ent_opts(r, e);
     int rc = m ? eng_db_info(m->db, &in) : eng_db_inspect(&eo, &in);
     if (rc) {
         json_object_set_new(o, "state", json_string("unreadable"));
@@ -199,6 +106,28 @@ static json_t *db_json_of(const store_dbent *e, mounted *m, int details)
     return o;
 }
 
+/* ---- requests ---- */
+
+/* Which lock a handler needs (the op table's lock column). */
+enum op_lock {
+    OP_REGISTRY, /* registry.mu held: the registry and the directory stay as they are */
+    OP_DB_REF,   /* a reference on a mounted database, without mu: it stays mounted, and
+                    requests on other databases (and db.*) go on meanwhile */
+};
+
+/* One request in the hands of its handler; the op table says what is resolved before. */
+typedef struct op_req {
+    store *s;
+    int fd;              /* the connection: mail.load streams its progress on it */
+    json_t *req, *rep;   /* the request; the reply being built */
+    const uint8_t *data; /* the request's data frame */
+    size_t dlen;
+    uint8_t *rdata; /* the reply's data frame (malloc'd, sent after rep; freed on error) */
+    size_t rdlen;
+    store_dbent *ent; /* needs_db with OP_REGISTRY: the directory's entry named by "name" */
+    store_mounted *m; /* needs_db with OP_DB_REF: a reference on the database named by "db" */
+} op_req;
+
 /* ---- database handlers (run under mu) ---- */
 
 static int valid_name(const char *n)
@@ -228,16 +157,18 @@ static int next_base(store *s, char out[4])
     for (int i = 0; i < 256; i++) {
         snprintf(out, 4, "E%02X", i);
         int used = 0;
-        for (size_t k = 0; k < s->dir->n && !used; k++)
-            used = !strcmp(s->dir->ents[k].base, out);
+        for (size_t k = 0; k < s->reg->dir->n && !used; k++)
+            used = !strcmp(s->reg->dir->ents[k].base, out);
         if (!used) return 0;
     }
     return om_errf(OM_E_TooManyOpenDatabases,
                    "every log base name E00..EFF is taken on this server");
 }
 
-static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
+static int db_new(op_req *r, int recovery)
 {
+    store *s = r->s;
+    json_t *req = r->req;
     const char *name;
     int rc = om_json_str(req, "name", &name);
     if (rc) return rc;
@@ -245,7 +176,7 @@ static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
         return om_errf(OM_E_InvalidName,
                        "'%s' is not a valid database name (1-%d letters, digits, '-', '_', '.')",
                        name, STORE_MAX_NAME);
-    if (store_dir_find(s->dir, name))
+    if (store_dir_find(s->reg->dir, name))
         return om_errf(OM_E_DatabaseDuplicate, "a database named '%s' already exists", name);
     store_dbent e = {0};
     snprintf(e.name, sizeof e.name, "%s", name);
@@ -280,7 +211,7 @@ static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
     if (recovery && e.circular)
         return om_errf(OM_E_InvalidParameter, "a recovery database cannot use circular logging");
     char why[120];
-    const store_dbent *o = store_dir_place_taken(s->dir, e.edb, e.logs, e.base, NULL, why,
+    const store_dbent *o = store_dir_place_taken(s->reg->dir, e.edb, e.logs, e.base, NULL, why,
                                                  sizeof why);
     if (o)
         return om_errf(OM_E_DatabaseDuplicate,
@@ -294,8 +225,8 @@ static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
      * not count against the one mounted recovery database a server allows. */
     store_dbent made = e;
     made.recovery = 0;
-    if ((rc = store_mount_locked(s, &made, 1))) return rc;
-    mounted *m = store_find_mounted(s, e.name);
+    if ((rc = store_mount_locked(s->reg, &made, 1))) return rc;
+    store_mounted *m = store_find_mounted(s->reg, e.name);
     eng_info in;
     eng_db_info(m->db, &in);
     e.id = in.db_id;
@@ -303,27 +234,28 @@ static int h_db_new(store *s, json_t *req, json_t *rep, int recovery)
     /* The recovery database waits for a restore (Exchange's RDB): dismounted, overwritable.
      * Dismounted even when the dismount fails (m is gone then). */
     if (recovery) {
-        rc = store_dismount_locked(s, m);
+        rc = store_dismount_locked(s->reg, m);
         e.mounted = 0;
         e.allow_restore = 1;
     }
-    if (rc || (rc = store_dir_put(s->dir, &e))) {
-        if (e.mounted) store_dismount_locked(s, m);
+    if (rc || (rc = store_dir_put(s->reg->dir, &e))) {
+        if (e.mounted) store_dismount_locked(s->reg, m);
         return rc;
     }
     om_info("created database %s at %s (logs %s, base %s)%s", e.name, e.edb, e.logs, e.base,
             recovery ? " as the recovery database" : "");
-    json_object_set_new(rep, "db", db_json(s, &e, 0));
+    json_object_set_new(r->rep, "db", db_json(s, &e, 0));
     return 0;
 }
 
-static int find_ent(store *s, json_t *req, store_dbent **e)
+static int h_db_new(op_req *r)
 {
-    const char *name;
-    int rc = om_json_str(req, "name", &name);
-    if (rc) return rc;
-    *e = store_dir_find(s->dir, name);
-    return *e ? 0 : om_errf(OM_E_DatabaseNotFound, "no database named '%s'", name);
+    return db_new(r, 0);
+}
+
+static int h_db_new_recovery(op_req *r)
+{
+    return db_new(r, 1);
 }
 
 /* What a backup session is copying must not change under it (spec §5): `what` is refused
@@ -339,13 +271,13 @@ static int refuse_in_backup(store *s, const store_dbent *e, const char *what)
                    what, e->name, sid);
 }
 
-static int h_db_mount(store *s, json_t *req, json_t *rep, int mount)
+static int db_mount(op_req *r, int mount)
 {
-    store_dbent *e;
-    int rc = find_ent(s, req, &e);
-    if (rc) return rc;
+    store *s = r->s;
+    store_dbent *e = r->ent;
+    int rc;
     if (!mount && (rc = refuse_in_backup(s, e, "dismounting"))) return rc;
-    mounted *m = store_find_mounted(s, e->name);
+    store_mounted *m = store_find_mounted(s->reg, e->name);
     if (mount && s->writer && store_writer_restoring(s->writer, e->name))
         return om_errf(OM_E_RestoreInProgress,
                        "database '%s' is being restored. HINT: mount it when the restore ends",
@@ -359,21 +291,21 @@ static int h_db_mount(store *s, json_t *req, json_t *rep, int mount)
                        "with --no-replay, or one that failed). HINT: ombra restore again (or the "
                        "next backup), or replay it with ombra dbutil recover %s",
                        e->name, pending, e->logs);
-    if (mount && (rc = store_mount_locked(s, e, 0))) return rc;
+    if (mount && (rc = store_mount_locked(s->reg, e, 0))) return rc;
     /* Past this point the database is mounted, or dismounted: a dismount cannot be undone (the
      * engine is closed whatever eng_db_close says), so what failed on the way is a warning
      * beside a success, never an error after the deed. A clean shutdown that failed (a full
      * disk) leaves a database whose commits are in its logs: the next mount recovers it. A
      * directory that could not record the change only mounts it differently at the next start. */
     char warn[1600] = "";
-    if (!mount && m && (rc = store_dismount_locked(s, m)))
+    if (!mount && m && (rc = store_dismount_locked(s->reg, m)))
         snprintf(warn, sizeof warn,
                  "'%s' is dismounted, but its clean shutdown failed (%s: %d %s): it recovers "
                  "from its logs at the next mount",
                  e->name, om_err_detail(), rc, om_err_name(rc));
     store_dbent ne = *e;
     ne.mounted = mount;
-    if ((rc = store_dir_put(s->dir, &ne)))
+    if ((rc = store_dir_put(s->reg->dir, &ne)))
         snprintf(warn + strlen(warn), sizeof warn - strlen(warn),
                  "%s'%s' is %s, but the directory could not record it (%s: %d %s): the store %s "
                  "it at its next start",
@@ -381,21 +313,31 @@ static int h_db_mount(store *s, json_t *req, json_t *rep, int mount)
                  rc, om_err_name(rc), mount ? "does not mount" : "mounts");
     if (warn[0]) {
         om_warn("%s", warn);
-        json_object_set_new(rep, "warning", json_string(warn));
+        json_object_set_new(r->rep, "warning", json_string(warn));
     }
-    e = store_dir_find(s->dir, ne.name);
-    json_object_set_new(rep, "db", db_json(s, e, 0));
+    e = store_dir_find(s->reg->dir, ne.name);
+    json_object_set_new(r->rep, "db", db_json(s, e, 0));
     return 0;
 }
 
-static int h_db_set(store *s, json_t *req, json_t *rep)
+static int h_db_mount(op_req *r)
 {
-    store_dbent *e;
-    int rc = find_ent(s, req, &e);
-    if (rc) return rc;
+    return db_mount(r, 1);
+}
+
+static int h_db_dismount(op_req *r)
+{
+    return db_mount(r, 0);
+}
+
+static int h_db_set(op_req *r)
+{
+    store *s = r->s;
+    store_dbent *e = r->ent;
+    int rc;
     store_dbent ne = *e;
-    json_t *c = json_object_get(req, "circular_logging"),
-           *a = json_object_get(req, "allow_restore");
+    json_t *c = json_object_get(r->req, "circular_logging"),
+           *a = json_object_get(r->req, "allow_restore");
     if (c && (rc = refuse_in_backup(s, e, "setting --circular-logging of"))) return rc;
     if (a && (rc = refuse_in_backup(s, e, "setting --allow-restore of"))) return rc;
     if (c) {
@@ -411,41 +353,138 @@ static int h_db_set(store *s, json_t *req, json_t *rep)
             return om_errf(OM_E_InvalidParameter, "allow_restore must be on or off");
         ne.allow_restore = json_is_true(a);
     }
-    if ((rc = store_dir_put(s->dir, &ne))) return rc;
+    if ((rc = store_dir_put(s->reg->dir, &ne))) return rc;
     json_t *d = db_json(s, &ne, 0);
-    if (c && store_find_mounted(s, ne.name))
+    if (c && store_find_mounted(s->reg, ne.name))
         json_object_set_new(d, "note", json_string("circular logging changes at the next mount"));
-    json_object_set_new(rep, "db", d);
+    json_object_set_new(r->rep, "db", d);
     return 0;
 }
 
-static int h_db_list(store *s, json_t *rep)
+static int h_db_list(op_req *r)
 {
+    store *s = r->s;
     json_t *arr = json_array();
     /* db_json lets mu go: the directory may change meanwhile, so index by a copy of the names */
-    size_t n = s->dir->n;
+    size_t n = s->reg->dir->n;
     char(*names)[STORE_MAX_NAME + 1] = calloc(n ? n : 1, sizeof *names);
     if (!names) return om_errf(OM_E_OutOfMemory, "out of memory");
     for (size_t i = 0; i < n; i++)
-        snprintf(names[i], sizeof names[i], "%s", s->dir->ents[i].name);
+        snprintf(names[i], sizeof names[i], "%s", s->reg->dir->ents[i].name);
     for (size_t i = 0; i < n; i++) {
-        store_dbent *e = store_dir_find(s->dir, names[i]);
+        store_dbent *e = store_dir_find(s->reg->dir, names[i]);
         if (e) json_array_append_new(arr, db_json(s, e, 0));
     }
     free(names);
-    json_object_set_new(rep, "databases", arr);
+    json_object_set_new(r->rep, "databases", arr);
     return 0;
 }
 
-static int h_db_show(store *s, json_t *req, json_t *rep)
+static int h_db_show(op_req *r)
 {
-    store_dbent *e;
-    int rc = find_ent(s, req, &e);
-    if (!rc) json_object_set_new(rep, "db", db_json(s, e, 1));
-    return rc;
+    json_object_set_new(r->rep, "db", db_json(r->s, r->ent, 1));
+    return 0;
+}
+
+static int h_status(op_req *r)
+{
+    store *s = r->s;
+    json_object_set_new(r->rep, "server", json_string(s->o->server));
+    json_object_set_new(r->rep, "pid", json_integer(getpid()));
+    json_object_set_new(r->rep, "mounted", json_integer(s->reg->nm));
+    json_object_set_new(r->rep, "databases", json_integer((json_int_t)s->reg->dir->n));
+    return 0;
 }
 
 /* ---- mail handlers (run with a reference, without mu) ---- */
+
+/* The "mailbox" field the mail.* requests on one mailbox carry. */
+static int mailbox_of(op_req *r, const char **mailbox)
+{
+    return om_json_str(r->req, "mailbox", mailbox);
+}
+
+static int h_mail_deliver(op_req *r)
+{
+    mail_new n = {0};
+    int rc = mailbox_of(r, &n.mailbox);
+    if (rc) return rc;
+    n.folder = om_json_str_or(r->req, "folder", NULL);
+    n.subject = om_json_str_or(r->req, "subject", NULL);
+    n.body = r->data;
+    n.size = r->dlen;
+    uint64_t id = 0;
+    rc = mail_deliver(r->m->mail, &n, 0, &id);
+    if (!rc) json_object_set_new(r->rep, "id", json_integer((json_int_t)id));
+    return rc;
+}
+
+static int h_mail_list(op_req *r)
+{
+    const char *mailbox;
+    char tb[40];
+    mail_listing l;
+    int rc = mailbox_of(r, &mailbox);
+    if (!rc) rc = mail_list(r->m->mail, mailbox, om_json_str_or(r->req, "folder", NULL), 0, 0, &l);
+    if (rc) return rc;
+    json_t *arr = json_array();
+    for (size_t i = 0; i < l.n; i++)
+        json_array_append_new(
+            arr, json_pack("{s:I, s:s, s:s, s:I, s:s}", "id", (json_int_t)l.msgs[i].id, "folder",
+                           l.msgs[i].folder, "time", om_time_iso(l.msgs[i].received, tb, sizeof tb),
+                           "size", (json_int_t)l.msgs[i].size, "subject", l.msgs[i].subject));
+    json_object_set_new(r->rep, "messages", arr);
+    mail_listing_free(&l);
+    return 0;
+}
+
+/* The mailbox and the message id of mail.get and mail.delete. */
+static int message_of(op_req *r, const char **mailbox, uint64_t *id)
+{
+    int64_t v = 0;
+    int rc = mailbox_of(r, mailbox);
+    if (!rc && !(rc = om_json_int(r->req, "id", &v)) && v <= 0)
+        rc = om_errf(OM_E_InvalidParameter, "message id %lld is not valid", (long long)v);
+    *id = (uint64_t)v;
+    return rc;
+}
+
+static int h_mail_get(op_req *r)
+{
+    const char *mailbox;
+    uint64_t id;
+    mail_message msg;
+    char tb[40];
+    int rc = message_of(r, &mailbox, &id);
+    if (!rc) rc = mail_get(r->m->mail, mailbox, id, &msg);
+    if (rc) return rc;
+    json_object_set_new(r->rep, "id", json_integer((json_int_t)id));
+    json_object_set_new(r->rep, "folder", json_string(msg.h.folder));
+    json_object_set_new(r->rep, "time", json_string(om_time_iso(msg.h.received, tb, sizeof tb)));
+    json_object_set_new(r->rep, "size", json_integer((json_int_t)msg.h.size));
+    json_object_set_new(r->rep, "subject", json_string(msg.h.subject));
+    r->rdata = msg.body;
+    r->rdlen = msg.h.size;
+    msg.body = NULL;
+    mail_message_free(&msg);
+    return 0;
+}
+
+static int h_mail_delete(op_req *r)
+{
+    const char *mailbox;
+    uint64_t id;
+    int rc = message_of(r, &mailbox, &id);
+    return rc ? rc : mail_delete(r->m->mail, mailbox, id, 0);
+}
+
+static int h_mail_digest(op_req *r)
+{
+    char d[33];
+    int rc = mail_digest(r->m->mail, d);
+    if (!rc) json_object_set_new(r->rep, "digest", json_string(d));
+    return rc;
+}
 
 /* mail.load streams {"progress": done, "total": n} objects before its reply. */
 static void send_progress(void *arg, uint64_t done, uint64_t total)
@@ -456,143 +495,103 @@ static void send_progress(void *arg, uint64_t done, uint64_t total)
     json_decref(p);
 }
 
-static int mail_load_progress(mail_store *m, uint32_t boxes, uint64_t msgs, uint64_t size,
-                              uint64_t seed, int fd)
+static int h_mail_load(op_req *r)
 {
+    int64_t boxes, msgs, size, seed = om_json_int_or(r->req, "seed", 1);
+    int rc;
+    if ((rc = om_json_int(r->req, "mailboxes", &boxes)) ||
+        (rc = om_json_int(r->req, "messages", &msgs)) || (rc = om_json_int(r->req, "size", &size)))
+        return rc;
+    if (boxes <= 0 || boxes > 1000000 || msgs < 0 || size < 0 || size > (1 << 26))
+        return om_errf(OM_E_InvalidParameter,
+                       "load: mailboxes 1..1000000, messages >= 0, size 0..64 MiB");
+    uint64_t t0 = om_mono_ns();
+    int fd = r->fd;
     /* Lazy transactions and one flush at the end: durable when the reply says done. */
-    return mail_load(m, boxes, msgs, size, seed, 1, send_progress, &fd);
+    rc = mail_load(r->m->mail, (uint32_t)boxes, (uint64_t)msgs, (uint64_t)size, (uint64_t)seed, 1,
+                   send_progress, &fd);
+    double secs = (double)(om_mono_ns() - t0) / 1e9;
+    if (rc) return rc;
+    json_object_set_new(r->rep, "messages", json_integer(msgs));
+    json_object_set_new(r->rep, "seconds", json_real(secs));
+    json_object_set_new(r->rep, "rate", json_real(secs > 0 ? (double)msgs / secs : 0));
+    return 0;
 }
 
-static int h_mail(store *s, int fd, const char *op, json_t *req, const uint8_t *data, size_t dlen,
-                  json_t *rep, uint8_t **rdata, size_t *rdlen)
+/* ---- the op table ---- */
+
+/* A request is one row: the lock its handler needs and, with needs_db, the database it names,
+ * resolved before the handler runs (one error for a database this store does not have). */
+typedef struct store_op {
+    const char *name;
+    enum op_lock lock;
+    int needs_db;
+    int (*handler)(op_req *r);
+} store_op;
+
+static const store_op ops[] = {
+    {"status", OP_REGISTRY, 0, h_status},
+    {"db.new", OP_REGISTRY, 0, h_db_new},
+    {"db.new_recovery", OP_REGISTRY, 0, h_db_new_recovery},
+    {"db.list", OP_REGISTRY, 0, h_db_list},
+    {"db.show", OP_REGISTRY, 1, h_db_show},
+    {"db.mount", OP_REGISTRY, 1, h_db_mount},
+    {"db.dismount", OP_REGISTRY, 1, h_db_dismount},
+    {"db.set", OP_REGISTRY, 1, h_db_set},
+    {"mail.deliver", OP_DB_REF, 1, h_mail_deliver},
+    {"mail.list", OP_DB_REF, 1, h_mail_list},
+    {"mail.get", OP_DB_REF, 1, h_mail_get},
+    {"mail.delete", OP_DB_REF, 1, h_mail_delete},
+    {"mail.digest", OP_DB_REF, 1, h_mail_digest},
+    {"mail.load", OP_DB_REF, 1, h_mail_load},
+};
+#define NOPS (sizeof ops / sizeof ops[0])
+
+/* Runs op's handler under its lock, with its database resolved. */
+static int run_op(const store_op *op, op_req *r)
 {
-    const char *dbname, *mailbox = NULL;
-    int rc = om_json_str(req, "db", &dbname);
-    if (rc) return rc;
-    if (strcmp(op, "mail.load") && strcmp(op, "mail.digest") &&
-        (rc = om_json_str(req, "mailbox", &mailbox)))
+    const char *name = NULL;
+    int rc = 0;
+    if (op->lock == OP_DB_REF) {
+        /* needs_db: a reference, or the database's own refusal (not mounted, none). */
+        if ((rc = om_json_str(r->req, "db", &name)) || (rc = store_acquire(r->s->reg, name, &r->m)))
+            return rc;
+        rc = op->handler(r);
+        store_release(r->s->reg, r->m);
         return rc;
-    mounted *m = NULL;
-    if ((rc = store_acquire(s, dbname, &m))) return rc;
-    char tb[40];
-    if (!strcmp(op, "mail.deliver")) {
-        mail_new n = {0};
-        n.mailbox = mailbox;
-        n.folder = om_json_str_or(req, "folder", NULL);
-        n.subject = om_json_str_or(req, "subject", NULL);
-        n.body = data;
-        n.size = dlen;
-        uint64_t id = 0;
-        rc = mail_deliver(m->mail, &n, 0, &id);
-        if (!rc) json_object_set_new(rep, "id", json_integer((json_int_t)id));
-    } else if (!strcmp(op, "mail.list")) {
-        mail_listing l;
-        rc = mail_list(m->mail, mailbox, om_json_str_or(req, "folder", NULL), 0, 0, &l);
-        if (!rc) {
-            json_t *arr = json_array();
-            for (size_t i = 0; i < l.n; i++)
-                json_array_append_new(
-                    arr, json_pack("{s:I, s:s, s:s, s:I, s:s}", "id", (json_int_t)l.msgs[i].id,
-                                   "folder", l.msgs[i].folder, "time",
-                                   om_time_iso(l.msgs[i].received, tb, sizeof tb), "size",
-                                   (json_int_t)l.msgs[i].size, "subject", l.msgs[i].subject));
-            json_object_set_new(rep, "messages", arr);
-            mail_listing_free(&l);
-        }
-    } else if (!strcmp(op, "mail.get") || !strcmp(op, "mail.delete")) {
-        int64_t id;
-        if (!(rc = om_json_int(req, "id", &id)) && id <= 0)
-            rc = om_errf(OM_E_InvalidParameter, "message id %lld is not valid", (long long)id);
-        if (!rc && op[5] == 'd')
-            rc = mail_delete(m->mail, mailbox, (uint64_t)id, 0);
-        else if (!rc) {
-            mail_message msg;
-            if (!(rc = mail_get(m->mail, mailbox, (uint64_t)id, &msg))) {
-                json_object_set_new(rep, "id", json_integer(id));
-                json_object_set_new(rep, "folder", json_string(msg.h.folder));
-                json_object_set_new(rep, "time",
-                                    json_string(om_time_iso(msg.h.received, tb, sizeof tb)));
-                json_object_set_new(rep, "size", json_integer((json_int_t)msg.h.size));
-                json_object_set_new(rep, "subject", json_string(msg.h.subject));
-                *rdata = msg.body;
-                *rdlen = msg.h.size;
-                msg.body = NULL;
-                mail_message_free(&msg);
-            }
-        }
-    } else if (!strcmp(op, "mail.digest")) {
-        char d[33];
-        if (!(rc = mail_digest(m->mail, d))) json_object_set_new(rep, "digest", json_string(d));
-    } else { /* mail.load */
-        int64_t boxes, msgs, size, seed = om_json_int_or(req, "seed", 1);
-        if (!(rc = om_json_int(req, "mailboxes", &boxes)) &&
-            !(rc = om_json_int(req, "messages", &msgs)) &&
-            !(rc = om_json_int(req, "size", &size))) {
-            if (boxes <= 0 || boxes > 1000000 || msgs < 0 || size < 0 || size > (1 << 26))
-                rc = om_errf(OM_E_InvalidParameter,
-                             "load: mailboxes 1..1000000, messages >= 0, size 0..64 MiB");
-        }
-        if (!rc) {
-            uint64_t t0 = om_mono_ns();
-            rc = mail_load_progress(m->mail, (uint32_t)boxes, (uint64_t)msgs, (uint64_t)size,
-                                    (uint64_t)seed, fd);
-            double secs = (double)(om_mono_ns() - t0) / 1e9;
-            if (!rc) {
-                json_object_set_new(rep, "messages", json_integer(msgs));
-                json_object_set_new(rep, "seconds", json_real(secs));
-                json_object_set_new(rep, "rate", json_real(secs > 0 ? (double)msgs / secs : 0));
-            }
-        }
     }
-    store_release(s, m);
+    pthread_mutex_lock(&r->s->reg->mu);
+    if (op->needs_db && !(rc = om_json_str(r->req, "name", &name)))
+        rc = store_find_ent(r->s->reg, name, &r->ent);
+    if (!rc) rc = op->handler(r);
+    pthread_mutex_unlock(&r->s->reg->mu);
     return rc;
 }
 
 /* ---- connections ---- */
 
+/* The reply to one request; *rdata (malloc'd, may be NULL) goes after it. */
 static json_t *dispatch(store *s, int fd, json_t *req, const uint8_t *data, size_t dlen,
                         uint8_t **rdata, size_t *rdlen)
 {
-    const char *op;
-    json_t *rep = om_proto_ok();
-    int rc = om_json_str(req, "op", &op);
-    if (!rc && !strncmp(op, "mail.", 5)) {
-        rc = h_mail(s, fd, op, req, data, dlen, rep, rdata, rdlen);
-    } else if (!rc) {
-        pthread_mutex_lock(&s->mu);
-        if (!strcmp(op, "status")) {
-            json_object_set_new(rep, "server", json_string(s->o->server));
-            json_object_set_new(rep, "pid", json_integer(getpid()));
-            json_object_set_new(rep, "mounted", json_integer(s->nm));
-            json_object_set_new(rep, "databases", json_integer((json_int_t)s->dir->n));
-        } else if (!strcmp(op, "db.new"))
-            rc = h_db_new(s, req, rep, 0);
-        else if (!strcmp(op, "db.new_recovery"))
-            rc = h_db_new(s, req, rep, 1);
-        else if (!strcmp(op, "db.list"))
-            rc = h_db_list(s, rep);
-        else if (!strcmp(op, "db.show"))
-            rc = h_db_show(s, req, rep);
-        else if (!strcmp(op, "db.mount"))
-            rc = h_db_mount(s, req, rep, 1);
-        else if (!strcmp(op, "db.dismount"))
-            rc = h_db_mount(s, req, rep, 0);
-        else if (!strcmp(op, "db.set"))
-            rc = h_db_set(s, req, rep);
-        else
-            rc = om_errf(OM_E_InvalidParameter, "unknown operation '%s'", op);
-        pthread_mutex_unlock(&s->mu);
-    }
+    op_req r = {.s = s, .fd = fd, .req = req, .rep = om_proto_ok(), .data = data, .dlen = dlen};
+    const char *name;
+    int rc = om_json_str(req, "op", &name);
+    const store_op *op = NULL;
+    for (size_t i = 0; !rc && !op && i < NOPS; i++)
+        if (!strcmp(ops[i].name, name)) op = &ops[i];
+    if (!rc && !op) rc = om_errf(OM_E_InvalidParameter, "unknown operation '%s'", name);
+    if (!rc) rc = run_op(op, &r);
     if (rc) {
-        json_decref(rep);
-        if (*rdata) {
-            free(*rdata);
-            *rdata = NULL;
-            *rdlen = 0;
-        }
-        rep = om_proto_error(rc);
+        json_decref(r.rep);
+        free(r.rdata);
+        r.rdata = NULL;
+        r.rdlen = 0;
+        r.rep = om_proto_error(rc);
     }
-    return rep;
+    *rdata = r.rdata;
+    *rdlen = r.rdlen;
+    return r.rep;
 }
 
 typedef struct conn {
@@ -652,8 +651,6 @@ int store_run(const store_opts *o)
     store *s = &st;
     memset(s, 0, sizeof *s);
     s->o = o;
-    checkpoint_gens = o->checkpoint_gens;
-    cache_mb = o->cache_mb;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
     int rc = om_group_id(o->group, &s->group);
@@ -664,56 +661,49 @@ int store_run(const store_opts *o)
     if (rc) return rc;
     snprintf(dirpath, sizeof dirpath, "%s/directory.json", o->data_dir);
     snprintf(sock, sizeof sock, "%s/store.sock", o->runtime_dir);
-    if ((rc = store_dir_open_file(dirpath, &s->dir))) return rc;
+    store_registry_opts ro = {.server = o->server,
+                              .dir_path = dirpath,
+                              .checkpoint_gens = o->checkpoint_gens,
+                              .cache_mb = o->cache_mb};
+    if ((rc = store_registry_open(&ro, &s->reg))) return rc;
     om_server_signals_block();
     if ((rc = om_server_listen(sock, s->group, "ombra-store", &s->listen_fd))) {
-        store_dir_close(s->dir);
+        store_registry_close(s->reg);
         return rc;
     }
-    /* Mount what the directory says is mounted on this server; one failure does not stop the
-     * others. */
-    pthread_mutex_lock(&s->mu);
-    for (size_t i = 0; i < s->dir->n; i++) {
-        store_dbent *e = &s->dir->ents[i];
-        if (!e->mounted || strcmp(e->server, o->server)) continue;
-        if (store_mount_locked(s, e, 0)) om_error("%s", om_err_detail());
-    }
-    pthread_mutex_unlock(&s->mu);
+    store_registry_mount_marked(s->reg);
     om_stopper stopper = {.mu = &s->mu, .stopping = &s->stopping, .listen_fd = s->listen_fd};
     if ((rc = om_stopper_start(&stopper))) {
-        store_dir_close(s->dir);
+        store_registry_close(s->reg);
         return rc;
     }
-    if ((rc = store_writer_start(s, &s->writer)))
+    store_writer *wr = NULL;
+    if ((rc = store_writer_start(s->reg, &wr)))
         om_error("the writer did not start (backups will fail): %s", om_err_detail());
-    om_info("server %s listening on %s (%d databases mounted)", o->server, sock, s->nm);
+    pthread_mutex_lock(&s->reg->mu);
+    s->writer = wr;
+    pthread_mutex_unlock(&s->reg->mu);
+    om_info("server %s listening on %s (%d databases mounted)", o->server, sock, s->reg->nm);
     om_server_accept(&stopper, "this store", &o->limits, &s->active, conn_new, s, serve);
     om_stopper_join(&stopper);
     close(s->listen_fd);
     unlink(sock);
     /* Backups in progress end here (the coordinator fails them): holds released first. */
-    store_writer *wr = s->writer;
-    pthread_mutex_lock(&s->mu);
+    pthread_mutex_lock(&s->reg->mu);
     s->writer = NULL;
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->reg->mu);
     store_writer_stop(wr);
-    /* Let running requests finish, then dismount everything (the marks stay). */
-    pthread_mutex_lock(&s->mu);
     /* Requests in progress finish; a client that keeps an idle connection open is not waited
      * for past a few seconds (it holds no database). */
+    pthread_mutex_lock(&s->mu);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 5;
     while (s->active > 0 && pthread_cond_timedwait(&s->cond, &s->mu, &until) == 0) {
     }
-    for (int i = 0; i < s->nm; i++)
-        while (s->m[i]->refs > 0)
-            pthread_cond_wait(&s->cond, &s->mu);
-    int failures = 0;
-    while (s->nm > 0)
-        failures += store_dismount_locked(s, s->m[0]) != 0;
     pthread_mutex_unlock(&s->mu);
-    store_dir_close(s->dir);
+    /* Then every database is dismounted (the marks stay). */
+    int failures = store_registry_close(s->reg);
     om_info("stopped%s", failures ? " (some databases need recovery at the next mount)" : "");
     return failures ? OM_E_FatalIO : 0;
 }

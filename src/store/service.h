@@ -2,20 +2,15 @@
  * directory marks mounted at start (recovering any in Dirty Shutdown), and serves the store
  * protocol (docs/protocol.md) on store.sock, a thread per connection.
  *
- * Mounted databases (the registry):
- * - at most STORE_MAX_MOUNTED at once, at most one of them a recovery database;
- * - a request that uses a database holds a reference; dismount waits until the last one is
- *   gone, and new requests on a database being dismounted are refused;
- * - registry changes (mount, dismount, new, set) are serialised and saved in the directory
- *   before they are acknowledged.
+ * The databases, mounted or not, are a registry (registry.h has its rules); requests on a
+ * database hold a reference on it, registry changes are serialised and saved in the directory
+ * before they are acknowledged.
  * SIGTERM or SIGINT: stop accepting, let running requests finish, dismount every database
  * (Clean Shutdown) keeping its "mounted" mark, so the next start mounts it again. */
 #ifndef OM_STORE_SERVICE_H
 #define OM_STORE_SERVICE_H
 
 #include "base/server.h"
-
-#define STORE_MAX_MOUNTED 100
 
 typedef struct store_opts {
     const char *server;      /* this server's name */

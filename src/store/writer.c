@@ -1,7 +1,7 @@
 /* The store's writer (writer.h has the contract). Backup state lives in a table of databases
- * by id, in memory only. Handlers take a reference on a mounted database through the service
- * (store.mu) before they take the writer's lock, never the other way round (service_internal.h
- * has the lock order). */
+ * by id, in memory only. Handlers take a reference on a mounted database through the registry
+ * (registry.mu) before they take the writer's lock, never the other way round (registry.h has
+ * the lock order); the registry tells the writer when a database closes (db_closing). */
 #include "store/writer.h"
 
 #include <dirent.h>
@@ -20,7 +20,7 @@
 #include "base/time.h"
 #include "base/uuid.h"
 #include "engine/format.h"
-#include "store/service_internal.h"
+#include "store/registry.h"
 #include "vss/laid.h"
 #include "vss/writer.h"
 
@@ -54,7 +54,7 @@ typedef struct wrestore {
 } wrestore;
 
 struct store_writer {
-    store *s;
+    store_registry *reg;
     vss_writer *vw;
     pthread_mutex_t mu;
     wdb dbs[MAX_WDB];
@@ -79,8 +79,8 @@ static int comp_db_id(store_writer *w, const char *comp, char id[37], int *is_lo
     return 1;
 }
 
-/* The directory entry of a database id; NULL when none. Under store.mu. */
-static store_dbent *dir_find_id(store *s, const char *id)
+/* The directory entry of a database id; NULL when none. Under registry.mu. */
+static store_dbent *dir_find_id(store_registry *s, const char *id)
 {
     for (size_t i = 0; i < s->dir->n; i++) {
         char sid[37];
@@ -91,16 +91,15 @@ static store_dbent *dir_find_id(store *s, const char *id)
 }
 
 /* A reference on the mounted, non-recovery database with that id, and its directory entry. */
-static int acquire_by_id(store_writer *w, const char *id, mounted **out, store_dbent *ent)
+static int acquire_by_id(store_writer *w, const char *id, store_mounted **out, store_dbent *ent)
 {
-    store *s = w->s;
+    store_registry *s = w->reg;
     int rc = 0;
     pthread_mutex_lock(&s->mu);
     store_dbent *e = dir_find_id(s, id);
-    mounted *m = e ? store_find_mounted(s, e->name) : NULL;
+    store_mounted *m = e ? store_find_mounted(s, e->name) : NULL;
     if (!e)
-        rc =
-            om_errf(OM_E_DatabaseNotFound, "no database with id %s on server %s", id, s->o->server);
+        rc = om_errf(OM_E_DatabaseNotFound, "no database with id %s on server %s", id, s->server);
     else if (!m || m->closing)
         rc = om_errf(OM_E_DatabaseUnavailable,
                      "database '%s' is not mounted: dismounted databases are not backed up",
@@ -167,7 +166,7 @@ static int named_before(store_writer *w, json_t *comps, size_t n, const char *id
 /* Calls fn once for every database component the event names (Logs subcomponents go with their
  * database; a database named twice is handled once: a second freeze would wait for the first
  * one's hold forever), with a reference held; stops at the first failure. */
-typedef int (*db_fn)(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
+typedef int (*db_fn)(store_writer *w, vss_event *e, store_mounted *m, const store_dbent *ent,
                      const char *comp);
 
 static int each_db(store_writer *w, vss_event *e, db_fn fn)
@@ -179,12 +178,12 @@ static int each_db(store_writer *w, vss_event *e, db_fn fn)
         int is_logs = 0;
         if (!comp || !comp_db_id(w, comp, id, &is_logs) || is_logs || named_before(w, comps, i, id))
             continue;
-        mounted *m = NULL;
+        store_mounted *m = NULL;
         store_dbent ent;
         int rc = acquire_by_id(w, id, &m, &ent);
         if (!rc) {
             rc = fn(w, e, m, &ent, comp);
-            store_release(w->s, m);
+            store_release(w->reg, m);
         }
         if (rc) return rc;
     }
@@ -208,10 +207,10 @@ static int identify(void *ctx, vss_event *e)
                             .name = WRITER_NAME,
                             .can_hold = 1};
     json_t *md = vss_wmd_new(&info, types, "custom");
-    store *s = w->s;
+    store_registry *s = w->reg;
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->nm; i++) {
-        mounted *m = s->m[i];
+        store_mounted *m = s->m[i];
         store_dbent *ent = store_dir_find(s->dir, m->name);
         if (!ent || m->recovery || m->closing) continue;
         char id[37], d[4096], sub[300], spec[16], chk[4200];
@@ -246,7 +245,7 @@ static int identify(void *ctx, vss_event *e)
 
 /* ---- PrepareBackup ---- */
 
-static int prepare_one(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
+static int prepare_one(store_writer *w, vss_event *e, store_mounted *m, const store_dbent *ent,
                        const char *comp)
 {
     const char *type = json_string_value(json_object_get(e->args, "type"));
@@ -315,10 +314,10 @@ static int logs_alone(store_writer *w, vss_event *e)
         if (!comp || !comp_db_id(w, comp, id, &is_logs) || !is_logs ||
             named_before(w, comps, json_array_size(comps), id))
             continue;
-        pthread_mutex_lock(&w->s->mu);
-        store_dbent *ent = dir_find_id(w->s, id);
+        pthread_mutex_lock(&w->reg->mu);
+        store_dbent *ent = dir_find_id(w->reg, id);
         if (ent) snprintf(name, sizeof name, "%s", ent->name);
-        pthread_mutex_unlock(&w->s->mu);
+        pthread_mutex_unlock(&w->reg->mu);
         return fail_with(e, VSS_FAIL_NON_RETRYABLE,
                          om_errf(OM_E_InvalidParameter,
                                  "component '%s' holds the logs of database '%s' only: a backup "
@@ -352,8 +351,8 @@ static int session_wdb(store_writer *w, vss_event *e, const store_dbent *ent, wd
 
 /* ---- PrepareSnapshot, Freeze, Thaw ---- */
 
-static int prepare_snapshot_one(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
-                                const char *comp)
+static int prepare_snapshot_one(store_writer *w, vss_event *e, store_mounted *m,
+                                const store_dbent *ent, const char *comp)
 {
     wdb *d;
     pthread_mutex_lock(&w->mu);
@@ -370,7 +369,7 @@ static int prepare_snapshot(void *ctx, vss_event *e)
     return each_db(ctx, e, prepare_snapshot_one);
 }
 
-static int freeze_one(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
+static int freeze_one(store_writer *w, vss_event *e, store_mounted *m, const store_dbent *ent,
                       const char *comp)
 {
     wdb *d;
@@ -415,7 +414,7 @@ static int freeze(void *ctx, vss_event *e)
     return each_db(ctx, e, freeze_one);
 }
 
-static int thaw_one(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
+static int thaw_one(store_writer *w, vss_event *e, store_mounted *m, const store_dbent *ent,
                     const char *comp)
 {
     wdb *d;
@@ -462,7 +461,7 @@ static void log_range(const wdb *d, const eng_info *in, uint32_t *first, uint32_
     if (*first > *last) *first = *last; /* no new log: the freeze's own generation */
 }
 
-static int post_one(store_writer *w, vss_event *e, mounted *m, const store_dbent *ent,
+static int post_one(store_writer *w, vss_event *e, store_mounted *m, const store_dbent *ent,
                     const char *comp)
 {
     wdb *d;
@@ -482,7 +481,7 @@ static int post_one(store_writer *w, vss_event *e, mounted *m, const store_dbent
     char t[40];
     json_t *md = json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:[i,i], s:[i,i], s:s, s:I, s:[i,i], s:b}",
-        "db_id", copy.id, "db_name", ent->name, "server", w->s->o->server, "type", copy.type, "edb",
+        "db_id", copy.id, "db_name", ent->name, "server", w->reg->server, "type", copy.type, "edb",
         ent->edb, "logs", ent->logs, "base", ent->base, "log_signature", sig_json(&h.log_sig),
         "db_signature", sig_json(&h.db_sig), "checkpoint", copy.ckpt.gen, copy.ckpt.off, "mark",
         copy.mark.gen, copy.mark.off, "mark_time", om_time_iso(copy.mark_time, t, sizeof t),
@@ -554,14 +553,14 @@ static int complete_db(store_writer *w, const wdb *d, uint32_t *below)
                        "database '%s' closed during backup session %s: its backup is lost, "
                        "nothing is recorded or truncated. HINT: mount it and run the backup again",
                        d->name, d->session);
-    mounted *m = NULL;
+    store_mounted *m = NULL;
     store_dbent ent;
     int rc = acquire_by_id(w, d->id, &m, &ent);
     if (rc) return rc;
     eng_info in;
     rc = eng_db_info(m->db, &in);
     if (!rc) rc = record(m->db, d, &in, d->type, below);
-    store_release(w->s, m);
+    store_release(w->reg, m);
     return rc;
 }
 
@@ -662,13 +661,19 @@ static void truncate_stored(store_writer *w, vss_event *e)
             continue;
         }
         if (!copy.truncate_below) continue;
-        mounted *m = NULL;
+        if (copy.dismounted) { /* what is mounted under its id now may be a restore of it */
+            om_info("%s closed after its %s backup was recorded (session %s): its logs are not "
+                    "truncated",
+                    copy.name, copy.type, e->session);
+            continue;
+        }
+        store_mounted *m = NULL;
         store_dbent ent;
         uint32_t deleted = 0;
         int rc = acquire_by_id(w, copy.id, &m, &ent);
         if (!rc) {
             rc = eng_truncate_logs(m->db, copy.truncate_below, &deleted);
-            store_release(w->s, m);
+            store_release(w->reg, m);
         }
         if (rc)
             om_warn("truncating the logs of %s after its %s backup: %s", copy.name, copy.type,
@@ -708,7 +713,7 @@ static int end_session(void *ctx, vss_event *e)
         wdb copy = w->dbs[i];
         pthread_mutex_unlock(&w->mu);
         if (!copy.id[0] || strcmp(copy.session, e->session)) continue;
-        mounted *m = NULL;
+        store_mounted *m = NULL;
         store_dbent ent;
         if ((copy.frozen || copy.holding) && acquire_by_id(w, copy.id, &m, &ent) == 0) {
             pthread_mutex_lock(&w->mu);
@@ -718,7 +723,7 @@ static int end_session(void *ctx, vss_event *e)
             pthread_mutex_unlock(&w->mu);
             if (fr) eng_backup_thaw(m->db);
             if (ho) eng_release_pages(m->db);
-            store_release(w->s, m);
+            store_release(w->reg, m);
         }
         pthread_mutex_lock(&w->mu);
         if (!strcmp(w->dbs[i].session, e->session)) wdb_forget(&w->dbs[i]);
@@ -734,8 +739,12 @@ static int backup_shutdown(void *ctx, vss_event *e)
     return end_session(ctx, e);
 }
 
-void store_writer_db_closing(store_writer *w, eng_db *db)
+/* The registry's "database closing" (registry.mu held): a backup of db thaws and releases its
+ * holds; before BackupComplete that backup is lost (complete_db fails it), after it the backup
+ * stands but nothing of it is truncated (truncate_stored). */
+static void db_closing(void *arg, eng_db *db)
 {
+    store_writer *w = arg;
     pthread_mutex_lock(&w->mu);
     for (int i = 0; i < MAX_WDB; i++) {
         wdb *d = &w->dbs[i];
@@ -745,9 +754,14 @@ void store_writer_db_closing(store_writer *w, eng_db *db)
         d->frozen = d->holding = 0;
         d->db = NULL;
         d->dismounted = 1;
-        om_warn("%s closed during backup session %s: that backup is lost (nothing will be "
-                "recorded or truncated)",
-                d->name, d->session);
+        if (d->completed)
+            om_info("%s closed after backup session %s recorded its backup: its logs will not be "
+                    "truncated",
+                    d->name, d->session);
+        else
+            om_warn("%s closed during backup session %s: that backup is lost (nothing will be "
+                    "recorded or truncated)",
+                    d->name, d->session);
     }
     pthread_mutex_unlock(&w->mu);
 }
@@ -795,8 +809,8 @@ static const char *str_or(json_t *o, const char *k, const char *d)
 
 /* The ordinary database of this server, other than the target, that carries id: as its
  * directory id, or in its .edb header (a database restored from another one's backup carries
- * that one's id). NULL when none does (store.mu held). */
-static const store_dbent *carrier_of(store *s, const char *id, const store_dbent *target)
+ * that one's id). NULL when none does (registry.mu held). */
+static const store_dbent *carrier_of(store_registry *s, const char *id, const store_dbent *target)
 {
     for (size_t i = 0; i < s->dir->n; i++) {
         const store_dbent *e = &s->dir->ents[i];
@@ -812,7 +826,7 @@ static const store_dbent *carrier_of(store *s, const char *id, const store_dbent
     return NULL;
 }
 
-/* Resolves and checks the target of a restore component (store.mu held).
+/* Resolves and checks the target of a restore component (registry.mu held).
  *
  * A restore into another database of this server gives it the id of the database the backup
  * is of. When an ordinary database of this server carries that id already (the live original,
@@ -822,7 +836,7 @@ static const store_dbent *carrier_of(store *s, const char *id, const store_dbent
  * records the change in the directory. */
 static int resolve_target(store_writer *w, json_t *c, rtarget *t)
 {
-    store *s = w->s;
+    store_registry *s = w->reg;
     json_t *md = json_object_get(c, "backup_metadata"), *ro = json_object_get(c, "restore_options"),
            *nt = json_object_get(c, "new_target");
     memset(t, 0, sizeof *t);
@@ -902,7 +916,7 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
                            "database '%s' is %s, not %s as the restore expects. HINT: restore "
                            "to it as another database",
                            e->name, id, want);
-        mounted *m = store_find_mounted(s, e->name);
+        store_mounted *m = store_find_mounted(s, e->name);
         if (m)
             return om_errf(OM_E_DatabaseInUse,
                            "database '%s' is mounted. HINT: ombra db dismount %s", e->name,
@@ -1217,8 +1231,8 @@ int store_writer_restoring(store_writer *w, const char *name)
 }
 
 /* A target to be mounted after the restore is refused now, not after the whole restore, while
- * another recovery database is mounted and it is one, or becomes one (store.mu held). */
-static int recovery_mountable(store *s, json_t *c, const rtarget *t)
+ * another recovery database is mounted and it is one, or becomes one (registry.mu held). */
+static int recovery_mountable(store_registry *s, json_t *c, const rtarget *t)
 {
     json_t *ro = json_object_get(c, "restore_options");
     for (int i = 0; t->ent.recovery && json_is_true(json_object_get(ro, "mount")) && i < s->nm; i++)
@@ -1235,8 +1249,8 @@ static int recovery_mountable(store *s, json_t *c, const rtarget *t)
 
 /* A target that becomes a recovery database (resolve_target) is one in the directory once
  * PreRestore has marked it as being restored and before a file is laid, so the copy is never
- * mounted as an ordinary database (store.mu held). */
-static int become_recovery(store *s, const rtarget *t)
+ * mounted as an ordinary database (registry.mu held). */
+static int become_recovery(store_registry *s, const rtarget *t)
 {
     store_dbent *e = store_dir_find(s->dir, t->ent.name);
     if (!e) return om_errf(OM_E_DatabaseNotFound, "no database named '%s'", t->ent.name);
@@ -1254,7 +1268,7 @@ static int become_recovery(store *s, const rtarget *t)
 static int pre_restore(void *ctx, vss_event *e)
 {
     store_writer *w = ctx;
-    store *s = w->s;
+    store_registry *s = w->reg;
     json_t *targets = json_object();
     json_object_set_new(e->result, "targets", targets);
     size_t i;
@@ -1324,7 +1338,7 @@ static int recover_target(store_writer *w, const char *session, json_t *c, const
     uint32_t arriving_first, arriving_last;
     int rc = logs_arriving(ro, &arriving_first, &arriving_last);
     if (rc) return rc;
-    eng_restore_opts o = {.target = store_ent_opts(&t->ent),
+    eng_restore_opts o = {.target = store_ent_opts(w->reg, &t->ent),
                           .restored_dir = t->restored_dir,
                           .restored_base = t->orig_base};
     json_t *rf = json_object_get(ro, "roll_forward");
@@ -1362,7 +1376,7 @@ static int recover_target(store_writer *w, const char *session, json_t *c, const
 static int post_restore(void *ctx, vss_event *e)
 {
     store_writer *w = ctx;
-    store *s = w->s;
+    store_registry *s = w->reg;
     json_t *res = json_object();
     json_object_set_new(e->result, "targets", res);
     size_t i;
@@ -1419,14 +1433,14 @@ static void instance_of(const char *server, char out[37])
     om_uuid_str(&u, out);
 }
 
-int store_writer_start(store *s, store_writer **out)
+int store_writer_start(store_registry *s, store_writer **out)
 {
     store_writer *w = calloc(1, sizeof *w);
     if (!w) return om_errf(OM_E_OutOfMemory, "starting the writer: out of memory");
-    w->s = s;
+    w->reg = s;
     pthread_mutex_init(&w->mu, NULL);
-    instance_of(s->o->server, w->instance_id);
-    snprintf(w->logical, sizeof w->logical, "Ombra Store\\%s", s->o->server);
+    instance_of(s->server, w->instance_id);
+    snprintf(w->logical, sizeof w->logical, "Ombra Store\\%.180s", s->server);
     vss_writer_info info = {.class_id = WRITER_CLASS,
                             .instance_id = w->instance_id,
                             .name = WRITER_NAME,
@@ -1442,8 +1456,12 @@ int store_writer_start(store *s, store_writer **out)
                                        .backup_shutdown = backup_shutdown,
                                        .pre_restore = pre_restore,
                                        .post_restore = post_restore};
-    int rc = vss_writer_start(&info, &ops, w, &w->vw);
+    /* Told of every dismount from before the first event until after the last. */
+    int rc = store_registry_on_closing(s, db_closing, w);
+    if (!rc && (rc = vss_writer_start(&info, &ops, w, &w->vw)))
+        store_registry_off_closing(s, db_closing, w);
     if (rc) {
+        pthread_mutex_destroy(&w->mu);
         free(w);
         return rc;
     }
@@ -1455,6 +1473,7 @@ void store_writer_stop(store_writer *w)
 {
     if (!w) return;
     vss_writer_stop(w->vw); /* aborts open sessions: holds released */
+    store_registry_off_closing(w->reg, db_closing, w);
     while (w->restores) {
         wrestore *r = w->restores;
         w->restores = r->next;

@@ -62,16 +62,16 @@
 #define OM_STORE_WRITER_H
 
 #include "engine/engine.h"
+#include "store/registry.h"
 
-typedef struct store store;
 typedef struct store_writer store_writer;
 
-/* Starts the writer (it connects to ombra-vssd in the background). */
-int store_writer_start(store *s, store_writer **out);
+/* Starts the writer of the registry's databases (it connects to ombra-vssd, <runtime>/vss.sock,
+ * in the background) and subscribes to the registry's "database closing": a database dismounted
+ * during its backup thaws and releases its holds, and the backup is completed as a copy. */
+int store_writer_start(store_registry *r, store_writer **out);
+/* Aborts the open sessions (holds released), unsubscribes and frees w (NULL: nothing). */
 void store_writer_stop(store_writer *w);
-/* A database is being dismounted (store.mu held): its backup, if any, thaws and releases its
- * holds, and is completed as a copy. */
-void store_writer_db_closing(store_writer *w, eng_db *db);
 /* 1 while the database with this id is in a backup session, from its PrepareBackup until
  * BackupComplete or the session's abort (also when the requester dies: the coordinator aborts);
  * session (40 bytes) gets the session's id. Meanwhile the administrative actions that would

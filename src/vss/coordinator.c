@@ -368,70 +368,108 @@ static void load_catalog(coord *c)
 
 /* ---- admin ---- */
 
-static json_t *admin(coord *c, const char *op, json_t *req, int *rc)
+static int admin_writers(coord *c, json_t *req, json_t *rep)
 {
-    json_t *rep = om_proto_ok();
-    *rc = 0;
-    pthread_mutex_lock(&c->mu);
-    if (!strcmp(op, "writers")) {
-        json_t *a = json_array();
-        for (int i = 0; i < c->nw; i++)
-            json_array_append_new(a, coord_writer_json(c->w[i]));
-        json_object_set_new(rep, "writers", a);
-    } else if (!strcmp(op, "providers")) {
-        size_t n;
-        const vss_provider *const *pv = vss_providers(&n);
-        json_t *a = json_array();
-        for (size_t i = 0; i < n; i++) {
-            char why[256] = "";
-            int s = pv[i]->supports(c->shadow_root, c->shadow_root, why, sizeof why);
-            json_array_append_new(a, json_pack("{s:s, s:b, s:s}", "name", pv[i]->name,
-                                               "supports_shadow_dir", s == 1, "note", why));
-        }
-        json_object_set_new(rep, "providers", a);
-    } else if (!strcmp(op, "shadows")) {
-        json_t *a = json_array();
-        for (int i = 0; i < c->nshadows; i++)
-            json_array_append_new(a, shadow_json(c->shadows[i]));
-        json_object_set_new(rep, "shadows", a);
-    } else if (!strcmp(op, "shadow.delete")) {
-        const char *id = om_json_str_or(req, "id", NULL), *set = om_json_str_or(req, "set", NULL);
-        int n = 0;
-        for (int i = c->nshadows; i-- > 0;) {
-            shadow_ent *e = c->shadows[i];
-            if ((id && !strcmp(e->s.id, id)) || (set && !strcmp(e->s.set_id, set))) {
-                if (e->session[0]) {
-                    *rc = om_errf(OM_E_BadState,
-                                  "shadow copy %s belongs to session %s, which "
-                                  "is still running",
-                                  e->s.id, e->session);
-                    break;
-                }
-                remove_shadow_at(c, i);
-                n++;
+    json_t *a = json_array();
+    for (int i = 0; i < c->nw; i++)
+        json_array_append_new(a, coord_writer_json(c->w[i]));
+    json_object_set_new(rep, "writers", a);
+    return 0;
+}
+
+static int admin_providers(coord *c, json_t *req, json_t *rep)
+{
+    size_t n;
+    const vss_provider *const *pv = vss_providers(&n);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char why[256] = "";
+        int s = pv[i]->supports(c->shadow_root, c->shadow_root, why, sizeof why);
+        json_array_append_new(a, json_pack("{s:s, s:b, s:s}", "name", pv[i]->name,
+                                           "supports_shadow_dir", s == 1, "note", why));
+    }
+    json_object_set_new(rep, "providers", a);
+    return 0;
+}
+
+static int admin_shadows(coord *c, json_t *req, json_t *rep)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < c->nshadows; i++)
+        json_array_append_new(a, shadow_json(c->shadows[i]));
+    json_object_set_new(rep, "shadows", a);
+    return 0;
+}
+
+static int admin_shadow_delete(coord *c, json_t *req, json_t *rep)
+{
+    const char *id = om_json_str_or(req, "id", NULL), *set = om_json_str_or(req, "set", NULL);
+    int n = 0, rc = 0;
+    for (int i = c->nshadows; i-- > 0;) {
+        shadow_ent *e = c->shadows[i];
+        if ((id && !strcmp(e->s.id, id)) || (set && !strcmp(e->s.set_id, set))) {
+            if (e->session[0]) {
+                rc = om_errf(OM_E_BadState,
+                             "shadow copy %s belongs to session %s, which "
+                             "is still running",
+                             e->s.id, e->session);
+                break;
             }
+            remove_shadow_at(c, i);
+            n++;
         }
-        if (!*rc && n == 0)
-            *rc = om_errf(OM_E_ObjectNotFound, "no shadow copy %s %s", id ? "with id" : "in set",
-                          id    ? id
-                          : set ? set
-                                : "(none given)");
-        if (n) save_catalog(c);
-        json_object_set_new(rep, "deleted", json_integer(n));
-    } else if (!strcmp(op, "status")) {
-        int ns = session_count(c), nw = 0;
-        for (int i = 0; i < c->nw; i++)
-            nw += c->w[i]->fd >= 0;
-        json_object_set_new(rep, "pid", json_integer(getpid()));
-        json_object_set_new(rep, "writers", json_integer(nw));
-        json_object_set_new(rep, "sessions", json_integer(ns));
-        json_object_set_new(rep, "shadows", json_integer(c->nshadows));
-    } else
-        *rc = om_errf(OM_E_InvalidParameter, "unknown operation '%s'", op);
-    pthread_mutex_unlock(&c->mu);
-    if (*rc) {
+    }
+    if (!rc && n == 0)
+        rc = om_errf(OM_E_ObjectNotFound, "no shadow copy %s %s", id ? "with id" : "in set",
+                     id    ? id
+                     : set ? set
+                           : "(none given)");
+    if (n) save_catalog(c);
+    json_object_set_new(rep, "deleted", json_integer(n));
+    return rc;
+}
+
+static int admin_status(coord *c, json_t *req, json_t *rep)
+{
+    int ns = session_count(c), nw = 0;
+    for (int i = 0; i < c->nw; i++)
+        nw += c->w[i]->fd >= 0;
+    json_object_set_new(rep, "pid", json_integer(getpid()));
+    json_object_set_new(rep, "writers", json_integer(nw));
+    json_object_set_new(rep, "sessions", json_integer(ns));
+    json_object_set_new(rep, "shadows", json_integer(c->nshadows));
+    return 0;
+}
+
+/* An administrative request is one row. Every handler runs under coord.mu: they read or change
+ * the writer registry and the catalog, and none waits for a writer. */
+struct admin_op {
+    const char *name;
+    int (*handler)(coord *c, json_t *req, json_t *rep);
+};
+static const struct admin_op admin_ops[] = {
+    {"writers", admin_writers}, {"providers", admin_providers},
+    {"shadows", admin_shadows}, {"shadow.delete", admin_shadow_delete},
+    {"status", admin_status},
+};
+
+static json_t *admin(coord *c, const char *op, json_t *req)
+{
+    const struct admin_op *a = NULL;
+    for (size_t i = 0; !a && i < sizeof admin_ops / sizeof admin_ops[0]; i++)
+        if (!strcmp(admin_ops[i].name, op)) a = &admin_ops[i];
+    json_t *rep = om_proto_ok();
+    int rc;
+    if (!a)
+        rc = om_errf(OM_E_InvalidParameter, "unknown operation '%s'", op);
+    else {
+        pthread_mutex_lock(&c->mu);
+        rc = a->handler(c, req, rep);
+        pthread_mutex_unlock(&c->mu);
+    }
+    if (rc) {
         json_decref(rep);
-        rep = om_proto_error(*rc);
+        rep = om_proto_error(rc);
     }
     return rep;
 }
@@ -439,9 +477,7 @@ static json_t *admin(coord *c, const char *op, json_t *req, int *rc)
 static void admin_serve(coord *c, int fd, json_t *req)
 {
     for (;;) {
-        int rc;
-        const char *op = om_json_str_or(req, "op", "");
-        json_t *rep = admin(c, op, req, &rc);
+        json_t *rep = admin(c, om_json_str_or(req, "op", ""), req);
         int src = om_proto_send(fd, rep, NULL, 0);
         json_decref(rep);
         json_decref(req);
@@ -475,6 +511,18 @@ static void *conn_new(void *ctx, int fd)
     return cn;
 }
 
+/* The first request says what a connection is: a writer's, which then waits for events, or a
+ * requester's session, which copies files between its calls; both may stay silent longer than a
+ * passing client. Any other first request opens an administrative connection (admin_ops). */
+struct conn_kind {
+    const char *op;
+    void (*serve)(coord *c, int fd, json_t *req);
+};
+static const struct conn_kind conn_kinds[] = {
+    {"writer.register", writer_serve},
+    {"session.begin", session_serve},
+};
+
 static void *serve(void *arg)
 {
     conn *cn = arg;
@@ -487,15 +535,13 @@ static void *serve(void *arg)
     int rc = admitted ? om_proto_recv(cn->fd, &req, &data, &dlen) : 0;
     if (admitted && !rc) {
         const char *op = om_json_str_or(req, "op", "");
-        /* A writer waits for events, a requester copies files between its calls: both may
-         * stay silent longer than a passing client. */
-        if (!strcmp(op, "writer.register") || !strcmp(op, "session.begin"))
+        const struct conn_kind *k = NULL;
+        for (size_t i = 0; !k && i < sizeof conn_kinds / sizeof conn_kinds[0]; i++)
+            if (!strcmp(conn_kinds[i].op, op)) k = &conn_kinds[i];
+        if (k) {
             om_server_conn_may_idle();
-        if (!strcmp(op, "writer.register"))
-            writer_serve(c, cn->fd, req);
-        else if (!strcmp(op, "session.begin"))
-            session_serve(c, cn->fd, req);
-        else {
+            k->serve(c, cn->fd, req);
+        } else {
             admin_serve(c, cn->fd, req);
             req = NULL;
         }

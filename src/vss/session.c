@@ -319,7 +319,7 @@ static int need(session *s, enum sstate st, const char *op)
                    state_name[s->state], state_name[st]);
 }
 
-static int gather(coord *c, session *s, json_t *rep)
+static int gather(coord *c, session *s, json_t *req, json_t *rep)
 {
     if (s->state != S_BEGUN && s->state != S_GATHERED && s->state != R_BEGUN &&
         s->state != R_LOADED)
@@ -363,7 +363,7 @@ static int gather(coord *c, session *s, json_t *rep)
     return 0;
 }
 
-static int set_backup_state(session *s, json_t *req)
+static int set_backup_state(coord *c, session *s, json_t *req, json_t *rep)
 {
     int rc = need(s, S_GATHERED, "set_backup_state");
     const char *t = NULL;
@@ -502,7 +502,7 @@ static int add_component(coord *c, session *s, json_t *req, int restore)
     return rc;
 }
 
-static int prepare_backup(coord *c, session *s)
+static int prepare_backup(coord *c, session *s, json_t *req, json_t *rep)
 {
     int rc = need(s, S_GATHERED, "prepare_backup");
     if (!rc && !s->ncomp) rc = om_errf(OM_E_BadState, "no component was added");
@@ -529,7 +529,7 @@ static int prepare_backup(coord *c, session *s)
     return 0;
 }
 
-static int start_set(session *s, json_t *req, json_t *rep)
+static int start_set(coord *c, session *s, json_t *req, json_t *rep)
 {
     int rc = need(s, S_PREPARED, "start_snapshot_set");
     if (rc) return rc;
@@ -804,7 +804,7 @@ static int snapshot_steps(coord *c, session *s)
     return rc;
 }
 
-static int do_snapshot_set(coord *c, session *s, json_t *rep)
+static int do_snapshot_set(coord *c, session *s, json_t *req, json_t *rep)
 {
     int rc = need(s, S_SET_STARTED, "do_snapshot_set");
     if (!rc && !s->npaths) rc = om_errf(OM_E_BadState, "no path was added to the snapshot set");
@@ -825,7 +825,7 @@ static int do_snapshot_set(coord *c, session *s, json_t *rep)
     return 0;
 }
 
-static int set_succeeded(session *s, json_t *req)
+static int set_succeeded(coord *c, session *s, json_t *req, json_t *rep)
 {
     int rc = need(s, S_SNAPSHOT_DONE, "set_backup_succeeded");
     const char *inst = NULL, *name = NULL;
@@ -860,7 +860,7 @@ static json_t *complete_args(session *s, wconn *w, void *arg)
     return json_pack("{s:o}", "components", a);
 }
 
-static int status_json(coord *c, session *s, json_t *rep)
+static int status_json(coord *c, session *s, json_t *req, json_t *rep)
 {
     json_t *a = json_array();
     pthread_mutex_lock(&c->mu);
@@ -874,7 +874,7 @@ static int status_json(coord *c, session *s, json_t *rep)
 
 /* BackupComplete goes to every writer; a writer's failure is reported, not an abort (the
  * backup is made; the writer did not truncate or record it). */
-static int backup_complete(coord *c, session *s, json_t *rep)
+static int backup_complete(coord *c, session *s, json_t *req, json_t *rep)
 {
     int rc = need(s, S_SNAPSHOT_DONE, "backup_complete");
     if (rc) return rc;
@@ -900,7 +900,7 @@ static int backup_complete(coord *c, session *s, json_t *rep)
 
 /* ---- restore ---- */
 
-static int load_documents(session *s, json_t *req)
+static int load_documents(coord *c, session *s, json_t *req, json_t *rep)
 {
     if (s->state != R_BEGUN) return need(s, R_BEGUN, "load_documents");
     json_t *md = json_object_get(req, "metadata"),
@@ -963,46 +963,97 @@ static int restore_step(coord *c, session *s, int post, json_t *rep)
 
 /* ---- the connection ---- */
 
-static int dispatch(coord *c, session *s, const char *op, json_t *req, json_t *rep)
+static int add_backup_component(coord *c, session *s, json_t *req, json_t *rep)
 {
-    if (!strcmp(op, "gather_status")) return status_json(c, s, rep);
-    pthread_mutex_lock(&c->mu);
-    int gone = s->gone_err;
-    char gd[512];
-    snprintf(gd, sizeof gd, "%s", s->gone_detail);
-    pthread_mutex_unlock(&c->mu);
-    if (gone && s->state != S_ABORTED && strcmp(op, "release")) {
-        om_errf(gone, "%s", gd);
-        return fail_session(c, s, gone);
-    }
-    if (!strcmp(op, "gather_metadata")) return gather(c, s, rep);
-    if (!strcmp(op, "abort")) {
-        if (s->state == S_COMPLETE || s->state == R_POST_DONE)
-            return om_errf(OM_E_BadState, "the session is complete: nothing to abort");
-        abort_session(c, s);
-        return 0;
-    }
-    if (s->restore) {
-        if (!strcmp(op, "load_documents")) return load_documents(s, req);
-        if (!strcmp(op, "add_restore_component")) return add_component(c, s, req, 1);
-        if (!strcmp(op, "set_additional_restores")) {
-            s->additional_restores = json_is_true(json_object_get(req, "value"));
-            return 0;
+    return add_component(c, s, req, 0);
+}
+
+static int add_restore_component(coord *c, session *s, json_t *req, json_t *rep)
+{
+    return add_component(c, s, req, 1);
+}
+
+static int set_additional_restores(coord *c, session *s, json_t *req, json_t *rep)
+{
+    s->additional_restores = json_is_true(json_object_get(req, "value"));
+    return 0;
+}
+
+static int pre_restore(coord *c, session *s, json_t *req, json_t *rep)
+{
+    return restore_step(c, s, 0, rep);
+}
+
+static int post_restore(coord *c, session *s, json_t *req, json_t *rep)
+{
+    return restore_step(c, s, 1, rep);
+}
+
+static int abort_op(coord *c, session *s, json_t *req, json_t *rep)
+{
+    if (s->state == S_COMPLETE || s->state == R_POST_DONE)
+        return om_errf(OM_E_BadState, "the session is complete: nothing to abort");
+    abort_session(c, s);
+    return 0;
+}
+
+/* The sessions an op belongs to. */
+enum { FOR_BACKUP = 1, FOR_RESTORE = 2, FOR_BOTH = 3 };
+
+/* A requester's request is one row: the kinds of session it belongs to, whether it is answered
+ * once a writer of the session has gone away (else that loss is the reply, and the session
+ * fails), and its handler. Handlers run on the requester's connection thread without coord.mu:
+ * they take it around what they share and never hold it while a writer answers an event. The
+ * order each op is accepted in is the handler's (need()). release ends the session: it is
+ * session_serve's, not a row. */
+typedef struct session_op {
+    const char *name;
+    int kinds;
+    int when_gone;
+    int (*handler)(coord *c, session *s, json_t *req, json_t *rep);
+} session_op;
+
+static const session_op ops[] = {
+    {"gather_status", FOR_BOTH, 1, status_json},
+    {"gather_metadata", FOR_BOTH, 0, gather},
+    {"abort", FOR_BOTH, 0, abort_op},
+    {"set_backup_state", FOR_BACKUP, 0, set_backup_state},
+    {"add_component", FOR_BACKUP, 0, add_backup_component},
+    {"prepare_backup", FOR_BACKUP, 0, prepare_backup},
+    {"start_snapshot_set", FOR_BACKUP, 0, start_set},
+    {"add_path", FOR_BACKUP, 0, add_path},
+    {"do_snapshot_set", FOR_BACKUP, 0, do_snapshot_set},
+    {"set_backup_succeeded", FOR_BACKUP, 0, set_succeeded},
+    {"backup_complete", FOR_BACKUP, 0, backup_complete},
+    {"load_documents", FOR_RESTORE, 0, load_documents},
+    {"add_restore_component", FOR_RESTORE, 0, add_restore_component},
+    {"set_additional_restores", FOR_RESTORE, 0, set_additional_restores},
+    {"pre_restore", FOR_RESTORE, 0, pre_restore},
+    {"post_restore", FOR_RESTORE, 0, post_restore},
+};
+#define NOPS (sizeof ops / sizeof ops[0])
+
+static int dispatch(coord *c, session *s, const char *name, json_t *req, json_t *rep)
+{
+    const session_op *op = NULL;
+    int kind = s->restore ? FOR_RESTORE : FOR_BACKUP;
+    for (size_t i = 0; !op && i < NOPS; i++)
+        if ((ops[i].kinds & kind) && !strcmp(ops[i].name, name)) op = &ops[i];
+    if (!op || !op->when_gone) { /* an unknown op too: the loss is news the requester needs */
+        pthread_mutex_lock(&c->mu);
+        int gone = s->gone_err;
+        char gd[512];
+        snprintf(gd, sizeof gd, "%s", s->gone_detail);
+        pthread_mutex_unlock(&c->mu);
+        if (gone && s->state != S_ABORTED) {
+            om_errf(gone, "%s", gd);
+            return fail_session(c, s, gone);
         }
-        if (!strcmp(op, "pre_restore")) return restore_step(c, s, 0, rep);
-        if (!strcmp(op, "post_restore")) return restore_step(c, s, 1, rep);
-    } else {
-        if (!strcmp(op, "set_backup_state")) return set_backup_state(s, req);
-        if (!strcmp(op, "add_component")) return add_component(c, s, req, 0);
-        if (!strcmp(op, "prepare_backup")) return prepare_backup(c, s);
-        if (!strcmp(op, "start_snapshot_set")) return start_set(s, req, rep);
-        if (!strcmp(op, "add_path")) return add_path(c, s, req, rep);
-        if (!strcmp(op, "do_snapshot_set")) return do_snapshot_set(c, s, rep);
-        if (!strcmp(op, "set_backup_succeeded")) return set_succeeded(s, req);
-        if (!strcmp(op, "backup_complete")) return backup_complete(c, s, rep);
     }
-    return om_errf(OM_E_InvalidParameter, "unknown operation '%s' for a %s session", op,
-                   s->restore ? "restore" : "backup");
+    if (!op)
+        return om_errf(OM_E_InvalidParameter, "unknown operation '%s' for a %s session", name,
+                       s->restore ? "restore" : "backup");
+    return op->handler(c, s, req, rep);
 }
 
 /* The components whose backup the requester says it stored (release's "stored": [{"instance_id",

@@ -22,10 +22,9 @@
 #include "base/log.h"
 #include "base/proto.h"
 #include "base/time.h"
+#include "fakecoord.h"
 #include "vss/requester.h"
 #include "vss/writer.h"
-
-#define WAIT_MS 5000 /* the longest any step may take before the test calls it a failure */
 
 #define CLASS_ID    "5a1f0c2e-9d0b-4c55-8a39-1f4b8f1e0c01"
 #define INSTANCE_ID "0c3a9b12-77e4-4d1a-9f0e-2b6de3a1c002"
@@ -44,76 +43,11 @@ static uint64_t ms_since(uint64_t t0)
     return (om_mono_ns() - t0) / 1000000u;
 }
 
-/* ---- the fake coordinator's socket ---- */
-
-static char tmpdir[64], sock_path[96];
-static int listen_fd = -1;
-
-static int fake_listen(void)
-{
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", sock_path);
-    unlink(sock_path);
-    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 || listen(s, 8) != 0) {
-        if (s >= 0) close(s);
-        return -1;
-    }
-    listen_fd = s;
-    return 0;
-}
-
-static void fake_unlisten(void)
-{
-    if (listen_fd >= 0) close(listen_fd);
-    listen_fd = -1;
-    unlink(sock_path);
-}
-
-static int wait_readable(int fd, int timeout_ms)
-{
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    return poll(&p, 1, timeout_ms) == 1;
-}
-
-/* A connection within timeout_ms, or -1. */
-static int fake_accept(int timeout_ms)
-{
-    if (!wait_readable(listen_fd, timeout_ms)) return -1;
-    return accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
-}
-
-/* The next message within timeout_ms, or NULL (timeout or closed). */
-static json_t *recv_msg(int fd, int timeout_ms)
-{
-    json_t *m = NULL;
-    if (!wait_readable(fd, timeout_ms) || om_proto_recv(fd, &m, NULL, NULL)) return NULL;
-    return m;
-}
-
-static void send_msg(int fd, json_t *m)
-{
-    assert_non_null(m);
-    assert_int_equal(om_proto_send(fd, m, NULL, 0), 0);
-    json_decref(m);
-}
-
 static int setup_dir(void **s)
 {
     (void)s;
     om_log_min_level(OM_ERROR); /* the warnings these tests cause on purpose */
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/ombra-vss-sdk-XXXXXX");
-    if (!mkdtemp(tmpdir)) return -1;
-    snprintf(sock_path, sizeof sock_path, "%s/vss.sock", tmpdir);
-    return 0;
-}
-
-static void rm_dir(void)
-{
-    fake_unlisten();
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    return fc_setup_dir("vss-sdk");
 }
 
 /* ---- a writer whose handlers record what they saw ---- */
@@ -313,7 +247,7 @@ static int teardown_writer(void **s)
         json_decref(T.args[i]);
     pthread_cond_destroy(&T.cond);
     pthread_mutex_destroy(&T.mu);
-    rm_dir();
+    fc_rm_dir();
     return 0;
 }
 
@@ -323,16 +257,16 @@ static void start_writer(void)
                             .instance_id = INSTANCE_ID,
                             .name = "Test Writer",
                             .can_hold = 1,
-                            .socket_path = sock_path};
+                            .socket_path = fc_sock};
     assert_int_equal(vss_writer_start(&info, &ops, &T, &W), 0);
 }
 
 /* Accepts the writer, checks its registration and accepts it; returns the connection. */
 static int accept_writer(void)
 {
-    int fd = fake_accept(WAIT_MS);
+    int fd = fc_accept(FC_WAIT_MS);
     assert_true(fd >= 0);
-    json_t *reg = recv_msg(fd, WAIT_MS);
+    json_t *reg = fc_recv(fd, FC_WAIT_MS);
     assert_non_null(reg);
     assert_string_equal(om_json_str_or(reg, "op", ""), "writer.register");
     assert_string_equal(om_json_str_or(reg, "class_id", ""), CLASS_ID);
@@ -341,43 +275,12 @@ static int accept_writer(void)
     assert_true(json_is_true(json_object_get(reg, "can_hold")));
     assert_int_equal(om_json_int_or(reg, "pid", 0), getpid());
     json_decref(reg);
-    send_msg(fd, om_proto_ok());
-    assert_true(wait_connected(1, WAIT_MS));
+    fc_send(fd, om_proto_ok());
+    assert_true(wait_connected(1, FC_WAIT_MS));
     uint64_t t0 = om_mono_ns(); /* the callback comes just after */
-    while (registrations() < 1 && ms_since(t0) < WAIT_MS)
+    while (registrations() < 1 && ms_since(t0) < FC_WAIT_MS)
         sleep_ms(2);
     return fd;
-}
-
-static void send_event(int fd, int64_t id, const char *name, const char *session, json_t *args)
-{
-    send_msg(fd, json_pack("{s:s, s:I, s:s, s:o}", "event", name, "id", (json_int_t)id, "session",
-                           session, "args", args ? args : json_object()));
-}
-
-/* The next answer; it must be the answer to id. */
-static json_t *answer(int fd, int64_t id)
-{
-    json_t *a = recv_msg(fd, WAIT_MS);
-    assert_non_null(a);
-    assert_int_equal(om_json_int_or(a, "answer", -1), id);
-    return a;
-}
-
-static void expect_ok(int fd, int64_t id)
-{
-    json_t *a = answer(fd, id);
-    assert_true(json_is_true(json_object_get(a, "ok")));
-    json_decref(a);
-}
-
-static void expect_failure(int fd, int64_t id, const char *kind, const char *reason_part)
-{
-    json_t *a = answer(fd, id);
-    assert_true(json_is_false(json_object_get(a, "ok")));
-    assert_string_equal(om_json_str_or(a, "failure", ""), kind);
-    assert_non_null(strstr(om_json_str_or(a, "reason", ""), reason_part));
-    json_decref(a);
 }
 
 /* ---- writer tests ---- */
@@ -385,7 +288,7 @@ static void expect_failure(int fd, int64_t id, const char *kind, const char *rea
 static void writer_registers_with_its_identity(void **s)
 {
     (void)s;
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     start_writer();
     int fd = accept_writer(); /* checks every field of writer.register */
     assert_int_equal(registrations(), 1);
@@ -413,7 +316,7 @@ static void writer_starts_before_the_coordinator_and_registers_when_it_comes(voi
     assert_true(ms_since(t0) < 100); /* returns at once */
     sleep_ms(300);
     assert_false(vss_writer_connected(W));
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     int fd = accept_writer();
     close(fd);
 }
@@ -421,35 +324,35 @@ static void writer_starts_before_the_coordinator_and_registers_when_it_comes(voi
 static void writer_registers_again_after_the_coordinator_restarts(void **s)
 {
     (void)s;
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     start_writer();
     int fd = accept_writer();
     close(fd); /* the coordinator dies */
-    fake_unlisten();
-    assert_true(wait_connected(0, WAIT_MS));
+    fc_unlisten();
+    assert_true(wait_connected(0, FC_WAIT_MS));
     sleep_ms(500); /* a few refused attempts */
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     fd = accept_writer(); /* the same identity again */
     uint64_t t0 = om_mono_ns();
-    while (registrations() < 2 && ms_since(t0) < WAIT_MS)
+    while (registrations() < 2 && ms_since(t0) < FC_WAIT_MS)
         sleep_ms(2);
     assert_int_equal(registrations(), 2);
     /* and events flow on the new connection */
-    send_event(fd, 1, "PrepareSnapshot", S1, NULL);
-    expect_ok(fd, 1);
+    fc_send_event(fd, 1, "PrepareSnapshot", S1, NULL);
+    fc_expect_ok(fd, 1);
     close(fd);
 }
 
 static void refused_registration_is_retried(void **s)
 {
     (void)s;
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     start_writer();
-    int fd = fake_accept(WAIT_MS);
+    int fd = fc_accept(FC_WAIT_MS);
     assert_true(fd >= 0);
-    json_decref(recv_msg(fd, WAIT_MS));
+    json_decref(fc_recv(fd, FC_WAIT_MS));
     om_errf(OM_E_DatabaseDuplicate, "a writer with instance id %s is connected", INSTANCE_ID);
-    send_msg(fd, om_proto_error(OM_E_DatabaseDuplicate));
+    fc_send(fd, om_proto_error(OM_E_DatabaseDuplicate));
     close(fd);
     assert_false(vss_writer_connected(W));
     fd = accept_writer(); /* it tries again */
@@ -459,94 +362,94 @@ static void refused_registration_is_retried(void **s)
 static void events_reach_their_handler_and_answers_carry_id_and_result(void **s)
 {
     (void)s;
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     start_writer();
     int fd = accept_writer();
 
-    send_event(fd, 7, "Identify", S1, NULL);
-    json_t *a = answer(fd, 7);
+    fc_send_event(fd, 7, "Identify", S1, NULL);
+    json_t *a = fc_answer(fd, 7);
     assert_true(json_is_true(json_object_get(a, "ok")));
     json_t *md = json_object_get(json_object_get(a, "result"), "metadata");
     assert_string_equal(json_string_value(json_object_get(json_object_get(md, "writer"), "name")),
                         "TW");
     json_decref(a);
 
-    send_event(fd, 8, "PrepareBackup", S1,
-               json_pack("{s:s, s:[s]}", "type", "full", "components", "Test\\db1"));
-    expect_ok(fd, 8);
+    fc_send_event(fd, 8, "PrepareBackup", S1,
+                  json_pack("{s:s, s:[s]}", "type", "full", "components", "Test\\db1"));
+    fc_expect_ok(fd, 8);
     assert_int_equal(calls(EV_PREPARE), 1);
     assert_string_equal(T.session[EV_PREPARE], S1);
     assert_string_equal(om_json_str_or(T.args[EV_PREPARE], "type", ""), "full");
 
-    send_event(fd, 9, "PrepareSnapshot", S1, NULL); /* no handler: ok */
-    expect_ok(fd, 9);
+    fc_send_event(fd, 9, "PrepareSnapshot", S1, NULL); /* no handler: ok */
+    fc_expect_ok(fd, 9);
 
-    send_event(fd, 10, "PostSnapshot", S1, json_pack("{s:[]}", "shadows"));
-    a = answer(fd, 10);
+    fc_send_event(fd, 10, "PostSnapshot", S1, json_pack("{s:[]}", "shadows"));
+    a = fc_answer(fd, 10);
     json_t *want = json_pack("{s:{s:{s:i}}}", "components", "db1", "first_log", 7);
     assert_true(json_equal(json_object_get(a, "result"), want));
     json_decref(want);
     json_decref(a);
 
     set_fail(EV_COMPLETE, VSS_FAIL_RETRYABLE, 0);
-    send_event(fd, 11, "BackupComplete", S1, NULL);
-    expect_failure(fd, 11, "retryable", "database db1 is dismounting");
+    fc_send_event(fd, 11, "BackupComplete", S1, NULL);
+    fc_expect_failure(fd, 11, "retryable", "database db1 is dismounting");
 
     set_fail(EV_PRERESTORE, VSS_FAIL_NONE, OM_E_DiskIO); /* failed without vss_fail */
-    send_event(fd, 12, "PreRestore", S2, NULL);
-    expect_failure(fd, 12, "non_retryable", "reading the header of db1.edb: short read");
+    fc_send_event(fd, 12, "PreRestore", S2, NULL);
+    fc_expect_failure(fd, 12, "non_retryable", "reading the header of db1.edb: short read");
 
     set_fail(EV_POSTRESTORE, VSS_FAIL_RECOVERY_FAILED, 0);
-    send_event(fd, 13, "PostRestore", S2, NULL);
-    expect_failure(fd, 13, "recovery_failed", "db1");
+    fc_send_event(fd, 13, "PostRestore", S2, NULL);
+    fc_expect_failure(fd, 13, "recovery_failed", "db1");
 
-    send_event(fd, 14, "Reboot", S1, NULL);
-    expect_failure(fd, 14, "non_retryable", "Reboot");
+    fc_send_event(fd, 14, "Reboot", S1, NULL);
+    fc_expect_failure(fd, 14, "non_retryable", "Reboot");
     close(fd);
 }
 
 static void events_of_different_sessions_are_answered_independently(void **s)
 {
     (void)s;
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     start_writer();
     int fd = accept_writer();
     close_gate(EV_COMPLETE);
-    send_event(fd, 1, "BackupComplete", S1, NULL);
+    fc_send_event(fd, 1, "BackupComplete", S1, NULL);
     wait_in_gate();
     /* S1's BackupComplete is stuck in its handler; S2 freezes and thaws meanwhile. */
-    send_event(fd, 2, "Freeze", S2, json_pack("{s:[], s:b}", "components", "hold", 0));
-    expect_ok(fd, 2);
-    send_event(fd, 3, "Thaw", S2, NULL);
-    expect_ok(fd, 3);
+    fc_send_event(fd, 2, "Freeze", S2, json_pack("{s:[], s:b}", "components", "hold", 0));
+    fc_expect_ok(fd, 2);
+    fc_send_event(fd, 3, "Thaw", S2, NULL);
+    fc_expect_ok(fd, 3);
     open_gate();
-    expect_ok(fd, 1);
+    fc_expect_ok(fd, 1);
     close(fd);
 }
 
 static void freeze_without_thaw_thaws_by_itself_and_late_thaw_times_out(void **s)
 {
     (void)s;
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     start_writer();
     int fd = accept_writer();
     uint64_t t0 = om_mono_ns();
-    send_event(
+    fc_send_event(
         fd, 1, "Freeze", S1,
         json_pack("{s:[s], s:b, s:i}", "components", "Test\\db1", "hold", 1, "thaw_limit_ms", 150));
-    expect_ok(fd, 1);
+    fc_expect_ok(fd, 1);
     assert_int_equal(calls(EV_THAW), 0);
-    assert_true(wait_calls(EV_THAW, 1, WAIT_MS));
+    assert_true(wait_calls(EV_THAW, 1, FC_WAIT_MS));
     uint64_t waited = ms_since(t0);
     assert_true(waited >= 150);
     assert_true(json_is_true(json_object_get(T.args[EV_THAW], "auto")));
     assert_string_equal(T.session[EV_THAW], S1);
-    send_event(fd, 2, "Thaw", S1, NULL); /* too late */
-    expect_failure(fd, 2, "timeout", "thawed by itself");
+    fc_send_event(fd, 2, "Thaw", S1, NULL); /* too late */
+    fc_expect_failure(fd, 2, "timeout", "thawed by itself");
     assert_int_equal(calls(EV_THAW), 1); /* not called again */
     /* the session is still open: BackupShutdown ends it normally */
-    send_event(fd, 3, "BackupShutdown", S1, NULL);
-    expect_ok(fd, 3);
+    fc_send_event(fd, 3, "BackupShutdown", S1, NULL);
+    fc_expect_ok(fd, 3);
     close(fd);
     sleep_ms(100);
     assert_int_equal(calls(EV_ABORT), 0);
@@ -555,20 +458,22 @@ static void freeze_without_thaw_thaws_by_itself_and_late_thaw_times_out(void **s
 static void thaw_in_time_cancels_the_auto_thaw(void **s)
 {
     (void)s;
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     start_writer();
     int fd = accept_writer();
-    send_event(fd, 1, "Freeze", S1, json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 600));
-    expect_ok(fd, 1);
-    send_event(fd, 2, "Thaw", S1, NULL); /* well within the limit, even on a loaded machine */
-    expect_ok(fd, 2);
+    fc_send_event(fd, 1, "Freeze", S1,
+                  json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 600));
+    fc_expect_ok(fd, 1);
+    fc_send_event(fd, 2, "Thaw", S1, NULL); /* well within the limit, even on a loaded machine */
+    fc_expect_ok(fd, 2);
     sleep_ms(800);
     assert_int_equal(calls(EV_THAW), 1);
     /* Abort during the freeze cancels it too */
-    send_event(fd, 3, "Freeze", S2, json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 600));
-    expect_ok(fd, 3);
-    send_event(fd, 4, "Abort", S2, NULL);
-    expect_ok(fd, 4);
+    fc_send_event(fd, 3, "Freeze", S2,
+                  json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 600));
+    fc_expect_ok(fd, 3);
+    fc_send_event(fd, 4, "Abort", S2, NULL);
+    fc_expect_ok(fd, 4);
     sleep_ms(800);
     assert_int_equal(calls(EV_THAW), 1);
     assert_int_equal(calls(EV_ABORT), 1);
@@ -578,18 +483,19 @@ static void thaw_in_time_cancels_the_auto_thaw(void **s)
 static void abort_during_freeze_waits_for_it_and_ends_the_freeze(void **s)
 {
     (void)s;
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     start_writer();
     int fd = accept_writer();
     close_gate(EV_FREEZE);
-    send_event(fd, 1, "Freeze", S1, json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 300));
+    fc_send_event(fd, 1, "Freeze", S1,
+                  json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 300));
     wait_in_gate();
-    send_event(fd, 2, "Abort", S1, NULL); /* the coordinator gave up on the Freeze */
-    assert_null(recv_msg(fd, 200));       /* Abort waits for the Freeze handler */
+    fc_send_event(fd, 2, "Abort", S1, NULL); /* the coordinator gave up on the Freeze */
+    assert_null(fc_recv(fd, 200));           /* Abort waits for the Freeze handler */
     assert_int_equal(calls(EV_ABORT), 0);
     open_gate();
-    expect_ok(fd, 1);
-    expect_ok(fd, 2);
+    fc_expect_ok(fd, 1);
+    fc_expect_ok(fd, 2);
     assert_int_equal(calls(EV_ABORT), 1);
     sleep_ms(500);
     assert_int_equal(calls(EV_THAW), 0); /* the abort ended the freeze: no auto-thaw */
@@ -599,24 +505,25 @@ static void abort_during_freeze_waits_for_it_and_ends_the_freeze(void **s)
 static void lost_connection_aborts_the_open_sessions(void **s)
 {
     (void)s;
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     start_writer();
     int fd = accept_writer();
-    send_event(fd, 1, "PrepareBackup", S1,
-               json_pack("{s:s, s:[s]}", "type", "full", "components", "Test\\db1"));
-    expect_ok(fd, 1);
-    send_event(fd, 2, "Freeze", S1,
-               json_pack("{s:[s], s:b}", "components", "Test\\db1", "hold", 1));
-    expect_ok(fd, 2);
-    send_event(fd, 3, "PrepareBackup", S2, json_pack("{s:s, s:[]}", "type", "copy", "components"));
-    expect_ok(fd, 3);
-    send_event(fd, 4, "BackupShutdown", S2, NULL); /* S2 is over */
-    expect_ok(fd, 4);
-    send_event(fd, 5, "Identify", S3, NULL); /* S3 never opened */
-    json_decref(answer(fd, 5));
+    fc_send_event(fd, 1, "PrepareBackup", S1,
+                  json_pack("{s:s, s:[s]}", "type", "full", "components", "Test\\db1"));
+    fc_expect_ok(fd, 1);
+    fc_send_event(fd, 2, "Freeze", S1,
+                  json_pack("{s:[s], s:b}", "components", "Test\\db1", "hold", 1));
+    fc_expect_ok(fd, 2);
+    fc_send_event(fd, 3, "PrepareBackup", S2,
+                  json_pack("{s:s, s:[]}", "type", "copy", "components"));
+    fc_expect_ok(fd, 3);
+    fc_send_event(fd, 4, "BackupShutdown", S2, NULL); /* S2 is over */
+    fc_expect_ok(fd, 4);
+    fc_send_event(fd, 5, "Identify", S3, NULL); /* S3 never opened */
+    json_decref(fc_answer(fd, 5));
     assert_int_equal(calls(EV_ABORT), 0);
     close(fd); /* the coordinator goes away while S1 is frozen */
-    assert_true(wait_calls(EV_ABORT, 1, WAIT_MS));
+    assert_true(wait_calls(EV_ABORT, 1, FC_WAIT_MS));
     assert_string_equal(T.session[EV_ABORT], S1);
     assert_true(json_is_true(json_object_get(T.args[EV_ABORT], "disconnected")));
     json_t *want = json_pack("[s]", "Test\\db1");
@@ -630,13 +537,15 @@ static void lost_connection_aborts_the_open_sessions(void **s)
 static void stopping_aborts_the_open_sessions(void **s)
 {
     (void)s;
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     start_writer();
     int fd = accept_writer();
-    send_event(fd, 1, "PrepareBackup", S1, json_pack("{s:s, s:[]}", "type", "full", "components"));
-    expect_ok(fd, 1);
-    send_event(fd, 2, "Freeze", S1, json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 60000));
-    expect_ok(fd, 2);
+    fc_send_event(fd, 1, "PrepareBackup", S1,
+                  json_pack("{s:s, s:[]}", "type", "full", "components"));
+    fc_expect_ok(fd, 1);
+    fc_send_event(fd, 2, "Freeze", S1,
+                  json_pack("{s:[], s:i}", "components", "thaw_limit_ms", 60000));
+    fc_expect_ok(fd, 2);
     uint64_t t0 = om_mono_ns();
     vss_writer_stop(W); /* must not wait for the thaw limit */
     W = NULL;
@@ -649,19 +558,20 @@ static void stopping_aborts_the_open_sessions(void **s)
 static void abort_is_answered_ok_and_handled_once(void **s)
 {
     (void)s;
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     start_writer();
     int fd = accept_writer();
-    send_event(fd, 1, "Abort", S3, NULL); /* a session this writer never opened */
-    expect_ok(fd, 1);
+    fc_send_event(fd, 1, "Abort", S3, NULL); /* a session this writer never opened */
+    fc_expect_ok(fd, 1);
     assert_int_equal(calls(EV_ABORT), 0);
-    send_event(fd, 2, "PrepareBackup", S1, json_pack("{s:s, s:[]}", "type", "full", "components"));
-    expect_ok(fd, 2);
+    fc_send_event(fd, 2, "PrepareBackup", S1,
+                  json_pack("{s:s, s:[]}", "type", "full", "components"));
+    fc_expect_ok(fd, 2);
     set_fail(EV_ABORT, VSS_FAIL_NON_RETRYABLE, 0);
-    send_event(fd, 3, "Abort", S1, NULL);
-    expect_ok(fd, 3); /* even though the handler failed */
-    send_event(fd, 4, "Abort", S1, NULL);
-    expect_ok(fd, 4);
+    fc_send_event(fd, 3, "Abort", S1, NULL);
+    fc_expect_ok(fd, 3); /* even though the handler failed */
+    fc_send_event(fd, 4, "Abort", S1, NULL);
+    fc_expect_ok(fd, 4);
     assert_int_equal(calls(EV_ABORT), 1);
     close(fd);
     sleep_ms(200);
@@ -764,10 +674,10 @@ static fake_coord C;
 static void *coord_thread(void *arg)
 {
     (void)arg;
-    C.fd = fake_accept(WAIT_MS);
+    C.fd = fc_accept(FC_WAIT_MS);
     if (C.fd < 0) return NULL;
     for (;;) {
-        json_t *req = recv_msg(C.fd, WAIT_MS);
+        json_t *req = fc_recv(C.fd, FC_WAIT_MS);
         if (!req) break;
         json_array_append(C.requests, req);
         json_t *rep = C.reply(om_json_str_or(req, "op", ""), req);
@@ -783,7 +693,7 @@ static void *coord_thread(void *arg)
 
 static void coord_start(reply_fn f)
 {
-    assert_int_equal(fake_listen(), 0);
+    assert_int_equal(fc_listen(), 0);
     C.reply = f;
     C.requests = json_array();
     C.fd = -1;
@@ -842,7 +752,7 @@ static int teardown_req(void **s)
 {
     (void)s;
     json_decref(C.requests);
-    rm_dir();
+    fc_rm_dir();
     return 0;
 }
 
@@ -851,7 +761,7 @@ static void requester_sends_the_documented_ops_in_order(void **s)
     (void)s;
     coord_start(backup_script);
     vss_req *r = NULL;
-    assert_int_equal(vss_req_begin(sock_path, VSS_SESSION_BACKUP, &r), 0);
+    assert_int_equal(vss_req_begin(fc_sock, VSS_SESSION_BACKUP, &r), 0);
     assert_string_equal(vss_req_session(r), S1);
     json_t *writers = NULL, *res = NULL, *doc = NULL, *st = NULL;
     assert_int_equal(vss_req_gather_metadata(r, &writers), 0);
@@ -913,7 +823,7 @@ static void requester_restore_ops_carry_the_documents_and_options(void **s)
     (void)s;
     coord_start(restore_script);
     vss_req *r = NULL;
-    assert_int_equal(vss_req_begin(sock_path, VSS_SESSION_RESTORE, &r), 0);
+    assert_int_equal(vss_req_begin(fc_sock, VSS_SESSION_RESTORE, &r), 0);
     json_t *mds = json_pack("[{s:{s:s}}]", "writer", "name", "W");
     json_t *doc = json_pack("{s:s}", "session", S1);
     json_t *opts = json_pack("{s:b}", "point_in_time", 0);
@@ -965,7 +875,7 @@ static void requester_maps_error_replies_to_their_number_and_message(void **s)
     (void)s;
     coord_start(refusing_script);
     vss_req *r = NULL;
-    assert_int_equal(vss_req_begin(sock_path, VSS_SESSION_BACKUP, &r), 0);
+    assert_int_equal(vss_req_begin(fc_sock, VSS_SESSION_BACKUP, &r), 0);
     assert_int_equal(vss_req_add_component(r, INSTANCE_ID, "Test\\db1"), 0);
     assert_int_equal(vss_req_prepare_backup(r), OM_E_BackupInProgress);
     assert_string_equal(om_err_detail(), REFUSAL);
@@ -987,7 +897,7 @@ static void requester_reports_a_lost_connection_as_aborted(void **s)
     (void)s;
     coord_start(vanishing_script);
     vss_req *r = NULL;
-    assert_int_equal(vss_req_begin(sock_path, VSS_SESSION_BACKUP, &r), 0);
+    assert_int_equal(vss_req_begin(fc_sock, VSS_SESSION_BACKUP, &r), 0);
     assert_int_equal(vss_req_prepare_backup(r), 0);
     json_t *res = NULL;
     assert_int_equal(vss_req_do_snapshot_set(r, &res), OM_E_Aborted);
@@ -1008,9 +918,9 @@ static void requester_begin_without_the_service_says_to_start_it(void **s)
 {
     (void)s;
     vss_req *r = NULL;
-    assert_int_equal(vss_req_begin(sock_path, VSS_SESSION_BACKUP, &r), OM_E_FileNotFound);
+    assert_int_equal(vss_req_begin(fc_sock, VSS_SESSION_BACKUP, &r), OM_E_FileNotFound);
     assert_null(r);
-    assert_non_null(strstr(om_err_detail(), sock_path));
+    assert_non_null(strstr(om_err_detail(), fc_sock));
     assert_non_null(strstr(om_err_detail(), "HINT: start ombra-vssd"));
 }
 

@@ -1,0 +1,121 @@
+/* The store client: the store protocol (docs/protocol.md) from the client's side, for everything
+ * that talks to ombra-store (the command line, the backup and restore jobs and, next, the
+ * replication service). It is to ombra-store what vss/requester.h is to ombra-vssd.
+ *
+ * One store_client is one connection to the store's socket, used by one thread at a time:
+ *
+ *   store_client_new(NULL, &c)     <runtime>/store.sock; nothing is connected yet
+ *   store_client_status, store_client_db_..., store_client_mail_...   any number, any order
+ *   store_client_free(c)
+ *
+ * The first call connects, checking before anything is sent that the socket, its folder and
+ * the process listening belong to root or to this user (om_proto_connect). Calls then go one
+ * after the other on that connection. The store closes a connection left idle past its bound
+ * (ombra-store --idle-timeout-ms); a call that finds it closed connects again before it sends,
+ * so a request is never sent twice, nor lost to a connection closed before it. A call whose
+ * exchange failed half way (the store went away mid-reply) leaves the client unconnected; the
+ * next call connects again.
+ *
+ * Errors. Every call returns 0 or the error the store replied with (errors.def), and sets the
+ * thread's detail (om_err_detail) to the store's message, e.g. "no database named 'x'" with
+ * DatabaseNotFound, "database 'x' is not mounted. HINT: ombra db mount x" with
+ * DatabaseUnavailable. A store that refuses this user answers and closes without reading the
+ * request: its answer is the error, not the broken pipe. Nothing listening: FileNotFound with a
+ * HINT; a socket, folder or daemon of another user: FileAccessDenied naming it. A reply without
+ * what it should carry: Internal, "the server's reply ...".
+ *
+ * Databases are JSON objects as the store sends them: {"name", "id", "server", "edb", "logs",
+ * "base", "circular_logging", "allow_restore", "recovery", "mounted", "state"} (and "problem"
+ * when the store cannot read it); db_show adds "size_bytes", "pages", the generations and
+ * "backups". JSON results are new references the caller decrefs. */
+#ifndef OM_STORE_CLIENT_H
+#define OM_STORE_CLIENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store_client store_client;
+
+/* A client of the store listening on socket_path (NULL: <runtime>/store.sock, base/paths.h).
+ * Only OutOfMemory or a runtime directory that cannot be named fail here. */
+int store_client_new(const char *socket_path, store_client **out);
+/* Closes the connection and frees c (NULL: nothing). */
+void store_client_free(store_client *c);
+/* The warning of the last reply, "" when none: what failed beside a change that was made (a
+ * dismount whose clean shutdown failed on a full disk: dismounted all the same). */
+const char *store_client_warning(const store_client *c);
+
+/* -> {"server", "pid", "mounted", "databases"} (this server's name, the daemon's pid, how many
+ * databases are mounted and known). */
+int store_client_status(store_client *c, json_t **status);
+
+/* ---- databases ---- */
+
+/* -> the array of every database of the directory. */
+int store_client_db_list(store_client *c, json_t **dbs);
+/* -> the database, with its details. */
+int store_client_db_show(store_client *c, const char *name, json_t **db);
+
+/* What db_new makes. Paths are absolute (the store refuses others: it runs in another
+ * directory); NULL for the store's defaults, $OMBRA_HOME/dbs/NAME/NAME.edb and .../logs. */
+typedef struct store_db_spec {
+    const char *edb, *logs;
+    const char *base;     /* the log base name, "E01"; NULL: the first free one */
+    int circular_logging; /* delete generations once checkpointed */
+    int recovery;         /* the recovery database (edb and logs required): left dismounted and
+                             open to a restore */
+} store_db_spec;
+
+/* Creates the database (mounted, unless the recovery database) -> the new database. */
+int store_client_db_new(store_client *c, const char *name, const store_db_spec *spec, json_t **db);
+/* -> the database as it is after the change. Dismounting is refused while the database is in a
+ * backup session (BackupInProgress), mounting while a restore targets it (RestoreInProgress). */
+int store_client_db_mount(store_client *c, const char *name, json_t **db);
+int store_client_db_dismount(store_client *c, const char *name, json_t **db);
+/* circular_logging, allow_restore: 1 on, 0 off, -1 unchanged (not both -1). -> the database;
+ * a change of circular logging on a mounted database carries "note": it applies at the next
+ * mount. Refused while the database is in a backup session. */
+int store_client_db_set(store_client *c, const char *name, int circular_logging, int allow_restore,
+                        json_t **db);
+
+/* ---- mail ---- */
+
+/* What mail_deliver stores: the body byte for byte (at most OM_PROTO_MAX_DATA bytes). */
+typedef struct store_mail_new {
+    const char *mailbox; /* created on first delivery */
+    const char *folder;  /* NULL: Inbox */
+    const char *subject; /* UTF-8; NULL: none (the CLI takes the Subject: header) */
+    const void *body;
+    size_t size;
+} store_mail_new;
+
+/* Delivers into database db -> *id, once the message is durable. */
+int store_client_mail_deliver(store_client *c, const char *db, const store_mail_new *m,
+                              uint64_t *id);
+/* folder NULL: every folder -> the array of {"id", "folder", "time", "size", "subject"}. */
+int store_client_mail_list(store_client *c, const char *db, const char *mailbox, const char *folder,
+                           json_t **messages);
+/* -> *body (malloc'd, the caller frees it) of *size bytes, exactly as delivered, and *info
+ * {"id", "folder", "time", "size", "subject"} (info may be NULL). */
+int store_client_mail_get(store_client *c, const char *db, const char *mailbox, uint64_t id,
+                          json_t **info, uint8_t **body, size_t *size);
+int store_client_mail_delete(store_client *c, const char *db, const char *mailbox, uint64_t id);
+/* -> one hash (32 hex digits) of every mailbox's contents: equal exactly when the mail is. */
+int store_client_mail_digest(store_client *c, const char *db, char digest[33]);
+
+/* What mail_load delivers: generated messages, the same for the same arguments. */
+typedef struct store_mail_load {
+    uint32_t mailboxes; /* spread over user00000 ... */
+    uint64_t messages;
+    uint64_t size; /* of each body */
+    uint64_t seed;
+} store_mail_load;
+/* Called with the messages delivered so far, as the store reports them. */
+typedef void (*store_client_progress)(void *arg, uint64_t done, uint64_t total);
+/* Delivers them, durable when it returns -> {"messages", "seconds", "rate"} (result may be
+ * NULL); progress (may be NULL) is called as the store reports. */
+int store_client_mail_load(store_client *c, const char *db, const store_mail_load *l,
+                           store_client_progress progress, void *arg, json_t **result);
+
+#endif

@@ -1,0 +1,99 @@
+/* The registry of a store: its directory (directory.h) and the databases mounted from it. The
+ * service (service.c) serves requests on it; the writer (writer.c) backs its databases up and
+ * restores them; neither calls the other through it.
+ *
+ * Rules:
+ * - at most STORE_MAX_MOUNTED databases mounted at once, at most one of them a recovery
+ *   database;
+ * - a request that uses a mounted database holds a reference (store_acquire); dismount waits
+ *   until the last one is let go, and a database being dismounted (closing) is not handed out;
+ * - registry changes (mount, dismount, new, set) are made under mu and saved in the directory
+ *   before they are acknowledged;
+ * - before a database is closed, the observers of "database closing" are told (under mu, the
+ *   database still open): the writer thaws and releases what a backup holds of it.
+ *
+ * Lock order: registry.mu, then an observer's own lock. An observer never takes mu while it
+ * holds its own lock. mu is let go only where a function says so (dismount waiting for users,
+ * and callers that ask the engine something that may wait on a frozen database). */
+#ifndef OM_STORE_REGISTRY_H
+#define OM_STORE_REGISTRY_H
+
+#include <pthread.h>
+
+#include "engine/engine.h"
+#include "store/directory.h"
+#include "store/mail.h"
+
+#define STORE_MAX_MOUNTED   100
+#define STORE_MAX_OBSERVERS 4
+
+/* A mounted database. */
+typedef struct store_mounted {
+    char name[STORE_MAX_NAME + 1];
+    eng_db *db;
+    mail_store *mail;
+    int refs;     /* requests using it (under mu) */
+    int closing;  /* being dismounted: no new reference */
+    int recovery; /* the recovery database */
+} store_mounted;
+
+/* Told that db is about to be closed (mu held): nothing of it may be used afterwards. */
+typedef void (*store_closing_fn)(void *arg, eng_db *db);
+
+typedef struct store_registry_opts {
+    const char *server;       /* this server's name */
+    const char *dir_path;     /* the directory file (directory.json) */
+    unsigned checkpoint_gens; /* checkpoint depth in log generations (0: the engine's default) */
+    unsigned cache_mb;        /* dirty pages kept per database before a checkpoint (0: default) */
+} store_registry_opts;
+
+typedef struct store_registry {
+    pthread_mutex_t mu;  /* everything below, and the directory */
+    pthread_cond_t cond; /* broadcast when a reference is let go */
+    store_dir *dir;
+    char server[256];
+    unsigned checkpoint_gens, cache_mb;
+    store_mounted *m[STORE_MAX_MOUNTED + 1];
+    int nm;
+    struct {
+        store_closing_fn fn;
+        void *arg;
+    } closing[STORE_MAX_OBSERVERS];
+    int nclosing;
+} store_registry;
+
+/* Opens the directory (created empty when missing); nothing is mounted yet. */
+int store_registry_open(const store_registry_opts *o, store_registry **out);
+/* Mounts what the directory marks mounted on this server, recovering any database in Dirty
+ * Shutdown; one that fails is logged and does not stop the others. Takes mu. */
+void store_registry_mount_marked(store_registry *r);
+/* Waits for every reference to go, dismounts every database (Clean Shutdown; the directory's
+ * marks stay, so the next start mounts them again), closes the directory and frees r. The number
+ * of databases whose clean shutdown failed (they recover at their next mount). */
+int store_registry_close(store_registry *r);
+
+/* Adds an observer of "database closing" (at most STORE_MAX_OBSERVERS); takes mu. */
+int store_registry_on_closing(store_registry *r, store_closing_fn fn, void *arg);
+/* Removes it; once this returns, fn is not called with arg again. Takes mu. */
+void store_registry_off_closing(store_registry *r, store_closing_fn fn, void *arg);
+
+/* The mounted database of that name (NULL: none). Under mu. */
+store_mounted *store_find_mounted(store_registry *r, const char *name);
+/* The directory's entry of that name; DatabaseNotFound, "no database named '<name>'" (the one
+ * answer to a name this store does not have) when none. Under mu. */
+int store_find_ent(store_registry *r, const char *name, store_dbent **e);
+/* A reference on a mounted database, for one request (takes and lets go mu): DatabaseNotFound
+ * for a name the directory does not have, DatabaseUnavailable (with a HINT to mount it) for one
+ * not mounted or being dismounted. */
+int store_acquire(store_registry *r, const char *name, store_mounted **out);
+void store_release(store_registry *r, store_mounted *m);
+/* Opens a database of the directory and registers it (create: a new one). Under mu. */
+int store_mount_locked(store_registry *r, const store_dbent *e, int create);
+/* Marks m closing, waits for its users (letting mu go meanwhile), tells the observers, closes
+ * it (Clean Shutdown) and frees m. The database is dismounted whatever the result; an error says
+ * its clean shutdown failed (it recovers at its next mount). Under mu. */
+int store_dismount_locked(store_registry *r, store_mounted *m);
+/* The engine options of a directory entry (the registry's cache and checkpoint settings). */
+eng_opts store_ent_opts(const store_registry *r, const store_dbent *e);
+
+#endif

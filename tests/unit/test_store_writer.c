@@ -1,0 +1,332 @@
+/* src/store/writer.c in-process: a registry of real databases in a temp directory, the store's
+ * writer on it, and the test playing ombra-vssd through the fake coordinator (fakecoord.h),
+ * without a store daemon. What is checked is what a backup relies on: the writer offers each
+ * mounted database, a full backup is recorded in the database's header once it completes (and
+ * only then), administrative actions are refused from PrepareBackup to BackupComplete, and a
+ * database closing in the middle of a session (the registry tells the writer) releases what the
+ * backup held of it, so the dismount does not wait for the backup, and the backup fails: nothing
+ * recorded, nothing truncated. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/paths.h"
+#include "base/proto.h"
+#include "base/time.h"
+#include "engine/engine.h"
+#include "fakecoord.h"
+#include "store/mail.h"
+#include "store/registry.h"
+#include "store/writer.h"
+
+#define S1 "11111111-1111-4111-8111-111111111111"
+
+typedef struct fixture {
+    store_registry *reg;
+    store_writer *w;
+    int fd; /* the writer's connection to the fake coordinator */
+    char id[37];
+    char comp[300]; /* the database's component */
+    om_uuid uuid;
+} fixture;
+
+static fixture F;
+
+/* Creates database name (mounted) in the registry, as db.new does, with one message in it. */
+static void make_db(const char *name)
+{
+    store_dbent e = {0};
+    snprintf(e.name, sizeof e.name, "%s", name);
+    snprintf(e.server, sizeof e.server, "srv1");
+    snprintf(e.edb, sizeof e.edb, "%s/dbs/%s/%s.edb", fc_dir, name, name);
+    snprintf(e.logs, sizeof e.logs, "%s/dbs/%s/logs", fc_dir, name);
+    memcpy(e.base, "E00", 4);
+    char d[4096];
+    om_dirname(e.edb, d, sizeof d);
+    assert_int_equal(om_mkdirs(d), 0);
+    assert_int_equal(om_mkdirs(e.logs), 0);
+    pthread_mutex_lock(&F.reg->mu);
+    assert_int_equal(store_mount_locked(F.reg, &e, 1), 0);
+    store_mounted *m = store_find_mounted(F.reg, name);
+    eng_info in;
+    assert_int_equal(eng_db_info(m->db, &in), 0);
+    e.id = in.db_id;
+    e.mounted = 1;
+    assert_int_equal(store_dir_put(F.reg->dir, &e), 0);
+    pthread_mutex_unlock(&F.reg->mu);
+    F.uuid = e.id;
+    om_uuid_str(&e.id, F.id);
+    snprintf(F.comp, sizeof F.comp, "Ombra Store\\srv1\\%s", F.id);
+
+    store_mounted *ref;
+    assert_int_equal(store_acquire(F.reg, name, &ref), 0);
+    mail_new msg = {.mailbox = "alice", .subject = "before the backup", .body = "hello", .size = 5};
+    uint64_t mid;
+    assert_int_equal(mail_deliver(ref->mail, &msg, 0, &mid), 0);
+    store_release(F.reg, ref);
+}
+
+static int setup(void **s)
+{
+    (void)s;
+    om_log_min_level(OM_ERROR);
+    /* A dismount that waits for a frozen database never returns: end the run rather than hang
+     * until the suite's timeout. */
+    alarm(120);
+    memset(&F, 0, sizeof F);
+    F.fd = -1;
+    if (fc_setup_dir("store-writer")) return -1;
+    /* The writer finds the coordinator at <runtime>/vss.sock. */
+    setenv("OMBRA_RUNTIME_DIR", fc_dir, 1);
+    char path[200];
+    snprintf(path, sizeof path, "%s/directory.json", fc_dir);
+    store_registry_opts o = {.server = "srv1", .dir_path = path};
+    if (store_registry_open(&o, &F.reg)) return -1;
+    make_db("db1");
+    assert_int_equal(fc_listen(), 0);
+    assert_int_equal(store_writer_start(F.reg, &F.w), 0);
+    F.fd = fc_accept(FC_WAIT_MS);
+    assert_true(F.fd >= 0);
+    json_t *reg = fc_recv(F.fd, FC_WAIT_MS);
+    assert_non_null(reg);
+    assert_string_equal(om_json_str_or(reg, "op", ""), "writer.register");
+    assert_string_equal(om_json_str_or(reg, "name", ""), "Ombra Store Writer");
+    assert_true(json_is_true(json_object_get(reg, "can_hold")));
+    json_decref(reg);
+    fc_send(F.fd, om_proto_ok());
+    return 0;
+}
+
+static int teardown(void **s)
+{
+    (void)s;
+    store_writer_stop(F.w);
+    if (F.fd >= 0) close(F.fd);
+    assert_int_equal(store_registry_close(F.reg), 0);
+    fc_rm_dir();
+    alarm(0);
+    return 0;
+}
+
+/* The backup slot of db1 as its header says, opened read-only beside the registry when it is
+ * not mounted. */
+static eng_bkslot slot_of(enum eng_bkslot_id id)
+{
+    eng_info in;
+    pthread_mutex_lock(&F.reg->mu);
+    store_mounted *m = store_find_mounted(F.reg, "db1");
+    store_dbent *e = store_dir_find(F.reg->dir, "db1");
+    eng_opts o = store_ent_opts(F.reg, e);
+    assert_int_equal(m ? eng_db_info(m->db, &in) : eng_db_inspect(&o, &in), 0);
+    pthread_mutex_unlock(&F.reg->mu);
+    return in.slots[id];
+}
+
+static int in_backup(void)
+{
+    char sid[40];
+    return store_writer_backing_up(F.w, &F.uuid, sid) && !strcmp(sid, S1);
+}
+
+static json_t *comps(void)
+{
+    return json_pack("[s]", F.comp);
+}
+
+/* Identify, PrepareBackup, PrepareSnapshot and Freeze (with hold) of a full backup of db1. */
+static void prepare_and_freeze(void)
+{
+    fc_send_event(F.fd, 1, "Identify", S1, NULL);
+    json_t *a = fc_answer(F.fd, 1);
+    json_t *md = json_object_get(json_object_get(a, "result"), "metadata"), *c;
+    size_t i;
+    int offered = 0;
+    json_array_foreach(json_object_get(md, "components"), i, c)
+    {
+        char full[400];
+        snprintf(full, sizeof full, "%s\\%s", om_json_str_or(c, "logical_path", ""),
+                 om_json_str_or(c, "name", ""));
+        offered += !strcmp(full, F.comp);
+    }
+    assert_int_equal(offered, 1);
+    json_decref(a);
+    assert_false(in_backup());
+    fc_send_event(F.fd, 2, "PrepareBackup", S1,
+                  json_pack("{s:s, s:o}", "type", "full", "components", comps()));
+    fc_expect_ok(F.fd, 2);
+    assert_true(in_backup()); /* dismount and settings are refused from here on */
+    fc_send_event(F.fd, 3, "PrepareSnapshot", S1, json_pack("{s:o}", "components", comps()));
+    fc_expect_ok(F.fd, 3);
+    fc_send_event(
+        F.fd, 4, "Freeze", S1,
+        json_pack("{s:o, s:b, s:i}", "components", comps(), "hold", 1, "thaw_limit_ms", 10000));
+    fc_expect_ok(F.fd, 4);
+}
+
+/* Thaw and PostSnapshot -> the component's backup metadata. */
+static json_t *thaw_and_post(void)
+{
+    fc_send_event(F.fd, 5, "Thaw", S1, json_pack("{s:o}", "components", comps()));
+    fc_expect_ok(F.fd, 5);
+    fc_send_event(F.fd, 6, "PostSnapshot", S1,
+                  json_pack("{s:o, s:[]}", "components", comps(), "shadows"));
+    json_t *a = fc_answer(F.fd, 6);
+    assert_true(json_is_true(json_object_get(a, "ok")));
+    json_t *md = json_incref(
+        json_object_get(json_object_get(json_object_get(a, "result"), "components"), F.comp));
+    json_decref(a);
+    assert_non_null(md);
+    return md;
+}
+
+static void backup_complete(void)
+{
+    fc_send_event(F.fd, 7, "BackupComplete", S1,
+                  json_pack("{s:[{s:s, s:b}]}", "components", "name", F.comp, "succeeded", 1));
+    fc_expect_ok(F.fd, 7);
+}
+
+/* Dismounts db1 as db dismount does; it must not wait for the backup (FC_WAIT_MS at most). */
+static void dismount_db1(void)
+{
+    uint64_t t0 = om_mono_ns();
+    pthread_mutex_lock(&F.reg->mu);
+    store_mounted *m = store_find_mounted(F.reg, "db1");
+    assert_non_null(m);
+    assert_int_equal(store_dismount_locked(F.reg, m), 0);
+    pthread_mutex_unlock(&F.reg->mu);
+    assert_true((om_mono_ns() - t0) / 1000000u < FC_WAIT_MS);
+    assert_null(store_find_mounted(F.reg, "db1"));
+}
+
+/* db1 mounts again and takes mail. */
+static void serves_mail_again(void)
+{
+    pthread_mutex_lock(&F.reg->mu);
+    if (!store_find_mounted(F.reg, "db1"))
+        assert_int_equal(store_mount_locked(F.reg, store_dir_find(F.reg->dir, "db1"), 0), 0);
+    pthread_mutex_unlock(&F.reg->mu);
+    store_mounted *m;
+    assert_int_equal(store_acquire(F.reg, "db1", &m), 0);
+    mail_new msg = {.mailbox = "alice", .body = "after", .size = 5};
+    uint64_t id;
+    assert_int_equal(mail_deliver(m->mail, &msg, 0, &id), 0);
+    store_release(F.reg, m);
+}
+
+static void a_full_backup_is_recorded_when_it_completes(void **s)
+{
+    (void)s;
+    assert_int_equal(slot_of(ENG_BK_PREV_FULL).mark_time, 0);
+    prepare_and_freeze();
+    json_t *md = thaw_and_post();
+    assert_string_equal(om_json_str_or(md, "db_id", ""), F.id);
+    assert_string_equal(om_json_str_or(md, "type", ""), "full");
+    json_t *range = json_object_get(md, "log_range");
+    uint32_t first = (uint32_t)json_integer_value(json_array_get(range, 0)),
+             last = (uint32_t)json_integer_value(json_array_get(range, 1));
+    assert_true(first >= 1 && last >= first);
+    json_decref(md);
+    assert_int_equal(slot_of(ENG_BK_PREV_FULL).mark_time, 0); /* not before it completes */
+    backup_complete();
+    /* Recorded in the header: the next incremental continues from it. */
+    eng_bkslot full = slot_of(ENG_BK_PREV_FULL);
+    assert_true(full.mark_time != 0);
+    assert_int_equal(full.first_gen, first);
+    assert_int_equal(full.last_gen, last);
+    assert_false(in_backup()); /* administrative actions are allowed again */
+    fc_send_event(F.fd, 8, "BackupShutdown", S1,
+                  json_pack("{s:o, s:[]}", "components", comps(), "stored"));
+    fc_expect_ok(F.fd, 8);
+    serves_mail_again();
+}
+
+static void an_aborted_backup_records_nothing(void **s)
+{
+    (void)s;
+    prepare_and_freeze();
+    fc_send_event(F.fd, 5, "Abort", S1, json_pack("{s:o}", "components", comps()));
+    fc_expect_ok(F.fd, 5);
+    assert_false(in_backup());
+    assert_int_equal(slot_of(ENG_BK_PREV_FULL).mark_time, 0);
+    dismount_db1(); /* nothing is left frozen or held */
+    serves_mail_again();
+}
+
+static void a_database_dismounted_while_frozen_is_released_at_once(void **s)
+{
+    (void)s;
+    prepare_and_freeze();
+    /* Frozen and held: the registry tells the writer, which thaws the database and lets its
+     * held pages go before it closes, so the dismount does not wait for the backup. */
+    dismount_db1();
+    /* The session cannot go on with it: Thaw says why, the abort that follows records
+     * nothing. */
+    fc_send_event(F.fd, 5, "Thaw", S1, json_pack("{s:o}", "components", comps()));
+    json_t *a = fc_answer(F.fd, 5);
+    assert_true(json_is_false(json_object_get(a, "ok")));
+    assert_non_null(strstr(om_json_str_or(a, "reason", ""), "'db1' is not mounted"));
+    json_decref(a);
+    fc_send_event(F.fd, 6, "Abort", S1, json_pack("{s:o}", "components", comps()));
+    fc_expect_ok(F.fd, 6);
+    assert_false(in_backup());
+    assert_int_equal(slot_of(ENG_BK_PREV_FULL).mark_time, 0);
+    serves_mail_again();
+}
+
+static void a_database_closed_before_backup_complete_loses_that_backup(void **s)
+{
+    (void)s;
+    prepare_and_freeze();
+    json_decref(thaw_and_post());
+    /* Its pages are still held for the shadow copy: the close releases them (a store stopping;
+     * an administrator's dismount is refused until BackupComplete). */
+    dismount_db1();
+    /* Spec §5: the backup in progress is lost; BackupComplete fails, nothing is recorded. */
+    fc_send_event(F.fd, 7, "BackupComplete", S1,
+                  json_pack("{s:[{s:s, s:b}]}", "components", "name", F.comp, "succeeded", 1));
+    fc_expect_failure(F.fd, 7, "retryable", "closed during backup session");
+    assert_int_equal(slot_of(ENG_BK_PREV_FULL).mark_time, 0);
+    assert_int_equal(slot_of(ENG_BK_PREV_COPY).mark_time, 0);
+    fc_send_event(F.fd, 8, "BackupShutdown", S1,
+                  json_pack("{s:o, s:[]}", "components", comps(), "stored"));
+    fc_expect_ok(F.fd, 8);
+    serves_mail_again();
+}
+
+static void the_writer_stopped_is_told_no_more(void **s)
+{
+    (void)s;
+    prepare_and_freeze();
+    /* Stopping aborts the session (holds released) and unsubscribes: a dismount afterwards
+     * calls nothing of the freed writer. */
+    store_writer_stop(F.w);
+    F.w = NULL;
+    assert_int_equal(F.reg->nclosing, 0);
+    pthread_mutex_lock(&F.reg->mu);
+    assert_int_equal(store_dismount_locked(F.reg, store_find_mounted(F.reg, "db1")), 0);
+    pthread_mutex_unlock(&F.reg->mu);
+    assert_int_equal(slot_of(ENG_BK_PREV_FULL).mark_time, 0);
+}
+
+int main(void)
+{
+#define T(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(a_full_backup_is_recorded_when_it_completes),
+        T(an_aborted_backup_records_nothing),
+        T(a_database_dismounted_while_frozen_is_released_at_once),
+        T(a_database_closed_before_backup_complete_loses_that_backup),
+        T(the_writer_stopped_is_told_no_more),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
