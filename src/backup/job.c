@@ -604,6 +604,7 @@ int bk_backup_run(const bk_job_opts *in, json_t **result)
     store_client *sc = NULL;
     rc = jobs ? bk_repo_open(o->repo, o->passphrase, &repo) : OM_E_OutOfMemory;
     if (!rc) rc = store_client_new(NULL, &sc);
+    if (!rc) store_client_retry_busy(sc, 1); /* a busy store is no reason to fail a backup */
     /* The store says where each database lives. */
     for (size_t i = 0; !rc && i < o->ndb; i++) {
         dbjob *j = &jobs[i];

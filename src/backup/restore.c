@@ -423,6 +423,7 @@ static int store_db_id(const char *name, char id[37])
     json_t *db = NULL;
     id[0] = 0;
     int rc = store_client_new(NULL, &sc);
+    if (!rc) store_client_retry_busy(sc, 1);
     if (!rc && (rc = store_client_db_show(sc, name, &db)))
         rc = om_err_ctx(rc, "database '%s'", name);
     if (!rc) snprintf(id, 37, "%s", om_json_str_or(db, "id", ""));
@@ -598,6 +599,7 @@ static int local_server(char *out, size_t n)
     store_client *sc = NULL;
     json_t *st = NULL;
     int rc = store_client_new(NULL, &sc);
+    if (!rc) store_client_retry_busy(sc, 1);
     if (!rc) rc = store_client_status(sc, &st);
     const char *srv = om_json_str_or(st, "server", "");
     if (!rc && !*srv) rc = om_errf(OM_E_Internal, "the store did not say its server's name");

@@ -17,6 +17,7 @@ struct store_client {
     char path[4200];
     int fd;   /* -1: not connected */
     int used; /* the connection has carried a request: the store may close it as idle */
+    int retry_busy; /* store_client_retry_busy */
     char warning[1600];
 };
 
@@ -65,6 +66,11 @@ const char *store_client_warning(const store_client *c)
     return c->warning;
 }
 
+void store_client_retry_busy(store_client *c, int on)
+{
+    c->retry_busy = on;
+}
+
 /* Between two requests the store sends nothing: a connection that is readable then was closed
  * by the store (idle past its bound), before it could read anything of ours. */
 static int closed_while_idle(int fd)
@@ -76,13 +82,36 @@ static int closed_while_idle(int fd)
 /* Sends req (stolen) with data, and reads the reply into *reply, calling progress for the
  * progress objects a long request sends before it. 0, or the error of the exchange or of the
  * reply (the store's message in the thread's detail); *reply is set only on success. */
+static int call_once(store_client *c, json_t *req, const void *data, size_t dlen,
+                     store_client_progress progress, void *arg, json_t **reply, uint8_t **rdata,
+                     size_t *rdlen, int *fresh);
+
 static int call(store_client *c, json_t *req, const void *data, size_t dlen,
                 store_client_progress progress, void *arg, json_t **reply, uint8_t **rdata,
                 size_t *rdlen)
 {
+    uint64_t since = 0;
+    unsigned attempt = 0;
+    for (;;) {
+        int fresh = 0;
+        int rc = call_once(c, json_incref(req), data, dlen, progress, arg, reply, rdata, rdlen,
+                           &fresh);
+        /* Only a connection this call made can have been refused before anything was read. */
+        if (!c->retry_busy || !fresh || !om_proto_busy_retry(rc, &since, &attempt)) {
+            json_decref(req);
+            return rc;
+        }
+    }
+}
+
+static int call_once(store_client *c, json_t *req, const void *data, size_t dlen,
+                     store_client_progress progress, void *arg, json_t **reply, uint8_t **rdata,
+                     size_t *rdlen, int *fresh)
+{
     *reply = NULL;
     c->warning[0] = 0;
     if (c->fd >= 0 && c->used && closed_while_idle(c->fd)) disconnect(c);
+    *fresh = c->fd < 0;
     int rc = c->fd >= 0 ? 0 : om_proto_connect(c->path, &c->fd);
     if (rc) {
         c->fd = -1;
@@ -114,6 +143,7 @@ static int call(store_client *c, json_t *req, const void *data, size_t dlen,
     if (rc && src) rc = om_errf(src, "%s", senderr);
     if (src || rc) disconnect(c);
     if (!rc) rc = om_proto_check(r);
+    if (rc == OM_E_OutOfSessions) disconnect(c); /* the store closed it after saying so */
     if (rc) {
         json_decref(r);
         free(d);

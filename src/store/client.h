@@ -45,6 +45,10 @@ void store_client_free(store_client *c);
 /* The warning of the last reply, "" when none: what failed beside a change that was made (a
  * dismount whose clean shutdown failed on a full disk: dismounted all the same). */
 const char *store_client_warning(const store_client *c);
+/* on: a request refused by a busy store (OutOfSessions, before it read anything) is sent again
+ * (om_proto_busy_retry: up to OMBRA_BUSY_WAIT seconds), as the backup and restore jobs want;
+ * off (the default): the refusal is the answer, as a mail server wants of a temporary failure. */
+void store_client_retry_busy(store_client *c, int on);
 
 /* -> {"server", "pid", "mounted", "databases"} (this server's name, the daemon's pid, how many
  * databases are mounted and known). */
