@@ -301,57 +301,6 @@ void chk_page_totals(const chk_set *s, uint64_t *checked, uint64_t *total)
 
 /* ---- log listing ---- */
 
-typedef struct list_ctx {
-    const char *dir, *base;
-    om_vfs *vfs;
-    chk_log_file *v;
-    size_t n, cap;
-    int rc;
-} list_ctx;
-
-static int read_loghdr(om_vfs *v, const char *path, eng_loghdr *h)
-{
-    uint8_t slot[ENG_SLOT_SIZE];
-    om_file *f = NULL;
-    int rc = om_open(v, path, OM_O_RDONLY, &f);
-    if (!rc) rc = om_pread_full(f, slot, sizeof slot, 0);
-    om_close(f);
-    if (!rc) rc = eng_loghdr_decode(slot, h);
-    return rc;
-}
-
-/* The generation in a current log's header; UINT32_MAX when it cannot be read. */
-static uint32_t current_gen(om_vfs *v, const char *path)
-{
-    eng_loghdr h;
-    int rc = read_loghdr(v, path, &h);
-    om_err_clear();
-    return rc || h.gen == 0 ? UINT32_MAX : h.gen;
-}
-
-static int collect(void *arg, const char *name)
-{
-    list_ctx *c = arg;
-    uint32_t g = 0;
-    char cur[16];
-    snprintf(cur, sizeof cur, "%s.log", c->base);
-    int is_cur = !strcmp(name, cur);
-    if (!is_cur && !eng_parse_log_name(name, c->base, &g)) return 0;
-    if (c->n == c->cap) {
-        size_t nc = c->cap ? c->cap * 2 : 64;
-        chk_log_file *nv = realloc(c->v, nc * sizeof *nv);
-        if (!nv) return om_errf(OM_E_OutOfMemory, "listing %s: out of memory", c->dir);
-        c->v = nv;
-        c->cap = nc;
-    }
-    chk_log_file *e = &c->v[c->n];
-    if (om_path_join(e->path, sizeof e->path, c->dir, name)) return OM_E_InvalidPath;
-    e->is_current = is_cur;
-    e->gen = is_cur ? current_gen(c->vfs, e->path) : g;
-    c->n++;
-    return 0;
-}
-
 static int cmp_log(const void *x, const void *y)
 {
     const chk_log_file *a = x, *b = y;
@@ -359,22 +308,46 @@ static int cmp_log(const void *x, const void *y)
     return a->is_current - b->is_current;
 }
 
+/* The files of a scanned stream (eng_stream_scan, the engine's lister), in generation order. */
+static int files_of(const eng_stream *st, chk_log_file **out, size_t *n)
+{
+    size_t k = st->n + (st->cur_present ? 1 : 0);
+    chk_log_file *v = calloc(k ? k : 1, sizeof *v);
+    if (!v) return om_errf(OM_E_OutOfMemory, "listing %s: out of memory", st->dir);
+    for (uint32_t i = 0; i < st->n; i++) {
+        v[i].gen = st->gens[i];
+        eng_log_path(v[i].path, sizeof v[i].path, st->dir, st->base, st->gens[i]);
+    }
+    if (st->cur_present) {
+        chk_log_file *e = &v[st->n];
+        e->is_current = 1;
+        e->gen = st->cur_holds ? st->cur_holds : UINT32_MAX;
+        eng_cur_log_path(e->path, sizeof e->path, st->dir, st->base);
+    }
+    if (k) qsort(v, k, sizeof *v, cmp_log);
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+static int scan(om_vfs *vfs, const char *dir, const char *base, eng_stream *st)
+{
+    int ex = vfs->exists(vfs, dir);
+    if (ex == 0) return om_errf(OM_E_FileNotFound, "log folder %s does not exist", dir);
+    int rc = ex < 0 ? ex : eng_stream_scan(vfs, dir, base, st);
+    return rc ? om_err_ctx(rc, "listing %s", dir) : 0;
+}
+
 int chk_list_logs(om_vfs *vfs, const char *dir, const char *base, chk_log_file **out, size_t *n)
 {
-    list_ctx c = {.dir = dir, .base = base, .vfs = vfs ? vfs : om_vfs_posix()};
+    eng_stream st;
     *out = NULL;
     *n = 0;
-    int ex = c.vfs->exists(c.vfs, dir);
-    if (ex == 0) return om_errf(OM_E_FileNotFound, "log folder %s does not exist", dir);
-    int rc = ex < 0 ? ex : c.vfs->list(c.vfs, dir, collect, &c);
-    if (rc) {
-        free(c.v);
-        return om_err_ctx(rc, "listing %s", dir);
-    }
-    if (c.n) qsort(c.v, c.n, sizeof *c.v, cmp_log);
-    *out = c.v;
-    *n = c.n;
-    return 0;
+    int rc = scan(vfs ? vfs : om_vfs_posix(), dir, base, &st);
+    if (rc) return rc;
+    rc = files_of(&st, out, n);
+    eng_stream_free(&st);
+    return rc;
 }
 
 /* ---- logs ---- */
@@ -383,10 +356,8 @@ typedef struct log_walk {
     chk_set *s;
     chk_log_cb cb;
     void *arg;
-    eng_sig sig; /* the stream's log signature: the newest readable generation's */
-    int have_sig;
-    eng_loghdr prev; /* the last good generation read */
-    int have_prev;
+    const eng_stream *st;
+    eng_chain_want want; /* the stream, and the generation after the last good one read */
 } log_walk;
 
 static void report(log_walk *w, const chk_log_file *lf, uint32_t gen, int needed, int err,
@@ -402,41 +373,23 @@ static void report(log_walk *w, const chk_log_file *lf, uint32_t gen, int needed
     w->cb(w->arg, &r);
 }
 
-/* Reads one generation and checks it against its name, the stream and its predecessor. */
+/* Reads one generation and asks the engine whether it continues the chain (log.h's order). */
 static int check_gen(log_walk *w, const chk_log_file *lf, uint16_t *slot)
 {
-    chk_set *s = w->s;
-    eng_genread g = {0};
     *slot = 0;
-    int rc = eng_gen_read(s->vfs, lf->path, &g);
-    if (rc == OM_E_LogFileCorrupt) *slot = g.damaged_slot;
-    if (rc) {
-        eng_gen_free(&g);
-        if (rc == OM_E_LogFileCorrupt && *slot)
-            return om_errf(rc, "%s: generation %u: segment in slot %u is damaged", lf->path,
-                           lf->gen, *slot);
-        return strstr(om_err_detail(), lf->path) ? rc : om_err_ctx(rc, "%s", lf->path);
-    }
-    if (!lf->is_current && g.hdr.gen != lf->gen)
-        rc = om_errf(OM_E_LogGenerationMismatch, "%s holds generation %u, its name says %u",
-                     lf->path, g.hdr.gen, lf->gen);
-    else if (w->have_sig && !eng_sig_eq(&g.hdr.log_sig, &w->sig))
-        rc = om_errf(OM_E_BadLogSignature,
-                     "%s belongs to another log stream than the newest generation", lf->path);
-    else if (w->have_prev && g.hdr.gen == w->prev.gen)
-        rc = om_errf(OM_E_InvalidLogSequence, "%s holds generation %u, which exists twice",
-                     lf->path, g.hdr.gen);
-    else if (s->ndb && !eng_sig_eq(&g.hdr.db_sig, &s->db[0].db_sig))
-        rc = om_errf(OM_E_DatabaseLogSetMismatch, "%s was written for another database than %s",
-                     lf->path, s->db[0].path);
-    else if (w->have_prev && g.hdr.gen == w->prev.gen + 1 && g.hdr.prev_created != w->prev.created)
-        rc = om_errf(OM_E_InvalidLogSequence,
-                     "%s does not follow generation %u (it continues another generation %u)",
-                     lf->path, w->prev.gen, w->prev.gen);
-    if (!rc) {
-        w->prev = g.hdr;
-        w->have_prev = 1;
-    }
+    if (lf->is_current && w->st->cur_err) /* the lister's verdict: unreadable, or a duplicate */
+        return om_errf(w->st->cur_err, "%s", w->st->cur_detail);
+    eng_genread g = {0};
+    eng_chain_cause why;
+    if (!w->want.have_prev || w->want.gen != lf->gen) eng_chain_forget_prev(&w->want);
+    w->want.gen = lf->gen;
+    w->want.named = !lf->is_current;
+    int rc = eng_gen_continues(w->s->vfs, lf->path, &w->want, &g, &why);
+    if (why == ENG_CHAIN_DAMAGED) *slot = g.damaged_slot;
+    if (!rc || why == ENG_CHAIN_PREV_CUT) /* (that names the generation before this one) */
+        eng_chain_follow(&w->want, lf->path, &g);
+    else /* the chain is judged again from the next good one */
+        eng_chain_forget_prev(&w->want);
     eng_gen_free(&g);
     return rc;
 }
@@ -462,7 +415,8 @@ static void needed_range(chk_set *s, const chk_log_file *v, size_t n, uint32_t *
     if (s->exp_last > *hi) *hi = s->exp_last;
 }
 
-/* A gap inside the needed range (or needed generations absent from its start). */
+/* A gap inside the needed range (-528), or needed generations absent from its start: those
+ * recovery starts with, -543 as recovery says. */
 static int missing(chk_set *s, uint32_t from, uint32_t to, uint32_t lowest_needed)
 {
     char range[32];
@@ -471,7 +425,7 @@ static int missing(chk_set *s, uint32_t from, uint32_t to, uint32_t lowest_neede
     else
         snprintf(range, sizeof range, " %u", from);
     if (from == lowest_needed)
-        return remember(s, om_errf(OM_E_MissingLogFile,
+        return remember(s, om_errf(OM_E_RequiredLogFilesMissing,
                                    "%s: log generation%s missing: recovery needs generation %u "
                                    "first",
                                    s->log_dir, range, lowest_needed));
@@ -487,7 +441,7 @@ static void check_checkpoint(log_walk *w)
     eng_chkfile c;
     eng_chk_path(p, sizeof p, s->log_dir, s->base);
     int bad = 0, rc = eng_chk_read(s->vfs, p, &c, &bad);
-    if (!rc && w->have_sig && !eng_sig_eq(&c.log_sig, &w->sig))
+    if (!rc && w->want.check_stream && !eng_sig_eq(&c.log_sig, &w->want.log_sig))
         rc = om_errf(OM_E_BadCheckpointSignature, "%s belongs to another log stream", p);
     if (!rc && bad) om_errf(0, "%s: %d of its 2 copies is damaged; the other is good", p, bad);
     if (rc) {
@@ -503,24 +457,36 @@ static void check_checkpoint(log_walk *w)
     }
 }
 
-/* The stream is what its newest readable generation says; databases of another stream do not
- * belong to this log set (one failure, not one per generation). */
+/* The stream is what the databases say, or for a log-only set what its newest readable
+ * generation says (eng_chain_of_stream). A folder whose newest generation is already of another
+ * database or stream than the databases' (their logs from before a restore, another database's
+ * folder) is one failure, not one per generation. */
 static int stream_signature(log_walk *w, const chk_log_file *v, size_t n)
 {
     chk_set *s = w->s;
-    eng_loghdr h;
-    for (size_t i = n; i-- > 0;) {
-        if (v[i].gen == UINT32_MAX || read_loghdr(s->vfs, v[i].path, &h)) continue;
-        w->sig = h.log_sig;
-        w->have_sig = 1;
-        break;
+    if (!s->ndb) {
+        eng_chain_of_stream(&w->want, w->st);
+        return 0;
     }
+    eng_dbhdr dh = {.db_sig = s->db[0].db_sig, .log_sig = s->hdrs.log_sig};
+    eng_chain_of_db(&w->want, &dh, s->db[0].path, 0);
+    eng_loghdr h;
+    size_t i = n;
+    while (i-- > 0)
+        if (v[i].gen != UINT32_MAX && eng_loghdr_read(s->vfs, v[i].path, &h) == 0) break;
     om_err_clear();
-    if (!w->have_sig || !s->ndb || eng_sig_eq(&w->sig, &s->hdrs.log_sig)) return 0;
-    int rc = remember(s, om_errf(OM_E_DatabaseLogSetMismatch,
-                                 "%s does not belong to the log set in %s: its log signature is "
-                                 "another stream's",
-                                 s->db[0].path, s->log_dir));
+    if (i >= n) return 0;
+    eng_chain_want who = w->want;
+    who.gen = h.gen;
+    who.named = 0;
+    int rc = eng_loghdr_continues(&who, v[i].path, &h, NULL);
+    if (!rc) return 0;
+    char why[600];
+    snprintf(why, sizeof why, "%s", om_err_detail());
+    rc = remember(s, om_errf(rc,
+                             "%s does not belong to the log set in %s: %s. HINT: check the "
+                             "database with its own log folder",
+                             s->db[0].path, s->log_dir, why));
     report(w, NULL, 0, 1, rc, 0);
     return rc;
 }
@@ -535,18 +501,25 @@ int chk_check_logs(chk_set *s, chk_log_cb cb, void *arg, chk_logs *out)
     if (!s->log_dir) return 0;
     chk_log_file *v = NULL;
     size_t n = 0;
-    int rc = chk_list_logs(s->vfs, s->log_dir, s->base, &v, &n);
+    eng_stream st;
+    int rc = scan(s->vfs, s->log_dir, s->base, &st);
     if (rc) return remember(s, rc);
+    rc = files_of(&st, &v, &n);
+    if (rc) {
+        eng_stream_free(&st);
+        return remember(s, rc);
+    }
     chk_logs *L = &s->logs;
     needed_range(s, v, n, &L->need_min, &L->need_max);
-    log_walk w = {.s = s, .cb = cb, .arg = arg};
+    log_walk w = {.s = s, .cb = cb, .arg = arg, .st = &st};
     int fail = stream_signature(&w, v, n);
+    int walk = !fail;
     if (fail) fail = fail_logs(s, fail);
     uint32_t expect = L->need_min; /* next needed generation */
-    for (size_t i = 0; i < n && fail != OM_E_DatabaseLogSetMismatch; i++) {
+    for (size_t i = 0; i < n && walk; i++) {
         const chk_log_file *lf = &v[i];
         if (lf->gen == UINT32_MAX) {
-            rc = om_errf(OM_E_LogFileCorrupt, "%s: its header cannot be read", lf->path);
+            rc = om_errf(st.cur_err, "%s", st.cur_detail);
             if (L->need_min && !fail) fail = fail_logs(s, rc);
             report(&w, lf, 0, L->need_min != 0, rc, 0);
             continue;
@@ -564,7 +537,6 @@ int chk_check_logs(chk_set *s, chk_log_cb cb, void *arg, chk_logs *out)
         report(&w, lf, lf->gen, needed, e, slot);
         if (e && !needed) L->bad_unneeded++;
         if (needed && lf->gen >= expect) expect = lf->gen + 1;
-        if (!needed && e) w.have_prev = 0; /* the chain is judged from the next good one */
     }
     if (L->need_min && expect <= L->need_max && !fail) {
         fail = fail_logs(
@@ -578,6 +550,7 @@ int chk_check_logs(chk_set *s, chk_log_cb cb, void *arg, chk_logs *out)
     }
     check_checkpoint(&w);
     free(v);
+    eng_stream_free(&st);
     *out = *L;
     return fail ? om_errf(fail, "%s", s->logs_detail) : 0;
 }

@@ -19,11 +19,15 @@
  * - Logs are needed from the oldest generation a database requires (Log Required min over the
  *   databases not in Clean Shutdown, or the first registered generation) up to the newest on
  *   disk, and at least up to every database's Log Required max and the last registered one.
- *   Any needed generation missing (-528; -543 when the needed ones end early), damaged (-501),
- *   of the wrong size (-541), of another stream (-530, or -539 when the databases use another
- *   log signature), written for another database (-539), or not following its predecessor
- *   (-515) fails the check. Damage in generations older than the oldest needed one is reported
- *   and does not fail it. A damaged checkpoint file is reported and does not fail it either
+ *   Any needed generation missing (-528; -543 for the first ones, which recovery starts with,
+ *   and when the needed ones end early, as recovery says) fails the check,
+ *   and so does one that does not continue the databases' stream as the engine's log chain
+ *   judges it (engine/log.h, in that order): of the wrong size (-541), a damaged header (-501),
+ *   written for another database (-539), of another stream (-530), under another generation's
+ *   name (-513), not following its predecessor (-515), its predecessor cut short (-501), damaged
+ *   data (-501). When the folder's newest generation is already of another database or stream,
+ *   that is the one failure (-539, -530). Damage in generations older than the oldest needed one is
+ * reported and does not fail it. A damaged checkpoint file is reported and does not fail it either
  *   (recovery then starts from the header's Log Required).
  * - chk_term fails with the first failure of any step, with DatabaseInvalidPages when fewer pages
  *   were checked than a header counts, and with LogFileNotCopied when a needed generation was not

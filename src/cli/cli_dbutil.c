@@ -150,100 +150,136 @@ static int cmd_checkpoint(const cli_args *a)
 
 /* ---- logs ---- */
 
+typedef struct logs_run {
+    int json, problems, first_err;
+    char first_detail[1024];
+    json_t *arr, *missing;
+} logs_run;
+
+static void logs_problem(logs_run *r, int err)
+{
+    if (!r->problems++) {
+        r->first_err = err;
+        snprintf(r->first_detail, sizeof r->first_detail, "%s", om_err_detail());
+    }
+}
+
+/* One row: a file and what the log chain said of it (err 0: continues the stream). */
+static void logs_row(logs_run *r, const char *path, const eng_genread *g, int have_hdr, int err,
+                     eng_chain_cause why)
+{
+    const char *fname = strrchr(path, '/') + 1;
+    char status[512] = "ok", t[40];
+    if (err && why == ENG_CHAIN_DAMAGED)
+        snprintf(status, sizeof status, "%d %s: slot %u damaged", err, om_err_name(err),
+                 g->damaged_slot);
+    else if (err && why != ENG_CHAIN_OK)
+        snprintf(status, sizeof status, "%d %s: %s", err, om_err_name(err),
+                 eng_chain_cause_name(why));
+    else if (err)
+        snprintf(status, sizeof status, "%d %s: %s", err, om_err_name(err), om_err_detail());
+    else if (g->torn_slot)
+        snprintf(status, sizeof status, "ok (ends with a flush torn by a crash at slot %u)",
+                 g->torn_slot);
+    uint32_t gen = have_hdr ? g->hdr.gen : 0;
+    int whole = !err || why == ENG_CHAIN_DAMAGED; /* the stream was read */
+    if (r->json)
+        json_array_append_new(r->arr, json_pack("{s:s, s:i, s:s, s:i, s:i, s:i, s:b, s:s, s:s}",
+                                                "file", fname, "generation", gen, "created",
+                                                gen ? om_time_iso(g->hdr.created, t, sizeof t) : "",
+                                                "stream_bytes", whole ? g->len : 0, "segments",
+                                                whole ? g->segments : 0, "torn_slot",
+                                                whole ? g->torn_slot : 0, "ok", err == 0, "status",
+                                                status, "detail", err ? om_err_detail() : ""));
+    else
+        printf("%-16s %-10u %-24s %10u %8u  %s\n", fname, gen,
+               gen ? om_time_str(g->hdr.created, t, sizeof t) : "-", whole ? g->len : 0,
+               whole ? g->segments : 0, status);
+    if (err) logs_problem(r, err);
+}
+
+/* One generation: read and judged by the engine's log chain (log.h's order of checks). */
+static void logs_gen(logs_run *r, const eng_stream *st, eng_chain_want *w, uint32_t gen)
+{
+    char p[4200];
+    eng_genread g = {0};
+    eng_chain_cause why;
+    eng_stream_path(st, gen, p, sizeof p);
+    if (w->gen != gen) eng_chain_forget_prev(w);
+    w->gen = gen;
+    w->named = gen != st->cur_gen;
+    int err = eng_gen_continues(st->vfs, p, w, &g, &why);
+    logs_row(r, p, &g, !err || why >= ENG_CHAIN_OTHER_DB, err, why);
+    if (!err || why == ENG_CHAIN_PREV_CUT)
+        eng_chain_follow(w, p, &g);
+    else
+        eng_chain_forget_prev(w);
+    eng_gen_free(&g);
+}
+
 static int cmd_logs(const cli_args *a)
 {
     const char *base = cli_val(a, "base") ? cli_val(a, "base") : "E00";
     if (!eng_base_valid(base))
         return cli_usage(a, "--base '%s' must be three letters or digits", base);
-    chk_log_file *v = NULL;
-    size_t n = 0;
-    int rc = chk_list_logs(NULL, a->pos[0], base, &v, &n);
+    om_vfs *v = om_vfs_posix();
+    int ex = v->exists(v, a->pos[0]);
+    if (ex == 0) {
+        om_errf(OM_E_FileNotFound, "log folder %s does not exist", a->pos[0]);
+        return cli_fail(OM_E_FileNotFound);
+    }
+    eng_stream st;
+    int rc = ex < 0 ? ex : eng_stream_scan(v, a->pos[0], base, &st);
     if (rc) return cli_fail(rc);
-    int json = cli_flag(a, "json"), problems = 0;
-    json_t *arr = json_array(), *missing = json_array();
-    eng_loghdr prev = {0};
-    eng_sig first_sig = {0};
-    int have_prev = 0;
-    if (!json)
+    logs_run r = {.json = cli_flag(a, "json"), .arr = json_array(), .missing = json_array()};
+    eng_chain_want w;
+    eng_chain_of_stream(&w, &st); /* the newest generation's database and stream */
+    if (!r.json)
         printf("%-16s %-10s %-24s %10s %8s  %s\n", "file", "generation", "created", "bytes",
                "segments", "status");
-    for (size_t i = 0; i < n; i++) {
-        eng_genread g;
-        rc = eng_gen_read(om_vfs_posix(), v[i].path, &g);
-        const char *fname = strrchr(v[i].path, '/') + 1;
-        char status[512] = "ok", t[40];
-        int err = 0;
-        if (rc && rc != OM_E_LogFileCorrupt) {
-            snprintf(status, sizeof status, "%d %s: %s", rc, om_err_name(rc), om_err_detail());
-            err = rc;
-        } else {
-            if (rc) {
-                snprintf(status, sizeof status, "-501 LogFileCorrupt: slot %u damaged",
-                         g.damaged_slot);
-                err = rc;
-            } else if (g.torn_slot)
-                snprintf(status, sizeof status, "ok (ends with a flush torn by a crash at slot %u)",
-                         g.torn_slot);
-            if (!err && !v[i].is_current && g.hdr.gen != v[i].gen) {
-                snprintf(status, sizeof status, "-513 LogGenerationMismatch: holds generation %u",
-                         g.hdr.gen);
-                err = OM_E_LogGenerationMismatch;
-            }
-            if (!err && i == 0) first_sig = g.hdr.log_sig;
-            if (!err && !eng_sig_eq(&first_sig, &g.hdr.log_sig)) {
-                snprintf(status, sizeof status,
-                         "-530 BadLogSignature: another log stream than the first file");
-                err = OM_E_BadLogSignature;
-            }
-            if (!err && have_prev && g.hdr.gen == prev.gen + 1 &&
-                g.hdr.prev_created != prev.created) {
-                snprintf(status, sizeof status,
-                         "-515 InvalidLogSequence: does not follow generation %u", prev.gen);
-                err = OM_E_InvalidLogSequence;
-            }
-            if (have_prev && g.hdr.gen > prev.gen + 1) {
-                problems++;
-                if (json)
-                    json_array_append_new(missing, json_pack("[i,i]", prev.gen + 1, g.hdr.gen - 1));
-                else
-                    printf("%-16s %u-%u: -528 MissingLogFile\n", "(missing)", prev.gen + 1,
-                           g.hdr.gen - 1);
-            }
-            if (!err || rc == OM_E_LogFileCorrupt) {
-                prev = g.hdr;
-                have_prev = 1;
-            }
+    uint32_t prev = 0;
+    for (uint32_t i = 0; i < st.n + (st.cur_gen != 0); i++) {
+        uint32_t gen = i < st.n ? st.gens[i] : st.cur_gen;
+        if (prev && gen > prev + 1) { /* a gap between two present ones */
+            uint32_t lo = prev + 1, hi = gen - 1;
+            if (hi > lo)
+                om_errf(OM_E_MissingLogFile, "%s: log generations %u-%u missing", a->pos[0], lo,
+                        hi);
+            else
+                om_errf(OM_E_MissingLogFile, "%s: log generation %u missing", a->pos[0], lo);
+            logs_problem(&r, OM_E_MissingLogFile);
+            if (r.json)
+                json_array_append_new(r.missing, json_pack("[i,i]", lo, hi));
+            else
+                printf("%-16s %u-%u: -528 MissingLogFile\n", "(missing)", lo, hi);
         }
-        problems += err != 0;
-        uint32_t gen = rc && rc != OM_E_LogFileCorrupt ? 0 : g.hdr.gen;
-        if (json)
-            json_array_append_new(
-                arr,
-                json_pack("{s:s, s:i, s:s, s:i, s:i, s:i, s:b, s:s}", "file", fname, "generation",
-                          gen, "created", gen ? om_time_iso(g.hdr.created, t, sizeof t) : "",
-                          "stream_bytes", gen ? g.len : 0, "segments", gen ? g.segments : 0,
-                          "torn_slot", gen ? g.torn_slot : 0, "ok", err == 0, "status", status));
-        else
-            printf("%-16s %-10u %-24s %10u %8u  %s\n", fname, gen,
-                   gen ? om_time_str(g.hdr.created, t, sizeof t) : "-", gen ? g.len : 0,
-                   gen ? g.segments : 0, status);
-        if (!rc || rc == OM_E_LogFileCorrupt) eng_gen_free(&g);
+        logs_gen(&r, &st, &w, gen);
+        prev = gen;
     }
-    free(v);
-    if (json) {
-        int prc =
-            print_owned(json_pack("{s:s, s:s, s:o, s:o, s:i}", "folder", a->pos[0], "base", base,
-                                  "generations", arr, "missing", missing, "problems", problems));
+    if (st.cur_present && !st.cur_gen) { /* the lister's verdict: unreadable, or a duplicate */
+        char cur[4200];
+        eng_genread g = {0};
+        eng_cur_log_path(cur, sizeof cur, st.dir, st.base);
+        om_errf(st.cur_err, "%s", st.cur_detail);
+        logs_row(&r, cur, &g, 0, st.cur_err, ENG_CHAIN_OK);
+    }
+    size_t nfiles = st.n + (st.cur_present ? 1 : 0);
+    eng_stream_free(&st);
+    if (r.json) {
+        int prc = print_owned(json_pack("{s:s, s:s, s:o, s:o, s:i}", "folder", a->pos[0], "base",
+                                        base, "generations", r.arr, "missing", r.missing,
+                                        "problems", r.problems));
         if (prc) return prc;
     } else {
-        json_decref(arr);
-        json_decref(missing);
-        printf("%zu log files, %d problem%s\n", n, problems, problems == 1 ? "" : "s");
+        json_decref(r.arr);
+        json_decref(r.missing);
+        printf("%zu log files, %d problem%s\n", nfiles, r.problems, r.problems == 1 ? "" : "s");
     }
-    if (problems) {
-        om_errf(OM_E_LogFileCorrupt, "%s: %d problem%s in the %s logs", a->pos[0], problems,
-                problems == 1 ? "" : "s", base);
-        return cli_fail(OM_E_LogFileCorrupt);
+    if (r.problems) {
+        /* The first problem is the error, as recovery and check-set would name it. */
+        om_errf(r.first_err, "%s (%d problem%s in the %s logs)", r.first_detail, r.problems,
+                r.problems == 1 ? "" : "s", base);
+        return cli_fail(r.first_err);
     }
     return CLI_OK;
 }
@@ -516,7 +552,8 @@ static const cli_cmd dbutil_cmds[] = {
      cmd_checkpoint},
     {"logs", "DIR", logs_opts,
      "every log generation: header, signature, chain, damage, gaps (eseutil /ml)",
-     "Exits 1 when a generation is missing, damaged, from another stream or out of sequence.",
+     "Exits 1 when a generation is missing, damaged, of another database or stream, or out of "
+     "sequence, with the first problem's error (as recovery and check-set name it).",
      cmd_logs},
     {"checksum", "PATH...", checksum_opts,
      "verify every page of databases and every segment of logs (eseutil /k)",
@@ -536,9 +573,10 @@ static const cli_cmd dbutil_cmds[] = {
      "verify databases and their logs as a backup set (CHKSGFILES)",
      "Checks the headers (page size, one log signature, the logs needed for Clean Shutdown), every "
      "page of every database on all cores, and every log generation of the base name. Fails when a "
-     "page is damaged (-1018), a needed generation is missing (-528, -543), damaged (-501), cut "
-     "short (-541), of another stream (-530) or out of sequence (-515), or a database belongs to "
-     "another log set (-539). Damage in generations older than the oldest needed one and in the "
+     "page is damaged (-1018), a needed generation is missing (-528, -543), cut short (-541), "
+     "damaged (-501), of another database (-539) or stream (-530), misnamed (-513) or out of "
+     "sequence (-515): the same errors, in the same order, as recovery. Damage in generations "
+     "older than the oldest needed one and in the "
      "checkpoint is reported and does not fail the set. Without --edb, every generation present "
      "is part of the set unless --first-gen/--last-gen say which.",
      cli_dbutil_check_set},

@@ -248,60 +248,25 @@ static int plan(hard *h)
     return 0;
 }
 
-/* Reads generation g of the restored stream and checks it belongs to the database and follows
- * prev (NULL for the first). */
-static int read_restored(hard *h, uint32_t g, const eng_genread *prev, eng_genread *gr)
+/* Reads generation g of the restored stream and checks it continues the chain w expects. */
+static int read_restored(hard *h, uint32_t g, eng_chain_want *w, eng_genread *gr,
+                         eng_chain_cause *why)
 {
-    eng_db *db = h->db;
     char p[4200];
     gen_path(h, g, p, sizeof p);
-    int rc = eng_gen_read(h->v, p, gr);
-    if (rc == OM_E_FileNotFound)
-        rc = om_errf(OM_E_MissingLogFile, "log generation %u (%s) is missing", g, p);
-    if (rc) {
-        eng_gen_free(gr);
-        return rc;
-    }
-    if (gr->hdr.gen != g)
-        rc = om_errf(OM_E_LogGenerationMismatch, "%s holds generation %u, its name says %u", p,
-                     gr->hdr.gen, g);
-    else if (!eng_sig_eq(&gr->hdr.db_sig, &db->hdr.db_sig))
-        rc = om_errf(OM_E_DatabaseLogSetMismatch,
-                     "%s was written for another database than the restored %s", p, db->edb);
-    else if (!eng_sig_eq(&gr->hdr.log_sig, &db->hdr.log_sig))
-        rc = om_errf(OM_E_BadLogSignature,
-                     "%s belongs to another log stream of this database than the restored %s "
-                     "(logs from before an earlier restore?)",
-                     p, db->edb);
-    else if (prev && gr->hdr.prev_created != prev->hdr.created)
-        rc = om_errf(OM_E_InvalidLogSequence,
-                     "%s does not follow generation %u (its chain points to another generation)", p,
-                     g - 1);
-    if (rc) eng_gen_free(gr);
-    return rc;
+    w->gen = g;
+    w->named = arriving(h, g) || g != h->rs.cur_gen;
+    return eng_gen_continues(h->v, p, w, gr, why);
 }
 
-/* A generation followed by another one must hold everything the next one says it did: a
- * shorter stream is damage that only looks like the end of the log. */
-static int check_whole(hard *h, uint32_t g, const eng_genread *gr)
+/* A generation followed by another one must hold everything the next one says it did: checked
+ * before it is replayed. */
+static int check_whole(hard *h, uint32_t g, const eng_chain_want *w)
 {
     if (g >= h->chain_last || !present(h, g + 1)) return 0;
-    char p[4200], next[4200];
+    char next[4200];
     gen_path(h, g + 1, next, sizeof next);
-    uint8_t slot[ENG_SLOT_SIZE];
-    eng_loghdr nh;
-    om_file *f = NULL;
-    if (om_open(h->v, next, OM_O_RDONLY, &f) != 0) return 0; /* reported when it is read */
-    int rc = om_pread_full(f, slot, sizeof slot, 0);
-    om_close(f);
-    if (rc || eng_loghdr_decode(slot, &nh) != 0 || nh.prev_created != gr->hdr.created ||
-        !eng_sig_eq(&nh.log_sig, &gr->hdr.log_sig) || gr->len >= nh.prev_end)
-        return 0;
-    gen_path(h, g, p, sizeof p);
-    return om_errf(OM_E_LogFileCorrupt,
-                   "%s: its records end at byte %u, but generation %u says it ended at %u: the "
-                   "file is damaged (slot %u)",
-                   p, gr->len, g + 1, nh.prev_end, gr->end_slot);
+    return eng_chain_check_ahead(h->v, w, next, arriving(h, g + 1) || g + 1 != h->rs.cur_gen);
 }
 
 /* Before generation g is read: waits until it is laid when it is arriving, and until g + 1 is
@@ -320,14 +285,19 @@ static int wait_arriving(hard *h, uint32_t g)
 static int replay(hard *h)
 {
     eng_db *db = h->db;
-    eng_genread g = {0}, prev = {0};
-    int have_prev = 0, rc = 0;
+    eng_genread g = {0};
+    eng_chain_want w;
+    eng_chain_cause why;
+    int rc = 0;
     h->rp = (eng_replay){.db = db, .stop_time = h->o->stop_time_ns, .hard = 1};
+    eng_chain_of_db(&w, &db->hdr, db->edb, h->start.gen);
     for (uint32_t gen = h->start.gen; gen <= h->end && !h->rp.stopped; gen++) {
         if ((rc = wait_arriving(h, gen))) break;
-        if ((rc = read_restored(h, gen, have_prev ? &prev : NULL, &g))) {
-            if (rolls_on(h, gen) && (rc == OM_E_BadLogSignature || rc == OM_E_InvalidLogSequence ||
-                                     rc == OM_E_DatabaseLogSetMismatch)) {
+        if ((rc = read_restored(h, gen, &w, &g, &why))) {
+            /* Roll forward goes on while the folder's later logs continue the chain; one of
+             * another database or stream, or out of sequence, ends it there. */
+            if (rolls_on(h, gen) && (why == ENG_CHAIN_OTHER_DB || why == ENG_CHAIN_OTHER_STREAM ||
+                                     why == ENG_CHAIN_SEQUENCE)) {
                 snprintf(h->roll_end, sizeof h->roll_end,
                          "roll forward stopped after generation %u: %.200s", gen - 1,
                          om_err_detail());
@@ -338,24 +308,21 @@ static int replay(hard *h)
             }
             break;
         }
-        if ((rc = check_whole(h, gen, &g))) break;
+        char p[4200];
+        gen_path(h, gen, p, sizeof p);
+        eng_chain_follow(&w, p, &g);
+        if ((rc = check_whole(h, gen, &w))) break;
         rc = eng_replay_gen(&h->rp, &g, gen == h->start.gen ? h->start.off : 0);
         if (rc) {
-            char p[4200];
-            gen_path(h, gen, p, sizeof p);
             rc = om_err_ctx(rc, "replaying %s", p);
             break;
         }
-        if (have_prev) eng_gen_free(&prev);
-        prev = g;
-        have_prev = 1;
-        memset(&g, 0, sizeof g);
         if (!h->first_done) h->first_done = gen;
         h->last_done = gen;
-        h->last_len = prev.len;
+        h->last_len = g.len;
+        eng_gen_free(&g);
         if (db->replay_progress) db->replay_progress(db->progress_arg, gen, h->start.gen, h->end);
     }
-    if (have_prev) eng_gen_free(&prev);
     eng_gen_free(&g);
     if (rc || h->optional) return rc;
     /* The restored pages may hold changes up to the checkpoint they were written at: replay
@@ -396,8 +363,9 @@ static int new_generation(hard *h, eng_lgpos *consistent, int *adopted)
     if (last && !h->same) {
         char p[4200];
         eng_genread lg;
+        eng_chain_want any = {.gen = last, .named = last != ts.cur_gen};
         eng_stream_path(&ts, last, p, sizeof p);
-        if (eng_gen_read(h->v, p, &lg) == 0 && lg.hdr.gen == last) {
+        if (eng_gen_continues(h->v, p, &any, &lg, NULL) == 0) {
             *adopted = 1;
             sig = lg.hdr.log_sig;
             prev_created = lg.hdr.created;
@@ -504,16 +472,20 @@ static int already_done(hard *h, eng_restore_result *r)
     int ours = 0;
     if (last && H->state == ENG_STATE_CLEAN && !(H->flags & ENG_DBF_RESTORING) &&
         strncmp(H->base, db->base, 3) == 0) {
+        /* Written for this database: the stream is the one it left, so only the database
+         * counts. */
         char p[4200];
-        uint8_t slot[ENG_SLOT_SIZE];
         eng_loghdr lh;
-        om_file *f = NULL;
+        eng_chain_want w;
         eng_stream_path(&h->rs, last, p, sizeof p);
-        if (om_open(h->v, p, OM_O_RDONLY, &f) == 0) {
-            ours = om_pread_full(f, slot, sizeof slot, 0) == 0 &&
-                   eng_loghdr_decode(slot, &lh) == 0 && eng_sig_eq(&lh.db_sig, &H->db_sig);
-            om_close(f);
+        eng_chain_of_db(&w, H, db->edb, last);
+        w.check_stream = 0;
+        w.named = 0;
+        if (eng_loghdr_read(h->v, p, &lh) == 0) {
+            w.gen = lh.gen;
+            ours = eng_loghdr_continues(&w, p, &lh, NULL) == 0;
         }
+        om_err_clear();
     }
     if (!ours)
         return om_errf(OM_E_DatabaseLogSetMismatch,

@@ -1,6 +1,7 @@
 /* A log folder: the generations of one base name in it (eng_log_list_gens, the sorted stream
- * of eng_stream_list) and deleting the finished ones below a bound. Reads only file names and
- * the current log's header; the generations themselves are read by logread.c. */
+ * of eng_stream_list / eng_stream_scan) and deleting the finished ones below a bound. Reads
+ * only file names and log headers (eng_loghdr_read); the generations themselves are read by
+ * logread.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,26 +61,46 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static int read_cur_gen(om_vfs *v, const char *dir, const char *base, uint32_t *gen)
+int eng_loghdr_read(om_vfs *v, const char *path, eng_loghdr *h)
 {
-    char p[4200];
-    eng_cur_log_path(p, sizeof p, dir, base);
-    *gen = 0;
-    int ex = v->exists(v, p);
-    if (ex <= 0) return ex;
     om_file *f = NULL;
     uint8_t slot[ENG_SLOT_SIZE];
-    int rc = om_open(v, p, OM_O_RDONLY, &f);
+    int rc = om_open(v, path, OM_O_RDONLY, &f);
     if (!rc) rc = om_pread_full(f, slot, sizeof slot, 0);
     om_close(f);
+    if (!rc) rc = eng_loghdr_decode(slot, h);
+    return rc ? om_err_ctx(rc, "%s", path) : 0;
+}
+
+/* E00.log: whether it is there, and the generation its header holds. */
+static int read_cur(eng_stream *s)
+{
+    char p[4200];
+    eng_cur_log_path(p, sizeof p, s->dir, s->base);
+    int ex = s->vfs->exists(s->vfs, p);
+    if (ex <= 0) return ex;
+    s->cur_present = 1;
     eng_loghdr h;
-    if (!rc) rc = eng_loghdr_decode(slot, &h);
-    if (rc) return om_err_ctx(rc, "%s", p);
-    *gen = h.gen;
+    int rc = eng_loghdr_read(s->vfs, p, &h);
+    if (rc) {
+        s->cur_err = rc;
+        snprintf(s->cur_detail, sizeof s->cur_detail, "%s", om_err_detail());
+        om_err_clear();
+        return 0;
+    }
+    s->cur_holds = h.gen;
+    if (s->n && s->gens[s->n - 1] >= h.gen) {
+        s->cur_err = OM_E_InvalidLogSequence;
+        snprintf(s->cur_detail, sizeof s->cur_detail,
+                 "%.4200s holds generation %u but generation %u is already finished", p, h.gen,
+                 s->gens[s->n - 1]);
+        return 0;
+    }
+    s->cur_gen = h.gen;
     return 0;
 }
 
-int eng_stream_list(om_vfs *v, const char *dir, const char *base, eng_stream *s)
+int eng_stream_scan(om_vfs *v, const char *dir, const char *base, eng_stream *s)
 {
     memset(s, 0, sizeof *s);
     s->vfs = v;
@@ -87,20 +108,20 @@ int eng_stream_list(om_vfs *v, const char *dir, const char *base, eng_stream *s)
         return om_errf(OM_E_InvalidPath, "path too long: %s", dir);
     snprintf(s->base, sizeof s->base, "%s", base);
     int rc = eng_log_list_gens(v, dir, base, &s->gens, &s->n);
-    if (!rc) rc = read_cur_gen(v, dir, base, &s->cur_gen);
-    if (rc) {
+    if (!rc && s->n) qsort(s->gens, s->n, sizeof *s->gens, cmp_u32);
+    if (!rc) rc = read_cur(s);
+    if (rc) eng_stream_free(s);
+    return rc;
+}
+
+int eng_stream_list(om_vfs *v, const char *dir, const char *base, eng_stream *s)
+{
+    int rc = eng_stream_scan(v, dir, base, s);
+    if (!rc && s->cur_err) {
+        rc = om_errf(s->cur_err, "%s", s->cur_detail);
         eng_stream_free(s);
-        return rc;
     }
-    if (s->n) qsort(s->gens, s->n, sizeof *s->gens, cmp_u32);
-    if (s->cur_gen && s->n && s->gens[s->n - 1] >= s->cur_gen) {
-        uint32_t g = s->gens[s->n - 1], c = s->cur_gen;
-        eng_stream_free(s);
-        return om_errf(OM_E_InvalidLogSequence,
-                       "%s/%s.log holds generation %u but generation %u is already finished", dir,
-                       base, c, g);
-    }
-    return 0;
+    return rc;
 }
 
 void eng_stream_free(eng_stream *s)

@@ -18,31 +18,14 @@
 #include "base/time.h"
 #include "engine/db_internal.h"
 
-/* Reads generation g and checks it belongs to this database and follows `prev`. */
-static int read_gen_checked(eng_db *db, const eng_stream *sf, uint32_t g, const eng_loghdr *prev,
-                            eng_genread *gr)
+/* Reads generation g of the stream and checks that it continues the chain w expects. */
+static int read_gen_checked(eng_db *db, const eng_stream *sf, uint32_t g, eng_chain_want *w,
+                            eng_genread *gr, char *p, size_t pn)
 {
-    char p[4200];
-    eng_stream_path(sf, g, p, sizeof p);
-    int rc = eng_gen_read(db->vfs, p, gr);
-    if (rc) {
-        eng_gen_free(gr); /* a damaged generation still carries the stream up to the damage */
-        return rc;
-    }
-    if (gr->hdr.gen != g)
-        rc = om_errf(OM_E_LogGenerationMismatch, "%s holds generation %u, its name says %u", p,
-                     gr->hdr.gen, g);
-    else if (!eng_sig_eq(&gr->hdr.log_sig, &db->hdr.log_sig))
-        rc = om_errf(OM_E_BadLogSignature, "%s belongs to another log stream than %s", p, db->edb);
-    else if (!eng_sig_eq(&gr->hdr.db_sig, &db->hdr.db_sig))
-        rc = om_errf(OM_E_DatabaseLogSetMismatch, "%s was written for another database than %s", p,
-                     db->edb);
-    else if (prev && gr->hdr.prev_created != prev->created)
-        rc = om_errf(OM_E_InvalidLogSequence,
-                     "%s does not follow generation %u (its chain points to another generation)", p,
-                     prev->gen);
-    if (rc) eng_gen_free(gr);
-    return rc;
+    eng_stream_path(sf, g, p, pn);
+    w->gen = g;
+    w->named = g != sf->cur_gen;
+    return eng_gen_continues(db->vfs, p, w, gr, NULL);
 }
 
 int eng_recovery_log_end(eng_db *db, eng_log_end *end)
@@ -54,14 +37,17 @@ int eng_recovery_log_end(eng_db *db, eng_log_end *end)
     uint32_t last = eng_stream_last(&sf);
     if (last) {
         eng_genread g;
-        rc = read_gen_checked(db, &sf, last, NULL, &g);
+        eng_chain_want w;
+        char p[4200];
+        eng_chain_of_db(&w, &db->hdr, db->edb, last);
+        rc = read_gen_checked(db, &sf, last, &w, &g, p, sizeof p);
         if (!rc) {
             end->gen = last;
             end->created = g.hdr.created;
             end->len = g.len;
             end->cur_exists = last == sf.cur_gen;
-            eng_gen_free(&g);
         }
+        eng_gen_free(&g);
     }
     eng_stream_free(&sf);
     return rc;
@@ -261,21 +247,25 @@ static int start_missing(eng_db *db, const eng_stream *sf, uint32_t gen)
                        "%s needs log generation %u to recover, and %s holds no logs of base %s. "
                        "HINT: restore the missing logs, or restore the database from a backup",
                        db->edb, gen, db->logdir, db->base);
+    /* Whose the folder's logs are: its newest generation says (only who it is counts here). */
     char p[4200];
-    eng_genread g = {0};
+    eng_loghdr h;
+    eng_chain_want w;
+    eng_chain_cause why = ENG_CHAIN_OK;
     eng_stream_path(sf, last, p, sizeof p);
-    int rc = eng_gen_read(db->vfs, p, &g), other_db = 0, other_stream = 0;
-    if (!rc) {
-        other_db = !eng_sig_eq(&g.hdr.db_sig, &db->hdr.db_sig);
-        other_stream = !eng_sig_eq(&g.hdr.log_sig, &db->hdr.log_sig);
+    eng_chain_of_db(&w, &db->hdr, db->edb, 0);
+    if (eng_loghdr_read(db->vfs, p, &h) == 0) {
+        w.gen = h.gen;
+        w.named = 0;
+        eng_loghdr_continues(&w, p, &h, &why);
     }
-    eng_gen_free(&g);
-    if (other_db)
+    om_err_clear();
+    if (why == ENG_CHAIN_OTHER_DB)
         return om_errf(OM_E_DatabaseLogSetMismatch,
                        "the logs in %s were written for another database than %s (which needs "
                        "generation %u of its own logs). HINT: recover it with its own log folder",
                        db->logdir, db->edb, gen);
-    if (other_stream)
+    if (why == ENG_CHAIN_OTHER_STREAM)
         return om_errf(OM_E_BadLogSignature,
                        "the logs in %s belong to another log stream than %s (which needs "
                        "generation %u of its own). HINT: logs from before a restore?",
@@ -291,8 +281,11 @@ static int start_missing(eng_db *db, const eng_stream *sf, uint32_t gen)
 static int replay_stream(eng_db *db, const eng_stream *sf, eng_lgpos start, uint32_t last,
                          eng_replay *rp, eng_log_end *end)
 {
-    eng_genread g = {0}, prev = {0};
-    int have_prev = 0, rc = 0;
+    eng_genread g = {0};
+    eng_chain_want w;
+    char p[4200];
+    int rc = 0;
+    eng_chain_of_db(&w, &db->hdr, db->edb, start.gen);
     for (uint32_t gen = start.gen; gen <= last && !rc; gen++) {
         if (!eng_stream_has(sf, gen)) {
             rc = om_errf(OM_E_MissingLogFile,
@@ -301,21 +294,25 @@ static int replay_stream(eng_db *db, const eng_stream *sf, eng_lgpos start, uint
                          gen, db->logdir, last);
             break;
         }
-        if ((rc = read_gen_checked(db, sf, gen, have_prev ? &prev.hdr : NULL, &g))) break;
-        if (g.torn_slot && gen != last)
-            om_warn("log generation %u ends with a flush that a crash interrupted", gen);
+        if ((rc = read_gen_checked(db, sf, gen, &w, &g, p, sizeof p))) break;
+        eng_chain_follow(&w, p, &g);
+        if (gen < last && eng_stream_has(sf, gen + 1)) {
+            /* Its successor says where it ended: damage that looks like its end is found
+             * before it is replayed. */
+            char next[4200];
+            eng_stream_path(sf, gen + 1, next, sizeof next);
+            if ((rc = eng_chain_check_ahead(db->vfs, &w, next, gen + 1 != sf->cur_gen))) break;
+            if (g.torn_slot)
+                om_warn("log generation %u ends with a flush that a crash interrupted", gen);
+        }
         if ((rc = eng_replay_gen(rp, &g, gen == start.gen ? start.off : 0))) break;
-        if (have_prev) eng_gen_free(&prev);
-        prev = g;
-        have_prev = 1;
-        memset(&g, 0, sizeof g);
         end->gen = gen;
-        end->created = prev.hdr.created;
-        end->len = prev.len;
+        end->created = g.hdr.created;
+        end->len = g.len;
         end->cur_exists = gen == sf->cur_gen;
+        eng_gen_free(&g);
         if (db->replay_progress) db->replay_progress(db->progress_arg, gen, start.gen, last);
     }
-    if (have_prev) eng_gen_free(&prev);
     eng_gen_free(&g);
     return rc;
 }

@@ -7,7 +7,11 @@
  *                                 printed i.
  *   engine_loop verify DIR        reads ids from stdin, opens the database (recovering it) and
  *                                 prints "ok N" when every id is there, else "missing I" and
- *                                 exits 1. */
+ *                                 exits 1.
+ *   engine_loop loghdr FILE WHAT  rewrites one field of a log file's header, with a valid
+ *                                 checksum, as damage no checksum catches: WHAT is `stream`
+ *                                 (another log signature of the same database) or `chain` (it
+ *                                 follows another generation than the one before it). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +20,7 @@
 #include "base/error.h"
 #include "base/vfs.h"
 #include "engine/engine.h"
+#include "engine/format.h"
 
 #define PAGES 64u
 #define SLOTS (ENG_PAGE_BODY / 8u)
@@ -33,8 +38,34 @@ static void place(uint64_t i, uint32_t *pg, uint32_t *off)
     *off = (uint32_t)((i / PAGES) % SLOTS) * 8;
 }
 
+static int loghdr(const char *path, const char *what)
+{
+    om_vfs *v = om_vfs_posix();
+    om_file *f = NULL;
+    uint8_t slot[ENG_SLOT_SIZE];
+    eng_loghdr h;
+    int rc = om_open(v, path, 0, &f);
+    if (!rc) rc = om_pread_full(f, slot, sizeof slot, 0);
+    if (!rc) rc = eng_loghdr_decode(slot, &h);
+    if (!rc && !strcmp(what, "stream"))
+        h.log_sig.random ^= 0x5A5A5A5Aull;
+    else if (!rc && !strcmp(what, "chain"))
+        h.prev_created += 1;
+    else if (!rc)
+        rc = om_errf(OM_E_InvalidParameter, "loghdr: %s is not stream or chain", what);
+    if (!rc) {
+        eng_loghdr_encode(&h, slot);
+        rc = om_pwrite(f, slot, sizeof slot, 0);
+    }
+    if (!rc) rc = om_sync(f);
+    om_close(f);
+    if (rc) die(rc, path);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && !strcmp(argv[1], "loghdr")) return loghdr(argv[2], argv[3]);
     if (argc < 3) {
         fprintf(stderr, "usage: engine_loop write DIR START | verify DIR\n");
         return 2;
@@ -101,6 +132,6 @@ int main(int argc, char **argv)
         if ((rc = eng_db_close(db))) die(rc, "closing");
         return 0;
     }
-    fprintf(stderr, "usage: engine_loop write DIR START | verify DIR\n");
+    fprintf(stderr, "usage: engine_loop write DIR START | verify DIR | loghdr FILE WHAT\n");
     return 2;
 }

@@ -300,19 +300,50 @@ static void a_truncated_generation_is_log_file_size_mismatch(void **state)
     assert_int_equal(run_all(f, NULL), OM_E_LogFileSizeMismatch);
 }
 
-static void a_generation_of_another_stream_and_a_database_of_another_log_set_fail(void **state)
+/* Rewrites the header of a log file through fn (a valid header: only what fn changes). */
+static void edit_loghdr(fixture *f, const char *path, void (*fn)(eng_loghdr *))
+{
+    uint8_t slot[ENG_SLOT_SIZE];
+    om_file *h = NULL;
+    eng_loghdr lh;
+    assert_int_equal(om_open(f->v, path, 0, &h), 0);
+    assert_int_equal(om_pread_full(h, slot, sizeof slot, 0), 0);
+    assert_int_equal(eng_loghdr_decode(slot, &lh), 0);
+    fn(&lh);
+    eng_loghdr_encode(&lh, slot);
+    assert_int_equal(om_pwrite(h, slot, sizeof slot, 0), 0);
+    om_close(h);
+}
+
+static void other_stream(eng_loghdr *h)
+{
+    h->log_sig.random ^= 0x5A5A;
+}
+
+static void a_generation_of_another_stream_of_this_database_is_bad_log_signature(void **state)
+{
+    fixture *f = *state;
+    char p[4200];
+    gen_path(p, f->req_min + 1);
+    edit_loghdr(f, p, other_stream);
+    assert_int_equal(run_all(f, NULL), OM_E_BadLogSignature);
+    assert_non_null(strstr(om_err_detail(), p));
+}
+
+static void a_generation_and_a_database_of_another_log_set_fail(void **state)
 {
     fixture *f = *state;
     assert_int_equal(f->v->mkdir(f->v, "/other"), 0);
     fixture g = *f;
     make_db(&g, "/other/mail.edb", "/other/logs", 9);
-    /* the other stream's generation in place of one of ours */
+    /* the other database's generation in place of one of ours: of another stream too, the
+     * database is the answer (log.h's order), as recovery and hard recovery say */
     char ours[4200], theirs[4200];
     gen_path(ours, f->req_min + 1);
     eng_log_path(theirs, sizeof theirs, "/other/logs", "E00", f->req_min + 1);
     assert_int_equal(f->v->unlink(f->v, ours), 0);
     assert_int_equal(f->v->rename(f->v, theirs, ours), 0);
-    assert_int_equal(run_all(f, NULL), OM_E_BadLogSignature);
+    assert_int_equal(run_all(f, NULL), OM_E_DatabaseLogSetMismatch);
     assert_non_null(strstr(om_err_detail(), ours));
     /* the other database with our logs */
     chk_set *s = NULL;
@@ -380,7 +411,8 @@ int main(void)
         T(damage_in_a_needed_generation_fails_and_in_an_older_one_is_only_reported),
         T(a_missing_middle_generation_is_missing_log_file),
         T(a_truncated_generation_is_log_file_size_mismatch),
-        T(a_generation_of_another_stream_and_a_database_of_another_log_set_fail),
+        T(a_generation_of_another_stream_of_this_database_is_bad_log_signature),
+        T(a_generation_and_a_database_of_another_log_set_fail),
         T(expected_generations_beyond_the_logs_are_required_log_files_missing),
         T(a_damaged_header_copy_passes_and_both_copies_fail),
         T(a_database_cut_short_is_beyond_eof),
