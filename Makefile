@@ -37,6 +37,7 @@ build-asan: $(ASAN)/build.ninja
 # Unit tests (cmocka), the same under AddressSanitizer + UBSan, then the system tests.
 test: deps build build-asan
 	@scripts/check-layers
+	@scripts/check-format
 	@echo "== unit tests"
 	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"

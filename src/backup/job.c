@@ -60,9 +60,9 @@ typedef struct dbjob {
     uint32_t lo, hi;
     int rc;
     char err[1024];
-    char set_id[65];   /* committed (pending until published) */
-    json_t *parent;    /* the set this one continues (a string, or JSON null) */
-    int published;     /* the set is listed: restores may use it */
+    char set_id[65];      /* committed (pending until published) */
+    json_t *parent;       /* the set this one continues (a string, or JSON null) */
+    int published;        /* the set is listed: restores may use it */
     uint64_t *bytes_read; /* shared progress counter (atomic) */
     uint64_t bytes_stored, blocks_new, blocks_reused;
 } dbjob;
@@ -305,8 +305,7 @@ static json_t *parent_of(dbjob *j, json_t *sets)
         const char *id = om_json_str_or(s, "id", NULL), *t = om_json_str_or(s, "type", "");
         if (!id || strcmp(om_json_str_or(json_object_get(s, "database"), "id", ""), j->id))
             continue;
-        if (!strcmp(t, "full") ||
-            (!strcmp(j->o->type, "incremental") && !strcmp(t, "incremental")))
+        if (!strcmp(t, "full") || (!strcmp(j->o->type, "incremental") && !strcmp(t, "incremental")))
             parent = s;
     }
     return parent;
@@ -404,13 +403,14 @@ static void *run_db(void *arg)
     }
     pause_at("checked");
     char t[40];
-    json_t *doc = json_pack(
-        "{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:[i,i], s:o, s:O, s:O, s:O}", "type",
-        j->o->type, "time", om_time_iso(om_now_ns(), t, sizeof t), "server",
-        om_json_str_or(j->info, "server", ""), "database", "id", j->id, "name", j->name, "edb",
-        om_json_str_or(j->md, "edb", ""), "logs", om_json_str_or(j->md, "logs", ""), "base",
-        om_json_str_or(j->md, "base", "E00"), "log_range", j->lo, j->hi, "parent", json_incref(j->parent),
-        "backup_metadata", j->md, "writer_metadata", j->wmd, "components_document", j->doc);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:[i,i], s:o, s:O, s:O, s:O}",
+                  "type", j->o->type, "time", om_time_iso(om_now_ns(), t, sizeof t), "server",
+                  om_json_str_or(j->info, "server", ""), "database", "id", j->id, "name", j->name,
+                  "edb", om_json_str_or(j->md, "edb", ""), "logs",
+                  om_json_str_or(j->md, "logs", ""), "base", om_json_str_or(j->md, "base", "E00"),
+                  "log_range", j->lo, j->hi, "parent", json_incref(j->parent), "backup_metadata",
+                  j->md, "writer_metadata", j->wmd, "components_document", j->doc);
     /* The moment the set stands for (the freeze): restores by time pick sets with it. */
     json_object_set(doc, "mark_time_ns", json_object_get(j->md, "mark_time_ns"));
     uint64_t in = 0, stored = 0, bn = 0, br = 0;
@@ -439,8 +439,10 @@ static void publish_sets(dbjob *jobs, size_t n, bk_repo *repo, vss_req *r, int c
             bk_set_discard(repo, j->set_id);
             if (complete_rc && !j->rc) {
                 j->rc = complete_rc;
-                snprintf(j->err, sizeof j->err, "%s: BackupComplete failed: the set was "
-                         "discarded", j->name);
+                snprintf(j->err, sizeof j->err,
+                         "%s: BackupComplete failed: the set was "
+                         "discarded",
+                         j->name);
             }
             j->set_id[0] = 0;
             continue;
@@ -654,8 +656,8 @@ int bk_backup_run(const bk_job_opts *in, json_t **result)
             int lrc = 0;
             if (j->md && (lrc = check_continues(j, repo_sets)))
                 fail_db(j, lrc, "refused");
-            else if (j->md && list_files(j, json_object_get(doc, "shadows"), j->edb,
-                                         sizeof j->edb, j->logs, sizeof j->logs))
+            else if (j->md && list_files(j, json_object_get(doc, "shadows"), j->edb, sizeof j->edb,
+                                         j->logs, sizeof j->logs))
                 fail_db(j, OM_E_FileNotFound, "listing the shadow copy");
             for (size_t f = 0; f < j->nfiles; f++)
                 total += j->files[f].size;

@@ -48,7 +48,8 @@ int bk_set_file_kind(const char *name, const char *base, uint32_t *gen)
         if (!strncmp(name, "logs/", 5)) {
             const char *n = name + 5;
             if ((*gen = log_gen(n, base))) return BK_FILE_LOG;
-            if (strlen(n) == 7 && !strncmp(n, base, 3) && !strcmp(n + 3, ".chk")) return BK_FILE_CHK;
+            if (strlen(n) == 7 && !strncmp(n, base, 3) && !strcmp(n + 3, ".chk"))
+                return BK_FILE_CHK;
         }
     }
     om_errf(OM_E_InvalidName,

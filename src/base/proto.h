@@ -35,7 +35,10 @@ typedef struct om_proto_budget {
     pthread_mutex_t mu;
     size_t limit, used;
 } om_proto_budget;
-#define OM_PROTO_BUDGET_INIT(lim) {PTHREAD_MUTEX_INITIALIZER, (lim), 0}
+#define OM_PROTO_BUDGET_INIT(lim)                                                                  \
+    {                                                                                              \
+        PTHREAD_MUTEX_INITIALIZER, (lim), 0                                                        \
+    }
 
 /* What one connection of a daemon may cost. A frame larger than max_data, or than what the
  * budget has left, is refused when it is announced, before any allocation. The buffers of a
@@ -43,12 +46,12 @@ typedef struct om_proto_budget {
  * asks for its next message (the caller is done with the data by then) or the limits are
  * unbound: `held`, kept by om_proto. */
 typedef struct om_proto_limits {
-    uint32_t idle_ms;        /* longest wait for the first byte of a message; 0: no bound */
-    uint32_t frame_ms;       /* a message begun must be whole within this, plus 1 s per MiB of
-                                its data frame (a client sends at least that fast); 0: no bound */
-    size_t max_data;         /* largest data frame one message may announce */
-    om_proto_budget *budget; /* shared with the daemon's other connections; NULL: none */
-    size_t held;             /* bytes of budget this connection holds */
+    uint32_t idle_ms;              /* longest wait for the first byte of a message; 0: no bound */
+    uint32_t frame_ms;             /* a message begun must be whole within this, plus 1 s per MiB of
+                                      its data frame (a client sends at least that fast); 0: no bound */
+    size_t max_data;               /* largest data frame one message may announce */
+    om_proto_budget *budget;       /* shared with the daemon's other connections; NULL: none */
+    size_t held;                   /* bytes of budget this connection holds */
     _Atomic int64_t idle_since_ms; /* monotonic ms since when om_proto_recv waits for the
                                       first byte of a message; 0 while a message is received
                                       or served (kept by om_proto, read by the server) */

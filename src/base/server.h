@@ -24,10 +24,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define OM_SERVER_MAX_CONNS 512 /* and at most half the process's descriptor limit */
-#define OM_SERVER_IDLE_MS   60000
-#define OM_SERVER_FRAME_MS  10000
-#define OM_SERVER_TOTAL_MB  512
+#define OM_SERVER_MAX_CONNS     512 /* and at most half the process's descriptor limit */
+#define OM_SERVER_IDLE_MS       60000
+#define OM_SERVER_FRAME_MS      10000
+#define OM_SERVER_TOTAL_MB      512
 #define OM_SERVER_EVICT_IDLE_MS 1000
 
 /* A zero field takes its default (above; max_data: OM_PROTO_MAX_DATA). */

@@ -65,11 +65,12 @@ static int cmd_backup(const cli_args *a)
         char hb[32];
         /* The summary of a backup that ran: a refusal before anything was read is one line. */
         if (!rc || json_array_size(json_object_get(res, "sets")) || read > 0)
-            printf("read %.1f MB in %.2f s (%.0f MB/s), stored %s; writes held %.1f ms\n", read / 1e6,
-               secs, secs > 0 ? read / 1e6 / secs : 0.0,
-               cli_human_bytes((uint64_t)json_integer_value(json_object_get(res, "bytes_stored")),
-                               hb, sizeof hb),
-               json_number_value(json_object_get(res, "freeze_ms")));
+            printf(
+                "read %.1f MB in %.2f s (%.0f MB/s), stored %s; writes held %.1f ms\n", read / 1e6,
+                secs, secs > 0 ? read / 1e6 / secs : 0.0,
+                cli_human_bytes((uint64_t)json_integer_value(json_object_get(res, "bytes_stored")),
+                                hb, sizeof hb),
+                json_number_value(json_object_get(res, "freeze_ms")));
     }
     json_decref(res);
     if (rc) {

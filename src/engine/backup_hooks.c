@@ -58,8 +58,7 @@ int eng_truncate_logs(eng_db *db, uint32_t below, uint32_t *deleted)
 {
     eng_role_acquire(db);
     uint32_t bound = below < db->ckpt.gen ? below : db->ckpt.gen;
-    int rc = eng_log_delete_below(db->vfs, db->logdir, db->base, bound, &db->hdr.log_sig,
-                                  deleted);
+    int rc = eng_log_delete_below(db->vfs, db->logdir, db->base, bound, &db->hdr.log_sig, deleted);
     eng_role_release(db);
     return rc;
 }

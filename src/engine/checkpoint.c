@@ -150,8 +150,7 @@ int eng_ckpt_locked(eng_db *db)
     pthread_rwlock_unlock(&db->plock);
     db->st.checkpoints++;
     if (db->hdr.flags & ENG_DBF_CIRCULAR) {
-        rc = eng_log_delete_below(db->vfs, db->logdir, db->base, c.gen, &db->hdr.log_sig,
-                                  NULL);
+        rc = eng_log_delete_below(db->vfs, db->logdir, db->base, c.gen, &db->hdr.log_sig, NULL);
         if (rc) om_warn("circular logging: %s", om_err_detail());
     }
     ENG_CHECK(db, ENG_AT_CHECKPOINT);

@@ -707,15 +707,21 @@ int eng_parse_log_name(const char *name, const char *base, uint32_t *gen)
     return 1;
 }
 
-int eng_loghdr_is(om_vfs *v, const char *path, uint32_t gen, const eng_sig *log_sig)
+int eng_loghdr_read(om_vfs *v, const char *path, eng_loghdr *h)
 {
     om_file *f = NULL;
     uint8_t slot[ENG_SLOT_SIZE];
-    eng_loghdr h;
     int rc = om_open(v, path, OM_O_RDONLY, &f);
     if (!rc) rc = om_pread_full(f, slot, sizeof slot, 0);
     om_close(f);
-    if (!rc) rc = eng_loghdr_decode(slot, &h);
+    if (!rc) rc = eng_loghdr_decode(slot, h);
+    return rc ? om_err_ctx(rc, "%s", path) : 0;
+}
+
+int eng_loghdr_is(om_vfs *v, const char *path, uint32_t gen, const eng_sig *log_sig)
+{
+    eng_loghdr h;
+    int rc = eng_loghdr_read(v, path, &h);
     om_err_clear();
     return !rc && h.gen == gen && eng_sig_eq(&h.log_sig, log_sig);
 }

@@ -148,6 +148,9 @@ typedef struct eng_loghdr {
 void eng_loghdr_encode(const eng_loghdr *h, uint8_t *slot);
 /* LogFileCorrupt on a bad checksum or magic, BadLogVersion on an unknown version. */
 int eng_loghdr_decode(const uint8_t *slot, eng_loghdr *h);
+/* Reads only a log file's header (its first slot): I/O errors, LogFileCorrupt, BadLogVersion,
+ * each naming the file. */
+int eng_loghdr_read(om_vfs *v, const char *path, eng_loghdr *h);
 /* 1 when the file at path is generation gen of the stream log_sig (its header says so); 0 for
  * anything else (missing, unreadable, another stream's, not a log), with no error kept. */
 int eng_loghdr_is(om_vfs *v, const char *path, uint32_t gen, const eng_sig *log_sig);

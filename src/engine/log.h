@@ -123,10 +123,6 @@ void eng_stream_path(const eng_stream *s, uint32_t g, char *p, size_t n);
 int eng_log_delete_below(om_vfs *v, const char *dir, const char *base, uint32_t below,
                          const eng_sig *log_sig, uint32_t *deleted);
 
-/* Reads only a log file's header (its first slot): I/O errors, LogFileCorrupt, BadLogVersion,
- * each naming the file. */
-int eng_loghdr_read(om_vfs *v, const char *path, eng_loghdr *h);
-
 /* ---- the log chain (logchain.c) ----
  *
  * Does this log file continue this stream of this database? Every caller that reads

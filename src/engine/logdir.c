@@ -61,17 +61,6 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int eng_loghdr_read(om_vfs *v, const char *path, eng_loghdr *h)
-{
-    om_file *f = NULL;
-    uint8_t slot[ENG_SLOT_SIZE];
-    int rc = om_open(v, path, OM_O_RDONLY, &f);
-    if (!rc) rc = om_pread_full(f, slot, sizeof slot, 0);
-    om_close(f);
-    if (!rc) rc = eng_loghdr_decode(slot, h);
-    return rc ? om_err_ctx(rc, "%s", path) : 0;
-}
-
 /* E00.log: whether it is there, and the generation its header holds. */
 static int read_cur(eng_stream *s)
 {

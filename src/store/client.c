@@ -15,8 +15,8 @@
 
 struct store_client {
     char path[4200];
-    int fd;   /* -1: not connected */
-    int used; /* the connection has carried a request: the store may close it as idle */
+    int fd;         /* -1: not connected */
+    int used;       /* the connection has carried a request: the store may close it as idle */
     int retry_busy; /* store_client_retry_busy */
     char warning[1600];
 };
@@ -94,8 +94,8 @@ static int call(store_client *c, json_t *req, const void *data, size_t dlen,
     unsigned attempt = 0;
     for (;;) {
         int fresh = 0;
-        int rc = call_once(c, json_incref(req), data, dlen, progress, arg, reply, rdata, rdlen,
-                           &fresh);
+        int rc =
+            call_once(c, json_incref(req), data, dlen, progress, arg, reply, rdata, rdlen, &fresh);
         /* Only a connection this call made can have been refused before anything was read. */
         if (!c->retry_busy || !fresh || !om_proto_busy_retry(rc, &since, &attempt)) {
             json_decref(req);

@@ -66,11 +66,10 @@ static json_t *db_json_of(const store_registry *r, const store_dbent *e, store_m
 {
     char id[37];
     om_uuid_str(&e->id, id);
-    json_t *o =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b}", "name", e->name, "id", id,
-                  "server", e->server, "edb", e->edb, "logs", e->logs, "base", e->base,
-                  "circular_logging", e->circular, "allow_restore", e->allow_restore, "recovery",
-                  e->recovery, "mounted", m != NULL);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b}", "name", e->name,
+                          "id", id, "server", e->server, "edb", e->edb, "logs", e->logs, "base",
+                          e->base, "circular_logging", e->circular, "allow_restore",
+                          e->allow_restore, "recovery", e->recovery, "mounted", m != NULL);
     eng_info in;
     eng_opts eo = store_ent_opts(r, e);
     int rc = m ? eng_db_info(m->db, &in) : eng_db_inspect(&eo, &in);
@@ -185,8 +184,7 @@ static int db_new(op_req *r, int recovery)
     if (recovery && (!edb || !logs))
         return om_errf(OM_E_InvalidParameter, "a recovery database needs --edb and --logs");
     if (edb) {
-        if ((rc = check_path(edb, "--edb")) || (rc = store_check_edb_name(edb, "--edb")))
-            return rc;
+        if ((rc = check_path(edb, "--edb")) || (rc = store_check_edb_name(edb, "--edb"))) return rc;
         snprintf(e.edb, sizeof e.edb, "%s", edb);
     } else
         snprintf(e.edb, sizeof e.edb, "%s/dbs/%s/%s.edb", s->o->data_dir, name, name);
@@ -211,8 +209,8 @@ static int db_new(op_req *r, int recovery)
     if (recovery && e.circular)
         return om_errf(OM_E_InvalidParameter, "a recovery database cannot use circular logging");
     char why[120];
-    const store_dbent *o = store_dir_place_taken(s->reg->dir, e.edb, e.logs, e.base, NULL, why,
-                                                 sizeof why);
+    const store_dbent *o =
+        store_dir_place_taken(s->reg->dir, e.edb, e.logs, e.base, NULL, why, sizeof why);
     if (o)
         return om_errf(OM_E_DatabaseDuplicate,
                        "--edb %s --logs %s would share a place with database '%s': %s. HINT: "

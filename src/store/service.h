@@ -13,10 +13,10 @@
 #include "base/server.h"
 
 typedef struct store_opts {
-    const char *server;      /* this server's name */
-    const char *runtime_dir; /* store.sock goes here */
-    const char *data_dir;    /* directory.json and default database folders */
-    const char *group;       /* allowed group (NULL: the daemon's own group) */
+    const char *server;       /* this server's name */
+    const char *runtime_dir;  /* store.sock goes here */
+    const char *data_dir;     /* directory.json and default database folders */
+    const char *group;        /* allowed group (NULL: the daemon's own group) */
     unsigned checkpoint_gens; /* checkpoint depth in log generations (0: the engine's default) */
     unsigned cache_mb;        /* dirty pages kept per database before a checkpoint (0: default) */
     om_server_limits limits;  /* connections (base/server.h; zeros: the defaults) */

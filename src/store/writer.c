@@ -870,8 +870,8 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
                                "into another database's files. HINT: restore into '%s' with "
                                "--to %s, or give new paths of their own",
                                store_same_place(e->edb, edb) ? edb : logs, e->name,
-                               store_same_place(e->edb, edb) ? "database file" : "log folder", e->name,
-                               e->name);
+                               store_same_place(e->edb, edb) ? "database file" : "log folder",
+                               e->name, e->name);
         }
         char why[120];
         const store_dbent *o =

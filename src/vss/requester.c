@@ -246,7 +246,8 @@ int vss_req_set_backup_stored(vss_req *r, const char *instance_id, const char *c
     if (!r->stored && !(r->stored = json_array()))
         return om_errf(OM_E_OutOfMemory, "out of memory");
     json_t *x = json_pack("{s:s, s:s}", "instance_id", instance_id, "component", component);
-    if (!x || json_array_append_new(r->stored, x)) return om_errf(OM_E_OutOfMemory, "out of memory");
+    if (!x || json_array_append_new(r->stored, x))
+        return om_errf(OM_E_OutOfMemory, "out of memory");
     return 0;
 }
 

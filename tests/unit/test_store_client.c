@@ -206,7 +206,8 @@ static json_t *good_store(const char *op, json_t *req, const void **data, size_t
         strncmp(op, "db.new", 6))
         return json_pack("{s:b, s:i, s:s, s:s}", "ok", 0, "error", OM_E_DatabaseNotFound, "name",
                          "DatabaseNotFound", "message", "no database named 'nope'");
-    if (!strcmp(op, "db.list")) return json_pack("{s:b, s:[o]}", "ok", 1, "databases", db_obj("db1"));
+    if (!strcmp(op, "db.list"))
+        return json_pack("{s:b, s:[o]}", "ok", 1, "databases", db_obj("db1"));
     if (!strcmp(op, "db.dismount"))
         return json_pack("{s:b, s:o, s:s}", "ok", 1, "db", db_obj(name), "warning",
                          "'db1' is dismounted, but its clean shutdown failed");
@@ -231,8 +232,8 @@ static void each_request_carries_its_documented_fields(void **s)
     store_client *c;
     json_t *db = NULL;
     assert_int_equal(store_client_new(sock_path, &c), 0);
-    store_db_spec spec = {.edb = "/d/x.edb", .logs = "/d/logs", .base = "E01",
-                          .circular_logging = 1};
+    store_db_spec spec = {
+        .edb = "/d/x.edb", .logs = "/d/logs", .base = "E01", .circular_logging = 1};
     assert_int_equal(store_client_db_new(c, "x", &spec, &db), 0);
     assert_string_equal(json_string_value(json_object_get(db, "name")), "x");
     json_decref(db);
@@ -408,7 +409,6 @@ static void mail_get_returns_the_body_byte_for_byte(void **s)
     store_client_free(c);
 }
 
-
 static void on_progress(void *arg, uint64_t done, uint64_t total)
 {
     uint64_t *seen = arg;
@@ -435,8 +435,8 @@ static void *load_server(void *arg)
         om_proto_send(fd, p, NULL, 0);
         json_decref(p);
     }
-    json_t *r = json_pack("{s:b, s:i, s:f, s:f}", "ok", 1, "messages", 30, "seconds", 0.5, "rate",
-                          60.0);
+    json_t *r =
+        json_pack("{s:b, s:i, s:f, s:f}", "ok", 1, "messages", 30, "seconds", 0.5, "rate", 60.0);
     om_proto_send(fd, r, NULL, 0);
     json_decref(r);
     readable(fd, WAIT_MS); /* until the client closes */
