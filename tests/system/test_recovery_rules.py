@@ -203,3 +203,23 @@ def test_a_passphrase_file_owned_by_another_user_is_warned_in_one_line(store, tm
     r = store.ombra("backups", "list", "--repo", repo, "--passphrase-file", pw)
     lines = warning_lines(r)
     assert len(lines) == 1 and str(pw) in lines[0] and "uid 65534" in lines[0], r.describe()
+
+
+def test_a_passphrase_file_that_is_no_text_file_is_refused_in_one_line(store, tmp_path):
+    """A FIFO nobody writes does not hang the command; a device, a folder, a zero byte (a
+    binary key cut short in silence) and a line of blanks are each one line naming the file."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "dir").mkdir()
+    zero = tmp_path / "zero"
+    zero.write_bytes(b"ab\x00cdefgh\n")
+    blank = tmp_path / "blank"
+    blank.write_text("   \n")
+    for f in (tmp_path / "zero", tmp_path / "blank"):
+        f.chmod(0o600)
+    for f, words in ((fifo, "a FIFO"), ("/dev/zero", "a device"), (tmp_path / "dir", "a folder"),
+                     (zero, "a zero byte at offset 2"), (blank, "only blanks")):
+        r = store.ombra("repo", "init", tmp_path / f"repo-{pathlib.Path(f).name}", "--encrypt",
+                        "--passphrase-file", f, check=False, timeout=20)
+        assert one_line_refusal(r) and str(f) in r.err and words in r.err, r.describe()
+        assert not (tmp_path / f"repo-{pathlib.Path(f).name}").exists()
