@@ -9,9 +9,10 @@ CRASH_POINTS ?= 2000
 # (the plain build tries CRASH_POINTS; make test-long the whole ASan run).
 ASAN_CRASH_POINTS ?= 250
 # The system suites under the sanitizers in make test: all but the long randomized ones (the
-# campaign, the soak, the attack loops), which make test-long runs under them too.
+# campaign, the soak, the attack loops) and the tests marked slow_under_sanitizers (kill -9
+# rounds, 100 databases, descriptor exhaustion), which make test-long runs under them too.
 ASAN_SYSTEM_SKIP ?= --ignore=tests/system/test_campaign.py --ignore=tests/system/test_soak.py \
-	--ignore=tests/system/test_restore_attacks.py
+	--ignore=tests/system/test_restore_attacks.py -m "not slow_under_sanitizers"
 # System tests run in parallel (pytest-xdist): each test has its own daemons and directories.
 PYTEST_WORKERS ?= 3
 
@@ -65,7 +66,7 @@ test-long: deps build build-asan
 	  OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
 	  OMBRA_CAMPAIGN_SECONDS=120 OMBRA_SOAK_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup \
-	  tests/system/test_campaign.py tests/system/test_soak.py tests/system/test_restore_attacks.py
+	  tests/system
 
 # The randomized restore campaign (tests/system/test_campaign.py) for CAMPAIGN_SECONDS.
 CAMPAIGN_SECONDS ?= 900
@@ -122,7 +123,8 @@ $(TSAN)/build.ninja:
 	$(MESON) setup $(TSAN) --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false >/dev/null
 
 test-tsan: deps $(TSAN)/build.ninja
-	@ninja -C $(TSAN) tests/unit/test_table_concurrency tests/unit/test_engine tests/unit/test_mail
+	@ninja -C $(TSAN) tests/unit/test_table_concurrency tests/unit/test_engine tests/unit/test_mail tests/unit/test_pool
 	@TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $(TSAN)/tests/unit/test_table_concurrency
 	@TSAN_OPTIONS=halt_on_error=1 $(TSAN)/tests/unit/test_engine | tail -1
 	@TSAN_OPTIONS=halt_on_error=1 OMBRA_MAIL_CRASH_POINTS=20 $(TSAN)/tests/unit/test_mail | tail -1
+	@TSAN_OPTIONS=halt_on_error=1 $(TSAN)/tests/unit/test_pool | tail -1

@@ -6,6 +6,7 @@
  * eng_db_check_point at the points db_internal.h names (debug builds: ENG_CHECK), and
  * eng_db_check_invariants for tests. A broken invariant at a check point is a bug in the
  * engine, not a condition to handle: it is logged and the process aborts, as assert() would. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -31,16 +32,20 @@ static int check_state(eng_db *db, enum eng_check_at at, char *why, size_t n)
      * database; everything else holds the role. */
     int alone = at == ENG_AT_RECOVERY || at == ENG_AT_MOUNT || at == ENG_AT_FLUSH;
     if (!alone && !db->writer_active) return snprintf(why, n, "the writer role is not held"), 1;
-    if (db->ndirty > db->nframes)
-        return snprintf(why, n, "%u dirty frames counted among %u", db->ndirty, db->nframes), 1;
+    /* The counters are the cache's: readers add frames under cmu while the writer commits. */
+    pthread_mutex_lock(&db->cmu);
+    uint32_t ndirty = db->ndirty, nframes = db->nframes;
+    pthread_mutex_unlock(&db->cmu);
+    if (ndirty > nframes)
+        return snprintf(why, n, "%u dirty frames counted among %u", ndirty, nframes), 1;
     /* Pages go to the hold file only while held, and the last release writes them back. */
     int between = at == ENG_AT_COMMIT || at == ENG_AT_FLUSH; /* a release may be under way */
     if (!db->hold && !db->fatal && !between && (db->hf.count || db->hf.f))
         return snprintf(why, n, "page writes are not held, yet the hold file has %u pages",
                         db->hf.count),
                1;
-    if ((at == ENG_AT_CHECKPOINT || at == ENG_AT_RECOVERY) && !db->hold && db->ndirty)
-        return snprintf(why, n, "%u dirty pages after the checkpoint", db->ndirty), 1;
+    if ((at == ENG_AT_CHECKPOINT || at == ENG_AT_RECOVERY) && !db->hold && ndirty)
+        return snprintf(why, n, "%u dirty pages after the checkpoint", ndirty), 1;
     if (db->log && eng_lgpos_cmp(db->ckpt, eng_log_lgpos(db->log, eng_log_end_lsn(db->log))) > 0)
         return snprintf(why, n, "the checkpoint (%u, %u) is past the end of the log", db->ckpt.gen,
                         db->ckpt.off),

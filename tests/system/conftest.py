@@ -24,6 +24,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED_FIXTURES = ("two_sets",)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow_under_sanitizers: long loops (kill -9 rounds, 100 databases, descriptor "
+        "exhaustion) that make test leaves out of its sanitizer pass; make test-long runs them")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:

@@ -135,6 +135,7 @@ def test_a_damaged_shadow_copy_fails_the_component_and_truncates_nothing(store, 
     assert all(g in gens(store, "db1", logs) for g in before)
 
 
+@pytest.mark.slow_under_sanitizers
 @pytest.mark.parametrize("stage", STAGES)
 def test_kill_9_at_any_stage_leaves_a_valid_repository_and_the_next_backup_works(store, vssd, stage):
     # Small packs: blocks count as written once their pack is finished and indexed (a pack still

@@ -180,6 +180,7 @@ def timed_db_list(st, seconds=20):
 
 @pytest.mark.parametrize("args", [(), ("--max-connections", "1000")],
                          ids=["default-limit", "limit-above-descriptors"])
+@pytest.mark.slow_under_sanitizers
 def test_out_of_descriptors_the_store_backs_off_logs_once_and_answers_again(hostile, args):
     # By default the connection limit keeps half the descriptors for the databases; set above
     # what the descriptors allow, accept() itself runs out.

@@ -133,6 +133,7 @@ class Deliverer(threading.Thread):
             self.failure = repr(e)
 
 
+@pytest.mark.slow_under_sanitizers
 def test_kill_9_during_deliveries_five_times_loses_no_acknowledged_message(store):
     rnd = random.Random(4)
     dbs = ["k1", "k2"]
@@ -199,6 +200,7 @@ def mounted_count(store):
     return sum(1 for d in store.db_list() if d["mounted"])
 
 
+@pytest.mark.slow_under_sanitizers
 def test_101st_mounted_database_and_second_recovery_database_are_refused(store):
     # Created four at a time (the store serves each on its own thread; a sanitizer build spends
     # most of a creation starting the client and waiting for fsync).

@@ -125,6 +125,7 @@ def test_refusals_carry_their_numbers(store, vssd, build_dir):
     assert rc == 1 and ("ObjectNotFound" in err or "not mounted" in err), err
 
 
+@pytest.mark.slow_under_sanitizers
 def test_deliveries_never_stop_during_a_held_backup_and_the_shadow_recovers(store, vssd, build_dir, tmp_path):
     store.ombra("db", "new", "db1")
     load(store, "db1", 2000)
