@@ -92,6 +92,7 @@ def restore(st, repo, *args, check=True):
     return st.ombra("restore", "mail1", "--repo", repo, "--json", *args, check=check)
 
 
+@pytest.mark.slow_under_sanitizers
 def test_a_backup_made_on_alpha_restores_on_beta_through_betas_writer(servers):
     alpha, beta, repo = servers
     alpha_id, digest = history_on_alpha(alpha, repo)

@@ -407,6 +407,7 @@ def test_bad_input_gets_a_clear_error_and_the_daemon_keeps_serving(store):
 # ---- 5b ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow_under_sanitizers
 def test_dismount_and_mount_during_deliveries_lose_no_acknowledged_message(store):
     store.ombra("db", "new", "busy")
     clients = [Deliverer(store, "busy", f"mbx{i}", 20 + i) for i in range(4)]

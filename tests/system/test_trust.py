@@ -390,6 +390,7 @@ def printed_time(store, repo, set_id, tz):
     return TIME.search(line[0]).group(0)
 
 
+@pytest.mark.slow_under_sanitizers
 def test_a_printed_time_means_the_same_instant_in_any_zone(store, repo):
     store.ombra("db", "new", "db1")
     load(store, "db1", 300)
