@@ -414,7 +414,9 @@ static void trim_after_read(eng_db *db)
     eng_role_release(db);
 }
 
-int eng_page_read(eng_db *db, uint32_t pgno, void *body)
+/* Copies what a reader outside a transaction wants of committed page pgno (its body, its
+ * header's object id) under plock, then trims the cache as a read does. */
+static int page_copy(eng_db *db, uint32_t pgno, void *body, uint32_t *objid)
 {
     pthread_rwlock_rdlock(&db->plock);
     int rc = 0;
@@ -423,22 +425,8 @@ int eng_page_read(eng_db *db, uint32_t pgno, void *body)
                      pgno, db->pages);
     frame *f = NULL;
     if (!rc) rc = eng_cache_get(db, pgno, 1, &f);
-    if (!rc) memcpy(body, f->page + ENG_PAGE_HDR, ENG_PAGE_BODY);
-    pthread_rwlock_unlock(&db->plock);
-    trim_after_read(db);
-    return rc;
-}
-
-int eng_page_objid(eng_db *db, uint32_t pgno, uint32_t *objid)
-{
-    pthread_rwlock_rdlock(&db->plock);
-    int rc = 0;
-    if (pgno == 0 || pgno > db->pages)
-        rc = om_errf(OM_E_InvalidParameter, "page %u does not exist (the database has %u pages)",
-                     pgno, db->pages);
-    frame *f = NULL;
-    if (!rc) rc = eng_cache_get(db, pgno, 1, &f);
-    if (!rc) {
+    if (!rc && body) memcpy(body, f->page + ENG_PAGE_HDR, ENG_PAGE_BODY);
+    if (!rc && objid) {
         eng_pghdr h;
         eng_pghdr_get(f->page, &h);
         *objid = h.objid;
@@ -446,6 +434,16 @@ int eng_page_objid(eng_db *db, uint32_t pgno, uint32_t *objid)
     pthread_rwlock_unlock(&db->plock);
     trim_after_read(db);
     return rc;
+}
+
+int eng_page_read(eng_db *db, uint32_t pgno, void *body)
+{
+    return page_copy(db, pgno, body, NULL);
+}
+
+int eng_page_objid(eng_db *db, uint32_t pgno, uint32_t *objid)
+{
+    return page_copy(db, pgno, NULL, objid);
 }
 
 int eng_log_flush(eng_db *db)

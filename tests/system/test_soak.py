@@ -151,47 +151,45 @@ class Soak:
                 for s in held:
                     s.close()
 
-    def half_frames(self):
-        rnd = random.Random(7)
+    def holding(self, keep, pause, one):
+        """Opens connections with one(socket) (which may raise OSError) while the soak runs,
+        holding the last `keep` of them open, one every `pause` seconds."""
         held = []
         while not self.stop.is_set():
             try:
                 s = self.connect()
-                payload = frame({"op": "db.list", "pad": "p" * rnd.randrange(100)})
-                s.sendall(payload[:rnd.randrange(1, len(payload) - 1)])
+                one(s)
                 held.append(s)
-                self.count("half_frames")
             except OSError:
                 pass
-            if len(held) > 20:
+            if len(held) > keep:
                 held.pop(0).close()
-            self.stop.wait(0.2)
+            self.stop.wait(pause)
         for s in held:
             s.close()
 
+    def half_frames(self):
+        rnd = random.Random(7)
+
+        def one(s):
+            payload = frame({"op": "db.list", "pad": "p" * rnd.randrange(100)})
+            s.sendall(payload[:rnd.randrange(1, len(payload) - 1)])
+            self.count("half_frames")
+        self.holding(20, 0.2, one)
+
     def huge(self):
-        held = []
-        while not self.stop.is_set():
+        def one(s):
+            s.sendall(frame({"op": "mail.deliver", "db": "sales", "mailbox": "evil",
+                             "data": 256 << 20}) + struct.pack("<I", 256 << 20) + b"z" * 4096)
+            s.setblocking(False)
+            time.sleep(0.05)
             try:
-                s = self.connect()
-                s.sendall(frame({"op": "mail.deliver", "db": "sales", "mailbox": "evil",
-                                 "data": 256 << 20}) + struct.pack("<I", 256 << 20) + b"z" * 4096)
-                s.setblocking(False)
-                time.sleep(0.05)
-                try:
-                    if s.recv(1, socket.MSG_PEEK):
-                        self.count("huge_refused")
-                except BlockingIOError:
-                    pass
-                held.append(s)
-                self.count("huge")
-            except OSError:
+                if s.recv(1, socket.MSG_PEEK):
+                    self.count("huge_refused")
+            except BlockingIOError:
                 pass
-            if len(held) > 8:
-                held.pop(0).close()
-            self.stop.wait(0.3)
-        for s in held:
-            s.close()
+            self.count("huge")
+        self.holding(8, 0.3, one)
 
     def garbage(self):
         rnd = random.Random(11)

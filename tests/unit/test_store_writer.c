@@ -303,6 +303,55 @@ static void a_database_closed_before_backup_complete_loses_that_backup(void **s)
     serves_mail_again();
 }
 
+/* Log generations of db1 on disk numbered below below. */
+static unsigned gens_below(uint32_t below)
+{
+    char logs[4200], p[4300];
+    snprintf(logs, sizeof logs, "%s/dbs/db1/logs", fc_dir);
+    unsigned n = 0;
+    for (uint32_t g = 1; g < below; g++) {
+        snprintf(p, sizeof p, "%s/E00%08X.log", logs, g);
+        n += access(p, F_OK) == 0;
+    }
+    return n;
+}
+
+/* Mail enough for several log generations (1 MiB each). */
+static void fill_logs(void)
+{
+    store_mounted *m;
+    assert_int_equal(store_acquire(F.reg, "db1", &m), 0);
+    static char body[600 << 10];
+    memset(body, 'x', sizeof body);
+    for (int i = 0; i < 6; i++) {
+        mail_new msg = {.mailbox = "alice", .body = body, .size = sizeof body};
+        uint64_t id;
+        assert_int_equal(mail_deliver(m->mail, &msg, 0, &id), 0);
+    }
+    store_release(F.reg, m);
+}
+
+static void a_database_closed_after_backup_complete_keeps_its_backup_and_its_logs(void **s)
+{
+    (void)s;
+    fill_logs();
+    prepare_and_freeze();
+    json_decref(thaw_and_post());
+    backup_complete();
+    eng_bkslot full = slot_of(ENG_BK_PREV_FULL);
+    assert_true(full.mark_time != 0); /* recorded */
+    unsigned before = gens_below(full.last_gen);
+    assert_true(before > 0); /* what a BackupShutdown would truncate */
+    /* Closed (and mounted again: what is mounted under its id could be a restore of it) before
+     * BackupShutdown: nothing of it is truncated. */
+    dismount_db1();
+    serves_mail_again();
+    fc_send_event(F.fd, 8, "BackupShutdown", S1,
+                  json_pack("{s:o, s:[s]}", "components", comps(), "stored", F.comp));
+    fc_expect_ok(F.fd, 8);
+    assert_int_equal(gens_below(full.last_gen), before);
+}
+
 static void the_writer_stopped_is_told_no_more(void **s)
 {
     (void)s;
@@ -326,6 +375,7 @@ int main(void)
         T(an_aborted_backup_records_nothing),
         T(a_database_dismounted_while_frozen_is_released_at_once),
         T(a_database_closed_before_backup_complete_loses_that_backup),
+        T(a_database_closed_after_backup_complete_keeps_its_backup_and_its_logs),
         T(the_writer_stopped_is_told_no_more),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
