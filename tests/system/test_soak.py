@@ -278,16 +278,20 @@ def test_soak_under_hostile_load(build_dir):
 
         soak = Soak(st, seconds)
         cli = str(st.cli)
-        threads = [threading.Thread(target=soak.deliverer, args=(1,)),
-                   threading.Thread(target=soak.deliverer, args=(2,)),
-                   threading.Thread(target=soak.backups, args=(repo,)),
-                   threading.Thread(target=soak.prober),
-                   threading.Thread(target=soak.flood),
-                   threading.Thread(target=soak.half_frames),
-                   threading.Thread(target=soak.huge),
-                   threading.Thread(target=soak.garbage)]
+        jobs = [(soak.deliverer, (1,)), (soak.deliverer, (2,)), (soak.backups, (repo,)),
+                (soak.prober, ()), (soak.flood, ()), (soak.half_frames, ()), (soak.huge, ()),
+                (soak.garbage, ())]
         if os.geteuid() == 0 and shutil.which("setpriv"):
-            threads.append(threading.Thread(target=soak.other_uid, args=(cli,)))
+            jobs.append((soak.other_uid, (cli,)))
+        died = []
+
+        def run(fn, args):  # a worker that dies would leave its figures short in silence
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 (any failure is the test's)
+                died.append(f"{fn.__name__}: {e!r}")
+                soak.stop.set()
+        threads = [threading.Thread(target=run, args=j) for j in jobs]
         pid = st.proc.pid
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         log0 = len(st.log_text())
@@ -329,6 +333,7 @@ def test_soak_under_hostile_load(build_dir):
         if os.environ.get("OMBRA_SOAK_REPORT"):
             with open(os.environ["OMBRA_SOAK_REPORT"], "w") as f:
                 json.dump(fig, f, indent=1)
+        assert not died, f"soak workers died: {died}\n{line}"
         assert not lost, f"{len(lost)} acknowledged deliveries lost: {lost[:5]}\n{line}"
         assert soak.acked, f"no delivery was acknowledged during the soak\n{line}"
         assert soak.n["deliver_failed"] == 0, "\n".join(soak.errors[:3]) + "\n" + line
