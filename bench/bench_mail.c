@@ -1,10 +1,10 @@
 /* bench_mail: the mail schema (src/store/mail.h) against SQLite, side by side in one run.
  *
- * Both stores get the same messages (mail_load_message: a pure function of the seed, so both
+ * Both stores get the same messages (store_mail_load_message: a pure function of the seed, so both
  * sides and the checks agree on every byte), 8 KiB bodies spread over 1000 mailboxes:
  *  1. durable deliveries, one message per transaction, 4 writer threads (Ombra's commits share
  *     log fsyncs; SQLite's connections take turns on the WAL write lock, one fsync each);
- *  2. the same messages as one bulk load (Ombra: mail_load, lazy commits and one flush at the
+ *  2. the same messages as one bulk load (Ombra: store_mail_load, lazy commits and one flush at the
  *     end; SQLite: transactions of --batch messages);
  *  3. random point reads of the bulk-loaded messages (mailbox name + id -> header and the
  *     whole body), 1 reader and then 4;
@@ -12,7 +12,7 @@
  * The SQLite schema holds the same rows as Ombra's tables (mailboxes with their counters,
  * folders, messages with a BLOB body), and a delivery does the same work on both sides: find
  * or create the mailbox and the folder, take the next id, insert, update the counter. After
- * the bulk load both stores are hashed in mail_digest's canonical order and must be equal.
+ * the bulk load both stores are hashed in store_mail_digest's canonical order and must be equal.
  * bench/README.md says how to read the figures. Any failure prints one line and exits 1. */
 #include <errno.h>
 #include <ftw.h>
@@ -108,7 +108,7 @@ static void plan_make(const params *p, plan *pl)
     pl->mbx = xmalloc(p->messages * sizeof *pl->mbx);
     pl->id = xmalloc(p->messages * sizeof *pl->id);
     for (uint64_t i = 0; i < p->messages; i++) {
-        mail_load_message(p->seed, p->mailboxes, 0, i, &lb, NULL, &m);
+        store_mail_load_message(p->seed, p->mailboxes, 0, i, &lb, NULL, &m);
         pl->mbx[i] = (uint32_t)strtoul(lb.mailbox + 4, NULL, 10);
         pl->id[i] = ++count[pl->mbx[i]];
     }
@@ -132,12 +132,12 @@ static void o_create(ostore *s, const char *parent, const char *name)
     if (mkdir(s->dir, 0750) != 0) die("creating %s: %s", s->dir, strerror(errno));
     s->o = (eng_opts){.edb_path = s->edb, .log_dir = s->logs};
     eng_ok(eng_db_create(&s->o, &s->db), "creating the Ombra database");
-    eng_ok(mail_open(s->db, &s->st), "creating the mail schema");
+    eng_ok(store_mail_open(s->db, &s->st), "creating the mail schema");
 }
 
 static void o_close(ostore *s)
 {
-    mail_close(s->st);
+    store_mail_close(s->st);
     s->st = NULL;
     eng_ok(eng_db_close(s->db), "closing the Ombra database");
     s->db = NULL;
@@ -146,7 +146,7 @@ static void o_close(ostore *s)
 static void o_open(ostore *s, const eng_opts *o)
 {
     eng_ok(eng_db_open(o, &s->db), "opening the Ombra database");
-    eng_ok(mail_open(s->db, &s->st), "opening the mail schema");
+    eng_ok(store_mail_open(s->db, &s->st), "opening the mail schema");
 }
 
 /* ---- SQLite ---- */
@@ -249,7 +249,7 @@ static void sq_done(sq_conn *c, sqlite3_stmt *s, const char *what)
     sqlite3_reset(s);
 }
 
-/* The work of mail_deliver, in the caller's transaction: *id is the new message's id. */
+/* The work of store_mail_deliver, in the caller's transaction: *id is the new message's id. */
 static void sq_deliver(sq_conn *c, const mail_new *m, uint64_t *id)
 {
     sqlite3_stmt *s = c->sel_mbx;
@@ -303,7 +303,7 @@ static void sq_deliver(sq_conn *c, const mail_new *m, uint64_t *id)
     sq_done(c, s, "updating the mailbox");
 }
 
-/* mail_get's equivalent: the header and the whole body; returns XXH3-64 of the body. */
+/* store_mail_get's equivalent: the header and the whole body; returns XXH3-64 of the body. */
 static uint64_t sq_get(sq_conn *c, const char *mailbox, uint64_t id, uint64_t *size)
 {
     sqlite3_stmt *s = c->get;
@@ -342,8 +342,8 @@ static void *o_deliver_worker(void *arg)
     uint64_t id;
     pthread_barrier_wait(w->go);
     for (uint64_t i = w->first; i < w->first + w->n; i++) {
-        mail_load_message(w->p->seed, w->p->mailboxes, w->p->size, i, &lb, body, &m);
-        eng_ok(mail_deliver(w->o->st, &m, 0, &id), "delivering a message (durable)");
+        store_mail_load_message(w->p->seed, w->p->mailboxes, w->p->size, i, &lb, body, &m);
+        eng_ok(store_mail_deliver(w->o->st, &m, 0, &id), "delivering a message (durable)");
     }
     free(body);
     return NULL;
@@ -358,7 +358,7 @@ static void *sq_deliver_worker(void *arg)
     uint64_t id;
     pthread_barrier_wait(w->go);
     for (uint64_t i = w->first; i < w->first + w->n; i++) {
-        mail_load_message(w->p->seed, w->p->mailboxes, w->p->size, i, &lb, body, &m);
+        store_mail_load_message(w->p->seed, w->p->mailboxes, w->p->size, i, &lb, body, &m);
         sq_done(w->sq, w->sq->begin, "BEGIN IMMEDIATE");
         sq_deliver(w->sq, &m, &id);
         sq_done(w->sq, w->sq->commit, "COMMIT");
@@ -423,12 +423,12 @@ static void pages_per_delivery(ostore *o, const params *p, durable_result *r)
     o_open(o, &big);
     eng_db_stats(o->db, &a);
     for (uint64_t i = p->messages; i < p->messages + PPD_SAMPLE; i++) {
-        mail_load_message(p->seed, p->mailboxes, p->size, i, &lb, body, &m);
-        eng_ok(mail_deliver(o->st, &m, MAIL_LAZY, &id), "delivering a message (lazy)");
+        store_mail_load_message(p->seed, p->mailboxes, p->size, i, &lb, body, &m);
+        eng_ok(store_mail_deliver(o->st, &m, MAIL_LAZY, &id), "delivering a message (lazy)");
     }
-    eng_ok(mail_flush(o->st), "flushing the log");
+    eng_ok(store_mail_flush(o->st), "flushing the log");
     eng_db_stats(o->db, &b);
-    mail_close(o->st);
+    store_mail_close(o->st);
     o->st = NULL;
     eng_db_abandon(o->db);
     o->db = NULL;
@@ -517,7 +517,7 @@ static void o_bulk(ostore *o, const params *p, bulk_result *r)
     eng_db_stats(o->db, &a);
     quiet_disk();
     uint64_t t0 = om_mono_ns();
-    eng_ok(mail_load(o->st, p->mailboxes, p->messages, p->size, p->seed, 1, progress, NULL),
+    eng_ok(store_mail_load(o->st, p->mailboxes, p->messages, p->size, p->seed, 1, progress, NULL),
            "bulk load");
     r->o_secs = secs(t0, om_mono_ns());
     eng_db_stats(o->db, &b);
@@ -536,7 +536,7 @@ static void sq_bulk(const char *path, const params *p, bulk_result *r)
     uint64_t t0 = om_mono_ns();
     for (uint64_t i = 0; i < p->messages; i++) {
         if (i % p->batch == 0) sq_done(&c, c.begin, "BEGIN IMMEDIATE");
-        mail_load_message(p->seed, p->mailboxes, p->size, i, &lb, body, &m);
+        store_mail_load_message(p->seed, p->mailboxes, p->size, i, &lb, body, &m);
         sq_deliver(&c, &m, &id);
         if ((i + 1) % p->batch == 0 || i + 1 == p->messages) sq_done(&c, c.commit, "COMMIT");
     }
@@ -546,7 +546,7 @@ static void sq_bulk(const char *path, const params *p, bulk_result *r)
     free(body);
 }
 
-/* ---- digest of the SQLite store, in mail_digest's order and encoding ---- */
+/* ---- digest of the SQLite store, in store_mail_digest's order and encoding ---- */
 
 static void sq_digest(const char *path, char out[33])
 {
@@ -623,7 +623,7 @@ static uint64_t expected_hash(const params *p, uint64_t i, uint8_t *body)
 {
     mail_load_buf lb;
     mail_new m;
-    mail_load_message(p->seed, p->mailboxes, p->size, i, &lb, body, &m);
+    store_mail_load_message(p->seed, p->mailboxes, p->size, i, &lb, body, &m);
     return XXH3_64bits(body, p->size);
 }
 
@@ -637,9 +637,9 @@ static void *o_read_worker(void *arg)
         uint64_t i = read_pick(w->p, w->first + k);
         mail_message m;
         snprintf(name, sizeof name, "user%05u", w->pl->mbx[i]);
-        eng_ok(mail_get(w->o->st, name, w->pl->id[i], &m), "reading a message");
+        eng_ok(store_mail_get(w->o->st, name, w->pl->id[i], &m), "reading a message");
         h[k] = m.h.size == w->p->size ? XXH3_64bits(m.body, m.h.size) : 0;
-        mail_message_free(&m);
+        store_mail_message_free(&m);
     }
     w->end_ns = om_mono_ns();
     /* Check every body against what the load wrote. */
@@ -758,7 +758,8 @@ static void print_table(const params *p, const machine *m, const results *x)
     printf("\nmachine: %ld CPUs (%s); %s: filesystem %s (%s); SQLite %s\n", m->nproc, m->cpu,
            p->dir, m->fs, m->fstype, m->sqlite);
     printf("parameters: %llu messages of %u bytes into %u mailboxes; %u writer threads in %u "
-           "alternating rounds (SQLite: %s); bulk: Ombra mail_load (lazy transactions of up to 64 "
+           "alternating rounds (SQLite: %s); bulk: Ombra store_mail_load (lazy transactions of up "
+           "to 64 "
            "messages, one flush), SQLite %llu messages per transaction; %llu random reads; "
            "seed %llu\n\n",
            (unsigned long long)p->messages, p->size, p->mailboxes, p->threads, p->rounds,
@@ -971,7 +972,7 @@ int main(int argc, char **argv)
 
     printf("digests...\n");
     uint64_t t0 = om_mono_ns();
-    eng_ok(mail_digest(o.st, x.b.o_digest), "digest of the Ombra store");
+    eng_ok(store_mail_digest(o.st, x.b.o_digest), "digest of the Ombra store");
     x.b.o_digest_secs = secs(t0, om_mono_ns());
     t0 = om_mono_ns();
     sq_digest(sq_path, x.b.s_digest);

@@ -1,7 +1,7 @@
 /* The store service's figures (issue 4), in one run:
  *  1. durable deliveries/s of 8 KiB messages into 1,000 mailboxes with 4 concurrent writers,
  *     through the daemon (4 clients, each on its own connection) and through the engine
- *     directly (4 threads calling mail_deliver): the protocol's overhead as a ratio;
+ *     directly (4 threads calling store_mail_deliver): the protocol's overhead as a ratio;
  *  2. time to mount a database after a crash (kill -9 of the daemon) with about 200 MB of log
  *     to replay (the daemon runs with --checkpoint-depth 400 so no checkpoint comes first).
  * usage: bench_store --store PATH/ombra-store [--dir D] [--messages N] [--replay-mb M] [--json F]
@@ -96,10 +96,10 @@ static void *writer(void *a)
     int fd = -1;
     if (!w->ms && om_proto_connect(sock, &fd)) die("connect");
     for (long i = w->idx; i < messages; i += w->nthreads) {
-        mail_load_message(7, MAILBOXES, BODY, (uint64_t)i, &b, body, &m);
+        store_mail_load_message(7, MAILBOXES, BODY, (uint64_t)i, &b, body, &m);
         if (w->ms) {
             uint64_t id;
-            if (mail_deliver(w->ms, &m, 0, &id)) die("deliver");
+            if (store_mail_deliver(w->ms, &m, 0, &id)) die("deliver");
             continue;
         }
         json_t *req = json_pack("{s:s, s:s, s:s, s:s}", "op", "mail.deliver", "db", w->db,
@@ -169,11 +169,12 @@ int main(int argc, char **argv)
     eng_opts o = {.edb_path = edb, .log_dir = logs};
     eng_db *db;
     mail_store *ms;
-    if (om_mkdirs(logs) || eng_db_create(&o, &db) || mail_open(db, &ms)) die("direct database");
+    if (om_mkdirs(logs) || eng_db_create(&o, &db) || store_mail_open(db, &ms))
+        die("direct database");
     printf("%ld durable deliveries of %d bytes, 4 writers, directly...\n", messages, BODY);
     fflush(stdout);
     double direct = run_writers(ms, NULL);
-    mail_close(ms);
+    store_mail_close(ms);
     eng_db_close(db);
 
     /* 1b. Through the daemon. */

@@ -13,7 +13,7 @@
 
 #include "backup/repo.h"
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/paths.h"
 #include "base/pool.h"
 #include "base/progress.h"

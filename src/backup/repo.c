@@ -23,7 +23,7 @@
 
 #include "backup/repo_internal.h"
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/paths.h"
 #include "base/proto.h"
 #include "base/time.h"

@@ -14,7 +14,7 @@
 #include "backup/repo.h"
 #include "backup/setfiles.h"
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/paths.h"
 #include "base/pool.h"
 #include "base/progress.h"

@@ -22,7 +22,7 @@
 
 #include "base/bytes.h"
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/paths.h"
 #include "base/proto.h"
 

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/uuid.h"
 
 int om_pread_full(om_file *f, void *buf, size_t n, uint64_t off)

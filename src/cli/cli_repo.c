@@ -13,7 +13,7 @@
 #include "backup/chain.h"
 #include "backup/repo.h"
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/progress.h"
 #include "base/proto.h"
 #include "base/time.h"

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "engine/db_internal.h"
 
 static uint32_t hash_pgno(uint32_t pgno, uint32_t size)

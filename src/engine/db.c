@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/time.h"
 #include "engine/db_internal.h"
 

@@ -33,7 +33,7 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/time.h"
 #include "base/uuid.h"
 #include "engine/db_internal.h"

@@ -28,7 +28,7 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "engine/db_internal.h"
 
 static uint32_t slot_of(uint32_t pgno, uint32_t cap)

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "engine/db_internal.h"
 
 static const char *const AT_NAME[] = {

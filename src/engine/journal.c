@@ -24,7 +24,7 @@
 #include "base/bytes.h"
 #include "base/error.h"
 #include "base/hash.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "engine/db_internal.h"
 
 static const char PGJ_MAGIC[8] = {'O', 'M', 'B', 'R', 'A', 'P', 'G', 'J'};

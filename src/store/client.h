@@ -85,7 +85,7 @@ int store_client_db_set(store_client *c, const char *name, int circular_logging,
 
 /* ---- mail ---- */
 
-/* What mail_deliver stores: the body byte for byte (at most OM_PROTO_MAX_DATA bytes). */
+/* What store_mail_deliver stores: the body byte for byte (at most OM_PROTO_MAX_DATA bytes). */
 typedef struct store_mail_new {
     const char *mailbox; /* created on first delivery */
     const char *folder;  /* NULL: Inbox */
@@ -108,7 +108,7 @@ int store_client_mail_delete(store_client *c, const char *db, const char *mailbo
 /* -> one hash (32 hex digits) of every mailbox's contents: equal exactly when the mail is. */
 int store_client_mail_digest(store_client *c, const char *db, char digest[33]);
 
-/* What mail_load delivers: generated messages, the same for the same arguments. */
+/* What store_mail_load delivers: generated messages, the same for the same arguments. */
 typedef struct store_mail_load {
     uint32_t mailboxes; /* spread over user00000 ... */
     uint64_t messages;

@@ -460,7 +460,7 @@ static int schema_open(mail_store *st, int *fresh)
     return rc;
 }
 
-int mail_open(eng_db *db, mail_store **out)
+int store_mail_open(eng_db *db, mail_store **out)
 {
     int fresh = 0, rc = 0;
     *out = NULL;
@@ -485,14 +485,14 @@ fail:
     return rc;
 }
 
-void mail_close(mail_store *st)
+void store_mail_close(mail_store *st)
 {
     if (!st) return;
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
 
-int mail_flush(mail_store *st)
+int store_mail_flush(mail_store *st)
 {
     return eng_log_flush(st->db);
 }
@@ -618,7 +618,7 @@ static int deliver_in(mail_store *st, eng_txn *t, const mail_new *m, uint64_t *i
     return 0;
 }
 
-int mail_deliver(mail_store *st, const mail_new *m, unsigned flags, uint64_t *id)
+int store_mail_deliver(mail_store *st, const mail_new *m, unsigned flags, uint64_t *id)
 {
     eng_txn *t = NULL;
     uint64_t msg = 0;
@@ -631,7 +631,7 @@ int mail_deliver(mail_store *st, const mail_new *m, unsigned flags, uint64_t *id
     return 0;
 }
 
-int mail_delete(mail_store *st, const char *mailbox, uint64_t id, unsigned flags)
+int store_mail_delete(mail_store *st, const char *mailbox, uint64_t id, unsigned flags)
 {
     uint8_t hk[HDR_KEY_LEN], bk[8];
     mbx_rec r;
@@ -653,7 +653,8 @@ out:
     return finish(st, t, rc, flags);
 }
 
-int mail_move(mail_store *st, const char *mailbox, uint64_t id, const char *folder, unsigned flags)
+int store_mail_move(mail_store *st, const char *mailbox, uint64_t id, const char *folder,
+                    unsigned flags)
 {
     uint8_t hk[HDR_KEY_LEN], hv[HDR_MAX];
     mbx_rec r;
@@ -760,7 +761,7 @@ static int list_push(list_acc *a, uint64_t id, const hdr_rec *h, size_t folder_o
     return rc;
 }
 
-/* The scan of mail_list, in the view v. */
+/* The scan of store_mail_list, in the view v. */
 static int list_scan(mail_store *st, eng_view *v, const char *mailbox, const char *folder,
                      uint64_t from_id, size_t max, list_acc *a)
 {
@@ -807,8 +808,8 @@ static int list_scan(mail_store *st, eng_view *v, const char *mailbox, const cha
     return rc;
 }
 
-int mail_list(mail_store *st, const char *mailbox, const char *folder, uint64_t from_id, size_t max,
-              mail_listing *out)
+int store_mail_list(mail_store *st, const char *mailbox, const char *folder, uint64_t from_id,
+                    size_t max, mail_listing *out)
 {
     list_acc a = {0};
     eng_view *v = NULL;
@@ -836,7 +837,7 @@ int mail_list(mail_store *st, const char *mailbox, const char *folder, uint64_t 
     return 0;
 }
 
-void mail_listing_free(mail_listing *l)
+void store_mail_listing_free(mail_listing *l)
 {
     if (!l) return;
     free(l->msgs);
@@ -886,7 +887,7 @@ out:
     return rc;
 }
 
-int mail_get(mail_store *st, const char *mailbox, uint64_t id, mail_message *out)
+int store_mail_get(mail_store *st, const char *mailbox, uint64_t id, mail_message *out)
 {
     eng_view *v = NULL;
     memset(out, 0, sizeof *out);
@@ -895,11 +896,11 @@ int mail_get(mail_store *st, const char *mailbox, uint64_t id, mail_message *out
     if (rc) return rc;
     rc = get_in_view(st, v, mailbox, id, out);
     eng_view_end(v);
-    if (rc) mail_message_free(out);
+    if (rc) store_mail_message_free(out);
     return rc;
 }
 
-void mail_message_free(mail_message *m)
+void store_mail_message_free(mail_message *m)
 {
     if (!m) return;
     free(m->body);
@@ -1013,7 +1014,7 @@ static int dg_mailbox(mail_store *st, eng_view *v, const char *name, uint32_t mb
     return rc;
 }
 
-int mail_digest(mail_store *st, char out[33])
+int store_mail_digest(mail_store *st, char out[33])
 {
     enum { CHUNK = 1 << 20 };
     eng_view *v = NULL;
@@ -1078,8 +1079,8 @@ static uint64_t mix64(uint64_t x)
 #define LOAD_BATCH       64u                    /* deliveries per transaction of a bulk load */
 #define LOAD_BATCH_BYTES (4u << 20)             /* or bodies of this many bytes */
 
-void mail_load_message(uint64_t seed, uint32_t mailboxes, uint64_t size, uint64_t i,
-                       mail_load_buf *buf, void *body, mail_new *out)
+void store_mail_load_message(uint64_t seed, uint32_t mailboxes, uint64_t size, uint64_t i,
+                             mail_load_buf *buf, void *body, mail_new *out)
 {
     uint64_t r = mix64(seed ^ mix64(i + 1));
     snprintf(buf->mailbox, sizeof buf->mailbox, "user%05u",
@@ -1156,8 +1157,8 @@ static int flusher_stop(flusher *f)
     return f->rc;
 }
 
-int mail_load(mail_store *st, uint32_t mailboxes, uint64_t messages, uint64_t size, uint64_t seed,
-              int lazy, mail_progress_fn progress, void *arg)
+int store_mail_load(mail_store *st, uint32_t mailboxes, uint64_t messages, uint64_t size,
+                    uint64_t seed, int lazy, mail_progress_fn progress, void *arg)
 {
     mail_load_buf lb;
     mail_new m;
@@ -1176,9 +1177,9 @@ int mail_load(mail_store *st, uint32_t mailboxes, uint64_t messages, uint64_t si
     flusher fl = {.st = st};
     if (lazy) flusher_start(&fl);
     for (uint64_t i = 0; i < messages && !rc; i++) {
-        mail_load_message(seed, mailboxes, size, i, &lb, body, &m);
+        store_mail_load_message(seed, mailboxes, size, i, &lb, body, &m);
         if (!lazy) {
-            rc = mail_deliver(st, &m, 0, &id);
+            rc = store_mail_deliver(st, &m, 0, &id);
         } else {
             /* Bulk: many deliveries per lazily committed transaction. */
             if (!t && (rc = eng_txn_begin(st->db, &t))) break;
@@ -1199,7 +1200,7 @@ int mail_load(mail_store *st, uint32_t mailboxes, uint64_t messages, uint64_t si
         int frc = flusher_stop(&fl);
         if (!rc) rc = frc;
     }
-    if (!rc && lazy) rc = mail_flush(st);
+    if (!rc && lazy) rc = store_mail_flush(st);
     free(body);
     return rc ? om_err_ctx(rc, "loading mail: ") : 0;
 }

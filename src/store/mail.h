@@ -6,9 +6,9 @@
  * delivery and are never reused, even after a delete.
  *
  * Contract:
- * - mail_deliver commits one message per transaction and returns its id only once the
+ * - store_mail_deliver commits one message per transaction and returns its id only once the
  *   transaction is durable (MAIL_LAZY: once it is committed; the next durable commit, or
- *   mail_flush, makes it durable). A delivery is atomic: after a crash a message is either
+ *   store_mail_flush, makes it durable). A delivery is atomic: after a crash a message is either
  *   whole (header and body) or absent, and its mailbox and folder exist with it.
  * - Every read call (list, get, digest) runs in one committed view of its own, so it sees a
  *   consistent state and never a half-applied change. No call holds a view while it commits.
@@ -41,8 +41,8 @@ typedef struct mail_store mail_store;
 /* Opens the mail schema of db. A database without tables is formatted (eng_catalog_create)
  * and given the schema in one transaction; a database with tables must hold this schema in
  * this version. db stays the caller's: close the store before the database. */
-int mail_open(eng_db *db, mail_store **out);
-void mail_close(mail_store *st);
+int store_mail_open(eng_db *db, mail_store **out);
+void store_mail_close(mail_store *st);
 
 /* ---- writing ---- */
 
@@ -59,14 +59,15 @@ typedef struct mail_new {
 
 /* Delivers one message in its own transaction, creating the mailbox and the folder on first
  * use; *id is the new message's id. */
-int mail_deliver(mail_store *st, const mail_new *m, unsigned flags, uint64_t *id);
+int store_mail_deliver(mail_store *st, const mail_new *m, unsigned flags, uint64_t *id);
 /* Deletes message id of mailbox. */
-int mail_delete(mail_store *st, const char *mailbox, uint64_t id, unsigned flags);
+int store_mail_delete(mail_store *st, const char *mailbox, uint64_t id, unsigned flags);
 /* Moves message id to folder (created if the mailbox has no such folder yet). Moving to the
  * folder it is in succeeds and changes nothing. */
-int mail_move(mail_store *st, const char *mailbox, uint64_t id, const char *folder, unsigned flags);
+int store_mail_move(mail_store *st, const char *mailbox, uint64_t id, const char *folder,
+                    unsigned flags);
 /* Makes every lazy commit so far durable. */
-int mail_flush(mail_store *st);
+int store_mail_flush(mail_store *st);
 
 /* ---- reading ---- */
 
@@ -86,9 +87,9 @@ typedef struct mail_listing {
 
 /* The messages of mailbox (only those of folder, unless folder is NULL) with an id >= from_id,
  * at most max of them (0: all). Paging: the next call starts at the last id + 1. */
-int mail_list(mail_store *st, const char *mailbox, const char *folder, uint64_t from_id, size_t max,
-              mail_listing *out);
-void mail_listing_free(mail_listing *l);
+int store_mail_list(mail_store *st, const char *mailbox, const char *folder, uint64_t from_id,
+                    size_t max, mail_listing *out);
+void store_mail_listing_free(mail_listing *l);
 
 typedef struct mail_message {
     mail_header h;
@@ -96,8 +97,8 @@ typedef struct mail_message {
     char *strings_;
 } mail_message;
 
-int mail_get(mail_store *st, const char *mailbox, uint64_t id, mail_message *out);
-void mail_message_free(mail_message *m);
+int store_mail_get(mail_store *st, const char *mailbox, uint64_t id, mail_message *out);
+void store_mail_message_free(mail_message *m);
 
 /* One XXH3-128 hash (32 hex characters and a NUL) over all contents in a canonical order:
  * mailboxes by name, in each its folders by name, in each folder its messages by id, every
@@ -106,7 +107,7 @@ void mail_message_free(mail_message *m);
  * there (order of deliveries, deleted messages, the next id to give) does not count. Reads
  * everything in one committed view, so commits wait until it ends: for quiet databases
  * (tests, checks after a restore). */
-int mail_digest(mail_store *st, char out[33]);
+int store_mail_digest(mail_store *st, char out[33]);
 
 /* ---- loading (demos, benchmarks) ---- */
 
@@ -117,18 +118,18 @@ int mail_digest(mail_store *st, char out[33]);
 typedef struct mail_load_buf {
     char mailbox[32], folder[16], subject[80];
 } mail_load_buf;
-void mail_load_message(uint64_t seed, uint32_t mailboxes, uint64_t size, uint64_t i,
-                       mail_load_buf *buf, void *body, mail_new *out);
+void store_mail_load_message(uint64_t seed, uint32_t mailboxes, uint64_t size, uint64_t i,
+                             mail_load_buf *buf, void *body, mail_new *out);
 
 typedef void (*mail_progress_fn)(void *arg, uint64_t done, uint64_t total);
-/* Delivers messages 0..messages-1 of mail_load_message, in order, so the same arguments give
- * the same mail (and mail_digest) whatever the database. Not lazy: one durable transaction per
- * message, as mail_deliver. lazy (bulk loads): up to 64 messages (or 4 MiB of bodies) per
+/* Delivers messages 0..messages-1 of store_mail_load_message, in order, so the same arguments give
+ * the same mail (and store_mail_digest) whatever the database. Not lazy: one durable transaction
+ * per message, as store_mail_deliver. lazy (bulk loads): up to 64 messages (or 4 MiB of bodies) per
  * transaction, committed without waiting for the log, which a background thread writes out
  * meanwhile; one flush at the end, so everything is durable when it returns. A crash during a
  * lazy load keeps a prefix of the messages, whole transactions of them. progress, when not
  * NULL, is called every 1000 messages and at the end. */
-int mail_load(mail_store *st, uint32_t mailboxes, uint64_t messages, uint64_t size, uint64_t seed,
-              int lazy, mail_progress_fn progress, void *arg);
+int store_mail_load(mail_store *st, uint32_t mailboxes, uint64_t messages, uint64_t size,
+                    uint64_t seed, int lazy, mail_progress_fn progress, void *arg);
 
 #endif

@@ -1,4 +1,4 @@
-/* The field encoding of mail_digest (mail.h), shared by the store and by anything that must
+/* The field encoding of store_mail_digest (mail.h), shared by the store and by anything that must
  * compute the same digest from another copy of the mail (the SQLite side of bench_mail):
  * every field is its length (u64 LE) then its bytes, so no two sequences of fields hash the
  * same bytes; each item starts with a tag byte saying what follows. */

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/time.h"
 
 int store_registry_open(const store_registry_opts *o, store_registry **out)
@@ -135,7 +135,7 @@ int store_mount_locked(store_registry *r, const store_dbent *e, int create)
     eng_opts o = store_ent_opts(r, e);
     uint64_t t0 = om_mono_ns();
     int rc = create ? eng_db_create(&o, &m->db) : eng_db_open(&o, &m->db);
-    if (!rc) rc = mail_open(m->db, &m->mail);
+    if (!rc) rc = store_mail_open(m->db, &m->mail);
     if (rc) {
         char msg[1200];
         snprintf(msg, sizeof msg, "%s", om_err_detail());
@@ -158,7 +158,7 @@ int store_dismount_locked(store_registry *r, store_mounted *m)
         pthread_cond_wait(&r->cond, &r->mu);
     for (int i = 0; i < r->nclosing; i++)
         r->closing[i].fn(r->closing[i].arg, m->db);
-    mail_close(m->mail);
+    store_mail_close(m->mail);
     int rc = eng_db_close(m->db);
     for (int i = 0; i < r->nm; i++)
         if (r->m[i] == m) {

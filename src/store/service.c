@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/paths.h"
 #include "base/proto.h"
 #include "base/server.h"
@@ -23,7 +23,7 @@
 #include "store/directory.h"
 #include "store/mail.h"
 #include "store/registry.h"
-#include "store/writer.h"
+#include "store/store_writer.h"
 
 /* The service around a registry: the listener, the connections, the writer. */
 typedef struct store {
@@ -412,7 +412,7 @@ static int h_mail_deliver(op_req *r)
     n.body = r->data;
     n.size = r->dlen;
     uint64_t id = 0;
-    rc = mail_deliver(r->m->mail, &n, 0, &id);
+    rc = store_mail_deliver(r->m->mail, &n, 0, &id);
     if (!rc) json_object_set_new(r->rep, "id", json_integer((json_int_t)id));
     return rc;
 }
@@ -423,7 +423,8 @@ static int h_mail_list(op_req *r)
     char tb[40];
     mail_listing l;
     int rc = mailbox_of(r, &mailbox);
-    if (!rc) rc = mail_list(r->m->mail, mailbox, om_json_str_or(r->req, "folder", NULL), 0, 0, &l);
+    if (!rc)
+        rc = store_mail_list(r->m->mail, mailbox, om_json_str_or(r->req, "folder", NULL), 0, 0, &l);
     if (rc) return rc;
     json_t *arr = json_array();
     for (size_t i = 0; i < l.n; i++)
@@ -432,7 +433,7 @@ static int h_mail_list(op_req *r)
                            l.msgs[i].folder, "time", om_time_iso(l.msgs[i].received, tb, sizeof tb),
                            "size", (json_int_t)l.msgs[i].size, "subject", l.msgs[i].subject));
     json_object_set_new(r->rep, "messages", arr);
-    mail_listing_free(&l);
+    store_mail_listing_free(&l);
     return 0;
 }
 
@@ -454,7 +455,7 @@ static int h_mail_get(op_req *r)
     mail_message msg;
     char tb[40];
     int rc = message_of(r, &mailbox, &id);
-    if (!rc) rc = mail_get(r->m->mail, mailbox, id, &msg);
+    if (!rc) rc = store_mail_get(r->m->mail, mailbox, id, &msg);
     if (rc) return rc;
     json_object_set_new(r->rep, "id", json_integer((json_int_t)id));
     json_object_set_new(r->rep, "folder", json_string(msg.h.folder));
@@ -464,7 +465,7 @@ static int h_mail_get(op_req *r)
     r->rdata = msg.body;
     r->rdlen = msg.h.size;
     msg.body = NULL;
-    mail_message_free(&msg);
+    store_mail_message_free(&msg);
     return 0;
 }
 
@@ -473,13 +474,13 @@ static int h_mail_delete(op_req *r)
     const char *mailbox;
     uint64_t id;
     int rc = message_of(r, &mailbox, &id);
-    return rc ? rc : mail_delete(r->m->mail, mailbox, id, 0);
+    return rc ? rc : store_mail_delete(r->m->mail, mailbox, id, 0);
 }
 
 static int h_mail_digest(op_req *r)
 {
     char d[33];
-    int rc = mail_digest(r->m->mail, d);
+    int rc = store_mail_digest(r->m->mail, d);
     if (!rc) json_object_set_new(r->rep, "digest", json_string(d));
     return rc;
 }
@@ -506,8 +507,8 @@ static int h_mail_load(op_req *r)
     uint64_t t0 = om_mono_ns();
     int fd = r->fd;
     /* Lazy transactions and one flush at the end: durable when the reply says done. */
-    rc = mail_load(r->m->mail, (uint32_t)boxes, (uint64_t)msgs, (uint64_t)size, (uint64_t)seed, 1,
-                   send_progress, &fd);
+    rc = store_mail_load(r->m->mail, (uint32_t)boxes, (uint64_t)msgs, (uint64_t)size,
+                         (uint64_t)seed, 1, send_progress, &fd);
     double secs = (double)(om_mono_ns() - t0) / 1e9;
     if (rc) return rc;
     json_object_set_new(r->rep, "messages", json_integer(msgs));

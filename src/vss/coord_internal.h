@@ -77,33 +77,33 @@ typedef struct coord {
  * Returns 0 and *result (a new reference, may be NULL) or the writer's failure as an error
  * (WriterError*, WriterNotResponding), with the detail naming the writer and the event. Called
  * without coord.mu held. */
-int coord_call(coord *c, wconn *w, uint32_t gen, const char *sid, const char *event, json_t *args,
-               json_t **result);
+int vss_coord_call(coord *c, wconn *w, uint32_t gen, const char *sid, const char *event,
+                   json_t *args, json_t **result);
 /* Sets a writer's state (and on failure its failure kind and last error). Takes coord.mu. */
-void coord_writer_state(coord *c, wconn *w, const char *state, int err);
+void vss_coord_writer_state(coord *c, wconn *w, const char *state, int err);
 /* The registered, connected writer with that instance id; NULL when none. Under coord.mu. */
-wconn *coord_find_writer(coord *c, const char *instance_id);
+wconn *vss_coord_find_writer(coord *c, const char *instance_id);
 /* Adds a shadow copy to the catalog and saves it; the entry (NULL on failure). Under coord.mu.
  * The entry stays at its address until its session drops it. */
-shadow_ent *coord_add_shadow(coord *c, const shadow_ent *e);
+shadow_ent *vss_coord_add_shadow(coord *c, const shadow_ent *e);
 /* Copies what a provider filled in (working on a copy, outside the lock) into the catalog
  * entry and saves the catalog. Takes coord.mu. */
-void coord_update_shadow(coord *c, shadow_ent *e, const vss_shadow *s);
+void vss_coord_update_shadow(coord *c, shadow_ent *e, const vss_shadow *s);
 /* Deletes (provider remove) and drops every shadow copy of a session; persistent ones are kept
  * when keep_persistent. Takes coord.mu. */
-void coord_drop_shadows(coord *c, const char *sid, int keep_persistent);
+void vss_coord_drop_shadows(coord *c, const char *sid, int keep_persistent);
 /* Marks the session's shadow copies exposed (listed). Takes coord.mu. */
-void coord_expose_shadows(coord *c, const char *sid);
-json_t *coord_writer_json(const wconn *w);
+void vss_coord_expose_shadows(coord *c, const char *sid);
+json_t *vss_coord_writer_json(const wconn *w);
 
 /* ---- session.c, for coordinator.c ---- */
 
 /* Serves a requester connection whose first request is req (session.begin) until release or
  * disconnect. */
-void session_serve(coord *c, int fd, json_t *req);
+void vss_session_serve(coord *c, int fd, json_t *req);
 /* A writer's connection ended: fails the sessions it is in. Under coord.mu. */
-void session_writer_gone(coord *c, wconn *w);
+void vss_session_writer_gone(coord *c, wconn *w);
 /* Sessions open now. Under coord.mu. */
-int session_count(coord *c);
+int vss_session_count(coord *c);
 
 #endif

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/paths.h"
 #include "base/proto.h"
 #include "base/server.h"
@@ -22,14 +22,14 @@
 
 /* ---- writers ---- */
 
-wconn *coord_find_writer(coord *c, const char *instance_id)
+wconn *vss_coord_find_writer(coord *c, const char *instance_id)
 {
     for (int i = 0; i < c->nw; i++)
         if (c->w[i]->fd >= 0 && !strcmp(c->w[i]->instance_id, instance_id)) return c->w[i];
     return NULL;
 }
 
-json_t *coord_writer_json(const wconn *w)
+json_t *vss_coord_writer_json(const wconn *w)
 {
     return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:b, s:b}", "class_id", w->class_id,
                      "instance_id", w->instance_id, "name", w->name, "pid", w->pid, "state",
@@ -37,7 +37,7 @@ json_t *coord_writer_json(const wconn *w)
                      w->last_error, "can_hold", w->can_hold, "connected", w->fd >= 0);
 }
 
-void coord_writer_state(coord *c, wconn *w, const char *state, int err)
+void vss_coord_writer_state(coord *c, wconn *w, const char *state, int err)
 {
     pthread_mutex_lock(&c->mu);
     snprintf(w->state, sizeof w->state, "%s", state);
@@ -107,8 +107,8 @@ static int call_outcome(coord *c, wconn *w, const char *event, pending *p, json_
                    om_json_str_or(p->answer, "reason", "no reason given"));
 }
 
-int coord_call(coord *c, wconn *w, uint32_t gen, const char *sid, const char *event, json_t *args,
-               json_t **result)
+int vss_coord_call(coord *c, wconn *w, uint32_t gen, const char *sid, const char *event,
+                   json_t *args, json_t **result)
 {
     *result = NULL;
     pending p = {.done = 0};
@@ -238,7 +238,7 @@ static void writer_serve(coord *c, int fd, json_t *req)
         pthread_cond_signal(&p->cond);
     }
     w->calls = NULL;
-    session_writer_gone(c, w);
+    vss_session_writer_gone(c, w);
     w->snap_owner = NULL;
     pthread_cond_broadcast(&w->snap_cond);
     pthread_mutex_unlock(&c->mu);
@@ -270,7 +270,7 @@ static int save_catalog(coord *c)
     return rc;
 }
 
-shadow_ent *coord_add_shadow(coord *c, const shadow_ent *e)
+shadow_ent *vss_coord_add_shadow(coord *c, const shadow_ent *e)
 {
     if (c->nshadows == VSS_MAX_SHADOWS) {
         om_errf(OM_E_OutOfMemory, "too many shadow copies (%d)", VSS_MAX_SHADOWS);
@@ -287,7 +287,7 @@ shadow_ent *coord_add_shadow(coord *c, const shadow_ent *e)
     return n;
 }
 
-void coord_update_shadow(coord *c, shadow_ent *e, const vss_shadow *s)
+void vss_coord_update_shadow(coord *c, shadow_ent *e, const vss_shadow *s)
 {
     pthread_mutex_lock(&c->mu);
     e->s = *s;
@@ -305,7 +305,7 @@ static void remove_shadow_at(coord *c, int i)
     c->shadows[i] = c->shadows[--c->nshadows];
 }
 
-void coord_drop_shadows(coord *c, const char *sid, int keep_persistent)
+void vss_coord_drop_shadows(coord *c, const char *sid, int keep_persistent)
 {
     pthread_mutex_lock(&c->mu);
     int changed = 0;
@@ -324,7 +324,7 @@ void coord_drop_shadows(coord *c, const char *sid, int keep_persistent)
     pthread_mutex_unlock(&c->mu);
 }
 
-void coord_expose_shadows(coord *c, const char *sid)
+void vss_coord_expose_shadows(coord *c, const char *sid)
 {
     pthread_mutex_lock(&c->mu);
     for (int i = 0; i < c->nshadows; i++)
@@ -353,7 +353,7 @@ static void load_catalog(coord *c)
         e.valid = json_is_true(json_object_get(j, "valid")) && strcmp(e.s.provider, "held");
         e.exposed = 1;
         if (e.persistent && e.valid && c->nshadows < VSS_MAX_SHADOWS) {
-            coord_add_shadow(c, &e);
+            vss_coord_add_shadow(c, &e);
             continue;
         }
         const vss_provider *p = vss_provider_find(e.s.provider);
@@ -372,7 +372,7 @@ static int admin_writers(coord *c, json_t *req, json_t *rep)
 {
     json_t *a = json_array();
     for (int i = 0; i < c->nw; i++)
-        json_array_append_new(a, coord_writer_json(c->w[i]));
+        json_array_append_new(a, vss_coord_writer_json(c->w[i]));
     json_object_set_new(rep, "writers", a);
     return 0;
 }
@@ -431,7 +431,7 @@ static int admin_shadow_delete(coord *c, json_t *req, json_t *rep)
 
 static int admin_status(coord *c, json_t *req, json_t *rep)
 {
-    int ns = session_count(c), nw = 0;
+    int ns = vss_session_count(c), nw = 0;
     for (int i = 0; i < c->nw; i++)
         nw += c->w[i]->fd >= 0;
     json_object_set_new(rep, "pid", json_integer(getpid()));
@@ -520,7 +520,7 @@ struct conn_kind {
 };
 static const struct conn_kind conn_kinds[] = {
     {"writer.register", writer_serve},
-    {"session.begin", session_serve},
+    {"session.begin", vss_session_serve},
 };
 
 static void *serve(void *arg)

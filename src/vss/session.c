@@ -1,7 +1,7 @@
 /* Requester sessions of ombra-vssd: the backup and restore sequences, their order, their
  * failures and aborts (coordinator.h has the state diagram and the rules). A session is served
  * by its requester's connection thread; only a writer's disconnect touches it from elsewhere
- * (session_writer_gone, under coord.mu). */
+ * (vss_session_writer_gone, under coord.mu). */
 #include <fnmatch.h>
 #include <glob.h>
 #include <stdio.h>
@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/proto.h"
 #include "base/server.h"
 #include "base/time.h"
@@ -91,7 +91,7 @@ struct session {
     double freeze_ms, snapshot_ms;
 };
 
-int session_count(coord *c)
+int vss_session_count(coord *c)
 {
     int n = 0;
     for (session *s = c->sessions; s; s = s->next)
@@ -99,7 +99,7 @@ int session_count(coord *c)
     return n;
 }
 
-void session_writer_gone(coord *c, wconn *w)
+void vss_session_writer_gone(coord *c, wconn *w)
 {
     for (session *s = c->sessions; s; s = s->next)
         for (int i = 0; i < s->ninv; i++) {
@@ -205,7 +205,7 @@ static int call_all(coord *c, session *s, const char *event, args_fn fn, void *a
     for (int i = 0; i < s->ninv; i++) {
         involved *v = &s->inv[i];
         json_t *args = fn(s, v->w, arg), *res = NULL;
-        int rc = coord_call(c, v->w, v->gen, s->id, event, args, &res);
+        int rc = vss_coord_call(c, v->w, v->gen, s->id, event, args, &res);
         json_decref(args);
         if (!rc && on_result) rc = on_result(s, v->w, res);
         json_decref(res);
@@ -213,10 +213,10 @@ static int call_all(coord *c, session *s, const char *event, args_fn fn, void *a
             char st[64];
             snprintf(st, sizeof st, "failed_at_%s", event);
             v->failed = 1;
-            coord_writer_state(c, v->w, st, rc);
+            vss_coord_writer_state(c, v->w, st, rc);
             return rc;
         }
-        if (ok_state) coord_writer_state(c, v->w, ok_state, 0);
+        if (ok_state) vss_coord_writer_state(c, v->w, ok_state, 0);
     }
     return 0;
 }
@@ -282,13 +282,13 @@ static void abort_session(coord *c, session *s)
     for (int i = 0; i < s->ninv; i++) {
         involved *v = &s->inv[i];
         json_t *args = plain_args(s, v->w, NULL), *res = NULL;
-        if (coord_call(c, v->w, v->gen, s->id, "Abort", args, &res) == 0 && !v->failed)
-            coord_writer_state(c, v->w, "stable", 0);
+        if (vss_coord_call(c, v->w, v->gen, s->id, "Abort", args, &res) == 0 && !v->failed)
+            vss_coord_writer_state(c, v->w, "stable", 0);
         json_decref(args);
         json_decref(res);
     }
     unlock_writers(c, s);
-    coord_drop_shadows(c, s->id, 0);
+    vss_coord_drop_shadows(c, s->id, 0);
     for (int i = 0; i < s->npaths; i++)
         s->paths[i].ent = NULL;
     s->state = S_ABORTED;
@@ -337,16 +337,16 @@ static int gather(coord *c, session *s, json_t *req, json_t *rep)
     json_t *out = json_array(), *mds = json_array();
     for (int i = 0; i < n; i++) {
         json_t *res = NULL;
-        int rc = coord_call(c, ws[i], gens[i], s->id, "Identify", NULL, &res);
+        int rc = vss_coord_call(c, ws[i], gens[i], s->id, "Identify", NULL, &res);
         pthread_mutex_lock(&c->mu);
-        json_t *wj = coord_writer_json(ws[i]);
+        json_t *wj = vss_coord_writer_json(ws[i]);
         pthread_mutex_unlock(&c->mu);
         json_t *md = json_object_get(res, "metadata");
         if (rc || !json_is_object(md)) {
             if (!rc)
                 rc = om_errf(OM_E_WriterErrorNonRetryable, "writer '%s' gave no metadata",
                              ws[i]->name);
-            coord_writer_state(c, ws[i], "failed_at_Identify", rc);
+            vss_coord_writer_state(c, ws[i], "failed_at_Identify", rc);
             json_object_set_new(wj, "error", json_string(om_err_detail()));
         } else {
             json_object_set(wj, "metadata", md);
@@ -470,7 +470,7 @@ static int add_component(coord *c, session *s, json_t *req, int restore)
     if (!find_comp(md, name))
         return om_errf(OM_E_ObjectNotFound, "writer %s has no component '%s'", inst, name);
     pthread_mutex_lock(&c->mu);
-    wconn *w = coord_find_writer(c, inst);
+    wconn *w = vss_coord_find_writer(c, inst);
     session *o = w ? owner_of(c, s, inst, name) : NULL;
     int dup = w && !o && !restore && selected_already(s, w, name);
     if (w && !o && !dup && !restore) drop_subcomponents(s, w, name);
@@ -515,14 +515,14 @@ static int prepare_backup(coord *c, session *s, json_t *req, json_t *rep)
         involved *v = &s->inv[i];
         json_t *args = json_pack("{s:s, s:o}", "type", s->type, "components", comp_names(s, v->w));
         json_t *res = NULL;
-        rc = coord_call(c, v->w, v->gen, s->id, "PrepareBackup", args, &res);
+        rc = vss_coord_call(c, v->w, v->gen, s->id, "PrepareBackup", args, &res);
         json_decref(args);
         json_decref(res);
         if (rc) {
             v->failed = 1;
-            coord_writer_state(c, v->w, "failed_at_PrepareBackup", rc);
+            vss_coord_writer_state(c, v->w, "failed_at_PrepareBackup", rc);
         } else
-            coord_writer_state(c, v->w, "stable", 0);
+            vss_coord_writer_state(c, v->w, "stable", 0);
     }
     if (rc) return fail_session(c, s, rc);
     s->state = S_PREPARED;
@@ -697,7 +697,7 @@ static int provider_step(coord *c, session *s, const char *step, uint64_t deadli
                 shadow_ent e = {.s = work, .persistent = s->persistent, .valid = 1};
                 snprintf(e.session, sizeof e.session, "%s", s->id);
                 pthread_mutex_lock(&c->mu);
-                sp->ent = coord_add_shadow(c, &e);
+                sp->ent = vss_coord_add_shadow(c, &e);
                 if (!sp->ent) rc = OM_E_OutOfMemory;
                 pthread_mutex_unlock(&c->mu);
                 if (rc) sp->p->remove(&work);
@@ -708,7 +708,7 @@ static int provider_step(coord *c, session *s, const char *step, uint64_t deadli
             pthread_mutex_unlock(&c->mu);
             rc =
                 !strcmp(step, "commit") ? sp->p->commit(&p, &work, deadline) : sp->p->expose(&work);
-            coord_update_shadow(c, sp->ent, &work);
+            vss_coord_update_shadow(c, sp->ent, &work);
         }
         free_held(&p);
         if (rc) return om_err_ctx(rc, "provider %s, %s of %s", sp->p->name, step, sp->path);
@@ -812,7 +812,7 @@ static int do_snapshot_set(coord *c, session *s, json_t *req, json_t *rep)
     uint64_t t0 = om_mono_ns();
     if ((rc = snapshot_steps(c, s))) return fail_session(c, s, rc);
     unlock_writers(c, s);
-    coord_expose_shadows(c, s->id);
+    vss_coord_expose_shadows(c, s->id);
     s->snapshot_ms = (double)(om_mono_ns() - t0) / 1e6;
     s->state = S_SNAPSHOT_DONE;
     om_info("session %s: snapshot set %s done (writes held %.1f ms, %.1f ms in all)", s->id,
@@ -865,7 +865,7 @@ static int status_json(coord *c, session *s, json_t *req, json_t *rep)
     json_t *a = json_array();
     pthread_mutex_lock(&c->mu);
     for (int i = 0; i < s->ninv; i++)
-        json_array_append_new(a, coord_writer_json(s->inv[i].w));
+        json_array_append_new(a, vss_coord_writer_json(s->inv[i].w));
     pthread_mutex_unlock(&c->mu);
     json_object_set_new(rep, "writers", a);
     json_object_set_new(rep, "state", json_string(state_name[s->state]));
@@ -882,10 +882,10 @@ static int backup_complete(coord *c, session *s, json_t *req, json_t *rep)
     for (int i = 0; i < s->ninv; i++) {
         involved *v = &s->inv[i];
         json_t *args = complete_args(s, v->w, NULL), *res = NULL;
-        int e = coord_call(c, v->w, v->gen, s->id, "BackupComplete", args, &res);
+        int e = vss_coord_call(c, v->w, v->gen, s->id, "BackupComplete", args, &res);
         json_decref(args);
         json_decref(res);
-        coord_writer_state(c, v->w, e ? "failed_at_BackupComplete" : "stable", e);
+        vss_coord_writer_state(c, v->w, e ? "failed_at_BackupComplete" : "stable", e);
         v->failed |= e != 0;
         if (e)
             json_array_append_new(errs,
@@ -1005,7 +1005,7 @@ enum { FOR_BACKUP = 1, FOR_RESTORE = 2, FOR_BOTH = 3 };
  * fails), and its handler. Handlers run on the requester's connection thread without coord.mu:
  * they take it around what they share and never hold it while a writer answers an event. The
  * order each op is accepted in is the handler's (need()). release ends the session: it is
- * session_serve's, not a row. */
+ * vss_session_serve's, not a row. */
 typedef struct session_op {
     const char *name;
     int kinds;
@@ -1097,14 +1097,15 @@ static void end_session(coord *c, session *s)
         for (int i = 0; i < s->ninv; i++) {
             involved *v = &s->inv[i];
             json_t *args = shutdown_args(s, v->w), *res = NULL;
-            if (coord_call(c, v->w, v->gen, s->id, "BackupShutdown", args, &res) == 0 && !v->failed)
-                coord_writer_state(c, v->w, "stable", 0);
+            if (vss_coord_call(c, v->w, v->gen, s->id, "BackupShutdown", args, &res) == 0 &&
+                !v->failed)
+                vss_coord_writer_state(c, v->w, "stable", 0);
             json_decref(args);
             json_decref(res);
         }
     }
     unlock_writers(c, s);
-    coord_drop_shadows(c, s->id, 1);
+    vss_coord_drop_shadows(c, s->id, 1);
     pthread_mutex_lock(&c->mu);
     for (session **pp = &c->sessions; *pp; pp = &(*pp)->next)
         if (*pp == s) {
@@ -1121,7 +1122,7 @@ static void end_session(coord *c, session *s)
     free(s);
 }
 
-void session_serve(coord *c, int fd, json_t *req)
+void vss_session_serve(coord *c, int fd, json_t *req)
 {
     const char *kind = om_json_str_or(req, "kind", "backup");
     session *s = calloc(1, sizeof *s);

@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/paths.h"
 #include "base/proto.h"
 #include "base/time.h"

@@ -55,7 +55,7 @@
 
 #include "base/error.h"
 #include "base/vfs.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/paths.h"
 #include "base/uuid.h"
 #include "vss/writer.h"

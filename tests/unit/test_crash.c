@@ -27,7 +27,7 @@
 #include <cmocka.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/hash.h"
 #include "crashvfs.h"
 #include "engine/engine.h"

@@ -13,7 +13,7 @@
 #include <cmocka.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "crashvfs.h"
 #include "engine/db_internal.h"
 #include "engine/engine.h"

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "crashvfs.h"
 #include "engine/engine.h"
 #include "engine/table.h"
@@ -81,21 +81,21 @@ static void fx_new(fx *f, uint64_t seed)
     assert_int_equal(crashvfs_vfs(f->c)->mkdir(crashvfs_vfs(f->c), "/db"), 0);
     f->o = opts_on(f->c);
     OK(eng_db_create(&f->o, &f->db));
-    OK(mail_open(f->db, &f->st));
+    OK(store_mail_open(f->db, &f->st));
 }
 
 /* Clean shutdown and mount again: what follows reads from the files. */
 static void fx_reopen(fx *f)
 {
-    mail_close(f->st);
+    store_mail_close(f->st);
     OK(eng_db_close(f->db));
     OK(eng_db_open(&f->o, &f->db));
-    OK(mail_open(f->db, &f->st));
+    OK(store_mail_open(f->db, &f->st));
 }
 
 static void fx_free(fx *f)
 {
-    mail_close(f->st);
+    store_mail_close(f->st);
     OK(eng_db_close(f->db));
     crashvfs_free(f->c);
 }
@@ -105,7 +105,7 @@ static uint64_t deliver(mail_store *st, const char *mailbox, const char *folder,
 {
     uint64_t id = 0;
     mail_new m = {mailbox, folder, subject, body, size, received};
-    OK(mail_deliver(st, &m, 0, &id));
+    OK(store_mail_deliver(st, &m, 0, &id));
     return id;
 }
 
@@ -113,14 +113,14 @@ static void assert_message(mail_store *st, const char *mailbox, uint64_t id, con
                            const char *subject, const void *body, uint64_t size, uint64_t received)
 {
     mail_message m;
-    OK(mail_get(st, mailbox, id, &m));
+    OK(store_mail_get(st, mailbox, id, &m));
     assert_int_equal(m.h.id, id);
     assert_string_equal(m.h.folder, folder);
     assert_string_equal(m.h.subject, subject);
     assert_int_equal(m.h.size, size);
     if (received) assert_int_equal(m.h.received, received);
     if (size) assert_memory_equal(m.body, body, size);
-    mail_message_free(&m);
+    store_mail_message_free(&m);
 }
 
 /* ---- round trips ---- */
@@ -143,7 +143,7 @@ static void delivered_messages_list_and_get_back_whole(void **s)
 
     for (int round = 0; round < 2; round++) {
         mail_listing l;
-        OK(mail_list(f.st, "alice", NULL, 0, 0, &l));
+        OK(store_mail_list(f.st, "alice", NULL, 0, 0, &l));
         assert_int_equal(l.n, 3);
         assert_int_equal(l.msgs[0].id, 1);
         assert_string_equal(l.msgs[0].folder, "Inbox");
@@ -155,30 +155,30 @@ static void delivered_messages_list_and_get_back_whole(void **s)
         assert_int_equal(l.msgs[1].size, 8192);
         assert_int_equal(l.msgs[2].id, 3);
         assert_string_equal(l.msgs[2].subject, "");
-        mail_listing_free(&l);
+        store_mail_listing_free(&l);
 
-        OK(mail_list(f.st, "alice", "Inbox", 0, 0, &l));
+        OK(store_mail_list(f.st, "alice", "Inbox", 0, 0, &l));
         assert_int_equal(l.n, 2);
         assert_int_equal(l.msgs[0].id, 1);
         assert_int_equal(l.msgs[1].id, 3);
-        mail_listing_free(&l);
-        OK(mail_list(f.st, "alice", NULL, 2, 1, &l)); /* paging: from id 2, one message */
+        store_mail_listing_free(&l);
+        OK(store_mail_list(f.st, "alice", NULL, 2, 1, &l)); /* paging: from id 2, one message */
         assert_int_equal(l.n, 1);
         assert_int_equal(l.msgs[0].id, 2);
-        mail_listing_free(&l);
+        store_mail_listing_free(&l);
 
         assert_message(f.st, "alice", 1, "Inbox", "hello", b1, sizeof b1, 1000);
         assert_message(f.st, "alice", 2, "Sent", "re: hello", b2, sizeof b2, 2000);
         assert_message(f.st, "alice", 3, "Inbox", "", b3, sizeof b3, 3000);
         assert_message(f.st, "bob", 1, "Inbox", "other mailbox", b3, 10, 4000);
         mail_message m;
-        OK(mail_get(f.st, "bob", 2, &m));
+        OK(store_mail_get(f.st, "bob", 2, &m));
         assert_int_equal(m.h.size, 0);
         assert_null(m.body);
         assert_true(m.h.received > 1700000000ull * 1000000000ull);
         if (round == 0) before = m.h.received;
         assert_int_equal(m.h.received, before);
-        mail_message_free(&m);
+        store_mail_message_free(&m);
         fx_reopen(&f); /* the same from the files */
     }
     fx_free(&f);
@@ -193,25 +193,25 @@ static void deleted_message_is_gone_and_its_id_never_comes_back(void **s)
     fx_new(&f, 2);
     for (uint64_t i = 1; i <= 5; i++)
         assert_int_equal(deliver(f.st, "carol", NULL, "m", b, sizeof b, i), i);
-    OK(mail_delete(f.st, "carol", 5, 0)); /* the highest id */
-    OK(mail_delete(f.st, "carol", 2, 0));
-    FAILS(mail_get(f.st, "carol", 5, &(mail_message){0}), OM_E_RecordNotFound, "message 5");
-    FAILS(mail_delete(f.st, "carol", 2, 0), OM_E_RecordNotFound, "message 2");
+    OK(store_mail_delete(f.st, "carol", 5, 0)); /* the highest id */
+    OK(store_mail_delete(f.st, "carol", 2, 0));
+    FAILS(store_mail_get(f.st, "carol", 5, &(mail_message){0}), OM_E_RecordNotFound, "message 5");
+    FAILS(store_mail_delete(f.st, "carol", 2, 0), OM_E_RecordNotFound, "message 2");
     assert_int_equal(deliver(f.st, "carol", NULL, "m", b, sizeof b, 6), 6);
     fx_reopen(&f);
     assert_int_equal(deliver(f.st, "carol", NULL, "m", b, sizeof b, 7), 7);
     /* A mailbox emptied completely keeps counting too. */
     for (uint64_t id = 1; id <= 7; id++)
-        if (id != 2 && id != 5) OK(mail_delete(f.st, "carol", id, 0));
+        if (id != 2 && id != 5) OK(store_mail_delete(f.st, "carol", id, 0));
     mail_listing l;
-    OK(mail_list(f.st, "carol", NULL, 0, 0, &l));
+    OK(store_mail_list(f.st, "carol", NULL, 0, 0, &l));
     assert_int_equal(l.n, 0);
-    mail_listing_free(&l);
+    store_mail_listing_free(&l);
     assert_int_equal(deliver(f.st, "carol", NULL, "m", b, sizeof b, 8), 8);
-    OK(mail_list(f.st, "carol", NULL, 0, 0, &l));
+    OK(store_mail_list(f.st, "carol", NULL, 0, 0, &l));
     assert_int_equal(l.n, 1);
     assert_int_equal(l.msgs[0].id, 8);
-    mail_listing_free(&l);
+    store_mail_listing_free(&l);
     assert_message(f.st, "carol", 8, "Inbox", "m", b, sizeof b, 8);
     fx_free(&f);
 }
@@ -225,27 +225,27 @@ static void move_changes_only_the_folder(void **s)
     fx_new(&f, 3);
     deliver(f.st, "dave", NULL, "one", b, sizeof b, 1);
     deliver(f.st, "dave", NULL, "two", b, 100, 2);
-    OK(mail_move(f.st, "dave", 1, "Archive", 0)); /* a new folder */
-    OK(mail_move(f.st, "dave", 2, "Inbox", 0));   /* already there: nothing changes */
+    OK(store_mail_move(f.st, "dave", 1, "Archive", 0)); /* a new folder */
+    OK(store_mail_move(f.st, "dave", 2, "Inbox", 0));   /* already there: nothing changes */
     assert_message(f.st, "dave", 1, "Archive", "one", b, sizeof b, 1);
     mail_listing l;
-    OK(mail_list(f.st, "dave", "Archive", 0, 0, &l));
+    OK(store_mail_list(f.st, "dave", "Archive", 0, 0, &l));
     assert_int_equal(l.n, 1);
     assert_int_equal(l.msgs[0].id, 1);
-    mail_listing_free(&l);
-    OK(mail_list(f.st, "dave", "Inbox", 0, 0, &l));
+    store_mail_listing_free(&l);
+    OK(store_mail_list(f.st, "dave", "Inbox", 0, 0, &l));
     assert_int_equal(l.n, 1);
     assert_int_equal(l.msgs[0].id, 2);
-    mail_listing_free(&l);
+    store_mail_listing_free(&l);
     fx_reopen(&f);
-    OK(mail_move(f.st, "dave", 1, "Inbox", 0));
+    OK(store_mail_move(f.st, "dave", 1, "Inbox", 0));
     assert_message(f.st, "dave", 1, "Inbox", "one", b, sizeof b, 1);
-    FAILS(mail_move(f.st, "dave", 3, "Inbox", 0), OM_E_RecordNotFound, "message 3");
-    FAILS(mail_move(f.st, "erin", 1, "Inbox", 0), OM_E_RecordNotFound, "mailbox 'erin'");
+    FAILS(store_mail_move(f.st, "dave", 3, "Inbox", 0), OM_E_RecordNotFound, "message 3");
+    FAILS(store_mail_move(f.st, "erin", 1, "Inbox", 0), OM_E_RecordNotFound, "mailbox 'erin'");
     /* An emptied folder still exists. */
-    OK(mail_list(f.st, "dave", "Archive", 0, 0, &l));
+    OK(store_mail_list(f.st, "dave", "Archive", 0, 0, &l));
     assert_int_equal(l.n, 0);
-    mail_listing_free(&l);
+    store_mail_listing_free(&l);
     fx_free(&f);
 }
 
@@ -256,14 +256,16 @@ static void unknown_mailbox_folder_or_message_is_record_not_found_naming_it(void
     mail_message m;
     mail_listing l;
     fx_new(&f, 4);
-    FAILS(mail_list(f.st, "nobody", NULL, 0, 0, &l), OM_E_RecordNotFound, "mailbox 'nobody'");
-    FAILS(mail_get(f.st, "nobody", 1, &m), OM_E_RecordNotFound, "mailbox 'nobody'");
-    FAILS(mail_delete(f.st, "nobody", 1, 0), OM_E_RecordNotFound, "mailbox 'nobody'");
+    FAILS(store_mail_list(f.st, "nobody", NULL, 0, 0, &l), OM_E_RecordNotFound, "mailbox 'nobody'");
+    FAILS(store_mail_get(f.st, "nobody", 1, &m), OM_E_RecordNotFound, "mailbox 'nobody'");
+    FAILS(store_mail_delete(f.st, "nobody", 1, 0), OM_E_RecordNotFound, "mailbox 'nobody'");
     deliver(f.st, "frank", NULL, "x", "abc", 3, 1);
-    FAILS(mail_get(f.st, "frank", 2, &m), OM_E_RecordNotFound, "mailbox 'frank' has no message 2");
-    FAILS(mail_get(f.st, "frank", 0, &m), OM_E_RecordNotFound, "no message 0");
-    FAILS(mail_list(f.st, "frank", "Drafts", 0, 0, &l), OM_E_RecordNotFound, "folder 'Drafts'");
-    FAILS(mail_delete(f.st, "frank", 99, 0), OM_E_RecordNotFound, "no message 99");
+    FAILS(store_mail_get(f.st, "frank", 2, &m), OM_E_RecordNotFound,
+          "mailbox 'frank' has no message 2");
+    FAILS(store_mail_get(f.st, "frank", 0, &m), OM_E_RecordNotFound, "no message 0");
+    FAILS(store_mail_list(f.st, "frank", "Drafts", 0, 0, &l), OM_E_RecordNotFound,
+          "folder 'Drafts'");
+    FAILS(store_mail_delete(f.st, "frank", 99, 0), OM_E_RecordNotFound, "no message 99");
     /* The failures changed nothing. */
     assert_message(f.st, "frank", 1, "Inbox", "x", "abc", 3, 1);
     fx_free(&f);
@@ -281,40 +283,40 @@ static void empty_oversized_or_malformed_names_and_subjects_are_refused(void **s
     longsubj[sizeof longsubj - 1] = 0;
     fx_new(&f, 5);
     mail_new m = {.mailbox = "", .body = "x", .size = 1};
-    FAILS(mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "mailbox name is empty");
+    FAILS(store_mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "mailbox name is empty");
     m.mailbox = longname;
-    FAILS(mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "256 bytes");
-    FAILS(mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "nnnnnnnnnn");
+    FAILS(store_mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "256 bytes");
+    FAILS(store_mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "nnnnnnnnnn");
     m.mailbox = "bad\nname";
-    FAILS(mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "control character");
+    FAILS(store_mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "control character");
     m.mailbox = "gina";
     m.folder = "";
-    FAILS(mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "folder name is empty");
+    FAILS(store_mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "folder name is empty");
     m.folder = NULL;
     m.subject = longsubj;
-    FAILS(mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "subject 'sss");
-    FAILS(mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "1025 bytes");
+    FAILS(store_mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "subject 'sss");
+    FAILS(store_mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "1025 bytes");
     m.subject = "two\r\nlines";
-    FAILS(mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "subject 'two??lines'");
+    FAILS(store_mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "subject 'two??lines'");
     m.subject = "tab\tis fine";
     m.size = 5;
     m.body = NULL;
-    FAILS(mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "5 bytes without data");
+    FAILS(store_mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "5 bytes without data");
     m.size = MAIL_MAX_BODY + 1;
     m.body = "x";
-    FAILS(mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "over the limit");
-    FAILS(mail_move(f.st, "gina", 1, "", 0), OM_E_InvalidParameter, "folder name is empty");
+    FAILS(store_mail_deliver(f.st, &m, 0, &id), OM_E_InvalidParameter, "over the limit");
+    FAILS(store_mail_move(f.st, "gina", 1, "", 0), OM_E_InvalidParameter, "folder name is empty");
     /* Nothing was created by the refused deliveries. */
     mail_listing l;
-    FAILS(mail_list(f.st, "gina", NULL, 0, 0, &l), OM_E_RecordNotFound, "mailbox 'gina'");
+    FAILS(store_mail_list(f.st, "gina", NULL, 0, 0, &l), OM_E_RecordNotFound, "mailbox 'gina'");
     m.size = 1;
-    OK(mail_deliver(f.st, &m, 0, &id));
+    OK(store_mail_deliver(f.st, &m, 0, &id));
     assert_int_equal(id, 1);
     longname[MAIL_MAX_NAME] = 0; /* exactly the limit */
     m.mailbox = longname;
     longsubj[MAIL_MAX_SUBJECT] = 0;
     m.subject = longsubj;
-    OK(mail_deliver(f.st, &m, 0, &id));
+    OK(store_mail_deliver(f.st, &m, 0, &id));
     assert_message(f.st, longname, 1, "Inbox", longsubj, "x", 1, 0);
     fx_free(&f);
 }
@@ -335,7 +337,7 @@ static void bodies_from_empty_to_one_mib_come_back_exactly(void **s)
                          (uint64_t)i + 1);
     }
     char d1[33], d2[33];
-    OK(mail_digest(f.st, d1));
+    OK(store_mail_digest(f.st, d1));
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < N; i++) {
             fill(b, sizes[i], 100 + (uint64_t)i);
@@ -344,11 +346,11 @@ static void bodies_from_empty_to_one_mib_come_back_exactly(void **s)
         }
         fx_reopen(&f);
     }
-    OK(mail_digest(f.st, d2));
+    OK(store_mail_digest(f.st, d2));
     assert_string_equal(d1, d2);
     /* Deleting the large ones frees their long values; the rest stays intact. */
     for (int i = 0; i < N; i++)
-        if (sizes[i] > 20000) OK(mail_delete(f.st, "harry", (uint64_t)i + 1, 0));
+        if (sizes[i] > 20000) OK(store_mail_delete(f.st, "harry", (uint64_t)i + 1, 0));
     fx_reopen(&f);
     for (int i = 0; i < N; i++) {
         if (sizes[i] > 20000) continue;
@@ -400,10 +402,10 @@ static void d_load_interleaved(mail_store *st, enum dvariant v)
     for (int j = 0; j < 6; j++)
         for (int m = 0; m < 3; m++)
             d_deliver(st, m, j, v, 0);
-    if (v == D_MOVED) OK(mail_move(st, "bob", 4, "Drafts", 0));
+    if (v == D_MOVED) OK(store_mail_move(st, "bob", 4, "Drafts", 0));
     if (v == D_EXTRA_FOLDER) {
-        OK(mail_move(st, "bob", 4, "Other", 0));
-        OK(mail_move(st, "bob", 4, "Inbox", 0));
+        OK(store_mail_move(st, "bob", 4, "Other", 0));
+        OK(store_mail_move(st, "bob", 4, "Inbox", 0));
     }
 }
 
@@ -418,9 +420,9 @@ static void d_load_sequential(mail_store *st)
             d_deliver(st, m, j, D_BASE, 1);
         for (int j = 5; j >= 0; j--)
             if (strcmp(dset[m][j].folder, "Inbox") != 0)
-                OK(mail_move(st, mbx, (uint64_t)j + 1, dset[m][j].folder, 0));
+                OK(store_mail_move(st, mbx, (uint64_t)j + 1, dset[m][j].folder, 0));
         uint64_t id = deliver(st, mbx, "Inbox", "gone", "x", 1, 1);
-        OK(mail_delete(st, mbx, id, 0));
+        OK(store_mail_delete(st, mbx, id, 0));
     }
 }
 
@@ -431,8 +433,8 @@ static void digest_is_equal_exactly_when_the_mail_is_the_same(void **s)
     char da[33], db[33], de1[33], de2[33];
     fx_new(&e1, 10);
     fx_new(&e2, 11);
-    OK(mail_digest(e1.st, de1));
-    OK(mail_digest(e2.st, de2));
+    OK(store_mail_digest(e1.st, de1));
+    OK(store_mail_digest(e2.st, de2));
     assert_string_equal(de1, de2); /* two empty stores */
     assert_int_equal(strlen(de1), 32);
     fx_free(&e1);
@@ -442,12 +444,12 @@ static void digest_is_equal_exactly_when_the_mail_is_the_same(void **s)
     fx_new(&b, 13);
     d_load_interleaved(a.st, D_BASE);
     d_load_sequential(b.st);
-    OK(mail_digest(a.st, da));
-    OK(mail_digest(b.st, db));
+    OK(store_mail_digest(a.st, da));
+    OK(store_mail_digest(b.st, db));
     assert_string_equal(da, db);
     assert_string_not_equal(da, de1);
     fx_reopen(&b);
-    OK(mail_digest(b.st, db));
+    OK(store_mail_digest(b.st, db));
     assert_string_equal(da, db);
     fx_free(&b);
 
@@ -459,7 +461,7 @@ static void digest_is_equal_exactly_when_the_mail_is_the_same(void **s)
         fx c;
         fx_new(&c, 20 + (uint64_t)i);
         d_load_interleaved(c.st, changes[i]);
-        OK(mail_digest(c.st, seen[i + 1]));
+        OK(store_mail_digest(c.st, seen[i + 1]));
         for (int k = 0; k <= i; k++)
             if (!strcmp(seen[k], seen[i + 1]))
                 fail_msg("change %d has the same digest as %s %d", (int)changes[i],
@@ -467,8 +469,8 @@ static void digest_is_equal_exactly_when_the_mail_is_the_same(void **s)
         fx_free(&c);
     }
     /* Deleting one message changes it too (D_EXTRA_FOLDER above: an empty folder more). */
-    OK(mail_delete(a.st, "carol", 6, 0));
-    OK(mail_digest(a.st, db));
+    OK(store_mail_delete(a.st, "carol", 6, 0));
+    OK(store_mail_digest(a.st, db));
     assert_string_not_equal(da, db);
     fx_free(&a);
 }
@@ -490,29 +492,29 @@ static void load_is_deterministic_and_bulk_equals_one_by_one(void **s)
     uint64_t pa = 0, pb = 0;
     fx_new(&a, 50);
     fx_new(&b, 51);
-    OK(mail_load(a.st, 20, 1500, 3000, 7, 1, count_progress, &pa)); /* bulk: lazy batches */
-    OK(mail_load(b.st, 20, 1500, 3000, 7, 0, count_progress, &pb)); /* durable, one by one */
+    OK(store_mail_load(a.st, 20, 1500, 3000, 7, 1, count_progress, &pa)); /* bulk: lazy batches */
+    OK(store_mail_load(b.st, 20, 1500, 3000, 7, 0, count_progress, &pb)); /* durable, one by one */
     assert_int_equal(pa, 1500);
     assert_int_equal(pb, 1500);
-    OK(mail_digest(a.st, da));
-    OK(mail_digest(b.st, db));
+    OK(store_mail_digest(a.st, da));
+    OK(store_mail_digest(b.st, db));
     assert_string_equal(da, db);
     /* The bulk load is durable when it returns. */
-    mail_close(a.st);
+    store_mail_close(a.st);
     eng_db_abandon(a.db);
     crashvfs_reboot(a.c);
     OK(eng_db_open(&a.o, &a.db));
-    OK(mail_open(a.db, &a.st));
-    OK(mail_digest(a.st, da));
+    OK(store_mail_open(a.db, &a.st));
+    OK(store_mail_digest(a.st, da));
     assert_string_equal(da, db);
     /* What the helper says message i is, is what the store holds. */
     uint8_t body[3000];
     mail_load_buf lb;
     mail_new m;
-    mail_load_message(7, 20, 3000, 0, &lb, body, &m);
+    store_mail_load_message(7, 20, 3000, 0, &lb, body, &m);
     assert_message(a.st, m.mailbox, 1, m.folder, m.subject, body, 3000, m.received);
-    OK(mail_load(a.st, 20, 10, 3000, 8, 1, NULL, NULL)); /* another seed adds more */
-    OK(mail_digest(a.st, db));
+    OK(store_mail_load(a.st, 20, 10, 3000, 8, 1, NULL, NULL)); /* another seed adds more */
+    OK(store_mail_digest(a.st, db));
     assert_string_not_equal(da, db);
     fx_free(&a);
     fx_free(&b);
@@ -533,7 +535,7 @@ static void open_creates_the_schema_once_and_refuses_foreign_or_newer_ones(void 
     f.o = opts_on(f.c);
     OK(eng_db_create(&f.o, &f.db));
     OK(eng_catalog_create(f.db));
-    OK(mail_open(f.db, &f.st));
+    OK(store_mail_open(f.db, &f.st));
     deliver(f.st, "ivan", NULL, "kept", "abc", 3, 5);
     fx_reopen(&f);
     assert_message(f.st, "ivan", 1, "Inbox", "kept", "abc", 3, 5);
@@ -543,12 +545,12 @@ static void open_creates_the_schema_once_and_refuses_foreign_or_newer_ones(void 
     OK(eng_table_open(eng_txn_view(t), "mail.meta", &tb));
     OK(eng_put(t, tb, "schema", 6, "ombra-mail\x02\0\0\0", 14, 0));
     OK(eng_txn_commit(t, 0));
-    mail_close(f.st);
-    FAILS(mail_open(f.db, &st), OM_E_InvalidDatabase, "version 2");
+    store_mail_close(f.st);
+    FAILS(store_mail_open(f.db, &st), OM_E_InvalidDatabase, "version 2");
     OK(eng_txn_begin(f.db, &t));
     OK(eng_put(t, tb, "schema", 6, "other-schm\x01\0\0\0", 14, 0));
     OK(eng_txn_commit(t, 0));
-    FAILS(mail_open(f.db, &st), OM_E_InvalidDatabase, "not Ombra's mail schema");
+    FAILS(store_mail_open(f.db, &st), OM_E_InvalidDatabase, "not Ombra's mail schema");
     OK(eng_db_close(f.db));
     crashvfs_free(f.c);
 
@@ -562,7 +564,7 @@ static void open_creates_the_schema_once_and_refuses_foreign_or_newer_ones(void 
     OK(eng_table_create(t, "inventory", &tb));
     OK(eng_put(t, tb, "k", 1, "v", 1, 0));
     OK(eng_txn_commit(t, 0));
-    FAILS(mail_open(f.db, &st), OM_E_InvalidDatabase, "mail.meta");
+    FAILS(store_mail_open(f.db, &st), OM_E_InvalidDatabase, "mail.meta");
     OK(eng_db_close(f.db));
     crashvfs_free(f.c);
 }
@@ -588,7 +590,7 @@ static void *writer(void *p)
         snprintf(subj, sizeof subj, "w%d i%d", w->k, i);
         mail_new msg = {mbx, NULL, subj, body, sizeof body, 1 + (uint64_t)i};
         uint64_t id;
-        w->rc = mail_deliver(w->st, &msg, i % 5 == 0 ? MAIL_LAZY : 0, &id);
+        w->rc = store_mail_deliver(w->st, &msg, i % 5 == 0 ? MAIL_LAZY : 0, &id);
         if (!w->rc) w->ids[m][w->n[m]++] = id;
     }
     return NULL;
@@ -626,11 +628,11 @@ static void concurrent_deliveries_get_distinct_increasing_ids(void **s)
         }
         char mbx[8] = {'m', (char)('0' + m), 0};
         mail_listing l;
-        OK(mail_list(f.st, mbx, NULL, 0, 0, &l));
+        OK(store_mail_list(f.st, mbx, NULL, 0, 0, &l));
         assert_int_equal(l.n, total);
         for (size_t i = 0; i < l.n; i++)
             assert_int_equal(l.msgs[i].id, i + 1);
-        mail_listing_free(&l);
+        store_mail_listing_free(&l);
     }
     fx_free(&f);
 }
@@ -700,14 +702,14 @@ static int cr_workload(om_vfs *vfs, cr_run *r)
     mail_store *st = NULL;
     r->attempted = r->durable = 0;
     int rc = eng_db_open(&o, &db);
-    if (!rc) rc = mail_open(db, &st);
+    if (!rc) rc = store_mail_open(db, &st);
     for (int i = 0; i < CR_OPS && !rc; i++) {
         cr_op *op = &r->ops[i];
         uint64_t id = 0;
         fill(cr_body, op->size, op->body_seed);
         mail_new m = {op->mailbox, op->folder, op->subject, cr_body, op->size, op->received};
         r->attempted = i + 1;
-        rc = mail_deliver(st, &m, op->lazy ? MAIL_LAZY : 0, &id);
+        rc = store_mail_deliver(st, &m, op->lazy ? MAIL_LAZY : 0, &id);
         if (rc) break;
         if (id != op->id)
             fail_msg("delivery %d got id %llu, expected %llu", i, (unsigned long long)id,
@@ -718,7 +720,7 @@ static int cr_workload(om_vfs *vfs, cr_run *r)
             r->durable = i + 1;
         }
     }
-    mail_close(st);
+    store_mail_close(st);
     if (!rc) {
         rc = eng_db_close(db);
         if (!rc) r->durable = r->attempted;
@@ -741,8 +743,8 @@ static int cr_verify(om_vfs *vfs, const cr_run *r, char *why, size_t n)
         snprintf(why, n, "recovery failed: %s", om_err_format(rc, eb, sizeof eb));
         return 1;
     }
-    if ((rc = mail_open(db, &st))) {
-        snprintf(why, n, "mail_open failed: %s", om_err_format(rc, eb, sizeof eb));
+    if ((rc = store_mail_open(db, &st))) {
+        snprintf(why, n, "store_mail_open failed: %s", om_err_format(rc, eb, sizeof eb));
         eng_db_close(db);
         return 1;
     }
@@ -750,7 +752,7 @@ static int cr_verify(om_vfs *vfs, const cr_run *r, char *why, size_t n)
     for (int i = 0; i < CR_OPS && !bad; i++) {
         const cr_op *op = &r->ops[i];
         mail_message m;
-        rc = mail_get(st, op->mailbox, op->id, &m);
+        rc = store_mail_get(st, op->mailbox, op->id, &m);
         if (rc == OM_E_RecordNotFound) continue;
         if (rc) {
             snprintf(why, n, "reading delivery %d: %s", i, om_err_format(rc, eb, sizeof eb));
@@ -769,7 +771,7 @@ static int cr_verify(om_vfs *vfs, const cr_run *r, char *why, size_t n)
                      (unsigned long long)op->id);
             bad = 1;
         }
-        mail_message_free(&m);
+        store_mail_message_free(&m);
         k = i + 1;
         present_count[op->mailbox[3] - '0']++;
     }
@@ -784,7 +786,7 @@ static int cr_verify(om_vfs *vfs, const cr_run *r, char *why, size_t n)
         char mbx[8];
         mail_listing l;
         snprintf(mbx, sizeof mbx, "box%d", m);
-        rc = mail_list(st, mbx, NULL, 0, 0, &l);
+        rc = store_mail_list(st, mbx, NULL, 0, 0, &l);
         size_t listed = rc ? 0 : l.n;
         if (rc && rc != OM_E_RecordNotFound) {
             snprintf(why, n, "listing %s: %s", mbx, om_err_format(rc, eb, sizeof eb));
@@ -793,10 +795,10 @@ static int cr_verify(om_vfs *vfs, const cr_run *r, char *why, size_t n)
             snprintf(why, n, "%s lists %zu messages, %d were kept", mbx, listed, present_count[m]);
             bad = 1;
         }
-        if (!rc) mail_listing_free(&l);
+        if (!rc) store_mail_listing_free(&l);
         uint64_t id = 0;
         mail_new nm = {mbx, NULL, "after", "y", 1, 1};
-        if (!bad && (rc = mail_deliver(st, &nm, 0, &id))) {
+        if (!bad && (rc = store_mail_deliver(st, &nm, 0, &id))) {
             snprintf(why, n, "delivering after recovery: %s", om_err_format(rc, eb, sizeof eb));
             bad = 1;
         } else if (!bad && id != (uint64_t)present_count[m] + 1) {
@@ -805,7 +807,7 @@ static int cr_verify(om_vfs *vfs, const cr_run *r, char *why, size_t n)
             bad = 1;
         }
     }
-    mail_close(st);
+    store_mail_close(st);
     eng_db_close(db);
     return bad;
 }
@@ -820,8 +822,8 @@ static crashvfs *cr_prepare(uint64_t seed)
     mail_store *st = NULL;
     assert_int_equal(crashvfs_vfs(c)->mkdir(crashvfs_vfs(c), "/db"), 0);
     OK(eng_db_create(&o, &db));
-    OK(mail_open(db, &st));
-    mail_close(st);
+    OK(store_mail_open(db, &st));
+    store_mail_close(st);
     OK(eng_db_close(db));
     return c;
 }

@@ -21,7 +21,7 @@
 
 #include "base/error.h"
 #include "base/hash.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/time.h"
 #include "base/uuid.h"
 #include "base/vfs.h"

@@ -21,7 +21,7 @@
 #include "backup/repo.h"
 #include "backup/setfiles.h"
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/proto.h"
 
 #define BS 4096u

@@ -21,7 +21,7 @@
 
 #include "backup/repo.h"
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/proto.h"
 #include "crashvfs.h"
 

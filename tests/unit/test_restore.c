@@ -18,7 +18,7 @@
 
 #include "base/bytes.h"
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/time.h"
 #include "crashvfs.h"
 #include "engine/engine.h"

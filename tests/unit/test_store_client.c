@@ -20,7 +20,7 @@
 #include <cmocka.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/proto.h"
 #include "store/client.h"
 

@@ -18,7 +18,7 @@
 #include <cmocka.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/paths.h"
 #include "base/proto.h"
 #include "base/time.h"
@@ -26,7 +26,7 @@
 #include "fakecoord.h"
 #include "store/mail.h"
 #include "store/registry.h"
-#include "store/writer.h"
+#include "store/store_writer.h"
 
 #define S1 "11111111-1111-4111-8111-111111111111"
 
@@ -71,7 +71,7 @@ static void make_db(const char *name)
     assert_int_equal(store_acquire(F.reg, name, &ref), 0);
     mail_new msg = {.mailbox = "alice", .subject = "before the backup", .body = "hello", .size = 5};
     uint64_t mid;
-    assert_int_equal(mail_deliver(ref->mail, &msg, 0, &mid), 0);
+    assert_int_equal(store_mail_deliver(ref->mail, &msg, 0, &mid), 0);
     store_release(F.reg, ref);
 }
 
@@ -219,7 +219,7 @@ static void serves_mail_again(void)
     assert_int_equal(store_acquire(F.reg, "db1", &m), 0);
     mail_new msg = {.mailbox = "alice", .body = "after", .size = 5};
     uint64_t id;
-    assert_int_equal(mail_deliver(m->mail, &msg, 0, &id), 0);
+    assert_int_equal(store_mail_deliver(m->mail, &msg, 0, &id), 0);
     store_release(F.reg, m);
 }
 
@@ -326,7 +326,7 @@ static void fill_logs(void)
     for (int i = 0; i < 6; i++) {
         mail_new msg = {.mailbox = "alice", .body = body, .size = sizeof body};
         uint64_t id;
-        assert_int_equal(mail_deliver(m->mail, &msg, 0, &id), 0);
+        assert_int_equal(store_mail_deliver(m->mail, &msg, 0, &id), 0);
     }
     store_release(F.reg, m);
 }

@@ -30,7 +30,7 @@
 
 #include "base/error.h"
 #include "base/hash.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "crashvfs.h"
 #include "engine/engine.h"
 #include "engine/format.h"

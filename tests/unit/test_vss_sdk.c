@@ -19,7 +19,7 @@
 #include <cmocka.h>
 
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/proto.h"
 #include "base/time.h"
 #include "fakecoord.h"

@@ -1,4 +1,4 @@
-#include "base/log.h"
+#include "base/logging.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
  * by id, in memory only. Handlers take a reference on a mounted database through the registry
  * (registry.mu) before they take the writer's lock, never the other way round (registry.h has
  * the lock order); the registry tells the writer when a database closes (db_closing). */
-#include "store/writer.h"
+#include "store/store_writer.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -15,7 +15,7 @@
 
 #include "base/error.h"
 #include "base/hash.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/paths.h"
 #include "base/time.h"
 #include "base/uuid.h"

@@ -7,7 +7,7 @@
 
 #include "base/bytes.h"
 #include "base/error.h"
-#include "base/log.h"
+#include "base/logging.h"
 #include "base/time.h"
 #include "engine/log.h"
 
