@@ -143,5 +143,8 @@ extern const cli_group cli_repo_group;
 extern const cli_group cli_backups_group;
 extern const cli_group cli_verify_group;
 extern const cli_group cli_expire_group;
+extern const cli_group cli_dag_group;
+/* `ombra db copy ...`: a group under db (ombra.c dispatches it). */
+extern const cli_group cli_copy_group;
 
 #endif

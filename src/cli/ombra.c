@@ -19,7 +19,7 @@
 
 static const cli_group *const groups[] = {
     &cli_db_group,      &cli_mail_group, &cli_dbutil_group,  &cli_vss_group,    &cli_backup_group,
-    &cli_restore_group, &cli_repo_group, &cli_backups_group, &cli_verify_group, &cli_expire_group,
+    &cli_restore_group, &cli_repo_group, &cli_backups_group, &cli_verify_group, &cli_expire_group, &cli_dag_group,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 
@@ -457,6 +457,8 @@ static int dispatch(int argc, char **argv)
         printf("ombra %s\n", OMBRA_VERSION);
         return CLI_OK;
     }
+    if (!strcmp(g, "db") && argc > 2 && !strcmp(argv[2], "copy"))
+        return run_group(&cli_copy_group, argc - 3, argv + 3);
     for (size_t i = 0; i < NGROUPS; i++)
         if (strcmp(groups[i]->name, g) == 0) return run_group(groups[i], argc - 2, argv + 2);
     if (g[0] == '-') return usage_at("ombra", "unknown option '%s'", g);

@@ -1,0 +1,29 @@
+/* One database's .edb under a shadow copy, for a reader that is not a backup: seeding a passive
+ * copy (repl/). A copy-type session of ombra-vssd that selects the store writer's component of
+ * the database, makes the shadow copy (the held provider by default: writes are held for
+ * milliseconds, mail goes on), and is aborted at the end: a seed is not a backup, so no
+ * header slot is written and no log is truncated.
+ *
+ *   bk_shadow_db_take("db1", NULL, &s)   -> s->edb: the .edb's path inside the shadow copy,
+ *                                           s->lo..s->hi: the generations it needs
+ *   (read s->edb)
+ *   bk_shadow_db_release(s)
+ */
+#ifndef OM_BACKUP_SHADOW_H
+#define OM_BACKUP_SHADOW_H
+
+#include <stdint.h>
+
+typedef struct bk_shadow_db {
+    char edb[4400];  /* the .edb inside the shadow copy */
+    char logs[4400]; /* the log folder inside the shadow copy */
+    uint32_t lo, hi; /* the generations the copy needs (the writer's log range) */
+    void *req;       /* the session (vss_req) */
+} bk_shadow_db;
+
+/* provider NULL: "held". The database must be mounted in the local store. */
+int bk_shadow_db_take(const char *name, const char *provider, bk_shadow_db **out);
+/* Ends the session (an abort: nothing recorded) and frees s; NULL is a no-op. */
+void bk_shadow_db_release(bk_shadow_db *s);
+
+#endif

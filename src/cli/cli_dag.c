@@ -1,0 +1,596 @@
+/* ombra dag init|add-server|status and ombra db copy add|status|suspend|resume|remove|reseed:
+ * the DAG's records in etcd (repl/dag.h) and its certificates (repl/ca.h). The replication
+ * services watch the records and act on them: `db copy add` writes the copy into the
+ * directory, and the passive server's ombra-repld seeds it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/paths.h"
+#include "base/proto.h"
+#include "base/time.h"
+#include "cli/cli.h"
+#include "repl/ca.h"
+#include "repl/dag.h"
+
+#define ETCD_OPT {"etcd", "URL", "the DAG's etcd (default $OMBRA_ETCD)", 0}
+#define DAG_OPT  {"dag", "NAME", "the DAG, when the etcd holds several", 0}
+
+static int open_dag(const cli_args *a, const char *name, int must_exist, rp_dag **d)
+{
+    const char *url = cli_val(a, "etcd");
+    if (!url) url = getenv("OMBRA_ETCD");
+    if (!url || !*url) return cli_usage(a, "no etcd named: --etcd URL or OMBRA_ETCD");
+    int rc = rp_dag_open(url, name, must_exist, d);
+    return rc ? cli_fail(rc) : CLI_OK;
+}
+
+static int dag_dir(char *out, size_t n)
+{
+    char home[4096];
+    int rc = om_data_dir(home, sizeof home);
+    if (!rc) snprintf(out, n, "%s/dag", home);
+    return rc;
+}
+
+/* ---- dag init ---- */
+
+static int run_init(const cli_args *a)
+{
+    const char *name = a->pos[0];
+    if (!rp_name_ok(name))
+        return cli_usage(a, "'%s' is not a DAG name (letters, digits, '.', '_', '-'; 1 to 63)",
+                         name);
+    rp_dag *d = NULL;
+    int st = open_dag(a, name, 0, &d);
+    if (st) return st;
+    char dir[4200];
+    int rc = dag_dir(dir, sizeof dir);
+    json_t *cfg = json_pack("{s:s,s:I}", "name", name, "created_ns", (json_int_t)om_now_ns());
+    int created = 0;
+    if (!rc) rc = rp_dag_create(d, "config", cfg, &created);
+    if (!rc && !created)
+        rc = om_errf(OM_E_DatabaseDuplicate, "a DAG named '%s' already exists in this etcd", name);
+    if (created) {
+        rc = rp_ca_create(dir, name);
+        char fp[65], crt[4300];
+        snprintf(crt, sizeof crt, "%s/ca.crt", dir);
+        if (!rc) rc = rp_cert_fingerprint(crt, fp);
+        if (!rc) {
+            json_object_set_new(cfg, "ca_fingerprint", json_string(fp));
+            rc = rp_dag_put(d, "config", cfg, 0);
+        }
+        if (rc) { /* no DAG without its authority */
+            om_err_saved e;
+            om_err_save(&e, rc);
+            rp_dag_delete(d, "config", 0);
+            rc = om_err_restore(&e);
+        }
+    }
+    json_decref(cfg);
+    rp_dag_close(d);
+    if (rc) return cli_fail(rc);
+    printf("DAG %s created; its certificate authority is in %s (ca.key stays on this machine)\n"
+           "next: ombra dag add-server NAME --address HOST:PORT for each server\n",
+           name, dir);
+    return CLI_OK;
+}
+
+/* ---- dag add-server ---- */
+
+static int run_add_server(const cli_args *a)
+{
+    const char *name = a->pos[0], *addr = cli_val(a, "address"), *out = cli_val(a, "out");
+    if (!rp_name_ok(name))
+        return cli_usage(a, "'%s' is not a server name (letters, digits, '.', '_', '-'; 1 to 63)",
+                         name);
+    const char *colon = strrchr(addr, ':');
+    uint64_t port;
+    if (!colon || colon == addr || cli_number(a, "the port of --address", colon + 1, 1, 65535, 0,
+                                              &port))
+        return colon && colon != addr ? CLI_USAGE
+                                      : cli_usage(a, "--address takes HOST:PORT, not '%s'", addr);
+    char dir[4200], outdir[4200];
+    int rc = dag_dir(dir, sizeof dir);
+    if (rc) return cli_fail(rc);
+    if (out) {
+        char *abs = cli_abs_path(out);
+        if (!abs) return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
+        snprintf(outdir, sizeof outdir, "%s", abs);
+        free(abs);
+    } else {
+        /* Only this server's own certificate goes next to the authority by default. */
+        store_client *sc;
+        json_t *status = NULL;
+        rc = cli_store(&sc);
+        if (!rc) rc = store_client_status(sc, &status);
+        int mine = !rc && !strcmp(om_json_str_or(status, "server", ""), name);
+        json_decref(status);
+        if (!mine)
+            return cli_usage(a, "%s is not this server (or its store is not running): name where "
+                                "its certificate goes with --out DIR",
+                             name);
+        snprintf(outdir, sizeof outdir, "%s", dir);
+    }
+    rp_dag *d = NULL;
+    int st = open_dag(a, cli_val(a, "dag"), 1, &d);
+    if (st) return st;
+    char crt[4400], fp[65];
+    snprintf(crt, sizeof crt, "%s/server.crt", outdir);
+    rc = rp_ca_issue(dir, name, addr, outdir);
+    if (!rc) rc = rp_cert_fingerprint(crt, fp);
+    json_t *rec = rc ? NULL
+                     : json_pack("{s:s,s:s,s:s,s:I}", "name", name, "address", addr, "fingerprint",
+                                 fp, "added_ns", (json_int_t)om_now_ns());
+    char key[128];
+    snprintf(key, sizeof key, "servers/%s", name);
+    if (!rc) rc = rp_dag_put(d, key, rec, 0);
+    json_decref(rec);
+    char dname[RP_NAME_MAX + 1];
+    snprintf(dname, sizeof dname, "%s", d->name);
+    rp_dag_close(d);
+    if (rc) return cli_fail(rc);
+    printf("server %s added to DAG %s at %s; its certificate and key are in %s\n", name, dname,
+           addr, outdir);
+    return CLI_OK;
+}
+
+/* ---- dag status ---- */
+
+static int run_status(const cli_args *a)
+{
+    rp_dag *d = NULL;
+    int st = open_dag(a, cli_val(a, "dag"), 1, &d);
+    if (st) return st;
+    json_t *servers = NULL, *alive = NULL, *dbs = NULL, *act = NULL, *copies = NULL;
+    int rc = rp_dag_list(d, "servers/", &servers);
+    if (!rc) rc = rp_dag_list(d, "alive/", &alive);
+    if (!rc) rc = rp_dag_list(d, "databases/", &dbs);
+    if (!rc) rc = rp_dag_list(d, "active/", &act);
+    if (!rc) rc = rp_dag_list(d, "copies/", &copies);
+    etcd_status es;
+    etcd_health(d->e, &es);
+    if (rc) {
+        rp_dag_close(d);
+        return cli_fail(rc);
+    }
+    json_t *out = json_pack("{s:s,s:{s:b,s:s,s:s},s:[],s:[]}", "dag", d->name, "etcd",
+                            "connected", es.connected, "endpoint", es.endpoint, "last_error",
+                            es.last_error, "servers", "databases");
+    const char *k;
+    json_t *v;
+    json_object_foreach(servers, k, v)
+    {
+        json_t *s = json_deep_copy(v);
+        json_object_set_new(s, "alive", json_boolean(json_object_get(alive, k) != NULL));
+        json_array_append_new(json_object_get(out, "servers"), s);
+    }
+    json_object_foreach(dbs, k, v)
+    {
+        json_t *a1 = json_object_get(act, k);
+        json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I}", "name", om_json_str_or(v, "name", ""),
+                              "id", k, "active", om_json_str_or(a1, "server", ""), "epoch",
+                              json_integer_value(json_object_get(a1, "epoch")), "copies",
+                              (json_int_t)json_object_size(json_object_get(v, "copies")));
+        json_array_append_new(json_object_get(out, "databases"), o);
+    }
+    int status = CLI_OK;
+    if (cli_flag(a, "json"))
+        status = cli_print_json(out);
+    else {
+        printf("DAG %s, etcd %s (%s)%s%s\n", d->name, es.endpoint,
+               es.connected ? "connected" : "unreachable", es.connected ? "" : ": ",
+               es.connected ? "" : es.last_error);
+        size_t i;
+        json_array_foreach(json_object_get(out, "servers"), i, v)
+            printf("  server %-16s %-22s %s\n", om_json_str_or(v, "name", ""),
+                   om_json_str_or(v, "address", ""),
+                   json_is_true(json_object_get(v, "alive")) ? "alive" : "down");
+        json_array_foreach(json_object_get(out, "databases"), i, v)
+            printf("  database %-14s active on %s (epoch %lld), %lld copies\n",
+                   om_json_str_or(v, "name", ""), om_json_str_or(v, "active", "?"),
+                   (long long)json_integer_value(json_object_get(v, "epoch")),
+                   (long long)json_integer_value(json_object_get(v, "copies")));
+    }
+    json_decref(out);
+    json_decref(servers);
+    json_decref(alive);
+    json_decref(dbs);
+    json_decref(act);
+    json_decref(copies);
+    rp_dag_close(d);
+    return status;
+}
+
+/* ---- db copy ---- */
+
+typedef struct copy_change {
+    const char *name, *id, *base, *active, *server;
+    int add, remove, suspend, resume, reseed;
+    int64_t preference, replay_lag;
+    int postponed;
+} copy_change;
+
+static int change_copy(void *arg, json_t *rec, int exists)
+{
+    copy_change *c = arg;
+    json_t *copies = json_object_get(rec, "copies");
+    if (!exists && !c->add)
+        return om_errf(OM_E_DatabaseNotFound, "database %s has no copies in the DAG", c->name);
+    if (!copies) json_object_set_new(rec, "copies", copies = json_object());
+    json_t *mine = json_object_get(copies, c->server);
+    if (c->add) {
+        json_object_set_new(rec, "name", json_string(c->name));
+        json_object_set_new(rec, "id", json_string(c->id));
+        json_object_set_new(rec, "base", json_string(c->base));
+        if (!json_object_get(copies, c->active))
+            json_object_set_new(copies, c->active, json_pack("{s:i}", "preference", 1));
+        if (mine)
+            return om_errf(OM_E_DatabaseDuplicate, "server %s already holds a copy of %s",
+                           c->server, c->name);
+        int64_t pref = c->preference ? c->preference : (int64_t)json_object_size(copies) + 1;
+        json_object_set_new(copies, c->server,
+                            json_pack("{s:I,s:I,s:b,s:b,s:I}", "preference", (json_int_t)pref,
+                                      "replay_lag", (json_int_t)c->replay_lag, "suspended",
+                                      c->postponed, "seeding_postponed", c->postponed, "reseed",
+                                      (json_int_t)0));
+        return 0;
+    }
+    if (!mine)
+        return om_errf(OM_E_DatabaseNotFound, "server %s holds no copy of %s", c->server, c->name);
+    if (c->remove) return json_object_del(copies, c->server), 0;
+    if (c->suspend) json_object_set_new(mine, "suspended", json_true());
+    if (c->resume) json_object_set_new(mine, "suspended", json_false());
+    if (c->reseed) {
+        json_object_set_new(mine, "reseed",
+                            json_integer(json_integer_value(json_object_get(mine, "reseed")) + 1));
+        json_object_set_new(mine, "suspended", json_false());
+    }
+    return 0;
+}
+
+/* The database's record by name and its active server. */
+static int find_db(rp_dag *d, const char *name, json_t **rec, char id[37], char *active, size_t n)
+{
+    int rc = rp_dag_find_db(d, name, rec, id);
+    json_t *act = NULL;
+    char k[100];
+    snprintf(k, sizeof k, "active/%s", id);
+    if (!rc) rc = rp_dag_get(d, k, &act, NULL);
+    if (!rc) snprintf(active, n, "%s", om_json_str_or(act, "server", ""));
+    json_decref(act);
+    return rc;
+}
+
+/* Waits until the copy is Healthy (0), Failed (its error), or the time is up (Timeout-like
+ * error), printing its state as it changes. */
+static int wait_healthy(rp_dag *d, const char *id, const char *name, const char *server,
+                        uint64_t seconds)
+{
+    char k[200], last[32] = "";
+    snprintf(k, sizeof k, "copies/%s/%s", id, server);
+    uint64_t end = om_mono_ns() + seconds * 1000000000ull;
+    uint64_t since = om_now_ns();
+    for (;;) {
+        json_t *st = NULL;
+        int rc = rp_dag_get(d, k, &st, NULL);
+        if (rc) return rc;
+        const char *state = om_json_str_or(st, "state", "");
+        int64_t upd = json_integer_value(json_object_get(st, "updated_ns"));
+        if (st && (uint64_t)upd >= since && strcmp(state, last)) {
+            fprintf(stderr, "copy of %s on %s: %s\n", name, server, state);
+            snprintf(last, sizeof last, "%s", state);
+        }
+        int done = st && (uint64_t)upd >= since && !strcmp(state, "Healthy");
+        int failed = st && (uint64_t)upd >= since && !strcmp(state, "Failed");
+        if (failed) rc = om_errf(OM_E_Internal, "the copy of %s on %s failed: %s", name, server,
+                                 om_json_str_or(st, "last_error", "?"));
+        json_decref(st);
+        if (done || failed) return rc;
+        if (om_mono_ns() > end)
+            return om_errf(OM_E_Internal,
+                           "the copy of %s on %s is not Healthy after %llu s (state '%s'): is "
+                           "ombra-repld running there? HINT: ombra db copy status %s",
+                           name, server, (unsigned long long)seconds, last[0] ? last : "none",
+                           name);
+        usleep(200000);
+    }
+}
+
+static int run_copy_add(const cli_args *a)
+{
+    const char *db = a->pos[0], *server = cli_val(a, "server");
+    uint64_t pref = 0, lag = 0, wait = 600;
+    if (cli_val(a, "preference") &&
+        cli_number(a, "--preference", cli_val(a, "preference"), 1, 16, 0, &pref))
+        return CLI_USAGE;
+    if (cli_val(a, "replay-lag") &&
+        cli_number(a, "--replay-lag", cli_val(a, "replay-lag"), 0, 14 * 86400, 0, &lag))
+        return CLI_USAGE;
+    if (cli_val(a, "wait-seconds") &&
+        cli_number(a, "--wait-seconds", cli_val(a, "wait-seconds"), 0, 86400, 0, &wait))
+        return CLI_USAGE;
+    store_client *sc;
+    json_t *info = NULL, *status = NULL;
+    int rc = cli_store(&sc);
+    if (!rc) rc = store_client_db_show(sc, db, &info);
+    if (!rc) rc = store_client_status(sc, &status);
+    if (rc) return cli_fail(rc);
+    char me[RP_NAME_MAX + 1];
+    snprintf(me, sizeof me, "%s", om_json_str_or(status, "server", ""));
+    json_decref(status);
+    if (!strcmp(server, me)) {
+        json_decref(info);
+        return cli_usage(a, "%s is this server, which holds the active copy of %s", server, db);
+    }
+    rp_dag *d = NULL;
+    int st = open_dag(a, cli_val(a, "dag"), 1, &d);
+    if (st) {
+        json_decref(info);
+        return st;
+    }
+    char id[40];
+    snprintf(id, sizeof id, "%s", om_json_str_or(info, "id", ""));
+    json_t *srv = NULL, *act = NULL;
+    char k[200];
+    snprintf(k, sizeof k, "servers/%s", server);
+    rc = rp_dag_get(d, k, &srv, NULL);
+    if (!rc && !srv)
+        rc = om_errf(OM_E_InvalidParameter,
+                     "server %s is not in DAG %s. HINT: ombra dag add-server %s --address HOST:PORT",
+                     server, d->name, server);
+    snprintf(k, sizeof k, "servers/%s", me);
+    json_decref(srv);
+    srv = NULL;
+    if (!rc) rc = rp_dag_get(d, k, &srv, NULL);
+    if (!rc && !srv)
+        rc = om_errf(OM_E_InvalidParameter,
+                     "this server (%s) is not in DAG %s. HINT: ombra dag add-server %s --address "
+                     "HOST:PORT",
+                     me, d->name, me);
+    json_decref(srv);
+    /* The active copy: this server, epoch 1, when the database is new to the DAG. */
+    snprintf(k, sizeof k, "active/%s", id);
+    json_t *want = json_pack("{s:s,s:i}", "server", me, "epoch", 1);
+    int created = 0;
+    if (!rc) rc = rp_dag_create(d, k, want, &created);
+    json_decref(want);
+    if (!rc && !created) {
+        rc = rp_dag_get(d, k, &act, NULL);
+        if (!rc && strcmp(om_json_str_or(act, "server", ""), me))
+            rc = om_errf(OM_E_InvalidParameter,
+                         "the active copy of %s is on server %s: add copies there",
+                         db, om_json_str_or(act, "server", "?"));
+        json_decref(act);
+    }
+    copy_change c = {.name = db,
+                     .id = id,
+                     .base = om_json_str_or(info, "base", "E00"),
+                     .active = me,
+                     .server = server,
+                     .add = 1,
+                     .preference = (int64_t)pref,
+                     .replay_lag = (int64_t)lag,
+                     .postponed = cli_flag(a, "seeding-postponed")};
+    snprintf(k, sizeof k, "databases/%s", id);
+    if (!rc) rc = rp_dag_update(d, k, change_copy, &c);
+    if (!rc) printf("copy of %s added on %s%s\n", db, server,
+                    c.postponed ? " (seeding postponed: ombra db copy resume to seed it)" : "");
+    if (!rc && !c.postponed && wait) rc = wait_healthy(d, id, db, server, wait);
+    json_decref(info);
+    rp_dag_close(d);
+    return rc ? cli_fail(rc) : CLI_OK;
+}
+
+/* suspend, resume, remove, reseed: one change of the copy's record. */
+static int copy_action(const cli_args *a, copy_change c)
+{
+    rp_dag *d = NULL;
+    int st = open_dag(a, cli_val(a, "dag"), 1, &d);
+    if (st) return st;
+    json_t *rec = NULL;
+    char id[37], active[RP_NAME_MAX + 1], k[200];
+    c.name = a->pos[0];
+    c.server = cli_val(a, "server");
+    int rc = find_db(d, c.name, &rec, id, active, sizeof active);
+    if (!rc && !strcmp(active, c.server))
+        rc = om_errf(OM_E_InvalidParameter,
+                     "server %s holds the active copy of %s: only passive copies can be %s",
+                     c.server, c.name,
+                     c.remove    ? "removed"
+                     : c.reseed  ? "reseeded"
+                     : c.suspend ? "suspended"
+                                 : "resumed");
+    snprintf(k, sizeof k, "databases/%s", id);
+    if (!rc) rc = rp_dag_update(d, k, change_copy, &c);
+    if (!rc && c.remove) {
+        snprintf(k, sizeof k, "copies/%s/%s", id, c.server);
+        rc = rp_dag_delete(d, k, 0);
+    }
+    uint64_t wait = 600;
+    if (!rc && c.reseed && cli_val(a, "wait-seconds") &&
+        cli_number(a, "--wait-seconds", cli_val(a, "wait-seconds"), 0, 86400, 0, &wait))
+        rc = OM_E_Usage;
+    if (!rc)
+        printf("copy of %s on %s %s\n", c.name, c.server,
+               c.remove    ? "removed (its files stay on that server)"
+               : c.reseed  ? "to be reseeded"
+               : c.suspend ? "suspended"
+                           : "resumed");
+    if (!rc && c.reseed && wait) rc = wait_healthy(d, id, c.name, c.server, wait);
+    json_decref(rec);
+    rp_dag_close(d);
+    if (rc == OM_E_Usage) return CLI_USAGE;
+    return rc ? cli_fail(rc) : CLI_OK;
+}
+
+static int run_copy_suspend(const cli_args *a)
+{
+    return copy_action(a, (copy_change){.suspend = 1});
+}
+static int run_copy_resume(const cli_args *a)
+{
+    return copy_action(a, (copy_change){.resume = 1});
+}
+static int run_copy_remove(const cli_args *a)
+{
+    return copy_action(a, (copy_change){.remove = 1});
+}
+static int run_copy_reseed(const cli_args *a)
+{
+    return copy_action(a, (copy_change){.reseed = 1});
+}
+
+static int run_copy_status(const cli_args *a)
+{
+    rp_dag *d = NULL;
+    int st = open_dag(a, cli_val(a, "dag"), 1, &d);
+    if (st) return st;
+    json_t *dbs = NULL, *act = NULL, *copies = NULL, *alive = NULL;
+    int rc = rp_dag_list(d, "databases/", &dbs);
+    if (!rc) rc = rp_dag_list(d, "active/", &act);
+    if (!rc) rc = rp_dag_list(d, "copies/", &copies);
+    if (!rc) rc = rp_dag_list(d, "alive/", &alive);
+    json_t *out = json_array();
+    const char *id;
+    json_t *db;
+    int found = 0;
+    json_object_foreach(dbs, id, db)
+    {
+        const char *name = om_json_str_or(db, "name", "");
+        if (a->npos && strcmp(a->pos[0], name)) continue;
+        found = 1;
+        const char *active = om_json_str_or(json_object_get(act, id), "server", "");
+        const char *server;
+        json_t *cfg;
+        json_object_foreach(json_object_get(db, "copies"), server, cfg)
+        {
+            char k[200];
+            snprintf(k, sizeof k, "%s/%s", id, server);
+            json_t *s = json_object_get(copies, k);
+            int is_active = !strcmp(server, active);
+            int up = json_object_get(alive, server) != NULL;
+            const char *state = is_active ? "Mounted" : om_json_str_or(s, "state", "Initializing");
+            if (!is_active && !up) state = "ServiceDown";
+            json_t *o = json_pack(
+                "{s:s,s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "database", name,
+                "id", id, "server", server, "state", state, "active", is_active, "preference",
+                json_integer_value(json_object_get(cfg, "preference")), "replay_lag",
+                json_integer_value(json_object_get(cfg, "replay_lag")), "copy_queue",
+                json_integer_value(json_object_get(s, "copy_queue")), "replay_queue",
+                json_integer_value(json_object_get(s, "replay_queue")), "generated",
+                json_integer_value(json_object_get(s, "generated")), "copied",
+                json_integer_value(json_object_get(s, "copied")), "inspected",
+                json_integer_value(json_object_get(s, "inspected")), "replayed",
+                json_integer_value(json_object_get(s, "replayed")), "last_error",
+                om_json_str_or(s, "last_error", ""));
+            json_array_append_new(out, o);
+        }
+    }
+    if (!rc && a->npos && !found)
+        rc = om_errf(OM_E_DatabaseNotFound, "no database named '%s' in DAG %s", a->pos[0],
+                     d->name);
+    int status = CLI_OK;
+    if (rc)
+        status = cli_fail(rc);
+    else if (cli_flag(a, "json"))
+        status = cli_print_json(out);
+    else {
+        printf("%-16s %-12s %-13s %6s %6s %9s %9s %9s  %s\n", "DATABASE", "SERVER", "STATE",
+               "COPYQ", "REPLQ", "COPIED", "INSPECTED", "REPLAYED", "LAST ERROR");
+        size_t i;
+        json_t *o;
+        json_array_foreach(out, i, o)
+            printf("%-16s %-12s %-13s %6lld %6lld %9lld %9lld %9lld  %s\n",
+                   om_json_str_or(o, "database", ""), om_json_str_or(o, "server", ""),
+                   om_json_str_or(o, "state", ""),
+                   (long long)json_integer_value(json_object_get(o, "copy_queue")),
+                   (long long)json_integer_value(json_object_get(o, "replay_queue")),
+                   (long long)json_integer_value(json_object_get(o, "copied")),
+                   (long long)json_integer_value(json_object_get(o, "inspected")),
+                   (long long)json_integer_value(json_object_get(o, "replayed")),
+                   om_json_str_or(o, "last_error", ""));
+    }
+    json_decref(out);
+    json_decref(dbs);
+    json_decref(act);
+    json_decref(copies);
+    json_decref(alive);
+    rp_dag_close(d);
+    return status;
+}
+
+static const cli_opt init_opts[] = {ETCD_OPT, {0}};
+static const cli_opt add_server_opts[] = {
+    {"address", "HOST:PORT", "where its ombra-repld listens (--listen)", 1},
+    {"out", "DIR", "where its certificate and key go (default: $OMBRA_HOME/dag, this server)", 0},
+    ETCD_OPT,
+    DAG_OPT,
+    {0},
+};
+static const cli_opt status_opts[] = {
+    ETCD_OPT, DAG_OPT, {"json", NULL, "print the status as JSON", 0}, {0}};
+
+static const cli_cmd dag_cmds[] = {
+    {"init", "NAME", init_opts, "Create a DAG: its record in etcd and its certificate authority",
+     "The authority's key stays in $OMBRA_HOME/dag/ca.key on this machine (mode 0600): run\n"
+     "dag add-server here for every server.",
+     run_init},
+    {"add-server", "NAME", add_server_opts,
+     "Register a server and issue its certificate and key (run where the authority is)", NULL,
+     run_add_server},
+    {"status", "", status_opts, "The DAG's servers (alive or not), databases and active copies",
+     NULL, run_status},
+    {0},
+};
+const cli_group cli_dag_group = {"dag", "Database availability group: servers, certificates",
+                                 dag_cmds};
+
+static const cli_opt copy_add_opts[] = {
+    {"server", "S", "the server that gets the passive copy", 1},
+    {"preference", "N", "activation preference, 1 first (default: after the others)", 0},
+    {"replay-lag", "SECONDS", "replay generations only once this old (0 to 14 days)", 0},
+    {"seeding-postponed", NULL, "add the copy suspended: no seed until copy resume", 0},
+    {"wait-seconds", "N", "wait this long for the copy to be Healthy (default 600; 0: no wait)",
+     0},
+    ETCD_OPT,
+    DAG_OPT,
+    {0},
+};
+static const cli_opt copy_server_opts[] = {
+    {"server", "S", "the server of the passive copy", 1}, ETCD_OPT, DAG_OPT, {0}};
+static const cli_opt copy_reseed_opts[] = {
+    {"server", "S", "the server of the passive copy", 1},
+    {"wait-seconds", "N", "wait this long for the copy to be Healthy (default 600; 0: no wait)",
+     0},
+    ETCD_OPT,
+    DAG_OPT,
+    {0},
+};
+static const cli_opt copy_status_opts[] = {
+    ETCD_OPT, DAG_OPT, {"json", NULL, "print the copies as a JSON array", 0}, {0}};
+
+static const cli_cmd copy_cmds[] = {
+    {"add", "DB", copy_add_opts,
+     "Add a passive copy on another server; its replication service seeds it (run on the active)",
+     "The seed is the active's .edb under a shadow copy (the held provider: mail goes on), then\n"
+     "the logs from the generation it needs. Waits until the copy is Healthy.",
+     run_copy_add},
+    {"status", "[DB]", copy_status_opts,
+     "Per copy: state, copy and replay queues, last generation copied, inspected, replayed", NULL,
+     run_copy_status},
+    {"suspend", "DB", copy_server_opts, "Stop copying and replaying into a passive copy", NULL,
+     run_copy_suspend},
+    {"resume", "DB", copy_server_opts, "Resume a suspended passive copy (seeds it if it never was)",
+     NULL, run_copy_resume},
+    {"remove", "DB", copy_server_opts, "Remove a passive copy from the DAG (its files stay)", NULL,
+     run_copy_remove},
+    {"reseed", "DB", copy_reseed_opts,
+     "Replace a failed or divergent passive copy with a new seed from the active", NULL,
+     run_copy_reseed},
+    {0},
+};
+const cli_group cli_copy_group = {"db copy", "Passive copies of a database in a DAG", copy_cmds};

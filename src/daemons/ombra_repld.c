@@ -1,0 +1,90 @@
+/* ombra-repld [--foreground] --server NAME --listen ADDR:PORT --etcd URL [--dag NAME]
+ * [--group GROUP] [--lease-seconds N] [limits]: the replication service of one server of a DAG
+ * (repl/repld.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/logging.h"
+#include "base/server.h"
+#include "repl/repld.h"
+
+static void usage(FILE *f)
+{
+    fputs("usage: ombra-repld [--foreground] --server NAME --listen ADDR:PORT --etcd URL\n"
+          "                   [--dag NAME] [--group GROUP] [--lease-seconds N]\n"
+          "  The replication service of one server of a DAG: copies the closed log generations\n"
+          "  of this server's passive copies from their active server and replays them, serves\n"
+          "  its active copies to the other servers, keeps the server's lease in etcd. Reads\n"
+          "  the DAG's certificates from $OMBRA_HOME/dag/ (ombra dag add-server); admin socket\n"
+          "  repl.sock in the runtime directory ($OMBRA_RUNTIME_DIR). Without --foreground it\n"
+          "  detaches and logs to $OMBRA_HOME/ombra-repld.log.\n"
+          "  --server NAME          this server's name (as its certificate says)\n"
+          "  --listen ADDR:PORT     the replication port (TLS 1.3, DAG certificates only)\n"
+          "  --etcd URL[,URL...]    the DAG's etcd (default $OMBRA_ETCD)\n"
+          "  --dag NAME             the DAG, when that etcd holds several\n"
+          "  --group GROUP          the group allowed to use the admin socket\n"
+          "  --lease-seconds N      the server's lease in etcd (default 5)\n" OM_SERVER_LIMITS_USAGE,
+          f);
+}
+
+int main(int argc, char **argv)
+{
+    om_log_init("ombra-repld");
+    int fg = 0;
+    rp_repld_opts o = {.etcd = getenv("OMBRA_ETCD"), .limits = {.max_data = 1u << 20}};
+    for (int i = 1; i < argc; i++) {
+        int lo = om_server_limit_option("ombra-repld", argc, argv, &i, &o.limits);
+        if (lo < 0) return 2;
+        if (lo) continue;
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--foreground"))
+            fg = 1;
+        else if (!strcmp(a, "--server") && v)
+            o.server = argv[++i];
+        else if (!strcmp(a, "--listen") && v)
+            o.listen = argv[++i];
+        else if (!strcmp(a, "--etcd") && v)
+            o.etcd = argv[++i];
+        else if (!strcmp(a, "--dag") && v)
+            o.dag = argv[++i];
+        else if (!strcmp(a, "--group") && v)
+            o.group = argv[++i];
+        else if (!strcmp(a, "--lease-seconds") && v) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 1 || n > 3600) {
+                fprintf(stderr, "ombra-repld: --lease-seconds takes 1-3600, not '%s'\n", argv[i]);
+                return 2;
+            }
+            o.lease_s = (int)n;
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "ombra-repld: unknown argument '%s'. See 'ombra-repld --help'.\n", a);
+            return 2;
+        }
+    }
+    const char *missing = !o.server ? "--server NAME" : !o.listen ? "--listen ADDR:PORT"
+                                                   : !o.etcd || !*o.etcd ? "--etcd URL"
+                                                                        : NULL;
+    if (missing) {
+        fprintf(stderr, "ombra-repld: %s is required. See 'ombra-repld --help'.\n", missing);
+        return 2;
+    }
+    char arun[4096], adata[4096];
+    int rc = om_daemon_start("ombra-repld", o.group, fg, arun, adata, sizeof arun);
+    if (rc) return rc;
+    o.runtime_dir = arun;
+    o.data_dir = adata;
+    rc = rp_repld_run(&o);
+    if (rc) {
+        om_error("%s", om_err_detail());
+        if (fg) fprintf(stderr, "ombra-repld: %s (%d %s)\n", om_err_detail(), rc, om_err_name(rc));
+        return 1;
+    }
+    return 0;
+}

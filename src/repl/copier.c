@@ -1,0 +1,562 @@
+/* The passive side of replication (copier.h). */
+#include "repl/copier.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/logging.h"
+#include "base/paths.h"
+#include "base/proto.h"
+#include "base/time.h"
+#include "base/vfs.h"
+#include "check/check.h"
+#include "engine/engine.h"
+#include "engine/log.h"
+#include "repl/wire.h"
+
+struct rp_copier {
+    rp_copier_cfg cfg;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop, poked;
+    rp_copy_status st; /* under mu */
+    /* the thread's own */
+    char name[80], base[4], active[RP_NAME_MAX + 1], address[300];
+    char dir[4096], edb[4200], logs[4200];
+    int suspended;
+    int64_t reseed_seen, reseed_asked;
+    uint32_t replay_lag_s;
+    uint32_t closed, current; /* what the active said last */
+    uint64_t published_ns;
+    char published[1024];
+    eng_passive *p;
+};
+
+static uint64_t now_ms(void)
+{
+    return om_mono_ns() / 1000000;
+}
+
+static void set_state(rp_copier *c, const char *state, int rc)
+{
+    pthread_mutex_lock(&c->mu);
+    snprintf(c->st.state, sizeof c->st.state, "%s", state);
+    if (rc) {
+        char eb[600];
+        snprintf(c->st.last_error, sizeof c->st.last_error, "%s", om_err_format(rc, eb, sizeof eb));
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Waits ms or until poked or stopped; 1 when it should stop. */
+static int nap(rp_copier *c, uint64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop && !c->poked)
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &ts)) break;
+    c->poked = 0;
+    int stop = c->stop;
+    pthread_mutex_unlock(&c->mu);
+    return stop;
+}
+
+static int stopping(rp_copier *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int s = c->stop;
+    pthread_mutex_unlock(&c->mu);
+    return s;
+}
+
+/* The copy's records: the database, this server's copy of it, the active server and its
+ * address. DatabaseNotFound when this server holds no copy any more. */
+static int read_records(rp_copier *c)
+{
+    json_t *db = NULL, *act = NULL, *srv = NULL;
+    char k[160];
+    snprintf(k, sizeof k, "databases/%s", c->cfg.db_id);
+    int rc = rp_dag_get(c->cfg.dag, k, &db, NULL);
+    json_t *mine = db ? json_object_get(json_object_get(db, "copies"), c->cfg.server) : NULL;
+    if (!rc && !mine)
+        rc = om_errf(OM_E_DatabaseNotFound, "server %s holds no copy of database %s",
+                     c->cfg.server, c->cfg.db_id);
+    if (!rc) {
+        snprintf(c->name, sizeof c->name, "%s", om_json_str_or(db, "name", ""));
+        snprintf(c->base, sizeof c->base, "%s", om_json_str_or(db, "base", "E00"));
+        c->suspended = json_is_true(json_object_get(mine, "suspended"));
+        c->reseed_asked = json_integer_value(json_object_get(mine, "reseed"));
+        c->replay_lag_s = (uint32_t)json_integer_value(json_object_get(mine, "replay_lag"));
+        snprintf(k, sizeof k, "active/%s", c->cfg.db_id);
+        rc = rp_dag_get(c->cfg.dag, k, &act, NULL);
+    }
+    if (!rc) {
+        snprintf(c->active, sizeof c->active, "%s", act ? om_json_str_or(act, "server", "") : "");
+        snprintf(k, sizeof k, "servers/%s", c->active);
+        rc = c->active[0] ? rp_dag_get(c->cfg.dag, k, &srv, NULL) : 0;
+        snprintf(c->address, sizeof c->address, "%s",
+                 srv ? om_json_str_or(srv, "address", "") : "");
+    }
+    if (!rc && (!c->name[0] || !c->active[0] || !c->address[0]))
+        rc = om_errf(OM_E_DatabaseNotFound, "database %s has no active server with an address",
+                     c->cfg.db_id);
+    if (!rc) {
+        snprintf(c->dir, sizeof c->dir, "%s/dbs/%s", c->cfg.data_dir, c->name);
+        snprintf(c->edb, sizeof c->edb, "%s/%s.edb", c->dir, c->name);
+        snprintf(c->logs, sizeof c->logs, "%s/logs", c->dir);
+    }
+    json_decref(db);
+    json_decref(act);
+    json_decref(srv);
+    return rc;
+}
+
+/* copies/<db id>/<server> when it changed, or every 5 s as a sign of life. */
+static void publish(rp_copier *c, int force)
+{
+    rp_copy_status st;
+    rp_copier_status(c, &st);
+    uint32_t made = c->current ? c->current - 1 : c->closed;
+    json_t *rec =
+        json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:s,s:s}", "state", st.state,
+                  "reseed_seen", (json_int_t)c->reseed_seen, "active",
+                  c->active, "generated", (json_int_t)(c->current ? c->current : c->closed),
+                  "copied", (json_int_t)st.copied, "inspected", (json_int_t)st.inspected,
+                  "replayed", (json_int_t)st.replayed, "copy_queue",
+                  (json_int_t)(made > st.copied ? made - st.copied : 0), "replay_queue",
+                  (json_int_t)(st.inspected > st.replayed ? st.inspected - st.replayed : 0), "edb",
+                  c->edb, "logs", c->logs, "last_error", st.last_error);
+    char *s = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+    uint64_t now = om_mono_ns();
+    if (s && (force || strcmp(s, c->published) || now - c->published_ns > 5000000000ull)) {
+        char k[200];
+        snprintf(k, sizeof k, "copies/%s/%s", c->cfg.db_id, c->cfg.server);
+        json_object_set_new(rec, "updated_ns", json_integer((json_int_t)om_now_ns()));
+        if (!rp_dag_put(c->cfg.dag, k, rec, 0)) {
+            snprintf(c->published, sizeof c->published, "%s", s);
+            c->published_ns = now;
+        }
+    }
+    free(s);
+    json_decref(rec);
+}
+
+static int mkdirs(const char *p)
+{
+    om_dir *d = NULL;
+    int rc = om_dir_open(om_vfs_posix(), NULL, p, OM_D_CREATE, &d);
+    om_dir_close(d);
+    return rc;
+}
+
+/* The copy's files gone (a reseed starts from nothing). */
+static int wipe(rp_copier *c)
+{
+    uint32_t *gens = NULL, n = 0;
+    int rc = eng_log_list_gens(om_vfs_posix(), c->logs, c->base, &gens, &n);
+    for (uint32_t i = 0; !rc && i < n; i++) {
+        char p[4300];
+        eng_log_path(p, sizeof p, c->logs, c->base, gens[i]);
+        if (unlink(p) && errno != ENOENT) rc = om_errf(OM_E_DiskIO, "removing %s", p);
+    }
+    free(gens);
+    char p[4300];
+    snprintf(p, sizeof p, "%s/%s.chk", c->logs, c->base);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/%s.log", c->logs, c->base);
+    unlink(p);
+    if (!rc && unlink(c->edb) && errno != ENOENT) rc = om_errf(OM_E_DiskIO, "removing %s", c->edb);
+    return rc;
+}
+
+/* The seed: the active's .edb under a shadow copy, written whole as <edb>.seeding, its pages
+ * checked, then renamed into place. */
+static int seed(rp_copier *c, rp_conn *conn)
+{
+    set_state(c, "Seeding", 0);
+    publish(c, 1);
+    int rc = wipe(c);
+    om_dir *dir = NULL;
+    om_durable d = {0};
+    if (!rc) rc = om_dir_open(om_vfs_posix(), NULL, c->dir, OM_D_CREATE, &dir);
+    char edbname[128];
+    snprintf(edbname, sizeof edbname, "%s.edb", c->name);
+    if (!rc) rc = om_durable_begin(dir, edbname, &d);
+    if (!rc)
+        rc = rp_send(conn, json_pack("{s:s,s:s,s:s}", "op", "seed", "db", c->cfg.db_id, "name",
+                                     c->name),
+                     NULL, 0);
+    uint64_t size = 0, got = 0;
+    int done = 0;
+    while (!rc && !done) {
+        json_t *h = NULL;
+        void *bulk = NULL;
+        size_t n = 0;
+        rc = rp_recv(conn, &h, &bulk, &n, 120000);
+        if (!rc && !json_is_true(json_object_get(h, "ok")))
+            rc = om_errf((int)json_integer_value(json_object_get(h, "error")) ?: OM_E_Internal,
+                         "seeding from %s: %s", c->active, om_json_str_or(h, "message", "?"));
+        const char *op = rc ? "" : om_json_str_or(h, "op", "");
+        if (!strcmp(op, "seed.begin"))
+            size = (uint64_t)json_integer_value(json_object_get(h, "size"));
+        else if (!strcmp(op, "seed.data")) {
+            uint64_t off = (uint64_t)json_integer_value(json_object_get(h, "offset"));
+            if (off != got || got + n > size)
+                rc = om_errf(OM_E_Internal, "seed data from %s out of order at %llu", c->active,
+                             (unsigned long long)off);
+            else
+                rc = om_pwrite(d.f, bulk, n, off);
+            got += n;
+        } else if (!strcmp(op, "seed.end")) {
+            done = 1;
+            if (got != size || (uint64_t)json_integer_value(json_object_get(h, "size")) != size)
+                rc = om_errf(OM_E_Internal, "the seed from %s ended at %llu of %llu bytes",
+                             c->active, (unsigned long long)got, (unsigned long long)size);
+        } else if (!rc)
+            rc = om_errf(OM_E_Internal, "unexpected '%s' while seeding from %s", op, c->active);
+        free(bulk);
+        json_decref(h);
+    }
+    /* Page by page, before the name is in place. */
+    if (!rc) {
+        char tmp[4400];
+        snprintf(tmp, sizeof tmp, "%s/%s", c->dir, d.tmp);
+        rc = om_sync(d.f);
+        const char *one[1] = {tmp};
+        chk_set *cs = NULL;
+        chk_headers hh;
+        if (!rc) rc = chk_init(one, 1, NULL, NULL, NULL, &cs);
+        if (!rc) rc = chk_check_headers(cs, &hh);
+        if (!rc) rc = chk_check_pages(cs, 0, 1, chk_db(cs, 0)->pages, NULL, NULL);
+        if (cs) {
+            int trc = chk_term(cs, NULL);
+            if (!rc) rc = trc;
+        }
+        if (rc) rc = om_err_ctx(rc, "the seed of %s from %s", c->name, c->active);
+    }
+    if (!rc)
+        rc = om_durable_commit(&d, 0);
+    else if (d.f)
+        om_durable_abort(&d);
+    om_dir_close(dir);
+    if (!rc) {
+        c->reseed_seen = c->reseed_asked;
+        om_info("seeded %s (%s) from %s: %llu bytes", c->name, c->cfg.db_id, c->active,
+                (unsigned long long)got);
+    }
+    return rc;
+}
+
+/* The newest numbered generation in the copy's folder (0: none). */
+static uint32_t last_copied(rp_copier *c, uint32_t *first)
+{
+    uint32_t *gens = NULL, n = 0, hi = 0, lo = 0;
+    if (!eng_log_list_gens(om_vfs_posix(), c->logs, c->base, &gens, &n))
+        for (uint32_t i = 0; i < n; i++) {
+            if (gens[i] > hi) hi = gens[i];
+            if (!lo || gens[i] < lo) lo = gens[i];
+        }
+    free(gens);
+    if (first) *first = lo;
+    return hi;
+}
+
+/* One generation: fetched, written under a temporary name, synced, inspected, renamed into
+ * the copy's log folder. */
+static int fetch(rp_copier *c, rp_conn *conn, uint32_t gen)
+{
+    json_t *h = NULL;
+    void *bulk = NULL;
+    size_t n = 0;
+    int rc = rp_call(conn,
+                     json_pack("{s:s,s:s,s:s,s:I}", "op", "log.get", "db", c->cfg.db_id, "name",
+                               c->name, "gen", (json_int_t)gen),
+                     30000, &h, &bulk, &n);
+    om_dir *dir = NULL;
+    om_durable d = {0};
+    char name[64], tmp[4400];
+    snprintf(name, sizeof name, "%s%08X.log", c->base, gen);
+    if (!rc) rc = om_dir_open(om_vfs_posix(), NULL, c->logs, OM_D_CREATE, &dir);
+    if (!rc) rc = om_durable_begin(dir, name, &d);
+    if (!rc) rc = om_pwrite(d.f, bulk, n, 0);
+    if (!rc) rc = om_sync(d.f);
+    if (!rc) {
+        snprintf(tmp, sizeof tmp, "%s/%s", c->logs, d.tmp);
+        rc = eng_passive_inspect(c->p, tmp, gen);
+    }
+    if (!rc)
+        rc = om_durable_commit(&d, 0);
+    else if (d.f)
+        om_durable_abort(&d);
+    om_dir_close(dir);
+    free(bulk);
+    json_decref(h);
+    if (!rc) {
+        pthread_mutex_lock(&c->mu);
+        c->st.copied = c->st.inspected = gen;
+        pthread_mutex_unlock(&c->mu);
+    }
+    return rc;
+}
+
+/* Replays the inspected generations older than the lag. */
+static int replay(rp_copier *c)
+{
+    uint32_t upto = c->st.inspected;
+    if (c->replay_lag_s) {
+        time_t cutoff = time(NULL) - (time_t)c->replay_lag_s;
+        while (upto) {
+            char p[4300];
+            struct stat sb;
+            eng_log_path(p, sizeof p, c->logs, c->base, upto);
+            if (!stat(p, &sb) && sb.st_mtime <= cutoff) break;
+            upto--;
+        }
+    }
+    if (!upto) return 0;
+    eng_passive_state ps;
+    int rc = eng_passive_replay(c->p, upto, &ps);
+    pthread_mutex_lock(&c->mu);
+    c->st.replayed = ps.last_replayed;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static int open_passive(rp_copier *c)
+{
+    eng_opts o = {.edb_path = c->edb, .log_dir = c->logs, .base = c->base};
+    eng_passive_state ps;
+    int rc = eng_passive_open(&o, &c->p);
+    if (!rc) rc = eng_passive_replay(c->p, 0, &ps);
+    if (!rc) {
+        /* A fresh seed holds no log yet: the copy starts at the generation it needs. */
+        uint32_t hi = last_copied(c, NULL);
+        if (ps.next_gen && hi < ps.next_gen - 1) hi = ps.next_gen - 1;
+        pthread_mutex_lock(&c->mu);
+        c->st.copied = c->st.inspected = hi;
+        c->st.replayed = ps.last_replayed;
+        pthread_mutex_unlock(&c->mu);
+    }
+    return rc;
+}
+
+static void close_passive(rp_copier *c)
+{
+    if (c->p) eng_passive_close(c->p);
+    c->p = NULL;
+}
+
+/* An error that copying again does not cure: the copy is Failed (it retries all the same,
+ * slowly: a full disk may get space back). Anything else is the connection's: Disconnected. */
+static int copy_failed(int rc)
+{
+    switch (rc) {
+    case OM_E_MissingLogFile:
+    case OM_E_LogFileCorrupt:
+    case OM_E_InvalidLogSequence:
+    case OM_E_BadLogSignature:
+    case OM_E_DatabaseLogSetMismatch:
+    case OM_E_LogGenerationMismatch:
+    case OM_E_RequiredLogFilesMissing:
+    case OM_E_LogFileSizeMismatch:
+    case OM_E_DiskFull:
+    case OM_E_LogDiskFull:
+    case OM_E_ReadVerifyFailure:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Connected and seeded: copies and replays until the records change, the connection fails or
+ * the copy cannot go on. */
+static int run_copy(rp_copier *c, rp_conn *conn)
+{
+    int rc = 0, damaged = 0;
+    set_state(c, "Healthy", 0);
+    while (!rc && !stopping(c)) {
+        pthread_mutex_lock(&c->mu);
+        int poked = c->poked;
+        pthread_mutex_unlock(&c->mu);
+        if (poked) return 0; /* reread the records */
+        json_t *r = NULL;
+        rc = rp_call(conn,
+                     json_pack("{s:s,s:s,s:s,s:I,s:i}", "op", "log.wait", "db", c->cfg.db_id,
+                               "name", c->name, "after", (json_int_t)c->st.copied, "timeout_ms",
+                               2000),
+                     30000, &r, NULL, NULL);
+        if (rc) break;
+        c->closed = (uint32_t)json_integer_value(json_object_get(r, "closed"));
+        c->current = (uint32_t)json_integer_value(json_object_get(r, "current"));
+        uint32_t first = (uint32_t)json_integer_value(json_object_get(r, "first"));
+        json_decref(r);
+        if (c->st.copied + 1 < first && c->closed > c->st.copied) {
+            rc = om_errf(OM_E_MissingLogFile,
+                         "the active (%s) no longer holds generation %u of %s (its oldest is %u): "
+                         "the copy needs a reseed. HINT: ombra db copy reseed %s --server %s",
+                         c->active, c->st.copied + 1, c->name, first, c->name, c->cfg.server);
+            set_state(c, "Failed", rc);
+            publish(c, 1);
+            return rc;
+        }
+        for (uint32_t g = c->st.copied + 1; !rc && g <= c->closed && !stopping(c); g++) {
+            rc = fetch(c, conn, g);
+            if (rc == OM_E_LogFileCorrupt && damaged++ < 3) { /* damaged in transit: again */
+                om_warn("generation %u of %s from %s was damaged in transit: fetching it again "
+                        "(%s)",
+                        g, c->name, c->active, om_err_detail());
+                rc = 0;
+                g--;
+                continue;
+            }
+            if (!rc) damaged = 0;
+        }
+        if (!rc) rc = replay(c);
+        if (rc && copy_failed(rc)) {
+            set_state(c, "Failed", rc);
+            publish(c, 1);
+            return rc;
+        }
+        if (!rc) {
+            set_state(c, "Healthy", 0);
+            publish(c, 0);
+        }
+    }
+    return rc;
+}
+
+static void *copier_main(void *arg)
+{
+    rp_copier *c = arg;
+    uint64_t backoff = 200;
+    int first = 1;
+    while (!stopping(c)) {
+        int rc = read_records(c);
+        if (!rc && first) { /* which reseed the copy on disk answers (none asked: the last) */
+            json_t *mine = NULL;
+            char k[200];
+            snprintf(k, sizeof k, "copies/%s/%s", c->cfg.db_id, c->cfg.server);
+            rc = rp_dag_get(c->cfg.dag, k, &mine, NULL);
+            json_t *seen = json_object_get(mine, "reseed_seen");
+            c->reseed_seen = json_is_integer(seen) ? json_integer_value(seen) : c->reseed_asked;
+            json_decref(mine);
+            if (!rc) first = 0;
+        }
+        if (rc == OM_E_DatabaseNotFound) {
+            set_state(c, "Removed", 0);
+            if (nap(c, 2000)) break;
+            continue;
+        }
+        if (rc) {
+            set_state(c, "Disconnected", rc);
+            if (nap(c, backoff)) break;
+            backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+            continue;
+        }
+        if (c->suspended) {
+            close_passive(c);
+            set_state(c, "Suspended", 0);
+            publish(c, 0);
+            if (nap(c, 2000)) break;
+            continue;
+        }
+        rp_conn *conn = NULL;
+        rc = mkdirs(c->logs);
+        if (!rc) rc = rp_connect(c->cfg.tls, c->address, c->active, 5000, &conn);
+        if (rc) {
+            set_state(c, "Disconnected", rc);
+            publish(c, 0);
+            if (nap(c, backoff)) break;
+            backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+            continue;
+        }
+        backoff = 200;
+        struct stat sb;
+        int need_seed = stat(c->edb, &sb) != 0 || c->reseed_asked != c->reseed_seen;
+        if (need_seed) {
+            close_passive(c);
+            rc = seed(c, conn);
+        }
+        if (!rc && !c->p) {
+            set_state(c, "Initializing", 0);
+            rc = open_passive(c);
+        }
+        if (!rc) rc = run_copy(c, conn);
+        rp_close(conn);
+        if (rc) {
+            set_state(c, copy_failed(rc) ? "Failed" : "Disconnected", rc);
+            om_warn("copy of %s from %s: %s", c->name, c->active, om_err_detail());
+            close_passive(c);
+            publish(c, 1);
+            if (nap(c, backoff)) break;
+            backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+        }
+    }
+    close_passive(c);
+    return NULL;
+}
+
+int rp_copier_start(const rp_copier_cfg *cfg, rp_copier **out)
+{
+    rp_copier *c = calloc(1, sizeof *c);
+    if (!c) return om_errf(OM_E_OutOfMemory, "copier");
+    c->cfg = *cfg;
+    c->reseed_seen = -1;
+    snprintf(c->st.state, sizeof c->st.state, "Initializing");
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (pthread_create(&c->th, NULL, copier_main, c)) {
+        free(c);
+        return om_errf(OM_E_OutOfMemory, "copier thread");
+    }
+    *out = c;
+    return 0;
+}
+
+void rp_copier_poke(rp_copier *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->poked = 1;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void rp_copier_stop(rp_copier *c)
+{
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->th, NULL);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+void rp_copier_status(rp_copier *c, rp_copy_status *st)
+{
+    pthread_mutex_lock(&c->mu);
+    *st = c->st;
+    pthread_mutex_unlock(&c->mu);
+}
+
+const char *rp_copier_db(const rp_copier *c)
+{
+    return c->cfg.db_id;
+}

@@ -1,0 +1,248 @@
+/* The DAG's records in etcd (dag.h). */
+#include "repl/dag.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+
+#define DAG_ROOT "/ombra/dag/"
+
+int rp_name_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n < 1 || n > RP_NAME_MAX || !strcmp(s, ".") || !strcmp(s, "..")) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+void rp_dag_key(const rp_dag *d, char *out, size_t n, const char *fmt, ...)
+{
+    int k = snprintf(out, n, "%s", d->prefix);
+    if (k < 0 || (size_t)k >= n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out + k, n - (size_t)k, fmt, ap);
+    va_end(ap);
+}
+
+/* The names of the DAGs this etcd holds (their config records), comma-separated into out. */
+static int dag_names(etcd *e, char *out, size_t n, int *count)
+{
+    etcd_kv *kvs = NULL;
+    size_t nk = 0;
+    int64_t rev;
+    *count = 0;
+    out[0] = 0;
+    int rc = etcd_range_prefix(e, DAG_ROOT, &kvs, &nk, &rev);
+    if (rc) return rc;
+    for (size_t i = 0; i < nk; i++) {
+        const char *k = kvs[i].key + strlen(DAG_ROOT), *slash = strchr(k, '/');
+        if (!slash || strcmp(slash, "/config")) continue;
+        size_t used = strlen(out);
+        snprintf(out + used, n - used, "%s%.*s", *count ? ", " : "", (int)(slash - k), k);
+        (*count)++;
+    }
+    etcd_kvs_free(kvs, nk);
+    return 0;
+}
+
+int rp_dag_open(const char *endpoints, const char *name, int must_exist, rp_dag **out)
+{
+    *out = NULL;
+    if (!endpoints || !*endpoints)
+        return om_errf(OM_E_InvalidParameter,
+                       "no etcd named. HINT: --etcd http://HOST:2379 or OMBRA_ETCD");
+    if (name && !rp_name_ok(name))
+        return om_errf(OM_E_InvalidName,
+                       "'%s' is not a DAG name (letters, digits, '.', '_', '-'; 1 to 63)", name);
+    rp_dag *d = calloc(1, sizeof *d);
+    if (!d) return om_errf(OM_E_OutOfMemory, "DAG handle");
+    int rc = etcd_open(endpoints, NULL, &d->e);
+    if (rc) {
+        free(d);
+        return rc;
+    }
+    if (!name) {
+        char names[1024];
+        int count;
+        if ((rc = dag_names(d->e, names, sizeof names, &count))) goto fail;
+        if (count == 0) {
+            rc = om_errf(OM_E_DagNotFound, "etcd at %s holds no DAG. HINT: ombra dag init NAME",
+                         endpoints);
+            goto fail;
+        }
+        if (count > 1) {
+            rc = om_errf(OM_E_InvalidParameter, "etcd at %s holds several DAGs (%s). HINT: --dag NAME",
+                         endpoints, names);
+            goto fail;
+        }
+        snprintf(d->name, sizeof d->name, "%s", names);
+    } else {
+        snprintf(d->name, sizeof d->name, "%s", name);
+    }
+    snprintf(d->prefix, sizeof d->prefix, DAG_ROOT "%s/", d->name);
+    if (must_exist) {
+        json_t *cfg = NULL;
+        int64_t rev;
+        if ((rc = rp_dag_get(d, "config", &cfg, &rev))) goto fail;
+        if (!cfg) {
+            rc = om_errf(OM_E_DagNotFound, "no DAG named '%s' in etcd at %s. HINT: ombra dag init %s",
+                         d->name, endpoints, d->name);
+            goto fail;
+        }
+        json_decref(cfg);
+    }
+    *out = d;
+    return 0;
+fail:
+    rp_dag_close(d);
+    return rc;
+}
+
+void rp_dag_close(rp_dag *d)
+{
+    if (!d) return;
+    etcd_close(d->e);
+    free(d);
+}
+
+static int parse_rec(const char *key, const etcd_kv *kv, json_t **val)
+{
+    json_error_t je;
+    *val = json_loadb((const char *)kv->val, kv->len, 0, &je);
+    if (!*val || !json_is_object(*val)) {
+        json_decref(*val);
+        *val = NULL;
+        return om_errf(OM_E_Internal, "etcd key %s holds no JSON object (%s)", key, je.text);
+    }
+    return 0;
+}
+
+int rp_dag_get(rp_dag *d, const char *suffix, json_t **val, int64_t *mod_rev)
+{
+    char key[512];
+    rp_dag_key(d, key, sizeof key, "%s", suffix);
+    etcd_kv *kv = NULL;
+    int64_t rev;
+    *val = NULL;
+    if (mod_rev) *mod_rev = 0;
+    int rc = etcd_get(d->e, key, &kv, &rev);
+    if (rc || !kv) return rc;
+    if (mod_rev) *mod_rev = kv->mod_rev;
+    rc = parse_rec(key, kv, val);
+    etcd_kvs_free(kv, 1);
+    return rc;
+}
+
+int rp_dag_put(rp_dag *d, const char *suffix, json_t *val, int64_t lease)
+{
+    char key[512];
+    rp_dag_key(d, key, sizeof key, "%s", suffix);
+    char *s = json_dumps(val, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!s) return om_errf(OM_E_OutOfMemory, "encoding %s", key);
+    int rc = etcd_put(d->e, key, s, strlen(s), lease);
+    free(s);
+    return rc;
+}
+
+/* One transaction: put val at key when its mod revision is still rev (0: absent). */
+static int put_if(rp_dag *d, const char *key, int64_t rev, json_t *val, int *done)
+{
+    char *s = json_dumps(val, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!s) return om_errf(OM_E_OutOfMemory, "encoding %s", key);
+    etcd_txn *t = etcd_txn_new();
+    int rc = t ? 0 : om_errf(OM_E_OutOfMemory, "etcd transaction");
+    if (!rc) rc = etcd_txn_cmp_mod(t, key, ETCD_CMP_EQUAL, rev);
+    if (!rc) rc = etcd_txn_put(t, key, s, strlen(s), 0);
+    if (!rc) rc = etcd_txn_commit(d->e, t, done);
+    etcd_txn_free(t);
+    free(s);
+    return rc;
+}
+
+int rp_dag_create(rp_dag *d, const char *suffix, json_t *val, int *created)
+{
+    char key[512];
+    rp_dag_key(d, key, sizeof key, "%s", suffix);
+    return put_if(d, key, 0, val, created);
+}
+
+int rp_dag_delete(rp_dag *d, const char *suffix, int prefix)
+{
+    char key[512];
+    int64_t n;
+    rp_dag_key(d, key, sizeof key, "%s", suffix);
+    return etcd_delete(d->e, key, prefix, &n);
+}
+
+int rp_dag_list(rp_dag *d, const char *suffix, json_t **obj)
+{
+    char key[512];
+    rp_dag_key(d, key, sizeof key, "%s", suffix);
+    etcd_kv *kvs = NULL;
+    size_t n = 0;
+    int64_t rev;
+    *obj = NULL;
+    int rc = etcd_range_prefix(d->e, key, &kvs, &n, &rev);
+    if (rc) return rc;
+    json_t *o = json_object();
+    size_t plen = strlen(key);
+    for (size_t i = 0; i < n && !rc; i++) {
+        json_t *v;
+        if (parse_rec(kvs[i].key, &kvs[i], &v)) continue; /* a foreign key: not ours to read */
+        json_object_set_new(o, kvs[i].key + plen, v);
+    }
+    etcd_kvs_free(kvs, n);
+    *obj = o;
+    return 0;
+}
+
+int rp_dag_update(rp_dag *d, const char *suffix, rp_dag_change change, void *arg)
+{
+    char key[512];
+    rp_dag_key(d, key, sizeof key, "%s", suffix);
+    for (int attempt = 0; attempt < 50; attempt++) {
+        json_t *rec;
+        int64_t rev;
+        int rc = rp_dag_get(d, suffix, &rec, &rev);
+        if (rc) return rc;
+        int exists = rec != NULL;
+        if (!rec) rec = json_object();
+        rc = change(arg, rec, exists);
+        int done = 0;
+        if (!rc) rc = put_if(d, key, rev, rec, &done);
+        json_decref(rec);
+        if (rc || done) return rc;
+    }
+    return om_errf(OM_E_Busy, "etcd key %s kept changing under 50 attempts to update it", key);
+}
+
+int rp_dag_find_db(rp_dag *d, const char *name, json_t **rec, char id[37])
+{
+    json_t *all;
+    *rec = NULL;
+    int rc = rp_dag_list(d, "databases/", &all);
+    if (rc) return rc;
+    const char *k;
+    json_t *v;
+    json_object_foreach(all, k, v)
+    {
+        if (!strcmp(json_string_value(json_object_get(v, "name")) ?: "", name)) {
+            snprintf(id, 37, "%s", k);
+            *rec = json_incref(v);
+            break;
+        }
+    }
+    json_decref(all);
+    if (!*rec)
+        return om_errf(OM_E_DatabaseNotFound, "no database named '%s' in DAG %s", name, d->name);
+    return 0;
+}

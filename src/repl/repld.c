@@ -1,0 +1,406 @@
+/* ombra-repld (repld.h): the lease, the replication port, the copiers, the admin socket. */
+#include "repl/repld.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/logging.h"
+#include "base/paths.h"
+#include "base/proto.h"
+#include "base/time.h"
+#include "repl/copier.h"
+#include "repl/dag.h"
+#include "repl/source.h"
+#include "repl/tls.h"
+
+#define MAX_COPIES 256
+
+typedef struct repld {
+    const rp_repld_opts *o;
+    rp_dag *dag;
+    rp_tls *tls;
+    rp_source src;
+    pthread_mutex_t mu; /* everything below */
+    pthread_cond_t cv;
+    int stopping, active, changed;
+    gid_t group;
+    int listen_fd, peer_fd;
+    int64_t lease;
+    int etcd_ok;
+    char etcd_error[512];
+    rp_copier *copies[MAX_COPIES];
+    int ncopies;
+    uint64_t peers_refused, peers_served;
+} repld;
+
+/* ---- the lease: alive/<server> ---- */
+
+static int lease_up(repld *r)
+{
+    int64_t id = 0;
+    int rc = etcd_lease_grant(r->dag->e, r->o->lease_s, &id);
+    char key[200];
+    snprintf(key, sizeof key, "alive/%s", r->o->server);
+    json_t *v = json_pack("{s:i,s:I}", "pid", (int)getpid(), "since_ns", (json_int_t)om_now_ns());
+    if (!rc) rc = rp_dag_put(r->dag, key, v, id);
+    json_decref(v);
+    if (!rc) r->lease = id;
+    return rc;
+}
+
+static void etcd_state(repld *r, int rc)
+{
+    pthread_mutex_lock(&r->mu);
+    int was = r->etcd_ok;
+    r->etcd_ok = rc == 0;
+    if (rc) snprintf(r->etcd_error, sizeof r->etcd_error, "%s", om_err_detail());
+    pthread_mutex_unlock(&r->mu);
+    if (was && rc) om_warn("etcd unreachable: %s (retrying)", om_err_detail());
+    if (!was && !rc) om_info("etcd reachable again");
+}
+
+/* Renews the lease every third of its time; a lapsed or unreachable lease is granted anew. */
+static void *lease_main(void *arg)
+{
+    repld *r = arg;
+    uint64_t backoff = 100;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        int stop = r->stopping;
+        pthread_mutex_unlock(&r->mu);
+        if (stop) break;
+        int rc;
+        int64_t left = 0;
+        if (r->lease) {
+            rc = etcd_lease_keepalive(r->dag->e, r->lease, &left);
+            if (!rc && left <= 0) {
+                om_warn("the lease of server %s lapsed: taking a new one", r->o->server);
+                r->lease = 0;
+            }
+        } else
+            rc = lease_up(r);
+        etcd_state(r, rc);
+        uint64_t ms = rc ? backoff : (uint64_t)r->o->lease_s * 1000 / 3;
+        backoff = rc ? (backoff * 2 > 2000 ? 2000 : backoff * 2) : 100;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t)(ms / 1000);
+        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&r->mu);
+        if (!r->stopping) pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+        pthread_mutex_unlock(&r->mu);
+    }
+    return NULL;
+}
+
+/* ---- the copiers, reconciled with the directory ---- */
+
+static void reconcile(repld *r)
+{
+    json_t *dbs = NULL, *act = NULL;
+    int rc = rp_dag_list(r->dag, "databases/", &dbs);
+    if (!rc) rc = rp_dag_list(r->dag, "active/", &act);
+    etcd_state(r, rc);
+    if (rc) goto out;
+    /* Stop the copiers of copies this server no longer holds as passive. */
+    for (int i = 0; i < r->ncopies;) {
+        const char *id = rp_copier_db(r->copies[i]);
+        json_t *db = json_object_get(dbs, id);
+        const char *active = om_json_str_or(json_object_get(act, id), "server", "");
+        if (db && json_object_get(json_object_get(db, "copies"), r->o->server) &&
+            strcmp(active, r->o->server)) {
+            rp_copier_poke(r->copies[i]); /* its records may have changed */
+            i++;
+            continue;
+        }
+        om_info("copy of database %s: no longer a passive copy of this server", id);
+        rp_copier_stop(r->copies[i]);
+        r->copies[i] = r->copies[--r->ncopies];
+    }
+    const char *id;
+    json_t *db;
+    json_object_foreach(dbs, id, db)
+    {
+        if (!json_object_get(json_object_get(db, "copies"), r->o->server)) continue;
+        if (!strcmp(om_json_str_or(json_object_get(act, id), "server", ""), r->o->server))
+            continue;
+        int have = 0;
+        for (int i = 0; i < r->ncopies && !have; i++)
+            have = !strcmp(rp_copier_db(r->copies[i]), id);
+        if (have || r->ncopies >= MAX_COPIES) continue;
+        rp_copier_cfg cfg = {.dag = r->dag,
+                             .tls = r->tls,
+                             .server = r->o->server,
+                             .data_dir = r->o->data_dir};
+        snprintf(cfg.db_id, sizeof cfg.db_id, "%s", id);
+        om_info("copy of database %s (%s): starting", om_json_str_or(db, "name", "?"), id);
+        if (!rp_copier_start(&cfg, &r->copies[r->ncopies])) r->ncopies++;
+    }
+out:
+    json_decref(dbs);
+    json_decref(act);
+}
+
+static void on_change(void *arg, const etcd_event *ev)
+{
+    repld *r = arg;
+    (void)ev;
+    pthread_mutex_lock(&r->mu);
+    r->changed = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Reconciles at every change of the directory (and every 10 s, in case a watch is between two
+ * connections). */
+static void *reconcile_main(void *arg)
+{
+    repld *r = arg;
+    for (;;) {
+        reconcile(r);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 10;
+        pthread_mutex_lock(&r->mu);
+        while (!r->stopping && !r->changed)
+            if (pthread_cond_timedwait(&r->cv, &r->mu, &ts)) break;
+        r->changed = 0;
+        int stop = r->stopping;
+        pthread_mutex_unlock(&r->mu);
+        if (stop) break;
+    }
+    for (int i = 0; i < r->ncopies; i++)
+        rp_copier_stop(r->copies[i]);
+    r->ncopies = 0;
+    return NULL;
+}
+
+/* ---- the replication port ---- */
+
+typedef struct peer {
+    repld *r;
+    rp_conn *c;
+} peer;
+
+static void *peer_main(void *arg)
+{
+    peer *p = arg;
+    rp_source_serve(&p->r->src, p->c);
+    rp_close(p->c);
+    pthread_mutex_lock(&p->r->mu);
+    p->r->active--;
+    pthread_cond_broadcast(&p->r->cv);
+    pthread_mutex_unlock(&p->r->mu);
+    free(p);
+    return NULL;
+}
+
+static void *accept_main(void *arg)
+{
+    repld *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        int stop = r->stopping;
+        pthread_mutex_unlock(&r->mu);
+        if (stop) break;
+        rp_conn *c = NULL;
+        int rc = rp_accept(r->tls, r->peer_fd, 5000, &c);
+        if (rc == OM_E_Timeout || (!rc && !c)) continue;
+        if (rc) { /* refused and logged by rp_accept */
+            pthread_mutex_lock(&r->mu);
+            r->peers_refused++;
+            pthread_mutex_unlock(&r->mu);
+            continue;
+        }
+        peer *p = malloc(sizeof *p);
+        pthread_t th;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pthread_mutex_lock(&r->mu);
+        r->active++;
+        r->peers_served++;
+        pthread_mutex_unlock(&r->mu);
+        if (!p || (*p = (peer){r, c}, pthread_create(&th, &at, peer_main, p))) {
+            free(p);
+            rp_close(c);
+            pthread_mutex_lock(&r->mu);
+            r->active--;
+            pthread_mutex_unlock(&r->mu);
+        }
+        pthread_attr_destroy(&at);
+    }
+    return NULL;
+}
+
+/* ---- the admin socket ---- */
+
+static json_t *status_json(repld *r)
+{
+    json_t *copies = json_array();
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->ncopies; i++) {
+        rp_copy_status st;
+        rp_copier_status(r->copies[i], &st);
+        json_array_append_new(
+            copies, json_pack("{s:s,s:s,s:I,s:I,s:I,s:s}", "db", rp_copier_db(r->copies[i]),
+                              "state", st.state, "copied", (json_int_t)st.copied, "inspected",
+                              (json_int_t)st.inspected, "replayed", (json_int_t)st.replayed,
+                              "last_error", st.last_error));
+    }
+    json_t *o = json_pack("{s:b,s:s,s:s,s:s,s:b,s:s,s:I,s:I,s:o}", "ok", 1, "server", r->o->server,
+                          "dag", r->dag->name, "listen", r->o->listen, "etcd_ok", r->etcd_ok,
+                          "etcd_error", r->etcd_ok ? "" : r->etcd_error, "peers_served",
+                          (json_int_t)r->peers_served, "peers_refused",
+                          (json_int_t)r->peers_refused, "copies", copies);
+    pthread_mutex_unlock(&r->mu);
+    return o;
+}
+
+typedef struct adm {
+    repld *r;
+    int fd;
+} adm;
+
+static void *adm_new(void *ctx, int fd)
+{
+    adm *a = malloc(sizeof *a);
+    if (a) *a = (adm){ctx, fd};
+    return a;
+}
+
+static void *adm_serve(void *arg)
+{
+    adm *a = arg;
+    char who[128];
+    if (om_server_admit(a->fd, a->r->group, "this replication service", who, sizeof who)) {
+        for (;;) {
+            json_t *req = NULL, *rep;
+            uint8_t *data = NULL;
+            size_t dlen = 0;
+            if (om_proto_recv(a->fd, &req, &data, &dlen)) break;
+            const char *op = om_json_str_or(req, "op", "");
+            if (!strcmp(op, "status"))
+                rep = status_json(a->r);
+            else
+                rep = om_proto_error(om_errf(OM_E_InvalidParameter, "unknown operation '%s'", op));
+            int rc = om_proto_send(a->fd, rep, NULL, 0);
+            json_decref(rep);
+            json_decref(req);
+            free(data);
+            if (rc) break;
+        }
+    }
+    close(a->fd);
+    pthread_mutex_lock(&a->r->mu);
+    a->r->active--;
+    pthread_cond_broadcast(&a->r->cv);
+    pthread_mutex_unlock(&a->r->mu);
+    free(a);
+    return NULL;
+}
+
+/* ---- the service ---- */
+
+static int check_member(repld *r)
+{
+    json_t *srv = NULL;
+    char k[128];
+    snprintf(k, sizeof k, "servers/%s", r->o->server);
+    int rc = rp_dag_get(r->dag, k, &srv, NULL);
+    if (!rc && !srv)
+        rc = om_errf(OM_E_InvalidParameter,
+                     "server %s is not a member of DAG %s. HINT: ombra dag add-server %s "
+                     "--address %s (on the server that keeps the DAG's certificate authority)",
+                     r->o->server, r->dag->name, r->o->server, r->o->listen);
+    json_decref(srv);
+    return rc;
+}
+
+int rp_repld_run(const rp_repld_opts *o0)
+{
+    static repld st;
+    repld *r = &st;
+    rp_repld_opts o = *o0;
+    if (o.lease_s <= 0) o.lease_s = 5;
+    memset(r, 0, sizeof *r);
+    r->o = &o;
+    r->listen_fd = r->peer_fd = -1;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    char dagdir[4200], sock[4200];
+    snprintf(dagdir, sizeof dagdir, "%s/dag", o.data_dir);
+    snprintf(sock, sizeof sock, "%s/repl.sock", o.runtime_dir);
+    int rc = om_group_id(o.group, &r->group);
+    if (!rc && !rp_name_ok(o.server))
+        rc = om_errf(OM_E_InvalidName, "'%s' is not a server name", o.server);
+    if (!rc) rc = rp_tls_load(dagdir, &r->tls);
+    if (!rc) rc = rp_dag_open(o.etcd, o.dag, 1, &r->dag);
+    if (!rc) rc = check_member(r);
+    if (!rc) rc = rp_listen(o.listen, &r->peer_fd);
+    if (rc) goto out;
+    r->src = (rp_source){.dag = r->dag, .server = o.server, .store_socket = o.store_socket};
+    const char *dmg = getenv("OMBRA_REPL_TEST_DAMAGE");
+    if (dmg) r->src.test_damage_gen = (uint32_t)strtoul(dmg, NULL, 10);
+    om_server_signals_block();
+    if ((rc = om_server_listen(sock, r->group, "ombra-repld", &r->listen_fd))) goto out;
+    r->etcd_ok = 1;
+    etcd_watch *w1 = NULL, *w2 = NULL;
+    char k1[200], k2[200];
+    rp_dag_key(r->dag, k1, sizeof k1, "databases/");
+    rp_dag_key(r->dag, k2, sizeof k2, "active/");
+    if (!rc) rc = etcd_watch_start(r->dag->e, k1, 0, on_change, r, &w1);
+    if (!rc) rc = etcd_watch_start(r->dag->e, k2, 0, on_change, r, &w2);
+    pthread_t lease_th, rec_th, acc_th;
+    om_stopper stopper = {.mu = &r->mu, .stopping = &r->stopping, .listen_fd = r->listen_fd};
+    if (!rc) rc = om_stopper_start(&stopper);
+    if (rc) {
+        etcd_watch_stop(w1);
+        etcd_watch_stop(w2);
+        goto out;
+    }
+    pthread_create(&lease_th, NULL, lease_main, r);
+    pthread_create(&rec_th, NULL, reconcile_main, r);
+    pthread_create(&acc_th, NULL, accept_main, r);
+    om_info("server %s of DAG %s: replication on %s, admin on %s", o.server, r->dag->name,
+            o.listen, sock);
+    om_server_accept(&stopper, "this replication service", &o.limits, &r->active, adm_new, r,
+                     adm_serve);
+    om_stopper_join(&stopper);
+    pthread_mutex_lock(&r->mu);
+    r->stopping = 1;
+    r->src.stopping = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    etcd_watch_stop(w1);
+    etcd_watch_stop(w2);
+    pthread_join(acc_th, NULL);
+    pthread_join(rec_th, NULL);
+    pthread_join(lease_th, NULL);
+    if (r->lease) etcd_lease_revoke(r->dag->e, r->lease); /* the others see us gone at once */
+    unlink(sock);
+    /* Peers being served end with their next request (the source sees stopping). */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&r->mu);
+    while (r->active > 0 && !pthread_cond_timedwait(&r->cv, &r->mu, &until)) {
+    }
+    pthread_mutex_unlock(&r->mu);
+    om_info("stopped");
+out:
+    if (r->listen_fd >= 0) close(r->listen_fd);
+    if (r->peer_fd >= 0) close(r->peer_fd);
+    /* The DAG and TLS handles stay: detached peer threads may still hold them at exit. */
+    return rc;
+}

@@ -1,0 +1,234 @@
+/* The active side of replication (wire.h): serves a peer's copier the closed generations of the
+ * databases whose active copy is on this server, a long poll that returns as soon as a new
+ * generation closes (inotify on the log folder: the engine renames E00.log to its numbered name
+ * when it rolls, so a numbered name appearing is a generation closing), and the seed. */
+#include "repl/source.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backup/shadow.h"
+#include "base/error.h"
+#include "base/logging.h"
+#include "base/proto.h"
+#include "base/time.h"
+#include "base/vfs.h"
+#include "engine/log.h"
+#include "repl/wire.h"
+#include "store/client.h"
+
+typedef struct srcdb {
+    char id[40], name[80], logs[4096], base[4], edb[4096];
+} srcdb;
+
+/* The database the request names, if this server holds its active copy: its paths from the
+ * local store, checked against the directory's record. */
+static int find_db(rp_source *s, store_client *sc, json_t *req, srcdb *d)
+{
+    const char *id = om_json_str_or(req, "db", ""), *name = om_json_str_or(req, "name", "");
+    json_t *act = NULL, *info = NULL;
+    char suffix[128];
+    snprintf(suffix, sizeof suffix, "active/%s", id);
+    int rc = rp_dag_get(s->dag, suffix, &act, NULL);
+    if (!rc && (!act || strcmp(om_json_str_or(act, "server", ""), s->server)))
+        rc = om_errf(OM_E_DatabaseNotFound, "server %s holds no active copy of database %s (%s)",
+                     s->server, name, id);
+    if (!rc) rc = store_client_db_show(sc, name, &info);
+    if (!rc && strcmp(om_json_str_or(info, "id", ""), id))
+        rc = om_errf(OM_E_DatabaseNotFound, "database '%s' of server %s has id %s, not %s", name,
+                     s->server, om_json_str_or(info, "id", ""), id);
+    if (!rc) {
+        snprintf(d->id, sizeof d->id, "%s", id);
+        snprintf(d->name, sizeof d->name, "%s", name);
+        snprintf(d->logs, sizeof d->logs, "%s", om_json_str_or(info, "logs", ""));
+        snprintf(d->edb, sizeof d->edb, "%s", om_json_str_or(info, "edb", ""));
+        snprintf(d->base, sizeof d->base, "%s", om_json_str_or(info, "base", "E00"));
+    }
+    json_decref(act);
+    json_decref(info);
+    return rc;
+}
+
+/* The folder's closed generations: the oldest and the newest (0, 0: none), and the current. */
+static int scan(const srcdb *d, uint32_t *first, uint32_t *closed, uint32_t *current)
+{
+    eng_stream st;
+    *first = *closed = *current = 0;
+    int rc = eng_stream_scan(om_vfs_posix(), d->logs, d->base, &st);
+    if (rc) return rc;
+    if (st.n) {
+        *first = st.gens[0];
+        *closed = st.gens[st.n - 1];
+    }
+    *current = st.cur_present ? st.cur_holds : 0;
+    eng_stream_free(&st);
+    return 0;
+}
+
+static int op_wait(rp_source *s, rp_conn *c, const srcdb *d, json_t *req)
+{
+    uint32_t after = (uint32_t)json_integer_value(json_object_get(req, "after"));
+    json_int_t tmo = json_integer_value(json_object_get(req, "timeout_ms"));
+    if (tmo <= 0 || tmo > 60000) tmo = RP_WAIT_MS;
+    int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (in < 0) return om_errf(OM_E_OutOfMemory, "inotify: %s", strerror(errno));
+    /* Watch before the first look, so a roll between the two is not missed. */
+    if (inotify_add_watch(in, d->logs, IN_MOVED_TO | IN_CREATE | IN_CLOSE_WRITE) < 0) {
+        int e = errno;
+        close(in);
+        return om_errf(OM_E_FileNotFound, "watching log folder %s: %s", d->logs, strerror(e));
+    }
+    uint64_t end = (om_mono_ns() / 1000000) + (uint64_t)tmo;
+    uint32_t first, closed, cur;
+    int rc;
+    for (;;) {
+        if ((rc = scan(d, &first, &closed, &cur))) break;
+        uint64_t now = (om_mono_ns() / 1000000);
+        if (closed > after || now >= end || s->stopping) break;
+        struct pollfd p = {.fd = in, .events = POLLIN};
+        int left = (int)(end - now);
+        poll(&p, 1, left > 500 ? 500 : left); /* 500 ms: to notice a stop */
+        char buf[4096];
+        while (read(in, buf, sizeof buf) > 0)
+            ;
+    }
+    close(in);
+    if (rc) return rc;
+    json_t *r = json_pack("{s:b,s:I,s:I,s:I}", "ok", 1, "closed", (json_int_t)closed, "current",
+                          (json_int_t)cur, "first", (json_int_t)first);
+    return rp_reply(c, r, NULL, 0);
+}
+
+/* Reads a whole closed generation, without following a link at its name. */
+static int read_gen(const srcdb *d, uint32_t gen, void **data, size_t *n)
+{
+    char path[4200];
+    eng_log_path(path, sizeof path, d->logs, d->base, gen);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return om_errf(errno == ENOENT ? OM_E_MissingLogFile : OM_E_DiskIO,
+                       "generation %u of %s (%s): %s", gen, d->name, path, strerror(errno));
+    struct stat st;
+    int rc = 0;
+    void *buf = NULL;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size > (64 << 20))
+        rc = om_errf(OM_E_LogFileCorrupt, "%s is not a log file of a sane size", path);
+    if (!rc && !(buf = malloc((size_t)st.st_size ? (size_t)st.st_size : 1)))
+        rc = om_errf(OM_E_OutOfMemory, "%s", path);
+    size_t got = 0;
+    while (!rc && got < (size_t)st.st_size) {
+        ssize_t k = pread(fd, (char *)buf + got, (size_t)st.st_size - got, (off_t)got);
+        if (k <= 0) rc = om_errf(OM_E_DiskIO, "reading %s: %s", path, k ? strerror(errno) : "short");
+        got += k > 0 ? (size_t)k : 0;
+    }
+    close(fd);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *data = buf;
+    *n = got;
+    return 0;
+}
+
+static int op_get(rp_source *s, rp_conn *c, const srcdb *d, json_t *req)
+{
+    uint32_t gen = (uint32_t)json_integer_value(json_object_get(req, "gen"));
+    void *data = NULL;
+    size_t n = 0;
+    int rc = read_gen(d, gen, &data, &n);
+    if (!rc && s->test_damage_gen == gen) { /* OMBRA_REPL_TEST_DAMAGE: damage in transit, once */
+        s->test_damage_gen = 0;
+        if (n > 8192) ((unsigned char *)data)[n / 2] ^= 0x5a;
+        om_warn("test: damaging generation %u of %s in transit", gen, d->name);
+    }
+    if (!rc)
+        rc = rp_reply(c, json_pack("{s:b,s:I,s:I}", "ok", 1, "gen", (json_int_t)gen, "size",
+                                   (json_int_t)n),
+                      data, n);
+    free(data);
+    return rc;
+}
+
+static int op_seed(rp_source *s, rp_conn *c, const srcdb *d)
+{
+    bk_shadow_db *sh = NULL;
+    int rc = bk_shadow_db_take(d->name, NULL, &sh);
+    if (rc) return rc;
+    om_info("seeding %s (%s) to %s from %s", d->name, d->id, rp_conn_peer(c), sh->edb);
+    int fd = open(sh->edb, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) rc = om_errf(OM_E_FileNotFound, "%s: %s", sh->edb, strerror(errno));
+    struct stat st;
+    if (!rc && fstat(fd, &st)) rc = om_errf(OM_E_DiskIO, "%s: %s", sh->edb, strerror(errno));
+    if (!rc)
+        rc = rp_reply(c, json_pack("{s:b,s:s,s:I,s:I,s:I}", "ok", 1, "op", "seed.begin", "size",
+                                   (json_int_t)st.st_size, "lo", (json_int_t)sh->lo, "hi",
+                                   (json_int_t)sh->hi),
+                      NULL, 0);
+    unsigned char *buf = rc ? NULL : malloc(RP_SEED_CHUNK);
+    if (!rc && !buf) rc = om_errf(OM_E_OutOfMemory, "seed buffer");
+    uint64_t off = 0;
+    while (!rc && off < (uint64_t)st.st_size) {
+        size_t want = (uint64_t)st.st_size - off < RP_SEED_CHUNK ? (size_t)(st.st_size - (off_t)off)
+                                                                  : RP_SEED_CHUNK;
+        ssize_t k = pread(fd, buf, want, (off_t)off);
+        if (k <= 0) {
+            rc = om_errf(OM_E_DiskIO, "reading %s: %s", sh->edb, k ? strerror(errno) : "short");
+            break;
+        }
+        rc = rp_reply(c, json_pack("{s:b,s:s,s:I}", "ok", 1, "op", "seed.data", "offset",
+                                   (json_int_t)off),
+                      buf, (size_t)k);
+        off += (uint64_t)k;
+    }
+    if (!rc)
+        rc = rp_reply(c, json_pack("{s:b,s:s,s:I}", "ok", 1, "op", "seed.end", "size",
+                                   (json_int_t)off),
+                      NULL, 0);
+    free(buf);
+    if (fd >= 0) close(fd);
+    bk_shadow_db_release(sh);
+    return rc;
+}
+
+void rp_source_serve(rp_source *s, rp_conn *c)
+{
+    store_client *sc = NULL;
+    if (store_client_new(s->store_socket, &sc)) {
+        rp_send_error(c, OM_E_OutOfMemory);
+        return;
+    }
+    store_client_retry_busy(sc, 1);
+    for (;;) {
+        json_t *req = NULL;
+        void *bulk = NULL;
+        size_t n = 0;
+        int rc = rp_recv(c, &req, &bulk, &n, 120000);
+        free(bulk);
+        if (rc) break; /* the peer went away or is silent: its copier connects again */
+        const char *op = om_json_str_or(req, "op", "");
+        srcdb d;
+        if (!strcmp(op, "hello")) {
+            rc = rp_reply(c, json_pack("{s:b,s:s}", "ok", 1, "server", s->server), NULL, 0);
+        } else if (!strcmp(op, "log.wait") || !strcmp(op, "log.get") || !strcmp(op, "seed")) {
+            rc = find_db(s, sc, req, &d);
+            if (!rc && !strcmp(op, "log.wait")) rc = op_wait(s, c, &d, req);
+            if (!rc && !strcmp(op, "log.get")) rc = op_get(s, c, &d, req);
+            if (!rc && !strcmp(op, "seed")) rc = op_seed(s, c, &d);
+            if (rc) rc = rp_send_error(c, rc);
+        } else {
+            om_errf(OM_E_InvalidParameter, "unknown request '%s'", op);
+            rc = rp_send_error(c, OM_E_InvalidParameter);
+        }
+        json_decref(req);
+        if (rc) break;
+    }
+    store_client_free(sc);
+}

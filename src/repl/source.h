@@ -1,0 +1,21 @@
+/* The active side of replication: what a peer's copier is served (wire.h has the protocol). */
+#ifndef OM_REPL_SOURCE_H
+#define OM_REPL_SOURCE_H
+
+#include <stdint.h>
+
+#include "repl/dag.h"
+#include "repl/tls.h"
+
+typedef struct rp_source {
+    rp_dag *dag;
+    const char *server;       /* this server's name */
+    const char *store_socket; /* NULL: <runtime>/store.sock */
+    volatile int stopping;
+    uint32_t test_damage_gen; /* tests: this generation is damaged once in transit */
+} rp_source;
+
+/* Serves requests on c until the peer closes or fails; c stays the caller's. */
+void rp_source_serve(rp_source *s, rp_conn *c);
+
+#endif

@@ -1,0 +1,59 @@
+/* Replies and calls of the replication protocol (wire.h). */
+#include "repl/wire.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "base/error.h"
+#include "base/proto.h"
+
+int rp_send_error(rp_conn *c, int rc)
+{
+    json_t *h = json_pack("{s:b,s:i,s:s}", "ok", 0, "error", rc, "message", om_err_detail());
+    int src = rp_send(c, h, NULL, 0);
+    json_decref(h);
+    return src;
+}
+
+int rp_reply(rp_conn *c, json_t *hdr, const void *bulk, size_t n)
+{
+    if (!hdr) hdr = json_pack("{s:b}", "ok", 1);
+    if (!hdr) return om_errf(OM_E_OutOfMemory, "reply");
+    int rc = rp_send(c, hdr, bulk, n);
+    json_decref(hdr);
+    return rc;
+}
+
+int rp_call(rp_conn *c, json_t *req, int timeout_ms, json_t **reply, void **bulk, size_t *n)
+{
+    if (!req) return om_errf(OM_E_OutOfMemory, "request");
+    const char *op = om_json_str_or(req, "op", "?");
+    char what[40];
+    snprintf(what, sizeof what, "%s", op);
+    int rc = rp_send(c, req, NULL, 0);
+    json_decref(req);
+    json_t *h = NULL;
+    void *b = NULL;
+    size_t bn = 0;
+    if (!rc) rc = rp_recv(c, &h, &b, &bn, timeout_ms);
+    if (!rc && !json_is_true(json_object_get(h, "ok"))) {
+        int e = (int)json_integer_value(json_object_get(h, "error"));
+        rc = om_errf(e ? e : OM_E_Internal, "%s (%s, from %s)", om_json_str_or(h, "message", "?"),
+                     what, rp_conn_peer(c));
+    }
+    if (rc) {
+        json_decref(h);
+        free(b);
+        return rc;
+    }
+    if (reply)
+        *reply = h;
+    else
+        json_decref(h);
+    if (bulk) {
+        *bulk = b;
+        *n = bn;
+    } else
+        free(b);
+    return 0;
+}

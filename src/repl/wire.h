@@ -1,0 +1,36 @@
+/* The replication protocol between two ombra-repld (over tls.h's connections: a JSON header,
+ * then raw bulk bytes; bulk data never goes through JSON). The passive's copier asks, the
+ * active's source answers, one request at a time on a connection:
+ *
+ *   {"op":"hello","server":S,"dag":D}           -> {"ok":true,"server":A}
+ *   {"op":"log.wait","db":ID,"name":N,"after":G,"timeout_ms":T}
+ *        -> {"ok":true,"closed":L,"current":C,"first":F}  as soon as a generation past G is
+ *           closed (L > G), or when T passed (L == G or less); C is the generation the active
+ *           is writing (0: dismounted), F the oldest one its folder still holds.
+ *   {"op":"log.get","db":ID,"name":N,"gen":G}   -> {"ok":true,"gen":G,"size":S} + the file's bytes
+ *   {"op":"seed","db":ID,"name":N}
+ *        -> {"ok":true,"op":"seed.begin","size":S}, then {"op":"seed.data","offset":O} + up
+ *           to RP_SEED_CHUNK bytes each, then {"op":"seed.end","size":S,"sha256":H}: the .edb
+ *           as the shadow copy (held provider) holds it; the logs it needs come by log.get.
+ * Errors: {"ok":false,"error":N,"message":M} (errors.def numbers). A source serves a database
+ * only while it is the active copy of it on this server (the directory's active/<id>) and only
+ * under its id and name: a request for another is DatabaseNotFound. */
+#ifndef OM_REPL_WIRE_H
+#define OM_REPL_WIRE_H
+
+#include <jansson.h>
+
+#include "repl/tls.h"
+
+#define RP_SEED_CHUNK (4u << 20)
+#define RP_WAIT_MS    10000
+
+/* Sends {"ok":false,"error":rc,"message":the thread's detail}. */
+int rp_send_error(rp_conn *c, int rc);
+/* Sends hdr (stolen) with bulk; NULL hdr: {"ok":true}. */
+int rp_reply(rp_conn *c, json_t *hdr, const void *bulk, size_t n);
+/* One request-reply exchange: sends req (stolen), returns the reply (its error as the return
+ * code, its message as the detail, prefixed by what). */
+int rp_call(rp_conn *c, json_t *req, int timeout_ms, json_t **reply, void **bulk, size_t *n);
+
+#endif
