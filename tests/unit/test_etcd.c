@@ -681,12 +681,14 @@ static void two_servers_share_the_directory(void **state)
     /* B removes its copy: the record stays for A; A removes its own: the record goes. */
     assert_int_equal(store_dir_remove(b, "db1"), 0);
     assert_null(store_dir_find(b, "db1"));
-    REFRESH_UNTIL(a, (rec = store_dir_record(a, "db1")) &&
+    rec = NULL;
+    REFRESH_UNTIL(a, (json_decref(rec), rec = store_dir_record(a, "db1")) &&
                          json_object_size(json_object_get(rec, "copies")) == 1);
     json_decref(rec);
+    rec = NULL;
     assert_int_equal(store_dir_remove(a, "db1"), 0);
     assert_int_equal(store_dir_remove(a, "other"), 0);
-    REFRESH_UNTIL(b, (rec = store_dir_record(b, "db1")) == NULL);
+    REFRESH_UNTIL(b, (json_decref(rec), rec = store_dir_record(b, "db1")) == NULL);
     etcd_kv *kvs;
     size_t n;
     assert_int_equal(etcd_range_prefix(ea, "/ombra/dag/dag1/", &kvs, &n, NULL), 0);
