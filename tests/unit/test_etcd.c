@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -92,6 +93,8 @@ static int spawn(etcd_proc *p)
     p->pid = fork();
     if (p->pid < 0) return -1;
     if (p->pid == 0) {
+        /* A test that aborts takes its etcd with it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         FILE *f = freopen(log, "a", stdout);
         (void)f;
         dup2(1, 2);
