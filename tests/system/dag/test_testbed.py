@@ -20,6 +20,9 @@ How to write a DAG test on the bed (tests/system/dag/conftest.py, dagbed.py):
         b.small_log_disk(16)                   # a 16 MiB ext4 mounted for a log folder
         bed.etcd_kill9(); bed.etcd_restart()   # bed.etcd_get(key, prefix=True), etcd_put
         a.tcp(b.addr, 7100)                    # a TCP connect from a's namespace (None: failed)
+        a.wait_tcp(b.addr, 7100)               # the same, retried (a healed link takes ~1 s)
+        a.reaches_etcd(); a.wait_reaches_etcd()
+        bed.etcd_use_tls(ca, crt, key, ccrt, ckey)  # etcd with client certificates
 
 Everything runs as root; without root each test skips saying why. A failing test prints the
 tail of every daemon's and etcd's log and keeps the bed's directory (/tmp/omd-*)."""
