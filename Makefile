@@ -15,8 +15,11 @@ ASAN_SYSTEM_SKIP ?= --ignore=tests/system/test_campaign.py --ignore=tests/system
 	--ignore=tests/system/test_restore_attacks.py -m "not slow_under_sanitizers"
 # System tests run in parallel (pytest-xdist): each test has its own daemons and directories.
 PYTEST_WORKERS ?= 3
+# The DAG tests (tests/system/dag) run only in make test-dag for now: pytest would otherwise
+# collect them with tests/system (make DAG_SKIP= test puts them back).
+DAG_SKIP ?= --ignore=tests/system/dag
 
-.PHONY: all deps build build-asan test test-long test-campaign test-soak test-tsan fuzz crash-long demo bench bench-vss bench-backup bench-restore clean
+.PHONY: all deps build build-asan test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo bench bench-vss bench-backup bench-restore clean
 
 all: build
 
@@ -46,10 +49,10 @@ test: deps build build-asan
 	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=50 OMBRA_TABLE_OPS=20000 \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== system tests"
-	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system
+	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system $(DAG_SKIP)
 	@echo "== system tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
-	  $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system $(ASAN_SYSTEM_SKIP)
+	  $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system $(ASAN_SYSTEM_SKIP) $(DAG_SKIP)
 	@echo "== table concurrency under ThreadSanitizer"
 	@$(MAKE) --no-print-directory test-tsan
 	@echo "== fuzzing the file-format parsers (bounded)"
@@ -66,7 +69,7 @@ test-long: deps build build-asan
 	  OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
 	  OMBRA_CAMPAIGN_SECONDS=120 OMBRA_SOAK_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup \
-	  tests/system
+	  tests/system $(DAG_SKIP)
 
 # The randomized restore campaign (tests/system/test_campaign.py) for CAMPAIGN_SECONDS.
 CAMPAIGN_SECONDS ?= 900
@@ -79,6 +82,11 @@ SOAK_SECONDS ?= 180
 test-soak: deps build
 	OMBRA_SOAK_SECONDS=$(SOAK_SECONDS) OMBRA_SOAK_REPORT=$(abspath $(BUILD))/soak.json \
 	  OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -s tests/system/test_soak.py
+
+# The DAG test bed and the DAG tests (tests/system/dag): servers in network namespaces and a
+# real etcd; root only (they skip without it).
+test-dag: deps build
+	OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/system/dag
 
 # A longer fuzzing run (FUZZ_SECONDS to change it).
 fuzz: deps

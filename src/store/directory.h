@@ -1,12 +1,26 @@
 /* The directory (storage configuration): which databases exist on which server, their paths,
  * log base names and flags. The Active Directory analog of ARCHITECTURE.md.
  *
- * The directory is a JSON document behind a backend of two calls (load, save). The file
- * backend keeps it in $OMBRA_HOME/directory.json and replaces it durably on every change
- * (write temp, fsync, rename, fsync the folder), so after a crash it is the old or the new
- * document, never a mix; an etcd backend for several hosts can follow with the same calls.
+ * One interface, two backends; the store never knows which one it has.
  *
- * Not thread-safe: the store serialises changes under its own lock. */
+ * The file backend (one server, no DAG) keeps a JSON document in $OMBRA_HOME/directory.json
+ * and replaces it durably on every change (write temp, fsync, rename, fsync the folder), so
+ * after a crash it is the old or the new document, never a mix.
+ *
+ * The etcd backend (a DAG, docs/design.md "The directory on etcd") keeps one key per database,
+ * /ombra/dag/<dag>/databases/<db id>, a JSON record {"id", "name", "base", "circular_logging",
+ * "allow_restore", "recovery", "copies": {<server>: {"edb", "logs", "mounted", "preference",
+ * "replay_lag"}}}: the settings of the database and, per server holding a copy, that copy's
+ * paths. A store on server S sees the databases with a copy on S (ents), with S's paths, and
+ * server set to S. A put is one etcd transaction that compares the revision of the record it
+ * read: a change another server made meanwhile is read again and kept (the fields this put
+ * changes from what the caller saw are applied onto the record as it now is), never
+ * overwritten. A remove takes S's copy out of the record, and the record with its last copy.
+ * A watch sees the other servers' changes as they are made; they reach ents at
+ * store_dir_refresh, which the store calls under its lock (store_dir_on_change tells it when).
+ *
+ * Not thread-safe: the store serialises the calls (and its reads of ents) under its own lock;
+ * ents and the pointers into it change only in put, remove and refresh. */
 #ifndef OM_STORE_DIRECTORY_H
 #define OM_STORE_DIRECTORY_H
 
@@ -14,6 +28,7 @@
 #include <stddef.h>
 
 #include "base/uuid.h"
+#include "etcd/etcd.h"
 
 #define STORE_MAX_NAME 64
 
@@ -26,27 +41,46 @@ typedef struct store_dbent {
     int circular, allow_restore, recovery, mounted;
 } store_dbent;
 
-typedef struct store_dir_backend {
-    /* *doc is NULL when nothing was saved yet. */
-    int (*load)(void *arg, json_t **doc);
-    int (*save)(void *arg, json_t *doc);
-    void *arg;
-} store_dir_backend;
+typedef struct store_dir_ops store_dir_ops; /* the backend's calls (directory.c) */
 
 typedef struct store_dir {
-    store_dir_backend be;
+    const store_dir_ops *ops;
+    void *be; /* the backend's state */
     store_dbent *ents;
     size_t n, cap;
 } store_dir;
 
-/* The file backend over path (arg is a strdup'd path, freed by store_dir_close). */
+/* The file backend over path. */
 int store_dir_open_file(const char *path, store_dir **out);
+/* The etcd backend: the databases of DAG dag (a name: letters, digits, '-', '_', '.') with a
+ * copy on server. Reads every record once (an unreadable record is an error naming its key),
+ * then watches them. e stays the caller's, and must outlive the directory. */
+int store_dir_open_etcd(etcd *e, const char *dag, const char *server, store_dir **out);
 void store_dir_close(store_dir *d);
-/* NULL when there is no such database. */
+/* NULL when there is no such database (on etcd: none with a copy on this server). */
 store_dbent *store_dir_find(store_dir *d, const char *name);
-/* Adds (or replaces by name) and saves. On a failed save the directory is unchanged. */
+/* Adds (or replaces by name) and saves. On a failed save the directory is unchanged.
+ * On etcd, e is keyed by its id: a new id is a new database (DatabaseDuplicate when a database
+ * of that name exists in the DAG, whichever servers hold it; a name of this server's with
+ * another id is not replaced but refused the same way); an id the DAG has without a copy here
+ * adds this server's copy, the settings staying as the DAG has them; an id this server has
+ * changes what e changes from the entry as ents held it. A database another server removed
+ * meanwhile gives DatabaseNotFound; WriteConflict when other servers kept changing the record
+ * through every retry. */
 int store_dir_put(store_dir *d, const store_dbent *e);
+/* On etcd: removes this server's copy (the record goes with its last copy). */
 int store_dir_remove(store_dir *d, const char *name);
+/* On etcd: applies the changes of other servers that the watch has seen since the last refresh
+ * (ents and pointers into it change); *changed (may be NULL): how many records changed. The
+ * file backend has nothing to apply. */
+int store_dir_refresh(store_dir *d, int *changed);
+/* fn(arg) is called (on the watch's thread, no lock held) each time the watch has seen a
+ * change, so that the store takes its lock and calls store_dir_refresh. NULL fn: no more
+ * calls once this returns. The file backend never calls it. */
+void store_dir_on_change(store_dir *d, void (*fn)(void *arg), void *arg);
+/* The DAG's record of database name (a new reference), every copy included; NULL when there
+ * is none, and always on the file backend (one server: ents say everything). */
+json_t *store_dir_record(store_dir *d, const char *name);
 
 /* 1 when two paths name one place: the same file or folder once links on the way are
  * resolved, or the same text where neither exists yet. */
