@@ -160,9 +160,14 @@ static int put_if(rp_dag *d, const char *key, int64_t rev, json_t *val, int *don
     if (!s) return om_errf(OM_E_OutOfMemory, "encoding %s", key);
     etcd_txn *t = etcd_txn_new();
     int rc = t ? 0 : om_errf(OM_E_OutOfMemory, "etcd transaction");
-    if (!rc) rc = etcd_txn_cmp_mod(t, key, ETCD_CMP_EQUAL, rev);
-    if (!rc) rc = etcd_txn_put(t, key, s, strlen(s), 0);
-    if (!rc) rc = etcd_txn_commit(d->e, t, done);
+    if (!rc) {
+        if (rev)
+            etcd_txn_cmp_mod(t, key, ETCD_EQUAL, rev);
+        else
+            etcd_txn_cmp_absent(t, key);
+        etcd_txn_put(t, ETCD_THEN, key, s, strlen(s), 0);
+        rc = etcd_txn_commit(d->e, t, done);
+    }
     etcd_txn_free(t);
     free(s);
     return rc;
@@ -222,7 +227,7 @@ int rp_dag_update(rp_dag *d, const char *suffix, rp_dag_change change, void *arg
         json_decref(rec);
         if (rc || done) return rc;
     }
-    return om_errf(OM_E_Busy, "etcd key %s kept changing under 50 attempts to update it", key);
+    return om_errf(OM_E_WriteConflict, "etcd key %s kept changing under 50 attempts to update it", key);
 }
 
 int rp_dag_find_db(rp_dag *d, const char *name, json_t **rec, char id[37])
