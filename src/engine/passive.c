@@ -42,12 +42,12 @@
 struct eng_passive {
     eng_db *db;
     eng_replay rp;
-    eng_chain_want w;  /* w.gen is read next; the generation before it when w.have_prev */
-    eng_lgpos resume;  /* durable: where replay starts again */
-    uint32_t last;     /* every transaction committed in it or before is applied */
-    int restart;       /* the next replay reads again from resume (rp and w are reset) */
-    int at_resume;     /* the next generation read is resume.gen, read from resume.off */
-    int broken;        /* a write failed or a record did not apply: the error; nothing more */
+    eng_chain_want w; /* w.gen is read next; the generation before it when w.have_prev */
+    eng_lgpos resume; /* durable: where replay starts again */
+    uint32_t last;    /* every transaction committed in it or before is applied */
+    int restart;      /* the next replay reads again from resume (rp and w are reset) */
+    int at_resume;    /* the next generation read is resume.gen, read from resume.off */
+    int broken;       /* a write failed or a record did not apply: the error; nothing more */
     char broken_why[600];
     uint32_t gens;
     uint64_t bytes, ns;
@@ -390,8 +390,7 @@ static void link_previous(om_vfs *v, const eng_dbhdr *h, const char *edb, const 
     char prev[4200];
     eng_genread pg = {0};
     eng_chain_want pw;
-    if (gen < 2 || eng_log_path(prev, sizeof prev, dir, base, gen - 1) ||
-        v->exists(v, prev) != 1) {
+    if (gen < 2 || eng_log_path(prev, sizeof prev, dir, base, gen - 1) || v->exists(v, prev) != 1) {
         om_err_clear();
         return;
     }

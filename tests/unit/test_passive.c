@@ -29,7 +29,8 @@
 #include "engine/format.h"
 
 #define NP        48u /* data pages of the database */
-#define BIG_PAGES 36u /* a big transaction rewrites this many whole pages: more than a generation */
+#define BIG_PAGES 36u /* a big transaction rewrites this many whole pages: more than a generation  \
+                       */
 
 /* ---- the workload and its model ---- */
 
@@ -833,9 +834,9 @@ static int service_loop(om_vfs *v, uint32_t m, uint32_t G, uint32_t cache_pages)
 }
 
 /* A crash at the syncs of the service's loop (150 of them spread over all by default, a tenth
- * of OMBRA_CRASH_POINTS when that is set, OMBRA_PASSIVE_CRASH_POINTS when that is; one time in three a second crash during the run
- * after it): the loop run again finishes the job, and the copy activated holds the
- * active's commits through the last generation and goes on with the next. */
+ * of OMBRA_CRASH_POINTS when that is set, OMBRA_PASSIVE_CRASH_POINTS when that is; one time in
+ * three a second crash during the run after it): the loop run again finishes the job, and the copy
+ * activated holds the active's commits through the last generation and goes on with the next. */
 static void a_crash_at_any_sync_of_replay_leaves_a_copy_that_goes_on(void **s)
 {
     (void)s;
@@ -869,7 +870,8 @@ static void a_crash_at_any_sync_of_replay_leaves_a_copy_that_goes_on(void **s)
     assert_int_equal(service_loop(crashvfs_vfs(dry), m, G, 16), 0);
     uint64_t total = crashvfs_syncs(dry) - s0;
     crashvfs_free(dry);
-    const char *env = getenv("OMBRA_PASSIVE_CRASH_POINTS"), *only = getenv("OMBRA_PASSIVE_CRASH_ONLY");
+    const char *env = getenv("OMBRA_PASSIVE_CRASH_POINTS"),
+               *only = getenv("OMBRA_PASSIVE_CRASH_ONLY");
     const char *all = getenv("OMBRA_CRASH_POINTS"); /* make test: 2000, under ASan 250 */
     uint64_t want = env && atol(env) > 0   ? (uint64_t)atol(env)
                     : all && atol(all) > 0 ? (uint64_t)atol(all) / 10 + 1
@@ -896,8 +898,9 @@ static void a_crash_at_any_sync_of_replay_leaves_a_copy_that_goes_on(void **s)
             crashvfs_reboot(c);
         }
         rc = service_loop(cv, m, G, 16);
-        if (rc) fail_msg("crash at sync %llu: the loop run again failed: %s",
-                         (unsigned long long)k, om_err_detail());
+        if (rc)
+            fail_msg("crash at sync %llu: the loop run again failed: %s", (unsigned long long)k,
+                     om_err_detail());
         eng_opts po = passive_opts(cv, PEDB, PLOGS);
         eng_db *db = NULL;
         if (eng_db_open(&po, &db))
