@@ -56,7 +56,7 @@ int om_durable_is_tmp(const char *name, const char *target)
     return strlen(target) == tl && !memcmp(name + 1, target, tl);
 }
 
-int om_durable_begin(om_dir *dir, const char *name, om_durable *d)
+static int durable_begin(om_dir *dir, const char *name, int oflags, om_durable *d)
 {
     memset(d, 0, sizeof *d);
     d->dir = dir;
@@ -69,7 +69,17 @@ int om_durable_begin(om_dir *dir, const char *name, om_durable *d)
     om_random(r, sizeof r);
     snprintf(d->tmp, sizeof d->tmp, ".%s.%02x%02x%02x%02x%02x%02x%02x%02x.tmp", name, r[0], r[1],
              r[2], r[3], r[4], r[5], r[6], r[7]);
-    return om_open_at(dir, d->tmp, OM_O_CREATE | OM_O_EXCL, &d->f);
+    return om_open_at(dir, d->tmp, OM_O_CREATE | OM_O_EXCL | oflags, &d->f);
+}
+
+int om_durable_begin(om_dir *dir, const char *name, om_durable *d)
+{
+    return durable_begin(dir, name, 0, d);
+}
+
+int om_durable_begin_private(om_dir *dir, const char *name, om_durable *d)
+{
+    return durable_begin(dir, name, OM_O_PRIVATE, d);
 }
 
 void om_durable_abort(om_durable *d)

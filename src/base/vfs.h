@@ -35,9 +35,11 @@ typedef struct om_file om_file;
 typedef struct om_dir om_dir;
 
 enum {
-    OM_O_RDONLY = 1 << 0, /* open for reading only */
-    OM_O_CREATE = 1 << 1, /* create if missing */
-    OM_O_EXCL = 1 << 2,   /* with CREATE: fail with FileAlreadyExists if it exists */
+    OM_O_RDONLY = 1 << 0,  /* open for reading only */
+    OM_O_CREATE = 1 << 1,  /* create if missing */
+    OM_O_EXCL = 1 << 2,    /* with CREATE: fail with FileAlreadyExists if it exists */
+    OM_O_PRIVATE = 1 << 3, /* with CREATE: readable and writable by its owner only (mode 0600,
+                              a key); else mode 0640 */
 };
 
 /* dir_open flags. */
@@ -217,6 +219,9 @@ typedef struct om_durable {
 } om_durable;
 
 int om_durable_begin(om_dir *dir, const char *name, om_durable *d);
+/* As om_durable_begin, the temporary file made OM_O_PRIVATE: a key, which no other user may
+ * ever open, not even while it is still being written. */
+int om_durable_begin_private(om_dir *dir, const char *name, om_durable *d);
 int om_durable_commit(om_durable *d, int flags);
 /* Closes and removes the temporary file (a failure before commit); d is finished. */
 void om_durable_abort(om_durable *d);

@@ -39,7 +39,7 @@ static int p_open(om_vfs *v, const char *path, int flags, om_file **out)
     of |= (flags & OM_O_RDONLY) ? O_RDONLY : O_RDWR;
     if (flags & OM_O_CREATE) of |= O_CREAT;
     if (flags & OM_O_EXCL) of |= O_EXCL;
-    int fd = open(path, of, 0640);
+    int fd = open(path, of, (flags & OM_O_PRIVATE) ? 0600 : 0640);
     if (fd < 0 && errno == ELOOP)
         return om_errf(OM_E_FileAccessDenied,
                        "opening %s: it is a symbolic link, which is never followed. HINT: put "
@@ -362,7 +362,7 @@ static int p_open_at(om_dir *bd, const char *name, int flags, om_file **out)
     of |= (flags & OM_O_RDONLY) ? O_RDONLY : O_RDWR;
     if (flags & OM_O_CREATE) of |= O_CREAT;
     if (flags & OM_O_EXCL) of |= O_EXCL;
-    int fd = openat(((pdir *)bd)->fd, name, of, 0640);
+    int fd = openat(((pdir *)bd)->fd, name, of, (flags & OM_O_PRIVATE) ? 0600 : 0640);
     if (fd < 0) return at_err(bd, name, (flags & OM_O_CREATE) ? "creating" : "opening");
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

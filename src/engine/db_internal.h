@@ -3,7 +3,7 @@
  *
  * The files, top to bottom; each calls only files below it, and files on one line never call
  * each other (scripts/check-layers checks it; docs/design.md draws it):
- *   hard_recovery                 hard recovery after a restore
+ *   hard_recovery | passive       hard recovery after a restore | replay into a passive copy
  *   db                            open, create, close, soft recovery of a dismounted database, info
  *   table > btree > space         tables, the B+tree, where the trees' pages come from
  *   txn | recovery | backup_hooks transactions and reads | replay | freeze, hold, truncate, slots
@@ -255,6 +255,15 @@ typedef struct eng_replay {
 } eng_replay;
 int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from);
 void eng_replay_free(eng_replay *rp);
+/* A recovery checkpoint: the replayed pages to the .edb (page journal first), then the header
+ * (Log Required raised to at.gen .. last_gen), then, unless rp->hard, E00.chk at `at`, where a
+ * crash resumes. eng_replay_gen takes one when the cache fills; a passive copy after each
+ * replay (passive.c). */
+int eng_replay_checkpoint(eng_replay *rp, eng_lgpos at, uint32_t last_gen);
+/* Where soft recovery (and a passive copy's replay) starts: E00.chk when it is good, of the
+ * header's log stream and not past what the header requires; else the start of the header's
+ * Log Required min generation. */
+eng_lgpos eng_recovery_start(eng_db *db);
 
 /* A view (table.h): a transaction's (t set) or a committed one (the read lock held). */
 struct eng_view {

@@ -176,6 +176,105 @@ typedef struct eng_restore_result {
 
 int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r);
 
+/* Passive copies (spec §8): a copy of a database on another server that replays the active's
+ * closed log generations as they arrive, is never mounted while passive, and can become the
+ * active (a failover) with an ordinary eng_db_open.
+ *
+ * Seeding. The copy starts from the active's .edb copied while its page writes are held
+ * (eng_hold_pages, as a full backup's shadow copy takes it: the held provider), so it is a
+ * Dirty Shutdown snapshot whose header's Log Required min..max says where replay starts; the
+ * active's E00.chk may be copied with it under the same hold (then replay starts at its
+ * position), but never one taken at another moment, nor E00.pgj or E00.hold. Into the copy's log
+ * folder go the active's generations from Log Required min on, one by one as each is closed,
+ * under their own names (same base name): the files are the active's, byte for byte, so the copy
+ * replays the active's log stream (its log signature). A .edb in Clean Shutdown (copied from a
+ * dismounted active) works too: it needs the generations after its consistent one.
+ *
+ * eng_passive_open: o names the copy's .edb, log folder and base (cache_bytes bounds the pages
+ *   replay keeps dirty before it writes them; replay_progress is called after each generation
+ *   replayed). Opens and locks the .edb (DatabaseInUse when it is open elsewhere: another
+ *   process, or this one through another handle, on a filesystem with locks), repairs pages a
+ *   crash tore from the page journal, and checks the logs in the folder are this database's and
+ *   this stream's (-539 DatabaseLogSetMismatch, -530 BadLogSignature, -513). Replays nothing.
+ *   Refused: a database marked by an unfinished hard recovery (RestoreInProgress), one of another
+ *   base name (-539), one that was created and never mounted (InvalidDatabase).
+ * eng_passive_replay: replays the generations present in the folder, in order, from where the
+ *   copy stands through upto_gen (0: through the last one present); none past the last present.
+ *   Each generation is checked by the log-chain validator (log.h) before anything of it is
+ *   applied: -528 MissingLogFile (a gap before upto_gen), -539, -530, -513, -515
+ *   InvalidLogSequence (does not follow the generation before it), -501 LogFileCorrupt (damaged,
+ *   or the next generation says the one before it ended later), -541, each with the generation
+ *   in the detail. A refused generation leaves the copy as it was before it (the ones before it
+ *   in the same call are replayed and durable); once a good copy of the file is in place, the
+ *   next call goes on. A generation that ends with a flush cut short (torn_slot of
+ *   eng_gen_info: a crash of the active, or damage at its end, which look the same) is replayed
+ *   only once the next generation is there, whose header says where it really ended; until
+ *   then replay stops before it, without an error. Transactions are applied at their COMMIT, as
+ * soft recovery does: one whose COMMIT is in a generation not replayed yet is not in the copy (its
+ * first records wait in memory, and are read again after a reopen). At the end of every call that
+ * replayed something, the pages go to the .edb (page journal first), then the header (Dirty
+ * Shutdown, Log Required = the resume position's generation .. the last generation replayed), then
+ *   E00.chk (the resume position): a crash at any point leaves a copy that eng_passive_open
+ *   and eng_passive_replay take on from the last durable position (pages already newer than a
+ *   record skip it). A failed write, or a log record that does not apply (a damaged copy:
+ *   -1119, -1018, -1206), stops the handle: every later call fails with that error, close writes
+ *   nothing; a new eng_passive_open goes on from the last durable position (or the copy needs a
+ *   reseed). st (may be NULL) gets the state after the call, also on failure.
+ * eng_passive_state_get: the state (as eng_passive_replay gives it), without replaying.
+ * eng_passive_close: frees p; everything replayed is durable already. The copy stays Dirty with
+ *   its E00.chk at the resume position, so eng_passive_open goes on where it stopped, and
+ *   eng_db_open (activation) soft-recovers it from the generations present (the ones not yet
+ *   replayed included) and mounts it continuing the same log stream: same log signature, the
+ *   next generation after the last one present, chained to it. Returns the error that stopped
+ *   the handle, if one did.
+ * eng_passive_abandon: frees p without writing anything, as if the process died (tests).
+ * eng_passive_inspect: checks generation gen (its numbered file in the copy's log folder) as
+ *   replay will, without replaying and without a handle (any thread, while replay runs): the
+ *   size, the header and every segment's checksum, this database and this stream (the .edb's
+ *   header), the generation its name says, and, when generation gen - 1 of this stream is in the
+ *   folder, that it follows it and that gen - 1 is as long as gen says; when gen + 1 is there
+ *   already, that gen is as long as gen + 1 says (damage at the end of gen looks like a flush
+ *   cut short, torn_slot, until gen + 1 comes). The errors of replay,
+ *   with the generation in the detail; *out (may be NULL) describes the file. For the
+ *   replication service, before it acknowledges a copied generation (replay may lag behind).
+ * One thread at a time per handle. */
+typedef struct eng_passive eng_passive;
+
+typedef struct eng_passive_state {
+    om_uuid db_id;
+    eng_sig db_sig;         /* the database's signature */
+    eng_sig log_sig;        /* the log stream it replays: the active's */
+    uint32_t next_gen;      /* the generation replay needs next: last_replayed + 1 */
+    uint32_t last_replayed; /* every transaction committed in this generation or an earlier
+                               one is in the copy (durable) */
+    eng_lgpos checkpoint;   /* durable resume position: after a crash or a reopen, replay
+                               starts here, so the copy needs the generations from its
+                               generation on (truncation may delete the ones before) */
+    uint32_t last_present;  /* newest generation in the log folder (0: none) */
+    uint64_t dbtime;        /* of the last change applied */
+    uint32_t generations;   /* replayed through this handle (a generation read again after a
+                               refusal or a reopen counts again) */
+    uint64_t bytes, ns;     /* log bytes replayed through this handle, and the time it took */
+} eng_passive_state;
+
+/* A generation file as eng_passive_inspect found it. */
+typedef struct eng_gen_info {
+    uint32_t gen;
+    uint64_t created, prev_created; /* its creation time, and its predecessor's */
+    uint32_t len;                   /* bytes of record stream */
+    uint32_t prev_end;              /* its predecessor's length, as it says */
+    int prev_checked;               /* generation gen - 1 was in the folder and was checked */
+    uint32_t torn_slot;             /* it ends with a flush cut short at this slot (0: no) */
+    eng_sig log_sig, db_sig;
+} eng_gen_info;
+
+int eng_passive_open(const eng_opts *o, eng_passive **out);
+int eng_passive_replay(eng_passive *p, uint32_t upto_gen, eng_passive_state *st);
+int eng_passive_state_get(eng_passive *p, eng_passive_state *st);
+int eng_passive_close(eng_passive *p);
+void eng_passive_abandon(eng_passive *p);
+int eng_passive_inspect(const eng_opts *o, uint32_t gen, eng_gen_info *out);
+
 /* The names a restore writes in <log dir>/_restoredLogs for restored logs of base (see
  * store/writer.h): its generations <base>XXXXXXXX.log, <base>restore.env, <base>restore.laid,
  * and the temporary names of the durable-file helper (base/vfs.h). 1 when name is one. */

@@ -40,16 +40,6 @@
 #define ENG_CHK_COPY       4096u
 #define ENG_MAX_GEN        0xFFFFFFF0u
 
-/* A signature identifies a database or a log stream: random bits and the creation time. */
-typedef struct eng_sig {
-    uint64_t random, time;
-} eng_sig;
-
-static inline int eng_sig_eq(const eng_sig *a, const eng_sig *b)
-{
-    return a->random == b->random && a->time == b->time;
-}
-
 /* ---- pages ---- */
 
 enum eng_page_status { ENG_PAGE_OK, ENG_PAGE_ZERO, ENG_PAGE_BAD_CHECKSUM, ENG_PAGE_WRONG_PGNO };

@@ -154,7 +154,7 @@ static int group_add(eng_replay *rp, const uint8_t *p, uint32_t len)
 /* Writes the replayed pages and records how far replay got, so a crash during a long
  * recovery resumes from here. Hard recovery leaves the checkpoint file alone: it may belong to
  * another stream until the end, and the header's Log Required is where it resumes. */
-static int recovery_checkpoint(eng_replay *rp, eng_lgpos at, uint32_t last_gen)
+int eng_replay_checkpoint(eng_replay *rp, eng_lgpos at, uint32_t last_gen)
 {
     eng_db *db = rp->db;
     int rc = eng_ckpt_flush_pages(db);
@@ -197,7 +197,7 @@ int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from)
         rp->pos = (eng_lgpos){g->hdr.gen, off};
         rp->commit_dbtime = commit_dbtime;
         if ((uint64_t)db->ndirty * ENG_PAGE_SIZE >= db->cache_bytes) {
-            if ((rc = recovery_checkpoint(rp, rp->pos, g->hdr.gen))) return rc;
+            if ((rc = eng_replay_checkpoint(rp, rp->pos, g->hdr.gen))) return rc;
             pthread_rwlock_wrlock(&db->plock);
             eng_cache_trim(db);
             pthread_rwlock_unlock(&db->plock);
@@ -214,7 +214,7 @@ void eng_replay_free(eng_replay *rp)
 }
 
 /* Where replay starts: the checkpoint file when it is good and ours, else the header. */
-static eng_lgpos replay_start(eng_db *db)
+eng_lgpos eng_recovery_start(eng_db *db)
 {
     eng_chkfile ck;
     int bad = 0;
@@ -350,7 +350,7 @@ int eng_recovery_run(eng_db *db, eng_log_end *end)
     if (!rc) rc = eng_stream_list(db->vfs, db->logdir, db->base, &sf);
     if (rc) return rc;
     uint32_t last = eng_stream_last(&sf);
-    eng_lgpos start = replay_start(db);
+    eng_lgpos start = eng_recovery_start(db);
     if (start.gen == 0) start.gen = sf.n ? sf.gens[0] : sf.cur_gen;
     /* Created but never attached: nothing was logged. */
     int never_attached =

@@ -27,6 +27,16 @@ static inline int eng_lgpos_cmp(eng_lgpos a, eng_lgpos b)
     return x < y ? -1 : x > y;
 }
 
+/* A signature identifies a database or a log stream: random bits and the creation time. */
+typedef struct eng_sig {
+    uint64_t random, time;
+} eng_sig;
+
+static inline int eng_sig_eq(const eng_sig *a, const eng_sig *b)
+{
+    return a->random == b->random && a->time == b->time;
+}
+
 enum eng_state { ENG_STATE_JUST_CREATED = 1, ENG_STATE_DIRTY = 2, ENG_STATE_CLEAN = 3 };
 
 /* The backup slots of the header (spec §5). */
