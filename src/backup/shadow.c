@@ -53,8 +53,8 @@ int bk_shadow_db_take(const char *name, const char *provider, bk_shadow_db **out
     if (!rc) {
         size_t i, k;
         json_t *w, *c;
-        json_array_foreach(writers, i, w) json_array_foreach(
-            json_object_get(json_object_get(w, "metadata"), "components"), k, c)
+        json_array_foreach(writers, i, w)
+            json_array_foreach(json_object_get(json_object_get(w, "metadata"), "components"), k, c)
         {
             if (strcmp(om_json_str_or(c, "name", ""), id)) continue;
             snprintf(component, sizeof component, "%s\\%s", om_json_str_or(c, "logical_path", ""),
@@ -84,9 +84,9 @@ int bk_shadow_db_take(const char *name, const char *provider, bk_shadow_db **out
         if (!rc) rc = in_shadow(shadows, logs, s->logs, sizeof s->logs);
         size_t k;
         json_t *c;
-        json_array_foreach(json_object_get(json_object_get(snap, "components_document"),
-                                           "components"),
-                           k, c) if (!strcmp(om_json_str_or(c, "component", ""), component))
+        json_array_foreach(
+            json_object_get(json_object_get(snap, "components_document"), "components"), k,
+            c) if (!strcmp(om_json_str_or(c, "component", ""), component))
         {
             json_t *range = json_object_get(json_object_get(c, "backup_metadata"), "log_range");
             s->lo = (uint32_t)json_integer_value(json_array_get(range, 0));

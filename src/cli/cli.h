@@ -132,6 +132,9 @@ int cli_dbutil_hard_recover(const char *dir, int *found);
  * code (not printed). */
 int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out);
 
+/* ombra dbutil digest (cli_dbutil_digest.c). */
+int cli_dbutil_digest(const cli_args *a);
+
 /* The groups, in the order `ombra --help` lists them. */
 extern const cli_group cli_db_group;
 extern const cli_group cli_mail_group;

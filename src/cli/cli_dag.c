@@ -16,8 +16,14 @@
 #include "repl/ca.h"
 #include "repl/dag.h"
 
-#define ETCD_OPT {"etcd", "URL", "the DAG's etcd (default $OMBRA_ETCD)", 0}
-#define DAG_OPT  {"dag", "NAME", "the DAG, when the etcd holds several", 0}
+#define ETCD_OPT                                                                                   \
+    {                                                                                              \
+        "etcd", "URL", "the DAG's etcd (default $OMBRA_ETCD)", 0                                   \
+    }
+#define DAG_OPT                                                                                    \
+    {                                                                                              \
+        "dag", "NAME", "the DAG, when the etcd holds several", 0                                   \
+    }
 
 static int open_dag(const cli_args *a, const char *name, int must_exist, rp_dag **d)
 {
@@ -41,9 +47,7 @@ static int dag_dir(char *out, size_t n)
 static int run_init(const cli_args *a)
 {
     const char *name = a->pos[0];
-    if (!rp_name_ok(name))
-        return cli_usage(a, "'%s' is not a DAG name (letters, digits, '.', '_', '-'; 1 to 63)",
-                         name);
+    if (rp_name_check("DAG name", name)) return cli_usage(a, "%s", om_err_detail());
     rp_dag *d = NULL;
     int st = open_dag(a, name, 0, &d);
     if (st) return st;
@@ -84,13 +88,11 @@ static int run_init(const cli_args *a)
 static int run_add_server(const cli_args *a)
 {
     const char *name = a->pos[0], *addr = cli_val(a, "address"), *out = cli_val(a, "out");
-    if (!rp_name_ok(name))
-        return cli_usage(a, "'%s' is not a server name (letters, digits, '.', '_', '-'; 1 to 63)",
-                         name);
+    if (rp_name_check("server name", name)) return cli_usage(a, "%s", om_err_detail());
     const char *colon = strrchr(addr, ':');
     uint64_t port;
-    if (!colon || colon == addr || cli_number(a, "the port of --address", colon + 1, 1, 65535, 0,
-                                              &port))
+    if (!colon || colon == addr ||
+        cli_number(a, "the port of --address", colon + 1, 1, 65535, 0, &port))
         return colon && colon != addr ? CLI_USAGE
                                       : cli_usage(a, "--address takes HOST:PORT, not '%s'", addr);
     char dir[4200], outdir[4200];
@@ -110,8 +112,9 @@ static int run_add_server(const cli_args *a)
         int mine = !rc && !strcmp(om_json_str_or(status, "server", ""), name);
         json_decref(status);
         if (!mine)
-            return cli_usage(a, "%s is not this server (or its store is not running): name where "
-                                "its certificate goes with --out DIR",
+            return cli_usage(a,
+                             "%s is not this server (or its store is not running): name where "
+                             "its certificate goes with --out DIR",
                              name);
         snprintf(outdir, sizeof outdir, "%s", dir);
     }
@@ -157,9 +160,9 @@ static int run_status(const cli_args *a)
         rp_dag_close(d);
         return cli_fail(rc);
     }
-    json_t *out = json_pack("{s:s,s:{s:b,s:s,s:s},s:[],s:[]}", "dag", d->name, "etcd",
-                            "connected", es.connected, "endpoint", es.endpoint, "last_error",
-                            es.last_error, "servers", "databases");
+    json_t *out = json_pack("{s:s,s:{s:b,s:s,s:s},s:[],s:[]}", "dag", d->name, "etcd", "connected",
+                            es.connected, "endpoint", es.endpoint, "last_error", es.last_error,
+                            "servers", "databases");
     const char *k;
     json_t *v;
     json_object_foreach(servers, k, v)
@@ -171,8 +174,8 @@ static int run_status(const cli_args *a)
     json_object_foreach(dbs, k, v)
     {
         json_t *a1 = json_object_get(act, k);
-        json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I}", "name", om_json_str_or(v, "name", ""),
-                              "id", k, "active", om_json_str_or(a1, "server", ""), "epoch",
+        json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I}", "name", om_json_str_or(v, "name", ""), "id",
+                              k, "active", om_json_str_or(a1, "server", ""), "epoch",
                               json_integer_value(json_object_get(a1, "epoch")), "copies",
                               (json_int_t)json_object_size(json_object_get(v, "copies")));
         json_array_append_new(json_object_get(out, "databases"), o);
@@ -286,8 +289,9 @@ static int wait_healthy(rp_dag *d, const char *id, const char *name, const char 
         }
         int done = st && (uint64_t)upd >= since && !strcmp(state, "Healthy");
         int failed = st && (uint64_t)upd >= since && !strcmp(state, "Failed");
-        if (failed) rc = om_errf(OM_E_Internal, "the copy of %s on %s failed: %s", name, server,
-                                 om_json_str_or(st, "last_error", "?"));
+        if (failed)
+            rc = om_errf(OM_E_Internal, "the copy of %s on %s failed: %s", name, server,
+                         om_json_str_or(st, "last_error", "?"));
         json_decref(st);
         if (done || failed) return rc;
         if (om_mono_ns() > end)
@@ -339,9 +343,10 @@ static int run_copy_add(const cli_args *a)
     snprintf(k, sizeof k, "servers/%s", server);
     rc = rp_dag_get(d, k, &srv, NULL);
     if (!rc && !srv)
-        rc = om_errf(OM_E_InvalidParameter,
-                     "server %s is not in DAG %s. HINT: ombra dag add-server %s --address HOST:PORT",
-                     server, d->name, server);
+        rc =
+            om_errf(OM_E_InvalidParameter,
+                    "server %s is not in DAG %s. HINT: ombra dag add-server %s --address HOST:PORT",
+                    server, d->name, server);
     snprintf(k, sizeof k, "servers/%s", me);
     json_decref(srv);
     srv = NULL;
@@ -362,8 +367,8 @@ static int run_copy_add(const cli_args *a)
         rc = rp_dag_get(d, k, &act, NULL);
         if (!rc && strcmp(om_json_str_or(act, "server", ""), me))
             rc = om_errf(OM_E_InvalidParameter,
-                         "the active copy of %s is on server %s: add copies there",
-                         db, om_json_str_or(act, "server", "?"));
+                         "the active copy of %s is on server %s: add copies there", db,
+                         om_json_str_or(act, "server", "?"));
         json_decref(act);
     }
     copy_change c = {.name = db,
@@ -377,8 +382,9 @@ static int run_copy_add(const cli_args *a)
                      .postponed = cli_flag(a, "seeding-postponed")};
     snprintf(k, sizeof k, "databases/%s", id);
     if (!rc) rc = rp_dag_update(d, k, change_copy, &c);
-    if (!rc) printf("copy of %s added on %s%s\n", db, server,
-                    c.postponed ? " (seeding postponed: ombra db copy resume to seed it)" : "");
+    if (!rc)
+        printf("copy of %s added on %s%s\n", db, server,
+               c.postponed ? " (seeding postponed: ombra db copy resume to seed it)" : "");
     if (!rc && !c.postponed && wait) rc = wait_healthy(d, id, db, server, wait);
     json_decref(info);
     rp_dag_close(d);
@@ -475,24 +481,23 @@ static int run_copy_status(const cli_args *a)
             int up = json_object_get(alive, server) != NULL;
             const char *state = is_active ? "Mounted" : om_json_str_or(s, "state", "Initializing");
             if (!is_active && !up) state = "ServiceDown";
-            json_t *o = json_pack(
-                "{s:s,s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "database", name,
-                "id", id, "server", server, "state", state, "active", is_active, "preference",
-                json_integer_value(json_object_get(cfg, "preference")), "replay_lag",
-                json_integer_value(json_object_get(cfg, "replay_lag")), "copy_queue",
-                json_integer_value(json_object_get(s, "copy_queue")), "replay_queue",
-                json_integer_value(json_object_get(s, "replay_queue")), "generated",
-                json_integer_value(json_object_get(s, "generated")), "copied",
-                json_integer_value(json_object_get(s, "copied")), "inspected",
-                json_integer_value(json_object_get(s, "inspected")), "replayed",
-                json_integer_value(json_object_get(s, "replayed")), "last_error",
-                om_json_str_or(s, "last_error", ""));
+            json_t *o =
+                json_pack("{s:s,s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "database",
+                          name, "id", id, "server", server, "state", state, "active", is_active,
+                          "preference", json_integer_value(json_object_get(cfg, "preference")),
+                          "replay_lag", json_integer_value(json_object_get(cfg, "replay_lag")),
+                          "copy_queue", json_integer_value(json_object_get(s, "copy_queue")),
+                          "replay_queue", json_integer_value(json_object_get(s, "replay_queue")),
+                          "generated", json_integer_value(json_object_get(s, "generated")),
+                          "copied", json_integer_value(json_object_get(s, "copied")), "inspected",
+                          json_integer_value(json_object_get(s, "inspected")), "replayed",
+                          json_integer_value(json_object_get(s, "replayed")), "last_error",
+                          om_json_str_or(s, "last_error", ""));
             json_array_append_new(out, o);
         }
     }
     if (!rc && a->npos && !found)
-        rc = om_errf(OM_E_DatabaseNotFound, "no database named '%s' in DAG %s", a->pos[0],
-                     d->name);
+        rc = om_errf(OM_E_DatabaseNotFound, "no database named '%s' in DAG %s", a->pos[0], d->name);
     int status = CLI_OK;
     if (rc)
         status = cli_fail(rc);
@@ -554,8 +559,7 @@ static const cli_opt copy_add_opts[] = {
     {"preference", "N", "activation preference, 1 first (default: after the others)", 0},
     {"replay-lag", "SECONDS", "replay generations only once this old (0 to 14 days)", 0},
     {"seeding-postponed", NULL, "add the copy suspended: no seed until copy resume", 0},
-    {"wait-seconds", "N", "wait this long for the copy to be Healthy (default 600; 0: no wait)",
-     0},
+    {"wait-seconds", "N", "wait this long for the copy to be Healthy (default 600; 0: no wait)", 0},
     ETCD_OPT,
     DAG_OPT,
     {0},
@@ -564,8 +568,7 @@ static const cli_opt copy_server_opts[] = {
     {"server", "S", "the server of the passive copy", 1}, ETCD_OPT, DAG_OPT, {0}};
 static const cli_opt copy_reseed_opts[] = {
     {"server", "S", "the server of the passive copy", 1},
-    {"wait-seconds", "N", "wait this long for the copy to be Healthy (default 600; 0: no wait)",
-     0},
+    {"wait-seconds", "N", "wait this long for the copy to be Healthy (default 600; 0: no wait)", 0},
     ETCD_OPT,
     DAG_OPT,
     {0},

@@ -545,6 +545,12 @@ static const cli_opt check_set_opts[] = {
     {"json", NULL, "print JSON", 0},
     {0}};
 
+static const cli_opt digest_opts[] = {
+    {"logs", "DIR", "its log folder", 1},
+    {"base", "E00", "the log base name (default E00)", 0},
+    {0},
+};
+
 static const cli_cmd dbutil_cmds[] = {
     {"header", "FILE.edb", json_only, "every field of a database header (eseutil /mh)",
      "Reads both header copies; a damaged copy is reported and the good one shown.", cmd_header},
@@ -580,6 +586,13 @@ static const cli_cmd dbutil_cmds[] = {
      "checkpoint is reported and does not fail the set. Without --edb, every generation present "
      "is part of the set unless --first-gen/--last-gen say which.",
      cli_dbutil_check_set},
+    {"digest", "FILE.edb", digest_opts,
+     "the mail digest of a database that is not mounted (a suspended passive copy)",
+     "Copies the .edb and its logs into a scratch folder (the .edb locked meanwhile: a mounted\n"
+     "database or a copy being replayed is refused), mounts the copy there as a failover would\n"
+     "(soft recovery), prints what `ombra mail digest` would, and removes the copy. The files\n"
+     "given are never changed.",
+     cli_dbutil_digest},
     {0},
 };
 

@@ -13,21 +13,22 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: ombra-repld [--foreground] --server NAME --listen ADDR:PORT --etcd URL\n"
-          "                   [--dag NAME] [--group GROUP] [--lease-seconds N]\n"
-          "  The replication service of one server of a DAG: copies the closed log generations\n"
-          "  of this server's passive copies from their active server and replays them, serves\n"
-          "  its active copies to the other servers, keeps the server's lease in etcd. Reads\n"
-          "  the DAG's certificates from $OMBRA_HOME/dag/ (ombra dag add-server); admin socket\n"
-          "  repl.sock in the runtime directory ($OMBRA_RUNTIME_DIR). Without --foreground it\n"
-          "  detaches and logs to $OMBRA_HOME/ombra-repld.log.\n"
-          "  --server NAME          this server's name (as its certificate says)\n"
-          "  --listen ADDR:PORT     the replication port (TLS 1.3, DAG certificates only)\n"
-          "  --etcd URL[,URL...]    the DAG's etcd (default $OMBRA_ETCD)\n"
-          "  --dag NAME             the DAG, when that etcd holds several\n"
-          "  --group GROUP          the group allowed to use the admin socket\n"
-          "  --lease-seconds N      the server's lease in etcd (default 5)\n" OM_SERVER_LIMITS_USAGE,
-          f);
+    fputs(
+        "usage: ombra-repld [--foreground] --server NAME --listen ADDR:PORT --etcd URL\n"
+        "                   [--dag NAME] [--group GROUP] [--lease-seconds N]\n"
+        "  The replication service of one server of a DAG: copies the closed log generations\n"
+        "  of this server's passive copies from their active server and replays them, serves\n"
+        "  its active copies to the other servers, keeps the server's lease in etcd. Reads\n"
+        "  the DAG's certificates from $OMBRA_HOME/dag/ (ombra dag add-server); admin socket\n"
+        "  repl.sock in the runtime directory ($OMBRA_RUNTIME_DIR). Without --foreground it\n"
+        "  detaches and logs to $OMBRA_HOME/ombra-repld.log.\n"
+        "  --server NAME          this server's name (as its certificate says)\n"
+        "  --listen ADDR:PORT     the replication port (TLS 1.3, DAG certificates only)\n"
+        "  --etcd URL[,URL...]    the DAG's etcd (default $OMBRA_ETCD)\n"
+        "  --dag NAME             the DAG, when that etcd holds several\n"
+        "  --group GROUP          the group allowed to use the admin socket\n"
+        "  --lease-seconds N      the server's lease in etcd (default 5)\n" OM_SERVER_LIMITS_USAGE,
+        f);
 }
 
 int main(int argc, char **argv)
@@ -68,9 +69,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    const char *missing = !o.server ? "--server NAME" : !o.listen ? "--listen ADDR:PORT"
-                                                   : !o.etcd || !*o.etcd ? "--etcd URL"
-                                                                        : NULL;
+    const char *missing = !o.server             ? "--server NAME"
+                          : !o.listen           ? "--listen ADDR:PORT"
+                          : !o.etcd || !*o.etcd ? "--etcd URL"
+                                                : NULL;
     if (missing) {
         fprintf(stderr, "ombra-repld: %s is required. See 'ombra-repld --help'.\n", missing);
         return 2;

@@ -40,11 +40,6 @@ struct rp_copier {
     eng_passive *p;
 };
 
-static uint64_t now_ms(void)
-{
-    return om_mono_ns() / 1000000;
-}
-
 static void set_state(rp_copier *c, const char *state, int rc)
 {
     pthread_mutex_lock(&c->mu);
@@ -94,8 +89,8 @@ static int read_records(rp_copier *c)
     int rc = rp_dag_get(c->cfg.dag, k, &db, NULL);
     json_t *mine = db ? json_object_get(json_object_get(db, "copies"), c->cfg.server) : NULL;
     if (!rc && !mine)
-        rc = om_errf(OM_E_DatabaseNotFound, "server %s holds no copy of database %s",
-                     c->cfg.server, c->cfg.db_id);
+        rc = om_errf(OM_E_DatabaseNotFound, "server %s holds no copy of database %s", c->cfg.server,
+                     c->cfg.db_id);
     if (!rc) {
         snprintf(c->name, sizeof c->name, "%s", om_json_str_or(db, "name", ""));
         snprintf(c->base, sizeof c->base, "%s", om_json_str_or(db, "base", "E00"));
@@ -132,15 +127,14 @@ static void publish(rp_copier *c, int force)
     rp_copy_status st;
     rp_copier_status(c, &st);
     uint32_t made = c->current ? c->current - 1 : c->closed;
-    json_t *rec =
-        json_pack("{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:s,s:s}", "state", st.state,
-                  "reseed_seen", (json_int_t)c->reseed_seen, "active",
-                  c->active, "generated", (json_int_t)(c->current ? c->current : c->closed),
-                  "copied", (json_int_t)st.copied, "inspected", (json_int_t)st.inspected,
-                  "replayed", (json_int_t)st.replayed, "copy_queue",
-                  (json_int_t)(made > st.copied ? made - st.copied : 0), "replay_queue",
-                  (json_int_t)(st.inspected > st.replayed ? st.inspected - st.replayed : 0), "edb",
-                  c->edb, "logs", c->logs, "last_error", st.last_error);
+    json_t *rec = json_pack(
+        "{s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:s,s:s,s:s}", "state", st.state, "reseed_seen",
+        (json_int_t)c->reseed_seen, "active", c->active, "generated",
+        (json_int_t)(c->current ? c->current : c->closed), "copied", (json_int_t)st.copied,
+        "inspected", (json_int_t)st.inspected, "replayed", (json_int_t)st.replayed, "copy_queue",
+        (json_int_t)(made > st.copied ? made - st.copied : 0), "replay_queue",
+        (json_int_t)(st.inspected > st.replayed ? st.inspected - st.replayed : 0), "edb", c->edb,
+        "logs", c->logs, "last_error", st.last_error);
     char *s = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
     uint64_t now = om_mono_ns();
     if (s && (force || strcmp(s, c->published) || now - c->published_ns > 5000000000ull)) {
@@ -198,8 +192,8 @@ static int seed(rp_copier *c, rp_conn *conn)
     snprintf(edbname, sizeof edbname, "%s.edb", c->name);
     if (!rc) rc = om_durable_begin(dir, edbname, &d);
     if (!rc)
-        rc = rp_send(conn, json_pack("{s:s,s:s,s:s}", "op", "seed", "db", c->cfg.db_id, "name",
-                                     c->name),
+        rc = rp_send(conn,
+                     json_pack("{s:s,s:s,s:s}", "op", "seed", "db", c->cfg.db_id, "name", c->name),
                      NULL, 0);
     uint64_t size = 0, got = 0;
     int done = 0;
@@ -209,7 +203,9 @@ static int seed(rp_copier *c, rp_conn *conn)
         size_t n = 0;
         rc = rp_recv(conn, &h, &bulk, &n, 120000);
         if (!rc && !json_is_true(json_object_get(h, "ok")))
-            rc = om_errf((int)json_integer_value(json_object_get(h, "error")) ?: OM_E_Internal,
+            rc = om_errf(json_integer_value(json_object_get(h, "error"))
+                             ? (int)json_integer_value(json_object_get(h, "error"))
+                             : OM_E_Internal,
                          "seeding from %s: %s", c->active, om_json_str_or(h, "message", "?"));
         const char *op = rc ? "" : om_json_str_or(h, "op", "");
         if (!strcmp(op, "seed.begin"))
@@ -244,7 +240,7 @@ static int seed(rp_copier *c, rp_conn *conn)
         if (!rc) rc = chk_check_headers(cs, &hh);
         if (!rc) rc = chk_check_pages(cs, 0, 1, chk_db(cs, 0)->pages, NULL, NULL);
         if (cs) {
-            int trc = chk_term(cs, NULL);
+            int trc = chk_term(cs);
             if (!rc) rc = trc;
         }
         if (rc) rc = om_err_ctx(rc, "the seed of %s from %s", c->name, c->active);
@@ -289,20 +285,28 @@ static int fetch(rp_copier *c, rp_conn *conn, uint32_t gen)
                      30000, &h, &bulk, &n);
     om_dir *dir = NULL;
     om_durable d = {0};
-    char name[64], tmp[4400];
+    char name[64];
     snprintf(name, sizeof name, "%s%08X.log", c->base, gen);
     if (!rc) rc = om_dir_open(om_vfs_posix(), NULL, c->logs, OM_D_CREATE, &dir);
     if (!rc) rc = om_durable_begin(dir, name, &d);
     if (!rc) rc = om_pwrite(d.f, bulk, n, 0);
-    if (!rc) rc = om_sync(d.f);
-    if (!rc) {
-        snprintf(tmp, sizeof tmp, "%s/%s", c->logs, d.tmp);
-        rc = eng_passive_inspect(c->p, tmp, gen);
-    }
     if (!rc)
-        rc = om_durable_commit(&d, 0);
+        rc = om_durable_commit(&d, OM_RENAME_REPLACE);
     else if (d.f)
         om_durable_abort(&d);
+    /* Inspected in place (the engine reads generations by name); one that fails goes again. */
+    if (!rc) {
+        eng_opts o = {.edb_path = c->edb, .log_dir = c->logs, .base = c->base};
+        eng_gen_info gi;
+        rc = eng_passive_inspect(&o, gen, &gi);
+        if (rc) {
+            om_err_saved e;
+            om_err_save(&e, rc);
+            om_unlink_at(dir, name);
+            om_dir_sync(dir);
+            rc = om_err_restore(&e);
+        }
+    }
     om_dir_close(dir);
     free(bulk);
     json_decref(h);
@@ -395,11 +399,11 @@ static int run_copy(rp_copier *c, rp_conn *conn)
         pthread_mutex_unlock(&c->mu);
         if (poked) return 0; /* reread the records */
         json_t *r = NULL;
-        rc = rp_call(conn,
-                     json_pack("{s:s,s:s,s:s,s:I,s:i}", "op", "log.wait", "db", c->cfg.db_id,
-                               "name", c->name, "after", (json_int_t)c->st.copied, "timeout_ms",
-                               2000),
-                     30000, &r, NULL, NULL);
+        rc =
+            rp_call(conn,
+                    json_pack("{s:s,s:s,s:s,s:I,s:i}", "op", "log.wait", "db", c->cfg.db_id, "name",
+                              c->name, "after", (json_int_t)c->st.copied, "timeout_ms", 2000),
+                    30000, &r, NULL, NULL);
         if (rc) break;
         c->closed = (uint32_t)json_integer_value(json_object_get(r, "closed"));
         c->current = (uint32_t)json_integer_value(json_object_get(r, "current"));

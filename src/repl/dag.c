@@ -7,21 +7,10 @@
 #include <string.h>
 
 #include "base/error.h"
+#include "base/proto.h"
+#include "repl/ca.h"
 
 #define DAG_ROOT "/ombra/dag/"
-
-int rp_name_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n < 1 || n > RP_NAME_MAX || !strcmp(s, ".") || !strcmp(s, "..")) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
 
 void rp_dag_key(const rp_dag *d, char *out, size_t n, const char *fmt, ...)
 {
@@ -60,9 +49,8 @@ int rp_dag_open(const char *endpoints, const char *name, int must_exist, rp_dag 
     if (!endpoints || !*endpoints)
         return om_errf(OM_E_InvalidParameter,
                        "no etcd named. HINT: --etcd http://HOST:2379 or OMBRA_ETCD");
-    if (name && !rp_name_ok(name))
-        return om_errf(OM_E_InvalidName,
-                       "'%s' is not a DAG name (letters, digits, '.', '_', '-'; 1 to 63)", name);
+    int rc0 = name ? rp_name_check("DAG name", name) : 0;
+    if (rc0) return rc0;
     rp_dag *d = calloc(1, sizeof *d);
     if (!d) return om_errf(OM_E_OutOfMemory, "DAG handle");
     int rc = etcd_open(endpoints, NULL, &d->e);
@@ -80,8 +68,8 @@ int rp_dag_open(const char *endpoints, const char *name, int must_exist, rp_dag 
             goto fail;
         }
         if (count > 1) {
-            rc = om_errf(OM_E_InvalidParameter, "etcd at %s holds several DAGs (%s). HINT: --dag NAME",
-                         endpoints, names);
+            rc = om_errf(OM_E_InvalidParameter,
+                         "etcd at %s holds several DAGs (%s). HINT: --dag NAME", endpoints, names);
             goto fail;
         }
         snprintf(d->name, sizeof d->name, "%s", names);
@@ -94,8 +82,9 @@ int rp_dag_open(const char *endpoints, const char *name, int must_exist, rp_dag 
         int64_t rev;
         if ((rc = rp_dag_get(d, "config", &cfg, &rev))) goto fail;
         if (!cfg) {
-            rc = om_errf(OM_E_DagNotFound, "no DAG named '%s' in etcd at %s. HINT: ombra dag init %s",
-                         d->name, endpoints, d->name);
+            rc = om_errf(OM_E_DagNotFound,
+                         "no DAG named '%s' in etcd at %s. HINT: ombra dag init %s", d->name,
+                         endpoints, d->name);
             goto fail;
         }
         json_decref(cfg);
@@ -227,7 +216,8 @@ int rp_dag_update(rp_dag *d, const char *suffix, rp_dag_change change, void *arg
         json_decref(rec);
         if (rc || done) return rc;
     }
-    return om_errf(OM_E_WriteConflict, "etcd key %s kept changing under 50 attempts to update it", key);
+    return om_errf(OM_E_WriteConflict, "etcd key %s kept changing under 50 attempts to update it",
+                   key);
 }
 
 int rp_dag_find_db(rp_dag *d, const char *name, json_t **rec, char id[37])
@@ -240,7 +230,7 @@ int rp_dag_find_db(rp_dag *d, const char *name, json_t **rec, char id[37])
     json_t *v;
     json_object_foreach(all, k, v)
     {
-        if (!strcmp(json_string_value(json_object_get(v, "name")) ?: "", name)) {
+        if (!strcmp(om_json_str_or(v, "name", ""), name)) {
             snprintf(id, 37, "%s", k);
             *rec = json_incref(v);
             break;

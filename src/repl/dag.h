@@ -26,17 +26,13 @@
 #include <stdint.h>
 
 #include "etcd/etcd.h"
-
-#define RP_NAME_MAX 63
+#include "repl/ca.h"
 
 typedef struct rp_dag {
     etcd *e;
     char name[RP_NAME_MAX + 1];
     char prefix[128]; /* "/ombra/dag/<name>/" */
 } rp_dag;
-
-/* 1 for a valid DAG or server name: [A-Za-z0-9._-], 1 to 63 characters, not "." or "..". */
-int rp_name_ok(const char *s);
 
 /* Opens the DAG name in the etcd at endpoints (comma-separated URLs). name NULL: the only DAG
  * that etcd holds (InvalidParameter naming them when it holds several, DagNotFound when none).

@@ -2,10 +2,12 @@
 #include "repl/repld.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include "base/proto.h"
 #include "base/time.h"
 #include "repl/copier.h"
+#include "repl/ca.h"
 #include "repl/dag.h"
 #include "repl/source.h"
 #include "repl/tls.h"
@@ -132,16 +135,13 @@ static void reconcile(repld *r)
     json_object_foreach(dbs, id, db)
     {
         if (!json_object_get(json_object_get(db, "copies"), r->o->server)) continue;
-        if (!strcmp(om_json_str_or(json_object_get(act, id), "server", ""), r->o->server))
-            continue;
+        if (!strcmp(om_json_str_or(json_object_get(act, id), "server", ""), r->o->server)) continue;
         int have = 0;
         for (int i = 0; i < r->ncopies && !have; i++)
             have = !strcmp(rp_copier_db(r->copies[i]), id);
         if (have || r->ncopies >= MAX_COPIES) continue;
-        rp_copier_cfg cfg = {.dag = r->dag,
-                             .tls = r->tls,
-                             .server = r->o->server,
-                             .data_dir = r->o->data_dir};
+        rp_copier_cfg cfg = {
+            .dag = r->dag, .tls = r->tls, .server = r->o->server, .data_dir = r->o->data_dir};
         snprintf(cfg.db_id, sizeof cfg.db_id, "%s", id);
         om_info("copy of database %s (%s): starting", om_json_str_or(db, "name", "?"), id);
         if (!rp_copier_start(&cfg, &r->copies[r->ncopies])) r->ncopies++;
@@ -187,20 +187,36 @@ static void *reconcile_main(void *arg)
 
 /* ---- the replication port ---- */
 
+/* Peers served at once (connections being handshaken or served). */
+#define RP_MAX_PEERS 128
+
 typedef struct peer {
     repld *r;
-    rp_conn *c;
+    int fd;
 } peer;
 
+/* A connection accepted: the handshake (a refused peer is logged by rp_accept_fd and gets
+ * nothing), then its requests. One thread each, so a slow handshake delays nobody else. */
 static void *peer_main(void *arg)
 {
     peer *p = arg;
-    rp_source_serve(&p->r->src, p->c);
-    rp_close(p->c);
-    pthread_mutex_lock(&p->r->mu);
-    p->r->active--;
-    pthread_cond_broadcast(&p->r->cv);
-    pthread_mutex_unlock(&p->r->mu);
+    repld *r = p->r;
+    rp_conn *c = NULL;
+    int rc = rp_accept_fd(r->tls, p->fd, 5000, &c);
+    pthread_mutex_lock(&r->mu);
+    if (rc)
+        r->peers_refused++;
+    else
+        r->peers_served++;
+    pthread_mutex_unlock(&r->mu);
+    if (!rc) {
+        rp_source_serve(&r->src, c);
+        rp_close(c);
+    }
+    pthread_mutex_lock(&r->mu);
+    r->active--;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
     free(p);
     return NULL;
 }
@@ -211,15 +227,18 @@ static void *accept_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&r->mu);
         int stop = r->stopping;
+        int busy = r->active >= RP_MAX_PEERS;
         pthread_mutex_unlock(&r->mu);
         if (stop) break;
-        rp_conn *c = NULL;
-        int rc = rp_accept(r->tls, r->peer_fd, 5000, &c);
-        if (rc == OM_E_Timeout || (!rc && !c)) continue;
-        if (rc) { /* refused and logged by rp_accept */
-            pthread_mutex_lock(&r->mu);
-            r->peers_refused++;
-            pthread_mutex_unlock(&r->mu);
+        struct pollfd pf = {.fd = r->peer_fd, .events = POLLIN};
+        if (busy || poll(&pf, 1, 500) <= 0) {
+            if (busy) usleep(50000);
+            continue;
+        }
+        int fd = accept4(r->peer_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                usleep(100000);
             continue;
         }
         peer *p = malloc(sizeof *p);
@@ -229,11 +248,10 @@ static void *accept_main(void *arg)
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
         pthread_mutex_lock(&r->mu);
         r->active++;
-        r->peers_served++;
         pthread_mutex_unlock(&r->mu);
-        if (!p || (*p = (peer){r, c}, pthread_create(&th, &at, peer_main, p))) {
+        if (!p || (*p = (peer){r, fd}, pthread_create(&th, &at, peer_main, p))) {
             free(p);
-            rp_close(c);
+            close(fd);
             pthread_mutex_lock(&r->mu);
             r->active--;
             pthread_mutex_unlock(&r->mu);
@@ -258,11 +276,11 @@ static json_t *status_json(repld *r)
                               (json_int_t)st.inspected, "replayed", (json_int_t)st.replayed,
                               "last_error", st.last_error));
     }
-    json_t *o = json_pack("{s:b,s:s,s:s,s:s,s:b,s:s,s:I,s:I,s:o}", "ok", 1, "server", r->o->server,
-                          "dag", r->dag->name, "listen", r->o->listen, "etcd_ok", r->etcd_ok,
-                          "etcd_error", r->etcd_ok ? "" : r->etcd_error, "peers_served",
-                          (json_int_t)r->peers_served, "peers_refused",
-                          (json_int_t)r->peers_refused, "copies", copies);
+    json_t *o =
+        json_pack("{s:b,s:s,s:s,s:s,s:b,s:s,s:I,s:I,s:o}", "ok", 1, "server", r->o->server, "dag",
+                  r->dag->name, "listen", r->o->listen, "etcd_ok", r->etcd_ok, "etcd_error",
+                  r->etcd_ok ? "" : r->etcd_error, "peers_served", (json_int_t)r->peers_served,
+                  "peers_refused", (json_int_t)r->peers_refused, "copies", copies);
     pthread_mutex_unlock(&r->mu);
     return o;
 }
@@ -342,8 +360,7 @@ int rp_repld_run(const rp_repld_opts *o0)
     snprintf(dagdir, sizeof dagdir, "%s/dag", o.data_dir);
     snprintf(sock, sizeof sock, "%s/repl.sock", o.runtime_dir);
     int rc = om_group_id(o.group, &r->group);
-    if (!rc && !rp_name_ok(o.server))
-        rc = om_errf(OM_E_InvalidName, "'%s' is not a server name", o.server);
+    if (!rc) rc = rp_name_check("server name", o.server);
     if (!rc) rc = rp_tls_load(dagdir, &r->tls);
     if (!rc) rc = rp_dag_open(o.etcd, o.dag, 1, &r->dag);
     if (!rc) rc = check_member(r);
@@ -372,8 +389,8 @@ int rp_repld_run(const rp_repld_opts *o0)
     pthread_create(&lease_th, NULL, lease_main, r);
     pthread_create(&rec_th, NULL, reconcile_main, r);
     pthread_create(&acc_th, NULL, accept_main, r);
-    om_info("server %s of DAG %s: replication on %s, admin on %s", o.server, r->dag->name,
-            o.listen, sock);
+    om_info("server %s of DAG %s: replication on %s, admin on %s", o.server, r->dag->name, o.listen,
+            sock);
     om_server_accept(&stopper, "this replication service", &o.limits, &r->active, adm_new, r,
                      adm_serve);
     om_stopper_join(&stopper);

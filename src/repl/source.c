@@ -125,7 +125,8 @@ static int read_gen(const srcdb *d, uint32_t gen, void **data, size_t *n)
     size_t got = 0;
     while (!rc && got < (size_t)st.st_size) {
         ssize_t k = pread(fd, (char *)buf + got, (size_t)st.st_size - got, (off_t)got);
-        if (k <= 0) rc = om_errf(OM_E_DiskIO, "reading %s: %s", path, k ? strerror(errno) : "short");
+        if (k <= 0)
+            rc = om_errf(OM_E_DiskIO, "reading %s: %s", path, k ? strerror(errno) : "short");
         got += k > 0 ? (size_t)k : 0;
     }
     close(fd);
@@ -150,9 +151,9 @@ static int op_get(rp_source *s, rp_conn *c, const srcdb *d, json_t *req)
         om_warn("test: damaging generation %u of %s in transit", gen, d->name);
     }
     if (!rc)
-        rc = rp_reply(c, json_pack("{s:b,s:I,s:I}", "ok", 1, "gen", (json_int_t)gen, "size",
-                                   (json_int_t)n),
-                      data, n);
+        rc = rp_reply(
+            c, json_pack("{s:b,s:I,s:I}", "ok", 1, "gen", (json_int_t)gen, "size", (json_int_t)n),
+            data, n);
     free(data);
     return rc;
 }
@@ -168,30 +169,31 @@ static int op_seed(rp_source *s, rp_conn *c, const srcdb *d)
     struct stat st;
     if (!rc && fstat(fd, &st)) rc = om_errf(OM_E_DiskIO, "%s: %s", sh->edb, strerror(errno));
     if (!rc)
-        rc = rp_reply(c, json_pack("{s:b,s:s,s:I,s:I,s:I}", "ok", 1, "op", "seed.begin", "size",
-                                   (json_int_t)st.st_size, "lo", (json_int_t)sh->lo, "hi",
-                                   (json_int_t)sh->hi),
+        rc = rp_reply(c,
+                      json_pack("{s:b,s:s,s:I,s:I,s:I}", "ok", 1, "op", "seed.begin", "size",
+                                (json_int_t)st.st_size, "lo", (json_int_t)sh->lo, "hi",
+                                (json_int_t)sh->hi),
                       NULL, 0);
     unsigned char *buf = rc ? NULL : malloc(RP_SEED_CHUNK);
     if (!rc && !buf) rc = om_errf(OM_E_OutOfMemory, "seed buffer");
     uint64_t off = 0;
     while (!rc && off < (uint64_t)st.st_size) {
         size_t want = (uint64_t)st.st_size - off < RP_SEED_CHUNK ? (size_t)(st.st_size - (off_t)off)
-                                                                  : RP_SEED_CHUNK;
+                                                                 : RP_SEED_CHUNK;
         ssize_t k = pread(fd, buf, want, (off_t)off);
         if (k <= 0) {
             rc = om_errf(OM_E_DiskIO, "reading %s: %s", sh->edb, k ? strerror(errno) : "short");
             break;
         }
-        rc = rp_reply(c, json_pack("{s:b,s:s,s:I}", "ok", 1, "op", "seed.data", "offset",
-                                   (json_int_t)off),
-                      buf, (size_t)k);
+        rc = rp_reply(
+            c, json_pack("{s:b,s:s,s:I}", "ok", 1, "op", "seed.data", "offset", (json_int_t)off),
+            buf, (size_t)k);
         off += (uint64_t)k;
     }
     if (!rc)
-        rc = rp_reply(c, json_pack("{s:b,s:s,s:I}", "ok", 1, "op", "seed.end", "size",
-                                   (json_int_t)off),
-                      NULL, 0);
+        rc = rp_reply(
+            c, json_pack("{s:b,s:s,s:I}", "ok", 1, "op", "seed.end", "size", (json_int_t)off), NULL,
+            0);
     free(buf);
     if (fd >= 0) close(fd);
     bk_shadow_db_release(sh);

@@ -1,0 +1,267 @@
+"""Continuous replication in a DAG (issue 17): real servers in network namespaces, a real etcd,
+ombra-repld on each. Every test checks a user's outcome: what was acknowledged on the active is
+readable from each passive copy (digest equality after the queues drain), a copy that was cut
+off catches up, a bad generation or a foreign peer gets nowhere."""
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from dag.dagbed import REPLD_PORT
+
+DAG = "d1"
+
+
+def setup_dag(bed, servers, lease_s=None):
+    """dag init on the first server (which keeps the CA), every server added with its
+    certificate in its own $OMBRA_HOME/dag, and its ombra-repld started."""
+    a = servers[0]
+    a.ombra("dag", "init", DAG, "--etcd", bed.etcd_url)
+    for s in servers:
+        args = ["dag", "add-server", s.server, "--address", f"{s.addr}:{REPLD_PORT}",
+                "--etcd", bed.etcd_url]
+        if s is not a:
+            args += ["--out", str(s.home / "dag")]
+        a.ombra(*args)
+    for s in servers:
+        s.start_repld(args=("--lease-seconds", str(lease_s)) if lease_s else ())
+
+
+def copy_status(s, bed, db=None):
+    args = ["db", "copy", "status", "--json", "--etcd", bed.etcd_url] + ([db] if db else [])
+    return json.loads(s.ombra(*args).out)
+
+
+def copy_of(s, bed, db, server):
+    for c in copy_status(s, bed, db):
+        if c["server"] == server:
+            return c
+    return None
+
+
+def wait_copy(s, bed, db, server, pred, seconds=60, what="the copy"):
+    end = time.time() + seconds
+    last = None
+    while time.time() < end:
+        last = copy_of(s, bed, db, server)
+        if last and pred(last):
+            return last
+        time.sleep(0.3)
+    pytest.fail(f"{what} of {db} on {server} never got there: {last}")
+
+
+def roll(s, db, n=1, size=300000):
+    """Deliveries big enough to close n generations (a generation is 1 MiB of log)."""
+    ids = []
+    for i in range(n * 4):
+        ids.append(s.deliver(db, f"roll{i % 5}", os.urandom(size // 2).hex().encode()))
+    return ids
+
+
+def drained(s, bed, db, server):
+    """Waits until the passive has replayed every generation the active closed."""
+    def ok(c):
+        return (c["state"] == "Healthy" and c["copy_queue"] == 0 and c["replay_queue"] == 0
+                and c["replayed"] >= c["generated"] - 1 > 0)
+    return wait_copy(s, bed, db, server, ok, what="draining")
+
+
+def passive_digest(bed, s, db):
+    """The digest of the passive copy on server s: suspended, mounted offline on a scratch
+    copy (dbutil digest: as a failover would mount it), resumed."""
+    a = bed.a
+    a.ombra("db", "copy", "suspend", db, "--server", s.server, "--etcd", bed.etcd_url)
+    wait_copy(a, bed, db, s.server, lambda c: c["state"] == "Suspended", what="suspending")
+    home = s.home / "dbs" / db
+    d = s.ombra("dbutil", "digest", str(home / f"{db}.edb"), "--logs", str(home / "logs"))
+    a.ombra("db", "copy", "resume", db, "--server", s.server, "--etcd", bed.etcd_url)
+    return d.out.strip()
+
+
+def close_generation(a, db):
+    """The active's current generation closed (dismount, mount: the next mount starts the next
+    one), so the passives can copy all that was acknowledged."""
+    a.ombra("db", "dismount", db)
+    a.ombra("db", "mount", db)
+
+
+def repld_log(s):
+    return "\n".join(open(p, errors="replace").read() for label, p in s.daemon_logs
+                     if label == "ombra-repld")
+
+
+@pytest.fixture
+def dag3(dag_bed):
+    bed = dag_bed(3)
+    setup_dag(bed, [bed.a, bed.b, bed.c])
+    return bed
+
+
+def test_dag_init_refuses_a_second_dag_of_the_same_name_and_a_bad_name(dag_bed):
+    bed = dag_bed(1)
+    a = bed.a
+    a.ombra("dag", "init", DAG, "--etcd", bed.etcd_url)
+    r = a.ombra("dag", "init", DAG, "--etcd", bed.etcd_url, check=False)
+    assert r.rc == 1 and "already exists" in r.err and r.err.count("\n") == 1
+    r = a.ombra("dag", "init", "../x", "--etcd", bed.etcd_url, check=False)
+    assert r.rc == 2 and "DAG name" in r.err
+    assert (os.stat(a.home / "dag" / "ca.key").st_mode & 0o777) == 0o600
+
+
+def test_seed_while_mail_arrives_then_every_acknowledged_message_on_each_passive(dag3):
+    bed = dag3
+    a, b, c = bed.a, bed.b, bed.c
+    a.ombra("db", "new", "db1")
+    for i in range(50):
+        a.deliver("db1", f"box{i % 7}", f"before the seed {i}".encode())
+    stop = threading.Event()
+    acked = []
+
+    def mail():
+        i = 0
+        while not stop.is_set():
+            acked.append(a.deliver("db1", f"box{i % 7}", f"during the seed {i}".encode() * 50))
+            i += 1
+
+    t = threading.Thread(target=mail)
+    t.start()
+    try:
+        a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+        a.ombra("db", "copy", "add", "db1", "--server", "c", "--etcd", bed.etcd_url)
+        roll(a, "db1", 2)
+    finally:
+        stop.set()
+        t.join()
+    assert len(acked) > 5, "mail did not go on during the seed"
+    want = a.digest("db1")
+    close_generation(a, "db1")
+    assert a.digest("db1") == want
+    for s in (b, c):
+        drained(a, bed, "db1", s.server)
+    st = copy_status(a, bed, "db1")
+    assert {x["server"]: x["state"] for x in st} == {"a": "Mounted", "b": "Healthy",
+                                                     "c": "Healthy"}
+    for s in (b, c):
+        assert passive_digest(bed, s, "db1") == want, f"the copy on {s.server} differs"
+
+
+def test_a_passive_killed_then_restarted_catches_up(dag3):
+    bed = dag3
+    a, b = bed.a, bed.b
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    roll(a, "db1", 1)
+    b.kill9("repld")
+    roll(a, "db1", 3)
+    wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "ServiceDown", what="the lapsed lease")
+    b.restart("repld")
+    want = a.digest("db1")
+    close_generation(a, "db1")
+    drained(a, bed, "db1", "b")
+    assert passive_digest(bed, b, "db1") == want
+
+
+def test_a_passive_partitioned_away_then_healed_catches_up(dag3):
+    bed = dag3
+    a, b = bed.a, bed.b
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    b.link_down()
+    try:
+        roll(a, "db1", 3)
+        time.sleep(1)
+    finally:
+        b.link_up()
+    want = a.digest("db1")
+    close_generation(a, "db1")
+    drained(a, bed, "db1", "b")
+    assert passive_digest(bed, b, "db1") == want
+
+
+def test_a_generation_damaged_in_transit_is_refused_and_copied_again(dag_bed):
+    bed = dag_bed(2)
+    a, b = bed.a, bed.b
+    a.env["OMBRA_REPL_TEST_DAMAGE"] = "3"  # a's source damages generation 3 once
+    setup_dag(bed, [a, b])
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    roll(a, "db1", 4)
+    want = a.digest("db1")
+    close_generation(a, "db1")
+    drained(a, bed, "db1", "b")
+    assert "damaging generation 3" in repld_log(a)
+    assert "damaged in transit" in repld_log(b)
+    assert passive_digest(bed, b, "db1") == want
+
+
+def test_suspend_stops_copying_and_resume_catches_up(dag3):
+    bed = dag3
+    a, b = bed.a, bed.b
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    a.ombra("db", "copy", "suspend", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    before = wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "Suspended")
+    roll(a, "db1", 3)
+    time.sleep(1.5)
+    assert copy_of(a, bed, "db1", "b")["copied"] == before["copied"]
+    a.ombra("db", "copy", "resume", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    want = a.digest("db1")
+    close_generation(a, "db1")
+    drained(a, bed, "db1", "b")
+    assert passive_digest(bed, b, "db1") == want
+
+
+def test_reseed_replaces_a_diverged_copy(dag3):
+    bed = dag3
+    a, b = bed.a, bed.b
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    roll(a, "db1", 1)
+    drained(a, bed, "db1", "b")
+    # the copy diverges: its .edb is replaced by garbage of the same size while suspended
+    a.ombra("db", "copy", "suspend", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "Suspended")
+    edb = b.home / "dbs/db1/db1.edb"
+    size = edb.stat().st_size
+    edb.write_bytes(os.urandom(size))
+    a.ombra("db", "copy", "resume", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "Failed" and c["last_error"],
+              what="the damaged copy failing")
+    a.ombra("db", "copy", "reseed", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    want = a.digest("db1")
+    close_generation(a, "db1")
+    drained(a, bed, "db1", "b")
+    assert passive_digest(bed, b, "db1") == want
+
+
+def test_a_peer_with_a_certificate_of_another_dag_is_refused_and_gets_nothing(dag_bed):
+    bed = dag_bed(2)
+    a, b = bed.a, bed.b
+    setup_dag(bed, [a])
+    a.ombra("db", "new", "db1")
+    # b holds a certificate of another DAG (its own authority)
+    b.ombra("dag", "init", "other", "--etcd", bed.etcd_url)
+    b.ombra("dag", "add-server", "b", "--address", f"{b.addr}:{REPLD_PORT}", "--etcd",
+            bed.etcd_url, "--dag", "other")
+    probe = (
+        "import ssl,socket\n"
+        "c=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT);c.check_hostname=False\n"
+        "c.verify_mode=ssl.CERT_NONE\n"
+        f"c.load_cert_chain('{b.home}/dag/server.crt','{b.home}/dag/server.key')\n"
+        "try:\n"
+        f"  s=c.wrap_socket(socket.create_connection(('{a.addr}',{REPLD_PORT}),timeout=5))\n"
+        "  s.sendall(b'\\x10\\x00\\x00\\x00{\"op\":\"hello\"}  \\x00\\x00\\x00\\x00')\n"
+        "  print('read', len(s.recv(100)))\n"
+        "except Exception as e:\n"
+        "  print('refused', type(e).__name__)\n")
+    out = subprocess.run(["ip", "netns", "exec", b.ns, "python3", "-c", probe],
+                         capture_output=True, text=True, timeout=30)
+    assert "refused" in out.stdout or "read 0" in out.stdout, out
+    log = repld_log(a)
+    assert "refused" in log and b.addr in log, log
+    st = json.loads(a.ombra("dag", "status", "--json", "--etcd", bed.etcd_url, "--dag",
+                            DAG).out)
+    assert [s["name"] for s in st["servers"]] == ["a"]
