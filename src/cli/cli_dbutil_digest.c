@@ -58,7 +58,8 @@ int cli_dbutil_digest(const cli_args *a)
 {
     const char *edb = a->pos[0], *logs = cli_val(a, "logs"), *base = cli_val(a, "base");
     if (!base) base = "E00";
-    if (strlen(base) != 3) return cli_usage(a, "--base takes a log base name like E00, not '%s'", base);
+    if (strlen(base) != 3)
+        return cli_usage(a, "--base takes a log base name like E00, not '%s'", base);
     int lock = open(edb, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (lock < 0) return cli_fail(om_errf(OM_E_FileNotFound, "%s: %s", edb, strerror(errno)));
     if (flock(lock, LOCK_EX | LOCK_NB)) {
@@ -87,7 +88,7 @@ int cli_dbutil_digest(const cli_args *a)
         if (!eng_parse_log_name(e->d_name, base, &g) && strcmp(e->d_name, cur) &&
             strcmp(e->d_name, chk))
             continue;
-        char f[4400], t[4400];
+        char f[4700], t[4700];
         snprintf(f, sizeof f, "%s/%s", logs, e->d_name);
         snprintf(t, sizeof t, "%s/%s", slogs, e->d_name);
         rc = copy_file(f, t);

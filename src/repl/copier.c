@@ -381,6 +381,13 @@ static int copy_failed(int rc)
     case OM_E_DiskFull:
     case OM_E_LogDiskFull:
     case OM_E_ReadVerifyFailure:
+    case OM_E_ReadPgnoVerifyFailure:
+    case OM_E_DbTimeTooNew:
+    case OM_E_InvalidDatabase:
+    case OM_E_DatabaseCorrupted:
+    case OM_E_CheckpointCorrupt:
+    case OM_E_CommittedLogFileCorrupt:
+    case OM_E_RestoreInProgress:
         return 1;
     default:
         return 0;
@@ -396,8 +403,15 @@ static int run_copy(rp_copier *c, rp_conn *conn)
     while (!rc && !stopping(c)) {
         pthread_mutex_lock(&c->mu);
         int poked = c->poked;
+        c->poked = 0;
         pthread_mutex_unlock(&c->mu);
-        if (poked) return 0; /* reread the records */
+        if (poked) { /* the records changed: go on unless they say otherwise */
+            char active[sizeof c->active];
+            snprintf(active, sizeof active, "%s", c->active);
+            if ((rc = read_records(c))) break;
+            if (c->suspended || c->reseed_asked != c->reseed_seen || strcmp(active, c->active))
+                return 0;
+        }
         json_t *r = NULL;
         rc =
             rp_call(conn,
@@ -409,6 +423,8 @@ static int run_copy(rp_copier *c, rp_conn *conn)
         c->current = (uint32_t)json_integer_value(json_object_get(r, "current"));
         uint32_t first = (uint32_t)json_integer_value(json_object_get(r, "first"));
         json_decref(r);
+        om_debug("copy of %s: closed %u, current %u, first %u, copied %u", c->name, c->closed,
+                 c->current, first, c->st.copied);
         if (c->st.copied + 1 < first && c->closed > c->st.copied) {
             rc = om_errf(OM_E_MissingLogFile,
                          "the active (%s) no longer holds generation %u of %s (its oldest is %u): "

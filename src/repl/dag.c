@@ -72,7 +72,7 @@ int rp_dag_open(const char *endpoints, const char *name, int must_exist, rp_dag 
                          "etcd at %s holds several DAGs (%s). HINT: --dag NAME", endpoints, names);
             goto fail;
         }
-        snprintf(d->name, sizeof d->name, "%s", names);
+        snprintf(d->name, sizeof d->name, "%.63s", names);
     } else {
         snprintf(d->name, sizeof d->name, "%s", name);
     }

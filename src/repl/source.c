@@ -101,6 +101,8 @@ static int op_wait(rp_source *s, rp_conn *c, const srcdb *d, json_t *req)
     }
     close(in);
     if (rc) return rc;
+    om_debug("log.wait %s after %u: closed %u, current %u, first %u", d->name, after, closed, cur,
+             first);
     json_t *r = json_pack("{s:b,s:I,s:I,s:I}", "ok", 1, "closed", (json_int_t)closed, "current",
                           (json_int_t)cur, "first", (json_int_t)first);
     return rp_reply(c, r, NULL, 0);
@@ -214,7 +216,11 @@ void rp_source_serve(rp_source *s, rp_conn *c)
         size_t n = 0;
         int rc = rp_recv(c, &req, &bulk, &n, 120000);
         free(bulk);
-        if (rc) break; /* the peer went away or is silent: its copier connects again */
+        if (rc) { /* the peer went away or is silent: its copier connects again */
+            if (rc != OM_E_ConnectionClosed)
+                om_info("peer %s (%s): %s", rp_conn_peer(c), rp_conn_addr(c), om_err_detail());
+            break;
+        }
         const char *op = om_json_str_or(req, "op", "");
         srcdb d;
         if (!strcmp(op, "hello")) {
@@ -230,7 +236,10 @@ void rp_source_serve(rp_source *s, rp_conn *c)
             rc = rp_send_error(c, OM_E_InvalidParameter);
         }
         json_decref(req);
-        if (rc) break;
+        if (rc) {
+            om_info("peer %s (%s): %s", rp_conn_peer(c), rp_conn_addr(c), om_err_detail());
+            break;
+        }
     }
     store_client_free(sc);
 }

@@ -20,6 +20,9 @@ def setup_dag(bed, servers, lease_s=None):
     certificate in its own $OMBRA_HOME/dag, and its ombra-repld started."""
     a = servers[0]
     a.ombra("dag", "init", DAG, "--etcd", bed.etcd_url)
+    if os.environ.get("OMBRA_DAG_DEBUG"):
+        for s in servers:
+            s.env["OMBRA_DEBUG"] = "1"
     for s in servers:
         args = ["dag", "add-server", s.server, "--address", f"{s.addr}:{REPLD_PORT}",
                 "--etcd", bed.etcd_url]
@@ -62,11 +65,13 @@ def roll(s, db, n=1, size=300000):
 
 
 def drained(s, bed, db, server):
-    """Waits until the passive has replayed every generation the active closed."""
+    """Waits until the passive has replayed every generation the active s closed so far."""
+    closed = s.db_show(db)["gen_current"] - 1
+
     def ok(c):
         return (c["state"] == "Healthy" and c["copy_queue"] == 0 and c["replay_queue"] == 0
-                and c["replayed"] >= c["generated"] - 1 > 0)
-    return wait_copy(s, bed, db, server, ok, what="draining")
+                and c["replayed"] >= closed)
+    return wait_copy(s, bed, db, server, ok, what=f"replaying through generation {closed}")
 
 
 def passive_digest(bed, s, db):
