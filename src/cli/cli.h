@@ -9,9 +9,10 @@
  *   2  usage error: one line on stderr, "ombra: <what is wrong>. See 'ombra <group> <cmd> --help'."
  *
  * A command's run function returns one of these; the helpers below that print return the status
- * to pass on, so a failure reads `return cli_fail(rc);`. Adding a group: write cli_<group>.c
- * with a `const cli_group cli_<group>_group`, declare it at the end of this file, list it in
- * ombra.c's table and in meson.build. */
+ * to pass on, so a failure reads `return cli_fail(rc);`. The helpers are cli_common.c's, below
+ * every group; ombra.c, above them, only parses and dispatches. Adding a group: write
+ * cli_<group>.c with a `const cli_group cli_<group>_group`, declare it at the end of this file,
+ * list it in ombra.c's table, in meson.build and in the cli table of docs/design.md. */
 #ifndef OM_CLI_CLI_H
 #define OM_CLI_CLI_H
 
@@ -83,6 +84,8 @@ int cli_onoff(const cli_args *a, const char *name, int *out);
 
 /* Prints "ombra: <fmt...>. See 'ombra <group> <cmd> --help'." and returns CLI_USAGE. */
 int cli_usage(const cli_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same before a command is known: "... See '<see> --help'." (see: "ombra", "ombra db"). */
+int cli_usage_at(const char *see, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "ombra: <detail> (<err> <name>)" from the thread's error and returns CLI_FAIL. */
 int cli_fail(int err);
 
@@ -90,6 +93,8 @@ int cli_fail(int err);
  * command ends: *out, or an error code (not printed). Its calls return error codes with the
  * store's message as the detail: a command prints them with cli_fail. */
 int cli_store(store_client **out);
+/* Frees this run's client of the store, if one was made (main, after the command). */
+void cli_store_close(void);
 /* One request, one reply on <runtime>/vss.sock (the shadow copy service). Steals req. On
  * success *reply (decref it); on failure prints the error (the server's message, or the
  * connection's, with its HINT) and returns CLI_FAIL, with nothing to release. */
@@ -127,7 +132,7 @@ int cli_dbutil_check_set(const cli_args *a);
 int cli_dbutil_hard_recover(const char *dir, int *found);
 
 /* The passphrase of an encrypted backup repository: the first line of --passphrase-file F, else
- * $OMBRA_REPO_PASSPHRASE, never an argument (cli_repo.c). The command must have the option
+ * $OMBRA_REPO_PASSPHRASE, never an argument (cli_common.c). The command must have the option
  * "passphrase-file". buf holds a file's passphrase; *out is NULL when neither is given. An error
  * code (not printed). */
 int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out);

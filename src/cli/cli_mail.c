@@ -252,7 +252,7 @@ static int run_load(const cli_args *a)
     if (!rc && cli_val(a, "seed"))
         rc = cli_number(a, "--seed", cli_val(a, "seed"), 0, INT64_MAX, 0, &seed);
     if (rc) return rc;
-    store_mail_load l = {
+    store_client_load l = {
         .mailboxes = (uint32_t)mailboxes, .messages = messages, .size = size, .seed = seed};
     store_client *sc;
     json_t *reply = NULL;

@@ -2,104 +2,18 @@
  * (backup/repo.h does the work; no daemon is involved). An encrypted repository's passphrase
  * comes from --passphrase-file F or OMBRA_REPO_PASSPHRASE, never from an argument: it would
  * show in ps and in the shell's history. */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backup/chain.h"
 #include "backup/repo.h"
 #include "base/error.h"
-#include "base/logging.h"
 #include "base/progress.h"
 #include "base/proto.h"
 #include "base/time.h"
 #include "cli/cli.h"
-
-/* ---- shared ---- */
-
-/* A passphrase file others can read gives the repository's key away; one others can write (or
- * owned by another user, who can chmod it) lets them choose the key of a new repository. As
- * OpenSSH with a private key, but a warning rather than a refusal (as restic and pgBackRest
- * read theirs without one): a backup that stops over a mode bit is worse than a warned one. The
- * file as opened is what is looked at, not its name again. */
-static void warn_open_passphrase(FILE *f, const char *file)
-{
-    struct stat st;
-    if (fstat(fileno(f), &st)) return;
-    unsigned mode = (unsigned)st.st_mode & 07777;
-    if (st.st_uid != geteuid() && st.st_uid != 0)
-        om_warn("the passphrase file %s is owned by uid %u, not by this user (uid %u; mode %04o). "
-                "HINT: chown it to this user and chmod 600",
-                file, (unsigned)st.st_uid, (unsigned)geteuid(), mode);
-    else if (mode & 066)
-        om_warn("the passphrase file %s is %s by others (mode %04o). HINT: chmod 600 %s", file,
-                mode & 044 ? (mode & 022 ? "readable and writable" : "readable") : "writable", mode,
-                file);
-}
-
-int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out)
-{
-    const char *file = cli_val(a, "passphrase-file"), *env = getenv("OMBRA_REPO_PASSPHRASE");
-    *out = NULL;
-    if (!file) {
-        if (env && *env) *out = env;
-        return 0;
-    }
-    /* Not blocking on a FIFO nobody writes (a backup from a timer would hang), and only a
-     * regular file: a device, a FIFO or a folder is not a passphrase. */
-    int fd = open(file, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0)
-        return om_errf(om_err_from_errno(errno), "cannot read the passphrase file %s: %s", file,
-                       strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        int dir = !fstat(fd, &st) && S_ISDIR(st.st_mode);
-        close(fd);
-        return om_errf(OM_E_InvalidParameter,
-                       "the passphrase file %s is not a regular file (%s). HINT: put the "
-                       "passphrase in a file of its own, mode 600",
-                       file,
-                       dir                    ? "a folder"
-                       : S_ISFIFO(st.st_mode) ? "a FIFO"
-                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)
-                           ? "a device"
-                           : "a socket or another special file");
-    }
-    FILE *f = fdopen(fd, "r");
-    if (!f) {
-        close(fd);
-        return om_errf(OM_E_OutOfMemory, "cannot read the passphrase file %s", file);
-    }
-    warn_open_passphrase(f, file);
-    size_t got = fread(buf, 1, n - 1, f);
-    int more = got == n - 1 && fgetc(f) != EOF;
-    fclose(f);
-    buf[got] = 0;
-    size_t line = 0; /* the first line's length, counting any zero byte in it */
-    while (line < got && buf[line] != '\r' && buf[line] != '\n')
-        line++;
-    if (more && line == got)
-        return om_errf(OM_E_InvalidParameter, "the passphrase in %s is longer than %zu bytes", file,
-                       n - 2);
-    /* A zero byte would end the passphrase there in silence (a binary key file): refused. */
-    const char *z = memchr(buf, 0, line);
-    if (z)
-        return om_errf(OM_E_InvalidParameter,
-                       "the passphrase file %s has a zero byte at offset %zu: a passphrase is "
-                       "text. HINT: encode a binary key as text (base64) in the file",
-                       file, (size_t)(z - buf));
-    buf[line] = 0;
-    if (!buf[0]) return om_errf(OM_E_InvalidParameter, "the passphrase file %s is empty", file);
-    if (!buf[strspn(buf, " \t")])
-        return om_errf(OM_E_InvalidParameter,
-                       "the passphrase file %s holds only blanks on its first line", file);
-    *out = buf;
-    return 0;
-}
 
 /* Opens --repo with the passphrase, if any. CLI_OK, or CLI_FAIL (printed). */
 static int open_repo(const cli_args *a, bk_repo **r)

@@ -1,17 +1,12 @@
 /* `ombra`: finds the group and the command in the tables, parses the arguments against the
- * command's declaration (cli.h), runs it, and holds the helpers every group shares. */
+ * command's declaration (cli.h) and runs it; cli_common.c holds the helpers every group shares. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "base/error.h"
-#include "base/paths.h"
-#include "base/proto.h"
 #include "cli/cli.h"
-#include "store/client.h"
 
 #ifndef OMBRA_VERSION
 #define OMBRA_VERSION "unknown"
@@ -22,223 +17,6 @@ static const cli_group *const groups[] = {
     &cli_restore_group, &cli_repo_group, &cli_backups_group, &cli_verify_group, &cli_expire_group,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
-
-/* ---- printing errors ---- */
-
-/* Prints s on one line: a detail that spans lines would break the one-line contract. */
-static void put_one_line(const char *s)
-{
-    for (; *s; s++)
-        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, stderr);
-}
-
-int cli_fail(int err)
-{
-    const char *d = om_err_detail();
-    fputs("ombra: ", stderr);
-    put_one_line(d && *d ? d : om_err_msg(err));
-    fprintf(stderr, " (%d %s)\n", err, om_err_name(err));
-    return CLI_FAIL;
-}
-
-/* The part after "ombra: " of a usage error, then where to look. */
-static int usage_line(const char *see, const char *fmt, va_list ap)
-{
-    char msg[512];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    fputs("ombra: ", stderr);
-    put_one_line(msg);
-    fprintf(stderr, ". See '%s --help'.\n", see);
-    return CLI_USAGE;
-}
-
-static int usage_at(const char *see, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int usage_at(const char *see, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    usage_line(see, fmt, ap);
-    va_end(ap);
-    return CLI_USAGE;
-}
-
-int cli_usage(const cli_args *a, const char *fmt, ...)
-{
-    char see[128];
-    snprintf(see, sizeof see, "ombra %s%s%s", a->group->name, a->cmd->name[0] ? " " : "",
-             a->cmd->name);
-    va_list ap;
-    va_start(ap, fmt);
-    usage_line(see, fmt, ap);
-    va_end(ap);
-    return CLI_USAGE;
-}
-
-/* ---- option values ---- */
-
-static int opt_index(const cli_cmd *c, const char *name)
-{
-    for (int i = 0; c->opts && c->opts[i].name; i++)
-        if (strcmp(c->opts[i].name, name) == 0) return i;
-    return -1;
-}
-
-const char *cli_val(const cli_args *a, const char *name)
-{
-    int i = opt_index(a->cmd, name);
-    if (i < 0) {
-        fprintf(stderr, "ombra: bug: command '%s' has no option --%s\n", a->cmd->name, name);
-        abort();
-    }
-    return a->val[i];
-}
-
-int cli_flag(const cli_args *a, const char *name)
-{
-    return cli_val(a, name) != NULL;
-}
-
-int cli_list(const cli_args *a, const char *name, const char *const **out)
-{
-    cli_val(a, name); /* aborts on a name the command does not have */
-    int i = opt_index(a->cmd, name);
-    *out = a->list[i];
-    return a->nlist[i];
-}
-
-static int is_list_opt(const cli_opt *o)
-{
-    size_t l = o->arg ? strlen(o->arg) : 0;
-    return l > 3 && strcmp(o->arg + l - 3, "...") == 0;
-}
-
-/* Appends a value to list option k (room for every argument was allocated). */
-static void list_add(cli_args *a, int k, const char *v)
-{
-    a->list[k][a->nlist[k]++] = v;
-    if (!a->val[k]) a->val[k] = v;
-}
-
-int cli_number(const cli_args *a, const char *what, const char *text, uint64_t min, uint64_t max,
-               int allow_suffix, uint64_t *out)
-{
-    const char *p = text;
-    if (*p < '0' || *p > '9') goto not_number;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(p, &end, 10);
-    if (errno == ERANGE) return cli_usage(a, "%s is too large: '%s'", what, text);
-    unsigned shift = 0;
-    if (allow_suffix && *end) {
-        static const char units[] = "KMG";
-        const char *u = strchr(units, *end & ~0x20); /* upper case */
-        if (!u) goto not_number;
-        shift = 10 * (unsigned)(u - units + 1);
-        end++;
-        if (*end == 'i' || *end == 'I') end++;
-        if (*end == 'b' || *end == 'B') end++;
-    }
-    if (*end) goto not_number;
-    if (shift && v > (UINT64_MAX >> shift))
-        return cli_usage(a, "%s is too large: '%s'", what, text);
-    v <<= shift;
-    if (v < min || v > max) {
-        if (max == UINT64_MAX || v <= max)
-            return cli_usage(a, "%s must be at least %llu, not '%s'", what, (unsigned long long)min,
-                             text);
-        return cli_usage(a, "%s must be between %llu and %llu, not '%s'", what,
-                         (unsigned long long)min, (unsigned long long)max, text);
-    }
-    *out = v;
-    return CLI_OK;
-not_number:
-    return cli_usage(a, "%s must be a number, not '%s'", what, text);
-}
-
-int cli_onoff(const cli_args *a, const char *name, int *out)
-{
-    const char *v = cli_val(a, name);
-    *out = -1;
-    if (!v) return CLI_OK;
-    if (strcmp(v, "on") == 0)
-        *out = 1;
-    else if (strcmp(v, "off") == 0)
-        *out = 0;
-    else
-        return cli_usage(a, "--%s takes on or off, not '%s'", name, v);
-    return CLI_OK;
-}
-
-/* ---- the daemons ---- */
-
-static store_client *store; /* this run's client of the store (one command per run) */
-
-int cli_store(store_client **out)
-{
-    int rc = store ? 0 : store_client_new(NULL, &store);
-    *out = store;
-    return rc;
-}
-
-int cli_vss_call(json_t *req, json_t **reply)
-{
-    char dir[4096], path[4200];
-    *reply = NULL;
-    int rc = om_runtime_dir(dir, sizeof dir);
-    if (!rc && snprintf(path, sizeof path, "%s/vss.sock", dir) >= (int)sizeof path)
-        rc = om_errf(OM_E_InvalidPath, "path too long: %s/vss.sock", dir);
-    if (!rc) rc = om_proto_call(path, req, NULL, 0, reply, NULL, NULL);
-    json_decref(req);
-    if (rc) {
-        json_decref(*reply);
-        *reply = NULL;
-        return cli_fail(rc);
-    }
-    return CLI_OK;
-}
-
-/* ---- output ---- */
-
-int cli_print_json(json_t *v)
-{
-    if (json_dumpf(v, stdout, JSON_INDENT(2) | JSON_ENCODE_ANY) != 0 || putchar('\n') == EOF)
-        return cli_fail(om_errf(OM_E_DiskIO, "writing standard output: %s", strerror(errno)));
-    return CLI_OK;
-}
-
-int cli_write_stdout(const void *p, size_t n)
-{
-    if (n && fwrite(p, 1, n, stdout) != n)
-        return cli_fail(om_errf(OM_E_DiskIO, "writing standard output: %s", strerror(errno)));
-    return CLI_OK;
-}
-
-const char *cli_human_bytes(uint64_t n, char *buf, size_t len)
-{
-    if (n < 1000)
-        snprintf(buf, len, "%llu B", (unsigned long long)n);
-    else if (n < 1000000)
-        snprintf(buf, len, "%.1f kB", (double)n / 1e3);
-    else if (n < 1000000000)
-        snprintf(buf, len, "%.1f MB", (double)n / 1e6);
-    else
-        snprintf(buf, len, "%.2f GB", (double)n / 1e9);
-    return buf;
-}
-
-char *cli_abs_path(const char *path)
-{
-    if (path[0] == '/' || path[0] == 0) return strdup(path);
-    char *cwd = getcwd(NULL, 0);
-    if (!cwd) return strdup(path); /* the daemon will say what is wrong with it */
-    char *out = NULL;
-    const char *p = path;
-    while (p[0] == '.' && p[1] == '/')
-        p += 2;
-    if (asprintf(&out, "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, p) < 0) out = NULL;
-    free(cwd);
-    return out;
-}
 
 /* ---- help ---- */
 
@@ -295,6 +73,19 @@ static void print_main_help(void)
 }
 
 /* ---- parsing ---- */
+
+static int is_list_opt(const cli_opt *o)
+{
+    size_t l = o->arg ? strlen(o->arg) : 0;
+    return l > 3 && strcmp(o->arg + l - 3, "...") == 0;
+}
+
+/* Appends a value to list option k (room for every argument was allocated). */
+static void list_add(cli_args *a, int k, const char *v)
+{
+    a->list[k][a->nlist[k]++] = v;
+    if (!a->val[k]) a->val[k] = v;
+}
 
 /* Counts of the positional arguments the spec string declares. */
 static void pos_counts(const char *spec, int *min, int *max)
@@ -434,20 +225,20 @@ static int run_group(const cli_group *g, int argc, char **argv)
     char see[64];
     snprintf(see, sizeof see, "ombra %s", g->name);
     if (!g->cmds[0].name[0]) return run_command(g, &g->cmds[0], argc, argv); /* a command group */
-    if (argc == 0) return usage_at(see, "missing %s command", g->name);
+    if (argc == 0) return cli_usage_at(see, "missing %s command", g->name);
     if (is_help(argv[0])) {
         print_group_help(g);
         return CLI_OK;
     }
     for (const cli_cmd *c = g->cmds; c->name; c++)
         if (strcmp(c->name, argv[0]) == 0) return run_command(g, c, argc - 1, argv + 1);
-    if (argv[0][0] == '-') return usage_at(see, "unknown option '%s'", argv[0]);
-    return usage_at(see, "unknown %s command '%s'", g->name, argv[0]);
+    if (argv[0][0] == '-') return cli_usage_at(see, "unknown option '%s'", argv[0]);
+    return cli_usage_at(see, "unknown %s command '%s'", g->name, argv[0]);
 }
 
 static int dispatch(int argc, char **argv)
 {
-    if (argc < 2) return usage_at("ombra", "missing command");
+    if (argc < 2) return cli_usage_at("ombra", "missing command");
     const char *g = argv[1];
     if (is_help(g)) {
         print_main_help();
@@ -459,14 +250,14 @@ static int dispatch(int argc, char **argv)
     }
     for (size_t i = 0; i < NGROUPS; i++)
         if (strcmp(groups[i]->name, g) == 0) return run_group(groups[i], argc - 2, argv + 2);
-    if (g[0] == '-') return usage_at("ombra", "unknown option '%s'", g);
-    return usage_at("ombra", "unknown command '%s'", g);
+    if (g[0] == '-') return cli_usage_at("ombra", "unknown option '%s'", g);
+    return cli_usage_at("ombra", "unknown command '%s'", g);
 }
 
 int main(int argc, char **argv)
 {
     int rc = dispatch(argc, argv);
-    store_client_free(store);
+    cli_store_close();
     /* Output that never reached its file (a full disk, a closed pipe) is a failure too. */
     if (fflush(stdout) != 0 || ferror(stdout)) {
         int e = errno;

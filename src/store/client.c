@@ -356,7 +356,7 @@ int store_client_mail_digest(store_client *c, const char *db, char digest[33])
     return rc;
 }
 
-int store_client_mail_load(store_client *c, const char *db, const store_mail_load *l,
+int store_client_mail_load(store_client *c, const char *db, const store_client_load *l,
                            store_client_progress progress, void *arg, json_t **result)
 {
     json_t *rep, *req = mail_req("mail.load", db, NULL);

@@ -108,18 +108,19 @@ int store_client_mail_delete(store_client *c, const char *db, const char *mailbo
 /* -> one hash (32 hex digits) of every mailbox's contents: equal exactly when the mail is. */
 int store_client_mail_digest(store_client *c, const char *db, char digest[33]);
 
-/* What store_mail_load delivers: generated messages, the same for the same arguments. */
-typedef struct store_mail_load {
+/* What a load delivers (the store runs store_mail_load): generated messages, the same for the
+ * same arguments. */
+typedef struct store_client_load {
     uint32_t mailboxes; /* spread over user00000 ... */
     uint64_t messages;
     uint64_t size; /* of each body */
     uint64_t seed;
-} store_mail_load;
+} store_client_load;
 /* Called with the messages delivered so far, as the store reports them. */
 typedef void (*store_client_progress)(void *arg, uint64_t done, uint64_t total);
 /* Delivers them, durable when it returns -> {"messages", "seconds", "rate"} (result may be
  * NULL); progress (may be NULL) is called as the store reports. */
-int store_client_mail_load(store_client *c, const char *db, const store_mail_load *l,
+int store_client_mail_load(store_client *c, const char *db, const store_client_load *l,
                            store_client_progress progress, void *arg, json_t **result);
 
 #endif

@@ -1,7 +1,8 @@
-/* What coordinator.c (connections, writers, catalog, admin) and session.c (requester sessions)
- * share inside ombra-vssd. One mutex (coord.mu) guards the writer registry, the sessions list,
- * the component owners and the catalog; an event to a writer waits on its own condition with
- * that mutex, so a slow writer holds nobody else up. */
+/* What the files of ombra-vssd share: coordinator.c (connections, admin) on top, session.c
+ * (requester sessions) below it, coord_writers.c (the writer registry, events) and
+ * coord_catalog.c (the shadow copy catalog) below both. One mutex (coord.mu) guards the writer
+ * registry, the sessions list, the component owners and the catalog; an event to a writer waits
+ * on its own condition with that mutex, so a slow writer holds nobody else up. */
 #ifndef OM_VSS_COORD_INTERNAL_H
 #define OM_VSS_COORD_INTERNAL_H
 
@@ -71,7 +72,7 @@ typedef struct coord {
     int stopping;
 } coord;
 
-/* ---- coordinator.c, for session.c ---- */
+/* ---- coord_writers.c: the writer registry and its events ---- */
 
 /* Sends event to writer w (conn_gen gen) and waits for the answer within the event limit.
  * Returns 0 and *result (a new reference, may be NULL) or the writer's failure as an error
@@ -79,10 +80,20 @@ typedef struct coord {
  * without coord.mu held. */
 int vss_coord_call(coord *c, wconn *w, uint32_t gen, const char *sid, const char *event,
                    json_t *args, json_t **result);
+/* An answer from the writer (msg has "answer": the event's id): hands it to the call waiting
+ * for it. Takes coord.mu. */
+void vss_coord_deliver(coord *c, wconn *w, json_t *msg);
+/* Registers (or re-registers) the writer that sent req on fd: *out, or an error (a writer with
+ * that instance id still connected, ids too long, too many writers). Under coord.mu. */
+int vss_coord_register_writer(coord *c, int fd, json_t *req, wconn **out);
 /* Sets a writer's state (and on failure its failure kind and last error). Takes coord.mu. */
 void vss_coord_writer_state(coord *c, wconn *w, const char *state, int err);
 /* The registered, connected writer with that instance id; NULL when none. Under coord.mu. */
 wconn *vss_coord_find_writer(coord *c, const char *instance_id);
+json_t *vss_coord_writer_json(const wconn *w);
+
+/* ---- coord_catalog.c: the shadow copy catalog (every call under coord.mu unless it says) ---- */
+
 /* Adds a shadow copy to the catalog and saves it; the entry (NULL on failure). Under coord.mu.
  * The entry stays at its address until its session drops it. */
 shadow_ent *vss_coord_add_shadow(coord *c, const shadow_ent *e);
@@ -94,7 +105,14 @@ void vss_coord_update_shadow(coord *c, shadow_ent *e, const vss_shadow *s);
 void vss_coord_drop_shadows(coord *c, const char *sid, int keep_persistent);
 /* Marks the session's shadow copies exposed (listed). Takes coord.mu. */
 void vss_coord_expose_shadows(coord *c, const char *sid);
-json_t *vss_coord_writer_json(const wconn *w);
+/* Deletes catalog entry i (provider remove) and drops it, without saving. Under coord.mu. */
+void vss_coord_remove_shadow(coord *c, int i);
+/* Writes the catalog to its file, durably; an error is logged and returned. Under coord.mu. */
+int vss_coord_save_catalog(coord *c);
+/* A catalog entry as JSON: the provider's record and the coordinator's fields. */
+json_t *vss_coord_shadow_json(const shadow_ent *e);
+/* At start: what a dead coordinator left. Persistent copies stay; the rest are deleted. */
+void vss_coord_load_catalog(coord *c);
 
 /* ---- session.c, for coordinator.c ---- */
 

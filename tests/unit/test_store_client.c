@@ -456,7 +456,7 @@ static void mail_load_reports_progress_then_its_result(void **s)
     store_client *c;
     json_t *res = NULL;
     uint64_t seen[2] = {0, 0};
-    store_mail_load l = {.mailboxes = 3, .messages = 30, .size = 100, .seed = 9};
+    store_client_load l = {.mailboxes = 3, .messages = 30, .size = 100, .seed = 9};
     assert_int_equal(store_client_new(sock_path, &c), 0);
     assert_int_equal(store_client_mail_load(c, "db1", &l, on_progress, seen, &res), 0);
     assert_int_equal(seen[1], 3);

@@ -1,4 +1,4 @@
-/* What the providers share (provider.c): walking a tree without following links, copying a
+/* What the providers share (common.c, tree.c): walking a tree without following links, copying a
  * file with large I/O, deleting a tree, making it read-only, placing storage on the original's
  * mount, and the prepare/commit/expose/remove steps common to the providers that build the
  * shadow tree themselves (held, reflink, copy). Not part of the public interface. */

@@ -1,0 +1,308 @@
+/* The helpers every group of `ombra` shares (cli.h): errors and usage errors, option values,
+ * the clients of the daemons, output, a repository's passphrase. Below the groups and ombra.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/logging.h"
+#include "base/paths.h"
+#include "base/proto.h"
+#include "cli/cli.h"
+#include "store/client.h"
+
+/* ---- printing errors ---- */
+
+/* Prints s on one line: a detail that spans lines would break the one-line contract. */
+static void put_one_line(const char *s)
+{
+    for (; *s; s++)
+        fputc(*s == '\n' || *s == '\r' ? ' ' : *s, stderr);
+}
+
+int cli_fail(int err)
+{
+    const char *d = om_err_detail();
+    fputs("ombra: ", stderr);
+    put_one_line(d && *d ? d : om_err_msg(err));
+    fprintf(stderr, " (%d %s)\n", err, om_err_name(err));
+    return CLI_FAIL;
+}
+
+/* The part after "ombra: " of a usage error, then where to look. */
+static int usage_line(const char *see, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fputs("ombra: ", stderr);
+    put_one_line(msg);
+    fprintf(stderr, ". See '%s --help'.\n", see);
+    return CLI_USAGE;
+}
+
+int cli_usage_at(const char *see, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    usage_line(see, fmt, ap);
+    va_end(ap);
+    return CLI_USAGE;
+}
+
+int cli_usage(const cli_args *a, const char *fmt, ...)
+{
+    char see[128];
+    snprintf(see, sizeof see, "ombra %s%s%s", a->group->name, a->cmd->name[0] ? " " : "",
+             a->cmd->name);
+    va_list ap;
+    va_start(ap, fmt);
+    usage_line(see, fmt, ap);
+    va_end(ap);
+    return CLI_USAGE;
+}
+
+/* ---- option values ---- */
+
+static int opt_index(const cli_cmd *c, const char *name)
+{
+    for (int i = 0; c->opts && c->opts[i].name; i++)
+        if (strcmp(c->opts[i].name, name) == 0) return i;
+    return -1;
+}
+
+const char *cli_val(const cli_args *a, const char *name)
+{
+    int i = opt_index(a->cmd, name);
+    if (i < 0) {
+        fprintf(stderr, "ombra: bug: command '%s' has no option --%s\n", a->cmd->name, name);
+        abort();
+    }
+    return a->val[i];
+}
+
+int cli_flag(const cli_args *a, const char *name)
+{
+    return cli_val(a, name) != NULL;
+}
+
+int cli_list(const cli_args *a, const char *name, const char *const **out)
+{
+    cli_val(a, name); /* aborts on a name the command does not have */
+    int i = opt_index(a->cmd, name);
+    *out = a->list[i];
+    return a->nlist[i];
+}
+
+int cli_number(const cli_args *a, const char *what, const char *text, uint64_t min, uint64_t max,
+               int allow_suffix, uint64_t *out)
+{
+    const char *p = text;
+    if (*p < '0' || *p > '9') goto not_number;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (errno == ERANGE) return cli_usage(a, "%s is too large: '%s'", what, text);
+    unsigned shift = 0;
+    if (allow_suffix && *end) {
+        static const char units[] = "KMG";
+        const char *u = strchr(units, *end & ~0x20); /* upper case */
+        if (!u) goto not_number;
+        shift = 10 * (unsigned)(u - units + 1);
+        end++;
+        if (*end == 'i' || *end == 'I') end++;
+        if (*end == 'b' || *end == 'B') end++;
+    }
+    if (*end) goto not_number;
+    if (shift && v > (UINT64_MAX >> shift))
+        return cli_usage(a, "%s is too large: '%s'", what, text);
+    v <<= shift;
+    if (v < min || v > max) {
+        if (max == UINT64_MAX || v <= max)
+            return cli_usage(a, "%s must be at least %llu, not '%s'", what, (unsigned long long)min,
+                             text);
+        return cli_usage(a, "%s must be between %llu and %llu, not '%s'", what,
+                         (unsigned long long)min, (unsigned long long)max, text);
+    }
+    *out = v;
+    return CLI_OK;
+not_number:
+    return cli_usage(a, "%s must be a number, not '%s'", what, text);
+}
+
+int cli_onoff(const cli_args *a, const char *name, int *out)
+{
+    const char *v = cli_val(a, name);
+    *out = -1;
+    if (!v) return CLI_OK;
+    if (strcmp(v, "on") == 0)
+        *out = 1;
+    else if (strcmp(v, "off") == 0)
+        *out = 0;
+    else
+        return cli_usage(a, "--%s takes on or off, not '%s'", name, v);
+    return CLI_OK;
+}
+
+/* ---- the daemons ---- */
+
+static store_client *store; /* this run's client of the store (one command per run) */
+
+int cli_store(store_client **out)
+{
+    int rc = store ? 0 : store_client_new(NULL, &store);
+    *out = store;
+    return rc;
+}
+
+void cli_store_close(void)
+{
+    store_client_free(store);
+    store = NULL;
+}
+
+int cli_vss_call(json_t *req, json_t **reply)
+{
+    char dir[4096], path[4200];
+    *reply = NULL;
+    int rc = om_runtime_dir(dir, sizeof dir);
+    if (!rc && snprintf(path, sizeof path, "%s/vss.sock", dir) >= (int)sizeof path)
+        rc = om_errf(OM_E_InvalidPath, "path too long: %s/vss.sock", dir);
+    if (!rc) rc = om_proto_call(path, req, NULL, 0, reply, NULL, NULL);
+    json_decref(req);
+    if (rc) {
+        json_decref(*reply);
+        *reply = NULL;
+        return cli_fail(rc);
+    }
+    return CLI_OK;
+}
+
+/* ---- output ---- */
+
+int cli_print_json(json_t *v)
+{
+    if (json_dumpf(v, stdout, JSON_INDENT(2) | JSON_ENCODE_ANY) != 0 || putchar('\n') == EOF)
+        return cli_fail(om_errf(OM_E_DiskIO, "writing standard output: %s", strerror(errno)));
+    return CLI_OK;
+}
+
+int cli_write_stdout(const void *p, size_t n)
+{
+    if (n && fwrite(p, 1, n, stdout) != n)
+        return cli_fail(om_errf(OM_E_DiskIO, "writing standard output: %s", strerror(errno)));
+    return CLI_OK;
+}
+
+const char *cli_human_bytes(uint64_t n, char *buf, size_t len)
+{
+    if (n < 1000)
+        snprintf(buf, len, "%llu B", (unsigned long long)n);
+    else if (n < 1000000)
+        snprintf(buf, len, "%.1f kB", (double)n / 1e3);
+    else if (n < 1000000000)
+        snprintf(buf, len, "%.1f MB", (double)n / 1e6);
+    else
+        snprintf(buf, len, "%.2f GB", (double)n / 1e9);
+    return buf;
+}
+
+char *cli_abs_path(const char *path)
+{
+    if (path[0] == '/' || path[0] == 0) return strdup(path);
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd) return strdup(path); /* the daemon will say what is wrong with it */
+    char *out = NULL;
+    const char *p = path;
+    while (p[0] == '.' && p[1] == '/')
+        p += 2;
+    if (asprintf(&out, "%s/%s", strcmp(cwd, "/") == 0 ? "" : cwd, p) < 0) out = NULL;
+    free(cwd);
+    return out;
+}
+
+/* ---- repositories ---- */
+
+/* A passphrase file others can read gives the repository's key away; one others can write (or
+ * owned by another user, who can chmod it) lets them choose the key of a new repository. As
+ * OpenSSH with a private key, but a warning rather than a refusal (as restic and pgBackRest
+ * read theirs without one): a backup that stops over a mode bit is worse than a warned one. The
+ * file as opened is what is looked at, not its name again. */
+static void warn_open_passphrase(FILE *f, const char *file)
+{
+    struct stat st;
+    if (fstat(fileno(f), &st)) return;
+    unsigned mode = (unsigned)st.st_mode & 07777;
+    if (st.st_uid != geteuid() && st.st_uid != 0)
+        om_warn("the passphrase file %s is owned by uid %u, not by this user (uid %u; mode %04o). "
+                "HINT: chown it to this user and chmod 600",
+                file, (unsigned)st.st_uid, (unsigned)geteuid(), mode);
+    else if (mode & 066)
+        om_warn("the passphrase file %s is %s by others (mode %04o). HINT: chmod 600 %s", file,
+                mode & 044 ? (mode & 022 ? "readable and writable" : "readable") : "writable", mode,
+                file);
+}
+
+int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out)
+{
+    const char *file = cli_val(a, "passphrase-file"), *env = getenv("OMBRA_REPO_PASSPHRASE");
+    *out = NULL;
+    if (!file) {
+        if (env && *env) *out = env;
+        return 0;
+    }
+    /* Not blocking on a FIFO nobody writes (a backup from a timer would hang), and only a
+     * regular file: a device, a FIFO or a folder is not a passphrase. */
+    int fd = open(file, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        return om_errf(om_err_from_errno(errno), "cannot read the passphrase file %s: %s", file,
+                       strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        int dir = !fstat(fd, &st) && S_ISDIR(st.st_mode);
+        close(fd);
+        return om_errf(OM_E_InvalidParameter,
+                       "the passphrase file %s is not a regular file (%s). HINT: put the "
+                       "passphrase in a file of its own, mode 600",
+                       file,
+                       dir                    ? "a folder"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)
+                           ? "a device"
+                           : "a socket or another special file");
+    }
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        close(fd);
+        return om_errf(OM_E_OutOfMemory, "cannot read the passphrase file %s", file);
+    }
+    warn_open_passphrase(f, file);
+    size_t got = fread(buf, 1, n - 1, f);
+    int more = got == n - 1 && fgetc(f) != EOF;
+    fclose(f);
+    buf[got] = 0;
+    size_t line = 0; /* the first line's length, counting any zero byte in it */
+    while (line < got && buf[line] != '\r' && buf[line] != '\n')
+        line++;
+    if (more && line == got)
+        return om_errf(OM_E_InvalidParameter, "the passphrase in %s is longer than %zu bytes", file,
+                       n - 2);
+    /* A zero byte would end the passphrase there in silence (a binary key file): refused. */
+    const char *z = memchr(buf, 0, line);
+    if (z)
+        return om_errf(OM_E_InvalidParameter,
+                       "the passphrase file %s has a zero byte at offset %zu: a passphrase is "
+                       "text. HINT: encode a binary key as text (base64) in the file",
+                       file, (size_t)(z - buf));
+    buf[line] = 0;
+    if (!buf[0]) return om_errf(OM_E_InvalidParameter, "the passphrase file %s is empty", file);
+    if (!buf[strspn(buf, " \t")])
+        return om_errf(OM_E_InvalidParameter,
+                       "the passphrase file %s holds only blanks on its first line", file);
+    *out = buf;
+    return 0;
+}
