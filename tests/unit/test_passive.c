@@ -28,9 +28,10 @@
 #include "engine/engine.h"
 #include "engine/format.h"
 
-#define NP        48u /* data pages of the database */
-#define BIG_PAGES 36u /* a big transaction rewrites this many whole pages: more than a generation  \
-                       */
+#define NP 48u /* data pages of the database */
+#define BIG_PAGES                                                                                  \
+    36u /* a big transaction rewrites this many whole pages: more than a generation                \
+         */
 
 /* ---- the workload and its model ---- */
 
