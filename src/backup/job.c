@@ -1,5 +1,6 @@
 /* The backup job (job.h has the sequence and the contract). */
 #include "backup/job.h"
+#include "backup/shadow.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -76,25 +77,6 @@ static int fail_db(dbjob *j, int rc, const char *step)
     return rc;
 }
 
-/* The path of original file p inside the shadow copies (the shadow whose original covers p). */
-static int shadow_path(json_t *shadows, const char *p, char *out, size_t n)
-{
-    size_t i, best = 0;
-    json_t *s, *pick = NULL;
-    json_array_foreach(shadows, i, s)
-    {
-        const char *orig = om_json_str_or(s, "original", "");
-        size_t l = strlen(orig);
-        if (!strncmp(p, orig, l) && (p[l] == '/' || p[l] == 0) && l >= best) {
-            best = l;
-            pick = s;
-        }
-    }
-    if (!pick) return om_errf(OM_E_FileNotFound, "%s is in no shadow copy of the set", p);
-    snprintf(out, n, "%s%s", om_json_str_or(pick, "exposed", ""), p + best);
-    return 0;
-}
-
 static int add_file(dbjob *j, const char *src, const char *name)
 {
     struct stat st;
@@ -118,8 +100,8 @@ static int add_file(dbjob *j, const char *src, const char *name)
 static int list_files(dbjob *j, json_t *shadows, char *edb, size_t en, char *logs, size_t ln)
 {
     const char *base = om_json_str_or(j->md, "base", "E00");
-    int rc = shadow_path(shadows, om_json_str_or(j->md, "edb", ""), edb, en);
-    if (!rc) rc = shadow_path(shadows, om_json_str_or(j->md, "logs", ""), logs, ln);
+    int rc = bk_shadow_path(shadows, om_json_str_or(j->md, "edb", ""), edb, en);
+    if (!rc) rc = bk_shadow_path(shadows, om_json_str_or(j->md, "logs", ""), logs, ln);
     if (rc) return rc;
     int whole = !strcmp(j->o->type, "full") || !strcmp(j->o->type, "copy");
     if (whole) {
@@ -369,39 +351,66 @@ static int check_continues(dbjob *j, json_t *sets)
     return 0;
 }
 
-static void *run_db(void *arg)
+/* ---- one database: copy → check → commit (run_db, on backup_copy's pool) ---- */
+
+/* The .edb's pages are checked as the copy reads them when a block holds whole pages. */
+static int pages_in_stream(const dbjob *j)
 {
-    dbjob *j = arg;
-    int threads = j->o->threads, whole = !strcmp(j->o->type, "full") || !strcmp(j->o->type, "copy");
-    chk_set *cs = NULL;
-    int rc = check_begin(j, &cs);
-    if (rc) return fail_db(j, rc, "the check of the shadow copy failed"), NULL;
-    int in_stream = bk_repo_block_size(j->repo) % ENG_PAGE_SIZE == 0;
-    bk_writer *w = NULL;
-    if ((rc = bk_set_begin(j->repo, &w))) {
+    return bk_repo_block_size(j->repo) % ENG_PAGE_SIZE == 0;
+}
+
+/* Copy: the shadow copy's headers checked (check_begin), a set begun, and every file of the
+ * list stored in it, the .edb's pages checked as they are read (when pages_in_stream). On
+ * success *cs (the check, to end) and *w (the set, to commit or abort) are the caller's. On
+ * failure both are released, nothing is listed, and the failure is the database's (fail_db). */
+static int db_copy(dbjob *j, chk_set **cs, bk_writer **w)
+{
+    int whole = !strcmp(j->o->type, "full") || !strcmp(j->o->type, "copy");
+    int rc = check_begin(j, cs);
+    if (rc) return fail_db(j, rc, "the check of the shadow copy failed");
+    int in_stream = pages_in_stream(j);
+    if ((rc = bk_set_begin(j->repo, w))) {
         fail_db(j, rc, "opening the set");
-        chk_term(cs);
-        return NULL;
+        chk_term(*cs);
+        return rc;
     }
     for (size_t i = 0; i < j->nfiles && !rc; i++) {
         int is_edb = whole && i == 0; /* list_files puts the .edb first */
-        rc = store_file(j, w, &j->files[i], threads, is_edb && in_stream ? cs : NULL);
+        rc = store_file(j, *w, &j->files[i], j->o->threads, is_edb && in_stream ? *cs : NULL);
     }
     if (rc) { /* the failure first: the cleanup may set another error detail */
         int page = rc == OM_E_ReadVerifyFailure || rc == OM_E_ReadPgnoVerifyFailure ||
                    rc == OM_E_DbTimeTooNew;
         fail_db(j, rc, page ? "the check of the shadow copy failed" : "copying");
-        bk_set_abort(w);
-        chk_term(cs);
-        return NULL;
+        bk_set_abort(*w);
+        chk_term(*cs);
+        return rc;
     }
     pause_at("copied");
-    if ((rc = check_end(cs, in_stream))) {
+    return 0;
+}
+
+/* Check: the rest of the shadow copy's check (pages not checked in stream, the log range) and
+ * its verdict; cs is ended either way. On failure the set is aborted (nothing listed) and the
+ * failure is the database's; on success w is still the caller's, to commit. */
+static int db_check(dbjob *j, chk_set *cs, bk_writer *w)
+{
+    int rc = check_end(cs, pages_in_stream(j));
+    if (rc) {
         fail_db(j, rc, "the check of the shadow copy failed");
         bk_set_abort(w);
-        return NULL;
+        return rc;
     }
     pause_at("checked");
+    return 0;
+}
+
+/* Commit: the set's document (what it is a backup of, its log range, the set it continues, the
+ * writer's documents, the freeze it stands for) and the set committed, pending until
+ * BackupComplete succeeded (publish_sets). w is freed either way; on failure nothing is pending
+ * and the failure is the database's. */
+static void db_commit(dbjob *j, bk_writer *w)
+{
     char t[40];
     json_t *doc =
         json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:[i,i], s:o, s:O, s:O, s:O}",
@@ -418,9 +427,18 @@ static void *run_db(void *arg)
     j->bytes_stored = stored;
     j->blocks_new = bn;
     j->blocks_reused = br;
-    /* Pending until BackupComplete succeeded (publish_sets). */
-    if ((rc = bk_set_commit(w, doc, j->set_id))) return fail_db(j, rc, "committing the set"), NULL;
-    return NULL;
+    int rc = bk_set_commit(w, doc, j->set_id);
+    if (rc) fail_db(j, rc, "committing the set");
+}
+
+/* One database's backup, its failure its own (dbjob.rc): each step releases what it holds when
+ * it fails. */
+static void run_db(dbjob *j)
+{
+    chk_set *cs = NULL;
+    bk_writer *w = NULL;
+    if (db_copy(j, &cs, &w) || db_check(j, cs, w)) return;
+    db_commit(j, w);
 }
 
 /* After BackupComplete: the sets of the databases whose backup the writer recorded are
@@ -584,34 +602,44 @@ static int distinct_dbs(const bk_job_opts *in, const char **out, size_t *n)
     return *n ? 0 : om_errf(OM_E_InvalidParameter, "name 1 to %d databases", MAX_DBS);
 }
 
-int bk_backup_run(const bk_job_opts *in, json_t **result)
-{
-    uint64_t t0 = om_mono_ns();
-    json_t *res =
-        json_pack("{s:s, s:[], s:[], s:[]}", "type", in->type, "sets", "databases", "failed");
-    *result = res;
+/* ---- the run: plan → snapshot → list → copy → complete → report ---- */
+
+/* What the steps of one run share. A step that fails leaves what it opened here, for
+ * backup_report, the one cleanup path. */
+typedef struct bk_backup_state {
+    bk_job_opts o; /* the caller's, its names made distinct (names) and its threads counted */
     const char *names[MAX_DBS];
-    bk_job_opts opts = *in;
-    int rc = distinct_dbs(in, names, &opts.ndb);
-    if (rc) return rc;
-    opts.dbs = names;
-    const bk_job_opts *o = &opts;
-    if (opts.threads <= 0) opts.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (opts.threads < 1) opts.threads = 1;
-    dbjob *jobs = calloc(o->ndb, sizeof *jobs);
-    bk_repo *repo = NULL;
-    vss_req *r = NULL;
-    json_t *writers = NULL, *snap = NULL, *doc = NULL;
-    uint64_t bytes = 0;
+    uint64_t t0;
+    json_t *res;       /* the result (the caller's) */
+    dbjob *jobs;       /* one per database, o.ndb */
+    bk_repo *repo;     /* open from plan to report */
+    vss_req *r;        /* the backup session (released by backup_report) */
+    json_t *writers;   /* the writers' metadata (gathered) */
+    json_t *snap;      /* DoSnapshotSet's answer: the components document, the shadows, times */
+    json_t *repo_sets; /* the published sets when the snapshot was taken */
+    uint64_t bytes;    /* read from the shadow copy (atomic) */
+    uint64_t total;    /* to read */
+} bk_backup_state;
+
+/* Plan: the repository open, and what the store says of each database: its id, where it lives,
+ * and whether it is backed up at all (refused before the shadow copy service is asked). On
+ * success st->jobs holds one job per database, named. */
+static int backup_plan(bk_backup_state *st)
+{
+    bk_job_opts *o = &st->o;
+    o->dbs = st->names;
+    if (o->threads <= 0) o->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (o->threads < 1) o->threads = 1;
+    st->jobs = calloc(o->ndb, sizeof *st->jobs);
     store_client *sc = NULL;
-    rc = jobs ? bk_repo_open(o->repo, o->passphrase, &repo) : OM_E_OutOfMemory;
+    int rc = st->jobs ? bk_repo_open(o->repo, o->passphrase, &st->repo) : OM_E_OutOfMemory;
     if (!rc) rc = store_client_new(NULL, &sc);
     if (!rc) store_client_retry_busy(sc, 1); /* a busy store is no reason to fail a backup */
     /* The store says where each database lives. */
     for (size_t i = 0; !rc && i < o->ndb; i++) {
-        dbjob *j = &jobs[i];
-        j->o = &opts;
-        j->bytes_read = &bytes;
+        dbjob *j = &st->jobs[i];
+        j->o = o;
+        j->bytes_read = &st->bytes;
         snprintf(j->name, sizeof j->name, "%s", o->dbs[i]);
         if ((rc = store_client_db_show(sc, j->name, &j->info)))
             rc = om_err_ctx(rc, "database '%s'", j->name);
@@ -620,117 +648,189 @@ int bk_backup_run(const bk_job_opts *in, json_t **result)
         if (!rc) rc = backed_up_at_all(j);
     }
     store_client_free(sc);
-    if (!rc) rc = vss_req_begin(NULL, VSS_SESSION_BACKUP, &r);
-    if (!rc) rc = vss_req_gather_metadata(r, &writers);
+    return rc;
+}
+
+/* Snapshot: the requester sequence on vss.sock up to the shadow copies: the writers' metadata
+ * gathered, each database's component found (its writer instance and metadata document), the
+ * backup type set, the components added, PrepareForBackup, a snapshot set of every component
+ * path, DoSnapshotSet (the writers freeze, the shadows are made, they thaw). On success st->snap
+ * holds the components document and the shadows. */
+static int backup_snapshot(bk_backup_state *st)
+{
+    const bk_job_opts *o = &st->o;
+    dbjob *jobs = st->jobs;
+    int rc = vss_req_begin(NULL, VSS_SESSION_BACKUP, &st->r);
+    if (!rc) rc = vss_req_gather_metadata(st->r, &st->writers);
     for (size_t i = 0; !rc && i < o->ndb; i++)
-        rc = find_component(writers, jobs[i].id, &jobs[i]);
-    if (!rc) rc = vss_req_set_backup_state(r, o->type);
+        rc = find_component(st->writers, jobs[i].id, &jobs[i]);
+    if (!rc) rc = vss_req_set_backup_state(st->r, o->type);
     for (size_t i = 0; !rc && i < o->ndb; i++)
-        rc = vss_req_add_component(r, jobs[i].instance, jobs[i].component);
-    if (!rc) rc = vss_req_prepare_backup(r);
+        rc = vss_req_add_component(st->r, jobs[i].instance, jobs[i].component);
+    if (!rc) rc = vss_req_prepare_backup(st->r);
     if (!rc) pause_at("prepared");
     char set[37];
-    if (!rc) rc = vss_req_start_snapshot_set(r, 0, set);
-    if (!rc) rc = add_paths(r, jobs, o->ndb, writers, o->provider ? o->provider : "auto");
-    if (!rc) rc = vss_req_do_snapshot_set(r, &snap);
+    if (!rc) rc = vss_req_start_snapshot_set(st->r, 0, set);
+    if (!rc) rc = add_paths(st->r, jobs, o->ndb, st->writers, o->provider ? o->provider : "auto");
+    if (!rc) rc = vss_req_do_snapshot_set(st->r, &st->snap);
     if (!rc) pause_at("snapshot");
-    uint64_t total = 0;
-    json_t *repo_sets = NULL; /* the published sets when the snapshot was taken */
-    if (!rc) rc = bk_sets(repo, &repo_sets);
-    if (!rc) {
-        doc = json_object_get(snap, "components_document");
-        json_object_set(res, "freeze_ms", json_object_get(snap, "freeze_ms"));
-        json_object_set(res, "snapshot_ms", json_object_get(snap, "snapshot_ms"));
-        for (size_t i = 0; i < o->ndb; i++) {
-            dbjob *j = &jobs[i];
-            size_t k;
-            json_t *c;
-            json_array_foreach(json_object_get(doc, "components"), k,
-                               c) if (!strcmp(om_json_str_or(c, "component", ""), j->component))
-                j->md = json_object_get(c, "backup_metadata");
-            json_t *range = json_object_get(j->md, "log_range");
-            j->lo = (uint32_t)json_integer_value(json_array_get(range, 0));
-            j->hi = (uint32_t)json_integer_value(json_array_get(range, 1));
-            j->doc = doc;
-            j->repo = repo;
-            int lrc = 0;
-            if (j->md && (lrc = check_continues(j, repo_sets)))
-                fail_db(j, lrc, "refused");
-            else if (j->md && list_files(j, json_object_get(doc, "shadows"), j->edb, sizeof j->edb,
-                                         j->logs, sizeof j->logs))
-                fail_db(j, OM_E_FileNotFound, "listing the shadow copy");
-            for (size_t f = 0; f < j->nfiles; f++)
-                total += j->files[f].size;
-        }
-        /* Several databases in parallel after PostSnapshot. */
-        for (size_t i = 0; i < o->ndb; i++)
-            if (!jobs[i].md) {
-                om_errf(OM_E_Internal, "the writer gave no backup metadata");
-                fail_db(&jobs[i], OM_E_Internal, "PostSnapshot");
-            }
-        dbrun d = {.jobs = jobs, .draw = o->progress};
-        if (d.draw) om_progress_start(&d.bar, "backup", total, "bytes");
-        om_pool pool = {.workers = (int)o->ndb,
-                        .ctx = &d,
-                        .fn = run_db_at,
-                        .progress = db_bar,
-                        .count = &bytes};
-        om_pool_run(&pool, o->ndb); /* run_db keeps each database's failure */
-        if (d.draw) om_progress_end(&d.bar);
-        /* The first refusal here is the session's failure (a writer that went away during the
-         * copy: its shadow copy was not held), and BackupComplete is not sent. */
-        int crc = 0;
-        for (size_t i = 0; i < o->ndb && !crc; i++)
-            crc = vss_req_set_backup_succeeded(r, jobs[i].instance, jobs[i].component,
-                                               jobs[i].rc == 0);
-        if (!crc) pause_at("committed");
-        json_t *final = NULL;
-        if (!crc) crc = vss_req_backup_complete(r, &final);
-        json_decref(final);
-        if (crc) rc = crc;
-        char cdetail[1200] = "";
-        if (crc)
-            snprintf(cdetail, sizeof cdetail, "the backup did not complete: %s", om_err_detail());
-        pause_at("completed");
-        publish_sets(jobs, o->ndb, repo, r, crc);
-        if (crc) om_errf(crc, "%s", cdetail); /* the publication's errors are the sets' own */
+    return rc;
+}
+
+/* The backup metadata the writer gave for a component in the components document (NULL: none). */
+static json_t *component_md(json_t *doc, const char *component)
+{
+    json_t *md = NULL, *c;
+    size_t k;
+    json_array_foreach(json_object_get(doc, "components"), k, c)
+    {
+        if (!strcmp(om_json_str_or(c, "component", ""), component))
+            md = json_object_get(c, "backup_metadata");
     }
-    json_decref(repo_sets);
+    return md;
+}
+
+/* List: what each database's set is to hold, from the snapshot: the writer's backup metadata
+ * and its log range; the set it continues among the repository's sets as they are now (an
+ * incremental or differential without its chain is refused here, before anything is copied or
+ * truncated); its files in the shadow copy. A database refused, without metadata or missing a
+ * file fails alone (dbjob.rc) and the others go on; the step fails only when the repository's
+ * sets cannot be listed. */
+static int backup_list(bk_backup_state *st)
+{
+    int rc = bk_sets(st->repo, &st->repo_sets);
+    if (rc) return rc;
+    json_t *doc = json_object_get(st->snap, "components_document");
+    json_object_set(st->res, "freeze_ms", json_object_get(st->snap, "freeze_ms"));
+    json_object_set(st->res, "snapshot_ms", json_object_get(st->snap, "snapshot_ms"));
+    for (size_t i = 0; i < st->o.ndb; i++) {
+        dbjob *j = &st->jobs[i];
+        j->md = component_md(doc, j->component);
+        json_t *range = json_object_get(j->md, "log_range");
+        j->lo = (uint32_t)json_integer_value(json_array_get(range, 0));
+        j->hi = (uint32_t)json_integer_value(json_array_get(range, 1));
+        j->doc = doc;
+        j->repo = st->repo;
+        int lrc = 0;
+        if (j->md && (lrc = check_continues(j, st->repo_sets)))
+            fail_db(j, lrc, "refused");
+        else if (j->md && list_files(j, json_object_get(doc, "shadows"), j->edb, sizeof j->edb,
+                                     j->logs, sizeof j->logs))
+            fail_db(j, OM_E_FileNotFound, "listing the shadow copy");
+        for (size_t f = 0; f < j->nfiles; f++)
+            st->total += j->files[f].size;
+    }
+    for (size_t i = 0; i < st->o.ndb; i++)
+        if (!st->jobs[i].md) {
+            om_errf(OM_E_Internal, "the writer gave no backup metadata");
+            fail_db(&st->jobs[i], OM_E_Internal, "PostSnapshot");
+        }
+    return 0;
+}
+
+/* Copy (and check, and commit): the databases in parallel after PostSnapshot, each on its own
+ * (run_db), the bar on this thread. Leaves each database's failure in its job, and each
+ * committed set pending for backup_complete. */
+static void backup_copy(bk_backup_state *st)
+{
+    const bk_job_opts *o = &st->o;
+    dbrun d = {.jobs = st->jobs, .draw = o->progress};
+    if (d.draw) om_progress_start(&d.bar, "backup", st->total, "bytes");
+    om_pool pool = {.workers = (int)o->ndb,
+                    .ctx = &d,
+                    .fn = run_db_at,
+                    .progress = db_bar,
+                    .count = &st->bytes};
+    om_pool_run(&pool, o->ndb); /* run_db keeps each database's failure */
+    if (d.draw) om_progress_end(&d.bar);
+}
+
+/* Complete: each component marked succeeded only when its set is committed (the writer records
+ * and truncates only those), BackupComplete, then the sets published, or all discarded when it
+ * failed (publish_sets). The first refusal here is the session's failure (a writer that went
+ * away during the copy: its shadow copy was not held), and BackupComplete is not sent; it is
+ * returned with its detail. The publication's failures are the sets' own. */
+static int backup_complete(bk_backup_state *st)
+{
+    dbjob *jobs = st->jobs;
+    int crc = 0;
+    for (size_t i = 0; i < st->o.ndb && !crc; i++)
+        crc = vss_req_set_backup_succeeded(st->r, jobs[i].instance, jobs[i].component,
+                                           jobs[i].rc == 0);
+    if (!crc) pause_at("committed");
+    json_t *final = NULL;
+    if (!crc) crc = vss_req_backup_complete(st->r, &final);
+    json_decref(final);
+    char cdetail[1200] = "";
+    if (crc) snprintf(cdetail, sizeof cdetail, "the backup did not complete: %s", om_err_detail());
+    pause_at("completed");
+    publish_sets(jobs, st->o.ndb, st->repo, st->r, crc);
+    if (crc) om_errf(crc, "%s", cdetail); /* the publication's errors are the sets' own */
+    return crc;
+}
+
+/* One database in the result: its name, its set (when one was committed), its failure. The
+ * first failure becomes the run's when the run itself did not fail (*rc, detail). */
+static void report_db(json_t *res, const dbjob *j, int *rc, char *detail, size_t dn)
+{
+    json_array_append_new(json_object_get(res, "databases"), json_string(j->name));
+    if (j->set_id[0])
+        json_array_append_new(json_object_get(res, "sets"),
+                              json_pack("{s:s, s:s, s:[i,i], s:I, s:I, s:I}", "set", j->set_id,
+                                        "database", j->name, "log_range", j->lo, j->hi,
+                                        "bytes_stored", (json_int_t)j->bytes_stored, "blocks_new",
+                                        (json_int_t)j->blocks_new, "blocks_reused",
+                                        (json_int_t)j->blocks_reused));
+    if (!j->rc) return;
+    json_array_append_new(
+        json_object_get(res, "failed"),
+        json_pack("{s:s, s:i, s:s}", "database", j->name, "error", j->rc, "message", j->err));
+    if (!*rc) {
+        *rc = j->rc;
+        snprintf(detail, dn, "%s", j->err);
+    }
+}
+
+/* Report, and the one cleanup path whatever failed: the session released (the failure's detail
+ * kept first: the release may set another), the result's databases, sets, failures and figures,
+ * everything freed. Returns rc, else the first database's failure, with its detail. */
+static int backup_report(bk_backup_state *st, int rc)
+{
+    json_decref(st->repo_sets);
     char detail[1200] = "";
     if (rc) snprintf(detail, sizeof detail, "%s", om_err_detail());
-    if (r) vss_req_release(r);
+    if (st->r) vss_req_release(st->r);
     uint64_t stored = 0;
-    for (size_t i = 0; i < o->ndb && jobs; i++) {
-        dbjob *j = &jobs[i];
-        json_array_append_new(json_object_get(res, "databases"), json_string(j->name));
+    for (size_t i = 0; i < st->o.ndb && st->jobs; i++) {
+        dbjob *j = &st->jobs[i];
+        report_db(st->res, j, &rc, detail, sizeof detail);
         stored += j->bytes_stored;
-        if (j->set_id[0])
-            json_array_append_new(json_object_get(res, "sets"),
-                                  json_pack("{s:s, s:s, s:[i,i], s:I, s:I, s:I}", "set", j->set_id,
-                                            "database", j->name, "log_range", j->lo, j->hi,
-                                            "bytes_stored", (json_int_t)j->bytes_stored,
-                                            "blocks_new", (json_int_t)j->blocks_new,
-                                            "blocks_reused", (json_int_t)j->blocks_reused));
-        if (j->rc) {
-            json_array_append_new(json_object_get(res, "failed"),
-                                  json_pack("{s:s, s:i, s:s}", "database", j->name, "error", j->rc,
-                                            "message", j->err));
-            if (!rc) {
-                rc = j->rc;
-                snprintf(detail, sizeof detail, "%s", j->err);
-            }
-        }
         json_decref(j->info);
         json_decref(j->parent);
         free(j->files);
     }
-    json_object_set_new(res, "bytes_read", json_integer((json_int_t)bytes));
-    json_object_set_new(res, "bytes_stored", json_integer((json_int_t)stored));
-    json_object_set_new(res, "seconds", json_real((double)(om_mono_ns() - t0) / 1e9));
-    json_decref(writers);
-    json_decref(snap);
-    free(jobs);
-    bk_repo_close(repo);
+    json_object_set_new(st->res, "bytes_read", json_integer((json_int_t)st->bytes));
+    json_object_set_new(st->res, "bytes_stored", json_integer((json_int_t)stored));
+    json_object_set_new(st->res, "seconds", json_real((double)(om_mono_ns() - st->t0) / 1e9));
+    json_decref(st->writers);
+    json_decref(st->snap);
+    free(st->jobs);
+    bk_repo_close(st->repo);
     if (rc) om_errf(rc, "%s", detail);
     return rc;
+}
+
+int bk_backup_run(const bk_job_opts *in, json_t **result)
+{
+    bk_backup_state st = {.o = *in, .t0 = om_mono_ns()};
+    st.res = json_pack("{s:s, s:[], s:[], s:[]}", "type", in->type, "sets", "databases", "failed");
+    *result = st.res;
+    int rc = distinct_dbs(in, st.names, &st.o.ndb);
+    if (rc) return rc; /* nothing opened yet, nothing to report */
+    rc = backup_plan(&st);
+    if (!rc) rc = backup_snapshot(&st);
+    if (!rc) rc = backup_list(&st);
+    if (!rc) backup_copy(&st); /* a database's failure is its own: the others go on */
+    if (!rc) rc = backup_complete(&st);
+    return backup_report(&st, rc);
 }

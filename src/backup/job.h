@@ -1,18 +1,22 @@
 /* The backup job: `ombra backup`, the requester of the system (spec §4-5).
  *
- * One run backs up one or more databases of the local store in one shadow copy set:
- *   1. the store says where each database lives (store/client.h: db.show);
- *   2. requester sequence on vss.sock: gather metadata, set the type, add the store writer's
- *      component of each database, prepare, snapshot set with the component paths, do it;
- *   3. per database, in parallel: its files into the repository: one reader thread per file
- *      reads blocks in order, keeps the file's SHA-256 and checks the .edb's pages as it reads
- *      them (the check library: headers first, every page for full and copy, the log range at
- *      the end; the file is read once), while every core hashes, looks up, compresses, encrypts
- *      and writes the blocks (bk_put_block); the set (files, the writer metadata document, the
- *      backup components document, log range, parent) is committed last, and only when the
- *      check passed;
- *   4. each component is marked succeeded only when its checks passed and its set is committed;
- *      BackupComplete (the writer truncates and records only those); release.
+ * One run backs up one or more databases of the local store in one shadow copy set, in named
+ * steps (job.c: one state, one cleanup path):
+ *   1. plan: the store says where each database lives (store/client.h: db.show);
+ *   2. snapshot: requester sequence on vss.sock: gather metadata, set the type, add the store
+ *      writer's component of each database, prepare, snapshot set with the component paths, do
+ *      it;
+ *   3. list: per database, the set it continues (refused without it) and its files in the shadow
+ *      copy; copy, check, commit: per database, in parallel, its files into the repository: one
+ *      reader thread per file reads blocks in order, keeps the file's SHA-256 and checks the
+ *      .edb's pages as it reads them (the check library: headers first, every page for full and
+ *      copy, the log range at the end; the file is read once), while every core hashes, looks
+ *      up, compresses, encrypts and writes the blocks (bk_put_block); the set (files, the writer
+ *      metadata document, the backup components document, log range, parent) is committed last,
+ *      and only when the check passed;
+ *   4. complete: each component is marked succeeded only when its checks passed and its set is
+ *      committed; BackupComplete (the writer truncates and records only those); the sets
+ *      published; report: release, the result.
  * A failure anywhere before the set is committed leaves no set in the repository, and the writer
  * truncates nothing. kill -9 at any moment: the coordinator aborts the session; the repository
  * keeps the blocks already written for the next run.

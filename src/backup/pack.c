@@ -429,3 +429,20 @@ int bk_packw_finish(bk_repo *r, bk_packw *p)
     packw_free(p);
     return rc;
 }
+
+/* One block through a reader of its own (repo.h). */
+int bk_get_block(bk_repo *r, const uint8_t id[BK_ID_LEN], uint8_t **data, size_t *len)
+{
+    bk_reader *rd = NULL;
+    uint8_t *buf = malloc(r->block_size);
+    *data = NULL;
+    int rc = buf ? bk_reader_new(r, &rd) : om_errf(OM_E_OutOfMemory, "out of memory");
+    if (!rc) rc = bk_reader_get(rd, id, buf, r->block_size, len);
+    bk_reader_free(rd);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *data = buf;
+    return 0;
+}

@@ -1,6 +1,7 @@
 /* The repository handle: creating and opening (config.json, the keys), the lock, the in-memory
- * index, reading sets and blocks. repo.h has the format; repo_internal.h what the other files
- * of the part share.
+ * index, reading set files. repo.h has the format; repo_internal.h what the other files of
+ * the part share. Blocks are read in pack.c (bk_get_block, the readers) and the sets listed in
+ * verify.c (bk_sets checks each): both call this file, never the reverse.
  *
  * Invariants the rest relies on:
  * - every entry of the in-memory index points into a pack that was durable before its index
@@ -1114,69 +1115,6 @@ json_t *bk_set_db_keys(json_t *set)
     return keys;
 }
 
-static int summary_order(const void *a, const void *b)
-{
-    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
-    int64_t tx = om_json_int_or(x, "committed_ns", 0), ty = om_json_int_or(y, "committed_ns", 0);
-    if (tx != ty) return tx < ty ? -1 : 1;
-    return strcmp(om_json_str_or(x, "id", ""), om_json_str_or(y, "id", ""));
-}
-
-static int is_document_key(const char *k)
-{
-    size_t l = strlen(k);
-    return (l >= 9 && !strcmp(k + l - 9, "_metadata")) ||
-           (l >= 9 && !strcmp(k + l - 9, "_document"));
-}
-
-int bk_sets(bk_repo *r, json_t **out)
-{
-    char(*ids)[65] = NULL;
-    size_t n = 0;
-    *out = NULL;
-    int rc = bk_set_ids(r, &ids, &n);
-    if (rc) return rc;
-    json_t **v = calloc(n + 1, sizeof *v);
-    if (!v) {
-        free(ids);
-        return om_errf(OM_E_OutOfMemory, "out of memory");
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *s = NULL;
-        int src = bk_set_read(r, ids[i], &s);
-        if (!src && (src = bk_set_check(r, s))) {
-            json_t *db = json_incref(json_object_get(s, "database"));
-            json_decref(s);
-            v[i] = json_pack("{s:s, s:s}", "id", ids[i], "damaged", om_err_detail());
-            if (json_is_object(db)) json_object_set(v[i], "database", db); /* for messages */
-            json_decref(db);
-            continue;
-        }
-        if (src) {
-            v[i] = json_pack("{s:s, s:s}", "id", ids[i], "damaged", om_err_detail());
-            continue;
-        }
-        json_object_set_new(s, "nfiles",
-                            json_integer((json_int_t)json_array_size(json_object_get(s, "files"))));
-        json_object_del(s, "files");
-        const char *k;
-        json_t *val, *tmp;
-        json_object_foreach_safe(s, tmp, k, val)
-        {
-            if (is_document_key(k)) json_object_del(s, k);
-        }
-        v[i] = s;
-    }
-    qsort(v, n, sizeof *v, summary_order);
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, v[i]);
-    free(v);
-    free(ids);
-    *out = a;
-    return 0;
-}
-
 int bk_set_load(bk_repo *r, const char *set_id, json_t **set)
 {
     *set = NULL;
@@ -1209,22 +1147,4 @@ int bk_set_load(bk_repo *r, const char *set_id, json_t **set)
                      want, found);
     free(ids);
     return rc;
-}
-
-/* ---- blocks ---- */
-
-int bk_get_block(bk_repo *r, const uint8_t id[BK_ID_LEN], uint8_t **data, size_t *len)
-{
-    bk_reader *rd = NULL;
-    uint8_t *buf = malloc(r->block_size);
-    *data = NULL;
-    int rc = buf ? bk_reader_new(r, &rd) : om_errf(OM_E_OutOfMemory, "out of memory");
-    if (!rc) rc = bk_reader_get(rd, id, buf, r->block_size, len);
-    bk_reader_free(rd);
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    *data = buf;
-    return 0;
 }

@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include "backup/chain.h"
-#include "backup/job.h"
 #include "backup/repo.h"
 #include "backup/setfiles.h"
 #include "base/error.h"
@@ -295,6 +294,36 @@ static int entry_ok(const char *sid, const char *name, json_t *f, uint32_t bsize
     return 0;
 }
 
+/* File entry f of the chain's set number si (id sid, log base name b) into the plan v (m entries,
+ * v[0] the .edb): the base set's .edb, a log generation (a later set's copy replaces an earlier
+ * one's); the checkpoint and a later set's .edb are left out. */
+static int plan_entry(rfile *v, size_t *m, int *have_edb, size_t si, const char *sid, const char *b,
+                      json_t *f, uint32_t bsize)
+{
+    const char *name = om_json_str_or(f, "name", "");
+    uint32_t g = 0;
+    int kind = bk_set_file_kind(name, b, &g);
+    if (!kind) return om_err_ctx(OM_E_RepositoryCorrupt, "set %.12s", sid);
+    rfile *x = NULL;
+    if (kind == BK_FILE_EDB) {
+        if (si) return 0; /* only the base set holds the database file */
+        if (*have_edb)
+            return om_errf(OM_E_RepositoryCorrupt, "set %.12s holds two database files", sid);
+        x = &v[0];
+        *have_edb = 1;
+    } else if (kind == BK_FILE_LOG) {
+        for (size_t j = 1; j < *m && !x; j++)
+            if (v[j].gen == g) x = &v[j]; /* a later set's copy replaces it */
+        if (!x) x = &v[(*m)++];
+    } else
+        return 0;
+    x->set = sid;
+    x->name = name;
+    x->gen = g;
+    snprintf(x->base, sizeof x->base, "%s", b);
+    return entry_ok(sid, name, f, bsize, x);
+}
+
 /* The files of the chain, in the order they are laid down: the .edb of the base set, then the
  * log generations ascending, each from the newest set that holds it (the checkpoint is left
  * out: hard recovery starts from the header). Every name is checked for what it says
@@ -329,33 +358,7 @@ static int plan_files(json_t *docs, uint32_t bsize, rfile **out, size_t *n)
         first = b;
         json_array_foreach(json_object_get(d, "files"), k, f)
         {
-            const char *name = om_json_str_or(f, "name", "");
-            uint32_t g = 0;
-            int kind = bk_set_file_kind(name, b, &g);
-            if (!kind) {
-                rc = om_err_ctx(OM_E_RepositoryCorrupt, "set %.12s", sid);
-                break;
-            }
-            rfile *x = NULL;
-            if (kind == BK_FILE_EDB) {
-                if (i) continue; /* only the base set holds the database file */
-                if (have_edb) {
-                    rc = om_errf(OM_E_RepositoryCorrupt, "set %.12s holds two database files", sid);
-                    break;
-                }
-                x = &v[0];
-                have_edb = 1;
-            } else if (kind == BK_FILE_LOG) {
-                for (size_t j = 1; j < m && !x; j++)
-                    if (v[j].gen == g) x = &v[j]; /* a later set's copy replaces it */
-                if (!x) x = &v[m++];
-            } else
-                continue;
-            x->set = sid;
-            x->name = name;
-            x->gen = g;
-            snprintf(x->base, sizeof x->base, "%s", b);
-            if ((rc = entry_ok(sid, name, f, bsize, x))) break;
+            if ((rc = plan_entry(v, &m, &have_edb, i, sid, b, f, bsize))) break;
         }
         if (rc) break;
     }
@@ -517,82 +520,6 @@ static int lay_watch(void *arg, uint64_t bytes)
     return rc;
 }
 
-/* Lays the files down on every core and has the writer replay as soon as the .edb and the
- * first generation are in place. *done: the PostRestore answer (with no_replay the writer only
- * takes note). */
-static int lay_and_replay(const bk_restore_opts *o, bk_repo *r, vss_req *q, rfile *f, size_t n,
-                          json_t *target, uint64_t *bytes, uint64_t *lay_ns, json_t **done)
-{
-    uint64_t t0 = om_mono_ns();
-    lay l = {.r = r,
-             .f = f,
-             .n = n,
-             .bsize = bk_repo_block_size(r),
-             .streaming = !o->no_replay && n > 1,
-             .draw = o->progress};
-    size_t nchunks = 0;
-    if (!(l.first_chunk = malloc((n + 1) * sizeof *l.first_chunk)))
-        return om_errf(OM_E_OutOfMemory, "out of memory");
-    for (size_t i = 0; i <= n; i++) {
-        l.first_chunk[i] = nchunks;
-        if (i < n) nchunks += (f[i].nblocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
-    }
-    om_dir *ed = NULL, *ld = NULL;
-    const char *session = l.streaming ? vss_req_session(q) : NULL;
-    int rc = open_places(target, f, n, session, &ed, &ld, &l.prog);
-    if (rc) {
-        free(l.first_chunk);
-        return rc;
-    }
-    pthread_mutex_init(&l.mu, NULL);
-    pthread_cond_init(&l.cv, NULL);
-    uint64_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += f[i].size;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int nw = cores < 2 ? 2 : cores > MAX_WORKERS ? MAX_WORKERS : (int)cores;
-    post p = {.q = q, .l = &l};
-    l.post = &p;
-    if (l.draw) om_progress_start(&l.bar, "restore", total, "bytes");
-    om_pool pool = {.workers = nw,
-                    .ctx = &l,
-                    .fn = lay_chunk,
-                    .worker_begin = lay_begin,
-                    .worker_end = lay_end,
-                    .progress = lay_watch,
-                    .count = &l.bytes,
-                    .interval_ms = 10};
-    om_err_saved failed; /* kept past the cleanup below, which may set another detail */
-    rc = om_err_save(&failed, om_pool_run(&pool, nchunks));
-    if (l.draw) om_progress_end(&l.bar);
-    /* Release the progress file: a writer still waiting for a generation sees the restore gone. */
-    vss_laid_release(l.prog);
-    for (size_t i = 0; i < n; i++) {
-        om_durable_abort(&f[i].out); /* a file begun and not put in place: its temporary name */
-        if (f[i].sha) EVP_MD_CTX_free(f[i].sha);
-    }
-    om_dir_close(ed);
-    om_dir_close(ld);
-    free(l.first_chunk);
-    *bytes = l.bytes;
-    *lay_ns = om_mono_ns() - t0;
-    if (!rc && l.laid == n) pause_at("laid");
-    if (!rc && !l.post_started) {
-        l.post_started = pthread_create(&l.post_thread, NULL, post_thread, &p) == 0;
-        if (!l.post_started)
-            rc = om_err_save(&failed, om_errf(OM_E_OutOfMemory, "cannot start a thread"));
-    }
-    if (o->progress && l.post_started && !rc && !o->no_replay)
-        fprintf(stderr, "files laid down; the writer finishes replaying the logs...\n");
-    if (l.post_started) pthread_join(l.post_thread, NULL);
-    pthread_cond_destroy(&l.cv);
-    pthread_mutex_destroy(&l.mu);
-    *done = p.done;
-    if (rc) return om_err_restore(&failed);
-    if (p.rc) return om_err_restore(&p.err);
-    return 0;
-}
-
 /* The name this server's ombra-store was started with (--server). */
 static int local_server(char *out, size_t n)
 {
@@ -609,6 +536,65 @@ static int local_server(char *out, size_t n)
     return rc ? om_err_ctx(rc, "asking ombra-store for this server's name") : 0;
 }
 
+/* The writer of the saved writer's class (wmd) that this server's ombra-vssd has: *pick, in
+ * *writers (gathered here; the caller's to decref, on failure too). Several of that class are
+ * one too many unless one of them is the saved instance sinst. */
+static int pick_writer(vss_req *q, json_t *wmd, const char *sinst, const char *db_id,
+                       json_t **writers, json_t **pick)
+{
+    const char *cls = om_json_str_or(json_object_get(wmd, "writer"), "class_id", ""),
+               *wname = om_json_str_or(json_object_get(wmd, "writer"), "name", "?");
+    *pick = NULL;
+    int rc = vss_req_gather_metadata(q, writers);
+    size_t i, n = 0;
+    json_t *w;
+    json_array_foreach(*writers, i, w)
+    {
+        if (strcmp(om_json_str_or(w, "class_id", ""), cls) || !json_object_get(w, "metadata"))
+            continue;
+        n++;
+        if (!*pick || !strcmp(om_json_str_or(w, "instance_id", ""), sinst)) *pick = w;
+    }
+    if (!rc && !*pick)
+        rc = om_errf(OM_E_WriterNotResponding,
+                     "no '%s' (class %s) is connected to ombra-vssd on this server to restore "
+                     "database %s through. HINT: start ombra-store here; ombra vss writers lists "
+                     "the writers",
+                     wname, cls, db_id);
+    else if (!rc && n > 1 && strcmp(om_json_str_or(*pick, "instance_id", ""), sinst))
+        rc = om_errf(OM_E_InvalidParameter,
+                     "%zu writers '%s' are connected to ombra-vssd on this server: which store "
+                     "restores database %s is not clear. HINT: give each ombra-store its own "
+                     "OMBRA_RUNTIME_DIR",
+                     n, wname, db_id);
+    return rc;
+}
+
+/* The writer metadata wmd for this server's writer: its instance id inst, and the database's
+ * component (saved under slp) and its Logs (saved as slogs) renamed to lp and logs; the other
+ * components left out. A new document. */
+static json_t *renamed_metadata(json_t *wmd, const char *inst, const char *db_id, const char *slp,
+                                const char *lp, const char *slogs, const char *logs)
+{
+    json_t *m = json_deep_copy(wmd), *keep = json_array(), *k;
+    size_t i;
+    json_object_set_new(json_object_get(m, "writer"), "instance_id", json_string(inst));
+    json_array_foreach(json_object_get(m, "components"), i, k)
+    {
+        const char *klp = om_json_str_or(k, "logical_path", ""),
+                   *kn = om_json_str_or(k, "name", "");
+        if (!strcmp(klp, slp) && !strcmp(kn, db_id))
+            json_object_set_new(k, "logical_path", json_string(lp));
+        else if (!strcmp(klp, slogs))
+            json_object_set_new(k, "logical_path", json_string(logs));
+        else
+            continue;
+        json_array_append(keep, k);
+    }
+    json_object_set_new(m, "components", keep);
+    return m;
+}
+
 /* The writer a restore goes through (spec §6: a database is not tied to a server). The set names
  * the writer instance and the component of the server the backup was made on; they are
  * information, not a requirement. The restore goes through this server's writer: the one of the
@@ -623,34 +609,11 @@ static int local_server(char *out, size_t n)
 static int local_writer(vss_req *q, json_t *set, json_t *saved, const char *db_id, char inst[37],
                         char *comp, size_t clen, json_t **md, json_t **doc)
 {
-    json_t *wmd = json_object_get(set, "writer_metadata"), *writers = NULL;
-    const char *cls = om_json_str_or(json_object_get(wmd, "writer"), "class_id", ""),
-               *wname = om_json_str_or(json_object_get(wmd, "writer"), "name", "?"),
-               *sinst = om_json_str_or(saved, "instance_id", ""),
+    json_t *wmd = json_object_get(set, "writer_metadata"), *writers = NULL, *pick = NULL;
+    const char *sinst = om_json_str_or(saved, "instance_id", ""),
                *scomp = om_json_str_or(saved, "component", "");
     *md = *doc = NULL;
-    int rc = vss_req_gather_metadata(q, &writers);
-    size_t i, n = 0;
-    json_t *w, *pick = NULL;
-    json_array_foreach(writers, i, w)
-    {
-        if (strcmp(om_json_str_or(w, "class_id", ""), cls) || !json_object_get(w, "metadata"))
-            continue;
-        n++;
-        if (!pick || !strcmp(om_json_str_or(w, "instance_id", ""), sinst)) pick = w;
-    }
-    if (!rc && !pick)
-        rc = om_errf(OM_E_WriterNotResponding,
-                     "no '%s' (class %s) is connected to ombra-vssd on this server to restore "
-                     "database %s through. HINT: start ombra-store here; ombra vss writers lists "
-                     "the writers",
-                     wname, cls, db_id);
-    else if (!rc && n > 1 && strcmp(om_json_str_or(pick, "instance_id", ""), sinst))
-        rc = om_errf(OM_E_InvalidParameter,
-                     "%zu writers '%s' are connected to ombra-vssd on this server: which store "
-                     "restores database %s is not clear. HINT: give each ombra-store its own "
-                     "OMBRA_RUNTIME_DIR",
-                     n, wname, db_id);
+    int rc = pick_writer(q, wmd, sinst, db_id, &writers, &pick);
     /* The saved component's logical path is "<root>\<server>": the root stays, the server is
      * this one. */
     char server[256] = "", lp[600] = "", slp[600] = "", logs[700] = "", slogs[700] = "";
@@ -672,23 +635,8 @@ static int local_writer(vss_req *q, json_t *set, json_t *saved, const char *db_i
     snprintf(comp, clen, "%s\\%s", lp, db_id);
     snprintf(slogs, sizeof slogs, "%s", scomp);
     snprintf(logs, sizeof logs, "%s", comp);
-    /* The writer metadata: the database's component and its Logs, renamed. */
-    json_t *m = json_deep_copy(wmd), *keep = json_array(), *k;
-    json_object_set_new(json_object_get(m, "writer"), "instance_id", json_string(inst));
-    json_array_foreach(json_object_get(m, "components"), i, k)
-    {
-        const char *klp = om_json_str_or(k, "logical_path", ""),
-                   *kn = om_json_str_or(k, "name", "");
-        if (!strcmp(klp, slp) && !strcmp(kn, db_id))
-            json_object_set_new(k, "logical_path", json_string(lp));
-        else if (!strcmp(klp, slogs))
-            json_object_set_new(k, "logical_path", json_string(logs));
-        else
-            continue;
-        json_array_append(keep, k);
-    }
-    json_object_set_new(m, "components", keep);
-    *md = json_pack("[{s:s, s:o}]", "instance_id", inst, "metadata", m);
+    *md = json_pack("[{s:s, s:o}]", "instance_id", inst, "metadata",
+                    renamed_metadata(wmd, inst, db_id, slp, lp, slogs, logs));
     /* The components document: this database's component only, for this writer. */
     json_t *one = json_copy(saved);
     json_object_set_new(one, "instance_id", json_string(inst));
@@ -706,108 +654,282 @@ static int local_writer(vss_req *q, json_t *set, json_t *saved, const char *db_i
     return 0;
 }
 
-int bk_restore_run(const bk_restore_opts *o, json_t **result)
+/* ---- the run: plan → prepare → lay down → replay → report ---- */
+
+/* What the steps of one run share. A step that fails leaves what it opened here, for
+ * restore_report, the one cleanup path. */
+typedef struct bk_restore_state {
+    const bk_restore_opts *o;
+    uint64_t t0;
+    json_t *res;           /* the result (the caller's) */
+    bk_repo *r;            /* open from plan to report */
+    char id[37], here[37]; /* the database's id | the id of the store's database of its name */
+    json_t *sets, *chain;  /* the repository's set summaries | the chain for the point */
+    json_t *docs;          /* the chain's sets, loaded whole and checked, base first */
+    rfile *files;          /* in the order they are laid down (plan_files) */
+    size_t nfiles;
+    vss_req *q;               /* the restore session: released by report */
+    char inst[37], comp[700]; /* this server's writer instance, the component restored */
+    json_t *targets;          /* PreRestore's answer: where the files go, per component */
+    lay lay;                  /* laying the files down (restore_lay) */
+    post post;                /* the writer's PostRestore (its answer: post.done) */
+    int laying;               /* lay and post are set up: restore_replay waits for PostRestore */
+    uint64_t bytes, lay_ns;   /* laid down, and how long that took */
+} bk_restore_state;
+
+/* Each set of the chain loaded whole and checked (bk_set_check: a crafted document never steers
+ * a restore), into st->docs, and named in the result's "sets". */
+static int load_chain(bk_restore_state *st)
 {
-    uint64_t t0 = om_mono_ns();
-    json_t *res = json_pack("{s:s, s:[]}", "database", o->db, "sets");
-    *result = res;
-    bk_repo *r = NULL;
-    vss_req *q = NULL;
-    json_t *sets = NULL, *chain = NULL, *docs = json_array(), *targets = NULL, *done = NULL;
-    rfile *files = NULL;
-    size_t nfiles = 0;
-    char id[37] = "", here[37] = "";
-    uint64_t bytes = 0;
-    int rc = bk_repo_open(o->repo, o->passphrase, &r);
-    if (!rc) rc = store_db_id(o->db, here);
-    if (!rc) rc = bk_sets(r, &sets);
-    if (!rc) rc = bk_source_db(sets, o->db, here, o->to || o->recovery || o->edb, id);
-    if (!rc && !here[0] && !o->to && !o->recovery && !o->edb)
-        rc = om_errf(OM_E_DatabaseNotFound,
-                     "database '%s' is not on this server; its backups (of %s) are in the "
-                     "repository. HINT: restore them with --to DB, --recovery NAME or "
-                     "--edb PATH --logs DIR",
-                     o->db, id);
-    bk_point pt = {
-        .set_id = o->set_id, .until_gen = o->until_gen, .until_time_ns = o->until_time_ns};
-    if (!rc) rc = bk_chain(sets, id, &pt, &chain);
     size_t i;
     json_t *s;
-    json_array_foreach(chain, i, s)
+    json_array_foreach(st->chain, i, s)
     {
         json_t *d = NULL;
-        if (rc || (rc = bk_set_load(r, om_json_str_or(s, "id", ""), &d))) break;
-        if ((rc = bk_set_check(r, d))) {
+        int rc = bk_set_load(st->r, om_json_str_or(s, "id", ""), &d);
+        if (rc) return rc;
+        if ((rc = bk_set_check(st->r, d))) {
             json_decref(d);
-            break;
+            return rc;
         }
-        json_array_append_new(docs, d);
-        json_array_append_new(json_object_get(res, "sets"),
+        json_array_append_new(st->docs, d);
+        json_array_append_new(json_object_get(st->res, "sets"),
                               json_pack("{s:s, s:s, s:O}", "set", om_json_str_or(s, "id", ""),
                                         "type", om_json_str_or(s, "type", ""), "log_range",
                                         json_object_get(s, "log_range")));
     }
-    if (!rc && o->on_chain) o->on_chain(o->arg, json_object_get(res, "sets"));
-    if (!rc) rc = plan_files(docs, bk_repo_block_size(r), &files, &nfiles);
+    return 0;
+}
+
+/* Plan: which database the backups are of (its id: the store's when it is on this server, else
+ * the one the repository's sets of that name say; a database that is not here needs a target),
+ * the chain of sets for the point, loaded and checked (the caller's on_chain sees it), and the
+ * files in the order they are laid down (plan_files: every name checked), none past a point by
+ * generation. Nothing is asked of the writer yet. */
+static int restore_plan(bk_restore_state *st)
+{
+    const bk_restore_opts *o = st->o;
+    int rc = bk_repo_open(o->repo, o->passphrase, &st->r);
+    if (!rc) rc = store_db_id(o->db, st->here);
+    if (!rc) rc = bk_sets(st->r, &st->sets);
+    if (!rc) rc = bk_source_db(st->sets, o->db, st->here, o->to || o->recovery || o->edb, st->id);
+    if (!rc && !st->here[0] && !o->to && !o->recovery && !o->edb)
+        rc = om_errf(OM_E_DatabaseNotFound,
+                     "database '%s' is not on this server; its backups (of %s) are in the "
+                     "repository. HINT: restore them with --to DB, --recovery NAME or "
+                     "--edb PATH --logs DIR",
+                     o->db, st->id);
+    bk_point pt = {
+        .set_id = o->set_id, .until_gen = o->until_gen, .until_time_ns = o->until_time_ns};
+    if (!rc) rc = bk_chain(st->sets, st->id, &pt, &st->chain);
+    if (!rc) rc = load_chain(st);
+    if (!rc && o->on_chain) o->on_chain(o->arg, json_object_get(st->res, "sets"));
+    if (!rc) rc = plan_files(st->docs, bk_repo_block_size(st->r), &st->files, &st->nfiles);
     /* A point by generation needs no log after it (files[0] is the .edb; logs ascend). */
-    while (!rc && o->until_gen && nfiles > 2 && files[nfiles - 1].gen > o->until_gen)
-        nfiles--;
-    json_t *last = json_array_get(docs, json_array_size(docs) - 1);
-    json_t *wmd = json_object_get(last, "writer_metadata"), *saved = NULL, *md = NULL, *cdoc = NULL;
-    /* The set's component: a backup of several databases saved the whole document. */
-    json_t *c;
-    json_array_foreach(
-        json_object_get(json_object_get(last, "components_document"), "components"), i,
-        c) if (!strcmp(om_json_str_or(json_object_get(c, "backup_metadata"), "db_id", ""), id))
-        saved = c;
-    if (!rc && (!json_is_object(wmd) || !saved))
+    while (!rc && o->until_gen && st->nfiles > 2 && st->files[st->nfiles - 1].gen > o->until_gen)
+        st->nfiles--;
+    return rc;
+}
+
+/* The set's component of database id in its components document (a backup of several databases
+ * saved the whole document), or NULL. */
+static json_t *saved_component(json_t *set, const char *id)
+{
+    json_t *saved = NULL, *c;
+    size_t i;
+    json_array_foreach(json_object_get(json_object_get(set, "components_document"), "components"),
+                       i, c)
+    {
+        if (!strcmp(om_json_str_or(json_object_get(c, "backup_metadata"), "db_id", ""), id))
+            saved = c;
+    }
+    return saved;
+}
+
+/* Prepare the target: a restore session through this server's writer (local_writer) with the
+ * newest set's documents, the component with the restore options and new paths, and PreRestore,
+ * which says where the files go and which names may be replaced (st->targets), and refuses a
+ * mounted target, one that does not allow restore, one with another id. Nothing is written. */
+static int restore_prepare(bk_restore_state *st)
+{
+    const bk_restore_opts *o = st->o;
+    json_t *last = json_array_get(st->docs, json_array_size(st->docs) - 1);
+    json_t *saved = saved_component(last, st->id), *md = NULL, *cdoc = NULL;
+    int rc = 0;
+    if (!json_is_object(json_object_get(last, "writer_metadata")) || !saved)
         rc = om_errf(OM_E_RepositoryCorrupt, "set %s lacks its writer documents",
                      om_json_str_or(last, "id", "?"));
-    char inst[37] = "", comp[700] = "";
-    if (!rc) rc = vss_req_begin(NULL, VSS_SESSION_RESTORE, &q);
-    if (!rc) rc = local_writer(q, last, saved, id, inst, comp, sizeof comp, &md, &cdoc);
-    if (!rc) rc = vss_req_load_documents(q, md, cdoc);
+    if (!rc) rc = vss_req_begin(NULL, VSS_SESSION_RESTORE, &st->q);
+    if (!rc)
+        rc = local_writer(st->q, last, saved, st->id, st->inst, st->comp, sizeof st->comp, &md,
+                          &cdoc);
+    if (!rc) rc = vss_req_load_documents(st->q, md, cdoc);
     json_decref(md);
     json_decref(cdoc);
     if (!rc) {
-        json_t *ro = writer_options(o, id, files, nfiles), *nt = NULL;
+        json_t *ro = writer_options(o, st->id, st->files, st->nfiles), *nt = NULL;
         if (o->edb) nt = json_pack("{s:s, s:s}", "edb", o->edb, "logs", o->logs);
-        rc = vss_req_add_restore_component(q, inst, comp, ro, nt);
+        rc = vss_req_add_restore_component(st->q, st->inst, st->comp, ro, nt);
         json_decref(ro);
         json_decref(nt);
     }
-    if (!rc && o->no_replay) rc = vss_req_set_additional_restores(q, 1);
-    if (!rc) rc = vss_req_pre_restore(q, &targets);
+    if (!rc && o->no_replay) rc = vss_req_set_additional_restores(st->q, 1);
+    if (!rc) rc = vss_req_pre_restore(st->q, &st->targets);
     if (!rc) pause_at("prepared");
-    uint64_t lay_ns = 0;
-    if (!rc)
-        rc = lay_and_replay(o, r, q, files, nfiles, json_object_get(targets, comp), &bytes, &lay_ns,
-                            &done);
+    return rc;
+}
+
+/* The laying set up: the files' chunks numbered (first_chunk; first_chunk[n] is the count), the
+ * folders PreRestore named opened and the files placed in them (open_places: while streaming,
+ * the writer's progress file held), the lock made. On failure nothing is left. */
+static int lay_open(bk_restore_state *st, om_dir **ed, om_dir **ld)
+{
+    lay *l = &st->lay;
+    size_t n = st->nfiles, nchunks = 0;
+    *l = (lay){.r = st->r,
+               .f = st->files,
+               .n = n,
+               .bsize = bk_repo_block_size(st->r),
+               .streaming = !st->o->no_replay && n > 1,
+               .draw = st->o->progress,
+               .post = &st->post};
+    st->post = (post){.q = st->q, .l = l};
+    if (!(l->first_chunk = malloc((n + 1) * sizeof *l->first_chunk)))
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    for (size_t i = 0; i <= n; i++) {
+        l->first_chunk[i] = nchunks;
+        if (i < n) nchunks += (st->files[i].nblocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
+    }
+    const char *session = l->streaming ? vss_req_session(st->q) : NULL;
+    int rc = open_places(json_object_get(st->targets, st->comp), st->files, n, session, ed, ld,
+                         &l->prog);
+    if (rc) {
+        free(l->first_chunk);
+        l->first_chunk = NULL;
+        return rc;
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    st->laying = 1;
+    return 0;
+}
+
+/* Lay down and check: the files on every core (lay_chunk: each block's id checked as it is read
+ * back, each file's SHA-256 before it takes its name), the writer's PostRestore started by
+ * lay_watch as soon as the .edb and the first generation are in place (when it replays while the
+ * rest arrive). Whatever the result, what laying holds is released here: the progress file (a
+ * writer still waiting for a generation sees the restore gone), the temporary names of files not
+ * in place, the folders. A PostRestore started is left for restore_replay to wait for. */
+static int restore_lay(bk_restore_state *st)
+{
+    uint64_t t0 = om_mono_ns();
+    lay *l = &st->lay;
+    om_dir *ed = NULL, *ld = NULL;
+    int rc = lay_open(st, &ed, &ld);
+    if (rc) return rc;
+    uint64_t total = 0;
+    for (size_t i = 0; i < l->n; i++)
+        total += l->f[i].size;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int nw = cores < 2 ? 2 : cores > MAX_WORKERS ? MAX_WORKERS : (int)cores;
+    if (l->draw) om_progress_start(&l->bar, "restore", total, "bytes");
+    om_pool pool = {.workers = nw,
+                    .ctx = l,
+                    .fn = lay_chunk,
+                    .worker_begin = lay_begin,
+                    .worker_end = lay_end,
+                    .progress = lay_watch,
+                    .count = &l->bytes,
+                    .interval_ms = 10};
+    om_err_saved failed; /* kept past the cleanup below, which may set another detail */
+    rc = om_err_save(&failed, om_pool_run(&pool, l->first_chunk[l->n]));
+    if (l->draw) om_progress_end(&l->bar);
+    vss_laid_release(l->prog);
+    for (size_t i = 0; i < l->n; i++) {
+        om_durable_abort(&l->f[i].out); /* a file begun and not put in place: its temporary name */
+        if (l->f[i].sha) EVP_MD_CTX_free(l->f[i].sha);
+    }
+    om_dir_close(ed);
+    om_dir_close(ld);
+    free(l->first_chunk);
+    l->first_chunk = NULL;
+    st->bytes = l->bytes;
+    st->lay_ns = om_mono_ns() - t0;
+    return rc ? om_err_restore(&failed) : 0;
+}
+
+/* Replay: when the files are laid down, PostRestore if laying did not start it (no_replay: the
+ * writer only takes note; the .edb alone), then, whatever failed, PostRestore waited for when it
+ * was started (and the laying's lock undone). rc: the failure so far, which comes first; then
+ * PostRestore's. Its answer stays in st->post.done for the report. */
+static int restore_replay(bk_restore_state *st, int rc)
+{
+    if (!st->laying) return rc;
+    lay *l = &st->lay;
+    om_err_saved failed;
+    om_err_save(&failed, rc);
+    if (!rc && l->laid == l->n) pause_at("laid");
+    if (!rc && !l->post_started) {
+        l->post_started = pthread_create(&l->post_thread, NULL, post_thread, &st->post) == 0;
+        if (!l->post_started)
+            rc = om_err_save(&failed, om_errf(OM_E_OutOfMemory, "cannot start a thread"));
+    }
+    if (st->o->progress && l->post_started && !rc && !st->o->no_replay)
+        fprintf(stderr, "files laid down; the writer finishes replaying the logs...\n");
+    if (l->post_started) pthread_join(l->post_thread, NULL);
+    pthread_cond_destroy(&l->cv);
+    pthread_mutex_destroy(&l->mu);
+    st->laying = 0;
+    if (rc) return om_err_restore(&failed);
+    if (st->post.rc) return om_err_restore(&st->post.err);
+    return 0;
+}
+
+/* Report, and the one cleanup path whatever failed: the session released (the failure's detail
+ * kept first: the release may set another), the result's target, replay, recovery, copy_of and
+ * figures, everything freed. Returns rc with its detail. */
+static int restore_report(bk_restore_state *st, int rc)
+{
+    const bk_restore_opts *o = st->o;
+    json_t *res = st->res;
     char detail[1400] = "";
     if (rc) snprintf(detail, sizeof detail, "%s", om_err_detail());
-    if (q) vss_req_release(q);
-    json_t *t = json_object_get(done, comp);
+    if (st->q) vss_req_release(st->q);
+    json_t *t = json_object_get(st->post.done, st->comp);
     json_object_set_new(res, "target",
                         json_string(om_json_str_or(t, "name", o->to ? o->to : o->db)));
     json_object_set(res, "replay",
                     json_object_get(t, "replay") ? json_object_get(t, "replay") : json_null());
     /* A restore next to a database of this server made the target a recovery database. */
-    json_t *tg = json_object_get(targets, comp);
+    json_t *tg = json_object_get(st->targets, st->comp);
     json_object_set_new(res, "recovery",
                         json_boolean(json_is_true(json_object_get(tg, "recovery"))));
     if (json_is_string(json_object_get(tg, "copy_of")))
         json_object_set(res, "copy_of", json_object_get(tg, "copy_of"));
-    json_object_set_new(res, "files", json_integer((json_int_t)nfiles));
-    json_object_set_new(res, "bytes", json_integer((json_int_t)bytes));
-    json_object_set_new(res, "lay_seconds", json_real((double)lay_ns / 1e9));
-    json_object_set_new(res, "seconds", json_real((double)(om_mono_ns() - t0) / 1e9));
-    free(files);
-    json_decref(sets);
-    json_decref(chain);
-    json_decref(docs);
-    json_decref(targets);
-    json_decref(done);
-    bk_repo_close(r);
+    json_object_set_new(res, "files", json_integer((json_int_t)st->nfiles));
+    json_object_set_new(res, "bytes", json_integer((json_int_t)st->bytes));
+    json_object_set_new(res, "lay_seconds", json_real((double)st->lay_ns / 1e9));
+    json_object_set_new(res, "seconds", json_real((double)(om_mono_ns() - st->t0) / 1e9));
+    free(st->files);
+    json_decref(st->sets);
+    json_decref(st->chain);
+    json_decref(st->docs);
+    json_decref(st->targets);
+    json_decref(st->post.done);
+    bk_repo_close(st->r);
     if (rc) om_errf(rc, "%s", detail);
     return rc;
+}
+
+int bk_restore_run(const bk_restore_opts *o, json_t **result)
+{
+    bk_restore_state st = {.o = o, .t0 = om_mono_ns()};
+    st.res = json_pack("{s:s, s:[]}", "database", o->db, "sets");
+    *result = st.res;
+    st.docs = json_array();
+    int rc = restore_plan(&st);
+    if (!rc) rc = restore_prepare(&st);
+    if (!rc) rc = restore_lay(&st);
+    rc = restore_replay(&st, rc); /* a PostRestore the laying started is waited for, always */
+    return restore_report(&st, rc);
 }

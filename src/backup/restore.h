@@ -1,14 +1,15 @@
-/* The restore job: `ombra restore` (spec §6), the requester of a restore session.
- *
- *   1. the chain (backup/chain.h) of the database's sets in the repository for the point; every
- *      file name of its sets checked (backup/setfiles.h) and each size against its blocks;
- *   2. restore session on vss.sock through this server's store writer (its instance id, the
- *      component under its own logical path; the saved ones are information): the saved
+/* The restore job: `ombra restore` (spec §6), the requester of a restore session, in named
+ * steps (restore.c: one state, one cleanup path):
+ *   1. plan: the chain (backup/chain.h) of the database's sets in the repository for the
+ *      point; every file name of its sets checked (backup/setfiles.h) and each size against its
+ *      blocks;
+ *   2. prepare: restore session on vss.sock through this server's store writer (its instance
+ *      id, the component under its own logical path; the saved ones are information): the saved
  *      documents of the newest set of the chain, the component with the restore options
  *      (target, target id, recovery database, mount, roll forward, stop generation), new paths
  *      if any; PreRestore says where the .edb and the logs go and which names may be replaced
  *      (and refuses a mounted target, one that does not allow restore, one with another id);
- *   3. the files, on every core, through directory handles of the folders PreRestore named
+ *   3. lay: the files, on every core, through directory handles of the folders PreRestore named
  *      (base/vfs.h: no link followed): the .edb of the chain's base set (a full or a copy) at
  *      the target's .edb path, then the log generations ascending (each from the newest set
  *      holding it) under the target's names. Workers take chunks of 8 consecutive blocks in
@@ -19,13 +20,13 @@
  *      syncs it, renames it into place (replacing a name only where PreRestore allowed it) and
  *      syncs the folder. A damaged block or file stops the restore with the set, file and block
  *      named; temporary files are removed;
- *   4. PostRestore as soon as the .edb and the first generation are in place: the writer
+ *   4. replay: PostRestore as soon as the .edb and the first generation are in place: the writer
  *      replays while the rest are laid down (restore option logs_arriving), following the
  *      PreRestore answer's progress file, which this process holds locked while it lays files
  *      and into which it writes the last generation laid (a dead or failed restore releases the
  *      lock, and the writer stops: the target stays marked not restored). Without replay
  *      (no_replay: additional restores follow) PostRestore comes after every file. The writer
- *      mounts when asked; release.
+ *      mounts when asked; report: release, the result.
  * Test hook: OMBRA_RESTORE_PAUSE=prepared|edb|replaying|laid stops the process (SIGSTOP) there. */
 #ifndef OM_BACKUP_RESTORE_H
 #define OM_BACKUP_RESTORE_H

@@ -10,8 +10,7 @@
 #include "store/client.h"
 #include "vss/requester.h"
 
-/* The path of original p inside the shadow copy whose original covers it. */
-static int in_shadow(json_t *shadows, const char *p, char *out, size_t n)
+int bk_shadow_path(json_t *shadows, const char *p, char *out, size_t n)
 {
     size_t i, best = 0;
     json_t *s, *pick = NULL;
@@ -80,8 +79,8 @@ int bk_shadow_db_take(const char *name, const char *provider, bk_shadow_db **out
     if (!rc) rc = vss_req_do_snapshot_set(r, &snap);
     if (!rc) {
         json_t *shadows = json_object_get(snap, "shadows");
-        rc = in_shadow(shadows, edb, s->edb, sizeof s->edb);
-        if (!rc) rc = in_shadow(shadows, logs, s->logs, sizeof s->logs);
+        rc = bk_shadow_path(shadows, edb, s->edb, sizeof s->edb);
+        if (!rc) rc = bk_shadow_path(shadows, logs, s->logs, sizeof s->logs);
         size_t k;
         json_t *c;
         json_array_foreach(

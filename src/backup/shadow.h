@@ -12,7 +12,14 @@
 #ifndef OM_BACKUP_SHADOW_H
 #define OM_BACKUP_SHADOW_H
 
+#include <jansson.h>
+#include <stddef.h>
 #include <stdint.h>
+
+/* The path of original file p inside the shadow copies of a snapshot set (the "shadows" array
+ * of vss_req_do_snapshot_set: the shadow whose original covers p the closest): FileNotFound
+ * when none covers it. */
+int bk_shadow_path(json_t *shadows, const char *p, char *out, size_t n);
 
 typedef struct bk_shadow_db {
     char edb[4400];  /* the .edb inside the shadow copy */

@@ -6,7 +6,9 @@
  *
  * Before that, each set document is held to what a backup writes (repo.h lists the rules):
  * a set file is data anyone with write access to the repository can craft, and what a restore
- * does follows from it; whatever verify lets pass, a restore must be able to trust. */
+ * does follows from it; whatever verify lets pass, a restore must be able to trust. bk_sets,
+ * the listing every command starts from, is here because it holds each set to the same check
+ * (bk_set_check) and lists one that fails it as damaged. */
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -449,6 +451,71 @@ int bk_set_check(bk_repo *r, json_t *set)
     if (!what[0]) return 0;
     return om_errf(OM_E_RepositoryCorrupt, "set %.12s is not what a backup writes: %s",
                    om_json_str_or(set, "id", "?"), what);
+}
+
+/* ---- the sets listed, each checked (bk_set_check) ---- */
+
+static int summary_order(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    int64_t tx = om_json_int_or(x, "committed_ns", 0), ty = om_json_int_or(y, "committed_ns", 0);
+    if (tx != ty) return tx < ty ? -1 : 1;
+    return strcmp(om_json_str_or(x, "id", ""), om_json_str_or(y, "id", ""));
+}
+
+static int is_document_key(const char *k)
+{
+    size_t l = strlen(k);
+    return (l >= 9 && !strcmp(k + l - 9, "_metadata")) ||
+           (l >= 9 && !strcmp(k + l - 9, "_document"));
+}
+
+int bk_sets(bk_repo *r, json_t **out)
+{
+    char(*ids)[65] = NULL;
+    size_t n = 0;
+    *out = NULL;
+    int rc = bk_set_ids(r, &ids, &n);
+    if (rc) return rc;
+    json_t **v = calloc(n + 1, sizeof *v);
+    if (!v) {
+        free(ids);
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = NULL;
+        int src = bk_set_read(r, ids[i], &s);
+        if (!src && (src = bk_set_check(r, s))) {
+            json_t *db = json_incref(json_object_get(s, "database"));
+            json_decref(s);
+            v[i] = json_pack("{s:s, s:s}", "id", ids[i], "damaged", om_err_detail());
+            if (json_is_object(db)) json_object_set(v[i], "database", db); /* for messages */
+            json_decref(db);
+            continue;
+        }
+        if (src) {
+            v[i] = json_pack("{s:s, s:s}", "id", ids[i], "damaged", om_err_detail());
+            continue;
+        }
+        json_object_set_new(s, "nfiles",
+                            json_integer((json_int_t)json_array_size(json_object_get(s, "files"))));
+        json_object_del(s, "files");
+        const char *k;
+        json_t *val, *tmp;
+        json_object_foreach_safe(s, tmp, k, val)
+        {
+            if (is_document_key(k)) json_object_del(s, k);
+        }
+        v[i] = s;
+    }
+    qsort(v, n, sizeof *v, summary_order);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, v[i]);
+    free(v);
+    free(ids);
+    *out = a;
+    return 0;
 }
 
 /* Adds the files of one loaded set to the work list. */
