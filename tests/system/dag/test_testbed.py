@@ -212,9 +212,10 @@ def test_three_etcd_members_serve_with_one_killed_and_it_catches_up(dag_bed):
 
 
 def test_repld_runs_and_listens_inside_each_namespace(dag_bed):
+    from dag.test_replication import setup_dag
     bed = dag_bed(2)
+    setup_dag(bed, [bed.a, bed.b])  # dag init, add-server (certificates), ombra-repld on each
     for s in (bed.a, bed.b):
-        s.start_repld()  # skips while ombra-repld is not built
         assert s.owns(s.repld.pid)
     assert bed.b.tcp(bed.a.addr, dagbed.REPLD_PORT, timeout=3) is not None
     bed.a.kill9("repld")
