@@ -34,10 +34,12 @@ struct rp_copier {
     int suspended;
     int64_t reseed_seen, reseed_asked;
     uint32_t replay_lag_s;
-    uint32_t closed, current; /* what the active said last */
+    uint32_t closed, current, first; /* what the active said last */
     uint64_t published_ns;
     char published[1024];
     eng_passive *p;
+    char warned[512]; /* the last trouble logged, and when */
+    uint64_t warned_ns;
 };
 
 static void set_state(rp_copier *c, const char *state, int rc)
@@ -338,6 +340,19 @@ static int replay(rp_copier *c)
     pthread_mutex_lock(&c->mu);
     c->st.replayed = ps.last_replayed;
     pthread_mutex_unlock(&c->mu);
+    /* The copy's own truncation follows the active's: a generation the active no longer holds
+     * (its backups or circular logging let it go) and that the copy's checkpoint has passed is
+     * not needed here either. Only files whose header says they are that generation of this
+     * stream are deleted. */
+    uint32_t below = c->first < ps.checkpoint.gen ? c->first : ps.checkpoint.gen;
+    if (!rc && below > 1) {
+        uint32_t deleted = 0;
+        if (eng_log_delete_below(om_vfs_posix(), c->logs, c->base, below, &ps.log_sig, &deleted))
+            om_warn("copy of %s: deleting generations below %u: %s", c->name, below,
+                    om_err_detail());
+        else if (deleted)
+            om_debug("copy of %s: %u generations below %u deleted", c->name, deleted, below);
+    }
     return rc;
 }
 
@@ -388,6 +403,7 @@ static int copy_failed(int rc)
     case OM_E_CheckpointCorrupt:
     case OM_E_CommittedLogFileCorrupt:
     case OM_E_RestoreInProgress:
+    case OM_E_InvalidPath:
         return 1;
     default:
         return 0;
@@ -422,6 +438,7 @@ static int run_copy(rp_copier *c, rp_conn *conn)
         c->closed = (uint32_t)json_integer_value(json_object_get(r, "closed"));
         c->current = (uint32_t)json_integer_value(json_object_get(r, "current"));
         uint32_t first = (uint32_t)json_integer_value(json_object_get(r, "first"));
+        c->first = first;
         json_decref(r);
         om_debug("copy of %s: closed %u, current %u, first %u, copied %u", c->name, c->closed,
                  c->current, first, c->st.copied);
@@ -505,10 +522,14 @@ static void *copier_main(void *arg)
             backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
             continue;
         }
-        backoff = 200;
         struct stat sb;
         int need_seed = stat(c->edb, &sb) != 0 || c->reseed_asked != c->reseed_seen;
         if (need_seed) {
+            if (c->reseed_asked != c->reseed_seen)
+                om_info("copy of %s: a reseed was asked (%lld, the copy answers %lld)", c->name,
+                        (long long)c->reseed_asked, (long long)c->reseed_seen);
+            else
+                om_info("copy of %s: no database file at %s: seeding", c->name, c->edb);
             close_passive(c);
             rc = seed(c, conn);
         }
@@ -516,11 +537,19 @@ static void *copier_main(void *arg)
             set_state(c, "Initializing", 0);
             rc = open_passive(c);
         }
+        uint32_t before = c->st.copied + c->st.replayed;
         if (!rc) rc = run_copy(c, conn);
         rp_close(conn);
+        if (c->st.copied + c->st.replayed != before) backoff = 200; /* it got somewhere */
         if (rc) {
             set_state(c, copy_failed(rc) ? "Failed" : "Disconnected", rc);
-            om_warn("copy of %s from %s: %s", c->name, c->active, om_err_detail());
+            /* One line per new trouble (and one a minute while it lasts), not one per retry. */
+            uint64_t now = om_mono_ns();
+            if (strcmp(c->warned, om_err_detail()) || now - c->warned_ns > 60000000000ull) {
+                om_warn("copy of %s from %s: %s", c->name, c->active, om_err_detail());
+                snprintf(c->warned, sizeof c->warned, "%s", om_err_detail());
+                c->warned_ns = now;
+            }
             close_passive(c);
             publish(c, 1);
             if (nap(c, backoff)) break;

@@ -270,3 +270,35 @@ def test_a_peer_with_a_certificate_of_another_dag_is_refused_and_gets_nothing(da
     st = json.loads(a.ombra("dag", "status", "--json", "--etcd", bed.etcd_url, "--dag",
                             DAG).out)
     assert [s["name"] for s in st["servers"]] == ["a"]
+
+
+def test_a_passive_whose_disk_fills_up_fails_loudly_and_catches_up_once_there_is_room(dag_bed):
+    bed = dag_bed(2)
+    a, b = bed.a, bed.b
+    setup_dag(bed, [a, b])
+    a.ombra("db", "new", "db1")
+    small = b.small_log_disk(64)
+    disk = b.home / "dbs" / "db1"  # the copy's folder on the small disk (a link is refused)
+    disk.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(small), str(disk)], check=True)
+    try:
+        full_disk_round(bed, a, b, disk)
+    finally:
+        b.term("repld")  # it holds the copy's files open
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def full_disk_round(bed, a, b, disk):
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    st = os.statvfs(disk)
+    filler = disk / "filler"
+    with open(filler, "wb") as f:  # leave about 3 MiB: two or three generations
+        f.write(b"\0" * (st.f_bavail * st.f_frsize - (3 << 20)))
+    roll(a, "db1", 6)
+    c = wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "Failed", what="the full disk")
+    assert "space" in c["last_error"] or "full" in c["last_error"], c
+    filler.unlink()
+    want = a.digest("db1")
+    close_generation(a, "db1")
+    drained(a, bed, "db1", "b")
+    assert passive_digest(bed, b, "db1") == want
