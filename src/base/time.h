@@ -15,11 +15,14 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Wall-clock time in nanoseconds since the epoch (stored in headers and log records). */
 uint64_t om_now_ns(void);
 /* Monotonic nanoseconds, for measuring durations. */
 uint64_t om_mono_ns(void);
+/* The CLOCK_REALTIME instant ms from now, for pthread_cond_timedwait. */
+struct timespec om_deadline_ms(uint64_t ms);
 /* ISO 8601 UTC to the millisecond ("2026-11-21T21:51:03.123Z") into buf (32 bytes are
  * enough); "never" for 0. For the text a person reads. */
 const char *om_time_str(uint64_t ns, char *buf, size_t len);

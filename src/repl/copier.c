@@ -56,14 +56,7 @@ static void set_state(rp_copier *c, const char *state, int rc)
 /* Waits ms or until poked or stopped; 1 when it should stop. */
 static int nap(rp_copier *c, uint64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = om_deadline_ms(ms);
     pthread_mutex_lock(&c->mu);
     while (!c->stop && !c->poked)
         if (pthread_cond_timedwait(&c->cv, &c->mu, &ts)) break;

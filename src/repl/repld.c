@@ -91,14 +91,7 @@ static void *lease_main(void *arg)
         etcd_state(r, rc);
         uint64_t ms = rc ? backoff : (uint64_t)r->o->lease_s * 1000 / 3;
         backoff = rc ? (backoff * 2 > 2000 ? 2000 : backoff * 2) : 100;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)(ms / 1000);
-        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = om_deadline_ms(ms);
         pthread_mutex_lock(&r->mu);
         if (!r->stopping) pthread_cond_timedwait(&r->cv, &r->mu, &ts);
         pthread_mutex_unlock(&r->mu);
