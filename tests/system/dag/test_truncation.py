@@ -146,3 +146,34 @@ def test_a_copy_holding_truncation_past_the_limit_is_failed_and_a_reseed_brings_
     close_generation(a, "db1")
     drained(a, bed, "db1", "b")
     assert passive_digest(bed, b, "db1") == want
+
+
+def disk_pct(path):
+    v = os.statvfs(path)
+    used = v.f_blocks - v.f_bfree
+    return 100 * used / (used + v.f_bavail)
+
+
+def test_a_copy_holding_truncation_while_the_log_disk_fills_is_failed_before_the_disk_is(dag_bed):
+    bed, a, b = pair(dag_bed)  # the hold limit stays a day: the disk decides
+    disk = a.small_log_disk(mb=48)
+    # .edb and logs on one volume: the seed's shadow copy takes the .edb's volume only
+    a.ombra("db", "new", "db1", "--circular-logging", "--edb", str(disk / "db1.edb"), "--logs",
+            str(disk / "logs"))
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    need = suspended_behind(a, bed, "db1", "b", 0)
+    for _ in range(40):  # each generation of mail grows the logs and the .edb by 1 MiB
+        if disk_pct(disk) >= 90:
+            break
+        roll(a, "db1", 1)
+    assert disk_pct(disk) >= 90
+    assert present(a, "db1", need)  # held until now
+    st = wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "Failed", seconds=10,
+                   what="the copy failing at 90% of the log disk")
+    assert "log disk" in st["last_error"], st
+    lines = [line for line in a.stderr().splitlines() if line.startswith("ombra-store:")
+             and "held log truncation back" in line and "log disk" in line]
+    assert len(lines) == 1 and f"generation {need}" in lines[0], lines
+    wait_for(lambda: not present(a, "db1", need), 15, f"generation {need} deleted")
+    assert disk_pct(disk) < 80
+    roll(a, "db1", 2)  # mail goes on
