@@ -66,8 +66,7 @@ static dbstate *state_of(rp_floor *f, const char *id, int add)
 static hold *hold_of(rp_floor *f, const char *id, const char *server)
 {
     for (int i = 0; i < f->nholds; i++)
-        if (!strcmp(f->holds[i].db, id) && !strcmp(f->holds[i].server, server))
-            return &f->holds[i];
+        if (!strcmp(f->holds[i].db, id) && !strcmp(f->holds[i].server, server)) return &f->holds[i];
     if (f->nholds >= MAX_HOLDS) return NULL;
     hold *h = &f->holds[f->nholds++];
     memset(h, 0, sizeof *h);
