@@ -1,6 +1,6 @@
 /* ombra-repld [--foreground] --server NAME --listen ADDR:PORT --etcd URL [--dag NAME]
- * [--group GROUP] [--lease-seconds N] [limits]: the replication service of one server of a DAG
- * (repl/repld.h). */
+ * [--group GROUP] [--lease-seconds N] [--truncation-hold-limit SECONDS] [limits]: the replication
+ * service of one server of a DAG (repl/repld.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,22 +13,27 @@
 
 static void usage(FILE *f)
 {
-    fputs(
-        "usage: ombra-repld [--foreground] --server NAME --listen ADDR:PORT --etcd URL\n"
-        "                   [--dag NAME] [--group GROUP] [--lease-seconds N]\n"
-        "  The replication service of one server of a DAG: copies the closed log generations\n"
-        "  of this server's passive copies from their active server and replays them, serves\n"
-        "  its active copies to the other servers, keeps the server's lease in etcd. Reads\n"
-        "  the DAG's certificates from $OMBRA_HOME/dag/ (ombra dag add-server); admin socket\n"
-        "  repl.sock in the runtime directory ($OMBRA_RUNTIME_DIR). Without --foreground it\n"
-        "  detaches and logs to $OMBRA_HOME/ombra-repld.log.\n"
-        "  --server NAME          this server's name (as its certificate says)\n"
-        "  --listen ADDR:PORT     the replication port (TLS 1.3, DAG certificates only)\n"
-        "  --etcd URL[,URL...]    the DAG's etcd (default $OMBRA_ETCD)\n"
-        "  --dag NAME             the DAG, when that etcd holds several\n"
-        "  --group GROUP          the group allowed to use the admin socket\n"
-        "  --lease-seconds N      the server's lease in etcd (default 5)\n" OM_SERVER_LIMITS_USAGE,
-        f);
+    fputs("usage: ombra-repld [--foreground] --server NAME --listen ADDR:PORT --etcd URL\n"
+          "                   [--dag NAME] [--group GROUP] [--lease-seconds N]\n"
+          "                   [--truncation-hold-limit SECONDS]\n"
+          "  The replication service of one server of a DAG: copies the closed log generations\n"
+          "  of this server's passive copies from their active server and replays them, serves\n"
+          "  its active copies to the other servers, keeps the server's lease in etcd. Reads\n"
+          "  the DAG's certificates from $OMBRA_HOME/dag/ (ombra dag add-server); admin socket\n"
+          "  repl.sock in the runtime directory ($OMBRA_RUNTIME_DIR). Without --foreground it\n"
+          "  detaches and logs to $OMBRA_HOME/ombra-repld.log.\n"
+          "  --server NAME          this server's name (as its certificate says)\n"
+          "  --listen ADDR:PORT     the replication port (TLS 1.3, DAG certificates only)\n"
+          "  --etcd URL[,URL...]    the DAG's etcd (default $OMBRA_ETCD)\n"
+          "  --dag NAME             the DAG, when that etcd holds several\n"
+          "  --group GROUP          the group allowed to use the admin socket\n"
+          "  --lease-seconds N      the server's lease in etcd (default 5)\n"
+          "  --truncation-hold-limit SECONDS\n"
+          "                         how long a suspended, disconnected or down passive copy may\n"
+          "                         hold this server's logs back from truncation before it is\n"
+          "                         marked Failed, to be reseeded (default 86400:\n"
+          "                         one day)\n" OM_SERVER_LIMITS_USAGE,
+          f);
 }
 
 int main(int argc, char **argv)
@@ -61,6 +66,17 @@ int main(int argc, char **argv)
                 return 2;
             }
             o.lease_s = (int)n;
+        } else if (!strcmp(a, "--truncation-hold-limit") && v) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 1 || n > 10L * 366 * 86400) {
+                fprintf(stderr,
+                        "ombra-repld: --truncation-hold-limit takes 1 s to 10 years in seconds, "
+                        "not '%s'\n",
+                        argv[i]);
+                return 2;
+            }
+            o.hold_limit_s = (unsigned)n;
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;

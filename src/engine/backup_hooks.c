@@ -57,8 +57,21 @@ int eng_release_pages(eng_db *db)
 int eng_truncate_logs(eng_db *db, uint32_t below, uint32_t *deleted)
 {
     eng_role_acquire(db);
-    uint32_t bound = below < db->ckpt.gen ? below : db->ckpt.gen;
-    int rc = eng_log_delete_below(db->vfs, db->logdir, db->base, bound, &db->hdr.log_sig, deleted);
+    /* Never past the checkpoint of now; remembered, so that what a floor holds back goes once
+     * the floor rises or lapses. */
+    if (below > db->ckpt.gen) below = db->ckpt.gen;
+    if (below > db->trunc_backup) db->trunc_backup = below;
+    int rc = eng_trunc_apply(db, deleted);
+    eng_role_release(db);
+    return rc;
+}
+
+int eng_db_set_truncate_floor(eng_db *db, uint32_t gen, uint64_t until_ns, uint32_t *deleted)
+{
+    eng_role_acquire(db);
+    db->trunc_floor = gen;
+    db->trunc_floor_until = gen ? until_ns : 0;
+    int rc = eng_trunc_apply(db, deleted);
     eng_role_release(db);
     return rc;
 }

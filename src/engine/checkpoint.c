@@ -149,12 +149,41 @@ int eng_ckpt_locked(eng_db *db)
     eng_cache_trim(db);
     pthread_rwlock_unlock(&db->plock);
     db->st.checkpoints++;
-    if (db->hdr.flags & ENG_DBF_CIRCULAR) {
-        rc = eng_log_delete_below(db->vfs, db->logdir, db->base, c.gen, &db->hdr.log_sig, NULL);
-        if (rc) om_warn("circular logging: %s", om_err_detail());
+    if ((db->hdr.flags & ENG_DBF_CIRCULAR) || db->trunc_backup) {
+        rc = eng_trunc_apply(db, NULL);
+        if (rc) om_warn("truncating the logs of %s: %s", db->edb, om_err_detail());
     }
     ENG_CHECK(db, ENG_AT_CHECKPOINT);
     return 0;
+}
+
+uint32_t eng_trunc_point(const eng_db *db)
+{
+    uint32_t p = (db->hdr.flags & ENG_DBF_CIRCULAR) ? db->ckpt.gen : 0;
+    if (db->trunc_backup > p) p = db->trunc_backup;
+    return p < db->ckpt.gen ? p : db->ckpt.gen;
+}
+
+uint32_t eng_trunc_floor(eng_db *db)
+{
+    if (db->trunc_floor && om_mono_ns() >= db->trunc_floor_until) {
+        /* Whoever set it stopped renewing it (the replication service is gone): the copies it
+         * held logs for have held them as long as they may. */
+        om_warn("%s: the floor of log truncation for passive copies (generation %u) was not "
+                "renewed in time: it no longer holds logs back",
+                db->edb, db->trunc_floor);
+        db->trunc_floor = 0;
+    }
+    return db->trunc_floor;
+}
+
+int eng_trunc_apply(eng_db *db, uint32_t *deleted)
+{
+    uint32_t below = eng_trunc_point(db), floor = eng_trunc_floor(db);
+    if (floor && floor < below) below = floor;
+    if (deleted) *deleted = 0;
+    if (below <= 1) return 0;
+    return eng_log_delete_below(db->vfs, db->logdir, db->base, below, &db->hdr.log_sig, deleted);
 }
 
 int eng_checkpoint(eng_db *db)

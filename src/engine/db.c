@@ -326,6 +326,8 @@ int eng_db_info(eng_db *db, eng_info *info)
     memcpy(info->slots, db->hdr.slots, sizeof info->slots);
     info->log_disk_full = eng_log_disk_full(db->log);
     info->fatal = db->fatal != 0 || eng_log_fatal(db->log) != 0;
+    info->truncate_point = eng_trunc_point(db);
+    info->truncate_floor = eng_trunc_floor(db);
     uint32_t *gens = NULL, n = 0;
     int rc = eng_log_list_gens(db->vfs, db->logdir, db->base, &gens, &n);
     info->gen_oldest = info->gen_current;

@@ -104,6 +104,12 @@ struct eng_db {
     eng_lgpos ckpt;
     int fatal; /* sticky: FatalIO once a write failed */
     eng_stats st;
+
+    /* Log truncation (checkpoint.c, eng_trunc_apply), under the writer role: what a stored
+     * backup allows (trunc_backup), and the floor passive copies set (eng_db_set_truncate_floor):
+     * generations from trunc_floor on stay until om_mono_ns() passes trunc_floor_until. */
+    uint32_t trunc_backup, trunc_floor;
+    uint64_t trunc_floor_until;
 };
 
 /* ---- the layers, bottom up: each file calls only the files below it (docs/design.md) ---- */
@@ -222,6 +228,15 @@ int eng_role_log_group(eng_db *db, uint8_t *recs, uint32_t len, eng_lgpos *pos);
 int eng_ckpt_flush_pages(eng_db *db);
 int eng_ckpt_write_chk(eng_db *db, eng_lgpos c);
 int eng_ckpt_locked(eng_db *db);
+
+/* Log truncation (checkpoint.c), writer role held: the one place finished generations of the
+ * database's own stream are deleted. eng_trunc_point: below which circular logging or a stored
+ * backup (trunc_backup) allow deleting, never past the checkpoint; eng_trunc_floor: the floor
+ * of passive copies in force (0: none; a lapsed one is dropped here, with a warning).
+ * eng_trunc_apply deletes below the lower of the two; *deleted (may be NULL) counts them. */
+uint32_t eng_trunc_point(const eng_db *db);
+uint32_t eng_trunc_floor(eng_db *db);
+int eng_trunc_apply(eng_db *db, uint32_t *deleted);
 
 /* Recovery (recovery.c): replays the logs from the checkpoint into the page cache, flushes,
  * and leaves the header in Clean Shutdown. end->gen, created and len describe the newest

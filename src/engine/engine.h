@@ -59,6 +59,10 @@ typedef struct eng_info {
     eng_bkslot slots[ENG_BK_NSLOTS];
     int log_disk_full; /* writes refused until space returns */
     int fatal;         /* a write or fsync failed: refusing writes */
+    /* Truncation (eng_db_set_truncate_floor): circular logging or a stored backup allow deleting
+     * the generations below truncate_point (never past the checkpoint's); the floor of passive
+     * copies in force keeps those from truncate_floor on (0: none). Both 0 from eng_db_inspect. */
+    uint32_t truncate_point, truncate_floor;
 } eng_info;
 
 /* Counters for tests and benchmarks. */
@@ -336,7 +340,9 @@ int eng_db_inspect(const eng_opts *o, eng_info *info);
  *   side file. After a crash while held the side file is garbage: the next open deletes it and
  *   recovery replays the log as usual.
  * eng_truncate_logs: deletes finished generations below `below` (never at or above the
- *   checkpoint's generation); *deleted counts them.
+ *   checkpoint's generation, nor the floor of eng_db_set_truncate_floor); *deleted counts them.
+ *   What the floor holds back is remembered (until the database closes) and deleted once the
+ *   floor rises or lapses.
  * eng_record_backup: writes a backup slot through a log record, then into the header;
  *   recording Previous Full clears Previous Incremental and Previous Differential. While pages
  *   are held the header is written at the release instead (the log record is durable, and
@@ -346,6 +352,15 @@ int eng_backup_thaw(eng_db *db);
 int eng_hold_pages(eng_db *db);
 int eng_release_pages(eng_db *db);
 int eng_truncate_logs(eng_db *db, uint32_t below, uint32_t *deleted);
+/* The floor of log truncation that passive copies set (spec §8, through the replication
+ * service): no generation at or above gen is deleted, by circular logging or by
+ * eng_truncate_logs, until om_mono_ns() reaches until_ns; then the floor lapses (a warning
+ * says so) and truncation goes on as if no copy needed the logs: whoever sets it renews it.
+ * gen 0 lifts it; gen 1 keeps every generation. Whatever it no longer holds back (circular
+ * logging below the checkpoint, a stored backup's generations) is deleted at once; *deleted
+ * (may be NULL) counts them. The floor lives in memory: a database mounts without one.
+ * Takes the writer role (waits for a running transaction, and for a thaw). */
+int eng_db_set_truncate_floor(eng_db *db, uint32_t gen, uint64_t until_ns, uint32_t *deleted);
 int eng_record_backup(eng_db *db, enum eng_bkslot_id slot, const eng_bkslot *s);
 /* Rolls to a new log generation now. */
 int eng_db_roll_log(eng_db *db);

@@ -32,6 +32,8 @@ struct rp_copier {
     char name[80], base[4], active[RP_NAME_MAX + 1], address[300];
     char dir[4096], edb[4200], logs[4200];
     int suspended;
+    int trunc_failed; /* the active marked it Failed: it held truncation back too long (floor.h) */
+    char trunc_msg[600];
     int64_t reseed_seen, reseed_asked;
     uint32_t replay_lag_s;
     uint32_t closed, current, first; /* what the active said last */
@@ -92,6 +94,11 @@ static int read_records(rp_copier *c)
         c->suspended = json_is_true(json_object_get(mine, "suspended"));
         c->reseed_asked = json_integer_value(json_object_get(mine, "reseed"));
         c->replay_lag_s = (uint32_t)json_integer_value(json_object_get(mine, "replay_lag"));
+        /* Until a reseed (which bumps "reseed") replaces the copy. */
+        json_t *tf = json_object_get(mine, "truncation_failed");
+        c->trunc_failed =
+            tf && json_integer_value(json_object_get(tf, "reseed")) == c->reseed_asked;
+        snprintf(c->trunc_msg, sizeof c->trunc_msg, "%s", om_json_str_or(tf, "message", ""));
         snprintf(k, sizeof k, "active/%s", c->cfg.db_id);
         rc = rp_dag_get(c->cfg.dag, k, &act, NULL);
     }
@@ -418,7 +425,8 @@ static int run_copy(rp_copier *c, rp_conn *conn)
             char active[sizeof c->active];
             snprintf(active, sizeof active, "%s", c->active);
             if ((rc = read_records(c))) break;
-            if (c->suspended || c->reseed_asked != c->reseed_seen || strcmp(active, c->active))
+            if (c->suspended || c->trunc_failed || c->reseed_asked != c->reseed_seen ||
+                strcmp(active, c->active))
                 return 0;
         }
         json_t *r = NULL;
@@ -496,6 +504,13 @@ static void *copier_main(void *arg)
             set_state(c, "Disconnected", rc);
             if (nap(c, backoff)) break;
             backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+            continue;
+        }
+        if (c->trunc_failed) {
+            close_passive(c);
+            set_state(c, "Failed", om_errf(OM_E_MissingLogFile, "%s", c->trunc_msg));
+            publish(c, 0);
+            if (nap(c, 2000)) break;
             continue;
         }
         if (c->suspended) {

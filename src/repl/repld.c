@@ -19,6 +19,7 @@
 #include "repl/copier.h"
 #include "repl/ca.h"
 #include "repl/dag.h"
+#include "repl/floor.h"
 #include "repl/source.h"
 #include "repl/tls.h"
 
@@ -29,6 +30,7 @@ typedef struct repld {
     rp_dag *dag;
     rp_tls *tls;
     rp_source src;
+    rp_floor *floor;    /* truncation across copies (floor.h) */
     pthread_mutex_t mu; /* everything below */
     pthread_cond_t cv;
     int stopping, active, changed;
@@ -152,6 +154,7 @@ static void on_change(void *arg, const etcd_event *ev)
     r->changed = 1;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
+    rp_floor_poke(r->floor);
 }
 
 /* Reconciles at every change of the directory (and every 10 s, in case a watch is between two
@@ -369,6 +372,12 @@ int rp_repld_run(const rp_repld_opts *o0)
     char k1[200], k2[200];
     rp_dag_key(r->dag, k1, sizeof k1, "databases/");
     rp_dag_key(r->dag, k2, sizeof k2, "active/");
+    /* Before the watches, which poke it. */
+    rp_floor_cfg fc = {.dag = r->dag,
+                       .server = o.server,
+                       .store_socket = o.store_socket,
+                       .hold_limit_s = o.hold_limit_s};
+    if (!rc) rc = rp_floor_start(&fc, &r->floor);
     if (!rc) rc = etcd_watch_start(r->dag->e, k1, 0, on_change, r, &w1);
     if (!rc) rc = etcd_watch_start(r->dag->e, k2, 0, on_change, r, &w2);
     pthread_t lease_th, rec_th, acc_th;
@@ -377,6 +386,7 @@ int rp_repld_run(const rp_repld_opts *o0)
     if (rc) {
         etcd_watch_stop(w1);
         etcd_watch_stop(w2);
+        rp_floor_stop(r->floor);
         goto out;
     }
     pthread_create(&lease_th, NULL, lease_main, r);
@@ -397,6 +407,7 @@ int rp_repld_run(const rp_repld_opts *o0)
     pthread_join(acc_th, NULL);
     pthread_join(rec_th, NULL);
     pthread_join(lease_th, NULL);
+    rp_floor_stop(r->floor); /* the store keeps the last floors until they lapse */
     if (r->lease) etcd_lease_revoke(r->dag->e, r->lease); /* the others see us gone at once */
     unlink(sock);
     /* Peers being served end with their next request (the source sees stopping). */

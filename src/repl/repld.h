@@ -1,7 +1,8 @@
 /* ombra-repld, the replication service of one server of a DAG (ARCHITECTURE.md, "Several
  * servers"): it keeps the server's lease in etcd (alive/<server>), serves the active copies of
  * this server to the other servers' copiers (source.h), runs a copier for every passive copy the
- * directory gives this server (copier.h), and answers `status` on its local admin socket
+ * directory gives this server (copier.h), keeps the local store's logs that those copies
+ * still need (floor.h: truncation across copies), and answers `status` on its local admin socket
  * (<runtime>/repl.sock, the store's socket conventions: mode 0660, SO_PEERCRED).
  *
  * The directory is watched, not polled: a change of databases/ or active/ reconciles the
@@ -22,6 +23,7 @@ typedef struct rp_repld_opts {
     const char *runtime_dir;  /* repl.sock */
     const char *store_socket; /* NULL: <runtime>/store.sock */
     int lease_s;              /* the server's lease (default 5 s) */
+    unsigned hold_limit_s;    /* how long a copy may hold log truncation back (floor.h; 0: 1 day) */
     om_server_limits limits;
 } rp_repld_opts;
 

@@ -252,6 +252,18 @@ int store_client_db_set(store_client *c, const char *name, int circular_logging,
     return call_db(c, req, db);
 }
 
+/* ---- replication ---- */
+
+int store_client_db_replication_floor(store_client *c, const char *db, const char *id,
+                                      uint32_t floor, uint32_t hold_s, json_t *released,
+                                      json_t **state)
+{
+    json_t *req = json_pack("{s:s,s:s,s:s,s:I,s:I}", "op", "db.replication_floor", "db", db, "id",
+                            id, "floor", (json_int_t)floor, "hold_s", (json_int_t)hold_s);
+    if (req && released) json_object_set(req, "released", released);
+    return call_get(c, req, "state", is_object, "replication state", state);
+}
+
 /* ---- mail ---- */
 
 /* The request {"op": op, "db": db, "mailbox": mailbox} (mailbox NULL: without it). */

@@ -83,6 +83,20 @@ int store_client_db_dismount(store_client *c, const char *name, json_t **db);
 int store_client_db_set(store_client *c, const char *name, int circular_logging, int allow_restore,
                         json_t **db);
 
+/* ---- replication (ombra-repld, on the server of a database's active copy) ---- */
+
+/* The floor of log truncation that the passive copies of mounted database db (whose id must
+ * be id: DatabaseNotFound otherwise) need (spec §8): no generation from floor on is deleted,
+ * by circular logging or a backup, for hold_s seconds (1 s to 10 years) unless renewed;
+ * floor 0: none, 1: keep every generation. released (NULL, or borrowed: an array of {"server",
+ * "gen", "reason"}) names the copies that held truncation back too long and hold it no more:
+ * the store logs one warning line for each. -> *state {"floor" (in force), "truncate_point"
+ * (circular logging or a stored backup would delete below it, floor aside), "checkpoint",
+ * "oldest", "current" (generations), "log_disk_pct" (the log folder's filesystem, % used)}. */
+int store_client_db_replication_floor(store_client *c, const char *db, const char *id,
+                                      uint32_t floor, uint32_t hold_s, json_t *released,
+                                      json_t **state);
+
 /* ---- mail ---- */
 
 /* What store_mail_deliver stores: the body byte for byte (at most OM_PROTO_MAX_DATA bytes). */

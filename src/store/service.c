@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -90,6 +91,8 @@ static json_t *db_json_of(const store_registry *r, const store_dbent *e, store_m
         o, "log_generations",
         json_integer(in.gen_current ? (json_int_t)(in.gen_current - in.gen_oldest + 1) : 0));
     json_object_set_new(o, "checkpoint_gen", json_integer(in.checkpoint.gen));
+    /* Passive copies keep generations from it on (0: none; truncation across copies). */
+    json_object_set_new(o, "truncation_floor", json_integer(in.truncate_floor));
     json_t *bk = json_object();
     for (int i = ENG_BK_PREV_FULL; i <= ENG_BK_PREV_DIFFERENTIAL; i++) {
         const eng_bkslot *b = &in.slots[i];
@@ -517,6 +520,78 @@ static int h_mail_load(op_req *r)
     return 0;
 }
 
+/* ---- replication ---- */
+
+/* Percentage of the log folder's filesystem in use (0 when it cannot be told). */
+static int disk_used_pct(const char *dir)
+{
+    struct statvfs v;
+    if (statvfs(dir, &v) || v.f_blocks == 0) return 0;
+    uint64_t used = (uint64_t)(v.f_blocks - v.f_bfree);
+    uint64_t usable =
+        used + (uint64_t)v.f_bavail; /* what the store may fill, root's reserve aside */
+    return usable ? (int)((used * 100 + usable - 1) / usable) : 0;
+}
+
+/* db.replication_floor (from ombra-repld on this server, for a database whose active copy this
+ * is): the floor of log truncation that its passive copies need, for hold_s seconds (renewed
+ * every few seconds; a replication service that stops renewing it holds logs back no longer
+ * than that). "released" names the copies that held truncation back too long and stop holding
+ * (spec §8, decided): each gets one warning line in the store's log. */
+static int h_db_replication_floor(op_req *r)
+{
+    int64_t floor = -1, hold = 0;
+    const char *id = om_json_str_or(r->req, "id", "");
+    int rc = om_json_int(r->req, "floor", &floor);
+    if (!rc) rc = om_json_int(r->req, "hold_s", &hold);
+    if (!rc && (floor < 0 || floor > UINT32_MAX || hold < 1 || hold > 10 * 366 * 86400))
+        rc = om_errf(OM_E_InvalidParameter,
+                     "replication floor %lld held %lld s: a generation and 1 s to 10 years",
+                     (long long)floor, (long long)hold);
+    eng_info in;
+    char have[37], logs[4096] = "";
+    if (!rc) rc = eng_db_info(r->m->db, &in);
+    if (!rc) {
+        om_uuid_str(&in.db_id, have);
+        if (strcmp(id, have))
+            rc = om_errf(OM_E_DatabaseNotFound,
+                         "database '%s' of this server has id %s, not %s: its passive copies are "
+                         "another database's",
+                         r->m->name, have, id);
+    }
+    if (rc) return rc;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(r->req, "released"), i, c)
+    {
+        om_warn("database %s: the passive copy on %s held log truncation back at generation "
+                "%lld %s: it is marked Failed (it needs a reseed) and holds the logs no longer",
+                r->m->name, om_json_str_or(c, "server", "?"),
+                (long long)json_integer_value(json_object_get(c, "gen")),
+                om_json_str_or(c, "reason", ""));
+    }
+    uint32_t deleted = 0, was = in.truncate_floor;
+    rc = eng_db_set_truncate_floor(r->m->db, (uint32_t)floor,
+                                   om_mono_ns() + (uint64_t)hold * 1000000000ull, &deleted);
+    if (!rc && deleted)
+        om_info("database %s: %u log generations deleted that passive copies held back (floor %u "
+                "-> %lld)",
+                r->m->name, deleted, was, (long long)floor);
+    if (!rc) rc = eng_db_info(r->m->db, &in);
+    if (rc) return rc;
+    pthread_mutex_lock(&r->s->reg->mu);
+    store_dbent *e = store_dir_find(r->s->reg->dir, r->m->name);
+    if (e) snprintf(logs, sizeof logs, "%s", e->logs);
+    pthread_mutex_unlock(&r->s->reg->mu);
+    json_t *st =
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:i}", "floor", (json_int_t)in.truncate_floor,
+                  "truncate_point", (json_int_t)in.truncate_point, "checkpoint",
+                  (json_int_t)in.checkpoint.gen, "oldest", (json_int_t)in.gen_oldest, "current",
+                  (json_int_t)in.gen_current, "log_disk_pct", logs[0] ? disk_used_pct(logs) : 0);
+    json_object_set_new(r->rep, "state", st);
+    return 0;
+}
+
 /* ---- the op table ---- */
 
 /* A request is one row: the lock its handler needs and, with needs_db, the database it names,
@@ -543,6 +618,7 @@ static const store_op ops[] = {
     {"mail.delete", OP_DB_REF, 1, h_mail_delete},
     {"mail.digest", OP_DB_REF, 1, h_mail_digest},
     {"mail.load", OP_DB_REF, 1, h_mail_load},
+    {"db.replication_floor", OP_DB_REF, 1, h_db_replication_floor},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 

@@ -671,13 +671,20 @@ static void truncate_stored(store_writer *w, vss_event *e)
         store_dbent ent;
         uint32_t deleted = 0;
         int rc = acquire_by_id(w, copy.id, &m, &ent);
+        eng_info in = {0};
         if (!rc) {
             rc = eng_truncate_logs(m->db, copy.truncate_below, &deleted);
+            if (!rc) rc = eng_db_info(m->db, &in);
             store_release(w->reg, m);
         }
         if (rc)
             om_warn("truncating the logs of %s after its %s backup: %s", copy.name, copy.type,
                     om_err_detail());
+        else if (in.truncate_floor && in.truncate_floor < copy.truncate_below)
+            om_info("%s backup of %s stored: %u log generations below %u deleted; generations %u "
+                    "to %u wait for passive copies that still need them",
+                    copy.type, copy.name, deleted, in.truncate_floor, in.truncate_floor,
+                    copy.truncate_below - 1);
         else
             om_info("%s backup of %s stored: %u log generations below %u deleted", copy.type,
                     copy.name, deleted, copy.truncate_below);

@@ -9,11 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
 #include "base/error.h"
 #include "base/logging.h"
+#include "base/time.h"
 #include "crashvfs.h"
 #include "engine/db_internal.h"
 #include "engine/engine.h"
@@ -576,6 +578,110 @@ static void circular_logging_deletes_logs_behind_the_checkpoint(void **s)
     crashvfs_free(c);
 }
 
+/* Passive copies' floor (spec §8): circular logging keeps every generation from the floor on,
+ * and deletes them once the floor rises, without waiting for another checkpoint. */
+static void circular_logging_keeps_what_the_truncation_floor_holds(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    o.circular_logging = 1;
+    o.checkpoint_gens = 2;
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 1, 0, 10, 0), deleted = 99;
+    eng_info in;
+    assert_int_equal(eng_db_info(db, &in), 0);
+    uint32_t floor = in.gen_current;
+    assert_int_equal(
+        eng_db_set_truncate_floor(db, floor, om_mono_ns() + 3600ull * 1000000000ull, &deleted), 0);
+    assert_int_equal(deleted, 0);
+    for (int i = 0; i < 900; i++)
+        put(db, p, (uint8_t)i, 0, 8000, 0);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_true(in.checkpoint.gen > floor + 2);
+    assert_int_equal(in.gen_oldest, floor);
+    assert_int_equal(in.truncate_floor, floor);
+    assert_int_equal(in.truncate_point, in.checkpoint.gen);
+    /* The copy moved on by two generations: exactly those two go, now. */
+    assert_int_equal(
+        eng_db_set_truncate_floor(db, floor + 2, om_mono_ns() + 3600ull * 1000000000ull, &deleted),
+        0);
+    assert_int_equal(deleted, 2);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.gen_oldest, floor + 2);
+    /* Lifted: circular logging as before. */
+    assert_int_equal(eng_db_set_truncate_floor(db, 0, 0, &deleted), 0);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.gen_oldest, in.checkpoint.gen);
+    assert_int_equal(in.truncate_floor, 0);
+    db = crash_and_remount(c, &o, db);
+    assert_page_byte(db, p, 0, (uint8_t)899);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
+/* A stored backup's truncation below a floor deletes only what is below it; the rest goes when
+ * the floor rises (no second backup needed), never past the checkpoint. A floor nobody renews
+ * lapses. */
+static void backup_truncation_waits_for_the_floor_and_a_lapsed_floor_holds_nothing(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    o.checkpoint_gens = 1000;
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    uint32_t p = put(db, 0, 1, 0, 10, 0), deleted = 0;
+    for (int i = 0; i < 8; i++) {
+        put(db, p, (uint8_t)i, 0, 100, 0);
+        assert_int_equal(eng_db_roll_log(db), 0);
+    }
+    assert_int_equal(eng_checkpoint(db), 0);
+    eng_info in;
+    assert_int_equal(eng_db_info(db, &in), 0);
+    uint32_t first = in.gen_oldest, ck = in.checkpoint.gen;
+    assert_true(ck >= first + 8);
+    uint64_t hour = om_mono_ns() + 3600ull * 1000000000ull;
+    assert_int_equal(eng_db_set_truncate_floor(db, first + 3, hour, &deleted), 0);
+    assert_int_equal(deleted, 0); /* nothing allows truncation yet */
+    assert_int_equal(eng_truncate_logs(db, ck, &deleted), 0);
+    assert_int_equal(deleted, 3);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.gen_oldest, first + 3);
+    assert_int_equal(in.truncate_point, ck);
+    /* A floor past the checkpoint does not let anything at or past the checkpoint go. */
+    assert_int_equal(eng_db_set_truncate_floor(db, ck + 5, hour, &deleted), 0);
+    assert_int_equal(deleted, ck - first - 3);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.gen_oldest, ck);
+    /* More generations, a backup allowing them, a floor that lapses at once. */
+    for (int i = 0; i < 3; i++) {
+        put(db, p, (uint8_t)i, 0, 100, 0);
+        assert_int_equal(eng_db_roll_log(db), 0);
+    }
+    assert_int_equal(eng_checkpoint(db), 0);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    uint32_t ck2 = in.checkpoint.gen;
+    assert_int_equal(eng_db_set_truncate_floor(db, ck, hour, &deleted), 0);
+    assert_int_equal(eng_truncate_logs(db, ck2, &deleted), 0);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(eng_db_set_truncate_floor(db, ck, om_mono_ns() + 20000000ull, &deleted), 0);
+    assert_int_equal(deleted, 0);
+    struct timespec ts = {0, 30000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.truncate_floor, 0);
+    put(db, p, 9, 0, 100, 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.gen_oldest, ck2);
+    db = crash_and_remount(c, &o, db);
+    assert_page_byte(db, p, 0, 9);
+    assert_int_equal(eng_db_close(db), 0);
+    crashvfs_free(c);
+}
+
 static void header_both_copies_damaged_is_refused(void **s)
 {
     (void)s;
@@ -1105,6 +1211,8 @@ int main(void)
         cmocka_unit_test(lost_flush_is_detected_at_recovery),
         cmocka_unit_test(damaged_page_outside_the_log_is_reported_with_its_number),
         cmocka_unit_test(circular_logging_deletes_logs_behind_the_checkpoint),
+        cmocka_unit_test(circular_logging_keeps_what_the_truncation_floor_holds),
+        cmocka_unit_test(backup_truncation_waits_for_the_floor_and_a_lapsed_floor_holds_nothing),
         cmocka_unit_test(header_both_copies_damaged_is_refused),
         cmocka_unit_test(damaged_log_of_a_clean_database_is_refused_naming_the_slot),
         cmocka_unit_test(concurrent_committers_share_log_flushes),
