@@ -19,7 +19,7 @@ PYTEST_WORKERS ?= 3
 # plain system tests; under the sanitizers only in make test-long (make DAG_SKIP= test adds them).
 DAG_SKIP ?= --ignore=tests/system/dag
 
-.PHONY: all deps build build-asan test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo bench bench-vss bench-backup bench-restore clean
+.PHONY: all deps build build-asan test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-vss bench-backup bench-restore bench-dag clean
 
 all: build
 
@@ -99,6 +99,11 @@ crash-long: deps build
 demo: deps build
 	@scripts/demo
 
+# Three servers in a DAG on 127.0.0.1 (etcd, and each server's store, vssd and repld), one
+# database with two passive copies while mail arrives; every copy's digest equal at the end.
+demo-dag: deps build
+	@scripts/demo-dag
+
 bench: deps build
 	@scripts/install-deps --bench
 	@bench/run
@@ -120,6 +125,12 @@ bench-backup: deps build
 bench-restore: deps build
 	@scripts/install-deps --bench
 	python3 bench/restore.py --build $(BUILD)
+
+# Continuous replication under a steady delivery load with 0, 1 and 2 passive copies (a DAG of
+# three servers on 127.0.0.1), beside PostgreSQL 15 streaming replication (root).
+bench-dag: deps build
+	@scripts/install-deps --bench
+	python3 bench/replication.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN)

@@ -1,0 +1,863 @@
+#!/usr/bin/env python3
+"""Continuous replication under a steady delivery load, beside PostgreSQL 15 streaming
+replication on the same machine. Ombra: a DAG of three servers on 127.0.0.1 (etcd, and each
+server's ombra-store, ombra-vssd, ombra-repld), three databases on the first server with 0, 1
+and 2 passive copies; --threads clients deliver --size-byte messages, each acknowledged once
+durable, for --seconds per database per round (the databases take turns, --rounds rounds).
+While they run, every 0.2 s: `ombra db copy status DB --json`, the generations closed in the
+active's log folder and those copied into each passive's. Then a catch-up: a copy suspended,
+--backlog-mb of mail loaded, the copy resumed and timed until it has replayed all of it. Every
+passive copy is checked afterwards: its digest (`ombra dbutil digest`, suspended) must equal the
+active's, or the benchmark fails.
+
+PostgreSQL (root, Debian's postgresql 15): a primary alone, then with one streaming standby
+(pg_basebackup -R, a replication slot), pgbench -c THREADS inserting a --size-byte bytea
+(storage external: not compressed) per transaction, with synchronous_commit on and off, and
+with the standby synchronous (synchronous_standby_names '*'); the standby's receive and replay
+LSNs sampled every 0.2 s; the same catch-up (standby stopped, --backlog-mb of WAL, started).
+Prints a table and writes bench/results/replication.json.
+
+    bench/replication.py [--build DIR] [--seconds 15] [--rounds 2] [--threads 4] [--size 8192]
+                         [--backlog-mb 64] [--no-pg] [--json FILE]
+"""
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+PG_BIN = "/usr/lib/postgresql/15/bin"
+GEN_MB = (1 << 20) / 1e6  # a log generation is 1 MiB
+SAMPLE_S = 0.2
+SERVERS = ("mbx1", "mbx2", "mbx3")
+
+
+class Failed(Exception):
+    pass
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def pct(v, p):
+    """The p-th percentile (nearest rank) of v, or None."""
+    v = sorted(x for x in v if x is not None)
+    if not v:
+        return None
+    return v[min(len(v) - 1, max(0, math.ceil(p / 100 * len(v)) - 1))]
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt(v, nd=0):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    return f"{v:,.{nd}f}"
+
+
+def wait_until(what, pred, seconds, procs=()):
+    deadline = time.monotonic() + seconds
+    while True:
+        if pred():
+            return
+        for p in procs:
+            if p.poll() is not None:
+                raise Failed(f"waiting for {what}: {p.args[0]} exited with {p.returncode}")
+        if time.monotonic() > deadline:
+            raise Failed(f"waiting for {what}: not there after {seconds} s")
+        time.sleep(0.1)
+
+
+def max_gen(logs, base):
+    """The newest numbered (closed) generation in a log folder, 0 when none."""
+    try:
+        names = os.listdir(logs)
+    except OSError:
+        return 0
+    gen = re.compile(rf"^{base}([0-9A-F]{{8}})\.log$")
+    return max((int(m.group(1), 16) for m in map(gen.match, names) if m), default=0)
+
+
+# ---- the Ombra side ----------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, dag, name):
+        self.dag = dag
+        self.name = name
+        self.dir = f"{dag.tmp}/{name}"
+        os.makedirs(f"{self.dir}/home")
+        os.makedirs(f"{self.dir}/run")
+        self.env = dict(os.environ, OMBRA_HOME=f"{self.dir}/home", OMBRA_RUNTIME_DIR=f"{self.dir}/run",
+                        OMBRA_ETCD=dag.etcd_url)
+        self.port = free_port()
+        self.procs = {}
+
+    def ombra(self, *args, check=True, timeout=300):
+        p = subprocess.run([self.dag.cli, *map(str, args)], env=self.env, capture_output=True, text=True,
+                           timeout=timeout)
+        if check and p.returncode:
+            raise Failed(f"{self.name}$ ombra {' '.join(map(str, args))}: exit {p.returncode}: "
+                         f"{(p.stderr or p.stdout).strip()}")
+        return p.stdout
+
+    def ok(self, *args):
+        return subprocess.run([self.dag.cli, *map(str, args)], env=self.env, capture_output=True).returncode == 0
+
+    def json(self, *args):
+        return json.loads(self.ombra(*args, "--json"))
+
+    def start(self, daemon, *args):
+        log = open(f"{self.dir}/{daemon}.log", "wb")
+        self.procs[daemon] = subprocess.Popen([f"{self.dag.build}/src/daemons/ombra-{daemon}", "--foreground",
+                                               *args], env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                                              stderr=subprocess.STDOUT)
+        log.close()
+        return self.procs[daemon]
+
+    def db_dir(self, db):
+        return f"{self.dir}/home/dbs/{db}"
+
+    def closed(self, db):
+        """The newest closed generation of db in this server's folder (active or passive)."""
+        return max_gen(f"{self.db_dir(db)}/logs", self.dag.base[db])
+
+
+class Dag:
+    """etcd and three servers on 127.0.0.1, each with its own home and runtime directories and
+    its own replication port; mbx1 holds the DAG's authority and every active copy."""
+
+    def __init__(self, build, tmp):
+        self.build = build
+        self.cli = f"{build}/src/cli/ombra"
+        self.tmp = tmp
+        self.etcd = None
+        self.etcd_url = f"http://127.0.0.1:{free_port()}"
+        self.servers = []
+        self.base = {}  # database -> its log base name (E00, E01, ...: one per database)
+
+    def new_db(self, db):
+        a = self.servers[0]
+        a.ombra("db", "new", db)
+        info = a.json("db", "show", db)
+        self.base[db] = info.get("db", info)["base"]
+
+    def start(self):
+        peer = f"http://127.0.0.1:{free_port()}"
+        log = open(f"{self.tmp}/etcd.log", "wb")
+        self.etcd = subprocess.Popen(
+            [ETCD, "--name", "bench", "--data-dir", f"{self.tmp}/etcd", "--listen-client-urls", self.etcd_url,
+             "--advertise-client-urls", self.etcd_url, "--listen-peer-urls", peer,
+             "--initial-advertise-peer-urls", peer, "--initial-cluster", f"bench={peer}", "--logger", "zap"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+        def healthy():
+            try:
+                return b'"true"' in urllib.request.urlopen(f"{self.etcd_url}/health", timeout=1).read()
+            except OSError:
+                return False
+        wait_until("etcd", healthy, 20, [self.etcd])
+        self.servers = [Server(self, n) for n in SERVERS]
+        for s in self.servers:
+            p = s.start("store", "--server", s.name)
+            wait_until(f"ombra-store of {s.name}", lambda: s.ok("db", "list"), 15, [p])
+            p = s.start("vssd")
+
+            def registered():
+                out = s.ombra("vss", "writers", "--json", check=False)
+                return '"connected": true' in out or '"connected":true' in out
+            wait_until(f"the writer of {s.name} in ombra-vssd", registered, 15, [p])
+        a = self.servers[0]
+        a.ombra("dag", "init", "bench")
+        for s in self.servers:
+            out = [] if s is a else ["--out", f"{s.dir}/home/dag"]
+            a.ombra("dag", "add-server", s.name, "--address", f"127.0.0.1:{s.port}", *out)
+        for s in self.servers:
+            p = s.start("repld", "--server", s.name, "--listen", f"127.0.0.1:{s.port}")
+
+            def listens(s=s):  # its log says so (a probe connection would be logged as refused)
+                with open(f"{s.dir}/repld.log", errors="replace") as f:
+                    return ": replication on 127.0.0.1:" in f.read()
+            wait_until(f"ombra-repld of {s.name}", listens, 15, [p])
+        wait_until("every server alive in the DAG",
+                   lambda: a.ombra("dag", "status").count(" alive\n") == len(self.servers), 15)
+
+    def stop(self):
+        for d in ("repld", "vssd", "store"):
+            for s in self.servers:
+                p = s.procs.get(d)
+                if p and p.poll() is None:
+                    p.terminate()
+            for s in self.servers:
+                p = s.procs.get(d)
+                if p:
+                    try:
+                        p.wait(30)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
+        if self.etcd and self.etcd.poll() is None:
+            self.etcd.terminate()
+            self.etcd.wait(30)
+
+    def tails(self):
+        out = []
+        for s in self.servers:
+            for d in ("store", "vssd", "repld"):
+                try:
+                    with open(f"{s.dir}/{d}.log", errors="replace") as f:
+                        t = f.read()[-1500:]
+                except OSError:
+                    continue
+                if t.strip():
+                    out.append(f"--- ombra-{d} of {s.name}\n{t}")
+        return "\n".join(out)
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds process pid has used so far (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            w = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(w[11]) + int(w[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now(dag):
+    """CPU seconds so far of every daemon, of etcd, and of this process (the clients) with its
+    finished children (the CLI calls that sample)."""
+    c = {f"{s.name} {d}": cpu_seconds(p.pid) for s in dag.servers for d, p in s.procs.items()}
+    c["etcd"] = cpu_seconds(dag.etcd.pid)
+    t = os.times()
+    c["bench clients"] = t.user + t.system
+    c["bench CLI calls"] = t.children_user + t.children_system
+    return c
+
+
+def etcd_counters(dag):
+    """etcd's puts and WAL fsyncs so far (its /metrics): the copies publish their status there."""
+    try:
+        text = urllib.request.urlopen(f"{dag.etcd_url}/metrics", timeout=5).read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for key, name in (("puts", "etcd_mvcc_put_total"), ("wal_fsyncs", "etcd_disk_wal_fsync_duration_seconds_count")):
+        m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+        if m:
+            out[key] = float(m.group(1))
+    return out
+
+
+def frame(b):
+    return struct.pack("<I", len(b)) + b
+
+
+class Deliverer(threading.Thread):
+    """One client of the store: a connection kept open, one durable delivery after another;
+    the latency of each (request sent to reply read)."""
+
+    def __init__(self, sock, db, bodies, k, stop):
+        super().__init__(daemon=True)
+        self.sock, self.db, self.bodies, self.k, self.stop = sock, db, bodies, k, stop
+        self.lat = []
+        self.error = None
+
+    def run(self):
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(60)
+            s.connect(self.sock)
+            i = 0
+            while not self.stop.is_set():
+                body = self.bodies[(self.k * 7 + i) % len(self.bodies)]
+                req = json.dumps({"op": "mail.deliver", "db": self.db, "mailbox": f"user{(self.k * 131 + i) % 200:05d}",
+                                  "data": len(body)}).encode()
+                t0 = time.monotonic()
+                s.sendall(frame(req) + frame(body))
+                rep = self.reply(s)
+                self.lat.append(time.monotonic() - t0)
+                if not rep.get("ok") or "id" not in rep:
+                    raise Failed(f"a delivery to {self.db} was refused: {rep}")
+                i += 1
+            s.close()
+        except Exception as e:  # reported by the caller
+            self.error = e
+
+    @staticmethod
+    def reply(s):
+        def exactly(n):
+            b = b""
+            while len(b) < n:
+                c = s.recv(n - len(b))
+                if not c:
+                    raise Failed("the store closed the connection")
+                b += c
+            return b
+        (n,) = struct.unpack("<I", exactly(4))
+        return json.loads(exactly(n))
+
+
+def load_phase(dag, db, copies, a):
+    """--seconds of deliveries to db on mbx1 from --threads clients, sampling every 0.2 s.
+    Returns the phase's deliveries, latencies, seconds and samples."""
+    act = dag.servers[0]
+    passives = dag.servers[1:1 + copies]
+    stop = threading.Event()
+    bodies = [os.urandom(a.size) for _ in range(64)]
+    ds = [Deliverer(f"{act.dir}/run/store.sock", db, bodies, k, stop) for k in range(a.threads)]
+    samples = []
+    cpu0 = cpu_now(dag)
+    etcd0 = etcd_counters(dag)
+    t0 = time.monotonic()
+    for d in ds:
+        d.start()
+    while time.monotonic() - t0 < a.seconds:
+        t = time.monotonic()
+        # every database's copies (a database without copies is not in the DAG): the same work
+        # on the machine whatever the phase
+        st = [x for x in act.json("db", "copy", "status") if x["database"] == db]
+        smp = {"t": t - t0, "active_closed": act.closed(db), "copies": {}}
+        for s in passives:
+            c = next((x for x in st if x["server"] == s.name), None)
+            if c is None:
+                raise Failed(f"`ombra db copy status {db}` lists no copy on {s.name}")
+            smp["copies"][s.name] = {"state": c["state"], "copied": c["copied"], "replayed": c["replayed"],
+                                     "copy_queue": c["copy_queue"], "replay_queue": c["replay_queue"],
+                                     "on_disk": s.closed(db)}
+        samples.append(smp)
+        time.sleep(max(0.0, SAMPLE_S - (time.monotonic() - t)))
+    stop.set()
+    for d in ds:
+        d.join(60)
+    secs = time.monotonic() - t0
+    cpu = {k: v - cpu0[k] for k, v in cpu_now(dag).items()}
+    etcd = {k: v - etcd0[k] for k, v in etcd_counters(dag).items() if k in etcd0}
+    for d in ds:
+        if d.error:
+            raise Failed(f"delivering to {db}: {d.error}")
+    lat = [x for d in ds for x in d.lat]
+    return {"deliveries": len(lat), "seconds": secs, "lat": lat, "samples": samples, "cpu": cpu, "etcd": etcd}
+
+
+def copy_of(act, db, server):
+    return next((c for c in act.json("db", "copy", "status", db) if c["server"] == server), None)
+
+
+def drain(dag, db, copies, seconds=300):
+    """Closes the active's generation (dismount, mount: the next mount starts a new one) and waits
+    until every passive has replayed all of it. Returns the last generation closed."""
+    act = dag.servers[0]
+    act.ombra("db", "dismount", db)
+    act.ombra("db", "mount", db)
+    closed = act.json("db", "show", db)
+    closed = closed.get("db", closed)["gen_current"] - 1
+    for s in dag.servers[1:1 + copies]:
+        def ok():
+            c = copy_of(act, db, s.name)
+            return (c["state"] == "Healthy" and c["copy_queue"] == 0 and c["replay_queue"] == 0
+                    and c["replayed"] >= closed)
+        wait_until(f"the copy of {db} on {s.name} replaying through generation {closed}", ok, seconds)
+    return closed
+
+
+def verify(dag, db, copies):
+    """The active's mail digest against each passive's (suspended, `ombra dbutil digest`,
+    resumed). Raises when one differs."""
+    act = dag.servers[0]
+    want = act.ombra("mail", "digest", db).strip()
+    got = {}
+    for s in dag.servers[1:1 + copies]:
+        act.ombra("db", "copy", "suspend", db, "--server", s.name)
+        wait_until(f"the copy of {db} on {s.name} suspended",
+                   lambda: copy_of(act, db, s.name)["state"] == "Suspended", 30)
+        got[s.name] = s.ombra("dbutil", "digest", f"{s.db_dir(db)}/{db}.edb", "--logs",
+                              f"{s.db_dir(db)}/logs", "--base", dag.base[db]).strip()
+        act.ombra("db", "copy", "resume", db, "--server", s.name)
+        if got[s.name] != want:
+            raise Failed(f"the copy of {db} on {s.name} differs from the active: digest {got[s.name]}, "
+                         f"active {want}")
+    return want, got
+
+
+def catch_up(dag, db, server, mb):
+    """The copy on server suspended, mb MB of mail loaded (lazy commits: the log as fast as the
+    store writes it), the generation closed, the copy resumed: the seconds until it has replayed
+    every generation; the start-up (resume to the first generation on the passive's disk) and the
+    rate after it."""
+    act = dag.servers[0]
+    s = next(x for x in dag.servers if x.name == server)
+    base = copy_of(act, db, server)["replayed"]
+    act.ombra("db", "copy", "suspend", db, "--server", server)
+    wait_until("the copy suspended", lambda: copy_of(act, db, server)["state"] == "Suspended", 30)
+    act.ombra("mail", "load", db, "--mailboxes", 200, "--messages", max(1, mb * 1000 * 1000 // 16384),
+              "--size", 16384, "--seed", 99)
+    act.ombra("db", "dismount", db)
+    act.ombra("db", "mount", db)
+    info = act.json("db", "show", db)
+    closed = info.get("db", info)["gen_current"] - 1
+    t0 = time.monotonic()
+    act.ombra("db", "copy", "resume", db, "--server", server)
+    first_copy = None  # (seconds, generation) when the first generation landed on the passive
+    while True:
+        c = copy_of(act, db, server)
+        if first_copy is None and s.closed(db) > base:
+            first_copy = (time.monotonic() - t0, s.closed(db))
+        if c["state"] == "Healthy" and c["replayed"] >= closed:
+            break
+        if c["state"] in ("Failed", "Disconnected") or time.monotonic() - t0 > 600:
+            raise Failed(f"catching up: the copy of {db} on {server} is {c['state']}: {c['last_error']}")
+        time.sleep(0.02)
+    secs = time.monotonic() - t0
+    f_s, f_gen = first_copy or (secs, closed)
+    return {"generations": closed - base, "seconds": secs, "mb": (closed - base) * GEN_MB,
+            "mb_per_s": (closed - base) * GEN_MB / secs, "startup_seconds": f_s,
+            "mb_per_s_after_startup": (closed - f_gen) * GEN_MB / (secs - f_s) if secs > f_s else None}
+
+
+def summarize_copies(phases, copies, servers):
+    """Per passive, over every round of one database: generations/s copied and replayed, the
+    queues (median, p99): as `copy status` reports them and as measured from outside."""
+    out = {}
+    for name in servers[1:1 + copies]:
+        copied = replayed = secs = 0
+        rep_cq, rep_rq, cq, rq, behind = [], [], [], [], []
+        for ph in phases:
+            smp = ph["samples"]
+            first, last = smp[0]["copies"][name], smp[-1]["copies"][name]
+            copied += last["copied"] - first["copied"]
+            replayed += last["replayed"] - first["replayed"]
+            secs += smp[-1]["t"] - smp[0]["t"]
+            for x in smp:
+                c = x["copies"][name]
+                rep_cq.append(c["copy_queue"])
+                rep_rq.append(c["replay_queue"])
+                # from outside: closed in the active's folder but not yet in the passive's; on the
+                # passive's disk but not yet replayed (as its status last said)
+                cq.append(max(0, x["active_closed"] - c["on_disk"]))
+                rq.append(max(0, c["on_disk"] - c["replayed"]))
+                behind.append(max(0, x["active_closed"] - c["replayed"]))
+        out[name] = {
+            "copied_gens_per_s": copied / secs if secs else None,
+            "replayed_gens_per_s": replayed / secs if secs else None,
+            "reported_copy_queue_p50": pct(rep_cq, 50), "reported_copy_queue_p99": pct(rep_cq, 99),
+            "reported_replay_queue_p50": pct(rep_rq, 50), "reported_replay_queue_p99": pct(rep_rq, 99),
+            "copy_queue_p50": pct(cq, 50), "copy_queue_p99": pct(cq, 99), "copy_queue_max": max(cq),
+            "replay_queue_p50": pct(rq, 50), "replay_queue_p99": pct(rq, 99), "replay_queue_max": max(rq),
+            "not_replayed_p50": pct(behind, 50), "not_replayed_p99": pct(behind, 99),
+            "samples": len(cq),
+        }
+    return out
+
+
+def ombra_run(a, tmp):
+    dag = Dag(a.build, tmp)
+    r = {}
+    try:
+        dag.start()
+        act = dag.servers[0]
+        dbs = {n: f"copies{n}" for n in (0, 1, 2)}
+        for n, db in dbs.items():
+            dag.new_db(db)
+            for s in dag.servers[1:1 + n]:
+                act.ombra("db", "copy", "add", db, "--server", s.name)
+        phases = {n: [] for n in dbs}
+        for rnd in range(a.rounds):
+            order = [0, 1, 2] if rnd % 2 == 0 else [2, 1, 0]  # both ends meet the same weather
+            for n in order:
+                gen0 = act.closed(dbs[n])
+                ph = load_phase(dag, dbs[n], n, a)
+                ph["generations"] = act.closed(dbs[n]) - gen0
+                phases[n].append(ph)
+                print(f"  round {rnd + 1}, {n} copies: {ph['deliveries'] / ph['seconds']:,.0f} deliveries/s",
+                      flush=True)
+        for n in dbs:
+            lat = [x for ph in phases[n] for x in ph["lat"]]
+            dl = sum(ph["deliveries"] for ph in phases[n])
+            secs = sum(ph["seconds"] for ph in phases[n])
+            gens = sum(ph["generations"] for ph in phases[n])
+            cpu = {k: sum(ph["cpu"][k] for ph in phases[n]) / secs for k in phases[n][0]["cpu"]}
+            r[f"copies{n}"] = {
+                "deliveries": dl, "seconds": secs, "deliveries_per_s": dl / secs,
+                "per_round": [ph["deliveries"] / ph["seconds"] for ph in phases[n]],
+                "latency_ms_p50": pct(lat, 50) * 1e3, "latency_ms_p99": pct(lat, 99) * 1e3,
+                "log_mb_per_s": gens * GEN_MB / secs, "log_kb_per_delivery": gens * GEN_MB * 1e3 / dl,
+                "passives": summarize_copies(phases[n], n, [s.name for s in dag.servers]),
+                "cpu_cores": {k: v for k, v in cpu.items() if v >= 0.005},
+                "etcd_per_s": {k: sum(ph["etcd"].get(k, 0) for ph in phases[n]) / secs for k in ("puts", "wal_fsyncs")},
+                "cpu_ms_per_delivery": {k: v * secs * 1e3 / dl for k, v in cpu.items() if v >= 0.005},
+            }
+        for n in (1, 2):
+            r[f"copies{n}"]["drained_through"] = drain(dag, dbs[n], n)
+        print("  checking every passive copy against its active (digests)", flush=True)
+        for n in (1, 2):
+            want, got = verify(dag, dbs[n], n)
+            r[f"copies{n}"]["digest"] = want
+            r[f"copies{n}"]["passive_digests"] = got
+        print(f"  catch-up: {a.backlog_mb} MB behind", flush=True)
+        r["catch_up"] = catch_up(dag, dbs[1], "mbx2", a.backlog_mb)
+        drain(dag, dbs[1], 1)
+        verify(dag, dbs[1], 1)
+    except Exception:
+        print("replication.py: the daemons' last words:\n" + dag.tails())
+        raise
+    finally:
+        dag.stop()
+    return r
+
+
+# ---- the PostgreSQL side ----------------------------------------------------------------------
+
+
+class Pg:
+    """A primary and (later) a streaming standby in a temp directory, run as the postgres user,
+    on Unix sockets only."""
+
+    def __init__(self, tmp, a):
+        self.tmp = tmp
+        self.a = a
+        self.pport = free_port()
+        self.sport = free_port()
+        self.standby = False
+
+    def run(self, *argv, check=True, timeout=600):
+        p = subprocess.run(["runuser", "-u", "postgres", "--", *map(str, argv)], capture_output=True, text=True,
+                           timeout=timeout, cwd=self.tmp)
+        if check and p.returncode:
+            raise Failed(f"$ {' '.join(map(str, argv))}: exit {p.returncode}: {(p.stderr or p.stdout).strip()[-800:]}")
+        return p.stdout
+
+    def sql(self, q, port=None):
+        return self.run(f"{PG_BIN}/psql", "-h", self.tmp, "-p", port or self.pport, "-qAtX", "-v",
+                        "ON_ERROR_STOP=1", "-c", q, "postgres").strip()
+
+    def ctl(self, data, action, port):
+        self.run(f"{PG_BIN}/pg_ctl", "-D", f"{self.tmp}/{data}", "-l", f"{self.tmp}/{data}.log", "-w", "-t", 120,
+                 "-o", f"-p {port} -k {self.tmp}", action)
+
+    def setup(self):
+        self.run(f"{PG_BIN}/initdb", "-D", f"{self.tmp}/primary")
+        with open(f"{self.tmp}/primary/postgresql.conf", "a") as f:
+            f.write(f"listen_addresses = ''\nwal_level = replica\nmax_wal_size = 4GB\n"
+                    f"synchronous_commit = on\n")
+        self.ctl("primary", "start", self.pport)
+        self.sql("CREATE TABLE mail (id bigserial PRIMARY KEY, mailbox int, body bytea); "
+                 "ALTER TABLE mail ALTER COLUMN body SET STORAGE EXTERNAL")
+        with open(f"{self.tmp}/deliver.sql", "w") as f:
+            # a body of --size random-looking bytes (md5s of random numbers), stored uncompressed
+            n = max(1, self.a.size // 16)
+            f.write("\\set mb random(0, 199)\n"
+                    f"INSERT INTO mail (mailbox, body) SELECT :mb, string_agg(decode(md5(random()::text), 'hex'), '') "
+                    f"FROM generate_series(1, {n});\n")
+        os.chmod(f"{self.tmp}/deliver.sql", 0o644)
+
+    def add_standby(self):
+        self.run(f"{PG_BIN}/pg_basebackup", "-h", self.tmp, "-p", self.pport, "-D", f"{self.tmp}/standby", "-R",
+                 "-X", "stream", "-c", "fast", "-C", "-S", "standby1")
+        self.ctl("standby", "start", self.sport)
+        self.standby = True
+        wait_until("the standby streaming",
+                   lambda: self.sql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") == "1", 60)
+
+    def set(self, **kv):
+        for k, v in kv.items():
+            self.sql(f"ALTER SYSTEM SET {k} = '{v}'")
+        self.sql("SELECT pg_reload_conf()")
+
+    def lsn(self, q, port=None):
+        return int(self.sql(f"SELECT pg_wal_lsn_diff({q}, '0/0')::bigint", port) or 0)
+
+    def phase(self, label):
+        """--seconds of pgbench -c THREADS with the delivery script; the standby's LSNs sampled."""
+        a = self.a
+        logs = f"{self.tmp}/pgb-{label}-{time.monotonic_ns()}"
+        os.makedirs(logs)
+        shutil.chown(logs, "postgres")
+        p = subprocess.Popen(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pgbench", "-n", "-h", self.tmp, "-p",
+                              str(self.pport), "-c", str(a.threads), "-j", str(a.threads), "-T", str(a.seconds), "-f",
+                              f"{self.tmp}/deliver.sql", "-l", "--log-prefix", f"{logs}/tx", "postgres"],
+                             cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        samples = []
+        t0 = time.monotonic()
+        while p.poll() is None:
+            t = time.monotonic()
+            smp = {"t": t - t0, "primary": self.lsn("pg_current_wal_lsn()")}
+            if self.standby:
+                row = self.sql("SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), '0/0')::bigint, "
+                               "pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')::bigint", self.sport)
+                smp["received"], smp["replayed"] = map(int, row.split("|"))
+            samples.append(smp)
+            time.sleep(max(0.0, SAMPLE_S - (time.monotonic() - t)))
+        out, err = p.communicate()
+        if p.returncode:
+            raise Failed(f"pgbench ({label}): exit {p.returncode}: {err.strip()[-500:]}")
+        lat = []
+        for fn in os.listdir(logs):
+            with open(f"{logs}/{fn}") as f:
+                for line in f:
+                    w = line.split()
+                    if len(w) >= 3 and w[2].isdigit():
+                        lat.append(int(w[2]) / 1e6)
+        shutil.rmtree(logs, ignore_errors=True)
+        m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+        secs = samples[-1]["t"] if samples else a.seconds
+        return {"transactions": len(lat), "tps": float(m.group(1)) if m else len(lat) / a.seconds, "lat": lat,
+                "samples": samples, "seconds": secs,
+                "wal_bytes": samples[-1]["primary"] - samples[0]["primary"] if len(samples) > 1 else None}
+
+    def catch_up(self, mb):
+        """The standby stopped, mb MB of WAL written (rows of --size bytes), the standby started:
+        seconds until it has replayed up to the primary's LSN."""
+        self.ctl("standby", "stop", self.sport)
+        start = self.lsn("pg_current_wal_lsn()")
+        n = max(1, mb * 1000 * 1000 // (self.a.size + 600))
+        k = max(1, self.a.size // 16)
+        self.sql(f"INSERT INTO mail (mailbox, body) SELECT g % 200, (SELECT string_agg(decode(md5(random()::text "
+                 f"|| g || i), 'hex'), '') FROM generate_series(1, {k}) i) FROM generate_series(1, {n}) g")
+        target = self.lsn("pg_current_wal_lsn()")
+        t0 = time.monotonic()
+        self.ctl("standby", "start", self.sport)  # returns once it accepts connections
+        t_ready = time.monotonic() - t0
+        at_ready = self.lsn("pg_last_wal_replay_lsn()", self.sport)
+        while self.lsn("pg_last_wal_replay_lsn()", self.sport) < target:
+            if time.monotonic() - t0 > 600:
+                raise Failed("the standby did not catch up within 600 s")
+            time.sleep(0.02)
+        secs = time.monotonic() - t0
+        return {"mb": (target - start) / 1e6, "seconds": secs, "mb_per_s": (target - start) / 1e6 / secs,
+                "startup_seconds": t_ready, "replayed_at_startup_mb": (at_ready - start) / 1e6,
+                "mb_per_s_after_startup": (target - at_ready) / 1e6 / (secs - t_ready) if secs > t_ready else None}
+
+    def stop(self):
+        for d, port in (("standby", self.sport), ("primary", self.pport)):
+            if os.path.exists(f"{self.tmp}/{d}/postmaster.pid"):
+                self.run(f"{PG_BIN}/pg_ctl", "-D", f"{self.tmp}/{d}", "-m", "fast", "-w", "stop", check=False)
+
+
+def pg_summary(phases):
+    lat = [x for ph in phases for x in ph["lat"]]
+    secs = sum(ph["seconds"] for ph in phases)
+    out = {"tps": sum(ph["tps"] for ph in phases) / len(phases), "per_round": [ph["tps"] for ph in phases],
+           "latency_ms_p50": pct(lat, 50) * 1e3, "latency_ms_p99": pct(lat, 99) * 1e3,
+           "wal_mb_per_s": sum(ph["wal_bytes"] or 0 for ph in phases) / 1e6 / secs,
+           "wal_kb_per_commit": sum(ph["wal_bytes"] or 0 for ph in phases) / 1e3 / max(1, sum(ph["transactions"]
+                                                                                             for ph in phases))}
+    if "received" in phases[0]["samples"][0]:
+        rq, cq, replayed, secs2 = [], [], 0, 0
+        for ph in phases:
+            s = ph["samples"]
+            replayed += s[-1]["replayed"] - s[0]["replayed"]
+            secs2 += s[-1]["t"] - s[0]["t"]
+            for x in s:
+                cq.append(max(0, x["primary"] - x["received"]) / 1e6)
+                rq.append(max(0, x["received"] - x["replayed"]) / 1e6)
+        out.update({"replayed_mb_per_s": replayed / 1e6 / secs2 if secs2 else None,
+                    "copy_queue_mb_p50": pct(cq, 50), "copy_queue_mb_p99": pct(cq, 99),
+                    "replay_queue_mb_p50": pct(rq, 50), "replay_queue_mb_p99": pct(rq, 99)})
+    return out
+
+
+def pg_run(a):
+    """PostgreSQL's figures, or (None, why not)."""
+    if a.no_pg:
+        return None, "--no-pg"
+    if os.geteuid() != 0:
+        return None, "needs root (PostgreSQL runs as the postgres user)"
+    if not os.access(f"{PG_BIN}/postgres", os.X_OK) or not shutil.which("runuser"):
+        return None, "PostgreSQL 15 is not installed (scripts/install-deps --bench)"
+    tmp = tempfile.mkdtemp(prefix="ombra-brpg-", dir="/tmp")
+    os.chmod(tmp, 0o755)
+    shutil.chown(tmp, "postgres")
+    pg = Pg(tmp, a)
+    r = {}
+    try:
+        pg.setup()
+        configs = {"alone": [], "async_on": [], "async_off": [], "sync_on": []}
+        for rnd in range(a.rounds):
+            pg.set(synchronous_commit="on")
+            configs["alone"].append(pg.phase("alone"))
+            print(f"  round {rnd + 1}, primary alone: {configs['alone'][-1]['tps']:,.0f} commits/s", flush=True)
+        pg.add_standby()
+        for rnd in range(a.rounds):
+            order = ["async_on", "async_off", "sync_on"]
+            for c in order if rnd % 2 == 0 else order[::-1]:
+                pg.set(synchronous_commit="off" if c == "async_off" else "on",
+                       synchronous_standby_names="*" if c == "sync_on" else "")
+                configs[c].append(pg.phase(c))
+                print(f"  round {rnd + 1}, standby {c}: {configs[c][-1]['tps']:,.0f} commits/s", flush=True)
+        pg.set(synchronous_commit="on", synchronous_standby_names="")
+        r = {c: pg_summary(v) for c, v in configs.items()}
+        print(f"  catch-up: {a.backlog_mb} MB behind", flush=True)
+        r["catch_up"] = pg.catch_up(a.backlog_mb)
+        r["version"] = pg.sql("SHOW server_version")
+        return r, None
+    except (Failed, subprocess.TimeoutExpired, OSError) as e:
+        return None, str(e)[:400]
+    finally:
+        pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def on_term(*_):
+    raise KeyboardInterrupt
+
+
+# ---- the table ---------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.environ.get("BUILD_RELEASE", f"{ROOT}/build-release"))
+    ap.add_argument("--seconds", type=int, default=15, help="load per database (or PostgreSQL setting) per round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4, help="delivering clients (pgbench -c)")
+    ap.add_argument("--size", type=int, default=8192, help="bytes per message (per bytea row)")
+    ap.add_argument("--backlog-mb", type=int, default=64, help="how far behind a copy is for the catch-up")
+    ap.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    ap.add_argument("--json", default=f"{ROOT}/bench/results/replication.json")
+    a = ap.parse_args()
+    a.build = os.path.abspath(a.build)
+    if min(a.seconds, a.rounds, a.threads, a.size, a.backlog_mb) < 1:
+        raise SystemExit("replication.py: --seconds, --rounds, --threads, --size and --backlog-mb must be at least 1")
+    for f in ("src/cli/ombra", "src/daemons/ombra-store", "src/daemons/ombra-vssd", "src/daemons/ombra-repld"):
+        if not os.access(f"{a.build}/{f}", os.X_OK):
+            raise SystemExit(f"replication.py: {a.build}/{f} is missing: build first (--build DIR)")
+    if not os.access(ETCD, os.X_OK):
+        raise SystemExit(f"replication.py: no {ETCD} (apt-get install etcd-server; scripts/install-deps)")
+    tmp = tempfile.mkdtemp(prefix="ombra-brep-", dir="/tmp")
+    fstype = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
+    # SIGTERM ends the run as ^C does: the finally clauses stop every daemon and remove the files
+    signal.signal(signal.SIGTERM, on_term)
+    print(f"Ombra: 3 servers on 127.0.0.1, {a.threads} clients delivering {a.size}-byte messages, "
+          f"{a.seconds} s per database per round, {a.rounds} rounds", flush=True)
+    try:
+        o = ombra_run(a, tmp)
+    except Failed as e:
+        raise SystemExit(f"replication.py: {e}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("PostgreSQL 15: a primary, then a streaming standby; pgbench with the same load", flush=True)
+    pg, why = pg_run(a)
+    if why:
+        print(f"PostgreSQL not run: {why}")
+
+    o0, o1, o2 = o["copies0"], o["copies1"], o["copies2"]
+    p1 = o1["passives"]["mbx2"]
+
+    def g(k):
+        return pg[k] if pg else {}
+    rows = [  # metric, Ombra, PostgreSQL, ratio wanted
+        ("durable commits/s, 0 copies (PG: no standby)", o0["deliveries_per_s"], g("alone").get("tps"), True),
+        ("durable commits/s, 1 async copy", o1["deliveries_per_s"], g("async_on").get("tps"), True),
+        ("durable commits/s, 2 async copies", o2["deliveries_per_s"], None, False),
+        ("cost: rate with 1 copy / with 0", ratio(o1["deliveries_per_s"], o0["deliveries_per_s"]),
+         ratio(g("async_on").get("tps"), g("alone").get("tps")), True),
+        ("cost: rate with 2 copies / with 0", ratio(o2["deliveries_per_s"], o0["deliveries_per_s"]), None, False),
+        ("commit latency p50 ms, 0 copies", o0["latency_ms_p50"], g("alone").get("latency_ms_p50"), True),
+        ("commit latency p50 ms, 1 async copy", o1["latency_ms_p50"], g("async_on").get("latency_ms_p50"), True),
+        ("commit latency p99 ms, 1 async copy", o1["latency_ms_p99"], g("async_on").get("latency_ms_p99"), True),
+        ("commit latency p50 ms, 2 async copies", o2["latency_ms_p50"], None, False),
+        ("commit latency p99 ms, 2 async copies", o2["latency_ms_p99"], None, False),
+        ("commits/s, synchronous_commit off", "n/a", g("async_off").get("tps"), False),
+        ("commit latency p50 ms, sync_commit off", "n/a", g("async_off").get("latency_ms_p50"), False),
+        ("commits/s, synchronous standby/copy", "no --sync", g("sync_on").get("tps"), False),
+        ("commit latency p50 ms, synchronous", "no --sync", g("sync_on").get("latency_ms_p50"), False),
+        ("commit latency p99 ms, synchronous", "no --sync", g("sync_on").get("latency_ms_p99"), False),
+        ("log MB/s written, 1 copy", o1["log_mb_per_s"], g("async_on").get("wal_mb_per_s"), True),
+        ("log KB per commit, 1 copy", o1["log_kb_per_delivery"], g("async_on").get("wal_kb_per_commit"), True),
+        ("replayed MB/s on the passive, 1 copy", p1["replayed_gens_per_s"] * GEN_MB if p1["replayed_gens_per_s"]
+         is not None else None, g("async_on").get("replayed_mb_per_s"), True),
+        ("copy queue MB p50, 1 copy", p1["copy_queue_p50"] * GEN_MB, g("async_on").get("copy_queue_mb_p50"), False),
+        ("copy queue MB p99, 1 copy", p1["copy_queue_p99"] * GEN_MB, g("async_on").get("copy_queue_mb_p99"), False),
+        ("replay queue MB p50, 1 copy", p1["replay_queue_p50"] * GEN_MB, g("async_on").get("replay_queue_mb_p50"),
+         False),
+        ("replay queue MB p99, 1 copy", p1["replay_queue_p99"] * GEN_MB, g("async_on").get("replay_queue_mb_p99"),
+         False),
+        (f"catch-up MB/s ({a.backlog_mb} MB behind)", o["catch_up"]["mb_per_s"],
+         pg["catch_up"]["mb_per_s"] if pg else None, True),
+        ("catch-up seconds (lower is better)", o["catch_up"]["seconds"], pg["catch_up"]["seconds"] if pg else None,
+         True),
+        ("  of which start-up", o["catch_up"]["startup_seconds"],
+         pg["catch_up"]["startup_seconds"] if pg else None, True),
+        ("catch-up MB/s after the start-up", o["catch_up"]["mb_per_s_after_startup"],
+         pg["catch_up"]["mb_per_s_after_startup"] if pg else None, True),
+    ]
+    w = 44
+    print()
+    print(f"{'metric':<{w}} | {'Ombra':>10} | {'PostgreSQL':>10} | {'O/PG':>6}")
+    print(f"{'-' * w}-+-{'-' * 10}-+-{'-' * 10}-+-{'-' * 6}")
+    for name, ov, pv, want in rows:
+        nd = 2 if any(k in name for k in ("ms", "cost", "queue", "seconds", "start-up", "KB")) else 0
+        rt = ratio(ov, pv) if want and not isinstance(ov, str) else None
+        print(f"{name:<{w}} | {fmt(ov, nd):>10} | {fmt(pv, nd):>10} | {fmt(rt, 2):>6}")
+    print()
+    print("per passive (generations of 1 MiB; queues sampled every 0.2 s; median / p99 / max):")
+    for n in (1, 2):
+        for name, p in o[f"copies{n}"]["passives"].items():
+            print(f"  {n} copies, {name}: copied {fmt(p['copied_gens_per_s'], 1)} gens/s, replayed "
+                  f"{fmt(p['replayed_gens_per_s'], 1)} gens/s; copy queue {p['copy_queue_p50']} / "
+                  f"{p['copy_queue_p99']} / {p['copy_queue_max']}, replay queue {p['replay_queue_p50']} / "
+                  f"{p['replay_queue_p99']} / {p['replay_queue_max']}; `copy status` said copy queue "
+                  f"{p['reported_copy_queue_p50']} / {p['reported_copy_queue_p99']}, replay queue "
+                  f"{p['reported_replay_queue_p50']} / {p['reported_replay_queue_p99']} ({p['samples']} samples)")
+    for n in (0, 1, 2):
+        x = o[f"copies{n}"]
+        print(f"  {n} copies: deliveries/s per round {', '.join(f'{v:,.0f}' for v in x['per_round'])}; "
+              f"{x['log_mb_per_s']:.1f} MB/s of log")
+    print("CPU during the load, in cores (of the machine's "
+          f"{os.cpu_count()}; what each process used over the phase's seconds):")
+    for n in (0, 1, 2):
+        x = o[f"copies{n}"]["cpu_cores"]
+        print(f"  {n} copies: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(x.items(), key=lambda kv: -kv[1]))
+              + f"; in all {sum(x.values()):.2f}; etcd {o[f'copies{n}']['etcd_per_s']['puts']:.1f} puts/s, "
+              f"{o[f'copies{n}']['etcd_per_s']['wal_fsyncs']:.1f} WAL fsyncs/s")
+    cu = o["catch_up"]
+    print(f"catch-up (copy suspended, {cu['generations']} generations loaded, resumed): {cu['seconds']:.2f} s; "
+          f"start-up: resume to the first generation on the passive's disk, {cu['startup_seconds']:.2f} s")
+    if pg:
+        for c in ("alone", "async_on", "async_off", "sync_on"):
+            print(f"  PostgreSQL {c}: commits/s per round {', '.join(f'{v:,.0f}' for v in pg[c]['per_round'])}")
+        pc = pg["catch_up"]
+        print(f"  PostgreSQL catch-up: standby stopped, {pc['mb']:.0f} MB of WAL written, started: "
+              f"{pc['seconds']:.2f} s; start-up: pg_ctl start -w to accepting connections, {pc['startup_seconds']:.2f} s "
+              f"({pc['replayed_at_startup_mb']:.0f} MB replayed by then); version {pg['version']}")
+    print(f"verified: every passive's digest equals its active's ({o1['digest']}, {o2['digest']})")
+    print(f"machine: {os.cpu_count()} CPUs, {fstype} on /tmp; the three servers, etcd, the clients (and "
+          f"PostgreSQL's two servers) share them")
+    os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "params": {"seconds": a.seconds, "rounds": a.rounds, "threads": a.threads, "size": a.size,
+                              "backlog_mb": a.backlog_mb},
+                   "machine": {"nproc": os.cpu_count(), "fstype": fstype},
+                   "ombra": o, "postgresql": pg, "postgresql_why_not": why,
+                   "sync_copies": "not measured: ombra db set --sync-copies does not exist yet",
+                   "table": [{"metric": n, "ombra": ov, "postgresql": pv,
+                              "ratio": ratio(ov, pv) if want and not isinstance(ov, str) else None}
+                             for n, ov, pv, want in rows]}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
