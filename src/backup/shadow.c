@@ -37,14 +37,13 @@ int bk_shadow_db_take(const char *name, const char *provider, bk_shadow_db **out
     json_t *info = NULL, *writers = NULL, *snap = NULL;
     vss_req *r = NULL;
     char id[40] = "", component[400] = "", instance[40] = "";
-    const char *edb = NULL, *logs = NULL;
+    const char *edb = NULL;
     int rc = store_client_new(NULL, &sc);
     if (!rc) store_client_retry_busy(sc, 1);
     if (!rc) rc = store_client_db_show(sc, name, &info);
     if (!rc) {
         snprintf(id, sizeof id, "%s", om_json_str_or(info, "id", ""));
         edb = om_json_str_or(info, "edb", "");
-        logs = om_json_str_or(info, "logs", "");
     }
     if (!rc) rc = vss_req_begin(NULL, VSS_SESSION_BACKUP, &r);
     if (!rc) rc = vss_req_gather_metadata(r, &writers);
@@ -80,7 +79,6 @@ int bk_shadow_db_take(const char *name, const char *provider, bk_shadow_db **out
     if (!rc) {
         json_t *shadows = json_object_get(snap, "shadows");
         rc = bk_shadow_path(shadows, edb, s->edb, sizeof s->edb);
-        if (!rc) rc = bk_shadow_path(shadows, logs, s->logs, sizeof s->logs);
         size_t k;
         json_t *c;
         json_array_foreach(

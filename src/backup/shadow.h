@@ -5,7 +5,9 @@
  * header slot is written and no log is truncated.
  *
  *   bk_shadow_db_take("db1", NULL, &s)   -> s->edb: the .edb's path inside the shadow copy,
- *                                           s->lo..s->hi: the generations it needs
+ *                                           s->lo..s->hi: the generations it needs (the reader
+ *                                           gets them elsewhere: the logs may be on another
+ *                                           volume than the .edb)
  *   (read s->edb)
  *   bk_shadow_db_release(s)
  */
@@ -23,7 +25,6 @@ int bk_shadow_path(json_t *shadows, const char *p, char *out, size_t n);
 
 typedef struct bk_shadow_db {
     char edb[4400];  /* the .edb inside the shadow copy */
-    char logs[4400]; /* the log folder inside the shadow copy */
     uint32_t lo, hi; /* the generations the copy needs (the writer's log range) */
     void *req;       /* the session (vss_req) */
 } bk_shadow_db;

@@ -470,6 +470,12 @@ static int run_copy_status(const cli_args *a)
         if (a->npos && strcmp(a->pos[0], name)) continue;
         found = 1;
         const char *active = om_json_str_or(json_object_get(act, id), "server", "");
+        /* What the active writes now (its own row, renewed by its ombra-repld): the copy queue
+         * of every passive copy counts from it, whatever state the copy is in. */
+        char ak[200];
+        snprintf(ak, sizeof ak, "%s/%s", id, active);
+        json_int_t made =
+            json_integer_value(json_object_get(json_object_get(copies, ak), "generated"));
         const char *server;
         json_t *cfg;
         json_object_foreach(json_object_get(db, "copies"), server, cfg)
@@ -481,18 +487,23 @@ static int run_copy_status(const cli_args *a)
             int up = json_object_get(alive, server) != NULL;
             const char *state = is_active ? "Mounted" : om_json_str_or(s, "state", "Initializing");
             if (!is_active && !up) state = "ServiceDown";
+            json_int_t copied = json_integer_value(json_object_get(s, "copied")),
+                       inspected = json_integer_value(json_object_get(s, "inspected")),
+                       replayed = json_integer_value(json_object_get(s, "replayed"));
+            json_int_t copyq = is_active                       ? 0
+                               : made > 1 && made - 1 > copied ? made - 1 - copied
+                               : made > 1                      ? 0
+                                          : json_integer_value(json_object_get(s, "copy_queue"));
+            json_int_t replq = !is_active && inspected > replayed ? inspected - replayed : 0;
             json_t *o =
                 json_pack("{s:s,s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "database",
                           name, "id", id, "server", server, "state", state, "active", is_active,
                           "preference", json_integer_value(json_object_get(cfg, "preference")),
                           "replay_lag", json_integer_value(json_object_get(cfg, "replay_lag")),
-                          "copy_queue", json_integer_value(json_object_get(s, "copy_queue")),
-                          "replay_queue", json_integer_value(json_object_get(s, "replay_queue")),
-                          "generated", json_integer_value(json_object_get(s, "generated")),
-                          "copied", json_integer_value(json_object_get(s, "copied")), "inspected",
-                          json_integer_value(json_object_get(s, "inspected")), "replayed",
-                          json_integer_value(json_object_get(s, "replayed")), "last_error",
-                          om_json_str_or(s, "last_error", ""));
+                          "copy_queue", copyq, "replay_queue", replq, "generated",
+                          made ? made : json_integer_value(json_object_get(s, "generated")),
+                          "copied", copied, "inspected", inspected, "replayed", replayed,
+                          "last_error", om_json_str_or(s, "last_error", ""));
             json_array_append_new(out, o);
         }
     }

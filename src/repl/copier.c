@@ -38,7 +38,7 @@ struct rp_copier {
     uint32_t replay_lag_s;
     uint32_t closed, current, first; /* what the active said last */
     uint64_t published_ns;
-    char published[1024];
+    char published[1024], published_state[16];
     eng_passive *p;
     char warned[512]; /* the last trouble logged, and when */
     uint64_t warned_ns;
@@ -139,12 +139,18 @@ static void publish(rp_copier *c, int force)
         "logs", c->logs, "last_error", st.last_error);
     char *s = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
     uint64_t now = om_mono_ns();
-    if (s && (force || strcmp(s, c->published) || now - c->published_ns > 5000000000ull)) {
+    /* A change at most twice a second (a copy catching up changes with every generation), a
+     * new state at once, and a sign of life every 5 s. */
+    int changed = s && strcmp(s, c->published);
+    int new_state = strcmp(st.state, c->published_state);
+    if (s && (force || (changed && (new_state || now - c->published_ns > 500000000ull)) ||
+              now - c->published_ns > 5000000000ull)) {
         char k[200];
         snprintf(k, sizeof k, "copies/%s/%s", c->cfg.db_id, c->cfg.server);
         json_object_set_new(rec, "updated_ns", json_integer((json_int_t)om_now_ns()));
         if (!rp_dag_put(c->cfg.dag, k, rec, 0)) {
             snprintf(c->published, sizeof c->published, "%s", s);
+            snprintf(c->published_state, sizeof c->published_state, "%s", st.state);
             c->published_ns = now;
         }
     }
@@ -416,6 +422,7 @@ static int run_copy(rp_copier *c, rp_conn *conn)
 {
     int rc = 0, damaged = 0;
     set_state(c, "Healthy", 0);
+    publish(c, 1); /* connected: no longer Suspended, Disconnected or Seeding */
     while (!rc && !stopping(c)) {
         pthread_mutex_lock(&c->mu);
         int poked = c->poked;
@@ -462,7 +469,10 @@ static int run_copy(rp_copier *c, rp_conn *conn)
                 g--;
                 continue;
             }
-            if (!rc) damaged = 0;
+            if (!rc) {
+                damaged = 0;
+                publish(c, 0); /* the queue as it shrinks */
+            }
         }
         if (!rc) rc = replay(c);
         if (rc && copy_failed(rc)) {

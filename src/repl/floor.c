@@ -27,6 +27,8 @@ typedef struct dbstate {
     char db[40];
     uint32_t truncate_point, oldest;
     int disk_pct;
+    uint32_t published_gen; /* the active's row of copy status, last written */
+    uint64_t published_ns;
 } dbstate;
 
 struct rp_floor {
@@ -223,6 +225,21 @@ static void one_db(rp_floor *f, const char *id, json_t *db, json_t *copies, json
         st->disk_pct = (int)json_integer_value(json_object_get(got, "log_disk_pct"));
         om_debug("floor of %s: %u (truncate point %u, oldest %u, disk %d%%)", name, floor,
                  st->truncate_point, st->oldest, st->disk_pct);
+        /* The active's own row of copy status: the generation it writes, so every copy's copy
+         * queue can be told from it, even a copy that is suspended or cut off. */
+        uint32_t cur = (uint32_t)json_integer_value(json_object_get(got, "current"));
+        if (cur != st->published_gen || om_mono_ns() - st->published_ns > 30000000000ull) {
+            char rk[200];
+            snprintf(rk, sizeof rk, "copies/%s/%s", id, f->cfg.server);
+            json_t *row =
+                json_pack("{s:s,s:I,s:I,s:I}", "state", "Mounted", "generated", (json_int_t)cur,
+                          "oldest", (json_int_t)st->oldest, "updated_ns", (json_int_t)om_now_ns());
+            if (!rp_dag_put(f->cfg.dag, rk, row, 0)) {
+                st->published_gen = cur;
+                st->published_ns = om_mono_ns();
+            }
+            json_decref(row);
+        }
     } else if (rc && rc != OM_E_DatabaseUnavailable)
         om_warn("the floor of log truncation of %s (%u): %s", name, floor, om_err_detail());
     json_decref(got);
