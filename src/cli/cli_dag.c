@@ -143,11 +143,40 @@ static int run_add_server(const cli_args *a)
 
 /* ---- dag status ---- */
 
+/* The local ombra-repld's own view (its admin socket): NULL when none runs here. */
+static json_t *local_repld(void)
+{
+    char run[4096], sock[4200];
+    if (om_runtime_dir(run, sizeof run)) return NULL;
+    snprintf(sock, sizeof sock, "%s/repl.sock", run);
+    if (access(sock, F_OK)) return NULL;
+    json_t *req = json_pack("{s:s}", "op", "status"), *rep = NULL;
+    int rc = om_proto_call(sock, req, NULL, 0, &rep, NULL, NULL);
+    json_decref(req);
+    return rc ? NULL : rep;
+}
+
+static void print_local(json_t *l)
+{
+    if (!l) return;
+    int ok = json_is_true(json_object_get(l, "etcd_ok"));
+    printf("this server: ombra-repld of %s, etcd %s%s%s, %zu passive copies, %lld peers refused\n",
+           om_json_str_or(l, "server", "?"), ok ? "reachable" : "unreachable (retrying)",
+           ok ? "" : ": ", ok ? "" : om_json_str_or(l, "etcd_error", ""),
+           json_array_size(json_object_get(l, "copies")),
+           (long long)json_integer_value(json_object_get(l, "peers_refused")));
+}
+
 static int run_status(const cli_args *a)
 {
     rp_dag *d = NULL;
+    json_t *local = local_repld();
     int st = open_dag(a, cli_val(a, "dag"), 1, &d);
-    if (st) return st;
+    if (st) { /* etcd cannot be read from here: what this server's service says still helps */
+        if (!cli_flag(a, "json")) print_local(local);
+        json_decref(local);
+        return st;
+    }
     json_t *servers = NULL, *alive = NULL, *dbs = NULL, *act = NULL, *copies = NULL;
     int rc = rp_dag_list(d, "servers/", &servers);
     if (!rc) rc = rp_dag_list(d, "alive/", &alive);
@@ -158,11 +187,14 @@ static int run_status(const cli_args *a)
     etcd_health(d->e, &es);
     if (rc) {
         rp_dag_close(d);
+        if (!cli_flag(a, "json")) print_local(local);
+        json_decref(local);
         return cli_fail(rc);
     }
     json_t *out = json_pack("{s:s,s:{s:b,s:s,s:s},s:[],s:[]}", "dag", d->name, "etcd", "connected",
                             es.connected, "endpoint", es.endpoint, "last_error", es.last_error,
                             "servers", "databases");
+    if (local) json_object_set(out, "local", local);
     const char *k;
     json_t *v;
     json_object_foreach(servers, k, v)
@@ -187,6 +219,7 @@ static int run_status(const cli_args *a)
         printf("DAG %s, etcd %s (%s)%s%s\n", d->name, es.endpoint,
                es.connected ? "connected" : "unreachable", es.connected ? "" : ": ",
                es.connected ? "" : es.last_error);
+        print_local(local);
         size_t i;
         json_array_foreach(json_object_get(out, "servers"), i, v)
             printf("  server %-16s %-22s %s\n", om_json_str_or(v, "name", ""),
@@ -204,6 +237,7 @@ static int run_status(const cli_args *a)
     json_decref(dbs);
     json_decref(act);
     json_decref(copies);
+    json_decref(local);
     rp_dag_close(d);
     return status;
 }

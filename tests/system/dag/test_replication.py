@@ -305,3 +305,33 @@ def full_disk_round(bed, a, b, disk):
     close_generation(a, "db1")
     drained(a, bed, "db1", "b")
     assert passive_digest(bed, b, "db1") == want
+
+
+def test_a_lost_etcd_is_retried_and_said_in_dag_status_and_replication_goes_on(dag_bed):
+    bed = dag_bed(2)
+    a, b = bed.a, bed.b
+    setup_dag(bed, [a, b])
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    bed.etcd_kill9()
+    deadline = time.time() + 20
+    while True:
+        r = b.ombra("dag", "status", "--etcd", bed.etcd_url, "--dag", DAG, check=False)
+        if "etcd unreachable (retrying)" in r.out:
+            break
+        assert time.time() < deadline, f"dag status never said etcd was lost: {r.out} {r.err}"
+        time.sleep(0.5)
+    assert r.rc == 1 and r.err.count("\n") == 1  # and the CLI's own failure, one line
+    roll(a, "db1", 2)  # mail goes on without etcd, and so does copying
+    bed.etcd_restart()
+    deadline = time.time() + 30
+    while True:
+        r = b.ombra("dag", "status", "--etcd", bed.etcd_url, "--dag", DAG, check=False)
+        if r.rc == 0 and "etcd reachable" in r.out:
+            break
+        assert time.time() < deadline, f"dag status never saw etcd back: {r.out} {r.err}"
+        time.sleep(0.5)
+    want = a.digest("db1")
+    close_generation(a, "db1")
+    drained(a, bed, "db1", "b")
+    assert passive_digest(bed, b, "db1") == want
