@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from dag.test_replication import DAG, copy_of, copy_status, setup_dag, wait_copy
+from dag.test_replication import (DAG, close_generation, copy_of, copy_status, dag3, drained,
+                                 passive_digest, setup_dag, wait_copy)
 
 
 def files_of(folder):
@@ -73,3 +74,30 @@ def test_a_link_at_the_passive_copy_folder_is_refused_and_nothing_behind_it_dele
     time.sleep(2)
     assert files_of(victim) == before, f"files behind the link changed ({r.describe()})"
     assert r.rc != 0 and "link" in r.err.splitlines()[-1], r.describe()
+
+
+@pytest.mark.xfail(strict=True, reason="two databases named db1 (on a and on b) copied to c: "
+                   "both copies go to c's one folder dbs/db1; nothing refuses the second")
+def test_two_databases_of_one_name_copied_to_one_server_are_refused_or_kept_apart(dag3):
+    bed = dag3
+    a, b, c = bed.a, bed.b, bed.c
+    a.ombra("db", "new", "db1")
+    b.ombra("db", "new", "db1")
+    for i in range(10):
+        a.deliver("db1", "box", f"a's {i}".encode())
+        b.deliver("db1", "box", f"b's {i}".encode())
+    a.ombra("db", "copy", "add", "db1", "--server", "c", "--etcd", bed.etcd_url)
+    r = b.ombra("db", "copy", "add", "db1", "--server", "c", "--etcd", bed.etcd_url,
+                "--wait-seconds", "20", check=False)
+    if r.rc != 0:  # refused: then with one clear line that says why, and nothing registered
+        assert "already" in r.err.splitlines()[-1], r.describe()
+    else:  # or kept apart: b's copy on c is Healthy and holds b's db1
+        want_b = b.digest("db1")
+        close_generation(b, "db1")
+        drained(b, bed, "db1", "c")
+        assert passive_digest(bed, c, "db1") == want_b
+    # a's copy on c is whole
+    want = a.digest("db1")
+    close_generation(a, "db1")
+    drained(a, bed, "db1", "c")
+    assert passive_digest(bed, c, "db1") == want
