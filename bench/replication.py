@@ -21,6 +21,7 @@ Prints a table and writes bench/results/replication.json.
                          [--backlog-mb 64] [--no-pg] [--json FILE]
 """
 import argparse
+import glob
 import json
 import math
 import os
@@ -137,7 +138,15 @@ class Server:
         return self.procs[daemon]
 
     def db_dir(self, db):
-        return f"{self.dir}/home/dbs/{db}"
+        """The database's folder here: the active's under dbs/<name>, a passive copy's under
+        copies/<db id>."""
+        own = f"{self.dir}/home/dbs/{db}"
+        if os.path.isdir(own):
+            return own
+        for d in glob.glob(f"{self.dir}/home/copies/*"):
+            if os.path.exists(f"{d}/{db}.edb"):
+                return d
+        return own
 
     def closed(self, db):
         """The newest closed generation of db in this server's folder (active or passive)."""

@@ -391,6 +391,21 @@ static int run_copy_add(const cli_args *a)
                      "HOST:PORT",
                      me, d->name, me);
     json_decref(srv);
+    /* Names are unique in a DAG: another database of this name (on another server) is refused,
+     * or every command that names it would be ambiguous. */
+    if (!rc) {
+        json_t *other = NULL;
+        char oid[37];
+        int frc = rp_dag_find_db(d, db, &other, oid);
+        if (!frc && strcmp(oid, id))
+            rc = om_errf(OM_E_DatabaseDuplicate,
+                         "DAG %s already has a database named '%s' (id %s, on another server): "
+                         "names are unique in a DAG",
+                         d->name, db, oid);
+        else if (frc && frc != OM_E_DatabaseNotFound)
+            rc = frc;
+        json_decref(other);
+    }
     /* The active copy: this server, epoch 1, when the database is new to the DAG. */
     snprintf(k, sizeof k, "active/%s", id);
     json_t *want = json_pack("{s:s,s:i}", "server", me, "epoch", 1);

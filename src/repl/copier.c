@@ -113,7 +113,9 @@ static int read_records(rp_copier *c)
         rc = om_errf(OM_E_DatabaseNotFound, "database %s has no active server with an address",
                      c->cfg.db_id);
     if (!rc) {
-        snprintf(c->dir, sizeof c->dir, "%s/dbs/%s", c->cfg.data_dir, c->name);
+        /* Keyed by the database's id, never by its name: a server's own database of that
+         * name, or another DAG database of that name, is never this copy's folder. */
+        snprintf(c->dir, sizeof c->dir, "%s/copies/%s", c->cfg.data_dir, c->cfg.db_id);
         snprintf(c->edb, sizeof c->edb, "%s/%s.edb", c->dir, c->name);
         snprintf(c->logs, sizeof c->logs, "%s/logs", c->dir);
     }
@@ -158,31 +160,76 @@ static void publish(rp_copier *c, int force)
     json_decref(rec);
 }
 
-static int mkdirs(const char *p)
+/* The copy's folders as handles opened without following a link: $OMBRA_HOME/copies (the
+ * data directory is the administrator's: links on its way are theirs), then <db id> and logs
+ * inside it, each of which must be a real directory (InvalidPath for a link: nothing behind a
+ * planted link is ever read, written or deleted). */
+static int open_dirs(rp_copier *c, om_dir **dir, om_dir **logs)
 {
-    om_dir *d = NULL;
-    int rc = om_dir_open(om_vfs_posix(), NULL, p, OM_D_CREATE, &d);
-    om_dir_close(d);
+    om_vfs *v = om_vfs_posix();
+    om_dir *top = NULL;
+    char p[4200];
+    *dir = *logs = NULL;
+    snprintf(p, sizeof p, "%s/copies", c->cfg.data_dir);
+    int rc = om_dir_open(v, NULL, p, OM_D_CREATE, &top);
+    if (!rc) rc = om_dir_open(v, top, c->cfg.db_id, OM_D_CREATE, dir);
+    if (!rc) rc = om_dir_open(v, *dir, "logs", OM_D_CREATE, logs);
+    om_dir_close(top);
+    if (rc) {
+        om_dir_close(*dir);
+        *dir = NULL;
+    }
     return rc;
 }
 
-/* The copy's files gone (a reseed starts from nothing). */
+static int mkdirs(rp_copier *c)
+{
+    om_dir *dir, *logs;
+    int rc = open_dirs(c, &dir, &logs);
+    om_dir_close(logs);
+    om_dir_close(dir);
+    return rc;
+}
+
+typedef struct wipe_arg {
+    om_dir *logs;
+    const char *base;
+    int rc;
+} wipe_arg;
+
+static int wipe_one(void *arg, const char *name)
+{
+    wipe_arg *w = arg;
+    uint32_t g;
+    char cur[16], chk[16];
+    snprintf(cur, sizeof cur, "%s.log", w->base);
+    snprintf(chk, sizeof chk, "%s.chk", w->base);
+    if (!eng_parse_log_name(name, w->base, &g) && strcmp(name, cur) && strcmp(name, chk)) return 0;
+    int rc = om_unlink_at(w->logs, name);
+    if (rc && rc != OM_E_FileNotFound && !w->rc) w->rc = rc;
+    return 0;
+}
+
+/* The copy's files gone (a reseed starts from nothing), through the handles only. */
 static int wipe(rp_copier *c)
 {
-    uint32_t *gens = NULL, n = 0;
-    int rc = eng_log_list_gens(om_vfs_posix(), c->logs, c->base, &gens, &n);
-    for (uint32_t i = 0; !rc && i < n; i++) {
-        char p[4300];
-        eng_log_path(p, sizeof p, c->logs, c->base, gens[i]);
-        if (unlink(p) && errno != ENOENT) rc = om_errf(OM_E_DiskIO, "removing %s", p);
+    om_dir *dir, *logs;
+    int rc = open_dirs(c, &dir, &logs);
+    if (!rc) {
+        wipe_arg w = {.logs = logs, .base = c->base};
+        rc = om_list_at(logs, wipe_one, &w);
+        if (!rc) rc = w.rc;
     }
-    free(gens);
-    char p[4300];
-    snprintf(p, sizeof p, "%s/%s.chk", c->logs, c->base);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/%s.log", c->logs, c->base);
-    unlink(p);
-    if (!rc && unlink(c->edb) && errno != ENOENT) rc = om_errf(OM_E_DiskIO, "removing %s", c->edb);
+    char edbname[128];
+    snprintf(edbname, sizeof edbname, "%s.edb", c->name);
+    if (!rc) {
+        rc = om_unlink_at(dir, edbname);
+        if (rc == OM_E_FileNotFound) rc = 0;
+    }
+    if (!rc) rc = om_dir_sync(logs);
+    if (!rc) rc = om_dir_sync(dir);
+    om_dir_close(logs);
+    om_dir_close(dir);
     return rc;
 }
 
@@ -193,9 +240,10 @@ static int seed(rp_copier *c, rp_conn *conn)
     set_state(c, "Seeding", 0);
     publish(c, 1);
     int rc = wipe(c);
-    om_dir *dir = NULL;
+    om_dir *dir = NULL, *ldir = NULL;
     om_durable d = {0};
-    if (!rc) rc = om_dir_open(om_vfs_posix(), NULL, c->dir, OM_D_CREATE, &dir);
+    if (!rc) rc = open_dirs(c, &dir, &ldir);
+    om_dir_close(ldir);
     char edbname[128];
     snprintf(edbname, sizeof edbname, "%s.edb", c->name);
     if (!rc) rc = om_durable_begin(dir, edbname, &d);
@@ -295,7 +343,9 @@ static int fetch(rp_copier *c, rp_conn *conn, uint32_t gen)
     om_durable d = {0};
     char name[64];
     snprintf(name, sizeof name, "%s%08X.log", c->base, gen);
-    if (!rc) rc = om_dir_open(om_vfs_posix(), NULL, c->logs, OM_D_CREATE, &dir);
+    om_dir *cdir = NULL;
+    if (!rc) rc = open_dirs(c, &cdir, &dir);
+    om_dir_close(cdir);
     if (!rc) rc = om_durable_begin(dir, name, &d);
     if (!rc) rc = om_pwrite(d.f, bulk, n, 0);
     if (!rc)
@@ -531,17 +581,17 @@ static void *copier_main(void *arg)
             continue;
         }
         rp_conn *conn = NULL;
-        rc = mkdirs(c->logs);
+        rc = mkdirs(c);
         if (!rc) rc = rp_connect(c->cfg.tls, c->address, c->active, 5000, &conn);
         if (rc) {
-            set_state(c, "Disconnected", rc);
+            set_state(c, copy_failed(rc) ? "Failed" : "Disconnected", rc);
             publish(c, 0);
             if (nap(c, backoff)) break;
             backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
             continue;
         }
         struct stat sb;
-        int need_seed = stat(c->edb, &sb) != 0 || c->reseed_asked != c->reseed_seen;
+        int need_seed = lstat(c->edb, &sb) != 0 || c->reseed_asked != c->reseed_seen;
         if (need_seed) {
             if (c->reseed_asked != c->reseed_seen)
                 om_info("copy of %s: a reseed was asked (%lld, the copy answers %lld)", c->name,

@@ -228,16 +228,26 @@ int rp_dag_find_db(rp_dag *d, const char *name, json_t **rec, char id[37])
     if (rc) return rc;
     const char *k;
     json_t *v;
+    char first[37] = "";
     json_object_foreach(all, k, v)
     {
-        if (!strcmp(om_json_str_or(v, "name", ""), name)) {
-            snprintf(id, 37, "%s", k);
-            *rec = json_incref(v);
+        if (strcmp(om_json_str_or(v, "name", ""), name)) continue;
+        if (*rec) { /* names are unique in a DAG; two records of one name: say so, pick none */
+            rc = om_errf(OM_E_InvalidParameter,
+                         "two databases named '%s' in DAG %s (ids %s and %s): remove the copies of "
+                         "one of them",
+                         name, d->name, first, k);
+            json_decref(*rec);
+            *rec = NULL;
             break;
         }
+        snprintf(first, sizeof first, "%s", k);
+        *rec = json_incref(v);
     }
     json_decref(all);
+    if (rc) return rc;
     if (!*rec)
         return om_errf(OM_E_DatabaseNotFound, "no database named '%s' in DAG %s", name, d->name);
+    snprintf(id, 37, "%s", first);
     return 0;
 }

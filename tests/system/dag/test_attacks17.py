@@ -1,6 +1,6 @@
 """Attacks on issue 17's replication (ombra-repld, db copy, dag, dbutil digest): each test shows
-a defect found by trying to break it, as a user would meet it. Each is marked xfail(strict):
-it fails today because of the defect; whoever fixes it removes the mark."""
+what an attacker or a careless administrator tried and what must hold (each failed before its
+fix: a copy folder keyed by name, a wipe that followed links, two databases of one name)."""
 import os
 import time
 
@@ -21,8 +21,6 @@ def files_of(folder):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="a copy of a's db1 added on b, which has a database of "
-                   "its own named db1, seeds into b's own folder dbs/db1: b's database is wiped")
 def test_copy_add_on_a_server_with_its_own_database_of_that_name_leaves_it_alone(dag_bed):
     bed = dag_bed(2)
     a, b = bed.a, bed.b
@@ -42,13 +40,14 @@ def test_copy_add_on_a_server_with_its_own_database_of_that_name_leaves_it_alone
     m = b.ombra("db", "mount", "db1", check=False)
     assert m.rc == 0, f"b's own db1 no longer mounts: {m.describe()}"
     assert b.digest("db1") == want_b, f"b's own db1 changed under it (copy add: {r.describe()})"
-    # and the copy add said why it could not go there
-    assert r.rc != 0 and "already" in r.err.splitlines()[-1], r.describe()
+    # the copy went elsewhere (its folder is keyed by the database's id) and holds a's mail
+    assert r.rc == 0, r.describe()
+    want = a.digest("db1")
+    close_generation(a, "db1")
+    drained(a, bed, "db1", "b")
+    assert passive_digest(bed, b, "db1") == want
 
 
-@pytest.mark.xfail(strict=True, reason="a link planted at the passive's copy folder dbs/db1: "
-                   "the copier's wipe() unlinks db1.edb and the log files through it before the "
-                   "seed refuses the link")
 def test_a_link_at_the_passive_copy_folder_is_refused_and_nothing_behind_it_deleted(dag_bed):
     bed = dag_bed(2)
     a, b = bed.a, bed.b
@@ -62,8 +61,8 @@ def test_a_link_at_the_passive_copy_folder_is_refused_and_nothing_behind_it_dele
     (victim / "logs" / "E00.chk").write_bytes(b"checkpoint" * 10)
     (victim / "logs" / "E00.log").write_bytes(b"current log" * 100)
     before = files_of(victim)
-    (b.home / "dbs").mkdir(parents=True, exist_ok=True)
-    os.symlink(victim, b.home / "dbs" / "db1")
+    (b.home / "copies").mkdir(parents=True, exist_ok=True)
+    os.symlink(victim, b.home / "copies" / a.db_show("db1")["id"])
     r = a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url,
                 "--wait-seconds", "20", check=False)
     assert files_of(victim) == before, f"files behind the link changed ({r.describe()})"
@@ -75,8 +74,6 @@ def test_a_link_at_the_passive_copy_folder_is_refused_and_nothing_behind_it_dele
     assert r.rc != 0 and "link" in r.err.splitlines()[-1], r.describe()
 
 
-@pytest.mark.xfail(strict=True, reason="two databases named db1 (on a and on b) copied to c: "
-                   "both copies go to c's one folder dbs/db1; nothing refuses the second")
 def test_two_databases_of_one_name_copied_to_one_server_are_refused_or_kept_apart(dag3):
     bed = dag3
     a, b, c = bed.a, bed.b, bed.c

@@ -74,13 +74,18 @@ def drained(s, bed, db, server):
     return wait_copy(s, bed, db, server, ok, what=f"replaying through generation {closed}")
 
 
+def copy_folder(bed, s, db):
+    """Where server s keeps its passive copy of db: $OMBRA_HOME/copies/<db id>."""
+    return s.home / "copies" / copy_of(bed.a, bed, db, s.server)["id"]
+
+
 def passive_digest(bed, s, db):
     """The digest of the passive copy on server s: suspended, mounted offline on a scratch
     copy (dbutil digest: as a failover would mount it), resumed."""
     a = bed.a
     a.ombra("db", "copy", "suspend", db, "--server", s.server, "--etcd", bed.etcd_url)
     wait_copy(a, bed, db, s.server, lambda c: c["state"] == "Suspended", what="suspending")
-    home = s.home / "dbs" / db
+    home = copy_folder(bed, s, db)
     d = s.ombra("dbutil", "digest", str(home / f"{db}.edb"), "--logs", str(home / "logs"))
     a.ombra("db", "copy", "resume", db, "--server", s.server, "--etcd", bed.etcd_url)
     return d.out.strip()
@@ -232,7 +237,7 @@ def test_reseed_replaces_a_diverged_copy(dag3):
     # the copy diverges: its .edb is replaced by garbage of the same size while suspended
     a.ombra("db", "copy", "suspend", "db1", "--server", "b", "--etcd", bed.etcd_url)
     wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "Suspended")
-    edb = b.home / "dbs/db1/db1.edb"
+    edb = copy_folder(bed, b, "db1") / "db1.edb"
     size = edb.stat().st_size
     edb.write_bytes(os.urandom(size))
     a.ombra("db", "copy", "resume", "db1", "--server", "b", "--etcd", bed.etcd_url)
@@ -281,7 +286,8 @@ def test_a_passive_whose_disk_fills_up_fails_loudly_and_catches_up_once_there_is
     setup_dag(bed, [a, b])
     a.ombra("db", "new", "db1")
     small = b.small_log_disk(64)
-    disk = b.home / "dbs" / "db1"  # the copy's folder on the small disk (a link is refused)
+    # the copy's folder on the small disk (a link there is refused)
+    disk = b.home / "copies" / a.db_show("db1")["id"]
     disk.mkdir(parents=True)
     subprocess.run(["mount", "--bind", str(small), str(disk)], check=True)
     try:
