@@ -339,6 +339,7 @@ static int prepare_backup(void *ctx, vss_event *e)
 static int session_wdb(store_writer *w, vss_event *e, const store_dbent *ent, wdb **out)
 {
     char id[37];
+    *out = NULL;
     om_uuid_str(&ent->id, id);
     wdb *d = wdb_get(w, id, 0);
     if (!d || strcmp(d->session, e->session))
@@ -372,7 +373,7 @@ static int prepare_snapshot(void *ctx, vss_event *e)
 static int freeze_one(store_writer *w, vss_event *e, store_mounted *m, const store_dbent *ent,
                       const char *comp)
 {
-    wdb *d;
+    wdb *d = NULL;
     pthread_mutex_lock(&w->mu);
     int rc = session_wdb(w, e, ent, &d), again = 0;
     char type[16];

@@ -375,6 +375,7 @@ typedef struct mountid {
 static int get_mountid(const char *path, mountid *m)
 {
     struct statx sx;
+    *m = (mountid){0};
     if (statx(AT_FDCWD, path, 0, STATX_INO | STATX_MNT_ID, &sx) != 0)
         return vss_sys_err("reading", path);
     m->maj = sx.stx_dev_major;
@@ -395,7 +396,7 @@ static int mount_top(const char *original, char *out, size_t n)
     char *real = realpath(original, NULL);
     if (!real) return vss_sys_err("resolving", original);
     struct stat st;
-    mountid me, up;
+    mountid me = {0}, up = {0};
     int rc = stat(real, &st) == 0 ? 0 : vss_sys_err("reading", real);
     if (!rc && !S_ISDIR(st.st_mode)) {
         char *slash = strrchr(real, '/');
