@@ -15,8 +15,9 @@ ASAN_SYSTEM_SKIP ?= --ignore=tests/system/test_campaign.py --ignore=tests/system
 	--ignore=tests/system/test_restore_attacks.py -m "not slow_under_sanitizers"
 # System tests run in parallel (pytest-xdist): each test has its own daemons and directories.
 PYTEST_WORKERS ?= 3
-# The DAG tests (tests/system/dag: servers in network namespaces, a real etcd; root) run with the
-# plain system tests; under the sanitizers only in make test-long (make DAG_SKIP= test adds them).
+# The DAG tests (tests/system/dag: servers in network namespaces, a real etcd; root): a short set
+# runs with the plain system tests (the rest is marked dag_long), all of them in make test-dag,
+# and in make test-long, there also under the sanitizers.
 DAG_SKIP ?= --ignore=tests/system/dag
 
 .PHONY: all deps build build-asan test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-vss bench-backup bench-restore bench-dag clean
@@ -49,7 +50,7 @@ test: deps build build-asan
 	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=50 OMBRA_TABLE_OPS=20000 OMBRA_PASSIVE_CRASH_POINTS=8 \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@echo "== system tests"
-	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system
+	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system -m "not dag_long"
 	@echo "== system tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
 	  $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system $(ASAN_SYSTEM_SKIP) $(DAG_SKIP)
@@ -86,7 +87,7 @@ test-soak: deps build
 # The DAG test bed and the DAG tests (tests/system/dag): servers in network namespaces and a
 # real etcd; root only (they skip without it).
 test-dag: deps build
-	OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q tests/system/dag
+	OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system/dag
 
 # A longer fuzzing run (FUZZ_SECONDS to change it).
 fuzz: deps

@@ -28,6 +28,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow_under_sanitizers: long loops (kill -9 rounds, 100 databases, descriptor "
         "exhaustion) that make test leaves out of its sanitizer pass; make test-long runs them")
+    config.addinivalue_line(
+        "markers", "dag_long: DAG tests beyond make test's short set (each builds a bed of "
+        "servers in namespaces); make test-dag and make test-long run them")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

@@ -21,6 +21,7 @@ def files_of(folder):
     return out
 
 
+@pytest.mark.dag_long
 def test_copy_add_on_a_server_with_its_own_database_of_that_name_leaves_it_alone(dag_bed):
     bed = dag_bed(2)
     a, b = bed.a, bed.b
@@ -74,6 +75,7 @@ def test_a_link_at_the_passive_copy_folder_is_refused_and_nothing_behind_it_dele
     assert r.rc != 0 and "link" in r.err.splitlines()[-1], r.describe()
 
 
+@pytest.mark.dag_long
 def test_two_databases_of_one_name_copied_to_one_server_are_refused_or_kept_apart(dag3):
     bed = dag3
     a, b, c = bed.a, bed.b, bed.c

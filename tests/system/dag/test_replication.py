@@ -110,6 +110,7 @@ def dag3(dag_bed):
     return bed
 
 
+@pytest.mark.dag_long
 def test_dag_init_refuses_a_second_dag_of_the_same_name_and_a_bad_name(dag_bed):
     bed = dag_bed(1)
     a = bed.a
@@ -158,6 +159,7 @@ def test_seed_while_mail_arrives_then_every_acknowledged_message_on_each_passive
         assert passive_digest(bed, s, "db1") == want, f"the copy on {s.server} differs"
 
 
+@pytest.mark.dag_long
 def test_a_passive_killed_then_restarted_catches_up(dag3):
     bed = dag3
     a, b = bed.a, bed.b
@@ -174,6 +176,7 @@ def test_a_passive_killed_then_restarted_catches_up(dag3):
     assert passive_digest(bed, b, "db1") == want
 
 
+@pytest.mark.dag_long
 def test_a_passive_partitioned_away_then_healed_catches_up(dag3):
     bed = dag3
     a, b = bed.a, bed.b
@@ -207,6 +210,7 @@ def test_a_generation_damaged_in_transit_is_refused_and_copied_again(dag_bed):
     assert passive_digest(bed, b, "db1") == want
 
 
+@pytest.mark.dag_long
 def test_suspend_stops_copying_and_resume_catches_up(dag3):
     bed = dag3
     a, b = bed.a, bed.b
@@ -280,6 +284,7 @@ def test_a_peer_with_a_certificate_of_another_dag_is_refused_and_gets_nothing(da
     assert [s["name"] for s in st["servers"]] == ["a"]
 
 
+@pytest.mark.dag_long
 def test_a_passive_whose_disk_fills_up_fails_loudly_and_catches_up_once_there_is_room(dag_bed):
     bed = dag_bed(2)
     a, b = bed.a, bed.b
@@ -313,6 +318,7 @@ def full_disk_round(bed, a, b, disk):
     assert passive_digest(bed, b, "db1") == want
 
 
+@pytest.mark.dag_long
 def test_a_lost_etcd_is_retried_and_said_in_dag_status_and_replication_goes_on(dag_bed):
     bed = dag_bed(2)
     a, b = bed.a, bed.b

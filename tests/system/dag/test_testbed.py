@@ -42,6 +42,9 @@ import pytest
 from conftest import one_line_refusal, process_stopped
 from dag import dagbed
 
+pytestmark = pytest.mark.dag_long  # the bed proves itself in make test-dag; the DAG tests use it in make test
+
+
 
 def message(server, i, size=300):
     return (f"From: test@{server}\nSubject: message {i} on {server}\n\n"

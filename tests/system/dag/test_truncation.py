@@ -83,6 +83,7 @@ def test_a_suspended_copy_keeps_its_generations_under_circular_logging_and_catch
     assert "reseed" not in copy_of(a, bed, "db1", "b")["last_error"]
 
 
+@pytest.mark.dag_long
 def test_a_full_backup_leaves_what_a_lagging_copy_needs_then_truncates_once_it_caught_up(dag_bed):
     bed, a, b = pair(dag_bed)
     a.ombra("db", "new", "db1")
@@ -119,6 +120,7 @@ def test_a_full_backup_leaves_what_a_lagging_copy_needs_then_truncates_once_it_c
     assert passive_digest(bed, b, "db1") == want
 
 
+@pytest.mark.dag_long
 def test_a_copy_holding_truncation_past_the_limit_is_failed_and_a_reseed_brings_it_back(dag_bed):
     bed, a, b = pair(dag_bed, repld_args=("--truncation-hold-limit", "3"))
     a.ombra("db", "new", "db1", "--circular-logging")
@@ -154,6 +156,7 @@ def disk_pct(path):
     return 100 * used / (used + v.f_bavail)
 
 
+@pytest.mark.dag_long
 def test_a_copy_holding_truncation_while_the_log_disk_fills_is_failed_before_the_disk_is(dag_bed):
     bed, a, b = pair(dag_bed)  # the hold limit stays a day: the disk decides
     disk = a.small_log_disk(mb=48)
