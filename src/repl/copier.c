@@ -51,6 +51,8 @@ static void set_state(rp_copier *c, const char *state, int rc)
     if (rc) {
         char eb[600];
         snprintf(c->st.last_error, sizeof c->st.last_error, "%s", om_err_format(rc, eb, sizeof eb));
+    } else if (!strcmp(state, "Healthy")) {
+        c->st.last_error[0] = 0; /* a trouble that is over is not shown beside Healthy */
     }
     pthread_mutex_unlock(&c->mu);
 }
@@ -182,10 +184,15 @@ static int open_dirs(rp_copier *c, om_dir **dir, om_dir **logs)
     return rc;
 }
 
+/* The folders made, and what a copier killed between writing and renaming left in them (a
+ * half-written seed or generation under its temporary name) removed: only this copier writes
+ * there. Once per connection, before anything is written. */
 static int mkdirs(rp_copier *c)
 {
     om_dir *dir, *logs;
     int rc = open_dirs(c, &dir, &logs);
+    if (!rc) rc = om_durable_sweep(dir, NULL, NULL);
+    if (!rc) rc = om_durable_sweep(logs, NULL, NULL);
     om_dir_close(logs);
     om_dir_close(dir);
     return rc;

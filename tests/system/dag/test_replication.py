@@ -347,3 +347,25 @@ def test_a_lost_etcd_is_retried_and_said_in_dag_status_and_replication_goes_on(d
     close_generation(a, "db1")
     drained(a, bed, "db1", "b")
     assert passive_digest(bed, b, "db1") == want
+
+
+@pytest.mark.dag_long
+def test_what_a_killed_copier_left_half_written_is_swept_and_the_copy_goes_on(dag_bed):
+    bed = dag_bed(2)
+    a, b = bed.a, bed.b
+    setup_dag(bed, [a, b])
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    folder = copy_folder(bed, b, "db1")
+    b.kill9("repld")  # as if killed mid-seed or mid-generation: its temporary files stay
+    left = [folder / ".db1.edb.0123456789abcdef.tmp", folder / "logs" / ".E0000000009.log.0123456789abcdef.tmp"]
+    for f in left:
+        f.write_bytes(b"half written" * 1000)
+    roll(a, "db1", 2)
+    b.restart("repld")
+    want = a.digest("db1")
+    close_generation(a, "db1")
+    drained(a, bed, "db1", "b")
+    assert not any(f.exists() for f in left)
+    assert copy_of(a, bed, "db1", "b")["last_error"] == ""
+    assert passive_digest(bed, b, "db1") == want
