@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import Store
+from conftest import Store, daemon_env
 
 NOBODY = 65534
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a second uid: nobody)")
@@ -51,8 +51,8 @@ class HostileStore(Store):
         with open(log, "wb") as f:
             self.proc = subprocess.Popen(
                 [str(self.daemon), "--foreground", "--server", self.server] + self.args,
-                env=self.env, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                preexec_fn=limit)
+                env=daemon_env(self.env), stdin=subprocess.DEVNULL, stdout=f,
+                stderr=subprocess.STDOUT, preexec_fn=limit)
         self.wait_ready()
         return self.proc
 
@@ -378,7 +378,7 @@ def test_the_shadow_copy_service_has_the_same_limits_and_keeps_its_writer(hostil
     vssd = subprocess.Popen([str(build_dir / "src/daemons/ombra-vssd"), "--foreground",
                              "--max-connections", "4", "--idle-timeout-ms", "1000",
                              "--frame-timeout-ms", "1000"],
-                            env=st.env, stdout=log, stderr=subprocess.STDOUT)
+                            env=daemon_env(st.env), stdout=log, stderr=subprocess.STDOUT)
     try:
         assert st.writer_registered(), "the store's writer did not register"
         sock = str(st.run_dir / "vss.sock")
@@ -480,7 +480,7 @@ def test_the_default_runtime_directory_of_a_user_cannot_be_squatted(build_dir, o
         shutil.rmtree(squat, ignore_errors=True)
     # Made by the daemon itself: its user's only (0700).
     p = subprocess.Popen(as_nobody + [str(build_dir / "src/daemons/ombra-store"), "--foreground"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                         env=daemon_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         for _ in range(200):
             if (squat / "store.sock").exists():

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Store
+from conftest import Store, daemon_env
 
 
 def start_vssd(st, build_dir):
@@ -20,7 +20,7 @@ def start_vssd(st, build_dir):
     log = open(st.tmp / "vssd.log", "w")
     st.vssd = subprocess.Popen([str(build_dir / "src/daemons/ombra-vssd"), "--foreground",
                                 "--event-limit-ms", "20000"],
-                               env=st.env, stdout=log, stderr=subprocess.STDOUT)
+                               env=daemon_env(st.env), stdout=log, stderr=subprocess.STDOUT)
     st.vssd_log = log
     if not st.writer_registered():
         pytest.fail(f"the writer of {st.server} did not register with its ombra-vssd:\n"

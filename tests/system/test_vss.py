@@ -16,6 +16,8 @@ import uuid
 
 import pytest
 
+from conftest import daemon_env
+
 STEPS = ["gather", "prepare", "snapshot", "complete", "release"]
 EVENTS = ["PrepareBackup", "PrepareSnapshot", "Freeze", "Thaw", "PostSnapshot"]
 
@@ -45,7 +47,7 @@ class Vss:
 
     def start(self):
         self.proc = subprocess.Popen([str(self.b / "src/daemons/ombra-vssd"), "--foreground", *self.args],
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+                                     env=daemon_env(self.env), stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(lambda: self.ombra("vss", "writers").returncode == 0, 10, "ombra-vssd to listen")
 
     def ombra(self, *args, check=None):
