@@ -134,8 +134,8 @@ static void print_joined(const char *name, const char *dag, json_t *rep)
         return;
     }
     json_t *dbs = json_object_get(rep, "databases");
-    printf("the directory of %s is in DAG %s now: %zu databases%s", name, dag,
-           json_array_size(dbs), json_array_size(dbs) ? " (" : "");
+    printf("the directory of %s is in DAG %s now: %zu databases%s", name, dag, json_array_size(dbs),
+           json_array_size(dbs) ? " (" : "");
     size_t i;
     json_t *v;
     json_array_foreach(dbs, i, v) printf("%s%s", i ? ", " : "", json_string_value(v));

@@ -49,8 +49,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--server") && i + 1 < argc) {
             o.server = argv[++i];
             o.server_given = 1;
-        }
-        else if (!strcmp(argv[i], "--group") && i + 1 < argc)
+        } else if (!strcmp(argv[i], "--group") && i + 1 < argc)
             o.group = argv[++i];
         else if (!strcmp(argv[i], "--cache-mb") && i + 1 < argc) {
             char *end;

@@ -186,8 +186,8 @@ int store_dir_open_file(const char *path, store_dir **out)
     int rc = file_load(path, &doc);
     if (!rc && doc && json_object_get(doc, "etcd"))
         rc = om_errf(OM_E_InvalidParameter,
-                     "%s says that the directory is in etcd (DAG %s): it is no file directory", path,
-                     om_json_str_or(doc, "dag", "?"));
+                     "%s says that the directory is in etcd (DAG %s): it is no file directory",
+                     path, om_json_str_or(doc, "dag", "?"));
     else if (!rc && doc) {
         json_t *dbs = json_object_get(doc, "databases");
         if (json_integer_value(json_object_get(doc, "version")) != DIR_VERSION ||
@@ -289,7 +289,14 @@ typedef struct dir_rec {
     int64_t mod_rev, create_rev;
 } dir_rec;
 
-typedef enum pend_kind { PEND_PUT, PEND_DEL, PEND_SNAP, PEND_APUT, PEND_ADEL, PEND_ASNAP } pend_kind;
+typedef enum pend_kind {
+    PEND_PUT,
+    PEND_DEL,
+    PEND_SNAP,
+    PEND_APUT,
+    PEND_ADEL,
+    PEND_ASNAP
+} pend_kind;
 
 /* A change seen by a watch. PEND_SNAP: the whole state after a compaction, doc is then
  * {id: {"doc", "mod", "create"}} for every record at rev. PEND_A*: the same of active/<id>
@@ -366,8 +373,7 @@ static const char *key_id_in(const char *prefix, const char *key)
 {
     size_t l = strlen(prefix);
     om_uuid u;
-    if (strncmp(key, prefix, l) || strlen(key + l) != 36 || om_uuid_parse(key + l, &u))
-        return NULL;
+    if (strncmp(key, prefix, l) || strlen(key + l) != 36 || om_uuid_parse(key + l, &u)) return NULL;
     return key + l;
 }
 
@@ -394,7 +400,8 @@ static int act_set(dir_etcd *x, const char *id, json_t *server, int64_t rev)
 {
     json_t *cur = json_object_get(x->act, id);
     if (cur && json_integer_value(json_object_get(cur, "rev")) >= rev) return 0;
-    json_object_set_new(x->act, id, json_pack("{s:O, s:I}", "server", server, "rev", (json_int_t)rev));
+    json_object_set_new(x->act, id,
+                        json_pack("{s:O, s:I}", "server", server, "rev", (json_int_t)rev));
     return 1;
 }
 
@@ -444,9 +451,8 @@ static int rec_ent(const dir_etcd *x, json_t *doc, store_dbent *e)
     e->allow_restore = json_is_true(json_object_get(doc, "allow_restore"));
     e->recovery = json_is_true(json_object_get(doc, "recovery"));
     e->mounted = json_is_true(json_object_get(c, "mounted"));
-    const char *on = json_string_value(
-        json_object_get(json_object_get(x->act, json_string_value(json_object_get(doc, "id"))),
-                        "server"));
+    const char *on = json_string_value(json_object_get(
+        json_object_get(x->act, json_string_value(json_object_get(doc, "id"))), "server"));
     snprintf(e->active_on, sizeof e->active_on, "%s", on ? on : "");
     e->active = on && !strcmp(on, x->server);
     return 1;
@@ -717,8 +723,7 @@ static int remove_try(dir_etcd *x, const char *id, int *done)
         snprintf(akey, sizeof akey, "%s%s", x->aprefix, id);
         etcd_txn_delete(t, ETCD_THEN, key, 0);
         etcd_txn_delete(t, ETCD_THEN, akey, 0);
-    }
-    else if ((text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS)))
+    } else if ((text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS)))
         etcd_txn_put(t, ETCD_THEN, key, text, strlen(text), 0);
     else
         rc = oom();
@@ -883,8 +888,8 @@ static int etcd_dir_refresh(store_dir *d, int *changed)
             /* What the snapshot does not name was deleted before it; the rest is as it says. */
             const char *id;
             json_t *v, *none = json_null();
-            json_object_foreach(x->act, id, v)
-                if (!json_object_get(p->doc, id)) n += act_set(x, id, none, p->rev);
+            json_object_foreach(x->act, id, v) if (!json_object_get(p->doc, id)) n +=
+                act_set(x, id, none, p->rev);
             json_object_foreach(p->doc, id, v) n += act_set(x, id, v, p->rev);
             json_decref(none);
             pend *next = p->next;

@@ -53,8 +53,8 @@ typedef struct store_dbent {
     char edb[4096], logs[4096];
     char base[4];
     int circular, allow_restore, recovery, mounted;
-    int active;           /* this server holds the active copy (always on the file backend) */
-    char active_on[128];  /* the server the DAG names active; "" when none */
+    int active;          /* this server holds the active copy (always on the file backend) */
+    char active_on[128]; /* the server the DAG names active; "" when none */
 } store_dbent;
 
 typedef struct store_dir_ops store_dir_ops; /* the backend's calls (directory.c) */

@@ -115,8 +115,8 @@ int store_registry_connect(store_registry *r)
     pthread_mutex_unlock(&r->mu);
     store_dir_on_change(d, on_dir_change, r);
     on_dir_change(r); /* what the watch saw before the hook was there */
-    om_info("directory: etcd at %s, DAG %s: %zu databases of this server", r->conf.url,
-            r->conf.dag, d->n);
+    om_info("directory: etcd at %s, DAG %s: %zu databases of this server", r->conf.url, r->conf.dag,
+            d->n);
     store_registry_mount_marked(r);
     return 0;
 }
@@ -147,8 +147,8 @@ int store_registry_join_locked(store_registry *r, const char *url, const char *d
     snprintf(r->conf.dag, sizeof r->conf.dag, "%s", dag);
     snprintf(r->conf.server, sizeof r->conf.server, "%.127s", r->server);
     store_dir_on_change(d, on_dir_change, r);
-    om_info("joined DAG %s (etcd at %s): %zu databases imported; the directory is in etcd now",
-            dag, url, d->n);
+    om_info("joined DAG %s (etcd at %s): %zu databases imported; the directory is in etcd now", dag,
+            url, d->n);
     return 0;
 }
 

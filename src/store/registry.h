@@ -41,11 +41,11 @@ typedef struct store_mounted {
 typedef void (*store_closing_fn)(void *arg, eng_db *db);
 
 typedef struct store_registry_opts {
-    const char *server;       /* this server's name */
-    const char *dir_path;     /* the directory file (directory.json) */
+    const char *server;         /* this server's name */
+    const char *dir_path;       /* the directory file (directory.json) */
     const store_dir_conf *conf; /* what it says (store_dir_read_conf) */
-    unsigned checkpoint_gens; /* checkpoint depth in log generations (0: the engine's default) */
-    unsigned cache_mb;        /* dirty pages kept per database before a checkpoint (0: default) */
+    unsigned checkpoint_gens;   /* checkpoint depth in log generations (0: the engine's default) */
+    unsigned cache_mb;          /* dirty pages kept per database before a checkpoint (0: default) */
 } store_registry_opts;
 
 typedef struct store_registry {
@@ -54,10 +54,10 @@ typedef struct store_registry {
     store_dir *dir;      /* never NULL: a placeholder (store_dir_open_none) until etcd answers */
     store_dir_conf conf; /* where the directory is */
     char dir_path[4200];
-    etcd *etcd;          /* the directory's etcd (NULL: the file backend, or not reached yet) */
-    int dir_ready;       /* the directory is the real one */
+    etcd *etcd;           /* the directory's etcd (NULL: the file backend, or not reached yet) */
+    int dir_ready;        /* the directory is the real one */
     char dir_error[1400]; /* why etcd was not reached at the last attempt ("" none) */
-    int shutting;        /* store_registry_close has begun: no more changes from the watch */
+    int shutting;         /* store_registry_close has begun: no more changes from the watch */
     char server[256];
     unsigned checkpoint_gens, cache_mb;
     store_mounted *m[STORE_MAX_MOUNTED + 1];
@@ -84,8 +84,8 @@ int store_registry_connect(store_registry *r);
  * (*already 1 when it is this DAG's: nothing to do). */
 int store_registry_join_locked(store_registry *r, const char *url, const char *dag, int check_only,
                                int *already);
-/* Mounts what the directory marks mounted and active on this server, recovering any database in Dirty
- * Shutdown; one that fails is logged and does not stop the others. Takes mu. */
+/* Mounts what the directory marks mounted and active on this server, recovering any database in
+ * Dirty Shutdown; one that fails is logged and does not stop the others. Takes mu. */
 void store_registry_mount_marked(store_registry *r);
 /* Waits for every reference to go, dismounts every database (Clean Shutdown; the directory's
  * marks stay, so the next start mounts them again), closes the directory and frees r. The number

@@ -403,13 +403,12 @@ static int h_status(op_req *r)
     json_object_set_new(r->rep, "mounted", json_integer(s->reg->nm));
     json_object_set_new(r->rep, "databases", json_integer((json_int_t)s->reg->dir->n));
     const store_registry *g = s->reg;
-    json_object_set_new(
-        r->rep, "directory",
-        g->conf.etcd ? json_pack("{s:s, s:s, s:s, s:b, s:s}", "backend", "etcd", "etcd",
-                                 g->conf.url, "dag", g->conf.dag, "ready", g->dir_ready, "error",
-                                 g->dir_error)
-                     : json_pack("{s:s, s:s, s:b}", "backend", "file", "path", g->dir_path,
-                                 "ready", g->dir_ready));
+    json_object_set_new(r->rep, "directory",
+                        g->conf.etcd ? json_pack("{s:s, s:s, s:s, s:b, s:s}", "backend", "etcd",
+                                                 "etcd", g->conf.url, "dag", g->conf.dag, "ready",
+                                                 g->dir_ready, "error", g->dir_error)
+                                     : json_pack("{s:s, s:s, s:b}", "backend", "file", "path",
+                                                 g->dir_path, "ready", g->dir_ready));
     return 0;
 }
 

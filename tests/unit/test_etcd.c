@@ -829,9 +829,8 @@ static void a_file_directory_joins_once_and_a_duplicate_name_imports_nothing(voi
     assert_string_equal(got->active_on, "A");
     assert_string_equal(got->edb, "/srv/A/m2.edb");
     etcd_kv *kv;
-    assert_int_equal(etcd_get(e, "/ombra/dag/dag3/active/3e9d5e21-6c7f-4a81-9293-a4b5c6d7e8f9",
-                              &kv, NULL),
-                     0);
+    assert_int_equal(
+        etcd_get(e, "/ombra/dag/dag3/active/3e9d5e21-6c7f-4a81-9293-a4b5c6d7e8f9", &kv, NULL), 0);
     assert_non_null(kv);
     json_t *act = json_loadb((char *)kv->val, kv->len, 0, NULL);
     etcd_kvs_free(kv, 1);
