@@ -18,8 +18,13 @@ int store_registry_open(const store_registry_opts *o, store_registry **out)
     snprintf(r->dir_path, sizeof r->dir_path, "%s", o->dir_path);
     r->checkpoint_gens = o->checkpoint_gens;
     r->cache_mb = o->cache_mb;
-    r->conf = *o->conf;
-    int rc;
+    int rc = 0;
+    if (o->conf)
+        r->conf = *o->conf;
+    else if ((rc = store_dir_read_conf(o->dir_path, &r->conf))) {
+        free(r);
+        return rc;
+    }
     if (r->conf.etcd) {
         snprintf(r->dir_error, sizeof r->dir_error,
                  "the directory is in etcd at %s (DAG %s) and was not reached yet", r->conf.url,

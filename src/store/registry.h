@@ -43,7 +43,7 @@ typedef void (*store_closing_fn)(void *arg, eng_db *db);
 typedef struct store_registry_opts {
     const char *server;         /* this server's name */
     const char *dir_path;       /* the directory file (directory.json) */
-    const store_dir_conf *conf; /* what it says (store_dir_read_conf) */
+    const store_dir_conf *conf; /* what it says (NULL: read here, store_dir_read_conf) */
     unsigned checkpoint_gens;   /* checkpoint depth in log generations (0: the engine's default) */
     unsigned cache_mb;          /* dirty pages kept per database before a checkpoint (0: default) */
 } store_registry_opts;
