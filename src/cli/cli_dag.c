@@ -85,6 +85,63 @@ static int run_init(const cli_args *a)
 
 /* ---- dag add-server ---- */
 
+/* The etcd URL the command names (--etcd, else $OMBRA_ETCD). */
+static const char *etcd_url(const cli_args *a)
+{
+    const char *url = cli_val(a, "etcd");
+    return url ? url : getenv("OMBRA_ETCD");
+}
+
+/* This server's certificate, issued on the authority's machine with --out into this server's
+ * dag folder: it must be the one the DAG records for name. */
+static int check_issued(rp_dag *d, const char *dir, const char *name)
+{
+    char crt[4400], fp[65], k[128];
+    json_t *srv = NULL;
+    snprintf(crt, sizeof crt, "%s/server.crt", dir);
+    snprintf(k, sizeof k, "servers/%s", name);
+    int rc = access(crt, F_OK) ? om_errf(OM_E_InvalidParameter,
+                                         "no certificate authority here (%s/ca.key) and no "
+                                         "certificate of %s in %s. HINT: on the machine that ran "
+                                         "ombra dag init: ombra dag add-server %s --address "
+                                         "HOST:PORT --out DIR, DIR being %s here; then run this "
+                                         "again",
+                                         dir, name, dir, name, dir)
+                               : rp_cert_fingerprint(crt, fp);
+    if (!rc) rc = rp_dag_get(d, k, &srv, NULL);
+    if (!rc && strcmp(om_json_str_or(srv, "fingerprint", ""), fp))
+        rc = om_errf(OM_E_InvalidParameter,
+                     "%s is not the certificate DAG %s records for server %s%s. HINT: issue it "
+                     "again on the authority's machine (ombra dag add-server %s --out DIR)",
+                     crt, d->name, name, srv ? "" : " (it records none)", name);
+    json_decref(srv);
+    return rc;
+}
+
+/* Joining: this server's store takes its databases into the DAG's directory (etcd), once.
+ * check_only: the checks alone (a name the DAG has already refuses the whole import). */
+static int join_store(store_client *sc, const char *url, const char *dag, int check_only,
+                      json_t **rep)
+{
+    int rc = store_client_dag_join(sc, url, dag, check_only, rep);
+    return rc ? om_err_ctx(rc, "server not added: ") : 0;
+}
+
+static void print_joined(const char *name, const char *dag, json_t *rep)
+{
+    if (json_is_true(json_object_get(rep, "already"))) {
+        printf("the directory of %s is in DAG %s already\n", name, dag);
+        return;
+    }
+    json_t *dbs = json_object_get(rep, "databases");
+    printf("the directory of %s is in DAG %s now: %zu databases%s", name, dag, json_array_size(dbs),
+           json_array_size(dbs) ? " (" : "");
+    size_t i;
+    json_t *v;
+    json_array_foreach(dbs, i, v) printf("%s%s", i ? ", " : "", json_string_value(v));
+    printf("%s\n", json_array_size(dbs) ? "), active on this server" : "");
+}
+
 static int run_add_server(const cli_args *a)
 {
     const char *name = a->pos[0], *addr = cli_val(a, "address"), *out = cli_val(a, "out");
@@ -98,6 +155,7 @@ static int run_add_server(const cli_args *a)
     char dir[4200], outdir[4200];
     int rc = dag_dir(dir, sizeof dir);
     if (rc) return cli_fail(rc);
+    store_client *sc = NULL; /* this server's store, when NAME is this server */
     if (out) {
         char *abs = cli_abs_path(out);
         if (!abs) return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
@@ -105,7 +163,6 @@ static int run_add_server(const cli_args *a)
         free(abs);
     } else {
         /* Only this server's own certificate goes next to the authority by default. */
-        store_client *sc;
         json_t *status = NULL;
         rc = cli_store(&sc);
         if (!rc) rc = store_client_status(sc, &status);
@@ -121,9 +178,26 @@ static int run_add_server(const cli_args *a)
     rp_dag *d = NULL;
     int st = open_dag(a, cli_val(a, "dag"), 1, &d);
     if (st) return st;
-    char crt[4400], fp[65];
+    char crt[4400], fp[65], cakey[4300];
+    json_t *joined = NULL;
     snprintf(crt, sizeof crt, "%s/server.crt", outdir);
-    rc = rp_ca_issue(dir, name, addr, outdir);
+    snprintf(cakey, sizeof cakey, "%s/ca.key", dir);
+    /* This server joins: its databases are checked against the DAG's before anything is
+     * written, imported once it is registered. */
+    int issue = out || !access(cakey, F_OK);
+    if (sc) rc = join_store(sc, etcd_url(a), d->name, 1, &joined);
+    if (!rc && !issue) { /* issued on the authority's machine into this server's dag folder */
+        rc = check_issued(d, dir, name);
+        if (!rc) {
+            json_decref(joined);
+            rc = join_store(sc, etcd_url(a), d->name, 0, &joined);
+        }
+        if (!rc) print_joined(name, d->name, joined);
+        json_decref(joined);
+        rp_dag_close(d);
+        return rc ? cli_fail(rc) : CLI_OK;
+    }
+    if (!rc) rc = rp_ca_issue(dir, name, addr, outdir);
     if (!rc) rc = rp_cert_fingerprint(crt, fp);
     json_t *rec = rc ? NULL
                      : json_pack("{s:s,s:s,s:s,s:I}", "name", name, "address", addr, "fingerprint",
@@ -132,12 +206,21 @@ static int run_add_server(const cli_args *a)
     snprintf(key, sizeof key, "servers/%s", name);
     if (!rc) rc = rp_dag_put(d, key, rec, 0);
     json_decref(rec);
+    if (!rc && sc) {
+        json_decref(joined);
+        rc = join_store(sc, etcd_url(a), d->name, 0, &joined);
+    }
     char dname[RP_NAME_MAX + 1];
     snprintf(dname, sizeof dname, "%s", d->name);
     rp_dag_close(d);
-    if (rc) return cli_fail(rc);
+    if (rc) {
+        json_decref(joined);
+        return cli_fail(rc);
+    }
     printf("server %s added to DAG %s at %s; its certificate and key are in %s\n", name, dname,
            addr, outdir);
+    if (sc) print_joined(name, dname, joined);
+    json_decref(joined);
     return CLI_OK;
 }
 

@@ -19,7 +19,9 @@ static void usage(FILE *f)
         "  Hosts the databases of this server and serves store.sock in the runtime directory\n"
         "  ($OMBRA_RUNTIME_DIR); data in $OMBRA_HOME. Without --foreground it detaches and\n"
         "  logs to $OMBRA_HOME/ombra-store.log.\n"
-        "  --server NAME          this server's name in the directory (default: the host name)\n"
+        "  --server NAME          this server's name in the directory (default: the one\n"
+        "                         directory.json names once the server joined a DAG, else the\n"
+        "                         host name)\n"
         "  --group GROUP          the group allowed to use the socket (default: the daemon's "
         "group);\n"
         "                         its members act as the daemon's user: a store run as root\n"
@@ -44,9 +46,10 @@ int main(int argc, char **argv)
         if (lo) continue;
         if (!strcmp(argv[i], "--foreground"))
             fg = 1;
-        else if (!strcmp(argv[i], "--server") && i + 1 < argc)
+        else if (!strcmp(argv[i], "--server") && i + 1 < argc) {
             o.server = argv[++i];
-        else if (!strcmp(argv[i], "--group") && i + 1 < argc)
+            o.server_given = 1;
+        } else if (!strcmp(argv[i], "--group") && i + 1 < argc)
             o.group = argv[++i];
         else if (!strcmp(argv[i], "--cache-mb") && i + 1 < argc) {
             char *end;

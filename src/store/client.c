@@ -264,6 +264,17 @@ int store_client_db_replication_floor(store_client *c, const char *db, const cha
     return call_get(c, req, "state", is_object, "replication state", state);
 }
 
+int store_client_dag_join(store_client *c, const char *etcd_url, const char *dag, int check_only,
+                          json_t **rep)
+{
+    *rep = NULL;
+    json_t *req = json_pack("{s:s,s:s,s:s,s:b}", "op", "dag.join", "etcd", etcd_url, "dag", dag,
+                            "check_only", check_only);
+    int rc = call(c, req, NULL, 0, NULL, NULL, rep, NULL, NULL);
+    if (!rc) json_object_del(*rep, "ok");
+    return rc;
+}
+
 /* ---- mail ---- */
 
 /* The request {"op": op, "db": db, "mailbox": mailbox} (mailbox NULL: without it). */

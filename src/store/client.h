@@ -97,6 +97,12 @@ int store_client_db_replication_floor(store_client *c, const char *db, const cha
                                       uint32_t floor, uint32_t hold_s, json_t *released,
                                       json_t **state);
 
+/* dag.join: this server's file directory goes into DAG dag's etcd directory (etcd_url), once;
+ * check_only: the checks alone, nothing written. -> *rep {"databases": [names in the directory
+ * now]}, or {"already": true} when the server is in that DAG already. */
+int store_client_dag_join(store_client *c, const char *etcd_url, const char *dag, int check_only,
+                          json_t **rep);
+
 /* ---- mail ---- */
 
 /* What store_mail_deliver stores: the body byte for byte (at most OM_PROTO_MAX_DATA bytes). */

@@ -101,6 +101,9 @@ static int ent_parse(json_t *o, store_dbent *e)
     e->allow_restore = json_is_true(json_object_get(o, "allow_restore"));
     e->recovery = json_is_true(json_object_get(o, "recovery"));
     e->mounted = json_is_true(json_object_get(o, "mounted"));
+    /* One server: its copy is the active one. */
+    e->active = 1;
+    snprintf(e->active_on, sizeof e->active_on, "%s", e->server);
     return rc;
 }
 
@@ -133,10 +136,10 @@ static int file_put(store_dir *d, const store_dbent *e)
     if (!rc) rc = file_save_with(d, e, NULL);
     if (rc) return rc;
     store_dbent *cur = store_dir_find(d, e->name);
-    if (cur)
-        *cur = *e;
-    else
-        d->ents[d->n++] = *e;
+    if (!cur) cur = &d->ents[d->n++];
+    *cur = *e;
+    cur->active = 1;
+    snprintf(cur->active_on, sizeof cur->active_on, "%s", e->server);
     return 0;
 }
 
@@ -181,7 +184,11 @@ int store_dir_open_file(const char *path, store_dir **out)
     d->be = p;
     json_t *doc = NULL;
     int rc = file_load(path, &doc);
-    if (!rc && doc) {
+    if (!rc && doc && json_object_get(doc, "etcd"))
+        rc = om_errf(OM_E_InvalidParameter,
+                     "%s says that the directory is in etcd (DAG %s): it is no file directory",
+                     path, om_json_str_or(doc, "dag", "?"));
+    else if (!rc && doc) {
         json_t *dbs = json_object_get(doc, "databases");
         if (json_integer_value(json_object_get(doc, "version")) != DIR_VERSION ||
             !json_is_array(dbs))
@@ -208,6 +215,65 @@ int store_dir_open_file(const char *path, store_dir **out)
     return 0;
 }
 
+int store_dir_read_conf(const char *path, store_dir_conf *c)
+{
+    memset(c, 0, sizeof *c);
+    json_t *doc = NULL;
+    int rc = file_load(path, &doc);
+    json_t *url = json_object_get(doc, "etcd");
+    if (!rc && doc && !json_is_object(doc))
+        rc = om_errf(OM_E_InvalidParameter, "%s is not a directory file (not a JSON object)", path);
+    else if (!rc && url) {
+        const char *u = json_string_value(url), *dag = om_json_str_or(doc, "dag", ""),
+                   *srv = om_json_str_or(doc, "server", "");
+        if (!u || !*u || strlen(u) >= sizeof c->url || !*dag || strlen(dag) >= sizeof c->dag ||
+            !*srv || strlen(srv) >= sizeof c->server)
+            rc = om_errf(OM_E_InvalidParameter,
+                         "%s says that the directory is in etcd, but not which (\"etcd\": URL, "
+                         "\"dag\": NAME and \"server\": NAME, as ombra dag add-server writes "
+                         "them)",
+                         path);
+        else {
+            c->etcd = 1;
+            strcpy(c->url, u);
+            strcpy(c->dag, dag);
+            strcpy(c->server, srv);
+        }
+    }
+    json_decref(doc);
+    return rc;
+}
+
+/* ---- no directory yet: refuses every change ---- */
+
+static int none_put(store_dir *d, const store_dbent *e)
+{
+    return om_errf(OM_E_EtcdUnavailable, "%s", (const char *)d->be);
+}
+
+static int none_remove(store_dir *d, store_dbent *cur)
+{
+    return om_errf(OM_E_EtcdUnavailable, "%s", (const char *)d->be);
+}
+
+static const store_dir_ops NONE_OPS = {none_put,       none_remove, file_refresh,
+                                       file_on_change, file_record, file_close};
+
+int store_dir_open_none(const char *why, store_dir **out)
+{
+    store_dir *d = calloc(1, sizeof *d);
+    char *w = strdup(why);
+    if (!d || !w) {
+        free(d);
+        free(w);
+        return oom();
+    }
+    d->ops = &NONE_OPS;
+    d->be = w;
+    *out = d;
+    return 0;
+}
+
 /* ---- the etcd backend: a record per database, a watch ----
  *
  * recs mirrors the records of the DAG as this directory last learnt them (its own writes and
@@ -223,10 +289,19 @@ typedef struct dir_rec {
     int64_t mod_rev, create_rev;
 } dir_rec;
 
-typedef enum pend_kind { PEND_PUT, PEND_DEL, PEND_SNAP } pend_kind;
+typedef enum pend_kind {
+    PEND_PUT,
+    PEND_DEL,
+    PEND_SNAP,
+    PEND_APUT,
+    PEND_ADEL,
+    PEND_ASNAP
+} pend_kind;
 
-/* A change seen by the watch. PEND_SNAP: the whole state after a compaction, doc is then
- * {id: {"doc", "mod", "create"}} for every record at rev. */
+/* A change seen by a watch. PEND_SNAP: the whole state after a compaction, doc is then
+ * {id: {"doc", "mod", "create"}} for every record at rev. PEND_A*: the same of active/<id>
+ * (the active watch): doc is the server's name (a JSON string; NULL for a value that names
+ * none), {id: server} for PEND_ASNAP. */
 typedef struct pend {
     pend_kind kind;
     char id[37];
@@ -243,6 +318,11 @@ typedef struct dir_etcd {
     dir_rec *recs;
     size_t nrec, caprec;
     etcd_watch *w;
+    /* active/<id>: {id: {"server": name or null, "rev"}}, null when deleted (a tombstone that
+     * keeps a late event from bringing an older value back) */
+    char aprefix[300];
+    json_t *act;
+    etcd_watch *aw;
     pthread_mutex_t mu; /* pending, hook */
     pend *head, **tail;
     void (*hook)(void *arg);
@@ -288,14 +368,41 @@ static int rec_set(dir_etcd *x, const char *id, json_t *doc, int64_t mod_rev, in
     return 0;
 }
 
-/* The id a key of the prefix names, or NULL for a key that is no record of ours. */
+/* The id a key under prefix names, or NULL for a key that is no record of ours. */
+static const char *key_id_in(const char *prefix, const char *key)
+{
+    size_t l = strlen(prefix);
+    om_uuid u;
+    if (strncmp(key, prefix, l) || strlen(key + l) != 36 || om_uuid_parse(key + l, &u)) return NULL;
+    return key + l;
+}
+
 static const char *key_id(const dir_etcd *x, const char *key)
 {
-    size_t l = strlen(x->prefix);
-    om_uuid u;
-    if (strncmp(key, x->prefix, l) || strlen(key + l) != 36 || om_uuid_parse(key + l, &u))
-        return NULL;
-    return key + l;
+    return key_id_in(x->prefix, key);
+}
+
+/* The server an active/<id> value names (a new reference to a JSON string), json_null() for a
+ * value that names none (said in the log: it is not ombra's). */
+static json_t *act_server(const etcd_kv *kv)
+{
+    json_t *v = json_loadb((const char *)kv->val, kv->len, 0, NULL);
+    const char *s = json_string_value(json_object_get(v, "server"));
+    json_t *out = s && *s ? json_string(s) : json_null();
+    if (!s || !*s) om_warn("etcd key %s names no active server: taken as none", kv->key);
+    json_decref(v);
+    return out;
+}
+
+/* Sets what active/<id> names (server: a string, or null when deleted) as of rev, unless what
+ * is known is newer. 1 when it changed. */
+static int act_set(dir_etcd *x, const char *id, json_t *server, int64_t rev)
+{
+    json_t *cur = json_object_get(x->act, id);
+    if (cur && json_integer_value(json_object_get(cur, "rev")) >= rev) return 0;
+    json_object_set_new(x->act, id,
+                        json_pack("{s:O, s:I}", "server", server, "rev", (json_int_t)rev));
+    return 1;
 }
 
 /* A record's value: a JSON object whose id is its key's. */
@@ -327,7 +434,8 @@ static int rec_ent(const dir_etcd *x, json_t *doc, store_dbent *e)
 {
     memset(e, 0, sizeof *e);
     json_t *c = json_object_get(json_object_get(doc, "copies"), x->server);
-    if (!json_is_object(c)) return 0;
+    /* No paths: a passive copy that ombra-repld keeps, not the store's. */
+    if (!json_is_object(c) || !json_object_get(c, "edb")) return 0;
     const char *id;
     int rc = copy_str(e->name, sizeof e->name, doc, "name");
     if (!rc) rc = copy_str(e->base, sizeof e->base, doc, "base");
@@ -343,6 +451,10 @@ static int rec_ent(const dir_etcd *x, json_t *doc, store_dbent *e)
     e->allow_restore = json_is_true(json_object_get(doc, "allow_restore"));
     e->recovery = json_is_true(json_object_get(doc, "recovery"));
     e->mounted = json_is_true(json_object_get(c, "mounted"));
+    const char *on = json_string_value(json_object_get(
+        json_object_get(x->act, json_string_value(json_object_get(doc, "id"))), "server"));
+    snprintf(e->active_on, sizeof e->active_on, "%s", on ? on : "");
+    e->active = on && !strcmp(on, x->server);
     return 1;
 }
 
@@ -491,12 +603,29 @@ static int put_try(store_dir *d, const store_dbent *e, const store_dbent *base, 
     if (!rc) rc = merge(x, theirs, base, e, &doc);
     char *text = rc ? NULL : json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
     if (!rc && !text) rc = oom();
+    /* This server's copy is new here: a database the DAG names no active copy of gets this one
+     * (epoch 1), in the same txn as the record, so that a crash leaves both or neither. */
+    char akey[400], *aval = NULL;
+    etcd_kv *akv = NULL;
+    snprintf(akey, sizeof akey, "%s%s", x->aprefix, id);
+    if (!rc && !base) rc = etcd_get(x->e, akey, &akv, NULL);
+    if (!rc && !base && !akv) {
+        json_t *a = json_pack("{s:i, s:s}", "epoch", 1, "server", x->server);
+        aval = a ? json_dumps(a, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        json_decref(a);
+        if (!aval) rc = oom();
+    }
     if (!rc) {
         etcd_txn *t = etcd_txn_new();
         if (cur)
             etcd_txn_cmp_mod(t, key, ETCD_EQUAL, cur->mod_rev);
         else
             etcd_txn_cmp_absent(t, key);
+        if (aval) {
+            etcd_txn_cmp_absent(t, akey);
+            etcd_txn_put(t, ETCD_THEN, akey, aval, strlen(aval), 0);
+        } else if (akv)
+            etcd_txn_cmp_mod(t, akey, ETCD_EQUAL, akv->mod_rev);
         /* A new name: no record may have been made or renamed since the read. */
         if (!theirs || strcmp(tname, json_string_value(json_object_get(doc, "name"))))
             etcd_txn_cmp_prefix_mod(t, x->prefix, ETCD_LESS, rev + 1);
@@ -507,11 +636,18 @@ static int put_try(store_dir *d, const store_dbent *e, const store_dbent *base, 
             *create_rev = cur ? cur->create_rev : *mod_rev;
             *written = doc;
             doc = NULL;
+            if (aval) {
+                json_t *me = json_string(x->server);
+                act_set(x, id, me, *mod_rev);
+                json_decref(me);
+            }
         }
         etcd_txn_free(t);
         if (rc) rc = om_err_ctx(rc, "directory: recording database '%s': ", e->name);
     }
     free(text);
+    free(aval);
+    etcd_kvs_free(akv, akv ? 1 : 0);
     json_decref(doc);
     json_decref(theirs);
     etcd_kvs_free(kvs, n);
@@ -582,9 +718,12 @@ static int remove_try(dir_etcd *x, const char *id, int *done)
     int last = json_object_size(copies) == 0;
     t = etcd_txn_new();
     etcd_txn_cmp_mod(t, key, ETCD_EQUAL, kv->mod_rev);
-    if (last)
+    if (last) { /* the database leaves the DAG: its active copy with it */
+        char akey[400];
+        snprintf(akey, sizeof akey, "%s%s", x->aprefix, id);
         etcd_txn_delete(t, ETCD_THEN, key, 0);
-    else if ((text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS)))
+        etcd_txn_delete(t, ETCD_THEN, akey, 0);
+    } else if ((text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS)))
         etcd_txn_put(t, ETCD_THEN, key, text, strlen(text), 0);
     else
         rc = oom();
@@ -615,6 +754,18 @@ static int etcd_dir_remove(store_dir *d, store_dbent *cur)
     memmove(cur, cur + 1, (size_t)(d->ents + d->n - (cur + 1)) * sizeof *cur);
     d->n--;
     return 0;
+}
+
+/* Queues p and tells the store (on a watch's thread). */
+static void queue(dir_etcd *x, pend *p)
+{
+    pthread_mutex_lock(&x->mu);
+    *x->tail = p;
+    x->tail = &p->next;
+    void (*hook)(void *) = x->hook;
+    void *harg = x->hook_arg;
+    pthread_mutex_unlock(&x->mu);
+    if (hook) hook(harg);
 }
 
 /* On the watch's thread: queue the change, tell the store. */
@@ -654,13 +805,37 @@ static void on_event(void *arg, const etcd_event *ev)
         snprintf(p->id, sizeof p->id, "%s", id);
         p->create_rev = ev->kv->create_rev;
     }
-    pthread_mutex_lock(&x->mu);
-    *x->tail = p;
-    x->tail = &p->next;
-    void (*hook)(void *) = x->hook;
-    void *harg = x->hook_arg;
-    pthread_mutex_unlock(&x->mu);
-    if (hook) hook(harg);
+    queue(x, p);
+}
+
+/* On the active watch's thread: the same for active/<id>. */
+static void on_active_event(void *arg, const etcd_event *ev)
+{
+    dir_etcd *x = arg;
+    pend *p = calloc(1, sizeof *p);
+    if (!p) {
+        om_error("directory: out of memory: a change of the DAG is not seen until the next one");
+        return;
+    }
+    p->rev = ev->rev;
+    if (ev->type == ETCD_EV_RESYNC) {
+        p->kind = PEND_ASNAP;
+        p->doc = json_object();
+        for (size_t i = 0; i < ev->n && p->doc; i++) {
+            const char *id = key_id_in(x->aprefix, ev->kvs[i].key);
+            if (id) json_object_set_new(p->doc, id, act_server(&ev->kvs[i]));
+        }
+    } else {
+        const char *id = key_id_in(x->aprefix, ev->kv->key);
+        if (!id) {
+            free(p);
+            return;
+        }
+        p->kind = ev->type == ETCD_EV_PUT ? PEND_APUT : PEND_ADEL;
+        snprintf(p->id, sizeof p->id, "%s", id);
+        p->doc = ev->type == ETCD_EV_PUT ? act_server(ev->kv) : NULL;
+    }
+    queue(x, p);
 }
 
 static int apply_snap(dir_etcd *x, const pend *p)
@@ -700,7 +875,29 @@ static int etcd_dir_refresh(store_dir *d, int *changed)
         dir_rec *r = p->kind == PEND_SNAP ? NULL : rec_find(x, p->id);
         if (rc)
             ;
-        else if (p->kind == PEND_SNAP) {
+        else if (p->kind == PEND_APUT || p->kind == PEND_ADEL) {
+            json_t *none = json_null();
+            n += act_set(x, p->id, p->doc ? p->doc : none, p->rev);
+            json_decref(none);
+            pend *next = p->next;
+            json_decref(p->doc);
+            free(p);
+            p = next;
+            continue;
+        } else if (p->kind == PEND_ASNAP) {
+            /* What the snapshot does not name was deleted before it; the rest is as it says. */
+            const char *id;
+            json_t *v, *none = json_null();
+            json_object_foreach(x->act, id, v) if (!json_object_get(p->doc, id)) n +=
+                act_set(x, id, none, p->rev);
+            json_object_foreach(p->doc, id, v) n += act_set(x, id, v, p->rev);
+            json_decref(none);
+            pend *next = p->next;
+            json_decref(p->doc);
+            free(p);
+            p = next;
+            continue;
+        } else if (p->kind == PEND_SNAP) {
             rc = apply_snap(x, p);
             n++;
         } else if (!r || r->mod_rev < p->rev) {
@@ -751,6 +948,8 @@ static void etcd_dir_close(store_dir *d)
     dir_etcd *x = d->be;
     if (!x) return;
     etcd_watch_stop(x->w);
+    etcd_watch_stop(x->aw);
+    json_decref(x->act);
     for (size_t i = 0; i < x->nrec; i++)
         json_decref(x->recs[i].doc);
     free(x->recs);
@@ -795,14 +994,27 @@ int store_dir_open_etcd(etcd *e, const char *dag, const char *server, store_dir 
     d->be = x;
     x->e = e;
     snprintf(x->prefix, sizeof x->prefix, "/ombra/dag/%s/databases/", dag);
+    snprintf(x->aprefix, sizeof x->aprefix, "/ombra/dag/%s/active/", dag);
+    x->act = json_object();
     snprintf(x->server, sizeof x->server, "%s", server);
     snprintf(x->dag, sizeof x->dag, "%s", dag);
     pthread_mutex_init(&x->mu, NULL);
     x->tail = &x->head;
     etcd_kv *kvs = NULL;
     size_t n = 0;
-    int64_t rev = 0;
-    int rc = etcd_range_prefix(e, x->prefix, &kvs, &n, &rev);
+    int64_t rev = 0, arev = 0;
+    /* The active copies first: the entries made from the records below say which are here. */
+    int rc = x->act ? etcd_range_prefix(e, x->aprefix, &kvs, &n, &arev) : oom();
+    for (size_t i = 0; i < n && !rc; i++) {
+        const char *id = key_id_in(x->aprefix, kvs[i].key);
+        json_t *srv = id ? act_server(&kvs[i]) : NULL;
+        if (id) act_set(x, id, srv, kvs[i].mod_rev);
+        json_decref(srv);
+    }
+    etcd_kvs_free(kvs, n);
+    kvs = NULL;
+    n = 0;
+    if (!rc) rc = etcd_range_prefix(e, x->prefix, &kvs, &n, &rev);
     if (rc) rc = om_err_ctx(rc, "directory: reading the databases of DAG %s: ", dag);
     for (size_t i = 0; i < n && !rc; i++) {
         json_t *doc;
@@ -814,6 +1026,7 @@ int store_dir_open_etcd(etcd *e, const char *dag, const char *server, store_dir 
     x->watch_rev = rev;
     /* From the revision read on: nothing made after the read is missed. */
     if (!rc) rc = etcd_watch_start(e, x->prefix, rev + 1, on_event, x, &x->w);
+    if (!rc) rc = etcd_watch_start(e, x->aprefix, arev + 1, on_active_event, x, &x->aw);
     if (rc) {
         store_dir_close(d);
         return rc;
@@ -911,5 +1124,88 @@ int store_check_edb_name(const char *edb, const char *what)
                            "truncation could take it. HINT: name the database file *.edb",
                            what, edb, LOG_SUFFIXES[i]);
     }
+    return 0;
+}
+
+/* ---- joining a DAG ---- */
+
+/* Why f (an entry of this server's file directory) cannot go into the etcd directory to:
+ * an error, or 0. */
+static int join_check(store_dir *to, const store_dbent *f)
+{
+    dir_etcd *x = to->be;
+    char id[37], servers[300];
+    om_uuid_str(&f->id, id);
+    dir_rec *r = rec_find(x, id);
+    const char *rname = r && r->doc ? json_string_value(json_object_get(r->doc, "name")) : NULL;
+    const char *aon = json_string_value(json_object_get(json_object_get(x->act, id), "server"));
+    json_t *named = etcd_dir_record(to, f->name);
+    const char *nid = json_string_value(json_object_get(named, "id"));
+    int rc = 0;
+    if (named && nid && strcmp(nid, id)) {
+        copy_servers(named, servers, sizeof servers);
+        rc = om_errf(OM_E_DatabaseDuplicate,
+                     "DAG %s already has a database named '%s' (id %s, copies on %s): this "
+                     "server's '%s' (id %s) cannot join under that name, and nothing was "
+                     "imported. HINT: names are unique in a DAG; restore this one under another "
+                     "name (ombra restore --to NEW) and remove it, then join again",
+                     x->dag, f->name, nid, servers, f->name, id);
+    } else if (rname && strcmp(rname, f->name))
+        rc = om_errf(OM_E_DatabaseDuplicate,
+                     "database id %s is named '%s' in DAG %s but '%s' on this server: nothing was "
+                     "imported. HINT: one of them is a copy of the other's files; remove one",
+                     id, rname, x->dag, f->name);
+    else if (aon && strcmp(aon, x->server))
+        rc = om_errf(OM_E_InvalidParameter,
+                     "database '%s' (id %s) is active on server %s in DAG %s: this server's copy "
+                     "cannot join as a second active one, and nothing was imported. HINT: its "
+                     "copy here is a passive copy's business (ombra db copy add on %s)",
+                     f->name, id, aon, x->dag, aon);
+    json_decref(named);
+    return rc;
+}
+
+int store_dir_join(store_dir *from, etcd *e, const char *url, const char *dag, const char *server,
+                   int check_only, store_dir **out)
+{
+    *out = NULL;
+    if (from->ops != &FILE_OPS)
+        return om_errf(OM_E_InvalidParameter, "directory: only a file directory joins a DAG");
+    const char *path = from->be;
+    store_dir *to = NULL;
+    int rc = store_dir_open_etcd(e, dag, server, &to);
+    if (rc) return om_err_ctx(rc, "joining DAG %s: ", dag);
+    /* Everything is checked before anything is written. */
+    for (size_t i = 0; i < from->n && !rc; i++)
+        if (!strcmp(from->ents[i].server, server)) rc = join_check(to, &from->ents[i]);
+    for (size_t i = 0; i < from->n && !rc && !check_only; i++) {
+        const store_dbent *f = &from->ents[i];
+        if (strcmp(f->server, server)) {
+            om_warn("directory: database %s is recorded for server %s, not %s: not imported into "
+                    "DAG %s (it stays in %s under \"imported\")",
+                    f->name, f->server, server, dag, path);
+            continue;
+        }
+        if ((rc = store_dir_put(to, f)))
+            rc = om_err_ctx(rc, "importing database '%s' into DAG %s: ", f->name, dag);
+    }
+    if (!rc && !check_only) {
+        /* The old list stays in the file for the record: nothing reads it back. */
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < from->n; i++)
+            json_array_append_new(arr, ent_json(&from->ents[i]));
+        json_t *doc = json_pack("{s:i, s:s, s:s, s:s, s:o*}", "version", DIR_VERSION, "etcd", url,
+                                "dag", dag, "server", server, "imported", arr);
+        char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+        json_decref(doc);
+        rc = text ? om_write_file_durable(om_vfs_posix(), path, text, strlen(text)) : oom();
+        free(text);
+        if (rc) rc = om_err_ctx(rc, "joining DAG %s: the databases are in etcd, but ", dag);
+    }
+    if (rc || check_only) {
+        store_dir_close(to);
+        return rc;
+    }
+    *out = to;
     return 0;
 }

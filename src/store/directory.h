@@ -18,6 +18,20 @@
  * overwritten. A remove takes S's copy out of the record, and the record with its last copy.
  * A watch sees the other servers' changes as they are made; they reach ents at
  * store_dir_refresh, which the store calls under its lock (store_dir_on_change tells it when).
+ * A copy in a record without "edb" is a passive copy that ombra-repld keeps (its paths are in
+ * copies/<db id>/<server>): no entry of the store's.
+ *
+ * Active copies. The etcd backend also reads and watches /ombra/dag/<dag>/active/<db id>
+ * ({"server", "epoch"}): an entry's active_on is the server the DAG names active, and active
+ * says whether that is this server; the store mounts only those (docs/design.md "The store on
+ * the etcd directory"). A put that adds this server's copy of a database the DAG has no active
+ * copy of (a new database, a joining server's) writes active/<db id> = {this server, epoch 1}
+ * in the same transaction as the record, so a crash leaves both or neither. On the file
+ * backend every entry is active (one server).
+ *
+ * Joining (store_dir_join): the file backend's databases are imported into etcd once, then the
+ * file says where the directory is: {"version", "etcd", "dag", "server", "joined", "imported"}
+ * ("imported": the database list as it was, for the record only; never read back).
  *
  * Not thread-safe: the store serialises the calls (and its reads of ents) under its own lock;
  * ents and the pointers into it change only in put, remove and refresh. */
@@ -39,6 +53,8 @@ typedef struct store_dbent {
     char edb[4096], logs[4096];
     char base[4];
     int circular, allow_restore, recovery, mounted;
+    int active;          /* this server holds the active copy (always on the file backend) */
+    char active_on[128]; /* the server the DAG names active; "" when none */
 } store_dbent;
 
 typedef struct store_dir_ops store_dir_ops; /* the backend's calls (directory.c) */
@@ -50,13 +66,38 @@ typedef struct store_dir {
     size_t n, cap;
 } store_dir;
 
-/* The file backend over path. */
+/* What the directory file says: a file backend (etcd 0), or that the directory is in etcd
+ * at url, DAG dag, this server being server (etcd 1). A missing file is an empty file directory.
+ * InvalidParameter naming the file when it is neither. */
+typedef struct store_dir_conf {
+    int etcd;
+    char url[1024];
+    char dag[STORE_MAX_NAME + 1];
+    char server[128];
+} store_dir_conf;
+int store_dir_read_conf(const char *path, store_dir_conf *c);
+
+/* The file backend over path (InvalidParameter when the file says the directory is in etcd). */
 int store_dir_open_file(const char *path, store_dir **out);
+/* A directory with no database that refuses every change with EtcdUnavailable and why: what a
+ * store on etcd has until it reaches etcd. */
+int store_dir_open_none(const char *why, store_dir **out);
 /* The etcd backend: the databases of DAG dag (a name: letters, digits, '-', '_', '.') with a
  * copy on server. Reads every record once (an unreadable record is an error naming its key),
  * then watches them. e stays the caller's, and must outlive the directory. */
 int store_dir_open_etcd(etcd *e, const char *dag, const char *server, store_dir **out);
 void store_dir_close(store_dir *d);
+/* Joins DAG dag: the databases of file directory from (this server's: those whose server is
+ * server) go into the etcd directory of dag, then from's file says that the directory is in etcd
+ * at url (written durably). Everything is checked first and nothing is written when one would
+ * be refused: DatabaseDuplicate for a name the DAG has with another id (or an id it has under
+ * another name), InvalidParameter for one the DAG names active on another server. Importing
+ * again is harmless (a record with this server's copy is updated, not duplicated), so a crash
+ * between the records and the file is mended by joining again. check_only: only the checks.
+ * On success (and not check_only) *out is the etcd directory (from stays the caller's: close
+ * it); e must outlive it. A directory already in etcd is not from: the caller says so. */
+int store_dir_join(store_dir *from, etcd *e, const char *url, const char *dag, const char *server,
+                   int check_only, store_dir **out);
 /* NULL when there is no such database (on etcd: none with a copy on this server). */
 store_dbent *store_dir_find(store_dir *d, const char *name);
 /* Adds (or replaces by name) and saves. On a failed save the directory is unchanged.

@@ -15,9 +15,25 @@ int store_registry_open(const store_registry_opts *o, store_registry **out)
     store_registry *r = calloc(1, sizeof *r);
     if (!r) return om_errf(OM_E_OutOfMemory, "opening the registry: out of memory");
     snprintf(r->server, sizeof r->server, "%s", o->server);
+    snprintf(r->dir_path, sizeof r->dir_path, "%s", o->dir_path);
     r->checkpoint_gens = o->checkpoint_gens;
     r->cache_mb = o->cache_mb;
-    int rc = store_dir_open_file(o->dir_path, &r->dir);
+    int rc = 0;
+    if (o->conf)
+        r->conf = *o->conf;
+    else if ((rc = store_dir_read_conf(o->dir_path, &r->conf))) {
+        free(r);
+        return rc;
+    }
+    if (r->conf.etcd) {
+        snprintf(r->dir_error, sizeof r->dir_error,
+                 "the directory is in etcd at %s (DAG %s) and was not reached yet", r->conf.url,
+                 r->conf.dag);
+        rc = store_dir_open_none(r->dir_error, &r->dir);
+    } else {
+        rc = store_dir_open_file(o->dir_path, &r->dir);
+        r->dir_ready = !rc;
+    }
     if (rc) {
         free(r);
         return rc;
@@ -33,15 +49,118 @@ void store_registry_mount_marked(store_registry *r)
     pthread_mutex_lock(&r->mu);
     for (size_t i = 0; i < r->dir->n; i++) {
         store_dbent *e = &r->dir->ents[i];
-        if (!e->mounted || strcmp(e->server, r->server)) continue;
+        if (!e->mounted || !e->active || strcmp(e->server, r->server)) continue;
         if (store_mount_locked(r, e, 0)) om_error("%s", om_err_detail());
     }
     pthread_mutex_unlock(&r->mu);
 }
 
+/* After the watch's changes: what is mounted follows the active copies (mu held). */
+static void follow_actives_locked(store_registry *r)
+{
+    for (int i = 0; i < r->nm; i++) {
+        store_mounted *m = r->m[i];
+        store_dbent *e = store_dir_find(r->dir, m->name);
+        if (e && e->active) continue;
+        if (e)
+            om_warn("database %s: the DAG names server %s active now: dismounted here", m->name,
+                    e->active_on[0] ? e->active_on : "(none)");
+        else
+            om_warn("database %s left the directory (another server removed it): dismounted",
+                    m->name);
+        store_dismount_locked(r, m);
+        i = -1; /* r->m changed (and mu was let go): from the start */
+    }
+    for (size_t i = 0; i < r->dir->n; i++) {
+        store_dbent e = r->dir->ents[i];
+        if (!e.mounted || !e.active || store_find_mounted(r, e.name)) continue;
+        om_info("database %s is active on this server now: mounting it", e.name);
+        if (store_mount_locked(r, &e, 0)) om_error("%s", om_err_detail());
+    }
+}
+
+/* On the directory watch's thread: the changes of other servers, under mu. */
+static void on_dir_change(void *arg)
+{
+    store_registry *r = arg;
+    pthread_mutex_lock(&r->mu);
+    int changed = 0;
+    if (r->shutting || !r->dir_ready)
+        ;
+    else if (store_dir_refresh(r->dir, &changed))
+        om_warn("directory: %s", om_err_detail());
+    else if (changed)
+        follow_actives_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+int store_registry_connect(store_registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int ready = r->dir_ready;
+    pthread_mutex_unlock(&r->mu);
+    if (ready) return 0;
+    /* etcd is asked without mu: the requests to the placeholder go on meanwhile. */
+    etcd *e = NULL;
+    store_dir *d = NULL;
+    int rc = etcd_open(r->conf.url, NULL, &e);
+    if (!rc) rc = store_dir_open_etcd(e, r->conf.dag, r->server, &d);
+    pthread_mutex_lock(&r->mu);
+    if (rc) {
+        snprintf(r->dir_error, sizeof r->dir_error, "%s", om_err_detail());
+        pthread_mutex_unlock(&r->mu);
+        etcd_close(e);
+        return om_errf(rc, "%s", r->dir_error);
+    }
+    store_dir_close(r->dir);
+    r->dir = d;
+    r->etcd = e;
+    r->dir_ready = 1;
+    r->dir_error[0] = 0;
+    pthread_mutex_unlock(&r->mu);
+    store_dir_on_change(d, on_dir_change, r);
+    on_dir_change(r); /* what the watch saw before the hook was there */
+    om_info("directory: etcd at %s, DAG %s: %zu databases of this server", r->conf.url, r->conf.dag,
+            d->n);
+    store_registry_mount_marked(r);
+    return 0;
+}
+
+int store_registry_join_locked(store_registry *r, const char *url, const char *dag, int check_only,
+                               int *already)
+{
+    *already = 0;
+    if (r->conf.etcd) {
+        *already = !strcmp(r->conf.dag, dag);
+        return om_errf(OM_E_InvalidParameter,
+                       "this server's directory is in DAG %s already (etcd at %s)%s", r->conf.dag,
+                       r->conf.url, *already ? "" : ": a server is in one DAG");
+    }
+    etcd *e = NULL;
+    store_dir *d = NULL;
+    int rc = etcd_open(url, NULL, &e);
+    if (!rc) rc = store_dir_join(r->dir, e, url, dag, r->server, check_only, &d);
+    if (rc || check_only) {
+        etcd_close(e);
+        return rc;
+    }
+    store_dir_close(r->dir);
+    r->dir = d;
+    r->etcd = e;
+    r->conf.etcd = 1;
+    snprintf(r->conf.url, sizeof r->conf.url, "%s", url);
+    snprintf(r->conf.dag, sizeof r->conf.dag, "%s", dag);
+    snprintf(r->conf.server, sizeof r->conf.server, "%.127s", r->server);
+    store_dir_on_change(d, on_dir_change, r);
+    om_info("joined DAG %s (etcd at %s): %zu databases imported; the directory is in etcd now", dag,
+            url, d->n);
+    return 0;
+}
+
 int store_registry_close(store_registry *r)
 {
     pthread_mutex_lock(&r->mu);
+    r->shutting = 1;
     for (int i = 0; i < r->nm; i++)
         while (r->m[i]->refs > 0)
             pthread_cond_wait(&r->cond, &r->mu);
@@ -49,7 +168,9 @@ int store_registry_close(store_registry *r)
     while (r->nm > 0)
         failures += store_dismount_locked(r, r->m[0]) != 0;
     pthread_mutex_unlock(&r->mu);
+    store_dir_on_change(r->dir, NULL, NULL);
     store_dir_close(r->dir);
+    etcd_close(r->etcd);
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->mu);
     free(r);

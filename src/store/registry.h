@@ -41,16 +41,23 @@ typedef struct store_mounted {
 typedef void (*store_closing_fn)(void *arg, eng_db *db);
 
 typedef struct store_registry_opts {
-    const char *server;       /* this server's name */
-    const char *dir_path;     /* the directory file (directory.json) */
-    unsigned checkpoint_gens; /* checkpoint depth in log generations (0: the engine's default) */
-    unsigned cache_mb;        /* dirty pages kept per database before a checkpoint (0: default) */
+    const char *server;         /* this server's name */
+    const char *dir_path;       /* the directory file (directory.json) */
+    const store_dir_conf *conf; /* what it says (NULL: read here, store_dir_read_conf) */
+    unsigned checkpoint_gens;   /* checkpoint depth in log generations (0: the engine's default) */
+    unsigned cache_mb;          /* dirty pages kept per database before a checkpoint (0: default) */
 } store_registry_opts;
 
 typedef struct store_registry {
     pthread_mutex_t mu;  /* everything below, and the directory */
     pthread_cond_t cond; /* broadcast when a reference is let go */
-    store_dir *dir;
+    store_dir *dir;      /* never NULL: a placeholder (store_dir_open_none) until etcd answers */
+    store_dir_conf conf; /* where the directory is */
+    char dir_path[4200];
+    etcd *etcd;           /* the directory's etcd (NULL: the file backend, or not reached yet) */
+    int dir_ready;        /* the directory is the real one */
+    char dir_error[1400]; /* why etcd was not reached at the last attempt ("" none) */
+    int shutting;         /* store_registry_close has begun: no more changes from the watch */
     char server[256];
     unsigned checkpoint_gens, cache_mb;
     store_mounted *m[STORE_MAX_MOUNTED + 1];
@@ -62,10 +69,23 @@ typedef struct store_registry {
     int nclosing;
 } store_registry;
 
-/* Opens the directory (created empty when missing); nothing is mounted yet. */
+/* Opens the directory (created empty when missing); nothing is mounted yet. A directory in etcd
+ * is not reached here: dir is a placeholder and dir_ready 0 until store_registry_connect. */
 int store_registry_open(const store_registry_opts *o, store_registry **out);
-/* Mounts what the directory marks mounted on this server, recovering any database in Dirty
- * Shutdown; one that fails is logged and does not stop the others. Takes mu. */
+/* One attempt to reach the etcd directory (takes mu): 0 and dir_ready once there (the databases
+ * marked mounted and active here are then mounted), else the error, kept in dir_error. A
+ * directory that is ready already: 0. Once ready, the watch's changes are applied under mu: a
+ * database that becomes active here and is marked mounted is mounted, a mounted one that is no
+ * longer active here (or no longer in the directory) is dismounted, said in the log. */
+int store_registry_connect(store_registry *r);
+/* Joins DAG dag in the etcd at url (store_dir_join; mu held): the file directory's databases go
+ * into etcd and the registry goes on with the etcd directory, its mounted databases staying
+ * mounted. check_only: the checks alone. InvalidParameter when the directory is in etcd already
+ * (*already 1 when it is this DAG's: nothing to do). */
+int store_registry_join_locked(store_registry *r, const char *url, const char *dag, int check_only,
+                               int *already);
+/* Mounts what the directory marks mounted and active on this server, recovering any database in
+ * Dirty Shutdown; one that fails is logged and does not stop the others. Takes mu. */
 void store_registry_mount_marked(store_registry *r);
 /* Waits for every reference to go, dismounts every database (Clean Shutdown; the directory's
  * marks stay, so the next start mounts them again), closes the directory and frees r. The number

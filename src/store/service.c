@@ -36,6 +36,9 @@ typedef struct store {
     int listen_fd;
     int stopping, active; /* connections being served */
     store_writer *writer; /* NULL when it did not start; read under reg->mu */
+    const char *server;   /* this server's name (o->server, or the directory file's) */
+    pthread_t connector;  /* reaches the etcd directory (when it is there) */
+    int has_connector;
 } store;
 
 /* ---- replies ---- */
@@ -182,7 +185,7 @@ static int db_new(op_req *r, int recovery)
         return om_errf(OM_E_DatabaseDuplicate, "a database named '%s' already exists", name);
     store_dbent e = {0};
     snprintf(e.name, sizeof e.name, "%s", name);
-    snprintf(e.server, sizeof e.server, "%s", s->o->server);
+    snprintf(e.server, sizeof e.server, "%s", s->server);
     const char *edb = om_json_str_or(req, "edb", NULL), *logs = om_json_str_or(req, "logs", NULL);
     if (recovery && (!edb || !logs))
         return om_errf(OM_E_InvalidParameter, "a recovery database needs --edb and --logs");
@@ -292,6 +295,11 @@ static int db_mount(op_req *r, int mount)
                        "with --no-replay, or one that failed). HINT: ombra restore again (or the "
                        "next backup), or replay it with ombra dbutil recover %s",
                        e->name, pending, e->logs);
+    if (mount && !e->active)
+        return om_errf(OM_E_DatabaseUnavailable,
+                       "database '%s' is not active on this server: DAG %s names %s active. HINT: "
+                       "mount it there (a passive copy is replayed by ombra-repld, never mounted)",
+                       e->name, s->reg->conf.dag, e->active_on[0] ? e->active_on : "no server");
     if (mount && (rc = store_mount_locked(s->reg, e, 0))) return rc;
     /* Past this point the database is mounted, or dismounted: a dismount cannot be undone (the
      * engine is closed whatever eng_db_close says), so what failed on the way is a warning
@@ -390,10 +398,39 @@ static int h_db_show(op_req *r)
 static int h_status(op_req *r)
 {
     store *s = r->s;
-    json_object_set_new(r->rep, "server", json_string(s->o->server));
+    json_object_set_new(r->rep, "server", json_string(s->server));
     json_object_set_new(r->rep, "pid", json_integer(getpid()));
     json_object_set_new(r->rep, "mounted", json_integer(s->reg->nm));
     json_object_set_new(r->rep, "databases", json_integer((json_int_t)s->reg->dir->n));
+    const store_registry *g = s->reg;
+    json_object_set_new(r->rep, "directory",
+                        g->conf.etcd ? json_pack("{s:s, s:s, s:s, s:b, s:s}", "backend", "etcd",
+                                                 "etcd", g->conf.url, "dag", g->conf.dag, "ready",
+                                                 g->dir_ready, "error", g->dir_error)
+                                     : json_pack("{s:s, s:s, s:b}", "backend", "file", "path",
+                                                 g->dir_path, "ready", g->dir_ready));
+    return 0;
+}
+
+/* dag.join {"etcd", "dag", "check_only"} (ombra dag add-server on this server): the file
+ * directory's databases go into the DAG's etcd directory once, and the store goes on with it. */
+static int h_dag_join(op_req *r)
+{
+    const char *url, *dag;
+    int rc = om_json_str(r->req, "etcd", &url);
+    if (!rc) rc = om_json_str(r->req, "dag", &dag);
+    if (rc) return rc;
+    int check = json_is_true(json_object_get(r->req, "check_only")), already = 0;
+    rc = store_registry_join_locked(r->s->reg, url, dag, check, &already);
+    if (rc && already) {
+        json_object_set_new(r->rep, "already", json_true());
+        rc = 0;
+    }
+    if (rc) return rc;
+    json_t *names = json_array();
+    for (size_t i = 0; !check && i < r->s->reg->dir->n; i++)
+        json_array_append_new(names, json_string(r->s->reg->dir->ents[i].name));
+    json_object_set_new(r->rep, "databases", names);
     return 0;
 }
 
@@ -619,6 +656,7 @@ static const store_op ops[] = {
     {"mail.digest", OP_DB_REF, 1, h_mail_digest},
     {"mail.load", OP_DB_REF, 1, h_mail_load},
     {"db.replication_floor", OP_DB_REF, 1, h_db_replication_floor},
+    {"dag.join", OP_REGISTRY, 0, h_dag_join},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 
@@ -627,6 +665,15 @@ static int run_op(const store_op *op, op_req *r)
 {
     const char *name = NULL;
     int rc = 0;
+    /* A directory in etcd not reached yet: no answer from it would be true. */
+    pthread_mutex_lock(&r->s->reg->mu);
+    if (!r->s->reg->dir_ready && op->handler != h_status)
+        rc = om_errf(OM_E_EtcdUnavailable,
+                     "this server's directory is in etcd at %s (DAG %s), not reached yet: %s. "
+                     "HINT: the store retries; ombra dag status says what etcd answers",
+                     r->s->reg->conf.url, r->s->reg->conf.dag, r->s->reg->dir_error);
+    pthread_mutex_unlock(&r->s->reg->mu);
+    if (rc) return rc;
     if (op->lock == OP_DB_REF) {
         /* needs_db: a reference, or the database's own refusal (not mounted, none). */
         if ((rc = om_json_str(r->req, "db", &name)) || (rc = store_acquire(r->s->reg, name, &r->m)))
@@ -720,6 +767,36 @@ static void *serve(void *arg)
     return NULL;
 }
 
+/* Whether the store is stopping (the connector's sleeps end early then). */
+static int stopping(store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int v = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+/* Reaches the etcd directory: an error line per failed attempt, backoff 0.5 s doubling to 30 s,
+ * until it answers or the store stops. */
+static void *connector(void *arg)
+{
+    store *s = arg;
+    unsigned wait_ms = 500;
+    for (int tries = 1; !stopping(s); tries++) {
+        if (!store_registry_connect(s->reg)) {
+            if (tries > 1) om_info("directory: etcd reached after %d attempts", tries);
+            break;
+        }
+        om_error("directory: etcd not reached (attempt %d; again in %.1f s; nothing is mounted "
+                 "meanwhile): %s",
+                 tries, wait_ms / 1000.0, om_err_detail());
+        for (unsigned t = 0; t < wait_ms && !stopping(s); t += 100)
+            usleep(100000);
+        wait_ms = wait_ms * 2 > 30000 ? 30000 : wait_ms * 2;
+    }
+    return NULL;
+}
+
 int store_run(const store_opts *o)
 {
     static store st;
@@ -736,7 +813,19 @@ int store_run(const store_opts *o)
     if (rc) return rc;
     snprintf(dirpath, sizeof dirpath, "%s/directory.json", o->data_dir);
     snprintf(sock, sizeof sock, "%s/store.sock", o->runtime_dir);
-    store_registry_opts ro = {.server = o->server,
+    store_dir_conf conf;
+    if ((rc = store_dir_read_conf(dirpath, &conf))) return rc;
+    s->server = o->server;
+    if (conf.etcd && strcmp(conf.server, o->server)) {
+        if (o->server_given)
+            return om_errf(OM_E_InvalidParameter,
+                           "this server joined DAG %s as %s (%s), not as %s. HINT: start "
+                           "ombra-store --server %s",
+                           conf.dag, conf.server, dirpath, o->server, conf.server);
+        s->server = conf.server;
+    }
+    store_registry_opts ro = {.server = s->server,
+                              .conf = &conf,
                               .dir_path = dirpath,
                               .checkpoint_gens = o->checkpoint_gens,
                               .cache_mb = o->cache_mb};
@@ -747,8 +836,20 @@ int store_run(const store_opts *o)
         return rc;
     }
     store_registry_mount_marked(s->reg);
+    if (!s->reg->dir_ready) {
+        if ((rc = pthread_create(&s->connector, NULL, connector, s))) {
+            store_registry_close(s->reg);
+            return om_errf(OM_E_OutOfMemory, "starting the directory's connector: %s",
+                           strerror(rc));
+        }
+        s->has_connector = 1;
+    }
     om_stopper stopper = {.mu = &s->mu, .stopping = &s->stopping, .listen_fd = s->listen_fd};
     if ((rc = om_stopper_start(&stopper))) {
+        pthread_mutex_lock(&s->mu);
+        s->stopping = 1;
+        pthread_mutex_unlock(&s->mu);
+        if (s->has_connector) pthread_join(s->connector, NULL);
         store_registry_close(s->reg);
         return rc;
     }
@@ -758,7 +859,9 @@ int store_run(const store_opts *o)
     pthread_mutex_lock(&s->reg->mu);
     s->writer = wr;
     pthread_mutex_unlock(&s->reg->mu);
-    om_info("server %s listening on %s (%d databases mounted)", o->server, sock, s->reg->nm);
+    om_info("server %s listening on %s (%d databases mounted; directory %s%s%s)", s->server, sock,
+            s->reg->nm, conf.etcd ? "in etcd at " : dirpath, conf.etcd ? conf.url : "",
+            conf.etcd && !s->reg->dir_ready ? ", being reached" : "");
     om_server_accept(&stopper, "this store", &o->limits, &s->active, conn_new, s, serve);
     om_stopper_join(&stopper);
     close(s->listen_fd);
@@ -768,6 +871,7 @@ int store_run(const store_opts *o)
     s->writer = NULL;
     pthread_mutex_unlock(&s->reg->mu);
     store_writer_stop(wr);
+    if (s->has_connector) pthread_join(s->connector, NULL);
     /* Requests in progress finish; a client that keeps an idle connection open is not waited
      * for past a few seconds (it holds no database). */
     pthread_mutex_lock(&s->mu);

@@ -798,6 +798,104 @@ static void concurrent_changes_of_two_servers_are_all_kept(void **state)
     etcd_close(eb);
 }
 
+/* Joining: a server's file directory goes into the DAG once, active there; a name the DAG has
+ * with another id refuses the whole import, nothing written; an active copy moved elsewhere is
+ * seen by the watch. */
+static void a_file_directory_joins_once_and_a_duplicate_name_imports_nothing(void **state)
+{
+    SKIP_WITHOUT_ETCD();
+    etcd *e = client();
+    const char *id1 = "3e9d5e21-6c7f-4a81-9293-a4b5c6d7e8f9",
+               *id2 = "4fae6f32-7d80-4b92-a3a4-b5c6d7e8f9a0",
+               *id3 = "50bf7043-8e91-4ca3-b4b5-c6d7e8f9a0b1";
+    char fa[300], fc[300];
+    snprintf(fa, sizeof fa, "%s/dir-a.json", tmpdir);
+    snprintf(fc, sizeof fc, "%s/dir-c.json", tmpdir);
+    store_dir *a, *c, *ja = NULL, *jc = NULL;
+    store_dir_conf conf;
+    assert_int_equal(store_dir_read_conf(fa, &conf), 0); /* no file yet: a file directory */
+    assert_int_equal(conf.etcd, 0);
+    assert_int_equal(store_dir_open_file(fa, &a), 0);
+    store_dbent m1 = db_ent("m1", "A", id1), m2 = db_ent("m2", "A", id2);
+    assert_int_equal(store_dir_put(a, &m1), 0);
+    assert_int_equal(store_dir_put(a, &m2), 0);
+    assert_int_equal(store_dir_find(a, "m1")->active, 1);
+
+    assert_int_equal(store_dir_join(a, e, main_etcd.url, "dag3", "A", 0, &ja), 0);
+    assert_int_equal(ja->n, 2);
+    store_dbent *got = store_dir_find(ja, "m2");
+    assert_non_null(got);
+    assert_int_equal(got->active, 1);
+    assert_string_equal(got->active_on, "A");
+    assert_string_equal(got->edb, "/srv/A/m2.edb");
+    etcd_kv *kv;
+    assert_int_equal(
+        etcd_get(e, "/ombra/dag/dag3/active/3e9d5e21-6c7f-4a81-9293-a4b5c6d7e8f9", &kv, NULL), 0);
+    assert_non_null(kv);
+    json_t *act = json_loadb((char *)kv->val, kv->len, 0, NULL);
+    etcd_kvs_free(kv, 1);
+    assert_string_equal(json_string_value(json_object_get(act, "server")), "A");
+    assert_int_equal(json_integer_value(json_object_get(act, "epoch")), 1);
+    json_decref(act);
+    /* The file says where the directory is now, and is no file directory any more. */
+    assert_int_equal(store_dir_read_conf(fa, &conf), 0);
+    assert_int_equal(conf.etcd, 1);
+    assert_string_equal(conf.url, main_etcd.url);
+    assert_string_equal(conf.dag, "dag3");
+    assert_string_equal(conf.server, "A");
+    store_dir *again;
+    assert_int_equal(store_dir_open_file(fa, &again), OM_E_InvalidParameter);
+    /* Importing again (a crash between the records and the file) changes nothing. */
+    assert_int_equal(store_dir_join(a, e, main_etcd.url, "dag3", "A", 0, &again), 0);
+    assert_int_equal(again->n, 2);
+    store_dir_close(again);
+
+    /* Server C has an m2 of its own and an m3: the whole import is refused, checked first. */
+    assert_int_equal(store_dir_open_file(fc, &c), 0);
+    store_dbent c3 = db_ent("m3", "C", "61c08154-9fa2-4db4-85c6-d7e8f9a0b1c2"),
+                c2 = db_ent("m2", "C", id3);
+    assert_int_equal(store_dir_put(c, &c3), 0);
+    assert_int_equal(store_dir_put(c, &c2), 0);
+    etcd_kv *kvs;
+    size_t n0, n1;
+    assert_int_equal(etcd_range_prefix(e, "/ombra/dag/dag3/", &kvs, &n0, NULL), 0);
+    etcd_kvs_free(kvs, n0);
+    assert_int_equal(store_dir_join(c, e, main_etcd.url, "dag3", "C", 1, &jc),
+                     OM_E_DatabaseDuplicate);
+    assert_int_equal(store_dir_join(c, e, main_etcd.url, "dag3", "C", 0, &jc),
+                     OM_E_DatabaseDuplicate);
+    assert_non_null(strstr(om_err_detail(), "'m2'"));
+    assert_null(jc);
+    assert_int_equal(etcd_range_prefix(e, "/ombra/dag/dag3/", &kvs, &n1, NULL), 0);
+    etcd_kvs_free(kvs, n1);
+    assert_int_equal(n1, n0);
+    assert_int_equal(store_dir_read_conf(fc, &conf), 0);
+    assert_int_equal(conf.etcd, 0);
+
+    /* Another server's copy of m1 is not active there; the active moved to it is seen. */
+    store_dir *b;
+    etcd *eb = client();
+    assert_int_equal(store_dir_open_etcd(eb, "dag3", "B", &b), 0);
+    store_dbent b1 = db_ent("m1", "B", id1);
+    assert_int_equal(store_dir_put(b, &b1), 0);
+    assert_int_equal(store_dir_find(b, "m1")->active, 0);
+    assert_string_equal(store_dir_find(b, "m1")->active_on, "A");
+    const char *moved = "{\"epoch\":2,\"server\":\"B\"}";
+    assert_int_equal(etcd_put(e, "/ombra/dag/dag3/active/3e9d5e21-6c7f-4a81-9293-a4b5c6d7e8f9",
+                              moved, strlen(moved), 0),
+                     0);
+    REFRESH_UNTIL(b, store_dir_find(b, "m1")->active == 1);
+    REFRESH_UNTIL(ja, store_dir_find(ja, "m1")->active == 0);
+    assert_string_equal(store_dir_find(ja, "m1")->active_on, "B");
+    store_dir_close(b);
+    store_dir_close(ja);
+    store_dir_close(a);
+    store_dir_close(c);
+    assert_int_equal(etcd_delete(e, "/ombra/dag/dag3/", 1, NULL), 0);
+    etcd_close(e);
+    etcd_close(eb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -811,6 +909,7 @@ int main(void)
         cmocka_unit_test(https_with_a_client_certificate),
         cmocka_unit_test(two_servers_share_the_directory),
         cmocka_unit_test(concurrent_changes_of_two_servers_are_all_kept),
+        cmocka_unit_test(a_file_directory_joins_once_and_a_duplicate_name_imports_nothing),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
