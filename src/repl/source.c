@@ -192,6 +192,7 @@ static int op_seed(rp_source *s, rp_conn *c, const srcdb *d)
             c, json_pack("{s:b,s:s,s:I}", "ok", 1, "op", "seed.data", "offset", (json_int_t)off),
             buf, (size_t)k);
         off += (uint64_t)k;
+        if (s->test_seed_pause_ms) usleep(s->test_seed_pause_ms * 1000u); /* tests */
     }
     if (!rc)
         rc = rp_reply(

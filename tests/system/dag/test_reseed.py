@@ -2,9 +2,11 @@
 --server S --source S2`; docs/design.md, "Reseeding from another copy"), and a seed whose
 source dies half-way. Real servers in network namespaces, a real etcd, ombra-repld on each."""
 import os
+import time
 
-from dag.test_replication import (close_generation, copy_folder, copy_of, dag3, drained,  # noqa: F401 (dag3: fixture)
-                                  passive_digest, repld_log, roll, wait_copy)
+from dag.conftest import (close_generation, copies_match, copy_folder, copy_of, drained, roll,
+                          wait_copy)
+from dag.test_replication import dag3, repld_log, setup_dag  # noqa: F401 (dag3: fixture)
 
 DB = "db1"
 
@@ -70,15 +72,47 @@ def test_reseed_from_another_passive_copy_then_from_the_active(dag3):
     roll(a, DB, 2)
     for i in range(20):
         a.deliver(DB, f"box{i % 5}", f"after the reseed {i}".encode())
-    want = a.digest(DB)
-    close_generation(a, DB)
-    drained(a, bed, DB, "b")
-    drained(a, bed, DB, "c")
-    assert copy_of(a, bed, DB, "c")["last_error"] == ""
-    for s in (b, c):
-        assert passive_digest(bed, s, DB) == want, f"the copy on {s.server} differs"
+    copies_match(bed, a, DB, [b, c])
 
     # a later reseed without --source comes from the active again
     r = reseed(bed, a, "--server", "c")
     assert "from the copy on" not in r.out
     assert repld_log(a).count(f"seeding {DB} (") == seeds_on_a + 1
+
+
+def test_the_actives_repld_killed_in_the_middle_of_a_seed(dag_bed):
+    bed = dag_bed(2)
+    a, b = bed.a, bed.b
+    a.env["OMBRA_REPL_TEST_SEED_PAUSE_MS"] = "4000"  # a's source pauses after each 4 MiB part
+    setup_dag(bed, [a, b])
+    a.ombra("db", "new", DB)
+    roll(a, DB, 6)  # an .edb of more than one part
+    a.ombra("db", "copy", "add", DB, "--server", "b", "--etcd", bed.etcd_url,
+            "--wait-seconds", "0")
+    folder = b.home / "copies" / a.db_show(DB)["id"]
+    deadline = time.time() + 60
+    while True:  # the first part is written on b: the seed is half-way
+        tmp = [f for f in folder.glob(f".{DB}.edb.*.tmp") if f.stat().st_size >= 4 << 20] \
+            if folder.exists() else []
+        if tmp:
+            break
+        assert time.time() < deadline, "the seed never got half-way"
+        time.sleep(0.05)
+    assert a.kill9("repld") == -9
+    # the copy waits and retries: never Healthy, and no .edb in place (the half seed is gone)
+    end = time.time() + 6
+    states = set()
+    while time.time() < end:
+        c = copy_of(a, bed, DB, "b")
+        states.add(c["state"])
+        assert c["state"] != "Healthy", c
+        assert not (folder / f"{DB}.edb").exists(), "a half seed was put in place"
+        time.sleep(0.2)
+    assert states & {"Disconnected", "Failed", "Seeding"}, states
+    assert not list(folder.glob(f".{DB}.edb.*.tmp")), "the half seed stayed"
+    del a.env["OMBRA_REPL_TEST_SEED_PAUSE_MS"]
+    a.restart("repld")
+    wait_copy(a, bed, DB, "b", lambda x: x["state"] == "Healthy", seconds=90,
+              what="the seed after the restart")
+    assert f"seeded {DB}" in repld_log(b)
+    copies_match(bed, a, DB, [b])
