@@ -18,8 +18,7 @@
 #include "engine/log.h"
 #include "repl/wire.h"
 
-int rp_copy_lock(const char *data_dir, const char *db_id, int wait_ms, volatile int *stop,
-                 int *fd)
+int rp_copy_lock(const char *data_dir, const char *db_id, int wait_ms, volatile int *stop, int *fd)
 {
     char p[4200];
     *fd = -1;
@@ -124,10 +123,10 @@ static int send_file(rp_conn *c, om_dir *dir, const char *name, uint32_t gen, ui
                                     (json_int_t)gen, "size", (json_int_t)want),
                           buf, want);
         else if (!rc)
-            rc = rp_reply(c,
-                          json_pack("{s:b,s:s,s:I}", "ok", 1, "op", "seed.data", "offset",
-                                    (json_int_t)off),
-                          buf, want);
+            rc = rp_reply(
+                c,
+                json_pack("{s:b,s:s,s:I}", "ok", 1, "op", "seed.data", "offset", (json_int_t)off),
+                buf, want);
         off += want;
         if (!want) break;
     }
@@ -194,9 +193,9 @@ int rp_reseed_serve(rp_source *s, rp_conn *c, json_t *req)
     const char *id = om_json_str_or(req, "db", ""), *name = om_json_str_or(req, "name", "");
     char base[8] = "E00";
     int lk = -1;
-    int rc = s->data_dir ? 0
-                         : om_errf(OM_E_InvalidParameter, "server %s keeps no passive copies",
-                                   s->server);
+    int rc = s->data_dir
+                 ? 0
+                 : om_errf(OM_E_InvalidParameter, "server %s keeps no passive copies", s->server);
     /* The copier replays one generation range at a time: a few seconds at most. */
     if (!rc && id_ok(id)) rc = rp_copy_lock(s->data_dir, id, 30000, &s->stopping, &lk);
     /* Checked under the lock: the copier does not change state while a seed reads it. */

@@ -31,8 +31,7 @@
  * wait_ms 0: one try; < 0: until taken or *stop becomes non-zero (stop may be NULL); else at
  * most that long. DatabaseInUse when it is held, FileNotFound when the folder is missing,
  * InvalidPath when it is a link. */
-int rp_copy_lock(const char *data_dir, const char *db_id, int wait_ms, volatile int *stop,
-                 int *fd);
+int rp_copy_lock(const char *data_dir, const char *db_id, int wait_ms, volatile int *stop, int *fd);
 /* Releases it (fd < 0: nothing). */
 void rp_copy_unlock(int fd);
 
