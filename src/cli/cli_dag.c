@@ -329,6 +329,7 @@ static int run_status(const cli_args *a)
 
 typedef struct copy_change {
     const char *name, *id, *base, *active, *server;
+    const char *source; /* reseed: the server whose passive copy seeds it (NULL: the active) */
     int add, remove, suspend, resume, reseed;
     int64_t preference, replay_lag;
     int postponed;
@@ -368,6 +369,10 @@ static int change_copy(void *arg, json_t *rec, int exists)
         json_object_set_new(mine, "reseed",
                             json_integer(json_integer_value(json_object_get(mine, "reseed")) + 1));
         json_object_set_new(mine, "suspended", json_false());
+        if (c->source)
+            json_object_set_new(mine, "source", json_string(c->source));
+        else
+            json_object_del(mine, "source");
     }
     return 0;
 }
@@ -523,6 +528,44 @@ static int run_copy_add(const cli_args *a)
     return rc ? cli_fail(rc) : CLI_OK;
 }
 
+/* A reseed's --source: another server's passive copy of the database, Healthy (its record says
+ * so and its server is alive), not the copy being reseeded, not the active (whose seed is the
+ * ordinary one). */
+static int check_source(rp_dag *d, json_t *rec, const char *id, const char *db, const char *server,
+                        const char *source, const char *active)
+{
+    if (!source) return 0;
+    if (!strcmp(source, server))
+        return om_errf(OM_E_InvalidParameter,
+                       "--source %s is the copy being reseeded: name another server's copy",
+                       source);
+    if (!strcmp(source, active))
+        return om_errf(OM_E_InvalidParameter,
+                       "--source %s holds the active copy of %s: reseed without --source to "
+                       "seed from it",
+                       source, db);
+    if (!json_object_get(json_object_get(rec, "copies"), source))
+        return om_errf(OM_E_InvalidParameter, "server %s holds no copy of %s to seed from", source,
+                       db);
+    json_t *st = NULL, *alive = NULL;
+    char k[200];
+    snprintf(k, sizeof k, "copies/%s/%s", id, source);
+    int rc = rp_dag_get(d, k, &st, NULL);
+    snprintf(k, sizeof k, "alive/%s", source);
+    if (!rc) rc = rp_dag_get(d, k, &alive, NULL);
+    const char *state = !alive ? "down (its ombra-repld is not running)"
+                        : st   ? om_json_str_or(st, "state", "?")
+                               : "not started";
+    if (!rc && (!alive || strcmp(state, "Healthy")))
+        rc = om_errf(OM_E_InvalidParameter,
+                     "the copy of %s on %s is %s, not Healthy: it cannot seed another copy. "
+                     "HINT: ombra db copy status %s",
+                     db, source, state, db);
+    json_decref(st);
+    json_decref(alive);
+    return rc;
+}
+
 /* suspend, resume, remove, reseed: one change of the copy's record. */
 static int copy_action(const cli_args *a, copy_change c)
 {
@@ -542,6 +585,9 @@ static int copy_action(const cli_args *a, copy_change c)
                      : c.reseed  ? "reseeded"
                      : c.suspend ? "suspended"
                                  : "resumed");
+    if (!rc && c.reseed)
+        rc = check_source(d, rec, id, c.name, c.server, cli_val(a, "source"), active);
+    if (!rc && c.reseed) c.source = cli_val(a, "source");
     snprintf(k, sizeof k, "databases/%s", id);
     if (!rc) rc = rp_dag_update(d, k, change_copy, &c);
     if (!rc && c.remove) {
@@ -553,11 +599,12 @@ static int copy_action(const cli_args *a, copy_change c)
         cli_number(a, "--wait-seconds", cli_val(a, "wait-seconds"), 0, 86400, 0, &wait))
         rc = OM_E_Usage;
     if (!rc)
-        printf("copy of %s on %s %s\n", c.name, c.server,
+        printf("copy of %s on %s %s%s\n", c.name, c.server,
                c.remove    ? "removed (its files stay on that server)"
-               : c.reseed  ? "to be reseeded"
+               : c.reseed  ? (c.source ? "to be reseeded from the copy on " : "to be reseeded")
                : c.suspend ? "suspended"
-                           : "resumed");
+                           : "resumed",
+               c.reseed && c.source ? c.source : "");
     if (!rc && c.reseed && wait) rc = wait_healthy(d, id, c.name, c.server, wait);
     json_decref(rec);
     rp_dag_close(d);
@@ -711,6 +758,7 @@ static const cli_opt copy_server_opts[] = {
     {"server", "S", "the server of the passive copy", 1}, ETCD_OPT, DAG_OPT, {0}};
 static const cli_opt copy_reseed_opts[] = {
     {"server", "S", "the server of the passive copy", 1},
+    {"source", "S2", "seed it from the Healthy passive copy on S2 (default: the active)", 0},
     {"wait-seconds", "N", "wait this long for the copy to be Healthy (default 600; 0: no wait)", 0},
     ETCD_OPT,
     DAG_OPT,
@@ -735,7 +783,9 @@ static const cli_cmd copy_cmds[] = {
     {"remove", "DB", copy_server_opts, "Remove a passive copy from the DAG (its files stay)", NULL,
      run_copy_remove},
     {"reseed", "DB", copy_reseed_opts,
-     "Replace a failed or divergent passive copy with a new seed from the active", NULL,
+     "Replace a failed or divergent passive copy with a new seed from the active",
+     "With --source S2 the seed is S2's passive copy (its .edb and the generations it needs,\n"
+     "read while S2 pauses its replay), then the copy goes on from the active.",
      run_copy_reseed},
     {0},
 };

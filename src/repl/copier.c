@@ -19,6 +19,7 @@
 #include "check/check.h"
 #include "engine/engine.h"
 #include "engine/log.h"
+#include "repl/reseed.h"
 #include "repl/wire.h"
 
 struct rp_copier {
@@ -30,6 +31,7 @@ struct rp_copier {
     rp_copy_status st; /* under mu */
     /* the thread's own */
     char name[80], base[4], active[RP_NAME_MAX + 1], address[300];
+    char source[RP_NAME_MAX + 1]; /* the reseed asked is from this server's copy ("": active) */
     char dir[4096], edb[4200], logs[4200];
     int suspended;
     int trunc_failed; /* the active marked it Failed: it held truncation back too long (floor.h) */
@@ -95,6 +97,7 @@ static int read_records(rp_copier *c)
         snprintf(c->base, sizeof c->base, "%s", om_json_str_or(db, "base", "E00"));
         c->suspended = json_is_true(json_object_get(mine, "suspended"));
         c->reseed_asked = json_integer_value(json_object_get(mine, "reseed"));
+        snprintf(c->source, sizeof c->source, "%s", om_json_str_or(mine, "source", ""));
         c->replay_lag_s = (uint32_t)json_integer_value(json_object_get(mine, "replay_lag"));
         /* Until a reseed (which bumps "reseed") replaces the copy. */
         json_t *tf = json_object_get(mine, "truncation_failed");
@@ -240,25 +243,69 @@ static int wipe(rp_copier *c)
     return rc;
 }
 
-/* The seed: the active's .edb under a shadow copy, written whole as <edb>.seeding, its pages
- * checked, then renamed into place. */
+/* The connection to the server whose copy seeds this one (a reseed with --source: reseed.h),
+ * checked to be that server by its certificate. */
+static int connect_source(rp_copier *c, rp_conn **out)
+{
+    json_t *srv = NULL;
+    char k[200];
+    snprintf(k, sizeof k, "servers/%s", c->source);
+    int rc = rp_dag_get(c->cfg.dag, k, &srv, NULL);
+    if (!rc && !srv)
+        rc = om_errf(OM_E_InvalidParameter, "the seed's source server %s is not in the DAG",
+                     c->source);
+    if (!rc) rc = rp_connect(c->cfg.tls, om_json_str_or(srv, "address", ""), c->source, 5000, out);
+    json_decref(srv);
+    return rc;
+}
+
+/* One generation of a seed from another copy, put in the copy's log folder the durable way
+ * (inspected once the .edb is in place). */
+static int seed_log(om_dir *ldir, const char *base, uint32_t gen, const void *data, size_t n)
+{
+    char name[64];
+    om_durable d = {0};
+    snprintf(name, sizeof name, "%s%08X.log", base, gen);
+    int rc = om_durable_begin(ldir, name, &d);
+    if (!rc) rc = om_pwrite(d.f, data, n, 0);
+    if (!rc)
+        rc = om_durable_commit(&d, OM_RENAME_REPLACE);
+    else if (d.f)
+        om_durable_abort(&d);
+    return rc;
+}
+
+/* The seed: the active's .edb under a shadow copy (or, for a reseed with a source, another
+ * server's passive copy and the generations it needs: reseed.h), written whole as a temporary
+ * file, its pages checked, then renamed into place; the generations of a copy's seed are
+ * inspected once it is. Under the copy lock: nothing reads this copy for a seed meanwhile. A
+ * seed cut short leaves no .edb (the next connection seeds again). */
 static int seed(rp_copier *c, rp_conn *conn)
 {
     set_state(c, "Seeding", 0);
     publish(c, 1);
-    int rc = wipe(c);
+    int from_copy =
+        c->source[0] && strcmp(c->source, c->active) && c->reseed_asked != c->reseed_seen;
+    const char *from = from_copy ? c->source : c->active;
+    rp_conn *own = NULL;
+    int lk = -1;
+    int rc = rp_copy_lock(c->cfg.data_dir, c->cfg.db_id, -1, &c->stop, &lk);
+    if (!rc) rc = wipe(c);
+    if (!rc && from_copy) rc = connect_source(c, &own);
+    if (own) conn = own;
     om_dir *dir = NULL, *ldir = NULL;
     om_durable d = {0};
     if (!rc) rc = open_dirs(c, &dir, &ldir);
-    om_dir_close(ldir);
     char edbname[128];
     snprintf(edbname, sizeof edbname, "%s.edb", c->name);
     if (!rc) rc = om_durable_begin(dir, edbname, &d);
     if (!rc)
         rc = rp_send(conn,
-                     json_pack("{s:s,s:s,s:s}", "op", "seed", "db", c->cfg.db_id, "name", c->name),
+                     json_pack("{s:s,s:s,s:s}", "op", from_copy ? "seed.copy" : "seed", "db",
+                               c->cfg.db_id, "name", c->name),
                      NULL, 0);
     uint64_t size = 0, got = 0;
+    uint32_t lo = 0, hi = 0, next = 0;
     int done = 0;
     while (!rc && !done) {
         json_t *h = NULL;
@@ -269,25 +316,39 @@ static int seed(rp_copier *c, rp_conn *conn)
             rc = om_errf(json_integer_value(json_object_get(h, "error"))
                              ? (int)json_integer_value(json_object_get(h, "error"))
                              : OM_E_Internal,
-                         "seeding from %s: %s", c->active, om_json_str_or(h, "message", "?"));
+                         "seeding from %s: %s", from, om_json_str_or(h, "message", "?"));
         const char *op = rc ? "" : om_json_str_or(h, "op", "");
-        if (!strcmp(op, "seed.begin"))
+        if (!strcmp(op, "seed.begin")) {
             size = (uint64_t)json_integer_value(json_object_get(h, "size"));
-        else if (!strcmp(op, "seed.data")) {
+            lo = (uint32_t)json_integer_value(json_object_get(h, "lo"));
+            hi = (uint32_t)json_integer_value(json_object_get(h, "hi"));
+            next = lo;
+        } else if (!strcmp(op, "seed.data")) {
             uint64_t off = (uint64_t)json_integer_value(json_object_get(h, "offset"));
             if (off != got || got + n > size)
-                rc = om_errf(OM_E_Internal, "seed data from %s out of order at %llu", c->active,
+                rc = om_errf(OM_E_Internal, "seed data from %s out of order at %llu", from,
                              (unsigned long long)off);
             else
                 rc = om_pwrite(d.f, bulk, n, off);
             got += n;
+        } else if (from_copy && !strcmp(op, "seed.log")) {
+            uint32_t g = (uint32_t)json_integer_value(json_object_get(h, "gen"));
+            if (got != size || !next || g != next || g > hi)
+                rc = om_errf(OM_E_Internal, "generation %u of the seed from %s out of order", g,
+                             from);
+            else
+                rc = seed_log(ldir, c->base, g, bulk, n);
+            next++;
         } else if (!strcmp(op, "seed.end")) {
             done = 1;
             if (got != size || (uint64_t)json_integer_value(json_object_get(h, "size")) != size)
-                rc = om_errf(OM_E_Internal, "the seed from %s ended at %llu of %llu bytes",
-                             c->active, (unsigned long long)got, (unsigned long long)size);
+                rc = om_errf(OM_E_Internal, "the seed from %s ended at %llu of %llu bytes", from,
+                             (unsigned long long)got, (unsigned long long)size);
+            else if (from_copy && lo && hi >= lo && next != hi + 1)
+                rc = om_errf(OM_E_Internal, "the seed from %s ended before generation %u of %u..%u",
+                             from, next, lo, hi);
         } else if (!rc)
-            rc = om_errf(OM_E_Internal, "unexpected '%s' while seeding from %s", op, c->active);
+            rc = om_errf(OM_E_Internal, "unexpected '%s' while seeding from %s", op, from);
         free(bulk);
         json_decref(h);
     }
@@ -306,17 +367,37 @@ static int seed(rp_copier *c, rp_conn *conn)
             int trc = chk_term(cs);
             if (!rc) rc = trc;
         }
-        if (rc) rc = om_err_ctx(rc, "the seed of %s from %s", c->name, c->active);
+        if (rc) rc = om_err_ctx(rc, "the seed of %s from %s", c->name, from);
     }
     if (!rc)
         rc = om_durable_commit(&d, 0);
     else if (d.f)
         om_durable_abort(&d);
+    /* The seed's generations, as each copied one is: this database's, this stream's, whole. */
+    for (uint32_t g = lo; !rc && from_copy && g && g <= hi; g++) {
+        eng_opts o = {.edb_path = c->edb, .log_dir = c->logs, .base = c->base};
+        rc = eng_passive_inspect(&o, g, NULL);
+        if (rc) {
+            rc = om_err_ctx(rc, "the seed of %s from %s", c->name, from);
+            om_err_saved e;
+            om_err_save(&e, rc);
+            wipe(c); /* not a copy to replay from: seeded again next time */
+            rc = om_err_restore(&e);
+        }
+    }
+    om_dir_close(ldir);
     om_dir_close(dir);
+    rp_close(own);
+    rp_copy_unlock(lk);
     if (!rc) {
         c->reseed_seen = c->reseed_asked;
-        om_info("seeded %s (%s) from %s: %llu bytes", c->name, c->cfg.db_id, c->active,
-                (unsigned long long)got);
+        if (from_copy)
+            om_info("seeded %s (%s) from the copy on %s: %llu bytes and generations %u..%u; "
+                    "going on from the active (%s)",
+                    c->name, c->cfg.db_id, from, (unsigned long long)got, lo, hi, c->active);
+        else
+            om_info("seeded %s (%s) from %s: %llu bytes", c->name, c->cfg.db_id, from,
+                    (unsigned long long)got);
     }
     return rc;
 }
@@ -398,6 +479,10 @@ static int replay(rp_copier *c)
         }
     }
     if (!upto) return 0;
+    /* A seed of another server's copy is being read from this one (reseed.h): replay waits,
+     * the generations stay queued. */
+    int lk = -1;
+    if (rp_copy_lock(c->cfg.data_dir, c->cfg.db_id, 0, NULL, &lk)) return 0;
     eng_passive_state ps;
     int rc = eng_passive_replay(c->p, upto, &ps);
     pthread_mutex_lock(&c->mu);
@@ -416,6 +501,7 @@ static int replay(rp_copier *c)
         else if (deleted)
             om_debug("copy of %s: %u generations below %u deleted", c->name, deleted, below);
     }
+    rp_copy_unlock(lk);
     return rc;
 }
 
@@ -423,8 +509,11 @@ static int open_passive(rp_copier *c)
 {
     eng_opts o = {.edb_path = c->edb, .log_dir = c->logs, .base = c->base};
     eng_passive_state ps;
-    int rc = eng_passive_open(&o, &c->p);
+    int lk = -1;
+    int rc = rp_copy_lock(c->cfg.data_dir, c->cfg.db_id, -1, &c->stop, &lk);
+    if (!rc) rc = eng_passive_open(&o, &c->p);
     if (!rc) rc = eng_passive_replay(c->p, 0, &ps);
+    rp_copy_unlock(lk);
     if (!rc) {
         /* A fresh seed holds no log yet: the copy starts at the generation it needs. */
         uint32_t hi = last_copied(c, NULL);

@@ -362,9 +362,12 @@ int rp_repld_run(const rp_repld_opts *o0)
     if (!rc) rc = check_member(r);
     if (!rc) rc = rp_listen(o.listen, &r->peer_fd);
     if (rc) goto out;
-    r->src = (rp_source){.dag = r->dag, .server = o.server, .store_socket = o.store_socket};
+    r->src = (rp_source){
+        .dag = r->dag, .server = o.server, .store_socket = o.store_socket, .data_dir = o.data_dir};
     const char *dmg = getenv("OMBRA_REPL_TEST_DAMAGE");
     if (dmg) r->src.test_damage_gen = (uint32_t)strtoul(dmg, NULL, 10);
+    const char *pause = getenv("OMBRA_REPL_TEST_SEED_PAUSE_MS");
+    if (pause) r->src.test_seed_pause_ms = (uint32_t)strtoul(pause, NULL, 10);
     om_server_signals_block();
     if ((rc = om_server_listen(sock, r->group, "ombra-repld", &r->listen_fd))) goto out;
     r->etcd_ok = 1;

@@ -21,6 +21,7 @@
 #include "base/time.h"
 #include "base/vfs.h"
 #include "engine/log.h"
+#include "repl/reseed.h"
 #include "repl/wire.h"
 #include "store/client.h"
 
@@ -191,6 +192,7 @@ static int op_seed(rp_source *s, rp_conn *c, const srcdb *d)
             c, json_pack("{s:b,s:s,s:I}", "ok", 1, "op", "seed.data", "offset", (json_int_t)off),
             buf, (size_t)k);
         off += (uint64_t)k;
+        if (s->test_seed_pause_ms) usleep(s->test_seed_pause_ms * 1000u); /* tests */
     }
     if (!rc)
         rc = rp_reply(
@@ -231,6 +233,8 @@ void rp_source_serve(rp_source *s, rp_conn *c)
             if (!rc && !strcmp(op, "log.get")) rc = op_get(s, c, &d, req);
             if (!rc && !strcmp(op, "seed")) rc = op_seed(s, c, &d);
             if (rc) rc = rp_send_error(c, rc);
+        } else if (!strcmp(op, "seed.copy")) { /* a seed from this server's passive copy */
+            rc = rp_reseed_serve(s, c, req);
         } else {
             om_errf(OM_E_InvalidParameter, "unknown request '%s'", op);
             rc = rp_send_error(c, OM_E_InvalidParameter);

@@ -11,8 +11,11 @@ typedef struct rp_source {
     rp_dag *dag;
     const char *server;       /* this server's name */
     const char *store_socket; /* NULL: <runtime>/store.sock */
+    const char *data_dir;     /* $OMBRA_HOME: this server's passive copies, which may seed
+                                 another server's copy (reseed.h); NULL: none */
     volatile int stopping;
-    uint32_t test_damage_gen; /* tests: this generation is damaged once in transit */
+    uint32_t test_damage_gen;    /* tests: this generation is damaged once in transit */
+    uint32_t test_seed_pause_ms; /* tests: a pause after each part of a seed (a seed cut short) */
 } rp_source;
 
 /* Serves requests on c until the peer closes or fails; c stays the caller's. */

@@ -12,6 +12,8 @@
  *        -> {"ok":true,"op":"seed.begin","size":S}, then {"op":"seed.data","offset":O} + up
  *           to RP_SEED_CHUNK bytes each, then {"op":"seed.end","size":S,"sha256":H}: the .edb
  *           as the shadow copy (held provider) holds it; the logs it needs come by log.get.
+ *   {"op":"seed.copy","db":ID,"name":N}   -> the same from a passive copy of this server, with
+ *           the generations it needs (reseed.h)
  * Errors: {"ok":false,"error":N,"message":M} (errors.def numbers). A source serves a database
  * only while it is the active copy of it on this server (the directory's active/<id>) and only
  * under its id and name: a request for another is DatabaseNotFound. */

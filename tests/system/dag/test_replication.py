@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from dag.conftest import (close_generation, copies_match, copy_folder, copy_of,  # noqa: F401
+                          copy_status, drained, passive_digest, roll, wait_copy)
 from dag.dagbed import REPLD_PORT
 
 DAG = "d1"
@@ -31,71 +33,6 @@ def setup_dag(bed, servers, lease_s=None):
         a.ombra(*args)
     for s in servers:
         s.start_repld(args=("--lease-seconds", str(lease_s)) if lease_s else ())
-
-
-def copy_status(s, bed, db=None):
-    args = ["db", "copy", "status", "--json", "--etcd", bed.etcd_url] + ([db] if db else [])
-    return json.loads(s.ombra(*args).out)
-
-
-def copy_of(s, bed, db, server):
-    for c in copy_status(s, bed, db):
-        if c["server"] == server:
-            return c
-    return None
-
-
-def wait_copy(s, bed, db, server, pred, seconds=60, what="the copy"):
-    end = time.time() + seconds
-    last = None
-    while time.time() < end:
-        last = copy_of(s, bed, db, server)
-        if last and pred(last):
-            return last
-        time.sleep(0.3)
-    pytest.fail(f"{what} of {db} on {server} never got there: {last}")
-
-
-def roll(s, db, n=1, size=300000):
-    """Deliveries big enough to close n generations (a generation is 1 MiB of log)."""
-    ids = []
-    for i in range(n * 4):
-        ids.append(s.deliver(db, f"roll{i % 5}", os.urandom(size // 2).hex().encode()))
-    return ids
-
-
-def drained(s, bed, db, server):
-    """Waits until the passive has replayed every generation the active s closed so far."""
-    closed = s.db_show(db)["gen_current"] - 1
-
-    def ok(c):
-        return (c["state"] == "Healthy" and c["copy_queue"] == 0 and c["replay_queue"] == 0
-                and c["replayed"] >= closed)
-    return wait_copy(s, bed, db, server, ok, what=f"replaying through generation {closed}")
-
-
-def copy_folder(bed, s, db):
-    """Where server s keeps its passive copy of db: $OMBRA_HOME/copies/<db id>."""
-    return s.home / "copies" / copy_of(bed.a, bed, db, s.server)["id"]
-
-
-def passive_digest(bed, s, db):
-    """The digest of the passive copy on server s: suspended, mounted offline on a scratch
-    copy (dbutil digest: as a failover would mount it), resumed."""
-    a = bed.a
-    a.ombra("db", "copy", "suspend", db, "--server", s.server, "--etcd", bed.etcd_url)
-    wait_copy(a, bed, db, s.server, lambda c: c["state"] == "Suspended", what="suspending")
-    home = copy_folder(bed, s, db)
-    d = s.ombra("dbutil", "digest", str(home / f"{db}.edb"), "--logs", str(home / "logs"))
-    a.ombra("db", "copy", "resume", db, "--server", s.server, "--etcd", bed.etcd_url)
-    return d.out.strip()
-
-
-def close_generation(a, db):
-    """The active's current generation closed (dismount, mount: the next mount starts the next
-    one), so the passives can copy all that was acknowledged."""
-    a.ombra("db", "dismount", db)
-    a.ombra("db", "mount", db)
 
 
 def repld_log(s):
@@ -147,16 +84,11 @@ def test_seed_while_mail_arrives_then_every_acknowledged_message_on_each_passive
         stop.set()
         t.join()
     assert len(acked) > 5, "mail did not go on during the seed"
-    want = a.digest("db1")
-    close_generation(a, "db1")
+    want = copies_match(bed, a, "db1", [b, c])
     assert a.digest("db1") == want
-    for s in (b, c):
-        drained(a, bed, "db1", s.server)
     st = copy_status(a, bed, "db1")
     assert {x["server"]: x["state"] for x in st} == {"a": "Mounted", "b": "Healthy",
                                                      "c": "Healthy"}
-    for s in (b, c):
-        assert passive_digest(bed, s, "db1") == want, f"the copy on {s.server} differs"
 
 
 @pytest.mark.dag_long
@@ -170,10 +102,7 @@ def test_a_passive_killed_then_restarted_catches_up(dag3):
     roll(a, "db1", 3)
     wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "ServiceDown", what="the lapsed lease")
     b.restart("repld")
-    want = a.digest("db1")
-    close_generation(a, "db1")
-    drained(a, bed, "db1", "b")
-    assert passive_digest(bed, b, "db1") == want
+    copies_match(bed, a, "db1", [b])
 
 
 @pytest.mark.dag_long
@@ -188,10 +117,7 @@ def test_a_passive_partitioned_away_then_healed_catches_up(dag3):
         time.sleep(1)
     finally:
         b.link_up()
-    want = a.digest("db1")
-    close_generation(a, "db1")
-    drained(a, bed, "db1", "b")
-    assert passive_digest(bed, b, "db1") == want
+    copies_match(bed, a, "db1", [b])
 
 
 def test_a_generation_damaged_in_transit_is_refused_and_copied_again(dag_bed):
@@ -202,12 +128,9 @@ def test_a_generation_damaged_in_transit_is_refused_and_copied_again(dag_bed):
     a.ombra("db", "new", "db1")
     a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
     roll(a, "db1", 4)
-    want = a.digest("db1")
-    close_generation(a, "db1")
-    drained(a, bed, "db1", "b")
+    copies_match(bed, a, "db1", [b])
     assert "damaging generation 3" in repld_log(a)
     assert "damaged in transit" in repld_log(b)
-    assert passive_digest(bed, b, "db1") == want
 
 
 @pytest.mark.dag_long
@@ -225,10 +148,7 @@ def test_suspend_stops_copying_and_resume_catches_up(dag3):
     assert c["copied"] == before["copied"] and c["state"] == "Suspended"
     assert copy_of(a, bed, "db1", "a")["generated"] == a.db_show("db1")["gen_current"]
     a.ombra("db", "copy", "resume", "db1", "--server", "b", "--etcd", bed.etcd_url)
-    want = a.digest("db1")
-    close_generation(a, "db1")
-    drained(a, bed, "db1", "b")
-    assert passive_digest(bed, b, "db1") == want
+    copies_match(bed, a, "db1", [b])
 
 
 def test_reseed_replaces_a_diverged_copy(dag3):
@@ -248,10 +168,7 @@ def test_reseed_replaces_a_diverged_copy(dag3):
     wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "Failed" and c["last_error"],
               what="the damaged copy failing")
     a.ombra("db", "copy", "reseed", "db1", "--server", "b", "--etcd", bed.etcd_url)
-    want = a.digest("db1")
-    close_generation(a, "db1")
-    drained(a, bed, "db1", "b")
-    assert passive_digest(bed, b, "db1") == want
+    copies_match(bed, a, "db1", [b])
 
 
 def test_a_peer_with_a_certificate_of_another_dag_is_refused_and_gets_nothing(dag_bed):
@@ -312,10 +229,7 @@ def full_disk_round(bed, a, b, disk):
     c = wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "Failed", what="the full disk")
     assert "space" in c["last_error"] or "full" in c["last_error"], c
     filler.unlink()
-    want = a.digest("db1")
-    close_generation(a, "db1")
-    drained(a, bed, "db1", "b")
-    assert passive_digest(bed, b, "db1") == want
+    copies_match(bed, a, "db1", [b])
 
 
 @pytest.mark.dag_long
@@ -343,10 +257,7 @@ def test_a_lost_etcd_is_retried_and_said_in_dag_status_and_replication_goes_on(d
             break
         assert time.time() < deadline, f"dag status never saw etcd back: {r.out} {r.err}"
         time.sleep(0.5)
-    want = a.digest("db1")
-    close_generation(a, "db1")
-    drained(a, bed, "db1", "b")
-    assert passive_digest(bed, b, "db1") == want
+    copies_match(bed, a, "db1", [b])
 
 
 @pytest.mark.dag_long
