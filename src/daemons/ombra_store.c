@@ -14,14 +14,17 @@
 static void usage(FILE *f)
 {
     fputs(
-        "usage: ombra-store [--foreground] [--server NAME] [--group GROUP] [--checkpoint-depth N] "
-        "[--cache-mb M]\n"
+        "usage: ombra-store [--foreground] [--server NAME] [--etcd URL[,URL...]] [--group GROUP]\n"
+        "                   [--checkpoint-depth N] [--cache-mb M]\n"
         "  Hosts the databases of this server and serves store.sock in the runtime directory\n"
         "  ($OMBRA_RUNTIME_DIR); data in $OMBRA_HOME. Without --foreground it detaches and\n"
         "  logs to $OMBRA_HOME/ombra-store.log.\n"
         "  --server NAME          this server's name in the directory (default: the one\n"
         "                         directory.json names once the server joined a DAG, else the\n"
         "                         host name)\n"
+        "  --etcd URL[,URL...]    once the server joined a DAG: the DAG's etcd, in place of the\n"
+        "                         endpoints directory.json recorded at the join (default\n"
+        "                         $OMBRA_ETCD, else those)\n"
         "  --group GROUP          the group allowed to use the socket (default: the daemon's "
         "group);\n"
         "                         its members act as the daemon's user: a store run as root\n"
@@ -39,7 +42,7 @@ int main(int argc, char **argv)
     int fg = 0;
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
-    store_opts o = {.server = host};
+    store_opts o = {.server = host, .etcd = getenv("OMBRA_ETCD")};
     for (int i = 1; i < argc; i++) {
         int lo = om_server_limit_option("ombra-store", argc, argv, &i, &o.limits);
         if (lo < 0) return 2;
@@ -49,7 +52,9 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--server") && i + 1 < argc) {
             o.server = argv[++i];
             o.server_given = 1;
-        } else if (!strcmp(argv[i], "--group") && i + 1 < argc)
+        } else if (!strcmp(argv[i], "--etcd") && i + 1 < argc)
+            o.etcd = argv[++i];
+        else if (!strcmp(argv[i], "--group") && i + 1 < argc)
             o.group = argv[++i];
         else if (!strcmp(argv[i], "--cache-mb") && i + 1 < argc) {
             char *end;

@@ -57,6 +57,11 @@ typedef struct etcd_tls {
 /* endpoints: comma-separated http:// or https:// URLs (no path). tls: NULL for none. Opens no
  * connection yet: an etcd that is down is found by the first call (use etcd_ping to check). */
 int etcd_open(const char *endpoints, const etcd_tls *tls, etcd **out);
+/* etcd_open as a server of the DAG and its CLI use it: https endpoints are asked with this
+ * server's certificate of the DAG ($OMBRA_HOME/dag/server.crt and server.key; etcd runs with
+ * client-certificate authentication against the DAG's CA), and etcd's own certificate is checked
+ * against the DAG's ca.crt, never the system's store. A missing file is an error naming it. */
+int etcd_open_server(const char *endpoints, etcd **out);
 /* Bounds every later call (ms, > 0). Set it before the handle is shared. */
 void etcd_set_timeout(etcd *e, unsigned timeout_ms);
 void etcd_close(etcd *e);

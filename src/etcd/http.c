@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/paths.h"
 #include "base/time.h"
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -83,6 +84,46 @@ int etcd_open(const char *endpoints, const etcd_tls *tls, etcd **out)
     }
     *out = e;
     return 0;
+}
+
+/* The certificate files of this server in $OMBRA_HOME/dag (docs/design.md, "etcd with client
+ * certificates"); 0 for plain http endpoints, 1 with t filled, or an error naming the missing
+ * file. */
+static int server_tls(const char *endpoints, etcd_tls *t, char ca[4200], char crt[4200],
+                      char key[4200])
+{
+    if (!strstr(endpoints, "https://")) return 0;
+    char home[4096];
+    int rc = om_data_dir(home, sizeof home);
+    if (rc) return rc;
+    snprintf(ca, 4200, "%s/dag/ca.crt", home);
+    snprintf(crt, 4200, "%s/dag/server.crt", home);
+    snprintf(key, 4200, "%s/dag/server.key", home);
+    const char *miss = access(ca, R_OK)    ? ca
+                       : access(crt, R_OK) ? crt
+                       : access(key, R_OK) ? key
+                                           : 0;
+    if (miss)
+        return om_errf(OM_E_FileNotFound,
+                       "etcd at %s takes clients with a certificate of the DAG, and %s cannot be "
+                       "read. HINT: ombra dag add-server NAME --address HOST:PORT --out "
+                       "$OMBRA_HOME/dag (on the server that keeps the DAG's authority)",
+                       endpoints, miss);
+    *t = (etcd_tls){.ca_file = ca, .cert_file = crt, .key_file = key};
+    return 1;
+}
+
+int etcd_open_server(const char *endpoints, etcd **out)
+{
+    *out = NULL;
+    if (!endpoints || !*endpoints)
+        return om_errf(OM_E_InvalidParameter,
+                       "no etcd named. HINT: --etcd http://HOST:2379 or OMBRA_ETCD");
+    etcd_tls tls;
+    char ca[4200], crt[4200], key[4200];
+    int rc = server_tls(endpoints, &tls, ca, crt, key);
+    if (rc >= 0) rc = etcd_open(endpoints, rc ? &tls : NULL, out);
+    return rc;
 }
 
 void etcd_set_timeout(etcd *e, unsigned timeout_ms)

@@ -45,34 +45,6 @@ static int dag_names(etcd *e, char *out, size_t n, int *count)
     return 0;
 }
 
-/* An https etcd is asked with this server's certificate of the DAG ($OMBRA_HOME/dag/server.crt
- * and server.key: etcd runs with client-certificate authentication against the DAG's CA), and
- * its own certificate is checked against the DAG's ca.crt, never the system's store
- * (docs/design.md, "etcd with client certificates"). Plain http endpoints: no TLS. */
-static int tls_files(const char *endpoints, etcd_tls *t, char ca[4200], char crt[4200],
-                     char key[4200])
-{
-    if (!strstr(endpoints, "https://")) return 0;
-    char home[4096];
-    int rc = om_data_dir(home, sizeof home);
-    if (rc) return rc;
-    snprintf(ca, 4200, "%s/dag/ca.crt", home);
-    snprintf(crt, 4200, "%s/dag/server.crt", home);
-    snprintf(key, 4200, "%s/dag/server.key", home);
-    const char *miss = access(ca, R_OK)    ? ca
-                       : access(crt, R_OK) ? crt
-                       : access(key, R_OK) ? key
-                                           : 0;
-    if (miss)
-        return om_errf(OM_E_FileNotFound,
-                       "etcd at %s takes clients with a certificate of the DAG, and %s cannot be "
-                       "read. HINT: ombra dag add-server NAME --address HOST:PORT --out "
-                       "$OMBRA_HOME/dag (on the server that keeps the DAG's authority)",
-                       endpoints, miss);
-    *t = (etcd_tls){.ca_file = ca, .cert_file = crt, .key_file = key};
-    return 1;
-}
-
 int rp_dag_open(const char *endpoints, const char *name, int must_exist, rp_dag **out)
 {
     *out = NULL;
@@ -83,10 +55,7 @@ int rp_dag_open(const char *endpoints, const char *name, int must_exist, rp_dag 
     if (rc0) return rc0;
     rp_dag *d = calloc(1, sizeof *d);
     if (!d) return om_errf(OM_E_OutOfMemory, "DAG handle");
-    etcd_tls tls;
-    char ca[4200], crt[4200], key[4200];
-    int rc = tls_files(endpoints, &tls, ca, crt, key);
-    if (rc >= 0) rc = etcd_open(endpoints, rc ? &tls : NULL, &d->e);
+    int rc = etcd_open_server(endpoints, &d->e);
     if (rc) {
         free(d);
         return rc;

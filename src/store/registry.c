@@ -103,7 +103,7 @@ int store_registry_connect(store_registry *r)
     /* etcd is asked without mu: the requests to the placeholder go on meanwhile. */
     etcd *e = NULL;
     store_dir *d = NULL;
-    int rc = etcd_open(r->conf.url, NULL, &e);
+    int rc = etcd_open_server(r->conf.url, &e);
     if (!rc) rc = store_dir_open_etcd(e, r->conf.dag, r->server, &d);
     pthread_mutex_lock(&r->mu);
     if (rc) {
@@ -138,7 +138,7 @@ int store_registry_join_locked(store_registry *r, const char *url, const char *d
     }
     etcd *e = NULL;
     store_dir *d = NULL;
-    int rc = etcd_open(url, NULL, &e);
+    int rc = etcd_open_server(url, &e);
     if (!rc) rc = store_dir_join(r->dir, e, url, dag, r->server, check_only, &d);
     if (rc || check_only) {
         etcd_close(e);

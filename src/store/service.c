@@ -815,6 +815,15 @@ int store_run(const store_opts *o)
     snprintf(sock, sizeof sock, "%s/store.sock", o->runtime_dir);
     store_dir_conf conf;
     if ((rc = store_dir_read_conf(dirpath, &conf))) return rc;
+    if (conf.etcd && o->etcd && *o->etcd && strcmp(o->etcd, conf.url)) {
+        if (strlen(o->etcd) >= sizeof conf.url)
+            return om_errf(OM_E_InvalidParameter,
+                           "--etcd: %zu characters of endpoints, at most %zu", strlen(o->etcd),
+                           sizeof conf.url - 1);
+        om_info("directory: etcd at %s (given), not %s (recorded at the join in %s)", o->etcd,
+                conf.url, dirpath);
+        snprintf(conf.url, sizeof conf.url, "%s", o->etcd);
+    }
     s->server = o->server;
     if (conf.etcd && strcmp(conf.server, o->server)) {
         if (o->server_given)

@@ -20,6 +20,8 @@
 
 typedef struct store_opts {
     const char *server;       /* this server's name */
+    const char *etcd;         /* the DAG's etcd endpoints, in place of directory.json's (the
+                               * file keeps which DAG and server; NULL or "": the file's) */
     int server_given;         /* it came from --server (else the host name: the directory file's
                                  own name wins when it has one) */
     const char *runtime_dir;  /* store.sock goes here */

@@ -640,7 +640,9 @@ class Bed:
     def etcd_use_tls(self, ca, cert, key, client_cert, client_key):
         """The hook for client-certificate authentication (the DAG's CA, later): restarts every
         member with https client URLs, --client-cert-auth and --trusted-ca-file ca; the bed's own
-        requests then present client_cert/client_key. Peers stay plain http on the bridge."""
+        requests then present client_cert/client_key. Peers stay plain http on the bridge.
+        Each server's environment gets OMBRA_ETCD = the new endpoints: a store restarted then
+        reaches its directory there, not at the endpoints its join recorded."""
         self.etcd_tls = dict(ca=str(ca), cert=str(cert), key=str(key),
                              client_cert=str(client_cert), client_key=str(client_key))
         for m in self.etcd:
@@ -648,6 +650,8 @@ class Bed:
         for m in self.etcd:
             m.start()
         self.wait_etcd()
+        for s in self.servers:
+            s.env["OMBRA_ETCD"] = self.etcd_url
 
     def etcd_request(self, path, body=None, timeout=10.0, member=None):
         """POST body (JSON) to, or GET, path ("/health", "/v3/kv/range") on etcd from the root

@@ -53,9 +53,12 @@ def test_etcd_refuses_a_client_without_a_certificate_of_the_dag_and_the_dag_work
                         url + "/v3/kv/range", *body], capture_output=True, text=True)
     assert r.returncode == 0 and "kvs" in r.stdout, (r.returncode, r.stdout, r.stderr)
 
-    # the DAG works on https: services, status, a copy seeded and replicated
+    # the DAG works on https: the stores (their directory in etcd since they joined) restarted
+    # with the new endpoints, the replication services, status, a copy seeded and replicated
     for s in (a, b):
+        s.restart("store")
         s.start_repld(etcd=url)
+    assert "etcd at " + url in a.stderr(), a.stderr()
     st = a.ombra("dag", "status", "--etcd", url)
     assert "connected" in st.out and "server b" in st.out, st.describe()
     a.ombra("db", "new", "db1")
