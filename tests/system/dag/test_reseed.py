@@ -4,6 +4,8 @@ source dies half-way. Real servers in network namespaces, a real etcd, ombra-rep
 import os
 import time
 
+import pytest
+
 from dag.conftest import (close_generation, copies_match, copy_folder, copy_of, drained, roll,
                           wait_copy)
 from dag.test_replication import dag3, repld_log, setup_dag  # noqa: F401 (dag3: fixture)
@@ -22,6 +24,7 @@ def refused(r, *words):
         assert w in r.err, r.describe()
 
 
+@pytest.mark.dag_long
 def test_reseed_from_another_passive_copy_then_from_the_active(dag3):
     bed = dag3
     a, b, c = bed.a, bed.b, bed.c
@@ -80,6 +83,7 @@ def test_reseed_from_another_passive_copy_then_from_the_active(dag3):
     assert repld_log(a).count(f"seeding {DB} (") == seeds_on_a + 1
 
 
+@pytest.mark.dag_long
 def test_the_actives_repld_killed_in_the_middle_of_a_seed(dag_bed):
     bed = dag_bed(2)
     a, b = bed.a, bed.b
