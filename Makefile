@@ -41,26 +41,31 @@ $(ASAN)/build.ninja:
 build-asan: $(ASAN)/build.ninja
 	@ninja -C $(ASAN)
 
+# Each stage of make test says when it starts (seconds since make started).
+T0 := $(shell date +%s)
+stage = echo "== $(1) (at $$(( $$(date +%s) - $(T0) )) s)"
+
 # Unit tests (cmocka), the same under AddressSanitizer + UBSan, then the system tests.
 test: deps build build-asan
 	@scripts/check-layers
 	@scripts/check-format
-	@echo "== unit tests"
+	@$(call stage,unit tests)
 	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
-	@echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@$(call stage,unit tests under AddressSanitizer + UndefinedBehaviorSanitizer)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=50 OMBRA_TABLE_OPS=20000 OMBRA_PASSIVE_CRASH_POINTS=8 \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
-	@echo "== system tests"
+	@$(call stage,system tests)
 	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system -m "not dag_long"
-	@echo "== system tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@$(call stage,system tests under AddressSanitizer + UndefinedBehaviorSanitizer)
 	@ASAN_OPTIONS=detect_leaks=0 OMBRA_DAEMON_ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \
 	  OMBRA_BUILD=$(abspath $(ASAN)) \
 	  $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system $(ASAN_SYSTEM_SKIP) $(DAG_SKIP)
-	@echo "== table concurrency under ThreadSanitizer"
+	@$(call stage,table concurrency under ThreadSanitizer)
 	@$(MAKE) --no-print-directory test-tsan
-	@echo "== fuzzing the file-format parsers (bounded)"
+	@$(call stage,fuzzing the file-format parsers (bounded))
 	@FUZZ_SECONDS=10 tests/fuzz/run.sh
+	@$(call stage,all passed)
 
 # The long versions of what make test runs short: the restore and damage campaign, the
 # hostile-load soak, the crash harness over 50,000 points, the planner's random histories.
