@@ -264,6 +264,18 @@ int store_client_db_replication_floor(store_client *c, const char *db, const cha
     return call_get(c, req, "state", is_object, "replication state", state);
 }
 
+int store_client_db_sync_position(store_client *c, const char *db, const char *id,
+                                  const char *server, uint32_t gen, uint32_t len)
+{
+    json_t *req = json_pack("{s:s,s:s,s:s,s:s,s:I,s:I}", "op", "db.sync_position", "db", db, "id",
+                            id, "server", server, "gen", (json_int_t)gen, "len", (json_int_t)len),
+           *rep = NULL;
+    if (!req) return om_errf(OM_E_OutOfMemory, "request");
+    int rc = call(c, req, NULL, 0, NULL, NULL, &rep, NULL, NULL);
+    json_decref(rep);
+    return rc;
+}
+
 /* ---- mail ---- */
 
 /* The request {"op": op, "db": db, "mailbox": mailbox} (mailbox NULL: without it). */

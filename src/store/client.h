@@ -96,6 +96,11 @@ int store_client_db_set(store_client *c, const char *name, int circular_logging,
 int store_client_db_replication_floor(store_client *c, const char *db, const char *id,
                                       uint32_t floor, uint32_t hold_s, json_t *released,
                                       json_t **state);
+/* --sync-copies: passive copy `server` of mounted database db (whose id must be id) holds
+ * durably the log of every generation before gen and len bytes of gen's record stream. The
+ * store's commits that wait for synchronous copies count it (store/syncwait.h). */
+int store_client_db_sync_position(store_client *c, const char *db, const char *id,
+                                  const char *server, uint32_t gen, uint32_t len);
 
 /* ---- mail ---- */
 
