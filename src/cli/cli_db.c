@@ -322,11 +322,29 @@ static int run_dismount(const cli_args *a)
 static int run_set(const cli_args *a)
 {
     int circ, allow;
+    uint64_t sync = 0;
     int rc = cli_onoff(a, "circular-logging", &circ);
     if (!rc) rc = cli_onoff(a, "allow-restore", &allow);
+    if (!rc && cli_val(a, "sync-copies"))
+        rc = cli_number(a, "--sync-copies", cli_val(a, "sync-copies"), 0, 16, 0, &sync);
     if (rc) return rc;
-    if (circ < 0 && allow < 0)
-        return cli_usage(a, "nothing to set: give --circular-logging or --allow-restore");
+    if (circ < 0 && allow < 0 && !cli_val(a, "sync-copies"))
+        return cli_usage(a, "nothing to set: give --circular-logging, --allow-restore or "
+                            "--sync-copies");
+    if (cli_val(a, "sync-copies")) {
+        if ((rc = cli_dag_set_sync_copies(a, a->pos[0], (uint32_t)sync))) return rc;
+        if (circ < 0 && allow < 0) {
+            if (cli_flag(a, "json")) {
+                json_t *o =
+                    json_pack("{s:s,s:I}", "name", a->pos[0], "sync_copies", (json_int_t)sync);
+                int st = cli_print_json(o);
+                json_decref(o);
+                return st;
+            }
+            printf("%s: sync copies %llu\n", a->pos[0], (unsigned long long)sync);
+            return CLI_OK;
+        }
+    }
     store_client *sc;
     json_t *db = NULL;
     rc = cli_store(&sc);
@@ -353,6 +371,10 @@ static const cli_opt list_opts[] = {{"json", NULL, "print the list as a JSON arr
 static const cli_opt set_opts[] = {
     {"circular-logging", "on|off", "delete log generations once checkpointed", 0},
     {"allow-restore", "on|off", "let a restore overwrite this database", 0},
+    {"sync-copies", "N",
+     "a DAG database: acknowledge a commit only once N passive copies hold its log (0: off)", 0},
+    {"etcd", "URL", "with --sync-copies: the DAG's etcd (default $OMBRA_ETCD)", 0},
+    {"dag", "NAME", "with --sync-copies: the DAG, when the etcd holds several", 0},
     {"json", NULL, "print the reply's database object as JSON", 0},
     {0},
 };

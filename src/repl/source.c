@@ -197,13 +197,22 @@ static int read_current(const srcdb *d, uint32_t gen, uint64_t from, uint8_t *bu
 
 /* Passes a copy's durable position to the store (--sync-copies counts it). A store that cannot
  * take it is logged, not fatal: the copy goes on, and commits that wait for it time out. */
-static void report_position(store_client *sc, rp_conn *c, const srcdb *d, json_t *req)
+static void report_position(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d, json_t *req)
 {
     json_t *hg = json_object_get(req, "held_gen");
     if (!json_is_integer(hg)) return;
+    /* With the database's --sync-copies as the DAG's record has it (the store's own directory
+     * may hold no DAG record). */
+    json_t *rec = NULL;
+    char k[160];
+    snprintf(k, sizeof k, "databases/%s", d->id);
+    int sync = -1;
+    if (!rp_dag_get(s->dag, k, &rec, NULL) && rec)
+        sync = (int)json_integer_value(json_object_get(rec, "sync_copies"));
+    json_decref(rec);
     int rc = store_client_db_sync_position(
         sc, d->name, d->id, rp_conn_peer(c), (uint32_t)json_integer_value(hg),
-        (uint32_t)json_integer_value(json_object_get(req, "held_len")));
+        (uint32_t)json_integer_value(json_object_get(req, "held_len")), sync);
     if (rc) om_debug("position of %s's copy of %s: %s", rp_conn_peer(c), d->name, om_err_detail());
 }
 
@@ -217,7 +226,7 @@ static int op_stream(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d,
     if (!gen || off < 0 || off > ENG_LOG_SIZE || off % ENG_SLOT_SIZE)
         return om_errf(OM_E_InvalidParameter, "log.stream of %s: generation %u, offset %lld",
                        d->name, gen, (long long)off);
-    report_position(sc, c, d, req);
+    report_position(s, sc, c, d, req);
     int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (in < 0) return om_errf(OM_E_OutOfMemory, "inotify: %s", strerror(errno));
     /* Writes into E00.log are IN_MODIFY of the folder; a roll is a rename into it. */

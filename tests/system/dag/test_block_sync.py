@@ -83,3 +83,104 @@ def test_block_mode_keeps_the_copy_queue_under_one_generation_while_mail_arrives
     close_generation(a, "db1")
     drained(a, bed, "db1", "b")
     assert passive_digest(bed, b, "db1") == want
+
+
+def sync_copies(a, bed, db, n, check=True):
+    return a.ombra("db", "set", db, "--sync-copies", str(n), "--etcd", bed.etcd_url, check=check)
+
+
+def test_sync_copies_more_than_the_copies_is_refused(dag2):
+    bed = dag2
+    a = bed.a
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    r = sync_copies(a, bed, "db1", 3, check=False)
+    assert r.rc == 1 and r.err.count("\n") == 1, r.err
+    assert "1 passive copy" in r.err and "--sync-copies 3" in r.err and "HINT" in r.err
+    # Nothing was set: deliveries go on at once, as before.
+    a.deliver("db1", "box", b"still asynchronous")
+    r = sync_copies(a, bed, "db2", 1, check=False)
+    assert r.rc == 1 and "db2" in r.err
+
+
+def passive_with_stream(bed, s, db, scratch):
+    """What a failover would mount from the passive copy on s: its .edb and closed generations,
+    and the streamed part of the open generation as the current log (padded to a log file's
+    size, as it will be on the active), laid into scratch."""
+    import shutil
+    folder = copy_folder(bed, s, db)
+    scratch.mkdir()
+    shutil.copy(folder / f"{db}.edb", scratch / f"{db}.edb")
+    shutil.copytree(folder / "logs", scratch / "logs")
+    (scratch / "logs" / "E00.chk").unlink(missing_ok=True)
+    cur = scratch / "logs" / "E00.log"
+    shutil.copy(folder / "E00.stream", cur)
+    with open(cur, "r+b") as f:
+        f.truncate(MIB)
+    return scratch
+
+
+def test_sync_copies_1_every_acknowledged_delivery_is_on_the_passive_when_the_active_dies(
+        dag2, tmp_path):
+    bed = dag2
+    a, b = bed.a, bed.b
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    drained(a, bed, "db1", "b")
+    a.deliver("db1", "box", b"before")
+    streaming(a, bed, "db1", "b")
+    sync_copies(a, bed, "db1", 1)
+    time.sleep(3)  # the active's store hears of it with the copy's next stream request
+    acked = [a.deliver("db1", f"box{i % 3}", f"synchronous {i}".encode() * 40)
+             for i in range(30)]
+    a.kill9("store")  # right after the last acknowledgement: nothing more is written
+    a.restart("store")  # recovery: the active's own log holds what it acknowledged
+    want = a.digest("db1")
+    for i, mid in enumerate(acked):
+        assert a.get("db1", f"box{i % 3}", str(mid)) == f"synchronous {i}".encode() * 40
+    b.stop()  # the copier stops where it was when the active died
+    try:
+        scratch = passive_with_stream(bed, b, "db1", tmp_path / "failover")
+    finally:
+        b.cont()
+    d = b.ombra("dbutil", "digest", str(scratch / "db1.edb"), "--logs", str(scratch / "logs"))
+    assert d.out.strip() == want, "an acknowledged delivery is missing from the passive"
+
+
+def test_sync_copies_1_fails_retryably_while_the_only_copy_is_stopped(dag2):
+    bed = dag2
+    a, b = bed.a, bed.b
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    drained(a, bed, "db1", "b")
+    sync_copies(a, bed, "db1", 1)
+    time.sleep(3)  # the active's store hears of it with the copy's next stream request
+    a.deliver("db1", "box", b"acknowledged by the copy")
+    b.stop()
+    try:
+        t0 = time.monotonic()
+        r = a.ombra("mail", "deliver", "db1", "box", input=b"no copy to hold it", check=False)
+        took = time.monotonic() - t0
+    finally:
+        b.cont()
+    assert r.rc == 75, r.describe()
+    assert r.err.count("\n") == 1 and "HINT" in r.err and "synchronous copies" in r.err
+    assert took < 10, f"the delivery waited {took:.1f} s"
+    # The copy is back: deliveries are acknowledged again.
+    end = time.time() + 30
+    while True:
+        r = a.ombra("mail", "deliver", "db1", "box", input=b"the copy is back", check=False)
+        if r.rc == 0 or time.time() > end:
+            break
+        time.sleep(0.5)
+    assert r.rc == 0, r.describe()
+    # Asynchronous again with --sync-copies 0: a stopped copy delays nothing.
+    sync_copies(a, bed, "db1", 0)
+    time.sleep(3)
+    b.stop()
+    try:
+        t0 = time.monotonic()
+        a.deliver("db1", "box", b"asynchronous")
+        assert time.monotonic() - t0 < 3
+    finally:
+        b.cont()
