@@ -89,9 +89,6 @@ int cli_usage(const cli_args *a, const char *fmt, ...) __attribute__((format(pri
 int cli_usage_at(const char *see, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "ombra: <detail> (<err> <name>)" from the thread's error and returns CLI_FAIL. */
 int cli_fail(int err);
-/* db set --sync-copies N (cli_dag.c): the DAG record of db asks for N synchronous copies;
- * refused when db has fewer passive copies. Prints its own error. */
-int cli_dag_set_sync_copies(const cli_args *a, const char *db, uint32_t n);
 
 /* This run's client of the store (store/client.h), made at the first call and freed when the
  * command ends: *out, or an error code (not printed). Its calls return error codes with the

@@ -440,44 +440,6 @@ static int run_copy_add(const cli_args *a)
     return rc ? cli_fail(rc) : CLI_OK;
 }
 
-/* ---- db set --sync-copies ---- */
-
-static int change_sync(void *arg, json_t *rec, int exists)
-{
-    if (!exists) return om_errf(OM_E_DatabaseNotFound, "the database was removed meanwhile");
-    json_object_set_new(rec, "sync_copies", json_integer(*(const json_int_t *)arg));
-    return 0;
-}
-
-int cli_dag_set_sync_copies(const cli_args *a, const char *db, uint32_t n)
-{
-    rp_dag *d = NULL;
-    int st = open_dag(a, cli_val(a, "dag"), 1, &d);
-    if (st) return st;
-    json_t *rec = NULL;
-    char id[37], active[RP_NAME_MAX + 1], k[200];
-    int rc = find_db(d, db, &rec, id, active, sizeof active);
-    size_t passive = 0;
-    const char *server;
-    json_t *cfg;
-    json_object_foreach(json_object_get(rec, "copies"), server, cfg) passive +=
-        strcmp(server, active) != 0;
-    /* Counted now: a copy removed later lowers what can be met, and commits then fail
-     * (retryably) until --sync-copies is lowered or a copy is added. */
-    if (!rc && n > passive)
-        rc = om_errf(OM_E_InvalidParameter,
-                     "database %s has %zu passive cop%s: --sync-copies %u can never be met. "
-                     "HINT: add copies first (ombra db copy add %s --server S), or ask for at "
-                     "most %zu",
-                     db, passive, passive == 1 ? "y" : "ies", n, db, passive);
-    json_int_t v = n;
-    snprintf(k, sizeof k, "databases/%s", id);
-    if (!rc) rc = rp_dag_update(d, k, change_sync, &v);
-    json_decref(rec);
-    rp_dag_close(d);
-    return rc ? cli_fail(rc) : CLI_OK;
-}
-
 /* suspend, resume, remove, reseed: one change of the copy's record. */
 static int copy_action(const cli_args *a, copy_change c)
 {

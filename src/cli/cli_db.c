@@ -7,6 +7,7 @@
 #include "base/logging.h"
 #include "base/proto.h"
 #include "cli/cli.h"
+#include "repl/dag.h"
 
 /* The end of a store call that returned db (rc: its result, printed when it failed): the
  * database as JSON (--json) or through say(); the reply's warning (what failed beside a change
@@ -319,6 +320,51 @@ static int run_dismount(const cli_args *a)
     return say_db(a, sc, rc, db, say_dismounted);
 }
 
+/* ---- db set --sync-copies: the DAG's record ---- */
+
+static int change_sync(void *arg, json_t *rec, int exists)
+{
+    if (!exists) return om_errf(OM_E_DatabaseNotFound, "the database was removed meanwhile");
+    json_object_set_new(rec, "sync_copies", json_integer(*(const json_int_t *)arg));
+    return 0;
+}
+
+/* The DAG record of db asks for n synchronous copies; refused when db has fewer passive
+ * copies (counted now: a copy removed later makes commits fail, retryably, until n is lowered
+ * or a copy added). Prints its own error. */
+static int set_sync_copies(const cli_args *a, const char *db, uint32_t n)
+{
+    const char *url = cli_val(a, "etcd");
+    if (!url) url = getenv("OMBRA_ETCD");
+    if (!url || !*url)
+        return cli_usage(a, "--sync-copies: no etcd named: --etcd URL or OMBRA_ETCD");
+    rp_dag *d = NULL;
+    json_t *rec = NULL, *act = NULL;
+    char id[37], k[200];
+    int rc = rp_dag_open(url, cli_val(a, "dag"), 1, &d);
+    if (!rc) rc = rp_dag_find_db(d, db, &rec, id);
+    snprintf(k, sizeof k, "active/%s", id);
+    if (!rc) rc = rp_dag_get(d, k, &act, NULL);
+    const char *active = om_json_str_or(act, "server", ""), *server;
+    size_t passive = 0;
+    json_t *cfg;
+    json_object_foreach(json_object_get(rec, "copies"), server, cfg) passive +=
+        strcmp(server, active) != 0;
+    if (!rc && n > passive)
+        rc = om_errf(OM_E_InvalidParameter,
+                     "database %s has %zu passive cop%s: --sync-copies %u can never be met. "
+                     "HINT: add copies first (ombra db copy add %s --server S), or ask for at "
+                     "most %zu",
+                     db, passive, passive == 1 ? "y" : "ies", n, db, passive);
+    json_int_t v = n;
+    snprintf(k, sizeof k, "databases/%s", id);
+    if (!rc) rc = rp_dag_update(d, k, change_sync, &v);
+    json_decref(rec);
+    json_decref(act);
+    rp_dag_close(d);
+    return rc ? cli_fail(rc) : CLI_OK;
+}
+
 static int run_set(const cli_args *a)
 {
     int circ, allow;
@@ -332,7 +378,7 @@ static int run_set(const cli_args *a)
         return cli_usage(a, "nothing to set: give --circular-logging, --allow-restore or "
                             "--sync-copies");
     if (cli_val(a, "sync-copies")) {
-        if ((rc = cli_dag_set_sync_copies(a, a->pos[0], (uint32_t)sync))) return rc;
+        if ((rc = set_sync_copies(a, a->pos[0], (uint32_t)sync))) return rc;
         if (circ < 0 && allow < 0) {
             if (cli_flag(a, "json")) {
                 json_t *o =
