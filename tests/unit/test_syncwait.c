@@ -31,8 +31,7 @@ static void positions_count_per_database_and_server(void **state)
     assert_int_equal(store_syncwait_report(w, "db1", "c", (eng_lgpos){4, 0}), 0);
     assert_int_equal(store_syncwait_count(w, "db1", want), 1);
     assert_int_equal(store_syncwait_count(w, "db2", want), 1);
-    assert_int_equal(store_syncwait_report(w, "db1", "", (eng_lgpos){4, 0}),
-                     OM_E_InvalidParameter);
+    assert_int_equal(store_syncwait_report(w, "db1", "", (eng_lgpos){4, 0}), OM_E_InvalidParameter);
     store_syncwait_set_wanted(w, "db1", 2);
     assert_int_equal(store_syncwait_wanted(w, "db1"), 2);
     assert_int_equal(store_syncwait_wanted(w, "db2"), 0);
