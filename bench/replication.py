@@ -13,7 +13,9 @@ active's, or the benchmark fails.
 PostgreSQL (root, Debian's postgresql 15): a primary alone, then with one streaming standby
 (pg_basebackup -R, a replication slot), pgbench -c THREADS inserting a --size-byte bytea
 (storage external: not compressed) per transaction, with synchronous_commit on and off, and
-with the standby synchronous (synchronous_standby_names '*'); the standby's receive and replay
+with the standby synchronous (synchronous_standby_names '*') (Ombra's beside it: a fourth
+database, sync1, with one copy and --sync-copies 1, its turn after the others in each round);
+the standby's receive and replay
 LSNs sampled every 0.2 s; the same catch-up (standby stopped, --backlog-mb of WAL, started).
 Prints a table and writes bench/results/replication.json.
 
@@ -492,6 +494,12 @@ def ombra_run(a, tmp):
             dag.new_db(db)
             for s in dag.servers[1:1 + n]:
                 act.ombra("db", "copy", "add", db, "--server", s.name)
+        # --sync-copies 1 (block mode): a delivery is acknowledged once the copy holds its log
+        dag.new_db("sync1")
+        act.ombra("db", "copy", "add", "sync1", "--server", dag.servers[1].name)
+        act.ombra("db", "set", "sync1", "--sync-copies", "1")
+        time.sleep(3)  # the store hears of it with the copy's next stream request
+        sync_phases = []
         phases = {n: [] for n in dbs}
         for rnd in range(a.rounds):
             order = [0, 1, 2] if rnd % 2 == 0 else [2, 1, 0]  # both ends meet the same weather
@@ -502,6 +510,16 @@ def ombra_run(a, tmp):
                 phases[n].append(ph)
                 print(f"  round {rnd + 1}, {n} copies: {ph['deliveries'] / ph['seconds']:,.0f} deliveries/s",
                       flush=True)
+            ph = load_phase(dag, "sync1", 1, a)
+            sync_phases.append(ph)
+            print(f"  round {rnd + 1}, 1 synchronous copy: {ph['deliveries'] / ph['seconds']:,.0f} deliveries/s",
+                  flush=True)
+        lat = [x for ph in sync_phases for x in ph["lat"]]
+        dl = sum(ph["deliveries"] for ph in sync_phases)
+        secs = sum(ph["seconds"] for ph in sync_phases)
+        r["sync1"] = {"deliveries": dl, "seconds": secs, "deliveries_per_s": dl / secs,
+                      "per_round": [ph["deliveries"] / ph["seconds"] for ph in sync_phases],
+                      "latency_ms_p50": pct(lat, 50) * 1e3, "latency_ms_p99": pct(lat, 99) * 1e3}
         for n in dbs:
             lat = [x for ph in phases[n] for x in ph["lat"]]
             dl = sum(ph["deliveries"] for ph in phases[n])
@@ -791,9 +809,13 @@ def main():
         ("commit latency p99 ms, 2 async copies", o2["latency_ms_p99"], None, False),
         ("commits/s, synchronous_commit off", "n/a", g("async_off").get("tps"), False),
         ("commit latency p50 ms, sync_commit off", "n/a", g("async_off").get("latency_ms_p50"), False),
-        ("commits/s, synchronous standby/copy", "no --sync", g("sync_on").get("tps"), False),
-        ("commit latency p50 ms, synchronous", "no --sync", g("sync_on").get("latency_ms_p50"), False),
-        ("commit latency p99 ms, synchronous", "no --sync", g("sync_on").get("latency_ms_p99"), False),
+        ("commits/s, synchronous standby/copy", o["sync1"]["deliveries_per_s"], g("sync_on").get("tps"), True),
+        ("commit latency p50 ms, synchronous", o["sync1"]["latency_ms_p50"], g("sync_on").get("latency_ms_p50"),
+         True),
+        ("commit latency p99 ms, synchronous", o["sync1"]["latency_ms_p99"], g("sync_on").get("latency_ms_p99"),
+         True),
+        ("cost: sync rate / async rate, 1 copy", ratio(o["sync1"]["deliveries_per_s"], o1["deliveries_per_s"]),
+         ratio(g("sync_on").get("tps"), g("async_on").get("tps")), True),
         ("log MB/s written, 1 copy", o1["log_mb_per_s"], g("async_on").get("wal_mb_per_s"), True),
         ("log KB per commit, 1 copy", o1["log_kb_per_delivery"], g("async_on").get("wal_kb_per_commit"), True),
         ("replayed MB/s on the passive, 1 copy", p1["replayed_gens_per_s"] * GEN_MB if p1["replayed_gens_per_s"]

@@ -23,7 +23,8 @@
 #include "base/error.h"
 #include "store/client.h"
 
-enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+/* CLI_TEMPFAIL (EX_TEMPFAIL): the error is retryable (SyncCopiesUnavailable). */
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2, CLI_TEMPFAIL = 75 };
 
 typedef struct cli_opt {
     const char *name; /* "edb" for --edb */

@@ -31,7 +31,7 @@ int cli_fail(int err)
     fputs("ombra: ", stderr);
     put_one_line(d && *d ? d : om_err_msg(err));
     fprintf(stderr, " (%d %s)\n", err, om_err_name(err));
-    return CLI_FAIL;
+    return err == OM_E_SyncCopiesUnavailable ? CLI_TEMPFAIL : CLI_FAIL;
 }
 
 /* The part after "ombra: " of a usage error, then where to look. */

@@ -683,6 +683,12 @@ static int run_copy_status(const cli_args *a)
                           made ? made : json_integer_value(json_object_get(s, "generated")),
                           "copied", copied, "inspected", inspected, "replayed", replayed,
                           "last_error", om_json_str_or(s, "last_error", ""));
+            if (!is_active) { /* block mode: the open generation, held in part */
+                json_object_set_new(o, "mode", json_string(om_json_str_or(s, "mode", "file")));
+                json_object_set(o, "streamed_gen", json_object_get(s, "streamed_gen"));
+                json_object_set(o, "streamed_bytes", json_object_get(s, "streamed_bytes"));
+                json_object_set(o, "streamed_len", json_object_get(s, "streamed_len"));
+            }
             json_array_append_new(out, o);
         }
     }

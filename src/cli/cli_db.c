@@ -7,6 +7,7 @@
 #include "base/logging.h"
 #include "base/proto.h"
 #include "cli/cli.h"
+#include "repl/dag.h"
 
 /* The end of a store call that returned db (rc: its result, printed when it failed): the
  * database as JSON (--json) or through say(); the reply's warning (what failed beside a change
@@ -319,14 +320,77 @@ static int run_dismount(const cli_args *a)
     return say_db(a, sc, rc, db, say_dismounted);
 }
 
+/* ---- db set --sync-copies: the DAG's record ---- */
+
+static int change_sync(void *arg, json_t *rec, int exists)
+{
+    if (!exists) return om_errf(OM_E_DatabaseNotFound, "the database was removed meanwhile");
+    json_object_set_new(rec, "sync_copies", json_integer(*(const json_int_t *)arg));
+    return 0;
+}
+
+/* The DAG record of db asks for n synchronous copies; refused when db has fewer passive
+ * copies (counted now: a copy removed later makes commits fail, retryably, until n is lowered
+ * or a copy added). Prints its own error. */
+static int set_sync_copies(const cli_args *a, const char *db, uint32_t n)
+{
+    const char *url = cli_val(a, "etcd");
+    if (!url) url = getenv("OMBRA_ETCD");
+    if (!url || !*url)
+        return cli_usage(a, "--sync-copies: no etcd named: --etcd URL or OMBRA_ETCD");
+    rp_dag *d = NULL;
+    json_t *rec = NULL, *act = NULL;
+    char id[37], k[200];
+    int rc = rp_dag_open(url, cli_val(a, "dag"), 1, &d);
+    if (!rc) rc = rp_dag_find_db(d, db, &rec, id);
+    snprintf(k, sizeof k, "active/%s", id);
+    if (!rc) rc = rp_dag_get(d, k, &act, NULL);
+    const char *active = om_json_str_or(act, "server", ""), *server;
+    size_t passive = 0;
+    json_t *cfg;
+    json_object_foreach(json_object_get(rec, "copies"), server, cfg) passive +=
+        strcmp(server, active) != 0;
+    if (!rc && n > passive)
+        rc = om_errf(OM_E_InvalidParameter,
+                     "database %s has %zu passive cop%s: --sync-copies %u can never be met. "
+                     "HINT: add copies first (ombra db copy add %s --server S), or ask for at "
+                     "most %zu",
+                     db, passive, passive == 1 ? "y" : "ies", n, db, passive);
+    json_int_t v = n;
+    snprintf(k, sizeof k, "databases/%s", id);
+    if (!rc) rc = rp_dag_update(d, k, change_sync, &v);
+    json_decref(rec);
+    json_decref(act);
+    rp_dag_close(d);
+    return rc ? cli_fail(rc) : CLI_OK;
+}
+
 static int run_set(const cli_args *a)
 {
     int circ, allow;
+    uint64_t sync = 0;
     int rc = cli_onoff(a, "circular-logging", &circ);
     if (!rc) rc = cli_onoff(a, "allow-restore", &allow);
+    if (!rc && cli_val(a, "sync-copies"))
+        rc = cli_number(a, "--sync-copies", cli_val(a, "sync-copies"), 0, 16, 0, &sync);
     if (rc) return rc;
-    if (circ < 0 && allow < 0)
-        return cli_usage(a, "nothing to set: give --circular-logging or --allow-restore");
+    if (circ < 0 && allow < 0 && !cli_val(a, "sync-copies"))
+        return cli_usage(a, "nothing to set: give --circular-logging, --allow-restore or "
+                            "--sync-copies");
+    if (cli_val(a, "sync-copies")) {
+        if ((rc = set_sync_copies(a, a->pos[0], (uint32_t)sync))) return rc;
+        if (circ < 0 && allow < 0) {
+            if (cli_flag(a, "json")) {
+                json_t *o =
+                    json_pack("{s:s,s:I}", "name", a->pos[0], "sync_copies", (json_int_t)sync);
+                int st = cli_print_json(o);
+                json_decref(o);
+                return st;
+            }
+            printf("%s: sync copies %llu\n", a->pos[0], (unsigned long long)sync);
+            return CLI_OK;
+        }
+    }
     store_client *sc;
     json_t *db = NULL;
     rc = cli_store(&sc);
@@ -353,6 +417,10 @@ static const cli_opt list_opts[] = {{"json", NULL, "print the list as a JSON arr
 static const cli_opt set_opts[] = {
     {"circular-logging", "on|off", "delete log generations once checkpointed", 0},
     {"allow-restore", "on|off", "let a restore overwrite this database", 0},
+    {"sync-copies", "N",
+     "a DAG database: acknowledge a commit only once N passive copies hold its log (0: off)", 0},
+    {"etcd", "URL", "with --sync-copies: the DAG's etcd (default $OMBRA_ETCD)", 0},
+    {"dag", "NAME", "with --sync-copies: the DAG, when the etcd holds several", 0},
     {"json", NULL, "print the reply's database object as JSON", 0},
     {0},
 };

@@ -311,6 +311,9 @@ int eng_page_objid(eng_db *db, uint32_t pgno, uint32_t *objid);
 
 /* Makes every commit so far durable (for lazy commits). */
 int eng_log_flush(eng_db *db);
+/* Where the durable log ends now: every commit that returned before this call is before it
+ * (the store's --sync-copies waits until copies hold the log up to there). */
+eng_lgpos eng_log_durable_end(eng_db *db);
 /* Flushes the dirty pages and advances the checkpoint to the end of the log. */
 int eng_checkpoint(eng_db *db);
 int eng_db_info(eng_db *db, eng_info *info);

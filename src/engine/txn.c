@@ -453,6 +453,11 @@ int eng_log_flush(eng_db *db)
     return rc ? eng_fatal_set(db, rc) : 0;
 }
 
+eng_lgpos eng_log_durable_end(eng_db *db)
+{
+    return eng_log_lgpos(db->log, eng_log_durable_lsn(db->log));
+}
+
 eng_db *eng_txn_db(eng_txn *t)
 {
     return t->db;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/hash.h"
 #include "base/logging.h"
 #include "base/paths.h"
 #include "base/proto.h"
@@ -18,6 +19,7 @@
 #include "base/vfs.h"
 #include "check/check.h"
 #include "engine/engine.h"
+#include "engine/format.h"
 #include "engine/log.h"
 #include "repl/reseed.h"
 #include "repl/wire.h"
@@ -39,6 +41,9 @@ struct rp_copier {
     int64_t reseed_seen, reseed_asked;
     uint32_t replay_lag_s;
     uint32_t closed, current, first; /* what the active said last */
+    int no_block;                    /* the active's source does not know log.stream */
+    uint32_t sgen, slen;             /* block mode: generation streamed, its stream bytes held */
+    uint64_t soff;                   /* ... its file bytes held in <base>.stream */
     uint64_t published_ns;
     char published[1024], published_state[16];
     eng_passive *p;
@@ -144,6 +149,10 @@ static void publish(rp_copier *c, int force)
         (json_int_t)(made > st.copied ? made - st.copied : 0), "replay_queue",
         (json_int_t)(st.inspected > st.replayed ? st.inspected - st.replayed : 0), "edb", c->edb,
         "logs", c->logs, "last_error", st.last_error);
+    json_object_set_new(rec, "mode", json_string(st.block ? "block" : "file"));
+    json_object_set_new(rec, "streamed_gen", json_integer((json_int_t)st.streamed_gen));
+    json_object_set_new(rec, "streamed_bytes", json_integer((json_int_t)st.streamed_bytes));
+    json_object_set_new(rec, "streamed_len", json_integer((json_int_t)st.streamed_len));
     char *s = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
     uint64_t now = om_mono_ns();
     /* A change at most twice a second (a copy catching up changes with every generation), a
@@ -236,6 +245,14 @@ static int wipe(rp_copier *c)
         rc = om_unlink_at(dir, edbname);
         if (rc == OM_E_FileNotFound) rc = 0;
     }
+    char sname[32];
+    snprintf(sname, sizeof sname, "%s.stream", c->base);
+    if (!rc) {
+        rc = om_unlink_at(dir, sname);
+        if (rc == OM_E_FileNotFound) rc = 0;
+    }
+    c->sgen = c->slen = 0;
+    c->soff = 0;
     if (!rc) rc = om_dir_sync(logs);
     if (!rc) rc = om_dir_sync(dir);
     om_dir_close(logs);
@@ -416,17 +433,11 @@ static uint32_t last_copied(rp_copier *c, uint32_t *first)
     return hi;
 }
 
-/* One generation: fetched, written under a temporary name, synced, inspected, renamed into
- * the copy's log folder. */
-static int fetch(rp_copier *c, rp_conn *conn, uint32_t gen)
+/* A whole generation's file (fetched, or streamed and checked): written under a temporary
+ * name, synced, renamed into the copy's log folder, inspected there. */
+static int install(rp_copier *c, uint32_t gen, const void *bulk, size_t n)
 {
-    json_t *h = NULL;
-    void *bulk = NULL;
-    size_t n = 0;
-    int rc = rp_call(conn,
-                     json_pack("{s:s,s:s,s:s,s:I}", "op", "log.get", "db", c->cfg.db_id, "name",
-                               c->name, "gen", (json_int_t)gen),
-                     30000, &h, &bulk, &n);
+    int rc = 0;
     om_dir *dir = NULL;
     om_durable d = {0};
     char name[64];
@@ -454,13 +465,178 @@ static int fetch(rp_copier *c, rp_conn *conn, uint32_t gen)
         }
     }
     om_dir_close(dir);
-    free(bulk);
-    json_decref(h);
     if (!rc) {
         pthread_mutex_lock(&c->mu);
         c->st.copied = c->st.inspected = gen;
         pthread_mutex_unlock(&c->mu);
     }
+    return rc;
+}
+
+/* One generation fetched whole (log.get) and installed. */
+static int fetch(rp_copier *c, rp_conn *conn, uint32_t gen)
+{
+    json_t *h = NULL;
+    void *bulk = NULL;
+    size_t n = 0;
+    int rc = rp_call(conn,
+                     json_pack("{s:s,s:s,s:s,s:I}", "op", "log.get", "db", c->cfg.db_id, "name",
+                               c->name, "gen", (json_int_t)gen),
+                     30000, &h, &bulk, &n);
+    if (!rc) rc = install(c, gen, bulk, n);
+    free(bulk);
+    json_decref(h);
+    return rc;
+}
+
+/* ---- block mode ---- */
+
+static void stream_status(rp_copier *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->st.block = !c->no_block;
+    c->st.streamed_gen = c->soff ? c->sgen : 0;
+    c->st.streamed_bytes = c->soff;
+    c->st.streamed_len = c->slen;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* The partial file of the generation being streamed: <base>.stream in the copy's folder. */
+static void stream_name(const rp_copier *c, char *name, size_t n)
+{
+    snprintf(name, n, "%s.stream", c->base);
+}
+
+/* Reads [0, want) of the partial file into buf (zeros past its end). */
+static int stream_read(rp_copier *c, om_dir *dir, uint8_t *buf, uint64_t want, uint64_t *have)
+{
+    char name[32];
+    stream_name(c, name, sizeof name);
+    om_file *f = NULL;
+    *have = 0;
+    memset(buf, 0, want);
+    int rc = om_open_at(dir, name, OM_O_RDONLY, &f);
+    if (rc == OM_E_FileNotFound) return 0;
+    uint64_t size = 0;
+    if (!rc) rc = om_fsize(f, &size);
+    if (!rc) {
+        *have = size < want ? size : want;
+        rc = om_pread_full(f, buf, *have, 0);
+    }
+    om_close(f);
+    return rc;
+}
+
+/* Starts streaming generation gen: what the partial file already holds of it (a copier that
+ * stopped while streaming goes on from its good slots; a file of another generation counts
+ * for nothing and is written over). */
+static int stream_begin(rp_copier *c, om_dir *dir, uint32_t gen)
+{
+    uint8_t *buf = malloc(ENG_LOG_SIZE);
+    if (!buf) return om_errf(OM_E_OutOfMemory, "stream buffer");
+    uint64_t have = 0;
+    int rc = stream_read(c, dir, buf, ENG_LOG_SIZE, &have);
+    c->sgen = gen;
+    c->slen = 0;
+    c->soff = rc ? 0 : rp_log_good_end(buf, 0, have - have % ENG_SLOT_SIZE, gen, &c->slen);
+    if (c->soff)
+        om_info("copy of %s: generation %u goes on from %llu bytes streamed before", c->name, gen,
+                (unsigned long long)c->soff);
+    free(buf);
+    return rc;
+}
+
+/* Appends n bytes at the partial file's offset off and syncs them (the name too, when new). */
+static int stream_append(rp_copier *c, om_dir *dir, const void *data, size_t n, uint64_t off)
+{
+    char name[32];
+    stream_name(c, name, sizeof name);
+    om_file *f = NULL;
+    int rc = om_open_at(dir, name, OM_O_CREATE, &f);
+    if (!rc) rc = om_pwrite(f, data, n, off);
+    if (!rc) rc = om_sync(f);
+    om_close(f);
+    if (!rc && off == 0) rc = om_dir_sync(dir);
+    return rc;
+}
+
+/* One log.stream exchange for generation gen (copied + 1): the bytes past what the partial
+ * file holds are appended; once gen is closed, the whole is checked against the closed file
+ * and installed (or fetched whole when it differs). OM_E_InvalidParameter "unknown request":
+ * the source has no block mode. */
+static int stream_step(rp_copier *c, rp_conn *conn, uint32_t gen, int timeout_ms)
+{
+    om_dir *dir = NULL, *ldir = NULL;
+    int rc = open_dirs(c, &dir, &ldir);
+    om_dir_close(ldir);
+    if (!rc && c->sgen != gen) rc = stream_begin(c, dir, gen);
+    json_t *r = NULL;
+    void *bulk = NULL;
+    size_t n = 0;
+    if (!rc)
+        rc = rp_call(conn,
+                     json_pack("{s:s,s:s,s:s,s:I,s:I,s:i,s:I,s:I}", "op", "log.stream", "db",
+                               c->cfg.db_id, "name", c->name, "gen", (json_int_t)gen, "offset",
+                               (json_int_t)c->soff, "timeout_ms", timeout_ms, "held_gen",
+                               (json_int_t)gen, "held_len", (json_int_t)c->slen),
+                     timeout_ms + 30000, &r, &bulk, &n);
+    uint64_t off = 0, end = 0;
+    if (!rc) {
+        c->closed = (uint32_t)json_integer_value(json_object_get(r, "closed_gen"));
+        c->current = (uint32_t)json_integer_value(json_object_get(r, "current"));
+        c->first = (uint32_t)json_integer_value(json_object_get(r, "first"));
+        off = (uint64_t)json_integer_value(json_object_get(r, "offset"));
+        end = (uint64_t)json_integer_value(json_object_get(r, "end"));
+        if ((uint32_t)json_integer_value(json_object_get(r, "gen")) != gen || off != c->soff ||
+            end < off || end > ENG_LOG_SIZE || end - off != n)
+            rc = om_errf(OM_E_Internal,
+                         "log.stream of generation %u of %s from %s: %zu bytes for [%llu, %llu)",
+                         gen, c->name, c->active, n, (unsigned long long)off,
+                         (unsigned long long)end);
+    }
+    if (!rc && json_is_true(json_object_get(r, "closed"))) {
+        /* Closed: what was streamed and the rest, checked whole before it goes anywhere. */
+        uint8_t *whole = malloc(ENG_LOG_SIZE);
+        uint64_t have = 0;
+        rc = whole ? stream_read(c, dir, whole, off, &have) : om_errf(OM_E_OutOfMemory, "stream");
+        if (!rc && have != off)
+            rc = om_errf(OM_E_DiskIO,
+                         "the partial copy of generation %u of %s is %llu bytes, not %llu", gen,
+                         c->name, (unsigned long long)have, (unsigned long long)off);
+        char x[24] = "";
+        if (!rc) {
+            memcpy(whole + off, bulk, n);
+            snprintf(x, sizeof x, "%016llx",
+                     (unsigned long long)om_xxh3(whole, ENG_LOG_SIZE, (uint64_t)gen));
+        }
+        if (!rc && strcmp(x, om_json_str_or(r, "xxh3", ""))) {
+            om_warn("copy of %s: the %llu bytes of generation %u streamed from %s differ from "
+                    "the closed generation (the active wrote them again after a crash?): "
+                    "fetching it whole",
+                    c->name, (unsigned long long)off, gen, c->active);
+            rc = fetch(c, conn, gen);
+        } else if (!rc) {
+            rc = install(c, gen, whole, ENG_LOG_SIZE);
+        }
+        free(whole);
+        if (!rc) {
+            char name[32];
+            stream_name(c, name, sizeof name);
+            om_unlink_at(dir, name); /* a leftover is only written over: no sync needed */
+            c->sgen = c->slen = 0;
+            c->soff = 0;
+        }
+    } else if (!rc && n) {
+        rc = stream_append(c, dir, bulk, n, off);
+        if (!rc) {
+            c->soff = end;
+            c->slen = (uint32_t)json_integer_value(json_object_get(r, "len"));
+        }
+    }
+    stream_status(c);
+    om_dir_close(dir);
+    free(bulk);
+    json_decref(r);
     return rc;
 }
 
@@ -566,8 +742,11 @@ static int copy_failed(int rc)
  * the copy cannot go on. */
 static int run_copy(rp_copier *c, rp_conn *conn)
 {
-    int rc = 0, damaged = 0;
+    /* quick: the last round streamed, so the next one asks without waiting (else a database
+     * with nothing to stream, e.g. dismounted, would be asked in a loop). */
+    int rc = 0, damaged = 0, need_wait = 1, quick = 1;
     set_state(c, "Healthy", 0);
+    stream_status(c);
     publish(c, 1); /* connected: no longer Suspended, Disconnected or Seeding */
     while (!rc && !stopping(c)) {
         pthread_mutex_lock(&c->mu);
@@ -582,18 +761,23 @@ static int run_copy(rp_copier *c, rp_conn *conn)
                 strcmp(active, c->active))
                 return 0;
         }
-        json_t *r = NULL;
-        rc =
-            rp_call(conn,
-                    json_pack("{s:s,s:s,s:s,s:I,s:i}", "op", "log.wait", "db", c->cfg.db_id, "name",
-                              c->name, "after", (json_int_t)c->st.copied, "timeout_ms", 2000),
-                    30000, &r, NULL, NULL);
-        if (rc) break;
-        c->closed = (uint32_t)json_integer_value(json_object_get(r, "closed"));
-        c->current = (uint32_t)json_integer_value(json_object_get(r, "current"));
-        uint32_t first = (uint32_t)json_integer_value(json_object_get(r, "first"));
-        c->first = first;
-        json_decref(r);
+        /* Block mode asks what is closed only when the last stream answer did not say. */
+        if (need_wait) {
+            json_t *r = NULL;
+            rc = rp_call(conn,
+                         json_pack("{s:s,s:s,s:s,s:I,s:i}", "op", "log.wait", "db", c->cfg.db_id,
+                                   "name", c->name, "after", (json_int_t)c->st.copied, "timeout_ms",
+                                   c->no_block || !quick ? 2000 : 0),
+                         30000, &r, NULL, NULL);
+            if (rc) break;
+            c->closed = (uint32_t)json_integer_value(json_object_get(r, "closed"));
+            c->current = (uint32_t)json_integer_value(json_object_get(r, "current"));
+            c->first = (uint32_t)json_integer_value(json_object_get(r, "first"));
+            json_decref(r);
+        }
+        need_wait = 1;
+        quick = 0;
+        uint32_t first = c->first;
         om_debug("copy of %s: closed %u, current %u, first %u, copied %u", c->name, c->closed,
                  c->current, first, c->st.copied);
         if (c->st.copied + 1 < first && c->closed > c->st.copied) {
@@ -606,7 +790,9 @@ static int run_copy(rp_copier *c, rp_conn *conn)
             return rc;
         }
         for (uint32_t g = c->st.copied + 1; !rc && g <= c->closed && !stopping(c); g++) {
-            rc = fetch(c, conn, g);
+            /* A generation streamed in part is completed (and checked) rather than fetched. */
+            rc = !c->no_block && c->sgen == g && c->soff ? stream_step(c, conn, g, 0)
+                                                         : fetch(c, conn, g);
             if (rc == OM_E_LogFileCorrupt && damaged++ < 3) { /* damaged in transit: again */
                 om_warn("generation %u of %s from %s was damaged in transit: fetching it again "
                         "(%s)",
@@ -629,6 +815,22 @@ static int run_copy(rp_copier *c, rp_conn *conn)
         if (!rc) {
             set_state(c, "Healthy", 0);
             publish(c, 0);
+        }
+        /* Caught up with the closed generations: the open one streams as it grows (a long
+         * poll, answered as soon as the active writes). */
+        if (!rc && !c->no_block && c->current && c->current == c->st.copied + 1 && !stopping(c)) {
+            rc = stream_step(c, conn, c->current, 2000);
+            if (rc == OM_E_InvalidParameter && strstr(om_err_detail(), "unknown request")) {
+                om_info("copy of %s: %s has no block mode: copying closed generations only",
+                        c->name, c->active);
+                c->no_block = 1;
+                stream_status(c);
+                rc = 0;
+            } else if (!rc) {
+                need_wait = 0;
+                quick = 1;
+                publish(c, 0);
+            }
         }
     }
     return rc;

@@ -5,6 +5,12 @@
  *   seed when the copy has no .edb yet, or a reseed was asked (the .edb under a shadow copy
  *     streamed whole, written as <edb>.seeding, checked page by page, renamed into place)
  *   loop: log.wait for the next closed generation (a long poll: no timer)
+ *         block mode (the default, when the active's source knows log.stream): once caught up,
+ *           the generation the active writes is streamed as it grows into <base>.stream in
+ *           the copy's folder (never its log folder), appended and synced; when it closes the
+ *           rest comes, the whole is checked against the closed file's hash and goes the way
+ *           of a fetched one (a mismatch, e.g. bytes the active lost in a crash, is fetched
+ *           whole instead)
  *         log.get each one -> written under a temporary name, synced, inspected (checksums,
  *           chain, log and database signatures: the engine's validator), renamed into the
  *           copy's log folder, the folder synced; a damaged one is fetched again
@@ -27,6 +33,10 @@
 typedef struct rp_copy_status {
     char state[16];
     uint32_t generated, copied, inspected, replayed; /* last generation of each */
+    int block;               /* block mode: the open generation is streamed */
+    uint32_t streamed_gen;   /* block mode: the open generation held in part (0: none) */
+    uint64_t streamed_bytes; /* ... its file's bytes held durably */
+    uint32_t streamed_len;   /* ... its record stream's bytes among them */
     char last_error[512];
 } rp_copy_status;
 

@@ -16,10 +16,12 @@
 
 #include "backup/shadow.h"
 #include "base/error.h"
+#include "base/hash.h"
 #include "base/logging.h"
 #include "base/proto.h"
 #include "base/time.h"
 #include "base/vfs.h"
+#include "engine/format.h"
 #include "engine/log.h"
 #include "repl/reseed.h"
 #include "repl/wire.h"
@@ -77,7 +79,7 @@ static int op_wait(rp_source *s, rp_conn *c, const srcdb *d, json_t *req)
 {
     uint32_t after = (uint32_t)json_integer_value(json_object_get(req, "after"));
     json_int_t tmo = json_integer_value(json_object_get(req, "timeout_ms"));
-    if (tmo <= 0 || tmo > 60000) tmo = RP_WAIT_MS;
+    if (tmo < 0 || tmo > 60000) tmo = RP_WAIT_MS; /* 0: an answer at once */
     int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (in < 0) return om_errf(OM_E_OutOfMemory, "inotify: %s", strerror(errno));
     /* Watch before the first look, so a roll between the two is not missed. */
@@ -161,6 +163,139 @@ static int op_get(rp_source *s, rp_conn *c, const srcdb *d, json_t *req)
     return rc;
 }
 
+/* Reads [from, ENG_LOG_SIZE) of the current log (E00.log) when it holds generation gen: 1 when it
+ * does (the bytes in buf), 0 when it holds another one or is not there (the caller looks again). */
+static int read_current(const srcdb *d, uint32_t gen, uint64_t from, uint8_t *buf, int *holds)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s.log", d->logs, d->base);
+    *holds = 0;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return 0;
+    /* One descriptor for the header and the data: a roll renames the file under it, and the
+     * bytes read are then still those of the generation its header named. */
+    uint8_t hdr[ENG_SLOT_SIZE];
+    eng_loghdr h;
+    int rc = 0;
+    if (pread(fd, hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr && !eng_loghdr_decode(hdr, &h) &&
+        h.gen == gen) {
+        size_t got = 0, want = ENG_LOG_SIZE - (size_t)from;
+        while (got < want) {
+            ssize_t k = pread(fd, buf + got, want - got, (off_t)(from + got));
+            if (k < 0) {
+                rc = om_errf(OM_E_DiskIO, "reading %s: %s", path, strerror(errno));
+                break;
+            }
+            if (k == 0) break;
+            got += (size_t)k;
+        }
+        memset(buf + got, 0, want - got); /* short: nothing written there yet */
+        *holds = !rc;
+    }
+    close(fd);
+    return rc;
+}
+
+/* Passes a copy's durable position to the store (--sync-copies counts it). A store that cannot
+ * take it is logged, not fatal: the copy goes on, and commits that wait for it time out. */
+static void report_position(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d, json_t *req)
+{
+    json_t *hg = json_object_get(req, "held_gen");
+    if (!json_is_integer(hg)) return;
+    /* With the database's --sync-copies as the DAG's record has it (the store's own directory
+     * may hold no DAG record). */
+    json_t *rec = NULL;
+    char k[160];
+    snprintf(k, sizeof k, "databases/%s", d->id);
+    int sync = -1;
+    if (!rp_dag_get(s->dag, k, &rec, NULL) && rec)
+        sync = (int)json_integer_value(json_object_get(rec, "sync_copies"));
+    json_decref(rec);
+    int rc = store_client_db_sync_position(
+        sc, d->name, d->id, rp_conn_peer(c), (uint32_t)json_integer_value(hg),
+        (uint32_t)json_integer_value(json_object_get(req, "held_len")), sync);
+    if (rc) om_debug("position of %s's copy of %s: %s", rp_conn_peer(c), d->name, om_err_detail());
+}
+
+/* Block mode (wire.h): the bytes of generation gen past offset, as soon as there are some. */
+static int op_stream(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d, json_t *req)
+{
+    uint32_t gen = (uint32_t)json_integer_value(json_object_get(req, "gen"));
+    json_int_t off = json_integer_value(json_object_get(req, "offset"));
+    json_int_t tmo = json_integer_value(json_object_get(req, "timeout_ms"));
+    if (tmo < 0 || tmo > 60000) tmo = RP_WAIT_MS;
+    if (!gen || off < 0 || off > ENG_LOG_SIZE || off % ENG_SLOT_SIZE)
+        return om_errf(OM_E_InvalidParameter, "log.stream of %s: generation %u, offset %lld",
+                       d->name, gen, (long long)off);
+    report_position(s, sc, c, d, req);
+    int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (in < 0) return om_errf(OM_E_OutOfMemory, "inotify: %s", strerror(errno));
+    /* Writes into E00.log are IN_MODIFY of the folder; a roll is a rename into it. */
+    if (inotify_add_watch(in, d->logs, IN_MODIFY | IN_MOVED_TO | IN_CREATE | IN_CLOSE_WRITE) < 0) {
+        int e = errno;
+        close(in);
+        return om_errf(OM_E_FileNotFound, "watching log folder %s: %s", d->logs, strerror(e));
+    }
+    uint8_t *buf = malloc(ENG_LOG_SIZE);
+    uint64_t end = (om_mono_ns() / 1000000) + (uint64_t)tmo;
+    uint32_t first = 0, closed = 0, cur = 0, len = 0;
+    uint64_t good = (uint64_t)off;
+    int rc = buf ? 0 : om_errf(OM_E_OutOfMemory, "stream buffer");
+    int is_closed = 0;
+    void *whole = NULL;
+    size_t wn = 0;
+    while (!rc) {
+        if ((rc = scan(d, &first, &closed, &cur))) break;
+        if (gen <= closed) { /* closed: the rest of the file, and what it all hashes to */
+            if ((rc = read_gen(d, gen, &whole, &wn))) break;
+            if (wn != ENG_LOG_SIZE)
+                rc = om_errf(OM_E_LogFileSizeMismatch, "generation %u of %s is %zu bytes", gen,
+                             d->name, wn);
+            is_closed = 1;
+            break;
+        }
+        int holds = 0;
+        if (gen == cur && (rc = read_current(d, gen, (uint64_t)off, buf, &holds))) break;
+        if (holds) {
+            good = rp_log_good_end(buf, (uint64_t)off, ENG_LOG_SIZE - (uint64_t)off, gen, &len);
+            if (good > (uint64_t)off) break;
+        }
+        uint64_t now = om_mono_ns() / 1000000;
+        if (now >= end || s->stopping) break;
+        struct pollfd p = {.fd = in, .events = POLLIN};
+        int left = (int)(end - now);
+        poll(&p, 1, left > 500 ? 500 : left); /* 500 ms: to notice a stop */
+        char ev[4096];
+        while (read(in, ev, sizeof ev) > 0)
+            ;
+    }
+    close(in);
+    if (!rc) {
+        json_t *r = json_pack("{s:b,s:I,s:I,s:b,s:I,s:I,s:I}", "ok", 1, "gen", (json_int_t)gen,
+                              "offset", off, "closed", is_closed, "first", (json_int_t)first,
+                              "current", (json_int_t)cur, "closed_gen", (json_int_t)closed);
+        const void *bytes = buf;
+        size_t n = (size_t)(good - (uint64_t)off);
+        if (is_closed) {
+            char x[24];
+            snprintf(x, sizeof x, "%016llx",
+                     (unsigned long long)om_xxh3(whole, ENG_LOG_SIZE, (uint64_t)gen));
+            len = 0;
+            rp_log_good_end(whole, 0, ENG_LOG_SIZE, gen, &len);
+            json_object_set_new(r, "xxh3", json_string(x));
+            bytes = (const uint8_t *)whole + off;
+            n = ENG_LOG_SIZE - (size_t)off;
+            good = ENG_LOG_SIZE;
+        }
+        json_object_set_new(r, "end", json_integer((json_int_t)good));
+        json_object_set_new(r, "len", json_integer((json_int_t)len));
+        rc = rp_reply(c, r, bytes, n);
+    }
+    free(whole);
+    free(buf);
+    return rc;
+}
+
 static int op_seed(rp_source *s, rp_conn *c, const srcdb *d)
 {
     bk_shadow_db *sh = NULL;
@@ -227,8 +362,10 @@ void rp_source_serve(rp_source *s, rp_conn *c)
         srcdb d;
         if (!strcmp(op, "hello")) {
             rc = rp_reply(c, json_pack("{s:b,s:s}", "ok", 1, "server", s->server), NULL, 0);
-        } else if (!strcmp(op, "log.wait") || !strcmp(op, "log.get") || !strcmp(op, "seed")) {
+        } else if (!strcmp(op, "log.wait") || !strcmp(op, "log.get") || !strcmp(op, "seed") ||
+                   !strcmp(op, "log.stream")) {
             rc = find_db(s, sc, req, &d);
+            if (!rc && !strcmp(op, "log.stream")) rc = op_stream(s, sc, c, &d, req);
             if (!rc && !strcmp(op, "log.wait")) rc = op_wait(s, c, &d, req);
             if (!rc && !strcmp(op, "log.get")) rc = op_get(s, c, &d, req);
             if (!rc && !strcmp(op, "seed")) rc = op_seed(s, c, &d);

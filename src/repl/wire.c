@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/proto.h"
+#include "engine/format.h"
 
 int rp_send_error(rp_conn *c, int rc)
 {
@@ -56,4 +57,24 @@ int rp_call(rp_conn *c, json_t *req, int timeout_ms, json_t **reply, void **bulk
     } else
         free(b);
     return 0;
+}
+
+uint64_t rp_log_good_end(const void *buf, uint64_t off, uint64_t n, uint32_t gen, uint32_t *len)
+{
+    const uint8_t *p = buf;
+    uint64_t at = off;
+    while (at + ENG_SLOT_SIZE <= off + n && at < ENG_LOG_SIZE) {
+        const uint8_t *slot = p + (at - off);
+        uint16_t no = (uint16_t)(at / ENG_SLOT_SIZE);
+        if (no == 0) {
+            eng_loghdr h;
+            if (eng_loghdr_decode(slot, &h) || h.gen != gen) break;
+        } else {
+            eng_seghdr h;
+            if (eng_seg_decode(slot, gen, no, &h) != ENG_SEG_OK) break;
+            *len = h.stream_off + h.data_len;
+        }
+        at += ENG_SLOT_SIZE;
+    }
+    return at;
 }

@@ -14,6 +14,18 @@
  *           as the shadow copy (held provider) holds it; the logs it needs come by log.get.
  *   {"op":"seed.copy","db":ID,"name":N}   -> the same from a passive copy of this server, with
  *           the generations it needs (reseed.h)
+ *   {"op":"log.stream","db":ID,"name":N,"gen":G,"offset":O,"timeout_ms":T,
+ *    "held_gen":HG,"held_len":HL}                                      (block mode)
+ *        -> {"ok":true,"gen":G,"offset":O,"end":E,"len":L,"closed":B,"xxh3":X,
+ *            "first":F,"current":C,"closed_gen":CL} + the bytes [O, E) of generation G's file
+ *           The copier holds bytes [0, O) of generation G's file durably, and the record
+ *           stream of generations before HG whole and HL bytes of HG's (its durable position,
+ *           which the active's store counts for --sync-copies). While G is the generation
+ *           the active writes, the answer comes as soon as its file holds good slots past O
+ *           (E: the end of the last of them, L: the record stream bytes up to E), or after T
+ *           with none (E == O). Once G is closed, B is true and the bytes are the rest of the
+ *           closed file up to its full size, X its XXH3-64 as a hex string: the copier checks
+ *           what it streamed against it before the generation goes where the engine reads it.
  * Errors: {"ok":false,"error":N,"message":M} (errors.def numbers). A source serves a database
  * only while it is the active copy of it on this server (the directory's active/<id>) and only
  * under its id and name: a request for another is DatabaseNotFound. */
@@ -21,11 +33,18 @@
 #define OM_REPL_WIRE_H
 
 #include <jansson.h>
+#include <stdint.h>
 
 #include "repl/tls.h"
 
 #define RP_SEED_CHUNK (4u << 20)
 #define RP_WAIT_MS    10000
+
+/* The good slots of generation gen in buf, the bytes [off, off + n) of its log file (off and n
+ * multiples of the slot size): where the first slot that is not a good one of gen (its header
+ * for slot 0, else a segment) begins, as a file offset (off when none is good), and in *len the
+ * record stream bytes up to there (unchanged when no segment is good). */
+uint64_t rp_log_good_end(const void *buf, uint64_t off, uint64_t n, uint32_t gen, uint32_t *len);
 
 /* Sends {"ok":false,"error":rc,"message":the thread's detail}. */
 int rp_send_error(rp_conn *c, int rc);

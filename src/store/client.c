@@ -275,6 +275,19 @@ int store_client_dag_join(store_client *c, const char *etcd_url, const char *dag
     return rc;
 }
 
+int store_client_db_sync_position(store_client *c, const char *db, const char *id,
+                                  const char *server, uint32_t gen, uint32_t len, int sync_copies)
+{
+    json_t *req = json_pack("{s:s,s:s,s:s,s:s,s:I,s:I}", "op", "db.sync_position", "db", db, "id",
+                            id, "server", server, "gen", (json_int_t)gen, "len", (json_int_t)len),
+           *rep = NULL;
+    if (!req) return om_errf(OM_E_OutOfMemory, "request");
+    if (sync_copies >= 0) json_object_set_new(req, "sync_copies", json_integer(sync_copies));
+    int rc = call(c, req, NULL, 0, NULL, NULL, &rep, NULL, NULL);
+    json_decref(rep);
+    return rc;
+}
+
 /* ---- mail ---- */
 
 /* The request {"op": op, "db": db, "mailbox": mailbox} (mailbox NULL: without it). */

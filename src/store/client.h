@@ -96,6 +96,12 @@ int store_client_db_set(store_client *c, const char *name, int circular_logging,
 int store_client_db_replication_floor(store_client *c, const char *db, const char *id,
                                       uint32_t floor, uint32_t hold_s, json_t *released,
                                       json_t **state);
+/* --sync-copies: passive copy `server` of mounted database db (whose id must be id) holds
+ * durably the log of every generation before gen and len bytes of gen's record stream. The
+ * store's commits that wait for synchronous copies count it (store/syncwait.h). sync_copies:
+ * the database's --sync-copies as the DAG's record says (-1: not known). */
+int store_client_db_sync_position(store_client *c, const char *db, const char *id,
+                                  const char *server, uint32_t gen, uint32_t len, int sync_copies);
 
 /* dag.join: this server's file directory goes into DAG dag's etcd directory (etcd_url), once;
  * check_only: the checks alone, nothing written. -> *rep {"databases": [names in the directory

@@ -23,6 +23,7 @@
 #include "engine/format.h"
 #include "store/directory.h"
 #include "store/mail.h"
+#include "store/syncwait.h"
 #include "store/registry.h"
 #include "store/store_writer.h"
 
@@ -39,6 +40,7 @@ typedef struct store {
     const char *server;   /* this server's name (o->server, or the directory file's) */
     pthread_t connector;  /* reaches the etcd directory (when it is there) */
     int has_connector;
+    store_syncwait *sync; /* --sync-copies: made at first use, under mu */
 } store;
 
 /* ---- replies ---- */
@@ -436,6 +438,50 @@ static int h_dag_join(op_req *r)
 
 /* ---- mail handlers (run with a reference, without mu) ---- */
 
+/* --sync-copies: how long a commit waits for its copies before its retryable error. */
+#define SYNC_WAIT_MS 5000
+
+static store_syncwait *sync_of(store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (!s->sync && store_syncwait_new(&s->sync)) s->sync = NULL;
+    store_syncwait *w = s->sync;
+    pthread_mutex_unlock(&s->mu);
+    return w;
+}
+
+/* After a durable commit on r's database: when the DAG's record of it asks for synchronous
+ * copies, returns once that many hold the log up to the commit (store/syncwait.h), or the
+ * retryable error. */
+static int sync_after_commit(op_req *r)
+{
+    store *s = r->s;
+    pthread_mutex_lock(&s->reg->mu);
+    /* The setting is changed in the DAG's record by `db set` on any server; the directory's
+     * watch applies it (on its own thread, with what else changed: an active copy that moved
+     * is followed there, never here, where this request holds its database). */
+    json_t *rec = store_dir_record(s->reg->dir, r->m->name);
+    pthread_mutex_unlock(&s->reg->mu);
+    json_int_t n = json_integer_value(json_object_get(rec, "sync_copies"));
+    char id[40];
+    snprintf(id, sizeof id, "%s", om_json_str_or(rec, "id", ""));
+    json_decref(rec);
+    store_syncwait *w = sync_of(s);
+    if (!w) return om_errf(OM_E_OutOfMemory, "sync wait");
+    if (!rec) { /* a directory without the DAG's records: what the replication service said */
+        eng_info in;
+        int rc = eng_db_info(r->m->db, &in);
+        if (rc) return rc;
+        om_uuid_str(&in.db_id, id);
+        n = store_syncwait_wanted(w, id);
+    }
+    if (n <= 0) return 0;
+    eng_lgpos pos = eng_log_durable_end(r->m->db);
+    const char *env = getenv("OMBRA_SYNC_WAIT_MS"); /* tests and benchmarks */
+    uint32_t ms = env && atoi(env) > 0 ? (uint32_t)atoi(env) : SYNC_WAIT_MS;
+    return store_syncwait_wait(w, id, r->m->name, (uint32_t)n, pos, ms);
+}
+
 /* The "mailbox" field the mail.* requests on one mailbox carry. */
 static int mailbox_of(op_req *r, const char **mailbox)
 {
@@ -453,6 +499,7 @@ static int h_mail_deliver(op_req *r)
     n.size = r->dlen;
     uint64_t id = 0;
     rc = store_mail_deliver(r->m->mail, &n, 0, &id);
+    if (!rc) rc = sync_after_commit(r);
     if (!rc) json_object_set_new(r->rep, "id", json_integer((json_int_t)id));
     return rc;
 }
@@ -514,7 +561,8 @@ static int h_mail_delete(op_req *r)
     const char *mailbox;
     uint64_t id;
     int rc = message_of(r, &mailbox, &id);
-    return rc ? rc : store_mail_delete(r->m->mail, mailbox, id, 0);
+    if (!rc) rc = store_mail_delete(r->m->mail, mailbox, id, 0);
+    return rc ? rc : sync_after_commit(r);
 }
 
 static int h_mail_digest(op_req *r)
@@ -640,6 +688,37 @@ typedef struct store_op {
     int (*handler)(op_req *r);
 } store_op;
 
+/* A passive copy's durable position (store/syncwait.h), from the active's ombra-repld. */
+static int h_db_sync_position(op_req *r)
+{
+    const char *id = om_json_str_or(r->req, "id", ""),
+               *server = om_json_str_or(r->req, "server", "");
+    int64_t gen = -1, len = -1;
+    int rc = om_json_int(r->req, "gen", &gen);
+    if (!rc) rc = om_json_int(r->req, "len", &len);
+    if (!rc && (gen < 0 || gen > UINT32_MAX || len < 0 || len > UINT32_MAX))
+        rc = om_errf(OM_E_InvalidParameter, "sync position %lld/%lld of %s", (long long)gen,
+                     (long long)len, server);
+    eng_info in;
+    char have[37];
+    if (!rc) rc = eng_db_info(r->m->db, &in);
+    if (!rc) {
+        om_uuid_str(&in.db_id, have);
+        if (strcmp(id, have))
+            rc = om_errf(OM_E_DatabaseNotFound,
+                         "database '%s' of this server has id %s, not %s: that copy is another "
+                         "database's",
+                         r->m->name, have, id);
+    }
+    store_syncwait *w = rc ? NULL : sync_of(r->s);
+    if (!rc && !w) rc = om_errf(OM_E_OutOfMemory, "sync wait");
+    if (!rc) rc = store_syncwait_report(w, id, server, (eng_lgpos){(uint32_t)gen, (uint32_t)len});
+    json_t *sc = json_object_get(r->req, "sync_copies");
+    if (!rc && json_is_integer(sc) && json_integer_value(sc) >= 0)
+        store_syncwait_set_wanted(w, id, (uint32_t)json_integer_value(sc));
+    return rc;
+}
+
 static const store_op ops[] = {
     {"status", OP_REGISTRY, 0, h_status},
     {"db.new", OP_REGISTRY, 0, h_db_new},
@@ -657,6 +736,7 @@ static const store_op ops[] = {
     {"mail.load", OP_DB_REF, 1, h_mail_load},
     {"db.replication_floor", OP_DB_REF, 1, h_db_replication_floor},
     {"dag.join", OP_REGISTRY, 0, h_dag_join},
+    {"db.sync_position", OP_DB_REF, 1, h_db_sync_position},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 
