@@ -611,8 +611,8 @@ static int stream_step(rp_copier *c, rp_conn *conn, uint32_t gen, int timeout_ms
         }
         if (!rc && strcmp(x, om_json_str_or(r, "xxh3", ""))) {
             om_warn("copy of %s: the %llu bytes of generation %u streamed from %s differ from "
-                    "the closed generation (the active wrote them again after a crash?): "
-                    "fetching it whole",
+                    "the closed generation (damaged in transit, or written again by the active "
+                    "after a crash): fetching it whole",
                     c->name, (unsigned long long)off, gen, c->active);
             rc = fetch(c, conn, gen);
         } else if (!rc) {

@@ -289,6 +289,12 @@ static int op_stream(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d,
         }
         json_object_set_new(r, "end", json_integer((json_int_t)good));
         json_object_set_new(r, "len", json_integer((json_int_t)len));
+        if (s->test_damage_gen == gen && n > 64) { /* OMBRA_REPL_TEST_DAMAGE, as in op_get */
+            s->test_damage_gen = 0;
+            ((uint8_t *)bytes)[n / 2] ^= 0x5a;
+            om_warn("test: damaging generation %u of %s in transit (streamed bytes %llu..%llu)",
+                    gen, d->name, (unsigned long long)off, (unsigned long long)(off + n));
+        }
         rc = rp_reply(c, r, bytes, n);
     }
     free(whole);

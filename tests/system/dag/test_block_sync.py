@@ -184,3 +184,23 @@ def test_sync_copies_1_fails_retryably_while_the_only_copy_is_stopped(dag2):
         assert time.monotonic() - t0 < 3
     finally:
         b.cont()
+
+
+def test_streamed_bytes_damaged_in_transit_are_never_replayed_the_generation_is_fetched_whole(
+        dag_bed):
+    from dag.conftest import copies_match, roll
+    from dag.test_replication import repld_log
+    bed = dag_bed(2)
+    a, b = bed.a, bed.b
+    a.env["OMBRA_REPL_TEST_DAMAGE"] = "4"  # the first bytes of generation 4 a's source sends
+    setup_dag(bed, [a, b])
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    drained(a, bed, "db1", "b")
+    a.deliver("db1", "box", b"the first message after the seed")
+    streaming(a, bed, "db1", "b")
+    assert a.db_show("db1")["gen_current"] < 4, "generation 4 began before the copy streamed"
+    roll(a, "db1", 4)
+    copies_match(bed, a, "db1", [b])
+    assert "damaging generation 4 of db1 in transit (streamed bytes" in repld_log(a)
+    assert "streamed from a differ from the closed generation" in repld_log(b), repld_log(b)
