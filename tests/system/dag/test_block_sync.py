@@ -30,6 +30,7 @@ def streaming(a, bed, db, server):
     return wait_copy(a, bed, db, server, ok, what="streaming the open generation")
 
 
+@pytest.mark.dag_long
 def test_block_mode_keeps_the_copy_queue_under_one_generation_while_mail_arrives(dag2):
     bed = dag2
     a, b = bed.a, bed.b
@@ -186,6 +187,7 @@ def test_sync_copies_1_fails_retryably_while_the_only_copy_is_stopped(dag2):
         b.cont()
 
 
+@pytest.mark.dag_long
 def test_streamed_bytes_damaged_in_transit_are_never_replayed_the_generation_is_fetched_whole(
         dag_bed):
     from dag.conftest import copies_match, roll
