@@ -362,7 +362,23 @@ static int change_copy(void *arg, json_t *rec, int exists)
     }
     if (!mine)
         return om_errf(OM_E_DatabaseNotFound, "server %s holds no copy of %s", c->server, c->name);
-    if (c->remove) return json_object_del(copies, c->server), 0;
+    if (c->remove) {
+        /* Checked in the same transaction as the removal: a commit then never waits for a copy
+         * that is gone. */
+        json_int_t sync = json_integer_value(json_object_get(rec, "sync_copies"));
+        size_t left = 0;
+        const char *srv;
+        json_t *v;
+        json_object_foreach(copies, srv, v) left +=
+            strcmp(srv, c->active) && strcmp(srv, c->server);
+        if (sync > 0 && (size_t)sync > left)
+            return om_errf(OM_E_InvalidParameter,
+                           "%s commits only once %lld passive copies hold its log, and without "
+                           "the copy on %s it would have %zu. HINT: ombra db set %s --sync-copies "
+                           "%zu first",
+                           c->name, (long long)sync, c->server, left, c->name, left);
+        return json_object_del(copies, c->server), 0;
+    }
     if (c->suspend) json_object_set_new(mine, "suspended", json_true());
     if (c->resume) json_object_set_new(mine, "suspended", json_false());
     if (c->reseed) {
@@ -588,6 +604,7 @@ static int copy_action(const cli_args *a, copy_change c)
     if (!rc && c.reseed)
         rc = check_source(d, rec, id, c.name, c.server, cli_val(a, "source"), active);
     if (!rc && c.reseed) c.source = cli_val(a, "source");
+    c.active = active;
     snprintf(k, sizeof k, "databases/%s", id);
     if (!rc) rc = rp_dag_update(d, k, change_copy, &c);
     if (!rc && c.remove) {

@@ -322,16 +322,34 @@ static int run_dismount(const cli_args *a)
 
 /* ---- db set --sync-copies: the DAG's record ---- */
 
+typedef struct sync_change {
+    const char *db, *active;
+    uint32_t n;
+} sync_change;
+
+/* In the transaction that writes it: n passive copies at least (the record as it is then; a
+ * copy remove refuses to go below the setting the same way). */
 static int change_sync(void *arg, json_t *rec, int exists)
 {
+    const sync_change *c = arg;
     if (!exists) return om_errf(OM_E_DatabaseNotFound, "the database was removed meanwhile");
-    json_object_set_new(rec, "sync_copies", json_integer(*(const json_int_t *)arg));
+    const char *server;
+    size_t passive = 0;
+    json_t *cfg;
+    json_object_foreach(json_object_get(rec, "copies"), server, cfg) passive +=
+        strcmp(server, c->active) != 0;
+    if (c->n > passive)
+        return om_errf(OM_E_InvalidParameter,
+                       "database %s has %zu passive cop%s: --sync-copies %u can never be met. "
+                       "HINT: add copies first (ombra db copy add %s --server S), or ask for at "
+                       "most %zu",
+                       c->db, passive, passive == 1 ? "y" : "ies", c->n, c->db, passive);
+    json_object_set_new(rec, "sync_copies", json_integer(c->n));
     return 0;
 }
 
 /* The DAG record of db asks for n synchronous copies; refused when db has fewer passive
- * copies (counted now: a copy removed later makes commits fail, retryably, until n is lowered
- * or a copy added). Prints its own error. */
+ * copies. Prints its own error. */
 static int set_sync_copies(const cli_args *a, const char *db, uint32_t n)
 {
     const char *url = cli_val(a, "etcd");
@@ -345,20 +363,9 @@ static int set_sync_copies(const cli_args *a, const char *db, uint32_t n)
     if (!rc) rc = rp_dag_find_db(d, db, &rec, id);
     snprintf(k, sizeof k, "active/%s", id);
     if (!rc) rc = rp_dag_get(d, k, &act, NULL);
-    const char *active = om_json_str_or(act, "server", ""), *server;
-    size_t passive = 0;
-    json_t *cfg;
-    json_object_foreach(json_object_get(rec, "copies"), server, cfg) passive +=
-        strcmp(server, active) != 0;
-    if (!rc && n > passive)
-        rc = om_errf(OM_E_InvalidParameter,
-                     "database %s has %zu passive cop%s: --sync-copies %u can never be met. "
-                     "HINT: add copies first (ombra db copy add %s --server S), or ask for at "
-                     "most %zu",
-                     db, passive, passive == 1 ? "y" : "ies", n, db, passive);
-    json_int_t v = n;
+    sync_change c = {.db = db, .active = om_json_str_or(act, "server", ""), .n = n};
     snprintf(k, sizeof k, "databases/%s", id);
-    if (!rc) rc = rp_dag_update(d, k, change_sync, &v);
+    if (!rc) rc = rp_dag_update(d, k, change_sync, &c);
     json_decref(rec);
     json_decref(act);
     rp_dag_close(d);

@@ -102,6 +102,16 @@ def test_sync_copies_more_than_the_copies_is_refused(dag2):
     a.deliver("db1", "box", b"still asynchronous")
     r = sync_copies(a, bed, "db2", 1, check=False)
     assert r.rc == 1 and "db2" in r.err
+    # With --sync-copies 1, the only copy cannot be removed (commits would wait for nothing);
+    # once the setting is lowered it can.
+    sync_copies(a, bed, "db1", 1)
+    r = a.ombra("db", "copy", "remove", "db1", "--server", "b", "--etcd", bed.etcd_url,
+                check=False)
+    assert r.rc == 1 and r.err.count("\n") == 1, r.err
+    assert "--sync-copies 0 first" in r.err, r.err
+    assert "b" in a.ombra("db", "copy", "status", "db1", "--etcd", bed.etcd_url).out
+    sync_copies(a, bed, "db1", 0)
+    a.ombra("db", "copy", "remove", "db1", "--server", "b", "--etcd", bed.etcd_url)
 
 
 def passive_with_stream(bed, s, db, scratch):
