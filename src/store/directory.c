@@ -3,10 +3,12 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "base/error.h"
 #include "base/logging.h"
@@ -552,7 +554,18 @@ static void copy_servers(json_t *doc, char *buf, size_t n)
     if (!buf[0]) snprintf(buf, n, "none");
 }
 
-#define PUT_TRIES 10
+#define PUT_TRIES 20
+
+/* Between two tries that lost to another server's write: a random pause that grows (up to
+ * 2^try ms, at most 128), so that servers changing one record at once stop meeting in step. */
+static void conflict_pause(int try)
+{
+    static _Thread_local unsigned seed;
+    if (!seed) seed = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)&seed;
+    unsigned span = 1u << (try < 7 ? try : 7);
+    struct timespec ts = {0, (long)(rand_r(&seed) % span + 1) * 1000000L};
+    nanosleep(&ts, NULL);
+}
 
 /* One try of a put: reads every record (the names must stay unique), merges, and writes in a
  * txn that holds only if the record is still as read. *done 1 when written; *doc the record. */
@@ -671,7 +684,11 @@ static int etcd_dir_put(store_dir *d, const store_dbent *e)
         int done = 0;
         json_t *doc = NULL;
         int64_t mod_rev = 0, create_rev = 0;
-        if ((rc = put_try(d, e, base, &done, &doc, &mod_rev, &create_rev)) || !done) continue;
+        if ((rc = put_try(d, e, base, &done, &doc, &mod_rev, &create_rev))) continue;
+        if (!done) {
+            conflict_pause(i);
+            continue;
+        }
         char id[37];
         om_uuid_str(&e->id, id);
         store_dbent ne;
@@ -744,7 +761,7 @@ static int etcd_dir_remove(store_dir *d, store_dbent *cur)
     om_uuid_str(&cur->id, id);
     int rc = 0, done = 0;
     for (int i = 0; i < PUT_TRIES && !rc && !done; i++)
-        rc = remove_try(d->be, id, &done);
+        if (!(rc = remove_try(d->be, id, &done)) && !done) conflict_pause(i);
     if (rc) return om_err_ctx(rc, "directory: removing database '%s': ", cur->name);
     if (!done)
         return om_errf(OM_E_WriteConflict,
