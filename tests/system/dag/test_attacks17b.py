@@ -33,3 +33,22 @@ def test_sync_copies_count_only_the_passive_copies_of_the_record_not_any_name_re
             assert "0 of the 1 synchronous copies" in r.err, r.err
     finally:
         b.cont()
+
+
+def test_a_join_the_store_could_not_read_back_at_its_next_start_is_refused(dag_bed):
+    """dag.join with a DAG name or etcd URL longer than the directory file's fields hold: the
+    store used to join (the names cut short in memory, whole in the file), then refuse to start
+    ('says that the directory is in etcd, but not which'), its databases out of reach. It is
+    refused in one line, and nothing changes."""
+    bed = dag_bed(1)
+    a = bed.a
+    a.ombra("db", "new", "mail1")
+    m = a.deliver("mail1", "alice", b"before the join")
+    long_url = bed.etcd_url + "," + ",".join([bed.etcd_url] * 60)  # > 1023 bytes
+    assert len(long_url) >= 1024
+    for req in ({"etcd": bed.etcd_url, "dag": "d" * 65}, {"etcd": long_url, "dag": "dag1"}):
+        rep = a.request(dict(req, op="dag.join"))
+        assert rep is not None and rep.get("ok") is not True, rep
+        assert a.ombra("db", "list").rc == 0
+    a.restart("store")
+    assert a.get("mail1", "alice", m) == b"before the join"
