@@ -3,6 +3,7 @@ each test is a defect found by trying what a hostile peer or a careless administ
 import time
 
 from dag.test_block_sync import dag2, sync_copies  # noqa: F401 (dag2 is a fixture)
+from dag.test_replication import dag3  # noqa: F401 (a fixture)
 from dag.test_replication import drained
 
 U32 = 0xFFFFFFFF
@@ -52,3 +53,35 @@ def test_a_join_the_store_could_not_read_back_at_its_next_start_is_refused(dag_b
         assert a.ombra("db", "list").rc == 0
     a.restart("store")
     assert a.get("mail1", "alice", m) == b"before the join"
+
+
+def test_two_copies_reseeded_from_each_other_the_second_is_refused(dag3):
+    """`db copy reseed --server b --source c`, then `--server c --source b` before b's reseed
+    ran: both were taken (c's copy still said Healthy), each copy wiped itself and waited for a
+    seed from the other, and neither was ever Healthy again. The second is refused in one line,
+    in the transaction that would ask it; b is reseeded from c."""
+    from dag.conftest import close_generation, copies_match, roll, wait_copy
+    bed = dag3
+    a, b, c = bed.a, bed.b, bed.c
+    a.ombra("db", "new", "db1")
+    for i in range(20):
+        a.deliver("db1", f"box{i % 5}", f"before the copies {i}".encode())
+    for s in ("b", "c"):
+        a.ombra("db", "copy", "add", "db1", "--server", s, "--etcd", bed.etcd_url)
+    roll(a, "db1", 2)
+    close_generation(a, "db1")
+    drained(a, bed, "db1", "b")
+    drained(a, bed, "db1", "c")
+    b.stop()  # b's reseed is asked but not begun yet: its copy still says Healthy
+    try:
+        a.ombra("db", "copy", "reseed", "db1", "--server", "b", "--source", "c",
+                "--wait-seconds", "0", "--etcd", bed.etcd_url)
+        r = a.ombra("db", "copy", "reseed", "db1", "--server", "c", "--source", "b",
+                    "--wait-seconds", "0", "--etcd", bed.etcd_url, check=False)
+    finally:
+        b.cont()
+    assert r.rc != 0 and r.err.count("\n") == 1, r.describe()
+    assert "being reseeded itself" in r.err and "HINT" in r.err, r.describe()
+    wait_copy(a, bed, "db1", "b", lambda x: x["state"] == "Healthy", what="b reseeded from c")
+    a.deliver("db1", "box", b"after the reseed")
+    copies_match(bed, a, "db1", [b, c])
