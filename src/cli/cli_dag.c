@@ -331,6 +331,7 @@ typedef struct copy_change {
     const char *name, *id, *base, *active, *server;
     const char *source; /* reseed: the server whose passive copy seeds it (NULL: the active) */
     int add, remove, suspend, resume, reseed;
+    int64_t source_seen; /* reseed: the last reseed of source's own copy it says it did */
     int64_t preference, replay_lag;
     int postponed;
 } copy_change;
@@ -381,6 +382,18 @@ static int change_copy(void *arg, json_t *rec, int exists)
     }
     if (c->suspend) json_object_set_new(mine, "suspended", json_true());
     if (c->resume) json_object_set_new(mine, "suspended", json_false());
+    /* In the transaction: a source whose own copy was asked a reseed it has not done is
+     * being wiped, or is waiting for a seed itself (two reseeds from each other would wait on
+     * each other forever, both copies gone). */
+    json_t *src = c->reseed && c->source ? json_object_get(copies, c->source) : NULL;
+    if (c->reseed && c->source && !src)
+        return om_errf(OM_E_InvalidParameter, "the copy on %s was removed meanwhile", c->source);
+    if (src && json_integer_value(json_object_get(src, "reseed")) != c->source_seen)
+        return om_errf(OM_E_InvalidParameter,
+                       "the copy of %s on %s is being reseeded itself: it cannot seed another "
+                       "copy. HINT: wait until it is Healthy (ombra db copy status %s), or reseed "
+                       "without --source",
+                       c->name, c->source, c->name);
     if (c->reseed) {
         json_object_set_new(mine, "reseed",
                             json_integer(json_integer_value(json_object_get(mine, "reseed")) + 1));
@@ -548,7 +561,7 @@ static int run_copy_add(const cli_args *a)
  * so and its server is alive), not the copy being reseeded, not the active (whose seed is the
  * ordinary one). */
 static int check_source(rp_dag *d, json_t *rec, const char *id, const char *db, const char *server,
-                        const char *source, const char *active)
+                        const char *source, const char *active, int64_t *seen)
 {
     if (!source) return 0;
     if (!strcmp(source, server))
@@ -572,6 +585,12 @@ static int check_source(rp_dag *d, json_t *rec, const char *id, const char *db, 
     const char *state = !alive ? "down (its ombra-repld is not running)"
                         : st   ? om_json_str_or(st, "state", "?")
                                : "not started";
+    /* The last reseed of the source's copy it did (what change_copy compares in the record). */
+    json_t *js = json_object_get(st, "reseed_seen");
+    *seen = json_is_integer(js)
+                ? json_integer_value(js)
+                : json_integer_value(json_object_get(
+                      json_object_get(json_object_get(rec, "copies"), source), "reseed"));
     if (!rc && (!alive || strcmp(state, "Healthy")))
         rc = om_errf(OM_E_InvalidParameter,
                      "the copy of %s on %s is %s, not Healthy: it cannot seed another copy. "
@@ -602,7 +621,8 @@ static int copy_action(const cli_args *a, copy_change c)
                      : c.suspend ? "suspended"
                                  : "resumed");
     if (!rc && c.reseed)
-        rc = check_source(d, rec, id, c.name, c.server, cli_val(a, "source"), active);
+        rc = check_source(d, rec, id, c.name, c.server, cli_val(a, "source"), active,
+                          &c.source_seen);
     if (!rc && c.reseed) c.source = cli_val(a, "source");
     c.active = active;
     snprintf(k, sizeof k, "databases/%s", id);

@@ -136,6 +136,16 @@ int store_registry_join_locked(store_registry *r, const char *url, const char *d
                        "this server's directory is in DAG %s already (etcd at %s)%s", r->conf.dag,
                        r->conf.url, *already ? "" : ": a server is in one DAG");
     }
+    /* What the directory file will say must fit what the store reads back at its next start
+     * (store_dir_read_conf), or the store would join now and refuse to start then. */
+    if (strlen(url) >= sizeof r->conf.url || strlen(r->server) >= sizeof r->conf.server)
+        return om_errf(OM_E_InvalidParameter,
+                       "joining DAG %s: the etcd endpoints (%zu bytes) or this server's name (%zu) "
+                       "are longer than the directory file holds (%zu, %zu): nothing was "
+                       "imported. HINT: name fewer endpoints (ombra-store --etcd can name others "
+                       "later)",
+                       dag, strlen(url), strlen(r->server), sizeof r->conf.url - 1,
+                       sizeof r->conf.server - 1);
     etcd *e = NULL;
     store_dir *d = NULL;
     int rc = etcd_open_server(url, &e);

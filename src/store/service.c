@@ -465,21 +465,36 @@ static int sync_after_commit(op_req *r)
     json_int_t n = json_integer_value(json_object_get(rec, "sync_copies"));
     char id[40];
     snprintf(id, sizeof id, "%s", om_json_str_or(rec, "id", ""));
-    json_decref(rec);
     store_syncwait *w = sync_of(s);
-    if (!w) return om_errf(OM_E_OutOfMemory, "sync wait");
-    if (!rec) { /* a directory without the DAG's records: what the replication service said */
+    int rc = w ? 0 : om_errf(OM_E_OutOfMemory, "sync wait");
+    if (!rc &&
+        !rec) { /* a directory without the DAG's records: what the replication service said */
         eng_info in;
-        int rc = eng_db_info(r->m->db, &in);
-        if (rc) return rc;
-        om_uuid_str(&in.db_id, id);
-        n = store_syncwait_wanted(w, id);
+        rc = eng_db_info(r->m->db, &in);
+        if (!rc) om_uuid_str(&in.db_id, id);
+        if (!rc) n = store_syncwait_wanted(w, id);
     }
-    if (n <= 0) return 0;
+    if (rc || n <= 0) {
+        json_decref(rec);
+        return rc;
+    }
+    /* Only the record's passive copies count: a position reported under any other name (made
+     * up on this socket, a copy removed since, this server itself) acknowledges nothing. */
+    const char *names[64];
+    store_sync_copies only = {.servers = names}, *onlyp = rec ? &only : NULL;
+    const char *server;
+    json_t *cfg;
+    json_object_foreach(json_object_get(rec, "copies"), server, cfg)
+    {
+        if (strcmp(server, s->server) && only.n < sizeof names / sizeof names[0])
+            names[only.n++] = server;
+    }
     eng_lgpos pos = eng_log_durable_end(r->m->db);
     const char *env = getenv("OMBRA_SYNC_WAIT_MS"); /* tests and benchmarks */
     uint32_t ms = env && atoi(env) > 0 ? (uint32_t)atoi(env) : SYNC_WAIT_MS;
-    return store_syncwait_wait(w, id, r->m->name, (uint32_t)n, pos, ms);
+    rc = store_syncwait_wait(w, id, r->m->name, onlyp, (uint32_t)n, pos, ms);
+    json_decref(rec);
+    return rc;
 }
 
 /* The "mailbox" field the mail.* requests on one mailbox carry. */

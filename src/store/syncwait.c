@@ -115,24 +115,37 @@ uint32_t store_syncwait_wanted(store_syncwait *w, const char *db_id)
     return n;
 }
 
-static uint32_t count_locked(store_syncwait *w, const char *db_id, eng_lgpos pos)
+static int counts(const store_sync_copies *only, const char *server)
+{
+    if (!only) return 1;
+    for (size_t i = 0; i < only->n; i++)
+        if (!strcmp(only->servers[i], server)) return 1;
+    return 0;
+}
+
+static uint32_t count_locked(store_syncwait *w, const char *db_id, const store_sync_copies *only,
+                             eng_lgpos pos)
 {
     uint32_t k = 0;
     for (size_t i = 0; i < w->n; i++)
-        if (!strcmp(w->v[i].db, db_id) && at_or_past(w->v[i].pos, pos)) k++;
+        if (!strcmp(w->v[i].db, db_id) && at_or_past(w->v[i].pos, pos) &&
+            counts(only, w->v[i].server))
+            k++;
     return k;
 }
 
-uint32_t store_syncwait_count(store_syncwait *w, const char *db_id, eng_lgpos pos)
+uint32_t store_syncwait_count(store_syncwait *w, const char *db_id, const store_sync_copies *only,
+                              eng_lgpos pos)
 {
     pthread_mutex_lock(&w->mu);
-    uint32_t k = count_locked(w, db_id, pos);
+    uint32_t k = count_locked(w, db_id, only, pos);
     pthread_mutex_unlock(&w->mu);
     return k;
 }
 
-int store_syncwait_wait(store_syncwait *w, const char *db_id, const char *name, uint32_t n,
-                        eng_lgpos pos, uint32_t timeout_ms)
+int store_syncwait_wait(store_syncwait *w, const char *db_id, const char *name,
+                        const store_sync_copies *only, uint32_t n, eng_lgpos pos,
+                        uint32_t timeout_ms)
 {
     struct timespec end;
     clock_gettime(CLOCK_MONOTONIC, &end);
@@ -144,9 +157,9 @@ int store_syncwait_wait(store_syncwait *w, const char *db_id, const char *name, 
     }
     pthread_mutex_lock(&w->mu);
     uint32_t k;
-    while ((k = count_locked(w, db_id, pos)) < n)
+    while ((k = count_locked(w, db_id, only, pos)) < n)
         if (pthread_cond_timedwait(&w->cv, &w->mu, &end)) break;
-    k = count_locked(w, db_id, pos);
+    k = count_locked(w, db_id, only, pos);
     pthread_mutex_unlock(&w->mu);
     if (k >= n) return 0;
     return om_errf(OM_E_SyncCopiesUnavailable,

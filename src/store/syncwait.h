@@ -19,6 +19,7 @@
 #ifndef OM_STORE_SYNCWAIT_H
 #define OM_STORE_SYNCWAIT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "engine/types.h"
@@ -35,11 +36,20 @@ int store_syncwait_report(store_syncwait *w, const char *db_id, const char *serv
  * never said). */
 void store_syncwait_set_wanted(store_syncwait *w, const char *db_id, uint32_t n);
 uint32_t store_syncwait_wanted(store_syncwait *w, const char *db_id);
-/* How many copies of db_id hold pos. */
-uint32_t store_syncwait_count(store_syncwait *w, const char *db_id, eng_lgpos pos);
-/* Returns once n copies of db_id (named name, for messages) hold pos: 0; after timeout_ms
- * without them: SyncCopiesUnavailable, saying how many did. */
-int store_syncwait_wait(store_syncwait *w, const char *db_id, const char *name, uint32_t n,
-                        eng_lgpos pos, uint32_t timeout_ms);
+/* Which servers' positions count: with a DAG record, its passive copies only (a name reported
+ * for no copy of it, a copy removed since, or the active itself never acknowledges a commit);
+ * NULL: every server reported (no record names the copies). */
+typedef struct store_sync_copies {
+    const char *const *servers;
+    size_t n;
+} store_sync_copies;
+/* How many copies of db_id among `only` hold pos. */
+uint32_t store_syncwait_count(store_syncwait *w, const char *db_id, const store_sync_copies *only,
+                              eng_lgpos pos);
+/* Returns once n copies of db_id among `only` (db_id named name, for messages) hold pos: 0;
+ * after timeout_ms without them: SyncCopiesUnavailable, saying how many did. */
+int store_syncwait_wait(store_syncwait *w, const char *db_id, const char *name,
+                        const store_sync_copies *only, uint32_t n, eng_lgpos pos,
+                        uint32_t timeout_ms);
 
 #endif
