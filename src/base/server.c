@@ -71,6 +71,14 @@ int om_peer_allowed(int fd, gid_t group, char *who, size_t wlen)
     return 0;
 }
 
+int om_peer_is_own(int fd)
+{
+    struct ucred cr;
+    socklen_t l = sizeof cr;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) != 0) return 0;
+    return cr.uid == 0 || cr.uid == geteuid();
+}
+
 pid_t om_peer_pid(int fd)
 {
     struct ucred cr;

@@ -57,6 +57,9 @@ int om_server_listen(const char *path, gid_t group, const char *daemon, int *fd)
 /* 1 when the peer of fd is root, the daemon's own user, or a member of group; who gets
  * "uid U gid G pid P" for the log. */
 int om_peer_allowed(int fd, gid_t group, char *who, size_t wlen);
+/* 1 when the peer of fd is root or the daemon's own user: the operations one service of the
+ * server calls on another (not the members of the socket's group). */
+int om_peer_is_own(int fd);
 /* om_peer_allowed, and for a peer that is not: logs the refusal and sends it one error reply
  * (FileAccessDenied naming the service). 1 when the peer may go on; who as in om_peer_allowed. */
 int om_server_admit(int fd, gid_t group, const char *service, char *who, size_t wlen);

@@ -200,8 +200,20 @@ static int read_current(const srcdb *d, uint32_t gen, uint64_t from, uint8_t *bu
  * take it is logged, not fatal: the copy goes on, and commits that wait for it time out. */
 static void report_position(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d, json_t *req)
 {
-    json_t *hg = json_object_get(req, "held_gen");
+    json_t *hg = json_object_get(req, "held_gen"), *hl = json_object_get(req, "held_len");
     if (!json_is_integer(hg)) return;
+    /* What a copy can hold: the generation it asks for, up to the bytes it was sent of it (the
+     * record stream is never longer than the file's bytes). Anything else is not counted. */
+    json_int_t gen = json_integer_value(json_object_get(req, "gen")),
+               off = json_integer_value(json_object_get(req, "offset"));
+    if (json_integer_value(hg) != gen || !json_is_integer(hl) || json_integer_value(hl) < 0 ||
+        json_integer_value(hl) > off) {
+        om_warn("position of %s's copy of %s not counted: it says it holds %lld bytes of "
+                "generation %lld, asking for generation %lld from byte %lld",
+                rp_conn_peer(c), d->name, (long long)json_integer_value(hl),
+                (long long)json_integer_value(hg), (long long)gen, (long long)off);
+        return;
+    }
     /* With the database's --sync-copies as the DAG's record has it (the store's own directory
      * may hold no DAG record). */
     json_t *rec = NULL;
@@ -211,9 +223,9 @@ static void report_position(rp_source *s, store_client *sc, rp_conn *c, const sr
     if (!rp_dag_get(s->dag, k, &rec, NULL) && rec)
         sync = (int)json_integer_value(json_object_get(rec, "sync_copies"));
     json_decref(rec);
-    int rc = store_client_db_sync_position(
-        sc, d->name, d->id, rp_conn_peer(c), (uint32_t)json_integer_value(hg),
-        (uint32_t)json_integer_value(json_object_get(req, "held_len")), sync);
+    int rc = store_client_db_sync_position(sc, d->name, d->id, rp_conn_peer(c),
+                                           (uint32_t)json_integer_value(hg),
+                                           (uint32_t)json_integer_value(hl), sync);
     if (rc) om_debug("position of %s's copy of %s: %s", rp_conn_peer(c), d->name, om_err_detail());
 }
 

@@ -701,6 +701,9 @@ typedef struct store_op {
     enum op_lock lock;
     int needs_db;
     int (*handler)(op_req *r);
+    int own_only; /* called by this server's ombra-repld or the admin: root or the daemon's
+                   * user only, not the socket's group (a copy's position decides which commits
+                   * are acknowledged, a join which etcd the store trusts) */
 } store_op;
 
 /* A passive copy's durable position (store/syncwait.h), from the active's ombra-repld. */
@@ -735,23 +738,23 @@ static int h_db_sync_position(op_req *r)
 }
 
 static const store_op ops[] = {
-    {"status", OP_REGISTRY, 0, h_status},
-    {"db.new", OP_REGISTRY, 0, h_db_new},
-    {"db.new_recovery", OP_REGISTRY, 0, h_db_new_recovery},
-    {"db.list", OP_REGISTRY, 0, h_db_list},
-    {"db.show", OP_REGISTRY, 1, h_db_show},
-    {"db.mount", OP_REGISTRY, 1, h_db_mount},
-    {"db.dismount", OP_REGISTRY, 1, h_db_dismount},
-    {"db.set", OP_REGISTRY, 1, h_db_set},
-    {"mail.deliver", OP_DB_REF, 1, h_mail_deliver},
-    {"mail.list", OP_DB_REF, 1, h_mail_list},
-    {"mail.get", OP_DB_REF, 1, h_mail_get},
-    {"mail.delete", OP_DB_REF, 1, h_mail_delete},
-    {"mail.digest", OP_DB_REF, 1, h_mail_digest},
-    {"mail.load", OP_DB_REF, 1, h_mail_load},
-    {"db.replication_floor", OP_DB_REF, 1, h_db_replication_floor},
-    {"dag.join", OP_REGISTRY, 0, h_dag_join},
-    {"db.sync_position", OP_DB_REF, 1, h_db_sync_position},
+    {"status", OP_REGISTRY, 0, h_status, 0},
+    {"db.new", OP_REGISTRY, 0, h_db_new, 0},
+    {"db.new_recovery", OP_REGISTRY, 0, h_db_new_recovery, 0},
+    {"db.list", OP_REGISTRY, 0, h_db_list, 0},
+    {"db.show", OP_REGISTRY, 1, h_db_show, 0},
+    {"db.mount", OP_REGISTRY, 1, h_db_mount, 0},
+    {"db.dismount", OP_REGISTRY, 1, h_db_dismount, 0},
+    {"db.set", OP_REGISTRY, 1, h_db_set, 0},
+    {"mail.deliver", OP_DB_REF, 1, h_mail_deliver, 0},
+    {"mail.list", OP_DB_REF, 1, h_mail_list, 0},
+    {"mail.get", OP_DB_REF, 1, h_mail_get, 0},
+    {"mail.delete", OP_DB_REF, 1, h_mail_delete, 0},
+    {"mail.digest", OP_DB_REF, 1, h_mail_digest, 0},
+    {"mail.load", OP_DB_REF, 1, h_mail_load, 0},
+    {"db.replication_floor", OP_DB_REF, 1, h_db_replication_floor, 1},
+    {"dag.join", OP_REGISTRY, 0, h_dag_join, 1},
+    {"db.sync_position", OP_DB_REF, 1, h_db_sync_position, 1},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 
@@ -798,6 +801,11 @@ static json_t *dispatch(store *s, int fd, json_t *req, const uint8_t *data, size
     for (size_t i = 0; !rc && !op && i < NOPS; i++)
         if (!strcmp(ops[i].name, name)) op = &ops[i];
     if (!rc && !op) rc = om_errf(OM_E_InvalidParameter, "unknown operation '%s'", name);
+    if (!rc && op->own_only && !om_peer_is_own(fd))
+        rc = om_errf(OM_E_FileAccessDenied,
+                     "%s is for this server's services: root or the store's own user only, not "
+                     "the members of its group",
+                     name);
     if (!rc) rc = run_op(op, &r);
     if (rc) {
         json_decref(r.rep);

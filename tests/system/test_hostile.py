@@ -589,3 +589,37 @@ def test_the_client_refuses_a_socket_or_daemon_of_another_user(build_dir, open_t
 def test_the_runtime_directory_is_made_for_the_daemon_alone(store):
     st = os.stat(store.run_dir)
     assert st.st_mode & 0o777 == 0o700, oct(st.st_mode)
+
+
+@root_only
+def test_the_operations_of_the_servers_services_are_refused_to_the_members_of_the_group(hostile):
+    """A member of --group acts on databases and mail, but a copy's position (which commits are
+    acknowledged under --sync-copies), the replication floor (which logs may go) and a DAG join
+    (which etcd the store trusts) come from this server's own services only."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is missing")
+    st = hostile(args=("--group", "nogroup"))
+    os.chmod(st.tmp, 0o755)
+    st.ombra("db", "new", "db1")
+    code = (
+        "import json, socket, struct, sys\n"
+        "out = []\n"
+        "for req in json.loads(sys.argv[2]):\n"
+        "    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+        "    b = json.dumps(req).encode(); s.sendall(struct.pack('<I', len(b)) + b)\n"
+        "    n = struct.unpack('<I', s.recv(4, socket.MSG_WAITALL))[0]\n"
+        "    out.append(json.loads(s.recv(n, socket.MSG_WAITALL))); s.close()\n"
+        "print(json.dumps(out))\n")
+    reqs = [{"op": "db.list"},
+            {"op": "db.sync_position", "db": "db1", "id": "x", "server": "b", "gen": 9, "len": 9},
+            {"op": "db.replication_floor", "db": "db1", "id": "x", "floor": 1, "hold_s": 1},
+            {"op": "dag.join", "etcd": "http://127.0.0.1:1", "dag": "evil", "check_only": True}]
+    p = subprocess.run(["setpriv", f"--reuid={NOBODY}", "--regid=nogroup", "--clear-groups",
+                        sys.executable, "-c", code, str(st.sock), json.dumps(reqs)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    listed, *services = json.loads(p.stdout)
+    assert listed.get("ok") is True, listed  # the group is admitted
+    for req, rep in zip(reqs[1:], services):
+        assert rep.get("ok") is False and "for this server's services" in rep.get("message", ""), \
+            (req["op"], rep)
