@@ -336,13 +336,14 @@ static int change_sync(void *arg, json_t *rec, int exists)
     const char *server;
     size_t passive = 0;
     json_t *cfg;
+    /* A suspended copy (or one whose seeding is postponed) acknowledges nothing. */
     json_object_foreach(json_object_get(rec, "copies"), server, cfg) passive +=
-        strcmp(server, c->active) != 0;
+        strcmp(server, c->active) != 0 && !json_is_true(json_object_get(cfg, "suspended"));
     if (c->n > passive)
         return om_errf(OM_E_InvalidParameter,
-                       "database %s has %zu passive cop%s: --sync-copies %u can never be met. "
-                       "HINT: add copies first (ombra db copy add %s --server S), or ask for at "
-                       "most %zu",
+                       "database %s has %zu passive cop%s not suspended: --sync-copies %u can "
+                       "never be met. HINT: add copies first (ombra db copy add %s --server S) or "
+                       "resume one, or ask for at most %zu",
                        c->db, passive, passive == 1 ? "y" : "ies", c->n, c->db, passive);
     json_object_set_new(rec, "sync_copies", json_integer(c->n));
     return 0;

@@ -98,6 +98,11 @@ def test_sync_copies_more_than_the_copies_is_refused(dag2):
     r = sync_copies(a, bed, "db1", 3, check=False)
     assert r.rc == 1 and r.err.count("\n") == 1, r.err
     assert "1 passive copy" in r.err and "--sync-copies 3" in r.err and "HINT" in r.err
+    # A suspended copy acknowledges nothing: it does not count.
+    a.ombra("db", "copy", "suspend", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    r = sync_copies(a, bed, "db1", 1, check=False)
+    assert r.rc == 1 and "0 passive copies not suspended" in r.err, r.err
+    a.ombra("db", "copy", "resume", "db1", "--server", "b", "--etcd", bed.etcd_url)
     # Nothing was set: deliveries go on at once, as before.
     a.deliver("db1", "box", b"still asynchronous")
     r = sync_copies(a, bed, "db2", 1, check=False)
