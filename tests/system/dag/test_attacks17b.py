@@ -2,11 +2,15 @@
 each test is a defect found by trying what a hostile peer or a careless administrator would."""
 import time
 
+import pytest
+
 from dag.test_block_sync import dag2, sync_copies  # noqa: F401 (dag2 is a fixture)
 from dag.test_replication import dag3  # noqa: F401 (a fixture)
 from dag.test_replication import drained
 
 U32 = 0xFFFFFFFF
+
+pytestmark = pytest.mark.dag_long  # make test-dag and make test-long; make test keeps 12 others
 
 
 def test_sync_copies_count_only_the_passive_copies_of_the_record_not_any_name_reported(dag2):
