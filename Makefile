@@ -7,7 +7,7 @@ PYTEST  ?= pytest-3
 CRASH_POINTS ?= 2000
 # Under the sanitizers the crash harnesses look for memory errors, not for more crash points
 # (the plain build tries CRASH_POINTS; make test-long the whole ASan run).
-ASAN_CRASH_POINTS ?= 250
+ASAN_CRASH_POINTS ?= 150
 # The system suites under the sanitizers in make test: all but the long randomized ones (the
 # campaign, the soak, the attack loops) and the tests marked slow_under_sanitizers (kill -9
 # rounds, 100 databases, descriptor exhaustion), which make test-long runs under them too.
@@ -16,7 +16,10 @@ ASAN_SYSTEM_SKIP ?= --ignore=tests/system/test_campaign.py --ignore=tests/system
 # In that pass LeakSanitizer checks the daemons, not each CLI call's exit (about 50 ms of CPU
 # each, 2,000 calls); make test-long checks both.
 # System tests run in parallel (pytest-xdist): each test has its own daemons and directories.
-PYTEST_WORKERS ?= 3
+# They wait on daemons as much as they compute: 4 workers keep 2 cores busier than 3 (the
+# sanitizer pass keeps 3: ThreadSanitizer and the fuzzing run beside it).
+PYTEST_WORKERS ?= 4
+ASAN_PYTEST_WORKERS ?= 3
 # The DAG tests (tests/system/dag: servers in network namespaces, a real etcd; root): a short set
 # runs with the plain system tests (the rest is marked dag_long), all of them in make test-dag,
 # and in make test-long, there also under the sanitizers.
@@ -53,7 +56,8 @@ test: deps build build-asan
 	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
 	@$(call stage,unit tests under AddressSanitizer + UndefinedBehaviorSanitizer)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=50 OMBRA_TABLE_OPS=20000 OMBRA_PASSIVE_CRASH_POINTS=8 \
+	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=20 OMBRA_TABLE_OPS=20000 OMBRA_TABLE_DELETE_ROUNDS=30 \
+	  OMBRA_PASSIVE_CRASH_POINTS=8 \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@$(call stage,system tests)
 	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system -m "not dag_long"
@@ -63,7 +67,7 @@ test: deps build build-asan
 	  >$(BUILD)/test-tsan.log 2>&1 & tsan=$$!; \
 	  ASAN_OPTIONS=detect_leaks=0 OMBRA_DAEMON_ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \
 	  OMBRA_BUILD=$(abspath $(ASAN)) \
-	  $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system $(ASAN_SYSTEM_SKIP) $(DAG_SKIP); \
+	  $(PYTEST) -q -n $(ASAN_PYTEST_WORKERS) --dist loadgroup tests/system $(ASAN_SYSTEM_SKIP) $(DAG_SKIP); \
 	  rc=$$?; wait $$tsan; trc=$$?; \
 	  $(call stage,table concurrency under ThreadSanitizer and bounded fuzzing (they ran beside the pass above)); \
 	  grep -v '^\[[0-9]*/[0-9]*\]' $(BUILD)/test-tsan.log; \
@@ -81,7 +85,7 @@ test-long: deps build build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
-	  OMBRA_CAMPAIGN_SECONDS=120 OMBRA_SOAK_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup \
+	  OMBRA_CAMPAIGN_SECONDS=120 OMBRA_SOAK_SECONDS=60 $(PYTEST) -q -n $(ASAN_PYTEST_WORKERS) --dist loadgroup \
 	  tests/system
 
 # The randomized restore campaign (tests/system/test_campaign.py) for CAMPAIGN_SECONDS.
@@ -99,7 +103,7 @@ test-soak: deps build
 # The DAG test bed and the DAG tests (tests/system/dag): servers in network namespaces and a
 # real etcd; root only (they skip without it).
 test-dag: deps build
-	OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system/dag
+	OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(ASAN_PYTEST_WORKERS) tests/system/dag
 
 # A longer fuzzing run (FUZZ_SECONDS to change it).
 fuzz: deps
