@@ -20,6 +20,8 @@ ASAN_SYSTEM_SKIP ?= --ignore=tests/system/test_campaign.py --ignore=tests/system
 # sanitizer pass keeps 3: ThreadSanitizer and the fuzzing run beside it).
 PYTEST_WORKERS ?= 4
 ASAN_PYTEST_WORKERS ?= 3
+# make test-dag: each DAG test brings up its own servers and etcd.
+DAG_PYTEST_WORKERS ?= 3
 # The DAG tests (tests/system/dag: servers in network namespaces, a real etcd; root): a short set
 # runs with the plain system tests (the rest is marked dag_long), all of them in make test-dag,
 # and in make test-long, there also under the sanitizers.
@@ -103,7 +105,7 @@ test-soak: deps build
 # The DAG test bed and the DAG tests (tests/system/dag): servers in network namespaces and a
 # real etcd; root only (they skip without it).
 test-dag: deps build
-	OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(ASAN_PYTEST_WORKERS) tests/system/dag
+	OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -n $(DAG_PYTEST_WORKERS) tests/system/dag
 
 # A longer fuzzing run (FUZZ_SECONDS to change it).
 fuzz: deps
