@@ -24,6 +24,9 @@
 #include "repl/reseed.h"
 #include "repl/wire.h"
 
+/* Seeds from a reseed's --source copy that may fail in a row before the active seeds it. */
+#define RP_SOURCE_TRIES 3
+
 struct rp_copier {
     rp_copier_cfg cfg;
     pthread_t th;
@@ -39,6 +42,8 @@ struct rp_copier {
     int trunc_failed; /* the active marked it Failed: it held truncation back too long (floor.h) */
     char trunc_msg[600];
     int64_t reseed_seen, reseed_asked;
+    int64_t source_failed_for; /* the reseed whose --source failed source_fails times */
+    int source_fails;
     uint32_t replay_lag_s;
     uint32_t closed, current, first; /* what the active said last */
     int no_block;                    /* the active's source does not know log.stream */
@@ -303,6 +308,16 @@ static int seed(rp_copier *c, rp_conn *conn)
     publish(c, 1);
     int from_copy =
         c->source[0] && strcmp(c->source, c->active) && c->reseed_asked != c->reseed_seen;
+    if (c->source_failed_for != c->reseed_asked) c->source_fails = 0;
+    if (from_copy && c->source_fails >= RP_SOURCE_TRIES) {
+        /* A --source that keeps failing (its server gone, its copy no longer Healthy) leaves
+         * the copy wiped: the active seeds it, as a reseed without --source would. */
+        if (c->source_fails++ == RP_SOURCE_TRIES)
+            om_warn("copy of %s: the seed from %s's copy failed %d times: seeding from the "
+                    "active (%s) instead",
+                    c->name, c->source, RP_SOURCE_TRIES, c->active);
+        from_copy = 0;
+    }
     const char *from = from_copy ? c->source : c->active;
     rp_conn *own = NULL;
     int lk = -1;
@@ -406,6 +421,10 @@ static int seed(rp_copier *c, rp_conn *conn)
     om_dir_close(dir);
     rp_close(own);
     rp_copy_unlock(lk);
+    if (rc && from_copy && !c->stop) {
+        c->source_failed_for = c->reseed_asked;
+        c->source_fails++;
+    }
     if (!rc) {
         c->reseed_seen = c->reseed_asked;
         if (from_copy)

@@ -98,7 +98,7 @@ static int check_copy(rp_source *s, const char *id, const char *name, char *base
 /* Sends file name of dir whole: the .edb (gen 0) as seed.begin (with the generations lo..hi
  * that follow it) and chunks of at most RP_SEED_CHUNK, a generation as one message. */
 static int send_file(rp_conn *c, om_dir *dir, const char *name, uint32_t gen, uint32_t lo,
-                     uint32_t hi, uint64_t *size)
+                     uint32_t hi, uint64_t *size, uint32_t pause_ms)
 {
     om_file *f = NULL;
     uint64_t n = 0;
@@ -129,6 +129,7 @@ static int send_file(rp_conn *c, om_dir *dir, const char *name, uint32_t gen, ui
                 buf, want);
         off += want;
         if (!want) break;
+        if (pause_ms) usleep(pause_ms * 1000u); /* tests: OMBRA_REPL_TEST_SEED_PAUSE_MS */
     }
     free(buf);
     om_close(f);
@@ -168,11 +169,11 @@ static int stream(rp_source *s, rp_conn *c, const char *id, const char *name, co
             "%u..%u",
             name, id, rp_conn_peer(c), edb, lo, hi);
     uint64_t size = 0;
-    if (!rc) rc = send_file(c, dir, edbname, 0, lo, hi, &size);
+    if (!rc) rc = send_file(c, dir, edbname, 0, lo, hi, &size, s->test_seed_pause_ms);
     for (uint32_t g = lo; !rc && g && g <= hi; g++) {
         char gname[64];
         snprintf(gname, sizeof gname, "%s%08X.log", base, g);
-        rc = send_file(c, logs, gname, g, 0, 0, NULL);
+        rc = send_file(c, logs, gname, g, 0, 0, NULL, s->test_seed_pause_ms);
         if (rc == OM_E_FileNotFound)
             rc = om_errf(OM_E_MissingLogFile, "generation %u of %s is missing from the copy (%s)",
                          g, name, logpath);

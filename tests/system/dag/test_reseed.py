@@ -120,3 +120,33 @@ def test_the_actives_repld_killed_in_the_middle_of_a_seed(dag_bed):
               what="the seed after the restart")
     assert f"seeded {DB}" in repld_log(b)
     copies_match(bed, a, DB, [b])
+
+
+@pytest.mark.dag_long
+def test_a_reseed_whose_source_dies_half_way_is_seeded_from_the_active(dag_bed):
+    bed = dag_bed(3)
+    a, b, c = bed.a, bed.b, bed.c
+    c.env["OMBRA_REPL_TEST_SEED_PAUSE_MS"] = "3000"  # c's seeds pause after each part
+    setup_dag(bed, [a, b, c])
+    a.ombra("db", "new", DB)
+    a.ombra("db", "copy", "add", DB, "--server", "b", "--etcd", bed.etcd_url)
+    a.ombra("db", "copy", "add", DB, "--server", "c", "--etcd", bed.etcd_url)
+    roll(a, DB, 3)
+    close_generation(a, DB)
+    drained(a, bed, DB, "b")
+    drained(a, bed, DB, "c")
+    seeds_on_a = repld_log(a).count(f"seeding {DB} (")
+    reseed(bed, a, "--server", "b", "--source", "c", "--wait-seconds", "0")
+    deadline = time.time() + 60
+    while f"seeding the copy of {DB}" not in repld_log(c):
+        assert time.time() < deadline, repld_log(c)
+        time.sleep(0.1)
+    c.kill9("repld")  # the source dies half-way through the seed
+    # b's copy is wiped; after a few failed tries from c, the active seeds it
+    wait_copy(a, bed, DB, "b", lambda x: x["state"] == "Healthy", seconds=90,
+              what="the copy seeded from the active after its source died")
+    assert "seeding from the active (a) instead" in repld_log(b), repld_log(b)
+    assert repld_log(a).count(f"seeding {DB} (") == seeds_on_a + 1
+    for i in range(10):
+        a.deliver(DB, f"box{i % 5}", f"after the reseed {i}".encode())
+    copies_match(bed, a, DB, [b])
