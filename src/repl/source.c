@@ -198,7 +198,17 @@ static int read_current(const srcdb *d, uint32_t gen, uint64_t from, uint8_t *bu
 
 /* Passes a copy's durable position to the store (--sync-copies counts it). A store that cannot
  * take it is logged, not fatal: the copy goes on, and commits that wait for it time out. */
-static void report_position(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d, json_t *req)
+/* What one connection last read of its database's --sync-copies from the DAG's record, and
+ * when: a copier in block mode asks at every log write, etcd need not be asked that often. */
+typedef struct sync_seen {
+    char id[40];
+    int sync;
+    uint64_t at_ms;
+} sync_seen;
+#define SYNC_SEEN_MS 1000
+
+static void report_position(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d, json_t *req,
+                            sync_seen *seen)
 {
     json_t *hg = json_object_get(req, "held_gen"), *hl = json_object_get(req, "held_len");
     if (!json_is_integer(hg)) return;
@@ -216,13 +226,19 @@ static void report_position(rp_source *s, store_client *sc, rp_conn *c, const sr
     }
     /* With the database's --sync-copies as the DAG's record has it (the store's own directory
      * may hold no DAG record). */
-    json_t *rec = NULL;
-    char k[160];
-    snprintf(k, sizeof k, "databases/%s", d->id);
-    int sync = -1;
-    if (!rp_dag_get(s->dag, k, &rec, NULL) && rec)
-        sync = (int)json_integer_value(json_object_get(rec, "sync_copies"));
-    json_decref(rec);
+    uint64_t now = om_mono_ns() / 1000000;
+    if (strcmp(seen->id, d->id) || now - seen->at_ms >= SYNC_SEEN_MS) {
+        json_t *rec = NULL;
+        char k[160];
+        snprintf(k, sizeof k, "databases/%s", d->id);
+        seen->sync = -1;
+        if (!rp_dag_get(s->dag, k, &rec, NULL) && rec)
+            seen->sync = (int)json_integer_value(json_object_get(rec, "sync_copies"));
+        json_decref(rec);
+        snprintf(seen->id, sizeof seen->id, "%s", d->id);
+        seen->at_ms = now;
+    }
+    int sync = seen->sync;
     int rc = store_client_db_sync_position(sc, d->name, d->id, rp_conn_peer(c),
                                            (uint32_t)json_integer_value(hg),
                                            (uint32_t)json_integer_value(hl), sync);
@@ -230,7 +246,8 @@ static void report_position(rp_source *s, store_client *sc, rp_conn *c, const sr
 }
 
 /* Block mode (wire.h): the bytes of generation gen past offset, as soon as there are some. */
-static int op_stream(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d, json_t *req)
+static int op_stream(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d, json_t *req,
+                     sync_seen *seen)
 {
     uint32_t gen = (uint32_t)json_integer_value(json_object_get(req, "gen"));
     json_int_t off = json_integer_value(json_object_get(req, "offset"));
@@ -239,7 +256,7 @@ static int op_stream(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d,
     if (!gen || off < 0 || off > ENG_LOG_SIZE || off % ENG_SLOT_SIZE)
         return om_errf(OM_E_InvalidParameter, "log.stream of %s: generation %u, offset %lld",
                        d->name, gen, (long long)off);
-    report_position(s, sc, c, d, req);
+    report_position(s, sc, c, d, req, seen);
     int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (in < 0) return om_errf(OM_E_OutOfMemory, "inotify: %s", strerror(errno));
     /* Writes into E00.log are IN_MODIFY of the folder; a roll is a rename into it. */
@@ -365,6 +382,7 @@ void rp_source_serve(rp_source *s, rp_conn *c)
         return;
     }
     store_client_retry_busy(sc, 1);
+    sync_seen seen = {0};
     for (;;) {
         json_t *req = NULL;
         void *bulk = NULL;
@@ -383,7 +401,7 @@ void rp_source_serve(rp_source *s, rp_conn *c)
         } else if (!strcmp(op, "log.wait") || !strcmp(op, "log.get") || !strcmp(op, "seed") ||
                    !strcmp(op, "log.stream")) {
             rc = find_db(s, sc, req, &d);
-            if (!rc && !strcmp(op, "log.stream")) rc = op_stream(s, sc, c, &d, req);
+            if (!rc && !strcmp(op, "log.stream")) rc = op_stream(s, sc, c, &d, req, &seen);
             if (!rc && !strcmp(op, "log.wait")) rc = op_wait(s, c, &d, req);
             if (!rc && !strcmp(op, "log.get")) rc = op_get(s, c, &d, req);
             if (!rc && !strcmp(op, "seed")) rc = op_seed(s, c, &d);
