@@ -737,20 +737,31 @@ static int run_copy_status(const cli_args *a)
     else if (cli_flag(a, "json"))
         status = cli_print_json(out);
     else {
-        printf("%-16s %-12s %-13s %6s %6s %9s %9s %9s  %s\n", "DATABASE", "SERVER", "STATE",
-               "COPYQ", "REPLQ", "COPIED", "INSPECTED", "REPLAYED", "LAST ERROR");
+        /* MODE: block (KiB of the open generation the copy holds), file, or - (the active). */
+        printf("%-16s %-12s %-13s %6s %6s %9s %9s %9s  %-12s %s\n", "DATABASE", "SERVER", "STATE",
+               "COPYQ", "REPLQ", "COPIED", "INSPECTED", "REPLAYED", "MODE", "LAST ERROR");
         size_t i;
         json_t *o;
         json_array_foreach(out, i, o)
-            printf("%-16s %-12s %-13s %6lld %6lld %9lld %9lld %9lld  %s\n",
+        {
+            char mode[32] = "-";
+            const char *m = om_json_str_or(o, "mode", "");
+            if (!strcmp(m, "block"))
+                snprintf(mode, sizeof mode, "block:%lldK",
+                         (long long)json_integer_value(json_object_get(o, "streamed_bytes")) /
+                             1024);
+            else if (*m)
+                snprintf(mode, sizeof mode, "%.20s", m);
+            printf("%-16s %-12s %-13s %6lld %6lld %9lld %9lld %9lld  %-12s %s\n",
                    om_json_str_or(o, "database", ""), om_json_str_or(o, "server", ""),
                    om_json_str_or(o, "state", ""),
                    (long long)json_integer_value(json_object_get(o, "copy_queue")),
                    (long long)json_integer_value(json_object_get(o, "replay_queue")),
                    (long long)json_integer_value(json_object_get(o, "copied")),
                    (long long)json_integer_value(json_object_get(o, "inspected")),
-                   (long long)json_integer_value(json_object_get(o, "replayed")),
+                   (long long)json_integer_value(json_object_get(o, "replayed")), mode,
                    om_json_str_or(o, "last_error", ""));
+        }
     }
     json_decref(out);
     json_decref(dbs);
