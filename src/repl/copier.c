@@ -133,6 +133,10 @@ static int read_records(rp_copier *c)
         snprintf(c->dir, sizeof c->dir, "%s/copies/%s", c->cfg.data_dir, c->cfg.db_id);
         snprintf(c->edb, sizeof c->edb, "%s/%s.edb", c->dir, c->name);
         snprintf(c->logs, sizeof c->logs, "%s/logs", c->dir);
+        pthread_mutex_lock(&c->mu); /* for the replica writer (replica_writer.h) */
+        snprintf(c->st.name, sizeof c->st.name, "%s", c->name);
+        snprintf(c->st.base, sizeof c->st.base, "%s", c->base);
+        pthread_mutex_unlock(&c->mu);
     }
     json_decref(db);
     json_decref(act);

@@ -32,6 +32,7 @@
 
 typedef struct rp_copy_status {
     char state[16];
+    char name[80], base[4]; /* the database's, from its record ("" until read) */
     uint32_t generated, copied, inspected, replayed; /* last generation of each */
     int block;               /* block mode: the open generation is streamed */
     uint32_t streamed_gen;   /* block mode: the open generation held in part (0: none) */

@@ -20,6 +20,7 @@
 #include "repl/ca.h"
 #include "repl/dag.h"
 #include "repl/floor.h"
+#include "repl/replica_writer.h"
 #include "repl/source.h"
 #include "repl/tls.h"
 
@@ -30,8 +31,9 @@ typedef struct repld {
     rp_dag *dag;
     rp_tls *tls;
     rp_source src;
-    rp_floor *floor;    /* truncation across copies (floor.h) */
-    pthread_mutex_t mu; /* everything below */
+    rp_floor *floor;           /* truncation across copies (floor.h) */
+    rp_replica_writer *writer; /* the passive copies offered for backup (replica_writer.h) */
+    pthread_mutex_t mu;        /* everything below */
     pthread_cond_t cv;
     int stopping, active, changed;
     gid_t group;
@@ -122,8 +124,12 @@ static void reconcile(repld *r)
             continue;
         }
         om_info("copy of database %s: no longer a passive copy of this server", id);
-        rp_copier_stop(r->copies[i]);
+        /* Out of the array under mu (status and the replica writer read it), stopped outside. */
+        pthread_mutex_lock(&r->mu);
+        rp_copier *gone = r->copies[i];
         r->copies[i] = r->copies[--r->ncopies];
+        pthread_mutex_unlock(&r->mu);
+        rp_copier_stop(gone);
     }
     const char *id;
     json_t *db;
@@ -139,7 +145,11 @@ static void reconcile(repld *r)
             .dag = r->dag, .tls = r->tls, .server = r->o->server, .data_dir = r->o->data_dir};
         snprintf(cfg.db_id, sizeof cfg.db_id, "%s", id);
         om_info("copy of database %s (%s): starting", om_json_str_or(db, "name", "?"), id);
-        if (!rp_copier_start(&cfg, &r->copies[r->ncopies])) r->ncopies++;
+        rp_copier *c = NULL;
+        if (rp_copier_start(&cfg, &c)) continue;
+        pthread_mutex_lock(&r->mu);
+        r->copies[r->ncopies++] = c;
+        pthread_mutex_unlock(&r->mu);
     }
 out:
     json_decref(dbs);
@@ -175,10 +185,34 @@ static void *reconcile_main(void *arg)
         pthread_mutex_unlock(&r->mu);
         if (stop) break;
     }
-    for (int i = 0; i < r->ncopies; i++)
-        rp_copier_stop(r->copies[i]);
+    pthread_mutex_lock(&r->mu);
+    int n = r->ncopies;
     r->ncopies = 0;
+    pthread_mutex_unlock(&r->mu);
+    for (int i = 0; i < n; i++)
+        rp_copier_stop(r->copies[i]);
     return NULL;
+}
+
+/* The replica writer's list of copies (replica_writer.h): each copier's status. */
+static int list_replicas(void *ctx, rp_replica *out, int max)
+{
+    repld *r = ctx;
+    int n = 0;
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->ncopies && n < max; i++, n++) {
+        rp_copy_status st;
+        rp_copier_status(r->copies[i], &st);
+        memset(&out[n], 0, sizeof out[n]);
+        snprintf(out[n].db_id, sizeof out[n].db_id, "%s", rp_copier_db(r->copies[i]));
+        snprintf(out[n].name, sizeof out[n].name, "%s", st.name);
+        snprintf(out[n].base, sizeof out[n].base, "%s", st.base);
+        snprintf(out[n].state, sizeof out[n].state, "%s", st.state);
+        out[n].inspected = st.inspected;
+        out[n].replayed = st.replayed;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return n;
 }
 
 /* ---- the replication port ---- */
@@ -381,6 +415,14 @@ int rp_repld_run(const rp_repld_opts *o0)
                        .store_socket = o.store_socket,
                        .hold_limit_s = o.hold_limit_s};
     if (!rc) rc = rp_floor_start(&fc, &r->floor);
+    char vss_sock[4200];
+    snprintf(vss_sock, sizeof vss_sock, "%s/vss.sock", o.runtime_dir);
+    rp_replica_writer_cfg wc = {.server = o.server,
+                                .data_dir = o.data_dir,
+                                .vss_socket = vss_sock,
+                                .list = list_replicas,
+                                .ctx = r};
+    if (!rc) rc = rp_replica_writer_start(&wc, &r->writer);
     if (!rc) rc = etcd_watch_start(r->dag->e, k1, 0, on_change, r, &w1);
     if (!rc) rc = etcd_watch_start(r->dag->e, k2, 0, on_change, r, &w2);
     pthread_t lease_th, rec_th, acc_th;
@@ -389,6 +431,7 @@ int rp_repld_run(const rp_repld_opts *o0)
     if (rc) {
         etcd_watch_stop(w1);
         etcd_watch_stop(w2);
+        rp_replica_writer_stop(r->writer);
         rp_floor_stop(r->floor);
         goto out;
     }
@@ -407,6 +450,7 @@ int rp_repld_run(const rp_repld_opts *o0)
     pthread_mutex_unlock(&r->mu);
     etcd_watch_stop(w1);
     etcd_watch_stop(w2);
+    rp_replica_writer_stop(r->writer); /* its sessions aborted, copy locks released */
     pthread_join(acc_th, NULL);
     pthread_join(rec_th, NULL);
     pthread_join(lease_th, NULL);

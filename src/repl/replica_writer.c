@@ -1,0 +1,505 @@
+/* The replica writer (replica_writer.h). Backup state lives in a table of copies by database id,
+ * in memory only, under w->mu; the copy lock is taken and released outside it (taking it may
+ * wait for a replay). The copies themselves come from ombra-repld's copiers through cfg.list. */
+#include "repl/replica_writer.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "base/hash.h"
+#include "base/logging.h"
+#include "base/time.h"
+#include "base/uuid.h"
+#include "base/vfs.h"
+#include "engine/format.h"
+#include "repl/reseed.h"
+#include "vss/writer.h"
+
+#define WRITER_CLASS "8f1e6c27-3a9d-4b52-9e07-c4d1a2b35f68"
+#define WRITER_NAME  "Ombra Replica Writer"
+#define MAX_COPIES   256
+/* How long Freeze waits for a replay (or a seed read from the copy) to finish. */
+#define FREEZE_WAIT_MS 5000
+
+typedef struct wcopy {
+    char id[40], name[80];
+    char session[40]; /* the backup in progress; "" when none */
+    char type[16];
+    int lock;    /* the copy lock while frozen or held (-1: not held) */
+    int holding; /* the session froze with hold: the lock stays until the session ends */
+    /* At freeze, under the lock: what the shadow copy holds. */
+    uint32_t replayed, lr_min, lr_max;
+    eng_sig log_sig, db_sig;
+} wcopy;
+
+struct rp_replica_writer {
+    rp_replica_writer_cfg cfg;
+    char server[80], data_dir[4096];
+    vss_writer *vw;
+    pthread_mutex_t mu;
+    wcopy copies[MAX_COPIES];
+    char instance_id[37], logical[200];
+};
+
+/* ---- copies ---- */
+
+/* The database id a component full name names ("Replica\srv1\<id>" or its "\Logs"); 0 when
+ * the name is another writer's or another server's. */
+static int comp_db_id(rp_replica_writer *w, const char *comp, char id[37], int *is_logs)
+{
+    size_t l = strlen(w->logical);
+    if (!comp || strncmp(comp, w->logical, l) || comp[l] != '\\') return 0;
+    const char *p = comp + l + 1, *bs = strchr(p, '\\');
+    size_t n = bs ? (size_t)(bs - p) : strlen(p);
+    if (n != 36 || (bs && strcmp(bs, "\\Logs"))) return 0;
+    memcpy(id, p, 36);
+    id[36] = 0;
+    *is_logs = bs != NULL;
+    return 1;
+}
+
+/* The copy with that id as its copier knows it; 0 when this server holds none. */
+static int find_copy(rp_replica_writer *w, const char *id, rp_replica *out)
+{
+    rp_replica *all = calloc(MAX_COPIES, sizeof *all);
+    if (!all) return 0;
+    int n = w->cfg.list(w->cfg.ctx, all, MAX_COPIES), found = 0;
+    for (int i = 0; i < n && !found; i++)
+        if (!strcmp(all[i].db_id, id)) {
+            *out = all[i];
+            found = 1;
+        }
+    free(all);
+    return found;
+}
+
+/* The table entry of a database id (created when asked). Under w->mu. */
+static wcopy *wcopy_get(rp_replica_writer *w, const char *id, int create)
+{
+    wcopy *free_slot = NULL;
+    for (int i = 0; i < MAX_COPIES; i++) {
+        if (!strcmp(w->copies[i].id, id)) return &w->copies[i];
+        if (!w->copies[i].id[0] && !free_slot) free_slot = &w->copies[i];
+    }
+    if (!create || !free_slot) return NULL;
+    memset(free_slot, 0, sizeof *free_slot);
+    free_slot->lock = -1;
+    snprintf(free_slot->id, sizeof free_slot->id, "%s", id);
+    return free_slot;
+}
+
+static void copy_paths(rp_replica_writer *w, const rp_replica *c, char *dir, size_t nd, char *edb,
+                       size_t ne, char *logs, size_t nl)
+{
+    snprintf(dir, nd, "%s/copies/%s", w->data_dir, c->db_id);
+    snprintf(edb, ne, "%s/%s.edb", dir, c->name);
+    snprintf(logs, nl, "%s/logs", dir);
+}
+
+/* The name of the i-th component of an event's "components" (a string, or {"name"}). */
+static const char *arg_comp(json_t *comps, size_t i)
+{
+    json_t *c = json_array_get(comps, i);
+    return json_is_string(c) ? json_string_value(c) : json_string_value(json_object_get(c, "name"));
+}
+
+/* 1 when a component of comps before the n-th names the copy `id` (not its Logs). */
+static int named_before(rp_replica_writer *w, json_t *comps, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++) {
+        char other[37];
+        int is_logs = 0;
+        if (comp_db_id(w, arg_comp(comps, i), other, &is_logs) && !is_logs && !strcmp(other, id))
+            return 1;
+    }
+    return 0;
+}
+
+/* Calls fn once for every copy the event names (Logs go with their copy; a copy named twice is
+ * handled once); stops at the first failure. */
+typedef int (*copy_fn)(rp_replica_writer *w, vss_event *e, const char *id, const char *comp);
+
+static int each_copy(rp_replica_writer *w, vss_event *e, copy_fn fn)
+{
+    json_t *comps = json_object_get(e->args, "components");
+    for (size_t i = 0; i < json_array_size(comps); i++) {
+        const char *comp = arg_comp(comps, i);
+        char id[37];
+        int is_logs = 0;
+        if (!comp_db_id(w, comp, id, &is_logs) || is_logs || named_before(w, comps, i, id))
+            continue;
+        int rc = fn(w, e, id, comp);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* A failure the requester prints: the ESE error and the detail in the reason. */
+static int fail_with(vss_event *e, vss_failure kind, int rc)
+{
+    return vss_fail(e, kind, "%d %s: %s", rc, om_err_name(rc), om_err_detail());
+}
+
+/* The session's entry of a copy, or a failure (an event for a copy this session never
+ * prepared, or ombra-repld restarted meanwhile). Under w->mu. */
+static int session_copy(rp_replica_writer *w, vss_event *e, const char *id, wcopy **out)
+{
+    wcopy *d = wcopy_get(w, id, 0);
+    *out = d;
+    if (!d || strcmp(d->session, e->session))
+        return vss_fail(e, VSS_FAIL_NON_RETRYABLE,
+                        "the copy of database %s on server %s is not in backup session %s (did "
+                        "ombra-repld restart?)",
+                        id, w->server, e->session);
+    return 0;
+}
+
+/* ---- Identify ---- */
+
+static int identify(void *ctx, vss_event *e)
+{
+    rp_replica_writer *w = ctx;
+    vss_writer_info info = {.class_id = WRITER_CLASS,
+                            .instance_id = w->instance_id,
+                            .name = WRITER_NAME,
+                            .can_hold = 1};
+    json_t *md = vss_wmd_new(&info, NULL, "custom");
+    rp_replica *all = calloc(MAX_COPIES, sizeof *all);
+    if (!md || !all) {
+        json_decref(md);
+        free(all);
+        return vss_fail(e, VSS_FAIL_OUT_OF_RESOURCES, "out of memory");
+    }
+    int n = w->cfg.list(w->cfg.ctx, all, MAX_COPIES);
+    for (int i = 0; i < n; i++) {
+        const rp_replica *c = &all[i];
+        /* Only a Healthy copy is what the active holds, up to its replay queue. */
+        if (strcmp(c->state, "Healthy") || !c->name[0]) continue;
+        char dir[4200], edb[4300], logs[4300], sub[300], spec[32], chk[4400], ex[32];
+        copy_paths(w, c, dir, sizeof dir, edb, sizeof edb, logs, sizeof logs);
+        json_t *comp = vss_wmd_add_component(md, w->logical, c->db_id, c->name, 1);
+        vss_wmd_add_file(comp, edb, NULL, 0, 1); /* only a replay writes it: held from Freeze */
+        vss_wmd_add_path(comp, dir);
+        /* The open generation streamed in block mode: copying state, not the copy. */
+        snprintf(ex, sizeof ex, "%s.stream", c->base);
+        vss_wmd_add_exclude(comp, dir, ex);
+        snprintf(sub, sizeof sub, "%s\\%s", w->logical, c->db_id);
+        json_t *l = vss_wmd_add_component(md, sub, "Logs", c->name, 0);
+        snprintf(spec, sizeof spec, "%s????????.log", c->base);
+        vss_wmd_add_file(l, logs, spec, 0, 1); /* finished generations never change */
+        snprintf(chk, sizeof chk, "%s/%s.chk", logs, c->base);
+        vss_wmd_add_file(l, chk, NULL, 0, 1); /* written by a replay only */
+        vss_wmd_add_path(l, logs);
+        snprintf(ex, sizeof ex, "%s.pgj", c->base);
+        vss_wmd_add_exclude(l, logs, ex);
+    }
+    free(all);
+    json_object_set_new(e->result, "metadata", md);
+    return 0;
+}
+
+/* ---- PrepareBackup ---- */
+
+static int prepare_one(rp_replica_writer *w, vss_event *e, const char *id, const char *comp)
+{
+    rp_replica c;
+    (void)comp;
+    if (!find_copy(w, id, &c))
+        return fail_with(e, VSS_FAIL_NON_RETRYABLE,
+                         om_errf(OM_E_DatabaseNotFound,
+                                 "server %s holds no passive copy of database %s. HINT: ombra db "
+                                 "copy status shows where its copies are",
+                                 w->server, id));
+    if (strcmp(c.state, "Healthy")) {
+        int susp = !strcmp(c.state, "Suspended");
+        char hint[300];
+        if (susp)
+            snprintf(hint, sizeof hint,
+                     "ombra db copy resume %s --server %s, or back up another copy", c.name,
+                     w->server);
+        else
+            snprintf(hint, sizeof hint,
+                     "wait until ombra db copy status %s says Healthy, or back up another copy",
+                     c.name);
+        return fail_with(e, susp ? VSS_FAIL_NON_RETRYABLE : VSS_FAIL_RETRYABLE,
+                         om_errf(OM_E_DatabaseUnavailable,
+                                 "the copy of '%s' on server %s is %s, not Healthy: only a "
+                                 "Healthy copy is backed up. HINT: %s",
+                                 c.name, w->server, c.state, hint));
+    }
+    const char *type = json_string_value(json_object_get(e->args, "type"));
+    int rc = 0;
+    pthread_mutex_lock(&w->mu);
+    wcopy *d = wcopy_get(w, id, 1);
+    if (!d)
+        rc = om_errf(OM_E_OutOfMemory, "too many copies in backups at once");
+    else if (d->session[0] && strcmp(d->session, e->session))
+        rc = om_errf(OM_E_BackupInProgress,
+                     "the copy of '%s' on server %s is being backed up by session %s", c.name,
+                     w->server, d->session);
+    else {
+        snprintf(d->session, sizeof d->session, "%s", e->session);
+        snprintf(d->type, sizeof d->type, "%s", type ? type : "full");
+        snprintf(d->name, sizeof d->name, "%s", c.name);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (rc)
+        return fail_with(
+            e, rc == OM_E_BackupInProgress ? VSS_FAIL_RETRYABLE : VSS_FAIL_OUT_OF_RESOURCES, rc);
+    return 0;
+}
+
+/* A copy's Logs selected without the copy: a backup selects whole databases (spec §5). */
+static int logs_alone(rp_replica_writer *w, vss_event *e)
+{
+    json_t *comps = json_object_get(e->args, "components");
+    for (size_t i = 0; i < json_array_size(comps); i++) {
+        const char *comp = arg_comp(comps, i);
+        char id[37];
+        int is_logs = 0;
+        if (!comp_db_id(w, comp, id, &is_logs) || !is_logs ||
+            named_before(w, comps, json_array_size(comps), id))
+            continue;
+        return fail_with(e, VSS_FAIL_NON_RETRYABLE,
+                         om_errf(OM_E_InvalidParameter,
+                                 "component '%s' holds the logs of a copy only: a backup selects "
+                                 "whole databases. HINT: select '%s\\%s'",
+                                 comp, w->logical, id));
+    }
+    return 0;
+}
+
+static int prepare_backup(void *ctx, vss_event *e)
+{
+    int rc = logs_alone(ctx, e);
+    return rc ? rc : each_copy(ctx, e, prepare_one);
+}
+
+/* ---- Freeze, Thaw ---- */
+
+static int freeze_one(rp_replica_writer *w, vss_event *e, const char *id, const char *comp)
+{
+    wcopy *d;
+    (void)comp;
+    pthread_mutex_lock(&w->mu);
+    int rc = session_copy(w, e, id, &d), again = !rc && d->lock >= 0;
+    pthread_mutex_unlock(&w->mu);
+    if (rc) return rc;
+    if (again) return 0; /* frozen by this session already: never a wait for our own lock */
+    rp_replica c;
+    if (!find_copy(w, id, &c) || strcmp(c.state, "Healthy"))
+        return fail_with(e, VSS_FAIL_RETRYABLE,
+                         om_errf(OM_E_DatabaseUnavailable,
+                                 "the copy of database %s on server %s stopped being Healthy "
+                                 "before the freeze (%s). HINT: try again once it is Healthy",
+                                 id, w->server, find_copy(w, id, &c) ? c.state : "removed"));
+    /* The copier replays under this lock: once we hold it, no replay runs and none starts, so
+     * the .edb, its header and the checkpoint stand at the end of the last one. */
+    int lk = -1;
+    if ((rc = rp_copy_lock(w->data_dir, id, FREEZE_WAIT_MS, NULL, &lk)))
+        return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    /* What the copy holds now (the copier counts after each replay, under the same lock), read
+     * before a thaw lets replay change it. */
+    char dir[4200], edb[4300], logs[4300];
+    eng_dbhdr h;
+    find_copy(w, id, &c);
+    copy_paths(w, &c, dir, sizeof dir, edb, sizeof edb, logs, sizeof logs);
+    if ((rc = eng_dbhdr_read(om_vfs_posix(), edb, &h, 0, NULL))) {
+        rp_copy_unlock(lk);
+        return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    }
+    pthread_mutex_lock(&w->mu);
+    d->lock = lk;
+    d->holding = json_is_true(json_object_get(e->args, "hold"));
+    d->replayed = c.replayed;
+    d->lr_min = h.log_req_min;
+    d->lr_max = h.log_req_max;
+    d->log_sig = h.log_sig;
+    d->db_sig = h.db_sig;
+    pthread_mutex_unlock(&w->mu);
+    om_info("replica writer: copy of %s frozen at generation %u (session %s%s)", d->name,
+            c.replayed, e->session, d->holding ? ", held" : "");
+    return 0;
+}
+
+static int freeze(void *ctx, vss_event *e)
+{
+    return each_copy(ctx, e, freeze_one);
+}
+
+static int thaw_one(rp_replica_writer *w, vss_event *e, const char *id, const char *comp)
+{
+    wcopy *d;
+    (void)comp;
+    int lk = -1;
+    pthread_mutex_lock(&w->mu);
+    int rc = session_copy(w, e, id, &d);
+    if (!rc && !d->holding) { /* held: the shadow copy's hard links are the .edb itself */
+        lk = d->lock;
+        d->lock = -1;
+    }
+    pthread_mutex_unlock(&w->mu);
+    rp_copy_unlock(lk);
+    return rc;
+}
+
+static int thaw(void *ctx, vss_event *e)
+{
+    return each_copy(ctx, e, thaw_one);
+}
+
+/* ---- PostSnapshot ---- */
+
+static json_t *sig_json(const eng_sig *s)
+{
+    char r[20];
+    snprintf(r, sizeof r, "%016llx", (unsigned long long)s->random);
+    return json_pack("{s:s, s:I}", "random", r, "time", (json_int_t)s->time);
+}
+
+static int post_one(rp_replica_writer *w, vss_event *e, const char *id, const char *comp)
+{
+    wcopy *d;
+    pthread_mutex_lock(&w->mu);
+    int rc = session_copy(w, e, id, &d);
+    wcopy copy;
+    if (!rc) copy = *d;
+    pthread_mutex_unlock(&w->mu);
+    if (rc) return rc;
+    rp_replica c;
+    if (!find_copy(w, id, &c))
+        return fail_with(e, VSS_FAIL_NON_RETRYABLE,
+                         om_errf(OM_E_DatabaseNotFound,
+                                 "server %s no longer holds a copy of database %s", w->server, id));
+    char dir[4200], edb[4300], logs[4300];
+    copy_paths(w, &c, dir, sizeof dir, edb, sizeof edb, logs, sizeof logs);
+    json_t *md =
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:[i,i], s:i}", "db_id", id,
+                  "db_name", copy.name, "server", w->server, "copy", "passive", "type", copy.type,
+                  "edb", edb, "logs", logs, "base", c.base, "log_signature",
+                  sig_json(&copy.log_sig), "db_signature", sig_json(&copy.db_sig), "log_required",
+                  copy.lr_min, copy.lr_max, "replayed", copy.replayed);
+    json_t *cs = json_object_get(e->result, "components");
+    if (!cs) {
+        cs = json_object();
+        json_object_set_new(e->result, "components", cs);
+    }
+    json_object_set_new(cs, comp, md);
+    return 0;
+}
+
+static int post_snapshot(void *ctx, vss_event *e)
+{
+    return each_copy(ctx, e, post_one);
+}
+
+/* ---- BackupComplete, the end of a session ---- */
+
+/* A passive never writes its own header: the backup is recorded by the active and reaches
+ * this copy by replay (spec §8). Until that is built, a replica's backup fails here, before a
+ * requester could count it as taken. */
+static int backup_complete(void *ctx, vss_event *e)
+{
+    rp_replica_writer *w = ctx;
+    return vss_fail(e, VSS_FAIL_NON_RETRYABLE,
+                    "backups from passive copies are not built yet: the active server does not "
+                    "record them (issue 18), so this backup of a copy on server %s is not "
+                    "recorded and nothing is truncated. HINT: back up the active copy",
+                    w->server);
+}
+
+/* Releases the copy locks of the session and forgets it (BackupShutdown, Abort). */
+static int end_session(void *ctx, vss_event *e)
+{
+    rp_replica_writer *w = ctx;
+    for (int i = 0; i < MAX_COPIES; i++) {
+        int lk = -1;
+        pthread_mutex_lock(&w->mu);
+        wcopy *d = &w->copies[i];
+        if (d->id[0] && !strcmp(d->session, e->session)) {
+            lk = d->lock;
+            memset(d, 0, sizeof *d);
+            d->lock = -1;
+        }
+        pthread_mutex_unlock(&w->mu);
+        rp_copy_unlock(lk);
+    }
+    return 0;
+}
+
+static int pre_restore(void *ctx, vss_event *e)
+{
+    rp_replica_writer *w = ctx;
+    return vss_fail(e, VSS_FAIL_NON_RETRYABLE,
+                    "a passive copy on server %s is not a restore target: restore to the active "
+                    "database (the Ombra Store Writer of its server); its copies follow it",
+                    w->server);
+}
+
+/* ---- start, stop ---- */
+
+/* One instance id per server name, the same across restarts. */
+static void instance_of(const char *server, char out[37])
+{
+    char key[300];
+    snprintf(key, sizeof key, "ombra-repld replica writer instance: %s", server);
+    uint64_t a = om_xxh3(key, strlen(key), 1), b = om_xxh3(key, strlen(key), 2);
+    om_uuid u;
+    memcpy(u.b, &a, 8);
+    memcpy(u.b + 8, &b, 8);
+    u.b[6] = (uint8_t)((u.b[6] & 0x0f) | 0x80); /* version 8: made up from a name */
+    u.b[8] = (uint8_t)((u.b[8] & 0x3f) | 0x80);
+    om_uuid_str(&u, out);
+}
+
+int rp_replica_writer_start(const rp_replica_writer_cfg *cfg, rp_replica_writer **out)
+{
+    if (!cfg->server || !cfg->data_dir || !cfg->list)
+        return om_errf(OM_E_InvalidParameter, "the replica writer needs a server, a data "
+                                              "directory and a list of copies");
+    rp_replica_writer *w = calloc(1, sizeof *w);
+    if (!w) return om_errf(OM_E_OutOfMemory, "starting the replica writer: out of memory");
+    w->cfg = *cfg;
+    snprintf(w->server, sizeof w->server, "%s", cfg->server);
+    snprintf(w->data_dir, sizeof w->data_dir, "%s", cfg->data_dir);
+    for (int i = 0; i < MAX_COPIES; i++)
+        w->copies[i].lock = -1;
+    pthread_mutex_init(&w->mu, NULL);
+    instance_of(w->server, w->instance_id);
+    snprintf(w->logical, sizeof w->logical, "Replica\\%.180s", w->server);
+    vss_writer_info info = {.class_id = WRITER_CLASS,
+                            .instance_id = w->instance_id,
+                            .name = WRITER_NAME,
+                            .can_hold = 1,
+                            .socket_path = cfg->vss_socket};
+    static const vss_writer_ops ops = {.identify = identify,
+                                       .prepare_backup = prepare_backup,
+                                       .freeze = freeze,
+                                       .thaw = thaw,
+                                       .post_snapshot = post_snapshot,
+                                       .backup_complete = backup_complete,
+                                       .abort = end_session,
+                                       .backup_shutdown = end_session,
+                                       .pre_restore = pre_restore};
+    int rc = vss_writer_start(&info, &ops, w, &w->vw);
+    if (rc) {
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+void rp_replica_writer_stop(rp_replica_writer *w)
+{
+    if (!w) return;
+    vss_writer_stop(w->vw); /* aborts open sessions: locks released */
+    for (int i = 0; i < MAX_COPIES; i++)
+        rp_copy_unlock(w->copies[i].lock);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}

@@ -1,0 +1,65 @@
+/* The replica writer: the passive copies this server holds, offered for backup (spec §8;
+ * docs/design.md, "The replica writer"). ombra-repld starts it; it registers with the server's
+ * ombra-vssd through the writer SDK (vss/writer.h) and again whenever the coordinator comes back.
+ *
+ * Components: one per passive copy whose copier says Healthy when the coordinator asks
+ * (Identify, at each session's gather), `Replica\<server>\<database id>` with the copy's .edb,
+ * and its subcomponent `...\<id>\Logs` with the copy's generations and checkpoint. Types: full,
+ * copy, incremental, differential. It can hold its files (the held provider): a replay is the
+ * only writer of the .edb and checkpoint, and finished generations never change.
+ *
+ * Per copy it keeps, in memory only, which session is backing it up and the copy lock
+ * (reseed.h) it holds for it. A copy named twice (or with its Logs) is handled once; its Logs
+ * alone are refused at PrepareBackup.
+ *   PrepareBackup    refuse a copy this server does not hold (-1203), one whose copier is not
+ *                    Healthy (-1091, saying its state), one another session backs up (-505)
+ *   Freeze           take the copy lock (waiting at most 5 s for a replay or a seed read in
+ *                    progress): the copier replays nothing while it is held, so the copy stays
+ *                    at the generation boundary of its last replay; copying and inspecting go
+ *                    on, the replay queue grows
+ *   Thaw             release it (replay catches up), unless the session holds (args.hold of
+ *                    Freeze: the held provider's hard links are the .edb itself): then at
+ *                    BackupShutdown or Abort
+ *   PostSnapshot     the backup metadata: the copy's header as frozen (signatures, Log
+ *                    Required), the generation replayed
+ *   BackupComplete   fails (non_retryable): recording a passive's backup by the active is not
+ *                    built yet, so no backup of a replica completes
+ *   BackupShutdown, Abort   release the copy lock, forget the session
+ *   PreRestore       refused: a restore goes to the active's database (the store's writer)
+ * An ombra-repld restart loses every backup in progress (the coordinator fails those sessions;
+ * the lock is the process's: it goes with it). */
+#ifndef OM_REPL_REPLICA_WRITER_H
+#define OM_REPL_REPLICA_WRITER_H
+
+#include <stdint.h>
+
+/* One passive copy, as its copier knows it. */
+typedef struct rp_replica {
+    char db_id[40];
+    char name[80]; /* the database's name ("" until the copier read its records) */
+    char base[4];
+    char state[16]; /* the copier's state: "Healthy", "Suspended", ... */
+    uint32_t inspected, replayed;
+} rp_replica;
+
+/* Fills out with up to max of the passive copies this server holds; returns how many. Called
+ * from the writer's event threads: must be thread-safe. */
+typedef int (*rp_replica_list_fn)(void *ctx, rp_replica *out, int max);
+
+typedef struct rp_replica_writer_cfg {
+    const char *server;      /* this server */
+    const char *data_dir;    /* $OMBRA_HOME: copies/<db id> */
+    const char *vss_socket;  /* NULL: <runtime>/vss.sock */
+    rp_replica_list_fn list; /* the copies, and its ctx */
+    void *ctx;
+} rp_replica_writer_cfg;
+
+typedef struct rp_replica_writer rp_replica_writer;
+
+/* Starts the writer (it connects to ombra-vssd in the background: vss_writer_start). */
+int rp_replica_writer_start(const rp_replica_writer_cfg *cfg, rp_replica_writer **out);
+/* Aborts its open sessions (copy locks released) and frees w (NULL: nothing). Before the
+ * copiers' list goes away. */
+void rp_replica_writer_stop(rp_replica_writer *w);
+
+#endif
