@@ -15,7 +15,7 @@ static void usage(FILE *f)
 {
     fputs("usage: ombra-repld [--foreground] --server NAME --listen ADDR:PORT --etcd URL\n"
           "                   [--dag NAME] [--group GROUP] [--lease-seconds N]\n"
-          "                   [--truncation-hold-limit SECONDS]\n"
+          "                   [--truncation-hold-limit SECONDS] [--backup-replay-queue N]\n"
           "  The replication service of one server of a DAG: copies the closed log generations\n"
           "  of this server's passive copies from their active server and replays them, serves\n"
           "  its active copies to the other servers, keeps the server's lease in etcd. Reads\n"
@@ -32,7 +32,11 @@ static void usage(FILE *f)
           "                         how long a suspended, disconnected or down passive copy may\n"
           "                         hold this server's logs back from truncation before it is\n"
           "                         marked Failed, to be reseeded (default 86400:\n"
-          "                         one day)\n" OM_SERVER_LIMITS_USAGE,
+          "                         one day)\n"
+          "  --backup-replay-queue N\n"
+          "                         the most generations a passive copy may have copied but not\n"
+          "                         replayed when a backup of it is prepared (default "
+          "12)\n" OM_SERVER_LIMITS_USAGE,
           f);
 }
 
@@ -77,6 +81,18 @@ int main(int argc, char **argv)
                 return 2;
             }
             o.hold_limit_s = (unsigned)n;
+        } else if (!strcmp(a, "--backup-replay-queue") && v) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 0 || n > 1000000) {
+                fprintf(stderr,
+                        "ombra-repld: --backup-replay-queue takes a number of generations "
+                        "(0-1000000), not '%s'\n",
+                        argv[i]);
+                return 2;
+            }
+            o.backup_replay_queue = (unsigned)n;
+            o.backup_replay_queue_set = 1;
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;

@@ -421,6 +421,9 @@ int rp_repld_run(const rp_repld_opts *o0)
                                 .data_dir = o.data_dir,
                                 .vss_socket = vss_sock,
                                 .list = list_replicas,
+                                .replay_queue_limit = o.backup_replay_queue_set
+                                                          ? o.backup_replay_queue
+                                                          : RP_BACKUP_REPLAY_QUEUE,
                                 .ctx = r};
     if (!rc) rc = rp_replica_writer_start(&wc, &r->writer);
     if (!rc) rc = etcd_watch_start(r->dag->e, k1, 0, on_change, r, &w1);

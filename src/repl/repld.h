@@ -14,16 +14,18 @@
 #include "base/server.h"
 
 typedef struct rp_repld_opts {
-    const char *server;       /* this server's name (its certificate's) */
-    const char *listen;       /* ADDR:PORT of the replication port */
-    const char *etcd;         /* etcd endpoints */
-    const char *dag;          /* NULL: the only DAG of that etcd */
-    const char *group;        /* the admin socket's group (NULL: the daemon's) */
-    const char *data_dir;     /* $OMBRA_HOME: dag/ (certificates), dbs/ (passive copies) */
-    const char *runtime_dir;  /* repl.sock */
-    const char *store_socket; /* NULL: <runtime>/store.sock */
-    int lease_s;              /* the server's lease (default 5 s) */
-    unsigned hold_limit_s;    /* how long a copy may hold log truncation back (floor.h; 0: 1 day) */
+    const char *server;           /* this server's name (its certificate's) */
+    const char *listen;           /* ADDR:PORT of the replication port */
+    const char *etcd;             /* etcd endpoints */
+    const char *dag;              /* NULL: the only DAG of that etcd */
+    const char *group;            /* the admin socket's group (NULL: the daemon's) */
+    const char *data_dir;         /* $OMBRA_HOME: dag/ (certificates), dbs/ (passive copies) */
+    const char *runtime_dir;      /* repl.sock */
+    const char *store_socket;     /* NULL: <runtime>/store.sock */
+    int lease_s;                  /* the server's lease (default 5 s) */
+    unsigned backup_replay_queue; /* generations copied, not replayed, a backed-up copy may have */
+    int backup_replay_queue_set;  /* (else RP_BACKUP_REPLAY_QUEUE) */
+    unsigned hold_limit_s; /* how long a copy may hold log truncation back (floor.h; 0: 1 day) */
     om_server_limits limits;
 } rp_repld_opts;
 

@@ -230,6 +230,16 @@ static int prepare_one(rp_replica_writer *w, vss_event *e, const char *id, const
                                  "Healthy copy is backed up. HINT: %s",
                                  c.name, w->server, c.state, hint));
     }
+    uint32_t queue = c.inspected > c.replayed ? c.inspected - c.replayed : 0;
+    if (queue > w->cfg.replay_queue_limit)
+        return fail_with(e, VSS_FAIL_RETRYABLE,
+                         om_errf(OM_E_DatabaseUnavailable,
+                                 "the copy of '%s' on server %s has %u generations copied but "
+                                 "not replayed, more than the %u a backup allows "
+                                 "(--backup-replay-queue). HINT: back up another copy, or wait "
+                                 "until it replays (a copy with a replay lag stays behind on "
+                                 "purpose)",
+                                 c.name, w->server, queue, w->cfg.replay_queue_limit));
     const char *type = json_string_value(json_object_get(e->args, "type"));
     int rc = 0;
     pthread_mutex_lock(&w->mu);

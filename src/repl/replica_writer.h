@@ -52,7 +52,13 @@ typedef struct rp_replica_writer_cfg {
     const char *vss_socket;  /* NULL: <runtime>/vss.sock */
     rp_replica_list_fn list; /* the copies, and its ctx */
     void *ctx;
+    uint32_t replay_queue_limit; /* PrepareBackup refuses a copy further behind in replay */
 } rp_replica_writer_cfg;
+
+/* The default of --backup-replay-queue: a copy more generations behind in replay than this is
+ * not backed up (its backup would hold what the active had long ago, and its replay, held by
+ * the backup, would fall further behind). */
+#define RP_BACKUP_REPLAY_QUEUE 12
 
 typedef struct rp_replica_writer rp_replica_writer;
 

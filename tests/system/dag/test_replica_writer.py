@@ -124,3 +124,24 @@ def test_a_freeze_holds_replay_while_mail_arrives_and_replay_catches_up_after(da
     # the session is over: the copy lock went with it, replay catches up
     drained(a, bed, "db1", "b")
     assert copy_of(a, bed, "db1", "b")["replayed"] >= c["copied"]
+
+
+@pytest.mark.dag_long
+def test_a_copy_too_far_behind_in_replay_is_not_backed_up(dag_bed):
+    bed = dag_bed(2)
+    a, b = bed.a, bed.b
+    setup_dag(bed, [a, b])
+    b.term("repld")
+    b.start_repld(args=("--backup-replay-queue", "2"))
+    a.ombra("db", "new", "db1")
+    # a lagged copy: copied and inspected at once, replayed only an hour later
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--replay-lag", "3600", "--etcd",
+            bed.etcd_url)
+    roll(a, "db1", 4)
+    c = wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "Healthy" and c["replay_queue"] >= 3,
+                  what="a replay queue of 3 generations")
+    p = requester(bed, b, c["id"])
+    rc, res, err = finish(p)
+    assert rc == 1 and res["failed_step"] == "prepare", (res, err)
+    assert "generations copied but not replayed, more than the 2 a backup allows" in res["error"], res
+    assert "replay lag" in res["error"], res
