@@ -62,14 +62,14 @@ test: deps build build-asan
 	  OMBRA_PASSIVE_CRASH_POINTS=8 \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@$(call stage,system tests)
-	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup tests/system -m "not dag_long"
+	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"
 	@$(call stage,system tests under AddressSanitizer + UndefinedBehaviorSanitizer; ThreadSanitizer and fuzzing beside them)
 	@{ make --no-print-directory test-tsan && \
 	   echo "== fuzzing the file-format parsers (bounded)" && FUZZ_SECONDS=10 tests/fuzz/run.sh; } \
 	  >$(BUILD)/test-tsan.log 2>&1 & tsan=$$!; \
 	  ASAN_OPTIONS=detect_leaks=0 OMBRA_DAEMON_ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \
 	  OMBRA_BUILD=$(abspath $(ASAN)) \
-	  $(PYTEST) -q -n $(ASAN_PYTEST_WORKERS) --dist loadgroup tests/system $(ASAN_SYSTEM_SKIP) $(DAG_SKIP); \
+	  $(PYTEST) -q -n $(ASAN_PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system $(ASAN_SYSTEM_SKIP) $(DAG_SKIP); \
 	  rc=$$?; wait $$tsan; trc=$$?; \
 	  $(call stage,table concurrency under ThreadSanitizer and bounded fuzzing (they ran beside the pass above)); \
 	  grep -v '^\[[0-9]*/[0-9]*\]' $(BUILD)/test-tsan.log; \
