@@ -51,7 +51,8 @@ typedef struct dbjob {
     const bk_job_opts *o;
     bk_repo *repo;
     char name[80], id[40], component[300], instance[40];
-    json_t *info; /* db.show */
+    json_t *info; /* db.show (NULL: this server's store does not have it: a passive copy) */
+    int passive;  /* backed up from this server's passive copy (the replica writer) */
     json_t *md;   /* the writer's backup metadata */
     json_t *doc;  /* the backup components document (shared, read only) */
     json_t *wmd;  /* the writer metadata document (shared, read only) */
@@ -412,14 +413,15 @@ static int db_check(dbjob *j, chk_set *cs, bk_writer *w)
 static void db_commit(dbjob *j, bk_writer *w)
 {
     char t[40];
-    json_t *doc =
-        json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:[i,i], s:o, s:O, s:O, s:O}",
-                  "type", j->o->type, "time", om_time_iso(om_now_ns(), t, sizeof t), "server",
-                  om_json_str_or(j->info, "server", ""), "database", "id", j->id, "name", j->name,
-                  "edb", om_json_str_or(j->md, "edb", ""), "logs",
-                  om_json_str_or(j->md, "logs", ""), "base", om_json_str_or(j->md, "base", "E00"),
-                  "log_range", j->lo, j->hi, "parent", json_incref(j->parent), "backup_metadata",
-                  j->md, "writer_metadata", j->wmd, "components_document", j->doc);
+    json_t *doc = json_pack(
+        "{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:[i,i], s:o, s:O, s:O, s:O}", "type",
+        j->o->type, "time", om_time_iso(om_now_ns(), t, sizeof t), "server",
+        om_json_str_or(j->md, "server", om_json_str_or(j->info, "server", "")), "database", "id",
+        j->id, "name", j->name, "edb", om_json_str_or(j->md, "edb", ""), "logs",
+        om_json_str_or(j->md, "logs", ""), "base", om_json_str_or(j->md, "base", "E00"),
+        "log_range", j->lo, j->hi, "parent", json_incref(j->parent), "backup_metadata", j->md,
+        "writer_metadata", j->wmd, "components_document", j->doc);
+    json_object_set_new(doc, "copy", json_string(j->passive ? "passive" : "active"));
     /* The moment the set stands for (the freeze): restores by time pick sets with it. */
     json_object_set(doc, "mark_time_ns", json_object_get(j->md, "mark_time_ns"));
     uint64_t in = 0, stored = 0, bn = 0, br = 0;
@@ -496,28 +498,55 @@ static int backed_up_at_all(const dbjob *j)
     return 0;
 }
 
-/* The store writer's component of a database id; its instance and metadata document. */
-static int find_component(json_t *writers, const char *id, dbjob *j)
+#define REPLICA_WRITER "Ombra Replica Writer"
+
+/* The component of a database on this server: its active copy (the store writer's component
+ * named by its id) or its passive copy (the replica writer's, named by its id, or by its caption
+ * when the store has no database of that name here), as o->from allows; its instance and
+ * metadata document; j->id and j->passive set. */
+static int find_component(json_t *writers, const bk_job_opts *o, dbjob *j)
 {
     size_t i, k;
     json_t *w, *c;
+    const char *other = NULL;
     json_array_foreach(writers, i, w)
     {
         json_t *md = json_object_get(w, "metadata");
+        int replica = !strcmp(om_json_str_or(w, "name", ""), REPLICA_WRITER);
         json_array_foreach(json_object_get(md, "components"), k, c)
         {
-            if (strcmp(om_json_str_or(c, "name", ""), id)) continue;
+            const char *name = om_json_str_or(c, "name", "");
+            if (j->id[0] ? strcmp(name, j->id)
+                         : (!replica || strcmp(om_json_str_or(c, "caption", ""), j->name)))
+                continue;
+            if (o->from && !strcmp(o->from, replica ? "active" : "passive")) {
+                other = replica ? "a passive copy" : "the active copy";
+                continue;
+            }
+            snprintf(j->id, sizeof j->id, "%s", name);
             snprintf(j->component, sizeof j->component, "%s\\%s",
-                     om_json_str_or(c, "logical_path", ""), id);
+                     om_json_str_or(c, "logical_path", ""), name);
             snprintf(j->instance, sizeof j->instance, "%s", om_json_str_or(w, "instance_id", ""));
             j->wmd = md;
+            j->passive = replica;
             return 0;
         }
     }
+    if (other)
+        return om_errf(OM_E_ObjectNotFound,
+                       "--from %s: this server holds %s of database '%s', not the %s one. HINT: "
+                       "run ombra backup on a server that holds it (ombra db copy status %s)",
+                       o->from, other, j->name, o->from, j->name);
+    if (!j->id[0])
+        return om_errf(OM_E_DatabaseNotFound,
+                       "this server holds no copy of database '%s': neither its store nor a "
+                       "Healthy passive copy offered by ombra-repld. HINT: ombra db copy status "
+                       "%s says where its copies are and whether they are Healthy",
+                       j->name, j->name);
     return om_errf(OM_E_ObjectNotFound,
                    "no writer offers database '%s' (%s): is it mounted, and is ombra-store "
                    "registered with ombra-vssd? HINT: ombra vss writers",
-                   j->name, id);
+                   j->name, j->id);
 }
 
 static int covers(const char *a, const char *b)
@@ -635,17 +664,32 @@ static int backup_plan(bk_backup_state *st)
     int rc = st->jobs ? bk_repo_open(o->repo, o->passphrase, &st->repo) : OM_E_OutOfMemory;
     if (!rc) rc = store_client_new(NULL, &sc);
     if (!rc) store_client_retry_busy(sc, 1); /* a busy store is no reason to fail a backup */
+    if (!rc && o->from && strcmp(o->from, "active") && strcmp(o->from, "passive")) {
+        json_t *status = NULL;
+        if (!(rc = store_client_status(sc, &status)) &&
+            strcmp(om_json_str_or(status, "server", ""), o->from))
+            rc = om_errf(OM_E_InvalidParameter,
+                         "--from %s: this is server %s; a backup reads the copy of the server it "
+                         "runs on. HINT: run ombra backup on %s, or say --from active or --from "
+                         "passive",
+                         o->from, om_json_str_or(status, "server", "?"), o->from);
+        json_decref(status);
+    }
     /* The store says where each database lives. */
     for (size_t i = 0; !rc && i < o->ndb; i++) {
         dbjob *j = &st->jobs[i];
         j->o = o;
         j->bytes_read = &st->bytes;
         snprintf(j->name, sizeof j->name, "%s", o->dbs[i]);
-        if ((rc = store_client_db_show(sc, j->name, &j->info)))
+        /* A database this server's store does not have may be a passive copy of it here (a
+         * DAG): the replica writer's components say, at the gather. */
+        if ((rc = store_client_db_show(sc, j->name, &j->info)) == OM_E_DatabaseNotFound)
+            rc = 0;
+        else if (rc)
             rc = om_err_ctx(rc, "database '%s'", j->name);
         else
             snprintf(j->id, sizeof j->id, "%s", om_json_str_or(j->info, "id", ""));
-        if (!rc) rc = backed_up_at_all(j);
+        if (!rc && j->info) rc = backed_up_at_all(j);
     }
     store_client_free(sc);
     return rc;
@@ -663,7 +707,7 @@ static int backup_snapshot(bk_backup_state *st)
     int rc = vss_req_begin(NULL, VSS_SESSION_BACKUP, &st->r);
     if (!rc) rc = vss_req_gather_metadata(st->r, &st->writers);
     for (size_t i = 0; !rc && i < o->ndb; i++)
-        rc = find_component(st->writers, jobs[i].id, &jobs[i]);
+        rc = find_component(st->writers, o, &jobs[i]);
     if (!rc) rc = vss_req_set_backup_state(st->r, o->type);
     for (size_t i = 0; !rc && i < o->ndb; i++)
         rc = vss_req_add_component(st->r, jobs[i].instance, jobs[i].component);
@@ -774,6 +818,11 @@ static int backup_complete(bk_backup_state *st)
 static void report_db(json_t *res, const dbjob *j, int *rc, char *detail, size_t dn)
 {
     json_array_append_new(json_object_get(res, "databases"), json_string(j->name));
+    if (j->md)
+        json_array_append_new(json_object_get(res, "copies"),
+                              json_pack("{s:s, s:s, s:s}", "database", j->name, "server",
+                                        om_json_str_or(j->md, "server", ""), "copy",
+                                        j->passive ? "passive" : "active"));
     if (j->set_id[0])
         json_array_append_new(json_object_get(res, "sets"),
                               json_pack("{s:s, s:s, s:[i,i], s:I, s:I, s:I}", "set", j->set_id,
@@ -823,7 +872,8 @@ static int backup_report(bk_backup_state *st, int rc)
 int bk_backup_run(const bk_job_opts *in, json_t **result)
 {
     bk_backup_state st = {.o = *in, .t0 = om_mono_ns()};
-    st.res = json_pack("{s:s, s:[], s:[], s:[]}", "type", in->type, "sets", "databases", "failed");
+    st.res = json_pack("{s:s, s:[], s:[], s:[], s:[]}", "type", in->type, "sets", "databases",
+                       "failed", "copies");
     *result = st.res;
     int rc = distinct_dbs(in, st.names, &st.o.ndb);
     if (rc) return rc; /* nothing opened yet, nothing to report */

@@ -39,9 +39,15 @@ typedef struct bk_job_opts {
     size_t ndb;
     int threads;  /* 0: every core */
     int progress; /* draw a progress bar (a terminal) */
+    /* Which copy of a database in a DAG (spec §8): NULL, whichever copy this server holds (its
+     * active copy through the store's writer, or its passive copy through ombra-repld's replica
+     * writer); "active" or "passive": only that one; a server name: this server's copy, and
+     * this server must be the one named. */
+    const char *from;
 } bk_job_opts;
 
 /* Runs the backup. *result (always set, caller decrefs): {"sets": [...], "type", "databases",
+ * "copies": [{"database", "server", "copy": "active"|"passive"}],
  * "bytes_read", "bytes_stored", "seconds", "freeze_ms", "snapshot_ms", "failed": [...]}. Returns
  * 0 when every database was backed up and recorded, else the first failure (its detail names
  * the database and the step). */

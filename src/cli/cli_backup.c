@@ -6,6 +6,7 @@
 
 #include "backup/job.h"
 #include "base/error.h"
+#include "base/proto.h"
 #include "cli/cli.h"
 
 static int cmd_backup(const cli_args *a)
@@ -28,6 +29,8 @@ static int cmd_backup(const cli_args *a)
     char pbuf[1024];
     const char *pass = NULL;
     if ((rc = cli_repo_passphrase(a, pbuf, sizeof pbuf, &pass))) return cli_fail(rc);
+    const char *from = cli_val(a, "from");
+    if (from && !*from) return cli_usage(a, "--from needs active, passive or a server name");
     char *repo = cli_abs_path(cli_val(a, "repo"));
     bk_job_opts o = {.repo = repo,
                      .passphrase = pass,
@@ -36,6 +39,7 @@ static int cmd_backup(const cli_args *a)
                      .dbs = a->pos,
                      .ndb = (size_t)a->npos,
                      .threads = (int)threads,
+                     .from = from,
                      .progress = isatty(2) && !cli_flag(a, "json")};
     json_t *res = NULL;
     om_err_saved failed; /* past the printing */
@@ -48,6 +52,12 @@ static int cmd_backup(const cli_args *a)
     else {
         size_t i;
         json_t *s;
+        json_array_foreach(json_object_get(res, "copies"), i, s)
+        {
+            if (!strcmp(om_json_str_or(s, "copy", ""), "passive"))
+                printf("%s: backing up the passive copy on server %s\n",
+                       om_json_str_or(s, "database", "?"), om_json_str_or(s, "server", "?"));
+        }
         json_array_foreach(json_object_get(res, "sets"), i, s)
         {
             json_t *lr = json_object_get(s, "log_range");
@@ -85,6 +95,8 @@ static const cli_opt backup_opts[] = {
     {"type", "TYPE", "full, copy, incremental or differential", 1},
     {"provider", "P", "auto (default), held, reflink, btrfs or copy", 0},
     {"threads", "N", "threads reading, compressing and writing (default: all cores)", 0},
+    {"from", "COPY",
+     "in a DAG: active, passive, or this server's name (default: the copy this server holds)", 0},
     CLI_PASS_OPT,
     {"json", NULL, "print JSON: sets, type, databases, log ranges, bytes, seconds, freeze_ms", 0},
     {0}};

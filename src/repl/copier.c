@@ -273,16 +273,10 @@ static int wipe(rp_copier *c)
  * checked to be that server by its certificate. */
 static int connect_source(rp_copier *c, rp_conn **out)
 {
-    json_t *srv = NULL;
-    char k[200];
-    snprintf(k, sizeof k, "servers/%s", c->source);
-    int rc = rp_dag_get(c->cfg.dag, k, &srv, NULL);
-    if (!rc && !srv)
-        rc = om_errf(OM_E_InvalidParameter, "the seed's source server %s is not in the DAG",
-                     c->source);
-    if (!rc) rc = rp_connect(c->cfg.tls, om_json_str_or(srv, "address", ""), c->source, 5000, out);
-    json_decref(srv);
-    return rc;
+    int rc = rp_connect_server(c->cfg.dag, c->cfg.tls, c->source, 5000, out);
+    return rc == OM_E_InvalidParameter
+               ? om_errf(rc, "the seed's source server %s is not in the DAG", c->source)
+               : rc;
 }
 
 /* One generation of a seed from another copy, put in the copy's log folder the durable way

@@ -23,6 +23,7 @@
 #include "repl/replica_writer.h"
 #include "repl/source.h"
 #include "repl/tls.h"
+#include "repl/wire.h"
 
 #define MAX_COPIES 256
 
@@ -213,6 +214,39 @@ static int list_replicas(void *ctx, rp_replica *out, int max)
     }
     pthread_mutex_unlock(&r->mu);
     return n;
+}
+
+/* The replica writer's way to the active (replica_writer.h): the server active/<id> names, over
+ * the replication port, one connection per request (a backup asks three times). */
+static int ask_active(void *ctx, const char *db_id, const char *db_name, json_t *req,
+                      json_t **reply)
+{
+    repld *r = ctx;
+    json_t *act = NULL;
+    rp_conn *c = NULL;
+    char k[200], server[RP_NAME_MAX + 1] = "";
+    *reply = NULL;
+    snprintf(k, sizeof k, "active/%s", db_id);
+    int rc = req ? rp_dag_get(r->dag, k, &act, NULL) : om_errf(OM_E_OutOfMemory, "request");
+    snprintf(server, sizeof server, "%s", om_json_str_or(act, "server", ""));
+    json_decref(act);
+    if (!rc && !server[0])
+        rc =
+            om_errf(OM_E_DatabaseUnavailable, "database %s has no active copy in the DAG", db_name);
+    if (!rc && !strcmp(server, r->o->server))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "database %s is active on this server now: its copy here is no passive one",
+                     db_name);
+    if (!rc) rc = rp_connect_server(r->dag, r->tls, server, 5000, &c);
+    if (!rc) {
+        json_object_set_new(req, "db", json_string(db_id));
+        json_object_set_new(req, "name", json_string(db_name));
+        rc = rp_call(c, req, 30000, reply, NULL, NULL);
+        req = NULL;
+    }
+    json_decref(req);
+    rp_close(c);
+    return rc ? om_err_ctx(rc, "the active server %s", server[0] ? server : "(none)") : 0;
 }
 
 /* ---- the replication port ---- */
@@ -421,6 +455,7 @@ int rp_repld_run(const rp_repld_opts *o0)
                                 .data_dir = o.data_dir,
                                 .vss_socket = vss_sock,
                                 .list = list_replicas,
+                                .ask_active = ask_active,
                                 .replay_queue_limit = o.backup_replay_queue_set
                                                           ? o.backup_replay_queue
                                                           : RP_BACKUP_REPLAY_QUEUE,

@@ -7,10 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/error.h"
 #include "base/hash.h"
 #include "base/logging.h"
+#include "base/proto.h"
 #include "base/time.h"
 #include "base/uuid.h"
 #include "base/vfs.h"
@@ -23,6 +25,8 @@
 #define MAX_COPIES   256
 /* How long Freeze waits for a replay (or a seed read from the copy) to finish. */
 #define FREEZE_WAIT_MS 5000
+/* How long Freeze waits for the copy to inspect the generation the active closed at prepare. */
+#define CLOSED_WAIT_MS 10000
 
 typedef struct wcopy {
     char id[40], name[80];
@@ -33,6 +37,18 @@ typedef struct wcopy {
     /* At freeze, under the lock: what the shadow copy holds. */
     uint32_t replayed, lr_min, lr_max;
     eng_sig log_sig, db_sig;
+    /* From the active at prepare: the generation it closed then (the backup holds at least
+     * up to it), its clock then (the backup's mark time), the header's previous full and
+     * incremental (last generations; inc_newer: the incremental is the later one). */
+    uint32_t closed, full_last, inc_last;
+    int inc_newer, circular;
+    uint64_t prep_time;
+    /* At freeze: the generations the backup holds, the copy's checkpoint. */
+    uint32_t first, last;
+    eng_lgpos ckpt;
+    /* BackupComplete: recorded by the active; what its BackupShutdown may truncate below. */
+    int recorded;
+    uint32_t below;
 } wcopy;
 
 struct rp_replica_writer {
@@ -203,6 +219,51 @@ static int identify(void *ctx, vss_event *e)
 
 /* ---- PrepareBackup ---- */
 
+/* A refusal of the active's that trying again does not cure (the type cannot be taken now). */
+static vss_failure active_failure(int rc)
+{
+    return rc == OM_E_InvalidBackup || rc == OM_E_MissingFullBackup ||
+                   rc == OM_E_InvalidBackupSequence || rc == OM_E_InvalidParameter
+               ? VSS_FAIL_NON_RETRYABLE
+               : VSS_FAIL_RETRYABLE;
+}
+
+/* The active's part of PrepareBackup ("prepare", wire.h): whether a backup of type may be taken
+ * (it says so for its own database: circular logging, no full backup), the header's slots the
+ * log range is counted from (the copy's own header may not have replayed the newest yet), and
+ * the generation it closes now. The copy is backed up only as the active sees it now. */
+static int ask_prepare(rp_replica_writer *w, vss_event *e, const char *id, const char *name,
+                       const char *type)
+{
+    json_t *rep = NULL;
+    int rc = w->cfg.ask_active(
+        w->cfg.ctx, id, name,
+        json_pack("{s:s,s:s,s:s}", "op", "backup", "action", "prepare", "type", type), &rep);
+    if (rc) {
+        rc = om_err_ctx(rc,
+                        "a backup of the copy of '%s' on server %s is recorded by the active "
+                        "server, which did not agree to it",
+                        name, w->server);
+        return fail_with(e, active_failure(rc), rc);
+    }
+    json_t *full = json_object_get(rep, "previous_full"),
+           *inc = json_object_get(rep, "previous_incremental");
+    pthread_mutex_lock(&w->mu);
+    wcopy *d = wcopy_get(w, id, 0);
+    if (d && !strcmp(d->session, e->session)) {
+        d->closed = (uint32_t)om_json_int_or(rep, "closed", 0);
+        d->circular = json_is_true(json_object_get(rep, "circular_logging"));
+        d->prep_time = (uint64_t)om_json_int_or(rep, "time_ns", 0);
+        d->full_last = (uint32_t)om_json_int_or(full, "last_gen", 0);
+        d->inc_last = (uint32_t)om_json_int_or(inc, "last_gen", 0);
+        d->inc_newer = json_is_object(inc) && om_json_int_or(inc, "mark_time_ns", 0) >
+                                                  om_json_int_or(full, "mark_time_ns", 0);
+    }
+    pthread_mutex_unlock(&w->mu);
+    json_decref(rep);
+    return 0;
+}
+
 static int prepare_one(rp_replica_writer *w, vss_event *e, const char *id, const char *comp)
 {
     rp_replica c;
@@ -259,7 +320,7 @@ static int prepare_one(rp_replica_writer *w, vss_event *e, const char *id, const
     if (rc)
         return fail_with(
             e, rc == OM_E_BackupInProgress ? VSS_FAIL_RETRYABLE : VSS_FAIL_OUT_OF_RESOURCES, rc);
-    return 0;
+    return ask_prepare(w, e, id, c.name, type ? type : "full");
 }
 
 /* A copy's Logs selected without the copy: a backup selects whole databases (spec §5). */
@@ -290,6 +351,48 @@ static int prepare_backup(void *ctx, vss_event *e)
 
 /* ---- Freeze, Thaw ---- */
 
+/* Waits (the copy lock held: replay waits, copying and inspecting go on) until the copy has
+ * inspected the generation the active closed at prepare; c: the copy then. */
+static int wait_closed(rp_replica_writer *w, const char *id, const wcopy *d, rp_replica *c)
+{
+    pthread_mutex_lock(&w->mu);
+    uint32_t closed = d->closed;
+    pthread_mutex_unlock(&w->mu);
+    uint64_t until = om_mono_ns() + (uint64_t)CLOSED_WAIT_MS * 1000000u;
+    for (;;) {
+        if (!find_copy(w, id, c))
+            return om_errf(OM_E_DatabaseNotFound, "server %s no longer holds a copy of %s",
+                           w->server, id);
+        if (c->inspected >= closed) return 0;
+        if (om_mono_ns() > until)
+            return om_errf(OM_E_DatabaseUnavailable,
+                           "the copy of '%s' on server %s has not received generation %u, which "
+                           "the active closed for this backup, within %d s (it has %u). HINT: "
+                           "ombra db copy status %s says why; try again, or back up another copy",
+                           c->name, w->server, closed, CLOSED_WAIT_MS / 1000, c->inspected,
+                           c->name);
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* The generations a backup of the copy holds (the store writer's rule, spec §5, with the
+ * active's slots from prepare): full and copy from the copy's checkpoint; incremental since the
+ * last full or incremental; differential since the last full; up to the last generation the
+ * copy has inspected. Under w->mu. */
+static void log_range(const wcopy *d, uint32_t ckpt_gen, uint32_t inspected, uint32_t *first,
+                      uint32_t *last)
+{
+    *last = inspected;
+    if (!strcmp(d->type, "incremental"))
+        *first = (d->inc_newer && d->inc_last > d->full_last ? d->inc_last : d->full_last) + 1;
+    else if (!strcmp(d->type, "differential"))
+        *first = d->full_last + 1;
+    else
+        *first = ckpt_gen;
+    if (*first > *last) *first = *last; /* nothing new: the last generation alone */
+}
+
 static int freeze_one(rp_replica_writer *w, vss_event *e, const char *id, const char *comp)
 {
     wcopy *d;
@@ -313,15 +416,24 @@ static int freeze_one(rp_replica_writer *w, vss_event *e, const char *id, const 
         return fail_with(e, VSS_FAIL_RETRYABLE, rc);
     /* What the copy holds now (the copier counts after each replay, under the same lock), read
      * before a thaw lets replay change it. */
-    char dir[4200], edb[4300], logs[4300];
+    char dir[4200], edb[4300], logs[4300], chk[4400];
     eng_dbhdr h;
-    find_copy(w, id, &c);
+    eng_chkfile cf;
+    uint32_t first, last;
+    rc = wait_closed(w, id, d, &c);
     copy_paths(w, &c, dir, sizeof dir, edb, sizeof edb, logs, sizeof logs);
-    if ((rc = eng_dbhdr_read(om_vfs_posix(), edb, &h, 0, NULL))) {
+    snprintf(chk, sizeof chk, "%s/%s.chk", logs, c.base);
+    if (!rc) rc = eng_dbhdr_read(om_vfs_posix(), edb, &h, 0, NULL);
+    if (!rc) rc = eng_chk_read(om_vfs_posix(), chk, &cf, NULL);
+    if (rc) {
         rp_copy_unlock(lk);
         return fail_with(e, VSS_FAIL_RETRYABLE, rc);
     }
     pthread_mutex_lock(&w->mu);
+    log_range(d, cf.checkpoint.gen, c.inspected, &first, &last);
+    d->first = first;
+    d->last = last;
+    d->ckpt = cf.checkpoint;
     d->lock = lk;
     d->holding = json_is_true(json_object_get(e->args, "hold"));
     d->replayed = c.replayed;
@@ -386,12 +498,17 @@ static int post_one(rp_replica_writer *w, vss_event *e, const char *id, const ch
                                  "server %s no longer holds a copy of database %s", w->server, id));
     char dir[4200], edb[4300], logs[4300];
     copy_paths(w, &c, dir, sizeof dir, edb, sizeof edb, logs, sizeof logs);
-    json_t *md =
-        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:[i,i], s:i}", "db_id", id,
-                  "db_name", copy.name, "server", w->server, "copy", "passive", "type", copy.type,
-                  "edb", edb, "logs", logs, "base", c.base, "log_signature",
-                  sig_json(&copy.log_sig), "db_signature", sig_json(&copy.db_sig), "log_required",
-                  copy.lr_min, copy.lr_max, "replayed", copy.replayed);
+    char t[40];
+    json_t *md = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:[i,i], s:i, s:[i,i], s:[i,i], "
+        "s:s, s:I, s:[i,i], s:b}",
+        "db_id", id, "db_name", copy.name, "server", w->server, "copy", "passive", "type",
+        copy.type, "edb", edb, "logs", logs, "base", c.base, "log_signature",
+        sig_json(&copy.log_sig), "db_signature", sig_json(&copy.db_sig), "log_required",
+        copy.lr_min, copy.lr_max, "replayed", copy.replayed, "checkpoint", copy.ckpt.gen,
+        copy.ckpt.off, "mark", copy.last + 1, 0, "mark_time",
+        om_time_iso(copy.prep_time, t, sizeof t), "mark_time_ns", (json_int_t)copy.prep_time,
+        "log_range", copy.first, copy.last, "circular_logging", copy.circular);
     json_t *cs = json_object_get(e->result, "components");
     if (!cs) {
         cs = json_object();
@@ -408,17 +525,146 @@ static int post_snapshot(void *ctx, vss_event *e)
 
 /* ---- BackupComplete, the end of a session ---- */
 
-/* A passive never writes its own header: the backup is recorded by the active and reaches
- * this copy by replay (spec §8). Until that is built, a replica's backup fails here, before a
- * requester could count it as taken. */
+static int succeeded(vss_event *e, const char *comp)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(e->args, "components"), i, c)
+    {
+        const char *n = json_string_value(json_object_get(c, "name"));
+        if (n && !strcmp(n, comp)) return json_is_true(json_object_get(c, "succeeded"));
+    }
+    return 0;
+}
+
+/* A component the requester says succeeded that is not this session's here: ombra-repld
+ * restarted during the backup (its copy lock went with it: the copy may have replayed). */
+static int unknown_success(rp_replica_writer *w, vss_event *e)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(e->args, "components"), i, c)
+    {
+        const char *n = json_string_value(json_object_get(c, "name"));
+        char id[37];
+        int is_logs = 0;
+        if (!n || !json_is_true(json_object_get(c, "succeeded")) || !comp_db_id(w, n, id, &is_logs))
+            continue;
+        pthread_mutex_lock(&w->mu);
+        wcopy *d = wcopy_get(w, id, 0);
+        int known = d && !strcmp(d->session, e->session);
+        pthread_mutex_unlock(&w->mu);
+        if (!known)
+            return fail_with(e, VSS_FAIL_NON_RETRYABLE,
+                             om_errf(OM_E_ShadowCopyInvalid,
+                                     "the backup of the copy of %s on server %s in session %s is "
+                                     "not known to its writer: ombra-repld restarted during the "
+                                     "backup, so the copy was not held. HINT: run the backup "
+                                     "again",
+                                     id, w->server, e->session));
+    }
+    return 0;
+}
+
+/* A passive never writes its own header (spec §8): each succeeded copy's backup is recorded by
+ * the active ("record", wire.h), as a log record that reaches every copy by replay. The active
+ * unreachable or refusing fails BackupComplete: the requester keeps no set of it, and nothing is
+ * truncated anywhere. */
 static int backup_complete(void *ctx, vss_event *e)
 {
     rp_replica_writer *w = ctx;
-    return vss_fail(e, VSS_FAIL_NON_RETRYABLE,
-                    "backups from passive copies are not built yet: the active server does not "
-                    "record them (issue 18), so this backup of a copy on server %s is not "
-                    "recorded and nothing is truncated. HINT: back up the active copy",
-                    w->server);
+    int first = unknown_success(w, e);
+    for (int i = 0; i < MAX_COPIES && !first; i++) {
+        pthread_mutex_lock(&w->mu);
+        wcopy d = w->copies[i];
+        pthread_mutex_unlock(&w->mu);
+        if (!d.id[0] || strcmp(d.session, e->session)) continue;
+        char comp[300];
+        snprintf(comp, sizeof comp, "%s\\%s", w->logical, d.id);
+        if (!succeeded(e, comp)) {
+            om_info("replica writer: the backup of the copy of %s in session %s did not "
+                    "succeed: nothing recorded",
+                    d.name, e->session);
+            continue;
+        }
+        json_t *rep = NULL;
+        int rc = w->cfg.ask_active(
+            w->cfg.ctx, d.id, d.name,
+            json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "op", "backup", "action", "record",
+                      "type", d.type, "first_gen", (json_int_t)d.first, "last_gen",
+                      (json_int_t)d.last, "mark_gen", (json_int_t)d.last + 1, "mark_off",
+                      (json_int_t)0, "mark_time_ns", (json_int_t)d.prep_time),
+            &rep);
+        json_decref(rep);
+        if (rc) {
+            rc = om_err_ctx(rc,
+                            "the %s backup of the copy of '%s' on server %s was not recorded by "
+                            "the active server, so it does not count and nothing is truncated",
+                            d.type, d.name, w->server);
+            om_warn("replica writer: %s", om_err_detail());
+            first = fail_with(e, VSS_FAIL_RETRYABLE, rc);
+            break;
+        }
+        om_info("replica writer: %s backup of the copy of %s (generations %u-%u) recorded by the "
+                "active",
+                d.type, d.name, d.first, d.last);
+        pthread_mutex_lock(&w->mu);
+        if (!strcmp(w->copies[i].session, e->session)) {
+            w->copies[i].recorded = 1;
+            w->copies[i].below = (!strcmp(d.type, "full") || !strcmp(d.type, "incremental"))
+                                     ? (d.ckpt.gen < d.last ? d.ckpt.gen : d.last)
+                                     : 0;
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+    return first;
+}
+
+/* 1 when BackupShutdown's "stored" names the component. */
+static int stored(vss_event *e, const char *comp)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(e->args, "stored"), i, c)
+    {
+        if (json_is_string(c) && !strcmp(json_string_value(c), comp)) return 1;
+    }
+    return 0;
+}
+
+/* The logs a recorded full or incremental backup of a copy holds go only once the requester
+ * says it stored the backup, and only where the rules of truncation across copies let them:
+ * the active deletes (its floor keeps what a copy still needs) and every copy follows it. */
+static void truncate_stored(rp_replica_writer *w, vss_event *e)
+{
+    for (int i = 0; i < MAX_COPIES; i++) {
+        pthread_mutex_lock(&w->mu);
+        wcopy d = w->copies[i];
+        pthread_mutex_unlock(&w->mu);
+        if (!d.id[0] || strcmp(d.session, e->session) || !d.recorded || !d.below) continue;
+        char comp[300];
+        snprintf(comp, sizeof comp, "%s\\%s", w->logical, d.id);
+        if (!stored(e, comp)) {
+            om_warn("replica writer: the requester did not say it stored the %s backup of the "
+                    "copy of %s (session %s): no log is truncated",
+                    d.type, d.name, e->session);
+            continue;
+        }
+        json_t *rep = NULL;
+        int rc = w->cfg.ask_active(w->cfg.ctx, d.id, d.name,
+                                   json_pack("{s:s,s:s,s:I}", "op", "backup", "action", "truncate",
+                                             "below", (json_int_t)d.below),
+                                   &rep);
+        if (rc)
+            om_warn("replica writer: truncating the logs of %s after the %s backup of its copy "
+                    "on %s: %s (the next backup truncates them)",
+                    d.name, d.type, w->server, om_err_detail());
+        else
+            om_info("replica writer: %s backup of the copy of %s stored: the active deleted %lld "
+                    "generations below %u",
+                    d.type, d.name, (long long)om_json_int_or(rep, "deleted", 0), d.below);
+        json_decref(rep);
+    }
 }
 
 /* Releases the copy locks of the session and forgets it (BackupShutdown, Abort). */
@@ -438,6 +684,12 @@ static int end_session(void *ctx, vss_event *e)
         rp_copy_unlock(lk);
     }
     return 0;
+}
+
+static int backup_shutdown(void *ctx, vss_event *e)
+{
+    truncate_stored(ctx, e);
+    return end_session(ctx, e);
 }
 
 static int pre_restore(void *ctx, vss_event *e)
@@ -467,7 +719,7 @@ static void instance_of(const char *server, char out[37])
 
 int rp_replica_writer_start(const rp_replica_writer_cfg *cfg, rp_replica_writer **out)
 {
-    if (!cfg->server || !cfg->data_dir || !cfg->list)
+    if (!cfg->server || !cfg->data_dir || !cfg->list || !cfg->ask_active)
         return om_errf(OM_E_InvalidParameter, "the replica writer needs a server, a data "
                                               "directory and a list of copies");
     rp_replica_writer *w = calloc(1, sizeof *w);
@@ -492,7 +744,7 @@ int rp_replica_writer_start(const rp_replica_writer_cfg *cfg, rp_replica_writer 
                                        .post_snapshot = post_snapshot,
                                        .backup_complete = backup_complete,
                                        .abort = end_session,
-                                       .backup_shutdown = end_session,
+                                       .backup_shutdown = backup_shutdown,
                                        .pre_restore = pre_restore};
     int rc = vss_writer_start(&info, &ops, w, &w->vw);
     if (rc) {

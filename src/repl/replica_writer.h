@@ -12,25 +12,35 @@
  * (reseed.h) it holds for it. A copy named twice (or with its Logs) is handled once; its Logs
  * alone are refused at PrepareBackup.
  *   PrepareBackup    refuse a copy this server does not hold (-1203), one whose copier is not
- *                    Healthy (-1091, saying its state), one another session backs up (-505)
+ *                    Healthy (-1091, saying its state), one another session backs up (-505);
+ *                    then ask the active (ask_active, "prepare"): whether the type may be taken
+ *                    (-526, -560, -546 as for the active), the header's slots, and the
+ *                    generation it closes now, which the backup will hold at least
  *   Freeze           take the copy lock (waiting at most 5 s for a replay or a seed read in
  *                    progress): the copier replays nothing while it is held, so the copy stays
  *                    at the generation boundary of its last replay; copying and inspecting go
- *                    on, the replay queue grows
+ *                    on, the replay queue grows. Then wait (at most 10 s) until the copy has
+ *                    inspected the generation the active closed at prepare
  *   Thaw             release it (replay catches up), unless the session holds (args.hold of
  *                    Freeze: the held provider's hard links are the .edb itself): then at
  *                    BackupShutdown or Abort
- *   PostSnapshot     the backup metadata: the copy's header as frozen (signatures, Log
- *                    Required), the generation replayed
- *   BackupComplete   fails (non_retryable): recording a passive's backup by the active is not
- *                    built yet, so no backup of a replica completes
- *   BackupShutdown, Abort   release the copy lock, forget the session
+ *   PostSnapshot     the backup metadata, the store writer's shape: the copy's header as
+ *                    frozen (signatures, Log Required), its checkpoint, the log range, the
+ *                    mark (the active's time at prepare), the generation replayed
+ *   BackupComplete   asks the active to record each succeeded copy's backup (a log record
+ *                    that reaches every copy by replay); the active unreachable or refusing:
+ *                    fails (retryable), nothing recorded, nothing truncated
+ *   BackupShutdown   for each recorded full or incremental backup the requester says it
+ *                    stored: asks the active to truncate (below min(checkpoint at freeze,
+ *                    last generation held)); then as Abort
+ *   Abort            release the copy lock, forget the session
  *   PreRestore       refused: a restore goes to the active's database (the store's writer)
  * An ombra-repld restart loses every backup in progress (the coordinator fails those sessions;
  * the lock is the process's: it goes with it). */
 #ifndef OM_REPL_REPLICA_WRITER_H
 #define OM_REPL_REPLICA_WRITER_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 /* One passive copy, as its copier knows it. */
@@ -45,12 +55,18 @@ typedef struct rp_replica {
 /* Fills out with up to max of the passive copies this server holds; returns how many. Called
  * from the writer's event threads: must be thread-safe. */
 typedef int (*rp_replica_list_fn)(void *ctx, rp_replica *out, int max);
+/* Sends req (stolen; the replication protocol's "backup" request without db and name: wire.h)
+ * about database db_id (named db_name) to the server of its active copy, and returns its reply
+ * (or its error, with the detail naming that server). Thread-safe. */
+typedef int (*rp_ask_active_fn)(void *ctx, const char *db_id, const char *db_name, json_t *req,
+                                json_t **reply);
 
 typedef struct rp_replica_writer_cfg {
     const char *server;      /* this server */
     const char *data_dir;    /* $OMBRA_HOME: copies/<db id> */
     const char *vss_socket;  /* NULL: <runtime>/vss.sock */
     rp_replica_list_fn list; /* the copies, and its ctx */
+    rp_ask_active_fn ask_active;
     void *ctx;
     uint32_t replay_queue_limit; /* PrepareBackup refuses a copy further behind in replay */
 } rp_replica_writer_cfg;

@@ -374,6 +374,37 @@ static int op_seed(rp_source *s, rp_conn *c, const srcdb *d)
     return rc;
 }
 
+/* A backup of the peer's passive copy (wire.h "backup"): recorded by this server's store, the
+ * active's, only for a server the directory lists as holding a copy of the database. */
+static int op_backup(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d, json_t *req)
+{
+    const char *action = om_json_str_or(req, "action", ""), *peer = rp_conn_peer(c);
+    const char *op = !strcmp(action, "prepare")    ? "db.backup_prepare"
+                     : !strcmp(action, "record")   ? "db.record_backup"
+                     : !strcmp(action, "truncate") ? "db.truncate_logs"
+                                                   : NULL;
+    if (!op) return om_errf(OM_E_InvalidParameter, "unknown backup action '%s'", action);
+    json_t *rec = NULL, *rep = NULL;
+    char suffix[128];
+    snprintf(suffix, sizeof suffix, "databases/%s", d->id);
+    int rc = rp_dag_get(s->dag, suffix, &rec, NULL);
+    if (!rc && !json_object_get(json_object_get(rec, "copies"), peer))
+        rc = om_errf(OM_E_DatabaseNotFound,
+                     "server %s holds no copy of database %s: its backups are not recorded here",
+                     peer, d->name);
+    json_decref(rec);
+    if (rc) return rc;
+    json_t *args = json_copy(req);
+    if (!args) return om_errf(OM_E_OutOfMemory, "request");
+    json_object_set_new(args, "id", json_string(d->id));
+    json_object_set_new(args, "server", json_string(peer)); /* who, by its certificate */
+    rc = store_client_db_backup_op(sc, op, d->name, args, &rep);
+    json_decref(args);
+    if (rc) return rc;
+    json_object_set_new(rep, "ok", json_true());
+    return rp_reply(c, rep, NULL, 0);
+}
+
 void rp_source_serve(rp_source *s, rp_conn *c)
 {
     store_client *sc = NULL;
@@ -399,8 +430,9 @@ void rp_source_serve(rp_source *s, rp_conn *c)
         if (!strcmp(op, "hello")) {
             rc = rp_reply(c, json_pack("{s:b,s:s}", "ok", 1, "server", s->server), NULL, 0);
         } else if (!strcmp(op, "log.wait") || !strcmp(op, "log.get") || !strcmp(op, "seed") ||
-                   !strcmp(op, "log.stream")) {
+                   !strcmp(op, "log.stream") || !strcmp(op, "backup")) {
             rc = find_db(s, sc, req, &d);
+            if (!rc && !strcmp(op, "backup")) rc = op_backup(s, sc, c, &d, req);
             if (!rc && !strcmp(op, "log.stream")) rc = op_stream(s, sc, c, &d, req, &seen);
             if (!rc && !strcmp(op, "log.wait")) rc = op_wait(s, c, &d, req);
             if (!rc && !strcmp(op, "log.get")) rc = op_get(s, c, &d, req);

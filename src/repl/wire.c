@@ -59,6 +59,20 @@ int rp_call(rp_conn *c, json_t *req, int timeout_ms, json_t **reply, void **bulk
     return 0;
 }
 
+int rp_connect_server(rp_dag *dag, rp_tls *tls, const char *server, int timeout_ms, rp_conn **out)
+{
+    json_t *srv = NULL;
+    char k[200];
+    *out = NULL;
+    snprintf(k, sizeof k, "servers/%s", server);
+    int rc = rp_dag_get(dag, k, &srv, NULL);
+    if (!rc && !srv)
+        rc = om_errf(OM_E_InvalidParameter, "server %s is not in DAG %s", server, dag->name);
+    if (!rc) rc = rp_connect(tls, om_json_str_or(srv, "address", ""), server, timeout_ms, out);
+    json_decref(srv);
+    return rc;
+}
+
 uint64_t rp_log_good_end(const void *buf, uint64_t off, uint64_t n, uint32_t gen, uint32_t *len)
 {
     const uint8_t *p = buf;

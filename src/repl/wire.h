@@ -26,6 +26,13 @@
  *           with none (E == O). Once G is closed, B is true and the bytes are the rest of the
  *           closed file up to its full size, X its XXH3-64 as a hex string: the copier checks
  *           what it streamed against it before the generation goes where the engine reads it.
+ *   {"op":"backup","db":ID,"name":N,"action":A, ...}      (the replica writer)
+ *        a backup of the asking server's passive copy, recorded by the active's store
+ *        (store/backup_record.h): A "prepare" {type} -> {"closed":G,"time_ns":T,
+ *        "previous_full":S,"previous_incremental":S} (the active closes generation G now; S
+ *        null or {first_gen,last_gen,mark_time_ns}); "record" {type,first_gen,last_gen,
+ *        mark_gen,mark_off,mark_time_ns} -> {}; "truncate" {below} -> {"deleted":K,"oldest":O}.
+ *        Only for a server the directory lists as holding a copy of the database.
  * Errors: {"ok":false,"error":N,"message":M} (errors.def numbers). A source serves a database
  * only while it is the active copy of it on this server (the directory's active/<id>) and only
  * under its id and name: a request for another is DatabaseNotFound. */
@@ -35,6 +42,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "repl/dag.h"
 #include "repl/tls.h"
 
 #define RP_SEED_CHUNK (4u << 20)
@@ -50,6 +58,9 @@ uint64_t rp_log_good_end(const void *buf, uint64_t off, uint64_t n, uint32_t gen
 int rp_send_error(rp_conn *c, int rc);
 /* Sends hdr (stolen) with bulk; NULL hdr: {"ok":true}. */
 int rp_reply(rp_conn *c, json_t *hdr, const void *bulk, size_t n);
+/* A connection to DAG member server, at the address its record (servers/<name>) gives, checked
+ * to be that server by its certificate. */
+int rp_connect_server(rp_dag *dag, rp_tls *tls, const char *server, int timeout_ms, rp_conn **out);
 /* One request-reply exchange: sends req (stolen), returns the reply (its error as the return
  * code, its message as the detail, prefixed by what). */
 int rp_call(rp_conn *c, json_t *req, int timeout_ms, json_t **reply, void **bulk, size_t *n);

@@ -288,6 +288,27 @@ int store_client_db_sync_position(store_client *c, const char *db, const char *i
     return rc;
 }
 
+int store_client_db_backup_op(store_client *c, const char *op, const char *db, json_t *args,
+                              json_t **rep)
+{
+    static const char *const fields[] = {"id",           "type",     "first_gen",
+                                         "last_gen",     "mark_gen", "mark_off",
+                                         "mark_time_ns", "server",   "below"};
+    *rep = NULL;
+    if (strcmp(op, "db.backup_prepare") && strcmp(op, "db.record_backup") &&
+        strcmp(op, "db.truncate_logs"))
+        return om_errf(OM_E_InvalidParameter, "'%s' is not a backup operation", op);
+    json_t *req = json_pack("{s:s,s:s}", "op", op, "db", db);
+    if (!req) return om_errf(OM_E_OutOfMemory, "request");
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        json_t *v = json_object_get(args, fields[i]);
+        if (v) json_object_set(req, fields[i], v);
+    }
+    int rc = call(c, req, NULL, 0, NULL, NULL, rep, NULL, NULL);
+    if (!rc) json_object_del(*rep, "ok");
+    return rc;
+}
+
 /* ---- mail ---- */
 
 /* The request {"op": op, "db": db, "mailbox": mailbox} (mailbox NULL: without it). */

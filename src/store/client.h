@@ -103,6 +103,13 @@ int store_client_db_replication_floor(store_client *c, const char *db, const cha
 int store_client_db_sync_position(store_client *c, const char *db, const char *id,
                                   const char *server, uint32_t gen, uint32_t len, int sync_copies);
 
+/* A passive copy's backup, recorded by the active (store/backup_record.h): op is
+ * "db.backup_prepare" {id, type}, "db.record_backup" {id, type, first_gen, last_gen, mark_gen,
+ * mark_off, mark_time_ns, server} or "db.truncate_logs" {id, below}; args (borrowed) holds those
+ * fields (anything else in it is dropped). -> *rep the reply without "ok". */
+int store_client_db_backup_op(store_client *c, const char *op, const char *db, json_t *args,
+                              json_t **rep);
+
 /* dag.join: this server's file directory goes into DAG dag's etcd directory (etcd_url), once;
  * check_only: the checks alone, nothing written. -> *rep {"databases": [names in the directory
  * now]}, or {"already": true} when the server is in that DAG already. */

@@ -21,6 +21,7 @@
 #include "base/server.h"
 #include "base/time.h"
 #include "engine/format.h"
+#include "store/backup_record.h"
 #include "store/directory.h"
 #include "store/mail.h"
 #include "store/syncwait.h"
@@ -622,6 +623,22 @@ static int h_mail_load(op_req *r)
 
 /* ---- replication ---- */
 
+/* The database's header now, checked to be database id (its passive copies' requests name it by
+ * id: a name reused by another database is refused). */
+static int info_of_id(op_req *r, const char *id, eng_info *in)
+{
+    char have[37];
+    int rc = eng_db_info(r->m->db, in);
+    if (rc) return rc;
+    om_uuid_str(&in->db_id, have);
+    if (strcmp(id, have))
+        return om_errf(OM_E_DatabaseNotFound,
+                       "database '%s' of this server has id %s, not %s: that copy is another "
+                       "database's",
+                       r->m->name, have, id);
+    return 0;
+}
+
 /* Percentage of the log folder's filesystem in use (0 when it cannot be told). */
 static int disk_used_pct(const char *dir)
 {
@@ -649,16 +666,8 @@ static int h_db_replication_floor(op_req *r)
                      "replication floor %lld held %lld s: a generation and 1 s to 10 years",
                      (long long)floor, (long long)hold);
     eng_info in;
-    char have[37], logs[4096] = "";
-    if (!rc) rc = eng_db_info(r->m->db, &in);
-    if (!rc) {
-        om_uuid_str(&in.db_id, have);
-        if (strcmp(id, have))
-            rc = om_errf(OM_E_DatabaseNotFound,
-                         "database '%s' of this server has id %s, not %s: its passive copies are "
-                         "another database's",
-                         r->m->name, have, id);
-    }
+    char logs[4096] = "";
+    if (!rc) rc = info_of_id(r, id, &in);
     if (rc) return rc;
     size_t i;
     json_t *c;
@@ -692,6 +701,137 @@ static int h_db_replication_floor(op_req *r)
     return 0;
 }
 
+/* ---- backups of passive copies, recorded by the active (backup_record.h) ---- */
+
+/* Circular logging of the mounted database, from the directory. */
+static int circular_of(op_req *r)
+{
+    pthread_mutex_lock(&r->s->reg->mu);
+    store_dbent *e = store_dir_find(r->s->reg->dir, r->m->name);
+    int circ = e && e->circular;
+    pthread_mutex_unlock(&r->s->reg->mu);
+    return circ;
+}
+
+static json_t *slot_json(const eng_bkslot *s)
+{
+    if (!s->mark_time) return json_null();
+    return json_pack("{s:I,s:I,s:I}", "first_gen", (json_int_t)s->first_gen, "last_gen",
+                     (json_int_t)s->last_gen, "mark_time_ns", (json_int_t)s->mark_time);
+}
+
+/* db.backup_prepare {id, type} (a passive copy's PrepareBackup, through the active's
+ * ombra-repld): whether a backup of that type may be taken now, the header's slots the copy's
+ * log range is counted from, and the generation the active closes now (the copy's backup holds
+ * at least everything up to it: the active's time of now is the backup's mark time). */
+static int h_db_backup_prepare(op_req *r)
+{
+    const char *id = om_json_str_or(r->req, "id", ""), *type = om_json_str_or(r->req, "type", "");
+    eng_info in;
+    if (!store_backup_type_ok(type))
+        return om_errf(OM_E_InvalidParameter,
+                       "backup type '%s': full, copy, incremental or "
+                       "differential",
+                       type);
+    int rc = info_of_id(r, id, &in);
+    if (!rc) rc = store_backup_allowed(r->m->name, circular_of(r), &in, type);
+    uint64_t now = om_now_ns();
+    if (!rc) rc = eng_db_roll_log(r->m->db);
+    if (rc) return rc;
+    json_object_set_new(r->rep, "closed", json_integer((json_int_t)in.gen_current));
+    json_object_set_new(r->rep, "circular_logging", json_boolean(circular_of(r)));
+    json_object_set_new(r->rep, "time_ns", json_integer((json_int_t)now));
+    json_object_set_new(r->rep, "previous_full", slot_json(&in.slots[ENG_BK_PREV_FULL]));
+    json_object_set_new(r->rep, "previous_incremental",
+                        slot_json(&in.slots[ENG_BK_PREV_INCREMENTAL]));
+    return 0;
+}
+
+static int gen_arg(op_req *r, const char *key, uint32_t *out)
+{
+    int64_t v = -1;
+    int rc = om_json_int(r->req, key, &v);
+    if (!rc && (v < 0 || v > UINT32_MAX))
+        rc = om_errf(OM_E_InvalidParameter, "%s %lld is not a log generation", key, (long long)v);
+    if (!rc) *out = (uint32_t)v;
+    return rc;
+}
+
+/* db.record_backup {id, type, first_gen, last_gen, mark_gen, mark_off, mark_time_ns, server}
+ * (a passive copy's BackupComplete): the backup recorded in the active's header as one log
+ * record, which reaches every copy by replay; the log rolls at once, so the copies get it now
+ * rather than when the generation fills. */
+static int h_db_record_backup(op_req *r)
+{
+    const char *id = om_json_str_or(r->req, "id", ""), *type = om_json_str_or(r->req, "type", ""),
+               *server = om_json_str_or(r->req, "server", "?");
+    eng_info in;
+    eng_bkslot s = {0};
+    int64_t t = 0;
+    if (!store_backup_type_ok(type))
+        return om_errf(OM_E_InvalidParameter,
+                       "backup type '%s': full, copy, incremental or "
+                       "differential",
+                       type);
+    int rc = info_of_id(r, id, &in);
+    if (!rc) rc = gen_arg(r, "first_gen", &s.first_gen);
+    if (!rc) rc = gen_arg(r, "last_gen", &s.last_gen);
+    if (!rc) rc = gen_arg(r, "mark_gen", &s.mark.gen);
+    if (!rc) rc = gen_arg(r, "mark_off", &s.mark.off);
+    if (!rc) rc = om_json_int(r->req, "mark_time_ns", &t);
+    if (rc) return rc;
+    if (!s.first_gen || s.first_gen > s.last_gen || s.last_gen >= in.gen_current || t <= 0)
+        return om_errf(OM_E_InvalidParameter,
+                       "the backup of '%s' from the copy on %s holds generations %u-%u: the "
+                       "active has closed generations up to %u only",
+                       r->m->name, server, s.first_gen, s.last_gen,
+                       in.gen_current ? in.gen_current - 1 : 0);
+    if ((rc = store_backup_allowed(r->m->name, circular_of(r), &in, type))) return rc;
+    s.mark_time = (uint64_t)t;
+    s.kind = store_backup_kind(type);
+    char by[120];
+    snprintf(by, sizeof by, "the passive copy on %s", server);
+    rc = store_backup_record(r->m->db, r->m->name, type, &s, by);
+    if (!rc) rc = eng_db_roll_log(r->m->db);
+    return rc;
+}
+
+/* db.truncate_logs {id, below} (a passive copy's backup stored, BackupShutdown): the logs below
+ * `below` may go, as far as the rules of truncation across copies let them (the floor of the
+ * copies, the checkpoint: eng_truncate_logs). Never past what the header records as backed up
+ * by a full or incremental backup. */
+static int h_db_truncate_logs(op_req *r)
+{
+    const char *id = om_json_str_or(r->req, "id", "");
+    eng_info in;
+    uint32_t below = 0, deleted = 0;
+    int rc = info_of_id(r, id, &in);
+    if (!rc) rc = gen_arg(r, "below", &below);
+    if (rc) return rc;
+    uint32_t backed = in.slots[ENG_BK_PREV_FULL].last_gen;
+    if (in.slots[ENG_BK_PREV_INCREMENTAL].mark_time &&
+        in.slots[ENG_BK_PREV_INCREMENTAL].last_gen > backed)
+        backed = in.slots[ENG_BK_PREV_INCREMENTAL].last_gen;
+    if (!in.slots[ENG_BK_PREV_FULL].mark_time || below > backed)
+        return om_errf(OM_E_InvalidParameter,
+                       "truncating the logs of '%s' below generation %u: its header records "
+                       "backups up to generation %u only",
+                       r->m->name, below, in.slots[ENG_BK_PREV_FULL].mark_time ? backed : 0);
+    rc = eng_truncate_logs(r->m->db, below, &deleted);
+    if (!rc) rc = eng_db_info(r->m->db, &in);
+    if (rc) return rc;
+    if (in.truncate_floor && in.truncate_floor < below)
+        om_info("backup of %s from a passive copy stored: %u log generations deleted; "
+                "generations %u to %u wait for passive copies that still need them",
+                r->m->name, deleted, in.truncate_floor, below - 1);
+    else
+        om_info("backup of %s from a passive copy stored: %u log generations below %u deleted",
+                r->m->name, deleted, below);
+    json_object_set_new(r->rep, "deleted", json_integer(deleted));
+    json_object_set_new(r->rep, "oldest", json_integer((json_int_t)in.gen_oldest));
+    return 0;
+}
+
 /* ---- the op table ---- */
 
 /* A request is one row: the lock its handler needs and, with needs_db, the database it names,
@@ -718,16 +858,7 @@ static int h_db_sync_position(op_req *r)
         rc = om_errf(OM_E_InvalidParameter, "sync position %lld/%lld of %s", (long long)gen,
                      (long long)len, server);
     eng_info in;
-    char have[37];
-    if (!rc) rc = eng_db_info(r->m->db, &in);
-    if (!rc) {
-        om_uuid_str(&in.db_id, have);
-        if (strcmp(id, have))
-            rc = om_errf(OM_E_DatabaseNotFound,
-                         "database '%s' of this server has id %s, not %s: that copy is another "
-                         "database's",
-                         r->m->name, have, id);
-    }
+    if (!rc) rc = info_of_id(r, id, &in);
     store_syncwait *w = rc ? NULL : sync_of(r->s);
     if (!rc && !w) rc = om_errf(OM_E_OutOfMemory, "sync wait");
     if (!rc) rc = store_syncwait_report(w, id, server, (eng_lgpos){(uint32_t)gen, (uint32_t)len});
@@ -755,6 +886,9 @@ static const store_op ops[] = {
     {"db.replication_floor", OP_DB_REF, 1, h_db_replication_floor, 1},
     {"dag.join", OP_REGISTRY, 0, h_dag_join, 1},
     {"db.sync_position", OP_DB_REF, 1, h_db_sync_position, 1},
+    {"db.backup_prepare", OP_DB_REF, 1, h_db_backup_prepare, 1},
+    {"db.record_backup", OP_DB_REF, 1, h_db_record_backup, 1},
+    {"db.truncate_logs", OP_DB_REF, 1, h_db_truncate_logs, 1},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 

@@ -20,6 +20,7 @@
 #include "base/time.h"
 #include "base/uuid.h"
 #include "engine/format.h"
+#include "store/backup_record.h"
 #include "store/registry.h"
 #include "vss/laid.h"
 #include "vss/writer.h"
@@ -135,14 +136,6 @@ static void wdb_forget(wdb *d)
     memset(d, 0, sizeof *d);
 }
 
-static enum eng_bk_kind kind_of(const char *type)
-{
-    return !strcmp(type, "full")          ? ENG_BK_FULL
-           : !strcmp(type, "incremental") ? ENG_BK_INCREMENTAL
-           : !strcmp(type, "copy")        ? ENG_BK_COPY
-                                          : ENG_BK_DIFFERENTIAL;
-}
-
 /* The name of the i-th component of an event's "components" (a string, or {"name"}). */
 static const char *arg_comp(json_t *comps, size_t i)
 {
@@ -253,30 +246,8 @@ static int prepare_one(store_writer *w, vss_event *e, store_mounted *m, const st
     eng_info in;
     int rc = eng_db_info(m->db, &in);
     if (rc) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
-    int incr = !strcmp(type, "incremental") || !strcmp(type, "differential");
-    if (incr && ent->circular) {
-        rc = om_errf(OM_E_InvalidBackup,
-                     "database '%s' uses circular logging: %s backups need every log. HINT: "
-                     "ombra db set %s --circular-logging off, then take a full backup",
-                     ent->name, type, ent->name);
+    if ((rc = store_backup_allowed(ent->name, ent->circular, &in, type)))
         return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
-    }
-    if (incr && in.slots[ENG_BK_PREV_FULL].mark_time == 0) {
-        rc = om_errf(OM_E_MissingFullBackup,
-                     "database '%s' has no full backup: an %s backup needs one. HINT: take a "
-                     "full backup first",
-                     ent->name, type);
-        return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
-    }
-    const eng_bkslot *full = &in.slots[ENG_BK_PREV_FULL], *inc = &in.slots[ENG_BK_PREV_INCREMENTAL];
-    if (!strcmp(type, "differential") && inc->mark_time > full->mark_time) {
-        rc = om_errf(OM_E_InvalidBackupSequence,
-                     "database '%s': an incremental backup since the last full one truncated "
-                     "the logs a differential backup needs (generations from %u). HINT: take a "
-                     "full backup, then differential ones",
-                     ent->name, full->last_gen + 1);
-        return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
-    }
     char id[37];
     om_uuid_str(&ent->id, id);
     pthread_mutex_lock(&w->mu);
@@ -392,7 +363,7 @@ static int freeze_one(store_writer *w, vss_event *e, store_mounted *m, const sto
     if (hold && (rc = eng_hold_pages(m->db))) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
     /* The checkpoint before the freeze (it only moves forward: the range can only grow). */
     if (!rc) rc = eng_db_info(m->db, &in);
-    if (!rc) rc = eng_backup_freeze(m->db, kind_of(type), &mark, &last);
+    if (!rc) rc = eng_backup_freeze(m->db, store_backup_kind(type), &mark, &last);
     if (rc) {
         if (hold) eng_release_pages(m->db);
         return fail_with(e, VSS_FAIL_RETRYABLE, rc);
@@ -526,19 +497,13 @@ static int record(eng_db *db, const wdb *d, const eng_info *in, const char *type
                        .last_gen = last,
                        .mark = d->mark,
                        .mark_time = d->mark_time,
-                       .kind = kind_of(type)};
-    enum eng_bkslot_id id = !strcmp(type, "full")          ? ENG_BK_PREV_FULL
-                            : !strcmp(type, "incremental") ? ENG_BK_PREV_INCREMENTAL
-                            : !strcmp(type, "copy")        ? ENG_BK_PREV_COPY
-                                                           : ENG_BK_PREV_DIFFERENTIAL;
+                       .kind = store_backup_kind(type)};
     *below = 0;
-    int rc = eng_record_backup(db, id, &slot);
+    int rc = store_backup_record(db, d->name, type, &slot, "");
     if (rc) return rc;
-    om_info("%s backup of %s recorded (generations %u-%u)", type, d->name, first, last);
     /* Below the checkpoint at freeze (the database needs nothing older) and never past what
      * the backup holds. */
-    if (!strcmp(type, "full") || !strcmp(type, "incremental"))
-        *below = d->ckpt.gen < last ? d->ckpt.gen : last;
+    *below = store_backup_truncates_below(type, d->ckpt.gen, last);
     return 0;
 }
 

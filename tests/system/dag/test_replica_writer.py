@@ -1,8 +1,8 @@
 """The replica writer of ombra-repld (issue 18, its first piece): a passive copy offered to the
 server's ombra-vssd as `Replica\\<server>\\<db id>` while Healthy and not otherwise, a prepare
 refused for a copy that stopped being Healthy, a freeze that holds the copy's replay while mail
-goes on arriving on the active, and the BackupComplete that says recording is not built yet
-(after which replay catches up). Real servers in namespaces, a real etcd, the requester SDK
+goes on arriving on the active, and BackupComplete recorded by the active (after which replay
+catches up). Real servers in namespaces, a real etcd, the requester SDK
 through tests/tools/vss_requester."""
 import json
 import subprocess
@@ -117,10 +117,11 @@ def test_a_freeze_holds_replay_while_mail_arrives_and_replay_catches_up_after(da
     c = copy_of(a, bed, "db1", "b")
     assert c["replayed"] == before["replayed"] and c["replay_queue"] >= 3, (before, c)
     assert c["state"] == "Healthy", c
-    # BackupComplete: recording by the active is not built yet; it says so and fails
+    # BackupComplete: the active records the backup (its header's previous full)
     rc, res, err = finish(p)
-    assert rc == 1 and res["failed_step"] == "complete", res
-    assert "not built yet" in res["error"], res
+    assert rc == 0, (res, err)
+    full = json.loads(a.ombra("db", "show", "db1", "--json").out)["backups"]["previous_full"]
+    assert full and full["last_gen"] >= before["replayed"], full
     # the session is over: the copy lock went with it, replay catches up
     drained(a, bed, "db1", "b")
     assert copy_of(a, bed, "db1", "b")["replayed"] >= c["copied"]

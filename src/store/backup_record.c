@@ -1,0 +1,69 @@
+/* What a backup leaves in a database (backup_record.h). */
+#include "store/backup_record.h"
+
+#include <string.h>
+
+#include "base/error.h"
+#include "base/logging.h"
+
+int store_backup_type_ok(const char *type)
+{
+    return type && (!strcmp(type, "full") || !strcmp(type, "copy") ||
+                    !strcmp(type, "incremental") || !strcmp(type, "differential"));
+}
+
+enum eng_bkslot_id store_backup_slot(const char *type)
+{
+    return !strcmp(type, "full")          ? ENG_BK_PREV_FULL
+           : !strcmp(type, "incremental") ? ENG_BK_PREV_INCREMENTAL
+           : !strcmp(type, "copy")        ? ENG_BK_PREV_COPY
+                                          : ENG_BK_PREV_DIFFERENTIAL;
+}
+
+enum eng_bk_kind store_backup_kind(const char *type)
+{
+    return !strcmp(type, "full")          ? ENG_BK_FULL
+           : !strcmp(type, "incremental") ? ENG_BK_INCREMENTAL
+           : !strcmp(type, "copy")        ? ENG_BK_COPY
+                                          : ENG_BK_DIFFERENTIAL;
+}
+
+int store_backup_allowed(const char *name, int circular, const eng_info *in, const char *type)
+{
+    int incr = !strcmp(type, "incremental") || !strcmp(type, "differential");
+    if (incr && circular)
+        return om_errf(OM_E_InvalidBackup,
+                       "database '%s' uses circular logging: %s backups need every log. HINT: "
+                       "ombra db set %s --circular-logging off, then take a full backup",
+                       name, type, name);
+    if (incr && in->slots[ENG_BK_PREV_FULL].mark_time == 0)
+        return om_errf(OM_E_MissingFullBackup,
+                       "database '%s' has no full backup: an %s backup needs one. HINT: take a "
+                       "full backup first",
+                       name, type);
+    const eng_bkslot *full = &in->slots[ENG_BK_PREV_FULL],
+                     *inc = &in->slots[ENG_BK_PREV_INCREMENTAL];
+    if (!strcmp(type, "differential") && inc->mark_time > full->mark_time)
+        return om_errf(OM_E_InvalidBackupSequence,
+                       "database '%s': an incremental backup since the last full one truncated "
+                       "the logs a differential backup needs (generations from %u). HINT: take a "
+                       "full backup, then differential ones",
+                       name, full->last_gen + 1);
+    return 0;
+}
+
+int store_backup_record(eng_db *db, const char *name, const char *type, const eng_bkslot *s,
+                        const char *by)
+{
+    int rc = eng_record_backup(db, store_backup_slot(type), s);
+    if (rc) return rc;
+    om_info("%s backup of %s recorded (generations %u-%u)%s%s", type, name, s->first_gen,
+            s->last_gen, by && *by ? ", taken from " : "", by ? by : "");
+    return 0;
+}
+
+uint32_t store_backup_truncates_below(const char *type, uint32_t ckpt, uint32_t last)
+{
+    if (strcmp(type, "full") && strcmp(type, "incremental")) return 0;
+    return ckpt < last ? ckpt : last;
+}

@@ -1,0 +1,281 @@
+"""Backups from passive copies (issue 18): the replica writer's backup recorded by the active
+(a log record that reaches every copy by replay), truncation on every server after it, a chain
+of sets taken on different servers, failures that record and truncate nothing. Real servers in
+namespaces, a real etcd, the real CLI on each server."""
+import json
+import re
+import threading
+import time
+
+import pytest
+
+from conftest import Paused
+from dag.conftest import copy_folder, copy_of, drained, roll, wait_copy  # noqa: F401
+from dag.test_replication import setup_dag
+from dag.test_truncation import shallow_checkpoints
+
+
+def setup3(bed, tmp_path, shallow=False):
+    """Three servers; db1 active on a, passive copies on b and c, both Healthy; an empty
+    repository every server reaches. shallow: a's checkpoint moves every 2 generations (so a
+    backup's truncation shows within a test)."""
+    if shallow:
+        shallow_checkpoints(bed.a)
+    setup_dag(bed, [bed.a, bed.b, bed.c])
+    a = bed.a
+    a.ombra("db", "new", "db1")
+    for s in ("b", "c"):
+        a.ombra("db", "copy", "add", "db1", "--server", s, "--etcd", bed.etcd_url)
+    roll(a, "db1", 1)
+    for s in ("b", "c"):
+        drained(a, bed, "db1", s)
+    bed.repo = tmp_path / "repo"
+    a.ombra("repo", "init", str(bed.repo))
+    return bed
+
+
+@pytest.fixture
+def dag3b(dag_bed, tmp_path):
+    return setup3(dag_bed(3), tmp_path)
+
+
+def backup(s, bed, type_, *extra, check=True):
+    r = s.ombra("backup", "--repo", str(bed.repo), "--type", type_, "--json", *extra, "db1",
+                check=check)
+    return json.loads(r.out) if r.rc == 0 else r
+
+
+def paused_backup(s, bed, type_, stage):
+    return Paused(s, ["netns", "exec", s.ns, s.real_cli, "backup", "--repo", bed.repo, "--type",
+                      type_, "--json", "db1"], "OMBRA_BACKUP_PAUSE", stage)
+
+
+def listed(s, bed):
+    return json.loads(s.ombra("backups", "list", "--repo", str(bed.repo), "--json").out)
+
+
+def active_info(a):
+    return json.loads(a.ombra("db", "show", "db1", "--json").out)
+
+
+def copy_gens(bed, s):
+    """The generations in the log folder of s's passive copy of db1."""
+    return sorted(int(m.group(1), 16) for p in (copy_folder(bed, s, "db1") / "logs").iterdir()
+                  if (m := re.fullmatch(r"E00([0-9A-F]{8})\.log", p.name)))
+
+
+def copy_header_slot(bed, s, slot):
+    """The backup slot of the header of s's passive copy (what replay gave it)."""
+    edb = copy_folder(bed, s, "db1") / "db1.edb"
+    h = json.loads(s.ombra("dbutil", "header", str(edb), "--json").out)
+    return h["backups"][slot]
+
+
+def vssd_sessions(s):
+    return sum(open(p, errors="replace").read().count(") begun by pid")
+               for label, p in s.daemon_logs if label == "ombra-vssd")
+
+
+class Mail:
+    """Deliveries to db1 on the active, one after another on a thread, each one's latency kept
+    with its start time (the whole CLI call: what a client sees)."""
+
+    def __init__(self, a):
+        self.a, self.stop, self.lat, self.errors = a, threading.Event(), [], []
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            r = self.a.ombra("mail", "deliver", "db1", f"box{i % 4}", input=b"m" * 2000,
+                             check=False)
+            self.lat.append((t0, time.monotonic() - t0))
+            if r.rc:
+                self.errors.append(r.err)
+            i += 1
+
+    def between(self, t0, t1):
+        return sorted(d for t, d in self.lat if t0 <= t <= t1)
+
+    def end(self):
+        self.stop.set()
+        self.t.join(30)
+        assert not self.errors, self.errors[:3]
+
+
+def pct(xs, p):
+    return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else 0.0
+
+
+SLOTS = {"full": "previous_full", "incremental": "previous_incremental",
+         "differential": "previous_differential", "copy": "previous_copy"}
+
+
+def test_each_type_from_a_passive_while_mail_arrives_recorded_by_the_active_never_holding_it(
+        dag3b):
+    bed = dag3b
+    a, b = bed.a, bed.b
+    sessions_on_a = vssd_sessions(a)
+    mail = Mail(a)
+    time.sleep(1)
+    t_before = time.monotonic()
+    time.sleep(2)
+    spans = []
+    try:
+        for type_ in ("full", "differential", "incremental", "copy"):
+            roll(a, "db1", 1)
+            t0 = time.monotonic()
+            res = backup(b, bed, type_)
+            spans.append((t0, time.monotonic()))
+            assert res["copies"] == [{"database": "db1", "server": "b", "copy": "passive"}], res
+            (st,) = res["sets"]
+            # recorded by the active: its header's slot holds the set's generations
+            slot = active_info(a)["backups"][SLOTS[type_]]
+            assert slot and [slot["first_gen"], slot["last_gen"]] == st["log_range"], (slot, st)
+            # and the slot reaches the copies by replay (the active rolled its log for it)
+            for s in (b, bed.c):
+                end = time.time() + 30
+                while (copy_header_slot(bed, s, SLOTS[type_]) or {}).get("last_gen") != \
+                        slot["last_gen"]:
+                    assert time.time() < end, f"the {type_} slot did not reach {s.server}"
+                    time.sleep(0.3)
+    finally:
+        mail.end()
+    # the active's writer took part in none of it: no session on its shadow copy service
+    assert vssd_sessions(a) == sessions_on_a
+    during = sorted(d for t0, t1 in spans for d in mail.between(t0, t1))
+    before = mail.between(t_before, spans[0][0])
+    print(f"\ndelivery latency on the active (ms): before p50 {pct(before, .5) * 1e3:.0f} "
+          f"p99 {pct(before, .99) * 1e3:.0f}; during backups from b ({len(during)} deliveries) "
+          f"p50 {pct(during, .5) * 1e3:.0f} p99 {pct(during, .99) * 1e3:.0f} "
+          f"max {during[-1] * 1e3:.0f}")
+    assert len(during) >= 4, "too few deliveries during the backups to say anything"
+    assert during[-1] < 2.0, f"a delivery took {during[-1]:.2f} s during a passive's backup"
+
+
+def test_a_chain_across_servers_full_from_b_incremental_from_c_and_from_a(dag3b):
+    bed = dag3b
+    a, b, c = bed.a, bed.b, bed.c
+    roll(a, "db1", 2)
+    full = backup(b, bed, "full")["sets"][0]
+    roll(a, "db1", 2)
+    inc_c = backup(c, bed, "incremental")
+    assert inc_c["copies"][0]["server"] == "c", inc_c
+    inc_c = inc_c["sets"][0]
+    roll(a, "db1", 2)
+    inc_a = backup(a, bed, "incremental")
+    assert inc_a["copies"][0] == {"database": "db1", "server": "a", "copy": "active"}, inc_a
+    inc_a = inc_a["sets"][0]
+    # one chain: each set begins where the one before it ended (the slots came by the log)
+    assert inc_c["log_range"][0] == full["log_range"][1] + 1, (full, inc_c)
+    assert inc_a["log_range"][0] == inc_c["log_range"][1] + 1, (inc_c, inc_a)
+    sets = listed(a, bed)
+    by_id = {x["id"]: x for x in sets}
+    assert by_id[inc_c["set"]]["parent"] == full["set"], by_id[inc_c["set"]]
+    assert by_id[inc_a["set"]]["parent"] == inc_c["set"], by_id[inc_a["set"]]
+
+
+def test_backup_from_names_the_copy_and_refuses_another_servers(dag3b):
+    bed = dag3b
+    a, b = bed.a, bed.b
+    r = backup(b, bed, "full", "--from", "active", check=False)
+    assert r.rc != 0 and r.err.count("\n") == 1, r.describe()
+    assert "--from active" in r.err and "a passive copy" in r.err, r.err
+    r = backup(b, bed, "full", "--from", "c", check=False)
+    assert r.rc != 0 and r.err.count("\n") == 1 and "this is server b" in r.err, r.describe()
+    r = backup(a, bed, "full", "--from", "passive", check=False)
+    assert r.rc != 0 and "the active copy" in r.err, r.describe()
+    assert backup(b, bed, "full", "--from", "b")["copies"][0]["copy"] == "passive"
+    # an incremental with no full anywhere is refused by the active, for a copy too
+    assert backup(b, bed, "copy", "--from", "passive")["sets"]
+
+
+def test_incremental_from_a_passive_without_a_full_is_refused_by_the_active(dag3b):
+    bed = dag3b
+    r = backup(bed.b, bed, "incremental", check=False)
+    assert r.rc != 0 and r.err.count("\n") == 1, r.describe()
+    assert "no full backup" in r.err and "-560" in r.err, r.err
+
+
+def gens_everywhere(bed):
+    a = bed.a
+    info = active_info(a)
+    return {"a": info["gen_oldest"], "b": copy_gens(bed, bed.b)[0], "c": copy_gens(bed, bed.c)[0]}
+
+
+def test_a_passive_killed_during_its_backup_records_and_truncates_nothing_then_the_next_works(
+        dag3b):
+    bed = dag3b
+    a, b = bed.a, bed.b
+    roll(a, "db1", 3)
+    before = gens_everywhere(bed)
+    p = paused_backup(b, bed, "full", "copied")
+    assert p.reached, p.first
+    b.kill9("repld")  # the replica writer goes with it: the coordinator aborts the session
+    r = p.resume()
+    assert r.rc != 0 and "Replica Writer" in r.err and "disconnected" in r.err, r.describe()
+    assert active_info(a)["backups"]["previous_full"] is None
+    roll(a, "db1", 2)
+    b.start_repld()
+    drained(a, bed, "db1", "b")
+    drained(a, bed, "db1", "c")
+    assert gens_everywhere(bed) == before, "a generation went after a failed backup"
+    assert not listed(a, bed)
+    res = backup(b, bed, "full")
+    assert res["sets"] and active_info(a)["backups"]["previous_full"]
+
+
+def test_the_active_killed_at_backupcomplete_of_a_passives_backup_fails_it_nothing_truncated(
+        dag3b):
+    bed = dag3b
+    a, b = bed.a, bed.b
+    roll(a, "db1", 3)
+    before = gens_everywhere(bed)
+    p = paused_backup(b, bed, "full", "committed")  # the set committed, BackupComplete next
+    assert p.reached, p.first
+    a.kill9("store")
+    r = p.resume()
+    assert r.rc != 0, r.describe()
+    lines = [x for x in r.err.splitlines() if not x.startswith("paused")]
+    assert len(lines) == 1 and "not recorded by the active" in lines[0], r.err
+    assert not listed(a, bed), \
+        "a set of a backup that did not complete is listed"
+    a.restart("store")
+    assert active_info(a)["backups"]["previous_full"] is None
+    drained(a, bed, "db1", "b")
+    drained(a, bed, "db1", "c")
+    after = gens_everywhere(bed)
+    assert after == before, (before, after)
+    assert backup(b, bed, "full")["sets"]
+
+
+def test_truncation_everywhere_after_a_full_from_a_passive_and_a_suspended_copy_holds_it(
+        dag_bed, tmp_path):
+    bed = setup3(dag_bed(3), tmp_path, shallow=True)
+    a, b, c = bed.a, bed.b, bed.c
+    a.ombra("db", "copy", "suspend", "db1", "--server", "c", "--etcd", bed.etcd_url)
+    st = wait_copy(a, bed, "db1", "c", lambda x: x["state"] == "Suspended", what="suspending")
+    held = st["replayed"] + 1  # the first generation c needs
+    roll(a, "db1", 4)
+    full = backup(b, bed, "full")["sets"][0]
+    roll(a, "db1", 1)
+    drained(a, bed, "db1", "b")
+    g = gens_everywhere(bed)
+    # c needs what it has not replayed: the active keeps it, and so does b (it follows the active)
+    assert g["a"] <= held and g["b"] <= held, (g, held, full)
+    assert full["log_range"][1] > held + 1, (full, held)
+    assert g["c"] <= held, (g, held)
+    a.ombra("db", "copy", "resume", "db1", "--server", "c", "--etcd", bed.etcd_url)
+    drained(a, bed, "db1", "c")
+    roll(a, "db1", 1)  # the next floor round, the next replay
+    end = time.time() + 60
+    while True:
+        g = gens_everywhere(bed)
+        # now what the backup let go goes, on every server
+        if all(v > held for v in g.values()):
+            break
+        assert time.time() < end, (g, held, full)
+        time.sleep(0.5)
+    assert all(v <= full["log_range"][1] for v in g.values()), (g, full)
