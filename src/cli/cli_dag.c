@@ -671,66 +671,8 @@ static int run_copy_status(const cli_args *a)
     rp_dag *d = NULL;
     int st = open_dag(a, cli_val(a, "dag"), 1, &d);
     if (st) return st;
-    json_t *dbs = NULL, *act = NULL, *copies = NULL, *alive = NULL;
-    int rc = rp_dag_list(d, "databases/", &dbs);
-    if (!rc) rc = rp_dag_list(d, "active/", &act);
-    if (!rc) rc = rp_dag_list(d, "copies/", &copies);
-    if (!rc) rc = rp_dag_list(d, "alive/", &alive);
-    json_t *out = json_array();
-    const char *id;
-    json_t *db;
-    int found = 0;
-    json_object_foreach(dbs, id, db)
-    {
-        const char *name = om_json_str_or(db, "name", "");
-        if (a->npos && strcmp(a->pos[0], name)) continue;
-        found = 1;
-        const char *active = om_json_str_or(json_object_get(act, id), "server", "");
-        /* What the active writes now (its own row, renewed by its ombra-repld): the copy queue
-         * of every passive copy counts from it, whatever state the copy is in. */
-        char ak[200];
-        snprintf(ak, sizeof ak, "%s/%s", id, active);
-        json_int_t made =
-            json_integer_value(json_object_get(json_object_get(copies, ak), "generated"));
-        const char *server;
-        json_t *cfg;
-        json_object_foreach(json_object_get(db, "copies"), server, cfg)
-        {
-            char k[200];
-            snprintf(k, sizeof k, "%s/%s", id, server);
-            json_t *s = json_object_get(copies, k);
-            int is_active = !strcmp(server, active);
-            int up = json_object_get(alive, server) != NULL;
-            const char *state = is_active ? "Mounted" : om_json_str_or(s, "state", "Initializing");
-            if (!is_active && !up) state = "ServiceDown";
-            json_int_t copied = json_integer_value(json_object_get(s, "copied")),
-                       inspected = json_integer_value(json_object_get(s, "inspected")),
-                       replayed = json_integer_value(json_object_get(s, "replayed"));
-            json_int_t copyq = is_active                       ? 0
-                               : made > 1 && made - 1 > copied ? made - 1 - copied
-                               : made > 1                      ? 0
-                                          : json_integer_value(json_object_get(s, "copy_queue"));
-            json_int_t replq = !is_active && inspected > replayed ? inspected - replayed : 0;
-            json_t *o =
-                json_pack("{s:s,s:s,s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "database",
-                          name, "id", id, "server", server, "state", state, "active", is_active,
-                          "preference", json_integer_value(json_object_get(cfg, "preference")),
-                          "replay_lag", json_integer_value(json_object_get(cfg, "replay_lag")),
-                          "copy_queue", copyq, "replay_queue", replq, "generated",
-                          made ? made : json_integer_value(json_object_get(s, "generated")),
-                          "copied", copied, "inspected", inspected, "replayed", replayed,
-                          "last_error", om_json_str_or(s, "last_error", ""));
-            if (!is_active) { /* block mode: the open generation, held in part */
-                json_object_set_new(o, "mode", json_string(om_json_str_or(s, "mode", "file")));
-                json_object_set(o, "streamed_gen", json_object_get(s, "streamed_gen"));
-                json_object_set(o, "streamed_bytes", json_object_get(s, "streamed_bytes"));
-                json_object_set(o, "streamed_len", json_object_get(s, "streamed_len"));
-            }
-            json_array_append_new(out, o);
-        }
-    }
-    if (!rc && a->npos && !found)
-        rc = om_errf(OM_E_DatabaseNotFound, "no database named '%s' in DAG %s", a->pos[0], d->name);
+    json_t *out = NULL;
+    int rc = rp_dag_copy_rows(d, a->npos ? a->pos[0] : NULL, &out);
     int status = CLI_OK;
     if (rc)
         status = cli_fail(rc);
@@ -764,10 +706,6 @@ static int run_copy_status(const cli_args *a)
         }
     }
     json_decref(out);
-    json_decref(dbs);
-    json_decref(act);
-    json_decref(copies);
-    json_decref(alive);
     rp_dag_close(d);
     return status;
 }

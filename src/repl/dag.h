@@ -63,4 +63,12 @@ int rp_dag_update(rp_dag *d, const char *suffix, rp_dag_change change, void *arg
 /* The database record whose name is name (-> NULL, DatabaseNotFound when none). */
 int rp_dag_find_db(rp_dag *d, const char *name, json_t **rec, char id[37]);
 
+/* ombra db copy status: one row per copy of database db_name (NULL: of every database), as the
+ * DAG's records say now: {"database", "id", "server", "state" (Mounted for the active;
+ * ServiceDown when the server's ombra-repld holds no lease), "active", "preference",
+ * "replay_lag", "copy_queue", "replay_queue", "generated", "copied", "inspected", "replayed",
+ * "last_error", and for a passive copy "mode", "streamed_gen", "streamed_bytes",
+ * "streamed_len"}. DatabaseNotFound for a name the DAG does not have. */
+int rp_dag_copy_rows(rp_dag *d, const char *db_name, json_t **rows);
+
 #endif
