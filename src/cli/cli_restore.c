@@ -266,7 +266,11 @@ static const cli_cmd restore_cmds[] = {
      "store's writer, checking every block and file, and lets the writer replay the logs while "
      "they are laid down. Over the original database replay rolls forward through the later "
      "logs in its folder while they continue the chain. A failed restore leaves the target "
-     "unmountable (-506) until a restore, or ombra dbutil recover, finishes it.",
+     "unmountable (-506) until a restore, or ombra dbutil recover, finishes it.\n"
+     "In a DAG a database is restored on the server of its active copy (elsewhere the restore is "
+     "refused, naming that server; a recovery database takes a set on any server); once the "
+     "restore has replayed, every passive copy is reseeded from the restored active by its own "
+     "ombra-repld, and the command says which (a suspended copy once it is resumed).",
      cmd_restore},
     {0},
 };
