@@ -181,6 +181,7 @@ static int cmd_restore(const cli_args *a)
     dag_restore dr = {0};
     rc = om_err_save(&failed, dag_before(&o, &dr));
     if (!rc) rc = om_err_save(&failed, bk_restore_run(&o, &res));
+    int restored = !rc && res; /* what it did is printed even when the reseed request fails */
     /* Additional restores to come: the copies are reseeded after the one that replays. */
     if (!rc && dr.d && json_is_object(json_object_get(res, "replay")))
         rc = om_err_save(&failed, dag_after(&dr, res));
@@ -192,8 +193,7 @@ static int cmd_restore(const cli_args *a)
     int out = CLI_OK;
     if (cli_flag(a, "json") && res)
         out = cli_print_json(res);
-    else if (res && json_is_integer(json_object_get(res, "files")) &&
-             (!rc || json_is_object(json_object_get(res, "replay")))) {
+    else if (restored) {
         json_t *rp = json_object_get(res, "replay");
         double mb = (double)json_integer_value(json_object_get(res, "bytes")) / 1e6,
                lay = json_real_value(json_object_get(res, "lay_seconds"));
