@@ -502,3 +502,26 @@ int bk_source_db(json_t *sets, const char *name, const char *store_id, int elsew
     return om_errf(OM_E_SetNotFound, "no backup set of a database named '%s'%s in the repository",
                    name, store_id[0] ? "" : " (or with that id)");
 }
+
+int bk_restore_via_writer(const char *set_id, const char *saved_cls, const char *scomp,
+                          const char *db_id, const char *server, bk_restore_via *v)
+{
+    memset(v, 0, sizeof *v);
+    size_t sl = strlen(scomp), il = strlen(db_id);
+    const char *bs = strchr(scomp, '\\');
+    if (!il || sl <= il + 1 || strcmp(scomp + sl - il, db_id) || scomp[sl - il - 1] != '\\' ||
+        !bs || bs >= scomp + sl - il - 1 || sl >= sizeof v->saved_lp || strlen(server) > 255)
+        return om_errf(OM_E_RepositoryCorrupt,
+                       "set %.12s names component '%.300s' for database %s, not "
+                       "<root>\\<server>\\%s",
+                       set_id, scomp, db_id, db_id);
+    v->replica = !strcmp(saved_cls, BK_REPLICA_WRITER_CLASS);
+    snprintf(v->cls, sizeof v->cls, "%s", v->replica ? BK_STORE_WRITER_CLASS : saved_cls);
+    snprintf(v->saved_lp, sizeof v->saved_lp, "%.*s", (int)(sl - il - 1), scomp);
+    if (v->replica)
+        snprintf(v->lp, sizeof v->lp, "%s\\%s", BK_STORE_WRITER_ROOT, server);
+    else
+        snprintf(v->lp, sizeof v->lp, "%.*s\\%s", (int)(bs - scomp), scomp, server);
+    snprintf(v->comp, sizeof v->comp, "%s\\%s", v->lp, db_id);
+    return 0;
+}

@@ -68,4 +68,33 @@ int bk_plan(json_t *sets, json_t **annotated);
  * database cannot be known, when there are). */
 int bk_source_db(json_t *sets, const char *name, const char *store_id, int elsewhere, char id[37]);
 
+/* The writer a saved component is restored through (spec §6: a database is not tied to a server;
+ * docs/design.md "Restore in a DAG"). A set names the writer class and the component it was taken
+ * with; the restore goes through this server's writer of that class, the component under that
+ * writer's own logical path. Two writers take whole databases with one shape of component,
+ * "<root>\<server>\<db id>" and its "...\<db id>\Logs":
+ *   the store writer    "Ombra Store\<server>\<db id>" (an active copy, or one server alone);
+ *   the replica writer  "Replica\<server>\<db id>" (a passive copy of a DAG), class
+ *                       BK_REPLICA_WRITER_CLASS.
+ * A set of either restores through the store writer (a passive copy is never a restore's target:
+ * the store's databases are), so a chain may mix sets of both. A set of any other class restores
+ * through the writer of its own class, under its own root. */
+#define BK_STORE_WRITER_CLASS   "5d3c0a91-6b2e-4f17-8c4d-0e9a7b1f2c35" /* store/store_writer.c */
+#define BK_STORE_WRITER_ROOT    "Ombra Store"
+#define BK_REPLICA_WRITER_CLASS "8f1e6c27-3a9d-4b52-9e07-c4d1a2b35f68" /* repl/replica_writer.c */
+
+typedef struct bk_restore_via {
+    char cls[40];       /* the class of the writer the restore goes through */
+    char saved_lp[600]; /* the saved component's logical path: "<root>\<its server>" */
+    char lp[600];       /* the component's logical path through that writer: "<root>\<server>" */
+    char comp[700];     /* ... and its full name: "<lp>\<db id>" */
+    int replica;        /* the set was taken from a passive copy (the replica writer) */
+} bk_restore_via;
+
+/* saved_cls, scomp: the set's writer class and component (set_id names the set in messages);
+ * server: this server. RepositoryCorrupt when scomp is not "<root>\<server>\<db_id>" or too
+ * long. */
+int bk_restore_via_writer(const char *set_id, const char *saved_cls, const char *scomp,
+                          const char *db_id, const char *server, bk_restore_via *v);
+
 #endif

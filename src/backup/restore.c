@@ -536,14 +536,12 @@ static int local_server(char *out, size_t n)
     return rc ? om_err_ctx(rc, "asking ombra-store for this server's name") : 0;
 }
 
-/* The writer of the saved writer's class (wmd) that this server's ombra-vssd has: *pick, in
- * *writers (gathered here; the caller's to decref, on failure too). Several of that class are
- * one too many unless one of them is the saved instance sinst. */
-static int pick_writer(vss_req *q, json_t *wmd, const char *sinst, const char *db_id,
-                       json_t **writers, json_t **pick)
+/* The writer of class cls (named wname in messages) that this server's ombra-vssd has: *pick,
+ * in *writers (gathered here; the caller's to decref, on failure too). Several of that class
+ * are one too many unless one of them is the saved instance sinst. */
+static int pick_writer(vss_req *q, const char *cls, const char *wname, const char *sinst,
+                       const char *db_id, json_t **writers, json_t **pick)
 {
-    const char *cls = om_json_str_or(json_object_get(wmd, "writer"), "class_id", ""),
-               *wname = om_json_str_or(json_object_get(wmd, "writer"), "name", "?");
     *pick = NULL;
     int rc = vss_req_gather_metadata(q, writers);
     size_t i, n = 0;
@@ -570,15 +568,17 @@ static int pick_writer(vss_req *q, json_t *wmd, const char *sinst, const char *d
     return rc;
 }
 
-/* The writer metadata wmd for this server's writer: its instance id inst, and the database's
- * component (saved under slp) and its Logs (saved as slogs) renamed to lp and logs; the other
- * components left out. A new document. */
-static json_t *renamed_metadata(json_t *wmd, const char *inst, const char *db_id, const char *slp,
+/* The writer metadata wmd for this server's writer pick: its class, name and instance id, and
+ * the database's component (saved under slp) and its Logs (saved as slogs) renamed to lp and
+ * logs; the other components left out. A new document. */
+static json_t *renamed_metadata(json_t *wmd, json_t *pick, const char *db_id, const char *slp,
                                 const char *lp, const char *slogs, const char *logs)
 {
-    json_t *m = json_deep_copy(wmd), *keep = json_array(), *k;
+    json_t *m = json_deep_copy(wmd), *keep = json_array(), *k, *w = json_object_get(m, "writer");
     size_t i;
-    json_object_set_new(json_object_get(m, "writer"), "instance_id", json_string(inst));
+    json_object_set_new(w, "instance_id", json_string(om_json_str_or(pick, "instance_id", "")));
+    json_object_set_new(w, "class_id", json_string(om_json_str_or(pick, "class_id", "")));
+    json_object_set_new(w, "name", json_string(om_json_str_or(pick, "name", "")));
     json_array_foreach(json_object_get(m, "components"), i, k)
     {
         const char *klp = om_json_str_or(k, "logical_path", ""),
@@ -597,60 +597,60 @@ static json_t *renamed_metadata(json_t *wmd, const char *inst, const char *db_id
 
 /* The writer a restore goes through (spec §6: a database is not tied to a server). The set names
  * the writer instance and the component of the server the backup was made on; they are
- * information, not a requirement. The restore goes through this server's writer: the one of the
- * saved writer's class that this server's ombra-vssd has (the store's writer), its instance id
- * into inst, and the database's component under that writer's own logical path into comp:
- * "Ombra Store\<this server>\<database id>" (store/writer.h) for a saved "Ombra Store\<the
- * backup's server>\<database id>". *md (the load_documents metadata array) and *doc (the
- * components document) are the set's documents with that writer's instance id and that
- * component (and its Logs subcomponent) in place of the saved ones; each component's
- * backup_metadata, what the backup was of, goes on as saved, and the saved names stay beside it
- * ("backed_up_as"). The same server gives back the saved names. */
+ * information, not a requirement. The restore goes through this server's writer of the class
+ * bk_restore_via_writer says (chain.h: the store writer for a set of the store writer or of the
+ * replica writer), its instance id into inst, and the database's component under that writer's
+ * own logical path into comp: "Ombra Store\<this server>\<database id>" (store/writer.h) for a
+ * saved "Ombra Store\<the backup's server>\<database id>" or "Replica\<its server>\<database
+ * id>". *md (the load_documents metadata array) and *doc (the components document) are the set's
+ * documents with that writer's class, name and instance id and that component (and its Logs
+ * subcomponent) in place of the saved ones; each component's backup_metadata, what the backup was
+ * of, goes on as saved, and the saved names stay beside it ("backed_up_as"). The same server
+ * and writer give back the saved names. */
 static int local_writer(vss_req *q, json_t *set, json_t *saved, const char *db_id, char inst[37],
                         char *comp, size_t clen, json_t **md, json_t **doc)
 {
     json_t *wmd = json_object_get(set, "writer_metadata"), *writers = NULL, *pick = NULL;
     const char *sinst = om_json_str_or(saved, "instance_id", ""),
-               *scomp = om_json_str_or(saved, "component", "");
+               *scomp = om_json_str_or(saved, "component", ""),
+               *scls = om_json_str_or(json_object_get(wmd, "writer"), "class_id", "");
     *md = *doc = NULL;
-    int rc = pick_writer(q, wmd, sinst, db_id, &writers, &pick);
-    /* The saved component's logical path is "<root>\<server>": the root stays, the server is
-     * this one. */
-    char server[256] = "", lp[600] = "", slp[600] = "", logs[700] = "", slogs[700] = "";
-    size_t sl = strlen(scomp), il = strlen(db_id);
-    const char *bs = strchr(scomp, '\\');
-    if (!rc && (sl <= il + 1 || strcmp(scomp + sl - il, db_id) || scomp[sl - il - 1] != '\\' ||
-                !bs || bs >= scomp + sl - il - 1))
-        rc = om_errf(OM_E_RepositoryCorrupt,
-                     "set %s names component '%s' for database %s, not <root>\\<server>\\%s",
-                     om_json_str_or(set, "id", "?"), scomp, db_id, db_id);
-    if (!rc) rc = local_server(server, sizeof server);
+    char server[256] = "", logs[700] = "";
+    bk_restore_via via;
+    int rc = local_server(server, sizeof server);
+    if (!rc)
+        rc =
+            bk_restore_via_writer(om_json_str_or(set, "id", "?"), scls, scomp, db_id, server, &via);
+    if (!rc)
+        rc = pick_writer(q, via.cls,
+                         via.replica ? "Ombra Store Writer"
+                                     : om_json_str_or(json_object_get(wmd, "writer"), "name", "?"),
+                         sinst, db_id, &writers, &pick);
     if (rc) {
         json_decref(writers);
         return rc;
     }
-    snprintf(slp, sizeof slp, "%.*s", (int)(sl - il - 1), scomp);
-    snprintf(lp, sizeof lp, "%.*s\\%.255s", (int)(bs - scomp), scomp, server);
     snprintf(inst, 37, "%s", om_json_str_or(pick, "instance_id", ""));
-    snprintf(comp, clen, "%s\\%s", lp, db_id);
-    snprintf(slogs, sizeof slogs, "%s", scomp);
-    snprintf(logs, sizeof logs, "%s", comp);
+    snprintf(comp, clen, "%s", via.comp);
+    snprintf(logs, sizeof logs, "%s", via.comp);
     *md = json_pack("[{s:s, s:o}]", "instance_id", inst, "metadata",
-                    renamed_metadata(wmd, inst, db_id, slp, lp, slogs, logs));
+                    renamed_metadata(wmd, pick, db_id, via.saved_lp, via.lp, scomp, logs));
     /* The components document: this database's component only, for this writer. */
     json_t *one = json_copy(saved);
     json_object_set_new(one, "instance_id", json_string(inst));
     json_object_set_new(one, "component", json_string(comp));
     json_object_set_new(one, "backed_up_as",
-                        json_pack("{s:s, s:s, s:s}", "server", om_json_str_or(set, "server", ""),
-                                  "instance_id", sinst, "component", scomp));
+                        json_pack("{s:s, s:s, s:s, s:s}", "server",
+                                  om_json_str_or(set, "server", ""), "instance_id", sinst,
+                                  "component", scomp, "writer_class", scls));
     *doc = json_copy(json_object_get(set, "components_document"));
     json_object_set_new(*doc, "components", json_pack("[o]", one));
     json_decref(writers);
     if (strcmp(inst, sinst) || strcmp(comp, scomp))
-        om_debug("restoring database %s, backed up on server %s as %s (writer %s), through this "
+        om_debug("restoring database %s, backed up on server %s as %s (writer %s%s), through this "
                  "server's writer %s as %s",
-                 db_id, om_json_str_or(set, "server", "?"), scomp, sinst, inst, comp);
+                 db_id, om_json_str_or(set, "server", "?"), scomp, sinst,
+                 via.replica ? ", a passive copy's" : "", inst, comp);
     return 0;
 }
 

@@ -6,8 +6,13 @@
 
 #include "backup/restore.h"
 #include "base/error.h"
+#include "base/paths.h"
+#include "base/proto.h"
 #include "base/time.h"
 #include "cli/cli.h"
+#include "repl/dag.h"
+#include "repl/reseed.h"
+#include "store/client.h"
 
 static void print_set(json_t *s)
 {
@@ -25,6 +30,111 @@ static void say_chain(void *arg, json_t *sets)
     json_t *s;
     json_array_foreach(sets, i, s) print_set(s);
     fflush(stdout);
+}
+
+/* ---- a restore in a DAG (docs/design.md "Restore in a DAG"; repl/reseed.h) ---- */
+
+typedef struct dag_restore {
+    rp_dag *d;           /* open when the target is a database of this server's DAG */
+    char server[256];    /* this server */
+    rp_restore_target t; /* the target in the DAG */
+} dag_restore;
+
+/* Before the restore: when this server is in a DAG (its store keeps its directory in the DAG's
+ * etcd, or an ombra-repld runs here) and the target is a database of that DAG (a restore over the
+ * database itself, or --to one), the target must be its active copy here: a restore on another
+ * server (a passive copy's, whose store does not hold the database) is refused in one line naming
+ * the active server. --to a replicated database is refused: the restore would give it the id of the
+ * backup's database, and its passive copies a database that is not theirs. The recovery database
+ * and new paths are never replicated: no check. */
+static int dag_before(const bk_restore_opts *o, dag_restore *dr)
+{
+    const char *name = o->to ? o->to : o->db;
+    if (o->recovery || o->edb) return 0;
+    /* The DAG: the store's directory in etcd; else the local ombra-repld's, when one runs (a
+     * server whose store kept its file directory holds passive copies all the same). */
+    store_client *sc = NULL;
+    json_t *st = NULL, *rs = NULL;
+    char run[4096] = "", sock[4200];
+    int rc = cli_store(&sc);
+    if (!rc) rc = store_client_status(sc, &st);
+    json_t *dir = json_object_get(st, "directory"), *where = dir;
+    if (!rc && strcmp(om_json_str_or(dir, "backend", ""), "etcd")) {
+        where = NULL;
+        if (om_runtime_dir(run, sizeof run)) run[0] = 0;
+        snprintf(sock, sizeof sock, "%s/repl.sock", run);
+        json_t *req = json_pack("{s:s}", "op", "status");
+        if (run[0] && !access(sock, F_OK) && !om_proto_call(sock, req, NULL, 0, &rs, NULL, NULL))
+            where = rs;
+        json_decref(req);
+    }
+    if (where) {
+        snprintf(dr->server, sizeof dr->server, "%s", om_json_str_or(st, "server", ""));
+        rc = rp_dag_open(om_json_str_or(where, "etcd", ""), om_json_str_or(where, "dag", NULL), 1,
+                         &dr->d);
+    }
+    json_decref(st);
+    json_decref(rs);
+    if (rc || !where)
+        return rc ? om_err_ctx(rc, "learning where database '%s' is active in this server's DAG",
+                               name)
+                  : 0;
+    rc = rp_restore_where(dr->d, name, &dr->t);
+    if (!rc && dr->t.in_dag && strcmp(dr->t.active, dr->server))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "database '%s' is in DAG %s and its active copy is %s%s, not on this server "
+                     "(%s): a restore in a DAG goes to the active copy. HINT: run ombra restore on "
+                     "%s (its passive copies are then reseeded from it), or restore here into a "
+                     "recovery database with --recovery NAME",
+                     name, dr->d->name, dr->t.active[0] ? "on server " : "on no server",
+                     dr->t.active, dr->server, dr->t.active[0] ? dr->t.active : "the active");
+    else if (!rc && dr->t.in_dag && o->to && dr->t.passives)
+        rc =
+            om_errf(OM_E_InvalidParameter,
+                    "database '%s' has %d passive cop%s in DAG %s: a restore --to it would give it "
+                    "and its copies the id of the backup's database. HINT: restore into a "
+                    "recovery database with --recovery NAME, or remove its copies first",
+                    name, dr->t.passives, dr->t.passives == 1 ? "y" : "ies", dr->d->name);
+    if (rc || !dr->t.in_dag) {
+        rp_dag_close(dr->d);
+        dr->d = NULL;
+    }
+    return rc;
+}
+
+/* After a restore that replayed into the active copy: every passive copy of it asked to reseed
+ * from it (res "reseeding": [{"server", "suspended"}]). A request that fails leaves the copies
+ * Failed (they refuse the restored log stream), and the command fails saying how to mend it. */
+static int dag_after(dag_restore *dr, json_t *res)
+{
+    json_t *copies = NULL;
+    int rc = rp_reseed_after_restore(dr->d, dr->t.id, dr->server, &copies);
+    if (rc)
+        rc = om_err_ctx(rc,
+                        "the database is restored, but its passive copies could not be asked to "
+                        "reseed from it (they refuse its log stream until they are). HINT: ombra "
+                        "db copy reseed %s --server S for each copy",
+                        json_string_value(json_object_get(res, "target")));
+    else
+        json_object_set_new(res, "reseeding", copies);
+    return rc;
+}
+
+static void print_reseeding(json_t *res)
+{
+    json_t *copies = json_object_get(res, "reseeding"), *c;
+    size_t i;
+    if (!json_array_size(copies)) return;
+    printf("passive copies of %s being reseeded from this server's restored copy:",
+           json_string_value(json_object_get(res, "target")));
+    json_array_foreach(copies, i, c)
+    {
+        int sus = json_is_true(json_object_get(c, "suspended"));
+        printf("%s %s%s", i ? "," : "", json_string_value(json_object_get(c, "server")),
+               sus ? " (suspended: when resumed)" : "");
+    }
+    printf("\n(ombra db copy status %s shows them)\n",
+           json_string_value(json_object_get(res, "target")));
 }
 
 static int cmd_restore(const cli_args *a)
@@ -68,15 +178,22 @@ static int cmd_restore(const cli_args *a)
     o.logs = logs;
     json_t *res = NULL;
     om_err_saved failed; /* past the printing */
-    rc = om_err_save(&failed, bk_restore_run(&o, &res));
+    dag_restore dr = {0};
+    rc = om_err_save(&failed, dag_before(&o, &dr));
+    if (!rc) rc = om_err_save(&failed, bk_restore_run(&o, &res));
+    int restored = !rc && res; /* what it did is printed even when the reseed request fails */
+    /* Additional restores to come: the copies are reseeded after the one that replays. */
+    if (!rc && dr.d && json_is_object(json_object_get(res, "replay")))
+        rc = om_err_save(&failed, dag_after(&dr, res));
+    rp_dag_close(dr.d);
     memset(pbuf, 0, sizeof pbuf);
     free(repo);
     free(edb);
     free(logs);
     int out = CLI_OK;
-    if (cli_flag(a, "json"))
+    if (cli_flag(a, "json") && res)
         out = cli_print_json(res);
-    else if (!rc) {
+    else if (restored) {
         json_t *rp = json_object_get(res, "replay");
         double mb = (double)json_integer_value(json_object_get(res, "bytes")) / 1e6,
                lay = json_real_value(json_object_get(res, "lay_seconds"));
@@ -102,6 +219,7 @@ static int cmd_restore(const cli_args *a)
             printf("note: %s is now a recovery database: it holds a copy of %s, a database of "
                    "this server, and carries its id (never backed up, one mounted at a time)\n",
                    json_string_value(json_object_get(res, "target")), copy_of);
+        print_reseeding(res);
     }
     json_decref(res);
     if (rc) {
@@ -148,7 +266,11 @@ static const cli_cmd restore_cmds[] = {
      "store's writer, checking every block and file, and lets the writer replay the logs while "
      "they are laid down. Over the original database replay rolls forward through the later "
      "logs in its folder while they continue the chain. A failed restore leaves the target "
-     "unmountable (-506) until a restore, or ombra dbutil recover, finishes it.",
+     "unmountable (-506) until a restore, or ombra dbutil recover, finishes it.\n"
+     "In a DAG a database is restored on the server of its active copy (elsewhere the restore is "
+     "refused, naming that server; a recovery database takes a set on any server); once the "
+     "restore has replayed, every passive copy is reseeded from the restored active by its own "
+     "ombra-repld, and the command says which (a suspended copy once it is resumed).",
      cmd_restore},
     {0},
 };

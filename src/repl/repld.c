@@ -345,6 +345,9 @@ static json_t *status_json(repld *r)
                   r->dag->name, "listen", r->o->listen, "etcd_ok", r->etcd_ok, "etcd_error",
                   r->etcd_ok ? "" : r->etcd_error, "peers_served", (json_int_t)r->peers_served,
                   "peers_refused", (json_int_t)r->peers_refused, "copies", copies);
+    /* Where this server's DAG is, for `ombra restore` on a server whose store keeps a file
+     * directory (docs/design.md "Restore in a DAG"). */
+    json_object_set_new(o, "etcd", json_string(r->o->etcd));
     pthread_mutex_unlock(&r->mu);
     return o;
 }

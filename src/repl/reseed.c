@@ -207,3 +207,67 @@ int rp_reseed_serve(rp_source *s, rp_conn *c, json_t *req)
     om_info("seed of the copy of %s (%s) for %s: %s", name, id, rp_conn_peer(c), om_err_detail());
     return rp_send_error(c, rc);
 }
+
+/* ---- a restore in a DAG ---- */
+
+int rp_restore_where(rp_dag *d, const char *name, rp_restore_target *t)
+{
+    json_t *rec = NULL, *act = NULL;
+    memset(t, 0, sizeof *t);
+    int rc = rp_dag_find_db(d, name, &rec, t->id);
+    if (rc == OM_E_DatabaseNotFound) return 0;
+    char k[100];
+    snprintf(k, sizeof k, "active/%s", t->id);
+    if (!rc) rc = rp_dag_get(d, k, &act, NULL);
+    if (!rc) {
+        t->in_dag = 1;
+        snprintf(t->active, sizeof t->active, "%s", om_json_str_or(act, "server", ""));
+        const char *srv;
+        json_t *c;
+        json_object_foreach(json_object_get(rec, "copies"), srv, c) t->passives +=
+            strcmp(srv, t->active) != 0;
+    }
+    json_decref(rec);
+    json_decref(act);
+    return rc;
+}
+
+typedef struct after_restore {
+    const char *active;
+    json_t *copies; /* what the last try changed */
+} after_restore;
+
+static int bump_reseeds(void *arg, json_t *rec, int exists)
+{
+    after_restore *a = arg;
+    json_array_clear(a->copies);
+    if (!exists)
+        return om_errf(OM_E_DatabaseNotFound, "the database's record is gone from the DAG");
+    const char *srv;
+    json_t *c;
+    json_object_foreach(json_object_get(rec, "copies"), srv, c)
+    {
+        if (!strcmp(srv, a->active)) continue;
+        json_object_set_new(c, "reseed",
+                            json_integer(json_integer_value(json_object_get(c, "reseed")) + 1));
+        json_object_del(c, "source");
+        json_array_append_new(a->copies, json_pack("{s:s,s:b}", "server", srv, "suspended",
+                                                   json_is_true(json_object_get(c, "suspended"))));
+    }
+    return 0;
+}
+
+int rp_reseed_after_restore(rp_dag *d, const char *id, const char *active, json_t **copies)
+{
+    after_restore a = {.active = active, .copies = json_array()};
+    char k[100];
+    snprintf(k, sizeof k, "databases/%s", id);
+    int rc = a.copies ? rp_dag_update(d, k, bump_reseeds, &a)
+                      : om_errf(OM_E_OutOfMemory, "out of memory");
+    if (rc) {
+        json_decref(a.copies);
+        a.copies = NULL;
+    }
+    *copies = a.copies;
+    return rc;
+}

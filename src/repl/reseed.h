@@ -24,6 +24,7 @@
 
 #include <jansson.h>
 
+#include "repl/dag.h"
 #include "repl/source.h"
 #include "repl/tls.h"
 
@@ -38,5 +39,33 @@ void rp_copy_unlock(int fd);
 /* Serves one seed.copy request (above); 0 when the reply went out, its error or not (the
  * connection can go on), else the connection's error. */
 int rp_reseed_serve(rp_source *s, rp_conn *c, json_t *req);
+
+/* ---- a restore in a DAG (docs/design.md "Restore in a DAG") ----
+ *
+ * A restore of a DAG database goes to its active copy, through the active server's store; the
+ * restored database's log stream is not the one the passive copies hold (a point in time, or a
+ * roll forward that ended, starts a new one), so every passive copy is reseeded from the
+ * restored active afterwards. A copy never replays the restored stream into its old .edb (the
+ * inspection refuses a generation of another log stream: the copy is Failed until its reseed),
+ * and the reseed wipes its old generations before it copies any of the new stream. */
+
+/* Where a restore into database name may go in DAG d: in_dag 0 when the DAG has no database of
+ * that name (nothing else set); else its id, its active server ("" when none) and how many
+ * passive copies its record names. */
+typedef struct rp_restore_target {
+    int in_dag;
+    char id[37];
+    char active[RP_NAME_MAX + 1];
+    int passives;
+} rp_restore_target;
+int rp_restore_where(rp_dag *d, const char *name, rp_restore_target *t);
+
+/* After a restore to the active copy of database id on server active: every passive copy asked
+ * to reseed from the active, in one transaction on the database's record (each copy's "reseed"
+ * bumped, as `ombra db copy reseed` does, a --source of an earlier reseed forgotten); each
+ * copier sees it through its watch, wipes its copy and seeds it from the active (copier.h). A
+ * suspended copy stays suspended and reseeds when resumed. *copies: a new array of {"server",
+ * "suspended"}, one per passive copy (empty when there is none). */
+int rp_reseed_after_restore(rp_dag *d, const char *id, const char *active, json_t **copies);
 
 #endif

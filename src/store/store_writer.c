@@ -878,6 +878,14 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
                            "database %s of the backup no longer exists. HINT: restore to "
                            "another database, the recovery database or new paths",
                            t->orig_id);
+        /* A DAG database restores into its active copy only (docs/design.md "Restore in a
+         * DAG"): a copy of this server's that the DAG names passive is replaced by a reseed. */
+        if (!e->active)
+            return om_errf(OM_E_DatabaseUnavailable,
+                           "database '%s' is active on server %s, not on this one: a restore in a "
+                           "DAG goes to the active copy. HINT: run ombra restore on %s",
+                           e->name, e->active_on[0] ? e->active_on : "(none)",
+                           e->active_on[0] ? e->active_on : "the active server");
         t->ent = *e;
         t->in_dir = 1;
         char id[37];

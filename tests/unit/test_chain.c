@@ -695,6 +695,61 @@ static void random_histories_restore_the_furthest_whole_chain_or_refuse_naming_a
     assert_true(refused_orphan > 0 && refused_damaged > 0 && silent_ok > 0);
 }
 
+/* A set taken from a passive copy (the replica writer, "Replica\<server>\<id>") restores
+ * through this server's store writer exactly as a set of the store writer does, under the store
+ * writer's own component; so a full from a passive copy and an incremental from the active form
+ * one chain that restores through one component. */
+static void a_passive_copys_set_restores_through_the_store_writer_like_the_actives(void **state)
+{
+    (void)state;
+    const char *id = "0c5e2b1a-7d44-4f0e-9a21-5b8c3d7e6f10";
+    char replica[200], store[200];
+    snprintf(replica, sizeof replica, "Replica\\b\\%s", id);
+    snprintf(store, sizeof store, "Ombra Store\\a\\%s", id);
+    bk_restore_via r, s;
+    assert_int_equal(bk_restore_via_writer("set1", BK_REPLICA_WRITER_CLASS, replica, id, "c", &r),
+                     0);
+    assert_int_equal(bk_restore_via_writer("set2", BK_STORE_WRITER_CLASS, store, id, "c", &s), 0);
+    assert_true(r.replica);
+    assert_false(s.replica);
+    assert_string_equal(r.cls, BK_STORE_WRITER_CLASS);
+    assert_string_equal(s.cls, BK_STORE_WRITER_CLASS);
+    assert_string_equal(r.saved_lp, "Replica\\b");
+    assert_string_equal(s.saved_lp, "Ombra Store\\a");
+    assert_string_equal(r.lp, "Ombra Store\\c");
+    char want[200];
+    snprintf(want, sizeof want, "Ombra Store\\c\\%s", id);
+    assert_string_equal(r.comp, want);
+    assert_string_equal(s.comp, want);
+    /* the same server, the store writer: the saved names come back */
+    assert_int_equal(bk_restore_via_writer("set2", BK_STORE_WRITER_CLASS, store, id, "a", &s), 0);
+    assert_string_equal(s.comp, store);
+    /* another writer's class keeps its class and its root */
+    assert_int_equal(bk_restore_via_writer("set3", "11111111-2222-4333-8444-555555555555",
+                                           "Other\\a\\0c5e2b1a-7d44-4f0e-9a21-5b8c3d7e6f10", id,
+                                           "c", &s),
+                     0);
+    assert_string_equal(s.cls, "11111111-2222-4333-8444-555555555555");
+    assert_string_equal(s.lp, "Other\\c");
+    /* the full from the passive copy and the incremental from the active are one chain */
+    json_t *h = json_array();
+    json_array_append_new(h, set("full-on-b-000001", "full", "db", 3, 5, NULL));
+    json_array_append_new(h,
+                          set("incr-on-a-000002", "incremental", "db", 6, 8, "full-on-b-000001"));
+    bk_point pt = {0};
+    EXPECT_CHAIN(h, &pt, "full-on-b-000001", "incr-on-a-000002");
+    json_decref(h);
+    /* a component that is not <root>\<server>\<its database id> is refused, naming the set */
+    const char *bad[] = {"Replica\\b", "Replica\\b\\other-id", "Replica", "",
+                         "Replica\\0c5e2b1a-7d44-4f0e-9a21-5b8c3d7e6f10"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(
+            bk_restore_via_writer("badset", BK_REPLICA_WRITER_CLASS, bad[i], id, "c", &r),
+            OM_E_RepositoryCorrupt);
+        assert_non_null(strstr(om_err_detail(), "set badset"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -714,6 +769,7 @@ int main(void)
         cmocka_unit_test(a_set_that_continues_what_it_may_not_is_refused),
         cmocka_unit_test(the_plan_gives_each_set_its_chain_and_whether_it_can_be_restored),
         cmocka_unit_test(random_histories_restore_the_furthest_whole_chain_or_refuse_naming_a_set),
+        cmocka_unit_test(a_passive_copys_set_restores_through_the_store_writer_like_the_actives),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
