@@ -3,14 +3,16 @@
 of sets taken on different servers, failures that record and truncate nothing. Real servers in
 namespaces, a real etcd, the real CLI on each server."""
 import json
+import os
 import re
+import shutil
 import threading
 import time
 
 import pytest
 
 from conftest import Paused
-from dag.conftest import copy_folder, copy_of, drained, roll, wait_copy  # noqa: F401
+from dag.conftest import copies_match, copy_folder, copy_of, drained, roll, wait_copy  # noqa: F401
 from dag.test_replication import setup_dag
 from dag.test_truncation import shallow_checkpoints
 
@@ -175,6 +177,24 @@ def test_a_chain_across_servers_full_from_b_incremental_from_c_and_from_a(dag3b)
     by_id = {x["id"]: x for x in sets}
     assert by_id[inc_c["set"]]["parent"] == full["set"], by_id[inc_c["set"]]
     assert by_id[inc_a["set"]]["parent"] == inc_c["set"], by_id[inc_a["set"]]
+    want = a.digest("db1")  # what the chain holds: nothing delivered after the last set
+    # Every copy lost: the active's files and both passives' folders.
+    for s in (b, c):
+        s.kill9("repld")
+        shutil.rmtree(copy_folder(bed, s, "db1"))
+    info = active_info(a)
+    a.ombra("db", "dismount", "db1")
+    os.unlink(info["edb"])
+    shutil.rmtree(info["logs"])
+    a.ombra("db", "set", "db1", "--allow-restore", "on")
+    r = a.ombra("restore", "--repo", str(bed.repo), "db1", "--no-roll-forward", "--mount")
+    assert a.digest("db1") == want, r.describe()
+    # the passives come back by themselves, seeded from the restored active
+    for s in (b, c):
+        s.start_repld()
+    for s in (b, c):  # seeded (a seed is a shadow copy of the active: no dismount meanwhile)
+        drained(a, bed, "db1", s.server)
+    copies_match(bed, a, "db1", [b, c])
 
 
 def test_backup_from_names_the_copy_and_refuses_another_servers(dag3b):
