@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
+#include "repl/dag.h"
 #include "store/client.h"
 
 /* CLI_TEMPFAIL (EX_TEMPFAIL): the error is retryable (SyncCopiesUnavailable). */
@@ -96,6 +97,10 @@ int cli_fail(int err);
 int cli_store(store_client **out);
 /* Frees this run's client of the store, if one was made (main, after the command). */
 void cli_store_close(void);
+/* This server's DAG, when it is in one (its store keeps its directory in the DAG's etcd, or an
+ * ombra-repld runs here): *d open (the caller closes it), else NULL; server: this server's name
+ * (from its store). An error code (not printed) when the store or the DAG cannot be asked. */
+int cli_local_dag(rp_dag **d, char *server, size_t n);
 /* One request, one reply on <runtime>/vss.sock (the shadow copy service). Steals req. On
  * success *reply (decref it); on failure prints the error (the server's message, or the
  * connection's, with its HINT) and returns CLI_FAIL, with nothing to release. */

@@ -6,8 +6,191 @@
 
 #include "backup/job.h"
 #include "base/error.h"
+#include "base/paths.h"
 #include "base/proto.h"
+#include "repl/remote_backup.h"
 #include "cli/cli.h"
+
+/* ---- in a DAG: which copy (spec §8) ---- */
+
+typedef struct pick {
+    const char *db;
+    char server[80];
+    int passive, local;
+} pick;
+
+/* The copy of db the backup reads: with from NULL or "passive" the Healthy passive copy with the
+ * shortest replay queue, then the best activation preference (NULL: the active when there is
+ * none, saying so); "active": the active; a server name: that server's copy. A database the DAG
+ * does not have is this server's own (local). */
+static int choose(rp_dag *d, const char *db, const char *from, const char *here, pick *p)
+{
+    json_t *rows = NULL, *r, *best = NULL, *active = NULL;
+    size_t i;
+    p->db = db;
+    int rc = rp_dag_copy_rows(d, db, &rows);
+    if (rc == OM_E_DatabaseNotFound) {
+        snprintf(p->server, sizeof p->server, "%s", here);
+        p->local = 1;
+        return 0;
+    }
+    if (rc) return om_err_ctx(rc, "the copies of '%s'", db);
+    json_array_foreach(rows, i, r)
+    {
+        const char *srv = om_json_str_or(r, "server", "");
+        if (json_is_true(json_object_get(r, "active"))) active = r;
+        if (from && strcmp(from, "passive") && strcmp(from, "active")) {
+            if (!strcmp(srv, from)) best = r;
+            continue;
+        }
+        if (json_is_true(json_object_get(r, "active")) ||
+            strcmp(om_json_str_or(r, "state", ""), "Healthy"))
+            continue;
+        if (!best ||
+            om_json_int_or(r, "replay_queue", 0) < om_json_int_or(best, "replay_queue", 0) ||
+            (om_json_int_or(r, "replay_queue", 0) == om_json_int_or(best, "replay_queue", 0) &&
+             om_json_int_or(r, "preference", 0) < om_json_int_or(best, "preference", 0)))
+            best = r;
+    }
+    if (from && !strcmp(from, "active")) best = active;
+    if (!best && !from && active) {
+        best = active;
+        fprintf(stderr,
+                "ombra: %s has no Healthy passive copy: backing up its active copy on "
+                "server %s\n",
+                db, om_json_str_or(active, "server", "?"));
+    }
+    if (!best) {
+        if (from && !strcmp(from, "passive"))
+            rc = om_errf(OM_E_DatabaseUnavailable,
+                         "database '%s' has no Healthy passive copy to back up. HINT: ombra db "
+                         "copy status %s says why; --from active backs up the active copy",
+                         db, db);
+        else if (from && strcmp(from, "active"))
+            rc = om_errf(OM_E_InvalidParameter,
+                         "--from %s: server %s holds no copy of database '%s'. HINT: ombra db "
+                         "copy status %s",
+                         from, from, db, db);
+        else
+            rc = om_errf(OM_E_DatabaseUnavailable, "database '%s' has no active copy", db);
+    } else {
+        snprintf(p->server, sizeof p->server, "%s", om_json_str_or(best, "server", ""));
+        p->passive = !json_is_true(json_object_get(best, "active"));
+        p->local = !strcmp(p->server, here);
+    }
+    json_decref(rows);
+    return rc;
+}
+
+/* Appends the arrays and adds the figures of one run's result to the whole's. */
+static void merge(json_t *all, json_t *one)
+{
+    static const char *const arrays[] = {"sets", "databases", "failed", "copies"};
+    static const char *const sums[] = {"bytes_read", "bytes_stored"};
+    for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) {
+        json_t *to = json_object_get(all, arrays[i]);
+        if (!to) json_object_set_new(all, arrays[i], to = json_array());
+        json_array_extend(to, json_object_get(one, arrays[i]));
+    }
+    for (size_t i = 0; i < sizeof sums / sizeof sums[0]; i++)
+        json_object_set_new(
+            all, sums[i],
+            json_integer(om_json_int_or(all, sums[i], 0) + om_json_int_or(one, sums[i], 0)));
+    static const char *const maxima[] = {"seconds", "freeze_ms", "snapshot_ms"};
+    for (size_t i = 0; i < sizeof maxima / sizeof maxima[0]; i++) {
+        double a = json_number_value(json_object_get(all, maxima[i])),
+               b = json_number_value(json_object_get(one, maxima[i]));
+        json_object_set_new(all, maxima[i], json_real(b > a ? b : a));
+    }
+}
+
+/* The databases whose chosen copy is on server (each once), for one run there. */
+static size_t group(const pick *p, size_t n, const char *server, const char **out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(p[i].server, server)) out[k++] = p[i].db;
+    return k;
+}
+
+/* The runs: the databases whose copy is here, on this server; each other server's, there
+ * (remote_backup.h). The first failure is returned (each run's result merged into *res). */
+static int run_all(const bk_job_opts *o, rp_dag *d, const pick *p, size_t n, const char *here,
+                   json_t *res)
+{
+    const char *dbs[64];
+    int first = 0;
+    om_err_saved failed;
+    rp_tls *tls = NULL;
+    for (size_t i = 0; i < n; i++) {
+        int seen = 0;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = !strcmp(p[k].server, p[i].server);
+        if (seen) continue;
+        size_t m = group(p, n, p[i].server, dbs);
+        json_t *one = NULL;
+        int rc;
+        if (p[i].local) {
+            bk_job_opts lo = *o;
+            lo.dbs = dbs;
+            lo.ndb = m;
+            lo.from = NULL; /* the copy chosen is the one here */
+            rc = bk_backup_run(&lo, &one);
+        } else {
+            char dir[4096];
+            rc = tls ? 0 : om_data_dir(dir, sizeof dir - 8);
+            if (!rc && !tls) {
+                strcat(dir, "/dag");
+                if ((rc = rp_tls_load(dir, &tls)))
+                    rc = om_err_ctx(rc,
+                                    "a backup of the copy on server %s is asked through this "
+                                    "server's DAG certificate (run as root, or run ombra backup "
+                                    "on %s)",
+                                    p[i].server, p[i].server);
+            }
+            json_t *names = json_array();
+            for (size_t k = 0; k < m; k++)
+                json_array_append_new(names, json_string(dbs[k]));
+            json_t *req = json_pack("{s:s,s:o,s:s,s:s,s:s,s:i,s:s?}", "op", "backup.run", "dbs",
+                                    names, "type", o->type, "repo", o->repo, "provider",
+                                    o->provider ? o->provider : "auto", "threads", o->threads,
+                                    "passphrase", o->passphrase);
+            if (!rc)
+                rc = rp_remote_backup(d, tls, p[i].server, req, &one);
+            else
+                json_decref(req);
+        }
+        if (one) merge(res, one);
+        json_decref(one);
+        if (rc && !first) first = om_err_save(&failed, rc);
+    }
+    rp_tls_free(tls);
+    if (first) om_err_restore(&failed);
+    return first;
+}
+
+/* In a DAG, each database's copy chosen (and said: which server, passive or active) and the
+ * backups run where the copies are; elsewhere the local run as it always was. */
+static int backup_where(const bk_job_opts *o, json_t **res)
+{
+    rp_dag *d = NULL;
+    char here[80] = "";
+    int rc = o->from && !strcmp(o->from, "here") ? 0 : cli_local_dag(&d, here, sizeof here);
+    if (rc || !d) {
+        bk_job_opts lo = *o;
+        if (lo.from && !strcmp(lo.from, "here")) lo.from = NULL;
+        return rc ? rc : bk_backup_run(&lo, res);
+    }
+    pick p[64];
+    size_t n = o->ndb > 64 ? 64 : o->ndb;
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = choose(d, o->dbs[i], o->from, here, &p[i]);
+    *res = json_pack("{s:s, s:[], s:[], s:[], s:[], s:s}", "type", o->type, "sets", "databases",
+                     "failed", "copies", "dag", d->name);
+    if (!rc) rc = run_all(o, d, p, n, here, *res);
+    rp_dag_close(d);
+    return rc;
+}
 
 static int cmd_backup(const cli_args *a)
 {
@@ -43,7 +226,7 @@ static int cmd_backup(const cli_args *a)
                      .progress = isatty(2) && !cli_flag(a, "json")};
     json_t *res = NULL;
     om_err_saved failed; /* past the printing */
-    rc = om_err_save(&failed, bk_backup_run(&o, &res));
+    rc = om_err_save(&failed, backup_where(&o, &res));
     memset(pbuf, 0, sizeof pbuf);
     free(repo);
     int out = CLI_OK;
@@ -54,9 +237,9 @@ static int cmd_backup(const cli_args *a)
         json_t *s;
         json_array_foreach(json_object_get(res, "copies"), i, s)
         {
-            if (!strcmp(om_json_str_or(s, "copy", ""), "passive"))
-                printf("%s: backing up the passive copy on server %s\n",
-                       om_json_str_or(s, "database", "?"), om_json_str_or(s, "server", "?"));
+            if (!json_object_get(res, "dag")) break; /* one server: no choice of copy */
+            printf("%s: backed up the %s copy on server %s\n", om_json_str_or(s, "database", "?"),
+                   om_json_str_or(s, "copy", "?"), om_json_str_or(s, "server", "?"));
         }
         json_array_foreach(json_object_get(res, "sets"), i, s)
         {
@@ -96,7 +279,9 @@ static const cli_opt backup_opts[] = {
     {"provider", "P", "auto (default), held, reflink, btrfs or copy", 0},
     {"threads", "N", "threads reading, compressing and writing (default: all cores)", 0},
     {"from", "COPY",
-     "in a DAG: active, passive, or this server's name (default: the copy this server holds)", 0},
+     "in a DAG: passive (the default: the Healthy passive copy with the shortest replay queue, "
+     "on any server; the active when there is none), active, a server's name, or here",
+     0},
     CLI_PASS_OPT,
     {"json", NULL, "print JSON: sets, type, databases, log ranges, bytes, seconds, freeze_ms", 0},
     {0}};

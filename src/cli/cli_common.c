@@ -306,3 +306,32 @@ int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out
     *out = buf;
     return 0;
 }
+
+int cli_local_dag(rp_dag **d, char *server, size_t n)
+{
+    /* The store's directory in etcd; else the local ombra-repld's, when one runs (a server
+     * whose store kept its file directory holds passive copies all the same). */
+    store_client *sc = NULL;
+    json_t *st = NULL, *rs = NULL;
+    char run[4096] = "", sock[4200];
+    *d = NULL;
+    int rc = cli_store(&sc);
+    if (!rc) rc = store_client_status(sc, &st);
+    json_t *dir = json_object_get(st, "directory"), *where = dir;
+    if (!rc && strcmp(om_json_str_or(dir, "backend", ""), "etcd")) {
+        where = NULL;
+        if (om_runtime_dir(run, sizeof run)) run[0] = 0;
+        snprintf(sock, sizeof sock, "%s/repl.sock", run);
+        json_t *req = json_pack("{s:s}", "op", "status");
+        if (run[0] && !access(sock, F_OK) && !om_proto_call(sock, req, NULL, 0, &rs, NULL, NULL))
+            where = rs;
+        json_decref(req);
+    }
+    if (!rc) snprintf(server, n, "%s", om_json_str_or(st, "server", ""));
+    if (!rc && where)
+        rc = rp_dag_open(om_json_str_or(where, "etcd", ""), om_json_str_or(where, "dag", NULL), 1,
+                         d);
+    json_decref(st);
+    json_decref(rs);
+    return rc;
+}

@@ -51,31 +51,8 @@ static int dag_before(const bk_restore_opts *o, dag_restore *dr)
 {
     const char *name = o->to ? o->to : o->db;
     if (o->recovery || o->edb) return 0;
-    /* The DAG: the store's directory in etcd; else the local ombra-repld's, when one runs (a
-     * server whose store kept its file directory holds passive copies all the same). */
-    store_client *sc = NULL;
-    json_t *st = NULL, *rs = NULL;
-    char run[4096] = "", sock[4200];
-    int rc = cli_store(&sc);
-    if (!rc) rc = store_client_status(sc, &st);
-    json_t *dir = json_object_get(st, "directory"), *where = dir;
-    if (!rc && strcmp(om_json_str_or(dir, "backend", ""), "etcd")) {
-        where = NULL;
-        if (om_runtime_dir(run, sizeof run)) run[0] = 0;
-        snprintf(sock, sizeof sock, "%s/repl.sock", run);
-        json_t *req = json_pack("{s:s}", "op", "status");
-        if (run[0] && !access(sock, F_OK) && !om_proto_call(sock, req, NULL, 0, &rs, NULL, NULL))
-            where = rs;
-        json_decref(req);
-    }
-    if (where) {
-        snprintf(dr->server, sizeof dr->server, "%s", om_json_str_or(st, "server", ""));
-        rc = rp_dag_open(om_json_str_or(where, "etcd", ""), om_json_str_or(where, "dag", NULL), 1,
-                         &dr->d);
-    }
-    json_decref(st);
-    json_decref(rs);
-    if (rc || !where)
+    int rc = cli_local_dag(&dr->d, dr->server, sizeof dr->server);
+    if (rc || !dr->d)
         return rc ? om_err_ctx(rc, "learning where database '%s' is active in this server's DAG",
                                name)
                   : 0;

@@ -23,6 +23,7 @@
 #include "base/vfs.h"
 #include "engine/format.h"
 #include "engine/log.h"
+#include "repl/remote_backup.h"
 #include "repl/reseed.h"
 #include "repl/wire.h"
 #include "store/client.h"
@@ -440,6 +441,8 @@ void rp_source_serve(rp_source *s, rp_conn *c)
             if (rc) rc = rp_send_error(c, rc);
         } else if (!strcmp(op, "seed.copy")) { /* a seed from this server's passive copy */
             rc = rp_reseed_serve(s, c, req);
+        } else if (!strcmp(op, "backup.run")) { /* a backup of a copy here (remote_backup.h) */
+            rc = rp_remote_backup_serve(c, req);
         } else {
             om_errf(OM_E_InvalidParameter, "unknown request '%s'", op);
             rc = rp_send_error(c, OM_E_InvalidParameter);

@@ -49,7 +49,7 @@ def backup(s, bed, type_, *extra, check=True):
 
 def paused_backup(s, bed, type_, stage):
     return Paused(s, ["netns", "exec", s.ns, s.real_cli, "backup", "--repo", bed.repo, "--type",
-                      type_, "--json", "db1"], "OMBRA_BACKUP_PAUSE", stage)
+                      type_, "--from", "here", "--json", "db1"], "OMBRA_BACKUP_PAUSE", stage)
 
 
 def listed(s, bed):
@@ -129,7 +129,7 @@ def test_each_type_from_a_passive_while_mail_arrives_recorded_by_the_active_neve
         for type_ in ("full", "differential", "incremental", "copy"):
             roll(a, "db1", 1)
             t0 = time.monotonic()
-            res = backup(b, bed, type_)
+            res = backup(b, bed, type_, "--from", "b")
             spans.append((t0, time.monotonic()))
             assert res["copies"] == [{"database": "db1", "server": "b", "copy": "passive"}], res
             (st,) = res["sets"]
@@ -161,13 +161,13 @@ def test_a_chain_across_servers_full_from_b_incremental_from_c_and_from_a(dag3b)
     bed = dag3b
     a, b, c = bed.a, bed.b, bed.c
     roll(a, "db1", 2)
-    full = backup(b, bed, "full")["sets"][0]
+    full = backup(b, bed, "full", "--from", "here")["sets"][0]
     roll(a, "db1", 2)
-    inc_c = backup(c, bed, "incremental")
+    inc_c = backup(c, bed, "incremental", "--from", "here")
     assert inc_c["copies"][0]["server"] == "c", inc_c
     inc_c = inc_c["sets"][0]
     roll(a, "db1", 2)
-    inc_a = backup(a, bed, "incremental")
+    inc_a = backup(a, bed, "incremental", "--from", "active")
     assert inc_a["copies"][0] == {"database": "db1", "server": "a", "copy": "active"}, inc_a
     inc_a = inc_a["sets"][0]
     # one chain: each set begins where the one before it ended (the slots came by the log)
@@ -197,24 +197,20 @@ def test_a_chain_across_servers_full_from_b_incremental_from_c_and_from_a(dag3b)
     copies_match(bed, a, "db1", [b, c])
 
 
-def test_backup_from_names_the_copy_and_refuses_another_servers(dag3b):
+def test_backup_from_here_takes_this_servers_copy_and_says_when_it_is_not_the_one_asked(dag3b):
     bed = dag3b
     a, b = bed.a, bed.b
-    r = backup(b, bed, "full", "--from", "active", check=False)
-    assert r.rc != 0 and r.err.count("\n") == 1, r.describe()
-    assert "--from active" in r.err and "a passive copy" in r.err, r.err
-    r = backup(b, bed, "full", "--from", "c", check=False)
-    assert r.rc != 0 and r.err.count("\n") == 1 and "this is server b" in r.err, r.describe()
-    r = backup(a, bed, "full", "--from", "passive", check=False)
-    assert r.rc != 0 and "the active copy" in r.err, r.describe()
-    assert backup(b, bed, "full", "--from", "b")["copies"][0]["copy"] == "passive"
-    # an incremental with no full anywhere is refused by the active, for a copy too
-    assert backup(b, bed, "copy", "--from", "passive")["sets"]
+    assert backup(b, bed, "copy", "--from", "here")["copies"][0] == \
+        {"database": "db1", "server": "b", "copy": "passive"}
+    assert backup(a, bed, "copy", "--from", "here")["copies"][0] == \
+        {"database": "db1", "server": "a", "copy": "active"}
+    # --from active asked on b: the active's server runs it
+    assert backup(b, bed, "copy", "--from", "active")["copies"][0]["server"] == "a"
 
 
 def test_incremental_from_a_passive_without_a_full_is_refused_by_the_active(dag3b):
     bed = dag3b
-    r = backup(bed.b, bed, "incremental", check=False)
+    r = backup(bed.b, bed, "incremental", "--from", "b", check=False)
     assert r.rc != 0 and r.err.count("\n") == 1, r.describe()
     assert "no full backup" in r.err and "-560" in r.err, r.err
 
@@ -243,7 +239,7 @@ def test_a_passive_killed_during_its_backup_records_and_truncates_nothing_then_t
     drained(a, bed, "db1", "c")
     assert gens_everywhere(bed) == before, "a generation went after a failed backup"
     assert not listed(a, bed)
-    res = backup(b, bed, "full")
+    res = backup(b, bed, "full", "--from", "b")
     assert res["sets"] and active_info(a)["backups"]["previous_full"]
 
 
@@ -268,7 +264,7 @@ def test_the_active_killed_at_backupcomplete_of_a_passives_backup_fails_it_nothi
     drained(a, bed, "db1", "c")
     after = gens_everywhere(bed)
     assert after == before, (before, after)
-    assert backup(b, bed, "full")["sets"]
+    assert backup(b, bed, "full", "--from", "b")["sets"]
 
 
 def test_truncation_everywhere_after_a_full_from_a_passive_and_a_suspended_copy_holds_it(
@@ -279,7 +275,7 @@ def test_truncation_everywhere_after_a_full_from_a_passive_and_a_suspended_copy_
     st = wait_copy(a, bed, "db1", "c", lambda x: x["state"] == "Suspended", what="suspending")
     held = st["replayed"] + 1  # the first generation c needs
     roll(a, "db1", 4)
-    full = backup(b, bed, "full")["sets"][0]
+    full = backup(b, bed, "full", "--from", "b")["sets"][0]
     roll(a, "db1", 1)
     drained(a, bed, "db1", "b")
     g = gens_everywhere(bed)
@@ -299,3 +295,43 @@ def test_truncation_everywhere_after_a_full_from_a_passive_and_a_suspended_copy_
         assert time.time() < end, (g, held, full)
         time.sleep(0.5)
     assert all(v <= full["log_range"][1] for v in g.values()), (g, full)
+
+
+def test_the_default_picks_a_healthy_passive_on_another_server_and_says_which(dag3b):
+    bed = dag3b
+    a, b, c = bed.a, bed.b, bed.c
+    # run on the active's server: the backup is taken from a passive copy, there
+    r = a.ombra("backup", "--repo", str(bed.repo), "--type", "full", "db1")
+    assert re.search(r"db1: backed up the passive copy on server [bc]\n", r.out), r.describe()
+    # --json says which; the set records the server and the copy it came from
+    res = backup(a, bed, "copy")
+    (cp,) = res["copies"]
+    assert cp["copy"] == "passive" and cp["server"] in ("b", "c"), res
+    (st,) = [x for x in listed(a, bed) if x["id"] == res["sets"][0]["set"]]
+    assert st["server"] == cp["server"], st
+    # with b suspended and c's service stopped, no passive copy is Healthy: the active, said so
+    a.ombra("db", "copy", "suspend", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    c.term("repld")
+    wait_copy(a, bed, "db1", "c", lambda x: x["state"] == "ServiceDown", what="c down")
+    wait_copy(a, bed, "db1", "b", lambda x: x["state"] == "Suspended", what="suspending")
+    r = a.ombra("backup", "--repo", str(bed.repo), "--type", "full", "db1")
+    assert "db1 has no Healthy passive copy: backing up its active copy on server a" in r.err, \
+        r.describe()
+    assert "db1: backed up the active copy on server a" in r.out, r.describe()
+    r = a.ombra("backup", "--repo", str(bed.repo), "--type", "full", "--from", "passive", "db1",
+                check=False)
+    assert r.rc == 1 and r.err.count("\n") == 1 and "no Healthy passive copy" in r.err, r.describe()
+    # --from a server that holds no copy is refused in one line
+    r = b.ombra("backup", "--repo", str(bed.repo), "--type", "full", "--from", "zz", "db1",
+                check=False)
+    assert r.rc == 1 and r.err.count("\n") == 1 and "holds no copy" in r.err, r.describe()
+    # --from c from b: c's service is down: one line naming it
+    a.ombra("db", "copy", "resume", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    wait_copy(a, bed, "db1", "b", lambda x: x["state"] == "Healthy", what="resuming")
+    r = b.ombra("backup", "--repo", str(bed.repo), "--type", "incremental", "--from", "c",
+                "db1", check=False)
+    assert r.rc == 1 and r.err.count("\n") == 1 and "server c" in r.err, r.describe()
+    # from b, --from b: its own copy; then from a, --from b: run on b for a
+    assert backup(b, bed, "incremental", "--from", "b")["copies"][0]["server"] == "b"
+    res = backup(a, bed, "incremental", "--from", "b")
+    assert res["copies"] == [{"database": "db1", "server": "b", "copy": "passive"}], res
