@@ -115,6 +115,7 @@ SLOTS = {"full": "previous_full", "incremental": "previous_incremental",
          "differential": "previous_differential", "copy": "previous_copy"}
 
 
+@pytest.mark.dag_long
 def test_each_type_from_a_passive_while_mail_arrives_recorded_by_the_active_never_holding_it(
         dag3b):
     bed = dag3b
@@ -197,6 +198,7 @@ def test_a_chain_across_servers_full_from_b_incremental_from_c_and_from_a(dag3b)
     copies_match(bed, a, "db1", [b, c])
 
 
+@pytest.mark.dag_long
 def test_backup_from_here_takes_this_servers_copy_and_says_when_it_is_not_the_one_asked(dag3b):
     bed = dag3b
     a, b = bed.a, bed.b
@@ -208,6 +210,7 @@ def test_backup_from_here_takes_this_servers_copy_and_says_when_it_is_not_the_on
     assert backup(b, bed, "copy", "--from", "active")["copies"][0]["server"] == "a"
 
 
+@pytest.mark.dag_long
 def test_incremental_from_a_passive_without_a_full_is_refused_by_the_active(dag3b):
     bed = dag3b
     r = backup(bed.b, bed, "incremental", "--from", "b", check=False)
@@ -221,6 +224,7 @@ def gens_everywhere(bed):
     return {"a": info["gen_oldest"], "b": copy_gens(bed, bed.b)[0], "c": copy_gens(bed, bed.c)[0]}
 
 
+@pytest.mark.dag_long
 def test_a_passive_killed_during_its_backup_records_and_truncates_nothing_then_the_next_works(
         dag3b):
     bed = dag3b
@@ -243,6 +247,7 @@ def test_a_passive_killed_during_its_backup_records_and_truncates_nothing_then_t
     assert res["sets"] and active_info(a)["backups"]["previous_full"]
 
 
+@pytest.mark.dag_long
 def test_the_active_killed_at_backupcomplete_of_a_passives_backup_fails_it_nothing_truncated(
         dag3b):
     bed = dag3b
@@ -267,6 +272,7 @@ def test_the_active_killed_at_backupcomplete_of_a_passives_backup_fails_it_nothi
     assert backup(b, bed, "full", "--from", "b")["sets"]
 
 
+@pytest.mark.dag_long
 def test_truncation_everywhere_after_a_full_from_a_passive_and_a_suspended_copy_holds_it(
         dag_bed, tmp_path):
     bed = setup3(dag_bed(3), tmp_path, shallow=True)
@@ -297,6 +303,7 @@ def test_truncation_everywhere_after_a_full_from_a_passive_and_a_suspended_copy_
     assert all(v <= full["log_range"][1] for v in g.values()), (g, full)
 
 
+@pytest.mark.dag_long
 def test_the_default_picks_a_healthy_passive_on_another_server_and_says_which(dag3b):
     bed = dag3b
     a, b, c = bed.a, bed.b, bed.c
