@@ -129,8 +129,8 @@ int rp_remote_backup(rp_dag *dag, rp_tls *tls, const char *server, json_t *req, 
 {
     rp_conn *c = NULL;
     *result = NULL;
-    int rc = req ? rp_connect_server(dag, tls, server, 5000, &c)
-                 : om_errf(OM_E_OutOfMemory, "request");
+    int rc =
+        req ? rp_connect_server(dag, tls, server, 5000, &c) : om_errf(OM_E_OutOfMemory, "request");
     if (!rc) rc = rp_send(c, req, NULL, 0);
     json_decref(req);
     while (!rc) {

@@ -153,12 +153,6 @@ static int each_copy(rp_replica_writer *w, vss_event *e, copy_fn fn)
     return 0;
 }
 
-/* A failure the requester prints: the ESE error and the detail in the reason. */
-static int fail_with(vss_event *e, vss_failure kind, int rc)
-{
-    return vss_fail(e, kind, "%d %s: %s", rc, om_err_name(rc), om_err_detail());
-}
-
 /* The session's entry of a copy, or a failure (an event for a copy this session never
  * prepared, or ombra-repld restarted meanwhile). Under w->mu. */
 static int session_copy(rp_replica_writer *w, vss_event *e, const char *id, wcopy **out)
@@ -244,7 +238,7 @@ static int ask_prepare(rp_replica_writer *w, vss_event *e, const char *id, const
                         "a backup of the copy of '%s' on server %s is recorded by the active "
                         "server, which did not agree to it",
                         name, w->server);
-        return fail_with(e, active_failure(rc), rc);
+        return vss_fail_rc(e, active_failure(rc), rc);
     }
     json_t *full = json_object_get(rep, "previous_full"),
            *inc = json_object_get(rep, "previous_incremental");
@@ -269,11 +263,11 @@ static int prepare_one(rp_replica_writer *w, vss_event *e, const char *id, const
     rp_replica c;
     (void)comp;
     if (!find_copy(w, id, &c))
-        return fail_with(e, VSS_FAIL_NON_RETRYABLE,
-                         om_errf(OM_E_DatabaseNotFound,
-                                 "server %s holds no passive copy of database %s. HINT: ombra db "
-                                 "copy status shows where its copies are",
-                                 w->server, id));
+        return vss_fail_rc(e, VSS_FAIL_NON_RETRYABLE,
+                           om_errf(OM_E_DatabaseNotFound,
+                                   "server %s holds no passive copy of database %s. HINT: ombra db "
+                                   "copy status shows where its copies are",
+                                   w->server, id));
     if (strcmp(c.state, "Healthy")) {
         int susp = !strcmp(c.state, "Suspended");
         char hint[300];
@@ -285,22 +279,22 @@ static int prepare_one(rp_replica_writer *w, vss_event *e, const char *id, const
             snprintf(hint, sizeof hint,
                      "wait until ombra db copy status %s says Healthy, or back up another copy",
                      c.name);
-        return fail_with(e, susp ? VSS_FAIL_NON_RETRYABLE : VSS_FAIL_RETRYABLE,
-                         om_errf(OM_E_DatabaseUnavailable,
-                                 "the copy of '%s' on server %s is %s, not Healthy: only a "
-                                 "Healthy copy is backed up. HINT: %s",
-                                 c.name, w->server, c.state, hint));
+        return vss_fail_rc(e, susp ? VSS_FAIL_NON_RETRYABLE : VSS_FAIL_RETRYABLE,
+                           om_errf(OM_E_DatabaseUnavailable,
+                                   "the copy of '%s' on server %s is %s, not Healthy: only a "
+                                   "Healthy copy is backed up. HINT: %s",
+                                   c.name, w->server, c.state, hint));
     }
     uint32_t queue = c.inspected > c.replayed ? c.inspected - c.replayed : 0;
     if (queue > w->cfg.replay_queue_limit)
-        return fail_with(e, VSS_FAIL_RETRYABLE,
-                         om_errf(OM_E_DatabaseUnavailable,
-                                 "the copy of '%s' on server %s has %u generations copied but "
-                                 "not replayed, more than the %u a backup allows "
-                                 "(--backup-replay-queue). HINT: back up another copy, or wait "
-                                 "until it replays (a copy with a replay lag stays behind on "
-                                 "purpose)",
-                                 c.name, w->server, queue, w->cfg.replay_queue_limit));
+        return vss_fail_rc(e, VSS_FAIL_RETRYABLE,
+                           om_errf(OM_E_DatabaseUnavailable,
+                                   "the copy of '%s' on server %s has %u generations copied but "
+                                   "not replayed, more than the %u a backup allows "
+                                   "(--backup-replay-queue). HINT: back up another copy, or wait "
+                                   "until it replays (a copy with a replay lag stays behind on "
+                                   "purpose)",
+                                   c.name, w->server, queue, w->cfg.replay_queue_limit));
     const char *type = json_string_value(json_object_get(e->args, "type"));
     int rc = 0;
     pthread_mutex_lock(&w->mu);
@@ -318,7 +312,7 @@ static int prepare_one(rp_replica_writer *w, vss_event *e, const char *id, const
     }
     pthread_mutex_unlock(&w->mu);
     if (rc)
-        return fail_with(
+        return vss_fail_rc(
             e, rc == OM_E_BackupInProgress ? VSS_FAIL_RETRYABLE : VSS_FAIL_OUT_OF_RESOURCES, rc);
     return ask_prepare(w, e, id, c.name, type ? type : "full");
 }
@@ -334,11 +328,11 @@ static int logs_alone(rp_replica_writer *w, vss_event *e)
         if (!comp_db_id(w, comp, id, &is_logs) || !is_logs ||
             named_before(w, comps, json_array_size(comps), id))
             continue;
-        return fail_with(e, VSS_FAIL_NON_RETRYABLE,
-                         om_errf(OM_E_InvalidParameter,
-                                 "component '%s' holds the logs of a copy only: a backup selects "
-                                 "whole databases. HINT: select '%s\\%s'",
-                                 comp, w->logical, id));
+        return vss_fail_rc(e, VSS_FAIL_NON_RETRYABLE,
+                           om_errf(OM_E_InvalidParameter,
+                                   "component '%s' holds the logs of a copy only: a backup selects "
+                                   "whole databases. HINT: select '%s\\%s'",
+                                   comp, w->logical, id));
     }
     return 0;
 }
@@ -404,16 +398,16 @@ static int freeze_one(rp_replica_writer *w, vss_event *e, const char *id, const 
     if (again) return 0; /* frozen by this session already: never a wait for our own lock */
     rp_replica c;
     if (!find_copy(w, id, &c) || strcmp(c.state, "Healthy"))
-        return fail_with(e, VSS_FAIL_RETRYABLE,
-                         om_errf(OM_E_DatabaseUnavailable,
-                                 "the copy of database %s on server %s stopped being Healthy "
-                                 "before the freeze (%s). HINT: try again once it is Healthy",
-                                 id, w->server, find_copy(w, id, &c) ? c.state : "removed"));
+        return vss_fail_rc(e, VSS_FAIL_RETRYABLE,
+                           om_errf(OM_E_DatabaseUnavailable,
+                                   "the copy of database %s on server %s stopped being Healthy "
+                                   "before the freeze (%s). HINT: try again once it is Healthy",
+                                   id, w->server, find_copy(w, id, &c) ? c.state : "removed"));
     /* The copier replays under this lock: once we hold it, no replay runs and none starts, so
      * the .edb, its header and the checkpoint stand at the end of the last one. */
     int lk = -1;
     if ((rc = rp_copy_lock(w->data_dir, id, FREEZE_WAIT_MS, NULL, &lk)))
-        return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+        return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
     /* What the copy holds now (the copier counts after each replay, under the same lock), read
      * before a thaw lets replay change it. */
     char dir[4200], edb[4300], logs[4300], chk[4400];
@@ -427,7 +421,7 @@ static int freeze_one(rp_replica_writer *w, vss_event *e, const char *id, const 
     if (!rc) rc = eng_chk_read(om_vfs_posix(), chk, &cf, NULL);
     if (rc) {
         rp_copy_unlock(lk);
-        return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+        return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
     }
     pthread_mutex_lock(&w->mu);
     log_range(d, cf.checkpoint.gen, c.inspected, &first, &last);
@@ -493,9 +487,10 @@ static int post_one(rp_replica_writer *w, vss_event *e, const char *id, const ch
     if (rc) return rc;
     rp_replica c;
     if (!find_copy(w, id, &c))
-        return fail_with(e, VSS_FAIL_NON_RETRYABLE,
-                         om_errf(OM_E_DatabaseNotFound,
-                                 "server %s no longer holds a copy of database %s", w->server, id));
+        return vss_fail_rc(e, VSS_FAIL_NON_RETRYABLE,
+                           om_errf(OM_E_DatabaseNotFound,
+                                   "server %s no longer holds a copy of database %s", w->server,
+                                   id));
     char dir[4200], edb[4300], logs[4300];
     copy_paths(w, &c, dir, sizeof dir, edb, sizeof edb, logs, sizeof logs);
     char t[40];
@@ -525,18 +520,6 @@ static int post_snapshot(void *ctx, vss_event *e)
 
 /* ---- BackupComplete, the end of a session ---- */
 
-static int succeeded(vss_event *e, const char *comp)
-{
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(e->args, "components"), i, c)
-    {
-        const char *n = json_string_value(json_object_get(c, "name"));
-        if (n && !strcmp(n, comp)) return json_is_true(json_object_get(c, "succeeded"));
-    }
-    return 0;
-}
-
 /* A component the requester says succeeded that is not this session's here: ombra-repld
  * restarted during the backup (its copy lock went with it: the copy may have replayed). */
 static int unknown_success(rp_replica_writer *w, vss_event *e)
@@ -555,13 +538,13 @@ static int unknown_success(rp_replica_writer *w, vss_event *e)
         int known = d && !strcmp(d->session, e->session);
         pthread_mutex_unlock(&w->mu);
         if (!known)
-            return fail_with(e, VSS_FAIL_NON_RETRYABLE,
-                             om_errf(OM_E_ShadowCopyInvalid,
-                                     "the backup of the copy of %s on server %s in session %s is "
-                                     "not known to its writer: ombra-repld restarted during the "
-                                     "backup, so the copy was not held. HINT: run the backup "
-                                     "again",
-                                     id, w->server, e->session));
+            return vss_fail_rc(e, VSS_FAIL_NON_RETRYABLE,
+                               om_errf(OM_E_ShadowCopyInvalid,
+                                       "the backup of the copy of %s on server %s in session %s is "
+                                       "not known to its writer: ombra-repld restarted during the "
+                                       "backup, so the copy was not held. HINT: run the backup "
+                                       "again",
+                                       id, w->server, e->session));
     }
     return 0;
 }
@@ -581,7 +564,7 @@ static int backup_complete(void *ctx, vss_event *e)
         if (!d.id[0] || strcmp(d.session, e->session)) continue;
         char comp[300];
         snprintf(comp, sizeof comp, "%s\\%s", w->logical, d.id);
-        if (!succeeded(e, comp)) {
+        if (!vss_event_succeeded(e, comp)) {
             om_info("replica writer: the backup of the copy of %s in session %s did not "
                     "succeed: nothing recorded",
                     d.name, e->session);
@@ -602,7 +585,7 @@ static int backup_complete(void *ctx, vss_event *e)
                             "the active server, so it does not count and nothing is truncated",
                             d.type, d.name, w->server);
             om_warn("replica writer: %s", om_err_detail());
-            first = fail_with(e, VSS_FAIL_RETRYABLE, rc);
+            first = vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
             break;
         }
         om_info("replica writer: %s backup of the copy of %s (generations %u-%u) recorded by the "
@@ -620,18 +603,6 @@ static int backup_complete(void *ctx, vss_event *e)
     return first;
 }
 
-/* 1 when BackupShutdown's "stored" names the component. */
-static int stored(vss_event *e, const char *comp)
-{
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(e->args, "stored"), i, c)
-    {
-        if (json_is_string(c) && !strcmp(json_string_value(c), comp)) return 1;
-    }
-    return 0;
-}
-
 /* The logs a recorded full or incremental backup of a copy holds go only once the requester
  * says it stored the backup, and only where the rules of truncation across copies let them:
  * the active deletes (its floor keeps what a copy still needs) and every copy follows it. */
@@ -644,7 +615,7 @@ static void truncate_stored(rp_replica_writer *w, vss_event *e)
         if (!d.id[0] || strcmp(d.session, e->session) || !d.recorded || !d.below) continue;
         char comp[300];
         snprintf(comp, sizeof comp, "%s\\%s", w->logical, d.id);
-        if (!stored(e, comp)) {
+        if (!vss_event_stored(e, comp)) {
             om_warn("replica writer: the requester did not say it stored the %s backup of the "
                     "copy of %s (session %s): no log is truncated",
                     d.type, d.name, e->session);

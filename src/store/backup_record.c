@@ -12,6 +12,12 @@ int store_backup_type_ok(const char *type)
                     !strcmp(type, "incremental") || !strcmp(type, "differential"));
 }
 
+int store_backup_type_error(const char *type)
+{
+    return om_errf(OM_E_InvalidParameter,
+                   "backup type '%s': full, copy, incremental or differential", type);
+}
+
 enum eng_bkslot_id store_backup_slot(const char *type)
 {
     return !strcmp(type, "full")          ? ENG_BK_PREV_FULL

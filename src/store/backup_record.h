@@ -9,8 +9,9 @@
 
 #include "engine/engine.h"
 
-/* 1 when type is one of full, copy, incremental, differential. */
+/* 1 when type is one of full, copy, incremental, differential; else the error saying so. */
 int store_backup_type_ok(const char *type);
+int store_backup_type_error(const char *type);
 
 /* The header slot a backup of type writes. */
 enum eng_bkslot_id store_backup_slot(const char *type);

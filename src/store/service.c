@@ -728,11 +728,7 @@ static int h_db_backup_prepare(op_req *r)
 {
     const char *id = om_json_str_or(r->req, "id", ""), *type = om_json_str_or(r->req, "type", "");
     eng_info in;
-    if (!store_backup_type_ok(type))
-        return om_errf(OM_E_InvalidParameter,
-                       "backup type '%s': full, copy, incremental or "
-                       "differential",
-                       type);
+    if (!store_backup_type_ok(type)) return store_backup_type_error(type);
     int rc = info_of_id(r, id, &in);
     if (!rc) rc = store_backup_allowed(r->m->name, circular_of(r), &in, type);
     uint64_t now = om_now_ns();
@@ -768,11 +764,7 @@ static int h_db_record_backup(op_req *r)
     eng_info in;
     eng_bkslot s = {0};
     int64_t t = 0;
-    if (!store_backup_type_ok(type))
-        return om_errf(OM_E_InvalidParameter,
-                       "backup type '%s': full, copy, incremental or "
-                       "differential",
-                       type);
+    if (!store_backup_type_ok(type)) return store_backup_type_error(type);
     int rc = info_of_id(r, id, &in);
     if (!rc) rc = gen_arg(r, "first_gen", &s.first_gen);
     if (!rc) rc = gen_arg(r, "last_gen", &s.last_gen);

@@ -183,12 +183,6 @@ static int each_db(store_writer *w, vss_event *e, db_fn fn)
     return 0;
 }
 
-/* A failure the requester prints: the ESE error and the detail in the reason. */
-static int fail_with(vss_event *e, vss_failure kind, int rc)
-{
-    return vss_fail(e, kind, "%d %s: %s", rc, om_err_name(rc), om_err_detail());
-}
-
 /* ---- Identify ---- */
 
 static int identify(void *ctx, vss_event *e)
@@ -245,9 +239,9 @@ static int prepare_one(store_writer *w, vss_event *e, store_mounted *m, const st
     if (!type) type = "full";
     eng_info in;
     int rc = eng_db_info(m->db, &in);
-    if (rc) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    if (rc) return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
     if ((rc = store_backup_allowed(ent->name, ent->circular, &in, type)))
-        return fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
+        return vss_fail_rc(e, VSS_FAIL_NON_RETRYABLE, rc);
     char id[37];
     om_uuid_str(&ent->id, id);
     pthread_mutex_lock(&w->mu);
@@ -266,7 +260,7 @@ static int prepare_one(store_writer *w, vss_event *e, store_mounted *m, const st
     }
     pthread_mutex_unlock(&w->mu);
     (void)comp;
-    return rc ? fail_with(
+    return rc ? vss_fail_rc(
                     e, rc == OM_E_BackupInProgress ? VSS_FAIL_RETRYABLE : VSS_FAIL_OUT_OF_RESOURCES,
                     rc)
               : 0;
@@ -289,12 +283,12 @@ static int logs_alone(store_writer *w, vss_event *e)
         store_dbent *ent = dir_find_id(w->reg, id);
         if (ent) snprintf(name, sizeof name, "%s", ent->name);
         pthread_mutex_unlock(&w->reg->mu);
-        return fail_with(e, VSS_FAIL_NON_RETRYABLE,
-                         om_errf(OM_E_InvalidParameter,
-                                 "component '%s' holds the logs of database '%s' only: a backup "
-                                 "selects whole databases. HINT: select '%s\\%s' (with ombra "
-                                 "backup: name the database)",
-                                 comp, name, w->logical, id));
+        return vss_fail_rc(e, VSS_FAIL_NON_RETRYABLE,
+                           om_errf(OM_E_InvalidParameter,
+                                   "component '%s' holds the logs of database '%s' only: a backup "
+                                   "selects whole databases. HINT: select '%s\\%s' (with ombra "
+                                   "backup: name the database)",
+                                   comp, name, w->logical, id));
     }
     return 0;
 }
@@ -332,7 +326,7 @@ static int prepare_snapshot_one(store_writer *w, vss_event *e, store_mounted *m,
     pthread_mutex_unlock(&w->mu);
     if (rc) return rc;
     /* Pages out and the checkpoint forward: fewer logs to copy, less to hold at freeze. */
-    if ((rc = eng_checkpoint(m->db))) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    if ((rc = eng_checkpoint(m->db))) return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
     return 0;
 }
 
@@ -360,13 +354,13 @@ static int freeze_one(store_writer *w, vss_event *e, store_mounted *m, const sto
     eng_info in;
     /* Hold page writes first: once frozen, the engine's writer role (which eng_hold_pages
      * takes) waits for the thaw. */
-    if (hold && (rc = eng_hold_pages(m->db))) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    if (hold && (rc = eng_hold_pages(m->db))) return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
     /* The checkpoint before the freeze (it only moves forward: the range can only grow). */
     if (!rc) rc = eng_db_info(m->db, &in);
     if (!rc) rc = eng_backup_freeze(m->db, store_backup_kind(type), &mark, &last);
     if (rc) {
         if (hold) eng_release_pages(m->db);
-        return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+        return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
     }
     uint64_t t = om_now_ns();
     pthread_mutex_lock(&w->mu);
@@ -398,7 +392,7 @@ static int thaw_one(store_writer *w, vss_event *e, store_mounted *m, const store
     }
     pthread_mutex_unlock(&w->mu);
     if (rc) return rc;
-    if (was && (rc = eng_backup_thaw(m->db))) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    if (was && (rc = eng_backup_thaw(m->db))) return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
     return 0;
 }
 
@@ -441,7 +435,7 @@ static int post_one(store_writer *w, vss_event *e, store_mounted *m, const store
     eng_dbhdr h;
     int rc = eng_db_info(m->db, &in);
     if (!rc) rc = eng_dbhdr_read(om_vfs_posix(), ent->edb, &h, 0, NULL);
-    if (rc) return fail_with(e, VSS_FAIL_RETRYABLE, rc);
+    if (rc) return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
     pthread_mutex_lock(&w->mu);
     rc = session_wdb(w, e, ent, &d);
     wdb copy;
@@ -474,18 +468,6 @@ static int post_snapshot(void *ctx, vss_event *e)
 }
 
 /* ---- BackupComplete ---- */
-
-static int succeeded(vss_event *e, const char *comp)
-{
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(e->args, "components"), i, c)
-    {
-        const char *n = json_string_value(json_object_get(c, "name"));
-        if (n && !strcmp(n, comp)) return json_is_true(json_object_get(c, "succeeded"));
-    }
-    return 0;
-}
 
 /* Records the backup in the header (through a log record); for full and incremental, *below
  * gets the generation logs below which may be truncated once the backup is stored (0: none). */
@@ -548,13 +530,14 @@ static int unknown_success(store_writer *w, vss_event *e)
         int known = d && !strcmp(d->session, e->session);
         pthread_mutex_unlock(&w->mu);
         if (!known)
-            return fail_with(e, VSS_FAIL_NON_RETRYABLE,
-                             om_errf(OM_E_ShadowCopyInvalid,
-                                     "the backup of %s in session %s is not known to this writer: "
-                                     "the store restarted or the database closed during the "
-                                     "backup, so its shadow copy was not held. HINT: run the "
-                                     "backup again",
-                                     id, e->session));
+            return vss_fail_rc(
+                e, VSS_FAIL_NON_RETRYABLE,
+                om_errf(OM_E_ShadowCopyInvalid,
+                        "the backup of %s in session %s is not known to this writer: "
+                        "the store restarted or the database closed during the "
+                        "backup, so its shadow copy was not held. HINT: run the "
+                        "backup again",
+                        id, e->session));
     }
     return 0;
 }
@@ -573,14 +556,14 @@ static int backup_complete(void *ctx, vss_event *e)
         if (!copy.id[0] || strcmp(copy.session, e->session)) continue;
         char comp[300];
         snprintf(comp, sizeof comp, "%s\\%s", w->logical, copy.id);
-        if (!succeeded(e, comp)) {
+        if (!vss_event_succeeded(e, comp)) {
             om_info("backup of %s in session %s did not succeed: nothing recorded", copy.name,
                     e->session);
             continue;
         }
         uint32_t below = 0;
         int rc = complete_db(w, &copy, &below);
-        if (rc && !first) first = fail_with(e, VSS_FAIL_RETRYABLE, rc);
+        if (rc && !first) first = vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
         pthread_mutex_lock(&w->mu);
         if (!rc && !strcmp(w->dbs[i].session, e->session)) {
             w->dbs[i].recorded = 1;
@@ -595,18 +578,6 @@ static int backup_complete(void *ctx, vss_event *e)
     return first;
 }
 
-/* 1 when BackupShutdown's "stored" names the component. */
-static int stored(vss_event *e, const char *comp)
-{
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(e->args, "stored"), i, c)
-    {
-        if (json_is_string(c) && !strcmp(json_string_value(c), comp)) return 1;
-    }
-    return 0;
-}
-
 /* The logs a recorded full or incremental backup holds are deleted only now, once the requester
  * has said it stored the backup: a requester that died between BackupComplete and storing it
  * leaves every generation on disk (the next backup holds them). */
@@ -619,7 +590,7 @@ static void truncate_stored(store_writer *w, vss_event *e)
         if (!copy.id[0] || strcmp(copy.session, e->session) || !copy.recorded) continue;
         char comp[300];
         snprintf(comp, sizeof comp, "%s\\%s", w->logical, copy.id);
-        if (!stored(e, comp)) {
+        if (!vss_event_stored(e, comp)) {
             if (copy.truncate_below)
                 om_warn("the requester did not say it stored the %s backup of %s (session %s): "
                         "no log is truncated",
@@ -1270,7 +1241,7 @@ static int pre_restore(void *ctx, vss_event *e)
             pthread_mutex_unlock(&s->mu);
         }
         if (rc) {
-            int f = fail_with(e, VSS_FAIL_NON_RETRYABLE, rc);
+            int f = vss_fail_rc(e, VSS_FAIL_NON_RETRYABLE, rc);
             unmark_session(w, e->session);
             return f;
         }
@@ -1395,7 +1366,7 @@ static int post_restore(void *ctx, vss_event *e)
         }
     }
     unmark_session(w, e->session);
-    return rc ? fail_with(e, VSS_FAIL_RECOVERY_FAILED, rc) : 0;
+    return rc ? vss_fail_rc(e, VSS_FAIL_RECOVERY_FAILED, rc) : 0;
 }
 
 /* ---- start, stop ---- */

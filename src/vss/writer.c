@@ -92,6 +92,40 @@ int vss_fail(vss_event *e, vss_failure kind, const char *fmt, ...)
     return om_errf(vss_failure_error(kind), "%s", e->reason);
 }
 
+int vss_fail_rc(vss_event *e, vss_failure kind, int rc)
+{
+    return vss_fail(e, kind, "%d %s: %s", rc, om_err_name(rc), om_err_detail());
+}
+
+const char *vss_event_comp(const vss_event *e, size_t i)
+{
+    json_t *c = json_array_get(json_object_get(e->args, "components"), i);
+    return json_is_string(c) ? json_string_value(c) : json_string_value(json_object_get(c, "name"));
+}
+
+int vss_event_succeeded(const vss_event *e, const char *comp)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(e->args, "components"), i, c)
+    {
+        const char *n = json_string_value(json_object_get(c, "name"));
+        if (n && !strcmp(n, comp)) return json_is_true(json_object_get(c, "succeeded"));
+    }
+    return 0;
+}
+
+int vss_event_stored(const vss_event *e, const char *comp)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(e->args, "stored"), i, c)
+    {
+        if (json_is_string(c) && !strcmp(json_string_value(c), comp)) return 1;
+    }
+    return 0;
+}
+
 /* ---- the writer ---- */
 
 typedef struct session {

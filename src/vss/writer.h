@@ -90,6 +90,18 @@ typedef struct vss_event {
 int vss_fail(vss_event *e, vss_failure kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* vss_fail with an error code's ESE number and name and the thread's detail as the reason
+ * ("-1091 DatabaseUnavailable: ..."), as a requester prints it. */
+int vss_fail_rc(vss_event *e, vss_failure kind, int rc);
+
+/* What the event's arguments say of its components. The name of the i-th of "components" (a
+ * string, or an object's "name"; NULL past the end). */
+const char *vss_event_comp(const vss_event *e, size_t i);
+/* BackupComplete: 1 when the requester marked the component succeeded. */
+int vss_event_succeeded(const vss_event *e, const char *comp);
+/* BackupShutdown: 1 when "stored" names the component (the requester stored its backup). */
+int vss_event_stored(const vss_event *e, const char *comp);
+
 typedef int (*vss_handler)(void *ctx, vss_event *e);
 
 typedef struct vss_writer_ops {
