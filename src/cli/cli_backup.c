@@ -279,8 +279,8 @@ static const cli_opt backup_opts[] = {
     {"provider", "P", "auto (default), held, reflink, btrfs or copy", 0},
     {"threads", "N", "threads reading, compressing and writing (default: all cores)", 0},
     {"from", "COPY",
-     "in a DAG: passive (the default: the Healthy passive copy with the shortest replay queue, "
-     "on any server; the active when there is none), active, a server's name, or here",
+     "in a DAG: passive, active, a server's name, or here (default: the best Healthy passive "
+     "copy on any server, else the active)",
      0},
     CLI_PASS_OPT,
     {"json", NULL, "print JSON: sets, type, databases, log ranges, bytes, seconds, freeze_ms", 0},
@@ -291,7 +291,14 @@ static const cli_cmd backup_cmds[] = {
      "Drives the shadow copy sequence through ombra-vssd, checks the shadow copy (every page for "
      "full and copy backups, the log range for all), stores only blocks the repository does not "
      "have, and lets the writer truncate logs only for what was stored and verified. A database "
-     "named twice is backed up once.",
+     "named twice is backed up once.\n\nIn a DAG the backup reads a passive copy (--from "
+     "passive, the default): the Healthy one with the shortest replay queue, then the best "
+     "activation preference, on whichever server holds it; the active's users feel nothing. A "
+     "copy on another server is backed up there, by its ombra-repld, into the same repository "
+     "path (it must reach the same repository: shared storage), and the output says which copy "
+     "was read. The active records the backup in its header (a log record every copy replays) "
+     "and truncates. With no Healthy passive copy the active is backed up, and it says so "
+     "(--from passive refuses instead); --from active, --from SERVER and --from here choose.",
      cmd_backup},
     {0},
 };

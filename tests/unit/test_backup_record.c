@@ -70,10 +70,10 @@ static void a_record_writes_its_slot_and_a_full_clears_the_others(void **state)
     eng_opts o = {.edb_path = edb, .log_dir = logs, .no_reserve_logs = 1};
     eng_db *db = NULL;
     assert_int_equal(eng_db_create(&o, &db), 0);
-    eng_bkslot f = {.first_gen = 1, .last_gen = 1, .mark = {2, 0}, .mark_time = 10,
-                    .kind = ENG_BK_FULL};
-    eng_bkslot i = {.first_gen = 2, .last_gen = 2, .mark = {3, 0}, .mark_time = 20,
-                    .kind = ENG_BK_INCREMENTAL};
+    eng_bkslot f = {
+        .first_gen = 1, .last_gen = 1, .mark = {2, 0}, .mark_time = 10, .kind = ENG_BK_FULL};
+    eng_bkslot i = {
+        .first_gen = 2, .last_gen = 2, .mark = {3, 0}, .mark_time = 20, .kind = ENG_BK_INCREMENTAL};
     assert_int_equal(store_backup_record(db, "db", "full", &f, ""), 0);
     assert_int_equal(store_backup_record(db, "db", "incremental", &i, "the copy on b"), 0);
     eng_info in;
