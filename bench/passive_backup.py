@@ -30,7 +30,7 @@ and a full `pgbackrest backup` from the standby (--backup-standby) and from the 
 Prints a table and writes bench/results/passive_backup.json and .md.
 
     bench/passive_backup.py [--build DIR] [--mb 1024] [--threads 3] [--rate 40] [--size 8192]
-                            [--rounds 2] [--baseline-seconds 20] [--pg-scale 70] [--no-pg]
+                            [--rounds 3] [--baseline-seconds 20] [--pg-scale 70] [--no-pg]
                             [--json FILE] [--md FILE]
 """
 import argparse
@@ -124,31 +124,34 @@ def caught_up(sampler, servers, t_after):
     return False
 
 
-def hold_of(sampler, server, t0, t1):
-    """For the backup of server's copy run from t0 to t1: the replica writer's freeze (the log
-    line's time and generation), the end of the hold (the first status after it with the copy
-    replayed past that generation), the largest replay queue meanwhile (generations the active
-    had closed and the copy had not replayed), and the catch-up (from the end of the hold to the
-    first status with the copy replayed through what the active had closed at the end of the
-    hold)."""
+def hold_of(sampler, server, t0, t1, freeze_ms):
+    """For the backup of server's copy run from t0 to t1: when the replica writer froze the copy
+    (its log line "frozen at generation N", seen within SAMPLE_S) and released it (held: the end
+    of the session, t1; otherwise the thaw, freeze_ms later, as the requester timed it); the
+    largest replay queue meanwhile (generations the active had closed and the copy had not
+    replayed); the catch-up, from the release to the first status with the copy replayed through
+    what the active had closed at the release; and, from the status alone, the time from the
+    freeze to the first status with the copy replayed past N (the hold plus the first round of
+    replay after it, and the copy's publishing of its status)."""
     fr = [(t, x) for t, n, x in sampler.lines if n == server and t0 <= t <= t1 + 1 and "frozen at generation" in x]
     if not fr:
         return {"error": f"no 'frozen at generation' line in the ombra-repld log of {server}"}
     t_freeze, line = fr[0]
     gen = int(re.search(r"frozen at generation (\d+)", line).group(1))
     held = ", held)" in line
+    t_release = t1 if held else min(t1, t_freeze + freeze_ms / 1e3)
     smp = [s for s in sampler.samples if s["t"] >= t_freeze - SAMPLE_S and server in s["copies"]]
-    end = next((s for s in smp if s["copies"][server]["replayed"] > gen), None)
-    if end is None:
+    past = next((s for s in smp if s["t"] >= t_freeze and s["copies"][server]["replayed"] > gen), None)
+    if past is None:
         return {"error": f"the copy on {server} never replayed past generation {gen}"}
-    during = [s for s in smp if s["t"] <= end["t"]]
-    queue = max(max(0, s["generated"] - 1 - s["copies"][server]["replayed"]) for s in during)
-    target = end["generated"] - 1
-    done = next((s for s in smp if s["t"] >= end["t"] and s["copies"][server]["replayed"] >= target), None)
+    at_release = [s for s in smp if s["t"] <= t_release] or smp[:1]
+    target = at_release[-1]["generated"] - 1
+    queue = max(max(0, s["generated"] - 1 - s["copies"][server]["replayed"]) for s in smp if s["t"] <= past["t"])
+    done = next((s for s in smp if s["t"] >= t_release and s["copies"][server]["replayed"] >= target), None)
     return {"frozen_at_generation": gen, "held_to_session_end": held,
-            "freeze_after_start_s": t_freeze - t0, "hold_s": end["t"] - t_freeze,
-            "hold_end_after_backup_end_s": end["t"] - t1, "replay_queue_max_gens": queue,
-            "catch_up_target_gen": target, "catch_up_s": done["t"] - end["t"] if done else None}
+            "freeze_after_start_s": t_freeze - t0, "hold_s": t_release - t_freeze,
+            "status_past_n_s": past["t"] - t_freeze, "replay_queue_max_gens": queue,
+            "catch_up_target_gen": target, "catch_up_s": done["t"] - t_release if done else None}
 
 
 def queue_max(sampler, server, t0, t1):
@@ -257,7 +260,7 @@ def ombra_run(a, tmp):
         for ph in phases:
             ph["queue_max"] = {n: queue_max(sampler, n, ph["t0"], ph["t1"]) for n in names}
             if ph["label"].startswith("passive"):
-                ph["hold"] = hold_of(sampler, p2.name, ph["t0"], ph["t1"])
+                ph["hold"] = hold_of(sampler, p2.name, ph["t0"], ph["t1"], ph["backup"]["freeze_ms"])
                 if "error" in ph["hold"]:
                     raise Failed(f"round {ph['round']}, {LABELS[ph['label']]}: {ph['hold']['error']}")
 
@@ -317,6 +320,7 @@ def ombra_run(a, tmp):
             if holds:
                 r["settings"][label]["hold_s"] = [h["hold_s"] for h in holds]
                 r["settings"][label]["catch_up_s"] = [h["catch_up_s"] for h in holds]
+                r["settings"][label]["status_past_n_s"] = [h["status_past_n_s"] for h in holds]
                 r["settings"][label]["replay_queue_max_gens"] = [h["replay_queue_max_gens"] for h in holds]
                 r["settings"][label]["held_to_session_end"] = all(h["held_to_session_end"] for h in holds)
             if label != "none":
@@ -508,7 +512,7 @@ def main():
     ap.add_argument("--threads", type=int, default=3, help="clients delivering (pgbench -c)")
     ap.add_argument("--rate", type=int, default=40, help="deliveries a second per client (pgbench -R: times --threads)")
     ap.add_argument("--size", type=int, default=8192, help="bytes per delivered message")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--baseline-seconds", type=int, default=20, help="the phase without a backup")
     ap.add_argument("--pg-scale", type=int, default=70, help="pgbench scale of the PostgreSQL database (70: ~1 GB)")
     ap.add_argument("--no-pg", action="store_true", help="skip PostgreSQL and pgBackRest")
@@ -567,7 +571,9 @@ def main():
         rows.append((f"  hold / backup's seconds", fmt(ratio(median(s["hold_s"]), median(s["backup_seconds"])), 2),
                      None))
         rows.append((f"  replay queue max, generations", ", ".join(str(x) for x in s["replay_queue_max_gens"]), None))
-        rows.append((f"  catch-up s after the hold (median)", fmt(median(s["catch_up_s"]), 2), None))
+        rows.append((f"  seen in copy status: replayed past N after, s", ", ".join(f"{x:.2f}" for x in
+                                                                                s["status_past_n_s"]), None))
+        rows.append((f"  catch-up s after the release (median)", fmt(median(s["catch_up_s"]), 2), None))
     for label in ("passive", "passive_copy", "active", "active_copy"):
         rows.append((f"backup seconds, {LABELS[label][10:]}", ", ".join(f"{x:.1f}" for x in
                                                                         st[label]["backup_seconds"]), None))
@@ -612,8 +618,9 @@ def main():
         if "hold" in ph:
             h = ph["hold"]
             d += (f"; replay held {h['hold_s']:.2f} s from {h['freeze_after_start_s']:.2f} s in (generation "
-                  f"{h['frozen_at_generation']}{', to the session end' if h['held_to_session_end'] else ''}), "
-                  f"queue max {h['replay_queue_max_gens']}, caught up {fmt(h['catch_up_s'], 2)} s after")
+                  f"{h['frozen_at_generation']}{', to the session end' if h['held_to_session_end'] else ''}; copy "
+                  f"status past it after {h['status_past_n_s']:.2f} s), queue max {h['replay_queue_max_gens']}, "
+                  f"caught up {fmt(h['catch_up_s'], 2)} s after the release")
         d += f"; replay queue max (gens) {ph['queue_max']}"
         details.append(d)
     machine = (f"{os.cpu_count()} CPUs, {fstype} on /tmp, shared: the three servers, etcd, the clients, the "
@@ -669,9 +676,14 @@ How to read it:
   copy's replay (the passive) or the store writer's files (the active) stay held until the session
   ends. `--provider copy` copies the files during the freeze and thaws after.
 - *Replay held*: from the replica writer's log line "frozen at generation N" (seen within 0.2 s)
-  to the first `ombra db copy status` (every 0.2 s) with the copy replayed past N. *Queue*: the
-  generations the active had closed and the copy had not replayed. *Catch-up*: from the end of
-  the hold to the copy replayed through what the active had closed at that moment.
+  to the release: the end of the session with the held provider (the backup's end), the thaw
+  with the copy provider (the requester's `freeze_ms` after the freeze). Checked against `ombra db
+  copy status` (every 0.2 s): the first status with the copy replayed past N comes that long after
+  the freeze plus the first round of replay and the copy's publishing of its status. *Queue*: the
+  generations the active had closed and the copy had not replayed (largest sampled). *Catch-up*:
+  from the release to the first status with the copy replayed through what the active had closed
+  at the release; 0 means within one sample (0.2 s): the copy replays a round of generations and
+  publishes its status once, after the round.
 - On one machine a backup from a passive still shares the 2 CPUs and the disk with the active:
   it reads, hashes, compresses and writes the same bytes as one from the active. What differs is
   only which writer freezes and holds. On separate servers the passive's backup would also take
