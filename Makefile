@@ -27,7 +27,7 @@ DAG_PYTEST_WORKERS ?= 3
 # and in make test-long, there also under the sanitizers.
 DAG_SKIP ?= --ignore=tests/system/dag
 
-.PHONY: all deps build build-asan test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-vss bench-backup bench-restore bench-dag clean
+.PHONY: all deps build build-asan test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-vss bench-backup bench-restore bench-dag bench-passive clean
 
 all: build
 
@@ -150,6 +150,10 @@ bench-restore: deps build
 bench-dag: deps build
 	@scripts/install-deps --bench
 	python3 bench/replication.py --build $(BUILD)
+
+bench-passive: deps build
+	@scripts/install-deps --bench
+	python3 bench/passive_backup.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN)
