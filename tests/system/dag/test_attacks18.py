@@ -1,0 +1,138 @@
+"""Attacks on issue 18's backups from passive copies (the replica writer, the active's "backup"
+requests, backup.run, ombra backup --from): each test is what a hostile DAG member or a
+careless administrator tried, and the outcome a user must see."""
+import json
+import subprocess
+import time
+
+import pytest
+
+from dag.conftest import drained, roll, wait_copy  # noqa: F401
+from dag.dagbed import REPLD_PORT
+from dag.test_passive_backup import active_info, backup, dag3b, listed  # noqa: F401 (a fixture)
+from dag.test_passive_backup import copy_gens, setup3  # noqa: F401
+
+PROBE = r"""
+import json, socket, ssl, struct, sys
+home, addr, port, reqs = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); c.check_hostname = False
+c.verify_mode = ssl.CERT_NONE
+c.load_cert_chain(home + '/dag/server.crt', home + '/dag/server.key')
+s = c.wrap_socket(socket.create_connection((addr, port), timeout=30))
+def readn(n):
+    b = b''
+    while len(b) < n:
+        x = s.recv(n - len(b))
+        if not x: raise EOFError
+        b += x
+    return b
+out = []
+for r in reqs:
+    h = json.dumps(r).encode()
+    s.sendall(struct.pack('<I', len(h)) + h + struct.pack('<I', 0))
+    try:
+        hl = struct.unpack('<I', readn(4))[0]; rep = json.loads(readn(hl))
+        bl = struct.unpack('<I', readn(4))[0]; readn(bl)
+    except EOFError:
+        rep = None
+    out.append(rep)
+    if rep is None: break
+print(json.dumps(out))
+"""
+
+
+def wire(src, dst, reqs):
+    """The replies of dst's ombra-repld to reqs, sent in order on one mutual-TLS connection made
+    with src's DAG certificate (a raw client: what a hostile member of the DAG can send)."""
+    p = subprocess.run(["ip", "netns", "exec", src.ns, "python3", "-c", PROBE, str(src.home),
+                        dst.addr, str(REPLD_PORT), json.dumps(reqs)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def bk(db_id, action, **kw):
+    return dict(op="backup", db=db_id, name="db1", action=action, **kw)
+
+
+
+def header(a):
+    return active_info(a)["backups"]
+
+
+def refused(rep, *words):
+    """One reply that says no, naming what it refused."""
+    assert rep and rep.get("ok") is not True and rep.get("error"), rep
+    for w in words:
+        assert w in rep.get("message", ""), rep
+
+
+@pytest.mark.dag_long
+def test_a_member_without_a_copy_can_neither_prepare_record_nor_truncate(dag_bed):
+    """c is a server of the DAG (its certificate is good) but holds no copy of db1: every backup
+    request it sends to the active is refused, the header records nothing, no log goes."""
+    bed = dag_bed(3)
+    from dag.test_replication import setup_dag
+    a, b, c = bed.a, bed.b, bed.c
+    setup_dag(bed, [a, b, c])
+    a.ombra("db", "new", "db1")
+    a.ombra("db", "copy", "add", "db1", "--server", "b", "--etcd", bed.etcd_url)
+    roll(a, "db1", 3)
+    db_id = a.db_show("db1")["id"]
+    before = active_info(a)
+    cur = before["gen_current"]
+    reps = wire(c, a, [bk(db_id, "prepare", type="full"),
+                       bk(db_id, "record", type="full", first_gen=1, last_gen=cur - 1,
+                          mark_gen=cur, mark_off=0, mark_time_ns=time.time_ns()),
+                       bk(db_id, "truncate", below=cur - 1)])
+    for rep in reps:
+        refused(rep, "server c holds no copy")
+    after = active_info(a)
+    assert after["backups"] == before["backups"] and after["gen_oldest"] == before["gen_oldest"]
+    assert after["gen_current"] == cur, "a refused prepare closed a generation"
+
+
+@pytest.mark.dag_long
+def test_a_copy_holder_cannot_record_a_backup_it_never_prepared_nor_truncate_past_it(dag3b):
+    """b holds a copy, so the active answers its backup requests; but a record must be the one of
+    a backup b prepared (same type, the active's own mark time, up to the generation closed
+    then) and a truncate must follow b's recorded full or incremental, below its end. Before:
+    b recorded a full it never took, marked in the year 2116, and truncated the logs after it."""
+    bed = dag3b
+    a, b = bed.a, bed.b
+    roll(a, "db1", 3)
+    db_id = a.db_show("db1")["id"]
+    before = active_info(a)
+    cur = before["gen_current"]
+    # a record out of thin air, a future mark time, then the truncate it would allow
+    reps = wire(b, a, [bk(db_id, "record", type="full", first_gen=1, last_gen=cur - 1,
+                          mark_gen=cur, mark_off=0, mark_time_ns=2**62),
+                       bk(db_id, "record", type="full", first_gen=1, last_gen=cur - 1,
+                          mark_gen=cur, mark_off=0, mark_time_ns=time.time_ns()),
+                       bk(db_id, "truncate", below=cur - 1)])
+    for rep in reps:
+        refused(rep)
+    assert header(a) == before["backups"]
+    # prepared, then recorded with another time, another type, or short of what was closed
+    (prep,) = wire(b, a, [bk(db_id, "prepare", type="full")])
+    assert prep["ok"] and prep["closed"] >= cur, prep
+    closed, t = prep["closed"], prep["time_ns"]
+    reps = wire(b, a, [bk(db_id, "record", type="full", first_gen=1, last_gen=closed,
+                          mark_gen=closed + 1, mark_off=0, mark_time_ns=t + 1),
+                       bk(db_id, "record", type="copy", first_gen=1, last_gen=closed,
+                          mark_gen=closed + 1, mark_off=0, mark_time_ns=t),
+                       bk(db_id, "record", type="full", first_gen=1, last_gen=closed - 1,
+                          mark_gen=closed, mark_off=0, mark_time_ns=t)])
+    for rep in reps:
+        refused(rep)
+    assert header(a) == before["backups"]
+    assert active_info(a)["gen_oldest"] == before["gen_oldest"]
+    # a real backup from b works, and is recorded once
+    full = backup(b, bed, "full", "--from", "b")["sets"][0]
+    h = header(a)["previous_full"]
+    assert h and [h["first_gen"], h["last_gen"]] == full["log_range"], (h, full)
+    oldest = active_info(a)["gen_oldest"]
+    # its truncate cannot be replayed past its end, nor at all a second time by a raw client
+    reps = wire(b, a, [bk(db_id, "truncate", below=full["log_range"][1] + 1)])
+    refused(reps[0])
+    assert active_info(a)["gen_oldest"] == oldest
