@@ -136,3 +136,84 @@ def test_a_copy_holder_cannot_record_a_backup_it_never_prepared_nor_truncate_pas
     reps = wire(b, a, [bk(db_id, "truncate", below=full["log_range"][1] + 1)])
     refused(reps[0])
     assert active_info(a)["gen_oldest"] == oldest
+
+
+@pytest.mark.dag_long
+def test_a_database_named_after_64_others_is_backed_up_not_dropped(dag3b):
+    """`ombra backup db1 db1 ... db2` (db1 named 64 times): in a DAG the command kept the first
+    64 names and dropped the rest, exit 0, db2 never backed up. Names are counted once each."""
+    bed = dag3b
+    a = bed.a
+    a.ombra("db", "new", "db2")  # a's own database, no copies
+    a.deliver("db2", "box", b"db2's mail")
+    r = a.ombra("backup", "--repo", str(bed.repo), "--type", "full", "--json",
+                *(["db1"] * 64), "db2", check=False)
+    assert r.rc == 0, r.describe()
+    got = sorted(s["database"] for s in json.loads(r.out)["sets"])
+    assert got == ["db1", "db2"], r.out
+
+
+@pytest.mark.dag_long
+def test_from_a_server_for_a_database_not_in_the_dag_is_refused_not_taken_here(dag3b):
+    """`--from b` for a's own database (not in the DAG, so no copy on b): it was backed up here,
+    silently, as if b had been asked. Refused in one line naming b."""
+    bed = dag3b
+    a = bed.a
+    a.ombra("db", "new", "mine")
+    r = a.ombra("backup", "--repo", str(bed.repo), "--type", "full", "--from", "b", "mine",
+                check=False)
+    assert r.rc != 0 and r.err.count("\n") == 1 and "--from b" in r.err, r.describe()
+    assert not listed(a, bed)
+
+
+@pytest.mark.dag_long
+def test_backup_run_requests_with_odd_fields_fail_in_one_message_and_the_service_lives(dag3b):
+    """A DAG member asks b's ombra-repld to run backups with a relative or missing repository,
+    too many or odd names, an unknown type: each gets one error, no set is made, nothing is
+    recorded, and b's service and copy stay up."""
+    bed = dag3b
+    a, b, c = bed.a, bed.b, bed.c
+    base = dict(op="backup.run", dbs=["db1"], type="full", repo=str(bed.repo))
+    odd = [dict(base, repo="repo"), dict(base, repo=""), dict(base, repo=str(bed.tmp / "none")),
+           dict(base, dbs=[f"d{i}" for i in range(65)]), dict(base, dbs=[]), dict(base, dbs=[7]),
+           dict(base, dbs=["../../etc/passwd"]), dict(base, dbs=["db1\n\x01"]),
+           dict(base, dbs=["x" * 5000]), dict(base, type="fulll"), dict(base, provider="zz"),
+           dict(base, passphrase="not this repository's")]
+    for req in odd:
+        (rep,) = wire(c, b, [req])
+        assert rep is not None, req
+        bad = rep.get("ok") is not True or rep.get("error")
+        assert bad, (req, rep)
+        assert rep.get("message") and "\n" not in rep["message"].strip(), (req, rep)
+    assert not listed(a, bed)
+    assert active_info(a)["backups"]["previous_full"] is None
+    wait_copy(a, bed, "db1", "b", lambda x: x["state"] == "Healthy", what="b's copy")
+    (rep,) = wire(c, b, [base])  # and a good one works
+    assert rep["op"] == "backup.done" and rep["error"] == 0, rep
+    assert listed(a, bed)
+
+
+@pytest.mark.dag_long
+def test_the_same_copy_backed_up_by_two_requesters_at_once_one_waits_or_fails_in_one_line(
+        dag3b):
+    """Two backups of b's copy at once (one from b, one asked from a with --from b): the second
+    must not share the first's freeze or record; it fails in one line (or succeeds once the
+    first ended), and what was recorded is exactly what each set holds."""
+    from dag.test_passive_backup import paused_backup
+    bed = dag3b
+    a, b = bed.a, bed.b
+    roll(a, "db1", 2)
+    p = paused_backup(b, bed, "full", "snapshot")
+    assert p.reached, p.first
+    try:
+        r = a.ombra("backup", "--repo", str(bed.repo), "--type", "full", "--json", "--from", "b",
+                    "db1", check=False, timeout=120)
+    finally:
+        first = p.resume()
+    assert first.rc == 0, first.describe()
+    if r.rc != 0:
+        assert r.err.count("\n") == 1 and "BackupInProgress" in r.err, r.describe()
+    sets = sorted(listed(a, bed), key=lambda s: s.get("mark_time_ns", 0) or s.get("time", ""))
+    assert len(sets) == (1 if r.rc else 2), sets
+    h = header(a)["previous_full"]
+    assert [h["first_gen"], h["last_gen"]] in [s["log_range"] for s in sets], (h, sets)
