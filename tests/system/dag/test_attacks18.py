@@ -217,3 +217,37 @@ def test_the_same_copy_backed_up_by_two_requesters_at_once_one_waits_or_fails_in
     assert len(sets) == (1 if r.rc else 2), sets
     h = header(a)["previous_full"]
     assert [h["first_gen"], h["last_gen"]] in [s["log_range"] for s in sets], (h, sets)
+
+
+@pytest.mark.dag_long
+def test_a_full_overtaken_by_a_newer_full_is_not_recorded_over_it(dag_bed, tmp_path):
+    """b's full backup is prepared, then c's full is taken and stored (the active truncates after
+    it), then b's completes. b's older full used to be recorded over c's newer one: the header's
+    previous full went back in time, the next incremental began after b's full, at generations
+    c's truncation had deleted, and every incremental failed until the next full. The older
+    full is refused in one line, the header keeps c's, the next incremental works and the chain
+    restores."""
+    from dag.test_passive_backup import paused_backup
+    bed = setup3(dag_bed(3), tmp_path, shallow=True)
+    a, b, c = bed.a, bed.b, bed.c
+    roll(a, "db1", 3)
+    drained(a, bed, "db1", "b")
+    p = paused_backup(b, bed, "full", "snapshot")
+    assert p.reached, p.first
+    try:
+        roll(a, "db1", 4)
+        drained(a, bed, "db1", "c")
+        newer = backup(c, bed, "full", "--from", "c")["sets"][0]
+        roll(a, "db1", 2)
+    finally:
+        older = p.resume()
+    h = header(a)["previous_full"]
+    assert [h["first_gen"], h["last_gen"]] == newer["log_range"], (h, newer, older.describe())
+    if older.rc != 0:
+        lines = [x for x in older.err.splitlines() if not x.startswith("paused")]
+        assert len(lines) == 1 and "newer" in lines[0], older.err
+        assert [x["id"] for x in listed(a, bed)] == [newer["set"]], "the refused set is listed"
+    roll(a, "db1", 1)
+    inc = backup(a, bed, "incremental", "--from", "active", check=False)
+    assert not hasattr(inc, "rc"), inc.describe()
+    assert inc["sets"][0]["log_range"][0] == newer["log_range"][1] + 1, (inc, newer)
