@@ -251,3 +251,70 @@ def test_a_full_overtaken_by_a_newer_full_is_not_recorded_over_it(dag_bed, tmp_p
     inc = backup(a, bed, "incremental", "--from", "active", check=False)
     assert not hasattr(inc, "rc"), inc.describe()
     assert inc["sets"][0]["log_range"][0] == newer["log_range"][1] + 1, (inc, newer)
+
+
+@pytest.mark.dag_long
+def test_an_encrypted_chain_of_passive_sets_from_two_servers_restores_on_the_third(dag3b):
+    """An encrypted repository, the backups asked on the active's server a: a full from b and an
+    incremental from c, each run there (the passphrase travels in the request), a wrong
+    passphrase refused in one line before anything is recorded; then the chain restored into a
+    recovery database on a gives back exactly the mail at the incremental."""
+    bed = dag3b
+    a, b, c = bed.a, bed.b, bed.c
+    enc = bed.tmp / "enc"
+    pw = bed.tmp / "pw"
+    pw.write_text("correct horse battery staple\n")
+    pw.chmod(0o600)
+    a.ombra("repo", "init", str(enc), "--encrypt", "--passphrase-file", str(pw))
+    env = {"OMBRA_REPO_PASSPHRASE": "correct horse battery staple"}
+    for i in range(30):
+        a.deliver("db1", f"box{i % 4}", f"before the full {i}".encode())
+    r = a.ombra("backup", "--repo", str(enc), "--type", "full", "--from", "b", "--json", "db1",
+                env={"OMBRA_REPO_PASSPHRASE": "wrong"}, check=False)
+    assert r.rc != 0 and "passphrase" in r.err.lower() and r.err.count("\n") == 1, r.describe()
+    assert header(a)["previous_full"] is None
+    r = a.ombra("backup", "--repo", str(enc), "--type", "full", "--from", "b", "--json", "db1",
+                env=env)
+    assert json.loads(r.out)["copies"][0]["server"] == "b"
+    for i in range(30):
+        a.deliver("db1", f"box{i % 4}", f"before the incremental {i}".encode())
+    want = a.digest("db1")
+    r = a.ombra("backup", "--repo", str(enc), "--type", "incremental", "--from", "c", "--json",
+                "db1", env=env)
+    assert json.loads(r.out)["copies"][0]["server"] == "c"
+    for i in range(10):
+        a.deliver("db1", "box0", f"after the incremental {i}".encode())
+    rdb = a.dir / "rdb"
+    a.ombra("db", "new-recovery", "rdb", "--edb", str(rdb / "rdb.edb"), "--logs",
+            str(rdb / "logs"))
+    r = a.ombra("restore", "--repo", str(enc), "db1", "--recovery", "rdb", "--mount", "--json",
+                env=env)
+    assert a.digest("rdb") == want, r.describe()
+
+
+@pytest.mark.dag_long
+def test_the_actives_service_restarted_between_prepare_and_record_fails_the_backup_cleanly(
+        dag3b):
+    """The active's ombra-repld restarts while b's full backup runs (it forgets the prepare): the
+    record is refused, the backup fails in one line, no set is listed, nothing is recorded or
+    truncated; the next backup works."""
+    from dag.test_passive_backup import gens_everywhere, paused_backup
+    bed = dag3b
+    a, b = bed.a, bed.b
+    roll(a, "db1", 3)
+    before = gens_everywhere(bed)
+    p = paused_backup(b, bed, "full", "copied")
+    assert p.reached, p.first
+    try:
+        a.restart("repld")
+    finally:
+        r = p.resume()
+    assert r.rc != 0, r.describe()
+    lines = [x for x in r.err.splitlines() if not x.startswith("paused")]
+    assert len(lines) == 1 and "prepared no full backup" in lines[0], r.err
+    assert not listed(a, bed)
+    assert header(a)["previous_full"] is None
+    drained(a, bed, "db1", "b")
+    assert gens_everywhere(bed) == before
+    assert backup(b, bed, "full", "--from", "b")["sets"]
+    assert header(a)["previous_full"]
