@@ -30,6 +30,11 @@ static int choose(rp_dag *d, const char *db, const char *from, const char *here,
     p->db = db;
     int rc = rp_dag_copy_rows(d, db, &rows);
     if (rc == OM_E_DatabaseNotFound) {
+        if (from && strcmp(from, "passive") && strcmp(from, "active") && strcmp(from, here))
+            return om_errf(OM_E_InvalidParameter,
+                           "--from %s: database '%s' is not in DAG %s, so server %s holds no copy "
+                           "of it. HINT: back it up without --from, on the server that has it",
+                           from, db, d->name, from);
         snprintf(p->server, sizeof p->server, "%s", here);
         p->local = 1;
         return 0;
@@ -181,10 +186,21 @@ static int backup_where(const bk_job_opts *o, json_t **res)
         if (lo.from && !strcmp(lo.from, "here")) lo.from = NULL;
         return rc ? rc : bk_backup_run(&lo, res);
     }
+    /* Each database once (a name given twice is backed up once, as on one server); never more
+     * than a run takes, and never one dropped. */
     pick p[64];
-    size_t n = o->ndb > 64 ? 64 : o->ndb;
-    for (size_t i = 0; i < n && !rc; i++)
-        rc = choose(d, o->dbs[i], o->from, here, &p[i]);
+    size_t n = 0;
+    for (size_t i = 0; i < o->ndb && !rc; i++) {
+        int seen = 0;
+        for (size_t k = 0; k < n && !seen; k++)
+            seen = !strcmp(p[k].db, o->dbs[i]);
+        if (seen) continue;
+        if (n == sizeof p / sizeof p[0])
+            rc = om_errf(OM_E_InvalidParameter, "name 1 to %zu databases in one backup",
+                         sizeof p / sizeof p[0]);
+        else
+            rc = choose(d, o->dbs[i], o->from, here, &p[n++]);
+    }
     *res = json_pack("{s:s, s:[], s:[], s:[], s:[], s:s}", "type", o->type, "sets", "databases",
                      "failed", "copies", "dag", d->name);
     if (!rc) rc = run_all(o, d, p, n, here, *res);

@@ -42,6 +42,19 @@ static void *run_main(void *arg)
     return NULL;
 }
 
+/* A database name as the store allows it: one the job's messages (and this service's log) can
+ * quote on one line, and no path. */
+static int name_ok(const char *n)
+{
+    size_t l = n ? strlen(n) : 0;
+    if (!l || l > 64 || !strcmp(n, ".") || !strcmp(n, "..")) return 0;
+    for (; *n; n++)
+        if (!((*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') || (*n >= '0' && *n <= '9') ||
+              *n == '-' || *n == '_' || *n == '.'))
+            return 0;
+    return 1;
+}
+
 /* The request's options, checked: one error naming the field. */
 static int parse(json_t *req, run *r)
 {
@@ -53,8 +66,11 @@ static int parse(json_t *req, run *r)
                        MAX_DBS);
     for (size_t i = 0; i < json_array_size(dbs); i++) {
         const char *n = json_string_value(json_array_get(dbs, i));
-        if (!n || !*n || strlen(n) > 64)
-            return om_errf(OM_E_InvalidParameter, "backup.run: database %zu is no name", i);
+        if (!name_ok(n))
+            return om_errf(OM_E_InvalidName,
+                           "backup.run: database %zu is no database name (1-64 letters, digits, "
+                           "'-', '_', '.')",
+                           i);
         r->names[i] = n;
     }
     if (strcmp(type, "full") && strcmp(type, "copy") && strcmp(type, "incremental") &&

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,8 +376,75 @@ static int op_seed(rp_source *s, rp_conn *c, const srcdb *d)
     return rc;
 }
 
+/* The backups of peers' copies this active prepared and has not seen end (wire.h "backup"). A
+ * record is taken only as the end of a prepare of the same server, database and type, marked
+ * with the time the active gave that prepare, up to at least the generation it closed; a
+ * truncate only after such a record of a full or incremental, below its last generation, once.
+ * So a member of the DAG records only the backups it prepared (never one out of thin air, nor
+ * one marked in the future) and truncates only after one. In memory, for every source of the
+ * process: the active's ombra-repld restarting, or a failover, between the events fails that
+ * backup loudly, and nothing is recorded or truncated. */
+#define MAX_PREPARED 128
+
+typedef struct prepared {
+    char peer[80], id[40], type[16];
+    uint64_t time_ns, made; /* made: when (0: a free entry); the oldest goes when all are used */
+    uint32_t closed, last;  /* last: recorded up to it (0: not recorded yet) */
+} prepared;
+
+static prepared g_prepared[MAX_PREPARED];
+static pthread_mutex_t g_prepared_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void prepared_put(const prepared *p)
+{
+    pthread_mutex_lock(&g_prepared_mu);
+    prepared *slot = &g_prepared[0];
+    for (int i = 0; i < MAX_PREPARED; i++)
+        if (g_prepared[i].made < slot->made) slot = &g_prepared[i];
+    *slot = *p;
+    slot->made = om_mono_ns();
+    pthread_mutex_unlock(&g_prepared_mu);
+}
+
+/* Takes (removes) the entry of peer and id that fits the request: a prepare of its type and mark
+ * time, closed at or before last_gen ("record"); or a record reaching below ("truncate"). */
+static int prepared_take(const char *peer, const char *id, const char *name, const char *action,
+                         json_t *req, prepared *out)
+{
+    const char *type = om_json_str_or(req, "type", "");
+    uint64_t t = (uint64_t)om_json_int_or(req, "mark_time_ns", 0);
+    uint32_t last = (uint32_t)om_json_int_or(req, "last_gen", 0),
+             below = (uint32_t)om_json_int_or(req, "below", 0);
+    int rec = !strcmp(action, "record"), found = 0;
+    pthread_mutex_lock(&g_prepared_mu);
+    for (int i = 0; i < MAX_PREPARED && !found; i++) {
+        prepared *p = &g_prepared[i];
+        if (!p->made || strcmp(p->peer, peer) || strcmp(p->id, id)) continue;
+        if (rec ? (!p->last && !strcmp(p->type, type) && p->time_ns == t && last >= p->closed)
+                : (p->last && below <= p->last)) {
+            *out = *p;
+            memset(p, 0, sizeof *p);
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&g_prepared_mu);
+    if (found) return 0;
+    if (rec)
+        return om_errf(OM_E_InvalidParameter,
+                       "server %s prepared no %s backup of '%s' here marked %llu and holding "
+                       "generation %u: a backup is recorded only as the end of its prepare. HINT: "
+                       "run the backup again (the active's ombra-repld restarted, or the database "
+                       "moved, since its prepare)",
+                       peer, type, name, (unsigned long long)t, last);
+    return om_errf(OM_E_InvalidParameter,
+                   "server %s recorded no full or incremental backup of '%s' here reaching "
+                   "generation %u: logs are truncated only after one, once",
+                   peer, name, below ? below - 1 : 0);
+}
+
 /* A backup of the peer's passive copy (wire.h "backup"): recorded by this server's store, the
- * active's, only for a server the directory lists as holding a copy of the database. */
+ * active's, only for a server the directory lists as holding a copy of the database, and only
+ * in the order prepare, record, truncate of one backup (prepared_take). */
 static int op_backup(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d, json_t *req)
 {
     const char *action = om_json_str_or(req, "action", ""), *peer = rp_conn_peer(c);
@@ -394,6 +462,8 @@ static int op_backup(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d,
                      "server %s holds no copy of database %s: its backups are not recorded here",
                      peer, d->name);
     json_decref(rec);
+    prepared p = {0};
+    if (!rc && strcmp(action, "prepare")) rc = prepared_take(peer, d->id, d->name, action, req, &p);
     if (rc) return rc;
     json_t *args = json_copy(req);
     if (!args) return om_errf(OM_E_OutOfMemory, "request");
@@ -402,6 +472,18 @@ static int op_backup(rp_source *s, store_client *sc, rp_conn *c, const srcdb *d,
     rc = store_client_db_backup_op(sc, op, d->name, args, &rep);
     json_decref(args);
     if (rc) return rc;
+    if (!strcmp(action, "prepare")) {
+        snprintf(p.peer, sizeof p.peer, "%s", peer);
+        snprintf(p.id, sizeof p.id, "%s", d->id);
+        snprintf(p.type, sizeof p.type, "%s", om_json_str_or(req, "type", ""));
+        p.time_ns = (uint64_t)om_json_int_or(rep, "time_ns", 0);
+        p.closed = (uint32_t)om_json_int_or(rep, "closed", 0);
+        prepared_put(&p);
+    } else if (!strcmp(action, "record") &&
+               (!strcmp(p.type, "full") || !strcmp(p.type, "incremental"))) {
+        p.last = (uint32_t)om_json_int_or(req, "last_gen", 0);
+        prepared_put(&p); /* now its truncate may come */
+    }
     json_object_set_new(rep, "ok", json_true());
     return rp_reply(c, rep, NULL, 0);
 }
