@@ -61,7 +61,21 @@ int store_backup_allowed(const char *name, int circular, const eng_info *in, con
 int store_backup_record(eng_db *db, const char *name, const char *type, const eng_bkslot *s,
                         const char *by)
 {
-    int rc = eng_record_backup(db, store_backup_slot(type), s);
+    /* A backup overtaken by a newer one of its type (another copy's, or the active's own, taken
+     * while this one ran) would put the header's slot back in time: the next incremental would
+     * begin after the older one, at generations the newer one's truncation let go. */
+    eng_info in;
+    int rc = eng_db_info(db, &in);
+    if (rc) return rc;
+    const eng_bkslot *cur = &in.slots[store_backup_slot(type)];
+    if (cur->mark_time > s->mark_time)
+        return om_errf(OM_E_InvalidBackupSequence,
+                       "the %s backup of '%s'%s%s was overtaken: a newer %s backup (generations "
+                       "%u-%u) was recorded while it ran, so this one does not count. HINT: the "
+                       "newer one is the one to keep",
+                       type, name, by && *by ? " from " : "", by ? by : "", type, cur->first_gen,
+                       cur->last_gen);
+    rc = eng_record_backup(db, store_backup_slot(type), s);
     if (rc) return rc;
     om_info("%s backup of %s recorded (generations %u-%u)%s%s", type, name, s->first_gen,
             s->last_gen, by && *by ? ", taken from " : "", by ? by : "");

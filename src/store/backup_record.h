@@ -24,7 +24,9 @@ enum eng_bk_kind store_backup_kind(const char *type);
 int store_backup_allowed(const char *name, int circular, const eng_info *in, const char *type);
 
 /* Records a backup of type in db's header, as one log record (eng_record_backup), and logs one
- * line naming who took it (by: "" for this server's own writer, else "the copy on server X"). */
+ * line naming who took it (by: "" for this server's own writer, else "the copy on server X").
+ * A backup older (by its mark time) than the one the slot holds was overtaken while it ran: it
+ * is refused (-546), so the slot never goes back in time. */
 int store_backup_record(eng_db *db, const char *name, const char *type, const eng_bkslot *s,
                         const char *by);
 

@@ -779,16 +779,6 @@ static int h_db_record_backup(op_req *r)
                        r->m->name, server, s.first_gen, s.last_gen,
                        in.gen_current ? in.gen_current - 1 : 0);
     if ((rc = store_backup_allowed(r->m->name, circular_of(r), &in, type))) return rc;
-    /* A backup overtaken by a newer one of its type (another copy's, or the active's own, taken
-     * while this one ran) would put the header's slot back in time: the next incremental would
-     * begin after the older one, at generations the newer one's truncation let go. */
-    const eng_bkslot *cur = &in.slots[store_backup_slot(type)];
-    if (cur->mark_time > (uint64_t)t)
-        return om_errf(OM_E_InvalidBackupSequence,
-                       "the %s backup of '%s' from the copy on %s was overtaken: a newer %s "
-                       "backup (generations %u-%u) was recorded while it ran, so this one does "
-                       "not count. HINT: the newer one is the one to keep",
-                       type, r->m->name, server, type, cur->first_gen, cur->last_gen);
     s.mark_time = (uint64_t)t;
     s.kind = store_backup_kind(type);
     char by[120];

@@ -86,6 +86,15 @@ static void a_record_writes_its_slot_and_a_full_clears_the_others(void **state)
     assert_int_equal(eng_db_info(db, &in), 0);
     assert_int_equal(in.slots[ENG_BK_PREV_FULL].last_gen, 3);
     assert_int_equal(in.slots[ENG_BK_PREV_INCREMENTAL].mark_time, 0);
+    /* an older full, finished after the newer one was recorded: overtaken, refused */
+    eng_bkslot old = f;
+    old.last_gen = 2;
+    old.mark_time = 25;
+    assert_int_equal(store_backup_record(db, "db", "full", &old, "the copy on c"),
+                     OM_E_InvalidBackupSequence);
+    assert_non_null(strstr(om_err_detail(), "overtaken"));
+    assert_int_equal(eng_db_info(db, &in), 0);
+    assert_int_equal(in.slots[ENG_BK_PREV_FULL].last_gen, 3);
     assert_int_equal(eng_db_close(db), 0);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
