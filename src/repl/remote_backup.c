@@ -93,10 +93,30 @@ static int parse(json_t *req, run *r)
     return 0;
 }
 
-int rp_remote_backup_serve(rp_conn *c, json_t *req)
+/* Only databases of the DAG that this server holds a copy of: the asker is a member of the DAG,
+ * not an administrator of this server's other databases. */
+static int in_dag_here(rp_dag *dag, const char *server, const run *r)
+{
+    for (size_t i = 0; i < r->o.ndb; i++) {
+        json_t *rec = NULL;
+        char id[37];
+        int rc = rp_dag_find_db(dag, r->names[i], &rec, id);
+        int here = !rc && json_object_get(json_object_get(rec, "copies"), server);
+        json_decref(rec);
+        if (rc == OM_E_DatabaseNotFound || (!rc && !here))
+            return om_errf(OM_E_DatabaseNotFound,
+                           "backup.run: server %s holds no copy of a database '%s' of DAG %s",
+                           server, r->names[i], dag->name);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int rp_remote_backup_serve(rp_dag *dag, const char *server, rp_conn *c, json_t *req)
 {
     run r = {.result = NULL};
     int rc = parse(req, &r);
+    if (!rc) rc = in_dag_here(dag, server, &r);
     if (rc) return rp_send_error(c, rc);
     pthread_mutex_init(&r.mu, NULL);
     pthread_cond_init(&r.cv, NULL);

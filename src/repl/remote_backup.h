@@ -24,8 +24,9 @@
 #include "repl/dag.h"
 #include "repl/tls.h"
 
-/* The peer side: runs the request's backup (a validated "backup.run") on this server. */
-int rp_remote_backup_serve(rp_conn *c, json_t *req);
+/* The peer side: runs the request's backup (a validated "backup.run") on this server (named
+ * server in dag), of databases of the DAG it holds a copy of only. */
+int rp_remote_backup_serve(rp_dag *dag, const char *server, rp_conn *c, json_t *req);
 
 /* The asking side: sends req ("backup.run", stolen) to DAG member server, waits for the end
  * (no limit while it says it runs; 60 s of silence is a lost connection), and returns the job's

@@ -524,7 +524,7 @@ void rp_source_serve(rp_source *s, rp_conn *c)
         } else if (!strcmp(op, "seed.copy")) { /* a seed from this server's passive copy */
             rc = rp_reseed_serve(s, c, req);
         } else if (!strcmp(op, "backup.run")) { /* a backup of a copy here (remote_backup.h) */
-            rc = rp_remote_backup_serve(c, req);
+            rc = rp_remote_backup_serve(s->dag, s->server, c, req);
         } else {
             om_errf(OM_E_InvalidParameter, "unknown request '%s'", op);
             rc = rp_send_error(c, OM_E_InvalidParameter);

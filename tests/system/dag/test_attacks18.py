@@ -179,12 +179,16 @@ def test_backup_run_requests_with_odd_fields_fail_in_one_message_and_the_service
            dict(base, dbs=["../../etc/passwd"]), dict(base, dbs=["db1\n\x01"]),
            dict(base, dbs=["x" * 5000]), dict(base, type="fulll"), dict(base, provider="zz"),
            dict(base, passphrase="not this repository's")]
+    # b's own database outside the DAG: not for a DAG member to back up
+    b.ombra("db", "new", "local1")
+    odd.append(dict(base, dbs=["local1"]))
     for req in odd:
         (rep,) = wire(c, b, [req])
         assert rep is not None, req
         bad = rep.get("ok") is not True or rep.get("error")
         assert bad, (req, rep)
         assert rep.get("message") and "\n" not in rep["message"].strip(), (req, rep)
+    assert "holds no copy of a database 'local1'" in rep["message"], rep
     assert not listed(a, bed)
     assert active_info(a)["backups"]["previous_full"] is None
     wait_copy(a, bed, "db1", "b", lambda x: x["state"] == "Healthy", what="b's copy")
