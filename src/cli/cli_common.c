@@ -316,6 +316,7 @@ int cli_local_dag(rp_dag **d, char *server, size_t n)
     char run[4096] = "", sock[4200];
     *d = NULL;
     int rc = cli_store(&sc);
+    if (!rc) store_client_retry_busy(sc, 1); /* a busy store is no reason to fail a backup */
     if (!rc) rc = store_client_status(sc, &st);
     json_t *dir = json_object_get(st, "directory"), *where = dir;
     if (!rc && strcmp(om_json_str_or(dir, "backend", ""), "etcd")) {
