@@ -622,7 +622,7 @@ static int stream_step(rp_copier *c, rp_conn *conn, uint32_t gen, int timeout_ms
                          c->name, (unsigned long long)have, (unsigned long long)off);
         char x[24] = "";
         if (!rc) {
-            memcpy(whole + off, bulk, n);
+            if (n) memcpy(whole + off, bulk, n); /* a closed answer may bring no byte */
             snprintf(x, sizeof x, "%016llx",
                      (unsigned long long)om_xxh3(whole, ENG_LOG_SIZE, (uint64_t)gen));
         }
