@@ -250,6 +250,23 @@ static void print_local(json_t *l)
            (long long)json_integer_value(json_object_get(l, "peers_refused")));
 }
 
+/* The primary active manager: {"server", "term" (the pam key's create revision), "since"}, or
+ * JSON null while no server holds it (between a primary's lease lapsing and the next round). */
+static json_t *primary_of(rp_dag *d)
+{
+    char key[512], t[40];
+    etcd_kv *kv = NULL;
+    rp_dag_key(d, key, sizeof key, "pam");
+    if (etcd_get(d->e, key, &kv, NULL) || !kv) return json_null();
+    json_t *v = json_loadb((const char *)kv->val, kv->len, 0, NULL);
+    json_t *o = json_pack("{s:s,s:I,s:s}", "server", om_json_str_or(v, "server", "?"), "term",
+                          (json_int_t)kv->create_rev, "since",
+                          om_time_iso((uint64_t)om_json_int_or(v, "since_ns", 0), t, sizeof t));
+    json_decref(v);
+    etcd_kvs_free(kv, 1);
+    return o ? o : json_null();
+}
+
 static int run_status(const cli_args *a)
 {
     rp_dag *d = NULL;
@@ -274,9 +291,9 @@ static int run_status(const cli_args *a)
         json_decref(local);
         return cli_fail(rc);
     }
-    json_t *out = json_pack("{s:s,s:{s:b,s:s,s:s},s:[],s:[]}", "dag", d->name, "etcd", "connected",
-                            es.connected, "endpoint", es.endpoint, "last_error", es.last_error,
-                            "servers", "databases");
+    json_t *out = json_pack("{s:s,s:{s:b,s:s,s:s},s:[],s:[],s:o}", "dag", d->name, "etcd",
+                            "connected", es.connected, "endpoint", es.endpoint, "last_error",
+                            es.last_error, "servers", "databases", "primary", primary_of(d));
     if (local) json_object_set(out, "local", local);
     const char *k;
     json_t *v;
@@ -303,6 +320,15 @@ static int run_status(const cli_args *a)
                es.connected ? "connected" : "unreachable", es.connected ? "" : ": ",
                es.connected ? "" : es.last_error);
         print_local(local);
+        json_t *pam = json_object_get(out, "primary");
+        if (json_is_object(pam))
+            printf("primary active manager: %s (term %lld, since %s)\n",
+                   om_json_str_or(pam, "server", "?"),
+                   (long long)json_integer_value(json_object_get(pam, "term")),
+                   om_json_str_or(pam, "since", "?"));
+        else
+            printf("primary active manager: none now (the last one's lease lapsed; another "
+                   "server's ombra-repld takes it within a lease)\n");
         size_t i;
         json_array_foreach(json_object_get(out, "servers"), i, v)
             printf("  server %-16s %-22s %s\n", om_json_str_or(v, "name", ""),

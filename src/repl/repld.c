@@ -45,6 +45,10 @@ typedef struct repld {
     rp_copier *copies[MAX_COPIES];
     int ncopies;
     uint64_t peers_refused, peers_served;
+    /* The primary active manager (pam: spec §8): the server holding the DAG's pam key, bound to
+     * its alive lease; its term is the key's create revision (grows with each new primary). */
+    char pam[RP_NAME_MAX + 1];
+    int64_t pam_term;
 } repld;
 
 /* ---- the lease: alive/<server> ---- */
@@ -73,6 +77,52 @@ static void etcd_state(repld *r, int rc)
     if (!was && !rc) om_info("etcd reachable again");
 }
 
+/* One round of the election of the primary active manager: the pam key is created with this
+ * server's lease when no server holds it (etcd deletes it when the holder's lease lapses: its
+ * ombra-repld died, paused or lost etcd), else read. Says when the primary changes. */
+static void pam_round(repld *r)
+{
+    char key[512];
+    rp_dag_key(r->dag, key, sizeof key, "pam");
+    json_t *v = json_pack("{s:s,s:I}", "server", r->o->server, "since_ns", (json_int_t)om_now_ns());
+    char *val = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    etcd_txn *t = val ? etcd_txn_new() : NULL;
+    int won = 0, rc = t ? 0 : OM_E_OutOfMemory;
+    if (!rc) {
+        etcd_txn_cmp_absent(t, key);
+        etcd_txn_put(t, ETCD_THEN, key, val, strlen(val), r->lease);
+        etcd_txn_range(t, ETCD_THEN, key, 0);
+        etcd_txn_range(t, ETCD_ELSE, key, 0);
+        rc = etcd_txn_commit(r->dag->e, t, &won);
+    }
+    char holder[RP_NAME_MAX + 1] = "";
+    int64_t term = 0;
+    if (!rc) {
+        const etcd_txn_result *res = etcd_txn_result_at(t, won ? 1 : 0);
+        if (res && res->n) {
+            json_t *h = json_loadb((const char *)res->kvs[0].val, res->kvs[0].len, 0, NULL);
+            snprintf(holder, sizeof holder, "%s", om_json_str_or(h, "server", ""));
+            term = res->kvs[0].create_rev;
+            json_decref(h);
+        }
+    }
+    etcd_txn_free(t);
+    free(val);
+    if (rc) return; /* etcd unreachable: the lease thread says so */
+    pthread_mutex_lock(&r->mu);
+    int changed = strcmp(holder, r->pam) || term != r->pam_term;
+    snprintf(r->pam, sizeof r->pam, "%s", holder);
+    r->pam_term = term;
+    pthread_mutex_unlock(&r->mu);
+    if (changed && !strcmp(holder, r->o->server))
+        om_info("this server (%s) is the primary active manager of DAG %s (term %lld)",
+                r->o->server, r->dag->name, (long long)term);
+    else if (changed && holder[0])
+        om_info("the primary active manager of DAG %s is %s (term %lld)", r->dag->name, holder,
+                (long long)term);
+}
+
 /* Renews the lease every third of its time; a lapsed or unreachable lease is granted anew. */
 static void *lease_main(void *arg)
 {
@@ -94,6 +144,7 @@ static void *lease_main(void *arg)
         } else
             rc = lease_up(r);
         etcd_state(r, rc);
+        if (!rc && r->lease) pam_round(r);
         uint64_t ms = rc ? backoff : (uint64_t)r->o->lease_s * 1000 / 3;
         backoff = rc ? (backoff * 2 > 2000 ? 2000 : backoff * 2) : 100;
         struct timespec ts = om_deadline_ms(ms);
@@ -341,10 +392,11 @@ static json_t *status_json(repld *r)
                               "last_error", st.last_error));
     }
     json_t *o =
-        json_pack("{s:b,s:s,s:s,s:s,s:b,s:s,s:I,s:I,s:o}", "ok", 1, "server", r->o->server, "dag",
-                  r->dag->name, "listen", r->o->listen, "etcd_ok", r->etcd_ok, "etcd_error",
+        json_pack("{s:b,s:s,s:s,s:s,s:b,s:s,s:I,s:I,s:o,s:s,s:I}", "ok", 1, "server", r->o->server,
+                  "dag", r->dag->name, "listen", r->o->listen, "etcd_ok", r->etcd_ok, "etcd_error",
                   r->etcd_ok ? "" : r->etcd_error, "peers_served", (json_int_t)r->peers_served,
-                  "peers_refused", (json_int_t)r->peers_refused, "copies", copies);
+                  "peers_refused", (json_int_t)r->peers_refused, "copies", copies, "primary",
+                  r->pam, "primary_term", (json_int_t)r->pam_term);
     /* Where this server's DAG is, for `ombra restore` on a server whose store keeps a file
      * directory (docs/design.md "Restore in a DAG"). */
     json_object_set_new(o, "etcd", json_string(r->o->etcd));
