@@ -40,10 +40,24 @@ static void usage(FILE *f)
           f);
 }
 
+/* The value of option opt as a decimal number in [lo, hi]; else one line saying what it takes
+ * (what) and -1. */
+static int number(const char *opt, const char *text, long lo, long hi, const char *what, long *n)
+{
+    char *end;
+    *n = strtol(text, &end, 10);
+    if (!*text || *end || *n < lo || *n > hi) {
+        fprintf(stderr, "ombra-repld: %s takes %s, not '%s'\n", opt, what, text);
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     om_log_init("ombra-repld");
     int fg = 0;
+    long n;
     rp_repld_opts o = {.etcd = getenv("OMBRA_ETCD"), .limits = {.max_data = 1u << 20}};
     for (int i = 1; i < argc; i++) {
         int lo = om_server_limit_option("ombra-repld", argc, argv, &i, &o.limits);
@@ -63,34 +77,15 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--group") && v)
             o.group = argv[++i];
         else if (!strcmp(a, "--lease-seconds") && v) {
-            char *end;
-            long n = strtol(argv[++i], &end, 10);
-            if (*end || n < 1 || n > 3600) {
-                fprintf(stderr, "ombra-repld: --lease-seconds takes 1-3600, not '%s'\n", argv[i]);
-                return 2;
-            }
+            if (number(a, argv[++i], 1, 3600, "1-3600", &n)) return 2;
             o.lease_s = (int)n;
         } else if (!strcmp(a, "--truncation-hold-limit") && v) {
-            char *end;
-            long n = strtol(argv[++i], &end, 10);
-            if (*end || n < 1 || n > 10L * 366 * 86400) {
-                fprintf(stderr,
-                        "ombra-repld: --truncation-hold-limit takes 1 s to 10 years in seconds, "
-                        "not '%s'\n",
-                        argv[i]);
+            if (number(a, argv[++i], 1, 10L * 366 * 86400, "1 s to 10 years in seconds", &n))
                 return 2;
-            }
             o.hold_limit_s = (unsigned)n;
         } else if (!strcmp(a, "--backup-replay-queue") && v) {
-            char *end;
-            long n = strtol(argv[++i], &end, 10);
-            if (*end || n < 0 || n > 1000000) {
-                fprintf(stderr,
-                        "ombra-repld: --backup-replay-queue takes a number of generations "
-                        "(0-1000000), not '%s'\n",
-                        argv[i]);
+            if (number(a, argv[++i], 0, 1000000, "a number of generations (0-1000000)", &n))
                 return 2;
-            }
             o.backup_replay_queue = (unsigned)n;
             o.backup_replay_queue_set = 1;
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
