@@ -173,17 +173,26 @@ static void file_close(store_dir *d)
 static const store_dir_ops FILE_OPS = {file_put,       file_remove, file_refresh,
                                        file_on_change, file_record, file_close};
 
-int store_dir_open_file(const char *path, store_dir **out)
+/* A directory of ops whose backend state is a copy of text (the file's path, the reason of
+ * none); NULL when out of memory. */
+static store_dir *dir_with_text(const store_dir_ops *ops, const char *text)
 {
     store_dir *d = calloc(1, sizeof *d);
-    char *p = strdup(path);
-    if (!d || !p) {
+    char *t = strdup(text);
+    if (!d || !t) {
         free(d);
-        free(p);
-        return oom();
+        free(t);
+        return NULL;
     }
-    d->ops = &FILE_OPS;
-    d->be = p;
+    d->ops = ops;
+    d->be = t;
+    return d;
+}
+
+int store_dir_open_file(const char *path, store_dir **out)
+{
+    store_dir *d = dir_with_text(&FILE_OPS, path);
+    if (!d) return oom();
     json_t *doc = NULL;
     int rc = file_load(path, &doc);
     if (!rc && doc && json_object_get(doc, "etcd"))
@@ -263,15 +272,8 @@ static const store_dir_ops NONE_OPS = {none_put,       none_remove, file_refresh
 
 int store_dir_open_none(const char *why, store_dir **out)
 {
-    store_dir *d = calloc(1, sizeof *d);
-    char *w = strdup(why);
-    if (!d || !w) {
-        free(d);
-        free(w);
-        return oom();
-    }
-    d->ops = &NONE_OPS;
-    d->be = w;
+    store_dir *d = dir_with_text(&NONE_OPS, why);
+    if (!d) return oom();
     *out = d;
     return 0;
 }
