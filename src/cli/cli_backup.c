@@ -149,8 +149,8 @@ static int run_all(const bk_job_opts *o, rp_dag *d, const pick *p, size_t n, con
                 if ((rc = rp_tls_load(dir, &tls)))
                     rc = om_err_ctx(rc,
                                     "a backup of the copy on server %s is asked through this "
-                                    "server's DAG certificate (run as root, or run ombra backup "
-                                    "on %s)",
+                                    "server's DAG certificate (run as root, run ombra backup "
+                                    "on %s, or --from here for this server's copy)",
                                     p[i].server, p[i].server);
             }
             json_t *names = json_array();
@@ -181,10 +181,13 @@ static int backup_where(const bk_job_opts *o, json_t **res)
     rp_dag *d = NULL;
     char here[80] = "";
     int rc = o->from && !strcmp(o->from, "here") ? 0 : cli_local_dag(&d, here, sizeof here);
-    if (rc || !d) {
+    if (rc)
+        return om_err_ctx(rc, "asking this server's DAG which copy to back up (--from here backs "
+                              "up this server's copy without asking)");
+    if (!d) {
         bk_job_opts lo = *o;
         if (lo.from && !strcmp(lo.from, "here")) lo.from = NULL;
-        return rc ? rc : bk_backup_run(&lo, res);
+        return bk_backup_run(&lo, res);
     }
     /* Each database once (a name given twice is backed up once, as on one server); never more
      * than a run takes, and never one dropped. */
