@@ -62,21 +62,6 @@ struct rp_replica_writer {
 
 /* ---- copies ---- */
 
-/* The database id a component full name names ("Replica\srv1\<id>" or its "\Logs"); 0 when
- * the name is another writer's or another server's. */
-static int comp_db_id(rp_replica_writer *w, const char *comp, char id[37], int *is_logs)
-{
-    size_t l = strlen(w->logical);
-    if (!comp || strncmp(comp, w->logical, l) || comp[l] != '\\') return 0;
-    const char *p = comp + l + 1, *bs = strchr(p, '\\');
-    size_t n = bs ? (size_t)(bs - p) : strlen(p);
-    if (n != 36 || (bs && strcmp(bs, "\\Logs"))) return 0;
-    memcpy(id, p, 36);
-    id[36] = 0;
-    *is_logs = bs != NULL;
-    return 1;
-}
-
 /* The copy with that id as its copier knows it; 0 when this server holds none. */
 static int find_copy(rp_replica_writer *w, const char *id, rp_replica *out)
 {
@@ -128,7 +113,8 @@ static int named_before(rp_replica_writer *w, json_t *comps, size_t n, const cha
     for (size_t i = 0; i < n; i++) {
         char other[37];
         int is_logs = 0;
-        if (comp_db_id(w, arg_comp(comps, i), other, &is_logs) && !is_logs && !strcmp(other, id))
+        if (vss_comp_split(w->logical, arg_comp(comps, i), other, &is_logs) && !is_logs &&
+            !strcmp(other, id))
             return 1;
     }
     return 0;
@@ -145,7 +131,8 @@ static int each_copy(rp_replica_writer *w, vss_event *e, copy_fn fn)
         const char *comp = arg_comp(comps, i);
         char id[37];
         int is_logs = 0;
-        if (!comp_db_id(w, comp, id, &is_logs) || is_logs || named_before(w, comps, i, id))
+        if (!vss_comp_split(w->logical, comp, id, &is_logs) || is_logs ||
+            named_before(w, comps, i, id))
             continue;
         int rc = fn(w, e, id, comp);
         if (rc) return rc;
@@ -325,7 +312,7 @@ static int logs_alone(rp_replica_writer *w, vss_event *e)
         const char *comp = arg_comp(comps, i);
         char id[37];
         int is_logs = 0;
-        if (!comp_db_id(w, comp, id, &is_logs) || !is_logs ||
+        if (!vss_comp_split(w->logical, comp, id, &is_logs) || !is_logs ||
             named_before(w, comps, json_array_size(comps), id))
             continue;
         return vss_fail_rc(e, VSS_FAIL_NON_RETRYABLE,
@@ -531,7 +518,8 @@ static int unknown_success(rp_replica_writer *w, vss_event *e)
         const char *n = json_string_value(json_object_get(c, "name"));
         char id[37];
         int is_logs = 0;
-        if (!n || !json_is_true(json_object_get(c, "succeeded")) || !comp_db_id(w, n, id, &is_logs))
+        if (!n || !json_is_true(json_object_get(c, "succeeded")) ||
+            !vss_comp_split(w->logical, n, id, &is_logs))
             continue;
         pthread_mutex_lock(&w->mu);
         wcopy *d = wcopy_get(w, id, 0);

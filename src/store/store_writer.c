@@ -65,21 +65,6 @@ struct store_writer {
 
 /* ---- databases ---- */
 
-/* The database id a component full name names ("Ombra Store\srv1\<id>" or its "\Logs"); 0 when
- * the name is another writer's or another server's. */
-static int comp_db_id(store_writer *w, const char *comp, char id[37], int *is_logs)
-{
-    size_t l = strlen(w->logical);
-    if (strncmp(comp, w->logical, l) || comp[l] != '\\') return 0;
-    const char *p = comp + l + 1, *bs = strchr(p, '\\');
-    size_t n = bs ? (size_t)(bs - p) : strlen(p);
-    if (n != 36) return 0;
-    memcpy(id, p, 36);
-    id[36] = 0;
-    *is_logs = bs != NULL;
-    return 1;
-}
-
 /* The directory entry of a database id; NULL when none. Under registry.mu. */
 static store_dbent *dir_find_id(store_registry *s, const char *id)
 {
@@ -150,7 +135,8 @@ static int named_before(store_writer *w, json_t *comps, size_t n, const char *id
         const char *comp = arg_comp(comps, i);
         char other[37];
         int is_logs = 0;
-        if (comp && comp_db_id(w, comp, other, &is_logs) && !is_logs && !strcmp(other, id))
+        if (comp && vss_comp_split(w->logical, comp, other, &is_logs) && !is_logs &&
+            !strcmp(other, id))
             return 1;
     }
     return 0;
@@ -169,7 +155,8 @@ static int each_db(store_writer *w, vss_event *e, db_fn fn)
         const char *comp = arg_comp(comps, i);
         char id[37];
         int is_logs = 0;
-        if (!comp || !comp_db_id(w, comp, id, &is_logs) || is_logs || named_before(w, comps, i, id))
+        if (!comp || !vss_comp_split(w->logical, comp, id, &is_logs) || is_logs ||
+            named_before(w, comps, i, id))
             continue;
         store_mounted *m = NULL;
         store_dbent ent;
@@ -276,7 +263,7 @@ static int logs_alone(store_writer *w, vss_event *e)
         const char *comp = arg_comp(comps, i);
         char id[37], name[STORE_MAX_NAME + 1] = "?";
         int is_logs = 0;
-        if (!comp || !comp_db_id(w, comp, id, &is_logs) || !is_logs ||
+        if (!comp || !vss_comp_split(w->logical, comp, id, &is_logs) || !is_logs ||
             named_before(w, comps, json_array_size(comps), id))
             continue;
         pthread_mutex_lock(&w->reg->mu);
@@ -523,7 +510,8 @@ static int unknown_success(store_writer *w, vss_event *e)
         const char *n = json_string_value(json_object_get(c, "name"));
         char id[37];
         int is_logs = 0;
-        if (!n || !json_is_true(json_object_get(c, "succeeded")) || !comp_db_id(w, n, id, &is_logs))
+        if (!n || !json_is_true(json_object_get(c, "succeeded")) ||
+            !vss_comp_split(w->logical, n, id, &is_logs))
             continue;
         pthread_mutex_lock(&w->mu);
         wdb *d = wdb_get(w, id, 0);

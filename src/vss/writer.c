@@ -103,6 +103,19 @@ const char *vss_event_comp(const vss_event *e, size_t i)
     return json_is_string(c) ? json_string_value(c) : json_string_value(json_object_get(c, "name"));
 }
 
+int vss_comp_split(const char *logical, const char *comp, char id[37], int *is_logs)
+{
+    size_t l = strlen(logical);
+    if (!comp || strncmp(comp, logical, l) || comp[l] != '\\') return 0;
+    const char *p = comp + l + 1, *bs = strchr(p, '\\');
+    size_t n = bs ? (size_t)(bs - p) : strlen(p);
+    if (n != 36 || (bs && strcmp(bs, "\\Logs"))) return 0;
+    memcpy(id, p, 36);
+    id[36] = 0;
+    *is_logs = bs != NULL;
+    return 1;
+}
+
 int vss_event_succeeded(const vss_event *e, const char *comp)
 {
     size_t i;

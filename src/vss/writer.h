@@ -97,6 +97,10 @@ int vss_fail_rc(vss_event *e, vss_failure kind, int rc);
 /* What the event's arguments say of its components. The name of the i-th of "components" (a
  * string, or an object's "name"; NULL past the end). */
 const char *vss_event_comp(const vss_event *e, size_t i);
+/* The database id a component's full name names under a writer's logical path ("<logical>\<id>"
+ * or its "<logical>\<id>\Logs", id 36 characters): 1 (*is_logs says which), or 0 for any other
+ * name (another writer's or server's, another subcomponent, NULL). */
+int vss_comp_split(const char *logical, const char *comp, char id[37], int *is_logs);
 /* BackupComplete: 1 when the requester marked the component succeeded. */
 int vss_event_succeeded(const vss_event *e, const char *comp);
 /* BackupShutdown: 1 when "stored" names the component (the requester stored its backup). */

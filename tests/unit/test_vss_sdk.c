@@ -924,6 +924,27 @@ static void requester_begin_without_the_service_says_to_start_it(void **s)
     assert_non_null(strstr(om_err_detail(), "HINT: start ombra-vssd"));
 }
 
+/* A component's database id under a writer's logical path: the database and its Logs only. */
+static void component_names_split_into_a_database_id(void **state)
+{
+    const char *id = "0123abcd-0000-4000-8000-00000000abcd";
+    char got[37], name[200];
+    int logs = -1;
+    snprintf(name, sizeof name, "Ombra Store\\a\\%s", id);
+    assert_int_equal(vss_comp_split("Ombra Store\\a", name, got, &logs), 1);
+    assert_string_equal(got, id);
+    assert_int_equal(logs, 0);
+    snprintf(name, sizeof name, "Ombra Store\\a\\%s\\Logs", id);
+    assert_int_equal(vss_comp_split("Ombra Store\\a", name, got, &logs), 1);
+    assert_int_equal(logs, 1);
+    snprintf(name, sizeof name, "Ombra Store\\a\\%s\\Other", id);
+    assert_int_equal(vss_comp_split("Ombra Store\\a", name, got, &logs), 0);
+    snprintf(name, sizeof name, "Ombra Store\\ab\\%s", id);
+    assert_int_equal(vss_comp_split("Ombra Store\\a", name, got, &logs), 0);
+    assert_int_equal(vss_comp_split("Ombra Store\\a", "Ombra Store\\a\\short", got, &logs), 0);
+    assert_int_equal(vss_comp_split("Ombra Store\\a", NULL, got, &logs), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -943,6 +964,7 @@ int main(void)
         WT(stopping_aborts_the_open_sessions),
         WT(abort_is_answered_ok_and_handled_once),
         cmocka_unit_test(failure_kinds_have_protocol_names_and_errors),
+        cmocka_unit_test(component_names_split_into_a_database_id),
         cmocka_unit_test(metadata_builders_make_the_documented_document),
         RT(requester_sends_the_documented_ops_in_order),
         RT(requester_restore_ops_carry_the_documents_and_options),
