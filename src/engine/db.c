@@ -6,6 +6,7 @@
  *   (file)  --eng_db_create-->  mounted: Dirty Shutdown on disk, log open
  *   (file)  --eng_db_open-->    [eng_recovery_run if Dirty] --> mount() --> mounted
  *   mounted --eng_db_close-->   TERM record, pages flushed, header Clean Shutdown
+ *   mounted --eng_db_close_gen--> the same, then E00.log renamed to its numbered name
  *   mounted --a write or fsync fails--> fatal: every change refused; eng_db_close frees
  *                                       without writing; the next open recovers.
  *
@@ -277,9 +278,9 @@ int eng_db_recover(const eng_opts *o, eng_stats *st)
     return rc;
 }
 
-int eng_db_close(eng_db *db)
+/* Clean shutdown; with last_gen, the last generation is closed too (eng_db_close_gen). */
+static int close_db(eng_db *db, uint32_t *last_gen)
 {
-    if (!db) return 0;
     eng_role_acquire(db);
     int rc = db->fatal;
     if (rc) {
@@ -307,10 +308,25 @@ int eng_db_close(eng_db *db)
     db->hdr.log_committed = end.gen;
     if ((rc = eng_dbhdr_write(db->edbf, &db->hdr))) goto out;
     rc = eng_ckpt_write_chk(db, end);
+    /* Last, once the database is in Clean Shutdown: a crash before the rename is an ordinary
+     * dismount (the next mount closes the generation as it starts the next one). */
+    if (!rc && last_gen) rc = eng_log_finish(db->log, last_gen);
 out:
     eng_role_release(db);
     eng_db_abandon(db);
     return rc;
+}
+
+int eng_db_close(eng_db *db)
+{
+    return db ? close_db(db, NULL) : 0;
+}
+
+int eng_db_close_gen(eng_db *db, uint32_t *last_gen)
+{
+    *last_gen = 0;
+    if (!db) return om_errf(OM_E_InvalidParameter, "closing a database that is not open");
+    return close_db(db, last_gen);
 }
 
 int eng_db_info(eng_db *db, eng_info *info)

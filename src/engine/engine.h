@@ -82,6 +82,15 @@ int eng_db_open(const eng_opts *o, eng_db **out);
 /* Clean shutdown: flushes everything, header to Clean Shutdown, frees db. If the database
  * hit a fatal error it is freed without writing and FatalIO is returned. */
 int eng_db_close(eng_db *db);
+/* eng_db_close, and then the last generation is closed: E00.log renamed to its numbered name
+ * and the log folder synced, no next generation started (*last_gen: the generation closed).
+ * Every generation the database wrote is then a finished file that can be shipped (a
+ * switchover: the passive copies get the whole stream before one of them mounts). The next
+ * eng_db_open of these files, or of a passive copy that replayed them (eng_passive_*), starts
+ * generation *last_gen + 1 of the same stream. On an error db is freed all the same; when the
+ * clean shutdown was done and only the rename failed, E00.log is still there and the next open
+ * works as after eng_db_close. */
+int eng_db_close_gen(eng_db *db, uint32_t *last_gen);
 /* Frees db without writing anything, as if the process died (tests, fatal paths). */
 void eng_db_abandon(eng_db *db);
 

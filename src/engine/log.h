@@ -64,6 +64,11 @@ int eng_log_append(eng_log *l, const uint8_t *recs, uint32_t len, uint64_t *end_
 int eng_log_flush_to(eng_log *l, uint64_t lsn);
 /* Flushes everything and starts the next generation. */
 int eng_log_roll(eng_log *l);
+/* Flushes everything and closes the current generation without starting another: E00.log is
+ * renamed to its numbered name and the folder synced (*gen: that generation). Appends are
+ * refused afterwards; the caller frees the log. The next eng_log_start (the next mount) starts
+ * the generation after it, with rename_current 0. A failure leaves E00.log where it was. */
+int eng_log_finish(eng_log *l, uint32_t *gen);
 uint64_t eng_log_end_lsn(eng_log *l);
 /* The LSN up to which the log is durable. */
 uint64_t eng_log_durable_lsn(eng_log *l);

@@ -26,6 +26,7 @@ struct eng_log {
     uint32_t buf_len, buf_cap;
     uint64_t appended, flushed; /* LSNs */
     int flushing, fatal, disk_full;
+    int finished; /* eng_log_finish: the current generation is closed, nothing more is written */
     /* Owned by the flusher (flushing == 1). */
     uint8_t *wbuf, *slots;
     uint32_t wbuf_cap;
@@ -95,6 +96,20 @@ static int prepare_tmp(eng_log *l)
     return 0; /* no reserve left: the next roll fails with LogDiskFull */
 }
 
+/* The finished generation's name must be free, or hold that very generation (a roll cut short
+ * by a crash): a file of anything else there (another database's, an administrator's) is never
+ * replaced. */
+static int finish_name_free(eng_log *l, uint32_t gen, const char *fin)
+{
+    om_vfs *v = l->cfg.vfs;
+    if (v->exists(v, fin) != 1 || eng_loghdr_is(v, fin, gen, &l->cfg.log_sig)) return 0;
+    return om_errf(OM_E_LogWriteFail,
+                   "cannot finish log generation %u: %s exists and is not that generation of "
+                   "this log (another file is at its name). HINT: move that file away, then "
+                   "mount again",
+                   gen, fin);
+}
+
 /* Starts generation gen (the flusher role or exclusive access is held). */
 static int start_gen(eng_log *l, uint32_t gen, int rename_current, uint32_t prev_end)
 {
@@ -134,16 +149,7 @@ static int start_gen(eng_log *l, uint32_t gen, int rename_current, uint32_t prev
     rc = om_open(v, tmp, 0, &f);
     if (!rc) rc = om_pwrite(f, l->slots, ENG_SLOT_SIZE, 0);
     if (!rc) rc = om_sync(f);
-    /* The finished generation's name must be free, or hold that very generation (a roll cut
-     * short by a crash): a file of anything else there (another database's, an administrator's)
-     * is never replaced. */
-    if (!rc && rename_current && v->exists(v, fin) == 1 &&
-        !eng_loghdr_is(v, fin, gen - 1, &l->cfg.log_sig))
-        rc = om_errf(OM_E_LogWriteFail,
-                     "cannot finish log generation %u: %s exists and is not that generation of "
-                     "this log (another file is at its name). HINT: move that file away, then "
-                     "mount again",
-                     gen - 1, fin);
+    if (!rc && rename_current) rc = finish_name_free(l, gen - 1, fin);
     if (!rc && rename_current) rc = v->rename(v, cur, fin);
     if (!rc) rc = v->rename(v, tmp, cur);
     if (!rc) rc = v->sync_dir(v, l->dir);
@@ -276,6 +282,10 @@ int eng_log_append(eng_log *l, const uint8_t *recs, uint32_t len, uint64_t *end_
 {
     pthread_mutex_lock(&l->mu);
     int rc = l->fatal;
+    if (!rc && l->finished)
+        rc =
+            om_errf(OM_E_Internal, "log %s in %s: generation %u is closed: nothing more is written",
+                    l->base, l->dir, l->gen);
     if (!rc && l->buf_len + len > l->buf_cap) {
         uint32_t nc = l->buf_cap ? l->buf_cap : 65536;
         while (nc < l->buf_len + len)
@@ -353,6 +363,37 @@ int eng_log_roll(eng_log *l)
         pthread_cond_wait(&l->cond, &l->mu);
     int rc = l->fatal;
     if (!rc) rc = flush_round(l, 1);
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
+int eng_log_finish(eng_log *l, uint32_t *gen)
+{
+    pthread_mutex_lock(&l->mu);
+    while (l->flushing)
+        pthread_cond_wait(&l->cond, &l->mu);
+    int rc = l->fatal;
+    if (!rc && l->buf_len) rc = flush_round(l, 0);
+    if (!rc) l->flushing = 1; /* the files are the flusher's */
+    pthread_mutex_unlock(&l->mu);
+    if (rc)
+        return om_errf(OM_E_FatalIO, "log %s in %s: an earlier write or sync failed", l->base,
+                       l->dir);
+    /* Everything is synced already (each flush syncs): only the name changes, and the folder is
+     * synced so that the name is durable. A crash before that leaves E00.log, which the next
+     * mount finishes as after any dismount. */
+    om_vfs *v = l->cfg.vfs;
+    char cur[4200], fin[4200];
+    rc = path_of(l, cur, sizeof cur, 0, 0);
+    if (!rc) rc = path_of(l, fin, sizeof fin, 2, l->gen);
+    if (!rc) rc = finish_name_free(l, l->gen, fin);
+    if (!rc) rc = v->rename(v, cur, fin);
+    if (!rc) rc = v->sync_dir(v, l->dir);
+    pthread_mutex_lock(&l->mu);
+    l->flushing = 0;
+    if (!rc) l->finished = 1;
+    *gen = l->gen;
+    pthread_cond_broadcast(&l->cond);
     pthread_mutex_unlock(&l->mu);
     return rc;
 }
