@@ -275,6 +275,35 @@ int store_client_dag_join(store_client *c, const char *etcd_url, const char *dag
     return rc;
 }
 
+int store_client_dag_lease(store_client *c, uint32_t valid_ms, json_t **dbs)
+{
+    return call_get(c, json_pack("{s:s, s:I}", "op", "dag.lease", "valid_ms", (json_int_t)valid_ms),
+                    "databases", is_array, "list of databases", dbs);
+}
+
+int store_client_db_handoff(store_client *c, const char *id, int64_t epoch, uint32_t timeout_ms,
+                            uint32_t *last_gen, uint64_t *refused_since_ns)
+{
+    json_t *rep = NULL;
+    int64_t g = -1, t = -1;
+    *last_gen = 0;
+    *refused_since_ns = 0;
+    int rc = call(c,
+                  json_pack("{s:s, s:s, s:I, s:I}", "op", "db.handoff", "id", id, "epoch",
+                            (json_int_t)epoch, "timeout_ms", (json_int_t)timeout_ms),
+                  NULL, 0, NULL, NULL, &rep, NULL, NULL);
+    if (rc) return rc;
+    if (om_json_int(rep, "last_gen", &g) || om_json_int(rep, "refused_since_ns", &t) || g < 1 ||
+        g > UINT32_MAX || t < 0)
+        rc = om_errf(OM_E_Internal, "the server's reply to db.handoff has no last generation");
+    else {
+        *last_gen = (uint32_t)g;
+        *refused_since_ns = (uint64_t)t;
+    }
+    json_decref(rep);
+    return rc;
+}
+
 int store_client_db_sync_position(store_client *c, const char *db, const char *id,
                                   const char *server, uint32_t gen, uint32_t len, int sync_copies)
 {
@@ -322,6 +351,16 @@ static json_t *mail_req(const char *op, const char *db, const char *mailbox)
 int store_client_mail_deliver(store_client *c, const char *db, const store_mail_new *m,
                               uint64_t *id)
 {
+    store_mail_ack a;
+    int rc = store_client_mail_deliver_ack(c, db, m, &a);
+    *id = rc ? 0 : a.id;
+    return rc;
+}
+
+int store_client_mail_deliver_ack(store_client *c, const char *db, const store_mail_new *m,
+                                  store_mail_ack *ack)
+{
+    memset(ack, 0, sizeof *ack);
     json_t *req = mail_req("mail.deliver", db, m->mailbox), *rep;
     if (m->folder) json_object_set_new(req, "folder", json_string(m->folder));
     if (m->subject) {
@@ -338,7 +377,11 @@ int store_client_mail_deliver(store_client *c, const char *db, const store_mail_
     if (om_json_int(rep, "id", &v))
         rc = om_err_ctx(OM_E_Internal, "the server's reply");
     else
-        *id = (uint64_t)v;
+        ack->id = (uint64_t)v;
+    /* A store from before fencing says none of these: "", 0, 0. */
+    snprintf(ack->server, sizeof ack->server, "%s", om_json_str_or(rep, "server", ""));
+    ack->epoch = om_json_int_or(rep, "epoch", 0);
+    ack->acked_ns = (uint64_t)om_json_int_or(rep, "acked_ns", 0);
     json_decref(rep);
     return rc;
 }

@@ -116,6 +116,32 @@ int store_client_db_backup_op(store_client *c, const char *op, const char *db, j
 int store_client_dag_join(store_client *c, const char *etcd_url, const char *dag, int check_only,
                           json_t **rep);
 
+/* ---- fencing and handoff (ombra-repld; store/fence.h, docs/design.md "Fencing and handoff in
+ * the store") ---- */
+
+/* dag.lease: this server's replicated databases may acknowledge commits for valid_ms (1 ms to an
+ * hour) from when the store reads the request: ombra-repld calls it right after each successful
+ * etcd keepalive, with valid_ms = the lease's time - the time since it sent the keepalive - a
+ * margin, so that the store's deadline always comes before etcd can expire the lease. The
+ * first call arms the store's fencing (before it, the store acknowledges as it always did);
+ * armed, a database that mounted takes no commit before the next call. -> *dbs (a new
+ * reference) the array of the databases the DAG names active on this server: {"id", "name",
+ * "epoch" (of active/<id> it is mounted under, or the DAG's when not mounted), "mounted",
+ * "taking_commits"}: ombra-repld keeps activelease/<id> for those taking commits. */
+int store_client_dag_lease(store_client *c, uint32_t valid_ms, json_t **dbs);
+/* db.handoff (a switchover, on the active): database id, active here at epoch (else refused:
+ * InvalidParameter), stops taking commits (new ones wait, then get DatabaseMoving), lets those
+ * in flight finish (within timeout_ms, 1 ms to 10 minutes; else DatabaseMoving, and the
+ * database goes on taking commits), is dismounted cleanly with its last log generation closed
+ * (eng_db_close_gen), and is marked handed off at epoch: the store does not mount it again
+ * until active/<id> names this server at a greater epoch (an aborted switchover), nor after a
+ * restart. -> *last_gen: the last generation of this epoch (every generation up to it is a
+ * finished file), *refused_since_ns: since when commits were refused (CLOCK_REALTIME ns). Asked
+ * again for the same epoch once done, the same answer. Refused while a backup session holds the
+ * database (BackupInProgress); DatabaseUnavailable when it is not mounted. */
+int store_client_db_handoff(store_client *c, const char *id, int64_t epoch, uint32_t timeout_ms,
+                            uint32_t *last_gen, uint64_t *refused_since_ns);
+
 /* ---- mail ---- */
 
 /* What store_mail_deliver stores: the body byte for byte (at most OM_PROTO_MAX_DATA bytes). */
@@ -130,6 +156,21 @@ typedef struct store_mail_new {
 /* Delivers into database db -> *id, once the message is durable. */
 int store_client_mail_deliver(store_client *c, const char *db, const store_mail_new *m,
                               uint64_t *id);
+/* Who acknowledged a commit: the server, the epoch of active/<id> its copy was mounted under
+ * (0: no DAG) and when (CLOCK_REALTIME ns). */
+typedef struct store_mail_ack {
+    uint64_t id;
+    char server[128];
+    int64_t epoch;
+    uint64_t acked_ns;
+} store_mail_ack;
+/* store_client_mail_deliver, with the acknowledgement. Retryable errors (a delivery that may
+ * succeed when made again, here or on the server now active; the CLI exits 75):
+ * SyncCopiesUnavailable, ActiveLeaseLapsed (nothing committed, or committed here but not
+ * acknowledged: delivered again, the message may be there twice), DatabaseMoving (a
+ * switchover), WrongServer (the DAG names another server active). */
+int store_client_mail_deliver_ack(store_client *c, const char *db, const store_mail_new *m,
+                                  store_mail_ack *ack);
 /* folder NULL: every folder -> the array of {"id", "folder", "time", "size", "subject"}. */
 int store_client_mail_list(store_client *c, const char *db, const char *mailbox, const char *folder,
                            json_t **messages);

@@ -24,6 +24,8 @@ struct store_dir_ops {
     void (*on_change)(store_dir *d, void (*fn)(void *arg), void *arg);
     json_t *(*record)(store_dir *d, const char *name);
     void (*close)(store_dir *d);
+    /* NULL: the backend knows no database beyond its entries */
+    int (*active)(store_dir *d, const char *name, char *server, size_t n, int64_t *epoch);
 };
 
 static int oom(void)
@@ -170,8 +172,8 @@ static void file_close(store_dir *d)
     free(d->be);
 }
 
-static const store_dir_ops FILE_OPS = {file_put,       file_remove, file_refresh,
-                                       file_on_change, file_record, file_close};
+static const store_dir_ops FILE_OPS = {file_put,    file_remove, file_refresh, file_on_change,
+                                       file_record, file_close,  NULL};
 
 /* A directory of ops whose backend state is a copy of text (the file's path, the reason of
  * none); NULL when out of memory. */
@@ -267,8 +269,8 @@ static int none_remove(store_dir *d, store_dbent *cur)
     return om_errf(OM_E_EtcdUnavailable, "%s", (const char *)d->be);
 }
 
-static const store_dir_ops NONE_OPS = {none_put,       none_remove, file_refresh,
-                                       file_on_change, file_record, file_close};
+static const store_dir_ops NONE_OPS = {none_put,    none_remove, file_refresh, file_on_change,
+                                       file_record, file_close,  NULL};
 
 int store_dir_open_none(const char *why, store_dir **out)
 {
@@ -304,8 +306,8 @@ typedef enum pend_kind {
 
 /* A change seen by a watch. PEND_SNAP: the whole state after a compaction, doc is then
  * {id: {"doc", "mod", "create"}} for every record at rev. PEND_A*: the same of active/<id>
- * (the active watch): doc is the server's name (a JSON string; NULL for a value that names
- * none), {id: server} for PEND_ASNAP. */
+ * (the active watch): doc is what the value says (act_value; NULL for a delete), {id: that}
+ * for PEND_ASNAP. */
 typedef struct pend {
     pend_kind kind;
     char id[37];
@@ -322,8 +324,8 @@ typedef struct dir_etcd {
     dir_rec *recs;
     size_t nrec, caprec;
     etcd_watch *w;
-    /* active/<id>: {id: {"server": name or null, "rev"}}, null when deleted (a tombstone that
-     * keeps a late event from bringing an older value back) */
+    /* active/<id>: {id: {"server": name or null, "epoch", "since_gen", "rev"}}, server null
+     * when deleted (a tombstone that keeps a late event from bringing an older value back) */
     char aprefix[300];
     json_t *act;
     etcd_watch *aw;
@@ -386,26 +388,32 @@ static const char *key_id(const dir_etcd *x, const char *key)
     return key_id_in(x->prefix, key);
 }
 
-/* The server an active/<id> value names (a new reference to a JSON string), json_null() for a
- * value that names none (said in the log: it is not ombra's). */
-static json_t *act_server(const etcd_kv *kv)
+/* What an active/<id> value says (a new reference): {"server": its name, or null when it names
+ * none (said in the log: it is not ombra's), "epoch", "since_gen"}. */
+static json_t *act_value(const etcd_kv *kv)
 {
     json_t *v = json_loadb((const char *)kv->val, kv->len, 0, NULL);
     const char *s = json_string_value(json_object_get(v, "server"));
-    json_t *out = s && *s ? json_string(s) : json_null();
+    json_int_t epoch = json_integer_value(json_object_get(v, "epoch")),
+               since = json_integer_value(json_object_get(v, "since_gen"));
+    json_t *out = json_pack("{s:o, s:I, s:I}", "server", s && *s ? json_string(s) : json_null(),
+                            "epoch", epoch, "since_gen", since);
     if (!s || !*s) om_warn("etcd key %s names no active server: taken as none", kv->key);
     json_decref(v);
     return out;
 }
 
-/* Sets what active/<id> names (server: a string, or null when deleted) as of rev, unless what
- * is known is newer. 1 when it changed. */
-static int act_set(dir_etcd *x, const char *id, json_t *server, int64_t rev)
+/* Sets what active/<id> says (v: act_value's, or json_null() when deleted) as of rev, unless
+ * what is known is newer. 1 when it changed. */
+static int act_set(dir_etcd *x, const char *id, json_t *v, int64_t rev)
 {
-    json_t *cur = json_object_get(x->act, id);
+    json_t *cur = json_object_get(x->act, id), *server = json_object_get(v, "server");
     if (cur && json_integer_value(json_object_get(cur, "rev")) >= rev) return 0;
     json_object_set_new(x->act, id,
-                        json_pack("{s:O, s:I}", "server", server, "rev", (json_int_t)rev));
+                        json_pack("{s:O, s:I, s:I, s:I}", "server", server ? server : json_null(),
+                                  "epoch", json_integer_value(json_object_get(v, "epoch")),
+                                  "since_gen", json_integer_value(json_object_get(v, "since_gen")),
+                                  "rev", (json_int_t)rev));
     return 1;
 }
 
@@ -455,10 +463,13 @@ static int rec_ent(const dir_etcd *x, json_t *doc, store_dbent *e)
     e->allow_restore = json_is_true(json_object_get(doc, "allow_restore"));
     e->recovery = json_is_true(json_object_get(doc, "recovery"));
     e->mounted = json_is_true(json_object_get(c, "mounted"));
-    const char *on = json_string_value(json_object_get(
-        json_object_get(x->act, json_string_value(json_object_get(doc, "id"))), "server"));
+    json_t *a = json_object_get(x->act, json_string_value(json_object_get(doc, "id")));
+    const char *on = json_string_value(json_object_get(a, "server"));
     snprintf(e->active_on, sizeof e->active_on, "%s", on ? on : "");
     e->active = on && !strcmp(on, x->server);
+    e->active_epoch = on ? (int64_t)json_integer_value(json_object_get(a, "epoch")) : 0;
+    json_int_t since = json_integer_value(json_object_get(a, "since_gen"));
+    e->active_since_gen = on && since > 0 && since <= UINT32_MAX ? (uint32_t)since : 0;
     return 1;
 }
 
@@ -652,7 +663,7 @@ static int put_try(store_dir *d, const store_dbent *e, const store_dbent *base, 
             *written = doc;
             doc = NULL;
             if (aval) {
-                json_t *me = json_string(x->server);
+                json_t *me = json_pack("{s:s, s:i}", "server", x->server, "epoch", 1);
                 act_set(x, id, me, *mod_rev);
                 json_decref(me);
             }
@@ -842,7 +853,7 @@ static void on_active_event(void *arg, const etcd_event *ev)
         p->doc = json_object();
         for (size_t i = 0; i < ev->n && p->doc; i++) {
             const char *id = key_id_in(x->aprefix, ev->kvs[i].key);
-            if (id) json_object_set_new(p->doc, id, act_server(&ev->kvs[i]));
+            if (id) json_object_set_new(p->doc, id, act_value(&ev->kvs[i]));
         }
     } else {
         const char *id = key_id_in(x->aprefix, ev->kv->key);
@@ -852,7 +863,7 @@ static void on_active_event(void *arg, const etcd_event *ev)
         }
         p->kind = ev->type == ETCD_EV_PUT ? PEND_APUT : PEND_ADEL;
         snprintf(p->id, sizeof p->id, "%s", id);
-        p->doc = ev->type == ETCD_EV_PUT ? act_server(ev->kv) : NULL;
+        p->doc = ev->type == ETCD_EV_PUT ? act_value(ev->kv) : NULL;
     }
     queue(x, p);
 }
@@ -981,8 +992,24 @@ static void etcd_dir_close(store_dir *d)
     free(x);
 }
 
+static int etcd_dir_active(store_dir *d, const char *name, char *server, size_t n, int64_t *epoch)
+{
+    dir_etcd *x = d->be;
+    for (size_t i = 0; i < x->nrec; i++) {
+        const char *rn = json_string_value(json_object_get(x->recs[i].doc, "name"));
+        if (!rn || strcmp(rn, name)) continue;
+        json_t *a = json_object_get(x->act, x->recs[i].id);
+        const char *on = json_string_value(json_object_get(a, "server"));
+        snprintf(server, n, "%s", on ? on : "");
+        *epoch = on ? (int64_t)json_integer_value(json_object_get(a, "epoch")) : 0;
+        return 1;
+    }
+    return 0;
+}
+
 static const store_dir_ops ETCD_OPS = {etcd_dir_put,       etcd_dir_remove, etcd_dir_refresh,
-                                       etcd_dir_on_change, etcd_dir_record, etcd_dir_close};
+                                       etcd_dir_on_change, etcd_dir_record, etcd_dir_close,
+                                       etcd_dir_active};
 
 static int valid_name(const char *s)
 {
@@ -1026,7 +1053,7 @@ int store_dir_open_etcd(etcd *e, const char *dag, const char *server, store_dir 
     int rc = x->act ? etcd_range_prefix(e, x->aprefix, &kvs, &n, &arev) : oom();
     for (size_t i = 0; i < n && !rc; i++) {
         const char *id = key_id_in(x->aprefix, kvs[i].key);
-        json_t *srv = id ? act_server(&kvs[i]) : NULL;
+        json_t *srv = id ? act_value(&kvs[i]) : NULL;
         if (id) act_set(x, id, srv, kvs[i].mod_rev);
         json_decref(srv);
     }
@@ -1097,6 +1124,13 @@ void store_dir_on_change(store_dir *d, void (*fn)(void *arg), void *arg)
 json_t *store_dir_record(store_dir *d, const char *name)
 {
     return d->ops->record(d, name);
+}
+
+int store_dir_active(store_dir *d, const char *name, char *server, size_t n, int64_t *epoch)
+{
+    server[0] = 0;
+    *epoch = 0;
+    return d->ops->active ? d->ops->active(d, name, server, n, epoch) : 0;
 }
 
 int store_same_place(const char *a, const char *b)

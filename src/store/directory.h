@@ -22,8 +22,9 @@
  * copies/<db id>/<server>): no entry of the store's.
  *
  * Active copies. The etcd backend also reads and watches /ombra/dag/<dag>/active/<db id>
- * ({"server", "epoch"}): an entry's active_on is the server the DAG names active, and active
- * says whether that is this server; the store mounts only those (docs/design.md "The store on
+ * ({"server", "epoch", "since_gen", ...}): an entry's active_on is the server the DAG names
+ * active, active says whether that is this server, active_epoch and active_since_gen what the
+ * key says; the store mounts only those (docs/design.md "The store on
  * the etcd directory"). A put that adds this server's copy of a database the DAG has no active
  * copy of (a new database, a joining server's) writes active/<db id> = {this server, epoch 1}
  * in the same transaction as the record, so a crash leaves both or neither. On the file
@@ -40,6 +41,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/uuid.h"
 #include "etcd/etcd.h"
@@ -55,6 +57,10 @@ typedef struct store_dbent {
     int circular, allow_restore, recovery, mounted;
     int active;          /* this server holds the active copy (always on the file backend) */
     char active_on[128]; /* the server the DAG names active; "" when none */
+    /* active/<id>'s "epoch" and "since_gen" (the first generation of that epoch's log stream);
+     * 0 on the file backend and when the DAG names no active copy. */
+    int64_t active_epoch;
+    uint32_t active_since_gen;
 } store_dbent;
 
 typedef struct store_dir_ops store_dir_ops; /* the backend's calls (directory.c) */
@@ -122,6 +128,11 @@ void store_dir_on_change(store_dir *d, void (*fn)(void *arg), void *arg);
 /* The DAG's record of database name (a new reference), every copy included; NULL when there
  * is none, and always on the file backend (one server: ents say everything). */
 json_t *store_dir_record(store_dir *d, const char *name);
+
+/* Whether the DAG has a database of that name, whichever servers hold its copies (this one
+ * perhaps only as a passive copy, which is no entry): 1, with the server active/<id> names
+ * (server, "" when none) and its epoch; 0 when it has none, and always on the file backend. */
+int store_dir_active(store_dir *d, const char *name, char *server, size_t n, int64_t *epoch);
 
 /* 1 when two paths name one place: the same file or folder once links on the way are
  * resolved, or the same text where neither exists yet. */

@@ -5,9 +5,117 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <time.h>
+
 #include "base/error.h"
 #include "base/logging.h"
+#include "base/paths.h"
+#include "base/proto.h"
 #include "base/time.h"
+#include "base/vfs.h"
+
+/* ---- handoffs ---- */
+
+static int handoffs_load(store_registry *r)
+{
+    om_vfs *v = om_vfs_posix();
+    uint8_t *data = NULL;
+    size_t n = 0;
+    json_error_t je;
+    int ex = v->exists(v, r->handoff_path);
+    if (ex < 0) return ex;
+    if (!ex) {
+        r->handoffs = json_object();
+        return r->handoffs ? 0 : om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    int rc = om_read_file(v, r->handoff_path, &data, &n);
+    if (rc) return rc;
+    r->handoffs = json_loadb((const char *)data, n, 0, &je);
+    free(data);
+    if (json_is_object(r->handoffs)) return 0;
+    json_decref(r->handoffs);
+    r->handoffs = NULL;
+    return om_errf(OM_E_InvalidParameter,
+                   "%s is not the store's record of handed-off databases (%s). HINT: it names the "
+                   "databases this server handed off in a switchover; restore it, or remove it "
+                   "once ombra dag status shows them active elsewhere",
+                   r->handoff_path, je.text);
+}
+
+static int handoffs_save(store_registry *r)
+{
+    char *text = json_dumps(r->handoffs, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (!text) return om_errf(OM_E_OutOfMemory, "out of memory");
+    int rc = om_write_file_durable(om_vfs_posix(), r->handoff_path, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int store_handoff_mark_locked(store_registry *r, const char *id, int64_t epoch, uint32_t last_gen,
+                              uint64_t refused_since_ns)
+{
+    json_t *was = json_incref(json_object_get(r->handoffs, id));
+    json_object_set_new(r->handoffs, id,
+                        json_pack("{s:I, s:I, s:I}", "epoch", (json_int_t)epoch, "last_gen",
+                                  (json_int_t)last_gen, "refused_since_ns",
+                                  (json_int_t)refused_since_ns));
+    int rc = handoffs_save(r);
+    if (rc && was)
+        json_object_set(r->handoffs, id, was);
+    else if (rc)
+        json_object_del(r->handoffs, id);
+    json_decref(was);
+    return rc;
+}
+
+json_t *store_handed_off(store_registry *r, const store_dbent *e)
+{
+    char id[37];
+    om_uuid_str(&e->id, id);
+    json_t *h = json_object_get(r->handoffs, id);
+    if (!h || !e->active ||
+        e->active_epoch > (int64_t)json_integer_value(json_object_get(h, "epoch")))
+        return NULL;
+    return json_incref(h);
+}
+
+/* Marks that keep nothing from being mounted any more go: the DAG names another server, or
+ * this one at a greater epoch (mu held, the directory ready). */
+static void handoffs_prune_locked(store_registry *r)
+{
+    const char *id;
+    json_t *h;
+    void *tmp;
+    int changed = 0;
+    json_object_foreach_safe(r->handoffs, tmp, id, h)
+    {
+        om_uuid u;
+        store_dbent *e = NULL;
+        if (!om_uuid_parse(id, &u))
+            for (size_t i = 0; i < r->dir->n && !e; i++)
+                if (!memcmp(&r->dir->ents[i].id, &u, sizeof u)) e = &r->dir->ents[i];
+        json_t *still = e ? store_handed_off(r, e) : NULL;
+        if (still) {
+            json_decref(still);
+            continue;
+        }
+        json_object_del(r->handoffs, id);
+        changed = 1;
+    }
+    if (changed && handoffs_save(r))
+        om_warn("saving %s: %s (the marks it still holds are out of date: harmless)",
+                r->handoff_path, om_err_detail());
+}
+
+/* Whether the DAG's record of database name lists more than one copy (fencing applies). */
+static int replicated_of(store_registry *r, const char *name)
+{
+    json_t *rec = store_dir_record(r->dir, name);
+    int n = (int)json_object_size(json_object_get(rec, "copies"));
+    json_decref(rec);
+    return n > 1;
+}
 
 int store_registry_open(const store_registry_opts *o, store_registry **out)
 {
@@ -34,7 +142,17 @@ int store_registry_open(const store_registry_opts *o, store_registry **out)
         rc = store_dir_open_file(o->dir_path, &r->dir);
         r->dir_ready = !rc;
     }
+    char dir[4096];
+    om_dirname(o->dir_path, dir, sizeof dir);
+    snprintf(r->handoff_path, sizeof r->handoff_path, "%.4000s/handoffs.json", dir);
+    store_fence_opts fo = {
+        .server = o->server, .always = o->fence_always, .wait_ms = o->fence_wait_ms};
+    r->fence_wait_ms = o->fence_wait_ms ? o->fence_wait_ms : 5000;
+    if (!rc) rc = handoffs_load(r);
+    if (!rc) rc = store_fence_new(&fo, &r->fence);
     if (rc) {
+        store_dir_close(r->dir);
+        json_decref(r->handoffs);
         free(r);
         return rc;
     }
@@ -50,7 +168,14 @@ void store_registry_mount_marked(store_registry *r)
     for (size_t i = 0; i < r->dir->n; i++) {
         store_dbent *e = &r->dir->ents[i];
         if (!e->mounted || !e->active || strcmp(e->server, r->server)) continue;
-        if (store_mount_locked(r, e, 0)) om_error("%s", om_err_detail());
+        json_t *h = store_handed_off(r, e);
+        if (h)
+            om_info("database %s was handed off at epoch %lld: not mounted until the DAG names "
+                    "this server active at a greater epoch",
+                    e->name, (long long)json_integer_value(json_object_get(h, "epoch")));
+        else if (store_mount_locked(r, e, 0))
+            om_error("%s", om_err_detail());
+        json_decref(h);
     }
     pthread_mutex_unlock(&r->mu);
 }
@@ -61,19 +186,27 @@ static void follow_actives_locked(store_registry *r)
     for (int i = 0; i < r->nm; i++) {
         store_mounted *m = r->m[i];
         store_dbent *e = store_dir_find(r->dir, m->name);
-        if (e && e->active) continue;
+        if (e && e->active) {
+            store_follow_entry_locked(r, m);
+            continue;
+        }
+        char why[300];
         if (e)
-            om_warn("database %s: the DAG names server %s active now: dismounted here", m->name,
-                    e->active_on[0] ? e->active_on : "(none)");
+            snprintf(why, sizeof why, "the DAG names server %s active now (epoch %lld)",
+                     e->active_on[0] ? e->active_on : "(none)", (long long)e->active_epoch);
         else
-            om_warn("database %s left the directory (another server removed it): dismounted",
-                    m->name);
-        store_dismount_locked(r, m);
+            snprintf(why, sizeof why, "it left the directory (another server removed it)");
+        om_warn("database %s: %s: dismounted here", m->name, why);
+        store_dismount_why_locked(r, m, why, NULL);
         i = -1; /* r->m changed (and mu was let go): from the start */
     }
+    handoffs_prune_locked(r);
     for (size_t i = 0; i < r->dir->n; i++) {
         store_dbent e = r->dir->ents[i];
         if (!e.mounted || !e.active || store_find_mounted(r, e.name)) continue;
+        json_t *h = store_handed_off(r, &e);
+        json_decref(h);
+        if (h) continue; /* a switchover under way: the DAG decides where it mounts */
         om_info("database %s is active on this server now: mounting it", e.name);
         if (store_mount_locked(r, &e, 0)) om_error("%s", om_err_detail());
     }
@@ -91,6 +224,7 @@ static void on_dir_change(void *arg)
         om_warn("directory: %s", om_err_detail());
     else if (changed)
         follow_actives_locked(r);
+    pthread_cond_broadcast(&r->cond); /* commits waiting out a handoff look again */
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -181,6 +315,8 @@ int store_registry_close(store_registry *r)
     store_dir_on_change(r->dir, NULL, NULL);
     store_dir_close(r->dir);
     etcd_close(r->etcd);
+    store_fence_free(r->fence);
+    json_decref(r->handoffs);
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -249,6 +385,16 @@ eng_opts store_ent_opts(const store_registry *r, const store_dbent *e)
 int store_mount_locked(store_registry *r, const store_dbent *e, int create)
 {
     if (store_find_mounted(r, e->name)) return 0;
+    json_t *h = store_handed_off(r, e);
+    if (h) {
+        int64_t ep = (int64_t)json_integer_value(json_object_get(h, "epoch"));
+        json_decref(h);
+        return om_errf(OM_E_DatabaseMoving,
+                       "database '%s' was handed off at epoch %lld: it mounts here again only "
+                       "when the DAG names this server active at a greater epoch. HINT: the "
+                       "database is moving to another server; ombra dag status says where",
+                       e->name, (long long)ep);
+    }
     if (r->nm >= STORE_MAX_MOUNTED)
         return om_errf(OM_E_TooManyOpenDatabases,
                        "server %s already has %d mounted databases. HINT: dismount one first",
@@ -278,28 +424,56 @@ int store_mount_locked(store_registry *r, const store_dbent *e, int create)
     eng_db_stats(m->db, &st);
     om_info("mounted %s (%s) in %.3f s%s", e->name, e->edb, (double)(om_mono_ns() - t0) / 1e9,
             st.replay_records ? ", after replaying its logs" : "");
+    m->epoch = e->active_epoch;
+    if ((rc = store_fence_track(r->fence, m->name, m->epoch, replicated_of(r, e->name)))) {
+        store_mail_close(m->mail);
+        eng_db_close(m->db);
+        free(m);
+        return rc;
+    }
     r->m[r->nm++] = m;
+    pthread_cond_broadcast(&r->cond);
     return 0;
 }
 
-int store_dismount_locked(store_registry *r, store_mounted *m)
+void store_follow_entry_locked(store_registry *r, store_mounted *m)
+{
+    store_dbent *e = store_dir_find(r->dir, m->name);
+    if (!e) return;
+    m->epoch = e->active_epoch;
+    store_fence_update(r->fence, m->name, m->epoch, replicated_of(r, m->name));
+}
+
+int store_dismount_why_locked(store_registry *r, store_mounted *m, const char *why,
+                              uint32_t *last_gen)
 {
     m->closing = 1;
+    /* First: commits waiting for the fence give up now, and let their references go. */
+    store_fence_untrack(r->fence, m->name, why);
     while (m->refs > 0)
         pthread_cond_wait(&r->cond, &r->mu);
     for (int i = 0; i < r->nclosing; i++)
         r->closing[i].fn(r->closing[i].arg, m->db);
     store_mail_close(m->mail);
-    int rc = eng_db_close(m->db);
+    int rc = last_gen ? eng_db_close_gen(m->db, last_gen) : eng_db_close(m->db);
     for (int i = 0; i < r->nm; i++)
         if (r->m[i] == m) {
             r->m[i] = r->m[--r->nm];
             break;
         }
-    om_info("dismounted %s%s", m->name,
-            rc ? " after an earlier failure: it recovers at the next mount" : "");
+    if (last_gen && !rc)
+        om_info("dismounted %s, its last log generation %u closed", m->name, *last_gen);
+    else
+        om_info("dismounted %s%s", m->name,
+                rc ? " after an earlier failure: it recovers at the next mount" : "");
     free(m);
+    pthread_cond_broadcast(&r->cond);
     return rc;
+}
+
+int store_dismount_locked(store_registry *r, store_mounted *m)
+{
+    return store_dismount_why_locked(r, m, "dismounted", NULL);
 }
 
 int store_acquire(store_registry *r, const char *name, store_mounted **out)
@@ -316,6 +490,70 @@ int store_acquire(store_registry *r, const char *name, store_mounted **out)
     } else {
         m->refs++;
         *out = m;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+static int wrong_server(const char *name, const char *on, int64_t epoch)
+{
+    return om_errf(OM_E_WrongServer,
+                   "database '%s' is active on server %s (epoch %lld), not here. HINT: deliver "
+                   "to %s (ombra dag status names the active copy of each database)",
+                   name, on, (long long)epoch, on);
+}
+
+int store_acquire_commit(store_registry *r, const char *name, store_mounted **out)
+{
+    pthread_mutex_lock(&r->mu);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += r->fence_wait_ms / 1000;
+    until.tv_nsec += (long)(r->fence_wait_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    int rc = 0, timed_out = 0;
+    for (;;) {
+        store_mounted *m = store_find_mounted(r, name);
+        if (m && !m->closing) {
+            m->refs++;
+            *out = m;
+            break;
+        }
+        store_dbent *e = store_dir_find(r->dir, name);
+        char on[128];
+        int64_t ep = 0;
+        if (!e && store_dir_active(r->dir, name, on, sizeof on, &ep) && on[0] &&
+            strcmp(on, r->server)) {
+            rc = wrong_server(name, on, ep); /* a passive copy here, or none */
+            break;
+        }
+        if (e && !e->active && e->active_on[0]) {
+            rc = wrong_server(name, e->active_on, e->active_epoch);
+            break;
+        }
+        json_t *h = e ? store_handed_off(r, e) : NULL;
+        if (h && timed_out) {
+            rc = om_errf(OM_E_DatabaseMoving,
+                         "database '%s' was handed off by server %s at epoch %lld and is not "
+                         "active on another server yet. HINT: the database is moving to "
+                         "another server; deliver again",
+                         name, r->server,
+                         (long long)json_integer_value(json_object_get(h, "epoch")));
+            json_decref(h);
+            break;
+        }
+        if (h) {
+            json_decref(h);
+            timed_out = pthread_cond_timedwait(&r->cond, &r->mu, &until) == ETIMEDOUT;
+            continue;
+        }
+        rc = e ? om_errf(OM_E_DatabaseUnavailable,
+                         "database '%s' is not mounted. HINT: ombra db mount %s", name, name)
+               : no_such_db(name);
+        break;
     }
     pthread_mutex_unlock(&r->mu);
     return rc;

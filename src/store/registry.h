@@ -22,6 +22,7 @@
 
 #include "engine/engine.h"
 #include "store/directory.h"
+#include "store/fence.h"
 #include "store/mail.h"
 
 #define STORE_MAX_MOUNTED   100
@@ -32,9 +33,10 @@ typedef struct store_mounted {
     char name[STORE_MAX_NAME + 1];
     eng_db *db;
     mail_store *mail;
-    int refs;     /* requests using it (under mu) */
-    int closing;  /* being dismounted: no new reference */
-    int recovery; /* the recovery database */
+    int refs;      /* requests using it (under mu) */
+    int closing;   /* being dismounted: no new reference */
+    int recovery;  /* the recovery database */
+    int64_t epoch; /* of active/<id> it is mounted under (0: the file backend) */
 } store_mounted;
 
 /* Told that db is about to be closed (mu held): nothing of it may be used afterwards. */
@@ -46,6 +48,8 @@ typedef struct store_registry_opts {
     const store_dir_conf *conf; /* what it says (NULL: read here, store_dir_read_conf) */
     unsigned checkpoint_gens;   /* checkpoint depth in log generations (0: the engine's default) */
     unsigned cache_mb;          /* dirty pages kept per database before a checkpoint (0: default) */
+    int fence_always;       /* fencing armed from the start (fence.h; 0: at the first dag.lease) */
+    uint32_t fence_wait_ms; /* how long a commit waits for a renewal or a handoff (0: 5000) */
 } store_registry_opts;
 
 typedef struct store_registry {
@@ -62,6 +66,13 @@ typedef struct store_registry {
     unsigned checkpoint_gens, cache_mb;
     store_mounted *m[STORE_MAX_MOUNTED + 1];
     int nm;
+    store_fence *fence; /* fencing of the replicated databases (fence.h) */
+    uint32_t fence_wait_ms;
+    /* Databases handed off (db.handoff): {id: {"epoch", "last_gen", "refused_since_ns"}}, saved
+     * in handoff_path; not mounted again while the DAG names this server active at that epoch
+     * or an older one. */
+    json_t *handoffs;
+    char handoff_path[4200];
     struct {
         store_closing_fn fn;
         void *arg;
@@ -106,6 +117,12 @@ int store_find_ent(store_registry *r, const char *name, store_dbent **e);
  * for a name the directory does not have, DatabaseUnavailable (with a HINT to mount it) for one
  * not mounted or being dismounted. */
 int store_acquire(store_registry *r, const char *name, store_mounted **out);
+/* The same for a request that commits (mail): the retryable answers of a DAG database that is
+ * not here (the CLI exits 75 on them): WrongServer "database 'x' is active on server S, not
+ * here" for one the DAG names active on another server (a passive copy here, or a deposed
+ * active); for one handed off here (or being dismounted), waits up to fence_wait_ms for it to
+ * be mounted again (an aborted switchover), then DatabaseMoving. */
+int store_acquire_commit(store_registry *r, const char *name, store_mounted **out);
 void store_release(store_registry *r, store_mounted *m);
 /* Opens a database of the directory and registers it (create: a new one). Under mu. */
 int store_mount_locked(store_registry *r, const store_dbent *e, int create);
@@ -113,6 +130,21 @@ int store_mount_locked(store_registry *r, const store_dbent *e, int create);
  * it (Clean Shutdown) and frees m. The database is dismounted whatever the result; an error says
  * its clean shutdown failed (it recovers at its next mount). Under mu. */
 int store_dismount_locked(store_registry *r, store_mounted *m);
+/* The same, saying why in the log line of the commits it stops taking; with last_gen, the
+ * engine also closes the last generation (eng_db_close_gen: a handoff) and *last_gen is it. */
+int store_dismount_why_locked(store_registry *r, store_mounted *m, const char *why,
+                              uint32_t *last_gen);
+/* m's epoch and copies as the directory says now (after a change of the DAG). Under mu. */
+void store_follow_entry_locked(store_registry *r, store_mounted *m);
+
+/* Handoffs (db.handoff). The mark of database id handed off at epoch (saved durably before
+ * the dismount, so that a restart does not mount it either); last_gen 0 until known. */
+int store_handoff_mark_locked(store_registry *r, const char *id, int64_t epoch, uint32_t last_gen,
+                              uint64_t refused_since_ns);
+/* The mark of e (a new reference, {"epoch", "last_gen", "refused_since_ns"}) when it keeps e
+ * from being mounted: the DAG names this server active at the mark's epoch or an older one.
+ * NULL otherwise. Under mu. */
+json_t *store_handed_off(store_registry *r, const store_dbent *e);
 /* The engine options of a directory entry (the registry's cache and checkpoint settings). */
 eng_opts store_ent_opts(const store_registry *r, const store_dbent *e);
 

@@ -249,6 +249,7 @@ static int db_new(op_req *r, int recovery)
         if (e.mounted) store_dismount_locked(s->reg, m);
         return rc;
     }
+    if (e.mounted) store_follow_entry_locked(s->reg, m); /* the epoch the put gave it */
     om_info("created database %s at %s (logs %s, base %s)%s", e.name, e.edb, e.logs, e.base,
             recovery ? " as the recovery database" : "");
     json_object_set_new(r->rep, "db", db_json(s, &e, 0));
@@ -504,9 +505,39 @@ static int mailbox_of(op_req *r, const char **mailbox)
     return om_json_str(r->req, "mailbox", mailbox);
 }
 
+/* Before a commit of r's database: the fence lets it in (store/fence.h), or says why not. */
+static int commit_enter(op_req *r, store_fence_ticket *t)
+{
+    pthread_mutex_lock(&r->s->reg->mu);
+    json_t *rec = store_dir_record(r->s->reg->dir, r->m->name);
+    pthread_mutex_unlock(&r->s->reg->mu);
+    int replicated = json_object_size(json_object_get(rec, "copies")) > 1;
+    json_decref(rec);
+    return store_fence_enter(r->s->reg->fence, r->m->name, replicated, t);
+}
+
+/* After it (rc: how it went, its synchronous copies included): acknowledged only when the fence
+ * says so; the reply then says which server acknowledged it, at which epoch and when (the
+ * nemesis test checks with them that no two servers acknowledged at once). */
+static int commit_ack(op_req *r, int rc, store_fence_ticket *t)
+{
+    if (rc) {
+        store_fence_leave(r->s->reg->fence, t);
+        return rc;
+    }
+    uint64_t acked = 0;
+    int64_t epoch = 0;
+    if ((rc = store_fence_ack(r->s->reg->fence, t, &acked, &epoch))) return rc;
+    json_object_set_new(r->rep, "server", json_string(r->s->server));
+    json_object_set_new(r->rep, "epoch", json_integer((json_int_t)epoch));
+    json_object_set_new(r->rep, "acked_ns", json_integer((json_int_t)acked));
+    return 0;
+}
+
 static int h_mail_deliver(op_req *r)
 {
     mail_new n = {0};
+    store_fence_ticket t;
     int rc = mailbox_of(r, &n.mailbox);
     if (rc) return rc;
     n.folder = om_json_str_or(r->req, "folder", NULL);
@@ -514,10 +545,12 @@ static int h_mail_deliver(op_req *r)
     n.body = r->data;
     n.size = r->dlen;
     uint64_t id = 0;
+    if ((rc = commit_enter(r, &t))) return rc;
     rc = store_mail_deliver(r->m->mail, &n, 0, &id);
     if (!rc) rc = sync_after_commit(r);
-    if (!rc) json_object_set_new(r->rep, "id", json_integer((json_int_t)id));
-    return rc;
+    if ((rc = commit_ack(r, rc, &t))) return rc;
+    json_object_set_new(r->rep, "id", json_integer((json_int_t)id));
+    return 0;
 }
 
 static int h_mail_list(op_req *r)
@@ -576,9 +609,13 @@ static int h_mail_delete(op_req *r)
 {
     const char *mailbox;
     uint64_t id;
+    store_fence_ticket t;
     int rc = message_of(r, &mailbox, &id);
-    if (!rc) rc = store_mail_delete(r->m->mail, mailbox, id, 0);
-    return rc ? rc : sync_after_commit(r);
+    if (!rc) rc = commit_enter(r, &t);
+    if (rc) return rc;
+    rc = store_mail_delete(r->m->mail, mailbox, id, 0);
+    if (!rc) rc = sync_after_commit(r);
+    return commit_ack(r, rc, &t);
 }
 
 static int h_mail_digest(op_req *r)
@@ -610,11 +647,13 @@ static int h_mail_load(op_req *r)
                        "load: mailboxes 1..1000000, messages >= 0, size 0..64 MiB");
     uint64_t t0 = om_mono_ns();
     int fd = r->fd;
+    store_fence_ticket t;
+    if ((rc = commit_enter(r, &t))) return rc;
     /* Lazy transactions and one flush at the end: durable when the reply says done. */
     rc = store_mail_load(r->m->mail, (uint32_t)boxes, (uint64_t)msgs, (uint64_t)size,
                          (uint64_t)seed, 1, send_progress, &fd);
     double secs = (double)(om_mono_ns() - t0) / 1e9;
-    if (rc) return rc;
+    if ((rc = commit_ack(r, rc, &t))) return rc;
     json_object_set_new(r->rep, "messages", json_integer(msgs));
     json_object_set_new(r->rep, "seconds", json_real(secs));
     json_object_set_new(r->rep, "rate", json_real(secs > 0 ? (double)msgs / secs : 0));
@@ -824,6 +863,133 @@ static int h_db_truncate_logs(op_req *r)
     return 0;
 }
 
+/* ---- fencing and handoff (store/fence.h, docs/design.md "Fencing and handoff in the store")
+ * ---- */
+
+/* dag.lease {"valid_ms"} (this server's ombra-repld, after each etcd keepalive): the replicated
+ * databases may acknowledge commits for valid_ms from now. -> {"databases": [{"id", "name",
+ * "epoch", "mounted", "taking_commits"}]}: the databases the DAG names active here, so that
+ * ombra-repld keeps activelease/<id> for those taking commits. */
+static int h_dag_lease(op_req *r)
+{
+    store *s = r->s;
+    int64_t ms = 0;
+    int rc = om_json_int(r->req, "valid_ms", &ms);
+    if (!rc && (ms < 1 || ms > 3600000))
+        rc = om_errf(OM_E_InvalidParameter, "valid_ms %lld: 1 ms to an hour", (long long)ms);
+    if (rc) return rc;
+    store_fence_renew(s->reg->fence, (uint32_t)ms);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < s->reg->dir->n; i++) {
+        const store_dbent *e = &s->reg->dir->ents[i];
+        if (!e->active) continue;
+        store_mounted *m = store_find_mounted(s->reg, e->name);
+        int64_t epoch = e->active_epoch;
+        int taking = m && !m->closing && store_fence_taking(s->reg->fence, e->name, &epoch);
+        char id[37];
+        om_uuid_str(&e->id, id);
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:b, s:b}", "id", id, "name", e->name,
+                                             "epoch", (json_int_t)(m ? m->epoch : epoch), "mounted",
+                                             m != NULL, "taking_commits", taking));
+    }
+    json_object_set_new(r->rep, "databases", arr);
+    return 0;
+}
+
+static store_dbent *ent_of_id(store *s, const char *id)
+{
+    om_uuid u;
+    if (om_uuid_parse(id, &u)) return NULL;
+    for (size_t i = 0; i < s->reg->dir->n; i++)
+        if (!memcmp(&s->reg->dir->ents[i].id, &u, sizeof u)) return &s->reg->dir->ents[i];
+    return NULL;
+}
+
+/* Whether database id is still what a handoff at epoch needs (mu held): active here at that
+ * epoch, mounted. *m: it. */
+static int handoff_check(store *s, const char *id, int64_t epoch, store_mounted **m)
+{
+    store_dbent *e = ent_of_id(s, id);
+    *m = NULL;
+    if (!e)
+        return om_errf(OM_E_DatabaseNotFound, "no database with id %s on server %s", id, s->server);
+    if (!s->reg->conf.etcd || e->active_epoch <= 0)
+        return om_errf(OM_E_InvalidParameter,
+                       "database '%s' is in no DAG: a handoff moves a DAG's active copy", e->name);
+    if (!e->active || e->active_epoch != epoch)
+        return om_errf(OM_E_InvalidParameter,
+                       "handing off database '%s' at epoch %lld is refused: the DAG names %s "
+                       "active at epoch %lld",
+                       e->name, (long long)epoch, e->active_on[0] ? e->active_on : "no server",
+                       (long long)e->active_epoch);
+    *m = store_find_mounted(s->reg, e->name);
+    if (!*m || (*m)->closing)
+        return om_errf(OM_E_DatabaseUnavailable,
+                       "database '%s' is not mounted on server %s: nothing to hand off", e->name,
+                       s->server);
+    return 0;
+}
+
+/* db.handoff {"id", "epoch", "timeout_ms"} (a switchover, from this server's ombra-repld): stops
+ * taking commits of the database (new ones wait, then DatabaseMoving), lets the ones in flight
+ * finish (up to timeout_ms, else refused and commits go on), dismounts it closing its last
+ * generation, and marks it handed off at that epoch: it is not mounted here again until the DAG
+ * names this server active at a greater epoch. -> {"last_gen", "refused_since_ns"}. Asked again
+ * for the same epoch once done: the same answer. */
+static int h_db_handoff(op_req *r)
+{
+    store *s = r->s;
+    const char *id = om_json_str_or(r->req, "id", "");
+    int64_t epoch = 0, tmo = om_json_int_or(r->req, "timeout_ms", 30000);
+    int rc = om_json_int(r->req, "epoch", &epoch);
+    if (!rc && (tmo < 1 || tmo > 600000))
+        rc = om_errf(OM_E_InvalidParameter, "timeout_ms %lld: 1 ms to 10 minutes", (long long)tmo);
+    if (rc) return rc;
+    store_dbent *e = ent_of_id(s, id);
+    json_t *h = e ? store_handed_off(s->reg, e) : NULL;
+    if (h && json_integer_value(json_object_get(h, "epoch")) == epoch &&
+        json_integer_value(json_object_get(h, "last_gen")) > 0) {
+        json_object_set(r->rep, "last_gen", json_object_get(h, "last_gen"));
+        json_object_set(r->rep, "refused_since_ns", json_object_get(h, "refused_since_ns"));
+        json_decref(h);
+        return 0;
+    }
+    json_decref(h);
+    store_mounted *m;
+    if ((rc = handoff_check(s, id, epoch, &m)) ||
+        (rc = refuse_in_backup(s, ent_of_id(s, id), "handing off")))
+        return rc;
+    char name[STORE_MAX_NAME + 1];
+    snprintf(name, sizeof name, "%s", m->name);
+    uint64_t refused = 0;
+    /* The commits in flight may need mu to finish (their synchronous copies): waited without. */
+    pthread_mutex_unlock(&s->reg->mu);
+    rc = store_fence_stop(s->reg->fence, name, (uint32_t)tmo, &refused);
+    pthread_mutex_lock(&s->reg->mu);
+    if (!rc) rc = handoff_check(s, id, epoch, &m);
+    if (!rc) rc = store_handoff_mark_locked(s->reg, id, epoch, 0, refused);
+    if (rc) {
+        store_fence_resume(s->reg->fence, name);
+        return rc;
+    }
+    uint32_t last = 0;
+    if ((rc = store_dismount_why_locked(s->reg, m, "handed off to another server", &last)))
+        return om_errf(rc,
+                       "database '%s' is dismounted, but closing its last log generation failed: "
+                       "%s. HINT: it stays dismounted here until the DAG names this server "
+                       "active at a greater epoch",
+                       name, om_err_detail());
+    if (store_handoff_mark_locked(s->reg, id, epoch, last, refused))
+        om_warn("database %s: recording its handoff's last generation: %s", name, om_err_detail());
+    om_info("database %s handed off at epoch %lld: log generation %u closed, commits refused for "
+            "%.3f s so far; not mounted here again until the DAG names this server active at a "
+            "greater epoch",
+            name, (long long)epoch, last, (double)(om_now_ns() - refused) / 1e9);
+    json_object_set_new(r->rep, "last_gen", json_integer((json_int_t)last));
+    json_object_set_new(r->rep, "refused_since_ns", json_integer((json_int_t)refused));
+    return 0;
+}
+
 /* ---- the op table ---- */
 
 /* A request is one row: the lock its handler needs and, with needs_db, the database it names,
@@ -836,6 +1002,8 @@ typedef struct store_op {
     int own_only; /* called by this server's ombra-repld or the admin: root or the daemon's
                    * user only, not the socket's group (a copy's position decides which commits
                    * are acknowledged, a join which etcd the store trusts) */
+    int mail;     /* a mail request: a database of the DAG that is not here gets a retryable
+                   * answer (store_acquire_commit) */
 } store_op;
 
 /* A passive copy's durable position (store/syncwait.h), from the active's ombra-repld. */
@@ -861,26 +1029,28 @@ static int h_db_sync_position(op_req *r)
 }
 
 static const store_op ops[] = {
-    {"status", OP_REGISTRY, 0, h_status, 0},
-    {"db.new", OP_REGISTRY, 0, h_db_new, 0},
-    {"db.new_recovery", OP_REGISTRY, 0, h_db_new_recovery, 0},
-    {"db.list", OP_REGISTRY, 0, h_db_list, 0},
-    {"db.show", OP_REGISTRY, 1, h_db_show, 0},
-    {"db.mount", OP_REGISTRY, 1, h_db_mount, 0},
-    {"db.dismount", OP_REGISTRY, 1, h_db_dismount, 0},
-    {"db.set", OP_REGISTRY, 1, h_db_set, 0},
-    {"mail.deliver", OP_DB_REF, 1, h_mail_deliver, 0},
-    {"mail.list", OP_DB_REF, 1, h_mail_list, 0},
-    {"mail.get", OP_DB_REF, 1, h_mail_get, 0},
-    {"mail.delete", OP_DB_REF, 1, h_mail_delete, 0},
-    {"mail.digest", OP_DB_REF, 1, h_mail_digest, 0},
-    {"mail.load", OP_DB_REF, 1, h_mail_load, 0},
-    {"db.replication_floor", OP_DB_REF, 1, h_db_replication_floor, 1},
-    {"dag.join", OP_REGISTRY, 0, h_dag_join, 1},
-    {"db.sync_position", OP_DB_REF, 1, h_db_sync_position, 1},
-    {"db.backup_prepare", OP_DB_REF, 1, h_db_backup_prepare, 1},
-    {"db.record_backup", OP_DB_REF, 1, h_db_record_backup, 1},
-    {"db.truncate_logs", OP_DB_REF, 1, h_db_truncate_logs, 1},
+    {"status", OP_REGISTRY, 0, h_status, 0, 0},
+    {"db.new", OP_REGISTRY, 0, h_db_new, 0, 0},
+    {"db.new_recovery", OP_REGISTRY, 0, h_db_new_recovery, 0, 0},
+    {"db.list", OP_REGISTRY, 0, h_db_list, 0, 0},
+    {"db.show", OP_REGISTRY, 1, h_db_show, 0, 0},
+    {"db.mount", OP_REGISTRY, 1, h_db_mount, 0, 0},
+    {"db.dismount", OP_REGISTRY, 1, h_db_dismount, 0, 0},
+    {"db.set", OP_REGISTRY, 1, h_db_set, 0, 0},
+    {"mail.deliver", OP_DB_REF, 1, h_mail_deliver, 0, 1},
+    {"mail.list", OP_DB_REF, 1, h_mail_list, 0, 1},
+    {"mail.get", OP_DB_REF, 1, h_mail_get, 0, 1},
+    {"mail.delete", OP_DB_REF, 1, h_mail_delete, 0, 1},
+    {"mail.digest", OP_DB_REF, 1, h_mail_digest, 0, 1},
+    {"mail.load", OP_DB_REF, 1, h_mail_load, 0, 1},
+    {"db.replication_floor", OP_DB_REF, 1, h_db_replication_floor, 1, 0},
+    {"dag.join", OP_REGISTRY, 0, h_dag_join, 1, 0},
+    {"dag.lease", OP_REGISTRY, 0, h_dag_lease, 1, 0},
+    {"db.handoff", OP_REGISTRY, 0, h_db_handoff, 1, 0},
+    {"db.sync_position", OP_DB_REF, 1, h_db_sync_position, 1, 0},
+    {"db.backup_prepare", OP_DB_REF, 1, h_db_backup_prepare, 1, 0},
+    {"db.record_backup", OP_DB_REF, 1, h_db_record_backup, 1, 0},
+    {"db.truncate_logs", OP_DB_REF, 1, h_db_truncate_logs, 1, 0},
 };
 #define NOPS (sizeof ops / sizeof ops[0])
 
@@ -900,8 +1070,10 @@ static int run_op(const store_op *op, op_req *r)
     if (rc) return rc;
     if (op->lock == OP_DB_REF) {
         /* needs_db: a reference, or the database's own refusal (not mounted, none). */
-        if ((rc = om_json_str(r->req, "db", &name)) || (rc = store_acquire(r->s->reg, name, &r->m)))
-            return rc;
+        if ((rc = om_json_str(r->req, "db", &name))) return rc;
+        rc = op->mail ? store_acquire_commit(r->s->reg, name, &r->m)
+                      : store_acquire(r->s->reg, name, &r->m);
+        if (rc) return rc;
         rc = op->handler(r);
         store_release(r->s->reg, r->m);
         return rc;
@@ -1062,11 +1234,17 @@ int store_run(const store_opts *o)
                            conf.dag, conf.server, dirpath, o->server, conf.server);
         s->server = conf.server;
     }
+    /* Fencing is armed at the first dag.lease while ombra-repld does not send it everywhere yet;
+     * OMBRA_FENCE_ALWAYS=1 arms it from the start (DAC: nothing acknowledged before the DAG
+     * spoke). OMBRA_FENCE_WAIT_MS: the commits' wait for a renewal or a handoff (tests). */
+    const char *fa = getenv("OMBRA_FENCE_ALWAYS"), *fw = getenv("OMBRA_FENCE_WAIT_MS");
     store_registry_opts ro = {.server = s->server,
                               .conf = &conf,
                               .dir_path = dirpath,
                               .checkpoint_gens = o->checkpoint_gens,
-                              .cache_mb = o->cache_mb};
+                              .cache_mb = o->cache_mb,
+                              .fence_always = fa && !strcmp(fa, "1"),
+                              .fence_wait_ms = fw && atoi(fw) > 0 ? (uint32_t)atoi(fw) : 0};
     if ((rc = store_registry_open(&ro, &s->reg))) return rc;
     om_server_signals_block();
     if ((rc = om_server_listen(sock, s->group, "ombra-store", &s->listen_fd))) {
