@@ -24,7 +24,7 @@
 #include "repl/dag.h"
 #include "store/client.h"
 
-/* CLI_TEMPFAIL (EX_TEMPFAIL): the error is retryable (SyncCopiesUnavailable). */
+/* CLI_TEMPFAIL (EX_TEMPFAIL): the error is retryable (cli_retryable). */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2, CLI_TEMPFAIL = 75 };
 
 typedef struct cli_opt {
@@ -88,8 +88,12 @@ int cli_onoff(const cli_args *a, const char *name, int *out);
 int cli_usage(const cli_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The same before a command is known: "... See '<see> --help'." (see: "ombra", "ombra db"). */
 int cli_usage_at(const char *see, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Prints "ombra: <detail> (<err> <name>)" from the thread's error and returns CLI_FAIL. */
+/* Prints "ombra: <detail> (<err> <name>)" from the thread's error and returns CLI_FAIL, or
+ * CLI_TEMPFAIL when err is retryable. */
 int cli_fail(int err);
+/* 1 when the same request may succeed if made again, here or on the server the DAG names
+ * active: SyncCopiesUnavailable, ActiveLeaseLapsed, DatabaseMoving, WrongServer. */
+int cli_retryable(int err);
 
 /* This run's client of the store (store/client.h), made at the first call and freed when the
  * command ends: *out, or an error code (not printed). Its calls return error codes with the

@@ -31,7 +31,13 @@ int cli_fail(int err)
     fputs("ombra: ", stderr);
     put_one_line(d && *d ? d : om_err_msg(err));
     fprintf(stderr, " (%d %s)\n", err, om_err_name(err));
-    return err == OM_E_SyncCopiesUnavailable ? CLI_TEMPFAIL : CLI_FAIL;
+    return cli_retryable(err) ? CLI_TEMPFAIL : CLI_FAIL;
+}
+
+int cli_retryable(int err)
+{
+    return err == OM_E_SyncCopiesUnavailable || err == OM_E_ActiveLeaseLapsed ||
+           err == OM_E_DatabaseMoving || err == OM_E_WrongServer;
 }
 
 /* The part after "ombra: " of a usage error, then where to look. */

@@ -5,11 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/error.h"
 #include "base/progress.h"
 #include "base/proto.h"
+#include "base/time.h"
 #include "cli/cli.h"
 
 /* ---- deliver ---- */
@@ -130,6 +132,35 @@ static char *header_subject(const uint8_t *msg, size_t n, int *oom)
     return NULL;
 }
 
+/* The store cannot be reached (not running, restarting, its directory not reached yet, busy). */
+static int unreachable_store(int err)
+{
+    return err == OM_E_FileNotFound || err == OM_E_ConnectionClosed || err == OM_E_OutOfSessions ||
+           err == OM_E_EtcdUnavailable;
+}
+
+/* Delivers m, and with --retry delivers it again after a retryable error or an unreachable
+ * store until retry_s seconds have passed (pauses of 0.1 s doubling to 1 s). *unreachable: the
+ * last error was an unreachable store's, after retries (the exit is then 75 too). */
+static int deliver_retrying(const char *db, const store_mail_new *m, uint64_t retry_s,
+                            store_mail_ack *ack, int *unreachable)
+{
+    uint64_t until = om_mono_ns() + retry_s * 1000000000ull;
+    unsigned pause_ms = 100;
+    for (;;) {
+        store_client *sc;
+        int rc = cli_store(&sc);
+        if (!rc) rc = store_client_mail_deliver_ack(sc, db, m, ack);
+        int again = cli_retryable(rc) || unreachable_store(rc);
+        *unreachable = retry_s && unreachable_store(rc);
+        if (!rc || !again || !retry_s || om_mono_ns() + pause_ms * 1000000ull >= until) return rc;
+        struct timespec ts = {.tv_sec = pause_ms / 1000,
+                              .tv_nsec = (long)(pause_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        pause_ms = pause_ms * 2 > 1000 ? 1000 : pause_ms * 2;
+    }
+}
+
 static int run_deliver(const cli_args *a)
 {
     uint8_t *msg = NULL;
@@ -155,14 +186,31 @@ static int run_deliver(const cli_args *a)
             return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
         }
     }
-    store_client *sc;
-    uint64_t id;
-    rc = cli_store(&sc);
-    if (!rc) rc = store_client_mail_deliver(sc, a->pos[0], &m, &id);
+    uint64_t retry_s = 0;
+    if (cli_val(a, "retry") &&
+        (rc = cli_number(a, "--retry", cli_val(a, "retry"), 0, 86400, 0, &retry_s))) {
+        free(msg);
+        free(hs);
+        return rc;
+    }
+    store_mail_ack ack;
+    int unreachable = 0;
+    rc = deliver_retrying(a->pos[0], &m, retry_s, &ack, &unreachable);
     free(msg);
     free(hs);
-    if (rc) return cli_fail(rc);
-    printf("%llu\n", (unsigned long long)id);
+    if (rc) {
+        int ex = cli_fail(rc);
+        return unreachable ? CLI_TEMPFAIL : ex;
+    }
+    if (cli_flag(a, "json")) {
+        json_t *o =
+            json_pack("{s:I, s:s, s:I, s:I}", "id", (json_int_t)ack.id, "server", ack.server,
+                      "epoch", (json_int_t)ack.epoch, "acked_ns", (json_int_t)ack.acked_ns);
+        rc = cli_print_json(o);
+        json_decref(o);
+        return rc;
+    }
+    printf("%llu\n", (unsigned long long)ack.id);
     return CLI_OK;
 }
 
@@ -295,6 +343,10 @@ static int run_digest(const cli_args *a)
 static const cli_opt deliver_opts[] = {
     {"folder", "F", "the folder (default Inbox; created on first use)", 0},
     {"subject", "S", "the subject (default: the message's Subject: header)", 0},
+    {"retry", "SECONDS",
+     "deliver again after a retryable refusal or an unreachable store, for up to SECONDS", 0},
+    {"json", NULL, "print {\"id\", \"server\", \"epoch\", \"acked_ns\"}: who acknowledged it, when",
+     0},
     {0},
 };
 static const cli_opt list_opts[] = {
@@ -315,7 +367,11 @@ static const cli_opt no_opts[] = {{0}};
 static const cli_cmd mail_cmds[] = {
     {"deliver", "DB MAILBOX", deliver_opts,
      "Deliver the message on standard input and print its id once it is durable",
-     "The mailbox is created on first delivery. The message is stored byte for byte.", run_deliver},
+     "The mailbox is created on first delivery. The message is stored byte for byte. A "
+     "retryable refusal (the database moving to another server, this server's lease on it "
+     "lapsed, synchronous copies missing) exits 75 (EX_TEMPFAIL): deliver again, to the server "
+     "the DAG names active.",
+     run_deliver},
     {"list", "DB MAILBOX", list_opts, "List a mailbox's messages",
      "One line per message, tab-separated: id, folder, received time, size in bytes, subject.",
      run_list},
