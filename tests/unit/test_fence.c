@@ -33,8 +33,7 @@ static store_fence *fence(int always, uint32_t wait_ms)
 }
 
 /* One commit through the fence: enter, then ack after work_ms (the commit's time). */
-static int commit(store_fence *f, const char *db, int replicated, unsigned work_ms,
-                  int64_t *epoch)
+static int commit(store_fence *f, const char *db, int replicated, unsigned work_ms, int64_t *epoch)
 {
     store_fence_ticket t;
     int rc = store_fence_enter(f, db, replicated, &t);
@@ -107,7 +106,7 @@ static void durable_after_the_deadline_is_not_acknowledged(void **s)
     store_fence_renew(f, 60);
     store_fence_ticket t;
     assert_int_equal(store_fence_enter(f, "db1", 1, &t), 0);
-    sleep_ms(90);            /* the lease lapses while the commit runs */
+    sleep_ms(90);               /* the lease lapses while the commit runs */
     store_fence_renew(f, 5000); /* and is renewed before it ends */
     uint64_t acked;
     int64_t ep;
