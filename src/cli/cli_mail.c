@@ -140,24 +140,26 @@ static int unreachable_store(int err)
 }
 
 /* Delivers m, and with --retry delivers it again after a retryable error or an unreachable
- * store until retry_s seconds have passed (pauses of 0.1 s doubling to 1 s). *unreachable: the
- * last error was an unreachable store's, after retries (the exit is then 75 too). */
+ * store until retry_s seconds have passed (pauses of 0.1 s doubling to 1 s, the last attempt at
+ * the end). *unreachable: the last error was an unreachable store's, after retries (the exit is
+ * then 75 too). */
 static int deliver_retrying(const char *db, const store_mail_new *m, uint64_t retry_s,
                             store_mail_ack *ack, int *unreachable)
 {
-    uint64_t until = om_mono_ns() + retry_s * 1000000000ull;
-    unsigned pause_ms = 100;
+    uint64_t until = om_mono_ns() + retry_s * 1000000000ull, pause_ns = 100000000ull;
     for (;;) {
         store_client *sc;
         int rc = cli_store(&sc);
         if (!rc) rc = store_client_mail_deliver_ack(sc, db, m, ack);
         int again = cli_retryable(rc) || unreachable_store(rc);
         *unreachable = retry_s && unreachable_store(rc);
-        if (!rc || !again || !retry_s || om_mono_ns() + pause_ms * 1000000ull >= until) return rc;
-        struct timespec ts = {.tv_sec = pause_ms / 1000,
-                              .tv_nsec = (long)(pause_ms % 1000) * 1000000L};
+        uint64_t now = om_mono_ns();
+        if (!rc || !again || now >= until) return rc;
+        uint64_t ns = until - now < pause_ns ? until - now : pause_ns;
+        struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull),
+                              .tv_nsec = (long)(ns % 1000000000ull)};
         nanosleep(&ts, NULL);
-        pause_ms = pause_ms * 2 > 1000 ? 1000 : pause_ms * 2;
+        pause_ns = pause_ns * 2 > 1000000000ull ? 1000000000ull : pause_ns * 2;
     }
 }
 
