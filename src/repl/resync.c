@@ -71,7 +71,8 @@ static int move_one(om_dir *from, om_dir *to, const char *name)
     om_err_clear();
     rc = om_open_at(from, name, OM_O_RDONLY, &f);
     if (!rc) rc = om_fsize(f, &n);
-    if (!rc && n > (64u << 20)) rc = om_errf(OM_E_InvalidParameter, "%s/%s: too big", from->path, name);
+    if (!rc && n > (64u << 20))
+        rc = om_errf(OM_E_InvalidParameter, "%s/%s: too big", from->path, name);
     if (!rc && !(buf = malloc(n ? n : 1))) rc = om_errf(OM_E_OutOfMemory, "%s", name);
     if (!rc) rc = om_pread_full(f, buf, n, 0);
     om_close(f);
