@@ -22,6 +22,7 @@
 #include "engine/format.h"
 #include "engine/log.h"
 #include "repl/reseed.h"
+#include "repl/resync.h"
 #include "repl/wire.h"
 
 /* Seeds from a reseed's --source copy that may fail in a row before the active seeds it. */
@@ -37,7 +38,10 @@ struct rp_copier {
     /* the thread's own */
     char name[80], base[4], active[RP_NAME_MAX + 1], address[300];
     char source[RP_NAME_MAX + 1]; /* the reseed asked is from this server's copy ("": active) */
-    char dir[4096], edb[4200], logs[4200];
+    char dir[4096], edb[4200], logs[4200]; /* dir: the work folder, copies/<db id> */
+    int inplace;                           /* edb and logs are the store's (the record's) */
+    uint32_t epoch, since_gen;             /* of active/<id> as last read */
+    int since_known;                       /* active/<id> gives since_gen */
     int suspended;
     int trunc_failed; /* the active marked it Failed: it held truncation back too long (floor.h) */
     char trunc_msg[600];
@@ -52,9 +56,29 @@ struct rp_copier {
     uint64_t published_ns;
     char published[1024], published_state[16];
     eng_passive *p;
+    char p_edb[4200]; /* the .edb p was opened on */
     char warned[512]; /* the last trouble logged, and when */
     uint64_t warned_ns;
+    uint64_t deadline_ns; /* activation: requests to the active end by then (0: none) */
+    /* activation (rp_copier_activate), under mu */
+    rp_conn *conn; /* the connection to the active in use, so that a request can cut it */
+    int act_pending, act_done, act_rc, activated;
+    uint32_t act_through, act_timeout_ms;
+    int act_stream;
+    rp_activate_result act_res;
 };
+
+static void close_passive(rp_copier *c);
+static uint32_t last_copied(rp_copier *c, uint32_t *first);
+
+/* The wait for an answer of the active: ms, or what is left of an activation's time. */
+static int tmo(const rp_copier *c, int ms)
+{
+    if (!c->deadline_ns) return ms;
+    uint64_t now = om_mono_ns();
+    uint64_t left = c->deadline_ns > now ? (c->deadline_ns - now) / 1000000 : 0;
+    return left < (uint64_t)ms ? (int)(left ? left : 1) : ms;
+}
 
 static void set_state(rp_copier *c, const char *state, int rc)
 {
@@ -114,11 +138,25 @@ static int read_records(rp_copier *c)
         c->trunc_failed =
             tf && json_integer_value(json_object_get(tf, "reseed")) == c->reseed_asked;
         snprintf(c->trunc_msg, sizeof c->trunc_msg, "%s", om_json_str_or(tf, "message", ""));
+        /* A deposed active's copy is its store's files, where the record says they are. */
+        const char *edb = om_json_str_or(mine, "edb", ""), *logs = om_json_str_or(mine, "logs", "");
+        c->inplace = edb[0] == '/' && logs[0] == '/';
+        if (c->inplace) {
+            snprintf(c->edb, sizeof c->edb, "%s", edb);
+            snprintf(c->logs, sizeof c->logs, "%s", logs);
+        }
         snprintf(k, sizeof k, "active/%s", c->cfg.db_id);
         rc = rp_dag_get(c->cfg.dag, k, &act, NULL);
     }
     if (!rc) {
         snprintf(c->active, sizeof c->active, "%s", act ? om_json_str_or(act, "server", "") : "");
+        /* Epoch 1 (a record written before epochs had since_gen): the stream from its start. */
+        json_t *ep = json_object_get(act, "epoch"), *sg = json_object_get(act, "since_gen");
+        c->epoch = json_is_integer(ep) && json_integer_value(ep) > 0
+                       ? (uint32_t)json_integer_value(ep)
+                       : 1;
+        c->since_known = json_is_integer(sg) && json_integer_value(sg) >= 0;
+        c->since_gen = c->since_known ? (uint32_t)json_integer_value(sg) : 0;
         snprintf(k, sizeof k, "servers/%s", c->active);
         rc = c->active[0] ? rp_dag_get(c->cfg.dag, k, &srv, NULL) : 0;
         snprintf(c->address, sizeof c->address, "%s",
@@ -131,11 +169,15 @@ static int read_records(rp_copier *c)
         /* Keyed by the database's id, never by its name: a server's own database of that
          * name, or another DAG database of that name, is never this copy's folder. */
         snprintf(c->dir, sizeof c->dir, "%s/copies/%s", c->cfg.data_dir, c->cfg.db_id);
-        snprintf(c->edb, sizeof c->edb, "%s/%s.edb", c->dir, c->name);
-        snprintf(c->logs, sizeof c->logs, "%s/logs", c->dir);
+        if (!c->inplace) {
+            snprintf(c->edb, sizeof c->edb, "%s/%s.edb", c->dir, c->name);
+            snprintf(c->logs, sizeof c->logs, "%s/logs", c->dir);
+        }
         pthread_mutex_lock(&c->mu); /* for the replica writer (replica_writer.h) */
         snprintf(c->st.name, sizeof c->st.name, "%s", c->name);
         snprintf(c->st.base, sizeof c->st.base, "%s", c->base);
+        snprintf(c->st.edb, sizeof c->st.edb, "%s", c->edb);
+        snprintf(c->st.logs, sizeof c->st.logs, "%s", c->logs);
         pthread_mutex_unlock(&c->mu);
     }
     json_decref(db);
@@ -159,6 +201,7 @@ static void publish(rp_copier *c, int force)
         (json_int_t)(st.inspected > st.replayed ? st.inspected - st.replayed : 0), "edb", c->edb,
         "logs", c->logs, "last_error", st.last_error);
     json_object_set_new(rec, "mode", json_string(st.block ? "block" : "file"));
+    json_object_set_new(rec, "epoch", json_integer((json_int_t)st.epoch));
     json_object_set_new(rec, "streamed_gen", json_integer((json_int_t)st.streamed_gen));
     json_object_set_new(rec, "streamed_bytes", json_integer((json_int_t)st.streamed_bytes));
     json_object_set_new(rec, "streamed_len", json_integer((json_int_t)st.streamed_len));
@@ -196,7 +239,10 @@ static int open_dirs(rp_copier *c, om_dir **dir, om_dir **logs)
     snprintf(p, sizeof p, "%s/copies", c->cfg.data_dir);
     int rc = om_dir_open(v, NULL, p, OM_D_CREATE, &top);
     if (!rc) rc = om_dir_open(v, top, c->cfg.db_id, OM_D_CREATE, dir);
-    if (!rc) rc = om_dir_open(v, *dir, "logs", OM_D_CREATE, logs);
+    /* The store's log folder of a copy in place: a path the store was configured with. */
+    if (!rc)
+        rc = c->inplace ? om_dir_open(v, NULL, c->logs, 0, logs)
+                        : om_dir_open(v, *dir, "logs", OM_D_CREATE, logs);
     om_dir_close(top);
     if (rc) {
         om_dir_close(*dir);
@@ -238,9 +284,13 @@ static int wipe_one(void *arg, const char *name)
     return 0;
 }
 
-/* The copy's files gone (a reseed starts from nothing), through the handles only. */
+/* The copy's files gone (a reseed starts from nothing), through the handles only. Never the
+ * store's files of a copy in place (an administrator's): the reseed leaves them first. */
 static int wipe(rp_copier *c)
 {
+    if (c->inplace)
+        return om_errf(OM_E_Internal, "the copy of %s is the store's files at %s: not wiped",
+                       c->name, c->edb);
     om_dir *dir, *logs;
     int rc = open_dirs(c, &dir, &logs);
     if (!rc) {
@@ -266,6 +316,141 @@ static int wipe(rp_copier *c)
     if (!rc) rc = om_dir_sync(dir);
     om_dir_close(logs);
     om_dir_close(dir);
+    return rc;
+}
+
+/* ---- epochs (resync.h) ---- */
+
+typedef struct reseed_ask {
+    const char *server;
+    int bump; /* ask a reseed too (else only the store's paths go) */
+} reseed_ask;
+
+static int ask_change(void *arg, json_t *rec, int exists)
+{
+    reseed_ask *a = arg;
+    json_t *mine = json_object_get(json_object_get(rec, "copies"), a->server);
+    if (!exists || !mine)
+        return om_errf(OM_E_DatabaseNotFound, "server %s holds no copy of the database any more",
+                       a->server);
+    if (a->bump) {
+        json_object_set_new(mine, "reseed",
+                            json_integer(json_integer_value(json_object_get(mine, "reseed")) + 1));
+        json_object_del(mine, "source"); /* from the new active */
+    }
+    /* The store's files of a deposed active stay where they are, no longer the copy's. */
+    json_object_del(mine, "edb");
+    json_object_del(mine, "logs");
+    json_object_del(mine, "mounted");
+    return 0;
+}
+
+/* One update of the database's record: this server's copy leaves the store's paths (the next
+ * seed goes into copies/<db id>/) and, with bump, asks its own reseed; then the records again. */
+static int leave_store_paths(rp_copier *c, int bump)
+{
+    reseed_ask a = {.server = c->cfg.server, .bump = bump};
+    char k[160];
+    snprintf(k, sizeof k, "databases/%s", c->cfg.db_id);
+    int rc = rp_dag_update(c->cfg.dag, k, ask_change, &a);
+    if (!rc && c->inplace)
+        om_info("copy of %s: the store's files at %s and %s left where they are; the copy goes to "
+                "%s",
+                c->name, c->edb, c->logs, c->dir);
+    if (!rc) rc = read_records(c);
+    return rc;
+}
+
+/* The resync step before copying from an active of a greater epoch than the one the copy
+ * followed (resync.h): its divergent files set aside, its reseed asked when its database
+ * already holds changes of them, then the new epoch written. Under the copy lock, the handle
+ * closed. */
+static int follow_epoch(rp_copier *c)
+{
+    uint32_t had = 0;
+    int rc = rp_epoch_read(c->dir, &had);
+    if (rc) return rc;
+    if (had == c->epoch || (!had && c->epoch <= 1)) {
+        if (!had) rc = rp_epoch_write(c->dir, c->epoch);
+        if (!rc) {
+            pthread_mutex_lock(&c->mu);
+            c->st.epoch = c->epoch;
+            pthread_mutex_unlock(&c->mu);
+        }
+        return rc;
+    }
+    if (had > c->epoch)
+        return om_errf(OM_E_InvalidLogSequence,
+                       "active/%s says epoch %u (server %s), older than epoch %u, which this copy "
+                       "of %s followed already: nothing is copied from it. HINT: the DAG's records "
+                       "went back in time (etcd restored?): check active/%s",
+                       c->cfg.db_id, c->epoch, c->active, had, c->name, c->cfg.db_id);
+    if (!c->since_known)
+        return om_errf(OM_E_InvalidParameter,
+                       "active/%s is at epoch %u but says no since_gen: the copy of %s cannot tell "
+                       "which of its generations are the new active's",
+                       c->cfg.db_id, c->epoch, c->name);
+    close_passive(c);
+    int lk = -1;
+    rc = rp_copy_lock(c->cfg.data_dir, c->cfg.db_id, -1, &c->stop, &lk);
+    uint32_t moved = 0, held = 0;
+    char where[4400] = "";
+    if (!rc)
+        rc = rp_set_aside(c->dir, c->logs, c->base, c->since_gen, c->epoch, &moved, where,
+                          sizeof where);
+    c->sgen = c->slen = 0; /* the stream went too */
+    c->soff = 0;
+    if (!rc && moved)
+        om_warn("copy of %s: the active is now %s at epoch %u from generation %u on: %u files of "
+                "the deposed active's set aside in %s (kept, never replayed)",
+                c->name, c->active, c->epoch, c->since_gen, moved, where);
+    int past = 0;
+    struct stat sb;
+    if (!rc && !lstat(c->edb, &sb) && rp_edb_past(c->edb, c->since_gen, &past, &held)) {
+        om_warn("copy of %s: %s (reseeding it)", c->name, om_err_detail());
+        past = 1; /* a header that cannot be read cannot say it is before the fork */
+    }
+    if (!rc && past) {
+        int why = om_errf(OM_E_InvalidLogSequence,
+                          "the copy of %s diverged from the new active (%s, epoch %u) at "
+                          "generation %u: reseeding (its database holds changes through "
+                          "generation %u of the deposed active)",
+                          c->name, c->active, c->epoch, c->since_gen, held);
+        om_warn("%s", om_err_detail());
+        set_state(c, "Failed", why);
+        publish(c, 1);
+        rc = leave_store_paths(c, 1);
+    }
+    if (!rc) rc = rp_epoch_write(c->dir, c->epoch);
+    rp_copy_unlock(lk);
+    if (!rc) {
+        pthread_mutex_lock(&c->mu);
+        c->st.epoch = c->epoch;
+        c->st.copied = c->st.inspected = last_copied(c, NULL);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return rc;
+}
+
+/* A generation is installed only while active/<id> names the server and epoch it came from:
+ * an answer of a deposed active is never put where the engine reads it. */
+static int still_active(rp_copier *c, uint32_t gen)
+{
+    json_t *act = NULL;
+    char k[160];
+    snprintf(k, sizeof k, "active/%s", c->cfg.db_id);
+    int rc = rp_dag_get(c->cfg.dag, k, &act, NULL);
+    if (rc) return rc;
+    const char *srv = om_json_str_or(act, "server", "");
+    json_int_t ep = json_integer_value(json_object_get(act, "epoch"));
+    if (ep <= 0) ep = 1;
+    if (strcmp(srv, c->active) || (uint32_t)ep != c->epoch)
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "generation %u of %s from %s (epoch %u) refused: active/%s now names %s at "
+                     "epoch %lld",
+                     gen, c->name, c->active, c->epoch, c->cfg.db_id, srv[0] ? srv : "no server",
+                     (long long)ep);
+    json_decref(act);
     return rc;
 }
 
@@ -331,8 +516,8 @@ static int seed(rp_copier *c, rp_conn *conn)
     if (!rc) rc = om_durable_begin(dir, edbname, &d);
     if (!rc)
         rc = rp_send(conn,
-                     json_pack("{s:s,s:s,s:s}", "op", from_copy ? "seed.copy" : "seed", "db",
-                               c->cfg.db_id, "name", c->name),
+                     json_pack("{s:s,s:s,s:s,s:I}", "op", from_copy ? "seed.copy" : "seed", "db",
+                               c->cfg.db_id, "name", c->name, "epoch", (json_int_t)c->epoch),
                      NULL, 0);
     uint64_t size = 0, got = 0;
     uint32_t lo = 0, hi = 0, next = 0;
@@ -423,6 +608,8 @@ static int seed(rp_copier *c, rp_conn *conn)
         c->source_failed_for = c->reseed_asked;
         c->source_fails++;
     }
+    /* The seed is of the epoch it was asked at (the source checks it). */
+    if (!rc) rc = rp_epoch_write(c->dir, c->epoch);
     if (!rc) {
         c->reseed_seen = c->reseed_asked;
         if (from_copy)
@@ -460,6 +647,7 @@ static int install(rp_copier *c, uint32_t gen, const void *bulk, size_t n)
     char name[64];
     snprintf(name, sizeof name, "%s%08X.log", c->base, gen);
     om_dir *cdir = NULL;
+    if (!rc) rc = still_active(c, gen);
     if (!rc) rc = open_dirs(c, &cdir, &dir);
     om_dir_close(cdir);
     if (!rc) rc = om_durable_begin(dir, name, &d);
@@ -497,9 +685,9 @@ static int fetch(rp_copier *c, rp_conn *conn, uint32_t gen)
     void *bulk = NULL;
     size_t n = 0;
     int rc = rp_call(conn,
-                     json_pack("{s:s,s:s,s:s,s:I}", "op", "log.get", "db", c->cfg.db_id, "name",
-                               c->name, "gen", (json_int_t)gen),
-                     30000, &h, &bulk, &n);
+                     json_pack("{s:s,s:s,s:s,s:I,s:I}", "op", "log.get", "db", c->cfg.db_id, "name",
+                               c->name, "gen", (json_int_t)gen, "epoch", (json_int_t)c->epoch),
+                     tmo(c, 30000), &h, &bulk, &n);
     if (!rc) rc = install(c, gen, bulk, n);
     free(bulk);
     json_decref(h);
@@ -592,11 +780,12 @@ static int stream_step(rp_copier *c, rp_conn *conn, uint32_t gen, int timeout_ms
     size_t n = 0;
     if (!rc)
         rc = rp_call(conn,
-                     json_pack("{s:s,s:s,s:s,s:I,s:I,s:i,s:I,s:I}", "op", "log.stream", "db",
+                     json_pack("{s:s,s:s,s:s,s:I,s:I,s:i,s:I,s:I,s:I}", "op", "log.stream", "db",
                                c->cfg.db_id, "name", c->name, "gen", (json_int_t)gen, "offset",
                                (json_int_t)c->soff, "timeout_ms", timeout_ms, "held_gen",
-                               (json_int_t)gen, "held_len", (json_int_t)c->slen),
-                     timeout_ms + 30000, &r, &bulk, &n);
+                               (json_int_t)gen, "held_len", (json_int_t)c->slen, "epoch",
+                               (json_int_t)c->epoch),
+                     tmo(c, timeout_ms + 30000), &r, &bulk, &n);
     uint64_t off = 0, end = 0;
     if (!rc) {
         c->closed = (uint32_t)json_integer_value(json_object_get(r, "closed_gen"));
@@ -705,6 +894,7 @@ static int open_passive(rp_copier *c)
     int lk = -1;
     int rc = rp_copy_lock(c->cfg.data_dir, c->cfg.db_id, -1, &c->stop, &lk);
     if (!rc) rc = eng_passive_open(&o, &c->p);
+    if (!rc) snprintf(c->p_edb, sizeof c->p_edb, "%s", c->edb);
     if (!rc) rc = eng_passive_replay(c->p, 0, &ps);
     rp_copy_unlock(lk);
     if (!rc) {
@@ -767,25 +957,29 @@ static int run_copy(rp_copier *c, rp_conn *conn)
     publish(c, 1); /* connected: no longer Suspended, Disconnected or Seeding */
     while (!rc && !stopping(c)) {
         pthread_mutex_lock(&c->mu);
-        int poked = c->poked;
+        int poked = c->poked, act = c->act_pending;
         c->poked = 0;
         pthread_mutex_unlock(&c->mu);
-        if (poked) { /* the records changed: go on unless they say otherwise */
-            char active[sizeof c->active];
+        if (act) return 0; /* activation: copier_main does it */
+        if (poked) {       /* the records changed: go on unless they say otherwise */
+            char active[sizeof c->active], edb[sizeof c->edb];
+            uint32_t epoch = c->epoch;
             snprintf(active, sizeof active, "%s", c->active);
+            snprintf(edb, sizeof edb, "%s", c->edb);
             if ((rc = read_records(c))) break;
             if (c->suspended || c->trunc_failed || c->reseed_asked != c->reseed_seen ||
-                strcmp(active, c->active))
+                strcmp(active, c->active) || epoch != c->epoch || strcmp(edb, c->edb))
                 return 0;
         }
         /* Block mode asks what is closed only when the last stream answer did not say. */
         if (need_wait) {
             json_t *r = NULL;
-            rc = rp_call(conn,
-                         json_pack("{s:s,s:s,s:s,s:I,s:i}", "op", "log.wait", "db", c->cfg.db_id,
-                                   "name", c->name, "after", (json_int_t)c->st.copied, "timeout_ms",
-                                   c->no_block || !quick ? 2000 : 0),
-                         30000, &r, NULL, NULL);
+            rc =
+                rp_call(conn,
+                        json_pack("{s:s,s:s,s:s,s:I,s:i,s:I}", "op", "log.wait", "db", c->cfg.db_id,
+                                  "name", c->name, "after", (json_int_t)c->st.copied, "timeout_ms",
+                                  c->no_block || !quick ? 2000 : 0, "epoch", (json_int_t)c->epoch),
+                        30000, &r, NULL, NULL);
             if (rc) break;
             c->closed = (uint32_t)json_integer_value(json_object_get(r, "closed"));
             c->current = (uint32_t)json_integer_value(json_object_get(r, "current"));
@@ -853,12 +1047,168 @@ static int run_copy(rp_copier *c, rp_conn *conn)
     return rc;
 }
 
+/* ---- activation (copier.h) ---- */
+
+static int act_pending(rp_copier *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int p = c->act_pending;
+    pthread_mutex_unlock(&c->mu);
+    return p;
+}
+
+/* The connection in use, where rp_copier_activate can cut it. */
+static void set_conn(rp_copier *c, rp_conn *conn)
+{
+    pthread_mutex_lock(&c->mu);
+    c->conn = conn;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Step 1: what the active still gives, until the deadline; no error (a lost active is what a
+ * failover is about): the copy goes on with what it holds. */
+static void act_copy(rp_copier *c, uint32_t through, int use_stream)
+{
+    if (!strcmp(c->active, c->cfg.server) || tmo(c, 5000) <= 1) return;
+    rp_conn *conn = NULL;
+    int rc = rp_connect(c->cfg.tls, c->address, c->active, tmo(c, 5000), &conn);
+    for (int progress = 1; !rc && progress && tmo(c, 2) > 1;) {
+        progress = 0;
+        json_t *r = NULL;
+        rc = rp_call(conn,
+                     json_pack("{s:s,s:s,s:s,s:I,s:i,s:I}", "op", "log.wait", "db", c->cfg.db_id,
+                               "name", c->name, "after", (json_int_t)c->st.copied, "timeout_ms", 0,
+                               "epoch", (json_int_t)c->epoch),
+                     tmo(c, 30000), &r, NULL, NULL);
+        if (rc) break;
+        c->closed = (uint32_t)json_integer_value(json_object_get(r, "closed"));
+        c->current = (uint32_t)json_integer_value(json_object_get(r, "current"));
+        json_decref(r);
+        uint32_t upto = through && through < c->closed ? through : c->closed;
+        for (uint32_t g = c->st.copied + 1; !rc && g <= upto && tmo(c, 2) > 1; g++) {
+            rc = !c->no_block && c->sgen == g && c->soff ? stream_step(c, conn, g, 0)
+                                                         : fetch(c, conn, g);
+            progress = !rc;
+        }
+        /* The open generation as it is now: the acknowledged commits of a synchronous copy are
+         * in it (the stream has them already; the active may hold a little more). */
+        if (!rc && use_stream && !through && !c->no_block && c->current &&
+            c->current == c->st.copied + 1 && tmo(c, 2) > 1) {
+            uint64_t had = c->soff;
+            uint32_t copied = c->st.copied;
+            rc = stream_step(c, conn, c->current, 0);
+            progress = !rc && (c->soff > had || c->st.copied > copied);
+        }
+    }
+    if (rc)
+        om_info("activating the copy of %s: the active (%s) gave what it could: %s", c->name,
+                c->active, om_err_detail());
+    rp_close(conn);
+}
+
+/* Steps 1 to 4 of rp_copier_activate, in the copier's thread (its connection, handle and stream
+ * are its own). */
+static int activate(rp_copier *c, uint32_t through, int use_stream, uint32_t timeout_ms,
+                    rp_activate_result *r)
+{
+    int rc = read_records(c);
+    if (!rc && !strcmp(c->active, c->cfg.server))
+        rc = om_errf(OM_E_InvalidParameter, "the copy of %s on %s is the active one already",
+                     c->name, c->cfg.server);
+    if (!rc && c->suspended)
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "the copy of %s on %s is suspended: not activated. HINT: ombra db copy "
+                     "resume %s --server %s",
+                     c->name, c->cfg.server, c->name, c->cfg.server);
+    if (!rc && (c->reseed_asked != c->reseed_seen || c->trunc_failed))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "the copy of %s on %s waits for a reseed: it cannot be activated", c->name,
+                     c->cfg.server);
+    if (!rc) rc = mkdirs(c);
+    if (!rc) rc = follow_epoch(c); /* a copy of an older epoch resyncs first */
+    if (!rc && c->reseed_asked != c->reseed_seen)
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "the copy of %s on %s diverged: it is reseeded, "
+                     "not activated",
+                     c->name, c->cfg.server);
+    struct stat sb;
+    if (!rc && lstat(c->edb, &sb))
+        rc = om_errf(OM_E_FileNotFound,
+                     "the copy of %s on %s has no database yet (%s): it is "
+                     "being seeded",
+                     c->name, c->cfg.server, c->edb);
+    if (!rc && c->p && strcmp(c->p_edb, c->edb)) close_passive(c);
+    if (!rc && !c->p) rc = open_passive(c);
+    if (!rc) {
+        c->deadline_ns = om_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
+        act_copy(c, through, use_stream);
+        c->deadline_ns = 0;
+    }
+    uint32_t held = rc ? 0 : last_copied(c, NULL);
+    if (!rc && through && held < through)
+        rc = om_errf(OM_E_MissingLogFile,
+                     "the copy of %s on %s holds generations through %u, not through %u: the "
+                     "active (%s) did not give the rest within %u ms",
+                     c->name, c->cfg.server, held, through, c->active, timeout_ms);
+    /* Everything held, whatever the replay lag; a seed of another copy read from this one (the
+     * copy lock) finishes first. */
+    int lk = -1;
+    if (!rc) rc = rp_copy_lock(c->cfg.data_dir, c->cfg.db_id, 60000, &c->stop, &lk);
+    eng_passive_state ps;
+    if (!rc) rc = eng_passive_replay(c->p, 0, &ps);
+    if (!rc) {
+        pthread_mutex_lock(&c->mu);
+        c->st.replayed = ps.last_replayed;
+        pthread_mutex_unlock(&c->mu);
+        rc = eng_passive_close(c->p);
+        c->p = NULL;
+    }
+    int stream = !rc && use_stream && c->sgen == held + 1 && c->soff >= ENG_SLOT_SIZE;
+    if (stream) rc = rp_stream_promote(c->dir, c->logs, c->base, c->sgen, c->soff);
+    rp_copy_unlock(lk);
+    if (rc) {
+        snprintf(r->error, sizeof r->error, "%s", om_err_detail());
+        return rc;
+    }
+    r->last_gen = held;
+    r->lost_from = held + 1;
+    r->used_stream = stream;
+    om_info("copy of %s activated: generations through %u replayed%s; the active (%s, epoch %u) "
+            "may have held more from generation %u on",
+            c->name, held, stream ? ", the streamed part of the next one made the current log" : "",
+            c->active, c->epoch, held + 1);
+    return 0;
+}
+
 static void *copier_main(void *arg)
 {
     rp_copier *c = arg;
     uint64_t backoff = 200;
     int first = 1;
     while (!stopping(c)) {
+        if (act_pending(c)) {
+            rp_activate_result res = {0};
+            pthread_mutex_lock(&c->mu);
+            uint32_t through = c->act_through, tm = c->act_timeout_ms;
+            int use_stream = c->act_stream;
+            pthread_mutex_unlock(&c->mu);
+            int rc = activate(c, through, use_stream, tm, &res);
+            pthread_mutex_lock(&c->mu);
+            c->act_res = res;
+            c->act_rc = rc;
+            c->act_pending = 0;
+            c->act_done = 1;
+            c->activated = rc == 0;
+            c->st.activated = rc == 0;
+            pthread_cond_broadcast(&c->cv);
+            pthread_mutex_unlock(&c->mu);
+            if (!rc) publish(c, 1);
+            continue;
+        }
+        if (c->activated) { /* the store mounts it next: nothing more to copy */
+            if (nap(c, 5000)) break;
+            continue;
+        }
         int rc = read_records(c);
         if (!rc && first) { /* which reseed the copy on disk answers (none asked: the last) */
             json_t *mine = NULL;
@@ -895,8 +1245,12 @@ static void *copier_main(void *arg)
             if (nap(c, 2000)) break;
             continue;
         }
+        /* A handle on files the copy no longer is (it left the store's paths). */
+        if (c->p && strcmp(c->p_edb, c->edb)) close_passive(c);
         rp_conn *conn = NULL;
         rc = mkdirs(c);
+        if (!rc) rc = follow_epoch(c);
+        if (!rc && act_pending(c)) continue;
         if (!rc) rc = rp_connect(c->cfg.tls, c->address, c->active, 5000, &conn);
         if (rc) {
             set_state(c, copy_failed(rc) ? "Failed" : "Disconnected", rc);
@@ -905,25 +1259,30 @@ static void *copier_main(void *arg)
             backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
             continue;
         }
+        set_conn(c, conn);
         struct stat sb;
         int need_seed = lstat(c->edb, &sb) != 0 || c->reseed_asked != c->reseed_seen;
-        if (need_seed) {
+        if (need_seed && !act_pending(c)) {
             if (c->reseed_asked != c->reseed_seen)
                 om_info("copy of %s: a reseed was asked (%lld, the copy answers %lld)", c->name,
                         (long long)c->reseed_asked, (long long)c->reseed_seen);
             else
                 om_info("copy of %s: no database file at %s: seeding", c->name, c->edb);
             close_passive(c);
-            rc = seed(c, conn);
+            /* Never into the store's files: the copy leaves them first. */
+            rc = c->inplace ? leave_store_paths(c, 0) : 0;
+            if (!rc) rc = seed(c, conn);
         }
-        if (!rc && !c->p) {
+        if (!rc && !c->p && !act_pending(c)) {
             set_state(c, "Initializing", 0);
             rc = open_passive(c);
         }
         uint32_t before = c->st.copied + c->st.replayed;
-        if (!rc) rc = run_copy(c, conn);
+        if (!rc && !act_pending(c)) rc = run_copy(c, conn);
+        set_conn(c, NULL);
         rp_close(conn);
         if (c->st.copied + c->st.replayed != before) backoff = 200; /* it got somewhere */
+        if (rc && act_pending(c)) continue; /* cut for an activation: no trouble of the copy's */
         if (rc) {
             set_state(c, copy_failed(rc) ? "Failed" : "Disconnected", rc);
             /* One line per new trouble (and one a minute while it lasts), not one per retry. */
@@ -940,6 +1299,15 @@ static void *copier_main(void *arg)
         }
     }
     close_passive(c);
+    pthread_mutex_lock(&c->mu);
+    if (c->act_pending) { /* stopped first */
+        c->act_rc = om_errf(OM_E_DatabaseUnavailable, "the copier of %s stopped", c->cfg.db_id);
+        snprintf(c->act_res.error, sizeof c->act_res.error, "%s", om_err_detail());
+        c->act_pending = 0;
+        c->act_done = 1;
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
     return NULL;
 }
 
@@ -991,4 +1359,34 @@ void rp_copier_status(rp_copier *c, rp_copy_status *st)
 const char *rp_copier_db(const rp_copier *c)
 {
     return c->cfg.db_id;
+}
+
+int rp_copier_activate(rp_copier *c, uint32_t through_gen, int use_stream, uint32_t timeout_ms,
+                       rp_activate_result *r)
+{
+    memset(r, 0, sizeof *r);
+    pthread_mutex_lock(&c->mu);
+    if (c->activated || c->act_pending) {
+        pthread_mutex_unlock(&c->mu);
+        int rc = om_errf(OM_E_InvalidParameter, "the copy of %s is %s already", c->cfg.db_id,
+                         c->activated ? "activated" : "being activated");
+        snprintf(r->error, sizeof r->error, "%s", om_err_detail());
+        return rc;
+    }
+    c->act_through = through_gen;
+    c->act_stream = use_stream;
+    c->act_timeout_ms = timeout_ms;
+    c->act_pending = 1;
+    c->act_done = 0;
+    c->poked = 1;
+    /* A long poll (or a dead active's silence) would hold the copier up to its timeout. */
+    if (c->conn) rp_conn_shutdown(c->conn);
+    pthread_cond_broadcast(&c->cv);
+    while (!c->act_done)
+        pthread_cond_wait(&c->cv, &c->mu);
+    *r = c->act_res;
+    int rc = c->act_rc;
+    pthread_mutex_unlock(&c->mu);
+    /* The detail was the copier thread's. */
+    return rc ? om_errf(rc, "%s", r->error) : 0;
 }

@@ -39,6 +39,9 @@ typedef struct rp_copy_status {
     uint64_t streamed_bytes; /* ... its file's bytes held durably */
     uint32_t streamed_len;   /* ... its record stream's bytes among them */
     char last_error[512];
+    uint32_t epoch;             /* of active/<id>, which the copy follows (0: not yet known) */
+    int activated;              /* rp_copier_activate succeeded: the copier copies no more */
+    char edb[4200], logs[4200]; /* the copy's files ("" until the records are read) */
 } rp_copy_status;
 
 typedef struct rp_copier rp_copier;
@@ -58,5 +61,38 @@ void rp_copier_poke(rp_copier *c);
 void rp_copier_stop(rp_copier *c);
 void rp_copier_status(rp_copier *c, rp_copy_status *st);
 const char *rp_copier_db(const rp_copier *c);
+
+/* Activation (a switchover or a failover: the active manager calls it on the server whose copy
+ * becomes the active, before the transaction that names it active/<id>).
+ *
+ *   1. the attempt to copy the remaining logs: from the active active/<id> names now, within
+ *      timeout_ms (connecting included), the closed generations after the copy's newest,
+ *      through through_gen (0: as many as it gives), each inspected as usual; with use_stream
+ *      and through_gen 0 also what the active's open generation holds now (block mode). An
+ *      active that does not answer is no error: the copy goes on with what it holds;
+ *   2. every generation the copy holds is replayed (its replay lag does not apply);
+ *   3. the passive handle is closed (the copy is durable: a Dirty .edb and its logs, which
+ *      eng_db_open soft-recovers and mounts, continuing the same log stream);
+ *   4. with use_stream (synchronous copies), when <base>.stream holds the beginning of the
+ *      generation after the newest one held, it becomes the log folder's <base>.log, zero-filled
+ *      to a generation's size and synced (rp_stream_promote), so the mount's recovery replays
+ *      every commit it holds.
+ * Then the copier copies nothing more (its status says activated) until rp_copier_stop.
+ *
+ * r->last_gen: the newest whole generation the copy holds (replayed); r->used_stream: step 4
+ * happened; r->lost_from: the first generation of the old active this copy may not hold whole,
+ * last_gen + 1, which is the since_gen of the new epoch (with used_stream too: the mount closes
+ * that partial generation and starts the next one, so it is not the old active's). An error
+ * (r->error says it, the return code is its number) leaves the copy's files as they were and the
+ * copier going on as before: a copy suspended, waiting for a reseed, without a database yet, short
+ * of through_gen, or one that cannot replay what it holds. Not concurrently with rp_copier_stop. */
+typedef struct rp_activate_result {
+    uint32_t last_gen;
+    int used_stream;
+    uint32_t lost_from;
+    char error[512];
+} rp_activate_result;
+int rp_copier_activate(rp_copier *c, uint32_t through_gen, int use_stream, uint32_t timeout_ms,
+                       rp_activate_result *r);
 
 #endif

@@ -44,6 +44,7 @@ typedef struct repld {
     char etcd_error[512];
     rp_copier *copies[MAX_COPIES];
     int ncopies;
+    int activating; /* copy.activate calls under way: reconcile stops no copier meanwhile */
     uint64_t peers_refused, peers_served;
     /* The primary active manager (pam: spec §8): the server holding the DAG's pam key, bound to
      * its alive lease; its term is the key's create revision (grows with each new primary). */
@@ -178,6 +179,11 @@ static void reconcile(repld *r)
         om_info("copy of database %s: no longer a passive copy of this server", id);
         /* Out of the array under mu (status and the replica writer read it), stopped outside. */
         pthread_mutex_lock(&r->mu);
+        if (r->activating) { /* the next round does it */
+            pthread_mutex_unlock(&r->mu);
+            i++;
+            continue;
+        }
         rp_copier *gone = r->copies[i];
         r->copies[i] = r->copies[--r->ncopies];
         pthread_mutex_unlock(&r->mu);
@@ -404,6 +410,36 @@ static json_t *status_json(repld *r)
     return o;
 }
 
+/* copy.activate {"db", "through_gen", "use_stream", "timeout_ms"}: rp_copier_activate on this
+ * server's copy (the active manager's step; root or this service's user only). Counted in
+ * activating, so that reconcile does not stop the copier meanwhile. */
+static json_t *activate_json(repld *r, int fd, json_t *req)
+{
+    if (!om_peer_is_own(fd))
+        return om_proto_error(om_errf(OM_E_FileAccessDenied, "copy.activate is for root or "
+                                                             "this service's own user only"));
+    const char *id = om_json_str_or(req, "db", "");
+    rp_activate_result res;
+    int rc =
+        om_errf(OM_E_DatabaseNotFound, "server %s runs no copier of database %s", r->o->server, id);
+    rp_copier *c = NULL;
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->ncopies; i++)
+        if (!strcmp(rp_copier_db(r->copies[i]), id)) c = r->copies[i];
+    r->activating += c != NULL;
+    pthread_mutex_unlock(&r->mu);
+    if (c)
+        rc = rp_copier_activate(c, (uint32_t)om_json_int_or(req, "through_gen", 0),
+                                json_is_true(json_object_get(req, "use_stream")),
+                                (uint32_t)om_json_int_or(req, "timeout_ms", 10000), &res);
+    pthread_mutex_lock(&r->mu);
+    r->activating -= c != NULL;
+    pthread_mutex_unlock(&r->mu);
+    if (rc) return om_proto_error(rc);
+    return json_pack("{s:b,s:I,s:b,s:I}", "ok", 1, "last_gen", (json_int_t)res.last_gen,
+                     "used_stream", res.used_stream, "lost_from", (json_int_t)res.lost_from);
+}
+
 typedef struct adm {
     repld *r;
     int fd;
@@ -429,6 +465,8 @@ static void *adm_serve(void *arg)
             const char *op = om_json_str_or(req, "op", "");
             if (!strcmp(op, "status"))
                 rep = status_json(a->r);
+            else if (!strcmp(op, "copy.activate"))
+                rep = activate_json(a->r, a->fd, req);
             else
                 rep = om_proto_error(om_errf(OM_E_InvalidParameter, "unknown operation '%s'", op));
             int rc = om_proto_send(a->fd, rep, NULL, 0);

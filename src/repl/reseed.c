@@ -16,6 +16,7 @@
 #include "base/vfs.h"
 #include "check/check.h"
 #include "engine/log.h"
+#include "repl/resync.h"
 #include "repl/wire.h"
 
 int rp_copy_lock(const char *data_dir, const char *db_id, int wait_ms, volatile int *stop, int *fd)
@@ -62,9 +63,17 @@ static int id_ok(const char *id)
     return 1;
 }
 
-/* The copy may be a seed: this server holds a passive copy of id under that name, and its
- * record says Healthy. Its name and base from the records. */
-static int check_copy(rp_source *s, const char *id, const char *name, char *base, size_t nb)
+/* Where this server's copy of a database is (copier.h): the store's files when the record
+ * gives them (a deposed active's, replayed in place), else the copy folder. */
+typedef struct copy_at {
+    char base[8], edb[4400], logs[4400];
+} copy_at;
+
+/* The copy may be a seed: this server holds a passive copy of id under that name, its record
+ * says Healthy, and it follows the epoch of active/<id> that the asking copier follows too (a
+ * copy of an older epoch, not resynced yet, may hold the deposed active's generations). Its
+ * base and paths from the records. */
+static int check_copy(rp_source *s, const char *id, const char *name, json_t *req, copy_at *at)
 {
     json_t *db = NULL, *act = NULL, *st = NULL;
     char k[200];
@@ -88,7 +97,32 @@ static int check_copy(rp_source *s, const char *id, const char *name, char *base
         rc = om_errf(OM_E_InvalidParameter,
                      "the copy of %s on %s is %s, not Healthy: it cannot seed another copy", name,
                      s->server, st ? om_json_str_or(st, "state", "?") : "not started");
-    if (!rc) snprintf(base, nb, "%s", om_json_str_or(db, "base", "E00"));
+    json_int_t epoch = json_integer_value(json_object_get(act, "epoch"));
+    if (epoch <= 0) epoch = 1;
+    uint32_t followed = 0;
+    char work[4100];
+    snprintf(work, sizeof work, "%s/copies/%s", s->data_dir, id);
+    if (!rc) rc = rp_epoch_read(work, &followed);
+    json_t *asked = json_object_get(req, "epoch");
+    if (!rc && (!json_is_integer(asked) || json_integer_value(asked) != epoch ||
+                (followed ? followed : 1) != (uint32_t)epoch))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "the copy of %s on %s follows epoch %u, the seed is asked at epoch %lld and "
+                     "active/%s is at epoch %lld: no seed across a change of active",
+                     name, s->server, followed ? followed : 1, (long long)json_integer_value(asked),
+                     id, (long long)epoch);
+    if (!rc) {
+        json_t *mine = json_object_get(json_object_get(db, "copies"), s->server);
+        const char *edb = om_json_str_or(mine, "edb", ""), *logs = om_json_str_or(mine, "logs", "");
+        snprintf(at->base, sizeof at->base, "%s", om_json_str_or(db, "base", "E00"));
+        if (edb[0] == '/' && logs[0] == '/') {
+            snprintf(at->edb, sizeof at->edb, "%s", edb);
+            snprintf(at->logs, sizeof at->logs, "%s", logs);
+        } else {
+            snprintf(at->edb, sizeof at->edb, "%s/%s.edb", work, name);
+            snprintf(at->logs, sizeof at->logs, "%s/logs", work);
+        }
+    }
     json_decref(db);
     json_decref(act);
     json_decref(st);
@@ -138,19 +172,29 @@ static int send_file(rp_conn *c, om_dir *dir, const char *name, uint32_t gen, ui
 }
 
 /* Under the copy lock: the .edb, then the generations it needs that the copy holds. */
-static int stream(rp_source *s, rp_conn *c, const char *id, const char *name, const char *base)
+static int stream(rp_source *s, rp_conn *c, const char *id, const char *name, const copy_at *at)
 {
     om_vfs *v = om_vfs_posix();
     om_dir *top = NULL, *dir = NULL, *logs = NULL;
-    char p[4200], edbname[128], edb[4400], logpath[4400];
+    const char *base = at->base, *edb = at->edb, *logpath = at->logs;
+    char p[4200], edbname[4400], own[8800];
     snprintf(p, sizeof p, "%s/copies", s->data_dir);
     snprintf(edbname, sizeof edbname, "%s.edb", name);
-    int rc = om_dir_open(v, NULL, p, 0, &top);
-    if (!rc) rc = om_dir_open(v, top, id, 0, &dir);
-    if (!rc) rc = om_dir_open(v, dir, "logs", 0, &logs);
-    om_dir_close(top);
-    snprintf(edb, sizeof edb, "%s/%s/%s", p, id, edbname);
-    snprintf(logpath, sizeof logpath, "%s/%s/logs", p, id);
+    snprintf(own, sizeof own, "%s/%s/%s", p, id, edbname);
+    int rc = 0;
+    if (!strcmp(own, edb)) { /* the copy folder: handles that refuse a link */
+        rc = om_dir_open(v, NULL, p, 0, &top);
+        if (!rc) rc = om_dir_open(v, top, id, 0, &dir);
+        if (!rc) rc = om_dir_open(v, dir, "logs", 0, &logs);
+        om_dir_close(top);
+    } else { /* the store's files (a deposed active's copy, in place): configured paths */
+        char d[4200];
+        const char *slash = strrchr(edb, '/');
+        om_dirname(edb, d, sizeof d);
+        snprintf(edbname, sizeof edbname, "%s", slash ? slash + 1 : edb);
+        rc = om_dir_open(v, NULL, d, 0, &dir);
+        if (!rc) rc = om_dir_open(v, NULL, logpath, 0, &logs);
+    }
     /* Where replay resumes: the header's Log Required min (0: a Clean Shutdown copy, which
      * needs only what comes after it, from the active). */
     chk_set *cs = NULL;
@@ -192,7 +236,7 @@ static int stream(rp_source *s, rp_conn *c, const char *id, const char *name, co
 int rp_reseed_serve(rp_source *s, rp_conn *c, json_t *req)
 {
     const char *id = om_json_str_or(req, "db", ""), *name = om_json_str_or(req, "name", "");
-    char base[8] = "E00";
+    copy_at at = {0};
     int lk = -1;
     int rc = s->data_dir
                  ? 0
@@ -200,8 +244,8 @@ int rp_reseed_serve(rp_source *s, rp_conn *c, json_t *req)
     /* The copier replays one generation range at a time: a few seconds at most. */
     if (!rc && id_ok(id)) rc = rp_copy_lock(s->data_dir, id, 30000, &s->stopping, &lk);
     /* Checked under the lock: the copier does not change state while a seed reads it. */
-    if (!rc) rc = check_copy(s, id, name, base, sizeof base);
-    if (!rc) rc = stream(s, c, id, name, base);
+    if (!rc) rc = check_copy(s, id, name, req, &at);
+    if (!rc) rc = stream(s, c, id, name, &at);
     rp_copy_unlock(lk);
     if (!rc) return 0;
     om_info("seed of the copy of %s (%s) for %s: %s", name, id, rp_conn_peer(c), om_err_detail());

@@ -33,11 +33,39 @@ typedef struct srcdb {
     char id[40], name[80], logs[4096], base[4], edb[4096];
 } srcdb;
 
-/* The database the request names, if this server holds its active copy: its paths from the
- * local store, checked against the directory's record. */
+/* The paths of the active copy of database id as the DAG's record gives them (copies[this
+ * server]: "edb", "logs"), for the log requests of a copier when the store does not answer: a
+ * store killed or stopped on the active leaves its closed generations (and the open one) in
+ * its folder, and the copies' attempt to copy the remaining logs reads them there. */
+static int record_paths(rp_source *s, const char *id, const char *name, json_t **info)
+{
+    json_t *rec = NULL;
+    char k[128];
+    snprintf(k, sizeof k, "databases/%s", id);
+    int rc = rp_dag_get(s->dag, k, &rec, NULL);
+    json_t *mine = json_object_get(json_object_get(rec, "copies"), s->server);
+    const char *edb = om_json_str_or(mine, "edb", ""), *logs = om_json_str_or(mine, "logs", "");
+    if (!rc && (strcmp(om_json_str_or(rec, "name", ""), name) || edb[0] != '/' || logs[0] != '/'))
+        rc = om_errf(OM_E_DatabaseNotFound,
+                     "the DAG's record gives no files of database %s (%s) "
+                     "on server %s",
+                     name, id, s->server);
+    if (!rc)
+        *info = json_pack("{s:s,s:s,s:s,s:s}", "id", id, "edb", edb, "logs", logs, "base",
+                          om_json_str_or(rec, "base", "E00"));
+    json_decref(rec);
+    return rc;
+}
+
+/* The database the request names, if this server holds its active copy at the epoch the request
+ * says (log requests and seeds: a copier that follows another epoch is refused): its paths from
+ * the local store, checked against the directory's record (from the record alone for a log
+ * request when the store does not answer). */
 static int find_db(rp_source *s, store_client *sc, json_t *req, srcdb *d)
 {
     const char *id = om_json_str_or(req, "db", ""), *name = om_json_str_or(req, "name", "");
+    const char *op = om_json_str_or(req, "op", "");
+    int log_op = !strncmp(op, "log.", 4) || !strcmp(op, "seed");
     json_t *act = NULL, *info = NULL;
     char suffix[128];
     snprintf(suffix, sizeof suffix, "active/%s", id);
@@ -45,7 +73,24 @@ static int find_db(rp_source *s, store_client *sc, json_t *req, srcdb *d)
     if (!rc && (!act || strcmp(om_json_str_or(act, "server", ""), s->server)))
         rc = om_errf(OM_E_DatabaseNotFound, "server %s holds no active copy of database %s (%s)",
                      s->server, name, id);
-    if (!rc) rc = store_client_db_show(sc, name, &info);
+    json_int_t epoch = json_integer_value(json_object_get(act, "epoch"));
+    if (epoch <= 0) epoch = 1;
+    json_t *asked = json_object_get(req, "epoch");
+    if (!rc && log_op && (!json_is_integer(asked) || json_integer_value(asked) != epoch))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "%s of database %s refused: it asks at epoch %s%lld, and active/%s is at "
+                     "epoch %lld (server %s). HINT: the copy reads active/%s again and resyncs",
+                     op, name, json_is_integer(asked) ? "" : "(none) ",
+                     (long long)json_integer_value(asked), id, (long long)epoch, s->server, id);
+    if (!rc) {
+        rc = store_client_db_show(sc, name, &info);
+        if (rc && log_op && strcmp(op, "seed")) {
+            om_err_saved why;
+            om_err_save(&why, rc);
+            rc = record_paths(s, id, name, &info);
+            if (rc) rc = om_err_restore(&why);
+        }
+    }
     if (!rc && strcmp(om_json_str_or(info, "id", ""), id))
         rc = om_errf(OM_E_DatabaseNotFound, "database '%s' of server %s has id %s, not %s", name,
                      s->server, om_json_str_or(info, "id", ""), id);
