@@ -85,6 +85,9 @@ int cli_number(const cli_args *a, const char *what, const char *text, uint64_t m
 int cli_onoff(const cli_args *a, const char *name, int *out);
 
 /* Prints "ombra: <fmt...>. See 'ombra <group> <cmd> --help'." and returns CLI_USAGE. */
+/* One line on the last switchover or failover of a database (a lastmove record; nothing for
+ * NULL or null), each line starting with indent. */
+void cli_print_last_move(json_t *lm, const char *indent);
 int cli_usage(const cli_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The same before a command is known: "... See '<see> --help'." (see: "ombra", "ombra db"). */
 int cli_usage_at(const char *see, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -25,6 +25,31 @@
         "dag", "NAME", "the DAG, when the etcd holds several", 0                                   \
     }
 
+/* One line on the last switchover or failover of a database (lastmove/<id>, repl/am.h). */
+void cli_print_last_move(json_t *lm, const char *indent)
+{
+    if (!json_is_object(lm)) return;
+    char when[64];
+    om_time_str((uint64_t)json_integer_value(json_object_get(lm, "when_ns")), when, sizeof when);
+    const char *kind = om_json_str_or(lm, "kind", "move");
+    if (!json_is_true(json_object_get(lm, "ok"))) {
+        printf("%slast %s %s from %s: not done: %s\n", indent, kind, when,
+               om_json_str_or(lm, "from", "?"), om_json_str_or(lm, "error", "?"));
+        return;
+    }
+    printf("%slast %s %s: %s -> %s (epoch %lld) in %.1f s", indent, kind, when,
+           om_json_str_or(lm, "from", "?"), om_json_str_or(lm, "to", "?"),
+           (long long)json_integer_value(json_object_get(lm, "epoch")),
+           (double)json_integer_value(json_object_get(lm, "took_ms")) / 1000.0);
+    if (!strcmp(kind, "failover"))
+        printf(", %lld generation%s lost%s (%s)",
+               (long long)json_integer_value(json_object_get(lm, "lost_gens")),
+               json_integer_value(json_object_get(lm, "lost_gens")) == 1 ? "" : "s",
+               json_is_integer(json_object_get(lm, "acked_lost")) ? ", no acknowledged mail" : "",
+               om_json_str_or(lm, "why", ""));
+    printf("\n");
+}
+
 static int open_dag(const cli_args *a, const char *name, int must_exist, rp_dag **d)
 {
     const char *url = cli_val(a, "etcd");
@@ -277,8 +302,11 @@ static int run_status(const cli_args *a)
         json_decref(local);
         return st;
     }
-    json_t *servers = NULL, *alive = NULL, *dbs = NULL, *act = NULL, *copies = NULL;
+    json_t *servers = NULL, *alive = NULL, *dbs = NULL, *act = NULL, *copies = NULL, *al = NULL,
+           *lm = NULL;
     int rc = rp_dag_list(d, "servers/", &servers);
+    if (!rc) rc = rp_dag_list(d, "activelease/", &al);
+    if (!rc) rc = rp_dag_list(d, "lastmove/", &lm);
     if (!rc) rc = rp_dag_list(d, "alive/", &alive);
     if (!rc) rc = rp_dag_list(d, "databases/", &dbs);
     if (!rc) rc = rp_dag_list(d, "active/", &act);
@@ -310,6 +338,18 @@ static int run_status(const cli_args *a)
                               k, "active", om_json_str_or(a1, "server", ""), "epoch",
                               json_integer_value(json_object_get(a1, "epoch")), "copies",
                               (json_int_t)json_object_size(json_object_get(v, "copies")));
+        json_t *l1 = json_object_get(al, k);
+        json_object_set_new(o, "taking_commits",
+                            json_boolean(l1 &&
+                                         !strcmp(om_json_str_or(l1, "server", ""),
+                                                 om_json_str_or(a1, "server", "")) &&
+                                         json_integer_value(json_object_get(l1, "epoch")) ==
+                                             json_integer_value(json_object_get(a1, "epoch"))));
+        json_object_set_new(o, "mount_dial", json_string(om_json_str_or(v, "mount_dial", "best")));
+        json_object_set_new(o, "sync_copies",
+                            json_integer(json_integer_value(json_object_get(v, "sync_copies"))));
+        json_object_set(o, "last_move",
+                        json_object_get(lm, k) ? json_object_get(lm, k) : json_null());
         json_array_append_new(json_object_get(out, "databases"), o);
     }
     int status = CLI_OK;
@@ -335,10 +375,15 @@ static int run_status(const cli_args *a)
                    om_json_str_or(v, "address", ""),
                    json_is_true(json_object_get(v, "alive")) ? "alive" : "down");
         json_array_foreach(json_object_get(out, "databases"), i, v)
-            printf("  database %-14s active on %s (epoch %lld), %lld copies\n",
+        {
+            printf("  database %-14s active on %s (epoch %lld%s), %lld copies, mount dial %s\n",
                    om_json_str_or(v, "name", ""), om_json_str_or(v, "active", "?"),
                    (long long)json_integer_value(json_object_get(v, "epoch")),
-                   (long long)json_integer_value(json_object_get(v, "copies")));
+                   json_is_true(json_object_get(v, "taking_commits")) ? "" : ", not taking mail",
+                   (long long)json_integer_value(json_object_get(v, "copies")),
+                   om_json_str_or(v, "mount_dial", "best"));
+            cli_print_last_move(json_object_get(v, "last_move"), "    ");
+        }
     }
     json_decref(out);
     json_decref(servers);
@@ -346,6 +391,8 @@ static int run_status(const cli_args *a)
     json_decref(dbs);
     json_decref(act);
     json_decref(copies);
+    json_decref(al);
+    json_decref(lm);
     json_decref(local);
     rp_dag_close(d);
     return status;
@@ -729,6 +776,14 @@ static int run_copy_status(const cli_args *a)
                    (long long)json_integer_value(json_object_get(o, "inspected")),
                    (long long)json_integer_value(json_object_get(o, "replayed")), mode,
                    om_json_str_or(o, "last_error", ""));
+        }
+        json_array_foreach(out, i, o)
+        {
+            if (!json_is_true(json_object_get(o, "active"))) continue;
+            printf("%s: active on %s, epoch %lld\n", om_json_str_or(o, "database", ""),
+                   om_json_str_or(o, "server", ""),
+                   (long long)json_integer_value(json_object_get(o, "epoch")));
+            cli_print_last_move(json_object_get(o, "last_move"), "  ");
         }
     }
     json_decref(out);

@@ -7,6 +7,9 @@
 #include "base/logging.h"
 #include "base/proto.h"
 #include "cli/cli.h"
+#include "base/time.h"
+#include "base/uuid.h"
+#include "repl/am.h"
 #include "repl/dag.h"
 
 /* The end of a store call that returned db (rc: its result, printed when it failed): the
@@ -349,18 +352,30 @@ static int change_sync(void *arg, json_t *rec, int exists)
     return 0;
 }
 
+/* The DAG: --etcd (or OMBRA_ETCD), else the one this server's store (or ombra-repld) is in. */
+static int open_dag(const cli_args *a, rp_dag **d)
+{
+    const char *url = cli_val(a, "etcd");
+    if (!url) url = getenv("OMBRA_ETCD");
+    char server[128];
+    *d = NULL;
+    int rc = url && *url ? rp_dag_open(url, cli_val(a, "dag"), 1, d)
+                         : cli_local_dag(d, server, sizeof server);
+    if (!rc && !*d)
+        rc = om_errf(
+            OM_E_InvalidParameter,
+            "this server is in no DAG. HINT: --etcd URL (or OMBRA_ETCD) names the DAG's etcd");
+    return rc;
+}
+
 /* The DAG record of db asks for n synchronous copies; refused when db has fewer passive
  * copies. Prints its own error. */
 static int set_sync_copies(const cli_args *a, const char *db, uint32_t n)
 {
-    const char *url = cli_val(a, "etcd");
-    if (!url) url = getenv("OMBRA_ETCD");
-    if (!url || !*url)
-        return cli_usage(a, "--sync-copies: no etcd named: --etcd URL or OMBRA_ETCD");
     rp_dag *d = NULL;
     json_t *rec = NULL, *act = NULL;
     char id[37], k[200];
-    int rc = rp_dag_open(url, cli_val(a, "dag"), 1, &d);
+    int rc = open_dag(a, &d);
     if (!rc) rc = rp_dag_find_db(d, db, &rec, id);
     snprintf(k, sizeof k, "active/%s", id);
     if (!rc) rc = rp_dag_get(d, k, &act, NULL);
@@ -373,6 +388,121 @@ static int set_sync_copies(const cli_args *a, const char *db, uint32_t n)
     return rc ? cli_fail(rc) : CLI_OK;
 }
 
+/* ---- db set --mount-dial: the DAG's record ---- */
+
+static int change_dial(void *arg, json_t *rec, int exists)
+{
+    if (!exists) return om_errf(OM_E_DatabaseNotFound, "the database was removed meanwhile");
+    json_object_set_new(rec, "mount_dial", json_string(arg));
+    return 0;
+}
+
+static int set_mount_dial(const cli_args *a, const char *db, const char *dial)
+{
+    rp_dag *d = NULL;
+    json_t *rec = NULL;
+    char id[37], k[200];
+    int rc = open_dag(a, &d);
+    if (!rc) rc = rp_dag_find_db(d, db, &rec, id);
+    snprintf(k, sizeof k, "databases/%s", id);
+    if (!rc) rc = rp_dag_update(d, k, change_dial, (void *)dial);
+    json_decref(rec);
+    rp_dag_close(d);
+    return rc ? cli_fail(rc) : CLI_OK;
+}
+
+/* ---- db move: a switchover, done by the primary active manager (repl/am.h) ---- */
+
+static int run_move(const cli_args *a)
+{
+    const char *db = a->pos[0], *to = cli_val(a, "to");
+    uint64_t timeout = 120;
+    int rc = cli_number(a, "--timeout", cli_val(a, "timeout") ? cli_val(a, "timeout") : "120", 1,
+                        3600, 0, &timeout);
+    if (rc) return rc;
+    if (to && rp_name_check("--to", to)) return cli_fail(OM_E_InvalidParameter);
+    rp_dag *d = NULL;
+    json_t *rec = NULL, *act = NULL, *lm = NULL;
+    char id[37], k[200], req[37];
+    om_uuid u;
+    om_uuid_new(&u);
+    om_uuid_str(&u, req);
+    rc = open_dag(a, &d);
+    if (!rc) rc = rp_dag_find_db(d, db, &rec, id);
+    snprintf(k, sizeof k, "active/%s", id);
+    if (!rc) rc = rp_dag_get(d, k, &act, NULL);
+    const char *from = om_json_str_or(act, "server", "");
+    if (!rc && !*from)
+        rc = om_errf(OM_E_DatabaseUnavailable, "database %s has no active copy in DAG %s", db,
+                     d->name);
+    if (!rc && to && !json_object_get(json_object_get(rec, "copies"), to))
+        rc = om_errf(OM_E_DatabaseNotFound,
+                     "database %s has no copy on server %s. HINT: ombra db copy status %s", db, to,
+                     db);
+    if (!rc && to && !strcmp(to, from))
+        rc = om_errf(OM_E_InvalidParameter, "database %s is active on %s already", db, to);
+    int created = 0;
+    snprintf(k, sizeof k, "moves/%s", id);
+    json_t *mv = json_pack("{s:s,s:s,s:I}", "to", to ? to : "", "request", req, "requested_ns",
+                           (json_int_t)om_now_ns());
+    if (!rc) rc = rp_dag_create(d, k, mv, &created);
+    json_decref(mv);
+    if (!rc && !created)
+        rc = om_errf(OM_E_DatabaseInUse,
+                     "a move of database %s is asked already and not done yet. HINT: ombra db "
+                     "copy status %s",
+                     db, db);
+    uint64_t end = om_mono_ns() + timeout * 1000000000ull;
+    snprintf(k, sizeof k, "lastmove/%s", id);
+    while (!rc) {
+        json_decref(lm);
+        lm = NULL;
+        rc = rp_dag_get(d, k, &lm, NULL);
+        if (!rc && !strcmp(om_json_str_or(lm, "request", ""), req) && json_object_get(lm, "ok"))
+            break;
+        if (om_mono_ns() > end) {
+            /* Not taken up: withdrawn, so that no later primary moves it unasked. */
+            snprintf(k, sizeof k, "moves/%s", id);
+            json_t *now = NULL;
+            if (!rp_dag_get(d, k, &now, NULL) && !strcmp(om_json_str_or(now, "request", ""), req))
+                rp_dag_delete(d, k, 0);
+            json_decref(now);
+            rc = om_errf(OM_E_DatabaseUnavailable,
+                         "the move of database %s was not done within %llu s (is a primary active "
+                         "manager running? ombra dag status). HINT: --timeout SECONDS",
+                         db, (unsigned long long)timeout);
+            break;
+        }
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+    json_decref(rec);
+    json_decref(act);
+    rp_dag_close(d);
+    if (!rc && !json_is_true(json_object_get(lm, "ok")))
+        rc = om_errf(OM_E_DatabaseUnavailable, "database %s was not moved: %s", db,
+                     om_json_str_or(lm, "error", "(no reason given)"));
+    if (rc) {
+        json_decref(lm);
+        return cli_fail(rc);
+    }
+    int st = CLI_OK;
+    if (cli_flag(a, "json"))
+        st = cli_print_json(lm);
+    else {
+        printf("%s: moved from %s to %s (epoch %lld) in %.2f s", db, om_json_str_or(lm, "from", ""),
+               om_json_str_or(lm, "to", ""),
+               (long long)json_integer_value(json_object_get(lm, "epoch")),
+               (double)json_integer_value(json_object_get(lm, "took_ms")) / 1000.0);
+        if (json_object_get(lm, "refused_ms"))
+            printf("; mail waited or was refused for %.2f s",
+                   (double)json_integer_value(json_object_get(lm, "refused_ms")) / 1000.0);
+        printf("\n");
+    }
+    json_decref(lm);
+    return st;
+}
+
 static int run_set(const cli_args *a)
 {
     int circ, allow;
@@ -382,22 +512,31 @@ static int run_set(const cli_args *a)
     if (!rc && cli_val(a, "sync-copies"))
         rc = cli_number(a, "--sync-copies", cli_val(a, "sync-copies"), 0, 16, 0, &sync);
     if (rc) return rc;
-    if (circ < 0 && allow < 0 && !cli_val(a, "sync-copies"))
-        return cli_usage(a, "nothing to set: give --circular-logging, --allow-restore or "
-                            "--sync-copies");
-    if (cli_val(a, "sync-copies")) {
-        if ((rc = set_sync_copies(a, a->pos[0], (uint32_t)sync))) return rc;
-        if (circ < 0 && allow < 0) {
-            if (cli_flag(a, "json")) {
-                json_t *o =
-                    json_pack("{s:s,s:I}", "name", a->pos[0], "sync_copies", (json_int_t)sync);
-                int st = cli_print_json(o);
-                json_decref(o);
-                return st;
-            }
-            printf("%s: sync copies %llu\n", a->pos[0], (unsigned long long)sync);
-            return CLI_OK;
+    const char *dial = cli_val(a, "mount-dial");
+    if (dial && rp_am_dial_gens(dial) < 0)
+        return cli_usage(a, "--mount-dial: lossless, good or best, not '%s'", dial);
+    if (circ < 0 && allow < 0 && !cli_val(a, "sync-copies") && !dial)
+        return cli_usage(a, "nothing to set: give --circular-logging, --allow-restore, "
+                            "--sync-copies or --mount-dial");
+    if (cli_val(a, "sync-copies") && (rc = set_sync_copies(a, a->pos[0], (uint32_t)sync)))
+        return rc;
+    if (dial && (rc = set_mount_dial(a, a->pos[0], dial))) return rc;
+    if ((cli_val(a, "sync-copies") || dial) && circ < 0 && allow < 0) {
+        if (cli_flag(a, "json")) {
+            json_t *o = json_pack("{s:s}", "name", a->pos[0]);
+            if (cli_val(a, "sync-copies"))
+                json_object_set_new(o, "sync_copies", json_integer((json_int_t)sync));
+            if (dial) json_object_set_new(o, "mount_dial", json_string(dial));
+            int st = cli_print_json(o);
+            json_decref(o);
+            return st;
         }
+        if (cli_val(a, "sync-copies"))
+            printf("%s: sync copies %llu\n", a->pos[0], (unsigned long long)sync);
+        if (dial)
+            printf("%s: mount dial %s (a failover mounts a copy lacking at most %d generations)\n",
+                   a->pos[0], dial, rp_am_dial_gens(dial));
+        return CLI_OK;
     }
     store_client *sc;
     json_t *db = NULL;
@@ -427,9 +566,22 @@ static const cli_opt set_opts[] = {
     {"allow-restore", "on|off", "let a restore overwrite this database", 0},
     {"sync-copies", "N",
      "a DAG database: acknowledge a commit only once N passive copies hold its log (0: off)", 0},
-    {"etcd", "URL", "with --sync-copies: the DAG's etcd (default $OMBRA_ETCD)", 0},
-    {"dag", "NAME", "with --sync-copies: the DAG, when the etcd holds several", 0},
+    {"mount-dial", "lossless|good|best",
+     "a DAG database: how many generations a failover may lose (0, 6, 12; default best)", 0},
+    {"etcd", "URL",
+     "with --sync-copies or --mount-dial: the DAG's etcd (default $OMBRA_ETCD, else this "
+     "server's DAG)",
+     0},
+    {"dag", "NAME", "the DAG, when the etcd holds several", 0},
     {"json", NULL, "print the reply's database object as JSON", 0},
+    {0},
+};
+static const cli_opt move_opts[] = {
+    {"to", "SERVER", "the server whose copy becomes active (default: the best healthy copy)", 0},
+    {"timeout", "SECONDS", "how long to wait for the move (default 120)", 0},
+    {"etcd", "URL", "the DAG's etcd (default $OMBRA_ETCD, else this server's DAG)", 0},
+    {"dag", "NAME", "the DAG, when the etcd holds several", 0},
+    {"json", NULL, "print the move's record as JSON", 0},
     {0},
 };
 static const cli_opt recovery_opts[] = {
@@ -454,6 +606,12 @@ static const cli_cmd db_cmds[] = {
      run_mount},
     {"dismount", "NAME", json_only, "Dismount a database (a clean shutdown)", NULL, run_dismount},
     {"set", "NAME", set_opts, "Change a database's settings", NULL, run_set},
+    {"move", "NAME", move_opts, "Make another copy of a DAG database the active one (switchover)",
+     "The primary active manager does it: the active copy stops taking mail (deliveries wait,\n"
+     "or get a retryable refusal: exit 75), its last log generation is closed, copied to the\n"
+     "target and replayed there, and the target mounts. Nothing committed is lost. Prints how\n"
+     "long it took and how long mail waited.",
+     run_move},
     {"new-recovery", "NAME", recovery_opts,
      "Create the recovery database: a database over restored files, to read mail from",
      "It is left dismounted and open to a restore: ombra restore DB --recovery NAME --mount.\n"

@@ -256,11 +256,12 @@ int rp_dag_find_db(rp_dag *d, const char *name, json_t **rec, char id[37])
 
 int rp_dag_copy_rows(rp_dag *d, const char *db_name, json_t **rows)
 {
-    json_t *dbs = NULL, *act = NULL, *copies = NULL, *alive = NULL;
+    json_t *dbs = NULL, *act = NULL, *copies = NULL, *alive = NULL, *lm = NULL;
     int rc = rp_dag_list(d, "databases/", &dbs);
     if (!rc) rc = rp_dag_list(d, "active/", &act);
     if (!rc) rc = rp_dag_list(d, "copies/", &copies);
     if (!rc) rc = rp_dag_list(d, "alive/", &alive);
+    if (!rc) rc = rp_dag_list(d, "lastmove/", &lm);
     json_t *out = json_array();
     const char *id;
     json_t *db;
@@ -305,6 +306,12 @@ int rp_dag_copy_rows(rp_dag *d, const char *db_name, json_t **rows)
                           made ? made : json_integer_value(json_object_get(s, "generated")),
                           "copied", copied, "inspected", inspected, "replayed", replayed,
                           "last_error", om_json_str_or(s, "last_error", ""));
+            json_object_set_new(o, "epoch",
+                                json_integer(json_integer_value(
+                                    json_object_get(json_object_get(act, id), "epoch"))));
+            if (is_active)
+                json_object_set(o, "last_move",
+                                json_object_get(lm, id) ? json_object_get(lm, id) : json_null());
             if (!is_active) { /* block mode: the open generation, held in part */
                 json_object_set_new(o, "mode", json_string(om_json_str_or(s, "mode", "file")));
                 json_object_set(o, "streamed_gen", json_object_get(s, "streamed_gen"));
@@ -320,6 +327,7 @@ int rp_dag_copy_rows(rp_dag *d, const char *db_name, json_t **rows)
     json_decref(act);
     json_decref(copies);
     json_decref(alive);
+    json_decref(lm);
     if (rc) {
         json_decref(out);
         out = NULL;

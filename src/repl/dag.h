@@ -7,7 +7,13 @@
  *   databases/<db id>       {"name", "id", "base", "active_server", "copies": {<server>:
  *                            {"preference", "replay_lag", "suspended", "seeding_postponed",
  *                             "reseed", "source"}}}                        (db copy ...)
- *   active/<db id>          {"server", "epoch"}                             (first copy add)
+ *   active/<db id>          {"server", "epoch", "since_gen", "since_ns", "why"} (first copy add;
+ *                           then only the primary active manager, am.h)
+ *   activelease/<db id>     {"server", "epoch"}: bound to the active server's lease while its
+ *                           store takes commits of the database (am.h)
+ *   moves/<db id>           {"to", "request", "requested_ns"}: ombra db move asks (am.h)
+ *   lastmove/<db id>        the last switchover or failover and how it went (am.h)
+ *   pam                     {"server", "since_ns"}: the primary active manager, bound to its lease
  *   copies/<db id>/<server> {"state", "generated", "copied", "inspected", "replayed",
  *                            "copy_queue", "replay_queue", "edb", "logs", "last_error",
  *                            "updated"}                                      (ombra-repld)
@@ -67,7 +73,8 @@ int rp_dag_find_db(rp_dag *d, const char *name, json_t **rec, char id[37]);
  * DAG's records say now: {"database", "id", "server", "state" (Mounted for the active;
  * ServiceDown when the server's ombra-repld holds no lease), "active", "preference",
  * "replay_lag", "copy_queue", "replay_queue", "generated", "copied", "inspected", "replayed",
- * "last_error", and for a passive copy "mode", "streamed_gen", "streamed_bytes",
+ * "last_error", "epoch" (active/<id>'s), for the active copy "last_move" (lastmove/<id> or
+ * null), and for a passive copy "mode", "streamed_gen", "streamed_bytes",
  * "streamed_len"}. DatabaseNotFound for a name the DAG does not have. */
 int rp_dag_copy_rows(rp_dag *d, const char *db_name, json_t **rows);
 

@@ -16,6 +16,7 @@
 #include "base/paths.h"
 #include "base/proto.h"
 #include "base/time.h"
+#include "repl/am.h"
 #include "repl/copier.h"
 #include "repl/ca.h"
 #include "repl/dag.h"
@@ -44,7 +45,11 @@ typedef struct repld {
     char etcd_error[512];
     rp_copier *copies[MAX_COPIES];
     int ncopies;
-    int activating; /* copy.activate calls under way: reconcile stops no copier meanwhile */
+    /* The databases whose copier the active manager took (an activation): reconcile leaves
+     * them alone until it gives the copier back. */
+    char taken[MAX_COPIES][40];
+    int ntaken;
+    rp_am *am; /* the active manager (am.h) */
     uint64_t peers_refused, peers_served;
     /* The primary active manager (pam: spec §8): the server holding the DAG's pam key, bound to
      * its alive lease; its term is the key's create revision (grows with each new primary). */
@@ -116,6 +121,7 @@ static void pam_round(repld *r)
     snprintf(r->pam, sizeof r->pam, "%s", holder);
     r->pam_term = term;
     pthread_mutex_unlock(&r->mu);
+    rp_am_set_primary(r->am, !strcmp(holder, r->o->server), term);
     if (changed && !strcmp(holder, r->o->server))
         om_info("this server (%s) is the primary active manager of DAG %s (term %lld)",
                 r->o->server, r->dag->name, (long long)term);
@@ -136,6 +142,7 @@ static void *lease_main(void *arg)
         if (stop) break;
         int rc;
         int64_t left = 0;
+        uint64_t sent = om_mono_ns();
         if (r->lease) {
             rc = etcd_lease_keepalive(r->dag->e, r->lease, &left);
             if (!rc && left <= 0) {
@@ -145,7 +152,10 @@ static void *lease_main(void *arg)
         } else
             rc = lease_up(r);
         etcd_state(r, rc);
-        if (!rc && r->lease) pam_round(r);
+        if (!rc && r->lease) {
+            pam_round(r);
+            rp_am_lease_round(r->am, r->lease, sent);
+        }
         uint64_t ms = rc ? backoff : (uint64_t)r->o->lease_s * 1000 / 3;
         backoff = rc ? (backoff * 2 > 2000 ? 2000 : backoff * 2) : 100;
         struct timespec ts = om_deadline_ms(ms);
@@ -165,9 +175,12 @@ static void reconcile(repld *r)
     if (!rc) rc = rp_dag_list(r->dag, "active/", &act);
     etcd_state(r, rc);
     if (rc) goto out;
-    /* Stop the copiers of copies this server no longer holds as passive. */
+    /* Stop the copiers of copies this server no longer holds as passive (the array under mu:
+     * the active manager takes copiers out of it from other threads). */
+    pthread_mutex_lock(&r->mu);
     for (int i = 0; i < r->ncopies;) {
-        const char *id = rp_copier_db(r->copies[i]);
+        char id[40];
+        snprintf(id, sizeof id, "%s", rp_copier_db(r->copies[i]));
         json_t *db = json_object_get(dbs, id);
         const char *active = om_json_str_or(json_object_get(act, id), "server", "");
         if (db && json_object_get(json_object_get(db, "copies"), r->o->server) &&
@@ -178,17 +191,14 @@ static void reconcile(repld *r)
         }
         om_info("copy of database %s: no longer a passive copy of this server", id);
         /* Out of the array under mu (status and the replica writer read it), stopped outside. */
-        pthread_mutex_lock(&r->mu);
-        if (r->activating) { /* the next round does it */
-            pthread_mutex_unlock(&r->mu);
-            i++;
-            continue;
-        }
         rp_copier *gone = r->copies[i];
         r->copies[i] = r->copies[--r->ncopies];
         pthread_mutex_unlock(&r->mu);
         rp_copier_stop(gone);
+        pthread_mutex_lock(&r->mu);
+        i = 0; /* the array may have changed meanwhile */
     }
+    pthread_mutex_unlock(&r->mu);
     const char *id;
     json_t *db;
     json_object_foreach(dbs, id, db)
@@ -196,8 +206,12 @@ static void reconcile(repld *r)
         if (!json_object_get(json_object_get(db, "copies"), r->o->server)) continue;
         if (!strcmp(om_json_str_or(json_object_get(act, id), "server", ""), r->o->server)) continue;
         int have = 0;
+        pthread_mutex_lock(&r->mu);
         for (int i = 0; i < r->ncopies && !have; i++)
             have = !strcmp(rp_copier_db(r->copies[i]), id);
+        for (int i = 0; i < r->ntaken && !have; i++)
+            have = !strcmp(r->taken[i], id);
+        pthread_mutex_unlock(&r->mu);
         if (have || r->ncopies >= MAX_COPIES) continue;
         rp_copier_cfg cfg = {
             .dag = r->dag, .tls = r->tls, .server = r->o->server, .data_dir = r->o->data_dir};
@@ -214,6 +228,42 @@ out:
     json_decref(act);
 }
 
+/* The active manager's hold on a copier (am.h): out of the array, the database marked taken. */
+static rp_copier *take_copier(void *ctx, const char *db_id)
+{
+    repld *r = ctx;
+    rp_copier *c = NULL;
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->ncopies && !c; i++)
+        if (!strcmp(rp_copier_db(r->copies[i]), db_id) && r->ntaken < MAX_COPIES) {
+            c = r->copies[i];
+            r->copies[i] = r->copies[--r->ncopies];
+            snprintf(r->taken[r->ntaken++], sizeof r->taken[0], "%s", db_id);
+        }
+    pthread_mutex_unlock(&r->mu);
+    return c;
+}
+
+static void give_copier(void *ctx, const char *db_id, rp_copier *c)
+{
+    repld *r = ctx;
+    rp_copier_stop(c);
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->ntaken; i++)
+        if (!strcmp(r->taken[i], db_id)) {
+            snprintf(r->taken[i], sizeof r->taken[i], "%s", r->taken[--r->ntaken]);
+            break;
+        }
+    r->changed = 1; /* reconcile: a copier again if it is still a passive copy here */
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int am_peer_op(void *ctx, rp_conn *c, json_t *req, int *rc)
+{
+    return rp_am_serve(ctx, c, req, rc);
+}
+
 static void on_change(void *arg, const etcd_event *ev)
 {
     repld *r = arg;
@@ -223,6 +273,7 @@ static void on_change(void *arg, const etcd_event *ev)
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     rp_floor_poke(r->floor);
+    if (r->am) rp_am_poke(r->am);
 }
 
 /* Reconciles at every change of the directory (and every 10 s, in case a watch is between two
@@ -410,34 +461,16 @@ static json_t *status_json(repld *r)
     return o;
 }
 
-/* copy.activate {"db", "through_gen", "use_stream", "timeout_ms"}: rp_copier_activate on this
- * server's copy (the active manager's step; root or this service's user only). Counted in
- * activating, so that reconcile does not stop the copier meanwhile. */
+/* copy.activate {"db", "through_gen", "use_stream", "timeout_ms"}: the active manager's
+ * am.activate asked on the admin socket (tests; root or this service's own user only). */
 static json_t *activate_json(repld *r, int fd, json_t *req)
 {
     if (!om_peer_is_own(fd))
         return om_proto_error(om_errf(OM_E_FileAccessDenied, "copy.activate is for root or "
                                                              "this service's own user only"));
-    const char *id = om_json_str_or(req, "db", "");
-    rp_activate_result res;
-    int rc =
-        om_errf(OM_E_DatabaseNotFound, "server %s runs no copier of database %s", r->o->server, id);
-    rp_copier *c = NULL;
-    pthread_mutex_lock(&r->mu);
-    for (int i = 0; i < r->ncopies; i++)
-        if (!strcmp(rp_copier_db(r->copies[i]), id)) c = r->copies[i];
-    r->activating += c != NULL;
-    pthread_mutex_unlock(&r->mu);
-    if (c)
-        rc = rp_copier_activate(c, (uint32_t)om_json_int_or(req, "through_gen", 0),
-                                json_is_true(json_object_get(req, "use_stream")),
-                                (uint32_t)om_json_int_or(req, "timeout_ms", 10000), &res);
-    pthread_mutex_lock(&r->mu);
-    r->activating -= c != NULL;
-    pthread_mutex_unlock(&r->mu);
-    if (rc) return om_proto_error(rc);
-    return json_pack("{s:b,s:I,s:b,s:I}", "ok", 1, "last_gen", (json_int_t)res.last_gen,
-                     "used_stream", res.used_stream, "lost_from", (json_int_t)res.lost_from);
+    json_t *rep = NULL;
+    int rc = rp_am_activate(r->am, req, &rep);
+    return rc ? om_proto_error(rc) : rep;
 }
 
 typedef struct adm {
@@ -554,6 +587,19 @@ int rp_repld_run(const rp_repld_opts *o0)
                                                           : RP_BACKUP_REPLAY_QUEUE,
                                 .ctx = r};
     if (!rc) rc = rp_replica_writer_start(&wc, &r->writer);
+    rp_am_cfg ac = {.dag = r->dag,
+                    .tls = r->tls,
+                    .server = o.server,
+                    .store_socket = o.store_socket,
+                    .lease_s = o.lease_s,
+                    .take_copier = take_copier,
+                    .give_copier = give_copier,
+                    .ctx = r};
+    if (!rc) rc = rp_am_start(&ac, &r->am);
+    if (!rc) {
+        r->src.peer_op = am_peer_op;
+        r->src.peer_ctx = r->am;
+    }
     if (!rc) rc = etcd_watch_start(r->dag->e, k1, 0, on_change, r, &w1);
     if (!rc) rc = etcd_watch_start(r->dag->e, k2, 0, on_change, r, &w2);
     pthread_t lease_th, rec_th, acc_th;
@@ -562,6 +608,7 @@ int rp_repld_run(const rp_repld_opts *o0)
     if (rc) {
         etcd_watch_stop(w1);
         etcd_watch_stop(w2);
+        rp_am_stop(r->am);
         rp_replica_writer_stop(r->writer);
         rp_floor_stop(r->floor);
         goto out;
@@ -585,6 +632,7 @@ int rp_repld_run(const rp_repld_opts *o0)
     pthread_join(acc_th, NULL);
     pthread_join(rec_th, NULL);
     pthread_join(lease_th, NULL);
+    rp_am_stop(r->am);       /* its activated copies given back (and stopped) */
     rp_floor_stop(r->floor); /* the store keeps the last floors until they lapse */
     if (r->lease) etcd_lease_revoke(r->dag->e, r->lease); /* the others see us gone at once */
     unlink(sock);

@@ -570,6 +570,7 @@ void rp_source_serve(rp_source *s, rp_conn *c)
             rc = rp_reseed_serve(s, c, req);
         } else if (!strcmp(op, "backup.run")) { /* a backup of a copy here (remote_backup.h) */
             rc = rp_remote_backup_serve(s->dag, s->server, c, req);
+        } else if (s->peer_op && s->peer_op(s->peer_ctx, c, req, &rc)) {
         } else {
             om_errf(OM_E_InvalidParameter, "unknown request '%s'", op);
             rc = rp_send_error(c, OM_E_InvalidParameter);

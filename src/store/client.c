@@ -275,10 +275,11 @@ int store_client_dag_join(store_client *c, const char *etcd_url, const char *dag
     return rc;
 }
 
-int store_client_dag_lease(store_client *c, uint32_t valid_ms, json_t **dbs)
+int store_client_dag_lease(store_client *c, uint64_t until_mono_ns, json_t **dbs)
 {
-    return call_get(c, json_pack("{s:s, s:I}", "op", "dag.lease", "valid_ms", (json_int_t)valid_ms),
-                    "databases", is_array, "list of databases", dbs);
+    return call_get(
+        c, json_pack("{s:s, s:I}", "op", "dag.lease", "until_mono_ns", (json_int_t)until_mono_ns),
+        "databases", is_array, "list of databases", dbs);
 }
 
 int store_client_db_handoff(store_client *c, const char *id, int64_t epoch, uint32_t timeout_ms,

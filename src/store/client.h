@@ -119,16 +119,17 @@ int store_client_dag_join(store_client *c, const char *etcd_url, const char *dag
 /* ---- fencing and handoff (ombra-repld; store/fence.h, docs/design.md "Fencing and handoff in
  * the store") ---- */
 
-/* dag.lease: this server's replicated databases may acknowledge commits for valid_ms (1 ms to an
- * hour) from when the store reads the request: ombra-repld calls it right after each successful
- * etcd keepalive, with valid_ms = the lease's time - the time since it sent the keepalive - a
- * margin, so that the store's deadline always comes before etcd can expire the lease. The
- * first call arms the store's fencing (before it, the store acknowledges as it always did);
- * armed, a database that mounted takes no commit before the next call. -> *dbs (a new
- * reference) the array of the databases the DAG names active on this server: {"id", "name",
- * "epoch" (of active/<id> it is mounted under, or the DAG's when not mounted), "mounted",
- * "taking_commits"}: ombra-repld keeps activelease/<id> for those taking commits. */
-int store_client_dag_lease(store_client *c, uint32_t valid_ms, json_t **dbs);
+/* dag.lease: this server's replicated databases may acknowledge commits until until_mono_ns
+ * (CLOCK_MONOTONIC, om_mono_ns): ombra-repld calls it right after each successful etcd
+ * keepalive, with the moment it sent the keepalive + most of the lease, so that the store's
+ * deadline always comes before etcd can expire the lease (a deadline already past when the
+ * store reads it renews nothing). The first call arms the store's fencing (before it, the store
+ * acknowledges as it always did); armed, a database that mounted takes no commit before the
+ * next call. -> *dbs (a new reference) the array of the databases the DAG names active on this
+ * server: {"id", "name", "epoch" (of active/<id> it is mounted under, or the DAG's when not
+ * mounted), "mounted", "taking_commits"}: ombra-repld keeps activelease/<id> for those taking
+ * commits. */
+int store_client_dag_lease(store_client *c, uint64_t until_mono_ns, json_t **dbs);
 /* db.handoff (a switchover, on the active): database id, active here at epoch (else refused:
  * InvalidParameter), stops taking commits (new ones wait, then get DatabaseMoving), lets those
  * in flight finish (within timeout_ms, 1 ms to 10 minutes; else DatabaseMoving, and the

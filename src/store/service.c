@@ -866,19 +866,33 @@ static int h_db_truncate_logs(op_req *r)
 /* ---- fencing and handoff (store/fence.h, docs/design.md "Fencing and handoff in the store")
  * ---- */
 
-/* dag.lease {"valid_ms"} (this server's ombra-repld, after each etcd keepalive): the replicated
- * databases may acknowledge commits for valid_ms from now. -> {"databases": [{"id", "name",
- * "epoch", "mounted", "taking_commits"}]}: the databases the DAG names active here, so that
- * ombra-repld keeps activelease/<id> for those taking commits. */
+/* dag.lease {"until_mono_ns"} (this server's ombra-repld, after each etcd keepalive): the
+ * replicated databases may acknowledge commits until that moment of CLOCK_MONOTONIC (one clock
+ * for every process of the machine). An absolute deadline, so that a renewal the store reads
+ * late (the store paused, the request waiting in the socket) cannot reach past what its sending
+ * allowed: one already past renews nothing. {"valid_ms"}: for valid_ms from now (tests).
+ * -> {"databases": [{"id", "name", "epoch", "mounted", "taking_commits"}]}: the databases the DAG
+ * names active here, so that ombra-repld keeps activelease/<id> for those taking commits. */
 static int h_dag_lease(op_req *r)
 {
     store *s = r->s;
     int64_t ms = 0;
-    int rc = om_json_int(r->req, "valid_ms", &ms);
-    if (!rc && (ms < 1 || ms > 3600000))
-        rc = om_errf(OM_E_InvalidParameter, "valid_ms %lld: 1 ms to an hour", (long long)ms);
+    int rc = 0;
+    json_t *until = json_object_get(r->req, "until_mono_ns");
+    if (until) {
+        int64_t u = json_integer_value(until), now = (int64_t)om_mono_ns();
+        if (!json_is_integer(until) || u <= 0 || u > now + 3600000000000LL)
+            rc = om_errf(OM_E_InvalidParameter,
+                         "until_mono_ns %lld: a moment of CLOCK_MONOTONIC within the next hour",
+                         (long long)u);
+        ms = u > now ? (u - now) / 1000000 : 0;
+    } else {
+        rc = om_json_int(r->req, "valid_ms", &ms);
+        if (!rc && (ms < 1 || ms > 3600000))
+            rc = om_errf(OM_E_InvalidParameter, "valid_ms %lld: 1 ms to an hour", (long long)ms);
+    }
     if (rc) return rc;
-    store_fence_renew(s->reg->fence, (uint32_t)ms);
+    if (ms > 0) store_fence_renew(s->reg->fence, (uint32_t)ms);
     json_t *arr = json_array();
     for (size_t i = 0; i < s->reg->dir->n; i++) {
         const store_dbent *e = &s->reg->dir->ents[i];
@@ -1234,16 +1248,17 @@ int store_run(const store_opts *o)
                            conf.dag, conf.server, dirpath, o->server, conf.server);
         s->server = conf.server;
     }
-    /* Fencing is armed at the first dag.lease while ombra-repld does not send it everywhere yet;
-     * OMBRA_FENCE_ALWAYS=1 arms it from the start (DAC: nothing acknowledged before the DAG
-     * spoke). OMBRA_FENCE_WAIT_MS: the commits' wait for a renewal or a handoff (tests). */
+    /* Fencing is armed from the start (DAC: a replicated database takes no commit before this
+     * server's ombra-repld renewed the deadline); OMBRA_FENCE_ALWAYS=0 arms it only at the first
+     * dag.lease (tests of the store alone). OMBRA_FENCE_WAIT_MS: the commits' wait for a renewal
+     * or a handoff (tests). */
     const char *fa = getenv("OMBRA_FENCE_ALWAYS"), *fw = getenv("OMBRA_FENCE_WAIT_MS");
     store_registry_opts ro = {.server = s->server,
                               .conf = &conf,
                               .dir_path = dirpath,
                               .checkpoint_gens = o->checkpoint_gens,
                               .cache_mb = o->cache_mb,
-                              .fence_always = fa && !strcmp(fa, "1"),
+                              .fence_always = !fa || strcmp(fa, "0"),
                               .fence_wait_ms = fw && atoi(fw) > 0 ? (uint32_t)atoi(fw) : 0};
     if ((rc = store_registry_open(&ro, &s->reg))) return rc;
     om_server_signals_block();

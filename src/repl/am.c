@@ -1,0 +1,904 @@
+/* The active manager (am.h): the lease round of every server, the primary's switchovers and
+ * failovers, and the two requests it asks of other servers. */
+#include "repl/am.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/error.h"
+#include "base/logging.h"
+#include "base/proto.h"
+#include "base/time.h"
+#include "store/client.h"
+#include "repl/wire.h"
+
+#define AM_MAX_DBS       256
+#define AM_PENDING_S     30    /* an activated copy waits this long for the directory */
+#define AM_HANDOFF_MS    10000 /* the active's store: commits in flight, dismount, close */
+#define AM_CATCHUP_MS    30000 /* the target copy: the last generations, replayed */
+#define AM_SALVAGE_MS    8000  /* a failover's attempt to copy what the lost server still has */
+#define AM_MOUNT_MS      30000 /* the new active's store: mounted and taking commits */
+#define AM_MAX_COPYQ     16    /* a switchover's target may be this many generations behind */
+#define AM_FAILED_RETRY_S 10   /* a failover that could not be made is tried again after */
+
+typedef struct owned { /* an activelease key this server wrote */
+    char db[40];
+    int64_t epoch;
+} owned;
+
+typedef struct pending { /* a copy activated here, waiting for the directory to name it */
+    char db[40];
+    rp_copier *c;
+    uint64_t until;
+} pending;
+
+typedef struct track { /* the primary's view of one database */
+    char db[40];
+    uint64_t absent_since; /* activelease missing since (mono ns; 0: present) */
+    uint64_t quiet_until;  /* after a move: the new active's time to mount */
+    uint64_t retry_at;     /* a failover that could not be made: when to try again */
+} track;
+
+struct rp_am {
+    rp_am_cfg cfg;
+    pthread_t th;
+    pthread_mutex_t mu; /* the fields below */
+    pthread_cond_t cv;
+    int stopping, poked, primary;
+    int64_t term;
+    uint64_t primary_since;
+    pending pend[AM_MAX_DBS];
+    int npend;
+    /* the lease thread's own */
+    store_client *sc;
+    owned own[AM_MAX_DBS];
+    int nown;
+    int64_t own_lease;
+    int store_down;
+    /* the am thread's own */
+    track tr[AM_MAX_DBS];
+    int ntr;
+    etcd_watch *w_moves, *w_al, *w_alive;
+};
+
+int rp_am_dial_gens(const char *dial)
+{
+    if (!dial || !strcmp(dial, "best")) return 12;
+    if (!strcmp(dial, "good")) return 6;
+    if (!strcmp(dial, "lossless")) return 0;
+    return -1;
+}
+
+static json_int_t jint(json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+/* ---- every server: the lease round ---- */
+
+static void al_put(rp_am *a, const char *db, int64_t epoch, int64_t lease)
+{
+    char k[200];
+    snprintf(k, sizeof k, "activelease/%s", db);
+    json_t *v = json_pack("{s:s,s:I,s:I}", "server", a->cfg.server, "epoch", (json_int_t)epoch,
+                          "since_ns", (json_int_t)om_now_ns());
+    if (rp_dag_put(a->cfg.dag, k, v, lease)) {
+        om_warn("activelease of database %s: %s", db, om_err_detail());
+    } else {
+        int i = 0;
+        while (i < a->nown && strcmp(a->own[i].db, db))
+            i++;
+        if (i == a->nown && a->nown < AM_MAX_DBS) a->nown++;
+        if (i < a->nown) {
+            snprintf(a->own[i].db, sizeof a->own[i].db, "%s", db);
+            a->own[i].epoch = epoch;
+        }
+    }
+    json_decref(v);
+}
+
+static void al_drop(rp_am *a, int i, const char *why)
+{
+    char k[200];
+    snprintf(k, sizeof k, "activelease/%s", a->own[i].db);
+    om_info("database %s: activelease given up (epoch %lld): %s", a->own[i].db,
+            (long long)a->own[i].epoch, why);
+    rp_dag_delete(a->cfg.dag, k, 0);
+    a->own[i] = a->own[--a->nown];
+}
+
+void rp_am_lease_round(rp_am *a, int64_t lease, uint64_t sent_mono_ns)
+{
+    /* The store may take commits until a fifth of the lease before etcd could let it lapse
+     * (counted from when the keepalive was sent: etcd renews it later than that). */
+    uint64_t lease_ns = (uint64_t)a->cfg.lease_s * 1000000000ull;
+    uint64_t until = sent_mono_ns + lease_ns - lease_ns / 5;
+    json_t *dbs = NULL;
+    int rc = store_client_dag_lease(a->sc, until, &dbs);
+    if (rc) {
+        if (!a->store_down)
+            om_warn("the store does not renew its commit deadline: %s", om_err_detail());
+        a->store_down = 1;
+        while (a->nown) al_drop(a, 0, "the store cannot be reached");
+        return;
+    }
+    if (a->store_down) om_info("the store renews its commit deadline again");
+    a->store_down = 0;
+    if (lease != a->own_lease) a->nown = 0; /* keys of a lapsed lease are gone with it */
+    a->own_lease = lease;
+    /* Keep the keys of what the store takes commits of; drop the others. */
+    for (int i = 0; i < a->nown;) {
+        int keep = 0;
+        size_t j;
+        json_t *d;
+        json_array_foreach(dbs, j, d)
+        {
+            if (!strcmp(om_json_str_or(d, "id", ""), a->own[i].db) &&
+                json_is_true(json_object_get(d, "taking_commits")) &&
+                jint(d, "epoch") == a->own[i].epoch)
+                keep = 1;
+        }
+        if (keep)
+            i++;
+        else
+            al_drop(a, i, "the store does not take its commits at that epoch");
+    }
+    size_t j;
+    json_t *d;
+    json_array_foreach(dbs, j, d)
+    {
+        if (!json_is_true(json_object_get(d, "taking_commits"))) continue;
+        const char *id = om_json_str_or(d, "id", "");
+        int have = 0;
+        for (int i = 0; i < a->nown && !have; i++)
+            have = !strcmp(a->own[i].db, id);
+        if (!have && *id) al_put(a, id, jint(d, "epoch"), lease);
+    }
+    json_decref(dbs);
+}
+
+/* ---- the requests between servers ---- */
+
+static int ask(rp_am *a, const char *server, json_t *req, int timeout_ms, json_t **reply)
+{
+    rp_conn *c = NULL;
+    *reply = NULL;
+    int rc = rp_connect_server(a->cfg.dag, a->cfg.tls, server, 5000, &c);
+    if (!rc) {
+        rc = rp_call(c, req, timeout_ms, reply, NULL, NULL);
+        req = NULL;
+    }
+    json_decref(req);
+    rp_close(c);
+    return rc ? om_err_ctx(rc, "server %s", server) : 0;
+}
+
+static int active_of(rp_am *a, const char *db, char server[RP_NAME_MAX + 1], int64_t *epoch)
+{
+    char k[200];
+    json_t *act = NULL;
+    snprintf(k, sizeof k, "active/%s", db);
+    int rc = rp_dag_get(a->cfg.dag, k, &act, NULL);
+    snprintf(server, RP_NAME_MAX + 1, "%s", om_json_str_or(act, "server", ""));
+    *epoch = jint(act, "epoch");
+    json_decref(act);
+    return rc;
+}
+
+static int serve_handoff(rp_am *a, rp_conn *c, json_t *req)
+{
+    const char *db = om_json_str_or(req, "db", "");
+    int64_t epoch = jint(req, "epoch");
+    char server[RP_NAME_MAX + 1];
+    int64_t cur;
+    int rc = active_of(a, db, server, &cur);
+    if (!rc && (strcmp(server, a->cfg.server) || cur != epoch))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "database %s: the DAG names %s active at epoch %lld, not this server (%s) at "
+                     "epoch %lld",
+                     db, server[0] ? server : "no server", (long long)cur, a->cfg.server,
+                     (long long)epoch);
+    store_client *sc = NULL;
+    uint32_t last = 0;
+    uint64_t refused = 0;
+    if (!rc) rc = store_client_new(a->cfg.store_socket, &sc);
+    if (!rc)
+        rc = store_client_db_handoff(sc, db, epoch, (uint32_t)jint(req, "timeout_ms"), &last,
+                                     &refused);
+    store_client_free(sc);
+    if (rc) return rp_send_error(c, rc);
+    om_info("database %s: handed off at epoch %lld, its last generation %u closed", db,
+            (long long)epoch, last);
+    return rp_reply(c,
+                    json_pack("{s:b,s:I,s:I}", "ok", 1, "last_gen", (json_int_t)last,
+                              "refused_since_ns", (json_int_t)refused),
+                    NULL, 0);
+}
+
+int rp_am_activate(rp_am *a, json_t *req, json_t **reply)
+{
+    const char *db = om_json_str_or(req, "db", "");
+    char server[RP_NAME_MAX + 1];
+    int64_t cur;
+    *reply = NULL;
+    int rc = active_of(a, db, server, &cur);
+    if (!rc && !strcmp(server, a->cfg.server))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "database %s is active on this server (%s) already", db, a->cfg.server);
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; !rc && i < a->npend; i++)
+        if (!strcmp(a->pend[i].db, db))
+            rc = om_errf(OM_E_DatabaseInUse,
+                         "the copy of database %s here is activated already (waiting to be named "
+                         "active)",
+                         db);
+    int full = a->npend >= AM_MAX_DBS;
+    pthread_mutex_unlock(&a->mu);
+    if (!rc && full) rc = om_errf(OM_E_OutOfMemory, "too many copies being activated");
+    rp_copier *cp = rc ? NULL : a->cfg.take_copier(a->cfg.ctx, db);
+    if (!rc && !cp)
+        rc = om_errf(OM_E_DatabaseNotFound, "server %s runs no copier of database %s",
+                     a->cfg.server, db);
+    rp_activate_result res = {0};
+    json_t *tg = json_object_get(req, "timeout_ms");
+    if (!rc)
+        rc = rp_copier_activate(cp, (uint32_t)jint(req, "through_gen"),
+                                json_is_true(json_object_get(req, "use_stream")),
+                                tg ? (uint32_t)json_integer_value(tg) : 10000, &res);
+    if (rc) {
+        if (cp) a->cfg.give_copier(a->cfg.ctx, db, cp);
+        return rc;
+    }
+    rp_copy_status st;
+    rp_copier_status(cp, &st);
+    pthread_mutex_lock(&a->mu);
+    pending *p = &a->pend[a->npend++];
+    snprintf(p->db, sizeof p->db, "%s", db);
+    p->c = cp;
+    p->until = om_mono_ns() + AM_PENDING_S * 1000000000ull;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    om_info("copy of %s activated: it holds generations through %u%s", st.name[0] ? st.name : db,
+            res.last_gen, res.used_stream ? " and the streamed part of the next" : "");
+    *reply = json_pack("{s:b,s:I,s:b,s:I,s:s,s:s}", "ok", 1, "last_gen", (json_int_t)res.last_gen,
+                       "used_stream", res.used_stream, "lost_from", (json_int_t)res.lost_from,
+                       "edb", st.edb, "logs", st.logs);
+    return *reply ? 0 : om_errf(OM_E_OutOfMemory, "reply");
+}
+
+static int serve_activate(rp_am *a, rp_conn *c, json_t *req)
+{
+    json_t *rep = NULL;
+    int rc = rp_am_activate(a, req, &rep);
+    return rc ? rp_send_error(c, rc) : rp_reply(c, rep, NULL, 0);
+}
+
+/* Gives the activated copy of db back to copying (index i of pend, mu held; let go inside). */
+static void resume_locked(rp_am *a, int i, const char *why)
+{
+    pending p = a->pend[i];
+    a->pend[i] = a->pend[--a->npend];
+    pthread_mutex_unlock(&a->mu);
+    if (why) om_info("copy of database %s: %s", p.db, why);
+    a->cfg.give_copier(a->cfg.ctx, p.db, p.c);
+    pthread_mutex_lock(&a->mu);
+}
+
+static int serve_resume(rp_am *a, rp_conn *c, json_t *req)
+{
+    const char *db = om_json_str_or(req, "db", "");
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < a->npend; i++)
+        if (!strcmp(a->pend[i].db, db)) {
+            resume_locked(a, i, "activation called off: copying again");
+            break;
+        }
+    pthread_mutex_unlock(&a->mu);
+    return rp_reply(c, NULL, NULL, 0);
+}
+
+int rp_am_serve(rp_am *a, rp_conn *c, json_t *req, int *rc)
+{
+    const char *op = om_json_str_or(req, "op", "");
+    if (!strcmp(op, "am.handoff"))
+        *rc = serve_handoff(a, c, req);
+    else if (!strcmp(op, "am.activate"))
+        *rc = serve_activate(a, c, req);
+    else if (!strcmp(op, "am.resume"))
+        *rc = serve_resume(a, c, req);
+    else
+        return 0;
+    return 1;
+}
+
+/* The activated copies: the directory named this server (the copy is the store's now), or it
+ * did not in time (copying again). */
+static void pending_round(rp_am *a)
+{
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < a->npend;) {
+        char db[40], server[RP_NAME_MAX + 1] = "";
+        int64_t epoch;
+        snprintf(db, sizeof db, "%s", a->pend[i].db);
+        pthread_mutex_unlock(&a->mu);
+        int rc = active_of(a, db, server, &epoch);
+        pthread_mutex_lock(&a->mu);
+        if (i >= a->npend || strcmp(a->pend[i].db, db)) continue; /* resumed meanwhile */
+        if (!rc && !strcmp(server, a->cfg.server))
+            resume_locked(a, i, NULL); /* stopped: repld runs no copier of an active copy */
+        else if (om_mono_ns() > a->pend[i].until)
+            resume_locked(a, i, "activated, but not named active in time: copying again");
+        else
+            i++;
+    }
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* ---- the primary ---- */
+
+static track *track_of(rp_am *a, const char *db)
+{
+    for (int i = 0; i < a->ntr; i++)
+        if (!strcmp(a->tr[i].db, db)) return &a->tr[i];
+    if (a->ntr >= AM_MAX_DBS) return NULL;
+    track *t = &a->tr[a->ntr++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->db, sizeof t->db, "%s", db);
+    return t;
+}
+
+/* What the primary read of the directory for one round. */
+typedef struct view {
+    json_t *dbs, *act, *al, *moves, *alive, *rows;
+} view;
+
+static void view_free(view *v)
+{
+    json_decref(v->dbs);
+    json_decref(v->act);
+    json_decref(v->al);
+    json_decref(v->moves);
+    json_decref(v->alive);
+    json_decref(v->rows);
+}
+
+static int view_read(rp_am *a, view *v)
+{
+    memset(v, 0, sizeof *v);
+    int rc = rp_dag_list(a->cfg.dag, "databases/", &v->dbs);
+    if (!rc) rc = rp_dag_list(a->cfg.dag, "active/", &v->act);
+    if (!rc) rc = rp_dag_list(a->cfg.dag, "activelease/", &v->al);
+    if (!rc) rc = rp_dag_list(a->cfg.dag, "moves/", &v->moves);
+    if (!rc) rc = rp_dag_list(a->cfg.dag, "alive/", &v->alive);
+    if (!rc) rc = rp_dag_list(a->cfg.dag, "copies/", &v->rows);
+    return rc;
+}
+
+static json_t *row_of(view *v, const char *db, const char *server)
+{
+    char k[200];
+    snprintf(k, sizeof k, "%s/%s", db, server);
+    return json_object_get(v->rows, k);
+}
+
+/* The newest generation the active wrote, as far as the directory knows: its own row, or what
+ * a copy got of it. */
+static uint32_t generated_of(view *v, const char *db, json_t *rec, const char *active)
+{
+    uint32_t g = (uint32_t)jint(row_of(v, db, active), "generated");
+    const char *s;
+    json_t *cp;
+    json_object_foreach(json_object_get(rec, "copies"), s, cp)
+    {
+        json_t *row = row_of(v, db, s);
+        uint32_t c = (uint32_t)jint(row, "copied");
+        if (c > g) g = c;
+    }
+    return g;
+}
+
+typedef struct cand {
+    char server[RP_NAME_MAX + 1];
+    int over_dial;
+    uint32_t copyq, replayq, copied;
+    int64_t pref;
+} cand;
+
+static int cand_cmp(const void *x, const void *y)
+{
+    const cand *p = x, *q = y;
+    if (p->over_dial != q->over_dial) return p->over_dial - q->over_dial;
+    if (p->copyq != q->copyq) return p->copyq < q->copyq ? -1 : 1;
+    if (p->replayq != q->replayq) return p->replayq < q->replayq ? -1 : 1;
+    if (p->pref != q->pref) return p->pref < q->pref ? -1 : 1;
+    return strcmp(p->server, q->server);
+}
+
+/* The copies that could become active, best first (healthy only: a switchover). */
+static int candidates(view *v, const char *db, json_t *rec, const char *active, int dial,
+                      int healthy_only, cand *out, int max)
+{
+    uint32_t gen = generated_of(v, db, rec, active);
+    int n = 0;
+    const char *s;
+    json_t *cp;
+    json_object_foreach(json_object_get(rec, "copies"), s, cp)
+    {
+        if (!strcmp(s, active) || n >= max) continue;
+        if (json_is_true(json_object_get(cp, "suspended"))) continue;
+        if (!json_object_get(v->alive, s)) continue;
+        json_t *row = row_of(v, db, s);
+        const char *state = om_json_str_or(row, "state", "");
+        if (healthy_only ? strcmp(state, "Healthy")
+                         : (strcmp(state, "Healthy") && strcmp(state, "Disconnected")))
+            continue;
+        cand *c = &out[n++];
+        snprintf(c->server, sizeof c->server, "%s", s);
+        c->copied = (uint32_t)jint(row, "copied");
+        c->copyq = gen > c->copied ? gen - c->copied : 0;
+        uint32_t insp = (uint32_t)jint(row, "inspected"), rep = (uint32_t)jint(row, "replayed");
+        c->replayq = insp > rep ? insp - rep : 0;
+        c->over_dial = (int)c->copyq > dial;
+        c->pref = json_object_get(cp, "preference") ? jint(cp, "preference") : 1000;
+    }
+    qsort(out, (size_t)n, sizeof *out, cand_cmp);
+    return n;
+}
+
+static void lastmove_put(rp_am *a, const char *db, json_t *lm)
+{
+    char k[200];
+    snprintf(k, sizeof k, "lastmove/%s", db);
+    if (rp_dag_put(a->cfg.dag, k, lm, 0)) om_warn("lastmove of %s: %s", db, om_err_detail());
+}
+
+/* Names server active (epoch + 1) in one transaction that compares what was read of active/<db>
+ * and databases/<db>; the record gets the new active copy's files (edb, logs: "" keeps the
+ * record's) and lm goes to lastmove/<db>; moves/<db> is deleted (switchover). *won 0: another
+ * writer came between (nothing written). */
+static int name_active(rp_am *a, const char *db, const char *server, int64_t epoch,
+                       uint32_t since_gen, const char *why, const char *edb, const char *logs,
+                       json_t *lm, int *won)
+{
+    char ak[512], dk[512], lk[512], mk[512], s_act[200], s_db[200];
+    snprintf(s_act, sizeof s_act, "active/%s", db);
+    snprintf(s_db, sizeof s_db, "databases/%s", db);
+    rp_dag_key(a->cfg.dag, ak, sizeof ak, "%s", s_act);
+    rp_dag_key(a->cfg.dag, dk, sizeof dk, "%s", s_db);
+    rp_dag_key(a->cfg.dag, lk, sizeof lk, "lastmove/%s", db);
+    rp_dag_key(a->cfg.dag, mk, sizeof mk, "moves/%s", db);
+    json_t *act = NULL, *rec = NULL;
+    int64_t arev = 0, drev = 0;
+    *won = 0;
+    int rc = rp_dag_get(a->cfg.dag, s_act, &act, &arev);
+    if (!rc) rc = rp_dag_get(a->cfg.dag, s_db, &rec, &drev);
+    if (!rc && (!act || !rec || jint(act, "epoch") != epoch)) {
+        json_decref(act);
+        json_decref(rec);
+        return 0; /* changed since it was read: not ours to decide now */
+    }
+    if (rc) return rc;
+    json_t *cp = json_object_get(json_object_get(rec, "copies"), server);
+    if (!cp) {
+        json_decref(act);
+        json_decref(rec);
+        return om_errf(OM_E_DatabaseNotFound, "database %s has no copy on server %s any more",
+                       db, server);
+    }
+    if (edb && *edb) json_object_set_new(cp, "edb", json_string(edb));
+    if (logs && *logs) json_object_set_new(cp, "logs", json_string(logs));
+    json_object_set_new(cp, "mounted", json_true());
+    json_t *na = json_pack("{s:s,s:I,s:I,s:I,s:s}", "server", server, "epoch",
+                           (json_int_t)(epoch + 1), "since_gen", (json_int_t)since_gen,
+                           "since_ns", (json_int_t)om_now_ns(), "why", why);
+    json_object_set_new(lm, "epoch", json_integer(epoch + 1));
+    json_object_set_new(lm, "since_gen", json_integer(since_gen));
+    char *va = json_dumps(na, JSON_COMPACT), *vd = json_dumps(rec, JSON_COMPACT),
+         *vl = json_dumps(lm, JSON_COMPACT);
+    etcd_txn *t = va && vd && vl ? etcd_txn_new() : NULL;
+    if (!t) rc = om_errf(OM_E_OutOfMemory, "transaction");
+    if (!rc) {
+        etcd_txn_cmp_mod(t, ak, ETCD_EQUAL, arev);
+        etcd_txn_cmp_mod(t, dk, ETCD_EQUAL, drev);
+        etcd_txn_put(t, ETCD_THEN, ak, va, strlen(va), 0);
+        etcd_txn_put(t, ETCD_THEN, dk, vd, strlen(vd), 0);
+        etcd_txn_put(t, ETCD_THEN, lk, vl, strlen(vl), 0);
+        etcd_txn_delete(t, ETCD_THEN, mk, 0);
+        rc = etcd_txn_commit(a->cfg.dag->e, t, won);
+    }
+    etcd_txn_free(t);
+    free(va);
+    free(vd);
+    free(vl);
+    json_decref(na);
+    json_decref(act);
+    json_decref(rec);
+    if (!rc && *won)
+        om_info("database %s: %s is the active copy now (epoch %lld, from generation %u): %s", db,
+                server, (long long)(epoch + 1), since_gen, why);
+    return rc;
+}
+
+/* Waits until server's store takes commits of db at epoch (its activelease): 0, or TimedOut. */
+static int wait_taking(rp_am *a, const char *db, const char *server, int64_t epoch, int ms)
+{
+    char k[200];
+    snprintf(k, sizeof k, "activelease/%s", db);
+    uint64_t end = om_mono_ns() + (uint64_t)ms * 1000000ull;
+    for (;;) {
+        json_t *al = NULL;
+        int rc = rp_dag_get(a->cfg.dag, k, &al, NULL);
+        int ok = !rc && !strcmp(om_json_str_or(al, "server", ""), server) &&
+                 jint(al, "epoch") == epoch;
+        json_decref(al);
+        if (ok) return 0;
+        if (om_mono_ns() > end)
+            return om_errf(OM_E_DatabaseUnavailable,
+                           "database %s: the store of server %s did not take commits at epoch "
+                           "%lld within %d ms",
+                           db, server, (long long)epoch, ms);
+        pthread_mutex_lock(&a->mu);
+        int stop = a->stopping;
+        pthread_mutex_unlock(&a->mu);
+        if (stop) return om_errf(OM_E_DatabaseUnavailable, "stopping");
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void resume_remote(rp_am *a, const char *server, const char *db)
+{
+    json_t *rep = NULL;
+    if (!ask(a, server, json_pack("{s:s,s:s}", "op", "am.resume", "db", db), 5000, &rep))
+        json_decref(rep);
+}
+
+static json_t *lastmove_new(const char *kind, const char *from, const char *to, const char *why)
+{
+    return json_pack("{s:s,s:s,s:s,s:I,s:s}", "kind", kind, "from", from, "to", to, "when_ns",
+                     (json_int_t)om_now_ns(), "why", why);
+}
+
+/* ombra db move: moves/<db> = {"to", "request"} ("to" "": the best healthy copy). */
+static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *mv)
+{
+    json_t *act = json_object_get(v->act, db);
+    const char *from = om_json_str_or(act, "server", "");
+    int64_t epoch = jint(act, "epoch");
+    const char *name = om_json_str_or(rec, "name", db);
+    char to[RP_NAME_MAX + 1];
+    snprintf(to, sizeof to, "%s", om_json_str_or(mv, "to", ""));
+    json_t *lm = lastmove_new("switchover", from, to, "asked: ombra db move");
+    json_object_set_new(lm, "request", json_string(om_json_str_or(mv, "request", "")));
+    uint64_t t0 = om_mono_ns();
+    int rc = 0;
+    cand cs[32];
+    int n = candidates(v, db, rec, from, 1 << 30, 1, cs, 32);
+    if (!to[0] && n) snprintf(to, sizeof to, "%s", cs[0].server);
+    const cand *c = NULL;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(cs[i].server, to)) c = &cs[i];
+    json_t *tocp = json_object_get(json_object_get(rec, "copies"), to);
+    json_object_set_new(lm, "to", json_string(to));
+    if (!to[0])
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "database %s has no healthy passive copy to move to", name);
+    else if (!strcmp(to, from))
+        rc = om_errf(OM_E_InvalidParameter, "database %s is active on %s already", name, to);
+    else if (!tocp)
+        rc = om_errf(OM_E_DatabaseNotFound, "database %s has no copy on server %s", name, to);
+    else if (!json_is_true(json_object_get(json_object_get(json_object_get(rec, "copies"), from),
+                                           "mounted")))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "database %s is dismounted on %s: mount it before moving it", name, from);
+    else if (!c)
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "the copy of %s on %s is not Healthy (%s) or its server is down: only a "
+                     "healthy copy becomes active in a switchover",
+                     name, to, om_json_str_or(row_of(v, db, to), "state", "no status"));
+    else if (c->copyq > AM_MAX_COPYQ)
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "the copy of %s on %s is %u generations behind (at most %d for a switchover: "
+                     "mail would wait that long)",
+                     name, to, c->copyq, AM_MAX_COPYQ);
+    json_t *rep = NULL;
+    uint32_t last = 0;
+    uint64_t refused = 0;
+    if (!rc) {
+        om_info("database %s: switchover from %s to %s (epoch %lld)", name, from, to,
+                (long long)epoch);
+        rc = ask(a, from,
+                 json_pack("{s:s,s:s,s:I,s:i}", "op", "am.handoff", "db", db, "epoch",
+                           (json_int_t)epoch, "timeout_ms", AM_HANDOFF_MS),
+                 AM_HANDOFF_MS + 5000, &rep);
+        last = (uint32_t)jint(rep, "last_gen");
+        refused = (uint64_t)jint(rep, "refused_since_ns");
+        json_decref(rep);
+        rep = NULL;
+        if (!rc && !last)
+            rc = om_errf(OM_E_DatabaseUnavailable, "the handoff of %s closed no generation", name);
+    }
+    int handed = !rc;
+    if (!rc) {
+        rc = ask(a, to,
+                 json_pack("{s:s,s:s,s:I,s:b,s:i}", "op", "am.activate", "db", db, "through_gen",
+                           (json_int_t)last, "use_stream", 0, "timeout_ms", AM_CATCHUP_MS),
+                 AM_CATCHUP_MS + 5000, &rep);
+        if (!rc && (uint32_t)jint(rep, "last_gen") < last) {
+            rc = om_errf(OM_E_DatabaseUnavailable,
+                         "the copy of %s on %s holds generations through %u, not the %u handed "
+                         "off",
+                         name, to, (uint32_t)jint(rep, "last_gen"), last);
+            resume_remote(a, to, db);
+        }
+    }
+    int won = 0;
+    if (!rc) {
+        rc = name_active(a, db, to, epoch, last + 1, "switchover", om_json_str_or(rep, "edb", ""),
+                         om_json_str_or(rep, "logs", ""), lm, &won);
+        if (!rc && !won) {
+            rc = om_errf(OM_E_WriteConflict, "active/%s changed during the switchover", db);
+            resume_remote(a, to, db);
+        }
+    }
+    json_decref(rep);
+    if (!rc) {
+        rc = wait_taking(a, db, to, epoch + 1, AM_MOUNT_MS);
+        uint64_t now = om_now_ns();
+        json_object_set_new(lm, "took_ms", json_integer((json_int_t)((om_mono_ns() - t0) / 1000000)));
+        if (refused && now > refused)
+            json_object_set_new(lm, "refused_ms", json_integer((json_int_t)((now - refused) / 1000000)));
+        if (rc) json_object_set_new(lm, "error", json_string(om_err_detail()));
+        json_object_set_new(lm, "ok", json_boolean(!rc));
+        lastmove_put(a, db, lm);
+        track *t = track_of(a, db);
+        if (t) t->quiet_until = om_mono_ns() + (uint64_t)AM_MOUNT_MS * 1000000ull;
+        json_decref(lm);
+        return;
+    }
+    /* Refused or failed: the old active takes commits again. After a handoff its store waits
+     * for a greater epoch naming it. */
+    char err[600];
+    snprintf(err, sizeof err, "%s", om_err_detail());
+    om_warn("database %s: switchover to %s failed: %s", name, to, err);
+    json_object_set_new(lm, "error", json_string(err));
+    json_object_set_new(lm, "ok", json_false());
+    json_object_set_new(lm, "took_ms", json_integer((json_int_t)((om_mono_ns() - t0) / 1000000)));
+    if (handed) {
+        json_object_set_new(lm, "to", json_string(from));
+        rc = name_active(a, db, from, epoch, last + 1, "switchover failed: the active again", "",
+                         "", lm, &won);
+    } else {
+        char mk[200];
+        snprintf(mk, sizeof mk, "moves/%s", db);
+        rp_dag_delete(a->cfg.dag, mk, 0);
+        lastmove_put(a, db, lm);
+    }
+    json_decref(lm);
+}
+
+static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
+{
+    json_t *act = json_object_get(v->act, db);
+    const char *from = om_json_str_or(act, "server", "");
+    int64_t epoch = jint(act, "epoch");
+    const char *name = om_json_str_or(rec, "name", db);
+    const char *dial_s = om_json_str_or(rec, "mount_dial", "best");
+    int dial = rp_am_dial_gens(dial_s);
+    if (dial < 0) dial = 12;
+    int sync = (int)jint(rec, "sync_copies");
+    char why[300];
+    snprintf(why, sizeof why, "%s", json_object_get(v->alive, from)
+                                        ? "its store stopped taking commits"
+                                        : "its server's lease lapsed");
+    uint32_t gen = generated_of(v, db, rec, from);
+    cand cs[32];
+    int n = candidates(v, db, rec, from, dial, 0, cs, 32);
+    om_warn("database %s: the active copy on %s is lost (%s): failover among %d cop%s", name, from,
+            why, n, n == 1 ? "y" : "ies");
+    char err[4000] = "";
+    for (int i = 0; i < n; i++) {
+        json_t *rep = NULL;
+        int rc = ask(a, cs[i].server,
+                     json_pack("{s:s,s:s,s:I,s:b,s:i}", "op", "am.activate", "db", db,
+                               "through_gen", (json_int_t)0, "use_stream", 1, "timeout_ms",
+                               AM_SALVAGE_MS),
+                     AM_SALVAGE_MS + AM_CATCHUP_MS, &rep);
+        if (rc) {
+            snprintf(err, sizeof err, "%s", om_err_detail());
+            om_warn("database %s: the copy on %s cannot be activated: %s", name, cs[i].server, err);
+            continue;
+        }
+        uint32_t last = (uint32_t)jint(rep, "last_gen");
+        int used = json_is_true(json_object_get(rep, "used_stream"));
+        if (gen < last) gen = last;
+        uint32_t lost = gen - last;
+        /* With synchronous copies the streamed part holds every acknowledged commit. */
+        int acked_safe = sync > 0 && used;
+        if ((int)lost > dial && !acked_safe) {
+            snprintf(err, sizeof err,
+                     "the copy on %s lacks %u generations (%u..%u), over the mount dial of %s "
+                     "(%.12s: %d)",
+                     cs[i].server, lost, last + 1, gen, name, dial_s, dial);
+            om_warn("database %s: %s", name, err);
+            resume_remote(a, cs[i].server, db);
+            json_decref(rep);
+            continue;
+        }
+        json_t *lm = lastmove_new("failover", from, cs[i].server, why);
+        json_object_set_new(lm, "lost_gens", json_integer(lost));
+        json_object_set_new(lm, "used_stream", json_boolean(used));
+        json_object_set_new(lm, "acked_lost", acked_safe ? json_integer(0) : json_null());
+        int won = 0;
+        rc = name_active(a, db, cs[i].server, epoch, last + 1, "failover",
+                         om_json_str_or(rep, "edb", ""), om_json_str_or(rep, "logs", ""), lm,
+                         &won);
+        json_decref(rep);
+        if (rc || !won) {
+            resume_remote(a, cs[i].server, db);
+            json_decref(lm);
+            return;
+        }
+        om_warn("database %s: failed over from %s to %s (epoch %lld), %u generation%s lost", name,
+                from, cs[i].server, (long long)(epoch + 1), lost, lost == 1 ? "" : "s");
+        int wrc = wait_taking(a, db, cs[i].server, epoch + 1, AM_MOUNT_MS);
+        json_object_set_new(lm, "took_ms",
+                            json_integer((json_int_t)((om_mono_ns() - t->absent_since) / 1000000)));
+        if (wrc) json_object_set_new(lm, "error", json_string(om_err_detail()));
+        json_object_set_new(lm, "ok", json_boolean(!wrc));
+        lastmove_put(a, db, lm);
+        json_decref(lm);
+        t->absent_since = 0;
+        t->quiet_until = om_mono_ns() + (uint64_t)AM_MOUNT_MS * 1000000ull;
+        return;
+    }
+    if (!n)
+        snprintf(err, sizeof err, "no copy can become active (none Healthy or Disconnected on a "
+                                  "server that is up)");
+    om_warn("database %s: no failover: %s", name, err);
+    json_t *lm = lastmove_new("failover", from, "", why);
+    json_object_set_new(lm, "error", json_string(err));
+    json_object_set_new(lm, "ok", json_false());
+    lastmove_put(a, db, lm);
+    json_decref(lm);
+    t->retry_at = om_mono_ns() + AM_FAILED_RETRY_S * 1000000000ull;
+}
+
+static void primary_round(rp_am *a)
+{
+    view v;
+    if (view_read(a, &v)) {
+        view_free(&v);
+        return;
+    }
+    uint64_t now = om_mono_ns(), grace = (uint64_t)a->cfg.lease_s * 500000000ull;
+    pthread_mutex_lock(&a->mu);
+    uint64_t since = a->primary_since;
+    pthread_mutex_unlock(&a->mu);
+    const char *db;
+    json_t *rec;
+    json_object_foreach(v.dbs, db, rec)
+    {
+        json_t *act = json_object_get(v.act, db);
+        const char *server = om_json_str_or(act, "server", "");
+        if (!act || !*server || json_object_size(json_object_get(rec, "copies")) < 2) continue;
+        track *t = track_of(a, db);
+        if (!t) continue;
+        json_t *mv = json_object_get(v.moves, db);
+        if (mv) {
+            switchover(a, &v, db, rec, mv);
+            continue;
+        }
+        json_t *al = json_object_get(v.al, db);
+        if (al && !strcmp(om_json_str_or(al, "server", ""), server) &&
+            jint(al, "epoch") == jint(act, "epoch")) {
+            t->absent_since = 0;
+            t->retry_at = 0;
+            continue;
+        }
+        /* Administratively dismounted: never failed over. */
+        json_t *acp = json_object_get(json_object_get(rec, "copies"), server);
+        if (!json_is_true(json_object_get(acp, "mounted"))) {
+            t->absent_since = 0;
+            continue;
+        }
+        if (!t->absent_since) t->absent_since = now;
+        if (now < t->quiet_until || now < t->retry_at) continue;
+        /* Half a lease without the key (and a whole one as primary: time to see the keys). */
+        if (now - t->absent_since < grace || now - since < 2 * grace) continue;
+        failover(a, &v, db, rec, t);
+    }
+    view_free(&v);
+}
+
+static void on_event(void *arg, const etcd_event *ev)
+{
+    (void)ev;
+    rp_am_poke(arg);
+}
+
+static void *am_main(void *arg)
+{
+    rp_am *a = arg;
+    for (;;) {
+        pthread_mutex_lock(&a->mu);
+        struct timespec ts = om_deadline_ms(500);
+        while (!a->stopping && !a->poked)
+            if (pthread_cond_timedwait(&a->cv, &a->mu, &ts)) break;
+        a->poked = 0;
+        int stop = a->stopping, primary = a->primary, npend = a->npend;
+        pthread_mutex_unlock(&a->mu);
+        if (stop) break;
+        if (npend) pending_round(a);
+        if (primary) primary_round(a);
+    }
+    return NULL;
+}
+
+void rp_am_poke(rp_am *a)
+{
+    pthread_mutex_lock(&a->mu);
+    a->poked = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+void rp_am_set_primary(rp_am *a, int primary, int64_t term)
+{
+    pthread_mutex_lock(&a->mu);
+    if (primary && (!a->primary || term != a->term)) a->primary_since = om_mono_ns();
+    a->primary = primary;
+    a->term = term;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+int rp_am_start(const rp_am_cfg *cfg, rp_am **out)
+{
+    rp_am *a = calloc(1, sizeof *a);
+    if (!a) return om_errf(OM_E_OutOfMemory, "active manager");
+    a->cfg = *cfg;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    int rc = store_client_new(cfg->store_socket, &a->sc);
+    char k1[200], k2[200], k3[200];
+    rp_dag_key(cfg->dag, k1, sizeof k1, "moves/");
+    rp_dag_key(cfg->dag, k2, sizeof k2, "activelease/");
+    rp_dag_key(cfg->dag, k3, sizeof k3, "alive/");
+    if (!rc) rc = etcd_watch_start(cfg->dag->e, k1, 0, on_event, a, &a->w_moves);
+    if (!rc) rc = etcd_watch_start(cfg->dag->e, k2, 0, on_event, a, &a->w_al);
+    if (!rc) rc = etcd_watch_start(cfg->dag->e, k3, 0, on_event, a, &a->w_alive);
+    if (!rc && pthread_create(&a->th, NULL, am_main, a))
+        rc = om_errf(OM_E_OutOfMemory, "active manager thread");
+    if (rc) {
+        etcd_watch_stop(a->w_moves);
+        etcd_watch_stop(a->w_al);
+        etcd_watch_stop(a->w_alive);
+        store_client_free(a->sc);
+        free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+void rp_am_stop(rp_am *a)
+{
+    if (!a) return;
+    etcd_watch_stop(a->w_moves);
+    etcd_watch_stop(a->w_al);
+    etcd_watch_stop(a->w_alive);
+    pthread_mutex_lock(&a->mu);
+    a->stopping = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->th, NULL);
+    while (a->npend) {
+        a->npend--;
+        a->cfg.give_copier(a->cfg.ctx, a->pend[a->npend].db, a->pend[a->npend].c);
+    }
+    /* a stays: a peer thread may still be in one of its requests until the process exits. */
+}
