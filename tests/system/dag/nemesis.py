@@ -18,7 +18,9 @@ Three parts, usable apart:
       epoch, never an ack at an older epoch after an ack at a newer one, the server that
       active/<id> named for that epoch, and no two stores logged taking commits at one epoch;
     * messages present never acknowledged: allowed, counted (a retried delivery committed
-      before its refusal); a message no client ever sent: a failure.
+      before its refusal); a message no client ever sent: a failure;
+    * no delivery refused with an error a client may not retry (exit 75 and a store that cannot
+      be reached are retried; anything else would bounce the mail).
 - Run: the bed set up as a DAG (every server joined, databases spread over the servers, a
   passive copy of each on every other server), the clients, the nemesis, the heal, the final
   reading (listings, digests, the etcd history of active/ and lastmove/, the stores' logs).
@@ -51,8 +53,8 @@ CLI_TIMEOUT = 30  # one delivery; longer than any pause the nemesis makes
 TAKING_RE = re.compile(r"database (\S+): taking commits at epoch (\d+) on server (\S+)")
 # What a CLI prints when the store's socket is not there or refuses (a store killed or
 # restarting): retried like exit 75.
-UNREACHABLE_RE = re.compile(r"connect|refused|no such file|not running|cannot reach|"
-                            r"unreachable|timed out", re.I)
+UNREACHABLE_RE = re.compile(r"nothing listens|connect|refused|no such file|not running|"
+                            r"cannot reach|unreachable|timed out", re.I)
 
 
 def now_ns():
@@ -128,10 +130,17 @@ def check(history, final, sync_copies, moves=None, actives=None, store_epochs=No
 
 
 def _check_db(v, db, hist, fin, sync, moves, actives, gen_bytes, slack):
-    st = v.stats[db] = dict(attempts=len(hist), acked=0, lost=0, lost_allowed=0,
+    st = v.stats[db] = dict(attempts=len(hist), acked=0, errors=0, lost=0, lost_allowed=0,
                             unacked_present=0, duplicates=0, two_actives=0, epochs=0)
     acks = [h for h in hist if h["outcome"] == "ok"]
     st["acked"] = len(acks)
+    # "never an error that loses mail": a refusal a client may not retry would bounce the mail.
+    errors = [h for h in hist if h["outcome"] == "error"]
+    st["errors"] = len(errors)
+    if errors:
+        v.fail(db, f"{len(errors)} deliveries refused with an error that is not retryable, e.g. "
+                   f"exit {errors[0].get('rc')} from {errors[0]['server']}: "
+                   f"{errors[0].get('err', '')[:200]}")
     if fin is None:
         v.fail(db, "no final reading of the database (its listing and digests)")
         return
@@ -774,18 +783,23 @@ def figures(run):
                 switchovers.append({**m, "db": db, "client_gap_s": gap})
 
     def lat(sync, phase=None):
-        v = [(h["t1_ns"] - h["t0_ns"]) / 1e6 for h in acks
+        v = [(h["t1_ns"] - h["t0_ns"]) / 1e6 for h in run.history if h["outcome"] == "ok"
              if bool(cfg.sync.get(h["db"])) == sync and (phase is None or h["phase"] == phase)]
         return dict(n=len(v), p50_ms=pct(v, 50), p99_ms=pct(v, 99))
 
     v = run.verdict
-    outcomes = {}
+    outcomes, refusals = {}, {}
     for h in run.history:
         outcomes[h["outcome"]] = outcomes.get(h["outcome"], 0) + 1
+        if h["outcome"] != "ok":
+            # the refusal's text without the numbers that differ each time
+            k = f"{h['outcome']} {h.get('rc')}: " + re.sub(r"\d+", "N", h.get("err", ""))[:160]
+            refusals[k] = refusals.get(k, 0) + 1
     return dict(
         seed=cfg.seed, config=cfg.as_dict(),
         nemesis_events={k: sum(1 for e in run.events if e["kind"] == k) for k in cfg.weights},
         attempts=outcomes,
+        refusals=dict(sorted(refusals.items(), key=lambda x: -x[1])),
         failover_to_accepting_s=_summary(failover_s),
         failover_reported_ms=_summary(reported_ms),
         switchover_mail_refused_client_s=_summary(switch_s),

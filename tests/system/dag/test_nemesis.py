@@ -188,6 +188,15 @@ def test_checker_fails_acks_without_epochs_copies_that_differ_and_mail_nobody_se
     assert not v.ok and "never sent by a client" in v.violations[0]
 
 
+def test_checker_fails_a_refusal_that_is_not_retryable():
+    h, moves, act = clean_history()
+    e = h.attempt("b", "error")
+    e.update(rc=1, err="ombra: database db1 is not mounted")
+    v = check(h.entries, final(h), {"db1": 1}, moves, act)
+    assert not v.ok and "1 deliveries refused with an error that is not retryable" in \
+        v.violations[0] and "not mounted" in v.violations[0], str(v)
+
+
 def test_checker_counts_unacknowledged_and_duplicate_messages_without_failing():
     h, moves, act = clean_history()
     r = h.attempt("c", "retry", token="db1.c0.77")  # committed, then refused; retried, acked
@@ -250,6 +259,7 @@ def test_nemesis_end_to_end_nothing_acknowledged_lost_never_two_actives_copies_e
         raise AssertionError(f"nemesis seed {cfg.seed}: {type(e).__name__}: {e}") from e
     fig = run.figures
     print(f"nemesis seed {cfg.seed}: {verdict}")
+    print("refusals:", *(f"{n:6} {k}" for k, n in fig["refusals"].items()), sep="\n  ")
     print(f"failover to accepting mail: {fig['failover_to_accepting_s']}; switchover refusal: "
           f"{fig['switchover_mail_refused_client_s']}; lost generations (async): "
           f"{fig['lost_gens_per_async_failover']}; latency (calm) {fig['latency_calm']}")
