@@ -12,6 +12,10 @@ import pytest
 from dag import dagbed
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "nemesis: the nemesis's end-to-end run (test_nemesis.py)")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
