@@ -49,7 +49,8 @@ typedef struct repld {
      * them alone until it gives the copier back. */
     char taken[MAX_COPIES][40];
     int ntaken;
-    rp_am *am; /* the active manager (am.h) */
+    rp_am *am;    /* the active manager (am.h) */
+    int am_quiet; /* tests (OMBRA_REPL_TEST_NO_AM=1): no store deadline, no primary's acts */
     uint64_t peers_refused, peers_served;
     /* The primary active manager (pam: spec §8): the server holding the DAG's pam key, bound to
      * its alive lease; its term is the key's create revision (grows with each new primary). */
@@ -121,7 +122,7 @@ static void pam_round(repld *r)
     snprintf(r->pam, sizeof r->pam, "%s", holder);
     r->pam_term = term;
     pthread_mutex_unlock(&r->mu);
-    rp_am_set_primary(r->am, !strcmp(holder, r->o->server), term);
+    rp_am_set_primary(r->am, !r->am_quiet && !strcmp(holder, r->o->server), term);
     if (changed && !strcmp(holder, r->o->server))
         om_info("this server (%s) is the primary active manager of DAG %s (term %lld)",
                 r->o->server, r->dag->name, (long long)term);
@@ -154,7 +155,7 @@ static void *lease_main(void *arg)
         etcd_state(r, rc);
         if (!rc && r->lease) {
             pam_round(r);
-            rp_am_lease_round(r->am, r->lease, sent);
+            if (!r->am_quiet) rp_am_lease_round(r->am, r->lease, sent);
         }
         uint64_t ms = rc ? backoff : (uint64_t)r->o->lease_s * 1000 / 3;
         backoff = rc ? (backoff * 2 > 2000 ? 2000 : backoff * 2) : 100;
@@ -560,6 +561,8 @@ int rp_repld_run(const rp_repld_opts *o0)
         .dag = r->dag, .server = o.server, .store_socket = o.store_socket, .data_dir = o.data_dir};
     const char *dmg = getenv("OMBRA_REPL_TEST_DAMAGE");
     if (dmg) r->src.test_damage_gen = (uint32_t)strtoul(dmg, NULL, 10);
+    const char *quiet = getenv("OMBRA_REPL_TEST_NO_AM");
+    r->am_quiet = quiet && !strcmp(quiet, "1");
     const char *pause = getenv("OMBRA_REPL_TEST_SEED_PAUSE_MS");
     if (pause) r->src.test_seed_pause_ms = (uint32_t)strtoul(pause, NULL, 10);
     om_server_signals_block();

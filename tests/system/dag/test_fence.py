@@ -4,7 +4,9 @@ stops acknowledging within the lease time; a handoff (op db.handoff, a switchove
 stops commits, closes the last log generation, dismounts the database and keeps it dismounted
 while the directory still names this server, until the DAG names it again at a greater epoch.
 The test calls dag.lease and db.handoff over the store's socket itself (as root, like
-ombra-repld), so it does not depend on the active manager."""
+ombra-repld), with the active manager of every ombra-repld quiet (OMBRA_REPL_TEST_NO_AM=1: no
+renewal, no switchover or failover) and the stores armed at the first renewal
+(OMBRA_FENCE_ALWAYS=0), so that the test alone drives them."""
 import json
 import os
 import re
@@ -27,6 +29,8 @@ def dag2(dag_bed):
     bed = dag_bed(2)
     for s in (bed.a, bed.b):
         s.env["OMBRA_FENCE_WAIT_MS"] = str(WAIT_MS)
+        s.env["OMBRA_FENCE_ALWAYS"] = "0"
+        s.env["OMBRA_REPL_TEST_NO_AM"] = "1"
         s.restart("store")
     setup_dag(bed, [bed.a, bed.b])
     # b's store joins too (its certificate was issued into its dag folder): its directory is

@@ -152,7 +152,7 @@ def test_a_copy_without_its_database_or_of_another_server_is_not_activated(dag_b
     a.ombra("db", "copy", "add", DB, "--server", "b", "--etcd", bed.etcd_url)
     db_id = a.db_show(DB)["id"]
     r = repld_call(a, {"op": "copy.activate", "db": db_id})  # a holds the active, no copier
-    assert not r["ok"] and "runs no copier" in r["message"], r
+    assert not r["ok"] and "is active on this server (a) already" in r["message"], r
     a.ombra("db", "copy", "suspend", DB, "--server", "b", "--etcd", bed.etcd_url)
     wait_copy(a, bed, DB, "b", lambda c: c["state"] == "Suspended", what="suspending")
     r = repld_call(b, {"op": "copy.activate", "db": db_id})
