@@ -15,14 +15,14 @@
 #include "store/client.h"
 #include "repl/wire.h"
 
-#define AM_MAX_DBS       256
-#define AM_PENDING_S     30    /* an activated copy waits this long for the directory */
-#define AM_HANDOFF_MS    10000 /* the active's store: commits in flight, dismount, close */
-#define AM_CATCHUP_MS    30000 /* the target copy: the last generations, replayed */
-#define AM_SALVAGE_MS    8000  /* a failover's attempt to copy what the lost server still has */
-#define AM_MOUNT_MS      30000 /* the new active's store: mounted and taking commits */
-#define AM_MAX_COPYQ     16    /* a switchover's target may be this many generations behind */
-#define AM_FAILED_RETRY_S 10   /* a failover that could not be made is tried again after */
+#define AM_MAX_DBS        256
+#define AM_PENDING_S      30    /* an activated copy waits this long for the directory */
+#define AM_HANDOFF_MS     10000 /* the active's store: commits in flight, dismount, close */
+#define AM_CATCHUP_MS     30000 /* the target copy: the last generations, replayed */
+#define AM_SALVAGE_MS     8000  /* a failover's attempt to copy what the lost server still has */
+#define AM_MOUNT_MS       30000 /* the new active's store: mounted and taking commits */
+#define AM_MAX_COPYQ      16    /* a switchover's target may be this many generations behind */
+#define AM_FAILED_RETRY_S 10    /* a failover that could not be made is tried again after */
 
 typedef struct owned { /* an activelease key this server wrote */
     char db[40];
@@ -122,7 +122,8 @@ void rp_am_lease_round(rp_am *a, int64_t lease, uint64_t sent_mono_ns)
         if (!a->store_down)
             om_warn("the store does not renew its commit deadline: %s", om_err_detail());
         a->store_down = 1;
-        while (a->nown) al_drop(a, 0, "the store cannot be reached");
+        while (a->nown)
+            al_drop(a, 0, "the store cannot be reached");
         return;
     }
     if (a->store_down) om_info("the store renews its commit deadline again");
@@ -226,8 +227,8 @@ int rp_am_activate(rp_am *a, json_t *req, json_t **reply)
     *reply = NULL;
     int rc = active_of(a, db, server, &cur);
     if (!rc && !strcmp(server, a->cfg.server))
-        rc = om_errf(OM_E_DatabaseUnavailable,
-                     "database %s is active on this server (%s) already", db, a->cfg.server);
+        rc = om_errf(OM_E_DatabaseUnavailable, "database %s is active on this server (%s) already",
+                     db, a->cfg.server);
     pthread_mutex_lock(&a->mu);
     for (int i = 0; !rc && i < a->npend; i++)
         if (!strcmp(a->pend[i].db, db))
@@ -485,15 +486,15 @@ static int name_active(rp_am *a, const char *db, const char *server, int64_t epo
     if (!cp) {
         json_decref(act);
         json_decref(rec);
-        return om_errf(OM_E_DatabaseNotFound, "database %s has no copy on server %s any more",
-                       db, server);
+        return om_errf(OM_E_DatabaseNotFound, "database %s has no copy on server %s any more", db,
+                       server);
     }
     if (edb && *edb) json_object_set_new(cp, "edb", json_string(edb));
     if (logs && *logs) json_object_set_new(cp, "logs", json_string(logs));
     json_object_set_new(cp, "mounted", json_true());
     json_t *na = json_pack("{s:s,s:I,s:I,s:I,s:s}", "server", server, "epoch",
-                           (json_int_t)(epoch + 1), "since_gen", (json_int_t)since_gen,
-                           "since_ns", (json_int_t)om_now_ns(), "why", why);
+                           (json_int_t)(epoch + 1), "since_gen", (json_int_t)since_gen, "since_ns",
+                           (json_int_t)om_now_ns(), "why", why);
     json_object_set_new(lm, "epoch", json_integer(epoch + 1));
     json_object_set_new(lm, "since_gen", json_integer(since_gen));
     char *va = json_dumps(na, JSON_COMPACT), *vd = json_dumps(rec, JSON_COMPACT),
@@ -531,8 +532,8 @@ static int wait_taking(rp_am *a, const char *db, const char *server, int64_t epo
     for (;;) {
         json_t *al = NULL;
         int rc = rp_dag_get(a->cfg.dag, k, &al, NULL);
-        int ok = !rc && !strcmp(om_json_str_or(al, "server", ""), server) &&
-                 jint(al, "epoch") == epoch;
+        int ok =
+            !rc && !strcmp(om_json_str_or(al, "server", ""), server) && jint(al, "epoch") == epoch;
         json_decref(al);
         if (ok) return 0;
         if (om_mono_ns() > end)
@@ -584,14 +585,14 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
     json_t *tocp = json_object_get(json_object_get(rec, "copies"), to);
     json_object_set_new(lm, "to", json_string(to));
     if (!to[0])
-        rc = om_errf(OM_E_DatabaseUnavailable,
-                     "database %s has no healthy passive copy to move to", name);
+        rc = om_errf(OM_E_DatabaseUnavailable, "database %s has no healthy passive copy to move to",
+                     name);
     else if (!strcmp(to, from))
         rc = om_errf(OM_E_InvalidParameter, "database %s is active on %s already", name, to);
     else if (!tocp)
         rc = om_errf(OM_E_DatabaseNotFound, "database %s has no copy on server %s", name, to);
-    else if (!json_is_true(json_object_get(json_object_get(json_object_get(rec, "copies"), from),
-                                           "mounted")))
+    else if (!json_is_true(
+                 json_object_get(json_object_get(json_object_get(rec, "copies"), from), "mounted")))
         rc = om_errf(OM_E_DatabaseUnavailable,
                      "database %s is dismounted on %s: mount it before moving it", name, from);
     else if (!c)
@@ -648,9 +649,11 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
     if (!rc) {
         rc = wait_taking(a, db, to, epoch + 1, AM_MOUNT_MS);
         uint64_t now = om_now_ns();
-        json_object_set_new(lm, "took_ms", json_integer((json_int_t)((om_mono_ns() - t0) / 1000000)));
+        json_object_set_new(lm, "took_ms",
+                            json_integer((json_int_t)((om_mono_ns() - t0) / 1000000)));
         if (refused && now > refused)
-            json_object_set_new(lm, "refused_ms", json_integer((json_int_t)((now - refused) / 1000000)));
+            json_object_set_new(lm, "refused_ms",
+                                json_integer((json_int_t)((now - refused) / 1000000)));
         if (rc) json_object_set_new(lm, "error", json_string(om_err_detail()));
         json_object_set_new(lm, "ok", json_boolean(!rc));
         lastmove_put(a, db, lm);
@@ -691,9 +694,9 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
     if (dial < 0) dial = 12;
     int sync = (int)jint(rec, "sync_copies");
     char why[300];
-    snprintf(why, sizeof why, "%s", json_object_get(v->alive, from)
-                                        ? "its store stopped taking commits"
-                                        : "its server's lease lapsed");
+    snprintf(why, sizeof why, "%s",
+             json_object_get(v->alive, from) ? "its store stopped taking commits"
+                                             : "its server's lease lapsed");
     uint32_t gen = generated_of(v, db, rec, from);
     cand cs[32];
     int n = candidates(v, db, rec, from, dial, 0, cs, 32);
@@ -702,11 +705,11 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
     char err[4000] = "";
     for (int i = 0; i < n; i++) {
         json_t *rep = NULL;
-        int rc = ask(a, cs[i].server,
-                     json_pack("{s:s,s:s,s:I,s:b,s:i}", "op", "am.activate", "db", db,
-                               "through_gen", (json_int_t)0, "use_stream", 1, "timeout_ms",
-                               AM_SALVAGE_MS),
-                     AM_SALVAGE_MS + AM_CATCHUP_MS, &rep);
+        int rc =
+            ask(a, cs[i].server,
+                json_pack("{s:s,s:s,s:I,s:b,s:i}", "op", "am.activate", "db", db, "through_gen",
+                          (json_int_t)0, "use_stream", 1, "timeout_ms", AM_SALVAGE_MS),
+                AM_SALVAGE_MS + AM_CATCHUP_MS, &rep);
         if (rc) {
             snprintf(err, sizeof err, "%s", om_err_detail());
             om_warn("database %s: the copy on %s cannot be activated: %s", name, cs[i].server, err);
@@ -734,8 +737,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         json_object_set_new(lm, "acked_lost", acked_safe ? json_integer(0) : json_null());
         int won = 0;
         rc = name_active(a, db, cs[i].server, epoch, last + 1, "failover",
-                         om_json_str_or(rep, "edb", ""), om_json_str_or(rep, "logs", ""), lm,
-                         &won);
+                         om_json_str_or(rep, "edb", ""), om_json_str_or(rep, "logs", ""), lm, &won);
         json_decref(rep);
         if (rc || !won) {
             resume_remote(a, cs[i].server, db);
@@ -756,8 +758,9 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         return;
     }
     if (!n)
-        snprintf(err, sizeof err, "no copy can become active (none Healthy or Disconnected on a "
-                                  "server that is up)");
+        snprintf(err, sizeof err,
+                 "no copy can become active (none Healthy or Disconnected on a "
+                 "server that is up)");
     om_warn("database %s: no failover: %s", name, err);
     json_t *lm = lastmove_new("failover", from, "", why);
     json_object_set_new(lm, "error", json_string(err));

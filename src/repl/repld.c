@@ -320,6 +320,13 @@ static int list_replicas(void *ctx, rp_replica *out, int max)
         snprintf(out[n].state, sizeof out[n].state, "%s", st.state);
         out[n].inspected = st.inspected;
         out[n].replayed = st.replayed;
+        /* Its own folder unless its files are elsewhere (a deposed active's, in place). */
+        char own[4300];
+        snprintf(own, sizeof own, "%s/copies/%s/", r->o->data_dir, out[n].db_id);
+        if (strncmp(st.edb, own, strlen(own))) {
+            snprintf(out[n].edb, sizeof out[n].edb, "%s", st.edb);
+            snprintf(out[n].logs, sizeof out[n].logs, "%s", st.logs);
+        }
     }
     pthread_mutex_unlock(&r->mu);
     return n;

@@ -95,6 +95,14 @@ static wcopy *wcopy_get(rp_replica_writer *w, const char *id, int create)
 static void copy_paths(rp_replica_writer *w, const rp_replica *c, char *dir, size_t nd, char *edb,
                        size_t ne, char *logs, size_t nl)
 {
+    if (c->edb[0] && c->logs[0]) { /* replayed in place: the folder of its .edb */
+        snprintf(edb, ne, "%s", c->edb);
+        snprintf(logs, nl, "%s", c->logs);
+        const char *slash = strrchr(c->edb, '/');
+        snprintf(dir, nd, "%.*s", slash && slash != c->edb ? (int)(slash - c->edb) : 1,
+                 slash ? c->edb : ".");
+        return;
+    }
     snprintf(dir, nd, "%s/copies/%s", w->data_dir, c->db_id);
     snprintf(edb, ne, "%s/%s.edb", dir, c->name);
     snprintf(logs, nl, "%s/logs", dir);

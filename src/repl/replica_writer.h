@@ -50,6 +50,9 @@ typedef struct rp_replica {
     char base[4];
     char state[16]; /* the copier's state: "Healthy", "Suspended", ... */
     uint32_t inspected, replayed;
+    /* The copy's files when they are not in copies/<db id>/ (a deposed active's, replayed in
+     * place: "Resync after a change of active"); "" for the copy folder. */
+    char edb[4200], logs[4200];
 } rp_replica;
 
 /* Fills out with up to max of the passive copies this server holds; returns how many. Called
