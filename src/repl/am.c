@@ -301,10 +301,28 @@ static int serve_resume(rp_am *a, rp_conn *c, json_t *req)
     return rp_reply(c, NULL, NULL, 0);
 }
 
+/* am.position {"db"}: how far this server's copy is now (a failover's choice among copies:
+ * the rows in etcd may be a round old, and with --sync-copies the one holding the last
+ * acknowledged commit must be chosen). */
+static int serve_position(rp_am *a, rp_conn *c, json_t *req)
+{
+    rp_copy_status st;
+    int rc = a->cfg.copy_status(a->cfg.ctx, om_json_str_or(req, "db", ""), &st);
+    if (rc) return rp_send_error(c, rc);
+    return rp_reply(c,
+                    json_pack("{s:b,s:s,s:I,s:I,s:I,s:I}", "ok", 1, "state", st.state, "copied",
+                              (json_int_t)st.copied, "replayed", (json_int_t)st.replayed,
+                              "streamed_gen", (json_int_t)st.streamed_gen, "streamed_len",
+                              (json_int_t)st.streamed_len),
+                    NULL, 0);
+}
+
 int rp_am_serve(rp_am *a, rp_conn *c, json_t *req, int *rc)
 {
     const char *op = om_json_str_or(req, "op", "");
-    if (!strcmp(op, "am.handoff"))
+    if (!strcmp(op, "am.position"))
+        *rc = serve_position(a, c, req);
+    else if (!strcmp(op, "am.handoff"))
         *rc = serve_handoff(a, c, req);
     else if (!strcmp(op, "am.activate"))
         *rc = serve_activate(a, c, req);
@@ -405,6 +423,7 @@ typedef struct cand {
     char server[RP_NAME_MAX + 1];
     int over_dial;
     uint32_t copyq, replayq, copied;
+    uint64_t held; /* failover: how much of the log it holds, asked now (gen << 32 | stream) */
     int64_t pref;
 } cand;
 
@@ -412,6 +431,7 @@ static int cand_cmp(const void *x, const void *y)
 {
     const cand *p = x, *q = y;
     if (p->over_dial != q->over_dial) return p->over_dial - q->over_dial;
+    if (p->held != q->held) return p->held > q->held ? -1 : 1;
     if (p->copyq != q->copyq) return p->copyq < q->copyq ? -1 : 1;
     if (p->replayq != q->replayq) return p->replayq < q->replayq ? -1 : 1;
     if (p->pref != q->pref) return p->pref < q->pref ? -1 : 1;
@@ -439,6 +459,7 @@ static int candidates(view *v, const char *db, json_t *rec, const char *active, 
         cand *c = &out[n++];
         snprintf(c->server, sizeof c->server, "%s", s);
         c->copied = (uint32_t)jint(row, "copied");
+        c->held = 0; /* asked at a failover (a switchover's target is named) */
         c->copyq = gen > c->copied ? gen - c->copied : 0;
         uint32_t insp = (uint32_t)jint(row, "inspected"), rep = (uint32_t)jint(row, "replayed");
         c->replayq = insp > rep ? insp - rep : 0;
@@ -700,6 +721,21 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
     uint32_t gen = generated_of(v, db, rec, from);
     cand cs[32];
     int n = candidates(v, db, rec, from, dial, 0, cs, 32);
+    /* Each candidate's position now: the one that holds the most of the log first (with
+     * --sync-copies, the one holding the last acknowledged commit). One that does not answer
+     * keeps its row's and goes after those that do. */
+    for (int i = 0; i < n; i++) {
+        json_t *rep = NULL;
+        if (ask(a, cs[i].server, json_pack("{s:s,s:s}", "op", "am.position", "db", db), 3000, &rep))
+            continue;
+        uint32_t copied = (uint32_t)jint(rep, "copied"), sg = (uint32_t)jint(rep, "streamed_gen");
+        uint32_t sl = (uint32_t)jint(rep, "streamed_len");
+        cs[i].held = sg == copied + 1 ? ((uint64_t)sg << 32) | sl : (uint64_t)copied << 32;
+        cs[i].copyq = gen > copied ? gen - copied : 0;
+        cs[i].over_dial = (int)cs[i].copyq > dial;
+        json_decref(rep);
+    }
+    qsort(cs, (size_t)n, sizeof *cs, cand_cmp);
     om_warn("database %s: the active copy on %s is lost (%s): failover among %d cop%s", name, from,
             why, n, n == 1 ? "y" : "ies");
     char err[4000] = "";

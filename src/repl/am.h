@@ -48,6 +48,8 @@ typedef struct rp_am_cfg {
      * none. give_copier stops and frees it and lets reconciliation go on. */
     rp_copier *(*take_copier)(void *ctx, const char *db_id);
     void (*give_copier)(void *ctx, const char *db_id, rp_copier *c);
+    /* The status of the copier of db_id now (0), or DatabaseNotFound when there is none. */
+    int (*copy_status)(void *ctx, const char *db_id, rp_copy_status *st);
     void *ctx;
 } rp_am_cfg;
 

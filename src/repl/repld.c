@@ -245,6 +245,22 @@ static rp_copier *take_copier(void *ctx, const char *db_id)
     return c;
 }
 
+static int copy_status(void *ctx, const char *db_id, rp_copy_status *st)
+{
+    repld *r = ctx;
+    int found = 0;
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < r->ncopies && !found; i++)
+        if (!strcmp(rp_copier_db(r->copies[i]), db_id)) {
+            rp_copier_status(r->copies[i], st);
+            found = 1;
+        }
+    pthread_mutex_unlock(&r->mu);
+    return found ? 0
+                 : om_errf(OM_E_DatabaseNotFound, "server %s runs no copier of database %s",
+                           r->o->server, db_id);
+}
+
 static void give_copier(void *ctx, const char *db_id, rp_copier *c)
 {
     repld *r = ctx;
@@ -604,6 +620,7 @@ int rp_repld_run(const rp_repld_opts *o0)
                     .lease_s = o.lease_s,
                     .take_copier = take_copier,
                     .give_copier = give_copier,
+                    .copy_status = copy_status,
                     .ctx = r};
     if (!rc) rc = rp_am_start(&ac, &r->am);
     if (!rc) {
