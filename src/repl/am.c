@@ -38,13 +38,17 @@ typedef struct pending { /* a copy activated here, waiting for the directory to 
 typedef struct track { /* the primary's view of one database */
     char db[40];
     uint64_t absent_since; /* activelease missing since (mono ns; 0: present) */
-    uint64_t quiet_until;  /* after a move: the new active's time to mount */
+    uint64_t quiet_until;  /* after a move whose new active did not take commits in time: one
+                              lease more before a failover is considered */
     uint64_t retry_at;     /* a failover that could not be made: when to try again */
 } track;
 
 struct rp_am {
     rp_am_cfg cfg;
-    pthread_t th;
+    pthread_t th, renew_th;
+    int posted; /* a keepalive posted for the renewal thread: */
+    int64_t post_lease;
+    uint64_t post_sent;
     pthread_mutex_t mu; /* the fields below */
     pthread_cond_t cv;
     int stopping, poked, primary;
@@ -52,7 +56,7 @@ struct rp_am {
     uint64_t primary_since;
     pending pend[AM_MAX_DBS];
     int npend;
-    /* the lease thread's own */
+    /* the renewal thread's own */
     store_client *sc;
     owned own[AM_MAX_DBS];
     int nown;
@@ -110,7 +114,8 @@ static void al_drop(rp_am *a, int i, const char *why)
     a->own[i] = a->own[--a->nown];
 }
 
-void rp_am_lease_round(rp_am *a, int64_t lease, uint64_t sent_mono_ns)
+/* One renewal of the store's deadline and of the activelease keys (the renewal thread). */
+static void renew(rp_am *a, int64_t lease, uint64_t sent_mono_ns)
 {
     /* The store may take commits until a fifth of the lease before etcd could let it lapse
      * (counted from when the keepalive was sent: etcd renews it later than that). */
@@ -159,6 +164,38 @@ void rp_am_lease_round(rp_am *a, int64_t lease, uint64_t sent_mono_ns)
         if (!have && *id) al_put(a, id, jint(d, "epoch"), lease);
     }
     json_decref(dbs);
+}
+
+/* The lease thread posts each keepalive here and goes on at once: a store that is slow to
+ * answer (a dismount under way, a paused process) must never hold the server's lease back. The
+ * renewal thread takes the newest one posted. */
+void rp_am_lease_round(rp_am *a, int64_t lease, uint64_t sent_mono_ns)
+{
+    pthread_mutex_lock(&a->mu);
+    a->post_lease = lease;
+    a->post_sent = sent_mono_ns;
+    a->posted = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void *renew_main(void *arg)
+{
+    rp_am *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (!a->stopping && !a->posted)
+            pthread_cond_wait(&a->cv, &a->mu);
+        if (a->stopping) break;
+        a->posted = 0;
+        int64_t lease = a->post_lease;
+        uint64_t sent = a->post_sent;
+        pthread_mutex_unlock(&a->mu);
+        renew(a, lease, sent);
+        pthread_mutex_lock(&a->mu);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
 }
 
 /* ---- the requests between servers ---- */
@@ -679,7 +716,12 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
         json_object_set_new(lm, "ok", json_boolean(!rc));
         lastmove_put(a, db, lm);
         track *t = track_of(a, db);
-        if (t) t->quiet_until = om_mono_ns() + (uint64_t)AM_MOUNT_MS * 1000000ull;
+        /* The new active took commits (its activelease is there): watched as any other from
+         * now on; one that did not gets one lease more before a failover is considered. */
+        if (t) {
+            t->absent_since = 0;
+            t->quiet_until = rc ? om_mono_ns() + (uint64_t)a->cfg.lease_s * 1000000000ull : 0;
+        }
         json_decref(lm);
         return;
     }
@@ -790,7 +832,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         lastmove_put(a, db, lm);
         json_decref(lm);
         t->absent_since = 0;
-        t->quiet_until = om_mono_ns() + (uint64_t)AM_MOUNT_MS * 1000000ull;
+        t->quiet_until = wrc ? om_mono_ns() + (uint64_t)a->cfg.lease_s * 1000000000ull : 0;
         return;
     }
     if (!n)
@@ -813,7 +855,7 @@ static void primary_round(rp_am *a)
         view_free(&v);
         return;
     }
-    uint64_t now = om_mono_ns(), grace = (uint64_t)a->cfg.lease_s * 500000000ull;
+    uint64_t now = om_mono_ns(), grace = (uint64_t)a->cfg.lease_s * 1000000000ull;
     pthread_mutex_lock(&a->mu);
     uint64_t since = a->primary_since;
     pthread_mutex_unlock(&a->mu);
@@ -846,8 +888,10 @@ static void primary_round(rp_am *a)
         }
         if (!t->absent_since) t->absent_since = now;
         if (now < t->quiet_until || now < t->retry_at) continue;
-        /* Half a lease without the key (and a whole one as primary: time to see the keys). */
-        if (now - t->absent_since < grace || now - since < 2 * grace) continue;
+        /* A lease without the key (and a lease as primary: time to see the keys). Not less: a
+         * database mounted again (an administrative dismount and mount) takes commits only at
+         * its server's next renewal, up to a third of a lease later, and etcd may be slow. */
+        if (now - t->absent_since < grace || now - since < grace) continue;
         failover(a, &v, db, rec, t);
     }
     view_free(&v);
@@ -912,6 +956,14 @@ int rp_am_start(const rp_am_cfg *cfg, rp_am **out)
     if (!rc) rc = etcd_watch_start(cfg->dag->e, k3, 0, on_event, a, &a->w_alive);
     if (!rc && pthread_create(&a->th, NULL, am_main, a))
         rc = om_errf(OM_E_OutOfMemory, "active manager thread");
+    if (!rc && pthread_create(&a->renew_th, NULL, renew_main, a)) {
+        pthread_mutex_lock(&a->mu);
+        a->stopping = 1;
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->th, NULL);
+        rc = om_errf(OM_E_OutOfMemory, "active manager thread");
+    }
     if (rc) {
         etcd_watch_stop(a->w_moves);
         etcd_watch_stop(a->w_al);
@@ -935,6 +987,7 @@ void rp_am_stop(rp_am *a)
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
     pthread_join(a->th, NULL);
+    pthread_join(a->renew_th, NULL);
     while (a->npend) {
         a->npend--;
         a->cfg.give_copier(a->cfg.ctx, a->pend[a->npend].db, a->pend[a->npend].c);

@@ -17,7 +17,7 @@
  *               (epoch + 1, since_gen G + 1) and its copy folder as the active copy's files;
  *               any failure before that names the old active again (epoch + 1: it remounts).
  *   failover    activelease/<db id> gone (the active's server lease lapsed, its store died, or
- *               it stopped taking commits) for half a lease while the record marks the active's
+ *               it stopped taking commits) for a lease while the record marks the active's
  *               copy mounted: the best copy (mountable under the mount dial, then shortest copy
  *               queue, replay queue, activation preference) copies what the lost server still
  *               gives, and is named active when what it lacks is within the dial

@@ -132,11 +132,45 @@ static void pam_round(repld *r)
 }
 
 /* Renews the lease every third of its time; a lapsed or unreachable lease is granted anew. */
+/* Where the lease thread is (a watchdog says it when a step outlasts half the lease). */
+static _Atomic(const char *) lease_stage = "start";
+static _Atomic uint64_t lease_stage_ns;
+
+static void stage(const char *what)
+{
+    lease_stage = what;
+    lease_stage_ns = om_mono_ns();
+}
+
+static void *watchdog_main(void *arg)
+{
+    repld *r = arg;
+    const char *told = NULL;
+    for (;;) {
+        struct timespec ts = {0, 250000000};
+        nanosleep(&ts, NULL);
+        if (__atomic_load_n(&r->stopping, __ATOMIC_RELAXED)) break; /* no lock: it may be held */
+        const char *st = lease_stage;
+        uint64_t at = lease_stage_ns, now = om_mono_ns();
+        /* "waiting" lasts a third of the lease, the other steps a moment. */
+        uint64_t limit =
+            (uint64_t)r->o->lease_s * (strcmp(st, "waiting") ? 500000000ull : 600000000ull);
+        if (now - at > limit && st != told) {
+            om_warn("the lease thread has been in '%s' for %llu ms (the lease is %d s)", st,
+                    (unsigned long long)((now - at) / 1000000), r->o->lease_s);
+            told = st;
+        } else if (now - at <= limit)
+            told = NULL;
+    }
+    return NULL;
+}
+
 static void *lease_main(void *arg)
 {
     repld *r = arg;
     uint64_t backoff = 100;
     for (;;) {
+        stage("lock");
         pthread_mutex_lock(&r->mu);
         int stop = r->stopping;
         pthread_mutex_unlock(&r->mu);
@@ -144,6 +178,7 @@ static void *lease_main(void *arg)
         int rc;
         int64_t left = 0;
         uint64_t sent = om_mono_ns();
+        stage("keepalive");
         if (r->lease) {
             rc = etcd_lease_keepalive(r->dag->e, r->lease, &left);
             if (!rc && left <= 0) {
@@ -153,10 +188,21 @@ static void *lease_main(void *arg)
         } else
             rc = lease_up(r);
         etcd_state(r, rc);
+        uint64_t kept = om_mono_ns();
         if (!rc && r->lease) {
+            stage("pam");
             pam_round(r);
+            stage("am");
             if (!r->am_quiet) rp_am_lease_round(r->am, r->lease, sent);
         }
+        stage("waiting");
+        /* A round that takes a good part of the lease puts it at risk: say where the time went. */
+        uint64_t took = om_mono_ns() - sent;
+        if (took > (uint64_t)r->o->lease_s * 250000000ull)
+            om_warn("the lease round took %llu ms (keepalive %llu ms) of a %d s lease: etcd is "
+                    "slow to answer",
+                    (unsigned long long)(took / 1000000),
+                    (unsigned long long)((kept - sent) / 1000000), r->o->lease_s);
         uint64_t ms = rc ? backoff : (uint64_t)r->o->lease_s * 1000 / 3;
         backoff = rc ? (backoff * 2 > 2000 ? 2000 : backoff * 2) : 100;
         struct timespec ts = om_deadline_ms(ms);
@@ -641,6 +687,8 @@ int rp_repld_run(const rp_repld_opts *o0)
         goto out;
     }
     pthread_create(&lease_th, NULL, lease_main, r);
+    pthread_t wd_th;
+    pthread_create(&wd_th, NULL, watchdog_main, r);
     pthread_create(&rec_th, NULL, reconcile_main, r);
     pthread_create(&acc_th, NULL, accept_main, r);
     om_info("server %s of DAG %s: replication on %s, admin on %s", o.server, r->dag->name, o.listen,
@@ -659,6 +707,7 @@ int rp_repld_run(const rp_repld_opts *o0)
     pthread_join(acc_th, NULL);
     pthread_join(rec_th, NULL);
     pthread_join(lease_th, NULL);
+    pthread_join(wd_th, NULL);
     rp_am_stop(r->am);       /* its activated copies given back (and stopped) */
     rp_floor_stop(r->floor); /* the store keeps the last floors until they lapse */
     if (r->lease) etcd_lease_revoke(r->dag->e, r->lease); /* the others see us gone at once */
