@@ -129,6 +129,7 @@ def test_a_store_whose_lease_is_not_renewed_stops_acknowledging_within_the_lease
     assert r.rc == 75 and r.err.count("\n") == 1, r.describe()
 
 
+@pytest.mark.dag_long
 def test_dac_a_store_armed_from_the_start_acknowledges_nothing_before_the_dag_spoke(dag2):
     a = dag2.a
     a.env["OMBRA_FENCE_ALWAYS"] = "1"
@@ -147,6 +148,7 @@ def gen_files(s, db):
     return logs, [n for n in names if re.fullmatch(r"E00[0-9A-F]{8}\.log", n)], names
 
 
+@pytest.mark.dag_long
 def test_a_handoff_closes_the_last_generation_and_keeps_the_database_dismounted(dag2):
     bed = dag2
     a = bed.a

@@ -144,6 +144,7 @@ def test_activation_with_the_stream_mounts_every_acknowledged_commit(dag_bed):
     assert f"copy of {DB} activated" in repld_log(b)
 
 
+@pytest.mark.dag_long
 def test_a_copy_without_its_database_or_of_another_server_is_not_activated(dag_bed):
     bed = dag_bed(2)
     a, b = bed.a, bed.b
