@@ -4,7 +4,8 @@
  * States of an open database and the functions that move between them:
  *
  *   (file)  --eng_db_create-->  mounted: Dirty Shutdown on disk, log open
- *   (file)  --eng_db_open-->    [eng_recovery_run if Dirty] --> mount() --> mounted
+ *   (file)  --eng_db_open-->    [eng_recovery_run if Dirty, or Clean with generations
+ *                                after its consistent one] --> mount() --> mounted
  *   mounted --eng_db_close-->   TERM record, pages flushed, header Clean Shutdown
  *   mounted --eng_db_close_gen--> the same, then E00.log renamed to its numbered name
  *   mounted --a write or fsync fails--> fatal: every change refused; eng_db_close frees
@@ -206,6 +207,16 @@ fail:
     return rc;
 }
 
+/* A Clean database whose folder holds generations of its stream after the one it is consistent
+ * in: another copy went on logging from its consistent point (a passive copy of a deposed
+ * active, activated with the new active's streamed generation as its E00.log). The next mount
+ * continues the stream after the last of them, so what they hold must be in the pages:
+ * recovery replays them, from the generation after the consistent one. */
+static int logged_after_clean(const eng_db *db, const eng_log_end *end)
+{
+    return db->hdr.consistent.gen && end->gen > db->hdr.consistent.gen;
+}
+
 int eng_db_open(const eng_opts *o, eng_db **out)
 {
     eng_db *db = NULL;
@@ -233,8 +244,8 @@ int eng_db_open(const eng_opts *o, eng_db **out)
     db->txn_last = db->hdr.txn_last;
     if (db->hdr.state != ENG_STATE_CLEAN)
         rc = eng_recovery_run(db, &end);
-    else
-        rc = eng_recovery_log_end(db, &end);
+    else if (!(rc = eng_recovery_log_end(db, &end)) && logged_after_clean(db, &end))
+        rc = eng_recovery_run(db, &end);
     if (rc) goto fail;
     if (end.gen == 0) {
         /* A clean database whose logs are gone starts a new log stream after the last
@@ -271,7 +282,10 @@ int eng_db_recover(const eng_opts *o, eng_stats *st)
         db->dbtime = db->hdr.dbtime;
         db->pages = db->hdr.pages;
         db->txn_last = db->hdr.txn_last;
-        if (db->hdr.state != ENG_STATE_CLEAN) rc = eng_recovery_run(db, &end);
+        if (db->hdr.state != ENG_STATE_CLEAN)
+            rc = eng_recovery_run(db, &end);
+        else if (!(rc = eng_recovery_log_end(db, &end)) && logged_after_clean(db, &end))
+            rc = eng_recovery_run(db, &end);
     }
     if (st) *st = db->st;
     eng_db_abandon(db);

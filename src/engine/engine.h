@@ -77,7 +77,10 @@ typedef struct eng_stats {
 /* Creates a new database (fails with DatabaseDuplicate if the .edb exists, or if the log
  * folder already holds logs of the base name) and leaves it open. */
 int eng_db_create(const eng_opts *o, eng_db **out);
-/* Opens (mounts) a database; runs soft recovery first when it is in Dirty Shutdown. */
+/* Opens (mounts) a database; runs soft recovery first when it is in Dirty Shutdown, or in Clean
+ * Shutdown with generations of its stream after the one it is consistent in (logged by another
+ * copy that went on from there: they are replayed, as the mount continues the stream after
+ * them). */
 int eng_db_open(const eng_opts *o, eng_db **out);
 /* Clean shutdown: flushes everything, header to Clean Shutdown, frees db. If the database
  * hit a fatal error it is freed without writing and FatalIO is returned. */

@@ -216,6 +216,8 @@ void eng_replay_free(eng_replay *rp)
 /* Where replay starts: the checkpoint file when it is good and ours, else the header. */
 eng_lgpos eng_recovery_start(eng_db *db)
 {
+    /* Consistent at the end of its generation: what came after is in the next ones (db.c). */
+    if (db->hdr.state == ENG_STATE_CLEAN) return (eng_lgpos){db->hdr.consistent.gen + 1, 0};
     eng_chkfile ck;
     int bad = 0;
     int rc = eng_chk_read(db->vfs, db->chk, &ck, &bad);

@@ -803,6 +803,94 @@ static void a_clean_seed_goes_on_with_the_generations_after_it(void **s)
     crashvfs_free(c);
 }
 
+/* A switchover, then a failover (issue 19): the deposed active's own files, Clean after the
+ * close that closed its last generation G, are its passive copy; the new active (b) dies during
+ * generation G + 1, of which the copy received a part (streamed: b's E00.log as it was, the
+ * last commit not yet in it); the copy is activated with that part as its E00.log. It holds
+ * every commit of that part and nothing of the lost one, and a third copy (c) that replays its
+ * generations G + 1 and G + 2 holds the same. (The Clean header once made the mount skip the
+ * part: the new active lacked commits its own log held, and every copy that replayed the log
+ * differed from it.) */
+static void a_clean_copy_activated_with_the_next_generation_replays_it(void **s)
+{
+    (void)s;
+    crashvfs *c = crashvfs_new(5);
+    assert_non_null(c);
+    om_vfs *v = crashvfs_vfs(c);
+    const char *dirs[] = {"/a", "/b", "/b/logs", "/c", "/c/logs"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+        assert_int_equal(v->mkdir(v, dirs[i]), 0);
+    work w;
+    work_init(&w, v, "/a/mail.edb", "/a/logs");
+    fill_gens(&w, 2);
+    commit_one(&w, MEDIUM);
+    uint32_t G = 0;
+    assert_int_equal(eng_db_close_gen(w.db, &G), 0);
+    w.db = NULL;
+    eng_dbhdr h;
+    assert_int_equal(eng_dbhdr_read(v, "/a/mail.edb", &h, 0, NULL), 0);
+    assert_int_equal(h.state, ENG_STATE_CLEAN);
+    assert_int_equal(h.consistent.gen, G);
+    copy_file(v, "/a/mail.edb", "/c/c.edb");
+    /* b, activated by the switchover: it has the whole stream through G */
+    copy_file(v, "/a/mail.edb", "/b/b.edb");
+    assert_int_equal(ship_gen(v, "/a/logs", "/b/logs", G), 0);
+    eng_opts bo = passive_opts(v, "/b/b.edb", "/b/logs");
+    assert_int_equal(eng_db_open(&bo, &w.db), 0);
+    assert_int_equal(gen_now(w.db), G + 1);
+    for (uint32_t i = 0; i < 6; i++)
+        commit_one(&w, i % 3 == 2 ? MEDIUM : SMALL);
+    assert_int_equal(gen_now(w.db), G + 1);
+    char cur[512];
+    size_t n = 0;
+    uint8_t *part = NULL;
+    eng_cur_log_path(cur, sizeof cur, "/b/logs", "E00");
+    assert_int_equal(om_read_file(v, cur, &part, &n), 0);
+    commit_one(&w, SMALL); /* durable on b only: lost with it */
+    w.n--;
+    eng_db_abandon(w.db); /* b dies */
+    w.db = NULL;
+
+    /* a's copy: nothing of b's reached it whole; activation puts the part in as its E00.log */
+    eng_opts ao = passive_opts(v, "/a/mail.edb", "/a/logs");
+    eng_passive *p = NULL;
+    eng_passive_state st;
+    assert_int_equal(eng_passive_open(&ao, &p), 0);
+    assert_int_equal(eng_passive_replay(p, 0, &st), 0);
+    assert_int_equal(st.last_replayed, G);
+    assert_int_equal(eng_passive_close(p), 0);
+    eng_cur_log_path(cur, sizeof cur, "/a/logs", "E00");
+    assert_int_equal(om_write_file_durable(v, cur, part, n), 0);
+    free(part);
+    assert_int_equal(eng_db_open(&ao, &w.db), 0);
+    model_through(&w, G + 1);
+    assert_model(w.db, &w, G + 1, "the deposed active activated with the streamed part");
+    assert_continues(v, "/a/logs", G + 1, &h.log_sig);
+    commit_one(&w, SMALL);
+    uint32_t last = 0;
+    assert_int_equal(eng_db_close_gen(w.db, &last), 0);
+    w.db = NULL;
+    assert_int_equal(last, G + 2);
+
+    /* c follows the new active: its generations G + 1 (the torn one) and G + 2 */
+    eng_opts co = passive_opts(v, "/c/c.edb", "/c/logs");
+    assert_int_equal(eng_passive_open(&co, &p), 0);
+    for (uint32_t g = G + 1; g <= G + 2; g++)
+        assert_int_equal(ship_gen(v, "/a/logs", "/c/logs", g), 0);
+    assert_int_equal(eng_passive_replay(p, 0, &st), 0);
+    assert_int_equal(st.last_replayed, G + 2);
+    assert_int_equal(eng_passive_close(p), 0);
+    assert_int_equal(eng_db_open(&co, &w.db), 0);
+    model_through(&w, G + 2);
+    assert_model(w.db, &w, G + 2, "the copy that followed the new active");
+    eng_db *adb = NULL;
+    assert_int_equal(eng_db_open(&ao, &adb), 0);
+    assert_model(adb, &w, G + 2, "the new active");
+    assert_int_equal(eng_db_close(adb), 0);
+    work_free(&w);
+    crashvfs_free(c);
+}
+
 /* ---- crashes during replay ---- */
 
 #define STAGE "/stage"
@@ -933,6 +1021,7 @@ int main(void)
         cmocka_unit_test(replays_generation_by_generation_and_activates_as_the_active_was),
         cmocka_unit_test(open_refuses_a_database_in_use_a_restore_and_foreign_logs),
         cmocka_unit_test(a_clean_seed_goes_on_with_the_generations_after_it),
+        cmocka_unit_test(a_clean_copy_activated_with_the_next_generation_replays_it),
         cmocka_unit_test(a_crash_at_any_sync_of_replay_leaves_a_copy_that_goes_on),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
