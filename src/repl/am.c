@@ -50,6 +50,7 @@ struct rp_am {
     int stopping, poked, primary;
     int64_t term;
     uint64_t primary_since;
+    uint64_t primary_seen; /* the last lease round that found this server primary */
     pending pend[AM_MAX_DBS];
     int npend;
     /* the lease thread's own */
@@ -79,15 +80,44 @@ static json_int_t jint(json_t *o, const char *k)
 
 /* ---- every server: the lease round ---- */
 
+/* activelease/<db> = {this server, epoch}, only while active/<db> names this server at that
+ * epoch (in one transaction on what was read of it): a store that has not yet seen that it was
+ * deposed (it was paused, its watch is behind) still says it takes commits, and its key must not
+ * replace the new active's. */
 static void al_put(rp_am *a, const char *db, int64_t epoch, int64_t lease)
 {
-    char k[200];
-    snprintf(k, sizeof k, "activelease/%s", db);
+    char k[200], ak[512], lk[512];
+    snprintf(k, sizeof k, "active/%s", db);
+    json_t *act = NULL;
+    int64_t arev = 0;
+    int rc = rp_dag_get(a->cfg.dag, k, &act, &arev);
+    int ours = !rc && !strcmp(om_json_str_or(act, "server", ""), a->cfg.server) &&
+               jint(act, "epoch") == epoch;
+    json_decref(act);
+    if (rc) {
+        om_warn("activelease of database %s: %s", db, om_err_detail());
+        return;
+    }
+    if (!ours) return; /* deposed, and its store not told yet: the DAG's key is another's */
+    rp_dag_key(a->cfg.dag, ak, sizeof ak, "active/%s", db);
+    rp_dag_key(a->cfg.dag, lk, sizeof lk, "activelease/%s", db);
     json_t *v = json_pack("{s:s,s:I,s:I}", "server", a->cfg.server, "epoch", (json_int_t)epoch,
                           "since_ns", (json_int_t)om_now_ns());
-    if (rp_dag_put(a->cfg.dag, k, v, lease)) {
+    char *val = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    etcd_txn *t = val ? etcd_txn_new() : NULL;
+    int won = 0;
+    rc = t ? 0 : om_errf(OM_E_OutOfMemory, "activelease");
+    if (!rc) {
+        etcd_txn_cmp_mod(t, ak, ETCD_EQUAL, arev);
+        etcd_txn_put(t, ETCD_THEN, lk, val, strlen(val), lease);
+        rc = etcd_txn_commit(a->cfg.dag->e, t, &won);
+    }
+    etcd_txn_free(t);
+    free(val);
+    if (rc) {
         om_warn("activelease of database %s: %s", db, om_err_detail());
-    } else {
+    } else if (won) {
         int i = 0;
         while (i < a->nown && strcmp(a->own[i].db, db))
             i++;
@@ -97,16 +127,32 @@ static void al_put(rp_am *a, const char *db, int64_t epoch, int64_t lease)
             a->own[i].epoch = epoch;
         }
     }
-    json_decref(v);
 }
 
+/* Deletes activelease/<db> only while it is still this server's at the epoch it wrote: once
+ * deposed, the key may be the new active's already (this server's ombra-repld may learn late
+ * that its store stopped: it waited on a paused store). */
 static void al_drop(rp_am *a, int i, const char *why)
 {
-    char k[200];
+    char k[200], lk[512];
     snprintf(k, sizeof k, "activelease/%s", a->own[i].db);
     om_info("database %s: activelease given up (epoch %lld): %s", a->own[i].db,
             (long long)a->own[i].epoch, why);
-    rp_dag_delete(a->cfg.dag, k, 0);
+    json_t *al = NULL;
+    int64_t rev = 0;
+    if (!rp_dag_get(a->cfg.dag, k, &al, &rev) && al &&
+        !strcmp(om_json_str_or(al, "server", ""), a->cfg.server) &&
+        jint(al, "epoch") == a->own[i].epoch) {
+        rp_dag_key(a->cfg.dag, lk, sizeof lk, "%s", k);
+        etcd_txn *t = etcd_txn_new();
+        int won = 0;
+        etcd_txn_cmp_mod(t, lk, ETCD_EQUAL, rev);
+        etcd_txn_delete(t, ETCD_THEN, lk, 0);
+        if (etcd_txn_commit(a->cfg.dag->e, t, &won))
+            om_warn("activelease of database %s: %s", a->own[i].db, om_err_detail());
+        etcd_txn_free(t);
+    }
+    json_decref(al);
     a->own[i] = a->own[--a->nown];
 }
 
@@ -868,7 +914,11 @@ static void *am_main(void *arg)
         while (!a->stopping && !a->poked)
             if (pthread_cond_timedwait(&a->cv, &a->mu, &ts)) break;
         a->poked = 0;
-        int stop = a->stopping, primary = a->primary, npend = a->npend;
+        /* A primary whose lease thread has not confirmed it for a lease (it waits on a paused
+         * store, or etcd is away) may not be the primary any more: it does not act. */
+        uint64_t lease_ns = (uint64_t)a->cfg.lease_s * 1000000000ull;
+        int stop = a->stopping, npend = a->npend;
+        int primary = a->primary && om_mono_ns() - a->primary_seen < lease_ns;
         pthread_mutex_unlock(&a->mu);
         if (stop) break;
         if (npend) pending_round(a);
@@ -889,6 +939,7 @@ void rp_am_set_primary(rp_am *a, int primary, int64_t term)
 {
     pthread_mutex_lock(&a->mu);
     if (primary && (!a->primary || term != a->term)) a->primary_since = om_mono_ns();
+    if (primary) a->primary_seen = om_mono_ns();
     a->primary = primary;
     a->term = term;
     pthread_cond_broadcast(&a->cv);
