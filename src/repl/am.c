@@ -349,17 +349,25 @@ static int serve_resume(rp_am *a, rp_conn *c, json_t *req)
 
 /* am.position {"db"}: how far this server's copy is now (a failover's choice among copies:
  * the rows in etcd may be a round old, and with --sync-copies the one holding the last
- * acknowledged commit must be chosen). */
+ * acknowledged commit must be chosen), and whether this server's store answers now
+ * ("store_up": a switchover's target must be able to mount; asked of the store, not of the last
+ * lease round, which may be most of a third of a lease old). */
 static int serve_position(rp_am *a, rp_conn *c, json_t *req)
 {
     rp_copy_status st;
     int rc = a->cfg.copy_status(a->cfg.ctx, om_json_str_or(req, "db", ""), &st);
     if (rc) return rp_send_error(c, rc);
+    store_client *sc = NULL;
+    json_t *dbs = NULL;
+    /* A deadline long past: the store renews nothing and lists its databases. */
+    int up = !store_client_new(a->cfg.store_socket, &sc) && !store_client_dag_lease(sc, 1, &dbs);
+    json_decref(dbs);
+    store_client_free(sc);
     return rp_reply(c,
-                    json_pack("{s:b,s:s,s:I,s:I,s:I,s:I}", "ok", 1, "state", st.state, "copied",
+                    json_pack("{s:b,s:s,s:I,s:I,s:I,s:I,s:b}", "ok", 1, "state", st.state, "copied",
                               (json_int_t)st.copied, "replayed", (json_int_t)st.replayed,
                               "streamed_gen", (json_int_t)st.streamed_gen, "streamed_len",
-                              (json_int_t)st.streamed_len),
+                              (json_int_t)st.streamed_len, "store_up", up),
                     NULL, 0);
 }
 
@@ -468,6 +476,7 @@ static uint32_t generated_of(view *v, const char *db, json_t *rec, const char *a
 typedef struct cand {
     char server[RP_NAME_MAX + 1];
     int over_dial;
+    int no_store; /* failover: its store did not answer (it could not mount): last */
     uint32_t copyq, replayq, copied;
     uint64_t held; /* failover: how much of the log it holds, asked now (gen << 32 | stream) */
     int64_t pref;
@@ -476,6 +485,7 @@ typedef struct cand {
 static int cand_cmp(const void *x, const void *y)
 {
     const cand *p = x, *q = y;
+    if (p->no_store != q->no_store) return p->no_store - q->no_store;
     if (p->over_dial != q->over_dial) return p->over_dial - q->over_dial;
     if (p->held != q->held) return p->held > q->held ? -1 : 1;
     if (p->copyq != q->copyq) return p->copyq < q->copyq ? -1 : 1;
@@ -506,6 +516,7 @@ static int candidates(view *v, const char *db, json_t *rec, const char *active, 
         snprintf(c->server, sizeof c->server, "%s", s);
         c->copied = (uint32_t)jint(row, "copied");
         c->held = 0; /* asked at a failover (a switchover's target is named) */
+        c->no_store = 0;
         c->copyq = gen > c->copied ? gen - c->copied : 0;
         uint32_t insp = (uint32_t)jint(row, "inspected"), rep = (uint32_t)jint(row, "replayed");
         c->replayq = insp > rep ? insp - rep : 0;
@@ -675,6 +686,16 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
     json_t *rep = NULL;
     uint32_t last = 0;
     uint64_t refused = 0;
+    /* The target's store must be there to mount it: asked before anything is handed off (its
+     * copy row is kept by ombra-repld, which runs without the store). */
+    if (!rc && !ask(a, to, json_pack("{s:s,s:s}", "op", "am.position", "db", db), 5000, &rep) &&
+        json_is_false(json_object_get(rep, "store_up")))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "the store of server %s is not running (its ombra-repld cannot reach it): "
+                     "it could not mount %s. HINT: start ombra-store on %s, then move again",
+                     to, name, to);
+    json_decref(rep);
+    rep = NULL;
     if (!rc) {
         om_info("database %s: switchover from %s to %s (epoch %lld)", name, from, to,
                 (long long)epoch);
@@ -779,6 +800,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         cs[i].held = sg == copied + 1 ? ((uint64_t)sg << 32) | sl : (uint64_t)copied << 32;
         cs[i].copyq = gen > copied ? gen - copied : 0;
         cs[i].over_dial = (int)cs[i].copyq > dial;
+        cs[i].no_store = json_is_false(json_object_get(rep, "store_up"));
         json_decref(rep);
     }
     qsort(cs, (size_t)n, sizeof *cs, cand_cmp);

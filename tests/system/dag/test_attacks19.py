@@ -49,3 +49,73 @@ def test_a_paused_store_coming_back_leaves_the_new_actives_lease_alone(three):
     assert al and al["server"] == new and al["epoch"] == 2, al
     r = a.ombra("mail", "deliver", DB, "box", input=b"deposed", check=False, timeout=60)
     assert r.rc != 0, "the deposed active acknowledged a delivery"
+
+
+def test_a_deposed_store_behind_on_the_directory_never_acknowledges(three):
+    """a's store is paused past the lease and the database fails over; etcd goes away while it
+    is still paused and comes back a few seconds after the store went on. Its ombra-repld gets
+    etcd back first (its backoff is shorter than the store's watch's), takes a new lease and
+    renews the store's commit deadline; the store has not yet seen that the DAG names another
+    server. A delivery to a then must not be acknowledged at the old epoch: the new active took
+    commits meanwhile (two actives, and an acknowledged message that is not on the active)."""
+    bed = three
+    a, b = bed.a, bed.b
+    a.deliver(DB, "box", b"before")
+    store = a.process("store")
+    store.send_signal(signal.SIGSTOP)
+    try:
+        got = wait_active(bed, b, lambda g: g[0] in ("b", "c") and g[1] == 2 and g[2], 40,
+                          "failover")
+        bed.etcd_kill9()
+    finally:
+        store.send_signal(signal.SIGCONT)
+    time.sleep(9)  # the store's watch backs off towards 5 s; ombra-repld's towards 2 s
+    bed.etcd_restart()
+    acks = []
+    end = time.monotonic() + 12
+    i = 0
+    while time.monotonic() < end:
+        r = a.ombra("mail", "deliver", DB, "box", "--json", input=f"late {i}".encode(),
+                    check=False, timeout=60)
+        i += 1
+        if r.rc == 0:
+            acks.append(json.loads(r.out))
+        time.sleep(0.1)
+    assert not acks, f"the deposed store acknowledged {len(acks)} deliveries after {got[0]} " \
+        f"became active at epoch 2: {acks[:3]}"
+
+
+def test_a_move_to_a_server_whose_store_is_down_is_refused_before_anything_moves(three):
+    """b's ombra-repld runs and its copy is Healthy, but b's store is down (an administrator
+    stopped it for maintenance). `db move --to b` must be refused up front with one line
+    saying so, a still active at epoch 1 and taking mail, not handed to a server that cannot
+    mount it (the database down until a failover, and the CLI saying the move failed while
+    the DAG names b)."""
+    bed = three
+    a, b = bed.a, bed.b
+    a.deliver(DB, "box", b"before")
+    b.kill9("store")
+    t0 = time.monotonic()
+    r = a.ombra("db", "move", DB, "--to", "b", check=False, timeout=200)
+    took = time.monotonic() - t0
+    assert r.rc != 0 and r.err.count("\n") == 1 and "store" in r.err, r.describe()
+    assert took < 15, f"the refusal took {took:.1f} s"
+    act = active_of(bed, a)
+    assert act == ("a", 1, True), act
+    a.deliver(DB, "box", b"after")
+
+
+def test_a_failover_passes_over_a_copy_whose_store_is_down(three):
+    """b's store is down (its ombra-repld runs, its copy is Healthy and first by name), then the
+    active server a dies: the failover must pick c, whose store can mount, not name b active
+    and leave the database down until the next try."""
+    bed = three
+    a, b, c = bed.a, bed.b, bed.c
+    a.deliver(DB, "box", b"before")
+    b.kill9("store")
+    time.sleep(1)
+    a.kill9_all()
+    got = wait_active(bed, c, lambda g: g[1] >= 2 and g[2], 30, "failover")
+    assert got[:2] == ("c", 2), got
+    ids = [m["id"] for m in c.messages(DB, "box")]
+    assert ids, "the message acknowledged before the loss is not on the new active"
