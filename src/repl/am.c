@@ -40,6 +40,7 @@ typedef struct track { /* the primary's view of one database */
     uint64_t absent_since; /* activelease missing since (mono ns; 0: present) */
     uint64_t quiet_until;  /* after a move: the new active's time to mount */
     uint64_t retry_at;     /* a failover that could not be made: when to try again */
+    char said[512];        /* why it could not: said once, until the reason changes */
 } track;
 
 struct rp_am {
@@ -804,8 +805,10 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         json_decref(rep);
     }
     qsort(cs, (size_t)n, sizeof *cs, cand_cmp);
-    om_warn("database %s: the active copy on %s is lost (%s): failover among %d cop%s", name, from,
-            why, n, n == 1 ? "y" : "ies");
+    /* Tried again every AM_FAILED_RETRY_S while no copy can be mounted: said the first time. */
+    if (!t->said[0])
+        om_warn("database %s: the active copy on %s is lost (%s): failover among %d cop%s", name,
+                from, why, n, n == 1 ? "y" : "ies");
     char err[4000] = "";
     for (int i = 0; i < n; i++) {
         json_t *rep = NULL;
@@ -816,7 +819,9 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
                 AM_SALVAGE_MS + AM_CATCHUP_MS, &rep);
         if (rc) {
             snprintf(err, sizeof err, "%s", om_err_detail());
-            om_warn("database %s: the copy on %s cannot be activated: %s", name, cs[i].server, err);
+            if (strncmp(t->said, err, sizeof t->said - 1))
+                om_warn("database %s: the copy on %s cannot be activated: %s", name, cs[i].server,
+                        err);
             continue;
         }
         uint32_t last = (uint32_t)jint(rep, "last_gen");
@@ -830,7 +835,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
                      "the copy on %s lacks %u generations (%u..%u), over the mount dial of %s "
                      "(%.12s: %d)",
                      cs[i].server, lost, last + 1, gen, name, dial_s, dial);
-            om_warn("database %s: %s", name, err);
+            if (strncmp(t->said, err, sizeof t->said - 1)) om_warn("database %s: %s", name, err);
             resume_remote(a, cs[i].server, db);
             json_decref(rep);
             continue;
@@ -858,6 +863,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         lastmove_put(a, db, lm);
         json_decref(lm);
         t->absent_since = 0;
+        t->said[0] = 0;
         t->quiet_until = om_mono_ns() + (uint64_t)AM_MOUNT_MS * 1000000ull;
         return;
     }
@@ -865,13 +871,20 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         snprintf(err, sizeof err,
                  "no copy can become active (none Healthy or Disconnected on a "
                  "server that is up)");
-    om_warn("database %s: no failover: %s", name, err);
+    t->retry_at = om_mono_ns() + AM_FAILED_RETRY_S * 1000000000ull;
+    if (!strncmp(t->said, err, sizeof t->said - 1)) {
+        om_debug("database %s: still no failover: %s", name, err);
+        return;
+    }
+    om_warn("database %s: no failover: %s (tried again every %d s; said again when the reason "
+            "changes)",
+            name, err, AM_FAILED_RETRY_S);
+    snprintf(t->said, sizeof t->said, "%s", err);
     json_t *lm = lastmove_new("failover", from, "", why);
     json_object_set_new(lm, "error", json_string(err));
     json_object_set_new(lm, "ok", json_false());
     lastmove_put(a, db, lm);
     json_decref(lm);
-    t->retry_at = om_mono_ns() + AM_FAILED_RETRY_S * 1000000000ull;
 }
 
 static void primary_round(rp_am *a)
@@ -904,6 +917,7 @@ static void primary_round(rp_am *a)
             jint(al, "epoch") == jint(act, "epoch")) {
             t->absent_since = 0;
             t->retry_at = 0;
+            t->said[0] = 0;
             continue;
         }
         /* Administratively dismounted: never failed over. */

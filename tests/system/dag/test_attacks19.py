@@ -119,3 +119,35 @@ def test_a_failover_passes_over_a_copy_whose_store_is_down(three):
     assert got[:2] == ("c", 2), got
     ids = [m["id"] for m in c.messages(DB, "box")]
     assert ids, "the message acknowledged before the loss is not on the new active"
+
+
+def repld_lines(servers, words):
+    n = 0
+    for s in servers:
+        for label, log in s.daemon_logs:
+            if label == "ombra-repld" and log.exists():
+                n += sum(words in line for line in log.read_text(errors="replace").splitlines())
+    return n
+
+
+def test_no_copy_to_fail_over_to_is_said_once_not_every_ten_seconds(three):
+    """Both passive copies are suspended (an administrator's maintenance) when the active server
+    dies: no failover can be made, and the primary tries again every 10 s. It says so once
+    (and lastmove says why), not two warnings every 10 s for as long as it lasts; once a copy
+    is resumed, the failover is made."""
+    bed = three
+    a, b, c = bed.a, bed.b, bed.c
+    a.deliver(DB, "box", b"before")
+    for s in (b, c):
+        a.ombra("db", "copy", "suspend", DB, "--server", s.server, "--etcd", bed.etcd_url)
+    a.kill9_all()
+    time.sleep(38)
+    assert active_of(bed, b)[:2] == ("a", 1)
+    lm = dag_db(bed, b).get("last_move") or {}
+    assert lm.get("ok") is False and "no copy" in lm.get("error", ""), lm
+    said = repld_lines([b, c], "no failover")
+    assert said == 1, f"'no failover' said {said} times in 38 s"
+    assert repld_lines([b, c], "is lost") == 1
+    b.ombra("db", "copy", "resume", DB, "--server", "b", "--etcd", bed.etcd_url)
+    got = wait_active(bed, b, lambda g: g[1] == 2 and g[2], 40, "failover once b is resumed")
+    assert got[0] == "b", got
