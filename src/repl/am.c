@@ -372,9 +372,31 @@ static int serve_position(rp_am *a, rp_conn *c, json_t *req)
                     NULL, 0);
 }
 
+/* The requests that change who takes commits come from the primary active manager only (the
+ * holder of the pam key now): another member's certificate is a DAG server's, not the
+ * primary's, and a handoff it asked would dismount the active database. */
+static int from_primary(rp_am *a, rp_conn *c, const char *op)
+{
+    json_t *pam = NULL;
+    int rc = rp_dag_get(a->cfg.dag, "pam", &pam, NULL);
+    const char *holder = om_json_str_or(pam, "server", ""), *peer = rp_conn_peer(c);
+    if (!rc && (!*holder || strcmp(holder, peer)))
+        rc = om_errf(OM_E_FileAccessDenied,
+                     "%s refused: server %s is not the primary active manager of DAG %s (%s is)",
+                     op, peer, a->cfg.dag->name, *holder ? holder : "none");
+    json_decref(pam);
+    return rc;
+}
+
 int rp_am_serve(rp_am *a, rp_conn *c, json_t *req, int *rc)
 {
     const char *op = om_json_str_or(req, "op", "");
+    if ((!strcmp(op, "am.handoff") || !strcmp(op, "am.activate") || !strcmp(op, "am.resume")) &&
+        (*rc = from_primary(a, c, op))) {
+        om_warn("peer %s: %s", rp_conn_peer(c), om_err_detail());
+        *rc = rp_send_error(c, *rc);
+        return 1;
+    }
     if (!strcmp(op, "am.position"))
         *rc = serve_position(a, c, req);
     else if (!strcmp(op, "am.handoff"))

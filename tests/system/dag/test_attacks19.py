@@ -151,3 +151,26 @@ def test_no_copy_to_fail_over_to_is_said_once_not_every_ten_seconds(three):
     b.ombra("db", "copy", "resume", DB, "--server", "b", "--etcd", bed.etcd_url)
     got = wait_active(bed, b, lambda g: g[1] == 2 and g[2], 40, "failover once b is resumed")
     assert got[0] == "b", got
+
+
+def test_only_the_primary_may_ask_a_handoff_or_an_activation(three):
+    """A member of the DAG that is not the primary active manager (a confused script with a
+    server's certificate, or a hostile member) sends the active's ombra-repld am.handoff, and
+    a passive's am.activate: both refused, naming the primary; the database stays mounted on
+    a at epoch 1, taking mail, and no failover follows."""
+    from dag.test_attacks18 import wire
+    bed = three
+    a, b, c = bed.a, bed.b, bed.c
+    a.deliver(DB, "box", b"before")
+    pam = json.loads(bed.etcd_get("/ombra/dag/dag1/pam"))["server"]
+    src = next(s for s in (b, c) if s.server != pam)
+    dst = next(s for s in (b, c) if s is not src)
+    ident = db_id(bed, a)
+    rep = wire(src, a, [{"op": "am.handoff", "db": ident, "epoch": 1, "timeout_ms": 5000}])[0]
+    assert rep and rep.get("ok") is not True and "primary" in rep.get("message", ""), rep
+    rep = wire(src, dst, [{"op": "am.activate", "db": ident, "through_gen": 0,
+                           "use_stream": False, "timeout_ms": 3000}])[0]
+    assert rep and rep.get("ok") is not True and "primary" in rep.get("message", ""), rep
+    time.sleep(2 * LEASE)
+    assert active_of(bed, a) == ("a", 1, True)
+    a.deliver(DB, "box", b"after")
