@@ -827,6 +827,12 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         json_decref(rep);
     }
     qsort(cs, (size_t)n, sizeof *cs, cand_cmp);
+    /* The most of the log any copy holds: with --sync-copies, only a copy holding that much is
+     * known to hold every acknowledged commit (one holding more may be passed over: its store
+     * is down, its activation failed). */
+    uint64_t top = 0;
+    for (int i = 0; i < n; i++)
+        if (cs[i].held > top) top = cs[i].held;
     /* Tried again every AM_FAILED_RETRY_S while no copy can be mounted: said the first time. */
     if (!t->said[0])
         om_warn("database %s: the active copy on %s is lost (%s): failover among %d cop%s", name,
@@ -834,6 +840,16 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
     char err[4000] = "";
     for (int i = 0; i < n; i++) {
         json_t *rep = NULL;
+        if (sync > 0 && cs[i].held < top) {
+            snprintf(err, sizeof err,
+                     "the copy on %s holds less of the log than another copy that cannot become "
+                     "active now: with --sync-copies %d it could lack acknowledged mail. HINT: "
+                     "bring that copy's server and store back, or accept the loss with ombra db "
+                     "set %s --sync-copies 0",
+                     cs[i].server, sync, name);
+            if (strncmp(t->said, err, sizeof t->said - 1)) om_warn("database %s: %s", name, err);
+            continue;
+        }
         int rc =
             ask(a, cs[i].server,
                 json_pack("{s:s,s:s,s:I,s:b,s:i}", "op", "am.activate", "db", db, "through_gen",

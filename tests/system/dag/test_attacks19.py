@@ -174,3 +174,42 @@ def test_only_the_primary_may_ask_a_handoff_or_an_activation(three):
     time.sleep(2 * LEASE)
     assert active_of(bed, a) == ("a", 1, True)
     a.deliver(DB, "box", b"after")
+
+
+def test_sync_copies_a_failover_never_picks_the_copy_lacking_acknowledged_mail(three):
+    """--sync-copies 1: while b's ombra-repld is paused, c alone acknowledges a's commits. Then
+    c's store goes down (its ombra-repld and its copy, holding every acknowledged message, stay)
+    and a dies; b comes back. b's store can mount, but b lacks what c acknowledged: the failover
+    must not mount b saying no acknowledged mail was lost. Whatever becomes active holds every
+    acknowledged message."""
+    bed = three
+    a, b, c = bed.a, bed.b, bed.c
+    a.ombra("db", "set", DB, "--sync-copies", "1", "--etcd", bed.etcd_url)
+    a.deliver(DB, "box", b"first")
+    rb = b.process("repld")
+    rb.send_signal(signal.SIGSTOP)
+    acked = []
+    try:
+        time.sleep(LEASE + 1)
+        for i in range(20):
+            acked.append(a.deliver(DB, "box", f"acked {i}".encode()))
+        c.kill9("store")
+        a.kill9_all()
+    finally:
+        rb.send_signal(signal.SIGCONT)
+    end = time.monotonic() + 90
+    got = None
+    while time.monotonic() < end:
+        got = active_of(bed, b)
+        if got[1] >= 2 and got[2]:
+            break
+        time.sleep(0.5)
+    lm = dag_db(bed, b).get("last_move") or {}
+    if got[1] >= 2 and got[2]:
+        new = {"b": b, "c": c}[got[0]]
+        ids = {m["id"] for m in new.messages(DB, "box")}
+        missing = [i for i in acked if i not in ids]
+        assert not missing, f"{got[0]} became active without {len(missing)} acknowledged " \
+            f"messages; last move {lm}"
+    else:  # no failover yet: it must say why, and must not have claimed b
+        assert got[0] == "a" and lm.get("ok") is False, (got, lm)
