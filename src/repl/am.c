@@ -958,9 +958,11 @@ static void primary_round(rp_am *a)
             t->said[0] = 0;
             continue;
         }
-        /* Administratively dismounted: never failed over. */
+        /* Administratively dismounted: never failed over. An active with no copy in the record
+         * any more (its copy removed in a race with a move, a hand-edited record) is lost, not
+         * dismounted: its store has left the database. */
         json_t *acp = json_object_get(json_object_get(rec, "copies"), server);
-        if (!json_is_true(json_object_get(acp, "mounted"))) {
+        if (acp && !json_is_true(json_object_get(acp, "mounted"))) {
             t->absent_since = 0;
             continue;
         }

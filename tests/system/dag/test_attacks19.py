@@ -213,3 +213,21 @@ def test_sync_copies_a_failover_never_picks_the_copy_lacking_acknowledged_mail(t
             f"messages; last move {lm}"
     else:  # no failover yet: it must say why, and must not have claimed b
         assert got[0] == "a" and lm.get("ok") is False, (got, lm)
+
+
+def test_an_active_whose_copy_left_the_record_is_failed_over_not_left_down(three):
+    """The record of db1 loses the active's copy (`db copy remove` racing a move: the remove
+    checked the active before the move, or a hand-edited record). a's store dismounts the
+    database (it left its directory); the primary must fail it over to a passive copy, not
+    take it for an administrative dismount and leave it down without a word."""
+    bed = three
+    a, b = bed.a, bed.b
+    a.deliver(DB, "box", b"before")
+    key = f"/ombra/dag/dag1/databases/{db_id(bed, a)}"
+    rec = json.loads(bed.etcd_get(key))
+    del rec["copies"]["a"]
+    bed.etcd_put(key, json.dumps(rec))
+    got = wait_active(bed, b, lambda g: g[0] in ("b", "c") and g[1] == 2 and g[2], 60,
+                      "failover of an active without a copy")
+    new = {"b": b, "c": bed.c}[got[0]]
+    assert [m for m in new.messages(DB, "box")], "the message delivered before is not there"
