@@ -231,3 +231,30 @@ def test_an_active_whose_copy_left_the_record_is_failed_over_not_left_down(three
                       "failover of an active without a copy")
     new = {"b": b, "c": bed.c}[got[0]]
     assert [m for m in new.messages(DB, "box")], "the message delivered before is not there"
+
+
+def test_two_moves_at_once_one_is_made_the_other_refused_in_one_line(three):
+    """Two administrators move db1 at the same moment, to b and to c: one move is made, the
+    other is refused at once with one line (exit non-zero); the database ends active where the
+    made move says, taking mail."""
+    import threading
+    bed = three
+    a = bed.a
+    out = {}
+
+    def move(to):
+        out[to] = a.ombra("db", "move", DB, "--to", to, check=False, timeout=200)
+
+    ts = [threading.Thread(target=move, args=(t,)) for t in ("b", "c")]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(200)
+    ok = [t for t, r in out.items() if r.rc == 0]
+    bad = [t for t, r in out.items() if r.rc != 0]
+    assert len(ok) == 1 and len(bad) == 1, {t: r.describe() for t, r in out.items()}
+    r = out[bad[0]]
+    assert r.err.count("\n") == 1 and "asked already" in r.err, r.describe()
+    got = wait_active(bed, a, lambda g: g[2], 30, "after the moves")
+    assert got[:2] == (ok[0], 2), got
+    {"b": bed.b, "c": bed.c}[ok[0]].deliver(DB, "box", b"after")
