@@ -709,10 +709,15 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
     json_t *rep = NULL;
     uint32_t last = 0;
     uint64_t refused = 0;
-    /* The target's store must be there to mount it: asked before anything is handed off (its
-     * copy row is kept by ombra-repld, which runs without the store). */
-    if (!rc && !ask(a, to, json_pack("{s:s,s:s}", "op", "am.position", "db", db), 5000, &rep) &&
-        json_is_false(json_object_get(rep, "store_up")))
+    /* The target must answer and its store be there to mount it: asked before anything is
+     * handed off (its copy row is kept by ombra-repld, which runs without the store; a paused
+     * ombra-repld still holds its lease for a while). */
+    if (!rc && ask(a, to, json_pack("{s:s,s:s}", "op", "am.position", "db", db), 5000, &rep))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "the replication service of server %s does not answer (%s): nothing was "
+                     "handed off",
+                     to, om_err_detail());
+    else if (!rc && json_is_false(json_object_get(rep, "store_up")))
         rc = om_errf(OM_E_DatabaseUnavailable,
                      "the store of server %s is not running (its ombra-repld cannot reach it): "
                      "it could not mount %s. HINT: start ombra-store on %s, then move again",

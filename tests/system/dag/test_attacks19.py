@@ -258,3 +258,25 @@ def test_two_moves_at_once_one_is_made_the_other_refused_in_one_line(three):
     got = wait_active(bed, a, lambda g: g[2], 30, "after the moves")
     assert got[:2] == (ok[0], 2), got
     {"b": bed.b, "c": bed.c}[ok[0]].deliver(DB, "box", b"after")
+
+
+def test_a_move_to_a_paused_replication_service_hands_nothing_off(three):
+    """b's ombra-repld is paused (SIGSTOP) just before `db move --to b`: its lease still holds
+    and its copy row says Healthy. The move must be refused without handing a's database off
+    (no half-minute of refused mail waiting for an activation that cannot answer): one line,
+    a still active at epoch 1, taking mail."""
+    bed = three
+    a, b = bed.a, bed.b
+    a.deliver(DB, "box", b"before")
+    rb = b.process("repld")
+    rb.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = a.ombra("db", "move", DB, "--to", "b", check=False, timeout=200)
+        took = time.monotonic() - t0
+    finally:
+        rb.send_signal(signal.SIGCONT)
+    assert r.rc != 0 and r.err.count("\n") == 1, r.describe()
+    assert took < 20, f"the refusal took {took:.1f} s"
+    assert active_of(bed, a) == ("a", 1, True)
+    a.deliver(DB, "box", b"after")
