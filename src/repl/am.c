@@ -41,6 +41,7 @@ typedef struct track { /* the primary's view of one database */
     uint64_t quiet_until;  /* after a move whose new active did not take commits in time: one
                               lease more before a failover is considered */
     uint64_t retry_at;     /* a failover that could not be made: when to try again */
+    char said[512];        /* why it could not: said once, until the reason changes */
 } track;
 
 struct rp_am {
@@ -54,6 +55,7 @@ struct rp_am {
     int stopping, poked, primary;
     int64_t term;
     uint64_t primary_since;
+    uint64_t primary_seen; /* the last lease round that found this server primary */
     pending pend[AM_MAX_DBS];
     int npend;
     /* the renewal thread's own */
@@ -83,15 +85,44 @@ static json_int_t jint(json_t *o, const char *k)
 
 /* ---- every server: the lease round ---- */
 
+/* activelease/<db> = {this server, epoch}, only while active/<db> names this server at that
+ * epoch (in one transaction on what was read of it): a store that has not yet seen that it was
+ * deposed (it was paused, its watch is behind) still says it takes commits, and its key must not
+ * replace the new active's. */
 static void al_put(rp_am *a, const char *db, int64_t epoch, int64_t lease)
 {
-    char k[200];
-    snprintf(k, sizeof k, "activelease/%s", db);
+    char k[200], ak[512], lk[512];
+    snprintf(k, sizeof k, "active/%s", db);
+    json_t *act = NULL;
+    int64_t arev = 0;
+    int rc = rp_dag_get(a->cfg.dag, k, &act, &arev);
+    int ours = !rc && !strcmp(om_json_str_or(act, "server", ""), a->cfg.server) &&
+               jint(act, "epoch") == epoch;
+    json_decref(act);
+    if (rc) {
+        om_warn("activelease of database %s: %s", db, om_err_detail());
+        return;
+    }
+    if (!ours) return; /* deposed, and its store not told yet: the DAG's key is another's */
+    rp_dag_key(a->cfg.dag, ak, sizeof ak, "active/%s", db);
+    rp_dag_key(a->cfg.dag, lk, sizeof lk, "activelease/%s", db);
     json_t *v = json_pack("{s:s,s:I,s:I}", "server", a->cfg.server, "epoch", (json_int_t)epoch,
                           "since_ns", (json_int_t)om_now_ns());
-    if (rp_dag_put(a->cfg.dag, k, v, lease)) {
+    char *val = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    etcd_txn *t = val ? etcd_txn_new() : NULL;
+    int won = 0;
+    rc = t ? 0 : om_errf(OM_E_OutOfMemory, "activelease");
+    if (!rc) {
+        etcd_txn_cmp_mod(t, ak, ETCD_EQUAL, arev);
+        etcd_txn_put(t, ETCD_THEN, lk, val, strlen(val), lease);
+        rc = etcd_txn_commit(a->cfg.dag->e, t, &won);
+    }
+    etcd_txn_free(t);
+    free(val);
+    if (rc) {
         om_warn("activelease of database %s: %s", db, om_err_detail());
-    } else {
+    } else if (won) {
         int i = 0;
         while (i < a->nown && strcmp(a->own[i].db, db))
             i++;
@@ -101,16 +132,32 @@ static void al_put(rp_am *a, const char *db, int64_t epoch, int64_t lease)
             a->own[i].epoch = epoch;
         }
     }
-    json_decref(v);
 }
 
+/* Deletes activelease/<db> only while it is still this server's at the epoch it wrote: once
+ * deposed, the key may be the new active's already (this server's ombra-repld may learn late
+ * that its store stopped: it waited on a paused store). */
 static void al_drop(rp_am *a, int i, const char *why)
 {
-    char k[200];
+    char k[200], lk[512];
     snprintf(k, sizeof k, "activelease/%s", a->own[i].db);
     om_info("database %s: activelease given up (epoch %lld): %s", a->own[i].db,
             (long long)a->own[i].epoch, why);
-    rp_dag_delete(a->cfg.dag, k, 0);
+    json_t *al = NULL;
+    int64_t rev = 0;
+    if (!rp_dag_get(a->cfg.dag, k, &al, &rev) && al &&
+        !strcmp(om_json_str_or(al, "server", ""), a->cfg.server) &&
+        jint(al, "epoch") == a->own[i].epoch) {
+        rp_dag_key(a->cfg.dag, lk, sizeof lk, "%s", k);
+        etcd_txn *t = etcd_txn_new();
+        int won = 0;
+        etcd_txn_cmp_mod(t, lk, ETCD_EQUAL, rev);
+        etcd_txn_delete(t, ETCD_THEN, lk, 0);
+        if (etcd_txn_commit(a->cfg.dag->e, t, &won))
+            om_warn("activelease of database %s: %s", a->own[i].db, om_err_detail());
+        etcd_txn_free(t);
+    }
+    json_decref(al);
     a->own[i] = a->own[--a->nown];
 }
 
@@ -340,23 +387,53 @@ static int serve_resume(rp_am *a, rp_conn *c, json_t *req)
 
 /* am.position {"db"}: how far this server's copy is now (a failover's choice among copies:
  * the rows in etcd may be a round old, and with --sync-copies the one holding the last
- * acknowledged commit must be chosen). */
+ * acknowledged commit must be chosen), and whether this server's store answers now
+ * ("store_up": a switchover's target must be able to mount; asked of the store, not of the last
+ * lease round, which may be most of a third of a lease old). */
 static int serve_position(rp_am *a, rp_conn *c, json_t *req)
 {
     rp_copy_status st;
     int rc = a->cfg.copy_status(a->cfg.ctx, om_json_str_or(req, "db", ""), &st);
     if (rc) return rp_send_error(c, rc);
+    store_client *sc = NULL;
+    json_t *dbs = NULL;
+    /* A deadline long past: the store renews nothing and lists its databases. */
+    int up = !store_client_new(a->cfg.store_socket, &sc) && !store_client_dag_lease(sc, 1, &dbs);
+    json_decref(dbs);
+    store_client_free(sc);
     return rp_reply(c,
-                    json_pack("{s:b,s:s,s:I,s:I,s:I,s:I}", "ok", 1, "state", st.state, "copied",
+                    json_pack("{s:b,s:s,s:I,s:I,s:I,s:I,s:b}", "ok", 1, "state", st.state, "copied",
                               (json_int_t)st.copied, "replayed", (json_int_t)st.replayed,
                               "streamed_gen", (json_int_t)st.streamed_gen, "streamed_len",
-                              (json_int_t)st.streamed_len),
+                              (json_int_t)st.streamed_len, "store_up", up),
                     NULL, 0);
+}
+
+/* The requests that change who takes commits come from the primary active manager only (the
+ * holder of the pam key now): another member's certificate is a DAG server's, not the
+ * primary's, and a handoff it asked would dismount the active database. */
+static int from_primary(rp_am *a, rp_conn *c, const char *op)
+{
+    json_t *pam = NULL;
+    int rc = rp_dag_get(a->cfg.dag, "pam", &pam, NULL);
+    const char *holder = om_json_str_or(pam, "server", ""), *peer = rp_conn_peer(c);
+    if (!rc && (!*holder || strcmp(holder, peer)))
+        rc = om_errf(OM_E_FileAccessDenied,
+                     "%s refused: server %s is not the primary active manager of DAG %s (%s is)",
+                     op, peer, a->cfg.dag->name, *holder ? holder : "none");
+    json_decref(pam);
+    return rc;
 }
 
 int rp_am_serve(rp_am *a, rp_conn *c, json_t *req, int *rc)
 {
     const char *op = om_json_str_or(req, "op", "");
+    if ((!strcmp(op, "am.handoff") || !strcmp(op, "am.activate") || !strcmp(op, "am.resume")) &&
+        (*rc = from_primary(a, c, op))) {
+        om_warn("peer %s: %s", rp_conn_peer(c), om_err_detail());
+        *rc = rp_send_error(c, *rc);
+        return 1;
+    }
     if (!strcmp(op, "am.position"))
         *rc = serve_position(a, c, req);
     else if (!strcmp(op, "am.handoff"))
@@ -459,6 +536,7 @@ static uint32_t generated_of(view *v, const char *db, json_t *rec, const char *a
 typedef struct cand {
     char server[RP_NAME_MAX + 1];
     int over_dial;
+    int no_store; /* failover: its store did not answer (it could not mount): last */
     uint32_t copyq, replayq, copied;
     uint64_t held; /* failover: how much of the log it holds, asked now (gen << 32 | stream) */
     int64_t pref;
@@ -467,6 +545,7 @@ typedef struct cand {
 static int cand_cmp(const void *x, const void *y)
 {
     const cand *p = x, *q = y;
+    if (p->no_store != q->no_store) return p->no_store - q->no_store;
     if (p->over_dial != q->over_dial) return p->over_dial - q->over_dial;
     if (p->held != q->held) return p->held > q->held ? -1 : 1;
     if (p->copyq != q->copyq) return p->copyq < q->copyq ? -1 : 1;
@@ -497,6 +576,7 @@ static int candidates(view *v, const char *db, json_t *rec, const char *active, 
         snprintf(c->server, sizeof c->server, "%s", s);
         c->copied = (uint32_t)jint(row, "copied");
         c->held = 0; /* asked at a failover (a switchover's target is named) */
+        c->no_store = 0;
         c->copyq = gen > c->copied ? gen - c->copied : 0;
         uint32_t insp = (uint32_t)jint(row, "inspected"), rep = (uint32_t)jint(row, "replayed");
         c->replayq = insp > rep ? insp - rep : 0;
@@ -666,6 +746,21 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
     json_t *rep = NULL;
     uint32_t last = 0;
     uint64_t refused = 0;
+    /* The target must answer and its store be there to mount it: asked before anything is
+     * handed off (its copy row is kept by ombra-repld, which runs without the store; a paused
+     * ombra-repld still holds its lease for a while). */
+    if (!rc && ask(a, to, json_pack("{s:s,s:s}", "op", "am.position", "db", db), 5000, &rep))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "the replication service of server %s does not answer (%s): nothing was "
+                     "handed off",
+                     to, om_err_detail());
+    else if (!rc && json_is_false(json_object_get(rep, "store_up")))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "the store of server %s is not running (its ombra-repld cannot reach it): "
+                     "it could not mount %s. HINT: start ombra-store on %s, then move again",
+                     to, name, to);
+    json_decref(rep);
+    rep = NULL;
     if (!rc) {
         om_info("database %s: switchover from %s to %s (epoch %lld)", name, from, to,
                 (long long)epoch);
@@ -775,14 +870,33 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         cs[i].held = sg == copied + 1 ? ((uint64_t)sg << 32) | sl : (uint64_t)copied << 32;
         cs[i].copyq = gen > copied ? gen - copied : 0;
         cs[i].over_dial = (int)cs[i].copyq > dial;
+        cs[i].no_store = json_is_false(json_object_get(rep, "store_up"));
         json_decref(rep);
     }
     qsort(cs, (size_t)n, sizeof *cs, cand_cmp);
-    om_warn("database %s: the active copy on %s is lost (%s): failover among %d cop%s", name, from,
-            why, n, n == 1 ? "y" : "ies");
+    /* The most of the log any copy holds: with --sync-copies, only a copy holding that much is
+     * known to hold every acknowledged commit (one holding more may be passed over: its store
+     * is down, its activation failed). */
+    uint64_t top = 0;
+    for (int i = 0; i < n; i++)
+        if (cs[i].held > top) top = cs[i].held;
+    /* Tried again every AM_FAILED_RETRY_S while no copy can be mounted: said the first time. */
+    if (!t->said[0])
+        om_warn("database %s: the active copy on %s is lost (%s): failover among %d cop%s", name,
+                from, why, n, n == 1 ? "y" : "ies");
     char err[4000] = "";
     for (int i = 0; i < n; i++) {
         json_t *rep = NULL;
+        if (sync > 0 && cs[i].held < top) {
+            snprintf(err, sizeof err,
+                     "the copy on %s holds less of the log than another copy that cannot become "
+                     "active now: with --sync-copies %d it could lack acknowledged mail. HINT: "
+                     "bring that copy's server and store back, or accept the loss with ombra db "
+                     "set %s --sync-copies 0",
+                     cs[i].server, sync, name);
+            if (strncmp(t->said, err, sizeof t->said - 1)) om_warn("database %s: %s", name, err);
+            continue;
+        }
         int rc =
             ask(a, cs[i].server,
                 json_pack("{s:s,s:s,s:I,s:b,s:i}", "op", "am.activate", "db", db, "through_gen",
@@ -790,7 +904,9 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
                 AM_SALVAGE_MS + AM_CATCHUP_MS, &rep);
         if (rc) {
             snprintf(err, sizeof err, "%s", om_err_detail());
-            om_warn("database %s: the copy on %s cannot be activated: %s", name, cs[i].server, err);
+            if (strncmp(t->said, err, sizeof t->said - 1))
+                om_warn("database %s: the copy on %s cannot be activated: %s", name, cs[i].server,
+                        err);
             continue;
         }
         uint32_t last = (uint32_t)jint(rep, "last_gen");
@@ -804,7 +920,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
                      "the copy on %s lacks %u generations (%u..%u), over the mount dial of %s "
                      "(%.12s: %d)",
                      cs[i].server, lost, last + 1, gen, name, dial_s, dial);
-            om_warn("database %s: %s", name, err);
+            if (strncmp(t->said, err, sizeof t->said - 1)) om_warn("database %s: %s", name, err);
             resume_remote(a, cs[i].server, db);
             json_decref(rep);
             continue;
@@ -832,6 +948,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         lastmove_put(a, db, lm);
         json_decref(lm);
         t->absent_since = 0;
+        t->said[0] = 0;
         t->quiet_until = wrc ? om_mono_ns() + (uint64_t)a->cfg.lease_s * 1000000000ull : 0;
         return;
     }
@@ -839,13 +956,20 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         snprintf(err, sizeof err,
                  "no copy can become active (none Healthy or Disconnected on a "
                  "server that is up)");
-    om_warn("database %s: no failover: %s", name, err);
+    t->retry_at = om_mono_ns() + AM_FAILED_RETRY_S * 1000000000ull;
+    if (!strncmp(t->said, err, sizeof t->said - 1)) {
+        om_debug("database %s: still no failover: %s", name, err);
+        return;
+    }
+    om_warn("database %s: no failover: %s (tried again every %d s; said again when the reason "
+            "changes)",
+            name, err, AM_FAILED_RETRY_S);
+    snprintf(t->said, sizeof t->said, "%s", err);
     json_t *lm = lastmove_new("failover", from, "", why);
     json_object_set_new(lm, "error", json_string(err));
     json_object_set_new(lm, "ok", json_false());
     lastmove_put(a, db, lm);
     json_decref(lm);
-    t->retry_at = om_mono_ns() + AM_FAILED_RETRY_S * 1000000000ull;
 }
 
 static void primary_round(rp_am *a)
@@ -878,11 +1002,14 @@ static void primary_round(rp_am *a)
             jint(al, "epoch") == jint(act, "epoch")) {
             t->absent_since = 0;
             t->retry_at = 0;
+            t->said[0] = 0;
             continue;
         }
-        /* Administratively dismounted: never failed over. */
+        /* Administratively dismounted: never failed over. An active with no copy in the record
+         * any more (its copy removed in a race with a move, a hand-edited record) is lost, not
+         * dismounted: its store has left the database. */
         json_t *acp = json_object_get(json_object_get(rec, "copies"), server);
-        if (!json_is_true(json_object_get(acp, "mounted"))) {
+        if (acp && !json_is_true(json_object_get(acp, "mounted"))) {
             t->absent_since = 0;
             continue;
         }
@@ -912,7 +1039,11 @@ static void *am_main(void *arg)
         while (!a->stopping && !a->poked)
             if (pthread_cond_timedwait(&a->cv, &a->mu, &ts)) break;
         a->poked = 0;
-        int stop = a->stopping, primary = a->primary, npend = a->npend;
+        /* A primary whose lease thread has not confirmed it for a lease (it waits on a paused
+         * store, or etcd is away) may not be the primary any more: it does not act. */
+        uint64_t lease_ns = (uint64_t)a->cfg.lease_s * 1000000000ull;
+        int stop = a->stopping, npend = a->npend;
+        int primary = a->primary && om_mono_ns() - a->primary_seen < lease_ns;
         pthread_mutex_unlock(&a->mu);
         if (stop) break;
         if (npend) pending_round(a);
@@ -933,6 +1064,7 @@ void rp_am_set_primary(rp_am *a, int primary, int64_t term)
 {
     pthread_mutex_lock(&a->mu);
     if (primary && (!a->primary || term != a->term)) a->primary_since = om_mono_ns();
+    if (primary) a->primary_seen = om_mono_ns();
     a->primary = primary;
     a->term = term;
     pthread_cond_broadcast(&a->cv);

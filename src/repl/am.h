@@ -4,11 +4,14 @@
  *   - renews its store's fencing deadline (store op dag.lease: "may commit until T", T before
  *     etcd can expire the lease), and
  *   - keeps activelease/<db id> = {server, epoch}, bound to the server's lease, for each
- *     database its store has mounted and takes commits of at the epoch active/<db id> names.
- * It serves two requests of the primary over the replication port: am.handoff (this server's
- * store stops taking commits of a database, dismounts it and closes its last generation) and
- * am.activate (this server's copy copies, inspects and replays what it can get, then waits for
- * the directory to name it active) — am.resume gives the copy back to copying.
+ *     database its store has mounted and takes commits of at the epoch active/<db id> names
+ *     (written only while active/<db id> names this server at that epoch, deleted only while
+ *     the key is still this server's: a deposed store may say it takes commits a while).
+ * It serves two requests of the primary over the replication port, to the pam holder only:
+ * am.handoff (this server's store stops taking commits of a database, dismounts it and closes
+ * its last generation) and am.activate (this server's copy copies, inspects and replays what it
+ * can get, then waits for the directory to name it active) — am.resume gives the copy back to
+ * copying. am.position (any member) says how far the copy is and whether the store answers.
  *
  * The primary active manager (the server holding the pam key) alone changes active/<db id>,
  * in an etcd transaction that compares the revision it read:
