@@ -47,6 +47,10 @@ typedef struct track { /* the primary's view of one database */
 struct rp_am {
     rp_am_cfg cfg;
     pthread_t th, renew_th;
+    uint64_t renew_since;   /* the renewal's store call under way since (0: none) */
+    int stale;              /* renew_watch gave the keys up while the store did not answer */
+    owned snap[AM_MAX_DBS]; /* the renewal thread's keys, as of its last round */
+    int nsnap;
     int posted; /* a keepalive posted for the renewal thread: */
     int64_t post_lease;
     uint64_t post_sent;
@@ -137,28 +141,42 @@ static void al_put(rp_am *a, const char *db, int64_t epoch, int64_t lease)
 /* Deletes activelease/<db> only while it is still this server's at the epoch it wrote: once
  * deposed, the key may be the new active's already (this server's ombra-repld may learn late
  * that its store stopped: it waited on a paused store). */
-static void al_drop(rp_am *a, int i, const char *why)
+/* Deletes activelease/<db> while it is still this server's at epoch (never the new active's). */
+static void al_delete_ours(rp_am *a, const char *db, int64_t epoch)
 {
     char k[200], lk[512];
-    snprintf(k, sizeof k, "activelease/%s", a->own[i].db);
-    om_info("database %s: activelease given up (epoch %lld): %s", a->own[i].db,
-            (long long)a->own[i].epoch, why);
+    snprintf(k, sizeof k, "activelease/%s", db);
     json_t *al = NULL;
     int64_t rev = 0;
     if (!rp_dag_get(a->cfg.dag, k, &al, &rev) && al &&
-        !strcmp(om_json_str_or(al, "server", ""), a->cfg.server) &&
-        jint(al, "epoch") == a->own[i].epoch) {
+        !strcmp(om_json_str_or(al, "server", ""), a->cfg.server) && jint(al, "epoch") == epoch) {
         rp_dag_key(a->cfg.dag, lk, sizeof lk, "%s", k);
         etcd_txn *t = etcd_txn_new();
         int won = 0;
         etcd_txn_cmp_mod(t, lk, ETCD_EQUAL, rev);
         etcd_txn_delete(t, ETCD_THEN, lk, 0);
         if (etcd_txn_commit(a->cfg.dag->e, t, &won))
-            om_warn("activelease of database %s: %s", a->own[i].db, om_err_detail());
+            om_warn("activelease of database %s: %s", db, om_err_detail());
         etcd_txn_free(t);
     }
     json_decref(al);
+}
+
+static void al_drop(rp_am *a, int i, const char *why)
+{
+    om_info("database %s: activelease given up (epoch %lld): %s", a->own[i].db,
+            (long long)a->own[i].epoch, why);
+    al_delete_ours(a, a->own[i].db, a->own[i].epoch);
     a->own[i] = a->own[--a->nown];
+}
+
+/* What the renewal thread holds, for the am thread (renew_watch). */
+static void snap_own(rp_am *a)
+{
+    pthread_mutex_lock(&a->mu);
+    a->nsnap = a->nown;
+    memcpy(a->snap, a->own, (size_t)a->nown * sizeof *a->own);
+    pthread_mutex_unlock(&a->mu);
 }
 
 /* One renewal of the store's deadline and of the activelease keys (the renewal thread). */
@@ -169,13 +187,23 @@ static void renew(rp_am *a, int64_t lease, uint64_t sent_mono_ns)
     uint64_t lease_ns = (uint64_t)a->cfg.lease_s * 1000000000ull;
     uint64_t until = sent_mono_ns + lease_ns - lease_ns / 5;
     json_t *dbs = NULL;
+    pthread_mutex_lock(&a->mu);
+    a->renew_since = om_mono_ns();
+    pthread_mutex_unlock(&a->mu);
     int rc = store_client_dag_lease(a->sc, until, &dbs);
+    pthread_mutex_lock(&a->mu);
+    a->renew_since = 0;
+    int stale = a->stale;
+    a->stale = 0;
+    pthread_mutex_unlock(&a->mu);
+    if (stale) a->nown = 0; /* the keys went while the store did not answer: written again */
     if (rc) {
         if (!a->store_down)
             om_warn("the store does not renew its commit deadline: %s", om_err_detail());
         a->store_down = 1;
         while (a->nown)
             al_drop(a, 0, "the store cannot be reached");
+        snap_own(a);
         return;
     }
     if (a->store_down) om_info("the store renews its commit deadline again");
@@ -211,6 +239,33 @@ static void renew(rp_am *a, int64_t lease, uint64_t sent_mono_ns)
         if (!have && *id) al_put(a, id, jint(d, "epoch"), lease);
     }
     json_decref(dbs);
+    snap_own(a);
+}
+
+/* The am thread: a store that has not answered the renewal for half a lease (paused, stuck)
+ * cannot be said to take commits: the server's activelease keys go (while still its own), so
+ * the primary fails the databases over; the renewal thread writes them again once the store
+ * answers that it takes commits. */
+static void renew_watch(rp_am *a)
+{
+    owned keys[AM_MAX_DBS];
+    int n = 0;
+    uint64_t since, now = om_mono_ns();
+    pthread_mutex_lock(&a->mu);
+    since = a->renew_since;
+    int fire = since && !a->stale && now - since > (uint64_t)a->cfg.lease_s * 500000000ull;
+    if (fire) {
+        a->stale = 1;
+        n = a->nsnap;
+        memcpy(keys, a->snap, (size_t)n * sizeof *keys);
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (!fire) return;
+    om_warn("the store has not answered the renewal of its commit deadline for %llu ms: the "
+            "activelease of its %d database%s given up",
+            (unsigned long long)((now - since) / 1000000), n, n == 1 ? "" : "s");
+    for (int i = 0; i < n; i++)
+        al_delete_ours(a, keys[i].db, keys[i].epoch);
 }
 
 /* The lease thread posts each keepalive here and goes on at once: a store that is slow to
@@ -1046,6 +1101,7 @@ static void *am_main(void *arg)
         int primary = a->primary && om_mono_ns() - a->primary_seen < lease_ns;
         pthread_mutex_unlock(&a->mu);
         if (stop) break;
+        renew_watch(a);
         if (npend) pending_round(a);
         if (primary) primary_round(a);
     }

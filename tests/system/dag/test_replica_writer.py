@@ -108,6 +108,9 @@ def test_a_freeze_holds_replay_while_mail_arrives_and_replay_catches_up_after(da
     p = requester(bed, b, db_id, "--pause-at", "complete")
     snap = paused(p, "complete")  # frozen, shadow copy made, held until the session ends
     assert snap["components_document"], snap
+    # a replay that ended just before the freeze took the copy lock publishes its row a moment
+    # later: read the copy once its row settled
+    time.sleep(1.0)
     before = copy_of(a, bed, "db1", "b")
     # mail goes on arriving on the active: the copy copies it, and replays none of it
     roll(a, "db1", 3)
