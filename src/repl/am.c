@@ -1019,7 +1019,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
     om_warn("database %s: no failover: %s (tried again every %d s; said again when the reason "
             "changes)",
             name, err, AM_FAILED_RETRY_S);
-    snprintf(t->said, sizeof t->said, "%s", err);
+    snprintf(t->said, sizeof t->said, "%.511s", err);
     json_t *lm = lastmove_new("failover", from, "", why);
     json_object_set_new(lm, "error", json_string(err));
     json_object_set_new(lm, "ok", json_false());

@@ -314,7 +314,7 @@ static void give_copier(void *ctx, const char *db_id, rp_copier *c)
     pthread_mutex_lock(&r->mu);
     for (int i = 0; i < r->ntaken; i++)
         if (!strcmp(r->taken[i], db_id)) {
-            snprintf(r->taken[i], sizeof r->taken[i], "%s", r->taken[--r->ntaken]);
+            if (i != --r->ntaken) memcpy(r->taken[i], r->taken[r->ntaken], sizeof r->taken[i]);
             break;
         }
     r->changed = 1; /* reconcile: a copier again if it is still a passive copy here */
