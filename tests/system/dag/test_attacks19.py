@@ -20,6 +20,7 @@ def activelease(bed, s):
     return json.loads(v) if v else None
 
 
+@pytest.mark.dag_long
 def test_a_paused_store_coming_back_leaves_the_new_actives_lease_alone(three):
     """a's store is paused (SIGSTOP) past the lease: its ombra-repld waits on it, the server's
     lease lapses and the database fails over. When the store goes on, a's ombra-repld learns
@@ -51,6 +52,7 @@ def test_a_paused_store_coming_back_leaves_the_new_actives_lease_alone(three):
     assert r.rc != 0, "the deposed active acknowledged a delivery"
 
 
+@pytest.mark.dag_long
 def test_a_deposed_store_behind_on_the_directory_never_acknowledges(three):
     """a's store is paused past the lease and the database fails over; etcd goes away while it
     is still paused and comes back a few seconds after the store went on. Its ombra-repld gets
@@ -85,6 +87,7 @@ def test_a_deposed_store_behind_on_the_directory_never_acknowledges(three):
         f"became active at epoch 2: {acks[:3]}"
 
 
+@pytest.mark.dag_long
 def test_a_move_to_a_server_whose_store_is_down_is_refused_before_anything_moves(three):
     """b's ombra-repld runs and its copy is Healthy, but b's store is down (an administrator
     stopped it for maintenance). `db move --to b` must be refused up front with one line
@@ -105,6 +108,7 @@ def test_a_move_to_a_server_whose_store_is_down_is_refused_before_anything_moves
     a.deliver(DB, "box", b"after")
 
 
+@pytest.mark.dag_long
 def test_a_failover_passes_over_a_copy_whose_store_is_down(three):
     """b's store is down (its ombra-repld runs, its copy is Healthy and first by name), then the
     active server a dies: the failover must pick c, whose store can mount, not name b active
@@ -130,6 +134,7 @@ def repld_lines(servers, words):
     return n
 
 
+@pytest.mark.dag_long
 def test_no_copy_to_fail_over_to_is_said_once_not_every_ten_seconds(three):
     """Both passive copies are suspended (an administrator's maintenance) when the active server
     dies: no failover can be made, and the primary tries again every 10 s. It says so once
@@ -176,6 +181,7 @@ def test_only_the_primary_may_ask_a_handoff_or_an_activation(three):
     a.deliver(DB, "box", b"after")
 
 
+@pytest.mark.dag_long
 def test_sync_copies_a_failover_never_picks_the_copy_lacking_acknowledged_mail(three):
     """--sync-copies 1: while b's ombra-repld is paused, c alone acknowledges a's commits. Then
     c's store goes down (its ombra-repld and its copy, holding every acknowledged message, stay)
@@ -215,6 +221,7 @@ def test_sync_copies_a_failover_never_picks_the_copy_lacking_acknowledged_mail(t
         assert got[0] == "a" and lm.get("ok") is False, (got, lm)
 
 
+@pytest.mark.dag_long
 def test_an_active_whose_copy_left_the_record_is_failed_over_not_left_down(three):
     """The record of db1 loses the active's copy (`db copy remove` racing a move: the remove
     checked the active before the move, or a hand-edited record). a's store dismounts the
@@ -233,6 +240,7 @@ def test_an_active_whose_copy_left_the_record_is_failed_over_not_left_down(three
     assert [m for m in new.messages(DB, "box")], "the message delivered before is not there"
 
 
+@pytest.mark.dag_long
 def test_two_moves_at_once_one_is_made_the_other_refused_in_one_line(three):
     """Two administrators move db1 at the same moment, to b and to c: one move is made, the
     other is refused at once with one line (exit non-zero); the database ends active where the
@@ -260,6 +268,7 @@ def test_two_moves_at_once_one_is_made_the_other_refused_in_one_line(three):
     {"b": bed.b, "c": bed.c}[ok[0]].deliver(DB, "box", b"after")
 
 
+@pytest.mark.dag_long
 def test_a_move_to_a_paused_replication_service_hands_nothing_off(three):
     """b's ombra-repld is paused (SIGSTOP) just before `db move --to b`: its lease still holds
     and its copy row says Healthy. The move must be refused without handing a's database off
