@@ -967,7 +967,11 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         uint32_t last = (uint32_t)jint(rep, "last_gen");
         int used = json_is_true(json_object_get(rep, "used_stream"));
         if (gen < last) gen = last;
+        /* The lost active was writing a generation past what the copy holds whole (each mount
+         * opens one, and the rows that say which may be a round old): at least that one is lost,
+         * in part, unless the streamed part holds every acknowledged commit (--sync-copies). */
         uint32_t lost = gen - last;
+        if (lost < 1) lost = 1;
         /* With synchronous copies the streamed part holds every acknowledged commit. */
         int acked_safe = sync > 0 && used;
         if ((int)lost > dial && !acked_safe) {
