@@ -396,7 +396,7 @@ static int follow_epoch(rp_copier *c)
     uint32_t moved = 0, held = 0;
     char where[4400] = "";
     if (!rc)
-        rc = rp_set_aside(c->dir, c->logs, c->base, c->since_gen, c->epoch, &moved, where,
+        rc = rp_set_aside(c->dir, c->logs, c->base, c->edb, c->since_gen, c->epoch, &moved, where,
                           sizeof where);
     c->sgen = c->slen = 0; /* the stream went too */
     c->soff = 0;

@@ -113,16 +113,29 @@ static int found_one(void *arg, const char *name)
     return 0;
 }
 
-int rp_set_aside(const char *work, const char *logs, const char *base, uint32_t since_gen,
-                 uint32_t epoch, uint32_t *moved, char *where, size_t wn)
+int rp_set_aside(const char *work, const char *logs, const char *base, const char *edb,
+                 uint32_t since_gen, uint32_t epoch, uint32_t *moved, char *where, size_t wn)
 {
     om_vfs *v = om_vfs_posix();
     om_dir *wd = NULL, *ld = NULL, *dv = NULL, *to = NULL;
+    om_file *held = NULL;
     char sname[16], folder[64] = "";
     *moved = 0;
     if (where && wn) where[0] = 0;
     snprintf(sname, sizeof sname, "%s.stream", base);
-    int rc = om_dir_open(v, NULL, work, 0, &wd);
+    int rc = 0;
+    if (edb) { /* the engine's lock on the database file, held to the end */
+        rc = om_open(v, edb, OM_O_RDONLY, &held);
+        if (rc == OM_E_FileNotFound) {
+            om_err_clear();
+            rc = 0;
+        } else if (!rc && v->lock && (rc = v->lock(held)) == OM_E_DatabaseInUse)
+            rc = om_errf(OM_E_DatabaseInUse,
+                         "%s is still open (its store has not dismounted it after the change of "
+                         "active): nothing set aside from %s",
+                         edb, logs);
+    }
+    if (!rc) rc = om_dir_open(v, NULL, work, 0, &wd);
     if (!rc) {
         rc = om_dir_open(v, NULL, logs, 0, &ld);
         if (rc == OM_E_FileNotFound) { /* no log folder: only the stream may be there */
@@ -164,6 +177,7 @@ out:
     om_dir_close(dv);
     om_dir_close(ld);
     om_dir_close(wd);
+    om_close(held);
     return rc;
 }
 

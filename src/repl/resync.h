@@ -28,9 +28,13 @@ int rp_epoch_write(const char *work, uint32_t epoch);
  * rename (copied then removed when logs is on another filesystem), both folders synced. Names
  * only, through handles that refuse a link; anything else in logs stays. *moved: how many files;
  * where (may be NULL): the folder they went to ("" when none went). A crash half-way leaves each
- * file in one place or the other (whole): calling it again moves the rest. */
-int rp_set_aside(const char *work, const char *logs, const char *base, uint32_t since_gen,
-                 uint32_t epoch, uint32_t *moved, char *where, size_t wn);
+ * file in one place or the other (whole): calling it again moves the rest.
+ * edb (may be NULL): the copy's database file. While another open file holds its lock (the
+ * engine's: a store that still has the database mounted, not having seen the change of active
+ * yet), nothing is moved: DatabaseInUse; the lock is held while the files move, so nobody mounts
+ * it meanwhile. */
+int rp_set_aside(const char *work, const char *logs, const char *base, const char *edb,
+                 uint32_t since_gen, uint32_t epoch, uint32_t *moved, char *where, size_t wn);
 
 /* Whether database edb already holds changes of generation since_gen or a later one, from its
  * header: Clean Shutdown past (since_gen, 0) (its consistent position), Dirty with Log Required

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -101,7 +102,7 @@ static void set_aside_in(const char *work, const char *logs)
 
     uint32_t moved = 0;
     char where[700];
-    assert_int_equal(rp_set_aside(work, logs, "E00", 5, 7, &moved, where, sizeof where), 0);
+    assert_int_equal(rp_set_aside(work, logs, "E00", NULL, 5, 7, &moved, where, sizeof where), 0);
     assert_int_equal(moved, 6 + 3); /* 5..10, E00.log, E00tmp.log, the stream */
     char prefix[400];
     snprintf(prefix, sizeof prefix, "%s/divergent/7-", work);
@@ -128,7 +129,7 @@ static void set_aside_in(const char *work, const char *logs)
     assert_false(exists(where, "E000000000B.log"));
 
     /* Again: nothing left to move, no new folder. */
-    assert_int_equal(rp_set_aside(work, logs, "E00", 5, 8, &moved, where, sizeof where), 0);
+    assert_int_equal(rp_set_aside(work, logs, "E00", NULL, 5, 8, &moved, where, sizeof where), 0);
     assert_int_equal(moved, 0);
     assert_string_equal(where, "");
     char div[400];
@@ -151,6 +152,36 @@ static void divergent_generations_are_set_aside_whole(void **state)
     assert_int_equal(mkdir(work, 0750), 0);
     assert_int_equal(mkdir(logs, 0750), 0);
     set_aside_in(work, logs);
+}
+
+/* A deposed active whose store still has the database open (it has not seen the change of
+ * active yet): not one file of its log folder moves; once the store let go, they do. */
+static void nothing_moves_while_the_database_is_open(void **state)
+{
+    (void)state;
+    char work[300], logs[300], edb[400];
+    path_in(work, sizeof work, "inuse");
+    path_in(logs, sizeof logs, "inuse/logs");
+    assert_int_equal(mkdir(work, 0750), 0);
+    assert_int_equal(mkdir(logs, 0750), 0);
+    write_file(logs, "E0000000005.log", "gen 5");
+    write_file(logs, "E00.log", "current");
+    write_file(work, "db.edb", "the database");
+    snprintf(edb, sizeof edb, "%s/db.edb", work);
+    int fd = open(edb, O_RDONLY); /* another open file: the store's engine */
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX | LOCK_NB), 0);
+    uint32_t moved = 9;
+    char where[700];
+    assert_int_equal(rp_set_aside(work, logs, "E00", edb, 5, 2, &moved, where, sizeof where),
+                     OM_E_DatabaseInUse);
+    assert_int_equal(moved, 0);
+    assert_non_null(strstr(om_err_detail(), "still open"));
+    assert_true(exists(logs, "E0000000005.log") && exists(logs, "E00.log"));
+    close(fd); /* the store dismounted */
+    assert_int_equal(rp_set_aside(work, logs, "E00", edb, 5, 2, &moved, where, sizeof where), 0);
+    assert_int_equal(moved, 2);
+    assert_false(exists(logs, "E0000000005.log") || exists(logs, "E00.log"));
 }
 
 /* A deposed active's log folder is its store's, perhaps on another filesystem than
@@ -360,6 +391,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(epoch_survives_and_garbage_is_refused),
         cmocka_unit_test(divergent_generations_are_set_aside_whole),
+        cmocka_unit_test(nothing_moves_while_the_database_is_open),
         cmocka_unit_test(across_filesystems_too),
         cmocka_unit_test(past_the_fork_is_told_by_the_header),
         cmocka_unit_test(a_commit_held_only_in_the_stream_is_there_after_activation),

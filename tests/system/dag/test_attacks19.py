@@ -289,3 +289,40 @@ def test_a_move_to_a_paused_replication_service_hands_nothing_off(three):
     assert took < 20, f"the refusal took {took:.1f} s"
     assert active_of(bed, a) == ("a", 1, True)
     a.deliver(DB, "box", b"after")
+
+
+@pytest.mark.dag_long
+def test_a_deposed_active_still_mounted_has_no_file_moved_under_its_store(three):
+    """a's store is paused (SIGSTOP) with db1 mounted, and db1 fails over. a's ombra-repld, which
+    runs, starts a copier over a's own files (a deposed active is a passive copy in place) while
+    the paused store still has them open: the copier must not set a single file of that log
+    folder aside (the nemesis found the store's E00.log moved away under it: a FatalIO on the
+    next write, and a copy that differed). Once the store goes on and dismounts, the copy
+    follows the new active. (Whether the copier reaches its set-aside before the store goes on
+    depends on timing; tests/unit/test_resync.c shows the refusal itself.)"""
+    bed = three
+    a, b = bed.a, bed.b
+    a.deliver(DB, "box", b"before")
+    logs = a.home / "dbs" / DB / "logs"
+    before = sorted(p.name for p in logs.iterdir())
+    store = a.process("store")
+    store.send_signal(signal.SIGSTOP)
+    try:
+        wait_active(bed, b, lambda g: g[0] in ("b", "c") and g[1] == 2, 40, "failover")
+        time.sleep(LEASE * 3)  # a's reconciliation started its copier meanwhile
+        after = sorted(p.name for p in logs.iterdir())
+        assert "E00.log" in after and set(before) <= set(after), (before, after)
+        aside = list((a.home / "copies").glob("*/divergent/*/*"))
+        assert not aside, f"files set aside while the store had them open: {aside}"
+    finally:
+        store.send_signal(signal.SIGCONT)
+    new = active_of(bed, b)[0]
+    end = time.monotonic() + 90
+    while time.monotonic() < end:
+        rows = json.loads(b.ombra("db", "copy", "status", DB, "--json", "--etcd",
+                                  bed.etcd_url).out)
+        if next(r for r in rows if r["server"] == "a")["state"] == "Healthy":
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"a's copy never followed the new active {new}: {rows}")
