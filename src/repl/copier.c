@@ -291,8 +291,10 @@ static int wipe(rp_copier *c)
     if (c->inplace)
         return om_errf(OM_E_Internal, "the copy of %s is the store's files at %s: not wiped",
                        c->name, c->edb);
-    om_dir *dir, *logs;
-    int rc = open_dirs(c, &dir, &logs);
+    om_dir *dir = NULL, *logs = NULL;
+    om_file *held = NULL; /* a store that still has these files mounted keeps them */
+    int rc = rp_edb_hold(c->edb, c->dir, &held);
+    if (!rc) rc = open_dirs(c, &dir, &logs);
     if (!rc) {
         wipe_arg w = {.logs = logs, .base = c->base};
         rc = om_list_at(logs, wipe_one, &w);
@@ -316,6 +318,7 @@ static int wipe(rp_copier *c)
     if (!rc) rc = om_dir_sync(dir);
     om_dir_close(logs);
     om_dir_close(dir);
+    om_close(held);
     return rc;
 }
 

@@ -113,6 +113,27 @@ static int found_one(void *arg, const char *name)
     return 0;
 }
 
+int rp_edb_hold(const char *edb, const char *what, om_file **held)
+{
+    om_vfs *v = om_vfs_posix();
+    *held = NULL;
+    int rc = om_open(v, edb, OM_O_RDONLY, held);
+    if (rc == OM_E_FileNotFound) {
+        om_err_clear();
+        return 0;
+    }
+    if (!rc && v->lock && (rc = v->lock(*held)) == OM_E_DatabaseInUse)
+        rc = om_errf(OM_E_DatabaseInUse,
+                     "%s is still open (its store has not dismounted it after the change of "
+                     "active): nothing in %s is touched",
+                     edb, what);
+    if (rc) {
+        om_close(*held);
+        *held = NULL;
+    }
+    return rc;
+}
+
 int rp_set_aside(const char *work, const char *logs, const char *base, const char *edb,
                  uint32_t since_gen, uint32_t epoch, uint32_t *moved, char *where, size_t wn)
 {
@@ -123,18 +144,7 @@ int rp_set_aside(const char *work, const char *logs, const char *base, const cha
     *moved = 0;
     if (where && wn) where[0] = 0;
     snprintf(sname, sizeof sname, "%s.stream", base);
-    int rc = 0;
-    if (edb) { /* the engine's lock on the database file, held to the end */
-        rc = om_open(v, edb, OM_O_RDONLY, &held);
-        if (rc == OM_E_FileNotFound) {
-            om_err_clear();
-            rc = 0;
-        } else if (!rc && v->lock && (rc = v->lock(held)) == OM_E_DatabaseInUse)
-            rc = om_errf(OM_E_DatabaseInUse,
-                         "%s is still open (its store has not dismounted it after the change of "
-                         "active): nothing set aside from %s",
-                         edb, logs);
-    }
+    int rc = edb ? rp_edb_hold(edb, logs, &held) : 0;
     if (!rc) rc = om_dir_open(v, NULL, work, 0, &wd);
     if (!rc) {
         rc = om_dir_open(v, NULL, logs, 0, &ld);

@@ -17,11 +17,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/vfs.h"
+
 /* The epoch the copy follows: *epoch 0 when <work>/epoch is absent; InvalidParameter naming
  * the file when it holds anything but a number. */
 int rp_epoch_read(const char *work, uint32_t *epoch);
 /* Writes it durably (temp, sync, rename, sync the folder). */
 int rp_epoch_write(const char *work, uint32_t epoch);
+
+/* The engine's lock on database file edb, taken from here (*held, om_close lets it go; NULL
+ * when there is no such file): DatabaseInUse naming edb and what (the folder the caller would
+ * change) while another open file holds it, a store that still has the database mounted. */
+int rp_edb_hold(const char *edb, const char *what, om_file **held);
 
 /* Sets aside into <work>/divergent/<epoch>-<UTC time>/: every numbered generation >= since_gen
  * of base in logs, <base>.log and <base>tmp.log of logs, and <work>/<base>.stream. Moved by a
