@@ -457,9 +457,10 @@ static int serve_position(rp_am *a, rp_conn *c, json_t *req)
     json_decref(dbs);
     store_client_free(sc);
     return rp_reply(c,
-                    json_pack("{s:b,s:s,s:I,s:I,s:I,s:I,s:b}", "ok", 1, "state", st.state, "copied",
-                              (json_int_t)st.copied, "replayed", (json_int_t)st.replayed,
-                              "streamed_gen", (json_int_t)st.streamed_gen, "streamed_len",
+                    json_pack("{s:b,s:s,s:I,s:I,s:I,s:I,s:I,s:b}", "ok", 1, "state", st.state,
+                              "copied", (json_int_t)st.copied, "replayed", (json_int_t)st.replayed,
+                              "generated", (json_int_t)st.generated, "streamed_gen",
+                              (json_int_t)st.streamed_gen, "streamed_len",
                               (json_int_t)st.streamed_len, "store_up", up),
                     NULL, 0);
 }
@@ -916,10 +917,16 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
     /* Each candidate's position now: the one that holds the most of the log first (with
      * --sync-copies, the one holding the last acknowledged commit). One that does not answer
      * keeps its row's and goes after those that do. */
+    int answered = 0;
     for (int i = 0; i < n; i++) {
         json_t *rep = NULL;
         if (ask(a, cs[i].server, json_pack("{s:s,s:s}", "op", "am.position", "db", db), 3000, &rep))
             continue;
+        answered++;
+        /* The newest generation a copy saw the active write (the active's own row may be rounds
+         * old): the generations lost are counted from there. */
+        uint32_t seen = (uint32_t)jint(rep, "generated");
+        if (seen > gen) gen = seen;
         uint32_t copied = (uint32_t)jint(rep, "copied"), sg = (uint32_t)jint(rep, "streamed_gen");
         uint32_t sl = (uint32_t)jint(rep, "streamed_len");
         cs[i].held = sg == copied + 1 ? ((uint64_t)sg << 32) | sl : (uint64_t)copied << 32;
@@ -935,6 +942,34 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
     uint64_t top = 0;
     for (int i = 0; i < n; i++)
         if (cs[i].held > top) top = cs[i].held;
+    /* With --sync-copies N, each acknowledged commit is on N of the k passive copies: only
+     * positions heard from k - N + 1 of them are sure to include one that holds the last
+     * acknowledged commit. Fewer answer (servers down, paused): no failover yet. */
+    int k = 0;
+    const char *cs_name;
+    json_t *cs_cfg;
+    json_object_foreach(json_object_get(rec, "copies"), cs_name, cs_cfg) k +=
+        strcmp(cs_name, from) && !json_is_true(json_object_get(cs_cfg, "suspended"));
+    int need = sync > 0 ? k - sync + 1 : 0;
+    if (sync > 0 && answered < need) {
+        char err[600];
+        snprintf(err, sizeof err,
+                 "with --sync-copies %d a failover must hear from %d of the %d passive copies to "
+                 "be sure it loses nothing acknowledged; %d answer%s. HINT: bring the copies' "
+                 "servers back, or accept a loss with ombra db set %s --sync-copies 0",
+                 sync, need, k, answered, answered == 1 ? "s" : "", name);
+        if (strncmp(t->said, err, sizeof t->said - 1)) {
+            om_warn("database %s: no failover: %s", name, err);
+            snprintf(t->said, sizeof t->said, "%.511s", err);
+            json_t *lm = lastmove_new("failover", from, "", why);
+            json_object_set_new(lm, "error", json_string(err));
+            json_object_set_new(lm, "ok", json_false());
+            lastmove_put(a, db, lm);
+            json_decref(lm);
+        }
+        t->retry_at = om_mono_ns() + 1000000000ull; /* asked again each second */
+        return;
+    }
     /* Tried again every AM_FAILED_RETRY_S while no copy can be mounted: said the first time. */
     if (!t->said[0])
         om_warn("database %s: the active copy on %s is lost (%s): failover among %d cop%s", name,

@@ -1356,6 +1356,8 @@ void rp_copier_status(rp_copier *c, rp_copy_status *st)
 {
     pthread_mutex_lock(&c->mu);
     *st = c->st;
+    /* The active's generation as the last log answer said (the copier thread's; a word). */
+    st->generated = __atomic_load_n(&c->current, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->mu);
 }
 
