@@ -929,7 +929,9 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         if (seen > gen) gen = seen;
         uint32_t copied = (uint32_t)jint(rep, "copied"), sg = (uint32_t)jint(rep, "streamed_gen");
         uint32_t sl = (uint32_t)jint(rep, "streamed_len");
-        cs[i].held = sg == copied + 1 ? ((uint64_t)sg << 32) | sl : (uint64_t)copied << 32;
+        /* Generation copied whole, then the bytes of the next one streamed: a copy holding
+         * generation g whole holds more than one holding g - 1 and part of g. */
+        cs[i].held = ((uint64_t)copied + 1) << 32 | (sg == copied + 1 ? sl : 0);
         cs[i].copyq = gen > copied ? gen - copied : 0;
         cs[i].over_dial = (int)cs[i].copyq > dial;
         cs[i].no_store = json_is_false(json_object_get(rep, "store_up"));
