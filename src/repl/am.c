@@ -897,6 +897,27 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
     json_decref(lm);
 }
 
+/* A failover that cannot be made now: tried again in retry_s seconds; said (log line and
+   lastmove/<id>) once, until the reason changes. */
+static void failover_refused(rp_am *a, track *t, const char *db, const char *name, const char *from,
+                             const char *why, const char *err, int retry_s)
+{
+    t->retry_at = om_mono_ns() + (uint64_t)retry_s * 1000000000ull;
+    if (!strncmp(t->said, err, sizeof t->said - 1)) {
+        om_debug("database %s: still no failover: %s", name, err);
+        return;
+    }
+    om_warn("database %s: no failover: %s (tried again every %d s; said again when the reason "
+            "changes)",
+            name, err, retry_s);
+    snprintf(t->said, sizeof t->said, "%.511s", err);
+    json_t *lm = lastmove_new("failover", from, "", why);
+    json_object_set_new(lm, "error", json_string(err));
+    json_object_set_new(lm, "ok", json_false());
+    lastmove_put(a, db, lm);
+    json_decref(lm);
+}
+
 static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
 {
     json_t *act = json_object_get(v->act, db);
@@ -960,16 +981,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
                  "be sure it loses nothing acknowledged; %d answer%s. HINT: bring the copies' "
                  "servers back, or accept a loss with ombra db set %s --sync-copies 0",
                  sync, need, k, answered, answered == 1 ? "s" : "", name);
-        if (strncmp(t->said, err, sizeof t->said - 1)) {
-            om_warn("database %s: no failover: %s", name, err);
-            snprintf(t->said, sizeof t->said, "%.511s", err);
-            json_t *lm = lastmove_new("failover", from, "", why);
-            json_object_set_new(lm, "error", json_string(err));
-            json_object_set_new(lm, "ok", json_false());
-            lastmove_put(a, db, lm);
-            json_decref(lm);
-        }
-        t->retry_at = om_mono_ns() + 1000000000ull; /* asked again each second */
+        failover_refused(a, t, db, name, from, why, err, 1); /* asked again each second */
         return;
     }
     /* Tried again every AM_FAILED_RETRY_S while no copy can be mounted: said the first time. */
@@ -1052,20 +1064,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         snprintf(err, sizeof err,
                  "no copy can become active (none Healthy or Disconnected on a "
                  "server that is up)");
-    t->retry_at = om_mono_ns() + AM_FAILED_RETRY_S * 1000000000ull;
-    if (!strncmp(t->said, err, sizeof t->said - 1)) {
-        om_debug("database %s: still no failover: %s", name, err);
-        return;
-    }
-    om_warn("database %s: no failover: %s (tried again every %d s; said again when the reason "
-            "changes)",
-            name, err, AM_FAILED_RETRY_S);
-    snprintf(t->said, sizeof t->said, "%.511s", err);
-    json_t *lm = lastmove_new("failover", from, "", why);
-    json_object_set_new(lm, "error", json_string(err));
-    json_object_set_new(lm, "ok", json_false());
-    lastmove_put(a, db, lm);
-    json_decref(lm);
+    failover_refused(a, t, db, name, from, why, err, AM_FAILED_RETRY_S);
 }
 
 static void primary_round(rp_am *a)

@@ -16,6 +16,7 @@
 
 #include "base/error.h"
 #include "crashvfs.h"
+#include "vfsfile.h"
 #include "engine/engine.h"
 #include "engine/format.h"
 
@@ -94,21 +95,12 @@ static uint32_t gen_now(eng_db *db)
     return in.gen_current;
 }
 
-static void copy_file(om_vfs *v, const char *from, const char *to)
-{
-    uint8_t *data = NULL;
-    size_t n = 0;
-    assert_int_equal(om_read_file(v, from, &data, &n), 0);
-    assert_int_equal(om_write_file_durable(v, to, data, n), 0);
-    free(data);
-}
-
 static void ship_gen(om_vfs *v, const char *from_dir, const char *to_dir, uint32_t g)
 {
     char a[256], b[256];
     eng_log_path(a, sizeof a, from_dir, "E00", g);
     eng_log_path(b, sizeof b, to_dir, "E00", g);
-    copy_file(v, a, b);
+    assert_int_equal(tst_copy_file(v, a, b), 0);
 }
 
 /* The folder's E00.log is generation g + 1 of stream sig, chained to numbered generation g. */
@@ -146,7 +138,8 @@ static void a_closed_last_generation_ships_and_both_sides_go_on(void **s)
     for (; k < 20; k++)
         commit_into(db, &m, k);
     assert_int_equal(eng_db_close(db), 0);
-    copy_file(v, "/a/mail.edb", "/p/p.edb"); /* the seed: a clean dismount */
+    assert_int_equal(tst_copy_file(v, "/a/mail.edb", "/p/p.edb"),
+                     0); /* the seed: a clean dismount */
     eng_dbhdr h;
     assert_int_equal(eng_dbhdr_read(v, "/p/p.edb", &h, 0, NULL), 0);
     uint32_t seed_gen = h.consistent.gen;

@@ -25,6 +25,7 @@
 #include "base/logging.h"
 #include "base/time.h"
 #include "crashvfs.h"
+#include "vfsfile.h"
 #include "engine/engine.h"
 #include "engine/format.h"
 
@@ -193,28 +194,14 @@ static void work_free(work *w)
 
 /* ---- files ---- */
 
-static void copy_file(om_vfs *v, const char *from, const char *to)
-{
-    uint8_t *data = NULL;
-    size_t n = 0;
-    assert_int_equal(om_read_file(v, from, &data, &n), 0);
-    assert_int_equal(om_write_file_durable(v, to, data, n), 0);
-    free(data);
-}
-
 /* The copier of the replication service: one generation, whole and durable. No assertion
  * (the crash harness runs it). */
 static int ship_gen(om_vfs *v, const char *from_dir, const char *to_dir, uint32_t g)
 {
     char a[512], b[512];
-    uint8_t *data = NULL;
-    size_t n = 0;
     eng_log_path(a, sizeof a, from_dir, "E00", g);
     eng_log_path(b, sizeof b, to_dir, "E00", g);
-    int rc = om_read_file(v, a, &data, &n);
-    if (!rc) rc = om_write_file_durable(v, b, data, n);
-    free(data);
-    return rc;
+    return tst_copy_file(v, a, b);
 }
 
 static void put_gen_bytes(om_vfs *v, const char *dir, uint32_t g, const uint8_t *data, size_t n)
@@ -356,13 +343,13 @@ static uint32_t seed(work *w, const char *edb, const char *logs, int with_chk)
         char to[512];
         eng_chk_path(chk, sizeof chk, w->ao.log_dir, "E00");
         eng_chk_path(to, sizeof to, logs, "E00");
-        copy_file(w->v, chk, to);
+        assert_int_equal(tst_copy_file(w->v, chk, to), 0);
     }
     assert_int_equal(eng_backup_thaw(w->db), 0);
     commit_one(w, SMALL);
     commit_one(w, MEDIUM);
     commit_one(w, SMALL);
-    copy_file(w->v, w->ao.edb_path, edb);
+    assert_int_equal(tst_copy_file(w->v, w->ao.edb_path, edb), 0);
     commit_one(w, SMALL);
     assert_int_equal(eng_release_pages(w->db), 0);
     eng_dbhdr h;
@@ -533,7 +520,7 @@ static void replays_generation_by_generation_and_activates_as_the_active_was(voi
     assert_int_equal(eng_checkpoint(w.db), 0);
     commit_one(&w, SMALL);
     uint32_t m = seed(&w, pedb, plogs, 0);
-    copy_file(v, pedb, sedb);
+    assert_int_equal(tst_copy_file(v, pedb, sedb), 0);
     uint32_t G = workload(&w, 6, 12);
     assert_true(G >= m + 12);
     assert_true(spanning(&w) >= 6);
@@ -575,7 +562,7 @@ static void replays_generation_by_generation_and_activates_as_the_active_was(voi
             snprintf(klogs, sizeof klogs, "%s/logs", scratch);
             snprintf(kedb, sizeof kedb, "%s/p.edb", scratch);
             divergent = gen_bytes(v, klogs, g + 1, &divergent_n);
-            copy_file(v, kedb, redb);
+            assert_int_equal(tst_copy_file(v, kedb, redb), 0);
             assert_int_equal(v->mkdir(v, rlogs), 0);
             eng_opts ro = passive_opts(v, redb, rlogs);
             eng_db *rdb = NULL;
@@ -660,7 +647,7 @@ static void replays_generation_by_generation_and_activates_as_the_active_was(voi
     assert_int_equal(eng_db_close(db), 0);
 
     /* The replay rate: the seed again, every generation at once. */
-    copy_file(v, sedb, bedb);
+    assert_int_equal(tst_copy_file(v, sedb, bedb), 0);
     assert_int_equal(v->mkdir(v, blogs), 0);
     for (uint32_t g = m; g <= G; g++)
         assert_int_equal(ship_gen(v, alogs, blogs, g), 0);
@@ -722,7 +709,7 @@ static void open_refuses_a_database_in_use_a_restore_and_foreign_logs(void **s)
     /* Marked by a hard recovery that did not finish. */
     eng_dbhdr h;
     om_file *f = NULL;
-    copy_file(v, pedb, xedb);
+    assert_int_equal(tst_copy_file(v, pedb, xedb), 0);
     assert_int_equal(eng_dbhdr_read(v, xedb, &h, 0, NULL), 0);
     h.flags |= ENG_DBF_RESTORING;
     assert_int_equal(om_open(v, xedb, 0, &f), 0);
@@ -740,7 +727,7 @@ static void open_refuses_a_database_in_use_a_restore_and_foreign_logs(void **s)
     char from[400], to[400];
     eng_log_path(from, sizeof from, xlogs, "E00", 1);
     eng_log_path(to, sizeof to, plogs, "E00", G + 1);
-    copy_file(v, from, to);
+    assert_int_equal(tst_copy_file(v, from, to), 0);
     int rc = eng_passive_open(&po, &p);
     assert_int_equal(rc, OM_E_DatabaseLogSetMismatch);
     assert_non_null(strstr(om_err_detail(), "generation"));
@@ -773,7 +760,7 @@ static void a_clean_seed_goes_on_with_the_generations_after_it(void **s)
     fill_gens(&w, 1);
     commit_one(&w, MEDIUM);
     assert_int_equal(eng_db_close(w.db), 0);
-    copy_file(v, "/a/mail.edb", "/p/p.edb");
+    assert_int_equal(tst_copy_file(v, "/a/mail.edb", "/p/p.edb"), 0);
     eng_dbhdr h;
     assert_int_equal(eng_dbhdr_read(v, "/p/p.edb", &h, 0, NULL), 0);
     assert_int_equal(h.state, ENG_STATE_CLEAN);
@@ -831,9 +818,9 @@ static void a_clean_copy_activated_with_the_next_generation_replays_it(void **s)
     assert_int_equal(eng_dbhdr_read(v, "/a/mail.edb", &h, 0, NULL), 0);
     assert_int_equal(h.state, ENG_STATE_CLEAN);
     assert_int_equal(h.consistent.gen, G);
-    copy_file(v, "/a/mail.edb", "/c/c.edb");
+    assert_int_equal(tst_copy_file(v, "/a/mail.edb", "/c/c.edb"), 0);
     /* b, activated by the switchover: it has the whole stream through G */
-    copy_file(v, "/a/mail.edb", "/b/b.edb");
+    assert_int_equal(tst_copy_file(v, "/a/mail.edb", "/b/b.edb"), 0);
     assert_int_equal(ship_gen(v, "/a/logs", "/b/logs", G), 0);
     eng_opts bo = passive_opts(v, "/b/b.edb", "/b/logs");
     assert_int_equal(eng_db_open(&bo, &w.db), 0);

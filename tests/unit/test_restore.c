@@ -21,6 +21,7 @@
 #include "base/logging.h"
 #include "base/time.h"
 #include "crashvfs.h"
+#include "vfsfile.h"
 #include "engine/engine.h"
 #include "engine/format.h"
 
@@ -103,15 +104,6 @@ static void assert_commits(eng_db *db, uint32_t upto, uint32_t total)
     }
 }
 
-static void copy_file(om_vfs *v, const char *from, const char *to)
-{
-    uint8_t *data = NULL;
-    size_t n = 0;
-    assert_int_equal(om_read_file(v, from, &data, &n), 0);
-    assert_int_equal(om_write_file_durable(v, to, data, n), 0);
-    free(data);
-}
-
 static void gen_name(char *out, size_t n, const char *dir, const char *base, uint32_t g)
 {
     assert_int_equal(eng_log_path(out, n, dir, base, g), 0);
@@ -125,7 +117,7 @@ static void copy_gens(om_vfs *v, const char *from, const char *to, const char *b
     for (uint32_t g = first; g <= last; g++) {
         gen_name(a, sizeof a, from, base, g);
         gen_name(b, sizeof b, to, base, g);
-        copy_file(v, a, b);
+        assert_int_equal(tst_copy_file(v, a, b), 0);
     }
 }
 
@@ -147,9 +139,9 @@ static void backup_full(om_vfs *v, eng_db *db, const char *dir, backup *b)
     assert_int_equal(eng_backup_freeze(db, ENG_BK_FULL, &mark, &last), 0);
     char to[256];
     snprintf(to, sizeof to, "%s/mail.edb", dir);
-    copy_file(v, "/db/mail.edb", to);
+    assert_int_equal(tst_copy_file(v, "/db/mail.edb", to), 0);
     snprintf(to, sizeof to, "%s/E00.chk", dir);
-    copy_file(v, "/db/logs/E00.chk", to);
+    assert_int_equal(tst_copy_file(v, "/db/logs/E00.chk", to), 0);
     assert_int_equal(eng_backup_thaw(db), 0);
     b->first_gen = in.checkpoint.gen;
     b->last_gen = last;
@@ -186,7 +178,7 @@ static void lay_down(om_vfs *v, const backup *b, const char *edb, const char *lo
     if (v->exists(v, rl) != 2) assert_int_equal(v->mkdir(v, rl), 0);
     if (with_edb) {
         snprintf(from, sizeof from, "%s/mail.edb", b->dir);
-        copy_file(v, from, edb);
+        assert_int_equal(tst_copy_file(v, from, edb), 0);
     }
     copy_gens(v, b->dir, rl, "E00", b->first_gen, b->last_gen);
 }
@@ -302,7 +294,7 @@ static void original_folder_setup(crashvfs *c, backup *full, uint32_t *last_on_d
     /* The database file is lost; the log folder survives. Restore the backup into it. */
     eng_db_abandon(db);
     crashvfs_reboot(c);
-    copy_file(v, "/bk/full/mail.edb", "/db/mail.edb");
+    assert_int_equal(tst_copy_file(v, "/bk/full/mail.edb", "/db/mail.edb"), 0);
     copy_gens(v, "/bk/full", "/db/logs", "E00", full->first_gen, full->last_gen);
 }
 

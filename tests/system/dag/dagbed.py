@@ -25,6 +25,7 @@ Layout of one bed (R: six random hex digits, unique per bed, so pytest-xdist wor
   of them is left (Bed.leftovers). It runs however the test ended.
 """
 import base64
+import contextlib
 import fcntl
 import ipaddress
 import json
@@ -366,6 +367,17 @@ class Server(Store):
         while not all(process_stopped(p.pid) for p in live):
             assert time.monotonic() < deadline, "a daemon did not stop on SIGSTOP"
             time.sleep(0.01)
+
+    @contextlib.contextmanager
+    def paused(self, proc):
+        """One daemon of this server ("store", "repld") SIGSTOPped for the with block, then
+        SIGCONTinued whatever the block did."""
+        p = self.process(proc)
+        p.send_signal(signal.SIGSTOP)
+        try:
+            yield p
+        finally:
+            p.send_signal(signal.SIGCONT)
 
     def cont(self):
         for p in self.daemons():

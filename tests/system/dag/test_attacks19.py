@@ -3,7 +3,6 @@ careless administrator, a paused process or a hostile member of the DAG did, and
 user must see: nothing acknowledged lost, never two actives, no failover of a healthy active,
 no database left unmounted without a word."""
 import json
-import signal
 import time
 
 import pytest
@@ -30,14 +29,10 @@ def test_a_paused_store_coming_back_leaves_the_new_actives_lease_alone(three):
     bed = three
     a, b = bed.a, bed.b
     a.deliver(DB, "box", b"before")
-    store = a.process("store")
-    store.send_signal(signal.SIGSTOP)
-    try:
+    with a.paused("store"):
         got = wait_active(bed, b, lambda g: g[0] in ("b", "c") and g[1] == 2 and g[2], 40,
                           "failover")
         time.sleep(1)
-    finally:
-        store.send_signal(signal.SIGCONT)
     new = got[0]
     # past the primary's quiet time after a move (30 s) and a few lease rounds
     end = time.monotonic() + 40
@@ -63,14 +58,10 @@ def test_a_deposed_store_behind_on_the_directory_never_acknowledges(three):
     bed = three
     a, b = bed.a, bed.b
     a.deliver(DB, "box", b"before")
-    store = a.process("store")
-    store.send_signal(signal.SIGSTOP)
-    try:
+    with a.paused("store"):
         got = wait_active(bed, b, lambda g: g[0] in ("b", "c") and g[1] == 2 and g[2], 40,
                           "failover")
         bed.etcd_kill9()
-    finally:
-        store.send_signal(signal.SIGCONT)
     time.sleep(9)  # the store's watch backs off towards 5 s; ombra-repld's towards 2 s
     bed.etcd_restart()
     acks = []
@@ -192,17 +183,13 @@ def test_sync_copies_a_failover_never_picks_the_copy_lacking_acknowledged_mail(t
     a, b, c = bed.a, bed.b, bed.c
     a.ombra("db", "set", DB, "--sync-copies", "1", "--etcd", bed.etcd_url)
     a.deliver(DB, "box", b"first")
-    rb = b.process("repld")
-    rb.send_signal(signal.SIGSTOP)
     acked = []
-    try:
+    with b.paused("repld"):
         time.sleep(LEASE + 1)
         for i in range(20):
             acked.append(a.deliver(DB, "box", f"acked {i}".encode()))
         c.kill9("store")
         a.kill9_all()
-    finally:
-        rb.send_signal(signal.SIGCONT)
     end = time.monotonic() + 90
     got = None
     while time.monotonic() < end:
@@ -277,14 +264,10 @@ def test_a_move_to_a_paused_replication_service_hands_nothing_off(three):
     bed = three
     a, b = bed.a, bed.b
     a.deliver(DB, "box", b"before")
-    rb = b.process("repld")
-    rb.send_signal(signal.SIGSTOP)
-    try:
+    with b.paused("repld"):
         t0 = time.monotonic()
         r = a.ombra("db", "move", DB, "--to", "b", check=False, timeout=200)
         took = time.monotonic() - t0
-    finally:
-        rb.send_signal(signal.SIGCONT)
     assert r.rc != 0 and r.err.count("\n") == 1, r.describe()
     assert took < 20, f"the refusal took {took:.1f} s"
     assert active_of(bed, a) == ("a", 1, True)
@@ -305,17 +288,13 @@ def test_a_deposed_active_still_mounted_has_no_file_moved_under_its_store(three)
     a.deliver(DB, "box", b"before")
     logs = a.home / "dbs" / DB / "logs"
     before = sorted(p.name for p in logs.iterdir())
-    store = a.process("store")
-    store.send_signal(signal.SIGSTOP)
-    try:
+    with a.paused("store"):
         wait_active(bed, b, lambda g: g[0] in ("b", "c") and g[1] == 2, 40, "failover")
         time.sleep(LEASE * 3)  # a's reconciliation started its copier meanwhile
         after = sorted(p.name for p in logs.iterdir())
         assert "E00.log" in after and set(before) <= set(after), (before, after)
         aside = list((a.home / "copies").glob("*/divergent/*/*"))
         assert not aside, f"files set aside while the store had them open: {aside}"
-    finally:
-        store.send_signal(signal.SIGCONT)
     new = active_of(bed, b)[0]
     end = time.monotonic() + 90
     while time.monotonic() < end:

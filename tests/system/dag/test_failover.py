@@ -4,7 +4,6 @@ the directory does not name it active for. Three joined servers in namespaces, a
 lease of 2 s. Every test shows the user's outcome: the acknowledged mail is on the new active,
 every copy ends with the same digest, the old active never acknowledges after it is deposed."""
 import json
-import signal
 import threading
 import time
 
@@ -260,9 +259,7 @@ def test_a_paused_active_stops_acknowledging_and_is_deposed(three):
     bed = three
     a, b, c = bed.a, bed.b, bed.c
     a.deliver(DB, "box", b"before")
-    p = a.process("repld")
-    p.send_signal(signal.SIGSTOP)
-    try:
+    with a.paused("repld"):
         time.sleep(LEASE + 0.5)
         t0 = time.monotonic()
         r = a.ombra("mail", "deliver", DB, "box", input=b"after the lease", check=False,
@@ -270,8 +267,6 @@ def test_a_paused_active_stops_acknowledging_and_is_deposed(three):
         assert r.rc == 75, r.describe()
         assert r.err.count("\n") == 1
         wait_active(bed, b, lambda g: g[0] in ("b", "c") and g[1] == 2 and g[2], 30, "failover")
-    finally:
-        p.send_signal(signal.SIGCONT)
     time.sleep(LEASE)
     r = a.ombra("mail", "deliver", DB, "box", input=b"deposed", check=False, timeout=60)
     assert r.rc != 0, "the deposed active acknowledged a delivery"
