@@ -413,6 +413,50 @@ static int set_mount_dial(const cli_args *a, const char *db, const char *dial)
 
 /* ---- db move: a switchover, done by the primary active manager (repl/am.h) ---- */
 
+/* 1 while the move asked as req is pending (moves/<id> holds it, or lastmove/<id> answers it).
+ * Else the move was overtaken by a failover: 0 with *lm the move the database went through
+ * ("ok" true) when the database is active where the move would have put it (on to, or off
+ * from when to is NULL), else an error naming the failover. */
+static int move_overtaken(rp_dag *d, const char *db, const char *id, const char *req,
+                          const char *from, const char *to, json_t **lm)
+{
+    char k[200];
+    json_t *mv = NULL, *act = NULL;
+    snprintf(k, sizeof k, "moves/%s", id);
+    int rc = rp_dag_get(d, k, &mv, NULL);
+    int pending = !rc && !strcmp(om_json_str_or(mv, "request", ""), req);
+    json_decref(mv);
+    if (rc || pending) return rc ? rc : 1;
+    json_t *again = NULL; /* the answer may have come between the two reads */
+    snprintf(k, sizeof k, "lastmove/%s", id);
+    rc = rp_dag_get(d, k, &again, NULL);
+    if (!rc && !strcmp(om_json_str_or(again, "request", ""), req) && json_object_get(again, "ok")) {
+        json_decref(*lm);
+        *lm = again;
+        return 0;
+    }
+    json_decref(again);
+    snprintf(k, sizeof k, "active/%s", id);
+    if (!rc) rc = rp_dag_get(d, k, &act, NULL);
+    if (rc) return rc;
+    const char *now = om_json_str_or(act, "server", "");
+    const char *kind = om_json_str_or(*lm, "kind", "failover");
+    if (*now && (to ? !strcmp(now, to) : strcmp(now, from) != 0)) {
+        if (!*lm) *lm = json_object();
+        json_object_set_new(*lm, "ok", json_true());
+        json_decref(act);
+        return 0;
+    }
+    rc = om_errf(OM_E_DatabaseUnavailable,
+                 "database %s was not moved: a %s came first (from %s to %s, epoch %lld: %s); it "
+                 "is active on %s now. HINT: ombra db move %s again",
+                 db, kind, om_json_str_or(*lm, "from", "?"), om_json_str_or(*lm, "to", "?"),
+                 (long long)json_integer_value(json_object_get(*lm, "epoch")),
+                 om_json_str_or(*lm, "why", "no reason given"), *now ? now : "no server", db);
+    json_decref(act);
+    return rc;
+}
+
 static int run_move(const cli_args *a)
 {
     const char *db = a->pos[0], *to = cli_val(a, "to");
@@ -460,6 +504,10 @@ static int run_move(const cli_args *a)
         rc = rp_dag_get(d, k, &lm, NULL);
         if (!rc && !strcmp(om_json_str_or(lm, "request", ""), req) && json_object_get(lm, "ok"))
             break;
+        /* The intent gone with no answer of its own: a failover came first (it names the new
+         * active and drops a pending move in one transaction). */
+        if (!rc && (rc = move_overtaken(d, db, id, req, from, to, &lm)) != 1) break;
+        rc = 0;
         if (om_mono_ns() > end) {
             /* Not taken up: withdrawn, so that no later primary moves it unasked. */
             snprintf(k, sizeof k, "moves/%s", id);
@@ -490,10 +538,14 @@ static int run_move(const cli_args *a)
     if (cli_flag(a, "json"))
         st = cli_print_json(lm);
     else {
+        const char *kind = om_json_str_or(lm, "kind", "switchover");
         printf("%s: moved from %s to %s (epoch %lld) in %.2f s", db, om_json_str_or(lm, "from", ""),
                om_json_str_or(lm, "to", ""),
                (long long)json_integer_value(json_object_get(lm, "epoch")),
                (double)json_integer_value(json_object_get(lm, "took_ms")) / 1000.0);
+        if (strcmp(kind, "switchover"))
+            printf(" by a %s that came before the move asked (%s)", kind,
+                   om_json_str_or(lm, "why", "no reason given"));
         if (json_object_get(lm, "refused_ms"))
             printf("; mail waited or was refused for %.2f s",
                    (double)json_integer_value(json_object_get(lm, "refused_ms")) / 1000.0);

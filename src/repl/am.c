@@ -888,11 +888,12 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
         json_object_set_new(lm, "to", json_string(from));
         rc = name_active(a, db, from, epoch, last + 1, "switchover failed: the active again", "",
                          "", lm, &won);
-    } else {
+    } else { /* the answer first: ombra db move takes the intent gone with no answer of its
+                  own for a move overtaken by a failover */
         char mk[200];
         snprintf(mk, sizeof mk, "moves/%s", db);
-        rp_dag_delete(a->cfg.dag, mk, 0);
         lastmove_put(a, db, lm);
+        rp_dag_delete(a->cfg.dag, mk, 0);
     }
     json_decref(lm);
 }

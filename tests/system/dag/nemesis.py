@@ -544,7 +544,7 @@ class Run:
             asker = next(x for x in self.servers if x.server not in self.cut)
             t = time.monotonic()
             r = asker.ombra("db", "move", db, "--to", to.server, "--etcd", self.url,
-                            check=False, timeout=120)
+                            "--timeout", "60", check=False, timeout=180)
             ev.update(t1_ns=now_ns(), rc=r.rc, seconds=time.monotonic() - t,
                       out=r.out.strip()[-300:], err=r.err.strip()[-300:])
             self.switchovers.append(ev)

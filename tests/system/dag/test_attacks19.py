@@ -2,7 +2,9 @@
 careless administrator, a paused process or a hostile member of the DAG did, and the outcome a
 user must see: nothing acknowledged lost, never two actives, no failover of a healthy active,
 no database left unmounted without a word."""
+import base64
 import json
+import threading
 import time
 
 import pytest
@@ -305,3 +307,50 @@ def test_a_deposed_active_still_mounted_has_no_file_moved_under_its_store(three)
         time.sleep(0.5)
     else:
         pytest.fail(f"a's copy never followed the new active {new}: {rows}")
+
+
+@pytest.mark.dag_long
+def test_a_move_overtaken_by_a_failover_answers_at_once(three):
+    """`db move --to b` is asked while a failover is about to happen; the failover names the new
+    active first (its transaction drops the pending move) and writes lastmove with no answer to
+    the move's request. The CLI must not wait out its timeout (the nemesis's switchover hung two
+    minutes): it answers as soon as the intent is gone, exit 0 when the database is where it was
+    to go (saying a failover put it there), one line and non-zero when it is elsewhere. The
+    failover is written here as the primary writes it (the replication services paused so that
+    none takes the move up first): which of the two comes first is a race otherwise."""
+    bed = three
+    a, b, c = bed.a, bed.b, bed.c
+    dbid = db_id(bed, b)
+    root = "/ombra/dag/dag1"
+
+    def overtaken_by(to, server, epoch):
+        out = {}
+
+        def ask():
+            out["r"] = a.ombra("db", "move", DB, "--to", to, "--timeout", "60", "--etcd",
+                               bed.etcd_url, check=False, timeout=120)
+        t = threading.Thread(target=ask)
+        t.start()
+        end = time.monotonic() + 20
+        while bed.etcd_get(f"{root}/moves/{dbid}") is None:
+            assert time.monotonic() < end and t.is_alive(), out.get("r")
+            time.sleep(0.05)
+        act = json.loads(bed.etcd_get(f"{root}/active/{dbid}"))
+        lm = {"kind": "failover", "from": act["server"], "to": server, "epoch": epoch,
+              "why": "its server's lease lapsed", "ok": True, "took_ms": 2900, "lost_gens": 1}
+        bed.etcd_put(f"{root}/lastmove/{dbid}", json.dumps(lm))
+        bed.etcd_put(f"{root}/active/{dbid}", json.dumps(dict(act, server=server, epoch=epoch)))
+        t0 = time.monotonic()
+        bed.etcd_request("/v3/kv/deleterange", {"key": base64.b64encode(
+            f"{root}/moves/{dbid}".encode()).decode()})
+        t.join(90)
+        return out["r"], time.monotonic() - t0
+
+    with a.paused("repld"), b.paused("repld"), c.paused("repld"):
+        r, took = overtaken_by("b", "b", 2)
+        assert r.rc == 0 and "by a failover" in r.out and "a to b" in r.out, r.describe()
+        assert took < 5, f"the answer took {took:.1f} s"
+        r, took = overtaken_by("a", "c", 3)
+        assert r.rc != 0 and r.err.count("\n") == 1, r.describe()
+        assert "a failover came first" in r.err and "active on c now" in r.err, r.err
+        assert took < 5, f"the answer took {took:.1f} s"

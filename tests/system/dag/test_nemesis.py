@@ -4,10 +4,10 @@ clean history), then the end-to-end run on the DAG test bed: clients delivering 
 database while a seeded nemesis kills, pauses, partitions and switches over, then every copy
 equal and the history checked (nemesis.py says what exactly).
 
-The end-to-end run lasts OMBRA_NEMESIS_SECONDS of faults (default 60; `make nemesis` runs it
-for minutes on four servers and three etcd members and writes bench/results/failover.md);
-OMBRA_NEMESIS_SEED repeats a run's choices (a failure prints its seed). Select it with
-`-m nemesis` (or -k end_to_end)."""
+make test runs a short end-to-end run (30 s of faults, two databases); the full one lasts
+OMBRA_NEMESIS_SECONDS of faults (default 60; `make nemesis` runs it for minutes on four servers
+and three etcd members and writes bench/results/failover.md). OMBRA_NEMESIS_SEED repeats a
+run's choices (a failure prints its seed). Select the full run with `-m nemesis`."""
 import json
 import os
 
@@ -240,15 +240,9 @@ def test_figures_and_the_report_from_a_synthetic_run(tmp_path):
 
 # ---- the run ---------------------------------------------------------------------------------
 
-# Out of make test while issue 19 is open: some seeds (3596434957, 3141292534) still lose one
-# acknowledged message of a --sync-copies 1 database (see the issue's note); make nemesis and
-# make test-dag run it.
-@pytest.mark.dag_long
-@pytest.mark.nemesis
-def test_nemesis_end_to_end_nothing_acknowledged_lost_never_two_actives_copies_equal(dag_bed):
-    long_run = bool(os.environ.get("OMBRA_NEMESIS_REPORT"))
-    cfg = nemesis.env_config(**(dict(seconds=600, servers=4, etcd_members=3, dbs=4,
-                                     clients_per_db=2) if long_run else {}))
+def end_to_end(dag_bed, cfg, report=None):
+    """One run on a bed of cfg.servers servers: the verdict asserted, the figures printed (and
+    written to report, a .md path, with its .json beside it)."""
     print(f"\nnemesis seed {cfg.seed} (OMBRA_NEMESIS_SEED={cfg.seed} repeats its choices)")
     bed = dag_bed(cfg.servers, cfg.etcd_members)
     gaps = nemesis.product_gaps(bed.a)
@@ -267,11 +261,28 @@ def test_nemesis_end_to_end_nothing_acknowledged_lost_never_two_actives_copies_e
     print(f"failover to accepting mail: {fig['failover_to_accepting_s']}; switchover refusal: "
           f"{fig['switchover_mail_refused_client_s']}; lost generations (async): "
           f"{fig['lost_gens_per_async_failover']}; latency (calm) {fig['latency_calm']}")
-    if long_run:
+    if report:
         cmd = (f"make nemesis NEMESIS_SECONDS={cfg.seconds}"
                + (f" NEMESIS_SEED={cfg.seed}" if os.environ.get("OMBRA_NEMESIS_SEED") else ""))
-        print("wrote", *nemesis.write_report(fig, os.environ["OMBRA_NEMESIS_REPORT"], cmd))
+        print("wrote", *nemesis.write_report(fig, report, cmd))
     assert verdict.ok, f"nemesis seed {cfg.seed}:\n{verdict}"
     # The run did what it is for: faults of every kind happened while mail was acknowledged.
     assert sum(fig["nemesis_events"].values()) >= 3, fig["nemesis_events"]
     assert all(verdict.stats[db]["acked"] > 0 for db in cfg.dbs), str(verdict)
+
+
+def test_nemesis_short_nothing_acknowledged_lost_never_two_actives_copies_equal(dag_bed):
+    """make test's short run: three servers, two databases (one with --sync-copies 1), 30 s of
+    faults (OMBRA_NEMESIS_SEED repeats one)."""
+    end_to_end(dag_bed, nemesis.env_config(seconds=30, dbs=2, calm_s=6))
+
+
+@pytest.mark.dag_long
+@pytest.mark.nemesis
+def test_nemesis_end_to_end_nothing_acknowledged_lost_never_two_actives_copies_equal(dag_bed):
+    """OMBRA_NEMESIS_SECONDS of faults (60 s by default); make nemesis: four servers, three etcd
+    members, four databases, two clients each, its report written."""
+    report = os.environ.get("OMBRA_NEMESIS_REPORT")
+    cfg = nemesis.env_config(**(dict(seconds=600, servers=4, etcd_members=3, dbs=4,
+                                     clients_per_db=2) if report else {}))
+    end_to_end(dag_bed, cfg, report)
