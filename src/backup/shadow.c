@@ -44,6 +44,11 @@ int bk_shadow_db_take(const char *name, const char *provider, bk_shadow_db **out
     if (!rc) {
         snprintf(id, sizeof id, "%s", om_json_str_or(info, "id", ""));
         edb = om_json_str_or(info, "edb", "");
+        snprintf(s->name, sizeof s->name, "%s", name);
+        snprintf(s->mount_id, sizeof s->mount_id, "%s", om_json_str_or(info, "mount_id", ""));
+        if (!s->mount_id[0])
+            rc = om_errf(OM_E_DatabaseUnavailable,
+                         "database '%s' is not mounted here: no shadow copy of it is taken", name);
     }
     if (!rc) rc = vss_req_begin(NULL, VSS_SESSION_BACKUP, &r);
     if (!rc) rc = vss_req_gather_metadata(r, &writers);
@@ -107,6 +112,29 @@ int bk_shadow_db_take(const char *name, const char *provider, bk_shadow_db **out
     s->req = r;
     *out = s;
     return 0;
+}
+
+int bk_shadow_db_check(const bk_shadow_db *s)
+{
+    store_client *sc = NULL;
+    json_t *info = NULL;
+    int rc = store_client_new(NULL, &sc);
+    if (!rc) store_client_retry_busy(sc, 1);
+    if (!rc) rc = store_client_db_show(sc, s->name, &info);
+    const char *now = om_json_str_or(info, "mount_id", "");
+    if (!rc && strcmp(now, s->mount_id))
+        rc = om_errf(OM_E_DatabaseUnavailable,
+                     "database '%s' was %s while its shadow copy was read: what was read is not "
+                     "one moment of it",
+                     s->name, now[0] ? "dismounted and mounted again" : "dismounted");
+    else if (rc)
+        rc = om_errf(rc,
+                     "database '%s': whether it stayed mounted while its shadow copy was read "
+                     "cannot be told: %s",
+                     s->name, om_err_detail());
+    json_decref(info);
+    store_client_free(sc);
+    return rc;
 }
 
 void bk_shadow_db_release(bk_shadow_db *s)

@@ -411,6 +411,9 @@ static int op_seed(rp_source *s, rp_conn *c, const srcdb *d)
         off += (uint64_t)k;
         if (s->test_seed_pause_ms) usleep(s->test_seed_pause_ms * 1000u); /* tests */
     }
+    /* A dismount during the read (a failover) released the hold: newer pages under the header
+     * read first. Never sent as a seed: the copier seeds again. */
+    if (!rc) rc = bk_shadow_db_check(sh);
     if (!rc)
         rc = rp_reply(
             c, json_pack("{s:b,s:s,s:I}", "ok", 1, "op", "seed.end", "size", (json_int_t)off), NULL,

@@ -431,6 +431,9 @@ int store_mount_locked(store_registry *r, const store_dbent *e, int create)
         free(m);
         return rc;
     }
+    om_uuid mid;
+    om_uuid_new(&mid);
+    om_uuid_str(&mid, m->mount_id);
     r->m[r->nm++] = m;
     pthread_cond_broadcast(&r->cond);
     return 0;

@@ -33,10 +33,12 @@ typedef struct store_mounted {
     char name[STORE_MAX_NAME + 1];
     eng_db *db;
     mail_store *mail;
-    int refs;      /* requests using it (under mu) */
-    int closing;   /* being dismounted: no new reference */
-    int recovery;  /* the recovery database */
-    int64_t epoch; /* of active/<id> it is mounted under (0: the file backend) */
+    int refs;          /* requests using it (under mu) */
+    int closing;       /* being dismounted: no new reference */
+    int recovery;      /* the recovery database */
+    int64_t epoch;     /* of active/<id> it is mounted under (0: the file backend) */
+    char mount_id[37]; /* this mount (a new uuid each time, across restarts of the store): a
+                          reader of a held file tells by it that no dismount came between */
 } store_mounted;
 
 /* Told that db is about to be closed (mu held): nothing of it may be used afterwards. */

@@ -86,6 +86,7 @@ static json_t *db_json_of(const store_registry *r, const store_dbent *e, store_m
         return o;
     }
     json_object_set_new(o, "state", json_string(eng_state_name(in.state)));
+    if (m) json_object_set_new(o, "mount_id", json_string(m->mount_id));
     if (!details) return o;
     struct stat st;
     json_object_set_new(o, "size_bytes",

@@ -694,6 +694,25 @@ class Run:
             self.moves[db] = key_history(self.bed, f"{base}/lastmove/{self.ids[db]}")
 
     def go(self):
+        """The run; whatever its end, the whole record of it in nemesis-run.json in the bed's
+        folder (kept when the test fails): what the nemesis did, every attempt, the verdict."""
+        try:
+            return self._go()
+        finally:
+            self.dump(self.bed.tmp / "nemesis-run.json")
+
+    def dump(self, path):
+        rec = dict(config=self.cfg.as_dict(), events=self.events, switchovers=self.switchovers,
+                   errors=self.errors, moves=self.moves, actives=self.actives, ids=self.ids,
+                   verdict=str(self.verdict) if self.verdict else None, final=self.final,
+                   history=self.history)
+        try:
+            with open(path, "w") as f:
+                json.dump(rec, f, indent=0, default=str)
+        except OSError as e:
+            self.log(f"nemesis: could not write {path}: {e}")
+
+    def _go(self):
         cfg = self.cfg
         self.t0 = time.monotonic()
         self.log(f"nemesis seed {cfg.seed}: {cfg.seconds} s, {cfg.servers} servers, "

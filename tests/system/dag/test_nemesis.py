@@ -254,7 +254,8 @@ def end_to_end(dag_bed, cfg, report=None):
     try:
         verdict = run.go()
     except BaseException as e:
-        raise AssertionError(f"nemesis seed {cfg.seed}: {type(e).__name__}: {e}") from e
+        raise AssertionError(f"nemesis seed {cfg.seed}: {type(e).__name__}: {e}\n(the run's "
+                             f"record: {bed.tmp / 'nemesis-run.json'})") from e
     fig = run.figures
     print(f"nemesis seed {cfg.seed}: {verdict}")
     print("refusals:", *(f"{n:6} {k}" for k, n in fig["refusals"].items()), sep="\n  ")
@@ -265,7 +266,8 @@ def end_to_end(dag_bed, cfg, report=None):
         cmd = (f"make nemesis NEMESIS_SECONDS={cfg.seconds}"
                + (f" NEMESIS_SEED={cfg.seed}" if os.environ.get("OMBRA_NEMESIS_SEED") else ""))
         print("wrote", *nemesis.write_report(fig, report, cmd))
-    assert verdict.ok, f"nemesis seed {cfg.seed}:\n{verdict}"
+    assert verdict.ok, f"nemesis seed {cfg.seed}:\n{verdict}\n(the run's record: " \
+        f"{bed.tmp / 'nemesis-run.json'})"
     # The run did what it is for: faults of every kind happened while mail was acknowledged.
     assert sum(fig["nemesis_events"].values()) >= 3, fig["nemesis_events"]
     assert all(verdict.stats[db]["acked"] > 0 for db in cfg.dbs), str(verdict)

@@ -150,3 +150,42 @@ def test_a_reseed_whose_source_dies_half_way_is_seeded_from_the_active(dag_bed):
     for i in range(10):
         a.deliver(DB, f"box{i % 5}", f"after the reseed {i}".encode())
     copies_match(bed, a, DB, [b])
+
+
+@pytest.mark.dag_long
+def test_a_seed_whose_database_was_remounted_half_way_is_never_put_in_place(dag_bed):
+    """The seed reads the active's .edb under the held provider's shadow copy: the database's
+    own file while its page writes are held. The store killed and started again half-way (or a
+    failover dismounting it) releases the hold: recovery writes pages into that same file under
+    the reader, which then holds an older header over newer pages (the nemesis found such a
+    copy failing its replay many generations later, "page 473 is at dbtime 11364, between the
+    log record's 11343 and 11389"). The source must see that the mount it took the shadow copy
+    of is gone and send no seed; the copy is seeded again and ends equal to the active."""
+    bed = dag_bed(2)
+    a, b = bed.a, bed.b
+    a.env["OMBRA_REPL_TEST_SEED_PAUSE_MS"] = "4000"  # a's source pauses after each 4 MiB part
+    setup_dag(bed, [a, b])
+    a.ombra("db", "new", DB)
+    roll(a, DB, 6)  # an .edb of more than one part
+    a.ombra("db", "copy", "add", DB, "--server", "b", "--etcd", bed.etcd_url,
+            "--wait-seconds", "0")
+    folder = b.home / "copies" / a.db_show(DB)["id"]
+    deadline = time.time() + 60
+    while True:  # the first part is written on b: the seed is half-way
+        tmp = [f for f in folder.glob(f".{DB}.edb.*.tmp") if f.stat().st_size >= 4 << 20] \
+            if folder.exists() else []
+        if tmp:
+            break
+        assert time.time() < deadline, "the seed never got half-way"
+        time.sleep(0.05)
+    # changes the .edb does not hold yet, then the store killed: its recovery on the restart
+    # writes them into the file the seed is being read from
+    roll(a, DB, 2)
+    assert a.kill9("store") == -9
+    a.restart("store")
+    wait_copy(a, bed, DB, "b", lambda x: x["state"] == "Healthy", seconds=120,
+              what="the seed after the remount")
+    log = repld_log(a) + repld_log(b)
+    assert "was dismounted and mounted again while its shadow copy was read" in log, log[-3000:]
+    roll(a, DB, 1)
+    copies_match(bed, a, DB, [b])
