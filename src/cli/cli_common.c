@@ -36,8 +36,10 @@ int cli_fail(int err)
 
 int cli_retryable(int err)
 {
+    /* EtcdUnavailable: the DAG's etcd not reached (a store whose directory is not reached yet
+     * refuses before it commits anything): a temporary failure, as the others. */
     return err == OM_E_SyncCopiesUnavailable || err == OM_E_ActiveLeaseLapsed ||
-           err == OM_E_DatabaseMoving || err == OM_E_WrongServer;
+           err == OM_E_DatabaseMoving || err == OM_E_WrongServer || err == OM_E_EtcdUnavailable;
 }
 
 /* The part after "ombra: " of a usage error, then where to look. */
