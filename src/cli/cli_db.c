@@ -413,7 +413,8 @@ static int set_mount_dial(const cli_args *a, const char *db, const char *dial)
 
 /* ---- db move: a switchover, done by the primary active manager (repl/am.h) ---- */
 
-/* 1 while the move asked as req is pending (moves/<id> holds it, or lastmove/<id> answers it).
+/* 1 while the move asked as req is pending (moves/<id> holds it, or lastmove/<id> is its own
+ * and not answered yet: the target named, not yet taking mail).
  * Else the move was overtaken by a failover: 0 with *lm the move the database went through
  * ("ok" true) when the database is active where the move would have put it (on to, or off
  * from when to is NULL), else an error naming the failover. */
@@ -430,10 +431,13 @@ static int move_overtaken(rp_dag *d, const char *db, const char *id, const char 
     json_t *again = NULL; /* the answer may have come between the two reads */
     snprintf(k, sizeof k, "lastmove/%s", id);
     rc = rp_dag_get(d, k, &again, NULL);
-    if (!rc && !strcmp(om_json_str_or(again, "request", ""), req) && json_object_get(again, "ok")) {
+    if (!rc && !strcmp(om_json_str_or(again, "request", ""), req)) {
+        /* This move's own: the target named (the transaction that drops the intent) and not
+         * yet taking mail ("ok" comes then), or answered. */
+        int done = json_object_get(again, "ok") != NULL;
         json_decref(*lm);
         *lm = again;
-        return 0;
+        return done ? 0 : 1;
     }
     json_decref(again);
     snprintf(k, sizeof k, "active/%s", id);
