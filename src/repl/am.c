@@ -41,6 +41,8 @@ typedef struct track { /* the primary's view of one database */
     uint64_t quiet_until;  /* after a move whose new active did not take commits in time: one
                               lease more before a failover is considered */
     uint64_t retry_at;     /* a failover that could not be made: when to try again */
+    uint64_t deposed_at;   /* the failover's first step (active/<id> marked deposing) seen by
+                              this primary (mono ns; 0: not yet) */
     char said[512];        /* why it could not: said once, until the reason changes */
 } track;
 
@@ -101,7 +103,7 @@ static void al_put(rp_am *a, const char *db, int64_t epoch, int64_t lease)
     int64_t arev = 0;
     int rc = rp_dag_get(a->cfg.dag, k, &act, &arev);
     int ours = !rc && !strcmp(om_json_str_or(act, "server", ""), a->cfg.server) &&
-               jint(act, "epoch") == epoch;
+               jint(act, "epoch") == epoch && !json_object_get(act, "deposing");
     json_decref(act);
     if (rc) {
         om_warn("activelease of database %s: %s", db, om_err_detail());
@@ -179,6 +181,30 @@ static void snap_own(rp_am *a)
     pthread_mutex_unlock(&a->mu);
 }
 
+/* What this renewal lets the store acknowledge: {id: epoch} of the databases active/<id> names
+ * active on this server and does not mark "deposing", read after the keepalive. A failover's
+ * first step marks its active deposing: from then on no renewal of that server lets it
+ * acknowledge a commit of the database (docs/design.md "The active manager"). An unreadable
+ * directory confirms nothing. */
+static json_t *confirmed_here(rp_am *a)
+{
+    json_t *acts = NULL, *out = json_object();
+    if (rp_dag_list(a->cfg.dag, "active/", &acts)) {
+        om_debug("the store's commit deadline renewed for no database: %s", om_err_detail());
+        return out;
+    }
+    const char *id;
+    json_t *act;
+    json_object_foreach(acts, id, act)
+    {
+        if (!strcmp(om_json_str_or(act, "server", ""), a->cfg.server) &&
+            !json_object_get(act, "deposing"))
+            json_object_set_new(out, id, json_integer(jint(act, "epoch")));
+    }
+    json_decref(acts);
+    return out;
+}
+
 /* One renewal of the store's deadline and of the activelease keys (the renewal thread). */
 static void renew(rp_am *a, int64_t lease, uint64_t sent_mono_ns)
 {
@@ -190,7 +216,9 @@ static void renew(rp_am *a, int64_t lease, uint64_t sent_mono_ns)
     pthread_mutex_lock(&a->mu);
     a->renew_since = om_mono_ns();
     pthread_mutex_unlock(&a->mu);
-    int rc = store_client_dag_lease(a->sc, until, &dbs);
+    json_t *confirm = confirmed_here(a);
+    int rc = store_client_dag_lease(a->sc, until, confirm, &dbs);
+    json_decref(confirm);
     pthread_mutex_lock(&a->mu);
     a->renew_since = 0;
     int stale = a->stale;
@@ -453,7 +481,8 @@ static int serve_position(rp_am *a, rp_conn *c, json_t *req)
     store_client *sc = NULL;
     json_t *dbs = NULL;
     /* A deadline long past: the store renews nothing and lists its databases. */
-    int up = !store_client_new(a->cfg.store_socket, &sc) && !store_client_dag_lease(sc, 1, &dbs);
+    int up =
+        !store_client_new(a->cfg.store_socket, &sc) && !store_client_dag_lease(sc, 1, NULL, &dbs);
     json_decref(dbs);
     store_client_free(sc);
     return rp_reply(c,
@@ -871,6 +900,7 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
          * now on; one that did not gets one lease more before a failover is considered. */
         if (t) {
             t->absent_since = 0;
+            t->deposed_at = 0;
             t->quiet_until = rc ? om_mono_ns() + (uint64_t)a->cfg.lease_s * 1000000000ull : 0;
         }
         json_decref(lm);
@@ -898,12 +928,58 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
     json_decref(lm);
 }
 
+/* Marks active/<db> (naming from at epoch) deposing, or unmarks it (on 0), in one transaction on
+ * what was read: *won 0 when it names another server or epoch now (nothing written). */
+static int mark_deposing(rp_am *a, const char *db, const char *from, int64_t epoch, int on,
+                         int *won)
+{
+    char k[200], ak[512];
+    snprintf(k, sizeof k, "active/%s", db);
+    rp_dag_key(a->cfg.dag, ak, sizeof ak, "%s", k);
+    json_t *act = NULL;
+    int64_t rev = 0;
+    *won = 0;
+    int rc = rp_dag_get(a->cfg.dag, k, &act, &rev);
+    if (rc || !act || strcmp(om_json_str_or(act, "server", ""), from) ||
+        jint(act, "epoch") != epoch || !json_object_get(act, "deposing") == !on) {
+        json_decref(act);
+        return rc;
+    }
+    if (on)
+        json_object_set_new(
+            act, "deposing",
+            json_pack("{s:I,s:s}", "since_ns", (json_int_t)om_now_ns(), "by", a->cfg.server));
+    else
+        json_object_del(act, "deposing");
+    char *val = json_dumps(act, JSON_COMPACT);
+    etcd_txn *t = val ? etcd_txn_new() : NULL;
+    rc = t ? 0 : om_errf(OM_E_OutOfMemory, "active/%s", db);
+    if (!rc) {
+        etcd_txn_cmp_mod(t, ak, ETCD_EQUAL, rev);
+        etcd_txn_put(t, ETCD_THEN, ak, val, strlen(val), 0);
+        rc = etcd_txn_commit(a->cfg.dag->e, t, won);
+    }
+    etcd_txn_free(t);
+    free(val);
+    json_decref(act);
+    return rc;
+}
+
 /* A failover that cannot be made now: tried again in retry_s seconds; said (log line and
-   lastmove/<id>) once, until the reason changes. */
-static void failover_refused(rp_am *a, track *t, const char *db, const char *name, const char *from,
-                             const char *why, const char *err, int retry_s)
+   lastmove/<id>) once, until the reason changes. An active whose server is alive again is no
+   longer deposed meanwhile (it takes commits again once its store does: a short partition with
+   no copy to fail over to costs no more than the partition). */
+static void failover_refused(rp_am *a, view *v, track *t, const char *db, const char *name,
+                             const char *from, int64_t epoch, const char *why, const char *err,
+                             int retry_s)
 {
     t->retry_at = om_mono_ns() + (uint64_t)retry_s * 1000000000ull;
+    int won = 0;
+    if (json_object_get(v->alive, from) && !mark_deposing(a, db, from, epoch, 0, &won) && won) {
+        om_info("database %s: %s is alive: no longer deposed while no copy can take over", name,
+                from);
+        t->deposed_at = 0;
+    }
     if (!strncmp(t->said, err, sizeof t->said - 1)) {
         om_debug("database %s: still no failover: %s", name, err);
         return;
@@ -933,6 +1009,32 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
     snprintf(why, sizeof why, "%s",
              json_object_get(v->alive, from) ? "its store stopped taking commits"
                                              : "its server's lease lapsed");
+    /* First the active is deposed (active/<id> marked, same epoch): no renewal of its server
+     * lets its store acknowledge a commit of the database from then on, and one lease later
+     * every renewal granted before has run out. Only then are the copies' positions read: an
+     * active coming back meanwhile (its link up again, its store resumed) cannot acknowledge a
+     * commit the chosen copy lacks. */
+    uint64_t now = om_mono_ns(), lease_ns = (uint64_t)a->cfg.lease_s * 1000000000ull;
+    if (!json_object_get(act, "deposing")) {
+        int won = 0;
+        if (mark_deposing(a, db, from, epoch, 1, &won)) {
+            om_warn("database %s: the failover cannot depose %s: %s", name, from, om_err_detail());
+            t->retry_at = now + 1000000000ull;
+            return;
+        }
+        if (won)
+            om_info("database %s: failover from %s (epoch %lld): deposed; the copies are asked "
+                    "in %d s",
+                    name, from, (long long)epoch, a->cfg.lease_s);
+        t->deposed_at = now;
+        t->retry_at = now + lease_ns;
+        return;
+    }
+    if (!t->deposed_at) t->deposed_at = now; /* marked by another primary: a lease from now */
+    if (now - t->deposed_at < lease_ns) {
+        t->retry_at = t->deposed_at + lease_ns;
+        return;
+    }
     uint32_t gen = generated_of(v, db, rec, from);
     cand cs[32];
     int n = candidates(v, db, rec, from, dial, 0, cs, 32);
@@ -982,7 +1084,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
                  "be sure it loses nothing acknowledged; %d answer%s. HINT: bring the copies' "
                  "servers back, or accept a loss with ombra db set %s --sync-copies 0",
                  sync, need, k, answered, answered == 1 ? "s" : "", name);
-        failover_refused(a, t, db, name, from, why, err, 1); /* asked again each second */
+        failover_refused(a, v, t, db, name, from, epoch, why, err, 1); /* asked again each second */
         return;
     }
     /* Tried again every AM_FAILED_RETRY_S while no copy can be mounted: said the first time. */
@@ -1057,6 +1159,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         lastmove_put(a, db, lm);
         json_decref(lm);
         t->absent_since = 0;
+        t->deposed_at = 0;
         t->said[0] = 0;
         t->quiet_until = wrc ? om_mono_ns() + (uint64_t)a->cfg.lease_s * 1000000000ull : 0;
         return;
@@ -1065,7 +1168,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         snprintf(err, sizeof err,
                  "no copy can become active (none Healthy or Disconnected on a "
                  "server that is up)");
-    failover_refused(a, t, db, name, from, why, err, AM_FAILED_RETRY_S);
+    failover_refused(a, v, t, db, name, from, epoch, why, err, AM_FAILED_RETRY_S);
 }
 
 static void primary_round(rp_am *a)
@@ -1097,6 +1200,7 @@ static void primary_round(rp_am *a)
         if (al && !strcmp(om_json_str_or(al, "server", ""), server) &&
             jint(al, "epoch") == jint(act, "epoch")) {
             t->absent_since = 0;
+            t->deposed_at = 0;
             t->retry_at = 0;
             t->said[0] = 0;
             continue;
@@ -1107,6 +1211,7 @@ static void primary_round(rp_am *a)
         json_t *acp = json_object_get(json_object_get(rec, "copies"), server);
         if (acp && !json_is_true(json_object_get(acp, "mounted"))) {
             t->absent_since = 0;
+            t->deposed_at = 0;
             continue;
         }
         if (!t->absent_since) t->absent_since = now;

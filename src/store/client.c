@@ -275,11 +275,12 @@ int store_client_dag_join(store_client *c, const char *etcd_url, const char *dag
     return rc;
 }
 
-int store_client_dag_lease(store_client *c, uint64_t until_mono_ns, json_t **dbs)
+int store_client_dag_lease(store_client *c, uint64_t until_mono_ns, json_t *confirm, json_t **dbs)
 {
-    return call_get(
-        c, json_pack("{s:s, s:I}", "op", "dag.lease", "until_mono_ns", (json_int_t)until_mono_ns),
-        "databases", is_array, "list of databases", dbs);
+    json_t *req =
+        json_pack("{s:s, s:I}", "op", "dag.lease", "until_mono_ns", (json_int_t)until_mono_ns);
+    if (req && confirm) json_object_set(req, "confirm", confirm);
+    return call_get(c, req, "databases", is_array, "list of databases", dbs);
 }
 
 int store_client_db_handoff(store_client *c, const char *id, int64_t epoch, uint32_t timeout_ms,

@@ -128,8 +128,10 @@ int store_client_dag_join(store_client *c, const char *etcd_url, const char *dag
  * next call. -> *dbs (a new reference) the array of the databases the DAG names active on this
  * server: {"id", "name", "epoch" (of active/<id> it is mounted under, or the DAG's when not
  * mounted), "mounted", "taking_commits"}: ombra-repld keeps activelease/<id> for those taking
- * commits. */
-int store_client_dag_lease(store_client *c, uint64_t until_mono_ns, json_t **dbs);
+ * commits. confirm (borrowed; NULL: every database): {database id: epoch}, the databases
+ * active/<id> names active on this server at that epoch and not being deposed, read from etcd
+ * after the keepalive; the others take no commit until a renewal confirms them. */
+int store_client_dag_lease(store_client *c, uint64_t until_mono_ns, json_t *confirm, json_t **dbs);
 /* db.handoff (a switchover, on the active): database id, active here at epoch (else refused:
  * InvalidParameter), stops taking commits (new ones wait, then get DatabaseMoving), lets those
  * in flight finish (within timeout_ms, 1 ms to 10 minutes; else DatabaseMoving, and the

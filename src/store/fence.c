@@ -30,6 +30,9 @@ typedef struct fdb {
     int taking;   /* what the log last said */
     int inflight; /* commits between enter and ack/leave */
     uint64_t stopped_ns;
+    int confirmed;    /* the last renewal confirmed it (ombra-repld read active/<id> naming this
+                         server at its epoch, not deposing) */
+    uint64_t dlapses; /* times it lost its confirmation: refuses the commits that entered before */
 } fdb;
 
 struct store_fence {
@@ -60,7 +63,7 @@ static int fenced(const store_fence *f, const fdb *d)
 
 static int may_commit(const store_fence *f, const fdb *d, uint64_t now)
 {
-    return !d->stopped && (!fenced(f, d) || (d->seen && now < f->until_ns));
+    return !d->stopped && (!fenced(f, d) || (d->seen && d->confirmed && now < f->until_ns));
 }
 
 /* Logs a change of whether d takes commits (databases of the etcd directory only: a file
@@ -85,6 +88,10 @@ static void why_not(const store_fence *f, const fdb *d, uint64_t now, char *out,
         snprintf(out, n, "it is being handed off to another server");
     else if (!d->seen)
         snprintf(out, n, "no renewal of the fencing lease since its mount");
+    else if (!d->confirmed)
+        snprintf(out, n,
+                 "ombra-repld's last renewal did not confirm it (the DAG deposes it here, or names "
+                 "another server or epoch)");
     else
         snprintf(out, n,
                  "its fencing lease lapsed (ombra-repld renewed it last %.3f s ago, valid "
@@ -183,14 +190,27 @@ void store_fence_free(store_fence *f)
 
 void store_fence_renew(store_fence *f, uint32_t valid_ms)
 {
+    store_fence_renew_some(f, valid_ms, NULL, 0, 1);
+}
+
+void store_fence_renew_some(store_fence *f, uint32_t valid_ms, const char *const *names, size_t n,
+                            int all)
+{
     pthread_mutex_lock(&f->mu);
     uint64_t now = om_mono_ns(), until = now + (uint64_t)valid_ms * 1000000ull;
     if (f->armed && f->until_ns <= now) f->lapses++;
     if (until > f->until_ns) f->until_ns = until;
     f->renewed_ns = now;
     f->armed = 1;
-    for (size_t i = 0; i < f->n; i++)
-        f->d[i]->seen = 1;
+    for (size_t i = 0; i < f->n; i++) {
+        fdb *d = f->d[i];
+        int c = all;
+        for (size_t j = 0; !c && j < n; j++)
+            c = !strcmp(names[j], d->name);
+        if (d->confirmed && !c) d->dlapses++; /* commits in flight are not acknowledged */
+        d->confirmed = c;
+        d->seen = 1;
+    }
     reassess_all(f);
     pthread_cond_broadcast(&f->cond);
     pthread_mutex_unlock(&f->mu);
@@ -230,6 +250,7 @@ int store_fence_track(store_fence *f, const char *name, int64_t epoch, int repli
         d->epoch = epoch;
         d->replicated = replicated;
         d->seen = 0;
+        d->confirmed = 0;
         d->stopped = 0;
         reassess(f, d, om_mono_ns());
         pthread_cond_broadcast(&f->cond);
@@ -328,6 +349,7 @@ int store_fence_enter(store_fence *f, const char *name, int replicated, store_fe
         d->inflight++;
         t->fenced = fenced(f, d);
         t->lapses = f->lapses;
+        t->dlapses = d->dlapses;
         t->epoch = d->epoch;
     }
     pthread_mutex_unlock(&f->mu);
@@ -347,7 +369,8 @@ int store_fence_ack(store_fence *f, store_fence_ticket *t, uint64_t *acked_ns, i
     uint64_t now = om_mono_ns();
     fdb *d = find(f, t->name);
     int rc = 0;
-    if (t->fenced && (!d || t->lapses != f->lapses || now >= f->until_ns))
+    if (t->fenced && (!d || t->lapses != f->lapses || now >= f->until_ns ||
+                      t->dlapses != d->dlapses || !d->confirmed))
         rc = om_errf(OM_E_ActiveLeaseLapsed,
                      "the commit is durable in database '%s' on server %s but not acknowledged: "
                      "%s before it was. HINT: deliver again (the message may then be there "

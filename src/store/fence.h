@@ -37,6 +37,7 @@
 #ifndef OM_STORE_FENCE_H
 #define OM_STORE_FENCE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct store_fence store_fence;
@@ -54,6 +55,13 @@ void store_fence_free(store_fence *f);
  * arms the fence; every database tracked is seen by the DAG from now on. A renewal after the
  * deadline passed ends a lapse: a commit that entered before it is not acknowledged. */
 void store_fence_renew(store_fence *f, uint32_t valid_ms);
+/* The same, confirming only the databases named (all: every one, as store_fence_renew): one
+ * left out takes no commit until a renewal confirms it again, and a commit that entered before
+ * is not acknowledged (ombra-repld confirms those active/<id> names active here at their epoch
+ * and not being deposed, read from etcd after the keepalive: a failover's first step deposes
+ * the active, and no renewal after that lets it acknowledge). */
+void store_fence_renew_some(store_fence *f, uint32_t valid_ms, const char *const *names, size_t n,
+                            int all);
 int store_fence_armed(store_fence *f);
 
 /* A database mounted (epoch: of active/<id> it mounted under, 0 on the file backend;
@@ -70,7 +78,8 @@ int store_fence_taking(store_fence *f, const char *name, int64_t *epoch);
 
 typedef struct store_fence_ticket {
     char name[72];
-    uint64_t lapses; /* the lapses seen when it entered */
+    uint64_t lapses;  /* the lapses seen when it entered */
+    uint64_t dlapses; /* its database's losses of confirmation seen when it entered */
     int fenced;
     int64_t epoch;
 } store_fence_ticket;

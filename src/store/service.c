@@ -867,11 +867,13 @@ static int h_db_truncate_logs(op_req *r)
 /* ---- fencing and handoff (store/fence.h, docs/design.md "Fencing and handoff in the store")
  * ---- */
 
-/* dag.lease {"until_mono_ns"} (this server's ombra-repld, after each etcd keepalive): the
- * replicated databases may acknowledge commits until that moment of CLOCK_MONOTONIC (one clock
+/* dag.lease {"until_mono_ns", "confirm"} (this server's ombra-repld, after each etcd keepalive):
+ * the replicated databases may acknowledge commits until that moment of CLOCK_MONOTONIC (one clock
  * for every process of the machine). An absolute deadline, so that a renewal the store reads
  * late (the store paused, the request waiting in the socket) cannot reach past what its sending
  * allowed: one already past renews nothing. {"valid_ms"}: for valid_ms from now (tests).
+ * {"confirm": {id: epoch}}: only those databases, mounted at that epoch, take commits (the
+ * others stop at once); without it, every one (tests, and before confirmation existed).
  * -> {"databases": [{"id", "name", "epoch", "mounted", "taking_commits"}]}: the databases the DAG
  * names active here, so that ombra-repld keeps activelease/<id> for those taking commits. */
 static int h_dag_lease(op_req *r)
@@ -892,8 +894,27 @@ static int h_dag_lease(op_req *r)
         if (!rc && (ms < 1 || ms > 3600000))
             rc = om_errf(OM_E_InvalidParameter, "valid_ms %lld: 1 ms to an hour", (long long)ms);
     }
+    json_t *confirm = json_object_get(r->req, "confirm");
+    if (!rc && confirm && !json_is_object(confirm))
+        rc = om_errf(OM_E_InvalidParameter, "confirm: an object {database id: epoch}");
     if (rc) return rc;
-    if (ms > 0) store_fence_renew(s->reg->fence, (uint32_t)ms);
+    if (ms > 0 && !confirm) store_fence_renew(s->reg->fence, (uint32_t)ms);
+    if (ms > 0 && confirm) {
+        /* The databases mounted here at the epoch ombra-repld read from active/<id> after its
+         * keepalive (not being deposed): the others take no commit until it confirms them. */
+        const char *names[STORE_MAX_MOUNTED + 1];
+        size_t n = 0;
+        for (int i = 0; i < s->reg->nm && n < STORE_MAX_MOUNTED + 1; i++) {
+            store_mounted *m = s->reg->m[i];
+            store_dbent *e = store_dir_find(s->reg->dir, m->name);
+            char id[37];
+            if (!e) continue;
+            om_uuid_str(&e->id, id);
+            json_t *ep = json_object_get(confirm, id);
+            if (json_is_integer(ep) && json_integer_value(ep) == m->epoch) names[n++] = m->name;
+        }
+        store_fence_renew_some(s->reg->fence, (uint32_t)ms, names, n, 0);
+    }
     json_t *arr = json_array();
     for (size_t i = 0; i < s->reg->dir->n; i++) {
         const store_dbent *e = &s->reg->dir->ents[i];

@@ -227,6 +227,37 @@ static void dismounted_in_flight_is_not_acknowledged(void **s)
     store_fence_free(f);
 }
 
+/* A failover's first step deposes the active: ombra-repld's renewals stop confirming the
+ * database, and from that renewal on its store acknowledges nothing of it (a commit in flight
+ * included), while the server's other databases go on. Confirmed again, it takes commits. */
+static void a_database_the_renewal_does_not_confirm_stops_at_once(void **s)
+{
+    (void)s;
+    store_fence *f = fence(1, 50);
+    assert_int_equal(store_fence_track(f, "db1", 4, 1), 0);
+    assert_int_equal(store_fence_track(f, "db2", 2, 1), 0);
+    const char *both[] = {"db1", "db2"}, *two[] = {"db2"};
+    store_fence_renew_some(f, 10000, both, 2, 0);
+    assert_int_equal(commit(f, "db1", 1, 0, NULL), 0);
+    store_fence_ticket t;
+    assert_int_equal(store_fence_enter(f, "db1", 1, &t), 0); /* in flight across the renewal */
+    store_fence_renew_some(f, 10000, two, 1, 0);
+    uint64_t acked = 0;
+    int64_t ep = 0;
+    assert_int_equal(store_fence_ack(f, &t, &acked, &ep), OM_E_ActiveLeaseLapsed);
+    assert_non_null(strstr(om_err_detail(), "durable"));
+    assert_int_equal(commit(f, "db1", 1, 0, NULL), OM_E_ActiveLeaseLapsed);
+    assert_int_equal(store_fence_taking(f, "db1", NULL), 0);
+    assert_int_equal(commit(f, "db2", 1, 0, NULL), 0); /* the other database goes on */
+    store_fence_renew_some(f, 10000, both, 2, 0);
+    assert_int_equal(commit(f, "db1", 1, 0, NULL), 0);
+    /* A renewal without the list (tests, older ombra-repld) confirms every database. */
+    store_fence_renew_some(f, 10000, two, 1, 0);
+    store_fence_renew(f, 10000);
+    assert_int_equal(commit(f, "db1", 1, 0, NULL), 0);
+    store_fence_free(f);
+}
+
 int main(void)
 {
     om_log_min_level(OM_WARN);
@@ -237,6 +268,7 @@ int main(void)
         cmocka_unit_test(a_renewal_within_the_wait_lets_the_commit_through),
         cmocka_unit_test(a_handoff_refuses_new_commits_and_lets_those_in_flight_finish),
         cmocka_unit_test(dismounted_in_flight_is_not_acknowledged),
+        cmocka_unit_test(a_database_the_renewal_does_not_confirm_stops_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
