@@ -976,8 +976,9 @@ static void failover_refused(rp_am *a, view *v, track *t, const char *db, const 
     t->retry_at = om_mono_ns() + (uint64_t)retry_s * 1000000000ull;
     int won = 0;
     if (json_object_get(v->alive, from) && !mark_deposing(a, db, from, epoch, 0, &won) && won) {
-        om_info("database %s: %s is alive: no longer deposed while no copy can take over", name,
-                from);
+        if (strncmp(t->said, err, sizeof t->said - 1))
+            om_info("database %s: %s is alive: no longer deposed while no copy can take over", name,
+                    from);
         t->deposed_at = 0;
     }
     if (!strncmp(t->said, err, sizeof t->said - 1)) {
@@ -1022,7 +1023,7 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
             t->retry_at = now + 1000000000ull;
             return;
         }
-        if (won)
+        if (won && !t->said[0]) /* said once, not at each attempt while it cannot be made */
             om_info("database %s: failover from %s (epoch %lld): deposed; the copies are asked "
                     "in %d s",
                     name, from, (long long)epoch, a->cfg.lease_s);

@@ -7,7 +7,9 @@
  * database only when it became durable before a deadline T ("may commit until T", one per
  * server, CLOCK_MONOTONIC) that this server's ombra-repld renews (store_fence_renew, the op
  * dag.lease) after each etcd keepalive, always to a moment before etcd can expire the lease. The
- * store cannot tell a partition from its own slowness: it assumes the worst.
+ * store cannot tell a partition from its own slowness: it assumes the worst. Each renewal also
+ * says which databases ombra-repld confirms (active/<id> names them here at their epoch and a
+ * failover has not marked them deposing): the others take no commit until it confirms them.
  *
  * Armed. Fencing applies once the store is armed: from the start with always (Exchange's DAC
  * mode: a store that starts acknowledges nothing before the DAG spoke), else at the first
