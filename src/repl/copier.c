@@ -995,13 +995,18 @@ static int run_copy(rp_copier *c, rp_conn *conn)
         om_debug("copy of %s: closed %u, current %u, first %u, copied %u", c->name, c->closed,
                  c->current, first, c->st.copied);
         if (c->st.copied + 1 < first && c->closed > c->st.copied) {
+            /* Behind what the active holds (an active that was a copy seeded later than this
+             * one's last generation, or truncation while it was away): its history is a part of
+             * the active's, nothing of its own to lose (divergent files were set aside at the
+             * change of epoch), so it reseeds itself rather than waiting for an administrator. */
             rc = om_errf(OM_E_MissingLogFile,
                          "the active (%s) no longer holds generation %u of %s (its oldest is %u): "
-                         "the copy needs a reseed. HINT: ombra db copy reseed %s --server %s",
-                         c->active, c->st.copied + 1, c->name, first, c->name, c->cfg.server);
+                         "reseeding the copy",
+                         c->active, c->st.copied + 1, c->name, first);
+            om_warn("copy of %s: %s", c->name, om_err_detail());
             set_state(c, "Failed", rc);
             publish(c, 1);
-            return rc;
+            return leave_store_paths(c, 1);
         }
         for (uint32_t g = c->st.copied + 1; !rc && g <= c->closed && !stopping(c); g++) {
             /* A generation streamed in part is completed (and checked) rather than fetched. */
