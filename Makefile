@@ -58,7 +58,7 @@ test: deps build build-asan
 	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
 	@$(call stage,unit tests under AddressSanitizer + UndefinedBehaviorSanitizer)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=20 OMBRA_TABLE_OPS=10000 OMBRA_TABLE_DELETE_ROUNDS=15 \
+	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=20 OMBRA_TABLE_OPS=20000 OMBRA_TABLE_DELETE_ROUNDS=30 \
 	  OMBRA_PASSIVE_CRASH_POINTS=4 \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@$(call stage,system tests)
