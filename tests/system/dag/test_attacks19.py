@@ -16,6 +16,23 @@ def db_id(bed, s):
     return dag_db(bed, s)["id"]
 
 
+def late_acks(s, seconds, pause=0.0, strict=True):
+    """Deliveries to s for seconds: the acknowledgements it gave ({id, server, epoch, acked_ns});
+    with strict, every refusal must be one retryable line (exit 75)."""
+    acks, i = [], 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        r = s.ombra("mail", "deliver", DB, "box", "--json", input=f"late {i}".encode(),
+                    check=False, timeout=60)
+        i += 1
+        if r.rc == 0:
+            acks.append(json.loads(r.out))
+        elif strict:
+            assert r.rc == 75 and r.err.count("\n") == 1, r.describe()
+        time.sleep(pause)
+    return acks
+
+
 def activelease(bed, s):
     v = bed.etcd_get(f"/ombra/dag/dag1/activelease/{db_id(bed, s)}")
     return json.loads(v) if v else None
@@ -66,16 +83,7 @@ def test_a_deposed_store_behind_on_the_directory_never_acknowledges(three):
         bed.etcd_kill9()
     time.sleep(9)  # the store's watch backs off towards 5 s; ombra-repld's towards 2 s
     bed.etcd_restart()
-    acks = []
-    end = time.monotonic() + 12
-    i = 0
-    while time.monotonic() < end:
-        r = a.ombra("mail", "deliver", DB, "box", "--json", input=f"late {i}".encode(),
-                    check=False, timeout=60)
-        i += 1
-        if r.rc == 0:
-            acks.append(json.loads(r.out))
-        time.sleep(0.1)
+    acks = late_acks(a, 12, pause=0.1, strict=False)  # its store may be restarting
     assert not acks, f"the deposed store acknowledged {len(acks)} deliveries after {got[0]} " \
         f"became active at epoch 2: {acks[:3]}"
 
@@ -379,17 +387,7 @@ def test_an_active_coming_back_during_its_failover_acknowledges_nothing(three):
         while b"deposing" not in (bed.etcd_get(key) or b""):
             assert time.monotonic() < end, f"no failover began: {bed.etcd_get(key)}"
             time.sleep(0.05)
-    late = []
-    end = time.monotonic() + LEASE / 2
-    i = 0
-    while time.monotonic() < end:
-        r = a.ombra("mail", "deliver", DB, "box", "--json", input=f"late {i}".encode(),
-                    check=False, timeout=60)
-        i += 1
-        if r.rc == 0:
-            late.append(json.loads(r.out))
-        else:
-            assert r.rc == 75 and r.err.count("\n") == 1, r.describe()
+    late = late_acks(a, LEASE / 2)
     assert not late, f"the deposed active acknowledged {len(late)} deliveries: {late[:3]}"
     got = wait_active(bed, b, lambda g: g[0] in ("b", "c") and g[1] == 2 and g[2], 60,
                       "the failover")

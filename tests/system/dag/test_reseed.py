@@ -17,6 +17,20 @@ def reseed(bed, s, *args, check=True):
     return bed.a.ombra("db", "copy", "reseed", DB, "--etcd", bed.etcd_url, *args, check=check)
 
 
+def seed_half_way(a, b):
+    """Waits until the first 4 MiB part of a's seed is written on b (the source paused after
+    it: OMBRA_REPL_TEST_SEED_PAUSE_MS); returns b's copy folder."""
+    folder = b.home / "copies" / a.db_show(DB)["id"]
+    deadline = time.time() + 60
+    while True:
+        tmp = [f for f in folder.glob(f".{DB}.edb.*.tmp") if f.stat().st_size >= 4 << 20] \
+            if folder.exists() else []
+        if tmp:
+            return folder
+        assert time.time() < deadline, "the seed never got half-way"
+        time.sleep(0.05)
+
+
 def refused(r, *words):
     assert r.rc != 0, r.describe()
     assert r.err.count("\n") == 1, r.describe()
@@ -93,15 +107,7 @@ def test_the_actives_repld_killed_in_the_middle_of_a_seed(dag_bed):
     roll(a, DB, 6)  # an .edb of more than one part
     a.ombra("db", "copy", "add", DB, "--server", "b", "--etcd", bed.etcd_url,
             "--wait-seconds", "0")
-    folder = b.home / "copies" / a.db_show(DB)["id"]
-    deadline = time.time() + 60
-    while True:  # the first part is written on b: the seed is half-way
-        tmp = [f for f in folder.glob(f".{DB}.edb.*.tmp") if f.stat().st_size >= 4 << 20] \
-            if folder.exists() else []
-        if tmp:
-            break
-        assert time.time() < deadline, "the seed never got half-way"
-        time.sleep(0.05)
+    folder = seed_half_way(a, b)
     assert a.kill9("repld") == -9
     # the copy waits and retries: never Healthy, and no .edb in place (the half seed is gone)
     end = time.time() + 6
@@ -169,15 +175,7 @@ def test_a_seed_whose_database_was_remounted_half_way_is_never_put_in_place(dag_
     roll(a, DB, 6)  # an .edb of more than one part
     a.ombra("db", "copy", "add", DB, "--server", "b", "--etcd", bed.etcd_url,
             "--wait-seconds", "0")
-    folder = b.home / "copies" / a.db_show(DB)["id"]
-    deadline = time.time() + 60
-    while True:  # the first part is written on b: the seed is half-way
-        tmp = [f for f in folder.glob(f".{DB}.edb.*.tmp") if f.stat().st_size >= 4 << 20] \
-            if folder.exists() else []
-        if tmp:
-            break
-        assert time.time() < deadline, "the seed never got half-way"
-        time.sleep(0.05)
+    folder = seed_half_way(a, b)
     # changes the .edb does not hold yet, then the store killed: its recovery on the restart
     # writes them into the file the seed is being read from
     roll(a, DB, 2)
