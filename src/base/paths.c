@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/config.h"
 #include "base/error.h"
 #include "base/vfs.h"
 
@@ -19,7 +20,7 @@ static int put(char *out, size_t len, const char *a, const char *b)
 
 int om_runtime_dir(char *out, size_t len)
 {
-    const char *e = getenv("OMBRA_RUNTIME_DIR");
+    const char *e = om_conf_setting("OMBRA_RUNTIME_DIR", "ombra", "runtime-dir");
     if (e && *e) return put(out, len, e, "");
     if (geteuid() == 0) return put(out, len, "/run/ombra", "");
     e = getenv("XDG_RUNTIME_DIR");
@@ -97,7 +98,7 @@ int om_runtime_dir_make(const char *dir, gid_t group)
 
 int om_data_dir(char *out, size_t len)
 {
-    const char *e = getenv("OMBRA_HOME");
+    const char *e = om_conf_setting("OMBRA_HOME", "ombra", "data-dir");
     if (e && *e) return put(out, len, e, "");
     if (geteuid() == 0) return put(out, len, "/var/lib/ombra", "");
     e = getenv("HOME");

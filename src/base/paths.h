@@ -1,7 +1,8 @@
 /* Where Ombra keeps its sockets and data (ARCHITECTURE.md, Processes):
- * runtime: $OMBRA_RUNTIME_DIR, else /run/ombra for root, else $XDG_RUNTIME_DIR/ombra
- *          (else /tmp/ombra-UID);
- * data:    $OMBRA_HOME, else /var/lib/ombra for root, else ~/.local/share/ombra. */
+ * runtime: $OMBRA_RUNTIME_DIR, else the configuration's [ombra] runtime-dir, else /run/ombra
+ *          for root, else $XDG_RUNTIME_DIR/ombra (else /tmp/ombra-UID);
+ * data:    $OMBRA_HOME, else [ombra] data-dir, else /var/lib/ombra for root, else
+ *          ~/.local/share/ombra. */
 #ifndef OM_BASE_PATHS_H
 #define OM_BASE_PATHS_H
 

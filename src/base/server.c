@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "base/bytes.h"
+#include "base/config.h"
 #include "base/error.h"
 #include "base/logging.h"
 #include "base/paths.h"
@@ -146,6 +147,13 @@ int om_server_admit(int fd, gid_t group, const char *service, char *who, size_t 
     om_proto_send(fd, r, NULL, 0);
     json_decref(r);
     return 0;
+}
+
+int om_daemon_config(const char *name, const char *config)
+{
+    if (om_conf_load(config) == 0) return 0;
+    fprintf(stderr, "%s: %s\n", name, om_err_detail());
+    return 1;
 }
 
 int om_daemon_start(const char *name, const char *group, int foreground, char *arun, char *adata,

@@ -63,6 +63,10 @@ int om_peer_is_own(int fd);
 /* om_peer_allowed, and for a peer that is not: logs the refusal and sends it one error reply
  * (FileAccessDenied naming the service). 1 when the peer may go on; who as in om_peer_allowed. */
 int om_server_admit(int fd, gid_t group, const char *service, char *who, size_t wlen);
+/* What a daemon's main does after reading its arguments: reads the configuration file (config
+ * is --config's value or NULL: base/config.h). Prints its own error (one line naming the file
+ * and line) on stderr; 0 or 1 (the exit status). */
+int om_daemon_config(const char *name, const char *config);
 /* What a daemon's main does before running: makes the runtime and data directories, makes them
  * absolute into arun/adata (the daemon changes directory when it detaches), and without
  * foreground detaches with stderr appended to <data>/<name>.log. The runtime directory is made

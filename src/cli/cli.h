@@ -7,6 +7,13 @@
  *   0  success
  *   1  failure: one line on stderr, "ombra: <message> (<error> <name>)"
  *   2  usage error: one line on stderr, "ombra: <what is wrong>. See 'ombra <group> <cmd> --help'."
+ *  75  a retryable failure (cli_retryable)
+ *
+ * With --json a failure is also a document on stdout (cli_set_json): {"error": {"code": the
+ * error number (2 for a usage error), "name", "message", "hint" (or null), "exit": the status}},
+ * and every document printed carries "json_version" (CLI_JSON_VERSION: the version of the
+ * documents' shape; docs/cli.md). A command that printed its own document before failing
+ * prints no error document: stdout holds one document.
  *
  * A command's run function returns one of these; the helpers below that print return the status
  * to pass on, so a failure reads `return cli_fail(rc);`. The helpers are cli_common.c's, below
@@ -113,15 +120,24 @@ int cli_local_dag(rp_dag **d, char *server, size_t n);
  * connection's, with its HINT) and returns CLI_FAIL, with nothing to release. */
 int cli_vss_call(json_t *req, json_t **reply);
 
-/* --json: prints v indented, with a final newline. CLI_OK, or CLI_FAIL when stdout fails. */
+/* --json: prints v indented, with a final newline, "json_version" added to an object (v itself
+ * is not changed). CLI_OK, or CLI_FAIL when stdout fails. */
+#define CLI_JSON_VERSION 1
 int cli_print_json(json_t *v);
+/* A list is printed as {"<key>": list, "json_version"}: every document is an object. */
+int cli_print_json_list(const char *key, json_t *list);
+/* Errors go to stdout as JSON documents too (main sets it when --json is among the arguments). */
+void cli_set_json(int on);
 /* path made absolute against the current directory (the daemon has another one), without
  * requiring it to exist. malloc'd; NULL when out of memory. */
 char *cli_abs_path(const char *path);
 /* The options every command on a repository takes. */
 #define CLI_REPO_OPT                                                                               \
     {                                                                                              \
-        "repo", "PATH", "the backup repository", 1                                                 \
+        "repo", "NAME|PATH",                                                                       \
+            "the backup repository: a [repo:NAME] of the configuration or a path (default: "       \
+            "$OMBRA_REPO, else the configuration's default-repo)",                                 \
+            0                                                                                      \
     }
 #define CLI_PASS_OPT                                                                               \
     {                                                                                              \
@@ -144,8 +160,15 @@ int cli_dbutil_check_set(const cli_args *a);
  * *found 0 and nothing done otherwise. Returns the exit code. */
 int cli_dbutil_hard_recover(const char *dir, int *found);
 
+/* The repository the command names (its option "repo"): --repo's value, else $OMBRA_REPO, else
+ * the configuration's [ombra] default-repo, else its only [repo:NAME]. A value without a '/'
+ * that the configuration names as [repo:VALUE] is that repository's path; anything else is a
+ * path. *path: malloc'd, absolute; *name: the configuration's name for it or NULL (valid while
+ * the command runs). CLI_OK, or the printed error's status (usage when there is none). */
+int cli_repo_path(const cli_args *a, char **path, const char **name);
 /* The passphrase of an encrypted backup repository: the first line of --passphrase-file F, else
- * $OMBRA_REPO_PASSPHRASE, never an argument (cli_common.c). The command must have the option
+ * $OMBRA_REPO_PASSPHRASE, else the first line of the configuration's passphrase-file for the
+ * repository (cli_repo_path), never an argument (cli_common.c). The command must have the option
  * "passphrase-file". buf holds a file's passphrase; *out is NULL when neither is given. An error
  * code (not printed). */
 int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out);

@@ -230,10 +230,18 @@ static int cmd_backup(const cli_args *a)
         return rc;
     char pbuf[1024];
     const char *pass = NULL;
-    if ((rc = cli_repo_passphrase(a, pbuf, sizeof pbuf, &pass))) return cli_fail(rc);
+    char *repo = NULL;
+    const char *repo_name;
+    if ((rc = cli_repo_path(a, &repo, &repo_name))) return rc;
+    if ((rc = cli_repo_passphrase(a, pbuf, sizeof pbuf, &pass))) {
+        free(repo);
+        return cli_fail(rc);
+    }
     const char *from = cli_val(a, "from");
-    if (from && !*from) return cli_usage(a, "--from needs active, passive or a server name");
-    char *repo = cli_abs_path(cli_val(a, "repo"));
+    if (from && !*from) {
+        free(repo);
+        return cli_usage(a, "--from needs active, passive or a server name");
+    }
     bk_job_opts o = {.repo = repo,
                      .passphrase = pass,
                      .type = type,

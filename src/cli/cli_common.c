@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/config.h"
 #include "base/error.h"
 #include "base/logging.h"
 #include "base/paths.h"
@@ -25,13 +26,44 @@ static void put_one_line(const char *s)
         fputc(*s == '\n' || *s == '\r' ? ' ' : *s, stderr);
 }
 
+static int json_mode;
+static int json_printed; /* a document went out: it tells of the failure itself */
+
+void cli_set_json(int on)
+{
+    json_mode = on;
+}
+
+/* With --json, an error is a document on stdout too: {"error": {"code", "name", "message",
+ * "hint"}}, the hint being what follows "HINT: " in the detail (null when none); not after a
+ * command's own document, which reports its failure (verify's damage, a backup's partial sets):
+ * stdout holds one document either way. */
+static void json_error(int code, const char *name, const char *detail, int exit_status)
+{
+    if (!json_mode || json_printed) return;
+    const char *h = strstr(detail, "HINT: ");
+    char *msg = h ? strndup(detail, (size_t)(h - detail)) : strdup(detail);
+    size_t l = msg ? strlen(msg) : 0;
+    while (l && (msg[l - 1] == ' ' || msg[l - 1] == '.'))
+        msg[--l] = 0;
+    json_t *doc =
+        json_pack("{s:{s:i, s:s, s:s, s:s?, s:i}}", "error", "code", code, "name", name, "message",
+                  msg ? msg : detail, "hint", h ? h + 6 : NULL, "exit", exit_status);
+    free(msg);
+    if (doc) cli_print_json(doc);
+    json_decref(doc);
+}
+
 int cli_fail(int err)
 {
     const char *d = om_err_detail();
+    if (!d || !*d) d = om_err_msg(err);
     fputs("ombra: ", stderr);
-    put_one_line(d && *d ? d : om_err_msg(err));
+    put_one_line(d);
     fprintf(stderr, " (%d %s)\n", err, om_err_name(err));
-    return cli_retryable(err) ? CLI_TEMPFAIL : CLI_FAIL;
+    int status = cli_retryable(err) ? CLI_TEMPFAIL : CLI_FAIL;
+    json_error(err, om_err_name(err), d, status);
+    return status;
 }
 
 int cli_retryable(int err)
@@ -45,11 +77,13 @@ int cli_retryable(int err)
 /* The part after "ombra: " of a usage error, then where to look. */
 static int usage_line(const char *see, const char *fmt, va_list ap)
 {
-    char msg[512];
+    char msg[512], full[700];
     vsnprintf(msg, sizeof msg, fmt, ap);
     fputs("ombra: ", stderr);
     put_one_line(msg);
     fprintf(stderr, ". See '%s --help'.\n", see);
+    snprintf(full, sizeof full, "%s. HINT: see '%s --help'", msg, see);
+    json_error(CLI_USAGE, "Usage", full, CLI_USAGE);
     return CLI_USAGE;
 }
 
@@ -194,9 +228,28 @@ int cli_vss_call(json_t *req, json_t **reply)
 
 int cli_print_json(json_t *v)
 {
-    if (json_dumpf(v, stdout, JSON_INDENT(2) | JSON_ENCODE_ANY) != 0 || putchar('\n') == EOF)
+    /* Every document says the version of its shape; a copy, so the caller's object is left as
+     * it was (it may be printed in part, or kept). */
+    json_t *doc = json_is_object(v) ? json_copy(v) : json_incref(v);
+    if (json_is_object(doc))
+        json_object_set_new(doc, "json_version", json_integer(CLI_JSON_VERSION));
+    int bad = !doc || json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_ENCODE_ANY) != 0 ||
+              putchar('\n') == EOF;
+    json_decref(doc);
+    json_printed = 1;
+    if (bad) {
+        json_mode = 0; /* the error cannot go where this one failed */
         return cli_fail(om_errf(OM_E_DiskIO, "writing standard output: %s", strerror(errno)));
+    }
     return CLI_OK;
+}
+
+int cli_print_json_list(const char *key, json_t *list)
+{
+    json_t *doc = json_pack("{s:O}", key, list);
+    int rc = cli_print_json(doc);
+    json_decref(doc);
+    return rc;
 }
 
 int cli_write_stdout(const void *p, size_t n)
@@ -255,10 +308,79 @@ static void warn_open_passphrase(FILE *f, const char *file)
                 file);
 }
 
+/* The repository the command means before it is made a path: --repo, $OMBRA_REPO, the
+ * configuration's default-repo, its only [repo:NAME]; NULL when none says. */
+static const char *repo_wanted(const cli_args *a)
+{
+    if (opt_index(a->cmd, "repo") < 0) return NULL; /* repo init: its path is an argument */
+    const char *v = cli_val(a, "repo");
+    if (v) return v;
+    v = getenv("OMBRA_REPO");
+    if (v && *v) return v;
+    v = om_conf("ombra", "default-repo");
+    if (v) return v;
+    const char *const *names;
+    return om_conf_names("repo", &names) == 1 ? names[0] : NULL;
+}
+
+/* The configuration's name for the repository wanted, when it names it ([repo:NAME]). */
+static const char *repo_configured(const char *wanted)
+{
+    char section[300];
+    if (!wanted || strchr(wanted, '/')) return NULL;
+    snprintf(section, sizeof section, "repo:%s", wanted);
+    return om_conf(section, "path") ? wanted : NULL;
+}
+
+int cli_repo_path(const cli_args *a, char **path, const char **name)
+{
+    const char *w = repo_wanted(a), *file = om_conf_file();
+    *path = NULL;
+    *name = NULL;
+    if (!w) {
+        if (file) return cli_usage(a, "missing --repo NAME|PATH (%s names no default-repo)", file);
+        return cli_usage(a, "missing --repo NAME|PATH (no configuration file gives a default)");
+    }
+    if (!*w) return cli_usage(a, "--repo needs a name or a path");
+    *name = repo_configured(w);
+    if (*name) {
+        char section[300];
+        snprintf(section, sizeof section, "repo:%s", *name);
+        *path = strdup(om_conf(section, "path"));
+    } else if (!strchr(w, '/') && file && !cli_val(a, "repo")) {
+        /* default-repo naming a section that is not there: the file is wrong, say where */
+        return cli_fail(om_errf(OM_E_ConfigInvalid,
+                                "%s:%d: default-repo names '%s', but there is no [repo:%s] with "
+                                "a path",
+                                file, om_conf_line("ombra", "default-repo"), w, w));
+    } else {
+        struct stat st;
+        char where[700];
+        if (file)
+            snprintf(where, sizeof where, "%s has no [repo:%s]", file, w);
+        else
+            snprintf(where, sizeof where, "no configuration file is read");
+        if (!strchr(w, '/') && stat(w, &st) != 0)
+            return cli_fail(om_errf(OM_E_FileNotFound,
+                                    "no repository named '%s': %s, and there is no folder %s "
+                                    "here. HINT: a repository in this folder reads ./%s",
+                                    w, where, w, w));
+        *path = cli_abs_path(w);
+    }
+    if (!*path) return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
+    return CLI_OK;
+}
+
 int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out)
 {
     const char *file = cli_val(a, "passphrase-file"), *env = getenv("OMBRA_REPO_PASSPHRASE");
     *out = NULL;
+    if (!file && !(env && *env)) {
+        const char *name = repo_configured(repo_wanted(a));
+        char section[300];
+        snprintf(section, sizeof section, "repo:%s", name ? name : "");
+        if (name) file = om_conf(section, "passphrase-file");
+    }
     if (!file) {
         if (env && *env) *out = env;
         return 0;

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/config.h"
 #include "base/paths.h"
 #include "base/proto.h"
 #include "base/time.h"
@@ -53,7 +54,7 @@ void cli_print_last_move(json_t *lm, const char *indent)
 static int open_dag(const cli_args *a, const char *name, int must_exist, rp_dag **d)
 {
     const char *url = cli_val(a, "etcd");
-    if (!url) url = getenv("OMBRA_ETCD");
+    if (!url) url = om_conf_setting("OMBRA_ETCD", "ombra", "etcd");
     if (!url || !*url) return cli_usage(a, "no etcd named: --etcd URL or OMBRA_ETCD");
     int rc = rp_dag_open(url, name, must_exist, d);
     return rc ? cli_fail(rc) : CLI_OK;
@@ -114,7 +115,7 @@ static int run_init(const cli_args *a)
 static const char *etcd_url(const cli_args *a)
 {
     const char *url = cli_val(a, "etcd");
-    return url ? url : getenv("OMBRA_ETCD");
+    return url ? url : om_conf_setting("OMBRA_ETCD", "ombra", "etcd");
 }
 
 /* This server's certificate, issued on the authority's machine with --out into this server's

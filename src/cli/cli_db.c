@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/config.h"
 #include "base/error.h"
 #include "base/logging.h"
 #include "base/proto.h"
@@ -356,7 +357,7 @@ static int change_sync(void *arg, json_t *rec, int exists)
 static int open_dag(const cli_args *a, rp_dag **d)
 {
     const char *url = cli_val(a, "etcd");
-    if (!url) url = getenv("OMBRA_ETCD");
+    if (!url) url = om_conf_setting("OMBRA_ETCD", "ombra", "etcd");
     char server[128];
     *d = NULL;
     int rc = url && *url ? rp_dag_open(url, cli_val(a, "dag"), 1, d)

@@ -15,13 +15,20 @@
 #include "base/time.h"
 #include "cli/cli.h"
 
-/* Opens --repo with the passphrase, if any. CLI_OK, or CLI_FAIL (printed). */
+/* The repository's path as the command resolved it (cli_repo_path), for messages. */
+static char *repo_shown;
+
+/* Opens the repository the command names (cli_repo_path) with the passphrase, if any. CLI_OK,
+ * or the printed error's status. */
 static int open_repo(const cli_args *a, bk_repo **r)
 {
     char buf[1024];
-    const char *pass = NULL;
+    const char *pass = NULL, *name;
+    free(repo_shown);
+    int st = cli_repo_path(a, &repo_shown, &name);
+    if (st) return st;
     int rc = cli_repo_passphrase(a, buf, sizeof buf, &pass);
-    if (!rc) rc = bk_repo_open(cli_val(a, "repo"), pass, r);
+    if (!rc) rc = bk_repo_open(repo_shown, pass, r);
     memset(buf, 0, sizeof buf);
     return rc ? cli_fail(rc) : CLI_OK;
 }
@@ -200,7 +207,7 @@ static int cmd_list(const cli_args *a)
     if (err) return cli_fail(err);
     if (cli_flag(a, "json")) return print_owned(sets);
     if (!json_array_size(sets)) {
-        printf("no backup sets in %s\n", cli_val(a, "repo"));
+        printf("no backup sets in %s\n", repo_shown);
         json_decref(sets);
         return CLI_OK;
     }
@@ -382,7 +389,7 @@ static int cmd_verify(const cli_args *a)
     else {
         json_decref(v.damage);
         if (!err)
-            printf("%s: %s verified, %llu block reads, no damage\n", cli_val(a, "repo"),
+            printf("%s: %s verified, %llu block reads, no damage\n", repo_shown,
                    set ? "the set" : "every set", (unsigned long long)checked);
     }
     if (err) {

@@ -144,10 +144,14 @@ static int cmd_restore(const cli_args *a)
     if (!!cli_val(a, "edb") != !!cli_val(a, "logs"))
         return cli_usage(a, "--edb and --logs go together");
     char pbuf[1024];
-    const char *pass = NULL;
-    if ((rc = cli_repo_passphrase(a, pbuf, sizeof pbuf, &pass))) return cli_fail(rc);
+    const char *pass = NULL, *repo_name;
+    char *repo = NULL;
+    if ((rc = cli_repo_path(a, &repo, &repo_name))) return rc;
+    if ((rc = cli_repo_passphrase(a, pbuf, sizeof pbuf, &pass))) {
+        free(repo);
+        return cli_fail(rc);
+    }
     o.passphrase = pass;
-    char *repo = cli_abs_path(cli_val(a, "repo"));
     char *edb = cli_val(a, "edb") ? cli_abs_path(cli_val(a, "edb")) : NULL;
     char *logs = cli_val(a, "logs") ? cli_abs_path(cli_val(a, "logs")) : NULL;
     o.repo = repo;

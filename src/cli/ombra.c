@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/config.h"
 #include "base/error.h"
 #include "cli/cli.h"
 
@@ -64,13 +65,17 @@ static void print_group_help(const cli_group *g)
 
 static void print_main_help(void)
 {
-    printf("usage: ombra [--help] [--version] GROUP COMMAND [ARGUMENTS] [OPTIONS]\n\n"
+    printf("usage: ombra [--help] [--version] [--config FILE] GROUP COMMAND [ARGUMENTS] "
+           "[OPTIONS]\n\n"
            "Exchange-style backup for Linux: the command line of the store, the shadow-copy\n"
            "service and the backup application.\n\ngroups:\n");
     for (size_t i = 0; i < NGROUPS; i++)
         printf("  %-10s %s\n", groups[i]->name, groups[i]->summary);
-    printf("\nRun 'ombra GROUP --help' for a group's commands. The daemons' sockets are in\n"
-           "$OMBRA_RUNTIME_DIR (else /run/ombra for root, else $XDG_RUNTIME_DIR/ombra).\n");
+    printf(
+        "\nRun 'ombra GROUP --help' for a group's commands. Every command takes --config FILE\n"
+        "(default $OMBRA_CONFIG, else /etc/ombra/ombra.conf if it exists: named repositories,\n"
+        "directories, etcd). The daemons' sockets are in $OMBRA_RUNTIME_DIR (else the\n"
+        "configuration's runtime-dir, else /run/ombra for root, else $XDG_RUNTIME_DIR/ombra).\n");
 }
 
 /* ---- parsing ---- */
@@ -257,9 +262,54 @@ static int dispatch(int argc, char **argv)
     return cli_usage_at("ombra", "unknown command '%s'", g);
 }
 
+/* Takes --config FILE (or --config=FILE) out of argv, wherever it is before a "--": every
+ * command reads the configuration, so it is an option of them all. NULL when absent; a usage
+ * error (*bad) when it has no value. */
+static const char *take_config(int *argc, char **argv, int *bad)
+{
+    const char *file = NULL;
+    int out = 1;
+    *bad = 0;
+    for (int i = 1; i < *argc; i++) {
+        if (!strcmp(argv[i], "--")) {
+            while (i < *argc)
+                argv[out++] = argv[i++];
+            break;
+        }
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= *argc) {
+                *bad = 1;
+                break;
+            }
+            file = argv[++i];
+        } else if (!strncmp(argv[i], "--config=", 9))
+            file = argv[i] + 9;
+        else
+            argv[out++] = argv[i];
+    }
+    *argc = out;
+    argv[out] = NULL;
+    return file;
+}
+
+/* --json among the arguments (before a "--"): errors become JSON documents too. */
+static int wants_json(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "--json")) return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int rc = dispatch(argc, argv);
+    int bad, rc;
+    cli_set_json(wants_json(argc, argv));
+    const char *config = take_config(&argc, argv, &bad);
+    if (bad) return cli_usage_at("ombra", "--config needs a value (FILE)");
+    /* Help and the version need no configuration: they work while it is being fixed. */
+    int plain = argc < 2 || is_help(argv[1]) || !strcmp(argv[1], "--version");
+    if (!plain && (rc = om_conf_load(config))) return cli_fail(rc);
+    rc = dispatch(argc, argv);
     cli_store_close();
     /* Output that never reached its file (a full disk, a closed pipe) is a failure too. */
     if (fflush(stdout) != 0 || ferror(stdout)) {

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/config.h"
 #include "base/error.h"
 #include "base/logging.h"
 #include "base/server.h"
@@ -13,7 +14,8 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: ombra-repld [--foreground] --server NAME --listen ADDR:PORT --etcd URL\n"
+    fputs("usage: ombra-repld [--foreground] [--config FILE] --server NAME --listen ADDR:PORT "
+          "--etcd URL\n"
           "                   [--dag NAME] [--group GROUP] [--lease-seconds N]\n"
           "                   [--truncation-hold-limit SECONDS] [--backup-replay-queue N]\n"
           "  The replication service of one server of a DAG: copies the closed log generations\n"
@@ -22,6 +24,9 @@ static void usage(FILE *f)
           "  the DAG's certificates from $OMBRA_HOME/dag/ (ombra dag add-server); admin socket\n"
           "  repl.sock in the runtime directory ($OMBRA_RUNTIME_DIR). Without --foreground it\n"
           "  detaches and logs to $OMBRA_HOME/ombra-repld.log.\n"
+          "  --config FILE          the configuration file (default $OMBRA_CONFIG, else\n"
+          "                         /etc/ombra/ombra.conf): [ombra] server, etcd, group,\n"
+          "                         [repl] listen, dag stand for the options not given\n"
           "  --server NAME          this server's name (as its certificate says)\n"
           "  --listen ADDR:PORT     the replication port (TLS 1.3, DAG certificates only)\n"
           "  --etcd URL[,URL...]    the DAG's etcd (default $OMBRA_ETCD)\n"
@@ -59,6 +64,7 @@ int main(int argc, char **argv)
     int fg = 0;
     long n;
     rp_repld_opts o = {.etcd = getenv("OMBRA_ETCD"), .limits = {.max_data = 1u << 20}};
+    const char *config = NULL;
     for (int i = 1; i < argc; i++) {
         int lo = om_server_limit_option("ombra-repld", argc, argv, &i, &o.limits);
         if (lo < 0) return 2;
@@ -66,6 +72,8 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--foreground"))
             fg = 1;
+        else if (!strcmp(a, "--config") && v)
+            config = argv[++i];
         else if (!strcmp(a, "--server") && v)
             o.server = argv[++i];
         else if (!strcmp(a, "--listen") && v)
@@ -96,6 +104,13 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    /* The file's settings below the command line's and the environment's (base/config.h). */
+    if (om_daemon_config("ombra-repld", config)) return 1;
+    if (!o.server) o.server = om_conf("ombra", "server");
+    if (!o.listen) o.listen = om_conf("repl", "listen");
+    if (!o.etcd || !*o.etcd) o.etcd = om_conf("ombra", "etcd");
+    if (!o.dag) o.dag = om_conf("repl", "dag");
+    if (!o.group) o.group = om_conf("ombra", "group");
     const char *missing = !o.server             ? "--server NAME"
                           : !o.listen           ? "--listen ADDR:PORT"
                           : !o.etcd || !*o.etcd ? "--etcd URL"

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/config.h"
 #include "base/error.h"
 #include "base/logging.h"
 #include "base/paths.h"
@@ -14,11 +15,15 @@
 static void usage(FILE *f)
 {
     fputs(
-        "usage: ombra-store [--foreground] [--server NAME] [--etcd URL[,URL...]] [--group GROUP]\n"
+        "usage: ombra-store [--foreground] [--config FILE] [--server NAME] [--etcd URL[,URL...]] "
+        "[--group GROUP]\n"
         "                   [--checkpoint-depth N] [--cache-mb M]\n"
         "  Hosts the databases of this server and serves store.sock in the runtime directory\n"
         "  ($OMBRA_RUNTIME_DIR); data in $OMBRA_HOME. Without --foreground it detaches and\n"
         "  logs to $OMBRA_HOME/ombra-store.log.\n"
+        "  --config FILE          the configuration file (default $OMBRA_CONFIG, else\n"
+        "                         /etc/ombra/ombra.conf): [ombra] server, etcd, group, data-dir,\n"
+        "                         runtime-dir; the command line and the environment win\n"
         "  --server NAME          this server's name in the directory (default: the one\n"
         "                         directory.json names once the server joined a DAG, else the\n"
         "                         host name)\n"
@@ -43,12 +48,15 @@ int main(int argc, char **argv)
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
     store_opts o = {.server = host, .etcd = getenv("OMBRA_ETCD")};
+    const char *config = NULL;
     for (int i = 1; i < argc; i++) {
         int lo = om_server_limit_option("ombra-store", argc, argv, &i, &o.limits);
         if (lo < 0) return 2;
         if (lo) continue;
         if (!strcmp(argv[i], "--foreground"))
             fg = 1;
+        else if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            config = argv[++i];
         else if (!strcmp(argv[i], "--server") && i + 1 < argc) {
             o.server = argv[++i];
             o.server_given = 1;
@@ -82,6 +90,14 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    /* The file's settings below the command line's and the environment's (base/config.h). */
+    if (om_daemon_config("ombra-store", config)) return 1;
+    if (!o.server_given && om_conf("ombra", "server")) {
+        o.server = om_conf("ombra", "server");
+        o.server_given = 1;
+    }
+    if (!o.etcd || !*o.etcd) o.etcd = om_conf("ombra", "etcd");
+    if (!o.group) o.group = om_conf("ombra", "group");
     /* Absolute paths: database paths derive from the data directory and are stored in the
      * directory, and the daemon changes its working directory when it detaches. */
     char arun[4096], adata[4096];

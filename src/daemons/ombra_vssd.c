@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/config.h"
 #include "base/error.h"
 #include "base/logging.h"
 #include "base/paths.h"
@@ -14,12 +15,14 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: ombra-vssd [--foreground] [--group GROUP] [--freeze-limit-ms N]\n"
+    fputs("usage: ombra-vssd [--foreground] [--config FILE] [--group GROUP] [--freeze-limit-ms N]\n"
           "                  [--commit-limit-ms N] [--event-limit-ms N] [--restore-limit-ms N]\n"
           "                  [--shadow-dir DIR]\n"
           "  Coordinates writers, requesters and shadow copy providers on vss.sock in the\n"
           "  runtime directory ($OMBRA_RUNTIME_DIR); catalog in $OMBRA_HOME/vss. Without\n"
           "  --foreground it detaches and logs to $OMBRA_HOME/ombra-vssd.log.\n"
+          "  --config FILE          the configuration file (default $OMBRA_CONFIG, else\n"
+          "                         /etc/ombra/ombra.conf): [ombra] group, data-dir, runtime-dir\n"
           "  --group GROUP          the group allowed to use the socket (default: the daemon's)\n"
           "  --freeze-limit-ms N    longest Freeze to Thaw (default 60000)\n"
           "  --commit-limit-ms N    longest provider commit (default 10000)\n"
@@ -51,6 +54,7 @@ int main(int argc, char **argv)
     /* Nothing sent to the coordinator carries data: one MiB is plenty. */
     vss_coord_opts o = {.fail_provider_step = getenv("OMBRA_VSSD_TEST_FAIL_PROVIDER"),
                         .limits = {.max_data = 1u << 20}};
+    const char *config = NULL;
     for (int i = 1; i < argc && !rc; i++) {
         int lo = om_server_limit_option("ombra-vssd", argc, argv, &i, &o.limits);
         if (lo < 0) return 2;
@@ -58,6 +62,8 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--foreground"))
             fg = 1;
+        else if (!strcmp(a, "--config") && v)
+            config = argv[++i];
         else if (!strcmp(a, "--group") && v)
             o.group = argv[++i];
         else if (!strcmp(a, "--shadow-dir") && v)
@@ -79,6 +85,9 @@ int main(int argc, char **argv)
         }
     }
     if (rc) return rc;
+    /* The file's settings below the command line's and the environment's (base/config.h). */
+    if (om_daemon_config("ombra-vssd", config)) return 1;
+    if (!o.group) o.group = om_conf("ombra", "group");
     char arun[4096], adata[4096], ashadow[4096];
     if (o.shadow_dir && o.shadow_dir[0] != '/') { /* before detaching changes the directory */
         if (!getcwd(ashadow, sizeof ashadow - 1024)) ashadow[0] = 0;

@@ -1,0 +1,161 @@
+/* src/base/config.c: the configuration file is read whole or refused with the file, the line and
+ * the key; the environment wins over it; durations parse one way. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "base/config.h"
+#include "base/error.h"
+
+static char path[64];
+
+/* Writes text as the configuration file and reads it; returns om_conf_load's code. */
+static int load_text(const char *text)
+{
+    snprintf(path, sizeof path, "/tmp/ombra-test-config-%d.conf", (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    int rc = om_conf_load(path);
+    unlink(path);
+    return rc;
+}
+
+/* The detail of the last refusal names the file and the line. */
+static void refused_at(const char *text, int line, const char *what)
+{
+    assert_int_equal(load_text(text), OM_E_ConfigInvalid);
+    char want[128];
+    snprintf(want, sizeof want, "%s:%d: ", path, line);
+    if (strncmp(om_err_detail(), want, strlen(want)) || !strstr(om_err_detail(), what))
+        fail_msg("expected '%s...%s', got '%s'", want, what, om_err_detail());
+    assert_null(om_conf_file()); /* a refused file leaves nothing half-read */
+}
+
+static void a_whole_file_is_read_with_named_sections(void **s)
+{
+    (void)s;
+    assert_int_equal(load_text("# comment\n[ombra]\nserver = alpha\n  data-dir = /srv/ombra ; here\n"
+                               "default-repo = main\n\n[repo:main]\npath = /backup/main\n"
+                               "passphrase-file = /etc/ombra/main.pass\nkeep-daily = 7\n"
+                               "[repo:offsite]\npath = /mnt/offsite\n"
+                               "[schedule:nightly]\ndatabases = mail1, mail2\ntype = incremental\n"
+                               "calendar = *-*-* 01:00:00\nrandomized-delay = 30m\n"
+                               "persistent = no\n"),
+                     0);
+    assert_string_equal(om_conf_file(), path);
+    assert_string_equal(om_conf("ombra", "server"), "alpha");
+    assert_string_equal(om_conf("ombra", "data-dir"), "/srv/ombra"); /* indented, inline comment */
+    assert_int_equal(om_conf_line("ombra", "data-dir"), 4);
+    assert_string_equal(om_conf("repo:main", "path"), "/backup/main");
+    assert_null(om_conf("repo:main", "keep-weekly"));
+    assert_string_equal(om_conf("schedule:nightly", "calendar"), "*-*-* 01:00:00");
+    assert_int_equal(om_conf_bool("schedule:nightly", "persistent", 1), 0);
+    assert_int_equal(om_conf_bool("schedule:nightly", "expire", 1), 1); /* the default */
+    const char *const *names;
+    assert_int_equal(om_conf_names("repo", &names), 2);
+    assert_string_equal(names[0], "main");
+    assert_string_equal(names[1], "offsite");
+    assert_int_equal(om_conf_names("schedule", &names), 1);
+    assert_string_equal(names[0], "nightly");
+}
+
+static void every_mistake_is_named_with_its_line(void **s)
+{
+    (void)s;
+    refused_at("[ombra]\nserver = a\nsrever = b\n", 3, "unknown key 'srever' in [ombra] (did you mean 'server'?)");
+    refused_at("[ombra]\n[databases]\n", 2, "unknown section [databases]");
+    refused_at("[repo]\npath = /x\n", 1, "section [repo] needs a name");
+    refused_at("[log:x]\n", 1, "section [log:x] takes no name");
+    refused_at("[repo:a/b]\n", 1, "is not a name");
+    refused_at("[repo:main]\npath = /a\n[repo:main]\n", 3, "section [repo:main] is given twice");
+    refused_at("[ombra]\nserver = a\nserver = b\n", 3, "'server' in [ombra] is given twice (first at line 2)");
+    refused_at("[repo:m]\npath = backups/m\n", 2, "path in [repo:m]: 'backups/m' is not an absolute path");
+    refused_at("[repo:m]\nkeep-daily = seven\n", 2, "not a whole number");
+    refused_at("[repo:m]\nkeep-within = 7\n", 2, "not a duration");
+    refused_at("[check]\nmin-log-free = 101\n", 2, "not a percentage");
+    refused_at("[log]\nlevel = loud\n", 2, "'loud' is not one of debug,info,warning,error");
+    refused_at("[schedule:s]\npersistent = maybe\n", 2, "neither yes nor no");
+    refused_at("[ombra]\netcd = 10.0.0.1:2379\n", 2, "not a list of http(s):// URLs");
+    refused_at("[metrics]\nlisten = localhost\n", 2, "not HOST:PORT");
+    refused_at("server = a\n", 1, "outside any section");
+    refused_at("[ombra]\nthis line is nothing\n", 2, "not a section header");
+    refused_at("[ombra]\nserver =\n", 2, "is empty");
+    char longline[400];
+    snprintf(longline, sizeof longline, "[ombra]\ndata-dir = /%0300d\n", 0);
+    refused_at(longline, 2, "longer than");
+    /* A continuation line would silently extend the value above: lines are read unindented, so
+     * an indented line is a line of its own (and here an error). */
+    refused_at("[ombra]\nserver = a\n   b\n", 3, "not a section header");
+}
+
+static void no_default_file_is_no_error_but_a_named_one_must_exist(void **s)
+{
+    (void)s;
+    setenv("OMBRA_CONFIG", "/nonexistent/ombra.conf", 1);
+    assert_int_equal(om_conf_load(NULL), OM_E_FileNotFound);
+    assert_non_null(strstr(om_err_detail(), "$OMBRA_CONFIG"));
+    assert_int_equal(om_conf_load("/nonexistent/x.conf"), OM_E_FileNotFound);
+    assert_non_null(strstr(om_err_detail(), "--config"));
+    unsetenv("OMBRA_CONFIG");
+    /* /dev/null: no settings, no error (how one runs without the file). */
+    assert_int_equal(om_conf_load("/dev/null"), 0);
+    assert_null(om_conf("ombra", "server"));
+    assert_int_equal(om_conf_load("/tmp"), OM_E_ConfigInvalid);
+}
+
+static void the_environment_wins_over_the_file(void **s)
+{
+    (void)s;
+    assert_int_equal(load_text("[ombra]\ndata-dir = /from/file\n"), 0);
+    unsetenv("OMBRA_HOME");
+    assert_string_equal(om_conf_setting("OMBRA_HOME", "ombra", "data-dir"), "/from/file");
+    setenv("OMBRA_HOME", "/from/env", 1);
+    assert_string_equal(om_conf_setting("OMBRA_HOME", "ombra", "data-dir"), "/from/env");
+    setenv("OMBRA_HOME", "", 1); /* empty is unset */
+    assert_string_equal(om_conf_setting("OMBRA_HOME", "ombra", "data-dir"), "/from/file");
+    unsetenv("OMBRA_HOME");
+    assert_null(om_conf_setting("OMBRA_HOME", "ombra", "runtime-dir"));
+}
+
+static void durations_have_one_unit(void **s)
+{
+    (void)s;
+    uint64_t v;
+    assert_int_equal(om_duration_parse("90s", &v), 0);
+    assert_int_equal(v, 90);
+    assert_int_equal(om_duration_parse("36h", &v), 0);
+    assert_int_equal(v, 36 * 3600);
+    assert_int_equal(om_duration_parse("7d", &v), 0);
+    assert_int_equal(v, 7 * 86400);
+    assert_int_equal(om_duration_parse("2w", &v), 0);
+    assert_int_equal(v, 14 * 86400);
+    assert_int_equal(om_duration_parse("0", &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(om_duration_parse("7", &v), -1); /* seconds or days? */
+    assert_int_equal(om_duration_parse("7 d", &v), -1);
+    assert_int_equal(om_duration_parse("-1d", &v), -1);
+    assert_int_equal(om_duration_parse("1y", &v), -1);
+    assert_int_equal(om_duration_parse("", &v), -1);
+    assert_int_equal(om_duration_parse("99999999999999999999d", &v), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_whole_file_is_read_with_named_sections),
+        cmocka_unit_test(every_mistake_is_named_with_its_line),
+        cmocka_unit_test(no_default_file_is_no_error_but_a_named_one_must_exist),
+        cmocka_unit_test(the_environment_wins_over_the_file),
+        cmocka_unit_test(durations_have_one_unit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
