@@ -99,7 +99,8 @@ static struct {
     size_t n;
     char **sections; /* every section header seen, in order (for duplicates and om_conf_names) */
     size_t nsections;
-    const char **names; /* om_conf_names' answer */
+    const char ***names; /* om_conf_names' answers, each valid until the next load */
+    size_t nnames;
 } conf;
 
 static void conf_free(void)
@@ -111,6 +112,8 @@ static void conf_free(void)
     }
     for (size_t i = 0; i < conf.nsections; i++)
         free(conf.sections[i]);
+    for (size_t i = 0; i < conf.nnames; i++)
+        free(conf.names[i]);
     free(conf.e);
     free(conf.sections);
     free(conf.names);
@@ -299,7 +302,8 @@ typedef struct reader {
     char section[256]; /* the section of the last header seen, to find repeated headers */
 } reader;
 
-static void fail_at(reader *r, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail_at(reader *r, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void fail_at(reader *r, int line, const char *fmt, ...)
 {
     if (r->err) return;
@@ -360,14 +364,16 @@ static int enter_section(reader *r, const char *section)
     snprintf(kind, sizeof kind, "%.*s", colon ? (int)(colon - section) : (int)strlen(section),
              section);
     if (!known_kind(kind)) {
-        fail_at(r, r->line, "unknown section [%s] (sections: ombra, log, repl, check, metrics, "
-                            "repo:NAME, schedule:NAME)",
+        fail_at(r, r->line,
+                "unknown section [%s] (sections: ombra, log, repl, check, metrics, "
+                "repo:NAME, schedule:NAME)",
                 section);
         return 0;
     }
     if (named_kind(kind) != (colon != NULL) || (colon && !colon[1])) {
-        fail_at(r, r->line, named_kind(kind) ? "section [%s] needs a name: [%s:NAME]"
-                                             : "section [%s] takes no name: [%s]",
+        fail_at(r, r->line,
+                named_kind(kind) ? "section [%s] needs a name: [%s:NAME]"
+                                 : "section [%s] takes no name: [%s]",
                 section, kind);
         return 0;
     }
@@ -466,8 +472,7 @@ int om_conf_load(const char *path)
     struct stat st;
     if (fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode)) {
         fclose(f);
-        return om_errf(OM_E_ConfigInvalid, "the configuration file %s is not a regular file",
-                       file);
+        return om_errf(OM_E_ConfigInvalid, "the configuration file %s is not a regular file", file);
     }
     reader r = {.f = f, .file = file};
     int prc = ini_parse_stream(read_line, &r, on_key, &r);
@@ -483,8 +488,9 @@ int om_conf_load(const char *path)
         fail_at(&r, prc, "not a section header, a key = value line or a comment");
     if (!r.err && prc < 0) fail_at(&r, 0, "out of memory");
     if (r.err) {
-        int err = om_errf(r.err, "%s:%d: %s. HINT: correct the file; --config /dev/null runs "
-                                 "with none",
+        int err = om_errf(r.err,
+                          "%s:%d: %s. HINT: correct the file; --config /dev/null runs "
+                          "with none",
                           file, r.err_line, r.why);
         conf_free();
         return err;
@@ -519,13 +525,21 @@ int om_conf_line(const char *section, const char *key)
 
 size_t om_conf_names(const char *kind, const char *const **names)
 {
-    free(conf.names);
-    conf.names = calloc(conf.nsections + 1, sizeof *conf.names);
+    static const char *none[1];
+    const char **list = calloc(conf.nsections + 1, sizeof *list);
+    const char ***keep = list ? realloc(conf.names, (conf.nnames + 1) * sizeof *keep) : NULL;
+    *names = none;
+    if (!keep) {
+        free(list);
+        return 0;
+    }
+    conf.names = keep;
+    conf.names[conf.nnames++] = list;
     size_t n = 0, kl = strlen(kind);
-    for (size_t i = 0; conf.names && i < conf.nsections; i++)
+    for (size_t i = 0; i < conf.nsections; i++)
         if (!strncmp(conf.sections[i], kind, kl) && conf.sections[i][kl] == ':')
-            conf.names[n++] = conf.sections[i] + kl + 1;
-    *names = conf.names;
+            list[n++] = conf.sections[i] + kl + 1;
+    *names = list;
     return n;
 }
 

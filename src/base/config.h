@@ -48,7 +48,7 @@ const char *om_conf(const char *section, const char *key);
  * in the file but wrong where it is used ("the repository main (ombra.conf:12) ..."). */
 int om_conf_line(const char *section, const char *key);
 /* The names of the sections of a kind ("repo", "schedule"), in file order: *names is valid
- * until the next om_conf_load. Returns how many. */
+ * until the next om_conf_load (each call's answer: calls may nest). Returns how many. */
 size_t om_conf_names(const char *kind, const char *const **names);
 
 /* A setting with its precedence below the command line: $env when set and not empty, else the

@@ -188,6 +188,7 @@ extern const cli_group cli_backups_group;
 extern const cli_group cli_verify_group;
 extern const cli_group cli_expire_group;
 extern const cli_group cli_dag_group;
+extern const cli_group cli_schedule_group;
 /* `ombra db copy ...`: a group under db (ombra.c dispatches it). */
 extern const cli_group cli_copy_group;
 

@@ -104,8 +104,11 @@ class Store:
         self.run_dir = self.tmp / "run"
         self.home = self.tmp / "home"
         self.sock = self.run_dir / "store.sock"
+        # OMBRA_CONFIG=/dev/null: no configuration file (this machine's /etc/ombra/ombra.conf
+        # would otherwise name repositories and directories); a test that wants one passes
+        # --config, which wins over the variable.
         self.env = dict(os.environ, OMBRA_RUNTIME_DIR=str(self.run_dir),
-                        OMBRA_HOME=str(self.home))
+                        OMBRA_HOME=str(self.home), OMBRA_CONFIG="/dev/null")
         self.proc = None
         self.starts = 0
         self.logs = []  # one stderr file per daemon run

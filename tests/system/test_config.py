@@ -1,0 +1,174 @@
+"""The configuration file (/etc/ombra/ombra.conf, --config, OMBRA_CONFIG): a repository named in
+it is what backup, restore, backups list and expire use; the command line wins over the
+environment, which wins over the file; a mistake in it is one line naming the file, the line and
+the key, for the CLI and the daemons alike."""
+import json
+import os
+import subprocess
+
+from conftest import one_line_refusal
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_a_repository_named_in_the_file_is_used_by_backup_restore_list_and_expire(store, vssd):
+    tmp = store.tmp
+    pw = write(tmp / "main.pass", "correct horse battery staple\n")
+    pw.chmod(0o600)
+    conf = write(tmp / "ombra.conf", f"""# the administrator's file
+[ombra]
+default-repo = main
+
+[repo:main]
+path = {tmp}/repo-main
+passphrase-file = {pw}
+
+[repo:other]
+path = {tmp}/repo-other
+""")
+    store.ombra("repo", "init", "--encrypt", tmp / "repo-main", "--passphrase-file", pw)
+    store.ombra("repo", "init", tmp / "repo-other")
+    store.ombra("db", "new", "db1")
+    store.ombra("mail", "load", "db1", "--mailboxes", "2", "--messages", "40", "--size", "2000", "--seed", "1")
+    # No --repo: the default repository, its passphrase from the file.
+    b = json.loads(store.ombra("--config", conf, "backup", "--type", "full", "--json", "db1").out)
+    assert b["json_version"] == 1
+    sid = b["sets"][0]["set"]
+    digest = store.digest("db1")
+    # --repo NAME; the same through OMBRA_CONFIG.
+    listed = json.loads(store.ombra("backups", "list", "--repo", "main", "--json",
+                                    env={"OMBRA_CONFIG": str(conf)}).out)
+    assert sid in json.dumps(listed)
+    assert json.loads(store.ombra("--config", conf, "backups", "list", "--repo", "other",
+                                  "--json").out) in ([], {"sets": [], "json_version": 1}) or \
+        sid not in store.ombra("--config", conf, "backups", "list", "--repo", "other").out
+    # The passphrase really comes from the file: without it the encrypted repository is refused.
+    r = store.ombra("backups", "list", "--repo", tmp / "repo-main", check=False)
+    assert r.rc == 1 and "passphrase" in r.err.lower(), r.describe()
+    # Restore from the named repository gives back what was backed up (into a second database:
+    # --to db2), and the same through the default repository.
+    store.ombra("db", "new", "db2")
+    store.ombra("db", "dismount", "db2")
+    store.ombra("db", "set", "db2", "--allow-restore", "on")
+    store.ombra("--config", conf, "restore", "db1", "--repo", "main", "--to", "db2", "--mount")
+    assert store.digest("db2") == digest
+    store.ombra("mail", "load", "db1", "--mailboxes", "1", "--messages", "5", "--size", "2000", "--seed", "9")
+    store.ombra("db", "dismount", "db1")
+    store.ombra("db", "set", "db1", "--allow-restore", "on")
+    store.ombra("--config", conf, "restore", "db1", "--set", sid[:12], "--no-roll-forward",
+                "--mount")
+    assert store.digest("db1") == digest
+    # Expire on the named repository (no --repo: the default).
+    r = store.ombra("--config", conf, "expire", "--keep-full", "1")
+    assert "kept 1 sets" in r.out, r.describe()
+
+
+def test_precedence_is_command_line_then_environment_then_file(store, vssd):
+    tmp = store.tmp
+    for name in ("a", "b", "c"):
+        store.ombra("repo", "init", tmp / f"repo-{name}")
+    conf = write(tmp / "ombra.conf", f"""[ombra]
+default-repo = a
+[repo:a]
+path = {tmp}/repo-a
+[repo:b]
+path = {tmp}/repo-b
+""")
+    store.ombra("db", "new", "db1")
+    store.ombra("mail", "load", "db1", "--mailboxes", "1", "--messages", "5", "--size", "2000", "--seed", "2")
+
+    def backed_up_into():
+        seen = [n for n in ("a", "b", "c")
+                if store.ombra("backups", "list", "--repo", tmp / f"repo-{n}", "--json").out.count('"full"')]
+        return seen
+
+    # the file
+    store.ombra("--config", conf, "backup", "--type", "full", "db1")
+    assert backed_up_into() == ["a"]
+    # the environment over the file
+    store.ombra("--config", conf, "backup", "--type", "full", "db1", env={"OMBRA_REPO": "b"})
+    assert backed_up_into() == ["a", "b"]
+    # the command line over both
+    store.ombra("--config", conf, "backup", "--type", "full", "--repo", tmp / "repo-c", "db1",
+                env={"OMBRA_REPO": "b"})
+    assert backed_up_into() == ["a", "b", "c"]
+    # directories: OMBRA_RUNTIME_DIR (the fixture's) wins over the file's runtime-dir, so the
+    # CLI still finds this store; the file's alone would send it elsewhere.
+    elsewhere = write(tmp / "elsewhere.conf", f"[ombra]\nruntime-dir = {tmp}/nowhere\n")
+    store.ombra("--config", elsewhere, "db", "list")
+    env = {k: v for k, v in store.env.items() if k != "OMBRA_RUNTIME_DIR"}
+    p = subprocess.run([str(store.cli), "--config", str(elsewhere), "db", "list"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and f"{tmp}/nowhere" in p.stderr, p.stderr
+
+
+def test_a_mistake_in_the_file_is_one_line_with_file_line_and_key(store):
+    tmp = store.tmp
+    conf = write(tmp / "bad.conf", "[ombra]\nserver = a\n\n[repo:main]\npath = /srv/main\npasphrase-file = /x\n")
+    r = store.ombra("--config", conf, "backups", "list", check=False)
+    one_line_refusal(r)
+    assert r.rc == 1
+    assert f"{conf}:6: unknown key 'pasphrase-file' in [repo:main] (did you mean 'passphrase-file'?)" in r.err
+    # The same as a JSON document with --json.
+    r = store.ombra("--config", conf, "backups", "list", "--json", check=False)
+    e = json.loads(r.out)["error"]
+    assert e["name"] == "ConfigInvalid" and e["code"] == -9400 and e["exit"] == 1
+    assert ":6: unknown key" in e["message"] and e["hint"]
+    # A value of the wrong kind, a key twice, a relative path.
+    for text, line, what in (("[repo:m]\npath = rel/path\n", 2, "not an absolute path"),
+                             ("[ombra]\nserver = a\nserver = b\n", 3, "given twice"),
+                             ("[schedule:s]\npersistent = perhaps\n", 2, "neither yes nor no")):
+        write(conf, text)
+        r = store.ombra("--config", conf, "db", "list", check=False)
+        one_line_refusal(r)
+        assert f"{conf}:{line}: " in r.err and what in r.err, r.describe()
+    # A missing file named on the command line is an error, not silently no file.
+    r = store.ombra("--config", tmp / "missing.conf", "db", "list", check=False)
+    one_line_refusal(r)
+    assert "missing.conf" in r.err and "--config" in r.err
+    # --help and --version work while the file is broken.
+    assert store.ombra("--config", conf, "--version").rc == 0
+
+
+def test_the_daemons_read_the_file_and_refuse_a_broken_one(build_dir, tmp_path):
+    store_bin = build_dir / "src" / "daemons" / "ombra-store"
+    for name in ("ombra-store", "ombra-vssd", "ombra-repld"):
+        conf = write(tmp_path / f"{name}.conf", "[ombra]\ndata-dir = relative/dir\n")
+        p = subprocess.run([str(build_dir / "src" / "daemons" / name), "--foreground", "--config",
+                            str(conf)], capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, OMBRA_CONFIG="/dev/null"))
+        assert p.returncode == 1, (name, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{conf}:2: data-dir in [ombra]: 'relative/dir' is not an absolute path" in lines[0], p.stderr
+    # A store configured only by the file: its data and runtime directories and its name.
+    conf = write(tmp_path / "store.conf", f"""[ombra]
+server = configured-name
+data-dir = {tmp_path}/data
+runtime-dir = {tmp_path}/run
+""")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMBRA_HOME", "OMBRA_RUNTIME_DIR")}
+    env["OMBRA_CONFIG"] = str(conf)
+    proc = subprocess.Popen([str(store_bin), "--foreground"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        cli = str(build_dir / "src" / "cli" / "ombra")
+        for _ in range(200):
+            r = subprocess.run([cli, "db", "new", "db1"], env=env, capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+            import time
+            time.sleep(0.05)
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "run" / "store.sock").exists()
+        show = json.loads(subprocess.run([cli, "db", "show", "db1", "--json"], env=env,
+                                         capture_output=True, text=True, check=True).stdout)
+        assert str(tmp_path / "data") in json.dumps(show)
+        st = subprocess.run([cli, "db", "list", "--json"], env=env, capture_output=True, text=True,
+                            check=True).stdout
+        assert "db1" in st
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
