@@ -172,3 +172,20 @@ runtime-dir = {tmp_path}/run
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_packaged_file_and_every_example_in_it_are_valid(store):
+    """dist/ombra.conf as installed (all commented) and with every example line taken in."""
+    dist = __import__("pathlib").Path(__file__).resolve().parents[2] / "dist" / "ombra.conf"
+    store.ombra("--config", dist, "schedule", "list")
+    lines = []
+    for line in dist.read_text().splitlines():
+        s = line.lstrip("#").strip()
+        if line.startswith("#") and (s.startswith("[") or ("=" in s and " " not in s.split("=")[0].strip())):
+            line = s
+        lines.append(line)
+    every = store.tmp / "every.conf"
+    every.write_text("\n".join(lines) + "\n")
+    assert "[schedule:daily]" in every.read_text() and "\nkeep-daily = 7" in every.read_text()
+    r = store.ombra("--config", every, "schedule", "list", "--json")
+    assert [s["name"] for s in json.loads(r.out)["schedules"]] == ["weekly-full", "daily"]
