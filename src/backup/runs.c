@@ -15,7 +15,7 @@
 #include "base/time.h"
 #include "base/vfs.h"
 
-#define RUNS_LOCK "backup-runs.lock"
+#define RUNS_LOCK   "backup-runs.lock"
 #define RUNS_FORMAT 1
 
 static int where(const char *dir, char *out, size_t n)
