@@ -20,7 +20,7 @@ static const char *const st_name[] = {"OK", "WARNING", "CRITICAL", "UNKNOWN"};
 static const int st_rank[] = {0, 1, 3, 2};
 
 #define DEFAULT_FULL_AGE (8 * 86400u) /* a weekly full, a day late */
-#define DEFAULT_INC_AGE (2 * 86400u)  /* a daily incremental, a day late */
+#define DEFAULT_INC_AGE  (2 * 86400u) /* a daily incremental, a day late */
 #define DEFAULT_LOG_FREE 10u          /* percent */
 
 typedef struct checks {
@@ -58,8 +58,7 @@ static const char *age_str(uint64_t s, char *buf, size_t n)
         snprintf(buf, n, "%lluh %llum", (unsigned long long)(s / 3600),
                  (unsigned long long)(s % 3600 / 60));
     else if (s >= 60)
-        snprintf(buf, n, "%llum %llus", (unsigned long long)(s / 60),
-                 (unsigned long long)(s % 60));
+        snprintf(buf, n, "%llum %llus", (unsigned long long)(s / 60), (unsigned long long)(s % 60));
     else
         snprintf(buf, n, "%llus", (unsigned long long)s);
     return buf;
@@ -207,9 +206,10 @@ static void check_runs(checks *c, json_t *h, const char *db)
             add(c, ST_OK, name, x, "the last %s backup of %s succeeded (%s)", type, db,
                 om_json_str_or(last, "end", "?"));
         else
-            add(c, ST_CRITICAL, name, x, "the last %s backup of %s failed (%s): %s (%lld %s)",
-                type, db, om_json_str_or(last, "end", "?"), om_json_str_or(last, "message", ""),
-                (long long)om_json_int_or(last, "error", 0), om_json_str_or(last, "error_name", ""));
+            add(c, ST_CRITICAL, name, x, "the last %s backup of %s failed (%s): %s (%lld %s)", type,
+                db, om_json_str_or(last, "end", "?"), om_json_str_or(last, "message", ""),
+                (long long)om_json_int_or(last, "error", 0),
+                om_json_str_or(last, "error_name", ""));
     }
 }
 
@@ -271,9 +271,9 @@ static void check_log_disks(checks *c, json_t *h, uint64_t min_pct)
                  size = (uint64_t)om_json_int_or(fs, "size", 0);
         double pct = size ? 100.0 * (double)free_b / (double)size : 0;
         char fb[32], sb[32];
-        json_t *x = json_pack("{s:s, s:I, s:I, s:f}", "path", om_json_str_or(fs, "path", ""),
-                              "free_bytes", (json_int_t)free_b, "size_bytes", (json_int_t)size,
-                              "free_percent", pct);
+        json_t *x =
+            json_pack("{s:s, s:I, s:I, s:f}", "path", om_json_str_or(fs, "path", ""), "free_bytes",
+                      (json_int_t)free_b, "size_bytes", (json_int_t)size, "free_percent", pct);
         cli_human_bytes(free_b, fb, sizeof fb);
         cli_human_bytes(size, sb, sizeof sb);
         if (pct < (double)min_pct)
@@ -301,7 +301,8 @@ static void check_dag(checks *c, json_t *h)
     size_t i;
     json_array_foreach(json_object_get(dag, "copies"), i, r)
     {
-        const char *db = om_json_str_or(r, "database", "?"), *srv = om_json_str_or(r, "server", "?"),
+        const char *db = om_json_str_or(r, "database", "?"),
+                   *srv = om_json_str_or(r, "server", "?"),
                    *state = om_json_str_or(r, "state", "?");
         char name[200];
         snprintf(name, sizeof name, "copy %s on %s", db, srv);
@@ -330,8 +331,8 @@ static int run_check(const cli_args *a)
         (rc = cli_duration(a, "--max-full-age", cli_val(a, "max-full-age"), &full_age)))
         return rc;
     if (cli_val(a, "max-incremental-age") &&
-        (rc = cli_duration(a, "--max-incremental-age", cli_val(a, "max-incremental-age"),
-                           &inc_age)))
+        (rc =
+             cli_duration(a, "--max-incremental-age", cli_val(a, "max-incremental-age"), &inc_age)))
         return rc;
     const char *lf = cli_val(a, "min-log-free");
     char lfb[32];
@@ -359,8 +360,7 @@ static int run_check(const cli_args *a)
     check_daemon(&c, json_object_get(h, "vssd"), "ombra-vssd", "start ombra-vssd");
     check_writers(&c, h);
     check_dag(&c, h);
-    if (perr)
-        add(&c, ST_CRITICAL, "repository", NULL, "repository %s: %s", repo, perr_msg);
+    if (perr) add(&c, ST_CRITICAL, "repository", NULL, "repository %s: %s", repo, perr_msg);
     check_repo(&c, json_object_get(h, "repo"));
     if (!json_is_null(json_object_get(h, "runs_error")))
         add(&c, ST_WARNING, "backup runs", NULL, "%s",
@@ -384,20 +384,20 @@ static int run_check(const cli_args *a)
              c.count[ST_OK]);
     int out;
     if (cli_flag(a, "json")) {
-        json_t *doc = json_pack(
-            "{s:s, s:i, s:s, s:s, s:O, s:{s:I, s:I, s:I}}", "status", st_name[c.worst], "exit",
-            c.worst, "summary", summary, "server", om_json_str_or(h, "server", ""), "checks", c.list,
-            "thresholds", "max_full_age_seconds", (json_int_t)full_age,
-            "max_incremental_age_seconds", (json_int_t)inc_age, "min_log_free_percent",
-            (json_int_t)log_free);
+        json_t *doc =
+            json_pack("{s:s, s:i, s:s, s:s, s:O, s:{s:I, s:I, s:I}}", "status", st_name[c.worst],
+                      "exit", c.worst, "summary", summary, "server",
+                      om_json_str_or(h, "server", ""), "checks", c.list, "thresholds",
+                      "max_full_age_seconds", (json_int_t)full_age, "max_incremental_age_seconds",
+                      (json_int_t)inc_age, "min_log_free_percent", (json_int_t)log_free);
         out = cli_print_json(doc);
         json_decref(doc);
     } else {
         printf("%s\n", summary);
         json_t *o;
-        json_array_foreach(c.list, i, o) printf("%-8s %s: %s\n", om_json_str_or(o, "status", ""),
-                                               om_json_str_or(o, "check", ""),
-                                               om_json_str_or(o, "message", ""));
+        json_array_foreach(c.list, i, o)
+            printf("%-8s %s: %s\n", om_json_str_or(o, "status", ""), om_json_str_or(o, "check", ""),
+                   om_json_str_or(o, "message", ""));
         out = CLI_OK;
     }
     json_decref(c.list);

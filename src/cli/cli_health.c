@@ -194,11 +194,11 @@ static void db_facts(json_t *h, json_t *list)
     json_array_foreach(list, i, db)
     {
         const char *name = om_json_str_or(db, "name", "");
-        json_t *o = json_pack("{s:s, s:s, s:b, s:b, s:s, s:s}", "name", name, "id",
-                              om_json_str_or(db, "id", ""), "mounted",
-                              json_is_true(json_object_get(db, "mounted")), "recovery",
-                              json_is_true(json_object_get(db, "recovery")), "edb",
-                              om_json_str_or(db, "edb", ""), "logs", om_json_str_or(db, "logs", ""));
+        json_t *o = json_pack(
+            "{s:s, s:s, s:b, s:b, s:s, s:s}", "name", name, "id", om_json_str_or(db, "id", ""),
+            "mounted", json_is_true(json_object_get(db, "mounted")), "recovery",
+            json_is_true(json_object_get(db, "recovery")), "edb", om_json_str_or(db, "edb", ""),
+            "logs", om_json_str_or(db, "logs", ""));
         json_t *show = NULL;
         if (json_is_true(json_object_get(db, "mounted")) && !cli_store(&sc) &&
             !store_client_db_show(sc, name, &show))
@@ -254,7 +254,8 @@ int cli_duration(const cli_args *a, const char *what, const char *text, uint64_t
     errno = 0;
     unsigned long long n = strtoull(text, &end, 10);
     uint64_t mult = 0;
-    if (end == text || text[0] == '-' || errno) mult = 0;
+    if (end == text || text[0] == '-' || errno)
+        mult = 0;
     else if (!*end)
         mult = 1;
     else if (!end[1])

@@ -22,7 +22,7 @@
 #include "cli/cli.h"
 
 #define HTTP_MAX_REQUEST 8192
-#define HTTP_TIMEOUT_S 5
+#define HTTP_TIMEOUT_S   5
 
 /* ---- the exposition format ---- */
 
@@ -78,8 +78,8 @@ static void daemons(FILE *f, json_t *h)
     family(f, "ombra_up", "gauge", "1 when the daemon answers on its socket");
     sample(f, "ombra_up", json_is_true(json_object_get(json_object_get(h, "store"), "up")),
            "daemon", "ombra-store", NULL);
-    sample(f, "ombra_up", json_is_true(json_object_get(json_object_get(h, "vssd"), "up")),
-           "daemon", "ombra-vssd", NULL);
+    sample(f, "ombra_up", json_is_true(json_object_get(json_object_get(h, "vssd"), "up")), "daemon",
+           "ombra-vssd", NULL);
     json_t *dag = json_object_get(h, "dag");
     if (json_is_object(dag))
         sample(f, "ombra_up", json_is_true(json_object_get(json_object_get(dag, "repld"), "up")),
@@ -106,8 +106,8 @@ static void runs(FILE *f, json_t *h, const char *server)
          NULL, 0, 1},
         {"ombra_backup_last_run_duration_seconds", "how long the last backup run took", "seconds",
          0, 1},
-        {"ombra_backup_last_run_bytes_stored", "bytes the last backup run stored (0 when it failed)",
-         "bytes_stored", 0, 1},
+        {"ombra_backup_last_run_bytes_stored",
+         "bytes the last backup run stored (0 when it failed)", "bytes_stored", 0, 1},
         {"ombra_backup_last_run_bytes_read", "bytes the last backup run read (all its databases)",
          "bytes_read", 0, 1},
         {"ombra_backup_last_run_writes_held_seconds",
@@ -219,8 +219,7 @@ static void vss(FILE *f, json_t *h)
     json_array_foreach(json_object_get(vssd, "writers"), i, w)
     {
         sample(f, "ombra_vss_writer_state", 1, "writer", om_json_str_or(w, "name", ""), "instance",
-               om_json_str_or(w, "instance_id", ""), "state", om_json_str_or(w, "state", ""),
-               NULL);
+               om_json_str_or(w, "instance_id", ""), "state", om_json_str_or(w, "state", ""), NULL);
     }
 }
 
@@ -242,9 +241,9 @@ static void store(FILE *f, json_t *h, const char *server)
     json_t *dbs = json_object_get(h, "databases"), *d;
     size_t i;
     family(f, "ombra_database_mounted", "gauge", "1 when the database is mounted");
-    json_array_foreach(dbs, i, d) sample(f, "ombra_database_mounted",
-                                         json_is_true(json_object_get(d, "mounted")), "database",
-                                         om_json_str_or(d, "name", ""), "server", server, NULL);
+    json_array_foreach(dbs, i, d)
+        sample(f, "ombra_database_mounted", json_is_true(json_object_get(d, "mounted")), "database",
+               om_json_str_or(d, "name", ""), "server", server, NULL);
     family(f, "ombra_log_generations", "gauge",
            "log generation files on disk (mounted databases; a backup truncates them)");
     json_array_foreach(dbs, i, d)
@@ -254,7 +253,8 @@ static void store(FILE *f, json_t *h, const char *server)
                    om_json_str_or(d, "name", ""), "server", server, NULL);
     }
     static const char *const fs_fields[][3] = {
-        {"ombra_log_disk_free_bytes", "free", "bytes free to the store on the log folder's filesystem"},
+        {"ombra_log_disk_free_bytes", "free",
+         "bytes free to the store on the log folder's filesystem"},
         {"ombra_log_disk_size_bytes", "size", "size of the log folder's filesystem"},
     };
     for (size_t k = 0; k < 2; k++) {
@@ -539,7 +539,8 @@ static const cli_cmd metrics_cmds[] = {
      "  ombra_backup_sets, ombra_backup_last_set_*  with --repo: the repository's sets, the\n"
      "                                           newest one's timestamp_seconds, bytes and\n"
      "                                           bytes_stored\n"
-     "  ombra_vss_last_snapshot_*                ombra-vssd's last shadow copy: timestamp_seconds,\n"
+     "  ombra_vss_last_snapshot_*                ombra-vssd's last shadow copy: "
+     "timestamp_seconds,\n"
      "                                           writes_held_seconds (the freeze)\n"
      "  ombra_vss_writer_stable, _state          each writer\n"
      "  ombra_store_deliveries_total{result}     mail.deliver since the store started (and\n"
