@@ -15,6 +15,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import Paused
+
 OK, WARNING, CRITICAL = 0, 1, 2
 
 
@@ -87,6 +89,23 @@ def test_check_vssd_stopped(store, vssd, backed_up):
     assert r.rc == CRITICAL, r.describe()
     assert has_line(r, "CRITICAL", r"ombra-vssd: ombra-vssd does not answer"), r.describe()
     assert has_line(r, "OK", r"ombra-store: "), r.describe()
+
+
+def test_check_writer_not_stable(store, backed_up):
+    """A backup stopped after its snapshot holds the store's writer out of stable: a WARNING (a
+    backup in progress, or stuck there) until it ends."""
+    p = Paused(store, ["backup", "--repo", backed_up, "--type", "incremental", "db1"],
+               "OMBRA_BACKUP_PAUSE", "snapshot")
+    assert p.reached, p.first
+    try:
+        r = check(store, "--repo", backed_up)
+        assert r.rc == WARNING, r.describe()
+        assert has_line(r, "WARNING", r"writer Ombra Store Writer: writer 'Ombra Store Writer' is "
+                        r"waiting_for_backup_complete"), r.describe()
+    finally:
+        done = p.resume()
+    assert done.rc == 0, done.describe()
+    assert check(store, "--repo", backed_up).rc == OK
 
 
 def test_check_repository_gone_or_not_a_directory(store, backed_up):
