@@ -176,6 +176,29 @@ int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out
 /* ombra dbutil digest (cli_dbutil_digest.c). */
 int cli_dbutil_digest(const cli_args *a);
 
+/* ---- health (cli_health.c): what ombra check and ombra metrics report ---- */
+
+/* What cli_health_gather asks. */
+typedef struct cli_health_opts {
+    const char *repo;       /* the repository to open (NULL: none) */
+    const char *passphrase; /* an encrypted repository's (NULL: none) */
+    int probe_write;        /* write and remove a probe file in the repository */
+} cli_health_opts;
+/* Asks every part of this server what a health check needs and never fails: what could not be
+ * asked is in the result with its error. A JSON object (the caller decrefs; NULL only when out
+ * of memory):
+ *   "time_ns", "server" (the store's name for this server, "" when unknown),
+ *   "store": {"up", "socket", "error", "status"}, "vssd": {"up", "socket", "error", "status",
+ *   "writers"}, "dag": null or {"name", "error", "repld": {"up", "socket", "error"}, "copies"
+ *   (rp_dag_copy_rows' rows)}, "repo": null or {"path", "reachable", "writable", "error",
+ *   "sets" (bk_sets' summaries)}, "databases": [{"name", "id", "mounted", "recovery", "edb",
+ *   "logs", "log_generations", "log_fs": {"path", "dev", "free", "size", "error"}}],
+ *   "runs" (backup/runs.h's entries), "runs_error", "data_fs": {"path", "free", "size"}. */
+json_t *cli_health_gather(const cli_health_opts *o);
+/* Parses a duration: seconds, or a number with s, m, h, d or w ("90s", "36h", "8d"). CLI_OK,
+ * or prints a usage error naming what and returns CLI_USAGE. */
+int cli_duration(const cli_args *a, const char *what, const char *text, uint64_t *seconds);
+
 /* The groups, in the order `ombra --help` lists them. */
 extern const cli_group cli_db_group;
 extern const cli_group cli_mail_group;
@@ -189,6 +212,8 @@ extern const cli_group cli_verify_group;
 extern const cli_group cli_expire_group;
 extern const cli_group cli_dag_group;
 extern const cli_group cli_schedule_group;
+extern const cli_group cli_check_group;
+extern const cli_group cli_metrics_group;
 /* `ombra db copy ...`: a group under db (ombra.c dispatches it). */
 extern const cli_group cli_copy_group;
 

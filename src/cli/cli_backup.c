@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include "backup/job.h"
+#include "backup/runs.h"
 #include "base/error.h"
 #include "base/paths.h"
 #include "base/proto.h"
+#include "base/time.h"
 #include "repl/remote_backup.h"
 #include "cli/cli.h"
 
@@ -253,7 +255,11 @@ static int cmd_backup(const cli_args *a)
                      .progress = isatty(2) && !cli_flag(a, "json")};
     json_t *res = NULL;
     om_err_saved failed; /* past the printing */
+    uint64_t t0 = om_now_ns();
     rc = om_err_save(&failed, backup_where(&o, &res));
+    /* Its outcome for ombra check and ombra metrics (backup/runs.h): failures too. */
+    bk_run run = {a->pos, (size_t)a->npos, type, repo, t0, om_now_ns(), rc, failed.detail, res};
+    if (bk_runs_record(NULL, &run)) fprintf(stderr, "ombra: warning: %s\n", om_err_detail());
     memset(pbuf, 0, sizeof pbuf);
     free(repo);
     int out = CLI_OK;

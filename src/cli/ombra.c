@@ -17,6 +17,7 @@ static const cli_group *const groups[] = {
     &cli_db_group,     &cli_mail_group,    &cli_dbutil_group, &cli_vss_group,
     &cli_backup_group, &cli_restore_group, &cli_repo_group,   &cli_backups_group,
     &cli_verify_group, &cli_expire_group,  &cli_dag_group,    &cli_schedule_group,
+    &cli_check_group,  &cli_metrics_group,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 

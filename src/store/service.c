@@ -42,6 +42,9 @@ typedef struct store {
     pthread_t connector;  /* reaches the etcd directory (when it is there) */
     int has_connector;
     store_syncwait *sync; /* --sync-copies: made at first use, under mu */
+    /* mail.deliver since the daemon started (status reports them; ombra metrics shows them):
+     * acknowledged, refused or failed, and the bytes acknowledged. */
+    _Atomic uint64_t delivered, deliver_failed, delivered_bytes;
 } store;
 
 /* ---- replies ---- */
@@ -407,6 +410,10 @@ static int h_status(op_req *r)
     json_object_set_new(r->rep, "pid", json_integer(getpid()));
     json_object_set_new(r->rep, "mounted", json_integer(s->reg->nm));
     json_object_set_new(r->rep, "databases", json_integer((json_int_t)s->reg->dir->n));
+    json_object_set_new(r->rep, "deliveries",
+                        json_pack("{s:I, s:I, s:I}", "ok", (json_int_t)s->delivered, "failed",
+                                  (json_int_t)s->deliver_failed, "bytes",
+                                  (json_int_t)s->delivered_bytes));
     const store_registry *g = s->reg;
     json_object_set_new(r->rep, "directory",
                         g->conf.etcd ? json_pack("{s:s, s:s, s:s, s:b, s:s}", "backend", "etcd",
@@ -546,10 +553,17 @@ static int h_mail_deliver(op_req *r)
     n.body = r->data;
     n.size = r->dlen;
     uint64_t id = 0;
-    if ((rc = commit_enter(r, &t))) return rc;
-    rc = store_mail_deliver(r->m->mail, &n, 0, &id);
-    if (!rc) rc = sync_after_commit(r);
-    if ((rc = commit_ack(r, rc, &t))) return rc;
+    if (!(rc = commit_enter(r, &t))) {
+        rc = store_mail_deliver(r->m->mail, &n, 0, &id);
+        if (!rc) rc = sync_after_commit(r);
+        rc = commit_ack(r, rc, &t);
+    }
+    if (rc) {
+        r->s->deliver_failed++;
+        return rc;
+    }
+    r->s->delivered++;
+    r->s->delivered_bytes += n.size;
     json_object_set_new(r->rep, "id", json_integer((json_int_t)id));
     return 0;
 }

@@ -70,6 +70,11 @@ typedef struct coord {
     char shadow_root[4096], catalog[4200];
     uint32_t freeze_limit_ms, commit_limit_ms, event_limit_ms, restore_limit_ms;
     int stopping;
+    /* The last snapshot set made (status reports it; ombra metrics shows the writes-held
+     * time): under mu; last_ns 0 until one was made. */
+    uint64_t last_ns;
+    double last_freeze_ms, last_snapshot_ms;
+    char last_set[40];
 } coord;
 
 /* ---- coord_writers.c: the writer registry and its events ---- */

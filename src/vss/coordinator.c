@@ -14,6 +14,7 @@
 #include "base/paths.h"
 #include "base/proto.h"
 #include "base/server.h"
+#include "base/time.h"
 #include "vss/coord_internal.h"
 
 /* ---- writers ---- */
@@ -130,6 +131,13 @@ static int admin_status(coord *c, json_t *req, json_t *rep)
     json_object_set_new(rep, "writers", json_integer(nw));
     json_object_set_new(rep, "sessions", json_integer(ns));
     json_object_set_new(rep, "shadows", json_integer(c->nshadows));
+    char t[40];
+    json_object_set_new(
+        rep, "last_snapshot",
+        c->last_ns ? json_pack("{s:s, s:I, s:s, s:f, s:f}", "set", c->last_set, "time_ns",
+                               (json_int_t)c->last_ns, "time", om_time_iso(c->last_ns, t, sizeof t),
+                               "freeze_ms", c->last_freeze_ms, "snapshot_ms", c->last_snapshot_ms)
+                   : json_null());
     return 0;
 }
 

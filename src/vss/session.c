@@ -815,6 +815,12 @@ static int do_snapshot_set(coord *c, session *s, json_t *req, json_t *rep)
     vss_coord_expose_shadows(c, s->id);
     s->snapshot_ms = (double)(om_mono_ns() - t0) / 1e6;
     s->state = S_SNAPSHOT_DONE;
+    pthread_mutex_lock(&c->mu);
+    c->last_ns = om_now_ns();
+    c->last_freeze_ms = s->freeze_ms;
+    c->last_snapshot_ms = s->snapshot_ms;
+    snprintf(c->last_set, sizeof c->last_set, "%s", s->set_id);
+    pthread_mutex_unlock(&c->mu);
     om_info("session %s: snapshot set %s done (writes held %.1f ms, %.1f ms in all)", s->id,
             s->set_id, s->freeze_ms, s->snapshot_ms);
     json_object_set_new(rep, "set", json_string(s->set_id));

@@ -43,14 +43,15 @@ static void refused_at(const char *text, int line, const char *what)
 static void a_whole_file_is_read_with_named_sections(void **s)
 {
     (void)s;
-    assert_int_equal(load_text("# comment\n[ombra]\nserver = alpha\n  data-dir = /srv/ombra ; here\n"
-                               "default-repo = main\n\n[repo:main]\npath = /backup/main\n"
-                               "passphrase-file = /etc/ombra/main.pass\nkeep-daily = 7\n"
-                               "[repo:offsite]\npath = /mnt/offsite\n"
-                               "[schedule:nightly]\ndatabases = mail1, mail2\ntype = incremental\n"
-                               "calendar = *-*-* 01:00:00\nrandomized-delay = 30m\n"
-                               "persistent = no\n"),
-                     0);
+    assert_int_equal(
+        load_text("# comment\n[ombra]\nserver = alpha\n  data-dir = /srv/ombra ; here\n"
+                  "default-repo = main\n\n[repo:main]\npath = /backup/main\n"
+                  "passphrase-file = /etc/ombra/main.pass\nkeep-daily = 7\n"
+                  "[repo:offsite]\npath = /mnt/offsite\n"
+                  "[schedule:nightly]\ndatabases = mail1, mail2\ntype = incremental\n"
+                  "calendar = *-*-* 01:00:00\nrandomized-delay = 30m\n"
+                  "persistent = no\n"),
+        0);
     assert_string_equal(om_conf_file(), path);
     assert_string_equal(om_conf("ombra", "server"), "alpha");
     assert_string_equal(om_conf("ombra", "data-dir"), "/srv/ombra"); /* indented, inline comment */
@@ -71,14 +72,17 @@ static void a_whole_file_is_read_with_named_sections(void **s)
 static void every_mistake_is_named_with_its_line(void **s)
 {
     (void)s;
-    refused_at("[ombra]\nserver = a\nsrever = b\n", 3, "unknown key 'srever' in [ombra] (did you mean 'server'?)");
+    refused_at("[ombra]\nserver = a\nsrever = b\n", 3,
+               "unknown key 'srever' in [ombra] (did you mean 'server'?)");
     refused_at("[ombra]\n[databases]\n", 2, "unknown section [databases]");
     refused_at("[repo]\npath = /x\n", 1, "section [repo] needs a name");
     refused_at("[log:x]\n", 1, "section [log:x] takes no name");
     refused_at("[repo:a/b]\n", 1, "is not a name");
     refused_at("[repo:main]\npath = /a\n[repo:main]\n", 3, "section [repo:main] is given twice");
-    refused_at("[ombra]\nserver = a\nserver = b\n", 3, "'server' in [ombra] is given twice (first at line 2)");
-    refused_at("[repo:m]\npath = backups/m\n", 2, "path in [repo:m]: 'backups/m' is not an absolute path");
+    refused_at("[ombra]\nserver = a\nserver = b\n", 3,
+               "'server' in [ombra] is given twice (first at line 2)");
+    refused_at("[repo:m]\npath = backups/m\n", 2,
+               "path in [repo:m]: 'backups/m' is not an absolute path");
     refused_at("[repo:m]\nkeep-daily = seven\n", 2, "not a whole number");
     refused_at("[repo:m]\nkeep-within = 7\n", 2, "not a duration");
     refused_at("[check]\nmin-log-free = 101\n", 2, "not a percentage");
