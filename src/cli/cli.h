@@ -166,6 +166,9 @@ int cli_dbutil_hard_recover(const char *dir, int *found);
  * path. *path: malloc'd, absolute; *name: the configuration's name for it or NULL (valid while
  * the command runs). CLI_OK, or the printed error's status (usage when there is none). */
 int cli_repo_path(const cli_args *a, char **path, const char **name);
+/* The same for a command whose repository is optional (check, metrics): *path NULL and CLI_OK
+ * when nothing names one. */
+int cli_repo_path_opt(const cli_args *a, char **path, const char **name);
 /* The passphrase of an encrypted backup repository: the first line of --passphrase-file F, else
  * $OMBRA_REPO_PASSPHRASE, else the first line of the configuration's passphrase-file for the
  * repository (cli_repo_path), never an argument (cli_common.c). The command must have the option

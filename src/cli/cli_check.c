@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/config.h"
 #include "base/error.h"
 #include "base/proto.h"
 #include "base/time.h"
@@ -327,14 +328,15 @@ static int run_check(const cli_args *a)
 {
     uint64_t full_age = DEFAULT_FULL_AGE, inc_age = DEFAULT_INC_AGE, log_free = DEFAULT_LOG_FREE;
     int rc;
-    if (cli_val(a, "max-full-age") &&
-        (rc = cli_duration(a, "--max-full-age", cli_val(a, "max-full-age"), &full_age)))
-        return rc;
-    if (cli_val(a, "max-incremental-age") &&
-        (rc =
-             cli_duration(a, "--max-incremental-age", cli_val(a, "max-incremental-age"), &inc_age)))
-        return rc;
-    const char *lf = cli_val(a, "min-log-free");
+    /* The options, else the configuration's [check] (checked when the file was read). */
+    const char *fa = cli_val(a, "max-full-age") ? cli_val(a, "max-full-age")
+                                                : om_conf("check", "max-full-age");
+    const char *ia = cli_val(a, "max-incremental-age") ? cli_val(a, "max-incremental-age")
+                                                       : om_conf("check", "max-incremental-age");
+    if (fa && (rc = cli_duration(a, "--max-full-age", fa, &full_age))) return rc;
+    if (ia && (rc = cli_duration(a, "--max-incremental-age", ia, &inc_age))) return rc;
+    const char *lf = cli_val(a, "min-log-free") ? cli_val(a, "min-log-free")
+                                                : om_conf("check", "min-log-free");
     char lfb[32];
     if (lf) {
         snprintf(lfb, sizeof lfb, "%s", lf);
@@ -343,7 +345,9 @@ static int run_check(const cli_args *a)
     }
     char pbuf[1024];
     const char *pass = NULL;
-    char *repo = cli_val(a, "repo") ? cli_abs_path(cli_val(a, "repo")) : NULL;
+    char *repo = NULL;
+    const char *repo_name;
+    if (cli_repo_path_opt(a, &repo, &repo_name)) return ST_UNKNOWN; /* said why */
     int perr = cli_repo_passphrase(a, pbuf, sizeof pbuf, &pass);
     char perr_msg[1200] = "";
     if (perr) snprintf(perr_msg, sizeof perr_msg, "%s", om_err_detail());
@@ -407,16 +411,23 @@ static int run_check(const cli_args *a)
 }
 
 static const cli_opt check_opts[] = {
-    {"repo", "PATH", "the backup repository: opened, listed and written to (a probe file)", 0},
+    {"repo", "NAME|PATH",
+     "the backup repository: opened, listed and written to (a probe file); default: "
+     "$OMBRA_REPO, else the configuration's default-repo",
+     0},
     CLI_PASS_OPT,
     {"max-full-age", "DURATION",
-     "CRITICAL when a database's last successful full backup is older (default 8d)", 0},
+     "CRITICAL when a database's last successful full backup is older (default: [check] "
+     "max-full-age, else 8d)",
+     0},
     {"max-incremental-age", "DURATION",
      "CRITICAL when its last successful full, incremental or differential backup is older "
-     "(default 2d)",
+     "(default: [check] max-incremental-age, else 2d)",
      0},
     {"min-log-free", "PERCENT",
-     "CRITICAL when a filesystem holding databases' logs has less free (default 10)", 0},
+     "CRITICAL when a filesystem holding databases' logs has less free (default: [check] "
+     "min-log-free, else 10)",
+     0},
     CLI_JSON_OPT,
     {0}};
 

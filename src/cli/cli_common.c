@@ -371,6 +371,13 @@ int cli_repo_path(const cli_args *a, char **path, const char **name)
     return CLI_OK;
 }
 
+int cli_repo_path_opt(const cli_args *a, char **path, const char **name)
+{
+    *path = NULL;
+    *name = NULL;
+    return repo_wanted(a) ? cli_repo_path(a, path, name) : CLI_OK;
+}
+
 int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out)
 {
     const char *file = cli_val(a, "passphrase-file"), *env = getenv("OMBRA_REPO_PASSPHRASE");

@@ -14,6 +14,7 @@
 
 #include "backup/repo.h"
 #include "backup/runs.h"
+#include "base/config.h"
 #include "base/error.h"
 #include "base/paths.h"
 #include "base/proto.h"
@@ -246,24 +247,8 @@ json_t *cli_health_gather(const cli_health_opts *o)
 
 int cli_duration(const cli_args *a, const char *what, const char *text, uint64_t *seconds)
 {
-    static const struct {
-        char unit;
-        uint64_t s;
-    } units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}, {'w', 7 * 86400}};
-    char *end;
-    errno = 0;
-    unsigned long long n = strtoull(text, &end, 10);
-    uint64_t mult = 0;
-    if (end == text || text[0] == '-' || errno)
-        mult = 0;
-    else if (!*end)
-        mult = 1;
-    else if (!end[1])
-        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-            if (*end == units[i].unit) mult = units[i].s;
-    if (!mult || n > UINT64_MAX / mult / 1000000000u)
+    if (om_duration_parse(text, seconds) || *seconds > UINT64_MAX / 1000000000u)
         return cli_usage(a, "%s takes a duration such as 90s, 30m, 36h, 8d or 2w, not '%s'", what,
                          text);
-    *seconds = n * mult;
     return CLI_OK;
 }

@@ -16,6 +16,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "base/config.h"
 #include "base/error.h"
 #include "base/proto.h"
 #include "base/time.h"
@@ -505,11 +506,20 @@ static int run_metrics(const cli_args *a)
 {
     char pbuf[1024];
     const char *pass = NULL;
+    char *repo = NULL;
+    const char *repo_name, *listen = cli_val(a, "listen");
+    int st = cli_repo_path_opt(a, &repo, &repo_name);
+    if (st) return st;
+    if (!listen && cli_flag(a, "serve") && !(listen = om_conf("metrics", "listen"))) {
+        free(repo);
+        return cli_usage(a, "--serve listens where the configuration's [metrics] listen says, "
+                            "and %s says nothing: give --listen ADDR:PORT",
+                         om_conf_file() ? om_conf_file() : "no configuration file is read: it");
+    }
     int rc = cli_repo_passphrase(a, pbuf, sizeof pbuf, &pass);
-    char *repo = cli_val(a, "repo") ? cli_abs_path(cli_val(a, "repo")) : NULL;
     cli_health_opts o = {.repo = repo, .passphrase = pass};
-    if (!rc && cli_val(a, "listen"))
-        rc = serve(cli_val(a, "listen"), &o);
+    if (!rc && listen)
+        rc = serve(listen, &o);
     else if (!rc)
         rc = expose(stdout, &o);
     memset(pbuf, 0, sizeof pbuf);
@@ -518,11 +528,16 @@ static int run_metrics(const cli_args *a)
 }
 
 static const cli_opt metrics_opts[] = {
-    {"repo", "PATH", "the backup repository: its sets per database and type", 0},
+    {"repo", "NAME|PATH",
+     "the backup repository: its sets per database and type (default: $OMBRA_REPO, else the "
+     "configuration's default-repo)",
+     0},
     CLI_PASS_OPT,
     {"listen", "ADDR:PORT",
      "serve GET /metrics over HTTP here ([::1]:9187, :9187 for every address; port 0 picks one, "
      "said on stderr) until SIGTERM",
+     0},
+    {"serve", NULL, "serve where the configuration's [metrics] listen says (a service's command)",
      0},
     {0}};
 

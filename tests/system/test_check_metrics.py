@@ -397,3 +397,34 @@ def test_metrics_endpoint(store, repo, sequence):
         p.send_signal(signal.SIGTERM)
         rc = p.wait(20)
     assert rc == 0, p.stderr.read()
+
+
+def test_check_and_metrics_read_the_configuration(store, backed_up):
+    """[check] thresholds and the default repository from the file; the options win."""
+    conf = store.tmp / "ombra.conf"
+    conf.write_text(f"[ombra]\ndefault-repo = main\n[repo:main]\npath = {backed_up}\n"
+                    "[check]\nmax-full-age = 1s\n[metrics]\nlisten = 127.0.0.1:0\n")
+    time.sleep(2.2)
+    r = check(store, "--config", conf)
+    assert r.rc == CRITICAL and has_line(r, "CRITICAL", r"db1 full backup: .*older than"), \
+        r.describe()
+    assert has_line(r, "OK", r"repository"), r.describe()  # the file's repository was probed
+    assert check(store, "--config", conf, "--max-full-age", "1h").rc == OK
+    m = store.ombra("--config", conf, "metrics").out
+    fams = {f.name: f for f in text_string_to_metric_families(m)}
+    assert any(s.value >= 2 for s in fams["ombra_backup_sets"].samples), m
+    # --serve listens where [metrics] listen says (port 0: a free one, said on stderr)
+    p = subprocess.Popen([str(store.cli), "--config", str(conf), "metrics", "--serve"],
+                         env=store.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stderr.readline()
+        port = int(re.search(r":(\d+)", line).group(1))
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20).read().decode()
+        assert "ombra_up" in body
+    finally:
+        p.terminate()
+        p.wait(timeout=20)
+    # without [metrics] listen, --serve is a usage error naming the file
+    conf.write_text(f"[ombra]\ndefault-repo = main\n[repo:main]\npath = {backed_up}\n")
+    r = store.ombra("--config", conf, "metrics", "--serve", check=False)
+    assert r.rc == 2 and str(conf) in r.err
