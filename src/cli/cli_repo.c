@@ -9,6 +9,7 @@
 
 #include "backup/chain.h"
 #include "backup/repo.h"
+#include "backup/retention.h"
 #include "base/error.h"
 #include "base/progress.h"
 #include "base/proto.h"
@@ -397,22 +398,134 @@ static int cmd_verify(const cli_args *a)
 
 /* ---- expire ---- */
 
+/* The --db values, each possibly a comma-separated list, into a NULL-terminated array
+ * (malloc'd, with the copies of the names after it). NULL when out of memory. */
+static char **db_names(const cli_args *a, size_t *n)
+{
+    const char *const *v = NULL;
+    int nv = cli_list(a, "db", &v);
+    size_t bytes = 0, cap = 1;
+    for (int i = 0; i < nv; i++) {
+        bytes += strlen(v[i]) + 1;
+        for (const char *c = v[i]; *c; c++)
+            cap += *c == ',';
+        cap++;
+    }
+    char **out = calloc(1, cap * sizeof *out + bytes + 1);
+    if (!out) return NULL;
+    char *store = (char *)(out + cap);
+    *n = 0;
+    for (int i = 0; i < nv; i++) {
+        strcpy(store, v[i]);
+        for (char *save = NULL, *t = strtok_r(store, ",", &save); t; t = strtok_r(NULL, ",", &save))
+            out[(*n)++] = t;
+        store += strlen(v[i]) + 1;
+    }
+    return out;
+}
+
+/* The policy from the --keep-* options: CLI_OK, or CLI_USAGE (printed). */
+static int expire_policy(const cli_args *a, bk_policy *p)
+{
+    static const char *const names[] = {"keep-full",   "keep-last",    "keep-daily",
+                                        "keep-weekly", "keep-monthly", "keep-yearly"};
+    unsigned *field[] = {&p->keep_full,   &p->keep_last,    &p->keep_daily,
+                         &p->keep_weekly, &p->keep_monthly, &p->keep_yearly};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        const char *v = cli_val(a, names[i]);
+        char what[40];
+        uint64_t n = 0;
+        snprintf(what, sizeof what, "--%s", names[i]);
+        int rc = v ? cli_number(a, what, v, 1, 100000, 0, &n) : CLI_OK;
+        if (rc) return rc;
+        *field[i] = (unsigned)n;
+    }
+    p->keep_within = cli_val(a, "keep-within");
+    bk_duration d;
+    if (p->keep_within && bk_duration_parse(p->keep_within, &d)) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "--keep-within: %s", om_err_detail());
+        om_err_clear();
+        return cli_usage(a, "%s", msg);
+    }
+    if (bk_policy_check(p)) {
+        om_err_clear();
+        return cli_usage(a, "give at least one rule: --keep-last, --keep-daily, --keep-weekly, "
+                            "--keep-monthly, --keep-yearly, --keep-within or --keep-full (expire "
+                            "never deletes every backup)");
+    }
+    return CLI_OK;
+}
+
+static const char *joined(json_t *a, char *buf, size_t len)
+{
+    size_t i, used = 0;
+    json_t *v;
+    buf[0] = 0;
+    json_array_foreach(a, i, v)
+    {
+        int w = snprintf(buf + used, len - used, "%s%s", i ? "; " : "", json_string_value(v));
+        if (w < 0 || (size_t)w >= len - used) break;
+        used += (size_t)w;
+    }
+    return buf;
+}
+
+/* One line per set of the plan, newest first: what happens to it and why. */
+static void print_plan(json_t *rep, int dry)
+{
+    json_t *all = json_array(), *e;
+    json_array_extend(all, json_object_get(rep, "removed"));
+    json_array_extend(all, json_object_get(rep, "kept"));
+    size_t i, nrm = json_array_size(json_object_get(rep, "removed")), wd = 8;
+    char dbs[200], why[1000];
+    json_array_foreach(all, i, e)
+    {
+        size_t l = strlen(set_dbs(e, dbs, sizeof dbs));
+        if (l > wd) wd = l;
+    }
+    json_array_foreach(all, i, e)
+    {
+        const char *verb = i < nrm ? (dry ? "remove" : "removed") : (dry ? "keep" : "kept");
+        printf("%-7s  %.12s  %-12s  %-24s  %-*s  %s\n", verb, om_json_str_or(e, "id", "?"),
+               om_json_str_or(e, "type", "?"), om_json_str_or(e, "time", "?"), (int)wd,
+               set_dbs(e, dbs, sizeof dbs), joined(json_object_get(e, "reasons"), why, sizeof why));
+    }
+    json_decref(all);
+}
+
 static int cmd_expire(const cli_args *a)
 {
-    uint64_t keep = 0;
-    int rc = cli_number(a, "--keep-full", cli_val(a, "keep-full"), 1, 100000, 0, &keep);
+    bk_policy pol = {0};
+    int rc = expire_policy(a, &pol);
     if (rc) return rc;
+    char **dbs = db_names(a, &pol.ndbs);
+    if (!dbs) return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
+    pol.dbs = (const char *const *)dbs;
+    int dry = cli_flag(a, "dry-run");
     bk_repo *r = NULL;
-    if ((rc = open_repo(a, &r))) return rc;
+    if ((rc = open_repo(a, &r))) {
+        free(dbs);
+        return rc;
+    }
     vstate v = {.json = cli_flag(a, "json")};
-    v.bar = !v.json && isatty(2);
+    v.bar = !v.json && !dry && isatty(2);
     bk_repo_set_progress(r, on_progress, &v);
     json_t *rep = NULL;
-    int err = bk_expire(r, (unsigned)keep, &rep);
+    int err = bk_expire_policy(r, &pol, dry, &rep);
     end_progress(&v);
     bk_repo_close(r);
+    free(dbs);
     if (err) return cli_fail(err);
     if (v.json) return print_owned(rep);
+    print_plan(rep, dry);
+    if (dry) {
+        printf("dry run: expire would remove %zu sets and keep %zu; nothing was changed\n",
+               json_array_size(json_object_get(rep, "removed")),
+               json_array_size(json_object_get(rep, "kept")));
+        json_decref(rep);
+        return CLI_OK;
+    }
     json_t *del = json_object_get(rep, "sets_deleted");
     char b[24];
     printf("kept %lld sets, deleted %zu", (long long)om_json_int_or(rep, "sets_kept", 0),
@@ -446,7 +559,18 @@ static const cli_opt list_opts[] = {CLI_REPO_OPT, CLI_PASS_OPT, CLI_JSON_OPT, {0
 static const cli_opt verify_opts[] = {CLI_REPO_OPT, CLI_PASS_OPT, CLI_JSON_OPT, {0}};
 static const cli_opt expire_opts[] = {
     CLI_REPO_OPT,
-    {"keep-full", "N", "how many full backups (with their chains) to keep", 1},
+    {"keep-last", "N", "keep the N newest sets of each database", 0},
+    {"keep-daily", "N", "keep the newest set of each of the last N days that have one", 0},
+    {"keep-weekly", "N", "... of each of the last N ISO weeks (Monday first) that have one", 0},
+    {"keep-monthly", "N", "... of each of the last N months that have one", 0},
+    {"keep-yearly", "N", "... of each of the last N years that have one", 0},
+    {"keep-within", "DURATION",
+     "keep every set newer than the database's newest set minus DURATION (7d, 36h, 2w, 1m, 1y6m)",
+     0},
+    {"keep-full", "N", "keep the newest N full backups with every set committed after them", 0},
+    {"db", "NAME...", "apply the policy to these databases only (names or ids; a,b or repeated)",
+     0},
+    {"dry-run", NULL, "print what would be removed and why each set stays; change nothing", 0},
     CLI_PASS_OPT,
     CLI_JSON_OPT,
     {0}};
@@ -485,11 +609,35 @@ static const cli_cmd verify_cmds[] = {
 
 static const cli_cmd expire_cmds[] = {
     {"", "", expire_opts, "delete old backup sets and the data nothing else uses",
-     "Per database, the newest N full backups are kept with every set committed after the\n"
-     "oldest of them (incremental, differential and copy backups); older sets go. Copy backups\n"
-     "never count as a full. Then unused packs are deleted and packs less than half used are\n"
-     "rewritten. Needs the repository to itself: a backup, restore or verify running on it\n"
-     "makes it fail.",
+     "The policy is applied to each database's sets separately; a set is kept when any rule\n"
+     "keeps it (as restic's forget). At least one --keep-* rule is required: expire never\n"
+     "deletes every backup by accident.\n"
+     "  --keep-last N      the N newest sets (any type).\n"
+     "  --keep-daily N     for the last N days that have one or more sets, the newest set of\n"
+     "                     each day; --keep-weekly (ISO 8601 weeks), --keep-monthly and\n"
+     "                     --keep-yearly alike. Days, weeks, months and years are UTC.\n"
+     "  --keep-within D    every set newer than the database's NEWEST SET's time minus D (not\n"
+     "                     now: a backup job that stopped does not age every set out). D is\n"
+     "                     numbers with units y (calendar years), m (calendar months), w\n"
+     "                     (weeks), d (days), h (hours), each once: 7d, 36h, 2w, 1m, 1y6m.\n"
+     "  --keep-full N      the newest N full backups with every set committed after the oldest\n"
+     "                     of them (copies never count as a full); a database with N fulls or\n"
+     "                     fewer loses nothing.\n"
+     "A set's time is its freeze (the time backups list shows). Whole chains, always: a kept\n"
+     "incremental or differential keeps the sets it depends on, up to its full (\"chain of\n"
+     "<id>\"); a full goes with its dependents only when none of them is kept.\n"
+     "--db NAME applies the policy to those databases only; other databases keep every set. A\n"
+     "set of several databases is kept when any of them keeps it. A name no set has is an\n"
+     "error (a typo never passes for \"nothing to delete\").\n"
+     "--dry-run prints each set with what would happen to it and why (\"daily 2026-12-03\",\n"
+     "\"within 7d\", \"chain of <id>\", \"no rule keeps it\") and changes nothing: it takes no\n"
+     "exclusive lock and leaves pending sets and leftovers alone, so it runs beside backups. The\n"
+     "real run computes the same plan and deletes exactly the sets it calls removed. --json:\n"
+     "{\"kept\": [...], \"removed\": [...]}, each {\"id\", \"type\", \"time\", \"database\",\n"
+     "\"reasons\"}, with \"policy\" and \"dry_run\" (the real run adds \"sets_deleted\", packs\n"
+     "and bytes freed).\n"
+     "Then unused packs are deleted and packs less than half used are rewritten. The real run\n"
+     "needs the repository to itself: a backup, restore or verify running on it makes it fail.",
      cmd_expire},
     {0},
 };
