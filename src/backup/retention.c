@@ -283,9 +283,8 @@ static void keep_chains(plan *pl)
 static json_t *entry(const rset *x)
 {
     char t[40];
-    json_t *e = json_pack("{s:s, s:s, s:s}", "id", x->id, "type",
-                          om_json_str_or(x->s, "type", "?"), "time",
-                          x->t ? om_time_iso(x->t, t, sizeof t) : "unknown");
+    json_t *e = json_pack("{s:s, s:s, s:s}", "id", x->id, "type", om_json_str_or(x->s, "type", "?"),
+                          "time", x->t ? om_time_iso(x->t, t, sizeof t) : "unknown");
     if (json_object_get(x->s, "database"))
         json_object_set(e, "database", json_object_get(x->s, "database"));
     if (json_object_get(x->s, "databases"))
@@ -365,8 +364,8 @@ static void plan_free(plan *pl)
 int bk_policy_check(const bk_policy *p)
 {
     bk_duration d;
-    if (!p->keep_full && !p->keep_last && !p->keep_daily && !p->keep_weekly &&
-        !p->keep_monthly && !p->keep_yearly && !p->keep_within)
+    if (!p->keep_full && !p->keep_last && !p->keep_daily && !p->keep_weekly && !p->keep_monthly &&
+        !p->keep_yearly && !p->keep_within)
         return om_errf(OM_E_InvalidParameter,
                        "a retention policy keeps something: give at least one rule (keep last, "
                        "daily, weekly, monthly, yearly, within or full)");
@@ -397,8 +396,7 @@ int bk_retention_plan(json_t *sets, const bk_policy *p, json_t **out)
             continue;
         }
         for (size_t k = 0; k < n; k++)
-            keep(&pl, mine[k], key, "database %s not selected",
-                 om_json_str_or(pl.names, key, key));
+            keep(&pl, mine[k], key, "database %s not selected", om_json_str_or(pl.names, key, key));
     }
     if (!rc) {
         keep_chains(&pl);
