@@ -47,9 +47,9 @@ uint64_t bk_duration_before(uint64_t t_ns, const bk_duration *d);
 
 typedef struct bk_policy {
     unsigned keep_full, keep_last, keep_daily, keep_weekly, keep_monthly, keep_yearly; /* 0: off */
-    const char *keep_within;  /* a duration (bk_duration_parse), NULL: off */
-    const char *const *dbs;   /* the databases the policy applies to (names or ids) */
-    size_t ndbs;              /* 0: every database */
+    const char *keep_within; /* a duration (bk_duration_parse), NULL: off */
+    const char *const *dbs;  /* the databases the policy applies to (names or ids) */
+    size_t ndbs;             /* 0: every database */
 } bk_policy;
 
 /* 0, or InvalidParameter: no rule at all (deleting everything by accident is impossible), or a
