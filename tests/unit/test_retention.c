@@ -39,9 +39,9 @@ static uint64_t t0(void)
 
 static json_t *mk(const char *id, const char *type, const char *db, uint64_t t, const char *parent)
 {
-    return json_pack("{s:s, s:s, s:{s:s, s:s}, s:I, s:I, s:s?}", "id", id, "type", type,
-                     "database", "id", db, "name", db, "mark_time_ns", (json_int_t)t,
-                     "committed_ns", (json_int_t)t, "parent", parent);
+    return json_pack("{s:s, s:s, s:{s:s, s:s}, s:I, s:I, s:s?}", "id", id, "type", type, "database",
+                     "id", db, "name", db, "mark_time_ns", (json_int_t)t, "committed_ns",
+                     (json_int_t)t, "parent", parent);
 }
 
 static json_t *plan_of(json_t *sets, const bk_policy *p)
@@ -73,9 +73,8 @@ static const char *why(json_t *plan, const char *id, char *buf, size_t len)
         json_array_foreach(json_object_get(plan, k[w]), i, e)
         {
             if (strcmp(om_json_str_or(e, "id", ""), id)) continue;
-            json_array_foreach(json_object_get(e, "reasons"), j, r) used +=
-                (size_t)snprintf(buf + used, len - used, "%s%s", j ? "; " : "",
-                                 json_string_value(r));
+            json_array_foreach(json_object_get(e, "reasons"), j, r) used += (size_t)snprintf(
+                buf + used, len - used, "%s%s", j ? "; " : "", json_string_value(r));
             return buf;
         }
     }
@@ -117,8 +116,8 @@ static void a_policy_without_a_rule_is_refused(void **s)
     json_decref(sets);
 }
 
-/* Database A: a full every Monday at 01:00, an incremental at 06:00 and 18:00 every other day, for four
- * weeks; the newest set is the incremental of 2026-11-29 18:00. Set ids: f<day>, i<day>a,
+/* Database A: a full every Monday at 01:00, an incremental at 06:00 and 18:00 every other day, for
+ * four weeks; the newest set is the incremental of 2026-11-29 18:00. Set ids: f<day>, i<day>a,
  * i<day>b. */
 static json_t *four_weeks(void)
 {
@@ -134,8 +133,8 @@ static json_t *four_weeks(void)
         }
         for (int k = 0; k < 2; k++) {
             snprintf(id, sizeof id, "i%02d%c", day, 'a' + k);
-            json_array_append_new(sets,
-                                  mk(id, "incremental", "A", t + (6 + 12 * (uint64_t)k) * HOUR, prev));
+            json_array_append_new(
+                sets, mk(id, "incremental", "A", t + (6 + 12 * (uint64_t)k) * HOUR, prev));
             snprintf(prev, sizeof prev, "%s", id);
         }
     }
@@ -200,7 +199,8 @@ static void each_rule_keeps_what_restic_would(void **s)
 
     /* the combination: a set kept by several rules says so, and kept is the union */
     plan = plan_of(sets, &(bk_policy){.keep_last = 1, .keep_daily = 1, .keep_weekly = 3});
-    assert_string_equal(why(plan, "i27b", w, sizeof w), "last 1; daily 2026-11-29; weekly 2026-W48");
+    assert_string_equal(why(plan, "i27b", w, sizeof w),
+                        "last 1; daily 2026-11-29; weekly 2026-W48");
     assert_string_equal(why(plan, "i13b", w, sizeof w), "weekly 2026-W46");
     assert_string_equal(why(plan, "f07", w, sizeof w), "chain of i13b");
     assert_string_equal(why(plan, "f00", w, sizeof w), "no rule keeps it");
@@ -267,11 +267,10 @@ static void the_policy_applies_per_database_and_to_the_databases_named(void **s)
 {
     (void)s;
     uint64_t t = t0();
-    json_t *sets = json_pack("[o,o,o,o,o]", mk("A1", "full", "A", t, NULL),
-                             mk("B1", "full", "B", t + HOUR, NULL),
-                             mk("A2", "full", "A", t + 2 * HOUR, NULL),
-                             mk("B2", "full", "B", t + 3 * HOUR, NULL),
-                             mk("A3", "full", "A", t + 4 * HOUR, NULL));
+    json_t *sets = json_pack(
+        "[o,o,o,o,o]", mk("A1", "full", "A", t, NULL), mk("B1", "full", "B", t + HOUR, NULL),
+        mk("A2", "full", "A", t + 2 * HOUR, NULL), mk("B2", "full", "B", t + 3 * HOUR, NULL),
+        mk("A3", "full", "A", t + 4 * HOUR, NULL));
     /* a set of both databases, older than all: kept when either keeps it */
     json_t *both = mk("AB", "copy", "A", t - HOUR, NULL);
     json_object_set_new(both, "databases", json_pack("[{s:s, s:s}]", "id", "B", "name", "B"));
@@ -445,12 +444,14 @@ static void the_real_run_deletes_what_the_dry_run_listed_and_every_chain_stays_w
         assert_int_equal(bk_expire_policy(r, &rounds[k], 1, &dry), 0);
         assert_true(json_is_true(json_object_get(dry, "dry_run")));
         assert_int_equal(bk_sets(r, &sets), 0);
-        assert_int_equal(json_array_size(sets), json_array_size(json_object_get(dry, "kept")) +
-                                                    json_array_size(json_object_get(dry, "removed")));
+        assert_int_equal(json_array_size(sets),
+                         json_array_size(json_object_get(dry, "kept")) +
+                             json_array_size(json_object_get(dry, "removed")));
         json_decref(sets); /* the dry run removed nothing */
 
         assert_int_equal(bk_expire_policy(r, &rounds[k], 0, &real), 0);
-        json_t *want = sorted(removed_ids(dry)), *got = sorted(json_object_get(real, "sets_deleted"));
+        json_t *want = sorted(removed_ids(dry)),
+               *got = sorted(json_object_get(real, "sets_deleted"));
         assert_true(json_equal(want, got));
         assert_true(json_equal(json_object_get(dry, "kept"), json_object_get(real, "kept")));
         if (k == 0) assert_true(json_array_size(want) > 20);
@@ -488,13 +489,12 @@ static void a_dry_run_changes_nothing_and_runs_beside_another_handle(void **s)
     bk_writer *w = NULL;
     assert_int_equal(bk_set_begin(r, &w), 0);
     put(w, "logs/E0000000003.log", 99);
-    assert_int_equal(
-        bk_set_commit(w,
-                      json_pack("{s:s, s:{s:s, s:s, s:s}, s:[i,i], s:s}", "type", "incremental",
-                                "database", "id", "A", "name", "A", "base", "E00", "log_range", 3,
-                                3, "parent", i1),
-                      pend),
-        0);
+    assert_int_equal(bk_set_commit(w,
+                                   json_pack("{s:s, s:{s:s, s:s, s:s}, s:[i,i], s:s}", "type",
+                                             "incremental", "database", "id", "A", "name", "A",
+                                             "base", "E00", "log_range", 3, 3, "parent", i1),
+                                   pend),
+                     0);
     char path[600];
     snprintf(path, sizeof path, "%s/sets/%s.pending", repo, pend);
     assert_int_equal(bk_repo_open(repo, NULL, &other), 0);
