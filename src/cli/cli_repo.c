@@ -10,6 +10,7 @@
 #include "backup/chain.h"
 #include "backup/repo.h"
 #include "backup/retention.h"
+#include "backup/stats.h"
 #include "base/error.h"
 #include "base/progress.h"
 #include "base/proto.h"
@@ -137,6 +138,54 @@ static int cmd_init(const cli_args *a)
     return CLI_OK;
 }
 
+/* ---- repo stats ---- */
+
+static int cmd_stats(const cli_args *a)
+{
+    bk_repo *r = NULL;
+    json_t *st = NULL;
+    int rc = open_repo(a, &r);
+    if (rc) return rc;
+    int err = bk_repo_stats(r, &st);
+    bk_repo_close(r);
+    if (err) return cli_fail(err);
+    if (cli_flag(a, "json")) return print_owned(st);
+    char b1[24], b2[24];
+    json_t *ratio = json_object_get(st, "ratio");
+    printf("sets:     %lld in %lld chains (%lld not restorable, %lld damaged set files)\n",
+           (long long)om_json_int_or(st, "sets", 0), (long long)om_json_int_or(st, "chains", 0),
+           (long long)om_json_int_or(st, "not_restorable", 0),
+           (long long)om_json_int_or(st, "damaged", 0));
+    printf("logical:  %s (the sets' files)\n",
+           cli_human_bytes((uint64_t)om_json_int_or(st, "bytes", 0), b1, sizeof b1));
+    printf("stored:   %s in %lld pack files\n",
+           cli_human_bytes((uint64_t)om_json_int_or(st, "bytes_on_disk", 0), b1, sizeof b1),
+           (long long)om_json_int_or(st, "packs", 0));
+    if (json_is_number(ratio))
+        printf("ratio:    %.2fx (deduplication and compression)\n", json_number_value(ratio));
+    json_t *dbs = json_object_get(st, "databases"), *d;
+    size_t i, wn = 8;
+    json_array_foreach(dbs, i, d)
+    {
+        size_t l = strlen(om_json_str_or(json_object_get(d, "database"), "name", ""));
+        if (l > wn) wn = l;
+    }
+    if (json_array_size(dbs))
+        printf("\n%-*s  %5s  %5s  %6s  %-24s  %10s  %10s\n", (int)wn, "DATABASE", "SETS", "FULLS",
+               "CHAINS", "NEWEST", "LOGICAL", "ADDED");
+    json_array_foreach(dbs, i, d)
+    {
+        printf("%-*s  %5lld  %5lld  %6lld  %-24s  %10s  %10s\n", (int)wn,
+               om_json_str_or(json_object_get(d, "database"), "name", "?"),
+               (long long)om_json_int_or(d, "sets", 0), (long long)om_json_int_or(d, "fulls", 0),
+               (long long)om_json_int_or(d, "chains", 0), om_json_str_or(d, "newest", "-"),
+               cli_human_bytes((uint64_t)om_json_int_or(d, "bytes", 0), b1, sizeof b1),
+               cli_human_bytes((uint64_t)om_json_int_or(d, "bytes_stored", 0), b2, sizeof b2));
+    }
+    json_decref(st);
+    return CLI_OK;
+}
+
 /* ---- backups list / show ---- */
 
 #define NCOLS 10
@@ -188,20 +237,98 @@ static void row_cells(json_t *s, row *r)
     r->cell[9] = set_chain(s, r->chain, sizeof r->chain);
 }
 
+/* Whether one of the set's databases is one of names (by name or id). */
+static int of_databases(json_t *s, char *const *names, size_t n)
+{
+    json_t *all = json_array(), *one = json_object_get(s, "database"), *d;
+    if (one) json_array_append(all, one);
+    if (json_is_array(json_object_get(s, "databases")))
+        json_array_extend(all, json_object_get(s, "databases"));
+    size_t i;
+    int found = 0;
+    json_array_foreach(all, i, d)
+    {
+        const char *name = json_is_string(d) ? json_string_value(d) : om_json_str_or(d, "name", "");
+        const char *id = json_is_string(d) ? "" : om_json_str_or(d, "id", "");
+        for (size_t k = 0; k < n && !found; k++)
+            found = (*name && !strcmp(names[k], name)) || (*id && !strcmp(names[k], id));
+    }
+    json_decref(all);
+    return found;
+}
+
+static char **db_names(const cli_args *a, size_t *n);
+
+/* backups list's --db, --type and --last over the annotated sets (oldest first): a new array.
+ * A damaged set file is always listed (its database and type are unknown) and not counted in
+ * --last. CLI_OK or CLI_USAGE (printed). */
+static int filter_sets(const cli_args *a, json_t *sets, json_t **out)
+{
+    static const char *const types[] = {"full", "incremental", "differential", "copy"};
+    const char *type = cli_val(a, "type");
+    uint64_t last = 0;
+    int rc = CLI_OK;
+    *out = NULL;
+    if (type) {
+        size_t k = 0;
+        while (k < 4 && strcmp(type, types[k]))
+            k++;
+        if (k == 4)
+            return cli_usage(a, "--type is full, incremental, differential or copy, not '%s'",
+                             type);
+    }
+    if (cli_val(a, "last") &&
+        (rc = cli_number(a, "--last", cli_val(a, "last"), 1, 1000000000, 0, &last)))
+        return rc;
+    size_t ndb = 0;
+    char **dbs = db_names(a, &ndb);
+    if (!dbs) return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
+    json_t *match = json_array(), *s;
+    size_t i, n = 0;
+    json_array_foreach(sets, i, s)
+    {
+        int ok = json_object_get(s, "damaged") ||
+                 ((!ndb || of_databases(s, dbs, ndb)) &&
+                  (!type || !strcmp(om_json_str_or(s, "type", ""), type)));
+        json_array_append_new(match, json_boolean(ok));
+        n += ok && !json_object_get(s, "damaged");
+    }
+    /* --last: skip the older matches */
+    size_t skip = last && n > last ? n - (size_t)last : 0;
+    *out = json_array();
+    json_array_foreach(sets, i, s)
+    {
+        if (!json_is_true(json_array_get(match, i))) continue;
+        if (!json_object_get(s, "damaged") && skip) {
+            skip--;
+            continue;
+        }
+        json_array_append(*out, s);
+    }
+    json_decref(match);
+    free(dbs);
+    return CLI_OK;
+}
+
 static int cmd_list(const cli_args *a)
 {
     bk_repo *r = NULL;
-    json_t *summaries = NULL, *sets = NULL;
+    json_t *summaries = NULL, *all = NULL, *sets = NULL;
     int rc = open_repo(a, &r);
     if (rc) return rc;
     int err = bk_sets(r, &summaries);
     bk_repo_close(r);
-    if (!err) err = bk_plan(summaries, &sets);
+    if (!err) err = bk_plan(summaries, &all);
     json_decref(summaries);
     if (err) return cli_fail(err);
+    rc = filter_sets(a, all, &sets);
+    int filtered = json_array_size(sets) != json_array_size(all);
+    json_decref(all);
+    if (rc) return rc;
     if (cli_flag(a, "json")) return print_owned(sets);
     if (!json_array_size(sets)) {
-        printf("no backup sets in %s\n", cli_val(a, "repo"));
+        printf("no backup sets in %s%s\n", cli_val(a, "repo"),
+               filtered ? " match --db, --type and --last" : "");
         json_decref(sets);
         return CLI_OK;
     }
@@ -555,7 +682,15 @@ static const cli_opt init_opts[] = {
     CLI_JSON_OPT,
     {0},
 };
-static const cli_opt list_opts[] = {CLI_REPO_OPT, CLI_PASS_OPT, CLI_JSON_OPT, {0}};
+static const cli_opt list_opts[] = {
+    CLI_REPO_OPT,
+    {"db", "NAME...", "only these databases' sets (names or ids; a,b or repeated)", 0},
+    {"type", "TYPE", "only sets of this type: full, incremental, differential or copy", 0},
+    {"last", "N", "only the N newest sets (after --db and --type)", 0},
+    CLI_PASS_OPT,
+    CLI_JSON_OPT,
+    {0}};
+static const cli_opt show_opts[] = {CLI_REPO_OPT, CLI_PASS_OPT, CLI_JSON_OPT, {0}};
 static const cli_opt verify_opts[] = {CLI_REPO_OPT, CLI_PASS_OPT, CLI_JSON_OPT, {0}};
 static const cli_opt expire_opts[] = {
     CLI_REPO_OPT,
@@ -581,6 +716,17 @@ static const cli_cmd repo_cmds[] = {
      "line)\nor OMBRA_REPO_PASSPHRASE, never from the command line. Without it the backups "
      "cannot be read:\nkeep it somewhere else than the repository.",
      cmd_init},
+    {"stats", "", show_opts, "what a repository holds: sets, chains, bytes stored and logical",
+     "sets and restore chains (one per full or copy backup whose chain is whole); logical: the\n"
+     "sum of the sets' file sizes (what they stand for); stored: the pack files on disk (what\n"
+     "the data takes, after deduplication and compression); ratio: logical / stored. Per\n"
+     "database: its sets, fulls, chains, the newest set's time (UTC, as backups list prints\n"
+     "it), the logical bytes of its sets and the bytes they ADDED to the repository (blocks no\n"
+     "earlier set had; a set of several databases counts for each). Sizes in SI units (kB,\n"
+     "MB, GB: powers of 1000). --json: \"sets\", \"chains\", \"not_restorable\", \"damaged\",\n"
+     "\"packs\", \"bytes_on_disk\", \"bytes\", \"ratio\", \"databases\": [{\"database\": {\"id\",\n"
+     "\"name\"}, \"sets\", \"fulls\", \"chains\", \"newest\", \"bytes\", \"bytes_stored\"}].",
+     cmd_stats},
     {0},
 };
 
@@ -591,9 +737,13 @@ static const cli_cmd backups_cmds[] = {
      "from (a full or copy backup alone is a restore point of its own), or NOT RESTORABLE and\n"
      "why (a parent missing or damaged, generations no set holds). Times are UTC (Z) and can be\n"
      "pasted into ombra restore --until-time. --json gives per set \"restorable\", \"why\" and\n"
-     "\"chain\" (the ids from the base, oldest first).",
+     "\"chain\" (the ids from the base, oldest first).\n"
+     "--db, --type and --last choose which sets are shown, in text and in --json; CHAIN is\n"
+     "still worked out over every set. --last N shows the N newest (by commit) of the sets the\n"
+     "other filters leave. A damaged set file is always shown (its database and type cannot\n"
+     "be read) and --last does not count it.",
      cmd_list},
-    {"show", "ID", list_opts, "one backup set and its files (ID: the id or a unique prefix)", NULL,
+    {"show", "ID", show_opts, "one backup set and its files (ID: the id or a unique prefix)", NULL,
      cmd_show},
     {0},
 };
@@ -642,7 +792,8 @@ static const cli_cmd expire_cmds[] = {
     {0},
 };
 
-const cli_group cli_repo_group = {"repo", "backup repositories: create one", repo_cmds};
+const cli_group cli_repo_group = {"repo", "backup repositories: create one, see what one holds",
+                                  repo_cmds};
 const cli_group cli_backups_group = {"backups", "the backup sets of a repository", backups_cmds};
 const cli_group cli_verify_group = {"verify", "check the backups of a repository", verify_cmds};
 const cli_group cli_expire_group = {"expire", "retention: delete old backup sets", expire_cmds};
