@@ -120,10 +120,10 @@ static json_t *db_list(json_t *dbs)
         json_object_del(e, "newest_ns");
         size_t at = 0;
         const char *name = om_json_str_or(json_object_get(e, "database"), "name", "");
-        while (at < json_array_size(out) &&
-               strcmp(om_json_str_or(json_object_get(json_array_get(out, at), "database"), "name",
-                                     ""),
-                      name) <= 0)
+        while (
+            at < json_array_size(out) &&
+            strcmp(om_json_str_or(json_object_get(json_array_get(out, at), "database"), "name", ""),
+                   name) <= 0)
             at++;
         json_array_insert(out, at, e);
     }
@@ -155,13 +155,13 @@ int bk_repo_stats(bk_repo *r, json_t **stats)
         count_set(dbs, s);
     }
     if (!rc)
-        *stats = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "sets",
-                           (json_int_t)nsets, "damaged", (json_int_t)damaged, "chains",
-                           (json_int_t)chains, "not_restorable", (json_int_t)broken, "packs",
-                           (json_int_t)packs, "bytes_on_disk", (json_int_t)disk, "bytes",
-                           (json_int_t)bytes, "ratio",
-                           disk ? json_real((double)bytes / (double)disk) : json_null(),
-                           "databases", db_list(dbs));
+        *stats =
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "sets", (json_int_t)nsets,
+                      "damaged", (json_int_t)damaged, "chains", (json_int_t)chains,
+                      "not_restorable", (json_int_t)broken, "packs", (json_int_t)packs,
+                      "bytes_on_disk", (json_int_t)disk, "bytes", (json_int_t)bytes, "ratio",
+                      disk ? json_real((double)bytes / (double)disk) : json_null(), "databases",
+                      db_list(dbs));
     json_decref(sums);
     json_decref(plan);
     json_decref(dbs);
