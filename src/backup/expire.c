@@ -104,9 +104,9 @@ static int load_sets(expire *x)
 
 /* keep[i] = 1 for every set the plan keeps (backup/retention.h decides; the dry run prints the
  * same plan). */
-static int choose(expire *x, const bk_policy *p, char *keep, json_t **plan)
+static int choose(expire *x, const bk_policy *p, size_t np, char *keep, json_t **plan)
 {
-    int rc = bk_retention_plan(x->sets, p, plan);
+    int rc = bk_retention_plan_n(x->sets, p, np, plan);
     if (rc) return rc;
     json_t *ids = json_object(), *e;
     size_t i;
@@ -454,7 +454,7 @@ static int remove_pending(expire *x)
 
 /* ---- the whole run ---- */
 
-/* The policy as the report gives it back. */
+/* The policies as the report gives them back. */
 static json_t *policy_json(const bk_policy *p)
 {
     json_t *o = json_object(), *dbs = json_array();
@@ -471,17 +471,25 @@ static json_t *policy_json(const bk_policy *p)
     return o;
 }
 
+static json_t *policies_json(const bk_policy *p, size_t np)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < np; i++)
+        json_array_append_new(a, policy_json(&p[i]));
+    return a;
+}
+
 /* The dry run: the same sets read the same way and the same plan, under the shared lock only;
  * nothing is written or removed (pending sets and leftovers stay where they are). */
-static int plan_only(bk_repo *r, const bk_policy *p, json_t **report)
+static int plan_only(bk_repo *r, const bk_policy *p, size_t np, json_t **report)
 {
     expire x = {.r = r, .sets = json_array()};
     json_t *plan = NULL;
     int rc = load_sets(&x);
-    if (!rc) rc = bk_retention_plan(x.sets, p, &plan);
+    if (!rc) rc = bk_retention_plan_n(x.sets, p, np, &plan);
     if (!rc && report) {
         json_object_set_new(plan, "dry_run", json_true());
-        json_object_set_new(plan, "policy", policy_json(p));
+        json_object_set_new(plan, "policies", policies_json(p, np));
         *report = plan;
         plan = NULL;
     }
@@ -497,16 +505,18 @@ int bk_expire(bk_repo *r, unsigned keep_full, json_t **report)
         return om_errf(OM_E_InvalidParameter, "keep at least one full backup (--keep-full 1)");
     }
     bk_policy p = {.keep_full = keep_full};
-    return bk_expire_policy(r, &p, 0, report);
+    return bk_expire_policy(r, &p, 1, 0, report);
 }
 
-int bk_expire_policy(bk_repo *r, const bk_policy *pol, int dry_run, json_t **report)
+int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, json_t **report)
 {
     if (report) *report = NULL;
-    if (dry_run) return plan_only(r, pol, report);
+    if (dry_run) return plan_only(r, pol, np, report);
     json_t *plan = NULL;
     /* A policy that cannot be applied (no rule, a bad duration) fails before anything goes. */
-    int rc = bk_policy_check(pol);
+    int rc = np ? 0 : om_errf(OM_E_InvalidParameter, "no retention policy given");
+    for (size_t k = 0; k < np && !rc; k++)
+        rc = bk_policy_check(&pol[k]);
     if (!rc) rc = lock_exclusive(r);
     if (rc) return rc;
     expire x = {.r = r, .sets = json_array(), .deleted = json_array()};
@@ -516,7 +526,7 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, int dry_run, json_t **rep
     if (!rc) rc = load_sets(&x);
     size_t n = json_array_size(x.sets);
     if (!rc && !(keep = calloc(n + 1, 1))) rc = om_errf(OM_E_OutOfMemory, "out of memory");
-    if (!rc) rc = choose(&x, pol, keep, &plan);
+    if (!rc) rc = choose(&x, pol, np, keep, &plan);
     if (!rc) rc = delete_sets(&x, keep);
     if (!rc) rc = mark_used(&x, keep);
     if (!rc) rc = sweep_packs(&x);
@@ -533,7 +543,7 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, int dry_run, json_t **rep
             (json_int_t)x.packs_rewritten, "bytes_freed", (json_int_t)x.bytes_freed,
             "leftovers_removed", (json_int_t)x.leftovers, "pending_removed", (json_int_t)x.pending);
         json_object_set_new(*report, "dry_run", json_false());
-        json_object_set_new(*report, "policy", policy_json(pol));
+        json_object_set_new(*report, "policies", policies_json(pol, np));
         json_object_set(*report, "kept", json_object_get(plan, "kept"));
         json_object_set(*report, "removed", json_object_get(plan, "removed"));
     }

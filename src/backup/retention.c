@@ -90,8 +90,8 @@ typedef struct rset {
 typedef struct plan {
     rset *v;
     size_t n;
-    const bk_policy *p;
-    bk_duration within;
+    const bk_policy *ps; /* the policies */
+    size_t np;
     json_t *names; /* database key -> a name the sets give it */
 } plan;
 
@@ -166,9 +166,9 @@ static void by_period(plan *pl, const char *db, const size_t *order, size_t n, b
 
 /* The rule ombra expire --keep-full always had: the newest N fulls with every set committed
  * after the oldest of them (commit order, as a database's backups follow one another). */
-static void by_fulls(plan *pl, const char *db, const size_t *mine, size_t n)
+static void by_fulls(plan *pl, unsigned want, const char *db, const size_t *mine, size_t n)
 {
-    unsigned want = pl->p->keep_full, fulls = 0;
+    unsigned fulls = 0;
     size_t cut = 0;
     for (size_t k = n; k-- > 0 && fulls < want;)
         if (!strcmp(om_json_str_or(pl->v[mine[k]].s, "type", ""), "full")) {
@@ -188,9 +188,10 @@ static void by_fulls(plan *pl, const char *db, const size_t *mine, size_t n)
 }
 
 /* Every rule, over one database's sets (positions, oldest commit first). */
-static void apply_rules(plan *pl, const char *db, const size_t *mine, size_t n)
+static void apply_rules(plan *pl, const bk_policy *p, const char *db, const size_t *mine, size_t n)
 {
-    const bk_policy *p = pl->p;
+    bk_duration within = {0};
+    if (p->keep_within) bk_duration_parse(p->keep_within, &within); /* checked before */
     size_t *order = malloc((n + 1) * sizeof *order);
     if (!order) return;
     memcpy(order, mine, n * sizeof *order);
@@ -204,21 +205,26 @@ static void apply_rules(plan *pl, const char *db, const size_t *mine, size_t n)
     for (size_t r = 0; r < sizeof rules / sizeof *rules; r++)
         if (rules[r].n) by_period(pl, db, order, n, rules[r]);
     if (p->keep_within && n) {
-        uint64_t limit = bk_duration_before(pl->v[order[0]].t, &pl->within);
+        uint64_t limit = bk_duration_before(pl->v[order[0]].t, &within);
         for (size_t k = 0; k < n && pl->v[order[k]].t > limit; k++)
             keep(pl, order[k], db, "within %s", p->keep_within);
     }
-    if (p->keep_full) by_fulls(pl, db, mine, n);
+    if (p->keep_full) by_fulls(pl, p->keep_full, db, mine, n);
     free(order);
 }
 
-static int selected(const plan *pl, const char *key)
+/* The policy of database key: the first that names it, else the first that names none (the
+ * default); NULL when neither (the database is not selected). */
+static const bk_policy *policy_for(const plan *pl, const char *key)
 {
-    if (!pl->p->ndbs) return 1;
     const char *name = om_json_str_or(pl->names, key, "");
-    for (size_t i = 0; i < pl->p->ndbs; i++)
-        if (!strcmp(pl->p->dbs[i], key) || !strcmp(pl->p->dbs[i], name)) return 1;
-    return 0;
+    for (size_t k = 0; k < pl->np; k++)
+        for (size_t i = 0; i < pl->ps[k].ndbs; i++)
+            if (!strcmp(pl->ps[k].dbs[i], key) || !strcmp(pl->ps[k].dbs[i], name))
+                return &pl->ps[k];
+    for (size_t k = 0; k < pl->np; k++)
+        if (!pl->ps[k].ndbs) return &pl->ps[k];
+    return NULL;
 }
 
 /* database key -> name (the set's "database" {"id", "name"}, or a name alone). */
@@ -241,10 +247,10 @@ static void learn_names(plan *pl, json_t *s)
 }
 
 /* A database of dbs that no set names: a typo must not pass for "nothing to do". */
-static int check_dbs(plan *pl, json_t *bydb)
+static int check_dbs(plan *pl, const bk_policy *p, json_t *bydb)
 {
-    for (size_t i = 0; i < pl->p->ndbs; i++) {
-        const char *want = pl->p->dbs[i], *key;
+    for (size_t i = 0; i < p->ndbs; i++) {
+        const char *want = p->dbs[i], *key;
         json_t *l;
         int found = 0;
         json_object_foreach(bydb, key, l)
@@ -374,13 +380,20 @@ int bk_policy_check(const bk_policy *p)
 
 int bk_retention_plan(json_t *sets, const bk_policy *p, json_t **out)
 {
+    return bk_retention_plan_n(sets, p, 1, out);
+}
+
+int bk_retention_plan_n(json_t *sets, const bk_policy *ps, size_t np, json_t **out)
+{
     *out = NULL;
-    plan pl = {.p = p, .names = json_object()};
-    int rc = bk_policy_check(p);
-    if (!rc && p->keep_within) rc = bk_duration_parse(p->keep_within, &pl.within);
+    plan pl = {.ps = ps, .np = np, .names = json_object()};
+    int rc = np ? 0 : om_errf(OM_E_InvalidParameter, "no retention policy given");
+    for (size_t k = 0; k < np && !rc; k++)
+        rc = bk_policy_check(&ps[k]);
     if (!rc) rc = build(&pl, sets);
     json_t *bydb = rc ? NULL : group(&pl);
-    if (!rc) rc = check_dbs(&pl, bydb);
+    for (size_t k = 0; k < np && !rc; k++)
+        rc = check_dbs(&pl, &ps[k], bydb);
     const char *key;
     json_t *l;
     size_t *mine = rc ? NULL : calloc(pl.n + 1, sizeof *mine);
@@ -391,8 +404,9 @@ int bk_retention_plan(json_t *sets, const bk_policy *p, json_t **out)
         size_t n = json_array_size(l);
         for (size_t k = 0; k < n; k++)
             mine[k] = (size_t)json_integer_value(json_array_get(l, k));
-        if (selected(&pl, key)) {
-            apply_rules(&pl, key, mine, n);
+        const bk_policy *p = policy_for(&pl, key);
+        if (p) {
+            apply_rules(&pl, p, key, mine, n);
             continue;
         }
         for (size_t k = 0; k < n; k++)

@@ -66,5 +66,10 @@ uint64_t bk_set_time_ns(json_t *set);
  * "no rule keeps it". Errors: InvalidParameter (no rule at all; a bad duration),
  * SetNotFound (a database of dbs that no set names). */
 int bk_retention_plan(json_t *sets, const bk_policy *p, json_t **plan);
+/* The same with several policies (a default and per-database ones, as a configuration file
+ * gives them): each database gets the first policy whose dbs name it, else the first policy
+ * that names no database (the default), else it is not selected (every set kept). Each policy
+ * is checked (bk_policy_check) and each database it names must have a set. np >= 1. */
+int bk_retention_plan_n(json_t *sets, const bk_policy *ps, size_t np, json_t **plan);
 
 #endif

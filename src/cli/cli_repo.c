@@ -639,7 +639,7 @@ static int cmd_expire(const cli_args *a)
     v.bar = !v.json && !dry && isatty(2);
     bk_repo_set_progress(r, on_progress, &v);
     json_t *rep = NULL;
-    int err = bk_expire_policy(r, &pol, dry, &rep);
+    int err = bk_expire_policy(r, &pol, 1, dry, &rep);
     end_progress(&v);
     bk_repo_close(r);
     free(dbs);

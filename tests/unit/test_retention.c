@@ -292,6 +292,20 @@ static void the_policy_applies_per_database_and_to_the_databases_named(void **s)
     assert_string_equal(ids(plan, "removed", b, sizeof b), "A2 A1");
     json_decref(plan);
 
+    /* a default policy and one of B's own (as [retention] and a per-database section give) */
+    const char *only_b[] = {"B"};
+    const bk_policy two[] = {{.keep_last = 1}, {.keep_last = 2, .dbs = only_b, .ndbs = 1}};
+    assert_int_equal(bk_retention_plan_n(sets, two, 2, &plan), 0);
+    assert_string_equal(ids(plan, "kept", b, sizeof b), "A3 B2 B1");
+    assert_string_equal(ids(plan, "removed", b, sizeof b), "A2 A1 AB");
+    json_decref(plan);
+    /* policies of their own only: a database none names keeps everything */
+    assert_int_equal(bk_retention_plan_n(sets, two + 1, 1, &plan), 0);
+    assert_string_equal(ids(plan, "removed", b, sizeof b), ""); /* B's third is AB, kept by A */
+    assert_string_equal(why(plan, "A1", w, sizeof w), "database A not selected");
+    assert_string_equal(why(plan, "AB", w, sizeof w), "A: database A not selected");
+    json_decref(plan);
+
     /* a database no set names is an error naming those that exist */
     const char *typo[] = {"A", "C"};
     json_t *none = NULL;
@@ -441,7 +455,7 @@ static void the_real_run_deletes_what_the_dry_run_listed_and_every_chain_stays_w
     };
     for (size_t k = 0; k < sizeof rounds / sizeof *rounds; k++) {
         json_t *dry = NULL, *real = NULL, *sets = NULL, *after = NULL;
-        assert_int_equal(bk_expire_policy(r, &rounds[k], 1, &dry), 0);
+        assert_int_equal(bk_expire_policy(r, &rounds[k], 1, 1, &dry), 0);
         assert_true(json_is_true(json_object_get(dry, "dry_run")));
         assert_int_equal(bk_sets(r, &sets), 0);
         assert_int_equal(json_array_size(sets),
@@ -449,7 +463,7 @@ static void the_real_run_deletes_what_the_dry_run_listed_and_every_chain_stays_w
                              json_array_size(json_object_get(dry, "removed")));
         json_decref(sets); /* the dry run removed nothing */
 
-        assert_int_equal(bk_expire_policy(r, &rounds[k], 0, &real), 0);
+        assert_int_equal(bk_expire_policy(r, &rounds[k], 1, 0, &real), 0);
         json_t *want = sorted(removed_ids(dry)),
                *got = sorted(json_object_get(real, "sets_deleted"));
         assert_true(json_equal(want, got));
@@ -499,17 +513,17 @@ static void a_dry_run_changes_nothing_and_runs_beside_another_handle(void **s)
     snprintf(path, sizeof path, "%s/sets/%s.pending", repo, pend);
     assert_int_equal(bk_repo_open(repo, NULL, &other), 0);
     json_t *rep = NULL;
-    assert_int_equal(bk_expire_policy(r, &(bk_policy){.keep_last = 1}, 1, &rep), 0);
+    assert_int_equal(bk_expire_policy(r, &(bk_policy){.keep_last = 1}, 1, 1, &rep), 0);
     assert_int_equal(json_array_size(json_object_get(rep, "removed")), 0); /* I1 keeps F */
     json_decref(rep);
     assert_int_equal(access(path, F_OK), 0);
     /* the real run needs the repository alone */
-    assert_int_equal(bk_expire_policy(r, &(bk_policy){.keep_last = 1}, 0, &rep),
+    assert_int_equal(bk_expire_policy(r, &(bk_policy){.keep_last = 1}, 1, 0, &rep),
                      OM_E_RepositoryInUse);
     bk_repo_close(other);
-    assert_int_equal(bk_expire_policy(r, &(bk_policy){0}, 0, &rep), OM_E_InvalidParameter);
+    assert_int_equal(bk_expire_policy(r, &(bk_policy){0}, 1, 0, &rep), OM_E_InvalidParameter);
     assert_int_equal(access(path, F_OK), 0); /* a policy refused touches nothing */
-    assert_int_equal(bk_expire_policy(r, &(bk_policy){.keep_last = 1}, 0, &rep), 0);
+    assert_int_equal(bk_expire_policy(r, &(bk_policy){.keep_last = 1}, 1, 0, &rep), 0);
     assert_int_equal(om_json_int_or(rep, "pending_removed", 0), 1);
     json_decref(rep);
     assert_int_equal(access(path, F_OK), -1);
