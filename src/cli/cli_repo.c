@@ -784,7 +784,7 @@ static const cli_cmd expire_cmds[] = {
      "exclusive lock and leaves pending sets and leftovers alone, so it runs beside backups. The\n"
      "real run computes the same plan and deletes exactly the sets it calls removed. --json:\n"
      "{\"kept\": [...], \"removed\": [...]}, each {\"id\", \"type\", \"time\", \"database\",\n"
-     "\"reasons\"}, with \"policy\" and \"dry_run\" (the real run adds \"sets_deleted\", packs\n"
+     "\"reasons\"}, with \"policies\" and \"dry_run\" (the real run adds \"sets_deleted\", packs\n"
      "and bytes freed).\n"
      "Then unused packs are deleted and packs less than half used are rewritten. The real run\n"
      "needs the repository to itself: a backup, restore or verify running on it makes it fail.",

@@ -101,6 +101,7 @@ def test_the_real_run_deletes_exactly_what_the_dry_run_listed(cli, repo, weeks, 
     before = [s["id"] for s in listed(cli, repo)]
     dry = cli.json("expire", "--repo", repo, "--dry-run", *policy)
     assert dry["dry_run"] is True
+    assert dry["policies"][0]["databases"] == (["mail2"] if "--db" in policy else [])
     removed = [e["id"] for e in dry["removed"]]
     kept = [e["id"] for e in dry["kept"]]
     assert sorted(removed + kept) == sorted(before)
