@@ -114,19 +114,17 @@ static void keep(plan *pl, size_t i, const char *db, const char *fmt, ...)
 }
 
 /* Newest first: by time, then by commit order. */
-static const rset *sort_base;
-static int newest_first(const void *a, const void *b)
+static int newest_first(const void *a, const void *b, void *arg)
 {
+    const rset *v = arg;
     size_t i = *(const size_t *)a, j = *(const size_t *)b;
-    uint64_t ti = sort_base[i].t, tj = sort_base[j].t;
-    if (ti != tj) return ti > tj ? -1 : 1;
+    if (v[i].t != v[j].t) return v[i].t > v[j].t ? -1 : 1;
     return i > j ? -1 : i < j;
 }
 
 static void sort_newest(plan *pl, size_t *ix, size_t n)
 {
-    sort_base = pl->v;
-    qsort(ix, n, sizeof *ix, newest_first);
+    qsort_r(ix, n, sizeof *ix, newest_first, pl->v);
 }
 
 typedef struct bucket_rule {

@@ -82,6 +82,32 @@ static const char *set_logs(json_t *s, char *buf, size_t len)
     return buf;
 }
 
+/* The --db values, each possibly a comma-separated list, into a NULL-terminated array
+ * (malloc'd, with the copies of the names after it). NULL when out of memory. */
+static char **db_names(const cli_args *a, size_t *n)
+{
+    const char *const *v = NULL;
+    int nv = cli_list(a, "db", &v);
+    size_t bytes = 0, cap = 1;
+    for (int i = 0; i < nv; i++) {
+        bytes += strlen(v[i]) + 1;
+        for (const char *c = v[i]; *c; c++)
+            cap += *c == ',';
+        cap++;
+    }
+    char **out = calloc(1, cap * sizeof *out + bytes + 1);
+    if (!out) return NULL;
+    char *store = (char *)(out + cap);
+    *n = 0;
+    for (int i = 0; i < nv; i++) {
+        strcpy(store, v[i]);
+        for (char *save = NULL, *t = strtok_r(store, ",", &save); t; t = strtok_r(NULL, ",", &save))
+            out[(*n)++] = t;
+        store += strlen(v[i]) + 1;
+    }
+    return out;
+}
+
 /* ---- repo init ---- */
 
 static int cmd_init(const cli_args *a)
@@ -256,8 +282,6 @@ static int of_databases(json_t *s, char *const *names, size_t n)
     json_decref(all);
     return found;
 }
-
-static char **db_names(const cli_args *a, size_t *n);
 
 /* backups list's --db, --type and --last over the annotated sets (oldest first): a new array.
  * A damaged set file is always listed (its database and type are unknown) and not counted in
@@ -524,32 +548,6 @@ static int cmd_verify(const cli_args *a)
 }
 
 /* ---- expire ---- */
-
-/* The --db values, each possibly a comma-separated list, into a NULL-terminated array
- * (malloc'd, with the copies of the names after it). NULL when out of memory. */
-static char **db_names(const cli_args *a, size_t *n)
-{
-    const char *const *v = NULL;
-    int nv = cli_list(a, "db", &v);
-    size_t bytes = 0, cap = 1;
-    for (int i = 0; i < nv; i++) {
-        bytes += strlen(v[i]) + 1;
-        for (const char *c = v[i]; *c; c++)
-            cap += *c == ',';
-        cap++;
-    }
-    char **out = calloc(1, cap * sizeof *out + bytes + 1);
-    if (!out) return NULL;
-    char *store = (char *)(out + cap);
-    *n = 0;
-    for (int i = 0; i < nv; i++) {
-        strcpy(store, v[i]);
-        for (char *save = NULL, *t = strtok_r(store, ",", &save); t; t = strtok_r(NULL, ",", &save))
-            out[(*n)++] = t;
-        store += strlen(v[i]) + 1;
-    }
-    return out;
-}
 
 /* The policy from the --keep-* options: CLI_OK, or CLI_USAGE (printed). */
 static int expire_policy(const cli_args *a, bk_policy *p)
