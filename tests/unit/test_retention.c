@@ -464,8 +464,9 @@ static void the_real_run_deletes_what_the_dry_run_listed_and_every_chain_stays_w
         json_decref(sets); /* the dry run removed nothing */
 
         assert_int_equal(bk_expire_policy(r, &rounds[k], 1, 0, &real), 0);
-        json_t *want = sorted(removed_ids(dry)),
+        json_t *rm = removed_ids(dry), *want = sorted(rm),
                *got = sorted(json_object_get(real, "sets_deleted"));
+        json_decref(rm);
         assert_true(json_equal(want, got));
         assert_true(json_equal(json_object_get(dry, "kept"), json_object_get(real, "kept")));
         if (k == 0) assert_true(json_array_size(want) > 20);
