@@ -23,6 +23,7 @@
 #include "backup/repo_internal.h"
 #include "base/error.h"
 #include "base/proto.h"
+#include "backup/retention.h"
 
 typedef struct expire {
     bk_repo *r;
@@ -101,45 +102,21 @@ static int load_sets(expire *x)
     return rc;
 }
 
-/* keep[i] = 0 for every set older than the keep_full-th newest full of each of its databases. */
-static void choose(expire *x, unsigned keep_full, char *keep)
+/* keep[i] = 1 for every set the plan keeps (backup/retention.h decides; the dry run prints the
+ * same plan). */
+static int choose(expire *x, const bk_policy *p, size_t np, char *keep, json_t **plan)
 {
-    size_t n = json_array_size(x->sets);
-    json_t *keys = json_object(); /* database -> [set positions] */
-    for (size_t i = 0; i < n; i++) {
-        json_t *ks = bk_set_db_keys(json_array_get(x->sets, i));
-        size_t k;
-        json_t *key;
-        json_array_foreach(ks, k, key)
-        {
-            const char *kv = json_string_value(key);
-            json_t *l = json_object_get(keys, kv);
-            if (!l) json_object_set_new(keys, kv, l = json_array());
-            json_array_append_new(l, json_integer((json_int_t)i));
-        }
-        json_decref(ks);
-        keep[i] = 0;
-    }
-    const char *kv;
-    json_t *l;
-    json_object_foreach(keys, kv, l)
-    {
-        /* The position of the keep_full-th newest full of this database. */
-        size_t cut = 0, fulls = 0;
-        for (size_t j = json_array_size(l); j-- > 0;) {
-            size_t pos = (size_t)json_integer_value(json_array_get(l, j));
-            const char *t = om_json_str_or(json_array_get(x->sets, pos), "type", "");
-            if (!strcmp(t, "full") && ++fulls == keep_full) {
-                cut = pos;
-                break;
-            }
-        }
-        for (size_t j = 0; j < json_array_size(l); j++) {
-            size_t pos = (size_t)json_integer_value(json_array_get(l, j));
-            if (fulls < keep_full || pos >= cut) keep[pos] = 1;
-        }
-    }
-    json_decref(keys);
+    int rc = bk_retention_plan_n(x->sets, p, np, plan);
+    if (rc) return rc;
+    json_t *ids = json_object(), *e;
+    size_t i;
+    json_array_foreach(json_object_get(*plan, "kept"), i, e)
+        json_object_set_new(ids, om_json_str_or(e, "id", ""), json_true());
+    for (i = 0; i < json_array_size(x->sets); i++)
+        keep[i] =
+            json_object_get(ids, om_json_str_or(json_array_get(x->sets, i), "id", "")) != NULL;
+    json_decref(ids);
+    return 0;
 }
 
 static int delete_sets(expire *x, const char *keep)
@@ -477,12 +454,70 @@ static int remove_pending(expire *x)
 
 /* ---- the whole run ---- */
 
+/* The policies as the report gives them back. */
+static json_t *policy_json(const bk_policy *p)
+{
+    json_t *o = json_object(), *dbs = json_array();
+    const char *name[] = {"keep_full",   "keep_last",    "keep_daily",
+                          "keep_weekly", "keep_monthly", "keep_yearly"};
+    unsigned v[] = {p->keep_full,   p->keep_last,    p->keep_daily,
+                    p->keep_weekly, p->keep_monthly, p->keep_yearly};
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++)
+        if (v[i]) json_object_set_new(o, name[i], json_integer(v[i]));
+    if (p->keep_within) json_object_set_new(o, "keep_within", json_string(p->keep_within));
+    for (size_t i = 0; i < p->ndbs; i++)
+        json_array_append_new(dbs, json_string(p->dbs[i]));
+    json_object_set_new(o, "databases", dbs);
+    return o;
+}
+
+static json_t *policies_json(const bk_policy *p, size_t np)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < np; i++)
+        json_array_append_new(a, policy_json(&p[i]));
+    return a;
+}
+
+/* The dry run: the same sets read the same way and the same plan, under the shared lock only;
+ * nothing is written or removed (pending sets and leftovers stay where they are). */
+static int plan_only(bk_repo *r, const bk_policy *p, size_t np, json_t **report)
+{
+    expire x = {.r = r, .sets = json_array()};
+    json_t *plan = NULL;
+    int rc = load_sets(&x);
+    if (!rc) rc = bk_retention_plan_n(x.sets, p, np, &plan);
+    if (!rc && report) {
+        json_object_set_new(plan, "dry_run", json_true());
+        json_object_set_new(plan, "policies", policies_json(p, np));
+        *report = plan;
+        plan = NULL;
+    }
+    json_decref(plan);
+    json_decref(x.sets);
+    return rc;
+}
+
 int bk_expire(bk_repo *r, unsigned keep_full, json_t **report)
 {
-    if (report) *report = NULL;
-    if (keep_full < 1)
+    if (keep_full < 1) {
+        if (report) *report = NULL;
         return om_errf(OM_E_InvalidParameter, "keep at least one full backup (--keep-full 1)");
-    int rc = lock_exclusive(r);
+    }
+    bk_policy p = {.keep_full = keep_full};
+    return bk_expire_policy(r, &p, 1, 0, report);
+}
+
+int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, json_t **report)
+{
+    if (report) *report = NULL;
+    if (dry_run) return plan_only(r, pol, np, report);
+    json_t *plan = NULL;
+    /* A policy that cannot be applied (no rule, a bad duration) fails before anything goes. */
+    int rc = np ? 0 : om_errf(OM_E_InvalidParameter, "no retention policy given");
+    for (size_t k = 0; k < np && !rc; k++)
+        rc = bk_policy_check(&pol[k]);
+    if (!rc) rc = lock_exclusive(r);
     if (rc) return rc;
     expire x = {.r = r, .sets = json_array(), .deleted = json_array()};
     char *keep = NULL;
@@ -491,7 +526,7 @@ int bk_expire(bk_repo *r, unsigned keep_full, json_t **report)
     if (!rc) rc = load_sets(&x);
     size_t n = json_array_size(x.sets);
     if (!rc && !(keep = calloc(n + 1, 1))) rc = om_errf(OM_E_OutOfMemory, "out of memory");
-    if (!rc) choose(&x, keep_full, keep);
+    if (!rc) rc = choose(&x, pol, np, keep, &plan);
     if (!rc) rc = delete_sets(&x, keep);
     if (!rc) rc = mark_used(&x, keep);
     if (!rc) rc = sweep_packs(&x);
@@ -500,13 +535,19 @@ int bk_expire(bk_repo *r, unsigned keep_full, json_t **report)
     int rrc = bk_index_reload(r);
     if (!rc) rc = rrc;
     lock_shared(r);
-    if (!rc && report)
+    if (!rc && report) {
         *report = json_pack(
-            "{s:i, s:O, s:I, s:I, s:I, s:I, s:I, s:I}", "keep_full", (int)keep_full, "sets_deleted",
-            x.deleted, "sets_kept", (json_int_t)(n - json_array_size(x.deleted)), "packs_deleted",
-            (json_int_t)x.packs_deleted, "packs_rewritten", (json_int_t)x.packs_rewritten,
-            "bytes_freed", (json_int_t)x.bytes_freed, "leftovers_removed", (json_int_t)x.leftovers,
-            "pending_removed", (json_int_t)x.pending);
+            "{s:i, s:O, s:I, s:I, s:I, s:I, s:I, s:I}", "keep_full", (int)pol->keep_full,
+            "sets_deleted", x.deleted, "sets_kept", (json_int_t)(n - json_array_size(x.deleted)),
+            "packs_deleted", (json_int_t)x.packs_deleted, "packs_rewritten",
+            (json_int_t)x.packs_rewritten, "bytes_freed", (json_int_t)x.bytes_freed,
+            "leftovers_removed", (json_int_t)x.leftovers, "pending_removed", (json_int_t)x.pending);
+        json_object_set_new(*report, "dry_run", json_false());
+        json_object_set_new(*report, "policies", policies_json(pol, np));
+        json_object_set(*report, "kept", json_object_get(plan, "kept"));
+        json_object_set(*report, "removed", json_object_get(plan, "removed"));
+    }
+    json_decref(plan);
     free(keep);
     free(x.moved);
     bk_map_free(&x.used);

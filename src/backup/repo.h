@@ -90,6 +90,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backup/retention.h"
 #include "base/vfs.h"
 
 #define BK_ID_LEN 32 /* SHA-256, or HMAC-SHA256 with the repository key when encrypted */
@@ -252,5 +253,16 @@ int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64
  * file removed as such, pending sets (sets/<s>.pending: no writer can be mid-backup while expire
  * has the repository, so a pending set is one whose backup died) among them. */
 int bk_expire(bk_repo *r, unsigned keep_full, json_t **report);
+/* Retention by policies (backup/retention.h: the rules, whole chains, per database; np >= 1
+ * policies as bk_retention_plan_n takes them, one for the command line): the sets the plan does
+ * not keep are deleted, then packs and leftovers as bk_expire does (it is this with keep_full
+ * alone). *report: bk_expire's fields plus "dry_run": false, "policies" (the rules each gave:
+ * "keep_full", "keep_last", ..., "keep_within", "databases"), and the plan's "kept" and
+ * "removed". dry_run: the same sets read the same way and the same plan, under the shared lock
+ * only; nothing is written or removed (not even pending sets or leftovers), so it runs beside
+ * backups; *report is the plan with "dry_run": true and "policies". The sets a real run deletes
+ * ("sets_deleted") are the ones its plan, and a dry run just before it, call "removed". Errors:
+ * those of bk_expire and bk_retention_plan_n. */
+int bk_expire_policy(bk_repo *r, const bk_policy *p, size_t np, int dry_run, json_t **report);
 
 #endif

@@ -26,6 +26,7 @@ enum kind {
     K_BOOL,     /* yes/no */
     K_COUNT,    /* a whole number, 1 to 1000000 */
     K_DURATION, /* om_duration_parse */
+    K_WITHIN,   /* a calendar span as expire --keep-within takes it: 1y6m, 7d, 36h (m: months) */
     K_PERCENT,  /* 0 to 100 */
     K_HOSTPORT, /* HOST:PORT, [V6]:PORT */
     K_CHOICE,   /* one of choices */
@@ -60,7 +61,8 @@ static const conf_key om_conf_keys[] = {
     {"repo", "keep-daily", K_COUNT, NULL},
     {"repo", "keep-weekly", K_COUNT, NULL},
     {"repo", "keep-monthly", K_COUNT, NULL},
-    {"repo", "keep-within", K_DURATION, NULL},
+    {"repo", "keep-yearly", K_COUNT, NULL},
+    {"repo", "keep-within", K_WITHIN, NULL},
     {"repo", "keep-full", K_COUNT, NULL},
     {"schedule", "databases", K_NAMES, NULL},
     {"schedule", "type", K_CHOICE, "full|incremental|differential|copy"},
@@ -213,6 +215,27 @@ static int check_value(const conf_key *k, const char *v, char *why, size_t n)
         uint64_t s;
         if (om_duration_parse(v, &s))
             return snprintf(why, n, "'%s' is not a duration (a number and s, m, h, d or w: 36h)",
+                            v),
+                   -1;
+        return 0;
+    }
+    case K_WITHIN: {
+        /* numbers each followed by one of y, m, w, d, h, each unit at most once (backup/
+         * retention.h reads it; here only its shape is checked) */
+        const char *p = v;
+        char seen[8] = "";
+        int bad = 0;
+        while (*p && !bad) {
+            const char *digits = p;
+            while (isdigit((unsigned char)*p))
+                p++;
+            bad = p == digits || !*p || !strchr("ymwdh", *p) || strchr(seen, *p);
+            if (!bad) seen[strlen(seen)] = *p++;
+        }
+        if (bad || p == v)
+            return snprintf(why, n,
+                            "'%s' is not a span such as 7d, 36h or 1y6m (y, m for months, w, d, "
+                            "h)",
                             v),
                    -1;
         return 0;

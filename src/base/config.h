@@ -14,7 +14,7 @@
  *   [check]          max-full-age, max-incremental-age, min-log-free
  *   [metrics]        listen
  *   [repo:NAME]      path, passphrase-file, keep-last, keep-daily, keep-weekly, keep-monthly,
- *                    keep-within, keep-full
+ *                    keep-yearly, keep-within, keep-full
  *   [schedule:NAME]  databases, type, calendar, repo, randomized-delay, persistent, provider,
  *                    expire
  *

@@ -169,6 +169,8 @@ int cli_repo_path(const cli_args *a, char **path, const char **name);
 /* The same for a command whose repository is optional (check, metrics): *path NULL and CLI_OK
  * when nothing names one. */
 int cli_repo_path_opt(const cli_args *a, char **path, const char **name);
+/* The configuration's name of the repository the command names ([repo:NAME]), or NULL. */
+const char *cli_repo_name(const cli_args *a);
 /* The passphrase of an encrypted backup repository: the first line of --passphrase-file F, else
  * $OMBRA_REPO_PASSPHRASE, else the first line of the configuration's passphrase-file for the
  * repository (cli_repo_path), never an argument (cli_common.c). The command must have the option

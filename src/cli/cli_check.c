@@ -329,14 +329,14 @@ static int run_check(const cli_args *a)
     uint64_t full_age = DEFAULT_FULL_AGE, inc_age = DEFAULT_INC_AGE, log_free = DEFAULT_LOG_FREE;
     int rc;
     /* The options, else the configuration's [check] (checked when the file was read). */
-    const char *fa = cli_val(a, "max-full-age") ? cli_val(a, "max-full-age")
-                                                : om_conf("check", "max-full-age");
+    const char *fa =
+        cli_val(a, "max-full-age") ? cli_val(a, "max-full-age") : om_conf("check", "max-full-age");
     const char *ia = cli_val(a, "max-incremental-age") ? cli_val(a, "max-incremental-age")
                                                        : om_conf("check", "max-incremental-age");
     if (fa && (rc = cli_duration(a, "--max-full-age", fa, &full_age))) return rc;
     if (ia && (rc = cli_duration(a, "--max-incremental-age", ia, &inc_age))) return rc;
-    const char *lf = cli_val(a, "min-log-free") ? cli_val(a, "min-log-free")
-                                                : om_conf("check", "min-log-free");
+    const char *lf =
+        cli_val(a, "min-log-free") ? cli_val(a, "min-log-free") : om_conf("check", "min-log-free");
     char lfb[32];
     if (lf) {
         snprintf(lfb, sizeof lfb, "%s", lf);

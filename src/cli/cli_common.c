@@ -371,6 +371,11 @@ int cli_repo_path(const cli_args *a, char **path, const char **name)
     return CLI_OK;
 }
 
+const char *cli_repo_name(const cli_args *a)
+{
+    return repo_configured(repo_wanted(a));
+}
+
 int cli_repo_path_opt(const cli_args *a, char **path, const char **name)
 {
     *path = NULL;

@@ -512,8 +512,9 @@ static int run_metrics(const cli_args *a)
     if (st) return st;
     if (!listen && cli_flag(a, "serve") && !(listen = om_conf("metrics", "listen"))) {
         free(repo);
-        return cli_usage(a, "--serve listens where the configuration's [metrics] listen says, "
-                            "and %s says nothing: give --listen ADDR:PORT",
+        return cli_usage(a,
+                         "--serve listens where the configuration's [metrics] listen says, "
+                         "and %s says nothing: give --listen ADDR:PORT",
                          om_conf_file() ? om_conf_file() : "no configuration file is read: it");
     }
     int rc = cli_repo_passphrase(a, pbuf, sizeof pbuf, &pass);

@@ -9,6 +9,9 @@
 
 #include "backup/chain.h"
 #include "backup/repo.h"
+#include "backup/retention.h"
+#include "backup/stats.h"
+#include "base/config.h"
 #include "base/error.h"
 #include "base/progress.h"
 #include "base/proto.h"
@@ -87,6 +90,32 @@ static const char *set_logs(json_t *s, char *buf, size_t len)
     return buf;
 }
 
+/* The --db values, each possibly a comma-separated list, into a NULL-terminated array
+ * (malloc'd, with the copies of the names after it). NULL when out of memory. */
+static char **db_names(const cli_args *a, size_t *n)
+{
+    const char *const *v = NULL;
+    int nv = cli_list(a, "db", &v);
+    size_t bytes = 0, cap = 1;
+    for (int i = 0; i < nv; i++) {
+        bytes += strlen(v[i]) + 1;
+        for (const char *c = v[i]; *c; c++)
+            cap += *c == ',';
+        cap++;
+    }
+    char **out = calloc(1, cap * sizeof *out + bytes + 1);
+    if (!out) return NULL;
+    char *store = (char *)(out + cap);
+    *n = 0;
+    for (int i = 0; i < nv; i++) {
+        strcpy(store, v[i]);
+        for (char *save = NULL, *t = strtok_r(store, ",", &save); t; t = strtok_r(NULL, ",", &save))
+            out[(*n)++] = t;
+        store += strlen(v[i]) + 1;
+    }
+    return out;
+}
+
 /* ---- repo init ---- */
 
 static int cmd_init(const cli_args *a)
@@ -143,6 +172,54 @@ static int cmd_init(const cli_args *a)
     return CLI_OK;
 }
 
+/* ---- repo stats ---- */
+
+static int cmd_stats(const cli_args *a)
+{
+    bk_repo *r = NULL;
+    json_t *st = NULL;
+    int rc = open_repo(a, &r);
+    if (rc) return rc;
+    int err = bk_repo_stats(r, &st);
+    bk_repo_close(r);
+    if (err) return cli_fail(err);
+    if (cli_flag(a, "json")) return print_owned(st);
+    char b1[24], b2[24];
+    json_t *ratio = json_object_get(st, "ratio");
+    printf("sets:     %lld in %lld chains (%lld not restorable, %lld damaged set files)\n",
+           (long long)om_json_int_or(st, "sets", 0), (long long)om_json_int_or(st, "chains", 0),
+           (long long)om_json_int_or(st, "not_restorable", 0),
+           (long long)om_json_int_or(st, "damaged", 0));
+    printf("logical:  %s (the sets' files)\n",
+           cli_human_bytes((uint64_t)om_json_int_or(st, "bytes", 0), b1, sizeof b1));
+    printf("stored:   %s in %lld pack files\n",
+           cli_human_bytes((uint64_t)om_json_int_or(st, "bytes_on_disk", 0), b1, sizeof b1),
+           (long long)om_json_int_or(st, "packs", 0));
+    if (json_is_number(ratio))
+        printf("ratio:    %.2fx (deduplication and compression)\n", json_number_value(ratio));
+    json_t *dbs = json_object_get(st, "databases"), *d;
+    size_t i, wn = 8;
+    json_array_foreach(dbs, i, d)
+    {
+        size_t l = strlen(om_json_str_or(json_object_get(d, "database"), "name", ""));
+        if (l > wn) wn = l;
+    }
+    if (json_array_size(dbs))
+        printf("\n%-*s  %5s  %5s  %6s  %-24s  %10s  %10s\n", (int)wn, "DATABASE", "SETS", "FULLS",
+               "CHAINS", "NEWEST", "LOGICAL", "ADDED");
+    json_array_foreach(dbs, i, d)
+    {
+        printf("%-*s  %5lld  %5lld  %6lld  %-24s  %10s  %10s\n", (int)wn,
+               om_json_str_or(json_object_get(d, "database"), "name", "?"),
+               (long long)om_json_int_or(d, "sets", 0), (long long)om_json_int_or(d, "fulls", 0),
+               (long long)om_json_int_or(d, "chains", 0), om_json_str_or(d, "newest", "-"),
+               cli_human_bytes((uint64_t)om_json_int_or(d, "bytes", 0), b1, sizeof b1),
+               cli_human_bytes((uint64_t)om_json_int_or(d, "bytes_stored", 0), b2, sizeof b2));
+    }
+    json_decref(st);
+    return CLI_OK;
+}
+
 /* ---- backups list / show ---- */
 
 #define NCOLS 10
@@ -194,20 +271,96 @@ static void row_cells(json_t *s, row *r)
     r->cell[9] = set_chain(s, r->chain, sizeof r->chain);
 }
 
+/* Whether one of the set's databases is one of names (by name or id). */
+static int of_databases(json_t *s, char *const *names, size_t n)
+{
+    json_t *all = json_array(), *one = json_object_get(s, "database"), *d;
+    if (one) json_array_append(all, one);
+    if (json_is_array(json_object_get(s, "databases")))
+        json_array_extend(all, json_object_get(s, "databases"));
+    size_t i;
+    int found = 0;
+    json_array_foreach(all, i, d)
+    {
+        const char *name = json_is_string(d) ? json_string_value(d) : om_json_str_or(d, "name", "");
+        const char *id = json_is_string(d) ? "" : om_json_str_or(d, "id", "");
+        for (size_t k = 0; k < n && !found; k++)
+            found = (*name && !strcmp(names[k], name)) || (*id && !strcmp(names[k], id));
+    }
+    json_decref(all);
+    return found;
+}
+
+/* backups list's --db, --type and --last over the annotated sets (oldest first): a new array.
+ * A damaged set file is always listed (its database and type are unknown) and not counted in
+ * --last. CLI_OK or CLI_USAGE (printed). */
+static int filter_sets(const cli_args *a, json_t *sets, json_t **out)
+{
+    static const char *const types[] = {"full", "incremental", "differential", "copy"};
+    const char *type = cli_val(a, "type");
+    uint64_t last = 0;
+    int rc = CLI_OK;
+    *out = NULL;
+    if (type) {
+        size_t k = 0;
+        while (k < 4 && strcmp(type, types[k]))
+            k++;
+        if (k == 4)
+            return cli_usage(a, "--type is full, incremental, differential or copy, not '%s'",
+                             type);
+    }
+    if (cli_val(a, "last") &&
+        (rc = cli_number(a, "--last", cli_val(a, "last"), 1, 1000000000, 0, &last)))
+        return rc;
+    size_t ndb = 0;
+    char **dbs = db_names(a, &ndb);
+    if (!dbs) return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
+    json_t *match = json_array(), *s;
+    size_t i, n = 0;
+    json_array_foreach(sets, i, s)
+    {
+        int ok = json_object_get(s, "damaged") ||
+                 ((!ndb || of_databases(s, dbs, ndb)) &&
+                  (!type || !strcmp(om_json_str_or(s, "type", ""), type)));
+        json_array_append_new(match, json_boolean(ok));
+        n += ok && !json_object_get(s, "damaged");
+    }
+    /* --last: skip the older matches */
+    size_t skip = last && n > last ? n - (size_t)last : 0;
+    *out = json_array();
+    json_array_foreach(sets, i, s)
+    {
+        if (!json_is_true(json_array_get(match, i))) continue;
+        if (!json_object_get(s, "damaged") && skip) {
+            skip--;
+            continue;
+        }
+        json_array_append(*out, s);
+    }
+    json_decref(match);
+    free(dbs);
+    return CLI_OK;
+}
+
 static int cmd_list(const cli_args *a)
 {
     bk_repo *r = NULL;
-    json_t *summaries = NULL, *sets = NULL;
+    json_t *summaries = NULL, *all = NULL, *sets = NULL;
     int rc = open_repo(a, &r);
     if (rc) return rc;
     int err = bk_sets(r, &summaries);
     bk_repo_close(r);
-    if (!err) err = bk_plan(summaries, &sets);
+    if (!err) err = bk_plan(summaries, &all);
     json_decref(summaries);
     if (err) return cli_fail(err);
+    rc = filter_sets(a, all, &sets);
+    int filtered = json_array_size(sets) != json_array_size(all);
+    json_decref(all);
+    if (rc) return rc;
     if (cli_flag(a, "json")) return print_owned(sets);
     if (!json_array_size(sets)) {
-        printf("no backup sets in %s\n", repo_shown);
+        printf("no backup sets in %s%s\n", repo_shown,
+               filtered ? " match --db, --type and --last" : "");
         json_decref(sets);
         return CLI_OK;
     }
@@ -404,22 +557,118 @@ static int cmd_verify(const cli_args *a)
 
 /* ---- expire ---- */
 
+/* The policy from the --keep-* options: CLI_OK, or CLI_USAGE (printed). */
+static int expire_policy(const cli_args *a, bk_policy *p)
+{
+    static const char *const names[] = {"keep-full",   "keep-last",    "keep-daily",
+                                        "keep-weekly", "keep-monthly", "keep-yearly"};
+    unsigned *field[] = {&p->keep_full,   &p->keep_last,    &p->keep_daily,
+                         &p->keep_weekly, &p->keep_monthly, &p->keep_yearly};
+    /* No rule on the command line: the repository's keep-* in the configuration, whole (the
+     * command line replaces the file's policy, never adds to it). */
+    int given = cli_val(a, "keep-within") != NULL;
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        given |= cli_val(a, names[i]) != NULL;
+    const char *conf_repo = given ? NULL : cli_repo_name(a);
+    char section[300];
+    snprintf(section, sizeof section, "repo:%s", conf_repo ? conf_repo : "");
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        const char *v = conf_repo ? om_conf(section, names[i]) : cli_val(a, names[i]);
+        char what[40];
+        uint64_t n = 0;
+        snprintf(what, sizeof what, "--%s", names[i]);
+        int rc = v ? cli_number(a, what, v, 1, 100000, 0, &n) : CLI_OK;
+        if (rc) return rc;
+        *field[i] = (unsigned)n;
+    }
+    p->keep_within = conf_repo ? om_conf(section, "keep-within") : cli_val(a, "keep-within");
+    bk_duration d;
+    if (p->keep_within && bk_duration_parse(p->keep_within, &d)) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "--keep-within: %s", om_err_detail());
+        om_err_clear();
+        return cli_usage(a, "%s", msg);
+    }
+    if (bk_policy_check(p)) {
+        om_err_clear();
+        return cli_usage(a,
+                         "give at least one rule: --keep-last, --keep-daily, --keep-weekly, "
+                         "--keep-monthly, --keep-yearly, --keep-within or --keep-full, or keep-* "
+                         "settings in the repository's [repo:NAME] (expire never deletes every "
+                         "backup)");
+    }
+    return CLI_OK;
+}
+
+static const char *joined(json_t *a, char *buf, size_t len)
+{
+    size_t i, used = 0;
+    json_t *v;
+    buf[0] = 0;
+    json_array_foreach(a, i, v)
+    {
+        int w = snprintf(buf + used, len - used, "%s%s", i ? "; " : "", json_string_value(v));
+        if (w < 0 || (size_t)w >= len - used) break;
+        used += (size_t)w;
+    }
+    return buf;
+}
+
+/* One line per set of the plan, newest first: what happens to it and why. */
+static void print_plan(json_t *rep, int dry)
+{
+    json_t *all = json_array(), *e;
+    json_array_extend(all, json_object_get(rep, "removed"));
+    json_array_extend(all, json_object_get(rep, "kept"));
+    size_t i, nrm = json_array_size(json_object_get(rep, "removed")), wd = 8;
+    char dbs[200], why[1000];
+    json_array_foreach(all, i, e)
+    {
+        size_t l = strlen(set_dbs(e, dbs, sizeof dbs));
+        if (l > wd) wd = l;
+    }
+    json_array_foreach(all, i, e)
+    {
+        const char *verb = i < nrm ? (dry ? "remove" : "removed") : (dry ? "keep" : "kept");
+        printf("%-7s  %.12s  %-12s  %-24s  %-*s  %s\n", verb, om_json_str_or(e, "id", "?"),
+               om_json_str_or(e, "type", "?"), om_json_str_or(e, "time", "?"), (int)wd,
+               set_dbs(e, dbs, sizeof dbs), joined(json_object_get(e, "reasons"), why, sizeof why));
+    }
+    json_decref(all);
+}
+
 static int cmd_expire(const cli_args *a)
 {
-    uint64_t keep = 0;
-    int rc = cli_number(a, "--keep-full", cli_val(a, "keep-full"), 1, 100000, 0, &keep);
+    bk_policy pol = {0};
+    int rc = expire_policy(a, &pol);
     if (rc) return rc;
+    char **dbs = db_names(a, &pol.ndbs);
+    if (!dbs) return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
+    pol.dbs = (const char *const *)dbs;
+    int dry = cli_flag(a, "dry-run");
     bk_repo *r = NULL;
-    if ((rc = open_repo(a, &r))) return rc;
+    if ((rc = open_repo(a, &r))) {
+        free(dbs);
+        return rc;
+    }
     vstate v = {.json = cli_flag(a, "json")};
-    v.bar = !v.json && isatty(2);
+    v.bar = !v.json && !dry && isatty(2);
     bk_repo_set_progress(r, on_progress, &v);
     json_t *rep = NULL;
-    int err = bk_expire(r, (unsigned)keep, &rep);
+    int err = bk_expire_policy(r, &pol, 1, dry, &rep);
     end_progress(&v);
     bk_repo_close(r);
+    free(dbs);
     if (err) return cli_fail(err);
     if (v.json) return print_owned(rep);
+    print_plan(rep, dry);
+    if (dry) {
+        printf("dry run: expire would remove %zu sets and keep %zu; nothing was changed\n",
+               json_array_size(json_object_get(rep, "removed")),
+               json_array_size(json_object_get(rep, "kept")));
+        json_decref(rep);
+        return CLI_OK;
+    }
     json_t *del = json_object_get(rep, "sets_deleted");
     char b[24];
     printf("kept %lld sets, deleted %zu", (long long)om_json_int_or(rep, "sets_kept", 0),
@@ -449,11 +698,30 @@ static const cli_opt init_opts[] = {
     CLI_JSON_OPT,
     {0},
 };
-static const cli_opt list_opts[] = {CLI_REPO_OPT, CLI_PASS_OPT, CLI_JSON_OPT, {0}};
+static const cli_opt list_opts[] = {
+    CLI_REPO_OPT,
+    {"db", "NAME...", "only these databases' sets (names or ids; a,b or repeated)", 0},
+    {"type", "TYPE", "only sets of this type: full, incremental, differential or copy", 0},
+    {"last", "N", "only the N newest sets (after --db and --type)", 0},
+    CLI_PASS_OPT,
+    CLI_JSON_OPT,
+    {0}};
+static const cli_opt show_opts[] = {CLI_REPO_OPT, CLI_PASS_OPT, CLI_JSON_OPT, {0}};
 static const cli_opt verify_opts[] = {CLI_REPO_OPT, CLI_PASS_OPT, CLI_JSON_OPT, {0}};
 static const cli_opt expire_opts[] = {
     CLI_REPO_OPT,
-    {"keep-full", "N", "how many full backups (with their chains) to keep", 1},
+    {"keep-last", "N", "keep the N newest sets of each database", 0},
+    {"keep-daily", "N", "keep the newest set of each of the last N days that have one", 0},
+    {"keep-weekly", "N", "... of each of the last N ISO weeks (Monday first) that have one", 0},
+    {"keep-monthly", "N", "... of each of the last N months that have one", 0},
+    {"keep-yearly", "N", "... of each of the last N years that have one", 0},
+    {"keep-within", "DURATION",
+     "keep every set newer than the database's newest set minus DURATION (7d, 36h, 2w, 1m, 1y6m)",
+     0},
+    {"keep-full", "N", "keep the newest N full backups with every set committed after them", 0},
+    {"db", "NAME...", "apply the policy to these databases only (names or ids; a,b or repeated)",
+     0},
+    {"dry-run", NULL, "print what would be removed and why each set stays; change nothing", 0},
     CLI_PASS_OPT,
     CLI_JSON_OPT,
     {0}};
@@ -464,6 +732,17 @@ static const cli_cmd repo_cmds[] = {
      "line)\nor OMBRA_REPO_PASSPHRASE, never from the command line. Without it the backups "
      "cannot be read:\nkeep it somewhere else than the repository.",
      cmd_init},
+    {"stats", "", show_opts, "what a repository holds: sets, chains, bytes stored and logical",
+     "sets and restore chains (one per full or copy backup whose chain is whole); logical: the\n"
+     "sum of the sets' file sizes (what they stand for); stored: the pack files on disk (what\n"
+     "the data takes, after deduplication and compression); ratio: logical / stored. Per\n"
+     "database: its sets, fulls, chains, the newest set's time (UTC, as backups list prints\n"
+     "it), the logical bytes of its sets and the bytes they ADDED to the repository (blocks no\n"
+     "earlier set had; a set of several databases counts for each). Sizes in SI units (kB,\n"
+     "MB, GB: powers of 1000). --json: \"sets\", \"chains\", \"not_restorable\", \"damaged\",\n"
+     "\"packs\", \"bytes_on_disk\", \"bytes\", \"ratio\", \"databases\": [{\"database\": {\"id\",\n"
+     "\"name\"}, \"sets\", \"fulls\", \"chains\", \"newest\", \"bytes\", \"bytes_stored\"}].",
+     cmd_stats},
     {0},
 };
 
@@ -474,9 +753,13 @@ static const cli_cmd backups_cmds[] = {
      "from (a full or copy backup alone is a restore point of its own), or NOT RESTORABLE and\n"
      "why (a parent missing or damaged, generations no set holds). Times are UTC (Z) and can be\n"
      "pasted into ombra restore --until-time. --json gives per set \"restorable\", \"why\" and\n"
-     "\"chain\" (the ids from the base, oldest first).",
+     "\"chain\" (the ids from the base, oldest first).\n"
+     "--db, --type and --last choose which sets are shown, in text and in --json; CHAIN is\n"
+     "still worked out over every set. --last N shows the N newest (by commit) of the sets the\n"
+     "other filters leave. A damaged set file is always shown (its database and type cannot\n"
+     "be read) and --last does not count it.",
      cmd_list},
-    {"show", "ID", list_opts, "one backup set and its files (ID: the id or a unique prefix)", NULL,
+    {"show", "ID", show_opts, "one backup set and its files (ID: the id or a unique prefix)", NULL,
      cmd_show},
     {0},
 };
@@ -492,16 +775,41 @@ static const cli_cmd verify_cmds[] = {
 
 static const cli_cmd expire_cmds[] = {
     {"", "", expire_opts, "delete old backup sets and the data nothing else uses",
-     "Per database, the newest N full backups are kept with every set committed after the\n"
-     "oldest of them (incremental, differential and copy backups); older sets go. Copy backups\n"
-     "never count as a full. Then unused packs are deleted and packs less than half used are\n"
-     "rewritten. Needs the repository to itself: a backup, restore or verify running on it\n"
-     "makes it fail.",
+     "The policy is applied to each database's sets separately; a set is kept when any rule\n"
+     "keeps it (as restic's forget). At least one --keep-* rule is required: expire never\n"
+     "deletes every backup by accident.\n"
+     "  --keep-last N      the N newest sets (any type).\n"
+     "  --keep-daily N     for the last N days that have one or more sets, the newest set of\n"
+     "                     each day; --keep-weekly (ISO 8601 weeks), --keep-monthly and\n"
+     "                     --keep-yearly alike. Days, weeks, months and years are UTC.\n"
+     "  --keep-within D    every set newer than the database's NEWEST SET's time minus D (not\n"
+     "                     now: a backup job that stopped does not age every set out). D is\n"
+     "                     numbers with units y (calendar years), m (calendar months), w\n"
+     "                     (weeks), d (days), h (hours), each once: 7d, 36h, 2w, 1m, 1y6m.\n"
+     "  --keep-full N      the newest N full backups with every set committed after the oldest\n"
+     "                     of them (copies never count as a full); a database with N fulls or\n"
+     "                     fewer loses nothing.\n"
+     "A set's time is its freeze (the time backups list shows). Whole chains, always: a kept\n"
+     "incremental or differential keeps the sets it depends on, up to its full (\"chain of\n"
+     "<id>\"); a full goes with its dependents only when none of them is kept.\n"
+     "--db NAME applies the policy to those databases only; other databases keep every set. A\n"
+     "set of several databases is kept when any of them keeps it. A name no set has is an\n"
+     "error (a typo never passes for \"nothing to delete\").\n"
+     "--dry-run prints each set with what would happen to it and why (\"daily 2026-12-03\",\n"
+     "\"within 7d\", \"chain of <id>\", \"no rule keeps it\") and changes nothing: it takes no\n"
+     "exclusive lock and leaves pending sets and leftovers alone, so it runs beside backups. The\n"
+     "real run computes the same plan and deletes exactly the sets it calls removed. --json:\n"
+     "{\"kept\": [...], \"removed\": [...]}, each {\"id\", \"type\", \"time\", \"database\",\n"
+     "\"reasons\"}, with \"policies\" and \"dry_run\" (the real run adds \"sets_deleted\", packs\n"
+     "and bytes freed).\n"
+     "Then unused packs are deleted and packs less than half used are rewritten. The real run\n"
+     "needs the repository to itself: a backup, restore or verify running on it makes it fail.",
      cmd_expire},
     {0},
 };
 
-const cli_group cli_repo_group = {"repo", "backup repositories: create one", repo_cmds};
+const cli_group cli_repo_group = {"repo", "backup repositories: create one, see what one holds",
+                                  repo_cmds};
 const cli_group cli_backups_group = {"backups", "the backup sets of a repository", backups_cmds};
 const cli_group cli_verify_group = {"verify", "check the backups of a repository", verify_cmds};
 const cli_group cli_expire_group = {"expire", "retention: delete old backup sets", expire_cmds};

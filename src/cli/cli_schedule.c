@@ -545,15 +545,15 @@ static int cmd_run(const cli_args *a)
     om_info("schedule %s: the %s backup of %s succeeded in %.1f s", s.name, s.type, s.databases,
             secs);
     /* Retention: the repository's keep-* settings, when it has some. */
-    static const char *const keys[] = {"keep-last",    "keep-daily",  "keep-weekly",
-                                       "keep-monthly", "keep-within", "keep-full"};
-    char rs[300], opt[6][32];
+    static const char *const keys[] = {"keep-last",   "keep-daily",  "keep-weekly", "keep-monthly",
+                                       "keep-yearly", "keep-within", "keep-full"};
+    char rs[300], opt[7][32];
     snprintf(rs, sizeof rs, "repo:%s", s.repo);
     n = 0;
     args[n++] = "expire";
     args[n++] = "--repo";
     args[n++] = (char *)s.repo;
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < 7; i++) {
         const char *v = om_conf(rs, keys[i]);
         if (!v) continue;
         snprintf(opt[i], sizeof opt[i], "--%s", keys[i]);

@@ -189,3 +189,26 @@ def test_the_packaged_file_and_every_example_in_it_are_valid(store):
     assert "[schedule:daily]" in every.read_text() and "\nkeep-daily = 7" in every.read_text()
     r = store.ombra("--config", every, "schedule", "list", "--json")
     assert [s["name"] for s in json.loads(r.out)["schedules"]] == ["weekly-full", "daily"]
+
+
+def test_expire_without_options_applies_the_repositorys_retention_from_the_file(store, vssd):
+    tmp = store.tmp
+    store.ombra("repo", "init", tmp / "repo")
+    conf = write(tmp / "ombra.conf", f"[repo:main]\npath = {tmp}/repo\nkeep-last = 2\n")
+    store.ombra("db", "new", "db1")
+    for seed in range(4):
+        store.ombra("mail", "load", "db1", "--mailboxes", "1", "--messages", "5", "--size", "900",
+                    "--seed", str(seed))
+        store.ombra("--config", conf, "backup", "--type", "full", "db1")
+    dry = json.loads(store.ombra("--config", conf, "expire", "--dry-run", "--json").out)
+    assert len(dry["removed"]) == 2 and len(dry["kept"]) == 2, dry
+    assert all("last" in " ".join(k["reasons"]) for k in dry["kept"]), dry
+    real = json.loads(store.ombra("--config", conf, "expire", "--json").out)
+    assert sorted(real["sets_deleted"]) == sorted(s["id"] for s in dry["removed"])
+    # the command line replaces the file's policy whole
+    dry = json.loads(store.ombra("--config", conf, "expire", "--keep-last", "1", "--dry-run",
+                                 "--json").out)
+    assert len(dry["removed"]) == 1, dry
+    # no rule anywhere: refused
+    r = store.ombra("expire", "--repo", tmp / "repo", check=False)
+    assert r.rc == 2 and "at least one rule" in r.err

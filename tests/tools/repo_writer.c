@@ -7,7 +7,10 @@
  * edb/<base name>, a log or checkpoint as logs/<base name>, anything else under its base name;
  * cut into blocks of the repository's block size. The log range is that of the logs given (1-1
  * without any). The set is published, unless REPO_WRITER_PENDING=1 (a backup that died between
- * commit and publish). Prints the new set's id. */
+ * commit and publish). REPO_WRITER_TIME=ISO-8601 gives the set that time and freeze time
+ * ("mark_time_ns") instead of now (retention tests: sets of many simulated days);
+ * REPO_WRITER_PARENT=ID names the set an incremental or differential continues. Prints the new
+ * set's id. */
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -95,7 +98,18 @@ int main(int argc, char **argv)
                                 "time", om_time_iso(om_now_ns(), t, sizeof t), "server", "srv1",
                                 "database", "id", argv[3], "name", argv[3], "base", "E00",
                                 "log_range", lo ? (int)lo : 1, lo ? (int)hi : 1, "parent");
-        rc = bk_set_commit(w, doc, id);
+        const char *when = getenv("REPO_WRITER_TIME"), *parent = getenv("REPO_WRITER_PARENT");
+        uint64_t first = 0, last = 0;
+        if (when && *when && !(rc = om_time_parse(when, &first, &last))) {
+            json_object_set_new(doc, "time", json_string(om_time_iso(first, t, sizeof t)));
+            json_object_set_new(doc, "mark_time_ns", json_integer((json_int_t)first));
+        }
+        if (parent && *parent) json_object_set_new(doc, "parent", json_string(parent));
+        if (rc) {
+            json_decref(doc);
+            bk_set_abort(w);
+        } else
+            rc = bk_set_commit(w, doc, id);
         w = NULL;
         const char *pending = getenv("REPO_WRITER_PENDING");
         if (!rc && !(pending && !strcmp(pending, "1"))) rc = bk_set_publish(r, id);

@@ -84,7 +84,10 @@ static void every_mistake_is_named_with_its_line(void **s)
     refused_at("[repo:m]\npath = backups/m\n", 2,
                "path in [repo:m]: 'backups/m' is not an absolute path");
     refused_at("[repo:m]\nkeep-daily = seven\n", 2, "not a whole number");
-    refused_at("[repo:m]\nkeep-within = 7\n", 2, "not a duration");
+    refused_at("[repo:m]\nkeep-within = 7\n", 2, "not a span");
+    refused_at("[repo:m]\nkeep-within = 1d1d\n", 2, "not a span");
+    refused_at("[check]\nmax-full-age = 7\n", 2, "not a duration");
+    assert_int_equal(load_text("[repo:m]\nkeep-within = 1y6m\n"), 0);
     refused_at("[check]\nmin-log-free = 101\n", 2, "not a percentage");
     refused_at("[log]\nlevel = loud\n", 2, "'loud' is not one of debug,info,warning,error");
     refused_at("[schedule:s]\npersistent = maybe\n", 2, "neither yes nor no");
