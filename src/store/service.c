@@ -1315,6 +1315,13 @@ int store_run(const store_opts *o)
     om_info("server %s listening on %s (%d databases mounted; directory %s%s%s)", s->server, sock,
             s->reg->nm, conf.etcd ? "in etcd at " : dirpath, conf.etcd ? conf.url : "",
             conf.etcd && !s->reg->dir_ready ? ", being reached" : "");
+    /* Ready for systemd once the databases that mount at start are mounted and the writer
+     * runs: a unit ordered after this one finds them (the directory in etcd may still be
+     * being reached: those mount when it answers). */
+    char status[256];
+    snprintf(status, sizeof status, "server %s: %d databases mounted%s", s->server, s->reg->nm,
+             conf.etcd && !s->reg->dir_ready ? ", etcd being reached" : "");
+    om_daemon_ready(status);
     om_server_accept(&stopper, "this store", &o->limits, &s->active, conn_new, s, serve);
     om_stopper_join(&stopper);
     close(s->listen_fd);
