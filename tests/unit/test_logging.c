@@ -43,8 +43,8 @@ static void line_is_iso_utc_ms_program_pid_level(void **s)
     char buf[256];
     size_t n = om_log_format_line(buf, sizeof buf, T_NS, "ombra-store", 4242, OM_WARN,
                                   "database mail1: full");
-    assert_string_equal(buf,
-                        "2026-12-05T09:16:22.123Z ombra-store[4242] warning: database mail1: full\n");
+    assert_string_equal(
+        buf, "2026-12-05T09:16:22.123Z ombra-store[4242] warning: database mail1: full\n");
     assert_int_equal(n, strlen(buf));
     om_log_format_line(buf, sizeof buf, T_NS, "ombra-vssd", 1, OM_ERROR, "x");
     assert_string_equal(buf, "2026-12-05T09:16:22.123Z ombra-vssd[1] error: x\n");
@@ -70,10 +70,10 @@ static void journal_record_is_key_value_lines_with_syslog_priority(void **s)
 {
     (void)s;
     char buf[512];
-    size_t n = om_log_format_journal(buf, sizeof buf, "ombra-store", OM_WARN,
-                                     OM_FIELDS({"DATABASE", "mail1"}, {"SESSION", "s-1"},
-                                               {"GENERATION", "17"}),
-                                     "database mail1: full");
+    size_t n = om_log_format_journal(
+        buf, sizeof buf, "ombra-store", OM_WARN,
+        OM_FIELDS({"DATABASE", "mail1"}, {"SESSION", "s-1"}, {"GENERATION", "17"}),
+        "database mail1: full");
     const char want[] = "MESSAGE=database mail1: full\n"
                         "PRIORITY=4\n"
                         "SYSLOG_IDENTIFIER=ombra-store\n"
