@@ -230,6 +230,14 @@ int om_daemon_start(const char *name, const char *group, int foreground, om_log_
         om_error("cannot detach: %s", strerror(errno));
         return 1;
     }
+    /* stdin and stdout let go of the terminal or pipe the daemon was started from (a caller
+     * that reads them to their end is not kept waiting); stderr is the log file already. */
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        close(null);
+    }
     return 0;
 }
 
