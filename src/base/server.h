@@ -68,9 +68,9 @@ int om_peer_is_own(int fd);
 int om_server_admit(int fd, gid_t group, const char *service, char *who, size_t wlen);
 /* The daemons' logging options (base/logging.h), for their --help. */
 #define OM_DAEMON_LOG_USAGE                                                                        \
-    "  --log-target T         where the log goes: auto (default: the journal under systemd,\n"     \
-    "                         the file when --log-file is given or the daemon detaches, else\n"    \
-    "                         stderr), journal, file or stderr\n"                                  \
+    "  --log-target T         where the log goes: auto (default: the file when --log-file\n"       \
+    "                         is given or the daemon detaches, else the journal when stderr\n"     \
+    "                         is journald's (systemd), else stderr), journal, file, stderr\n"      \
     "  --log-file PATH        the log file (default when detached: $OMBRA_HOME/<daemon>.log);\n"   \
     "                         SIGHUP reopens it at that path (for logrotate)\n"                    \
     "  --log-level L          the least level logged: debug, info (default), warning, error\n"     \

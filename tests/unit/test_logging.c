@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -27,11 +28,12 @@ static char dir[] = "/tmp/om-logtest-XXXXXX";
 /* The whole of a file as a string (malloc'd), "" when it is missing. */
 static char *slurp(const char *path)
 {
+    struct stat st;
+    size_t size = stat(path, &st) ? 0 : (size_t)st.st_size;
+    char *b = calloc(1, size + 1);
     FILE *f = fopen(path, "rb");
-    char *b = calloc(1, 65536);
     if (f) {
-        size_t n = fread(b, 1, 65535, f);
-        b[n] = 0;
+        b[fread(b, 1, size, f)] = 0;
         fclose(f);
     }
     return b;
@@ -279,6 +281,53 @@ static void the_file_is_reopened_at_its_path_after_a_rename(void **s)
     free(b);
 }
 
+enum { THREADS = 4, RECORDS = 2000 };
+
+static void *log_many(void *arg)
+{
+    for (int i = 0; i < RECORDS; i++)
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", "db"}),
+                    "thread %d record %d of a line long "
+                    "enough to be cut in two by a careless writer",
+                    (int)(intptr_t)arg, i);
+    return NULL;
+}
+
+static void threads_log_whole_lines_while_the_file_is_rotated(void **s)
+{
+    (void)s;
+    char path[200], old[220];
+    snprintf(path, sizeof path, "%s/threads.log", dir);
+    snprintf(old, sizeof old, "%s.1", path);
+    om_log_opts o = {.prog = "ombra-store", .target = OM_LOG_FILE, .file = path, .level = -1};
+    assert_int_equal(om_log_setup(&o), 0);
+    pthread_t th[THREADS];
+    for (intptr_t i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, log_many, (void *)i), 0);
+    usleep(2000);
+    rename(path, old);
+    om_log_reopen();
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    /* every record is one whole line, in one of the two files, none lost */
+    int seen[THREADS] = {0};
+    for (int f = 0; f < 2; f++) {
+        char *text = slurp(f ? path : old), *save = NULL;
+        for (char *ln = strtok_r(text, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
+            int t, r;
+            char *m = strstr(ln, "] info: thread ");
+            assert_non_null(m);
+            assert_int_equal(sscanf(m, "] info: thread %d record %d", &t, &r), 2);
+            assert_non_null(strstr(m, "careless writer"));
+            assert_true(t >= 0 && t < THREADS);
+            seen[t]++;
+        }
+        free(text);
+    }
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(seen[i], RECORDS);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir)) return 1;
@@ -293,6 +342,7 @@ int main(void)
         cmocka_unit_test(records_reach_the_journal_socket_with_their_fields),
         cmocka_unit_test(a_refused_datagram_goes_to_stderr_as_a_line),
         cmocka_unit_test(the_file_is_reopened_at_its_path_after_a_rename),
+        cmocka_unit_test(threads_log_whole_lines_while_the_file_is_rotated),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[100];
