@@ -186,6 +186,7 @@ int om_log_setup(const om_log_opts *o)
             : om_log_stderr_is_journal() ? OM_LOG_JOURNAL
                                          : OM_LOG_STDERR;
     int fd = -1, jfd = -1;
+    struct sockaddr_un ja = {.sun_family = AF_UNIX};
     if (t == OM_LOG_FILE) {
         if (!o->file || !*o->file)
             return om_errf(OM_E_InvalidParameter, "log target file: no file given. HINT: add "
@@ -204,10 +205,7 @@ int om_log_setup(const om_log_opts *o)
         /* A socket that cannot be made now is not an error: every record falls back to the
          * stderr line, as for a journald that is down. */
         jfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        memset(&L.jaddr, 0, sizeof L.jaddr);
-        L.jaddr.sun_family = AF_UNIX;
-        strcpy(L.jaddr.sun_path, sp);
-        L.jlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(sp) + 1);
+        strcpy(ja.sun_path, sp);
     }
     pthread_mutex_lock(&L.mu);
     snprintf(L.prog, sizeof L.prog, "%s", o->prog);
@@ -219,6 +217,8 @@ int om_log_setup(const om_log_opts *o)
     if (L.stderr_to_file) dup2(fd, 2);
     if (L.jfd >= 0) close(L.jfd);
     L.jfd = jfd;
+    L.jaddr = ja;
+    L.jlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(ja.sun_path) + 1);
     pthread_mutex_unlock(&L.mu);
     daemon_mode = 1;
     if (o->level >= OM_DEBUG) {
