@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 
 #include "base/error.h"
-#include "base/logging.h"
 
 /* ---- the table of keys ---- */
 

@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "base/bytes.h"
 #include "base/config.h"
 #include "base/error.h"
@@ -103,8 +105,23 @@ void om_server_signals_block(void)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+}
+
+/* SIGHUP: the log file reopened at its path, and one line in the new file (so it appears at
+ * once, and says the reopen happened). */
+static void log_reopen(void)
+{
+    static const char *const targets[] = {"auto", "the journal", "a file", "stderr"};
+    enum om_log_target t = om_log_target_now();
+    if (t != OM_LOG_FILE)
+        om_info("SIGHUP received: logging to %s, no file to reopen", targets[t]);
+    else if (om_log_reopen_now())
+        om_error("SIGHUP received: %s", om_err_detail());
+    else
+        om_info("SIGHUP received: log file reopened");
 }
 
 static void *stopper(void *arg)
@@ -114,9 +131,13 @@ static void *stopper(void *arg)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     int sig = 0;
-    sigwait(&set, &sig);
-    om_info("%s received: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    while (!sigwait(&set, &sig) && sig == SIGHUP)
+        log_reopen();
+    const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+    om_daemon_notify("STOPPING=1\nSTATUS=stopping (%s)", name);
+    om_info("%s received: shutting down", name);
     pthread_mutex_lock(st->mu);
     *st->stopping = 1;
     pthread_mutex_unlock(st->mu);
@@ -149,18 +170,54 @@ int om_server_admit(int fd, gid_t group, const char *service, char *who, size_t 
     return 0;
 }
 
-int om_daemon_config(const char *name, const char *config)
+int om_daemon_config(const char *name, const char *config, om_log_opts *log)
 {
-    if (om_conf_load(config) == 0) return 0;
-    fprintf(stderr, "%s: %s\n", name, om_err_detail());
+    if (om_conf_load(config) != 0) {
+        fprintf(stderr, "%s: %s\n", name, om_err_detail());
+        return 1;
+    }
+    /* [log] below the command line's options (the values were checked when the file was
+     * read; a target left at auto is taken as not given). */
+    const char *v;
+    if (log->target == OM_LOG_AUTO && (v = om_conf("log", "target")))
+        om_log_target_parse(v, &log->target);
+    if (log->level < 0 && (v = om_conf("log", "level"))) om_log_level_parse(v, &log->level);
+    if (!log->file) log->file = om_conf("log", "file");
+    return 0;
+}
+
+int om_daemon_log_option(const char *prog, int argc, char **argv, int *i, om_log_opts *log)
+{
+    const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    int rc;
+    if (!strcmp(a, "--log-target"))
+        rc = v ? om_log_target_parse(v, &log->target) : -1;
+    else if (!strcmp(a, "--log-level"))
+        rc = v ? om_log_level_parse(v, &log->level) : -1;
+    else if (!strcmp(a, "--log-file"))
+        rc = v && *v ? (log->file = v, 0) : -1;
+    else
+        return 0;
+    if (rc) {
+        fprintf(stderr, "%s: %s: %s\n", prog, a,
+                v ? (*v ? om_err_detail() : "an empty path") : "a value is missing");
+        return -1;
+    }
+    ++*i;
     return 1;
 }
 
-int om_daemon_start(const char *name, const char *group, int foreground, char *arun, char *adata,
-                    size_t n)
+int om_daemon_start(const char *name, const char *group, int foreground, om_log_opts *log,
+                    char *arun, char *adata, size_t n)
 {
     char run[4096], data[4096];
     gid_t gid;
+    /* Before any thread: each thread made from here inherits the mask, so SIGHUP (logrotate)
+     * can only reach the stopper's sigwait, never kill the daemon by its default action. */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &hup, NULL);
     int rc = om_group_id(group, &gid);
     if (!rc) rc = om_runtime_dir(run, sizeof run);
     if (!rc) rc = om_data_dir(data, sizeof data);
@@ -170,19 +227,52 @@ int om_daemon_start(const char *name, const char *group, int foreground, char *a
                 om_err_detail());
         return 1;
     }
-    if (foreground) return 0;
+    om_log_opts lo = log ? *log : (om_log_opts){.level = -1};
+    lo.prog = name;
     char logp[PATH_MAX + 64];
-    snprintf(logp, sizeof logp, "%s/%s.log", adata, name);
-    if (daemon(0, 1) != 0) {
-        fprintf(stderr, "%s: cannot detach: %s\n", name, strerror(errno));
+    if (!foreground && (lo.target == OM_LOG_AUTO || lo.target == OM_LOG_FILE) &&
+        (!lo.file || !*lo.file)) {
+        snprintf(logp, sizeof logp, "%s/%s.log", adata, name);
+        lo.file = logp;
+    }
+    /* Detached, the terminal goes away: stderr follows the file, whatever writes on it. */
+    lo.stderr_to_file = !foreground;
+    /* Set up before detaching, so a file that cannot be opened is said on the terminal. */
+    if (om_log_setup(&lo)) {
+        fprintf(stderr, "%s: %s\n", name, om_err_detail());
         return 1;
     }
-    int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (fd >= 0) {
-        dup2(fd, 2);
-        close(fd);
+    if (foreground) return 0;
+    if (daemon(0, 1) != 0) {
+        om_error("cannot detach: %s", strerror(errno));
+        return 1;
+    }
+    /* stdin and stdout let go of the terminal or pipe the daemon was started from (a caller
+     * that reads them to their end is not kept waiting); stderr is the log file already. */
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        close(null);
     }
     return 0;
+}
+
+void om_daemon_notify(const char *fmt, ...)
+{
+    if (!getenv("NOTIFY_SOCKET")) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int rc = sd_notify(0, msg);
+    if (rc < 0) om_warn("sd_notify to $NOTIFY_SOCKET: %s", strerror(-rc));
+}
+
+void om_daemon_ready(const char *status)
+{
+    om_daemon_notify("READY=1\nSTATUS=%s", status);
 }
 
 /* ---- limits ---- */

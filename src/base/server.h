@@ -1,7 +1,8 @@
-/* What the daemons (ombra-store, ombra-vssd) share about their control sockets: listening on a
- * Unix socket of mode 0660 owned by the allowed group, taking over a socket file a dead daemon
- * left, checking each peer with SO_PEERCRED, and the limits that keep a daemon serving when
- * its clients are many, slow, silent or hostile (docs/design.md, "The daemons' limits"):
+/* What the daemons (ombra-store, ombra-vssd, ombra-repld) share: their start, logging options,
+ * signals and sd_notify (below), and their control sockets: listening on a Unix socket of mode
+ * 0660 owned by the allowed group, taking over a socket file a dead daemon left, checking each
+ * peer with SO_PEERCRED, and the limits that keep a daemon serving when its clients are many,
+ * slow, silent or hostile (docs/design.md, "The daemons' limits"):
  *
  *  - at most max_conns connections at once; one more takes the place of the connection silent
  *    the longest between two messages (at least OM_SERVER_EVICT_IDLE_MS; never a writer's or a
@@ -23,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "base/logging.h"
 
 #define OM_SERVER_MAX_CONNS     512 /* and at most half the process's descriptor limit */
 #define OM_SERVER_IDLE_MS       60000
@@ -64,17 +67,40 @@ int om_peer_is_own(int fd);
  * (FileAccessDenied naming the service). 1 when the peer may go on; who as in om_peer_allowed. */
 int om_server_admit(int fd, gid_t group, const char *service, char *who, size_t wlen);
 /* What a daemon's main does after reading its arguments: reads the configuration file (config
- * is --config's value or NULL: base/config.h). Prints its own error (one line naming the file
+ * is --config's value or NULL: base/config.h) and takes its [log] settings into log where the
+ * command line gave none. Prints its own error (one line naming the file
  * and line) on stderr; 0 or 1 (the exit status). */
-int om_daemon_config(const char *name, const char *config);
+int om_daemon_config(const char *name, const char *config, om_log_opts *log);
+/* The daemons' logging options (base/logging.h), for their --help. */
+#define OM_DAEMON_LOG_USAGE                                                                        \
+    "  --log-target T         where the log goes: auto (default: the file when --log-file\n"       \
+    "                         is given or the daemon detaches, else the journal when stderr\n"     \
+    "                         is journald's (systemd), else stderr), journal, file, stderr\n"      \
+    "  --log-file PATH        the log file (default when detached: $OMBRA_HOME/<daemon>.log);\n"   \
+    "                         SIGHUP reopens it at that path (for logrotate)\n"                    \
+    "  --log-level L          the least level logged: debug, info (default), warning, error\n"     \
+    "  --version              prints the daemon's version and exits\n"
+/* Parses argv[*i] when it is --log-target, --log-file or --log-level (advancing *i past its
+ * value) into log: 1 when it was, 0 when it is another argument, -1 for a bad or missing value
+ * (printed on stderr, prog: first). */
+int om_daemon_log_option(const char *prog, int argc, char **argv, int *i, om_log_opts *log);
+
 /* What a daemon's main does before running: makes the runtime and data directories, makes them
- * absolute into arun/adata (the daemon changes directory when it detaches), and without
- * foreground detaches with stderr appended to <data>/<name>.log. The runtime directory is made
- * and checked by om_runtime_dir_make for group (the --group name; NULL: the daemon's own). Prints
- * its own error (one line) on
- * stderr; 0 or 1 (the exit status). */
-int om_daemon_start(const char *name, const char *group, int foreground, char *arun, char *adata,
-                    size_t n);
+ * absolute into arun/adata (the daemon changes directory when it detaches), sets its logging up
+ * from log (NULL: the defaults; log->prog is set to name) and without foreground detaches. A
+ * detached daemon whose target is auto and names no file logs to <data>/<name>.log, its stderr
+ * following the file. SIGHUP is blocked from here on (the stopper takes it: a SIGHUP during the
+ * start does not kill the daemon). The runtime directory is made and checked by
+ * om_runtime_dir_make for group (the --group name; NULL: the daemon's own). Prints its own error
+ * (one line) on stderr; 0 or 1 (the exit status). */
+int om_daemon_start(const char *name, const char *group, int foreground, om_log_opts *log,
+                    char *arun, char *adata, size_t n);
+/* Tells the service manager how the daemon is (sd_notify(3), for Type=notify units): a
+ * printf-formed list of "VAR=value" lines. Nothing happens without $NOTIFY_SOCKET. */
+void om_daemon_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The daemon has done its startup work and accepts on its socket: READY=1, and status (one
+ * line for `systemctl status`) as STATUS=. Called right before om_server_accept. */
+void om_daemon_ready(const char *status);
 /* The peer's pid (0 when unknown). */
 pid_t om_peer_pid(int fd);
 /* The gid of a group name (NULL: the daemon's own group); InvalidParameter for an unknown name. */
@@ -82,8 +108,10 @@ int om_group_id(const char *name, gid_t *gid);
 
 /* Stopping on SIGTERM or SIGINT. om_server_signals_block() in the main thread before any
  * other thread starts (so only the stopper receives them; SIGPIPE is ignored); then
- * om_stopper_start() runs a thread that waits for one, sets *stopping under mu and shuts the
- * listening socket down so the accept loop returns. om_stopper_join() after the loop. */
+ * om_stopper_start() runs a thread that waits for one, tells the service manager STOPPING=1,
+ * sets *stopping under mu and shuts the listening socket down so the accept loop returns.
+ * om_stopper_join() after the loop. The same thread takes SIGHUP: the log file is reopened at
+ * its path (logrotate renamed it), and the daemon goes on. */
 typedef struct om_stopper {
     pthread_mutex_t *mu;
     int *stopping;

@@ -1,6 +1,6 @@
 /* ombra-repld [--foreground] --server NAME --listen ADDR:PORT --etcd URL [--dag NAME]
- * [--group GROUP] [--lease-seconds N] [--truncation-hold-limit SECONDS] [limits]: the replication
- * service of one server of a DAG (repl/repld.h). */
+ * [--group GROUP] [--lease-seconds N] [--truncation-hold-limit SECONDS] [limits] [logging]: the
+ * replication service of one server of a DAG (repl/repld.h; base/server.h's options). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +18,7 @@ static void usage(FILE *f)
           "--etcd URL\n"
           "                   [--dag NAME] [--group GROUP] [--lease-seconds N]\n"
           "                   [--truncation-hold-limit SECONDS] [--backup-replay-queue N]\n"
+          "                   [--log-target T] [--log-file PATH] [--log-level L] [--version]\n"
           "  The replication service of one server of a DAG: copies the closed log generations\n"
           "  of this server's passive copies from their active server and replays them, serves\n"
           "  its active copies to the other servers, keeps the server's lease in etcd. Reads\n"
@@ -41,7 +42,7 @@ static void usage(FILE *f)
           "  --backup-replay-queue N\n"
           "                         the most generations a passive copy may have copied but not\n"
           "                         replayed when a backup of it is prepared (default "
-          "12)\n" OM_SERVER_LIMITS_USAGE,
+          "12)\n" OM_SERVER_LIMITS_USAGE OM_DAEMON_LOG_USAGE,
           f);
 }
 
@@ -61,14 +62,20 @@ static int number(const char *opt, const char *text, long lo, long hi, const cha
 int main(int argc, char **argv)
 {
     om_log_init("ombra-repld");
+    om_log_opts log = {.level = -1};
     int fg = 0;
     long n;
     rp_repld_opts o = {.etcd = getenv("OMBRA_ETCD"), .limits = {.max_data = 1u << 20}};
     const char *config = NULL;
     for (int i = 1; i < argc; i++) {
         int lo = om_server_limit_option("ombra-repld", argc, argv, &i, &o.limits);
+        if (!lo) lo = om_daemon_log_option("ombra-repld", argc, argv, &i, &log);
         if (lo < 0) return 2;
         if (lo) continue;
+        if (!strcmp(argv[i], "--version")) {
+            printf("ombra-repld %s\n", OMBRA_VERSION);
+            return 0;
+        }
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--foreground"))
             fg = 1;
@@ -105,7 +112,7 @@ int main(int argc, char **argv)
         }
     }
     /* The file's settings below the command line's and the environment's (base/config.h). */
-    if (om_daemon_config("ombra-repld", config)) return 1;
+    if (om_daemon_config("ombra-repld", config, &log)) return 1;
     if (!o.server) o.server = om_conf("ombra", "server");
     if (!o.listen) o.listen = om_conf("repl", "listen");
     if (!o.etcd || !*o.etcd) o.etcd = om_conf("ombra", "etcd");
@@ -120,7 +127,7 @@ int main(int argc, char **argv)
         return 2;
     }
     char arun[4096], adata[4096];
-    int rc = om_daemon_start("ombra-repld", o.group, fg, arun, adata, sizeof arun);
+    int rc = om_daemon_start("ombra-repld", o.group, fg, &log, arun, adata, sizeof arun);
     if (rc) return rc;
     o.runtime_dir = arun;
     o.data_dir = adata;

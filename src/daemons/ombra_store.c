@@ -1,5 +1,5 @@
-/* ombra-store [--foreground] [--server NAME] [--group GROUP] [limits]: the store daemon
- * (service.h; the connection limits of base/server.h). */
+/* ombra-store [--foreground] [--server NAME] [--group GROUP] [limits] [logging]: the store
+ * daemon (service.h; the connection limits and the logging options of base/server.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +15,9 @@
 static void usage(FILE *f)
 {
     fputs(
-        "usage: ombra-store [--foreground] [--config FILE] [--server NAME] [--etcd URL[,URL...]] "
-        "[--group GROUP]\n"
-        "                   [--checkpoint-depth N] [--cache-mb M]\n"
+        "usage: ombra-store [--foreground] [--config FILE] [--server NAME] [--etcd URL[,URL...]]\n"
+        "                   [--group GROUP] [--checkpoint-depth N] [--cache-mb M]\n"
+        "                   [--log-target T] [--log-file PATH] [--log-level L] [--version]\n"
         "  Hosts the databases of this server and serves store.sock in the runtime directory\n"
         "  ($OMBRA_RUNTIME_DIR); data in $OMBRA_HOME. Without --foreground it detaches and\n"
         "  logs to $OMBRA_HOME/ombra-store.log.\n"
@@ -37,13 +37,14 @@ static void usage(FILE *f)
         "  --checkpoint-depth N   log generations (1 MiB each) between checkpoints (default 32):\n"
         "                         deeper means fewer page writes, longer replay after a crash\n"
         "  --cache-mb M           dirty pages kept per database before a checkpoint (default "
-        "256)\n" OM_SERVER_LIMITS_USAGE,
+        "256)\n" OM_SERVER_LIMITS_USAGE OM_DAEMON_LOG_USAGE,
         f);
 }
 
 int main(int argc, char **argv)
 {
     om_log_init("ombra-store");
+    om_log_opts log = {.level = -1};
     int fg = 0;
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
@@ -51,8 +52,13 @@ int main(int argc, char **argv)
     const char *config = NULL;
     for (int i = 1; i < argc; i++) {
         int lo = om_server_limit_option("ombra-store", argc, argv, &i, &o.limits);
+        if (!lo) lo = om_daemon_log_option("ombra-store", argc, argv, &i, &log);
         if (lo < 0) return 2;
         if (lo) continue;
+        if (!strcmp(argv[i], "--version")) {
+            printf("ombra-store %s\n", OMBRA_VERSION);
+            return 0;
+        }
         if (!strcmp(argv[i], "--foreground"))
             fg = 1;
         else if (!strcmp(argv[i], "--config") && i + 1 < argc)
@@ -91,7 +97,7 @@ int main(int argc, char **argv)
         }
     }
     /* The file's settings below the command line's and the environment's (base/config.h). */
-    if (om_daemon_config("ombra-store", config)) return 1;
+    if (om_daemon_config("ombra-store", config, &log)) return 1;
     if (!o.server_given && om_conf("ombra", "server")) {
         o.server = om_conf("ombra", "server");
         o.server_given = 1;
@@ -101,7 +107,7 @@ int main(int argc, char **argv)
     /* Absolute paths: database paths derive from the data directory and are stored in the
      * directory, and the daemon changes its working directory when it detaches. */
     char arun[4096], adata[4096];
-    int rc = om_daemon_start("ombra-store", o.group, fg, arun, adata, sizeof arun);
+    int rc = om_daemon_start("ombra-store", o.group, fg, &log, arun, adata, sizeof arun);
     if (rc) return rc;
     o.runtime_dir = arun;
     o.data_dir = adata;

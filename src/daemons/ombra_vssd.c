@@ -1,6 +1,7 @@
 /* ombra-vssd [--foreground] [--group GROUP] [--freeze-limit-ms N] [--commit-limit-ms N]
- * [--event-limit-ms N] [--restore-limit-ms N] [--shadow-dir DIR] [connection limits]: the shadow
- * copy coordinator (vss/coordinator.h; the connection limits of base/server.h). */
+ * [--event-limit-ms N] [--restore-limit-ms N] [--shadow-dir DIR] [connection limits] [logging]:
+ * the shadow copy coordinator (vss/coordinator.h; the connection limits and the logging options
+ * of base/server.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,8 @@ static void usage(FILE *f)
 {
     fputs("usage: ombra-vssd [--foreground] [--config FILE] [--group GROUP] [--freeze-limit-ms N]\n"
           "                  [--commit-limit-ms N] [--event-limit-ms N] [--restore-limit-ms N]\n"
-          "                  [--shadow-dir DIR]\n"
+          "                  [--shadow-dir DIR] [--log-target T] [--log-file PATH]\n"
+          "                  [--log-level L] [--version]\n"
           "  Coordinates writers, requesters and shadow copy providers on vss.sock in the\n"
           "  runtime directory ($OMBRA_RUNTIME_DIR); catalog in $OMBRA_HOME/vss. Without\n"
           "  --foreground it detaches and logs to $OMBRA_HOME/ombra-vssd.log.\n"
@@ -31,7 +33,8 @@ static void usage(FILE *f)
           "                         replays the restored logs (default 86400000, a day)\n"
           "  --shadow-dir DIR       where shadow copies go (default "
           "$OMBRA_HOME/shadows)\n" OM_SERVER_LIMITS_USAGE
-          "  (writers and open sessions may stay silent past --idle-timeout-ms)\n",
+          "  (writers and open sessions may stay silent past "
+          "--idle-timeout-ms)\n" OM_DAEMON_LOG_USAGE,
           f);
 }
 
@@ -50,6 +53,7 @@ static int limit(const char *arg, const char *name, uint32_t *out)
 int main(int argc, char **argv)
 {
     om_log_init("ombra-vssd");
+    om_log_opts log = {.level = -1};
     int fg = 0, rc = 0;
     /* Nothing sent to the coordinator carries data: one MiB is plenty. */
     vss_coord_opts o = {.fail_provider_step = getenv("OMBRA_VSSD_TEST_FAIL_PROVIDER"),
@@ -57,8 +61,13 @@ int main(int argc, char **argv)
     const char *config = NULL;
     for (int i = 1; i < argc && !rc; i++) {
         int lo = om_server_limit_option("ombra-vssd", argc, argv, &i, &o.limits);
+        if (!lo) lo = om_daemon_log_option("ombra-vssd", argc, argv, &i, &log);
         if (lo < 0) return 2;
         if (lo) continue;
+        if (!strcmp(argv[i], "--version")) {
+            printf("ombra-vssd %s\n", OMBRA_VERSION);
+            return 0;
+        }
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--foreground"))
             fg = 1;
@@ -86,7 +95,7 @@ int main(int argc, char **argv)
     }
     if (rc) return rc;
     /* The file's settings below the command line's and the environment's (base/config.h). */
-    if (om_daemon_config("ombra-vssd", config)) return 1;
+    if (om_daemon_config("ombra-vssd", config, &log)) return 1;
     if (!o.group) o.group = om_conf("ombra", "group");
     char arun[4096], adata[4096], ashadow[4096];
     if (o.shadow_dir && o.shadow_dir[0] != '/') { /* before detaching changes the directory */
@@ -95,7 +104,8 @@ int main(int argc, char **argv)
         strncat(ashadow, o.shadow_dir, sizeof ashadow - strlen(ashadow) - 1);
         o.shadow_dir = ashadow;
     }
-    if ((rc = om_daemon_start("ombra-vssd", o.group, fg, arun, adata, sizeof arun))) return rc;
+    if ((rc = om_daemon_start("ombra-vssd", o.group, fg, &log, arun, adata, sizeof arun)))
+        return rc;
     o.runtime_dir = arun;
     o.data_dir = adata;
     rc = vss_coord_run(&o);

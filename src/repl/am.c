@@ -106,7 +106,8 @@ static void al_put(rp_am *a, const char *db, int64_t epoch, int64_t lease)
                jint(act, "epoch") == epoch && !json_object_get(act, "deposing");
     json_decref(act);
     if (rc) {
-        om_warn("activelease of database %s: %s", db, om_err_detail());
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", db}), "activelease of database %s: %s", db,
+                    om_err_detail());
         return;
     }
     if (!ours) return; /* deposed, and its store not told yet: the DAG's key is another's */
@@ -127,7 +128,8 @@ static void al_put(rp_am *a, const char *db, int64_t epoch, int64_t lease)
     etcd_txn_free(t);
     free(val);
     if (rc) {
-        om_warn("activelease of database %s: %s", db, om_err_detail());
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", db}), "activelease of database %s: %s", db,
+                    om_err_detail());
     } else if (won) {
         int i = 0;
         while (i < a->nown && strcmp(a->own[i].db, db))
@@ -158,7 +160,8 @@ static void al_delete_ours(rp_am *a, const char *db, int64_t epoch)
         etcd_txn_cmp_mod(t, lk, ETCD_EQUAL, rev);
         etcd_txn_delete(t, ETCD_THEN, lk, 0);
         if (etcd_txn_commit(a->cfg.dag->e, t, &won))
-            om_warn("activelease of database %s: %s", db, om_err_detail());
+            om_log_with(OM_WARN, OM_FIELDS({"DATABASE", db}), "activelease of database %s: %s", db,
+                        om_err_detail());
         etcd_txn_free(t);
     }
     json_decref(al);
@@ -166,8 +169,9 @@ static void al_delete_ours(rp_am *a, const char *db, int64_t epoch)
 
 static void al_drop(rp_am *a, int i, const char *why)
 {
-    om_info("database %s: activelease given up (epoch %lld): %s", a->own[i].db,
-            (long long)a->own[i].epoch, why);
+    om_log_with(OM_INFO, OM_FIELDS({"DATABASE", a->own[i].db}),
+                "database %s: activelease given up (epoch %lld): %s", a->own[i].db,
+                (long long)a->own[i].epoch, why);
     al_delete_ours(a, a->own[i].db, a->own[i].epoch);
     a->own[i] = a->own[--a->nown];
 }
@@ -378,8 +382,9 @@ static int serve_handoff(rp_am *a, rp_conn *c, json_t *req)
                                      &refused);
     store_client_free(sc);
     if (rc) return rp_send_error(c, rc);
-    om_info("database %s: handed off at epoch %lld, its last generation %u closed", db,
-            (long long)epoch, last);
+    om_log_with(OM_INFO, OM_FIELDS({"DATABASE", db}),
+                "database %s: handed off at epoch %lld, its last generation %u closed", db,
+                (long long)epoch, last);
     return rp_reply(c,
                     json_pack("{s:b,s:I,s:I}", "ok", 1, "last_gen", (json_int_t)last,
                               "refused_since_ns", (json_int_t)refused),
@@ -429,8 +434,10 @@ int rp_am_activate(rp_am *a, json_t *req, json_t **reply)
     p->until = om_mono_ns() + AM_PENDING_S * 1000000000ull;
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
-    om_info("copy of %s activated: it holds generations through %u%s", st.name[0] ? st.name : db,
-            res.last_gen, res.used_stream ? " and the streamed part of the next" : "");
+    om_log_with(OM_INFO, OM_FIELDS({"DATABASE", st.name[0] ? st.name : db}),
+                "copy of %s activated: it holds generations through %u%s",
+                st.name[0] ? st.name : db, res.last_gen,
+                res.used_stream ? " and the streamed part of the next" : "");
     *reply = json_pack("{s:b,s:I,s:b,s:I,s:s,s:s}", "ok", 1, "last_gen", (json_int_t)res.last_gen,
                        "used_stream", res.used_stream, "lost_from", (json_int_t)res.lost_from,
                        "edb", st.edb, "logs", st.logs);
@@ -450,7 +457,8 @@ static void resume_locked(rp_am *a, int i, const char *why)
     pending p = a->pend[i];
     a->pend[i] = a->pend[--a->npend];
     pthread_mutex_unlock(&a->mu);
-    if (why) om_info("copy of database %s: %s", p.db, why);
+    if (why)
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", p.db}), "copy of database %s: %s", p.db, why);
     a->cfg.give_copier(a->cfg.ctx, p.db, p.c);
     pthread_mutex_lock(&a->mu);
 }
@@ -676,7 +684,9 @@ static void lastmove_put(rp_am *a, const char *db, json_t *lm)
 {
     char k[200];
     snprintf(k, sizeof k, "lastmove/%s", db);
-    if (rp_dag_put(a->cfg.dag, k, lm, 0)) om_warn("lastmove of %s: %s", db, om_err_detail());
+    if (rp_dag_put(a->cfg.dag, k, lm, 0))
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", db}), "lastmove of %s: %s", db,
+                    om_err_detail());
 }
 
 /* Names server active (epoch + 1) in one transaction that compares what was read of active/<db>
@@ -741,8 +751,9 @@ static int name_active(rp_am *a, const char *db, const char *server, int64_t epo
     json_decref(act);
     json_decref(rec);
     if (!rc && *won)
-        om_info("database %s: %s is the active copy now (epoch %lld, from generation %u): %s", db,
-                server, (long long)(epoch + 1), since_gen, why);
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", db}),
+                    "database %s: %s is the active copy now (epoch %lld, from generation %u): %s",
+                    db, server, (long long)(epoch + 1), since_gen, why);
     return rc;
 }
 
@@ -847,8 +858,9 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
     json_decref(rep);
     rep = NULL;
     if (!rc) {
-        om_info("database %s: switchover from %s to %s (epoch %lld)", name, from, to,
-                (long long)epoch);
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", name}),
+                    "database %s: switchover from %s to %s (epoch %lld)", name, from, to,
+                    (long long)epoch);
         rc = ask(a, from,
                  json_pack("{s:s,s:s,s:I,s:i}", "op", "am.handoff", "db", db, "epoch",
                            (json_int_t)epoch, "timeout_ms", AM_HANDOFF_MS),
@@ -910,7 +922,8 @@ static void switchover(rp_am *a, view *v, const char *db, json_t *rec, json_t *m
      * for a greater epoch naming it. */
     char err[600];
     snprintf(err, sizeof err, "%s", om_err_detail());
-    om_warn("database %s: switchover to %s failed: %s", name, to, err);
+    om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}), "database %s: switchover to %s failed: %s",
+                name, to, err);
     json_object_set_new(lm, "error", json_string(err));
     json_object_set_new(lm, "ok", json_false());
     json_object_set_new(lm, "took_ms", json_integer((json_int_t)((om_mono_ns() - t0) / 1000000)));
@@ -977,17 +990,19 @@ static void failover_refused(rp_am *a, view *v, track *t, const char *db, const 
     int won = 0;
     if (json_object_get(v->alive, from) && !mark_deposing(a, db, from, epoch, 0, &won) && won) {
         if (strncmp(t->said, err, sizeof t->said - 1))
-            om_info("database %s: %s is alive: no longer deposed while no copy can take over", name,
-                    from);
+            om_log_with(OM_INFO, OM_FIELDS({"DATABASE", name}),
+                        "database %s: %s is alive: no longer deposed while no copy can take over",
+                        name, from);
         t->deposed_at = 0;
     }
     if (!strncmp(t->said, err, sizeof t->said - 1)) {
         om_debug("database %s: still no failover: %s", name, err);
         return;
     }
-    om_warn("database %s: no failover: %s (tried again every %d s; said again when the reason "
-            "changes)",
-            name, err, retry_s);
+    om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}),
+                "database %s: no failover: %s (tried again every %d s; said again when the reason "
+                "changes)",
+                name, err, retry_s);
     snprintf(t->said, sizeof t->said, "%.511s", err);
     json_t *lm = lastmove_new("failover", from, "", why);
     json_object_set_new(lm, "error", json_string(err));
@@ -1019,14 +1034,17 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
     if (!json_object_get(act, "deposing")) {
         int won = 0;
         if (mark_deposing(a, db, from, epoch, 1, &won)) {
-            om_warn("database %s: the failover cannot depose %s: %s", name, from, om_err_detail());
+            om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}),
+                        "database %s: the failover cannot depose %s: %s", name, from,
+                        om_err_detail());
             t->retry_at = now + 1000000000ull;
             return;
         }
         if (won && !t->said[0]) /* said once, not at each attempt while it cannot be made */
-            om_info("database %s: failover from %s (epoch %lld): deposed; the copies are asked "
-                    "in %d s",
-                    name, from, (long long)epoch, a->cfg.lease_s);
+            om_log_with(OM_INFO, OM_FIELDS({"DATABASE", name}),
+                        "database %s: failover from %s (epoch %lld): deposed; the copies are asked "
+                        "in %d s",
+                        name, from, (long long)epoch, a->cfg.lease_s);
         t->deposed_at = now;
         t->retry_at = now + lease_ns;
         return;
@@ -1090,8 +1108,9 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
     }
     /* Tried again every AM_FAILED_RETRY_S while no copy can be mounted: said the first time. */
     if (!t->said[0])
-        om_warn("database %s: the active copy on %s is lost (%s): failover among %d cop%s", name,
-                from, why, n, n == 1 ? "y" : "ies");
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}),
+                    "database %s: the active copy on %s is lost (%s): failover among %d cop%s",
+                    name, from, why, n, n == 1 ? "y" : "ies");
     char err[4000] = "";
     for (int i = 0; i < n; i++) {
         json_t *rep = NULL;
@@ -1102,7 +1121,8 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
                      "bring that copy's server and store back, or accept the loss with ombra db "
                      "set %s --sync-copies 0",
                      cs[i].server, sync, name);
-            if (strncmp(t->said, err, sizeof t->said - 1)) om_warn("database %s: %s", name, err);
+            if (strncmp(t->said, err, sizeof t->said - 1))
+                om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}), "database %s: %s", name, err);
             continue;
         }
         int rc =
@@ -1113,8 +1133,9 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
         if (rc) {
             snprintf(err, sizeof err, "%s", om_err_detail());
             if (strncmp(t->said, err, sizeof t->said - 1))
-                om_warn("database %s: the copy on %s cannot be activated: %s", name, cs[i].server,
-                        err);
+                om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}),
+                            "database %s: the copy on %s cannot be activated: %s", name,
+                            cs[i].server, err);
             continue;
         }
         uint32_t last = (uint32_t)jint(rep, "last_gen");
@@ -1132,7 +1153,8 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
                      "the copy on %s lacks %u generations (%u..%u), over the mount dial of %s "
                      "(%.12s: %d)",
                      cs[i].server, lost, last + 1, gen, name, dial_s, dial);
-            if (strncmp(t->said, err, sizeof t->said - 1)) om_warn("database %s: %s", name, err);
+            if (strncmp(t->said, err, sizeof t->said - 1))
+                om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}), "database %s: %s", name, err);
             resume_remote(a, cs[i].server, db);
             json_decref(rep);
             continue;
@@ -1150,8 +1172,9 @@ static void failover(rp_am *a, view *v, const char *db, json_t *rec, track *t)
             json_decref(lm);
             return;
         }
-        om_warn("database %s: failed over from %s to %s (epoch %lld), %u generation%s lost", name,
-                from, cs[i].server, (long long)(epoch + 1), lost, lost == 1 ? "" : "s");
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}),
+                    "database %s: failed over from %s to %s (epoch %lld), %u generation%s lost",
+                    name, from, cs[i].server, (long long)(epoch + 1), lost, lost == 1 ? "" : "s");
         int wrc = wait_taking(a, db, cs[i].server, epoch + 1, AM_MOUNT_MS);
         json_object_set_new(lm, "took_ms",
                             json_integer((json_int_t)((om_mono_ns() - t->absent_since) / 1000000)));

@@ -357,9 +357,11 @@ static int leave_store_paths(rp_copier *c, int bump)
     snprintf(k, sizeof k, "databases/%s", c->cfg.db_id);
     int rc = rp_dag_update(c->cfg.dag, k, ask_change, &a);
     if (!rc && c->inplace)
-        om_info("copy of %s: the store's files at %s and %s left where they are; the copy goes to "
-                "%s",
-                c->name, c->edb, c->logs, c->dir);
+        om_log_with(
+            OM_INFO, OM_FIELDS({"DATABASE", c->name}),
+            "copy of %s: the store's files at %s and %s left where they are; the copy goes to "
+            "%s",
+            c->name, c->edb, c->logs, c->dir);
     if (!rc) rc = read_records(c);
     return rc;
 }
@@ -404,13 +406,16 @@ static int follow_epoch(rp_copier *c)
     c->sgen = c->slen = 0; /* the stream went too */
     c->soff = 0;
     if (!rc && moved)
-        om_warn("copy of %s: the active is now %s at epoch %u from generation %u on: %u files of "
-                "the deposed active's set aside in %s (kept, never replayed)",
-                c->name, c->active, c->epoch, c->since_gen, moved, where);
+        om_log_with(
+            OM_WARN, OM_FIELDS({"DATABASE", c->name}),
+            "copy of %s: the active is now %s at epoch %u from generation %u on: %u files of "
+            "the deposed active's set aside in %s (kept, never replayed)",
+            c->name, c->active, c->epoch, c->since_gen, moved, where);
     int past = 0;
     struct stat sb;
     if (!rc && !lstat(c->edb, &sb) && rp_edb_past(c->edb, c->since_gen, &past, &held)) {
-        om_warn("copy of %s: %s (reseeding it)", c->name, om_err_detail());
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", c->name}), "copy of %s: %s (reseeding it)",
+                    c->name, om_err_detail());
         past = 1; /* a header that cannot be read cannot say it is before the fork */
     }
     if (!rc && past) {
@@ -499,9 +504,10 @@ static int seed(rp_copier *c, rp_conn *conn)
         /* A --source that keeps failing (its server gone, its copy no longer Healthy) leaves
          * the copy wiped: the active seeds it, as a reseed without --source would. */
         if (c->source_fails++ == RP_SOURCE_TRIES)
-            om_warn("copy of %s: the seed from %s's copy failed %d times: seeding from the "
-                    "active (%s) instead",
-                    c->name, c->source, RP_SOURCE_TRIES, c->active);
+            om_log_with(OM_WARN, OM_FIELDS({"DATABASE", c->name}),
+                        "copy of %s: the seed from %s's copy failed %d times: seeding from the "
+                        "active (%s) instead",
+                        c->name, c->source, RP_SOURCE_TRIES, c->active);
         from_copy = 0;
     }
     const char *from = from_copy ? c->source : c->active;
@@ -616,12 +622,14 @@ static int seed(rp_copier *c, rp_conn *conn)
     if (!rc) {
         c->reseed_seen = c->reseed_asked;
         if (from_copy)
-            om_info("seeded %s (%s) from the copy on %s: %llu bytes and generations %u..%u; "
-                    "going on from the active (%s)",
-                    c->name, c->cfg.db_id, from, (unsigned long long)got, lo, hi, c->active);
+            om_log_with(OM_INFO, OM_FIELDS({"DATABASE", c->name}),
+                        "seeded %s (%s) from the copy on %s: %llu bytes and generations %u..%u; "
+                        "going on from the active (%s)",
+                        c->name, c->cfg.db_id, from, (unsigned long long)got, lo, hi, c->active);
         else
-            om_info("seeded %s (%s) from %s: %llu bytes", c->name, c->cfg.db_id, from,
-                    (unsigned long long)got);
+            om_log_with(OM_INFO, OM_FIELDS({"DATABASE", c->name}),
+                        "seeded %s (%s) from %s: %llu bytes", c->name, c->cfg.db_id, from,
+                        (unsigned long long)got);
     }
     return rc;
 }
@@ -748,8 +756,9 @@ static int stream_begin(rp_copier *c, om_dir *dir, uint32_t gen)
     c->slen = 0;
     c->soff = rc ? 0 : rp_log_good_end(buf, 0, have - have % ENG_SLOT_SIZE, gen, &c->slen);
     if (c->soff)
-        om_info("copy of %s: generation %u goes on from %llu bytes streamed before", c->name, gen,
-                (unsigned long long)c->soff);
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", c->name}),
+                    "copy of %s: generation %u goes on from %llu bytes streamed before", c->name,
+                    gen, (unsigned long long)c->soff);
     free(buf);
     return rc;
 }
@@ -819,10 +828,13 @@ static int stream_step(rp_copier *c, rp_conn *conn, uint32_t gen, int timeout_ms
                      (unsigned long long)om_xxh3(whole, ENG_LOG_SIZE, (uint64_t)gen));
         }
         if (!rc && strcmp(x, om_json_str_or(r, "xxh3", ""))) {
-            om_warn("copy of %s: the %llu bytes of generation %u streamed from %s differ from "
-                    "the closed generation (damaged in transit, or written again by the active "
-                    "after a crash): fetching it whole",
-                    c->name, (unsigned long long)off, gen, c->active);
+            char gs[12];
+            snprintf(gs, sizeof gs, "%u", gen);
+            om_log_with(OM_WARN, OM_FIELDS({"DATABASE", c->name}, {"GENERATION", gs}),
+                        "copy of %s: the %llu bytes of generation %u streamed from %s differ from "
+                        "the closed generation (damaged in transit, or written again by the active "
+                        "after a crash): fetching it whole",
+                        c->name, (unsigned long long)off, gen, c->active);
             rc = fetch(c, conn, gen);
         } else if (!rc) {
             rc = install(c, gen, whole, ENG_LOG_SIZE);
@@ -881,8 +893,9 @@ static int replay(rp_copier *c)
     if (!rc && below > 1) {
         uint32_t deleted = 0;
         if (eng_log_delete_below(om_vfs_posix(), c->logs, c->base, below, &ps.log_sig, &deleted))
-            om_warn("copy of %s: deleting generations below %u: %s", c->name, below,
-                    om_err_detail());
+            om_log_with(OM_WARN, OM_FIELDS({"DATABASE", c->name}),
+                        "copy of %s: deleting generations below %u: %s", c->name, below,
+                        om_err_detail());
         else if (deleted)
             om_debug("copy of %s: %u generations below %u deleted", c->name, deleted, below);
     }
@@ -1003,7 +1016,8 @@ static int run_copy(rp_copier *c, rp_conn *conn)
                          "the active (%s) no longer holds generation %u of %s (its oldest is %u): "
                          "reseeding the copy",
                          c->active, c->st.copied + 1, c->name, first);
-            om_warn("copy of %s: %s", c->name, om_err_detail());
+            om_log_with(OM_WARN, OM_FIELDS({"DATABASE", c->name}), "copy of %s: %s", c->name,
+                        om_err_detail());
             set_state(c, "Failed", rc);
             publish(c, 1);
             return leave_store_paths(c, 1);
@@ -1013,9 +1027,12 @@ static int run_copy(rp_copier *c, rp_conn *conn)
             rc = !c->no_block && c->sgen == g && c->soff ? stream_step(c, conn, g, 0)
                                                          : fetch(c, conn, g);
             if (rc == OM_E_LogFileCorrupt && damaged++ < 3) { /* damaged in transit: again */
-                om_warn("generation %u of %s from %s was damaged in transit: fetching it again "
-                        "(%s)",
-                        g, c->name, c->active, om_err_detail());
+                char gs[12];
+                snprintf(gs, sizeof gs, "%u", g);
+                om_log_with(OM_WARN, OM_FIELDS({"DATABASE", c->name}, {"GENERATION", gs}),
+                            "generation %u of %s from %s was damaged in transit: fetching it again "
+                            "(%s)",
+                            g, c->name, c->active, om_err_detail());
                 rc = 0;
                 g--;
                 continue;
@@ -1040,8 +1057,9 @@ static int run_copy(rp_copier *c, rp_conn *conn)
         if (!rc && !c->no_block && c->current && c->current == c->st.copied + 1 && !stopping(c)) {
             rc = stream_step(c, conn, c->current, 2000);
             if (rc == OM_E_InvalidParameter && strstr(om_err_detail(), "unknown request")) {
-                om_info("copy of %s: %s has no block mode: copying closed generations only",
-                        c->name, c->active);
+                om_log_with(OM_INFO, OM_FIELDS({"DATABASE", c->name}),
+                            "copy of %s: %s has no block mode: copying closed generations only",
+                            c->name, c->active);
                 c->no_block = 1;
                 stream_status(c);
                 rc = 0;
@@ -1109,8 +1127,9 @@ static void act_copy(rp_copier *c, uint32_t through, int use_stream)
         }
     }
     if (rc)
-        om_info("activating the copy of %s: the active (%s) gave what it could: %s", c->name,
-                c->active, om_err_detail());
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", c->name}),
+                    "activating the copy of %s: the active (%s) gave what it could: %s", c->name,
+                    c->active, om_err_detail());
     rp_close(conn);
 }
 
@@ -1181,10 +1200,12 @@ static int activate(rp_copier *c, uint32_t through, int use_stream, uint32_t tim
     r->last_gen = held;
     r->lost_from = held + 1;
     r->used_stream = stream;
-    om_info("copy of %s activated: generations through %u replayed%s; the active (%s, epoch %u) "
-            "may have held more from generation %u on",
-            c->name, held, stream ? ", the streamed part of the next one made the current log" : "",
-            c->active, c->epoch, held + 1);
+    om_log_with(
+        OM_INFO, OM_FIELDS({"DATABASE", c->name}),
+        "copy of %s activated: generations through %u replayed%s; the active (%s, epoch %u) "
+        "may have held more from generation %u on",
+        c->name, held, stream ? ", the streamed part of the next one made the current log" : "",
+        c->active, c->epoch, held + 1);
     return 0;
 }
 
@@ -1272,10 +1293,12 @@ static void *copier_main(void *arg)
         int need_seed = lstat(c->edb, &sb) != 0 || c->reseed_asked != c->reseed_seen;
         if (need_seed && !act_pending(c)) {
             if (c->reseed_asked != c->reseed_seen)
-                om_info("copy of %s: a reseed was asked (%lld, the copy answers %lld)", c->name,
-                        (long long)c->reseed_asked, (long long)c->reseed_seen);
+                om_log_with(OM_INFO, OM_FIELDS({"DATABASE", c->name}),
+                            "copy of %s: a reseed was asked (%lld, the copy answers %lld)", c->name,
+                            (long long)c->reseed_asked, (long long)c->reseed_seen);
             else
-                om_info("copy of %s: no database file at %s: seeding", c->name, c->edb);
+                om_log_with(OM_INFO, OM_FIELDS({"DATABASE", c->name}),
+                            "copy of %s: no database file at %s: seeding", c->name, c->edb);
             close_passive(c);
             /* Never into the store's files: the copy leaves them first. */
             rc = c->inplace ? leave_store_paths(c, 0) : 0;
@@ -1296,7 +1319,8 @@ static void *copier_main(void *arg)
             /* One line per new trouble (and one a minute while it lasts), not one per retry. */
             uint64_t now = om_mono_ns();
             if (strcmp(c->warned, om_err_detail()) || now - c->warned_ns > 60000000000ull) {
-                om_warn("copy of %s from %s: %s", c->name, c->active, om_err_detail());
+                om_log_with(OM_WARN, OM_FIELDS({"DATABASE", c->name}), "copy of %s from %s: %s",
+                            c->name, c->active, om_err_detail());
                 snprintf(c->warned, sizeof c->warned, "%s", om_err_detail());
                 c->warned_ns = now;
             }

@@ -160,9 +160,12 @@ static int mark_failed(rp_floor *f, const char *id, const char *name, const copy
     snprintf(k, sizeof k, "copies/%s/%s", id, c->server);
     if (!rc) rc = rp_dag_update(f->cfg.dag, k, mark_status, &m);
     if (rc)
-        om_warn("copy of %s on %s: could not mark it Failed: %s", name, c->server, om_err_detail());
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}),
+                    "copy of %s on %s: could not mark it Failed: %s", name, c->server,
+                    om_err_detail());
     else
-        om_warn("copy of %s on %s: %s", name, c->server, msg);
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}), "copy of %s on %s: %s", name, c->server,
+                    msg);
     return rc;
 }
 
@@ -241,7 +244,8 @@ static void one_db(rp_floor *f, const char *id, json_t *db, json_t *copies, json
             json_decref(row);
         }
     } else if (rc && rc != OM_E_DatabaseUnavailable)
-        om_warn("the floor of log truncation of %s (%u): %s", name, floor, om_err_detail());
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}),
+                    "the floor of log truncation of %s (%u): %s", name, floor, om_err_detail());
     json_decref(got);
     json_decref(released);
     free(cs);

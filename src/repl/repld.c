@@ -693,6 +693,10 @@ int rp_repld_run(const rp_repld_opts *o0)
     pthread_create(&acc_th, NULL, accept_main, r);
     om_info("server %s of DAG %s: replication on %s, admin on %s", o.server, r->dag->name, o.listen,
             sock);
+    char status[300];
+    snprintf(status, sizeof status, "server %s of DAG %s: replication on %s", o.server,
+             r->dag->name, o.listen);
+    om_daemon_ready(status);
     om_server_accept(&stopper, "this replication service", &o.limits, &r->active, adm_new, r,
                      adm_serve);
     om_stopper_join(&stopper);

@@ -431,8 +431,9 @@ static int freeze_one(rp_replica_writer *w, vss_event *e, const char *id, const 
     d->log_sig = h.log_sig;
     d->db_sig = h.db_sig;
     pthread_mutex_unlock(&w->mu);
-    om_info("replica writer: copy of %s frozen at generation %u (session %s%s)", d->name,
-            c.replayed, e->session, d->holding ? ", held" : "");
+    om_log_with(OM_INFO, OM_FIELDS({"DATABASE", d->name}, {"SESSION", e->session}),
+                "replica writer: copy of %s frozen at generation %u (session %s%s)", d->name,
+                c.replayed, e->session, d->holding ? ", held" : "");
     return 0;
 }
 
@@ -561,9 +562,10 @@ static int backup_complete(void *ctx, vss_event *e)
         char comp[300];
         snprintf(comp, sizeof comp, "%s\\%s", w->logical, d.id);
         if (!vss_event_succeeded(e, comp)) {
-            om_info("replica writer: the backup of the copy of %s in session %s did not "
-                    "succeed: nothing recorded",
-                    d.name, e->session);
+            om_log_with(OM_INFO, OM_FIELDS({"DATABASE", d.name}, {"SESSION", e->session}),
+                        "replica writer: the backup of the copy of %s in session %s did not "
+                        "succeed: nothing recorded",
+                        d.name, e->session);
             continue;
         }
         json_t *rep = NULL;
@@ -584,9 +586,11 @@ static int backup_complete(void *ctx, vss_event *e)
             first = vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
             break;
         }
-        om_info("replica writer: %s backup of the copy of %s (generations %u-%u) recorded by the "
-                "active",
-                d.type, d.name, d.first, d.last);
+        om_log_with(
+            OM_INFO, OM_FIELDS({"DATABASE", d.name}, {"SESSION", e->session}),
+            "replica writer: %s backup of the copy of %s (generations %u-%u) recorded by the "
+            "active",
+            d.type, d.name, d.first, d.last);
         pthread_mutex_lock(&w->mu);
         if (!strcmp(w->copies[i].session, e->session)) {
             w->copies[i].recorded = 1;
@@ -612,9 +616,10 @@ static void truncate_stored(rp_replica_writer *w, vss_event *e)
         char comp[300];
         snprintf(comp, sizeof comp, "%s\\%s", w->logical, d.id);
         if (!vss_event_stored(e, comp)) {
-            om_warn("replica writer: the requester did not say it stored the %s backup of the "
-                    "copy of %s (session %s): no log is truncated",
-                    d.type, d.name, e->session);
+            om_log_with(OM_WARN, OM_FIELDS({"DATABASE", d.name}, {"SESSION", e->session}),
+                        "replica writer: the requester did not say it stored the %s backup of the "
+                        "copy of %s (session %s): no log is truncated",
+                        d.type, d.name, e->session);
             continue;
         }
         json_t *rep = NULL;
@@ -623,13 +628,16 @@ static void truncate_stored(rp_replica_writer *w, vss_event *e)
                                              "below", (json_int_t)d.below),
                                    &rep);
         if (rc)
-            om_warn("replica writer: truncating the logs of %s after the %s backup of its copy "
-                    "on %s: %s (the next backup truncates them)",
-                    d.name, d.type, w->server, om_err_detail());
+            om_log_with(OM_WARN, OM_FIELDS({"DATABASE", d.name}, {"SESSION", e->session}),
+                        "replica writer: truncating the logs of %s after the %s backup of its copy "
+                        "on %s: %s (the next backup truncates them)",
+                        d.name, d.type, w->server, om_err_detail());
         else
-            om_info("replica writer: %s backup of the copy of %s stored: the active deleted %lld "
-                    "generations below %u",
-                    d.type, d.name, (long long)om_json_int_or(rep, "deleted", 0), d.below);
+            om_log_with(
+                OM_INFO, OM_FIELDS({"DATABASE", d.name}, {"SESSION", e->session}),
+                "replica writer: %s backup of the copy of %s stored: the active deleted %lld "
+                "generations below %u",
+                d.type, d.name, (long long)om_json_int_or(rep, "deleted", 0), d.below);
         json_decref(rep);
     }
 }

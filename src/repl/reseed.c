@@ -209,9 +209,10 @@ static int stream(rp_source *s, rp_conn *c, const char *id, const char *name, co
         if (gens[i] > hi) hi = gens[i];
     free(gens);
     if (!lo || hi < lo) hi = lo ? lo - 1 : 0;
-    om_info("seeding the copy of %s (%s) to %s from this server's copy: %s and generations "
-            "%u..%u",
-            name, id, rp_conn_peer(c), edb, lo, hi);
+    om_log_with(OM_INFO, OM_FIELDS({"DATABASE", name}),
+                "seeding the copy of %s (%s) to %s from this server's copy: %s and generations "
+                "%u..%u",
+                name, id, rp_conn_peer(c), edb, lo, hi);
     uint64_t size = 0;
     if (!rc) rc = send_file(c, dir, edbname, 0, lo, hi, &size, s->test_seed_pause_ms);
     for (uint32_t g = lo; !rc && g && g <= hi; g++) {
@@ -248,7 +249,8 @@ int rp_reseed_serve(rp_source *s, rp_conn *c, json_t *req)
     if (!rc) rc = stream(s, c, id, name, &at);
     rp_copy_unlock(lk);
     if (!rc) return 0;
-    om_info("seed of the copy of %s (%s) for %s: %s", name, id, rp_conn_peer(c), om_err_detail());
+    om_log_with(OM_INFO, OM_FIELDS({"DATABASE", name}), "seed of the copy of %s (%s) for %s: %s",
+                name, id, rp_conn_peer(c), om_err_detail());
     return rp_send_error(c, rc);
 }
 

@@ -265,10 +265,11 @@ static void report_position(rp_source *s, store_client *sc, rp_conn *c, const sr
                off = json_integer_value(json_object_get(req, "offset"));
     if (json_integer_value(hg) != gen || !json_is_integer(hl) || json_integer_value(hl) < 0 ||
         json_integer_value(hl) > off) {
-        om_warn("position of %s's copy of %s not counted: it says it holds %lld bytes of "
-                "generation %lld, asking for generation %lld from byte %lld",
-                rp_conn_peer(c), d->name, (long long)json_integer_value(hl),
-                (long long)json_integer_value(hg), (long long)gen, (long long)off);
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", d->name}),
+                    "position of %s's copy of %s not counted: it says it holds %lld bytes of "
+                    "generation %lld, asking for generation %lld from byte %lld",
+                    rp_conn_peer(c), d->name, (long long)json_integer_value(hl),
+                    (long long)json_integer_value(hg), (long long)gen, (long long)off);
         return;
     }
     /* With the database's --sync-copies as the DAG's record has it (the store's own directory
@@ -383,7 +384,8 @@ static int op_seed(rp_source *s, rp_conn *c, const srcdb *d)
     bk_shadow_db *sh = NULL;
     int rc = bk_shadow_db_take(d->name, NULL, &sh);
     if (rc) return rc;
-    om_info("seeding %s (%s) to %s from %s", d->name, d->id, rp_conn_peer(c), sh->edb);
+    om_log_with(OM_INFO, OM_FIELDS({"DATABASE", d->name}), "seeding %s (%s) to %s from %s", d->name,
+                d->id, rp_conn_peer(c), sh->edb);
     int fd = open(sh->edb, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) rc = om_errf(OM_E_FileNotFound, "%s: %s", sh->edb, strerror(errno));
     struct stat st;

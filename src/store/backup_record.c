@@ -77,8 +77,9 @@ int store_backup_record(eng_db *db, const char *name, const char *type, const en
                        cur->last_gen);
     rc = eng_record_backup(db, store_backup_slot(type), s);
     if (rc) return rc;
-    om_info("%s backup of %s recorded (generations %u-%u)%s%s", type, name, s->first_gen,
-            s->last_gen, by && *by ? ", taken from " : "", by ? by : "");
+    om_log_with(OM_INFO, OM_FIELDS({"DATABASE", name}),
+                "%s backup of %s recorded (generations %u-%u)%s%s", type, name, s->first_gen,
+                s->last_gen, by && *by ? ", taken from " : "", by ? by : "");
     return 0;
 }
 

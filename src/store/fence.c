@@ -74,11 +74,13 @@ static void say(store_fence *f, fdb *d, int taking, const char *why)
     d->taking = taking;
     if (d->epoch <= 0) return;
     if (taking)
-        om_info("database %s: taking commits at epoch %lld on server %s", d->name,
-                (long long)d->epoch, f->server);
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", d->name}),
+                    "database %s: taking commits at epoch %lld on server %s", d->name,
+                    (long long)d->epoch, f->server);
     else
-        om_info("database %s: stopped taking commits at epoch %lld: %s", d->name,
-                (long long)d->epoch, why);
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", d->name}),
+                    "database %s: stopped taking commits at epoch %lld: %s", d->name,
+                    (long long)d->epoch, why);
 }
 
 /* Why d does not take commits now (when it does not). */

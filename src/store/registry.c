@@ -170,11 +170,12 @@ void store_registry_mount_marked(store_registry *r)
         if (!e->mounted || !e->active || strcmp(e->server, r->server)) continue;
         json_t *h = store_handed_off(r, e);
         if (h)
-            om_info("database %s was handed off at epoch %lld: not mounted until the DAG names "
-                    "this server active at a greater epoch",
-                    e->name, (long long)json_integer_value(json_object_get(h, "epoch")));
+            om_log_with(OM_INFO, OM_FIELDS({"DATABASE", e->name}),
+                        "database %s was handed off at epoch %lld: not mounted until the DAG names "
+                        "this server active at a greater epoch",
+                        e->name, (long long)json_integer_value(json_object_get(h, "epoch")));
         else if (store_mount_locked(r, e, 0))
-            om_error("%s", om_err_detail());
+            om_log_with(OM_ERROR, OM_FIELDS({"DATABASE", e->name}), "%s", om_err_detail());
         json_decref(h);
     }
     pthread_mutex_unlock(&r->mu);
@@ -196,7 +197,8 @@ static void follow_actives_locked(store_registry *r)
                      e->active_on[0] ? e->active_on : "(none)", (long long)e->active_epoch);
         else
             snprintf(why, sizeof why, "it left the directory (another server removed it)");
-        om_warn("database %s: %s: dismounted here", m->name, why);
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", m->name}), "database %s: %s: dismounted here",
+                    m->name, why);
         store_dismount_why_locked(r, m, why, NULL);
         i = -1; /* r->m changed (and mu was let go): from the start */
     }
@@ -207,8 +209,10 @@ static void follow_actives_locked(store_registry *r)
         json_t *h = store_handed_off(r, &e);
         json_decref(h);
         if (h) continue; /* a switchover under way: the DAG decides where it mounts */
-        om_info("database %s is active on this server now: mounting it", e.name);
-        if (store_mount_locked(r, &e, 0)) om_error("%s", om_err_detail());
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", e.name}),
+                    "database %s is active on this server now: mounting it", e.name);
+        if (store_mount_locked(r, &e, 0))
+            om_log_with(OM_ERROR, OM_FIELDS({"DATABASE", e.name}), "%s", om_err_detail());
     }
 }
 
@@ -422,8 +426,9 @@ int store_mount_locked(store_registry *r, const store_dbent *e, int create)
     }
     eng_stats st;
     eng_db_stats(m->db, &st);
-    om_info("mounted %s (%s) in %.3f s%s", e->name, e->edb, (double)(om_mono_ns() - t0) / 1e9,
-            st.replay_records ? ", after replaying its logs" : "");
+    om_log_with(OM_INFO, OM_FIELDS({"DATABASE", e->name}), "mounted %s (%s) in %.3f s%s", e->name,
+                e->edb, (double)(om_mono_ns() - t0) / 1e9,
+                st.replay_records ? ", after replaying its logs" : "");
     m->epoch = e->active_epoch;
     if ((rc = store_fence_track(r->fence, m->name, m->epoch, replicated_of(r, e->name)))) {
         store_mail_close(m->mail);
@@ -464,11 +469,14 @@ int store_dismount_why_locked(store_registry *r, store_mounted *m, const char *w
             r->m[i] = r->m[--r->nm];
             break;
         }
+    char g[16];
+    snprintf(g, sizeof g, "%u", last_gen ? *last_gen : 0);
     if (last_gen && !rc)
-        om_info("dismounted %s, its last log generation %u closed", m->name, *last_gen);
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", m->name}, {"GENERATION", g}),
+                    "dismounted %s, its last log generation %u closed", m->name, *last_gen);
     else
-        om_info("dismounted %s%s", m->name,
-                rc ? " after an earlier failure: it recovers at the next mount" : "");
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", m->name}), "dismounted %s%s", m->name,
+                    rc ? " after an earlier failure: it recovers at the next mount" : "");
     free(m);
     pthread_cond_broadcast(&r->cond);
     return rc;

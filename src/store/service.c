@@ -254,8 +254,9 @@ static int db_new(op_req *r, int recovery)
         return rc;
     }
     if (e.mounted) store_follow_entry_locked(s->reg, m); /* the epoch the put gave it */
-    om_info("created database %s at %s (logs %s, base %s)%s", e.name, e.edb, e.logs, e.base,
-            recovery ? " as the recovery database" : "");
+    om_log_with(OM_INFO, OM_FIELDS({"DATABASE", e.name}),
+                "created database %s at %s (logs %s, base %s)%s", e.name, e.edb, e.logs, e.base,
+                recovery ? " as the recovery database" : "");
     json_object_set_new(r->rep, "db", db_json(s, &e, 0));
     return 0;
 }
@@ -329,7 +330,7 @@ static int db_mount(op_req *r, int mount)
                  warn[0] ? "; " : "", e->name, mount ? "mounted" : "dismounted", om_err_detail(),
                  rc, om_err_name(rc), mount ? "does not mount" : "mounts");
     if (warn[0]) {
-        om_warn("%s", warn);
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", e->name}), "%s", warn);
         json_object_set_new(r->rep, "warning", json_string(warn));
     }
     e = store_dir_find(s->reg->dir, ne.name);
@@ -727,19 +728,22 @@ static int h_db_replication_floor(op_req *r)
     json_t *c;
     json_array_foreach(json_object_get(r->req, "released"), i, c)
     {
-        om_warn("database %s: the passive copy on %s held log truncation back at generation "
-                "%lld %s: it is marked Failed (it needs a reseed) and holds the logs no longer",
-                r->m->name, om_json_str_or(c, "server", "?"),
-                (long long)json_integer_value(json_object_get(c, "gen")),
-                om_json_str_or(c, "reason", ""));
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", r->m->name}),
+                    "database %s: the passive copy on %s held log truncation back at generation "
+                    "%lld %s: it is marked Failed (it needs a reseed) and holds the logs no longer",
+                    r->m->name, om_json_str_or(c, "server", "?"),
+                    (long long)json_integer_value(json_object_get(c, "gen")),
+                    om_json_str_or(c, "reason", ""));
     }
     uint32_t deleted = 0, was = in.truncate_floor;
     rc = eng_db_set_truncate_floor(r->m->db, (uint32_t)floor,
                                    om_mono_ns() + (uint64_t)hold * 1000000000ull, &deleted);
     if (!rc && deleted)
-        om_info("database %s: %u log generations deleted that passive copies held back (floor %u "
-                "-> %lld)",
-                r->m->name, deleted, was, (long long)floor);
+        om_log_with(
+            OM_INFO, OM_FIELDS({"DATABASE", r->m->name}),
+            "database %s: %u log generations deleted that passive copies held back (floor %u "
+            "-> %lld)",
+            r->m->name, deleted, was, (long long)floor);
     if (!rc) rc = eng_db_info(r->m->db, &in);
     if (rc) return rc;
     pthread_mutex_lock(&r->s->reg->mu);
@@ -867,12 +871,14 @@ static int h_db_truncate_logs(op_req *r)
     if (!rc) rc = eng_db_info(r->m->db, &in);
     if (rc) return rc;
     if (in.truncate_floor && in.truncate_floor < below)
-        om_info("backup of %s from a passive copy stored: %u log generations deleted; "
-                "generations %u to %u wait for passive copies that still need them",
-                r->m->name, deleted, in.truncate_floor, below - 1);
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", r->m->name}),
+                    "backup of %s from a passive copy stored: %u log generations deleted; "
+                    "generations %u to %u wait for passive copies that still need them",
+                    r->m->name, deleted, in.truncate_floor, below - 1);
     else
-        om_info("backup of %s from a passive copy stored: %u log generations below %u deleted",
-                r->m->name, deleted, below);
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", r->m->name}),
+                    "backup of %s from a passive copy stored: %u log generations below %u deleted",
+                    r->m->name, deleted, below);
     json_object_set_new(r->rep, "deleted", json_integer(deleted));
     json_object_set_new(r->rep, "oldest", json_integer((json_int_t)in.gen_oldest));
     return 0;
@@ -1029,12 +1035,18 @@ static int h_db_handoff(op_req *r)
                        "%s. HINT: it stays dismounted here until the DAG names this server "
                        "active at a greater epoch",
                        name, om_err_detail());
+    char lastg[16];
+    snprintf(lastg, sizeof lastg, "%u", last);
     if (store_handoff_mark_locked(s->reg, id, epoch, last, refused))
-        om_warn("database %s: recording its handoff's last generation: %s", name, om_err_detail());
-    om_info("database %s handed off at epoch %lld: log generation %u closed, commits refused for "
-            "%.3f s so far; not mounted here again until the DAG names this server active at a "
-            "greater epoch",
-            name, (long long)epoch, last, (double)(om_now_ns() - refused) / 1e9);
+        om_log_with(OM_WARN, OM_FIELDS({"DATABASE", name}),
+                    "database %s: recording its handoff's last generation: %s", name,
+                    om_err_detail());
+    om_log_with(
+        OM_INFO, OM_FIELDS({"DATABASE", name}, {"GENERATION", lastg}),
+        "database %s handed off at epoch %lld: log generation %u closed, commits refused for "
+        "%.3f s so far; not mounted here again until the DAG names this server active at a "
+        "greater epoch",
+        name, (long long)epoch, last, (double)(om_now_ns() - refused) / 1e9);
     json_object_set_new(r->rep, "last_gen", json_integer((json_int_t)last));
     json_object_set_new(r->rep, "refused_since_ns", json_integer((json_int_t)refused));
     return 0;
@@ -1329,6 +1341,13 @@ int store_run(const store_opts *o)
     om_info("server %s listening on %s (%d databases mounted; directory %s%s%s)", s->server, sock,
             s->reg->nm, conf.etcd ? "in etcd at " : dirpath, conf.etcd ? conf.url : "",
             conf.etcd && !s->reg->dir_ready ? ", being reached" : "");
+    /* Ready for systemd once the databases that mount at start are mounted and the writer
+     * runs: a unit ordered after this one finds them (the directory in etcd may still be
+     * being reached: those mount when it answers). */
+    char status[256];
+    snprintf(status, sizeof status, "server %s: %d databases mounted%s", s->server, s->reg->nm,
+             conf.etcd && !s->reg->dir_ready ? ", etcd being reached" : "");
+    om_daemon_ready(status);
     om_server_accept(&stopper, "this store", &o->limits, &s->active, conn_new, s, serve);
     om_stopper_join(&stopper);
     close(s->listen_fd);

@@ -545,8 +545,9 @@ static int backup_complete(void *ctx, vss_event *e)
         char comp[300];
         snprintf(comp, sizeof comp, "%s\\%s", w->logical, copy.id);
         if (!vss_event_succeeded(e, comp)) {
-            om_info("backup of %s in session %s did not succeed: nothing recorded", copy.name,
-                    e->session);
+            om_log_with(OM_INFO, OM_FIELDS({"DATABASE", copy.name}, {"SESSION", e->session}),
+                        "backup of %s in session %s did not succeed: nothing recorded", copy.name,
+                        e->session);
             continue;
         }
         uint32_t below = 0;
@@ -580,16 +581,18 @@ static void truncate_stored(store_writer *w, vss_event *e)
         snprintf(comp, sizeof comp, "%s\\%s", w->logical, copy.id);
         if (!vss_event_stored(e, comp)) {
             if (copy.truncate_below)
-                om_warn("the requester did not say it stored the %s backup of %s (session %s): "
-                        "no log is truncated",
-                        copy.type, copy.name, e->session);
+                om_log_with(OM_WARN, OM_FIELDS({"DATABASE", copy.name}, {"SESSION", e->session}),
+                            "the requester did not say it stored the %s backup of %s (session %s): "
+                            "no log is truncated",
+                            copy.type, copy.name, e->session);
             continue;
         }
         if (!copy.truncate_below) continue;
         if (copy.dismounted) { /* what is mounted under its id now may be a restore of it */
-            om_info("%s closed after its %s backup was recorded (session %s): its logs are not "
-                    "truncated",
-                    copy.name, copy.type, e->session);
+            om_log_with(OM_INFO, OM_FIELDS({"DATABASE", copy.name}, {"SESSION", e->session}),
+                        "%s closed after its %s backup was recorded (session %s): its logs are not "
+                        "truncated",
+                        copy.name, copy.type, e->session);
             continue;
         }
         store_mounted *m = NULL;
@@ -603,16 +606,20 @@ static void truncate_stored(store_writer *w, vss_event *e)
             store_release(w->reg, m);
         }
         if (rc)
-            om_warn("truncating the logs of %s after its %s backup: %s", copy.name, copy.type,
-                    om_err_detail());
+            om_log_with(OM_WARN, OM_FIELDS({"DATABASE", copy.name}, {"SESSION", e->session}),
+                        "truncating the logs of %s after its %s backup: %s", copy.name, copy.type,
+                        om_err_detail());
         else if (in.truncate_floor && in.truncate_floor < copy.truncate_below)
-            om_info("%s backup of %s stored: %u log generations below %u deleted; generations %u "
-                    "to %u wait for passive copies that still need them",
-                    copy.type, copy.name, deleted, in.truncate_floor, in.truncate_floor,
-                    copy.truncate_below - 1);
+            om_log_with(
+                OM_INFO, OM_FIELDS({"DATABASE", copy.name}, {"SESSION", e->session}),
+                "%s backup of %s stored: %u log generations below %u deleted; generations %u "
+                "to %u wait for passive copies that still need them",
+                copy.type, copy.name, deleted, in.truncate_floor, in.truncate_floor,
+                copy.truncate_below - 1);
         else
-            om_info("%s backup of %s stored: %u log generations below %u deleted", copy.type,
-                    copy.name, deleted, copy.truncate_below);
+            om_log_with(OM_INFO, OM_FIELDS({"DATABASE", copy.name}, {"SESSION", e->session}),
+                        "%s backup of %s stored: %u log generations below %u deleted", copy.type,
+                        copy.name, deleted, copy.truncate_below);
     }
 }
 
@@ -660,7 +667,8 @@ static int end_session(void *ctx, vss_event *e)
         pthread_mutex_lock(&w->mu);
         if (!strcmp(w->dbs[i].session, e->session)) wdb_forget(&w->dbs[i]);
         pthread_mutex_unlock(&w->mu);
-        om_info("%s of %s ended (session %s)", e->name, copy.name, e->session);
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", copy.name}, {"SESSION", e->session}),
+                    "%s of %s ended (session %s)", e->name, copy.name, e->session);
     }
     return 0;
 }
@@ -687,13 +695,16 @@ static void db_closing(void *arg, eng_db *db)
         d->db = NULL;
         d->dismounted = 1;
         if (d->completed)
-            om_info("%s closed after backup session %s recorded its backup: its logs will not be "
-                    "truncated",
-                    d->name, d->session);
+            om_log_with(
+                OM_INFO, OM_FIELDS({"DATABASE", d->name}, {"SESSION", d->session}),
+                "%s closed after backup session %s recorded its backup: its logs will not be "
+                "truncated",
+                d->name, d->session);
         else
-            om_warn("%s closed during backup session %s: that backup is lost (nothing will be "
-                    "recorded or truncated)",
-                    d->name, d->session);
+            om_log_with(OM_WARN, OM_FIELDS({"DATABASE", d->name}, {"SESSION", d->session}),
+                        "%s closed during backup session %s: that backup is lost (nothing will be "
+                        "recorded or truncated)",
+                        d->name, d->session);
     }
     pthread_mutex_unlock(&w->mu);
 }
@@ -1199,9 +1210,11 @@ static int become_recovery(store_registry *s, const rtarget *t)
     ne.circular = 0;
     int rc = store_dir_put(s->dir, &ne);
     if (rc) return om_err_ctx(rc, "making '%s' a recovery database", t->ent.name);
-    om_info("%s becomes a recovery database: the restore gives it the id of %s (%s), a database "
-            "of this server",
-            t->ent.name, t->copy_of, t->orig_id);
+    om_log_with(
+        OM_INFO, OM_FIELDS({"DATABASE", t->ent.name}),
+        "%s becomes a recovery database: the restore gives it the id of %s (%s), a database "
+        "of this server",
+        t->ent.name, t->copy_of, t->orig_id);
     return 0;
 }
 
@@ -1233,8 +1246,9 @@ static int pre_restore(void *ctx, vss_event *e)
             unmark_session(w, e->session);
             return f;
         }
-        om_info("restore to %s prepared: the .edb goes to %s, the logs to %s", t.ent.name,
-                t.ent.edb, t.restored_dir);
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", t.ent.name}),
+                    "restore to %s prepared: the .edb goes to %s, the logs to %s", t.ent.name,
+                    t.ent.edb, t.restored_dir);
         json_object_set_new(targets, str_or(c, "name", "?"),
                             json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:s?}", "name",
                                       t.ent.name, "edb", t.ent.edb, "logs", t.restored_dir,
@@ -1294,16 +1308,18 @@ static int recover_target(store_writer *w, const char *session, json_t *c, const
         o.arriving_last = arriving_last;
         o.wait_laid = wait_laid;
         o.wait_arg = &lw;
-        om_info("restore to %s: replay starts while log generations %u-%u are laid down",
-                t->ent.name, o.arriving_first, o.arriving_last);
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", t->ent.name}),
+                    "restore to %s: replay starts while log generations %u-%u are laid down",
+                    t->ent.name, o.arriving_first, o.arriving_last);
     }
     eng_restore_result r = {0};
     rc = eng_db_hard_recover(&o, &r);
     vss_laid_waiter_close(&lw);
     if (rc) return rc;
-    om_info("restored %s: generations %u-%u replayed (%llu transactions) in %.2f s%s", t->ent.name,
-            r.first_gen, r.last_gen, (unsigned long long)r.transactions, (double)r.ns / 1e9,
-            r.stopped_at_point ? ", stopped at the requested point" : "");
+    om_log_with(OM_INFO, OM_FIELDS({"DATABASE", t->ent.name}),
+                "restored %s: generations %u-%u replayed (%llu transactions) in %.2f s%s",
+                t->ent.name, r.first_gen, r.last_gen, (unsigned long long)r.transactions,
+                (double)r.ns / 1e9, r.stopped_at_point ? ", stopped at the requested point" : "");
     json_object_set_new(out, "replay",
                         json_pack("{s:i, s:i, s:I, s:I, s:I, s:b, s:s?}", "first_gen", r.first_gen,
                                   "last_gen", r.last_gen, "records", (json_int_t)r.records,

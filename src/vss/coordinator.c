@@ -301,6 +301,7 @@ int vss_coord_run(const vss_coord_opts *o)
             "copies in %s)",
             sock, c->freeze_limit_ms, c->commit_limit_ms, c->event_limit_ms, c->shadow_root);
     conn_ctx cx = {.c = c, .group = group};
+    om_daemon_ready("coordinating shadow copies");
     om_server_accept(&stopper, "the shadow copy service", &o->limits, NULL, conn_new, &cx, serve);
     om_stopper_join(&stopper);
     close(listen_fd);

@@ -292,7 +292,7 @@ static void abort_session(coord *c, session *s)
     for (int i = 0; i < s->npaths; i++)
         s->paths[i].ent = NULL;
     s->state = S_ABORTED;
-    om_info("session %s aborted", s->id);
+    om_log_with(OM_INFO, OM_FIELDS({"SESSION", s->id}), "session %s aborted", s->id);
 }
 
 /* A failure of a step: the session is aborted and the failure is the reply. */
@@ -300,7 +300,8 @@ static int fail_session(coord *c, session *s, int rc)
 {
     om_err_saved e;
     om_err_save(&e, rc);
-    om_warn("session %s: %d %s: %s", s->id, rc, om_err_name(rc), e.detail);
+    om_log_with(OM_WARN, OM_FIELDS({"SESSION", s->id}), "session %s: %d %s: %s", s->id, rc,
+                om_err_name(rc), e.detail);
     abort_session(c, s);
     return om_err_restore(&e);
 }
@@ -821,8 +822,9 @@ static int do_snapshot_set(coord *c, session *s, json_t *req, json_t *rep)
     c->last_snapshot_ms = s->snapshot_ms;
     snprintf(c->last_set, sizeof c->last_set, "%s", s->set_id);
     pthread_mutex_unlock(&c->mu);
-    om_info("session %s: snapshot set %s done (writes held %.1f ms, %.1f ms in all)", s->id,
-            s->set_id, s->freeze_ms, s->snapshot_ms);
+    om_log_with(OM_INFO, OM_FIELDS({"SESSION", s->id}),
+                "session %s: snapshot set %s done (writes held %.1f ms, %.1f ms in all)", s->id,
+                s->set_id, s->freeze_ms, s->snapshot_ms);
     json_object_set_new(rep, "set", json_string(s->set_id));
     json_object_set_new(rep, "shadows", shadows_json(c, s));
     json_object_set_new(rep, "freeze_ms", json_real(s->freeze_ms));
@@ -1124,7 +1126,7 @@ static void end_session(coord *c, session *s)
     json_decref(s->metadata);
     json_decref(s->loaded_doc);
     json_decref(s->targets);
-    om_info("session %s ended", s->id);
+    om_log_with(OM_INFO, OM_FIELDS({"SESSION", s->id}), "session %s ended", s->id);
     free(s);
 }
 
@@ -1152,7 +1154,8 @@ void vss_session_serve(coord *c, int fd, json_t *req)
     s->next = c->sessions;
     c->sessions = s;
     pthread_mutex_unlock(&c->mu);
-    om_info("session %s (%s) begun by pid %d", s->id, kind, (int)om_peer_pid(fd));
+    om_log_with(OM_INFO, OM_FIELDS({"SESSION", s->id}), "session %s (%s) begun by pid %d", s->id,
+                kind, (int)om_peer_pid(fd));
     rep = om_proto_ok();
     json_object_set_new(rep, "session", json_string(s->id));
     for (;;) {
@@ -1181,6 +1184,7 @@ void vss_session_serve(coord *c, int fd, json_t *req)
             rep = om_proto_error(rc);
         }
     }
-    om_warn("session %s: the requester disconnected", s->id);
+    om_log_with(OM_WARN, OM_FIELDS({"SESSION", s->id}), "session %s: the requester disconnected",
+                s->id);
     end_session(c, s);
 }

@@ -212,3 +212,51 @@ def test_expire_without_options_applies_the_repositorys_retention_from_the_file(
     # no rule anywhere: refused
     r = store.ombra("expire", "--repo", tmp / "repo", check=False)
     assert r.rc == 2 and "at least one rule" in r.err
+
+
+def test_a_daemon_logs_where_the_files_log_section_says(build_dir, tmp_path):
+    """[log] file and level: ISO lines in the file, nothing below the level; SIGHUP reopens it."""
+    import re
+    import signal
+    import time
+    logf = tmp_path / "log" / "ombra.log"
+    logf.parent.mkdir()
+    conf = write(tmp_path / "ombra.conf", f"""[ombra]
+data-dir = {tmp_path}/data
+runtime-dir = {tmp_path}/run
+[log]
+file = {logf}
+level = warning
+""")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMBRA_HOME", "OMBRA_RUNTIME_DIR")}
+    env["OMBRA_CONFIG"] = str(conf)
+    proc = subprocess.Popen([str(build_dir / "src" / "daemons" / "ombra-vssd"), "--foreground"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if (tmp_path / "run" / "vss.sock").exists():
+                break
+            time.sleep(0.05)
+        assert (tmp_path / "run" / "vss.sock").exists()
+        logf.rename(logf.with_suffix(".1"))
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(100):
+            if logf.exists():
+                break
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert logf.exists(), "SIGHUP reopened the configured file at its path"
+    text = logf.with_suffix(".1").read_text() + logf.read_text()
+    assert " info: " not in text, text  # level = warning
+    # with level = info the same start writes ISO-stamped info lines into the file
+    conf.write_text(conf.read_text().replace("level = warning", "level = info"))
+    proc = subprocess.Popen([str(build_dir / "src" / "daemons" / "ombra-vssd"), "--foreground"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    proc.terminate()
+    proc.wait(timeout=30)
+    lines = [l for l in logf.read_text().splitlines() if " info: " in l]
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ombra-vssd\[\d+\] info: ", l)
+                         for l in lines), lines
