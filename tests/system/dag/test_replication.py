@@ -247,7 +247,7 @@ def test_a_lost_etcd_is_retried_and_said_in_dag_status_and_replication_goes_on(d
             break
         assert time.time() < deadline, f"dag status never said etcd was lost: {r.out} {r.err}"
         time.sleep(0.5)
-    assert r.rc == 1 and r.err.count("\n") == 1  # and the CLI's own failure, one line
+    assert r.rc == 75 and r.err.count("\n") == 1  # the CLI's own failure, one line: retryable
     roll(a, "db1", 2)  # mail goes on without etcd, and so does copying
     bed.etcd_restart()
     deadline = time.time() + 30
