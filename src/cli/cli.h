@@ -153,6 +153,11 @@ int cli_repo_passphrase(const cli_args *a, char *buf, size_t n, const char **out
 /* ombra dbutil digest (cli_dbutil_digest.c). */
 int cli_dbutil_digest(const cli_args *a);
 
+/* `ombra --generate man DIR [PAGE...]` or `ombra --generate bash-completion` (argv after
+ * --generate): the manual pages and the bash completion from the tables of groups (ombra.c's, in
+ * its order) and their subgroups (cli_generate.c). Returns the exit code. */
+int cli_generate(const cli_group *const *groups, size_t n, int argc, char **argv);
+
 /* The groups, in the order `ombra --help` lists them. */
 extern const cli_group cli_db_group;
 extern const cli_group cli_mail_group;
