@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-import units
+import unitcheck as units
 
 pytestmark = pytest.mark.package
 ROOT = pathlib.Path(__file__).resolve().parents[2]

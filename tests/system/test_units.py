@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-import units
+import unitcheck as units
 
 
 def build_option(build_dir, name):
