@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from conftest import daemon_env
+
 UNITS = ("ombra-store.service", "ombra-vssd.service", "ombra-repld.service",
          "ombra-backup@.service")
 HOST_UNITS = pathlib.Path("/lib/systemd/system")
@@ -102,8 +104,8 @@ def run_like_unit(argv, tmp, sock_name, seconds=15):
     home.mkdir(mode=0o750)
     notify = NotifySocket(tmp / "notify")
     log = tmp / (pathlib.Path(argv[0]).name + ".log")
-    env = dict(os.environ, OMBRA_RUNTIME_DIR=str(run), OMBRA_HOME=str(home),
-               NOTIFY_SOCKET=notify.path)
+    env = daemon_env(dict(os.environ, OMBRA_RUNTIME_DIR=str(run), OMBRA_HOME=str(home),
+                          NOTIFY_SOCKET=notify.path))
     with open(log, "wb") as f:
         p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=f,
                              stderr=subprocess.STDOUT)
