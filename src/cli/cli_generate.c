@@ -139,7 +139,8 @@ static void roff_sentence(FILE *f, const char *s)
     fputs(n && buf[n - 1] != '.' ? ".\n" : "\n", f);
 }
 
-/* Help paragraphs (separated by an empty line in the table) as .PP paragraphs. */
+/* Help paragraphs (separated by an empty line in the table) as .PP paragraphs, filled (the
+ * tables wrap their text by hand) unless indented lines make them a table. */
 static void roff_paragraphs(FILE *f, const char *help)
 {
     const char *p = help;
@@ -148,9 +149,11 @@ static void roff_paragraphs(FILE *f, const char *help)
         size_t n = e ? (size_t)(e - p) : strlen(p);
         char *para = strndup(p, n);
         if (para) {
-            fputs(".PP\n", f);
+            /* A paragraph with indented lines is a table or an example: kept as written. */
+            int pre = para[0] == ' ' || strstr(para, "\n ") != NULL;
+            fputs(pre ? ".PP\n.nf\n" : ".PP\n", f);
             roff_text(f, para);
-            fputc('\n', f);
+            fputs(pre ? "\n.fi\n" : "\n", f);
             free(para);
         }
         p += n;
@@ -376,10 +379,10 @@ static int generate_man(const cli_group *const *groups, size_t n, const char *di
         for (int k = 0; k < nlisted && !found; k++)
             found = strcmp(base_name(listed[k]), name) == 0;
         if (!found)
-            return cli_usage_at("ombra --generate man",
-                                "the command tables make %s, which the build does not list: add "
-                                "it to man_pages in dist/meson.build",
-                                name);
+            return cli_fail(om_errf(OM_E_InvalidParameter,
+                                    "the command tables make %s, which the build does not list. "
+                                    "HINT: add it to man_pages in dist/meson.build",
+                                    name));
     }
     for (int k = 0; k < nlisted; k++) {
         int found = 0;
@@ -388,10 +391,10 @@ static int generate_man(const cli_group *const *groups, size_t n, const char *di
             found = strcmp(base_name(listed[k]), name) == 0;
         }
         if (!found)
-            return cli_usage_at("ombra --generate man",
-                                "the build lists %s, which no command group makes: remove it "
-                                "from man_pages in dist/meson.build",
-                                base_name(listed[k]));
+            return cli_fail(om_errf(OM_E_InvalidParameter,
+                                    "the build lists %s, which no command group makes. HINT: "
+                                    "remove it from man_pages in dist/meson.build",
+                                    base_name(listed[k])));
     }
     for (size_t i = 0; i <= n; i++) {
         page_name(groups, i, name, sizeof name);
@@ -417,6 +420,15 @@ static int is_path_arg(const char *arg)
     return strstr(arg, "PATH") || strstr(arg, "DIR") || strstr(arg, "FILE") || !strcmp(arg, "F");
 }
 
+/* A value given as its choices ("on|off"), not as a name for it ("NAME|PATH"). */
+static int is_choice_arg(const char *arg)
+{
+    if (!strchr(arg, '|')) return 0;
+    for (const char *p = arg; *p; p++)
+        if (*p >= 'A' && *p <= 'Z') return 0;
+    return 1;
+}
+
 /* The case arm of each command of g (key "GROUP CMD"): its options; after an option that takes
  * a value, file names for a path, the choices of "a|b|c", nothing for the rest; positional
  * arguments named like paths complete file names. */
@@ -431,7 +443,7 @@ static void bash_cmd_arms(FILE *f, const cli_group *g)
             const char *arg = c->opts[i].arg;
             if (!arg) continue;
             fprintf(f, "        --%s) ", c->opts[i].name);
-            if (strchr(arg, '|')) {
+            if (is_choice_arg(arg)) {
                 fputs("COMPREPLY=($(compgen -W \"", f);
                 for (const char *p = arg; *p; p++)
                     fputc(*p == '|' ? ' ' : *p, f);
