@@ -112,7 +112,8 @@ def test_ombra_runs_from_the_root(root):
 def test_packaged_daemon_runs_with_its_units_command_line(root, unit, sock, tmp_path):
     argv = units.exec_start(root / "lib/systemd/system" / unit)
     argv[0] = str(root / argv[0].lstrip("/"))
-    rc, log, _ = units.run_like_unit(argv, tmp_path, sock)
+    # The packaged configuration, as dpkg left it before configure (/etc/ombra/ombra.conf).
+    rc, log, _ = units.run_like_unit(argv, tmp_path, sock, root / "etc/ombra/ombra.conf.dpkg-new")
     assert rc == 0, f"{argv} exited {rc} after SIGTERM:\n{log}"
 
 

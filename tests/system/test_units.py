@@ -105,14 +105,16 @@ def test_verify_catches_a_broken_unit(build_dir, installed, tmp_path):
 
 @pytest.mark.parametrize("unit,sock", [("ombra-store.service", "store.sock"),
                                        ("ombra-vssd.service", "vss.sock")])
-def test_daemon_runs_with_its_units_command_line(installed, unit, sock, tmp_path):
-    """The unit's ExecStart, run from the installed tree: the daemon serves its socket (and says
-    READY=1 on $NOTIFY_SOCKET when built with sd_notify, as Type=notify needs) and exits 0 on
-    SIGTERM, as systemctl stop sends."""
-    dest, _ = installed
+def test_daemon_runs_with_its_units_command_line(build_dir, installed, unit, sock, tmp_path):
+    """The unit's ExecStart, run from the installed tree with the installed configuration: the
+    daemon serves its socket (and says READY=1 on $NOTIFY_SOCKET when built with sd_notify, as
+    Type=notify needs) and exits 0 on SIGTERM, as systemctl stop sends."""
+    dest, prefix = installed
     argv = units.exec_start(units.find_units(dest)[unit])
     argv[0] = str(inside(dest, argv[0]))
-    rc, log, ready = units.run_like_unit(argv, tmp_path, sock)
+    conf = inside(dest, under_prefix(prefix, build_option(build_dir, "sysconfdir")) / "ombra" /
+                  "ombra.conf")
+    rc, log, ready = units.run_like_unit(argv, tmp_path, sock, conf)
     assert rc == 0, f"{argv} exited {rc} after SIGTERM:\n{log}"
 
 

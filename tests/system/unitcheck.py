@@ -93,9 +93,11 @@ def sends_ready(binary):
     return b"READY=1" in pathlib.Path(binary).read_bytes()
 
 
-def run_like_unit(argv, tmp, sock_name, seconds=15):
+def run_like_unit(argv, tmp, sock_name, config, seconds=15):
     """Starts argv as its unit would (systemd's RuntimeDirectory= and StateDirectory= played by
-    OMBRA_RUNTIME_DIR and OMBRA_HOME in tmp, and a NOTIFY_SOCKET), waits until its socket
+    OMBRA_RUNTIME_DIR and OMBRA_HOME in tmp, a NOTIFY_SOCKET, and the tree's configuration file
+    as OMBRA_CONFIG in place of /etc/ombra/ombra.conf: the one installed must be one the daemons
+    accept, and the machine's own is none of the test's business), waits until its socket
     accepts (and, when the daemon sends it, READY=1), stops it with SIGTERM as systemctl stop
     does. Returns (exit code, its output, READY=1 seen)."""
     tmp = pathlib.Path(tmp)
@@ -105,7 +107,7 @@ def run_like_unit(argv, tmp, sock_name, seconds=15):
     notify = NotifySocket(tmp / "notify")
     log = tmp / (pathlib.Path(argv[0]).name + ".log")
     env = daemon_env(dict(os.environ, OMBRA_RUNTIME_DIR=str(run), OMBRA_HOME=str(home),
-                          NOTIFY_SOCKET=notify.path))
+                          NOTIFY_SOCKET=notify.path, OMBRA_CONFIG=str(config)))
     with open(log, "wb") as f:
         p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=f,
                              stderr=subprocess.STDOUT)
