@@ -27,7 +27,7 @@ DAG_PYTEST_WORKERS ?= 3
 # and in make test-long, there also under the sanitizers.
 DAG_SKIP ?= --ignore=tests/system/dag
 
-.PHONY: all deps build build-asan test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-vss bench-backup bench-restore bench-dag bench-passive clean
+.PHONY: all deps build build-asan deb test-package test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-vss bench-backup bench-restore bench-dag bench-passive clean
 
 all: build
 
@@ -45,6 +45,26 @@ $(ASAN)/build.ninja:
 
 build-asan: $(ASAN)/build.ninja
 	@ninja -C $(ASAN)
+
+# The Debian package (debian/), built by dpkg-buildpackage in a copy of the tree (the files git
+# tracks or would track) so that nothing is written outside build/: the .deb lands in
+# $(BUILD)/deb/. README.md, "Install", says what to do with it.
+DEB_DIR = $(BUILD)/deb
+deb: deps
+	@rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	@git ls-files -z --cached --others --exclude-standard | \
+	  tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(DEB_DIR)/src
+	cd $(DEB_DIR)/src && DEB_BUILD_OPTIONS="parallel=$$(nproc) $${DEB_BUILD_OPTIONS:-}" \
+	  dpkg-buildpackage -b -us -uc >../dpkg-buildpackage.log 2>&1 || \
+	  { tail -40 ../dpkg-buildpackage.log; echo "make deb: failed, see $(abspath $(DEB_DIR))/dpkg-buildpackage.log"; exit 1; }
+	@rm -rf $(DEB_DIR)/src
+	@ls $(DEB_DIR)/*.deb
+
+# The package installed into a temporary root (never this machine's /usr and /etc):
+# tests/system/test_package.py, left out of make test (it builds the package first).
+test-package: deb
+	OMBRA_DEB="$$(ls $(abspath $(DEB_DIR))/ombra_*.deb | head -1)" OMBRA_BUILD=$(abspath $(BUILD)) \
+	  $(PYTEST) -q tests/system/test_package.py -m package
 
 # Each stage of make test says when it starts (seconds since make started).
 T0 := $(shell date +%s)

@@ -32,7 +32,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The install's sysconfdir (meson: /etc for the package, /usr/local/etc for a local install). */
+#ifndef OM_CONF_DEFAULT_FILE
 #define OM_CONF_DEFAULT_FILE "/etc/ombra/ombra.conf"
+#endif
 
 /* Reads the configuration: path (--config), else $OMBRA_CONFIG, else OM_CONF_DEFAULT_FILE when
  * it exists (no file there is no error: every setting has a default). A file named by path or

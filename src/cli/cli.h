@@ -203,6 +203,10 @@ json_t *cli_health_gather(const cli_health_opts *o);
 /* Parses a duration: seconds, or a number with s, m, h, d or w ("90s", "36h", "8d"). CLI_OK,
  * or prints a usage error naming what and returns CLI_USAGE. */
 int cli_duration(const cli_args *a, const char *what, const char *text, uint64_t *seconds);
+/* `ombra --generate man DIR [PAGE...]` or `ombra --generate bash-completion` (argv after
+ * --generate): the manual pages and the bash completion from the tables of groups (ombra.c's, in
+ * its order) and their subgroups (cli_generate.c). Returns the exit code. */
+int cli_generate(const cli_group *const *groups, size_t n, int argc, char **argv);
 
 /* The groups, in the order `ombra --help` lists them. */
 extern const cli_group cli_db_group;

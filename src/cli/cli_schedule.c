@@ -232,7 +232,12 @@ static int unit_text(const sched *s, const char *self, int timer, char **out)
                                "Wants=ombra-store.service ombra-vssd.service\n"
                                "After=ombra-store.service ombra-vssd.service\n\n"
                                "[Service]\nType=oneshot\nExecStart=%s --config %s schedule run %s\n"
-                               "Nice=10\nIOSchedulingClass=best-effort\nIOSchedulingPriority=7\n",
+                               "Nice=10\nIOSchedulingClass=best-effort\nIOSchedulingPriority=7\n"
+                               /* the hardening of the package's ombra-backup@.service */
+                               "ProtectSystem=full\nPrivateTmp=yes\nNoNewPrivileges=yes\n"
+                               "ProtectKernelTunables=yes\nProtectKernelModules=yes\n"
+                               "ProtectKernelLogs=yes\nProtectControlGroups=yes\n"
+                               "RestrictSUIDSGID=yes\nLockPersonality=yes\nUMask=0027\n",
                      conf, s->name, s->name, s->type, s->databases,
                      unit_quote(self, qself, sizeof qself), unit_quote(conf, qconf, sizeof qconf),
                      s->name);

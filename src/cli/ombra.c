@@ -255,6 +255,7 @@ static int dispatch(int argc, char **argv)
         printf("ombra %s\n", OMBRA_VERSION);
         return CLI_OK;
     }
+    if (strcmp(g, "--generate") == 0) return cli_generate(groups, NGROUPS, argc - 2, argv + 2);
     if (!strcmp(g, "db") && argc > 2 && !strcmp(argv[2], "copy"))
         return run_group(&cli_copy_group, argc - 3, argv + 3);
     for (size_t i = 0; i < NGROUPS; i++)

@@ -31,6 +31,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "dag_long: DAG tests beyond make test's short set (each builds a bed of "
         "servers in namespaces); make test-dag and make test-long run them")
+    config.addinivalue_line(
+        "markers", "package: the Debian package installed into a temporary root; make "
+        "test-package builds it and runs them (they skip without OMBRA_DEB)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
