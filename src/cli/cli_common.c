@@ -27,6 +27,7 @@ static void put_one_line(const char *s)
 
 int cli_fail(int err)
 {
+    cli_suggest_db(err); /* "did you mean 'mail1'?" in the HINT of a mistyped database */
     const char *d = om_err_detail();
     fputs("ombra: ", stderr);
     put_one_line(d && *d ? d : om_err_msg(err));
@@ -49,7 +50,8 @@ static int usage_line(const char *see, const char *fmt, va_list ap)
     vsnprintf(msg, sizeof msg, fmt, ap);
     fputs("ombra: ", stderr);
     put_one_line(msg);
-    fprintf(stderr, ". See '%s --help'.\n", see);
+    size_t n = strlen(msg); /* "Did you mean 'x'?" ends its own sentence */
+    fprintf(stderr, "%s See '%s --help'.\n", n && msg[n - 1] == '?' ? "" : ".", see);
     return CLI_USAGE;
 }
 
