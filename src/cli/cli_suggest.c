@@ -29,7 +29,8 @@ static int osa_distance(const char *a, const char *b)
             int v = d[i - 1][j] + 1;
             if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
             if (d[i - 1][j - 1] + cost < v) v = d[i - 1][j - 1] + cost;
-            if (i > 1 && j > 1 && tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 2]) &&
+            if (i > 1 && j > 1 &&
+                tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 2]) &&
                 tolower((unsigned char)a[i - 2]) == tolower((unsigned char)b[j - 1]) &&
                 d[i - 2][j - 2] + 1 < v)
                 v = d[i - 2][j - 2] + 1;
@@ -92,12 +93,14 @@ void cli_suggest_db(int err)
     size_t i;
     cli_near nr;
     cli_near_init(&nr, name);
-    /* The store's list (db.list); when it cannot be had, the error stays as it was. */
-    if (!cli_store(&sc) && !store_client_db_list(sc, &dbs))
+    /* The store's list (db.list), on a connection of its own (cli_common's client is above
+     * this file); when it cannot be had, the error stays as it was. */
+    if (!store_client_new(NULL, &sc) && !store_client_db_list(sc, &dbs))
         json_array_foreach(dbs, i, db) cli_near_try(&nr, om_json_str_or(db, "name", ""));
+    store_client_free(sc);
     if (cli_near_best(&nr))
-        om_errf(err, "%s. HINT: did you mean '%s'? (ombra db list shows the databases)",
-                was.detail, cli_near_best(&nr));
+        om_errf(err, "%s. HINT: did you mean '%s'? (ombra db list shows the databases)", was.detail,
+                cli_near_best(&nr));
     else
         om_err_restore(&was);
     json_decref(dbs);
