@@ -57,7 +57,7 @@ def load_phase(dag, db, copies, a):
         t = time.monotonic()
         # every database's copies (a database without copies is not in the DAG): the same work
         # on the machine whatever the phase
-        st = [x for x in act.json("db", "copy", "status") if x["database"] == db]
+        st = [x for x in act.json("db", "copy", "status")["copies"] if x["database"]["name"] == db]
         smp = {"t": t - t0, "active_closed": act.closed(db), "copies": {}}
         for s in passives:
             c = next((x for x in st if x["server"] == s.name), None)

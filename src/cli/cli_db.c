@@ -131,7 +131,9 @@ static int run_list(const cli_args *a)
     if (!rc) rc = store_client_db_list(sc, &dbs);
     if (rc) return cli_fail(rc);
     if (cli_flag(a, "json")) {
-        rc = cli_print_json(dbs);
+        json_t *o = json_pack("{s:O}", "databases", dbs); /* a document is an object */
+        rc = cli_print_json(o);
+        json_decref(o);
         goto out;
     }
     int width[NCOLS];

@@ -126,8 +126,11 @@ static int cmd_init(const cli_args *a)
     printf("initialised the backup repository %s\n", path);
     printf("  id:          %s\n", om_json_str_or(info, "id", "?"));
     int64_t bs = om_json_int_or(info, "block_size", 0);
-    printf("  block size:  %lld %s\n", (long long)(bs % (1 << 20) ? bs >> 10 : bs >> 20),
-           bs % (1 << 20) ? "KiB" : "MiB");
+    char hb[32];
+    /* SI as every size shown (docs/cli.md), and the binary form --block-size reads. */
+    printf("  block size:  %s (%lld bytes, %lld%s)\n", cli_human_bytes((uint64_t)bs, hb, sizeof hb),
+           (long long)bs, (long long)(bs % (1 << 20) ? bs >> 10 : bs >> 20),
+           bs % (1 << 20) ? "K" : "M");
     printf("  compression: zstd level %lld\n",
            (long long)om_json_int_or(json_object_get(info, "compression"), "level", 0));
     printf("  encryption:  %s\n",
@@ -198,7 +201,7 @@ static int cmd_list(const cli_args *a)
     if (!err) err = bk_plan(summaries, &sets);
     json_decref(summaries);
     if (err) return cli_fail(err);
-    if (cli_flag(a, "json")) return print_owned(sets);
+    if (cli_flag(a, "json")) return print_owned(json_pack("{s:O}", "sets", sets)); /* an object */
     if (!json_array_size(sets)) {
         printf("no backup sets in %s\n", cli_val(a, "repo"));
         json_decref(sets);
@@ -343,7 +346,7 @@ static void on_damage(void *arg, const bk_damage *d)
 {
     vstate *v = arg;
     json_array_append_new(v->damage,
-                          json_pack("{s:s?, s:s?, s:s?, s:s?, s:I, s:s}", "set", d->set, "file",
+                          json_pack("{s:s?, s:s?, s:s?, s:s?, s:I, s:s}", "set_id", d->set, "file",
                                     d->file, "block", d->block, "pack", d->pack, "offset",
                                     (json_int_t)d->offset, "what", d->what ? d->what : "?"));
     if (v->json) return;
@@ -377,7 +380,7 @@ static int cmd_verify(const cli_args *a)
     char detail[1024];
     snprintf(detail, sizeof detail, "%s", err ? om_err_detail() : "");
     if (v.json)
-        rc = print_owned(json_pack("{s:b, s:s?, s:I, s:o}", "ok", !err, "set", set,
+        rc = print_owned(json_pack("{s:b, s:s?, s:I, s:o}", "ok", !err, "set_id", set,
                                    "blocks_checked", (json_int_t)checked, "damage", v.damage));
     else {
         json_decref(v.damage);

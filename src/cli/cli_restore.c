@@ -18,7 +18,7 @@ static void print_set(json_t *s)
 {
     printf("using %s set %.12s (log generations %lld-%lld)\n",
            json_string_value(json_object_get(s, "type")),
-           json_string_value(json_object_get(s, "set")),
+           json_string_value(json_object_get(s, "id")),
            (long long)json_integer_value(json_array_get(json_object_get(s, "log_range"), 0)),
            (long long)json_integer_value(json_array_get(json_object_get(s, "log_range"), 1)));
 }
