@@ -149,10 +149,11 @@ typedef struct cli_near {
 void cli_near_init(cli_near *n, const char *word);
 void cli_near_try(cli_near *n, const char *cand);
 const char *cli_near_best(const cli_near *n);
-/* err DatabaseNotFound with the store's "no database named 'x'" and no HINT yet: asks the store
- * for its databases (db.list) and, when one is near x, adds "HINT: did you mean 'y'?" to the
- * thread's detail. Anything else, or a store that cannot be asked: the detail as it was.
- * cli_fail calls it. */
+/* err DatabaseNotFound or SetNotFound whose detail names a database that is not there ("no
+ * database named 'x'", "no copy of database 'x'", "no backup set of a database named 'x'"):
+ * asks the store for its databases (db.list) and, when one is near x, adds "HINT: did you mean
+ * 'y'?" to the thread's detail (or "; or did you mean 'y'?" after a HINT it has). Anything else,
+ * or a store that cannot be asked: the detail as it was. cli_fail calls it. */
 void cli_suggest_db(int err);
 
 /* dbutil check-set (cli_dbutil_check.c). */

@@ -68,15 +68,17 @@ const char *cli_near_best(const cli_near *n)
     return n->best;
 }
 
-/* "no database named 'x'" (the store's registry and directory, and a DAG's "... in DAG d"):
- * the name into out. */
+/* The database name in a "not found" detail: the store's registry and directory ("no database
+ * named 'x'", a DAG's "... in DAG d"), a backup that finds no copy ("no copy of database 'x'"),
+ * a restore that finds no set ("no backup set of a database named 'x'"). */
 static int missing_db_name(const char *detail, char *out, size_t n)
 {
-    static const char pfx[] = "no database named '";
-    const char *p = strstr(detail, pfx), *e;
-    if (!p || strstr(detail, "HINT:")) return 0;
-    p += sizeof pfx - 1;
-    if (!(e = strchr(p, '\'')) || e == p || (size_t)(e - p) >= n) return 0;
+    static const char *const pfx[] = {"no database named '", "no copy of database '",
+                                      "of a database named '"};
+    const char *p = NULL, *e;
+    for (size_t i = 0; i < sizeof pfx / sizeof pfx[0] && !p; i++)
+        if ((p = strstr(detail, pfx[i]))) p += strlen(pfx[i]);
+    if (!p || !(e = strchr(p, '\'')) || e == p || (size_t)(e - p) >= n) return 0;
     snprintf(out, n, "%.*s", (int)(e - p), p);
     return 1;
 }
@@ -85,7 +87,7 @@ void cli_suggest_db(int err)
 {
     char name[NEAR_MAX + 1];
     om_err_saved was;
-    if (err != OM_E_DatabaseNotFound) return;
+    if (err != OM_E_DatabaseNotFound && err != OM_E_SetNotFound) return;
     om_err_save(&was, err);
     if (!missing_db_name(was.detail, name, sizeof name)) return;
     store_client *sc = NULL;
@@ -98,9 +100,12 @@ void cli_suggest_db(int err)
     if (!store_client_new(NULL, &sc) && !store_client_db_list(sc, &dbs))
         json_array_foreach(dbs, i, db) cli_near_try(&nr, om_json_str_or(db, "name", ""));
     store_client_free(sc);
-    if (cli_near_best(&nr))
-        om_errf(err, "%s. HINT: did you mean '%s'? (ombra db list shows the databases)", was.detail,
-                cli_near_best(&nr));
+    if (cli_near_best(&nr) && strstr(was.detail, "HINT:")) /* a hint already: one more */
+        om_errf(err, "%s; or did you mean '%s'?", was.detail, cli_near_best(&nr));
+    else if (cli_near_best(&nr))
+        om_errf(err, "%s. HINT: did you mean '%s'? (%s)", was.detail, cli_near_best(&nr),
+                err == OM_E_SetNotFound ? "ombra backups list shows the sets"
+                                        : "ombra db list shows the databases");
     else
         om_err_restore(&was);
     json_decref(dbs);

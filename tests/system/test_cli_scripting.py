@@ -75,7 +75,7 @@ def test_a_mistyped_group_command_or_option_names_the_nearest(build_dir):
     assert rc == 2 and "Did you mean" not in err and "unknown option '--frobnicate-all'" in err
 
 
-def test_a_mistyped_database_gets_the_nearest_name_from_the_store(store):
+def test_a_mistyped_database_gets_the_nearest_name_from_the_store(store, vssd):
     store.ombra("db", "new", "mail1")
     store.ombra("db", "new", "archive")
     r = store.ombra("db", "show", "mial1", check=False)
@@ -86,6 +86,14 @@ def test_a_mistyped_database_gets_the_nearest_name_from_the_store(store):
     assert r.rc == 1 and "did you mean 'archive'?" in r.err, r.describe()
     r = store.ombra("mail", "list", "mail2", "alice", check=False)
     assert r.rc == 1 and "did you mean 'mail1'?" in r.err, r.describe()
+    # a backup and a restore of it: the same hint (after the one a backup already gives)
+    store.ombra("repo", "init", store.tmp / "repo")
+    r = store.ombra("backup", "--repo", store.tmp / "repo", "--type", "full", "mial1", check=False)
+    assert r.rc == 1 and r.err.rstrip().endswith("or did you mean 'mail1'? (-1203 DatabaseNotFound)"), \
+        r.describe()
+    r = store.ombra("restore", "mial1", "--repo", store.tmp / "repo", check=False)
+    assert r.rc == 1 and "HINT: did you mean 'mail1'? (ombra backups list" in r.err, r.describe()
+    assert "SetNotFound" in r.err and r.err.count("\n") == 1, r.describe()
     # far from every name: the store's message as it was
     r = store.ombra("db", "show", "payroll", check=False)
     assert r.rc == 1 and "did you mean" not in r.err and "no database named 'payroll'" in r.err
