@@ -266,3 +266,25 @@ def test_the_restore_draws_no_progress_when_stderr_is_not_a_terminal(store, vssd
     assert "\r" not in r.err and "replay " not in r.err and "[###" not in r.err, r.describe()
     assert r.err == "", r.describe()
 
+
+
+def test_the_store_reports_the_restore_it_replays_in_its_status(store, vssd):
+    """The channel the bar reads: while a restore is under way, the store's status lists it
+    (its session and target) and, once hard recovery has replayed a generation, how far; here the
+    restore is stopped while laying its logs down, so replay waits short of the last one."""
+    from conftest import Paused
+    repo = backed_up_chain(store)
+    assert store.request({"op": "status"})["restores"] == []
+    p = Paused(store, ["restore", "mail1", "--repo", repo], "OMBRA_RESTORE_PAUSE", "replaying")
+    assert p.reached, p.first
+    try:
+        time.sleep(0.5)  # let the store replay what is laid already
+        (r,) = store.request({"op": "status"})["restores"]
+        assert r["target"] == "mail1" and re.fullmatch(r"[0-9a-f-]{36}", r["session"]), r
+        if "replay" in r:  # generations laid before the pause may be replayed already
+            rp = r["replay"]
+            assert rp["first_gen"] <= rp["gen"] < rp["last_gen"], r
+    finally:
+        res = p.resume()
+    assert res.rc == 0, res.describe()
+    assert store.request({"op": "status"})["restores"] == []
