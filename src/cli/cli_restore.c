@@ -244,6 +244,8 @@ static const cli_cmd restore_cmds[] = {
      "they are laid down. Over the original database replay rolls forward through the later "
      "logs in its folder while they continue the chain. A failed restore leaves the target "
      "unmountable (-506) until a restore, or ombra dbutil recover, finishes it.\n"
+     "On a terminal (stderr a tty, no --json) two progress bars on stderr: the bytes laid down, "
+     "then the log generations the store's writer has replayed.\n"
      "In a DAG a database is restored on the server of its active copy (elsewhere the restore is "
      "refused, naming that server; a recovery database takes a set on any server); once the "
      "restore has replayed, every passive copy is reseeded from the restored active by its own "
