@@ -861,7 +861,10 @@ static const cli_opt copy_reseed_opts[] = {
     {0},
 };
 static const cli_opt copy_status_opts[] = {
-    ETCD_OPT, DAG_OPT, {"json", NULL, "print the copies as a JSON array", 0}, {0}};
+    ETCD_OPT,
+    DAG_OPT,
+    {"json", NULL, "print JSON: {\"copies\": [...]}, each with its database {id, name}", 0},
+    {0}};
 
 static const cli_cmd copy_cmds[] = {
     {"add", "DB", copy_add_opts,

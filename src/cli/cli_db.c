@@ -619,7 +619,7 @@ static const cli_opt json_only[] = {
     {"json", NULL, "print the reply's database object as JSON", 0},
     {0},
 };
-static const cli_opt list_opts[] = {{"json", NULL, "print the list as a JSON array", 0}, {0}};
+static const cli_opt list_opts[] = {{"json", NULL, "print JSON: {\"databases\": [...]}", 0}, {0}};
 static const cli_opt set_opts[] = {
     {"circular-logging", "on|off", "delete log generations once checkpointed", 0},
     {"allow-restore", "on|off", "let a restore overwrite this database", 0},

@@ -362,7 +362,7 @@ static const cli_opt deliver_opts[] = {
 };
 static const cli_opt list_opts[] = {
     {"folder", "F", "only the messages of this folder", 0},
-    {"json", NULL, "print the messages as a JSON array", 0},
+    {"json", NULL, "print JSON: {\"messages\": [...]}", 0},
     {0},
 };
 static const cli_opt load_opts[] = {
