@@ -26,6 +26,18 @@ static int open_repo(const cli_args *a, bk_repo **r)
     return rc ? cli_fail(rc) : CLI_OK;
 }
 
+/* A repository's or a set's own format version is "format_version" in what is printed: the
+ * top-level "version" of every document is the ombra that printed it (docs/cli.md). */
+static json_t *format_version(json_t *o)
+{
+    json_t *v = json_object_get(o, "version");
+    if (v) {
+        json_object_set(o, "format_version", v);
+        json_object_del(o, "version");
+    }
+    return o;
+}
+
 static int print_owned(json_t *o)
 {
     int rc = cli_print_json(o);
@@ -121,7 +133,7 @@ static int cmd_init(const cli_args *a)
     if (rc) return cli_fail(rc);
     json_t *info = bk_repo_info(r);
     bk_repo_close(r);
-    if (cli_flag(a, "json")) return print_owned(info);
+    if (cli_flag(a, "json")) return print_owned(format_version(info));
     json_t *enc = json_object_get(info, "encryption");
     printf("initialised the backup repository %s\n", path);
     printf("  id:          %s\n", om_json_str_or(info, "id", "?"));
@@ -287,7 +299,7 @@ static int cmd_show(const cli_args *a)
         json_decref(s);
         return cli_fail(err);
     }
-    if (cli_flag(a, "json")) return print_owned(s);
+    if (cli_flag(a, "json")) return print_owned(format_version(s));
     char b1[200], b2[40], b3[24], b4[600];
     json_t *db = json_object_get(s, "database");
     const char *parent = om_json_str_or(s, "parent", NULL);

@@ -184,6 +184,10 @@ def test_every_json_document_names_sets_and_databases_the_same_way(store, vssd):
     assert isinstance(docs["vss providers"]["providers"], list)
     assert docs["vss shadows"]["shadows"] == []
     assert isinstance(docs["mail list"]["messages"], list) and docs["mail list"]["messages"]
+    # "version" is left to the version of ombra (cli_print_json): a format's is format_version
+    assert docs["repo init"]["format_version"] == 2, docs["repo init"]
+    for name, d in docs.items():
+        assert isinstance(d.get("version", ""), str), (name, d.get("version"))
     # Times: ISO 8601 UTC for people, *_ns integers for arithmetic.
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", listed[0]["time"])
     assert isinstance(listed[0]["committed_ns"], int)
