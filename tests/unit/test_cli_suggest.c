@@ -20,9 +20,9 @@ static const char *near(const char *word, const char *const *names)
     return cli_near_best(&n);
 }
 
-static const char *const groups[] = {"db",      "mail",    "dbutil", "vss",    "backup", "restore",
-                                     "repo",    "backups", "verify", "expire", "dag",    "help",
-                                     NULL};
+static const char *const groups[] = {"db",      "mail", "dbutil",  "vss",    "backup",
+                                     "restore", "repo", "backups", "verify", "expire",
+                                     "dag",     "help", NULL};
 
 static void typos_of_a_group_find_it(void **st)
 {
@@ -39,7 +39,7 @@ static void far_or_short_words_find_nothing(void **st)
 {
     (void)st;
     assert_null(near("zzzzzzzz", groups));
-    assert_null(near("x", groups));       /* "db" is 2 edits from it: more than a third */
+    assert_null(near("x", groups));      /* "db" is 2 edits from it: more than a third */
     assert_null(near("verify", groups)); /* an exact name is no typo (ombra.c found it) */
     assert_null(near("snapshot", groups));
     assert_null(near("", groups));
@@ -63,7 +63,7 @@ static void long_words_allow_three_edits_at_most(void **st)
     static const char *const opts[] = {"passphrase-file", "no-roll-forward", NULL};
     assert_string_equal(near("pasphrase-fiel", opts), "passphrase-file"); /* 2 edits */
     assert_string_equal(near("no-rol-forwrd", opts), "no-roll-forward");
-    assert_null(near("pass-file", opts));                                 /* 6 edits */
+    assert_null(near("pass-file", opts)); /* 6 edits */
     char longword[100];
     memset(longword, 'a', sizeof longword - 1);
     longword[sizeof longword - 1] = 0;
