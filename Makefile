@@ -27,7 +27,7 @@ DAG_PYTEST_WORKERS ?= 3
 # and in make test-long, there also under the sanitizers.
 DAG_SKIP ?= --ignore=tests/system/dag
 
-.PHONY: all deps build build-asan deb test-package test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-vss bench-backup bench-restore bench-dag bench-passive clean
+.PHONY: all deps build build-asan deb test-package test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench plots bench-vss bench-backup bench-restore bench-dag bench-passive clean
 
 all: build
 
@@ -159,6 +159,11 @@ demo-dag: deps build
 bench: deps build
 	@scripts/install-deps --bench
 	@bench/run
+	@$(MAKE) --no-print-directory plots
+
+# The results as pictures: docs/plots/*.svg from bench/results/*.json (gnuplot; bench/plots.py).
+plots:
+	python3 bench/plots.py
 
 # How long each shadow copy provider holds writes with 1 GiB of files (root: XFS and btrfs
 # loop images for reflink and btrfs).

@@ -315,7 +315,7 @@ class Deliverer(threading.Thread):
 
 
 def copy_of(act, db, server):
-    return next((c for c in act.json("db", "copy", "status", db) if c["server"] == server), None)
+    return next((c for c in act.json("db", "copy", "status", db)["copies"] if c["server"] == server), None)
 
 
 def drain(dag, db, copies, seconds=300):

@@ -99,7 +99,7 @@ class Sampler(threading.Thread):
         while not self.stop.is_set():
             t = time.monotonic()
             try:
-                st = json.loads(act.ombra("db", "copy", "status", DB, "--json", timeout=20))
+                st = json.loads(act.ombra("db", "copy", "status", DB, "--json", timeout=20))["copies"]
             except (Failed, ValueError, subprocess.TimeoutExpired):
                 st = None
                 self.errors += 1
@@ -180,7 +180,7 @@ def run_backup(s, repo, frm, provider, want_copy):
     r = json.loads(s.ombra(*args, timeout=1200))
     if r.get("failed") or len(r.get("sets", [])) != 1:
         raise Failed(f"{s.name}$ ombra {' '.join(args)}: no set stored: {json.dumps(r)[:600]}")
-    if r["copies"] != [{"database": DB, "server": s.name, "copy": want_copy}]:
+    if [(c["database"]["name"], c["server"], c["copy"]) for c in r["copies"]] != [(DB, s.name, want_copy)]:
         raise Failed(f"{s.name}$ ombra {' '.join(args)}: backed up {r['copies']}, not the {want_copy} copy here")
     return r
 

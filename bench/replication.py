@@ -57,7 +57,7 @@ def load_phase(dag, db, copies, a):
         t = time.monotonic()
         # every database's copies (a database without copies is not in the DAG): the same work
         # on the machine whatever the phase
-        st = [x for x in act.json("db", "copy", "status") if x["database"] == db]
+        st = [x for x in act.json("db", "copy", "status")["copies"] if x["database"]["name"] == db]
         smp = {"t": t - t0, "active_closed": act.closed(db), "copies": {}}
         for s in passives:
             c = next((x for x in st if x["server"] == s.name), None)
@@ -147,6 +147,9 @@ def summarize_copies(phases, copies, servers):
             "replay_queue_p50": pct(rq, 50), "replay_queue_p99": pct(rq, 99), "replay_queue_max": max(rq),
             "not_replayed_p50": pct(behind, 50), "not_replayed_p99": pct(behind, 99),
             "samples": len(cq),
+            # the first round over time, for bench/plots.py: [seconds, generations not replayed]
+            "lag_series": [[round(x["t"], 2), max(0, x["active_closed"] - x["copies"][name]["replayed"])]
+                           for x in phases[0]["samples"]] if phases else [],
         }
     return out
 

@@ -89,7 +89,7 @@ def one_size(build, mb, runs):
         info = json.loads(ombra("db", "show", "db1", "--json"))
         info = info.get("db", info)
         edb_bytes = os.path.getsize(info["edb"])
-        inst = [w for w in json.loads(ombra("vss", "writers", "--json")) if w["connected"]][0]["instance_id"]
+        inst = [w for w in json.loads(ombra("vss", "writers", "--json"))["writers"] if w["connected"]][0]["instance_id"]
         comp = f"{inst}:Ombra Store\\srv1\\{info['id']}"
         sock = f"{tmp}/run/store.sock"
         # latency with no backup, then through the backups

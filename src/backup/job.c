@@ -813,27 +813,34 @@ static int backup_complete(bk_backup_state *st)
     return crc;
 }
 
+/* A database as every JSON output names one (docs/cli.md): {"id", "name"}; id null when the
+ * run failed before it knew it. */
+static json_t *db_ref(const dbjob *j)
+{
+    return json_pack("{s:s?, s:s}", "id", j->id[0] ? j->id : NULL, "name", j->name);
+}
+
 /* One database in the result: its name, its set (when one was committed), its failure. The
  * first failure becomes the run's when the run itself did not fail (*rc, detail). */
 static void report_db(json_t *res, const dbjob *j, int *rc, char *detail, size_t dn)
 {
-    json_array_append_new(json_object_get(res, "databases"), json_string(j->name));
+    json_array_append_new(json_object_get(res, "databases"), db_ref(j));
     if (j->md)
         json_array_append_new(json_object_get(res, "copies"),
-                              json_pack("{s:s, s:s, s:s}", "database", j->name, "server",
+                              json_pack("{s:o, s:s, s:s}", "database", db_ref(j), "server",
                                         om_json_str_or(j->md, "server", ""), "copy",
                                         j->passive ? "passive" : "active"));
     if (j->set_id[0])
         json_array_append_new(json_object_get(res, "sets"),
-                              json_pack("{s:s, s:s, s:[i,i], s:I, s:I, s:I}", "set", j->set_id,
-                                        "database", j->name, "log_range", j->lo, j->hi,
+                              json_pack("{s:s, s:o, s:[i,i], s:I, s:I, s:I}", "id", j->set_id,
+                                        "database", db_ref(j), "log_range", j->lo, j->hi,
                                         "bytes_stored", (json_int_t)j->bytes_stored, "blocks_new",
                                         (json_int_t)j->blocks_new, "blocks_reused",
                                         (json_int_t)j->blocks_reused));
     if (!j->rc) return;
     json_array_append_new(
         json_object_get(res, "failed"),
-        json_pack("{s:s, s:i, s:s}", "database", j->name, "error", j->rc, "message", j->err));
+        json_pack("{s:o, s:i, s:s}", "database", db_ref(j), "error", j->rc, "message", j->err));
     if (!*rc) {
         *rc = j->rc;
         snprintf(detail, dn, "%s", j->err);

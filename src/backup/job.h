@@ -46,8 +46,10 @@ typedef struct bk_job_opts {
     const char *from;
 } bk_job_opts;
 
-/* Runs the backup. *result (always set, caller decrefs): {"sets": [...], "type", "databases",
- * "copies": [{"database", "server", "copy": "active"|"passive"}],
+/* Runs the backup. *result (always set, caller decrefs): {"sets": [{"id", "database",
+ * "log_range", "bytes_stored", "blocks_new", "blocks_reused"}], "type", "databases",
+ * "copies": [{"database", "server", "copy": "active"|"passive"}], where a database is
+ * {"id", "name"} (docs/cli.md),
  * "bytes_read", "bytes_stored", "seconds", "freeze_ms", "snapshot_ms", "failed": [...]}. Returns
  * 0 when every database was backed up and recorded, else the first failure (its detail names
  * the database and the step). */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backup/chain.h"
@@ -403,6 +404,7 @@ typedef struct post {
     lay *l;
     json_t *done;
     int rc;
+    int answered; /* PostRestore returned (under l->mu): replay_watch stops */
     om_err_saved err;
 } post;
 
@@ -410,12 +412,11 @@ static void *post_thread(void *arg)
 {
     post *p = arg;
     p->rc = vss_req_post_restore(p->q, &p->done);
-    if (p->rc) {
-        om_err_save(&p->err, p->rc);
-        pthread_mutex_lock(&p->l->mu);
-        p->l->stop = 1; /* no use laying more down */
-        pthread_mutex_unlock(&p->l->mu);
-    }
+    if (p->rc) om_err_save(&p->err, p->rc);
+    pthread_mutex_lock(&p->l->mu);
+    if (p->rc) p->l->stop = 1; /* no use laying more down */
+    p->answered = 1;
+    pthread_mutex_unlock(&p->l->mu);
     return NULL;
 }
 
@@ -694,7 +695,7 @@ static int load_chain(bk_restore_state *st)
         }
         json_array_append_new(st->docs, d);
         json_array_append_new(json_object_get(st->res, "sets"),
-                              json_pack("{s:s, s:s, s:O}", "set", om_json_str_or(s, "id", ""),
+                              json_pack("{s:s, s:s, s:O}", "id", om_json_str_or(s, "id", ""),
                                         "type", om_json_str_or(s, "type", ""), "log_range",
                                         json_object_get(s, "log_range")));
     }
@@ -858,6 +859,57 @@ static int restore_lay(bk_restore_state *st)
     return rc ? om_err_restore(&failed) : 0;
 }
 
+/* ---- the replay's progress bar ---- */
+
+/* Generation gen of first..last replayed: the bar, started at the first call. */
+static void replay_draw(om_progress *bar, int *drawn, json_t *rp, int last_is_done)
+{
+    json_int_t first = json_integer_value(json_object_get(rp, "first_gen")),
+               last = json_integer_value(json_object_get(rp, "last_gen")),
+               gen = last_is_done ? last : json_integer_value(json_object_get(rp, "gen"));
+    if (first < 1 || last < first || gen < first || gen > last) return;
+    if (!*drawn) om_progress_start(bar, "replay", (uint64_t)(last - first + 1), "generations");
+    *drawn = 1;
+    if (!last_is_done) bar->total = (uint64_t)(last - first + 1);
+    om_progress_update(bar, (uint64_t)(gen - first + 1));
+}
+
+/* While the writer replays, until PostRestore answers: the replay's progress, which only the
+ * store knows (it runs hard recovery), read from its status request (restores[].replay of this
+ * session, store/store_writer.h) every 50 ms. The bar ends at the answer's figures, so a replay
+ * too quick to be seen half way still shows what it did. Draws nothing when the store cannot be
+ * asked: a bar is no reason to fail a restore. */
+static void replay_watch(bk_restore_state *st)
+{
+    lay *l = &st->lay;
+    const char *session = vss_req_session(st->q);
+    store_client *sc = NULL;
+    om_progress bar = {0};
+    int drawn = 0, answered = 0;
+    if (store_client_new(NULL, &sc)) sc = NULL;
+    for (;;) {
+        pthread_mutex_lock(&l->mu);
+        answered = st->post.answered;
+        pthread_mutex_unlock(&l->mu);
+        if (answered) break;
+        json_t *status = NULL, *r;
+        size_t i;
+        if (sc && !store_client_status(sc, &status))
+            json_array_foreach(json_object_get(status, "restores"), i, r)
+            {
+                if (!strcmp(om_json_str_or(r, "session", ""), session))
+                    replay_draw(&bar, &drawn, json_object_get(r, "replay"), 0);
+            }
+        json_decref(status);
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    json_t *t = json_object_get(st->post.done, st->comp);
+    if (!st->post.rc) replay_draw(&bar, &drawn, json_object_get(t, "replay"), 1);
+    if (drawn) om_progress_end(&bar);
+    store_client_free(sc);
+}
+
 /* Replay: when the files are laid down, PostRestore if laying did not start it (no_replay: the
  * writer only takes note; the .edb alone), then, whatever failed, PostRestore waited for when it
  * was started (and the laying's lock undone). rc: the failure so far, which comes first; then
@@ -874,8 +926,10 @@ static int restore_replay(bk_restore_state *st, int rc)
         if (!l->post_started)
             rc = om_err_save(&failed, om_errf(OM_E_OutOfMemory, "cannot start a thread"));
     }
-    if (st->o->progress && l->post_started && !rc && !st->o->no_replay)
+    if (st->o->progress && l->post_started && !rc && !st->o->no_replay) {
         fprintf(stderr, "files laid down; the writer finishes replaying the logs...\n");
+        replay_watch(st);
+    }
     if (l->post_started) pthread_join(l->post_thread, NULL);
     pthread_cond_destroy(&l->cv);
     pthread_mutex_destroy(&l->mu);
@@ -906,6 +960,7 @@ static int restore_report(bk_restore_state *st, int rc)
                         json_boolean(json_is_true(json_object_get(tg, "recovery"))));
     if (json_is_string(json_object_get(tg, "copy_of")))
         json_object_set(res, "copy_of", json_object_get(tg, "copy_of"));
+    if (st->id[0]) json_object_set_new(json_object_get(res, "database"), "id", json_string(st->id));
     json_object_set_new(res, "files", json_integer((json_int_t)st->nfiles));
     json_object_set_new(res, "bytes", json_integer((json_int_t)st->bytes));
     json_object_set_new(res, "lay_seconds", json_real((double)st->lay_ns / 1e9));
@@ -924,7 +979,7 @@ static int restore_report(bk_restore_state *st, int rc)
 int bk_restore_run(const bk_restore_opts *o, json_t **result)
 {
     bk_restore_state st = {.o = o, .t0 = om_mono_ns()};
-    st.res = json_pack("{s:s, s:[]}", "database", o->db, "sets");
+    st.res = json_pack("{s:{s:n, s:s}, s:[]}", "database", "id", "name", o->db, "sets");
     *result = st.res;
     st.docs = json_array();
     int rc = restore_plan(&st);

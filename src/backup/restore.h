@@ -46,18 +46,19 @@ typedef struct bk_restore_opts {
     int no_replay, mount;
     int no_roll_forward; /* replay the restored logs only, not the later ones on disk */
     int progress;        /* draw a progress bar (a terminal) */
-    /* Called (may be NULL) with the chain's sets ({"set", "type", "log_range"}) before the files
+    /* Called (may be NULL) with the chain's sets ({"id", "type", "log_range"}) before the files
      * are laid down. */
     void (*on_chain)(void *arg, json_t *sets);
     void *arg;
 } bk_restore_opts;
 
-/* *result (always set): {"sets": [...], "database", "target", "files", "bytes", "lay_seconds"
- * (laying the files down), "seconds" (all of it), "replay": the writer's {"first_gen",
- * "last_gen", "records", "transactions", "ns", "stopped_at_point"} or null, "recovery": whether
- * the target is a recovery database, "copy_of" (only when the restore made it one): the name of
- * the database of this server that carries the id it was given (spec §6: two ordinary
- * databases never carry one id)}. */
+/* *result (always set): {"sets": [...], "database": {"id", "name"} (the backup's database; id
+ * null when the restore failed before it knew it), "target" (the name restored into), "files",
+ * "bytes", "lay_seconds" (laying the files down), "seconds" (all of it), "replay": the writer's
+ * {"first_gen", "last_gen", "records", "transactions", "ns", "stopped_at_point"} or null,
+ * "recovery": whether the target is a recovery database, "copy_of" (only when the restore made it
+ * one): the name of the database of this server that carries the id it was given (spec §6: two
+ * ordinary databases never carry one id)}. */
 int bk_restore_run(const bk_restore_opts *o, json_t **result);
 
 #endif

@@ -271,7 +271,8 @@ static int cmd_backup(const cli_args *a)
         json_array_foreach(json_object_get(res, "copies"), i, s)
         {
             if (!json_object_get(res, "dag")) break; /* one server: no choice of copy */
-            printf("%s: backed up the %s copy on server %s\n", om_json_str_or(s, "database", "?"),
+            printf("%s: backed up the %s copy on server %s\n",
+                   om_json_str_or(json_object_get(s, "database"), "name", "?"),
                    om_json_str_or(s, "copy", "?"), om_json_str_or(s, "server", "?"));
         }
         json_array_foreach(json_object_get(res, "sets"), i, s)
@@ -279,8 +280,8 @@ static int cmd_backup(const cli_args *a)
             json_t *lr = json_object_get(s, "log_range");
             char hb[32];
             printf("%s: %s backup set %s, log generations %lld-%lld, %s stored\n",
-                   json_string_value(json_object_get(s, "database")), type,
-                   json_string_value(json_object_get(s, "set")),
+                   om_json_str_or(json_object_get(s, "database"), "name", "?"), type,
+                   om_json_str_or(s, "id", "?"),
                    (long long)json_integer_value(json_array_get(lr, 0)),
                    (long long)json_integer_value(json_array_get(lr, 1)),
                    cli_human_bytes((uint64_t)json_integer_value(json_object_get(s, "bytes_stored")),

@@ -56,6 +56,7 @@ static void json_error(int code, const char *name, const char *detail, int exit_
 
 int cli_fail(int err)
 {
+    cli_suggest_db(err); /* "did you mean 'mail1'?" in the HINT of a mistyped database */
     const char *d = om_err_detail();
     if (!d || !*d) d = om_err_msg(err);
     fputs("ombra: ", stderr);
@@ -81,8 +82,10 @@ static int usage_line(const char *see, const char *fmt, va_list ap)
     vsnprintf(msg, sizeof msg, fmt, ap);
     fputs("ombra: ", stderr);
     put_one_line(msg);
-    fprintf(stderr, ". See '%s --help'.\n", see);
-    snprintf(full, sizeof full, "%s. HINT: see '%s --help'", msg, see);
+    size_t n = strlen(msg); /* "Did you mean 'x'?" ends its own sentence */
+    fprintf(stderr, "%s See '%s --help'.\n", n && msg[n - 1] == '?' ? "" : ".", see);
+    snprintf(full, sizeof full, "%s%s HINT: see '%s --help'", msg,
+             n && msg[n - 1] == '?' ? "" : ".", see);
     json_error(CLI_USAGE, "Usage", full, CLI_USAGE);
     return CLI_USAGE;
 }

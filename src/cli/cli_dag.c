@@ -740,6 +740,25 @@ static int run_copy_reseed(const cli_args *a)
     return copy_action(a, (copy_change){.reseed = 1});
 }
 
+/* --json of db copy status: {"copies": [...]}, each row's database as every output names one,
+ * {"id", "name"} (docs/cli.md), in place of the rows' "database" (name) and "id". */
+static int print_copy_rows(json_t *rows)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r)
+    {
+        json_t *db = json_pack("{s:O?, s:O?}", "id", json_object_get(r, "id"), "name",
+                               json_object_get(r, "database"));
+        json_object_del(r, "id");
+        json_object_set_new(r, "database", db);
+    }
+    json_t *o = json_pack("{s:O}", "copies", rows);
+    int rc = cli_print_json(o);
+    json_decref(o);
+    return rc;
+}
+
 static int run_copy_status(const cli_args *a)
 {
     rp_dag *d = NULL;
@@ -751,9 +770,10 @@ static int run_copy_status(const cli_args *a)
     if (rc)
         status = cli_fail(rc);
     else if (cli_flag(a, "json"))
-        status = cli_print_json(out);
+        status = print_copy_rows(out);
     else {
-        /* MODE: block (KiB of the open generation the copy holds), file, or - (the active). */
+        /* MODE: block (bytes of the open generation the copy holds, SI units), file, or - (the
+         * active). */
         printf("%-16s %-12s %-13s %6s %6s %9s %9s %9s  %-12s %s\n", "DATABASE", "SERVER", "STATE",
                "COPYQ", "REPLQ", "COPIED", "INSPECTED", "REPLAYED", "MODE", "LAST ERROR");
         size_t i;
@@ -762,11 +782,14 @@ static int run_copy_status(const cli_args *a)
         {
             char mode[32] = "-";
             const char *m = om_json_str_or(o, "mode", "");
-            if (!strcmp(m, "block"))
-                snprintf(mode, sizeof mode, "block:%lldK",
-                         (long long)json_integer_value(json_object_get(o, "streamed_bytes")) /
-                             1024);
-            else if (*m)
+            if (!strcmp(m, "block")) {
+                char hb[24];
+                cli_human_bytes((uint64_t)json_integer_value(json_object_get(o, "streamed_bytes")),
+                                hb, sizeof hb);
+                char *sp = strchr(hb, ' '); /* "12.3 kB" -> "12.3kB": one column */
+                if (sp) memmove(sp, sp + 1, strlen(sp));
+                snprintf(mode, sizeof mode, "block:%s", hb);
+            } else if (*m)
                 snprintf(mode, sizeof mode, "%.20s", m);
             printf("%-16s %-12s %-13s %6lld %6lld %9lld %9lld %9lld  %-12s %s\n",
                    om_json_str_or(o, "database", ""), om_json_str_or(o, "server", ""),
@@ -839,7 +862,10 @@ static const cli_opt copy_reseed_opts[] = {
     {0},
 };
 static const cli_opt copy_status_opts[] = {
-    ETCD_OPT, DAG_OPT, {"json", NULL, "print the copies as a JSON array", 0}, {0}};
+    ETCD_OPT,
+    DAG_OPT,
+    {"json", NULL, "print JSON: {\"copies\": [...]}, each with its database {id, name}", 0},
+    {0}};
 
 static const cli_cmd copy_cmds[] = {
     {"add", "DB", copy_add_opts,

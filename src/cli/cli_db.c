@@ -132,7 +132,9 @@ static int run_list(const cli_args *a)
     if (!rc) rc = store_client_db_list(sc, &dbs);
     if (rc) return cli_fail(rc);
     if (cli_flag(a, "json")) {
-        rc = cli_print_json(dbs);
+        json_t *o = json_pack("{s:O}", "databases", dbs); /* a document is an object */
+        rc = cli_print_json(o);
+        json_decref(o);
         goto out;
     }
     int width[NCOLS];
@@ -371,11 +373,11 @@ static int open_dag(const cli_args *a, rp_dag **d)
 
 /* The DAG record of db asks for n synchronous copies; refused when db has fewer passive
  * copies. Prints its own error. */
-static int set_sync_copies(const cli_args *a, const char *db, uint32_t n)
+static int set_sync_copies(const cli_args *a, const char *db, uint32_t n, char id[37])
 {
     rp_dag *d = NULL;
     json_t *rec = NULL, *act = NULL;
-    char id[37], k[200];
+    char k[200];
     int rc = open_dag(a, &d);
     if (!rc) rc = rp_dag_find_db(d, db, &rec, id);
     snprintf(k, sizeof k, "active/%s", id);
@@ -398,11 +400,11 @@ static int change_dial(void *arg, json_t *rec, int exists)
     return 0;
 }
 
-static int set_mount_dial(const cli_args *a, const char *db, const char *dial)
+static int set_mount_dial(const cli_args *a, const char *db, const char *dial, char id[37])
 {
     rp_dag *d = NULL;
     json_t *rec = NULL;
-    char id[37], k[200];
+    char k[200];
     int rc = open_dag(a, &d);
     if (!rc) rc = rp_dag_find_db(d, db, &rec, id);
     snprintf(k, sizeof k, "databases/%s", id);
@@ -575,12 +577,13 @@ static int run_set(const cli_args *a)
     if (circ < 0 && allow < 0 && !cli_val(a, "sync-copies") && !dial)
         return cli_usage(a, "nothing to set: give --circular-logging, --allow-restore, "
                             "--sync-copies or --mount-dial");
-    if (cli_val(a, "sync-copies") && (rc = set_sync_copies(a, a->pos[0], (uint32_t)sync)))
+    char id[37] = ""; /* the database's id in the DAG's record */
+    if (cli_val(a, "sync-copies") && (rc = set_sync_copies(a, a->pos[0], (uint32_t)sync, id)))
         return rc;
-    if (dial && (rc = set_mount_dial(a, a->pos[0], dial))) return rc;
+    if (dial && (rc = set_mount_dial(a, a->pos[0], dial, id))) return rc;
     if ((cli_val(a, "sync-copies") || dial) && circ < 0 && allow < 0) {
-        if (cli_flag(a, "json")) {
-            json_t *o = json_pack("{s:s}", "name", a->pos[0]);
+        if (cli_flag(a, "json")) { /* a database: {"id", "name"} and what changed */
+            json_t *o = json_pack("{s:s, s:s}", "id", id, "name", a->pos[0]);
             if (cli_val(a, "sync-copies"))
                 json_object_set_new(o, "sync_copies", json_integer((json_int_t)sync));
             if (dial) json_object_set_new(o, "mount_dial", json_string(dial));
@@ -617,7 +620,7 @@ static const cli_opt json_only[] = {
     {"json", NULL, "print the reply's database object as JSON", 0},
     {0},
 };
-static const cli_opt list_opts[] = {{"json", NULL, "print the list as a JSON array", 0}, {0}};
+static const cli_opt list_opts[] = {{"json", NULL, "print JSON: {\"databases\": [...]}", 0}, {0}};
 static const cli_opt set_opts[] = {
     {"circular-logging", "on|off", "delete log generations once checkpointed", 0},
     {"allow-restore", "on|off", "let a restore overwrite this database", 0},

@@ -24,7 +24,7 @@ typedef struct page_run {
     om_progress bar;
     pthread_mutex_t mu;
     uint64_t uninit;
-    json_t *bad; /* [{database, page, ...}] */
+    json_t *bad; /* [{file (the .edb), page, ...}] */
     size_t nbad;
     om_err_saved io; /* the first failure to read (the check goes on past it) */
 } page_run;
@@ -58,7 +58,7 @@ static void on_page(void *arg, const chk_page_report *p)
         snprintf(e, sizeof e, "%016llx", (unsigned long long)p->expected);
         snprintf(a, sizeof a, "%016llx", (unsigned long long)p->actual);
         json_array_append_new(
-            r->bad, json_pack("{s:s, s:i, s:s, s:s, s:I, s:i, s:s, s:s}", "database",
+            r->bad, json_pack("{s:s, s:i, s:s, s:s, s:I, s:i, s:s, s:s}", "file",
                               chk_db(r->set, p->db)->path, "page", p->pgno, "expected", e, "actual",
                               a, "dbtime", (json_int_t)p->dbtime, "error", p->err, "error_name",
                               om_err_name(p->err), "detail", om_err_detail()));
@@ -266,7 +266,7 @@ int cli_dbutil_check_set(const cli_args *a)
     if (!json && !hrc && h.ndb) {
         for (size_t i = 0; i < json_array_size(pr.bad); i++) {
             json_t *b = json_array_get(pr.bad, i);
-            printf("  %s: page %d: %d %s\n", json_string_value(json_object_get(b, "database")),
+            printf("  %s: page %d: %d %s\n", json_string_value(json_object_get(b, "file")),
                    (int)json_integer_value(json_object_get(b, "page")),
                    (int)json_integer_value(json_object_get(b, "error")),
                    json_string_value(json_object_get(b, "error_name")));

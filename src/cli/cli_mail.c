@@ -17,6 +17,13 @@
 /* ---- deliver ---- */
 
 /* The whole of stdin, binary safe. */
+/* The most a delivery carries, as sizes are shown (SI, cli_human_bytes). */
+static const char *max_data(void)
+{
+    static char b[32];
+    return cli_human_bytes(OM_PROTO_MAX_DATA, b, sizeof b);
+}
+
 static int read_stdin(uint8_t **out, size_t *len)
 {
     size_t n = 0, cap = 64 << 10;
@@ -27,8 +34,8 @@ static int read_stdin(uint8_t **out, size_t *len)
             if (cap >= OM_PROTO_MAX_DATA + 1ull) {
                 free(b);
                 return om_errf(OM_E_InvalidParameter,
-                               "the message is larger than the %u MiB a delivery may carry",
-                               OM_PROTO_MAX_DATA >> 20);
+                               "the message is larger than the %s (%u bytes) a delivery may carry",
+                               max_data(), (unsigned)OM_PROTO_MAX_DATA);
             }
             cap = cap * 2 > OM_PROTO_MAX_DATA + 1ull ? OM_PROTO_MAX_DATA + 1ull : cap * 2;
             uint8_t *nb = realloc(b, cap);
@@ -52,8 +59,8 @@ static int read_stdin(uint8_t **out, size_t *len)
     if (n > OM_PROTO_MAX_DATA) {
         free(b);
         return om_errf(OM_E_InvalidParameter,
-                       "the message is larger than the %u MiB a delivery may carry",
-                       OM_PROTO_MAX_DATA >> 20);
+                       "the message is larger than the %s (%u bytes) a delivery may carry",
+                       max_data(), (unsigned)OM_PROTO_MAX_DATA);
     }
     *out = b;
     *len = n;
@@ -233,9 +240,11 @@ static int run_list(const cli_args *a)
     int rc = cli_store(&sc);
     if (!rc) rc = store_client_mail_list(sc, a->pos[0], a->pos[1], cli_val(a, "folder"), &msgs);
     if (rc) return cli_fail(rc);
-    if (cli_flag(a, "json"))
-        rc = cli_print_json(msgs);
-    else
+    if (cli_flag(a, "json")) {
+        json_t *o = json_pack("{s:O}", "messages", msgs); /* a document is an object */
+        rc = cli_print_json(o);
+        json_decref(o);
+    } else
         json_array_foreach(msgs, i, m)
         {
             printf("%lld\t", (long long)om_json_int_or(m, "id", 0));
@@ -353,7 +362,7 @@ static const cli_opt deliver_opts[] = {
 };
 static const cli_opt list_opts[] = {
     {"folder", "F", "only the messages of this folder", 0},
-    {"json", NULL, "print the messages as a JSON array", 0},
+    {"json", NULL, "print JSON: {\"messages\": [...]}", 0},
     {0},
 };
 static const cli_opt load_opts[] = {

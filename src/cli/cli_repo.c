@@ -36,6 +36,18 @@ static int open_repo(const cli_args *a, bk_repo **r)
     return rc ? cli_fail(rc) : CLI_OK;
 }
 
+/* A repository's or a set's own format version is "format_version" in what is printed: the
+ * top-level "version" of every document is the ombra that printed it (docs/cli.md). */
+static json_t *format_version(json_t *o)
+{
+    json_t *v = json_object_get(o, "version");
+    if (v) {
+        json_object_set(o, "format_version", v);
+        json_object_del(o, "version");
+    }
+    return o;
+}
+
 static int print_owned(json_t *o)
 {
     int rc = cli_print_json(o);
@@ -157,13 +169,16 @@ static int cmd_init(const cli_args *a)
     if (rc) return cli_fail(rc);
     json_t *info = bk_repo_info(r);
     bk_repo_close(r);
-    if (cli_flag(a, "json")) return print_owned(info);
+    if (cli_flag(a, "json")) return print_owned(format_version(info));
     json_t *enc = json_object_get(info, "encryption");
     printf("initialised the backup repository %s\n", path);
     printf("  id:          %s\n", om_json_str_or(info, "id", "?"));
     int64_t bs = om_json_int_or(info, "block_size", 0);
-    printf("  block size:  %lld %s\n", (long long)(bs % (1 << 20) ? bs >> 10 : bs >> 20),
-           bs % (1 << 20) ? "KiB" : "MiB");
+    char hb[32];
+    /* SI as every size shown (docs/cli.md), and the binary form --block-size reads. */
+    printf("  block size:  %s (%lld bytes, %lld%s)\n", cli_human_bytes((uint64_t)bs, hb, sizeof hb),
+           (long long)bs, (long long)(bs % (1 << 20) ? bs >> 10 : bs >> 20),
+           bs % (1 << 20) ? "K" : "M");
     printf("  compression: zstd level %lld\n",
            (long long)om_json_int_or(json_object_get(info, "compression"), "level", 0));
     printf("  encryption:  %s\n",
@@ -357,7 +372,11 @@ static int cmd_list(const cli_args *a)
     int filtered = json_array_size(sets) != json_array_size(all);
     json_decref(all);
     if (rc) return rc;
-    if (cli_flag(a, "json")) return print_owned(sets);
+    if (cli_flag(a, "json")) { /* an object, as every document */
+        rc = cli_print_json_list("sets", sets);
+        json_decref(sets);
+        return rc;
+    }
     if (!json_array_size(sets)) {
         printf("no backup sets in %s%s\n", repo_shown,
                filtered ? " match --db, --type and --last" : "");
@@ -444,7 +463,7 @@ static int cmd_show(const cli_args *a)
         json_decref(s);
         return cli_fail(err);
     }
-    if (cli_flag(a, "json")) return print_owned(s);
+    if (cli_flag(a, "json")) return print_owned(format_version(s));
     char b1[200], b2[40], b3[24], b4[600];
     json_t *db = json_object_get(s, "database");
     const char *parent = om_json_str_or(s, "parent", NULL);
@@ -503,7 +522,7 @@ static void on_damage(void *arg, const bk_damage *d)
 {
     vstate *v = arg;
     json_array_append_new(v->damage,
-                          json_pack("{s:s?, s:s?, s:s?, s:s?, s:I, s:s}", "set", d->set, "file",
+                          json_pack("{s:s?, s:s?, s:s?, s:s?, s:I, s:s}", "set_id", d->set, "file",
                                     d->file, "block", d->block, "pack", d->pack, "offset",
                                     (json_int_t)d->offset, "what", d->what ? d->what : "?"));
     if (v->json) return;
@@ -537,7 +556,7 @@ static int cmd_verify(const cli_args *a)
     char detail[1024];
     snprintf(detail, sizeof detail, "%s", err ? om_err_detail() : "");
     if (v.json)
-        rc = print_owned(json_pack("{s:b, s:s?, s:I, s:o}", "ok", !err, "set", set,
+        rc = print_owned(json_pack("{s:b, s:s?, s:I, s:o}", "ok", !err, "set_id", set,
                                    "blocks_checked", (json_int_t)checked, "damage", v.damage));
     else {
         json_decref(v.damage);

@@ -18,7 +18,7 @@ static void print_set(json_t *s)
 {
     printf("using %s set %.12s (log generations %lld-%lld)\n",
            json_string_value(json_object_get(s, "type")),
-           json_string_value(json_object_get(s, "set")),
+           json_string_value(json_object_get(s, "id")),
            (long long)json_integer_value(json_array_get(json_object_get(s, "log_range"), 0)),
            (long long)json_integer_value(json_array_get(json_object_get(s, "log_range"), 1)));
 }
@@ -248,6 +248,8 @@ static const cli_cmd restore_cmds[] = {
      "they are laid down. Over the original database replay rolls forward through the later "
      "logs in its folder while they continue the chain. A failed restore leaves the target "
      "unmountable (-506) until a restore, or ombra dbutil recover, finishes it.\n"
+     "On a terminal (stderr a tty, no --json) two progress bars on stderr: the bytes laid down, "
+     "then the log generations the store's writer has replayed.\n"
      "In a DAG a database is restored on the server of its active copy (elsewhere the restore is "
      "refused, naming that server; a recovery database takes a set on any server); once the "
      "restore has replayed, every passive copy is reseeded from the restored active by its own "

@@ -20,6 +20,15 @@ static const char *str(json_t *o, const char *k)
     return s ? s : "";
 }
 
+/* --json: {"<key>": [...]} (a document is an object, docs/cli.md). */
+static int print_list(const char *key, json_t *list)
+{
+    json_t *o = json_pack("{s:O?}", key, list);
+    int rc = cli_print_json(o);
+    json_decref(o);
+    return rc;
+}
+
 static int cmd_writers(const cli_args *a)
 {
     json_t *rep = call("writers");
@@ -27,7 +36,7 @@ static int cmd_writers(const cli_args *a)
     json_t *ws = json_object_get(rep, "writers");
     int rc = CLI_OK;
     if (cli_flag(a, "json"))
-        rc = cli_print_json(ws);
+        rc = print_list("writers", ws);
     else {
         size_t i;
         json_t *w;
@@ -57,7 +66,7 @@ static int cmd_providers(const cli_args *a)
     json_t *ps = json_object_get(rep, "providers");
     int rc = CLI_OK;
     if (cli_flag(a, "json"))
-        rc = cli_print_json(ps);
+        rc = print_list("providers", ps);
     else {
         size_t i;
         json_t *p;
@@ -77,7 +86,7 @@ static int cmd_shadows(const cli_args *a)
     json_t *ss = json_object_get(rep, "shadows");
     int rc = CLI_OK;
     if (cli_flag(a, "json"))
-        rc = cli_print_json(ss);
+        rc = print_list("shadows", ss);
     else {
         size_t i;
         json_t *s;

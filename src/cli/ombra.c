@@ -67,16 +67,18 @@ static void print_group_help(const cli_group *g)
 static void print_main_help(void)
 {
     printf("usage: ombra [--help] [--version] [--config FILE] GROUP COMMAND [ARGUMENTS] "
-           "[OPTIONS]\n\n"
+           "[OPTIONS]\n"
+           "       ombra help [GROUP [COMMAND]]\n\n"
            "Exchange-style backup for Linux: the command line of the store, the shadow-copy\n"
            "service and the backup application.\n\ngroups:\n");
     for (size_t i = 0; i < NGROUPS; i++)
         printf("  %-10s %s\n", groups[i]->name, groups[i]->summary);
     printf(
-        "\nRun 'ombra GROUP --help' for a group's commands. Every command takes --config FILE\n"
-        "(default $OMBRA_CONFIG, else /etc/ombra/ombra.conf if it exists: named repositories,\n"
-        "directories, etcd). The daemons' sockets are in $OMBRA_RUNTIME_DIR (else the\n"
-        "configuration's runtime-dir, else /run/ombra for root, else $XDG_RUNTIME_DIR/ombra).\n");
+        "\nRun 'ombra GROUP --help' (or 'ombra help GROUP [COMMAND]') for a group's commands.\n"
+        "Every command takes --config FILE (default $OMBRA_CONFIG, else /etc/ombra/ombra.conf\n"
+        "if it exists: named repositories, directories, etcd). The daemons' sockets are in\n"
+        "$OMBRA_RUNTIME_DIR (else the configuration's runtime-dir, else /run/ombra for root,\n"
+        "else $XDG_RUNTIME_DIR/ombra). Exit codes, JSON output and units: docs/cli.md.\n");
 }
 
 /* ---- parsing ---- */
@@ -140,6 +142,22 @@ static int is_help(const char *s)
     return strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0;
 }
 
+/* "unknown option '--jsno'. Did you mean '--json'?" for the first len bytes of s. */
+static void unknown_option(const cli_cmd *c, const char *s, size_t len, char *err, size_t n)
+{
+    char typed[80];
+    cli_near nr;
+    snprintf(typed, sizeof typed, "%.*s", (int)len, s);
+    cli_near_init(&nr, typed + strspn(typed, "-"));
+    for (int j = 0; c->opts && c->opts[j].name; j++)
+        cli_near_try(&nr, c->opts[j].name);
+    cli_near_try(&nr, "help");
+    if (cli_near_best(&nr))
+        snprintf(err, n, "unknown option '%s'. Did you mean '--%s'?", typed, cli_near_best(&nr));
+    else
+        snprintf(err, n, "unknown option '%s'", typed);
+}
+
 /* Parses argv (after the command's name) into a; help when --help was given anywhere. Returns
  * CLI_OK, or CLI_USAGE after printing the first thing wrong. */
 static int parse(cli_args *a, int argc, char **argv, int *help)
@@ -171,8 +189,7 @@ static int parse(cli_args *a, int argc, char **argv, int *help)
                 if (strlen(c->opts[j].name) == nlen && strncmp(c->opts[j].name, name, nlen) == 0)
                     k = j;
         if (k < 0) {
-            snprintf(err, sizeof err, "unknown option '%.*s'", (int)(eq ? eq - s : (long)strlen(s)),
-                     s);
+            unknown_option(c, s, eq ? (size_t)(eq - s) : strlen(s), err, sizeof err);
             continue;
         }
         const cli_opt *o = &c->opts[k];
@@ -240,7 +257,31 @@ static int run_group(const cli_group *g, int argc, char **argv)
     for (const cli_cmd *c = g->cmds; c->name; c++)
         if (strcmp(c->name, argv[0]) == 0) return run_command(g, c, argc - 1, argv + 1);
     if (argv[0][0] == '-') return cli_usage_at(see, "unknown option '%s'", argv[0]);
+    cli_near nr;
+    cli_near_init(&nr, argv[0]);
+    for (const cli_cmd *c = g->cmds; c->name; c++)
+        cli_near_try(&nr, c->name);
+    if (g == &cli_db_group) cli_near_try(&nr, "copy");
+    if (cli_near_best(&nr))
+        return cli_usage_at(see, "unknown %s command '%s'. Did you mean '%s'?", g->name, argv[0],
+                            cli_near_best(&nr));
     return cli_usage_at(see, "unknown %s command '%s'", g->name, argv[0]);
+}
+
+/* `ombra help [GROUP [COMMAND...]]`: the same as `ombra GROUP COMMAND --help` (argv[1] is
+ * "help"), so the two can never differ; a mistyped name gets the same "did you mean". */
+static int dispatch(int argc, char **argv);
+static int run_help(int argc, char **argv)
+{
+    char **v = calloc((size_t)argc + 2, sizeof *v);
+    if (!v) return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
+    v[0] = argv[0];
+    for (int i = 2; i < argc; i++)
+        v[i - 1] = argv[i];
+    v[argc - 1] = "--help";
+    int rc = dispatch(argc, v);
+    free(v);
+    return rc;
 }
 
 static int dispatch(int argc, char **argv)
@@ -260,7 +301,16 @@ static int dispatch(int argc, char **argv)
         return run_group(&cli_copy_group, argc - 3, argv + 3);
     for (size_t i = 0; i < NGROUPS; i++)
         if (strcmp(groups[i]->name, g) == 0) return run_group(groups[i], argc - 2, argv + 2);
+    if (strcmp(g, "help") == 0) return run_help(argc, argv);
     if (g[0] == '-') return cli_usage_at("ombra", "unknown option '%s'", g);
+    cli_near nr;
+    cli_near_init(&nr, g);
+    for (size_t i = 0; i < NGROUPS; i++)
+        cli_near_try(&nr, groups[i]->name);
+    cli_near_try(&nr, "help");
+    if (cli_near_best(&nr))
+        return cli_usage_at("ombra", "unknown command '%s'. Did you mean '%s'?", g,
+                            cli_near_best(&nr));
     return cli_usage_at("ombra", "unknown command '%s'", g);
 }
 

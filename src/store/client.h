@@ -50,8 +50,9 @@ const char *store_client_warning(const store_client *c);
  * off (the default): the refusal is the answer, as a mail server wants of a temporary failure. */
 void store_client_retry_busy(store_client *c, int on);
 
-/* -> {"server", "pid", "mounted", "databases"} (this server's name, the daemon's pid, how many
- * databases are mounted and known). */
+/* -> {"server", "pid", "mounted", "databases", "directory", "restores"} (this server's name,
+ * the daemon's pid, how many databases are mounted and known, where the directory is, the
+ * restores in progress with their replay's progress: store_writer_restores). */
 int store_client_status(store_client *c, json_t **status);
 
 /* ---- databases ---- */

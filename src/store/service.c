@@ -422,6 +422,8 @@ static int h_status(op_req *r)
                                                  g->dir_ready, "error", g->dir_error)
                                      : json_pack("{s:s, s:s, s:b}", "backend", "file", "path",
                                                  g->dir_path, "ready", g->dir_ready));
+    json_object_set_new(r->rep, "restores",
+                        s->writer ? store_writer_restores(s->writer) : json_array());
     return 0;
 }
 

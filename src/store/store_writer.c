@@ -52,6 +52,9 @@ typedef struct wrestore {
     struct wrestore *next;
     char session[40];
     char target[4300]; /* the database's name, or the .edb path of a restore to new paths */
+    /* Hard recovery's progress (store_writer_restores): generation gen of first..last replayed
+     * last; 0 before the first one is. */
+    uint32_t gen, first, last;
 } wrestore;
 
 struct store_writer {
@@ -1260,6 +1263,43 @@ static int pre_restore(void *ctx, vss_event *e)
     return 0;
 }
 
+/* The restore slot whose replay eng_opts.replay_progress reports. */
+typedef struct replay_seen {
+    store_writer *w;
+    const char *session, *target;
+} replay_seen;
+
+/* eng_opts.replay_progress of a restore's hard recovery: kept in the target's restore slot for
+ * store_writer_restores (the status request), so the requester can draw its progress bar. */
+static void replay_progress(void *arg, uint32_t gen, uint32_t first, uint32_t last)
+{
+    replay_seen *rs = arg;
+    pthread_mutex_lock(&rs->w->mu);
+    for (wrestore *r = rs->w->restores; r; r = r->next)
+        if (!strcmp(r->session, rs->session) && !strcmp(r->target, rs->target)) {
+            r->gen = gen;
+            r->first = first;
+            r->last = last;
+        }
+    pthread_mutex_unlock(&rs->w->mu);
+}
+
+json_t *store_writer_restores(store_writer *w)
+{
+    json_t *a = json_array();
+    pthread_mutex_lock(&w->mu);
+    for (wrestore *r = w->restores; r && a; r = r->next) {
+        json_t *x = json_pack("{s:s, s:s}", "session", r->session, "target", r->target);
+        if (x && r->gen)
+            json_object_set_new(x, "replay",
+                                json_pack("{s:I, s:I, s:I}", "gen", (json_int_t)r->gen, "first_gen",
+                                          (json_int_t)r->first, "last_gen", (json_int_t)r->last));
+        json_array_append_new(a, x);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return a;
+}
+
 /* eng_restore_opts.wait_laid: replay waits on the requester's progress file (vss/laid.h). */
 static int wait_laid(void *arg, uint32_t gen)
 {
@@ -1302,6 +1342,9 @@ static int recover_target(store_writer *w, const char *session, json_t *c, const
     if (t->original && !o.roll_forward && !o.stop_gen)
         o.stop_gen =
             (uint32_t)json_integer_value(json_array_get(json_object_get(md, "log_range"), 1));
+    replay_seen seen = {.w = w, .session = session, .target = t->key};
+    o.target.replay_progress = replay_progress;
+    o.target.progress_arg = &seen;
     vss_laid_waiter lw = {.vfs = om_vfs_posix(), .path = t->progress, .session = session};
     if (arriving_first) {
         o.arriving_first = arriving_first;

@@ -61,6 +61,8 @@
 #ifndef OM_STORE_WRITER_H
 #define OM_STORE_WRITER_H
 
+#include <jansson.h>
+
 #include "engine/engine.h"
 #include "store/registry.h"
 
@@ -80,5 +82,11 @@ void store_writer_stop(store_writer *w);
 int store_writer_backing_up(store_writer *w, const om_uuid *db_id, char session[40]);
 /* 1 while a restore session has this database as its target (mounting it is refused). */
 int store_writer_restoring(store_writer *w, const char *name);
+/* The restores in progress, for the status request: a new array of {"session", "target" (the
+ * database's name, or the .edb path of new paths), and once hard recovery has replayed a
+ * generation "replay": {"gen" (the last one replayed), "first_gen", "last_gen" (the ones it
+ * replays)}}; the requester of a session draws its replay progress from it. NULL: out of
+ * memory. */
+json_t *store_writer_restores(store_writer *w);
 
 #endif

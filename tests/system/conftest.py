@@ -207,7 +207,7 @@ class Store:
         end = time.time() + seconds
         while time.time() < end:
             r = self.ombra("vss", "writers", "--json", check=False)
-            if r.rc == 0 and any(w["name"] == "Ombra Store Writer" and w["connected"] for w in json.loads(r.out)):
+            if r.rc == 0 and any(w["name"] == "Ombra Store Writer" and w["connected"] for w in json.loads(r.out)["writers"]):
                 return True
             time.sleep(0.1)
         return False
@@ -224,7 +224,7 @@ class Store:
         return o["db"] if isinstance(o, dict) and isinstance(o.get("db"), dict) else o
 
     def db_list(self):
-        o = self.json("db", "list")
+        o = self.json("db", "list")["databases"]
         return o["databases"] if isinstance(o, dict) else o
 
     def deliver(self, db, mailbox, message, *opts):
@@ -237,7 +237,7 @@ class Store:
         return self.ombra("mail", "get", db, mailbox, id_, binary=True).out
 
     def messages(self, db, mailbox, *opts):
-        o = self.json("mail", "list", db, mailbox, *opts)
+        o = self.json("mail", "list", db, mailbox, *opts)["messages"]
         return o["messages"] if isinstance(o, dict) else o
 
     def digest(self, db):

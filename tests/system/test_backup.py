@@ -45,7 +45,7 @@ def backup(store, repo, type_, *dbs, provider="held", check=True, env=None):
 
 
 def sets(store, repo):
-    return json.loads(store.ombra("backups", "list", "--repo", repo, "--json").out)
+    return json.loads(store.ombra("backups", "list", "--repo", repo, "--json").out)["sets"]
 
 
 def verify(store, repo):
@@ -56,7 +56,7 @@ def test_every_type_makes_a_set_with_its_chain_and_the_writer_records_it(store, 
     store.ombra("db", "new", "db1")
     load(store, "db1", 2500, size=8000)
     rc, full, err = backup(store, repo, "full", "db1")
-    assert full["type"] == "full" and full["databases"] == ["db1"] and full["freeze_ms"] >= 0
+    assert full["type"] == "full" and [d["name"] for d in full["databases"]] == ["db1"] and full["freeze_ms"] >= 0
     assert full["bytes_read"] > 0 and full["bytes_stored"] > 0 and full["seconds"] > 0
     fs = full["sets"][0]
     assert header(store, "db1")["previous_full"]["last_gen"] == fs["log_range"][1]
@@ -70,11 +70,11 @@ def test_every_type_makes_a_set_with_its_chain_and_the_writer_records_it(store, 
     listed = {s["id"]: s for s in sets(store, repo)}
     assert len(listed) == 4
     show = lambda sid: json.loads(store.ombra("backups", "show", sid, "--repo", repo, "--json").out)
-    i = show(inc["sets"][0]["set"])
-    assert i["parent"] == fs["set"] and i["log_range"][0] == fs["log_range"][1] + 1
-    d = show(dif["sets"][0]["set"])
-    assert d["parent"] == fs["set"] and d["log_range"][0] == fs["log_range"][1] + 1
-    f = show(fs["set"])
+    i = show(inc["sets"][0]["id"])
+    assert i["parent"] == fs["id"] and i["log_range"][0] == fs["log_range"][1] + 1
+    d = show(dif["sets"][0]["id"])
+    assert d["parent"] == fs["id"] and d["log_range"][0] == fs["log_range"][1] + 1
+    f = show(fs["id"])
     assert f["writer_metadata"]["components"] and f["components_document"]["components"]
     names = {x["name"] for x in f["files"]}
     assert any(n.startswith("edb/") for n in names) and "logs/E00.chk" in names
@@ -105,7 +105,7 @@ def test_several_databases_in_one_backup(store, repo):
         store.ombra("db", "new", d)
         load(store, d, 200, seed=len(d))
     rc, res, err = backup(store, repo, "full", "db1", "db2", "db3")
-    assert sorted(s["database"] for s in res["sets"]) == ["db1", "db2", "db3"]
+    assert sorted(s["database"]["name"] for s in res["sets"]) == ["db1", "db2", "db3"]
     for d in ("db1", "db2", "db3"):
         assert header(store, d)["previous_full"]
 
@@ -119,7 +119,7 @@ def test_a_damaged_shadow_copy_fails_the_component_and_truncates_nothing(store, 
                          env=dict(store.env, OMBRA_BACKUP_PAUSE="snapshot"), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     assert p.stderr.readline().startswith("paused snapshot")
-    shadows = json.loads(store.ombra("vss", "shadows", "--json").out)
+    shadows = json.loads(store.ombra("vss", "shadows", "--json").out)["shadows"]
     edb = store.db_show("db1")["edb"]
     sh = [s for s in shadows if edb.startswith(s["original"])][0]
     copy = pathlib.Path(sh["exposed"]) / os.path.relpath(edb, sh["original"])
@@ -159,7 +159,7 @@ def test_kill_9_at_any_stage_leaves_a_valid_repository_and_the_next_backup_works
         assert listed == [], "no partial set"
         assert header(store, "db1")["previous_full"] is None
         end = time.time() + 10  # the coordinator aborts the session
-        while time.time() < end and json.loads(store.ombra("vss", "shadows", "--json").out):
+        while time.time() < end and json.loads(store.ombra("vss", "shadows", "--json").out)["shadows"]:
             time.sleep(0.1)
         assert all(g in gens(store, "db1", logs) for g in before), "nothing truncated"
     r = verify(store, repo)

@@ -287,7 +287,7 @@ class History:
             s = res["sets"][0]
             parent = self.last_full if type_ == "differential" else \
                 self.last_full_or_inc if type_ == "incremental" else None
-            one = Set(self.next_seq(), type_, repo, digest, parent, sid=s["set"], log_range=s["log_range"])
+            one = Set(self.next_seq(), type_, repo, digest, parent, sid=s["id"], log_range=s["log_range"])
             self.sets.append(one)
             self.chain_moves(one)
             c.figures["backups_ok"] += 1
@@ -407,10 +407,10 @@ class History:
         if d is not None:
             out.append(("default", [], d))
         if recorded:
-            listed = {x.get("id"): x for x in self.st.json("backups", "list", "--repo", repo.path)} \
+            listed = {x.get("id"): x for x in self.st.json("backups", "list", "--repo", repo.path)["sets"]} \
                 if not repo.encrypted else \
                 {x.get("id"): x for x in json.loads(self.st.ombra("backups", "list", "--repo", repo.path,
-                                                                  "--json", env=repo.env).out)}
+                                                                  "--json", env=repo.env).out)["sets"]}
         by_gen = {}
         for s in self.sets:  # any repository: one log stream
             if s.log_range:

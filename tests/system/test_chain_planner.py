@@ -22,7 +22,7 @@ def repo(store, vssd):
 
 def backup(store, repo, t, db="db1"):
     r = store.ombra("backup", "--repo", repo, "--type", t, "--json", db)
-    return json.loads(r.out)["sets"][0]["set"]
+    return json.loads(r.out)["sets"][0]["id"]
 
 
 def restore(store, repo, db, *args, check=True):
@@ -58,7 +58,7 @@ def test_a_copy_between_full_and_incremental_does_not_take_the_default_restore(s
     new_target(store, "db2")
     r = restore(store, repo, "db1", "--to", "db2", "--mount")
     res = json.loads(r.out)
-    assert [s["set"] for s in res["sets"]] == [ids["full"], ids["inc"]], res
+    assert [s["id"] for s in res["sets"]] == [ids["full"], ids["inc"]], res
     assert store.digest("db2") == d_inc
     # the copy still restores on its own, on purpose (db2, a copy of live db1, is a recovery
     # database: one is mounted at a time)
@@ -67,7 +67,7 @@ def test_a_copy_between_full_and_incremental_does_not_take_the_default_restore(s
     restore(store, repo, "db1", "--set", ids["copy"][:12], "--to", "db3", "--mount")
     assert store.digest("db3") == d_copy
 
-    sets = {s["id"]: s for s in store.json("backups", "list", "--repo", repo)}
+    sets = {s["id"]: s for s in store.json("backups", "list", "--repo", repo)["sets"]}
     assert all(s["restorable"] is True and "why" not in s for s in sets.values()), sets
     assert sets[ids["inc"]]["chain"] == [ids["full"], ids["inc"]]
     assert sets[ids["copy"]]["chain"] == [ids["copy"]]
@@ -100,7 +100,7 @@ def test_a_damaged_newest_set_stops_the_restore_naming_it_and_the_hint_restores_
     assert store.digest("db2") == d_copy
     listing = store.ombra("backups", "list", "--repo", repo).out
     assert "DAMAGED" in listing
-    sets = {s["id"]: s for s in store.json("backups", "list", "--repo", repo)}
+    sets = {s["id"]: s for s in store.json("backups", "list", "--repo", repo)["sets"]}
     assert sets[ids["inc"]]["restorable"] is False and sets[ids["inc"]]["why"]
 
 
@@ -115,7 +115,7 @@ def test_an_orphaned_incremental_stops_the_restore_and_the_listing_says_why(stor
     assert hinted_set(r.err) == ids["copy"][:12]
     r = restore(store, repo, "db1", "--set", ids["inc"][:12], "--to", "db2", check=False)
     assert r.rc == 1 and ids["full"][:12] in r.err and "not in the repository" in r.err
-    sets = {s["id"]: s for s in store.json("backups", "list", "--repo", repo)}
+    sets = {s["id"]: s for s in store.json("backups", "list", "--repo", repo)["sets"]}
     assert sets[ids["inc"]]["restorable"] is False
     assert ids["full"][:12] in sets[ids["inc"]]["why"]
     assert sets[ids["copy"]]["restorable"] is True

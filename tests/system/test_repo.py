@@ -64,11 +64,11 @@ def data_files(d, seed):
 def test_init_then_an_empty_repository_lists_nothing_and_verifies(cli, tmp_path):
     repo = tmp_path / "repo"
     out = cli.run("repo", "init", repo, "--block-size", "64K", "--zstd-level", "5").stdout
-    assert "64 KiB" in out and "zstd level 5" in out and "encryption:  none" in out
+    assert "65.5 kB (65536 bytes, 64K)" in out and "zstd level 5" in out and "encryption:  none" in out
     cfg = json.loads((repo / "config.json").read_text())
     assert cfg["block_size"] == 65536 and cfg["encryption"] is None
     assert cli.run("backups", "list", "--repo", repo).stdout.startswith("no backup sets")
-    assert cli.json("backups", "list", "--repo", repo) == []
+    assert cli.json("backups", "list", "--repo", repo)["sets"] == []
     cli.run("verify", "--repo", repo)
     v = cli.json("verify", "--repo", repo)
     assert v["ok"] is True and v["damage"] == []
@@ -109,7 +109,7 @@ def test_encrypted_repository_takes_its_passphrase_from_a_file_or_the_environmen
     sid = cli.write_set(repo, "full", "mail1", edb, log, passphrase="correct horse battery staple")
     assert cli.run("backups", "list", "--repo", repo, "--passphrase-file", pw).stdout.count(sid[:12]) == 1
     sets = cli.json("backups", "list", "--repo", repo,
-                    env={"OMBRA_REPO_PASSPHRASE": "correct horse battery staple"})
+                    env={"OMBRA_REPO_PASSPHRASE": "correct horse battery staple"})["sets"]
     assert [s["id"] for s in sets] == [sid]
     cli.run("verify", "--repo", repo, "--passphrase-file", pw)
     # nothing readable on disk: neither content nor file names
@@ -133,7 +133,7 @@ def test_list_and_show_describe_each_set(cli, tmp_path):
     assert out[2].startswith(inc[:12]) and " incremental " in out[2]
     # the tool's incremental names no parent: the listing says a restore cannot use it
     assert out[1].endswith("RESTORABLE: full alone") and "NOT RESTORABLE: it names no parent" in out[2]
-    sets = cli.json("backups", "list", "--repo", repo)
+    sets = cli.json("backups", "list", "--repo", repo)["sets"]
     assert [s["id"] for s in sets] == [full, inc]  # oldest first
     assert sets[0]["bytes"] == 550_000 and sets[0]["nfiles"] == 2 and "files" not in sets[0]
     assert sets[1]["bytes_stored"] == 0  # the log was already there
@@ -174,7 +174,7 @@ def test_verify_names_the_damaged_set_file_and_block(cli, tmp_path):
     assert "RepositoryCorrupt" in r.stderr and "1 problem" in r.stderr
     v = json.loads(cli.run("verify", "--repo", repo, "--json", rc=1).stdout)
     assert v["ok"] is False
-    assert [(d["set"], d["file"], d["block"], d["pack"]) for d in v["damage"]] == \
+    assert [(d["set_id"], d["file"], d["block"], d["pack"]) for d in v["damage"]] == \
         [(sid, "edb/mail.edb", block, pack)]
     # the other set does not use that block
     cli.run("verify", "--repo", repo, other[:10])
@@ -201,7 +201,7 @@ def test_expire_keeps_the_newest_chains(cli, tmp_path):
     rep = cli.json("expire", "--repo", repo, "--keep-full", "2")
     assert sorted(rep["sets_deleted"]) == sorted(ids[:2])
     assert rep["sets_kept"] == 4 and rep["packs_deleted"] >= 1 and rep["bytes_freed"] > 0
-    assert [s["id"] for s in cli.json("backups", "list", "--repo", repo)] == ids[2:]
+    assert [s["id"] for s in cli.json("backups", "list", "--repo", repo)["sets"]] == ids[2:]
     cli.run("verify", "--repo", repo)
     out = cli.run("expire", "--repo", repo, "--keep-full", "1").stdout
     assert "kept 2 sets, deleted 2" in out

@@ -59,7 +59,7 @@ def test_full_and_incrementals_back_into_the_original_and_a_differential_into_an
     store.ombra("db", "new", "db2")
     store.ombra("db", "dismount", "db2")
     store.ombra("db", "set", "db2", "--allow-restore", "on")
-    r = restore(store, repo, "db1", "--set", dif["sets"][0]["set"][:12], "--to", "db2", "--mount")
+    r = restore(store, repo, "db1", "--set", dif["sets"][0]["id"][:12], "--to", "db2", "--mount")
     assert [s["type"] for s in json.loads(r.out)["sets"]] == ["full", "differential"]
     assert store.digest("db2") == d_dif
 
@@ -145,8 +145,8 @@ def chain3(store, repo):
     inc1 = backup(store, repo, "incremental")
     load(store, "db1", 600, seed=3)
     inc2 = backup(store, repo, "incremental")
-    return {"digest": store.digest("db1"), "inc1": inc1["sets"][0]["set"], "inc2": inc2["sets"][0]["set"],
-            "full": full["sets"][0]["set"], "d_full": d_full}
+    return {"digest": store.digest("db1"), "inc1": inc1["sets"][0]["id"], "inc2": inc2["sets"][0]["id"],
+            "full": full["sets"][0]["id"], "d_full": d_full}
 
 
 STAGES = ["prepared", "edb", "replaying", "laid"]
@@ -232,7 +232,7 @@ def test_an_older_backup_rolls_forward_only_as_far_as_the_logs_on_disk_continue_
 
 def test_a_broken_chain_is_refused_naming_the_gap(store, repo, chain3):
     info = store.db_show("db1")
-    sets = {s["id"]: s for s in store.json("backups", "list", "--repo", repo)}
+    sets = {s["id"]: s for s in store.json("backups", "list", "--repo", repo)["sets"]}
     inc1 = sets[chain3["inc1"]]
     for f in (repo / "sets").iterdir():
         if f.name.startswith(chain3["inc1"][:16]) or f.stem == chain3["inc1"]:
@@ -316,7 +316,7 @@ def test_a_database_gone_from_the_server_or_created_again(store, vssd, repo):
     store.ombra("db", "new", "db2")
     dismount_for_restore(store, "db2")
     r = restore(store, repo, "db1", "--to", "db2", "--mount")
-    assert json.loads(r.out)["sets"][0]["set"] == full["sets"][0]["set"]
+    assert json.loads(r.out)["sets"][0]["id"] == full["sets"][0]["id"]
     assert store.digest("db2") == d
     # created again under the same name: a new database, not the one the backups are of
     store.ombra("db", "new", "db1")
@@ -341,7 +341,7 @@ def test_a_copy_backup_restores_on_its_own(store, repo):
     load(store, "db1", 100, seed=3)
     store.ombra("db", "new", "db2")
     dismount_for_restore(store, "db2")
-    r = restore(store, repo, "db1", "--set", cp["sets"][0]["set"][:12], "--to", "db2", "--mount")
+    r = restore(store, repo, "db1", "--set", cp["sets"][0]["id"][:12], "--to", "db2", "--mount")
     assert [s["type"] for s in json.loads(r.out)["sets"]] == ["copy"]
     assert store.digest("db2") == d
 

@@ -96,7 +96,7 @@ def restore(st, repo, *args, check=True):
 def test_a_backup_made_on_alpha_restores_on_beta_through_betas_writer(servers):
     alpha, beta, repo = servers
     alpha_id, digest = history_on_alpha(alpha, repo)
-    writers = {s.server: [w["instance_id"] for w in s.json("vss", "writers")]
+    writers = {s.server: [w["instance_id"] for w in s.json("vss", "writers")["writers"]]
                for s in (alpha, beta)}
     assert set(writers["alpha"]).isdisjoint(writers["beta"]), writers
     # the recovery database
@@ -122,7 +122,7 @@ def test_a_backup_made_on_alpha_restores_on_beta_through_betas_writer(servers):
     attach(beta, "attached", alpha_id, edb, logs)
     assert beta.digest("attached") == digest
     # and the repository's sets still name alpha as where the backups were made
-    o = alpha.json("backups", "list", "--repo", repo)
+    o = alpha.json("backups", "list", "--repo", repo)["sets"]
     sets = o["sets"] if isinstance(o, dict) else o
     assert {s["server"] for s in sets} == {"alpha"}, sets
     # alpha's database is untouched

@@ -155,7 +155,7 @@ def craft(repo, set_id, edit, keep_old=True):
 
 def test_a_set_whose_log_range_lies_does_not_give_an_older_state_silently(store, repo, source, tmp_path):
     # the full's own document, its range stretched: it holds generation 2 only
-    lie = craft(repo, source["full"]["set"], lambda d: d.__setitem__("log_range", [d["log_range"][0], 50]))
+    lie = craft(repo, source["full"]["id"], lambda d: d.__setitem__("log_range", [d["log_range"][0], 50]))
     v = store.ombra("verify", "--repo", repo, check=False)
     print(v.describe())
     store.ombra("db", "new", "db2")
@@ -193,7 +193,7 @@ def test_until_gen_past_the_chain_with_no_roll_forward_says_where_it_stopped(sto
 
 
 def test_until_time_at_a_printed_set_time(store, repo, source):
-    listing = store.json("backups", "list", "--repo", repo)
+    listing = store.json("backups", "list", "--repo", repo)["sets"]
     print(json.dumps(listing, indent=1)[:3000])
     txt = store.ombra("backups", "list", "--repo", repo).out
     print(txt)

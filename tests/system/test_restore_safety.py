@@ -278,7 +278,7 @@ def test_a_crafted_file_name_is_refused_before_anything_is_laid_down(store, repo
         e = log_entries(doc)[0] if not name.startswith("edb/") else \
             [f for f in doc["files"] if f["name"].startswith("edb/")][0]
         e["name"] = name
-    sid = craft(repo, full["set"], edit)
+    sid = craft(repo, full["id"], edit)
     r = restore(store, repo, "db1", "--set", sid[:12], "--edb", target / "r.edb", "--logs",
                 target / "logs", check=False)
     assert r.rc == 1 and one_line(r) and sid[:12] in r.err and name in r.err, r.describe()
@@ -302,7 +302,7 @@ def test_backup_metadata_naming_another_databases_file_is_harmless(store, repo, 
     def edit(doc):
         for c in doc["components_document"]["components"]:
             c["backup_metadata"]["edb"] = str(x / "victim.edb")
-    sid = craft(repo, full["set"], edit)
+    sid = craft(repo, full["id"], edit)
     for dest in (["--edb", x / "restored.edb", "--logs", x / "rlogs"], ):
         r = restore(store, repo, "db1", "--set", sid[:12], *dest, check=False)
         refused_or_succeeded(r)
@@ -331,7 +331,7 @@ def test_a_file_entry_whose_size_and_blocks_disagree_is_one_error_not_a_hang(sto
             e["blocks"] = e["blocks"][:64 * (len(e["blocks"]) // 64 - 1)]
         else:
             e["blocks"] = e["blocks"] + e["blocks"][:64]
-    sid = craft(repo, full["set"], edit)
+    sid = craft(repo, full["id"], edit)
     t0 = time.monotonic()
     r = restore(store, repo, "db1", "--set", sid[:12], "--edb", tmp_path / "t" / "r.edb", "--logs",
                 tmp_path / "t" / "logs", check=False, timeout=30)

@@ -22,7 +22,7 @@ ACTIONS = (("db", "dismount", "db1"),
 
 
 def writer_instance(store):
-    ws = json.loads(store.ombra("vss", "writers", "--json").out)
+    ws = json.loads(store.ombra("vss", "writers", "--json").out)["writers"]
     return [w for w in ws if w["name"] == "Ombra Store Writer" and w["connected"]][0]["instance_id"]
 
 
@@ -55,7 +55,7 @@ def run_requester(store, build_dir, comps, seconds=90):
 def answers(store, seconds=10):
     """The store still serves admin and mail requests promptly (a wedged writer blocks both)."""
     try:
-        dbs = json.loads(store.ombra("db", "list", "--json", timeout=seconds).out)
+        dbs = json.loads(store.ombra("db", "list", "--json", timeout=seconds).out)["databases"]
         names = [d["name"] for d in (dbs["databases"] if isinstance(dbs, dict) else dbs)]
         r = store.ombra("mail", "deliver", "db1", "after", input="Subject: after\n\nstill here",
                         timeout=seconds)
@@ -92,13 +92,13 @@ def test_a_database_named_twice_is_backed_up_once_and_the_store_keeps_answering(
         pytest.fail("`ombra backup db1 db1` did not end within 90 s")
     assert r.rc == 0, r.describe() + store.stderr()
     res = json.loads(r.out)
-    assert [s["database"] for s in res["sets"]] == ["db1"], res
+    assert [s["database"]["name"] for s in res["sets"]] == ["db1"], res
     answers(store)
     # in a longer list too, and the next backup of each goes on normally
     r = store.ombra("backup", "--repo", repo, "--type", "full", "--json", "db2", "db1", "db2",
                     check=False, timeout=90)
     assert r.rc == 0, r.describe()
-    assert sorted(s["database"] for s in json.loads(r.out)["sets"]) == ["db1", "db2"]
+    assert sorted(s["database"]["name"] for s in json.loads(r.out)["sets"]) == ["db1", "db2"]
     answers(store)
     h = json.loads(store.ombra("dbutil", "header", store.db_show("db1")["edb"], "--json").out)
     assert h["backups"]["previous_full"], "the backup is recorded"
@@ -129,7 +129,7 @@ def test_a_selection_of_the_logs_alone_is_refused(store, vssd, build_dir):
     assert rc == 1 and len(lines) == 1, err
     assert "Logs" in err and "db1" in err and "-1003" in err, err
     assert res["shadows"] == [] and res["components_document"] is None, res
-    assert json.loads(store.ombra("vss", "shadows", "--json").out) == [], "no shadow copy is left"
+    assert json.loads(store.ombra("vss", "shadows", "--json").out)["shadows"] == [], "no shadow copy is left"
     after = json.loads(store.ombra("dbutil", "header", store.db_show("db1")["edb"], "--json").out)["backups"]
     assert after == before, "nothing is recorded"
     answers(store)

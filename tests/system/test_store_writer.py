@@ -15,7 +15,7 @@ import pytest
 
 
 def writer_instance(store):
-    ws = json.loads(store.ombra("vss", "writers", "--json").out)
+    ws = json.loads(store.ombra("vss", "writers", "--json").out)["writers"]
     return [w for w in ws if w["name"] == "Ombra Store Writer" and w["connected"]][0]["instance_id"]
 
 

@@ -46,14 +46,14 @@ def history(store, vssd):
     store.ombra("repo", "init", repo)
     store.ombra("db", "new", "db1")
     load(store, "db1", 200, 1)
-    a = backup(store, repo, "full")["sets"][0]["set"]
+    a = backup(store, repo, "full")["sets"][0]["id"]
     d_a = store.digest("db1")
     load(store, "db1", 150, 2)
-    b = backup(store, repo, "full")["sets"][0]["set"]
+    b = backup(store, repo, "full")["sets"][0]["id"]
     d_b = store.digest("db1")
     db_show_b = {tz: store.ombra("db", "show", "db1", env={"TZ": tz}).out for tz in ZONES}
     load(store, "db1", 150, 3)
-    c = backup(store, repo, "incremental")["sets"][0]["set"]
+    c = backup(store, repo, "incremental")["sets"][0]["id"]
     d_c = store.digest("db1")
     assert len({d_a, d_b, d_c}) == 3
     store.ombra("db", "new", "db2")

@@ -169,13 +169,13 @@ def flip_byte(path, at=None):
 def test_a_damaged_or_orphaned_newest_set_is_never_skipped_in_silence(store, repo):
     store.ombra("db", "new", "db1")
     load(store, "db1", 300)
-    f1 = set_of(backup(store, repo, "full"))["set"]
+    f1 = set_of(backup(store, repo, "full"))["id"]
     d1 = store.digest("db1")
     load(store, "db1", 100, seed=2)
-    f2 = set_of(backup(store, repo, "full"))["set"]
+    f2 = set_of(backup(store, repo, "full"))["id"]
     d2 = store.digest("db1")
     load(store, "db1", 100, seed=3)
-    inc = set_of(backup(store, repo, "incremental"))["set"]
+    inc = set_of(backup(store, repo, "incremental"))["id"]
     # one byte of the newest set file flipped
     flipped = pathlib.Path(shutil.copytree(repo, store.tmp / "flipped"))
     flip_byte(set_file(flipped, inc))
@@ -205,7 +205,7 @@ def test_an_incremental_into_a_repository_missing_its_chain_is_refused_before_tr
     full_a = set_of(backup(store, a, "full"))  # truncates the logs B's chain would need
     load(store, "db1", 300, seed=3)
     before = gens(logs)
-    in_b = store.json("backups", "list", "--repo", b)
+    in_b = store.json("backups", "list", "--repo", b)["sets"]
     r = backup(store, b, "incremental", check=False)
     missing_first, missing_last = full_b["log_range"][1] + 1, full_a["log_range"][1]
     assert one_line_refusal(r), f"an incremental that does not continue B's chain:\n{r.describe()}"
@@ -213,7 +213,7 @@ def test_an_incremental_into_a_repository_missing_its_chain_is_refused_before_tr
     assert {missing_first, missing_last} <= named, \
         f"the missing generations {missing_first}-{missing_last} are not named:\n{r.describe()}"
     assert all(g in gens(logs) for g in before), "log generations were truncated"
-    assert store.json("backups", "list", "--repo", b) == in_b, "a set was added to B"
+    assert store.json("backups", "list", "--repo", b)["sets"] == in_b, "a set was added to B"
 
 
 # ---- 5 -------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def sha256_of(path):
 def test_a_restore_to_new_paths_never_touches_a_neighbour_database(store, repo, tmp_path):
     store.ombra("db", "new", "A")  # its file is .../A/A.edb
     load(store, "A", 300)
-    full = set_of(backup(store, repo, "full", db="A"))["set"]
+    full = set_of(backup(store, repo, "full", db="A"))["id"]
     d_a = store.digest("A")
     x = tmp_path / "x"
     store.ombra("db", "new", "nb", "--edb", x / "A.edb", "--logs", x / "nblogs")  # a neighbour named A.edb
@@ -396,7 +396,7 @@ def test_a_printed_time_means_the_same_instant_in_any_zone(store, repo):
     load(store, "db1", 300)
     backup(store, repo, "full")
     load(store, "db1", 100, seed=2)
-    inc1 = set_of(backup(store, repo, "incremental"))["set"]
+    inc1 = set_of(backup(store, repo, "incremental"))["id"]
     d1 = store.digest("db1")
     time.sleep(1.1)
     load(store, "db1", 100, seed=3)
@@ -429,7 +429,7 @@ def rewrite_set(repo, set_id, change):
 def test_a_set_entry_of_size_0_without_blocks_is_one_error_not_a_hang(store, repo):
     store.ombra("db", "new", "db1")
     load(store, "db1", 300)
-    full = set_of(backup(store, repo, "full"))["set"]
+    full = set_of(backup(store, repo, "full"))["id"]
     d = store.digest("db1")
 
     def empty_log(doc):
@@ -449,7 +449,7 @@ def test_a_set_entry_of_size_0_without_blocks_is_one_error_not_a_hang(store, rep
 def test_verify_reports_set_files_naming_paths_outside_the_target(store, repo):
     store.ombra("db", "new", "db1")
     load(store, "db1", 200)
-    full = set_of(backup(store, repo, "full"))["set"]
+    full = set_of(backup(store, repo, "full"))["id"]
     d = store.digest("db1")
     for bad in ("edb/../../../../tmp/evil.edb", "/tmp/evil.edb", "logs/../../E0000000001.log"):
         crafted = pathlib.Path(shutil.copytree(repo, store.tmp / f"crafted{len(bad)}"))

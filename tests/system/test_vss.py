@@ -76,7 +76,7 @@ class Vss:
         p = self.ombra("vss", "writers", "--json")
         if p.returncode:
             return None
-        for x in json.loads(p.stdout):
+        for x in json.loads(p.stdout)["writers"]:
             if x["instance_id"] == w["instance"] and x["connected"]:
                 return x
         return None
@@ -103,7 +103,7 @@ class Vss:
         return p.returncode, json.loads(last[-1]) if last else None, err
 
     def shadows(self):
-        return json.loads(self.ombra("vss", "shadows", "--json", check=0).stdout)
+        return json.loads(self.ombra("vss", "shadows", "--json", check=0).stdout)["shadows"]
 
     def stop(self):
         for w in self.writers:

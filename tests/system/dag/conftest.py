@@ -62,7 +62,7 @@ def dag(dag_bed):
 
 def copy_status(s, bed, db=None):
     args = ["db", "copy", "status", "--json", "--etcd", bed.etcd_url] + ([db] if db else [])
-    return json.loads(s.ombra(*args).out)
+    return json.loads(s.ombra(*args).out)["copies"]
 
 
 def copy_of(s, bed, db, server):
@@ -103,7 +103,7 @@ def drained(s, bed, db, server):
 
 def copy_folder(bed, s, db):
     """Where server s keeps its passive copy of db: $OMBRA_HOME/copies/<db id>."""
-    return s.home / "copies" / copy_of(bed.a, bed, db, s.server)["id"]
+    return s.home / "copies" / copy_of(bed.a, bed, db, s.server)["database"]["id"]
 
 
 def passive_digest(bed, s, db):

@@ -627,7 +627,7 @@ class Run:
 
     def copy_rows(self, db):
         s = self.servers[0]
-        return json.loads(s.ombra("db", "copy", "status", db, "--json", "--etcd", self.url).out)
+        return json.loads(s.ombra("db", "copy", "status", db, "--json", "--etcd", self.url).out)["copies"]
 
     def wait_drained(self, db, active, seconds=120):
         closed = active.db_show(db)["gen_current"] - 1
@@ -686,7 +686,7 @@ class Run:
                 r = act.ombra("mail", "list", db, mb, "--json", check=False)
                 if r.rc != 0:
                     continue  # a mailbox whose every message was lost is not there
-                for m in json.loads(r.out):
+                for m in json.loads(r.out)["messages"]:
                     msgs.append(dict(mailbox=mb, id=m["id"], subject=m.get("subject")))
             self.final[db] = dict(messages=msgs, digests=digests, active=act.server)
             base = f"/ombra/dag/{DAG}"

@@ -149,7 +149,7 @@ def test_a_database_named_after_64_others_is_backed_up_not_dropped(dag3b):
     r = a.ombra("backup", "--repo", str(bed.repo), "--type", "full", "--json",
                 *(["db1"] * 64), "db2", check=False)
     assert r.rc == 0, r.describe()
-    got = sorted(s["database"] for s in json.loads(r.out)["sets"])
+    got = sorted(s["database"]["name"] for s in json.loads(r.out)["sets"])
     assert got == ["db1", "db2"], r.out
 
 
@@ -250,7 +250,7 @@ def test_a_full_overtaken_by_a_newer_full_is_not_recorded_over_it(dag_bed, tmp_p
     if older.rc != 0:
         lines = [x for x in older.err.splitlines() if not x.startswith("paused")]
         assert len(lines) == 1 and "newer" in lines[0], older.err
-        assert [x["id"] for x in listed(a, bed)] == [newer["set"]], "the refused set is listed"
+        assert [x["id"] for x in listed(a, bed)] == [newer["id"]], "the refused set is listed"
     roll(a, "db1", 1)
     inc = backup(a, bed, "incremental", "--from", "active", check=False)
     assert not hasattr(inc, "rc"), inc.describe()

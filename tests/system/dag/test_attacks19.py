@@ -314,7 +314,7 @@ def test_a_deposed_active_still_mounted_has_no_file_moved_under_its_store(three)
     end = time.monotonic() + 90
     while time.monotonic() < end:
         rows = json.loads(b.ombra("db", "copy", "status", DB, "--json", "--etcd",
-                                  bed.etcd_url).out)
+                                  bed.etcd_url).out)["copies"]
         if next(r for r in rows if r["server"] == "a")["state"] == "Healthy":
             break
         time.sleep(0.5)

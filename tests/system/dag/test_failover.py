@@ -248,7 +248,7 @@ def test_failover_when_the_active_server_dies_and_it_comes_back_as_a_passive_cop
     b.start_repld(args=("--lease-seconds", str(LEASE)))
     time.sleep(LEASE * 2)
     assert active_of(bed, a)[0] == got[0]
-    dbs = json.loads(b.ombra("db", "list", "--json").out)
+    dbs = json.loads(b.ombra("db", "list", "--json").out)["databases"]
     assert not any(d.get("mounted") for d in dbs if d["name"] == DB), dbs
     all_healthy(bed, a, 120)
     digests_equal(bed, [a, b, c], expect=new)

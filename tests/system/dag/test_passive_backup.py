@@ -53,7 +53,7 @@ def paused_backup(s, bed, type_, stage):
 
 
 def listed(s, bed):
-    return json.loads(s.ombra("backups", "list", "--repo", str(bed.repo), "--json").out)
+    return json.loads(s.ombra("backups", "list", "--repo", str(bed.repo), "--json").out)["sets"]
 
 
 def active_info(a):
@@ -115,6 +115,12 @@ SLOTS = {"full": "previous_full", "incremental": "previous_incremental",
          "differential": "previous_differential", "copy": "previous_copy"}
 
 
+def copy_row(c):
+    """A backup's copy: (database name, server, active|passive); the database is {id, name}."""
+    assert set(c["database"]) == {"id", "name"}, c
+    return c["database"]["name"], c["server"], c["copy"]
+
+
 @pytest.mark.dag_long
 def test_each_type_from_a_passive_while_mail_arrives_recorded_by_the_active_never_holding_it(
         dag3b):
@@ -134,7 +140,8 @@ def test_each_type_from_a_passive_while_mail_arrives_recorded_by_the_active_neve
             t0 = time.monotonic()
             res = backup(b, bed, type_, "--from", srv)
             spans.append((t0, time.monotonic()))
-            assert res["copies"] == [{"database": "db1", "server": srv, "copy": "passive"}], res
+            assert [copy_row(c) for c in res["copies"]] == \
+                [("db1", srv, "passive")], res
             (st,) = res["sets"]
             # recorded by the active: its header's slot holds the set's generations
             slot = active_info(a)["backups"][SLOTS[type_]]
@@ -171,15 +178,15 @@ def test_a_chain_across_servers_full_from_b_incremental_from_c_and_from_a(dag3b)
     inc_c = inc_c["sets"][0]
     roll(a, "db1", 2)
     inc_a = backup(a, bed, "incremental", "--from", "active")
-    assert inc_a["copies"][0] == {"database": "db1", "server": "a", "copy": "active"}, inc_a
+    assert copy_row(inc_a["copies"][0]) == ("db1", "a", "active"), inc_a
     inc_a = inc_a["sets"][0]
     # one chain: each set begins where the one before it ended (the slots came by the log)
     assert inc_c["log_range"][0] == full["log_range"][1] + 1, (full, inc_c)
     assert inc_a["log_range"][0] == inc_c["log_range"][1] + 1, (inc_c, inc_a)
     sets = listed(a, bed)
     by_id = {x["id"]: x for x in sets}
-    assert by_id[inc_c["set"]]["parent"] == full["set"], by_id[inc_c["set"]]
-    assert by_id[inc_a["set"]]["parent"] == inc_c["set"], by_id[inc_a["set"]]
+    assert by_id[inc_c["id"]]["parent"] == full["id"], by_id[inc_c["id"]]
+    assert by_id[inc_a["id"]]["parent"] == inc_c["id"], by_id[inc_a["id"]]
     want = a.digest("db1")  # what the chain holds: nothing delivered after the last set
     # Every copy lost: the active's files and both passives' folders.
     for s in (b, c):
@@ -204,10 +211,8 @@ def test_a_chain_across_servers_full_from_b_incremental_from_c_and_from_a(dag3b)
 def test_backup_from_here_takes_this_servers_copy_and_says_when_it_is_not_the_one_asked(dag3b):
     bed = dag3b
     a, b = bed.a, bed.b
-    assert backup(b, bed, "copy", "--from", "here")["copies"][0] == \
-        {"database": "db1", "server": "b", "copy": "passive"}
-    assert backup(a, bed, "copy", "--from", "here")["copies"][0] == \
-        {"database": "db1", "server": "a", "copy": "active"}
+    assert copy_row(backup(b, bed, "copy", "--from", "here")["copies"][0]) == ("db1", "b", "passive")
+    assert copy_row(backup(a, bed, "copy", "--from", "here")["copies"][0]) == ("db1", "a", "active")
     # --from active asked on b: the active's server runs it
     assert backup(b, bed, "copy", "--from", "active")["copies"][0]["server"] == "a"
 
@@ -316,7 +321,7 @@ def test_the_default_picks_a_healthy_passive_on_another_server_and_says_which(da
     res = backup(a, bed, "copy")
     (cp,) = res["copies"]
     assert cp["copy"] == "passive" and cp["server"] in ("b", "c"), res
-    (st,) = [x for x in listed(a, bed) if x["id"] == res["sets"][0]["set"]]
+    (st,) = [x for x in listed(a, bed) if x["id"] == res["sets"][0]["id"]]
     assert st["server"] == cp["server"], st
     # with b suspended and c's service stopped, no passive copy is Healthy: the active, said so
     a.ombra("db", "copy", "suspend", "db1", "--server", "b", "--etcd", bed.etcd_url)
@@ -343,4 +348,5 @@ def test_the_default_picks_a_healthy_passive_on_another_server_and_says_which(da
     # from b, --from b: its own copy; then from a, --from b: run on b for a
     assert backup(b, bed, "incremental", "--from", "b")["copies"][0]["server"] == "b"
     res = backup(a, bed, "incremental", "--from", "b")
-    assert res["copies"] == [{"database": "db1", "server": "b", "copy": "passive"}], res
+    assert [copy_row(c) for c in res["copies"]] == \
+        [("db1", "b", "passive")], res

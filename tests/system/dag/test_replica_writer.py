@@ -21,7 +21,7 @@ def replica_writer(s, seconds=20):
     end = time.time() + seconds
     ws = []
     while time.time() < end:
-        ws = json.loads(s.ombra("vss", "writers", "--json").out)
+        ws = json.loads(s.ombra("vss", "writers", "--json").out)["writers"]
         mine = [w for w in ws if w["name"] == WRITER and w["connected"]]
         if mine:
             return mine[0]
@@ -75,7 +75,7 @@ def dag2(dag_bed):
 def test_a_healthy_copy_is_offered_a_suspended_one_is_not_and_its_prepare_is_refused(dag2):
     bed = dag2
     a, b = bed.a, bed.b
-    db_id = copy_of(a, bed, "db1", "b")["id"]
+    db_id = copy_of(a, bed, "db1", "b")["database"]["id"]
     w = replica_writer(b)
     assert w["can_hold"] and w["state"] != "disconnected", w
     comps = offered(bed, b, db_id)
@@ -104,7 +104,7 @@ def test_a_healthy_copy_is_offered_a_suspended_one_is_not_and_its_prepare_is_ref
 def test_a_freeze_holds_replay_while_mail_arrives_and_replay_catches_up_after(dag2):
     bed = dag2
     a, b = bed.a, bed.b
-    db_id = copy_of(a, bed, "db1", "b")["id"]
+    db_id = copy_of(a, bed, "db1", "b")["database"]["id"]
     p = requester(bed, b, db_id, "--pause-at", "complete")
     snap = paused(p, "complete")  # frozen, shadow copy made, held until the session ends
     assert snap["components_document"], snap
