@@ -79,14 +79,17 @@ static json_t *entry(json_t *runs, const char *db, const char *type)
     return e;
 }
 
-/* The element of the result's array key about database db (NULL: none). */
+/* The element of the result's array key about database db (NULL: none): its "database" is
+ * {"id", "name"} (docs/cli.md), or a name in results of older versions. */
 static json_t *about(json_t *res, const char *key, const char *db)
 {
     size_t i;
     json_t *s, *found = NULL;
     json_array_foreach(json_object_get(res, key), i, s)
     {
-        if (!strcmp(om_json_str_or(s, "database", ""), db)) found = s;
+        json_t *d = json_object_get(s, "database");
+        const char *name = json_is_string(d) ? json_string_value(d) : om_json_str_or(d, "name", "");
+        if (!strcmp(name, db)) found = s;
     }
     return found;
 }
@@ -108,7 +111,7 @@ static json_t *run_json(const bk_run *r, const char *db)
         "start_ns", (json_int_t)r->start_ns, "end_ns", (json_int_t)r->end_ns, "seconds",
         (double)(r->end_ns - r->start_ns) / 1e9, "result", err ? "failed" : "ok", "error", err,
         "error_name", err ? om_err_name(err) : "", "message", msg, "set",
-        set ? om_json_str_or(set, "set", NULL) : NULL, "bytes_stored",
+        set ? om_json_str_or(set, "id", om_json_str_or(set, "set", NULL)) : NULL, "bytes_stored",
         (json_int_t)om_json_int_or(set, "bytes_stored", 0), "bytes_read",
         (json_int_t)om_json_int_or(r->result, "bytes_read", 0), "freeze_ms",
         json_number_value(json_object_get(r->result, "freeze_ms")), "repo", r->repo ? r->repo : "",

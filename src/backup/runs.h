@@ -37,8 +37,8 @@ typedef struct bk_run {
     uint64_t start_ns, end_ns;
     int err;            /* 0, or the run's error (its detail is om_err_detail's at the call) */
     const char *detail; /* the error's message (NULL: om_err_detail()) */
-    json_t *result;     /* the job's result (borrowed; may be NULL): "sets" [{"database", "set",
-                           "bytes_stored"}], "bytes_read", "freeze_ms", "server" */
+    json_t *result; /* the job's result (borrowed; may be NULL): "sets" [{"database" {"id", "name"},
+                       "id", "bytes_stored"}], "bytes_read", "freeze_ms", "server" */
 } bk_run;
 
 /* Records the run in dir (NULL: the data directory): one "last" per database named, and its

@@ -73,12 +73,11 @@ static void print_main_help(void)
            "service and the backup application.\n\ngroups:\n");
     for (size_t i = 0; i < NGROUPS; i++)
         printf("  %-10s %s\n", groups[i]->name, groups[i]->summary);
-    printf(
-        "\nRun 'ombra GROUP --help' (or 'ombra help GROUP [COMMAND]') for a group's commands.\n"
-        "Every command takes --config FILE (default $OMBRA_CONFIG, else /etc/ombra/ombra.conf\n"
-        "if it exists: named repositories, directories, etcd). The daemons' sockets are in\n"
-        "$OMBRA_RUNTIME_DIR (else the configuration's runtime-dir, else /run/ombra for root,\n"
-        "else $XDG_RUNTIME_DIR/ombra). Exit codes, JSON output and units: docs/cli.md.\n");
+    printf("\nRun 'ombra GROUP --help' (or 'ombra help GROUP [COMMAND]') for a group's commands.\n"
+           "Every command takes --config FILE (default $OMBRA_CONFIG, else /etc/ombra/ombra.conf\n"
+           "if it exists: named repositories, directories, etcd). The daemons' sockets are in\n"
+           "$OMBRA_RUNTIME_DIR (else the configuration's runtime-dir, else /run/ombra for root,\n"
+           "else $XDG_RUNTIME_DIR/ombra). Exit codes, JSON output and units: docs/cli.md.\n");
 }
 
 /* ---- parsing ---- */

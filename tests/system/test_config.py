@@ -36,7 +36,7 @@ path = {tmp}/repo-other
     # No --repo: the default repository, its passphrase from the file.
     b = json.loads(store.ombra("--config", conf, "backup", "--type", "full", "--json", "db1").out)
     assert b["json_version"] == 1
-    sid = b["sets"][0]["set"]
+    sid = b["sets"][0]["id"]
     digest = store.digest("db1")
     # --repo NAME; the same through OMBRA_CONFIG.
     listed = json.loads(store.ombra("backups", "list", "--repo", "main", "--json",

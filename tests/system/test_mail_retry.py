@@ -18,7 +18,7 @@ def test_deliver_json_says_who_acknowledged_it_and_retry_rides_out_a_restart(sto
     before = time.time_ns()
     r, _ = deliver(store, "--json")
     ack = json.loads(r.out)
-    assert set(ack) == {"id", "server", "epoch", "acked_ns"}, ack
+    assert set(ack) == {"id", "server", "epoch", "acked_ns", "json_version"}, ack
     assert ack["server"] == "srv1" and ack["epoch"] == 0  # no DAG: no epoch
     assert before <= ack["acked_ns"] <= time.time_ns()
     assert store.get("db1", "box", ack["id"]) == b"Subject: hi\n\nhello\n"

@@ -80,7 +80,7 @@ def weeks(cli, repo, tmp_path):
 
 
 def listed(cli, repo, *args):
-    return cli.json("backups", "list", "--repo", repo, *args)
+    return cli.json("backups", "list", "--repo", repo, *args)["sets"]
 
 
 def assert_every_chain_whole(cli, repo):
