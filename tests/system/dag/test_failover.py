@@ -102,7 +102,7 @@ def row_digest(bed, s, db=DB):
     a = bed.a
     a.ombra("db", "copy", "suspend", db, "--server", s.server, "--etcd", bed.etcd_url)
     row = wait_copy(a, bed, db, s.server, lambda c: c["state"] == "Suspended", what="suspending")
-    rec = json.loads(bed.etcd_get(f"/ombra/dag/dag1/copies/{row['id']}/{s.server}"))
+    rec = json.loads(bed.etcd_get(f"/ombra/dag/dag1/copies/{row['database']['id']}/{s.server}"))
     d = s.ombra("dbutil", "digest", rec["edb"], "--logs", rec["logs"])
     a.ombra("db", "copy", "resume", db, "--server", s.server, "--etcd", bed.etcd_url)
     return d.out.strip()

@@ -144,7 +144,7 @@ def test_a_copy_too_far_behind_in_replay_is_not_backed_up(dag_bed):
     roll(a, "db1", 4)
     c = wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "Healthy" and c["replay_queue"] >= 3,
                   what="a replay queue of 3 generations")
-    p = requester(bed, b, c["id"])
+    p = requester(bed, b, c["database"]["id"])
     rc, res, err = finish(p)
     assert rc == 1 and res["failed_step"] == "prepare", (res, err)
     assert "generations copied but not replayed, more than the 2 a backup allows" in res["error"], res
