@@ -5,19 +5,22 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "base/error.h"
 
 /* ---- the table of keys ---- */
 
 enum kind {
-    K_TEXT,     /* any one-line text */
+    K_CALENDAR, /* a systemd calendar: letters, digits, blanks and * : . , / ~ + - */
     K_NAME,     /* a name: letters, digits, '-', '_', '.' */
     K_NAMES,    /* names separated by spaces or commas */
     K_PATH,     /* an absolute path */
@@ -65,7 +68,7 @@ static const conf_key om_conf_keys[] = {
     {"repo", "keep-full", K_COUNT, NULL},
     {"schedule", "databases", K_NAMES, NULL},
     {"schedule", "type", K_CHOICE, "full|incremental|differential|copy"},
-    {"schedule", "calendar", K_TEXT, NULL},
+    {"schedule", "calendar", K_CALENDAR, NULL},
     {"schedule", "repo", K_NAME, NULL},
     {"schedule", "randomized-delay", K_DURATION, NULL},
     {"schedule", "persistent", K_BOOL, NULL},
@@ -153,6 +156,16 @@ static int is_name_char(int c)
     return isalnum(c) || c == '-' || c == '_' || c == '.';
 }
 
+/* A name starts with a letter, a digit or '_': never '-' (it would be read as an option where
+ * the name is passed on: a schedule's databases) nor '.' (a path). */
+static int name_ok(const char *p, size_t n)
+{
+    if (!n || !(isalnum((unsigned char)*p) || *p == '_')) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!is_name_char((unsigned char)p[i])) return 0;
+    return 1;
+}
+
 static int check_bool(const char *v)
 {
     static const char *const words[] = {"yes", "no", "true", "false", "on", "off", "1", "0"};
@@ -170,21 +183,48 @@ static int bool_value(const char *v)
 /* What is wrong with value for k, into why; 0 when it is fine. */
 static int check_value(const conf_key *k, const char *v, char *why, size_t n)
 {
-    if (!*v && k->kind != K_TEXT) return snprintf(why, n, "is empty"), -1;
+    if (!*v) return snprintf(why, n, "is empty"), -1;
+    for (const char *p = v; *p; p++) {
+        if ((unsigned char)*p < 0x20 && *p != '\t')
+            return snprintf(why, n, "holds a control character"), -1;
+        if (*p == '#' && p > v && (p[-1] == ' ' || p[-1] == '\t'))
+            return snprintf(why, n,
+                            "'%s': '#' starts a comment only at the start of a line (after a "
+                            "value: ' ;')",
+                            v),
+                   -1;
+    }
     switch (k->kind) {
-    case K_TEXT:
-        if (!*v) return snprintf(why, n, "is empty"), -1;
-        return 0;
-    case K_NAME:
+    case K_CALENDAR:
         for (const char *p = v; *p; p++)
-            if (!is_name_char((unsigned char)*p))
-                return snprintf(why, n, "'%s' is not a name (letters, digits, '-', '_', '.')", v),
+            if (!isalnum((unsigned char)*p) && !strchr(" \t*:.,/~+-", *p))
+                return snprintf(why, n,
+                                "'%s' is not a calendar (man systemd.time: 'Sun 01:00', "
+                                "'Mon..Sat *-*-* 01:00:00')",
+                                v),
                        -1;
         return 0;
+    case K_NAME:
+        if (!name_ok(v, strlen(v)))
+            return snprintf(why, n,
+                            "'%s' is not a name (letters, digits, '-', '_', '.'; not starting "
+                            "with '-' or '.')",
+                            v),
+                   -1;
+        return 0;
     case K_NAMES:
-        for (const char *p = v; *p; p++)
-            if (!is_name_char((unsigned char)*p) && *p != ' ' && *p != ',' && *p != '\t')
-                return snprintf(why, n, "'%s' is not a list of names", v), -1;
+        for (const char *p = v; *p;) {
+            size_t sep = strspn(p, " ,\t"), len;
+            p += sep;
+            len = strcspn(p, " ,\t");
+            if (len && !name_ok(p, len))
+                return snprintf(why, n,
+                                "'%.*s' in '%s' is not a name (letters, digits, '-', '_', '.'; "
+                                "not starting with '-' or '.')",
+                                (int)len, p, v),
+                       -1;
+            p += len;
+        }
         return 0;
     case K_PATH:
         if (v[0] != '/') return snprintf(why, n, "'%s' is not an absolute path", v), -1;
@@ -223,15 +263,16 @@ static int check_value(const conf_key *k, const char *v, char *why, size_t n)
          * retention.h reads it; here only its shape is checked) */
         const char *p = v;
         char seen[8] = "";
-        int bad = 0;
+        int bad = 0, nonzero = 0;
         while (*p && !bad) {
             const char *digits = p;
             while (isdigit((unsigned char)*p))
                 p++;
-            bad = p == digits || !*p || !strchr("ymwdh", *p) || strchr(seen, *p);
+            bad = p == digits || p - digits > 6 || !*p || !strchr("ymwdh", *p) || strchr(seen, *p);
+            nonzero |= strtol(digits, NULL, 10) > 0;
             if (!bad) seen[strlen(seen)] = *p++;
         }
-        if (bad || p == v)
+        if (bad || p == v || !nonzero)
             return snprintf(why, n,
                             "'%s' is not a span such as 7d, 36h or 1y6m (y, m for months, w, d, "
                             "h)",
@@ -340,32 +381,52 @@ static void fail_at(reader *r, int line, const char *fmt, ...)
 static int enter_section(reader *r, const char *section);
 
 /* inih's reader: one line at a time, so the handler knows the line; leading blanks dropped (an
- * indented key is a key, never the continuation of the value above); a line longer than the
- * buffer is an error rather than two lines. */
+ * indented key is a key, never the continuation of the value above); a UTF-8 byte order mark
+ * before the first line dropped (here, so the first header is checked as every other); a line
+ * longer than the buffer, or holding a zero byte (a file zeroed by a crash, a binary file), is
+ * an error rather than two lines or a value cut short in silence. After the first error the
+ * file ends: nothing more is read (a device or a huge file is not read to its end). */
 static char *read_line(char *buf, int n, void *arg)
 {
     reader *r = arg;
-    if (!fgets(buf, n, r->f)) return NULL;
+    if (r->err) return NULL;
+    int l = 0, c = EOF;
+    while (l < n - 1 && (c = fgetc(r->f)) != EOF) {
+        if (c == 0) {
+            fail_at(r, r->line + 1, "a zero byte: this is not a text file");
+            return NULL;
+        }
+        buf[l++] = (char)c;
+        if (c == '\n') break;
+    }
+    if (l == 0) return NULL;
+    buf[l] = 0;
     r->line++;
-    size_t l = strlen(buf);
-    if (l == (size_t)n - 1 && buf[l - 1] != '\n' && !feof(r->f)) {
+    if (r->line == 1 && l >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) {
+        memmove(buf, buf + 3, (size_t)l - 2);
+        l -= 3;
+    }
+    if (l == n - 1 && buf[l - 1] != '\n' && (c = fgetc(r->f)) != EOF) {
         fail_at(r, r->line, "the line is longer than %d characters", n - 2);
-        int c;
-        while ((c = fgetc(r->f)) != EOF && c != '\n')
-            ;
-        buf[0] = '\n';
-        buf[1] = 0;
-        return buf;
+        return NULL;
     }
     size_t skip = strspn(buf, " \t");
-    if (skip) memmove(buf, buf + skip, l - skip + 1);
+    if (skip) memmove(buf, buf + skip, (size_t)l - skip + 1);
     if (buf[0] == '[') { /* a header: checked here, so an empty or repeated section is seen too */
         char *end = strchr(buf, ']');
-        if (end) {
+        const char *after = end ? end + 1 : NULL;
+        if (after) after += strspn(after, " \t\r\n");
+        if (!end)
+            fail_at(r, r->line, "the section header has no ']'");
+        else if (*after && *after != '#' && *after != ';')
+            fail_at(r, r->line, "'%.*s' after the section header [%.*s]",
+                    (int)strcspn(after, "\r\n"), after, (int)(end - buf - 1), buf + 1);
+        else {
             char section[256];
             snprintf(section, sizeof section, "%.*s", (int)(end - buf - 1), buf + 1);
             enter_section(r, section);
         }
+        if (r->err) return NULL;
     }
     return buf;
 }
@@ -399,12 +460,13 @@ static int enter_section(reader *r, const char *section)
                 section, kind);
         return 0;
     }
-    for (const char *p = colon ? colon + 1 : ""; *p; p++)
-        if (!is_name_char((unsigned char)*p)) {
-            fail_at(r, r->line, "'%s' in [%s] is not a name (letters, digits, '-', '_', '.')",
-                    colon + 1, section);
-            return 0;
-        }
+    if (colon && !name_ok(colon + 1, strlen(colon + 1))) {
+        fail_at(r, r->line,
+                "'%s' in [%s] is not a name (letters, digits, '-', '_', '.'; not starting with "
+                "'-' or '.')",
+                colon + 1, section);
+        return 0;
+    }
     if (seen_section(section)) {
         fail_at(r, r->line, "section [%s] is given twice", section);
         return 0;
@@ -481,7 +543,38 @@ int om_conf_load(const char *path)
     const char *file = path && *path ? path : env && *env ? env : NULL;
     int must_exist = file != NULL;
     if (!file) file = OM_CONF_DEFAULT_FILE;
-    FILE *f = fopen(file, "re");
+    /* Not blocking on a FIFO nobody writes; only a regular file (or /dev/null: no settings) is
+     * read, and only a configuration's size (a device or a huge file is not one). */
+    int fd = open(file, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    FILE *f = NULL;
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        int devnull = S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 3;
+        if (!S_ISREG(st.st_mode) && !devnull) {
+            close(fd);
+            return om_errf(OM_E_ConfigInvalid,
+                           "the configuration file %s is not a regular file (%s)", file,
+                           S_ISDIR(st.st_mode)                          ? "a folder"
+                           : S_ISFIFO(st.st_mode)                       ? "a FIFO"
+                           : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                                                                        : "a special file");
+        }
+        if (st.st_size > (1 << 20)) {
+            close(fd);
+            return om_errf(OM_E_ConfigInvalid,
+                           "the configuration file %s is %lld bytes: a configuration is not "
+                           "above 1 MiB",
+                           file, (long long)st.st_size);
+        }
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+        f = fdopen(fd, "r");
+    }
+    if (!f && fd >= 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
     if (!f) {
         int e = errno;
         if (!must_exist && e == ENOENT) return 0;
@@ -490,11 +583,6 @@ int om_conf_load(const char *path)
                        must_exist && e == ENOENT
                            ? (path ? " (named by --config)" : " (named by $OMBRA_CONFIG)")
                            : "");
-    }
-    struct stat st;
-    if (fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode)) {
-        fclose(f);
-        return om_errf(OM_E_ConfigInvalid, "the configuration file %s is not a regular file", file);
     }
     reader r = {.f = f, .file = file};
     int prc = ini_parse_stream(read_line, &r, on_key, &r);

@@ -350,7 +350,8 @@ int cli_repo_path(const cli_args *a, char **path, const char **name)
         char section[300];
         snprintf(section, sizeof section, "repo:%s", *name);
         *path = strdup(om_conf(section, "path"));
-    } else if (!strchr(w, '/') && file && !cli_val(a, "repo")) {
+    } else if (!strchr(w, '/') && file && !cli_val(a, "repo") &&
+               !(getenv("OMBRA_REPO") && *getenv("OMBRA_REPO"))) {
         /* default-repo naming a section that is not there: the file is wrong, say where */
         return cli_fail(om_errf(OM_E_ConfigInvalid,
                                 "%s:%d: default-repo names '%s', but there is no [repo:%s] with "
@@ -359,10 +360,11 @@ int cli_repo_path(const cli_args *a, char **path, const char **name)
     } else {
         struct stat st;
         char where[700];
+        const char *from = cli_val(a, "repo") ? "--repo" : "$OMBRA_REPO";
         if (file)
-            snprintf(where, sizeof where, "%s has no [repo:%s]", file, w);
+            snprintf(where, sizeof where, "%s names it, %s has no [repo:%s]", from, file, w);
         else
-            snprintf(where, sizeof where, "no configuration file is read");
+            snprintf(where, sizeof where, "%s names it, no configuration file is read", from);
         if (!strchr(w, '/') && stat(w, &st) != 0)
             return cli_fail(om_errf(OM_E_FileNotFound,
                                     "no repository named '%s': %s, and there is no folder %s "

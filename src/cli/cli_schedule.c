@@ -189,8 +189,9 @@ static int self_path(char *buf, size_t n)
     return 0;
 }
 
-/* s as one word of a unit's command line: in double quotes, with '\\' and '"' escaped and '%'
- * doubled (systemd's specifiers), so a path with blanks stays one argument. */
+/* s as one word of a unit's command line: in double quotes, with '\\' and '"' escaped, '%'
+ * doubled (systemd's specifiers) and '$' doubled (its variables), so a path with blanks stays
+ * one argument and means itself. (Control characters never get here: unit_text refuses them.) */
 static const char *unit_quote(const char *s, char *buf, size_t n)
 {
     size_t k = 0;
@@ -198,7 +199,7 @@ static const char *unit_quote(const char *s, char *buf, size_t n)
     buf[k++] = '"';
     for (; *s && k + 4 < n; s++) {
         if (*s == '"' || *s == '\\') buf[k++] = '\\';
-        if (*s == '%') buf[k++] = '%';
+        if (*s == '%' || *s == '$') buf[k++] = *s;
         buf[k++] = *s;
     }
     buf[k++] = '"';
@@ -206,10 +207,29 @@ static const char *unit_quote(const char *s, char *buf, size_t n)
     return buf;
 }
 
+/* A path that can go into a unit: no control character (a newline would start a directive of
+ * its own in the unit, or end the marker's comment line). */
+static int unit_path_ok(const char *what, const char *p)
+{
+    for (const char *c = p; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return om_errf(OM_E_InvalidPath,
+                           "%s has a control character in its path: a systemd unit cannot name "
+                           "it safely. HINT: move it to a plain path",
+                           what);
+    return 0;
+}
+
 static int unit_text(const sched *s, const char *self, int timer, char **out)
 {
     char *conf = cli_abs_path(om_conf_file()), qself[8300], qconf[8300];
     if (!conf) return om_errf(OM_E_OutOfMemory, "out of memory");
+    int bad = unit_path_ok("the configuration file", conf);
+    if (!bad) bad = unit_path_ok("this ombra", self);
+    if (bad) {
+        free(conf);
+        return bad;
+    }
     char delay[64] = "";
     if (s->delay_s)
         snprintf(delay, sizeof delay, "RandomizedDelaySec=%llu\n", (unsigned long long)s->delay_s);
@@ -296,8 +316,30 @@ static int unit_remove(const char *dir, const char *name, int *gone)
     return 0;
 }
 
-/* The schedule names whose units are in dir (ours only): into a malloc'd array of strdup'd
- * names. */
+/* 1 when the unit dir/name (ours) was written from this configuration file: its marker line
+ * names the file. */
+static int unit_from_this_file(const char *dir, const char *name)
+{
+    char p[4096], head[8400], want[8300];
+    if (!om_conf_file()) return 0;
+    char *conf = cli_abs_path(om_conf_file());
+    if (!conf || om_path_join(p, sizeof p, dir, name)) {
+        free(conf);
+        return 0;
+    }
+    snprintf(want, sizeof want, UNIT_MARK " from %s [schedule:", conf);
+    free(conf);
+    int fd = open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t r = read(fd, head, sizeof head - 1);
+    close(fd);
+    if (r <= 0) return 0;
+    head[r] = 0;
+    return !strncmp(head, want, strlen(want));
+}
+
+/* The schedule names whose units are in dir (ours, written from this configuration file): into
+ * a malloc'd array of strdup'd names. */
 static size_t units_present(const char *dir, char ***names)
 {
     size_t n = 0;
@@ -308,7 +350,8 @@ static size_t units_present(const char *dir, char ***names)
     while ((e = readdir(d))) {
         size_t l = strlen(e->d_name), pl = strlen(UNIT_PREFIX);
         if (l <= pl + 6 || strncmp(e->d_name, UNIT_PREFIX, pl) ||
-            strcmp(e->d_name + l - 6, ".timer") || unit_ours(dir, e->d_name) != 1)
+            strcmp(e->d_name + l - 6, ".timer") || unit_ours(dir, e->d_name) != 1 ||
+            !unit_from_this_file(dir, e->d_name))
             continue;
         char **nn = realloc(*names, (n + 1) * sizeof *nn);
         if (!nn) break;
@@ -325,6 +368,20 @@ static void names_free(char **names, size_t n)
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
+}
+
+/* The schedule's databases as every output shows a database: [{"id": null, "name"}] (the
+ * configuration names them; their ids are the store's). */
+static json_t *db_list(const char *names)
+{
+    json_t *l = json_array();
+    for (const char *p = names; *p;) {
+        p += strspn(p, " ,\t");
+        size_t len = strcspn(p, " ,\t");
+        if (len) json_array_append_new(l, json_pack("{s:n, s:s%}", "id", "name", p, len));
+        p += len;
+    }
+    return l;
 }
 
 static const char *unit_dir(const cli_args *a)
@@ -415,6 +472,23 @@ static int cmd_write(const cli_args *a)
     return CLI_OK;
 }
 
+/* The names of a listed schedule's databases, blank-separated (into a static buffer). */
+static const char *s_dbs(json_t *e)
+{
+    static char buf[512];
+    size_t i, used = 0;
+    json_t *d;
+    buf[0] = 0;
+    json_array_foreach(json_object_get(e, "databases"), i, d)
+    {
+        int w = snprintf(buf + used, sizeof buf - used, "%s%s", i ? " " : "",
+                         om_json_str_or(d, "name", ""));
+        if (w < 0 || (size_t)w >= sizeof buf - used) break;
+        used += (size_t)w;
+    }
+    return buf;
+}
+
 static int cmd_list(const cli_args *a)
 {
     sched *s = NULL;
@@ -431,9 +505,9 @@ static int cmd_list(const cli_args *a)
         int c = calendar_check(&s[i], next, sizeof next);
         snprintf(f, sizeof f, UNIT_PREFIX "%s.timer", s[i].name);
         json_array_append_new(
-            list, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:b, s:b, s:b, s:s?, s:s?}", "name",
-                            s[i].name, "databases", s[i].databases, "type", s[i].type, "calendar",
-                            s[i].calendar, "repo", s[i].repo, "randomized_delay_s",
+            list, json_pack("{s:s, s:o, s:s, s:s, s:s, s:I, s:b, s:b, s:b, s:s?, s:s?}", "name",
+                            s[i].name, "databases", db_list(s[i].databases), "type", s[i].type,
+                            "calendar", s[i].calendar, "repo", s[i].repo, "randomized_delay_s",
                             (json_int_t)s[i].delay_s, "persistent", s[i].persistent, "expire",
                             s[i].expire, "timer_written", unit_ours(dir, f) == 1, "next",
                             c == 0 && next[0] ? next : NULL, "calendar_error",
@@ -453,9 +527,11 @@ static int cmd_list(const cli_args *a)
     json_t *e;
     json_array_foreach(list, i, e)
     {
+        char dbs[512];
+        snprintf(dbs, sizeof dbs, "%s", s_dbs(e));
         printf("%s: %s of %s to %s, %s%s; timer %s%s%s\n", om_json_str_or(e, "name", ""),
-               om_json_str_or(e, "type", ""), om_json_str_or(e, "databases", ""),
-               om_json_str_or(e, "repo", ""), om_json_str_or(e, "calendar", ""),
+               om_json_str_or(e, "type", ""), dbs, om_json_str_or(e, "repo", ""),
+               om_json_str_or(e, "calendar", ""),
                json_is_true(json_object_get(e, "persistent")) ? " (persistent)" : "",
                json_is_true(json_object_get(e, "timer_written")) ? "written" : "not written",
                om_json_str_or(e, "next", NULL) ? ", next " : "", om_json_str_or(e, "next", ""));
@@ -469,6 +545,17 @@ static int cmd_list(const cli_args *a)
 static int cmd_remove(const cli_args *a)
 {
     const char *dir = unit_dir(a);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return cli_fail(om_errf(OM_E_FileNotFound, "the unit folder %s is not a folder", dir));
+    for (int i = 0; i < a->npos; i++) {
+        const char *n = a->pos[i];
+        int ok = (*n >= 'a' && *n <= 'z') || (*n >= 'A' && *n <= 'Z') || (*n >= '0' && *n <= '9');
+        for (const char *c = n; ok && *c; c++)
+            ok = strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.", *c) &&
+                 *c;
+        if (!ok) return cli_usage(a, "'%s' is not a schedule's name", n);
+    }
     char **present;
     size_t np = units_present(dir, &present);
     int err = 0, total = 0;
@@ -533,6 +620,7 @@ static int cmd_run(const cli_args *a)
         args[n++] = "--provider";
         args[n++] = (char *)s.provider;
     }
+    args[n++] = "--"; /* what follows are databases, whatever they look like */
     char *save = NULL;
     for (char *d = strtok_r(dbs, " ,\t", &save); d && n < 70; d = strtok_r(NULL, " ,\t", &save))
         args[n++] = d;
@@ -591,7 +679,8 @@ static const cli_cmd schedule_cmds[] = {
      "Each schedule gets ombra-schedule-NAME.timer (OnCalendar = its calendar, "
      "RandomizedDelaySec = its randomized-delay, Persistent = its persistent: a run missed while "
      "the machine was off happens at boot) and ombra-schedule-NAME.service (ombra schedule run "
-     "NAME). Timers of schedules no longer in the file are removed. Calendars are checked with "
+     "NAME). Timers written from this file for schedules no longer in it are removed (those of "
+     "another configuration file stay). Calendars are checked with "
      "systemd-analyze. Files this command did not write are never replaced. Then: systemctl "
      "daemon-reload && systemctl enable --now ombra-schedule-NAME.timer.\n\nWithout systemd, "
      "cron runs the same job: e.g. '0 1 * * * root ombra schedule run nightly' in "
@@ -600,7 +689,11 @@ static const cli_cmd schedule_cmds[] = {
     {"list", "", list_opts,
      "the schedules of the configuration, their timers and when each runs next", NULL, cmd_list},
     {"remove", "[NAME...]", remove_opts,
-     "remove the timers of the schedules named (default: every timer this command wrote)", NULL,
+     "remove the timers of the schedules named (default: those written from this configuration "
+     "file)",
+     "Only units this command wrote are removed (their first line says so); without names, those "
+     "written from this configuration file (their first line names it): another file's "
+     "schedules stay.",
      cmd_remove},
     {"run", "NAME", run_opts, "run one schedule now: its backup, then its retention",
      "What the timer's service runs: ombra backup --repo REPO --type TYPE DATABASES..., then, "

@@ -328,14 +328,18 @@ static const char *take_config(int *argc, char **argv, int *bad)
             break;
         }
         if (!strcmp(argv[i], "--config")) {
-            if (i + 1 >= *argc) {
+            if (i + 1 >= *argc || !*argv[i + 1]) {
                 *bad = 1;
                 break;
             }
             file = argv[++i];
-        } else if (!strncmp(argv[i], "--config=", 9))
+        } else if (!strncmp(argv[i], "--config=", 9)) {
             file = argv[i] + 9;
-        else
+            if (!*file) {
+                *bad = 1;
+                break;
+            }
+        } else
             argv[out++] = argv[i];
     }
     *argc = out;

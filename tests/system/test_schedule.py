@@ -137,3 +137,39 @@ def test_a_run_backs_up_the_schedules_databases_then_applies_retention(store, vs
     r = store.ombra("--config", conf, "schedule", "run", "monthly", check=False)
     one_line_refusal(r)
     assert r.rc == 1 and "has no [schedule:monthly]" in r.err, r.describe()
+
+
+def test_units_never_say_more_than_the_configuration_means(store, tmp_path):
+    """A configuration path with a newline cannot add directives; '$' and '%' stay themselves;
+    write from one file leaves another file's timers alone."""
+    units = tmp_path / "units"
+    units.mkdir()
+    evil = tmp_path / "x\n[Service]\nExecStartPre=/bin/touch /tmp/PWNED\n#"
+    evil.mkdir(parents=True)
+    conf = evil / "c.conf"
+    conf.write_text(f"[repo:main]\npath = {tmp_path}/repo\n" + SCHEDULES)
+    r = store.ombra("--config", conf, "schedule", "write", "--unit-dir", units, check=False)
+    one_line_refusal(r)
+    assert "control character" in r.err and list(units.iterdir()) == []
+    odd = tmp_path / "a$HOME b%n" / "c.conf"
+    odd.parent.mkdir()
+    odd.write_text(conf.read_text())
+    store.ombra("--config", odd, "schedule", "write", "--unit-dir", units)
+    service = (units / "ombra-schedule-daily.service").read_text()
+    assert '--config "' + str(odd).replace("$", "$$").replace("%", "%%") + '"' in service, service
+    if shutil.which("systemd-analyze"):
+        r = __import__("subprocess").run(["systemd-analyze", "verify", str(units / "ombra-schedule-daily.service")],
+                                         capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    # a second configuration file with no schedules removes nothing of the first's
+    other = tmp_path / "other.conf"
+    other.write_text(f"[repo:main]\npath = {tmp_path}/repo\n")
+    out = json.loads(store.ombra("--config", other, "schedule", "write", "--unit-dir", units,
+                                 "--json").out)
+    assert out["removed"] == [] and len(list(units.iterdir())) == 4
+    store.ombra("--config", other, "schedule", "remove", "--unit-dir", units)
+    assert len(list(units.iterdir())) == 4
+    store.ombra("--config", odd, "schedule", "remove", "--unit-dir", units)
+    assert list(units.iterdir()) == []
+    r = store.ombra("--config", odd, "schedule", "remove", "../x", "--unit-dir", units, check=False)
+    assert r.rc == 2

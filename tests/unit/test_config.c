@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -104,6 +105,73 @@ static void every_mistake_is_named_with_its_line(void **s)
     refused_at("[ombra]\nserver = a\n   b\n", 3, "not a section header");
 }
 
+/* Writes n bytes as the configuration file and reads it. */
+static int load_bytes(const char *b, size_t n)
+{
+    snprintf(path, sizeof path, "/tmp/ombra-test-config-%d.conf", (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fwrite(b, 1, n, f);
+    fclose(f);
+    int rc = om_conf_load(path);
+    unlink(path);
+    return rc;
+}
+
+static void a_damaged_or_crafted_file_is_refused_not_half_read(void **s)
+{
+    (void)s;
+    /* a zero byte: a file zeroed by a crash is not an empty configuration */
+    static const char zeroed[64] = {0};
+    assert_int_equal(load_bytes(zeroed, sizeof zeroed), OM_E_ConfigInvalid);
+    assert_non_null(strstr(om_err_detail(), ":1: a zero byte"));
+    static const char cut[] = "[repo:main]\npath = /srv/re\0po\n";
+    assert_int_equal(load_bytes(cut, sizeof cut - 1), OM_E_ConfigInvalid);
+    assert_non_null(strstr(om_err_detail(), ":2: a zero byte"));
+    /* a BOM: the first section is a section like the others */
+    static const char bom[] = "\xEF\xBB\xBF[schedule:nightly]\ndatabases = db1\n";
+    assert_int_equal(load_bytes(bom, sizeof bom - 1), 0);
+    const char *const *names;
+    assert_int_equal(om_conf_names("schedule", &names), 1);
+    static const char bom_bad[] = "\xEF\xBB\xBF[bogus]\nx = 1\n";
+    assert_int_equal(load_bytes(bom_bad, sizeof bom_bad - 1), OM_E_ConfigInvalid);
+    assert_non_null(strstr(om_err_detail(), ":1: unknown section [bogus]"));
+    /* headers */
+    refused_at("[ombra] junk\n", 1, "'junk' after the section header [ombra]");
+    refused_at("[repo:a]b]\n", 1, "after the section header");
+    refused_at("[ombra\nserver = a\n", 1, "has no ']'");
+    assert_int_equal(load_text("[ombra] ; a comment\nserver = a\n"), 0);
+    /* values */
+    refused_at("[repo:m]\npath = /r # offsite\n", 2, "'#' starts a comment only");
+    assert_int_equal(load_text("[repo:m]\npath = /r ; offsite\n"), 0);
+    assert_string_equal(om_conf("repo:m", "path"), "/r");
+    refused_at("[schedule:-x]\n", 1, "not starting with '-'");
+    refused_at("[schedule:s]\ndatabases = db1,--help\n", 2,
+               "'--help' in 'db1,--help' is not a name");
+    refused_at("[schedule:s]\ncalendar = Sun 01:00 %n\n", 2, "is not a calendar");
+    refused_at("[schedule:s]\ncalendar = daily \\\n", 2, "is not a calendar");
+    refused_at("[repo:m]\nkeep-within = 0d\n", 2, "not a span");
+    refused_at("[repo:m]\nkeep-within = 99999999999999999999y\n", 2, "not a span");
+    /* not a regular file: never read, never blocked on */
+    assert_int_equal(om_conf_load("/dev/zero"), OM_E_ConfigInvalid);
+    assert_non_null(strstr(om_err_detail(), "a device"));
+    char fifo[64];
+    snprintf(fifo, sizeof fifo, "/tmp/ombra-test-config-%d.fifo", (int)getpid());
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    assert_int_equal(om_conf_load(fifo), OM_E_ConfigInvalid);
+    assert_non_null(strstr(om_err_detail(), "a FIFO"));
+    unlink(fifo);
+    /* a huge file is not read to its end */
+    snprintf(path, sizeof path, "/tmp/ombra-test-config-%d.big", (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(ftruncate(fileno(f), 2 << 20), 0);
+    fclose(f);
+    assert_int_equal(om_conf_load(path), OM_E_ConfigInvalid);
+    assert_non_null(strstr(om_err_detail(), "not above 1 MiB"));
+    unlink(path);
+}
+
 static void no_default_file_is_no_error_but_a_named_one_must_exist(void **s)
 {
     (void)s;
@@ -160,6 +228,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_whole_file_is_read_with_named_sections),
         cmocka_unit_test(every_mistake_is_named_with_its_line),
+        cmocka_unit_test(a_damaged_or_crafted_file_is_refused_not_half_read),
         cmocka_unit_test(no_default_file_is_no_error_but_a_named_one_must_exist),
         cmocka_unit_test(the_environment_wins_over_the_file),
         cmocka_unit_test(durations_have_one_unit),
