@@ -189,6 +189,12 @@ int cli_repo_path(const cli_args *a, char **path, const char **name);
 int cli_repo_path_opt(const cli_args *a, char **path, const char **name);
 /* The configuration's name of the repository the command names ([repo:NAME]), or NULL. */
 const char *cli_repo_name(const cli_args *a);
+/* The repository wanted when nothing on the command line names one: $OMBRA_REPO, else the
+ * configuration's default-repo, else its only [repo:NAME]; NULL when none. */
+const char *cli_repo_default(void);
+/* For a command whose repository is an argument, not --repo (repo init): the NAME|PATH given,
+ * so that cli_repo_passphrase finds a configured repository's passphrase-file. */
+void cli_repo_choose(const char *wanted);
 /* The passphrase of an encrypted backup repository: the first line of --passphrase-file F, else
  * $OMBRA_REPO_PASSPHRASE, else the first line of the configuration's passphrase-file for the
  * repository (cli_repo_path), never an argument (cli_common.c). The command must have the option

@@ -313,17 +313,28 @@ static void warn_open_passphrase(FILE *f, const char *file)
 
 /* The repository the command means before it is made a path: --repo, $OMBRA_REPO, the
  * configuration's default-repo, its only [repo:NAME]; NULL when none says. */
-static const char *repo_wanted(const cli_args *a)
+static const char *repo_chosen; /* cli_repo_choose's */
+
+void cli_repo_choose(const char *wanted)
 {
-    if (opt_index(a->cmd, "repo") < 0) return NULL; /* repo init: its path is an argument */
-    const char *v = cli_val(a, "repo");
-    if (v) return v;
-    v = getenv("OMBRA_REPO");
+    repo_chosen = wanted;
+}
+
+const char *cli_repo_default(void)
+{
+    const char *v = getenv("OMBRA_REPO");
     if (v && *v) return v;
     v = om_conf("ombra", "default-repo");
     if (v) return v;
     const char *const *names;
     return om_conf_names("repo", &names) == 1 ? names[0] : NULL;
+}
+
+static const char *repo_wanted(const cli_args *a)
+{
+    if (opt_index(a->cmd, "repo") < 0) return repo_chosen; /* repo init: an argument */
+    const char *v = cli_val(a, "repo");
+    return v ? v : cli_repo_default();
 }
 
 /* The configuration's name for the repository wanted, when it names it ([repo:NAME]). */

@@ -152,16 +152,29 @@ static int cmd_init(const cli_args *a)
             return rc;
         o.pack_size = (uint32_t)v;
     }
+    /* NAME|PATH: a repository of the configuration (its path and passphrase-file), or a path;
+     * none: the default repository. */
+    const char *w = a->npos ? a->pos[0] : cli_repo_default();
+    if (!w) return cli_usage(a, "missing NAME|PATH (no default repository in the configuration)");
+    char section[300];
+    snprintf(section, sizeof section, "repo:%s", w);
+    const char *path = !strchr(w, '/') && om_conf(section, "path") ? om_conf(section, "path") : w;
+    cli_repo_choose(w);
     char buf[1024];
     const char *pass = NULL;
     if ((rc = cli_repo_passphrase(a, buf, sizeof buf, &pass))) return cli_fail(rc);
     if (o.encrypt && !pass)
-        return cli_usage(a, "--encrypt needs a passphrase: --passphrase-file F or "
-                            "OMBRA_REPO_PASSPHRASE");
+        return cli_usage(a, "--encrypt needs a passphrase: --passphrase-file F, "
+                            "OMBRA_REPO_PASSPHRASE or the repository's passphrase-file in the "
+                            "configuration");
     if (!o.encrypt && cli_val(a, "passphrase-file"))
         return cli_usage(a, "--passphrase-file is for an encrypted repository: add --encrypt");
+    if (!o.encrypt && path != w && om_conf(section, "passphrase-file"))
+        return cli_usage(a,
+                         "[repo:%s] has a passphrase-file: add --encrypt (or take the "
+                         "passphrase-file out of the configuration)",
+                         w);
     o.passphrase = o.encrypt ? pass : NULL;
-    const char *path = a->pos[0];
     rc = bk_repo_init(path, &o);
     bk_repo *r = NULL;
     if (!rc) rc = bk_repo_open(path, o.passphrase, &r);
@@ -746,10 +759,13 @@ static const cli_opt expire_opts[] = {
     {0}};
 
 static const cli_cmd repo_cmds[] = {
-    {"init", "PATH", init_opts, "create a backup repository in a new or empty directory",
+    {"init", "[NAME|PATH]", init_opts, "create a backup repository in a new or empty directory",
+     "NAME: a [repo:NAME] of the configuration (its path, its passphrase-file); PATH: a folder; "
+     "none: the default repository ($OMBRA_REPO, else the configuration's default-repo).\n\n"
      "The passphrase of an encrypted repository is read from --passphrase-file F (its first "
-     "line)\nor OMBRA_REPO_PASSPHRASE, never from the command line. Without it the backups "
-     "cannot be read:\nkeep it somewhere else than the repository.",
+     "line),\nOMBRA_REPO_PASSPHRASE or the configuration's passphrase-file, never from the "
+     "command line. Without it the backups cannot be read:\nkeep it somewhere else than the "
+     "repository.",
      cmd_init},
     {"stats", "", show_opts, "what a repository holds: sets, chains, bytes stored and logical",
      "sets and restore chains (one per full or copy backup whose chain is whole); logical: the\n"

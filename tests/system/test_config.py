@@ -260,3 +260,25 @@ level = warning
     lines = [l for l in logf.read_text().splitlines() if " info: " in l]
     assert lines and all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ombra-vssd\[\d+\] info: ", l)
                          for l in lines), lines
+
+
+def test_repo_init_takes_a_configured_name_or_the_default(store):
+    tmp = store.tmp
+    pw = write(tmp / "p.pass", "a passphrase of the file\n")
+    pw.chmod(0o600)
+    conf = write(tmp / "ombra.conf", f"""[ombra]
+default-repo = enc
+[repo:enc]
+path = {tmp}/enc
+passphrase-file = {pw}
+[repo:plain]
+path = {tmp}/plain
+""")
+    r = store.ombra("--config", conf, "repo", "init", check=False)  # the default: encrypted
+    assert r.rc == 2 and "[repo:enc] has a passphrase-file: add --encrypt" in r.err
+    store.ombra("--config", conf, "repo", "init", "--encrypt")
+    assert (tmp / "enc" / "config.json").exists()
+    store.ombra("--config", conf, "repo", "init", "plain")
+    assert (tmp / "plain" / "config.json").exists()
+    info = json.loads(store.ombra("--config", conf, "repo", "stats", "--repo", "enc", "--json").out)
+    assert info["json_version"] == 1

@@ -134,3 +134,78 @@ def test_bash_completion_from_the_root(root):
               "COMP_WORDS=(ombra backup --re); COMP_CWORD=2; _ombra; echo \"${COMPREPLY[*]}\"\n")
     p = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert p.stdout.strip() == "--repo", (p.stdout, p.stderr)
+
+
+def test_from_the_package_to_the_first_scheduled_backup(root, tmp_path):
+    """What an administrator does after dpkg -i, with the packaged binaries and the packaged
+    configuration file edited as the README says: repository, database, schedule, timer, run,
+    check. systemd itself is not here: the timer is verified, and its service's command line
+    is run as systemd would run it."""
+    import json
+    import time
+    bin_ = root / "usr/bin"
+    conf = tmp_path / "ombra.conf"
+    packaged = (root / "etc/ombra/ombra.conf.dpkg-new").read_text()
+    # the administrator's edits: directories (here in the test's folder), a repository, schedules
+    edited = packaged.replace("#data-dir = /var/lib/ombra", f"data-dir = {tmp_path}/data")
+    edited = edited.replace("#runtime-dir = /run/ombra", f"runtime-dir = {tmp_path}/run")
+    edited = edited.replace("#default-repo = main", "default-repo = main")
+    edited += f"""
+[repo:main]
+path = {tmp_path}/backup
+passphrase-file = {tmp_path}/main.passphrase
+keep-last = 3
+
+[schedule:daily]
+databases = mail1
+type = full
+calendar = *-*-* 01:00:00
+randomized-delay = 30m
+"""
+    conf.write_text(edited)
+    (tmp_path / "main.passphrase").write_text("a long passphrase for the test\n")
+    (tmp_path / "main.passphrase").chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMBRA_")}
+    env["OMBRA_CONFIG"] = str(conf)
+
+    def ombra(*args, check=True):
+        p = subprocess.run([str(bin_ / "ombra"), *map(str, args)], env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert not check or p.returncode == 0, (args, p.returncode, p.stdout, p.stderr)
+        return p
+
+    daemons = [subprocess.Popen([str(bin_ / d), "--foreground"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for d in ("ombra-vssd", "ombra-store")]
+    try:
+        for _ in range(200):
+            if (tmp_path / "run/store.sock").exists() and (tmp_path / "run/vss.sock").exists():
+                break
+            time.sleep(0.05)
+        ombra("repo", "init", "--encrypt")  # the default repository, its passphrase-file
+        ombra("db", "new", "mail1")
+        ombra("mail", "load", "mail1", "--mailboxes", "2", "--messages", "20", "--size", "2000")
+        units_dir = tmp_path / "units"
+        units_dir.mkdir()
+        ombra("schedule", "write", "--unit-dir", units_dir)
+        timer = units_dir / "ombra-schedule-daily.timer"
+        service = units_dir / "ombra-schedule-daily.service"
+        assert "OnCalendar=*-*-* 01:00:00" in timer.read_text()
+        if shutil.which("systemd-analyze"):
+            for u in (timer, service):
+                p = subprocess.run(["systemd-analyze", "verify", str(u)], capture_output=True,
+                                   text=True, timeout=60)
+                assert p.returncode == 0, p.stderr
+        # systemd starts the timer's service: its ExecStart, as written
+        argv = units.exec_start(service)
+        p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, (argv, p.stdout, p.stderr)
+        sets = json.loads(ombra("backups", "list", "--json").stdout)["sets"]
+        assert [s["type"] for s in sets] == ["full"], sets
+        assert ombra("check").returncode == 0
+        m = ombra("metrics").stdout
+        assert 'ombra_backup_last_run_success{database="mail1",type="full"' in m, m
+    finally:
+        for d in daemons:
+            d.terminate()
+            d.wait(timeout=30)
