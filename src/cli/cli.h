@@ -175,8 +175,10 @@ void cli_suggest_db(int err);
 /* dbutil check-set (cli_dbutil_check.c). */
 int cli_dbutil_check_set(const cli_args *a);
 /* dbutil recover DIR when DIR/_restoredLogs holds a restore's .env: hard recovery (*found 1);
- * *found 0 and nothing done otherwise. Returns the exit code. */
-int cli_dbutil_hard_recover(const char *dir, int *found);
+ * *found 0 and nothing done otherwise. Returns the exit code. json: the result is one document
+ * (dbutil recover --json: {"recovery": "hard", "file", "logs", "restore_env", "log_range",
+ * "records", "transactions", "seconds", "state"}). */
+int cli_dbutil_hard_recover(const char *dir, int json, int *found);
 
 /* The repository the command names (its option "repo"): --repo's value, else $OMBRA_REPO, else
  * the configuration's [ombra] default-repo, else its only [repo:NAME]. A value without a '/'

@@ -81,12 +81,13 @@ static int run_init(const cli_args *a)
     int rc = dag_dir(dir, sizeof dir);
     json_t *cfg = json_pack("{s:s,s:I}", "name", name, "created_ns", (json_int_t)om_now_ns());
     int created = 0;
+    char fp[65] = "";
     if (!rc) rc = rp_dag_create(d, "config", cfg, &created);
     if (!rc && !created)
         rc = om_errf(OM_E_DatabaseDuplicate, "a DAG named '%s' already exists in this etcd", name);
     if (created) {
         rc = rp_ca_create(dir, name);
-        char fp[65], crt[4300];
+        char crt[4300];
         snprintf(crt, sizeof crt, "%s/ca.crt", dir);
         if (!rc) rc = rp_cert_fingerprint(crt, fp);
         if (!rc) {
@@ -103,6 +104,12 @@ static int run_init(const cli_args *a)
     json_decref(cfg);
     rp_dag_close(d);
     if (rc) return cli_fail(rc);
+    if (cli_flag(a, "json")) {
+        json_t *o = json_pack("{s:s,s:s,s:s}", "dag", name, "ca_dir", dir, "ca_fingerprint", fp);
+        int st2 = cli_print_json(o);
+        json_decref(o);
+        return st2;
+    }
     printf("DAG %s created; its certificate authority is in %s (ca.key stays on this machine)\n"
            "next: ombra dag add-server NAME --address HOST:PORT for each server\n",
            name, dir);
@@ -164,8 +171,29 @@ static void print_joined(const char *name, const char *dag, json_t *rep)
            json_array_size(dbs) ? " (" : "");
     size_t i;
     json_t *v;
-    json_array_foreach(dbs, i, v) printf("%s%s", i ? ", " : "", json_string_value(v));
+    json_array_foreach(dbs, i, v) printf("%s%s", i ? ", " : "", om_json_str_or(v, "name", "?"));
     printf("%s\n", json_array_size(dbs) ? "), active on this server" : "");
+}
+
+/* --json of dag add-server: {"server", "dag", "address", "cert_dir", "fingerprint" (of the
+ * server's certificate), "issued" (false: a certificate issued before on the authority's
+ * machine was found and checked), "joined": null (another server's certificate, issued with
+ * --out) or {"already", "databases": [{"id", "name"}]} (this server's directory in the DAG). */
+static int print_added_json(const char *name, const char *dag, const char *addr, const char *outdir,
+                            const char *fp, int issued, json_t *joined)
+{
+    json_t *j = json_null();
+    if (joined)
+        j = json_pack("{s:b,s:O}", "already", json_is_true(json_object_get(joined, "already")),
+                      "databases",
+                      json_object_get(joined, "databases") ? json_object_get(joined, "databases")
+                                                           : json_array());
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s?,s:b,s:o}", "server", name, "dag", dag, "address",
+                          addr, "cert_dir", outdir, "fingerprint", fp, "issued", issued, "joined",
+                          j ? j : json_null());
+    int st = cli_print_json(o);
+    json_decref(o);
+    return st;
 }
 
 static int run_add_server(const cli_args *a)
@@ -213,15 +241,21 @@ static int run_add_server(const cli_args *a)
     int issue = out || !access(cakey, F_OK);
     if (sc) rc = join_store(sc, etcd_url(a), d->name, 1, &joined);
     if (!rc && !issue) { /* issued on the authority's machine into this server's dag folder */
+        char ifp[65];
         rc = check_issued(d, dir, name);
+        if (!rc) rc = rp_cert_fingerprint(crt, ifp);
         if (!rc) {
             json_decref(joined);
             rc = join_store(sc, etcd_url(a), d->name, 0, &joined);
         }
-        if (!rc) print_joined(name, d->name, joined);
+        int jst = CLI_OK;
+        if (!rc && cli_flag(a, "json"))
+            jst = print_added_json(name, d->name, addr, outdir, ifp, 0, joined);
+        else if (!rc)
+            print_joined(name, d->name, joined);
         json_decref(joined);
         rp_dag_close(d);
-        return rc ? cli_fail(rc) : CLI_OK;
+        return rc ? cli_fail(rc) : jst;
     }
     if (!rc) rc = rp_ca_issue(dir, name, addr, outdir);
     if (!rc) rc = rp_cert_fingerprint(crt, fp);
@@ -242,6 +276,11 @@ static int run_add_server(const cli_args *a)
     if (rc) {
         json_decref(joined);
         return cli_fail(rc);
+    }
+    if (cli_flag(a, "json")) {
+        int jst = print_added_json(name, dname, addr, outdir, fp, 1, sc ? joined : NULL);
+        json_decref(joined);
+        return jst;
     }
     printf("server %s added to DAG %s at %s; its certificate and key are in %s\n", name, dname,
            addr, outdir);
@@ -529,6 +568,23 @@ static int wait_healthy(rp_dag *d, const char *id, const char *name, const char 
     }
 }
 
+/* --json of the db copy commands, printed once the command is done (after its wait):
+ * {"database": {"id", "name"}, "server", "action": "added", "suspended", "resumed", "removed"
+ * or "reseeded", "source": the reseed's --source or null, "seeding_postponed" (add), "state":
+ * "Healthy" when the command waited for it, else null}. */
+static int print_copy_json(const char *id, const char *name, const char *server, const char *action,
+                           const char *source, int postponed, int healthy)
+{
+    json_t *o =
+        json_pack("{s:{s:s,s:s},s:s,s:s,s:s?,s:s?}", "database", "id", id, "name", name, "server",
+                  server, "action", action, "source", source, "state", healthy ? "Healthy" : NULL);
+    if (o && !strcmp(action, "added"))
+        json_object_set_new(o, "seeding_postponed", json_boolean(postponed));
+    int st = cli_print_json(o);
+    json_decref(o);
+    return st;
+}
+
 static int run_copy_add(const cli_args *a)
 {
     const char *db = a->pos[0], *server = cli_val(a, "server");
@@ -622,13 +678,16 @@ static int run_copy_add(const cli_args *a)
                      .postponed = cli_flag(a, "seeding-postponed")};
     snprintf(k, sizeof k, "databases/%s", id);
     if (!rc) rc = rp_dag_update(d, k, change_copy, &c);
-    if (!rc)
+    int json = cli_flag(a, "json"), waited = !c.postponed && wait;
+    if (!rc && !json)
         printf("copy of %s added on %s%s\n", db, server,
                c.postponed ? " (seeding postponed: ombra db copy resume to seed it)" : "");
-    if (!rc && !c.postponed && wait) rc = wait_healthy(d, id, db, server, wait);
+    if (!rc && waited) rc = wait_healthy(d, id, db, server, wait);
+    int jst = CLI_OK;
+    if (!rc && json) jst = print_copy_json(id, db, server, "added", NULL, c.postponed, waited);
     json_decref(info);
     rp_dag_close(d);
-    return rc ? cli_fail(rc) : CLI_OK;
+    return rc ? cli_fail(rc) : jst;
 }
 
 /* A reseed's --source: another server's passive copy of the database, Healthy (its record says
@@ -709,7 +768,8 @@ static int copy_action(const cli_args *a, copy_change c)
     if (!rc && c.reseed && cli_val(a, "wait-seconds") &&
         cli_number(a, "--wait-seconds", cli_val(a, "wait-seconds"), 0, 86400, 0, &wait))
         rc = OM_E_Usage;
-    if (!rc)
+    int json = cli_flag(a, "json");
+    if (!rc && !json)
         printf("copy of %s on %s %s%s\n", c.name, c.server,
                c.remove    ? "removed (its files stay on that server)"
                : c.reseed  ? (c.source ? "to be reseeded from the copy on " : "to be reseeded")
@@ -717,10 +777,18 @@ static int copy_action(const cli_args *a, copy_change c)
                            : "resumed",
                c.reseed && c.source ? c.source : "");
     if (!rc && c.reseed && wait) rc = wait_healthy(d, id, c.name, c.server, wait);
+    int jst = CLI_OK;
+    if (!rc && json)
+        jst = print_copy_json(id, c.name, c.server,
+                              c.remove    ? "removed"
+                              : c.reseed  ? "reseeded"
+                              : c.suspend ? "suspended"
+                                          : "resumed",
+                              c.source, 0, c.reseed && wait);
     json_decref(rec);
     rp_dag_close(d);
     if (rc == OM_E_Usage) return CLI_USAGE;
-    return rc ? cli_fail(rc) : CLI_OK;
+    return rc ? cli_fail(rc) : jst;
 }
 
 static int run_copy_suspend(const cli_args *a)
@@ -815,12 +883,17 @@ static int run_copy_status(const cli_args *a)
     return status;
 }
 
-static const cli_opt init_opts[] = {ETCD_OPT, {0}};
+static const cli_opt init_opts[] = {
+    ETCD_OPT, {"json", NULL, "print JSON: {\"dag\", \"ca_dir\", \"ca_fingerprint\"}", 0}, {0}};
 static const cli_opt add_server_opts[] = {
     {"address", "HOST:PORT", "where its ombra-repld listens (--listen)", 1},
     {"out", "DIR", "where its certificate and key go (default: $OMBRA_HOME/dag, this server)", 0},
     ETCD_OPT,
     DAG_OPT,
+    {"json", NULL,
+     "print JSON: {\"server\", \"dag\", \"address\", \"cert_dir\", \"fingerprint\", \"issued\", "
+     "\"joined\": null or {\"already\", \"databases\": [{id, name}]}}",
+     0},
     {0},
 };
 static const cli_opt status_opts[] = {
@@ -841,6 +914,14 @@ static const cli_cmd dag_cmds[] = {
 const cli_group cli_dag_group = {"dag", "Database availability group: servers, certificates",
                                  dag_cmds};
 
+#define COPY_JSON_OPT                                                                              \
+    {                                                                                              \
+        "json", NULL,                                                                              \
+            "print JSON, once done: {\"database\": {id, name}, \"server\", \"action\", "           \
+            "\"source\", "                                                                         \
+            "\"state\": \"Healthy\" when it waited, else null}",                                   \
+            0                                                                                      \
+    }
 static const cli_opt copy_add_opts[] = {
     {"server", "S", "the server that gets the passive copy", 1},
     {"preference", "N", "activation preference, 1 first (default: after the others)", 0},
@@ -849,16 +930,18 @@ static const cli_opt copy_add_opts[] = {
     {"wait-seconds", "N", "wait this long for the copy to be Healthy (default 600; 0: no wait)", 0},
     ETCD_OPT,
     DAG_OPT,
+    COPY_JSON_OPT,
     {0},
 };
 static const cli_opt copy_server_opts[] = {
-    {"server", "S", "the server of the passive copy", 1}, ETCD_OPT, DAG_OPT, {0}};
+    {"server", "S", "the server of the passive copy", 1}, ETCD_OPT, DAG_OPT, COPY_JSON_OPT, {0}};
 static const cli_opt copy_reseed_opts[] = {
     {"server", "S", "the server of the passive copy", 1},
     {"source", "S2", "seed it from the Healthy passive copy on S2 (default: the active)", 0},
     {"wait-seconds", "N", "wait this long for the copy to be Healthy (default 600; 0: no wait)", 0},
     ETCD_OPT,
     DAG_OPT,
+    COPY_JSON_OPT,
     {0},
 };
 static const cli_opt copy_status_opts[] = {

@@ -334,18 +334,35 @@ static int sum_pages(void *ctx, void *ws, size_t range)
     return 0;
 }
 
-static int checksum_edb(const char *path, int *problems, int threads)
+/* --json of checksum: {"files": [one per file checked], "problems"}. A file's error is
+ * {"code", "name", "message"} (docs/cli.md's names), or null. */
+static json_t *err_json(int rc)
+{
+    return json_pack("{s:i,s:s,s:s}", "code", rc, "name", om_err_name(rc), "message",
+                     om_err_detail());
+}
+
+/* arr: --json's "files" (nothing printed), else NULL (lines printed). A database's entry:
+ * {"file", "kind": "database", "ok", "error", "header_copy_damaged": 0, 1 or null,
+ * "pages_checked", "pages_never_written", "bad_pages": [page numbers], "threads"}. */
+static int checksum_edb(const char *path, int *problems, int threads, json_t *arr)
 {
     eng_dbhdr h;
     int bad = -1;
     int rc = eng_dbhdr_read(om_vfs_posix(), path, &h, 0, &bad);
     if (rc) {
-        printf("%s: %d %s: %s\n", path, rc, om_err_name(rc), om_err_detail());
+        if (arr)
+            json_array_append_new(arr, json_pack("{s:s,s:s,s:b,s:o}", "file", path, "kind",
+                                                 "database", "ok", 0, "error", err_json(rc)));
+        else
+            printf("%s: %d %s: %s\n", path, rc, om_err_name(rc), om_err_detail());
         (*problems)++;
         return 0;
     }
     if (bad >= 0) {
-        printf("%s: header copy %d: -1018 ReadVerifyFailure (the other copy is good)\n", path, bad);
+        if (!arr)
+            printf("%s: header copy %d: -1018 ReadVerifyFailure (the other copy is good)\n", path,
+                   bad);
         (*problems)++;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -366,10 +383,14 @@ static int checksum_edb(const char *path, int *problems, int threads)
     om_pool pool = {.workers = nt, .ctx = jobs, .fn = sum_pages};
     om_pool_run(&pool, (size_t)nt); /* sum_pages keeps each range's failure in its job */
     uint32_t nbad = 0, uninit = 0;
+    json_t *badl = json_array();
     for (int i = 0; i < nt; i++) {
         if (jobs[i].err) rc = om_errf(jobs[i].err, "reading %s failed", path);
         for (uint32_t k = 0; k < jobs[i].nbad; k++)
-            printf("%s: page %u: -1018 ReadVerifyFailure\n", path, jobs[i].bad[k]);
+            if (arr)
+                json_array_append_new(badl, json_integer(jobs[i].bad[k]));
+            else
+                printf("%s: page %u: -1018 ReadVerifyFailure\n", path, jobs[i].bad[k]);
         nbad += jobs[i].nbad;
         uninit += jobs[i].uninit;
         free(jobs[i].bad);
@@ -377,17 +398,37 @@ static int checksum_edb(const char *path, int *problems, int threads)
     close(fd);
     double secs = (double)(om_mono_ns() - t0) / 1e9;
     *problems += (int)nbad;
-    printf("%s: %u pages checked (%u never written), %u bad; %.1f MB/s with %d thread%s\n", path,
-           npages, uninit, nbad, secs > 0 ? (double)npages * ENG_PAGE_SIZE / 1e6 / secs : 0, nt,
-           nt == 1 ? "" : "s");
+    if (arr)
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:b,s:n,s:o,s:i,s:i,s:o,s:i,s:f}", "file",
+                                             path, "kind", "database", "ok", nbad == 0 && bad < 0,
+                                             "error", "header_copy_damaged",
+                                             bad >= 0 ? json_integer(bad) : json_null(),
+                                             "pages_checked", npages, "pages_never_written", uninit,
+                                             "bad_pages", badl, "threads", nt, "seconds", secs));
+    else {
+        json_decref(badl);
+        printf("%s: %u pages checked (%u never written), %u bad; %.1f MB/s with %d thread%s\n",
+               path, npages, uninit, nbad,
+               secs > 0 ? (double)npages * ENG_PAGE_SIZE / 1e6 / secs : 0, nt, nt == 1 ? "" : "s");
+    }
     return rc;
 }
 
-static void checksum_log(const char *path, int *problems)
+/* A log file's entry: {"file", "kind": "log", "ok", "error", "generation" (null when
+ * unreadable), "segments", "damaged_slot" (0: none), "torn": its last flush torn by a crash}. */
+static void checksum_log(const char *path, int *problems, json_t *arr)
 {
     eng_genread g;
     int rc = eng_gen_read(om_vfs_posix(), path, &g);
-    if (rc == OM_E_LogFileCorrupt && g.damaged_slot)
+    int known = !rc || (rc == OM_E_LogFileCorrupt && g.damaged_slot);
+    if (arr)
+        json_array_append_new(
+            arr, json_pack("{s:s,s:s,s:b,s:o,s:o,s:i,s:i,s:b}", "file", path, "kind", "log", "ok",
+                           rc == 0, "error", rc ? err_json(rc) : json_null(), "generation",
+                           known ? json_integer(g.hdr.gen) : json_null(), "segments",
+                           !rc ? g.segments : 0, "damaged_slot", known && rc ? g.damaged_slot : 0,
+                           "torn", !rc && g.torn_slot));
+    else if (rc == OM_E_LogFileCorrupt && g.damaged_slot)
         printf("%s: generation %u, slot %u: -501 LogFileCorrupt\n", path, g.hdr.gen,
                g.damaged_slot);
     else if (rc)
@@ -403,6 +444,7 @@ static int cmd_checksum(const cli_args *a)
 {
     int problems = 0, rc = 0;
     uint64_t threads = 0;
+    json_t *arr = cli_flag(a, "json") ? json_array() : NULL;
     if (cli_val(a, "threads") &&
         (rc = cli_number(a, "--threads", cli_val(a, "threads"), 1, 16, 0, &threads)))
         return rc;
@@ -410,6 +452,7 @@ static int cmd_checksum(const cli_args *a)
         const char *p = a->pos[i];
         struct stat st;
         if (stat(p, &st) != 0) {
+            json_decref(arr);
             om_errf(OM_E_FileNotFound, "%s does not exist", p);
             return cli_fail(OM_E_FileNotFound);
         }
@@ -423,15 +466,22 @@ static int cmd_checksum(const cli_args *a)
                 if (nl < 5 || strcmp(de->d_name + nl - 4, ".log") || strstr(de->d_name, "tmp.log"))
                     continue;
                 snprintf(fp, sizeof fp, "%s/%s", p, de->d_name);
-                checksum_log(fp, &problems);
+                checksum_log(fp, &problems, arr);
             }
             if (d) closedir(d);
         } else if (l > 4 && !strcmp(p + l - 4, ".log"))
-            checksum_log(p, &problems);
+            checksum_log(p, &problems, arr);
         else
-            rc = checksum_edb(p, &problems, (int)threads);
+            rc = checksum_edb(p, &problems, (int)threads, arr);
     }
-    if (rc) return cli_fail(rc);
+    if (rc) {
+        json_decref(arr);
+        return cli_fail(rc);
+    }
+    if (arr) { /* the document, then (on problems) the error, with no second document */
+        int prc = print_owned(json_pack("{s:o,s:i}", "files", arr, "problems", problems));
+        if (prc) return prc;
+    }
     if (problems) {
         om_errf(OM_E_ReadVerifyFailure, "%d checksum problem%s found", problems,
                 problems == 1 ? "" : "s");
@@ -486,7 +536,8 @@ static int cmd_recover(const cli_args *a)
     const char *base = cli_val(a, "base") ? cli_val(a, "base") : "E00";
     if (!eng_base_valid(base))
         return cli_usage(a, "--base '%s' must be three letters or digits", base);
-    int restored = 0, out = cli_dbutil_hard_recover(a->pos[0], &restored);
+    int json = cli_flag(a, "json");
+    int restored = 0, out = cli_dbutil_hard_recover(a->pos[0], json, &restored);
     if (restored) return out;
     char edb[4300];
     int rc = 0;
@@ -510,12 +561,23 @@ static int cmd_recover(const cli_args *a)
     rc = eng_db_recover(&o, &st);
     if (pg.total) om_progress_end(&pg);
     if (rc) return cli_fail(rc);
+    double secs = (double)st.replay_ns / 1e9;
+    if (json) { /* recovery "none": it was in Clean Shutdown, nothing replayed */
+        int clean = h.state == ENG_STATE_CLEAN;
+        return print_owned(json_pack("{s:s,s:s,s:s,s:s,s:o,s:I,s:I,s:I,s:f,s:s}", "recovery",
+                                     clean ? "none" : "soft", "file", edb, "logs", a->pos[0],
+                                     "base", base, "header_copy_rewritten",
+                                     bad >= 0 ? json_integer(bad) : json_null(), "records",
+                                     (json_int_t)(clean ? 0 : st.replay_records), "replayed_bytes",
+                                     (json_int_t)(clean ? 0 : st.replay_bytes), "transactions",
+                                     (json_int_t)(clean ? 0 : st.replay_groups), "seconds",
+                                     clean ? 0.0 : secs, "state", "Clean Shutdown"));
+    }
     if (bad >= 0) printf("%s: header copy %d was damaged: rewritten from the other\n", edb, bad);
     if (h.state == ENG_STATE_CLEAN) {
         printf("%s is in Clean Shutdown: nothing to recover\n", edb);
         return CLI_OK;
     }
-    double secs = (double)st.replay_ns / 1e9;
     printf("%s recovered: %llu log records (%.1f MB) replayed in %.2f s, %llu transactions; now "
            "Clean Shutdown\n",
            edb, (unsigned long long)st.replay_records, (double)st.replay_bytes / 1e6, secs,
@@ -531,9 +593,16 @@ static const cli_opt logs_opts[] = {
 static const cli_opt recover_opts[] = {
     {"base", "E00", "log base name (default E00)", 0},
     {"edb", "FILE", "the database (default: the one of that base in DIR or its parent)", 0},
+    {"json", NULL,
+     "print JSON: {\"recovery\": \"soft\", \"hard\" or \"none\", \"file\", \"logs\", \"records\", "
+     "\"transactions\", \"seconds\", \"state\", ...}",
+     0},
     {0}};
 static const cli_opt checksum_opts[] = {
-    {"threads", "N", "threads checking database pages (default: all cores)", 0}, {0}};
+    {"threads", "N", "threads checking database pages (default: all cores)", 0},
+    {"json", NULL,
+     "print JSON: {\"files\": [{\"file\", \"kind\", \"ok\", \"error\", ...}], \"problems\"}", 0},
+    {0}};
 
 static const cli_opt check_set_opts[] = {
     {"edb", "FILE...", "the database files (none: a log-only set)", 0},
@@ -548,6 +617,7 @@ static const cli_opt check_set_opts[] = {
 static const cli_opt digest_opts[] = {
     {"logs", "DIR", "its log folder", 1},
     {"base", "E00", "the log base name (default E00)", 0},
+    {"json", NULL, "print JSON: {\"file\", \"logs\", \"base\", \"digest\"}", 0},
     {0},
 };
 

@@ -106,6 +106,13 @@ int cli_dbutil_digest(const cli_args *a)
     if (db) eng_db_close(db);
     remove_tree(scratch);
     if (rc) return cli_fail(rc);
+    if (cli_flag(a, "json")) { /* the files by their paths: a file does not know its name */
+        json_t *doc = json_pack("{s:s,s:s,s:s,s:s}", "file", edb, "logs", logs, "base", base,
+                                "digest", digest);
+        rc = cli_print_json(doc);
+        json_decref(doc);
+        return rc;
+    }
     printf("%s\n", digest);
     return CLI_OK;
 }

@@ -35,7 +35,7 @@ static const char *field(json_t *env, const char *part, const char *k)
     return om_json_str_or(json_object_get(env, part), k, "");
 }
 
-int cli_dbutil_hard_recover(const char *dir, int *found)
+int cli_dbutil_hard_recover(const char *dir, int json, int *found)
 {
     char pending[4200], envp[4400];
     snprintf(pending, sizeof pending, "%.4000s/_restoredLogs", dir);
@@ -65,7 +65,8 @@ int cli_dbutil_hard_recover(const char *dir, int *found)
                           .restored_base = base,
                           .roll_forward = 1};
     eng_restore_result r = {0};
-    printf("%s: a restore was laid down here (%s); hard recovery of %s\n", dir, envp, tedb);
+    if (!json)
+        printf("%s: a restore was laid down here (%s); hard recovery of %s\n", dir, envp, tedb);
     if (!rc) rc = eng_db_hard_recover(&o, &r);
     if (rc) {
         json_decref(env);
@@ -75,6 +76,18 @@ int cli_dbutil_hard_recover(const char *dir, int *found)
     if ((rc = eng_restored_remove(om_vfs_posix(), dir, base))) {
         json_decref(env);
         return cli_fail(rc);
+    }
+    if (json) {
+        json_t *doc =
+            json_pack("{s:s,s:s,s:s,s:s,s:o,s:I,s:I,s:f,s:s}", "recovery", "hard", "file", tedb,
+                      "logs", dir, "restore_env", envp, "log_range",
+                      r.first_gen ? json_pack("[i,i]", r.first_gen, r.last_gen) : json_null(),
+                      "records", (json_int_t)r.records, "transactions", (json_int_t)r.transactions,
+                      "seconds", (double)r.ns / 1e9, "state", "Clean Shutdown");
+        json_decref(env);
+        rc = cli_print_json(doc);
+        json_decref(doc);
+        return rc;
     }
     if (r.first_gen)
         printf("%s recovered: generations %u-%u replayed (%llu transactions) in %.2f s; now "

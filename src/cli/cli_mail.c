@@ -284,15 +284,39 @@ static int run_get(const cli_args *a)
     return rc;
 }
 
+/* The database named db as every output refers to one, {"id", "name"} (docs/cli.md), asked
+ * of the store: *out, or an error code (not printed). */
+static int db_ref(store_client *sc, const char *db, json_t **out)
+{
+    json_t *info = NULL;
+    int rc = store_client_db_show(sc, db, &info);
+    if (!rc) *out = json_pack("{s:s,s:s}", "id", om_json_str_or(info, "id", ""), "name", db);
+    json_decref(info);
+    if (!rc && !*out) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    return rc;
+}
+
 static int run_delete(const cli_args *a)
 {
     int64_t id;
     int rc = parse_id(a, &id);
     if (rc) return rc;
     store_client *sc;
+    json_t *ref = NULL;
+    int json = cli_flag(a, "json");
     rc = cli_store(&sc);
+    if (!rc && json) rc = db_ref(sc, a->pos[0], &ref);
     if (!rc) rc = store_client_mail_delete(sc, a->pos[0], a->pos[1], (uint64_t)id);
-    return rc ? cli_fail(rc) : CLI_OK;
+    if (rc) {
+        json_decref(ref);
+        return cli_fail(rc);
+    }
+    if (!json) return CLI_OK; /* as rm: nothing to say */
+    json_t *o = json_pack("{s:o,s:s,s:I,s:b}", "database", ref, "mailbox", a->pos[1], "id",
+                          (json_int_t)id, "deleted", 1);
+    rc = cli_print_json(o);
+    json_decref(o);
+    return rc;
 }
 
 /* ---- load ---- */
@@ -342,11 +366,23 @@ static int run_digest(const cli_args *a)
 {
     store_client *sc;
     char d[33];
+    json_t *ref = NULL;
+    int json = cli_flag(a, "json");
     int rc = cli_store(&sc);
+    if (!rc && json) rc = db_ref(sc, a->pos[0], &ref);
     if (!rc) rc = store_client_mail_digest(sc, a->pos[0], d);
-    if (rc) return cli_fail(rc);
-    printf("%s\n", d);
-    return CLI_OK;
+    if (rc) {
+        json_decref(ref);
+        return cli_fail(rc);
+    }
+    if (!json) {
+        printf("%s\n", d);
+        return CLI_OK;
+    }
+    json_t *o = json_pack("{s:o,s:s}", "database", ref, "digest", d);
+    rc = cli_print_json(o);
+    json_decref(o);
+    return rc;
 }
 
 /* ---- the table ---- */
@@ -374,6 +410,12 @@ static const cli_opt load_opts[] = {
     {0},
 };
 static const cli_opt no_opts[] = {{0}};
+static const cli_opt delete_opts[] = {
+    {"json", NULL, "print JSON: {\"database\": {id, name}, \"mailbox\", \"id\", \"deleted\": true}",
+     0},
+    {0}};
+static const cli_opt digest_opts[] = {
+    {"json", NULL, "print JSON: {\"database\": {id, name}, \"digest\"}", 0}, {0}};
 
 static const cli_cmd mail_cmds[] = {
     {"deliver", "DB MAILBOX", deliver_opts,
@@ -388,10 +430,10 @@ static const cli_cmd mail_cmds[] = {
      run_list},
     {"get", "DB MAILBOX ID", no_opts, "Write a message's body to standard output, byte exact", NULL,
      run_get},
-    {"delete", "DB MAILBOX ID", no_opts, "Delete a message", NULL, run_delete},
+    {"delete", "DB MAILBOX ID", delete_opts, "Delete a message", NULL, run_delete},
     {"load", "DB", load_opts, "Deliver generated messages, for demos and benchmarks",
      "Shows a progress bar on a terminal and prints the messages per second at the end.", run_load},
-    {"digest", "DB", no_opts, "Print one hash of all the mailboxes' contents",
+    {"digest", "DB", digest_opts, "Print one hash of all the mailboxes' contents",
      "Two databases have the same digest exactly when they hold the same mail.", run_digest},
     {0},
 };

@@ -110,11 +110,13 @@ static int sched_all(sched **out, size_t *n)
 
 /* ---- running other programs ---- */
 
-/* Runs argv (argv[0] found on the PATH, or a path), its stdout into out (NULL: inherited) and
- * its stderr into out too when err_too. Returns the exit status, or -1 when it could not run
- * (errno). */
-static int run_prog(char *const argv[], char *out, size_t n, int err_too)
+/* Runs argv (argv[0] found on the PATH, or a path), its stdout into *out (out NULL: inherited)
+ * and its stderr into it too when err_too. *out: malloc'd, NUL-terminated, its first max bytes
+ * (the rest read and dropped); the caller frees it (NULL when out of memory or it could not
+ * run). Returns the exit status, or -1 when it could not run (errno). */
+static int run_prog(char *const argv[], char **out, size_t max, int err_too)
 {
+    if (out) *out = NULL;
     int p[2] = {-1, -1};
     if (out && pipe2(p, O_CLOEXEC)) return -1;
     posix_spawn_file_actions_t fa;
@@ -133,16 +135,24 @@ static int run_prog(char *const argv[], char *out, size_t n, int err_too)
         errno = e;
         return -1;
     }
-    size_t got = 0;
     if (out) {
-        ssize_t r;
-        char sink[512];
-        while ((r = read(p[0], got + 1 < n ? out + got : sink,
-                         got + 1 < n ? n - 1 - got : sizeof sink)) > 0 ||
-               (r < 0 && errno == EINTR))
-            if (r > 0 && got + 1 < n) got += (size_t)r;
+        size_t got = 0, cap = 0;
+        char *buf = NULL, sink[4096];
+        ssize_t r = 0;
+        do {
+            if (got + 4096 > cap && got < max) { /* room for the next read */
+                size_t nc = cap ? cap * 2 : 8192;
+                char *nb = realloc(buf, nc);
+                if (nb) buf = nb, cap = nc;
+            }
+            int keep = buf && got < max && got + 1 < cap;
+            r = read(p[0], keep ? buf + got : sink,
+                     keep ? (cap - 1 - got < max - got ? cap - 1 - got : max - got) : sizeof sink);
+            if (r > 0 && keep) got += (size_t)r;
+        } while (r > 0 || (r < 0 && errno == EINTR));
         close(p[0]);
-        out[got] = 0;
+        if (buf) buf[got] = 0;
+        *out = buf;
     }
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
@@ -154,10 +164,12 @@ static int run_prog(char *const argv[], char *out, size_t n, int err_too)
  * systemd-analyze is not installed (nothing checked), else ConfigInvalid naming the schedule. */
 static int calendar_check(const sched *s, char *next, size_t n)
 {
-    char out[2048];
+    char out[2048], *got = NULL;
     char *argv[] = {"systemd-analyze", "calendar", "--", (char *)s->calendar, NULL};
     next[0] = 0;
-    int st = run_prog(argv, out, sizeof out, 1);
+    int st = run_prog(argv, &got, sizeof out - 1, 1);
+    snprintf(out, sizeof out, "%s", got ? got : "");
+    free(got);
     if (st < 0 || st == 127) return 1;
     if (st != 0) {
         char *nl = strchr(out, '\n');
@@ -582,20 +594,43 @@ static int cmd_remove(const cli_args *a)
 }
 
 /* Runs this ombra again with args (the same configuration file); its exit status. */
-static int run_self(const char *self, char **args, size_t nargs)
+/* Runs this ombra with args (and --config), stdout inherited, or (doc not NULL) with --json
+ * after args[0] (the command) and its one document parsed into *doc (NULL when it printed none
+ * that parses). Returns its exit status, or -1 when it could not run. */
+static int run_self(const char *self, char **args, size_t nargs, json_t **doc)
 {
-    char **argv = calloc(nargs + 4, sizeof *argv);
+    char **argv = calloc(nargs + 5, sizeof *argv);
     if (!argv) return -1;
     size_t k = 0;
     argv[k++] = (char *)self;
     argv[k++] = "--config";
     argv[k++] = (char *)om_conf_file();
-    for (size_t i = 0; i < nargs; i++)
+    for (size_t i = 0; i < nargs; i++) {
         argv[k++] = args[i];
+        if (i == 0 && doc) argv[k++] = "--json";
+    }
     fflush(stdout);
-    int st = run_prog(argv, NULL, 0, 0);
+    char *out = NULL;
+    int st = run_prog(argv, doc ? &out : NULL, (size_t)64 << 20, 0);
     free(argv);
+    if (doc) *doc = out ? json_loads(out, 0, NULL) : NULL;
+    free(out);
     return st;
+}
+
+/* The end of schedule run: with --json its one document, {"schedule", "type", "repo",
+ * "backup": the backup's document (its own error document when it failed; null when it printed
+ * none), "expire": expire's document or null (not run: the backup failed, expire = no, or no
+ * keep-* settings), "exit": this command's exit code}. Steals bdoc and edoc; returns ex. */
+static int run_done(const sched *s, int json, json_t *bdoc, json_t *edoc, int ex)
+{
+    if (!json) return ex;
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:o, s:o, s:i}", "schedule", s->name, "type", s->type,
+                            "repo", s->repo, "backup", bdoc ? bdoc : json_null(), "expire",
+                            edoc ? edoc : json_null(), "exit", ex);
+    int rc = cli_print_json(doc);
+    json_decref(doc);
+    return rc ? rc : ex;
 }
 
 static int cmd_run(const cli_args *a)
@@ -626,14 +661,19 @@ static int cmd_run(const cli_args *a)
         args[n++] = d;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    printf("schedule %s: %s backup of %s to %s\n", s.name, s.type, s.databases, s.repo);
-    int st = run_self(self, args, n);
+    int json = cli_flag(a, "json");
+    json_t *bdoc = NULL, *edoc = NULL;
+    if (!json) printf("schedule %s: %s backup of %s to %s\n", s.name, s.type, s.databases, s.repo);
+    int st = run_self(self, args, n, json ? &bdoc : NULL);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (st < 0 && json)
+        return cli_fail(om_errf(OM_E_Internal, "schedule %s: cannot run %s: %s", s.name, self,
+                                strerror(errno)));
     if (st != 0) {
         om_error("schedule %s: the %s backup of %s failed (exit %d) after %.1f s", s.name, s.type,
                  s.databases, st, secs);
-        return st > 0 && st < 126 ? st : CLI_FAIL;
+        return run_done(&s, json, bdoc, NULL, st > 0 && st < 126 ? st : CLI_FAIL);
     }
     om_info("schedule %s: the %s backup of %s succeeded in %.1f s", s.name, s.type, s.databases,
             secs);
@@ -653,14 +693,14 @@ static int cmd_run(const cli_args *a)
         args[n++] = opt[i];
         args[n++] = (char *)v;
     }
-    if (!s.expire || n == 3) return CLI_OK;
-    st = run_self(self, args, n);
+    if (!s.expire || n == 3) return run_done(&s, json, bdoc, NULL, CLI_OK);
+    st = run_self(self, args, n, json ? &edoc : NULL);
     if (st != 0) {
         om_error("schedule %s: retention of %s failed (exit %d) after the backup", s.name, s.repo,
                  st);
-        return st > 0 && st < 126 ? st : CLI_FAIL;
+        return run_done(&s, json, bdoc, edoc, st > 0 && st < 126 ? st : CLI_FAIL);
     }
-    return CLI_OK;
+    return run_done(&s, json, bdoc, edoc, CLI_OK);
 }
 
 /* ---- the table ---- */
@@ -672,7 +712,12 @@ static int cmd_run(const cli_args *a)
 static const cli_opt write_opts[] = {UNIT_DIR_OPT, CLI_JSON_OPT, {0}};
 static const cli_opt list_opts[] = {UNIT_DIR_OPT, CLI_JSON_OPT, {0}};
 static const cli_opt remove_opts[] = {UNIT_DIR_OPT, CLI_JSON_OPT, {0}};
-static const cli_opt run_opts[] = {{0}};
+static const cli_opt run_opts[] = {
+    {"json", NULL,
+     "run backup and expire with --json and print one document: {\"schedule\", \"type\", "
+     "\"repo\", \"backup\": its document, \"expire\": its document or null, \"exit\"}",
+     0},
+    {0}};
 
 static const cli_cmd schedule_cmds[] = {
     {"write", "", write_opts, "write a systemd timer for each [schedule:NAME] of the configuration",

@@ -124,15 +124,24 @@ static int cmd_delete(const cli_args *a)
             json_pack("{s:s, s:s}", "op", "shadow.delete", id ? "id" : "set", id ? id : set),
             &rep) != CLI_OK)
         return CLI_FAIL;
-    printf("%d shadow cop%s deleted\n", (int)json_integer_value(json_object_get(rep, "deleted")),
-           json_integer_value(json_object_get(rep, "deleted")) == 1 ? "y" : "ies");
+    json_int_t n = json_integer_value(json_object_get(rep, "deleted"));
     json_decref(rep);
+    if (cli_flag(a, "json")) { /* what was asked (the other null) and how many went */
+        json_t *o = json_pack("{s:s?,s:s?,s:I}", "id", id, "set", set, "deleted", n);
+        int rc = cli_print_json(o);
+        json_decref(o);
+        return rc;
+    }
+    printf("%d shadow cop%s deleted\n", (int)n, n == 1 ? "y" : "ies");
     return CLI_OK;
 }
 
 static const cli_opt json_only[] = {{"json", NULL, "print JSON", 0}, {0}};
 static const cli_opt delete_opts[] = {
-    {"id", "ID", "the shadow copy", 0}, {"set", "SET", "every shadow copy of a set", 0}, {0}};
+    {"id", "ID", "the shadow copy", 0},
+    {"set", "SET", "every shadow copy of a set", 0},
+    {"json", NULL, "print JSON: {\"id\", \"set\" (the one asked, the other null), \"deleted\"}", 0},
+    {0}};
 
 static const cli_cmd vss_cmds[] = {
     {"writers", "", json_only, "registered writers: state and last failure (vssadmin list writers)",

@@ -112,8 +112,8 @@ int store_client_db_backup_op(store_client *c, const char *op, const char *db, j
                               json_t **rep);
 
 /* dag.join: this server's file directory goes into DAG dag's etcd directory (etcd_url), once;
- * check_only: the checks alone, nothing written. -> *rep {"databases": [names in the directory
- * now]}, or {"already": true} when the server is in that DAG already. */
+ * check_only: the checks alone, nothing written. -> *rep {"databases": [{"id", "name"} of each
+ * database in the directory now]}, or {"already": true} when the server is in that DAG already. */
 int store_client_dag_join(store_client *c, const char *etcd_url, const char *dag, int check_only,
                           json_t **rep);
 

@@ -428,7 +428,8 @@ static int h_status(op_req *r)
 }
 
 /* dag.join {"etcd", "dag", "check_only"} (ombra dag add-server on this server): the file
- * directory's databases go into the DAG's etcd directory once, and the store goes on with it. */
+ * directory's databases go into the DAG's etcd directory once, and the store goes on with it.
+ * -> {"databases": [{"id", "name"}]}. */
 static int h_dag_join(op_req *r)
 {
     const char *url, *dag;
@@ -442,10 +443,14 @@ static int h_dag_join(op_req *r)
         rc = 0;
     }
     if (rc) return rc;
-    json_t *names = json_array();
-    for (size_t i = 0; !check && i < r->s->reg->dir->n; i++)
-        json_array_append_new(names, json_string(r->s->reg->dir->ents[i].name));
-    json_object_set_new(r->rep, "databases", names);
+    json_t *dbs = json_array();
+    for (size_t i = 0; !check && i < r->s->reg->dir->n; i++) {
+        char id[37];
+        om_uuid_str(&r->s->reg->dir->ents[i].id, id);
+        json_array_append_new(
+            dbs, json_pack("{s:s,s:s}", "id", id, "name", r->s->reg->dir->ents[i].name));
+    }
+    json_object_set_new(r->rep, "databases", dbs);
     return 0;
 }
 

@@ -139,6 +139,7 @@ def test_every_json_document_names_sets_and_databases_the_same_way(store, vssd):
     j("db", "show", "mail1")
     store.ombra("mail", "deliver", "mail1", "alice", input="Subject: hi\n\nhello\n")
     j("mail", "list", "mail1", "alice")
+    j("mail", "digest", "mail1")
     j("db", "dismount", "mail1")
     j("db", "set", "mail1", "--allow-restore", "on")
     restored = j("restore", "mail1", "--repo", repo)
@@ -167,7 +168,8 @@ def test_every_json_document_names_sets_and_databases_the_same_way(store, vssd):
     # A database is {"id", "name"} wherever a document refers to one.
     refs = [(name, path, v) for name, d in docs.items() for path, k, v in walk(d)
             if k == "database"]
-    assert {n for n, _, _ in refs} >= {"backup --repo", "backups list", "backups show", "restore mail1"}
+    assert {n for n, _, _ in refs} >= {"backup --repo", "backups list", "backups show", "restore mail1",
+                                       "mail digest"}
     for name, path, v in refs:
         assert isinstance(v, dict) and v.get("id") == db_id and v.get("name") == "mail1", \
             (name, path, v)
@@ -292,3 +294,95 @@ def test_the_store_reports_the_restore_it_replays_in_its_status(store, vssd):
         res = p.resume()
     assert res.rc == 0, res.describe()
     assert store.request({"op": "status"})["restores"] == []
+
+
+# ---- --json on every command that reports ---------------------------------------------------
+
+def one_doc(r, keys):
+    """The one JSON object r printed on stdout, with json_version and at least keys."""
+    d = json.loads(r.out)  # raises on anything but one document (two would not parse)
+    assert isinstance(d, dict) and d.get("json_version") == 1, r.describe()
+    assert set(d) >= set(keys) | {"json_version"}, (sorted(d), keys, r.describe())
+    return d
+
+
+def one_error(r, name=None):
+    """r failed with --json: stdout is one {"error"} document whose exit is r's exit code."""
+    assert r.rc != 0, r.describe()
+    d = one_doc(r, {"error"})
+    assert set(d) == {"error", "json_version"}, r.describe()
+    assert d["error"]["exit"] == r.rc and d["error"]["message"], r.describe()
+    if name:
+        assert d["error"]["name"] == name, r.describe()
+    return d["error"]
+
+
+def test_mail_dbutil_vss_and_schedule_commands_print_one_json_document(store, vssd):
+    db_id = store.json("db", "new", "mail1")["id"]
+    ref = {"id": db_id, "name": "mail1"}
+    store.ombra("mail", "load", "mail1", "--mailboxes", "2", "--messages", "30", "--size", "2000")
+    msg = json.loads(store.ombra("mail", "deliver", "mail1", "alice", "--json",
+                                 input="Subject: hi\n\nhello\n").out)["id"]
+
+    # mail delete, mail digest: the database {id, name}, what was deleted, the digest
+    d = one_doc(store.ombra("mail", "delete", "mail1", "alice", msg, "--json"),
+                {"database", "mailbox", "id", "deleted"})
+    assert (d["database"], d["mailbox"], d["id"], d["deleted"]) == (ref, "alice", msg, True)
+    assert store.ombra("mail", "delete", "mail1", "alice", msg + 1, check=False).out == ""
+    one_error(store.ombra("mail", "delete", "mail1", "alice", msg, "--json", check=False))
+    digest = one_doc(store.ombra("mail", "digest", "mail1", "--json"), {"database", "digest"})
+    assert digest["database"] == ref and re.fullmatch(r"[0-9a-f]{32}", digest["digest"]), digest
+    assert store.ombra("mail", "digest", "mail1").out == digest["digest"] + "\n"  # text unchanged
+    one_error(store.ombra("mail", "digest", "mial1", "--json", check=False), "DatabaseNotFound")
+
+    # dbutil checksum, recover, digest of the dismounted database's files
+    show = store.json("db", "show", "mail1")
+    edb, logs = show["edb"], show["logs"]
+    store.ombra("db", "dismount", "mail1")
+    d = one_doc(store.ombra("dbutil", "checksum", edb, logs, "--json"), {"files", "problems"})
+    assert d["problems"] == 0 and d["files"][0]["file"] == edb, d
+    kinds = [f["kind"] for f in d["files"]]
+    assert kinds[0] == "database" and kinds[1:] and set(kinds[1:]) == {"log"}, d
+    assert all(f["ok"] and f["error"] is None for f in d["files"]), d
+    assert d["files"][0]["pages_checked"] > 0 and d["files"][0]["bad_pages"] == [], d
+    assert all(isinstance(f["generation"], int) for f in d["files"][1:]), d
+    one_error(store.ombra("dbutil", "checksum", store.tmp / "nosuch.edb", "--json", check=False),
+              "FileNotFound")
+    d = one_doc(store.ombra("dbutil", "recover", logs, "--edb", edb, "--json"),
+                {"recovery", "file", "logs", "records", "transactions", "seconds", "state"})
+    assert (d["recovery"], d["file"], d["state"]) == ("none", edb, "Clean Shutdown"), d
+    one_error(store.ombra("dbutil", "recover", store.tmp / "nosuch", "--json", check=False))
+    d = one_doc(store.ombra("dbutil", "digest", edb, "--logs", logs, "--json"),
+                {"file", "logs", "base", "digest"})
+    assert d["digest"] == digest["digest"] and d["file"] == edb, d  # what mail digest said
+    one_error(store.ombra("dbutil", "digest", store.tmp / "nosuch.edb", "--logs", logs, "--json",
+                          check=False), "FileNotFound")
+    store.ombra("db", "mount", "mail1")
+
+    # vss delete-shadows: a shadow copy that is not there is one error document
+    e = one_error(store.ombra("vss", "delete-shadows", "--id", "nosuch", "--json", check=False),
+                  "ObjectNotFound")
+    assert "nosuch" in e["message"], e
+
+    # schedule run: ONE document holding the backup's and expire's own documents
+    conf = store.tmp / "ombra.conf"
+    conf.write_text(f"[repo:main]\npath = {store.tmp}/repo\nkeep-last = 1\n\n"
+                    "[schedule:nightly]\ndatabases = mail1\ntype = full\ncalendar = daily\n"
+                    "[schedule:broken]\ndatabases = mail1 nosuch\ntype = full\ncalendar = daily\n")
+    store.ombra("repo", "init", store.tmp / "repo")
+    runs = [one_doc(store.ombra("--config", conf, "schedule", "run", "nightly", "--json"),
+                    {"schedule", "backup", "expire", "exit"}) for _ in range(2)]
+    for d in runs:
+        assert (d["schedule"], d["exit"]) == ("nightly", 0), d
+        assert [s["database"] for s in d["backup"]["sets"]] == [ref], d
+        assert isinstance(d["expire"], dict) and "sets_deleted" in d["expire"], d
+    # keep-last = 1: the second run's retention deletes the first run's set
+    assert runs[1]["expire"]["sets_deleted"] == [runs[0]["backup"]["sets"][0]["id"]], runs
+    r = store.ombra("--config", conf, "schedule", "run", "broken", "--json", check=False)
+    d = one_doc(r, {"schedule", "backup", "expire", "exit"})
+    assert r.rc != 0 and d["exit"] == r.rc and d["expire"] is None, r.describe()
+    assert isinstance(d["backup"], dict) and "nosuch" in json.dumps(d["backup"]), d
+    one_error(store.ombra("--config", conf, "schedule", "run", "nosuch", "--json", check=False))
+    # without --json the text is as it was
+    r = store.ombra("--config", conf, "schedule", "run", "nightly")
+    assert r.out.startswith("schedule nightly: full backup of mail1 to main\n"), r.describe()

@@ -73,7 +73,8 @@ def test_recover_refuses_a_database_open_in_another_process(ombra_bin, engine_lo
 
 def test_checksum_names_the_damaged_page_and_log_slot(ombra_bin, engine_loop, tmp_path):
     crashed_db(engine_loop, tmp_path, 1.0, min_gens=3)
-    run(ombra_bin, "dbutil", "recover", tmp_path / "logs", check=0)
+    rec = json.loads(run(ombra_bin, "dbutil", "recover", tmp_path / "logs", "--json", check=0).stdout)
+    assert (rec["recovery"], rec["state"]) == ("soft", "Clean Shutdown") and rec["records"] > 0, rec
     run(ombra_bin, "dbutil", "checksum", tmp_path / "mail.edb", tmp_path / "logs", check=0)
     edb = tmp_path / "mail.edb"
     with open(edb, "r+b") as f:  # data page 3 lives at (3 + 1) * 32 KiB
@@ -93,6 +94,11 @@ def test_checksum_names_the_damaged_page_and_log_slot(ombra_bin, engine_loop, tm
         f.write(b"\xff\xff\xff\xff")
     r = run(ombra_bin, "dbutil", "checksum", log, check=1)
     assert "slot 2: -501 LogFileCorrupt" in r.stdout, r.stdout
+    # --json: one document naming both (no second {"error"} document after it), exit 1
+    d = json.loads(run(ombra_bin, "dbutil", "checksum", edb, log, "--json", check=1).stdout)
+    assert d["problems"] == 2 and [f["ok"] for f in d["files"]] == [False, False], d
+    assert d["files"][0]["bad_pages"] == [3] and d["files"][0]["file"] == str(edb), d
+    assert (d["files"][1]["damaged_slot"], d["files"][1]["error"]["name"]) == (2, "LogFileCorrupt"), d
 
 
 def test_logs_reports_a_missing_generation(ombra_bin, engine_loop, tmp_path):

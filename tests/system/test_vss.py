@@ -382,6 +382,19 @@ def test_vss_commands_show_writers_providers_and_shadows(vss):
     assert vss.shadows() == [] and not os.path.exists(sh[0]["exposed"])
 
 
+def test_delete_shadows_json_says_what_was_asked_and_how_many_went(vss):
+    p = vss.requester(vss.writer("w1"), pause_at="complete", args=("--persistent",))
+    paused(p, "complete")
+    cont(p)
+    p.communicate(timeout=60)
+    sh = vss.shadows()
+    assert len(sh) == 1, sh
+    r = vss.ombra("vss", "delete-shadows", "--id", sh[0]["id"], "--json", check=0)
+    assert r.returncode == 0 and json.loads(r.stdout) == {
+        "id": sh[0]["id"], "set": None, "deleted": 1, "json_version": 1}, r.stdout + r.stderr
+    assert vss.shadows() == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another uid (nobody)")
 def test_a_client_of_another_uid_is_refused(vss):
     if not shutil.which("setpriv"):
