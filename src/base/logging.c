@@ -34,7 +34,8 @@ static struct {
     char path[PATH_MAX];       /* the file target's */
     int fd;                    /* the file target's descriptor */
     int stderr_to_file;
-    int jfd; /* the journal's socket */
+    int jfd;                        /* the journal's socket (non-blocking) */
+    uint64_t journal_refused, lost; /* om_log_journal_refused's counts */
     struct sockaddr_un jaddr;
     socklen_t jlen;
 } L = {
@@ -204,7 +205,7 @@ int om_log_setup(const om_log_opts *o)
             return om_errf(OM_E_InvalidParameter, "journal socket %s: path too long", sp);
         /* A socket that cannot be made now is not an error: every record falls back to the
          * stderr line, as for a journald that is down. */
-        jfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        jfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         strcpy(ja.sun_path, sp);
     }
     pthread_mutex_lock(&L.mu);
@@ -241,6 +242,37 @@ static void write_all(int fd, const char *buf, size_t n)
         buf += w;
         n -= (size_t)w;
     }
+}
+
+/* The journal's fallback: the line to stderr, without waiting when stderr is a socket
+ * (journald's stream, which stalls with its datagram socket): a line it does not take at once
+ * is lost and counted, the rest of one it took in part too (a stream has no records to keep
+ * whole). Any other stderr (a file, a terminal, a pipe) is written as usual. */
+static void stderr_nowait(const char *buf, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(2, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno == ENOTSOCK) {
+            write_all(2, buf, n);
+            return;
+        }
+        if (w <= 0) {
+            L.lost++;
+            return;
+        }
+        buf += w;
+        n -= (size_t)w;
+    }
+}
+
+uint64_t om_log_journal_refused(uint64_t *lost)
+{
+    pthread_mutex_lock(&L.mu);
+    uint64_t r = L.journal_refused;
+    if (lost) *lost = L.lost;
+    pthread_mutex_unlock(&L.mu);
+    return r;
 }
 
 /* Under mu: reopens the file target at its path (dup2 over the old descriptor in one step, so
@@ -285,14 +317,21 @@ static void daemon_record(enum om_level lvl, const om_log_field *fields, const c
     if (L.target == OM_LOG_JOURNAL && L.jfd >= 0) {
         char rec[JOURNAL_MAX];
         size_t n = om_log_format_journal(rec, sizeof rec, L.prog, lvl, fields, msg);
-        if (n && sendto(L.jfd, rec, n, MSG_NOSIGNAL, (struct sockaddr *)&L.jaddr, L.jlen) ==
-                     (ssize_t)n) {
+        /* Never waits (the socket is non-blocking as well): a journald that stalls must not
+         * stall every thread that logs, nor the signal thread's SIGTERM. A record it does not
+         * take at once (EAGAIN: its queue is full) is written as the stderr line below. */
+        if (n && sendto(L.jfd, rec, n, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&L.jaddr,
+                        L.jlen) == (ssize_t)n) {
             pthread_mutex_unlock(&L.mu);
             return;
         }
+        L.journal_refused++;
     }
     size_t n = om_log_format_line(line, sizeof line, om_now_ns(), L.prog, (int)getpid(), lvl, msg);
-    write_all(L.target == OM_LOG_FILE && L.fd >= 0 ? L.fd : 2, line, n);
+    if (L.target == OM_LOG_JOURNAL)
+        stderr_nowait(line, n);
+    else
+        write_all(L.target == OM_LOG_FILE && L.fd >= 0 ? L.fd : 2, line, n);
     pthread_mutex_unlock(&L.mu);
 }
 

@@ -13,8 +13,11 @@
  *                   (/run/systemd/journal/socket; $OMBRA_JOURNAL_SOCKET names another, for
  *                   tests): MESSAGE, PRIORITY (syslog's: error 3, warning 4, info 6, debug 7),
  *                   SYSLOG_IDENTIFIER (the program), and OMBRA_<KEY> for every field the call
- *                   gives (below). A record the socket refuses (no journald, too big) is
- *                   written as the stderr line instead: it is never lost silently.
+ *                   gives (below). The send never waits: a record the socket refuses (no
+ *                   journald, too big, its queue full because journald stalls) is written as
+ *                   the stderr line instead, so a stalled journal never stalls the daemon.
+ *                   When stderr is a socket (journald's stream) that line is not waited on
+ *                   either: one it does not take at once is lost, and counted.
  *     auto          the file when a path is given; else the journal when stderr is journald's
  *                   stream (systemd sets $JOURNAL_STREAM to "dev:inode" of the stream it gives
  *                   a unit's stderr; another program's stderr does not match); else stderr.
@@ -88,6 +91,9 @@ typedef struct om_log_opts {
 int om_log_setup(const om_log_opts *o);
 /* The target om_log_setup chose (OM_LOG_STDERR before it). */
 enum om_log_target om_log_target_now(void);
+/* Records the journal's socket did not take (written to stderr instead); into *lost (may be
+ * NULL) those stderr did not take either (a stalled journald stream). */
+uint64_t om_log_journal_refused(uint64_t *lost);
 /* Asks for the file to be reopened before the next record. Async-signal-safe. */
 void om_log_reopen(void);
 /* Reopens the file now (a thread that took SIGHUP with sigwait, not a handler): 0 (also when

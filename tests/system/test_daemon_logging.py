@@ -333,3 +333,53 @@ def test_a_log_file_that_cannot_be_opened_is_said_before_detaching(build_dir, tm
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "opening the log file" in r.stderr and "no/such/dir.log" in r.stderr
     assert not (tmp / "r" / "store.sock").exists()
+
+
+def fill(path):
+    """Fills the receive queue of the datagram socket at path (which nobody reads), as a stalled
+    journald's: datagrams from fresh sockets until one that has sent nothing yet is refused (a
+    sender's own buffer may fill before the reader's queue does)."""
+    senders = []
+    for _ in range(200):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        senders.append(s)
+        try:
+            s.sendto(b"MESSAGE=filler\n", path)
+        except BlockingIOError:
+            break
+        try:
+            while True:
+                s.sendto(b"MESSAGE=filler\n", path)
+        except BlockingIOError:
+            pass
+    else:
+        pytest.fail(f"the queue of {path} never filled")
+    for s in senders:
+        s.close()
+
+
+def test_a_stalled_journal_does_not_stall_the_store_and_sigterm_stops_it(build_dir, tmp, stores):
+    journal = Datagrams(tmp / "journal")  # bound, never read: journald stalled
+    st = LoggedStore(build_dir, tmp, args=["--log-target", "journal"])
+    st.env["OMBRA_JOURNAL_SOCKET"] = journal.path
+    stores.append(st.start())
+    fill(journal.path)
+    for i in range(40):  # each logs "created database dbN"
+        try:
+            st.ombra("db", "new", f"db{i}", timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"ombra db new db{i} got no answer in 10 s: the store waits for the "
+                        f"journal\n{st.stderr()}")
+    # what the journal did not take is on stderr, as lines
+    lines = [ln for ln in st.stderr(run=1, tail=10 ** 6).splitlines() if LINE.match(ln)]
+    assert any("created database db39 at" in ln for ln in lines), st.stderr()
+    st.proc.send_signal(signal.SIGTERM)
+    try:
+        assert st.proc.wait(5) == 0
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the store did not stop 5 s after SIGTERM with the journal stalled\n"
+                    f"{st.stderr()}")
+    assert "SIGTERM received: shutting down" in st.stderr(run=1)
+    journal.close()
+

@@ -1,6 +1,7 @@
 /* src/base/logging.c: the daemons' line, journald's native protocol as the bytes journald reads,
  * records sent to a journal socket the test listens on, the fallback to stderr when nothing
- * listens, the file reopened after logrotate renamed it, and the option names. */
+ * listens or when it stalls (never waited on), the file reopened after logrotate renamed it,
+ * and the option names. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -241,6 +243,73 @@ static void a_refused_datagram_goes_to_stderr_as_a_line(void **s)
     free(out);
 }
 
+enum { STALLED_RECORDS = 3000 };
+
+static void log_into_a_stalled_journal(void)
+{
+    for (int i = 0; i < STALLED_RECORDS; i++)
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", "mail3"}), "stalled record %d", i);
+}
+
+static void a_stalled_journal_never_blocks_and_the_lines_go_to_stderr(void **s)
+{
+    (void)s;
+    char path[200];
+    int fd = journal_listener(path, sizeof path); /* never read: its queue fills */
+    setenv("OMBRA_JOURNAL_SOCKET", path, 1);
+    om_log_opts o = {.prog = "ombra-store", .target = OM_LOG_JOURNAL, .level = -1};
+    assert_int_equal(om_log_setup(&o), 0);
+    uint64_t before = om_log_journal_refused(NULL);
+    alarm(30); /* a send that waits for the reader never returns: SIGALRM ends the test */
+    char *out = capture_stderr(log_into_a_stalled_journal);
+    alarm(0);
+    /* the first records fit the queue; the others are the stderr lines, none lost */
+    uint64_t refused = om_log_journal_refused(NULL) - before;
+    assert_true(refused > 0 && refused < STALLED_RECORDS);
+    char want[64];
+    snprintf(want, sizeof want, "] info: stalled record %d\n", STALLED_RECORDS - 1);
+    assert_non_null(strstr(out, want));
+    size_t lines = 0;
+    for (char *c = out; *c; c++)
+        lines += *c == '\n';
+    assert_int_equal(lines, refused);
+    free(out);
+    close(fd);
+}
+
+/* Under systemd stderr is journald's stream, which stalls with its datagram socket: the
+ * fallback line is not waited on either (lost and counted). */
+static void a_stalled_journal_stream_on_stderr_is_not_waited_on_either(void **s)
+{
+    (void)s;
+    char path[200];
+    int fd = journal_listener(path, sizeof path), sp[2];
+    setenv("OMBRA_JOURNAL_SOCKET", path, 1);
+    om_log_opts o = {.prog = "ombra-store", .target = OM_LOG_JOURNAL, .level = -1};
+    assert_int_equal(om_log_setup(&o), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0); /* sp[1] unread */
+    uint64_t lost0, lost, refused0 = om_log_journal_refused(&lost0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(sp[0], 2);
+    alarm(30);
+    log_into_a_stalled_journal();
+    alarm(0);
+    dup2(saved, 2);
+    close(saved);
+    uint64_t refused = om_log_journal_refused(&lost) - refused0;
+    assert_true(refused > 0);
+    assert_true(lost - lost0 > 0 && lost - lost0 < refused); /* the stream took some lines */
+    char buf[256];
+    ssize_t got = recv(sp[1], buf, sizeof buf - 1, MSG_DONTWAIT);
+    assert_true(got > 0);
+    buf[got] = 0;
+    assert_non_null(strstr(buf, " ombra-store["));
+    close(sp[0]);
+    close(sp[1]);
+    close(fd);
+}
+
 static void the_file_is_reopened_at_its_path_after_a_rename(void **s)
 {
     (void)s;
@@ -341,6 +410,8 @@ int main(void)
         cmocka_unit_test(journal_stream_is_recognised_by_device_and_inode),
         cmocka_unit_test(records_reach_the_journal_socket_with_their_fields),
         cmocka_unit_test(a_refused_datagram_goes_to_stderr_as_a_line),
+        cmocka_unit_test(a_stalled_journal_never_blocks_and_the_lines_go_to_stderr),
+        cmocka_unit_test(a_stalled_journal_stream_on_stderr_is_not_waited_on_either),
         cmocka_unit_test(the_file_is_reopened_at_its_path_after_a_rename),
         cmocka_unit_test(threads_log_whole_lines_while_the_file_is_rotated),
     };
