@@ -8,7 +8,11 @@
  *     file, stderr  one line: "2026-12-05T09:16:22.123Z ombra-store[4242] warning: msg"
  *                   (ISO 8601 UTC to the millisecond, level name: debug, info, warning, error),
  *                   one write(2) per line (the file opened O_APPEND, so logrotate's copies and
- *                   other writers never cut a line);
+ *                   other writers never cut a line). The file's last component must be a
+ *                   regular file, never a symbolic link (O_NOFOLLOW: root would append to
+ *                   whatever a link planted in the log directory points at) nor a FIFO or
+ *                   device: refused at setup; at a reopen the old file is kept and the
+ *                   refusal logged in it;
  *     journal       one datagram per record in journald's native protocol to its socket
  *                   (/run/systemd/journal/socket; $OMBRA_JOURNAL_SOCKET names another, for
  *                   tests): MESSAGE, PRIORITY (syslog's: error 3, warning 4, info 6, debug 7),

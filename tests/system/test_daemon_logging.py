@@ -383,3 +383,58 @@ def test_a_stalled_journal_does_not_stall_the_store_and_sigterm_stops_it(build_d
     assert "SIGTERM received: shutting down" in st.stderr(run=1)
     journal.close()
 
+
+def test_a_link_planted_at_the_log_file_is_refused_at_start(build_dir, tmp):
+    target = tmp / "precious"
+    target.write_text("precious\n")
+    logdir = tmp / "log"
+    logdir.mkdir()
+    link = logdir / "store.log"
+    link.symlink_to(target)
+    for fg in (["--foreground"], []):  # detached too: said before detaching
+        r = subprocess.run([str(build_dir / "src/daemons/ombra-store"), *fg, "--log-file",
+                            str(link)],
+                           env=daemon_env(dict(os.environ, OMBRA_HOME=str(tmp / "h"),
+                                               OMBRA_RUNTIME_DIR=str(tmp / "r"),
+                                               OMBRA_CONFIG="/dev/null")),
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"ombra-store: opening the log file {link}: it is a symbolic "
+                                   f"link"), r.stderr
+        assert target.read_text() == "precious\n"
+        assert not (tmp / "r" / "store.sock").exists()
+
+
+def test_a_link_planted_at_the_log_file_before_sighup_is_refused_and_the_old_file_kept(
+        build_dir, tmp, stores):
+    target = tmp / "precious"
+    target.write_text("precious\n")
+    path = tmp / "log" / "store.log"
+    path.parent.mkdir()
+    st = LoggedStore(build_dir, tmp, args=["--log-file", path])
+    stores.append(st.start())
+    st.ombra("db", "new", "db1")
+    rotated = path.with_name("store.log.1")
+    path.rename(rotated)
+    path.symlink_to(target)  # planted between logrotate's rename and its SIGHUP
+    st.proc.send_signal(signal.SIGHUP)
+    end = time.monotonic() + 10
+    while "SIGHUP received" not in rotated.read_text() and time.monotonic() < end:
+        time.sleep(0.02)
+    st.ombra("db", "new", "db2")
+    old = rotated.read_text()
+    assert re.search(rf" error: SIGHUP received: reopening the log file {re.escape(str(path))}: "
+                     r"it is a symbolic link .*\(still writing to the old one\)", old), old
+    assert "created database db2" in old  # the daemon goes on, in the file it had
+    assert target.read_text() == "precious\n"
+    assert path.is_symlink()
+    assert st.proc.poll() is None
+    # the link removed, the next SIGHUP opens a new file at the path again
+    path.unlink()
+    st.proc.send_signal(signal.SIGHUP)
+    end = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < end:
+        time.sleep(0.02)
+    assert "SIGHUP received: log file reopened" in path.read_text()
+    assert st.stop() == 0
+

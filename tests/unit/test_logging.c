@@ -1,7 +1,7 @@
 /* src/base/logging.c: the daemons' line, journald's native protocol as the bytes journald reads,
  * records sent to a journal socket the test listens on, the fallback to stderr when nothing
  * listens or when it stalls (never waited on), the file reopened after logrotate renamed it,
- * and the option names. */
+ * never opened through a symbolic link, and the option names. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -350,6 +350,58 @@ static void the_file_is_reopened_at_its_path_after_a_rename(void **s)
     free(b);
 }
 
+static void the_file_is_never_opened_through_a_link_nor_a_fifo(void **s)
+{
+    (void)s;
+    char path[200], old[220], target[220], fifo[220];
+    snprintf(path, sizeof path, "%s/linked.log", dir);
+    snprintf(old, sizeof old, "%s.1", path);
+    snprintf(target, sizeof target, "%s/precious", dir);
+    snprintf(fifo, sizeof fifo, "%s/fifo.log", dir);
+    FILE *f = fopen(target, "w");
+    fputs("precious\n", f);
+    fclose(f);
+    /* a link planted at the path: refused at setup, naming the path, the target untouched */
+    assert_int_equal(symlink(target, path), 0);
+    om_log_opts o = {.prog = "ombra-store", .target = OM_LOG_FILE, .file = path, .level = -1};
+    assert_int_equal(om_log_setup(&o), OM_E_InvalidPath);
+    assert_non_null(strstr(om_err_detail(), path));
+    assert_non_null(strstr(om_err_detail(), "symbolic link"));
+    /* a dangling link too: nothing is created at its target */
+    char dangling[220];
+    snprintf(dangling, sizeof dangling, "%s/made-through-the-link", dir);
+    unlink(path);
+    assert_int_equal(symlink(dangling, path), 0);
+    assert_int_equal(om_log_setup(&o), OM_E_InvalidPath);
+    assert_int_equal(access(dangling, F_OK), -1);
+    /* a FIFO: refused at once, not waited on for a reader */
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    om_log_opts of = {.prog = "ombra-store", .target = OM_LOG_FILE, .file = fifo, .level = -1};
+    alarm(30);
+    assert_int_equal(om_log_setup(&of), OM_E_InvalidPath);
+    alarm(0);
+    assert_non_null(strstr(om_err_detail(), "not a regular file"));
+    /* a regular file, then replaced by a link at the rotation: the reopen refuses it, the old
+     * file stays in use and says why */
+    unlink(path);
+    assert_int_equal(om_log_setup(&o), 0);
+    om_info("before the rotation");
+    assert_int_equal(rename(path, old), 0);
+    assert_int_equal(symlink(target, path), 0);
+    assert_int_equal(om_log_reopen_now(), OM_E_InvalidPath);
+    assert_non_null(strstr(om_err_detail(), "symbolic link"));
+    om_log_reopen(); /* the signal handler's form: the refusal is logged in the old file */
+    om_info("after the refused reopen");
+    char *t = slurp(target), *a = slurp(old);
+    assert_string_equal(t, "precious\n");
+    assert_non_null(strstr(a, "info: before the rotation\n"));
+    assert_non_null(strstr(a, "error: reopening the log file "));
+    assert_non_null(strstr(a, "symbolic link"));
+    assert_non_null(strstr(a, "info: after the refused reopen\n"));
+    free(t);
+    free(a);
+}
+
 enum { THREADS = 4, RECORDS = 2000 };
 
 static void *log_many(void *arg)
@@ -413,6 +465,7 @@ int main(void)
         cmocka_unit_test(a_stalled_journal_never_blocks_and_the_lines_go_to_stderr),
         cmocka_unit_test(a_stalled_journal_stream_on_stderr_is_not_waited_on_either),
         cmocka_unit_test(the_file_is_reopened_at_its_path_after_a_rename),
+        cmocka_unit_test(the_file_is_never_opened_through_a_link_nor_a_fifo),
         cmocka_unit_test(threads_log_whole_lines_while_the_file_is_rotated),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
