@@ -83,7 +83,8 @@ enum om_log_target { OM_LOG_AUTO, OM_LOG_JOURNAL, OM_LOG_FILE, OM_LOG_STDERR };
 typedef struct om_log_opts {
     const char *prog;          /* "ombra-store": the lines' program, SYSLOG_IDENTIFIER */
     enum om_log_target target; /* OM_LOG_AUTO: as the header says */
-    const char *file;          /* the file target's path (NULL: none given) */
+    const char *file;          /* the file target's path (NULL: none given); give it absolute:
+                                  a detached daemon is in /, and SIGHUP reopens this path */
     int level;                 /* the least level written; -1: info (debug with OMBRA_DEBUG) */
     int stderr_to_file;        /* a detached daemon: fd 2 follows the file too (stray writes
                                   and sanitizer reports land in the log), reopened with it */

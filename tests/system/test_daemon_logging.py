@@ -438,3 +438,40 @@ def test_a_link_planted_at_the_log_file_before_sighup_is_refused_and_the_old_fil
     assert "SIGHUP received: log file reopened" in path.read_text()
     assert st.stop() == 0
 
+
+def test_a_relative_log_file_stays_in_the_start_directory_of_a_detached_store(build_dir, tmp):
+    home, run, work = tmp / "home", tmp / "run", tmp / "work"
+    work.mkdir()
+    name = f"rel-{os.getpid()}-{tmp.name}.log"  # unique: were it reopened in /, it is seen there
+    env = dict(os.environ, OMBRA_HOME=str(home), OMBRA_RUNTIME_DIR=str(run),
+               OMBRA_CONFIG="/dev/null")
+    r = subprocess.run([str(build_dir / "src/daemons/ombra-store"), "--server", "srv1",
+                        "--log-file", name], cwd=work, env=daemon_env(env), capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    log = work / name
+    end = time.monotonic() + 10
+    while time.monotonic() < end and "listening on" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.05)
+    lines = log.read_text().splitlines()
+    assert lines and LINE.match(lines[0]), lines
+    pid = int(LINE.match(lines[0]).group(1))
+    try:
+        rotated = log.with_name(name + ".1")
+        log.rename(rotated)
+        os.kill(pid, signal.SIGHUP)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and "SIGHUP received" not in rotated.read_text() + (
+                log.read_text() if log.exists() else ""):
+            time.sleep(0.05)
+        assert log.exists(), (f"no new {log} after SIGHUP (in / instead: "
+                              f"{os.path.exists('/' + name)}):\n{rotated.read_text()}")
+        assert "SIGHUP received: log file reopened" in log.read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + 20
+        while time.monotonic() < end and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.05)
+        if os.path.exists("/" + name):
+            os.unlink("/" + name)
+    assert not os.path.exists(f"/proc/{pid}"), "the detached store did not stop at SIGTERM"
