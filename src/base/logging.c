@@ -34,7 +34,8 @@ static struct {
     char path[PATH_MAX];       /* the file target's */
     int fd;                    /* the file target's descriptor */
     int stderr_to_file;
-    int jfd; /* the journal's socket */
+    int jfd;                        /* the journal's socket (non-blocking) */
+    uint64_t journal_refused, lost; /* om_log_journal_refused's counts */
     struct sockaddr_un jaddr;
     socklen_t jlen;
 } L = {
@@ -173,9 +174,40 @@ int om_log_stderr_is_journal(void)
     return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
-static int open_file(const char *path)
+/* Opens the log file at path for appending: its descriptor, or -1 with *err an errno, or
+ * NOT_REGULAR. The last component must be a regular file, not a symbolic link (ELOOP: a link
+ * planted in a writable log directory would make the daemon, perhaps root, append to the
+ * link's target) nor a FIFO, socket or device (O_NONBLOCK: a FIFO is not waited on). */
+#define NOT_REGULAR (-1)
+static int open_file(const char *path, int *err)
 {
-    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0640);
+    struct stat st;
+    if (fd < 0) {
+        *err = errno == ENXIO ? NOT_REGULAR : errno; /* ENXIO: a FIFO without reader, a socket */
+        return -1;
+    }
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        *err = NOT_REGULAR;
+        return -1;
+    }
+    fcntl(fd, F_SETFL, O_APPEND); /* O_NONBLOCK off again */
+    return fd;
+}
+
+/* Why open_file refused: an error code, and the words after "opening the log file PATH: ". */
+static int open_error(int err)
+{
+    return err == ELOOP || err == NOT_REGULAR ? OM_E_InvalidPath : om_err_from_errno(err);
+}
+
+static const char *open_why(int err)
+{
+    return err == ELOOP         ? "it is a symbolic link (refused: the log is never written "
+                                  "through a link)"
+           : err == NOT_REGULAR ? "it is not a regular file (refused)"
+                                : strerror(err);
 }
 
 int om_log_setup(const om_log_opts *o)
@@ -193,9 +225,9 @@ int om_log_setup(const om_log_opts *o)
                                                   "--log-file PATH");
         if (strlen(o->file) >= sizeof L.path)
             return om_errf(OM_E_InvalidParameter, "log file %.64s...: path too long", o->file);
-        if ((fd = open_file(o->file)) < 0)
-            return om_errf(om_err_from_errno(errno), "opening the log file %s: %s", o->file,
-                           strerror(errno));
+        int err;
+        if ((fd = open_file(o->file, &err)) < 0)
+            return om_errf(open_error(err), "opening the log file %s: %s", o->file, open_why(err));
     }
     if (t == OM_LOG_JOURNAL) {
         const char *sp = getenv("OMBRA_JOURNAL_SOCKET");
@@ -204,7 +236,7 @@ int om_log_setup(const om_log_opts *o)
             return om_errf(OM_E_InvalidParameter, "journal socket %s: path too long", sp);
         /* A socket that cannot be made now is not an error: every record falls back to the
          * stderr line, as for a journald that is down. */
-        jfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        jfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         strcpy(ja.sun_path, sp);
     }
     pthread_mutex_lock(&L.mu);
@@ -243,14 +275,45 @@ static void write_all(int fd, const char *buf, size_t n)
     }
 }
 
+/* The journal's fallback: the line to stderr, without waiting when stderr is a socket
+ * (journald's stream, which stalls with its datagram socket): a line it does not take at once
+ * is lost and counted, the rest of one it took in part too (a stream has no records to keep
+ * whole). Any other stderr (a file, a terminal, a pipe) is written as usual. */
+static void stderr_nowait(const char *buf, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(2, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && errno == ENOTSOCK) {
+            write_all(2, buf, n);
+            return;
+        }
+        if (w <= 0) {
+            L.lost++;
+            return;
+        }
+        buf += w;
+        n -= (size_t)w;
+    }
+}
+
+uint64_t om_log_journal_refused(uint64_t *lost)
+{
+    pthread_mutex_lock(&L.mu);
+    uint64_t r = L.journal_refused;
+    if (lost) *lost = L.lost;
+    pthread_mutex_unlock(&L.mu);
+    return r;
+}
+
 /* Under mu: reopens the file target at its path (dup2 over the old descriptor in one step, so
- * no record sees it closed). 0, or an errno; the old file stays in use then. */
+ * no record sees it closed). 0, or open_file's error; the old file stays in use then. */
 static int reopen_locked(void)
 {
     reopen_wanted = 0;
     if (L.target != OM_LOG_FILE || L.fd < 0) return 0;
-    int fd = open_file(L.path);
-    if (fd < 0) return errno;
+    int err, fd = open_file(L.path, &err);
+    if (fd < 0) return err;
     dup2(fd, L.fd);
     if (L.stderr_to_file) dup2(fd, 2);
     close(fd);
@@ -262,10 +325,9 @@ int om_log_reopen_now(void)
     pthread_mutex_lock(&L.mu);
     int e = reopen_locked();
     pthread_mutex_unlock(&L.mu);
-    return e ? om_errf(om_err_from_errno(e),
-                       "reopening the log file %s: %s (still writing to "
-                       "the old one)",
-                       L.path, strerror(e))
+    return e ? om_errf(open_error(e),
+                       "reopening the log file %s: %s (still writing to the old one)", L.path,
+                       open_why(e))
              : 0;
 }
 
@@ -277,7 +339,7 @@ static void daemon_record(enum om_level lvl, const om_log_field *fields, const c
     if (e) { /* said in the old file, which stays in use */
         char why[PATH_MAX + 100];
         snprintf(why, sizeof why, "reopening the log file %s: %s (still writing to the old one)",
-                 L.path, strerror(e));
+                 L.path, open_why(e));
         size_t n = om_log_format_line(line, sizeof line, om_now_ns(), L.prog, (int)getpid(),
                                       OM_ERROR, why);
         write_all(L.fd, line, n);
@@ -285,14 +347,21 @@ static void daemon_record(enum om_level lvl, const om_log_field *fields, const c
     if (L.target == OM_LOG_JOURNAL && L.jfd >= 0) {
         char rec[JOURNAL_MAX];
         size_t n = om_log_format_journal(rec, sizeof rec, L.prog, lvl, fields, msg);
-        if (n && sendto(L.jfd, rec, n, MSG_NOSIGNAL, (struct sockaddr *)&L.jaddr, L.jlen) ==
-                     (ssize_t)n) {
+        /* Never waits (the socket is non-blocking as well): a journald that stalls must not
+         * stall every thread that logs, nor the signal thread's SIGTERM. A record it does not
+         * take at once (EAGAIN: its queue is full) is written as the stderr line below. */
+        if (n && sendto(L.jfd, rec, n, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&L.jaddr,
+                        L.jlen) == (ssize_t)n) {
             pthread_mutex_unlock(&L.mu);
             return;
         }
+        L.journal_refused++;
     }
     size_t n = om_log_format_line(line, sizeof line, om_now_ns(), L.prog, (int)getpid(), lvl, msg);
-    write_all(L.target == OM_LOG_FILE && L.fd >= 0 ? L.fd : 2, line, n);
+    if (L.target == OM_LOG_JOURNAL)
+        stderr_nowait(line, n);
+    else
+        write_all(L.target == OM_LOG_FILE && L.fd >= 0 ? L.fd : 2, line, n);
     pthread_mutex_unlock(&L.mu);
 }
 

@@ -8,13 +8,20 @@
  *     file, stderr  one line: "2026-12-05T09:16:22.123Z ombra-store[4242] warning: msg"
  *                   (ISO 8601 UTC to the millisecond, level name: debug, info, warning, error),
  *                   one write(2) per line (the file opened O_APPEND, so logrotate's copies and
- *                   other writers never cut a line);
+ *                   other writers never cut a line). The file's last component must be a
+ *                   regular file, never a symbolic link (O_NOFOLLOW: root would append to
+ *                   whatever a link planted in the log directory points at) nor a FIFO or
+ *                   device: refused at setup; at a reopen the old file is kept and the
+ *                   refusal logged in it;
  *     journal       one datagram per record in journald's native protocol to its socket
  *                   (/run/systemd/journal/socket; $OMBRA_JOURNAL_SOCKET names another, for
  *                   tests): MESSAGE, PRIORITY (syslog's: error 3, warning 4, info 6, debug 7),
  *                   SYSLOG_IDENTIFIER (the program), and OMBRA_<KEY> for every field the call
- *                   gives (below). A record the socket refuses (no journald, too big) is
- *                   written as the stderr line instead: it is never lost silently.
+ *                   gives (below). The send never waits: a record the socket refuses (no
+ *                   journald, too big, its queue full because journald stalls) is written as
+ *                   the stderr line instead, so a stalled journal never stalls the daemon.
+ *                   When stderr is a socket (journald's stream) that line is not waited on
+ *                   either: one it does not take at once is lost, and counted.
  *     auto          the file when a path is given; else the journal when stderr is journald's
  *                   stream (systemd sets $JOURNAL_STREAM to "dev:inode" of the stream it gives
  *                   a unit's stderr; another program's stderr does not match); else stderr.
@@ -76,7 +83,8 @@ enum om_log_target { OM_LOG_AUTO, OM_LOG_JOURNAL, OM_LOG_FILE, OM_LOG_STDERR };
 typedef struct om_log_opts {
     const char *prog;          /* "ombra-store": the lines' program, SYSLOG_IDENTIFIER */
     enum om_log_target target; /* OM_LOG_AUTO: as the header says */
-    const char *file;          /* the file target's path (NULL: none given) */
+    const char *file;          /* the file target's path (NULL: none given); give it absolute:
+                                  a detached daemon is in /, and SIGHUP reopens this path */
     int level;                 /* the least level written; -1: info (debug with OMBRA_DEBUG) */
     int stderr_to_file;        /* a detached daemon: fd 2 follows the file too (stray writes
                                   and sanitizer reports land in the log), reopened with it */
@@ -88,6 +96,9 @@ typedef struct om_log_opts {
 int om_log_setup(const om_log_opts *o);
 /* The target om_log_setup chose (OM_LOG_STDERR before it). */
 enum om_log_target om_log_target_now(void);
+/* Records the journal's socket did not take (written to stderr instead); into *lost (may be
+ * NULL) those stderr did not take either (a stalled journald stream). */
+uint64_t om_log_journal_refused(uint64_t *lost);
 /* Asks for the file to be reopened before the next record. Async-signal-safe. */
 void om_log_reopen(void);
 /* Reopens the file now (a thread that took SIGHUP with sigwait, not a handler): 0 (also when

@@ -186,6 +186,26 @@ int om_daemon_config(const char *name, const char *config, om_log_opts *log)
     return 0;
 }
 
+/* --log-file's path made absolute against the directory the daemon starts in: a detached
+ * daemon changes to /, and a relative path would then be reopened there at SIGHUP. */
+static int log_file_absolute(const char *v, const char **file)
+{
+    static char abs[PATH_MAX];
+    if (*v == '/') {
+        *file = v;
+        return 0;
+    }
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        return om_errf(om_err_from_errno(errno), "%s: the current directory: %s", v,
+                       strerror(errno));
+    int n = snprintf(abs, sizeof abs, "%s%s%s", cwd, strcmp(cwd, "/") ? "/" : "", v);
+    if (n < 0 || (size_t)n >= sizeof abs)
+        return om_errf(OM_E_InvalidPath, "%.64s...: path too long", v);
+    *file = abs;
+    return 0;
+}
+
 int om_daemon_log_option(const char *prog, int argc, char **argv, int *i, om_log_opts *log)
 {
     const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
@@ -195,7 +215,7 @@ int om_daemon_log_option(const char *prog, int argc, char **argv, int *i, om_log
     else if (!strcmp(a, "--log-level"))
         rc = v ? om_log_level_parse(v, &log->level) : -1;
     else if (!strcmp(a, "--log-file"))
-        rc = v && *v ? (log->file = v, 0) : -1;
+        rc = v && *v ? log_file_absolute(v, &log->file) : -1;
     else
         return 0;
     if (rc) {

@@ -77,12 +77,16 @@ int om_daemon_config(const char *name, const char *config, om_log_opts *log);
     "                         is given or the daemon detaches, else the journal when stderr\n"     \
     "                         is journald's (systemd), else stderr), journal, file, stderr\n"      \
     "  --log-file PATH        the log file (default when detached: $OMBRA_HOME/<daemon>.log);\n"   \
-    "                         SIGHUP reopens it at that path (for logrotate)\n"                    \
+    "                         SIGHUP reopens it at that path (for logrotate); a relative\n"        \
+    "                         path is taken from the directory the daemon starts in; a\n"          \
+    "                         symbolic link or other non-regular file there is refused\n"          \
     "  --log-level L          the least level logged: debug, info (default), warning, error\n"     \
     "  --version              prints the daemon's version and exits\n"
 /* Parses argv[*i] when it is --log-target, --log-file or --log-level (advancing *i past its
  * value) into log: 1 when it was, 0 when it is another argument, -1 for a bad or missing value
- * (printed on stderr, prog: first). */
+ * (printed on stderr, prog: first). A relative --log-file is made absolute against the current
+ * directory (log->file then points at a static buffer): the daemon changes to / when it
+ * detaches, and SIGHUP reopens the file at that path. */
 int om_daemon_log_option(const char *prog, int argc, char **argv, int *i, om_log_opts *log);
 
 /* What a daemon's main does before running: makes the runtime and data directories, makes them

@@ -333,3 +333,145 @@ def test_a_log_file_that_cannot_be_opened_is_said_before_detaching(build_dir, tm
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "opening the log file" in r.stderr and "no/such/dir.log" in r.stderr
     assert not (tmp / "r" / "store.sock").exists()
+
+
+def fill(path):
+    """Fills the receive queue of the datagram socket at path (which nobody reads), as a stalled
+    journald's: datagrams from fresh sockets until one that has sent nothing yet is refused (a
+    sender's own buffer may fill before the reader's queue does)."""
+    senders = []
+    for _ in range(200):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        senders.append(s)
+        try:
+            s.sendto(b"MESSAGE=filler\n", path)
+        except BlockingIOError:
+            break
+        try:
+            while True:
+                s.sendto(b"MESSAGE=filler\n", path)
+        except BlockingIOError:
+            pass
+    else:
+        pytest.fail(f"the queue of {path} never filled")
+    for s in senders:
+        s.close()
+
+
+def test_a_stalled_journal_does_not_stall_the_store_and_sigterm_stops_it(build_dir, tmp, stores):
+    journal = Datagrams(tmp / "journal")  # bound, never read: journald stalled
+    st = LoggedStore(build_dir, tmp, args=["--log-target", "journal"])
+    st.env["OMBRA_JOURNAL_SOCKET"] = journal.path
+    stores.append(st.start())
+    fill(journal.path)
+    for i in range(40):  # each logs "created database dbN"
+        try:
+            st.ombra("db", "new", f"db{i}", timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"ombra db new db{i} got no answer in 10 s: the store waits for the "
+                        f"journal\n{st.stderr()}")
+    # what the journal did not take is on stderr, as lines
+    lines = [ln for ln in st.stderr(run=1, tail=10 ** 6).splitlines() if LINE.match(ln)]
+    assert any("created database db39 at" in ln for ln in lines), st.stderr()
+    st.proc.send_signal(signal.SIGTERM)
+    try:
+        assert st.proc.wait(5) == 0
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the store did not stop 5 s after SIGTERM with the journal stalled\n"
+                    f"{st.stderr()}")
+    assert "SIGTERM received: shutting down" in st.stderr(run=1)
+    journal.close()
+
+
+def test_a_link_planted_at_the_log_file_is_refused_at_start(build_dir, tmp):
+    target = tmp / "precious"
+    target.write_text("precious\n")
+    logdir = tmp / "log"
+    logdir.mkdir()
+    link = logdir / "store.log"
+    link.symlink_to(target)
+    for fg in (["--foreground"], []):  # detached too: said before detaching
+        r = subprocess.run([str(build_dir / "src/daemons/ombra-store"), *fg, "--log-file",
+                            str(link)],
+                           env=daemon_env(dict(os.environ, OMBRA_HOME=str(tmp / "h"),
+                                               OMBRA_RUNTIME_DIR=str(tmp / "r"),
+                                               OMBRA_CONFIG="/dev/null")),
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"ombra-store: opening the log file {link}: it is a symbolic "
+                                   f"link"), r.stderr
+        assert target.read_text() == "precious\n"
+        assert not (tmp / "r" / "store.sock").exists()
+
+
+def test_a_link_planted_at_the_log_file_before_sighup_is_refused_and_the_old_file_kept(
+        build_dir, tmp, stores):
+    target = tmp / "precious"
+    target.write_text("precious\n")
+    path = tmp / "log" / "store.log"
+    path.parent.mkdir()
+    st = LoggedStore(build_dir, tmp, args=["--log-file", path])
+    stores.append(st.start())
+    st.ombra("db", "new", "db1")
+    rotated = path.with_name("store.log.1")
+    path.rename(rotated)
+    path.symlink_to(target)  # planted between logrotate's rename and its SIGHUP
+    st.proc.send_signal(signal.SIGHUP)
+    end = time.monotonic() + 10
+    while "SIGHUP received" not in rotated.read_text() and time.monotonic() < end:
+        time.sleep(0.02)
+    st.ombra("db", "new", "db2")
+    old = rotated.read_text()
+    assert re.search(rf" error: SIGHUP received: reopening the log file {re.escape(str(path))}: "
+                     r"it is a symbolic link .*\(still writing to the old one\)", old), old
+    assert "created database db2" in old  # the daemon goes on, in the file it had
+    assert target.read_text() == "precious\n"
+    assert path.is_symlink()
+    assert st.proc.poll() is None
+    # the link removed, the next SIGHUP opens a new file at the path again
+    path.unlink()
+    st.proc.send_signal(signal.SIGHUP)
+    end = time.monotonic() + 10
+    while not path.exists() and time.monotonic() < end:
+        time.sleep(0.02)
+    assert "SIGHUP received: log file reopened" in path.read_text()
+    assert st.stop() == 0
+
+
+def test_a_relative_log_file_stays_in_the_start_directory_of_a_detached_store(build_dir, tmp):
+    home, run, work = tmp / "home", tmp / "run", tmp / "work"
+    work.mkdir()
+    name = f"rel-{os.getpid()}-{tmp.name}.log"  # unique: were it reopened in /, it is seen there
+    env = dict(os.environ, OMBRA_HOME=str(home), OMBRA_RUNTIME_DIR=str(run),
+               OMBRA_CONFIG="/dev/null")
+    r = subprocess.run([str(build_dir / "src/daemons/ombra-store"), "--server", "srv1",
+                        "--log-file", name], cwd=work, env=daemon_env(env), capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    log = work / name
+    end = time.monotonic() + 10
+    while time.monotonic() < end and "listening on" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.05)
+    lines = log.read_text().splitlines()
+    assert lines and LINE.match(lines[0]), lines
+    pid = int(LINE.match(lines[0]).group(1))
+    try:
+        rotated = log.with_name(name + ".1")
+        log.rename(rotated)
+        os.kill(pid, signal.SIGHUP)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and "SIGHUP received" not in rotated.read_text() + (
+                log.read_text() if log.exists() else ""):
+            time.sleep(0.05)
+        assert log.exists(), (f"no new {log} after SIGHUP (in / instead: "
+                              f"{os.path.exists('/' + name)}):\n{rotated.read_text()}")
+        assert "SIGHUP received: log file reopened" in log.read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + 20
+        while time.monotonic() < end and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.05)
+        if os.path.exists("/" + name):
+            os.unlink("/" + name)
+    assert not os.path.exists(f"/proc/{pid}"), "the detached store did not stop at SIGTERM"

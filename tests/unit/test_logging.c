@@ -1,6 +1,7 @@
 /* src/base/logging.c: the daemons' line, journald's native protocol as the bytes journald reads,
  * records sent to a journal socket the test listens on, the fallback to stderr when nothing
- * listens, the file reopened after logrotate renamed it, and the option names. */
+ * listens or when it stalls (never waited on), the file reopened after logrotate renamed it,
+ * never opened through a symbolic link, and the option names. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -241,6 +243,73 @@ static void a_refused_datagram_goes_to_stderr_as_a_line(void **s)
     free(out);
 }
 
+enum { STALLED_RECORDS = 3000 };
+
+static void log_into_a_stalled_journal(void)
+{
+    for (int i = 0; i < STALLED_RECORDS; i++)
+        om_log_with(OM_INFO, OM_FIELDS({"DATABASE", "mail3"}), "stalled record %d", i);
+}
+
+static void a_stalled_journal_never_blocks_and_the_lines_go_to_stderr(void **s)
+{
+    (void)s;
+    char path[200];
+    int fd = journal_listener(path, sizeof path); /* never read: its queue fills */
+    setenv("OMBRA_JOURNAL_SOCKET", path, 1);
+    om_log_opts o = {.prog = "ombra-store", .target = OM_LOG_JOURNAL, .level = -1};
+    assert_int_equal(om_log_setup(&o), 0);
+    uint64_t before = om_log_journal_refused(NULL);
+    alarm(30); /* a send that waits for the reader never returns: SIGALRM ends the test */
+    char *out = capture_stderr(log_into_a_stalled_journal);
+    alarm(0);
+    /* the first records fit the queue; the others are the stderr lines, none lost */
+    uint64_t refused = om_log_journal_refused(NULL) - before;
+    assert_true(refused > 0 && refused < STALLED_RECORDS);
+    char want[64];
+    snprintf(want, sizeof want, "] info: stalled record %d\n", STALLED_RECORDS - 1);
+    assert_non_null(strstr(out, want));
+    size_t lines = 0;
+    for (char *c = out; *c; c++)
+        lines += *c == '\n';
+    assert_int_equal(lines, refused);
+    free(out);
+    close(fd);
+}
+
+/* Under systemd stderr is journald's stream, which stalls with its datagram socket: the
+ * fallback line is not waited on either (lost and counted). */
+static void a_stalled_journal_stream_on_stderr_is_not_waited_on_either(void **s)
+{
+    (void)s;
+    char path[200];
+    int fd = journal_listener(path, sizeof path), sp[2];
+    setenv("OMBRA_JOURNAL_SOCKET", path, 1);
+    om_log_opts o = {.prog = "ombra-store", .target = OM_LOG_JOURNAL, .level = -1};
+    assert_int_equal(om_log_setup(&o), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0); /* sp[1] unread */
+    uint64_t lost0, lost, refused0 = om_log_journal_refused(&lost0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(sp[0], 2);
+    alarm(30);
+    log_into_a_stalled_journal();
+    alarm(0);
+    dup2(saved, 2);
+    close(saved);
+    uint64_t refused = om_log_journal_refused(&lost) - refused0;
+    assert_true(refused > 0);
+    assert_true(lost - lost0 > 0 && lost - lost0 < refused); /* the stream took some lines */
+    char buf[256];
+    ssize_t got = recv(sp[1], buf, sizeof buf - 1, MSG_DONTWAIT);
+    assert_true(got > 0);
+    buf[got] = 0;
+    assert_non_null(strstr(buf, " ombra-store["));
+    close(sp[0]);
+    close(sp[1]);
+    close(fd);
+}
+
 static void the_file_is_reopened_at_its_path_after_a_rename(void **s)
 {
     (void)s;
@@ -279,6 +348,58 @@ static void the_file_is_reopened_at_its_path_after_a_rename(void **s)
     assert_non_null(strstr(b, "ombra-store["));
     assert_non_null(strstr(b, "info: the old file is still the target\n"));
     free(b);
+}
+
+static void the_file_is_never_opened_through_a_link_nor_a_fifo(void **s)
+{
+    (void)s;
+    char path[200], old[220], target[220], fifo[220];
+    snprintf(path, sizeof path, "%s/linked.log", dir);
+    snprintf(old, sizeof old, "%s.1", path);
+    snprintf(target, sizeof target, "%s/precious", dir);
+    snprintf(fifo, sizeof fifo, "%s/fifo.log", dir);
+    FILE *f = fopen(target, "w");
+    fputs("precious\n", f);
+    fclose(f);
+    /* a link planted at the path: refused at setup, naming the path, the target untouched */
+    assert_int_equal(symlink(target, path), 0);
+    om_log_opts o = {.prog = "ombra-store", .target = OM_LOG_FILE, .file = path, .level = -1};
+    assert_int_equal(om_log_setup(&o), OM_E_InvalidPath);
+    assert_non_null(strstr(om_err_detail(), path));
+    assert_non_null(strstr(om_err_detail(), "symbolic link"));
+    /* a dangling link too: nothing is created at its target */
+    char dangling[220];
+    snprintf(dangling, sizeof dangling, "%s/made-through-the-link", dir);
+    unlink(path);
+    assert_int_equal(symlink(dangling, path), 0);
+    assert_int_equal(om_log_setup(&o), OM_E_InvalidPath);
+    assert_int_equal(access(dangling, F_OK), -1);
+    /* a FIFO: refused at once, not waited on for a reader */
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    om_log_opts of = {.prog = "ombra-store", .target = OM_LOG_FILE, .file = fifo, .level = -1};
+    alarm(30);
+    assert_int_equal(om_log_setup(&of), OM_E_InvalidPath);
+    alarm(0);
+    assert_non_null(strstr(om_err_detail(), "not a regular file"));
+    /* a regular file, then replaced by a link at the rotation: the reopen refuses it, the old
+     * file stays in use and says why */
+    unlink(path);
+    assert_int_equal(om_log_setup(&o), 0);
+    om_info("before the rotation");
+    assert_int_equal(rename(path, old), 0);
+    assert_int_equal(symlink(target, path), 0);
+    assert_int_equal(om_log_reopen_now(), OM_E_InvalidPath);
+    assert_non_null(strstr(om_err_detail(), "symbolic link"));
+    om_log_reopen(); /* the signal handler's form: the refusal is logged in the old file */
+    om_info("after the refused reopen");
+    char *t = slurp(target), *a = slurp(old);
+    assert_string_equal(t, "precious\n");
+    assert_non_null(strstr(a, "info: before the rotation\n"));
+    assert_non_null(strstr(a, "error: reopening the log file "));
+    assert_non_null(strstr(a, "symbolic link"));
+    assert_non_null(strstr(a, "info: after the refused reopen\n"));
+    free(t);
+    free(a);
 }
 
 enum { THREADS = 4, RECORDS = 2000 };
@@ -341,7 +462,10 @@ int main(void)
         cmocka_unit_test(journal_stream_is_recognised_by_device_and_inode),
         cmocka_unit_test(records_reach_the_journal_socket_with_their_fields),
         cmocka_unit_test(a_refused_datagram_goes_to_stderr_as_a_line),
+        cmocka_unit_test(a_stalled_journal_never_blocks_and_the_lines_go_to_stderr),
+        cmocka_unit_test(a_stalled_journal_stream_on_stderr_is_not_waited_on_either),
         cmocka_unit_test(the_file_is_reopened_at_its_path_after_a_rename),
+        cmocka_unit_test(the_file_is_never_opened_through_a_link_nor_a_fifo),
         cmocka_unit_test(threads_log_whole_lines_while_the_file_is_rotated),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
