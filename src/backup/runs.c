@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backup/runs.h"
@@ -26,7 +27,79 @@ static int where(const char *dir, char *out, size_t n)
     return 0;
 }
 
-/* The record in d (no file: an empty one); RepositoryCorrupt for a file that is not one. */
+#define RUNS_MAX_BYTES (64u << 20) /* a record is a few kB per database */
+
+/* The bytes of path, a regular file, into *text (malloc'd, caller frees); FileNotFound when
+ * there is none. Anything else at that name (a FIFO, a device, a folder, a symbolic link) is
+ * refused with InvalidPath without waiting: opening a FIFO for reading would block until
+ * someone writes it, and check, metrics and every backup with it. */
+static int read_regular(const char *path, uint8_t **text, size_t *n)
+{
+    *text = NULL;
+    *n = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0 && errno == ENOENT) return om_errf(OM_E_FileNotFound, "%s: no such file", path);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) != 0) {
+        int rc = om_errf(OM_E_DiskIO, "%s: %s", path, strerror(errno));
+        close(fd);
+        return rc;
+    }
+    if (fd < 0 || !S_ISREG(st.st_mode)) {
+        int e = errno;
+        const char *what = fd < 0                 ? (e == ELOOP ? "a symbolic link" : NULL)
+                           : S_ISFIFO(st.st_mode) ? "a FIFO"
+                           : S_ISDIR(st.st_mode)  ? "a folder"
+                           : S_ISSOCK(st.st_mode) ? "a socket"
+                                                  : "a device";
+        if (fd >= 0) close(fd);
+        if (!what) return om_errf(om_err_from_errno(e), "%s: %s", path, strerror(e));
+        return om_errf(OM_E_InvalidPath,
+                       "%s is %s, not a record of backup runs: not read, not replaced. HINT: "
+                       "remove it; the next backup starts a new record",
+                       path, what);
+    }
+    if (st.st_size > (off_t)RUNS_MAX_BYTES) {
+        close(fd);
+        return om_errf(OM_E_RepositoryCorrupt, "%s: %lld bytes, too large for a record of runs",
+                       path, (long long)st.st_size);
+    }
+    size_t cap = (size_t)st.st_size + 1, got = 0;
+    uint8_t *b = malloc(cap);
+    if (!b) {
+        close(fd);
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    for (;;) {
+        ssize_t r = read(fd, b + got, cap - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int rc = om_errf(OM_E_DiskIO, "reading %s: %s", path, strerror(errno));
+            free(b);
+            close(fd);
+            return rc;
+        }
+        if (r == 0) break;
+        got += (size_t)r;
+        if (got == cap) { /* it grew while read: read no more than the limit */
+            uint8_t *nb = cap > RUNS_MAX_BYTES ? NULL : realloc(b, cap * 2);
+            if (!nb) {
+                free(b);
+                close(fd);
+                return om_errf(OM_E_RepositoryCorrupt, "%s: too large for a record of runs", path);
+            }
+            b = nb;
+            cap *= 2;
+        }
+    }
+    close(fd);
+    *text = b;
+    *n = got;
+    return 0;
+}
+
+/* The record in d (no file: an empty one); RepositoryCorrupt for a file that is not one,
+ * InvalidPath for something there that is no regular file. */
 static int load_in(const char *d, json_t **out)
 {
     char path[4200];
@@ -34,7 +107,7 @@ static int load_in(const char *d, json_t **out)
     size_t n = 0;
     *out = NULL;
     int rc = om_path_join(path, sizeof path, d, BK_RUNS_FILE);
-    if (!rc) rc = om_read_file(om_vfs_posix(), path, &text, &n);
+    if (!rc) rc = read_regular(path, &text, &n);
     if (rc == OM_E_FileNotFound) {
         om_err_clear();
         *out = json_pack("{s:i, s:[]}", "format", RUNS_FORMAT, "runs");
@@ -148,10 +221,12 @@ int bk_runs_record(const char *dir, const bk_run *r)
     int rc = where(dir, d, sizeof d);
     if (!rc) rc = om_mkdirs(d);
     if (!rc) rc = lock_in(d, &fd);
-    if (!rc && load_in(d, &rec) == OM_E_RepositoryCorrupt) {
+    int lrc = rc ? 0 : load_in(d, &rec);
+    if (lrc == OM_E_RepositoryCorrupt) {
         om_err_clear(); /* a damaged record is replaced: monitoring needs the runs from now on */
         rec = json_pack("{s:i, s:[]}", "format", RUNS_FORMAT, "runs");
-    }
+    } else if (lrc)
+        rc = lrc; /* not a regular file, or unreadable: left as it is */
     if (!rc && !rec) rc = om_errf(OM_E_OutOfMemory, "out of memory");
     json_t *runs = json_object_get(rec, "runs");
     for (size_t i = 0; !rc && i < r->ndb; i++) {

@@ -18,7 +18,10 @@
  * Crash safety: the file is replaced with the durable-file writer (base/vfs.h): after a crash
  * it holds the old record or the new one, whole. Concurrency: two backups that end together
  * take the lock in turn, so neither's entry is lost. A damaged file: bk_runs_load fails with
- * RepositoryCorrupt naming it (and a HINT), bk_runs_record starts a new record in its place. */
+ * RepositoryCorrupt naming it (and a HINT), bk_runs_record starts a new record in its place.
+ * Something there that is no regular file (a FIFO, a device, a folder, a symbolic link) is
+ * never opened in a way that could block: both fail at once with InvalidPath naming it, and
+ * the record replaces nothing it did not write. */
 #ifndef OM_BACKUP_RUNS_H
 #define OM_BACKUP_RUNS_H
 

@@ -23,10 +23,49 @@ static int sock_err(int e)
     return e == EPIPE || e == ECONNRESET ? OM_E_ConnectionClosed : OM_E_DiskIO;
 }
 
+/* ---- a client's deadline (om_proto_client_deadline) ---- */
+
+static _Thread_local int64_t tl_deadline; /* monotonic ms; 0: none */
+static _Thread_local uint32_t tl_deadline_ms;
+static _Thread_local int tl_late;
+
+static int64_t now_ms(void);
+
+void om_proto_client_deadline(uint32_t ms)
+{
+    tl_deadline = ms ? now_ms() + ms : 0;
+    tl_deadline_ms = ms;
+    tl_late = 0;
+}
+
+int om_proto_deadline_passed(void)
+{
+    return tl_late;
+}
+
+/* deadline (monotonic ms, 0: none) brought forward to the client's deadline. */
+static int64_t bounded(int64_t deadline)
+{
+    return tl_deadline && (!deadline || tl_deadline < deadline) ? tl_deadline : deadline;
+}
+
+/* The error when the client's deadline passed during what. */
+static int late(const char *what)
+{
+    tl_late = 1;
+    return om_errf(OM_E_DiskIO, "no answer within %u ms (%s)", tl_deadline_ms, what);
+}
+
 static int write_all(int fd, const void *p, size_t n)
 {
     const uint8_t *b = p;
     while (n > 0) {
+        if (tl_deadline) {
+            struct pollfd pw = {.fd = fd, .events = POLLOUT};
+            int64_t left = tl_deadline - now_ms();
+            if (left <= 0 || poll(&pw, 1, (int)(left > INT_MAX ? INT_MAX : left)) == 0)
+                return late("sending the request");
+        }
         ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR) continue;
@@ -183,6 +222,7 @@ static int rx_read(const rx *x, void *p, size_t n)
     int st = read_until(x->fd, p, n, x->deadline, &got);
     if (st == RX_EOF)
         return om_errf(OM_E_ConnectionClosed, "connection closed in the middle of a message");
+    if (st == RX_LATE && tl_deadline && now_ms() >= tl_deadline) return late("receiving a reply");
     if (st == RX_LATE)
         return om_errf(OM_E_DiskIO, "a message was not whole within %u ms: closing the connection",
                        x->ms);
@@ -268,6 +308,7 @@ static int rx_data(rx *x, om_proto_limits *lim, json_int_t announced, size_t max
         x->deadline += (int64_t)more;
         x->ms = (uint32_t)(x->ms + more > UINT32_MAX ? UINT32_MAX : x->ms + more);
     }
+    x->deadline = bounded(x->deadline);
     uint8_t h[4];
     if ((rc = rx_read(x, h, 4))) return rc;
     uint32_t dn = om_get32(h);
@@ -292,10 +333,11 @@ int om_proto_recv(int fd, json_t **obj, uint8_t **data, size_t *data_len)
     uint8_t h0;
     size_t got;
     if (lim) atomic_store(&lim->idle_since_ms, now_ms());
-    int st = read_until(fd, &h0, 1, deadline_in(idle_ms), &got);
+    int st = read_until(fd, &h0, 1, bounded(deadline_in(idle_ms)), &got);
     if (lim && lim->idle_mu) pthread_mutex_lock(lim->idle_mu);
     if (lim) atomic_store(&lim->idle_since_ms, 0);
     if (lim && lim->idle_mu) pthread_mutex_unlock(lim->idle_mu);
+    if (st == RX_LATE && tl_deadline && now_ms() >= tl_deadline) return late("waiting for a reply");
     if (st == RX_EOF || st == RX_LATE) {
         /* Between two messages: the peer is done, or silent past the bound. */
         tl_ended_cleanly = 1;
@@ -304,7 +346,7 @@ int om_proto_recv(int fd, json_t **obj, uint8_t **data, size_t *data_len)
     }
     if (st != RX_OK) return st;
     rx x = {.fd = fd, .ms = lim ? lim->frame_ms : 0};
-    x.deadline = deadline_in(x.ms);
+    x.deadline = bounded(deadline_in(x.ms));
     json_t *o = NULL;
     int rc = rx_json(&x, lim, h0, &o);
     json_t *d = rc ? NULL : json_object_get(o, "data");
@@ -405,9 +447,23 @@ static int connect_path(const char *path, int *fd)
     strcpy(a.sun_path, path);
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0) return om_errf(OM_E_DiskIO, "socket: %s", strerror(errno));
-    if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) {
+    /* Under a client's deadline, a daemon whose backlog is full (stopped, hung) makes connect
+     * wait no longer than the deadline (a Unix socket's connect waits SO_SNDTIMEO). */
+    int64_t left = tl_deadline ? tl_deadline - now_ms() : 0;
+    if (tl_deadline) {
+        struct timeval tv = {.tv_sec = left > 0 ? left / 1000 : 0,
+                             .tv_usec = left > 0 ? (left % 1000) * 1000 : 1};
+        setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
+    int crc = connect(s, (struct sockaddr *)&a, sizeof a);
+    if (tl_deadline) {
+        struct timeval none = {0};
+        setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+    }
+    if (crc != 0) {
         int e = errno;
         close(s);
+        if (tl_deadline && (e == EAGAIN || e == EINPROGRESS)) return late("connecting");
         if (e == ENOENT || e == ECONNREFUSED)
             return om_errf(
                 OM_E_FileNotFound,

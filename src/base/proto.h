@@ -107,6 +107,16 @@ int om_proto_busy_retry(int rc, uint64_t *since_ns, unsigned *attempt);
 int om_proto_call(const char *path, json_t *req, const void *data, size_t data_len, json_t **reply,
                   uint8_t **rdata, size_t *rdata_len);
 
+/* A deadline for this thread's requests, as a client: every connect, send and receive of the
+ * thread (om_proto_call, store_client, ...) from now on gives up ms milliseconds from now,
+ * with DiskIO, "no answer within N ms (waiting for a reply)", so that a daemon stopped or hung
+ * cannot hang its client (ombra check, ombra metrics). 0: no deadline (the default; a backup's
+ * reply may take hours). A connection given up in the middle of an exchange must not be used
+ * again (store_client disconnects after a failed exchange). */
+void om_proto_client_deadline(uint32_t ms);
+/* 1 when a call failed since the last om_proto_client_deadline because the deadline passed. */
+int om_proto_deadline_passed(void);
+
 /* Small JSON accessors that set a clear error when a field is missing or has the wrong type. */
 int om_json_str(json_t *obj, const char *key, const char **out);
 int om_json_int(json_t *obj, const char *key, int64_t *out);

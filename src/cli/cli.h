@@ -216,15 +216,16 @@ typedef struct cli_health_opts {
     int probe_write;        /* write and remove a probe file in the repository */
 } cli_health_opts;
 /* Asks every part of this server what a health check needs and never fails: what could not be
- * asked is in the result with its error. A JSON object (the caller decrefs; NULL only when out
- * of memory):
- *   "time_ns", "server" (the store's name for this server, "" when unknown),
- *   "store": {"up", "socket", "error", "status"}, "vssd": {"up", "socket", "error", "status",
- *   "writers"}, "dag": null or {"name", "error", "repld": {"up", "socket", "error"}, "copies"
- *   (rp_dag_copy_rows' rows)}, "repo": null or {"path", "reachable", "writable", "error",
- *   "sets" (bk_sets' summaries)}, "databases": [{"name", "id", "mounted", "recovery", "edb",
- *   "logs", "log_generations", "log_fs": {"path", "dev", "free", "size", "error"}}],
- *   "runs" (backup/runs.h's entries), "runs_error", "data_fs": {"path", "free", "size"}. */
+ * asked is in the result with its error. Each daemon gets 5 s for all its questions: one
+ * stopped or hung is "up": false with "timed_out": true and "deadline_seconds": 5. A JSON object
+ * (the caller decrefs; NULL only when out of memory): "time_ns", "server" (the store's name for
+ * this server, "" when unknown), "store": {"up", "socket", "error", "timed_out", "status"}, "vssd":
+ * {"up", "socket", "error", "timed_out", "status", "writers"}, "dag": null or {"name", "error",
+ * "repld": {"up", "socket", "error", "timed_out"}, "copies" (rp_dag_copy_rows' rows)}, "repo": null
+ * or {"path", "reachable", "writable", "error", "sets" (bk_sets' summaries)}, "databases":
+ * [{"name", "id", "mounted", "recovery", "edb", "logs", "log_generations", "log_fs": {"path",
+ * "dev", "free", "size", "error"}}], "runs" (backup/runs.h's entries), "runs_error", "data_fs":
+ * {"path", "free", "size"}. */
 json_t *cli_health_gather(const cli_health_opts *o);
 /* Parses a duration: seconds, or a number with s, m, h, d or w ("90s", "36h", "8d"). CLI_OK,
  * or prints a usage error naming what and returns CLI_USAGE. */
@@ -248,6 +249,9 @@ extern const cli_group cli_expire_group;
 extern const cli_group cli_dag_group;
 extern const cli_group cli_schedule_group;
 extern const cli_group cli_check_group;
+/* `ombra check` is a monitoring plugin: what keeps it from checking (a usage error, a broken
+ * configuration file) exits 3, UNKNOWN, not 2 (CRITICAL) or 1 (WARNING). */
+#define CLI_CHECK_UNKNOWN 3
 extern const cli_group cli_metrics_group;
 /* `ombra db copy ...`: a group under db (ombra.c dispatches it). */
 extern const cli_group cli_copy_group;

@@ -71,6 +71,12 @@ static void check_daemon(checks *c, json_t *d, const char *name, const char *hin
 {
     if (json_is_true(json_object_get(d, "up")))
         add(c, ST_OK, name, NULL, "%s answers on %s", name, om_json_str_or(d, "socket", "?"));
+    else if (json_is_true(json_object_get(d, "timed_out")))
+        add(c, ST_CRITICAL, name, NULL,
+            "%s does not answer within %lld s on %s: it is stopped or hung. HINT: look at its "
+            "log; restart it",
+            name, (long long)om_json_int_or(d, "deadline_seconds", 0),
+            om_json_str_or(d, "socket", "?"));
     else
         add(c, ST_CRITICAL, name, NULL, "%s does not answer on %s: %s. HINT: %s", name,
             om_json_str_or(d, "socket", "?"), om_json_str_or(d, "error", "?"), hint);
@@ -135,20 +141,35 @@ static const char *set_db(json_t *s)
     return json_is_string(d) ? json_string_value(d) : om_json_str_or(d, "name", "");
 }
 
+/* Times recorded this far ahead of the clock are a clock's skew, not an error. */
+#define CLOCK_SKEW_NS (300ull * 1000000000u)
+
+/* Keeps ns in *best when newer, or in *future (the newest such) when later than now allows. */
+static void consider(uint64_t ns, uint64_t now_ns, uint64_t *best, uint64_t *future)
+{
+    if (ns > now_ns + CLOCK_SKEW_NS) {
+        if (ns > *future) *future = ns;
+    } else if (ns > *best)
+        *best = ns;
+}
+
 /* The newest successful backup of db of one of types ("full", or "full incremental
- * differential"): its time (ns; 0: none) from the repository's sets and the run record. */
-static uint64_t last_success(json_t *h, const char *db, const char *types)
+ * differential"): its time (ns; 0: none) from the repository's sets and the run record. A time
+ * in the future (past the clock's skew) was recorded by a clock that was wrong: it does not
+ * count, and the newest such is in *future (0: none). */
+static uint64_t last_success(json_t *h, const char *db, const char *types, uint64_t now_ns,
+                             uint64_t *future)
 {
     uint64_t best = 0;
     size_t i;
     json_t *s;
+    *future = 0;
     json_array_foreach(json_object_get(json_object_get(h, "repo"), "sets"), i, s)
     {
         const char *t = om_json_str_or(s, "type", "");
         if (json_object_get(s, "damaged") || strcmp(set_db(s), db) || !*t || !strstr(types, t))
             continue;
-        uint64_t ns = (uint64_t)om_json_int_or(s, "committed_ns", 0);
-        if (ns > best) best = ns;
+        consider((uint64_t)om_json_int_or(s, "committed_ns", 0), now_ns, &best, future);
     }
     json_array_foreach(json_object_get(h, "runs"), i, s)
     {
@@ -157,8 +178,7 @@ static uint64_t last_success(json_t *h, const char *db, const char *types)
         if (strcmp(om_json_str_or(s, "database", ""), db) || !*t || !strstr(types, t) ||
             !json_is_object(ok))
             continue;
-        uint64_t ns = (uint64_t)om_json_int_or(ok, "end_ns", 0);
-        if (ns > best) best = ns;
+        consider((uint64_t)om_json_int_or(ok, "end_ns", 0), now_ns, &best, future);
     }
     return best;
 }
@@ -166,9 +186,20 @@ static uint64_t last_success(json_t *h, const char *db, const char *types)
 static void check_age(checks *c, json_t *h, const char *db, const char *kind, const char *types,
                       uint64_t max_s, const char *opt)
 {
-    uint64_t t = last_success(h, db, types);
+    uint64_t future = 0, t = last_success(h, db, types, c->now_ns, &future);
     char name[200], ab[40], mb[40], tb[40];
     snprintf(name, sizeof name, "%s %s backup", db, kind);
+    if (future) {
+        char fname[220];
+        snprintf(fname, sizeof fname, "%s %s backup time", db, kind);
+        om_time_iso(future, tb, sizeof tb);
+        add(c, ST_WARNING, fname,
+            json_pack("{s:s, s:s, s:I}", "database", db, "type", kind, "recorded_ns",
+                      (json_int_t)future),
+            "a successful %s backup of %s is recorded at %s, %s in the future: the clock was "
+            "wrong when it was recorded; it does not count as a recent backup",
+            kind, db, tb, age_str((future - c->now_ns) / 1000000000u, ab, sizeof ab));
+    }
     if (!t) {
         add(c, ST_CRITICAL, name, json_pack("{s:s, s:s}", "database", db, "type", kind),
             "%s has no successful %s backup%s. HINT: ombra backup --type full %s", db, kind,
@@ -327,21 +358,21 @@ static void check_dag(checks *c, json_t *h)
 static int run_check(const cli_args *a)
 {
     uint64_t full_age = DEFAULT_FULL_AGE, inc_age = DEFAULT_INC_AGE, log_free = DEFAULT_LOG_FREE;
-    int rc;
     /* The options, else the configuration's [check] (checked when the file was read). */
     const char *fa =
         cli_val(a, "max-full-age") ? cli_val(a, "max-full-age") : om_conf("check", "max-full-age");
     const char *ia = cli_val(a, "max-incremental-age") ? cli_val(a, "max-incremental-age")
                                                        : om_conf("check", "max-incremental-age");
-    if (fa && (rc = cli_duration(a, "--max-full-age", fa, &full_age))) return rc;
-    if (ia && (rc = cli_duration(a, "--max-incremental-age", ia, &inc_age))) return rc;
+    /* A usage error is UNKNOWN here (CLI_CHECK_UNKNOWN), not CLI_USAGE: 2 would read CRITICAL. */
+    if (fa && cli_duration(a, "--max-full-age", fa, &full_age)) return ST_UNKNOWN;
+    if (ia && cli_duration(a, "--max-incremental-age", ia, &inc_age)) return ST_UNKNOWN;
     const char *lf =
         cli_val(a, "min-log-free") ? cli_val(a, "min-log-free") : om_conf("check", "min-log-free");
     char lfb[32];
     if (lf) {
         snprintf(lfb, sizeof lfb, "%s", lf);
         if (*lfb && lfb[strlen(lfb) - 1] == '%') lfb[strlen(lfb) - 1] = 0;
-        if ((rc = cli_number(a, "--min-log-free", lfb, 0, 100, 0, &log_free))) return rc;
+        if (cli_number(a, "--min-log-free", lfb, 0, 100, 0, &log_free)) return ST_UNKNOWN;
     }
     char pbuf[1024];
     const char *pass = NULL;
@@ -434,23 +465,28 @@ static const cli_opt check_opts[] = {
 static const cli_cmd check_cmds[] = {
     {"", "", check_opts, "check that this server can back up and that its backups are recent",
      "One line per check, after a first line with the worst status (a Nagios plugin's output):\n"
-     "  ombra-store, ombra-vssd   their sockets answer (and ombra-repld's, in a DAG)\n"
+     "  ombra-store, ombra-vssd   their sockets answer, each within 5 s (and ombra-repld's, in\n"
+     "                            a DAG)\n"
      "  writer NAME               each writer of ombra-vssd is stable (the store's is registered)\n"
      "  repository                --repo opens (with --passphrase-file when encrypted), and a\n"
      "                            probe file can be written in it and removed\n"
      "  DB full backup            the last successful full backup of each database, and its age\n"
      "  DB incremental backup     the last successful full, incremental or differential one\n"
+     "  DB TYPE backup time       WARNING: a backup recorded more than 5 min in the future (a\n"
+     "                            clock that was wrong); it does not count as recent\n"
      "  DB last TYPE run          the last recorded run of each type (ombra backup records every\n"
      "                            run, failures too, in $OMBRA_HOME/backup-runs.json)\n"
      "  log disk PATH             free space of each filesystem holding databases' logs\n"
      "  copy DB on SERVER         in a DAG, each copy's state and queues\n"
      "Without --repo the backups' ages come from the record of runs alone.\n\n"
      "Exit status (the Nagios plugin convention, for monitoring): 0 OK, 1 WARNING (a writer busy\n"
-     "or a copy seeding, suspended or resynchronizing), 2 CRITICAL (anything else that fails),\n"
-     "3 UNKNOWN (the check could not run: out of memory, output not written). A usage error\n"
-     "exits 2, as in every ombra command: monitoring reads it as CRITICAL, which a check that\n"
-     "was set up wrong should be. Thresholds: the [check] section of the configuration\n"
-     "(max-full-age, max-incremental-age, min-log-free) when the options are not given.",
+     "or a copy seeding, suspended or resynchronizing, a record of runs that cannot be read, a\n"
+     "backup recorded in the future), 2 CRITICAL (anything else that fails),\n"
+     "3 UNKNOWN (the check could not run: a usage error such as an unknown option or a bad\n"
+     "duration, a configuration file that cannot be read, out of memory, output not written;\n"
+     "other ombra commands exit 2 and 1 for these). Thresholds: the [check] section of the\n"
+     "configuration (max-full-age, max-incremental-age, min-log-free) when the options are not "
+     "given.",
      run_check},
     {0},
 };

@@ -22,6 +22,32 @@
 #include "base/vfs.h"
 #include "cli/cli.h"
 
+/* How long each daemon may take to answer all of a gathering's questions: a daemon stopped or
+ * hung (kill -STOP, a deadlock) must not hang check and metrics with it. */
+#define DAEMON_DEADLINE_MS 5000
+
+/* Starts the deadline of one daemon's questions (om_proto_client_deadline). */
+static void deadline_start(void)
+{
+    om_proto_client_deadline(DAEMON_DEADLINE_MS);
+}
+
+/* The error of a daemon's questions (err, stolen; NULL: none) in o: "error", and "timed_out" when
+ * the daemon did not answer within its deadline. */
+static void daemon_error(json_t *o, json_t *err)
+{
+    int late = om_proto_deadline_passed();
+    if (late && err) {
+        json_decref(err);
+        err = json_sprintf("no answer within %d s: the daemon is stopped or hung",
+                           DAEMON_DEADLINE_MS / 1000);
+        om_err_clear();
+    }
+    json_object_set_new(o, "error", err ? err : json_null());
+    json_object_set_new(o, "timed_out", json_boolean(late));
+    if (late) json_object_set_new(o, "deadline_seconds", json_integer(DAEMON_DEADLINE_MS / 1000));
+}
+
 /* "ombra-store: <detail> (-1234 Name)" as a string for the facts. */
 static json_t *err_json(int rc)
 {
@@ -77,13 +103,14 @@ static void store_facts(json_t *h, json_t **dbs_out)
     json_t *o = json_object(), *st = NULL, *err = NULL;
     store_client *sc = NULL;
     socket_path("store.sock", sock, sizeof sock);
+    deadline_start();
     int rc = cli_store(&sc);
     if (!rc) rc = store_client_status(sc, &st);
     if (!rc) rc = store_client_db_list(sc, dbs_out);
     if (rc) err = err_json(rc);
     json_object_set_new(o, "up", json_boolean(!rc));
     json_object_set_new(o, "socket", json_string(sock));
-    json_object_set_new(o, "error", err ? err : json_null());
+    daemon_error(o, err);
     json_object_set_new(o, "status", st ? st : json_null());
     json_object_set_new(h, "server", json_string(om_json_str_or(st, "server", "")));
     json_object_set_new(h, "store", o);
@@ -95,11 +122,12 @@ static void vssd_facts(json_t *h)
     json_t *o = json_object(), *err = NULL, *st = NULL, *ws = NULL;
     int rc = socket_path("vss.sock", sock, sizeof sock);
     if (rc) err = err_json(rc);
+    deadline_start();
     if (!rc) st = ask(sock, "status", &err);
     if (st) ws = ask(sock, "writers", &err);
     json_object_set_new(o, "up", json_boolean(st != NULL));
     json_object_set_new(o, "socket", json_string(sock));
-    json_object_set_new(o, "error", err ? err : json_null());
+    daemon_error(o, err);
     json_object_set_new(o, "status", st ? st : json_null());
     json_object_set(o, "writers", ws ? json_object_get(ws, "writers") : json_null());
     json_decref(ws);
@@ -119,6 +147,7 @@ static void dag_facts(json_t *h)
         }
     }
     json_t *o = json_object(), *err = NULL, *rows = NULL;
+    deadline_start(); /* the store's answers about the DAG, then ombra-repld's */
     int rc = json_is_true(json_object_get(json_object_get(h, "store"), "up"))
                  ? cli_local_dag(&d, server, sizeof server)
                  : om_errf(OM_E_DatabaseUnavailable, "ombra-store does not answer: the DAG's "
@@ -136,10 +165,11 @@ static void dag_facts(json_t *h)
     rp_dag_close(d);
     json_t *r = json_object(), *rerr = NULL, *st = NULL;
     if (!sock[0] && (rc = socket_path("repl.sock", sock, sizeof sock))) rerr = err_json(rc);
+    deadline_start();
     if (!rerr) st = ask(sock, "status", &rerr);
     json_object_set_new(r, "up", json_boolean(st != NULL));
     json_object_set_new(r, "socket", json_string(sock));
-    json_object_set_new(r, "error", rerr ? rerr : json_null());
+    daemon_error(r, rerr);
     json_decref(st);
     json_object_set_new(o, "repld", r);
     json_object_set_new(h, "dag", o);
@@ -192,6 +222,7 @@ static void db_facts(json_t *h, json_t *list)
     json_t *out = json_array(), *db;
     store_client *sc = NULL;
     size_t i;
+    deadline_start(); /* the store's answers for all the databases */
     json_array_foreach(list, i, db)
     {
         const char *name = om_json_str_or(db, "name", "");
@@ -240,6 +271,7 @@ json_t *cli_health_gather(const cli_health_opts *o)
     dag_facts(h);
     repo_facts(h, o);
     db_facts(h, dbs);
+    om_proto_client_deadline(0);
     json_decref(dbs);
     local_facts(h);
     return h;

@@ -2,11 +2,18 @@
  * on stdout, or with --listen from a minimal HTTP/1.1 endpoint that gathers fresh values for
  * every scrape. The facts are cli_health_gather's (cli_health.c); this file only names them.
  *
- * The endpoint serves one connection at a time (a scrape every few seconds is its load): a
- * request line and headers of at most 8 KiB within 5 s, GET or HEAD of /metrics (200), anything
- * else 404, 405 or 400, then the connection is closed. Nothing a client sends can end it. */
+ * The endpoint serves each connection on a thread of its own, up to 32 at once (more are
+ * answered 503 at once and closed): a request line and headers of at most 8 KiB, whole within
+ * 5 s of the connection's accept (a client sending a byte now and then is cut off there), GET
+ * or HEAD of /metrics (200), anything else 404, 405 or 400, then the connection is closed. So
+ * a slow or idle client delays no one else's scrape. The gathering itself is done by one
+ * scrape at a time (the store's client is one per process, cli_store): scrapes that arrive
+ * together wait for each other, each gathering fresh values. Nothing a client sends can end
+ * the endpoint. */
 #include <errno.h>
 #include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +31,7 @@
 
 #define HTTP_MAX_REQUEST 8192
 #define HTTP_TIMEOUT_S   5
+#define HTTP_MAX_CONNS   32
 
 /* ---- the exposition format ---- */
 
@@ -310,12 +318,17 @@ static void dag(FILE *f, json_t *h)
     }
 }
 
+/* One gathering at a time: the store's client (cli_store) is one per process. */
+static pthread_mutex_t gather_mu = PTHREAD_MUTEX_INITIALIZER;
+
 /* Every family, from freshly gathered facts. */
 static int expose(FILE *f, const cli_health_opts *o)
 {
+    pthread_mutex_lock(&gather_mu);
     uint64_t t0 = om_mono_ns();
     json_t *h = cli_health_gather(o);
     cli_store_close(); /* the next scrape connects anew: the store may have restarted */
+    pthread_mutex_unlock(&gather_mu);
     if (!h) return om_errf(OM_E_OutOfMemory, "out of memory");
     const char *server = om_json_str_or(h, "server", "");
     daemons(f, h);
@@ -364,15 +377,27 @@ static void respond(int fd, int code, const char *reason, const char *type, cons
     if (!head) send_all(fd, body, n);
 }
 
-/* Reads the request head (up to the empty line): 0, or the status to answer with. */
-static int read_head(int fd, char *buf, size_t cap)
+static int64_t mono_ms(void)
+{
+    return (int64_t)(om_mono_ns() / 1000000u);
+}
+
+/* Reads the request head (up to the empty line), whole before deadline (monotonic ms): 0, or
+ * the status to answer with, or -1 for no answer (closed, or too late). */
+static int read_head(int fd, char *buf, size_t cap, int64_t deadline)
 {
     size_t n = 0;
     for (;;) {
         if (n == cap - 1) return 431;
-        ssize_t r = recv(fd, buf + n, cap - 1 - n, 0);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return r == 0 && n ? 400 : -1; /* closed, or the 5 s passed: no answer */
+        int64_t left = deadline - mono_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0) return -1;
+        int pr = poll(&p, 1, (int)left);
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) return -1; /* the whole request was not there in time */
+        ssize_t r = recv(fd, buf + n, cap - 1 - n, MSG_DONTWAIT);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (r <= 0) return r == 0 && n ? 400 : -1; /* closed: no answer */
         n += (size_t)r;
         buf[n] = 0;
         if (memchr(buf, 0, n)) return 400;
@@ -380,13 +405,13 @@ static int read_head(int fd, char *buf, size_t cap)
     }
 }
 
-static void serve_one(int fd, const cli_health_opts *o)
+/* One connection accepted at accepted_ms (monotonic). */
+static void serve_one(int fd, const cli_health_opts *o, int64_t accepted_ms)
 {
     struct timeval tv = {.tv_sec = HTTP_TIMEOUT_S};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     char buf[HTTP_MAX_REQUEST], method[16], target[2048], version[16];
-    int st = read_head(fd, buf, sizeof buf);
+    int st = read_head(fd, buf, sizeof buf, accepted_ms + HTTP_TIMEOUT_S * 1000);
     if (st < 0) return;
     static const char text[] = "text/plain; charset=utf-8";
     if (st == 431) {
@@ -461,7 +486,7 @@ static int listen_on(const char *spec, int *fd)
     int rc = 0, one = 1;
     *fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (*fd < 0 || setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-        bind(*fd, ai->ai_addr, ai->ai_addrlen) || listen(*fd, 16))
+        bind(*fd, ai->ai_addr, ai->ai_addrlen) || listen(*fd, 64))
         rc = om_errf(OM_E_InvalidParameter, "--listen %s: %s", spec, strerror(errno));
     freeaddrinfo(ai);
     if (rc) {
@@ -477,6 +502,65 @@ static int listen_on(const char *spec, int *fd)
         fprintf(stderr, "ombra metrics: serving http://%s%s%s:%s/metrics\n",
                 strchr(nh, ':') ? "[" : "", nh, strchr(nh, ':') ? "]" : "", np);
     return 0;
+}
+
+/* The connections being served, each on its thread. */
+static pthread_mutex_t conns_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t conns_done = PTHREAD_COND_INITIALIZER;
+static int conns;
+
+typedef struct conn {
+    int fd;
+    int64_t accepted_ms;
+    const cli_health_opts *o;
+} conn;
+
+static void *conn_main(void *arg)
+{
+    conn *c = arg;
+    serve_one(c->fd, c->o, c->accepted_ms);
+    linger_close(c->fd);
+    free(c);
+    pthread_mutex_lock(&conns_mu);
+    if (--conns == 0) pthread_cond_broadcast(&conns_done);
+    pthread_mutex_unlock(&conns_mu);
+    return NULL;
+}
+
+/* Serves fd on a thread of its own; beyond HTTP_MAX_CONNS (or without a thread), a 503 at once,
+ * without waiting for the request. */
+static void dispatch_conn(int fd, const cli_health_opts *o)
+{
+    conn *c = malloc(sizeof *c);
+    pthread_mutex_lock(&conns_mu);
+    int room = c && conns < HTTP_MAX_CONNS;
+    if (room) conns++;
+    pthread_mutex_unlock(&conns_mu);
+    if (room) {
+        *c = (conn){.fd = fd, .accepted_ms = mono_ms(), .o = o};
+        pthread_attr_t at;
+        pthread_t t;
+        /* The threads leave SIGTERM and SIGINT to the accepting one. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        int e = pthread_create(&t, &at, conn_main, c);
+        pthread_attr_destroy(&at);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (!e) return;
+        pthread_mutex_lock(&conns_mu);
+        if (--conns == 0) pthread_cond_broadcast(&conns_done);
+        pthread_mutex_unlock(&conns_mu);
+    }
+    free(c);
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; "
+                               "charset=utf-8\r\nContent-Length: 5\r\nRetry-After: 1\r\n"
+                               "Connection: close\r\n\r\nbusy\n";
+    send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT); /* a client gone: fine */
+    shutdown(fd, SHUT_WR);
+    close(fd);
 }
 
 static int serve(const char *spec, const cli_health_opts *o)
@@ -495,10 +579,15 @@ static int serve(const char *spec, const cli_health_opts *o)
             rc = om_errf(OM_E_DiskIO, "accepting on %s: %s", spec, strerror(errno));
             break;
         }
-        serve_one(fd, o);
-        linger_close(fd);
+        dispatch_conn(fd, o);
     }
     close(lfd);
+    /* The connections in progress end within their bounds (5 s for the request, the gathering's
+     * deadlines): o and the repository's passphrase must live until they have. */
+    pthread_mutex_lock(&conns_mu);
+    while (conns > 0)
+        pthread_cond_wait(&conns_done, &conns_mu);
+    pthread_mutex_unlock(&conns_mu);
     return rc;
 }
 
@@ -566,8 +655,10 @@ static const cli_cmd metrics_cmds[] = {
      "  ombra_copy_queue_length, ombra_replay_queue_length, ombra_copy_state  in a DAG, per copy\n"
      "A daemon that does not answer leaves its families empty and ombra_up 0.\n\n"
      "With --listen the command stays and serves GET /metrics (404 for other paths), gathering\n"
-     "fresh values for each scrape, one connection at a time, until SIGTERM or SIGINT. The\n"
-     "configuration's [metrics] listen sets the address when --listen is not given.",
+     "fresh values for each scrape, until SIGTERM or SIGINT. Each connection is served on its\n"
+     "own (at most 32 at once; more get 503) and its request must be whole within 5 s; each\n"
+     "daemon has 5 s to answer a scrape's questions (else ombra_up 0). The configuration's\n"
+     "[metrics] listen sets the address when --listen is not given.",
      run_metrics},
     {0},
 };

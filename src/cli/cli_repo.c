@@ -319,6 +319,38 @@ static int of_databases(json_t *s, char *const *names, size_t n)
     return found;
 }
 
+/* A --db name no set has: a note on stderr with the databases that have sets (a typo must not
+ * pass for "nothing there", though the list is still right to be empty). */
+static void note_unknown_dbs(json_t *sets, char *const *dbs, size_t ndb)
+{
+    for (size_t k = 0; k < ndb; k++) {
+        size_t i;
+        json_t *s;
+        int found = 0;
+        json_array_foreach(sets, i, s) found |= of_databases(s, &dbs[k], 1);
+        if (found) continue;
+        json_t *seen = json_object();
+        char have[400] = "", one[400];
+        size_t used = 0;
+        json_array_foreach(sets, i, s)
+        {
+            if (json_object_get(s, "damaged")) continue;
+            char *save = NULL;
+            set_dbs(s, one, sizeof one);
+            for (char *t = strtok_r(one, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (!strcmp(t, "-") || json_object_get(seen, t)) continue;
+                json_object_set_new(seen, t, json_true());
+                int w = snprintf(have + used, sizeof have - used, "%s%s", used ? ", " : "", t);
+                if (w < 0 || (size_t)w >= sizeof have - used) break;
+                used += (size_t)w;
+            }
+        }
+        json_decref(seen);
+        fprintf(stderr, "ombra: note: no backup sets of database '%s' (%s%s)\n", dbs[k],
+                used ? "databases with sets: " : "the repository has no sets", used ? have : "");
+    }
+}
+
 /* backups list's --db, --type and --last over the annotated sets (oldest first): a new array.
  * A damaged set file is always listed (its database and type are unknown) and not counted in
  * --last. CLI_OK or CLI_USAGE (printed). */
@@ -366,6 +398,7 @@ static int filter_sets(const cli_args *a, json_t *sets, json_t **out)
         json_array_append(*out, s);
     }
     json_decref(match);
+    note_unknown_dbs(sets, dbs, ndb);
     free(dbs);
     return CLI_OK;
 }

@@ -231,6 +231,7 @@ static int run_command(const cli_group *g, const cli_cmd *c, int argc, char **ar
         if (is_list_opt(&c->opts[i])) oom = !(a.list[i] = calloc((size_t)argc + 1, sizeof(char *)));
     int help, rc = oom ? cli_fail(om_errf(OM_E_OutOfMemory, "out of memory")) : CLI_OK;
     if (rc == CLI_OK) rc = parse(&a, argc, argv, &help);
+    if (rc == CLI_USAGE && g == &cli_check_group) rc = CLI_CHECK_UNKNOWN;
     if (rc == CLI_OK) {
         if (help)
             print_cmd_help(g, c);
@@ -360,10 +361,18 @@ int main(int argc, char **argv)
     int bad, rc;
     cli_set_json(wants_json(argc, argv));
     const char *config = take_config(&argc, argv, &bad);
-    if (bad) return cli_usage_at("ombra", "--config needs a value (FILE)");
+    /* ombra check says UNKNOWN when it cannot check (cli.h, CLI_CHECK_UNKNOWN). */
+    int check = argc >= 2 && !strcmp(argv[1], "check");
+    if (bad) {
+        rc = cli_usage_at("ombra", "--config needs a value (FILE)");
+        return check ? CLI_CHECK_UNKNOWN : rc;
+    }
     /* Help and the version need no configuration: they work while it is being fixed. */
     int plain = argc < 2 || is_help(argv[1]) || !strcmp(argv[1], "--version");
-    if (!plain && (rc = om_conf_load(config))) return cli_fail(rc);
+    if (!plain && (rc = om_conf_load(config))) {
+        rc = cli_fail(rc);
+        return check ? CLI_CHECK_UNKNOWN : rc;
+    }
     rc = dispatch(argc, argv);
     cli_store_close();
     /* Output that never reached its file (a full disk, a closed pipe) is a failure too. */

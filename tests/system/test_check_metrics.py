@@ -190,7 +190,7 @@ def test_check_log_disk_threshold(store, backed_up):
     assert has_line(r, "CRITICAL", r"log disk .*: the log disk of db1 has .*% free .*below "
                     r"--min-log-free 100%"), r.describe()
     assert check(store, "--repo", backed_up, "--min-log-free", "0%").rc == OK
-    assert check(store, "--min-log-free", "101").rc == 2  # a usage error
+    assert check(store, "--min-log-free", "101").rc == 3  # a usage error: UNKNOWN
 
 
 @pytest.fixture
@@ -428,3 +428,184 @@ def test_check_and_metrics_read_the_configuration(store, backed_up):
     conf.write_text(f"[ombra]\ndefault-repo = main\n[repo:main]\npath = {backed_up}\n")
     r = store.ombra("--config", conf, "metrics", "--serve", check=False)
     assert r.rc == 2 and str(conf) in r.err
+
+
+# ---- what a tester found (issue 20): hung daemons, slow clients, a FIFO, exit codes, clocks ----
+
+UNKNOWN = 3
+
+
+def timed_check(store, *args, seconds=15):
+    t0 = time.monotonic()
+    r = store.ombra("check", *args, check=False, timeout=60)
+    return r, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("daemon", ["ombra-store", "ombra-vssd"])
+def test_check_and_metrics_a_daemon_hung(store, vssd, backed_up, daemon):
+    """A daemon stopped (SIGSTOP: its socket accepts, nothing answers) is CRITICAL within the
+    5 s it is given, not a check that never ends; metrics says ombra_up 0 for it."""
+    pid = store.proc.pid if daemon == "ombra-store" else vssd.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        r, took = timed_check(store, "--repo", backed_up)
+        assert took < 15, f"check took {took:.1f} s\n{r.describe()}"
+        assert r.rc == CRITICAL, r.describe()
+        assert has_line(r, "CRITICAL", rf"{daemon}: {daemon} does not answer within 5 s"), \
+            r.describe()
+        t0 = time.monotonic()
+        m = store.ombra("metrics", timeout=60)
+        assert time.monotonic() - t0 < 15, m.describe()
+        assert value(samples(m.out), "ombra_up", daemon=daemon) == 0
+        other = "ombra-vssd" if daemon == "ombra-store" else "ombra-store"
+        assert value(samples(m.out), "ombra_up", daemon=other) == 1
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert check(store, "--repo", backed_up).rc == OK
+
+
+def test_metrics_endpoint_slow_and_idle_clients(store, repo, sequence):
+    """A client sending a byte every 2 s and 20 idle connections delay no scrape; each is cut
+    off 5 s after it connected; more connections than the endpoint serves at once get 503."""
+    import threading
+    p, port = start_endpoint(store, repo)
+    conns = []
+    try:
+        slow = socket.create_connection(("127.0.0.1", port), timeout=30)
+        slow_end = {}
+
+        def trickle():
+            t0 = time.monotonic()
+            try:
+                for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n":
+                    slow.sendall(bytes([b]))
+                    time.sleep(2)
+            except OSError:
+                pass
+            slow_end["after"] = time.monotonic() - t0
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        for _ in range(20):
+            conns.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            assert r.status == 200 and "ombra_up" in r.read().decode()
+        assert time.monotonic() - t0 < 8  # without the fix: after the slow client, > 60 s
+        # The slow client is cut off once its 5 s are up, with no answer (its sends fail a
+        # send or two after the close; the whole request would take 68 s).
+        t.join(90)
+        assert "after" in slow_end and slow_end["after"] < 20, slow_end
+        # The idle ones too: each reads the end of its connection.
+        for c in conns:
+            c.settimeout(10)
+            assert c.recv(100) == b""
+        # Beyond 32 connections at once: 503 at once, not a wait.
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(40)]
+        time.sleep(0.5)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        conns.append(extra)
+        assert extra.recv(100).startswith(b"HTTP/1.1 503")
+        for c in conns:
+            c.close()
+        conns = []
+        status, _, body = get(port)
+        assert status == 200 and "ombra_up" in body
+        assert p.poll() is None
+    finally:
+        for c in conns:
+            c.close()
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(20)
+    assert rc == 0, p.stderr.read()
+
+
+def test_check_metrics_backup_with_a_fifo_as_the_run_record(store, backed_up):
+    """A FIFO in place of backup-runs.json: never opened in a way that waits for a writer.
+    check says so (WARNING, naming it), metrics answers, a backup succeeds with one warning."""
+    rec = store.home / "backup-runs.json"
+    rec.unlink()
+    os.mkfifo(rec)
+    r, took = timed_check(store, "--repo", backed_up)
+    assert took < 15, r.describe()
+    assert r.rc == WARNING, r.describe()
+    assert has_line(r, "WARNING", r"backup runs: .*backup-runs\.json is a FIFO"), r.describe()
+    m = store.ombra("metrics", "--repo", backed_up, timeout=60)
+    assert value(samples(m.out), "ombra_up", daemon="ombra-store") == 1
+    b = store.ombra("backup", "--repo", backed_up, "--type", "incremental", "db1", check=False,
+                    timeout=120)
+    assert b.rc == 0, b.describe()
+    warn = [l for l in b.err.splitlines() if "warning" in l]
+    assert len(warn) == 1 and "backup-runs.json is a FIFO" in warn[0], b.describe()
+    assert stat_is_fifo(rec)
+
+
+def stat_is_fifo(path):
+    import stat
+    return stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
+def test_check_usage_and_configuration_errors_are_unknown(store, backed_up):
+    """ombra check cannot run as asked: UNKNOWN (3), never CRITICAL (2) or WARNING (1)."""
+    for args in (["--bogus"], ["--max-full-age", "5"], ["--min-log-free", "200"],
+                 ["--repo", backed_up, "extra"]):
+        r = check(store, *args)
+        assert r.rc == UNKNOWN, r.describe()
+        assert "See 'ombra check --help'" in r.err, r.describe()
+    r = check(store, "--bogus", "--json")
+    assert r.rc == UNKNOWN and json.loads(r.out)["error"]["code"] == 2, r.describe()
+    bad = store.tmp / "bad.conf"
+    bad.write_text("[check]\nmax-full-age = soon\n")
+    r = check(store, "--config", bad)
+    assert r.rc == UNKNOWN and str(bad) in r.err, r.describe()
+    bad.write_text("this is not [an ini file\n")
+    assert check(store, "--config", bad).rc == UNKNOWN
+    assert check(store, "--config", store.tmp / "missing.conf").rc == UNKNOWN
+    # The other commands keep their codes.
+    assert store.ombra("backups", "list", "--bogus", check=False).rc == 2
+    assert store.ombra("--config", bad, "backups", "list", "--repo", backed_up,
+                       check=False).rc == 1
+    # The help says so.
+    h = store.ombra("check", "--help").out
+    assert "3 UNKNOWN" in h and "usage error" in h
+
+
+def test_check_a_backup_recorded_in_the_future(store, backed_up):
+    """A run recorded by a clock that was ahead (end_ns in 2030) is a WARNING and does not
+    count as a recent backup."""
+    rec = store.home / "backup-runs.json"
+    j = json.loads(rec.read_text())
+    future = 1_900_000_000 * 10**9  # 2030-03-17
+    for e in j["runs"]:
+        for k in ("last", "last_success"):
+            if e.get(k):
+                e[k]["end_ns"] = future
+    rec.write_text(json.dumps(j))
+    r = check(store)  # without --repo: the ages come from the record alone
+    assert r.rc == CRITICAL, r.describe()
+    assert has_line(r, "WARNING", r"db1 full backup time: .*2030-03-1.* in the future: the clock "
+                    r"was wrong when it was recorded"), r.describe()
+    assert has_line(r, "CRITICAL", r"db1 full backup: db1 has no successful full backup"), \
+        r.describe()
+    assert not has_line(r, "OK", r"db1 full backup: "), r.describe()
+    # With the repository, its sets give the real age: OK, and the WARNING stays.
+    r = check(store, "--repo", backed_up)
+    assert r.rc == WARNING, r.describe()
+    assert has_line(r, "OK", r"db1 full backup: the last successful full backup of db1 is "
+                    r"\d+s old"), r.describe()
+    # A few minutes ahead is a clock's skew, not an error.
+    for e in j["runs"]:
+        for k in ("last", "last_success"):
+            if e.get(k):
+                e[k]["end_ns"] = time.time_ns() + 60 * 10**9
+    rec.write_text(json.dumps(j))
+    r = check(store)
+    assert not lines(r, "WARNING") and has_line(r, "OK", r"db1 full backup: "), r.describe()
+
+
+def test_backups_list_names_a_database_with_no_sets(store, backed_up):
+    r = store.ombra("backups", "list", "--repo", backed_up, "--db", "typo")
+    assert r.rc == 0
+    assert "no backup sets of database 'typo' (databases with sets: db1)" in r.err, r.describe()
+    r = store.ombra("backups", "list", "--repo", backed_up, "--db", "db1")
+    assert "note" not in r.err, r.describe()

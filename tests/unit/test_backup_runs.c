@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -146,12 +147,56 @@ static void concurrent_backups_lose_no_run(void **state)
     json_decref(rec);
 }
 
+/* A FIFO (or a folder, a symbolic link) in the record's place: reading it must not wait for a
+ * writer that never comes. Load and record fail at once naming it, and the FIFO is left as it
+ * is (the record replaces nothing it did not write). Without the fix, open() blocks: the alarm
+ * kills the test. */
+static void a_fifo_in_place_of_the_record_never_blocks(void **state)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, BK_RUNS_FILE);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(10);
+    json_t *rec = NULL;
+    assert_int_equal(bk_runs_load(dir, &rec), OM_E_InvalidPath);
+    assert_null(rec);
+    assert_non_null(strstr(om_err_detail(), "is a FIFO"));
+    assert_non_null(strstr(om_err_detail(), BK_RUNS_FILE));
+    const char *dbs[] = {"a"};
+    bk_run r = {dbs, 1, "full", "/repo", 1000000000, 3500000000, 0, NULL, NULL};
+    assert_int_equal(bk_runs_record(dir, &r), OM_E_InvalidPath);
+    assert_non_null(strstr(om_err_detail(), "is a FIFO"));
+    alarm(0);
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    /* A symbolic link is refused too (O_NOFOLLOW), and a folder. */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(symlink("/etc/hostname", path), 0);
+    assert_int_equal(bk_runs_load(dir, &rec), OM_E_InvalidPath);
+    assert_non_null(strstr(om_err_detail(), "a symbolic link"));
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_int_equal(bk_runs_load(dir, &rec), OM_E_InvalidPath);
+    assert_non_null(strstr(om_err_detail(), "a folder"));
+    assert_int_equal(rmdir(path), 0);
+    /* Gone: an empty record again, and the next run records. */
+    assert_int_equal(bk_runs_load(dir, &rec), 0);
+    json_decref(rec);
+    assert_int_equal(bk_runs_record(dir, &r), 0);
+    assert_int_equal(bk_runs_load(dir, &rec), 0);
+    assert_non_null(entry(rec, "a", "full"));
+    json_decref(rec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(failures_keep_the_last_success, setup, teardown),
         cmocka_unit_test_setup_teardown(a_damaged_record_is_named_then_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(concurrent_backups_lose_no_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_fifo_in_place_of_the_record_never_blocks, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
