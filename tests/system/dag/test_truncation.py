@@ -2,6 +2,7 @@
 generation only once every passive copy that needs it has it, so a suspended copy catches up
 without a reseed; a copy that holds truncation back longer than the limit is marked Failed, the
 store's log says so, truncation goes on, and a reseed brings the copy back."""
+import re
 import json
 import os
 import time
@@ -10,6 +11,11 @@ import pytest
 
 from dag.test_replication import (close_generation, copy_of, drained, passive_digest, roll,
                                   setup_dag, wait_copy)
+
+
+def store_line(line):
+    """A line of ombra-store's log: "2026-12-05T10:00:00.000Z ombra-store[PID] level: ..."."""
+    return re.match(r"\S+Z ombra-store\[\d+\] ", line) is not None
 
 
 def shallow_checkpoints(s, depth=2):
@@ -130,7 +136,7 @@ def test_a_copy_holding_truncation_past_the_limit_is_failed_and_a_reseed_brings_
                    what="the copy failing after the hold limit")
     assert "held log truncation back" in st["last_error"] and "reseed" in st["last_error"], st
     # The store's log: one warning line naming the database, the copy and the generation.
-    lines = [line for line in a.stderr().splitlines() if line.startswith("ombra-store:")
+    lines = [line for line in a.stderr().splitlines() if store_line(line)
              and "held log truncation back" in line and "db1" in line]
     assert len(lines) == 1 and "copy on b" in lines[0] and f"generation {need}" in lines[0], lines
     # Truncation goes on without it.
@@ -174,7 +180,7 @@ def test_a_copy_holding_truncation_while_the_log_disk_fills_is_failed_before_the
     st = wait_copy(a, bed, "db1", "b", lambda c: c["state"] == "Failed", seconds=10,
                    what="the copy failing at 90% of the log disk")
     assert "log disk" in st["last_error"], st
-    lines = [line for line in a.stderr().splitlines() if line.startswith("ombra-store:")
+    lines = [line for line in a.stderr().splitlines() if store_line(line)
              and "held log truncation back" in line and "log disk" in line]
     assert len(lines) == 1 and f"generation {need}" in lines[0], lines
     wait_for(lambda: not present(a, "db1", need), 15, f"generation {need} deleted")
