@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/near.h"
 
 /* ---- the table of keys ---- */
 
@@ -314,43 +315,14 @@ static int check_value(const conf_key *k, const char *v, char *why, size_t n)
     return 0;
 }
 
-/* Edit distance (insertions, deletions, substitutions, each 1) of two short strings. */
-static size_t distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 63 || lb > 63) return (size_t)-1;
-    size_t row[64];
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j];
-            size_t best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) best = up + 1;
-            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
-/* The known key of kind nearest to key (at most 2 edits away), or NULL. */
+/* The known key of kind nearest to key (base/near.h), or NULL. */
 static const char *nearest_key(const char *kind, const char *key)
 {
-    const char *best = NULL;
-    size_t bd = 3;
-    for (size_t i = 0; i < NKEYS; i++) {
-        if (strcmp(om_conf_keys[i].section, kind)) continue;
-        size_t d = distance(key, om_conf_keys[i].key);
-        if (d < bd) {
-            bd = d;
-            best = om_conf_keys[i].key;
-        }
-    }
-    return best;
+    om_near n;
+    om_near_init(&n, key);
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!strcmp(om_conf_keys[i].section, kind)) om_near_try(&n, om_conf_keys[i].key);
+    return om_near_best(&n);
 }
 
 /* ---- reading ---- */

@@ -154,17 +154,6 @@ const char *cli_human_bytes(uint64_t n, char *buf, size_t len);
 /* Writes n bytes to stdout; CLI_OK or (printed) CLI_FAIL. */
 int cli_write_stdout(const void *p, size_t n);
 
-/* "Did you mean" (cli_suggest.c): the closest of the candidates tried to word, by edit distance
- * (a swap of two neighbours is one edit; case ignored) within a third of word's length (1 to 3
- * edits); NULL when none is that close. word and the candidates are borrowed until the end.
- *   cli_near n; cli_near_init(&n, typed); for (...) cli_near_try(&n, name); cli_near_best(&n) */
-typedef struct cli_near {
-    const char *word, *best;
-    int dist;
-} cli_near;
-void cli_near_init(cli_near *n, const char *word);
-void cli_near_try(cli_near *n, const char *cand);
-const char *cli_near_best(const cli_near *n);
 /* err DatabaseNotFound or SetNotFound whose detail names a database that is not there ("no
  * database named 'x'", "no copy of database 'x'", "no backup set of a database named 'x'"):
  * asks the store for its databases (db.list) and, when one is near x, adds "HINT: did you mean

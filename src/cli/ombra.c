@@ -7,6 +7,7 @@
 
 #include "base/config.h"
 #include "base/error.h"
+#include "base/near.h"
 #include "cli/cli.h"
 
 #ifndef OMBRA_VERSION
@@ -145,14 +146,14 @@ static int is_help(const char *s)
 static void unknown_option(const cli_cmd *c, const char *s, size_t len, char *err, size_t n)
 {
     char typed[80];
-    cli_near nr;
+    om_near nr;
     snprintf(typed, sizeof typed, "%.*s", (int)len, s);
-    cli_near_init(&nr, typed + strspn(typed, "-"));
+    om_near_init(&nr, typed + strspn(typed, "-"));
     for (int j = 0; c->opts && c->opts[j].name; j++)
-        cli_near_try(&nr, c->opts[j].name);
-    cli_near_try(&nr, "help");
-    if (cli_near_best(&nr))
-        snprintf(err, n, "unknown option '%s'. Did you mean '--%s'?", typed, cli_near_best(&nr));
+        om_near_try(&nr, c->opts[j].name);
+    om_near_try(&nr, "help");
+    if (om_near_best(&nr))
+        snprintf(err, n, "unknown option '%s'. Did you mean '--%s'?", typed, om_near_best(&nr));
     else
         snprintf(err, n, "unknown option '%s'", typed);
 }
@@ -257,14 +258,14 @@ static int run_group(const cli_group *g, int argc, char **argv)
     for (const cli_cmd *c = g->cmds; c->name; c++)
         if (strcmp(c->name, argv[0]) == 0) return run_command(g, c, argc - 1, argv + 1);
     if (argv[0][0] == '-') return cli_usage_at(see, "unknown option '%s'", argv[0]);
-    cli_near nr;
-    cli_near_init(&nr, argv[0]);
+    om_near nr;
+    om_near_init(&nr, argv[0]);
     for (const cli_cmd *c = g->cmds; c->name; c++)
-        cli_near_try(&nr, c->name);
-    if (g == &cli_db_group) cli_near_try(&nr, "copy");
-    if (cli_near_best(&nr))
+        om_near_try(&nr, c->name);
+    if (g == &cli_db_group) om_near_try(&nr, "copy");
+    if (om_near_best(&nr))
         return cli_usage_at(see, "unknown %s command '%s'. Did you mean '%s'?", g->name, argv[0],
-                            cli_near_best(&nr));
+                            om_near_best(&nr));
     return cli_usage_at(see, "unknown %s command '%s'", g->name, argv[0]);
 }
 
@@ -303,14 +304,14 @@ static int dispatch(int argc, char **argv)
         if (strcmp(groups[i]->name, g) == 0) return run_group(groups[i], argc - 2, argv + 2);
     if (strcmp(g, "help") == 0) return run_help(argc, argv);
     if (g[0] == '-') return cli_usage_at("ombra", "unknown option '%s'", g);
-    cli_near nr;
-    cli_near_init(&nr, g);
+    om_near nr;
+    om_near_init(&nr, g);
     for (size_t i = 0; i < NGROUPS; i++)
-        cli_near_try(&nr, groups[i]->name);
-    cli_near_try(&nr, "help");
-    if (cli_near_best(&nr))
+        om_near_try(&nr, groups[i]->name);
+    om_near_try(&nr, "help");
+    if (om_near_best(&nr))
         return cli_usage_at("ombra", "unknown command '%s'. Did you mean '%s'?", g,
-                            cli_near_best(&nr));
+                            om_near_best(&nr));
     return cli_usage_at("ombra", "unknown command '%s'", g);
 }
 

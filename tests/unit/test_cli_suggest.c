@@ -9,15 +9,16 @@
 
 #include <cmocka.h>
 
+#include "base/near.h"
 #include "cli/cli.h"
 
 static const char *near(const char *word, const char *const *names)
 {
-    static cli_near n; /* word and names outlive the call */
-    cli_near_init(&n, word);
+    static om_near n; /* word and names outlive the call */
+    om_near_init(&n, word);
     for (; *names; names++)
-        cli_near_try(&n, *names);
-    return cli_near_best(&n);
+        om_near_try(&n, *names);
+    return om_near_best(&n);
 }
 
 static const char *const groups[] = {"db",      "mail", "dbutil",  "vss",    "backup",
