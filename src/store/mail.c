@@ -990,7 +990,7 @@ static int dg_mailbox(mail_store *st, eng_view *v, const char *name, uint32_t mb
     }
     eng_cursor_close(c);
     if (rc == OM_E_RecordNotFound) rc = 0;
-    qsort(msgs, n, sizeof *msgs, dg_cmp);
+    if (n) qsort(msgs, n, sizeof *msgs, dg_cmp); /* qsort(NULL, 0) is undefined */
     size_t j = 0;
     for (uint32_t f = 0; f < fs.n && !rc; f++) {
         const char *fname = fs.names + fs.f[f].name_off;

@@ -27,7 +27,7 @@ trap cleanup EXIT
 
 srcs="$root/src/base/*.c $root/src/engine/*.c $root/tests/support/crashvfs.c"
 cflags="-std=c17 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -I$root/src -I$root/tests/support"
-libs="-lxxhash -luuid -ljansson -lpthread"
+libs="-lxxhash -luuid -ljansson -linih -lsystemd -lpthread"
 san="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all"
 
 if [ "${1:-}" = seeds ]; then
