@@ -82,7 +82,7 @@ test: deps build build-asan
 	  OMBRA_PASSIVE_CRASH_POINTS=4 \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@$(call stage,system tests)
-	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=60 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"
+	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=30 OMBRA_SOAK_SECONDS=15 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"
 	@$(call stage,system tests under AddressSanitizer + UndefinedBehaviorSanitizer; ThreadSanitizer and fuzzing beside them)
 	@{ make --no-print-directory test-tsan && \
 	   echo "== fuzzing the file-format parsers (bounded)" && FUZZ_SECONDS=10 tests/fuzz/run.sh; } \

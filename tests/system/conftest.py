@@ -21,13 +21,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Module-scoped fixtures that take long to build (under the sanitizers most of all): the tests
 # that use one run on one pytest-xdist worker (make test runs with --dist loadgroup), so the
 # fixture is built once, not once per worker that happens to get one of its tests.
-SHARED_FIXTURES = ("two_sets",)
+SHARED_FIXTURES = ("two_sets", "installed", "weeks_master")
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow_under_sanitizers: long loops (kill -9 rounds, 100 databases, descriptor "
-        "exhaustion) that make test leaves out of its sanitizer pass; make test-long runs them")
+        "exhaustion, waits on deadlines) and walks over every command, page or unit that run "
+        "little of our C, which make test leaves out of its sanitizer pass; make test-long runs "
+        "them")
     config.addinivalue_line(
         "markers", "dag_long: DAG tests beyond make test's short set (each builds a bed of "
         "servers in namespaces); make test-dag and make test-long run them")

@@ -441,6 +441,7 @@ def timed_check(store, *args, seconds=15):
     return r, time.monotonic() - t0
 
 
+@pytest.mark.slow_under_sanitizers  # waits on deadlines: make test-long
 @pytest.mark.parametrize("daemon", ["ombra-store", "ombra-vssd"])
 def test_check_and_metrics_a_daemon_hung(store, vssd, backed_up, daemon):
     """A daemon stopped (SIGSTOP: its socket accepts, nothing answers) is CRITICAL within the
@@ -464,6 +465,7 @@ def test_check_and_metrics_a_daemon_hung(store, vssd, backed_up, daemon):
     assert check(store, "--repo", backed_up).rc == OK
 
 
+@pytest.mark.slow_under_sanitizers  # waits on deadlines: make test-long
 def test_metrics_endpoint_slow_and_idle_clients(store, repo, sequence):
     """A client sending a byte every 2 s and 20 idle connections delay no scrape; each is cut
     off 5 s after it connected; more connections than the endpoint serves at once get 503."""

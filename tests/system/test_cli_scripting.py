@@ -39,6 +39,7 @@ def commands(build_dir):
     return found
 
 
+@pytest.mark.slow_under_sanitizers  # every command: make test-long
 def test_help_prints_what_dash_dash_help_prints_for_every_command(build_dir):
     cmds = commands(build_dir)
     assert ("db", "mount") in cmds and ("db copy", "status") in cmds and ("backup", None) in cmds

@@ -78,6 +78,7 @@ def all_pages(gen):
     return sorted(gen.glob("*.1")) + sorted((ROOT / "dist/man").glob("*.8"))
 
 
+@pytest.mark.slow_under_sanitizers  # groff and bash over every page: make test-long
 def test_pages_format_without_warnings(gen):
     need("groff")
     pages = all_pages(gen)
@@ -103,6 +104,7 @@ def test_a_page_per_group_and_the_index(build_dir, gen):
         assert f"ombra {g} (ombra-{g}(1))" in index, f"ombra(1) does not list {g}"
 
 
+@pytest.mark.slow_under_sanitizers  # groff and bash over every page: make test-long
 def test_every_command_and_option_is_in_its_groups_page(build_dir, gen):
     need("groff")
     for g in groups(build_dir):
@@ -168,6 +170,7 @@ def test_completion_completes_groups_commands_options_and_choices(gen):
     assert complete(gen, "ombra", "nosuchgroup", "--") == []
 
 
+@pytest.mark.slow_under_sanitizers  # groff and bash over every page: make test-long
 def test_completion_knows_every_command_of_every_group(build_dir, gen):
     need("bash")
     offered = complete(gen, "ombra", "")

@@ -6,6 +6,7 @@ written by tests/tools/repo_writer (REPO_WRITER_TIME, REPO_WRITER_PARENT), so ma
 take seconds and no daemon."""
 import datetime
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -63,11 +64,16 @@ def repo(cli, tmp_path):
     return r
 
 
-@pytest.fixture
-def weeks(cli, repo, tmp_path):
+@pytest.fixture(scope="module")
+def weeks_master(build_dir, tmp_path_factory):
     """mail1: a full every Sunday 01:00 and incrementals at 01:00 and 13:00 on the other days;
-    mail2: a full every 10th day and an incremental at 22:00 on the others; 35 days."""
-    h = History(cli, repo, tmp_path)
+    mail2: a full every 10th day and an incremental at 22:00 on the others; 35 days. Written
+    once for the module (about 5 s); each test gets a copy (weeks)."""
+    tmp = tmp_path_factory.mktemp("weeks")
+    c = Cli(build_dir, tmp)
+    r = tmp / "repo"
+    c.run("repo", "init", r, "--block-size", "64K")
+    h = History(c, r, tmp)
     for day in range(35):
         t = START + datetime.timedelta(days=day)
         if day % 7 == 0:
@@ -76,6 +82,16 @@ def weeks(cli, repo, tmp_path):
             h.add("mail1", "incremental", t + datetime.timedelta(hours=1))
             h.add("mail1", "incremental", t + datetime.timedelta(hours=13))
         h.add("mail2", "full" if day % 10 == 0 else "incremental", t + datetime.timedelta(hours=22))
+    return h
+
+
+@pytest.fixture
+def weeks(cli, repo, tmp_path, weeks_master):
+    """A copy of weeks_master's repository at repo, and its history (the test may add to it)."""
+    shutil.rmtree(repo)
+    shutil.copytree(weeks_master.repo, repo, symlinks=True)
+    h = History(cli, repo, tmp_path)
+    h.gen, h.last, h.sets = dict(weeks_master.gen), dict(weeks_master.last), list(weeks_master.sets)
     return h
 
 

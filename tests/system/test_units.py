@@ -70,6 +70,7 @@ def test_units_name_the_installed_binaries(build_dir, installed):
         assert inside(dest, argv[0]).is_file(), f"{name}: {argv[0]} is not installed"
 
 
+@pytest.mark.slow_under_sanitizers  # systemd-analyze, not our code: make test-long
 def test_installed_units_verify(build_dir, installed):
     """systemd-analyze verify --root: the units parse without a warning, their binaries exist in
     the tree, their dependencies resolve, their Documentation= pages are installed."""
@@ -82,6 +83,7 @@ def test_installed_units_verify(build_dir, installed):
     assert rc == 0 and out == "", f"systemd-analyze verify: exit {rc}\n{out}"
 
 
+@pytest.mark.slow_under_sanitizers  # systemd-analyze, not our code: make test-long
 def test_verify_catches_a_broken_unit(build_dir, installed, tmp_path):
     """The check above can fail: a misspelt value, an unknown key and a missing binary are each
     reported (verify exits 0 for the first two: the test reads its output)."""
