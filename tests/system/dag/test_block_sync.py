@@ -136,6 +136,7 @@ def passive_with_stream(bed, s, db, scratch):
     return scratch
 
 
+@pytest.mark.dag_long  # the short nemesis covers it end to end in make test
 def test_sync_copies_1_every_acknowledged_delivery_is_on_the_passive_when_the_active_dies(
         dag2, tmp_path):
     bed = dag2
@@ -165,6 +166,7 @@ def test_sync_copies_1_every_acknowledged_delivery_is_on_the_passive_when_the_ac
     assert d.out.strip() == want, "an acknowledged delivery is missing from the passive"
 
 
+@pytest.mark.dag_long  # the short nemesis covers it end to end in make test
 def test_sync_copies_1_fails_retryably_while_the_only_copy_is_stopped(dag2):
     bed = dag2
     a, b = bed.a, bed.b

@@ -4,7 +4,7 @@ clean history), then the end-to-end run on the DAG test bed: clients delivering 
 database while a seeded nemesis kills, pauses, partitions and switches over, then every copy
 equal and the history checked (nemesis.py says what exactly).
 
-make test runs a short end-to-end run (30 s of faults, two databases); the full one lasts
+make test runs a short end-to-end run (20 s of faults, two databases); the full one lasts
 OMBRA_NEMESIS_SECONDS of faults (default 60; `make nemesis` runs it for minutes on four servers
 and three etcd members and writes bench/results/failover.md). OMBRA_NEMESIS_SEED repeats a
 run's choices (a failure prints its seed). Select the full run with `-m nemesis`."""
@@ -276,7 +276,7 @@ def end_to_end(dag_bed, cfg, report=None):
 def test_nemesis_short_nothing_acknowledged_lost_never_two_actives_copies_equal(dag_bed):
     """make test's short run: three servers, two databases (one with --sync-copies 1), 30 s of
     faults (OMBRA_NEMESIS_SEED repeats one)."""
-    end_to_end(dag_bed, nemesis.env_config(seconds=30, dbs=2, calm_s=6))
+    end_to_end(dag_bed, nemesis.env_config(seconds=20, dbs=2, calm_s=6))
 
 
 @pytest.mark.dag_long

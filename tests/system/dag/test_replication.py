@@ -59,6 +59,7 @@ def test_dag_init_refuses_a_second_dag_of_the_same_name_and_a_bad_name(dag_bed):
     assert (os.stat(a.home / "dag" / "ca.key").st_mode & 0o777) == 0o600
 
 
+@pytest.mark.dag_long  # the short nemesis covers it end to end in make test
 def test_seed_while_mail_arrives_then_every_acknowledged_message_on_each_passive(dag3):
     bed = dag3
     a, b, c = bed.a, bed.b, bed.c

@@ -67,6 +67,7 @@ def pair(dag_bed, repld_args=()):
     return bed, a, b
 
 
+@pytest.mark.dag_long  # the short nemesis covers it end to end in make test
 def test_a_suspended_copy_keeps_its_generations_under_circular_logging_and_catches_up(dag_bed):
     bed, a, b = pair(dag_bed)
     a.ombra("db", "new", "db1", "--circular-logging")
