@@ -168,7 +168,7 @@ demo-dag: deps build
 # try it (bench/results is left as it was). make bench-table: the table from bench/results (the
 # last run of each benchmark: one round), nothing run.
 BENCH_ROUNDS ?= 3
-BENCH_QUICK_ROUNDS ?= 1
+BENCH_QUICK_ROUNDS ?= 2
 BENCH_BUILD ?= $(BUILD)
 BENCH_ARGS ?=
 bench: deps build

@@ -364,22 +364,30 @@ def read_record(p):
         die(f"{p} has no figures object. HINT: git checkout it, or --record anew")
     for fid, by_cond in rec.get("figures", {}).items():
         for cond, e in (by_cond or {}).items():
-            if not all(isinstance(e.get(k), (int, float)) for k in ("median", "min", "max")):
-                die(f"{p}: figure {fid} at {cond!r} lacks median, min or max")
+            if not (isinstance(e, dict) and all(isinstance(e.get(k), (int, float)) for k in ("median", "min", "max"))
+                    and isinstance(e.get("values"), list)
+                    and all(isinstance(v, (int, float)) for v in e["values"])):
+                die(f"{p}: figure {fid} at {cond!r} lacks its values, median, min or max")
     return rec
 
 
-def write_record(p, this, old, commit, date):
+def write_record(p, this, old, commit, date, add=False):
     """This run becomes the baseline of each figure it measured (at its condition); a figure it
-    did not measure, or measured at other sizes, keeps what was recorded."""
+    did not measure, or measured at other sizes, keeps what was recorded. With add, this run's
+    rounds join the recorded ones instead (a spread over more rounds: fewer false alarms)."""
     rec = {"about": "bench/figures.py --record: per figure and condition (sizes), the recorded rounds' "
                     "values, their median and spread (min-max), the commit and date",
            "figures": dict((old or {}).get("figures", {}))}
     for fid, e in this.items():
         if "not_measured" in e:
             continue
-        entry = {k: e[k] for k in ("values", "median", "min", "max")}
-        entry.update({"commit": commit, "date": date})
+        values, at = list(e["values"]), commit
+        prev = (rec["figures"].get(fid) or {}).get(e["condition"])
+        if add and prev:
+            values = prev["values"] + values
+            at = commit if prev.get("commit") == commit else f"{prev.get('commit')}+{commit}"
+        entry = {"values": values, "median": statistics.median(values), "min": min(values), "max": max(values),
+                 "commit": at, "date": date}
         rec["figures"][fid] = dict(rec["figures"].get(fid) or {}, **{e["condition"]: entry})
     tmp = p.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
@@ -405,27 +413,29 @@ def run_round(n, out, a, extra):
         cmd = [sys.executable, str(ROOT / script), "--build", a.build, *args]
         print(f"== round {n}: {' '.join(shlex.quote(c) for c in [script, *cmd[3:]])}", flush=True)
         t0 = time.time()
-        with open(out / f"{name}.log", "w") as log:
-            p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            last = ""
-            for line in p.stdout:
-                log.write(line)
-                print("   " + line, end="", flush=True)
-                last = line.strip() or last
-            rc = p.wait()
-        fresh = dest.exists() and dest.stat().st_mtime >= t0 - 1
-        if rc == 0 and fresh:
-            shutil.copyfile(dest, out / js)
-        elif rc == 0:
-            meta["why"][js[:-5]] = f"{script} exited 0 but did not write {dest}"
-        else:
-            meta["why"][js[:-5]] = f"{script} failed (exit {rc}): {last[:160]}; see {out / (name + '.log')}"
-            meta["failed"].append(script)
-        if not a.keep_results:  # bench/results keeps the runs committed there
-            if saved is None:
-                dest.unlink(missing_ok=True)
+        try:
+            with open(out / f"{name}.log", "w") as log:
+                p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                last = ""
+                for line in p.stdout:
+                    log.write(line)
+                    print("   " + line, end="", flush=True)
+                    last = line.strip() or last
+                rc = p.wait()
+            fresh = dest.exists() and dest.stat().st_mtime >= t0 - 1  # not the JSON of an older run
+            if rc == 0 and fresh:
+                shutil.copyfile(dest, out / js)
+            elif rc == 0:
+                meta["why"][js[:-5]] = f"{script} exited 0 but did not write {dest}"
             else:
-                dest.write_bytes(saved)
+                meta["why"][js[:-5]] = f"{script} failed (exit {rc}): {last[:160]}; see {out / (name + '.log')}"
+                meta["failed"].append(script)
+        finally:  # interrupted too: bench/results keeps the runs committed there
+            if not a.keep_results:
+                if saved is None:
+                    dest.unlink(missing_ok=True)
+                else:
+                    dest.write_bytes(saved)
     (out / "round.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta["failed"]
 
@@ -453,6 +463,8 @@ def main(argv=None):
     ap.add_argument("--from-results", nargs="+", metavar="DIR",
                     help="no run: each DIR is one round's result JSONs (bench/results: the last run)")
     ap.add_argument("--record", action="store_true", help="this run becomes the recorded baseline")
+    ap.add_argument("--add-to-record", action="store_true",
+                    help="this run's rounds join the recorded ones (same sizes) rather than replace them")
     ap.add_argument("--record-file", default=str(RECORD))
     ap.add_argument("--keep-results", action="store_true",
                     help="leave the last round's JSONs in bench/results (make bench); else they are put back")
@@ -491,7 +503,7 @@ def main(argv=None):
     print()
     print("\n".join(lines))
     print()
-    src = "read from " + ", ".join(map(str, dirs)) if a.from_results else f"{len(dirs)} rounds run now"
+    src = "read from " + ", ".join(map(str, dirs)) if a.from_results else f"{len(dirs)} round{'s' if len(dirs) > 1 else ''} run now"
     print(f"this run: {src}; median and spread (min-max) over the rounds, each round one run of each "
           f"benchmark; REGRESSED: this run's median beyond the recorded spread on the bad side")
     for n in notes:
@@ -501,7 +513,7 @@ def main(argv=None):
     if a.json_out:
         pathlib.Path(a.json_out).write_text(json.dumps({"commit": commit, "date": date, "rounds": len(dirs),
                                                         "figures": this}, indent=1) + "\n")
-    if a.record:
+    if a.record or a.add_to_record:
         short = [f for f, e in this.items() if "values" in e and len(e["values"]) < MIN_RECORD_ROUNDS]
         if short:
             print(f"bench/figures.py: not recorded: {', '.join(short)} measured in fewer than "
@@ -511,8 +523,9 @@ def main(argv=None):
         if failed:
             print(f"bench/figures.py: not recorded: {', '.join(failed)} failed", file=sys.stderr)
             return 3
-        write_record(record_path, this, record, commit, date)
-        print(f"recorded as the baseline: {record_path} (commit {commit}, {date})")
+        write_record(record_path, this, record, commit, date, add=a.add_to_record)
+        print(f"{'added to' if a.add_to_record else 'recorded as'} the baseline: {record_path} "
+              f"(commit {commit}, {date})")
     if failed:
         print(f"FAILED: {', '.join(failed)} (see the logs in the rounds' folders)")
         return 3

@@ -176,3 +176,33 @@ def test_record_needs_rounds_and_a_sound_file(tmp_path):
     assert p.returncode == 2 and f"{rec} is not JSON" in p.stderr
     p = run([str(tmp_path / "nowhere")], tmp_path / "rec2.json")
     assert p.returncode == 2 and "no such directory" in p.stderr
+
+
+def test_bad_usage_is_one_line_and_exit_2(tmp_path):
+    for args, said in ((["--build", str(tmp_path / "nobuild")], "src/cli/ombra is missing"),
+                       (["--bench-args", "nosuch=--mb 1", "--from-results", str(tmp_path)], "want NAME=ARGS"),
+                       (["--only", "nosuch"], "unknown benchmark nosuch"),
+                       (["--rounds", "0"], "at least 1")):
+        p = subprocess.run([sys.executable, str(FIGURES), *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and said in p.stderr, (args, p.stderr)
+
+
+def test_add_to_record_widens_the_baseline(tmp_path):
+    rec = tmp_path / "rec.json"
+    assert run(rounds(tmp_path, "a", [190.0, 200.0, 210.0]), rec, "--record").returncode == 0
+    p = run(rounds(tmp_path, "b", [170.0, 180.0, 185.0]), rec)
+    assert p.returncode == 1 and "REGRESSED" in row(p.stdout, "log replay during restore")
+    # added even so (the exit status still says it regressed against what was recorded before)
+    p = run(rounds(tmp_path, "c", [170.0, 180.0, 185.0]), rec, "--add-to-record")
+    assert p.returncode == 1 and "added to the baseline" in p.stdout
+    (e,) = json.loads(rec.read_text())["figures"]["replay_mb_s"].values()
+    assert e["values"] == [190.0, 200.0, 210.0, 170.0, 180.0, 185.0]
+    assert (e["median"], e["min"], e["max"]) == (187.5, 170.0, 210.0)
+    p = run(rounds(tmp_path, "d", [170.0, 180.0, 185.0]), rec)
+    assert p.returncode == 0, p.stdout
+    # a record that lost its values is refused, not half-read
+    r = json.loads(rec.read_text())
+    del next(iter(r["figures"]["replay_mb_s"].values()))["values"]
+    rec.write_text(json.dumps(r))
+    p = run(rounds(tmp_path, "e", [200.0] * 3), rec)
+    assert p.returncode == 2 and "lacks its values" in p.stderr
