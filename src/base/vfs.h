@@ -93,6 +93,10 @@ struct om_vfs {
      * than the process lives): DatabaseInUse when another holder has it. Optional (NULL: no
      * locking, as in one process's in-memory tests). */
     int (*lock)(om_file *f);
+    /* Starts writing n bytes at off to the disk and returns without waiting: a hint, so a
+     * later sync finds less to write. It makes nothing durable (only sync does). Optional
+     * (NULL: nothing to start). */
+    int (*writeback)(om_file *f, uint64_t off, uint64_t n);
 
     /* Directory handles (the rules are at the top). at NULL: path is absolute (or, on the real
      * filesystem, relative to the working directory); else path is one name in at. */
@@ -155,6 +159,10 @@ static inline int om_resize(om_file *f, uint64_t s)
 static inline int om_pwrite(om_file *f, const void *b, size_t n, uint64_t off)
 {
     return f->vfs->pwrite(f, b, n, off);
+}
+static inline int om_writeback(om_file *f, uint64_t off, uint64_t n)
+{
+    return f->vfs->writeback ? f->vfs->writeback(f, off, n) : 0;
 }
 /* Reads exactly n bytes or fails with FileIOBeyondEOF. */
 int om_pread_full(om_file *f, void *buf, size_t n, uint64_t off);
@@ -223,6 +231,11 @@ int om_durable_begin(om_dir *dir, const char *name, om_durable *d);
  * ever open, not even while it is still being written. */
 int om_durable_begin_private(om_dir *dir, const char *name, om_durable *d);
 int om_durable_commit(om_durable *d, int flags);
+/* As om_durable_commit with OM_RENAME_REPLACE, the file the name held before (if any: NULL
+ * when there was none) kept open into *replaced for the caller to close. Renaming over a big
+ * file makes the filesystem free its blocks during the rename; with the file still open they
+ * are freed at the caller's close instead, off the path that waits for the name. */
+int om_durable_commit_keep(om_durable *d, om_file **replaced);
 /* Closes and removes the temporary file (a failure before commit); d is finished. */
 void om_durable_abort(om_durable *d);
 /* Creates name in dir with these n bytes (data NULL: n zero bytes), begin to commit. */
