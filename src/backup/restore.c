@@ -275,9 +275,6 @@ static int lay_chunk(void *arg, void *ws, size_t c)
     uint64_t off = (uint64_t)b0 * l->bsize;
     rc = fetch_chunk(l, w->rd, f, b0, nb, w->buf, &len, 1);
     if (!rc) rc = om_pwrite(f->out.f, w->buf, len, off);
-    /* Its writeback started now: the file's sync at the end then finds little left to write,
-     * instead of all of it at once while replay waits for the file. */
-    if (!rc) rc = om_writeback(f->out.f, off, len);
     if (rc) return lay_fail(l, rc);
     pthread_mutex_lock(&l->mu);
     /* The chunks before this one were all taken (in order) and hash unless they stop. */

@@ -93,10 +93,6 @@ struct om_vfs {
      * than the process lives): DatabaseInUse when another holder has it. Optional (NULL: no
      * locking, as in one process's in-memory tests). */
     int (*lock)(om_file *f);
-    /* Starts writing n bytes at off to the disk and returns without waiting: a hint, so a
-     * later sync finds less to write. It makes nothing durable (only sync does). Optional
-     * (NULL: nothing to start). */
-    int (*writeback)(om_file *f, uint64_t off, uint64_t n);
 
     /* Directory handles (the rules are at the top). at NULL: path is absolute (or, on the real
      * filesystem, relative to the working directory); else path is one name in at. */
@@ -159,10 +155,6 @@ static inline int om_resize(om_file *f, uint64_t s)
 static inline int om_pwrite(om_file *f, const void *b, size_t n, uint64_t off)
 {
     return f->vfs->pwrite(f, b, n, off);
-}
-static inline int om_writeback(om_file *f, uint64_t off, uint64_t n)
-{
-    return f->vfs->writeback ? f->vfs->writeback(f, off, n) : 0;
 }
 /* Reads exactly n bytes or fails with FileIOBeyondEOF. */
 int om_pread_full(om_file *f, void *buf, size_t n, uint64_t off);

@@ -106,14 +106,6 @@ static int p_sync(om_file *bf)
     return 0;
 }
 
-/* Writeback started, not waited for (sync_file_range is only a hint for durability; fdatasync
- * still does the work that counts). A failure to start is no error: the sync will tell. */
-static int p_writeback(om_file *bf, uint64_t off, uint64_t n)
-{
-    (void)sync_file_range(((pfile *)bf)->fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
-    return 0;
-}
-
 static int p_size(om_file *bf, uint64_t *size)
 {
     pfile *f = (pfile *)bf;
@@ -474,7 +466,6 @@ static om_vfs posix_vfs = {
     .list = p_list,
     .free_space = p_free_space,
     .lock = p_lock,
-    .writeback = p_writeback,
     .dir_open = p_dir_open,
     .dir_close = p_dir_close,
     .dir_sync = p_dir_sync,
