@@ -747,6 +747,7 @@ static int backup_list(bk_backup_state *st)
     json_t *doc = json_object_get(st->snap, "components_document");
     json_object_set(st->res, "freeze_ms", json_object_get(st->snap, "freeze_ms"));
     json_object_set(st->res, "snapshot_ms", json_object_get(st->snap, "snapshot_ms"));
+    json_object_set(st->res, "freeze", json_object_get(st->snap, "freeze"));
     for (size_t i = 0; i < st->o.ndb; i++) {
         dbjob *j = &st->jobs[i];
         j->md = component_md(doc, j->component);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/time.h"
 #include "vss/provider/provider_internal.h"
 
 /* The held files as paths relative to the shadowed path, sorted, with a mark for each found by
@@ -125,11 +126,20 @@ static int held_supports(const char *path, const char *shadow_root, char *why, s
 
 /* At prepare: only the held files, linked (a link names the inode, whose content the writer
  * keeps from Freeze on, so linking early gives the same shadow and keeps thousands of finished
- * log generations out of the freeze). */
+ * log generations out of the freeze); the others are noted in the plan, for the commit to copy. */
+typedef struct prep {
+    heldset *h;
+    json_t *plan; /* rel paths of the regular files commit copies */
+} prep;
+
 static int link_held_only(void *arg, const char *src, const char *dst, const char *rel,
                           const struct stat *st, uint64_t deadline_ns)
 {
-    if (!heldset_has(arg, rel, 0)) return 0;
+    prep *x = arg;
+    if (!heldset_has(x->h, rel, 0)) {
+        if (x->plan) json_array_append_new(x->plan, json_string(rel));
+        return 0;
+    }
     return link(src, dst) == 0 ? 0 : vss_op_err("linking", src, dst);
 }
 
@@ -139,13 +149,21 @@ static int held_prepare(const vss_shadow_path *p, const char *shadow_root, vss_s
     int rc = p && p->path ? heldset_make(p, 1, &h) : vss_shadow_begin(p, s, "held");
     if (rc) return rc;
     vss_tree_opts o = {.same_mount = 1, .copies = copies_unheld, .arg = &h};
+    prep x = {.h = &h, .plan = p->plan ? json_array() : NULL};
     rc = vss_tree_prepare(p, shadow_root, s, "held", &o);
-    if (!rc) rc = vss_tree_build(p, s, UINT64_MAX, link_held_only, &h, 0);
+    if (!rc) rc = vss_tree_build(p, s, UINT64_MAX, link_held_only, &x, 0);
+    if (!rc && p->plan) {
+        json_decref(*p->plan);
+        *p->plan = x.plan;
+    } else {
+        json_decref(x.plan);
+    }
     heldset_free(&h);
     return rc;
 }
 
-static int held_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns)
+/* The walk of old (held_new_only unset, or no plan): every entry of the tree looked at. */
+static int held_commit_walk(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns)
 {
     heldset h;
     int rc = heldset_make(p, 0, &h);
@@ -164,6 +182,67 @@ static int held_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadlin
                         s->original, s->original, h.rel[i]);
     heldset_free(&h);
     return rc;
+}
+
+/* One file of the plan copied: gone since prepare is right (it was not there at the freeze). */
+static int copy_planned(vss_shadow *s, const char *rel, uint64_t deadline_ns)
+{
+    char src[VSS_PATH_MAX], dst[VSS_PATH_MAX];
+    struct stat st;
+    int rc = rel[0] ? vss_join(src, sizeof src, s->original, rel)
+                    : vss_fmt_path(src, sizeof src, "%s", s->original);
+    if (!rc)
+        rc = rel[0] ? vss_join(dst, sizeof dst, s->exposed, rel)
+                    : vss_fmt_path(dst, sizeof dst, "%s", s->exposed);
+    if (rc) return rc;
+    if (lstat(src, &st) != 0) return errno == ENOENT ? 0 : vss_sys_err("reading", src);
+    if (!S_ISREG(st.st_mode)) return 0;
+    if ((rc = vss_copy_file_sparse(src, dst, &st, deadline_ns, &s->commit_bytes))) return rc;
+    s->commit_copies++;
+    return 0;
+}
+
+/* One held file that appeared since prepare, linked (linked at prepare already: EEXIST). A held
+ * file the writer names must be there: the shadow copy would miss a log. */
+static int link_new(const vss_shadow_path *p, vss_shadow *s, const char *held)
+{
+    const char *rel = rel_of(p->path, held);
+    char dst[VSS_PATH_MAX];
+    if (!rel) return om_errf(OM_E_InvalidParameter, "held file %s is not under %s", held, p->path);
+    int rc = rel[0] ? vss_join(dst, sizeof dst, s->exposed, rel)
+                    : vss_fmt_path(dst, sizeof dst, "%s", s->exposed);
+    if (rc) return rc;
+    if (link(held, dst) == 0) {
+        s->commit_links++;
+        return 0;
+    }
+    if (errno == EEXIST) return 0;
+    if (errno == ENOENT)
+        return om_errf(OM_E_ProviderVeto, "held shadow copy of %s: the held file %s is missing",
+                       s->original, held);
+    return vss_op_err("linking", held, dst);
+}
+
+/* What changes after the freeze is copied now (the plan: checkpoint, current log), and the held
+ * files finished since prepare are linked; the held files prepare linked are not looked at. */
+static int held_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns)
+{
+    s->commit_links = s->commit_copies = 0;
+    s->commit_bytes = 0;
+    json_t *plan = p->plan ? *p->plan : NULL;
+    if (!p->held_new_only || !json_is_array(plan)) return held_commit_walk(p, s, deadline_ns);
+    int rc = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(plan, i, r)
+    {
+        if (!rc) rc = vss_check_deadline(deadline_ns, s->original);
+        if (!rc) rc = copy_planned(s, json_string_value(r), deadline_ns);
+    }
+    for (size_t k = 0; !rc && k < p->nheld; k++)
+        rc = link_new(p, s, p->held[k]);
+    if (!rc) s->created_ns = om_now_ns();
+    return rc ? om_err_ctx(rc, "held shadow copy of %s", s->original) : 0;
 }
 
 const vss_provider vss_held_provider = {

@@ -12,7 +12,10 @@
  *   held     hard links to the files the writer holds unchanged (the .edb, finished logs),
  *            made at prepare (a link names the inode, which the writer keeps unchanged from
  *            Freeze on), and at commit links to held files that appeared since and copies of
- *            the others (checkpoint, current log); any filesystem with link();
+ *            the others (checkpoint, current log); any filesystem with link(). When the
+ *            writers name the held files that appeared since (held_new_only), commit touches
+ *            only those and the files prepare found to copy (its plan), never the others:
+ *            its work does not grow with the number of held files;
  *   copy     a plain copy of every file; any filesystem, bounded by the commit limit.
  *
  * The calls for one path, in the order the coordinator makes them:
@@ -77,6 +80,14 @@ typedef struct vss_shadow_path {
     size_t nheld;
     char **exclude; /* absolute paths of files the copy leaves out (held, copy, reflink) */
     size_t nexclude;
+    /* At commit: held lists only the held files that appeared since the writers' PrepareSnapshot
+     * (each writer named them at Freeze), so those are all a commit needs besides what prepare
+     * found. 0: held lists every held file, and commit walks the tree. */
+    int held_new_only;
+    /* A provider's own record from prepare to commit (held: the files to copy at commit):
+     * prepare may set *plan; the caller keeps it, passes it back to commit, and json_decrefs
+     * it when the shadow copy is done with. NULL: none kept. */
+    json_t **plan;
 } vss_shadow_path;
 
 /* A shadow copy of one path: the coordinator's catalog record. The caller zeroes it and sets
@@ -91,6 +102,11 @@ typedef struct vss_shadow {
     uint64_t created_ns;         /* wall clock (om_now_ns) at commit: the copy's point in time */
     uint64_t bytes;              /* sum of the sizes of the regular files under exposed */
     uint32_t files;              /* number of regular files under exposed */
+    /* What commit did during the freeze (not in the catalog): files linked, files copied and
+     * bytes written for them. held: neither grows with the held files there already at
+     * prepare. */
+    uint32_t commit_links, commit_copies;
+    uint64_t commit_bytes;
 } vss_shadow;
 
 typedef struct vss_provider {
