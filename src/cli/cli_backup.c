@@ -125,7 +125,7 @@ static size_t group(const pick *p, size_t n, const char *server, const char **ou
 static int run_all(const bk_job_opts *o, rp_dag *d, const pick *p, size_t n, const char *here,
                    json_t *res)
 {
-    const char *dbs[64];
+    const char *dbs[BK_MAX_DBS];
     int first = 0;
     om_err_saved failed;
     rp_tls *tls = NULL;
@@ -193,7 +193,7 @@ static int backup_where(const bk_job_opts *o, json_t **res)
     }
     /* Each database once (a name given twice is backed up once, as on one server); never more
      * than a run takes, and never one dropped. */
-    pick p[64];
+    pick p[BK_MAX_DBS];
     size_t n = 0;
     for (size_t i = 0; i < o->ndb && !rc; i++) {
         int seen = 0;

@@ -40,11 +40,12 @@ int eng_backup_mark(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last_g
     return rc;
 }
 
-int eng_backup_hold_writes(eng_db *db, uint32_t *current_gen)
+int eng_backup_hold_writes(eng_db *db, uint32_t *current_gen, uint32_t *written)
 {
     eng_role_acquire(db);
     int rc = db->fatal ? eng_fatal_refuse(db) : 0;
     *current_gen = eng_log_gen(db->log);
+    *written = eng_log_written(db->log);
     eng_role_release_frozen(db, !rc);
     return rc;
 }

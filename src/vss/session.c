@@ -66,7 +66,7 @@ typedef struct spath {
     const vss_provider *p;
     char why[256];
     shadow_ent *ent;
-    json_t *plan; /* the provider's, from prepare to commit (vss_shadow_path.plan) */
+    void *plan; /* the provider's, from prepare to settle (vss_shadow_path.plan) */
 } spath;
 
 struct session {
@@ -94,7 +94,7 @@ struct session {
     /* The freeze: the held files the writers finished since PrepareSnapshot ("held_new" of their
      * Freeze answers), whether every writer named them, the longest hold a writer measured
      * ("held_ms" of Thaw), the coordinator's own span, and what the commit did. */
-    json_t *held_new;
+    json_t *held_new, *stable;
     int held_new_all;
     double writers_held_ms, coord_held_ms, commit_ms;
     uint64_t commit_links, commit_copies, commit_bytes;
@@ -725,10 +725,12 @@ static int provider_step_at(void *arg, void *ws, size_t i)
     vss_shadow_path p = {.path = sp->path, .plan = &sp->plan};
     vss_shadow work = {0};
     int rc = test_fault(c, step, sp->path);
-    int fast = !strcmp(step, "commit") && s->held_new_all && sp->plan;
+    int fast = (!strcmp(step, "commit") || !strcmp(step, "settle")) && s->held_new_all && sp->plan;
+    if (!strcmp(step, "settle") && (!fast || !sp->p->settle)) return 0;
     if (!rc && fast) {
         held_new_under(s, sp->path, &p);
         p.held_new_only = 1;
+        p.stable = s->stable;
     } else if (!rc && strcmp(step, "expose")) {
         held_files(s, sp->path, &p);
     }
@@ -753,7 +755,9 @@ static int provider_step_at(void *arg, void *ws, size_t i)
         work = sp->ent->s;
         pthread_mutex_unlock(&c->mu);
         int commit = !strcmp(step, "commit");
-        rc = commit ? sp->p->commit(&p, &work, x->deadline) : sp->p->expose(&work);
+        rc = commit                    ? sp->p->commit(&p, &work, x->deadline)
+             : !strcmp(step, "settle") ? sp->p->settle(&p, &work)
+                                       : sp->p->expose(&work);
         /* Not saved during the freeze: the catalog needs the storage (saved at prepare) to
          * delete it, and expose saves it right after the thaw. */
         vss_coord_update_shadow(c, sp->ent, &work, !commit);
@@ -770,7 +774,7 @@ static int provider_step_at(void *arg, void *ws, size_t i)
 
 /* One provider step over every path, the paths at once (a thread each, up to the pool's
  * limit): the shadow copies of a hundred databases are made side by side during the freeze.
- * step: "prepare", "commit" or "expose". The first failure is returned. */
+ * step: "prepare", "commit", "settle" or "expose". The first failure is returned. */
 static int provider_step(coord *c, session *s, const char *step, uint64_t deadline)
 {
     stepctx x = {c, s, step, deadline};
@@ -848,6 +852,8 @@ static int take_held_new(session *s, wconn *w, json_t *res)
         return 0;
     }
     json_array_extend(s->held_new, a);
+    json_t *st = json_object_get(res, "stable");
+    if (json_is_array(st)) json_array_extend(s->stable, st);
     return 0;
 }
 
@@ -868,7 +874,9 @@ static int snapshot_steps(coord *c, session *s)
     if (!rc) rc = provider_step(c, s, "prepare", UINT64_MAX);
     if (rc) return rc;
     json_decref(s->held_new);
+    json_decref(s->stable);
     s->held_new = json_array();
+    s->stable = json_array();
     s->held_new_all = s->hold;
     s->writers_held_ms = 0;
     s->commit_links = s->commit_copies = s->commit_bytes = 0;
@@ -887,6 +895,7 @@ static int snapshot_steps(coord *c, session *s)
                      "writes were held %.0f ms, past the freeze limit of %u ms (the writers "
                      "thawed by themselves)",
                      s->freeze_ms, c->freeze_limit_ms);
+    if (!rc) rc = provider_step(c, s, "settle", UINT64_MAX);
     if (!rc) rc = provider_step(c, s, "expose", UINT64_MAX);
     if (rc) return rc;
     json_t *sh = shadows_json(c, s);
@@ -1229,8 +1238,10 @@ static void end_session(coord *c, session *s)
     for (int i = 0; i < s->ncomp; i++)
         comp_free(&s->comps[i]);
     for (int i = 0; i < s->npaths; i++)
-        json_decref(s->paths[i].plan);
+        if (s->paths[i].plan && s->paths[i].p->drop_plan)
+            s->paths[i].p->drop_plan(s->paths[i].plan);
     json_decref(s->held_new);
+    json_decref(s->stable);
     json_decref(s->metadata);
     json_decref(s->loaded_doc);
     json_decref(s->targets);

@@ -3,12 +3,14 @@
  * links to them; the few files that do change (checkpoint, current log) are copied during the
  * freeze. Hard links need the original's mount, so storage goes there (provider.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/proto.h"
 #include "base/time.h"
 #include "vss/provider/provider_internal.h"
 
@@ -124,22 +126,65 @@ static int held_supports(const char *path, const char *shadow_root, char *why, s
     return vss_probe_supports(path, shadow_root, probe_link, "no hard links", "link", why, n);
 }
 
+/* The plan, from prepare to settle: the regular files that are not held (checkpoint, current
+ * log, anything else in the folders), and what commit read of each during the freeze. */
+typedef struct planned {
+    char *rel;
+    int have;      /* commit read it (0: gone at the freeze, or copied at commit) */
+    uint8_t *data; /* its first len bytes; zeros from there to size */
+    size_t len;
+    uint64_t size;
+    struct timespec times[2];
+} planned;
+
+typedef struct held_plan {
+    planned *v;
+    size_t n, cap;
+    int committed; /* commit took the short way: settle has work */
+} held_plan;
+
+static void plan_drop(void *arg)
+{
+    held_plan *pl = arg;
+    if (!pl) return;
+    for (size_t i = 0; i < pl->n; i++) {
+        free(pl->v[i].rel);
+        free(pl->v[i].data);
+    }
+    free(pl->v);
+    free(pl);
+}
+
+static int plan_add(held_plan *pl, const char *rel)
+{
+    if (pl->n == pl->cap) {
+        size_t nc = pl->cap ? pl->cap * 2 : 8;
+        planned *nv = realloc(pl->v, nc * sizeof *nv);
+        if (!nv) return om_errf(OM_E_OutOfMemory, "held shadow copy: out of memory");
+        pl->v = nv;
+        pl->cap = nc;
+    }
+    planned *e = &pl->v[pl->n];
+    memset(e, 0, sizeof *e);
+    if (!(e->rel = strdup(rel)))
+        return om_errf(OM_E_OutOfMemory, "held shadow copy: out of memory");
+    pl->n++;
+    return 0;
+}
+
 /* At prepare: only the held files, linked (a link names the inode, whose content the writer
  * keeps from Freeze on, so linking early gives the same shadow and keeps thousands of finished
- * log generations out of the freeze); the others are noted in the plan, for the commit to copy. */
+ * log generations out of the freeze); the others are noted in the plan, for the commit. */
 typedef struct prep {
     heldset *h;
-    json_t *plan; /* rel paths of the regular files commit copies */
+    held_plan *plan;
 } prep;
 
 static int link_held_only(void *arg, const char *src, const char *dst, const char *rel,
                           const struct stat *st, uint64_t deadline_ns)
 {
     prep *x = arg;
-    if (!heldset_has(x->h, rel, 0)) {
-        if (x->plan) json_array_append_new(x->plan, json_string(rel));
-        return 0;
-    }
+    if (!heldset_has(x->h, rel, 0)) return x->plan ? plan_add(x->plan, rel) : 0;
     return link(src, dst) == 0 ? 0 : vss_op_err("linking", src, dst);
 }
 
@@ -149,14 +194,15 @@ static int held_prepare(const vss_shadow_path *p, const char *shadow_root, vss_s
     int rc = p && p->path ? heldset_make(p, 1, &h) : vss_shadow_begin(p, s, "held");
     if (rc) return rc;
     vss_tree_opts o = {.same_mount = 1, .copies = copies_unheld, .arg = &h};
-    prep x = {.h = &h, .plan = p->plan ? json_array() : NULL};
-    rc = vss_tree_prepare(p, shadow_root, s, "held", &o);
+    prep x = {.h = &h, .plan = p->plan ? calloc(1, sizeof(held_plan)) : NULL};
+    if (p->plan && !x.plan) rc = om_errf(OM_E_OutOfMemory, "held shadow copy: out of memory");
+    if (!rc) rc = vss_tree_prepare(p, shadow_root, s, "held", &o);
     if (!rc) rc = vss_tree_build(p, s, UINT64_MAX, link_held_only, &x, 0);
     if (!rc && p->plan) {
-        json_decref(*p->plan);
+        plan_drop(*p->plan);
         *p->plan = x.plan;
     } else {
-        json_decref(x.plan);
+        plan_drop(x.plan);
     }
     heldset_free(&h);
     return rc;
@@ -184,22 +230,101 @@ static int held_commit_walk(const vss_shadow_path *p, vss_shadow *s, uint64_t de
     return rc;
 }
 
-/* One file of the plan copied: gone since prepare is right (it was not there at the freeze). */
-static int copy_planned(vss_shadow *s, const char *rel, uint64_t deadline_ns)
+#define READ_WHOLE (64u << 10) /* files up to this size are read into memory at commit */
+
+/* What the writers say of src at the freeze: its first *data_end bytes stay, zeros up to
+ * *size. 0 when they say nothing. */
+static int stable_of(const vss_shadow_path *p, const char *src, uint64_t *size, uint64_t *data_end)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(p->stable, i, f)
+    {
+        if (strcmp(om_json_str_or(f, "path", ""), src)) continue;
+        int64_t sz = om_json_int_or(f, "size", -1), de = om_json_int_or(f, "data_end", -1);
+        if (sz < 0 || de < 0 || de > sz) return 0;
+        *size = (uint64_t)sz;
+        *data_end = (uint64_t)de;
+        return 1;
+    }
+    return 0;
+}
+
+static int read_prefix(const char *src, uint8_t *buf, size_t n, size_t *got)
+{
+    int fd = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return vss_sys_err("opening", src);
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, buf + done, n - done, (off_t)done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int rc = vss_sys_err("reading", src);
+            close(fd);
+            return rc;
+        }
+        if (r == 0) break;
+        done += (size_t)r;
+    }
+    close(fd);
+    *got = done;
+    return 0;
+}
+
+/* One file of the plan during the freeze: gone since prepare is right (it was not there at the
+ * freeze); a small one, or the part a writer says matters of a stable one, is read into memory
+ * (no file is created while writes are held: on a busy ext4 a create can wait milliseconds for
+ * the journal); a large one is copied now. */
+static int capture(const vss_shadow_path *p, vss_shadow *s, planned *e, uint64_t deadline_ns)
 {
     char src[VSS_PATH_MAX], dst[VSS_PATH_MAX];
     struct stat st;
-    int rc = rel[0] ? vss_join(src, sizeof src, s->original, rel)
-                    : vss_fmt_path(src, sizeof src, "%s", s->original);
-    if (!rc)
-        rc = rel[0] ? vss_join(dst, sizeof dst, s->exposed, rel)
-                    : vss_fmt_path(dst, sizeof dst, "%s", s->exposed);
+    uint64_t size = 0, data_end = 0;
+    int rc = e->rel[0] ? vss_join(src, sizeof src, s->original, e->rel)
+                       : vss_fmt_path(src, sizeof src, "%s", s->original);
     if (rc) return rc;
     if (lstat(src, &st) != 0) return errno == ENOENT ? 0 : vss_sys_err("reading", src);
     if (!S_ISREG(st.st_mode)) return 0;
-    if ((rc = vss_copy_file_sparse(src, dst, &st, deadline_ns, &s->commit_bytes))) return rc;
+    int stable = stable_of(p, src, &size, &data_end);
+    if (!stable && (uint64_t)st.st_size > READ_WHOLE) {
+        rc = e->rel[0] ? vss_join(dst, sizeof dst, s->exposed, e->rel)
+                       : vss_fmt_path(dst, sizeof dst, "%s", s->exposed);
+        if (!rc) rc = vss_copy_file_sparse(src, dst, &st, deadline_ns, &s->commit_bytes);
+        if (!rc) s->commit_copies++;
+        return rc;
+    }
+    if (!stable) size = data_end = (uint64_t)st.st_size;
+    if (!(e->data = malloc(data_end ? data_end : 1)))
+        return om_errf(OM_E_OutOfMemory, "held shadow copy of %s: out of memory", s->original);
+    if ((rc = read_prefix(src, e->data, data_end, &e->len))) return rc;
+    if (!stable) size = e->len; /* shrank meanwhile: what was read is the file */
+    e->size = size;
+    e->times[0] = st.st_atim;
+    e->times[1] = st.st_mtim;
+    e->have = 1;
     s->commit_copies++;
+    s->commit_bytes += e->len;
     return 0;
+}
+
+/* After the thaw: the files commit read, written into the shadow copy. */
+static int write_captured(vss_shadow *s, const planned *e)
+{
+    char dst[VSS_PATH_MAX];
+    int rc = e->rel[0] ? vss_join(dst, sizeof dst, s->exposed, e->rel)
+                       : vss_fmt_path(dst, sizeof dst, "%s", s->exposed);
+    if (rc) return rc;
+    int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return vss_sys_err("creating", dst);
+    for (size_t done = 0; !rc && done < e->len;) {
+        ssize_t w = pwrite(fd, e->data + done, e->len - done, (off_t)done);
+        if (w < 0 && errno != EINTR) rc = vss_sys_err("writing", dst);
+        if (w > 0) done += (size_t)w;
+    }
+    if (!rc && ftruncate(fd, (off_t)e->size) != 0) rc = vss_sys_err("sizing", dst);
+    if (!rc && futimens(fd, e->times) != 0) rc = vss_sys_err("setting the times of", dst);
+    if (close(fd) != 0 && !rc) rc = vss_sys_err("closing", dst);
+    return rc;
 }
 
 /* One held file that appeared since prepare, linked (linked at prepare already: EEXIST). A held
@@ -212,36 +337,43 @@ static int link_new(const vss_shadow_path *p, vss_shadow *s, const char *held)
     int rc = rel[0] ? vss_join(dst, sizeof dst, s->exposed, rel)
                     : vss_fmt_path(dst, sizeof dst, "%s", s->exposed);
     if (rc) return rc;
-    if (link(held, dst) == 0) {
-        s->commit_links++;
-        return 0;
-    }
-    if (errno == EEXIST) return 0;
+    if (link(held, dst) == 0 || errno == EEXIST) return 0;
     if (errno == ENOENT)
         return om_errf(OM_E_ProviderVeto, "held shadow copy of %s: the held file %s is missing",
                        s->original, held);
     return vss_op_err("linking", held, dst);
 }
 
-/* What changes after the freeze is copied now (the plan: checkpoint, current log), and the held
- * files finished since prepare are linked; the held files prepare linked are not looked at. */
+/* During the freeze only what changes after it is read (the plan: checkpoint, current log);
+ * the held files are not looked at: those prepare linked stay, those finished since (the
+ * writers name them, held_new_only) are linked by settle, as they never change either. */
 static int held_commit(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns)
 {
     s->commit_links = s->commit_copies = 0;
     s->commit_bytes = 0;
-    json_t *plan = p->plan ? *p->plan : NULL;
-    if (!p->held_new_only || !json_is_array(plan)) return held_commit_walk(p, s, deadline_ns);
+    held_plan *pl = p->plan ? *p->plan : NULL;
+    if (!p->held_new_only || !pl) return held_commit_walk(p, s, deadline_ns);
     int rc = 0;
-    size_t i;
-    json_t *r;
-    json_array_foreach(plan, i, r)
-    {
-        if (!rc) rc = vss_check_deadline(deadline_ns, s->original);
-        if (!rc) rc = copy_planned(s, json_string_value(r), deadline_ns);
+    for (size_t i = 0; !rc && i < pl->n; i++) {
+        rc = vss_check_deadline(deadline_ns, s->original);
+        if (!rc) rc = capture(p, s, &pl->v[i], deadline_ns);
     }
+    if (!rc) {
+        s->created_ns = om_now_ns();
+        pl->committed = 1;
+    }
+    return rc ? om_err_ctx(rc, "held shadow copy of %s", s->original) : 0;
+}
+
+static int held_settle(const vss_shadow_path *p, vss_shadow *s)
+{
+    held_plan *pl = p->plan ? *p->plan : NULL;
+    if (!pl || !pl->committed) return 0; /* commit walked the tree: nothing left */
+    int rc = 0;
+    for (size_t i = 0; !rc && i < pl->n; i++)
+        if (pl->v[i].have) rc = write_captured(s, &pl->v[i]);
     for (size_t k = 0; !rc && k < p->nheld; k++)
         rc = link_new(p, s, p->held[k]);
-    if (!rc) s->created_ns = om_now_ns();
     return rc ? om_err_ctx(rc, "held shadow copy of %s", s->original) : 0;
 }
 
@@ -250,6 +382,8 @@ const vss_provider vss_held_provider = {
     .supports = held_supports,
     .prepare = held_prepare,
     .commit = held_commit,
+    .settle = held_settle,
     .expose = vss_tree_expose,
     .remove = vss_tree_remove,
+    .drop_plan = plan_drop,
 };

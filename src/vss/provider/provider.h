@@ -25,6 +25,8 @@
  *                            failure leaves nothing
  *   commit    during Freeze  makes the copy; HoldWritesTimeout once om_mono_ns() passes the
  *                            deadline (checked between files and between 8 MiB of a copy)
+ *   settle    after Thaw     optional: finishes what no longer changes (held: writes what
+ *                            commit read, links the held files named at Freeze)
  *   expose    after Thaw     makes the tree read-only, fills bytes and files
  *   remove    at release     deletes what the provider made
  * Once prepare has succeeded the caller must call remove, whatever happens next: a failed or
@@ -84,10 +86,14 @@ typedef struct vss_shadow_path {
      * (each writer named them at Freeze), so those are all a commit needs besides what prepare
      * found. 0: held lists every held file, and commit walks the tree. */
     int held_new_only;
-    /* A provider's own record from prepare to commit (held: the files to copy at commit):
-     * prepare may set *plan; the caller keeps it, passes it back to commit, and json_decrefs
-     * it when the shadow copy is done with. NULL: none kept. */
-    json_t **plan;
+    /* At commit: files the writers say keep their first data_end bytes unchanged and hold zeros
+     * from there to size at the freeze ([{"path", "size", "data_end"}], absolute paths; NULL:
+     * none), so only data_end bytes need reading (a log generation just started). */
+    json_t *stable;
+    /* A provider's own record from prepare to settle (held: what to copy at commit, and what it
+     * read then): prepare may set *plan; the caller keeps it, passes it back at commit and
+     * settle, and frees it with drop_plan when the shadow copy is done with. NULL: none. */
+    void **plan;
 } vss_shadow_path;
 
 /* A shadow copy of one path: the coordinator's catalog record. The caller zeroes it and sets
@@ -126,10 +132,15 @@ typedef struct vss_provider {
     /* During Freeze: makes the copy. deadline_ns is on the om_mono_ns() clock (UINT64_MAX:
      * none). */
     int (*commit)(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns);
+    /* After Thaw, before expose (optional): the rest of the copy, from what commit kept in the
+     * plan and the held files the writers named. */
+    int (*settle)(const vss_shadow_path *p, vss_shadow *s);
     /* After Thaw: makes the tree read-only and fills bytes and files. */
     int (*expose)(vss_shadow *s);
     /* Deletes storage (and <set> when it becomes empty); already gone is success. */
     int (*remove)(const vss_shadow *s);
+    /* Frees a plan prepare made (optional: NULL when prepare never makes one). */
+    void (*drop_plan)(void *plan);
 } vss_provider;
 
 /* The provider named name, NULL for an unknown name ("auto" is not a provider: see below). */
