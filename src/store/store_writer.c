@@ -491,9 +491,10 @@ static void held_new(json_t *out, const dbref *r, uint32_t from)
     }
 }
 
-/* The current log as "stable": the bytes written so far stay as they are (slots are never
- * rewritten) and the rest of the file is zeros at the freeze, so the held provider reads those few
- * KiB during the freeze instead of copying the whole file. */
+/* The current log as "stable": the bytes written so far stay as they are in that file (slots are
+ * never rewritten; a roll renames it, the inode stays) and the rest of it is zeros at the freeze;
+ * and the checkpoint file, unchanged while pages are held. The held provider only opens them
+ * during the freeze and reads them after the thaw. */
 static void stable_log(json_t *out, const dbref *r)
 {
     char p[4400];

@@ -134,6 +134,8 @@ typedef struct planned {
     uint8_t *data; /* its first len bytes; zeros from there to size */
     size_t len;
     uint64_t size;
+    int fd;           /* stable: opened at commit, read at settle (-1: none) */
+    int64_t data_end; /* stable: the bytes that matter (-1: all of it) */
     struct timespec times[2];
 } planned;
 
@@ -150,6 +152,7 @@ static void plan_drop(void *arg)
     for (size_t i = 0; i < pl->n; i++) {
         free(pl->v[i].rel);
         free(pl->v[i].data);
+        if (pl->v[i].fd >= 0) close(pl->v[i].fd);
     }
     free(pl->v);
     free(pl);
@@ -166,6 +169,7 @@ static int plan_add(held_plan *pl, const char *rel)
     }
     planned *e = &pl->v[pl->n];
     memset(e, 0, sizeof *e);
+    e->fd = -1;
     if (!(e->rel = strdup(rel)))
         return om_errf(OM_E_OutOfMemory, "held shadow copy: out of memory");
     pl->n++;
@@ -232,54 +236,72 @@ static int held_commit_walk(const vss_shadow_path *p, vss_shadow *s, uint64_t de
 
 #define READ_WHOLE (64u << 10) /* files up to this size are read into memory at commit */
 
-/* What the writers say of src at the freeze: its first *data_end bytes stay, zeros up to
- * *size. 0 when they say nothing. */
-static int stable_of(const vss_shadow_path *p, const char *src, uint64_t *size, uint64_t *data_end)
+/* What the writers say of src at the freeze (Freeze's "stable"): what the shadow copy needs of
+ * it stays readable through the file opened now until the session ends: its first *data_end
+ * bytes, zeros from there to *size; *data_end -1 ("unchanged"): all of it. 0 when they say
+ * nothing. */
+static int stable_of(const vss_shadow_path *p, const char *src, uint64_t *size, int64_t *data_end)
 {
     size_t i;
     json_t *f;
     json_array_foreach(p->stable, i, f)
     {
         if (strcmp(om_json_str_or(f, "path", ""), src)) continue;
+        if (json_is_true(json_object_get(f, "unchanged"))) {
+            *size = 0;
+            *data_end = -1;
+            return 1;
+        }
         int64_t sz = om_json_int_or(f, "size", -1), de = om_json_int_or(f, "data_end", -1);
-        if (sz < 0 || de < 0 || de > sz) return 0;
+        if (sz < 0 || de < 0 || de > sz || de > (int64_t)(1u << 30)) return 0;
         *size = (uint64_t)sz;
-        *data_end = (uint64_t)de;
+        *data_end = de;
         return 1;
     }
     return 0;
 }
 
-static int read_prefix(const char *src, uint8_t *buf, size_t n, size_t *got)
+/* Opens src without touching its access time where the kernel lets us (a read that updates it
+ * dirties the inode, which can wait for the journal). */
+static int open_quiet(const char *src)
 {
-    int fd = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return vss_sys_err("opening", src);
+    int fd = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+    if (fd < 0 && errno == EPERM) fd = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    return fd;
+}
+
+static int read_fd(int fd, const char *src, uint8_t *buf, size_t n, size_t *got)
+{
     size_t done = 0;
     while (done < n) {
         ssize_t r = pread(fd, buf + done, n - done, (off_t)done);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            int rc = vss_sys_err("reading", src);
-            close(fd);
-            return rc;
-        }
+        if (r < 0) return vss_sys_err("reading", src);
         if (r == 0) break;
         done += (size_t)r;
     }
-    close(fd);
     *got = done;
     return 0;
 }
 
+/* Reads the first n bytes of src (or what it has) into e. */
+static int read_into(planned *e, int fd, const char *src, size_t n)
+{
+    if (!(e->data = malloc(n ? n : 1)))
+        return om_errf(OM_E_OutOfMemory, "reading %s: out of memory", src);
+    return read_fd(fd, src, e->data, n, &e->len);
+}
+
 /* One file of the plan during the freeze: gone since prepare is right (it was not there at the
- * freeze); a small one, or the part a writer says matters of a stable one, is read into memory
- * (no file is created while writes are held: on a busy ext4 a create can wait milliseconds for
- * the journal); a large one is copied now. */
+ * freeze). A stable one is only opened (settle reads it); a small one is read into memory; a
+ * large one is copied now. No file is created while writes are held: on a busy ext4 a create
+ * can wait milliseconds for the journal. */
 static int capture(const vss_shadow_path *p, vss_shadow *s, planned *e, uint64_t deadline_ns)
 {
     char src[VSS_PATH_MAX], dst[VSS_PATH_MAX];
     struct stat st;
-    uint64_t size = 0, data_end = 0;
+    uint64_t size = 0;
+    int64_t data_end = -1;
     int rc = e->rel[0] ? vss_join(src, sizeof src, s->original, e->rel)
                        : vss_fmt_path(src, sizeof src, "%s", s->original);
     if (rc) return rc;
@@ -293,18 +315,37 @@ static int capture(const vss_shadow_path *p, vss_shadow *s, planned *e, uint64_t
         if (!rc) s->commit_copies++;
         return rc;
     }
-    if (!stable) size = data_end = (uint64_t)st.st_size;
-    if (!(e->data = malloc(data_end ? data_end : 1)))
-        return om_errf(OM_E_OutOfMemory, "held shadow copy of %s: out of memory", s->original);
-    if ((rc = read_prefix(src, e->data, data_end, &e->len))) return rc;
-    if (!stable) size = e->len; /* shrank meanwhile: what was read is the file */
-    e->size = size;
+    int fd = open_quiet(src);
+    if (fd < 0) return errno == ENOENT ? 0 : vss_sys_err("opening", src);
     e->times[0] = st.st_atim;
     e->times[1] = st.st_mtim;
     e->have = 1;
     s->commit_copies++;
+    if (stable) { /* read after the thaw, through fd */
+        e->fd = fd;
+        e->size = size;
+        e->data_end = data_end;
+        return 0;
+    }
+    rc = read_into(e, fd, src, (size_t)st.st_size);
+    close(fd);
+    e->size = e->len; /* shrank meanwhile: what was read is the file */
     s->commit_bytes += e->len;
-    return 0;
+    return rc;
+}
+
+/* After the thaw, a stable file's part that matters, read through the descriptor commit
+ * opened. */
+static int read_stable(vss_shadow *s, planned *e)
+{
+    struct stat st;
+    if (fstat(e->fd, &st) != 0) return vss_sys_err("reading", e->rel);
+    size_t n = e->data_end < 0 ? (size_t)st.st_size : (size_t)e->data_end;
+    if (e->data_end < 0) e->size = (uint64_t)st.st_size;
+    int rc = read_into(e, e->fd, e->rel, n);
+    close(e->fd);
+    e->fd = -1;
+    return rc;
 }
 
 /* After the thaw: the files commit read, written into the shadow copy. */
@@ -370,8 +411,11 @@ static int held_settle(const vss_shadow_path *p, vss_shadow *s)
     held_plan *pl = p->plan ? *p->plan : NULL;
     if (!pl || !pl->committed) return 0; /* commit walked the tree: nothing left */
     int rc = 0;
-    for (size_t i = 0; !rc && i < pl->n; i++)
-        if (pl->v[i].have) rc = write_captured(s, &pl->v[i]);
+    for (size_t i = 0; !rc && i < pl->n; i++) {
+        planned *e = &pl->v[i];
+        if (e->have && e->fd >= 0) rc = read_stable(s, e);
+        if (!rc && e->have) rc = write_captured(s, e);
+    }
     for (size_t k = 0; !rc && k < p->nheld; k++)
         rc = link_new(p, s, p->held[k]);
     return rc ? om_err_ctx(rc, "held shadow copy of %s", s->original) : 0;
