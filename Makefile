@@ -197,7 +197,7 @@ bench-vss: deps build
 # tar | zstd and restic.
 bench-backup: deps build
 	@scripts/install-deps --bench
-	python3 bench/store_backup.py --build $(BUILD)
+	python3 bench/store_backup.py --build $(BUILD) --cases sizes,gens,dbs
 	python3 bench/backup.py --build $(BUILD)
 
 # Restore of a 1 GB store database from a full backup and three incrementals (laying down and log

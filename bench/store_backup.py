@@ -3,9 +3,16 @@
 Thaw) for a small and a large database (it should not grow with the size), the whole snapshot
 step, and the delivery latency seen by a client that keeps delivering mail (one persistent
 connection, durable deliveries) through the backup, beside the same client's latency with no
-backup running. Prints a table and writes bench/results/store_backup.json.
+backup running. Two more cases (issue 21): writes held with 2,200 finished log generations on
+disk (--gens; they should not count), and with many databases in one shadow copy (--dbs: one
+`ombra backup` of them all). Prints a table and writes bench/results/store_backup.json.
 
     bench/store_backup.py [--build DIR] [--sizes 100,2048] [--runs 3]
+                          [--gens 2200] [--dbs 100] [--cases sizes,gens,dbs]
+                          [--compare OTHER_BUILD]
+
+--compare runs the gens and dbs cases with a second build too, alternating the builds round by
+round (the figures of one run side by side: this machine is shared and noisy).
 """
 import argparse
 import json
@@ -18,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MSG = 8000  # bytes per message of the load
@@ -38,6 +46,15 @@ class Client:
                 raise ConnectionError("the store closed the connection")
             b += c
         return b
+
+    def call(self, req, data=b""):
+        obj = json.dumps(dict(req, **({"data": len(data)} if data else {}))).encode()
+        self.s.sendall(struct.pack("<I", len(obj)) + obj + (struct.pack("<I", len(data)) + data if data else b""))
+        (n,) = struct.unpack("<I", self._exactly(4))
+        rep = json.loads(self._exactly(n))
+        if not rep.get("ok"):
+            raise RuntimeError(rep)
+        return rep
 
     def deliver(self, db, box, body):
         obj = json.dumps({"op": "mail.deliver", "db": db, "mailbox": box, "subject": "bench",
@@ -139,14 +156,155 @@ def one_size(build, mb, runs):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class Daemons:
+    """ombra-vssd and ombra-store of one build in a temporary home, and the CLI."""
+
+    def __init__(self, build, vssd_args=()):
+        self.build = build
+        self.tmp = tempfile.mkdtemp(prefix="ombra-bsb-", dir="/tmp")
+        self.env = dict(os.environ, OMBRA_RUNTIME_DIR=f"{self.tmp}/run", OMBRA_HOME=f"{self.tmp}/home",
+                        OMBRA_CONFIG="/dev/null")
+        self.logs = open(f"{self.tmp}/daemons.log", "w")
+        self.vssd = subprocess.Popen([f"{build}/src/daemons/ombra-vssd", "--foreground", *vssd_args], env=self.env,
+                                     stdout=self.logs, stderr=subprocess.STDOUT)
+        self.store = subprocess.Popen([f"{build}/src/daemons/ombra-store", "--foreground", "--server", "srv1"],
+                                      env=self.env, stdout=self.logs, stderr=subprocess.STDOUT)
+        for _ in range(200):
+            if os.path.exists(f"{self.tmp}/run/store.sock") and os.path.exists(f"{self.tmp}/run/vss.sock"):
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        self.sock = f"{self.tmp}/run/store.sock"
+
+    def ombra(self, *a, check=True):
+        p = subprocess.run([f"{self.build}/src/cli/ombra", *map(str, a)], env=self.env, capture_output=True,
+                           text=True)
+        if check and p.returncode:
+            raise RuntimeError(f"ombra {' '.join(map(str, a))}: {p.stderr.strip()}")
+        return p.stdout
+
+    def close(self):
+        for p in (self.store, self.vssd):
+            p.terminate()
+        self.store.wait(120)
+        self.vssd.wait(30)
+        self.logs.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def held_backup(d, *args):
+    """One backup with the held provider through `ombra backup --json` into a fresh repository;
+    its writes-held figure (and the coordinator's details when it gives them)."""
+    repo = f"{d.tmp}/repo-{uuid.uuid4()}"
+    d.ombra("repo", "init", repo)
+    r = json.loads(d.ombra("backup", "--repo", repo, "--type", "copy", "--provider", "held", "--json", *args))
+    shutil.rmtree(repo, ignore_errors=True)
+    return r
+
+
+def setup_gens(build, gens):
+    """A store with one small database and `gens` finished log generations on disk (the log rolled
+    through db.backup_prepare, which closes the current generation as a passive copy's backup
+    asks)."""
+    d = Daemons(build)
+    d.ombra("db", "new", "db1")
+    d.ombra("mail", "load", "db1", "--mailboxes", 10, "--messages", 200, "--size", 4000)
+    info = json.loads(d.ombra("db", "show", "db1", "--json"))
+    info = info.get("db", info)
+    c = Client(d.sock)
+    for _ in range(gens):
+        c.call({"op": "db.backup_prepare", "db": "db1", "id": info["id"], "type": "copy"})
+    return d
+
+
+def setup_dbs(build, n):
+    d = Daemons(build)
+    for i in range(n):
+        d.ombra("db", "new", f"m{i:03}")
+        d.ombra("mail", "load", f"m{i:03}", "--mailboxes", 2, "--messages", 5, "--size", 2000)
+    return d
+
+
+def side_by_side(builds, setup, measure, runs):
+    """setup(build) for each build, then `runs` rounds measuring each build in turn (alternating
+    which goes first); {build: [figures]}."""
+    ds = {b: setup(b) for b in builds}
+    out = {b: [] for b in builds}
+    try:
+        for r in range(runs):
+            order = builds if r % 2 == 0 else builds[::-1]
+            for b in order:
+                out[b].append(measure(ds[b]))
+    finally:
+        for d in ds.values():
+            d.close()
+    return out
+
+
+def gens_case(builds, gens, runs):
+    def measure(d):
+        r = held_backup(d, "db1")
+        return {"freeze_ms": r["freeze_ms"], "snapshot_ms": r["snapshot_ms"], "freeze": r.get("freeze")}
+    return side_by_side(builds, lambda b: setup_gens(b, gens), measure, runs)
+
+
+def dbs_case(builds, n, runs):
+    names = [f"m{i:03}" for i in range(n)]
+
+    def measure(d):
+        r = held_backup(d, *names)
+        return {"freeze_ms": r["freeze_ms"], "snapshot_ms": r["snapshot_ms"], "sets": len(r["sets"]),
+                "freeze": r.get("freeze")}
+
+    def measure_safe(d):
+        try:
+            return measure(d)
+        except RuntimeError as e:
+            return {"error": str(e)[:300]}
+    return side_by_side(builds, lambda b: setup_dbs(b, n), measure_safe, runs)
+
+
+def summary(rows):
+    ok = [r["freeze_ms"] for r in rows if "freeze_ms" in r]
+    if not ok:
+        return {"error": rows[0].get("error"), "runs": rows}
+    return {"freeze_ms": statistics.median(ok), "min_ms": min(ok), "max_ms": max(ok), "runs": rows}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.environ.get("BUILD_RELEASE", f"{ROOT}/build-release"))
     ap.add_argument("--sizes", default="100,2048", help="database sizes in MB")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--gens", type=int, default=2200, help="finished log generations on disk (gens case)")
+    ap.add_argument("--dbs", default="100", help="databases in one shadow copy (dbs case; a list: 64,100)")
+    ap.add_argument("--cases", default="sizes,gens,dbs")
+    ap.add_argument("--compare", help="a second build (e.g. of main) measured beside --build, round by round")
     a = ap.parse_args()
-    out = {}
-    for mb in (int(x) for x in a.sizes.split(",")):
+    cases = a.cases.split(",")
+    builds = [a.build] + ([a.compare] if a.compare else [])
+    label = lambda b: "this" if b == a.build else "compare"
+    out, extra = {}, {}
+    if "gens" in cases:
+        res = gens_case(builds, a.gens, a.runs)
+        extra["gens"] = {"generations": a.gens, **{label(b): summary(v) for b, v in res.items()}}
+        for b, v in res.items():
+            sm = summary(v)
+            print(f"{a.gens} finished generations on disk, {label(b):8}: writes held {sm['freeze_ms']:6.1f} ms "
+                  f"(median of {len(v)}, {sm['min_ms']:.1f}-{sm['max_ms']:.1f}) [{b}]")
+    if "dbs" in cases:
+        extra["dbs"] = {}
+        for n in (int(x) for x in a.dbs.split(",")):
+            res = dbs_case(builds, n, a.runs)
+            extra["dbs"][str(n)] = {label(b): summary(v) for b, v in res.items()}
+            for b, v in res.items():
+                sm = summary(v)
+                if "freeze_ms" in sm:
+                    print(f"{n} databases in one shadow copy, {label(b):8}: writes held {sm['freeze_ms']:6.1f} ms "
+                          f"(median of {len(v)}, {sm['min_ms']:.1f}-{sm['max_ms']:.1f}) [{b}]")
+                else:
+                    print(f"{n} databases in one shadow copy, {label(b):8}: {sm['error']} [{b}]")
+    for mb in (int(x) for x in a.sizes.split(",") if "sizes" in cases):
         r = one_size(a.build, mb, a.runs)
         out[str(mb)] = r
         print(f"{r['database_bytes'] / 1e6:8.0f} MB database: writes held {r['freeze_ms']:6.1f} ms, snapshot "
@@ -155,8 +313,17 @@ def main():
               f"(no backup: slowest {r['idle_max_ms']:.1f} ms, p99 {r['idle_p99_ms']:.1f} ms); first full "
               f"backup over the load's untruncated logs held writes {r['first_full_freeze_ms']:.1f} ms")
     os.makedirs(f"{ROOT}/bench/results", exist_ok=True)
-    with open(f"{ROOT}/bench/results/store_backup.json", "w") as f:
-        json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sizes": out}, f, indent=1)
+    path = f"{ROOT}/bench/results/store_backup.json"
+    try:
+        with open(path) as f:
+            prev = json.load(f)  # the cases not run this time stay as they were
+    except (OSError, ValueError):
+        prev = {}
+    if out:
+        prev["sizes"] = out
+    prev.update(extra, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    with open(path, "w") as f:
+        json.dump(prev, f, indent=1)
 
 
 if __name__ == "__main__":

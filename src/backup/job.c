@@ -25,7 +25,7 @@
 #include "store/client.h"
 #include "vss/requester.h"
 
-#define MAX_DBS   64
+#define MAX_DBS   BK_MAX_DBS
 #define MAX_FILES (1u << 20)
 
 /* ---- test hook ---- */
@@ -108,7 +108,7 @@ static int list_files(dbjob *j, json_t *shadows, char *edb, size_t en, char *log
     if (whole) {
         const char *slash = strrchr(edb, '/');
         char name[300];
-        snprintf(name, sizeof name, "edb/%s", slash ? slash + 1 : edb);
+        snprintf(name, sizeof name, "edb/%.290s", slash ? slash + 1 : edb);
         if ((rc = add_file(j, edb, name))) return rc;
     }
     for (uint32_t g = j->lo; g <= j->hi && !rc; g++) {
@@ -747,6 +747,7 @@ static int backup_list(bk_backup_state *st)
     json_t *doc = json_object_get(st->snap, "components_document");
     json_object_set(st->res, "freeze_ms", json_object_get(st->snap, "freeze_ms"));
     json_object_set(st->res, "snapshot_ms", json_object_get(st->snap, "snapshot_ms"));
+    json_object_set(st->res, "freeze", json_object_get(st->snap, "freeze"));
     for (size_t i = 0; i < st->o.ndb; i++) {
         dbjob *j = &st->jobs[i];
         j->md = component_md(doc, j->component);

@@ -30,6 +30,10 @@
 #include <jansson.h>
 #include <stddef.h>
 
+/* The most databases one backup takes: every database a store mounts (store/registry.h,
+ * STORE_MAX_MOUNTED), in one shadow copy. */
+#define BK_MAX_DBS 100
+
 typedef struct bk_job_opts {
     const char *repo;       /* repository path */
     const char *passphrase; /* NULL: a plain repository */

@@ -11,6 +11,7 @@
 #include "base/proto.h"
 #include "base/time.h"
 #include "repl/remote_backup.h"
+#include "store/client.h"
 #include "cli/cli.h"
 
 /* ---- in a DAG: which copy (spec §8) ---- */
@@ -125,7 +126,7 @@ static size_t group(const pick *p, size_t n, const char *server, const char **ou
 static int run_all(const bk_job_opts *o, rp_dag *d, const pick *p, size_t n, const char *here,
                    json_t *res)
 {
-    const char *dbs[64];
+    const char *dbs[BK_MAX_DBS];
     int first = 0;
     om_err_saved failed;
     rp_tls *tls = NULL;
@@ -193,7 +194,7 @@ static int backup_where(const bk_job_opts *o, json_t **res)
     }
     /* Each database once (a name given twice is backed up once, as on one server); never more
      * than a run takes, and never one dropped. */
-    pick p[64];
+    pick p[BK_MAX_DBS];
     size_t n = 0;
     for (size_t i = 0; i < o->ndb && !rc; i++) {
         int seen = 0;
@@ -211,6 +212,61 @@ static int backup_where(const bk_job_opts *o, json_t **res)
     if (!rc) rc = run_all(o, d, p, n, here, *res);
     rp_dag_close(d);
     return rc;
+}
+
+/* --all: every ordinary mounted database of this server's store (not a recovery database: it is
+ * never backed up), in one shadow copy. names (BK_MAX_DBS) are views into *list. */
+static int all_mounted(json_t **list, const char **names, size_t *n)
+{
+    store_client *sc = NULL;
+    json_t *dbs = NULL, *d;
+    size_t i;
+    *n = 0;
+    int rc = store_client_new(NULL, &sc);
+    if (!rc) rc = store_client_db_list(sc, &dbs);
+    store_client_free(sc);
+    if (rc) return om_err_ctx(rc, "--all: listing this server's databases");
+    json_array_foreach(dbs, i, d)
+    {
+        if (!json_is_true(json_object_get(d, "mounted")) ||
+            json_is_true(json_object_get(d, "recovery")))
+            continue;
+        if (*n == BK_MAX_DBS) {
+            json_decref(dbs);
+            return om_errf(OM_E_InvalidParameter, "--all: more than %d mounted databases",
+                           BK_MAX_DBS);
+        }
+        names[(*n)++] = om_json_str_or(d, "name", "");
+    }
+    *list = dbs;
+    if (!*n)
+        return om_errf(OM_E_DatabaseNotFound,
+                       "--all: this server has no mounted database to back up (recovery "
+                       "databases are never backed up). HINT: ombra db list");
+    return 0;
+}
+
+/* --all in a DAG (ARCHITECTURE.md, "backup --all"): the copies of this server that --from
+ * selects, in one shadow copy here. The active copies are the store's mounted databases; the
+ * passive ones are not listed yet, which is said. */
+static int all_where(const bk_job_opts *o, json_t **res)
+{
+    rp_dag *d = NULL;
+    char here[80] = "";
+    int rc = o->from && !strcmp(o->from, "here") ? 0 : cli_local_dag(&d, here, sizeof here);
+    if (rc) return om_err_ctx(rc, "--all: asking this server's DAG which copies it holds");
+    bk_job_opts lo = *o;
+    if (d) {
+        rp_dag_close(d);
+        if (!o->from || strcmp(o->from, "active"))
+            return om_errf(OM_E_InvalidParameter,
+                           "--all in a DAG backs up this server's active copies with --from "
+                           "active; its passive copies cannot be selected with --all yet. HINT: "
+                           "ombra backup --all --from active, or name the passive copies' "
+                           "databases");
+    }
+    lo.from = NULL; /* the copies here: the store's own */
+    return bk_backup_run(&lo, res);
 }
 
 static int cmd_backup(const cli_args *a)
@@ -244,21 +300,38 @@ static int cmd_backup(const cli_args *a)
         free(repo);
         return cli_usage(a, "--from needs active, passive or a server name");
     }
+    int all = cli_flag(a, "all");
+    if (all && a->npos) {
+        free(repo);
+        return cli_usage(a, "--all backs up every mounted database: name none with it");
+    }
+    if (!all && !a->npos) {
+        free(repo);
+        return cli_usage(a, "name the databases to back up, or --all");
+    }
+    json_t *listed = NULL;
+    const char *allnames[BK_MAX_DBS];
+    size_t nall = 0;
+    if (all && (rc = all_mounted(&listed, allnames, &nall))) {
+        free(repo);
+        json_decref(listed);
+        return cli_fail(rc);
+    }
     bk_job_opts o = {.repo = repo,
                      .passphrase = pass,
                      .type = type,
                      .provider = prov,
-                     .dbs = a->pos,
-                     .ndb = (size_t)a->npos,
+                     .dbs = all ? allnames : a->pos,
+                     .ndb = all ? nall : (size_t)a->npos,
                      .threads = (int)threads,
                      .from = from,
                      .progress = isatty(2) && !cli_flag(a, "json")};
     json_t *res = NULL;
     om_err_saved failed; /* past the printing */
     uint64_t t0 = om_now_ns();
-    rc = om_err_save(&failed, backup_where(&o, &res));
+    rc = om_err_save(&failed, all ? all_where(&o, &res) : backup_where(&o, &res));
     /* Its outcome for ombra check and ombra metrics (backup/runs.h): failures too. */
-    bk_run run = {a->pos, (size_t)a->npos, type, repo, t0, om_now_ns(), rc, failed.detail, res};
+    bk_run run = {o.dbs, o.ndb, type, repo, t0, om_now_ns(), rc, failed.detail, res};
     if (bk_runs_record(NULL, &run)) fprintf(stderr, "ombra: warning: %s\n", om_err_detail());
     memset(pbuf, 0, sizeof pbuf);
     free(repo);
@@ -300,6 +373,7 @@ static int cmd_backup(const cli_args *a)
                 json_number_value(json_object_get(res, "freeze_ms")));
     }
     json_decref(res);
+    json_decref(listed);
     if (rc) {
         om_err_restore(&failed);
         return cli_fail(rc);
@@ -316,12 +390,19 @@ static const cli_opt backup_opts[] = {
      "in a DAG: passive, active, a server's name, or here (default: the best Healthy passive "
      "copy on any server, else the active)",
      0},
+    {"all", NULL,
+     "every mounted database of this server (not recovery databases), in one shadow copy; in a "
+     "DAG with --from active",
+     0},
     CLI_PASS_OPT,
-    {"json", NULL, "print JSON: sets, type, databases, log ranges, bytes, seconds, freeze_ms", 0},
+    {"json", NULL,
+     "print JSON: sets, type, databases, log ranges, bytes, seconds, freeze_ms (writes held) "
+     "and freeze (what the freeze cost)",
+     0},
     {0}};
 
 static const cli_cmd backup_cmds[] = {
-    {"", "DB...", backup_opts, "back up databases of this server into a repository",
+    {"", "[DB]...", backup_opts, "back up databases of this server into a repository",
      "Drives the shadow copy sequence through ombra-vssd, checks the shadow copy (every page for "
      "full and copy backups, the log range for all), stores only blocks the repository does not "
      "have, and lets the writer truncate logs only for what was stored and verified. A database "

@@ -6,9 +6,10 @@
 #include "base/time.h"
 #include "engine/db_internal.h"
 
-int eng_backup_freeze(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last_gen)
+/* The backup record, durable, and the roll; the writer role is taken for them (callers hold it
+ * released or frozen as they need). */
+static int mark_and_roll(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last_gen)
 {
-    eng_role_acquire(db);
     int rc = db->fatal ? eng_fatal_refuse(db) : 0;
     uint8_t rec[64];
     if (!rc) {
@@ -20,6 +21,31 @@ int eng_backup_freeze(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last
         rc = eng_log_roll(db->log);
         if (rc) eng_fatal_set(db, rc);
     }
+    return rc;
+}
+
+int eng_backup_freeze(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last_gen)
+{
+    eng_role_acquire(db);
+    int rc = mark_and_roll(db, kind, mark, last_gen);
+    eng_role_release_frozen(db, !rc);
+    return rc;
+}
+
+int eng_backup_mark(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last_gen)
+{
+    eng_role_acquire(db);
+    int rc = mark_and_roll(db, kind, mark, last_gen);
+    eng_role_release(db);
+    return rc;
+}
+
+int eng_backup_hold_writes(eng_db *db, uint32_t *current_gen, uint32_t *written)
+{
+    eng_role_acquire(db);
+    int rc = db->fatal ? eng_fatal_refuse(db) : 0;
+    *current_gen = eng_log_gen(db->log);
+    *written = eng_log_written(db->log);
     eng_role_release_frozen(db, !rc);
     return rc;
 }

@@ -343,6 +343,14 @@ int eng_db_inspect(const eng_opts *o, eng_info *info);
  * eng_backup_freeze: logs a backup record, makes it durable and rolls to a new generation;
  *   *mark is the record's position, *last_gen the generation it closed. Until
  *   eng_backup_thaw, new transactions wait (writes to the .edb and the logs are held).
+ * eng_backup_mark + eng_backup_hold_writes: the same in two steps, for a writer that freezes
+ *   many databases at once: the record and the roll (a few fsyncs) first, transactions still
+ *   going on (those after the roll go to the new generation, after the mark); then the hold,
+ *   which does no I/O, so that every database's writes are held for about the same short
+ *   span; *current_gen is the generation being written when the hold began (every one below
+ *   it is finished) and *written the bytes of its file written so far: they stay as they are
+ *   (slots are never rewritten) and the rest of the file is zeros until writes resume.
+ *   Thawed by eng_backup_thaw.
  * eng_hold_pages: the .edb does not change at all (content or size) until eng_release_pages:
  *   the checkpoint does not advance, and dirty pages stay in memory up to the cache budget
  *   (eng_opts.cache_bytes); past it the oldest go to a side file <log_dir>/<base>.hold (read
@@ -363,6 +371,8 @@ int eng_db_inspect(const eng_opts *o, eng_info *info);
  *   are held the header is written at the release instead (the log record is durable, and
  *   eng_db_info shows the slot at once). */
 int eng_backup_freeze(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last_gen);
+int eng_backup_mark(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last_gen);
+int eng_backup_hold_writes(eng_db *db, uint32_t *current_gen, uint32_t *written);
 int eng_backup_thaw(eng_db *db);
 int eng_hold_pages(eng_db *db);
 int eng_release_pages(eng_db *db);

@@ -75,6 +75,10 @@ uint64_t eng_log_durable_lsn(eng_log *l);
 /* The position of a flushed LSN. */
 eng_lgpos eng_log_lgpos(eng_log *l, uint64_t lsn);
 uint32_t eng_log_gen(eng_log *l);
+/* The bytes of the current generation's file written so far: slots are never rewritten, so
+ * they stay as they are, and the rest is still zero-filled. Only with the log quiet (writes
+ * held: eng_backup_hold_writes), since the flusher owns the count. */
+uint32_t eng_log_written(eng_log *l);
 /* The checkpoint written into the headers of generations started from now on. */
 void eng_log_set_checkpoint(eng_log *l, eng_lgpos c);
 int eng_log_fatal(eng_log *l);

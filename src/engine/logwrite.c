@@ -425,6 +425,15 @@ eng_lgpos eng_log_lgpos(eng_log *l, uint64_t lsn)
     return p;
 }
 
+uint32_t eng_log_written(eng_log *l)
+{
+    /* The flusher's own field: read with the log quiet (the caller holds writes). */
+    pthread_mutex_lock(&l->mu);
+    uint32_t n = (uint32_t)l->next_slot * ENG_SLOT_SIZE;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
 uint32_t eng_log_gen(eng_log *l)
 {
     pthread_mutex_lock(&l->mu);

@@ -16,6 +16,7 @@
 #include "base/error.h"
 #include "base/hash.h"
 #include "base/logging.h"
+#include "base/pool.h"
 #include "base/paths.h"
 #include "base/time.h"
 #include "base/uuid.h"
@@ -38,7 +39,9 @@ typedef struct wdb {
     int completed; /* BackupComplete came: administrative actions are allowed again */
     eng_lgpos mark, ckpt;
     uint32_t last_gen;
+    uint32_t gen_prep; /* the generation being written at PrepareSnapshot */
     uint64_t mark_time;
+    uint64_t held_at; /* om_mono_ns() when Freeze held its writes */
     /* BackupComplete recorded the backup; logs below truncate_below may go once the requester
      * says, at BackupShutdown, that it stored the backup (0: nothing to truncate). */
     int recorded;
@@ -291,104 +294,286 @@ static int prepare_backup(void *ctx, vss_event *e)
 
 /* The session's entry of a database, or a failure (the coordinator sent an event for a
  * database this session never prepared, or the store restarted meanwhile). */
-static int session_wdb(store_writer *w, vss_event *e, const store_dbent *ent, wdb **out)
+static int session_check(store_writer *w, vss_event *e, const store_dbent *ent, wdb **out)
 {
     char id[37];
     *out = NULL;
     om_uuid_str(&ent->id, id);
     wdb *d = wdb_get(w, id, 0);
     if (!d || strcmp(d->session, e->session))
-        return vss_fail(e, VSS_FAIL_NON_RETRYABLE,
-                        "database '%s' is not in backup session %s (did the store restart?)",
-                        ent->name, e->session);
+        return om_errf(OM_E_WriterErrorNonRetryable,
+                       "database '%s' is not in backup session %s (did the store restart?)",
+                       ent->name, e->session);
     *out = d;
     return 0;
 }
 
+static int session_wdb(store_writer *w, vss_event *e, const store_dbent *ent, wdb **out)
+{
+    int rc = session_check(w, e, ent, out);
+    return rc ? vss_fail(e, VSS_FAIL_NON_RETRYABLE, "%s", om_err_detail()) : 0;
+}
+
+/* The databases an event names (as each_db finds them), each with a reference held, so that a
+ * step can work on all of them at once (freeze_all). */
+typedef struct dbref {
+    store_mounted *m;
+    store_dbent ent;
+    const char *comp;
+    wdb *d;
+    int rc;
+    vss_failure kind; /* of rc, for the event's answer */
+    /* Freeze: the mark and roll (phase 1), the hold (phase 2). */
+    int hold, again;
+    eng_lgpos mark;
+    uint32_t last, cur, written;
+    eng_info in;
+    uint64_t held_at; /* om_mono_ns() when its writes began to be held */
+} dbref;
+
+typedef struct dbset {
+    store_writer *w;
+    vss_event *e;
+    dbref *v;
+    size_t n;
+} dbset;
+
+static void dbset_free(dbset *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        store_release(s->w->reg, s->v[i].m);
+    free(s->v);
+    s->v = NULL;
+    s->n = 0;
+}
+
+/* Every database the event names, with a reference each; the first that cannot be had fails
+ * the event (as each_db), unless tolerant: then the others are collected, and that failure is
+ * returned in *missing. */
+static int dbset_collect(store_writer *w, vss_event *e, int tolerant, int *missing, dbset *out)
+{
+    json_t *comps = json_object_get(e->args, "components");
+    size_t n = json_array_size(comps);
+    *out = (dbset){.w = w, .e = e, .v = calloc(n ? n : 1, sizeof(dbref))};
+    if (!out->v) return om_errf(OM_E_OutOfMemory, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const char *comp = arg_comp(comps, i);
+        char id[37];
+        int is_logs = 0;
+        if (!comp || !vss_comp_split(w->logical, comp, id, &is_logs) || is_logs ||
+            named_before(w, comps, i, id))
+            continue;
+        dbref *r = &out->v[out->n];
+        int rc = acquire_by_id(w, id, &r->m, &r->ent);
+        if (rc && tolerant) {
+            if (!*missing) *missing = rc;
+            continue;
+        }
+        if (rc) {
+            dbset_free(out);
+            return rc;
+        }
+        r->comp = comp;
+        out->n++;
+    }
+    return 0;
+}
+
+/* fn over every database of the set at once (a thread each, up to the pool's limit): freezing a
+ * hundred databases one after another made the first one wait for all the others' fsyncs. fn
+ * returns a plain error and leaves its kind in dbref.kind (vss_fail writes the event: only this
+ * thread may); the first failure becomes the event's. */
+static int dbset_parallel(dbset *s, int (*fn)(void *ctx, void *ws, size_t i))
+{
+    om_pool pool = {.workers = OM_POOL_MAX_WORKERS, .ctx = s, .fn = fn};
+    int rc = om_pool_run(&pool, s->n);
+    if (!rc) return 0;
+    vss_failure kind = VSS_FAIL_RETRYABLE;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i].rc) {
+            kind = s->v[i].kind;
+            break;
+        }
+    return vss_fail_rc(s->e, kind, rc);
+}
+
 /* ---- PrepareSnapshot, Freeze, Thaw ---- */
 
-static int prepare_snapshot_one(store_writer *w, vss_event *e, store_mounted *m,
-                                const store_dbent *ent, const char *comp)
+static int fail_at(dbref *r, vss_failure kind, int rc)
 {
+    r->kind = kind;
+    return r->rc = rc;
+}
+
+static int prepare_snapshot_at(void *ctx, void *ws, size_t i)
+{
+    dbset *s = ctx;
+    dbref *r = &s->v[i];
     wdb *d;
-    pthread_mutex_lock(&w->mu);
-    int rc = session_wdb(w, e, ent, &d);
-    pthread_mutex_unlock(&w->mu);
-    if (rc) return rc;
+    eng_info in;
+    pthread_mutex_lock(&s->w->mu);
+    int rc = session_check(s->w, s->e, &r->ent, &d);
+    pthread_mutex_unlock(&s->w->mu);
+    if (rc) return fail_at(r, VSS_FAIL_NON_RETRYABLE, rc);
     /* Pages out and the checkpoint forward: fewer logs to copy, less to hold at freeze. */
-    if ((rc = eng_checkpoint(m->db))) return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
+    if ((rc = eng_checkpoint(r->m->db)) || (rc = eng_db_info(r->m->db, &in)))
+        return fail_at(r, VSS_FAIL_RETRYABLE, rc);
+    /* Generations finished from now on come after the provider's prepare: Freeze names them
+     * (held_new). */
+    pthread_mutex_lock(&s->w->mu);
+    d->gen_prep = in.gen_current;
+    pthread_mutex_unlock(&s->w->mu);
     return 0;
 }
 
 static int prepare_snapshot(void *ctx, vss_event *e)
 {
-    return each_db(ctx, e, prepare_snapshot_one);
+    dbset s;
+    int rc = dbset_collect(ctx, e, 0, NULL, &s);
+    if (!rc) rc = dbset_parallel(&s, prepare_snapshot_at);
+    dbset_free(&s);
+    return rc;
 }
 
-static int freeze_one(store_writer *w, vss_event *e, store_mounted *m, const store_dbent *ent,
-                      const char *comp)
+/* Phase 1 of a freeze, for one database, all at once: pages held, the checkpoint read, the
+ * backup record made durable and the log rolled (the fsyncs), writes still going on. */
+static int freeze_mark_at(void *ctx, void *ws, size_t i)
 {
+    dbset *s = ctx;
+    dbref *r = &s->v[i];
+    store_writer *w = s->w;
     wdb *d = NULL;
-    pthread_mutex_lock(&w->mu);
-    int rc = session_wdb(w, e, ent, &d), again = 0;
     char type[16];
+    pthread_mutex_lock(&w->mu);
+    int rc = session_check(w, s->e, &r->ent, &d);
     if (!rc) snprintf(type, sizeof type, "%s", d->type);
-    if (!rc) again = d->frozen || d->holding;
+    if (!rc) r->again = d->frozen || d->holding;
     pthread_mutex_unlock(&w->mu);
-    if (rc) return rc;
+    r->d = d;
+    if (rc) return fail_at(r, VSS_FAIL_NON_RETRYABLE, rc);
     /* Frozen already by this session: freezing again would wait for our own hold. */
-    if (again) return 0;
-    int hold = json_is_true(json_object_get(e->args, "hold"));
-    eng_lgpos mark;
-    uint32_t last = 0;
-    eng_info in;
+    if (r->again) return 0;
+    r->hold = json_is_true(json_object_get(s->e->args, "hold"));
+    eng_db *db = r->m->db;
     /* Hold page writes first: once frozen, the engine's writer role (which eng_hold_pages
      * takes) waits for the thaw. */
-    if (hold && (rc = eng_hold_pages(m->db))) return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
+    if (r->hold && (rc = eng_hold_pages(db))) return fail_at(r, VSS_FAIL_RETRYABLE, rc);
     /* The checkpoint before the freeze (it only moves forward: the range can only grow). */
-    if (!rc) rc = eng_db_info(m->db, &in);
-    if (!rc) rc = eng_backup_freeze(m->db, store_backup_kind(type), &mark, &last);
+    if (!rc) rc = eng_db_info(db, &r->in);
+    if (!rc) rc = eng_backup_mark(db, store_backup_kind(type), &r->mark, &r->last);
     if (rc) {
-        if (hold) eng_release_pages(m->db);
-        return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
+        om_err_saved e;
+        om_err_save(&e, rc);
+        if (r->hold) eng_release_pages(db);
+        return fail_at(r, VSS_FAIL_RETRYABLE, om_err_restore(&e));
     }
     uint64_t t = om_now_ns();
     pthread_mutex_lock(&w->mu);
-    d->db = m->db;
-    d->frozen = 1;
-    d->holding = hold;
-    d->mark = mark;
+    d->db = db;
+    d->holding = r->hold;
+    d->mark = r->mark;
     d->mark_time = t;
-    d->last_gen = last;
-    d->ckpt = in.checkpoint;
+    d->last_gen = r->last;
+    d->ckpt = r->in.checkpoint;
     pthread_mutex_unlock(&w->mu);
     return 0;
+}
+
+/* The held files finished since PrepareSnapshot (after the provider's prepare linked what was
+ * there): generations gen_prep to cur - 1, as "held_new" paths, so that the held provider links
+ * those and never walks the others during the freeze. */
+static void held_new(json_t *out, const dbref *r, uint32_t from)
+{
+    for (uint32_t g = from ? from : 1; g < r->cur; g++) {
+        char p[4400];
+        snprintf(p, sizeof p, "%.4300s/%s%08X.log", r->ent.logs, r->ent.base, g);
+        json_array_append_new(out, json_string(p));
+    }
+}
+
+/* The current log as "stable": the bytes written so far stay as they are in that file (slots are
+ * never rewritten; a roll renames it, the inode stays) and the rest of it is zeros at the freeze;
+ * and the checkpoint file, unchanged while pages are held. The held provider only opens them
+ * during the freeze and reads them after the thaw. */
+static void stable_log(json_t *out, const dbref *r)
+{
+    char p[4400];
+    snprintf(p, sizeof p, "%.4300s/%s.log", r->ent.logs, r->ent.base);
+    json_array_append_new(out,
+                          json_pack("{s:s, s:I, s:I}", "path", p, "size", (json_int_t)ENG_LOG_SIZE,
+                                    "data_end", (json_int_t)r->written));
 }
 
 static int freeze(void *ctx, vss_event *e)
 {
-    return each_db(ctx, e, freeze_one);
-}
-
-static int thaw_one(store_writer *w, vss_event *e, store_mounted *m, const store_dbent *ent,
-                    const char *comp)
-{
-    wdb *d;
-    pthread_mutex_lock(&w->mu);
-    int rc = session_wdb(w, e, ent, &d), was = 0;
-    if (!rc) {
-        was = d->frozen;
-        d->frozen = 0;
+    store_writer *w = ctx;
+    dbset s;
+    int rc = dbset_collect(w, e, 0, NULL, &s);
+    if (!rc) rc = dbset_parallel(&s, freeze_mark_at);
+    /* Phase 2: every database's writes held, one flag each (no I/O): they are held from about
+     * the same moment, and thawed together. */
+    json_t *fresh = json_array(), *stable = json_array();
+    for (size_t i = 0; !rc && i < s.n; i++) {
+        dbref *r = &s.v[i];
+        if (r->again) continue;
+        if ((rc = eng_backup_hold_writes(r->m->db, &r->cur, &r->written))) {
+            rc = vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
+            break;
+        }
+        uint64_t now = om_mono_ns();
+        pthread_mutex_lock(&w->mu);
+        r->d->frozen = 1;
+        r->d->held_at = now;
+        uint32_t from = r->d->gen_prep;
+        pthread_mutex_unlock(&w->mu);
+        held_new(fresh, r, from);
+        stable_log(stable, r);
     }
-    pthread_mutex_unlock(&w->mu);
-    if (rc) return rc;
-    if (was && (rc = eng_backup_thaw(m->db))) return vss_fail_rc(e, VSS_FAIL_RETRYABLE, rc);
-    return 0;
+    if (!rc) {
+        json_object_set_new(e->result, "held_new", fresh);
+        json_object_set_new(e->result, "stable", stable);
+    } else {
+        json_decref(fresh);
+        json_decref(stable);
+    }
+    dbset_free(&s);
+    return rc;
 }
 
+/* Every database thawed (a flag each), all of them whatever fails, and the longest time one had
+ * its writes held (from its hold to its thaw) as "held_ms": the coordinator reports the larger
+ * of it and its own span. The first failure is the answer. */
 static int thaw(void *ctx, vss_event *e)
 {
-    return each_db(ctx, e, thaw_one);
+    store_writer *w = ctx;
+    dbset s;
+    int missing = 0;
+    int rc = dbset_collect(w, e, 1, &missing, &s);
+    double held_max = 0;
+    om_err_saved first = {0};
+    int frc = missing ? om_err_save(&first, missing) : 0;
+    for (size_t i = 0; !rc && i < s.n; i++) {
+        dbref *r = &s.v[i];
+        wdb *d;
+        int was = 0, trc;
+        uint64_t at = 0;
+        pthread_mutex_lock(&w->mu);
+        if (!(trc = session_check(w, e, &r->ent, &d))) {
+            was = d->frozen;
+            at = d->held_at;
+            d->frozen = 0;
+        }
+        pthread_mutex_unlock(&w->mu);
+        if (!trc && was) trc = eng_backup_thaw(r->m->db);
+        double ms = at ? (double)(om_mono_ns() - at) / 1e6 : 0;
+        if (was && ms > held_max) held_max = ms;
+        if (trc && !frc) frc = om_err_save(&first, trc);
+    }
+    dbset_free(&s);
+    if (rc) return rc;
+    if (frc) return vss_fail_rc(e, VSS_FAIL_RETRYABLE, om_err_restore(&first));
+    json_object_set_new(e->result, "held_ms", json_real(held_max));
+    return 0;
 }
 
 /* ---- PostSnapshot ---- */

@@ -49,11 +49,11 @@ shadow_ent *vss_coord_add_shadow(coord *c, const shadow_ent *e)
     return n;
 }
 
-void vss_coord_update_shadow(coord *c, shadow_ent *e, const vss_shadow *s)
+void vss_coord_update_shadow(coord *c, shadow_ent *e, const vss_shadow *s, int save)
 {
     pthread_mutex_lock(&c->mu);
     e->s = *s;
-    vss_coord_save_catalog(c);
+    if (save) vss_coord_save_catalog(c);
     pthread_mutex_unlock(&c->mu);
 }
 

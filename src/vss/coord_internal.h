@@ -15,8 +15,8 @@
 
 #define VSS_MAX_WRITERS  256
 #define VSS_MAX_SHADOWS  1024
-#define VSS_MAX_COMPS    128
-#define VSS_MAX_PATHS    64
+#define VSS_MAX_COMPS    256 /* the store mounts up to 100 databases, a DAG server more copies */
+#define VSS_MAX_PATHS    256 /* a database and its log folder each */
 #define VSS_MAX_INVOLVED 32
 
 typedef struct session session;
@@ -103,8 +103,9 @@ json_t *vss_coord_writer_json(const wconn *w);
  * The entry stays at its address until its session drops it. */
 shadow_ent *vss_coord_add_shadow(coord *c, const shadow_ent *e);
 /* Copies what a provider filled in (working on a copy, outside the lock) into the catalog
- * entry and saves the catalog. Takes coord.mu. */
-void vss_coord_update_shadow(coord *c, shadow_ent *e, const vss_shadow *s);
+ * entry and, when save, saves the catalog (a durable write: not during a freeze). Takes
+ * coord.mu. */
+void vss_coord_update_shadow(coord *c, shadow_ent *e, const vss_shadow *s, int save);
 /* Deletes (provider remove) and drops every shadow copy of a session; persistent ones are kept
  * when keep_persistent. Takes coord.mu. */
 void vss_coord_drop_shadows(coord *c, const char *sid, int keep_persistent);

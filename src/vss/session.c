@@ -11,6 +11,7 @@
 
 #include "base/error.h"
 #include "base/logging.h"
+#include "base/pool.h"
 #include "base/proto.h"
 #include "base/server.h"
 #include "base/time.h"
@@ -65,6 +66,7 @@ typedef struct spath {
     const vss_provider *p;
     char why[256];
     shadow_ent *ent;
+    void *plan; /* the provider's, from prepare to settle (vss_shadow_path.plan) */
 } spath;
 
 struct session {
@@ -89,6 +91,13 @@ struct session {
     json_t *loaded_doc;
     json_t *targets; /* restore: the writers' answers of the last step */
     double freeze_ms, snapshot_ms;
+    /* The freeze: the held files the writers finished since PrepareSnapshot ("held_new" of their
+     * Freeze answers), whether every writer named them, the longest hold a writer measured
+     * ("held_ms" of Thaw), the coordinator's own span, and what the commit did. */
+    json_t *held_new, *stable;
+    int held_new_all;
+    double writers_held_ms, coord_held_ms, commit_ms;
+    uint64_t commit_links, commit_copies, commit_bytes;
 };
 
 int vss_session_count(coord *c)
@@ -678,43 +687,99 @@ static int test_fault(coord *c, const char *step, const char *path)
     return om_errf(OM_E_ProviderVeto, "provider failed at %s of %s (test hook)", step, path);
 }
 
-/* One provider step over every path. step: "prepare", "commit" or "expose". */
+/* The held files the writers named at Freeze (held_new) that lie under path. */
+static void held_new_under(session *s, const char *path, vss_shadow_path *out)
+{
+    size_t i, pl = strlen(path), cap = 0;
+    json_t *f;
+    json_array_foreach(s->held_new, i, f)
+    {
+        const char *m = json_string_value(f);
+        if (!m || strncmp(m, path, pl) || m[pl] != '/') continue;
+        if (out->nheld == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            char **nv = realloc(out->held, nc * sizeof *nv);
+            if (!nv) break;
+            out->held = nv;
+            cap = nc;
+        }
+        if ((out->held[out->nheld] = strdup(m))) out->nheld++;
+    }
+}
+
+typedef struct stepctx {
+    coord *c;
+    session *s;
+    const char *step;
+    uint64_t deadline;
+} stepctx;
+
+/* One provider step for path i. */
+static int provider_step_at(void *arg, void *ws, size_t i)
+{
+    stepctx *x = arg;
+    coord *c = x->c;
+    session *s = x->s;
+    const char *step = x->step;
+    spath *sp = &s->paths[i];
+    vss_shadow_path p = {.path = sp->path, .plan = &sp->plan};
+    vss_shadow work = {0};
+    int rc = test_fault(c, step, sp->path);
+    int fast = (!strcmp(step, "commit") || !strcmp(step, "settle")) && s->held_new_all && sp->plan;
+    if (!strcmp(step, "settle") && (!fast || !sp->p->settle)) return 0;
+    if (!rc && fast) {
+        held_new_under(s, sp->path, &p);
+        p.held_new_only = 1;
+        p.stable = s->stable;
+    } else if (!rc && strcmp(step, "expose")) {
+        held_files(s, sp->path, &p);
+    }
+    if (!rc && !strcmp(step, "prepare")) {
+        om_uuid u;
+        om_uuid_new(&u);
+        om_uuid_str(&u, work.id);
+        snprintf(work.set_id, sizeof work.set_id, "%s", s->set_id);
+        rc = sp->p->prepare(&p, c->shadow_root, &work);
+        if (rc && work.storage[0]) sp->p->remove(&work);
+        if (!rc) {
+            shadow_ent e = {.s = work, .persistent = s->persistent, .valid = 1};
+            snprintf(e.session, sizeof e.session, "%s", s->id);
+            pthread_mutex_lock(&c->mu);
+            sp->ent = vss_coord_add_shadow(c, &e);
+            if (!sp->ent) rc = OM_E_OutOfMemory;
+            pthread_mutex_unlock(&c->mu);
+            if (rc) sp->p->remove(&work);
+        }
+    } else if (!rc) {
+        pthread_mutex_lock(&c->mu);
+        work = sp->ent->s;
+        pthread_mutex_unlock(&c->mu);
+        int commit = !strcmp(step, "commit");
+        rc = commit                    ? sp->p->commit(&p, &work, x->deadline)
+             : !strcmp(step, "settle") ? sp->p->settle(&p, &work)
+                                       : sp->p->expose(&work);
+        /* Not saved during the freeze: the catalog needs the storage (saved at prepare) to
+         * delete it, and expose saves it right after the thaw. */
+        vss_coord_update_shadow(c, sp->ent, &work, !commit);
+        if (commit) {
+            __atomic_fetch_add(&s->commit_links, work.commit_links, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&s->commit_copies, work.commit_copies, __ATOMIC_RELAXED);
+            __atomic_fetch_add(&s->commit_bytes, work.commit_bytes, __ATOMIC_RELAXED);
+        }
+    }
+    free_held(&p);
+    if (rc) return om_err_ctx(rc, "provider %s, %s of %s", sp->p->name, step, sp->path);
+    return 0;
+}
+
+/* One provider step over every path, the paths at once (a thread each, up to the pool's
+ * limit): the shadow copies of a hundred databases are made side by side during the freeze.
+ * step: "prepare", "commit", "settle" or "expose". The first failure is returned. */
 static int provider_step(coord *c, session *s, const char *step, uint64_t deadline)
 {
-    for (int i = 0; i < s->npaths; i++) {
-        spath *sp = &s->paths[i];
-        vss_shadow_path p = {.path = sp->path};
-        vss_shadow work = {0};
-        int rc = test_fault(c, step, sp->path);
-        if (!rc && strcmp(step, "expose")) held_files(s, sp->path, &p);
-        if (!rc && !strcmp(step, "prepare")) {
-            om_uuid u;
-            om_uuid_new(&u);
-            om_uuid_str(&u, work.id);
-            snprintf(work.set_id, sizeof work.set_id, "%s", s->set_id);
-            rc = sp->p->prepare(&p, c->shadow_root, &work);
-            if (rc && work.storage[0]) sp->p->remove(&work);
-            if (!rc) {
-                shadow_ent e = {.s = work, .persistent = s->persistent, .valid = 1};
-                snprintf(e.session, sizeof e.session, "%s", s->id);
-                pthread_mutex_lock(&c->mu);
-                sp->ent = vss_coord_add_shadow(c, &e);
-                if (!sp->ent) rc = OM_E_OutOfMemory;
-                pthread_mutex_unlock(&c->mu);
-                if (rc) sp->p->remove(&work);
-            }
-        } else if (!rc) {
-            pthread_mutex_lock(&c->mu);
-            work = sp->ent->s;
-            pthread_mutex_unlock(&c->mu);
-            rc =
-                !strcmp(step, "commit") ? sp->p->commit(&p, &work, deadline) : sp->p->expose(&work);
-            vss_coord_update_shadow(c, sp->ent, &work);
-        }
-        free_held(&p);
-        if (rc) return om_err_ctx(rc, "provider %s, %s of %s", sp->p->name, step, sp->path);
-    }
-    return 0;
+    stepctx x = {c, s, step, deadline};
+    om_pool pool = {.workers = 8, .ctx = &x, .fn = provider_step_at};
+    return om_pool_run(&pool, (size_t)s->npaths);
 }
 
 static json_t *freeze_args(session *s, wconn *w, void *arg)
@@ -777,25 +842,60 @@ static json_t *components_doc(coord *c, session *s)
                      "shadows", shadows_json(c, s));
 }
 
-/* PrepareSnapshot, provider prepare, Freeze, commit, Thaw, expose, PostSnapshot. */
+/* Freeze's answer: the held files the writer finished since PrepareSnapshot. A writer that does
+ * not name them (an older one, or one that holds nothing) makes the commit walk the trees. */
+static int take_held_new(session *s, wconn *w, json_t *res)
+{
+    json_t *a = json_object_get(res, "held_new");
+    if (!json_is_array(a)) {
+        s->held_new_all = 0;
+        return 0;
+    }
+    json_array_extend(s->held_new, a);
+    json_t *st = json_object_get(res, "stable");
+    if (json_is_array(st)) json_array_extend(s->stable, st);
+    return 0;
+}
+
+static int take_held_ms(session *s, wconn *w, json_t *res)
+{
+    double ms = json_number_value(json_object_get(res, "held_ms"));
+    if (ms > s->writers_held_ms) s->writers_held_ms = ms;
+    return 0;
+}
+
+/* PrepareSnapshot, provider prepare, Freeze, commit, Thaw, expose, PostSnapshot. Writes held
+ * (freeze_ms): the larger of the coordinator's span, from every writer's Freeze answered to the
+ * last Thaw answered, and the longest span a writer measured from one database's hold to its
+ * thaw (docs/design.md, "Freezing many databases at once"). */
 static int snapshot_steps(coord *c, session *s)
 {
     int rc = call_all(c, s, "PrepareSnapshot", plain_args, NULL, "waiting_for_freeze", NULL);
     if (!rc) rc = provider_step(c, s, "prepare", UINT64_MAX);
     if (rc) return rc;
-    rc = call_all(c, s, "Freeze", freeze_args, c, "waiting_for_thaw", NULL);
+    json_decref(s->held_new);
+    json_decref(s->stable);
+    s->held_new = json_array();
+    s->stable = json_array();
+    s->held_new_all = s->hold;
+    s->writers_held_ms = 0;
+    s->commit_links = s->commit_copies = s->commit_bytes = 0;
+    rc = call_all(c, s, "Freeze", freeze_args, c, "waiting_for_thaw", take_held_new);
     uint64_t tf = om_mono_ns();
     uint64_t limit = (uint64_t)(c->commit_limit_ms < c->freeze_limit_ms ? c->commit_limit_ms
                                                                         : c->freeze_limit_ms);
     if (!rc) rc = provider_step(c, s, "commit", tf + limit * 1000000u);
+    s->commit_ms = (double)(om_mono_ns() - tf) / 1e6;
     if (rc) return rc; /* Abort thaws the writers */
-    rc = call_all(c, s, "Thaw", plain_args, NULL, "waiting_for_post_snapshot", NULL);
-    s->freeze_ms = (double)(om_mono_ns() - tf) / 1e6;
+    rc = call_all(c, s, "Thaw", plain_args, NULL, "waiting_for_post_snapshot", take_held_ms);
+    s->coord_held_ms = (double)(om_mono_ns() - tf) / 1e6;
+    s->freeze_ms = s->writers_held_ms > s->coord_held_ms ? s->writers_held_ms : s->coord_held_ms;
     if (!rc && s->freeze_ms > c->freeze_limit_ms)
         rc = om_errf(OM_E_FlushWritesTimeout,
                      "writes were held %.0f ms, past the freeze limit of %u ms (the writers "
                      "thawed by themselves)",
                      s->freeze_ms, c->freeze_limit_ms);
+    if (!rc) rc = provider_step(c, s, "settle", UINT64_MAX);
     if (!rc) rc = provider_step(c, s, "expose", UINT64_MAX);
     if (rc) return rc;
     json_t *sh = shadows_json(c, s);
@@ -803,6 +903,17 @@ static int snapshot_steps(coord *c, session *s)
                   take_backup_md);
     json_decref(sh);
     return rc;
+}
+
+/* What the freeze cost, for the requester and the log: the two spans writes held is the larger
+ * of, the commit, and the commit's work (links and copies made while writes were held). */
+static json_t *freeze_json(session *s)
+{
+    return json_pack("{s:f, s:f, s:f, s:I, s:I, s:I, s:i, s:b}", "writers_held_ms",
+                     s->writers_held_ms, "coordinator_ms", s->coord_held_ms, "commit_ms",
+                     s->commit_ms, "links", (json_int_t)s->commit_links, "copies",
+                     (json_int_t)s->commit_copies, "bytes_copied", (json_int_t)s->commit_bytes,
+                     "paths", s->npaths, "held_new_named", s->hold && s->held_new_all);
 }
 
 static int do_snapshot_set(coord *c, session *s, json_t *req, json_t *rep)
@@ -823,12 +934,15 @@ static int do_snapshot_set(coord *c, session *s, json_t *req, json_t *rep)
     snprintf(c->last_set, sizeof c->last_set, "%s", s->set_id);
     pthread_mutex_unlock(&c->mu);
     om_log_with(OM_INFO, OM_FIELDS({"SESSION", s->id}),
-                "session %s: snapshot set %s done (writes held %.1f ms, %.1f ms in all)", s->id,
-                s->set_id, s->freeze_ms, s->snapshot_ms);
+                "session %s: snapshot set %s done (writes held %.1f ms, %.1f ms in all; %d "
+                "paths, %llu links and %llu copies during the freeze)",
+                s->id, s->set_id, s->freeze_ms, s->snapshot_ms, s->npaths,
+                (unsigned long long)s->commit_links, (unsigned long long)s->commit_copies);
     json_object_set_new(rep, "set", json_string(s->set_id));
     json_object_set_new(rep, "shadows", shadows_json(c, s));
     json_object_set_new(rep, "freeze_ms", json_real(s->freeze_ms));
     json_object_set_new(rep, "snapshot_ms", json_real(s->snapshot_ms));
+    json_object_set_new(rep, "freeze", freeze_json(s));
     json_object_set_new(rep, "components_document", components_doc(c, s));
     return 0;
 }
@@ -1123,6 +1237,11 @@ static void end_session(coord *c, session *s)
     pthread_mutex_unlock(&c->mu);
     for (int i = 0; i < s->ncomp; i++)
         comp_free(&s->comps[i]);
+    for (int i = 0; i < s->npaths; i++)
+        if (s->paths[i].plan && s->paths[i].p->drop_plan)
+            s->paths[i].p->drop_plan(s->paths[i].plan);
+    json_decref(s->held_new);
+    json_decref(s->stable);
     json_decref(s->metadata);
     json_decref(s->loaded_doc);
     json_decref(s->targets);

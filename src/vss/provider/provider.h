@@ -12,7 +12,10 @@
  *   held     hard links to the files the writer holds unchanged (the .edb, finished logs),
  *            made at prepare (a link names the inode, which the writer keeps unchanged from
  *            Freeze on), and at commit links to held files that appeared since and copies of
- *            the others (checkpoint, current log); any filesystem with link();
+ *            the others (checkpoint, current log); any filesystem with link(). When the
+ *            writers name the held files that appeared since (held_new_only), commit touches
+ *            only those and the files prepare found to copy (its plan), never the others:
+ *            its work does not grow with the number of held files;
  *   copy     a plain copy of every file; any filesystem, bounded by the commit limit.
  *
  * The calls for one path, in the order the coordinator makes them:
@@ -22,6 +25,8 @@
  *                            failure leaves nothing
  *   commit    during Freeze  makes the copy; HoldWritesTimeout once om_mono_ns() passes the
  *                            deadline (checked between files and between 8 MiB of a copy)
+ *   settle    after Thaw     optional: finishes what no longer changes (held: writes what
+ *                            commit read, links the held files named at Freeze)
  *   expose    after Thaw     makes the tree read-only, fills bytes and files
  *   remove    at release     deletes what the provider made
  * Once prepare has succeeded the caller must call remove, whatever happens next: a failed or
@@ -77,6 +82,18 @@ typedef struct vss_shadow_path {
     size_t nheld;
     char **exclude; /* absolute paths of files the copy leaves out (held, copy, reflink) */
     size_t nexclude;
+    /* At commit: held lists only the held files that appeared since the writers' PrepareSnapshot
+     * (each writer named them at Freeze), so those are all a commit needs besides what prepare
+     * found. 0: held lists every held file, and commit walks the tree. */
+    int held_new_only;
+    /* At commit: files the writers say keep their first data_end bytes unchanged and hold zeros
+     * from there to size at the freeze ([{"path", "size", "data_end"}], absolute paths; NULL:
+     * none), so only data_end bytes need reading (a log generation just started). */
+    json_t *stable;
+    /* A provider's own record from prepare to settle (held: what to copy at commit, and what it
+     * read then): prepare may set *plan; the caller keeps it, passes it back at commit and
+     * settle, and frees it with drop_plan when the shadow copy is done with. NULL: none. */
+    void **plan;
 } vss_shadow_path;
 
 /* A shadow copy of one path: the coordinator's catalog record. The caller zeroes it and sets
@@ -91,6 +108,11 @@ typedef struct vss_shadow {
     uint64_t created_ns;         /* wall clock (om_now_ns) at commit: the copy's point in time */
     uint64_t bytes;              /* sum of the sizes of the regular files under exposed */
     uint32_t files;              /* number of regular files under exposed */
+    /* What commit did during the freeze (not in the catalog): files linked, files copied and
+     * bytes written for them. held: neither grows with the held files there already at
+     * prepare. */
+    uint32_t commit_links, commit_copies;
+    uint64_t commit_bytes;
 } vss_shadow;
 
 typedef struct vss_provider {
@@ -110,10 +132,15 @@ typedef struct vss_provider {
     /* During Freeze: makes the copy. deadline_ns is on the om_mono_ns() clock (UINT64_MAX:
      * none). */
     int (*commit)(const vss_shadow_path *p, vss_shadow *s, uint64_t deadline_ns);
+    /* After Thaw, before expose (optional): the rest of the copy, from what commit kept in the
+     * plan and the held files the writers named. */
+    int (*settle)(const vss_shadow_path *p, vss_shadow *s);
     /* After Thaw: makes the tree read-only and fills bytes and files. */
     int (*expose)(vss_shadow *s);
     /* Deletes storage (and <set> when it becomes empty); already gone is success. */
     int (*remove)(const vss_shadow *s);
+    /* Frees a plan prepare made (optional: NULL when prepare never makes one). */
+    void (*drop_plan)(void *plan);
 } vss_provider;
 
 /* The provider named name, NULL for an unknown name ("auto" is not a provider: see below). */

@@ -63,6 +63,11 @@ int vss_check_deadline(uint64_t deadline_ns, const char *path);
 /* Copies src (a regular file, never followed) to a new file dst with copy_file_range, or 1 MiB
  * reads and writes where it cannot, checking the deadline every 8 MiB; keeps the times. */
 int vss_copy_file(const char *src, const char *dst, const struct stat *st, uint64_t deadline_ns);
+/* The same bytes, read whole, with only the 4 KiB blocks that are not all zero written (the
+ * others left as holes); *written adds the bytes written. For files the writer keeps mostly
+ * zero (a log generation just started). */
+int vss_copy_file_sparse(const char *src, const char *dst, const struct stat *st,
+                         uint64_t deadline_ns, uint64_t *written);
 /* Deletes path and everything below it without following links; makes directories writable
  * first, never changes a file's mode (held's links share the original's inode). Missing: 0. */
 int vss_remove_tree(const char *path);
