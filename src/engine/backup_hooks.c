@@ -20,6 +20,9 @@ int eng_backup_freeze(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last
         rc = eng_log_roll(db->log);
         if (rc) eng_fatal_set(db, rc);
     }
+    /* The .edb as it is now is what this full copies: the change map's new epoch starts here
+     * (no page reaches the .edb while the writer role is held). */
+    if (!rc && kind == ENG_BK_FULL) eng_cbt_epoch_start(db);
     eng_role_release_frozen(db, !rc);
     return rc;
 }
