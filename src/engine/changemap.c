@@ -119,7 +119,8 @@ static int decode(eng_db *db, const uint8_t *b, size_t n, struct eng_cbt *m, cha
         m->nep = i + 1;
     }
     if (c.bad || c.off != c.len) {
-        snprintf(why, wn, "%.120s has %s bytes after its epochs", m->path, c.bad ? "too few" : "extra");
+        snprintf(why, wn, "%.120s has %s bytes after its epochs", m->path,
+                 c.bad ? "too few" : "extra");
         return 1;
     }
     return 0;
@@ -145,9 +146,11 @@ int eng_cbt_open(eng_db *db)
     }
     free(b);
     if (!bad && (!db->hdr.cbt_token || db->hdr.cbt_token != m->token)) {
-        snprintf(m->why, sizeof m->why, "%.120s's header does not carry the token of its change map (the file was restored, "
-                 "copied in, repaired or recovered without it)",
-                 db->edb);
+        snprintf(
+            m->why, sizeof m->why,
+            "%.120s's header does not carry the token of its change map (the file was restored, "
+            "copied in, repaired or recovered without it)",
+            db->edb);
         bad = 1;
     }
     if (bad) {
@@ -285,7 +288,7 @@ int eng_db_change_epochs(eng_db *db, eng_change_epoch *v, uint32_t cap, uint32_t
     eng_role_acquire(db);
     struct eng_cbt *m = db->cbt;
     *n = 0;
-    if (why && wn) snprintf(why, wn, "%.120s", !m ? "no change map is kept" : m->why);
+    if (why && wn) snprintf(why, wn, "%.300s", !m ? "no change map is kept" : m->why);
     for (uint32_t i = 0; m && i < m->nep && *n < cap; i++) {
         /* An epoch E00.cbt does not hold yet (its freeze is newer than the last write) is
          * listed: it holds no page yet, and no page reached the .edb since it began. */

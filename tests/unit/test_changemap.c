@@ -139,8 +139,10 @@ static int synthetic_equal(eng_db *db, om_vfs *v, const full *f, int *known, cha
         uint64_t off = eng_page_offset(p);
         if (changed || off + ENG_PAGE_SIZE > nn) continue;
         if (off + ENG_PAGE_SIZE > f->n || memcmp(f->edb + off, now + off, ENG_PAGE_SIZE)) {
-            snprintf(why, wn, "page %u changed since the full (epoch %016llx) but the map does "
-                     "not name it", p, (unsigned long long)f->epoch);
+            snprintf(why, wn,
+                     "page %u changed since the full (epoch %016llx) but the map does "
+                     "not name it",
+                     p, (unsigned long long)f->epoch);
             ok = 0;
         }
     }
@@ -317,7 +319,8 @@ static void crash_at_every_point_of_the_map_update(void **state)
             crashvfs_crash_at_sync(c, n);
             run r = {0};
             workload(crashvfs_vfs(c), seed, &r);
-            if (!crashvfs_crashed(c)) fail_msg("crash point %llu not reached", (unsigned long long)n);
+            if (!crashvfs_crashed(c))
+                fail_msg("crash point %llu not reached", (unsigned long long)n);
             crashvfs_reboot(c);
             om_vfs *v = crashvfs_vfs(c);
             eng_opts o = opts(v);
