@@ -424,6 +424,7 @@ static int store_edb(dbjob *j, bk_writer *w, const bfile *f, chk_set *cs)
                           .check_arg = cs,
                           .bytes_read = j->bytes_read};
         bk_synth_out out;
+        pause_at("copying");
         rc = bk_synth_store(&in, &out);
         j->bytes_stored += out.stored;
         if (!rc)

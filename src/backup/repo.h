@@ -61,10 +61,18 @@
  *
  * Set document: what the caller gave bk_set_commit, plus (set by the repository, overriding the
  * caller's): "files": [{"name", "size", "sha256": hex, "blocks": the ids concatenated (64 hex
- * digits each), "meta": object}], "bytes" (sum of the file sizes), "bytes_stored" and
- * "blocks_new", "blocks_reused" (what this set added), "committed_ns" (commit time),
- * "repository" (the repository's id: a set of another repository is RepositoryCorrupt when
- * read), and "time" (ISO) when the caller gave none. bk_set_load adds "id".
+ * digits each), "meta": object}, or the regions form (a synthetic full's .edb,
+ * bk_set_add_file_regions): {"name", "size", "regions_sha256": SHA-256 of the region ids (binary,
+ * in order), "blocks": one id per region (block size bytes each, the last the rest), "pieces":
+ * {"i": "id:off:len,id:off:len,..."}, "meta"}: region i is block i whole, or, when "pieces" has
+ * "i", those slices of those blocks (decimal byte offset and length inside the block, adding up
+ * to the region), its id then the repository's id function over "ombra-pieces:" and that text.
+ * Such an entry has no "sha256", so builds before it refuse the set], "bytes" (sum of the file
+ * sizes), "bytes_stored" and "blocks_new", "blocks_reused" (what this set added), "committed_ns"
+ * (commit time), "repository" (the repository's id: a set of another repository is
+ * RepositoryCorrupt when read), and "time" (ISO) when the caller gave none. bk_set_load adds "id".
+ * The backup job adds "changemap" to a full: {"epoch", "read_all", "reason" (when it read all),
+ * "fulls_since_read_all", "pages_checked_now", "pages_reused", "reused_from" (a set id)}.
  * Fields the repository reads from the caller's part: "type" (full, copy, incremental,
  * differential), "database": {"id", "name", "base"} (or "databases": [...] of such objects or
  * names), "time", "server", "log_range": [first, last], "parent" (set id or null). Summaries

@@ -38,8 +38,9 @@ int bk_synth_decide(json_t *sets, const char *db_id, json_t *md, unsigned every,
     else if (every <= 1)
         snprintf(why, wn, "every full reads every page (read_all_every = 1)");
     else if (!json_is_object(cm))
-        snprintf(why, wn, "the writer keeps no change map (a passive copy's backup, or an older "
-                          "store)");
+        snprintf(why, wn,
+                 "the writer keeps no change map (a passive copy's backup, or an older "
+                 "store)");
     else if (json_object_get(cm, "untrusted"))
         snprintf(why, wn, "the change map cannot be trusted: %s",
                  om_json_str_or(cm, "untrusted", "?"));
@@ -135,8 +136,8 @@ static int push(synth *s, const uint8_t id[BK_ID_LEN], uint32_t off, uint32_t le
 /* Bytes [a, b) of the previous entry's region r, as pieces. */
 static int reuse(synth *s, size_t r, uint32_t a, uint32_t b)
 {
-    uint32_t prl = s->psize - (uint64_t)r * s->bs < s->bs ? (uint32_t)(s->psize - (uint64_t)r * s->bs)
-                                                          : s->bs;
+    uint32_t prl =
+        s->psize - (uint64_t)r * s->bs < s->bs ? (uint32_t)(s->psize - (uint64_t)r * s->bs) : s->bs;
     char key[24], hex[65];
     snprintf(key, sizeof key, "%zu", r);
     snprintf(hex, sizeof hex, "%.64s", s->pblocks + 64 * r);
@@ -166,11 +167,10 @@ static int read_run(synth *s, uint64_t fp, uint32_t n)
     uint64_t off = fp * ENG_PAGE_SIZE;
     uint8_t *buf = malloc(len), id[BK_ID_LEN];
     ssize_t got = buf ? pread(s->fd, buf, len, (off_t)off) : -1;
-    int rc = !buf ? om_errf(OM_E_OutOfMemory, "out of memory")
-             : got != (ssize_t)len
-                 ? om_errf(OM_E_DiskIO, "reading %s at %llu: short read", s->in->src,
-                           (unsigned long long)off)
-                 : 0;
+    int rc = !buf                  ? om_errf(OM_E_OutOfMemory, "out of memory")
+             : got != (ssize_t)len ? om_errf(OM_E_DiskIO, "reading %s at %llu: short read",
+                                             s->in->src, (unsigned long long)off)
+                                   : 0;
     if (!rc && s->in->check) rc = s->in->check(s->in->check_arg, off, buf, len);
     int isnew = 0;
     if (!rc) rc = bk_put_block(s->in->w, buf, len, id, &isnew);
@@ -206,7 +206,8 @@ static int region(synth *s, size_t r, uint8_t id[BK_ID_LEN], json_t *pieces)
         json_t *ps = json_object_get(s->ppieces, key);
         if (ps) json_object_set(pieces, key, ps);
         return bk_unhex(hex, id, BK_ID_LEN)
-                   ? om_errf(OM_E_RepositoryCorrupt, "the previous full's block %zu has a bad id", r)
+                   ? om_errf(OM_E_RepositoryCorrupt, "the previous full's block %zu has a bad id",
+                             r)
                    : 0;
     }
     s->nv = 0;
@@ -214,12 +215,10 @@ static int region(synth *s, size_t r, uint8_t id[BK_ID_LEN], json_t *pieces)
     for (uint32_t k = 0; k < npg && !rc;) {
         int ch = s->changed[fp0 + k] || (uint64_t)(k + 1) * ENG_PAGE_SIZE > prl;
         uint32_t e = k + 1;
-        while (e < npg &&
-               (s->changed[fp0 + e] || (uint64_t)(e + 1) * ENG_PAGE_SIZE > prl) == ch)
+        while (e < npg && (s->changed[fp0 + e] || (uint64_t)(e + 1) * ENG_PAGE_SIZE > prl) == ch)
             e++;
         if (!ch) s->in->vouch(s->in->check_arg, fp0 + k, e - k);
-        rc = ch ? read_run(s, fp0 + k, e - k)
-                : reuse(s, r, k * ENG_PAGE_SIZE, e * ENG_PAGE_SIZE);
+        rc = ch ? read_run(s, fp0 + k, e - k) : reuse(s, r, k * ENG_PAGE_SIZE, e * ENG_PAGE_SIZE);
         k = e;
     }
     if (rc) return rc;
