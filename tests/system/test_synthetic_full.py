@@ -52,9 +52,10 @@ def test_second_full_reads_changed_pages_and_restores_exactly_also_after_expire(
     digest = store.digest("db1")
     # the set says what it vouches for, and how
     shown = json.loads(store.ombra("backups", "list", "--repo", repo, "--json").out)
-    mine = [s for s in shown["sets"] if s["id"] == f2["id"]][0] if isinstance(shown, dict) else \
-        [s for s in shown if s["id"] == f2["id"]][0]
+    mine = [s for s in shown["sets"] if s["id"] == f2["id"]][0]
     assert mine["type"] == "full" and mine["changemap"]["reused_from"] == f1["id"], mine
+    shown = store.ombra("backups", "show", f2["id"][:12], "--repo", repo).out
+    assert f"reused from set {f1['id']}" in shown and f"pages checked now" in shown, shown
     store.ombra("verify", "--repo", repo)
     # the previous full expires: what the synthetic one references stays
     store.ombra("expire", "--repo", repo, "--keep-full", "1")
