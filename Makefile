@@ -30,7 +30,7 @@ DAG_PYTEST_WORKERS ?= 3
 # and in make test-long, there also under the sanitizers.
 DAG_SKIP ?= --ignore=tests/system/dag
 
-.PHONY: all deps build build-asan deb test-package test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench plots bench-vss bench-backup bench-restore bench-dag bench-passive clean
+.PHONY: all deps build build-asan deb test-package test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-quick bench-table plots bench-vss bench-backup bench-restore bench-dag bench-passive clean
 
 all: build
 
@@ -160,10 +160,30 @@ demo: deps build
 demo-dag: deps build
 	@scripts/demo-dag
 
+# make bench: the SQLite comparisons (bench/run), then the figures of issue 21 in one table
+# (bench/figures.py): BENCH_ROUNDS rounds of restore.py, backup.py, store_backup.py,
+# vss_freeze.py (and replay.py once it exists) at the issue's sizes, each figure's median and
+# spread beside its goal and its recorded median and spread; it exits 1 when a figure REGRESSED
+# (after make plots). Not part of make test. BENCH_ARGS=--record makes the run the baseline
+# (bench/results/figures.json). make bench-quick: small sizes, BENCH_QUICK_ROUNDS rounds, to
+# try it (bench/results is left as it was). make bench-table: the table from bench/results (the
+# last run of each benchmark: one round), nothing run.
+BENCH_ROUNDS ?= 3
+BENCH_QUICK_ROUNDS ?= 2
+BENCH_BUILD ?= $(BUILD)
+BENCH_ARGS ?=
 bench: deps build
 	@scripts/install-deps --bench
 	@bench/run
-	@$(MAKE) --no-print-directory plots
+	@python3 bench/figures.py --rounds $(BENCH_ROUNDS) --build $(BENCH_BUILD) --keep-results $(BENCH_ARGS); \
+	  rc=$$?; $(MAKE) --no-print-directory plots || { [ $$rc != 0 ] || rc=2; }; exit $$rc
+
+bench-quick: deps build
+	@scripts/install-deps --bench
+	python3 bench/figures.py --quick --rounds $(BENCH_QUICK_ROUNDS) --build $(BENCH_BUILD) $(BENCH_ARGS)
+
+bench-table:
+	python3 bench/figures.py --from-results bench/results $(BENCH_ARGS)
 
 # The results as pictures: docs/plots/*.svg from bench/results/*.json (gnuplot; bench/plots.py).
 plots:

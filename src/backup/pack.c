@@ -181,11 +181,27 @@ int bk_record_read(const bk_repo *r, const char *pack, uint64_t off, const uint8
     return 0;
 }
 
+/* Whether the block's content is hashed against its id (BK_ID_CHECK), or left to a hash of the
+ * caller's that covers every byte of it (BK_ID_COVERED: bk_reader_get_covered). */
+enum { BK_ID_CHECK = 1, BK_ID_COVERED = 0 };
+
+/* The content out (raw bytes) against its id. */
+static int id_check(const bk_repo *r, const uint8_t *out, uint32_t raw, const uint8_t id[BK_ID_LEN])
+{
+    uint8_t got_id[BK_ID_LEN];
+    int rc = bk_id_of(r, out, raw, got_id);
+    if (rc) return rc;
+    if (memcmp(got_id, id, BK_ID_LEN))
+        return om_errf(OM_E_RepositoryCorrupt, "the block's content does not match its id");
+    return 0;
+}
+
 /* A checked record's payload to the block: decrypted into plain (room for stored bytes),
- * decompressed (with dz when given) into out (room for raw bytes), its id checked. */
+ * decompressed (with dz when given) into out (room for raw bytes), its id checked unless
+ * check is BK_ID_COVERED. */
 static int record_decode(const bk_repo *r, void *dz, const uint8_t *rec,
                          const uint8_t id[BK_ID_LEN], uint32_t stored, uint32_t raw, uint8_t *plain,
-                         uint8_t *out)
+                         uint8_t *out, int check)
 {
     uint32_t flags = om_get32(rec + 4);
     const uint8_t *body = rec + BK_REC_HDR;
@@ -207,11 +223,7 @@ static int record_decode(const bk_repo *r, void *dz, const uint8_t *rec,
         return om_errf(OM_E_RepositoryCorrupt, "stored length %zu for a block of %u", blen, raw);
     else
         memcpy(out, body, raw);
-    uint8_t got_id[BK_ID_LEN];
-    if ((rc = bk_id_of(r, out, raw, got_id))) return rc;
-    if (memcmp(got_id, id, BK_ID_LEN))
-        return om_errf(OM_E_RepositoryCorrupt, "the block's content does not match its id");
-    return 0;
+    return check == BK_ID_CHECK ? id_check(r, out, raw, id) : 0;
 }
 
 int bk_block_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_t id[BK_ID_LEN],
@@ -223,7 +235,7 @@ int bk_block_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_
     if (rc) return rc;
     if (!(plain = malloc((size_t)stored + 1)) || !(out = malloc((size_t)raw + 1)))
         rc = om_errf(OM_E_OutOfMemory, "out of memory");
-    if (!rc) rc = record_decode(r, NULL, rec, id, stored, raw, plain, out);
+    if (!rc) rc = record_decode(r, NULL, rec, id, stored, raw, plain, out, BK_ID_CHECK);
     if (!rc) {
         *data = out;
         out = NULL;
@@ -270,8 +282,24 @@ void bk_reader_free(bk_reader *rd)
     free(rd);
 }
 
-int bk_reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e, const char *pack,
-                   uint8_t *buf)
+/* A record stored as it is (not compressed, not encrypted: stored == raw in a plain
+ * repository) read with its payload straight into buf, no copy; its header into rd->rec. A
+ * header that says otherwise (no writer makes one) gets its payload copied back behind it
+ * (*direct 0) for record_decode. */
+static int record_pread_direct(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e,
+                               uint8_t *buf, int *direct)
+{
+    int rc = om_pread_full(rd->f, rd->rec, BK_REC_HDR, e->off);
+    if (!rc) rc = om_pread_full(rd->f, buf, e->stored, e->off + BK_REC_HDR);
+    if (rc == OM_E_FileIOBeyondEOF) rc = om_errf(OM_E_RepositoryCorrupt, "the pack ends first");
+    if (!rc) rc = record_check(rd->r, rd->rec, e->off, id, e->stored, e->raw);
+    *direct = !rc && om_get32(rd->rec + 4) == 0;
+    if (!rc && !*direct) memcpy(rd->rec + BK_REC_HDR, buf, e->stored);
+    return rc;
+}
+
+static int reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e,
+                       const char *pack, uint8_t *buf, int check)
 {
     size_t need = BK_REC_HDR + (size_t)e->stored;
     if (need > rd->cap) {
@@ -288,12 +316,25 @@ int bk_reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e, 
         if ((rc = open_pack(rd->r, pack, &rd->f))) return rc;
         snprintf(rd->pack, sizeof rd->pack, "%s", pack);
     }
-    rc = record_pread(rd->r, rd->f, e->off, id, e->stored, e->raw, rd->rec);
-    if (!rc) rc = record_decode(rd->r, rd->dz, rd->rec, id, e->stored, e->raw, rd->plain, buf);
+    if (!rd->r->encrypted && e->stored == e->raw) {
+        int direct = 0;
+        rc = record_pread_direct(rd, id, e, buf, &direct);
+        if (!rc && direct) return check == BK_ID_CHECK ? id_check(rd->r, buf, e->raw, id) : 0;
+    } else
+        rc = record_pread(rd->r, rd->f, e->off, id, e->stored, e->raw, rd->rec);
+    if (!rc)
+        rc = record_decode(rd->r, rd->dz, rd->rec, id, e->stored, e->raw, rd->plain, buf, check);
     return rc;
 }
 
-int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap, size_t *len)
+int bk_reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e, const char *pack,
+                   uint8_t *buf)
+{
+    return reader_read(rd, id, e, pack, buf, BK_ID_CHECK);
+}
+
+static int reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
+                      size_t *len, int check)
 {
     bk_ent e;
     char pack[33];
@@ -304,7 +345,7 @@ int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size
                      "the index says the block holds %u bytes, more "
                      "than the block size %zu",
                      e.raw, cap);
-    if (!rc) rc = bk_reader_read(rd, id, &e, pack, buf);
+    if (!rc) rc = reader_read(rd, id, &e, pack, buf, check);
     if (rc) {
         char hex[65];
         bk_hex(id, BK_ID_LEN, hex);
@@ -315,6 +356,17 @@ int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size
     }
     *len = e.raw;
     return 0;
+}
+
+int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap, size_t *len)
+{
+    return reader_get(rd, id, buf, cap, len, BK_ID_CHECK);
+}
+
+int bk_reader_get_covered(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
+                          size_t *len)
+{
+    return reader_get(rd, id, buf, cap, len, BK_ID_COVERED);
 }
 
 /* ---- regions made of slices of blocks (repo.h: "pieces") ---- */

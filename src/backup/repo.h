@@ -225,6 +225,14 @@ void bk_reader_free(bk_reader *rd);
  * always is): *len gets the length. The same errors. */
 int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
                   size_t *len);
+/* As bk_reader_get, except that the content is not hashed against its id: for a caller whose
+ * own hash covers every byte of the block and is checked before the content is used (the
+ * restore checks each file's SHA-256 before the file takes its name, and on a mismatch reads
+ * the file's blocks again with bk_reader_get to name the damaged one). Everything else is
+ * checked as there: the index entry, the record's header (its checksum, id and lengths),
+ * decryption's authentication tag, decompression and the length. */
+int bk_reader_get_covered(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
+                          size_t *len);
 
 /* Regions made of slices of blocks (a synthetic full's .edb; the set format at the top):
  * bk_pieces_parse: "id:off:len,..." into *v (malloc'd), RepositoryCorrupt when malformed or when

@@ -80,6 +80,8 @@ typedef struct lay {
     uint64_t bytes;    /* written and hashed (atomic) */
     vss_laid *prog;    /* the writer's progress file (NULL: none; vss/laid.h) */
     uint32_t laid_gen; /* what it says */
+    om_file *replaced; /* the .edb the restore's took the name of, still open: closed (its
+                          blocks freed) by lay_watch once PostRestore is on its way */
     /* lay_watch's, on the caller's thread */
     int streaming, draw, paused, post_started;
     om_progress bar;
@@ -107,9 +109,29 @@ static void say_laid(lay *l, uint32_t gen)
     l->laid_gen = gen;
 }
 
-/* The file's last chunk was hashed: check its SHA-256, then sync, rename into place and sync
- * the folder. */
-static int finish_file(lay *l, rfile *f)
+static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, uint8_t *buf,
+                       size_t *len, int covered);
+
+/* A file whose SHA-256 failed: its blocks read again, each checked against its id, to name the
+ * damaged one (fetch_chunk's error); when every block matches its id, the set lists the wrong
+ * blocks for the file. buf: room for CHUNK_BLOCKS blocks. */
+static int file_damage(lay *l, bk_reader *rd, rfile *f, uint8_t *buf)
+{
+    for (size_t b0 = 0; b0 < f->nblocks; b0 += CHUNK_BLOCKS) {
+        size_t len = 0, nb = f->nblocks - b0 < CHUNK_BLOCKS ? f->nblocks - b0 : CHUNK_BLOCKS;
+        int rc = fetch_chunk(l, rd, f, b0, nb, buf, &len, 0);
+        if (rc) return rc;
+    }
+    return om_errf(OM_E_RepositoryCorrupt,
+                   "set %.12s, file %s: the restored content does not match its SHA-256 (every "
+                   "block matches its id: the set lists the wrong blocks)",
+                   f->set, f->name);
+}
+
+/* The file's last chunk was hashed: check its SHA-256 (on a mismatch file_damage names what is
+ * wrong, with the worker's reader and buffer), then sync, rename into place and sync the folder.
+ * The .edb keeps the file it replaces open (l->replaced) for lay_watch to close. */
+static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
 {
     uint8_t got[32];
     unsigned gl = 0;
@@ -118,16 +140,18 @@ static int finish_file(lay *l, rfile *f)
     for (int i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", got[i]);
     int rc = 0;
-    if (strcmp(hex, f->sha_hex))
-        rc = om_errf(OM_E_RepositoryCorrupt,
-                     "set %.12s, file %s: the restored content does not match its SHA-256", f->set,
-                     f->name);
-    if (rc)
+    om_file *old = NULL;
+    if (strcmp(hex, f->sha_hex)) {
         om_durable_abort(&f->out);
+        return file_damage(l, rd, f, buf);
+    }
+    if (f->replace && !f->gen)
+        rc = om_durable_commit_keep(&f->out, &old);
     else
         rc = om_durable_commit(&f->out, f->replace ? OM_RENAME_REPLACE : 0);
     if (rc) return rc;
     pthread_mutex_lock(&l->mu);
+    l->replaced = old;
     f->done = 1;
     while (l->laid < l->n && l->f[l->laid].done) {
         if (l->f[l->laid].gen) say_laid(l, l->f[l->laid].gen);
@@ -138,10 +162,13 @@ static int finish_file(lay *l, rfile *f)
     return 0;
 }
 
-/* Reads blocks [b0, b0 + nb) of f into buf (decrypted, decompressed, ids checked); *len: the
- * bytes. Every block but a file's last is one block size long. */
+/* The block read and check step: blocks [b0, b0 + nb) of f into buf (decrypted, decompressed);
+ * *len: the bytes. Every block but a file's last is one block size long. covered: the file's
+ * SHA-256, which the caller checks before the file is used, covers the content, so it is not
+ * hashed against its id here as well (bk_reader_get_covered; each byte is hashed once); else each
+ * block's id is checked (file_damage, naming the block of a file whose SHA-256 failed). */
 static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, uint8_t *buf,
-                       size_t *len)
+                       size_t *len, int covered)
 {
     *len = 0;
     for (size_t i = b0; i < b0 + nb; i++) {
@@ -154,11 +181,16 @@ static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, ui
             return om_errf(OM_E_RepositoryCorrupt, "set %.12s: %s: bad block id", f->set, f->name);
         char key[24];
         snprintf(key, sizeof key, "%zu", i);
-        int rc = bk_reader_get_ref(rd, id, json_string_value(json_object_get(f->pieces, key)),
-                                   (uint32_t)(f->size - (uint64_t)i * l->bsize < l->bsize
-                                                  ? f->size - (uint64_t)i * l->bsize
-                                                  : l->bsize),
-                                   buf + *len, l->bsize, &dl);
+        const char *pcs = json_string_value(json_object_get(f->pieces, key));
+        /* changemap: a region of slices (repo.h), each block's id checked (its file's digest is
+         * over the ids, so it covers no content) */
+        int rc = pcs                     ? bk_reader_get_ref(rd, id, pcs,
+                                                             (uint32_t)(f->size - (uint64_t)i * l->bsize < l->bsize
+                                                                            ? f->size - (uint64_t)i * l->bsize
+                                                                            : l->bsize),
+                                                             buf + *len, l->bsize, &dl)
+                 : covered && !f->pieces ? bk_reader_get_covered(rd, id, buf + *len, l->bsize, &dl)
+                                         : bk_reader_get(rd, id, buf + *len, l->bsize, &dl);
         if (rc)
             return om_err_ctx(rc, "set %.12s, file %s, block %zu (%.16s)", f->set, f->name, i,
                               hexid);
@@ -251,8 +283,9 @@ static int lay_chunk(void *arg, void *ws, size_t c)
     pthread_mutex_unlock(&l->mu);
     if (rc || none) return rc; /* 0: the failure is the pool's already, or the writer's */
     rfile *f = &l->f[fi];
-    rc = fetch_chunk(l, w->rd, f, b0, nb, w->buf, &len);
-    if (!rc) rc = om_pwrite(f->out.f, w->buf, len, (uint64_t)b0 * l->bsize);
+    uint64_t off = (uint64_t)b0 * l->bsize;
+    rc = fetch_chunk(l, w->rd, f, b0, nb, w->buf, &len, 1);
+    if (!rc) rc = om_pwrite(f->out.f, w->buf, len, off);
     if (rc) return lay_fail(l, rc);
     pthread_mutex_lock(&l->mu);
     /* The chunks before this one were all taken (in order) and hash unless they stop. */
@@ -278,7 +311,7 @@ static int lay_chunk(void *arg, void *ws, size_t c)
     int whole = f->hashed == f->nblocks;
     pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
-    if (whole && (rc = finish_file(l, f))) return lay_fail(l, rc);
+    if (whole && (rc = finish_file(l, f, w->rd, w->buf))) return lay_fail(l, rc);
     return 0;
 }
 
@@ -534,7 +567,13 @@ static int lay_watch(void *arg, uint64_t bytes)
         pause_at("replaying");
         pthread_mutex_lock(&l->mu);
     }
+    om_file *old = NULL;
+    if (l->post_started || !l->streaming) {
+        old = l->replaced;
+        l->replaced = NULL;
+    }
     pthread_mutex_unlock(&l->mu);
+    om_close(old); /* the replaced .edb's blocks freed, while the writer replays */
     if (l->draw) om_progress_update(&l->bar, bytes);
     return rc;
 }
@@ -864,6 +903,8 @@ static int restore_lay(bk_restore_state *st)
     rc = om_err_save(&failed, om_pool_run(&pool, l->first_chunk[l->n]));
     if (l->draw) om_progress_end(&l->bar);
     vss_laid_release(l->prog);
+    om_close(l->replaced);
+    l->replaced = NULL;
     for (size_t i = 0; i < l->n; i++) {
         om_durable_abort(&l->f[i].out); /* a file begun and not put in place: its temporary name */
         if (l->f[i].sha) EVP_MD_CTX_free(l->f[i].sha);

@@ -93,7 +93,7 @@ void om_durable_abort(om_durable *d)
         om_warn("removing %s/%s: %s", d->dir->path, d->tmp, om_err_detail());
 }
 
-int om_durable_commit(om_durable *d, int flags)
+static int durable_commit(om_durable *d, int flags, om_file **replaced)
 {
     if (!d->f)
         return om_errf(OM_E_InvalidParameter, "%s/%s: nothing to commit", d->dir->path, d->name);
@@ -102,15 +102,36 @@ int om_durable_commit(om_durable *d, int flags)
     int crc = om_close(d->f);
     d->f = NULL;
     if (!rc) rc = crc;
+    /* The old file held open across the rename (never through a link: open_at follows none);
+     * a name that is not a regular file is left to the rename to replace. */
+    if (!rc && replaced && om_open_at(d->dir, d->name, OM_O_RDONLY, replaced)) {
+        *replaced = NULL;
+        om_err_clear();
+    }
     if (!rc) rc = om_rename_at(d->dir, d->tmp, d->dir, d->name, flags);
     if (rc) {
         om_err_saved e; /* the unlink's failure is not the one to report */
         om_err_save(&e, rc);
         om_unlink_at(d->dir, d->tmp);
+        if (replaced) {
+            om_close(*replaced);
+            *replaced = NULL;
+        }
         return om_err_restore(&e);
     }
     /* Then the name: until the directory is synced a crash may bring the old one back. */
     return om_dir_sync(d->dir);
+}
+
+int om_durable_commit(om_durable *d, int flags)
+{
+    return durable_commit(d, flags, NULL);
+}
+
+int om_durable_commit_keep(om_durable *d, om_file **replaced)
+{
+    *replaced = NULL;
+    return durable_commit(d, OM_RENAME_REPLACE, replaced);
 }
 
 /* Writes real zeros rather than reserving space: on ext4 and XFS a reserved (unwritten)

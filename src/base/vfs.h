@@ -223,6 +223,11 @@ int om_durable_begin(om_dir *dir, const char *name, om_durable *d);
  * ever open, not even while it is still being written. */
 int om_durable_begin_private(om_dir *dir, const char *name, om_durable *d);
 int om_durable_commit(om_durable *d, int flags);
+/* As om_durable_commit with OM_RENAME_REPLACE, the file the name held before (if any: NULL
+ * when there was none) kept open into *replaced for the caller to close. Renaming over a big
+ * file makes the filesystem free its blocks during the rename; with the file still open they
+ * are freed at the caller's close instead, off the path that waits for the name. */
+int om_durable_commit_keep(om_durable *d, om_file **replaced);
 /* Closes and removes the temporary file (a failure before commit); d is finished. */
 void om_durable_abort(om_durable *d);
 /* Creates name in dir with these n bytes (data NULL: n zero bytes), begin to commit. */

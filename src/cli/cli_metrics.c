@@ -574,8 +574,14 @@ static int serve(const char *spec, const cli_health_opts *o)
     while (!stop_serving) {
         int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE)
-                continue; /* a signal (the loop's test ends it), or a passing shortage */
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue; /* a signal (the loop's test ends it), or a client gone */
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* A passing shortage: the connection waits in the backlog; retrying at once
+                 * would spin a core until a descriptor is free. */
+                usleep(100000);
+                continue;
+            }
             rc = om_errf(OM_E_DiskIO, "accepting on %s: %s", spec, strerror(errno));
             break;
         }

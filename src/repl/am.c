@@ -145,11 +145,11 @@ static void al_put(rp_am *a, const char *db, int64_t epoch, int64_t lease)
 /* Deletes activelease/<db> only while it is still this server's at the epoch it wrote: once
  * deposed, the key may be the new active's already (this server's ombra-repld may learn late
  * that its store stopped: it waited on a paused store). */
-/* Deletes activelease/<db> while it is still this server's at epoch (never the new active's). */
 static void al_delete_ours(rp_am *a, const char *db, int64_t epoch)
 {
     char k[200], lk[512];
-    snprintf(k, sizeof k, "activelease/%s", db);
+    if (strlen(db) > sizeof k - sizeof "activelease/") return; /* no database has such a name */
+    snprintf(k, sizeof k, "activelease/%.*s", (int)(sizeof k - sizeof "activelease/"), db);
     json_t *al = NULL;
     int64_t rev = 0;
     if (!rp_dag_get(a->cfg.dag, k, &al, &rev) && al &&

@@ -611,3 +611,42 @@ def test_backups_list_names_a_database_with_no_sets(store, backed_up):
     assert "no backup sets of database 'typo' (databases with sets: db1)" in r.err, r.describe()
     r = store.ombra("backups", "list", "--repo", backed_up, "--db", "db1")
     assert "note" not in r.err, r.describe()
+
+
+def test_metrics_endpoint_out_of_descriptors_waits_instead_of_spinning(store, repo, sequence):
+    """With its descriptors used up by idle clients, the endpoint neither spins a core on
+    accept's EMFILE nor dies: the waiting connections are served once descriptors are free."""
+    import resource
+
+    def few_fds():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24))
+    p = subprocess.Popen([str(store.cli), "metrics", "--repo", str(repo), "--listen",
+                          "127.0.0.1:0"], env=store.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, preexec_fn=few_fds)
+    m = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", p.stderr.readline())
+    assert m
+    port = int(m.group(1))
+    conns = []
+    try:
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(30)]
+        time.sleep(0.5)
+
+        def cpu_s():
+            f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        c0 = cpu_s()
+        time.sleep(2)
+        used = cpu_s() - c0
+        assert used < 0.5, f"{used:.2f} s of CPU in 2 s with no descriptor free: spinning"
+        for c in conns:
+            c.close()
+        conns = []
+        status, _, body = get(port)  # a new scrape once the idle ones are gone
+        assert status == 200 and "ombra_up" in body
+        assert p.poll() is None
+    finally:
+        for c in conns:
+            c.close()
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(20)
+    assert rc == 0, p.stderr.read()

@@ -91,6 +91,121 @@ def test_a_damaged_block_stops_the_restore_naming_it(store, repo):
     assert m.rc == 1 and "-506 RestoreInProgress" in m.err, m.describe()
 
 
+def edb_entry(repo, set_id):
+    """The set file (plain repository) and its .edb entry."""
+    doc = json.loads((repo / "sets" / f"{set_id}.json").read_bytes())
+    [f] = [f for f in doc["files"] if f["name"].startswith("edb/")]
+    return doc, f
+
+
+def block_place(repo, block):
+    """Where a block's record is: its pack file, offset and lengths (from the index files)."""
+    for ix in (repo / "index").glob("*.json"):
+        j = json.loads(ix.read_text())
+        for b in j["blocks"]:
+            if b[0] == block:
+                return repo / "packs" / j["pack"][:2] / j["pack"], b[1], b[2], b[3]
+    raise AssertionError(f"block {block} is in no index")
+
+
+def restore_target(store, name="db2"):
+    store.ombra("db", "new", name)
+    store.ombra("db", "dismount", name)
+    store.ombra("db", "set", name, "--allow-restore", "on")
+
+
+def zstd_raw_span(payload):
+    """(start, length) of bytes zstd keeps as they are inside a frame (a raw block, or the raw
+    literals of a compressed one: damage there decompresses to wrong bytes instead of failing),
+    or None."""
+    if payload[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    fhd = payload[4]
+    single, did, fcs = fhd >> 5 & 1, fhd & 3, fhd >> 6
+    at = 5 + (0 if single else 1) + (0, 1, 2, 4)[did] + ((1 if single else 0), 2, 4, 8)[fcs]
+    while at + 3 <= len(payload):
+        h = int.from_bytes(payload[at:at + 3], "little")
+        last, kind, size = h & 1, h >> 1 & 3, h >> 3
+        at += 3
+        if kind == 0 and size > 64:
+            return at, size
+        lit = payload[at] if kind == 2 and size else 0
+        if kind == 2 and lit & 3 == 0:  # a compressed block whose literals are stored raw
+            fmt = lit >> 2 & 3
+            n, hl = ((lit >> 3, 1) if fmt in (0, 2) else
+                     ((lit >> 4) + (payload[at + 1] << 4), 2) if fmt == 1 else
+                     ((lit >> 4) + (payload[at + 1] << 4) + (payload[at + 2] << 12), 3))
+            if n > 64:
+                return at + hl, n
+        at += 1 if kind == 1 else size
+        if last:
+            break
+    return None
+
+
+def test_a_block_damaged_inside_a_chunk_of_the_edb_is_refused_naming_the_file_and_block(store, repo):
+    """Restore checks each file by its SHA-256 and hashes the blocks against their ids only to
+    name the damage: a block of the .edb inside a chunk of eight (not the chunk's first), damaged
+    where it still reads and decompresses (its record's header intact, the bytes in a part zstd
+    stores as they are), still fails, naming set, file and block."""
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 2500)  # about 15 MB: the .edb spans more than one chunk of 8 blocks
+    full = backup(store, repo, "full")
+    set_id = full["sets"][0]["id"]
+    _, f = edb_entry(repo, set_id)
+    ids = [f["blocks"][i:i + 64] for i in range(0, len(f["blocks"]), 64)]
+    assert len(ids) > 9, f"the .edb has {len(ids)} blocks"
+    spot = None
+    for k in [i for i in range(1, len(ids) - 1) if i % 8]:  # inside a chunk
+        pack, off, stored, raw = block_place(repo, ids[k])
+        with open(pack, "rb") as p:
+            p.seek(off + 56)
+            payload = p.read(stored)
+        span = (0, stored) if stored == raw else zstd_raw_span(payload)
+        if span:
+            spot = (k, pack, off + 56 + span[0] + span[1] // 2)
+            break
+    assert spot, "no block of the .edb holds bytes stored as they are"
+    k, pack, at = spot
+    with open(pack, "r+b") as p:
+        p.seek(at)
+        b = p.read(4)
+        p.seek(at)
+        p.write(bytes(x ^ 0xFF for x in b))
+    restore_target(store)
+    r = restore(store, repo, "db1", "--to", "db2", check=False)
+    assert r.rc == 1 and len(r.err.strip().split("\n")) == 1, r.describe()
+    assert f"set {set_id[:12]}" in r.err and f["name"] in r.err and f"block {k} " in r.err, r.describe()
+    assert "the block's content does not match its id" in r.err, r.describe()
+    edb = pathlib.Path(store.db_show("db2")["edb"])
+    assert not [x for x in edb.parent.iterdir() if x.name.endswith(".tmp")], "a temporary file stays"
+    m = store.ombra("db", "mount", "db2", check=False)
+    assert m.rc == 1 and "-506 RestoreInProgress" in m.err, m.describe()
+
+
+def test_a_set_listing_the_wrong_blocks_with_right_blocks_is_refused(store, repo):
+    """Every block is intact and matches its id, but the set lists two of them swapped: the
+    file's SHA-256 refuses it, and the message says the set lists the wrong blocks."""
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 1500)
+    full = backup(store, repo, "full")
+    set_id = full["sets"][0]["id"]
+    doc, f = edb_entry(repo, set_id)
+    ids = [f["blocks"][i:i + 64] for i in range(0, len(f["blocks"]), 64)]
+    assert len(ids) >= 3 and ids[0] != ids[1]
+    ids[0], ids[1] = ids[1], ids[0]  # both whole blocks of the block size: the lengths fit
+    f["blocks"] = "".join(ids)
+    text = json.dumps(doc).encode()
+    new_id = __import__("hashlib").sha256(text).hexdigest()  # a plain set file names itself so
+    (repo / "sets" / f"{set_id}.json").unlink()
+    (repo / "sets" / f"{new_id}.json").write_bytes(text)
+    restore_target(store)
+    r = restore(store, repo, "db1", "--to", "db2", check=False)
+    assert r.rc == 1 and len(r.err.strip().split("\n")) == 1, r.describe()
+    assert f["name"] in r.err and "does not match its SHA-256" in r.err, r.describe()
+    assert "lists the wrong blocks" in r.err, r.describe()
+
+
 def test_refusals(store, repo):
     store.ombra("db", "new", "db1")
     load(store, "db1", 100)

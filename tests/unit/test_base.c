@@ -471,6 +471,47 @@ static void durable_sweep_removes_only_the_helpers_leftovers(void **s)
     om_dir_close(w);
 }
 
+/* Replacing a name with the old file kept open: the name holds the new content at once, the
+ * old content stays readable through the handle until it is closed; with nothing at the name
+ * there is nothing to keep; a link at the name is replaced, never opened. */
+static void durable_commit_keep_holds_the_replaced_file_open(void **s)
+{
+    (void)s;
+    om_vfs *v = om_vfs_posix();
+    om_dir *w = NULL;
+    om_file *old = NULL, *f = NULL;
+    char p[512], q[512];
+    uint8_t buf[3];
+    assert_int_equal(om_dir_open(v, NULL, tmpdir, 0, &w), 0);
+    om_durable d;
+    assert_int_equal(om_durable_begin(w, "k.edb", &d), 0);
+    assert_int_equal(om_pwrite(d.f, "one", 3, 0), 0);
+    assert_int_equal(om_durable_commit_keep(&d, &old), 0);
+    assert_null(old); /* nothing was there */
+    assert_int_equal(om_durable_begin(w, "k.edb", &d), 0);
+    assert_int_equal(om_pwrite(d.f, "two", 3, 0), 0);
+    assert_int_equal(om_durable_commit_keep(&d, &old), 0);
+    assert_non_null(old);
+    assert_int_equal(om_pread_full(old, buf, 3, 0), 0);
+    assert_memory_equal(buf, "one", 3);
+    om_path_join(p, sizeof p, tmpdir, "k.edb");
+    assert_int_equal(om_open(v, p, OM_O_RDONLY, &f), 0);
+    assert_int_equal(om_pread_full(f, buf, 3, 0), 0);
+    assert_memory_equal(buf, "two", 3);
+    om_close(f);
+    om_close(old);
+    om_path_join(q, sizeof q, tmpdir, "k.link");
+    assert_int_equal(symlink(p, q), 0);
+    assert_int_equal(om_durable_begin(w, "k.link", &d), 0);
+    assert_int_equal(om_durable_commit_keep(&d, &old), 0);
+    assert_null(old);
+    assert_int_equal(om_kind_at(w, "k.link"), OM_KIND_FILE);
+    assert_int_equal(om_kind_at(w, "k.edb"), OM_KIND_FILE);
+    assert_int_equal(om_unlink_at(w, "k.link"), 0);
+    assert_int_equal(om_unlink_at(w, "k.edb"), 0);
+    om_dir_close(w);
+}
+
 static void posix_errors_name_the_file(void **s)
 {
     (void)s;
@@ -530,6 +571,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(directory_handles_never_follow_a_planted_link, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(durable_sweep_removes_only_the_helpers_leftovers, setup_dir,
+                                        teardown_dir),
+        cmocka_unit_test_setup_teardown(durable_commit_keep_holds_the_replaced_file_open, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(zeroed_file_has_its_size, setup_dir, teardown_dir),
     };
