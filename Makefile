@@ -150,6 +150,7 @@ fuzz: deps
 # The crash harness over many more crash points than make test runs.
 crash-long: deps build
 	OMBRA_CRASH_POINTS=50000 $(BUILD)/tests/unit/test_crash
+	OMBRA_CBT_CRASH_POINTS=5000 $(BUILD)/tests/unit/test_changemap
 
 demo: deps build
 	@scripts/demo

@@ -1,6 +1,7 @@
 /* The backup job (job.h has the sequence and the contract). */
 #include "backup/job.h"
 #include "backup/shadow.h"
+#include "backup/synthetic.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -67,6 +68,8 @@ typedef struct dbjob {
     int published;        /* the set is listed: restores may use it */
     uint64_t *bytes_read; /* shared progress counter (atomic) */
     uint64_t bytes_stored, blocks_new, blocks_reused;
+    json_t *sets; /* the repository's published sets (borrowed) */
+    json_t *cm;   /* the set's "changemap": what the full read, what it reused, why */
 } dbjob;
 
 static int fail_db(dbjob *j, int rc, const char *step)
@@ -352,6 +355,102 @@ static int check_continues(dbjob *j, json_t *sets)
     return 0;
 }
 
+/* ---- a full's .edb: every page, or the changed ones (synthetic.h) ---- */
+
+static int check_cb(void *arg, uint64_t off, const uint8_t *buf, size_t len)
+{
+    return check_block(arg, off, buf, len);
+}
+
+/* File pages [fp, fp + n): data pages fp - 1 on (the two header pages are none). */
+static void vouch_cb(void *arg, uint64_t fp, uint32_t n)
+{
+    uint64_t skip = fp < 2 ? 2 - fp : 0;
+    if (skip < n) chk_vouch_pages(arg, 0, (uint32_t)(fp + skip - 1), (uint32_t)(n - skip));
+}
+
+/* The previous full's entry named name (a new reference), or NULL. */
+static json_t *prev_entry(bk_repo *r, const char *set, const char *name)
+{
+    json_t *doc = NULL, *f, *out = NULL;
+    size_t i;
+    if (bk_set_load(r, set, &doc)) {
+        om_err_clear();
+        return NULL;
+    }
+    json_array_foreach(json_object_get(doc, "files"), i, f)
+    {
+        if (!strcmp(om_json_str_or(f, "name", ""), name)) out = json_incref(f);
+    }
+    json_decref(doc);
+    return out;
+}
+
+/* A full's .edb: synthetic when the change map and the repository allow it (bk_synth_decide),
+ * else read whole (store_file); j->cm says which, and why. A synthetic full that cannot build on
+ * the previous one (its entry damaged, a block of it gone) reads everything instead. */
+static int store_edb(dbjob *j, bk_writer *w, const bfile *f, chk_set *cs)
+{
+    json_t *prev = NULL, *pf = NULL;
+    uint32_t *runs = NULL, nr = 0;
+    int since = -1, rc = 0, syn = 0;
+    char why[700] = "";
+    unsigned every = j->o->read_all_every ? j->o->read_all_every : 4;
+    const chk_db_info *d = cs ? chk_db(cs, 0) : NULL;
+    if (!cs || !d)
+        snprintf(why, sizeof why, "the block size is not a multiple of the page size");
+    else
+        syn = bk_synth_decide(j->sets, j->id, j->md, every, j->o->read_all, &prev, &runs, &nr,
+                              &since, why, sizeof why);
+    const char *pid = om_json_str_or(prev, "id", "");
+    if (syn && !(pf = prev_entry(j->repo, pid, f->name))) {
+        snprintf(why, sizeof why, "the previous full (set %.12s) holds no %s", pid, f->name);
+        syn = 0;
+    }
+    const char *epoch = om_json_str_or(json_object_get(j->md, "changemap"), "epoch", NULL);
+    if (syn) {
+        bk_synth_in in = {.repo = j->repo,
+                          .w = w,
+                          .src = f->src,
+                          .name = f->name,
+                          .size = f->size,
+                          .prev_file = pf,
+                          .prev_set = pid,
+                          .runs = runs,
+                          .nruns = nr,
+                          .db_pages = d->pages,
+                          .check = check_cb,
+                          .vouch = vouch_cb,
+                          .check_arg = cs,
+                          .bytes_read = j->bytes_read};
+        bk_synth_out out;
+        pause_at("copying");
+        rc = bk_synth_store(&in, &out);
+        j->bytes_stored += out.stored;
+        if (!rc)
+            j->cm = json_pack("{s:s?, s:b, s:i, s:I, s:I, s:s}", "epoch", epoch, "read_all", 0,
+                              "fulls_since_read_all", since + 1, "pages_checked_now",
+                              (json_int_t)out.pages_now, "pages_reused",
+                              (json_int_t)out.pages_reused, "reused_from", pid);
+        else if (rc == OM_E_RepositoryCorrupt || rc == OM_E_InvalidParameter) {
+            snprintf(why, sizeof why, "building on the previous full (set %.12s) failed: %.500s",
+                     pid, om_err_detail());
+            om_warn("%s: %s; reading every page", j->name, why);
+            om_err_clear();
+            syn = rc = 0;
+        }
+    }
+    json_decref(pf);
+    free(runs);
+    if (syn || rc) return rc;
+    rc = store_file(j, w, f, j->o->threads, cs);
+    if (!rc)
+        j->cm = json_pack("{s:s?, s:b, s:s, s:i, s:I, s:I}", "epoch", epoch, "read_all", 1,
+                          "reason", why, "fulls_since_read_all", 0, "pages_checked_now",
+                          (json_int_t)(d ? d->pages : 0), "pages_reused", (json_int_t)0);
+    return rc;
+}
+
 /* ---- one database: copy → check → commit (run_db, on backup_copy's pool) ---- */
 
 /* The .edb's pages are checked as the copy reads them when a block holds whole pages. */
@@ -377,7 +476,10 @@ static int db_copy(dbjob *j, chk_set **cs, bk_writer **w)
     }
     for (size_t i = 0; i < j->nfiles && !rc; i++) {
         int is_edb = whole && i == 0; /* list_files puts the .edb first */
-        rc = store_file(j, *w, &j->files[i], j->o->threads, is_edb && in_stream ? *cs : NULL);
+        if (is_edb && !strcmp(j->o->type, "full"))
+            rc = store_edb(j, *w, &j->files[i], in_stream ? *cs : NULL);
+        else
+            rc = store_file(j, *w, &j->files[i], j->o->threads, is_edb && in_stream ? *cs : NULL);
     }
     if (rc) { /* the failure first: the cleanup may set another error detail */
         int page = rc == OM_E_ReadVerifyFailure || rc == OM_E_ReadPgnoVerifyFailure ||
@@ -422,6 +524,9 @@ static void db_commit(dbjob *j, bk_writer *w)
         "log_range", j->lo, j->hi, "parent", json_incref(j->parent), "backup_metadata", j->md,
         "writer_metadata", j->wmd, "components_document", j->doc);
     json_object_set_new(doc, "copy", json_string(j->passive ? "passive" : "active"));
+    if (j->cm) json_object_set(doc, "changemap", j->cm);
+    /* The writer's pages lists served this backup only; the epoch is in "changemap". */
+    json_object_del(json_object_get(json_object_get(doc, "backup_metadata"), "changemap"), "since");
     /* The moment the set stands for (the freeze): restores by time pick sets with it. */
     json_object_set(doc, "mark_time_ns", json_object_get(j->md, "mark_time_ns"));
     uint64_t in = 0, stored = 0, bn = 0, br = 0;
@@ -757,6 +862,7 @@ static int backup_list(bk_backup_state *st)
         j->doc = doc;
         j->repo = st->repo;
         int lrc = 0;
+        j->sets = st->repo_sets;
         if (j->md && (lrc = check_continues(j, st->repo_sets)))
             fail_db(j, lrc, "refused");
         else if (j->md && list_files(j, json_object_get(doc, "shadows"), j->edb, sizeof j->edb,
@@ -838,6 +944,10 @@ static void report_db(json_t *res, const dbjob *j, int *rc, char *detail, size_t
                                         "bytes_stored", (json_int_t)j->bytes_stored, "blocks_new",
                                         (json_int_t)j->blocks_new, "blocks_reused",
                                         (json_int_t)j->blocks_reused));
+    if (j->set_id[0] && j->cm)
+        json_object_set(json_array_get(json_object_get(res, "sets"),
+                                       json_array_size(json_object_get(res, "sets")) - 1),
+                        "changemap", j->cm);
     if (!j->rc) return;
     json_array_append_new(
         json_object_get(res, "failed"),
@@ -864,6 +974,7 @@ static int backup_report(bk_backup_state *st, int rc)
         stored += j->bytes_stored;
         json_decref(j->info);
         json_decref(j->parent);
+        json_decref(j->cm);
         free(j->files);
     }
     json_object_set_new(st->res, "bytes_read", json_integer((json_int_t)st->bytes));

@@ -48,10 +48,16 @@ typedef struct bk_job_opts {
      * writer); "active" or "passive": only that one; a server name: this server's copy, and
      * this server must be the one named. */
     const char *from;
+    /* Fulls (docs/design.md, "Change tracking and synthetic fulls"): read_all: read every page
+     * of the .edb (no synthetic full); read_all_every: a full that reads every page at least
+     * every that many fulls (0: 4; 1: every full reads everything). */
+    int read_all;
+    unsigned read_all_every;
 } bk_job_opts;
 
 /* Runs the backup. *result (always set, caller decrefs): {"sets": [{"id", "database",
- * "log_range", "bytes_stored", "blocks_new", "blocks_reused"}], "type", "databases",
+ * "log_range", "bytes_stored", "blocks_new", "blocks_reused", "changemap" (fulls: the set's own,
+ * repo.h)}], "type", "databases",
  * "copies": [{"database", "server", "copy": "active"|"passive"}], where a database is
  * {"id", "name"} (docs/cli.md),
  * "bytes_read", "bytes_stored", "seconds", "freeze_ms", "snapshot_ms", "failed": [...]}. Returns

@@ -369,6 +369,93 @@ int bk_reader_get_covered(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *b
     return reader_get(rd, id, buf, cap, len, BK_ID_COVERED);
 }
 
+/* ---- regions made of slices of blocks (repo.h: "pieces") ---- */
+
+int bk_pieces_parse(const char *s, uint32_t region_len, bk_piece **out, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = s; *p; p++)
+        cap += *p == ',';
+    bk_piece *v = calloc(cap, sizeof *v);
+    uint64_t sum = 0;
+    *out = NULL;
+    *n = 0;
+    if (!v) return om_errf(OM_E_OutOfMemory, "out of memory");
+    const char *p = s;
+    size_t k = 0;
+    for (; k < cap; k++) {
+        char hex[65];
+        unsigned long off, len;
+        int used = 0;
+        if (strlen(p) < 64 + 4 || p[64] != ':') break;
+        memcpy(hex, p, 64);
+        hex[64] = 0;
+        if (bk_unhex(hex, v[k].id, BK_ID_LEN) ||
+            sscanf(p + 65, "%lu:%lu%n", &off, &len, &used) != 2 || !len || off > UINT32_MAX ||
+            len > UINT32_MAX || (p[65 + used] && p[65 + used] != ','))
+            break;
+        v[k].off = (uint32_t)off;
+        v[k].len = (uint32_t)len;
+        sum += len;
+        p += 65 + used;
+        if (*p == ',') p++;
+    }
+    if (k != cap || *p || sum != region_len) {
+        free(v);
+        return om_errf(OM_E_RepositoryCorrupt,
+                       "a region's pieces are malformed or do not add up to its %u bytes",
+                       region_len);
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+int bk_pieces_id(const bk_repo *r, const char *s, uint8_t id[BK_ID_LEN])
+{
+    size_t n = strlen(s);
+    char *b = malloc(n + 16);
+    if (!b) return om_errf(OM_E_OutOfMemory, "out of memory");
+    memcpy(b, "ombra-pieces:", 13);
+    memcpy(b + 13, s, n);
+    int rc = bk_id_of(r, b, n + 13, id);
+    free(b);
+    return rc;
+}
+
+int bk_reader_get_ref(bk_reader *rd, const uint8_t id[BK_ID_LEN], const char *pieces,
+                      uint32_t region_len, uint8_t *buf, size_t cap, size_t *len)
+{
+    if (!pieces) return bk_reader_get(rd, id, buf, cap, len);
+    uint8_t want[BK_ID_LEN], *blk = NULL, last[BK_ID_LEN];
+    bk_piece *v = NULL;
+    size_t n = 0, pos = 0, bl = 0;
+    *len = 0;
+    int rc = region_len > cap
+                 ? om_errf(OM_E_RepositoryCorrupt, "a region larger than the block size")
+                 : bk_pieces_id(rd->r, pieces, want);
+    if (!rc && memcmp(want, id, BK_ID_LEN))
+        rc = om_errf(OM_E_RepositoryCorrupt, "a region's pieces do not match its id");
+    if (!rc) rc = bk_pieces_parse(pieces, region_len, &v, &n);
+    if (!rc && !(blk = malloc(rd->r->block_size))) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (!i || memcmp(last, v[i].id, BK_ID_LEN)) {
+            rc = bk_reader_get(rd, v[i].id, blk, rd->r->block_size, &bl);
+            memcpy(last, v[i].id, BK_ID_LEN);
+        }
+        if (!rc && (uint64_t)v[i].off + v[i].len > bl)
+            rc = om_errf(OM_E_RepositoryCorrupt,
+                         "a region's piece %zu (bytes %u-%u) lies outside its block of %zu bytes",
+                         i, v[i].off, v[i].off + v[i].len, bl);
+        if (!rc) memcpy(buf + pos, blk + v[i].off, v[i].len);
+        pos += v[i].len;
+    }
+    free(blk);
+    free(v);
+    if (!rc) *len = pos;
+    return rc;
+}
+
 /* ---- writing a pack ---- */
 
 int bk_packw_create(bk_repo *r, bk_packw **out)

@@ -61,10 +61,18 @@
  *
  * Set document: what the caller gave bk_set_commit, plus (set by the repository, overriding the
  * caller's): "files": [{"name", "size", "sha256": hex, "blocks": the ids concatenated (64 hex
- * digits each), "meta": object}], "bytes" (sum of the file sizes), "bytes_stored" and
- * "blocks_new", "blocks_reused" (what this set added), "committed_ns" (commit time),
- * "repository" (the repository's id: a set of another repository is RepositoryCorrupt when
- * read), and "time" (ISO) when the caller gave none. bk_set_load adds "id".
+ * digits each), "meta": object}, or the regions form (a synthetic full's .edb,
+ * bk_set_add_file_regions): {"name", "size", "regions_sha256": SHA-256 of the region ids (binary,
+ * in order), "blocks": one id per region (block size bytes each, the last the rest), "pieces":
+ * {"i": "id:off:len,id:off:len,..."}, "meta"}: region i is block i whole, or, when "pieces" has
+ * "i", those slices of those blocks (decimal byte offset and length inside the block, adding up
+ * to the region), its id then the repository's id function over "ombra-pieces:" and that text.
+ * Such an entry has no "sha256", so builds before it refuse the set], "bytes" (sum of the file
+ * sizes), "bytes_stored" and "blocks_new", "blocks_reused" (what this set added), "committed_ns"
+ * (commit time), "repository" (the repository's id: a set of another repository is
+ * RepositoryCorrupt when read), and "time" (ISO) when the caller gave none. bk_set_load adds "id".
+ * The backup job adds "changemap" to a full: {"epoch", "read_all", "reason" (when it read all),
+ * "fulls_since_read_all", "pages_checked_now", "pages_reused", "reused_from" (a set id)}.
  * Fields the repository reads from the caller's part: "type" (full, copy, incremental,
  * differential), "database": {"id", "name", "base"} (or "databases": [...] of such objects or
  * names), "time", "server", "log_range": [first, last], "parent" (set id or null). Summaries
@@ -159,6 +167,15 @@ int bk_put_block(bk_writer *w, const void *data, size_t len, uint8_t id[BK_ID_LE
  * object kept with the file, or NULL (stolen). Thread-safe. */
 int bk_set_add_file(bk_writer *w, const char *name, uint64_t size, const uint8_t sha256[32],
                     const uint8_t (*ids)[BK_ID_LEN], size_t nblocks, json_t *meta);
+/* A file of the regions form (a synthetic full's .edb; the set format at the top): region i
+ * (block size bytes, the last the rest) is block ids[i] whole, or, when pieces (a JSON object,
+ * stolen) has the key "i", the slices of blocks that string names (bk_pieces_parse), ids[i]
+ * being their id (bk_pieces_id). Every block named must be in the repository or put by this
+ * writer, every slice inside its block, the lengths must make each region: InvalidParameter
+ * otherwise. The entry gets "regions_sha256" (SHA-256 of the ids in order) instead of "sha256". */
+int bk_set_add_file_regions(bk_writer *w, const char *name, uint64_t size,
+                            const uint8_t (*ids)[BK_ID_LEN], size_t nregions, json_t *pieces,
+                            json_t *meta);
 /* Finishes the set: every pack it wrote is fsynced, renamed and indexed (durably), then the set
  * file is written durably, last, as PENDING: nobody sees it (bk_sets, bk_set_load, bk_verify,
  * bk_expire's retention) until bk_set_publish. doc: the set's own fields (see the top of this
@@ -216,6 +233,22 @@ int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size
  * decryption's authentication tag, decompression and the length. */
 int bk_reader_get_covered(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
                           size_t *len);
+
+/* Regions made of slices of blocks (a synthetic full's .edb; the set format at the top):
+ * bk_pieces_parse: "id:off:len,..." into *v (malloc'd), RepositoryCorrupt when malformed or when
+ *   the lengths do not add up to region_len.
+ * bk_pieces_id: a region's id: the repository's id function over "ombra-pieces:" and the string.
+ * bk_reader_get_ref: region i's bytes into buf: the block id itself when pieces is NULL
+ *   (bk_reader_get), else the pieces read, each block's id checked and each slice inside its
+ *   block, and the pieces' id equal to id. The same errors as bk_reader_get. */
+typedef struct bk_piece {
+    uint8_t id[BK_ID_LEN];
+    uint32_t off, len;
+} bk_piece;
+int bk_pieces_parse(const char *s, uint32_t region_len, bk_piece **v, size_t *n);
+int bk_pieces_id(const bk_repo *r, const char *s, uint8_t id[BK_ID_LEN]);
+int bk_reader_get_ref(bk_reader *rd, const uint8_t id[BK_ID_LEN], const char *pieces,
+                      uint32_t region_len, uint8_t *buf, size_t cap, size_t *len);
 
 /* ---- verify ---- */
 

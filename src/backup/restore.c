@@ -46,6 +46,7 @@ static void pause_at(const char *stage)
  * the generation, never from the set (whose names are only checked for what they say). */
 typedef struct rfile {
     const char *set, *name, *blocks, *sha_hex; /* name: the set's, for messages */
+    json_t *pieces; /* regions form (repo.h): slices of blocks; sha_hex is over the ids */
     size_t nblocks;
     uint64_t size;
     uint32_t gen;     /* a log generation; 0: the .edb */
@@ -178,8 +179,18 @@ static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, ui
         hexid[2 * BK_ID_LEN] = 0;
         if (bk_unhex(hexid, id, BK_ID_LEN))
             return om_errf(OM_E_RepositoryCorrupt, "set %.12s: %s: bad block id", f->set, f->name);
-        int rc = covered ? bk_reader_get_covered(rd, id, buf + *len, l->bsize, &dl)
-                         : bk_reader_get(rd, id, buf + *len, l->bsize, &dl);
+        char key[24];
+        snprintf(key, sizeof key, "%zu", i);
+        const char *pcs = json_string_value(json_object_get(f->pieces, key));
+        /* changemap: a region of slices (repo.h), each block's id checked (its file's digest is
+         * over the ids, so it covers no content) */
+        int rc = pcs                     ? bk_reader_get_ref(rd, id, pcs,
+                                                             (uint32_t)(f->size - (uint64_t)i * l->bsize < l->bsize
+                                                                            ? f->size - (uint64_t)i * l->bsize
+                                                                            : l->bsize),
+                                                             buf + *len, l->bsize, &dl)
+                 : covered && !f->pieces ? bk_reader_get_covered(rd, id, buf + *len, l->bsize, &dl)
+                                         : bk_reader_get(rd, id, buf + *len, l->bsize, &dl);
         if (rc)
             return om_err_ctx(rc, "set %.12s, file %s, block %zu (%.16s)", f->set, f->name, i,
                               hexid);
@@ -283,7 +294,17 @@ static int lay_chunk(void *arg, void *ws, size_t c)
     none = f->hashed != b0;
     pthread_mutex_unlock(&l->mu);
     if (none) return 0;
-    EVP_DigestUpdate(f->sha, w->buf, len); /* our turn: nobody else touches f->sha */
+    /* our turn: nobody else touches f->sha; the regions form hashes the (checked) ids */
+    if (f->pieces)
+        for (size_t i = b0; i < b0 + nb; i++) {
+            uint8_t id[BK_ID_LEN];
+            char hexid[2 * BK_ID_LEN + 1];
+            snprintf(hexid, sizeof hexid, "%.64s", f->blocks + i * 2 * BK_ID_LEN);
+            bk_unhex(hexid, id, BK_ID_LEN);
+            EVP_DigestUpdate(f->sha, id, BK_ID_LEN);
+        }
+    else
+        EVP_DigestUpdate(f->sha, w->buf, len);
     pthread_mutex_lock(&l->mu);
     f->hashed += nb;
     __atomic_fetch_add(&l->bytes, len, __ATOMIC_RELAXED);
@@ -307,9 +328,10 @@ static int entry_ok(const char *sid, const char *name, json_t *f, uint32_t bsize
 {
     json_t *sz = json_object_get(f, "size");
     x->blocks = om_json_str_or(f, "blocks", NULL);
-    x->sha_hex = om_json_str_or(f, "sha256", NULL);
-    if (!x->blocks || !x->sha_hex || strlen(x->blocks) % (2 * BK_ID_LEN) || !json_is_integer(sz) ||
-        json_integer_value(sz) < 0)
+    x->pieces = json_object_get(f, "pieces");
+    x->sha_hex = om_json_str_or(f, x->pieces ? "regions_sha256" : "sha256", NULL);
+    if (!x->blocks || !x->sha_hex || (x->pieces && !json_is_object(x->pieces)) ||
+        strlen(x->blocks) % (2 * BK_ID_LEN) || !json_is_integer(sz) || json_integer_value(sz) < 0)
         return om_errf(OM_E_RepositoryCorrupt, "set %.12s: file entry %s is malformed", sid, name);
     x->size = (uint64_t)json_integer_value(sz);
     x->nblocks = strlen(x->blocks) / (2 * BK_ID_LEN);

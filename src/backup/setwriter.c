@@ -208,6 +208,9 @@ static uint32_t block_len(bk_writer *w, const uint8_t id[BK_ID_LEN])
     return raw;
 }
 
+static int add_entry(bk_writer *w, int rc, const char *name, uint64_t size, json_t *f,
+                     json_t *meta);
+
 int bk_set_add_file(bk_writer *w, const char *name, uint64_t size, const uint8_t sha256[32],
                     const uint8_t (*ids)[BK_ID_LEN], size_t nblocks, json_t *meta)
 {
@@ -241,6 +244,15 @@ int bk_set_add_file(bk_writer *w, const char *name, uint64_t size, const uint8_t
                       "blocks", blocks);
         if (!f) rc = om_errf(OM_E_InvalidParameter, "%s: not a valid file name (UTF-8)", name);
     }
+    rc = add_entry(w, rc, name, size, f, meta);
+    free(blocks);
+    return rc;
+}
+
+/* The file entry f (NULL when rc) into the set, under a name not taken yet; f and meta
+ * released. */
+static int add_entry(bk_writer *w, int rc, const char *name, uint64_t size, json_t *f, json_t *meta)
+{
     if (!rc && meta) json_object_set(f, "meta", meta);
     pthread_mutex_lock(&w->m);
     if (!rc && json_object_get(w->names, name))
@@ -253,6 +265,76 @@ int bk_set_add_file(bk_writer *w, const char *name, uint64_t size, const uint8_t
     pthread_mutex_unlock(&w->m);
     json_decref(f);
     json_decref(meta);
+    return rc;
+}
+
+/* Region i of a file of the regions form: its pieces (when it has some) name blocks there are,
+ * slices inside them, lengths that make the region, and the pieces' id is ids[i]; else block
+ * ids[i] is the region, whole. */
+static int region_ok(bk_writer *w, const char *name, size_t i, const uint8_t id[BK_ID_LEN],
+                     const char *pieces, uint32_t rl)
+{
+    if (!pieces) {
+        uint32_t raw = block_len(w, id);
+        return raw == rl ? 0
+                         : om_errf(OM_E_InvalidParameter,
+                                   "%s: region %zu is block of %u bytes (0: never stored), not %u",
+                                   name, i, raw, rl);
+    }
+    bk_piece *v = NULL;
+    size_t n = 0;
+    uint8_t want[BK_ID_LEN];
+    int rc = bk_pieces_parse(pieces, rl, &v, &n);
+    if (!rc) rc = bk_pieces_id(w->r, pieces, want);
+    if (!rc && memcmp(want, id, BK_ID_LEN))
+        rc = om_errf(OM_E_InvalidParameter, "%s: region %zu: its id is not its pieces'", name, i);
+    for (size_t k = 0; k < n && !rc; k++) {
+        uint32_t raw = block_len(w, v[k].id);
+        if ((uint64_t)v[k].off + v[k].len > raw)
+            rc = om_errf(OM_E_InvalidParameter,
+                         "%s: region %zu: piece %zu (bytes %u-%u) is not inside its block of %u "
+                         "bytes (0: never stored)",
+                         name, i, k, v[k].off, v[k].off + v[k].len, raw);
+    }
+    free(v);
+    return rc ? om_err_ctx(rc, "%s, region %zu", name, i) : 0;
+}
+
+int bk_set_add_file_regions(bk_writer *w, const char *name, uint64_t size,
+                            const uint8_t (*ids)[BK_ID_LEN], size_t nregions, json_t *pieces,
+                            json_t *meta)
+{
+    uint32_t bs = w->r->block_size;
+    char *blocks = malloc(nregions * 64 + 1), sha[65], key[24];
+    uint8_t dg[32];
+    unsigned dl = 0;
+    int rc = blocks && name && *name && json_is_object(pieces) ? 0
+             : blocks ? om_errf(OM_E_InvalidParameter, "a file of a set needs a name and pieces")
+                      : om_errf(OM_E_OutOfMemory, "out of memory");
+    if (!rc && (nregions != (size + bs - 1) / bs || !size))
+        rc = om_errf(OM_E_InvalidParameter, "%s: %zu regions for %llu bytes", name, nregions,
+                     (unsigned long long)size);
+    EVP_MD_CTX *c = rc ? NULL : EVP_MD_CTX_new();
+    if (!rc && (!c || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1))
+        rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    for (size_t i = 0; i < nregions && !rc; i++) {
+        uint32_t rl = i + 1 < nregions ? bs : (uint32_t)(size - (uint64_t)i * bs);
+        snprintf(key, sizeof key, "%zu", i);
+        rc = region_ok(w, name, i, ids[i], json_string_value(json_object_get(pieces, key)), rl);
+        bk_hex(ids[i], BK_ID_LEN, blocks + 64 * i);
+        EVP_DigestUpdate(c, ids[i], BK_ID_LEN);
+    }
+    if (c) EVP_DigestFinal_ex(c, dg, &dl);
+    EVP_MD_CTX_free(c);
+    json_t *f = NULL;
+    if (!rc) {
+        bk_hex(dg, 32, sha);
+        f = json_pack("{s:s, s:I, s:s, s:s, s:O}", "name", name, "size", (json_int_t)size,
+                      "regions_sha256", sha, "blocks", blocks, "pieces", pieces);
+        if (!f) rc = om_errf(OM_E_InvalidParameter, "%s: not a valid file name (UTF-8)", name);
+    }
+    rc = add_entry(w, rc, name ? name : "", size, f, meta);
+    json_decref(pieces);
     free(blocks);
     return rc;
 }

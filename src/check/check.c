@@ -289,6 +289,13 @@ int chk_check_page_buf(chk_set *s, size_t db, uint32_t first, const uint8_t *pag
     return remember(s, rc);
 }
 
+void chk_vouch_pages(chk_set *s, size_t db, uint32_t first, uint32_t count)
+{
+    if (db >= s->ndb || !s->seen || !s->seen[db] || !first) return;
+    for (uint64_t p = first; p < (uint64_t)first + count && p <= s->db[db].pages; p++)
+        mark_seen(s->seen[db], (uint32_t)p);
+}
+
 void chk_page_totals(const chk_set *s, uint64_t *checked, uint64_t *total)
 {
     *checked = *total = 0;

@@ -126,6 +126,11 @@ int chk_check_logs(chk_set *s, chk_log_cb cb, void *arg, chk_logs *out);
 int chk_check_page_buf(chk_set *s, size_t db, uint32_t first, const uint8_t *pages, uint32_t count,
                        chk_page_cb cb, void *arg);
 
+/* Pages [first, first + count) of database db (clipped to its pages) count as checked without
+ * being read: a synthetic full backup reuses them from an earlier full that checked them (or
+ * reused them from one that did; docs/design.md, "Change tracking and synthetic fulls"). */
+void chk_vouch_pages(chk_set *s, size_t db, uint32_t first, uint32_t count);
+
 /* Totals so far (pages checked over every database, pages the headers count). */
 void chk_page_totals(const chk_set *s, uint64_t *checked, uint64_t *total);
 

@@ -6,6 +6,7 @@
 
 #include "backup/job.h"
 #include "backup/runs.h"
+#include "base/config.h"
 #include "base/error.h"
 #include "base/paths.h"
 #include "base/proto.h"
@@ -317,6 +318,19 @@ static int cmd_backup(const cli_args *a)
         json_decref(listed);
         return cli_fail(rc);
     }
+    /* A full that reads every page at least every N fulls: --read-all-every, else the
+     * repository's read-all-every, else [ombra]'s, else 4 (docs/configuration.md). */
+    char sect[300];
+    snprintf(sect, sizeof sect, "repo:%s", repo_name ? repo_name : "");
+    const char *every_s = cli_val(a, "read-all-every");
+    if (!every_s && repo_name) every_s = om_conf(sect, "read-all-every");
+    if (!every_s) every_s = om_conf("ombra", "read-all-every");
+    uint64_t every = 4;
+    if (every_s && (rc = cli_number(a, "--read-all-every", every_s, 1, 1000000, 0, &every))) {
+        free(repo);
+        json_decref(listed);
+        return rc;
+    }
     bk_job_opts o = {.repo = repo,
                      .passphrase = pass,
                      .type = type,
@@ -325,6 +339,8 @@ static int cmd_backup(const cli_args *a)
                      .ndb = all ? nall : (size_t)a->npos,
                      .threads = (int)threads,
                      .from = from,
+                     .read_all = cli_flag(a, "read-all"),
+                     .read_all_every = (unsigned)every,
                      .progress = isatty(2) && !cli_flag(a, "json")};
     json_t *res = NULL;
     om_err_saved failed; /* past the printing */
@@ -359,6 +375,15 @@ static int cmd_backup(const cli_args *a)
                    (long long)json_integer_value(json_array_get(lr, 1)),
                    cli_human_bytes((uint64_t)json_integer_value(json_object_get(s, "bytes_stored")),
                                    hb, sizeof hb));
+            json_t *cm = json_object_get(s, "changemap");
+            if (json_is_true(json_object_get(cm, "read_all")))
+                printf("  every page read and checked: %s\n", om_json_str_or(cm, "reason", "?"));
+            else if (cm)
+                printf("  synthetic full: %lld pages read and checked now, %lld reused from set "
+                       "%.12s\n",
+                       (long long)om_json_int_or(cm, "pages_checked_now", 0),
+                       (long long)om_json_int_or(cm, "pages_reused", 0),
+                       om_json_str_or(cm, "reused_from", "?"));
         }
         double secs = json_real_value(json_object_get(res, "seconds"));
         double read = (double)json_integer_value(json_object_get(res, "bytes_read"));
@@ -386,6 +411,11 @@ static const cli_opt backup_opts[] = {
     {"type", "TYPE", "full, copy, incremental or differential", 1},
     {"provider", "P", "auto (default), held, reflink, btrfs or copy", 0},
     {"threads", "N", "threads reading, compressing and writing (default: all cores)", 0},
+    {"read-all", NULL, "full: read and check every page (no synthetic full)", 0},
+    {"read-all-every", "N",
+     "full: read every page at least every N fulls (default: read-all-every in ombra.conf, else "
+     "4)",
+     0},
     {"from", "COPY",
      "in a DAG: passive, active, a server's name, or here (default: the best Healthy passive "
      "copy on any server, else the active)",

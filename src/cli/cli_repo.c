@@ -471,7 +471,15 @@ static void put_files(json_t *files)
     {
         printf("  %-*s  %14lld  %7zu  %s\n", (int)wn, om_json_str_or(f, "name", "?"),
                (long long)om_json_int_or(f, "size", 0),
-               strlen(om_json_str_or(f, "blocks", "")) / 64, om_json_str_or(f, "sha256", "?"));
+               strlen(om_json_str_or(f, "blocks", "")) / 64,
+               om_json_str_or(f, "sha256", om_json_str_or(f, "regions_sha256", "?")));
+        json_t *m = json_object_get(f, "meta");
+        if (json_object_get(m, "reused_from")) /* a synthetic full's .edb (docs/design.md) */
+            printf("  %-*s  pages checked now %lld, reused from set %.12s %lld (regions of "
+                   "slices: SHA-256 over the region ids)\n",
+                   (int)wn, "", (long long)om_json_int_or(m, "pages_checked_now", 0),
+                   om_json_str_or(m, "reused_from", "?"),
+                   (long long)om_json_int_or(m, "pages_reused", 0));
     }
 }
 
@@ -532,6 +540,14 @@ static int cmd_show(const cli_args *a)
            cli_human_bytes((uint64_t)om_json_int_or(s, "bytes_stored", 0), b3, sizeof b3),
            (long long)om_json_int_or(s, "blocks_new", 0),
            (long long)om_json_int_or(s, "blocks_reused", 0));
+    json_t *cm = json_object_get(s, "changemap");
+    if (json_is_true(json_object_get(cm, "read_all")))
+        printf("pages:      every page read and checked (%s)\n", om_json_str_or(cm, "reason", "?"));
+    else if (cm)
+        printf("pages:      synthetic full: %lld read and checked now, %lld reused from set %s\n",
+               (long long)om_json_int_or(cm, "pages_checked_now", 0),
+               (long long)om_json_int_or(cm, "pages_reused", 0),
+               om_json_str_or(cm, "reused_from", "?"));
     put_files(json_object_get(s, "files"));
     json_decref(s);
     return CLI_OK;

@@ -21,6 +21,11 @@ static int mark_and_roll(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *l
         rc = eng_log_roll(db->log);
         if (rc) eng_fatal_set(db, rc);
     }
+    /* The change map's new epoch starts here, under the writer role (no page reaches the .edb
+     * while it is held): at or before the moment the full's .edb is taken (the hold of page
+     * writes comes later, eng_backup_hold_writes), so a page written in between is only marked
+     * once too often. */
+    if (!rc && kind == ENG_BK_FULL) eng_cbt_epoch_start(db);
     return rc;
 }
 

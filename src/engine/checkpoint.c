@@ -94,12 +94,34 @@ out:
     return rc;
 }
 
+/* The change map hears of every page that is about to reach the .edb, before it does
+ * (changemap.c): the held ones and the dirty frames. */
+static int note_changes(eng_db *db)
+{
+    uint32_t *pg = NULL, n = 0, nd = 0;
+    frame **v = NULL;
+    int rc = db->hf.count ? eng_hold_list(db, &pg, &n) : 0;
+    if (!rc) rc = eng_cache_dirty_frames(db, &v, &nd);
+    uint32_t *all = !rc && nd ? realloc(pg, (n + nd) * sizeof *pg) : pg;
+    if (!rc && nd && !all) rc = om_errf(OM_E_OutOfMemory, "noting changed pages: out of memory");
+    if (!rc) {
+        for (uint32_t i = 0; i < nd; i++)
+            all[n + i] = v[i]->pgno;
+        rc = eng_cbt_note(db, all, n + nd);
+        if (!rc && !n && !nd) rc = eng_cbt_flush(db);
+    }
+    free(all ? all : pg);
+    free(v);
+    return rc;
+}
+
 int eng_ckpt_flush_pages(eng_db *db)
 {
     frame **v = NULL;
     uint32_t n = 0;
     ENG_CHECK(db, ENG_AT_FLUSH);
-    int rc = grow_deferred(db);
+    int rc = note_changes(db);
+    if (!rc) rc = grow_deferred(db);
     /* Pages spilled while held first (in batches of their own), then the dirty frames. */
     if (!rc) rc = write_back_held(db);
     if (!rc) rc = eng_cache_dirty_frames(db, &v, &n);

@@ -101,6 +101,7 @@ void eng_db_abandon(eng_db *db)
     if (!db) return;
     eng_log_free(db->log);
     om_close(db->edbf);
+    eng_cbt_free(db);
     eng_hold_free(db);
     eng_cache_free(db);
     pthread_mutex_destroy(&db->wmu);
@@ -193,6 +194,7 @@ int eng_db_create(const eng_opts *o, eng_db **out)
     eng_dbhdr_encode(h, pages + ENG_PAGE_SIZE, 1);
     if ((rc = om_write_file_durable(v, db->edb, pages, 2 * ENG_PAGE_SIZE))) goto fail;
     if ((rc = om_open(v, db->edb, 0, &db->edbf)) || (rc = lock_edb(db))) goto fail;
+    if ((rc = eng_cbt_open(db))) goto fail;
     db->file_pages = 0;
     eng_log_cfg lc = log_cfg(db);
     if ((rc = eng_log_start(&lc, 1, 0, 0, 0, (eng_lgpos){1, 0}, &db->log))) goto fail;
@@ -242,6 +244,8 @@ int eng_db_open(const eng_opts *o, eng_db **out)
     db->dbtime = db->hdr.dbtime;
     db->pages = db->hdr.pages;
     db->txn_last = db->hdr.txn_last;
+    /* Before recovery: the pages it replays are written since the map's epochs too. */
+    if ((rc = eng_cbt_open(db))) goto fail;
     if (db->hdr.state != ENG_STATE_CLEAN)
         rc = eng_recovery_run(db, &end);
     else if (!(rc = eng_recovery_log_end(db, &end)) && logged_after_clean(db, &end))

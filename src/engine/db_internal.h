@@ -8,6 +8,7 @@
  *   table > btree > space         tables, the B+tree, where the trees' pages come from
  *   txn | recovery | backup_hooks transactions and reads | replay | freeze, hold, truncate, slots
  *   checkpoint                    pages to the .edb, header, E00.chk
+ *   changemap                     pages written since each full's freeze, E00.cbt
  *   invariants                    the checks below, at run time
  *   role                          writer role, fatal state, groups logged outside a transaction
  *   journal > cache > hold        torn-page journal, page cache, hold file
@@ -110,6 +111,10 @@ struct eng_db {
      * generations from trunc_floor on stay until om_mono_ns() passes trunc_floor_until. */
     uint32_t trunc_backup, trunc_floor;
     uint64_t trunc_floor_until;
+
+    /* The change map (changemap.c), under the writer role; NULL: this open keeps none (hard
+     * recovery, a passive copy, a recovery without mount), and writes clear the header's token. */
+    struct eng_cbt *cbt;
 };
 
 /* ---- the layers, bottom up: each file calls only the files below it (docs/design.md) ---- */
@@ -218,6 +223,22 @@ int eng_role_thaw(eng_db *db);
 int eng_fatal_set(eng_db *db, int rc);
 int eng_fatal_refuse(eng_db *db);
 int eng_role_log_group(eng_db *db, uint8_t *recs, uint32_t len, eng_lgpos *pos);
+
+/* The change map (changemap.c), writer role held. Its rules are at the top of changemap.c.
+ * eng_cbt_open: loads E00.cbt for a mount (db->hdr read); a map that cannot be trusted starts
+ *   empty (it knows no epoch). eng_cbt_free: forgets it.
+ * eng_cbt_note: pages [pages, pages + n) go to the .edb next: marked in every epoch and E00.cbt
+ *   made durable first when that changed it. Without a map, clears the header's token (durably)
+ *   before the first page write.
+ * eng_cbt_flush: writes E00.cbt when it is behind (a new epoch waiting).
+ * eng_cbt_epoch_start: a full backup's freeze: a new epoch (the oldest of ENG_CBT_EPOCHS goes)
+ *   and a new token; returns its id (0 without a map). */
+#define ENG_CBT_EPOCHS 4
+int eng_cbt_open(eng_db *db);
+void eng_cbt_free(eng_db *db);
+int eng_cbt_note(eng_db *db, const uint32_t *pages, uint32_t n);
+int eng_cbt_flush(eng_db *db);
+uint64_t eng_cbt_epoch_start(eng_db *db);
 
 /* Checkpoints (checkpoint.c), writer role held.
  * eng_ckpt_flush_pages: grows the .edb to what was allocated while held, writes the held pages

@@ -370,6 +370,18 @@ int eng_db_inspect(const eng_opts *o, eng_info *info);
  *   recording Previous Full clears Previous Incremental and Previous Differential. While pages
  *   are held the header is written at the release instead (the log record is durable, and
  *   eng_db_info shows the slot at once). */
+/* Change tracking (changemap.c; docs/design.md "Change tracking and synthetic fulls"). A freeze
+ * of kind full begins an epoch; the map knows, per epoch, every page written to the .edb since
+ * (a superset). eng_db_change_epochs lists the epochs the map can vouch for, oldest first (none
+ * when it is not trusted: *why says why; the newest is the last full freeze's);
+ * eng_db_changed_pages gives the pages written since epoch as runs (first page, count) in
+ * *runs (2 * *nruns numbers, malloc'd), or ObjectNotFound when the map does not know it. */
+typedef struct eng_change_epoch {
+    uint64_t id, dbtime, time;
+} eng_change_epoch;
+int eng_db_change_epochs(eng_db *db, eng_change_epoch *v, uint32_t cap, uint32_t *n, char *why,
+                         size_t wn);
+int eng_db_changed_pages(eng_db *db, uint64_t epoch, uint32_t **runs, uint32_t *nruns);
 int eng_backup_freeze(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last_gen);
 int eng_backup_mark(eng_db *db, uint32_t kind, eng_lgpos *mark, uint32_t *last_gen);
 int eng_backup_hold_writes(eng_db *db, uint32_t *current_gen, uint32_t *written);

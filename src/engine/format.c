@@ -138,6 +138,7 @@ void eng_dbhdr_encode(const eng_dbhdr *h, uint8_t *page, int copy)
     om_w32(&c, h->repaired);
     for (int i = 0; i < ENG_BK_NSLOTS; i++)
         w_slot(&c, &h->slots[i]);
+    om_w64(&c, h->cbt_token);
     om_put64(page, om_xxh3(page + 8, ENG_PAGE_SIZE - 8, SEED_DBHDR + (uint64_t)copy));
 }
 
@@ -183,6 +184,7 @@ int eng_dbhdr_decode(const uint8_t *page, int copy, eng_dbhdr *h)
     h->repaired = om_r32(&c);
     for (int i = 0; i < ENG_BK_NSLOTS; i++)
         r_slot(&c, &h->slots[i]);
+    h->cbt_token = om_r64(&c);
     if (h->version != ENG_FORMAT_VERSION)
         return om_errf(OM_E_InvalidDatabase, "unsupported database format version %u", h->version);
     if (h->page_size != ENG_PAGE_SIZE)
@@ -674,6 +676,13 @@ int eng_pgj_path(char *out, size_t len, const char *dir, const char *base)
 {
     char name[32];
     snprintf(name, sizeof name, "%s.pgj", base);
+    return name_path(out, len, dir, name);
+}
+
+int eng_cbt_path(char *out, size_t len, const char *dir, const char *base)
+{
+    char name[32];
+    snprintf(name, sizeof name, "%s.cbt", base);
     return name_path(out, len, dir, name);
 }
 

@@ -79,6 +79,10 @@ typedef struct eng_dbhdr {
     uint64_t create_time;
     uint32_t repaired; /* times a bad header copy was rewritten from the other */
     eng_bkslot slots[ENG_BK_NSLOTS];
+    /* The change map's token (changemap.c): equal to the token of E00.cbt only while the map
+     * holds every page written since its epochs began; 0: no map vouches for this file. Headers
+     * of older builds read 0 here. */
+    uint64_t cbt_token;
 } eng_dbhdr;
 
 /* Header flags. RESTORING (header only): hard recovery has begun changing the database; it is
@@ -243,6 +247,8 @@ int eng_chk_path(char *out, size_t len, const char *dir, const char *base);
 /* E00.pgj: the page journal of checkpoints (journal.c). */
 int eng_pgj_path(char *out, size_t len, const char *dir, const char *base);
 int eng_res_log_path(char *out, size_t len, const char *dir, const char *base, int n);
+/* E00.cbt: the change map (changemap.c). */
+int eng_cbt_path(char *out, size_t len, const char *dir, const char *base);
 /* E00.hold: pages spilled while page writes are held (hold.c); garbage after a crash. */
 int eng_hold_path(char *out, size_t len, const char *dir, const char *base);
 /* If name is a finished generation of base ("E000000001A.log"), returns 1 and sets *gen. */

@@ -123,6 +123,7 @@ static int begin(hard *h)
     if (!rc && gone) rc = h->v->sync_dir(h->v, db->logdir);
     if (rc) return rc;
     db->hdr.flags |= ENG_DBF_RESTORING;
+    db->hdr.cbt_token = 0; /* changemap: no change map vouches for a restored file */
     return eng_dbhdr_write(db->edbf, &db->hdr);
 }
 

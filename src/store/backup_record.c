@@ -1,6 +1,8 @@
 /* What a backup leaves in a database (backup_record.h). */
 #include "store/backup_record.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
@@ -87,4 +89,36 @@ uint32_t store_backup_truncates_below(const char *type, uint32_t ckpt, uint32_t 
 {
     if (strcmp(type, "full") && strcmp(type, "incremental")) return 0;
     return ckpt < last ? ckpt : last;
+}
+
+json_t *store_backup_changemap(eng_db *db)
+{
+    eng_change_epoch ep[8];
+    uint32_t n = 0;
+    char why[400] = "", id[17];
+    eng_db_change_epochs(db, ep, 8, &n, why, sizeof why);
+    if (!n) return json_pack("{s:s}", "untrusted", why[0] ? why : "the change map knows no epoch");
+    json_t *since = json_object(), *o = NULL;
+    for (uint32_t i = 0; since && i + 1 < n; i++) {
+        uint32_t *runs = NULL, nr = 0;
+        if (eng_db_changed_pages(db, ep[i].id, &runs, &nr)) {
+            om_err_clear();
+            continue;
+        }
+        size_t cap = (size_t)nr * 24 + 1, len = 0;
+        char *s = malloc(cap);
+        for (uint32_t r = 0; s && r < nr; r++)
+            len += (size_t)snprintf(s + len, cap - len, "%s%u:%u", r ? "," : "", runs[2 * r],
+                                    runs[2 * r + 1]);
+        if (s) s[len] = 0;
+        snprintf(id, sizeof id, "%016llx", (unsigned long long)ep[i].id);
+        if (s) json_object_set_new(since, id, json_string(s));
+        free(s);
+        free(runs);
+    }
+    snprintf(id, sizeof id, "%016llx", (unsigned long long)ep[n - 1].id);
+    if (since) o = json_pack("{s:s, s:o}", "epoch", id, "since", since);
+    /* Why the map was started again at this mount, when it was: earlier fulls it cannot know. */
+    if (o && why[0]) json_object_set_new(o, "started_again", json_string(why));
+    return o;
 }

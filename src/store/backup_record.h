@@ -7,6 +7,8 @@
 #ifndef OM_STORE_BACKUP_RECORD_H
 #define OM_STORE_BACKUP_RECORD_H
 
+#include <jansson.h>
+
 #include "engine/engine.h"
 
 /* 1 when type is one of full, copy, incremental, differential; else the error saying so. */
@@ -34,5 +36,12 @@ int store_backup_record(eng_db *db, const char *name, const char *type, const en
  * last, taken with the checkpoint at generation ckpt, lets logs go: min(ckpt, last) (spec §5);
  * 0 for copy and differential, which truncate nothing. */
 uint32_t store_backup_truncates_below(const char *type, uint32_t ckpt, uint32_t last);
+
+/* What a full backup's metadata says of the change map (docs/design.md, "Change tracking and
+ * synthetic fulls"), called after the freeze: {"epoch": this freeze's epoch (16 hex digits),
+ * "since": {epoch: "first:count,..." the data pages written since that earlier epoch},
+ * "started_again": why the map was not trusted at this mount (when it was not)} when the map has
+ * epochs; {"untrusted": why} when it does not. NULL when out of memory. */
+json_t *store_backup_changemap(eng_db *db);
 
 #endif

@@ -628,6 +628,9 @@ static int post_one(store_writer *w, vss_event *e, store_mounted *m, const store
         copy.mark.gen, copy.mark.off, "mark_time", om_time_iso(copy.mark_time, t, sizeof t),
         "mark_time_ns", (json_int_t)copy.mark_time, "log_range", first, last, "circular_logging",
         ent->circular);
+    /* changemap: which pages a full may read alone (docs/design.md, synthetic fulls) */
+    if (!strcmp(copy.type, "full"))
+        json_object_set_new(md, "changemap", store_backup_changemap(m->db));
     json_t *cs = json_object_get(e->result, "components");
     if (!cs) {
         cs = json_object();

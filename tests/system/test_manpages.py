@@ -157,7 +157,7 @@ def complete(gen, *words):
 def test_completion_completes_groups_commands_options_and_choices(gen):
     need("bash")
     assert complete(gen, "ombra", "ba") == ["backup", "backups"]
-    assert complete(gen, "ombra", "backup", "--re") == ["--repo"]
+    assert complete(gen, "ombra", "backup", "--re") == ["--read-all", "--read-all-every", "--repo"]
     assert complete(gen, "ombra", "backups", "l") == ["list"]
     assert complete(gen, "ombra", "db", "copy", "su") == ["suspend"]
     assert complete(gen, "ombra", "db", "copy", "status", "--js") == ["--json"]

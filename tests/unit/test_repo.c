@@ -1504,6 +1504,72 @@ static void verify_reports_a_pack_whose_header_is_not_this_repositorys(void **s)
 
 /* ---- misuse ---- */
 
+/* The regions form (a synthetic full's .edb): a region of slices of an older set's block and a
+ * new one reads back byte for byte, verifies, survives the expiry of the set it slices, and a
+ * slice outside its block or pieces whose id is not the region's are refused. */
+static void regions_of_slices_read_back_verify_and_outlive_the_set_they_slice(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL);
+    char first[65], second[65], pieces[400], hex1[65], hexx[65];
+    one_set(r, "full", "db1", 100, 2, first);
+    uint8_t b1[BS], x[BS / 2], want[BS], id1[BK_ID_LEN], idx[BK_ID_LEN], rid[BK_ID_LEN],
+        ids[2][BK_ID_LEN];
+    fill(b1, BS, 100, 0);
+    fill(x, sizeof x, 999, 0);
+    memcpy(want, b1, BS / 2);
+    memcpy(want + BS / 2, x, sizeof x);
+    block_id(r, 100, id1);
+    bk_writer *w = NULL;
+    assert_int_equal(bk_set_begin(r, &w), 0);
+    assert_int_equal(bk_put_block(w, x, sizeof x, idx, NULL), 0);
+    bk_hex(id1, BK_ID_LEN, hex1);
+    bk_hex(idx, BK_ID_LEN, hexx);
+    /* a slice past its block's end */
+    snprintf(pieces, sizeof pieces, "%s:%u:%u,%s:0:%u", hex1, BS / 2 + 1, BS / 2, hexx, BS / 2);
+    assert_int_equal(bk_pieces_id(r, pieces, rid), 0);
+    memcpy(ids[0], rid, BK_ID_LEN);
+    block_id(r, 101, ids[1]);
+    assert_int_equal(bk_set_add_file_regions(w, "edb/db.edb", 2 * BS,
+                                             (const uint8_t(*)[BK_ID_LEN])ids, 2,
+                                             json_pack("{s:s}", "0", pieces), NULL),
+                     OM_E_InvalidParameter);
+    /* pieces that are not the region's id */
+    snprintf(pieces, sizeof pieces, "%s:0:%u,%s:0:%u", hex1, BS / 2, hexx, BS / 2);
+    assert_int_equal(bk_set_add_file_regions(w, "edb/db.edb", 2 * BS,
+                                             (const uint8_t(*)[BK_ID_LEN])ids, 2,
+                                             json_pack("{s:s}", "0", pieces), NULL),
+                     OM_E_InvalidParameter);
+    assert_int_equal(bk_pieces_id(r, pieces, ids[0]), 0);
+    assert_int_equal(bk_set_add_file_regions(w, "edb/db.edb", 2 * BS,
+                                             (const uint8_t(*)[BK_ID_LEN])ids, 2,
+                                             json_pack("{s:s}", "0", pieces),
+                                             json_pack("{s:s}", "source", "edb/db.edb")),
+                     0);
+    commit(w, r, "full", "db1", second);
+    for (int round = 0; round < 2; round++) {
+        bk_reader *rd = NULL;
+        uint8_t got[BS];
+        size_t n = 0;
+        assert_int_equal(bk_reader_new(r, &rd), 0);
+        assert_int_equal(bk_reader_get_ref(rd, ids[0], pieces, BS, got, BS, &n), 0);
+        assert_int_equal(n, BS);
+        assert_memory_equal(got, want, BS);
+        /* another region's id with these pieces: refused */
+        assert_int_equal(bk_reader_get_ref(rd, ids[1], pieces, BS, got, BS, &n),
+                         OM_E_RepositoryCorrupt);
+        bk_reader_free(rd);
+        assert_int_equal(bk_verify(r, second, NULL, NULL, NULL), 0);
+        if (round) break;
+        json_t *rep = NULL;
+        assert_int_equal(bk_expire(r, 1, &rep), 0);
+        assert_int_equal(json_array_size(json_object_get(rep, "sets_deleted")), 1);
+        json_decref(rep);
+        assert_true(has_block(r, 100)); /* sliced by the kept set */
+    }
+    bk_repo_close(r);
+}
+
 static void misuse_is_refused_with_a_reason(void **s)
 {
     (void)s;
@@ -1564,6 +1630,7 @@ int main(void)
         T(verify_names_a_flipped_byte_in_an_index),
         T(verify_names_a_flipped_byte_in_a_set_file),
         T(expire_keeps_the_newest_chains_and_frees_what_nothing_uses),
+        T(regions_of_slices_read_back_verify_and_outlive_the_set_they_slice),
         T(misuse_is_refused_with_a_reason),
         T(a_committed_set_counts_only_once_published),
         T(a_backup_killed_between_commit_and_publish_leaves_no_set_and_expire_removes_it),

@@ -1,0 +1,151 @@
+"""Fulls that read only what changed (docs/design.md, "Change tracking and synthetic fulls"): a
+second full after new mail reads and stores only the pages the change map names and refers to
+the previous full's blocks for the rest, and restores exactly like a full (the mail digest);
+verify checks it and finds a damaged block it reuses; expire of the previous full keeps what it
+references; every 4th full (configurable) reads every page, and so does a full after anything
+that leaves the map untrusted, saying why."""
+import json
+import os
+import signal
+
+import pytest
+
+
+def load(store, n, seed):
+    store.ombra("mail", "load", "db1", "--mailboxes", "20", "--messages", str(n), "--size", "6000",
+                "--seed", str(seed))
+
+
+@pytest.fixture
+def repo(store, vssd):
+    r = store.tmp / "repo"
+    store.ombra("repo", "init", r)
+    return r
+
+
+def full(store, repo, *args):
+    r = store.ombra("backup", "--repo", repo, "--type", "full", "--json", *args, "db1")
+    s = json.loads(r.out)["sets"][0]
+    return s
+
+
+def restore_digest(store, repo, *args):
+    info = store.db_show("db1")
+    store.ombra("db", "dismount", "db1")
+    store.ombra("db", "set", "db1", "--allow-restore", "on")
+    os.remove(info["edb"])
+    store.ombra("restore", "db1", "--repo", repo, "--mount", *args)
+    return store.digest("db1")
+
+
+def test_second_full_reads_changed_pages_and_restores_exactly_also_after_expire(store, repo):
+    store.ombra("db", "new", "db1")
+    load(store, 800, 1)
+    f1 = full(store, repo)
+    assert f1["changemap"]["read_all"] and "no earlier full" in f1["changemap"]["reason"], f1
+    load(store, 40, 2)  # 5% new mail
+    f2 = full(store, repo)
+    cm = f2["changemap"]
+    assert cm["read_all"] is False and cm["reused_from"] == f1["id"], f2
+    assert 0 < cm["pages_checked_now"] < cm["pages_reused"], cm
+    assert f2["bytes_stored"] < f1["bytes_stored"] / 4, (f1["bytes_stored"], f2["bytes_stored"])
+    digest = store.digest("db1")
+    # the set says what it vouches for, and how
+    shown = json.loads(store.ombra("backups", "list", "--repo", repo, "--json").out)
+    mine = [s for s in shown["sets"] if s["id"] == f2["id"]][0]
+    assert mine["type"] == "full" and mine["changemap"]["reused_from"] == f1["id"], mine
+    shown = store.ombra("backups", "show", f2["id"][:12], "--repo", repo).out
+    assert f"reused from set {f1['id']}" in shown and f"pages checked now" in shown, shown
+    store.ombra("verify", "--repo", repo)
+    # the previous full expires: what the synthetic one references stays
+    store.ombra("expire", "--repo", repo, "--keep-full", "1")
+    store.ombra("verify", "--repo", repo)
+    assert restore_digest(store, repo) == digest
+
+
+def test_a_third_synthetic_full_builds_on_the_second_and_restores(store, repo):
+    store.ombra("db", "new", "db1")
+    load(store, 600, 1)
+    full(store, repo)
+    load(store, 30, 2)
+    f2 = full(store, repo)
+    load(store, 30, 3)
+    f3 = full(store, repo)
+    assert not f3["changemap"]["read_all"] and f3["changemap"]["reused_from"] == f2["id"]
+    digest = store.digest("db1")
+    store.ombra("verify", "--repo", repo)
+    assert restore_digest(store, repo) == digest
+
+
+def test_every_fourth_full_reads_every_page_and_read_all_forces_it(store, repo):
+    store.ombra("db", "new", "db1")
+    load(store, 300, 1)
+    kinds = []
+    for i in range(5):
+        kinds.append(full(store, repo)["changemap"]["read_all"])
+        load(store, 10, 10 + i)
+    assert kinds == [True, False, False, False, True], kinds
+    s = full(store, repo, "--read-all")
+    assert s["changemap"]["read_all"] and "--read-all" in s["changemap"]["reason"]
+    s = full(store, repo, "--read-all-every", "1")
+    assert s["changemap"]["read_all"] and "read_all_every" in s["changemap"]["reason"]
+    r = store.ombra("backup", "--repo", repo, "--type", "full", "db1")
+    assert "synthetic full" in r.out and "reused from set" in r.out, r.out
+
+
+def test_an_untrusted_map_means_a_full_that_reads_everything(store, repo):
+    store.ombra("db", "new", "db1")
+    load(store, 300, 1)
+    full(store, repo)
+    load(store, 10, 2)
+    d = store.digest("db1")
+    # a restore puts another .edb in place: the map no longer vouches for it
+    assert restore_digest(store, repo) != ""
+    s = full(store, repo)
+    assert s["changemap"]["read_all"] and "cannot be trusted" in s["changemap"]["reason"], s
+    # the map removed while dismounted
+    info = store.db_show("db1")
+    store.ombra("db", "dismount", "db1")
+    os.remove(os.path.join(info["logs"], "E00.cbt"))
+    store.ombra("db", "mount", "db1")
+    s = full(store, repo)
+    assert s["changemap"]["read_all"] and "no change map" in s["changemap"]["reason"], s
+    # and trusted again after that full
+    load(store, 10, 3)
+    s = full(store, repo)
+    assert not s["changemap"]["read_all"], s
+    assert d != store.digest("db1")
+
+
+def test_verify_finds_a_damaged_block_a_synthetic_full_reuses(store, repo):
+    store.ombra("db", "new", "db1")
+    load(store, 400, 1)
+    f1 = full(store, repo)
+    load(store, 20, 2)
+    f2 = full(store, repo)
+    assert not f2["changemap"]["read_all"]
+    store.ombra("verify", "--repo", repo, f2["id"][:12])
+    # damage the first full's biggest pack (its blocks are the synthetic full's slices)
+    packs = sorted((p for p in (repo / "packs").rglob("*") if p.is_file()),
+                   key=lambda p: p.stat().st_size)
+    with open(packs[-1], "r+b") as f:
+        f.seek(packs[-1].stat().st_size // 2)
+        f.write(b"\x00\xff\x00\xff" * 8)
+    r = store.ombra("verify", "--repo", repo, f2["id"][:12], check=False)
+    assert r.rc != 0 and f2["id"][:12] in (r.out + r.err), r.describe()
+
+
+def test_a_store_killed_while_mail_arrives_still_gives_an_exact_synthetic_full(store, repo):
+    store.ombra("db", "new", "db1")
+    load(store, 400, 1)
+    full(store, repo)
+    load(store, 30, 2)
+    store.proc.send_signal(signal.SIGKILL)
+    store.proc.wait()
+    store.start()
+    store.wait_mounted("db1") if hasattr(store, "wait_mounted") else None
+    load(store, 20, 3)
+    s = full(store, repo)
+    assert not s["changemap"]["read_all"], s
+    digest = store.digest("db1")
+    assert restore_digest(store, repo) == digest

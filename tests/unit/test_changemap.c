@@ -1,0 +1,367 @@
+/* The change map (src/engine/changemap.c): the pages written since a full backup's freeze, as a
+ * superset, and never trusted when it could be wrong.
+ *
+ * A "full" here is what a backup copies: the .edb's bytes right after eng_backup_freeze (pages
+ * held, as the held provider does). A synthetic full is that copy with the pages the map names
+ * read again from the .edb; it must equal the .edb.
+ *
+ * The crash harness (OMBRA_CBT_CRASH_POINTS, default 300; make crash-long runs more): power
+ * lost at every sync of a workload that changes pages, checkpoints, remounts and takes a second
+ * full (a second epoch) - so at every step of the map's update (E00.cbt written durably before
+ * pages reach the .edb, the new token before the header gets it); after the reboot and
+ * recovery, for every full whose epoch the map still knows, the synthetic full equals the
+ * database. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "base/error.h"
+#include "base/logging.h"
+#include "crashvfs.h"
+#include "engine/engine.h"
+#include "engine/format.h"
+
+#define EDB      "/db/mail.edb"
+#define MAXPAGES 48
+
+static const eng_opts base_opts = {
+    .edb_path = EDB,
+    .log_dir = "/db/logs",
+    .base = "E00",
+    .cache_bytes = 16 * ENG_PAGE_SIZE, /* small: checkpoints from cache pressure */
+    .checkpoint_gens = 2,
+};
+
+typedef struct full {
+    uint64_t epoch;
+    uint8_t *edb; /* the copy */
+    size_t n;
+} full;
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static eng_opts opts(om_vfs *v)
+{
+    eng_opts o = base_opts;
+    o.vfs = v;
+    return o;
+}
+
+/* One transaction writing n random pages (allocating while there are fewer than MAXPAGES). */
+static int change(eng_db *db, uint64_t *s, int n)
+{
+    eng_txn *t = NULL;
+    eng_info in;
+    int rc = eng_db_info(db, &in);
+    if (!rc) rc = eng_txn_begin(db, &t);
+    if (rc) return rc;
+    uint8_t buf[512];
+    for (int i = 0; i < n && !rc; i++) {
+        uint32_t pg = 0;
+        if (in.pages < MAXPAGES && rnd(s) % 3 == 0)
+            rc = eng_page_alloc(t, 1, &pg);
+        else
+            pg = in.pages ? 1 + (uint32_t)(rnd(s) % in.pages) : 0;
+        if (!pg && !rc) rc = eng_page_alloc(t, 1, &pg);
+        if (pg > in.pages) in.pages = pg;
+        for (size_t b = 0; b < sizeof buf; b++)
+            buf[b] = (uint8_t)rnd(s);
+        if (!rc) rc = eng_page_write(t, pg, (uint32_t)(rnd(s) % 1000), buf, sizeof buf);
+    }
+    if (rc) {
+        eng_txn_rollback(t);
+        return rc;
+    }
+    return eng_txn_commit(t, 0);
+}
+
+/* A full backup's copy: hold, freeze (a new epoch), the .edb's bytes, thaw, release. */
+static int take_full(eng_db *db, om_vfs *v, full *f)
+{
+    eng_lgpos mark;
+    uint32_t last;
+    eng_change_epoch ep[8];
+    uint32_t n = 0;
+    int rc = eng_hold_pages(db);
+    if (rc) return rc;
+    rc = eng_backup_freeze(db, ENG_BK_FULL, &mark, &last);
+    if (!rc) {
+        free(f->edb);
+        f->edb = NULL;
+        rc = om_read_file(v, EDB, &f->edb, &f->n);
+        int rt = eng_backup_thaw(db);
+        if (!rc) rc = rt;
+    }
+    if (!rc) rc = eng_db_change_epochs(db, ep, 8, &n, NULL, 0);
+    f->epoch = !rc && n ? ep[n - 1].id : 0;
+    int rr = eng_release_pages(db);
+    return rc ? rc : rr;
+}
+
+/* 1 when the map knows f's epoch; then the synthetic full (f's copy, with the pages the map
+ * names read from now) must equal the .edb now. *why gets a difference. The database is open,
+ * checkpointed. */
+static int synthetic_equal(eng_db *db, om_vfs *v, const full *f, int *known, char *why, size_t wn)
+{
+    uint32_t *runs = NULL, nr = 0;
+    *known = 0;
+    if (!f->epoch || eng_db_changed_pages(db, f->epoch, &runs, &nr)) {
+        om_err_clear();
+        return 1;
+    }
+    *known = 1;
+    uint8_t *now = NULL;
+    size_t nn = 0;
+    int rc = om_read_file(v, EDB, &now, &nn), ok = 1;
+    if (rc) {
+        snprintf(why, wn, "reading the .edb: %s", om_err_detail());
+        free(runs);
+        return 0;
+    }
+    eng_info in;
+    eng_db_info(db, &in);
+    for (uint32_t p = 1; p <= in.pages && ok; p++) {
+        int changed = 0;
+        for (uint32_t r = 0; r < nr && !changed; r++)
+            changed = p >= runs[2 * r] && p < runs[2 * r] + runs[2 * r + 1];
+        uint64_t off = eng_page_offset(p);
+        if (changed || off + ENG_PAGE_SIZE > nn) continue;
+        if (off + ENG_PAGE_SIZE > f->n || memcmp(f->edb + off, now + off, ENG_PAGE_SIZE)) {
+            snprintf(why, wn,
+                     "page %u changed since the full (epoch %016llx) but the map does "
+                     "not name it",
+                     p, (unsigned long long)f->epoch);
+            ok = 0;
+        }
+    }
+    free(now);
+    free(runs);
+    return ok;
+}
+
+static crashvfs *prepare(uint64_t seed, full *f0)
+{
+    crashvfs *c = crashvfs_new(seed);
+    om_vfs *v = crashvfs_vfs(c);
+    eng_opts o = opts(v);
+    eng_db *db = NULL;
+    uint64_t s = seed * 7919 + 3;
+    assert_int_equal(v->mkdir(v, "/db"), 0);
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(change(db, &s, 3), 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    assert_int_equal(take_full(db, v, f0), 0);
+    assert_true(f0->epoch != 0);
+    assert_int_equal(eng_db_close(db), 0);
+    return c;
+}
+
+/* ---- plain tests ---- */
+
+static void map_names_every_changed_page_across_remounts(void **state)
+{
+    (void)state;
+    full f0 = {0};
+    crashvfs *c = prepare(1, &f0);
+    om_vfs *v = crashvfs_vfs(c);
+    eng_opts o = opts(v);
+    eng_db *db = NULL;
+    uint64_t s = 99;
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(change(db, &s, 2), 0);
+    assert_int_equal(eng_db_close(db), 0);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_int_equal(change(db, &s, 2), 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    int known = 0;
+    char why[300] = "";
+    if (!synthetic_equal(db, v, &f0, &known, why, sizeof why)) fail_msg("%s", why);
+    assert_true(known);
+    /* Not everything: the map is a useful superset. */
+    uint32_t *runs = NULL, nr = 0, marked = 0;
+    assert_int_equal(eng_db_changed_pages(db, f0.epoch, &runs, &nr), 0);
+    for (uint32_t r = 0; r < nr; r++)
+        marked += runs[2 * r + 1];
+    eng_info in;
+    eng_db_info(db, &in);
+    assert_true(marked > 0 && marked <= in.pages);
+    free(runs);
+    assert_int_equal(eng_db_close(db), 0);
+    free(f0.edb);
+    crashvfs_free(c);
+}
+
+/* An .edb put back from before the epoch (a restore, a copy) is never taken for the database the
+ * map follows; nor one a recovery without the map wrote; nor a damaged map. */
+static void map_untrusted_when_it_could_be_wrong(void **state)
+{
+    (void)state;
+    full f0 = {0};
+    crashvfs *c = prepare(2, &f0);
+    om_vfs *v = crashvfs_vfs(c);
+    eng_opts o = opts(v);
+    eng_db *db = NULL;
+    uint64_t s = 5;
+    eng_change_epoch ep[8];
+    uint32_t n = 0;
+    char why[400];
+    /* 1. the copy of the full put back in place of the .edb */
+    uint8_t *old = malloc(f0.n);
+    memcpy(old, f0.edb, f0.n);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_int_equal(change(db, &s, 3), 0);
+    assert_int_equal(eng_db_close(db), 0);
+    assert_int_equal(om_write_file_durable(v, EDB, old, f0.n), 0);
+    /* the copy is in Dirty Shutdown (taken while mounted): recovery replays the logs */
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, why, sizeof why), 0);
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(why, "token"));
+    /* a new full starts trust again */
+    full f1 = {0};
+    assert_int_equal(take_full(db, v, &f1), 0);
+    assert_int_equal(change(db, &s, 3), 0);
+    assert_int_equal(eng_db_close(db), 0);
+    /* 2. a recovery without the map (dbutil's, a hard recovery's way): crash, recover, mount */
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_int_equal(change(db, &s, 3), 0);
+    eng_db_abandon(db); /* a crash: dirty pages never written */
+    assert_int_equal(eng_db_recover(&o, NULL), 0);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, NULL, 0), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(take_full(db, v, &f1), 0);
+    assert_int_equal(change(db, &s, 3), 0);
+    assert_int_equal(eng_db_close(db), 0);
+    /* 3. a damaged map */
+    uint8_t *m = NULL;
+    size_t mn = 0;
+    assert_int_equal(om_read_file(v, "/db/logs/E00.cbt", &m, &mn), 0);
+    m[mn / 2] ^= 1;
+    assert_int_equal(om_write_file_durable(v, "/db/logs/E00.cbt", m, mn), 0);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, why, sizeof why), 0);
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(why, "checksum"));
+    assert_int_equal(eng_db_close(db), 0);
+    free(m);
+    free(old);
+    free(f0.edb);
+    free(f1.edb);
+    crashvfs_free(c);
+}
+
+/* ---- the crash harness ---- */
+
+typedef struct run {
+    full f1; /* the second full, when the workload got there */
+} run;
+
+static int workload(om_vfs *v, uint64_t seed, run *r)
+{
+    eng_opts o = opts(v);
+    eng_db *db = NULL;
+    uint64_t s = seed * 31 + 7;
+    int rc = eng_db_open(&o, &db);
+    for (int i = 0; i < 24 && !rc; i++) {
+        rc = change(db, &s, 1 + (int)(rnd(&s) % 3));
+        if (!rc && i % 5 == 4) rc = eng_checkpoint(db);
+        if (!rc && i == 9) {
+            rc = eng_db_close(db);
+            db = NULL;
+            if (!rc) rc = eng_db_open(&o, &db);
+        }
+        if (!rc && i == 14) rc = take_full(db, v, &r->f1);
+    }
+    if (!rc) {
+        rc = eng_db_close(db);
+        db = NULL;
+    }
+    if (db) eng_db_abandon(db);
+    return rc;
+}
+
+static void crash_at_every_point_of_the_map_update(void **state)
+{
+    (void)state;
+    const char *env = getenv("OMBRA_CBT_CRASH_POINTS");
+    long points = env ? atol(env) : 300, tried = 0, violations = 0, checked = 0, untrusted = 0;
+    if (points <= 0) points = 300;
+    for (uint64_t seed = 1; tried < points; seed++) {
+        full f0 = {0};
+        crashvfs *disk = prepare(100 + seed, &f0);
+        crashvfs *c = crashvfs_clone(disk);
+        uint64_t s0 = crashvfs_syncs(c);
+        run dry = {0};
+        char eb[1024];
+        int rc = workload(crashvfs_vfs(c), seed, &dry);
+        if (rc) fail_msg("dry run: %s", om_err_format(rc, eb, sizeof eb));
+        uint64_t syncs = crashvfs_syncs(c) - s0;
+        crashvfs_free(c);
+        free(dry.f1.edb);
+        for (uint64_t n = 1; n <= syncs && tried < points; n++, tried++) {
+            c = crashvfs_clone(disk);
+            crashvfs_reseed(c, seed * 1000003u + n);
+            crashvfs_crash_at_sync(c, n);
+            run r = {0};
+            workload(crashvfs_vfs(c), seed, &r);
+            if (!crashvfs_crashed(c))
+                fail_msg("crash point %llu not reached", (unsigned long long)n);
+            crashvfs_reboot(c);
+            om_vfs *v = crashvfs_vfs(c);
+            eng_opts o = opts(v);
+            eng_db *db = NULL;
+            if ((rc = eng_db_open(&o, &db)) || (rc = eng_checkpoint(db)))
+                fail_msg("recovery after crash %llu: %s", (unsigned long long)n,
+                         om_err_format(rc, eb, sizeof eb));
+            const full *fs[2] = {&f0, &r.f1};
+            for (int k = 0; k < 2; k++) {
+                char why[300] = "";
+                int known = 0;
+                if (!fs[k]->epoch) continue;
+                if (!synthetic_equal(db, v, fs[k], &known, why, sizeof why)) {
+                    violations++;
+                    print_message("violation: seed %llu, crash at sync %llu of %llu, full %d: %s\n",
+                                  (unsigned long long)seed, (unsigned long long)n,
+                                  (unsigned long long)syncs, k, why);
+                }
+                known ? checked++ : untrusted++;
+            }
+            eng_db_close(db);
+            free(r.f1.edb);
+            crashvfs_free(c);
+        }
+        free(f0.edb);
+        crashvfs_free(disk);
+    }
+    print_message("change map crash harness: %ld crash points, %ld synthetic fulls checked, %ld "
+                  "fulls the map no longer vouched for, %ld violations\n",
+                  tried, checked, untrusted, violations);
+    assert_true(checked > 0);
+    assert_int_equal(violations, 0);
+}
+
+int main(void)
+{
+    if (!getenv("OMBRA_DEBUG")) om_log_min_level(OM_ERROR + 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(map_names_every_changed_page_across_remounts),
+        cmocka_unit_test(map_untrusted_when_it_could_be_wrong),
+        cmocka_unit_test(crash_at_every_point_of_the_map_update),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
