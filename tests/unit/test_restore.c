@@ -788,7 +788,8 @@ typedef struct layer {
     int stopped, quit; /* the layer is gone; the test is over (opens the gate) */
     int blocked;       /* wait_laid calls that had to wait */
     int out_of_order;  /* wait_laid asked for a lower generation than before */
-    int ahead;         /* replay asked for more than one generation past the one it finished */
+    int ahead;         /* replay asked for more than ENG_READ_AHEAD generations past the one it
+                          finished */
     int rc;            /* the layer's own failure */
     pthread_t th;
 } layer;
@@ -853,14 +854,14 @@ static int wait_for_layer(void *arg, uint32_t gen)
                         "the restore stopped before laying down log generation %u", gen);
 }
 
-/* replay_progress: generation gen is replayed; replay must not have asked past gen + 1. */
+/* replay_progress: generation gen is replayed; replay must not have asked past the read-ahead. */
 static void layer_progress(void *arg, uint32_t gen, uint32_t first, uint32_t last)
 {
     (void)first;
     (void)last;
     layer *L = arg;
     pthread_mutex_lock(&L->mu);
-    if (L->asked > gen + 1) L->ahead = 1;
+    if (L->asked > gen + ENG_READ_AHEAD) L->ahead = 1;
     pthread_mutex_unlock(&L->mu);
 }
 
@@ -971,7 +972,7 @@ static void replay_runs_while_the_logs_are_laid_down_and_gives_the_same_database
     layer_join(&L);
     if (rc) fail_msg("hard recovery with the logs arriving: %s", om_err_detail());
     assert_same_replay(&r, &want);
-    /* Replay ran while logs were missing, in order, one generation behind the laying. */
+    /* Replay ran while logs were missing, in order, within its read-ahead of the laying. */
     assert_true(L.blocked > 0);
     assert_false(L.out_of_order);
     assert_false(L.ahead);
