@@ -324,7 +324,7 @@ int eng_replay_apply(eng_replay *rp)
         rc = apply_committed(rp, n);
     }
     /* The open transaction's records move to the front. */
-    memmove(rp->batch, rp->batch + rp->gstart, rp->blen - rp->gstart);
+    if (rp->gstart) memmove(rp->batch, rp->batch + rp->gstart, rp->blen - rp->gstart);
     for (uint32_t k = rp->egstart; k < rp->nent; k++) {
         rp->ents[k - n] = rp->ents[k];
         rp->ents[k - n].off -= rp->gstart;
