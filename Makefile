@@ -30,7 +30,7 @@ DAG_PYTEST_WORKERS ?= 3
 # and in make test-long, there also under the sanitizers.
 DAG_SKIP ?= --ignore=tests/system/dag
 
-.PHONY: all deps build build-asan deb test-package test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-quick bench-table plots bench-vss bench-backup bench-restore bench-dag bench-passive clean
+.PHONY: all deps build build-asan deb test-package test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-quick bench-table plots bench-vss bench-backup bench-restore bench-replay bench-dag bench-passive clean
 
 all: build
 
@@ -206,6 +206,12 @@ bench-backup: deps build
 bench-restore: deps build
 	@scripts/install-deps --bench
 	python3 bench/restore.py --build $(BUILD)
+
+# Log replay: Ombra's hard recovery of about 256 MB of log beside PostgreSQL 15's crash recovery of
+# as much WAL (root for PostgreSQL), alternating rounds.
+bench-replay: deps build
+	@scripts/install-deps --bench
+	python3 bench/replay.py --build $(BUILD)
 
 # Continuous replication under a steady delivery load with 0, 1 and 2 passive copies (a DAG of
 # three servers on 127.0.0.1), beside PostgreSQL 15 streaming replication (root).

@@ -115,6 +115,10 @@ struct om_vfs {
     int (*kind_at)(om_dir *d, const char *name);
     /* As list, for d. */
     int (*list_at)(om_dir *d, om_list_cb cb, void *arg);
+    /* Starts writing bytes off..off + n of f to the storage without waiting (sync_file_range
+     * WRITE): a hint, so that a later sync finds less to do; durable only after sync. Optional
+     * (NULL: nothing), never an error. */
+    void (*writeback)(om_file *f, uint64_t off, uint64_t n);
 };
 
 /* Handles carry their vfs; path is for messages (at's path + "/" + name when opened in at). */

@@ -450,6 +450,11 @@ static int p_list_at(om_dir *bd, om_list_cb cb, void *arg)
     return list_names(d, cb, arg);
 }
 
+static void p_writeback(om_file *bf, uint64_t off, uint64_t n)
+{
+    (void)sync_file_range(((pfile *)bf)->fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
+}
+
 static om_vfs posix_vfs = {
     .open = p_open,
     .close = p_close,
@@ -475,6 +480,7 @@ static om_vfs posix_vfs = {
     .rmdir_at = p_rmdir_at,
     .kind_at = p_kind_at,
     .list_at = p_list_at,
+    .writeback = p_writeback,
 };
 
 om_vfs *om_vfs_posix(void)

@@ -67,7 +67,7 @@ frame *eng_cache_lookup(eng_db *db, uint32_t pgno)
     return NULL;
 }
 
-static frame *insert(eng_db *db, uint32_t pgno)
+static frame *new_frame(uint32_t pgno)
 {
     frame *f = calloc(1, sizeof *f);
     if (!f) return NULL;
@@ -77,11 +77,23 @@ static frame *insert(eng_db *db, uint32_t pgno)
         return NULL;
     }
     f->pgno = pgno;
+    return f;
+}
+
+/* Puts f into the table (cmu held). */
+static void link_frame(eng_db *db, frame *f)
+{
     if (db->nframes >= db->hsize) grow(db);
-    uint32_t h = hash_pgno(pgno, db->hsize);
+    uint32_t h = hash_pgno(f->pgno, db->hsize);
     f->next = db->htab[h];
     db->htab[h] = f;
     db->nframes++;
+}
+
+static frame *insert(eng_db *db, uint32_t pgno)
+{
+    frame *f = new_frame(pgno);
+    if (f) link_frame(db, f);
     return f;
 }
 
@@ -164,6 +176,53 @@ int eng_cache_get(eng_db *db, uint32_t pgno, int verify, frame **out)
     pthread_mutex_unlock(&db->cmu);
     if (!rc) *out = f;
     return rc;
+}
+
+int eng_cache_get_owned(eng_db *db, uint32_t pgno, frame **out)
+{
+    pthread_mutex_lock(&db->cmu);
+    frame *f = eng_cache_lookup(db, pgno);
+    int held = db->hf.count != 0;
+    pthread_mutex_unlock(&db->cmu);
+    if (f) {
+        *out = f;
+        return 0;
+    }
+    /* The hold file's index is read under cmu: the locked path (never during a replay). */
+    if (held) return eng_cache_get(db, pgno, 0, out);
+    if (!(f = new_frame(pgno))) return om_errf(OM_E_OutOfMemory, "page cache: out of memory");
+    int rc = load(db, f);
+    if (rc) {
+        free(f->page);
+        free(f);
+        return rc;
+    }
+    pthread_mutex_lock(&db->cmu);
+    link_frame(db, f);
+    pthread_mutex_unlock(&db->cmu);
+    *out = f;
+    return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int eng_cache_met_since(eng_db *db, uint32_t gen, uint32_t **pages, uint32_t *n)
+{
+    pthread_mutex_lock(&db->cmu);
+    uint32_t k = 0, *v = malloc((db->nframes ? db->nframes : 1) * sizeof *v);
+    for (uint32_t i = 0; v && i < db->hsize; i++)
+        for (frame *f = db->htab[i]; f; f = f->next)
+            if (f->met_gen && f->met_gen >= gen) v[k++] = f->pgno;
+    pthread_mutex_unlock(&db->cmu);
+    if (!v) return om_errf(OM_E_OutOfMemory, "replay: out of memory");
+    qsort(v, k, sizeof *v, cmp_u32);
+    *pages = v;
+    *n = k;
+    return 0;
 }
 
 static int cmp_frame(const void *a, const void *b)

@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/logging.h"
+#include "base/pool.h"
 #include "base/time.h"
 #include "engine/db_internal.h"
 
@@ -44,9 +45,9 @@ static uint32_t batch_pages(eng_db *db)
 /* One batch: journal, in place, sync. */
 static int write_batch(eng_db *db, frame *fr, frame **fp, uint32_t n)
 {
+    (void)fr;
     int rc = eng_pgj_write(db, fp, n);
-    for (uint32_t i = 0; i < n && !rc; i++)
-        rc = om_pwrite(db->edbf, fr[i].page, ENG_PAGE_SIZE, eng_page_offset(fr[i].pgno));
+    if (!rc) rc = eng_ckpt_write_in_place(db, fp, n);
     if (!rc) rc = om_sync(db->edbf);
     if (!rc) db->st.pages_flushed += n;
     return rc;
@@ -115,10 +116,74 @@ static int note_changes(eng_db *db)
     return rc;
 }
 
+/* Pages are sealed and written by the cores, in runs of consecutive pages per worker. */
+typedef struct page_run {
+    eng_db *db;
+    frame **v;
+    uint32_t n, per;
+    int seal, write;
+} page_run;
+
+static int run_chunk(void *ctx, void *ws, size_t i)
+{
+    (void)ws;
+    page_run *r = ctx;
+    uint32_t a = (uint32_t)i * r->per, b = a + r->per < r->n ? a + r->per : r->n;
+    for (uint32_t k = a; k < b && r->seal; k++)
+        eng_page_seal(r->v[k]->page, r->v[k]->pgno);
+    if (!r->write) return 0;
+    int rc = eng_cache_write_frames(r->db->edbf, r->v + a, b - a, 1, 0);
+    om_vfs *v = r->db->vfs;
+    if (!rc && v->writeback && b > a)
+        v->writeback(r->db->edbf, eng_page_offset(r->v[a]->pgno),
+                     eng_page_offset(r->v[b - 1]->pgno) + ENG_PAGE_SIZE -
+                         eng_page_offset(r->v[a]->pgno));
+    return rc;
+}
+
+static int over_pages(eng_db *db, frame **v, uint32_t n, int seal, int write)
+{
+    enum { PER = 64 }; /* 2 MiB of pages a chunk */
+    if (!n) return 0;
+    page_run r = {.db = db, .v = v, .n = n, .per = PER, .seal = seal, .write = write};
+    om_pool pool = {.workers = n > PER ? 0 : 1, .ctx = &r, .fn = run_chunk};
+    return om_pool_run(&pool, (n + PER - 1) / PER);
+}
+
+int eng_ckpt_write_in_place(eng_db *db, frame **v, uint32_t n)
+{
+    page_run r = {.db = db, .v = v, .n = n, .per = n, .write = 1};
+    return n ? run_chunk(&r, NULL, 0) : 0;
+}
+
+/* Frames that are not rebuilt (db_internal.h): the page journal's share of v (malloc'd). */
+static int journal_share(frame **v, uint32_t n, frame ***out, uint32_t *nj)
+{
+    frame **j = malloc((n ? n : 1) * sizeof *j);
+    if (!j) return om_errf(OM_E_OutOfMemory, "checkpoint: out of memory");
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (!v[i]->rebuilt) j[k++] = v[i];
+    *out = j;
+    *nj = k;
+    return 0;
+}
+
+/* After a checkpoint the resume position moves: what replay met before it says nothing of what
+ * a rerun replays (the replay keeps what it must, eng_replay_checkpoint). */
+static void forget_rebuilt(eng_db *db)
+{
+    pthread_mutex_lock(&db->cmu);
+    for (uint32_t i = 0; i < db->hsize; i++)
+        for (frame *f = db->htab[i]; f; f = f->next)
+            f->rebuilt = 0, f->met_gen = 0;
+    pthread_mutex_unlock(&db->cmu);
+}
+
 int eng_ckpt_flush_pages(eng_db *db)
 {
-    frame **v = NULL;
-    uint32_t n = 0;
+    frame **v = NULL, **jv = NULL;
+    uint32_t n = 0, nj = 0;
     ENG_CHECK(db, ENG_AT_FLUSH);
     int rc = note_changes(db);
     if (!rc) rc = grow_deferred(db);
@@ -126,20 +191,55 @@ int eng_ckpt_flush_pages(eng_db *db)
     if (!rc) rc = write_back_held(db);
     if (!rc) rc = eng_cache_dirty_frames(db, &v, &n);
     if (rc) return rc;
-    for (uint32_t i = 0; i < n; i++)
-        eng_page_seal(v[i]->page, v[i]->pgno);
-    /* Journal first (synced), then in place: a page torn by a crash here can be restored. */
-    if (n) rc = eng_pgj_write(db, v, n);
-    if (!rc) rc = eng_cache_write_frames(db->edbf, v, n, 1, 0);
-    if (!rc && n) rc = om_sync(db->edbf);
+    rc = over_pages(db, v, n, 1, 0);
+    /* Journal first (synced), then in place: a page torn by a crash here can be restored, or
+     * (rebuilt) is rebuilt by replay. */
+    if (!rc && n) rc = journal_share(v, n, &jv, &nj);
+    if (!rc && n) rc = eng_pgj_write(db, jv, nj);
+    if (!rc) rc = over_pages(db, v, n, 0, 1);
+    if (!rc && (n || db->unsynced)) rc = om_sync(db->edbf);
     if (!rc) {
+        db->unsynced = 0;
         pthread_mutex_lock(&db->cmu);
         for (uint32_t i = 0; i < n; i++)
             v[i]->dirty = 0;
         db->ndirty = 0;
         pthread_mutex_unlock(&db->cmu);
+        forget_rebuilt(db);
         db->st.pages_flushed += n;
         if (db->hf.f || db->hf.count) eng_cache_end_hold(db);
+    }
+    free(v);
+    free(jv);
+    return rc;
+}
+
+int eng_ckpt_write_rebuilt(eng_db *db, uint32_t *n)
+{
+    frame **v = NULL;
+    uint32_t k = 0, cnt = 0;
+    *n = 0;
+    int rc = eng_cache_dirty_frames(db, &v, &cnt);
+    if (rc) return rc;
+    for (uint32_t i = 0; i < cnt; i++)
+        if (v[i]->rebuilt) v[k++] = v[i];
+    /* The change map hears of them before they reach the .edb, as at a checkpoint. */
+    uint32_t *pg = k ? malloc(k * sizeof *pg) : NULL;
+    if (k && !pg) rc = om_errf(OM_E_OutOfMemory, "noting changed pages: out of memory");
+    for (uint32_t i = 0; pg && i < k; i++)
+        pg[i] = v[i]->pgno;
+    if (!rc && k) rc = eng_cbt_note(db, pg, k);
+    free(pg);
+    if (!rc) rc = over_pages(db, v, k, 1, 1);
+    if (!rc && k) {
+        db->unsynced = 1;
+        pthread_mutex_lock(&db->cmu);
+        for (uint32_t i = 0; i < k; i++)
+            v[i]->dirty = 0;
+        db->ndirty -= k;
+        pthread_mutex_unlock(&db->cmu);
+        db->st.pages_flushed += k;
+        *n = k;
     }
     free(v);
     return rc;

@@ -60,6 +60,12 @@ typedef struct frame {
     uint8_t dirty;
     uint8_t status;    /* enum eng_page_status as loaded (replay needs it) */
     uint8_t from_hold; /* clean but newer than the .edb: equal to its copy in the hold file */
+    uint8_t rebuilt;   /* replay: of the records a rerun after a crash would replay for this
+                          page (from the start of the generation of the last recovery
+                          checkpoint's position), the first is an image: a rerun rebuilds a torn
+                          write of it, so it needs no page journal copy (checkpoint.c) */
+    uint32_t met_gen;  /* replay: the generation of the last record met for it since the last
+                          recovery checkpoint (0: none) */
     struct frame *next;
 } frame;
 
@@ -103,7 +109,8 @@ struct eng_db {
     uint64_t grow_to;          /* pages allocated while held: the .edb grows at the release */
     hold_file hf;              /* pages spilled while held */
     eng_lgpos ckpt;
-    int fatal; /* sticky: FatalIO once a write failed */
+    int fatal;    /* sticky: FatalIO once a write failed */
+    int unsynced; /* replay wrote pages to the .edb that no sync has covered yet */
     eng_stats st;
 
     /* Log truncation (checkpoint.c, eng_trunc_apply), under the writer role: what a stored
@@ -150,6 +157,12 @@ void eng_cache_free(eng_db *db);
 frame *eng_cache_lookup(eng_db *db, uint32_t pgno);
 int eng_cache_get(eng_db *db, uint32_t pgno, int verify, frame **out);
 frame *eng_cache_insert_new(eng_db *db, uint32_t pgno);
+/* eng_cache_get (verify 0) for replay's workers, each of which owns the pages it asks for (no
+ * other thread asks for them meanwhile): a missing page is read and checked outside cmu, so the
+ * workers read pages in parallel; only linking it into the table takes the lock. */
+int eng_cache_get_owned(eng_db *db, uint32_t pgno, frame **out);
+/* The pages of the cached frames whose met_gen is gen or later, sorted (malloc'd). */
+int eng_cache_met_since(eng_db *db, uint32_t gen, uint32_t **pages, uint32_t *n);
 /* Collects the dirty frames sorted by page number into a malloc'd array. */
 int eng_cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n);
 /* Writes the pages of v (n of them) with few large writes: in_place, each at its page's offset
@@ -247,6 +260,17 @@ uint64_t eng_cbt_epoch_start(eng_db *db);
  * eng_ckpt_locked: a whole checkpoint (log durable -> pages -> header -> E00.chk), nothing
  *   while pages are held; circular logging deletes the generations below it. */
 int eng_ckpt_flush_pages(eng_db *db);
+/* The one function that writes data pages (sealed, sorted) to their places in the .edb, for
+ * checkpoints, the held pages' write-back and replay's early write-back: a hook that must see
+ * every changed page the .edb receives belongs here. (eng_pgj_repair also writes pages: it puts
+ * back a copy of a page the .edb held before a crash tore it, no change.) */
+int eng_ckpt_write_in_place(eng_db *db, frame **v, uint32_t n);
+/* Replay's write-back between recovery checkpoints: the dirty frames that are rebuilt (frame
+ * above) go to the .edb now, without journal or sync (a torn one is rebuilt by replay; the
+ * next checkpoint's sync makes them durable before the header moves the resume position), and
+ * their writing to the storage starts, overlapping the replay that goes on. They are clean
+ * afterwards. *n: how many. */
+int eng_ckpt_write_rebuilt(eng_db *db, uint32_t *n);
 int eng_ckpt_write_chk(eng_db *db, eng_lgpos c);
 int eng_ckpt_locked(eng_db *db);
 
@@ -273,29 +297,87 @@ int eng_recovery_run(eng_db *db, eng_log_end *end);
 /* Finds the newest generation on disk and checks it belongs to this database. */
 int eng_recovery_log_end(eng_db *db, eng_log_end *end);
 
-/* Replay of generations into the page cache (recovery.c), shared by soft and hard recovery.
+/* Replay of generations into the page cache (recovery.c): the one replay path of soft recovery
+ * (recovery.c), hard recovery (hard_recovery.c) and passive copies (passive.c).
+ *
  * Groups may straddle generations: call eng_replay_gen for consecutive generations with the
- * same eng_replay. It applies each transaction at its COMMIT and flushes (a recovery
- * checkpoint) whenever the dirty pages reach the cache budget. */
+ * same eng_replay. A transaction's records count at its COMMIT: then its header effects (dbtime,
+ * backup slots, page count) are taken, and its page records join the batch. A batch is applied
+ * when it is large (ENG_REPLAY_BATCH bytes of records) or when its records could take the dirty
+ * pages past the cache budget: its records sorted by page (log order kept per page: the dbtime
+ * rule needs it), the pages spread over the cores (base/pool.h), each page read once, all of its
+ * records applied to it in memory, so it is written back once per batch. Records of different
+ * pages are independent, so the result is that of applying them one by one in log order; when
+ * records fail, the error is that of the first failing record in log order (the others were
+ * only applied in memory, and a failed replay writes nothing), and err_gen names its
+ * generation. A recovery checkpoint follows a batch when the dirty pages reach the cache budget.
+ *
+ * Page write-back: replay writes no page itself. Applied pages are dirty frames of the page
+ * cache, and they reach the .edb only through eng_ckpt_flush_pages (checkpoint.c), the one
+ * function that writes data pages to the .edb (journalled first), for a hook that must see
+ * every changed page. */
+#define ENG_REPLAY_BATCH (32u << 20)
+typedef struct eng_replay_ent {
+    uint32_t pgno; /* 0: a backup slot record, applied at its COMMIT */
+    uint32_t gen;  /* the generation the record is in */
+    uint32_t off;  /* in batch */
+    uint32_t seq;  /* log order within the batch */
+    uint64_t after;
+} eng_replay_ent;
 typedef struct eng_replay {
     eng_db *db;
     uint64_t stop_time;     /* 0: none; else stop at the first COMMIT later than this */
     int hard;               /* hard recovery: recovery checkpoints leave E00.chk alone */
     int stopped;            /* met a COMMIT past stop_time; nothing from it on was applied */
-    eng_lgpos pos;          /* just past the last applied group */
-    uint64_t commit_dbtime; /* dbtime of the last applied COMMIT */
-    uint8_t *group;         /* raw records of the open transaction */
-    uint32_t glen, gcap;
+    eng_lgpos pos;          /* just past the last committed group (applied once the batch is) */
+    uint64_t commit_dbtime; /* dbtime of the last committed group */
+    uint32_t err_gen;       /* after an error applying records: the first failing one's gen */
+    uint8_t *batch;         /* raw records: committed groups, then the open transaction's */
+    uint32_t blen, bcap;
+    uint32_t gstart;      /* the open transaction's records start here in batch */
+    uint32_t grecs;       /* records in the open transaction */
+    eng_replay_ent *ents; /* page and slot records of batch, in log order */
+    uint32_t nent, ecap;
+    uint32_t egstart;      /* the open transaction's entries start here */
+    uint32_t early;        /* pages written back early since the last recovery checkpoint */
+    uint32_t *met;         /* pages met before the last recovery checkpoint in the generation of its
+                              position (a rerun replays them again), sorted: never rebuilt */
+    uint32_t nmet, met_at; /* met_at: that generation */
     uint64_t gtxn;
     eng_rec rec;
 } eng_replay;
 int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from);
+/* Applies the batch's committed records (the open transaction's stay). Callers call it when
+ * they have fed the generations they meant to: after it, everything through rp->pos is in the
+ * cache. 0, or the error of the first failing record (rp->err_gen). */
+int eng_replay_apply(eng_replay *rp);
+/* Replay ends with rc (0, or the error that ended the reading): the batch is applied; when one
+ * of its records fails, that error is the answer (it came first in the log; rp->err_gen), else
+ * rc with its detail. */
+int eng_replay_settle(eng_replay *rp, int rc);
 void eng_replay_free(eng_replay *rp);
-/* A recovery checkpoint: the replayed pages to the .edb (page journal first), then the header
- * (Log Required raised to at.gen .. last_gen), then, unless rp->hard, E00.chk at `at`, where a
- * crash resumes. eng_replay_gen takes one when the cache fills; a passive copy after each
- * replay (passive.c). */
+/* A recovery checkpoint: the batch applied, the replayed pages to the .edb (page journal first),
+ * then the header (Log Required raised to at.gen .. last_gen), then, unless rp->hard, E00.chk at
+ * `at`, where a crash resumes. eng_replay_gen takes one when the cache fills; a passive copy
+ * after each replay (passive.c). */
 int eng_replay_checkpoint(eng_replay *rp, eng_lgpos at, uint32_t last_gen);
+
+/* Read-ahead of generations (recovery.c): a thread reads generations first..last in order with
+ * the caller's read function (which waits for, reads and checks one generation: the caller's
+ * chain checks and policy) into buffers it reuses, up to a few generations ahead of replay.
+ * read returns 0 with *g filled, ENG_PREFETCH_END (nothing of that generation is to be used:
+ * reading stops there, no error), or an error with its detail; reading stops after anything
+ * but 0. eng_prefetch_next hands the generations out in order on the caller's thread, with the
+ * read's result and *why, the detail of an error restored on the caller's thread; *g stays
+ * valid until the next call. eng_prefetch_stop stops the reading and waits for the thread.
+ * When no thread can be started, eng_prefetch_next reads itself. */
+#define ENG_PREFETCH_END 1
+typedef int (*eng_gen_reader)(void *arg, uint32_t gen, eng_genread *g, uint8_t *buf, int *why);
+typedef struct eng_prefetch eng_prefetch;
+int eng_prefetch_start(eng_prefetch **out, uint32_t first, uint32_t last, eng_gen_reader read,
+                       void *arg);
+int eng_prefetch_next(eng_prefetch *p, eng_genread **g, int *why);
+void eng_prefetch_stop(eng_prefetch *p);
 /* Where soft recovery (and a passive copy's replay) starts: E00.chk when it is good, of the
  * header's log stream and not past what the header requires; else the start of the header's
  * Log Required min generation. */

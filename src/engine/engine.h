@@ -146,9 +146,10 @@ int eng_db_recover(const eng_opts *o, eng_stats *st);
  * none of them is read before wait_laid(arg, g) returned 0 for it or a later one: a file listed
  * under its name before that may be an old one about to be replaced. As replay checks each
  * generation against the next one's header, it waits for g + 1 before it reads g (the last one
- * waits for itself only). An error of wait_laid ends replay with that error and its detail; the
- * database stays marked (below), and a rerun once every log is in place (arriving or not)
- * finishes the job.
+ * waits for itself only). Generations are read ahead of replay: while generation g is replayed,
+ * wait_laid may be asked for generations up to g + ENG_READ_AHEAD. An error of wait_laid ends
+ * replay with that error and its detail; the database stays marked (below), and a rerun once every
+ * log is in place (arriving or not) finishes the job.
  *
  * Restartable: once hard recovery first writes the database it marks the header (a flag
  * eng_db_open and eng_db_recover refuse with RestoreInProgress); a crash or failure leaves the
@@ -174,10 +175,14 @@ typedef struct eng_restore_opts {
      * it reads any of them. */
     uint32_t arriving_first, arriving_last;
     /* 0 once generations arriving_first..gen are whole and in place; an error (with a detail
-     * that names gen) to give up. Called from the thread of eng_db_hard_recover, gen ascending. */
+     * that names gen) to give up. Called from the thread of eng_db_hard_recover or from its
+     * read-ahead thread, one call at a time, gen ascending. */
     int (*wait_laid)(void *arg, uint32_t gen);
     void *wait_arg;
 } eng_restore_opts;
+
+/* Generations replay reads ahead of the one it applies (1 MiB of memory each). */
+#define ENG_READ_AHEAD 4
 
 typedef struct eng_restore_result {
     uint32_t first_gen, last_gen; /* generations replayed (0, 0: none) */

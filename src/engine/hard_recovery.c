@@ -57,6 +57,7 @@ typedef struct hard {
     char roll_end[300];  /* why roll forward ended short */
     uint64_t hdr_dbtime; /* the restored pages hold every change up to this dbtime */
     eng_replay rp;
+    eng_chain_want w; /* the next generation to read (the read-ahead thread's during replay) */
     uint32_t first_done, last_done, last_len; /* generations replayed, the last one's length */
 } hard;
 
@@ -249,17 +250,6 @@ static int plan(hard *h)
     return 0;
 }
 
-/* Reads generation g of the restored stream and checks it continues the chain w expects. */
-static int read_restored(hard *h, uint32_t g, eng_chain_want *w, eng_genread *gr,
-                         eng_chain_cause *why)
-{
-    char p[4200];
-    gen_path(h, g, p, sizeof p);
-    w->gen = g;
-    w->named = arriving(h, g) || g != h->rs.cur_gen;
-    return eng_gen_continues(h->v, p, w, gr, why);
-}
-
 /* A generation followed by another one must hold everything the next one says it did: checked
  * before it is replayed. */
 static int check_whole(hard *h, uint32_t g, const eng_chain_want *w)
@@ -282,19 +272,54 @@ static int wait_arriving(hard *h, uint32_t g)
     return rc;
 }
 
+/* Reads generation g of the restored stream (the read-ahead thread, in order): laid, continuing
+ * the chain h->w expects, whole as far as its successor tells. *why: the chain's verdict. */
+static int read_restored(void *arg, uint32_t g, eng_genread *gr, uint8_t *buf, int *why)
+{
+    hard *h = arg;
+    int rc = wait_arriving(h, g);
+    if (rc) return rc;
+    char p[4200];
+    eng_chain_cause c = ENG_CHAIN_OK;
+    gen_path(h, g, p, sizeof p);
+    h->w.gen = g;
+    h->w.named = arriving(h, g) || g != h->rs.cur_gen;
+    rc = eng_gen_continues_into(h->v, p, &h->w, gr, &c, buf);
+    *why = (int)c;
+    if (rc) return rc;
+    eng_chain_follow(&h->w, p, gr);
+    return check_whole(h, g, &h->w);
+}
+
+/* Replay stopped with rc: the context of a record that failed names its generation, and the
+ * generations replayed end before it. */
+static int replay_failed(hard *h, int rc)
+{
+    uint32_t g = h->rp.err_gen;
+    if (!g) return rc;
+    char p[4200];
+    gen_path(h, g, p, sizeof p);
+    if (h->last_done >= g) h->last_done = g - 1;
+    if (h->last_done < h->first_done) h->first_done = h->last_done = 0;
+    return om_err_ctx(rc, "replaying %s", p);
+}
+
 /* Step 3. */
 static int replay(hard *h)
 {
     eng_db *db = h->db;
-    eng_genread g = {0};
-    eng_chain_want w;
-    eng_chain_cause why;
+    eng_prefetch *pf = NULL;
     int rc = 0;
     h->rp = (eng_replay){.db = db, .stop_time = h->o->stop_time_ns, .hard = 1};
-    eng_chain_of_db(&w, &db->hdr, db->edb, h->start.gen);
-    for (uint32_t gen = h->start.gen; gen <= h->end && !h->rp.stopped; gen++) {
-        if ((rc = wait_arriving(h, gen))) break;
-        if ((rc = read_restored(h, gen, &w, &g, &why))) {
+    eng_chain_of_db(&h->w, &db->hdr, db->edb, h->start.gen);
+    rc = eng_prefetch_start(&pf, h->start.gen, h->end, read_restored, h);
+    for (uint32_t gen = h->start.gen; !rc && gen <= h->end && !h->rp.stopped; gen++) {
+        eng_genread *g = NULL;
+        int why = ENG_CHAIN_OK;
+        if ((rc = eng_prefetch_next(pf, &g, &why))) {
+            /* What came before in the log is applied first: a record of it that fails is the
+             * error. */
+            if ((rc = eng_replay_settle(&h->rp, rc)) && h->rp.err_gen) break;
             /* Roll forward goes on while the folder's later logs continue the chain; one of
              * another database or stream, or out of sequence, ends it there. */
             if (rolls_on(h, gen) && (why == ENG_CHAIN_OTHER_DB || why == ENG_CHAIN_OTHER_STREAM ||
@@ -309,23 +334,16 @@ static int replay(hard *h)
             }
             break;
         }
-        char p[4200];
-        gen_path(h, gen, p, sizeof p);
-        eng_chain_follow(&w, p, &g);
-        if ((rc = check_whole(h, gen, &w))) break;
-        rc = eng_replay_gen(&h->rp, &g, gen == h->start.gen ? h->start.off : 0);
-        if (rc) {
-            rc = om_err_ctx(rc, "replaying %s", p);
-            break;
-        }
+        if ((rc = eng_replay_gen(&h->rp, g, gen == h->start.gen ? h->start.off : 0))) break;
         if (!h->first_done) h->first_done = gen;
         h->last_done = gen;
-        h->last_len = g.len;
-        eng_gen_free(&g);
+        h->last_len = g->len;
         if (db->replay_progress) db->replay_progress(db->progress_arg, gen, h->start.gen, h->end);
     }
-    eng_gen_free(&g);
-    if (rc || h->optional) return rc;
+    rc = eng_replay_settle(&h->rp, rc);
+    eng_prefetch_stop(pf);
+    if (rc) return replay_failed(h, rc);
+    if (h->optional) return 0;
     /* The restored pages may hold changes up to the checkpoint they were written at: replay
      * must get at least that far. */
     if (h->rp.commit_dbtime < h->hdr_dbtime) {

@@ -28,7 +28,8 @@
 
 typedef struct eng_genread {
     eng_loghdr hdr;
-    uint8_t *stream;       /* the record stream (malloc'd) */
+    uint8_t *stream;       /* the record stream (malloc'd, or the caller's buffer when lent) */
+    int lent;              /* stream is the buffer given to eng_gen_read_into */
     uint32_t len;          /* bytes of it that are durable */
     uint16_t end_slot;     /* first slot past the data */
     uint16_t torn_slot;    /* a torn flush began here (0 = none) */
@@ -40,6 +41,11 @@ typedef struct eng_genread {
  * (bad header, or damage inside durable data: g->damaged_slot says where). On LogFileCorrupt
  * from a damaged segment, g still holds the header and the stream up to the damage. */
 int eng_gen_read(om_vfs *v, const char *path, eng_genread *g);
+/* The same into buf (ENG_LOG_SIZE bytes, the caller's, reused from one generation to the next:
+ * replay reads hundreds of generations without allocating and faulting in fresh memory for
+ * each); NULL allocates. g->stream then points into buf. */
+int eng_gen_read_into(om_vfs *v, const char *path, eng_genread *g, uint8_t *buf);
+/* Frees the stream unless it was lent. */
 void eng_gen_free(eng_genread *g);
 
 typedef struct eng_log eng_log;
@@ -217,6 +223,9 @@ int eng_loghdr_continues(const eng_chain_want *w, const char *path, const eng_lo
  * calls eng_gen_free(g) whatever the result. */
 int eng_gen_continues(om_vfs *v, const char *path, const eng_chain_want *w, eng_genread *g,
                       eng_chain_cause *why);
+/* The same, reading into buf (eng_gen_read_into). */
+int eng_gen_continues_into(om_vfs *v, const char *path, const eng_chain_want *w, eng_genread *g,
+                           eng_chain_cause *why, uint8_t *buf);
 /* Before a generation that has a successor is used (replayed): w has just been moved past it
  * (eng_chain_follow); reads the successor's header at next_path and returns ENG_CHAIN_PREV_CUT's
  * error when it says the generation ended later than it was read. Any other cause is left for

@@ -109,7 +109,13 @@ int eng_loghdr_continues(const eng_chain_want *w, const char *path, const eng_lo
 int eng_gen_continues(om_vfs *v, const char *path, const eng_chain_want *w, eng_genread *g,
                       eng_chain_cause *why)
 {
-    int rc = eng_gen_read(v, path, g);
+    return eng_gen_continues_into(v, path, w, g, why, NULL);
+}
+
+int eng_gen_continues_into(om_vfs *v, const char *path, const eng_chain_want *w, eng_genread *g,
+                           eng_chain_cause *why, uint8_t *buf)
+{
+    int rc = eng_gen_read_into(v, path, g, buf);
     if (rc == OM_E_FileNotFound)
         return answer(
             why, ENG_CHAIN_MISSING,

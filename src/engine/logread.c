@@ -8,20 +8,31 @@
 
 void eng_gen_free(eng_genread *g)
 {
-    free(g->stream);
+    if (!g->lent) free(g->stream);
     g->stream = NULL;
 }
 
 int eng_gen_read(om_vfs *v, const char *path, eng_genread *g)
 {
+    return eng_gen_read_into(v, path, g, NULL);
+}
+
+/* The file is read whole into one buffer and the segments' payloads are moved down in place
+ * into the record stream: the payload of slot s goes below s x ENG_SEG_PAYLOAD, which is below
+ * the slot's own offset, so no slot is overwritten before it is decoded (and the slots past a
+ * gap are never touched). One buffer, no second copy of the stream. */
+int eng_gen_read_into(om_vfs *v, const char *path, eng_genread *g, uint8_t *buf)
+{
     memset(g, 0, sizeof *g);
-    uint8_t *file = malloc(ENG_LOG_SIZE);
+    uint8_t *file = buf ? buf : malloc(ENG_LOG_SIZE);
     uint32_t slot_off[ENG_LOG_SLOTS + 1] = {0};
     om_file *f = NULL;
     uint64_t size = 0;
+    g->stream = file;
+    g->lent = buf != NULL;
     int rc = om_open(v, path, OM_O_RDONLY, &f);
     if (rc) goto out;
-    if (!file || !(g->stream = malloc(ENG_GEN_CAPACITY))) {
+    if (!file) {
         rc = om_errf(OM_E_OutOfMemory, "reading %s: out of memory", path);
         goto out;
     }
@@ -49,7 +60,7 @@ int eng_gen_read(om_vfs *v, const char *path, eng_genread *g)
         enum eng_seg_status st = eng_seg_decode(slot, g->hdr.gen, s, &h);
         if (st == ENG_SEG_OK && h.stream_off == expect) {
             slot_off[s] = expect;
-            memcpy(g->stream + expect, slot + ENG_SEG_HDR, h.data_len);
+            memmove(g->stream + expect, slot + ENG_SEG_HDR, h.data_len);
             expect += h.data_len;
             g->segments++;
             continue;
@@ -98,7 +109,6 @@ int eng_gen_read(om_vfs *v, const char *path, eng_genread *g)
     if (gap_status == ENG_SEG_BAD) g->torn_slot = gap;
 out:
     om_close(f);
-    free(file);
     if (rc && rc != OM_E_LogFileCorrupt) eng_gen_free(g);
     return rc;
 }

@@ -216,13 +216,13 @@ static int missing(eng_passive *p, const eng_stream *sf, uint32_t g)
 /* Reads generation g and checks it, and that its successor (when present) does not say it
  * ended later. Nothing is applied here. */
 static int read_checked(eng_passive *p, const eng_stream *sf, uint32_t g, eng_genread *gr,
-                        char *path, size_t pn)
+                        char *path, size_t pn, uint8_t *buf)
 {
     eng_db *db = p->db;
     eng_stream_path(sf, g, path, pn);
     p->w.gen = g;
     p->w.named = g != sf->cur_gen;
-    int rc = eng_gen_continues(db->vfs, path, &p->w, gr, NULL);
+    int rc = eng_gen_continues_into(db->vfs, path, &p->w, gr, NULL, buf);
     if (!rc && eng_stream_has(sf, g + 1)) {
         eng_chain_want after = p->w;
         char next[4200];
@@ -243,41 +243,65 @@ static int stop(eng_passive *p, int rc)
     return rc;
 }
 
-/* Generations w.gen..target, each checked, then applied. *did: something was applied. */
+/* The read-ahead thread's read of generation g (in order): there, checked (read_checked), and
+ * whole. One that ends with a flush cut short and has no successor yet is not used: a crash of
+ * the active, or damage at its end that only the next generation's header can tell (it says
+ * where this one ended). The chain moves past each generation read. */
+typedef struct passive_read {
+    eng_passive *p;
+    const eng_stream *sf;
+} passive_read;
+
+static int read_next(void *arg, uint32_t g, eng_genread *gr, uint8_t *buf, int *why)
+{
+    passive_read *r = arg;
+    char path[4200];
+    (void)why;
+    if (!eng_stream_has(r->sf, g)) return missing(r->p, r->sf, g);
+    int rc = read_checked(r->p, r->sf, g, gr, path, sizeof path, buf);
+    if (rc) return rc;
+    if (gr->torn_slot && !eng_stream_has(r->sf, g + 1)) return ENG_PREFETCH_END;
+    eng_chain_follow(&r->p->w, path, gr);
+    return 0;
+}
+
+/* A record failed: the error names its generation, which and those after it are not replayed. */
+static int replay_failed(eng_passive *p, const eng_stream *sf, int rc)
+{
+    char path[4200] = "";
+    uint32_t g = p->rp.err_gen;
+    if (g) eng_stream_path(sf, g, path, sizeof path);
+    if (g && p->last >= g) p->last = g - 1;
+    return stop(p, om_err_ctx(rc, "passive copy %s: replaying %s", p->db->edb, path));
+}
+
+/* Generations w.gen..target, each checked, then applied. *did: something was applied. A refused
+ * generation ends the range; what came before it is applied (the caller makes it durable). */
 static int replay_range(eng_passive *p, const eng_stream *sf, uint32_t target, int *did)
 {
     eng_db *db = p->db;
-    int rc = 0;
     uint32_t first = p->w.gen;
+    passive_read r = {.p = p, .sf = sf};
+    eng_prefetch *pf = NULL;
+    int rc = eng_prefetch_start(&pf, first, target, read_next, &r);
     for (uint32_t g = first; g <= target && !rc; g++) {
-        if (!eng_stream_has(sf, g)) return missing(p, sf, g);
-        char path[4200];
-        eng_genread gr = {0};
-        if ((rc = read_checked(p, sf, g, &gr, path, sizeof path))) {
-            eng_gen_free(&gr);
-            break;
-        }
-        if (gr.torn_slot && !eng_stream_has(sf, g + 1)) {
-            /* It ends with a flush cut short: a crash of the active, or damage at its end that
-             * only the next generation's header can tell (it says where this one ended). */
-            eng_gen_free(&gr);
+        eng_genread *gr = NULL;
+        if ((rc = eng_prefetch_next(pf, &gr, NULL))) {
+            if (rc == ENG_PREFETCH_END) rc = 0;
             break;
         }
         uint32_t from = p->at_resume && g == p->resume.gen ? p->resume.off : 0;
         p->at_resume = 0;
         *did = 1;
-        rc = eng_replay_gen(&p->rp, &gr, from);
-        if (rc) {
-            rc = stop(p, om_err_ctx(rc, "passive copy %s: replaying %s", db->edb, path));
-        } else {
-            eng_chain_follow(&p->w, path, &gr);
-            if (g > p->last) p->last = g;
-            p->gens++;
-            p->bytes += gr.len > from ? gr.len - from : 0;
-        }
-        eng_gen_free(&gr);
-        if (!rc && db->replay_progress) db->replay_progress(db->progress_arg, g, first, target);
+        if ((rc = eng_replay_gen(&p->rp, gr, from))) break;
+        if (g > p->last) p->last = g;
+        p->gens++;
+        p->bytes += gr->len > from ? gr->len - from : 0;
+        if (db->replay_progress) db->replay_progress(db->progress_arg, g, first, target);
     }
+    rc = eng_replay_settle(&p->rp, rc);
+    eng_prefetch_stop(pf);
+    if (rc && p->rp.err_gen) return replay_failed(p, sf, rc);
     return rc;
 }
 

@@ -15,6 +15,7 @@
 
 #include "base/error.h"
 #include "base/logging.h"
+#include "base/pool.h"
 #include "base/time.h"
 #include "engine/db_internal.h"
 
@@ -63,18 +64,13 @@ static int lost_flush(eng_db *db, uint32_t pgno, uint64_t have, uint64_t want)
                    db->edb, pgno, (unsigned long long)have, (unsigned long long)want);
 }
 
-static int apply_page(eng_db *db, const eng_rec *r)
+/* Applies one page record to f, which holds its page (the rule at the top of this file). */
+static int apply_page(eng_db *db, frame *f, const eng_rec *r, uint32_t *newly_dirty)
 {
     uint32_t pgno = r->u.page.pgno;
-    frame *f = NULL;
-    int rc = eng_cache_get(db, pgno, 0, &f);
-    if (rc) return rc;
     eng_pghdr h;
     eng_pghdr_get(f->page, &h);
     int ok = f->status == ENG_PAGE_OK;
-    /* Counted even when the page is already there: a checkpoint may have written the page and
-     * not yet the header that counts it. */
-    if (pgno > db->pages) db->pages = pgno;
     if (ok && h.dbtime >= r->u.page.after) return 0; /* already there */
     if (r->flags & ENG_RECF_IMAGE) {
         memset(f->page + ENG_PAGE_HDR, 0, ENG_PAGE_BODY);
@@ -99,66 +95,287 @@ static int apply_page(eng_db *db, const eng_rec *r)
                r->u.page.ranges[i].len);
     eng_pghdr_set(f->page, pgno, r->u.page.objid, r->u.page.after, r->u.page.pflags);
     f->status = ENG_PAGE_OK;
-    if (!f->dirty) db->ndirty++;
-    f->dirty = 1;
+    if (!f->dirty) {
+        f->dirty = 1;
+        (*newly_dirty)++;
+    }
     return 0;
 }
 
-static int apply_group(eng_replay *rp)
+/* ---- the batch ---- */
+
+static int batch_add(eng_replay *rp, const uint8_t *p, uint32_t len)
+{
+    if (rp->blen + len > rp->bcap) {
+        uint32_t nc = rp->bcap ? rp->bcap * 2 : 1 << 20;
+        while (nc < rp->blen + len)
+            nc *= 2;
+        uint8_t *nb = realloc(rp->batch, nc);
+        if (!nb) return om_errf(OM_E_OutOfMemory, "replay: out of memory");
+        rp->batch = nb;
+        rp->bcap = nc;
+    }
+    memcpy(rp->batch + rp->blen, p, len);
+    rp->blen += len;
+    return 0;
+}
+
+static int ent_add(eng_replay *rp, uint32_t pgno, uint32_t gen, uint32_t off, uint64_t after)
+{
+    if (rp->nent == rp->ecap) {
+        uint32_t nc = rp->ecap ? rp->ecap * 2 : 4096;
+        eng_replay_ent *ne = realloc(rp->ents, nc * sizeof *ne);
+        if (!ne) return om_errf(OM_E_OutOfMemory, "replay: out of memory");
+        rp->ents = ne;
+        rp->ecap = nc;
+    }
+    rp->ents[rp->nent++] = (eng_replay_ent){.pgno = pgno, .gen = gen, .off = off, .after = after};
+    return 0;
+}
+
+/* An unfinished transaction (cut off by a crash, or a newer one started) is dropped. */
+static void drop_open(eng_replay *rp)
+{
+    rp->blen = rp->gstart;
+    rp->nent = rp->egstart;
+    rp->grecs = 0;
+}
+
+/* The open transaction committed: its header effects now, its page records stay for the
+ * batch (its slot records go: applied here). */
+static int commit_open(eng_replay *rp)
 {
     eng_db *db = rp->db;
-    uint32_t off = 0;
-    int rc;
-    while ((rc = eng_rec_decode(rp->group, rp->glen, &off, &rp->rec)) == 1) {
-        const eng_rec *r = &rp->rec;
-        db->st.replay_records++;
-        if (r->type == ENG_REC_PAGE && r->u.page.after > db->dbtime) db->dbtime = r->u.page.after;
-        switch (r->type) {
-        case ENG_REC_PAGE:
-            if ((rc = apply_page(db, r))) return rc;
-            break;
-        case ENG_REC_BACKUP_SLOT:
-            db->hdr.slots[r->u.bkslot.slot] = r->u.bkslot.value;
-            for (int i = 0; i < ENG_BK_NSLOTS; i++)
-                if (r->u.bkslot.clear_mask & (1u << i))
-                    memset(&db->hdr.slots[i], 0, sizeof db->hdr.slots[i]);
-            break;
-        case ENG_REC_COMMIT:
-            if (r->u.commit.dbtime > db->dbtime) db->dbtime = r->u.commit.dbtime;
-            break;
-        default:
-            break;
+    uint32_t keep = rp->egstart;
+    for (uint32_t i = rp->egstart; i < rp->nent; i++) {
+        eng_replay_ent e = rp->ents[i];
+        if (e.pgno) {
+            /* Counted even when the page is already there: a checkpoint may have written the
+             * page and not yet the header that counts it. */
+            if (e.pgno > db->pages) db->pages = e.pgno;
+            if (e.after > db->dbtime) db->dbtime = e.after;
+            rp->ents[keep++] = e;
+            continue;
         }
+        eng_rec *r = &rp->rec;
+        uint32_t off = e.off;
+        int rc = eng_rec_decode(rp->batch, rp->blen, &off, r);
+        if (rc != 1)
+            return rc < 0 ? rc : om_errf(OM_E_Internal, "replay: a record of the batch is gone");
+        db->hdr.slots[r->u.bkslot.slot] = r->u.bkslot.value;
+        for (int k = 0; k < ENG_BK_NSLOTS; k++)
+            if (r->u.bkslot.clear_mask & (1u << k))
+                memset(&db->hdr.slots[k], 0, sizeof db->hdr.slots[k]);
     }
-    if (rc < 0) return rc;
+    rp->nent = rp->egstart = keep;
+    rp->gstart = rp->blen;
+    db->st.replay_records += rp->grecs;
     db->st.replay_groups++;
+    rp->grecs = 0;
     return 0;
 }
 
-static int group_add(eng_replay *rp, const uint8_t *p, uint32_t len)
+typedef struct apply_res {
+    uint32_t dirty;   /* frames this chunk made dirty */
+    uint32_t err_seq; /* its first failing record in log order (UINT32_MAX: none) */
+    uint32_t err_gen;
+    om_err_saved err;
+} apply_res;
+
+typedef struct apply_run {
+    eng_replay *rp;
+    uint32_t *cut; /* chunk i: entries cut[i] .. cut[i + 1] - 1, whole pages */
+    apply_res *res;
+} apply_run;
+
+static int apply_begin(void *ctx, void **ws)
 {
-    if (rp->glen + len > rp->gcap) {
-        uint32_t nc = rp->gcap ? rp->gcap * 2 : 1 << 20;
-        while (nc < rp->glen + len)
-            nc *= 2;
-        uint8_t *ng = realloc(rp->group, nc);
-        if (!ng) return om_errf(OM_E_OutOfMemory, "replay: out of memory");
-        rp->group = ng;
-        rp->gcap = nc;
+    (void)ctx;
+    *ws = malloc(sizeof(eng_rec));
+    return *ws ? 0 : om_errf(OM_E_OutOfMemory, "replay: out of memory");
+}
+
+static void apply_end(void *ctx, void *ws)
+{
+    (void)ctx;
+    free(ws);
+}
+
+/* The page was met before the last recovery checkpoint in the generation a rerun starts at. */
+static int met_before(const eng_replay *rp, uint32_t pgno)
+{
+    uint32_t lo = 0, hi = rp->nmet;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (rp->met[mid] < pgno)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    memcpy(rp->group + rp->glen, p, len);
-    rp->glen += len;
+    return lo < rp->nmet && rp->met[lo] == pgno;
+}
+
+/* One chunk of pages, each read once and given all of its records of the batch in log order.
+ * A page whose record fails takes no more; the other pages go on, so the first failure in log
+ * order is found whichever worker meets it. */
+static int apply_chunk(void *ctx, void *ws, size_t i)
+{
+    apply_run *a = ctx;
+    eng_replay *rp = a->rp;
+    eng_rec *r = ws;
+    apply_res *res = &a->res[i];
+    for (uint32_t k = a->cut[i], end; k < a->cut[i + 1]; k = end) {
+        uint32_t pgno = rp->ents[k].pgno, bad = k;
+        for (end = k; end < a->cut[i + 1] && rp->ents[end].pgno == pgno; end++)
+            ;
+        frame *f = NULL;
+        int rc = eng_cache_get_owned(rp->db, pgno, &f);
+        for (uint32_t j = k; !rc && j < end; j++) {
+            uint32_t off = rp->ents[j].off;
+            bad = j;
+            rc = eng_rec_decode(rp->batch, rp->blen, &off, r);
+            if (rc != 1) {
+                if (!rc) rc = om_errf(OM_E_Internal, "replay: a record of the batch is gone");
+                break;
+            }
+            /* Rebuilt: the first record a rerun would meet for the page is an image (applied
+             * or not: a torn page takes it whatever it holds). */
+            if (!f->met_gen && !met_before(rp, pgno)) f->rebuilt = (r->flags & ENG_RECF_IMAGE) != 0;
+            f->met_gen = rp->ents[j].gen;
+            rc = apply_page(rp->db, f, r, &res->dirty);
+        }
+        if (rc && rp->ents[bad].seq < res->err_seq) {
+            res->err_seq = rp->ents[bad].seq;
+            res->err_gen = rp->ents[bad].gen;
+            om_err_save(&res->err, rc);
+        }
+    }
     return 0;
+}
+
+static int cmp_ent(const void *x, const void *y)
+{
+    const eng_replay_ent *a = x, *b = y;
+    if (a->pgno != b->pgno) return a->pgno < b->pgno ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Whole pages per chunk, a few chunks per thread so that a page with many records does not
+ * leave the other threads idle. */
+static uint32_t cut_chunks(const eng_replay_ent *e, uint32_t n, uint32_t want, uint32_t *cut)
+{
+    uint32_t per = (n + want - 1) / want, c = 0;
+    cut[c++] = 0;
+    for (uint32_t k = per; k < n && c < want; k += per) {
+        while (k < n && e[k].pgno == e[k - 1].pgno)
+            k++;
+        if (k >= n) break;
+        if (k > cut[c - 1]) cut[c++] = k;
+    }
+    cut[c] = n;
+    return c;
+}
+
+static int apply_committed(eng_replay *rp, uint32_t n)
+{
+    eng_db *db = rp->db;
+    for (uint32_t k = 0; k < n; k++)
+        rp->ents[k].seq = k;
+    qsort(rp->ents, n, sizeof *rp->ents, cmp_ent);
+    int threads = n >= 64 ? om_pool_threads(0, n) : 1;
+    uint32_t want = threads > 1 ? (uint32_t)threads * 4 : 1;
+    uint32_t *cut = malloc((want + 1) * sizeof *cut);
+    apply_res *res = calloc(want, sizeof *res);
+    int rc = cut && res ? 0 : om_errf(OM_E_OutOfMemory, "replay: out of memory");
+    if (!rc) {
+        uint32_t chunks = cut_chunks(rp->ents, n, want, cut);
+        for (uint32_t i = 0; i < chunks; i++)
+            res[i].err_seq = UINT32_MAX;
+        apply_run a = {.rp = rp, .cut = cut, .res = res};
+        om_pool pool = {.workers = threads,
+                        .ctx = &a,
+                        .fn = apply_chunk,
+                        .worker_begin = apply_begin,
+                        .worker_end = apply_end};
+        rc = om_pool_run(&pool, chunks);
+        const apply_res *first = NULL;
+        for (uint32_t i = 0; i < chunks; i++) {
+            db->ndirty += res[i].dirty;
+            if (res[i].err_seq != UINT32_MAX && (!first || res[i].err_seq < first->err_seq))
+                first = &res[i];
+        }
+        if (first) {
+            rp->err_gen = first->err_gen;
+            rc = om_err_restore(&first->err);
+        } else if (rc)
+            rp->err_gen = rp->ents[0].gen;
+    }
+    free(cut);
+    free(res);
+    return rc;
+}
+
+int eng_replay_apply(eng_replay *rp)
+{
+    uint32_t n = rp->egstart;
+    int rc = 0;
+    if (n) {
+        rp->err_gen = 0;
+        rc = apply_committed(rp, n);
+    }
+    /* The open transaction's records move to the front. */
+    if (rp->gstart) memmove(rp->batch, rp->batch + rp->gstart, rp->blen - rp->gstart);
+    for (uint32_t k = rp->egstart; k < rp->nent; k++) {
+        rp->ents[k - n] = rp->ents[k];
+        rp->ents[k - n].off -= rp->gstart;
+    }
+    rp->blen -= rp->gstart;
+    rp->gstart = 0;
+    rp->nent -= n;
+    rp->egstart = 0;
+    return rc;
 }
 
 /* Writes the replayed pages and records how far replay got, so a crash during a long
  * recovery resumes from here. Hard recovery leaves the checkpoint file alone: it may belong to
  * another stream until the end, and the header's Log Required is where it resumes. */
+static int cmp_pgno(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* An earlier checkpoint in the same generation: the pages met before it count too. */
+static int merge_met(eng_replay *rp, uint32_t **met, uint32_t *n)
+{
+    uint32_t *m = realloc(*met, ((size_t)*n + rp->nmet) * sizeof *m);
+    if (!m) return om_errf(OM_E_OutOfMemory, "replay: out of memory");
+    memcpy(m + *n, rp->met, rp->nmet * sizeof *m);
+    *n += rp->nmet;
+    qsort(m, *n, sizeof *m, cmp_pgno);
+    *met = m;
+    return 0;
+}
+
 int eng_replay_checkpoint(eng_replay *rp, eng_lgpos at, uint32_t last_gen)
 {
     eng_db *db = rp->db;
-    int rc = eng_ckpt_flush_pages(db);
-    if (rc) return rc;
+    uint32_t *met = NULL, nmet = 0;
+    int rc = eng_replay_apply(rp);
+    /* A rerun after a crash from here on starts at the beginning of at's generation (hard
+     * recovery; soft recovery at `at` itself): the pages met in it so far stay met. */
+    if (!rc) rc = eng_cache_met_since(db, at.gen, &met, &nmet);
+    if (!rc && rp->nmet && rp->met_at == at.gen) rc = merge_met(rp, &met, &nmet);
+    if (!rc) rc = eng_ckpt_flush_pages(db);
+    if (rc) {
+        free(met);
+        return rc;
+    }
+    free(rp->met);
+    rp->met = met;
+    rp->nmet = nmet;
+    rp->met_at = at.gen;
+    rp->early = 0;
     db->hdr.dbtime = db->dbtime;
     db->hdr.pages = db->pages;
     db->hdr.txn_last = db->txn_last;
@@ -168,49 +385,238 @@ int eng_replay_checkpoint(eng_replay *rp, eng_lgpos at, uint32_t last_gen)
     return rc || rp->hard ? rc : eng_ckpt_write_chk(db, at);
 }
 
-int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from)
+/* After a COMMIT: the batch is applied when it is large or could take the pages changed since
+ * the last recovery checkpoint past the cache budget (each record counted as a page of its
+ * own). Then a recovery checkpoint when they reached the budget, else the rebuilt pages are
+ * written back early (eng_ckpt_write_rebuilt): the storage writes them while replay goes on. */
+static int after_commit(eng_replay *rp, uint32_t gen)
 {
     eng_db *db = rp->db;
+    if (rp->gstart < ENG_REPLAY_BATCH &&
+        ((uint64_t)db->ndirty + rp->early + rp->egstart) * ENG_PAGE_SIZE < db->cache_bytes)
+        return 0;
+    int rc = eng_replay_apply(rp);
+    if (rc) return rc;
+    if (((uint64_t)db->ndirty + rp->early) * ENG_PAGE_SIZE < db->cache_bytes) {
+        uint32_t n = 0;
+        rc = eng_ckpt_write_rebuilt(db, &n);
+        rp->early += n;
+        return rc;
+    }
+    if ((rc = eng_replay_checkpoint(rp, rp->pos, gen))) return rc;
+    pthread_rwlock_wrlock(&db->plock);
+    eng_cache_trim(db);
+    pthread_rwlock_unlock(&db->plock);
+    return 0;
+}
+
+static int replay_records(eng_replay *rp, eng_genread *g, uint32_t from)
+{
+    eng_db *db = rp->db;
+    eng_rec *r = &rp->rec;
     uint32_t off = from;
     int rc;
     while (!rp->stopped) {
         uint32_t at = off;
-        rc = eng_rec_decode(g->stream, g->len, &off, &rp->rec);
+        rc = eng_rec_decode(g->stream, g->len, &off, r);
         if (rc <= 0) return rc;
-        if (rp->rec.type == ENG_REC_COMMIT && rp->stop_time &&
-            rp->rec.u.commit.time > rp->stop_time) {
+        if (r->type == ENG_REC_COMMIT && rp->stop_time && r->u.commit.time > rp->stop_time) {
             /* The first transaction that committed after the point: it and everything after
              * it stay out. */
             rp->stopped = 1;
-            rp->glen = 0;
+            drop_open(rp);
             return 0;
         }
-        db->st.replay_bytes += rp->rec.len;
-        if (rp->rec.txn > db->txn_last) db->txn_last = rp->rec.txn;
-        if (rp->glen && rp->rec.txn != rp->gtxn) rp->glen = 0; /* an unfinished transaction */
-        rp->gtxn = rp->rec.txn;
-        if ((rc = group_add(rp, g->stream + at, rp->rec.len))) return rc;
-        if (rp->rec.type != ENG_REC_COMMIT) continue;
-        uint64_t commit_dbtime = rp->rec.u.commit.dbtime;
-        if ((rc = apply_group(rp))) return rc;
-        rp->glen = 0;
+        db->st.replay_bytes += r->len;
+        if (r->txn > db->txn_last) db->txn_last = r->txn;
+        if (rp->blen > rp->gstart && r->txn != rp->gtxn) drop_open(rp);
+        rp->gtxn = r->txn;
+        uint32_t boff = rp->blen;
+        if ((rc = batch_add(rp, g->stream + at, r->len))) return rc;
+        rp->grecs++;
+        if (r->type == ENG_REC_PAGE)
+            rc = ent_add(rp, r->u.page.pgno, g->hdr.gen, boff, r->u.page.after);
+        else if (r->type == ENG_REC_BACKUP_SLOT)
+            rc = ent_add(rp, 0, g->hdr.gen, boff, 0);
+        if (rc) return rc;
+        if (r->type != ENG_REC_COMMIT) continue;
+        uint64_t commit_dbtime = r->u.commit.dbtime;
+        if (commit_dbtime > db->dbtime) db->dbtime = commit_dbtime;
+        if ((rc = commit_open(rp))) return rc;
         rp->pos = (eng_lgpos){g->hdr.gen, off};
         rp->commit_dbtime = commit_dbtime;
-        if ((uint64_t)db->ndirty * ENG_PAGE_SIZE >= db->cache_bytes) {
-            if ((rc = eng_replay_checkpoint(rp, rp->pos, g->hdr.gen))) return rc;
-            pthread_rwlock_wrlock(&db->plock);
-            eng_cache_trim(db);
-            pthread_rwlock_unlock(&db->plock);
-        }
+        if ((rc = after_commit(rp, g->hdr.gen))) return rc;
     }
     return 0;
 }
 
+int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from)
+{
+    rp->err_gen = 0;
+    int rc = replay_records(rp, g, from);
+    if (rc && !rp->err_gen) {
+        /* Records of earlier generations waiting in the batch came first in the log: a
+         * failure among them is the error, as it would have been one by one. */
+        om_err_saved why;
+        om_err_save(&why, rc);
+        int arc = eng_replay_apply(rp);
+        rc = arc ? arc : om_err_restore(&why);
+        if (!arc) rp->err_gen = g->hdr.gen;
+    }
+    return rc;
+}
+
+int eng_replay_settle(eng_replay *rp, int rc)
+{
+    if (!rc) return eng_replay_apply(rp);
+    om_err_saved why;
+    om_err_save(&why, rc);
+    int arc = eng_replay_apply(rp);
+    return arc ? arc : om_err_restore(&why);
+}
+
 void eng_replay_free(eng_replay *rp)
 {
-    free(rp->group);
-    rp->group = NULL;
-    rp->glen = rp->gcap = 0;
+    free(rp->batch);
+    free(rp->ents);
+    free(rp->met);
+    rp->batch = NULL;
+    rp->ents = NULL;
+    rp->met = NULL;
+    rp->nmet = 0;
+    rp->blen = rp->bcap = rp->gstart = rp->nent = rp->ecap = rp->egstart = rp->grecs = 0;
+}
+
+/* ---- read-ahead of generations ---- */
+
+enum { PF_DEPTH = ENG_READ_AHEAD }; /* a 1 MiB buffer each */
+
+typedef struct pf_slot {
+    eng_genread g;
+    uint8_t *buf;
+    int rc, why;
+    om_err_saved err;
+} pf_slot;
+
+struct eng_prefetch {
+    eng_gen_reader read;
+    void *arg;
+    uint32_t first, last;
+    uint32_t next_use; /* the generation eng_prefetch_next hands out next */
+    uint32_t low;      /* generations below it are released: their slots may be reused */
+    uint32_t read_to;  /* generations below it are read (their slots filled) */
+    int stop, ended, threaded;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t th;
+    pf_slot slot[PF_DEPTH];
+};
+
+static pf_slot *pf_slot_of(eng_prefetch *p, uint32_t gen)
+{
+    return &p->slot[(gen - p->first) % PF_DEPTH];
+}
+
+static int pf_read(eng_prefetch *p, uint32_t gen)
+{
+    pf_slot *s = pf_slot_of(p, gen);
+    s->why = 0;
+    s->rc = p->read(p->arg, gen, &s->g, s->buf, &s->why);
+    if (s->rc && s->rc != ENG_PREFETCH_END) om_err_save(&s->err, s->rc);
+    return s->rc;
+}
+
+static void *pf_thread(void *arg)
+{
+    eng_prefetch *p = arg;
+    for (uint32_t gen = p->first; gen <= p->last; gen++) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->stop && gen >= p->low + PF_DEPTH)
+            pthread_cond_wait(&p->cv, &p->mu);
+        int stop = p->stop;
+        pthread_mutex_unlock(&p->mu);
+        if (stop) break;
+        int rc = pf_read(p, gen);
+        pthread_mutex_lock(&p->mu);
+        p->read_to = gen + 1;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        if (rc) break;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->ended = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int eng_prefetch_start(eng_prefetch **out, uint32_t first, uint32_t last, eng_gen_reader read,
+                       void *arg)
+{
+    *out = NULL;
+    eng_prefetch *p = calloc(1, sizeof *p);
+    if (!p) return om_errf(OM_E_OutOfMemory, "replay: out of memory");
+    p->read = read;
+    p->arg = arg;
+    p->first = p->next_use = p->low = p->read_to = first;
+    p->last = last;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    *out = p;
+    for (int i = 0; i < PF_DEPTH; i++)
+        if (!(p->slot[i].buf = malloc(ENG_LOG_SIZE)))
+            return om_errf(OM_E_OutOfMemory, "replay: out of memory");
+    /* Without a thread, eng_prefetch_next reads each generation itself. */
+    p->threaded = first <= last && pthread_create(&p->th, NULL, pf_thread, p) == 0;
+    return 0;
+}
+
+int eng_prefetch_next(eng_prefetch *p, eng_genread **g, int *why)
+{
+    uint32_t gen = p->next_use;
+    if (gen > p->last || gen < p->first)
+        return om_errf(OM_E_Internal, "replay: generation %u asked of a read-ahead of %u to %u",
+                       gen, p->first, p->last);
+    pf_slot *s = pf_slot_of(p, gen);
+    if (!p->threaded) {
+        eng_gen_free(&s->g);
+        pf_read(p, gen);
+    } else {
+        pthread_mutex_lock(&p->mu);
+        p->low = gen; /* the generation handed out before is done with */
+        pthread_cond_broadcast(&p->cv);
+        while (p->read_to <= gen && !p->ended)
+            pthread_cond_wait(&p->cv, &p->mu);
+        int there = p->read_to > gen;
+        pthread_mutex_unlock(&p->mu);
+        if (!there)
+            return om_errf(OM_E_Internal, "replay: the read-ahead stopped before generation %u",
+                           gen);
+    }
+    p->next_use = gen + 1;
+    *g = &s->g;
+    if (why) *why = s->why;
+    if (s->rc && s->rc != ENG_PREFETCH_END) return om_err_restore(&s->err);
+    return s->rc;
+}
+
+void eng_prefetch_stop(eng_prefetch *p)
+{
+    if (!p) return;
+    if (p->threaded) {
+        pthread_mutex_lock(&p->mu);
+        p->stop = 1;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        pthread_join(p->th, NULL);
+    }
+    for (int i = 0; i < PF_DEPTH; i++) {
+        eng_gen_free(&p->slot[i].g);
+        free(p->slot[i].buf);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
 }
 
 /* Where replay starts: the checkpoint file when it is good and ours, else the header. */
@@ -278,44 +684,64 @@ static int start_missing(eng_db *db, const eng_stream *sf, uint32_t gen)
                    db->edb, gen, db->logdir, eng_stream_first(sf), last);
 }
 
+/* Soft recovery's read of one generation (the read-ahead thread): there, of this stream,
+ * following the one before, and whole as far as its successor's header can tell. */
+typedef struct soft_read {
+    eng_db *db;
+    const eng_stream *sf;
+    uint32_t last;
+    eng_chain_want w;
+} soft_read;
+
+static int soft_read_gen(void *arg, uint32_t gen, eng_genread *g, uint8_t *buf, int *why)
+{
+    soft_read *s = arg;
+    eng_db *db = s->db;
+    char p[4200];
+    (void)why;
+    if (!eng_stream_has(s->sf, gen))
+        return om_errf(OM_E_MissingLogFile,
+                       "log generation %u is missing from %s (generations up to %u exist)", gen,
+                       db->logdir, s->last);
+    eng_stream_path(s->sf, gen, p, sizeof p);
+    s->w.gen = gen;
+    s->w.named = gen != s->sf->cur_gen;
+    int rc = eng_gen_continues_into(db->vfs, p, &s->w, g, NULL, buf);
+    if (rc) return rc;
+    eng_chain_follow(&s->w, p, g);
+    if (gen < s->last && eng_stream_has(s->sf, gen + 1)) {
+        /* Its successor says where it ended: damage that looks like its end is found before it
+         * is replayed. */
+        char next[4200];
+        eng_stream_path(s->sf, gen + 1, next, sizeof next);
+        rc = eng_chain_check_ahead(db->vfs, &s->w, next, gen + 1 != s->sf->cur_gen);
+    }
+    return rc;
+}
+
 /* Replays generations start.gen..last of the stream, each checked to follow the one before;
  * *end describes the last one replayed. */
 static int replay_stream(eng_db *db, const eng_stream *sf, eng_lgpos start, uint32_t last,
                          eng_replay *rp, eng_log_end *end)
 {
-    eng_genread g = {0};
-    eng_chain_want w;
-    char p[4200];
-    int rc = 0;
-    eng_chain_of_db(&w, &db->hdr, db->edb, start.gen);
+    soft_read s = {.db = db, .sf = sf, .last = last};
+    eng_prefetch *pf = NULL;
+    eng_chain_of_db(&s.w, &db->hdr, db->edb, start.gen);
+    int rc = eng_prefetch_start(&pf, start.gen, last, soft_read_gen, &s);
     for (uint32_t gen = start.gen; gen <= last && !rc; gen++) {
-        if (!eng_stream_has(sf, gen)) {
-            rc = om_errf(OM_E_MissingLogFile,
-                         "log generation %u is missing from %s (generations "
-                         "up to %u exist)",
-                         gen, db->logdir, last);
-            break;
-        }
-        if ((rc = read_gen_checked(db, sf, gen, &w, &g, p, sizeof p))) break;
-        eng_chain_follow(&w, p, &g);
-        if (gen < last && eng_stream_has(sf, gen + 1)) {
-            /* Its successor says where it ended: damage that looks like its end is found
-             * before it is replayed. */
-            char next[4200];
-            eng_stream_path(sf, gen + 1, next, sizeof next);
-            if ((rc = eng_chain_check_ahead(db->vfs, &w, next, gen + 1 != sf->cur_gen))) break;
-            if (g.torn_slot)
-                om_warn("log generation %u ends with a flush that a crash interrupted", gen);
-        }
-        if ((rc = eng_replay_gen(rp, &g, gen == start.gen ? start.off : 0))) break;
+        eng_genread *g = NULL;
+        if ((rc = eng_prefetch_next(pf, &g, NULL))) break;
+        if (g->torn_slot && gen < last && eng_stream_has(sf, gen + 1))
+            om_warn("log generation %u ends with a flush that a crash interrupted", gen);
+        if ((rc = eng_replay_gen(rp, g, gen == start.gen ? start.off : 0))) break;
         end->gen = gen;
-        end->created = g.hdr.created;
-        end->len = g.len;
+        end->created = g->hdr.created;
+        end->len = g->len;
         end->cur_exists = gen == sf->cur_gen;
-        eng_gen_free(&g);
         if (db->replay_progress) db->replay_progress(db->progress_arg, gen, start.gen, last);
     }
-    eng_gen_free(&g);
+    rc = eng_replay_settle(rp, rc);
+    eng_prefetch_stop(pf);
     return rc;
 }
 

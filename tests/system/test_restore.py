@@ -521,3 +521,32 @@ def test_dbutil_recover_of_a_damaged_restore_env_is_one_error(store, repo):
     store.ombra("dbutil", "recover", logs2)
     store.ombra("db", "mount", "db2")
     assert store.digest("db2") == store.digest("db1")
+
+
+def test_kill_9_during_the_replay_of_dbutil_recover_then_a_rerun_gives_the_same_digest(store, repo, chain3):
+    """Hard recovery killed at points through its replay (the batched replay: generations read
+    ahead, pages written back early): each rerun goes on, and the last one gives the digest."""
+    store.ombra("db", "new", "db3")
+    dismount_for_restore(store, "db3")
+    restore(store, repo, "db1", "--to", "db3", "--no-replay")
+    logs3 = store.db_show("db3")["logs"]
+    kills = 0
+    for delay in (0.02, 0.05, 0.08, 0.12, 0.2, 0.3):
+        p = subprocess.Popen([str(store.cli), "dbutil", "recover", logs3], env=store.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        if p.poll() is not None:
+            p.communicate()
+            assert p.returncode == 0, p.stderr
+            break
+        p.kill()
+        p.communicate()
+        kills += 1
+        m = store.ombra("db", "mount", "db3", check=False)
+        assert m.rc == 1 and "-506 RestoreInProgress" in m.err, m.describe()
+    assert kills > 0, "the replay finished before the first kill"
+    if (pathlib.Path(logs3) / "_restoredLogs").exists():
+        r = store.ombra("dbutil", "recover", logs3)
+        assert "Clean Shutdown" in r.out, r.describe()
+    store.ombra("db", "mount", "db3")
+    assert store.digest("db3") == chain3["digest"]

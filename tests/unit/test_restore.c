@@ -75,14 +75,30 @@ static eng_db *create_db(const eng_opts *o)
     return db;
 }
 
+/* With BIG set, every third commit also rewrites most of its page (logged as an image, after
+ * small changes to the page logged as byte ranges) and every seventh allocates a new page and
+ * fills it (a new page's image): replay's rebuilt pages (db_internal.h). */
+static int BIG;
+
 /* Commit k (durable): value `tag + k + 1` at its place. */
 static void commit_k(eng_db *db, uint32_t k, uint64_t tag)
 {
     eng_txn *t = NULL;
     uint8_t v[8];
+    static uint8_t big[ENG_PAGE_BODY / 2 + 512];
     om_put64(v, tag + k + 1);
     assert_int_equal(eng_txn_begin(db, &t), 0);
     assert_int_equal(eng_page_write(t, 1 + k % NP, (k / NP) * 8, v, 8), 0);
+    if (BIG && k % 3 == 0) {
+        memset(big, (int)(k & 0xff), sizeof big);
+        assert_int_equal(eng_page_write(t, 1 + k % NP, 4096, big, sizeof big), 0);
+    }
+    if (BIG && k % 7 == 0) {
+        uint32_t pg = 0;
+        memset(big, (int)(~k & 0xff), sizeof big);
+        assert_int_equal(eng_page_alloc(t, 9, &pg), 0);
+        assert_int_equal(eng_page_write(t, pg, 0, big, sizeof big), 0);
+    }
     assert_int_equal(eng_txn_commit(t, 0), 0);
 }
 
@@ -769,6 +785,150 @@ static void hard_recovery_interrupted_by_a_crash_finishes_when_run_again(void **
     NP = 6;
 }
 
+/* ---- the batched replay (recovery.c): batches, pages spread over the cores ---- */
+
+static void assert_same_pages(om_vfs *a, om_vfs *b, const char *edb);
+
+/* Pages changed by byte ranges and then by images (and new pages) within one generation, with
+ * a cache of a few pages: many batches, recovery checkpoints and early write-backs of rebuilt
+ * pages without the page journal. A crash at any sync of the replay, and for some a second one
+ * during the rerun: the next run finishes with the very pages of a replay without a crash. */
+static void replay_with_images_survives_crashes_at_every_sync_with_the_same_pages(void **s)
+{
+    (void)s;
+    crashvfs *disk = new_disk(16);
+    chain ch;
+    NP = 8; /* each page changed by byte ranges, then by an image, and again */
+    BIG = 1;
+    make_chain(disk, &ch);
+    BIG = 0; /* what assert_lives_on commits stays at its places */
+    eng_opts orr = lay_down_chain(disk, &ch);
+    orr.cache_bytes = 16 * ENG_PAGE_SIZE;
+    crashvfs *ref = crashvfs_clone(disk);
+    {
+        eng_opts o = orr;
+        o.vfs = crashvfs_vfs(ref);
+        eng_restore_opts ro = ropts(&o, "/rdb/logs/_restoredLogs");
+        assert_int_equal(eng_db_hard_recover(&ro, NULL), 0);
+    }
+    int points = 0, doubles = 0;
+    for (uint64_t k = 1;; k++) {
+        crashvfs *c = crashvfs_clone(disk);
+        crashvfs_reseed(c, 300 + k);
+        eng_opts o = orr;
+        o.vfs = crashvfs_vfs(c);
+        eng_restore_opts ro = ropts(&o, "/rdb/logs/_restoredLogs");
+        crashvfs_crash_at_sync(c, k);
+        int rc = eng_db_hard_recover(&ro, NULL);
+        if (!crashvfs_crashed(c)) {
+            assert_int_equal(rc, 0);
+            crashvfs_free(c);
+            break;
+        }
+        points++;
+        crashvfs_reboot(c);
+        if (k % 3 == 0) { /* power lost again during the rerun */
+            crashvfs_crash_at_sync(c, 1 + k % 5);
+            (void)eng_db_hard_recover(&ro, NULL);
+            doubles += crashvfs_crashed(c) != 0;
+            crashvfs_reboot(c);
+        }
+        rc = eng_db_hard_recover(&ro, NULL);
+        if (rc)
+            fail_msg("crash at sync %llu: the rerun failed: %s", (unsigned long long)k,
+                     om_err_detail());
+        assert_same_pages(o.vfs, crashvfs_vfs(ref), o.edb_path);
+        assert_lives_on(c, &o, ch.upto_gen[ch.inc2.last_gen - 1], ch.total);
+        crashvfs_free(c);
+    }
+    print_message("replay with images: %d crash points, %d with a second crash in the rerun\n",
+                  points, doubles);
+    assert_true(points > 10 && doubles > 2);
+    crashvfs_free(ref);
+    crashvfs_free(disk);
+    NP = 6;
+}
+
+/* Records of several pages fail in one batch (two restored pages damaged): the error is the
+ * one replaying record by record in log order would meet first, whatever page order the
+ * workers take, and it names the generation it is in. */
+static void the_first_failing_record_in_log_order_is_the_error(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(17);
+    eng_opts o = live_opts(c);
+    om_vfs *v = o.vfs;
+    eng_db *db = create_db(&o);
+    commits(db, 0, 10);
+    /* The backup's checkpoint after the pages' first images: the logs to replay change them
+     * by byte ranges only, which a damaged page cannot take. */
+    assert_int_equal(eng_db_roll_log(db), 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    backup full, inc;
+    backup_full(v, db, "/bk/full", &full);
+    commits(db, 10, 40);
+    backup_incremental(v, db, "/bk/inc", &full, &inc);
+    assert_int_equal(eng_db_close(db), 0);
+    assert_int_equal(v->mkdir(v, "/rdb"), 0);
+    lay_down(v, &full, "/rdb/r.edb", "/rdb/logs", 1);
+    lay_down(v, &inc, NULL, "/rdb/logs", 0);
+    eng_opts orr = opts_of(c, "/rdb/r.edb", "/rdb/logs", "R00");
+    /* Commit 10 changes page 5, commit 11 page 6, commit 13 page 2: pages 2 and 6 damaged,
+     * page 6's record comes first in the log, page 2 first by number. */
+    uint8_t junk[64];
+    memset(junk, 0xA5, sizeof junk);
+    om_file *f = NULL;
+    assert_int_equal(om_open(v, orr.edb_path, 0, &f), 0);
+    assert_int_equal(om_pwrite(f, junk, sizeof junk, eng_page_offset(2) + 2000), 0);
+    assert_int_equal(om_pwrite(f, junk, sizeof junk, eng_page_offset(6) + 2000), 0);
+    assert_int_equal(om_sync(f), 0);
+    om_close(f);
+    eng_restore_opts ro = ropts(&orr, "/rdb/logs/_restoredLogs");
+    eng_restore_result r;
+    assert_int_equal(eng_db_hard_recover(&ro, &r), OM_E_ReadVerifyFailure);
+    char p[256];
+    gen_name(p, sizeof p, "/rdb/logs/_restoredLogs", "E00", inc.first_gen);
+    if (!strstr(om_err_detail(), "page 6 ") || !strstr(om_err_detail(), p))
+        fail_msg("expected page 6 and %s in: %s", p, om_err_detail());
+    assert_true(r.last_gen < inc.first_gen);
+    crashvfs_free(c);
+}
+
+/* A point in time that falls inside a batch (a cache of four pages, so batches of a few
+ * records): the transactions before it are all there, none after it. */
+static void a_point_in_time_inside_a_batch_keeps_exactly_the_commits_before_it(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk(18);
+    NP = 20;
+    eng_opts o = live_opts(c);
+    om_vfs *v = o.vfs;
+    eng_db *db = create_db(&o);
+    commits(db, 0, 20);
+    assert_int_equal(eng_checkpoint(db), 0);
+    backup full;
+    backup_full(v, db, "/bk/full", &full);
+    commits(db, 20, 53);
+    uint64_t point = om_now_ns();
+    commits(db, 53, 80);
+    backup inc;
+    backup_incremental(v, db, "/bk/inc", &full, &inc);
+    assert_int_equal(eng_db_close(db), 0);
+    assert_int_equal(v->mkdir(v, "/rdb"), 0);
+    lay_down(v, &full, "/rdb/r.edb", "/rdb/logs", 1);
+    lay_down(v, &inc, NULL, "/rdb/logs", 0);
+    eng_opts orr = opts_of(c, "/rdb/r.edb", "/rdb/logs", "R00");
+    orr.cache_bytes = 4 * ENG_PAGE_SIZE;
+    eng_restore_opts ro = ropts(&orr, "/rdb/logs/_restoredLogs");
+    ro.stop_time_ns = point;
+    eng_restore_result r;
+    assert_int_equal(eng_db_hard_recover(&ro, &r), 0);
+    assert_true(r.stopped_at_point);
+    assert_lives_on(c, &orr, 53, 80);
+    crashvfs_free(c);
+    NP = 6;
+}
+
 /* ---- logs still arriving: replay while the restore lays the logs down ---- */
 
 #define RL    "/rdb/logs/_restoredLogs"
@@ -788,7 +948,8 @@ typedef struct layer {
     int stopped, quit; /* the layer is gone; the test is over (opens the gate) */
     int blocked;       /* wait_laid calls that had to wait */
     int out_of_order;  /* wait_laid asked for a lower generation than before */
-    int ahead;         /* replay asked for more than one generation past the one it finished */
+    int ahead;         /* replay asked for more than ENG_READ_AHEAD generations past the one it
+                          finished */
     int rc;            /* the layer's own failure */
     pthread_t th;
 } layer;
@@ -853,14 +1014,14 @@ static int wait_for_layer(void *arg, uint32_t gen)
                         "the restore stopped before laying down log generation %u", gen);
 }
 
-/* replay_progress: generation gen is replayed; replay must not have asked past gen + 1. */
+/* replay_progress: generation gen is replayed; replay must not have asked past the read-ahead. */
 static void layer_progress(void *arg, uint32_t gen, uint32_t first, uint32_t last)
 {
     (void)first;
     (void)last;
     layer *L = arg;
     pthread_mutex_lock(&L->mu);
-    if (L->asked > gen + 1) L->ahead = 1;
+    if (L->asked > gen + ENG_READ_AHEAD) L->ahead = 1;
     pthread_mutex_unlock(&L->mu);
 }
 
@@ -971,7 +1132,7 @@ static void replay_runs_while_the_logs_are_laid_down_and_gives_the_same_database
     layer_join(&L);
     if (rc) fail_msg("hard recovery with the logs arriving: %s", om_err_detail());
     assert_same_replay(&r, &want);
-    /* Replay ran while logs were missing, in order, one generation behind the laying. */
+    /* Replay ran while logs were missing, in order, within its read-ahead of the laying. */
     assert_true(L.blocked > 0);
     assert_false(L.out_of_order);
     assert_false(L.ahead);
@@ -1104,6 +1265,9 @@ int main(void)
         cmocka_unit_test(logs_that_do_not_reach_what_the_header_requires_are_refused),
         cmocka_unit_test(damaged_restored_log_is_refused_naming_the_file),
         cmocka_unit_test(hard_recovery_interrupted_by_a_crash_finishes_when_run_again),
+        cmocka_unit_test(replay_with_images_survives_crashes_at_every_sync_with_the_same_pages),
+        cmocka_unit_test(the_first_failing_record_in_log_order_is_the_error),
+        cmocka_unit_test(a_point_in_time_inside_a_batch_keeps_exactly_the_commits_before_it),
         cmocka_unit_test(replay_runs_while_the_logs_are_laid_down_and_gives_the_same_database),
         cmocka_unit_test(laying_that_stops_midway_fails_the_replay_and_a_rerun_finishes_it),
         cmocka_unit_test(an_old_file_under_an_arriving_generations_name_is_never_read),
