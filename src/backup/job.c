@@ -508,6 +508,8 @@ static int db_check(dbjob *j, chk_set *cs, bk_writer *w)
     return 0;
 }
 
+static json_t *component_md(json_t *doc, const char *component);
+
 /* Commit: the set's document (what it is a backup of, its log range, the set it continues, the
  * writer's documents, the freeze it stands for) and the set committed, pending until
  * BackupComplete succeeded (publish_sets). w is freed either way; on failure nothing is pending
@@ -515,18 +517,28 @@ static int db_check(dbjob *j, chk_set *cs, bk_writer *w)
 static void db_commit(dbjob *j, bk_writer *w)
 {
     char t[40];
+    /* The writer's pages lists served this backup only; the epoch is in "changemap". The
+     * components document is the session's, shared by its databases (and dumped on their own
+     * threads): the set gets a copy without the lists, the shared one is never changed. */
+    json_t *cdoc = json_deep_copy(j->doc), *c;
+    size_t k;
+    json_array_foreach(json_object_get(cdoc, "components"), k, c)
+    {
+        json_object_del(json_object_get(json_object_get(c, "backup_metadata"), "changemap"),
+                        "since");
+    }
+    json_t *md = component_md(cdoc, j->component);
     json_t *doc = json_pack(
         "{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}, s:[i,i], s:o, s:O, s:O, s:O}", "type",
         j->o->type, "time", om_time_iso(om_now_ns(), t, sizeof t), "server",
         om_json_str_or(j->md, "server", om_json_str_or(j->info, "server", "")), "database", "id",
         j->id, "name", j->name, "edb", om_json_str_or(j->md, "edb", ""), "logs",
         om_json_str_or(j->md, "logs", ""), "base", om_json_str_or(j->md, "base", "E00"),
-        "log_range", j->lo, j->hi, "parent", json_incref(j->parent), "backup_metadata", j->md,
-        "writer_metadata", j->wmd, "components_document", j->doc);
+        "log_range", j->lo, j->hi, "parent", json_incref(j->parent), "backup_metadata", md,
+        "writer_metadata", j->wmd, "components_document", cdoc);
+    json_decref(cdoc);
     json_object_set_new(doc, "copy", json_string(j->passive ? "passive" : "active"));
     if (j->cm) json_object_set(doc, "changemap", j->cm);
-    /* The writer's pages lists served this backup only; the epoch is in "changemap". */
-    json_object_del(json_object_get(json_object_get(doc, "backup_metadata"), "changemap"), "since");
     /* The moment the set stands for (the freeze): restores by time pick sets with it. */
     json_object_set(doc, "mark_time_ns", json_object_get(j->md, "mark_time_ns"));
     uint64_t in = 0, stored = 0, bn = 0, br = 0;

@@ -217,6 +217,10 @@ static int identify(void *ctx, vss_event *e)
         vss_wmd_add_exclude(l, ent->logs, ex);
         snprintf(ex, sizeof ex, "%s.hold", ent->base);
         vss_wmd_add_exclude(l, ent->logs, ex);
+        /* Nor is the change map: it describes this .edb, and a restored one would never be
+         * trusted (engine/changemap.c); read during the freeze it would only cost time. */
+        snprintf(ex, sizeof ex, "%s.cbt", ent->base);
+        vss_wmd_add_exclude(l, ent->logs, ex);
     }
     pthread_mutex_unlock(&s->mu);
     json_object_set_new(e->result, "metadata", md);
