@@ -114,7 +114,7 @@ static int decode(eng_db *db, const uint8_t *b, size_t n, struct eng_cbt *m, cha
             snprintf(why, wn, "out of memory reading the change map");
             return 1;
         }
-        memcpy(m->ep[i].bits, p, bytes);
+        if (bytes) memcpy(m->ep[i].bits, p, bytes);
         m->ep[i].bytes = bytes;
         m->nep = i + 1;
     }
