@@ -82,7 +82,7 @@ test: deps build build-asan
 	@$(call stage,unit tests under AddressSanitizer + UndefinedBehaviorSanitizer)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=20 OMBRA_TABLE_OPS=20000 OMBRA_TABLE_DELETE_ROUNDS=30 \
-	  OMBRA_PASSIVE_CRASH_POINTS=4 \
+	  OMBRA_PASSIVE_CRASH_POINTS=4 OMBRA_CBT_CRASH_POINTS=$(ASAN_CRASH_POINTS) \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@$(call stage,system tests)
 	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=30 OMBRA_SOAK_SECONDS=15 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"
