@@ -277,15 +277,18 @@ def test_the_restore_draws_no_progress_when_stderr_is_not_a_terminal(store, vssd
 
 def test_the_store_reports_the_restore_it_replays_in_its_status(store, vssd):
     """The channel the bar reads: while a restore is under way, the store's status lists it
-    (its session and target) and, once hard recovery has replayed a generation, how far; here the
-    restore is stopped while laying its logs down, so replay waits short of the last one."""
+    (its session and target) and, once hard recovery has replayed a generation, how far. The
+    restore's requester is stopped once its .edb is laid, before it asks for replay (its workers
+    lay the rest meanwhile): the store holds the restore until PostRestore, whatever the timing.
+    (Stopped later, at "replaying", the workers may lay every generation and the store replay
+    them all and end the restore within the pause: seen under load.)"""
     from conftest import Paused
     repo = backed_up_chain(store)
     assert store.request({"op": "status"})["restores"] == []
-    p = Paused(store, ["restore", "mail1", "--repo", repo], "OMBRA_RESTORE_PAUSE", "replaying")
+    p = Paused(store, ["restore", "mail1", "--repo", repo], "OMBRA_RESTORE_PAUSE", "edb")
     assert p.reached, p.first
     try:
-        time.sleep(0.5)  # let the store replay what is laid already
+        time.sleep(0.5)
         (r,) = store.request({"op": "status"})["restores"]
         assert r["target"] == "mail1" and re.fullmatch(r"[0-9a-f-]{36}", r["session"]), r
         if "replay" in r:  # generations laid before the pause may be replayed already
