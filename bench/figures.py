@@ -107,9 +107,9 @@ def replay_pg(r):
         raise NotMeasured("bench/replay.py (PostgreSQL's replay beside ours) is not on this branch")
     j = need(r, "replay")
     res = j.get("results", {})
-    if res.get("postgresql_mb_s") is None and res.get("postgresql_why_not"):
-        raise NotMeasured(str(res["postgresql_why_not"]))
-    return path(j, "replay", "results", "postgresql_mb_s"), f"replay.py, {j.get('mb', '?')} MB of WAL"
+    if res.get("pg_mb_s") is None and res.get("pg_why_not"):
+        raise NotMeasured(str(res["pg_why_not"]))
+    return path(j, "replay", "results", "pg_mb_s"), f"replay.py, {j.get('mb', '?')} MB of WAL"
 
 
 def restore_over_untar(r):
@@ -145,11 +145,11 @@ def first_full_over_tar(r):
 def freeze_generations(r):
     """A full backup's writes held with the load's log generations on disk: store_backup.py's
     first full over the largest database's untruncated logs (2,048 MB: about 2,200 generations),
-    or its `generations` case when it has one ({"generations": N, "freeze_ms": ms})."""
+    or its `gens` case when it has one ({"generations": N, "this": {"freeze_ms": ms}})."""
     j = need(r, "store_backup")
-    g = j.get("generations")
-    if isinstance(g, dict) and g.get("freeze_ms") is not None:
-        return path(j, "store_backup", "generations", "freeze_ms"), f"{g.get('generations', '?')} generations"
+    g = j.get("gens")
+    if isinstance(g, dict) and isinstance(g.get("this"), dict):
+        return path(j, "store_backup", "gens", "this", "freeze_ms"), f"{g.get('generations', '?')} generations"
     sizes = j.get("sizes") or {}
     if not sizes:
         raise NotMeasured("store_backup.json has no sizes")
@@ -159,15 +159,16 @@ def freeze_generations(r):
 
 def freeze_all(r):
     """`ombra backup --all`: writes held for every database of a server in one shadow copy, from
-    store_backup.json's or vss_freeze.json's `all` case ({"databases": N, "freeze_ms": ms})."""
-    for name in ("store_backup", "vss_freeze"):
-        j = r.get(name)
-        if isinstance(j, dict) and isinstance(j.get("all"), dict):
-            return path(j, name, "all", "freeze_ms"), f"{j['all'].get('databases', '?')} databases"
+    store_backup.json's `dbs` case (per number of databases, {"this": {"freeze_ms": ms}}; the
+    largest number)."""
+    j = r.get("store_backup")
+    d = j.get("dbs") if isinstance(j, dict) else None
+    if isinstance(d, dict) and d:
+        n = max(d, key=int)
+        return path(j, "store_backup", "dbs", n, "this", "freeze_ms"), f"{n} databases"
     if all(r.get(n) is None for n in ("store_backup", "vss_freeze")):
         need(r, "store_backup")
-    raise NotMeasured("no `all` case in store_backup.json or vss_freeze.json "
-                      "(`ombra backup --all`: the freeze branch)")
+    raise NotMeasured("no `dbs` case in store_backup.json (bench/store_backup.py --cases dbs)")
 
 
 # id, label, unit, better, goal (op, value), guarded, extractor. A row that is not guarded is a

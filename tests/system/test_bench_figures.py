@@ -128,7 +128,7 @@ def test_not_measured_is_said_never_guessed(tmp_path):
     assert p.returncode == 0, p.stdout
     r = row(p.stdout, "2nd full, 5% new mail: stored")
     assert "not measured: bench/backup.py failed (exit 1): restic: command not found" in r
-    assert "not measured: no `all` case" in row(p.stdout, "writes held, 100 dbs")
+    assert "not measured: no `dbs` case" in row(p.stdout, "writes held, 100 dbs")
     assert "not measured: bench/replay.py" in row(p.stdout, "  beside: PostgreSQL")
     f = json.loads(j.read_text())["figures"]
     assert set(f["second_full_time"]) == {"not_measured"} and set(f["freeze_all_ms"]) == {"not_measured"}
@@ -144,15 +144,17 @@ def test_not_measured_is_said_never_guessed(tmp_path):
 def test_freeze_all_and_replay_json_once_their_benchmarks_write_them(tmp_path):
     d = write_round(tmp_path / "r" / "round-1", scripts=["replay.json", "restore.json", "store_backup.json"])
     (d / "replay.json").write_text(json.dumps({"mb": 256, "results": {"ombra_mb_s": 620.0,
-                                                                      "postgresql_mb_s": 280.0}}))
+                                                                      "pg_mb_s": 280.0}}))
     s = json.loads((d / "store_backup.json").read_text())
-    s["all"] = {"databases": 100, "freeze_ms": 8.5}
+    s["dbs"] = {"64": {"this": {"freeze_ms": 30.0}}, "100": {"this": {"freeze_ms": 8.5}}}
+    s["gens"] = {"generations": 2200, "this": {"freeze_ms": 0.7}}
     (d / "store_backup.json").write_text(json.dumps(s))
     p = run([str(d)], tmp_path / "rec.json")
     assert "620 [620-620] n=1" in row(p.stdout, "log replay during restore")
     assert "meets goal" in row(p.stdout, "log replay during restore")
     assert "280 [280-280]" in row(p.stdout, "  beside: PostgreSQL") and "comparison" in p.stdout
     assert "8.5 [8.5-8.5]" in row(p.stdout, "writes held, 100 dbs")
+    assert "0.7 [0.7-0.7]" in row(p.stdout, "writes held, full with")
 
 
 def test_other_sizes_are_not_compared(tmp_path):
