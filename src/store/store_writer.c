@@ -148,6 +148,17 @@ static int named_before(store_writer *w, json_t *comps, size_t n, const char *id
     return 0;
 }
 
+/* 1 when the i-th component of comps is a database's (not its Logs) named there first: its id
+ * in id. Each database of an event is handled once (a second freeze would wait for the first
+ * one's hold forever). */
+static int db_comp(store_writer *w, json_t *comps, size_t i, char id[37])
+{
+    const char *comp = arg_comp(comps, i);
+    int is_logs = 0;
+    return comp && vss_comp_split(w->logical, comp, id, &is_logs) && !is_logs &&
+           !named_before(w, comps, i, id);
+}
+
 /* Calls fn once for every database component the event names (Logs subcomponents go with their
  * database; a database named twice is handled once: a second freeze would wait for the first
  * one's hold forever), with a reference held; stops at the first failure. */
@@ -158,12 +169,9 @@ static int each_db(store_writer *w, vss_event *e, db_fn fn)
 {
     json_t *comps = json_object_get(e->args, "components");
     for (size_t i = 0; i < json_array_size(comps); i++) {
-        const char *comp = arg_comp(comps, i);
         char id[37];
-        int is_logs = 0;
-        if (!comp || !vss_comp_split(w->logical, comp, id, &is_logs) || is_logs ||
-            named_before(w, comps, i, id))
-            continue;
+        if (!db_comp(w, comps, i, id)) continue;
+        const char *comp = arg_comp(comps, i);
         store_mounted *m = NULL;
         store_dbent ent;
         int rc = acquire_by_id(w, id, &m, &ent);
@@ -361,12 +369,9 @@ static int dbset_collect(store_writer *w, vss_event *e, int tolerant, int *missi
     *out = (dbset){.w = w, .e = e, .v = calloc(n ? n : 1, sizeof(dbref))};
     if (!out->v) return om_errf(OM_E_OutOfMemory, "out of memory");
     for (size_t i = 0; i < n; i++) {
-        const char *comp = arg_comp(comps, i);
         char id[37];
-        int is_logs = 0;
-        if (!comp || !vss_comp_split(w->logical, comp, id, &is_logs) || is_logs ||
-            named_before(w, comps, i, id))
-            continue;
+        if (!db_comp(w, comps, i, id)) continue;
+        const char *comp = arg_comp(comps, i);
         dbref *r = &out->v[out->n];
         int rc = acquire_by_id(w, id, &r->m, &r->ent);
         if (rc && tolerant) {
