@@ -403,7 +403,7 @@ static void a_watch_misses_nothing_across_an_etcd_restart(void **state)
     usleep(700000);
     assert_int_equal(spawn(&main_etcd), 0);
     for (int i = 0; i < 5; i++) {
-        char k[32], v[8];
+        char k[32], v[16];
         snprintf(k, sizeof k, "/t/w/after%d", i);
         snprintf(v, sizeof v, "%d", i);
         assert_int_equal(etcd_put(e, k, v, strlen(v), 0), 0);

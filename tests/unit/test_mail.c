@@ -783,7 +783,7 @@ static int cr_verify(om_vfs *vfs, const cr_run *r, char *why, size_t n)
         bad = 1;
     }
     for (int m = 0; m < CR_MBX && !bad; m++) {
-        char mbx[8];
+        char mbx[16];
         mail_listing l;
         snprintf(mbx, sizeof mbx, "box%d", m);
         rc = store_mail_list(st, mbx, NULL, 0, 0, &l);
