@@ -6,16 +6,21 @@ MESON   ?= meson
 PYTEST  ?= pytest-3
 CRASH_POINTS ?= 2000
 # Under the sanitizers the crash harnesses look for memory errors, not for more crash points
-# (the plain build tries CRASH_POINTS; make test-long the whole ASan run).
+# (the plain build tries CRASH_POINTS; make test-long the whole ASan run): 60 points, every
+# 4th sync point of the loops that try each one (OMBRA_CRASH_EVERY), the table's largest value
+# 8 MiB instead of 64.
 ASAN_CRASH_POINTS ?= 60
+ASAN_UNIT_SHORT ?= OMBRA_CRASH_EVERY=4 OMBRA_TABLE_BIG_MB=8
 # The system suites under the sanitizers in make test, a representative subset: all but the
-# long randomized ones (the campaign, the soak, the attack loops), the man pages and the units
-# (groff, bash and systemd-analyze over generated text: little of our C), and the tests marked
-# slow_under_sanitizers (kill -9 rounds, 100 databases, descriptor exhaustion, waits on
-# deadlines), which make test-long runs under them too.
+# long randomized ones (the campaign, the soak, the attack loops), the man pages, the units and
+# the benchmark table (groff, bash, systemd-analyze and Python over generated text: little or
+# none of our C), the tests marked slow_under_sanitizers (kill -9 rounds, 100 databases,
+# descriptor exhaustion, waits on deadlines, loops over time zones), and each parametrized test
+# with its first parameters only (OMBRA_FIRST_PARAMS_ONLY); make test-long runs all of it under
+# them too.
 ASAN_SYSTEM_SKIP ?= --ignore=tests/system/test_campaign.py --ignore=tests/system/test_soak.py \
 	--ignore=tests/system/test_restore_attacks.py --ignore=tests/system/test_manpages.py --ignore=tests/system/test_units.py \
-	-m "not slow_under_sanitizers"
+	--ignore=tests/system/test_bench_figures.py -m "not slow_under_sanitizers"
 # In that pass LeakSanitizer checks the daemons, not each CLI call's exit (about 50 ms of CPU
 # each, 2,000 calls); make test-long checks both.
 # System tests run in parallel (pytest-xdist): each test has its own daemons and directories.
@@ -82,15 +87,15 @@ test: deps build build-asan
 	@$(call stage,unit tests under AddressSanitizer + UndefinedBehaviorSanitizer)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=20 OMBRA_TABLE_OPS=20000 OMBRA_TABLE_DELETE_ROUNDS=30 \
-	  OMBRA_PASSIVE_CRASH_POINTS=4 OMBRA_CBT_CRASH_POINTS=$(ASAN_CRASH_POINTS) \
+	  OMBRA_PASSIVE_CRASH_POINTS=4 OMBRA_CBT_CRASH_POINTS=$(ASAN_CRASH_POINTS) $(ASAN_UNIT_SHORT) \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@$(call stage,system tests)
-	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=30 OMBRA_SOAK_SECONDS=15 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"
+	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=30 OMBRA_SOAK_SECONDS=15 OMBRA_FREEZE_GENS=500 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"
 	@$(call stage,system tests under AddressSanitizer + UndefinedBehaviorSanitizer; bounded fuzzing beside them)
 	@{ echo "== fuzzing the file-format parsers (bounded)" && FUZZ_SECONDS=10 tests/fuzz/run.sh; } \
 	  >$(BUILD)/fuzz.log 2>&1 & tsan=$$!; \
 	  ASAN_OPTIONS=detect_leaks=0 OMBRA_DAEMON_ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \
-	  OMBRA_BUILD=$(abspath $(ASAN)) \
+	  OMBRA_BUILD=$(abspath $(ASAN)) OMBRA_FIRST_PARAMS_ONLY=1 \
 	  $(PYTEST) -q -n $(ASAN_PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system $(ASAN_SYSTEM_SKIP) $(DAG_SKIP); \
 	  rc=$$?; wait $$tsan; trc=$$?; \
 	  $(call stage,bounded fuzzing (it ran beside the pass above)); \

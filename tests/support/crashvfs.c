@@ -1392,6 +1392,13 @@ void crashvfs_set_sync_delay(crashvfs *c, unsigned usec)
     __atomic_store_n(&c->sync_delay_us, usec, __ATOMIC_RELAXED);
 }
 
+uint64_t crashvfs_every(void)
+{
+    const char *e = getenv("OMBRA_CRASH_EVERY");
+    long n = e ? atol(e) : 0;
+    return n > 1 ? (uint64_t)n : 1;
+}
+
 void crashvfs_reseed(crashvfs *c, uint64_t seed)
 {
     lock(c);

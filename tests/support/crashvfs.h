@@ -98,6 +98,10 @@ void crashvfs_crash_at_sync(crashvfs *c, uint64_t n);
  * crashvfs_new(); a clone carries the count on. The difference over a dry run of a workload
  * is the number of crash points it has. */
 uint64_t crashvfs_syncs(crashvfs *c);
+/* The step of the loops that try every sync point of a workload: OMBRA_CRASH_EVERY=N tries
+ * sync points 1, 1 + N, 1 + 2N, ... (make test's sanitizer pass sets 4: there the loops look
+ * for memory errors, the plain build tries every point); 1 without it. */
+uint64_t crashvfs_every(void);
 /* 1 once the power is lost, until the reboot. */
 int crashvfs_crashed(crashvfs *c);
 

@@ -40,6 +40,18 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("OMBRA_FIRST_PARAMS_ONLY") == "1":
+        # make test's sanitizer pass: each parametrized test with its first parameters only
+        # (the others walk the same code with other inputs; the plain pass and make test-long
+        # run them all).
+        seen, keep, drop = set(), [], []
+        for item in items:
+            key = (item.path, getattr(item, "originalname", item.name))
+            (drop if key in seen and hasattr(item, "callspec") else keep).append(item)
+            seen.add(key)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
     for item in items:
         for name in SHARED_FIXTURES:
             if name in getattr(item, "fixturenames", ()):

@@ -67,8 +67,11 @@ def test_the_held_freeze_does_not_grow_with_the_generations_on_disk(store, repo)
     store.ombra("db", "new", "db1")
     load(store, "db1", 100)
     _, small, _ = backup(store, repo, "copy", "db1")
-    roll(store, "db1", 2050)
-    assert len(gens(store, "db1")) >= 2050
+    # 2,050 generations more (the figure); make test rolls 500: the freeze's report
+    # shows the same nothing-linked, nothing-walked window at any number.
+    n = int(os.environ.get("OMBRA_FREEZE_GENS", "2050"))
+    roll(store, "db1", n)
+    assert len(gens(store, "db1")) >= n
     digest = store.digest("db1")
     _, big, _ = backup(store, repo, "full", "db1")
     for r in (small, big):

@@ -62,6 +62,7 @@ def history(store, vssd):
     return {"repo": repo, "sets": (a, b, c), "digests": (d_a, d_b, d_c), "db_show_b": db_show_b}
 
 
+@pytest.mark.slow_under_sanitizers  # a restore per time zone
 def test_a_time_printed_by_backups_list_restores_that_set_under_any_tz(store, history):
     repo, (a, b, c), (d_a, d_b, d_c) = history["repo"], history["sets"], history["digests"]
     lists = {tz: store.ombra("backups", "list", "--repo", repo, env={"TZ": tz}).out
@@ -96,6 +97,7 @@ def test_a_time_printed_by_backups_list_restores_that_set_under_any_tz(store, hi
         assert restore_at(store, repo, t, tz) == d_b, f"--until-time {t} under TZ={tz}"
 
 
+@pytest.mark.slow_under_sanitizers  # a restore per time zone
 def test_a_backup_time_printed_by_db_show_restores_that_backup_under_any_tz(store, history):
     repo, d_b = history["repo"], history["digests"][1]
     shown = history["db_show_b"]

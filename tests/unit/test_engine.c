@@ -1100,7 +1100,7 @@ static void crash_while_held_with_spilled_pages_loses_no_acknowledged_commit(voi
     assert_true(release_syncs >= 4);
     assert_int_equal(eng_db_close(db), 0);
     crashvfs_free(c);
-    for (uint64_t k = 1; k <= release_syncs; k++) {
+    for (uint64_t k = 1, every = crashvfs_every(); k <= release_syncs; k += every) {
         c = new_disk();
         crashvfs_reseed(c, 1000 + k);
         o = spill_opts(c);

@@ -1524,7 +1524,8 @@ static void crash_points_keep_exactly_a_committed_table_state(void **state)
  * 3. Long values at boundary sizes
  * ---------------------------------------------------------------------------------------- */
 
-#define BIG_VALUE (64ull << 20)
+/* The largest value: 64 MiB (OMBRA_TABLE_BIG_MB; make test's sanitizer pass takes 8). */
+static uint64_t big_value = 64ull << 20;
 
 static uint8_t *big_exp, *big_got;
 
@@ -1644,8 +1645,9 @@ static uint64_t find_inline_limit(eng_db *db, eng_tbl tb)
 static void long_values_at_boundary_sizes_survive_and_free_their_pages(void **state)
 {
     (void)state;
-    big_exp = malloc(BIG_VALUE + 1);
-    big_got = malloc(BIG_VALUE + 1);
+    big_value = (uint64_t)env_long("OMBRA_TABLE_BIG_MB", 64) << 20;
+    big_exp = malloc(big_value + 1);
+    big_got = malloc(big_value + 1);
     assert_true(big_exp && big_got);
     crashvfs *c = new_disk(3);
     eng_opts o = opts_on(c);
@@ -1670,7 +1672,7 @@ static void long_values_at_boundary_sizes_survive_and_free_their_pages(void **st
                         ENG_PAGE_SIZE,
                         ENG_PAGE_SIZE + 1,
                         2 * ENG_PAGE_SIZE + 1,
-                        BIG_VALUE};
+                        big_value};
     const uint32_t nsizes = sizeof sizes / sizeof sizes[0];
 
     /* Round 0: write every size in one transaction; read back whole and in ranges. */
@@ -1686,8 +1688,9 @@ static void long_values_at_boundary_sizes_survive_and_free_their_pages(void **st
     }
     OK(eng_txn_commit(t, 0));
     eng_space s1 = space_of(db);
-    print_message("long values: %u sizes up to 64 MiB took %u pages (%llu long values)\n", nsizes,
-                  s1.pages - s0.pages, (unsigned long long)(s1.lv_count - s0.lv_count));
+    print_message("long values: %u sizes up to %llu MiB took %u pages (%llu long values)\n", nsizes,
+                  (unsigned long long)(big_value >> 20), s1.pages - s0.pages,
+                  (unsigned long long)(s1.lv_count - s0.lv_count));
     /* a cell of ENG_MAX_INLINE is inline, one byte more is long */
     assert_int_equal(s1.lv_count - s0.lv_count, nsizes - 4);
     eng_view *v = NULL;
@@ -1758,8 +1761,8 @@ static void long_values_at_boundary_sizes_survive_and_free_their_pages(void **st
     eng_space s3 = space_of(db);
     print_message("long values: deleting them freed %u pages (%u pages, %u free)\n",
                   s3.free_pages - s2.free_pages, s3.pages, s3.free_pages);
-    /* at least the 64 MiB value's pages are on the free list */
-    assert_true(s3.free_pages >= s2.free_pages + (uint32_t)(BIG_VALUE / ENG_PAGE_SIZE) - 48);
+    /* at least the largest value's pages are on the free list */
+    assert_true(s3.free_pages >= s2.free_pages + (uint32_t)(big_value / ENG_PAGE_SIZE) - 48);
 
     /* Round 3: the same sizes again reuse the freed pages: the file does not grow. */
     OK(eng_txn_begin(db, &t));
