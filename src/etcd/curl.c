@@ -16,7 +16,7 @@
 
 /* What the code is written against: CURLOPT_PROTOCOLS_STR came with 7.85.0, and an older
  * library would ignore it (setopt fails, unchecked) and let a redirect reach other schemes. */
-#define CURL_MIN_VERSION 0x075500
+#define CURL_MIN_VERSION      0x075500
 #define CURL_MIN_VERSION_TEXT "7.85.0"
 
 etcd_curl_api etcd_curl;
