@@ -25,6 +25,50 @@ struct etcd {
     char last_error[512];
 };
 
+/* ---- libcurl, loaded on demand (curl.c) ---- */
+
+#define ETCD_CURL_SONAME "libcurl.so.4"
+
+/* The libcurl functions the client calls, X(name) for curl_<name>. */
+#define ETCD_CURL_FNS(X)                                                                           \
+    X(global_init)                                                                                 \
+    X(version_info)                                                                                \
+    X(easy_init)                                                                                   \
+    X(easy_setopt)                                                                                 \
+    X(easy_perform)                                                                                \
+    X(easy_getinfo)                                                                                \
+    X(easy_cleanup)                                                                                \
+    X(easy_strerror)                                                                               \
+    X(slist_append)                                                                                \
+    X(slist_free_all)                                                                              \
+    X(multi_init)                                                                                  \
+    X(multi_add_handle)                                                                            \
+    X(multi_remove_handle)                                                                         \
+    X(multi_perform)                                                                               \
+    X(multi_poll)                                                                                  \
+    X(multi_wakeup)                                                                                \
+    X(multi_info_read)                                                                             \
+    X(multi_cleanup)
+
+/* etcd_curl.easy_init() is curl_easy_init(), with the prototype of curl's own header. The
+ * table is filled by etcd_curl_load, which etcd_open calls: code that holds an etcd handle
+ * may use it. (curl_easy_setopt through it loses curl's compile-time check of the option's
+ * type, so pass long, pointers and callbacks exactly as curl's manual says.) */
+typedef struct etcd_curl_api {
+#define ETCD_CURL_FIELD(n) __typeof__(curl_##n) *n;
+    ETCD_CURL_FNS(ETCD_CURL_FIELD)
+#undef ETCD_CURL_FIELD
+} etcd_curl_api;
+extern etcd_curl_api etcd_curl;
+
+/* Loads libcurl.so.4 and runs curl_global_init, once per process: 0, or FileNotFound naming
+ * the library with dlerror's reason (or the function or version it lacks) and a HINT. A
+ * failure is tried again by the next call. */
+int etcd_curl_load(void);
+/* Tests only: the name the next etcd_curl_load tries while nothing is loaded yet (NULL: the
+ * real one). A test calls it before its first etcd_open to see the failure path. */
+void etcd_curl_test_soname(const char *name);
+
 /* A curl handle for url with the handle's TLS files, no signals, and TCP keepalive probes
  * that find a dead peer in a few seconds (a stream that waits for events sends nothing). */
 CURL *etcd_curl_new(const etcd *e, const char *url);

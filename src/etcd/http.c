@@ -15,12 +15,6 @@
 #include "base/paths.h"
 #include "base/time.h"
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 static int oom(void)
 {
     return om_errf(OM_E_OutOfMemory, "etcd: out of memory");
@@ -59,12 +53,12 @@ static int tls_file(const char *path, const char *what, char **out)
 int etcd_open(const char *endpoints, const etcd_tls *tls, etcd **out)
 {
     *out = NULL;
-    pthread_once(&curl_once, curl_init);
+    int rc = etcd_curl_load();
+    if (rc) return rc;
     etcd *e = calloc(1, sizeof *e);
     if (!e) return oom();
     pthread_mutex_init(&e->mu, NULL);
     e->timeout_ms = ETCD_DEFAULT_TIMEOUT_MS;
-    int rc = 0;
     for (const char *p = endpoints ? endpoints : ""; !rc;) {
         const char *c = strchr(p, ',');
         rc = add_endpoint(e, p, c ? (size_t)(c - p) : strlen(p));
@@ -207,16 +201,16 @@ static int sockopt(void *arg, curl_socket_t fd, curlsocktype purpose)
 
 CURL *etcd_curl_new(const etcd *e, const char *url)
 {
-    CURL *c = curl_easy_init();
+    CURL *c = etcd_curl.easy_init();
     if (!c) return NULL;
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, sockopt);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (e->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, e->ca_file);
-    if (e->cert_file) curl_easy_setopt(c, CURLOPT_SSLCERT, e->cert_file);
-    if (e->key_file) curl_easy_setopt(c, CURLOPT_SSLKEY, e->key_file);
-    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    etcd_curl.easy_setopt(c, CURLOPT_URL, url);
+    etcd_curl.easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    etcd_curl.easy_setopt(c, CURLOPT_SOCKOPTFUNCTION, sockopt);
+    etcd_curl.easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (e->ca_file) etcd_curl.easy_setopt(c, CURLOPT_CAINFO, e->ca_file);
+    if (e->cert_file) etcd_curl.easy_setopt(c, CURLOPT_SSLCERT, e->cert_file);
+    if (e->key_file) etcd_curl.easy_setopt(c, CURLOPT_SSLKEY, e->key_file);
+    etcd_curl.easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     return c;
 }
 
@@ -281,7 +275,7 @@ int etcd_call(etcd *e, const char *path, json_t *body, int idempotent, json_t **
     size_t first = etcd_first_ep(e);
     char tried[1400] = "";
     int rc = OM_E_EtcdUnavailable;
-    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *hdr = etcd_curl.slist_append(NULL, "Content-Type: application/json");
     for (size_t i = 0; i < e->neps; i++) {
         size_t ep = (first + i) % e->neps;
         uint64_t now = om_mono_ns();
@@ -297,24 +291,25 @@ int etcd_call(etcd *e, const char *path, json_t *body, int idempotent, json_t **
         snprintf(url, sizeof url, "%s%s", e->eps[ep], path);
         CURL *c = etcd_curl_new(e, url);
         if (!c || !hdr) {
-            if (c) curl_easy_cleanup(c);
+            if (c) etcd_curl.easy_cleanup(c);
             rc = oom();
             goto out;
         }
         buf b = {0};
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, buf_write);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, err);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, left);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, left < (long)share ? left : (long)share);
-        CURLcode cr = curl_easy_perform(c);
+        etcd_curl.easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+        etcd_curl.easy_setopt(c, CURLOPT_POSTFIELDS, text);
+        etcd_curl.easy_setopt(c, CURLOPT_WRITEFUNCTION, buf_write);
+        etcd_curl.easy_setopt(c, CURLOPT_WRITEDATA, &b);
+        etcd_curl.easy_setopt(c, CURLOPT_ERRORBUFFER, err);
+        etcd_curl.easy_setopt(c, CURLOPT_TIMEOUT_MS, left);
+        etcd_curl.easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
+                              left < (long)share ? left : (long)share);
+        CURLcode cr = etcd_curl.easy_perform(c);
         long code = 0;
         curl_off_t sent_at = 0;
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-        curl_easy_getinfo(c, CURLINFO_PRETRANSFER_TIME_T, &sent_at);
-        curl_easy_cleanup(c);
+        etcd_curl.easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+        etcd_curl.easy_getinfo(c, CURLINFO_PRETRANSFER_TIME_T, &sent_at);
+        etcd_curl.easy_cleanup(c);
         if (cr == CURLE_OK) {
             if (code == 200) {
                 json_error_t je;
@@ -335,7 +330,7 @@ int etcd_call(etcd *e, const char *path, json_t *body, int idempotent, json_t **
         free(b.p);
         snprintf(tried + strlen(tried), sizeof tried - strlen(tried), "%s%s: %s%s%s%s",
                  tried[0] ? "; " : "", e->eps[ep],
-                 b.over ? "the answer is larger than 64 MiB" : curl_easy_strerror(cr),
+                 b.over ? "the answer is larger than 64 MiB" : etcd_curl.easy_strerror(cr),
                  err[0] ? " (" : "", err, err[0] ? ")" : "");
         /* Sent (the transfer began) and not a read: another endpoint could run it twice. */
         if (sent_at > 0 && !idempotent) break;
@@ -346,7 +341,7 @@ int etcd_call(etcd *e, const char *path, json_t *body, int idempotent, json_t **
                  path, tried);
     etcd_note_fail(e, om_err_detail());
 out:
-    curl_slist_free_all(hdr);
+    etcd_curl.slist_free_all(hdr);
     free(text);
     return rc;
 }

@@ -200,21 +200,21 @@ static void run_stream(etcd_watch *w)
     json_t *req = create_request(w);
     char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
-    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *hdr = etcd_curl.slist_append(NULL, "Content-Type: application/json");
     CURL *c = etcd_curl_new(e, url);
-    CURLM *m = curl_multi_init();
+    CURLM *m = etcd_curl.multi_init();
     if (!body || !hdr || !c || !m) {
         set_err(w, "out of memory");
         goto out;
     }
     char cerr[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, w);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)e->timeout_ms);
-    curl_multi_add_handle(m, c);
+    etcd_curl.easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+    etcd_curl.easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    etcd_curl.easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    etcd_curl.easy_setopt(c, CURLOPT_WRITEDATA, w);
+    etcd_curl.easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+    etcd_curl.easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)e->timeout_ms);
+    etcd_curl.multi_add_handle(m, c);
     pthread_mutex_lock(&w->mu);
     w->multi = w->stop ? NULL : m;
     pthread_mutex_unlock(&w->mu);
@@ -222,38 +222,38 @@ static void run_stream(etcd_watch *w)
     CURLcode cr = CURLE_OK;
     uint64_t t0 = om_mono_ns();
     while (running && !stopping(w)) {
-        if (curl_multi_perform(m, &running) != CURLM_OK) break;
+        if (etcd_curl.multi_perform(m, &running) != CURLM_OK) break;
         if (!running) break;
         /* A watch that etcd has not created within the timeout is as good as refused. */
         if (!w->created && om_mono_ns() - t0 > (uint64_t)e->timeout_ms * 1000000) {
             set_err(w, "no answer within %u ms", e->timeout_ms);
             break;
         }
-        curl_multi_poll(m, NULL, 0, 1000, NULL);
+        etcd_curl.multi_poll(m, NULL, 0, 1000, NULL);
     }
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(m, &left)))
+    while ((msg = etcd_curl.multi_info_read(m, &left)))
         if (msg->msg == CURLMSG_DONE) cr = msg->data.result;
     pthread_mutex_lock(&w->mu);
     w->multi = NULL;
     pthread_mutex_unlock(&w->mu);
     long code = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    etcd_curl.easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
     if (!stopping(w) && !w->compacted) {
         if (cr != CURLE_OK && cr != CURLE_WRITE_ERROR)
-            set_err(w, "%s%s%s%s", curl_easy_strerror(cr), cerr[0] ? " (" : "", cerr,
+            set_err(w, "%s%s%s%s", etcd_curl.easy_strerror(cr), cerr[0] ? " (" : "", cerr,
                     cerr[0] ? ")" : "");
         else if (code && code != 200)
             set_err(w, "HTTP %ld", code);
         else
             set_err(w, "the stream ended");
     }
-    curl_multi_remove_handle(m, c);
+    etcd_curl.multi_remove_handle(m, c);
 out:
-    if (c) curl_easy_cleanup(c);
-    if (m) curl_multi_cleanup(m);
-    curl_slist_free_all(hdr);
+    if (c) etcd_curl.easy_cleanup(c);
+    if (m) etcd_curl.multi_cleanup(m);
+    etcd_curl.slist_free_all(hdr);
     free(body);
 }
 
@@ -391,7 +391,7 @@ void etcd_watch_stop(etcd_watch *w)
     if (!w) return;
     pthread_mutex_lock(&w->mu);
     w->stop = 1;
-    if (w->multi) curl_multi_wakeup(w->multi);
+    if (w->multi) etcd_curl.multi_wakeup(w->multi);
     pthread_cond_broadcast(&w->cond);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->th, NULL);

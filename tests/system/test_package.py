@@ -56,6 +56,17 @@ def test_package_version_is_the_projects(deb):
     assert version.split("-")[0] == meson
 
 
+def test_package_depends_on_libcurl4_which_no_program_links(deb, root):
+    """The etcd client loads libcurl at run time (dlopen), so the package names it itself."""
+    depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True,
+                             text=True, check=True).stdout
+    assert re.search(r"(^|, )libcurl4 \(>= 7\.85\.0\)(,|$)", depends.strip()), depends
+    for prog in ("ombra", "ombra-store", "ombra-repld"):
+        needed = subprocess.run(["readelf", "-d", str(root / "usr/bin" / prog)],
+                                capture_output=True, text=True, check=True).stdout
+        assert "libcurl" not in needed, f"{prog} links libcurl:\n{needed}"
+
+
 def test_files_in_their_places(root):
     for f in ("usr/bin/ombra", "usr/bin/ombra-store", "usr/bin/ombra-vssd", "usr/bin/ombra-repld",
               "usr/share/bash-completion/completions/ombra",

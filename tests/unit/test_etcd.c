@@ -1,6 +1,7 @@
 /* The etcd client (src/etcd/etcd.h) and the directory on etcd (store/directory.h), against a
  * real etcd (/usr/bin/etcd from Debian's etcd-server) started by the test in a temporary
  * folder on free ports. Without /usr/bin/etcd every test is skipped, saying so. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -23,6 +24,7 @@
 #include "base/error.h"
 #include "base/time.h"
 #include "etcd/etcd.h"
+#include "etcd/etcd_internal.h"
 #include "store/directory.h"
 
 #define ETCD_BIN "/usr/bin/etcd"
@@ -183,6 +185,46 @@ static etcd *client(void)
 static int64_t ms_since(uint64_t t0)
 {
     return (int64_t)((om_mono_ns() - t0) / 1000000);
+}
+
+/* ---- libcurl on demand ---- */
+
+static int curl_mapped(void)
+{
+    void *h = dlopen(ETCD_CURL_SONAME, RTLD_NOW | RTLD_NOLOAD);
+    if (h) dlclose(h);
+    return h != NULL;
+}
+
+/* No binary links libcurl (every start of the CLI would map it and two dozen libraries): the
+ * first etcd_open loads it, and a library that cannot be loaded is one error line naming it,
+ * with the loader's reason and what to install, and no handle; once it can be loaded, the next
+ * etcd_open works. Runs first, in a group of its own: nothing in this process has loaded libcurl
+ * yet (the main group's setup opens a client to wait for its etcd). */
+static void libcurl_is_loaded_by_etcd_open_and_its_absence_is_one_clear_error(void **state)
+{
+    assert_false(curl_mapped());
+    etcd_curl_test_soname("libcurl-absent.so.4");
+    for (int i = 0; i < 2; i++) {
+        etcd *e = (etcd *)&e;
+        assert_int_equal(etcd_open("http://127.0.0.1:1", NULL, &e), OM_E_FileNotFound);
+        assert_null(e);
+        const char *d = om_err_detail();
+        assert_non_null(strstr(d, "the etcd client cannot load libcurl-absent.so.4 ("));
+        assert_non_null(strstr(d, "cannot open shared object file"));
+        assert_non_null(strstr(d, "HINT: install the libcurl4 package"));
+        assert_null(strchr(d, '\n'));
+    }
+    assert_false(curl_mapped());
+    etcd_curl_test_soname(NULL);
+    etcd *e;
+    assert_int_equal(etcd_open("http://127.0.0.1:1", NULL, &e), 0);
+    assert_true(curl_mapped());
+    etcd_status st;
+    assert_int_equal(etcd_ping(e, NULL, 0), OM_E_EtcdUnavailable); /* curl ran: refused */
+    etcd_health(e, &st);
+    assert_non_null(strstr(st.last_error, "127.0.0.1:1"));
+    etcd_close(e);
 }
 
 /* ---- keys ---- */
@@ -911,5 +953,9 @@ int main(void)
         cmocka_unit_test(concurrent_changes_of_two_servers_are_all_kept),
         cmocka_unit_test(a_file_directory_joins_once_and_a_duplicate_name_imports_nothing),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    const struct CMUnitTest before_any_etcd_open[] = {
+        cmocka_unit_test(libcurl_is_loaded_by_etcd_open_and_its_absence_is_one_clear_error),
+    };
+    int failed = cmocka_run_group_tests(before_any_etcd_open, NULL, NULL);
+    return failed + cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
