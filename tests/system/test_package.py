@@ -142,7 +142,7 @@ def test_man_finds_the_pages_in_the_root(root):
 
 def test_bash_completion_from_the_root(root):
     script = (f"source {root}/usr/share/bash-completion/completions/ombra\n"
-              "COMP_WORDS=(ombra backup --re); COMP_CWORD=2; _ombra; echo \"${COMPREPLY[*]}\"\n")
+              "COMP_WORDS=(ombra backup --rep); COMP_CWORD=2; _ombra; echo \"${COMPREPLY[*]}\"\n")
     p = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert p.stdout.strip() == "--repo", (p.stdout, p.stderr)
 
