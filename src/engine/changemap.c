@@ -9,10 +9,13 @@
  * It is trusted only when the .edb's header carries its token (eng_dbhdr.cbt_token):
  * - an engine that keeps no map (hard recovery, a passive copy's replay, a recovery by dbutil)
  *   clears the header's token, durably, before its first page write (eng_cbt_note with no map);
- * - a new epoch (a full backup's freeze) gives the map a new token, written to E00.cbt before
- *   the header gets it: a copy of the .edb from before the epoch (the shadow copy of that
- *   backup, a file copied away earlier) carries an older token, so a restore of it, or a copy
- *   put back, is never taken for the database the map follows;
+ * - every write of E00.cbt takes a new token, and the header gets it (durably) right after,
+ *   before the pages that write was for: one token, one version of E00.cbt, and the header
+ *   carries a token only while no page it does not name has reached the .edb. So an older
+ *   version of E00.cbt (a log folder put back from a file-level copy, a copy tool that took
+ *   E00.cbt before the .edb) never matches a header that pages reached since; nor does a copy
+ *   of the .edb from before the last write (the shadow copy of a backup, a file copied away):
+ *   a restore of it, or a copy put back, is never taken for the database the map follows;
  * - a map of another database (its id and signature), a damaged or missing file, a header of an
  *   older build (token 0): not trusted. An untrusted map at open starts empty with a new token:
  *   it knows no epoch, so the next full reads everything.
@@ -41,9 +44,8 @@
 
 struct eng_cbt {
     char path[4200];
-    uint64_t token;   /* in E00.cbt (and in the header when they agree) */
-    uint64_t pending; /* a new token to write with the next E00.cbt (0: none) */
-    int dirty;        /* E00.cbt is behind the map in memory */
+    uint64_t token; /* in E00.cbt (and in the header when they agree) */
+    int dirty;      /* E00.cbt is behind the map in memory */
     uint32_t nep;
     struct {
         uint64_t id, dbtime, time;
@@ -160,7 +162,6 @@ int eng_cbt_open(eng_db *db)
             free(m->ep[i].bits);
         m->nep = 0;
         m->token = 0;
-        m->pending = new_token();
         m->dirty = 1;
         om_info("%s: change map not trusted: %s", db->edb, m->why);
     }
@@ -168,11 +169,12 @@ int eng_cbt_open(eng_db *db)
     return 0;
 }
 
-/* E00.cbt from the map in memory, durably; then the header may carry its token. */
+/* E00.cbt from the map in memory with a new token, durably; then the header with that token,
+ * durably, before any page the new marks are for is written (the rules at the top). */
 static int persist(eng_db *db)
 {
     struct eng_cbt *m = db->cbt;
-    uint64_t token = m->pending ? m->pending : m->token;
+    uint64_t token = new_token();
     size_t n = 56 + 8;
     for (uint32_t i = 0; i < m->nep; i++)
         n += 28 + m->ep[i].bytes;
@@ -198,11 +200,13 @@ static int persist(eng_db *db)
     free(b);
     if (rc) return om_err_ctx(rc, "writing the change map %s", m->path);
     m->token = token;
-    m->pending = 0;
     m->dirty = 0;
-    /* The header gets the token with its next write (a checkpoint's, after the pages). */
+    /* Not later (a checkpoint's header write after its pages): pages would reach the .edb while
+     * the header still carried the token of the version before this one, which does not name
+     * them. A crash between the two writes leaves the map untrusted: a full reads everything. */
     db->hdr.cbt_token = token;
-    return 0;
+    rc = eng_dbhdr_write(db->edbf, &db->hdr);
+    return rc ? om_err_ctx(rc, "writing the change map's token to %s", db->edb) : 0;
 }
 
 /* Sets bit p in epoch i; 1 when it was clear. */
@@ -248,7 +252,6 @@ int eng_cbt_note(eng_db *db, const uint32_t *pages, uint32_t n)
         for (uint32_t i = 0; i < m->nep; i++)
             free(m->ep[i].bits);
         m->nep = 0;
-        m->pending = new_token();
         m->dirty = 1;
     }
     return m->dirty ? persist(db) : 0;
@@ -273,9 +276,8 @@ uint64_t eng_cbt_epoch_start(eng_db *db)
     m->ep[i].id = new_token();
     m->ep[i].dbtime = db->dbtime;
     m->ep[i].time = om_now_ns();
-    /* Written at the next page write (before it) or the next checkpoint: until then the file
-     * knows the epoch not, and a full relative to it reads everything. */
-    m->pending = new_token();
+    /* Written at the next page write (before it) or the next checkpoint, with a new token:
+     * until then the file knows the epoch not, and a full relative to it reads everything. */
     m->dirty = 1;
     return m->ep[i].id;
 }

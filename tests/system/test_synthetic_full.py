@@ -149,3 +149,30 @@ def test_a_store_killed_while_mail_arrives_still_gives_an_exact_synthetic_full(s
     assert not s["changemap"]["read_all"], s
     digest = store.digest("db1")
     assert restore_digest(store, repo) == digest
+
+
+def test_a_log_folder_put_back_from_an_older_file_copy_never_reuses_stale_pages(store, repo):
+    # An administrator restores the log folder (E00.cbt with it) from a file-level copy while
+    # the .edb volume kept its newer pages: the old map names fewer pages than changed since the
+    # full. Trusting it would make the next full reuse the first full's blocks for them.
+    store.ombra("db", "new", "db1")
+    load(store, 400, 1)
+    f1 = full(store, repo)
+    info = store.db_show("db1")
+    cbt = os.path.join(info["logs"], "E00.cbt")
+    load(store, 20, 2)
+    store.ombra("db", "dismount", "db1")
+    with open(cbt, "rb") as f:
+        old = f.read()
+    store.ombra("db", "mount", "db1")
+    for seed in range(3, 9):
+        load(store, 20, seed)
+    store.ombra("db", "dismount", "db1")
+    with open(cbt, "wb") as f:
+        f.write(old)
+    store.ombra("db", "mount", "db1")
+    digest = store.digest("db1")
+    s = full(store, repo)
+    assert s["changemap"]["read_all"] and "token" in s["changemap"]["reason"], s
+    assert f1["id"] != s["id"]
+    assert restore_digest(store, repo) == digest

@@ -265,6 +265,141 @@ static void map_untrusted_when_it_could_be_wrong(void **state)
     crashvfs_free(c);
 }
 
+/* An older copy of E00.cbt put back (an administrator restoring the log folder from a
+ * file-level copy; a copy tool that took E00.cbt before the .edb) while the .edb went on: the
+ * copy names fewer pages than reached the .edb since. At every sync of the checkpoint that wrote
+ * those pages a crash, then the old copy put back: the map must not vouch for pages it does not
+ * name (trusting it would make a synthetic full reuse the old blocks of pages that changed). */
+static void an_older_copy_of_the_map_is_never_trusted(void **state)
+{
+    (void)state;
+    full f0 = {0};
+    crashvfs *disk0 = prepare(3, &f0);
+    long violations = 0, trusted = 0;
+    uint64_t syncs = 0;
+    /* n == 0: no crash, the old copy put back after a clean close; then a crash at each sync
+     * of the checkpoint that writes the pages the copy does not name */
+    for (uint64_t n = 0; n == 0 || n <= syncs; n++) {
+        crashvfs *disk = crashvfs_clone(disk0);
+        om_vfs *v = crashvfs_vfs(disk);
+        eng_opts o = opts(v);
+        eng_db *db = NULL;
+        uint64_t s = 17;
+        uint8_t *old = NULL;
+        size_t on = 0;
+        assert_int_equal(eng_db_open(&o, &db), 0);
+        assert_int_equal(change(db, &s, 3), 0);
+        assert_int_equal(eng_checkpoint(db), 0);
+        assert_int_equal(om_read_file(v, "/db/logs/E00.cbt", &old, &on), 0);
+        for (int i = 0; i < 6; i++) /* pages the copy does not name */
+            assert_int_equal(change(db, &s, 4), 0);
+        if (n) {
+            crashvfs_crash_at_sync(disk, n);
+            eng_checkpoint(db);
+            assert_true(crashvfs_crashed(disk));
+            eng_db_abandon(db);
+            crashvfs_reboot(disk);
+        } else {
+            uint64_t s0 = crashvfs_syncs(disk);
+            assert_int_equal(eng_checkpoint(db), 0);
+            syncs = crashvfs_syncs(disk) - s0;
+            assert_int_equal(eng_db_close(db), 0);
+        }
+        assert_int_equal(om_write_file_durable(v, "/db/logs/E00.cbt", old, on), 0);
+        char why[300] = "", eb[600];
+        int known = 0, rc = eng_db_open(&o, &db);
+        if (!rc) rc = eng_checkpoint(db);
+        if (rc)
+            fail_msg("mount after crash at sync %llu: %s", (unsigned long long)n,
+                     om_err_format(rc, eb, sizeof eb));
+        if (!synthetic_equal(db, v, &f0, &known, why, sizeof why)) {
+            violations++;
+            print_message("violation: old map put back after a crash at sync %llu of %llu: %s\n",
+                          (unsigned long long)n, (unsigned long long)syncs, why);
+        }
+        trusted += known;
+        assert_int_equal(eng_db_close(db), 0);
+        free(old);
+        crashvfs_free(disk);
+    }
+    print_message("older map put back: %llu crash points and a clean close, %ld trusted, %ld "
+                  "violations\n",
+                  (unsigned long long)syncs, trusted, violations);
+    assert_int_equal(violations, 0);
+    free(f0.edb);
+    crashvfs_free(disk0);
+}
+
+/* Pages changed while a full holds page writes spill to the hold file and reach the .edb at the
+ * release, after the thaw: a power loss at every sync of that release, then recovery; the map
+ * names every page the first full's and the held full's copies miss. */
+static void pages_spilled_while_held_are_named(void **state)
+{
+    (void)state;
+    full f0 = {0};
+    crashvfs *disk0 = prepare(4, &f0);
+    long violations = 0, checked = 0, spilled = 0;
+    uint64_t syncs = 0;
+    for (uint64_t n = 0; n == 0 || n <= syncs; n++) {
+        crashvfs *disk = crashvfs_clone(disk0);
+        om_vfs *v = crashvfs_vfs(disk);
+        eng_opts o = opts(v);
+        eng_db *db = NULL;
+        eng_lgpos mark;
+        uint32_t last, ne = 0;
+        eng_change_epoch ep[8];
+        full f1 = {0};
+        uint64_t s = 23;
+        assert_int_equal(eng_db_open(&o, &db), 0);
+        assert_int_equal(change(db, &s, 2), 0);
+        assert_int_equal(eng_hold_pages(db), 0);
+        assert_int_equal(eng_backup_freeze(db, ENG_BK_FULL, &mark, &last), 0);
+        assert_int_equal(om_read_file(v, EDB, &f1.edb, &f1.n), 0);
+        assert_int_equal(eng_backup_thaw(db), 0);
+        assert_int_equal(eng_db_change_epochs(db, ep, 8, &ne, NULL, 0), 0);
+        f1.epoch = ep[ne - 1].id;
+        for (int i = 0; i < 12; i++) /* more pages than the cache holds: they spill */
+            assert_int_equal(change(db, &s, 4), 0);
+        eng_stats st;
+        eng_db_stats(db, &st);
+        spilled += st.pages_spilled > 0;
+        if (n) {
+            crashvfs_crash_at_sync(disk, n);
+            eng_release_pages(db);
+            assert_true(crashvfs_crashed(disk));
+            eng_db_abandon(db);
+            crashvfs_reboot(disk);
+            assert_int_equal(eng_db_open(&o, &db), 0);
+        } else {
+            uint64_t s0 = crashvfs_syncs(disk);
+            assert_int_equal(eng_release_pages(db), 0);
+            syncs = crashvfs_syncs(disk) - s0;
+        }
+        assert_int_equal(eng_checkpoint(db), 0);
+        const full *fs[2] = {&f0, &f1};
+        for (int k = 0; k < 2; k++) {
+            char why[300] = "";
+            int known = 0;
+            if (!synthetic_equal(db, v, fs[k], &known, why, sizeof why)) {
+                violations++;
+                print_message("violation: crash at sync %llu of the release, full %d: %s\n",
+                              (unsigned long long)n, k, why);
+            }
+            checked += known;
+        }
+        assert_int_equal(eng_db_close(db), 0);
+        free(f1.edb);
+        crashvfs_free(disk);
+    }
+    print_message("held pages: %llu crash points and none, %ld synthetic fulls checked, %ld "
+                  "violations\n",
+                  (unsigned long long)syncs, checked, violations);
+    assert_true(spilled > 0 && checked > 0);
+    assert_int_equal(violations, 0);
+    free(f0.edb);
+    crashvfs_free(disk0);
+}
+
 /* ---- the crash harness ---- */
 
 typedef struct run {
@@ -361,6 +496,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(map_names_every_changed_page_across_remounts),
         cmocka_unit_test(map_untrusted_when_it_could_be_wrong),
+        cmocka_unit_test(an_older_copy_of_the_map_is_never_trusted),
+        cmocka_unit_test(pages_spilled_while_held_are_named),
         cmocka_unit_test(crash_at_every_point_of_the_map_update),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
