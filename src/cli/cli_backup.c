@@ -533,7 +533,8 @@ static const cli_opt backup_opts[] = {
      0},
     {"all", NULL,
      "every mounted database of this server (not recovery databases), in one shadow copy; in a "
-     "DAG with --from active",
+     "DAG the copies --from selects: active, passive (this server's passive copies) or a "
+     "server's name (every copy it holds)",
      0},
     CLI_PASS_OPT,
     {"json", NULL,
@@ -554,7 +555,13 @@ static const cli_cmd backup_cmds[] = {
      "path (it must reach the same repository: shared storage), and the output says which copy "
      "was read. The active records the backup in its header (a log record every copy replays) "
      "and truncates. With no Healthy passive copy the active is backed up, and it says so "
-     "(--from passive refuses instead); --from active, --from SERVER and --from here choose.",
+     "(--from passive refuses instead); --from active, --from SERVER and --from here choose.\n\n"
+     "--all backs up up to 100 databases in one shadow copy, each in its own set; in a DAG it "
+     "needs --from: active (this server's active copies), passive (every passive copy this "
+     "server holds; the replica writer freezes them together) or a server's name (every copy "
+     "that server holds, backed up there). A database that cannot be backed up (a copy not "
+     "Healthy, one another backup holds, a type its active refuses) fails alone, one line each, "
+     "and the others are backed up; the exit status is 1 when any failed.",
      cmd_backup},
     {0},
 };
