@@ -679,30 +679,31 @@ static int add_paths(vss_req *r, dbjob *jobs, size_t n, json_t *writers, const c
     size_t i, k, m;
     json_t *w, *c, *p;
     for (size_t d = 0; d < n; d++)
-        json_array_foreach(writers, i, w)
-            json_array_foreach(json_object_get(json_object_get(w, "metadata"), "components"), k, c)
-        {
-            const char *lp = om_json_str_or(c, "logical_path", ""),
-                       *nm = om_json_str_or(c, "name", "");
-            char full[400];
-            snprintf(full, sizeof full, "%s\\%s", lp, nm);
-            if (strcmp(full, jobs[d].component) && !covers(jobs[d].component, lp) &&
-                strncmp(lp, jobs[d].component, strlen(jobs[d].component)))
-                continue;
-            json_array_foreach(json_object_get(c, "paths"), m, p)
+        if (!jobs[d].rc) /* a database that failed alone has no component */
+            json_array_foreach(writers, i, w) json_array_foreach(
+                json_object_get(json_object_get(w, "metadata"), "components"), k, c)
             {
-                const char *ps = json_string_value(p);
-                int skip = 0;
-                for (size_t q = json_array_size(paths); q-- > 0;) {
-                    const char *o = json_string_value(json_array_get(paths, q));
-                    if (covers(o, ps))
-                        skip = 1;
-                    else if (covers(ps, o))
-                        json_array_remove(paths, q);
+                const char *lp = om_json_str_or(c, "logical_path", ""),
+                           *nm = om_json_str_or(c, "name", "");
+                char full[400];
+                snprintf(full, sizeof full, "%s\\%s", lp, nm);
+                if (strcmp(full, jobs[d].component) && !covers(jobs[d].component, lp) &&
+                    strncmp(lp, jobs[d].component, strlen(jobs[d].component)))
+                    continue;
+                json_array_foreach(json_object_get(c, "paths"), m, p)
+                {
+                    const char *ps = json_string_value(p);
+                    int skip = 0;
+                    for (size_t q = json_array_size(paths); q-- > 0;) {
+                        const char *o = json_string_value(json_array_get(paths, q));
+                        if (covers(o, ps))
+                            skip = 1;
+                        else if (covers(ps, o))
+                            json_array_remove(paths, q);
+                    }
+                    if (!skip) json_array_append(paths, p);
                 }
-                if (!skip) json_array_append(paths, p);
             }
-        }
     int rc = 0;
     json_array_foreach(paths, i, p) if (!rc) rc =
         vss_req_add_path(r, json_string_value(p), provider, NULL, 0);
@@ -807,6 +808,7 @@ static int backup_plan(bk_backup_state *st)
         else
             snprintf(j->id, sizeof j->id, "%s", om_json_str_or(j->info, "id", ""));
         if (!rc && j->info) rc = backed_up_at_all(j);
+        if (rc && o->each_alone && rc != OM_E_OutOfMemory) rc = !fail_db(j, rc, "not backed up");
     }
     store_client_free(sc);
     return rc;
@@ -823,11 +825,32 @@ static int backup_snapshot(bk_backup_state *st)
     dbjob *jobs = st->jobs;
     int rc = vss_req_begin(NULL, VSS_SESSION_BACKUP, &st->r);
     if (!rc) rc = vss_req_gather_metadata(st->r, &st->writers);
-    for (size_t i = 0; !rc && i < o->ndb; i++)
-        rc = find_component(st->writers, o, &jobs[i]);
+    size_t left = 0; /* databases still in the run */
+    for (size_t i = 0; !rc && i < o->ndb; i++) {
+        if (jobs[i].rc) continue; /* failed alone at the plan (each_alone) */
+        if ((rc = find_component(st->writers, o, &jobs[i])) && o->each_alone)
+            rc = !fail_db(&jobs[i], rc, "not backed up");
+        else if (!rc)
+            left++;
+    }
+    if (!rc && !left) /* every one failed alone: the first one's failure is the run's */
+        for (size_t i = 0; !rc && i < o->ndb; i++)
+            rc = om_errf(jobs[i].rc, "%s", jobs[i].err);
     if (!rc) rc = vss_req_set_backup_state(st->r, o->type);
-    for (size_t i = 0; !rc && i < o->ndb; i++)
-        rc = vss_req_add_component(st->r, jobs[i].instance, jobs[i].component);
+    for (size_t i = 0; !rc && i < o->ndb; i++) {
+        if (jobs[i].rc) continue;
+        /* Another backup holds it (each_alone): this one goes on without it. */
+        if ((rc = vss_req_add_component(st->r, jobs[i].instance, jobs[i].component)) ==
+                OM_E_BackupInProgress &&
+            o->each_alone) {
+            rc = !fail_db(&jobs[i], rc, "not backed up");
+            jobs[i].component[0] = 0;
+            left--;
+        }
+    }
+    if (!rc && !left)
+        for (size_t i = 0; !rc && i < o->ndb; i++)
+            rc = om_errf(jobs[i].rc, "%s", jobs[i].err);
     if (!rc) rc = vss_req_prepare_backup(st->r);
     if (!rc) pause_at("prepared");
     char set[37];
@@ -851,6 +874,19 @@ static json_t *component_md(json_t *doc, const char *component)
     return md;
 }
 
+/* A database its writer left out of a session of several (replica_writer.h: its copy could not
+ * be prepared or frozen): its metadata is {"error", "code"}, and it fails alone. */
+static int left_out(dbjob *j)
+{
+    const char *why = json_string_value(json_object_get(j->md, "error"));
+    if (!why) return 0;
+    int code = (int)om_json_int_or(j->md, "code", OM_E_DatabaseUnavailable);
+    om_errf(code ? code : OM_E_DatabaseUnavailable, "%s", why);
+    fail_db(j, code ? code : OM_E_DatabaseUnavailable, "left out of the shadow copy");
+    j->md = NULL;
+    return 1;
+}
+
 /* List: what each database's set is to hold, from the snapshot: the writer's backup metadata
  * and its log range; the set it continues among the repository's sets as they are now (an
  * incremental or differential without its chain is refused here, before anything is copied or
@@ -867,7 +903,9 @@ static int backup_list(bk_backup_state *st)
     json_object_set(st->res, "freeze", json_object_get(st->snap, "freeze"));
     for (size_t i = 0; i < st->o.ndb; i++) {
         dbjob *j = &st->jobs[i];
+        if (j->rc) continue; /* failed alone before the shadow copy */
         j->md = component_md(doc, j->component);
+        if (left_out(j)) continue;
         json_t *range = json_object_get(j->md, "log_range");
         j->lo = (uint32_t)json_integer_value(json_array_get(range, 0));
         j->hi = (uint32_t)json_integer_value(json_array_get(range, 1));
@@ -884,7 +922,7 @@ static int backup_list(bk_backup_state *st)
             st->total += j->files[f].size;
     }
     for (size_t i = 0; i < st->o.ndb; i++)
-        if (!st->jobs[i].md) {
+        if (!st->jobs[i].md && !st->jobs[i].rc) {
             om_errf(OM_E_Internal, "the writer gave no backup metadata");
             fail_db(&st->jobs[i], OM_E_Internal, "PostSnapshot");
         }
@@ -918,8 +956,9 @@ static int backup_complete(bk_backup_state *st)
     dbjob *jobs = st->jobs;
     int crc = 0;
     for (size_t i = 0; i < st->o.ndb && !crc; i++)
-        crc = vss_req_set_backup_succeeded(st->r, jobs[i].instance, jobs[i].component,
-                                           jobs[i].rc == 0);
+        if (jobs[i].component[0])
+            crc = vss_req_set_backup_succeeded(st->r, jobs[i].instance, jobs[i].component,
+                                               jobs[i].rc == 0);
     if (!crc) pause_at("committed");
     json_t *final = NULL;
     if (!crc) crc = vss_req_backup_complete(st->r, &final);

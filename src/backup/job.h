@@ -53,6 +53,11 @@ typedef struct bk_job_opts {
      * every that many fulls (0: 4; 1: every full reads everything). */
     int read_all;
     unsigned read_all_every;
+    /* --all: a database that cannot be backed up in this run (no writer offers it, the store
+     * refuses it, its writer leaves it out) fails alone, in "failed"; the others go on. Without
+     * it such a database fails the run before the shadow copy (a writer leaving one out of
+     * several fails it alone either way). */
+    int each_alone;
 } bk_job_opts;
 
 /* Runs the backup. *result (always set, caller decrefs): {"sets": [{"id", "database",

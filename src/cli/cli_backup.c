@@ -122,6 +122,33 @@ static size_t group(const pick *p, size_t n, const char *server, const char **ou
     return k;
 }
 
+/* A run of databases dbs (m) on another server, by its ombra-repld (remote_backup.h), asked
+ * through this server's DAG certificate (*tls: loaded at the first run, the caller's to free). */
+static int remote_run(const bk_job_opts *o, rp_dag *d, rp_tls **tls, const char *server,
+                      const char *const *dbs, size_t m, int each_alone, json_t **one)
+{
+    char dir[4096];
+    int rc = *tls ? 0 : om_data_dir(dir, sizeof dir - 8);
+    if (!rc && !*tls) {
+        strcat(dir, "/dag");
+        if ((rc = rp_tls_load(dir, tls)))
+            return om_err_ctx(rc,
+                              "a backup of the copy on server %s is asked through this server's "
+                              "DAG certificate (run as root, run ombra backup on %s, or --from "
+                              "here for this server's copy)",
+                              server, server);
+    }
+    if (rc) return rc;
+    json_t *names = json_array();
+    for (size_t k = 0; k < m; k++)
+        json_array_append_new(names, json_string(dbs[k]));
+    json_t *req =
+        json_pack("{s:s,s:o,s:s,s:s,s:s,s:i,s:s?,s:b}", "op", "backup.run", "dbs", names, "type",
+                  o->type, "repo", o->repo, "provider", o->provider ? o->provider : "auto",
+                  "threads", o->threads, "passphrase", o->passphrase, "each_alone", each_alone);
+    return rp_remote_backup(d, *tls, server, req, one);
+}
+
 /* The runs: the databases whose copy is here, on this server; each other server's, there
  * (remote_backup.h). The first failure is returned (each run's result merged into *res). */
 static int run_all(const bk_job_opts *o, rp_dag *d, const pick *p, size_t n, const char *here,
@@ -145,30 +172,8 @@ static int run_all(const bk_job_opts *o, rp_dag *d, const pick *p, size_t n, con
             lo.ndb = m;
             lo.from = NULL; /* the copy chosen is the one here */
             rc = bk_backup_run(&lo, &one);
-        } else {
-            char dir[4096];
-            rc = tls ? 0 : om_data_dir(dir, sizeof dir - 8);
-            if (!rc && !tls) {
-                strcat(dir, "/dag");
-                if ((rc = rp_tls_load(dir, &tls)))
-                    rc = om_err_ctx(rc,
-                                    "a backup of the copy on server %s is asked through this "
-                                    "server's DAG certificate (run as root, run ombra backup "
-                                    "on %s, or --from here for this server's copy)",
-                                    p[i].server, p[i].server);
-            }
-            json_t *names = json_array();
-            for (size_t k = 0; k < m; k++)
-                json_array_append_new(names, json_string(dbs[k]));
-            json_t *req = json_pack("{s:s,s:o,s:s,s:s,s:s,s:i,s:s?}", "op", "backup.run", "dbs",
-                                    names, "type", o->type, "repo", o->repo, "provider",
-                                    o->provider ? o->provider : "auto", "threads", o->threads,
-                                    "passphrase", o->passphrase);
-            if (!rc)
-                rc = rp_remote_backup(d, tls, p[i].server, req, &one);
-            else
-                json_decref(req);
-        }
+        } else
+            rc = remote_run(o, d, &tls, p[i].server, dbs, m, 0, &one);
         if (one) merge(res, one);
         json_decref(one);
         if (rc && !first) first = om_err_save(&failed, rc);
@@ -247,27 +252,132 @@ static int all_mounted(json_t **list, const char **names, size_t *n)
     return 0;
 }
 
-/* --all in a DAG (ARCHITECTURE.md, "backup --all"): the copies of this server that --from
- * selects, in one shadow copy here. The active copies are the store's mounted databases; the
- * passive ones are not listed yet, which is said. */
-static int all_where(const bk_job_opts *o, json_t **res)
+/* The copies of server that --all selects in a DAG, from its records: its passive copies
+ * (passive_only), else every copy it holds. A passive copy that is not Healthy is not backed up:
+ * it fails alone, its entry in failed with one line saying its state; the others' names go in
+ * names (views into *rows), each once. */
+static int dag_copies(rp_dag *d, const char *server, int passive_only, json_t **rows,
+                      const char **names, size_t *n, json_t *failed)
+{
+    json_t *r;
+    size_t i;
+    int rc = rp_dag_copy_rows(d, NULL, rows);
+    if (rc) return om_err_ctx(rc, "--all: the copies of DAG %s", d->name);
+    json_array_foreach(*rows, i, r)
+    {
+        const char *db = om_json_str_or(r, "database", ""), *state = om_json_str_or(r, "state", "");
+        int active = json_is_true(json_object_get(r, "active"));
+        if (strcmp(om_json_str_or(r, "server", ""), server) || (passive_only && active)) continue;
+        if (!active && strcmp(state, "Healthy")) {
+            const char *why = om_json_str_or(r, "last_error", "");
+            json_array_append_new(failed, json_pack("{s:{s:s,s:s}, s:i, s:s++++}", "database", "id",
+                                                    om_json_str_or(r, "id", ""), "name", db,
+                                                    "error", OM_E_DatabaseUnavailable, "message",
+                                                    db, ": the passive copy on server ", server,
+                                                    " is ", state));
+            json_t *f = json_array_get(failed, json_array_size(failed) - 1);
+            char line[1400];
+            snprintf(
+                line, sizeof line,
+                "%s: not backed up: the passive copy on server %s is %s, not Healthy%s%.600s%s. "
+                "HINT: ombra db copy status %s",
+                db, server, state, *why ? " (" : "", why, *why ? ")" : "", db);
+            json_object_set_new(f, "message", json_string(line));
+            continue;
+        }
+        if (*n == BK_MAX_DBS)
+            return om_errf(OM_E_InvalidParameter,
+                           "--all: server %s holds more than %d copies; one backup takes at most "
+                           "%d databases. HINT: name the databases, in several backups",
+                           server, BK_MAX_DBS, BK_MAX_DBS);
+        names[(*n)++] = db;
+    }
+    return 0;
+}
+
+/* The failures of copies not backed up (dag_copies) added to the run's result; the first is
+ * the run's failure when the run itself did not fail. */
+static int add_failed(json_t *res, json_t *failed, int rc)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(failed, i, f)
+    {
+        json_array_append(json_object_get(res, "databases"), json_object_get(f, "database"));
+        json_array_append(json_object_get(res, "failed"), f);
+    }
+    if (!rc && json_array_size(failed))
+        rc = om_errf(OM_E_DatabaseUnavailable, "%s",
+                     om_json_str_or(json_array_get(failed, 0), "message", "?"));
+    return rc;
+}
+
+/* The run of --all over the copies of server: here, in one shadow copy; on another server, by
+ * its ombra-repld (remote_backup.h), in one shadow copy there. */
+static int all_run(const bk_job_opts *o, rp_dag *d, const char *server, const char *here,
+                   json_t **res)
+{
+    bk_job_opts lo = *o;
+    lo.from = NULL; /* the copies chosen are the server's own */
+    lo.each_alone = 1;
+    if (!d || !strcmp(server, here)) return bk_backup_run(&lo, res);
+    rp_tls *tls = NULL;
+    int rc = remote_run(o, d, &tls, server, o->dbs, o->ndb, 1, res);
+    rp_tls_free(tls);
+    return rc;
+}
+
+/* --all (ARCHITECTURE.md, "backup --all"): every database this server's store mounts (one server,
+ * --from active or --from here), or in a DAG the copies --from selects: this server's passive
+ * copies (passive), or every copy a server holds (its name: this server's, or another's, backed
+ * up there), in one shadow copy of that server. The names backed up are left in *names, views
+ * into *keep, for the record of the run (runs.h). */
+static int all_where(bk_job_opts *o, json_t **keep, const char **names, json_t **res)
 {
     rp_dag *d = NULL;
     char here[80] = "";
-    int rc = o->from && !strcmp(o->from, "here") ? 0 : cli_local_dag(&d, here, sizeof here);
+    const char *from = o->from;
+    int rc = from && !strcmp(from, "here") ? 0 : cli_local_dag(&d, here, sizeof here);
     if (rc) return om_err_ctx(rc, "--all: asking this server's DAG which copies it holds");
-    bk_job_opts lo = *o;
-    if (d) {
+    if (d && !from) {
         rp_dag_close(d);
-        if (!o->from || strcmp(o->from, "active"))
-            return om_errf(OM_E_InvalidParameter,
-                           "--all in a DAG backs up this server's active copies with --from "
-                           "active; its passive copies cannot be selected with --all yet. HINT: "
-                           "ombra backup --all --from active, or name the passive copies' "
-                           "databases");
+        return om_errf(OM_E_InvalidParameter,
+                       "--all in a DAG needs --from: active (this server's active copies), "
+                       "passive (its passive copies) or a server's name (every copy it holds)");
     }
-    lo.from = NULL; /* the copies here: the store's own */
-    return bk_backup_run(&lo, res);
+    int mounted = !d || !strcmp(from, "active") || !strcmp(from, here);
+    json_t *rows = NULL, *failed = json_array();
+    size_t n = 0;
+    if (mounted && (rc = all_mounted(keep, names, &n)) == OM_E_DatabaseNotFound && d &&
+        strcmp(from, "active")) {
+        om_err_clear(); /* no active copy here: its passive copies may be all there is */
+        rc = 0;
+    }
+    if (!rc && d && strcmp(from, "active"))
+        rc = dag_copies(d, strcmp(from, "passive") ? from : here,
+                        !strcmp(from, "passive") || !strcmp(from, here), &rows, names, &n, failed);
+    o->dbs = names;
+    o->ndb = n;
+    if (!rc && !n && !json_array_size(failed))
+        rc = om_errf(OM_E_DatabaseNotFound,
+                     "--all --from %s: server %s holds no %scopy of a database of DAG %s. HINT: "
+                     "ombra db copy status",
+                     from, strcmp(from, "passive") ? from : here,
+                     !strcmp(from, "passive") ? "passive " : "", d ? d->name : "?");
+    if (!rc && n) /* one server: its store's databases, as they always were */
+        rc = all_run(o, d, d && strcmp(from, "passive") ? from : here, here, res);
+    if (!*res)
+        *res = json_pack("{s:s, s:[], s:[], s:[], s:[]}", "type", o->type, "sets", "databases",
+                         "failed", "copies");
+    if (d) json_object_set_new(*res, "dag", json_string(d->name));
+    rc = add_failed(*res, failed, rc);
+    json_decref(failed);
+    if (rows) { /* the names are views into rows: kept with the store's list */
+        if (!*keep) *keep = json_array();
+        json_array_append_new(*keep, rows);
+    }
+    rp_dag_close(d);
+    return rc;
 }
 
 static int cmd_backup(const cli_args *a)
@@ -310,14 +420,8 @@ static int cmd_backup(const cli_args *a)
         free(repo);
         return cli_usage(a, "name the databases to back up, or --all");
     }
-    json_t *listed = NULL;
-    const char *allnames[BK_MAX_DBS];
-    size_t nall = 0;
-    if (all && (rc = all_mounted(&listed, allnames, &nall))) {
-        free(repo);
-        json_decref(listed);
-        return cli_fail(rc);
-    }
+    json_t *listed = NULL;            /* --all: what the names are views into */
+    const char *allnames[BK_MAX_DBS]; /* --all: the databases selected (all_where) */
     /* A full that reads every page at least every N fulls: --read-all-every, else the
      * repository's read-all-every, else [ombra]'s, else 4 (docs/configuration.md). */
     char sect[300];
@@ -335,8 +439,8 @@ static int cmd_backup(const cli_args *a)
                      .passphrase = pass,
                      .type = type,
                      .provider = prov,
-                     .dbs = all ? allnames : a->pos,
-                     .ndb = all ? nall : (size_t)a->npos,
+                     .dbs = a->pos,
+                     .ndb = all ? 0 : (size_t)a->npos,
                      .threads = (int)threads,
                      .from = from,
                      .read_all = cli_flag(a, "read-all"),
@@ -345,7 +449,8 @@ static int cmd_backup(const cli_args *a)
     json_t *res = NULL;
     om_err_saved failed; /* past the printing */
     uint64_t t0 = om_now_ns();
-    rc = om_err_save(&failed, all ? all_where(&o, &res) : backup_where(&o, &res));
+    rc =
+        om_err_save(&failed, all ? all_where(&o, &listed, allnames, &res) : backup_where(&o, &res));
     /* Its outcome for ombra check and ombra metrics (backup/runs.h): failures too. */
     bk_run run = {o.dbs, o.ndb, type, repo, t0, om_now_ns(), rc, failed.detail, res};
     if (bk_runs_record(NULL, &run)) fprintf(stderr, "ombra: warning: %s\n", om_err_detail());
@@ -385,6 +490,12 @@ static int cmd_backup(const cli_args *a)
                        (long long)om_json_int_or(cm, "pages_reused", 0),
                        om_json_str_or(cm, "reused_from", "?"));
         }
+        /* Each database that failed alone, one line each (the run's own failure last). */
+        json_array_foreach(json_object_get(res, "failed"), i, s)
+        {
+            const char *m = om_json_str_or(s, "message", "?");
+            if (!rc || strcmp(m, failed.detail)) fprintf(stderr, "ombra: %s\n", m);
+        }
         double secs = json_real_value(json_object_get(res, "seconds"));
         double read = (double)json_integer_value(json_object_get(res, "bytes_read"));
         char hb[32];
@@ -422,7 +533,8 @@ static const cli_opt backup_opts[] = {
      0},
     {"all", NULL,
      "every mounted database of this server (not recovery databases), in one shadow copy; in a "
-     "DAG with --from active",
+     "DAG the copies --from selects: active, passive (this server's passive copies) or a "
+     "server's name (every copy it holds)",
      0},
     CLI_PASS_OPT,
     {"json", NULL,
@@ -443,7 +555,13 @@ static const cli_cmd backup_cmds[] = {
      "path (it must reach the same repository: shared storage), and the output says which copy "
      "was read. The active records the backup in its header (a log record every copy replays) "
      "and truncates. With no Healthy passive copy the active is backed up, and it says so "
-     "(--from passive refuses instead); --from active, --from SERVER and --from here choose.",
+     "(--from passive refuses instead); --from active, --from SERVER and --from here choose.\n\n"
+     "--all backs up up to 100 databases in one shadow copy, each in its own set; in a DAG it "
+     "needs --from: active (this server's active copies), passive (every passive copy this "
+     "server holds; the replica writer freezes them together) or a server's name (every copy "
+     "that server holds, backed up there). A database that cannot be backed up (a copy not "
+     "Healthy, one another backup holds, a type its active refuses) fails alone, one line each, "
+     "and the others are backed up; the exit status is 1 when any failed.",
      cmd_backup},
     {0},
 };

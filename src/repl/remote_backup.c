@@ -13,7 +13,7 @@
 #include "base/time.h"
 #include "repl/wire.h"
 
-#define MAX_DBS      64
+#define MAX_DBS      BK_MAX_DBS
 #define KEEPALIVE_MS 5000
 #define SILENCE_MS   60000
 
@@ -89,7 +89,8 @@ static int parse(json_t *req, run *r)
                          .provider = prov,
                          .dbs = r->names,
                          .ndb = json_array_size(dbs),
-                         .threads = threads > 0 && threads <= 64 ? (int)threads : 0};
+                         .threads = threads > 0 && threads <= 64 ? (int)threads : 0,
+                         .each_alone = json_is_true(json_object_get(req, "each_alone"))};
     return 0;
 }
 

@@ -5,7 +5,9 @@
  * its own process, against the copy it holds, into the same repository path:
  *
  *   {"op":"backup.run","dbs":[N...],"type":T,"repo":P,"provider":V,"threads":K,
- *    "passphrase":S|null}
+ *    "passphrase":S|null,"each_alone":B}
+ *     dbs: 1 to BK_MAX_DBS names (backup/job.h), backed up in one shadow copy there; each_alone
+ *     (ombra backup --all): a database that cannot be backed up fails alone (job.h)
  *     -> {"ok":true,"op":"backup.running","seconds":X} every few seconds while it runs, then
  *        {"ok":true,"op":"backup.done","result":R,"error":E,"message":M}: R is the job's
  *        result (job.h), E its return code (0: every database backed up and recorded), M the

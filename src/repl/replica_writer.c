@@ -12,6 +12,7 @@
 #include "base/error.h"
 #include "base/hash.h"
 #include "base/logging.h"
+#include "base/pool.h"
 #include "base/proto.h"
 #include "base/time.h"
 #include "base/uuid.h"
@@ -51,12 +52,21 @@ typedef struct wcopy {
     uint32_t below;
 } wcopy;
 
+/* A copy left out of a session that names several (its PrepareBackup or Freeze failed): the
+ * others go on, and PostSnapshot gives its failure instead of its metadata. */
+typedef struct wleft {
+    char session[40], id[40];
+    int rc;
+    char why[512];
+} wleft;
+
 struct rp_replica_writer {
     rp_replica_writer_cfg cfg;
     char server[80], data_dir[4096];
     vss_writer *vw;
     pthread_mutex_t mu;
     wcopy copies[MAX_COPIES];
+    wleft left[MAX_COPIES];
     char instance_id[37], logical[200];
 };
 
@@ -128,24 +138,136 @@ static int named_before(rp_replica_writer *w, json_t *comps, size_t n, const cha
     return 0;
 }
 
-/* Calls fn once for every copy the event names (Logs go with their copy; a copy named twice is
- * handled once); stops at the first failure. */
+/* The entry of a copy left out of session (NULL: it is not). Under w->mu. */
+static wleft *left_get(rp_replica_writer *w, const char *session, const char *id)
+{
+    for (int i = 0; i < MAX_COPIES; i++)
+        if (w->left[i].id[0] && !strcmp(w->left[i].session, session) && !strcmp(w->left[i].id, id))
+            return &w->left[i];
+    return NULL;
+}
+
+static int is_left(rp_replica_writer *w, const char *session, const char *id)
+{
+    pthread_mutex_lock(&w->mu);
+    int left = left_get(w, session, id) != NULL;
+    pthread_mutex_unlock(&w->mu);
+    return left;
+}
+
+/* The copies the event names, each once (Logs go with their copy; a copy named twice is handled
+ * once; a copy left out of the session is not named any more): their ids and component names,
+ * up to MAX_COPIES. */
+static size_t named_copies(rp_replica_writer *w, vss_event *e, char (*ids)[37], const char **comps)
+{
+    json_t *all = json_object_get(e->args, "components");
+    size_t n = 0;
+    for (size_t i = 0; i < json_array_size(all) && n < MAX_COPIES; i++) {
+        const char *comp = arg_comp(all, i);
+        int is_logs = 0;
+        if (!vss_comp_split(w->logical, comp, ids[n], &is_logs) || is_logs ||
+            named_before(w, all, i, ids[n]) || is_left(w, e->session, ids[n]))
+            continue;
+        comps[n++] = comp;
+    }
+    return n;
+}
+
+/* Calls fn once for every copy the event names (named_copies), one after another; stops at the
+ * first failure. */
 typedef int (*copy_fn)(rp_replica_writer *w, vss_event *e, const char *id, const char *comp);
 
 static int each_copy(rp_replica_writer *w, vss_event *e, copy_fn fn)
 {
-    json_t *comps = json_object_get(e->args, "components");
-    for (size_t i = 0; i < json_array_size(comps); i++) {
-        const char *comp = arg_comp(comps, i);
-        char id[37];
-        int is_logs = 0;
-        if (!vss_comp_split(w->logical, comp, id, &is_logs) || is_logs ||
-            named_before(w, comps, i, id))
-            continue;
-        int rc = fn(w, e, id, comp);
-        if (rc) return rc;
+    char(*ids)[37] = calloc(MAX_COPIES, sizeof *ids);
+    const char **comps = calloc(MAX_COPIES, sizeof *comps);
+    int rc = ids && comps ? 0 : vss_fail(e, VSS_FAIL_OUT_OF_RESOURCES, "out of memory");
+    size_t n = rc ? 0 : named_copies(w, e, ids, comps);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = fn(w, e, ids[i], comps[i]);
+    free(ids);
+    free(comps);
+    return rc;
+}
+
+/* PrepareBackup and Freeze of several copies (docs/design.md, "backup --all from passive
+ * copies"): fn runs for every copy at once (a freeze waits for a replay to end, a prepare for
+ * the active: copies never wait for one another), each on its own event. A copy that fails is
+ * left out of the session (wleft) and the others go on; the event fails only when every copy
+ * failed (with the first one's failure). One copy alone: fn on the event itself, its failure
+ * the session's, as always. */
+typedef struct apart {
+    rp_replica_writer *w;
+    vss_event *e;
+    copy_fn fn;
+    char (*ids)[37];
+    const char **comps;
+    vss_event *subs;
+    int *rcs;
+} apart;
+
+static int apart_one(void *arg, void *ws, size_t i)
+{
+    apart *a = arg;
+    (void)ws;
+    vss_event *sub = &a->subs[i];
+    *sub = (vss_event){.name = a->e->name, .session = a->e->session, .args = a->e->args};
+    sub->result = json_object();
+    a->rcs[i] = a->fn(a->w, sub, a->ids[i], a->comps[i]);
+    if (a->rcs[i] && !sub->reason[0])
+        snprintf(sub->reason, sizeof sub->reason, "%s", om_err_detail());
+    json_decref(sub->result);
+    return 0; /* a copy's failure is its own */
+}
+
+static void leave_out(rp_replica_writer *w, vss_event *e, const char *id, int rc, const char *why)
+{
+    pthread_mutex_lock(&w->mu);
+    wleft *l = NULL;
+    for (int i = 0; i < MAX_COPIES && !l; i++)
+        if (!w->left[i].id[0]) l = &w->left[i];
+    if (l) {
+        snprintf(l->session, sizeof l->session, "%s", e->session);
+        snprintf(l->id, sizeof l->id, "%s", id);
+        snprintf(l->why, sizeof l->why, "%s", why);
+        l->rc = rc;
     }
-    return 0;
+    pthread_mutex_unlock(&w->mu);
+    om_log_with(OM_WARN, OM_FIELDS({"SESSION", e->session}),
+                "replica writer: the copy of database %s is left out of backup session %s at %s: "
+                "%s",
+                id, e->session, e->name, why);
+}
+
+static int each_copy_apart(rp_replica_writer *w, vss_event *e, copy_fn fn)
+{
+    char(*ids)[37] = calloc(MAX_COPIES, sizeof *ids);
+    const char **comps = calloc(MAX_COPIES, sizeof *comps);
+    vss_event *subs = calloc(MAX_COPIES, sizeof *subs);
+    int *rcs = calloc(MAX_COPIES, sizeof *rcs);
+    int rc =
+        ids && comps && subs && rcs ? 0 : vss_fail(e, VSS_FAIL_OUT_OF_RESOURCES, "out of memory");
+    size_t n = rc ? 0 : named_copies(w, e, ids, comps);
+    if (n == 1) rc = fn(w, e, ids[0], comps[0]);
+    if (n > 1) {
+        apart a = {w, e, fn, ids, comps, subs, rcs};
+        om_pool pool = {.workers = (int)n, .ctx = &a, .fn = apart_one};
+        om_pool_run(&pool, n); /* apart_one never fails: each copy's outcome is in rcs */
+        size_t failed = 0;
+        for (size_t i = 0; i < n; i++)
+            if (rcs[i]) {
+                leave_out(w, e, ids[i], rcs[i], subs[i].reason);
+                failed++;
+            }
+        if (failed == n)
+            rc = vss_fail(e, subs[0].failure ? subs[0].failure : VSS_FAIL_NON_RETRYABLE, "%s",
+                          subs[0].reason);
+    }
+    free(ids);
+    free(comps);
+    free(subs);
+    free(rcs);
+    return rc;
 }
 
 /* The session's entry of a copy, or a failure (an event for a copy this session never
@@ -335,7 +457,7 @@ static int logs_alone(rp_replica_writer *w, vss_event *e)
 static int prepare_backup(void *ctx, vss_event *e)
 {
     int rc = logs_alone(ctx, e);
-    return rc ? rc : each_copy(ctx, e, prepare_one);
+    return rc ? rc : each_copy_apart(ctx, e, prepare_one);
 }
 
 /* ---- Freeze, Thaw ---- */
@@ -439,7 +561,7 @@ static int freeze_one(rp_replica_writer *w, vss_event *e, const char *id, const 
 
 static int freeze(void *ctx, vss_event *e)
 {
-    return each_copy(ctx, e, freeze_one);
+    return each_copy_apart(ctx, e, freeze_one);
 }
 
 static int thaw_one(rp_replica_writer *w, vss_event *e, const char *id, const char *comp)
@@ -509,9 +631,30 @@ static int post_one(rp_replica_writer *w, vss_event *e, const char *id, const ch
     return 0;
 }
 
+/* PostSnapshot of a copy left out of the session: its failure where its metadata would be
+ * (the requester fails it alone: backup/job.c). */
+static void post_left(rp_replica_writer *w, vss_event *e)
+{
+    json_t *cs = json_object_get(e->result, "components");
+    for (int i = 0; i < MAX_COPIES; i++) {
+        pthread_mutex_lock(&w->mu);
+        wleft l = w->left[i];
+        pthread_mutex_unlock(&w->mu);
+        if (!l.id[0] || strcmp(l.session, e->session)) continue;
+        if (!cs) json_object_set_new(e->result, "components", cs = json_object());
+        char comp[300];
+        snprintf(comp, sizeof comp, "%s\\%s", w->logical, l.id);
+        json_object_set_new(cs, comp,
+                            json_pack("{s:s, s:i, s:s, s:s}", "error", l.why, "code", l.rc,
+                                      "server", w->server, "copy", "passive"));
+    }
+}
+
 static int post_snapshot(void *ctx, vss_event *e)
 {
-    return each_copy(ctx, e, post_one);
+    int rc = each_copy(ctx, e, post_one);
+    if (!rc) post_left(ctx, e);
+    return rc;
 }
 
 /* ---- BackupComplete, the end of a session ---- */
@@ -655,6 +798,8 @@ static int end_session(void *ctx, vss_event *e)
             memset(d, 0, sizeof *d);
             d->lock = -1;
         }
+        if (w->left[i].id[0] && !strcmp(w->left[i].session, e->session))
+            memset(&w->left[i], 0, sizeof w->left[i]);
         pthread_mutex_unlock(&w->mu);
         rp_copy_unlock(lk);
     }

@@ -35,6 +35,10 @@
  *                    last generation held)); then as Abort
  *   Abort            release the copy lock, forget the session
  *   PreRestore       refused: a restore goes to the active's database (the store's writer)
+ * A session naming several copies (ombra backup --all --from passive) prepares and freezes them
+ * at once, and a copy whose PrepareBackup or Freeze fails is left out alone: the later events
+ * skip it, PostSnapshot gives {"error", "code"} for it instead of its metadata, and the event
+ * fails only when every copy failed (docs/design.md, "backup --all in a DAG").
  * An ombra-repld restart loses every backup in progress (the coordinator fails those sessions;
  * the lock is the process's: it goes with it). */
 #ifndef OM_REPL_REPLICA_WRITER_H

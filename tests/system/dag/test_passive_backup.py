@@ -4,6 +4,7 @@ of sets taken on different servers, failures that record and truncate nothing. R
 namespaces, a real etcd, the real CLI on each server."""
 import json
 import os
+import pathlib
 import re
 import shutil
 import threading
@@ -350,3 +351,137 @@ def test_the_default_picks_a_healthy_passive_on_another_server_and_says_which(da
     res = backup(a, bed, "incremental", "--from", "b")
     assert [copy_row(c) for c in res["copies"]] == \
         [("db1", "b", "passive")], res
+
+
+class MailMany:
+    """Deliveries to several databases on the active, round robin on a thread, each one's
+    outcome kept with its start time."""
+
+    def __init__(self, a, dbs):
+        self.a, self.dbs, self.stop, self.done, self.errors = a, dbs, threading.Event(), [], []
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            db = self.dbs[i % len(self.dbs)]
+            r = self.a.ombra("mail", "deliver", db, f"box{i % 3}", input=b"m" * 3000, check=False)
+            (self.errors if r.rc else self.done).append((t0, db, r.err))
+            i += 1
+
+    def end(self):
+        self.stop.set()
+        self.t.join(30)
+        assert not self.errors, self.errors[:3]
+
+
+def digest_at_set(bed, a, db, st, scratch):
+    """The digest of set st of db laid down in a scratch folder, rolled forward over the active's
+    own generations after the set's last: equal to the active's digest only when the set holds
+    the database exactly as the active had it at the end of the set's log range."""
+    edb, logs = scratch / f"{db}.edb", scratch / "logs"
+    a.ombra("restore", "--repo", str(bed.repo), db, "--set", st["id"], "--edb", str(edb),
+            "--logs", str(logs), "--no-replay")
+    for p in (logs / "_restoredLogs").iterdir():  # the set's generations, where a restore puts them
+        if p.suffix == ".log":
+            shutil.move(p, logs / p.name)
+    info = a.db_show(db)
+    base, last = info.get("base", "E00"), st["log_range"][1]
+    for p in pathlib.Path(info["logs"]).iterdir():
+        m = re.fullmatch(base + r"([0-9A-F]{8})\.log", p.name)
+        if (m and int(m.group(1), 16) > last) or p.name == f"{base}.log":
+            shutil.copy(p, logs / p.name)
+    return a.ombra("dbutil", "digest", str(edb), "--logs", str(logs), "--base", base).out.strip()
+
+
+def all_bed(dag_bed, tmp_path):
+    """Two servers; db1 to db4 active on a, each with a passive copy on b, Healthy but db4's,
+    which is suspended (its replay stopped); a repository both reach."""
+    bed = dag_bed(2)
+    setup_dag(bed, [bed.a, bed.b])
+    a = bed.a
+    for n in ALL_DBS:
+        a.ombra("db", "new", n)
+        a.ombra("db", "copy", "add", n, "--server", "b", "--etcd", bed.etcd_url)
+    for n in ALL_DBS:
+        roll(a, n, 1)
+    for n in ALL_DBS:
+        drained(a, bed, n, "b")
+    bed.repo = tmp_path / "repo"
+    a.ombra("repo", "init", str(bed.repo))
+    a.ombra("db", "copy", "suspend", "db4", "--server", "b", "--etcd", bed.etcd_url)
+    wait_copy(a, bed, "db4", "b", lambda c: c["state"] == "Suspended", what="suspending")
+    return bed
+
+
+ALL_DBS = ["db1", "db2", "db3", "db4"]
+SUSPENDED = "db4: not backed up: the passive copy on server b is Suspended, not Healthy"
+
+
+def backup_all(b, bed, type_):
+    return b.ombra("backup", "--repo", str(bed.repo), "--type", type_, "--all", "--from",
+                   "passive", check=False)
+
+
+def test_all_from_passive_backs_up_every_passive_copy_here_in_one_shadow_copy(dag_bed, tmp_path):
+    bed = all_bed(dag_bed, tmp_path)
+    a, b = bed.a, bed.b
+    mail = MailMany(a, ALL_DBS)
+    time.sleep(1)
+    try:
+        t0 = time.monotonic()
+        r = backup_all(b, bed, "full")
+        t1 = time.monotonic()
+        time.sleep(0.5)
+    finally:
+        mail.end()
+    # one line for the copy that is not Healthy, naming it and its state; the others backed up
+    assert r.rc == 1 and r.err.count("\n") == 1 and SUSPENDED in r.err, r.describe()
+    for n in ALL_DBS[:3]:
+        assert f"{n}: backed up the passive copy on server b\n" in r.out, r.describe()
+    assert "db4" not in r.out, r.describe()
+    # the actives took mail all along (every database, and during the backup)
+    assert len([x for x in mail.done if t0 <= x[0] <= t1]) >= 3, r.describe()
+    sets = {x["database"]["name"]: x for x in listed(a, bed)}
+    assert sorted(sets) == ALL_DBS[:3], sets
+    # one shadow copy: the same snapshot set in every set, each set its own database's
+    docs = {n: json.loads(a.ombra("backups", "show", sets[n]["id"], "--repo", str(bed.repo),
+                                  "--json").out) for n in sets}
+    snap = {d["components_document"]["set"] for d in docs.values()}
+    assert len(snap) == 1, snap
+    assert all(d["copy"] == "passive" and d["server"] == "b" for d in docs.values()), docs
+    # each set holds its database as the active had it at the end of the set's log range
+    for n in sets:
+        want = a.digest(n)
+        a.ombra("db", "dismount", n)
+        assert digest_at_set(bed, a, n, sets[n], tmp_path / n) == want, n
+
+
+@pytest.mark.dag_long
+def test_all_from_passive_a_copy_another_backup_holds_or_the_active_refuses_fails_alone(
+        dag_bed, tmp_path):
+    bed = all_bed(dag_bed, tmp_path)
+    a, b = bed.a, bed.b
+    # db1's copy is in another backup (paused): it is not backed up, alone
+    other = paused_backup(b, bed, "copy", "copied")
+    assert other.reached, other.first
+    try:
+        r = backup_all(b, bed, "full")
+    finally:
+        assert other.resume().rc == 0
+    assert r.rc == 1 and r.err.count("\n") == 2 and SUSPENDED in r.err, r.describe()
+    assert re.search(r"db1: not backed up: .* is already in session .*BackupInProgress", r.err), \
+        r.describe()
+    assert {x["database"]["name"] for x in listed(a, bed) if x["type"] == "full"} == \
+        {"db2", "db3"}
+    # an incremental of them all: db1 has no full, so the active refuses its copy at prepare;
+    # the replica writer leaves it out of the shadow copy, alone, and backs up the others
+    r = backup_all(b, bed, "incremental")
+    assert r.rc == 1 and r.err.count("\n") == 2 and SUSPENDED in r.err, r.describe()
+    assert re.search(r"db1: left out of the shadow copy: .*-560", r.err), r.describe()
+    for n in ("db2", "db3"):
+        assert f"{n}: backed up the passive copy on server b\n" in r.out, r.describe()
+    incs = {x["database"]["name"] for x in listed(a, bed) if x["type"] == "incremental"}
+    assert incs == {"db2", "db3"}, incs
