@@ -395,12 +395,14 @@ int eng_replay_checkpoint(eng_replay *rp, eng_lgpos at, uint32_t last_gen)
 }
 
 /* The pages just written back early are rarely met again (a mail body is logged once): their
- * frames go back to the buffers the next batch takes (half a batch's worth of clean frames stays),
- * so replay's memory stays about one batch of pages however long the log, instead of filling the
- * whole cache with memory the kernel must fault in and zero first. */
+ * frames go back to the buffers the next batch takes (half a batch's worth of clean frames stays, a
+ * quarter of a smaller cache), so replay's memory stays about one batch of pages however long the
+ * log, instead of filling the whole cache with memory the kernel must fault in and zero first. */
 static void keep_working_set(eng_db *db)
 {
-    uint64_t target = ENG_REPLAY_BATCH / 2 / ENG_PAGE_SIZE;
+    uint64_t target = ENG_REPLAY_BATCH / 2 / ENG_PAGE_SIZE,
+             quarter = db->cache_bytes / ENG_PAGE_SIZE / 4;
+    if (quarter < target) target = quarter;
     pthread_rwlock_wrlock(&db->plock);
     eng_cache_trim_replay(db, target);
     pthread_rwlock_unlock(&db->plock);
