@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "base/error.h"
 #include "base/logging.h"
@@ -16,12 +17,92 @@ static uint32_t hash_pgno(uint32_t pgno, uint32_t size)
     return (pgno * 2654435761u) & (size - 1);
 }
 
+/* ---- page buffers (db_internal.h: eng_pagebuf_get) ---- */
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+/* A released buffer is poisoned, so a use after eng_pagebuf_put is caught as after free(). */
+#define PB_POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
+#define PB_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define PB_POISON(p, n)   ((void)(p), (void)(n))
+#define PB_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+enum { PB_HUGE = 2u << 20 }; /* the huge page size the reservation is aligned to */
+
+/* Reserves address space for the cache's size and a quarter more (transactions' pages, dirty
+ * frames past the budget): only what is touched takes memory, 2 MiB at a time where the kernel
+ * gives huge pages (madvise mode: asked for this range only). No reservation (mmap refused,
+ * strict overcommit) is fine: every buffer is malloc'd then. */
+static void pb_reserve(eng_db *db)
+{
+    uint64_t want = db->cache_bytes + db->cache_bytes / 4;
+    size_t len = (size_t)((want + PB_HUGE - 1) / PB_HUGE * PB_HUGE);
+    uint8_t *m = mmap(NULL, len + PB_HUGE, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return;
+    uint8_t *a = (uint8_t *)(((uintptr_t)m + PB_HUGE - 1) & ~(uintptr_t)(PB_HUGE - 1));
+    if (a > m) munmap(m, (size_t)(a - m));
+    munmap(a + len, (size_t)(m + PB_HUGE - a));
+    uint8_t **fl = calloc(len / ENG_PAGE_SIZE, sizeof *fl);
+    if (!fl) {
+        munmap(a, len);
+        return;
+    }
+    (void)madvise(a, len, MADV_HUGEPAGE); /* a hint: refused, the range faults 4 KiB at a time */
+    PB_POISON(a, len);
+    db->pb_base = a;
+    db->pb_len = len;
+    db->pb_cap = (uint32_t)(len / ENG_PAGE_SIZE);
+    db->pb_free = fl;
+}
+
+static int pb_owns(const eng_db *db, const uint8_t *p)
+{
+    return db->pb_base && p >= db->pb_base && p < db->pb_base + db->pb_len;
+}
+
+uint8_t *eng_pagebuf_get(eng_db *db)
+{
+    uint8_t *p = NULL;
+    pthread_mutex_lock(&db->pbmu);
+    if (db->pb_nfree)
+        p = db->pb_free[--db->pb_nfree];
+    else if (db->pb_used < db->pb_cap)
+        p = db->pb_base + (size_t)db->pb_used++ * ENG_PAGE_SIZE;
+    pthread_mutex_unlock(&db->pbmu);
+    if (!p) return aligned_alloc(4096, ENG_PAGE_SIZE);
+    PB_UNPOISON(p, ENG_PAGE_SIZE);
+    return p;
+}
+
+void eng_pagebuf_put(eng_db *db, uint8_t *p)
+{
+    if (!pb_owns(db, p)) {
+        free(p);
+        return;
+    }
+    PB_POISON(p, ENG_PAGE_SIZE);
+    pthread_mutex_lock(&db->pbmu);
+    db->pb_free[db->pb_nfree++] = p; /* at most pb_cap: each buffer is out once */
+    pthread_mutex_unlock(&db->pbmu);
+}
+
 int eng_cache_init(eng_db *db)
 {
     db->hsize = 4096;
     db->htab = calloc(db->hsize, sizeof *db->htab);
     if (!db->htab) return om_errf(OM_E_OutOfMemory, "page cache: out of memory");
+    pthread_mutex_init(&db->pbmu, NULL);
+    pb_reserve(db);
     return 0;
+}
+
+static void free_frame(eng_db *db, frame *f)
+{
+    eng_pagebuf_put(db, f->page);
+    free(f);
 }
 
 void eng_cache_free(eng_db *db)
@@ -31,13 +112,20 @@ void eng_cache_free(eng_db *db)
         frame *f = db->htab[i];
         while (f) {
             frame *n = f->next;
-            free(f->page);
-            free(f);
+            free_frame(db, f);
             f = n;
         }
     }
     free(db->htab);
     db->htab = NULL;
+    if (db->pb_base) {
+        PB_UNPOISON(db->pb_base, db->pb_len);
+        munmap(db->pb_base, db->pb_len);
+    }
+    free(db->pb_free);
+    db->pb_base = NULL;
+    db->pb_free = NULL;
+    pthread_mutex_destroy(&db->pbmu);
 }
 
 static void grow(eng_db *db)
@@ -67,11 +155,11 @@ frame *eng_cache_lookup(eng_db *db, uint32_t pgno)
     return NULL;
 }
 
-static frame *new_frame(uint32_t pgno)
+static frame *new_frame(eng_db *db, uint32_t pgno)
 {
     frame *f = calloc(1, sizeof *f);
     if (!f) return NULL;
-    f->page = aligned_alloc(4096, ENG_PAGE_SIZE);
+    f->page = eng_pagebuf_get(db);
     if (!f->page) {
         free(f);
         return NULL;
@@ -92,7 +180,7 @@ static void link_frame(eng_db *db, frame *f)
 
 static frame *insert(eng_db *db, uint32_t pgno)
 {
-    frame *f = new_frame(pgno);
+    frame *f = new_frame(db, pgno);
     if (f) link_frame(db, f);
     return f;
 }
@@ -109,7 +197,9 @@ frame *eng_cache_insert_new(eng_db *db, uint32_t pgno)
     return f;
 }
 
-static int load(eng_db *db, frame *f)
+/* blank_ok: a page wholly past the end of the file is left unwritten and marked blank
+ * (frame.blank) instead of zeroed; its first user writes every byte. */
+static int load(eng_db *db, frame *f, int blank_ok)
 {
     uint64_t hoff;
     if (db->hf.count && eng_hold_lookup(db, f->pgno, &hoff)) {
@@ -123,6 +213,11 @@ static int load(eng_db *db, frame *f)
     size_t got = 0;
     int rc = db->vfs->pread(db->edbf, f->page, ENG_PAGE_SIZE, eng_page_offset(f->pgno), &got);
     if (rc) return rc;
+    if (got == 0 && blank_ok) {
+        f->status = ENG_PAGE_ZERO;
+        f->blank = 1;
+        return 0;
+    }
     if (got < ENG_PAGE_SIZE) memset(f->page + got, 0, ENG_PAGE_SIZE - got);
     f->status = (uint8_t)eng_page_check(f->page, f->pgno, NULL);
     return 0;
@@ -135,8 +230,7 @@ static void unlink_frame(eng_db *db, frame *f)
         pp = &(*pp)->next;
     *pp = f->next;
     db->nframes--;
-    free(f->page);
-    free(f);
+    free_frame(db, f);
 }
 
 void eng_cache_evict(eng_db *db, frame *f)
@@ -155,7 +249,7 @@ int eng_cache_get(eng_db *db, uint32_t pgno, int verify, frame **out)
         if (!f)
             rc = om_errf(OM_E_OutOfMemory, "page cache: out of memory");
         else
-            rc = load(db, f);
+            rc = load(db, f, 0);
         if (rc && f) {
             unlink_frame(db, f);
             f = NULL;
@@ -190,11 +284,10 @@ int eng_cache_get_owned(eng_db *db, uint32_t pgno, frame **out)
     }
     /* The hold file's index is read under cmu: the locked path (never during a replay). */
     if (held) return eng_cache_get(db, pgno, 0, out);
-    if (!(f = new_frame(pgno))) return om_errf(OM_E_OutOfMemory, "page cache: out of memory");
-    int rc = load(db, f);
+    if (!(f = new_frame(db, pgno))) return om_errf(OM_E_OutOfMemory, "page cache: out of memory");
+    int rc = load(db, f, 1);
     if (rc) {
-        free(f->page);
-        free(f);
+        free_frame(db, f);
         return rc;
     }
     pthread_mutex_lock(&db->cmu);
@@ -250,25 +343,48 @@ int eng_cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n)
     return 0;
 }
 
+/* Drops clean frames that keep(f) allows until at most target are left (cmu held). */
+static void drop_clean(eng_db *db, uint64_t target, int (*may_go)(const frame *f))
+{
+    for (uint32_t i = 0; i < db->hsize && db->nframes > target; i++) {
+        frame **pp = &db->htab[i];
+        while (*pp) {
+            frame *f = *pp;
+            if (!f->dirty && may_go(f)) {
+                *pp = f->next;
+                free_frame(db, f);
+                db->nframes--;
+            } else
+                pp = &f->next;
+        }
+    }
+}
+
+static int any_clean(const frame *f)
+{
+    (void)f;
+    return 1;
+}
+
 void eng_cache_trim(eng_db *db)
 {
     uint64_t limit = db->cache_bytes / ENG_PAGE_SIZE;
     pthread_mutex_lock(&db->cmu);
-    if (db->nframes > limit) {
-        for (uint32_t i = 0; i < db->hsize && db->nframes > limit / 2; i++) {
-            frame **pp = &db->htab[i];
-            while (*pp) {
-                frame *f = *pp;
-                if (!f->dirty) {
-                    *pp = f->next;
-                    free(f->page);
-                    free(f);
-                    db->nframes--;
-                } else
-                    pp = &f->next;
-            }
-        }
-    }
+    if (db->nframes > limit) drop_clean(db, limit / 2, any_clean);
+    pthread_mutex_unlock(&db->cmu);
+}
+
+/* A frame whose page replay met since its last recovery checkpoint, not first by an image,
+ * says so only while it is cached (met_gen; eng_cache_met_since): it stays. */
+static int replay_may_go(const frame *f)
+{
+    return f->rebuilt || !f->met_gen;
+}
+
+void eng_cache_trim_replay(eng_db *db, uint64_t target)
+{
+    pthread_mutex_lock(&db->cmu);
+    if (db->nframes > target) drop_clean(db, target, replay_may_go);
     pthread_mutex_unlock(&db->cmu);
 }
 

@@ -60,6 +60,8 @@ typedef struct frame {
     uint8_t dirty;
     uint8_t status;    /* enum eng_page_status as loaded (replay needs it) */
     uint8_t from_hold; /* clean but newer than the .edb: equal to its copy in the hold file */
+    uint8_t blank;     /* replay: past the end of the .edb, so zeros, but not yet written: the
+                          first image applied to it writes every byte (eng_cache_get_owned) */
     uint8_t rebuilt;   /* replay: of the records a rerun after a crash would replay for this
                           page (from the start of the generation of the last recovery
                           checkpoint's position), the first is an image: a rerun rebuilds a torn
@@ -100,6 +102,13 @@ struct eng_db {
 
     pthread_rwlock_t plock;
     pthread_mutex_t cmu;
+    /* Page buffers of frames and transactions (eng_pagebuf_get): one reservation of the cache's
+     * size, carved in order and then reused; pbmu is taken with no other lock needed inside. */
+    pthread_mutex_t pbmu;
+    uint8_t *pb_base;
+    size_t pb_len;
+    uint32_t pb_cap, pb_used, pb_nfree;
+    uint8_t **pb_free;
     frame **htab;
     uint32_t hsize, nframes, ndirty;
 
@@ -154,12 +163,22 @@ int eng_hold_check(eng_db *db, char *why, size_t n);
  * zeros. */
 int eng_cache_init(eng_db *db);
 void eng_cache_free(eng_db *db);
+/* A page buffer (ENG_PAGE_SIZE, 4096-aligned, content undefined), NULL when out of memory, and
+ * its return. Frames' and transactions' pages come from here (a commit swaps them): released
+ * buffers are reused instead of freed, and the first ones come from a reservation of the
+ * cache's size backed by huge pages where the kernel has them, so a cache that fills faults in
+ * 2 MiB at a time rather than 4 KiB (on a paravirtualized machine a fault costs 10-30 us). Past
+ * the reservation, buffers are malloc'd and freed one by one. Thread-safe; put(NULL) is fine. */
+uint8_t *eng_pagebuf_get(eng_db *db);
+void eng_pagebuf_put(eng_db *db, uint8_t *page);
 frame *eng_cache_lookup(eng_db *db, uint32_t pgno);
 int eng_cache_get(eng_db *db, uint32_t pgno, int verify, frame **out);
 frame *eng_cache_insert_new(eng_db *db, uint32_t pgno);
 /* eng_cache_get (verify 0) for replay's workers, each of which owns the pages it asks for (no
  * other thread asks for them meanwhile): a missing page is read and checked outside cmu, so the
- * workers read pages in parallel; only linking it into the table takes the lock. */
+ * workers read pages in parallel; only linking it into the table takes the lock. A page wholly
+ * past the end of the file comes blank (status ZERO, frame.blank, its bytes unwritten): the
+ * caller writes every byte (an image) or zeroes it before anything else sees the frame. */
 int eng_cache_get_owned(eng_db *db, uint32_t pgno, frame **out);
 /* The pages of the cached frames whose met_gen is gen or later, sorted (malloc'd). */
 int eng_cache_met_since(eng_db *db, uint32_t gen, uint32_t **pages, uint32_t *n);
@@ -171,6 +190,10 @@ int eng_cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n);
 int eng_cache_write_frames(om_file *f, frame **v, uint32_t n, int in_place, uint64_t base);
 /* Drops clean frames when the cache is over its size (caller holds plock for writing). */
 void eng_cache_trim(eng_db *db);
+/* Replay's working set: drops clean frames until target are left, except those whose page was
+ * met since the last recovery checkpoint and not rebuilt (their met_gen is what says a rerun
+ * would meet a record before an image: recovery.c). Caller holds plock for writing. */
+void eng_cache_trim_replay(eng_db *db, uint64_t target);
 /* Removes frame f from the cache and frees it (caller holds plock for writing and cmu). */
 void eng_cache_evict(eng_db *db, frame *f);
 /* While held: moves the oldest dirty frames to the hold file until the dirty pages are back

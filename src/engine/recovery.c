@@ -73,7 +73,11 @@ static int apply_page(eng_db *db, frame *f, const eng_rec *r, uint32_t *newly_di
     int ok = f->status == ENG_PAGE_OK;
     if (ok && h.dbtime >= r->u.page.after) return 0; /* already there */
     if (r->flags & ENG_RECF_IMAGE) {
-        memset(f->page + ENG_PAGE_HDR, 0, ENG_PAGE_BODY);
+        /* A blank frame's bytes were never written: the image defines them all (the header's
+         * checksum field too, until the checkpoint seals it). */
+        memset(f->page + (f->blank ? 0 : ENG_PAGE_HDR), 0,
+               f->blank ? ENG_PAGE_SIZE : ENG_PAGE_BODY);
+        f->blank = 0;
     } else {
         if (f->status == ENG_PAGE_ZERO)
             return om_errf(OM_E_PageNotInitialized,
@@ -244,6 +248,11 @@ static int apply_chunk(void *ctx, void *ws, size_t i)
             f->met_gen = rp->ents[j].gen;
             rc = apply_page(rp->db, f, r, &res->dirty);
         }
+        if (f && f->blank) {
+            /* No image reached it (its first record failed): the zeros it stands for. */
+            memset(f->page, 0, ENG_PAGE_SIZE);
+            f->blank = 0;
+        }
         if (rc && rp->ents[bad].seq < res->err_seq) {
             res->err_seq = rp->ents[bad].seq;
             res->err_gen = rp->ents[bad].gen;
@@ -385,6 +394,20 @@ int eng_replay_checkpoint(eng_replay *rp, eng_lgpos at, uint32_t last_gen)
     return rc || rp->hard ? rc : eng_ckpt_write_chk(db, at);
 }
 
+/* The pages just written back early are rarely met again (a mail body is logged once): their
+ * frames go back to the buffers the next batch takes (half a batch's worth of clean frames stays, a
+ * quarter of a smaller cache), so replay's memory stays about one batch of pages however long the
+ * log, instead of filling the whole cache with memory the kernel must fault in and zero first. */
+static void keep_working_set(eng_db *db)
+{
+    uint64_t target = ENG_REPLAY_BATCH / 2 / ENG_PAGE_SIZE,
+             quarter = db->cache_bytes / ENG_PAGE_SIZE / 4;
+    if (quarter < target) target = quarter;
+    pthread_rwlock_wrlock(&db->plock);
+    eng_cache_trim_replay(db, target);
+    pthread_rwlock_unlock(&db->plock);
+}
+
 /* After a COMMIT: the batch is applied when it is large or could take the pages changed since
  * the last recovery checkpoint past the cache budget (each record counted as a page of its
  * own). Then a recovery checkpoint when they reached the budget, else the rebuilt pages are
@@ -401,6 +424,7 @@ static int after_commit(eng_replay *rp, uint32_t gen)
         uint32_t n = 0;
         rc = eng_ckpt_write_rebuilt(db, &n);
         rp->early += n;
+        if (!rc) keep_working_set(db);
         return rc;
     }
     if ((rc = eng_replay_checkpoint(rp, rp->pos, gen))) return rc;

@@ -58,7 +58,7 @@ static void txn_free(eng_txn *t)
     tpage *p = t->list;
     while (p) {
         tpage *n = p->next;
-        free(p->page);
+        eng_pagebuf_put(t->db, p->page);
         free(p);
         p = n;
     }
@@ -84,7 +84,7 @@ static tpage *tadd(eng_txn *t, uint32_t pgno)
 {
     tpage *p = calloc(1, sizeof *p);
     if (!p) return NULL;
-    p->page = aligned_alloc(4096, ENG_PAGE_SIZE);
+    p->page = eng_pagebuf_get(t->db);
     if (!p->page) {
         free(p);
         return NULL;

@@ -540,6 +540,32 @@ static void lost_flush_is_detected_at_recovery(void **s)
     crashvfs_free(c);
 }
 
+/* Replay does not zero a page past the end of the .edb before its first record (an image writes
+ * it whole): one whose first record only changes a range is refused, naming it, as before. */
+static void page_cut_off_the_edb_and_changed_by_the_log_is_not_initialized(void **s)
+{
+    (void)s;
+    crashvfs *c = new_disk();
+    eng_opts o = opts_on(c);
+    o.checkpoint_gens = 1000;
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&o, &db), 0);
+    put(db, 0, 1, 0, 100, 0);
+    uint32_t p = put(db, 0, 1, 0, 100, 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    put(db, p, 2, 0, 100, 0); /* a range record: the page was there at the checkpoint */
+    eng_db_abandon(db);
+    crashvfs_reboot(c);
+    om_file *f = NULL;
+    assert_int_equal(om_open(o.vfs, o.edb_path, 0, &f), 0);
+    assert_int_equal(om_resize(f, eng_page_offset(p)), 0); /* the storage lost the file's end */
+    assert_int_equal(om_sync(f), 0);
+    om_close(f);
+    assert_int_equal(eng_db_open(&o, &db), OM_E_PageNotInitialized);
+    assert_non_null(strstr(om_err_detail(), "page 2 is empty on disk"));
+    crashvfs_free(c);
+}
+
 static void damaged_page_outside_the_log_is_reported_with_its_number(void **s)
 {
     (void)s;
@@ -1215,6 +1241,7 @@ int main(void)
         cmocka_unit_test(hold_keeps_pages_out_of_the_database_file),
         cmocka_unit_test(torn_page_is_restored_from_the_page_journal),
         cmocka_unit_test(lost_flush_is_detected_at_recovery),
+        cmocka_unit_test(page_cut_off_the_edb_and_changed_by_the_log_is_not_initialized),
         cmocka_unit_test(damaged_page_outside_the_log_is_reported_with_its_number),
         cmocka_unit_test(circular_logging_deletes_logs_behind_the_checkpoint),
         cmocka_unit_test(circular_logging_keeps_what_the_truncation_floor_holds),
