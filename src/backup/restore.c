@@ -151,7 +151,7 @@ static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
         rc = om_durable_commit(&f->out, f->replace ? OM_RENAME_REPLACE : 0);
     if (rc) return rc;
     pthread_mutex_lock(&l->mu);
-    l->replaced = old;
+    if (old) l->replaced = old; /* only the .edb's: a log finishing after it must not drop it */
     f->done = 1;
     while (l->laid < l->n && l->f[l->laid].done) {
         if (l->f[l->laid].gen) say_laid(l, l->f[l->laid].gen);
