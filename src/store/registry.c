@@ -135,7 +135,7 @@ int store_registry_open(const store_registry_opts *o, store_registry **out)
     }
     if (r->conf.etcd) {
         snprintf(r->dir_error, sizeof r->dir_error,
-                 "the directory is in etcd at %s (DAG %s) and was not reached yet", r->conf.url,
+                 "the store's first attempt to reach etcd at %s (DAG %s) is under way", r->conf.url,
                  r->conf.dag);
         rc = store_dir_open_none(r->dir_error, &r->dir);
     } else {

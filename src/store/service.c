@@ -1132,9 +1132,9 @@ static int run_op(const store_op *op, op_req *r)
     pthread_mutex_lock(&r->s->reg->mu);
     if (!r->s->reg->dir_ready && op->handler != h_status)
         rc = om_errf(OM_E_EtcdUnavailable,
-                     "this server's directory is in etcd at %s (DAG %s), not reached yet: %s. "
-                     "HINT: the store retries; ombra dag status says what etcd answers",
-                     r->s->reg->conf.url, r->s->reg->conf.dag, r->s->reg->dir_error);
+                     "this server's directory is in etcd, not reached yet: %s. HINT: the "
+                     "store retries; ombra dag status says what etcd answers",
+                     r->s->reg->dir_error);
     pthread_mutex_unlock(&r->s->reg->mu);
     if (rc) return rc;
     if (op->lock == OP_DB_REF) {

@@ -405,12 +405,26 @@ class Server(Store):
             if alive(self.vssd) and not self.writer_registered():
                 pytest.fail(f"the restarted store's writer on {self.server} did not register "
                             f"with ombra-vssd:\n{self.stderr()}")
+            self.wait_directory()
             return self.proc
         if proc == "vssd":
             return self.start_vssd()
         if proc == "repld":
             return self.start_repld(**self.repld_kw)
         raise ValueError(f"no daemon {proc!r}")
+
+    def wait_directory(self, timeout=20.0):
+        """A store whose directory is in etcd answers "not reached yet" (exit 75) until its
+        connector's first attempt is through: waits for that (as an administrator would retry)."""
+        d = self.home / "directory.json"
+        if not d.exists() or "etcd" not in json.loads(d.read_text()):
+            return
+        end = time.monotonic() + timeout
+        while True:
+            r = self.ombra("db", "list", "--json", check=False)
+            if r.rc != 75 or time.monotonic() > end:
+                return
+            time.sleep(0.1)
 
     # -- a small disk
     def small_log_disk(self, mb=16, fstype="ext4"):
