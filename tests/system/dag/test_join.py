@@ -105,7 +105,10 @@ def test_a_store_on_etcd_that_cannot_reach_it_says_so_and_retries(dag_bed):
     a.start()  # the socket is up: it answers status, and says why nothing else
     r = a.ombra("db", "list", check=False)
     assert r.rc != 0 and r.err.count("\n") == 1 and "not reached yet" in r.err, r.describe()
-    assert "etcd not reached" in a.stderr(run=a.starts)
+    deadline = time.monotonic() + 10  # the connector's first attempt may still be under way
+    while "etcd not reached" not in a.stderr(run=a.starts):
+        assert time.monotonic() < deadline, a.stderr(run=a.starts)
+        time.sleep(0.1)
     bed.etcd_restart()
     deadline = time.monotonic() + 40
     while a.ombra("db", "list", check=False).rc != 0:
