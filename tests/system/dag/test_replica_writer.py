@@ -5,6 +5,7 @@ goes on arriving on the active, and BackupComplete recorded by the active (after
 catches up). Real servers in namespaces, a real etcd, the requester SDK
 through tests/tools/vss_requester."""
 import json
+import re
 import subprocess
 import time
 
@@ -108,17 +109,22 @@ def test_a_freeze_holds_replay_while_mail_arrives_and_replay_catches_up_after(da
     p = requester(bed, b, db_id, "--pause-at", "complete")
     snap = paused(p, "complete")  # frozen, shadow copy made, held until the session ends
     assert snap["components_document"], snap
-    # a replay that ended just before the freeze took the copy lock publishes its row a moment
-    # later: read the copy once its row settled
-    time.sleep(1.0)
-    before = copy_of(a, bed, "db1", "b")
+    # the generation the copy was frozen at, as the replica writer logged it (the copy's row in
+    # the DAG may show the replay before it for a while: its replayed column is published
+    # after the replay step)
+    deadline = time.monotonic() + 10
+    while not (m := re.search(r"copy of db1 frozen at generation (\d+)", b.stderr())):
+        assert time.monotonic() < deadline, b.stderr()
+        time.sleep(0.1)
+    frozen = int(m.group(1))
+    before = wait_copy(a, bed, "db1", "b", lambda c: c["replayed"] >= frozen, what="the row")
+    assert before["replayed"] == frozen, (frozen, before)
     # mail goes on arriving on the active: the copy copies it, and replays none of it
     roll(a, "db1", 3)
-    c = wait_copy(a, bed, "db1", "b", lambda c: c["copied"] >= before["replayed"] + 3,
-                  what="copying while frozen")
+    c = wait_copy(a, bed, "db1", "b", lambda c: c["copied"] >= frozen + 3, what="copying while frozen")
     time.sleep(1.5)  # replay would have run by now (it follows each copied generation)
     c = copy_of(a, bed, "db1", "b")
-    assert c["replayed"] == before["replayed"] and c["replay_queue"] >= 3, (before, c)
+    assert c["replayed"] == frozen and c["replay_queue"] >= 3, (frozen, c)
     assert c["state"] == "Healthy", c
     # BackupComplete: the active records the backup (its header's previous full)
     rc, res, err = finish(p)
