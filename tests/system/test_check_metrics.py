@@ -184,6 +184,26 @@ def test_check_a_failed_backup_is_recorded(store, backed_up):
     assert check(store, "--repo", backed_up).rc == OK
 
 
+def test_a_mistyped_database_is_not_recorded_as_a_failed_backup(store, backed_up):
+    """`ombra backup --type full db` typed as `dbl`: the run was recorded under 'dbl', so metrics
+    carried ombra_backup_last_run_success{database="dbl"} 0 for ever (an alert nobody could
+    clear: no backup of 'dbl' can ever succeed). A database that exists stays recorded."""
+    r = backup(store, backed_up, "full", db="dbl", check=False)
+    assert r.rc == 1 and "DatabaseNotFound" in r.err, r.describe()
+    rec = json.loads((store.home / "backup-runs.json").read_text())
+    assert all(e["database"] != "dbl" for e in rec["runs"]), rec
+    m = store.ombra("metrics", "--repo", backed_up).out
+    assert 'database="dbl"' not in m, m
+    assert check(store, "--repo", backed_up).rc == OK
+    # A run of both: db1's failure is recorded (its scheduled backup did not happen), dbl's not.
+    r = store.ombra("backup", "--repo", backed_up, "--type", "full", "db1", "dbl", check=False)
+    assert r.rc == 1, r.describe()
+    rec = json.loads((store.home / "backup-runs.json").read_text())
+    assert all(e["database"] != "dbl" for e in rec["runs"]), rec
+    full = next(e for e in rec["runs"] if e["database"] == "db1" and e["type"] == "full")
+    assert full["last"]["result"] == "failed", full
+
+
 def test_check_log_disk_threshold(store, backed_up):
     r = check(store, "--repo", backed_up, "--min-log-free", "100")
     assert r.rc == CRITICAL, r.describe()
