@@ -300,7 +300,8 @@ static int check_value(const conf_key *k, const char *v, char *why, size_t n)
         const char *colon = strrchr(v, ':');
         char *end;
         unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
-        if (!colon || colon == v || !colon[1] || *end || port > 65535) /* 0: any free port */
+        if (!colon || colon == v || !isdigit((unsigned char)colon[1]) || *end || port > 65535 ||
+            strlen(colon + 1) > 5) /* 0: any free port */
             return snprintf(why, n, "'%s' is not HOST:PORT", v), -1;
         return 0;
     }
