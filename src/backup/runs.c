@@ -136,8 +136,8 @@ int bk_runs_load(const char *dir, json_t **out)
     return rc ? rc : load_in(d, out);
 }
 
-/* The entry of db and type in runs, made when missing. */
-static json_t *entry(json_t *runs, const char *db, const char *type)
+/* The entry of db and type in runs, made when missing (make). */
+static json_t *entry(json_t *runs, const char *db, const char *type, int make)
 {
     size_t i;
     json_t *e;
@@ -147,6 +147,7 @@ static json_t *entry(json_t *runs, const char *db, const char *type)
             !strcmp(om_json_str_or(e, "type", ""), type))
             return e;
     }
+    if (!make) return NULL;
     e = json_pack("{s:s, s:s, s:n, s:n}", "database", db, "type", type, "last", "last_success");
     json_array_append_new(runs, e);
     return e;
@@ -165,6 +166,14 @@ static json_t *about(json_t *res, const char *key, const char *db)
         if (!strcmp(name, db)) found = s;
     }
     return found;
+}
+
+/* 1 when the run's message names db ('db'): its DatabaseNotFound is about db, not another. */
+static int names_db(json_t *run, const char *db)
+{
+    char quoted[300];
+    snprintf(quoted, sizeof quoted, "'%s'", db);
+    return strstr(om_json_str_or(run, "message", ""), quoted) != NULL;
 }
 
 /* One database's run as the record keeps it. */
@@ -230,7 +239,15 @@ int bk_runs_record(const char *dir, const bk_run *r)
     if (!rc && !rec) rc = om_errf(OM_E_OutOfMemory, "out of memory");
     json_t *runs = json_object_get(rec, "runs");
     for (size_t i = 0; !rc && i < r->ndb; i++) {
-        json_t *e = entry(runs, r->dbs[i], r->type), *run = run_json(r, r->dbs[i]);
+        json_t *run = run_json(r, r->dbs[i]);
+        /* A name no database has, never recorded before (a typo), starts no entry: it would be
+         * a failed backup in metrics and check forever, a database nobody has. */
+        if (run && om_json_int_or(run, "error", 0) == OM_E_DatabaseNotFound &&
+            !entry(runs, r->dbs[i], r->type, 0) && names_db(run, r->dbs[i])) {
+            json_decref(run);
+            continue;
+        }
+        json_t *e = entry(runs, r->dbs[i], r->type, 1);
         if (!e || !run) {
             json_decref(run);
             rc = om_errf(OM_E_OutOfMemory, "out of memory");

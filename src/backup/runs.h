@@ -45,9 +45,10 @@ typedef struct bk_run {
 } bk_run;
 
 /* Records the run in dir (NULL: the data directory): one "last" per database named, and its
- * "last_success" when that database has a set in the result. A database with a set succeeded
- * even when the run as a whole failed (another database's failure). Returns 0 or an error
- * (not printed). */
+ * "last_success" when that database has a set in the result; not a name that failed with
+ * DatabaseNotFound about itself and has no entry yet (a typo is no database to monitor). A database
+ * with a set succeeded even when the run as a whole failed (another database's failure). Returns 0
+ * or an error (not printed). */
 int bk_runs_record(const char *dir, const bk_run *r);
 /* The record of dir (NULL: the data directory): *out = {"format", "runs": [...]}, with no runs
  * when there is no file yet; the caller decrefs. */

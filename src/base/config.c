@@ -28,6 +28,7 @@ enum kind {
     K_URLS,     /* URL[,URL...]: http:// or https:// */
     K_BOOL,     /* yes/no */
     K_COUNT,    /* a whole number, 1 to 1000000 */
+    K_KEEP,     /* a retention count, 1 to 100000 (what ombra expire's --keep-* take) */
     K_DURATION, /* om_duration_parse */
     K_WITHIN,   /* a calendar span as expire --keep-within takes it: 1y6m, 7d, 36h (m: months) */
     K_PERCENT,  /* 0 to 100 */
@@ -61,13 +62,13 @@ static const conf_key om_conf_keys[] = {
     {"metrics", "listen", K_HOSTPORT, NULL},
     {"repo", "path", K_PATH, NULL},
     {"repo", "passphrase-file", K_PATH, NULL},
-    {"repo", "keep-last", K_COUNT, NULL},
-    {"repo", "keep-daily", K_COUNT, NULL},
-    {"repo", "keep-weekly", K_COUNT, NULL},
-    {"repo", "keep-monthly", K_COUNT, NULL},
-    {"repo", "keep-yearly", K_COUNT, NULL},
+    {"repo", "keep-last", K_KEEP, NULL},
+    {"repo", "keep-daily", K_KEEP, NULL},
+    {"repo", "keep-weekly", K_KEEP, NULL},
+    {"repo", "keep-monthly", K_KEEP, NULL},
+    {"repo", "keep-yearly", K_KEEP, NULL},
     {"repo", "keep-within", K_WITHIN, NULL},
-    {"repo", "keep-full", K_COUNT, NULL},
+    {"repo", "keep-full", K_KEEP, NULL},
     {"repo", "read-all-every", K_COUNT, NULL},
     {"schedule", "databases", K_NAMES, NULL},
     {"schedule", "type", K_CHOICE, "full|incremental|differential|copy"},
@@ -104,7 +105,8 @@ static struct {
     char *file;
     entry *e;
     size_t n;
-    char **sections; /* every section header seen, in order (for duplicates and om_conf_names) */
+    char **sections;    /* every section header seen, in order (for duplicates and om_conf_names) */
+    int *section_lines; /* the line of each */
     size_t nsections;
     const char ***names; /* om_conf_names' answers, each valid until the next load */
     size_t nnames;
@@ -123,6 +125,7 @@ static void conf_free(void)
         free(conf.names[i]);
     free(conf.e);
     free(conf.sections);
+    free(conf.section_lines);
     free(conf.names);
     free(conf.file);
     memset(&conf, 0, sizeof conf);
@@ -245,12 +248,13 @@ static int check_value(const conf_key *k, const char *v, char *why, size_t n)
     case K_BOOL:
         if (!check_bool(v)) return snprintf(why, n, "'%s' is neither yes nor no", v), -1;
         return 0;
-    case K_COUNT: {
+    case K_COUNT:
+    case K_KEEP: {
         char *end;
         errno = 0;
-        unsigned long long c = strtoull(v, &end, 10);
-        if (!isdigit((unsigned char)*v) || *end || errno || c < 1 || c > 1000000)
-            return snprintf(why, n, "'%s' is not a whole number from 1 to 1000000", v), -1;
+        unsigned long long c = strtoull(v, &end, 10), max = k->kind == K_KEEP ? 100000 : 1000000;
+        if (!isdigit((unsigned char)*v) || *end || errno || c < 1 || c > max)
+            return snprintf(why, n, "'%s' is not a whole number from 1 to %llu", v, max), -1;
         return 0;
     }
     case K_DURATION: {
@@ -262,8 +266,8 @@ static int check_value(const conf_key *k, const char *v, char *why, size_t n)
         return 0;
     }
     case K_WITHIN: {
-        /* numbers each followed by one of y, m, w, d, h, each unit at most once (backup/
-         * retention.h reads it; here only its shape is checked) */
+        /* numbers of at most 100000 each followed by one of y, m, w, d, h, each unit at most
+         * once: what backup/retention.h's bk_duration_parse takes (ombra expire reads it) */
         const char *p = v;
         char seen[8] = "";
         int bad = 0, nonzero = 0;
@@ -271,7 +275,8 @@ static int check_value(const conf_key *k, const char *v, char *why, size_t n)
             const char *digits = p;
             while (isdigit((unsigned char)*p))
                 p++;
-            bad = p == digits || p - digits > 6 || !*p || !strchr("ymwdh", *p) || strchr(seen, *p);
+            bad = p == digits || p - digits > 6 || strtol(digits, NULL, 10) > 100000 || !*p ||
+                  !strchr("ymwdh", *p) || strchr(seen, *p);
             nonzero |= strtol(digits, NULL, 10) > 0;
             if (!bad) seen[strlen(seen)] = *p++;
         }
@@ -295,7 +300,8 @@ static int check_value(const conf_key *k, const char *v, char *why, size_t n)
         const char *colon = strrchr(v, ':');
         char *end;
         unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
-        if (!colon || colon == v || !colon[1] || *end || port > 65535) /* 0: any free port */
+        if (!colon || colon == v || !isdigit((unsigned char)colon[1]) || *end || port > 65535 ||
+            strlen(colon + 1) > 5) /* 0: any free port */
             return snprintf(why, n, "'%s' is not HOST:PORT", v), -1;
         return 0;
     }
@@ -452,8 +458,35 @@ static int enter_section(reader *r, const char *section)
         return 0;
     }
     conf.sections = ns;
-    conf.nsections++;
+    int *nl = realloc(conf.section_lines, (conf.nsections + 1) * sizeof *nl);
+    if (!nl) {
+        free(ns[conf.nsections]);
+        fail_at(r, r->line, "out of memory");
+        return 0;
+    }
+    conf.section_lines = nl;
+    nl[conf.nsections++] = r->line;
     return 1;
+}
+
+/* The keys a named section cannot do without: a repository without its path, a schedule
+ * without what to back up or when, is refused with the file (at the section's header) rather
+ * than taken for another repository, or found out at 01:00 by the timer. */
+static void check_required(reader *r)
+{
+    static const struct {
+        const char *kind, *keys[3];
+    } need[] = {{"repo", {"path"}}, {"schedule", {"databases", "type", "calendar"}}};
+    for (size_t i = 0; i < conf.nsections && !r->err; i++)
+        for (size_t k = 0; k < sizeof need / sizeof need[0]; k++) {
+            size_t kl = strlen(need[k].kind);
+            if (strncmp(conf.sections[i], need[k].kind, kl) || conf.sections[i][kl] != ':')
+                continue;
+            for (size_t j = 0; j < 3 && need[k].keys[j] && !r->err; j++)
+                if (!om_conf(conf.sections[i], need[k].keys[j]))
+                    fail_at(r, conf.section_lines[i], "[%s] has no %s", conf.sections[i],
+                            need[k].keys[j]);
+        }
 }
 
 static int on_key(void *arg, const char *section, const char *key, const char *value)
@@ -571,6 +604,7 @@ int om_conf_load(const char *path)
     if (!r.err && prc > 0)
         fail_at(&r, prc, "not a section header, a key = value line or a comment");
     if (!r.err && prc < 0) fail_at(&r, 0, "out of memory");
+    if (!r.err) check_required(&r);
     if (r.err) {
         int err = om_errf(r.err,
                           "%s:%d: %s. HINT: correct the file; --config /dev/null runs "

@@ -126,6 +126,10 @@ int cli_vss_call(json_t *req, json_t **reply);
 int cli_print_json(json_t *v);
 /* A list is printed as {"<key>": list, "json_version"}: every document is an object. */
 int cli_print_json_list(const char *key, json_t *list);
+/* A command's own document that reports a failure its entries do not name (a backup refused
+ * as a whole, a restore that failed): err as "error": {"code", "name", "message", "hint",
+ * "exit"}, as the error document has it; cli_fail then prints no second document. */
+void cli_json_add_error(json_t *doc, int err);
 /* Errors go to stdout as JSON documents too (main sets it when --json is among the arguments). */
 void cli_set_json(int on);
 /* path made absolute against the current directory (the daemon has another one), without

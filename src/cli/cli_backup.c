@@ -457,9 +457,15 @@ static int cmd_backup(const cli_args *a)
     memset(pbuf, 0, sizeof pbuf);
     free(repo);
     int out = CLI_OK;
-    if (cli_flag(a, "json"))
+    if (cli_flag(a, "json") && res) {
+        /* a failure no database's entry in "failed" names (the repository, the shadow copy, a
+         * database the store does not have) is the document's "error" */
+        if (rc && !json_array_size(json_object_get(res, "failed"))) {
+            om_err_restore(&failed);
+            cli_json_add_error(res, rc);
+        }
         out = cli_print_json(res);
-    else {
+    } else if (!cli_flag(a, "json")) {
         size_t i;
         json_t *s;
         json_array_foreach(json_object_get(res, "copies"), i, s)

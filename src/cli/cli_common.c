@@ -38,20 +38,38 @@ void cli_set_json(int on)
  * "hint"}}, the hint being what follows "HINT: " in the detail (null when none); not after a
  * command's own document, which reports its failure (verify's damage, a backup's partial sets):
  * stdout holds one document either way. */
-static void json_error(int code, const char *name, const char *detail, int exit_status)
+static json_t *error_object(int code, const char *name, const char *detail, int exit_status)
 {
-    if (!json_mode || json_printed) return;
     const char *h = strstr(detail, "HINT: ");
     char *msg = h ? strndup(detail, (size_t)(h - detail)) : strdup(detail);
     size_t l = msg ? strlen(msg) : 0;
     while (l && (msg[l - 1] == ' ' || msg[l - 1] == '.'))
         msg[--l] = 0;
-    json_t *doc =
-        json_pack("{s:{s:i, s:s, s:s, s:s?, s:i}}", "error", "code", code, "name", name, "message",
-                  msg ? msg : detail, "hint", h ? h + 6 : NULL, "exit", exit_status);
+    json_t *e = json_pack("{s:i, s:s, s:s, s:s?, s:i}", "code", code, "name", name, "message",
+                          msg ? msg : detail, "hint", h ? h + 6 : NULL, "exit", exit_status);
     free(msg);
+    return e;
+}
+
+static void json_error(int code, const char *name, const char *detail, int exit_status)
+{
+    if (!json_mode || json_printed) return;
+    json_t *doc = json_pack("{s:o}", "error", error_object(code, name, detail, exit_status));
     if (doc) cli_print_json(doc);
     json_decref(doc);
+}
+
+void cli_json_add_error(json_t *doc, int err)
+{
+    om_err_saved was;
+    om_err_save(&was, err);
+    cli_suggest_db(err); /* the HINT cli_fail's line will have */
+    const char *d = om_err_detail();
+    if (!d || !*d) d = om_err_msg(err);
+    json_object_set_new(
+        doc, "error",
+        error_object(err, om_err_name(err), d, cli_retryable(err) ? CLI_TEMPFAIL : CLI_FAIL));
+    om_err_restore(&was);
 }
 
 int cli_fail(int err)

@@ -251,7 +251,8 @@ static void local_facts(json_t *h)
     json_t *runs = NULL, *fs = json_object();
     int rc = bk_runs_load(NULL, &runs);
     json_object_set_new(h, "runs_error", rc ? err_json(rc) : json_null());
-    json_object_set(h, "runs", runs ? json_object_get(runs, "runs") : json_array());
+    json_t *list = runs ? json_object_get(runs, "runs") : NULL; /* none when it failed */
+    json_object_set_new(h, "runs", list ? json_incref(list) : json_array());
     json_decref(runs);
     char dir[4096];
     if (om_data_dir(dir, sizeof dir)) {

@@ -472,15 +472,21 @@ static int listen_on(const char *spec, int *fd)
 {
     char host[256];
     const char *colon = strrchr(spec, ':');
-    if (!colon || !colon[1] || (size_t)(colon - spec) >= sizeof host)
-        return om_errf(OM_E_InvalidParameter, "--listen takes ADDR:PORT, not '%s'", spec);
+    /* The port a number to 65535: getaddrinfo takes 99999 as 34463 (it wraps) and a service
+     * name as its port, so a typo would serve somewhere else than the scraper looks. */
+    size_t digits = colon ? strspn(colon + 1, "0123456789") : 0;
+    if (!colon || !colon[1] || (size_t)(colon - spec) >= sizeof host || colon[1 + digits] ||
+        digits > 5 || atol(colon + 1) > 65535)
+        return om_errf(OM_E_InvalidParameter,
+                       "--listen takes ADDR:PORT (a port from 0 to 65535), not '%s'", spec);
     snprintf(host, sizeof host, "%.*s", (int)(colon - spec), spec);
     char *h = host;
     if (*h == '[' && h[strlen(h) - 1] == ']') {
         h[strlen(h) - 1] = 0;
         h++;
     }
-    struct addrinfo hints = {.ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM},
+                    *ai = NULL;
     int g = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &ai);
     if (g) return om_errf(OM_E_InvalidParameter, "--listen %s: %s", spec, gai_strerror(g));
     int rc = 0, one = 1;

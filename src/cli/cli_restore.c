@@ -172,9 +172,13 @@ static int cmd_restore(const cli_args *a)
     free(edb);
     free(logs);
     int out = CLI_OK;
-    if (cli_flag(a, "json") && res)
+    if (cli_flag(a, "json") && res) {
+        if (rc) { /* what it did, and why it failed */
+            om_err_restore(&failed);
+            cli_json_add_error(res, rc);
+        }
         out = cli_print_json(res);
-    else if (restored) {
+    } else if (restored) {
         json_t *rp = json_object_get(res, "replay");
         double mb = (double)json_integer_value(json_object_get(res, "bytes")) / 1e6,
                lay = json_real_value(json_object_get(res, "lay_seconds"));

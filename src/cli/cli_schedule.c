@@ -633,6 +633,9 @@ static int run_done(const sched *s, int json, json_t *bdoc, json_t *edoc, int ex
     return rc ? rc : ex;
 }
 
+static int run_backup_then_expire(const sched *sp, const char *self, int json, char *dbs,
+                                  char **args);
+
 static int cmd_run(const cli_args *a)
 {
     int rc = need_file();
@@ -642,10 +645,27 @@ static int cmd_run(const cli_args *a)
     char self[4096];
     if (!err) err = self_path(self, sizeof self);
     if (err) return cli_fail(err);
-    /* The backup: ombra backup --repo R --type T [--provider P] DB... */
-    char *args[80], dbs[1024];
+    /* The backup: ombra backup --repo R --type T [--provider P] DB... (every database named:
+     * ombra backup refuses more than a run takes, never one dropped here) */
+    char *dbs = strdup(s.databases);
+    size_t max = 20 + (strlen(s.databases) + 1) / 2; /* names of a letter, one blank apart */
+    char **args = dbs ? calloc(max, sizeof *args) : NULL;
+    if (!args) {
+        free(dbs);
+        return cli_fail(om_errf(OM_E_OutOfMemory, "out of memory"));
+    }
+    rc = run_backup_then_expire(&s, self, cli_flag(a, "json"), dbs, args);
+    free(args);
+    free(dbs);
+    return rc;
+}
+
+/* schedule run's job, args room for every database named and the options. */
+static int run_backup_then_expire(const sched *sp, const char *self, int json, char *dbs,
+                                  char **args)
+{
+    sched s = *sp;
     size_t n = 0;
-    snprintf(dbs, sizeof dbs, "%s", s.databases);
     args[n++] = "backup";
     args[n++] = "--repo";
     args[n++] = (char *)s.repo;
@@ -657,11 +677,10 @@ static int cmd_run(const cli_args *a)
     }
     args[n++] = "--"; /* what follows are databases, whatever they look like */
     char *save = NULL;
-    for (char *d = strtok_r(dbs, " ,\t", &save); d && n < 70; d = strtok_r(NULL, " ,\t", &save))
+    for (char *d = strtok_r(dbs, " ,\t", &save); d; d = strtok_r(NULL, " ,\t", &save))
         args[n++] = d;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int json = cli_flag(a, "json");
     json_t *bdoc = NULL, *edoc = NULL;
     if (!json) printf("schedule %s: %s backup of %s to %s\n", s.name, s.type, s.databases, s.repo);
     int st = run_self(self, args, n, json ? &bdoc : NULL);

@@ -184,6 +184,26 @@ def test_check_a_failed_backup_is_recorded(store, backed_up):
     assert check(store, "--repo", backed_up).rc == OK
 
 
+def test_a_mistyped_database_is_not_recorded_as_a_failed_backup(store, backed_up):
+    """`ombra backup --type full db` typed as `dbl`: the run was recorded under 'dbl', so metrics
+    carried ombra_backup_last_run_success{database="dbl"} 0 for ever (an alert nobody could
+    clear: no backup of 'dbl' can ever succeed). A database that exists stays recorded."""
+    r = backup(store, backed_up, "full", db="dbl", check=False)
+    assert r.rc == 1 and "DatabaseNotFound" in r.err, r.describe()
+    rec = json.loads((store.home / "backup-runs.json").read_text())
+    assert all(e["database"] != "dbl" for e in rec["runs"]), rec
+    m = store.ombra("metrics", "--repo", backed_up).out
+    assert 'database="dbl"' not in m, m
+    assert check(store, "--repo", backed_up).rc == OK
+    # A run of both: db1's failure is recorded (its scheduled backup did not happen), dbl's not.
+    r = store.ombra("backup", "--repo", backed_up, "--type", "full", "db1", "dbl", check=False)
+    assert r.rc == 1, r.describe()
+    rec = json.loads((store.home / "backup-runs.json").read_text())
+    assert all(e["database"] != "dbl" for e in rec["runs"]), rec
+    full = next(e for e in rec["runs"] if e["database"] == "db1" and e["type"] == "full")
+    assert full["last"]["result"] == "failed", full
+
+
 def test_check_log_disk_threshold(store, backed_up):
     r = check(store, "--repo", backed_up, "--min-log-free", "100")
     assert r.rc == CRITICAL, r.describe()
@@ -466,6 +486,20 @@ def test_check_and_metrics_a_daemon_hung(store, vssd, backed_up, daemon):
 
 
 @pytest.mark.slow_under_sanitizers  # waits on deadlines: make test-long
+def test_metrics_listen_refuses_a_port_it_cannot_serve_on(store, tmp_path):
+    """--listen 127.0.0.1:99999 served on port 34463 (getaddrinfo wraps the number) and
+    127.0.0.1:http on port 80: a typo served where no scraper looks. The file's [metrics]
+    listen is held to the same numbers."""
+    for spec in ("127.0.0.1:99999", "127.0.0.1:http", "127.0.0.1:+80", "127.0.0.1:"):
+        r = store.ombra("metrics", "--listen", spec, check=False)
+        assert r.rc == 1 and r.err.count("\n") == 1, r.describe()
+        assert f"not '{spec}'" in r.err and "65535" in r.err, r.describe()
+    conf = tmp_path / "m.conf"
+    conf.write_text("[metrics]\nlisten = 127.0.0.1:+80\n")
+    r = store.ombra("--config", conf, "metrics", "--serve", check=False)
+    assert r.rc == 1 and f"{conf}:2: listen in [metrics]" in r.err, r.describe()
+
+
 def test_metrics_endpoint_slow_and_idle_clients(store, repo, sequence):
     """A client sending a byte every 2 s and 20 idle connections delay no scrape; each is cut
     off 5 s after it connected; more connections than the endpoint serves at once get 503."""

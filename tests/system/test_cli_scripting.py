@@ -100,6 +100,31 @@ def test_a_mistyped_database_gets_the_nearest_name_from_the_store(store, vssd):
     assert r.rc == 1 and "did you mean" not in r.err and "no database named 'payroll'" in r.err
 
 
+def test_a_backup_or_restore_that_fails_as_a_whole_says_why_in_its_json_document(store, vssd):
+    """backup --json printed its document (no sets, "failed": []) and exit 1, and no error at
+    all: a script, or schedule run --json nesting it, could not tell a mistyped database from
+    a missing repository; restore --json printed what it used and nothing of its failure."""
+    store.ombra("db", "new", "mail1")
+    store.ombra("repo", "init", store.tmp / "repo")
+    for db, repo, name, hint in (("mial1", "repo", "DatabaseNotFound", "did you mean 'mail1'?"),
+                                 ("mail1", "nowhere", "NotRepository", "ombra repo init")):
+        r = store.ombra("backup", "--repo", store.tmp / repo, "--type", "full", db, "--json",
+                        check=False)
+        assert r.rc == 1 and r.err.count("\n") == 1, r.describe()
+        doc = json.loads(r.out)  # one document
+        assert doc["sets"] == [] and doc["json_version"] == 1, doc
+        e = doc["error"]
+        assert e["name"] == name and e["exit"] == 1 and hint in e["hint"], doc
+        assert e["message"] in r.err, r.describe()
+    store.ombra("backup", "--repo", store.tmp / "repo", "--type", "full", "mail1")
+    r = store.ombra("restore", "mail1", "--repo", store.tmp / "repo", "--recovery", "nosuch",
+                    "--json", check=False)
+    assert r.rc == 1, r.describe()
+    doc = json.loads(r.out)
+    assert doc["sets"] and doc["error"]["exit"] == 1, doc
+    assert "new-recovery nosuch" in doc["error"]["hint"], doc
+
+
 # ---- one set of field names ----------------------------------------------------------------
 
 def walk(doc, path=""):

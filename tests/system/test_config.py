@@ -133,6 +133,40 @@ def test_a_mistake_in_the_file_is_one_line_with_file_line_and_key(store):
     assert store.ombra("--config", conf, "--version").rc == 0
 
 
+def test_a_section_without_its_required_keys_is_refused_at_its_header(store):
+    """A [repo:NAME] without a path was taken for the default repository and then reported as
+    "default-repo names 'main'" at line 0 (no default-repo in the file); a schedule without a
+    calendar was found only by schedule write or the timer's run."""
+    tmp = store.tmp
+    conf = write(tmp / "req.conf", "[ombra]\nserver = a\n\n[repo:main]\nkeep-last = 3\n")
+    for cmd in (("backups", "list"), ("backups", "list", "--repo", "main"), ("db", "list")):
+        r = store.ombra("--config", conf, *cmd, check=False)
+        one_line_refusal(r)
+        assert r.rc == 1 and f"{conf}:4: [repo:main] has no path" in r.err, r.describe()
+    write(conf, "[repo:m]\npath = /srv/m\n\n[schedule:nightly]\ndatabases = db1\ntype = full\n")
+    r = store.ombra("--config", conf, "db", "list", check=False)
+    one_line_refusal(r)
+    assert f"{conf}:4: [schedule:nightly] has no calendar" in r.err, r.describe()
+
+
+def test_retention_in_the_file_is_refused_where_expire_would_refuse_it(store):
+    """keep-last = 200000 or keep-within = 999999d passed the file's check and then failed
+    every scheduled expire as a usage error about an option nobody typed (--keep-last)."""
+    tmp = store.tmp
+    conf = tmp / "keep.conf"
+    for value, line in (("keep-last = 200000", "keep-last"), ("keep-daily = 100001", "keep-daily"),
+                        ("keep-within = 999999d", "keep-within"),
+                        ("keep-within = 1y100001h", "keep-within")):
+        write(conf, f"[repo:main]\npath = {tmp}/repo\n{value}\n")
+        r = store.ombra("--config", conf, "expire", "--dry-run", check=False)
+        one_line_refusal(r)
+        assert r.rc == 1 and f"{conf}:3: {line} in [repo:main]" in r.err, r.describe()
+    # The largest values both accept are accepted by both.
+    store.ombra("repo", "init", tmp / "repo")
+    write(conf, f"[repo:main]\npath = {tmp}/repo\nkeep-last = 100000\nkeep-within = 100000d\n")
+    assert store.ombra("--config", conf, "expire", "--dry-run").rc == 0
+
+
 def test_the_daemons_read_the_file_and_refuse_a_broken_one(build_dir, tmp_path):
     store_bin = build_dir / "src" / "daemons" / "ombra-store"
     for name in ("ombra-store", "ombra-vssd", "ombra-repld"):

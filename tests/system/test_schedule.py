@@ -173,3 +173,17 @@ def test_units_never_say_more_than_the_configuration_means(store, tmp_path):
     assert list(units.iterdir()) == []
     r = store.ombra("--config", odd, "schedule", "remove", "../x", "--unit-dir", units, check=False)
     assert r.rc == 2
+
+
+def test_a_run_passes_every_database_of_the_schedule_to_the_backup(store, vssd):
+    """schedule run stopped adding names after its 64th: the rest of a long databases line was
+    never backed up, and the run said it succeeded. Here the 71st name is one the store does
+    not have: the run must fail naming it, not back up the first ones and exit 0."""
+    store.ombra("repo", "init", store.tmp / "repo")
+    store.ombra("db", "new", "a")
+    names = " ".join(["a"] * 70 + ["zz"])  # a name given twice is backed up once
+    conf = conf_with(store, f"[schedule:many]\ndatabases = {names}\ntype = full\ncalendar = daily\n")
+    r = store.ombra("--config", conf, "schedule", "run", "many", "--json", check=False)
+    assert r.rc == 1, r.describe()
+    doc = json.loads(r.out)
+    assert doc["exit"] == 1 and "'zz'" in doc["backup"]["error"]["message"], doc

@@ -88,7 +88,15 @@ static void every_mistake_is_named_with_its_line(void **s)
     refused_at("[repo:m]\nkeep-within = 7\n", 2, "not a span");
     refused_at("[repo:m]\nkeep-within = 1d1d\n", 2, "not a span");
     refused_at("[check]\nmax-full-age = 7\n", 2, "not a duration");
-    assert_int_equal(load_text("[repo:m]\nkeep-within = 1y6m\n"), 0);
+    assert_int_equal(load_text("[repo:m]\npath = /m\nkeep-within = 1y6m\n"), 0);
+    /* what expire refuses, refused here: counts to 100000, spans of numbers to 100000 */
+    refused_at("[repo:m]\npath = /m\nkeep-last = 100001\n", 3, "from 1 to 100000");
+    refused_at("[repo:m]\npath = /m\nkeep-within = 999999d\n", 3, "not a span");
+    assert_int_equal(load_text("[repo:m]\npath = /m\nkeep-last = 100000\n"), 0);
+    /* a section without what it cannot do without, at its header */
+    refused_at("[ombra]\n[repo:m]\nkeep-last = 3\n", 2, "[repo:m] has no path");
+    refused_at("[schedule:s]\ndatabases = a\ncalendar = daily\n", 1, "[schedule:s] has no type");
+    refused_at("[metrics]\nlisten = 127.0.0.1:+80\n", 2, "not HOST:PORT");
     refused_at("[check]\nmin-log-free = 101\n", 2, "not a percentage");
     refused_at("[log]\nlevel = loud\n", 2, "'loud' is not one of debug,info,warning,error");
     refused_at("[schedule:s]\npersistent = maybe\n", 2, "neither yes nor no");
@@ -129,7 +137,8 @@ static void a_damaged_or_crafted_file_is_refused_not_half_read(void **s)
     assert_int_equal(load_bytes(cut, sizeof cut - 1), OM_E_ConfigInvalid);
     assert_non_null(strstr(om_err_detail(), ":2: a zero byte"));
     /* a BOM: the first section is a section like the others */
-    static const char bom[] = "\xEF\xBB\xBF[schedule:nightly]\ndatabases = db1\n";
+    static const char bom[] =
+        "\xEF\xBB\xBF[schedule:nightly]\ndatabases = db1\ntype = full\ncalendar = daily\n";
     assert_int_equal(load_bytes(bom, sizeof bom - 1), 0);
     const char *const *names;
     assert_int_equal(om_conf_names("schedule", &names), 1);
