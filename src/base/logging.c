@@ -365,6 +365,14 @@ static void daemon_record(enum om_level lvl, const om_log_field *fields, const c
     pthread_mutex_unlock(&L.mu);
 }
 
+const char *om_log_tool_prefix(enum om_level lvl)
+{
+    static _Atomic int journal = -1; /* fd 2 does not change under a tool */
+    if (journal < 0) journal = om_log_stderr_is_journal();
+    static const char *const pri[] = {"<7>", "<6>", "<4>", "<3>"};
+    return journal && lvl >= OM_DEBUG && lvl <= OM_ERROR ? pri[lvl] : "";
+}
+
 static void logv(enum om_level lvl, const om_log_field *fields, const char *fmt, va_list ap)
 {
     if (debug_on < 0) debug_on = getenv("OMBRA_DEBUG") != NULL;
@@ -377,7 +385,7 @@ static void logv(enum om_level lvl, const om_log_field *fields, const char *fmt,
         return;
     }
     /* One fprintf per line so lines from several threads do not interleave. */
-    fprintf(stderr, "%s: %s: %s\n", L.prog, level_names[lvl], msg);
+    fprintf(stderr, "%s%s: %s: %s\n", om_log_tool_prefix(lvl), L.prog, level_names[lvl], msg);
 }
 
 void om_log(enum om_level lvl, const char *fmt, ...)

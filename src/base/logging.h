@@ -114,6 +114,11 @@ const char *om_log_level_name(int lvl);
 
 /* 1 when fd 2 is journald's stream ($JOURNAL_STREAM equals its st_dev:st_ino). */
 int om_log_stderr_is_journal(void);
+/* The tools' form under systemd: a scheduled `ombra schedule run`'s stderr is journald's stream,
+ * whose lines all get the unit's default priority unless they start with "<N>" (syslog's: error
+ * 3, warning 4, info 6, debug 7; systemd's SyslogLevelPrefix). That prefix for lvl when fd 2 is
+ * journald's stream, else "": so `journalctl -p err` shows a failed scheduled backup. */
+const char *om_log_tool_prefix(enum om_level lvl);
 
 /* ---- the encodings (om_log writes these; tests check them) ---- */
 

@@ -77,7 +77,7 @@ int cli_fail(int err)
     cli_suggest_db(err); /* "did you mean 'mail1'?" in the HINT of a mistyped database */
     const char *d = om_err_detail();
     if (!d || !*d) d = om_err_msg(err);
-    fputs("ombra: ", stderr);
+    fprintf(stderr, "%sombra: ", om_log_tool_prefix(OM_ERROR));
     put_one_line(d);
     fprintf(stderr, " (%d %s)\n", err, om_err_name(err));
     int status = cli_retryable(err) ? CLI_TEMPFAIL : CLI_FAIL;
@@ -98,7 +98,7 @@ static int usage_line(const char *see, const char *fmt, va_list ap)
 {
     char msg[512], full[700];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    fputs("ombra: ", stderr);
+    fprintf(stderr, "%sombra: ", om_log_tool_prefix(OM_ERROR));
     put_one_line(msg);
     size_t n = strlen(msg); /* "Did you mean 'x'?" ends its own sentence */
     fprintf(stderr, "%s See '%s --help'.\n", n && msg[n - 1] == '?' ? "" : ".", see);

@@ -187,3 +187,30 @@ def test_a_run_passes_every_database_of_the_schedule_to_the_backup(store, vssd):
     assert r.rc == 1, r.describe()
     doc = json.loads(r.out)
     assert doc["exit"] == 1 and "'zz'" in doc["backup"]["error"]["message"], doc
+
+
+@needs_analyze
+def test_a_scheduled_run_under_systemd_gives_its_lines_the_journals_priorities(store, vssd):
+    """Under systemd a scheduled run's stderr is journald's stream ($JOURNAL_STREAM names its
+    device and inode): each line starts with its syslog priority ("<3>" error, "<6>" info), so
+    `journalctl -p err` shows a failed scheduled backup; elsewhere the lines are as always."""
+    import os
+    import subprocess
+    conf = conf_with(store, SCHEDULES.replace("databases = db1 db2", "databases = db1 nosuch"))
+    store.ombra("repo", "init", store.tmp / "repo")
+    store.ombra("db", "new", "db1")
+    err = store.tmp / "journal-stream"
+    with open(err, "w") as f:
+        st = os.fstat(f.fileno())
+        env = dict(store.env, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        rc = subprocess.run([str(store.cli), "--config", str(conf), "schedule", "run", "weekly-full"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=f, timeout=120).returncode
+    lines = err.read_text().splitlines()
+    assert rc != 0 and lines, lines
+    failed = [x for x in lines if "schedule weekly-full: the full backup of db1 nosuch failed" in x]
+    assert failed and all(x.startswith("<3>ombra: error: ") for x in failed), lines
+    assert all(x[:1] == "<" and x[1] in "3467" and x[2] == ">" for x in lines), lines
+    # not journald's stream (a pipe): no prefix
+    r = store.ombra("--config", conf, "schedule", "run", "weekly-full", check=False,
+                    env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    assert r.rc != 0 and "<3>" not in r.err and "failed" in r.err, r.describe()
