@@ -1010,7 +1010,10 @@ static int restore_report(bk_restore_state *st, int rc)
     if (st->q) vss_req_release(st->q);
     json_t *t = json_object_get(st->post.done, st->comp);
     json_object_set_new(res, "target",
-                        json_string(om_json_str_or(t, "name", o->to ? o->to : o->db)));
+                        json_string(om_json_str_or(t, "name",
+                                                   o->recovery ? o->recovery
+                                                   : o->to     ? o->to
+                                                               : o->db)));
     json_object_set(res, "replay",
                     json_object_get(t, "replay") ? json_object_get(t, "replay") : json_null());
     /* A restore next to a database of this server made the target a recovery database. */

@@ -123,6 +123,7 @@ def test_a_backup_or_restore_that_fails_as_a_whole_says_why_in_its_json_document
     doc = json.loads(r.out)
     assert doc["sets"] and doc["error"]["exit"] == 1, doc
     assert "new-recovery nosuch" in doc["error"]["hint"], doc
+    assert doc["target"] == "nosuch", doc  # the database it was to go to, not the source
 
 
 # ---- one set of field names ----------------------------------------------------------------
