@@ -77,9 +77,12 @@ static void check_daemon(checks *c, json_t *d, const char *name, const char *hin
             "log; restart it",
             name, (long long)om_json_int_or(d, "deadline_seconds", 0),
             om_json_str_or(d, "socket", "?"));
-    else
-        add(c, ST_CRITICAL, name, NULL, "%s does not answer on %s: %s. HINT: %s", name,
-            om_json_str_or(d, "socket", "?"), om_json_str_or(d, "error", "?"), hint);
+    else { /* one HINT a line: the error's own (how to reach the daemon), else ours */
+        const char *e = om_json_str_or(d, "error", "?");
+        add(c, ST_CRITICAL, name, NULL, "%s does not answer on %s: %s%s%s", name,
+            om_json_str_or(d, "socket", "?"), e,
+            strstr(e, "HINT:") ? "" : ". HINT: ", strstr(e, "HINT:") ? "" : hint);
+    }
 }
 
 static void check_writers(checks *c, json_t *h)

@@ -80,6 +80,8 @@ def test_check_store_stopped(store, backed_up):
     assert r.rc == CRITICAL, r.describe()
     assert has_line(r, "CRITICAL", r"ombra-store: ombra-store does not answer"), r.describe()
     assert r.out.splitlines()[0].startswith("OMBRA CRITICAL")
+    line = [x for x in r.out.splitlines() if "ombra-store does not answer" in x][0]
+    assert line.count("HINT:") == 1, line  # one hint a line, not the error's and check's
 
 
 def test_check_vssd_stopped(store, vssd, backed_up):
