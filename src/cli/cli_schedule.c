@@ -265,11 +265,26 @@ static int unit_text(const sched *s, const char *self, int timer, char **out)
                                "After=ombra-store.service ombra-vssd.service\n\n"
                                "[Service]\nType=oneshot\nExecStart=%s --config %s schedule run %s\n"
                                "Nice=10\nIOSchedulingClass=best-effort\nIOSchedulingPriority=7\n"
-                               /* the hardening of the package's ombra-backup@.service */
+                               /* the hardening of the package's ombra-backup@.service,
+                                  line for line (test_schedule compares them) */
                                "ProtectSystem=full\nPrivateTmp=yes\nNoNewPrivileges=yes\n"
                                "ProtectKernelTunables=yes\nProtectKernelModules=yes\n"
                                "ProtectKernelLogs=yes\nProtectControlGroups=yes\n"
-                               "RestrictSUIDSGID=yes\nLockPersonality=yes\nUMask=0027\n",
+                               "ProtectClock=yes\nProtectHostname=yes\n"
+                               "RestrictSUIDSGID=yes\nRestrictRealtime=yes\n"
+                               "RestrictNamespaces=yes\nLockPersonality=yes\n"
+                               "MemoryDenyWriteExecute=yes\nPrivateDevices=yes\n"
+                               "ProtectProc=invisible\nUMask=0027\n"
+                               "CapabilityBoundingSet=~CAP_SYS_PTRACE CAP_SYS_BOOT CAP_SYS_MODULE "
+                               "CAP_SYS_TIME CAP_NET_ADMIN CAP_NET_RAW CAP_MKNOD CAP_SYS_RAWIO "
+                               "CAP_AUDIT_CONTROL CAP_AUDIT_READ CAP_AUDIT_WRITE CAP_MAC_ADMIN "
+                               "CAP_MAC_OVERRIDE CAP_BPF CAP_PERFMON CAP_SYS_PACCT "
+                               "CAP_LINUX_IMMUTABLE CAP_SYS_TTY_CONFIG CAP_WAKE_ALARM "
+                               "CAP_BLOCK_SUSPEND CAP_SYSLOG CAP_SYS_CHROOT CAP_KILL CAP_SETUID "
+                               "CAP_SETGID CAP_SETPCAP CAP_SETFCAP CAP_LEASE CAP_IPC_LOCK "
+                               "CAP_IPC_OWNER\n"
+                               "SystemCallArchitectures=native\n"
+                               "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n",
                      conf, s->name, s->name, s->type, s->databases,
                      unit_quote(self, qself, sizeof qself), unit_quote(conf, qconf, sizeof qconf),
                      s->name);

@@ -57,6 +57,13 @@ def test_timers_are_written_verified_listed_and_removed(store, tmp_path):
     assert "Persistent=false\n" in (units / "ombra-schedule-daily.timer").read_text()
     service = (units / "ombra-schedule-daily.service").read_text()
     assert f'--config "{conf}" schedule run daily' in service and "Type=oneshot" in service
+    # the same hardening as the package's ombra-backup@.service, line for line
+    tmpl = (__import__("pathlib").Path(__file__).parents[2] / "dist/systemd/ombra-backup@.service.in")
+    section = tmpl.read_text().split("[Service]")[1]
+    hardening = [x for x in section.splitlines() if "=" in x and not x.startswith(("#", "ExecStart="))]
+    assert len(hardening) > 15, hardening
+    missing = [x for x in hardening if x + "\n" not in service]
+    assert not missing, (missing, service)
     for unit in sorted(units.iterdir()):
         r = __import__("subprocess").run(["systemd-analyze", "verify", str(unit)],
                                          capture_output=True, text=True, timeout=60)
