@@ -169,6 +169,29 @@ int eng_cbt_open(eng_db *db)
     return 0;
 }
 
+/* E00.cbt could not be written (its disk full, the name taken by a directory): the database goes
+ * on as one that keeps no map rather than refusing writes. The header's token is cleared,
+ * durably, before the pages the file does not name reach the .edb, so the E00.cbt left in place
+ * is never trusted; the map forgets its epochs (the next full reads everything) and is written
+ * again, with a new token, at the next page write or checkpoint. */
+static int not_written(eng_db *db)
+{
+    struct eng_cbt *m = db->cbt;
+    int was = m->nep || db->hdr.cbt_token;
+    snprintf(m->why, sizeof m->why, "%.120s could not be written: %.240s", m->path,
+             om_err_detail());
+    om_err_clear();
+    if (was) om_warn("%s: %s; the next full backup reads every page", db->edb, m->why);
+    for (uint32_t i = 0; i < m->nep; i++)
+        free(m->ep[i].bits);
+    m->nep = 0;
+    m->dirty = 1;
+    if (!db->hdr.cbt_token) return 0;
+    db->hdr.cbt_token = 0;
+    int rc = eng_dbhdr_write(db->edbf, &db->hdr);
+    return rc ? om_err_ctx(rc, "clearing the change map's token in %s", db->edb) : 0;
+}
+
 /* E00.cbt from the map in memory with a new token, durably; then the header with that token,
  * durably, before any page the new marks are for is written (the rules at the top). */
 static int persist(eng_db *db)
@@ -198,7 +221,7 @@ static int persist(eng_db *db)
     om_w64(&c, om_xxh3(b, n - 8, CBT_SEED));
     int rc = om_write_file_durable(db->vfs, m->path, b, n);
     free(b);
-    if (rc) return om_err_ctx(rc, "writing the change map %s", m->path);
+    if (rc) return not_written(db);
     m->token = token;
     m->dirty = 0;
     /* Not later (a checkpoint's header write after its pages): pages would reach the .edb while
