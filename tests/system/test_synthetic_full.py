@@ -200,11 +200,14 @@ def laid_edb(store, repo, set_id, tag):
 
 def test_synthetic_fulls_lay_down_the_shadow_copys_pages_byte_for_byte(store, repo):
     # The digest tests above see the mail; this one sees every data page: each full is paused at
-    # its snapshot, the shadow copy's .edb read, mail delivered while it copies (pages held,
-    # spilled, written back at the release), and the set laid down without replay must equal
-    # it page for page. Between fulls: a store killed while mail arrives (soft recovery writes
-    # the pages), an incremental, a remount.
+    # its snapshot, the shadow copy's .edb read, mail delivered while it copies (pages held and,
+    # with a 1 MiB cache, spilled to the hold file, written back at the release), and the set
+    # laid down without replay must equal it page for page. Between fulls: a store killed while
+    # mail arrives (soft recovery writes the pages), an incremental, a remount.
     page = 32768
+    store.stop()
+    store.args = ["--cache-mb", "1"]
+    store.start()
     store.ombra("db", "new", "db1")
     load(store, 400, 1)
     between = [lambda: None, lambda: load(store, 30, 2), lambda: kill_while_loading(store),
