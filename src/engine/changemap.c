@@ -128,6 +128,19 @@ static int decode(eng_db *db, const uint8_t *b, size_t n, struct eng_cbt *m, cha
     return 0;
 }
 
+/* OM_KIND_* of E00.cbt in the log folder (OM_KIND_OTHER when the folder cannot be read). */
+static int what_is_there(eng_db *db)
+{
+    char name[32];
+    snprintf(name, sizeof name, "%s.cbt", db->base);
+    om_dir *d = NULL;
+    int kind = om_dir_open(db->vfs, NULL, db->logdir, OM_D_FOLLOW, &d) ? OM_KIND_OTHER
+                                                                       : om_kind_at(d, name);
+    om_err_clear();
+    om_dir_close(d);
+    return kind < 0 ? OM_KIND_OTHER : kind;
+}
+
 int eng_cbt_open(eng_db *db)
 {
     struct eng_cbt *m = calloc(1, sizeof *m);
@@ -135,9 +148,13 @@ int eng_cbt_open(eng_db *db)
     eng_cbt_path(m->path, sizeof m->path, db->logdir, db->base);
     uint8_t *b = NULL;
     size_t n = 0;
-    int ex = db->vfs->exists(db->vfs, m->path), bad = 0;
-    if (ex != 1) {
+    int bad = 0, kind = what_is_there(db);
+    if (kind == OM_KIND_NONE) {
         snprintf(m->why, sizeof m->why, "%.120s has no change map", db->edb);
+        bad = 1;
+    } else if (kind != OM_KIND_FILE) {
+        /* Never opened: a fifo would hold the mount for ever (a link is never followed). */
+        snprintf(m->why, sizeof m->why, "%.120s is not a regular file", m->path);
         bad = 1;
     } else if (om_read_file(db->vfs, m->path, &b, &n)) {
         snprintf(m->why, sizeof m->why, "%.120s cannot be read: %s", m->path, om_err_detail());

@@ -238,3 +238,27 @@ def kill_while_loading(store):
     store.proc.send_signal(signal.SIGKILL)
     store.proc.wait()
     store.start()
+
+
+@pytest.mark.parametrize("what", ["fifo", "link", "folder"])
+def test_an_e00_cbt_that_is_no_regular_file_is_never_opened_or_written_through(store, repo, what):
+    # A fifo there held the mount for ever (its open waits for a writer), and the store with it.
+    store.ombra("db", "new", "db1")
+    load(store, 100, 1)
+    full(store, repo)
+    info = store.db_show("db1")
+    cbt = pathlib.Path(info["logs"]) / "E00.cbt"
+    store.ombra("db", "dismount", "db1")
+    cbt.unlink()
+    victim = store.tmp / "victim"
+    victim.write_bytes(b"not a change map")
+    {"fifo": lambda: os.mkfifo(cbt), "link": lambda: cbt.symlink_to(victim),
+     "folder": lambda: cbt.mkdir()}[what]()
+    store.ombra("db", "mount", "db1", timeout=30)
+    load(store, 20, 2)
+    s = full(store, repo)
+    why = s["changemap"].get("reason", "")
+    assert s["changemap"]["read_all"] and ("not a regular file" in why or "could not be written" in why), s
+    assert victim.read_bytes() == b"not a change map"
+    d = store.digest("db1")
+    assert restore_digest(store, repo) == d
