@@ -310,7 +310,8 @@ int eng_restored_name(const char *name, const char *base);
  * eng_retired_remove removes a retired folder afterwards (at any time, from any thread): only
  * the names a restore writes (of any base; a link among them goes as a name, never what it
  * points to), then the folder; a folder already gone is fine; a name of anything else stays with
- * the folder (InvalidParameter naming it), as does a retired name that is no folder (a link).
+ * the folder (InvalidParameter naming it), as does a retired name that is no folder (a link)
+ * or a folder that is not the caller's own (OM_D_OWN: FileAccessDenied).
  * eng_retired_sweep does that for every retired folder in ld (a crash or a killed store left
  * them), each failure a warning in the log; *removed (may be NULL) counts the ones removed.
  * eng_restored_remove is retire then remove (a failure of the removal only a warning). */

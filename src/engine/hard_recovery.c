@@ -695,7 +695,9 @@ static int remove_retired_at(om_dir *ld, const char *name)
                        "%s/%s is not a folder (a link, or a file): left as it is. HINT: it is "
                        "no restore's; move it away",
                        ld->path, name);
-    int rc = om_dir_open(ld->vfs, ld, name, 0, &d);
+    /* Its own, as _restoredLogs was (OM_D_OWN): a folder another user planted under a retired
+     * name is not ours to empty. */
+    int rc = om_dir_open(ld->vfs, ld, name, OM_D_OWN, &d);
     if (rc == OM_E_FileNotFound) {
         om_err_clear();
         return 0;

@@ -165,8 +165,9 @@ def test_retired_folders_left_by_a_crash_go_at_the_next_restore_never_through_a_
         store, repo, source, tmp_path):
     """A crash after PostRestore retired _restoredLogs leaves _retiredLogs.<16 hex> in the log
     folder: the next restore into that folder removes it (only names a restore writes). A link
-    named like one, a link inside one, and a name no restore writes stay, with a warning; what
-    the links point to is untouched."""
+    named like one, a folder of another user's, and one holding a name no restore writes stay,
+    each with a warning; a link inside one is removed as a name; what the links point to is
+    untouched."""
     c = Canaries(tmp_path)
     store.ombra("db", "new", "db2")
     dismount_for_restore(store, "db2")
@@ -188,6 +189,11 @@ def test_retired_folders_left_by_a_crash_go_at_the_next_restore_never_through_a_
     stray.mkdir(mode=0o750)
     (stray / generations(source)[0]).write_bytes(b"x")
     (stray / "stranger").write_text("mine\n")
+    other = logs / "_retiredLogs.00000000000000dd"  # another user's folder
+    other.mkdir(mode=0o750)
+    (other / generations(source)[0]).write_bytes(b"theirs")
+    os.chown(other / generations(source)[0], 65534, 65534)
+    os.chown(other, 65534, 65534)
     restore(store, repo, "db1", "--to", "db2", "--mount")
     assert store.digest("db2") == source["digest"]
     assert not (logs / "_restoredLogs").exists()
@@ -198,12 +204,15 @@ def test_retired_folders_left_by_a_crash_go_at_the_next_restore_never_through_a_
     assert sorted(p.name for p in stray.iterdir()) == ["stranger"]
     err = store.stderr()
     assert "stranger" in err and "_retiredLogs.00000000000000aa" in err, err
+    assert (other / generations(source)[0]).read_bytes() == b"theirs"
+    assert "_retiredLogs.00000000000000dd" in err, err
     c.untouched()
     # this restore's own retired folder goes too; the two left stay
     end = time.time() + 20
-    while len(list(logs.glob("_retiredLogs.*"))) > 2 and time.time() < end:
+    while len(list(logs.glob("_retiredLogs.*"))) > 3 and time.time() < end:
         time.sleep(0.1)
-    assert sorted(p.name for p in logs.glob("_retiredLogs.*")) == [linked.name, stray.name]
+    assert sorted(p.name for p in logs.glob("_retiredLogs.*")) == [linked.name, stray.name,
+                                                                   other.name]
     c.untouched()
 
 
