@@ -12,38 +12,23 @@ backup after about 100 MB of new mail (its log).
 
     bench/backup.py [--build DIR] [--mb 1024]
 """
-import argparse
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MSG = 8000
-
-
-def sh(cmd, env=None):
-    t0 = time.monotonic()
-    p = subprocess.run(cmd, shell=True, env=env, capture_output=True, text=True)
-    if p.returncode:
-        raise RuntimeError(f"{cmd}: {p.stderr.strip()}")
-    return time.monotonic() - t0, p.stdout
+from benchlib import MSG, ROOT, ombra_env, parser, sh, stop_all, store_daemons, utc_stamp
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build", default=os.environ.get("BUILD_RELEASE", f"{ROOT}/build-release"))
+    ap = parser(__doc__)
     ap.add_argument("--mb", type=int, default=1024)
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="ombra-bb-", dir="/tmp")
-    env = dict(os.environ, OMBRA_RUNTIME_DIR=f"{tmp}/run", OMBRA_HOME=f"{tmp}/home",
-               RESTIC_PASSWORD="bench", RESTIC_REPOSITORY=f"{tmp}/restic")
+    env = ombra_env(tmp, RESTIC_PASSWORD="bench", RESTIC_REPOSITORY=f"{tmp}/restic")
     log = open(f"{tmp}/daemons.log", "w")
-    daemons = [subprocess.Popen([f"{a.build}/src/daemons/{d}", "--foreground", *x], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-               for d, x in (("ombra-vssd", []), ("ombra-store", ["--server", "srv1"]))]
+    daemons = store_daemons(a.build, env, log)
     ombra = f"{a.build}/src/cli/ombra"
     out = {}
     try:
@@ -118,15 +103,12 @@ def main():
               + ("read every page: " + cm.get("reason", "?") if cm.get("read_all") else
                  f"synthetic: {cm.get('pages_checked_now')} pages read, {cm.get('pages_reused')} reused"))
     finally:
-        for d in daemons:
-            d.terminate()
-        for d in daemons:
-            d.wait(60)
+        stop_all(daemons)
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(f"{ROOT}/bench/results", exist_ok=True)
     with open(f"{ROOT}/bench/results/backup.json", "w") as f:
-        json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mb": a.mb, "results": out}, f,
+        json.dump({"time": utc_stamp(), "mb": a.mb, "results": out}, f,
                   indent=1)
 
 

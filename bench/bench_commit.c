@@ -31,6 +31,8 @@
 #include "base/error.h"
 #include "base/time.h"
 #include "engine/engine.h"
+
+#define BENCH_NAME "bench_commit"
 #include "bench_util.h"
 
 #define UNIT           4096u
@@ -50,29 +52,6 @@ typedef struct params {
 } params;
 
 /* Set once the run directory exists, so a failure says where its files are. */
-static char g_rundir[4300];
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    fflush(stdout);
-    fputs("bench_commit: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    if (g_rundir[0]) fprintf(stderr, " (scratch files left in %s)", g_rundir);
-    fputc('\n', stderr);
-    exit(1);
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-    if (!p) die("out of memory (%zu bytes)", n);
-    return p;
-}
-
 /* ---- the shared random sequence ---- */
 
 static void fill_random(uint8_t *buf, size_t len, uint64_t seed)
@@ -262,19 +241,18 @@ static void sq_create(const char *path, const params *p)
 /* ---- timed writers ---- */
 
 typedef struct worker {
+    bench_share s; /* first */
     const params *p;
     ombra *o;    /* Ombra worker */
     sq_conn *sq; /* or SQLite worker */
-    uint64_t first, n;
-    pthread_barrier_t *go;
 } worker;
 
 static void *ombra_worker(void *arg)
 {
     worker *w = arg;
     uint8_t buf[UNIT];
-    pthread_barrier_wait(w->go);
-    for (uint64_t i = w->first; i < w->first + w->n; i++)
+    pthread_barrier_wait(w->s.go);
+    for (uint64_t i = w->s.first; i < w->s.first + w->s.n; i++)
         ombra_change(w->o, w->p, i, 0, buf);
     return NULL;
 }
@@ -283,8 +261,8 @@ static void *sq_worker(void *arg)
 {
     worker *w = arg;
     uint8_t buf[UNIT];
-    pthread_barrier_wait(w->go);
-    for (uint64_t i = w->first; i < w->first + w->n; i++)
+    pthread_barrier_wait(w->s.go);
+    for (uint64_t i = w->s.first; i < w->s.first + w->s.n; i++)
         sq_change(w->sq, w->p, i, buf);
     return NULL;
 }
@@ -293,23 +271,7 @@ static void *sq_worker(void *arg)
  * the seconds until the last one finished. */
 static double run_workers(worker *ws, unsigned nw, uint64_t first, uint64_t n, void *(*fn)(void *))
 {
-    pthread_barrier_t go;
-    pthread_t tid[MAX_THREADS];
-    if (pthread_barrier_init(&go, NULL, nw + 1) != 0)
-        die("creating a barrier: %s", strerror(errno));
-    for (unsigned k = 0; k < nw; k++) {
-        ws[k].first = first + n * k / nw;
-        ws[k].n = first + n * (k + 1) / nw - ws[k].first;
-        ws[k].go = &go;
-        int rc = pthread_create(&tid[k], NULL, fn, &ws[k]);
-        if (rc != 0) die("starting writer thread %u: %s", k, strerror(rc));
-    }
-    pthread_barrier_wait(&go);
-    uint64_t t0 = om_mono_ns();
-    for (unsigned k = 0; k < nw; k++)
-        pthread_join(tid[k], NULL);
-    uint64_t t1 = om_mono_ns();
-    pthread_barrier_destroy(&go);
+    uint64_t t0, t1 = run_threads(ws, sizeof *ws, nw, first, n, fn, &t0);
     return secs(t0, t1);
 }
 
@@ -501,19 +463,6 @@ static void sq_replay(const char *path, const char *wal, const params *p, uint64
 
 /* ---- machine, output ---- */
 
-typedef struct machine {
-    long nproc;
-    char fs[64], fstype[64], sqlite[32];
-} machine;
-
-static void machine_info(const char *dir, machine *m)
-{
-    m->nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    command_line("stat -f -c %T", dir, m->fs, sizeof m->fs);
-    command_line("findmnt -n -o FSTYPE -T", dir, m->fstype, sizeof m->fstype);
-    snprintf(m->sqlite, sizeof m->sqlite, "%s", sqlite3_libversion());
-}
-
 static void print_table(const params *p, const machine *m, const commit_result *c1,
                         const commit_result *cn, const replay_result *r)
 {
@@ -566,6 +515,17 @@ static void print_table(const params *p, const machine *m, const commit_result *
         (unsigned)r->s_page, (unsigned long long)r->s_commits, r->s_secs);
 }
 
+/* A commit phase's engine counters as a JSON member of "details". */
+static void json_ombra_delta(FILE *f, const char *name, const eng_stats *d)
+{
+    fprintf(f,
+            "    \"%s\": {\"log_fsyncs\": %llu, \"log_slot_bytes\": %llu, \"page_images\": %llu, "
+            "\"checkpoints\": %llu},\n",
+            name, (unsigned long long)d->log_flushes,
+            (unsigned long long)d->log_slots_written * 4096, (unsigned long long)d->page_images,
+            (unsigned long long)d->checkpoints);
+}
+
 static void write_json(const params *p, const machine *m, const commit_result *c1,
                        const commit_result *cn, const replay_result *r)
 {
@@ -596,20 +556,8 @@ static void write_json(const params *p, const machine *m, const commit_result *c
     json_pair(f, "replay_records_per_s", r->o_records / r->o_secs, r->s_frames / r->s_secs, ",");
     json_pair(f, "recovery_seconds", r->o_secs, r->s_secs, "");
     fprintf(f, "  },\n  \"details\": {\n");
-    fprintf(
-        f,
-        "    \"ombra_1w\": {\"log_fsyncs\": %llu, \"log_slot_bytes\": %llu, \"page_images\": %llu, "
-        "\"checkpoints\": %llu},\n",
-        (unsigned long long)c1->o_delta.log_flushes,
-        (unsigned long long)c1->o_delta.log_slots_written * 4096,
-        (unsigned long long)c1->o_delta.page_images, (unsigned long long)c1->o_delta.checkpoints);
-    fprintf(
-        f,
-        "    \"ombra_nw\": {\"log_fsyncs\": %llu, \"log_slot_bytes\": %llu, \"page_images\": %llu, "
-        "\"checkpoints\": %llu},\n",
-        (unsigned long long)cn->o_delta.log_flushes,
-        (unsigned long long)cn->o_delta.log_slots_written * 4096,
-        (unsigned long long)cn->o_delta.page_images, (unsigned long long)cn->o_delta.checkpoints);
+    json_ombra_delta(f, "ombra_1w", &c1->o_delta);
+    json_ombra_delta(f, "ombra_nw", &cn->o_delta);
     fprintf(f, "    \"sqlite_1w\": {\"wal_frames\": %llu},\n", (unsigned long long)c1->s_frames);
     fprintf(f, "    \"round_ratio_1w\": [%.4g, %.4g],\n    \"round_ratio_nw\": [%.4g, %.4g],\n",
             c1->lo_ratio, c1->hi_ratio, cn->lo_ratio, cn->hi_ratio);
@@ -650,8 +598,7 @@ static void usage(FILE *f)
 
 static void parse_args(int argc, char **argv, params *p)
 {
-    const char *tmp = getenv("TMPDIR");
-    *p = (params){.dir = tmp && *tmp ? tmp : "/tmp",
+    *p = (params){.dir = scratch_parent(),
                   .commits = 5000,
                   .threads = 4,
                   .rounds = 5,
@@ -660,17 +607,9 @@ static void parse_args(int argc, char **argv, params *p)
                   .seed = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(a, "--cold"))
+        if (common_arg(argc, argv, &i, usage, &p->dir, &p->json, &p->keep)) continue;
+        if (!strcmp(a, "--cold"))
             p->cold = 1;
-        else if (!strcmp(a, "--keep"))
-            p->keep = 1;
-        else if (!strcmp(a, "--dir") && v)
-            p->dir = argv[++i];
-        else if (!strcmp(a, "--json") && v)
-            p->json = argv[++i];
         else if (!strcmp(a, "--commits"))
             p->commits = num_arg(a, v, 1, 100000000), i++;
         else if (!strcmp(a, "--threads"))
@@ -683,10 +622,8 @@ static void parse_args(int argc, char **argv, params *p)
             p->replay_mb = (uint32_t)num_arg(a, v, 1, 65536), i++;
         else if (!strcmp(a, "--seed"))
             p->seed = num_arg(a, v, 0, UINT64_MAX), i++;
-        else {
-            usage(stderr);
-            die("unknown or incomplete option '%s'", a);
-        }
+        else
+            bad_arg(a, usage);
     }
     if (p->commits < p->threads)
         die("--commits (%llu) must be at least --threads (%u)", (unsigned long long)p->commits,
@@ -706,11 +643,7 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     parse_args(argc, argv, &p);
     machine_info(p.dir, &m);
-    snprintf(o.dir, sizeof o.dir, "%s/run-%ld", p.dir, (long)getpid());
-    if (mkdir(o.dir, 0750) != 0)
-        die("creating %s: %s. HINT: --dir must be an existing, writable folder", o.dir,
-            strerror(errno));
-    snprintf(g_rundir, sizeof g_rundir, "%s", o.dir);
+    make_rundir(p.dir, o.dir, sizeof o.dir);
     snprintf(o.edb, sizeof o.edb, "%s/ombra.edb", o.dir);
     snprintf(o.logs, sizeof o.logs, "%s/ombra-logs", o.dir);
     snprintf(sq_path, sizeof sq_path, "%s/sqlite.db", o.dir);
@@ -733,8 +666,7 @@ int main(int argc, char **argv)
         write_json(&p, &m, &c1, &cn, &r);
         printf("\nfigures written to %s\n", p.json);
     }
-    if (!p.keep && nftw(o.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        die("removing %s: %s", o.dir, strerror(errno));
+    if (!p.keep) rm_tree(o.dir);
     free(o.pgno);
     return 0;
 }

@@ -35,6 +35,8 @@
 #include "engine/table.h"
 #include "store/mail.h"
 #include "store/mail_digest.h"
+
+#define BENCH_NAME "bench_mail"
 #include "bench_util.h"
 
 #define MB          1e6
@@ -49,29 +51,6 @@ typedef struct params {
     int keep;
 } params;
 
-static char g_rundir[4300];
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    fflush(stdout);
-    fputs("bench_mail: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    if (g_rundir[0]) fprintf(stderr, " (scratch files left in %s)", g_rundir);
-    fputc('\n', stderr);
-    exit(1);
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) die("out of memory (%zu bytes)", n);
-    return p;
-}
-
 static uint64_t g_dir_bytes;
 static int add_size(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
@@ -84,12 +63,6 @@ static uint64_t dir_size(const char *dir)
     g_dir_bytes = 0;
     if (nftw(dir, add_size, 16, FTW_PHYS) != 0) die("measuring %s: %s", dir, strerror(errno));
     return g_dir_bytes;
-}
-
-static void rm_tree(const char *dir)
-{
-    if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
-        die("removing %s: %s", dir, strerror(errno));
 }
 
 /* ---- the bulk load's layout: where message i lands ---- */
@@ -326,11 +299,10 @@ static uint64_t sq_get(sq_conn *c, const char *mailbox, uint64_t id, uint64_t *s
 /* ---- durable deliveries: several writers ---- */
 
 typedef struct worker {
+    bench_share s; /* first */
     const params *p;
     ostore *o;
     sq_conn *sq;
-    uint64_t first, n;
-    pthread_barrier_t *go;
 } worker;
 
 static void *o_deliver_worker(void *arg)
@@ -340,8 +312,8 @@ static void *o_deliver_worker(void *arg)
     mail_load_buf lb;
     mail_new m;
     uint64_t id;
-    pthread_barrier_wait(w->go);
-    for (uint64_t i = w->first; i < w->first + w->n; i++) {
+    pthread_barrier_wait(w->s.go);
+    for (uint64_t i = w->s.first; i < w->s.first + w->s.n; i++) {
         store_mail_load_message(w->p->seed, w->p->mailboxes, w->p->size, i, &lb, body, &m);
         eng_ok(store_mail_deliver(w->o->st, &m, 0, &id), "delivering a message (durable)");
     }
@@ -356,8 +328,8 @@ static void *sq_deliver_worker(void *arg)
     mail_load_buf lb;
     mail_new m;
     uint64_t id;
-    pthread_barrier_wait(w->go);
-    for (uint64_t i = w->first; i < w->first + w->n; i++) {
+    pthread_barrier_wait(w->s.go);
+    for (uint64_t i = w->s.first; i < w->s.first + w->s.n; i++) {
         store_mail_load_message(w->p->seed, w->p->mailboxes, w->p->size, i, &lb, body, &m);
         sq_done(w->sq, w->sq->begin, "BEGIN IMMEDIATE");
         sq_deliver(w->sq, &m, &id);
@@ -378,23 +350,7 @@ static void quiet_disk(void)
  * until the last one finished. */
 static double run_workers(worker *ws, unsigned nw, uint64_t first, uint64_t n, void *(*fn)(void *))
 {
-    pthread_barrier_t go;
-    pthread_t tid[MAX_THREADS];
-    if (pthread_barrier_init(&go, NULL, nw + 1) != 0)
-        die("creating a barrier: %s", strerror(errno));
-    for (unsigned k = 0; k < nw; k++) {
-        ws[k].first = first + n * k / nw;
-        ws[k].n = first + n * (k + 1) / nw - ws[k].first;
-        ws[k].go = &go;
-        int rc = pthread_create(&tid[k], NULL, fn, &ws[k]);
-        if (rc != 0) die("starting thread %u: %s", k, strerror(rc));
-    }
-    pthread_barrier_wait(&go);
-    uint64_t t0 = om_mono_ns();
-    for (unsigned k = 0; k < nw; k++)
-        pthread_join(tid[k], NULL);
-    uint64_t t1 = om_mono_ns();
-    pthread_barrier_destroy(&go);
+    uint64_t t0, t1 = run_threads(ws, sizeof *ws, nw, first, n, fn, &t0);
     return secs(t0, t1);
 }
 
@@ -602,14 +558,13 @@ static void sq_digest(const char *path, char out[33])
 /* ---- point reads ---- */
 
 typedef struct reader {
+    bench_share s; /* first: reads [first, first + n) of the read sequence */
     const params *p;
     const plan *pl;
     ostore *o;
     sq_conn *sq;
-    uint64_t first, n; /* reads [first, first + n) of the read sequence */
     uint64_t bad;
     uint64_t end_ns; /* when the timed loop ended */
-    pthread_barrier_t *go;
 } reader;
 
 /* Read k of the sequence: a random message of the bulk load. */
@@ -631,10 +586,10 @@ static void *o_read_worker(void *arg)
 {
     reader *w = arg;
     char name[32];
-    uint64_t *h = xmalloc(w->n * sizeof *h);
-    pthread_barrier_wait(w->go);
-    for (uint64_t k = 0; k < w->n; k++) {
-        uint64_t i = read_pick(w->p, w->first + k);
+    uint64_t *h = xmalloc(w->s.n * sizeof *h);
+    pthread_barrier_wait(w->s.go);
+    for (uint64_t k = 0; k < w->s.n; k++) {
+        uint64_t i = read_pick(w->p, w->s.first + k);
         mail_message m;
         snprintf(name, sizeof name, "user%05u", w->pl->mbx[i]);
         eng_ok(store_mail_get(w->o->st, name, w->pl->id[i], &m), "reading a message");
@@ -644,8 +599,8 @@ static void *o_read_worker(void *arg)
     w->end_ns = om_mono_ns();
     /* Check every body against what the load wrote. */
     uint8_t *body = xmalloc(w->p->size);
-    for (uint64_t k = 0; k < w->n; k++)
-        w->bad += h[k] != expected_hash(w->p, read_pick(w->p, w->first + k), body);
+    for (uint64_t k = 0; k < w->s.n; k++)
+        w->bad += h[k] != expected_hash(w->p, read_pick(w->p, w->s.first + k), body);
     free(body);
     free(h);
     return NULL;
@@ -655,18 +610,18 @@ static void *sq_read_worker(void *arg)
 {
     reader *w = arg;
     char name[32];
-    uint64_t *h = xmalloc(w->n * sizeof *h), size;
-    pthread_barrier_wait(w->go);
-    for (uint64_t k = 0; k < w->n; k++) {
-        uint64_t i = read_pick(w->p, w->first + k);
+    uint64_t *h = xmalloc(w->s.n * sizeof *h), size;
+    pthread_barrier_wait(w->s.go);
+    for (uint64_t k = 0; k < w->s.n; k++) {
+        uint64_t i = read_pick(w->p, w->s.first + k);
         snprintf(name, sizeof name, "user%05u", w->pl->mbx[i]);
         h[k] = sq_get(w->sq, name, w->pl->id[i], &size);
         if (size != w->p->size) h[k] = 0;
     }
     w->end_ns = om_mono_ns();
     uint8_t *body = xmalloc(w->p->size);
-    for (uint64_t k = 0; k < w->n; k++)
-        w->bad += h[k] != expected_hash(w->p, read_pick(w->p, w->first + k), body);
+    for (uint64_t k = 0; k < w->s.n; k++)
+        w->bad += h[k] != expected_hash(w->p, read_pick(w->p, w->s.first + k), body);
     free(body);
     free(h);
     return NULL;
@@ -676,23 +631,11 @@ static void *sq_read_worker(void *arg)
  * ended (each then checks its bodies against the load, untimed). */
 static double run_readers(reader *rs, unsigned nr, uint64_t n, void *(*fn)(void *))
 {
-    pthread_barrier_t go;
-    pthread_t tid[MAX_THREADS];
-    if (pthread_barrier_init(&go, NULL, nr + 1) != 0)
-        die("creating a barrier: %s", strerror(errno));
-    for (unsigned k = 0; k < nr; k++) {
-        rs[k].first = n * k / nr;
-        rs[k].n = n * (k + 1) / nr - rs[k].first;
-        rs[k].go = &go;
-        rs[k].bad = 0;
-        int rc = pthread_create(&tid[k], NULL, fn, &rs[k]);
-        if (rc != 0) die("starting thread %u: %s", k, strerror(rc));
-    }
-    pthread_barrier_wait(&go);
-    uint64_t t0 = om_mono_ns(), t1 = t0;
     for (unsigned k = 0; k < nr; k++)
-        pthread_join(tid[k], NULL);
-    pthread_barrier_destroy(&go);
+        rs[k].bad = 0;
+    uint64_t t0;
+    run_threads(rs, sizeof *rs, nr, 0, n, fn, &t0);
+    uint64_t t1 = t0;
     for (unsigned k = 0; k < nr; k++)
         if (rs[k].end_ns > t1) t1 = rs[k].end_ns;
     double s = secs(t0, t1);
@@ -730,20 +673,6 @@ static void read_phase(ostore *o, const char *sq_path, const params *p, const pl
 }
 
 /* ---- machine, output ---- */
-
-typedef struct machine {
-    long nproc;
-    char fs[64], fstype[64], sqlite[32], cpu[128];
-} machine;
-
-static void machine_info(const char *dir, machine *m)
-{
-    m->nproc = sysconf(_SC_NPROCESSORS_ONLN);
-    command_line("stat -f -c %T", dir, m->fs, sizeof m->fs);
-    command_line("findmnt -n -o FSTYPE -T", dir, m->fstype, sizeof m->fstype);
-    command_line("sed -n 's/^model name[^:]*: //p;T;q'", "/proc/cpuinfo", m->cpu, sizeof m->cpu);
-    snprintf(m->sqlite, sizeof m->sqlite, "%s", sqlite3_libversion());
-}
 
 typedef struct results {
     durable_result d;
@@ -884,8 +813,7 @@ static void usage(FILE *f)
 
 static void parse_args(int argc, char **argv, params *p)
 {
-    const char *tmp = getenv("TMPDIR");
-    *p = (params){.dir = tmp && *tmp ? tmp : "/tmp",
+    *p = (params){.dir = scratch_parent(),
                   .messages = 100000,
                   .mailboxes = 1000,
                   .size = 8192,
@@ -896,17 +824,9 @@ static void parse_args(int argc, char **argv, params *p)
                   .seed = 1};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(a, "--keep"))
-            p->keep = 1;
-        else if (!strcmp(a, "--sqlite-busy-poll"))
+        if (common_arg(argc, argv, &i, usage, &p->dir, &p->json, &p->keep)) continue;
+        if (!strcmp(a, "--sqlite-busy-poll"))
             g_busy_poll = 1;
-        else if (!strcmp(a, "--dir") && v)
-            p->dir = argv[++i];
-        else if (!strcmp(a, "--json") && v)
-            p->json = argv[++i];
         else if (!strcmp(a, "--messages"))
             p->messages = num_arg(a, v, 1, 100000000), i++;
         else if (!strcmp(a, "--mailboxes"))
@@ -923,10 +843,8 @@ static void parse_args(int argc, char **argv, params *p)
             p->reads = num_arg(a, v, 1, 100000000), i++;
         else if (!strcmp(a, "--seed"))
             p->seed = num_arg(a, v, 0, UINT64_MAX), i++;
-        else {
-            usage(stderr);
-            die("unknown or incomplete option '%s'", a);
-        }
+        else
+            bad_arg(a, usage);
     }
     if (p->messages < p->threads)
         die("--messages (%llu) must be at least --threads (%u)", (unsigned long long)p->messages,
@@ -943,11 +861,7 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     parse_args(argc, argv, &p);
     machine_info(p.dir, &m);
-    snprintf(rundir, sizeof rundir, "%s/run-%ld", p.dir, (long)getpid());
-    if (mkdir(rundir, 0750) != 0)
-        die("creating %s: %s. HINT: --dir must be an existing, writable folder", rundir,
-            strerror(errno));
-    snprintf(g_rundir, sizeof g_rundir, "%s", rundir);
+    make_rundir(p.dir, rundir, sizeof rundir);
     plan_make(&p, &pl);
 
     printf("durable deliveries: %llu messages of %u bytes, %u writers, each store...\n",

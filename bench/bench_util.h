@@ -1,22 +1,49 @@
-/* Helpers both benchmarks share (bench_commit.c, bench_mail.c): scratch folders, machine
- * description, SQLite calls that die on error, table rows and JSON pairs. Each benchmark
- * defines die() itself (its messages carry its own name). */
+/* Helpers both benchmarks share (bench_commit.c, bench_mail.c): dying with one line, scratch
+ * folders, machine description, threads started together, SQLite calls that die on error, the
+ * options both have, table rows and JSON pairs. The benchmark defines BENCH_NAME (its name, which
+ * starts its error lines) before including this. */
 #ifndef OM_BENCH_UTIL_H
 #define OM_BENCH_UTIL_H
 
+#include <errno.h>
 #include <ftw.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "base/error.h"
+#include "base/time.h"
 #include "engine/engine.h"
 
+static char g_rundir[4300]; /* the scratch folder, named by die() when it is left behind */
+
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fputs(BENCH_NAME ": ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (g_rundir[0]) fprintf(stderr, " (scratch files left in %s)", g_rundir);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) die("out of memory (%zu bytes)", n);
+    return p;
+}
 
 static void eng_ok(int rc, const char *what)
 {
@@ -150,6 +177,104 @@ static int rm_entry(const char *path, const struct stat *sb, int type, struct FT
 {
     (void)sb, (void)type, (void)ftw;
     return remove(path) == 0 ? 0 : -1;
+}
+
+static void rm_tree(const char *dir)
+{
+    if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
+        die("removing %s: %s", dir, strerror(errno));
+}
+
+/* Makes the scratch folder PARENT/run-PID into out; die() names it from then on. */
+static void make_rundir(const char *parent, char *out, size_t n)
+{
+    snprintf(out, n, "%s/run-%ld", parent, (long)getpid());
+    if (mkdir(out, 0750) != 0)
+        die("creating %s: %s. HINT: --dir must be an existing, writable folder", out,
+            strerror(errno));
+    snprintf(g_rundir, sizeof g_rundir, "%s", out);
+}
+
+/* The scratch parent by default: $TMPDIR, else /tmp. */
+static const char *scratch_parent(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    return tmp && *tmp ? tmp : "/tmp";
+}
+
+/* The options both benchmarks have: --help/-h (prints usage, exits 0), --keep, --dir DIR and
+ * --json FILE. Returns 1 when argv[*i] was one of them (*i past its value), else 0. */
+static int common_arg(int argc, char **argv, int *i, void (*usage)(FILE *), const char **dir,
+                      const char **json, int *keep)
+{
+    const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        usage(stdout);
+        exit(0);
+    } else if (!strcmp(a, "--keep"))
+        *keep = 1;
+    else if (!strcmp(a, "--dir") && v)
+        *dir = argv[++*i];
+    else if (!strcmp(a, "--json") && v)
+        *json = argv[++*i];
+    else
+        return 0;
+    return 1;
+}
+
+static void bad_arg(const char *a, void (*usage)(FILE *))
+{
+    usage(stderr);
+    die("unknown or incomplete option '%s'", a);
+}
+
+typedef struct machine {
+    long nproc;
+    char fs[64], fstype[64], sqlite[32], cpu[128];
+} machine;
+
+static void machine_info(const char *dir, machine *m)
+{
+    m->nproc = sysconf(_SC_NPROCESSORS_ONLN);
+    command_line("stat -f -c %T", dir, m->fs, sizeof m->fs);
+    command_line("findmnt -n -o FSTYPE -T", dir, m->fstype, sizeof m->fstype);
+    command_line("sed -n 's/^model name[^:]*: //p;T;q'", "/proc/cpuinfo", m->cpu, sizeof m->cpu);
+    snprintf(m->sqlite, sizeof m->sqlite, "%s", sqlite3_libversion());
+}
+
+/* A timed thread's share of the operations, [first, first + n), and the barrier that starts
+ * them all together. Each thread's argument begins with one. */
+typedef struct bench_share {
+    uint64_t first, n;
+    pthread_barrier_t *go;
+} bench_share;
+
+/* Runs fn on nw threads, fn's argument k at (char *)ws + k * size (beginning with its share of
+ * [first, first + n)), released together by a barrier. *t0 is the time of the release; returns
+ * the time the last one was joined. */
+static uint64_t run_threads(void *ws, size_t size, unsigned nw, uint64_t first, uint64_t n,
+                            void *(*fn)(void *), uint64_t *t0)
+{
+    pthread_barrier_t go;
+    pthread_t *tid = xmalloc(nw * sizeof *tid);
+    if (pthread_barrier_init(&go, NULL, nw + 1) != 0)
+        die("creating a barrier: %s", strerror(errno));
+    for (unsigned k = 0; k < nw; k++) {
+        bench_share *s = (bench_share *)((char *)ws + k * size);
+        s->first = first + n * k / nw;
+        s->n = first + n * (k + 1) / nw - s->first;
+        s->go = &go;
+        int rc = pthread_create(&tid[k], NULL, fn, s);
+        if (rc != 0) die("starting thread %u: %s", k, strerror(rc));
+    }
+    pthread_barrier_wait(&go);
+    *t0 = om_mono_ns();
+    for (unsigned k = 0; k < nw; k++)
+        pthread_join(tid[k], NULL);
+    uint64_t t1 = om_mono_ns();
+    pthread_barrier_destroy(&go);
+    free(tid);
+    return t1;
 }
 
 #endif

@@ -12,12 +12,14 @@ import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
 
+from benchlib import PG_BIN, TOOLS, need_build
+
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
-PG_BIN = "/usr/lib/postgresql/15/bin"
 GEN_MB = (1 << 20) / 1e6  # a log generation is 1 MiB
 SAMPLE_S = 0.2
 SERVERS = ("mbx1", "mbx2", "mbx3")
@@ -43,16 +45,11 @@ def pct(v, p):
     return v[min(len(v) - 1, max(0, math.ceil(p / 100 * len(v)) - 1))]
 
 
-def ratio(a, b):
-    return a / b if a is not None and b else None
-
-
-def fmt(v, nd=0):
-    if v is None:
-        return "-"
-    if isinstance(v, str):
-        return v
-    return f"{v:,.{nd}f}"
+def need_dag(build, script):
+    """Exits with one line when the build lacks a program the DAG runs, or etcd is missing."""
+    need_build(build, script, TOOLS + ("src/daemons/ombra-repld",))
+    if not os.access(ETCD, os.X_OK):
+        raise SystemExit(f"{script}: no {ETCD} (apt-get install etcd-server; scripts/install-deps)")
 
 
 def wait_until(what, pred, seconds, procs=()):
@@ -356,3 +353,67 @@ def verify(dag, db, copies):
 
 def on_term(*_):
     raise KeyboardInterrupt
+
+
+# ---- the PostgreSQL side ----------------------------------------------------------------------
+
+
+def pg_tmp(prefix):
+    """A temporary directory the postgres user owns."""
+    tmp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(tmp, 0o755)
+    shutil.chown(tmp, "postgres")
+    return tmp
+
+
+class PgBase:
+    """PostgreSQL 15 clusters in a temp directory, run as the postgres user on Unix sockets only:
+    a primary's port and a standby's, commands as postgres, SQL, pg_ctl."""
+    RUN_TIMEOUT = 600  # seconds a command may take
+    CTL_TIMEOUT = 120  # pg_ctl -t
+
+    def __init__(self, tmp, a):
+        self.tmp, self.a = tmp, a
+        self.pport, self.sport = free_port(), free_port()
+
+    def run(self, *argv, check=True, timeout=None):
+        p = subprocess.run(["runuser", "-u", "postgres", "--", *map(str, argv)], capture_output=True, text=True,
+                           timeout=timeout or self.RUN_TIMEOUT, cwd=self.tmp)
+        if check and p.returncode:
+            raise Failed(f"$ {' '.join(map(str, argv))}: exit {p.returncode}: {(p.stderr or p.stdout).strip()[-800:]}")
+        return p.stdout
+
+    def sql(self, q, port=None):
+        return self.run(f"{PG_BIN}/psql", "-h", self.tmp, "-p", port or self.pport, "-qAtX", "-v", "ON_ERROR_STOP=1",
+                        "-c", q, "postgres").strip()
+
+    def ctl(self, data, action, port):
+        self.run(f"{PG_BIN}/pg_ctl", "-D", f"{self.tmp}/{data}", "-l", f"{self.tmp}/{data}.log", "-w", "-t",
+                 self.CTL_TIMEOUT, "-o", f"-p {port} -k {self.tmp}", action)
+
+    def pgbench(self, tag, *args):
+        """Starts pgbench against the primary (--threads clients and jobs, these arguments, a log
+        line per transaction into a new folder); (the process, the folder)."""
+        logs = f"{self.tmp}/pgb-{tag}{time.monotonic_ns()}"
+        os.makedirs(logs)
+        shutil.chown(logs, "postgres")
+        p = subprocess.Popen(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pgbench", "-n", "-h", self.tmp, "-p",
+                              str(self.pport), "-c", str(self.a.threads), "-j", str(self.a.threads), *args, "-l",
+                              "--log-prefix", f"{logs}/tx", "postgres"],
+                             cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return p, logs
+
+    def stop(self):
+        for d, port in (("standby", self.sport), ("primary", self.pport)):
+            if os.path.exists(f"{self.tmp}/{d}/postmaster.pid"):
+                self.run(f"{PG_BIN}/pg_ctl", "-D", f"{self.tmp}/{d}", "-m", "fast", "-w", "stop", check=False)
+
+
+def pgbench_lines(logs):
+    """The words of each line of pgbench's transaction logs in the folder, which is then removed."""
+    out = []
+    for fn in os.listdir(logs):
+        with open(f"{logs}/{fn}") as f:
+            out.extend(line.split() for line in f)
+    shutil.rmtree(logs, ignore_errors=True)
+    return out

@@ -33,7 +33,6 @@ Prints a table and writes bench/results/passive_backup.json and .md.
                             [--rounds 3] [--baseline-seconds 20] [--pg-scale 70] [--no-pg]
                             [--json FILE] [--md FILE]
 """
-import argparse
 import json
 import os
 import re
@@ -45,10 +44,10 @@ import tempfile
 import threading
 import time
 
-from dagutil import (ETCD, PG_BIN, SAMPLE_S, Dag, Deliverer, Failed, drain, fmt, free_port, on_term, pct,
-                     ratio, verify, wait_until)
+from benchlib import PG_BIN, ROOT, fmt, fstype, median, parser, ratio, utc_stamp
+from dagutil import (SAMPLE_S, Dag, Deliverer, Failed, PgBase, drain, need_dag, on_term, pct, pg_tmp, pgbench_lines,
+                     verify, wait_until)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DB = "mail1"
 LOAD_SIZE = 16384  # bytes per message of the initial load
 # the backup settings measured: label -> (server index, --from, --provider or None for the default)
@@ -343,28 +342,12 @@ def ombra_run(a, tmp):
 # ---- pgBackRest: a full backup from the standby and from the primary ---------------------------
 
 
-class PgPair:
+class PgPair(PgBase):
     """A primary archiving its WAL to a pgBackRest repository and a streaming standby, in a temp
     directory, run as the postgres user on Unix sockets only."""
 
-    def __init__(self, tmp, a):
-        self.tmp, self.a = tmp, a
-        self.pport, self.sport = free_port(), free_port()
-
-    def run(self, *argv, check=True, timeout=1800):
-        p = subprocess.run(["runuser", "-u", "postgres", "--", *map(str, argv)], capture_output=True, text=True,
-                           timeout=timeout, cwd=self.tmp)
-        if check and p.returncode:
-            raise Failed(f"$ {' '.join(map(str, argv))}: exit {p.returncode}: {(p.stderr or p.stdout).strip()[-800:]}")
-        return p.stdout
-
-    def sql(self, q, port=None):
-        return self.run(f"{PG_BIN}/psql", "-h", self.tmp, "-p", port or self.pport, "-qAtX", "-v", "ON_ERROR_STOP=1",
-                        "-c", q, "postgres").strip()
-
-    def ctl(self, data, action, port):
-        self.run(f"{PG_BIN}/pg_ctl", "-D", f"{self.tmp}/{data}", "-l", f"{self.tmp}/{data}.log", "-w", "-t", 300,
-                 "-o", f"-p {port} -k {self.tmp}", action)
+    RUN_TIMEOUT = 1800
+    CTL_TIMEOUT = 300
 
     def pgbr(self, *args):
         return self.run("pgbackrest", f"--config={self.tmp}/pgbackrest.conf", "--stanza=bench", *args)
@@ -402,13 +385,7 @@ class PgPair:
         during(), if given, runs lead seconds in. Returns (latencies with their epoch times,
         during's result)."""
         a = self.a
-        logs = f"{self.tmp}/pgb-{time.monotonic_ns()}"
-        os.makedirs(logs)
-        shutil.chown(logs, "postgres")
-        p = subprocess.Popen(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pgbench", "-n", "-h", self.tmp, "-p",
-                              str(self.pport), "-c", str(a.threads), "-j", str(a.threads), "-R", str(a.rate * a.threads),
-                              "-T", str(int(seconds)), "-l", "--log-prefix", f"{logs}/tx", "postgres"],
-                             cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p, logs = self.pgbench("", "-R", str(a.rate * a.threads), "-T", str(int(seconds)))
         res = None
         try:
             if during:
@@ -418,22 +395,11 @@ class PgPair:
             out, err = p.communicate()
         if p.returncode:
             raise Failed(f"pgbench: exit {p.returncode}: {err.strip()[-500:]}")
-        lat = []
-        for fn in os.listdir(logs):
-            with open(f"{logs}/{fn}") as f:
-                for line in f:
-                    # client, transaction, time us (from the scheduled start), script, epoch s, epoch
-                    # us, schedule lag us: from the actual start, as Ombra's clients measure
-                    w = line.split()
-                    if len(w) >= 7 and w[2].isdigit():
-                        lat.append((int(w[4]) + int(w[5]) / 1e6, (int(w[2]) - int(w[6])) / 1e6))
-        shutil.rmtree(logs, ignore_errors=True)
+        # a line: client, transaction, time us (from the scheduled start), script, epoch s, epoch
+        # us, schedule lag us: from the actual start, as Ombra's clients measure
+        lat = [(int(w[4]) + int(w[5]) / 1e6, (int(w[2]) - int(w[6])) / 1e6) for w in pgbench_lines(logs)
+               if len(w) >= 7 and w[2].isdigit()]
         return lat, res
-
-    def stop(self):
-        for d, port in (("standby", self.sport), ("primary", self.pport)):
-            if os.path.exists(f"{self.tmp}/{d}/postmaster.pid"):
-                self.run(f"{PG_BIN}/pg_ctl", "-D", f"{self.tmp}/{d}", "-m", "fast", "-w", "stop", check=False)
 
 
 def pg_run(a):
@@ -444,9 +410,7 @@ def pg_run(a):
         return None, "needs root (PostgreSQL runs as the postgres user)"
     if not os.access(f"{PG_BIN}/postgres", os.X_OK) or not shutil.which("pgbackrest") or not shutil.which("runuser"):
         return None, "PostgreSQL 15 or pgbackrest is not installed (scripts/install-deps --bench)"
-    tmp = tempfile.mkdtemp(prefix="ombra-bpbpg-", dir="/tmp")
-    os.chmod(tmp, 0o755)
-    shutil.chown(tmp, "postgres")
+    tmp = pg_tmp("ombra-bpbpg-")
     pg = PgPair(tmp, a)
     try:
         print(f"  pgbench -i -s {a.pg_scale}, a standby, the stanza", flush=True)
@@ -498,16 +462,8 @@ def pg_run(a):
 # ---- the table ---------------------------------------------------------------------------------
 
 
-def median(v):
-    v = sorted(x for x in v if x is not None)
-    if not v:
-        return None
-    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build", default=os.environ.get("BUILD_RELEASE", f"{ROOT}/build-release"))
+    ap = parser(__doc__)
     ap.add_argument("--mb", type=int, default=1024, help="MB of mail loaded before (16 KiB messages)")
     ap.add_argument("--threads", type=int, default=3, help="clients delivering (pgbench -c)")
     ap.add_argument("--rate", type=int, default=40, help="deliveries a second per client (pgbench -R: times --threads)")
@@ -523,13 +479,9 @@ def main():
     a.md = a.md or re.sub(r"\.json$", "", a.json) + ".md"
     if min(a.mb, a.threads, a.rate, a.size, a.rounds, a.baseline_seconds, a.pg_scale) < 1:
         raise SystemExit("passive_backup.py: every number must be at least 1")
-    for f in ("src/cli/ombra", "src/daemons/ombra-store", "src/daemons/ombra-vssd", "src/daemons/ombra-repld"):
-        if not os.access(f"{a.build}/{f}", os.X_OK):
-            raise SystemExit(f"passive_backup.py: {a.build}/{f} is missing: build first (--build DIR)")
-    if not os.access(ETCD, os.X_OK):
-        raise SystemExit(f"passive_backup.py: no {ETCD} (apt-get install etcd-server; scripts/install-deps)")
+    need_dag(a.build, "passive_backup.py")
     tmp = tempfile.mkdtemp(prefix="ombra-bpb-", dir="/tmp")
-    fstype = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
+    fs = fstype(tmp)
     signal.signal(signal.SIGTERM, on_term)
     started = time.monotonic()
     print(f"Ombra: 3 servers on 127.0.0.1, {DB} ({a.mb} MB) active on mbx1 with passive copies on mbx2 and mbx3; "
@@ -623,7 +575,7 @@ def main():
                   f"caught up {fmt(h['catch_up_s'], 2)} s after the release")
         d += f"; replay queue max (gens) {ph['queue_max']}"
         details.append(d)
-    machine = (f"{os.cpu_count()} CPUs, {fstype} on /tmp, shared: the three servers, etcd, the clients, the "
+    machine = (f"{os.cpu_count()} CPUs, {fs} on /tmp, shared: the three servers, etcd, the clients, the "
                f"backups (and PostgreSQL's two servers) all run on them")
     cmd = "python3 bench/passive_backup.py " + " ".join(sys.argv[1:])
     print()
@@ -634,10 +586,10 @@ def main():
     print(f"machine: {machine}")
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:
-        json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": cmd,
+        json.dump({"time": utc_stamp(), "command": cmd,
                    "params": {"mb": a.mb, "threads": a.threads, "rate": a.rate, "size": a.size, "rounds": a.rounds,
                               "baseline_seconds": a.baseline_seconds, "pg_scale": a.pg_scale},
-                   "machine": {"nproc": os.cpu_count(), "fstype": fstype},
+                   "machine": {"nproc": os.cpu_count(), "fstype": fs},
                    "wall_seconds": time.monotonic() - started,
                    "ombra": o, "pgbackrest": pg, "pgbackrest_why_not": why,
                    "table": [{"metric": n, "value": v} for n, v, _ in rows]}, f, indent=1)

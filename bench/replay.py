@@ -11,37 +11,16 @@ writes bench/results/replay.json.
 
     bench/replay.py [--build DIR] [--mb 256] [--base-mb 64] [--rounds 3] [--no-pg] [--json FILE]
 """
-import argparse
 import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MSG = 8000  # bytes per message
-GEN = 1 << 20  # an Ombra log generation
-PG_BIN = "/usr/lib/postgresql/15/bin"
-
-
-def sh(cmd, env=None):
-    t0 = time.monotonic()
-    p = subprocess.run(cmd, shell=True, env=env, capture_output=True, text=True)
-    if p.returncode:
-        raise RuntimeError(f"{cmd}: {(p.stderr or p.stdout).strip()[-600:]}")
-    return time.monotonic() - t0, p.stdout
-
-
-def median(v):
-    v = [x for x in v if x is not None]
-    return statistics.median(v) if v else None
-
-
-def fmt(v, nd=0):
-    return "-" if v is None else f"{v:,.{nd}f}"
+from benchlib import (GEN, MSG, PG_BIN, ROOT, fmt, fstype, median, need_build, ombra_env, parser, sh, stop_all,
+                      store_daemons)
 
 
 class Ombra:
@@ -51,14 +30,12 @@ class Ombra:
     def __init__(self, a, tmp):
         self.a, self.tmp = a, tmp
         self.ombra = f"{a.build}/src/cli/ombra"
-        self.env = dict(os.environ, OMBRA_RUNTIME_DIR=f"{tmp}/run", OMBRA_HOME=f"{tmp}/home")
+        self.env = ombra_env(tmp)
 
     def setup(self):
         a, tmp, env, o = self.a, self.tmp, self.env, self.ombra
         log = open(f"{tmp}/daemons.log", "w")
-        daemons = [subprocess.Popen([f"{a.build}/src/daemons/{d}", "--foreground", *x], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
-                   for d, x in (("ombra-vssd", []), ("ombra-store", ["--server", "srv1"]))]
+        daemons = store_daemons(a.build, env, log)
         try:
             time.sleep(1)
             sh(f"{o} db new db1", env)
@@ -73,10 +50,7 @@ class Ombra:
             sh(f"{o} restore db1 --repo {tmp}/repo --edb {tmp}/lay/db1.edb --logs {tmp}/lay/logs --no-replay",
                env)
         finally:
-            for d in daemons:
-                d.terminate()
-            for d in daemons:
-                d.wait(60)
+            stop_all(daemons)
             log.close()
         shutil.rmtree(f"{tmp}/repo")
         shutil.rmtree(f"{tmp}/home")
@@ -184,8 +158,7 @@ class Postgres:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build", default=os.environ.get("BUILD_RELEASE", f"{ROOT}/build-release"))
+    ap = parser(__doc__)
     ap.add_argument("--mb", type=int, default=256, help="MB of mail logged after the full backup (the log replayed)")
     ap.add_argument("--base-mb", type=int, default=64, help="MB of mail in the database at the full backup")
     ap.add_argument("--rounds", type=int, default=3)
@@ -195,9 +168,7 @@ def main():
     a.build = os.path.abspath(a.build)
     if a.rounds < 1 or a.mb < 1 or a.base_mb < 1:
         raise SystemExit("replay.py: --rounds, --mb and --base-mb must be at least 1")
-    for f in ("src/cli/ombra", "src/daemons/ombra-store", "src/daemons/ombra-vssd"):
-        if not os.access(f"{a.build}/{f}", os.X_OK):
-            raise SystemExit(f"replay.py: {a.build}/{f} is missing: build first (--build DIR)")
+    need_build(a.build, "replay.py")
     why_no_pg = None
     if a.no_pg:
         why_no_pg = "--no-pg"
@@ -207,7 +178,7 @@ def main():
         why_no_pg = f"{PG_BIN}/postgres is missing (scripts/install-deps --bench)"
     tmp = tempfile.mkdtemp(prefix="ombra-rp-", dir="/tmp")
     os.chmod(tmp, 0o755)
-    fstype = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
+    fs = fstype(tmp)
     om = Ombra(a, f"{tmp}/o")
     os.makedirs(om.tmp)
     pg = None
@@ -264,7 +235,7 @@ def main():
     else:
         print(f"PostgreSQL not run: {why_no_pg}")
     doc = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "mb": a.mb, "base_mb": a.base_mb,
-           "machine": {"nproc": os.cpu_count(), "fstype": fstype}, "results": res}
+           "machine": {"nproc": os.cpu_count(), "fstype": fs}, "results": res}
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:
         json.dump(doc, f, indent=1)

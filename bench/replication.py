@@ -22,7 +22,6 @@ Prints a table and writes bench/results/replication.json.
     bench/replication.py [--build DIR] [--seconds 15] [--rounds 2] [--threads 4] [--size 8192]
                          [--backlog-mb 64] [--no-pg] [--json FILE]
 """
-import argparse
 import json
 import os
 import re
@@ -33,10 +32,9 @@ import tempfile
 import threading
 import time
 
-from dagutil import (ETCD, GEN_MB, PG_BIN, SAMPLE_S, Dag, Deliverer, Failed, copy_of, cpu_now, drain,
-                     etcd_counters, fmt, free_port, on_term, pct, ratio, verify, wait_until)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import PG_BIN, ROOT, fmt, fstype, parser, ratio, utc_stamp
+from dagutil import (GEN_MB, SAMPLE_S, Dag, Deliverer, Failed, PgBase, copy_of, cpu_now, drain, etcd_counters,
+                     need_dag, on_term, pct, pg_tmp, pgbench_lines, verify, wait_until)
 
 
 def load_phase(dag, db, copies, a):
@@ -229,31 +227,13 @@ def ombra_run(a, tmp):
 # ---- the PostgreSQL side ----------------------------------------------------------------------
 
 
-class Pg:
+class Pg(PgBase):
     """A primary and (later) a streaming standby in a temp directory, run as the postgres user,
     on Unix sockets only."""
 
     def __init__(self, tmp, a):
-        self.tmp = tmp
-        self.a = a
-        self.pport = free_port()
-        self.sport = free_port()
+        super().__init__(tmp, a)
         self.standby = False
-
-    def run(self, *argv, check=True, timeout=600):
-        p = subprocess.run(["runuser", "-u", "postgres", "--", *map(str, argv)], capture_output=True, text=True,
-                           timeout=timeout, cwd=self.tmp)
-        if check and p.returncode:
-            raise Failed(f"$ {' '.join(map(str, argv))}: exit {p.returncode}: {(p.stderr or p.stdout).strip()[-800:]}")
-        return p.stdout
-
-    def sql(self, q, port=None):
-        return self.run(f"{PG_BIN}/psql", "-h", self.tmp, "-p", port or self.pport, "-qAtX", "-v",
-                        "ON_ERROR_STOP=1", "-c", q, "postgres").strip()
-
-    def ctl(self, data, action, port):
-        self.run(f"{PG_BIN}/pg_ctl", "-D", f"{self.tmp}/{data}", "-l", f"{self.tmp}/{data}.log", "-w", "-t", 120,
-                 "-o", f"-p {port} -k {self.tmp}", action)
 
     def setup(self):
         self.run(f"{PG_BIN}/initdb", "-D", f"{self.tmp}/primary")
@@ -290,13 +270,7 @@ class Pg:
     def phase(self, label):
         """--seconds of pgbench -c THREADS with the delivery script; the standby's LSNs sampled."""
         a = self.a
-        logs = f"{self.tmp}/pgb-{label}-{time.monotonic_ns()}"
-        os.makedirs(logs)
-        shutil.chown(logs, "postgres")
-        p = subprocess.Popen(["runuser", "-u", "postgres", "--", f"{PG_BIN}/pgbench", "-n", "-h", self.tmp, "-p",
-                              str(self.pport), "-c", str(a.threads), "-j", str(a.threads), "-T", str(a.seconds), "-f",
-                              f"{self.tmp}/deliver.sql", "-l", "--log-prefix", f"{logs}/tx", "postgres"],
-                             cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p, logs = self.pgbench(f"{label}-", "-T", str(a.seconds), "-f", f"{self.tmp}/deliver.sql")
         samples = []
         t0 = time.monotonic()
         while p.poll() is None:
@@ -311,14 +285,7 @@ class Pg:
         out, err = p.communicate()
         if p.returncode:
             raise Failed(f"pgbench ({label}): exit {p.returncode}: {err.strip()[-500:]}")
-        lat = []
-        for fn in os.listdir(logs):
-            with open(f"{logs}/{fn}") as f:
-                for line in f:
-                    w = line.split()
-                    if len(w) >= 3 and w[2].isdigit():
-                        lat.append(int(w[2]) / 1e6)
-        shutil.rmtree(logs, ignore_errors=True)
+        lat = [int(w[2]) / 1e6 for w in pgbench_lines(logs) if len(w) >= 3 and w[2].isdigit()]
         m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
         secs = samples[-1]["t"] if samples else a.seconds
         return {"transactions": len(lat), "tps": float(m.group(1)) if m else len(lat) / a.seconds, "lat": lat,
@@ -347,11 +314,6 @@ class Pg:
         return {"mb": (target - start) / 1e6, "seconds": secs, "mb_per_s": (target - start) / 1e6 / secs,
                 "startup_seconds": t_ready, "replayed_at_startup_mb": (at_ready - start) / 1e6,
                 "mb_per_s_after_startup": (target - at_ready) / 1e6 / (secs - t_ready) if secs > t_ready else None}
-
-    def stop(self):
-        for d, port in (("standby", self.sport), ("primary", self.pport)):
-            if os.path.exists(f"{self.tmp}/{d}/postmaster.pid"):
-                self.run(f"{PG_BIN}/pg_ctl", "-D", f"{self.tmp}/{d}", "-m", "fast", "-w", "stop", check=False)
 
 
 def pg_summary(phases):
@@ -385,9 +347,7 @@ def pg_run(a):
         return None, "needs root (PostgreSQL runs as the postgres user)"
     if not os.access(f"{PG_BIN}/postgres", os.X_OK) or not shutil.which("runuser"):
         return None, "PostgreSQL 15 is not installed (scripts/install-deps --bench)"
-    tmp = tempfile.mkdtemp(prefix="ombra-brpg-", dir="/tmp")
-    os.chmod(tmp, 0o755)
-    shutil.chown(tmp, "postgres")
+    tmp = pg_tmp("ombra-brpg-")
     pg = Pg(tmp, a)
     r = {}
     try:
@@ -418,13 +378,11 @@ def pg_run(a):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-
 # ---- the table ---------------------------------------------------------------------------------
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build", default=os.environ.get("BUILD_RELEASE", f"{ROOT}/build-release"))
+    ap = parser(__doc__)
     ap.add_argument("--seconds", type=int, default=15, help="load per database (or PostgreSQL setting) per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4, help="delivering clients (pgbench -c)")
@@ -436,13 +394,9 @@ def main():
     a.build = os.path.abspath(a.build)
     if min(a.seconds, a.rounds, a.threads, a.size, a.backlog_mb) < 1:
         raise SystemExit("replication.py: --seconds, --rounds, --threads, --size and --backlog-mb must be at least 1")
-    for f in ("src/cli/ombra", "src/daemons/ombra-store", "src/daemons/ombra-vssd", "src/daemons/ombra-repld"):
-        if not os.access(f"{a.build}/{f}", os.X_OK):
-            raise SystemExit(f"replication.py: {a.build}/{f} is missing: build first (--build DIR)")
-    if not os.access(ETCD, os.X_OK):
-        raise SystemExit(f"replication.py: no {ETCD} (apt-get install etcd-server; scripts/install-deps)")
+    need_dag(a.build, "replication.py")
     tmp = tempfile.mkdtemp(prefix="ombra-brep-", dir="/tmp")
-    fstype = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
+    fs = fstype(tmp)
     # SIGTERM ends the run as ^C does: the finally clauses stop every daemon and remove the files
     signal.signal(signal.SIGTERM, on_term)
     print(f"Ombra: 3 servers on 127.0.0.1, {a.threads} clients delivering {a.size}-byte messages, "
@@ -543,14 +497,14 @@ def main():
               f"{pc['seconds']:.2f} s; start-up: pg_ctl start -w to accepting connections, {pc['startup_seconds']:.2f} s "
               f"({pc['replayed_at_startup_mb']:.0f} MB replayed by then); version {pg['version']}")
     print(f"verified: every passive's digest equals its active's ({o1['digest']}, {o2['digest']})")
-    print(f"machine: {os.cpu_count()} CPUs, {fstype} on /tmp; the three servers, etcd, the clients (and "
+    print(f"machine: {os.cpu_count()} CPUs, {fs} on /tmp; the three servers, etcd, the clients (and "
           f"PostgreSQL's two servers) share them")
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:
-        json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        json.dump({"time": utc_stamp(),
                    "params": {"seconds": a.seconds, "rounds": a.rounds, "threads": a.threads, "size": a.size,
                               "backlog_mb": a.backlog_mb},
-                   "machine": {"nproc": os.cpu_count(), "fstype": fstype},
+                   "machine": {"nproc": os.cpu_count(), "fstype": fs},
                    "ombra": o, "postgresql": pg, "postgresql_why_not": why,
                    "sync_copies": "not measured: ombra db set --sync-copies does not exist yet",
                    "table": [{"metric": n, "ombra": ov, "postgresql": pv,

@@ -10,45 +10,18 @@ incremental. Prints a table and writes bench/results/restore.json.
     bench/restore.py [--build DIR] [--mb 1024] [--incr-mb 100] [--incrementals 3] [--rounds 3] [--no-pg]
                      [--json FILE]
 """
-import argparse
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MSG = 8000  # bytes per message of the load
-GEN = 1 << 20  # a log generation
-
-
-def sh(cmd, env=None):
-    t0 = time.monotonic()
-    p = subprocess.run(cmd, shell=True, env=env, capture_output=True, text=True)
-    if p.returncode:
-        raise RuntimeError(f"{cmd}: {(p.stderr or p.stdout).strip()}")
-    return time.monotonic() - t0, p.stdout
+from benchlib import (GEN, MSG, PG_BIN, ROOT, fmt, fstype, median, need_build, ombra_env, parser, ratio, sh, stop_all,
+                      store_daemons, utc_stamp)
 
 
 def files_size(paths):
     return sum(os.path.getsize(p) for p in paths)
-
-
-def fmt(v, nd=0):
-    if v is None:
-        return "-"
-    return f"{v:,.{nd}f}"
-
-
-def median(v):
-    v = sorted(x for x in v if x is not None)
-    return statistics.median(v) if v else None
-
-
-def ratio(a, b):
-    return a / b if a is not None and b else None
 
 
 def ombra_run(a, tmp, env):
@@ -178,7 +151,7 @@ def pg_run(a):
     if os.geteuid() != 0:
         return None, "needs root (PostgreSQL runs as the postgres user)"
     missing = [x for x in ("pgbackrest", "bc", "runuser") if not shutil.which(x)]
-    if not os.path.isdir("/usr/lib/postgresql/15/bin"):
+    if not os.path.isdir(PG_BIN):
         missing.append("postgresql 15")
     if missing:
         return None, f"missing: {', '.join(missing)} (scripts/install-deps --bench)"
@@ -190,8 +163,7 @@ def pg_run(a):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build", default=os.environ.get("BUILD_RELEASE", f"{ROOT}/build-release"))
+    ap = parser(__doc__)
     ap.add_argument("--mb", type=int, default=1024, help="database size (MB of mail)")
     ap.add_argument("--incr-mb", type=int, default=100, help="new mail before each incremental")
     ap.add_argument("--incrementals", type=int, default=3)
@@ -202,19 +174,15 @@ def main():
     a.build = os.path.abspath(a.build)
     if a.rounds < 1 or a.incrementals < 1 or a.mb < 1 or a.incr_mb < 1:
         raise SystemExit("restore.py: --rounds, --incrementals, --mb and --incr-mb must be at least 1")
-    for f in ("src/cli/ombra", "src/daemons/ombra-store", "src/daemons/ombra-vssd"):
-        if not os.access(f"{a.build}/{f}", os.X_OK):
-            raise SystemExit(f"restore.py: {a.build}/{f} is missing: build first (--build DIR)")
+    need_build(a.build, "restore.py")
     for x in ("zstd", "tar"):
         if not shutil.which(x):
             raise SystemExit(f"restore.py: {x} is missing (scripts/install-deps --bench)")
     tmp = tempfile.mkdtemp(prefix="ombra-br-", dir="/tmp")
-    env = dict(os.environ, OMBRA_RUNTIME_DIR=f"{tmp}/run", OMBRA_HOME=f"{tmp}/home")
+    env = ombra_env(tmp)
     log = open(f"{tmp}/daemons.log", "w")
-    daemons = [subprocess.Popen([f"{a.build}/src/daemons/{d}", "--foreground", *x], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-               for d, x in (("ombra-vssd", []), ("ombra-store", ["--server", "srv1"]))]
-    fstype = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
+    daemons = store_daemons(a.build, env, log)
+    fs = fstype(tmp)
     try:
         time.sleep(1)
         r = ombra_run(a, tmp, env)
@@ -226,14 +194,7 @@ def main():
             print("restore.py: the daemons' last words:\n" + tail)
         raise
     finally:
-        for d in daemons:
-            d.terminate()
-        for d in daemons:
-            try:
-                d.wait(60)
-            except subprocess.TimeoutExpired:
-                d.kill()
-                d.wait()
+        stop_all(daemons)
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -284,7 +245,7 @@ def main():
               f"{max(1, a.mb * 70 // 1024)}), repository {pg['repo_bytes'] / 1e6:.0f} MB, restore only "
               f"(no WAL replayed; PostgreSQL replays at start), seconds per round "
               f"{', '.join(f'{x:.2f}' for x in pg.get('runs', []))}; restored cluster verified: {pg['verified']}")
-    print(f"machine: {os.cpu_count()} CPUs, {fstype} on /tmp; warm cache")
+    print(f"machine: {os.cpu_count()} CPUs, {fs} on /tmp; warm cache")
 
     results = dict(r)
     results.update({
@@ -294,8 +255,8 @@ def main():
     })
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:
-        json.dump({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mb": a.mb,
-                   "incr_mb": a.incr_mb, "machine": {"nproc": os.cpu_count(), "fstype": fstype},
+        json.dump({"time": utc_stamp(), "mb": a.mb,
+                   "incr_mb": a.incr_mb, "machine": {"nproc": os.cpu_count(), "fstype": fs},
                    "results": results}, f, indent=1)
 
 

@@ -14,7 +14,6 @@ disk (--gens; they should not count), and with many databases in one shadow copy
 --compare runs the gens and dbs cases with a second build too, alternating the builds round by
 round (the figures of one run side by side: this machine is shared and noisy).
 """
-import argparse
 import json
 import os
 import shutil
@@ -27,7 +26,8 @@ import threading
 import time
 import uuid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, ombra_env, parser, stop_all, store_daemons, utc_stamp, vss_requester, wait_sockets
+
 MSG = 8000  # bytes per message of the load
 
 
@@ -84,20 +84,13 @@ def pct(v, p):
 
 def one_size(build, mb, runs):
     tmp = tempfile.mkdtemp(prefix="ombra-bsb-", dir="/tmp")
-    env = dict(os.environ, OMBRA_RUNTIME_DIR=f"{tmp}/run", OMBRA_HOME=f"{tmp}/home")
+    env = ombra_env(tmp)
     logs = open(f"{tmp}/daemons.log", "w")
-    vssd = subprocess.Popen([f"{build}/src/daemons/ombra-vssd", "--foreground"], env=env, stdout=logs,
-                            stderr=subprocess.STDOUT)
-    store = subprocess.Popen([f"{build}/src/daemons/ombra-store", "--foreground", "--server", "srv1"], env=env,
-                             stdout=logs, stderr=subprocess.STDOUT)
+    daemons = store_daemons(build, env, logs)
     ombra = lambda *a: subprocess.run([f"{build}/src/cli/ombra", *map(str, a)], env=env, capture_output=True,
                                       text=True, check=True).stdout
     try:
-        for _ in range(100):
-            if os.path.exists(f"{tmp}/run/store.sock") and os.path.exists(f"{tmp}/run/vss.sock"):
-                break
-            time.sleep(0.05)
-        time.sleep(0.3)
+        wait_sockets(f"{tmp}/run")
         ombra("db", "new", "db1")
         n = mb * 1000 * 1000 // MSG
         t0 = time.monotonic()
@@ -119,22 +112,14 @@ def one_size(build, mb, runs):
         # A first full backup (not measured): it truncates the logs the load left, as a store in
         # service has had; with thousands of finished generations on disk the held provider's
         # hard links of them all take tens of ms of the freeze (see the result's first_full_ms).
-        p = subprocess.run([f"{build}/tests/tools/vss_requester", "--type", "full", "--provider", "held",
-                            "--component", comp], env=env, capture_output=True, text=True, timeout=1800)
-        if p.returncode:
-            raise RuntimeError(p.stderr.strip())
-        first = json.loads(p.stdout.strip().splitlines()[-1])["freeze_ms"]
+        first = vss_requester(build, env, "full", "held", comp, 1800)["freeze_ms"]
         stop, busy, res = threading.Event(), [], []
         th = threading.Thread(target=deliveries, args=(sock, stop, busy))
         th.start()
         try:
             for _ in range(runs):
                 time.sleep(0.5)
-                p = subprocess.run([f"{build}/tests/tools/vss_requester", "--type", "copy", "--provider", "held",
-                                    "--component", comp], env=env, capture_output=True, text=True, timeout=1800)
-                if p.returncode:
-                    raise RuntimeError(p.stderr.strip())
-                r = json.loads(p.stdout.strip().splitlines()[-1])
+                r = vss_requester(build, env, "copy", "held", comp, 1800)
                 res.append((r["freeze_ms"], r["snapshot_ms"]))
             time.sleep(0.5)
         finally:
@@ -148,10 +133,7 @@ def one_size(build, mb, runs):
             "idle_deliveries": len(idle), "idle_max_ms": max(idle) * 1000, "idle_p99_ms": pct(idle, .99) * 1000,
         }
     finally:
-        store.terminate()
-        vssd.terminate()
-        store.wait(60)
-        vssd.wait(30)
+        stop_all(daemons)
         logs.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -162,18 +144,10 @@ class Daemons:
     def __init__(self, build, vssd_args=()):
         self.build = build
         self.tmp = tempfile.mkdtemp(prefix="ombra-bsb-", dir="/tmp")
-        self.env = dict(os.environ, OMBRA_RUNTIME_DIR=f"{self.tmp}/run", OMBRA_HOME=f"{self.tmp}/home",
-                        OMBRA_CONFIG="/dev/null")
+        self.env = ombra_env(self.tmp, OMBRA_CONFIG="/dev/null")
         self.logs = open(f"{self.tmp}/daemons.log", "w")
-        self.vssd = subprocess.Popen([f"{build}/src/daemons/ombra-vssd", "--foreground", *vssd_args], env=self.env,
-                                     stdout=self.logs, stderr=subprocess.STDOUT)
-        self.store = subprocess.Popen([f"{build}/src/daemons/ombra-store", "--foreground", "--server", "srv1"],
-                                      env=self.env, stdout=self.logs, stderr=subprocess.STDOUT)
-        for _ in range(200):
-            if os.path.exists(f"{self.tmp}/run/store.sock") and os.path.exists(f"{self.tmp}/run/vss.sock"):
-                break
-            time.sleep(0.05)
-        time.sleep(0.3)
+        self.daemons = store_daemons(build, self.env, self.logs, vssd_args)
+        wait_sockets(f"{self.tmp}/run", 200)
         self.sock = f"{self.tmp}/run/store.sock"
 
     def ombra(self, *a, check=True):
@@ -184,10 +158,7 @@ class Daemons:
         return p.stdout
 
     def close(self):
-        for p in (self.store, self.vssd):
-            p.terminate()
-        self.store.wait(120)
-        self.vssd.wait(30)
+        stop_all(self.daemons, 120)
         self.logs.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -272,8 +243,7 @@ def summary(rows):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build", default=os.environ.get("BUILD_RELEASE", f"{ROOT}/build-release"))
+    ap = parser(__doc__)
     ap.add_argument("--sizes", default="100,2048", help="database sizes in MB")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--gens", type=int, default=2200, help="finished log generations on disk (gens case)")
@@ -321,7 +291,7 @@ def main():
         prev = {}
     if out:
         prev["sizes"] = out
-    prev.update(extra, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    prev.update(extra, time=utc_stamp())
     with open(path, "w") as f:
         json.dump(prev, f, indent=1)
 

@@ -7,17 +7,15 @@ bench/results/vss_freeze.json.
 
     bench/vss_freeze.py [--build DIR] [--mb 1024] [--runs 3]
 """
-import argparse
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 import uuid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, daemon, ombra_env, parser, utc_stamp, vss_requester
 
 
 def mount(kind, tmp, mb):
@@ -35,10 +33,9 @@ def mount(kind, tmp, mb):
 
 def run_provider(build, provider, base, mb, runs):
     tmp = tempfile.mkdtemp(prefix="ombra-bv-", dir="/tmp")
-    env = dict(os.environ, OMBRA_RUNTIME_DIR=f"{tmp}/run", OMBRA_HOME=f"{tmp}/home")
-    vssd = subprocess.Popen([f"{build}/src/daemons/ombra-vssd", "--foreground", "--commit-limit-ms",
-                             "600000", "--freeze-limit-ms", "600000"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = ombra_env(tmp)
+    vssd = daemon(build, "ombra-vssd", env, subprocess.DEVNULL, "--commit-limit-ms", "600000", "--freeze-limit-ms",
+                  "600000")
     inst = str(uuid.uuid4())
     wdir = f"{base}/w-{provider}"
     writer = subprocess.Popen([f"{build}/tests/tools/vss_test_writer", "--dir", wdir, "--name", "bench",
@@ -49,12 +46,7 @@ def run_provider(build, provider, base, mb, runs):
         assert line.startswith("registered"), line
         out = []
         for _ in range(runs):
-            p = subprocess.run([f"{build}/tests/tools/vss_requester", "--type", "full", "--provider", provider,
-                                "--component", f"{inst}:Test\\bench\\bench"], env=env, capture_output=True,
-                               text=True, timeout=900)
-            if p.returncode:
-                raise RuntimeError(p.stderr.strip())
-            r = json.loads(p.stdout.strip().splitlines()[-1])
+            r = vss_requester(build, env, "full", provider, f"{inst}:Test\\bench\\bench", 900)
             out.append((r["freeze_ms"], r["snapshot_ms"]))
         return out
     finally:
@@ -67,8 +59,7 @@ def run_provider(build, provider, base, mb, runs):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--build", default=os.environ.get("BUILD_RELEASE", f"{ROOT}/build-release"))
+    ap = parser(__doc__)
     ap.add_argument("--mb", type=int, default=1024)
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
@@ -96,7 +87,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(f"{ROOT}/bench/results", exist_ok=True)
     with open(f"{ROOT}/bench/results/vss_freeze.json", "w") as f:
-        json.dump({"mb": a.mb, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "providers": rows}, f,
+        json.dump({"mb": a.mb, "time": utc_stamp(), "providers": rows}, f,
                   indent=1)
 
 

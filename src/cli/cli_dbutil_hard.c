@@ -81,7 +81,8 @@ int cli_dbutil_hard_recover(const char *dir, int json, int *found)
         json_decref(env);
         return cli_fail(rc);
     }
-    /* Only the names the restore wrote there go, then the folder. */
+    /* Only the names the restore wrote there go (the folder retired first: from then on no
+     * restore is pending), then the folder. */
     if ((rc = eng_restored_remove(om_vfs_posix(), dir, base))) {
         json_decref(env);
         return cli_fail(rc);

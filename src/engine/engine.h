@@ -300,11 +300,27 @@ int eng_passive_inspect(const eng_opts *o, uint32_t gen, eng_gen_info *out);
  * store/writer.h): its generations <base>XXXXXXXX.log, <base>restore.env, <base>restore.laid,
  * and the temporary names of the durable-file helper (base/vfs.h). 1 when name is one. */
 int eng_restored_name(const char *name, const char *base);
-/* Removes <logs>/_restoredLogs once the restore it holds is done (or abandoned): only the names
- * eng_restored_name allows, <base>restore.env last (it marks the restore unfinished), then the
- * folder, then syncs logs; never through a link (a link at _restoredLogs is refused, one inside
- * is removed as a name). A folder that is not there is fine. A name of anything else stays, and
- * so does the folder: InvalidParameter naming it. */
+/* A restore's folder leaves the critical path in two steps (docs/design.md, "Restore"):
+ * eng_restored_retire checks <logs>/_restoredLogs holds only the names eng_restored_name allows
+ * (a name of anything else: InvalidParameter naming it, and the folder stays), then renames it
+ * to a retired name unique to the call, ENG_RETIRED_PREFIX + 16 random hex digits (a name no
+ * log or other file of the store can have), and syncs logs: from then on no restore is pending
+ * there. *retired gets that name ("" when there was no _restoredLogs, which is fine); n at least
+ * ENG_RETIRED_NAME_MAX. Never through a link: a link at _restoredLogs is refused.
+ * eng_retired_remove removes a retired folder afterwards (at any time, from any thread): only
+ * the names a restore writes (of any base; a link among them goes as a name, never what it
+ * points to), then the folder; a folder already gone is fine; a name of anything else stays with
+ * the folder (InvalidParameter naming it), as does a retired name that is no folder (a link)
+ * or a folder that is not the caller's own (OM_D_OWN: FileAccessDenied).
+ * eng_retired_sweep does that for every retired folder in ld (a crash or a killed store left
+ * them), each failure a warning in the log; *removed (may be NULL) counts the ones removed.
+ * eng_restored_remove is retire then remove (a failure of the removal only a warning). */
+#define ENG_RETIRED_PREFIX   "_retiredLogs."
+#define ENG_RETIRED_NAME_MAX 32
+int eng_restored_retire(om_vfs *v, const char *logs, const char *base, char *retired, size_t n);
+int eng_retired_name(const char *name);
+int eng_retired_remove(om_vfs *v, const char *logs, const char *retired);
+int eng_retired_sweep(om_dir *ld, int *removed);
 int eng_restored_remove(om_vfs *v, const char *logs, const char *base);
 
 /* Transactions. eng_txn_begin waits for the database's previous writer to finish. */

@@ -593,31 +593,64 @@ int eng_restored_name(const char *name, const char *base)
     return om_durable_is_tmp(name, NULL);
 }
 
+/* The names a restore writes, whatever their base (a retired folder's base is its names'). */
+static int restored_any(const char *name)
+{
+    char base[4] = {0};
+    if (strlen(name) < 3) return om_durable_is_tmp(name, NULL);
+    memcpy(base, name, 3);
+    return eng_base_valid(base) ? eng_restored_name(name, base) : om_durable_is_tmp(name, NULL);
+}
+
+int eng_retired_name(const char *name)
+{
+    static const char pre[] = ENG_RETIRED_PREFIX;
+    size_t pl = sizeof pre - 1;
+    if (strncmp(name, pre, pl) || strlen(name) != pl + 16) return 0;
+    for (const char *c = name + pl; *c; c++)
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'))) return 0;
+    return 1;
+}
+
 typedef struct rm_names {
     om_dir *d;
-    const char *base;
-    char env[64];
+    const char *base; /* NULL: any base (a retired folder) */
     char stray[256];
+    int unlink; /* 0: only look */
     int rc;
 } rm_names;
 
 static int remove_one(void *arg, const char *name)
 {
     rm_names *r = arg;
-    if (!eng_restored_name(name, r->base)) {
+    if (r->base ? !eng_restored_name(name, r->base) : !restored_any(name)) {
         if (!r->stray[0]) snprintf(r->stray, sizeof r->stray, "%s", name);
         return 0;
     }
-    if (!strcmp(name, r->env)) return 0; /* last */
+    if (!r->unlink) return 0;
     int rc = om_unlink_at(r->d, name);
     if (rc && rc != OM_E_FileNotFound && !r->rc) r->rc = rc;
     return 0;
 }
 
-int eng_restored_remove(om_vfs *v, const char *logs, const char *base)
+/* A name the listing found that no restore writes: the folder stays. */
+static int stray_found(const rm_names *r)
 {
+    if (!r->stray[0]) return 0;
+    return om_errf(OM_E_InvalidParameter,
+                   "%s holds %s, which no restore writes: the folder stays. HINT: move it away, "
+                   "then remove the folder",
+                   r->d->path, r->stray);
+}
+
+int eng_restored_retire(om_vfs *v, const char *logs, const char *base, char *retired, size_t n)
+{
+    if (n) retired[0] = 0;
     if (!eng_base_valid(base))
         return om_errf(OM_E_InvalidParameter, "'%s' is not a log base name", base ? base : "");
+    if (n < ENG_RETIRED_NAME_MAX)
+        return om_errf(OM_E_InvalidParameter, "retiring %s/_restoredLogs: no room for the name",
+                       logs);
     om_dir *ld = NULL, *pd = NULL;
     int rc = om_dir_open(v, NULL, logs, OM_D_FOLLOW, &ld);
     if (!rc && om_kind_at(ld, "_restoredLogs") == OM_KIND_NONE) {
@@ -626,20 +659,109 @@ int eng_restored_remove(om_vfs *v, const char *logs, const char *base)
     }
     if (!rc) rc = om_dir_open(v, ld, "_restoredLogs", 0, &pd);
     rm_names r = {.d = pd, .base = base};
-    snprintf(r.env, sizeof r.env, "%srestore.env", base);
     if (!rc) rc = om_list_at(pd, remove_one, &r);
-    if (!rc) rc = r.rc;
-    if (!rc && r.stray[0])
-        rc = om_errf(OM_E_InvalidParameter,
-                     "%s holds %s, which no restore writes: the folder stays. HINT: move it "
-                     "away, then remove the folder",
-                     pd->path, r.stray);
-    /* The names gone before the mark: a crash in between leaves a restore still marked. */
-    if (!rc) rc = om_dir_sync(pd);
-    if (!rc && om_kind_at(pd, r.env) != OM_KIND_NONE) rc = om_unlink_at(pd, r.env);
-    if (!rc) rc = om_rmdir_at(ld, "_restoredLogs");
-    if (!rc) rc = om_dir_sync(ld);
+    if (!rc) rc = stray_found(&r);
     om_dir_close(pd);
+    /* One rename: the folder (and with it the .env that marks the restore unfinished) leaves
+     * its name whole; a crash before the sync below leaves the restore pending as it was. */
+    char name[ENG_RETIRED_NAME_MAX];
+    for (int tries = 0; !rc; tries++) {
+        uint8_t rnd[8];
+        om_random(rnd, sizeof rnd);
+        int k = snprintf(name, sizeof name, "%s", ENG_RETIRED_PREFIX);
+        for (int i = 0; i < 8; i++)
+            k += snprintf(name + k, sizeof name - (size_t)k, "%02x", rnd[i]);
+        rc = om_rename_at(ld, "_restoredLogs", ld, name, 0);
+        if (rc != OM_E_FileAlreadyExists || tries == 3) break;
+        om_err_clear();
+        rc = 0;
+    }
+    if (!rc) rc = om_dir_sync(ld);
+    if (!rc) snprintf(retired, n, "%s", name);
     om_dir_close(ld);
     return rc;
+}
+
+/* Removes the retired folder name in ld: only restore names in it (a link among them goes as a
+ * name), then the folder. */
+static int remove_retired_at(om_dir *ld, const char *name)
+{
+    om_dir *d = NULL;
+    int kind = om_kind_at(ld, name);
+    if (kind < 0) return kind;
+    if (kind == OM_KIND_NONE) return 0; /* gone already (another remover) */
+    if (kind != OM_KIND_DIR)
+        return om_errf(OM_E_InvalidParameter,
+                       "%s/%s is not a folder (a link, or a file): left as it is. HINT: it is "
+                       "no restore's; move it away",
+                       ld->path, name);
+    /* Its own, as _restoredLogs was (OM_D_OWN): a folder another user planted under a retired
+     * name is not ours to empty. */
+    int rc = om_dir_open(ld->vfs, ld, name, OM_D_OWN, &d);
+    if (rc == OM_E_FileNotFound) {
+        om_err_clear();
+        return 0;
+    }
+    rm_names r = {.d = d, .unlink = 1};
+    if (!rc) rc = om_list_at(d, remove_one, &r);
+    if (!rc) rc = r.rc;
+    if (!rc) rc = stray_found(&r);
+    om_dir_close(d);
+    if (!rc) rc = om_rmdir_at(ld, name);
+    if (rc == OM_E_FileNotFound) {
+        om_err_clear();
+        rc = 0;
+    }
+    return rc;
+}
+
+int eng_retired_remove(om_vfs *v, const char *logs, const char *retired)
+{
+    if (!eng_retired_name(retired))
+        return om_errf(OM_E_InvalidParameter, "'%s' is no retired folder's name", retired);
+    om_dir *ld = NULL;
+    int rc = om_dir_open(v, NULL, logs, OM_D_FOLLOW, &ld);
+    if (!rc) rc = remove_retired_at(ld, retired);
+    om_dir_close(ld);
+    return rc;
+}
+
+typedef struct sweep {
+    om_dir *ld;
+    int removed, left;
+} sweep;
+
+static int sweep_one(void *arg, const char *name)
+{
+    sweep *s = arg;
+    if (!eng_retired_name(name)) return 0;
+    if (remove_retired_at(s->ld, name)) {
+        om_warn("%s", om_err_detail());
+        om_err_clear();
+        s->left++;
+    } else {
+        s->removed++;
+    }
+    return 0;
+}
+
+int eng_retired_sweep(om_dir *ld, int *removed)
+{
+    sweep s = {.ld = ld};
+    int rc = om_list_at(ld, sweep_one, &s);
+    if (removed) *removed = s.removed;
+    return rc;
+}
+
+int eng_restored_remove(om_vfs *v, const char *logs, const char *base)
+{
+    char retired[ENG_RETIRED_NAME_MAX];
+    int rc = eng_restored_retire(v, logs, base, retired, sizeof retired);
+    if (rc || !retired[0]) return rc;
+    /* No restore is pending any more: what is left is clean-up, a warning when it fails. */
+    if (eng_retired_remove(v, logs, retired)) {
+        om_warn("%s", om_err_detail());
+        om_err_clear();
+    }
+    return 0;
 }

@@ -65,7 +65,8 @@ struct store_writer {
     vss_writer *vw;
     pthread_mutex_t mu;
     wdb dbs[MAX_WDB];
-    wrestore *restores; /* under mu */
+    wrestore *restores;        /* under mu */
+    struct retiring *retiring; /* removals of retired restore folders, under mu */
     char instance_id[37], logical[200];
 };
 
@@ -229,6 +230,9 @@ static int identify(void *ctx, vss_event *e)
          * trusted (engine/changemap.c); read during the freeze it would only cost time. */
         snprintf(ex, sizeof ex, "%s.cbt", ent->base);
         vss_wmd_add_exclude(l, ent->logs, ex);
+        /* Nor the files of a finished restore, retired and being removed (a copy would meet
+         * them vanishing). */
+        vss_wmd_add_exclude(l, ent->logs, ENG_RETIRED_PREFIX "*/*");
     }
     pthread_mutex_unlock(&s->mu);
     json_object_set_new(e->result, "metadata", md);
@@ -927,8 +931,10 @@ static void db_closing(void *arg, eng_db *db)
  *   additional restores (--no-replay) is continued (its generations stay, this restore's may
  *   replace them), a killed or failed one is cleared first (its names go); anything else is
  *   refused;
- * - at the end only the names a restore writes there go (eng_restored_remove), then the
- *   folder. */
+ * - at the end the names are checked (only names a restore writes), the folder is renamed to
+ *   a retired name (eng_restored_retire) before PostRestore answers, and its names go after
+ *   that, on a thread (eng_retired_remove); a retired folder left by a crash is removed by the
+ *   next restore into that log folder (eng_retired_sweep). */
 typedef struct rtarget {
     store_dbent ent; /* the target (for new paths: made up from them) */
     int in_dir;      /* a database of the directory */
@@ -1317,6 +1323,12 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
      * followed, and whatever the restore makes is made by name in a folder it opened. */
     int rc = om_dir_open(v, NULL, t->edb_dir, OM_D_CREATE, &ed);
     if (!rc) rc = om_dir_open(v, NULL, t->ent.logs, OM_D_CREATE, &ld);
+    /* Retired folders of earlier restores that a crash or a stop left: each one that cannot go
+     * is a warning, never a reason to refuse this restore. */
+    if (!rc && eng_retired_sweep(ld, NULL)) {
+        om_warn("%s", om_err_detail());
+        om_err_clear();
+    }
     /* _restoredLogs (with the .env) marks the target as not restored until PostRestore
      * finishes, for the original database too: a failed restore leaves it unmountable. */
     if (!rc) rc = om_dir_open(v, ld, "_restoredLogs", OM_D_CREATE | OM_D_OWN, &pd);
@@ -1584,16 +1596,97 @@ static int recover_target(store_writer *w, const char *session, json_t *c, const
     return 0;
 }
 
+/* ---- retired restore folders ----
+ *
+ * PostRestore retires <logs>/_restoredLogs (eng_restored_retire: one rename and a sync, after
+ * which no restore is pending) before it answers, and removes the retired folder's files on a
+ * thread of its own after that: the ~300 unlinks of a chain no longer wait in the answer. A
+ * failure there is a warning (what is left is removed by the next restore into that folder,
+ * eng_retired_sweep at PreRestore). The threads are joined at store_writer_stop. */
+typedef struct retiring {
+    pthread_t th;
+    int done; /* under store_writer.mu */
+    store_writer *w;
+    char logs[4096], name[ENG_RETIRED_NAME_MAX];
+    struct retiring *next;
+} retiring;
+
+static void *remove_retired(void *arg)
+{
+    retiring *r = arg;
+    if (eng_retired_remove(om_vfs_posix(), r->logs, r->name))
+        om_warn("removing the finished restore's logs: %s", om_err_detail());
+    om_err_clear();
+    pthread_mutex_lock(&r->w->mu);
+    r->done = 1;
+    pthread_mutex_unlock(&r->w->mu);
+    return NULL;
+}
+
+/* Joins the removals that are done (all of them when all), then frees them. */
+static void reap_retiring(store_writer *w, int all)
+{
+    pthread_mutex_lock(&w->mu);
+    retiring **pp = &w->retiring, *gone = NULL;
+    while (*pp) {
+        retiring *r = *pp;
+        if (all || r->done) {
+            *pp = r->next;
+            r->next = gone;
+            gone = r;
+        } else {
+            pp = &r->next;
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+    while (gone) {
+        retiring *r = gone;
+        gone = r->next;
+        pthread_join(r->th, NULL);
+        free(r);
+    }
+}
+
+/* Starts the removal of <logs>/<name>; when no thread can be had, it is left for the next
+ * restore into that folder (a warning). */
+static void start_removal(store_writer *w, const char *logs, const char *name)
+{
+    reap_retiring(w, 0);
+    retiring *r = calloc(1, sizeof *r);
+    if (r) {
+        r->w = w;
+        snprintf(r->logs, sizeof r->logs, "%s", logs);
+        snprintf(r->name, sizeof r->name, "%s", name);
+        pthread_mutex_lock(&w->mu);
+        if (pthread_create(&r->th, NULL, remove_retired, r)) {
+            free(r);
+            r = NULL;
+        } else {
+            r->next = w->retiring;
+            w->retiring = r;
+        }
+        pthread_mutex_unlock(&w->mu);
+    }
+    if (!r)
+        om_warn("%s/%s stays (no thread to remove it): the next restore into %s removes it", logs,
+                name, logs);
+}
+
 static int post_restore(void *ctx, vss_event *e)
 {
     store_writer *w = ctx;
     store_registry *s = w->reg;
     json_t *res = json_object();
     json_object_set_new(e->result, "targets", res);
-    size_t i;
+    size_t i, nretired = 0;
     json_t *c;
     int rc = 0;
-    json_array_foreach(json_object_get(e->args, "components"), i, c)
+    json_t *comps = json_object_get(e->args, "components");
+    struct {
+        char logs[4096], name[ENG_RETIRED_NAME_MAX];
+    } *retired = calloc(json_array_size(comps) + 1, sizeof *retired);
+    if (!retired) return vss_fail_rc(e, VSS_FAIL_RECOVERY_FAILED, OM_E_OutOfMemory);
+    json_array_foreach(comps, i, c)
     {
         rtarget t;
         pthread_mutex_lock(&s->mu);
@@ -1607,7 +1700,12 @@ static int post_restore(void *ctx, vss_event *e)
             continue; /* more backups come first: replay later */
         }
         if ((rc = recover_target(w, e->session, c, &t, out))) break;
-        if ((rc = eng_restored_remove(om_vfs_posix(), t.ent.logs, t.orig_base))) break;
+        /* Retired (no restore pending from here on); its files go after the answer. */
+        rc = eng_restored_retire(om_vfs_posix(), t.ent.logs, t.orig_base, retired[nretired].name,
+                                 sizeof retired[nretired].name);
+        if (rc) break;
+        if (retired[nretired].name[0])
+            snprintf(retired[nretired++].logs, sizeof retired->logs, "%s", t.ent.logs);
         json_t *ro = json_object_get(c, "restore_options");
         if (t.in_dir && json_is_true(json_object_get(ro, "mount"))) {
             pthread_mutex_lock(&s->mu);
@@ -1625,7 +1723,11 @@ static int post_restore(void *ctx, vss_event *e)
         }
     }
     unmark_session(w, e->session);
-    return rc ? vss_fail_rc(e, VSS_FAIL_RECOVERY_FAILED, rc) : 0;
+    rc = rc ? vss_fail_rc(e, VSS_FAIL_RECOVERY_FAILED, rc) : 0;
+    for (size_t k = 0; k < nretired; k++)
+        start_removal(w, retired[k].logs, retired[k].name);
+    free(retired);
+    return rc;
 }
 
 /* ---- start, stop ---- */
@@ -1685,6 +1787,7 @@ void store_writer_stop(store_writer *w)
     if (!w) return;
     vss_writer_stop(w->vw); /* aborts open sessions: holds released */
     store_registry_off_closing(w->reg, db_closing, w);
+    reap_retiring(w, 1);
     while (w->restores) {
         wrestore *r = w->restores;
         w->restores = r->next;

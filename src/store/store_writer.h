@@ -49,8 +49,11 @@
  *                mounting it is refused until the session ends (PostRestore, or the Abort of a
  *                failed restore)
  *   PostRestore  unless additional restores follow: hard recovery (eng_db_hard_recover: replay,
- *                roll forward, point in time), Clean Shutdown, _restoredLogs removed (only the
- *                names a restore writes there: eng_restored_remove), mount when asked.
+ *                roll forward, point in time), Clean Shutdown, _restoredLogs retired (its
+ *                names checked, then renamed to _retiredLogs.<16 hex> and the log folder
+ *                synced: eng_restored_retire), mount when asked; the retired folder's names go
+ *                on a thread after the answer (a failure a warning; the next PreRestore into
+ *                that log folder removes what a crash left: eng_retired_sweep).
  *                With logs_arriving the requester is still laying generations FIRST..LAST down
  *                (the .edb and the first one are in place): replay reads each one only once
  *                the progress file says it is laid (vss/laid.h: the protocol, which the

@@ -100,7 +100,7 @@ typedef struct cv_ns {
     int is_visible; /* maintains cv_inode.visible */
 } cv_ns;
 
-enum { OP_CREATE, OP_MKDIR, OP_UNLINK, OP_RENAME, OP_RMDIR };
+enum { OP_CREATE, OP_MKDIR, OP_UNLINK, OP_RENAME, OP_RMDIR, OP_RENAME_DIR };
 
 typedef struct cv_op {
     int kind;
@@ -222,6 +222,14 @@ static int parent_is(const char *p, const char *d)
     size_t k = (size_t)(strrchr(p, '/') - p);
     if (k == 0) return strcmp(d, "/") == 0;
     return strlen(d) == k && memcmp(p, d, k) == 0;
+}
+
+/* Is p strictly below the directory d? */
+static int under(const char *p, const char *d)
+{
+    size_t k = strlen(d);
+    if (!strcmp(d, "/")) return strcmp(p, "/") != 0;
+    return strlen(p) > k && !memcmp(p, d, k) && p[k] == '/';
 }
 
 static void parent_of(const char *p, char *out)
@@ -532,6 +540,35 @@ static int ns_copy(cv_ns *dst, const cv_ns *src, int map)
     return 0;
 }
 
+/* Renames the directory from, and every name below it, to to (anything at or below to is
+ * dropped first). Allocation failure leaves the names as they were. */
+static int ns_move_dir(cv_ns *ns, const char *from, const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to);
+    for (size_t i = ns->n; i-- > 0;)
+        if (!strcmp(ns->e[i].path, to) || under(ns->e[i].path, to)) ns_del(ns, ns->e[i].path);
+    char **np = calloc(ns->n + 1, sizeof *np);
+    int rc = np ? 0 : -1;
+    for (size_t i = 0; !rc && i < ns->n; i++) {
+        const char *p = ns->e[i].path;
+        if (strcmp(p, from) && !under(p, from)) continue;
+        if (!(np[i] = malloc(tl + strlen(p) - fl + 1))) rc = -1;
+        if (!rc) memcpy(np[i], to, tl);
+        if (!rc) strcpy(np[i] + tl, p + fl);
+    }
+    for (size_t i = 0; np && i < ns->n; i++) {
+        if (!np[i]) continue;
+        if (rc) {
+            free(np[i]);
+            continue;
+        }
+        free(ns->e[i].path);
+        ns->e[i].path = np[i];
+    }
+    free(np);
+    return rc;
+}
+
 /* 1 for a file, 2 for a directory, 0 for nothing. */
 static int kind_of(const crashvfs *c, const char *path, cv_inode **ino)
 {
@@ -615,6 +652,10 @@ static void op_apply(cv_ns *durable, const cv_op *op)
         free(p);
         ns_del(durable, op->path);
         break;
+    case OP_RENAME_DIR:
+        free(p);
+        if (ns_find(durable, op->path)) ns_move_dir(durable, op->path, op->to);
+        break;
     case OP_RENAME: {
         cv_entry *e = ns_find(durable, op->path);
         if (!e) {
@@ -644,6 +685,12 @@ static int op_depends(const cv_op *later, const cv_op *earlier)
             if (!strcmp(lp[i], ep[j])) return 1;
         if (earlier->kind == OP_MKDIR && parent_is(lp[i], earlier->path)) return 1;
     }
+    /* A directory moves with what is in it: what was made below it comes first; what is made
+     * below its new name later comes after it. */
+    for (int j = 0; later->kind == OP_RENAME_DIR && j < 2 && ep[j]; j++)
+        if (under(ep[j], later->path) || under(ep[j], later->to)) return 1;
+    for (int i = 0; earlier->kind == OP_RENAME_DIR && i < 2 && lp[i]; i++)
+        if (under(lp[i], earlier->path) || under(lp[i], earlier->to)) return 1;
     /* A directory is removed once empty: what emptied it (and made its names) comes first. */
     for (int j = 0; later->kind == OP_RMDIR && j < 2 && ep[j]; j++)
         if (strcmp(ep[j], "/") && parent_is(ep[j], later->path)) return 1;
@@ -891,10 +938,24 @@ static int rename_locked(crashvfs *c, const char *from, const char *to)
     cv_inode *ino;
     int kind = kind_of(c, from, &ino);
     if (kind == 0) return om_errf(OM_E_FileNotFound, "renaming %s to %s: no such file", from, to);
-    if (kind == 2)
-        return om_errf(OM_E_InvalidPath, "renaming %s to %s: crashvfs does not rename directories",
-                       from, to);
     if (!strcmp(from, to)) return 0;
+    if (kind == 2) {
+        if (under(to, from))
+            return om_errf(OM_E_InvalidPath, "renaming %s to %s: into itself", from, to);
+        if (kind_of(c, to, NULL) != 0)
+            return om_errf(OM_E_FileAlreadyExists,
+                           "renaming directory %s to %s: crashvfs renames a directory only to a "
+                           "free name",
+                           from, to);
+        int rc = parent_check(c, to, "renaming to");
+        if (rc) return rc;
+        if (ops_add(c, OP_RENAME_DIR, from, to, NULL)) return oom("renaming", from);
+        if (ns_move_dir(&c->visible, from, to)) {
+            op_free(&c->ops[--c->nops]);
+            return oom("renaming", from);
+        }
+        return 0;
+    }
     if (kind_of(c, to, NULL) == 2)
         return om_errf(OM_E_InvalidPath, "renaming %s to %s: target is a directory", from, to);
     int rc = parent_check(c, to, "renaming to");

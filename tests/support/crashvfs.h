@@ -40,8 +40,10 @@
  *
  * Paths are absolute and '/'-separated; repeated and trailing slashes are ignored, "." and
  * ".." components and relative paths fail with OM_E_InvalidPath. "/" always exists.
- * Directories can be created, and removed when empty (rmdir_at), but not renamed: unlink or
- * rename of a directory fails with OM_E_InvalidPath.
+ * Directories can be created, removed when empty (rmdir_at), and renamed to a name that is
+ * free (with everything below them; the rename is durable as any other, and depends on the
+ * pending operations below the directory, which a reboot applies first); unlink of a
+ * directory fails with OM_E_InvalidPath.
  *
  * Directory handles (dir_open and the *_at methods of base/vfs.h) name their directory by its
  * path: a name given to them is one component (else OM_E_InvalidPath), a create or rename

@@ -303,6 +303,38 @@ def test_kill_9_at_any_stage_leaves_the_target_dismounted_and_a_retry_succeeds(s
     assert not (pathlib.Path(info["logs"]) / "_restoredLogs").exists()
 
 
+def retired(logs):
+    return sorted(p.name for p in pathlib.Path(logs).glob("_retiredLogs.*"))
+
+
+def test_a_restore_into_another_database_leaves_no_restore_folder_behind(store, repo, chain3):
+    """PostRestore retires _restoredLogs in one rename before it answers and removes the
+    generations after the answer: the target mounts with the source's mail, no restore is
+    pending, and the retired folder is gone soon after."""
+    store.ombra("db", "new", "db2")
+    dismount_for_restore(store, "db2")
+    logs2 = store.db_show("db2")["logs"]
+    r = restore(store, repo, "db1", "--to", "db2", "--mount")
+    assert json.loads(r.out)["replay"]["last_gen"] > 0
+    assert not (pathlib.Path(logs2) / "_restoredLogs").exists()
+    assert store.digest("db2") == chain3["digest"]
+    end = time.time() + 20
+    while retired(logs2) and time.time() < end:
+        time.sleep(0.1)
+    assert retired(logs2) == [], "the retired folder is removed after the answer"
+    assert "retired" not in store.stderr().lower(), store.stderr()
+    # a second restore over it: the same again, and the database dismounts and mounts
+    dismount_for_restore(store, "db2")
+    restore(store, repo, "db1", "--set", chain3["full"][:12], "--to", "db2", "--mount")
+    store.ombra("db", "dismount", "db2")
+    store.ombra("db", "mount", "db2")
+    assert store.digest("db2") == chain3["d_full"]
+    end = time.time() + 20
+    while retired(logs2) and time.time() < end:
+        time.sleep(0.1)
+    assert retired(logs2) == []
+
+
 def test_roll_forward_through_the_logs_left_on_disk_or_not(store, repo, chain3):
     load(store, "db1", 100, seed=9)  # after the last backup: only in the log folder
     latest = store.digest("db1")
@@ -380,6 +412,7 @@ def test_additional_restores_then_the_next_backup_replays(store, repo, chain3):
     r = store.ombra("dbutil", "recover", logs3)
     assert "hard recovery" in r.out and "Clean Shutdown" in r.out, r.describe()
     assert not (pathlib.Path(logs3) / "_restoredLogs").exists()
+    assert retired(logs3) == [], "dbutil recover removes the retired folder before it exits"
     store.ombra("db", "mount", "db3")
     assert store.digest("db3") == chain3["digest"]
 

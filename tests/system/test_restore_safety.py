@@ -161,6 +161,61 @@ def test_a_leftover_of_this_target_is_removed_name_by_name_never_through_its_lin
     c.untouched()
 
 
+def test_retired_folders_left_by_a_crash_go_at_the_next_restore_never_through_a_link(
+        store, repo, source, tmp_path):
+    """A crash after PostRestore retired _restoredLogs leaves _retiredLogs.<16 hex> in the log
+    folder: the next restore into that folder removes it (only names a restore writes). A link
+    named like one, a folder of another user's, and one holding a name no restore writes stay,
+    each with a warning; a link inside one is removed as a name; what the links point to is
+    untouched."""
+    c = Canaries(tmp_path)
+    store.ombra("db", "new", "db2")
+    dismount_for_restore(store, "db2")
+    logs = pathlib.Path(store.db_show("db2")["logs"])
+    left = logs / "_retiredLogs.0123456789abcdef"  # as a crash leaves it
+    left.mkdir(mode=0o750)
+    for g in generations(source)[:3]:
+        (left / g).write_bytes(b"\0" * 4096)
+    (left / "E00restore.env").write_text("{}")
+    (left / "E00restore.laid").write_bytes(b"")
+    (left / ".E0000000001.log.0123456789abcdef.tmp").write_bytes(b"x")
+    linked = logs / "_retiredLogs.00000000000000aa"  # a link under a retired name
+    plant(linked, c.dir)
+    with_link = logs / "_retiredLogs.00000000000000bb"  # a link inside one, among its names
+    with_link.mkdir(mode=0o750)
+    plant(with_link / generations(source)[0], c.file)
+    plant(with_link / "E00restore.env", c.sub)
+    stray = logs / "_retiredLogs.00000000000000cc"  # a name no restore writes
+    stray.mkdir(mode=0o750)
+    (stray / generations(source)[0]).write_bytes(b"x")
+    (stray / "stranger").write_text("mine\n")
+    other = logs / "_retiredLogs.00000000000000dd"  # another user's folder
+    other.mkdir(mode=0o750)
+    (other / generations(source)[0]).write_bytes(b"theirs")
+    os.chown(other / generations(source)[0], 65534, 65534)
+    os.chown(other, 65534, 65534)
+    restore(store, repo, "db1", "--to", "db2", "--mount")
+    assert store.digest("db2") == source["digest"]
+    assert not (logs / "_restoredLogs").exists()
+    assert not left.exists(), "the crash's retired folder is removed"
+    assert not with_link.exists(), "links inside are removed as names"
+    assert linked.is_symlink(), "a link under a retired name is left"
+    assert (stray / "stranger").read_text() == "mine\n"
+    assert sorted(p.name for p in stray.iterdir()) == ["stranger"]
+    err = store.stderr()
+    assert "stranger" in err and "_retiredLogs.00000000000000aa" in err, err
+    assert (other / generations(source)[0]).read_bytes() == b"theirs"
+    assert "_retiredLogs.00000000000000dd" in err, err
+    c.untouched()
+    # this restore's own retired folder goes too; the two left stay
+    end = time.time() + 20
+    while len(list(logs.glob("_retiredLogs.*"))) > 3 and time.time() < end:
+        time.sleep(0.1)
+    assert sorted(p.name for p in logs.glob("_retiredLogs.*")) == [linked.name, stray.name,
+                                                                   other.name]
+    c.untouched()
+
+
 def test_links_in_the_originals_log_folder_are_replaced_never_followed(store, repo, source,
                                                                        tmp_path):
     c = Canaries(tmp_path)

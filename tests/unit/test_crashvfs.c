@@ -260,34 +260,79 @@ static void test_unsynced_shrink_comes_back_with_old_or_new_size(void **state)
 
 /* ---- names ---- */
 
+/* Runs a name change over SEEDS seeds, crashing after it: once without the directory sync
+ * (run returns 0 for the old state, 1 for the new one; both must be seen) and once with it
+ * (always the new one). */
+static void old_or_new(int (*run)(uint64_t seed, int with_sync))
+{
+    for (int with_sync = 0; with_sync <= 1; with_sync++) {
+        int seen[2] = {0, 0};
+        for (uint64_t seed = 1; seed <= SEEDS; seed++)
+            seen[run(seed, with_sync)]++;
+        if (with_sync) {
+            assert_int_equal(seen[1], SEEDS);
+        } else {
+            assert_true(seen[0] > 0 && seen[1] > 0);
+        }
+    }
+}
+
+static int rename_file(uint64_t seed, int with_sync)
+{
+    crashvfs *c = disk(seed);
+    om_vfs *v = crashvfs_vfs(c);
+    put_str(v, "/f", "old", 1, 1);
+    put_str(v, "/f.new", "new", 1, 0);
+    assert_int_equal(v->rename(v, "/f.new", "/f"), 0);
+    if (with_sync) assert_int_equal(v->sync_dir(v, "/"), 0);
+    crash_now(c);
+    int r = holds_str(v, "/f", "new");
+    if (!r && !holds_str(v, "/f", "old"))
+        fail_msg("seed %llu: /f holds neither the old nor the new content",
+                 (unsigned long long)seed);
+    crashvfs_free(c);
+    return r;
+}
+
 static void test_rename_may_be_undone_without_sync_dir_and_survives_with_it(void **state)
 {
     (void)state;
-    for (int with_sync = 0; with_sync <= 1; with_sync++) {
-        int old = 0, fresh = 0;
-        for (uint64_t seed = 1; seed <= SEEDS; seed++) {
-            crashvfs *c = disk(seed);
-            om_vfs *v = crashvfs_vfs(c);
-            put_str(v, "/f", "old", 1, 1);
-            put_str(v, "/f.new", "new", 1, 0);
-            assert_int_equal(v->rename(v, "/f.new", "/f"), 0);
-            if (with_sync) assert_int_equal(v->sync_dir(v, "/"), 0);
-            crash_now(c);
-            if (holds_str(v, "/f", "old"))
-                old++;
-            else if (holds_str(v, "/f", "new"))
-                fresh++;
-            else
-                fail_msg("seed %llu: /f holds neither the old nor the new content",
-                         (unsigned long long)seed);
-            crashvfs_free(c);
-        }
-        if (with_sync) {
-            assert_int_equal(fresh, SEEDS);
-        } else {
-            assert_true(old > 0 && fresh > 0);
-        }
-    }
+    old_or_new(rename_file);
+}
+
+/* A folder renamed moves whole: after a crash its files are all under the old name or all
+ * under the new one (a file made in it unsynced before the rename goes first with it). */
+static int rename_folder(uint64_t seed, int with_sync)
+{
+    crashvfs *c = disk(seed);
+    om_vfs *v = crashvfs_vfs(c);
+    om_dir *root = NULL;
+    assert_int_equal(v->mkdir(v, "/a"), 0);
+    put_str(v, "/a/f", "one", 1, 1);
+    assert_int_equal(v->sync_dir(v, "/"), 0);
+    put_str(v, "/a/g", "two", 1, 0); /* its name not synced yet */
+    assert_int_equal(om_dir_open(v, NULL, "/", 0, &root), 0);
+    assert_int_equal(om_rename_at(root, "a", root, "b", 0), 0);
+    assert_int_equal(v->exists(v, "/a"), 0);
+    assert_true(holds_str(v, "/b/f", "one") && holds_str(v, "/b/g", "two"));
+    if (with_sync) assert_int_equal(om_dir_sync(root), 0);
+    om_dir_close(root);
+    crash_now(c);
+    int r = -1;
+    if (v->exists(v, "/a") == 2 && v->exists(v, "/b") == 0 && holds_str(v, "/a/f", "one")) r = 0;
+    if (v->exists(v, "/a") == 0 && holds_str(v, "/b/f", "one") && holds_str(v, "/b/g", "two"))
+        r = 1;
+    if (r < 0)
+        fail_msg("seed %llu: the folder is neither whole at /a nor whole at /b",
+                 (unsigned long long)seed);
+    crashvfs_free(c);
+    return r;
+}
+
+static void test_directory_rename_moves_the_folder_whole(void **state)
+{
+    (void)state;
+    old_or_new(rename_folder);
 }
 
 static void test_create_may_vanish_without_sync_dir_and_survives_with_it(void **state)
@@ -1157,6 +1202,7 @@ int main(void)
             test_unsynced_append_comes_back_with_old_or_new_size_and_zeros_when_dropped),
         cmocka_unit_test(test_unsynced_shrink_comes_back_with_old_or_new_size),
         cmocka_unit_test(test_rename_may_be_undone_without_sync_dir_and_survives_with_it),
+        cmocka_unit_test(test_directory_rename_moves_the_folder_whole),
         cmocka_unit_test(test_create_may_vanish_without_sync_dir_and_survives_with_it),
         cmocka_unit_test(test_unlink_may_be_undone_without_sync_dir_and_survives_with_it),
         cmocka_unit_test(test_sync_dir_makes_only_its_own_directory_durable),

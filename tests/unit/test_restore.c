@@ -1249,6 +1249,179 @@ static void a_damaged_generation_is_caught_when_the_next_one_is_still_arriving(v
     crashvfs_free(c);
 }
 
+/* ---- the restore's folder leaves in one rename (eng_restored_retire, eng_retired_*) ---- */
+
+enum { RETIRE_GENS = 5 };
+
+/* <logs>/_restoredLogs as a restore leaves it for PostRestore, everything durable. */
+static void restored_folder(om_vfs *v, const char *logs)
+{
+    char p[256];
+    assert_int_equal(v->mkdir(v, "/rdb"), 0);
+    assert_int_equal(v->mkdir(v, logs), 0);
+    snprintf(p, sizeof p, "%s/_restoredLogs", logs);
+    assert_int_equal(v->mkdir(v, p), 0);
+    assert_int_equal(v->sync_dir(v, "/rdb"), 0);
+    assert_int_equal(v->sync_dir(v, logs), 0);
+    for (uint32_t g = 1; g <= RETIRE_GENS + 2; g++) {
+        char name[64];
+        if (g <= RETIRE_GENS)
+            snprintf(name, sizeof name, "E00%08X.log", g);
+        else
+            snprintf(name, sizeof name, "E00restore.%s", g == RETIRE_GENS + 1 ? "env" : "laid");
+        snprintf(p, sizeof p, "%s/_restoredLogs/%s", logs, name);
+        assert_int_equal(om_write_file_durable(v, p, name, strlen(name)), 0);
+    }
+}
+
+typedef struct seen_names {
+    int restored, retired;
+    char retired_name[64];
+} seen_names;
+
+static int see_name(void *arg, const char *name)
+{
+    seen_names *s = arg;
+    if (!strcmp(name, "_restoredLogs")) s->restored++;
+    if (eng_retired_name(name)) {
+        s->retired++;
+        snprintf(s->retired_name, sizeof s->retired_name, "%s", name);
+    }
+    return 0;
+}
+
+static int count_names(void *arg, const char *name)
+{
+    (void)name;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static int names_in(om_vfs *v, const char *dir)
+{
+    int n = 0;
+    assert_int_equal(v->list(v, dir, count_names, &n), 0);
+    return n;
+}
+
+static void retired_names_are_exactly_the_prefix_and_16_hex_digits(void **state)
+{
+    (void)state;
+    assert_true(eng_retired_name("_retiredLogs.0123456789abcdef"));
+    assert_false(eng_retired_name("_retiredLogs.0123456789ABCDEF"));
+    assert_false(eng_retired_name("_retiredLogs.0123456789abcde"));
+    assert_false(eng_retired_name("_retiredLogs.0123456789abcdef0"));
+    assert_false(eng_retired_name("_restoredLogs"));
+    assert_false(eng_retired_name("E0000000001.log"));
+    /* no name of a log stream can be one: a base is three letters or digits */
+    assert_false(eng_base_valid("_re"));
+}
+
+/* Power lost at every sync of the retirement and the removal after it, and after both:
+ * afterwards the restore is either still pending (_restoredLogs whole, with its .env, and no
+ * retired folder) or not (no _restoredLogs), never half; what a crash left retired is removed
+ * by the next sweep. */
+static void retiring_the_restore_folder_survives_a_crash_at_every_sync(void **state)
+{
+    (void)state;
+    const char *logs = "/rdb/logs";
+    crashvfs *disk = new_disk(40);
+    restored_folder(crashvfs_vfs(disk), logs);
+    uint64_t base_syncs = crashvfs_syncs(disk);
+    crashvfs *dry = crashvfs_clone(disk);
+    assert_int_equal(eng_restored_remove(crashvfs_vfs(dry), logs, "E00"), 0);
+    uint64_t points = crashvfs_syncs(dry) - base_syncs;
+    assert_int_equal(names_in(crashvfs_vfs(dry), logs), 0);
+    crashvfs_free(dry);
+    assert_true(points >= 1);
+    int pending = 0, done = 0;
+    for (uint64_t k = 0; k < 8 * (points + 1); k += crashvfs_every()) {
+        uint64_t n = 1 + k % (points + 1); /* each point, several ways of coming back */
+        crashvfs *c = crashvfs_clone(disk);
+        om_vfs *v = crashvfs_vfs(c);
+        crashvfs_reseed(c, 100 + k);
+        if (n <= points) crashvfs_crash_at_sync(c, n);
+        int rc = eng_restored_remove(v, logs, "E00");
+        assert_true(n <= points ? rc == OM_E_Crashed : rc == 0);
+        crashvfs_reboot(c);
+        seen_names s = {0};
+        assert_int_equal(v->list(v, logs, see_name, &s), 0);
+        assert_true(s.restored + s.retired <= 1);
+        if (s.restored) {
+            /* still pending: whole, the .env with it */
+            assert_int_equal(v->exists(v, "/rdb/logs/_restoredLogs/E00restore.env"), 1);
+            assert_int_equal(names_in(v, "/rdb/logs/_restoredLogs"), RETIRE_GENS + 2);
+            pending++;
+        } else {
+            done++;
+        }
+        if (s.retired) { /* the next restore into the folder removes it */
+            om_dir *ld = NULL;
+            int removed = 0;
+            assert_int_equal(om_dir_open(v, NULL, logs, 0, &ld), 0);
+            assert_int_equal(eng_retired_sweep(ld, &removed), 0);
+            assert_int_equal(removed, 1);
+            om_dir_close(ld);
+            assert_int_equal(names_in(v, logs), 0);
+        }
+        crashvfs_free(c);
+    }
+    assert_true(pending > 0 && done > 0);
+    crashvfs_free(disk);
+}
+
+/* A name no restore writes: in _restoredLogs the restore stays pending (refused, folder kept);
+ * in a retired folder the folder stays (the sweep warns and goes on to the next one); a file
+ * under a retired folder's name is left alone. */
+static void only_restore_names_are_removed_from_restore_folders(void **state)
+{
+    (void)state;
+    const char *logs = "/rdb/logs";
+    crashvfs *c = new_disk(41);
+    om_vfs *v = crashvfs_vfs(c);
+    restored_folder(v, logs);
+    assert_int_equal(om_write_file_durable(v, "/rdb/logs/_restoredLogs/notes.txt", "x", 1), 0);
+    char retired[ENG_RETIRED_NAME_MAX];
+    assert_int_equal(eng_restored_retire(v, logs, "E00", retired, sizeof retired),
+                     OM_E_InvalidParameter);
+    assert_non_null(strstr(om_err_detail(), "notes.txt"));
+    assert_int_equal(retired[0], 0);
+    assert_int_equal(names_in(v, "/rdb/logs/_restoredLogs"), RETIRE_GENS + 3);
+    assert_int_equal(v->unlink(v, "/rdb/logs/_restoredLogs/notes.txt"), 0);
+
+    assert_int_equal(eng_restored_retire(v, logs, "E00", retired, sizeof retired), 0);
+    assert_true(eng_retired_name(retired));
+    assert_int_equal(v->exists(v, "/rdb/logs/_restoredLogs"), 0);
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s/E00restore.env", logs, retired);
+    assert_int_equal(v->exists(v, p), 1);
+    /* a stray file in it: the folder stays, with that file */
+    snprintf(p, sizeof p, "%s/%s/keep.me", logs, retired);
+    assert_int_equal(om_write_file_durable(v, p, "x", 1), 0);
+    /* a second retired folder (of another base), and a file under a retired name */
+    assert_int_equal(v->mkdir(v, "/rdb/logs/_retiredLogs.00000000000000aa"), 0);
+    assert_int_equal(
+        om_write_file_durable(v, "/rdb/logs/_retiredLogs.00000000000000aa/E01000000A1.log", "x", 1),
+        0);
+    assert_int_equal(om_write_file_durable(v, "/rdb/logs/_retiredLogs.00000000000000bb", "x", 1),
+                     0);
+    om_dir *ld = NULL;
+    int removed = 0;
+    assert_int_equal(om_dir_open(v, NULL, logs, 0, &ld), 0);
+    assert_int_equal(eng_retired_sweep(ld, &removed), 0);
+    om_dir_close(ld);
+    assert_int_equal(removed, 1);
+    assert_int_equal(v->exists(v, "/rdb/logs/_retiredLogs.00000000000000aa"), 0);
+    assert_int_equal(v->exists(v, "/rdb/logs/_retiredLogs.00000000000000bb"), 1);
+    assert_int_equal(v->exists(v, p), 1);
+    snprintf(p, sizeof p, "%s/%s", logs, retired);
+    assert_int_equal(names_in(v, p), 1); /* only the stray file */
+    assert_int_equal(eng_retired_remove(v, logs, retired), OM_E_InvalidParameter);
+    assert_non_null(strstr(om_err_detail(), "keep.me"));
+    assert_int_equal(eng_retired_remove(v, logs, "_restoredLogs"), OM_E_InvalidParameter);
+    crashvfs_free(c);
+}
+
 int main(void)
 {
     /* The failures these tests cause on purpose would fill the output. */
@@ -1274,6 +1447,9 @@ int main(void)
         cmocka_unit_test(laying_that_stops_midway_fails_the_replay_and_a_rerun_finishes_it),
         cmocka_unit_test(an_old_file_under_an_arriving_generations_name_is_never_read),
         cmocka_unit_test(a_damaged_generation_is_caught_when_the_next_one_is_still_arriving),
+        cmocka_unit_test(retired_names_are_exactly_the_prefix_and_16_hex_digits),
+        cmocka_unit_test(retiring_the_restore_folder_survives_a_crash_at_every_sync),
+        cmocka_unit_test(only_restore_names_are_removed_from_restore_folders),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
