@@ -119,7 +119,19 @@ struct om_vfs {
      * WRITE): a hint, so that a later sync finds less to do; durable only after sync. Optional
      * (NULL: nothing), never an error. */
     void (*writeback)(om_file *f, uint64_t off, uint64_t n);
+    /* on: from now on, reads and writes of f bypass the page cache (O_DIRECT): for a large
+     * file written once, or read and written over by replay, whose pages would otherwise fill
+     * the cache at a CPU cost greater than the work's own. 0 when they do, else non-zero and
+     * nothing changed (no error set: the file system cannot). Any read still succeeds (an
+     * unaligned one through an aligned buffer of its own); a write whose offset or length is
+     * not a multiple of OM_DIRECT_ALIGN turns bypassing off for the file. off: through the
+     * cache again. Durability is unchanged (sync as always). Optional (NULL: never). */
+    int (*direct)(om_file *f, int on);
 };
+
+/* What writes that bypass the cache must be aligned to (a multiple of any device's logical
+ * block size in use). */
+#define OM_DIRECT_ALIGN 4096
 
 /* Handles carry their vfs; path is for messages (at's path + "/" + name when opened in at). */
 struct om_dir {
@@ -159,6 +171,12 @@ static inline int om_resize(om_file *f, uint64_t s)
 static inline int om_pwrite(om_file *f, const void *b, size_t n, uint64_t off)
 {
     return f->vfs->pwrite(f, b, n, off);
+}
+/* The direct method: 0 when f's reads and writes bypass the page cache from now on (on), or
+ * go through it again (off). */
+static inline int om_direct(om_file *f, int on)
+{
+    return f->vfs->direct ? f->vfs->direct(f, on) : -1;
 }
 /* Reads exactly n bytes or fails with FileIOBeyondEOF. */
 int om_pread_full(om_file *f, void *buf, size_t n, uint64_t off);

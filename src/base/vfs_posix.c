@@ -18,6 +18,7 @@
 typedef struct pfile {
     om_file base;
     int fd;
+    int direct; /* O_DIRECT is on (atomic: the file's writers share it) */
 } pfile;
 
 typedef struct pdir {
@@ -67,9 +68,55 @@ static int p_close(om_file *bf)
     return rc;
 }
 
+/* O_DIRECT on or off for the file (its writers share the flag). */
+static int set_direct(pfile *f, int on)
+{
+    int fl = fcntl(f->fd, F_GETFL);
+    if (fl < 0 || fcntl(f->fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT) != 0) return -1;
+    __atomic_store_n(&f->direct, on, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static int is_direct(pfile *f)
+{
+    return __atomic_load_n(&f->direct, __ATOMIC_RELAXED);
+}
+
+static uint64_t align_down(uint64_t x)
+{
+    return x / OM_DIRECT_ALIGN * OM_DIRECT_ALIGN;
+}
+
+static int aligned(const void *buf, size_t n, uint64_t off)
+{
+    return (uintptr_t)buf % OM_DIRECT_ALIGN == 0 && n % OM_DIRECT_ALIGN == 0 &&
+           off % OM_DIRECT_ALIGN == 0;
+}
+
+static int p_pread(om_file *bf, void *buf, size_t n, uint64_t off, size_t *got);
+
+/* A read the file's bypass cannot take as it is (O_DIRECT wants an aligned buffer, offset and
+ * length): the aligned blocks around it into a buffer of its own, the asked part copied out. */
+static int pread_bounce(om_file *bf, void *buf, size_t n, uint64_t off, size_t *got)
+{
+    uint64_t lo = align_down(off), hi = align_down(off + n + OM_DIRECT_ALIGN - 1);
+    uint8_t *b = aligned_alloc(OM_DIRECT_ALIGN, (size_t)(hi - lo));
+    if (!b) return om_errf(OM_E_OutOfMemory, "reading %s: out of memory", bf->path);
+    size_t g = 0;
+    int rc = p_pread(bf, b, (size_t)(hi - lo), lo, &g);
+    *got = 0;
+    if (!rc && g > off - lo) {
+        *got = g - (size_t)(off - lo) < n ? g - (size_t)(off - lo) : n;
+        memcpy(buf, b + (off - lo), *got);
+    }
+    free(b);
+    return rc;
+}
+
 static int p_pread(om_file *bf, void *buf, size_t n, uint64_t off, size_t *got)
 {
     pfile *f = (pfile *)bf;
+    if (is_direct(f) && !aligned(buf, n, off)) return pread_bounce(bf, buf, n, off, got);
     size_t done = 0;
     while (done < n) {
         ssize_t r = pread(f->fd, (char *)buf + done, n - done, (off_t)(off + done));
@@ -79,6 +126,9 @@ static int p_pread(om_file *bf, void *buf, size_t n, uint64_t off, size_t *got)
         }
         if (r == 0) break;
         done += (size_t)r;
+        /* around the cache a read is short only at the end of the file (and one more at an
+         * unaligned offset would be refused) */
+        if (is_direct(f) && done < n && done % OM_DIRECT_ALIGN) break;
     }
     *got = done;
     return 0;
@@ -87,11 +137,24 @@ static int p_pread(om_file *bf, void *buf, size_t n, uint64_t off, size_t *got)
 static int p_pwrite(om_file *bf, const void *buf, size_t n, uint64_t off)
 {
     pfile *f = (pfile *)bf;
+    if (is_direct(f) && (uintptr_t)buf % OM_DIRECT_ALIGN && aligned(NULL, n, off) && n) {
+        /* aligned blocks from an unaligned buffer: through an aligned copy */
+        void *b = aligned_alloc(OM_DIRECT_ALIGN, n);
+        if (!b) return om_errf(OM_E_OutOfMemory, "writing %s: out of memory", bf->path);
+        memcpy(b, buf, n);
+        int rc = p_pwrite(bf, b, n, off);
+        free(b);
+        return rc;
+    }
     size_t done = 0;
     while (done < n) {
-        ssize_t r = pwrite(f->fd, (const char *)buf + done, n - done, (off_t)(off + done));
+        const char *b = (const char *)buf + done;
+        if (is_direct(f) && !aligned(b, n - done, off + done)) (void)set_direct(f, 0);
+        ssize_t r = pwrite(f->fd, b, n - done, (off_t)(off + done));
         if (r < 0) {
             if (errno == EINTR) continue;
+            /* a device whose blocks are larger than OM_DIRECT_ALIGN: through the cache */
+            if (errno == EINVAL && is_direct(f) && set_direct(f, 0) == 0) continue;
             return ioerr("writing", bf->path);
         }
         done += (size_t)r;
@@ -455,6 +518,11 @@ static void p_writeback(om_file *bf, uint64_t off, uint64_t n)
     (void)sync_file_range(((pfile *)bf)->fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
 }
 
+static int p_direct(om_file *bf, int on)
+{
+    return set_direct((pfile *)bf, on);
+}
+
 static om_vfs posix_vfs = {
     .open = p_open,
     .close = p_close,
@@ -481,6 +549,7 @@ static om_vfs posix_vfs = {
     .kind_at = p_kind_at,
     .list_at = p_list_at,
     .writeback = p_writeback,
+    .direct = p_direct,
 };
 
 om_vfs *om_vfs_posix(void)

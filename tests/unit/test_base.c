@@ -552,6 +552,57 @@ static void zeroed_file_has_its_size(void **s)
     assert_string_equal(d, ".");
 }
 
+/* A file read and written around the page cache (om_direct) reads back what was written,
+ * whatever the alignment of the caller's buffer, offset and length: aligned blocks go around
+ * the cache, an unaligned buffer through a copy, an unaligned read through a buffer of its own
+ * (also past the end of the file), and an unaligned write turns the bypass off. */
+static void a_file_around_the_cache_reads_back_what_was_written(void **s)
+{
+    (void)s;
+    om_vfs *v = om_vfs_posix();
+    char p[512];
+    om_path_join(p, sizeof p, tmpdir, "direct.edb");
+    om_file *f = NULL;
+    assert_int_equal(om_open(v, p, OM_O_CREATE | OM_O_EXCL, &f), 0);
+    if (om_direct(f, 1) != 0) {
+        om_close(f);
+        skip(); /* this file system has no O_DIRECT (tmpfs before Linux 6.6) */
+    }
+    enum { A = OM_DIRECT_ALIGN };
+    uint8_t *al = aligned_alloc(A, 4 * A), *want = malloc(4 * A + 100), got[4 * A + 200];
+    for (size_t i = 0; i < 4 * A + 100; i++)
+        want[i] = (uint8_t)(i * 7 + i / 251);
+    memcpy(al, want, 2 * A);
+    assert_int_equal(om_pwrite(f, al, 2 * A, 0), 0); /* aligned: around the cache */
+    /* aligned offset and length from an unaligned buffer */
+    memcpy(got + 1, want + 2 * A, 2 * A);
+    assert_int_equal(om_pwrite(f, got + 1, 2 * A, 2 * A), 0);
+    size_t n = 0;
+    /* unaligned reads: inside, and across the end of the file */
+    assert_int_equal(f->vfs->pread(f, got + 3, 5000, 100, &n), 0);
+    assert_int_equal(n, 5000);
+    assert_memory_equal(got + 3, want + 100, 5000);
+    assert_int_equal(f->vfs->pread(f, got, 3 * A, 2 * A + 10, &n), 0);
+    assert_int_equal(n, 2 * A - 10);
+    assert_memory_equal(got, want + 2 * A + 10, 2 * A - 10);
+    /* an unaligned write (a file's tail) goes through the cache, and so do later ones */
+    assert_int_equal(om_pwrite(f, want + 4 * A, 100, 4 * A), 0);
+    assert_int_equal(om_pwrite(f, al, A, 0), 0);
+    assert_int_equal(om_sync(f), 0);
+    uint64_t sz = 0;
+    assert_int_equal(om_fsize(f, &sz), 0);
+    assert_int_equal(sz, 4 * A + 100);
+    /* on again: a read of the whole file, its end unaligned */
+    assert_int_equal(om_direct(f, 1), 0);
+    assert_int_equal(f->vfs->pread(f, got, sizeof got, 0, &n), 0);
+    assert_int_equal(n, 4 * A + 100);
+    assert_memory_equal(got, want, 4 * A + 100);
+    assert_int_equal(om_direct(f, 0), 0);
+    assert_int_equal(om_close(f), 0);
+    free(al);
+    free(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -575,6 +626,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(durable_commit_keep_holds_the_replaced_file_open, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(zeroed_file_has_its_size, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(a_file_around_the_cache_reads_back_what_was_written,
+                                        setup_dir, teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
