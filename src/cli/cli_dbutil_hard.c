@@ -60,13 +60,22 @@ int cli_dbutil_hard_recover(const char *dir, int json, int *found)
     }
     /* The .edb was laid down under the target's own name (store/writer.c). */
     int rc = 0;
+    /* Where the restore's replay would have ended (a .env of an older build says nothing: to
+     * the end of the logs). */
+    json_t *rp = json_object_get(env, "replay"), *rf = json_object_get(rp, "roll_forward");
     eng_restore_opts o = {.target = {.edb_path = tedb, .log_dir = tlogs, .base = tbase},
                           .restored_dir = original ? tlogs : pending,
                           .restored_base = base,
-                          .roll_forward = 1};
+                          .roll_forward = rf ? json_is_true(rf) : 1,
+                          .stop_gen = (uint32_t)json_integer_value(json_object_get(rp, "stop_gen")),
+                          .stop_time_ns =
+                              (uint64_t)json_integer_value(json_object_get(rp, "stop_time_ns"))};
     eng_restore_result r = {0};
     if (!json)
-        printf("%s: a restore was laid down here (%s); hard recovery of %s\n", dir, envp, tedb);
+        printf("%s: a restore was laid down here (%s); hard recovery of %s%s\n", dir, envp, tedb,
+               o.stop_gen || o.stop_time_ns || !o.roll_forward
+                   ? ", stopping where the restore asked"
+                   : "");
     if (!rc) rc = eng_db_hard_recover(&o, &r);
     if (rc) {
         json_decref(env);

@@ -128,6 +128,19 @@ static int decode(eng_db *db, const uint8_t *b, size_t n, struct eng_cbt *m, cha
     return 0;
 }
 
+/* OM_KIND_* of E00.cbt in the log folder (OM_KIND_OTHER when the folder cannot be read). */
+static int what_is_there(eng_db *db)
+{
+    char name[32];
+    snprintf(name, sizeof name, "%s.cbt", db->base);
+    om_dir *d = NULL;
+    int kind = om_dir_open(db->vfs, NULL, db->logdir, OM_D_FOLLOW, &d) ? OM_KIND_OTHER
+                                                                       : om_kind_at(d, name);
+    om_err_clear();
+    om_dir_close(d);
+    return kind < 0 ? OM_KIND_OTHER : kind;
+}
+
 int eng_cbt_open(eng_db *db)
 {
     struct eng_cbt *m = calloc(1, sizeof *m);
@@ -135,9 +148,13 @@ int eng_cbt_open(eng_db *db)
     eng_cbt_path(m->path, sizeof m->path, db->logdir, db->base);
     uint8_t *b = NULL;
     size_t n = 0;
-    int ex = db->vfs->exists(db->vfs, m->path), bad = 0;
-    if (ex != 1) {
+    int bad = 0, kind = what_is_there(db);
+    if (kind == OM_KIND_NONE) {
         snprintf(m->why, sizeof m->why, "%.120s has no change map", db->edb);
+        bad = 1;
+    } else if (kind != OM_KIND_FILE) {
+        /* Never opened: a fifo would hold the mount for ever (a link is never followed). */
+        snprintf(m->why, sizeof m->why, "%.120s is not a regular file", m->path);
         bad = 1;
     } else if (om_read_file(db->vfs, m->path, &b, &n)) {
         snprintf(m->why, sizeof m->why, "%.120s cannot be read: %s", m->path, om_err_detail());
@@ -169,6 +186,29 @@ int eng_cbt_open(eng_db *db)
     return 0;
 }
 
+/* E00.cbt could not be written (its disk full, the name taken by a directory): the database goes
+ * on as one that keeps no map rather than refusing writes. The header's token is cleared,
+ * durably, before the pages the file does not name reach the .edb, so the E00.cbt left in place
+ * is never trusted; the map forgets its epochs (the next full reads everything) and is written
+ * again, with a new token, at the next page write or checkpoint. */
+static int not_written(eng_db *db)
+{
+    struct eng_cbt *m = db->cbt;
+    int was = m->nep || db->hdr.cbt_token;
+    snprintf(m->why, sizeof m->why, "%.120s could not be written: %.240s", m->path,
+             om_err_detail());
+    om_err_clear();
+    if (was) om_warn("%s: %s; the next full backup reads every page", db->edb, m->why);
+    for (uint32_t i = 0; i < m->nep; i++)
+        free(m->ep[i].bits);
+    m->nep = 0;
+    m->dirty = 1;
+    if (!db->hdr.cbt_token) return 0;
+    db->hdr.cbt_token = 0;
+    int rc = eng_dbhdr_write(db->edbf, &db->hdr);
+    return rc ? om_err_ctx(rc, "clearing the change map's token in %s", db->edb) : 0;
+}
+
 /* E00.cbt from the map in memory with a new token, durably; then the header with that token,
  * durably, before any page the new marks are for is written (the rules at the top). */
 static int persist(eng_db *db)
@@ -198,7 +238,7 @@ static int persist(eng_db *db)
     om_w64(&c, om_xxh3(b, n - 8, CBT_SEED));
     int rc = om_write_file_durable(db->vfs, m->path, b, n);
     free(b);
-    if (rc) return om_err_ctx(rc, "writing the change map %s", m->path);
+    if (rc) return not_written(db);
     m->token = token;
     m->dirty = 0;
     /* Not later (a checkpoint's header write after its pages): pages would reach the .edb while

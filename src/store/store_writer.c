@@ -1104,25 +1104,48 @@ static int resolve_target(store_writer *w, json_t *c, rtarget *t)
     return 0;
 }
 
-/* <base>restore.env: what the restored logs are and where they go, and whether the restore
- * that wrote it asked for additional restores (the next one continues it). */
-static json_t *env_of(const rtarget *t, json_t *md, int additional)
+/* Where the restore's replay ends (restore_options): roll forward through the later logs or
+ * not, the generation and the commit time it stops at (0: none); the original without roll
+ * forward stops at the backup's last generation. */
+static void replay_point(json_t *c, const rtarget *t, eng_restore_opts *o)
 {
+    json_t *ro = json_object_get(c, "restore_options"), *md = json_object_get(c, "backup_metadata");
+    json_t *rf = json_object_get(ro, "roll_forward");
+    o->roll_forward = rf ? json_is_true(rf) : 1;
+    o->stop_gen = (uint32_t)json_integer_value(json_object_get(ro, "stop_gen"));
+    o->stop_time_ns = (uint64_t)json_integer_value(json_object_get(ro, "stop_time_ns"));
+    if (t->original && !o->roll_forward && !o->stop_gen)
+        o->stop_gen =
+            (uint32_t)json_integer_value(json_array_get(json_object_get(md, "log_range"), 1));
+}
+
+/* <base>restore.env: what the restored logs are and where they go, where their replay ends (a
+ * replay finished by dbutil recover stops where the restore would have), and whether the
+ * restore that wrote it asked for additional restores (the next one continues it). */
+static json_t *env_of(const rtarget *t, json_t *c)
+{
+    json_t *md = json_object_get(c, "backup_metadata");
     char id[37] = "";
     if (t->in_dir) om_uuid_str(&t->ent.id, id);
+    eng_restore_opts o = {0};
+    replay_point(c, t, &o);
     return json_pack(
-        "{s:{s:s, s:s, s:s, s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:O, s:s, s:b, s:b}",
+        "{s:{s:s, s:s, s:s, s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:O, s:s, s:b, s:b, s:{s:b, "
+        "s:I, s:I}}",
         "original", "id", t->orig_id, "name", str_or(md, "db_name", ""), "edb", t->orig_edb, "logs",
         str_or(md, "logs", ""), "base", t->orig_base, "target", "id", id, "name", t->ent.name,
         "edb", t->ent.edb, "logs", t->ent.logs, "base", t->ent.base, "log_signature",
         json_object_get(md, "log_signature") ? json_object_get(md, "log_signature") : json_null(),
-        "base", t->orig_base, "recovery", t->ent.recovery, "additional_restores", additional);
+        "base", t->orig_base, "recovery", t->ent.recovery, "additional_restores",
+        json_is_true(json_object_get(c, "additional_restores")), "replay", "roll_forward",
+        o.roll_forward, "stop_gen", (json_int_t)o.stop_gen, "stop_time_ns",
+        (json_int_t)o.stop_time_ns);
 }
 
-static int write_env(om_dir *pd, const rtarget *t, json_t *md, int additional)
+static int write_env(om_dir *pd, const rtarget *t, json_t *c)
 {
     char name[32];
-    json_t *env = env_of(t, md, additional);
+    json_t *env = env_of(t, c);
     char *text = env ? json_dumps(env, JSON_INDENT(2)) : NULL;
     json_decref(env);
     snprintf(name, sizeof name, "%srestore.env", t->orig_base);
@@ -1334,9 +1357,7 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
     /* Temporary names of an earlier restore of this target that was killed while laying. */
     if (!rc && (t->in_dir || ours)) rc = om_durable_sweep(ed, t->edb_name, NULL);
     if (!rc && t->original) rc = om_durable_sweep(ld, NULL, NULL);
-    if (!rc)
-        rc = write_env(pd, t, json_object_get(c, "backup_metadata"),
-                       json_is_true(json_object_get(c, "additional_restores")));
+    if (!rc) rc = write_env(pd, t, c);
     snprintf(laid, sizeof laid, "%srestore.laid", t->orig_base);
     if (!rc) rc = vss_laid_create(pd, laid);
     if (!rc) rc = om_dir_sync(pd);
@@ -1537,20 +1558,14 @@ static int logs_arriving(json_t *ro, uint32_t *first, uint32_t *last)
 static int recover_target(store_writer *w, const char *session, json_t *c, const rtarget *t,
                           json_t *out)
 {
-    json_t *ro = json_object_get(c, "restore_options"), *md = json_object_get(c, "backup_metadata");
+    json_t *ro = json_object_get(c, "restore_options");
     uint32_t arriving_first, arriving_last;
     int rc = logs_arriving(ro, &arriving_first, &arriving_last);
     if (rc) return rc;
     eng_restore_opts o = {.target = store_ent_opts(w->reg, &t->ent),
                           .restored_dir = t->restored_dir,
                           .restored_base = t->orig_base};
-    json_t *rf = json_object_get(ro, "roll_forward");
-    o.roll_forward = rf ? json_is_true(rf) : 1;
-    o.stop_gen = (uint32_t)json_integer_value(json_object_get(ro, "stop_gen"));
-    o.stop_time_ns = (uint64_t)json_integer_value(json_object_get(ro, "stop_time_ns"));
-    if (t->original && !o.roll_forward && !o.stop_gen)
-        o.stop_gen =
-            (uint32_t)json_integer_value(json_array_get(json_object_get(md, "log_range"), 1));
+    replay_point(c, t, &o);
     replay_seen seen = {.w = w, .session = session, .target = t->key};
     o.target.replay_progress = replay_progress;
     o.target.progress_arg = &seen;

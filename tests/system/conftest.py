@@ -147,6 +147,7 @@ class Store:
         self.proc = None
         self.starts = 0
         self.logs = []  # one stderr file per daemon run
+        self.args = []  # more options of the daemon from the next start (--cache-mb 1)
 
     # -- lifecycle
     def start(self):
@@ -155,7 +156,8 @@ class Store:
         log = self.tmp / f"store-{self.starts}.log"
         self.logs.append(log)
         with open(log, "wb") as f:
-            self.proc = subprocess.Popen([str(self.daemon), "--foreground", "--server", self.server],
+            self.proc = subprocess.Popen([str(self.daemon), "--foreground", "--server", self.server,
+                                          *self.args],
                                          env=daemon_env(self.env), stdin=subprocess.DEVNULL, stdout=f,
                                          stderr=subprocess.STDOUT)
         self.wait_ready()

@@ -583,3 +583,47 @@ def test_kill_9_during_the_replay_of_dbutil_recover_then_a_rerun_gives_the_same_
         assert "Clean Shutdown" in r.out, r.describe()
     store.ombra("db", "mount", "db3")
     assert store.digest("db3") == chain3["digest"]
+
+
+@pytest.mark.parametrize("how", ["--until-time", "--no-roll-forward"])
+def test_a_restore_to_a_point_cut_off_and_finished_by_dbutil_recover_stops_at_its_point(store, repo, how):
+    """The restore's .env says where its replay ends: dbutil recover, which the refusal's HINT
+    names, finishes a restore to a point in time (into another database) or without roll forward
+    (over the original) where the restore would have stopped. It replayed every log there: the
+    mail after the point came back, and it said the restore was done."""
+    import datetime
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 300)
+    backup(store, repo, "full")
+    load(store, "db1", 100, seed=2)
+    backup(store, repo, "incremental")
+    before = store.digest("db1")
+    time.sleep(1.1)
+    point = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    time.sleep(1.1)
+    load(store, "db1", 100, seed=3)
+    if how == "--until-time":
+        backup(store, repo, "incremental")
+        target, args = "db2", ["--until-time", point, "--to", "db2"]
+        store.ombra("db", "new", "db2")
+    else:  # the later mail stays in the original's log folder only
+        target, args = "db1", ["--no-roll-forward"]
+    after = store.digest("db1")
+    dismount_for_restore(store, target)
+    p = subprocess.Popen([str(store.cli), "restore", "db1", "--repo", str(repo), *args],
+                         env=dict(store.env, OMBRA_RESTORE_PAUSE="edb"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stderr.readline()
+    assert line.startswith("paused edb"), line + p.stderr.read()
+    p.kill()
+    p.communicate()
+    r = store.ombra("dbutil", "recover", store.db_show(target)["logs"])
+    end = time.time() + 30
+    while True:  # the coordinator ends the dead restore's session (the kill -9 test above)
+        m = store.ombra("db", "mount", target, check=False)
+        if m.rc == 0 or time.time() > end:
+            break
+        time.sleep(0.2)
+    assert m.rc == 0, m.describe()
+    assert store.digest(target) == before != after
+    assert "stopping where the restore asked" in r.out, r.describe()

@@ -400,6 +400,85 @@ static void pages_spilled_while_held_are_named(void **state)
     crashvfs_free(disk0);
 }
 
+/* The map cannot be written (the log folder's disk full: E00.cbt is written whole, through a
+ * new file, at the checkpoint that first writes a page it does not name): the database goes on
+ * without it, as one that keeps none (the header's token cleared before the page reaches the
+ * .edb, so the old E00.cbt is never trusted for it), instead of refusing writes until it is
+ * remounted; a full after that reads everything. */
+static void a_map_that_cannot_be_written_does_not_stop_the_database(void **state)
+{
+    (void)state;
+    full f0 = {0};
+    crashvfs *c = prepare(5, &f0);
+    om_vfs *v = crashvfs_vfs(c);
+    eng_opts o = opts(v);
+    eng_db *db = NULL;
+    uint64_t s = 41;
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    eng_info in;
+    assert_int_equal(eng_db_info(db, &in), 0);
+    /* every page written once, so that a write below needs no new page; then checkpointed */
+    for (uint32_t p = 1; p <= in.pages; p++) {
+        eng_txn *t = NULL;
+        uint8_t b[64] = {1};
+        assert_int_equal(eng_txn_begin(db, &t), 0);
+        assert_int_equal(eng_page_write(t, p, 0, b, sizeof b), 0);
+        assert_int_equal(eng_txn_commit(t, 0), 0);
+    }
+    assert_int_equal(eng_checkpoint(db), 0);
+    full f1 = {0};
+    assert_int_equal(take_full(db, v, &f1), 0); /* a new epoch: no page marked in it */
+    assert_int_equal(eng_checkpoint(db), 0);
+    /* no room for a new E00.cbt: the next changed page cannot be recorded */
+    crashvfs_set_space_limit(c, 1);
+    eng_txn *t = NULL;
+    uint8_t b[64];
+    memset(b, 0x5a, sizeof b);
+    assert_int_equal(eng_txn_begin(db, &t), 0);
+    assert_int_equal(eng_page_write(t, 1 + (uint32_t)(rnd(&s) % in.pages), 0, b, sizeof b), 0);
+    assert_int_equal(eng_txn_commit(t, 0), 0);
+    int rc = eng_checkpoint(db);
+    char eb[600];
+    assert_int_equal(eng_db_info(db, &in), 0);
+    if (rc || in.fatal)
+        fail_msg("a change map that cannot be written stopped the database: %s",
+                 rc ? om_err_format(rc, eb, sizeof eb) : "fatal");
+    eng_change_epoch ep[8];
+    uint32_t n = 0;
+    char why[400] = "";
+    assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, why, sizeof why), 0);
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(why, "could not be written"));
+    crashvfs_set_space_limit(c, 0);
+    assert_int_equal(change(db, &s, 2), 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    /* the map vouches for nothing it missed: either it forgot the epochs, or it names the page */
+    const full *fs[2] = {&f0, &f1};
+    for (int k = 0; k < 2; k++) {
+        char w[300] = "";
+        int known = 0;
+        if (!synthetic_equal(db, v, fs[k], &known, w, sizeof w)) fail_msg("%s", w);
+    }
+    assert_int_equal(eng_db_close(db), 0);
+    /* and after a remount; a new full is trusted again */
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    for (int k = 0; k < 2; k++) {
+        char w[300] = "";
+        int known = 0;
+        if (!synthetic_equal(db, v, fs[k], &known, w, sizeof w)) fail_msg("%s", w);
+    }
+    assert_int_equal(take_full(db, v, &f1), 0);
+    assert_int_equal(change(db, &s, 3), 0);
+    assert_int_equal(eng_checkpoint(db), 0);
+    int known = 0;
+    if (!synthetic_equal(db, v, &f1, &known, why, sizeof why)) fail_msg("%s", why);
+    assert_true(known);
+    assert_int_equal(eng_db_close(db), 0);
+    free(f0.edb);
+    free(f1.edb);
+    crashvfs_free(c);
+}
+
 /* ---- the crash harness ---- */
 
 typedef struct run {
@@ -430,26 +509,65 @@ static int workload(om_vfs *v, uint64_t seed, run *r)
     return rc;
 }
 
+/* OMBRA_CBT_CRASH_POINTS: how many crash points a loop tries (default 300). */
+static long crash_points(void)
+{
+    const char *env = getenv("OMBRA_CBT_CRASH_POINTS");
+    long points = env ? atol(env) : 300;
+    return points > 0 ? points : 300;
+}
+
+/* The syncs of the workload from the prepared disk, run without a crash. */
+static uint64_t dry_syncs(const crashvfs *disk, uint64_t seed)
+{
+    crashvfs *c = crashvfs_clone(disk);
+    uint64_t s0 = crashvfs_syncs(c);
+    run dry = {0};
+    char eb[1024];
+    int rc = workload(crashvfs_vfs(c), seed, &dry);
+    if (rc) fail_msg("dry run: %s", om_err_format(rc, eb, sizeof eb));
+    uint64_t n = crashvfs_syncs(c) - s0;
+    crashvfs_free(c);
+    free(dry.f1.edb);
+    return n;
+}
+
+/* The database recovered on the rebooted disk c, then each full the map still knows checked
+ * (synthetic_equal); a violation is printed with where. Closes the database. */
+static void recover_and_check(crashvfs *c, const full *f0, const full *f1, const char *where,
+                              long *violations, long *checked, long *untrusted)
+{
+    om_vfs *v = crashvfs_vfs(c);
+    eng_opts o = opts(v);
+    eng_db *db = NULL;
+    char eb[1024];
+    int rc = eng_db_open(&o, &db);
+    if (rc || (rc = eng_checkpoint(db)))
+        fail_msg("recovery after %s: %s", where, om_err_format(rc, eb, sizeof eb));
+    const full *fs[2] = {f0, f1};
+    for (int k = 0; k < 2; k++) {
+        char why[300] = "";
+        int known = 0;
+        if (!fs[k]->epoch) continue;
+        if (!synthetic_equal(db, v, fs[k], &known, why, sizeof why)) {
+            (*violations)++;
+            print_message("violation: %s, full %d: %s\n", where, k, why);
+        }
+        known ? (*checked)++ : (*untrusted)++;
+    }
+    eng_db_close(db);
+}
+
 static void crash_at_every_point_of_the_map_update(void **state)
 {
     (void)state;
-    const char *env = getenv("OMBRA_CBT_CRASH_POINTS");
-    long points = env ? atol(env) : 300, tried = 0, violations = 0, checked = 0, untrusted = 0;
-    if (points <= 0) points = 300;
+    long points = crash_points(), tried = 0, violations = 0, checked = 0, untrusted = 0;
     for (uint64_t seed = 1; tried < points; seed++) {
         full f0 = {0};
         crashvfs *disk = prepare(100 + seed, &f0);
-        crashvfs *c = crashvfs_clone(disk);
-        uint64_t s0 = crashvfs_syncs(c);
-        run dry = {0};
-        char eb[1024];
-        int rc = workload(crashvfs_vfs(c), seed, &dry);
-        if (rc) fail_msg("dry run: %s", om_err_format(rc, eb, sizeof eb));
-        uint64_t syncs = crashvfs_syncs(c) - s0;
-        crashvfs_free(c);
-        free(dry.f1.edb);
+        uint64_t syncs = dry_syncs(disk, seed);
         for (uint64_t n = 1; n <= syncs && tried < points; n++, tried++) {
-            c = crashvfs_clone(disk);
+            crashvfs *c = crashvfs_clone(disk);
             crashvfs_reseed(c, seed * 1000003u + n);
             crashvfs_crash_at_sync(c, n);
             run r = {0};
@@ -457,26 +575,10 @@ static void crash_at_every_point_of_the_map_update(void **state)
             if (!crashvfs_crashed(c))
                 fail_msg("crash point %llu not reached", (unsigned long long)n);
             crashvfs_reboot(c);
-            om_vfs *v = crashvfs_vfs(c);
-            eng_opts o = opts(v);
-            eng_db *db = NULL;
-            if ((rc = eng_db_open(&o, &db)) || (rc = eng_checkpoint(db)))
-                fail_msg("recovery after crash %llu: %s", (unsigned long long)n,
-                         om_err_format(rc, eb, sizeof eb));
-            const full *fs[2] = {&f0, &r.f1};
-            for (int k = 0; k < 2; k++) {
-                char why[300] = "";
-                int known = 0;
-                if (!fs[k]->epoch) continue;
-                if (!synthetic_equal(db, v, fs[k], &known, why, sizeof why)) {
-                    violations++;
-                    print_message("violation: seed %llu, crash at sync %llu of %llu, full %d: %s\n",
-                                  (unsigned long long)seed, (unsigned long long)n,
-                                  (unsigned long long)syncs, k, why);
-                }
-                known ? checked++ : untrusted++;
-            }
-            eng_db_close(db);
+            char where[120];
+            snprintf(where, sizeof where, "seed %llu, crash at sync %llu of %llu",
+                     (unsigned long long)seed, (unsigned long long)n, (unsigned long long)syncs);
+            recover_and_check(c, &f0, &r.f1, where, &violations, &checked, &untrusted);
             free(r.f1.edb);
             crashvfs_free(c);
         }
@@ -490,6 +592,70 @@ static void crash_at_every_point_of_the_map_update(void **state)
     assert_int_equal(violations, 0);
 }
 
+/* A second power loss during the recovery after the first (soft recovery writes pages too: the
+ * page journal's repairs, rebuilt pages written back early, its checkpoints): the first at
+ * points spread over the workload, the second at every sync of that recovery; after the
+ * recovery that follows, the map still names every page that changed since each full it knows.
+ * OMBRA_CBT_CRASH_POINTS bounds the pairs tried. */
+static void crash_during_the_recovery_too(void **state)
+{
+    (void)state;
+    long points = crash_points(), tried = 0, violations = 0, checked = 0, untrusted = 0;
+    uint64_t every = crashvfs_every();
+    for (uint64_t seed = 1; tried < points; seed++) {
+        full f0 = {0};
+        crashvfs *disk = prepare(200 + seed, &f0);
+        uint64_t syncs = dry_syncs(disk, seed);
+        for (uint64_t n = 1 + seed % 3; n <= syncs && tried < points; n += 3 + every) {
+            crashvfs *first = crashvfs_clone(disk);
+            crashvfs_reseed(first, seed * 7777u + n);
+            crashvfs_crash_at_sync(first, n);
+            run r = {0};
+            workload(crashvfs_vfs(first), seed, &r);
+            if (!crashvfs_crashed(first))
+                fail_msg("crash point %llu not reached", (unsigned long long)n);
+            crashvfs_reboot(first);
+            /* the syncs of the recovery, run without a crash */
+            crashvfs *d = crashvfs_clone(first);
+            eng_opts o = opts(crashvfs_vfs(d));
+            eng_db *db = NULL;
+            uint64_t r0 = crashvfs_syncs(d);
+            if (!eng_db_open(&o, &db)) {
+                eng_checkpoint(db);
+                eng_db_close(db);
+            }
+            uint64_t rsyncs = crashvfs_syncs(d) - r0;
+            crashvfs_free(d);
+            for (uint64_t m = 1; m <= rsyncs && tried < points; m += every, tried++) {
+                d = crashvfs_clone(first);
+                crashvfs_reseed(d, seed * 1000003u + n * 131u + m);
+                o = opts(crashvfs_vfs(d));
+                crashvfs_crash_at_sync(d, m);
+                if (!eng_db_open(&o, &db)) {
+                    eng_checkpoint(db);
+                    eng_db_abandon(db);
+                }
+                crashvfs_reboot(d);
+                char where[160];
+                snprintf(where, sizeof where,
+                         "seed %llu, crash at sync %llu, then at sync %llu of the recovery",
+                         (unsigned long long)seed, (unsigned long long)n, (unsigned long long)m);
+                recover_and_check(d, &f0, &r.f1, where, &violations, &checked, &untrusted);
+                crashvfs_free(d);
+            }
+            free(r.f1.edb);
+            crashvfs_free(first);
+        }
+        free(f0.edb);
+        crashvfs_free(disk);
+    }
+    print_message("change map, crashes during recovery: %ld crash pairs, %ld synthetic fulls "
+                  "checked, %ld fulls the map no longer vouched for, %ld violations\n",
+                  tried, checked, untrusted, violations);
+    assert_true(checked > 0);
+    assert_int_equal(violations, 0);
+}
+
 int main(void)
 {
     if (!getenv("OMBRA_DEBUG")) om_log_min_level(OM_ERROR + 1);
@@ -498,7 +664,9 @@ int main(void)
         cmocka_unit_test(map_untrusted_when_it_could_be_wrong),
         cmocka_unit_test(an_older_copy_of_the_map_is_never_trusted),
         cmocka_unit_test(pages_spilled_while_held_are_named),
+        cmocka_unit_test(a_map_that_cannot_be_written_does_not_stop_the_database),
         cmocka_unit_test(crash_at_every_point_of_the_map_update),
+        cmocka_unit_test(crash_during_the_recovery_too),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
