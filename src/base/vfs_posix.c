@@ -32,11 +32,26 @@ static int ioerr(const char *what, const char *path)
     return om_errf(om_err_from_errno(e), "%s %s: %s", what, path, strerror(e));
 }
 
+/* An open descriptor of a regular file made blocking again (files are opened O_NONBLOCK so that a
+ * FIFO planted at a name never holds the opener: open(2) of a FIFO for reading waits for a
+ * writer): 0, or -1 with fd closed when it is no regular file. */
+static int regular_only(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return 0;
+}
+
 static int p_open(om_vfs *v, const char *path, int flags, om_file **out)
 {
     /* Never through a link at the name: a root daemon would write wherever it points. The
      * folders on the way are the administrator's. */
-    int of = O_CLOEXEC | O_NOFOLLOW;
+    int of = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
     of |= (flags & OM_O_RDONLY) ? O_RDONLY : O_RDWR;
     if (flags & OM_O_CREATE) of |= O_CREAT;
     if (flags & OM_O_EXCL) of |= O_EXCL;
@@ -47,6 +62,9 @@ static int p_open(om_vfs *v, const char *path, int flags, om_file **out)
                        "the file itself there",
                        path);
     if (fd < 0) return ioerr("opening", path);
+    if (regular_only(fd))
+        return om_errf(OM_E_InvalidPath,
+                       "opening %s: not a regular file (a FIFO, device or folder)", path);
     pfile *f = calloc(1, sizeof *f);
     if (!f || !(f->base.path = strdup(path))) {
         free(f);
@@ -421,17 +439,14 @@ static int p_open_at(om_dir *bd, const char *name, int flags, om_file **out)
 {
     int rc = name_check(bd, name, "opening");
     if (rc) return rc;
-    int of = O_CLOEXEC | O_NOFOLLOW;
+    int of = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
     of |= (flags & OM_O_RDONLY) ? O_RDONLY : O_RDWR;
     if (flags & OM_O_CREATE) of |= O_CREAT;
     if (flags & OM_O_EXCL) of |= O_EXCL;
     int fd = openat(((pdir *)bd)->fd, name, of, (flags & OM_O_PRIVATE) ? 0600 : 0640);
     if (fd < 0) return at_err(bd, name, (flags & OM_O_CREATE) ? "creating" : "opening");
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
+    if (regular_only(fd))
         return om_errf(OM_E_InvalidPath, "opening %s/%s: not a regular file", bd->path, name);
-    }
     size_t pl = strlen(bd->path), nl = strlen(name);
     pfile *f = calloc(1, sizeof *f);
     char *p = f ? malloc(pl + nl + 2) : NULL;

@@ -603,6 +603,36 @@ static void a_file_around_the_cache_reads_back_what_was_written(void **s)
     free(want);
 }
 
+/* A FIFO planted at a file's name (E00.pgj after a crash, E00.cbt) is refused at once, never
+ * waited on: open(2) of a FIFO for reading blocks until a writer comes, which held a daemon's
+ * start for ever. Through a path and through a directory handle. */
+static void a_fifo_at_a_files_name_is_refused_not_waited_on(void **s)
+{
+    (void)s;
+    om_vfs *v = om_vfs_posix();
+    char p[512];
+    om_path_join(p, sizeof p, tmpdir, "E00.pgj");
+    assert_int_equal(mkfifo(p, 0600), 0);
+    alarm(10); /* a hang fails the test instead of holding it */
+    om_file *f = NULL;
+    assert_int_equal(om_open(v, p, OM_O_RDONLY, &f), OM_E_InvalidPath);
+    assert_non_null(strstr(om_err_detail(), "not a regular file"));
+    assert_int_equal(om_open(v, p, 0, &f), OM_E_InvalidPath);
+    om_dir *d = NULL;
+    assert_int_equal(om_dir_open(v, NULL, tmpdir, 0, &d), 0);
+    assert_int_equal(om_open_at(d, "E00.pgj", OM_O_RDONLY, &f), OM_E_InvalidPath);
+    om_dir_close(d);
+    alarm(0);
+    /* a regular file opens as before, and reads and writes wait as usual */
+    om_path_join(p, sizeof p, tmpdir, "E00.chk");
+    assert_int_equal(om_write_file_durable(v, p, "abc", 3), 0);
+    assert_int_equal(om_open(v, p, 0, &f), 0);
+    uint8_t b[3];
+    assert_int_equal(om_pread_full(f, b, 3, 0), 0);
+    assert_memory_equal(b, "abc", 3);
+    om_close(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -628,6 +658,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(zeroed_file_has_its_size, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(a_file_around_the_cache_reads_back_what_was_written,
                                         setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(a_fifo_at_a_files_name_is_refused_not_waited_on, setup_dir,
+                                        teardown_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
