@@ -1335,8 +1335,10 @@ static void retiring_the_restore_folder_survives_a_crash_at_every_sync(void **st
     crashvfs_free(dry);
     assert_true(points >= 1);
     int pending = 0, done = 0;
-    for (uint64_t k = 0; k < 8 * (points + 1); k += crashvfs_every()) {
-        uint64_t n = 1 + k % (points + 1); /* each point, several ways of coming back */
+    /* each point (and none: n = points + 1), several ways of coming back (fewer under
+     * OMBRA_CRASH_EVERY, never fewer points) */
+    for (uint64_t k = 0; k < 8 * (points + 1); k += crashvfs_every() < 8 ? crashvfs_every() : 8) {
+        uint64_t n = 1 + k / 8;
         crashvfs *c = crashvfs_clone(disk);
         om_vfs *v = crashvfs_vfs(c);
         crashvfs_reseed(c, 100 + k);
