@@ -71,7 +71,6 @@ typedef struct lay {
     rfile *f;
     size_t n;
     size_t *first_chunk; /* file i's chunks: [first_chunk[i], first_chunk[i + 1]) */
-    size_t *order;       /* the pool's index k is chunk order[k] (lay_order) */
     uint32_t bsize;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -282,7 +281,7 @@ static int lay_chunk(void *arg, void *ws, size_t c)
     layer *w = ws;
     size_t fi = 0, b0 = 0, nb = 0, len = 0;
     pthread_mutex_lock(&l->mu);
-    int none = l->failed || l->stop, rc = none ? 0 : take_chunk(l, l->order[c], &fi, &b0, &nb);
+    int none = l->failed || l->stop, rc = none ? 0 : take_chunk(l, c, &fi, &b0, &nb);
     if (rc) {
         l->failed = 1;
         pthread_cond_broadcast(&l->cv);
@@ -844,21 +843,6 @@ static int restore_prepare(bk_restore_state *st)
     return rc;
 }
 
-/* The order the chunks are handed out in: the .edb's (the first ne) and the generations' merged
- * evenly, each file's in its own order. The .edb's writes wait on the disk (they bypass the
- * cache) while the generations' are work for the cores, so the two overlap, and they end about
- * together: the replay, which starts once the .edb is whole, finds the generations laid and
- * has the cores to itself (docs/design.md, "Laying down"). */
-static void lay_order(size_t *order, size_t ne, size_t nall)
-{
-    size_t nl = nall - ne, ie = 0, il = 0;
-    for (size_t k = 0; k < nall; k++) {
-        /* the .edb's next while its share done is not ahead of the generations' */
-        int edb = il == nl || (ie < ne && (2 * ie + 1) * nl <= (2 * il + 1) * ne);
-        order[k] = edb ? ie++ : ne + il++;
-    }
-}
-
 /* The laying set up: the files' chunks numbered (first_chunk; first_chunk[n] is the count), the
  * folders PreRestore named opened and the files placed in them (open_places: while streaming,
  * the writer's progress file held), the lock made. On failure nothing is left. */
@@ -880,19 +864,12 @@ static int lay_open(bk_restore_state *st, om_dir **ed, om_dir **ld)
         l->first_chunk[i] = nchunks;
         if (i < n) nchunks += (st->files[i].nblocks + CHUNK_BLOCKS - 1) / CHUNK_BLOCKS;
     }
-    if (!(l->order = malloc((nchunks ? nchunks : 1) * sizeof *l->order))) {
-        free(l->first_chunk);
-        l->first_chunk = NULL;
-        return om_errf(OM_E_OutOfMemory, "out of memory");
-    }
-    lay_order(l->order, n ? l->first_chunk[1] : 0, nchunks);
     const char *session = l->streaming ? vss_req_session(st->q) : NULL;
     int rc = open_places(json_object_get(st->targets, st->comp), st->files, n, session, ed, ld,
                          &l->prog);
     if (rc) {
         free(l->first_chunk);
-        free(l->order);
-        l->first_chunk = l->order = NULL;
+        l->first_chunk = NULL;
         return rc;
     }
     pthread_mutex_init(&l->mu, NULL);
@@ -943,8 +920,7 @@ static int restore_lay(bk_restore_state *st)
     om_dir_close(ed);
     om_dir_close(ld);
     free(l->first_chunk);
-    free(l->order);
-    l->first_chunk = l->order = NULL;
+    l->first_chunk = NULL;
     st->bytes = l->bytes;
     st->lay_ns = om_mono_ns() - t0;
     return rc ? om_err_restore(&failed) : 0;
