@@ -514,6 +514,9 @@ static json_t *writer_options(const bk_restore_opts *o, const char *orig_id, con
         json_object_set_new(ro, "stop_time_ns", json_integer((json_int_t)o->until_time_ns));
     if (!o->no_replay && n > 1) /* replay starts while the logs are still laid down */
         json_object_set_new(ro, "logs_arriving", json_pack("[i, i]", f[1].gen, f[n - 1].gen));
+    /* the generations this restore lays down: a replay finished by dbutil recover after the
+     * restore was stopped must not end before the last of them (an older state than the set's) */
+    if (n > 1) json_object_set_new(ro, "laid_range", json_pack("[i, i]", f[1].gen, f[n - 1].gen));
     return ro;
 }
 

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/error.h"
 #include "base/proto.h"
@@ -70,6 +71,20 @@ int cli_dbutil_hard_recover(const char *dir, int json, int *found)
                           .stop_gen = (uint32_t)json_integer_value(json_object_get(rp, "stop_gen")),
                           .stop_time_ns =
                               (uint64_t)json_integer_value(json_object_get(rp, "stop_time_ns"))};
+    /* A restore stopped before its last generation was laid (killed, failed, its machine down):
+     * replaying what is there would end in an older state than the set's, and say success. */
+    json_t *laid = json_object_get(env, "laid_range");
+    uint32_t last = (uint32_t)json_integer_value(json_array_get(laid, 1));
+    char lp[4400];
+    if (last && !eng_log_path(lp, sizeof lp, o.restored_dir, base, last) && access(lp, F_OK) != 0) {
+        om_errf(OM_E_RequiredLogFilesMissing,
+                "%s: the restore that laid these logs down was stopped before its last "
+                "generation %u (%s is not there): recovering now would give an older state "
+                "than the backup. HINT: run the same ombra restore again; it takes the target up",
+                dir, last, lp);
+        json_decref(env);
+        return cli_fail(OM_E_RequiredLogFilesMissing);
+    }
     eng_restore_result r = {0};
     if (!json)
         printf("%s: a restore was laid down here (%s); hard recovery of %s%s\n", dir, envp, tedb,

@@ -1129,9 +1129,11 @@ static json_t *env_of(const rtarget *t, json_t *c)
     if (t->in_dir) om_uuid_str(&t->ent.id, id);
     eng_restore_opts o = {0};
     replay_point(c, t, &o);
+    /* the generations the restore lays down (dbutil recover refuses to end before the last) */
+    json_t *laid = json_object_get(json_object_get(c, "restore_options"), "laid_range");
     return json_pack(
         "{s:{s:s, s:s, s:s, s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:O, s:s, s:b, s:b, s:{s:b, "
-        "s:I, s:I}}",
+        "s:I, s:I}, s:O}",
         "original", "id", t->orig_id, "name", str_or(md, "db_name", ""), "edb", t->orig_edb, "logs",
         str_or(md, "logs", ""), "base", t->orig_base, "target", "id", id, "name", t->ent.name,
         "edb", t->ent.edb, "logs", t->ent.logs, "base", t->ent.base, "log_signature",
@@ -1139,7 +1141,8 @@ static json_t *env_of(const rtarget *t, json_t *c)
         "base", t->orig_base, "recovery", t->ent.recovery, "additional_restores",
         json_is_true(json_object_get(c, "additional_restores")), "replay", "roll_forward",
         o.roll_forward, "stop_gen", (json_int_t)o.stop_gen, "stop_time_ns",
-        (json_int_t)o.stop_time_ns);
+        (json_int_t)o.stop_time_ns, "laid_range",
+        json_is_array(laid) && json_array_size(laid) == 2 ? laid : json_null());
 }
 
 static int write_env(om_dir *pd, const rtarget *t, json_t *c)

@@ -298,6 +298,34 @@ def test_a_restore_to_new_paths_killed_half_way_is_taken_up_by_the_next(store, r
     assert not list(edb.parent.glob(".*.tmp")), "no temporary name left"
 
 
+def test_dbutil_recover_refuses_the_logs_of_a_restore_stopped_before_its_last_generation(
+        store, repo, source, tmp_path):
+    """A restore stopped while it laid the logs down (killed, its machine down) leaves the first
+    generations only; dbutil recover, which the -506 HINT names, replayed them and said success:
+    an older state than the set's. The .env now says which generations the restore lays down,
+    and dbutil recover refuses until the last is there; the same restore again takes it up."""
+    edb, logs = tmp_path / "n" / "x.edb", tmp_path / "n" / "logs"
+    restore(store, repo, "db1", "--edb", edb, "--logs", logs, "--no-replay")
+    pending = logs / "_restoredLogs"
+    gens = sorted(pending.glob("*.log"))
+    assert len(gens) >= 2, gens
+    last = gens[-1]
+    last.rename(tmp_path / "held-back.log")  # as a restore killed before laying it leaves it
+    r = store.ombra("dbutil", "recover", logs, check=False)
+    assert r.rc == 1 and one_line(r), r.describe()
+    assert "stopped before its last generation" in r.err and last.name in r.err, r.describe()
+    assert "HINT" in r.err
+    h = json.loads(store.ombra("dbutil", "header", edb, "--json").out)
+    assert h["state"] != "Clean Shutdown", h  # nothing replayed
+    assert sorted(pending.glob("*.log")) == gens[:-1], "the laid generations are kept"
+    # the same restore again finishes it
+    r = restore(store, repo, "db1", "--edb", edb, "--logs", logs, check=False)
+    assert r.rc == 0, r.describe()
+    h = json.loads(store.ombra("dbutil", "header", edb, "--json").out)
+    assert h["state"] == "Clean Shutdown", h
+    assert not pending.exists()
+
+
 # ---- crafted set documents ----------------------------------------------------------------
 
 def set_path(repo, set_id):
