@@ -558,6 +558,20 @@ static void recover_and_check(crashvfs *c, const full *f0, const full *f1, const
     eng_db_close(db);
 }
 
+/* A clone of disk that lost power at its nth sync while the workload of seed ran (the workload's
+ * second full in *r), rebooted. */
+static crashvfs *crash_workload_at(crashvfs *disk, uint64_t seed, uint64_t n, uint64_t reseed,
+                                   run *r)
+{
+    crashvfs *c = crashvfs_clone(disk);
+    crashvfs_reseed(c, reseed);
+    crashvfs_crash_at_sync(c, n);
+    workload(crashvfs_vfs(c), seed, r);
+    if (!crashvfs_crashed(c)) fail_msg("crash point %llu not reached", (unsigned long long)n);
+    crashvfs_reboot(c);
+    return c;
+}
+
 static void crash_at_every_point_of_the_map_update(void **state)
 {
     (void)state;
@@ -567,14 +581,8 @@ static void crash_at_every_point_of_the_map_update(void **state)
         crashvfs *disk = prepare(100 + seed, &f0);
         uint64_t syncs = dry_syncs(disk, seed);
         for (uint64_t n = 1; n <= syncs && tried < points; n++, tried++) {
-            crashvfs *c = crashvfs_clone(disk);
-            crashvfs_reseed(c, seed * 1000003u + n);
-            crashvfs_crash_at_sync(c, n);
             run r = {0};
-            workload(crashvfs_vfs(c), seed, &r);
-            if (!crashvfs_crashed(c))
-                fail_msg("crash point %llu not reached", (unsigned long long)n);
-            crashvfs_reboot(c);
+            crashvfs *c = crash_workload_at(disk, seed, n, seed * 1000003u + n, &r);
             char where[120];
             snprintf(where, sizeof where, "seed %llu, crash at sync %llu of %llu",
                      (unsigned long long)seed, (unsigned long long)n, (unsigned long long)syncs);
@@ -607,14 +615,8 @@ static void crash_during_the_recovery_too(void **state)
         crashvfs *disk = prepare(200 + seed, &f0);
         uint64_t syncs = dry_syncs(disk, seed);
         for (uint64_t n = 1 + seed % 3; n <= syncs && tried < points; n += 3 + every) {
-            crashvfs *first = crashvfs_clone(disk);
-            crashvfs_reseed(first, seed * 7777u + n);
-            crashvfs_crash_at_sync(first, n);
             run r = {0};
-            workload(crashvfs_vfs(first), seed, &r);
-            if (!crashvfs_crashed(first))
-                fail_msg("crash point %llu not reached", (unsigned long long)n);
-            crashvfs_reboot(first);
+            crashvfs *first = crash_workload_at(disk, seed, n, seed * 7777u + n, &r);
             /* the syncs of the recovery, run without a crash */
             crashvfs *d = crashvfs_clone(first);
             eng_opts o = opts(crashvfs_vfs(d));
