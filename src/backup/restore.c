@@ -54,6 +54,8 @@ typedef struct rfile {
     om_dir *dir;      /* where it goes (lay_and_replay's) */
     char dst[256];    /* its name there */
     int replace;      /* the writer said the name may be replaced (OM_RENAME_REPLACE) */
+    int unsynced;     /* a generation for the writer's own replay only: placed unsynced
+                         (om_durable_place; the writer said logs_unsynced, store/writer.h) */
     om_durable out;   /* out.f open from the first chunk handed out to the commit */
     EVP_MD_CTX *sha;  /* in block order: the worker whose turn it is updates it */
     size_t hashed;    /* blocks hashed so far */
@@ -147,6 +149,8 @@ static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
     }
     if (f->replace && !f->gen)
         rc = om_durable_commit_keep(&f->out, &old);
+    else if (f->unsynced)
+        rc = om_durable_place(&f->out, f->replace ? OM_RENAME_REPLACE : 0);
     else
         rc = om_durable_commit(&f->out, f->replace ? OM_RENAME_REPLACE : 0);
     if (rc) return rc;
@@ -435,10 +439,14 @@ static int plan_files(json_t *docs, uint32_t bsize, rfile **out, size_t *n)
 
 /* Where each file goes and under which name: the .edb to the target's .edb path (the name the
  * writer gave: its folder is ed), the generations into ld as the target's names for them. The
- * writer says what may be replaced there (PreRestore checked it is the target's own). */
+ * writer says what may be replaced there (PreRestore checked it is the target's own), and
+ * whether the generations may be placed without a sync each (logs_unsynced). */
 static int place_files(rfile *f, size_t n, om_dir *ed, const char *edb_name, om_dir *ld,
-                       const char *base, int replace_edb, int replace_logs)
+                       const char *base, json_t *target)
 {
+    int replace_edb = json_is_true(json_object_get(target, "replace_edb")),
+        replace_logs = json_is_true(json_object_get(target, "replace_logs")),
+        unsynced = json_is_true(json_object_get(target, "logs_unsynced"));
     for (size_t i = 0; i < n; i++) {
         char p[4400];
         if (i && strcmp(f[i].base, base))
@@ -448,6 +456,7 @@ static int place_files(rfile *f, size_t n, om_dir *ed, const char *edb_name, om_
                            f[i].set, f[i].base, base);
         f[i].dir = i ? ld : ed;
         f[i].replace = i ? replace_logs : replace_edb;
+        f[i].unsynced = i && unsynced;
         if (i && eng_log_path(p, sizeof p, ld->path, base, f[i].gen)) return OM_E_InvalidPath;
         snprintf(f[i].dst, sizeof f[i].dst, "%s", i ? strrchr(p, '/') + 1 : edb_name);
     }
@@ -512,8 +521,12 @@ static json_t *writer_options(const bk_restore_opts *o, const char *orig_id, con
     if (o->until_gen) json_object_set_new(ro, "stop_gen", json_integer(o->until_gen));
     if (o->until_time_ns)
         json_object_set_new(ro, "stop_time_ns", json_integer((json_int_t)o->until_time_ns));
-    if (!o->no_replay && n > 1) /* replay starts while the logs are still laid down */
+    if (!o->no_replay && n > 1) { /* replay starts while the logs are still laid down */
         json_object_set_new(ro, "logs_arriving", json_pack("[i, i]", f[1].gen, f[n - 1].gen));
+        /* and reads them before they go: they need not reach the disk one by one (the writer
+         * decides, PreRestore's logs_unsynced) */
+        json_object_set_new(ro, "logs_unsynced", json_true());
+    }
     /* the generations this restore lays down: a replay finished by dbutil recover after the
      * restore was stopped must not end before the last of them (an older state than the set's) */
     if (n > 1) json_object_set_new(ro, "laid_range", json_pack("[i, i]", f[1].gen, f[n - 1].gen));
@@ -538,10 +551,7 @@ static int open_places(json_t *target, rfile *f, size_t n, const char *session, 
     om_dirname(edb, dir, sizeof dir);
     int rc = om_dir_open(v, NULL, dir, 0, ed);
     if (!rc) rc = om_dir_open(v, NULL, logs, 0, ld);
-    if (!rc)
-        rc = place_files(f, n, *ed, slash + 1, *ld, base,
-                         json_is_true(json_object_get(target, "replace_edb")),
-                         json_is_true(json_object_get(target, "replace_logs")));
+    if (!rc) rc = place_files(f, n, *ed, slash + 1, *ld, base, target);
     if (!rc && session) rc = vss_laid_hold(v, prog, session, progress);
     if (rc) {
         vss_laid_release(*progress);

@@ -178,3 +178,17 @@ int om_time_parse(const char *text, uint64_t *first_ns, uint64_t *last_ns)
     *last_ns = *first_ns + unit - 1;
     return 0;
 }
+
+int om_boot_id(char out[37])
+{
+    static const char *path = "/proc/sys/kernel/random/boot_id";
+    out[0] = 0;
+    FILE *f = fopen(path, "re");
+    char line[64] = "";
+    int ok = f && fgets(line, sizeof line, f) && strlen(line) >= 36 && line[36] == '\n';
+    if (f) fclose(f);
+    if (!ok) return om_errf(OM_E_DiskIO, "%s: cannot read this boot's id", path);
+    memcpy(out, line, 36);
+    out[36] = 0;
+    return 0;
+}

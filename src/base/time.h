@@ -29,6 +29,11 @@ const char *om_time_str(uint64_t ns, char *buf, size_t len);
 /* The same text, for JSON output. */
 const char *om_time_iso(uint64_t ns, char *buf, size_t len);
 
+/* This boot of the machine: the kernel's boot id (36 characters and a NUL into out), new at
+ * every start, so a file that names it tells whether the machine has restarted since it was
+ * written. 0, or an error naming /proc/sys/kernel/random/boot_id. */
+int om_boot_id(char out[37]);
+
 /* Reads an ISO 8601 date and time with its zone:
  *   YYYY-MM-DD('T'|' ')HH:MM:SS[('.'|',')F{1,9}]('Z'|('+'|'-')HH[[':']MM])
  * ('t' and 'z' too). *first_ns: the instant written; *last_ns: the last nanosecond of the span

@@ -93,12 +93,13 @@ void om_durable_abort(om_durable *d)
         om_warn("removing %s/%s: %s", d->dir->path, d->tmp, om_err_detail());
 }
 
-static int durable_commit(om_durable *d, int flags, om_file **replaced)
+/* synced 0: om_durable_place (neither sync). */
+static int durable_commit(om_durable *d, int flags, om_file **replaced, int synced)
 {
     if (!d->f)
         return om_errf(OM_E_InvalidParameter, "%s/%s: nothing to commit", d->dir->path, d->name);
     /* The content first: a name must never reach the disk before the bytes it names. */
-    int rc = om_sync(d->f);
+    int rc = synced ? om_sync(d->f) : 0;
     int crc = om_close(d->f);
     d->f = NULL;
     if (!rc) rc = crc;
@@ -120,18 +121,23 @@ static int durable_commit(om_durable *d, int flags, om_file **replaced)
         return om_err_restore(&e);
     }
     /* Then the name: until the directory is synced a crash may bring the old one back. */
-    return om_dir_sync(d->dir);
+    return synced ? om_dir_sync(d->dir) : 0;
 }
 
 int om_durable_commit(om_durable *d, int flags)
 {
-    return durable_commit(d, flags, NULL);
+    return durable_commit(d, flags, NULL, 1);
 }
 
 int om_durable_commit_keep(om_durable *d, om_file **replaced)
 {
     *replaced = NULL;
-    return durable_commit(d, OM_RENAME_REPLACE, replaced);
+    return durable_commit(d, OM_RENAME_REPLACE, replaced, 1);
+}
+
+int om_durable_place(om_durable *d, int flags)
+{
+    return durable_commit(d, flags, NULL, 0);
 }
 
 /* Writes real zeros rather than reserving space: on ext4 and XFS a reserved (unwritten)

@@ -250,6 +250,12 @@ int om_durable_commit(om_durable *d, int flags);
  * file makes the filesystem free its blocks during the rename; with the file still open they
  * are freed at the caller's close instead, off the path that waits for the name. */
 int om_durable_commit_keep(om_durable *d, om_file **replaced);
+/* As om_durable_commit without either sync: while the machine runs, the name shows the whole
+ * file or nothing (never a partial one, to any reader); after a crash it may hold a file whose
+ * bytes never reached the disk. Only for a file that is read and then removed while the
+ * machine runs, and whose later use after a restart is refused by whoever would use it: the
+ * logs a restore lays down for its own replay (docs/design.md, "Laying down"). */
+int om_durable_place(om_durable *d, int flags);
 /* Closes and removes the temporary file (a failure before commit); d is finished. */
 void om_durable_abort(om_durable *d);
 /* Creates name in dir with these n bytes (data NULL: n zero bytes), begin to commit. */

@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/proto.h"
+#include "base/time.h"
 #include "base/vfs.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
@@ -71,6 +72,26 @@ int cli_dbutil_hard_recover(const char *dir, int json, int *found)
                           .stop_gen = (uint32_t)json_integer_value(json_object_get(rp, "stop_gen")),
                           .stop_time_ns =
                               (uint64_t)json_integer_value(json_object_get(rp, "stop_time_ns"))};
+    /* Logs laid down without a sync each (the restore's own replay was to read them, then they
+     * go): in the boot that laid them what is there is what was written, made durable now; after
+     * a restart a crash may have lost some of it, which no check could tell for the last
+     * generation (an older state, and success said). */
+    const char *ub = om_json_str_or(env, "logs_unsynced_boot", NULL);
+    char boot[37] = "";
+    if (ub && (om_boot_id(boot) || strcmp(ub, boot))) {
+        om_errf(OM_E_RequiredLogFilesMissing,
+                "%s: the restore that laid these logs down left them unsynced for its own "
+                "replay, and the machine has restarted since (boot %.36s, now %s): some may "
+                "never have reached the disk. HINT: run the same ombra restore again; it takes "
+                "the target up",
+                dir, ub, boot[0] ? boot : "unknown");
+        json_decref(env);
+        return cli_fail(OM_E_RequiredLogFilesMissing);
+    }
+    if (ub && (rc = eng_restored_sync(om_vfs_posix(), o.restored_dir, base))) {
+        json_decref(env);
+        return cli_fail(rc);
+    }
     /* A restore stopped before its last generation was laid (killed, failed, its machine down):
      * replaying what is there would end in an older state than the set's, and say success. */
     json_t *laid = json_object_get(env, "laid_range");

@@ -322,6 +322,11 @@ int eng_retired_name(const char *name);
 int eng_retired_remove(om_vfs *v, const char *logs, const char *retired);
 int eng_retired_sweep(om_dir *ld, int *removed);
 int eng_restored_remove(om_vfs *v, const char *logs, const char *base);
+/* Syncs every generation of base in dir (the restored logs a restore laid down without a sync
+ * each, for its own replay), then dir: before a replay that is not the restore's own takes
+ * them (dbutil recover, in the boot that laid them). A name that is a link or no regular file
+ * is refused, as every open of the vfs refuses it. */
+int eng_restored_sync(om_vfs *v, const char *dir, const char *base);
 
 /* Transactions. eng_txn_begin waits for the database's previous writer to finish. */
 enum { ENG_COMMIT_LAZY = 1 };

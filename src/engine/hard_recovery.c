@@ -753,6 +753,37 @@ int eng_retired_sweep(om_dir *ld, int *removed)
     return rc;
 }
 
+typedef struct sync_names {
+    om_dir *d;
+    const char *base;
+    int rc;
+} sync_names;
+
+static int sync_one(void *arg, const char *name)
+{
+    sync_names *s = arg;
+    uint32_t g = 0;
+    if (s->rc || !eng_parse_log_name(name, s->base, &g) || !g) return 0;
+    om_file *f = NULL;
+    int rc = om_open_at(s->d, name, OM_O_RDONLY, &f);
+    if (!rc) rc = om_sync(f);
+    om_close(f);
+    if (rc) s->rc = om_err_ctx(rc, "syncing %s/%s", s->d->path, name);
+    return 0;
+}
+
+int eng_restored_sync(om_vfs *v, const char *dir, const char *base)
+{
+    om_dir *d = NULL;
+    int rc = om_dir_open(v, NULL, dir, 0, &d);
+    sync_names s = {.d = d, .base = base};
+    if (!rc) rc = om_list_at(d, sync_one, &s);
+    if (!rc) rc = s.rc;
+    if (!rc) rc = om_dir_sync(d);
+    om_dir_close(d);
+    return rc;
+}
+
 int eng_restored_remove(om_vfs *v, const char *logs, const char *base)
 {
     char retired[ENG_RETIRED_NAME_MAX];

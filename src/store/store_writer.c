@@ -1120,9 +1120,11 @@ static void replay_point(json_t *c, const rtarget *t, eng_restore_opts *o)
 }
 
 /* <base>restore.env: what the restored logs are and where they go, where their replay ends (a
- * replay finished by dbutil recover stops where the restore would have), and whether the
- * restore that wrote it asked for additional restores (the next one continues it). */
-static json_t *env_of(const rtarget *t, json_t *c)
+ * replay finished by dbutil recover stops where the restore would have), whether the
+ * restore that wrote it asked for additional restores (the next one continues it), and the
+ * boot the logs were laid down in without a sync each (boot: NULL when each is synced; dbutil
+ * recover takes them only in that boot, cli_dbutil_hard.c). */
+static json_t *env_of(const rtarget *t, json_t *c, const char *boot)
 {
     json_t *md = json_object_get(c, "backup_metadata");
     char id[37] = "";
@@ -1133,7 +1135,7 @@ static json_t *env_of(const rtarget *t, json_t *c)
     json_t *laid = json_object_get(json_object_get(c, "restore_options"), "laid_range");
     return json_pack(
         "{s:{s:s, s:s, s:s, s:s, s:s}, s:{s:s, s:s, s:s, s:s, s:s}, s:O, s:s, s:b, s:b, s:{s:b, "
-        "s:I, s:I}, s:O}",
+        "s:I, s:I}, s:O, s:s?}",
         "original", "id", t->orig_id, "name", str_or(md, "db_name", ""), "edb", t->orig_edb, "logs",
         str_or(md, "logs", ""), "base", t->orig_base, "target", "id", id, "name", t->ent.name,
         "edb", t->ent.edb, "logs", t->ent.logs, "base", t->ent.base, "log_signature",
@@ -1142,13 +1144,14 @@ static json_t *env_of(const rtarget *t, json_t *c)
         json_is_true(json_object_get(c, "additional_restores")), "replay", "roll_forward",
         o.roll_forward, "stop_gen", (json_int_t)o.stop_gen, "stop_time_ns",
         (json_int_t)o.stop_time_ns, "laid_range",
-        json_is_array(laid) && json_array_size(laid) == 2 ? laid : json_null());
+        json_is_array(laid) && json_array_size(laid) == 2 ? laid : json_null(),
+        "logs_unsynced_boot", boot);
 }
 
-static int write_env(om_dir *pd, const rtarget *t, json_t *c)
+static int write_env(om_dir *pd, const rtarget *t, json_t *c, const char *boot)
 {
     char name[32];
-    json_t *env = env_of(t, c);
+    json_t *env = env_of(t, c, boot);
     char *text = env ? json_dumps(env, JSON_INDENT(2)) : NULL;
     json_decref(env);
     snprintf(name, sizeof name, "%srestore.env", t->orig_base);
@@ -1313,15 +1316,23 @@ static int no_stream_there(om_dir *ld, const rtarget *t)
 
 /* The folders and the marks of a restore (PreRestore, after the checks of resolve_target) of
  * component c: *replace_edb and *replace_logs say whether the .edb may replace what is at
- * ent.edb, and the generations what is in their folder. */
-static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *replace_logs)
+ * ent.edb, and the generations what is in their folder; *unsynced whether the requester may
+ * lay the generations without a sync each (restore_options.logs_unsynced): only into
+ * _restoredLogs, when the replay here follows the laying (logs_arriving) and the restore
+ * continues none that laid generations before it. Those logs are read by that replay and then
+ * go; the .env names this boot, so that nothing takes them after the machine restarted (a
+ * crash may have lost what was not yet written back). */
+static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *replace_logs,
+                          int *unsynced)
 {
     om_vfs *v = om_vfs_posix();
     om_dir *ed = NULL, *ld = NULL, *pd = NULL;
     int ours = 0, keep = 0, kind = 0;
-    char laid[32];
+    char laid[32], boot[37] = "";
+    json_t *ro = json_object_get(c, "restore_options");
     *replace_edb = 0;
     *replace_logs = t->original;
+    *unsynced = 0;
     /* Configured paths: links on the way are the administrator's; the last folder is not
      * followed, and whatever the restore makes is made by name in a folder it opened. */
     int rc = om_dir_open(v, NULL, t->edb_dir, OM_D_CREATE, &ed);
@@ -1360,7 +1371,14 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
     /* Temporary names of an earlier restore of this target that was killed while laying. */
     if (!rc && (t->in_dir || ours)) rc = om_durable_sweep(ed, t->edb_name, NULL);
     if (!rc && t->original) rc = om_durable_sweep(ld, NULL, NULL);
-    if (!rc) rc = write_env(pd, t, c);
+    if (!rc && !t->original && !keep && json_is_true(json_object_get(ro, "logs_unsynced")) &&
+        json_is_array(json_object_get(ro, "logs_arriving"))) {
+        if (om_boot_id(boot) == 0)
+            *unsynced = 1;
+        else /* each generation synced, as without the option */
+            om_err_clear();
+    }
+    if (!rc) rc = write_env(pd, t, c, *unsynced ? boot : NULL);
     snprintf(laid, sizeof laid, "%srestore.laid", t->orig_base);
     if (!rc) rc = vss_laid_create(pd, laid);
     if (!rc) rc = om_dir_sync(pd);
@@ -1465,13 +1483,13 @@ static int pre_restore(void *ctx, vss_event *e)
     json_array_foreach(json_object_get(e->args, "components"), i, c)
     {
         rtarget t;
-        int replace_edb = 0, replace_logs = 0;
+        int replace_edb = 0, replace_logs = 0, unsynced = 0;
         pthread_mutex_lock(&s->mu);
         int rc = resolve_target(w, c, &t);
         if (!rc) rc = mark_restoring(w, e->session, t.key);
         if (!rc) rc = recovery_mountable(s, c, &t);
         pthread_mutex_unlock(&s->mu);
-        if (!rc) rc = prepare_target(&t, c, &replace_edb, &replace_logs);
+        if (!rc) rc = prepare_target(&t, c, &replace_edb, &replace_logs, &unsynced);
         if (!rc && t.copy_of[0]) {
             pthread_mutex_lock(&s->mu);
             rc = become_recovery(s, &t);
@@ -1486,12 +1504,12 @@ static int pre_restore(void *ctx, vss_event *e)
                     "restore to %s prepared: the .edb goes to %s, the logs to %s", t.ent.name,
                     t.ent.edb, t.restored_dir);
         json_object_set_new(targets, str_or(c, "name", "?"),
-                            json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:s?}", "name",
-                                      t.ent.name, "edb", t.ent.edb, "logs", t.restored_dir,
+                            json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:b, s:s?}",
+                                      "name", t.ent.name, "edb", t.ent.edb, "logs", t.restored_dir,
                                       "progress", t.progress, "base", t.orig_base, "replace_edb",
-                                      replace_edb, "replace_logs", replace_logs, "original",
-                                      t.original, "recovery", t.ent.recovery, "copy_of",
-                                      t.copy_of[0] ? t.copy_of : NULL));
+                                      replace_edb, "replace_logs", replace_logs, "logs_unsynced",
+                                      unsynced, "original", t.original, "recovery", t.ent.recovery,
+                                      "copy_of", t.copy_of[0] ? t.copy_of : NULL));
     }
     return 0;
 }

@@ -32,7 +32,8 @@
  *   Abort            thaw, release held pages, forget the backup; nothing truncated
  *
  * Restore (restore_options: target NAME, target_id ID, recovery, mount, roll_forward, stop_gen,
- * stop_time_ns, logs_arriving [FIRST, LAST]; new_target: {edb, logs} for new paths):
+ * stop_time_ns, logs_arriving [FIRST, LAST], laid_range [FIRST, LAST], logs_unsynced; new_target:
+ * {edb, logs} for new paths):
  *   PreRestore   the target exists, is dismounted and allows restore, and has the id the
  *                requester expects (unless the recovery database or new paths), and no other
  *                session restores it (-506); logs go to its log folder (the original) or
@@ -44,7 +45,10 @@
  *                leftover; the result says where the .edb goes (the target's own .edb path),
  *                where the logs go, their base name, whether the .edb and the logs may replace
  *                a file there (replace_edb: the target's own .edb; replace_logs: the original's
- *                own generations), and names the progress file
+ *                own generations), whether the generations may be laid without a sync each
+ *                (logs_unsynced: asked for, into _restoredLogs, with logs_arriving, continuing
+ *                no earlier restore; the .env then names this boot, and dbutil recover takes
+ *                them only in it), and names the progress file
  *                <logs>/_restoredLogs/<base>restore.laid, made empty (vss_laid_create);
  *                mounting it is refused until the session ends (PostRestore, or the Abort of a
  *                failed restore)

@@ -5,12 +5,14 @@ the restore before any replay, naming the set and file; refusals with their reas
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
 import time
 
 import pytest
+from conftest import Paused, Result
 
 
 def load(store, db, n, seed=1):
@@ -588,6 +590,94 @@ def test_kill_9_during_the_replay_of_dbutil_recover_then_a_rerun_gives_the_same_
             assert "Clean Shutdown" in r.out, r.describe()
         store.ombra("db", "mount", "db3")
     assert store.digest("db3") == chain3["digest"]
+
+
+def boot_id():
+    return pathlib.Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+GEN_NAME = re.compile(r"[A-Za-z0-9]{3}[0-9A-Fa-f]{8}\.log")
+
+
+def gens_synced(store, *args):
+    """ombra restore ARGS under strace: its Result, and how many times it synced a generation it
+    laid down (fsync or fdatasync of a generation's temporary name)."""
+    trace = store.tmp / "restore.strace"
+    argv = ["strace", "-f", "-qq", "-y", "-e", "trace=fsync,fdatasync", "-o", str(trace),
+            str(store.cli), "restore", *map(str, args)]
+    # LeakSanitizer cannot run under ptrace (an ASan build's leak check at exit)
+    asan = ":".join(x for x in (store.env.get("ASAN_OPTIONS"), "detect_leaks=0") if x)
+    p = subprocess.run(argv, env=dict(store.env, ASAN_OPTIONS=asan), capture_output=True,
+                       text=True, timeout=120)
+    synced = re.findall(r"f(?:data)?sync\(\d+<[^>]*/\.[A-Za-z0-9]{3}[0-9A-Fa-f]{8}\.log\.[0-9a-f]{16}"
+                        r"\.tmp>", trace.read_text())
+    return Result(p.returncode, p.stdout, p.stderr, argv), len(synced)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed "
+                    "(scripts/install-deps installs it)")
+def test_a_restore_that_replays_syncs_no_generation_one_without_replay_syncs_each(store, repo, chain3):
+    """The logs a restore lays down for its own replay are read and then go: they are placed
+    without a sync each (the .edb and the replayed pages are synced before it answers), and the
+    .env names this boot. Laid down for a later dbutil recover (--no-replay), each is synced."""
+    restore_target(store, "db2")
+    r, n = gens_synced(store, "db1", "--repo", repo, "--to", "db2", "--json")
+    assert r.rc == 0, r.describe()
+    assert json.loads(r.out)["replay"]["last_gen"] > json.loads(r.out)["replay"]["first_gen"]
+    assert n == 0, f"{n} generations synced one by one"
+    store.ombra("db", "mount", "db2")
+    assert store.digest("db2") == chain3["digest"]
+    restore_target(store, "db3")
+    r, n = gens_synced(store, "db1", "--repo", repo, "--to", "db3", "--no-replay", "--json")
+    assert r.rc == 0, r.describe()
+    pending = pathlib.Path(store.db_show("db3")["logs"]) / "_restoredLogs"
+    laid = [x for x in os.listdir(pending) if GEN_NAME.fullmatch(x)]
+    assert len(laid) >= 3 and n == len(laid), (n, laid)
+    [env] = pending.glob("*restore.env")
+    assert json.loads(env.read_text())["logs_unsynced_boot"] is None
+
+
+def test_dbutil_recover_takes_unsynced_restored_logs_in_their_boot_only(store, repo, chain3):
+    """A restore whose replay never ran (the store stopped, then killed, with every generation
+    laid down unsynced): dbutil recover, in the boot that laid them, syncs them and finishes the
+    restore, digest equal. Had the machine restarted (the .env names another boot), a crash may
+    have lost what was not written back, which no check could tell of the last generation:
+    it refuses in one line, replaying nothing, and says to run the restore again."""
+    import uuid
+    restore_target(store, "db2")
+    logs2 = pathlib.Path(store.db_show("db2")["logs"])
+    pending = logs2 / "_restoredLogs"
+    p = Paused(store, ["restore", "db1", "--repo", repo, "--to", "db2"], "OMBRA_RESTORE_PAUSE", "edb")
+    assert p.reached, p.first
+    [env] = pending.glob("*restore.env")
+    first, last = json.loads(env.read_text())["laid_range"]
+    store.proc.send_signal(signal.SIGSTOP)  # no replay: the PostRestore waits
+    p.p.send_signal(signal.SIGCONT)
+    end = time.monotonic() + 60
+    while len([x for x in os.listdir(pending) if GEN_NAME.fullmatch(x)]) < last - first + 1:
+        assert time.monotonic() < end and p.p.poll() in (None, 1), "the generations were not laid"
+        time.sleep(0.02)
+    p.kill9()
+    store.kill9()
+    store.start()
+    text = env.read_text()
+    assert json.loads(text)["logs_unsynced_boot"] == boot_id()
+    m = store.ombra("db", "mount", "db2", check=False)
+    assert m.rc == 1 and "-506" in m.err, m.describe()
+    # as after a restart of the machine
+    env.write_text(json.dumps(dict(json.loads(text), logs_unsynced_boot=str(uuid.uuid4()))))
+    r = store.ombra("dbutil", "recover", logs2, check=False)
+    assert r.rc == 1 and len(r.err.strip().splitlines()) == 1, r.describe()
+    assert "restarted since" in r.err and "HINT: run the same ombra restore again" in r.err, r.err
+    edb = store.db_show("db2")["edb"]
+    assert json.loads(store.ombra("dbutil", "header", edb, "--json").out)["state"] != "Clean Shutdown"
+    # in the boot that laid them
+    env.write_text(text)
+    r = store.ombra("dbutil", "recover", logs2)
+    assert "Clean Shutdown" in r.out, r.describe()
+    assert not pending.exists()
+    store.ombra("db", "mount", "db2")
+    assert store.digest("db2") == chain3["digest"]
 
 
 @pytest.mark.parametrize("how", ["--until-time", "--no-roll-forward"])

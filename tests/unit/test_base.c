@@ -512,6 +512,42 @@ static void durable_commit_keep_holds_the_replaced_file_open(void **s)
     om_dir_close(w);
 }
 
+/* om_durable_place: the name holds the whole file at once (no temporary name left), an existing
+ * name is refused without REPLACE as by commit; and this boot's id, which a file placed so names
+ * (store/writer.h), reads the same twice. */
+static void durable_place_puts_the_whole_file_under_its_name(void **s)
+{
+    (void)s;
+    om_vfs *v = om_vfs_posix();
+    om_dir *w = NULL;
+    om_file *f = NULL;
+    char p[512], names[1024], b1[37], b2[37];
+    uint8_t buf[5];
+    assert_int_equal(om_dir_open(v, NULL, tmpdir, 0, &w), 0);
+    om_durable d;
+    assert_int_equal(om_durable_begin(w, "E0000000001.log", &d), 0);
+    assert_int_equal(om_pwrite(d.f, "hello", 5, 0), 0);
+    assert_int_equal(om_durable_place(&d, 0), 0);
+    assert_null(d.f);
+    listing(v, tmpdir, names);
+    assert_string_equal(names, "E0000000001.log");
+    om_path_join(p, sizeof p, tmpdir, "E0000000001.log");
+    assert_int_equal(om_open(v, p, OM_O_RDONLY, &f), 0);
+    assert_int_equal(om_pread_full(f, buf, 5, 0), 0);
+    assert_memory_equal(buf, "hello", 5);
+    om_close(f);
+    assert_int_equal(om_durable_begin(w, "E0000000001.log", &d), 0);
+    assert_int_equal(om_durable_place(&d, 0), OM_E_FileAlreadyExists);
+    listing(v, tmpdir, names);
+    assert_string_equal(names, "E0000000001.log");
+    assert_int_equal(om_unlink_at(w, "E0000000001.log"), 0);
+    om_dir_close(w);
+    assert_int_equal(om_boot_id(b1), 0);
+    assert_int_equal(om_boot_id(b2), 0);
+    assert_int_equal(strlen(b1), 36);
+    assert_string_equal(b1, b2);
+}
+
 static void posix_errors_name_the_file(void **s)
 {
     (void)s;
@@ -652,6 +688,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(directory_handles_never_follow_a_planted_link, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(durable_sweep_removes_only_the_helpers_leftovers, setup_dir,
+                                        teardown_dir),
+        cmocka_unit_test_setup_teardown(durable_place_puts_the_whole_file_under_its_name, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(durable_commit_keep_holds_the_replaced_file_open, setup_dir,
                                         teardown_dir),
