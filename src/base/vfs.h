@@ -119,6 +119,10 @@ struct om_vfs {
      * WRITE): a hint, so that a later sync finds less to do; durable only after sync. Optional
      * (NULL: nothing), never an error. */
     void (*writeback)(om_file *f, uint64_t off, uint64_t n);
+    /* Asks the storage for bytes off..off + n of f without waiting (POSIX_FADV_WILLNEED), so a
+     * later read finds them in the page cache: a hint. Optional (NULL: nothing), never an
+     * error. */
+    void (*willneed)(om_file *f, uint64_t off, uint64_t n);
     /* on: from now on, reads and writes of f bypass the page cache (O_DIRECT): for a large
      * file written once, or read and written over by replay, whose pages would otherwise fill
      * the cache at a CPU cost greater than the work's own. 0 when they do, else non-zero and

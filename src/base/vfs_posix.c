@@ -533,6 +533,11 @@ static void p_writeback(om_file *bf, uint64_t off, uint64_t n)
     (void)sync_file_range(((pfile *)bf)->fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
 }
 
+static void p_willneed(om_file *bf, uint64_t off, uint64_t n)
+{
+    (void)posix_fadvise(((pfile *)bf)->fd, (off_t)off, (off_t)n, POSIX_FADV_WILLNEED);
+}
+
 static int p_direct(om_file *bf, int on)
 {
     return set_direct((pfile *)bf, on);
@@ -564,6 +569,7 @@ static om_vfs posix_vfs = {
     .kind_at = p_kind_at,
     .list_at = p_list_at,
     .writeback = p_writeback,
+    .willneed = p_willneed,
     .direct = p_direct,
 };
 

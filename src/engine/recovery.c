@@ -285,12 +285,43 @@ static uint32_t cut_chunks(const eng_replay_ent *e, uint32_t n, uint32_t want, u
     return c;
 }
 
+/* The batch's pages that are not in the cache (e: sorted by page) are asked of the storage at
+ * once, in runs of consecutive pages: the workers' reads then find them in the page cache
+ * instead of each waiting on the disk for one page. A hint, never an error. */
+static void read_ahead(eng_db *db, const eng_replay_ent *e, uint32_t n)
+{
+    void (*willneed)(om_file *, uint64_t, uint64_t) = db->vfs->willneed;
+    uint32_t first = 0, last = 0;
+    int run = 0; /* [first, last] is a run to ask for */
+    if (!willneed) return;
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t pg = e[k].pgno;
+        if (k && pg == e[k - 1].pgno) continue;
+        pthread_mutex_lock(&db->cmu);
+        int cached = eng_cache_lookup(db, pg) != NULL;
+        pthread_mutex_unlock(&db->cmu);
+        if (cached) continue;
+        if (run && pg == last + 1) {
+            last = pg;
+            continue;
+        }
+        if (run)
+            willneed(db->edbf, eng_page_offset(first),
+                     (uint64_t)(last - first + 1) * ENG_PAGE_SIZE);
+        first = last = pg;
+        run = 1;
+    }
+    if (run)
+        willneed(db->edbf, eng_page_offset(first), (uint64_t)(last - first + 1) * ENG_PAGE_SIZE);
+}
+
 static int apply_committed(eng_replay *rp, uint32_t n)
 {
     eng_db *db = rp->db;
     for (uint32_t k = 0; k < n; k++)
         rp->ents[k].seq = k;
     qsort(rp->ents, n, sizeof *rp->ents, cmp_ent);
+    read_ahead(db, rp->ents, n);
     int threads = n >= 64 ? om_pool_threads(0, n) : 1;
     uint32_t want = threads > 1 ? (uint32_t)threads * 4 : 1;
     uint32_t *cut = malloc((want + 1) * sizeof *cut);
