@@ -76,8 +76,22 @@ int cli_dbutil_hard_recover(const char *dir, int json, int *found)
      * go): in the boot that laid them what is there is what was written, made durable now; after
      * a restart a crash may have lost some of it, which no check could tell for the last
      * generation (an older state, and success said). */
-    const char *ub = om_json_str_or(env, "logs_unsynced_boot", NULL);
+    json_t *ubv = json_object_get(env, "logs_unsynced_boot");
+    const char *ub = json_string_value(ubv);
     char boot[37] = "";
+    if (ubv && !json_is_null(ubv) && !ub) { /* edited or damaged: never taken as synced */
+        om_errf(OM_E_InvalidParameter,
+                "%s: logs_unsynced_boot must be the boot id (a string) or null, not a JSON %s: "
+                "whether its logs reached the disk is unknown. HINT: run the same ombra restore "
+                "again; it takes the target up",
+                envp,
+                json_is_integer(ubv) || json_is_real(ubv) ? "number"
+                : json_is_boolean(ubv)                    ? "boolean"
+                : json_is_array(ubv)                      ? "array"
+                                                          : "object");
+        json_decref(env);
+        return cli_fail(OM_E_InvalidParameter);
+    }
     if (ub && (om_boot_id(boot) || strcmp(ub, boot))) {
         om_errf(OM_E_RequiredLogFilesMissing,
                 "%s: the restore that laid these logs down left them unsynced for its own "

@@ -1318,10 +1318,10 @@ static int no_stream_there(om_dir *ld, const rtarget *t)
  * component c: *replace_edb and *replace_logs say whether the .edb may replace what is at
  * ent.edb, and the generations what is in their folder; *unsynced whether the requester may
  * lay the generations without a sync each (restore_options.logs_unsynced): only into
- * _restoredLogs, when the replay here follows the laying (logs_arriving) and the restore
- * continues none that laid generations before it. Those logs are read by that replay and then
- * go; the .env names this boot, so that nothing takes them after the machine restarted (a
- * crash may have lost what was not yet written back). */
+ * _restoredLogs, when the replay here follows the laying (logs_arriving, no additional
+ * restores) and the restore continues none that laid generations before it. Those logs are read by
+ * that replay and then go; the .env names this boot, so that nothing takes them after the machine
+ * restarted (a crash may have lost what was not yet written back). */
 static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *replace_logs,
                           int *unsynced)
 {
@@ -1371,8 +1371,11 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
     /* Temporary names of an earlier restore of this target that was killed while laying. */
     if (!rc && (t->in_dir || ours)) rc = om_durable_sweep(ed, t->edb_name, NULL);
     if (!rc && t->original) rc = om_durable_sweep(ld, NULL, NULL);
+    /* Not with additional restores: that PostRestore replays nothing, and the logs stay for the
+     * restore that continues them (which rewrites the .env), perhaps after a restart. */
     if (!rc && !t->original && !keep && json_is_true(json_object_get(ro, "logs_unsynced")) &&
-        json_is_array(json_object_get(ro, "logs_arriving"))) {
+        json_is_array(json_object_get(ro, "logs_arriving")) &&
+        !json_is_true(json_object_get(c, "additional_restores"))) {
         if (om_boot_id(boot) == 0)
             *unsynced = 1;
         else /* each generation synced, as without the option */

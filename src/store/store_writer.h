@@ -46,9 +46,9 @@
  *                where the logs go, their base name, whether the .edb and the logs may replace
  *                a file there (replace_edb: the target's own .edb; replace_logs: the original's
  *                own generations), whether the generations may be laid without a sync each
- *                (logs_unsynced: asked for, into _restoredLogs, with logs_arriving, continuing
- *                no earlier restore; the .env then names this boot, and dbutil recover takes
- *                them only in it), and names the progress file
+ *                (logs_unsynced: asked for, into _restoredLogs, with logs_arriving and no
+ *                additional restores, continuing no earlier restore; the .env then names this
+ *                boot, and dbutil recover takes them only in it), and names the progress file
  *                <logs>/_restoredLogs/<base>restore.laid, made empty (vss_laid_create);
  *                mounting it is refused until the session ends (PostRestore, or the Abort of a
  *                failed restore)

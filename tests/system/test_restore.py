@@ -671,6 +671,13 @@ def test_dbutil_recover_takes_unsynced_restored_logs_in_their_boot_only(store, r
     assert "restarted since" in r.err and "HINT: run the same ombra restore again" in r.err, r.err
     edb = store.db_show("db2")["edb"]
     assert json.loads(store.ombra("dbutil", "header", edb, "--json").out)["state"] != "Clean Shutdown"
+    # a .env whose boot is no string (edited, or damaged): never taken as "synced"
+    for bad in (12345, True, [boot_id()], {}):
+        env.write_text(json.dumps(dict(json.loads(text), logs_unsynced_boot=bad)))
+        r = store.ombra("dbutil", "recover", logs2, check=False)
+        assert r.rc == 1 and len(r.err.strip().splitlines()) == 1, r.describe()
+        assert "logs_unsynced_boot" in r.err and str(env) in r.err, r.err
+    assert json.loads(store.ombra("dbutil", "header", edb, "--json").out)["state"] != "Clean Shutdown"
     # in the boot that laid them
     env.write_text(text)
     r = store.ombra("dbutil", "recover", logs2)

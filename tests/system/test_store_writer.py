@@ -411,6 +411,29 @@ def test_additional_restores_leave_the_env_file_and_refuse_a_mount_until_replaye
     assert store.digest("db2") == b["d0"]
 
 
+def test_a_restore_with_additional_restores_gets_its_logs_synced_even_when_it_asks_otherwise(store, build_dir, backed_up):
+    """logs_unsynced is agreed only when this PostRestore replays the logs and they then go. A
+    requester that asks for it with additional restores (no replay now: the next restore
+    continues the folder and, after a restart of the machine perhaps, replays them) gets each
+    generation synced: the .env names no boot, and the next restore, which rewrites the .env,
+    cannot lose that mark."""
+    b = backed_up
+    store.ombra("db", "new", "db2")
+    store.ombra("db", "dismount", "db2")
+    store.ombra("db", "set", "db2", "--allow-restore", "on")
+    lo, hi = b["run"]["components_document"]["components"][0]["backup_metadata"]["log_range"]
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [b["full"]],
+                                      {"target": "db2", "logs_arriving": [lo, hi], "logs_unsynced": True},
+                                      additional=True)
+    assert rc == 0, err
+    assert list(res["pre"].values())[0]["logs_unsynced"] is False, res
+    env = pathlib.Path(store.db_show("db2")["logs"]) / "_restoredLogs" / "E00restore.env"
+    assert json.loads(env.read_text())["logs_unsynced_boot"] is None
+    rc, res, err = restore_via_writer(store, build_dir, b["run"], [], {"target": "db2", "mount": True})
+    assert rc == 0, err
+    assert store.digest("db2") == b["d0"]
+
+
 def test_a_database_dismounted_after_backup_complete_lets_its_hold_go_and_truncates_nothing(store, vssd, build_dir):
     # (dismounting it during the session, before BackupComplete, is refused: test_session_rules)
     store.ombra("db", "new", "db1")
