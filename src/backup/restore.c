@@ -54,8 +54,9 @@ typedef struct rfile {
     om_dir *dir;      /* where it goes (lay_and_replay's) */
     char dst[256];    /* its name there */
     int replace;      /* the writer said the name may be replaced (OM_RENAME_REPLACE) */
-    int unsynced;     /* a generation for the writer's own replay only: placed unsynced
-                         (om_durable_place; the writer said logs_unsynced, store/writer.h) */
+    int unsynced;     /* a generation for the writer's own replay only, not the last: placed
+                         unsynced (om_durable_place; the writer said logs_unsynced,
+                         store/writer.h) */
     om_durable out;   /* out.f open from the first chunk handed out to the commit */
     EVP_MD_CTX *sha;  /* in block order: the worker whose turn it is updates it */
     size_t hashed;    /* blocks hashed so far */
@@ -456,7 +457,10 @@ static int place_files(rfile *f, size_t n, om_dir *ed, const char *edb_name, om_
                            f[i].set, f[i].base, base);
         f[i].dir = i ? ld : ed;
         f[i].replace = i ? replace_logs : replace_edb;
-        f[i].unsynced = i && unsynced;
+        /* all but the last: one whose bytes were lost is found by replay (its successor's header
+         * says how long it was, its segments have checksums); nothing follows the last one to
+         * say so, and it could read as a shorter, valid generation (an older state) */
+        f[i].unsynced = i && i + 1 < n && unsynced;
         if (i && eng_log_path(p, sizeof p, ld->path, base, f[i].gen)) return OM_E_InvalidPath;
         snprintf(f[i].dst, sizeof f[i].dst, "%s", i ? strrchr(p, '/') + 1 : edb_name);
     }
