@@ -7,9 +7,9 @@ set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set ylabel "MB/s (1 MB = 1,000,000 bytes)"
-set yrange [0:582]
+set yrange [0:928]
 set grid ytics
 set key top left
-set xlabel "restic's restore was not measured (no bar).  backup.json: 2026-11-22T02:29:51Z, restore.json: 2026-11-22T03:23:16Z" font ',10'
+set xlabel "restic's restore was not measured (no bar).  backup.json: 2026-12-05T22:37:03Z, restore.json: 2026-12-05T22:36:05Z" font ',10'
 plot 'backup_restore.dat' using 2:xtic(1) title "full backup" lc rgb '#3465a4', \
      '' using 3 title "restore" lc rgb '#f57900'
