@@ -442,16 +442,23 @@ static void keep_working_set(eng_db *db)
 /* After a COMMIT: the batch is applied when it is large or could take the pages changed since
  * the last recovery checkpoint past the cache budget (each record counted as a page of its
  * own). Then a recovery checkpoint when they reached the budget, else the rebuilt pages are
- * written back early (eng_ckpt_write_rebuilt): the storage writes them while replay goes on. */
+ * written back early (eng_ckpt_write_rebuilt): the storage writes them while replay goes on.
+ * The pages written early count for soft recovery and passive copies, whose checkpoints move
+ * the resume position (a passive copy's logs below it may go). In a hard recovery only its
+ * dirty frames, the memory, count: a checkpoint in its middle would mostly wait for the disk to
+ * take the pages written early; a hard recovery cut off by a crash is run again (the restore,
+ * or dbutil recover) from its last checkpoint, which is then more often its start
+ * (docs/design.md, "Restore"). */
 static int after_commit(eng_replay *rp, uint32_t gen)
 {
     eng_db *db = rp->db;
+    uint64_t early = rp->hard ? 0 : rp->early;
     if (rp->gstart < ENG_REPLAY_BATCH &&
-        ((uint64_t)db->ndirty + rp->early + rp->egstart) * ENG_PAGE_SIZE < db->cache_bytes)
+        ((uint64_t)db->ndirty + early + rp->egstart) * ENG_PAGE_SIZE < db->cache_bytes)
         return 0;
     int rc = eng_replay_apply(rp);
     if (rc) return rc;
-    if (((uint64_t)db->ndirty + rp->early) * ENG_PAGE_SIZE < db->cache_bytes) {
+    if (((uint64_t)db->ndirty + early) * ENG_PAGE_SIZE < db->cache_bytes) {
         uint32_t n = 0;
         rc = eng_ckpt_write_rebuilt(db, &n);
         rp->early += n;
