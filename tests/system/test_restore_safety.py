@@ -326,6 +326,39 @@ def test_dbutil_recover_refuses_the_logs_of_a_restore_stopped_before_its_last_ge
     assert not pending.exists()
 
 
+@pytest.mark.parametrize("loss", ["empty", "zeroed", "tail-zeroed"])
+def test_dbutil_recover_refuses_a_middle_generation_whose_bytes_were_lost(store, repo, source,
+                                                                         tmp_path, loss):
+    """A restore that replays lays its generations down unsynced, all but the last (only the
+    .env's boot id keeps dbutil recover from them after a restart). Were that guard gone (the
+    field edited away) and a middle generation's bytes lost to a crash, as write-back that never
+    happened leaves them (an empty file, zeros, zeros after its first page), replay must still
+    find it: one line, nothing replayed to Clean Shutdown, never an older state and exit 0."""
+    edb, logs = tmp_path / "n" / "x.edb", tmp_path / "n" / "logs"
+    restore(store, repo, "db1", "--edb", edb, "--logs", logs, "--no-replay")
+    pending = logs / "_restoredLogs"
+    gens = sorted(pending.glob("*.log"))
+    assert len(gens) >= 3, gens
+    mid = gens[len(gens) // 2]
+    size = mid.stat().st_size
+    with open(mid, "r+b") as f:
+        if loss == "empty":
+            f.truncate(0)
+        else:
+            keep = 0 if loss == "zeroed" else 4096
+            f.seek(keep)
+            f.write(bytes(size - keep))
+    r = store.ombra("dbutil", "recover", logs, check=False)
+    assert r.rc != 0 and one_line(r), r.describe()
+    assert mid.name in r.err, r.err  # the message names the generation
+    h = json.loads(store.ombra("dbutil", "header", edb, "--json").out)
+    assert h["state"] != "Clean Shutdown", h
+    # the same restore again finishes it
+    r = restore(store, repo, "db1", "--edb", edb, "--logs", logs, check=False)
+    assert r.rc == 0, r.describe()
+    assert json.loads(store.ombra("dbutil", "header", edb, "--json").out)["state"] == "Clean Shutdown"
+
+
 # ---- crafted set documents ----------------------------------------------------------------
 
 def set_path(repo, set_id):
