@@ -4,12 +4,17 @@ BUILD   ?= build
 ASAN    ?= build-asan
 MESON   ?= meson
 PYTEST  ?= pytest-3
-CRASH_POINTS ?= 2000
+CRASH_POINTS ?= 1000
+# make test-long: the unit suites, plain and under the sanitizers, at their own sizes and this.
+LONG_CRASH_POINTS ?= 2000
 # Under the sanitizers the crash harnesses look for memory errors, not for more crash points
-# (the plain build tries CRASH_POINTS; make test-long the whole ASan run): 60 points, every
+# (the plain build tries CRASH_POINTS; make test-long the whole ASan run): 40 points, every
 # 4th sync point of the loops that try each one (OMBRA_CRASH_EVERY), the table's largest value
-# 8 MiB instead of 64.
-ASAN_CRASH_POINTS ?= 60
+# 8 MiB instead of 64, its model and crash tests about half their plain size.
+ASAN_CRASH_POINTS ?= 40
+# The plain unit pass of make test: half the table's model and crash tests and its largest value
+# 16 MiB (make test-long: the tests' own sizes, 100,000 operations, 300 points, 64 MiB).
+UNIT_SHORT ?= OMBRA_TABLE_OPS=50000 OMBRA_TABLE_CRASH_POINTS=150 OMBRA_TABLE_BIG_MB=16
 ASAN_UNIT_SHORT ?= OMBRA_CRASH_EVERY=4 OMBRA_TABLE_BIG_MB=8
 # The system suites under the sanitizers in make test, a representative subset: all but the
 # long randomized ones (the campaign, the soak, the attack loops), the man pages, the units and
@@ -87,14 +92,14 @@ test: deps build build-asan
 	@scripts/check-layers
 	@scripts/check-format
 	@$(call stage,unit tests)
-	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
+	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) $(UNIT_SHORT) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
 	@$(call stage,unit tests under AddressSanitizer + UndefinedBehaviorSanitizer)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=20 OMBRA_TABLE_OPS=20000 OMBRA_TABLE_DELETE_ROUNDS=30 \
+	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=12 OMBRA_TABLE_OPS=12000 OMBRA_TABLE_DELETE_ROUNDS=15 \
 	  OMBRA_PASSIVE_CRASH_POINTS=4 OMBRA_CBT_CRASH_POINTS=$(ASAN_CRASH_POINTS) $(ASAN_UNIT_SHORT) \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@$(call stage,system tests)
-	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=30 OMBRA_SOAK_SECONDS=15 OMBRA_FREEZE_GENS=500 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"
+	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=20 OMBRA_SOAK_SECONDS=15 OMBRA_FREEZE_GENS=500 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"
 	@$(call stage,system tests under AddressSanitizer + UndefinedBehaviorSanitizer (part $(or $(ASAN_SYSTEM_SHARD),all) of the subset); bounded fuzzing beside them)
 	@{ echo "== fuzzing the file-format parsers (bounded)" && FUZZ_SECONDS=10 tests/fuzz/run.sh; } \
 	  >$(BUILD)/fuzz.log 2>&1 & tsan=$$!; \
@@ -116,8 +121,9 @@ test-long: deps build build-asan
 	@$(MAKE) --no-print-directory test-soak
 	@$(MAKE) --no-print-directory crash-long
 	OMBRA_CHAIN_ROUNDS=100000 $(BUILD)/tests/unit/test_chain
+	OMBRA_CRASH_POINTS=$(LONG_CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  OMBRA_CRASH_POINTS=$(CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
+	  OMBRA_CRASH_POINTS=$(LONG_CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
 	  OMBRA_CAMPAIGN_SECONDS=120 OMBRA_SOAK_SECONDS=60 $(PYTEST) -q -n $(ASAN_PYTEST_WORKERS) --dist loadgroup \
 	  tests/system

@@ -1524,7 +1524,7 @@ static void crash_points_keep_exactly_a_committed_table_state(void **state)
  * 3. Long values at boundary sizes
  * ---------------------------------------------------------------------------------------- */
 
-/* The largest value: 64 MiB (OMBRA_TABLE_BIG_MB; make test's sanitizer pass takes 8). */
+/* The largest value: 64 MiB (OMBRA_TABLE_BIG_MB; make test takes 16, its sanitizer pass 8). */
 static uint64_t big_value = 64ull << 20;
 
 static uint8_t *big_exp, *big_got;
