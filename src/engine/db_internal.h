@@ -357,6 +357,7 @@ typedef struct eng_replay {
     uint32_t err_gen;       /* after an error applying records: the first failing one's gen */
     uint8_t *batch;         /* raw records: committed groups, then the open transaction's */
     uint32_t blen, bcap;
+    int bmapped;          /* batch is the reservation of recovery.c's batch_grow, not malloc'd */
     uint32_t gstart;      /* the open transaction's records start here in batch */
     uint32_t grecs;       /* records in the open transaction */
     eng_replay_ent *ents; /* page and slot records of batch, in log order */
