@@ -8,7 +8,10 @@ bc installed). The restore is verified: the target's mail digest equals the sour
 incremental. Prints a table and writes bench/results/restore.json.
 
     bench/restore.py [--build DIR] [--mb 1024] [--incr-mb 100] [--incrementals 3] [--rounds 3] [--no-pg]
-                     [--json FILE]
+                     [--json FILE] [--dir /tmp]
+
+--dir puts the store, the repository and both sides' targets elsewhere: /dev/shm (tmpfs) is storage
+that keeps up with both sides, where the software decides the ratio, not the disk.
 """
 import json
 import os
@@ -170,6 +173,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="timed restores of each side (the median)")
     ap.add_argument("--no-pg", action="store_true", help="skip pgBackRest")
     ap.add_argument("--json", default=f"{ROOT}/bench/results/restore.json")
+    ap.add_argument("--dir", default="/tmp", help="where the store, the repository and both sides' targets "
+                    "go (e.g. /dev/shm: storage that keeps up with both)")
     a = ap.parse_args()
     a.build = os.path.abspath(a.build)
     if a.rounds < 1 or a.incrementals < 1 or a.mb < 1 or a.incr_mb < 1:
@@ -178,7 +183,7 @@ def main():
     for x in ("zstd", "tar"):
         if not shutil.which(x):
             raise SystemExit(f"restore.py: {x} is missing (scripts/install-deps --bench)")
-    tmp = tempfile.mkdtemp(prefix="ombra-br-", dir="/tmp")
+    tmp = tempfile.mkdtemp(prefix="ombra-br-", dir=a.dir)
     env = ombra_env(tmp)
     log = open(f"{tmp}/daemons.log", "w")
     daemons = store_daemons(a.build, env, log)
@@ -245,7 +250,7 @@ def main():
               f"{max(1, a.mb * 70 // 1024)}), repository {pg['repo_bytes'] / 1e6:.0f} MB, restore only "
               f"(no WAL replayed; PostgreSQL replays at start), seconds per round "
               f"{', '.join(f'{x:.2f}' for x in pg.get('runs', []))}; restored cluster verified: {pg['verified']}")
-    print(f"machine: {os.cpu_count()} CPUs, {fs} on /tmp; warm cache")
+    print(f"machine: {os.cpu_count()} CPUs, {fs} on {a.dir}; warm cache")
 
     results = dict(r)
     results.update({
@@ -256,7 +261,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w") as f:
         json.dump({"time": utc_stamp(), "mb": a.mb,
-                   "incr_mb": a.incr_mb, "machine": {"nproc": os.cpu_count(), "fstype": fs},
+                   "incr_mb": a.incr_mb, "machine": {"nproc": os.cpu_count(), "fstype": fs, "dir": a.dir},
                    "results": results}, f, indent=1)
 
 

@@ -208,3 +208,33 @@ def test_add_to_record_widens_the_baseline(tmp_path):
     rec.write_text(json.dumps(r))
     p = run(rounds(tmp_path, "e", [200.0] * 3), rec)
     assert p.returncode == 2 and "lacks its values" in p.stderr
+
+
+def test_the_restore_beside_a_durable_tar_and_on_tmpfs(tmp_path):
+    """The restore's ratio to tar + its sync -f (a comparison, never flagged), and the same ratio
+    from restore_mem.json (restore.py --dir /dev/shm), said with where it ran; without that JSON
+    the row says not measured."""
+    d = write_round(tmp_path / "r" / "round-1", wall=3.0, tar=2.0,
+                    scripts=["restore.json", "restore_mem.json", "backup.json", "store_backup.json"])
+    j = json.loads((d / "restore.json").read_text())
+    j["results"]["rounds"] = [{"restore_wall_s": 3.0, "tar_zstd_x_s": 2.0, "tar_sync_s": 1.0},
+                              {"restore_wall_s": 2.0, "tar_zstd_x_s": 2.0, "tar_sync_s": 2.0}]
+    (d / "restore.json").write_text(json.dumps(j))
+    p = run([str(d)], tmp_path / "rec.json", "--json-out", str(tmp_path / "out.json"))
+    f = json.loads((tmp_path / "out.json").read_text())["figures"]
+    assert f["restore_over_untar"]["median"] == (1.5 + 1.0) / 2
+    assert f["restore_over_untar_sync"]["median"] == (1.0 + 0.5) / 2
+    assert "comparison" in row(p.stdout, "  beside: the same / (tar -x + its sync -f)")
+    assert "not measured: no restore_mem.json" in row(p.stdout, "  the same on tmpfs"), p.stdout
+    (d / "restore_mem.json").write_text(json.dumps({
+        "mb": 1024, "incr_mb": 100, "machine": {"fstype": "tmpfs", "dir": "/dev/shm"},
+        "results": {"incrementals": [{}, {}, {}],
+                    "rounds": [{"restore_wall_s": 1.2, "tar_zstd_x_s": 2.0},
+                               {"restore_wall_s": 1.6, "tar_zstd_x_s": 2.0},
+                               {"restore_wall_s": 1.0, "tar_zstd_x_s": 2.0}]}}))
+    p = run([str(d)], tmp_path / "rec.json", "--json-out", str(tmp_path / "out.json"))
+    f = json.loads((tmp_path / "out.json").read_text())["figures"]
+    assert f["restore_mem_over_untar"]["median"] == 0.6
+    assert "meets goal" in row(p.stdout, "  the same on tmpfs"), p.stdout
+    assert "misses goal" in row(p.stdout, "restore+replay time / zstd -d | tar -x"), p.stdout
+    assert "in /dev/shm (tmpfs)" in p.stdout
