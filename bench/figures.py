@@ -109,6 +109,9 @@ def replay_ombra(r):
 
 
 def replay_pg(r):
+    why = r.get("_why", {}).get("replay")
+    if r.get("replay") is None and why and ("replay.json" in r.get("_scripts", ()) or why.startswith("left out")):
+        raise NotMeasured(why)  # failed, or left out (--only)
     if "replay.json" not in r.get("_scripts", ()) and r.get("replay") is None:
         raise NotMeasured("bench/replay.py (PostgreSQL's replay beside ours) is not on this branch")
     j = need(r, "replay")

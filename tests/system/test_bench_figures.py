@@ -238,3 +238,12 @@ def test_the_restore_beside_a_durable_tar_and_on_tmpfs(tmp_path):
     assert "meets goal" in row(p.stdout, "  the same on tmpfs"), p.stdout
     assert "misses goal" in row(p.stdout, "restore+replay time / zstd -d | tar -x"), p.stdout
     assert "in /dev/shm (tmpfs)" in p.stdout
+
+
+def test_a_benchmark_left_out_says_so_on_its_comparison_row_too(tmp_path):
+    """A round run with --only restore,...: replay.py existed but was left out, and PostgreSQL's
+    row beside it gives that reason, not that the script is missing."""
+    d = write_round(tmp_path / "r" / "round-1", scripts=["restore.json", "backup.json", "store_backup.json"],
+                    why={"replay": "left out (--only restore)"})
+    p = run([str(d)], tmp_path / "rec.json")
+    assert "not measured: left out (--only restore)" in row(p.stdout, "  beside: PostgreSQL 15 replay"), p.stdout
