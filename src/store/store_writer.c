@@ -58,6 +58,12 @@ typedef struct wrestore {
     /* Hard recovery's progress (store_writer_restores): generation gen of first..last replayed
      * last; 0 before the first one is. */
     uint32_t gen, first, last;
+    /* The target's .edb as PreRestore found it, when the restore may replace it: held open so
+     * that the requester's close of the file it replaced is not the last one. The blocks of a
+     * large file take a while to free (seconds on a disk mounted with discard); they are freed
+     * when this is closed, on a thread, once the session lets the restore go (release_restores),
+     * not while the requester waits for PostRestore's answer or its own exit. */
+    om_file *old_edb;
 } wrestore;
 
 struct store_writer {
@@ -830,8 +836,11 @@ static void truncate_stored(store_writer *w, vss_event *e)
 /* ---- Abort, BackupShutdown ---- */
 
 /* Forgets the restores of a session. */
+static void start_release(store_writer *w, om_file *f);
+
 static void unmark_session(store_writer *w, const char *session)
 {
+    wrestore *gone = NULL;
     pthread_mutex_lock(&w->mu);
     for (wrestore **p = &w->restores; *p;) {
         wrestore *r = *p;
@@ -840,9 +849,16 @@ static void unmark_session(store_writer *w, const char *session)
             continue;
         }
         *p = r->next;
-        free(r);
+        r->next = gone;
+        gone = r;
     }
     pthread_mutex_unlock(&w->mu);
+    while (gone) {
+        wrestore *r = gone;
+        gone = r->next;
+        if (r->old_edb) start_release(w, r->old_edb);
+        free(r);
+    }
 }
 
 /* Thaws and releases the holds of every database of the session; forgets the session (a
@@ -1323,7 +1339,7 @@ static int no_stream_there(om_dir *ld, const rtarget *t)
  * that replay and then go; the .env names this boot, so that nothing takes them after the machine
  * restarted (a crash may have lost what was not yet written back). */
 static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *replace_logs,
-                          int *unsynced)
+                          int *unsynced, om_file **old_edb)
 {
     om_vfs *v = om_vfs_posix();
     om_dir *ed = NULL, *ld = NULL, *pd = NULL;
@@ -1368,6 +1384,12 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
         else
             *replace_edb = 1;
     }
+    /* By name in the folder it opened (no link followed: it is a regular file, just checked);
+     * a file that cannot be opened is only not held (its blocks are freed by the requester). */
+    if (!rc && *replace_edb && om_open_at(ed, t->edb_name, OM_O_RDONLY, old_edb)) {
+        *old_edb = NULL;
+        om_err_clear();
+    }
     /* Temporary names of an earlier restore of this target that was killed while laying. */
     if (!rc && (t->in_dir || ours)) rc = om_durable_sweep(ed, t->edb_name, NULL);
     if (!rc && t->original) rc = om_durable_sweep(ld, NULL, NULL);
@@ -1388,7 +1410,28 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
     om_dir_close(pd);
     om_dir_close(ld);
     om_dir_close(ed);
+    if (rc) {
+        om_close(*old_edb);
+        *old_edb = NULL;
+    }
     return rc;
+}
+
+/* The restore slot of target for session keeps f (closed on a thread when the slot goes); f is
+ * closed now when there is no slot, or the slot holds a file already (a PreRestore again). */
+static void hold_old_edb(store_writer *w, const char *session, const char *target, om_file *f)
+{
+    if (!f) return;
+    pthread_mutex_lock(&w->mu);
+    wrestore *r = w->restores;
+    while (r && (strcmp(r->target, target) || strcmp(r->session, session)))
+        r = r->next;
+    if (r && !r->old_edb) {
+        r->old_edb = f;
+        f = NULL;
+    }
+    pthread_mutex_unlock(&w->mu);
+    om_close(f);
 }
 
 /* Holds the restore slot of target for session: another session's restore of it is refused. */
@@ -1487,12 +1530,14 @@ static int pre_restore(void *ctx, vss_event *e)
     {
         rtarget t;
         int replace_edb = 0, replace_logs = 0, unsynced = 0;
+        om_file *old_edb = NULL;
         pthread_mutex_lock(&s->mu);
         int rc = resolve_target(w, c, &t);
         if (!rc) rc = mark_restoring(w, e->session, t.key);
         if (!rc) rc = recovery_mountable(s, c, &t);
         pthread_mutex_unlock(&s->mu);
-        if (!rc) rc = prepare_target(&t, c, &replace_edb, &replace_logs, &unsynced);
+        if (!rc) rc = prepare_target(&t, c, &replace_edb, &replace_logs, &unsynced, &old_edb);
+        if (!rc) hold_old_edb(w, e->session, t.key, old_edb);
         if (!rc && t.copy_of[0]) {
             pthread_mutex_lock(&s->mu);
             rc = become_recovery(s, &t);
@@ -1632,13 +1677,16 @@ typedef struct retiring {
     int done; /* under store_writer.mu */
     store_writer *w;
     char logs[4096], name[ENG_RETIRED_NAME_MAX];
+    om_file *f; /* else: a restore's replaced .edb to close (wrestore.old_edb) */
     struct retiring *next;
 } retiring;
 
 static void *remove_retired(void *arg)
 {
     retiring *r = arg;
-    if (eng_retired_remove(om_vfs_posix(), r->logs, r->name))
+    if (r->f)
+        om_close(r->f);
+    else if (eng_retired_remove(om_vfs_posix(), r->logs, r->name))
         om_warn("removing the finished restore's logs: %s", om_err_detail());
     om_err_clear();
     pthread_mutex_lock(&r->w->mu);
@@ -1671,29 +1719,43 @@ static void reap_retiring(store_writer *w, int all)
     }
 }
 
+/* Starts r on a thread (remove_retired); 0, or r freed and non-zero when no thread can be had. */
+static int start_retiring(store_writer *w, retiring *r)
+{
+    reap_retiring(w, 0);
+    r->w = w;
+    pthread_mutex_lock(&w->mu);
+    int rc = pthread_create(&r->th, NULL, remove_retired, r);
+    if (rc)
+        free(r);
+    else {
+        r->next = w->retiring;
+        w->retiring = r;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
 /* Starts the removal of <logs>/<name>; when no thread can be had, it is left for the next
  * restore into that folder (a warning). */
 static void start_removal(store_writer *w, const char *logs, const char *name)
 {
-    reap_retiring(w, 0);
     retiring *r = calloc(1, sizeof *r);
     if (r) {
-        r->w = w;
         snprintf(r->logs, sizeof r->logs, "%s", logs);
         snprintf(r->name, sizeof r->name, "%s", name);
-        pthread_mutex_lock(&w->mu);
-        if (pthread_create(&r->th, NULL, remove_retired, r)) {
-            free(r);
-            r = NULL;
-        } else {
-            r->next = w->retiring;
-            w->retiring = r;
-        }
-        pthread_mutex_unlock(&w->mu);
     }
-    if (!r)
+    if (!r || start_retiring(w, r))
         om_warn("%s/%s stays (no thread to remove it): the next restore into %s removes it", logs,
                 name, logs);
+}
+
+/* Closes a restore's replaced .edb on a thread; here when none can be had. */
+static void start_release(store_writer *w, om_file *f)
+{
+    retiring *r = calloc(1, sizeof *r);
+    if (r) r->f = f;
+    if (!r || start_retiring(w, r)) om_close(f);
 }
 
 static int post_restore(void *ctx, vss_event *e)
@@ -1815,6 +1877,7 @@ void store_writer_stop(store_writer *w)
     while (w->restores) {
         wrestore *r = w->restores;
         w->restores = r->next;
+        om_close(r->old_edb);
         free(r);
     }
     pthread_mutex_destroy(&w->mu);
