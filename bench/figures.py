@@ -101,6 +101,9 @@ def chain(restore):
 
 def replay_ombra(r):
     """bench/replay.py's Ombra figure when it has run; until it exists, the restore's replay."""
+    why = r.get("_why", {}).get("replay")
+    if r.get("replay") is None and why and why.startswith("left out"):
+        raise NotMeasured(why)  # --only without it: not the restore's figure in its place
     if "replay.json" in r.get("_scripts", ()) or r.get("replay") is not None:
         j = need(r, "replay")
         return path(j, "replay", "results", "ombra_mb_s"), f"replay.py, {j.get('mb', '?')} MB of log"

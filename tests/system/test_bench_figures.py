@@ -247,3 +247,4 @@ def test_a_benchmark_left_out_says_so_on_its_comparison_row_too(tmp_path):
                     why={"replay": "left out (--only restore)"})
     p = run([str(d)], tmp_path / "rec.json")
     assert "not measured: left out (--only restore)" in row(p.stdout, "  beside: PostgreSQL 15 replay"), p.stdout
+    assert "not measured: left out (--only restore)" in row(p.stdout, "log replay during restore"), p.stdout
