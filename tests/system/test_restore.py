@@ -272,6 +272,17 @@ def chain3(store, repo):
             "full": full["sets"][0]["id"], "d_full": d_full}
 
 
+def restore_once_free(store, repo, db, *args):
+    """A restore, again while the target is refused as being restored (-505): the coordinator
+    ends a dead requester's session once the writer is done with its event."""
+    end = time.time() + 30
+    while True:
+        r = restore(store, repo, db, *args, check=False)
+        if r.rc == 0 or "-505" not in r.err or time.time() > end:
+            return r
+        time.sleep(0.2)
+
+
 STAGES = ["prepared", "edb", "replaying", "laid"]
 
 
@@ -297,12 +308,7 @@ def test_kill_9_at_any_stage_leaves_the_target_dismounted_and_a_retry_succeeds(s
     assert not list(pathlib.Path(info["logs"]).glob(".*.tmp")) or stage in ("edb", "replaying")
     # the coordinator ends the dead restore's session once the writer is done with its event;
     # until then the component is refused (-505, naming the session)
-    end = time.time() + 30
-    while True:
-        r = restore(store, repo, "db1", "--mount", check=False)
-        if r.rc == 0 or "-505" not in r.err or time.time() > end:
-            break
-        time.sleep(0.2)
+    r = restore_once_free(store, repo, "db1", "--mount")
     assert r.rc == 0, r.describe()
     assert json.loads(r.out)["replay"]["last_gen"] > 0
     assert store.digest("db1") == chain3["digest"]
@@ -740,17 +746,22 @@ def test_a_restore_to_a_point_cut_off_and_finished_by_dbutil_recover_stops_at_it
     assert "stopping where the restore asked" in r.out, r.describe()
 
 
-def held_deleted(pid, edb):
-    """The store's descriptors of edb's inode after it was replaced (/proc shows "(deleted)")."""
+def held_as(pid, *names):
+    """The store's descriptors whose /proc link reads one of names."""
     out = []
     for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
         try:
             target = os.readlink(fd)
         except OSError:
             continue  # closed meanwhile
-        if target == f"{edb} (deleted)":
+        if target in names:
             out.append(fd.name)
     return out
+
+
+def held_deleted(pid, edb):
+    """The store's descriptors of edb's inode after it was replaced (/proc shows "(deleted)")."""
+    return held_as(pid, f"{edb} (deleted)")
 
 
 def test_the_replaced_edb_is_freed_by_the_store_after_the_answer_not_by_the_restore(store, repo, chain3):
@@ -789,3 +800,76 @@ def test_the_replaced_edb_is_freed_by_the_store_after_the_answer_not_by_the_rest
     held = [os.readlink(fd) for fd in pathlib.Path(f"/proc/{store.proc.pid}/fd").iterdir()
             if os.path.exists(fd) and os.readlink(fd).startswith(str(pathlib.Path(edb).parent))]
     assert not any(h.endswith("(deleted)") for h in held), held
+
+
+def held_edb(pid, edb):
+    """The store's descriptors of edb, the file there now or one it replaced."""
+    return held_as(pid, edb, f"{edb} (deleted)")
+
+
+def let_go(store, edb, seconds=10, held=held_edb):
+    """Whether the store holds no descriptor of edb (by held) within seconds."""
+    end = time.monotonic() + seconds
+    while held(store.proc.pid, edb) and time.monotonic() < end:
+        time.sleep(0.05)
+    return not held(store.proc.pid, edb)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_requester_killed_at_any_stage_leaves_no_descriptor_of_the_edb_in_the_store(store, repo, chain3, stage):
+    """The .edb the store holds from PreRestore is let go when the dead requester's session ends,
+    whether the restore replaced it by then or not; a retry then holds and lets go the same way."""
+    info = store.db_show("db1")
+    edb = info["edb"]
+    dismount_for_restore(store, "db1")
+    p = Paused(store, ["restore", "db1", "--repo", repo], "OMBRA_RESTORE_PAUSE", stage)
+    assert p.reached, p.first
+    assert held_edb(store.proc.pid, edb), "the store holds no .edb at " + stage
+    p.kill9()
+    assert let_go(store, edb, 30), f"held after a kill at {stage}"
+    r = restore_once_free(store, repo, "db1", "--mount")
+    assert r.rc == 0, r.describe()
+    assert store.digest("db1") == chain3["digest"]
+    assert let_go(store, edb, held=held_deleted), "the .edb the retry replaced is held"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_store_stopped_mid_restore_exits_with_the_edb_let_go(store, repo, chain3, stage):
+    """SIGTERM while a restore is paused after PreRestore: the store stops (its writer aborts the
+    session and closes what it held), cleanly, and starts again to a restore that succeeds."""
+    info = store.db_show("db1")
+    dismount_for_restore(store, "db1")
+    p = Paused(store, ["restore", "db1", "--repo", repo, "--mount"], "OMBRA_RESTORE_PAUSE", stage)
+    assert p.reached, p.first
+    assert held_edb(store.proc.pid, info["edb"])
+    rc = store.stop()
+    p.kill9()
+    assert rc == 0, store.stderr()
+    store.start()
+    if not store.db_show("db1")["mounted"]:  # at laid the writer may have finished and mounted it
+        r = restore(store, repo, "db1", "--mount", check=False)
+        assert r.rc == 0, r.describe()
+    assert store.digest("db1") == chain3["digest"]
+
+
+def test_additional_restores_new_paths_and_refusals_hold_no_edb_after_them(store, repo, chain3, tmp_path):
+    store.ombra("db", "new", "db2")
+    edb2 = store.db_show("db2")["edb"]
+    dismount_for_restore(store, "db2")
+    restore(store, repo, "db1", "--set", chain3["inc1"][:12], "--to", "db2", "--no-replay")
+    assert let_go(store, edb2), "held after a restore without replay"
+    # the next one continues it: PreRestore holds the .edb the first one laid
+    p = Paused(store, ["restore", "db1", "--repo", repo, "--set", chain3["inc2"][:12], "--to", "db2"],
+               "OMBRA_RESTORE_PAUSE", "replaying")
+    assert p.reached, p.first
+    assert held_deleted(store.proc.pid, edb2)
+    r = p.resume()
+    assert r.rc == 0, r.describe()
+    assert let_go(store, edb2)
+    # new paths: nothing there to hold; refused over a file the restore did not make
+    edb = tmp_path / "new" / "x.edb"
+    restore(store, repo, "db1", "--edb", edb, "--logs", tmp_path / "new" / "logs")
+    assert let_go(store, str(edb))
+    r = restore(store, repo, "db1", "--edb", edb, "--logs", tmp_path / "new" / "logs2", check=False)
+    assert r.rc != 0 and "is there already" in r.err, r.describe()
+    assert let_go(store, str(edb))

@@ -1008,6 +1008,76 @@ static void a_crash_at_any_sync_of_replay_leaves_a_copy_that_goes_on(void **s)
     crashvfs_free(disk);
 }
 
+/* A transaction whose records are more than replay's batch reservation (recovery.c batch_grow:
+ * 128 MiB, then a heap buffer) spans many generations: the copy replays them one by one, is
+ * closed and opened again halfway (its replay starts over from the resume position with a new
+ * batch), and activated holds every page the transaction wrote. On the real filesystem. */
+enum { HUGE_PAGES = 4400 }; /* ~145 MB of full-page records */
+
+static void a_transaction_larger_than_the_batch_reservation_replays_across_generations(void **s)
+{
+    (void)s;
+    om_vfs *v = om_vfs_posix();
+    char aedb[300], alogs[300], pdir[300], pedb[300], plogs[300];
+    path_in(aedb, sizeof aedb, "huge.edb");
+    path_in(alogs, sizeof alogs, "hlogs");
+    path_in(pdir, sizeof pdir, "hp");
+    path_in(pedb, sizeof pedb, "hp/p.edb");
+    path_in(plogs, sizeof plogs, "hp/logs");
+    assert_int_equal(v->mkdir(v, pdir), 0);
+    assert_int_equal(v->mkdir(v, plogs), 0);
+    eng_opts ao = passive_opts(v, aedb, alogs);
+    ao.cache_bytes = 1ull << 30;
+    eng_db *db = NULL;
+    assert_int_equal(eng_db_create(&ao, &db), 0);
+    assert_int_equal(eng_db_close(db), 0);
+    assert_int_equal(tst_copy_file(v, aedb, pedb), 0);
+    eng_dbhdr h;
+    assert_int_equal(eng_dbhdr_read(v, pedb, &h, 0, NULL), 0);
+    uint32_t c0 = h.consistent.gen;
+    assert_int_equal(eng_db_open(&ao, &db), 0);
+    static uint8_t page[ENG_PAGE_BODY];
+    uint32_t *pg = calloc(HUGE_PAGES, sizeof *pg);
+    assert_non_null(pg);
+    eng_txn *t = NULL;
+    assert_int_equal(eng_txn_begin(db, &t), 0);
+    for (uint32_t i = 0; i < HUGE_PAGES; i++) {
+        assert_int_equal(eng_page_alloc(t, 9, &pg[i]), 0);
+        fill(page, ENG_PAGE_BODY, i + 1);
+        assert_int_equal(eng_page_write(t, pg[i], 0, page, ENG_PAGE_BODY), 0);
+    }
+    assert_int_equal(eng_txn_commit(t, 0), 0);
+    uint32_t G = 0;
+    assert_int_equal(eng_db_close_gen(db, &G), 0);
+    eng_opts po = passive_opts(v, pedb, plogs);
+    po.cache_bytes = 1ull << 30;
+    eng_passive *p = NULL;
+    eng_passive_state st;
+    assert_int_equal(eng_passive_open(&po, &p), 0);
+    uint32_t half = c0 + (G - c0) * 3 / 4; /* past the reservation: the heap buffer by then */
+    for (uint32_t g = c0 + 1; g <= G; g++) {
+        assert_int_equal(ship_gen(v, alogs, plogs, g), 0);
+        int rc = eng_passive_replay(p, 0, &st);
+        if (rc) fail_msg("replaying generation %u: %d %s", g, rc, om_err_detail());
+        assert_int_equal(st.last_replayed, g);
+        if (g == half) { /* closed and opened again in the middle of the transaction */
+            assert_int_equal(eng_passive_close(p), 0);
+            p = NULL;
+            assert_int_equal(eng_passive_open(&po, &p), 0);
+        }
+    }
+    assert_int_equal(eng_passive_close(p), 0);
+    assert_int_equal(eng_db_open(&po, &db), 0);
+    static uint8_t got[ENG_PAGE_BODY];
+    for (uint32_t i = 0; i < HUGE_PAGES; i++) {
+        assert_int_equal(eng_page_read(db, pg[i], got), 0);
+        fill(page, ENG_PAGE_BODY, i + 1);
+        if (memcmp(got, page, ENG_PAGE_BODY)) fail_msg("page %u of the transaction differs", pg[i]);
+    }
+    assert_int_equal(eng_db_close(db), 0);
+    free(pg);
+}
+
 int main(void)
 {
     /* The failures these tests cause on purpose would fill the output. */
@@ -1018,6 +1088,8 @@ int main(void)
         cmocka_unit_test(a_clean_seed_goes_on_with_the_generations_after_it),
         cmocka_unit_test(a_clean_copy_activated_with_the_next_generation_replays_it),
         cmocka_unit_test(a_crash_at_any_sync_of_replay_leaves_a_copy_that_goes_on),
+        cmocka_unit_test(
+            a_transaction_larger_than_the_batch_reservation_replays_across_generations),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }
