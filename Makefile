@@ -122,7 +122,7 @@ test-long: deps build build-asan
 	@$(MAKE) --no-print-directory test-soak
 	@$(MAKE) --no-print-directory crash-long
 	OMBRA_CHAIN_ROUNDS=100000 $(BUILD)/tests/unit/test_chain
-	OMBRA_CRASH_POINTS=$(LONG_CRASH_POINTS) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
+	OMBRA_CRASH_POINTS=$(LONG_CRASH_POINTS) OMBRA_PASSIVE_BIG_TXN=1 meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  OMBRA_CRASH_POINTS=$(LONG_CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
