@@ -61,7 +61,7 @@ typedef struct wrestore {
     /* The target's .edb as PreRestore found it, when the restore may replace it: held open so
      * that the requester's close of the file it replaced is not the last one. The blocks of a
      * large file take a while to free (seconds on a disk mounted with discard); they are freed
-     * when this is closed, on a thread, once the session lets the restore go (release_restores),
+     * when this is closed, on a thread, once the session lets the restore go (unmark_session),
      * not while the requester waits for PostRestore's answer or its own exit. */
     om_file *old_edb;
 } wrestore;
