@@ -124,26 +124,34 @@ def replay_pg(r):
     return path(j, "replay", "results", "pg_mb_s"), f"replay.py, {j.get('mb', '?')} MB of WAL"
 
 
-def restore_ratio(r, name="restore", durable_tar=False):
-    """Median of the restore's rounds of (restore + replay wall seconds) / (zstd -d | tar -x
-    seconds, and its sync -f when durable_tar): each round times both sides one after the other,
-    so its ratio meets one weather."""
+def restore_ratio(r, name="restore", durable_tar=False, key="restore_wall_s", over="tar_zstd_x_s"):
+    """Median of the restore's rounds of (restore + replay wall seconds, or key's) / (zstd -d |
+    tar -x seconds, and its sync -f when durable_tar; or over's): each round times every side one
+    after the other, so its ratio meets one weather."""
     j = need(r, name)
     rounds = j.get("results", {}).get("rounds") or []
     m = j.get("machine") if isinstance(j.get("machine"), dict) else {}
     where = chain(j) + (f" in {m['dir']} ({m.get('fstype', '?')})" if m.get("dir") not in (None, "/tmp") else "")
-    v = [x["restore_wall_s"] / (x["tar_zstd_x_s"] + (x.get("tar_sync_s") or 0 if durable_tar else 0))
-         for x in rounds if x.get("restore_wall_s") and x.get("tar_zstd_x_s")
+    v = [x[key] / (x[over] + (x.get("tar_sync_s") or 0 if durable_tar else 0))
+         for x in rounds if x.get(key) and x.get(over)
          and (not durable_tar or x.get("tar_sync_s") is not None)]
     if v:
         return statistics.median(v), where
-    if durable_tar:
-        raise NotMeasured(f"{name}.json has no rounds with tar_sync_s")
+    if durable_tar or (key, over) != ("restore_wall_s", "tar_zstd_x_s"):
+        raise NotMeasured(f"{name}.json has no rounds with {'tar_sync_s' if durable_tar else key + ' and ' + over}")
     return (path(j, name, "results", "restore_wall_s") / path(j, name, "results", "tar_zstd_x_s"), where)
 
 
 def restore_over_untar(r):
     return restore_ratio(r)
+
+
+def floor_over_untar(r):
+    return restore_ratio(r, key="disk_floor_s")
+
+
+def restore_over_floor(r):
+    return restore_ratio(r, over="disk_floor_s")
 
 
 def restore_over_untar_sync(r):
@@ -209,6 +217,10 @@ FIGURES = [
      restore_over_untar),
     ("restore_over_untar_sync", "  beside: the same / (tar -x + its sync -f)", "x", "lower", None, False,
      restore_over_untar_sync),
+    ("floor_over_untar", "  beside: the disk's floor for its bytes / tar -x", "x", "lower", None, False,
+     floor_over_untar),
+    ("restore_over_floor", "  beside: restore+replay / the disk's floor", "x", "lower", None, False,
+     restore_over_floor),
     ("restore_mem_over_untar", "  the same on tmpfs (storage keeps up)", "x", "lower", ("<=", 0.7), True,
      restore_mem_over_untar),
     ("second_full_stored_pct", "2nd full, 5% new mail: stored / db size", "%", "lower", ("<=", 7), True,
