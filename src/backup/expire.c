@@ -137,27 +137,16 @@ static int delete_sets(expire *x, const char *keep)
     return rc;
 }
 
-/* The ids in b as used: 64 hex digits each, one after another (a file's blocks), or each at the
- * start of a piece "id:off:len" (pieces, a region's slices). */
-static int mark_ids(expire *x, const char *b, int pieces)
+static int mark_one(void *arg, const uint8_t id[BK_ID_LEN])
 {
-    for (size_t o = 0; b[o] && b[o + 1];) {
-        char hex[65];
-        bk_ent e = {0};
-        snprintf(hex, sizeof hex, "%.64s", b + o);
-        if (!bk_unhex(hex, e.id, BK_ID_LEN) && !bk_map_put(&x->used, &e, NULL))
-            return om_errf(OM_E_OutOfMemory, "out of memory");
-        if (!pieces) {
-            o += 64;
-            continue;
-        }
-        const char *c = strchr(b + o, ',');
-        if (!c) break;
-        o = (size_t)(c - b) + 1;
-    }
-    return 0;
+    expire *x = arg;
+    bk_ent e = {0};
+    memcpy(e.id, id, BK_ID_LEN);
+    return bk_map_put(&x->used, &e, NULL) ? 0 : om_errf(OM_E_OutOfMemory, "out of memory");
 }
 
+/* Every block a kept set uses is used: a synthetic full's slices name blocks of older sets,
+ * which stay (bk_file_refs). */
 static int mark_used(expire *x, const char *keep)
 {
     for (size_t i = 0; i < json_array_size(x->sets); i++) {
@@ -166,15 +155,7 @@ static int mark_used(expire *x, const char *keep)
         json_t *f;
         json_array_foreach(json_object_get(json_array_get(x->sets, i), "files"), k, f)
         {
-            int rc = mark_ids(x, om_json_str_or(f, "blocks", ""), 0);
-            /* A synthetic full's regions (repo.h): the blocks their slices come from are used
-             * too, those of older sets among them. */
-            const char *key;
-            json_t *pc;
-            json_object_foreach(json_object_get(f, "pieces"), key, pc)
-            {
-                if (!rc) rc = mark_ids(x, json_string_value(pc) ? json_string_value(pc) : "", 1);
-            }
+            int rc = bk_file_refs(f, mark_one, x);
             if (rc) return rc;
         }
     }

@@ -1,5 +1,6 @@
-/* What the repository's files share (repo.c, pack.c, writer.c, verify.c, expire.c): the handle,
- * the in-memory index, the crypto and the pack record format. Not for other parts. */
+/* What the repository's files share (repo.c, pack.c, writer.c, verify.c, expire.c, refs.c,
+ * stats.c): the handle, the in-memory index, the crypto and the pack record format. Not for
+ * other parts. */
 #ifndef OM_BACKUP_REPO_INTERNAL_H
 #define OM_BACKUP_REPO_INTERNAL_H
 
@@ -195,5 +196,15 @@ void bk_set_aad(const bk_repo *r, char aad[64]);
 json_t *bk_set_db_keys(json_t *set);
 
 void bk_progress(bk_repo *r, const char *what, uint64_t done, uint64_t total);
+
+/* ---- the blocks a set uses (refs.c) ---- */
+
+/* Called with each stored block a file entry uses; a nonzero return stops the walk. */
+typedef int (*bk_ref_fn)(void *arg, const uint8_t id[BK_ID_LEN]);
+/* The stored blocks file (one entry of a set document's "files") uses: each id of its "blocks",
+ * or for the regions form (repo.h) the block of each whole region and the blocks each sliced
+ * region's pieces come from (a sliced region's own id is no stored block and is not given). A
+ * block used twice comes twice. Text that is no id is skipped. 0, or fn's nonzero return. */
+int bk_file_refs(json_t *file, bk_ref_fn fn, void *arg);
 
 #endif

@@ -223,6 +223,22 @@ static int cmd_stats(const cli_args *a)
     printf("stored:   %s in %lld pack files\n",
            cli_human_bytes((uint64_t)om_json_int_or(st, "bytes_on_disk", 0), b1, sizeof b1),
            (long long)om_json_int_or(st, "packs", 0));
+    /* the four parts of stored (backup/stats.h): they add up to it */
+    printf("  used:          %s (blocks the sets use, each once: the databases' STORED below)\n",
+           cli_human_bytes((uint64_t)om_json_int_or(st, "bytes_used", 0), b1, sizeof b1));
+    printf("  unreferenced:  %s in %lld blocks no set uses (expire frees them)\n",
+           cli_human_bytes((uint64_t)om_json_int_or(st, "bytes_unreferenced", 0), b1, sizeof b1),
+           (long long)om_json_int_or(st, "blocks_unreferenced", 0));
+    int64_t over = om_json_int_or(st, "bytes_pack_overhead", 0);
+    printf("  pack overhead: %s%s (pack headers, second copies of a block)\n", over < 0 ? "-" : "",
+           cli_human_bytes((uint64_t)(over < 0 ? -over : over), b1, sizeof b1));
+    printf("  not indexed:   %s (leftovers of killed writers: expire removes them; packs being "
+           "written)\n",
+           cli_human_bytes((uint64_t)om_json_int_or(st, "bytes_not_indexed", 0), b1, sizeof b1));
+    if (om_json_int_or(st, "blocks_missing", 0))
+        printf("MISSING:  %lld blocks the sets use are in no pack (ombra verify --repo names "
+               "them)\n",
+               (long long)om_json_int_or(st, "blocks_missing", 0));
     if (json_is_number(ratio))
         printf("ratio:    %.2fx (deduplication and compression)\n", json_number_value(ratio));
     json_t *dbs = json_object_get(st, "databases"), *d;
@@ -233,16 +249,18 @@ static int cmd_stats(const cli_args *a)
         if (l > wn) wn = l;
     }
     if (json_array_size(dbs))
-        printf("\n%-*s  %5s  %5s  %6s  %-24s  %10s  %10s\n", (int)wn, "DATABASE", "SETS", "FULLS",
-               "CHAINS", "NEWEST", "LOGICAL", "ADDED");
+        printf("\n%-*s  %5s  %5s  %6s  %-24s  %10s  %10s  %10s\n", (int)wn, "DATABASE", "SETS",
+               "FULLS", "CHAINS", "NEWEST", "LOGICAL", "STORED", "REFERENCED");
     json_array_foreach(dbs, i, d)
     {
-        printf("%-*s  %5lld  %5lld  %6lld  %-24s  %10s  %10s\n", (int)wn,
+        char b3[24];
+        printf("%-*s  %5lld  %5lld  %6lld  %-24s  %10s  %10s  %10s\n", (int)wn,
                om_json_str_or(json_object_get(d, "database"), "name", "?"),
                (long long)om_json_int_or(d, "sets", 0), (long long)om_json_int_or(d, "fulls", 0),
                (long long)om_json_int_or(d, "chains", 0), om_json_str_or(d, "newest", "-"),
                cli_human_bytes((uint64_t)om_json_int_or(d, "bytes", 0), b1, sizeof b1),
-               cli_human_bytes((uint64_t)om_json_int_or(d, "bytes_stored", 0), b2, sizeof b2));
+               cli_human_bytes((uint64_t)om_json_int_or(d, "bytes_stored", 0), b2, sizeof b2),
+               cli_human_bytes((uint64_t)om_json_int_or(d, "bytes_referenced", 0), b3, sizeof b3));
     }
     json_decref(st);
     return CLI_OK;
@@ -819,13 +837,21 @@ static const cli_cmd repo_cmds[] = {
     {"stats", "", show_opts, "what a repository holds: sets, chains, bytes stored and logical",
      "sets and restore chains (one per full or copy backup whose chain is whole); logical: the\n"
      "sum of the sets' file sizes (what they stand for); stored: the pack files on disk (what\n"
-     "the data takes, after deduplication and compression); ratio: logical / stored. Per\n"
-     "database: its sets, fulls, chains, the newest set's time (UTC, as backups list prints\n"
-     "it), the logical bytes of its sets and the bytes they ADDED to the repository (blocks no\n"
-     "earlier set had; a set of several databases counts for each). Sizes in SI units (kB,\n"
-     "MB, GB: powers of 1000). --json: \"sets\", \"chains\", \"not_restorable\", \"damaged\",\n"
-     "\"packs\", \"bytes_on_disk\", \"bytes\", \"ratio\", \"databases\": [{\"database\": {\"id\",\n"
-     "\"name\"}, \"sets\", \"fulls\", \"chains\", \"newest\", \"bytes\", \"bytes_stored\"}].",
+     "the data takes, after deduplication and compression), in four parts that add up to it:\n"
+     "used (the blocks the sets use, whole or by a slice as a synthetic full does, each once),\n"
+     "unreferenced (blocks no set uses: expire frees them), pack overhead (pack headers, a\n"
+     "second copy of a block two writers stored at once) and not indexed (leftovers of killed\n"
+     "writers, packs being written); ratio: logical / stored. Per database: its sets, fulls,\n"
+     "chains, the newest set's time (UTC, as backups list prints it), the logical bytes of its\n"
+     "sets, STORED: the blocks counted for it (each used block counts once, for the database\n"
+     "of the oldest set that uses it; the column adds up to used) and REFERENCED: every block\n"
+     "its sets use (what it would take alone). Sizes in SI units (kB, MB, GB: powers of 1000).\n"
+     "--json: \"sets\", \"chains\", \"not_restorable\", \"damaged\", \"packs\", "
+     "\"bytes_on_disk\",\n"
+     "\"bytes\", \"ratio\", \"bytes_used\", \"bytes_unreferenced\", \"blocks_unreferenced\",\n"
+     "\"bytes_pack_overhead\", \"bytes_not_indexed\", \"blocks_missing\", \"databases\":\n"
+     "[{\"database\": {\"id\", \"name\"}, \"sets\", \"fulls\", \"chains\", \"newest\", \"bytes\",\n"
+     "\"bytes_stored\", \"bytes_referenced\"}].",
      cmd_stats},
     {0},
 };

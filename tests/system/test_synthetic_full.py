@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import signal
+import struct
 
 import pytest
 
@@ -262,3 +263,101 @@ def test_an_e00_cbt_that_is_no_regular_file_is_never_opened_or_written_through(s
     assert victim.read_bytes() == b"not a change map"
     d = store.digest("db1")
     assert restore_digest(store, repo) == d
+
+
+def pack_records(repo):
+    """What the pack files themselves hold: {(pack, block id): record bytes} (header and payload,
+    walked record by record from each pack's 32-byte header) and {pack: file size}."""
+    recs, sizes = {}, {}
+    for f in sorted((repo / "packs").glob("??/*")):
+        data = f.read_bytes()
+        sizes[f.name] = len(data)
+        assert data.startswith(b"OMBRAPAK"), f
+        off = 32
+        while off < len(data):
+            magic, _flags, _raw, stored = struct.unpack_from("<4sIII", data, off)
+            assert magic == b"OBK1", (f, off)
+            recs[(f.name, data[off + 16:off + 48].hex())] = 56 + stored
+            off += 56 + stored
+        assert off == len(data), f
+    return recs, sizes
+
+
+def set_blocks(doc):
+    """The stored blocks a set document's files use: each block of a file, a synthetic full's
+    whole regions, and the blocks its sliced regions' pieces come from (a sliced region's own id
+    is no stored block). (whole, sliced) sets of ids."""
+    whole, sliced = set(), set()
+    for f in doc["files"]:
+        pieces = f.get("pieces") or {}
+        for i in range(len(f["blocks"]) // 64):
+            if str(i) in pieces:
+                sliced |= {p.split(":")[0] for p in pieces[str(i)].split(",")}
+            else:
+                whole.add(f["blocks"][i * 64:(i + 1) * 64])
+    return whole, sliced
+
+
+def stats_against_the_files(store, repo):
+    """repo stats --json, checked against the repository's files: every part of the stored bytes
+    and each database's, computed here from the packs, the indexes and the set documents."""
+    st = json.loads(store.ombra("repo", "stats", "--repo", repo, "--json").out)
+    recs, sizes = pack_records(repo)
+    indexed = {}  # block id -> record bytes, from the index files and the packs' own records
+    for f in (repo / "index").glob("*.json"):
+        idx = json.loads(f.read_text())
+        for b in idx["blocks"]:
+            indexed.setdefault(b[0], recs[(idx["pack"], b[0])])
+    packs = {json.loads(f.read_text())["pack"] for f in (repo / "index").glob("*.json")}
+    docs = [json.loads(f.read_text()) for f in (repo / "sets").glob("*.json")]
+    used = set()
+    for d in docs:
+        used |= set().union(*set_blocks(d))
+    assert used <= set(indexed), "every block a set uses is in a pack"
+    assert st["bytes_on_disk"] == sum(sizes.values())
+    assert st["bytes_used"] == sum(indexed[b] for b in used)
+    assert st["bytes_unreferenced"] == sum(n for b, n in indexed.items() if b not in used)
+    assert st["blocks_unreferenced"] == len(set(indexed) - used)
+    indexed_records = sum(n for (p, b), n in recs.items() if p in packs and indexed.get(b) is not None)
+    assert st["bytes_pack_overhead"] == sum(sizes[p] for p in packs) - indexed_records == 32 * len(packs)
+    assert st["bytes_not_indexed"] == sum(n for p, n in sizes.items() if p not in packs)
+    assert st["blocks_missing"] == 0
+    assert (st["bytes_used"] + st["bytes_unreferenced"] + st["bytes_pack_overhead"] + st["bytes_not_indexed"]
+            == st["bytes_on_disk"])
+    assert sum(d["bytes_stored"] for d in st["databases"]) == st["bytes_used"]
+    return st, indexed
+
+
+def test_repo_stats_count_the_blocks_a_synthetic_full_slices_after_the_full_they_came_from_expired(store, repo):
+    store.ombra("db", "new", "db1")
+    load(store, 800, 1)
+    f1 = full(store, repo)
+    load(store, 40, 2)  # 5% new mail
+    f2 = full(store, repo)
+    assert f2["changemap"]["reused_from"] == f1["id"] and not f2["changemap"]["read_all"], f2
+    first = json.loads((repo / "sets" / f"{f1['id']}.json").read_text())
+    second = json.loads((repo / "sets" / f"{f2['id']}.json").read_text())
+    whole, sliced = set_blocks(second)
+    f1_blocks = set().union(*set_blocks(first))
+    assert sliced & f1_blocks - whole, "the synthetic full uses blocks of the first full by slices only"
+    st, _ = stats_against_the_files(store, repo)
+    db = st["databases"][0]
+    assert db["database"]["name"] == "db1" and db["sets"] == 2
+    assert db["bytes_stored"] == db["bytes_referenced"] == f1["bytes_stored"] + f2["bytes_stored"]
+    assert st["bytes_unreferenced"] == 0
+
+    # the first full expires: the blocks the synthetic one slices stay, and still count for db1
+    store.ombra("expire", "--repo", repo, "--keep-full", "1")
+    assert not (repo / "sets" / f"{f1['id']}.json").exists()
+    st, indexed = stats_against_the_files(store, repo)
+    db = st["databases"][0]
+    kept_from_f1 = (whole | sliced) & f1_blocks
+    assert db["sets"] == 1 and db["bytes_stored"] == db["bytes_referenced"] == st["bytes_used"]
+    # what the second full stored, and the first full's blocks it uses, whole or by a slice
+    assert db["bytes_stored"] == f2["bytes_stored"] + sum(indexed[b] for b in kept_from_f1)
+    assert sum(indexed[b] for b in sliced & f1_blocks - whole) > 0
+    assert db["bytes_stored"] > f2["bytes_stored"]
+    text = store.ombra("repo", "stats", "--repo", repo).out
+    for part in ("used:", "unreferenced:", "pack overhead:", "not indexed:"):
+        assert f"\n  {part}" in text, text
+    assert "STORED" in text and "REFERENCED" in text, text

@@ -20,6 +20,7 @@
 
 #include "backup/repo.h"
 #include "backup/setfiles.h"
+#include "backup/stats.h"
 #include "base/error.h"
 #include "base/logging.h"
 #include "base/proto.h"
@@ -1504,6 +1505,15 @@ static void verify_reports_a_pack_whose_header_is_not_this_repositorys(void **s)
 
 /* ---- misuse ---- */
 
+/* A .edb of two regions (regions form): region 0 the slices pieces names (ids[0] their id),
+ * region 1 block ids[1] whole; with meta, the writer's metadata a backup gives. */
+static int add_regions(bk_writer *w, uint8_t (*ids)[BK_ID_LEN], const char *pieces, int meta)
+{
+    return bk_set_add_file_regions(w, "edb/db.edb", 2 * BS, (const uint8_t(*)[BK_ID_LEN])ids, 2,
+                                   json_pack("{s:s}", "0", pieces),
+                                   meta ? json_pack("{s:s}", "source", "edb/db.edb") : NULL);
+}
+
 /* The regions form (a synthetic full's .edb): a region of slices of an older set's block and a
  * new one reads back byte for byte, verifies, survives the expiry of the set it slices, and a
  * slice outside its block or pieces whose id is not the region's are refused. */
@@ -1530,22 +1540,12 @@ static void regions_of_slices_read_back_verify_and_outlive_the_set_they_slice(vo
     assert_int_equal(bk_pieces_id(r, pieces, rid), 0);
     memcpy(ids[0], rid, BK_ID_LEN);
     block_id(r, 101, ids[1]);
-    assert_int_equal(bk_set_add_file_regions(w, "edb/db.edb", 2 * BS,
-                                             (const uint8_t(*)[BK_ID_LEN])ids, 2,
-                                             json_pack("{s:s}", "0", pieces), NULL),
-                     OM_E_InvalidParameter);
+    assert_int_equal(add_regions(w, ids, pieces, 0), OM_E_InvalidParameter);
     /* pieces that are not the region's id */
     snprintf(pieces, sizeof pieces, "%s:0:%u,%s:0:%u", hex1, BS / 2, hexx, BS / 2);
-    assert_int_equal(bk_set_add_file_regions(w, "edb/db.edb", 2 * BS,
-                                             (const uint8_t(*)[BK_ID_LEN])ids, 2,
-                                             json_pack("{s:s}", "0", pieces), NULL),
-                     OM_E_InvalidParameter);
+    assert_int_equal(add_regions(w, ids, pieces, 0), OM_E_InvalidParameter);
     assert_int_equal(bk_pieces_id(r, pieces, ids[0]), 0);
-    assert_int_equal(bk_set_add_file_regions(w, "edb/db.edb", 2 * BS,
-                                             (const uint8_t(*)[BK_ID_LEN])ids, 2,
-                                             json_pack("{s:s}", "0", pieces),
-                                             json_pack("{s:s}", "source", "edb/db.edb")),
-                     0);
+    assert_int_equal(add_regions(w, ids, pieces, 1), 0);
     commit(w, r, "full", "db1", second);
     for (int round = 0; round < 2; round++) {
         bk_reader *rd = NULL;
@@ -1567,6 +1567,104 @@ static void regions_of_slices_read_back_verify_and_outlive_the_set_they_slice(vo
         json_decref(rep);
         assert_true(has_block(r, 100)); /* sliced by the kept set */
     }
+    bk_repo_close(r);
+}
+
+static int64_t num(json_t *o, const char *k)
+{
+    return om_json_int_or(o, k, -1);
+}
+
+/* bk_repo_stats: stored bytes in four parts that add up to the files under packs/. */
+static void parts_add_up(json_t *st)
+{
+    assert_int_equal(num(st, "bytes_used") + num(st, "bytes_unreferenced") +
+                         num(st, "bytes_pack_overhead") + num(st, "bytes_not_indexed"),
+                     num(st, "bytes_on_disk"));
+}
+
+/* repo stats: a block an older set stored and a newer one uses only by a slice counts once, for
+ * the database, also after the older set expired (it counted for no one); the databases' stored
+ * bytes add up to the used ones, and with the unreferenced blocks, the packs' headers and the
+ * leftovers to what is on disk. */
+static void stats_count_a_block_kept_by_a_slice_once_and_add_up(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL);
+    char first[65], second[65], other[65], pieces[400], hex1[65], hexx[65];
+    one_set(r, "full", "db1", 100, 2, first); /* blocks 100, 101 (incompressible) and a log */
+    uint8_t x[BS / 2], id1[BK_ID_LEN], idx[BK_ID_LEN], ids[2][BK_ID_LEN];
+    fill(x, sizeof x, 999, 0);
+    block_id(r, 100, id1);
+    block_id(r, 101, ids[1]);
+    bk_writer *w = NULL;
+    assert_int_equal(bk_set_begin(r, &w), 0);
+    assert_int_equal(bk_put_block(w, x, sizeof x, idx, NULL), 0);
+    bk_hex(id1, BK_ID_LEN, hex1);
+    bk_hex(idx, BK_ID_LEN, hexx);
+    /* region 0: half of block 100 and x; region 1: block 101 whole */
+    snprintf(pieces, sizeof pieces, "%s:0:%u,%s:0:%u", hex1, BS / 2, hexx, BS / 2);
+    assert_int_equal(bk_pieces_id(r, pieces, ids[0]), 0);
+    assert_int_equal(add_regions(w, ids, pieces, 1), 0);
+    commit(w, r, "full", "db1", second);
+    one_set(r, "full", "db2", 500, 3, other);
+
+    json_t *sets = NULL, *st = NULL;
+    assert_int_equal(bk_sets(r, &sets), 0);
+    int64_t added[3];
+    for (size_t i = 0; i < 3; i++)
+        added[i] = num(json_array_get(sets, i), "bytes_stored");
+    json_decref(sets);
+    assert_int_equal(bk_repo_stats(r, &st), 0);
+    json_t *d1 = json_array_get(json_object_get(st, "databases"), 0),
+           *d2 = json_array_get(json_object_get(st, "databases"), 1);
+    assert_string_equal(om_json_str_or(json_object_get(d1, "database"), "name", ""), "db1");
+    /* every block once, for the set that stored it */
+    assert_int_equal(num(d1, "bytes_stored"), added[0] + added[1]);
+    assert_int_equal(num(d1, "bytes_referenced"), added[0] + added[1]);
+    assert_int_equal(num(d2, "bytes_stored"), added[2]);
+    assert_int_equal(num(st, "bytes_used"), added[0] + added[1] + added[2]);
+    assert_int_equal(num(st, "blocks_unreferenced"), 0);
+    assert_int_equal(num(st, "bytes_not_indexed"), 0);
+    assert_int_equal(num(st, "bytes_pack_overhead"), 32 * num(st, "packs"));
+    assert_int_equal(num(st, "blocks_missing"), 0);
+    parts_add_up(st);
+    json_decref(st);
+
+    /* the first set expires: blocks 100 (by its slice) and 101 stay, db1's; its log does not */
+    json_t *rep = NULL;
+    assert_int_equal(bk_expire(r, 1, &rep), 0);
+    assert_int_equal(json_array_size(json_object_get(rep, "sets_deleted")), 1);
+    json_decref(rep);
+    assert_int_equal(bk_repo_stats(r, &st), 0);
+    d1 = json_array_get(json_object_get(st, "databases"), 0);
+    d2 = json_array_get(json_object_get(st, "databases"), 1);
+    assert_int_equal(num(d1, "sets"), 1);
+    assert_int_equal(num(d1, "bytes_stored"), added[1] + 2 * (56 + BS));
+    assert_int_equal(num(d1, "bytes_referenced"), num(d1, "bytes_stored"));
+    assert_int_equal(num(d2, "bytes_stored"), added[2]);
+    assert_int_equal(num(st, "bytes_used"), num(d1, "bytes_stored") + num(d2, "bytes_stored"));
+    assert_int_equal(num(st, "blocks_unreferenced"), 1); /* the expired set's log */
+    assert_int_equal(num(st, "blocks_missing"), 0);
+    parts_add_up(st);
+    int64_t packs = num(st, "packs"), unref = num(st, "bytes_unreferenced");
+    json_decref(st);
+
+    /* a killed writer's leftover counts as not indexed, nowhere else */
+    char junk[400];
+    snprintf(junk, sizeof junk, "%s/packs/zz", repo);
+    assert_int_equal(mkdir(junk, 0700), 0);
+    strcat(junk, "/.leftover.tmp");
+    FILE *f = fopen(junk, "w");
+    assert_non_null(f);
+    fwrite(x, 1, 100, f);
+    fclose(f);
+    assert_int_equal(bk_repo_stats(r, &st), 0);
+    assert_int_equal(num(st, "bytes_not_indexed"), 100);
+    assert_int_equal(num(st, "packs"), packs + 1);
+    assert_int_equal(num(st, "bytes_unreferenced"), unref);
+    parts_add_up(st);
+    json_decref(st);
     bk_repo_close(r);
 }
 
@@ -1631,6 +1729,7 @@ int main(void)
         T(verify_names_a_flipped_byte_in_a_set_file),
         T(expire_keeps_the_newest_chains_and_frees_what_nothing_uses),
         T(regions_of_slices_read_back_verify_and_outlive_the_set_they_slice),
+        T(stats_count_a_block_kept_by_a_slice_once_and_add_up),
         T(misuse_is_refused_with_a_reason),
         T(a_committed_set_counts_only_once_published),
         T(a_backup_killed_between_commit_and_publish_leaves_no_set_and_expire_removes_it),
