@@ -115,7 +115,9 @@ test: deps build build-asan
 	@$(call stage,all passed)
 
 # The long versions of what make test runs short: the restore and damage campaign, the
-# hostile-load soak, the crash harness over 50,000 points, the planner's random histories.
+# hostile-load soak, the crash harness over 50,000 points, the planner's random histories. The
+# sanitizer unit pass at the long crash points takes minutes a test (test_mail's 1,000 power
+# losses: about 7 idle), hence three times meson's timeouts.
 test-long: deps build build-asan
 	@$(MAKE) --no-print-directory test-tsan
 	@$(MAKE) --no-print-directory test-campaign
@@ -124,7 +126,8 @@ test-long: deps build build-asan
 	OMBRA_CHAIN_ROUNDS=100000 $(BUILD)/tests/unit/test_chain
 	OMBRA_CRASH_POINTS=$(LONG_CRASH_POINTS) OMBRA_PASSIVE_BIG_TXN=1 meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  OMBRA_CRASH_POINTS=$(LONG_CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
+	  OMBRA_CRASH_POINTS=$(LONG_CRASH_POINTS) meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit \
+	  --timeout-multiplier 3
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 OMBRA_BUILD=$(abspath $(ASAN)) \
 	  OMBRA_CAMPAIGN_SECONDS=120 OMBRA_SOAK_SECONDS=60 $(PYTEST) -q -n $(ASAN_PYTEST_WORKERS) --dist loadgroup \
 	  tests/system
