@@ -172,8 +172,8 @@ static int write_file(bk_repo *r, json_t *blocks)
     char sum[65];
     int rc = entries_sum(blocks, sum);
     if (rc) return rc;
-    json_t *j = json_pack("{s:s, s:i, s:s, s:O, s:s}", "format", DMG_FORMAT, "version",
-                          DMG_VERSION, "repository", r->uuid_str, "blocks", blocks, "sha256", sum);
+    json_t *j = json_pack("{s:s, s:i, s:s, s:O, s:s}", "format", DMG_FORMAT, "version", DMG_VERSION,
+                          "repository", r->uuid_str, "blocks", blocks, "sha256", sum);
     char *text = j ? json_dumps(j, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     json_decref(j);
     if (!text) return om_errf(OM_E_OutOfMemory, "out of memory");
@@ -211,6 +211,16 @@ static void unlock_file(int fd)
 
 /* ---- the handle's list ---- */
 
+/* what, cut to DMG_WHAT bytes of printable ASCII (a detail may hold any path's bytes, and the
+ * file is JSON: UTF-8). */
+static void clean_what(const char *in, char out[DMG_WHAT + 1])
+{
+    size_t k = 0;
+    for (; in && in[k] && k < DMG_WHAT; k++)
+        out[k] = (unsigned char)in[k] < 0x20 || (unsigned char)in[k] > 0x7e ? '?' : in[k];
+    out[k] = 0;
+}
+
 /* Adds entry e (checked) to the handle: its key to bad, itself to dmg_all. 1 when it was new.
  * dmg_m held. */
 static int know(bk_repo *r, json_t *e)
@@ -230,6 +240,28 @@ static int know(bk_repo *r, json_t *e)
     return added;
 }
 
+/* know () for each entry of blocks; the ones new to the handle (a JSON array). dmg_m held. */
+static json_t *know_many(bk_repo *r, json_t *blocks)
+{
+    json_t *fresh = json_array(), *e;
+    size_t i;
+    json_array_foreach(blocks, i, e) if (know(r, e)) json_array_append(fresh, e);
+    return fresh;
+}
+
+/* The index turned away from the copies fresh names (dmg_m not held: lock order). */
+static void avoid_all(bk_repo *r, json_t *fresh)
+{
+    json_t *e;
+    size_t i;
+    json_array_foreach(fresh, i, e)
+    {
+        uint8_t id[BK_ID_LEN];
+        if (!bk_unhex(om_json_str_or(e, "block", ""), id, BK_ID_LEN)) bk_index_avoid(r, id);
+    }
+    json_decref(fresh);
+}
+
 int bk_damaged_load(bk_repo *r, int again)
 {
     pthread_mutex_lock(&r->dmg_m);
@@ -245,19 +277,10 @@ int bk_damaged_load(bk_repo *r, int again)
         rc = 0;
     } else if (!rc)
         r->dmg_problem[0] = 0;
-    size_t i;
-    json_t *e;
-    json_t *fresh = json_array();
-    json_array_foreach(blocks, i, e) if (know(r, e)) json_array_append(fresh, e);
+    json_t *fresh = know_many(r, blocks);
     if (!rc) r->dmg_loaded = 1;
     pthread_mutex_unlock(&r->dmg_m);
-    json_array_foreach(fresh, i, e)
-    {
-        uint8_t id[BK_ID_LEN];
-        bk_unhex(om_json_str_or(e, "block", ""), id, BK_ID_LEN);
-        bk_index_avoid(r, id);
-    }
-    json_decref(fresh);
+    avoid_all(r, fresh);
     json_decref(blocks);
     return rc;
 }
@@ -267,11 +290,12 @@ int bk_damaged_note(bk_repo *r, const uint8_t id[BK_ID_LEN], const char *pack, u
 {
     om_err_saved keep;
     om_err_save(&keep, 1); /* the detail, whatever the code */
-    char hex[65], t[40];
+    char hex[65], t[40], why[DMG_WHAT + 1];
     bk_hex(id, BK_ID_LEN, hex);
-    json_t *e = json_pack("{s:s, s:s, s:I, s:s, s:s, s:s%}", "block", hex, "pack", pack, "offset",
-                          (json_int_t)off, "found", om_time_iso(om_now_ns(), t, sizeof t), "by",
-                          by, "what", what ? what : "?", what ? strnlen(what, DMG_WHAT) : 1);
+    clean_what(what ? what : "?", why);
+    json_t *e = json_pack("{s:s, s:s, s:I, s:s, s:s, s:s}", "block", hex, "pack", pack, "offset",
+                          (json_int_t)off, "found", om_time_iso(om_now_ns(), t, sizeof t), "by", by,
+                          "what", why);
     pthread_mutex_lock(&r->dmg_m);
     if (e && know(r, e)) json_array_append(r->dmg_new, e);
     pthread_mutex_unlock(&r->dmg_m);
@@ -319,15 +343,15 @@ int bk_damaged_save(bk_repo *r)
         json_decref(keys);
         rc = write_file(r, blocks);
     }
-    if (!rc) {
+    json_t *fresh = NULL;
+    if (!rc) { /* what other processes listed meanwhile, this handle knows now too */
         json_array_clear(r->dmg_new);
         r->dmg_problem[0] = 0;
-        size_t i;
-        json_t *e;
-        json_array_foreach(blocks, i, e) know(r, e);
+        fresh = know_many(r, blocks);
     }
     unlock_file(fd);
     pthread_mutex_unlock(&r->dmg_m);
+    if (fresh) avoid_all(r, fresh);
     json_decref(blocks);
     return rc;
 }

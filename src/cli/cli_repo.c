@@ -923,7 +923,11 @@ static const cli_cmd verify_cmds[] = {
     {"", "[SET]", verify_opts,
      "read back every block of a set (or of every set) and check it and each file's SHA-256",
      "Each problem is printed on a line of its own naming the set, the file, the block and the\n"
-     "pack; damaged set and index files are reported too. Exit 1 when anything is damaged.",
+     "pack; damaged set and index files are reported too. Exit 1 when anything is damaged.\n"
+     "A stored copy of a block that fails is listed in the repository's damaged.json: the next\n"
+     "backup that holds the block stores it again (a full backup for a database's file), and\n"
+     "the older sets that name it then read the fresh copy. The lines after the problems name\n"
+     "the blocks still waiting for a fresh copy and the databases to back up.",
      cmd_verify},
     {0},
 };
