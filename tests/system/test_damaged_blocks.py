@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from test_restore import block_place
+from test_restore import block_place, restore_target
 from test_synthetic_full import load, repo, restore_digest  # noqa: F401 (repo: the fixture)
 
 
@@ -86,6 +86,22 @@ def test_the_next_full_stores_a_damaged_block_again_and_the_older_set_restores(s
     store.ombra("verify", "--repo", repo)
     assert restore_digest(store, repo, "--set", f1["id"][:12]) == digest  # the older set
     assert restore_digest(store, repo, "--set", s2["id"][:12]) == digest  # the one that repaired it
+
+
+def test_a_restore_that_meets_a_damaged_block_lists_it_and_the_next_full_mends_the_set(store, repo):
+    store.ombra("db", "new", "db1")
+    load(store, 300, 1)
+    f1 = full(store, repo)["sets"][0]
+    digest = store.digest("db1")
+    _, ids = blocks_of(repo, f1["id"], "edb/")
+    damage(repo, ids[1])
+    restore_target(store)
+    r = store.ombra("restore", "db1", "--repo", repo, "--to", "db2", check=False)
+    assert r.rc == 1 and len(r.err.strip().splitlines()) == 1, r.describe()
+    [e] = json.loads((repo / "damaged.json").read_text())["blocks"]
+    assert e["block"] == ids[1] and e["by"] == "restore", e
+    assert full(store, repo, "--read-all")["blocks_stored_again"] == 1
+    assert restore_digest(store, repo, "--set", f1["id"][:12]) == digest
 
 
 def test_a_block_nothing_stores_again_stays_damaged_and_named(store, repo):

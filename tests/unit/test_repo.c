@@ -1623,10 +1623,12 @@ static json_t *damaged_list(bk_repo *r)
     return dl;
 }
 
+static const char *reopen_pass; /* the passphrase reopen gives (NULL: a plain repository) */
+
 static bk_repo *reopen(bk_repo *r)
 {
     bk_repo_close(r);
-    assert_int_equal(bk_repo_open(repo, NULL, &r), 0);
+    assert_int_equal(bk_repo_open(repo, reopen_pass, &r), 0);
     return r;
 }
 
@@ -1634,10 +1636,10 @@ static bk_repo *reopen(bk_repo *r)
  * blocks stores them again, and the older set reads the fresh copies (verify passes for it, in
  * any handle); the one block no later set had (the older set's log) stays damaged and named;
  * expire of the older set removes the damaged pack and its entries. */
-static void a_damaged_copy_is_listed_stored_again_and_serves_the_older_set(void **s)
+static void damaged_copies_stored_again(const char *pass)
 {
-    (void)s;
-    bk_repo *r = make_repo(repo, 0, NULL);
+    reopen_pass = pass;
+    bk_repo *r = make_repo(repo, pass != NULL, pass);
     char a[65], b[65], pack[1024], packs[400], path[600];
     uint8_t bid[BK_ID_LEN], *data = NULL;
     size_t len = 0;
@@ -1695,6 +1697,19 @@ static void a_damaged_copy_is_listed_stored_again_and_serves_the_older_set(void 
     assert_int_equal(json_array_size(json_object_get(dl, "blocks")), 0);
     json_decref(dl);
     bk_repo_close(r);
+    reopen_pass = NULL;
+}
+
+static void a_damaged_copy_is_listed_stored_again_and_serves_the_older_set(void **s)
+{
+    (void)s;
+    damaged_copies_stored_again(NULL);
+}
+
+static void in_an_encrypted_repository_too(void **s)
+{
+    (void)s;
+    damaged_copies_stored_again("pw");
 }
 
 /* Expire keeps a fresh copy and rewrites the damaged one away, whichever the index met first. */
@@ -1829,6 +1844,7 @@ int main(void)
         T(verify_reports_set_documents_no_backup_writes),
         T(verify_reports_a_pack_whose_header_is_not_this_repositorys),
         T(a_damaged_copy_is_listed_stored_again_and_serves_the_older_set),
+        T(in_an_encrypted_repository_too),
         T(expire_keeps_the_fresh_copy_when_both_sets_stay),
         T(a_garbled_or_crafted_damaged_list_is_ignored_and_written_again),
     };
