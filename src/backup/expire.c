@@ -244,6 +244,23 @@ static int flush_rewrites(expire *x)
     return rc;
 }
 
+/* Whether entry b ([id, offset, stored, raw]) of pack p holds a block a remaining set uses (the
+ * entry of x->used, else NULL). A copy known damaged (damaged.json) whose block the repository
+ * holds in a good copy too is not: the good one serves, the damaged one goes with its pack or
+ * is left out of its rewrite. A damaged copy with no good one stays (verify keeps naming it). */
+static bk_ent *live_entry(expire *x, const bk_pack *p, json_t *b)
+{
+    uint8_t id[BK_ID_LEN];
+    if (bk_unhex(json_string_value(json_array_get(b, 0)), id, BK_ID_LEN)) return NULL;
+    bk_ent *u = bk_map_get(&x->used, id);
+    if (!u) return NULL;
+    uint64_t off = (uint64_t)json_integer_value(json_array_get(b, 1));
+    pthread_rwlock_rdlock(&x->r->lk);
+    int bad = bk_loc_bad(x->r, id, p->name, off);
+    pthread_rwlock_unlock(&x->r->lk);
+    return bad && bk_block_usable(x->r, id) ? NULL : u;
+}
+
 /* Copies the used blocks of one pack into the rewrite pack; the old one goes at the next
  * flush. A used block that does not check out leaves the pack as it is. */
 static int rewrite(expire *x, const bk_pack *p, json_t *blocks)
@@ -256,7 +273,7 @@ static int rewrite(expire *x, const bk_pack *p, json_t *blocks)
     {
         bk_ent e = {0};
         bk_unhex(json_string_value(json_array_get(b, 0)), e.id, BK_ID_LEN);
-        if (!bk_map_get(&x->used, e.id)) continue;
+        if (!live_entry(x, p, b)) continue;
         uint64_t off = (uint64_t)json_integer_value(json_array_get(b, 1));
         uint32_t st = (uint32_t)json_integer_value(json_array_get(b, 2)),
                  raw = (uint32_t)json_integer_value(json_array_get(b, 3));
@@ -272,7 +289,7 @@ static int rewrite(expire *x, const bk_pack *p, json_t *blocks)
         bk_rec h = {0};
         uint8_t *rec = NULL;
         bk_unhex(json_string_value(json_array_get(b, 0)), h.id, BK_ID_LEN);
-        if (!bk_map_get(&x->used, h.id)) continue;
+        if (!live_entry(x, p, b)) continue;
         uint64_t off = (uint64_t)json_integer_value(json_array_get(b, 1));
         h.stored = (uint32_t)json_integer_value(json_array_get(b, 2));
         h.raw = (uint32_t)json_integer_value(json_array_get(b, 3));
@@ -320,12 +337,9 @@ static int sweep_packs(expire *x)
         json_t *b;
         json_array_foreach(blocks, k, b)
         {
-            uint8_t id[BK_ID_LEN];
             uint64_t sz = BK_REC_HDR + (uint64_t)json_integer_value(json_array_get(b, 2));
             all += sz;
-            bk_ent *u = bk_unhex(json_string_value(json_array_get(b, 0)), id, BK_ID_LEN)
-                            ? NULL
-                            : bk_map_get(&x->used, id);
+            bk_ent *u = live_entry(x, &packs[i], b);
             /* raw == 1 marks a block already copied by a rewrite */
             if (u && u->raw != 1) live += sz;
         }
@@ -526,6 +540,7 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, j
     char *keep = NULL;
     rc = remove_pending(&x);
     if (!rc) rc = bk_index_reload(r);
+    if (!rc) rc = bk_damaged_load(r, 1);
     if (!rc) rc = load_sets(&x);
     size_t n = json_array_size(x.sets);
     if (!rc && !(keep = calloc(n + 1, 1))) rc = om_errf(OM_E_OutOfMemory, "out of memory");
@@ -537,6 +552,9 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, j
     if (x.out) bk_packw_discard(r, x.out);
     int rrc = bk_index_reload(r);
     if (!rc) rc = rrc;
+    /* The damaged copies that went with their packs leave the list. */
+    size_t dropped = 0;
+    if (!rc) rc = bk_damaged_prune(r, &dropped);
     lock_shared(r);
     if (!rc && report) {
         *report = json_pack(
@@ -545,6 +563,7 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, j
             "packs_deleted", (json_int_t)x.packs_deleted, "packs_rewritten",
             (json_int_t)x.packs_rewritten, "bytes_freed", (json_int_t)x.bytes_freed,
             "leftovers_removed", (json_int_t)x.leftovers, "pending_removed", (json_int_t)x.pending);
+        json_object_set_new(*report, "damaged_copies_removed", json_integer((json_int_t)dropped));
         json_object_set_new(*report, "dry_run", json_false());
         json_object_set_new(*report, "policies", policies_json(pol, np));
         json_object_set(*report, "kept", json_object_get(plan, "kept"));

@@ -68,8 +68,9 @@ typedef struct dbjob {
     int published;        /* the set is listed: restores may use it */
     uint64_t *bytes_read; /* shared progress counter (atomic) */
     uint64_t bytes_stored, blocks_new, blocks_reused;
-    json_t *sets; /* the repository's published sets (borrowed) */
-    json_t *cm;   /* the set's "changemap": what the full read, what it reused, why */
+    uint64_t stored_again; /* blocks known damaged in the repository, stored again */
+    json_t *sets;          /* the repository's published sets (borrowed) */
+    json_t *cm;            /* the set's "changemap": what the full read, what it reused, why */
 } dbjob;
 
 static int fail_db(dbjob *j, int rc, const char *step)
@@ -432,6 +433,9 @@ static int store_edb(dbjob *j, bk_writer *w, const bfile *f, chk_set *cs)
                               "fulls_since_read_all", since + 1, "pages_checked_now",
                               (json_int_t)out.pages_now, "pages_reused",
                               (json_int_t)out.pages_reused, "reused_from", pid);
+        if (!rc && out.regions_reread)
+            json_object_set_new(j->cm, "regions_read_again_damaged",
+                                json_integer((json_int_t)out.regions_reread));
         else if (rc == OM_E_RepositoryCorrupt || rc == OM_E_InvalidParameter) {
             snprintf(why, sizeof why, "building on the previous full (set %.12s) failed: %.500s",
                      pid, om_err_detail());
@@ -546,6 +550,7 @@ static void db_commit(dbjob *j, bk_writer *w)
     j->bytes_stored = stored;
     j->blocks_new = bn;
     j->blocks_reused = br;
+    j->stored_again = bk_writer_stored_again(w);
     int rc = bk_set_commit(w, doc, j->set_id);
     if (rc) fail_db(j, rc, "committing the set");
 }
@@ -768,6 +773,18 @@ typedef struct bk_backup_state {
     uint64_t total;    /* to read */
 } bk_backup_state;
 
+/* A list of damaged copies (damaged.json) that cannot be used is ignored: one line says so,
+ * since blocks it listed may be referred to again until a verify lists them anew. */
+static void warn_damaged_list(bk_repo *r, const char *path)
+{
+    json_t *dl = NULL;
+    if (!bk_damaged_list(r, &dl) && json_is_string(json_object_get(dl, "problem")))
+        om_warn("%s: ignored. HINT: ombra verify --repo %s lists the damaged copies again",
+                om_json_str_or(dl, "problem", "?"), path);
+    om_err_clear();
+    json_decref(dl);
+}
+
 /* Plan: the repository open, and what the store says of each database: its id, where it lives,
  * and whether it is backed up at all (refused before the shadow copy service is asked). On
  * success st->jobs holds one job per database, named. */
@@ -780,6 +797,7 @@ static int backup_plan(bk_backup_state *st)
     st->jobs = calloc(o->ndb, sizeof *st->jobs);
     store_client *sc = NULL;
     int rc = st->jobs ? bk_repo_open(o->repo, o->passphrase, &st->repo) : OM_E_OutOfMemory;
+    if (!rc) warn_damaged_list(st->repo, o->repo);
     if (!rc) rc = store_client_new(NULL, &sc);
     if (!rc) store_client_retry_busy(sc, 1); /* a busy store is no reason to fail a backup */
     if (!rc && o->from && strcmp(o->from, "active") && strcmp(o->from, "passive")) {
@@ -990,11 +1008,12 @@ static void report_db(json_t *res, const dbjob *j, int *rc, char *detail, size_t
                                         j->passive ? "passive" : "active"));
     if (j->set_id[0])
         json_array_append_new(json_object_get(res, "sets"),
-                              json_pack("{s:s, s:o, s:[i,i], s:I, s:I, s:I}", "id", j->set_id,
+                              json_pack("{s:s, s:o, s:[i,i], s:I, s:I, s:I, s:I}", "id", j->set_id,
                                         "database", db_ref(j), "log_range", j->lo, j->hi,
                                         "bytes_stored", (json_int_t)j->bytes_stored, "blocks_new",
                                         (json_int_t)j->blocks_new, "blocks_reused",
-                                        (json_int_t)j->blocks_reused));
+                                        (json_int_t)j->blocks_reused, "blocks_stored_again",
+                                        (json_int_t)j->stored_again));
     if (j->set_id[0] && j->cm)
         json_object_set(json_array_get(json_object_get(res, "sets"),
                                        json_array_size(json_object_get(res, "sets")) - 1),
@@ -1018,11 +1037,12 @@ static int backup_report(bk_backup_state *st, int rc)
     char detail[1200] = "";
     if (rc) snprintf(detail, sizeof detail, "%s", om_err_detail());
     if (st->r) vss_req_release(st->r);
-    uint64_t stored = 0;
+    uint64_t stored = 0, again = 0;
     for (size_t i = 0; i < st->o.ndb && st->jobs; i++) {
         dbjob *j = &st->jobs[i];
         report_db(st->res, j, &rc, detail, sizeof detail);
         stored += j->bytes_stored;
+        if (j->set_id[0]) again += j->stored_again;
         json_decref(j->info);
         json_decref(j->parent);
         json_decref(j->cm);
@@ -1030,6 +1050,7 @@ static int backup_report(bk_backup_state *st, int rc)
     }
     json_object_set_new(st->res, "bytes_read", json_integer((json_int_t)st->bytes));
     json_object_set_new(st->res, "bytes_stored", json_integer((json_int_t)stored));
+    json_object_set_new(st->res, "blocks_stored_again", json_integer((json_int_t)again));
     json_object_set_new(st->res, "seconds", json_real((double)(om_mono_ns() - st->t0) / 1e9));
     json_decref(st->writers);
     json_decref(st->snap);

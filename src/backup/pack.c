@@ -267,6 +267,12 @@ int bk_reader_new(bk_repo *r, bk_reader **out)
         return om_errf(OM_E_OutOfMemory, "out of memory");
     }
     rd->r = r;
+    /* The copies known damaged, so a read goes to a good copy where there is one. */
+    int rc = bk_damaged_load(r, 0);
+    if (rc) {
+        bk_reader_free(rd);
+        return rc;
+    }
     *out = rd;
     return 0;
 }
@@ -327,25 +333,45 @@ static int reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent 
     return rc;
 }
 
+/* A copy that fails its checks (RepositoryCorrupt: the pack, the record, the authentication,
+ * the decompression, the id; not an I/O error, which may pass) is listed as damaged. 1 when the
+ * index then points at another copy, not known damaged. */
+static int note_damage(bk_reader *rd, int rc, const uint8_t id[BK_ID_LEN], const bk_ent *e,
+                       const char *pack)
+{
+    if (rc != OM_E_RepositoryCorrupt) return 0;
+    return bk_damaged_note(rd->r, id, pack, e->off, rd->r->verifying ? "verify" : "restore",
+                           om_err_detail());
+}
+
 int bk_reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e, const char *pack,
                    uint8_t *buf)
 {
-    return reader_read(rd, id, e, pack, buf, BK_ID_CHECK);
+    int rc = reader_read(rd, id, e, pack, buf, BK_ID_CHECK);
+    if (rc) note_damage(rd, rc, id, e, pack);
+    return rc;
 }
 
 static int reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
                       size_t *len, int check)
 {
-    bk_ent e;
-    char pack[33];
+    bk_ent e = {0};
+    char pack[33] = "";
     *len = 0;
-    int rc = bk_index_find(rd->r, id, &e, pack);
-    if (!rc && e.raw > cap)
-        rc = om_errf(OM_E_RepositoryCorrupt,
-                     "the index says the block holds %u bytes, more "
-                     "than the block size %zu",
-                     e.raw, cap);
-    if (!rc) rc = reader_read(rd, id, &e, pack, buf, check);
+    int rc = 0;
+    /* A copy that fails is listed as damaged; when the index then knows another copy (a fresh
+     * one a backup stored), that one is read, once. */
+    for (int again = 0; again < 2; again++) {
+        if (again) om_err_clear();
+        rc = bk_index_find(rd->r, id, &e, pack);
+        if (!rc && e.raw > cap)
+            rc = om_errf(OM_E_RepositoryCorrupt,
+                         "the index says the block holds %u bytes, more "
+                         "than the block size %zu",
+                         e.raw, cap);
+        if (!rc) rc = reader_read(rd, id, &e, pack, buf, check);
+        if (!rc || rc == OM_E_ObjectNotFound || !note_damage(rd, rc, id, &e, pack)) break;
+    }
     if (rc) {
         char hex[65];
         bk_hex(id, BK_ID_LEN, hex);

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "backup/repo_internal.h"
+#include "base/bytes.h"
 #include "base/error.h"
 #include "base/logging.h"
 #include "base/paths.h"
@@ -598,6 +599,9 @@ int bk_repo_open_vfs(om_vfs *v, const char *path, const char *passphrase, bk_rep
     r->vfs = v;
     r->lock_fd = -1;
     r->damage = json_array();
+    r->dmg_all = json_array();
+    r->dmg_new = json_array();
+    pthread_mutex_init(&r->dmg_m, NULL);
     pthread_rwlock_init(&r->lk, NULL);
     pthread_mutex_init(&r->refresh, NULL);
     int rc = read_config(r, passphrase);
@@ -626,6 +630,9 @@ static void forget_index(bk_repo *r)
     free(r->packs);
     r->packs = NULL;
     r->npacks = r->cappacks = 0;
+    free(r->alts);
+    r->alts = NULL;
+    r->nalts = r->capalts = 0;
     json_array_clear(r->damage);
 }
 
@@ -635,6 +642,10 @@ void bk_repo_close(bk_repo *r)
     if (__atomic_load_n(&r->writers, __ATOMIC_ACQUIRE))
         om_warn("closing the repository %s with %d writers still open", r->path, r->writers);
     forget_index(r);
+    bk_map_free(&r->bad);
+    json_decref(r->dmg_all);
+    json_decref(r->dmg_new);
+    pthread_mutex_destroy(&r->dmg_m);
     json_decref(r->damage);
     json_decref(r->config);
     EVP_MAC_CTX_free(r->mac);
@@ -718,6 +729,32 @@ static int64_t pack_no(bk_repo *r, const char *name)
     return r->npacks++;
 }
 
+static int ent_bad(const bk_repo *r, const bk_ent *e);
+
+/* One entry into the index (lk held for writing). A second copy of an id is kept aside
+ * (r->alts); it takes the first one's place when that one is known damaged and it is not. */
+static int index_put(bk_repo *r, const bk_ent *e)
+{
+    int added = 0;
+    bk_ent *have = bk_map_put(&r->index, e, &added);
+    if (!have) return om_errf(OM_E_OutOfMemory, "out of memory");
+    if (added || (have->pack == e->pack && have->off == e->off)) return 0;
+    if (r->nalts == r->capalts) {
+        size_t cap = r->capalts ? r->capalts * 2 : 16;
+        bk_ent *a = realloc(r->alts, cap * sizeof *a);
+        if (!a) return om_errf(OM_E_OutOfMemory, "out of memory");
+        r->alts = a;
+        r->capalts = cap;
+    }
+    if (ent_bad(r, have) && !ent_bad(r, e)) {
+        r->alts[r->nalts++] = *have;
+        *have = *e;
+        have->used = 1;
+    } else
+        r->alts[r->nalts++] = *e;
+    return 0;
+}
+
 int bk_index_add(bk_repo *r, const char *pack, const char *idxname, const bk_ent *ents, size_t n)
 {
     int rc = 0, added = 0;
@@ -741,11 +778,74 @@ int bk_index_add(bk_repo *r, const char *pack, const char *idxname, const bk_ent
     for (size_t i = 0; i < n && !rc; i++) {
         bk_ent e = ents[i];
         e.pack = (uint32_t)no;
-        if (!bk_map_put(&r->index, &e, NULL)) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+        rc = index_put(r, &e);
     }
 out:
     pthread_rwlock_unlock(&r->lk);
     return rc;
+}
+
+void bk_loc_key(const uint8_t id[BK_ID_LEN], const char *pack, uint64_t off, uint8_t key[BK_ID_LEN])
+{
+    uint8_t b[BK_ID_LEN + 32 + 8];
+    unsigned n = 0;
+    memcpy(b, id, BK_ID_LEN);
+    memset(b + BK_ID_LEN, 0, 32);
+    memcpy(b + BK_ID_LEN, pack, strnlen(pack, 32));
+    om_put64(b + BK_ID_LEN + 32, off);
+    if (EVP_Digest(b, sizeof b, key, &n, EVP_sha256(), NULL) != 1) memcpy(key, id, BK_ID_LEN);
+}
+
+int bk_loc_bad(const bk_repo *r, const uint8_t id[BK_ID_LEN], const char *pack, uint64_t off)
+{
+    if (!r->bad.n) return 0;
+    uint8_t key[BK_ID_LEN];
+    bk_loc_key(id, pack, off, key);
+    return bk_map_get(&r->bad, key) != NULL;
+}
+
+static int ent_bad(const bk_repo *r, const bk_ent *e)
+{
+    return bk_loc_bad(r, e->id, r->packs[e->pack].name, e->off);
+}
+
+int bk_index_avoid(bk_repo *r, const uint8_t id[BK_ID_LEN])
+{
+    pthread_rwlock_wrlock(&r->lk);
+    bk_ent *have = bk_map_get(&r->index, id);
+    int good = have && !ent_bad(r, have);
+    for (size_t i = 0; have && !good && i < r->nalts; i++)
+        if (!memcmp(r->alts[i].id, id, BK_ID_LEN) && !ent_bad(r, &r->alts[i])) {
+            bk_ent t = *have;
+            *have = r->alts[i];
+            have->used = 1;
+            r->alts[i] = t;
+            good = 1;
+        }
+    pthread_rwlock_unlock(&r->lk);
+    return good;
+}
+
+int bk_index_has_copy(bk_repo *r, const uint8_t id[BK_ID_LEN], const char *pack, uint64_t off)
+{
+    pthread_rwlock_rdlock(&r->lk);
+    int64_t no = bk_pack_find(r, pack);
+    const bk_ent *have = no >= 0 ? bk_map_get(&r->index, id) : NULL;
+    int found = have && have->pack == (uint32_t)no && have->off == off;
+    for (size_t i = 0; have && !found && i < r->nalts; i++)
+        found = !memcmp(r->alts[i].id, id, BK_ID_LEN) && r->alts[i].pack == (uint32_t)no &&
+                r->alts[i].off == off;
+    pthread_rwlock_unlock(&r->lk);
+    return found;
+}
+
+int bk_block_usable(bk_repo *r, const uint8_t id[BK_ID_LEN])
+{
+    pthread_rwlock_rdlock(&r->lk);
+    const bk_ent *have = bk_map_get(&r->index, id);
+    int good = have && !ent_bad(r, have);
+    pthread_rwlock_unlock(&r->lk);
+    return good;
 }
 
 int bk_index_find(bk_repo *r, const uint8_t id[BK_ID_LEN], bk_ent *e, char pack[33])

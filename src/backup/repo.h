@@ -45,7 +45,18 @@
  *                      {"encryption": which no plain set does; AAD: "ombra-set:" uuid),
  *                      <s> = HMAC of the plaintext document (file names and checksums would
  *                      otherwise show what the backups hold).
+ *   damaged.json       {"format": "ombra-damaged-blocks", "version": 1, "repository": uuid,
+ *                       "blocks": [{"block": id, "pack": <pack>, "offset": of the record,
+ *                         "found": ISO time, "by": "verify" | "restore", "what": why}...],
+ *                       "sha256": SHA-256 of "blocks" (compact JSON, sorted keys)}
+ *                      stored copies of blocks that failed their checks when read (optional;
+ *                      written whole by the durable-file helper). The index never points at a
+ *                      listed copy while it knows another copy of the id, and a backup stores
+ *                      again a block whose every copy is listed (damaged.c has the rules). A
+ *                      file that fails its checks is ignored (bk_damaged_list says why) and
+ *                      replaced by the next bk_damaged_save.
  *   locks/repo.lock    flock: every open handle holds it shared, bk_expire exclusively.
+ *   locks/damaged.lock flock: held exclusively while damaged.json is read, merged and written.
  *
  * Block id: SHA-256 of the block (plain), HMAC-SHA256 with the repository's id key (encrypted:
  * equal content in two repositories with different keys gets different ids, so ids do not
@@ -197,6 +208,13 @@ void bk_set_abort(bk_writer *w);
  * how many blocks were new and how many were already there. Thread-safe. */
 void bk_writer_stats(const bk_writer *w, uint64_t *bytes_in, uint64_t *bytes_stored,
                      uint64_t *blocks_new, uint64_t *blocks_reused);
+/* How many of the blocks new here the repository had only as copies known damaged
+ * (damaged.json): stored again by this writer, they serve the older sets that name them too.
+ * The set document gets it as "blocks_stored_again". Thread-safe. */
+uint64_t bk_writer_stored_again(const bk_writer *w);
+/* 1 when the repository holds a copy of block id not known damaged (a backup may refer to it
+ * without storing it), 0 otherwise. */
+int bk_block_usable(bk_repo *r, const uint8_t id[BK_ID_LEN]);
 
 /* ---- reading ---- */
 
@@ -261,6 +279,7 @@ typedef struct bk_damage {
     const char *pack;  /* pack id */
     uint64_t offset;   /* of the block's record in the pack */
     const char *what;  /* what is wrong, one line */
+    int marked;        /* the copy at pack/offset is listed in damaged.json now */
 } bk_damage;
 typedef void (*bk_damage_cb)(void *arg, const bk_damage *d);
 
@@ -275,6 +294,19 @@ typedef void (*bk_damage_cb)(void *arg, const bk_damage *d);
  * RepositoryCorrupt when anything was reported, or the error that stopped it. Runs on every
  * core. */
 int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64_t *blocks_checked);
+/* bk_verify (and a restore that reads one) list each stored copy that fails its checks in
+ * damaged.json; bk_verify reports (cb) a damaged.json that cannot be used, and replaces it.
+ *
+ * bk_damaged_save: writes the copies this handle found damaged into damaged.json (merged with
+ *   what the file holds; serialised with other processes by locks/damaged.lock). bk_verify
+ *   calls it; a restore calls it before it closes the repository. 0 when there was nothing.
+ * bk_damaged_list: *out {"file": "damaged.json", "problem": why the file could not be used, or
+ *   null, "blocks": [the file's entries whose copy the index still lists, each with "good_copy":
+ *   whether the repository holds another copy of the block not known damaged (a backup stored
+ *   it again, or it had one)], "waiting": how many have none (a backup of what they held stores
+ *   them again)}. */
+int bk_damaged_save(bk_repo *r);
+int bk_damaged_list(bk_repo *r, json_t **out);
 
 /* ---- expire ---- */
 

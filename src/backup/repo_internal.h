@@ -80,6 +80,22 @@ struct bk_repo {
     uint32_t npacks, cappacks;
     bk_map packno;  /* pack name (its 16 bytes) -> index in packs (the entry's pack field) */
     json_t *damage; /* [{"index": name, "pack": name or null, "what"}] found while loading */
+    /* Another stored copy of an id the index already had (two writers stored one block, a
+     * fresh copy of a damaged one, expire's rewrite before the old pack goes): kept so the
+     * index can turn to it when the copy it points at is found damaged (bk_index_avoid). */
+    bk_ent *alts;
+    size_t nalts, capalts;
+    /* Stored copies found damaged (damaged.c, damaged.json): location keys (bk_loc_key), under
+     * lk. The index never points at one of them while it knows another copy of the id. */
+    bk_map bad;
+    /* damaged.c's state, under dmg_m: the entries of damaged.json as loaded and as marked
+     * through this handle ({"block", "pack", "offset", "found", "by", "what"}), the ones not
+     * saved yet, and what was wrong with the file when it could not be used ("" when nothing). */
+    pthread_mutex_t dmg_m;
+    json_t *dmg_all, *dmg_new;
+    int dmg_loaded;
+    char dmg_problem[400];
+    int verifying; /* bk_verify is reading: damage it finds is listed as found "by" verify */
     /* A plain repository: the first file found that belongs to an encrypted one ("sets/<s>"
      * or "index/<h>.json"), or "". Once set, the repository is refused (bk_plain_check). */
     char sealed[100];
@@ -180,8 +196,45 @@ int bk_index_reload(bk_repo *r);
 int bk_index_add(bk_repo *r, const char *pack, const char *idxname, const bk_ent *ents, size_t n);
 /* The pack's index in r->packs, or -1 when no index lists it. lk held. */
 int64_t bk_pack_find(const bk_repo *r, const char *name);
-/* Copies the entry for id (0), or ObjectNotFound; pack gets the pack's name. */
+/* Copies the entry for id (0), or ObjectNotFound; pack gets the pack's name. The entry may be
+ * a copy known damaged when the index knows no other (a read of it then fails and says so). */
 int bk_index_find(bk_repo *r, const uint8_t id[BK_ID_LEN], bk_ent *e, char pack[33]);
+
+/* ---- copies known damaged (the index's side; damaged.c keeps the list) ---- */
+
+/* The key of one stored copy in bk_repo.bad: SHA-256 of the id, the pack's name and the
+ * record's offset. */
+void bk_loc_key(const uint8_t id[BK_ID_LEN], const char *pack, uint64_t off,
+                uint8_t key[BK_ID_LEN]);
+/* Whether the copy at (pack, off) is known damaged. lk held (either way). */
+int bk_loc_bad(const bk_repo *r, const uint8_t id[BK_ID_LEN], const char *pack, uint64_t off);
+/* After bk.bad changed for id: points the index at a copy of id not known damaged when it knows
+ * one. 1 when the index now points at such a copy, 0 when every copy it knows is damaged (or it
+ * knows none). Takes lk. */
+int bk_index_avoid(bk_repo *r, const uint8_t id[BK_ID_LEN]);
+/* Whether the entry of (pack, off) is in the index, as the copy it points at or another one.
+ * Takes lk. */
+int bk_index_has_copy(bk_repo *r, const uint8_t id[BK_ID_LEN], const char *pack, uint64_t off);
+
+/* ---- damaged.json (damaged.c) ---- */
+
+/* Loads damaged.json into the handle (its entries join the ones marked through it) and turns
+ * the index away from the copies it names. again: read it even when this handle did already
+ * (a backup starting: another process's verify may have marked copies since). A file that
+ * cannot be used (garbled, another repository's, not a regular file) is ignored with its
+ * reason kept (bk_damaged_list's "problem"): 0 all the same. */
+int bk_damaged_load(bk_repo *r, int again);
+/* The copy of id at (pack, off) failed its checks (what: why): marked damaged in this handle at
+ * once (the index turns to another copy when it knows one; a backup stores the block again) and
+ * kept for bk_damaged_save. by: "verify" or "restore". Keeps the thread's error as it was. 1
+ * when the index now points at a copy not known damaged. */
+int bk_damaged_note(bk_repo *r, const uint8_t id[BK_ID_LEN], const char *pack, uint64_t off,
+                    const char *by, const char *what);
+/* For bk_expire (the repository to itself): drops the entries whose copy the index no longer
+ * lists (expire removed it with its pack, or rewrote the pack without it), and writes the file
+ * when that changed anything (*dropped: how many went). A file that could not be used is left
+ * as it is. */
+int bk_damaged_prune(bk_repo *r, size_t *dropped);
 
 /* ---- sets (repo.c) ---- */
 

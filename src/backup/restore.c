@@ -1058,6 +1058,10 @@ static int restore_report(bk_restore_state *st, int rc)
     json_decref(st->docs);
     json_decref(st->targets);
     json_decref(st->post.done);
+    /* The copies this restore found damaged are listed (damaged.json): the next backup stores
+     * those blocks again. Its own failure is only a line: the restore's result stands. */
+    if (st->r && bk_damaged_save(st->r))
+        om_warn("listing the damaged copies this restore found: %s", om_err_detail());
     bk_repo_close(st->r);
     if (rc) om_errf(rc, "%s", detail);
     return rc;

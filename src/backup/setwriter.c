@@ -27,7 +27,8 @@ struct bk_writer {
     size_t nzc, capzc;
     json_t *files, *names;
     uint64_t bytes_in, bytes_stored, blocks_new, blocks_reused;
-    uint64_t size; /* of the files */
+    uint64_t stored_again; /* new here, but in the repository as copies known damaged */
+    uint64_t size;         /* of the files */
     /* the first failure of a worker: every later call returns it */
     om_err_saved failed;
 };
@@ -36,6 +37,9 @@ int bk_set_begin(bk_repo *r, bk_writer **out)
 {
     *out = NULL;
     int rc = bk_index_refresh(r);
+    /* Read again: a verify may have listed damaged copies since, and those blocks are stored
+     * again rather than referred to. */
+    if (!rc) rc = bk_damaged_load(r, 1);
     if (rc) return rc;
     bk_writer *w = calloc(1, sizeof *w);
     if (!w || !(w->files = json_array()) || !(w->names = json_object())) {
@@ -103,8 +107,9 @@ static void count_reused(bk_writer *w, size_t len)
 }
 
 /* 1 when the block is already stored or claimed (counted as reused), 0 when this call claimed
- * it, <0 on error. */
-static int claim(bk_writer *w, const uint8_t id[BK_ID_LEN], size_t len)
+ * it, <0 on error. A block the repository holds only as copies known damaged is claimed, and
+ * *again set. */
+static int claim(bk_writer *w, const uint8_t id[BK_ID_LEN], size_t len, int *again)
 {
     bk_ent e = {0}, have;
     memcpy(e.id, id, BK_ID_LEN);
@@ -117,7 +122,8 @@ static int claim(bk_writer *w, const uint8_t id[BK_ID_LEN], size_t len)
     }
     pthread_mutex_unlock(&w->m);
     if (rc) return rc;
-    int in_repo = bk_index_find(w->r, id, &have, NULL) == 0;
+    int in_repo = bk_block_usable(w->r, id);
+    *again = !in_repo && bk_index_find(w->r, id, &have, NULL) == 0;
     om_err_clear();
     int added = 0;
     pthread_mutex_lock(&w->m);
@@ -177,8 +183,9 @@ int bk_put_block(bk_writer *w, const void *data, size_t len, uint8_t id[BK_ID_LE
     if (!len || len > w->r->block_size)
         return om_errf(OM_E_InvalidParameter, "a block of %zu bytes (the block size is %u)", len,
                        w->r->block_size);
+    int again = 0;
     int rc = bk_id_of(w->r, data, len, id);
-    if (!rc) rc = claim(w, id, len);
+    if (!rc) rc = claim(w, id, len, &again);
     if (rc) return rc < 0 ? fail(w, rc) : 0;
     uint8_t *payload = NULL;
     bk_rec h = {0};
@@ -188,6 +195,7 @@ int bk_put_block(bk_writer *w, const void *data, size_t len, uint8_t id[BK_ID_LE
     if (rc) return fail(w, rc);
     pthread_mutex_lock(&w->m);
     w->blocks_new++;
+    w->stored_again += again != 0;
     w->bytes_in += len;
     w->bytes_stored += BK_REC_HDR + h.stored;
     pthread_mutex_unlock(&w->m);
@@ -203,7 +211,9 @@ static uint32_t block_len(bk_writer *w, const uint8_t id[BK_ID_LEN])
     uint32_t raw = e ? e->raw : 0;
     pthread_mutex_unlock(&w->m);
     bk_ent have;
-    if (!raw && bk_index_find(w->r, id, &have, NULL) == 0) raw = have.raw;
+    /* A block known damaged in every copy is as good as absent: a set must not refer to it. */
+    if (!raw && bk_block_usable(w->r, id) && bk_index_find(w->r, id, &have, NULL) == 0)
+        raw = have.raw;
     om_err_clear();
     return raw;
 }
@@ -351,6 +361,15 @@ void bk_writer_stats(const bk_writer *w, uint64_t *bytes_in, uint64_t *bytes_sto
     pthread_mutex_unlock(&mw->m);
 }
 
+uint64_t bk_writer_stored_again(const bk_writer *w)
+{
+    bk_writer *mw = (bk_writer *)w; /* the mutex, not the count, changes */
+    pthread_mutex_lock(&mw->m);
+    uint64_t n = w->stored_again;
+    pthread_mutex_unlock(&mw->m);
+    return n;
+}
+
 /* Finishes every pack in the pool; the first error. */
 static int finish_packs(bk_writer *w)
 {
@@ -418,6 +437,8 @@ int bk_set_commit(bk_writer *w, json_t *doc, char set_id[65])
     json_object_set_new(doc, "bytes_stored", json_integer((json_int_t)w->bytes_stored));
     json_object_set_new(doc, "blocks_new", json_integer((json_int_t)w->blocks_new));
     json_object_set_new(doc, "blocks_reused", json_integer((json_int_t)w->blocks_reused));
+    if (w->stored_again)
+        json_object_set_new(doc, "blocks_stored_again", json_integer((json_int_t)w->stored_again));
     json_object_set_new(doc, "committed_ns", json_integer((json_int_t)now));
     json_object_set_new(doc, "repository", json_string(r->uuid_str));
     json_object_del(doc, "id");

@@ -240,6 +240,45 @@ static int region(synth *s, size_t r, uint8_t id[BK_ID_LEN], json_t *pieces)
     return rc;
 }
 
+/* 1 when region r of the previous entry refers to a block the repository holds only as copies
+ * known damaged (damaged.json): its pages are then read again, never sliced from it. A region
+ * whose pieces do not parse is left to reuse (), which fails on them. */
+static int prev_region_damaged(synth *s, size_t r)
+{
+    char key[24], hex[65];
+    uint8_t id[BK_ID_LEN];
+    snprintf(key, sizeof key, "%zu", r);
+    const char *ps = json_string_value(json_object_get(s->ppieces, key));
+    if (!ps) {
+        snprintf(hex, sizeof hex, "%.64s", s->pblocks + 64 * r);
+        return !bk_unhex(hex, id, BK_ID_LEN) && !bk_block_usable(s->in->repo, id);
+    }
+    uint32_t prl =
+        s->psize - (uint64_t)r * s->bs < s->bs ? (uint32_t)(s->psize - (uint64_t)r * s->bs) : s->bs;
+    bk_piece *v = NULL;
+    size_t n = 0;
+    int bad = 0;
+    if (bk_pieces_parse(ps, prl, &v, &n)) {
+        om_err_clear();
+        return 0;
+    }
+    for (size_t k = 0; k < n && !bad; k++)
+        bad = !bk_block_usable(s->in->repo, v[k].id);
+    free(v);
+    return bad;
+}
+
+/* Marks every page of the previous entry's regions that refer to a damaged block as changed. */
+static void reread_damaged(synth *s, uint64_t fpages)
+{
+    for (size_t r = 0; r < s->pregions; r++) {
+        if (!prev_region_damaged(s, r)) continue;
+        s->out->regions_reread++;
+        for (uint64_t p = (uint64_t)r * s->ppr; p < (uint64_t)(r + 1) * s->ppr && p < fpages; p++)
+            s->changed[p] = 1;
+    }
+}
+
 int bk_synth_store(const bk_synth_in *in, bk_synth_out *out)
 {
     memset(out, 0, sizeof *out);
@@ -274,6 +313,7 @@ int bk_synth_store(const bk_synth_in *in, bk_synth_out *out)
                 s.changed[p] = 1;
         for (uint64_t p = s.psize / ENG_PAGE_SIZE; p < fpages; p++)
             s.changed[p] = 1;
+        reread_damaged(&s, fpages);
     }
     for (size_t r = 0; r < nregions && !rc; r++)
         rc = region(&s, r, ids[r], pieces);

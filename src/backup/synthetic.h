@@ -44,6 +44,8 @@ typedef struct bk_synth_in {
 typedef struct bk_synth_out {
     uint64_t pages_now, pages_reused; /* data pages checked now; vouched for by prev_set */
     uint64_t stored;                  /* bytes of new blocks */
+    uint64_t regions_reread; /* regions of the previous full read again: a block they refer to
+                                is known damaged in every copy (damaged.json) */
 } bk_synth_out;
 
 /* Stores the .edb in the regions form and adds it to the set (bk_set_add_file_regions), with

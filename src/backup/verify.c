@@ -131,12 +131,16 @@ static int check_block(verify *v, bk_reader *rd, uint8_t *data, const vjob *j, s
                  : bk_reader_read(rd, id, &e, pack, data);
     __atomic_add_fetch(&v->checked, 1, __ATOMIC_RELAXED);
     if (rc) {
+        pthread_rwlock_rdlock(&v->r->lk);
+        int marked = bk_loc_bad(v->r, id, pack, e.off);
+        pthread_rwlock_unlock(&v->r->lk);
         bk_damage d = {.set = j->set,
                        .file = name,
                        .block = hex,
                        .pack = pack,
                        .offset = e.off,
-                       .what = om_err_detail()};
+                       .what = om_err_detail(),
+                       .marked = marked};
         report(v, &d);
         return -1;
     }
@@ -655,6 +659,18 @@ int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64
     json_t *sets = json_array();
     if (blocks_checked) *blocks_checked = 0;
     int rc = bk_index_refresh(r);
+    if (!rc) rc = bk_damaged_load(r, 1);
+    json_t *dl = NULL;
+    if (!rc) rc = bk_damaged_list(r, &dl);
+    if (!rc && json_is_string(json_object_get(dl, "problem"))) {
+        char what[600];
+        snprintf(what, sizeof what,
+                 "%s: ignored; written again with the damaged copies this verify finds",
+                 om_json_str_or(dl, "problem", "?"));
+        report_simple(&v, NULL, NULL, what);
+    }
+    json_decref(dl);
+    r->verifying = 1;
     if (!rc && set_id) {
         json_t *s = NULL;
         rc = bk_set_load(r, set_id, &s);
@@ -679,6 +695,16 @@ int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64
                         .worker_begin = worker_begin,
                         .worker_end = worker_end};
         rc = om_pool_run(&pool, v.njobs);
+    }
+    r->verifying = 0;
+    /* What it found damaged is listed (damaged.json) even when the run stopped: a backup
+     * stores those blocks again. */
+    int src = bk_damaged_save(r);
+    if (src && !rc) {
+        char what[1200];
+        snprintf(what, sizeof what, "the damaged copies found could not be listed: %s",
+                 om_err_detail());
+        report_simple(&v, NULL, NULL, what);
     }
     if (blocks_checked) *blocks_checked = v.checked;
     if (!rc && v.problems)

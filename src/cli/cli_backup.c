@@ -95,7 +95,7 @@ static int choose(rp_dag *d, const char *db, const char *from, const char *here,
 static void merge(json_t *all, json_t *one)
 {
     static const char *const arrays[] = {"sets", "databases", "failed", "copies"};
-    static const char *const sums[] = {"bytes_read", "bytes_stored"};
+    static const char *const sums[] = {"bytes_read", "bytes_stored", "blocks_stored_again"};
     for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) {
         json_t *to = json_object_get(all, arrays[i]);
         if (!to) json_object_set_new(all, arrays[i], to = json_array());
@@ -486,7 +486,18 @@ static int cmd_backup(const cli_args *a)
                    (long long)json_integer_value(json_array_get(lr, 1)),
                    cli_human_bytes((uint64_t)json_integer_value(json_object_get(s, "bytes_stored")),
                                    hb, sizeof hb));
+            if (om_json_int_or(s, "blocks_stored_again", 0))
+                printf("  %lld block%s the repository held only as damaged copies stored again: "
+                       "older sets that name them use the fresh copies\n",
+                       (long long)om_json_int_or(s, "blocks_stored_again", 0),
+                       om_json_int_or(s, "blocks_stored_again", 0) == 1 ? "" : "s");
             json_t *cm = json_object_get(s, "changemap");
+            if (om_json_int_or(cm, "regions_read_again_damaged", 0))
+                printf("  %lld region%s read again: the previous full's block%s there %s damaged\n",
+                       (long long)om_json_int_or(cm, "regions_read_again_damaged", 0),
+                       om_json_int_or(cm, "regions_read_again_damaged", 0) == 1 ? "" : "s",
+                       om_json_int_or(cm, "regions_read_again_damaged", 0) == 1 ? "" : "s",
+                       om_json_int_or(cm, "regions_read_again_damaged", 0) == 1 ? "is" : "are");
             if (json_is_true(json_object_get(cm, "read_all")))
                 printf("  every page read and checked: %s\n", om_json_str_or(cm, "reason", "?"));
             else if (cm)

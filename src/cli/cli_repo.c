@@ -576,6 +576,7 @@ static int cmd_show(const cli_args *a)
 typedef struct vstate {
     int json, bar;
     json_t *damage;
+    json_t *hit; /* the sets in which a block failed (id -> true) */
     om_progress pg;
     int started;
 } vstate;
@@ -605,6 +606,10 @@ static void on_damage(void *arg, const bk_damage *d)
                           json_pack("{s:s?, s:s?, s:s?, s:s?, s:I, s:s}", "set_id", d->set, "file",
                                     d->file, "block", d->block, "pack", d->pack, "offset",
                                     (json_int_t)d->offset, "what", d->what ? d->what : "?"));
+    if (d->marked)
+        json_object_set_new(json_array_get(v->damage, json_array_size(v->damage) - 1),
+                            "listed_damaged", json_true());
+    if (d->set && d->block) json_object_set_new(v->hit, d->set, json_true());
     if (v->json) return;
     end_progress(v); /* the line goes above the bar */
     printf("damaged:");
@@ -616,30 +621,96 @@ static void on_damage(void *arg, const bk_damage *d)
     fflush(stdout);
 }
 
+/* What verify listed as damaged (damaged.json) and what to do: {"blocks": the copies waiting
+ * for a fresh one, "databases": the names of the databases whose sets had a block fail,
+ * "hint"}, or NULL when nothing waits. */
+static json_t *damaged_summary(bk_repo *r, json_t *hit)
+{
+    json_t *dl = NULL, *sums = NULL, *waiting = json_array(), *dbs = json_array(), *e;
+    size_t i;
+    if (bk_damaged_list(r, &dl) || bk_sets(r, &sums)) om_err_clear();
+    json_array_foreach(json_object_get(dl, "blocks"), i, e)
+    {
+        if (json_is_true(json_object_get(e, "good_copy"))) continue;
+        json_object_del(e, "good_copy");
+        json_array_append(waiting, e);
+    }
+    json_array_foreach(sums, i, e)
+    {
+        const char *name = om_json_str_or(json_object_get(e, "database"), "name", NULL);
+        size_t k;
+        json_t *n;
+        int have = 0;
+        if (!name || !json_object_get(hit, om_json_str_or(e, "id", ""))) continue;
+        json_array_foreach(dbs, k, n) have |= !strcmp(json_string_value(n), name);
+        if (!have) json_array_append_new(dbs, json_string(name));
+    }
+    json_decref(dl);
+    json_decref(sums);
+    if (!json_array_size(waiting)) {
+        json_decref(waiting);
+        json_decref(dbs);
+        return NULL;
+    }
+    char names[600] = "", hint[1000];
+    json_array_foreach(dbs, i, e)
+    {
+        size_t l = strlen(names);
+        snprintf(names + l, sizeof names - l, "%s%s", i ? ", " : "", json_string_value(e));
+    }
+    snprintf(hint, sizeof hint,
+             "the next full backup of %s%s stores again the blocks it still holds, and the sets "
+             "that name them (older ones too) can be restored again (ombra backup --type full "
+             "DB; then ombra verify); a block only a removed database or logs no longer on disk "
+             "held stays damaged, and verify keeps naming it",
+             json_array_size(dbs) ? "database " : "each database whose sets are named above",
+             names);
+    return json_pack("{s:o, s:o, s:s}", "blocks", waiting, "databases", dbs, "hint", hint);
+}
+
 static int cmd_verify(const cli_args *a)
 {
     bk_repo *r = NULL;
     int rc = open_repo(a, &r);
     if (rc) return rc;
-    vstate v = {.json = cli_flag(a, "json"), .damage = json_array()};
+    vstate v = {.json = cli_flag(a, "json"), .damage = json_array(), .hit = json_object()};
     v.bar = !v.json && isatty(2);
     bk_repo_set_progress(r, on_progress, &v);
     uint64_t checked = 0;
     const char *set = a->npos ? a->pos[0] : NULL;
     int err = bk_verify(r, set, on_damage, &v, &checked);
     end_progress(&v);
+    char detail[1024];
+    snprintf(detail, sizeof detail, "%s", err ? om_err_detail() : "");
+    json_t *listed = err == OM_E_RepositoryCorrupt ? damaged_summary(r, v.hit) : NULL;
+    json_decref(v.hit);
     bk_repo_close(r);
     if (err && err != OM_E_RepositoryCorrupt) {
+        om_errf(err, "%s", detail);
         json_decref(v.damage);
         return cli_fail(err);
     }
-    char detail[1024];
-    snprintf(detail, sizeof detail, "%s", err ? om_err_detail() : "");
     if (v.json)
-        rc = print_owned(json_pack("{s:b, s:s?, s:I, s:o}", "ok", !err, "set_id", set,
-                                   "blocks_checked", (json_int_t)checked, "damage", v.damage));
+        rc = print_owned(json_pack("{s:b, s:s?, s:I, s:o, s:o?}", "ok", !err, "set_id", set,
+                                   "blocks_checked", (json_int_t)checked, "damage", v.damage,
+                                   "listed_damaged", listed));
     else {
         json_decref(v.damage);
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(listed, "blocks"), i, e)
+            printf("listed as damaged in %s/damaged.json: block %s (pack %s, offset %lld), found "
+                   "by %s %s\n",
+                   repo_shown, om_json_str_or(e, "block", "?"), om_json_str_or(e, "pack", "?"),
+                   (long long)om_json_int_or(e, "offset", 0), om_json_str_or(e, "by", "?"),
+                   om_json_str_or(e, "found", "?"));
+        if (listed)
+            printf("%zu damaged block%s wait%s for a fresh copy. HINT: %s\n",
+                   json_array_size(json_object_get(listed, "blocks")),
+                   json_array_size(json_object_get(listed, "blocks")) == 1 ? "" : "s",
+                   json_array_size(json_object_get(listed, "blocks")) == 1 ? "s" : "",
+                   om_json_str_or(listed, "hint", ""));
+        json_decref(listed);
         if (!err)
             printf("%s: %s verified, %llu block reads, no damage\n", repo_shown,
                    set ? "the set" : "every set", (unsigned long long)checked);
@@ -878,7 +949,11 @@ static const cli_cmd verify_cmds[] = {
     {"", "[SET]", verify_opts,
      "read back every block of a set (or of every set) and check it and each file's SHA-256",
      "Each problem is printed on a line of its own naming the set, the file, the block and the\n"
-     "pack; damaged set and index files are reported too. Exit 1 when anything is damaged.",
+     "pack; damaged set and index files are reported too. Exit 1 when anything is damaged.\n"
+     "A stored copy of a block that fails is listed in the repository's damaged.json: the next\n"
+     "backup that holds the block stores it again (a full backup for a database's file), and\n"
+     "the older sets that name it then read the fresh copy. The lines after the problems name\n"
+     "the blocks still waiting for a fresh copy and the databases to back up.",
      cmd_verify},
     {0},
 };

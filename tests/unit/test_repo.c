@@ -248,8 +248,9 @@ static int file_contains(const char *dir, const char *needle)
 static void collect(void *arg, const bk_damage *d)
 {
     json_array_append_new((json_t *)arg,
-                          json_pack("{s:s?, s:s?, s:s?, s:s?, s:s}", "set", d->set, "file", d->file,
-                                    "block", d->block, "pack", d->pack, "what", d->what));
+                          json_pack("{s:s?, s:s?, s:s?, s:s?, s:s, s:b}", "set", d->set, "file",
+                                    d->file, "block", d->block, "pack", d->pack, "what", d->what,
+                                    "marked", d->marked));
 }
 
 /* ---- round trip and dedup ---- */
@@ -654,6 +655,10 @@ static void verify_names_a_flipped_byte_in_a_pack(void **s)
     one_set(r, "full", "db-1", 1, 3, id);
     snprintf(packs, sizeof packs, "%s/packs", repo);
     assert_true(find_file(packs, "", pack, sizeof pack));
+    /* its id before the damage: once verify lists the copy damaged, a writer stores it again */
+    uint8_t bid[BK_ID_LEN], *data = NULL;
+    size_t len;
+    block_id(r, 1, bid);
     flip_byte(pack, 32 + 56 + 100); /* inside the first block */
     json_t *dmg = verify_all(r, OM_E_RepositoryCorrupt);
     assert_int_equal(json_array_size(dmg), 1);
@@ -665,9 +670,6 @@ static void verify_names_a_flipped_byte_in_a_pack(void **s)
     assert_non_null(strstr(om_json_str_or(d, "what", ""), "does not match its id"));
     json_decref(dmg);
     /* a read of that block says so too */
-    uint8_t bid[BK_ID_LEN], *data = NULL;
-    size_t len;
-    block_id(r, 1, bid);
     assert_int_equal(bk_get_block(r, bid, &data, &len), OM_E_RepositoryCorrupt);
     assert_null(data);
     /* a record header damaged the same way */
@@ -1475,6 +1477,9 @@ static void verify_reports_a_pack_whose_header_is_not_this_repositorys(void **s)
     one_set(r, "full", "db-1", 1, 3, id);
     snprintf(packs, sizeof packs, "%s/packs", repo);
     assert_true(find_file(packs, "", pack, sizeof pack));
+    uint8_t bid[BK_ID_LEN], *data = NULL;
+    size_t len = 0;
+    block_id(r, 1, bid); /* before the damage (see above) */
     flip_byte(pack, 20); /* in the repository id */
     json_t *dmg = verify_all(r, OM_E_RepositoryCorrupt);
     size_t i, whole = 0, blocks = 0;
@@ -1489,9 +1494,6 @@ static void verify_reports_a_pack_whose_header_is_not_this_repositorys(void **s)
     assert_int_equal(whole, 1);
     assert_int_equal(blocks, 4); /* the edb's three and the log's */
     json_decref(dmg);
-    uint8_t bid[BK_ID_LEN], *data = NULL;
-    size_t len = 0;
-    block_id(r, 1, bid);
     assert_int_equal(bk_get_block(r, bid, &data, &len), OM_E_RepositoryCorrupt);
     flip_byte(pack, 20);
     flip_byte(pack, 12); /* the flags: "encrypted" */
@@ -1710,6 +1712,206 @@ static void misuse_is_refused_with_a_reason(void **s)
     bk_repo_close(r);
 }
 
+/* ---- damaged copies stored again (damaged.json) ---- */
+
+static json_t *damaged_list(bk_repo *r)
+{
+    json_t *dl = NULL;
+    assert_int_equal(bk_damaged_list(r, &dl), 0);
+    return dl;
+}
+
+static const char *reopen_pass; /* the passphrase reopen gives (NULL: a plain repository) */
+
+static bk_repo *reopen(bk_repo *r)
+{
+    bk_repo_close(r);
+    assert_int_equal(bk_repo_open(repo, reopen_pass, &r), 0);
+    return r;
+}
+
+/* A pack's header damaged: verify lists its copies in damaged.json; the next set with the same
+ * blocks stores them again, and the older set reads the fresh copies (verify passes for it, in
+ * any handle); the one block no later set had (the older set's log) stays damaged and named;
+ * expire of the older set removes the damaged pack and its entries. */
+static void damaged_copies_stored_again(const char *pass)
+{
+    reopen_pass = pass;
+    bk_repo *r = make_repo(repo, pass != NULL, pass);
+    char a[65], b[65], pack[1024], packs[400], path[600];
+    uint8_t bid[BK_ID_LEN], *data = NULL;
+    size_t len = 0;
+    one_set(r, "full", "db-1", 1, 3, a);
+    block_id(r, 2, bid);
+    snprintf(packs, sizeof packs, "%s/packs", repo);
+    assert_true(find_file(packs, "", pack, sizeof pack));
+    flip_byte(pack, 20); /* the repository id in its header: every copy in it fails */
+    json_t *dmg = verify_all(r, OM_E_RepositoryCorrupt), *d;
+    size_t i, marked = 0;
+    json_array_foreach(dmg, i, d) marked += json_is_true(json_object_get(d, "marked"));
+    assert_int_equal(marked, 4); /* three of the .edb, one of the log */
+    json_decref(dmg);
+    snprintf(path, sizeof path, "%s/damaged.json", repo);
+    assert_int_equal(access(path, F_OK), 0);
+    r = reopen(r); /* durable: another handle knows it */
+    json_t *dl = damaged_list(r);
+    assert_int_equal(om_json_int_or(dl, "waiting", -1), 4);
+    assert_true(json_is_null(json_object_get(dl, "problem")) || !json_object_get(dl, "problem"));
+    json_decref(dl);
+    one_set(r, "full", "db-1", 1, 3, b);
+    json_t *set = NULL;
+    assert_int_equal(bk_set_load(r, b, &set), 0);
+    assert_int_equal(om_json_int_or(set, "blocks_stored_again", 0), 3);
+    assert_int_equal(om_json_int_or(set, "blocks_new", 0), 4); /* and its own log */
+    json_decref(set);
+    assert_int_equal(bk_verify(r, b, NULL, NULL, NULL), 0);
+    r = reopen(r);
+    assert_int_equal(bk_get_block(r, bid, &data, &len), 0); /* the older set's block, fresh */
+    free(data);
+    dmg = verify_all(r, OM_E_RepositoryCorrupt);
+    /* the pack's header, and the older set's log: nothing stored it again */
+    size_t sets = 0;
+    json_array_foreach(dmg, i, d)
+    {
+        if (!json_is_string(json_object_get(d, "set"))) continue;
+        sets++;
+        assert_string_equal(om_json_str_or(d, "set", ""), a);
+        assert_string_equal(om_json_str_or(d, "file", ""), "logs/E0000000001.log");
+    }
+    assert_int_equal(sets, 1);
+    json_decref(dmg);
+    dl = damaged_list(r);
+    assert_int_equal(om_json_int_or(dl, "waiting", -1), 1);
+    assert_int_equal(json_array_size(json_object_get(dl, "blocks")), 4);
+    json_decref(dl);
+    json_t *rep = NULL;
+    assert_int_equal(bk_expire(r, 1, &rep), 0);
+    assert_int_equal(om_json_int_or(rep, "damaged_copies_removed", -1), 4);
+    assert_int_equal(om_json_int_or(rep, "packs_deleted", -1), 1);
+    json_decref(rep);
+    assert_int_equal(access(pack, F_OK), -1);
+    assert_int_equal(bk_verify(r, NULL, NULL, NULL, NULL), 0);
+    dl = damaged_list(r);
+    assert_int_equal(json_array_size(json_object_get(dl, "blocks")), 0);
+    json_decref(dl);
+    bk_repo_close(r);
+    reopen_pass = NULL;
+}
+
+static void a_damaged_copy_is_listed_stored_again_and_serves_the_older_set(void **s)
+{
+    (void)s;
+    damaged_copies_stored_again(NULL);
+}
+
+static void in_an_encrypted_repository_too(void **s)
+{
+    (void)s;
+    damaged_copies_stored_again("pw");
+}
+
+/* Expire keeps a fresh copy and rewrites the damaged one away, whichever the index met first. */
+static void expire_keeps_the_fresh_copy_when_both_sets_stay(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL);
+    char a[65], b[65], pack[1024], packs[400];
+    one_set(r, "full", "db-1", 1, 3, a);
+    snprintf(packs, sizeof packs, "%s/packs", repo);
+    assert_true(find_file(packs, "", pack, sizeof pack));
+    flip_byte(pack, 32 + 56 + 100); /* the first block's content */
+    json_decref(verify_all(r, OM_E_RepositoryCorrupt));
+    one_set(r, "full", "db-1", 1, 3, b);
+    r = reopen(r);
+    assert_int_equal(bk_expire(r, 2, NULL), 0); /* both sets stay */
+    r = reopen(r);
+    assert_int_equal(bk_verify(r, NULL, NULL, NULL, NULL), 0);
+    bk_repo_close(r);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A damaged.json that cannot be used: one reason, never a crash or a hang; verify reports it
+ * and writes it anew, and the next verify passes. */
+static void a_garbled_or_crafted_damaged_list_is_ignored_and_written_again(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL);
+    char a[65], path[600], text[800];
+    one_set(r, "full", "db-1", 1, 2, a);
+    snprintf(path, sizeof path, "%s/damaged.json", repo);
+    json_t *info = bk_repo_info(r);
+    const char *uuid = om_json_str_or(info, "id", "");
+    const char *bad[6];
+    char wrongsum[400], badentry[600], other[400];
+    snprintf(wrongsum, sizeof wrongsum,
+             "{\"format\":\"ombra-damaged-blocks\",\"version\":1,\"repository\":\"%s\","
+             "\"blocks\":[],\"sha256\":\"00\"}",
+             uuid);
+    snprintf(other, sizeof other,
+             "{\"format\":\"ombra-damaged-blocks\",\"version\":1,\"repository\":"
+             "\"00000000-0000-4000-8000-000000000000\",\"blocks\":[],\"sha256\":\"00\"}");
+    /* an entry whose offset is a string, under a checksum that matches it */
+    json_t *blocks = json_pack("[{s:s, s:s, s:s, s:s, s:s, s:s}]", "block",
+                               "aa00000000000000000000000000000000000000000000000000000000000000",
+                               "pack", "bb000000000000000000000000000000", "offset", "12", "found",
+                               "x", "by", "verify", "what", "x");
+    char *bt = json_dumps(blocks, JSON_COMPACT | JSON_SORT_KEYS);
+    uint8_t dg[32];
+    char hex[65];
+    unsigned dn = 0;
+    EVP_Digest(bt, strlen(bt), dg, &dn, EVP_sha256(), NULL);
+    bk_hex(dg, 32, hex);
+    snprintf(badentry, sizeof badentry,
+             "{\"format\":\"ombra-damaged-blocks\",\"version\":1,\"repository\":\"%s\","
+             "\"blocks\":%s,\"sha256\":\"%s\"}",
+             uuid, bt, hex);
+    free(bt);
+    json_decref(blocks);
+    bad[0] = "{garbage";
+    bad[1] = "[1,2,3]";
+    bad[2] = wrongsum;
+    bad[3] = other;
+    bad[4] = badentry;
+    bad[5] = "";
+    const char *why[] = {"not JSON",    "not a list",           "checksum",
+                         "repository ", "entry 0 is malformed", "not JSON"};
+    for (size_t k = 0; k < 6; k++) {
+        write_text(path, bad[k]);
+        r = reopen(r);
+        json_t *dl = damaged_list(r);
+        const char *p = om_json_str_or(dl, "problem", "");
+        snprintf(text, sizeof text, "case %zu: %s", k, p);
+        if (!strstr(p, why[k]) || !strstr(p, "damaged.json")) fail_msg("%s", text);
+        json_decref(dl);
+        json_t *dmg = verify_all(r, OM_E_RepositoryCorrupt);
+        assert_int_equal(json_array_size(dmg), 1);
+        assert_non_null(strstr(om_json_str_or(json_array_get(dmg, 0), "what", ""), "ignored"));
+        json_decref(dmg);
+        assert_int_equal(bk_verify(r, NULL, NULL, NULL, NULL), 0); /* written anew */
+        r = reopen(r);
+        assert_int_equal(bk_verify(r, NULL, NULL, NULL, NULL), 0);
+    }
+    json_decref(info);
+    /* a fifo is never opened (it would wait for a writer for ever) */
+    unlink(path);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    r = reopen(r);
+    json_t *dl = damaged_list(r);
+    assert_non_null(strstr(om_json_str_or(dl, "problem", ""), "not a regular file"));
+    json_decref(dl);
+    bk_writer *w = NULL; /* a backup goes on */
+    assert_int_equal(bk_set_begin(r, &w), 0);
+    bk_set_abort(w);
+    bk_repo_close(r);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
@@ -1740,6 +1942,10 @@ int main(void)
         T(set_file_names_are_what_a_backup_writes_and_nothing_else),
         T(verify_reports_set_documents_no_backup_writes),
         T(verify_reports_a_pack_whose_header_is_not_this_repositorys),
+        T(a_damaged_copy_is_listed_stored_again_and_serves_the_older_set),
+        T(in_an_encrypted_repository_too),
+        T(expire_keeps_the_fresh_copy_when_both_sets_stay),
+        T(a_garbled_or_crafted_damaged_list_is_ignored_and_written_again),
     };
     if (getenv("TEST_FILTER")) cmocka_set_test_filter(getenv("TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
