@@ -1797,7 +1797,10 @@ static int post_restore_one(store_writer *w, const char *session, json_t *c, jso
     pthread_mutex_lock(&s->mu);
     unmark_session(w, session, t.key);
     store_dbent *ent = mount ? store_dir_find(s->dir, t.ent.name) : NULL;
-    if (mount) rc = ent ? store_mount_locked(s, ent, 0) : OM_E_DatabaseNotFound;
+    if (mount)
+        rc = ent ? store_mount_locked(s, ent, 0)
+                 : om_errf(OM_E_DatabaseNotFound,
+                           "'%s' is no longer in the directory: restored, not mounted", t.ent.name);
     if (mount && !rc) {
         store_dbent ne = *ent;
         ne.mounted = 1;
