@@ -48,9 +48,10 @@ typedef struct wdb {
     uint32_t truncate_below;
 } wdb;
 
-/* A target being restored: between PreRestore and the end of the session (PostRestore, or an
- * Abort: a restore that failed or whose requester died), mounts are refused and so is another
- * restore to it. One per target, as many as there are targets. */
+/* A target being restored: from PreRestore until its component is done in PostRestore (replayed,
+ * retired and mounted when asked), or the session ends (the end of PostRestore, or an Abort: a
+ * restore that failed or whose requester died), mounts are refused and so is another restore to
+ * it. One per target, as many as there are targets. */
 typedef struct wrestore {
     struct wrestore *next;
     char session[40];
@@ -61,8 +62,8 @@ typedef struct wrestore {
     /* The target's .edb as PreRestore found it, when the restore may replace it: held open so
      * that the requester's close of the file it replaced is not the last one. The blocks of a
      * large file take a while to free (seconds on a disk mounted with discard); they are freed
-     * when this is closed, on a thread, once the session lets the restore go (unmark_session),
-     * not while the requester waits for PostRestore's answer or its own exit. */
+     * when this is closed, on a thread, once the slot goes (unmark_session), not while the
+     * requester waits for PostRestore's answer or its own exit. */
     om_file *old_edb;
 } wrestore;
 
@@ -835,16 +836,17 @@ static void truncate_stored(store_writer *w, vss_event *e)
 
 /* ---- Abort, BackupShutdown ---- */
 
-/* Forgets the restores of a session. */
+/* Forgets the restore slot of target in session, or every slot of the session when target is
+ * NULL; a replaced .edb a slot held is closed on a thread. */
 static void start_release(store_writer *w, om_file *f);
 
-static void unmark_session(store_writer *w, const char *session)
+static void unmark_session(store_writer *w, const char *session, const char *target)
 {
     wrestore *gone = NULL;
     pthread_mutex_lock(&w->mu);
     for (wrestore **p = &w->restores; *p;) {
         wrestore *r = *p;
-        if (strcmp(r->session, session)) {
+        if (strcmp(r->session, session) || (target && strcmp(r->target, target))) {
             p = &r->next;
             continue;
         }
@@ -866,7 +868,7 @@ static void unmark_session(store_writer *w, const char *session)
 static int end_session(void *ctx, vss_event *e)
 {
     store_writer *w = ctx;
-    unmark_session(w, e->session);
+    unmark_session(w, e->session, NULL);
     for (int i = 0; i < MAX_WDB; i++) {
         pthread_mutex_lock(&w->mu);
         wdb copy = w->dbs[i];
@@ -1545,7 +1547,7 @@ static int pre_restore(void *ctx, vss_event *e)
         }
         if (rc) {
             int f = vss_fail_rc(e, VSS_FAIL_NON_RETRYABLE, rc);
-            unmark_session(w, e->session);
+            unmark_session(w, e->session, NULL);
             return f;
         }
         om_log_with(OM_INFO, OM_FIELDS({"DATABASE", t.ent.name}),
@@ -1758,57 +1760,77 @@ static void start_release(store_writer *w, om_file *f)
     if (!r || start_retiring(w, r)) om_close(f);
 }
 
+/* A log folder PostRestore retired: its files go after the answer (start_removal). */
+typedef struct retired_folder {
+    char logs[4096], name[ENG_RETIRED_NAME_MAX];
+} retired_folder;
+
+/* PostRestore of component c: its replay (none with additional restores), the retirement of its
+ * restore folder (into *ret, its name "" when there was none) and its mount when asked. Its
+ * restore slot goes once it is done, not before: a later component of the session keeps its
+ * own until then (another restore of that target is refused, status shows its replay, its
+ * replaced .edb stays held). */
+static int post_restore_one(store_writer *w, const char *session, json_t *c, json_t *res,
+                            retired_folder *ret)
+{
+    store_registry *s = w->reg;
+    rtarget t;
+    pthread_mutex_lock(&s->mu);
+    int rc = resolve_target(w, c, &t);
+    pthread_mutex_unlock(&s->mu);
+    json_t *out = json_pack("{s:s}", "name", t.ent.name);
+    json_object_set_new(res, str_or(c, "name", "?"), out);
+    if (rc) return rc;
+    if (json_is_true(json_object_get(c, "additional_restores"))) {
+        json_object_set_new(out, "replayed", json_false());
+        return 0; /* more backups come first: replay later (the slot goes at the session's end) */
+    }
+    if ((rc = recover_target(w, session, c, &t, out))) return rc;
+    /* Retired (no restore pending from here on); its files go after the answer. */
+    rc = eng_restored_retire(om_vfs_posix(), t.ent.logs, t.orig_base, ret->name, sizeof ret->name);
+    if (rc) return rc;
+    if (ret->name[0]) snprintf(ret->logs, sizeof ret->logs, "%s", t.ent.logs);
+    /* The slot goes, and the mount follows, under registry.mu: no other restore of the target
+     * starts in between (PreRestore marks it under registry.mu). */
+    json_t *ro = json_object_get(c, "restore_options");
+    int mount = t.in_dir && json_is_true(json_object_get(ro, "mount"));
+    pthread_mutex_lock(&s->mu);
+    unmark_session(w, session, t.key);
+    store_dbent *ent = mount ? store_dir_find(s->dir, t.ent.name) : NULL;
+    if (mount)
+        rc = ent ? store_mount_locked(s, ent, 0)
+                 : om_errf(OM_E_DatabaseNotFound,
+                           "'%s' is no longer in the directory: restored, not mounted", t.ent.name);
+    if (mount && !rc) {
+        store_dbent ne = *ent;
+        ne.mounted = 1;
+        rc = store_dir_put(s->dir, &ne);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (mount && !rc) json_object_set_new(out, "mounted", json_true());
+    return rc;
+}
+
+/* Every component in order, stopping at the first that fails. The session's slots all go at
+ * the one exit, whatever happened (a failed component's, those after it, and those of
+ * components with additional restores), before the answer. */
 static int post_restore(void *ctx, vss_event *e)
 {
     store_writer *w = ctx;
-    store_registry *s = w->reg;
     json_t *res = json_object();
     json_object_set_new(e->result, "targets", res);
+    json_t *comps = json_object_get(e->args, "components"), *c;
     size_t i, nretired = 0;
-    json_t *c;
     int rc = 0;
-    json_t *comps = json_object_get(e->args, "components");
-    struct {
-        char logs[4096], name[ENG_RETIRED_NAME_MAX];
-    } *retired = calloc(json_array_size(comps) + 1, sizeof *retired);
-    if (!retired) return vss_fail_rc(e, VSS_FAIL_RECOVERY_FAILED, OM_E_OutOfMemory);
+    retired_folder *retired = calloc(json_array_size(comps) + 1, sizeof *retired);
+    if (!retired)
+        rc = om_errf(OM_E_OutOfMemory, "PostRestore of session %s: out of memory", e->session);
     json_array_foreach(comps, i, c)
     {
-        rtarget t;
-        pthread_mutex_lock(&s->mu);
-        rc = resolve_target(w, c, &t);
-        pthread_mutex_unlock(&s->mu);
-        json_t *out = json_pack("{s:s}", "name", t.ent.name);
-        json_object_set_new(res, str_or(c, "name", "?"), out);
-        if (rc) break;
-        if (json_is_true(json_object_get(c, "additional_restores"))) {
-            json_object_set_new(out, "replayed", json_false());
-            continue; /* more backups come first: replay later */
-        }
-        if ((rc = recover_target(w, e->session, c, &t, out))) break;
-        /* Retired (no restore pending from here on); its files go after the answer. */
-        rc = eng_restored_retire(om_vfs_posix(), t.ent.logs, t.orig_base, retired[nretired].name,
-                                 sizeof retired[nretired].name);
-        if (rc) break;
-        if (retired[nretired].name[0])
-            snprintf(retired[nretired++].logs, sizeof retired->logs, "%s", t.ent.logs);
-        json_t *ro = json_object_get(c, "restore_options");
-        if (t.in_dir && json_is_true(json_object_get(ro, "mount"))) {
-            pthread_mutex_lock(&s->mu);
-            unmark_session(w, e->session);
-            store_dbent *ent = store_dir_find(s->dir, t.ent.name);
-            rc = ent ? store_mount_locked(s, ent, 0) : OM_E_DatabaseNotFound;
-            if (!rc) {
-                store_dbent ne = *ent;
-                ne.mounted = 1;
-                rc = store_dir_put(s->dir, &ne);
-            }
-            pthread_mutex_unlock(&s->mu);
-            if (rc) break;
-            json_object_set_new(out, "mounted", json_true());
-        }
+        if (rc || (rc = post_restore_one(w, e->session, c, res, &retired[nretired]))) break;
+        if (retired[nretired].name[0]) nretired++;
     }
-    unmark_session(w, e->session);
+    unmark_session(w, e->session, NULL);
     rc = rc ? vss_fail_rc(e, VSS_FAIL_RECOVERY_FAILED, rc) : 0;
     for (size_t k = 0; k < nretired; k++)
         start_removal(w, retired[k].logs, retired[k].name);

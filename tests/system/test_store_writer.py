@@ -501,3 +501,81 @@ def test_a_requester_that_dies_after_backup_complete_before_storing_its_set_trun
     assert rc == 0, err
     md = res["components_document"]["components"][0]["backup_metadata"]
     assert min(gens(store, "db1")) >= md["checkpoint"][0]
+
+
+def test_one_restore_session_of_two_databases_keeps_each_slot_until_that_one_is_done(store, vssd, build_dir, tmp_path):
+    """The protocol lets a requester restore several components in one session (ombra restore
+    sends one). PostRestore takes them in order, and the first one's mount must not let the
+    second one's restore go: while the second waits for its logs (logs_arriving, the requester
+    holds its progress file), the store's status lists it, another session's restore of it is
+    refused (-506), and the .edb the restore replaced is still held by the store. Then both are
+    their backups, mounted, and the store holds no slot and neither old .edb."""
+    from test_restore import held_deleted, let_go
+    runs, lay, d0, info = {}, {}, {}, {}
+    for i, db in enumerate(("db1", "db2")):
+        store.ombra("db", "new", db)
+    for i, db in enumerate(("db1", "db2")):
+        load(store, db, 400, seed=i + 1)
+        d0[db] = store.digest(db)
+        runs[db] = held_backup(store, build_dir, db, "full", tmp_path / db)
+        load(store, db, 200, seed=i + 7)
+        assert store.digest(db) != d0[db]
+        info[db] = store.db_show(db)
+        store.ombra("db", "dismount", db)
+        store.ombra("db", "set", db, "--allow-restore", "on")
+    # a third database's backup, for another session's restore into db2 (the coordinator itself
+    # refuses a component that is in a session already: -505)
+    store.ombra("db", "new", "db3")
+    load(store, "db3", 50, seed=5)
+    run3 = held_backup(store, build_dir, "db3", "full", tmp_path / "db3")
+    both = json.loads(json.dumps(runs["db1"]))
+    both["components_document"]["components"] += runs["db2"]["components_document"]["components"]
+    f = store.tmp / "run-both.json"
+    f.write_text(json.dumps(both))
+    lo2, hi2 = runs["db2"]["components_document"]["components"][0]["backup_metadata"]["log_range"]
+    opts = [{"target": db, "target_id": info[db]["id"], "mount": True, "roll_forward": False} for db in ("db1", "db2")]
+    opts[1]["logs_arriving"] = [lo2, hi2]
+    p = subprocess.Popen([str(build_dir / "tests/tools/vss_requester"), "--restore", str(f), "--pause-at", "post",
+                          "--restore-options", json.dumps(opts[0]), "--restore-options", json.dumps(opts[1]),
+                          "--say-laid"],
+                         env=store.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("paused post"), line + p.stderr.read()
+        targets = {t["name"]: t for t in json.loads(line[len("paused post"):]).values()}
+        assert sorted(targets) == ["db1", "db2"], targets
+        for db, t in targets.items():
+            # the .edb replaced by a rename, as ombra restore lays it: the old inode is the store's
+            tmp = pathlib.Path(t["edb"]).with_name(".restore.tmp")
+            shutil.copy(tmp_path / db / "db.edb", tmp)
+            os.replace(tmp, t["edb"])
+            for g in sorted((tmp_path / db).glob("E00*.log")):
+                shutil.copy(g, pathlib.Path(t["logs"]) / g.name)
+        p.stdin.write("\n")
+        p.stdin.flush()
+        end = time.monotonic() + 120
+        while not store.db_show("db1")["mounted"]:
+            assert time.monotonic() < end and p.poll() is None, "db1 was not restored and mounted"
+            time.sleep(0.05)
+        # db1 is done and mounted; db2's replay waits for generation lo2
+        restores = store.request({"op": "status"})["restores"]
+        assert [r["target"] for r in restores] == ["db2"], restores
+        assert held_deleted(store.proc.pid, info["db2"]["edb"]), "db2's replaced .edb was let go before its replay"
+        rc, res, err = restore_via_writer(store, build_dir, run3, [], {"target": "db2", "mount": True})
+        assert rc == 1 and "-506 RestoreInProgress" in err and restores[0]["session"] in err, err
+        assert p.poll() is None
+        p.stdin.write(f"say db2 {hi2}\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, err
+    post = json.loads(out.strip().splitlines()[-1])["post"]
+    assert sorted(t["name"] for t in post.values() if t.get("mounted")) == ["db1", "db2"], post
+    for db in ("db1", "db2"):
+        assert store.digest(db) == d0[db], f"{db} is not its backup"
+        assert let_go(store, info[db]["edb"], held=held_deleted), f"{db}'s replaced .edb is still held"
+    assert store.request({"op": "status"})["restores"] == []

@@ -16,6 +16,13 @@
  *   release   release
  * It reads nothing from the shadow copies: the test inspects them.
  *
+ * Restore mode (--restore FILE) restores every component of a backup run's output in one
+ * session. --restore-options may come once per component, in the order of the run's components
+ * document (the last one given applies to the components after it). With --say-laid, once the
+ * files are laid (after the post pause) it holds every target's progress file (vss/laid.h) and
+ * says what stdin tells it while PostRestore runs: lines `say NAME GEN` (NAME: the target's
+ * database name in PreRestore's answer); the holds go after PostRestore and EOF on stdin.
+ *
  * --pause-at STEP prints `paused STEP <JSON of the last result>` (begin: {"session"}; gather:
  * {"writers"}; prepare: {"components"}; snapshot: the do_snapshot_set reply; complete:
  * {"components_document"}) and waits for a line on stdin (or EOF) before doing STEP.
@@ -29,6 +36,7 @@
  * success). Exit 0 when ok; else 1, with one stderr line `vss_requester: <detail> (<num>
  * <Name>)`; 2 on a usage error. */
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +44,8 @@
 #include "base/error.h"
 #include "base/logging.h"
 #include "base/proto.h"
+#include "base/vfs.h"
+#include "vss/laid.h"
 #include "vss/requester.h"
 
 #define MAX_COMPONENTS 64
@@ -56,8 +66,9 @@ static struct {
     const char *paths[MAX_PATHS];
     int npaths, persistent, pause_at, abort_at;
     const char *restore; /* --restore FILE: a backup run's output */
-    int additional;
-    const char *restore_options, *new_target; /* JSON */
+    int additional, say_laid;
+    const char *restore_options[MAX_COMPONENTS], *new_target; /* JSON */
+    int nropts;
 } o = {.provider = "auto", .pause_at = -1, .abort_at = -1};
 
 static void usage(void)
@@ -67,7 +78,8 @@ static void usage(void)
                     "[--provider auto|held|reflink|btrfs|copy] [--path DIR...] [--persistent] "
                     "[--pause-at STEP] [--abort-at STEP] [--fail-component INSTANCE:FULLNAME]\n"
                     "       vss_requester [--socket PATH] --restore FILE [--additional] "
-                    "[--restore-options JSON] [--new-target JSON] [--pause-at post]\n"
+                    "[--restore-options JSON]... [--new-target JSON] [--pause-at post] "
+                    "[--say-laid]\n"
                     "steps: gather prepare snapshot complete release\n"
                     "FILE: the JSON a backup run printed (its metadata and components "
                     "document); every component of it is restored\n");
@@ -107,6 +119,7 @@ static void parse(int argc, char **argv)
                                          {"additional", no_argument, 0, 'A'},
                                          {"restore-options", required_argument, 0, 'O'},
                                          {"new-target", required_argument, 0, 'T'},
+                                         {"say-laid", no_argument, 0, 'L'},
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -144,7 +157,11 @@ static void parse(int argc, char **argv)
             o.additional = 1;
             break;
         case 'O':
-            o.restore_options = optarg;
+            if (o.nropts >= MAX_COMPONENTS) usage();
+            o.restore_options[o.nropts++] = optarg;
+            break;
+        case 'L':
+            o.say_laid = 1;
             break;
         case 'T':
             o.new_target = optarg;
@@ -234,6 +251,55 @@ static void maybe_pause(int step, json_t *last)
     if (!fgets(line, sizeof line, stdin)) clearerr(stdin);
 }
 
+/* --say-laid: the progress files held, by target name. */
+typedef struct held_laid {
+    char name[256];
+    vss_laid *l;
+} held_laid;
+
+static held_laid laids[MAX_COMPONENTS];
+static int nlaids;
+
+/* Holds the progress file of every target of PreRestore's answer. */
+static int hold_laids(json_t *targets, const char *session)
+{
+    const char *k;
+    json_t *t;
+    json_object_foreach(targets, k, t)
+    {
+        if (nlaids == MAX_COMPONENTS) break;
+        held_laid *h = &laids[nlaids];
+        snprintf(h->name, sizeof h->name, "%s", om_json_str_or(t, "name", ""));
+        int rc = vss_laid_hold(om_vfs_posix(), om_json_str_or(t, "progress", ""), session, &h->l);
+        if (rc) return rc;
+        nlaids++;
+    }
+    return 0;
+}
+
+/* Reads `say NAME GEN` lines from stdin until EOF (while PostRestore runs). */
+static void *say_from_stdin(void *arg)
+{
+    (void)arg;
+    char line[512], name[256];
+    unsigned gen;
+    while (fgets(line, sizeof line, stdin)) {
+        if (sscanf(line, "say %255s %u", name, &gen) != 2) continue;
+        int said = 0;
+        for (int i = 0; i < nlaids; i++)
+            if (!strcmp(laids[i].name, name)) said = !vss_laid_say(laids[i].l, gen);
+        fprintf(stderr, "vss_requester: %s %s %u\n", said ? "said" : "could not say", name, gen);
+    }
+    return NULL;
+}
+
+/* The restore options of component i (--restore-options, the last one given for the rest). */
+static json_t *restore_options_of(int i, json_error_t *je)
+{
+    if (!o.nropts) return json_pack("{s:s}", "from", o.restore);
+    return json_loads(o.restore_options[i < o.nropts ? i : o.nropts - 1], 0, je);
+}
+
 /* A restore of every component of a backup run's output: load_documents, add_restore_component,
  * pre_restore, post_restore, release. */
 static int restore_main(void)
@@ -254,22 +320,24 @@ static int restore_main(void)
     int rc = vss_req_begin(o.socket, VSS_SESSION_RESTORE, &r);
     if (!rc) rc = vss_req_load_documents(r, md, doc);
     json_t *c;
-    json_t *opts = o.restore_options ? json_loads(o.restore_options, 0, &je)
-                                     : json_pack("{s:s}", "from", o.restore);
     json_t *nt = o.new_target ? json_loads(o.new_target, 0, &je) : NULL;
-    if (!opts || (o.new_target && !nt)) {
-        fprintf(stderr, "vss_requester: bad JSON in --restore-options or --new-target: %s\n",
-                je.text);
+    if (o.new_target && !nt) {
+        fprintf(stderr, "vss_requester: bad JSON in --new-target: %s\n", je.text);
         return 2;
     }
     json_array_foreach(json_object_get(doc, "components"), i, c)
     {
         if (rc) break;
+        json_t *opts = restore_options_of((int)i, &je);
+        if (!opts) {
+            fprintf(stderr, "vss_requester: bad JSON in --restore-options: %s\n", je.text);
+            return 2;
+        }
         rc = vss_req_add_restore_component(r, json_string_value(json_object_get(c, "instance_id")),
                                            json_string_value(json_object_get(c, "component")), opts,
                                            nt);
+        json_decref(opts);
     }
-    json_decref(opts);
     json_decref(nt);
     if (!rc && o.additional) rc = vss_req_set_additional_restores(r, 1);
     json_t *targets = NULL, *done = NULL;
@@ -282,9 +350,17 @@ static int restore_main(void)
         char line[256];
         if (!fgets(line, sizeof line, stdin)) clearerr(stdin);
     }
+    pthread_t sayer;
+    int saying = 0;
+    if (!rc && o.say_laid && !(rc = hold_laids(targets, vss_req_session(r))) &&
+        !(saying = !pthread_create(&sayer, NULL, say_from_stdin, NULL)))
+        rc = om_errf(OM_E_OutOfMemory, "no thread to read stdin");
     if (!rc) rc = vss_req_post_restore(r, &done);
     char detail[1024];
     snprintf(detail, sizeof detail, "%s", om_err_detail());
+    if (saying) pthread_join(sayer, NULL);
+    for (int k = 0; k < nlaids; k++)
+        vss_laid_release(laids[k].l);
     if (r) vss_req_release(r);
     json_decref(md);
     json_decref(run);

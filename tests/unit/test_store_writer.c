@@ -5,8 +5,13 @@
  * only then), administrative actions are refused from PrepareBackup to BackupComplete, and a
  * database closing in the middle of a session (the registry tells the writer) releases what the
  * backup held of it, so the dismount does not wait for the backup, and the backup fails: nothing
- * recorded, nothing truncated. */
+ * recorded, nothing truncated. A restore's slot (one per target, from PreRestore) goes on every
+ * way out of PostRestore, its failures included, not only at the session's Abort.
+ *
+ * The test links with --wrap=calloc (tests/unit/meson.build): __wrap_calloc fails one allocation
+ * when a test arms it. */
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +34,20 @@
 #include "store/store_writer.h"
 
 #define S1 "11111111-1111-4111-8111-111111111111"
+#define S2 "22222222-2222-4222-8222-222222222222"
+
+/* calloc for every object of this test (the store's code included): the C library's, except that
+ * once armed it fails the first request for an array (more than one element) of elements over
+ * 4 KiB, as PostRestore's list of retired folders is (one per component, and one more). */
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+static atomic_int fail_big_array_calloc;
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    if (n > 1 && size > 4096 && atomic_exchange(&fail_big_array_calloc, 0)) return NULL;
+    return __real_calloc(n, size);
+}
 
 typedef struct fixture {
     store_registry *reg;
@@ -367,6 +386,56 @@ static void the_writer_stopped_is_told_no_more(void **s)
     assert_int_equal(slot_of(ENG_BK_PREV_FULL).mark_time, 0);
 }
 
+/* How many restore slots the writer has (store_writer_restores, the status request's). */
+static size_t slots(void)
+{
+    json_t *r = store_writer_restores(F.w);
+    size_t n = json_array_size(r);
+    json_decref(r);
+    return n;
+}
+
+/* A restore component of db1's backup to new paths under the test's directory. */
+static json_t *restore_to_new_paths(void)
+{
+    char edb[200], logs[200];
+    snprintf(edb, sizeof edb, "%s/new/restored.edb", fc_dir);
+    snprintf(logs, sizeof logs, "%s/new/logs", fc_dir);
+    return json_pack("[{s:s, s:{s:s, s:s}, s:{}, s:{s:s, s:s}, s:b}]", "name", F.comp,
+                     "backup_metadata", "db_id", F.id, "base", "E00", "restore_options",
+                     "new_target", "edb", edb, "logs", logs, "additional_restores", 0);
+}
+
+static void a_post_restore_that_fails_before_any_component_lets_the_slots_go(void **s)
+{
+    (void)s;
+    json_t *c = restore_to_new_paths();
+    fc_send_event(F.fd, 1, "PreRestore", S1, json_pack("{s:O}", "components", c));
+    fc_expect_ok(F.fd, 1);
+    assert_int_equal(slots(), 1);
+    /* Another session's restore of the same target is refused while the slot is held. */
+    fc_send_event(F.fd, 2, "PreRestore", S2, json_pack("{s:O}", "components", c));
+    fc_expect_failure(F.fd, 2, "non_retryable", "being restored already");
+    atomic_store(&fail_big_array_calloc, 1);
+    fc_send_event(F.fd, 3, "PostRestore", S1, json_pack("{s:O}", "components", c));
+    json_t *a = fc_answer(F.fd, 3);
+    assert_true(json_is_false(json_object_get(a, "ok")));
+    assert_string_equal(om_json_str_or(a, "failure", ""), "recovery_failed");
+    assert_int_equal(atomic_load(&fail_big_array_calloc), 0); /* that calloc was the one failed */
+    /* Before any Abort: the answer came after the slot went. */
+    assert_int_equal(slots(), 0);
+    assert_non_null(
+        strstr(om_json_str_or(a, "reason", ""), "PostRestore of session " S1 ": out of memory"));
+    json_decref(a);
+    fc_send_event(F.fd, 4, "PreRestore", S2, json_pack("{s:O}", "components", c));
+    fc_expect_ok(F.fd, 4);
+    assert_int_equal(slots(), 1);
+    fc_send_event(F.fd, 5, "Abort", S2, json_pack("{s:[]}", "components"));
+    fc_expect_ok(F.fd, 5);
+    assert_int_equal(slots(), 0);
+    json_decref(c);
+}
+
 int main(void)
 {
 #define T(t) cmocka_unit_test_setup_teardown(t, setup, teardown)
@@ -377,6 +446,7 @@ int main(void)
         T(a_database_closed_before_backup_complete_loses_that_backup),
         T(a_database_closed_after_backup_complete_keeps_its_backup_and_its_logs),
         T(the_writer_stopped_is_told_no_more),
+        T(a_post_restore_that_fails_before_any_component_lets_the_slots_go),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
