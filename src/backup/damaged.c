@@ -76,7 +76,7 @@ static int entry_ok(json_t *e, uint8_t id[BK_ID_LEN], const char **pack, uint64_
     if (!json_is_object(e) || !hex_ok(om_json_str_or(e, "block", NULL), id, BK_ID_LEN) ||
         !hex_ok(*pack, pk, sizeof pk) || !json_is_integer(o) ||
         json_integer_value(o) < BK_PACK_HDR || json_integer_value(o) > (1ll << 50) ||
-        (strcmp(by, "verify") && strcmp(by, "restore")) ||
+        (strcmp(by, "verify") && strcmp(by, "restore") && strcmp(by, "expire")) ||
         !json_is_string(json_object_get(e, "found")) ||
         strlen(om_json_str_or(e, "found", "")) > 40 ||
         !json_is_string(json_object_get(e, "what")) ||
