@@ -5,7 +5,9 @@ nothing deletes the only good copy of a block."""
 import json
 import shutil
 
-from test_damaged_blocks import blocks_of, full
+import pytest
+
+from test_damaged_blocks import full
 from test_restore import restore_target
 from test_synthetic_full import load, repo, restore_digest  # noqa: F401 (repo: the fixture)
 
@@ -32,38 +34,56 @@ def damage_copy(place):
         p.write(bytes(x ^ 0xFF for x in b))
 
 
-def list_by_a_passing_fault(store, repo, pack):
-    """verify while a pack reads as zeros (an administrator's copy half done, a mount that
-    came back wrong): every copy in it is listed; then the pack reads right again."""
-    away = pack.with_name(pack.name + ".away")
-    shutil.move(pack, away)
-    pack.write_bytes(bytes(away.stat().st_size))
+def list_by_a_passing_fault(store, repo, packs):
+    """verify while packs read as zeros (an administrator's copy half done, a mount that came
+    back wrong): every copy in them is listed; then they read right again."""
+    for pack in packs:
+        shutil.move(pack, pack.with_name(pack.name + ".away"))
+        pack.write_bytes(bytes(pack.with_name(pack.name + ".away").stat().st_size))
     assert store.ombra("verify", "--repo", repo, check=False).rc == 1
-    shutil.move(away, pack)
+    for pack in packs:
+        shutil.move(pack.with_name(pack.name + ".away"), pack)
 
 
 def rotten_fresh_copy(store, repo):
-    """db1 backed up; the copies of the first full's pack listed by a passing fault; a read-all
-    full stores them again; the fresh copy of the database's second block rots unseen. The
-    recorded digest, the first set, the block and its first (good, listed) copy."""
+    """db1 backed up; the copies in the first full's packs listed by a passing fault; a read-all
+    full stores them again; the largest block's fresh copy rots unseen. The recorded digest, the
+    first set, the block and its first (good, listed) copy."""
     store.ombra("db", "new", "db1")
     load(store, 300, 1)
     f1 = full(store, repo)["sets"][0]
     digest = store.digest("db1")
-    _, ids = blocks_of(repo, f1["id"], "edb/")
-    [first] = copies(repo, ids[1])
-    list_by_a_passing_fault(store, repo, first[0])
+    packs = set((repo / "packs").glob("*/*"))
+    list_by_a_passing_fault(store, repo, packs)
     assert full(store, repo, "--read-all")["blocks_stored_again"] >= 1
-    fresh = [c for c in copies(repo, ids[1]) if c[0] != first[0]]
-    assert len(fresh) == 1, copies(repo, ids[1])
-    damage_copy(fresh[0])  # bit rot nobody has seen yet
-    return digest, f1, ids[1], first
+    twice = {}
+    for ix in (repo / "index").glob("*.json"):
+        for b in json.loads(ix.read_text())["blocks"]:
+            twice[b[0]] = twice.get(b[0], 0) + 1
+    block = max((b for b in twice if twice[b] == 2), key=lambda b: copies(repo, b)[0][2])
+    [first] = [c for c in copies(repo, block) if c[0] in packs]
+    [fresh] = [c for c in copies(repo, block) if c[0] not in packs]
+    damage_copy(fresh)  # bit rot nobody has seen yet
+    return digest, f1, block, first
 
 
-def test_expire_keeps_a_listed_copy_when_the_fresh_copy_rotted(store, repo):
+@pytest.fixture(params=["plain", "encrypted"])
+def any_repo(request, store, vssd):
+    """A repository, plain or encrypted (its passphrase in the environment every command gets)."""
+    r = store.tmp / "repo"
+    if request.param == "encrypted":
+        store.env = dict(store.env, OMBRA_REPO_PASSPHRASE="correct horse battery staple")
+        store.ombra("repo", "init", r, "--encrypt")
+    else:
+        store.ombra("repo", "init", r)
+    return r
+
+
+def test_expire_keeps_a_listed_copy_when_the_fresh_copy_rotted(store, any_repo):
     """A copy listed while its pack read wrong is good; the fresh copy the next full stored rots
     before anyone reads it. expire must not delete the listed (good) copy for the rotten one:
     the newest set still restores to the recorded digest."""
+    repo = any_repo
     digest, _, block, first = rotten_fresh_copy(store, repo)
     store.ombra("expire", "--repo", repo, "--keep-full", "1")
     assert any(c[0] != first[0] or c[1] != first[1] for c in copies(repo, block)), \
