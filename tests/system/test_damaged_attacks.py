@@ -103,3 +103,27 @@ def test_a_restore_reads_a_listed_copy_when_every_copy_is_listed(store, repo):
         assert r.rc == 0, r.describe()
         assert store.digest(to) == digest
         store.ombra("db", "dismount", to)  # one recovery database mounted at a time
+
+
+def test_both_copies_damaged_stay_named_through_expire_and_a_restore_is_one_line(store, repo):
+    """Both copies of a block rot; a restore meets them (one line, exit 1), expire runs before
+    any fresh copy exists: neither copy goes, verify still names the block, and once the
+    database's next read-all full stores it again the older set restores exactly."""
+    digest, f1, block, first = rotten_fresh_copy(store, repo)
+    damage_copy(first)
+    restore_target(store)
+    r = store.ombra("restore", "db1", "--repo", repo, "--set", f1["id"][:12], "--to", "db2",
+                    check=False)
+    assert r.rc == 1 and len(r.err.strip().splitlines()) == 1 and block in r.err, r.describe()
+    listed = {(b["block"], b["offset"]) for b in
+              json.loads((repo / "damaged.json").read_text())["blocks"]}
+    assert {(block, c[1]) for c in copies(repo, block)} <= listed, listed
+    store.ombra("expire", "--repo", repo, "--keep-full", "1")
+    assert len(copies(repo, block)) == 2, "expire deleted a copy no good one replaced"
+    v = store.ombra("verify", "--repo", repo, check=False)
+    assert v.rc == 1 and block in v.out, v.describe()
+    assert full(store, repo, "--read-all")["blocks_stored_again"] == 1
+    store.ombra("expire", "--repo", repo, "--keep-full", "2")
+    assert len(copies(repo, block)) == 1, copies(repo, block)  # the damaged ones went
+    store.ombra("verify", "--repo", repo)
+    assert restore_digest(store, repo) == digest
