@@ -127,3 +127,26 @@ def test_both_copies_damaged_stay_named_through_expire_and_a_restore_is_one_line
     assert len(copies(repo, block)) == 1, copies(repo, block)  # the damaged ones went
     store.ombra("verify", "--repo", repo)
     assert restore_digest(store, repo) == digest
+
+
+def test_a_list_root_wrote_does_not_stop_the_repository_owner(store, repo):
+    """An administrator runs verify as root once, on a repository its service user owns: the
+    list root writes is root's. The owner's verify (and restore, which reads the list the same
+    way) must not fail on it: the list is ignored with one line and written anew."""
+    store.ombra("db", "new", "db1")
+    load(store, 100, 1)
+    f1 = full(store, repo)["sets"][0]
+    [pack] = (repo / "packs").glob("*/*")
+    list_by_a_passing_fault(store, repo, [pack])  # as root: damaged.json is root's
+    listed = repo / "damaged.json"
+    listed.chmod(0o600)
+    store.tmp.chmod(0o711)
+    shutil.chown(repo, "nobody")
+    for f in repo.rglob("*"):
+        if f != listed:
+            shutil.chown(f, "nobody")
+    v = store.ombra("verify", "--repo", repo, f1["id"][:12], user="nobody", check=False)
+    assert "damaged.json" in v.out and "ignored" in v.out, v.describe()
+    assert v.rc == 1 and "Permission denied" not in v.err, v.describe()
+    assert listed.stat().st_uid != 0, "written anew by the owner"
+    store.ombra("verify", "--repo", repo, f1["id"][:12], user="nobody")  # every block reads
