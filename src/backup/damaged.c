@@ -123,7 +123,12 @@ static int read_file(bk_repo *r, json_t **blocks, char *why, size_t wn)
             *blocks = json_array();
             return 0;
         }
-        return rc;
+        if (rc == OM_E_OutOfMemory) return rc;
+        /* Another user's file (a verify run as root), one swapped in since: no reason to stop
+         * a restore or a backup, which read the list only to avoid damaged copies. */
+        snprintf(why, wn, "it cannot be read (%.200s)", om_err_detail());
+        om_err_clear();
+        return 1;
     }
     json_error_t je;
     json_t *j = json_loadb(data, size, 0, &je), *b = json_object_get(j, "blocks");
