@@ -76,7 +76,7 @@ static int entry_ok(json_t *e, uint8_t id[BK_ID_LEN], const char **pack, uint64_
     if (!json_is_object(e) || !hex_ok(om_json_str_or(e, "block", NULL), id, BK_ID_LEN) ||
         !hex_ok(*pack, pk, sizeof pk) || !json_is_integer(o) ||
         json_integer_value(o) < BK_PACK_HDR || json_integer_value(o) > (1ll << 50) ||
-        (strcmp(by, "verify") && strcmp(by, "restore")) ||
+        (strcmp(by, "verify") && strcmp(by, "restore") && strcmp(by, "expire")) ||
         !json_is_string(json_object_get(e, "found")) ||
         strlen(om_json_str_or(e, "found", "")) > 40 ||
         !json_is_string(json_object_get(e, "what")) ||
@@ -123,7 +123,12 @@ static int read_file(bk_repo *r, json_t **blocks, char *why, size_t wn)
             *blocks = json_array();
             return 0;
         }
-        return rc;
+        if (rc == OM_E_OutOfMemory) return rc;
+        /* Another user's file (a verify run as root), one swapped in since: no reason to stop
+         * a restore or a backup, which read the list only to avoid damaged copies. */
+        snprintf(why, wn, "it cannot be read (%.200s)", om_err_detail());
+        om_err_clear();
+        return 1;
     }
     json_error_t je;
     json_t *j = json_loadb(data, size, 0, &je), *b = json_object_get(j, "blocks");

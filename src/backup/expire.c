@@ -145,6 +145,50 @@ static int mark_one(void *arg, const uint8_t id[BK_ID_LEN])
     return bk_map_put(&x->used, &e, NULL) ? 0 : om_errf(OM_E_OutOfMemory, "out of memory");
 }
 
+/* A listed copy counts as unused when its block has a copy not listed (live_entry). That copy
+ * is read first: a copy may be listed by a fault that passed (a pack read while it was copied
+ * back), and the fresh one may have rotted unseen; dropping the listed copy for it would lose
+ * the only good one. A copy that fails is listed (damaged.json), and the listed ones of its
+ * block stay. Any other failure stops expire before anything goes. */
+static int check_good_copies(expire *x)
+{
+    bk_repo *r = x->r;
+    pthread_mutex_lock(&r->dmg_m);
+    json_t *all = json_deep_copy(r->dmg_all), *e;
+    pthread_mutex_unlock(&r->dmg_m);
+    uint32_t bs = bk_repo_block_size(r);
+    uint8_t *buf = malloc(bs);
+    bk_reader *rd = NULL;
+    bk_map seen = {0};
+    int rc = all && buf ? 0 : om_errf(OM_E_OutOfMemory, "out of memory");
+    if (!rc && json_array_size(all)) rc = bk_reader_new(r, &rd);
+    size_t i;
+    r->finder = "expire";
+    json_array_foreach(all, i, e)
+    {
+        bk_ent k = {0};
+        int added = 0;
+        size_t len = 0;
+        if (rc || bk_unhex(om_json_str_or(e, "block", ""), k.id, BK_ID_LEN) ||
+            !bk_map_get(&x->used, k.id))
+            continue;
+        if (!bk_map_put(&seen, &k, &added)) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+        if (rc || !added || !bk_block_usable(r, k.id)) continue;
+        int got = bk_reader_get(rd, k.id, buf, bs, &len);
+        if (got == OM_E_RepositoryCorrupt)
+            om_err_clear(); /* listed by the read; the listed copies stay */
+        else
+            rc = got;
+    }
+    r->finder = NULL;
+    bk_reader_free(rd);
+    bk_map_free(&seen);
+    free(buf);
+    json_decref(all);
+    int src = bk_damaged_save(r);
+    return rc ? rc : src;
+}
+
 /* Every block a kept set uses is used: a synthetic full's slices name blocks of older sets,
  * which stay (bk_file_refs). */
 static int mark_used(expire *x, const char *keep)
@@ -547,6 +591,7 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, j
     if (!rc) rc = choose(&x, pol, np, keep, &plan);
     if (!rc) rc = delete_sets(&x, keep);
     if (!rc) rc = mark_used(&x, keep);
+    if (!rc) rc = check_good_copies(&x);
     if (!rc) rc = sweep_packs(&x);
     if (!rc) rc = sweep_leftovers(&x);
     if (x.out) bk_packw_discard(r, x.out);

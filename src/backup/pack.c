@@ -340,7 +340,7 @@ static int note_damage(bk_reader *rd, int rc, const uint8_t id[BK_ID_LEN], const
                        const char *pack)
 {
     if (rc != OM_E_RepositoryCorrupt) return 0;
-    return bk_damaged_note(rd->r, id, pack, e->off, rd->r->verifying ? "verify" : "restore",
+    return bk_damaged_note(rd->r, id, pack, e->off, rd->r->finder ? rd->r->finder : "restore",
                            om_err_detail());
 }
 
@@ -350,6 +350,32 @@ int bk_reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e, 
     int rc = reader_read(rd, id, e, pack, buf, BK_ID_CHECK);
     if (rc) note_damage(rd, rc, id, e, pack);
     return rc;
+}
+
+/* Every copy the index knows is listed damaged and the one it points at failed (rc): the
+ * others are tried, since a copy may be listed by a fault that passed (a pack read while it
+ * was being copied back) and every read is checked against the id. 0 with *e and pack the copy
+ * read, else rc with its detail. */
+static int read_listed_copy(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
+                            int check, int rc, bk_ent *e, char pack[33])
+{
+    bk_ent c[8];
+    char cp[8][33];
+    size_t n = bk_index_copies(rd->r, id, c, cp, 8);
+    om_err_saved first;
+    om_err_save(&first, rc);
+    for (size_t i = 0; i < n && i < 8; i++) {
+        if ((c[i].off == e->off && !strcmp(cp[i], pack)) || c[i].raw > cap) continue;
+        int got = reader_read(rd, id, &c[i], cp[i], buf, check);
+        if (!got) {
+            om_err_clear();
+            *e = c[i];
+            memcpy(pack, cp[i], 33);
+            return 0;
+        }
+        note_damage(rd, got, id, &c[i], cp[i]);
+    }
+    return om_err_restore(&first);
 }
 
 static int reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
@@ -372,6 +398,8 @@ static int reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, 
         if (!rc) rc = reader_read(rd, id, &e, pack, buf, check);
         if (!rc || rc == OM_E_ObjectNotFound || !note_damage(rd, rc, id, &e, pack)) break;
     }
+    if (rc && rc != OM_E_ObjectNotFound)
+        rc = read_listed_copy(rd, id, buf, cap, check, rc, &e, pack);
     if (rc) {
         char hex[65];
         bk_hex(id, BK_ID_LEN, hex);

@@ -839,6 +839,25 @@ int bk_index_has_copy(bk_repo *r, const uint8_t id[BK_ID_LEN], const char *pack,
     return found;
 }
 
+size_t bk_index_copies(bk_repo *r, const uint8_t id[BK_ID_LEN], bk_ent *e, char (*packs)[33],
+                       size_t cap)
+{
+    size_t n = 0;
+    pthread_rwlock_rdlock(&r->lk);
+    const bk_ent *have = bk_map_get(&r->index, id);
+    for (size_t i = 0; have && i <= r->nalts; i++) {
+        const bk_ent *c = i ? &r->alts[i - 1] : have;
+        if (i && memcmp(c->id, id, BK_ID_LEN)) continue;
+        if (n < cap) {
+            e[n] = *c;
+            memcpy(packs[n], r->packs[c->pack].name, 33);
+        }
+        n++;
+    }
+    pthread_rwlock_unlock(&r->lk);
+    return n;
+}
+
 int bk_block_usable(bk_repo *r, const uint8_t id[BK_ID_LEN])
 {
     pthread_rwlock_rdlock(&r->lk);

@@ -95,7 +95,9 @@ struct bk_repo {
     json_t *dmg_all, *dmg_new;
     int dmg_loaded;
     char dmg_problem[400];
-    int verifying; /* bk_verify is reading: damage it finds is listed as found "by" verify */
+    /* "verify" or "expire" while it reads: damage found is listed as found "by" it; NULL: a
+     * restore */
+    const char *finder;
     /* A plain repository: the first file found that belongs to an encrypted one ("sets/<s>"
      * or "index/<h>.json"), or "". Once set, the repository is refused (bk_plain_check). */
     char sealed[100];
@@ -215,6 +217,11 @@ int bk_index_avoid(bk_repo *r, const uint8_t id[BK_ID_LEN]);
 /* Whether the entry of (pack, off) is in the index, as the copy it points at or another one.
  * Takes lk. */
 int bk_index_has_copy(bk_repo *r, const uint8_t id[BK_ID_LEN], const char *pack, uint64_t off);
+/* The copies of id the index knows, listed damaged or not: the one it points at first, then the
+ * others; up to cap into e and packs (their packs' names). Returns how many it knows. Takes
+ * lk. */
+size_t bk_index_copies(bk_repo *r, const uint8_t id[BK_ID_LEN], bk_ent *e, char (*packs)[33],
+                       size_t cap);
 
 /* ---- damaged.json (damaged.c) ---- */
 

@@ -670,7 +670,7 @@ int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64
         report_simple(&v, NULL, NULL, what);
     }
     json_decref(dl);
-    r->verifying = 1;
+    r->finder = "verify";
     if (!rc && set_id) {
         json_t *s = NULL;
         rc = bk_set_load(r, set_id, &s);
@@ -696,7 +696,7 @@ int bk_verify(bk_repo *r, const char *set_id, bk_damage_cb cb, void *arg, uint64
                         .worker_end = worker_end};
         rc = om_pool_run(&pool, v.njobs);
     }
-    r->verifying = 0;
+    r->finder = NULL;
     /* What it found damaged is listed (damaged.json) even when the run stopped: a backup
      * stores those blocks again. */
     int src = bk_damaged_save(r);
