@@ -378,6 +378,15 @@ static int read_listed_copy(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t 
     return om_err_restore(&first);
 }
 
+int bk_reader_read_any(bk_reader *rd, const uint8_t id[BK_ID_LEN], bk_ent *e, char pack[33],
+                       uint8_t *buf)
+{
+    int rc = bk_reader_read(rd, id, e, pack, buf);
+    if (rc == OM_E_RepositoryCorrupt)
+        rc = read_listed_copy(rd, id, buf, bk_repo_block_size(rd->r), BK_ID_CHECK, rc, e, pack);
+    return rc;
+}
+
 static int reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size_t cap,
                       size_t *len, int check)
 {

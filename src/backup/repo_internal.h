@@ -158,6 +158,11 @@ int bk_block_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_
  * bytes); the detail of a failure is what is wrong. */
 int bk_reader_read(bk_reader *rd, const uint8_t id[BK_ID_LEN], const bk_ent *e, const char *pack,
                    uint8_t *buf);
+/* bk_reader_read, and when that copy fails its checks (and is listed), every other copy the
+ * index knows, each checked against the id, as a restore reads: 0 with *e and pack naming the
+ * copy read, else the first copy's failure. */
+int bk_reader_read_any(bk_reader *rd, const uint8_t id[BK_ID_LEN], bk_ent *e, char pack[33],
+                       uint8_t *buf);
 /* The raw record (header and payload) at off, checked as bk_block_read does. */
 int bk_record_read(const bk_repo *r, const char *pack, uint64_t off, const uint8_t id[BK_ID_LEN],
                    uint32_t stored, uint32_t raw, uint8_t **rec);

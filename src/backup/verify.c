@@ -128,7 +128,7 @@ static int check_block(verify *v, bk_reader *rd, uint8_t *data, const vjob *j, s
                            "the index says it holds %u bytes, more than "
                            "a block",
                            e.raw)
-                 : bk_reader_read(rd, id, &e, pack, data);
+                 : bk_reader_read_any(rd, id, &e, pack, data);
     __atomic_add_fetch(&v->checked, 1, __ATOMIC_RELAXED);
     if (rc) {
         pthread_rwlock_rdlock(&v->r->lk);
