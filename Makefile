@@ -100,9 +100,9 @@ test: deps build build-asan
 	  OMBRA_PASSIVE_CRASH_POINTS=4 OMBRA_CBT_CRASH_POINTS=$(ASAN_CRASH_POINTS) $(ASAN_UNIT_SHORT) \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
 	@$(call stage,system tests)
-	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=20 OMBRA_SOAK_SECONDS=15 OMBRA_FREEZE_GENS=500 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"
+	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=15 OMBRA_SOAK_SECONDS=12 OMBRA_FREEZE_GENS=500 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"
 	@$(call stage,system tests under AddressSanitizer + UndefinedBehaviorSanitizer (part $(or $(ASAN_SYSTEM_SHARD),all) of the subset); bounded fuzzing beside them)
-	@{ echo "== fuzzing the file-format parsers (bounded)" && FUZZ_SECONDS=10 tests/fuzz/run.sh; } \
+	@{ echo "== fuzzing the file-format parsers (bounded)" && FUZZ_SECONDS=6 tests/fuzz/run.sh; } \
 	  >$(BUILD)/fuzz.log 2>&1 & tsan=$$!; \
 	  ASAN_OPTIONS=detect_leaks=0 OMBRA_DAEMON_ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \
 	  OMBRA_BUILD=$(abspath $(ASAN)) OMBRA_FIRST_PARAMS_ONLY=1 OMBRA_TEST_SHARD=$(ASAN_SYSTEM_SHARD) \

@@ -359,6 +359,7 @@ def fill(path):
         s.close()
 
 
+@pytest.mark.slow_under_sanitizers  # waits out a stalled journal: make test-long
 def test_a_stalled_journal_does_not_stall_the_store_and_sigterm_stops_it(build_dir, tmp, stores):
     journal = Datagrams(tmp / "journal")  # bound, never read: journald stalled
     st = LoggedStore(build_dir, tmp, args=["--log-target", "journal"])

@@ -11,6 +11,10 @@ from test_damaged_blocks import full
 from test_restore import restore_target
 from test_synthetic_full import load, repo, restore_digest  # noqa: F401 (repo: the fixture)
 
+# Under the sanitizers in make test-long only (make test runs them plain, and
+# test_damaged_blocks under the sanitizers).
+pytestmark = pytest.mark.slow_under_sanitizers
+
 
 def copies(repo, block):
     """Every stored copy of block the index files name: (pack file, offset, stored, raw)."""
