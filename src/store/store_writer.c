@@ -72,6 +72,7 @@ struct store_writer {
     vss_writer *vw;
     pthread_mutex_t mu;
     wdb dbs[MAX_WDB];
+    int stopping;              /* store_writer_stop began: replay waits no longer for logs */
     wrestore *restores;        /* under mu */
     struct retiring *retiring; /* removals of retired restore folders, under mu */
     char instance_id[37], logical[200];
@@ -1640,7 +1641,8 @@ static int recover_target(store_writer *w, const char *session, json_t *c, const
     replay_seen seen = {.w = w, .session = session, .target = t->key};
     o.target.replay_progress = replay_progress;
     o.target.progress_arg = &seen;
-    vss_laid_waiter lw = {.vfs = om_vfs_posix(), .path = t->progress, .session = session};
+    vss_laid_waiter lw = {
+        .vfs = om_vfs_posix(), .path = t->progress, .session = session, .cancel = &w->stopping};
     if (arriving_first) {
         o.arriving_first = arriving_first;
         o.arriving_last = arriving_last;
@@ -1893,6 +1895,9 @@ int store_writer_start(store_registry *s, store_writer **out)
 void store_writer_stop(store_writer *w)
 {
     if (!w) return;
+    /* A replay waiting for generations a stalled requester has not laid gives up (the restore
+     * fails, as one the store's stop cuts off), so the sessions can end. */
+    __atomic_store_n(&w->stopping, 1, __ATOMIC_RELEASE);
     vss_writer_stop(w->vw); /* aborts open sessions: holds released */
     store_registry_off_closing(w->reg, db_closing, w);
     reap_retiring(w, 1);

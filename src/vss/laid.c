@@ -157,6 +157,10 @@ int vss_laid_wait(vss_laid_waiter *w, uint32_t gen)
         if (!rc) return last_word(w, gen);
         if (rc != OM_E_DatabaseInUse) return rc;
         om_err_clear();
+        if (w->cancel && __atomic_load_n(w->cancel, __ATOMIC_ACQUIRE))
+            return om_errf(OM_E_MissingLogFile,
+                           "the store is stopping: log generation %u was not laid down yet (%s)",
+                           gen, w->path);
         struct timespec ms = {0, 1000000L};
         nanosleep(&ms, NULL);
     }

@@ -69,15 +69,16 @@ int vss_laid_create(om_dir *d, const char *name);
 typedef struct vss_laid_waiter {
     om_vfs *vfs;
     const char *path, *session;
-    om_dir *dir; /* the file's folder (internal) */
-    om_file *f;  /* the file (internal) */
+    const int *cancel; /* optional: set (atomically) by another thread, the wait gives up */
+    om_dir *dir;       /* the file's folder (internal) */
+    om_file *f;        /* the file (internal) */
 } vss_laid_waiter;
 
 /* Returns 0 once the file says gen or more. Polls about every millisecond while the requester
  * holds its lock; once the lock can be taken the requester is gone, the file is read once more,
  * and a number short of gen fails with MissingLogFile ("the restore stopped before laying down
- * log generation <gen> (<path>)"), as does a missing file. RestoreInProgress when the file is
- * another session's. */
+ * log generation <gen> (<path>)"), as does a missing file, or *cancel set while it waits.
+ * RestoreInProgress when the file is another session's. */
 int vss_laid_wait(vss_laid_waiter *w, uint32_t gen);
 void vss_laid_waiter_close(vss_laid_waiter *w);
 
