@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from test_damaged_blocks import full
+from test_damaged_blocks import damage_copy, full
 from test_restore import restore_target
 from test_synthetic_full import load, repo, restore_digest  # noqa: F401 (repo: the fixture)
 
@@ -25,17 +25,6 @@ def copies(repo, block):
             if b[0] == block:
                 out.append((repo / "packs" / j["pack"][:2] / j["pack"], b[1], b[2], b[3]))
     return sorted(out)
-
-
-def damage_copy(place):
-    """Eight bytes in the middle of one stored copy turned over."""
-    pack, off, stored, _ = place
-    at = off + 56 + stored // 2
-    with open(pack, "r+b") as p:
-        p.seek(at)
-        b = p.read(8)
-        p.seek(at)
-        p.write(bytes(x ^ 0xFF for x in b))
 
 
 def list_by_a_passing_fault(store, repo, packs):

@@ -22,7 +22,12 @@ def full(store, repo, *args):
 
 def damage(repo, block):
     """Eight bytes in the middle of the block's stored copy turned over."""
-    pack, off, stored, _ = block_place(repo, block)
+    damage_copy(block_place(repo, block))
+
+
+def damage_copy(place):
+    """Eight bytes in the middle of one stored copy (pack, offset, stored, raw) turned over."""
+    pack, off, stored, _ = place
     at = off + 56 + stored // 2
     with open(pack, "r+b") as p:
         p.seek(at)
