@@ -1832,6 +1832,9 @@ static int post_restore(void *ctx, vss_event *e)
         if (rc || (rc = post_restore_one(w, e->session, c, res, &retired[nretired]))) break;
         if (retired[nretired].name[0]) nretired++;
     }
+    /* The requester hears why; the log says it too (a requester cut off by the store's stop
+     * hears only that the writer went). */
+    if (rc) om_warn("restore session %s: PostRestore failed: %s", e->session, om_err_detail());
     unmark_session(w, e->session, NULL);
     rc = rc ? vss_fail_rc(e, VSS_FAIL_RECOVERY_FAILED, rc) : 0;
     for (size_t k = 0; k < nretired; k++)

@@ -579,3 +579,63 @@ def test_one_restore_session_of_two_databases_keeps_each_slot_until_that_one_is_
         assert store.digest(db) == d0[db], f"{db} is not its backup"
         assert let_go(store, info[db]["edb"], held=held_deleted), f"{db}'s replaced .edb is still held"
     assert store.request({"op": "status"})["restores"] == []
+
+
+def test_a_store_stopped_while_its_replay_waits_for_unlaid_generations_exits(store, vssd, build_dir, tmp_path):
+    """The interleaving a clean clone once caught by chance, made certain: PostRestore's replay
+    waits for generations the requester has not said are laid (logs_arriving, the progress file
+    held by the requester, which says nothing), and the store gets SIGTERM. The wait gives up
+    (one line naming the generation), the session is aborted, the store exits 0 at once (before:
+    it waited for the requester for ever), and the next restore of the same files succeeds."""
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 400)
+    d0 = store.digest("db1")
+    run = held_backup(store, build_dir, "db1", "full", tmp_path / "full")
+    lo, hi = run["components_document"]["components"][0]["backup_metadata"]["log_range"]
+    load(store, "db1", 100, seed=4)
+    info = store.db_show("db1")
+    store.ombra("db", "dismount", "db1")
+    store.ombra("db", "set", "db1", "--allow-restore", "on")
+    f = store.tmp / "run-stop.json"
+    f.write_text(json.dumps(run))
+    opts = {"target": "db1", "target_id": info["id"], "mount": True, "roll_forward": False,
+            "logs_arriving": [lo, hi]}
+    p = subprocess.Popen([str(build_dir / "tests/tools/vss_requester"), "--restore", str(f), "--pause-at", "post",
+                          "--restore-options", json.dumps(opts), "--say-laid"],
+                         env=store.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("paused post"), line + p.stderr.read()
+        t = list(json.loads(line[len("paused post"):]).values())[0]
+        tmp = pathlib.Path(t["edb"]).with_name(".restore.tmp")
+        shutil.copy(tmp_path / "full" / "db.edb", tmp)
+        os.replace(tmp, t["edb"])
+        for g in sorted((tmp_path / "full").glob("E00*.log")):
+            shutil.copy(g, pathlib.Path(t["logs"]) / g.name)
+        p.stdin.write("\n")  # PostRestore starts; nothing is said laid: its replay waits for lo
+        p.stdin.flush()
+        end = time.monotonic() + 60
+        while not any(r.get("target") == "db1" for r in store.request({"op": "status"})["restores"]) or \
+                "replay starts while log generations" not in store.stderr():
+            assert time.monotonic() < end and p.poll() is None, store.stderr()
+            time.sleep(0.05)
+        time.sleep(0.3)  # well into the wait
+        t0 = time.monotonic()
+        assert store.stop(seconds=15) == 0, store.stderr()
+        took = time.monotonic() - t0
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert took < 10, f"the store took {took:.1f} s to stop"
+    assert p.returncode == 1, out + err
+    assert f"the store is stopping: log generation {lo} was not laid down yet" in store.stderr(), store.stderr()
+    # started again, the same files restored by the same sequence: the backup, mounted
+    store.start()
+    rc, res, err = restore_via_writer(store, build_dir, run, [tmp_path / "full"],
+                                      {"target": "db1", "target_id": info["id"], "mount": True,
+                                       "roll_forward": False})
+    assert rc == 0, err
+    assert store.digest("db1") == d0
