@@ -2,6 +2,7 @@
 #include "store/registry.h"
 
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -464,6 +465,11 @@ int store_dismount_why_locked(store_registry *r, store_mounted *m, const char *w
         r->closing[i].fn(r->closing[i].arg, m->db);
     store_mail_close(m->mail);
     int rc = last_gen ? eng_db_close_gen(m->db, last_gen) : eng_db_close(m->db);
+    /* Its cache's memory goes back to the system now, not when malloc next finds a use for it:
+     * a long read (a digest) grows the cache past its budget, and what the threads' arenas
+     * keep of it stays in the store's size otherwise (1.1 GB after a 1.4 GB database's
+     * digest). */
+    malloc_trim(0);
     for (int i = 0; i < r->nm; i++)
         if (r->m[i] == m) {
             r->m[i] = r->m[--r->nm];
