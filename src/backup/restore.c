@@ -791,6 +791,7 @@ static int restore_plan(bk_restore_state *st)
 {
     const bk_restore_opts *o = st->o;
     int rc = bk_repo_open(o->repo, o->passphrase, &st->r);
+    if (!rc) pause_at("opened"); /* a backup may publish a set before the sets are read */
     if (!rc) rc = store_db_id(o->db, st->here);
     if (!rc) rc = bk_sets(st->r, &st->sets);
     if (!rc) rc = bk_source_db(st->sets, o->db, st->here, o->to || o->recovery || o->edb, st->id);
