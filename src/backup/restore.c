@@ -3,7 +3,6 @@
 
 #include <openssl/evp.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,14 +27,10 @@
 
 enum { CHUNK_BLOCKS = 8, MAX_WORKERS = 16 };
 
-/* A test hook, as the backup's: stop at a stage (SIGSTOP) for the test to kill or go on. */
+/* The test hook (restore.h): OMBRA_RESTORE_PAUSE. */
 static void pause_at(const char *stage)
 {
-    const char *want = getenv("OMBRA_RESTORE_PAUSE");
-    if (!want || strcmp(want, stage)) return;
-    fprintf(stderr, "paused %s\n", stage);
-    fflush(stderr);
-    raise(SIGSTOP);
+    bk_pause_at("OMBRA_RESTORE_PAUSE", stage);
 }
 
 /* ---- laying the files down ---- */
