@@ -45,7 +45,7 @@ DAG_PYTEST_WORKERS ?= 3
 # and in make test-long, there also under the sanitizers.
 DAG_SKIP ?= --ignore=tests/system/dag
 
-.PHONY: all deps build build-asan deb test-package test test-long test-campaign test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-quick bench-table plots bench-vss bench-backup bench-restore bench-replay bench-dag bench-passive clean
+.PHONY: all deps build build-asan deb test-package test test-long test-campaign test-repo-kill test-soak test-dag test-tsan fuzz crash-long demo demo-dag bench bench-quick bench-table plots bench-vss bench-backup bench-restore bench-replay bench-dag bench-passive clean
 
 all: build
 
@@ -121,6 +121,7 @@ test: deps build build-asan
 test-long: deps build build-asan
 	@$(MAKE) --no-print-directory test-tsan
 	@$(MAKE) --no-print-directory test-campaign
+	@$(MAKE) --no-print-directory test-repo-kill
 	@$(MAKE) --no-print-directory test-soak
 	@$(MAKE) --no-print-directory crash-long
 	OMBRA_CHAIN_ROUNDS=100000 $(BUILD)/tests/unit/test_chain
@@ -137,6 +138,12 @@ CAMPAIGN_SECONDS ?= 900
 test-campaign: deps build
 	OMBRA_CAMPAIGN_SECONDS=$(CAMPAIGN_SECONDS) OMBRA_CAMPAIGN_REPORT=$(abspath $(BUILD))/campaign.json \
 	  OMBRA_BUILD=$(abspath $(BUILD)) $(PYTEST) -q -s tests/system/test_campaign.py
+
+# Repository writers killed beside each other (tests/system/test_repo_kill.py) for REPO_KILL_SECONDS.
+REPO_KILL_SECONDS ?= 300
+test-repo-kill: deps build
+	OMBRA_REPO_KILL_SECONDS=$(REPO_KILL_SECONDS) OMBRA_BUILD=$(abspath $(BUILD)) \
+	  $(PYTEST) -q -s tests/system/test_repo_kill.py
 
 # The hostile-load soak (tests/system/test_soak.py) for SOAK_SECONDS.
 SOAK_SECONDS ?= 180

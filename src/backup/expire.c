@@ -119,17 +119,22 @@ static int choose(expire *x, const bk_policy *p, size_t np, char *keep, json_t *
     return 0;
 }
 
+/* Newest first: a set is committed after the sets it depends on, so an expire killed between
+ * two removals leaves the older part of a chain, whole, never an incremental or differential
+ * whose full is gone (oldest first, a kill left sets listed "not restorable" until the next
+ * expire). */
 static int delete_sets(expire *x, const char *keep)
 {
     char name[80];
     om_dir *d = NULL;
     int rc = bk_dir_open(x->r, "sets", &d), any = 0;
-    for (size_t i = 0; i < json_array_size(x->sets) && !rc; i++) {
+    for (size_t i = json_array_size(x->sets); i-- > 0 && !rc;) {
         if (keep[i]) continue;
         const char *id = om_json_str_or(json_array_get(x->sets, i), "id", "");
         snprintf(name, sizeof name, "%.64s.json", id);
         rc = om_unlink_at(d, name);
         if (!rc) json_array_append_new(x->deleted, json_string(id));
+        if (!rc && !any) bk_pause_at("OMBRA_EXPIRE_PAUSE", "deleting");
         any = 1;
     }
     if (!rc && any) rc = om_dir_sync(d);

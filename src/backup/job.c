@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,15 +28,10 @@
 #define MAX_DBS   BK_MAX_DBS
 #define MAX_FILES (1u << 20)
 
-/* ---- test hook ---- */
-
+/* The test hook (job.h): OMBRA_BACKUP_PAUSE. */
 static void pause_at(const char *stage)
 {
-    const char *want = getenv("OMBRA_BACKUP_PAUSE");
-    if (!want || strcmp(want, stage)) return;
-    fprintf(stderr, "paused %s\n", stage);
-    fflush(stderr);
-    raise(SIGSTOP); /* the test damages files, kills us (SIGKILL) or lets us go on (SIGCONT) */
+    bk_pause_at("OMBRA_BACKUP_PAUSE", stage);
 }
 
 /* ---- one database ---- */

@@ -338,4 +338,10 @@ int bk_expire(bk_repo *r, unsigned keep_full, json_t **report);
  * those of bk_expire and bk_retention_plan_n. */
 int bk_expire_policy(bk_repo *r, const bk_policy *p, size_t np, int dry_run, json_t **report);
 
+/* The test hook of backup, restore and expire: when the environment variable var names stage,
+ * prints "paused <stage>" on stderr and stops the process (SIGSTOP), for a test to damage files,
+ * kill it (SIGKILL) or let it go on (SIGCONT). expire's: OMBRA_EXPIRE_PAUSE=deleting (after the
+ * first set file it deletes). */
+void bk_pause_at(const char *var, const char *stage);
+
 #endif

@@ -250,7 +250,8 @@ int bk_damaged_prune(bk_repo *r, size_t *dropped);
 
 /* ---- sets (repo.c) ---- */
 
-/* The set ids (64 hex digits each, unsorted) in sets/. */
+/* The set ids (64 hex digits each, unsorted) in sets/; the index files written since are loaded
+ * after the listing (bk_index_refresh), so the index holds the blocks of every set listed. */
 int bk_set_ids(bk_repo *r, char (**ids)[65], size_t *n);
 /* One listed set file by full id, checked against its name and this repository's id. */
 int bk_set_read(bk_repo *r, const char *id, json_t **set);

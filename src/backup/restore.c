@@ -3,7 +3,6 @@
 
 #include <openssl/evp.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,14 +27,10 @@
 
 enum { CHUNK_BLOCKS = 8, MAX_WORKERS = 16 };
 
-/* A test hook, as the backup's: stop at a stage (SIGSTOP) for the test to kill or go on. */
+/* The test hook (restore.h): OMBRA_RESTORE_PAUSE. */
 static void pause_at(const char *stage)
 {
-    const char *want = getenv("OMBRA_RESTORE_PAUSE");
-    if (!want || strcmp(want, stage)) return;
-    fprintf(stderr, "paused %s\n", stage);
-    fflush(stderr);
-    raise(SIGSTOP);
+    bk_pause_at("OMBRA_RESTORE_PAUSE", stage);
 }
 
 /* ---- laying the files down ---- */
@@ -791,6 +786,7 @@ static int restore_plan(bk_restore_state *st)
 {
     const bk_restore_opts *o = st->o;
     int rc = bk_repo_open(o->repo, o->passphrase, &st->r);
+    if (!rc) pause_at("opened"); /* a backup may publish a set before the sets are read */
     if (!rc) rc = store_db_id(o->db, st->here);
     if (!rc) rc = bk_sets(st->r, &st->sets);
     if (!rc) rc = bk_source_db(st->sets, o->db, st->here, o->to || o->recovery || o->edb, st->id);

@@ -29,7 +29,8 @@
  *      lock, and the writer stops: the target stays marked not restored). Without replay
  *      (no_replay: additional restores follow) PostRestore comes after every file. The writer
  *      mounts when asked; report: release, the result.
- * Test hook: OMBRA_RESTORE_PAUSE=prepared|edb|replaying|laid stops the process (SIGSTOP) there. */
+ * Test hook: OMBRA_RESTORE_PAUSE=opened|prepared|edb|replaying|laid stops the process (SIGSTOP)
+ * there. */
 #ifndef OM_BACKUP_RESTORE_H
 #define OM_BACKUP_RESTORE_H
 
