@@ -19,14 +19,7 @@ import time
 import pytest
 
 from conftest import edb_header_states
-
-
-def status_kib(pid, key):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise AssertionError(f"no {key} in /proc/{pid}/status")
+from test_hostile import status_kib
 
 
 def expect_error(r, code, name=None, words=()):
