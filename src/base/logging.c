@@ -102,6 +102,14 @@ const char *om_log_level_name(int lvl)
 
 /* ---- encodings ---- */
 
+/* A line break inside a message (a name or a detail that holds one) becomes a space: a log line
+ * is one line, never two of which the second could pass for another daemon's record. */
+static void one_line(char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '\n' || s[i] == '\r') s[i] = ' ';
+}
+
 size_t om_log_format_line(char *buf, size_t len, uint64_t now_ns, const char *prog, int pid,
                           enum om_level lvl, const char *msg)
 {
@@ -110,6 +118,7 @@ size_t om_log_format_line(char *buf, size_t len, uint64_t now_ns, const char *pr
     int n = snprintf(buf, len - 1, "%s %s[%d] %s: %s", om_time_str(now_ns, ts, sizeof ts), prog,
                      pid, om_log_level_name(lvl), msg);
     size_t k = n < 0 ? 0 : (size_t)n < len - 1 ? (size_t)n : len - 2;
+    one_line(buf, k);
     buf[k++] = '\n';
     buf[k] = 0;
     return k;
@@ -385,6 +394,7 @@ static void logv(enum om_level lvl, const om_log_field *fields, const char *fmt,
         return;
     }
     /* One fprintf per line so lines from several threads do not interleave. */
+    one_line(msg, strlen(msg));
     fprintf(stderr, "%s%s: %s: %s\n", om_log_tool_prefix(lvl), L.prog, level_names[lvl], msg);
 }
 

@@ -58,6 +58,20 @@ static void line_is_iso_utc_ms_program_pid_level(void **s)
     assert_non_null(strstr(buf, " debug: x\n"));
 }
 
+static void a_line_break_in_a_message_never_makes_a_second_line(void **s)
+{
+    (void)s;
+    char buf[256];
+    size_t n = om_log_format_line(buf, sizeof buf, T_NS, "ombra-store", 7, OM_WARN,
+                                  "restore of x\n2026-12-05T09:16:22.123Z ombra-store[7] info: "
+                                  "forged\r");
+    assert_int_equal(n, strlen(buf));
+    assert_ptr_equal(strchr(buf, '\n'), buf + n - 1);
+    assert_null(strchr(buf, '\r'));
+    assert_non_null(
+        strstr(buf, "restore of x 2026-12-05T09:16:22.123Z ombra-store[7] info: forged \n"));
+}
+
 static void a_long_line_is_cut_and_still_ends_its_line(void **s)
 {
     (void)s;
@@ -454,6 +468,7 @@ int main(void)
     if (!mkdtemp(dir)) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(line_is_iso_utc_ms_program_pid_level),
+        cmocka_unit_test(a_line_break_in_a_message_never_makes_a_second_line),
         cmocka_unit_test(a_long_line_is_cut_and_still_ends_its_line),
         cmocka_unit_test(journal_record_is_key_value_lines_with_syslog_priority),
         cmocka_unit_test(journal_value_with_newline_takes_the_binary_form),
