@@ -110,5 +110,30 @@ def fstype(path):
     return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True).stdout.strip()
 
 
+def disk_counters(path):
+    """What the block device under path has done since boot (/proc/diskstats): bytes written,
+    bytes discarded, flushes; None where the device is not listed (tmpfs, an overlay)."""
+    st = os.stat(path)
+    dev = (os.major(st.st_dev), os.minor(st.st_dev))
+    try:
+        with open("/proc/diskstats") as f:
+            for line in f:
+                v = line.split()
+                if (int(v[0]), int(v[1])) == dev:
+                    n = [int(x) for x in v[3:]]
+                    return {"written": n[6] * 512, "discarded": n[13] * 512 if len(n) > 13 else 0,
+                            "flushes": n[15] if len(n) > 15 else 0}
+    except OSError:
+        pass
+    return None
+
+
+def disk_delta(a, b):
+    """b - a of disk_counters, in MB (flushes counted); None when either is None."""
+    if a is None or b is None:
+        return None
+    return {k: (b[k] - a[k]) / 1e6 if k != "flushes" else b[k] - a[k] for k in a}
+
+
 def utc_stamp():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -23,8 +23,8 @@ import tempfile
 import threading
 import time
 
-from benchlib import (GEN, MSG, PG_BIN, ROOT, fmt, fstype, median, need_build, ombra_env, parser, ratio, sh, stop_all,
-                      store_daemons, utc_stamp)
+from benchlib import (GEN, MSG, PG_BIN, ROOT, disk_counters, disk_delta, fmt, fstype, median, need_build, ombra_env,
+                      parser, ratio, sh, stop_all, store_daemons, utc_stamp)
 
 
 def files_size(paths):
@@ -171,7 +171,9 @@ def ombra_run(a, tmp, env):
             if side == "ombra":
                 sh(f"find {repo} -type f -exec cat {{}} + > /dev/null")  # warm
                 sh("sync")
+                d0 = disk_counters(tmp)
                 wall, out = sh(f"{ombra} restore db1 --repo {repo} --to db2 --json", env)
+                o["disk"] = disk_delta(d0, disk_counters(tmp))
                 o["res"], o["wall"] = json.loads(out), wall
                 sh(f"{ombra} db mount db2", env)
                 got = sh(f"{ombra} mail digest db2", env)[1].strip()
@@ -182,7 +184,9 @@ def ombra_run(a, tmp, env):
             else:
                 sh(f"cat {tz} > /dev/null")  # warm
                 sh("sync")
+                d0 = disk_counters(tmp)
                 o["tar"], _ = sh(f"zstd -d -T0 -q < {tz} | tar -xf - -C {untar}")
+                o["tar_disk"] = disk_delta(d0, disk_counters(tmp))
                 # what tar leaves dirty (Ombra's restore fsyncs every file it writes)
                 o["tar_sync"], _ = sh(f"sync -f {untar}")
                 ext = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(untar) for f in fs)
@@ -216,12 +220,20 @@ def ombra_run(a, tmp, env):
              "tar_sync_s": o["tar_sync"], "round_ratio_ombra_over_tar": o["tar"] / wall,
              "disk_floor_s": o["floor"], "disk_floor_mb_s": r["floor_bytes"] / 1e6 / o["floor"],
              "laydown_from": lay_how,
+             # the device's own count during each side (diskstats; None on tmpfs): what the
+             # restore wrote, and what freeing blocks cost a disk mounted with discard
+             "restore_disk": o["disk"], "tar_disk": o["tar_disk"],
              "first": "ombra" if i % 2 == 0 else "tar"}
         rounds.append(x)
-        print(f"round {i + 1}: Ombra {x['restore_mb_s']:.0f} MB/s (verified), tar | zstd "
-              f"{x['tar_zstd_x_mb_s']:.0f} MB/s", flush=True)
+        dk = o["disk"]
+        disk = (f", the device wrote {dk['written']:.0f} MB and discarded {dk['discarded']:.0f} MB "
+                f"during it" if dk else "")
+        print(f"round {i + 1}: Ombra {x['restore_mb_s']:.0f} MB/s (verified; {wall:.2f} s, replay "
+              f"{replay_s or 0:.2f} s{disk}), tar | zstd {x['tar_zstd_x_mb_s']:.0f} MB/s ({o['tar']:.2f} s)",
+              flush=True)
 
-    r.update({k: median([x[k] for x in rounds]) for k in rounds[0] if k not in ("first", "laydown_from")})
+    r.update({k: median([x[k] for x in rounds]) for k in rounds[0]
+              if k not in ("first", "laydown_from", "restore_disk", "tar_disk")})
     r.update({
         "full_bytes_read": full["bytes_read"], "full_s": full["seconds"],
         "incrementals": [{"log_range": x["sets"][0]["log_range"], "bytes_read": x["bytes_read"],

@@ -366,6 +366,11 @@ static int any_clean(const frame *f)
     return 1;
 }
 
+uint64_t eng_cache_size(eng_db *db)
+{
+    return db->cache_bytes;
+}
+
 void eng_cache_trim(eng_db *db)
 {
     uint64_t limit = db->cache_bytes / ENG_PAGE_SIZE;

@@ -101,6 +101,8 @@ struct eng_db {
     int hdr_deferred; /* a header write waits for the release of held pages */
 
     pthread_rwlock_t plock;
+    uint64_t published; /* transactions published (changed under plock held for writing, so a
+                           view reads it unchanged while it lasts: eng_view_epoch) */
     pthread_mutex_t cmu;
     /* Page buffers of frames and transactions (eng_pagebuf_get): one reservation of the cache's
      * size, carved in order and then reused; pbmu is taken with no other lock needed inside. */

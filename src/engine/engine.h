@@ -74,6 +74,9 @@ typedef struct eng_stats {
     uint64_t cache_pages;   /* pages in the cache now */
 } eng_stats;
 
+/* The cache's size in bytes (eng_opts.cache_bytes, its default applied). */
+uint64_t eng_cache_size(eng_db *db);
+
 /* Creates a new database (fails with DatabaseDuplicate if the .edb exists, or if the log
  * folder already holds logs of the base name) and leaves it open. */
 int eng_db_create(const eng_opts *o, eng_db **out);

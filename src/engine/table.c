@@ -86,6 +86,11 @@ void eng_view_end(eng_view *v)
     free(v);
 }
 
+uint64_t eng_view_epoch(eng_view *v)
+{
+    return v->db->published;
+}
+
 static bt_ctx view_ctx(eng_view *v, uint32_t objid)
 {
     return (bt_ctx){v->t, v->db, objid};

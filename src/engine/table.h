@@ -54,6 +54,11 @@ int eng_catalog_exists(eng_db *db);
 int eng_view_begin(eng_db *db, eng_view **out);
 void eng_view_end(eng_view *v);
 eng_view *eng_txn_view(eng_txn *t);
+/* How many transactions were published before the view began (eng_view_begin's). Two views
+ * with the same epoch see the same committed state: a reader that must see one state but need
+ * not hold one view for all of it (which holds every commit back and keeps every page it reads
+ * in the cache) ends its view now and then, begins another and compares. */
+uint64_t eng_view_epoch(eng_view *v);
 
 /* Tables. */
 int eng_table_create(eng_txn *t, const char *name, eng_tbl *out);

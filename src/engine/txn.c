@@ -339,6 +339,7 @@ static int publish(eng_txn *t, const int *images, uint64_t end)
         db->st.page_images += (uint64_t)images[i];
     }
     if (t->pages_after > db->pages) db->pages = t->pages_after;
+    db->published++;
     for (tpage *p = t->list; p && !rc; p = p->next)
         if (!p->unchanged) ENG_CHECK_PAGE(db, p->pgno);
     pthread_rwlock_unlock(&db->plock);

@@ -922,17 +922,55 @@ static int dg_cmp(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Hashes the body of seq by chunks (long values are not read whole into memory). */
-static int dg_body(mail_store *st, eng_view *v, uint64_t seq, uint64_t size, XXH3_state_t *x,
-                   uint8_t *chunk, size_t chunk_len)
+/* The digest reads in views of about half the cache's size of bodies each, DG_VIEW_BYTES at
+ * most: one view for all of a large
+ * database would hold every commit back while it reads, and keep every page it read in the
+ * cache (nothing trims under a view): a 1.4 GB database's digest grew the store by 1.4 GB.
+ * Between two messages, past its share, the view ends (commits publish, the cache trims) and
+ * another begins; when its epoch differs from the first view's, a commit came between them and
+ * the digest starts again (DG_TRIES times), then takes one view for all of it as before. */
+enum { DG_VIEW_BYTES = 64 << 20, DG_TRIES = 3 };
+
+typedef struct dg_run {
+    mail_store *st;
+    eng_view *v;
+    uint64_t epoch; /* the first view's */
+    uint64_t read;  /* body bytes read in this view */
+    uint64_t share; /* the most a view reads (0: one view for all) */
+    int changed;    /* a later view saw another epoch */
+    uint64_t views; /* views taken (tests) */
+    XXH3_state_t *x;
+    uint8_t *chunk;
+    size_t chunk_len;
+} dg_run;
+
+/* Between two messages: a view that read its share ends and another begins. Nonzero with
+ * r->changed set when the database changed between them (the caller starts again). */
+static int dg_next_view(dg_run *r)
 {
+    if (!r->share || r->read < r->share) return 0;
+    eng_view_end(r->v);
+    r->v = NULL;
+    int rc = eng_view_begin(r->st->db, &r->v);
+    if (rc) return rc;
+    r->views++;
+    r->read = 0;
+    if (eng_view_epoch(r->v) == r->epoch) return 0;
+    r->changed = 1;
+    return OM_E_DatabaseInUse; /* never seen by a caller: store_mail_digest_views starts again */
+}
+
+/* Hashes the body of seq by chunks (long values are not read whole into memory). */
+static int dg_body(dg_run *r, uint64_t seq, uint64_t size)
+{
+    mail_store *st = r->st;
     eng_cursor *c = NULL;
     uint8_t bk[8];
     const void *key;
     uint32_t klen;
     uint64_t vlen;
     be64(bk, seq);
-    int rc = eng_cursor_open(v, st->bodies, &c);
+    int rc = eng_cursor_open(r->v, st->bodies, &c);
     if (!rc) rc = eng_cursor_seek(c, bk, 8);
     if (!rc) rc = eng_cursor_key(c, &key, &klen);
     if (!rc && (klen != 8 || memcmp(key, bk, 8) != 0)) rc = OM_E_RecordNotFound;
@@ -943,29 +981,31 @@ static int dg_body(mail_store *st, eng_view *v, uint64_t seq, uint64_t size, XXH
     if (!rc) {
         uint8_t len[8];
         om_put64(len, size);
-        XXH3_128bits_update(x, len, 8);
+        XXH3_128bits_update(r->x, len, 8);
     }
-    for (uint64_t off = 0; !rc && off < size; off += chunk_len) {
-        uint64_t n = size - off < chunk_len ? size - off : chunk_len;
-        if (!(rc = eng_cursor_read(c, off, chunk, n))) XXH3_128bits_update(x, chunk, n);
+    for (uint64_t off = 0; !rc && off < size; off += r->chunk_len) {
+        uint64_t n = size - off < r->chunk_len ? size - off : r->chunk_len;
+        if (!(rc = eng_cursor_read(c, off, r->chunk, n))) XXH3_128bits_update(r->x, r->chunk, n);
     }
     eng_cursor_close(c);
+    r->read += size + 1;
     return rc;
 }
 
 /* The folders, then the messages in (folder name, id) order, of one mailbox. */
-static int dg_mailbox(mail_store *st, eng_view *v, const char *name, uint32_t mbx, XXH3_state_t *x,
-                      uint8_t *chunk, size_t chunk_len)
+static int dg_mailbox(dg_run *r, const char *name, uint32_t mbx)
 {
+    mail_store *st = r->st;
+    XXH3_state_t *x = r->x;
     folder_set fs = {0};
     dg_msg *msgs = NULL;
     size_t n = 0, cap = 0;
     eng_cursor *c = NULL;
     uint8_t k[HDR_KEY_LEN];
-    int rc = folders_load(st, v, mbx, &fs);
+    int rc = folders_load(st, r->v, mbx, &fs);
     if (rc) return rc;
     header_key(k, mbx, 0);
-    if (!(rc = eng_cursor_open(v, st->headers, &c))) rc = eng_cursor_seek(c, k, HDR_KEY_LEN);
+    if (!(rc = eng_cursor_open(r->v, st->headers, &c))) rc = eng_cursor_seek(c, k, HDR_KEY_LEN);
     while (!rc) {
         uint64_t id;
         hdr_rec h;
@@ -998,7 +1038,9 @@ static int dg_mailbox(mail_store *st, eng_view *v, const char *name, uint32_t mb
         mail_h_field(x, fname, strlen(fname));
         for (; j < n && msgs[j].rank == f && !rc; j++) {
             hdr_rec h;
-            if ((rc = header_read(st, v, mbx, name, msgs[j].id, &h))) break;
+            /* the list and the folders are the first view's, the same in every later one */
+            if ((rc = dg_next_view(r)) || (rc = header_read(st, r->v, mbx, name, msgs[j].id, &h)))
+                break;
             mail_h_tag(x, 'M');
             mail_h_field(x, name, strlen(name));
             mail_h_field(x, fname, strlen(fname));
@@ -1006,7 +1048,7 @@ static int dg_mailbox(mail_store *st, eng_view *v, const char *name, uint32_t mb
             mail_h_u64(x, h.received);
             mail_h_u64(x, h.size);
             mail_h_field(x, h.subject, h.subject_len);
-            rc = dg_body(st, v, h.seq, h.size, x, chunk, chunk_len);
+            rc = dg_body(r, h.seq, h.size);
         }
     }
     free(msgs);
@@ -1014,23 +1056,19 @@ static int dg_mailbox(mail_store *st, eng_view *v, const char *name, uint32_t mb
     return rc;
 }
 
-int store_mail_digest(mail_store *st, char out[33])
+/* One pass over the mailboxes in views of r->share; r->changed when it must start again. */
+static int dg_pass(dg_run *r)
 {
-    enum { CHUNK = 1 << 20 };
-    eng_view *v = NULL;
     eng_cursor *c = NULL;
     char name[MAIL_MAX_NAME + 1];
-    uint8_t *chunk = malloc(CHUNK);
-    XXH3_state_t *x = XXH3_createState();
-    int rc = 0;
-    out[0] = 0;
-    if (!chunk || !x) {
-        rc = om_errf(OM_E_OutOfMemory, "digest: out of memory");
-        goto done;
-    }
-    XXH3_128bits_reset(x);
-    if ((rc = eng_view_begin(st->db, &v))) goto done;
-    rc = eng_cursor_open(v, st->mailboxes, &c);
+    uint32_t nlen = 0;
+    XXH3_128bits_reset(r->x);
+    r->read = 0;
+    int rc = eng_view_begin(r->st->db, &r->v);
+    if (rc) return rc;
+    r->views++;
+    r->epoch = eng_view_epoch(r->v);
+    rc = eng_cursor_open(r->v, r->st->mailboxes, &c);
     if (!rc) rc = eng_cursor_first(c);
     while (!rc) {
         const void *key;
@@ -1044,25 +1082,60 @@ int store_mail_digest(mail_store *st, char out[33])
         }
         memcpy(name, key, klen);
         name[klen] = 0;
+        nlen = klen;
         if ((rc = eng_cursor_read(c, 0, val, MBX_REC_LEN))) break;
-        mail_h_tag(x, 'B');
-        mail_h_field(x, name, klen);
-        if ((rc = dg_mailbox(st, v, name, om_get32(val), x, chunk, CHUNK))) break;
-        rc = eng_cursor_next(c);
+        /* the mailbox's messages may end this view: the cursor goes and comes back after */
+        eng_cursor_close(c);
+        c = NULL;
+        mail_h_tag(r->x, 'B');
+        mail_h_field(r->x, name, nlen);
+        if ((rc = dg_mailbox(r, name, om_get32(val)))) break;
+        if ((rc = eng_cursor_open(r->v, r->st->mailboxes, &c)) ||
+            (rc = eng_cursor_seek(c, name, nlen)) || (rc = eng_cursor_key(c, &key, &klen)))
+            break;
+        if (klen == nlen && !memcmp(key, name, nlen)) rc = eng_cursor_next(c);
     }
     if (rc == OM_E_RecordNotFound) rc = 0;
     eng_cursor_close(c);
-    eng_view_end(v);
+    eng_view_end(r->v);
+    r->v = NULL;
+    return rc;
+}
+
+int store_mail_digest_views(mail_store *st, uint64_t view_bytes, char out[33], uint64_t *views)
+{
+    enum { CHUNK = 1 << 20 };
+    dg_run r = {.st = st, .chunk = malloc(CHUNK), .chunk_len = CHUNK, .x = XXH3_createState()};
+    int rc = 0;
+    out[0] = 0;
+    if (!r.chunk || !r.x) rc = om_errf(OM_E_OutOfMemory, "digest: out of memory");
+    for (int i = 0; !rc; i++) {
+        r.share = i < DG_TRIES ? view_bytes : 0;
+        r.changed = 0;
+        rc = dg_pass(&r);
+        if (!rc || !r.changed) break;
+        rc = 0;
+    }
     if (!rc) {
         XXH128_canonical_t can;
-        XXH128_canonicalFromHash(&can, XXH3_128bits_digest(x));
+        XXH128_canonicalFromHash(&can, XXH3_128bits_digest(r.x));
         for (int i = 0; i < 16; i++)
             snprintf(out + 2 * i, 3, "%02x", can.digest[i]);
     }
-done:
-    XXH3_freeState(x);
-    free(chunk);
+    if (views) *views = r.views;
+    XXH3_freeState(r.x);
+    free(r.chunk);
     return rc ? om_err_ctx(rc, "digest: ") : 0;
+}
+
+int store_mail_digest(mail_store *st, char out[33])
+{
+    uint64_t half = eng_cache_size(st->db) / 2,
+             share = half < DG_VIEW_BYTES ? half + 1 : DG_VIEW_BYTES;
+    /* tests: "0" reads in one view (what a digest beside steady commits comes to) */
+    const char *one = getenv("OMBRA_DIGEST_VIEW_MB");
+    if (one && !strcmp(one, "0")) share = 0;
+    return store_mail_digest_views(st, share, out, NULL);
 }
 
 /* ---- loading ---- */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -475,6 +476,109 @@ static void digest_is_equal_exactly_when_the_mail_is_the_same(void **s)
     fx_free(&a);
 }
 
+/* ---- the digest in views ---- */
+
+/* A digest read in many views (one per message, a few, the default's) is the one-view digest. */
+static void digest_in_many_views_equals_one_view(void **s)
+{
+    (void)s;
+    fx a;
+    char one[33], d[33];
+    uint64_t v1 = 0, vn = 0;
+    fx_new(&a, 60);
+    OK(store_mail_load(a.st, 7, 400, 2500, 3, 1, NULL, NULL));
+    deliver(a.st, "aaa", "Inbox", "first", "", 0, 5); /* an empty body too */
+    OK(store_mail_digest_views(a.st, 0, one, &v1));
+    assert_int_equal(v1, 1);
+    OK(store_mail_digest_views(a.st, 1, d, &vn));
+    assert_string_equal(one, d);
+    assert_true(vn >= 400);
+    OK(store_mail_digest_views(a.st, 25000, d, &vn));
+    assert_string_equal(one, d);
+    assert_true(vn >= 30 && vn <= 60);
+    OK(store_mail_digest(a.st, d));
+    assert_string_equal(one, d);
+    fx_free(&a);
+}
+
+typedef struct digester {
+    mail_store *st;
+    int stop; /* atomic */
+    int n;
+    char got[256][33];
+    uint64_t views;
+} digester;
+
+static void *digester_main(void *arg)
+{
+    digester *g = arg;
+    while (!__atomic_load_n(&g->stop, __ATOMIC_ACQUIRE) && g->n < 256) {
+        uint64_t v = 0;
+        OK(store_mail_digest_views(g->st, 1, g->got[g->n], &v));
+        g->views += v;
+        g->n++;
+    }
+    return NULL;
+}
+
+/* The i-th change of a sequence: a message to the mailbox that sorts first or last. */
+static void change(mail_store *st, int i)
+{
+    uint8_t body[700];
+    fill(body, sizeof body, (uint64_t)i);
+    deliver(st, i % 2 ? "aaa" : "zzz", "Inbox", "change", body, sizeof body, (uint64_t)i + 1);
+}
+
+/* Commits while a digest reads in views of one message each: every digest it gives is the
+ * digest of one state the database was in (a commit between two views starts it again), never
+ * a mix of two. The states: the same changes on another store, its digest after each. */
+static void a_digest_in_views_beside_commits_is_one_state(void **s)
+{
+    (void)s;
+    enum { K = 120 };
+    static char valid[K + 1][33];
+    fx ref, a;
+    fx_new(&ref, 61);
+    fx_new(&a, 62);
+    OK(store_mail_load(ref.st, 5, 2000, 1500, 4, 1, NULL, NULL));
+    OK(store_mail_load(a.st, 5, 2000, 1500, 4, 1, NULL, NULL));
+    OK(store_mail_digest_views(ref.st, 0, valid[0], NULL));
+    for (int i = 1; i <= K; i++) {
+        change(ref.st, i);
+        OK(store_mail_digest_views(ref.st, 0, valid[i], NULL));
+    }
+    static digester g;
+    memset(&g, 0, sizeof g);
+    g.st = a.st;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, digester_main, &g), 0);
+    for (int i = 1; i <= K; i++) {
+        change(a.st, i);
+        struct timespec ts = {0, 150000};
+        nanosleep(&ts, NULL);
+    }
+    __atomic_store_n(&g.stop, 1, __ATOMIC_RELEASE);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    int middle = 0;
+    for (int k = 0; k < g.n; k++) {
+        int state = -1;
+        for (int i = 0; i <= K && state < 0; i++)
+            if (!strcmp(g.got[k], valid[i])) state = i;
+        if (state < 0)
+            fail_msg("digest %d of %d (%s) is no state the database was in", k, g.n, g.got[k]);
+        middle += state > 0 && state < K;
+    }
+    print_message("%d digests beside %d commits (%d of a state between the first and the last), "
+                  "%llu views\n",
+                  g.n, K, middle, (unsigned long long)g.views);
+    assert_true(g.n >= 1);
+    char d[33];
+    OK(store_mail_digest(a.st, d));
+    assert_string_equal(d, valid[K]);
+    fx_free(&ref);
+    fx_free(&a);
+}
+
 /* ---- the load helper ---- */
 
 static void count_progress(void *arg, uint64_t done, uint64_t total)
@@ -906,6 +1010,8 @@ int main(void)
         cmocka_unit_test(empty_oversized_or_malformed_names_and_subjects_are_refused),
         cmocka_unit_test(bodies_from_empty_to_one_mib_come_back_exactly),
         cmocka_unit_test(digest_is_equal_exactly_when_the_mail_is_the_same),
+        cmocka_unit_test(digest_in_many_views_equals_one_view),
+        cmocka_unit_test(a_digest_in_views_beside_commits_is_one_state),
         cmocka_unit_test(load_is_deterministic_and_bulk_equals_one_by_one),
         cmocka_unit_test(open_creates_the_schema_once_and_refuses_foreign_or_newer_ones),
         cmocka_unit_test(concurrent_deliveries_get_distinct_increasing_ids),
