@@ -371,6 +371,14 @@ uint64_t eng_cache_size(eng_db *db)
     return db->cache_bytes;
 }
 
+uint64_t eng_cache_pages(eng_db *db)
+{
+    pthread_mutex_lock(&db->cmu);
+    uint64_t n = db->nframes;
+    pthread_mutex_unlock(&db->cmu);
+    return n;
+}
+
 void eng_cache_trim(eng_db *db)
 {
     uint64_t limit = db->cache_bytes / ENG_PAGE_SIZE;

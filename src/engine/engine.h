@@ -74,8 +74,10 @@ typedef struct eng_stats {
     uint64_t cache_pages;   /* pages in the cache now */
 } eng_stats;
 
-/* The cache's size in bytes (eng_opts.cache_bytes, its default applied). */
+/* The cache's size in bytes (eng_opts.cache_bytes, its default applied); the pages it holds now
+ * (any thread). */
 uint64_t eng_cache_size(eng_db *db);
+uint64_t eng_cache_pages(eng_db *db);
 
 /* Creates a new database (fails with DatabaseDuplicate if the .edb exists, or if the log
  * folder already holds logs of the base name) and leaves it open. */

@@ -59,6 +59,13 @@ eng_view *eng_txn_view(eng_txn *t);
  * not hold one view for all of it (which holds every commit back and keeps every page it reads
  * in the cache) ends its view now and then, begins another and compares. */
 uint64_t eng_view_epoch(eng_view *v);
+/* Commits (and checkpoints) wait from eng_commits_hold until eng_commits_resume: for such a
+ * reader when commits keep coming between its views. Between two of its views (none open on the
+ * thread) eng_commits_trim brings the cache back to its size, which no commit does meanwhile.
+ * Never on a thread in a transaction or holding a view. */
+void eng_commits_hold(eng_db *db);
+void eng_commits_trim(eng_db *db);
+void eng_commits_resume(eng_db *db);
 
 /* Tables. */
 int eng_table_create(eng_txn *t, const char *name, eng_tbl *out);

@@ -106,13 +106,18 @@ void store_mail_message_free(mail_message *m);
  * same mailboxes, folders and messages (id, received time, size, subject, body); how they got
  * there (order of deliveries, deleted messages, the next id to give) does not count.
  * One committed state, read in views of about half the cache's size of bodies each (64 MiB at
- * most), so commits wait for one view at a time and the cache stays near its size: a commit between
- * two views makes the digest start again, and after three such starts it reads in one view (commits
- * wait for all of it). */
+ * most), so commits wait for one view at a time and the cache stays near its size: a commit
+ * between two views makes the digest start again, and after three such starts it holds commits
+ * back until it is done (the cache still stays near its size). */
 int store_mail_digest(mail_store *st, char out[33]);
-/* The same with views of about view_bytes of bodies (0: one view); *views (optional): the views
- * it took. Tests. */
-int store_mail_digest_views(mail_store *st, uint64_t view_bytes, char out[33], uint64_t *views);
+/* The same with views of about view_bytes of bodies (0: one view); *how (optional): the views it
+ * took, its passes, whether the last held commits back. Tests. */
+typedef struct mail_digest_how {
+    uint64_t views, passes;
+    int held;
+} mail_digest_how;
+int store_mail_digest_views(mail_store *st, uint64_t view_bytes, char out[33],
+                            mail_digest_how *how);
 
 /* ---- loading (demos, benchmarks) ---- */
 

@@ -551,8 +551,8 @@ def test_sigterm_shuts_down_cleanly_with_every_database_in_clean_shutdown(store)
 def test_a_digest_keeps_the_cache_near_its_size_and_a_dismount_gives_it_back(store):
     """A digest reads in views of about half the cache's size each (one view for all of it kept
     every page it read in the cache, and every commit waiting: a 1.4 GB database's digest grew
-    the store by 1.4 GB). In one view (OMBRA_DIGEST_VIEW_MB=0, a test's setting: what a digest
-    beside steady commits comes to) it gives the same digest and the cache grows to the
+    the store by 1.4 GB). In one view (OMBRA_DIGEST_VIEW_MB=0, a test's setting: the digest
+    before views) it gives the same digest and the cache grows to the
     database's size; once that database is dismounted the store's size is back near where it
     was, even when another database's pages were allocated after it (malloc cannot shrink its
     heaps under them: 1.1 GB stayed after a 1.4 GB database's digest)."""

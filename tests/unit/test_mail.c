@@ -3,6 +3,7 @@
  * different ones, and a power loss during deliveries loses no acknowledged message and shows
  * no half-delivered one. Runs on the in-memory crash VFS (tests/support/crashvfs.h). */
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -484,18 +485,18 @@ static void digest_in_many_views_equals_one_view(void **s)
     (void)s;
     fx a;
     char one[33], d[33];
-    uint64_t v1 = 0, vn = 0;
+    mail_digest_how h1, hn;
     fx_new(&a, 60);
     OK(store_mail_load(a.st, 7, 400, 2500, 3, 1, NULL, NULL));
     deliver(a.st, "aaa", "Inbox", "first", "", 0, 5); /* an empty body too */
-    OK(store_mail_digest_views(a.st, 0, one, &v1));
-    assert_int_equal(v1, 1);
-    OK(store_mail_digest_views(a.st, 1, d, &vn));
+    OK(store_mail_digest_views(a.st, 0, one, &h1));
+    assert_int_equal(h1.views, 1);
+    OK(store_mail_digest_views(a.st, 1, d, &hn));
     assert_string_equal(one, d);
-    assert_true(vn >= 400);
-    OK(store_mail_digest_views(a.st, 25000, d, &vn));
+    assert_true(hn.views >= 400 && hn.passes == 1 && !hn.held);
+    OK(store_mail_digest_views(a.st, 25000, d, &hn));
     assert_string_equal(one, d);
-    assert_true(vn >= 30 && vn <= 60);
+    assert_true(hn.views >= 30 && hn.views <= 60);
     OK(store_mail_digest(a.st, d));
     assert_string_equal(one, d);
     fx_free(&a);
@@ -507,15 +508,17 @@ typedef struct digester {
     int n;
     char got[256][33];
     uint64_t views;
+    int held;
 } digester;
 
 static void *digester_main(void *arg)
 {
     digester *g = arg;
     while (!__atomic_load_n(&g->stop, __ATOMIC_ACQUIRE) && g->n < 256) {
-        uint64_t v = 0;
-        OK(store_mail_digest_views(g->st, 1, g->got[g->n], &v));
-        g->views += v;
+        mail_digest_how h;
+        OK(store_mail_digest_views(g->st, 1, g->got[g->n], &h));
+        g->views += h.views;
+        g->held += h.held;
         g->n++;
     }
     return NULL;
@@ -568,14 +571,85 @@ static void a_digest_in_views_beside_commits_is_one_state(void **s)
             fail_msg("digest %d of %d (%s) is no state the database was in", k, g.n, g.got[k]);
         middle += state > 0 && state < K;
     }
-    print_message("%d digests beside %d commits (%d of a state between the first and the last), "
-                  "%llu views\n",
-                  g.n, K, middle, (unsigned long long)g.views);
+    print_message("%d digests beside %d commits (%d of a state between the first and the last, %d "
+                  "holding commits back for their last pass), %llu views\n",
+                  g.n, K, middle, g.held, (unsigned long long)g.views);
     assert_true(g.n >= 1);
     char d[33];
     OK(store_mail_digest(a.st, d));
     assert_string_equal(d, valid[K]);
     fx_free(&ref);
+    fx_free(&a);
+}
+
+typedef struct steady {
+    fx *f;
+    int stop; /* atomic */
+    uint64_t commits, peak_pages;
+} steady;
+
+static void *committer_main(void *arg)
+{
+    steady *w = arg;
+    for (int i = 1000; !__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE); i++) {
+        change(w->f->st, i);
+        __atomic_fetch_add(&w->commits, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void *sampler_main(void *arg)
+{
+    steady *w = arg;
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+        uint64_t n = eng_cache_pages(w->f->db);
+        if (n > w->peak_pages) w->peak_pages = n;
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* Commits that never stop: after three starts the digest holds them back for its last pass (it
+ * ends), and reads that pass in views too, so the cache stays near its size (one view for all of
+ * it grew the cache to the database's size). */
+static void a_digest_beside_steady_commits_ends_and_keeps_the_cache_near_its_size(void **s)
+{
+    (void)s;
+    fx a;
+    a.c = crashvfs_new(63);
+    assert_non_null(a.c);
+    assert_int_equal(crashvfs_vfs(a.c)->mkdir(crashvfs_vfs(a.c), "/db"), 0);
+    a.o = opts_on(a.c);
+    a.o.cache_bytes = 2 << 20;
+    OK(eng_db_create(&a.o, &a.db));
+    OK(store_mail_open(a.db, &a.st));
+    OK(store_mail_load(a.st, 5, 2000, 10000, 5, 1, NULL, NULL)); /* 20 MB of bodies */
+    static steady w;
+    memset(&w, 0, sizeof w);
+    w.f = &a;
+    pthread_t ct, st;
+    assert_int_equal(pthread_create(&ct, NULL, committer_main, &w), 0);
+    assert_int_equal(pthread_create(&st, NULL, sampler_main, &w), 0);
+    while (__atomic_load_n(&w.commits, __ATOMIC_RELAXED) < 5)
+        sched_yield();
+    char d[33];
+    mail_digest_how h;
+    uint64_t before = __atomic_load_n(&w.commits, __ATOMIC_RELAXED);
+    OK(store_mail_digest_views(a.st, eng_cache_size(a.db) / 2, d, &h));
+    uint64_t during = __atomic_load_n(&w.commits, __ATOMIC_RELAXED) - before;
+    __atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
+    assert_int_equal(pthread_join(ct, NULL), 0);
+    assert_int_equal(pthread_join(st, NULL), 0);
+    print_message("digest beside steady commits: %llu passes, %llu views, %llu commits during it, "
+                  "the cache at most %llu KiB (its size %llu KiB)\n",
+                  (unsigned long long)h.passes, (unsigned long long)h.views,
+                  (unsigned long long)during, (unsigned long long)w.peak_pages * 32,
+                  (unsigned long long)a.o.cache_bytes >> 10);
+    assert_true(during >= 1);
+    assert_true(h.held && h.passes == 4);
+    assert_true(h.views > 20); /* the last pass alone reads 20 MB in views of 1 MiB */
+    assert_true(w.peak_pages * ENG_PAGE_SIZE <= 3 * a.o.cache_bytes);
     fx_free(&a);
 }
 
@@ -1012,6 +1086,7 @@ int main(void)
         cmocka_unit_test(digest_is_equal_exactly_when_the_mail_is_the_same),
         cmocka_unit_test(digest_in_many_views_equals_one_view),
         cmocka_unit_test(a_digest_in_views_beside_commits_is_one_state),
+        cmocka_unit_test(a_digest_beside_steady_commits_ends_and_keeps_the_cache_near_its_size),
         cmocka_unit_test(load_is_deterministic_and_bulk_equals_one_by_one),
         cmocka_unit_test(open_creates_the_schema_once_and_refuses_foreign_or_newer_ones),
         cmocka_unit_test(concurrent_deliveries_get_distinct_increasing_ids),
