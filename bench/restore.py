@@ -217,7 +217,7 @@ def ombra_run(a, tmp, env):
              "replay_transactions_per_s": rp["transactions"] / replay_s if replay_s else None,
              "replay_records_per_s": rp["records"] / replay_s if replay_s else None,
              "tar_zstd_x_s": o["tar"], "tar_zstd_x_mb_s": r["files_bytes"] / 1e6 / o["tar"],
-             "tar_sync_s": o["tar_sync"], "round_ratio_ombra_over_tar": o["tar"] / wall,
+             "tar_sync_s": o["tar_sync"], "round_ratio_ombra_over_tar": wall / o["tar"],
              "disk_floor_s": o["floor"], "disk_floor_mb_s": r["floor_bytes"] / 1e6 / o["floor"],
              "laydown_from": lay_how,
              # the device's own count during each side (diskstats; None on tmpfs): what the

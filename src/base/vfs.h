@@ -123,6 +123,11 @@ struct om_vfs {
      * later read finds them in the page cache: a hint. Optional (NULL: nothing), never an
      * error. */
     void (*willneed)(om_file *f, uint64_t off, uint64_t n);
+    /* Drops the clean cached pages of bytes off..off + n of f (n 0: to its end;
+     * POSIX_FADV_DONTNEED): for a file about to be replaced, whose pages in the cache only cost
+     * the kernel while the new one is written. A hint: optional (NULL: nothing), never an
+     * error. */
+    void (*dontneed)(om_file *f, uint64_t off, uint64_t n);
     /* on: from now on, reads and writes of f bypass the page cache (O_DIRECT): for a large
      * file written once, or read and written over by replay, whose pages would otherwise fill
      * the cache at a CPU cost greater than the work's own. 0 when they do, else non-zero and

@@ -538,6 +538,11 @@ static void p_willneed(om_file *bf, uint64_t off, uint64_t n)
     (void)posix_fadvise(((pfile *)bf)->fd, (off_t)off, (off_t)n, POSIX_FADV_WILLNEED);
 }
 
+static void p_dontneed(om_file *bf, uint64_t off, uint64_t n)
+{
+    (void)posix_fadvise(((pfile *)bf)->fd, (off_t)off, (off_t)n, POSIX_FADV_DONTNEED);
+}
+
 static int p_direct(om_file *bf, int on)
 {
     return set_direct((pfile *)bf, on);
@@ -570,6 +575,7 @@ static om_vfs posix_vfs = {
     .list_at = p_list_at,
     .writeback = p_writeback,
     .willneed = p_willneed,
+    .dontneed = p_dontneed,
     .direct = p_direct,
 };
 

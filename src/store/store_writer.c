@@ -839,7 +839,7 @@ static void truncate_stored(store_writer *w, vss_event *e)
 
 /* Forgets the restore slot of target in session, or every slot of the session when target is
  * NULL; a replaced .edb a slot held is closed on a thread. */
-static void start_release(store_writer *w, om_file *f);
+static void start_release(store_writer *w, om_file *f, int drop);
 
 static void unmark_session(store_writer *w, const char *session, const char *target)
 {
@@ -859,7 +859,7 @@ static void unmark_session(store_writer *w, const char *session, const char *tar
     while (gone) {
         wrestore *r = gone;
         gone = r->next;
-        if (r->old_edb) start_release(w, r->old_edb);
+        if (r->old_edb) start_release(w, r->old_edb, 0);
         free(r);
     }
 }
@@ -1342,7 +1342,7 @@ static int no_stream_there(om_dir *ld, const rtarget *t)
  * that replay and then go; the .env names this boot, so that nothing takes them after the machine
  * restarted (a crash may have lost what was not yet written back). */
 static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *replace_logs,
-                          int *unsynced, om_file **old_edb)
+                          int *unsynced, om_file **old_edb, om_file **drop_edb)
 {
     om_vfs *v = om_vfs_posix();
     om_dir *ed = NULL, *ld = NULL, *pd = NULL;
@@ -1393,6 +1393,13 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
         *old_edb = NULL;
         om_err_clear();
     }
+    /* Its pages in the page cache (all of it after a digest) made the replay's writes into the
+     * new file cost twice the CPU (docs/design.md, Restore): they go, on a thread, through a
+     * handle of its own (the held one may be closed first). */
+    if (!rc && *old_edb && om_open_at(ed, t->edb_name, OM_O_RDONLY, drop_edb)) {
+        *drop_edb = NULL;
+        om_err_clear();
+    }
     /* Temporary names of an earlier restore of this target that was killed while laying. */
     if (!rc && (t->in_dir || ours)) rc = om_durable_sweep(ed, t->edb_name, NULL);
     if (!rc && t->original) rc = om_durable_sweep(ld, NULL, NULL);
@@ -1416,6 +1423,8 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
     if (rc) {
         om_close(*old_edb);
         *old_edb = NULL;
+        om_close(*drop_edb);
+        *drop_edb = NULL;
     }
     return rc;
 }
@@ -1533,14 +1542,16 @@ static int pre_restore(void *ctx, vss_event *e)
     {
         rtarget t;
         int replace_edb = 0, replace_logs = 0, unsynced = 0;
-        om_file *old_edb = NULL;
+        om_file *old_edb = NULL, *drop_edb = NULL;
         pthread_mutex_lock(&s->mu);
         int rc = resolve_target(w, c, &t);
         if (!rc) rc = mark_restoring(w, e->session, t.key);
         if (!rc) rc = recovery_mountable(s, c, &t);
         pthread_mutex_unlock(&s->mu);
-        if (!rc) rc = prepare_target(&t, c, &replace_edb, &replace_logs, &unsynced, &old_edb);
+        if (!rc)
+            rc = prepare_target(&t, c, &replace_edb, &replace_logs, &unsynced, &old_edb, &drop_edb);
         if (!rc) hold_old_edb(w, e->session, t.key, old_edb);
+        if (drop_edb) start_release(w, drop_edb, 1);
         if (!rc && t.copy_of[0]) {
             pthread_mutex_lock(&s->mu);
             rc = become_recovery(s, &t);
@@ -1681,13 +1692,17 @@ typedef struct retiring {
     int done; /* under store_writer.mu */
     store_writer *w;
     char logs[4096], name[ENG_RETIRED_NAME_MAX];
-    om_file *f; /* else: a restore's replaced .edb to close (wrestore.old_edb) */
+    om_file *f; /* else: a restore's replaced .edb to close (wrestore.old_edb), or to drop from
+                   the page cache first (drop: a handle of its own) */
+    int drop;
     struct retiring *next;
 } retiring;
 
 static void *remove_retired(void *arg)
 {
     retiring *r = arg;
+    om_vfs *v = om_vfs_posix();
+    if (r->f && r->drop && v->dontneed) v->dontneed(r->f, 0, 0);
     if (r->f)
         om_close(r->f);
     else if (eng_retired_remove(om_vfs_posix(), r->logs, r->name))
@@ -1754,11 +1769,12 @@ static void start_removal(store_writer *w, const char *logs, const char *name)
                 name, logs);
 }
 
-/* Closes a restore's replaced .edb on a thread; here when none can be had. */
-static void start_release(store_writer *w, om_file *f)
+/* Closes a restore's replaced .edb on a thread; here when none can be had. drop: its cached
+ * pages dropped first (a handle of its own, opened for that). */
+static void start_release(store_writer *w, om_file *f, int drop)
 {
     retiring *r = calloc(1, sizeof *r);
-    if (r) r->f = f;
+    if (r) r->f = f, r->drop = drop;
     if (!r || start_retiring(w, r)) om_close(f);
 }
 
