@@ -611,8 +611,8 @@ static void *sampler_main(void *arg)
 }
 
 /* Commits that never stop: after three starts the digest holds them back for its last pass (it
- * ends), and reads that pass in views too, so the cache stays near its size (one view for all of
- * it grew the cache to the database's size). */
+ * ends), and reads that pass in views too, so the cache stays within a few times its size (one
+ * view for all of it grew the cache to the database's size). */
 static void a_digest_beside_steady_commits_ends_and_keeps_the_cache_near_its_size(void **s)
 {
     (void)s;
@@ -624,7 +624,7 @@ static void a_digest_beside_steady_commits_ends_and_keeps_the_cache_near_its_siz
     a.o.cache_bytes = 2 << 20;
     OK(eng_db_create(&a.o, &a.db));
     OK(store_mail_open(a.db, &a.st));
-    OK(store_mail_load(a.st, 5, 2000, 10000, 5, 1, NULL, NULL)); /* 20 MB of bodies */
+    OK(store_mail_load(a.st, 5, 4000, 10000, 5, 1, NULL, NULL)); /* 40 MB of bodies */
     static steady w;
     memset(&w, 0, sizeof w);
     w.f = &a;
@@ -648,8 +648,10 @@ static void a_digest_beside_steady_commits_ends_and_keeps_the_cache_near_its_siz
                   (unsigned long long)a.o.cache_bytes >> 10);
     assert_true(during >= 1);
     assert_true(h.held && h.passes == 4);
-    assert_true(h.views > 20); /* the last pass alone reads 20 MB in views of 1 MiB */
-    assert_true(w.peak_pages * ENG_PAGE_SIZE <= 3 * a.o.cache_bytes);
+    assert_true(h.views > 40); /* the last pass alone reads 40 MB in views of 1 MiB */
+    /* The commits' own pages count too (dirty until a checkpoint, trimmed only when no view is
+     * open): 5-10 MiB seen on busy cores, against the database's 40 in one view. */
+    assert_true(w.peak_pages * ENG_PAGE_SIZE <= 8 * a.o.cache_bytes);
     fx_free(&a);
 }
 
