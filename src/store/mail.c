@@ -955,11 +955,16 @@ static int dg_next_view(dg_run *r)
     eng_view_end(r->v);
     r->v = NULL;
     if (r->hold) eng_commits_trim(r->st->db);
+    /* The view's end trims the cache only when it can take the writer role: a writer that
+     * holds it across views lets the cache grow, so past twice its size the pass ends as for a
+     * commit (the last one holds commits back and trims). */
+    int over =
+        !r->hold && eng_cache_pages(r->st->db) * ENG_PAGE_SIZE > 2 * eng_cache_size(r->st->db);
     int rc = eng_view_begin(r->st->db, &r->v);
     if (rc) return rc;
     r->views++;
     r->read = 0;
-    if (eng_view_epoch(r->v) == r->epoch) return 0;
+    if (!over && eng_view_epoch(r->v) == r->epoch) return 0;
     r->changed = 1;
     return OM_E_DatabaseInUse; /* never seen by a caller: store_mail_digest_views starts again */
 }
