@@ -379,6 +379,17 @@ uint64_t eng_cache_pages(eng_db *db)
     return n;
 }
 
+void eng_cache_trim_now(eng_db *db)
+{
+    pthread_mutex_lock(&db->cmu);
+    int over = (uint64_t)db->nframes * ENG_PAGE_SIZE > db->cache_bytes;
+    pthread_mutex_unlock(&db->cmu);
+    if (over && pthread_rwlock_trywrlock(&db->plock) == 0) {
+        eng_cache_trim(db);
+        pthread_rwlock_unlock(&db->plock);
+    }
+}
+
 void eng_cache_trim(eng_db *db)
 {
     uint64_t limit = db->cache_bytes / ENG_PAGE_SIZE;

@@ -192,6 +192,10 @@ int eng_cache_dirty_frames(eng_db *db, frame ***out, uint32_t *n);
 int eng_cache_write_frames(om_file *f, frame **v, uint32_t n, int in_place, uint64_t base);
 /* Drops clean frames when the cache is over its size (caller holds plock for writing). */
 void eng_cache_trim(eng_db *db);
+/* The same when the cache is over its size and plock can be had for writing at once (a view
+ * open anywhere: nothing). Caller holds the writer role (a writer reads frames without plock:
+ * only the role frees them), and no view on its thread. */
+void eng_cache_trim_now(eng_db *db);
 /* Replay's working set: drops clean frames until target are left, except those whose page was
  * met since the last recovery checkpoint and not rebuilt (their met_gen is what says a rerun
  * would meet a record before an image: recovery.c). Caller holds plock for writing. */

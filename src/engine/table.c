@@ -96,17 +96,11 @@ void eng_commits_hold(eng_db *db)
     eng_role_acquire(db);
 }
 
-/* The role is the caller's, so no writer reads frames: a reader's view still open elsewhere
- * keeps the trim for later (its own end cannot trim while the role is held). */
+/* A reader's view still open elsewhere keeps the trim for later (its own end cannot trim while
+ * the role is held). */
 void eng_commits_trim(eng_db *db)
 {
-    pthread_mutex_lock(&db->cmu);
-    int over = (uint64_t)db->nframes * ENG_PAGE_SIZE > db->cache_bytes;
-    pthread_mutex_unlock(&db->cmu);
-    if (over && pthread_rwlock_trywrlock(&db->plock) == 0) {
-        eng_cache_trim(db);
-        pthread_rwlock_unlock(&db->plock);
-    }
+    eng_cache_trim_now(db);
 }
 
 void eng_commits_resume(eng_db *db)

@@ -406,12 +406,8 @@ static void trim_after_read(eng_db *db)
     pthread_mutex_lock(&db->cmu);
     int over = (uint64_t)db->nframes * ENG_PAGE_SIZE > db->cache_bytes;
     pthread_mutex_unlock(&db->cmu);
-    if (!over) return;
-    if (!eng_role_try(db)) return;
-    if (pthread_rwlock_trywrlock(&db->plock) == 0) {
-        eng_cache_trim(db);
-        pthread_rwlock_unlock(&db->plock);
-    }
+    if (!over || !eng_role_try(db)) return;
+    eng_cache_trim_now(db);
     eng_role_release(db);
 }
 

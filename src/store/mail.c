@@ -922,15 +922,14 @@ static int dg_cmp(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* The digest reads in views of about half the cache's size of bodies each, DG_VIEW_BYTES at
- * most: one view for all of a large
- * database would hold every commit back while it reads, and keep every page it read in the
- * cache (nothing trims under a view): a 1.4 GB database's digest grew the store by 1.4 GB.
- * Between two messages, past its share, the view ends (commits publish, the cache trims) and
- * another begins; when its epoch differs from the first view's, a commit came between them and
- * the digest starts again (DG_TRIES times); then it holds commits back for its last pass (they
- * wait for all of it, as they did for one view) and still reads in views, trimming the cache
- * between them. */
+/* The digest reads in views of about half the cache's size of bodies each (DG_VIEW_BYTES at
+ * most): one view for all of a large database would hold every commit back while it reads, and
+ * keep every page it read in the cache (nothing trims under a view): a 1.4 GB database's digest
+ * grew the store by 1.4 GB. Between two messages, past its share, the view ends (commits
+ * publish, the cache trims) and another begins; when its epoch differs from the first view's, a
+ * commit came between them and the digest starts again (DG_TRIES times); then it holds commits
+ * back for its last pass (they wait for all of it, as they did for one view) and still reads in
+ * views, trimming the cache between them. */
 enum { DG_VIEW_BYTES = 64 << 20, DG_TRIES = 3 };
 
 typedef struct dg_run {
