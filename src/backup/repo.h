@@ -71,7 +71,9 @@
  * repository's set or index files is refused (RepositoryCorrupt) with or without one.
  *
  * Set document: what the caller gave bk_set_commit, plus (set by the repository, overriding the
- * caller's): "files": [{"name", "size", "sha256": hex, "blocks": the ids concatenated (64 hex
+ * caller's): "files": [{"name", "size", "sha256": hex, "xxh3_128": hex (32 digits, the canonical
+ * XXH3-128 of the content; sets of earlier builds have none: the restore's check of the laid
+ * file, docs/design.md "Each byte is hashed once"), "blocks": the ids concatenated (64 hex
  * digits each), "meta": object}, or the regions form (a synthetic full's .edb,
  * bk_set_add_file_regions): {"name", "size", "regions_sha256": SHA-256 of the region ids (binary,
  * in order), "blocks": one id per region (block size bytes each, the last the rest), "pieces":
@@ -173,11 +175,13 @@ int bk_set_begin(bk_repo *r, bk_writer **out);
 int bk_put_block(bk_writer *w, const void *data, size_t len, uint8_t id[BK_ID_LEN],
                  int *stored_new);
 /* One file of the set: its name (relative path in the set, unique in it), size, SHA-256 of the
- * whole content and its block ids in order (every id must be in the repository or put by this
+ * whole content, its XXH3-128 (canonical, big-endian; NULL: the entry has none, as from builds
+ * before it) and its block ids in order (every id must be in the repository or put by this
  * writer, and their lengths must add up to size: InvalidParameter otherwise). meta: any JSON
  * object kept with the file, or NULL (stolen). Thread-safe. */
 int bk_set_add_file(bk_writer *w, const char *name, uint64_t size, const uint8_t sha256[32],
-                    const uint8_t (*ids)[BK_ID_LEN], size_t nblocks, json_t *meta);
+                    const uint8_t xxh3_128[16], const uint8_t (*ids)[BK_ID_LEN], size_t nblocks,
+                    json_t *meta);
 /* A file of the regions form (a synthetic full's .edb; the set format at the top): region i
  * (block size bytes, the last the rest) is block ids[i] whole, or, when pieces (a JSON object,
  * stolen) has the key "i", the slices of blocks that string names (bk_pieces_parse), ids[i]

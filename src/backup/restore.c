@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "backup/chain.h"
 #include "backup/repo.h"
@@ -41,6 +42,8 @@ static void pause_at(const char *stage)
  * the generation, never from the set (whose names are only checked for what they say). */
 typedef struct rfile {
     const char *set, *name, *blocks, *sha_hex; /* name: the set's, for messages */
+    int has_xxh; /* the set gives its XXH3-128 (repo.h): xxh is the check, else sha_hex */
+    uint8_t xxh[16];
     json_t *pieces; /* regions form (repo.h): slices of blocks; sha_hex is over the ids */
     size_t nblocks;
     uint64_t size;
@@ -53,7 +56,8 @@ typedef struct rfile {
                          unsynced (om_durable_place; the writer said logs_unsynced,
                          store/writer.h) */
     om_durable out;   /* out.f open from the first chunk handed out to the commit */
-    EVP_MD_CTX *sha;  /* in block order: the worker whose turn it is updates it */
+    EVP_MD_CTX *sha;  /* in block order: the worker whose turn it is updates it (or xx) */
+    XXH3_state_t *xx; /* the same for a file checked by its XXH3-128 */
     size_t hashed;    /* blocks hashed so far */
     int chunk0_taken; /* its first chunk was taken: out and sha made (or that failed) */
     int done;         /* in place under its name */
@@ -121,9 +125,9 @@ static int file_damage(lay *l, bk_reader *rd, rfile *f, uint8_t *buf)
         if (rc) return rc;
     }
     return om_errf(OM_E_RepositoryCorrupt,
-                   "set %.12s, file %s: the restored content does not match its SHA-256 (every "
+                   "set %.12s, file %s: the restored content does not match its %s (every "
                    "block matches its id: the set lists the wrong blocks)",
-                   f->set, f->name);
+                   f->set, f->name, f->xx ? "XXH3-128" : "SHA-256");
 }
 
 /* The file's last chunk was hashed: check its SHA-256 (on a mismatch file_damage names what is
@@ -134,12 +138,17 @@ static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
     uint8_t got[32];
     unsigned gl = 0;
     char hex[65];
-    EVP_DigestFinal_ex(f->sha, got, &gl);
-    for (int i = 0; i < 32; i++)
+    if (f->xx) {
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, XXH3_128bits_digest(f->xx));
+        memcpy(got, c.digest, gl = sizeof c.digest);
+    } else
+        EVP_DigestFinal_ex(f->sha, got, &gl);
+    for (unsigned i = 0; i < gl; i++)
         snprintf(hex + 2 * i, 3, "%02x", got[i]);
     int rc = 0;
     om_file *old = NULL;
-    if (strcmp(hex, f->sha_hex)) {
+    if (f->xx ? memcmp(got, f->xxh, sizeof f->xxh) != 0 : strcmp(hex, f->sha_hex) != 0) {
         om_durable_abort(&f->out);
         return file_damage(l, rd, f, buf);
     }
@@ -232,11 +241,19 @@ static int take_chunk(lay *l, size_t c, size_t *fi, size_t *b0, size_t *nb)
      * page cache, whose filling costs more CPU than the restore's own work (docs/design.md,
      * "Laying down"); where the file system cannot, through it. */
     if (!f->gen) (void)om_direct(f->out.f, 1);
-    f->sha = EVP_MD_CTX_new();
-    if (!f->sha || EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL) != 1) {
+    /* The file's check (docs/design.md, "Each byte is hashed once"): its XXH3-128 where the set
+     * has one, else its SHA-256 (sets of earlier builds, and the regions form's ids). */
+    int ok = 0;
+    if (f->has_xxh)
+        ok = (f->xx = XXH3_createState()) && XXH3_128bits_reset(f->xx) == XXH_OK;
+    else
+        ok = (f->sha = EVP_MD_CTX_new()) && EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL) == 1;
+    if (!ok) {
         om_durable_abort(&f->out);
         EVP_MD_CTX_free(f->sha);
+        XXH3_freeState(f->xx);
         f->sha = NULL;
+        f->xx = NULL;
         return om_errf(OM_E_OutOfMemory, "out of memory");
     }
     return 0;
@@ -309,6 +326,8 @@ static int lay_chunk(void *arg, void *ws, size_t c)
             bk_unhex(hexid, id, BK_ID_LEN);
             EVP_DigestUpdate(f->sha, id, BK_ID_LEN);
         }
+    else if (f->xx)
+        XXH3_128bits_update(f->xx, w->buf, len);
     else
         EVP_DigestUpdate(f->sha, w->buf, len);
     pthread_mutex_lock(&l->mu);
@@ -336,7 +355,10 @@ static int entry_ok(const char *sid, const char *name, json_t *f, uint32_t bsize
     x->blocks = om_json_str_or(f, "blocks", NULL);
     x->pieces = json_object_get(f, "pieces");
     x->sha_hex = om_json_str_or(f, x->pieces ? "regions_sha256" : "sha256", NULL);
+    json_t *xh = x->pieces ? NULL : json_object_get(f, "xxh3_128");
+    x->has_xxh = xh != NULL;
     if (!x->blocks || !x->sha_hex || (x->pieces && !json_is_object(x->pieces)) ||
+        (xh && bk_unhex(json_string_value(xh), x->xxh, sizeof x->xxh)) ||
         strlen(x->blocks) % (2 * BK_ID_LEN) || !json_is_integer(sz) || json_integer_value(sz) < 0)
         return om_errf(OM_E_RepositoryCorrupt, "set %.12s: file entry %s is malformed", sid, name);
     x->size = (uint64_t)json_integer_value(sz);
@@ -929,6 +951,7 @@ static int restore_lay(bk_restore_state *st)
     for (size_t i = 0; i < l->n; i++) {
         om_durable_abort(&l->f[i].out); /* a file begun and not put in place: its temporary name */
         if (l->f[i].sha) EVP_MD_CTX_free(l->f[i].sha);
+        XXH3_freeState(l->f[i].xx);
     }
     om_dir_close(ed);
     om_dir_close(ld);

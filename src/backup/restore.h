@@ -14,10 +14,11 @@
  *      the target's .edb path, then the log generations ascending (each from the newest set
  *      holding it) under the target's names. Workers take chunks of 8 consecutive blocks in
  *      that order, read each block back through the repository (decrypted, decompressed; its
- *      content left to the file's SHA-256, which covers every byte: each byte is hashed once),
+ *      content left to the file's check, which covers every byte: each byte is hashed once),
  *      write the chunk with one pwrite into the file's temporary name (the durable-file helper:
- *      .<name>.<16 hex>.tmp, created O_EXCL), then add it to the file's SHA-256 in block order;
- *      the worker hashing a file's last chunk checks the SHA-256 (on a mismatch it reads the
+ *      .<name>.<16 hex>.tmp, created O_EXCL), then add it to the file's hash in block order (its
+ *      XXH3-128 from the set, or its SHA-256 where the set has none: repo.h); the worker
+ *      hashing a file's last chunk checks it (on a mismatch it reads the
  *      blocks again against their ids to name the damaged one), then syncs it, renames it into
  *      place (replacing a name only where PreRestore allowed it; a replaced .edb is freed off
  *      the critical path) and syncs the folder. A damaged block or file stops the restore with

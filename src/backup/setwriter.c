@@ -222,10 +222,11 @@ static int add_entry(bk_writer *w, int rc, const char *name, uint64_t size, json
                      json_t *meta);
 
 int bk_set_add_file(bk_writer *w, const char *name, uint64_t size, const uint8_t sha256[32],
-                    const uint8_t (*ids)[BK_ID_LEN], size_t nblocks, json_t *meta)
+                    const uint8_t xxh3_128[16], const uint8_t (*ids)[BK_ID_LEN], size_t nblocks,
+                    json_t *meta)
 {
     int rc = 0;
-    char *blocks = malloc(nblocks * 64 + 1), sha[65];
+    char *blocks = malloc(nblocks * 64 + 1), sha[65], xxh[33];
     uint64_t sum = 0;
     if (!blocks) {
         json_decref(meta);
@@ -253,6 +254,10 @@ int bk_set_add_file(bk_writer *w, const char *name, uint64_t size, const uint8_t
         f = json_pack("{s:s, s:I, s:s, s:s}", "name", name, "size", (json_int_t)size, "sha256", sha,
                       "blocks", blocks);
         if (!f) rc = om_errf(OM_E_InvalidParameter, "%s: not a valid file name (UTF-8)", name);
+        if (f && xxh3_128) {
+            bk_hex(xxh3_128, 16, xxh);
+            json_object_set_new(f, "xxh3_128", json_string(xxh));
+        }
     }
     rc = add_entry(w, rc, name, size, f, meta);
     free(blocks);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "backup/repo_internal.h"
 #include "backup/setfiles.h"
@@ -58,11 +59,13 @@ static void file_key(json_t *f, uint8_t key[BK_ID_LEN])
 {
     EVP_MD_CTX *c = EVP_MD_CTX_new();
     const char *sha = om_json_str_or(f, "sha256", om_json_str_or(f, "regions_sha256", "")),
-               *bl = om_json_str_or(f, "blocks", "");
+               *xxh = om_json_str_or(f, "xxh3_128", ""), *bl = om_json_str_or(f, "blocks", "");
     unsigned n = 0;
     memset(key, 0, BK_ID_LEN);
     if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1) {
         EVP_DigestUpdate(c, sha, strlen(sha));
+        EVP_DigestUpdate(c, ":", 1);
+        EVP_DigestUpdate(c, xxh, strlen(xxh));
         EVP_DigestUpdate(c, ":", 1);
         EVP_DigestUpdate(c, bl, strlen(bl));
         EVP_DigestFinal_ex(c, key, &n);
@@ -80,7 +83,7 @@ static void progress(verify *v, uint64_t blocks)
 
 /* Checks block i of a file; 0 when good (its content fed to sha). */
 static int check_block(verify *v, bk_reader *rd, uint8_t *data, const vjob *j, size_t i,
-                       const char *hex, EVP_MD_CTX *sha, uint64_t *sum)
+                       const char *hex, EVP_MD_CTX *sha, XXH3_state_t *xx, uint64_t *sum)
 {
     uint8_t id[BK_ID_LEN];
     const char *name = om_json_str_or(j->file, "name", "?");
@@ -145,6 +148,7 @@ static int check_block(verify *v, bk_reader *rd, uint8_t *data, const vjob *j, s
         return -1;
     }
     EVP_DigestUpdate(sha, data, e.raw);
+    if (xx) XXH3_128bits_update(xx, data, e.raw);
     *sum += e.raw;
     uint32_t bs = bk_repo_block_size(v->r);
     if (i + 1 < j->nblocks && e.raw != bs) {
@@ -175,8 +179,13 @@ static int check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
         return 0;
     }
     EVP_MD_CTX *sha = EVP_MD_CTX_new();
-    if (!sha || EVP_DigestInit_ex(sha, EVP_sha256(), NULL) != 1) {
+    /* the file's XXH3-128, the restore's check, when the entry gives one (repo.h) */
+    int has_xxh = json_object_get(j->file, "xxh3_128") && !json_object_get(j->file, "pieces");
+    XXH3_state_t *xx = has_xxh ? XXH3_createState() : NULL;
+    if (!sha || EVP_DigestInit_ex(sha, EVP_sha256(), NULL) != 1 || (has_xxh && !xx) ||
+        (xx && XXH3_128bits_reset(xx) != XXH_OK)) {
         EVP_MD_CTX_free(sha);
+        XXH3_freeState(xx);
         return om_errf(OM_E_OutOfMemory, "out of memory");
     }
     int bad = 0;
@@ -185,13 +194,17 @@ static int check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
         char hex[65];
         memcpy(hex, blocks + 64 * i, 64);
         hex[64] = 0;
-        bad |= check_block(v, rd, data, j, i, hex, sha, &sum) != 0;
+        bad |= check_block(v, rd, data, j, i, hex, sha, xx, &sum) != 0;
         if (i % 16 == 15) progress(v, 16);
     }
     progress(v, j->nblocks % 16);
     unsigned n = 0;
     EVP_DigestFinal_ex(sha, got, &n);
     EVP_MD_CTX_free(sha);
+    XXH128_canonical_t xgot;
+    uint8_t xwant[16];
+    if (xx) XXH128_canonicalFromHash(&xgot, XXH3_128bits_digest(xx));
+    XXH3_freeState(xx);
     if (bad) return 0; /* the blocks were reported; the checksum would only repeat it */
     char what[160];
     if (sum != (uint64_t)om_json_int_or(j->file, "size", -1)) {
@@ -204,6 +217,10 @@ static int check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
                         want, sizeof want) ||
                memcmp(want, got, sizeof want))
         report_simple(v, j->set, name, "its content does not match the file's SHA-256");
+    else if (has_xxh && (bk_unhex(om_json_str_or(j->file, "xxh3_128", ""), xwant, sizeof xwant) ||
+                         memcmp(xwant, xgot.digest, sizeof xwant)))
+        report_simple(v, j->set, name,
+                      "its content does not match the file's XXH3-128 (a restore would refuse it)");
     else {
         bk_ent k = {0};
         memcpy(k.id, key, sizeof key);
@@ -379,6 +396,9 @@ static int check_entry(verify *v, const char *id, json_t *f, const char *base, u
                  om_json_str_or(f, json_object_get(f, "pieces") ? "regions_sha256" : "sha256", ""),
                  sha, sizeof sha))
         snprintf(what, sizeof what, "its SHA-256 is malformed");
+    else if (json_object_get(f, "xxh3_128") && !json_object_get(f, "pieces") &&
+             bk_unhex(om_json_str_or(f, "xxh3_128", ""), sha, 16))
+        snprintf(what, sizeof what, "its XXH3-128 is malformed");
     else if (json_object_get(f, "pieces") && !json_is_object(json_object_get(f, "pieces")))
         snprintf(what, sizeof what, "its pieces are not an object");
     if (what[0]) report_simple(v, id, name, what);

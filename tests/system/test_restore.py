@@ -191,27 +191,76 @@ def test_a_block_damaged_inside_a_chunk_of_the_edb_is_refused_naming_the_file_an
     assert m.rc == 1 and "-506 RestoreInProgress" in m.err, m.describe()
 
 
-def test_a_set_listing_the_wrong_blocks_with_right_blocks_is_refused(store, repo):
+def rewrite_plain_set(repo, set_id, doc):
+    """doc as the plain repository's set file, under the name its bytes give it (a crafted set:
+    anyone who can write a plain repository can make one). Returns the new id."""
+    text = json.dumps(doc).encode()
+    new_id = __import__("hashlib").sha256(text).hexdigest()  # a plain set file names itself so
+    (repo / "sets" / f"{set_id}.json").unlink()
+    (repo / "sets" / f"{new_id}.json").write_bytes(text)
+    return new_id
+
+
+@pytest.mark.parametrize("check", ["XXH3-128", "SHA-256"])
+def test_a_set_listing_the_wrong_blocks_with_right_blocks_is_refused(store, repo, check):
     """Every block is intact and matches its id, but the set lists two of them swapped: the
-    file's SHA-256 refuses it, and the message says the set lists the wrong blocks."""
+    file's check refuses it (its XXH3-128, or the SHA-256 of a set without one: a set of an
+    earlier build), and the message says the set lists the wrong blocks."""
     store.ombra("db", "new", "db1")
     load(store, "db1", 1500)
     full = backup(store, repo, "full")
     set_id = full["sets"][0]["id"]
     doc, f = edb_entry(repo, set_id)
+    assert len(f["xxh3_128"]) == 32, f.keys()  # a backup records both
+    if check == "SHA-256":
+        for x in doc["files"]:
+            del x["xxh3_128"]
     ids = [f["blocks"][i:i + 64] for i in range(0, len(f["blocks"]), 64)]
     assert len(ids) >= 3 and ids[0] != ids[1]
     ids[0], ids[1] = ids[1], ids[0]  # both whole blocks of the block size: the lengths fit
     f["blocks"] = "".join(ids)
-    text = json.dumps(doc).encode()
-    new_id = __import__("hashlib").sha256(text).hexdigest()  # a plain set file names itself so
-    (repo / "sets" / f"{set_id}.json").unlink()
-    (repo / "sets" / f"{new_id}.json").write_bytes(text)
+    rewrite_plain_set(repo, set_id, doc)
     restore_target(store)
     r = restore(store, repo, "db1", "--to", "db2", check=False)
     assert r.rc == 1 and len(r.err.strip().split("\n")) == 1, r.describe()
-    assert f["name"] in r.err and "does not match its SHA-256" in r.err, r.describe()
+    assert f["name"] in r.err and f"does not match its {check}" in r.err, r.describe()
     assert "lists the wrong blocks" in r.err, r.describe()
+
+
+def test_the_restore_checks_each_file_by_its_xxh3_128_and_sets_without_one_by_sha256(store, repo):
+    """A backup records each file's XXH3-128 beside its SHA-256, and the restore checks the laid
+    file by it: a set whose XXH3-128 of the .edb is wrong (blocks and SHA-256 right) is refused
+    in one line and verify names it; the same set without any XXH3-128 (as an earlier build
+    wrote it) restores by the SHA-256, the digest equal."""
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 800)
+    full = backup(store, repo, "full")
+    d = store.digest("db1")
+    set_id = full["sets"][0]["id"]
+    doc, f = edb_entry(repo, set_id)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", x["xxh3_128"]) for x in doc["files"]), doc["files"]
+    # what the backup recorded is the XXH3-128 of what it read: xxhsum (another implementation)
+    # of the .edb laid down as it was backed up gives the same
+    lay = store.tmp / "lay"
+    restore(store, repo, "db1", "--edb", lay / "db1.edb", "--logs", lay / "logs", "--no-replay")
+    xs = subprocess.run(["xxhsum", "-H2", lay / "db1.edb"], capture_output=True, text=True, check=True)
+    assert xs.stdout.split()[0] == f["xxh3_128"], (xs.stdout, f["xxh3_128"])
+    good = f["xxh3_128"]
+    f["xxh3_128"] = ("0" if good[0] != "0" else "1") + good[1:]
+    bad_id = rewrite_plain_set(repo, set_id, doc)
+    restore_target(store)
+    r = restore(store, repo, "db1", "--to", "db2", check=False)
+    assert r.rc == 1 and len(r.err.strip().split("\n")) == 1, r.describe()
+    assert "does not match its XXH3-128" in r.err and f["name"] in r.err, r.describe()
+    v = store.ombra("verify", "--repo", repo, check=False)
+    assert v.rc == 1 and "does not match the file's XXH3-128" in v.out + v.err, v.describe()
+    for x in doc["files"]:
+        del x["xxh3_128"]
+    rewrite_plain_set(repo, bad_id, doc)
+    restore(store, repo, "db1", "--to", "db2", "--mount")
+    assert store.digest("db2") == d
+    v = store.ombra("verify", "--repo", repo, check=False)
+    assert v.rc == 0, v.describe()
 
 
 def test_refusals(store, repo):

@@ -63,8 +63,8 @@ static int add_file(bk_repo *r, bk_writer *w, const char *path)
     char name[300];
     if (!rc) set_name(base ? base + 1 : path, name, sizeof name, NULL);
     if (!rc)
-        rc = bk_set_add_file(w, name, (uint64_t)size, sum, (const uint8_t(*)[BK_ID_LEN])ids, n,
-                             json_pack("{s:s}", "source", path));
+        rc = bk_set_add_file(w, name, (uint64_t)size, sum, NULL, (const uint8_t(*)[BK_ID_LEN])ids,
+                             n, json_pack("{s:s}", "source", path));
     EVP_MD_CTX_free(sha);
     free(ids);
     free(buf);

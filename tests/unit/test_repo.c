@@ -91,7 +91,7 @@ static int put_file(bk_writer *w, const char *name, const uint64_t *seeds, size_
         fresh += isnew;
     }
     sha256(all, n * BS, sum);
-    assert_int_equal(bk_set_add_file(w, name, (uint64_t)n * BS, sum,
+    assert_int_equal(bk_set_add_file(w, name, (uint64_t)n * BS, sum, NULL,
                                      (const uint8_t(*)[BK_ID_LEN])ids, n,
                                      json_pack("{s:s}", "source", name)),
                      0);
@@ -268,7 +268,7 @@ static void blocks_and_sets_come_back_as_they_went_in(void **s)
     /* an empty file has no blocks (the repository takes one; verify says no backup writes it) */
     uint8_t none[32];
     sha256("", 0, none);
-    assert_int_equal(bk_set_add_file(w, "logs/E00.chk", 0, none, NULL, 0, NULL), 0);
+    assert_int_equal(bk_set_add_file(w, "logs/E00.chk", 0, none, NULL, NULL, 0, NULL), 0);
     char id[65];
     commit_range(w, r, "full", "db-1", 1, 1, id);
     bk_repo_close(r);
@@ -1693,16 +1693,17 @@ static void misuse_is_refused_with_a_reason(void **s)
     memcpy(ids[0], id, BK_ID_LEN);
     memset(ids[1], 0xab, BK_ID_LEN);
     assert_int_equal(
-        bk_set_add_file(w, "f", 2 * BS, sum, (const uint8_t(*)[BK_ID_LEN])ids, 2, NULL),
+        bk_set_add_file(w, "f", 2 * BS, sum, NULL, (const uint8_t(*)[BK_ID_LEN])ids, 2, NULL),
         OM_E_InvalidParameter);
     assert_non_null(strstr(om_err_detail(), "never stored"));
     assert_int_equal(
-        bk_set_add_file(w, "f", BS + 1, sum, (const uint8_t(*)[BK_ID_LEN])ids, 1, NULL),
+        bk_set_add_file(w, "f", BS + 1, sum, NULL, (const uint8_t(*)[BK_ID_LEN])ids, 1, NULL),
         OM_E_InvalidParameter);
-    assert_int_equal(bk_set_add_file(w, "f", BS, sum, (const uint8_t(*)[BK_ID_LEN])ids, 1, NULL),
-                     0);
-    assert_int_equal(bk_set_add_file(w, "f", BS, sum, (const uint8_t(*)[BK_ID_LEN])ids, 1, NULL),
-                     OM_E_InvalidParameter); /* twice the same name */
+    assert_int_equal(
+        bk_set_add_file(w, "f", BS, sum, NULL, (const uint8_t(*)[BK_ID_LEN])ids, 1, NULL), 0);
+    assert_int_equal(
+        bk_set_add_file(w, "f", BS, sum, NULL, (const uint8_t(*)[BK_ID_LEN])ids, 1, NULL),
+        OM_E_InvalidParameter); /* twice the same name */
     char set[65];
     assert_int_equal(bk_set_commit(w, json_string("not an object"), set), OM_E_InvalidParameter);
     json_t *sets = NULL;

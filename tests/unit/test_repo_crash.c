@@ -53,8 +53,8 @@ static int put_file(bk_writer *w, const char *name, uint64_t first, size_t n)
     }
     if (!rc) EVP_Digest(all, n * BS, sum, &l, EVP_sha256(), NULL);
     if (!rc)
-        rc = bk_set_add_file(w, name, (uint64_t)n * BS, sum, (const uint8_t(*)[BK_ID_LEN])ids, n,
-                             NULL);
+        rc = bk_set_add_file(w, name, (uint64_t)n * BS, sum, NULL, (const uint8_t(*)[BK_ID_LEN])ids,
+                             n, NULL);
     free(all);
     free(ids);
     return rc;

@@ -357,7 +357,8 @@ static void put(bk_writer *w, const char *name, uint64_t seed)
     EVP_Digest(b, BS, sum, &l, EVP_sha256(), NULL);
     assert_int_equal(bk_put_block(w, b, BS, id, NULL), 0);
     assert_int_equal(
-        bk_set_add_file(w, name, BS, sum, (const uint8_t(*)[BK_ID_LEN])id, 1, json_object()), 0);
+        bk_set_add_file(w, name, BS, sum, NULL, (const uint8_t(*)[BK_ID_LEN])id, 1, json_object()),
+        0);
 }
 
 /* A set as a backup writes it: a full holds the database and generation gen, an incremental
