@@ -665,6 +665,11 @@ uint32_t bk_repo_block_size(const bk_repo *r)
     return r->block_size;
 }
 
+int bk_repo_encrypted(const bk_repo *r)
+{
+    return r->encrypted;
+}
+
 json_t *bk_repo_info(const bk_repo *r)
 {
     json_t *c = json_deep_copy(r->config);

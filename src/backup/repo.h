@@ -71,10 +71,12 @@
  * repository's set or index files is refused (RepositoryCorrupt) with or without one.
  *
  * Set document: what the caller gave bk_set_commit, plus (set by the repository, overriding the
- * caller's): "files": [{"name", "size", "sha256": hex, "xxh3_128": hex (32 digits, the canonical
- * XXH3-128 of the content; sets of earlier builds have none: the restore's check of the laid
- * file, docs/design.md "Each byte is hashed once"), "blocks": the ids concatenated (64 hex
- * digits each), "meta": object}, or the regions form (a synthetic full's .edb,
+ * caller's): "files": [{"name", "size", "sha256": hex, "xxh3_128": hex (32 lower-case digits, the
+ * canonical XXH3-128 of the content; sets of earlier builds have none; the regions form none:
+ * in an encrypted repository the restore's check of the laid file, docs/design.md "The file's
+ * check is its XXH3-128"; a plain one's restore checks the SHA-256, which a pinned set id
+ * carries down to the bytes), "blocks": the ids concatenated (64 hex digits each), "meta":
+ * object}, or the regions form (a synthetic full's .edb,
  * bk_set_add_file_regions): {"name", "size", "regions_sha256": SHA-256 of the region ids (binary,
  * in order), "blocks": one id per region (block size bytes each, the last the rest), "pieces":
  * {"i": "id:off:len,id:off:len,..."}, "meta"}: region i is block i whole, or, when "pieces" has
@@ -155,6 +157,8 @@ int bk_repo_open_vfs(om_vfs *v, const char *path, const char *passphrase, bk_rep
 /* Closes; writers still open on it must be committed or aborted first. */
 void bk_repo_close(bk_repo *r);
 uint32_t bk_repo_block_size(const bk_repo *r);
+/* 1 when the repository is encrypted (its blocks and sets authenticated under its key). */
+int bk_repo_encrypted(const bk_repo *r);
 /* The repository's config.json (without the wrapped key); the caller decrefs. */
 json_t *bk_repo_info(const bk_repo *r);
 
@@ -249,7 +253,9 @@ int bk_reader_get(bk_reader *rd, const uint8_t id[BK_ID_LEN], uint8_t *buf, size
                   size_t *len);
 /* As bk_reader_get, except that the content is not hashed against its id: for a caller whose
  * own hash covers every byte of the block and is checked before the content is used (the
- * restore checks each file's SHA-256 before the file takes its name, and on a mismatch reads
+ * restore checks each file's SHA-256, or in an encrypted repository, where this read also
+ * authenticates the block under its id, its XXH3-128, before the file takes its name, and on a
+ * mismatch reads
  * the file's blocks again with bk_reader_get to name the damaged one). Everything else is
  * checked as there: the index entry, the record's header (its checksum, id and lengths),
  * decryption's authentication tag, decompression and the length. */
@@ -288,7 +294,8 @@ typedef struct bk_damage {
 typedef void (*bk_damage_cb)(void *arg, const bk_damage *d);
 
 /* Reads every block the set references (every listed set when set_id is NULL; a unique prefix
- * is enough), checks each block's id and length, and each file's size and SHA-256; checks each
+ * is enough), checks each block's id and length, and each file's size, SHA-256 and XXH3-128 (when
+ * the entry has one); checks each
  * set document against what a backup writes (its type, database, log range, file names by
  * backup/setfiles.h, sizes against block counts, no name twice, logs within the range and every
  * generation of it held, one database file in a full or copy, the writer's metadata naming

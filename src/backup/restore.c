@@ -42,7 +42,7 @@ static void pause_at(const char *stage)
  * the generation, never from the set (whose names are only checked for what they say). */
 typedef struct rfile {
     const char *set, *name, *blocks, *sha_hex; /* name: the set's, for messages */
-    int has_xxh; /* the set gives its XXH3-128 (repo.h): xxh is the check, else sha_hex */
+    int has_xxh; /* the set gives its XXH3-128 (repo.h): the check in an encrypted repository */
     uint8_t xxh[16];
     json_t *pieces; /* regions form (repo.h): slices of blocks; sha_hex is over the ids */
     size_t nblocks;
@@ -76,14 +76,15 @@ typedef struct lay {
     uint32_t bsize;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int failed;        /* a worker failed (the pool keeps its error): the others stop */
-    int stop;          /* the writer failed: laying more is no use */
-    size_t laid;       /* files [0, laid) are in place */
-    uint64_t bytes;    /* written and hashed (atomic) */
-    vss_laid *prog;    /* the writer's progress file (NULL: none; vss/laid.h) */
-    uint32_t laid_gen; /* what it says */
-    om_file *replaced; /* the .edb the restore's took the name of, still open: closed (its
-                          blocks freed) by lay_watch once PostRestore is on its way */
+    int failed;            /* a worker failed (the pool keeps its error): the others stop */
+    int stop;              /* the writer failed: laying more is no use */
+    size_t laid;           /* files [0, laid) are in place */
+    size_t by_xxh, by_sha; /* files checked by their XXH3-128, by their SHA-256 (the result's) */
+    uint64_t bytes;        /* written and hashed (atomic) */
+    vss_laid *prog;        /* the writer's progress file (NULL: none; vss/laid.h) */
+    uint32_t laid_gen;     /* what it says */
+    om_file *replaced;     /* the .edb the restore's took the name of, still open: closed (its
+                              blocks freed) by lay_watch once PostRestore is on its way */
     /* lay_watch's, on the caller's thread */
     int streaming, draw, paused, post_started;
     om_progress bar;
@@ -114,9 +115,9 @@ static void say_laid(lay *l, uint32_t gen)
 static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, uint8_t *buf,
                        size_t *len, int covered);
 
-/* A file whose SHA-256 failed: its blocks read again, each checked against its id, to name the
- * damaged one (fetch_chunk's error); when every block matches its id, the set lists the wrong
- * blocks for the file. buf: room for CHUNK_BLOCKS blocks. */
+/* A file whose check (SHA-256 or XXH3-128) failed: its blocks read again, each checked against its
+ * id, to name the damaged one (fetch_chunk's error); when every block matches its id, the set lists
+ * the wrong blocks for the file. buf: room for CHUNK_BLOCKS blocks. */
 static int file_damage(lay *l, bk_reader *rd, rfile *f, uint8_t *buf)
 {
     for (size_t b0 = 0; b0 < f->nblocks; b0 += CHUNK_BLOCKS) {
@@ -130,7 +131,7 @@ static int file_damage(lay *l, bk_reader *rd, rfile *f, uint8_t *buf)
                    f->set, f->name, f->xx ? "XXH3-128" : "SHA-256");
 }
 
-/* The file's last chunk was hashed: check its SHA-256 (on a mismatch file_damage names what is
+/* The file's last chunk was hashed: check its hash (on a mismatch file_damage names what is
  * wrong, with the worker's reader and buffer), then sync, rename into place and sync the folder.
  * The .edb keeps the file it replaces open (l->replaced) for lay_watch to close. */
 static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
@@ -162,6 +163,10 @@ static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
     pthread_mutex_lock(&l->mu);
     if (old) l->replaced = old; /* only the .edb's: a log finishing after it must not drop it */
     f->done = 1;
+    if (f->xx)
+        l->by_xxh++;
+    else
+        l->by_sha++;
     while (l->laid < l->n && l->f[l->laid].done) {
         if (l->f[l->laid].gen) say_laid(l, l->f[l->laid].gen);
         l->laid++;
@@ -173,9 +178,10 @@ static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
 
 /* The block read and check step: blocks [b0, b0 + nb) of f into buf (decrypted, decompressed);
  * *len: the bytes. Every block but a file's last is one block size long. covered: the file's
- * SHA-256, which the caller checks before the file is used, covers the content, so it is not
- * hashed against its id here as well (bk_reader_get_covered; each byte is hashed once); else each
- * block's id is checked (file_damage, naming the block of a file whose SHA-256 failed). */
+ * hash (its SHA-256, or XXH3-128 in an encrypted repository), which the caller checks before the
+ * file is used, covers the content, so it is not hashed against its id here as well
+ * (bk_reader_get_covered; each byte is hashed once); else each block's id is checked
+ * (file_damage, naming the block of a file whose check failed). */
 static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, uint8_t *buf,
                        size_t *len, int covered)
 {
@@ -241,10 +247,13 @@ static int take_chunk(lay *l, size_t c, size_t *fi, size_t *b0, size_t *nb)
      * page cache, whose filling costs more CPU than the restore's own work (docs/design.md,
      * "Laying down"); where the file system cannot, through it. */
     if (!f->gen) (void)om_direct(f->out.f, 1);
-    /* The file's check (docs/design.md, "Each byte is hashed once"): its XXH3-128 where the set
-     * has one, else its SHA-256 (sets of earlier builds, and the regions form's ids). */
+    /* The file's check (docs/design.md, "The file's check is its XXH3-128"): in an encrypted
+     * repository its XXH3-128 where the set has one (every block and the set are authenticated
+     * under the key; what is left to find is a wrong list of blocks); else its SHA-256 (a plain
+     * repository, where a set id given to the restore pins the bytes only through it; sets of
+     * earlier builds; the regions form's ids). */
     int ok = 0;
-    if (f->has_xxh)
+    if (f->has_xxh && bk_repo_encrypted(l->r))
         ok = (f->xx = XXH3_createState()) && XXH3_128bits_reset(f->xx) == XXH_OK;
     else
         ok = (f->sha = EVP_MD_CTX_new()) && EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL) == 1;
@@ -291,7 +300,7 @@ static void lay_end(void *arg, void *ws)
 }
 
 /* One chunk: read, decrypt, decompress and check its blocks, write them with one pwrite, then,
- * in block order, add them to the file's SHA-256; the file's last chunk finishes the file. */
+ * in block order, add them to the file's hash; the file's last chunk finishes the file. */
 static int lay_chunk(void *arg, void *ws, size_t c)
 {
     lay *l = arg;
@@ -914,7 +923,7 @@ static int lay_open(bk_restore_state *st, om_dir **ed, om_dir **ld)
 }
 
 /* Lay down and check: the files on every core (lay_chunk: each block's id checked as it is read
- * back, each file's SHA-256 before it takes its name), the writer's PostRestore started by
+ * back, each file's hash before it takes its name), the writer's PostRestore started by
  * lay_watch as soon as the .edb and the first generation are in place (when it replays while the
  * rest arrive). Whatever the result, what laying holds is released here: the progress file (a
  * writer still waiting for a generation sees the restore gone), the temporary names of files not
@@ -1070,6 +1079,9 @@ static int restore_report(bk_restore_state *st, int rc)
     json_object_set_new(res, "files", json_integer((json_int_t)st->nfiles));
     json_object_set_new(res, "bytes", json_integer((json_int_t)st->bytes));
     json_object_set_new(res, "lay_seconds", json_real((double)st->lay_ns / 1e9));
+    json_object_set_new(res, "checked_by",
+                        json_pack("{s:I, s:I}", "xxh3_128", (json_int_t)st->lay.by_xxh, "sha256",
+                                  (json_int_t)st->lay.by_sha));
     json_object_set_new(res, "seconds", json_real((double)(om_mono_ns() - st->t0) / 1e9));
     free(st->files);
     json_decref(st->sets);

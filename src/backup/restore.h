@@ -17,7 +17,7 @@
  *      content left to the file's check, which covers every byte: each byte is hashed once),
  *      write the chunk with one pwrite into the file's temporary name (the durable-file helper:
  *      .<name>.<16 hex>.tmp, created O_EXCL), then add it to the file's hash in block order (its
- *      XXH3-128 from the set, or its SHA-256 where the set has none: repo.h); the worker
+ *      SHA-256; in an encrypted repository its XXH3-128 where the set has one: repo.h); the worker
  *      hashing a file's last chunk checks it (on a mismatch it reads the
  *      blocks again against their ids to name the damaged one), then syncs it, renames it into
  *      place (replacing a name only where PreRestore allowed it; a replaced .edb is freed off
@@ -58,7 +58,9 @@ typedef struct bk_restore_opts {
 
 /* *result (always set): {"sets": [...], "database": {"id", "name"} (the backup's database; id
  * null when the restore failed before it knew it), "target" (the name restored into), "files",
- * "bytes", "lay_seconds" (laying the files down), "seconds" (all of it), "replay": the writer's
+ * "bytes", "lay_seconds" (laying the files down), "checked_by": {"xxh3_128", "sha256"} (how
+ * many of the files laid were checked by which: repo.h), "seconds" (all of it), "replay": the
+ * writer's
  * {"first_gen", "last_gen", "records", "transactions", "ns", "stopped_at_point"} or null,
  * "recovery": whether the target is a recovery database, "copy_of" (only when the restore made it
  * one): the name of the database of this server that carries the id it was given (spec §6: two

@@ -217,10 +217,11 @@ static int check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
                         want, sizeof want) ||
                memcmp(want, got, sizeof want))
         report_simple(v, j->set, name, "its content does not match the file's SHA-256");
-    else if (has_xxh && (bk_unhex(om_json_str_or(j->file, "xxh3_128", ""), xwant, sizeof xwant) ||
-                         memcmp(xwant, xgot.digest, sizeof xwant)))
+    else if (has_xxh && !bk_unhex(om_json_str_or(j->file, "xxh3_128", ""), xwant, sizeof xwant) &&
+             memcmp(xwant, xgot.digest, sizeof xwant)) /* malformed: check_entry says so */
         report_simple(v, j->set, name,
-                      "its content does not match the file's XXH3-128 (a restore would refuse it)");
+                      "its content does not match the file's XXH3-128 (a restore from an encrypted "
+                      "repository would refuse it)");
     else {
         bk_ent k = {0};
         memcpy(k.id, key, sizeof key);

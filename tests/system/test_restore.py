@@ -201,37 +201,32 @@ def rewrite_plain_set(repo, set_id, doc):
     return new_id
 
 
-@pytest.mark.parametrize("check", ["XXH3-128", "SHA-256"])
-def test_a_set_listing_the_wrong_blocks_with_right_blocks_is_refused(store, repo, check):
+def test_a_set_listing_the_wrong_blocks_with_right_blocks_is_refused(store, repo):
     """Every block is intact and matches its id, but the set lists two of them swapped: the
-    file's check refuses it (its XXH3-128, or the SHA-256 of a set without one: a set of an
-    earlier build), and the message says the set lists the wrong blocks."""
+    file's SHA-256 refuses it (a plain repository: its XXH3-128 is not the check there), and the
+    message says the set lists the wrong blocks."""
     store.ombra("db", "new", "db1")
     load(store, "db1", 1500)
     full = backup(store, repo, "full")
     set_id = full["sets"][0]["id"]
     doc, f = edb_entry(repo, set_id)
-    assert len(f["xxh3_128"]) == 32, f.keys()  # a backup records both
-    if check == "SHA-256":
-        for x in doc["files"]:
-            del x["xxh3_128"]
     ids = [f["blocks"][i:i + 64] for i in range(0, len(f["blocks"]), 64)]
     assert len(ids) >= 3 and ids[0] != ids[1]
     ids[0], ids[1] = ids[1], ids[0]  # both whole blocks of the block size: the lengths fit
     f["blocks"] = "".join(ids)
+    f["xxh3_128"] = "0" * 32  # crafted to match nothing: the plain restore does not trust it
     rewrite_plain_set(repo, set_id, doc)
     restore_target(store)
     r = restore(store, repo, "db1", "--to", "db2", check=False)
     assert r.rc == 1 and len(r.err.strip().split("\n")) == 1, r.describe()
-    assert f["name"] in r.err and f"does not match its {check}" in r.err, r.describe()
+    assert f["name"] in r.err and "does not match its SHA-256" in r.err, r.describe()
     assert "lists the wrong blocks" in r.err, r.describe()
 
 
-def test_the_restore_checks_each_file_by_its_xxh3_128_and_sets_without_one_by_sha256(store, repo):
-    """A backup records each file's XXH3-128 beside its SHA-256, and the restore checks the laid
-    file by it: a set whose XXH3-128 of the .edb is wrong (blocks and SHA-256 right) is refused
-    in one line and verify names it; the same set without any XXH3-128 (as an earlier build
-    wrote it) restores by the SHA-256, the digest equal."""
+def test_a_backup_records_each_files_xxh3_128_and_a_plain_restore_checks_the_sha256(store, repo):
+    """A backup records each file's XXH3-128 (what xxhsum -H2 gives for the file as it was backed
+    up) beside its SHA-256. In a plain repository the restore checks the SHA-256, which a set id
+    pins: a set whose XXH3-128 alone is wrong restores (digest equal) and verify names it."""
     store.ombra("db", "new", "db1")
     load(store, "db1", 800)
     full = backup(store, repo, "full")
@@ -239,28 +234,19 @@ def test_the_restore_checks_each_file_by_its_xxh3_128_and_sets_without_one_by_sh
     set_id = full["sets"][0]["id"]
     doc, f = edb_entry(repo, set_id)
     assert all(re.fullmatch(r"[0-9a-f]{32}", x["xxh3_128"]) for x in doc["files"]), doc["files"]
-    # what the backup recorded is the XXH3-128 of what it read: xxhsum (another implementation)
-    # of the .edb laid down as it was backed up gives the same
     lay = store.tmp / "lay"
     restore(store, repo, "db1", "--edb", lay / "db1.edb", "--logs", lay / "logs", "--no-replay")
     xs = subprocess.run(["xxhsum", "-H2", lay / "db1.edb"], capture_output=True, text=True, check=True)
     assert xs.stdout.split()[0] == f["xxh3_128"], (xs.stdout, f["xxh3_128"])
     good = f["xxh3_128"]
     f["xxh3_128"] = ("0" if good[0] != "0" else "1") + good[1:]
-    bad_id = rewrite_plain_set(repo, set_id, doc)
-    restore_target(store)
-    r = restore(store, repo, "db1", "--to", "db2", check=False)
-    assert r.rc == 1 and len(r.err.strip().split("\n")) == 1, r.describe()
-    assert "does not match its XXH3-128" in r.err and f["name"] in r.err, r.describe()
+    rewrite_plain_set(repo, set_id, doc)
     v = store.ombra("verify", "--repo", repo, check=False)
     assert v.rc == 1 and "does not match the file's XXH3-128" in v.out + v.err, v.describe()
-    for x in doc["files"]:
-        del x["xxh3_128"]
-    rewrite_plain_set(repo, bad_id, doc)
-    restore(store, repo, "db1", "--to", "db2", "--mount")
+    restore_target(store)
+    res = json.loads(restore(store, repo, "db1", "--to", "db2", "--mount").out)
     assert store.digest("db2") == d
-    v = store.ombra("verify", "--repo", repo, check=False)
-    assert v.rc == 0, v.describe()
+    assert res["checked_by"] == {"xxh3_128": 0, "sha256": res["files"]}, res
 
 
 def test_refusals(store, repo):
@@ -506,8 +492,11 @@ def test_an_encrypted_repository_restores_with_its_passphrase(store, vssd, tmp_p
     bad = store.ombra("restore", "db1", "--repo", r, "--to", "db2", check=False,
                       env={"OMBRA_REPO_PASSPHRASE": "wrong"})
     assert bad.rc == 1 and "passphrase" in bad.err.lower() and len(bad.err.strip().split("\n")) == 1
-    store.ombra("restore", "db1", "--repo", r, "--to", "db2", "--mount", env=env)
+    res = json.loads(store.ombra("restore", "db1", "--repo", r, "--to", "db2", "--mount", "--json",
+                                 env=env).out)
     assert store.digest("db2") == d
+    # every file laid was checked by the XXH3-128 the backup recorded (an encrypted repository)
+    assert res["checked_by"] == {"xxh3_128": res["files"], "sha256": 0}, res
 
 
 def test_a_database_gone_from_the_server_or_created_again(store, vssd, repo):
