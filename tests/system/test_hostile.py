@@ -228,17 +228,29 @@ def test_out_of_descriptors_the_store_backs_off_logs_once_and_answers_again(host
 def test_over_the_connection_limit_a_client_gets_one_clear_refusal(hostile):
     st = hostile(args=("--max-connections", "8", "--frame-timeout-ms", "30000"))
     st.ombra("db", "new", "db1")
-    # Eight connections in the middle of a message: none of them can make room.
-    busy, failed = open_idle(st, 8)
-    assert not failed
-    for s in busy:
-        s.sendall(struct.pack("<I", 100) + b'{"op"')
-    time.sleep(0.3)
+    # Eight connections in the middle of a message: none of them can make room. One refused
+    # because the CLI's connection just closed was still counted (its thread ends a moment after
+    # the close; seen under a loaded machine) is opened again: the test needs eight served.
+    busy, deadline = [], time.monotonic() + 30
+    while time.monotonic() < deadline:
+        more, failed = open_idle(st, 8 - len(busy))
+        assert not failed
+        for s in more:
+            s.sendall(struct.pack("<I", 100) + b'{"op"')
+        busy += more
+        time.sleep(0.3)
+        refused = [s for s in busy if select.select([s], [], [], 0)[0]]
+        for s in refused:
+            busy.remove(s)
+            s.close()
+        if not refused:
+            break
+    assert len(busy) == 8, "eight connections in the middle of a message could not be held"
     log0 = len(st.log_text())
     extra = []
     for _ in range(20):
-        s = st.connect(timeout=3)
-        extra.append(reply_now(s, 3))
+        s = st.connect(timeout=10)
+        extra.append(reply_now(s, 10))  # a refusal comes at once; the bound is for a loaded machine
         s.close()
     for rep in extra:
         assert isinstance(rep, dict), f"a connection over the limit got {rep!r}, not a refusal"
