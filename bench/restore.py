@@ -7,7 +7,7 @@ database of about the same size (bench/pgbackrest_restore.sh; root, postgresql, 
 bc installed). The restore is verified: the target's mail digest equals the source's at the last
 incremental. Prints a table and writes bench/results/restore.json.
 
-    bench/restore.py [--build DIR] [--mb 1024] [--incr-mb 100] [--incrementals 3] [--rounds 3] [--no-pg]
+    bench/restore.py [--build DIR] [--mb 1024] [--incr-mb 100] [--incrementals 3] [--rounds 3] [--no-pg] [--encrypt]
                      [--json FILE] [--dir /tmp]
 
 --dir puts the store, the repository and both sides' targets elsewhere: /dev/shm (tmpfs) is storage
@@ -106,11 +106,11 @@ def ombra_run(a, tmp, env):
     t, _ = sh(f"{ombra} mail load db1 --mailboxes 200 --messages {n} --size {MSG}", env)
     print(f"loaded {n} messages of {MSG} bytes in {t:.1f} s", flush=True)
     # a first full backup truncates the load's logs (as in a store in service), not measured
-    sh(f"{ombra} repo init {tmp}/warm", env)
+    sh(f"{ombra} repo init {tmp}/warm{' --encrypt' if a.encrypt else ''}", env)
     sh(f"{ombra} backup --repo {tmp}/warm --type full db1", env)
     shutil.rmtree(f"{tmp}/warm")
     repo = f"{tmp}/repo"
-    sh(f"{ombra} repo init {repo}", env)
+    sh(f"{ombra} repo init {repo}{' --encrypt' if a.encrypt else ''}", env)
     full = json.loads(sh(f"{ombra} backup --repo {repo} --type full db1 --json", env)[1])
     incs = []
     digest = None
@@ -272,6 +272,8 @@ def main():
     ap.add_argument("--incrementals", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3, help="timed restores of each side (the median)")
     ap.add_argument("--no-pg", action="store_true", help="skip pgBackRest")
+    ap.add_argument("--encrypt", action="store_true",
+                    help="an encrypted repository (AES-256-GCM; each file then checked by its XXH3-128)")
     ap.add_argument("--json", default=f"{ROOT}/bench/results/restore.json")
     ap.add_argument("--dir", default="/tmp", help="where the store, the repository and both sides' targets "
                     "go (e.g. /dev/shm: storage that keeps up with both)")
@@ -284,7 +286,7 @@ def main():
         if not shutil.which(x):
             raise SystemExit(f"restore.py: {x} is missing (scripts/install-deps --bench)")
     tmp = tempfile.mkdtemp(prefix="ombra-br-", dir=a.dir)
-    env = ombra_env(tmp)
+    env = ombra_env(tmp, **({"OMBRA_REPO_PASSPHRASE": "bench passphrase"} if a.encrypt else {}))
     log = open(f"{tmp}/daemons.log", "w")
     daemons = store_daemons(a.build, env, log)
     fs = fstype(tmp)
