@@ -249,6 +249,25 @@ def test_a_backup_records_each_files_xxh3_128_and_a_plain_restore_checks_the_sha
     assert res["checked_by"] == {"xxh3_128": 0, "sha256": res["files"]}, res
 
 
+@pytest.mark.parametrize("bad", [12345, "zz" * 16, "ab"])
+def test_a_malformed_xxh3_128_is_a_damaged_set_not_a_check_skipped(store, repo, bad):
+    """A set whose file entry carries an XXH3-128 that is no 32 hex digits is malformed: the
+    restore refuses it in one line (plain as it is, whose check is the SHA-256: a damaged set
+    is not restored from), verify names the field."""
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 300)
+    set_id = backup(store, repo, "full")["sets"][0]["id"]
+    doc, f = edb_entry(repo, set_id)
+    f["xxh3_128"] = bad
+    rewrite_plain_set(repo, set_id, doc)
+    restore_target(store)
+    r = restore(store, repo, "db1", "--to", "db2", check=False)
+    assert r.rc == 1 and len(r.err.strip().split("\n")) == 1, r.describe()
+    assert f["name"] in r.err and "malformed" in r.err, r.describe()
+    v = store.ombra("verify", "--repo", repo, check=False)
+    assert v.rc == 1 and "its XXH3-128 is malformed" in v.out + v.err, v.describe()
+
+
 def test_refusals(store, repo):
     store.ombra("db", "new", "db1")
     load(store, "db1", 100)

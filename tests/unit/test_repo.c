@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -91,7 +92,9 @@ static int put_file(bk_writer *w, const char *name, const uint64_t *seeds, size_
         fresh += isnew;
     }
     sha256(all, n * BS, sum);
-    assert_int_equal(bk_set_add_file(w, name, (uint64_t)n * BS, sum, NULL,
+    XXH128_canonical_t xc; /* as a backup records it (job.c) */
+    XXH128_canonicalFromHash(&xc, XXH3_128bits(all, n * BS));
+    assert_int_equal(bk_set_add_file(w, name, (uint64_t)n * BS, sum, xc.digest,
                                      (const uint8_t(*)[BK_ID_LEN])ids, n,
                                      json_pack("{s:s}", "source", name)),
                      0);
@@ -295,6 +298,18 @@ static void blocks_and_sets_come_back_as_they_went_in(void **s)
     assert_string_equal(om_json_str_or(f, "name", ""), "logs/E0000000001.log");
     assert_string_equal(om_json_str_or(json_object_get(f, "meta"), "source", ""),
                         "logs/E0000000001.log");
+    { /* its XXH3-128 as given, canonical hex; none for the entry given none */
+        uint8_t *c = malloc(2 * BS);
+        fill(c, BS, seeds[3], 1);
+        fill(c + BS, BS, seeds[4], 1);
+        XXH128_canonical_t xc;
+        XXH128_canonicalFromHash(&xc, XXH3_128bits(c, 2 * BS));
+        char hex[33];
+        bk_hex(xc.digest, 16, hex);
+        assert_string_equal(om_json_str_or(f, "xxh3_128", ""), hex);
+        assert_null(json_object_get(json_array_get(json_object_get(set, "files"), 2), "xxh3_128"));
+        free(c);
+    }
     const char *blocks = om_json_str_or(f, "blocks", "");
     assert_int_equal(strlen(blocks), 2 * 64);
     for (int i = 0; i < 2; i++) {
