@@ -1180,6 +1180,18 @@ out:
     return rc;
 }
 
+int bk_set_file_size(bk_repo *r, const char *id, uint64_t *n)
+{
+    char p[BK_PATH_MAX];
+    om_file *f = NULL;
+    *n = 0;
+    int rc = bk_path(r, p, sizeof p, "sets/%s.json", id);
+    if (!rc) rc = om_open(r->vfs, p, OM_O_RDONLY, &f);
+    if (!rc) rc = om_fsize(f, n);
+    om_close(f);
+    return rc;
+}
+
 int bk_set_read(bk_repo *r, const char *id, json_t **set)
 {
     char p[BK_PATH_MAX];

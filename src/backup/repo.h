@@ -228,8 +228,14 @@ int bk_block_usable(bk_repo *r, const uint8_t id[BK_ID_LEN]);
 /* ---- reading ---- */
 
 /* Summaries of every set, oldest commit first (*sets: a JSON array; decref it). A set file
- * that cannot be read is listed as {"id", "damaged": why}. */
+ * that cannot be read is listed as {"id", "damaged": why}. A set that read and checked well is
+ * read once: its summary is kept in the data directory (summaries.c) and taken from there
+ * after, while its file keeps its size (its name is its content's id). A set damaged in place
+ * after that is listed as it was (verify reads every set). */
 int bk_sets(bk_repo *r, json_t **sets);
+/* As bk_sets, every set file read whole and checked now, nothing kept used or written: what a
+ * restore decides by (which database a name is, which chain, which point). */
+int bk_sets_whole(bk_repo *r, json_t **sets);
 /* One whole set by id or unique id prefix (SetNotFound; InvalidParameter when ambiguous);
  * a set file whose content does not match its name is RepositoryCorrupt. */
 int bk_set_load(bk_repo *r, const char *set_id, json_t **set);

@@ -255,6 +255,8 @@ int bk_damaged_prune(bk_repo *r, size_t *dropped);
 int bk_set_ids(bk_repo *r, char (**ids)[65], size_t *n);
 /* One listed set file by full id, checked against its name and this repository's id. */
 int bk_set_read(bk_repo *r, const char *id, json_t **set);
+/* The size in bytes of the file of set id (full id). */
+int bk_set_file_size(bk_repo *r, const char *id, uint64_t *n);
 /* The AAD of a sealed set: binds it to this repository. */
 void bk_set_aad(const bk_repo *r, char aad[64]);
 /* The database keys a set names ("database" id or name; "databases"): a JSON array of strings,
@@ -273,4 +275,9 @@ typedef int (*bk_ref_fn)(void *arg, const uint8_t id[BK_ID_LEN]);
  * block used twice comes twice. Text that is no id is skipped. 0, or fn's nonzero return. */
 int bk_file_refs(json_t *file, bk_ref_fn fn, void *arg);
 
+/* The sets' summaries kept in the data directory (summaries.c): {"<set id>": {"size": the set
+ * file's bytes, "summary": as bk_sets gives it}}, an empty object when there is no usable file
+ * (never an error); saved best effort (a failure is cleared and changes nothing). */
+json_t *bk_summaries_load(const bk_repo *r);
+void bk_summaries_save(const bk_repo *r, json_t *summaries);
 #endif

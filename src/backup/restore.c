@@ -819,7 +819,9 @@ static int restore_plan(bk_restore_state *st)
     int rc = bk_repo_open(o->repo, o->passphrase, &st->r);
     if (!rc) pause_at("opened"); /* a backup may publish a set before the sets are read */
     if (!rc) rc = store_db_id(o->db, st->here);
-    if (!rc) rc = bk_sets(st->r, &st->sets);
+    /* every set read now: the restore decides by the sets themselves, never by summaries kept
+     * in the data directory (repo.h, bk_sets_whole) */
+    if (!rc) rc = bk_sets_whole(st->r, &st->sets);
     if (!rc) rc = bk_source_db(st->sets, o->db, st->here, o->to || o->recovery || o->edb, st->id);
     if (!rc && !st->here[0] && !o->to && !o->recovery && !o->edb)
         rc = om_errf(OM_E_DatabaseNotFound,

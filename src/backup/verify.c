@@ -527,7 +527,39 @@ static int is_document_key(const char *k)
            (l >= 9 && !strcmp(k + l - 9, "_document"));
 }
 
-int bk_sets(bk_repo *r, json_t **out)
+/* A set read whole (with its "id") made its summary in place: "files" and the documents left
+ * out, "nfiles" added. */
+static void summarize(json_t *s)
+{
+    json_object_set_new(s, "nfiles",
+                        json_integer((json_int_t)json_array_size(json_object_get(s, "files"))));
+    json_object_del(s, "files");
+    const char *k;
+    json_t *val, *tmp;
+    json_object_foreach_safe(s, tmp, k, val)
+    {
+        if (is_document_key(k)) json_object_del(s, k);
+    }
+}
+
+/* The summary kept for id (an object naming that id) when its file still has the size it had
+ * then (a set file rewritten or cut short is read again, and listed as damaged), or NULL. */
+static json_t *kept_summary(bk_repo *r, json_t *kept, const char *id)
+{
+    json_t *k = json_object_get(kept, id), *s = json_object_get(k, "summary");
+    uint64_t size = 0;
+    if (!json_is_object(s) || strcmp(om_json_str_or(s, "id", ""), id) ||
+        !json_is_integer(json_object_get(k, "size")))
+        return NULL;
+    if (bk_set_file_size(r, id, &size)) {
+        om_err_clear();
+        return NULL;
+    }
+    return (json_int_t)size == json_integer_value(json_object_get(k, "size")) ? k : NULL;
+}
+
+/* bk_sets (use_kept: with the summaries kept in the data directory) and bk_sets_whole. */
+static int list_sets(bk_repo *r, int use_kept, json_t **out)
 {
     char(*ids)[65] = NULL;
     size_t n = 0;
@@ -535,12 +567,22 @@ int bk_sets(bk_repo *r, json_t **out)
     int rc = bk_set_ids(r, &ids, &n);
     if (rc) return rc;
     json_t **v = calloc(n + 1, sizeof *v);
-    if (!v) {
+    json_t *kept = use_kept ? bk_summaries_load(r) : json_object(), *keep = json_object();
+    if (!v || !kept || !keep) {
+        free(v);
         free(ids);
+        json_decref(kept);
+        json_decref(keep);
         return om_errf(OM_E_OutOfMemory, "out of memory");
     }
+    size_t added = 0;
     for (size_t i = 0; i < n; i++) {
-        json_t *s = NULL;
+        json_t *k = kept_summary(r, kept, ids[i]), *s = NULL;
+        if (k) {
+            v[i] = json_deep_copy(json_object_get(k, "summary")); /* the caller may change it */
+            json_object_set(keep, ids[i], k);
+            continue;
+        }
         int src = bk_set_read(r, ids[i], &s);
         if (!src && (src = bk_set_check(r, s))) {
             json_t *db = json_incref(json_object_get(s, "database"));
@@ -554,17 +596,22 @@ int bk_sets(bk_repo *r, json_t **out)
             v[i] = json_pack("{s:s, s:s}", "id", ids[i], "damaged", om_err_detail());
             continue;
         }
-        json_object_set_new(s, "nfiles",
-                            json_integer((json_int_t)json_array_size(json_object_get(s, "files"))));
-        json_object_del(s, "files");
-        const char *k;
-        json_t *val, *tmp;
-        json_object_foreach_safe(s, tmp, k, val)
-        {
-            if (is_document_key(k)) json_object_del(s, k);
+        summarize(s);
+        uint64_t size = 0;
+        if (!bk_set_file_size(r, ids[i], &size)) {
+            json_object_set_new(
+                keep, ids[i],
+                json_pack("{s:I, s:o}", "size", (json_int_t)size, "summary", json_deep_copy(s)));
+            added++;
         }
+        om_err_clear();
         v[i] = s;
     }
+    /* written again when a set was summarized now, or one it kept is gone (expired) */
+    if (use_kept && (added || json_object_size(keep) != json_object_size(kept)))
+        bk_summaries_save(r, keep);
+    json_decref(kept);
+    json_decref(keep);
     qsort(v, n, sizeof *v, summary_order);
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++)
@@ -573,6 +620,16 @@ int bk_sets(bk_repo *r, json_t **out)
     free(ids);
     *out = a;
     return 0;
+}
+
+int bk_sets(bk_repo *r, json_t **out)
+{
+    return list_sets(r, 1, out);
+}
+
+int bk_sets_whole(bk_repo *r, json_t **out)
+{
+    return list_sets(r, 0, out);
 }
 
 /* Adds the files of one loaded set to the work list. */

@@ -263,7 +263,8 @@ int om_durable_commit_keep(om_durable *d, om_file **replaced);
  * file or nothing (never a partial one, to any reader); after a crash it may hold a file whose
  * bytes never reached the disk. Only for a file that is read and then removed while the
  * machine runs, and whose later use after a restart is refused by whoever would use it: the
- * logs a restore lays down for its own replay (docs/design.md, "Laying down"). */
+ * logs a restore lays down for its own replay (docs/design.md, "Laying down"); a cache whose
+ * reader checks a checksum of it and rebuilds it when that fails (backup/summaries.c). */
 int om_durable_place(om_durable *d, int flags);
 /* Closes and removes the temporary file (a failure before commit); d is finished. */
 void om_durable_abort(om_durable *d);

@@ -25,7 +25,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED_FIXTURES = ("two_sets", "installed", "weeks_master")
 
 
+_HOME = None
+
+
 def pytest_configure(config):
+    # A data directory of the run's own for the commands a test starts without one (repository
+    # commands keep the sets' summaries there): never the machine's /var/lib/ombra.
+    global _HOME
+    if "OMBRA_HOME" not in os.environ:
+        _HOME = tempfile.mkdtemp(prefix="ombra-tests-home-")
+        os.environ["OMBRA_HOME"] = _HOME
     config.addinivalue_line(
         "markers", "slow_under_sanitizers: long loops (kill -9 rounds, 100 databases, descriptor "
         "exhaustion, waits on deadlines) and walks over every command, page or unit that run "
@@ -37,6 +46,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "package: the Debian package installed into a temporary root; make "
         "test-package builds it and runs them (they skip without OMBRA_DEB)")
+
+
+def pytest_unconfigure(config):
+    if _HOME:
+        shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

@@ -189,14 +189,20 @@ def test_verify_names_the_damaged_set_file_and_block(cli, tmp_path):
     assert "DAMAGED" in listing
 
 
-def test_expire_keeps_the_newest_chains(cli, tmp_path):
+def three_chains(cli, tmp_path, seed):
+    """A new repository with three fulls of mail1, each followed by an incremental: the ids."""
     repo = tmp_path / "repo"
     cli.run("repo", "init", repo, "--block-size", "64K")
     ids = []
     for i in range(3):
-        edb, log = data_files(tmp_path / f"d{i}", 10 + i)
+        edb, log = data_files(tmp_path / f"d{i}", seed + i)
         ids.append(cli.write_set(repo, "full", "mail1", edb, log))
         ids.append(cli.write_set(repo, "incremental", "mail1", log))
+    return repo, ids
+
+
+def test_expire_keeps_the_newest_chains(cli, tmp_path):
+    repo, ids = three_chains(cli, tmp_path, 10)
     cli.run("expire", "--repo", repo, "--keep-full", "0", rc=2)
     rep = cli.json("expire", "--repo", repo, "--keep-full", "2")
     assert sorted(rep["sets_deleted"]) == sorted(ids[:2])
@@ -205,6 +211,114 @@ def test_expire_keeps_the_newest_chains(cli, tmp_path):
     cli.run("verify", "--repo", repo)
     out = cli.run("expire", "--repo", repo, "--keep-full", "1").stdout
     assert "kept 2 sets, deleted 2" in out
+
+
+# ---- the sets' summaries kept in the data directory (backup/summaries.c) ----
+
+def xxh3_64(b):
+    import ctypes
+    lib = ctypes.CDLL("libxxhash.so.0")
+    lib.XXH3_64bits.restype = ctypes.c_uint64
+    lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return lib.XXH3_64bits(b, len(b))
+
+
+def summaries_file(home, repo):
+    uuid = json.loads((pathlib.Path(repo) / "config.json").read_text())["id"]
+    return pathlib.Path(home) / "cache" / f"sets-{uuid}.json"
+
+
+def test_the_sets_summaries_are_read_once_and_only_ever_a_shortcut(cli, tmp_path):
+    """A set is read whole once; after that its summary comes from the data directory. Whatever
+    is found there (nothing, garbage, a torn file, a link, a FIFO, a summary for a set file that
+    was rewritten since) the listing is what the sets say, and a link's target is untouched."""
+    home = tmp_path / "home"
+    env = {"OMBRA_HOME": str(home)}
+    repo, ids = three_chains(cli, tmp_path, 20)
+    listing = lambda: cli.json("backups", "list", "--repo", repo, env=env)["sets"]
+    truth = listing()
+    f = summaries_file(home, repo)
+    assert f.is_file() and f.stat().st_mode & 0o777 == 0o600 and f.parent.stat().st_mode & 0o777 == 0o700
+    head, body = f.read_bytes().split(b"\n", 1)
+    assert head.split()[:2] == [b"ombra-set-summaries", b"1"] and int(head.split()[2], 16) == xxh3_64(body)
+    kept = json.loads(body)
+    assert sorted(kept) == sorted(ids)
+    assert all(kept[i]["size"] == (repo / "sets" / f"{i}.json").stat().st_size for i in ids)
+    # kept summaries are what reading the sets gives; the text listing is the same too
+    assert listing() == truth
+    text = cli.run("backups", "list", "--repo", repo, env=env).stdout
+    f.unlink()
+    assert cli.run("backups", "list", "--repo", repo, env=env).stdout == text
+    # nothing usable there: the same listing, and a good file written in its place
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"not the cache's to touch")
+    for bad in ("garbage", "torn", "other format", "link", "fifo", "folder"):
+        if f.is_dir():
+            f.rmdir()
+        elif f.exists() or f.is_symlink():
+            f.unlink()
+        if bad == "garbage":
+            f.write_bytes(os.urandom(5000))
+        elif bad == "torn":
+            f.write_bytes(good[: len(good) // 2])
+        elif bad == "other format":
+            f.write_bytes(good.replace(b"ombra-set-summaries 1 ", b"ombra-set-summaries 9 ", 1))
+        elif bad == "link":
+            f.symlink_to(victim)
+        elif bad == "fifo":
+            os.mkfifo(f)
+        else:
+            f.mkdir()
+        assert listing() == truth, bad
+        good = f.read_bytes() if f.is_file() else None
+        if bad != "folder":
+            assert f.is_file() and not f.is_symlink() and good.startswith(b"ombra-set-summaries 1 "), bad
+        if bad == "garbage":
+            assert json.loads(good.split(b"\n", 1)[1]) == kept
+    assert victim.read_bytes() == b"not the cache's to touch"
+    # a set file rewritten after its summary was kept: read again, listed as damaged
+    f.rmdir()
+    listing()
+    (repo / "sets" / f"{ids[1]}.json").write_text('{"type":"full"}')
+    [dmg] = [s for s in listing() if s["id"] == ids[1]]
+    assert "does not match its name" in dmg["damaged"], dmg
+    assert ids[1] not in json.loads(f.read_bytes().split(b"\n", 1)[1])
+    (repo / "sets" / f"{ids[1]}.json").unlink()
+    # sets expire: their summaries go at the next listing
+    cli.run("expire", "--repo", repo, "--keep-full", "1", env=env)
+    assert [s["id"] for s in listing()] == ids[4:]
+    assert sorted(json.loads(f.read_bytes().split(b"\n", 1)[1])) == sorted(ids[4:])
+
+
+def test_listing_many_sets_reads_each_set_once(cli, tmp_path):
+    """400 sets: the second listing reads none of them (each file's size only), so it takes a
+    fraction of the first's time."""
+    import time
+    home = tmp_path / "home"
+    env = {"OMBRA_HOME": str(home)}
+    repo = tmp_path / "repo"
+    cli.run("repo", "init", repo, "--block-size", "64K")
+    edb, log = data_files(tmp_path / "d", 7)
+    first = cli.write_set(repo, "full", "mail1", edb, log)
+    sets = repo / "sets"
+    doc = json.loads((sets / f"{first}.json").read_text())
+    # big documents, as a writer's metadata makes them, copied under new times (a set's name is
+    # the SHA-256 of its bytes in a plain repository)
+    doc["writer_metadata"] = {"x": "m" * 60_000}
+    for i in range(400):
+        doc["committed_ns"] += 1000
+        doc["time"] = f"2026-01-01T00:00:{i % 60:02d}.{i:03d}Z"
+        b = json.dumps(doc).encode()
+        (sets / f"{hashlib.sha256(b).hexdigest()}.json").write_bytes(b)
+    t0 = time.monotonic()
+    one = cli.json("backups", "list", "--repo", repo, env=env)["sets"]
+    cold = time.monotonic() - t0
+    t0 = time.monotonic()
+    two = cli.json("backups", "list", "--repo", repo, env=env)["sets"]
+    warm = time.monotonic() - t0
+    assert one == two and len(one) == 401 and not any("damaged" in s for s in one)
+    assert all("writer_metadata" not in s for s in one)
+    assert warm < cold / 2, (cold, warm)
 
 
 # ---- encryption bound to the repository, sets bound to their repository (through a store) ----

@@ -493,6 +493,31 @@ def test_the_recovery_database_and_new_paths(store, repo, chain3, tmp_path):
     assert store.digest("db1") == chain3["digest"], "the original is untouched"
 
 
+def test_a_restore_decides_by_the_sets_not_by_the_summaries_kept_for_listing(store, chain3, repo):
+    """The data directory keeps the sets' summaries for listings and backups; a restore reads
+    every set itself. Summaries edited there (valid checksum) that make the newest incremental
+    look unrestorable change the listing, never what a restore gives back."""
+    import ctypes
+    lib = ctypes.CDLL("libxxhash.so.0")
+    lib.XXH3_64bits.restype = ctypes.c_uint64
+    lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    store.ombra("backups", "list", "--repo", repo)
+    uuid = json.loads((repo / "config.json").read_text())["id"]
+    f = store.home / "cache" / f"sets-{uuid}.json"
+    kept = json.loads(f.read_bytes().split(b"\n", 1)[1])
+    assert set(kept) == {chain3["full"], chain3["inc1"], chain3["inc2"]}
+    kept[chain3["inc2"]]["summary"]["parent"] = "0" * 64
+    body = json.dumps(kept).encode()
+    f.write_bytes(b"ombra-set-summaries 1 %016x\n" % lib.XXH3_64bits(body, len(body)) + body)
+    listed = json.loads(store.ombra("backups", "list", "--repo", repo, "--json").out)["sets"]
+    [inc2] = [s for s in listed if s["id"] == chain3["inc2"]]
+    assert inc2["parent"] == "0" * 64 and not inc2["restorable"], inc2
+    restore_target(store)
+    res = json.loads(restore(store, repo, "db1", "--to", "db2", "--mount").out)
+    assert [s["id"] for s in res["sets"]] == [chain3["full"], chain3["inc1"], chain3["inc2"]]
+    assert store.digest("db2") == chain3["digest"]
+
+
 def test_an_encrypted_repository_restores_with_its_passphrase(store, vssd, tmp_path):
     r = store.tmp / "enc"
     env = {"OMBRA_REPO_PASSPHRASE": "correct horse battery staple"}
