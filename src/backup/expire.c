@@ -78,27 +78,25 @@ static int load_sets(expire *x)
                : 0;
     pthread_rwlock_unlock(&r->lk);
     if (rc) return rc;
-    json_t *sum = NULL;
-    rc = bk_sets(r, &sum);
+    /* every set read whole now (bk_sets_full), once: what is deleted is decided by the sets
+     * themselves, in their own commit order, never by summaries kept in the data directory */
+    json_t *all = NULL;
+    rc = bk_sets_full(r, &all);
     size_t i;
     json_t *s;
-    json_array_foreach(sum, i, s)
+    json_array_foreach(all, i, s)
     {
         if (rc) break;
-        json_t *full = NULL;
-        const char *id = om_json_str_or(s, "id", "");
-        rc = json_object_get(s, "damaged")
-                 ? om_errf(OM_E_RepositoryCorrupt, "%s", om_json_str_or(s, "damaged", ""))
-                 : bk_set_read(r, id, &full);
-        if (rc)
+        if (json_object_get(s, "damaged")) {
+            rc = om_errf(OM_E_RepositoryCorrupt, "%s", om_json_str_or(s, "damaged", ""));
             om_err_ctx(rc,
                        "expire deletes nothing while a set cannot be read. HINT: ombra "
                        "verify --repo %s; then remove the damaged set file",
                        r->path);
-        else
-            json_array_append_new(x->sets, full);
+        } else
+            json_array_append(x->sets, s);
     }
-    json_decref(sum);
+    json_decref(all);
     return rc;
 }
 

@@ -1280,9 +1280,15 @@ int bk_set_load(bk_repo *r, const char *set_id, json_t **set)
             found++;
             at = i;
         }
-    if (found == 1)
+    if (found == 1) {
         rc = bk_set_read(r, ids[at], set);
-    else if (!found)
+        if (rc == OM_E_RepositoryCorrupt) { /* listings take it for damaged from now on */
+            om_err_saved e;
+            om_err_save(&e, rc);
+            bk_summaries_forget(r, ids[at]);
+            rc = om_err_restore(&e);
+        }
+    } else if (!found)
         rc = om_errf(OM_E_SetNotFound, "no set %s in %s. HINT: ombra backups list --repo %s", want,
                      r->path, r->path);
     else

@@ -233,8 +233,9 @@ int bk_block_usable(bk_repo *r, const uint8_t id[BK_ID_LEN]);
  * after, while its file keeps its size (its name is its content's id). A set damaged in place
  * after that is listed as it was (verify reads every set). */
 int bk_sets(bk_repo *r, json_t **sets);
-/* As bk_sets, every set file read whole and checked now, nothing kept used or written: what a
- * restore decides by (which database a name is, which chain, which point). */
+/* As bk_sets, every set file read whole and checked now, nothing kept used (what is kept is
+ * written again from what was read): what a restore decides by (which database a name is,
+ * which chain, which point), and repo stats. */
 int bk_sets_whole(bk_repo *r, json_t **sets);
 /* One whole set by id or unique id prefix (SetNotFound; InvalidParameter when ambiguous);
  * a set file whose content does not match its name is RepositoryCorrupt. */

@@ -280,4 +280,9 @@ int bk_file_refs(json_t *file, bk_ref_fn fn, void *arg);
  * (never an error); saved best effort (a failure is cleared and changes nothing). */
 json_t *bk_summaries_load(const bk_repo *r);
 void bk_summaries_save(const bk_repo *r, json_t *summaries);
+/* As bk_sets_whole, each set whole as bk_set_read gives it (its files and documents too):
+ * expire's retention and references. */
+int bk_sets_full(bk_repo *r, json_t **sets);
+/* Drops the summary kept for set id, found damaged (nothing when none is kept). */
+void bk_summaries_forget(const bk_repo *r, const char *id);
 #endif

@@ -283,7 +283,9 @@ int bk_repo_stats(bk_repo *r, json_t **stats)
     refs x = {.r = r};
     /* the index first: a pack on disk it does not list counts as a leftover */
     int rc = bk_index_refresh(r);
-    if (!rc) rc = bk_sets(r, &sums);
+    /* every set read whole (it reads each one's blocks below anyway): a set damaged in place
+     * since its summary was kept is counted as damaged, not taken for sound */
+    if (!rc) rc = bk_sets_whole(r, &sums);
     if (!rc) rc = bk_plan(sums, &plan);
     if (!rc) {
         pthread_rwlock_rdlock(&r->lk);

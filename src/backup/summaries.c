@@ -7,9 +7,11 @@
  *     "ombra-set-summaries <SUM_FORMAT> <XXH3-64 of the rest, 16 hex>\n" then {"<set id>": summary}
  *
  * It is only ever a shortcut: a file that is missing, torn, of another format, or not a regular
- * file (a link is not followed) is as none, and the next bk_sets writes it again; a failure to
- * write it changes no result. A restore checks every set it loads against the summary it chose
- * the set by (restore.c, load_chain). */
+ * file (a link is not followed), or a folder that is not the caller's own, is as none, and the
+ * next bk_sets writes it again; a failure to write it changes no result. A set found damaged
+ * whole (bk_set_load, verify, a backup's parent) loses its summary (bk_summaries_forget); the
+ * commands that read every set whole (restore, expire, repo stats) decide by what they read and
+ * write the summaries again from it (verify.c, list_sets). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +29,9 @@
 #define SUM_HEAD      "ombra-set-summaries"
 #define SUM_MAX_BYTES (1u << 30)
 
-/* The cache folder (made 0700 when missing; NULL and no error when it cannot be had). */
+/* The cache folder (made 0700 when missing; NULL and no error when it cannot be had). It must
+ * be the caller's own and writable by nobody else (OM_D_OWN): another user who could put a file
+ * there could change what listings and backups take a set to be. */
 static om_dir *cache_dir(void)
 {
     char data[4096];
@@ -37,12 +41,12 @@ static om_dir *cache_dir(void)
         om_err_clear();
         return NULL;
     }
-    if (om_dir_open(om_vfs_posix(), d, "cache", 0, &c) == OM_E_FileNotFound) {
+    if (om_dir_open(om_vfs_posix(), d, "cache", OM_D_OWN, &c) == OM_E_FileNotFound) {
         om_err_clear();
         char p[4200];
         if (snprintf(p, sizeof p, "%s/cache", data) < (int)sizeof p && mkdir(p, 0700) == 0)
             (void)om_dir_sync(d);
-        (void)om_dir_open(om_vfs_posix(), d, "cache", 0, &c);
+        (void)om_dir_open(om_vfs_posix(), d, "cache", OM_D_OWN, &c);
     }
     om_dir_close(d);
     om_err_clear();
@@ -66,19 +70,21 @@ json_t *bk_summaries_load(const bk_repo *r)
     if (d && !om_open_at(d, name, OM_O_RDONLY, &f) && !om_fsize(f, &sz) && sz < SUM_MAX_BYTES &&
         (b = malloc(sz + 1)) && !om_pread_full(f, b, sz, 0)) {
         b[sz] = 0;
-        char head[80];
-        int fmt = 0;
-        unsigned long long sum = 0;
-        const char *nl = memchr(b, '\n', sz);
-        size_t hl = nl ? (size_t)(nl - (const char *)b) : 0;
-        if (nl && hl < sizeof head) {
-            memcpy(head, b, hl);
-            head[hl] = 0;
-            char tag[sizeof SUM_HEAD + 1];
-            if (sscanf(head, "%19s %d %16llx", tag, &fmt, &sum) == 3 && !strcmp(tag, SUM_HEAD) &&
-                fmt == SUM_FORMAT && om_xxh3(nl + 1, sz - hl - 1, 0) == sum)
-                m = json_loadb(nl + 1, sz - hl - 1, 0, NULL);
+        /* exactly "<SUM_HEAD> <SUM_FORMAT> <16 lower-case hex digits>\n" */
+        char head[64];
+        int hl = snprintf(head, sizeof head, "%s %d ", SUM_HEAD, SUM_FORMAT);
+        const char *h = (const char *)b, *x = h + hl;
+        uint64_t sum = 0;
+        int ok = sz > (uint64_t)hl + 17 && !memcmp(h, head, (size_t)hl) && x[16] == '\n';
+        for (int i = 0; ok && i < 16; i++) {
+            int v = x[i] >= '0' && x[i] <= '9'   ? x[i] - '0'
+                    : x[i] >= 'a' && x[i] <= 'f' ? x[i] - 'a' + 10
+                                                 : -1;
+            ok = v >= 0;
+            sum = sum << 4 | (uint64_t)(ok ? v : 0);
         }
+        size_t at = (size_t)hl + 17;
+        if (ok && om_xxh3(h + at, sz - at, 0) == sum) m = json_loadb(h + at, sz - at, 0, NULL);
     }
     free(b);
     om_close(f);
@@ -96,12 +102,27 @@ void bk_summaries_save(const bk_repo *r, json_t *m)
     char name[80];
     file_name(r, name, sizeof name);
     char *body = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
-    om_dir *d = body ? cache_dir() : NULL;
     size_t bl = body ? strlen(body) : 0;
+    om_dir *d = body && bl < SUM_MAX_BYTES ? cache_dir() : NULL;
     char head[80];
     int hl = snprintf(head, sizeof head, "%s %d %016llx\n", SUM_HEAD, SUM_FORMAT,
                       (unsigned long long)om_xxh3(body ? body : "", bl, 0));
     om_durable out = {0};
+    /* nothing to write when the file holds this already (the whole readers save every time) */
+    om_file *f = NULL;
+    uint64_t sz = 0;
+    uint8_t *old = NULL;
+    if (d && !om_open_at(d, name, OM_O_RDONLY, &f) && !om_fsize(f, &sz) &&
+        sz == (uint64_t)hl + bl && (old = malloc(sz ? sz : 1)) && !om_pread_full(f, old, sz, 0) &&
+        !memcmp(old, head, (size_t)hl) && !memcmp(old + hl, body, bl)) {
+        om_dir_close(d);
+        d = NULL;
+    }
+    free(old);
+    om_close(f);
+    /* what a save killed before its rename left (another command saving at this moment loses
+     * its save, which only costs it a later re-read) */
+    if (d) (void)om_durable_sweep(d, name, NULL);
     if (d && !om_durable_begin_private(d, name, &out)) {
         if (om_pwrite(out.f, head, (size_t)hl, 0) || om_pwrite(out.f, body, bl, (uint64_t)hl) ||
             om_durable_place(&out, OM_RENAME_REPLACE))
@@ -110,4 +131,11 @@ void bk_summaries_save(const bk_repo *r, json_t *m)
     free(body);
     om_dir_close(d);
     om_err_clear();
+}
+
+void bk_summaries_forget(const bk_repo *r, const char *id)
+{
+    json_t *m = bk_summaries_load(r);
+    if (json_object_get(m, id) && !json_object_del(m, id)) bk_summaries_save(r, m);
+    json_decref(m);
 }

@@ -558,8 +558,11 @@ static json_t *kept_summary(bk_repo *r, json_t *kept, const char *id)
     return (json_int_t)size == json_integer_value(json_object_get(k, "size")) ? k : NULL;
 }
 
-/* bk_sets (use_kept: with the summaries kept in the data directory) and bk_sets_whole. */
-static int list_sets(bk_repo *r, int use_kept, json_t **out)
+/* How list_sets lists: with the summaries kept in the data directory (bk_sets); every set read
+ * whole, as summaries (bk_sets_whole) or as the whole sets (bk_sets_full). */
+enum { SETS_KEPT, SETS_WHOLE, SETS_FULL };
+
+static int list_sets(bk_repo *r, int how, json_t **out)
 {
     char(*ids)[65] = NULL;
     size_t n = 0;
@@ -567,7 +570,9 @@ static int list_sets(bk_repo *r, int use_kept, json_t **out)
     int rc = bk_set_ids(r, &ids, &n);
     if (rc) return rc;
     json_t **v = calloc(n + 1, sizeof *v);
-    json_t *kept = use_kept ? bk_summaries_load(r) : json_object(), *keep = json_object();
+    /* read whole, what is kept is not loaded: its thousands of small objects, freed, made the
+     * reads after it (repo stats reads every set again) a third slower */
+    json_t *kept = how == SETS_KEPT ? bk_summaries_load(r) : json_object(), *keep = json_object();
     if (!v || !kept || !keep) {
         free(v);
         free(ids);
@@ -575,9 +580,8 @@ static int list_sets(bk_repo *r, int use_kept, json_t **out)
         json_decref(keep);
         return om_errf(OM_E_OutOfMemory, "out of memory");
     }
-    size_t added = 0;
     for (size_t i = 0; i < n; i++) {
-        json_t *k = kept_summary(r, kept, ids[i]), *s = NULL;
+        json_t *k = how == SETS_KEPT ? kept_summary(r, kept, ids[i]) : NULL, *s = NULL;
         if (k) {
             v[i] = json_deep_copy(json_object_get(k, "summary")); /* the caller may change it */
             json_object_set(keep, ids[i], k);
@@ -596,20 +600,22 @@ static int list_sets(bk_repo *r, int use_kept, json_t **out)
             v[i] = json_pack("{s:s, s:s}", "id", ids[i], "damaged", om_err_detail());
             continue;
         }
-        summarize(s);
+        /* the summary shares its values with the set (keep is saved and gone before the
+         * caller sees either): a shallow copy for a whole set, the set itself made one else */
+        json_t *sum = how == SETS_FULL ? json_copy(s) : json_incref(s);
+        if (sum) summarize(sum);
         uint64_t size = 0;
-        if (!bk_set_file_size(r, ids[i], &size)) {
-            json_object_set_new(
-                keep, ids[i],
-                json_pack("{s:I, s:o}", "size", (json_int_t)size, "summary", json_deep_copy(s)));
-            added++;
-        }
+        if (sum && !bk_set_file_size(r, ids[i], &size))
+            json_object_set_new(keep, ids[i],
+                                json_pack("{s:I, s:O}", "size", (json_int_t)size, "summary", sum));
         om_err_clear();
+        json_decref(sum);
         v[i] = s;
     }
-    /* written again when a set was summarized now, or one it kept is gone (expired) */
-    if (use_kept && (added || json_object_size(keep) != json_object_size(kept)))
-        bk_summaries_save(r, keep);
+    /* written again when it changed: a set summarized now, one gone (expired), one found damaged
+     * (every set read whole: what was read is all there is to keep; the save writes nothing when
+     * the file holds that already) */
+    if (how != SETS_KEPT || !json_equal(keep, kept)) bk_summaries_save(r, keep);
     json_decref(kept);
     json_decref(keep);
     qsort(v, n, sizeof *v, summary_order);
@@ -624,12 +630,17 @@ static int list_sets(bk_repo *r, int use_kept, json_t **out)
 
 int bk_sets(bk_repo *r, json_t **out)
 {
-    return list_sets(r, 1, out);
+    return list_sets(r, SETS_KEPT, out);
 }
 
 int bk_sets_whole(bk_repo *r, json_t **out)
 {
-    return list_sets(r, 0, out);
+    return list_sets(r, SETS_WHOLE, out);
+}
+
+int bk_sets_full(bk_repo *r, json_t **out)
+{
+    return list_sets(r, SETS_FULL, out);
 }
 
 /* Adds the files of one loaded set to the work list. */
@@ -670,9 +681,10 @@ static int load_all(verify *v, json_t *sets)
     for (size_t i = 0; i < n && !rc; i++) {
         json_t *s = NULL;
         int src = bk_set_read(r, ids[i], &s);
-        if (src == OM_E_RepositoryCorrupt)
+        if (src == OM_E_RepositoryCorrupt) {
             report_simple(v, ids[i], NULL, om_err_detail());
-        else if (src)
+            bk_summaries_forget(r, ids[i]); /* listings take it for damaged from now on */
+        } else if (src)
             rc = src;
         else
             json_array_append_new(sets, s);

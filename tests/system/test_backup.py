@@ -171,6 +171,30 @@ def test_kill_9_at_any_stage_leaves_a_valid_repository_and_the_next_backup_works
     assert verify(store, repo).rc == 0
 
 
+def test_an_incremental_never_continues_a_set_damaged_since_its_summary_was_kept(store, repo):
+    """The newest incremental's set file damaged in place (same size) after the data directory
+    kept its summary: the next incremental reads its parent whole, passes the damaged set over
+    and is refused (its logs are in no sound set), so nothing is truncated; the listing says
+    damaged from then on."""
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 200)
+    backup(store, repo, "full", "db1")
+    load(store, "db1", 200, seed=2)
+    _, inc, _ = backup(store, repo, "incremental", "db1")
+    sid = inc["sets"][0]["id"]
+    assert not any("damaged" in s for s in sets(store, repo))  # its summary is kept
+    sf = repo / "sets" / f"{sid}.json"
+    b = bytearray(sf.read_bytes())
+    b[len(b) // 2] ^= 0x01
+    sf.write_bytes(bytes(b))
+    load(store, "db1", 200, seed=3)
+    before = gens(store, "db1")
+    rc, _, err = backup(store, repo, "incremental", "db1", check=False)
+    assert rc != 0 and "MissingLogFile" in err and f"set {sid[:12]} after it is damaged" in err, err
+    assert set(before) <= set(gens(store, "db1"))  # nothing truncated (the snapshot rolled one)
+    assert [s["id"] for s in sets(store, repo) if "damaged" in s] == [sid]
+
+
 def test_an_encrypted_repository(store, vssd, tmp_path):
     pw = tmp_path / "pass"
     pw.write_text("correct horse battery staple\n")

@@ -290,6 +290,99 @@ def test_the_sets_summaries_are_read_once_and_only_ever_a_shortcut(cli, tmp_path
     assert sorted(json.loads(f.read_bytes().split(b"\n", 1)[1])) == sorted(ids[4:])
 
 
+def write_summaries(f, kept):
+    body = json.dumps(kept).encode()
+    f.write_bytes(b"ombra-set-summaries 1 %016x\n" % xxh3_64(body) + body)
+
+
+def test_a_set_damaged_in_place_is_listed_damaged_once_found(cli, tmp_path):
+    """A byte changed in a set file (same size) after its summary was kept: listed as it was
+    until a command reads it whole; verify names it and from then on it is listed damaged;
+    repo stats counts it damaged (it reads every set)."""
+    home = tmp_path / "home"
+    env = {"OMBRA_HOME": str(home)}
+    repo, ids = three_chains(cli, tmp_path, 40)
+    cli.run("backups", "list", "--repo", repo, env=env)
+    sf = repo / "sets" / f"{ids[3]}.json"
+    b = bytearray(sf.read_bytes())
+    b[len(b) // 2] ^= 0x01
+    sf.write_bytes(bytes(b))
+    st = cli.json("repo", "stats", "--repo", repo, env=env)
+    assert st["damaged"] == 1 and st["sets"] == 5, st
+    # repo stats read it whole: the summary is gone, and listings say so
+    listed = cli.json("backups", "list", "--repo", repo, env=env)["sets"]
+    assert [s["id"] for s in listed if "damaged" in s] == [ids[3]]
+    # kept again by hand (as a listing before stats left it): verify finds it and drops it
+    f = summaries_file(home, repo)
+    kept = json.loads(f.read_bytes().split(b"\n", 1)[1])
+    assert ids[3] not in kept
+    kept[ids[3]] = {"size": len(b), "summary": {**[s for s in cli.json(
+        "backups", "list", "--repo", repo, env={"OMBRA_HOME": str(tmp_path / "h2")})["sets"]
+        if s["id"] == ids[1]][0], "id": ids[3]}}
+    write_summaries(f, kept)
+    assert not any("damaged" in s for s in cli.json("backups", "list", "--repo", repo, env=env)["sets"])
+    r = cli.run("verify", "--repo", repo, rc=1, env=env)
+    assert ids[3] in r.stdout and "does not match its name" in r.stdout, r.stdout
+    listed = cli.json("backups", "list", "--repo", repo, env=env)["sets"]
+    assert [s["id"] for s in listed if "damaged" in s] == [ids[3]]
+
+
+def test_expire_decides_by_the_sets_not_by_kept_summaries(cli, tmp_path):
+    """Kept summaries edited (valid checksum) to make the oldest chain look newest: expire reads
+    every set whole and keeps the chain that is really the newest."""
+    home = tmp_path / "home"
+    env = {"OMBRA_HOME": str(home)}
+    repo, ids = three_chains(cli, tmp_path, 50)
+    cli.run("backups", "list", "--repo", repo, env=env)
+    f = summaries_file(home, repo)
+    kept = json.loads(f.read_bytes().split(b"\n", 1)[1])
+    for i in ids[:2]:
+        kept[i]["summary"]["committed_ns"] += 10**15
+    write_summaries(f, kept)
+    assert [s["id"] for s in cli.json("backups", "list", "--repo", repo, env=env)["sets"]][-2:] == ids[:2]
+    rep = cli.json("expire", "--repo", repo, "--keep-full", "1", env=env)
+    assert sorted(rep["sets_deleted"]) == sorted(ids[:4]), rep
+    assert sorted(p.stem for p in (repo / "sets").glob("*.json")) == sorted(ids[4:])
+    # and the kept summaries are the sets' again
+    assert [s["id"] for s in cli.json("backups", "list", "--repo", repo, env=env)["sets"]] == ids[4:]
+    assert {i: v["summary"]["committed_ns"] for i, v in json.loads(f.read_bytes().split(b"\n", 1)[1]).items()} == \
+        {s["id"]: s["committed_ns"] for s in cli.json("backups", "list", "--repo", repo,
+                                                    env={"OMBRA_HOME": str(tmp_path / "h3")})["sets"]}
+
+
+def test_summaries_in_a_folder_others_can_write_are_not_used(cli, tmp_path):
+    """The cache folder must be the user's own and writable by nobody else: a summary planted in
+    one that is not is never used (and nothing is written there); a save killed before its
+    rename leaves a temporary file that the next save removes."""
+    import pwd
+    home = tmp_path / "home"
+    env = {"OMBRA_HOME": str(home)}
+    repo, ids = three_chains(cli, tmp_path, 60)
+    truth = cli.json("backups", "list", "--repo", repo, env=env)["sets"]
+    f = summaries_file(home, repo)
+    kept = json.loads(f.read_bytes().split(b"\n", 1)[1])
+    kept[ids[0]]["summary"]["server"] = "PLANTED"
+    write_summaries(f, kept)
+    planted = f.read_bytes()
+    os.chmod(f.parent, 0o777)
+    assert cli.json("backups", "list", "--repo", repo, env=env)["sets"] == truth
+    assert f.read_bytes() == planted
+    if os.geteuid() == 0:
+        os.chmod(f.parent, 0o700)
+        os.chown(f.parent, pwd.getpwnam("nobody").pw_uid, -1)
+        assert cli.json("backups", "list", "--repo", repo, env=env)["sets"] == truth
+        assert f.read_bytes() == planted
+        os.chown(f.parent, 0, -1)
+    os.chmod(f.parent, 0o700)
+    assert cli.json("backups", "list", "--repo", repo, env=env)["sets"][0]["server"] == "PLANTED"
+    # a temporary file of a killed save goes at the next save
+    tmp = f.parent / f".{f.name}.0123456789abcdef.tmp"
+    tmp.write_bytes(b"half a save")
+    f.unlink()
+    assert cli.json("backups", "list", "--repo", repo, env=env)["sets"] == truth
+    assert not tmp.exists() and f.is_file()
+
+
 def test_listing_many_sets_reads_each_set_once(cli, tmp_path):
     """400 sets: the second listing reads none of them (each file's size only), so it takes a
     fraction of the first's time."""
