@@ -1285,7 +1285,7 @@ int bk_set_load(bk_repo *r, const char *set_id, json_t **set)
         if (rc == OM_E_RepositoryCorrupt) { /* listings take it for damaged from now on */
             om_err_saved e;
             om_err_save(&e, rc);
-            bk_summaries_forget(r, ids[at]);
+            bk_summaries_forget(r, &ids[at], 1);
             rc = om_err_restore(&e);
         }
     } else if (!found)

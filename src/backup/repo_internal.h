@@ -283,6 +283,7 @@ void bk_summaries_save(const bk_repo *r, json_t *summaries);
 /* As bk_sets_whole, each set whole as bk_set_read gives it (its files and documents too):
  * expire's retention and references. */
 int bk_sets_full(bk_repo *r, json_t **sets);
-/* Drops the summary kept for set id, found damaged (nothing when none is kept). */
-void bk_summaries_forget(const bk_repo *r, const char *id);
+/* Drops the summaries kept for the n sets ids, found damaged (nothing for one none is kept
+ * for): one load and one save for all of them. */
+void bk_summaries_forget(const bk_repo *r, char (*ids)[65], size_t n);
 #endif

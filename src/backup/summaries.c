@@ -133,9 +133,13 @@ void bk_summaries_save(const bk_repo *r, json_t *m)
     om_err_clear();
 }
 
-void bk_summaries_forget(const bk_repo *r, const char *id)
+void bk_summaries_forget(const bk_repo *r, char (*ids)[65], size_t n)
 {
+    if (!n) return;
     json_t *m = bk_summaries_load(r);
-    if (json_object_get(m, id) && !json_object_del(m, id)) bk_summaries_save(r, m);
+    size_t gone = 0;
+    for (size_t i = 0; i < n; i++)
+        gone += json_object_del(m, ids[i]) == 0;
+    if (gone) bk_summaries_save(r, m);
     json_decref(m);
 }

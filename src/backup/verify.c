@@ -677,18 +677,20 @@ static int load_all(verify *v, json_t *sets)
     bk_repo *r = v->r;
     char(*ids)[65] = NULL;
     size_t n = 0;
+    size_t nbad = 0; /* the damaged ones moved to the front of ids */
     int rc = bk_set_ids(r, &ids, &n);
     for (size_t i = 0; i < n && !rc; i++) {
         json_t *s = NULL;
         int src = bk_set_read(r, ids[i], &s);
         if (src == OM_E_RepositoryCorrupt) {
             report_simple(v, ids[i], NULL, om_err_detail());
-            bk_summaries_forget(r, ids[i]); /* listings take it for damaged from now on */
+            memmove(ids[nbad++], ids[i], sizeof ids[i]);
         } else if (src)
             rc = src;
         else
             json_array_append_new(sets, s);
     }
+    bk_summaries_forget(r, ids, nbad); /* listings take them for damaged from now on */
     free(ids);
     pthread_rwlock_rdlock(&r->lk);
     json_t *dmg = json_deep_copy(r->damage);

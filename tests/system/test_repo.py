@@ -327,6 +327,24 @@ def test_a_set_damaged_in_place_is_listed_damaged_once_found(cli, tmp_path):
     assert [s["id"] for s in listed if "damaged" in s] == [ids[3]]
 
 
+def test_verify_drops_the_summaries_of_every_set_it_finds_damaged(cli, tmp_path):
+    home = tmp_path / "home"
+    env = {"OMBRA_HOME": str(home)}
+    repo, ids = three_chains(cli, tmp_path, 45)
+    cli.run("backups", "list", "--repo", repo, env=env)
+    for i in (ids[0], ids[3], ids[4]):
+        sf = repo / "sets" / f"{i}.json"
+        b = bytearray(sf.read_bytes())
+        b[len(b) // 3] ^= 0x04
+        sf.write_bytes(bytes(b))
+    assert not any("damaged" in s for s in cli.json("backups", "list", "--repo", repo, env=env)["sets"])
+    cli.run("verify", "--repo", repo, rc=1, env=env)
+    listed = cli.json("backups", "list", "--repo", repo, env=env)["sets"]
+    assert sorted(s["id"] for s in listed if "damaged" in s) == sorted([ids[0], ids[3], ids[4]])
+    kept = json.loads(summaries_file(home, repo).read_bytes().split(b"\n", 1)[1])
+    assert sorted(kept) == sorted([ids[1], ids[2], ids[5]])
+
+
 def test_expire_decides_by_the_sets_not_by_kept_summaries(cli, tmp_path):
     """Kept summaries edited (valid checksum) to make the oldest chain look newest: expire reads
     every set whole and keeps the chain that is really the newest."""
