@@ -290,10 +290,12 @@ def test_a_detached_store_logs_to_its_file_with_timestamps(build_dir, tmp):
         rotated = log.with_name("ombra-store.log.1")
         log.rename(rotated)
         os.kill(pid, signal.SIGHUP)
+        # the new file is made by its open, before the line is written into it
         end = time.monotonic() + 10
-        while time.monotonic() < end and not log.exists():
+        reopened = lambda: log.exists() and "SIGHUP received: log file reopened" in log.read_text()
+        while time.monotonic() < end and not reopened():
             time.sleep(0.05)
-        assert "SIGHUP received: log file reopened" in log.read_text()
+        assert reopened(), log.read_text() if log.exists() else "no new log file"
     finally:
         os.kill(pid, signal.SIGTERM)
         end = time.monotonic() + 20
