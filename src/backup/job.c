@@ -346,20 +346,23 @@ static int check_continues(dbjob *j, json_t *sets)
     }
     /* The parent read whole and checked: its summary may be one kept in the data directory
      * (bk_sets) of a set damaged in place since. One that fails is taken for damaged, as a
-     * listing that read it would have, and the parent chosen again. */
-    json_t *p;
+     * listing that read it would have, and the parent chosen again (each pass marks one set,
+     * with a value that cannot fail to be set, so the passes end). What is decided is decided
+     * by the set read, not by its summary. */
+    json_t *p, *doc = NULL;
     char skipped[120] = ""; /* the newest set passed over, for the messages */
     while ((p = parent_of(j, sets))) {
-        json_t *doc = NULL;
         int rc = bk_set_load(j->repo, om_json_str_or(p, "id", ""), &doc);
         if (!rc) rc = bk_set_check(j->repo, doc);
-        json_decref(doc);
         if (!rc) break;
+        json_decref(doc);
+        doc = NULL;
         if (rc != OM_E_RepositoryCorrupt) return rc;
         if (!skipped[0])
-            snprintf(skipped, sizeof skipped, "; set %.12s after it is damaged and was passed over",
+            snprintf(skipped, sizeof skipped, "set %.12s, newer, is damaged and was passed over",
                      om_json_str_or(p, "id", "?"));
-        json_object_set_new(p, "damaged", json_string(om_err_detail()));
+        if (json_object_set_new(p, "damaged", json_true()))
+            return om_errf(OM_E_OutOfMemory, "out of memory");
         om_err_clear();
     }
     char prev[400];
@@ -367,19 +370,27 @@ static int check_continues(dbjob *j, json_t *sets)
     if (!p)
         return om_errf(OM_E_MissingFullBackup,
                        "an %s backup of %s continues a full backup, and repository %s holds none "
-                       "of this database%s; %s. HINT: make a full backup into %s first",
-                       j->o->type, j->name, j->o->repo, skipped, prev, j->o->repo);
-    uint32_t have = last_gen(p);
+                       "of this database%s%s; %s. HINT: make a full backup into %s first",
+                       j->o->type, j->name, j->o->repo, skipped[0] ? " that is sound: " : "",
+                       skipped, prev, j->o->repo);
+    uint32_t have = last_gen(doc);
+    int same = !strcmp(om_json_str_or(json_object_get(doc, "database"), "id", ""), j->id);
+    json_decref(doc);
+    if (!same)
+        return om_errf(OM_E_RepositoryCorrupt,
+                       "set %.12s is not of %s as the list of sets said: nothing was backed up. "
+                       "HINT: remove the data directory's cache/sets-*.json",
+                       om_json_str_or(p, "id", "?"), j->name);
     if (j->lo > have + 1)
         return om_errf(OM_E_MissingLogFile,
                        "%s backup of %s refused: it would hold generations %u-%u, but repository "
-                       "%s ends this database's chain at %u (set %.12s%s): generations %u-%u are "
-                       "in no set of it; %s. HINT: make a full backup into %s",
+                       "%s ends this database's chain at %u (set %.12s%s%s): generations %u-%u "
+                       "are in no set of it; %s. HINT: make a full backup into %s",
                        j->o->type, j->name, j->lo, j->hi, j->o->repo, have,
-                       om_json_str_or(p, "id", "?"), skipped, have + 1, j->lo - 1, prev,
-                       j->o->repo);
+                       om_json_str_or(p, "id", "?"), skipped[0] ? "; " : "", skipped, have + 1,
+                       j->lo - 1, prev, j->o->repo);
     if (skipped[0])
-        om_warn("%s: continues set %.12s%s. HINT: ombra verify --repo %s", j->name,
+        om_warn("%s: continues set %.12s (%s). HINT: ombra verify --repo %s", j->name,
                 om_json_str_or(p, "id", "?"), skipped, j->o->repo);
     j->parent = json_string(om_json_str_or(p, "id", ""));
     return 0;

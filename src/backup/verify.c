@@ -580,10 +580,12 @@ static int list_sets(bk_repo *r, int how, json_t **out)
         json_decref(keep);
         return om_errf(OM_E_OutOfMemory, "out of memory");
     }
-    for (size_t i = 0; i < n; i++) {
+    int oom = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
         json_t *k = how == SETS_KEPT ? kept_summary(r, kept, ids[i]) : NULL, *s = NULL;
         if (k) {
             v[i] = json_deep_copy(json_object_get(k, "summary")); /* the caller may change it */
+            oom |= !v[i];
             json_object_set(keep, ids[i], k);
             continue;
         }
@@ -592,12 +594,22 @@ static int list_sets(bk_repo *r, int how, json_t **out)
             json_t *db = json_incref(json_object_get(s, "database"));
             json_decref(s);
             v[i] = json_pack("{s:s, s:s}", "id", ids[i], "damaged", om_err_detail());
-            if (json_is_object(db)) json_object_set(v[i], "database", db); /* for messages */
+            oom |= !v[i];
+            if (v[i] && json_is_object(db)) json_object_set(v[i], "database", db); /* messages */
             json_decref(db);
             continue;
         }
+        if (src == OM_E_SetNotFound) { /* removed since it was listed (an expire beside us) */
+            om_err_clear();
+            continue;
+        }
+        if (src && src != OM_E_RepositoryCorrupt) { /* unreadable here (a permission, the disk) */
+            rc = om_err_ctx(src, "set file sets/%s.json", ids[i]);
+            break;
+        }
         if (src) {
             v[i] = json_pack("{s:s, s:s}", "id", ids[i], "damaged", om_err_detail());
+            oom |= !v[i];
             continue;
         }
         /* the summary shares its values with the set (keep is saved and gone before the
@@ -615,17 +627,32 @@ static int list_sets(bk_repo *r, int how, json_t **out)
     /* written again when it changed: a set summarized now, one gone (expired), one found damaged
      * (every set read whole: what was read is all there is to keep; the save writes nothing when
      * the file holds that already) */
-    if (how != SETS_KEPT || !json_equal(keep, kept)) bk_summaries_save(r, keep);
+    if (!rc && (how != SETS_KEPT || !json_equal(keep, kept))) bk_summaries_save(r, keep);
     json_decref(kept);
     json_decref(keep);
-    qsort(v, n, sizeof *v, summary_order);
-    json_t *a = json_array();
+    /* a set that went is left out (NULL); an entry that could not be made (memory) fails the
+     * list: a set dropped from it would be taken for one that is not there */
+    size_t m = 0;
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, v[i]);
+        if (v[i]) v[m++] = v[i];
+    if (!rc && oom) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    json_t *a = rc ? NULL : json_array();
+    if (!rc && !a) rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    qsort(v, m, sizeof *v, summary_order);
+    for (size_t i = 0; i < m; i++) {
+        if (rc)
+            json_decref(v[i]);
+        else if (json_array_append_new(a, v[i])) /* it takes v[i] even when it fails */
+            rc = om_errf(OM_E_OutOfMemory, "out of memory");
+    }
     free(v);
     free(ids);
+    if (rc) {
+        json_decref(a);
+        a = NULL;
+    }
     *out = a;
-    return 0;
+    return rc;
 }
 
 int bk_sets(bk_repo *r, json_t **out)

@@ -30,12 +30,50 @@ const char *om_err_msg(int err)
     return "unknown error";
 }
 
+/* The length of the valid UTF-8 sequence at s (1 to 4), or 0 (RFC 3629: no overlong form, no
+ * surrogate, nothing past U+10FFFF). */
+static int utf8_len(const unsigned char *s)
+{
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    int n = c >= 0xC2 && c <= 0xDF   ? 2
+            : c >= 0xE0 && c <= 0xEF ? 3
+            : c >= 0xF0 && c <= 0xF4 ? 4
+                                     : 0;
+    unsigned lo = c == 0xE0   ? 0xA0
+                  : c == 0xF0 ? 0x90
+                              : 0x80,
+             hi = c == 0xED   ? 0x9F
+                  : c == 0xF4 ? 0x8F
+                              : 0xBF;
+    for (int i = 1; i < n; i++) {
+        unsigned t = s[i];
+        if (t < (i == 1 ? lo : 0x80) || t > (i == 1 ? hi : 0xBF)) return 0;
+    }
+    return n;
+}
+
+/* Every byte of s that begins no valid UTF-8 sequence made '?': a detail is valid UTF-8 even
+ * when %.Ns cut a character of a name from a file in half, or the name was never text (a JSON
+ * document that carries it would not be made). */
+static void utf8_mend(char *s)
+{
+    for (unsigned char *p = (unsigned char *)s; *p;) {
+        int n = utf8_len(p);
+        if (n)
+            p += n;
+        else
+            *p++ = '?';
+    }
+}
+
 int om_errf(int err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
+    utf8_mend(detail);
     return err;
 }
 
@@ -48,6 +86,7 @@ int om_err_ctx(int err, const char *fmt, ...)
     vsnprintf(ctx, sizeof ctx, fmt, ap);
     va_end(ap);
     snprintf(detail, sizeof detail, "%.500s: %.500s", ctx, prev);
+    utf8_mend(detail);
     return err;
 }
 

@@ -190,7 +190,7 @@ def test_an_incremental_never_continues_a_set_damaged_since_its_summary_was_kept
     load(store, "db1", 200, seed=3)
     before = gens(store, "db1")
     rc, _, err = backup(store, repo, "incremental", "db1", check=False)
-    assert rc != 0 and "MissingLogFile" in err and f"set {sid[:12]} after it is damaged" in err, err
+    assert rc != 0 and "MissingLogFile" in err and f"set {sid[:12]}, newer, is damaged" in err, err
     assert set(before) <= set(gens(store, "db1"))  # nothing truncated (the snapshot rolled one)
     assert [s["id"] for s in sets(store, repo) if "damaged" in s] == [sid]
 

@@ -345,6 +345,29 @@ def test_verify_drops_the_summaries_of_every_set_it_finds_damaged(cli, tmp_path)
     assert sorted(kept) == sorted([ids[1], ids[2], ids[5]])
 
 
+def test_a_set_whose_envelope_names_its_owner_in_any_bytes_is_listed_damaged(cli, tmp_path):
+    """An encrypted set file's envelope names another repository with non-ASCII text that the
+    message cuts in the middle of a character: the set is listed damaged (never left out), repo
+    stats counts it, and expire deletes nothing."""
+    env = {"OMBRA_HOME": str(tmp_path / "home"), "OMBRA_REPO_PASSPHRASE": "pass phrase"}
+    repo = tmp_path / "repo"
+    cli.run("repo", "init", repo, "--encrypt", "--block-size", "64K", env=env)
+    edb, log = data_files(tmp_path / "d", 70)
+    full = cli.write_set(repo, "full", "mail1", edb, log, passphrase="pass phrase")
+    inc = cli.write_set(repo, "incremental", "mail1", log, passphrase="pass phrase")
+    sf = repo / "sets" / f"{inc}.json"
+    envl = json.loads(sf.read_text())
+    envl["repository"] = "a" + "\u00e9" * 30
+    sf.write_text(json.dumps(envl, ensure_ascii=False))
+    listed = cli.json("backups", "list", "--repo", repo, env=env)["sets"]
+    assert sorted(s["id"] for s in listed) == sorted([full, inc]), listed
+    [d] = [s for s in listed if s["id"] == inc]
+    assert "names repository a\u00e9" in d.get("damaged", "") and "?, not this one" in d["damaged"], d
+    assert cli.json("repo", "stats", "--repo", repo, env=env)["damaged"] == 1
+    r = cli.run("expire", "--repo", repo, "--keep-full", "1", rc=1, env=env)
+    assert "RepositoryCorrupt" in r.stderr and (repo / "sets" / f"{inc}.json").exists()
+
+
 def test_expire_decides_by_the_sets_not_by_kept_summaries(cli, tmp_path):
     """Kept summaries edited (valid checksum) to make the oldest chain look newest: expire reads
     every set whole and keeps the chain that is really the newest."""

@@ -40,6 +40,23 @@ static void errors_print_with_ese_number_and_name(void **s)
     assert_int_equal(om_err_from_errno(28 /* ENOSPC */), OM_E_DiskFull);
 }
 
+/* A detail is valid UTF-8 whatever was put in it (a JSON document carries it): a character cut
+ * by %.Ns, bytes that are no text, an overlong form, a surrogate become '?'; text stays. */
+static void error_details_are_valid_utf8(void **s)
+{
+    (void)s;
+    om_errf(OM_E_RepositoryCorrupt, "owner %.5s!", "ab\xc3\xa9\xc3\xa9"); /* cuts the 2nd */
+    assert_string_equal(om_err_detail(), "owner ab\xc3\xa9?!");
+    om_errf(OM_E_RepositoryCorrupt, "%s", "\xff x \xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xe2\x82");
+    assert_string_equal(om_err_detail(), "? x ?? ??? ???? ??");
+    om_errf(OM_E_RepositoryCorrupt, "%s", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa7 ok");
+    assert_string_equal(om_err_detail(), "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa7 ok");
+    om_err_ctx(OM_E_RepositoryCorrupt, "set %.3s", "\xe2\x82\xac\xe2\x82\xac");
+    assert_string_equal(om_err_detail(),
+                        "set \xe2\x82\xac: caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa7 ok");
+    om_err_clear();
+}
+
 static void a_saved_error_comes_back_after_another_detail(void **s)
 {
     (void)s;
@@ -673,6 +690,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(errors_print_with_ese_number_and_name),
+        cmocka_unit_test(error_details_are_valid_utf8),
         cmocka_unit_test(a_saved_error_comes_back_after_another_detail),
         cmocka_unit_test(a_peer_that_closed_is_connection_closed_not_disk_io),
         cmocka_unit_test(little_endian_cursor_round_trips_and_flags_overruns),
