@@ -428,12 +428,18 @@ def vssd(store, build_dir):
     p = subprocess.Popen([str(build_dir / "src/daemons/ombra-vssd"), "--foreground", "--event-limit-ms", "20000"],
                          env=daemon_env(store.env), stdout=log, stderr=subprocess.STDOUT)
     store.vssd = p
-    if not store.writer_registered():
-        pytest.fail("the store's writer did not register with ombra-vssd:\n" + store.stderr())
-    yield p
-    p.terminate()
-    p.wait(20)
-    log.close()
+    try:  # stopped whatever happens, a failure before the test too (it was left running)
+        if not store.writer_registered():
+            pytest.fail("the store's writer did not register with ombra-vssd:\n" + store.stderr())
+        yield p
+    finally:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        log.close()
 
 
 # ---- issue 14's proof (tests/system/test_trust.py, test_campaign.py): a second server, the
