@@ -421,6 +421,17 @@ def ombra(store):
 
 # ---- the shadow copy service next to the store ----
 
+def stop_process(p, seconds=20):
+    """SIGTERM, then SIGKILL after seconds: a daemon a test started is gone when it returns."""
+    if p.poll() is None:
+        p.terminate()
+    try:
+        p.wait(seconds)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 @pytest.fixture
 def vssd(store, build_dir):
     """ombra-vssd next to the store (same runtime directory); the store's writer registered."""
@@ -433,12 +444,7 @@ def vssd(store, build_dir):
             pytest.fail("the store's writer did not register with ombra-vssd:\n" + store.stderr())
         yield p
     finally:
-        p.terminate()
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        stop_process(p)
         log.close()
 
 
@@ -470,12 +476,7 @@ def server_beta(build_dir, request):
     st.start()
     vssd = start_vssd(st, build_dir)
     yield st
-    vssd.terminate()
-    try:
-        vssd.wait(20)
-    except subprocess.TimeoutExpired:
-        vssd.kill()
-        vssd.wait()
+    stop_process(vssd)
     rc = st.stop()
     if st.proc.poll() is None:
         st.proc.kill()

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, Store, daemon_env, start_vssd
+from conftest import ROOT, Store, daemon_env, start_vssd, stop_process
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ombra-store\[(\d+)\] "
                   r"(debug|info|warning|error): ")
@@ -110,13 +110,7 @@ def stores():
     procs = []
     yield procs
     for p in procs:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_process(p)
 
 
 def test_ready_comes_once_the_store_answers_with_its_databases_mounted_and_stopping_at_sigterm(
