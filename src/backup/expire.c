@@ -6,9 +6,9 @@
  *   1. set files of expired sets are removed (directory fsynced): what remains listed is whole;
  *   2. unused packs: the index file first, then the pack (a pack without an index is garbage;
  *      an index without its pack would be damage, so that order never happens);
- *   3. packs less than half used: their used blocks are copied into new packs, which are made
- *      durable and indexed before the old index and pack are removed (until then the blocks
- *      are listed twice, which is harmless);
+ *   3. packs less than half used, and small packs once MERGE_MIN of them are there: their used
+ *      blocks are copied into new packs, which are made durable and indexed before the old
+ *      index and pack are removed (until then the blocks are listed twice, which is harmless);
  *   4. leftovers of killed writers: *.tmp files (the durable-file helper's temporary names,
  *      base/vfs.h, and older repositories' <pack>.tmp), packs no index lists.
  * Damaged set or index files stop it before step 1: deleting packs on the word of a damaged
@@ -25,12 +25,31 @@
 #include "base/proto.h"
 #include "backup/retention.h"
 
+/* Small packs (under a quarter of the pack size: a backup's last pack, or each small
+ * incremental's only one) are merged into full-sized ones once there are MERGE_MIN of them.
+ * Every pack has its index file, and every command loads every index file when it opens the
+ * repository: a year of hourly incrementals of one database left 8,760 of each. Waiting for
+ * MERGE_MIN bounds the copying: a pack is copied again only while it is still small, and each
+ * merge brings in at least MERGE_MIN - 1 other packs. */
+#define MERGE_MIN 32
+
+/* MERGE_MIN, or the test hook OMBRA_EXPIRE_MERGE_MIN (2 to 1000000; repo.h): the campaign that
+ * kills expire lowers it so that its few sets are merged at almost every run. */
+static uint32_t merge_min(void)
+{
+    const char *e = getenv("OMBRA_EXPIRE_MERGE_MIN");
+    char *end = NULL;
+    unsigned long v = e ? strtoul(e, &end, 10) : 0;
+    return e && *e && end && !*end && v >= 2 && v <= 1000000 ? (uint32_t)v : MERGE_MIN;
+}
+
 typedef struct expire {
     bk_repo *r;
     json_t *sets; /* every set, oldest first */
     bk_map used;  /* blocks the remaining sets reference */
     json_t *deleted;
-    uint64_t bytes_freed, packs_deleted, packs_rewritten, leftovers, pending;
+    uint64_t bytes_freed, packs_deleted, packs_rewritten, packs_merged, leftovers, pending;
+    uint64_t bytes_written; /* the rewrites' new packs: bytes_freed is net of them */
     /* the pack being filled by rewrites, and the old packs whose blocks it holds */
     bk_packw *out;
     char (*moved)[33];
@@ -276,7 +295,7 @@ static int flush_rewrites(expire *x)
         uint64_t size = x->out->off;
         rc = bk_packw_finish(x->r, x->out);
         x->out = NULL;
-        if (!rc) x->bytes_freed -= size < x->bytes_freed ? size : x->bytes_freed;
+        if (!rc) x->bytes_written += size;
     }
     for (size_t i = 0; i < x->nmoved && !rc; i++) {
         pthread_rwlock_rdlock(&x->r->lk);
@@ -336,7 +355,8 @@ static int rewrite(expire *x, const bk_pack *p, json_t *blocks)
         bk_rec h = {0};
         uint8_t *rec = NULL;
         bk_unhex(json_string_value(json_array_get(b, 0)), h.id, BK_ID_LEN);
-        if (!live_entry(x, p, b)) continue;
+        bk_ent *u = live_entry(x, p, b);
+        if (!u || u->raw == 1) continue; /* unused, or copied already from another pack */
         uint64_t off = (uint64_t)json_integer_value(json_array_get(b, 1));
         h.stored = (uint32_t)json_integer_value(json_array_get(b, 2));
         h.raw = (uint32_t)json_integer_value(json_array_get(b, 3));
@@ -349,8 +369,7 @@ static int rewrite(expire *x, const bk_pack *p, json_t *blocks)
         free(rec);
         if (rc) return rc;
         /* Mark it done, so a duplicate elsewhere is not copied twice. */
-        bk_ent *u = bk_map_get(&x->used, h.id);
-        if (u) u->raw = 1;
+        u->raw = 1;
     }
     if (x->nmoved == x->capmoved) {
         size_t cap = x->capmoved ? x->capmoved * 2 : 16;
@@ -374,7 +393,11 @@ static int sweep_packs(expire *x)
         packs[i] = r->packs[i]; /* names and index names stay valid until the reload */
     pthread_rwlock_unlock(&r->lk);
     if (!packs) return om_errf(OM_E_OutOfMemory, "out of memory");
-    int rc = 0;
+    /* The small packs that stay as they are in the pass below (their entries kept), merged
+     * after it when there are MERGE_MIN of them. */
+    uint32_t *small = calloc(n + 1, sizeof *small), nsmall = 0;
+    json_t **small_blocks = calloc(n + 1, sizeof *small_blocks);
+    int rc = small && small_blocks ? 0 : om_errf(OM_E_OutOfMemory, "out of memory");
     for (uint32_t i = 0; i < n && !rc; i++) {
         json_t *blocks = NULL;
         bk_progress(r, "expire", i, n);
@@ -395,8 +418,22 @@ static int sweep_packs(expire *x)
             if (!rc) x->packs_deleted++;
         } else if (!rc && live * 2 < all)
             rc = rewrite(x, &packs[i], blocks);
+        else if (!rc && all < r->pack_size / 4) {
+            small[nsmall] = i;
+            small_blocks[nsmall++] = blocks;
+            blocks = NULL;
+        }
         json_decref(blocks);
     }
+    uint32_t want = merge_min();
+    for (uint32_t k = 0; k < nsmall && !rc && nsmall >= want; k++) {
+        rc = rewrite(x, &packs[small[k]], small_blocks[k]);
+        if (!rc) x->packs_merged++;
+    }
+    for (uint32_t k = 0; k < nsmall; k++)
+        json_decref(small_blocks[k]);
+    free(small);
+    free(small_blocks);
     if (!rc) rc = flush_rewrites(x);
     bk_progress(r, "expire", n, n);
     free(packs);
@@ -606,10 +643,12 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, j
     lock_shared(r);
     if (!rc && report) {
         *report = json_pack(
-            "{s:i, s:O, s:I, s:I, s:I, s:I, s:I, s:I}", "keep_full", (int)pol->keep_full,
+            "{s:i, s:O, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "keep_full", (int)pol->keep_full,
             "sets_deleted", x.deleted, "sets_kept", (json_int_t)(n - json_array_size(x.deleted)),
             "packs_deleted", (json_int_t)x.packs_deleted, "packs_rewritten",
-            (json_int_t)x.packs_rewritten, "bytes_freed", (json_int_t)x.bytes_freed,
+            (json_int_t)x.packs_rewritten, "packs_merged", (json_int_t)x.packs_merged,
+            "bytes_freed",
+            (json_int_t)(x.bytes_freed > x.bytes_written ? x.bytes_freed - x.bytes_written : 0),
             "leftovers_removed", (json_int_t)x.leftovers, "pending_removed", (json_int_t)x.pending);
         json_object_set_new(*report, "damaged_copies_removed", json_integer((json_int_t)dropped));
         json_object_set_new(*report, "dry_run", json_false());

@@ -336,12 +336,15 @@ int bk_damaged_list(bk_repo *r, json_t **out);
  * incremental's base is the last full, not a copy), and a set naming several databases is
  * deleted only when every one of them lets it go. Then packs: a pack no remaining set uses is
  * deleted (its index first); a pack less than half used is rewritten with only its used blocks
- * (new pack and index durable first, then the old ones removed); leftovers of killed writers
+ * (new pack and index durable first, then the old ones removed), and so are the packs under a
+ * quarter of the pack size once there are 32 of them (merged into full-sized ones: each pack
+ * has an index file, which every open loads); leftovers of killed writers
  * (*.tmp, packs no index lists, pending sets: the pending ones first of all) are removed. Needs
  * the repository to itself (RepositoryInUse while another handle or a writer has it) and every
  * set file readable (RepositoryCorrupt otherwise: nothing but pending sets is deleted). keep_full
  * >= 1. *report (may be NULL): {"keep_full", "sets_deleted": [ids], "sets_kept", "packs_deleted",
- * "packs_rewritten", "bytes_freed", "leftovers_removed", "pending_removed"}: leftovers count every
+ * "packs_rewritten", "packs_merged" (of those rewritten, the small ones), "bytes_freed",
+ * "leftovers_removed", "pending_removed"}: leftovers count every
  * file removed as such, pending sets (sets/<s>.pending: no writer can be mid-backup while expire
  * has the repository, so a pending set is one whose backup died) among them. */
 int bk_expire(bk_repo *r, unsigned keep_full, json_t **report);
@@ -360,7 +363,8 @@ int bk_expire_policy(bk_repo *r, const bk_policy *p, size_t np, int dry_run, jso
 /* The test hook of backup, restore and expire: when the environment variable var names stage,
  * prints "paused <stage>" on stderr and stops the process (SIGSTOP), for a test to damage files,
  * kill it (SIGKILL) or let it go on (SIGCONT). expire's: OMBRA_EXPIRE_PAUSE=deleting (after the
- * first set file it deletes). */
+ * first set file it deletes). A second hook of expire's: OMBRA_EXPIRE_MERGE_MIN=N (2 to 1000000)
+ * merges the small packs once there are N of them instead of 32 (the campaigns' few sets). */
 void bk_pause_at(const char *var, const char *stage);
 
 #endif

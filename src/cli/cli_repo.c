@@ -847,10 +847,11 @@ static int cmd_expire(const cli_args *a)
     json_t *id;
     json_array_foreach(del, i, id) printf("%s%.12s", i ? ", " : " (", json_string_value(id));
     printf("%s\n", json_array_size(del) ? ")" : "");
-    printf("packs: %lld deleted, %lld rewritten; %lld leftovers of interrupted backups removed; "
-           "%s freed\n",
+    printf("packs: %lld deleted, %lld rewritten (%lld small ones merged); %lld leftovers of "
+           "interrupted backups removed; %s freed\n",
            (long long)om_json_int_or(rep, "packs_deleted", 0),
            (long long)om_json_int_or(rep, "packs_rewritten", 0),
+           (long long)om_json_int_or(rep, "packs_merged", 0),
            (long long)om_json_int_or(rep, "leftovers_removed", 0),
            cli_human_bytes((uint64_t)om_json_int_or(rep, "bytes_freed", 0), b, sizeof b));
     json_decref(rep);

@@ -74,7 +74,7 @@ class Run:
         self.rec = store.tmp / "rec"
         self.f = dict(rounds=0, started=0, kills={}, finished=0, refusals=0, restores=0,
                       restores_exact=0, restores_refused=0, verifies=0, verify_damage=0,
-                      damages=0, next_backups=0, expires_ok=0)
+                      damages=0, next_backups=0, expires_ok=0, packs_merged=0)
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class Run:
         if kind == "expire":
             rule = rng.choice([["--keep-last", str(rng.randint(2, 4))], ["--keep-full", "1"],
                                ["--keep-full", "2"]])
-            return ["expire", "--repo", self.repo, *rule]
+            return ["expire", "--repo", self.repo, "--json", *rule]
         s = rng.choice(sets)
         name = s["database"]["name"] if isinstance(s.get("database"), dict) else s.get("database")
         return ["restore", name, "--repo", self.repo, "--recovery", "rec", "--set", s["id"][:12]]
@@ -232,6 +232,7 @@ class Run:
                     self.digest[s["id"]] = before[argv[-1]]
             if kind == "expire" and ok:
                 self.f["expires_ok"] += 1
+                self.f["packs_merged"] += json.loads(r.out)["packs_merged"]
             if kind == "verify" and r.rc in (0, 1):
                 self.verify_named(r)
         self.adopt(before)
@@ -346,7 +347,7 @@ class Run:
         kills = " ".join(f"{k} {v}" for k, v in sorted(f["kills"].items())) or "none"
         line = (f"repo kill: seed {self.seed} rounds {f['rounds']} commands {f['started']} "
                 f"(killed: {kills}; finished {f['finished']}, refused {f['refusals']}, expires "
-                f"done {f['expires_ok']}) restores {f['restores']} (exact {f['restores_exact']}, "
+                f"done {f['expires_ok']}, small packs merged {f['packs_merged']}) restores {f['restores']} (exact {f['restores_exact']}, "
                 f"refused {f['restores_refused']}) verifies {f['verifies']} (naming damage "
                 f"{f['verify_damage']}) copies damaged {f['damages']} next backups "
                 f"{f['next_backups']} findings {len(self.findings)}")
@@ -359,6 +360,8 @@ class Run:
 def test_writers_killed_beside_each_other_keep_the_repositorys_promises(store, vssd):
     seed, seconds = seed_and_budget()
     run = Run(store, seed)
+    # the rounds keep few sets: small packs are merged at almost every expire, killed or not
+    store.env["OMBRA_EXPIRE_MERGE_MIN"] = "2"
     try:
         run.build()
         end = time.monotonic() + seconds

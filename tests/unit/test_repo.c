@@ -889,6 +889,56 @@ static void expire_keeps_the_newest_chains_and_frees_what_nothing_uses(void **s)
     bk_repo_close(r);
 }
 
+/* Small packs (each small backup's only one) are merged into full-sized ones once there are 32
+ * of them, and not before: fewer index files for every open to load, every block still there,
+ * and a merged repository is left as it is by the next expire. */
+static void small_packs_are_merged_once_there_are_32_of_them(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL);
+    char id[65];
+    char index_dir[400];
+    snprintf(index_dir, sizeof index_dir, "%s/index", repo);
+    for (uint64_t i = 0; i < 31; i++) {
+        uint64_t seed = 8000 + i;
+        set_of_blocks(r, "incremental", "A", &seed, 1, id);
+    }
+    assert_int_equal(count_files(index_dir, ".json"), 31);
+    json_t *rep = NULL;
+    assert_int_equal(bk_expire(r, 1, &rep), 0);
+    assert_int_equal(om_json_int_or(rep, "packs_merged", 0), 0); /* 31: not yet */
+    assert_int_equal(om_json_int_or(rep, "packs_rewritten", 0), 0);
+    json_decref(rep);
+    assert_int_equal(count_files(index_dir, ".json"), 31);
+    uint64_t seed = 8031;
+    set_of_blocks(r, "incremental", "A", &seed, 1, id);
+    assert_int_equal(bk_expire(r, 1, &rep), 0);
+    assert_int_equal(om_json_int_or(rep, "packs_merged", 0), 32);
+    assert_int_equal(om_json_int_or(rep, "packs_rewritten", 0), 32);
+    assert_int_equal(om_json_int_or(rep, "sets_kept", 0), 32);
+    /* the headers of 31 packs, net of the new packs' */
+    assert_true(om_json_int_or(rep, "bytes_freed", 0) > 0);
+    assert_true(om_json_int_or(rep, "bytes_freed", 0) < 32 * 1024);
+    json_decref(rep);
+    /* 32 blocks of 4 KiB in packs of 64 KiB */
+    assert_true(count_files(index_dir, ".json") <= 3);
+    bk_repo_close(r);
+    assert_int_equal(bk_repo_open(repo, NULL, &r), 0);
+    for (uint64_t i = 0; i < 32; i++)
+        assert_true(has_block(r, 8000 + i));
+    json_t *sets = NULL;
+    assert_int_equal(bk_sets(r, &sets), 0);
+    assert_int_equal(json_array_size(sets), 32);
+    json_decref(sets);
+    assert_int_equal(bk_verify(r, NULL, NULL, NULL, NULL), 0);
+    int left = count_files(index_dir, ".json");
+    assert_int_equal(bk_expire(r, 1, &rep), 0);
+    assert_int_equal(om_json_int_or(rep, "packs_rewritten", 0), 0);
+    json_decref(rep);
+    assert_int_equal(count_files(index_dir, ".json"), left);
+    bk_repo_close(r);
+}
+
 /* ---- sets count once published ---- */
 
 /* Whether sets/<id><suffix> exists. */
@@ -1946,6 +1996,7 @@ int main(void)
         T(verify_names_a_flipped_byte_in_an_index),
         T(verify_names_a_flipped_byte_in_a_set_file),
         T(expire_keeps_the_newest_chains_and_frees_what_nothing_uses),
+        T(small_packs_are_merged_once_there_are_32_of_them),
         T(regions_of_slices_read_back_verify_and_outlive_the_set_they_slice),
         T(stats_count_a_block_kept_by_a_slice_once_and_add_up),
         T(misuse_is_refused_with_a_reason),
