@@ -1272,26 +1272,42 @@ int bk_set_load(bk_repo *r, const char *set_id, json_t **set)
     }
     want[pl] = 0;
     char(*ids)[65] = NULL;
-    size_t n = 0, found = 0, at = 0;
-    int rc = bk_set_ids(r, &ids, &n);
-    if (rc) return rc;
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(ids[i], want, pl) == 0) {
-            found++;
-            at = i;
-        }
+    size_t n = 0, found = 1, at = 0;
+    const char *id = want;
+    int rc = 0;
+    if (pl < 64) { /* a prefix: the one set whose id begins so */
+        if ((rc = bk_set_ids(r, &ids, &n))) return rc;
+        found = 0;
+        for (size_t i = 0; i < n; i++)
+            if (strncmp(ids[i], want, pl) == 0) {
+                found++;
+                at = i;
+            }
+        if (found == 1) id = ids[at];
+    }
     if (found == 1) {
-        rc = bk_set_read(r, ids[at], set);
+        /* A whole id names its file: sets/ (a name a backup) is not listed. The index files
+         * written since are loaded after the set is read, as bk_set_ids does after its listing:
+         * a set is published only once its packs' index files are durable. */
+        rc = bk_set_read(r, id, set);
+        if (!rc && pl == 64 && (rc = bk_index_refresh(r))) {
+            json_decref(*set);
+            *set = NULL;
+        }
         if (rc == OM_E_RepositoryCorrupt) { /* listings take it for damaged from now on */
             om_err_saved e;
             om_err_save(&e, rc);
-            bk_summaries_forget(r, &ids[at], 1);
+            char one[1][65];
+            snprintf(one[0], sizeof one[0], "%s", id);
+            bk_summaries_forget(r, one, 1);
             rc = om_err_restore(&e);
         }
-    } else if (!found)
+    }
+    if (rc == OM_E_SetNotFound || !found) {
+        om_err_clear();
         rc = om_errf(OM_E_SetNotFound, "no set %s in %s. HINT: ombra backups list --repo %s", want,
                      r->path, r->path);
-    else
+    } else if (found > 1)
         rc = om_errf(OM_E_InvalidParameter, "set id prefix %s is ambiguous: %zu sets start so",
                      want, found);
     free(ids);

@@ -238,7 +238,8 @@ int bk_sets(bk_repo *r, json_t **sets);
  * which chain, which point), and repo stats. */
 int bk_sets_whole(bk_repo *r, json_t **sets);
 /* One whole set by id or unique id prefix (SetNotFound; InvalidParameter when ambiguous);
- * a set file whose content does not match its name is RepositoryCorrupt. */
+ * a set file whose content does not match its name is RepositoryCorrupt. A whole id is read by
+ * its name (sets/ is listed only for a prefix). */
 int bk_set_load(bk_repo *r, const char *set_id, json_t **set);
 /* The checks bk_verify makes of a set document without reading its blocks (file names, sizes
  * against block counts, the log range against the log files, the writer's documents against

@@ -1,6 +1,7 @@
 /* src/backup/repo: the backup repository. Blocks come back as they went in, are stored once,
  * stay secret and authenticated when encrypted, survive a writer that dies, and damage is found
  * and named; expire keeps whole chains and frees what nothing uses. */
+#include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -936,6 +937,40 @@ static void small_packs_are_merged_once_there_are_32_of_them(void **s)
     assert_int_equal(om_json_int_or(rep, "packs_rewritten", 0), 0);
     json_decref(rep);
     assert_int_equal(count_files(index_dir, ".json"), left);
+    bk_repo_close(r);
+}
+
+/* A whole set id is read by its name, without listing sets/: in upper case too; a missing one
+ * is SetNotFound with the listing's hint; and a set another handle published after this one
+ * opened has its blocks readable (the index files written since are loaded after the read). */
+static void a_whole_set_id_is_read_by_name_with_the_index_written_since(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL), *other = NULL;
+    char id[65], later[65], upper[65];
+    one_set(r, "full", "A", 100, 3, id);
+    assert_int_equal(bk_repo_open(repo, NULL, &other), 0);
+    one_set(other, "full", "A", 200, 3, later); /* after r opened */
+    bk_repo_close(other);
+    json_t *set = NULL;
+    for (int i = 0; i < 65; i++)
+        upper[i] = (char)toupper((unsigned char)later[i]);
+    assert_int_equal(bk_set_load(r, upper, &set), 0);
+    assert_string_equal(om_json_str_or(set, "type", ""), "full");
+    assert_string_equal(om_json_str_or(set, "id", ""), later); /* lower case, as named */
+    assert_string_equal(om_json_str_or(set, "id", ""), later); /* lower case, as named */
+    json_decref(set);
+    for (uint64_t k = 200; k < 203; k++)
+        assert_true(has_block(r, k));
+    char gone[65];
+    snprintf(gone, sizeof gone, "%s", id);
+    gone[0] = gone[0] == 'a' ? 'b' : 'a';
+    assert_int_equal(bk_set_load(r, gone, &set), OM_E_SetNotFound);
+    assert_null(set);
+    assert_non_null(strstr(om_err_detail(), "HINT: ombra backups list"));
+    om_err_clear();
+    assert_int_equal(bk_set_load(r, id, &set), 0);
+    json_decref(set);
     bk_repo_close(r);
 }
 
@@ -1997,6 +2032,7 @@ int main(void)
         T(verify_names_a_flipped_byte_in_a_set_file),
         T(expire_keeps_the_newest_chains_and_frees_what_nothing_uses),
         T(small_packs_are_merged_once_there_are_32_of_them),
+        T(a_whole_set_id_is_read_by_name_with_the_index_written_since),
         T(regions_of_slices_read_back_verify_and_outlive_the_set_they_slice),
         T(stats_count_a_block_kept_by_a_slice_once_and_add_up),
         T(misuse_is_refused_with_a_reason),
