@@ -4,13 +4,14 @@
  *      one whose backup died before it was published (nothing will ever publish it, and its
  *      blocks must not count as used);
  *   1. set files of expired sets are removed (directory fsynced): what remains listed is whole;
- *   2. unused packs: the index file first, then the pack (a pack without an index is garbage;
+ *   2. leftovers of killed writers: *.tmp files (the durable-file helper's temporary names,
+ *      base/vfs.h, and older repositories' <pack>.tmp), packs no index lists (before the packs'
+ *      steps: they are what fills a disk, and a rewrite needs room);
+ *   3. unused packs: the index file first, then the pack (a pack without an index is garbage;
  *      an index without its pack would be damage, so that order never happens);
- *   3. packs less than half used, and small packs once MERGE_MIN of them are there: their used
+ *   4. packs less than half used, then small packs once MERGE_MIN of them read back: their used
  *      blocks are copied into new packs, which are made durable and indexed before the old
- *      index and pack are removed (until then the blocks are listed twice, which is harmless);
- *   4. leftovers of killed writers: *.tmp files (the durable-file helper's temporary names,
- *      base/vfs.h, and older repositories' <pack>.tmp), packs no index lists.
+ *      index and pack are removed (until then the blocks are listed twice, which is harmless).
  * Damaged set or index files stop it before step 1: deleting packs on the word of a damaged
  * index, or while a damaged set's references are unknown, could destroy the only copy of
  * something. */
@@ -22,11 +23,12 @@
 
 #include "backup/repo_internal.h"
 #include "base/error.h"
+#include "base/logging.h"
 #include "base/proto.h"
 #include "backup/retention.h"
 
 /* Small packs (under a quarter of the pack size: a backup's last pack, or each small
- * incremental's only one) are merged into full-sized ones once there are MERGE_MIN of them.
+ * incremental's only one) are merged into full-sized ones once MERGE_MIN of them read back.
  * Every pack has its index file, and every command loads every index file when it opens the
  * repository: a year of hourly incrementals of one database left 8,760 of each. Waiting for
  * MERGE_MIN bounds the copying: a pack is copied again only while it is still small, and each
@@ -50,6 +52,12 @@ typedef struct expire {
     json_t *deleted;
     uint64_t bytes_freed, packs_deleted, packs_rewritten, packs_merged, leftovers, pending;
     uint64_t bytes_written; /* the rewrites' new packs: bytes_freed is net of them */
+    /* Used blocks' copies in packs this run leaves as they are (id -> pack in packs[], offset,
+     * lengths): a merge drops a small pack's copy of one after checking it, instead of copying
+     * it again (a merge or rewrite killed after its new pack was durable leaves both). */
+    bk_map stay;
+    const bk_pack *packs;
+    char *merge_stopped; /* why the merge stopped (disk full), for the report */
     /* the pack being filled by rewrites, and the old packs whose blocks it holds */
     bk_packw *out;
     char (*moved)[33];
@@ -327,11 +335,24 @@ static bk_ent *live_entry(expire *x, const bk_pack *p, json_t *b)
     return bad && bk_block_usable(x->r, id) ? NULL : u;
 }
 
-/* Copies the used blocks of one pack into the rewrite pack; the old one goes at the next
- * flush. A used block that does not check out leaves the pack as it is. */
-static int rewrite(expire *x, const bk_pack *p, json_t *blocks)
+/* Whether block u (id) has a copy in a pack this run leaves as it is, that checks out now. */
+static int stays_elsewhere(expire *x, const uint8_t id[BK_ID_LEN])
 {
-    bk_repo *r = x->r;
+    bk_ent *s = bk_map_get(&x->stay, id);
+    if (!s || !s->raw) return 0;
+    uint8_t *data = NULL;
+    if (bk_block_read(x->r, x->packs[s->pack].name, s->off, id, s->stored, s->raw, &data)) {
+        om_err_clear();
+        s->raw = 0; /* not asked again */
+        return 0;
+    }
+    free(data);
+    return 1;
+}
+
+/* Whether every used block of pack p reads back sound (a rewrite copies nothing otherwise). */
+static int reads_back(expire *x, const bk_pack *p, json_t *blocks)
+{
     size_t i;
     json_t *b;
     uint8_t *data;
@@ -343,12 +364,26 @@ static int rewrite(expire *x, const bk_pack *p, json_t *blocks)
         uint64_t off = (uint64_t)json_integer_value(json_array_get(b, 1));
         uint32_t st = (uint32_t)json_integer_value(json_array_get(b, 2)),
                  raw = (uint32_t)json_integer_value(json_array_get(b, 3));
-        if (bk_block_read(r, p->name, off, e.id, st, raw, &data)) {
+        if (bk_block_read(x->r, p->name, off, e.id, st, raw, &data)) {
             om_err_clear();
             return 0;
         }
         free(data);
     }
+    return 1;
+}
+
+/* Copies the used blocks of one pack into the rewrite pack; the old one goes at the next
+ * flush (*queued). A used block that does not check out leaves the pack as it is. Merging
+ * (small packs that read back, after the pass that decided which packs stay), a block with a
+ * sound copy in a pack that stays is not copied. */
+static int rewrite(expire *x, const bk_pack *p, json_t *blocks, int merging, int *queued)
+{
+    bk_repo *r = x->r;
+    size_t i;
+    json_t *b;
+    *queued = 0;
+    if (!merging && !reads_back(x, p, blocks)) return 0;
     int rc = 0;
     json_array_foreach(blocks, i, b)
     {
@@ -357,6 +392,10 @@ static int rewrite(expire *x, const bk_pack *p, json_t *blocks)
         bk_unhex(json_string_value(json_array_get(b, 0)), h.id, BK_ID_LEN);
         bk_ent *u = live_entry(x, p, b);
         if (!u || u->raw == 1) continue; /* unused, or copied already from another pack */
+        if (merging && stays_elsewhere(x, h.id)) {
+            u->raw = 1; /* as if copied: its other copies go too */
+            continue;
+        }
         uint64_t off = (uint64_t)json_integer_value(json_array_get(b, 1));
         h.stored = (uint32_t)json_integer_value(json_array_get(b, 2));
         h.raw = (uint32_t)json_integer_value(json_array_get(b, 3));
@@ -379,7 +418,82 @@ static int rewrite(expire *x, const bk_pack *p, json_t *blocks)
         x->capmoved = cap;
     }
     memcpy(x->moved[x->nmoved++], p->name, 33);
+    *queued = 1;
     if (x->out && x->out->off >= r->pack_size) rc = flush_rewrites(x);
+    return rc;
+}
+
+/* Pack i, which this run leaves as it is: its sound copies of used blocks go into x->stay. */
+static int note_staying(expire *x, uint32_t i, json_t *blocks)
+{
+    size_t k;
+    json_t *b;
+    json_array_foreach(blocks, k, b)
+    {
+        bk_ent e = {0};
+        if (!live_entry(x, &x->packs[i], b)) continue;
+        bk_unhex(json_string_value(json_array_get(b, 0)), e.id, BK_ID_LEN);
+        e.pack = i;
+        e.off = (uint64_t)json_integer_value(json_array_get(b, 1));
+        e.stored = (uint32_t)json_integer_value(json_array_get(b, 2));
+        e.raw = (uint32_t)json_integer_value(json_array_get(b, 3));
+        pthread_rwlock_rdlock(&x->r->lk);
+        int bad = bk_loc_bad(x->r, e.id, x->packs[i].name, e.off);
+        pthread_rwlock_unlock(&x->r->lk);
+        if (!bad && e.raw && !bk_map_put(&x->stay, &e, NULL))
+            return om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    return 0;
+}
+
+/* Whether pack p holds a copy damaged.json lists: it cannot be merged (its read would fail),
+ * so it neither counts towards MERGE_MIN nor is copied at every run. */
+static int holds_listed_damage(expire *x, const bk_pack *p, json_t *blocks)
+{
+    size_t k;
+    json_t *b;
+    int bad = 0;
+    pthread_rwlock_rdlock(&x->r->lk);
+    json_array_foreach(blocks, k, b)
+    {
+        uint8_t id[BK_ID_LEN];
+        if (!bad && !bk_unhex(json_string_value(json_array_get(b, 0)), id, BK_ID_LEN))
+            bad = bk_loc_bad(x->r, id, p->name, (uint64_t)json_integer_value(json_array_get(b, 1)));
+    }
+    pthread_rwlock_unlock(&x->r->lk);
+    return bad;
+}
+
+/* The small packs merged (n >= merge_min()). Disk full stops the merge and not expire: what
+ * was merged and flushed stays done, the pack being filled is discarded and the packs whose
+ * blocks it held stay; everything else expire does (sets, unused packs, leftovers) is done. */
+static int merge_small(expire *x, const uint32_t *small, json_t **blocks, uint32_t n)
+{
+    /* Only the ones that read back: a damaged one is left as it is, and when fewer than
+     * merge_min() are left nothing is copied (not the same few packs again at every run). */
+    uint32_t good = 0;
+    char *ok = calloc(n + 1, 1);
+    if (!ok) return om_errf(OM_E_OutOfMemory, "out of memory");
+    for (uint32_t k = 0; k < n; k++)
+        good += (uint32_t)(ok[k] = (char)reads_back(x, &x->packs[small[k]], blocks[k]));
+    int rc = 0;
+    for (uint32_t k = 0; k < n && !rc && good >= merge_min(); k++) {
+        int queued = 0;
+        if (ok[k]) rc = rewrite(x, &x->packs[small[k]], blocks[k], 1, &queued);
+        x->packs_merged += (uint64_t)queued;
+    }
+    free(ok);
+    if (!rc) rc = flush_rewrites(x);
+    if (rc == OM_E_DiskFull) {
+        x->merge_stopped = strdup(om_err_detail());
+        om_warn("merging small packs stopped, the disk is full (expire goes on): %s",
+                om_err_detail());
+        om_err_clear();
+        if (x->out) bk_packw_discard(x->r, x->out);
+        x->out = NULL;
+        x->nmoved = 0; /* the pack that held their blocks is gone: they stay */
+        rc = 0;
+    }
     return rc;
 }
 
@@ -393,8 +507,9 @@ static int sweep_packs(expire *x)
         packs[i] = r->packs[i]; /* names and index names stay valid until the reload */
     pthread_rwlock_unlock(&r->lk);
     if (!packs) return om_errf(OM_E_OutOfMemory, "out of memory");
+    x->packs = packs;
     /* The small packs that stay as they are in the pass below (their entries kept), merged
-     * after it when there are MERGE_MIN of them. */
+     * after it when there are merge_min() of them. */
     uint32_t *small = calloc(n + 1, sizeof *small), nsmall = 0;
     json_t **small_blocks = calloc(n + 1, sizeof *small_blocks);
     int rc = small && small_blocks ? 0 : om_errf(OM_E_OutOfMemory, "out of memory");
@@ -416,26 +531,26 @@ static int sweep_packs(expire *x)
         if (!rc && live == 0) {
             rc = remove_pack(x, &packs[i]);
             if (!rc) x->packs_deleted++;
-        } else if (!rc && live * 2 < all)
-            rc = rewrite(x, &packs[i], blocks);
-        else if (!rc && all < r->pack_size / 4) {
+        } else if (!rc && live * 2 < all) {
+            int queued = 0;
+            rc = rewrite(x, &packs[i], blocks, 0, &queued);
+            if (!rc && !queued) rc = note_staying(x, i, blocks);
+        } else if (!rc && all < r->pack_size / 4 && !holds_listed_damage(x, &packs[i], blocks)) {
             small[nsmall] = i;
             small_blocks[nsmall++] = blocks;
             blocks = NULL;
-        }
+        } else if (!rc)
+            rc = note_staying(x, i, blocks);
         json_decref(blocks);
     }
-    uint32_t want = merge_min();
-    for (uint32_t k = 0; k < nsmall && !rc && nsmall >= want; k++) {
-        rc = rewrite(x, &packs[small[k]], small_blocks[k]);
-        if (!rc) x->packs_merged++;
-    }
+    if (!rc) rc = flush_rewrites(x);
+    if (!rc && nsmall >= merge_min()) rc = merge_small(x, small, small_blocks, nsmall);
     for (uint32_t k = 0; k < nsmall; k++)
         json_decref(small_blocks[k]);
     free(small);
     free(small_blocks);
-    if (!rc) rc = flush_rewrites(x);
     bk_progress(r, "expire", n, n);
+    x->packs = NULL;
     free(packs);
     return rc;
 }
@@ -632,8 +747,9 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, j
     if (!rc) rc = delete_sets(&x, keep);
     if (!rc) rc = mark_used(&x, keep);
     if (!rc) rc = check_good_copies(&x);
-    if (!rc) rc = sweep_packs(&x);
+    /* Leftovers first: they are what fills a disk, and a merge needs room. */
     if (!rc) rc = sweep_leftovers(&x);
+    if (!rc) rc = sweep_packs(&x);
     if (x.out) bk_packw_discard(r, x.out);
     int rrc = bk_index_reload(r);
     if (!rc) rc = rrc;
@@ -651,6 +767,8 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, j
             (json_int_t)(x.bytes_freed > x.bytes_written ? x.bytes_freed - x.bytes_written : 0),
             "leftovers_removed", (json_int_t)x.leftovers, "pending_removed", (json_int_t)x.pending);
         json_object_set_new(*report, "damaged_copies_removed", json_integer((json_int_t)dropped));
+        json_object_set_new(*report, "merge_stopped",
+                            x.merge_stopped ? json_string(x.merge_stopped) : json_null());
         json_object_set_new(*report, "dry_run", json_false());
         json_object_set_new(*report, "policies", policies_json(pol, np));
         json_object_set(*report, "kept", json_object_get(plan, "kept"));
@@ -660,6 +778,8 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, j
     free(keep);
     free(x.moved);
     bk_map_free(&x.used);
+    bk_map_free(&x.stay);
+    free(x.merge_stopped);
     json_decref(x.sets);
     json_decref(x.deleted);
     return rc;

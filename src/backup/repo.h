@@ -338,14 +338,17 @@ int bk_damaged_list(bk_repo *r, json_t **out);
  * deleted only when every one of them lets it go. Then packs: a pack no remaining set uses is
  * deleted (its index first); a pack less than half used is rewritten with only its used blocks
  * (new pack and index durable first, then the old ones removed), and so are the packs under a
- * quarter of the pack size once there are 32 of them (merged into full-sized ones: each pack
- * has an index file, which every open loads); leftovers of killed writers
+ * quarter of the pack size once 32 of them read back sound (merged into full-sized ones: each
+ * pack has an index file, which every open loads; a block with a sound copy in a pack that
+ * stays is dropped, not copied again; a full disk stops the merge, not expire); leftovers of
+ * killed writers
  * (*.tmp, packs no index lists, pending sets: the pending ones first of all) are removed. Needs
  * the repository to itself (RepositoryInUse while another handle or a writer has it) and every
  * set file readable (RepositoryCorrupt otherwise: nothing but pending sets is deleted). keep_full
  * >= 1. *report (may be NULL): {"keep_full", "sets_deleted": [ids], "sets_kept", "packs_deleted",
- * "packs_rewritten", "packs_merged" (of those rewritten, the small ones), "bytes_freed",
- * "leftovers_removed", "pending_removed"}: leftovers count every
+ * "packs_rewritten", "packs_merged" (of those rewritten, the small ones), "merge_stopped" (null,
+ * or why the merge stopped: the disk full), "bytes_freed" (of packs and leftovers removed, net
+ * of the packs written), "leftovers_removed", "pending_removed"}: leftovers count every
  * file removed as such, pending sets (sets/<s>.pending: no writer can be mid-backup while expire
  * has the repository, so a pending set is one whose backup died) among them. */
 int bk_expire(bk_repo *r, unsigned keep_full, json_t **report);

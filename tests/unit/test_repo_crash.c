@@ -292,11 +292,52 @@ static void small_packs_merged_by_expire_cut_at_every_sync_lose_nothing(void **s
     crashvfs_free(disk);
 }
 
+/* A full disk (the space limit of the crash VFS) while small packs are merged: expire still
+ * removes the leftover that filled it (leftovers go first), the merge stops without failing
+ * expire (merge_stopped says why), nothing is lost; with room again the next expire merges. */
+static void a_full_disk_stops_the_merge_not_expire(void **s)
+{
+    (void)s;
+    crashvfs *disk = new_disk(13);
+    om_vfs *v = crashvfs_vfs(disk);
+    outcome sets[SMALL_SETS];
+    for (int i = 0; i < SMALL_SETS; i++)
+        assert_int_equal(write_set(v, 1000 + (uint64_t)i, 1, 9000 + (uint64_t)i, &sets[i]), 0);
+    /* a killed backup's temporary pack of 4 KiB */
+    const char *tmp = REPO "/packs/00/00112233445566778899aabbccddeeff.tmp";
+    assert_int_equal(v->mkdir(v, REPO "/packs/00"), 0);
+    om_file *f = NULL;
+    uint8_t zero[4096] = {0};
+    assert_int_equal(om_open(v, tmp, OM_O_CREATE, &f), 0);
+    assert_int_equal(om_pwrite(f, zero, sizeof zero, 0), 0);
+    om_close(f);
+    /* the disk is full: what is there and 4 KiB more (a merged pack takes 64 KiB) */
+    uint64_t big = 1ull << 40, left = 0;
+    crashvfs_set_space_limit(disk, big);
+    assert_int_equal(v->free_space(v, REPO, &left), 0);
+    crashvfs_set_space_limit(disk, big - left + 4096);
+    json_t *rep = NULL;
+    assert_int_equal(expire_all(v, &rep), 0);
+    assert_int_equal(om_json_int_or(rep, "leftovers_removed", 0), 1);
+    assert_string_not_equal(om_json_str_or(rep, "merge_stopped", ""), "");
+    assert_int_equal(v->exists(v, tmp), 0);
+    json_decref(rep);
+    check_merge(v, 0, 1, 0, sets); /* every set listed and verified */
+    crashvfs_set_space_limit(disk, 0);
+    assert_int_equal(expire_all(v, &rep), 0);
+    assert_true(json_is_null(json_object_get(rep, "merge_stopped")));
+    assert_true(om_json_int_or(rep, "packs_merged", 0) >= 32);
+    json_decref(rep);
+    check_merge(v, 0, 0, 0, sets); /* and again after an expire, at most 5 + 34 packs */
+    crashvfs_free(disk);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_pack_write_cut_at_every_sync_leaves_a_valid_repository),
         cmocka_unit_test(small_packs_merged_by_expire_cut_at_every_sync_lose_nothing),
+        cmocka_unit_test(a_full_disk_stops_the_merge_not_expire),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
