@@ -58,6 +58,7 @@ typedef struct expire {
     bk_map stay;
     const bk_pack *packs;
     char *merge_stopped; /* why the merge stopped (disk full), for the report */
+    int merging;         /* the packs flush_rewrites removes are merged small ones */
     /* the pack being filled by rewrites, and the old packs whose blocks it holds */
     bk_packw *out;
     char (*moved)[33];
@@ -313,6 +314,7 @@ static int flush_rewrites(expire *x)
         pthread_rwlock_unlock(&x->r->lk);
         if (p) rc = remove_pack(x, &copy);
         if (!rc) x->packs_rewritten++;
+        if (!rc && x->merging) x->packs_merged++;
     }
     x->nmoved = 0;
     return rc;
@@ -477,10 +479,10 @@ static int merge_small(expire *x, const uint32_t *small, json_t **blocks, uint32
     for (uint32_t k = 0; k < n; k++)
         good += (uint32_t)(ok[k] = (char)reads_back(x, &x->packs[small[k]], blocks[k]));
     int rc = 0;
+    x->merging = 1;
     for (uint32_t k = 0; k < n && !rc && good >= merge_min(); k++) {
         int queued = 0;
         if (ok[k]) rc = rewrite(x, &x->packs[small[k]], blocks[k], 1, &queued);
-        x->packs_merged += (uint64_t)queued;
     }
     free(ok);
     if (!rc) rc = flush_rewrites(x);

@@ -320,6 +320,7 @@ static void a_full_disk_stops_the_merge_not_expire(void **s)
     assert_int_equal(expire_all(v, &rep), 0);
     assert_int_equal(om_json_int_or(rep, "leftovers_removed", 0), 1);
     assert_string_not_equal(om_json_str_or(rep, "merge_stopped", ""), "");
+    assert_int_equal(om_json_int_or(rep, "packs_merged", -1), 0); /* none went */
     assert_int_equal(v->exists(v, tmp), 0);
     json_decref(rep);
     check_merge(v, 0, 1, 0, sets); /* every set listed and verified */
