@@ -57,8 +57,8 @@ typedef struct expire {
      * it again (a merge or rewrite killed after its new pack was durable leaves both). */
     bk_map stay;
     const bk_pack *packs;
-    char *merge_stopped; /* why the merge stopped (disk full), for the report */
-    int merging;         /* the packs flush_rewrites removes are merged small ones */
+    char *rewrites_stopped; /* why rewrites and merges stopped (disk full), for the report */
+    int merging;            /* the packs flush_rewrites removes are merged small ones */
     /* the pack being filled by rewrites, and the old packs whose blocks it holds */
     bk_packw *out;
     char (*moved)[33];
@@ -376,16 +376,16 @@ static int reads_back(expire *x, const bk_pack *p, json_t *blocks)
 }
 
 /* Copies the used blocks of one pack into the rewrite pack; the old one goes at the next
- * flush (*queued). A used block that does not check out leaves the pack as it is. Merging
- * (small packs that read back, after the pass that decided which packs stay), a block with a
- * sound copy in a pack that stays is not copied. */
-static int rewrite(expire *x, const bk_pack *p, json_t *blocks, int merging, int *queued)
+ * flush (*queued). A used block that does not check out leaves the pack as it is (checked: the
+ * caller read them back already). A block with a sound copy in a pack that stays (noted by the
+ * pass that decided which packs stay) is not copied. */
+static int rewrite(expire *x, const bk_pack *p, json_t *blocks, int checked, int *queued)
 {
     bk_repo *r = x->r;
     size_t i;
     json_t *b;
     *queued = 0;
-    if (!merging && !reads_back(x, p, blocks)) return 0;
+    if (!checked && !reads_back(x, p, blocks)) return 0;
     int rc = 0;
     json_array_foreach(blocks, i, b)
     {
@@ -394,7 +394,7 @@ static int rewrite(expire *x, const bk_pack *p, json_t *blocks, int merging, int
         bk_unhex(json_string_value(json_array_get(b, 0)), h.id, BK_ID_LEN);
         bk_ent *u = live_entry(x, p, b);
         if (!u || u->raw == 1) continue; /* unused, or copied already from another pack */
-        if (merging && stays_elsewhere(x, h.id)) {
+        if (stays_elsewhere(x, h.id)) {
             u->raw = 1; /* as if copied: its other copies go too */
             continue;
         }
@@ -466,13 +466,38 @@ static int holds_listed_damage(expire *x, const bk_pack *p, json_t *blocks)
     return bad;
 }
 
-/* The small packs merged (n >= merge_min()). Disk full stops the merge and not expire: what
- * was merged and flushed stays done, the pack being filled is discarded and the packs whose
- * blocks it held stay; everything else expire does (sets, unused packs, leftovers) is done. */
+/* A full disk stops the rewrites and merges, not expire: what was flushed stays done, the pack
+ * being filled is discarded and the packs whose blocks it held stay (x->rewrites_stopped says
+ * why); sets, unused packs and leftovers are done by then. Any other error is returned. */
+static int stop_on_full_disk(expire *x, int rc)
+{
+    if (rc != OM_E_DiskFull) return rc;
+    x->rewrites_stopped = strdup(om_err_detail());
+    om_warn("rewriting packs stopped, the disk is full (expire goes on): %s", om_err_detail());
+    om_err_clear();
+    if (x->out) bk_packw_discard(x->r, x->out);
+    x->out = NULL;
+    x->nmoved = 0; /* the pack that held their blocks is gone: they stay */
+    return 0;
+}
+
+/* The half-used packs rewritten (each read back first, in rewrite). */
+static int rewrite_half_used(expire *x, const uint32_t *half, json_t **blocks, uint32_t n)
+{
+    int rc = 0;
+    for (uint32_t k = 0; k < n && !rc; k++) {
+        int queued = 0;
+        rc = rewrite(x, &x->packs[half[k]], blocks[k], 0, &queued);
+        if (!rc && !queued) rc = note_staying(x, half[k], blocks[k]); /* left as it is */
+    }
+    if (!rc) rc = flush_rewrites(x);
+    return stop_on_full_disk(x, rc);
+}
+
+/* The small packs merged, when merge_min() of them read back: a damaged one is left as it is,
+ * and with fewer nothing is copied (not the same few packs again at every run). */
 static int merge_small(expire *x, const uint32_t *small, json_t **blocks, uint32_t n)
 {
-    /* Only the ones that read back: a damaged one is left as it is, and when fewer than
-     * merge_min() are left nothing is copied (not the same few packs again at every run). */
     uint32_t good = 0;
     char *ok = calloc(n + 1, 1);
     if (!ok) return om_errf(OM_E_OutOfMemory, "out of memory");
@@ -486,19 +511,26 @@ static int merge_small(expire *x, const uint32_t *small, json_t **blocks, uint32
     }
     free(ok);
     if (!rc) rc = flush_rewrites(x);
-    if (rc == OM_E_DiskFull) {
-        x->merge_stopped = strdup(om_err_detail());
-        om_warn("merging small packs stopped, the disk is full (expire goes on): %s",
-                om_err_detail());
-        om_err_clear();
-        if (x->out) bk_packw_discard(x->r, x->out);
-        x->out = NULL;
-        x->nmoved = 0; /* the pack that held their blocks is gone: they stay */
-        rc = 0;
-    }
-    return rc;
+    return stop_on_full_disk(x, rc);
 }
 
+/* A list of packs (indexes into x->packs) with their entries. */
+typedef struct pack_list {
+    uint32_t *i, n;
+    json_t **blocks;
+} pack_list;
+
+static void pack_list_free(pack_list *l)
+{
+    for (uint32_t k = 0; k < l->n; k++)
+        json_decref(l->blocks[k]);
+    free(l->i);
+    free(l->blocks);
+}
+
+/* First every pack is looked at: unused ones go at once (they free room for the rest), the
+ * others are sorted into half-used (rewritten), small (merged) and staying ones (their copies
+ * noted). Then the rewrites, then the merge. */
 static int sweep_packs(expire *x)
 {
     bk_repo *r = x->r;
@@ -510,11 +542,11 @@ static int sweep_packs(expire *x)
     pthread_rwlock_unlock(&r->lk);
     if (!packs) return om_errf(OM_E_OutOfMemory, "out of memory");
     x->packs = packs;
-    /* The small packs that stay as they are in the pass below (their entries kept), merged
-     * after it when there are merge_min() of them. */
-    uint32_t *small = calloc(n + 1, sizeof *small), nsmall = 0;
-    json_t **small_blocks = calloc(n + 1, sizeof *small_blocks);
-    int rc = small && small_blocks ? 0 : om_errf(OM_E_OutOfMemory, "out of memory");
+    pack_list half = {calloc(n + 1, sizeof *half.i), 0, calloc(n + 1, sizeof *half.blocks)},
+              small = {calloc(n + 1, sizeof *small.i), 0, calloc(n + 1, sizeof *small.blocks)};
+    int rc = half.i && half.blocks && small.i && small.blocks
+                 ? 0
+                 : om_errf(OM_E_OutOfMemory, "out of memory");
     for (uint32_t i = 0; i < n && !rc; i++) {
         json_t *blocks = NULL;
         bk_progress(r, "expire", i, n);
@@ -526,31 +558,30 @@ static int sweep_packs(expire *x)
         {
             uint64_t sz = BK_REC_HDR + (uint64_t)json_integer_value(json_array_get(b, 2));
             all += sz;
-            bk_ent *u = live_entry(x, &packs[i], b);
-            /* raw == 1 marks a block already copied by a rewrite */
-            if (u && u->raw != 1) live += sz;
+            if (live_entry(x, &packs[i], b)) live += sz;
         }
+        pack_list *to = NULL;
         if (!rc && live == 0) {
             rc = remove_pack(x, &packs[i]);
             if (!rc) x->packs_deleted++;
-        } else if (!rc && live * 2 < all) {
-            int queued = 0;
-            rc = rewrite(x, &packs[i], blocks, 0, &queued);
-            if (!rc && !queued) rc = note_staying(x, i, blocks);
-        } else if (!rc && all < r->pack_size / 4 && !holds_listed_damage(x, &packs[i], blocks)) {
-            small[nsmall] = i;
-            small_blocks[nsmall++] = blocks;
-            blocks = NULL;
-        } else if (!rc)
+        } else if (!rc && live * 2 < all)
+            to = &half;
+        else if (!rc && all < r->pack_size / 4 && !holds_listed_damage(x, &packs[i], blocks))
+            to = &small;
+        else if (!rc)
             rc = note_staying(x, i, blocks);
+        if (to) {
+            to->i[to->n] = i;
+            to->blocks[to->n++] = blocks;
+            blocks = NULL;
+        }
         json_decref(blocks);
     }
-    if (!rc) rc = flush_rewrites(x);
-    if (!rc && nsmall >= merge_min()) rc = merge_small(x, small, small_blocks, nsmall);
-    for (uint32_t k = 0; k < nsmall; k++)
-        json_decref(small_blocks[k]);
-    free(small);
-    free(small_blocks);
+    if (!rc) rc = rewrite_half_used(x, half.i, half.blocks, half.n);
+    if (!rc && !x->rewrites_stopped && small.n >= merge_min())
+        rc = merge_small(x, small.i, small.blocks, small.n);
+    pack_list_free(&half);
+    pack_list_free(&small);
     bk_progress(r, "expire", n, n);
     x->packs = NULL;
     free(packs);
@@ -769,8 +800,8 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, j
             (json_int_t)(x.bytes_freed > x.bytes_written ? x.bytes_freed - x.bytes_written : 0),
             "leftovers_removed", (json_int_t)x.leftovers, "pending_removed", (json_int_t)x.pending);
         json_object_set_new(*report, "damaged_copies_removed", json_integer((json_int_t)dropped));
-        json_object_set_new(*report, "merge_stopped",
-                            x.merge_stopped ? json_string(x.merge_stopped) : json_null());
+        json_object_set_new(*report, "rewrites_stopped",
+                            x.rewrites_stopped ? json_string(x.rewrites_stopped) : json_null());
         json_object_set_new(*report, "dry_run", json_false());
         json_object_set_new(*report, "policies", policies_json(pol, np));
         json_object_set(*report, "kept", json_object_get(plan, "kept"));
@@ -781,7 +812,7 @@ int bk_expire_policy(bk_repo *r, const bk_policy *pol, size_t np, int dry_run, j
     free(x.moved);
     bk_map_free(&x.used);
     bk_map_free(&x.stay);
-    free(x.merge_stopped);
+    free(x.rewrites_stopped);
     json_decref(x.sets);
     json_decref(x.deleted);
     return rc;

@@ -340,14 +340,15 @@ int bk_damaged_list(bk_repo *r, json_t **out);
  * (new pack and index durable first, then the old ones removed), and so are the packs under a
  * quarter of the pack size once 32 of them read back sound (merged into full-sized ones: each
  * pack has an index file, which every open loads; a block with a sound copy in a pack that
- * stays is dropped, not copied again; a full disk stops the merge, not expire); leftovers of
- * killed writers
+ * stays is dropped, not copied again; a full disk stops rewrites and merges, not expire);
+ * leftovers of killed writers
  * (*.tmp, packs no index lists, pending sets: the pending ones first of all) are removed. Needs
  * the repository to itself (RepositoryInUse while another handle or a writer has it) and every
  * set file readable (RepositoryCorrupt otherwise: nothing but pending sets is deleted). keep_full
  * >= 1. *report (may be NULL): {"keep_full", "sets_deleted": [ids], "sets_kept", "packs_deleted",
- * "packs_rewritten", "packs_merged" (of those rewritten, the small ones), "merge_stopped" (null,
- * or why the merge stopped: the disk full), "bytes_freed" (of packs and leftovers removed, net
+ * "packs_rewritten", "packs_merged" (of those rewritten, the small ones), "rewrites_stopped"
+ * (null, or why rewrites and merges stopped: the disk full; expire still returns 0, with the
+ * sets, unused packs and leftovers done), "bytes_freed" (of packs and leftovers removed, net
  * of the packs written), "leftovers_removed", "pending_removed"}: leftovers count every
  * file removed as such, pending sets (sets/<s>.pending: no writer can be mid-backup while expire
  * has the repository, so a pending set is one whose backup died) among them. */

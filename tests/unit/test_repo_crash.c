@@ -225,13 +225,18 @@ static void a_pack_write_cut_at_every_sync_leaves_a_valid_repository(void **s)
  * stays listed and whole, nothing is damaged, and the next expire finishes the merge. */
 #define SMALL_SETS 34
 
-static int expire_all(om_vfs *v, json_t **rep)
+static int expire_keep(om_vfs *v, unsigned keep_full, json_t **rep)
 {
     bk_repo *r = NULL;
     int rc = bk_repo_open_vfs(v, REPO, NULL, &r);
-    if (!rc) rc = bk_expire(r, 100, rep);
+    if (!rc) rc = bk_expire(r, keep_full, rep);
     bk_repo_close(r);
     return rc;
+}
+
+static int expire_all(om_vfs *v, json_t **rep)
+{
+    return expire_keep(v, 100, rep);
 }
 
 static int merge_all(om_vfs *v, void *arg)
@@ -294,7 +299,7 @@ static void small_packs_merged_by_expire_cut_at_every_sync_lose_nothing(void **s
 
 /* A full disk (the space limit of the crash VFS) while small packs are merged: expire still
  * removes the leftover that filled it (leftovers go first), the merge stops without failing
- * expire (merge_stopped says why), nothing is lost; with room again the next expire merges. */
+ * expire (rewrites_stopped says why), nothing is lost; with room again the next expire merges. */
 static void a_full_disk_stops_the_merge_not_expire(void **s)
 {
     (void)s;
@@ -319,18 +324,58 @@ static void a_full_disk_stops_the_merge_not_expire(void **s)
     json_t *rep = NULL;
     assert_int_equal(expire_all(v, &rep), 0);
     assert_int_equal(om_json_int_or(rep, "leftovers_removed", 0), 1);
-    assert_string_not_equal(om_json_str_or(rep, "merge_stopped", ""), "");
+    assert_string_not_equal(om_json_str_or(rep, "rewrites_stopped", ""), "");
     assert_int_equal(om_json_int_or(rep, "packs_merged", -1), 0); /* none went */
     assert_int_equal(v->exists(v, tmp), 0);
     json_decref(rep);
     check_merge(v, 0, 1, 0, sets); /* every set listed and verified */
     crashvfs_set_space_limit(disk, 0);
     assert_int_equal(expire_all(v, &rep), 0);
-    assert_true(json_is_null(json_object_get(rep, "merge_stopped")));
+    assert_true(json_is_null(json_object_get(rep, "rewrites_stopped")));
     assert_true(om_json_int_or(rep, "packs_merged", 0) >= 32);
     json_decref(rep);
     check_merge(v, 0, 0, 0, sets); /* and again after an expire, at most 5 + 34 packs */
     crashvfs_free(disk);
+}
+
+/* A full disk when an expired set leaves half-used packs and unused ones, in whatever order
+ * their random names put them: the unused ones go first and make room, a rewrite that still
+ * finds none stops without failing expire, and nothing the kept set uses is lost. */
+static void a_full_disk_never_fails_expire_for_a_rewrite(void **s)
+{
+    (void)s;
+    for (uint64_t seed = 1; seed <= 6; seed++) {
+        crashvfs *disk = new_disk(100 + seed);
+        om_vfs *v = crashvfs_vfs(disk);
+        outcome a, b;
+        /* a: 60 blocks (4 packs and a bit); b: 4 blocks of a's and its own log */
+        assert_int_equal(write_set(v, seed * 1000, 60, 5001, &a), 0);
+        assert_int_equal(write_set(v, seed * 1000, 4, 5002, &b), 0);
+        uint64_t big = 1ull << 40, left = 0;
+        crashvfs_set_space_limit(disk, big);
+        assert_int_equal(v->free_space(v, REPO, &left), 0);
+        crashvfs_set_space_limit(disk, big - left + 512); /* 512 bytes left */
+        for (int run = 0; run < 2; run++) {
+            json_t *rep = NULL;
+            assert_int_equal(expire_keep(v, 1, &rep), 0);
+            json_decref(rep);
+        }
+        bk_repo *r = NULL;
+        json_t *listing = NULL;
+        assert_int_equal(bk_repo_open_vfs(v, REPO, NULL, &r), 0);
+        assert_int_equal(bk_sets(r, &listing), 0);
+        assert_int_equal(json_array_size(listing), 1);
+        assert_true(listed(listing, b.id));
+        json_decref(listing);
+        int n = (int)seed;
+        assert_int_equal(bk_verify(r, NULL, print_damage, &n, NULL), 0);
+        json_t *st = NULL;
+        assert_int_equal(bk_repo_stats(r, &st), 0);
+        assert_true(om_json_int_or(st, "packs", 0) <= 2); /* a's unused packs went */
+        json_decref(st);
+        bk_repo_close(r);
+        crashvfs_free(disk);
+    }
 }
 
 int main(void)
@@ -339,6 +384,7 @@ int main(void)
         cmocka_unit_test(a_pack_write_cut_at_every_sync_leaves_a_valid_repository),
         cmocka_unit_test(small_packs_merged_by_expire_cut_at_every_sync_lose_nothing),
         cmocka_unit_test(a_full_disk_stops_the_merge_not_expire),
+        cmocka_unit_test(a_full_disk_never_fails_expire_for_a_rewrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
