@@ -57,6 +57,7 @@ typedef struct expire {
      * it again (a merge or rewrite killed after its new pack was durable leaves both). */
     bk_map stay;
     const bk_pack *packs;
+    uint64_t step, steps;   /* the progress after the first pass: packs rewritten or merged */
     char *rewrites_stopped; /* why rewrites and merges stopped (disk full), for the report */
     int merging;            /* the packs flush_rewrites removes are merged small ones */
     /* the pack being filled by rewrites, and the old packs whose blocks it holds */
@@ -487,6 +488,7 @@ static int rewrite_half_used(expire *x, const uint32_t *half, json_t **blocks, u
     int rc = 0;
     for (uint32_t k = 0; k < n && !rc; k++) {
         int queued = 0;
+        bk_progress(x->r, "expire", x->step++, x->steps);
         rc = rewrite(x, &x->packs[half[k]], blocks[k], 0, &queued);
         if (!rc && !queued) rc = note_staying(x, half[k], blocks[k]); /* left as it is */
     }
@@ -507,6 +509,7 @@ static int merge_small(expire *x, const uint32_t *small, json_t **blocks, uint32
     x->merging = 1;
     for (uint32_t k = 0; k < n && !rc && good >= merge_min(); k++) {
         int queued = 0;
+        bk_progress(x->r, "expire", x->step++, x->steps);
         if (ok[k]) rc = rewrite(x, &x->packs[small[k]], blocks[k], 1, &queued);
     }
     free(ok);
@@ -577,12 +580,15 @@ static int sweep_packs(expire *x)
         }
         json_decref(blocks);
     }
+    /* The bar goes on over the rewrites and the merge. */
+    x->step = n;
+    x->steps = (uint64_t)n + half.n + (small.n >= merge_min() ? small.n : 0);
     if (!rc) rc = rewrite_half_used(x, half.i, half.blocks, half.n);
     if (!rc && !x->rewrites_stopped && small.n >= merge_min())
         rc = merge_small(x, small.i, small.blocks, small.n);
     pack_list_free(&half);
     pack_list_free(&small);
-    bk_progress(r, "expire", n, n);
+    bk_progress(r, "expire", x->steps, x->steps);
     x->packs = NULL;
     free(packs);
     return rc;
