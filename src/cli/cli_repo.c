@@ -988,8 +988,12 @@ static const cli_cmd expire_cmds[] = {
      "{\"kept\": [...], \"removed\": [...]}, each {\"id\", \"type\", \"time\", \"database\",\n"
      "\"reasons\"}, with \"policies\" and \"dry_run\" (the real run adds \"sets_deleted\", packs\n"
      "and bytes freed).\n"
-     "Then unused packs are deleted and packs less than half used are rewritten. The real run\n"
-     "needs the repository to itself: a backup, restore or verify running on it makes it fail.",
+     "Then leftovers of killed backups and unused packs are deleted, packs less than half used\n"
+     "are rewritten, and small packs (under a quarter of the pack size: a small backup's only\n"
+     "one) are merged into full ones once 32 of them are there (each pack has an index file\n"
+     "that every command loads). A full disk stops the rewrites, not expire\n"
+     "(\"rewrites_stopped\" says why). The real run needs the repository to itself: a backup,\n"
+     "restore or verify running on it makes it fail.",
      cmd_expire},
     {0},
 };
