@@ -449,22 +449,24 @@ static int note_staying(expire *x, uint32_t i, json_t *blocks)
     return 0;
 }
 
-/* Whether pack p holds a copy damaged.json lists: it cannot be merged (its read would fail),
- * so it neither counts towards MERGE_MIN nor is copied at every run. */
+/* Whether pack p holds a copy damaged.json lists that is the only one of a used block: it
+ * cannot be merged (its read would fail), so it neither counts towards MERGE_MIN nor is read at
+ * every run. A listed copy whose block is stored sound elsewhere does not stop it: the merge
+ * leaves that copy out and it goes with the pack (and from the list). */
 static int holds_listed_damage(expire *x, const bk_pack *p, json_t *blocks)
 {
     size_t k;
     json_t *b;
-    int bad = 0;
-    pthread_rwlock_rdlock(&x->r->lk);
     json_array_foreach(blocks, k, b)
     {
         uint8_t id[BK_ID_LEN];
-        if (!bad && !bk_unhex(json_string_value(json_array_get(b, 0)), id, BK_ID_LEN))
-            bad = bk_loc_bad(x->r, id, p->name, (uint64_t)json_integer_value(json_array_get(b, 1)));
+        if (bk_unhex(json_string_value(json_array_get(b, 0)), id, BK_ID_LEN)) continue;
+        pthread_rwlock_rdlock(&x->r->lk);
+        int bad = bk_loc_bad(x->r, id, p->name, (uint64_t)json_integer_value(json_array_get(b, 1)));
+        pthread_rwlock_unlock(&x->r->lk);
+        if (bad && live_entry(x, p, b)) return 1;
     }
-    pthread_rwlock_unlock(&x->r->lk);
-    return bad;
+    return 0;
 }
 
 /* A full disk stops the rewrites and merges, not expire: what was flushed stays done, the pack

@@ -2095,6 +2095,45 @@ static void a_garbled_or_crafted_damaged_list_is_ignored_and_written_again(void 
     bk_repo_close(r);
 }
 
+/* A small pack with a copy verify found damaged, whose block a later set stored again: it is
+ * merged like the others, its damaged copy left out, so the copy and its entry in damaged.json
+ * go, and every block reads back. */
+static void a_small_pack_with_a_damaged_copy_stored_again_is_merged(void **s)
+{
+    (void)s;
+    bk_repo *r = make_repo(repo, 0, NULL);
+    char a[65], b[65], id[65], pack[1024], packs[400];
+    snprintf(packs, sizeof packs, "%s/packs", repo);
+    one_set(r, "full", "A", 1, 2, a); /* its only pack: 2 blocks and a log block */
+    assert_true(find_file(packs, "", pack, sizeof pack));
+    flip_byte(pack, 32 + 56 + 100); /* the first record's payload */
+    json_decref(verify_all(r, OM_E_RepositoryCorrupt));
+    json_t *dl = damaged_list(r);
+    assert_int_equal(json_array_size(json_object_get(dl, "blocks")), 1);
+    json_decref(dl);
+    one_set(r, "full", "A", 1, 2, b); /* stores the damaged block again */
+    for (uint64_t i = 0; i < 30; i++) {
+        uint64_t seed = 3000 + i;
+        set_of_blocks(r, "incremental", "A", &seed, 1, id);
+    }
+    r = reopen(r);
+    json_t *rep = NULL;
+    assert_int_equal(bk_expire(r, 2, &rep), 0);
+    assert_int_equal(om_json_int_or(rep, "packs_merged", 0), 32);
+    assert_int_equal(om_json_int_or(rep, "damaged_copies_removed", 0), 1);
+    json_decref(rep);
+    assert_int_equal(access(pack, F_OK), -1);
+    r = reopen(r);
+    dl = damaged_list(r);
+    assert_int_equal(json_array_size(json_object_get(dl, "blocks")), 0);
+    json_decref(dl);
+    assert_int_equal(bk_verify(r, NULL, NULL, NULL, NULL), 0);
+    assert_true(has_block(r, 1) && has_block(r, 2));
+    for (uint64_t i = 0; i < 30; i++)
+        assert_true(has_block(r, 3000 + i));
+    bk_repo_close(r);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_dir, teardown_dir)
@@ -2116,6 +2155,7 @@ int main(void)
         T(small_packs_are_merged_once_there_are_32_of_them),
         T(a_whole_set_id_is_read_by_name_with_the_index_written_since),
         T(merges_copy_nothing_twice_and_damaged_small_packs_stay),
+        T(a_small_pack_with_a_damaged_copy_stored_again_is_merged),
         T(regions_of_slices_read_back_verify_and_outlive_the_set_they_slice),
         T(stats_count_a_block_kept_by_a_slice_once_and_add_up),
         T(misuse_is_refused_with_a_reason),
