@@ -1290,10 +1290,6 @@ int bk_set_load(bk_repo *r, const char *set_id, json_t **set)
          * written since are loaded after the set is read, as bk_set_ids does after its listing:
          * a set is published only once its packs' index files are durable. */
         rc = bk_set_read(r, id, set);
-        if (!rc && pl == 64 && (rc = bk_index_refresh(r))) {
-            json_decref(*set);
-            *set = NULL;
-        }
         if (rc == OM_E_RepositoryCorrupt) { /* listings take it for damaged from now on */
             om_err_saved e;
             om_err_save(&e, rc);
@@ -1301,6 +1297,9 @@ int bk_set_load(bk_repo *r, const char *set_id, json_t **set)
             snprintf(one[0], sizeof one[0], "%s", id);
             bk_summaries_forget(r, one, 1);
             rc = om_err_restore(&e);
+        } else if (!rc && pl == 64 && (rc = bk_index_refresh(r))) {
+            json_decref(*set); /* an index file's failure is not this set's damage */
+            *set = NULL;
         }
     }
     if (rc == OM_E_SetNotFound || !found) {
