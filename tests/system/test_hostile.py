@@ -231,6 +231,7 @@ def test_over_the_connection_limit_a_client_gets_one_clear_refusal(hostile):
     # Eight connections in the middle of a message: none of them can make room. One refused
     # because the CLI's connection just closed was still counted (its thread ends a moment after
     # the close; seen under a loaded machine) is opened again: the test needs eight served.
+    log0 = len(st.log_text())
     busy, deadline = [], time.monotonic() + 30
     while time.monotonic() < deadline:
         more, failed = open_idle(st, 8 - len(busy))
@@ -246,7 +247,6 @@ def test_over_the_connection_limit_a_client_gets_one_clear_refusal(hostile):
         if not refused:
             break
     assert len(busy) == 8, "eight connections in the middle of a message could not be held"
-    log0 = len(st.log_text())
     extra = []
     for _ in range(20):
         s = st.connect(timeout=10)
@@ -258,8 +258,11 @@ def test_over_the_connection_limit_a_client_gets_one_clear_refusal(hostile):
     r = st.ombra("db", "list", check=False, timeout=20)
     assert r.rc != 0 and "at most 8 connections" in r.err and "-1101" in r.err, r.describe()
     assert len(r.err.strip().splitlines()) == 1, r.describe()
+    # Once an episode: the 21 refusals here, and the one the CLI's closing connection may have
+    # caused while the eight were opened (its episode ends at the next connection served, and
+    # under load the test may not see that refusal in time and keep the refused socket).
     new_log = st.log_text()[log0:]
-    assert new_log.count("the limit") == 1, f"the refusals flood the log:\n{new_log}"
+    assert 1 <= new_log.count("the limit") <= 2, f"the refusals flood the log:\n{new_log}"
     for s in busy:
         s.close()
     r, took = timed_db_list(st)
