@@ -154,6 +154,14 @@ def restore_over_floor(r):
     return restore_ratio(r, over="disk_floor_s")
 
 
+def final_full_over_untar(r):
+    return restore_ratio(r, key="final_full_s")
+
+
+def final_full_mem_over_untar(r):
+    return restore_ratio(r, "restore_mem", key="final_full_s")
+
+
 def restore_over_untar_sync(r):
     return restore_ratio(r, durable_tar=True)
 
@@ -221,8 +229,12 @@ FIGURES = [
      floor_over_untar),
     ("restore_over_floor", "  beside: restore+replay / the disk's floor", "x", "lower", None, False,
      restore_over_floor),
+    ("final_full_over_untar", "  beside: any restore's least (full of the end state) / tar -x", "x", "lower",
+     None, False, final_full_over_untar),
     ("restore_mem_over_untar", "  the same on tmpfs (storage keeps up)", "x", "lower", ("<=", 0.7), True,
      restore_mem_over_untar),
+    ("final_full_mem_over_untar", "  beside: any restore's least on tmpfs / tar -x", "x", "lower", None, False,
+     final_full_mem_over_untar),
     ("second_full_stored_pct", "2nd full, 5% new mail: stored / db size", "%", "lower", ("<=", 7), True,
      second_full_stored),
     ("second_full_time", "2nd full, 5% new mail: time / 1st full", "x", "lower", ("<=", 0.3), True,
