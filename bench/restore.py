@@ -124,11 +124,12 @@ def ombra_run(a, tmp, env):
         digest = sh(f"{ombra} mail digest db1", env)[1].strip()
     print(f"chain: full ({full['bytes_read'] / 1e6:.0f} MB read) + {len(incs)} incrementals "
           f"({', '.join(str(x['sets'][0]['log_range']) for x in incs)})", flush=True)
-    # Any restore's least here: a full backup of the same final state (no mail since the last
-    # incremental) in a repository of its own, restored the same way. It lays the final .edb and
-    # one generation and replays next to nothing, which is all that a restore of the chain could
-    # be reduced to, whatever it did with the logs (replayed into the pages before they are
-    # written, say): a restore of the chain cannot take less than this one in the same round.
+    # The end state without its logs: a full backup of the same final state (no mail since the
+    # last incremental) in a repository of its own, restored the same way. It lays the final .edb
+    # and one generation and replays next to nothing: what this restore's way of laying costs for
+    # the bytes that must be on the disk when it answers, i.e. what the chain's restore would come
+    # to if its logs cost nothing (replayed into the pages before they are written, say). Not a
+    # bound on every design: the laying itself could come nearer the disk's floor.
     final = f"{tmp}/final"
     sh(f"{ombra} repo init {final}{' --encrypt' if a.encrypt else ''}", env)
     sh(f"{ombra} backup --repo {final} --type full db1", env)
@@ -237,7 +238,7 @@ def ombra_run(a, tmp, env):
              # the device's own count during each side (diskstats; None on tmpfs): what the
              # restore wrote, and what freeing blocks cost a disk mounted with discard
              "restore_disk": o["disk"], "tar_disk": o["tar_disk"],
-             "first": "ombra" if i % 2 == 0 else "tar"}
+             "first": (sides[i % 3:] + sides[:i % 3])[0]}
         rounds.append(x)
         dk = o["disk"]
         disk = (f", the device wrote {dk['written']:.0f} MB and discarded {dk['discarded']:.0f} MB "
@@ -364,7 +365,7 @@ def main():
           f"{min(x['disk_floor_s'] / x['tar_zstd_x_s'] for x in r['rounds']):.2f} to "
           f"{max(x['disk_floor_s'] / x['tar_zstd_x_s'] for x in r['rounds']):.2f}")
     finals = ", ".join(f"{x['final_full_s']:.2f}" for x in r["rounds"])
-    print(f"any restore's least: a full of the same final state restored the same way (nothing to replay): "
+    print(f"the end state without its logs: a full of the same final state restored the same way: "
           f"{finals} s per round; over tar per round "
           f"{min(x['final_full_s'] / x['tar_zstd_x_s'] for x in r['rounds']):.2f} to "
           f"{max(x['final_full_s'] / x['tar_zstd_x_s'] for x in r['rounds']):.2f} (median "

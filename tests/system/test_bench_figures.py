@@ -218,15 +218,19 @@ def test_the_restore_beside_a_durable_tar_and_on_tmpfs(tmp_path):
     d = write_round(tmp_path / "r" / "round-1", wall=3.0, tar=2.0,
                     scripts=["restore.json", "restore_mem.json", "backup.json", "store_backup.json"])
     j = json.loads((d / "restore.json").read_text())
-    j["results"]["rounds"] = [{"restore_wall_s": 3.0, "tar_zstd_x_s": 2.0, "tar_sync_s": 1.0},
-                              {"restore_wall_s": 2.0, "tar_zstd_x_s": 2.0, "tar_sync_s": 2.0}]
+    j["results"]["rounds"] = [{"restore_wall_s": 3.0, "tar_zstd_x_s": 2.0, "tar_sync_s": 1.0, "final_full_s": 1.0},
+                              {"restore_wall_s": 2.0, "tar_zstd_x_s": 2.0, "tar_sync_s": 2.0, "final_full_s": 1.8}]
     (d / "restore.json").write_text(json.dumps(j))
     p = run([str(d)], tmp_path / "rec.json", "--json-out", str(tmp_path / "out.json"))
     f = json.loads((tmp_path / "out.json").read_text())["figures"]
     assert f["restore_over_untar"]["median"] == (1.5 + 1.0) / 2
     assert f["restore_over_untar_sync"]["median"] == (1.0 + 0.5) / 2
     assert "comparison" in row(p.stdout, "  beside: the same / (tar -x + its sync -f)")
+    # the end state's full restored beside them (restore.py's final_full_s): a comparison
+    assert f["final_full_over_untar"]["median"] == (0.5 + 0.9) / 2
+    assert "comparison" in row(p.stdout, "  beside: a full of the end state (no logs)")
     assert "not measured: no restore_mem.json" in row(p.stdout, "  the same on tmpfs"), p.stdout
+    assert "not measured" in row(p.stdout, "  beside: a full of the end state on tmpfs"), p.stdout
     (d / "restore_mem.json").write_text(json.dumps({
         "mb": 1024, "incr_mb": 100, "machine": {"fstype": "tmpfs", "dir": "/dev/shm"},
         "results": {"incrementals": [{}, {}, {}],
