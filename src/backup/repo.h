@@ -369,7 +369,8 @@ int bk_expire_policy(bk_repo *r, const bk_policy *p, size_t np, int dry_run, jso
  * prints "paused <stage>" on stderr and stops the process (SIGSTOP), for a test to damage files,
  * kill it (SIGKILL) or let it go on (SIGCONT). expire's: OMBRA_EXPIRE_PAUSE=deleting (after the
  * first set file it deletes). A second hook of expire's: OMBRA_EXPIRE_MERGE_MIN=N (2 to 1000000)
- * merges the small packs once there are N of them instead of 32 (the campaigns' few sets). */
+ * merges the small packs once there are N of them instead of 32 (the campaigns' few sets).
+ * A listing's: OMBRA_SUMMARIES_PAUSE=save (before it saves the sets' summaries it changed). */
 void bk_pause_at(const char *var, const char *stage);
 
 #endif

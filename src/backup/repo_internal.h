@@ -279,7 +279,11 @@ int bk_file_refs(json_t *file, bk_ref_fn fn, void *arg);
  * file's bytes, "summary": as bk_sets gives it}}, an empty object when there is no usable file
  * (never an error); saved best effort (a failure is cleared and changes nothing). */
 json_t *bk_summaries_load(const bk_repo *r);
-void bk_summaries_save(const bk_repo *r, json_t *summaries);
+/* Saves summaries (entries may be dropped from it). loaded: what bk_summaries_load gave the
+ * caller (NULL: every entry was read from its set now): an entry of summaries that is one of
+ * loaded's (the same object) is kept only as the file still has it, so a forget between the
+ * load and the save holds. Each save and forget is one read and write under the file's lock. */
+void bk_summaries_save(const bk_repo *r, json_t *summaries, json_t *loaded);
 /* As bk_sets_whole, each set whole as bk_set_read gives it (its files and documents too):
  * expire's retention and references. */
 int bk_sets_full(bk_repo *r, json_t **sets);

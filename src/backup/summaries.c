@@ -8,7 +8,8 @@
  *
  * It is only ever a shortcut: a file that is missing, torn, of another format, or not a regular
  * file (a link is not followed), or a folder that is not the caller's own, is as none, and the
- * next bk_sets writes it again; a failure to write it changes no result. A set found damaged
+ * next bk_sets writes it again; a failure to write it changes no result. Each save and forget is
+ * one read, merge and write under the file's lock (lock_in). A set found damaged
  * whole (bk_set_load, verify, a backup's parent) loses its summary (bk_summaries_forget); the
  * commands that read every set whole (restore, expire, repo stats) decide by what they read and
  * write the summaries again from it (verify.c, list_sets). */
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "backup/repo_internal.h"
 #include "base/error.h"
@@ -58,11 +60,9 @@ static void file_name(const bk_repo *r, char *out, size_t n)
     snprintf(out, n, "sets-%s.json", r->uuid_str);
 }
 
-json_t *bk_summaries_load(const bk_repo *r)
+/* The map in d's file name; an empty object when there is none usable. */
+static json_t *load_in(om_dir *d, const char *name)
 {
-    char name[80];
-    file_name(r, name, sizeof name);
-    om_dir *d = cache_dir();
     om_file *f = NULL;
     uint64_t sz = 0;
     uint8_t *b = NULL;
@@ -88,7 +88,6 @@ json_t *bk_summaries_load(const bk_repo *r)
     }
     free(b);
     om_close(f);
-    om_dir_close(d);
     om_err_clear();
     if (!json_is_object(m)) {
         json_decref(m);
@@ -97,13 +96,49 @@ json_t *bk_summaries_load(const bk_repo *r)
     return m;
 }
 
-void bk_summaries_save(const bk_repo *r, json_t *m)
+json_t *bk_summaries_load(const bk_repo *r)
 {
     char name[80];
     file_name(r, name, sizeof name);
+    om_dir *d = cache_dir();
+    json_t *m = load_in(d, name);
+    om_dir_close(d);
+    return m;
+}
+
+/* The lock that makes each change of the file one read, merge and write (its flock, held while
+ * it is open): without it a listing that loaded the file before a forget (verify finding a set
+ * damaged) wrote the forgotten summary back. Waited for up to LOCK_WAIT_MS (a holder only reads
+ * and writes the file); NULL when it cannot be had, and the caller then changes nothing. */
+#define LOCK_WAIT_MS 10000
+static om_file *lock_in(om_dir *d, const bk_repo *r)
+{
+    char name[80];
+    snprintf(name, sizeof name, "sets-%s.lock", r->uuid_str);
+    om_file *f = NULL;
+    if (!d || om_open_at(d, name, OM_O_CREATE | OM_O_PRIVATE, &f)) {
+        om_err_clear();
+        return NULL;
+    }
+    for (int ms = 0; f->vfs->lock; ms += 5) {
+        int rc = f->vfs->lock(f);
+        om_err_clear();
+        if (!rc) break;
+        if (rc != OM_E_DatabaseInUse || ms >= LOCK_WAIT_MS) {
+            om_close(f);
+            return NULL;
+        }
+        nanosleep(&(struct timespec){.tv_nsec = 5 * 1000 * 1000}, NULL);
+    }
+    return f;
+}
+
+/* Writes m as d's file name, the lock held (nothing when it holds that already). */
+static void save_in(om_dir *d, const char *name, json_t *m)
+{
     char *body = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
     size_t bl = body ? strlen(body) : 0;
-    om_dir *d = body && bl < SUM_MAX_BYTES ? cache_dir() : NULL;
+    if (!body || bl >= SUM_MAX_BYTES) d = NULL;
     char head[80];
     int hl = snprintf(head, sizeof head, "%s %d %016llx\n", SUM_HEAD, SUM_FORMAT,
                       (unsigned long long)om_xxh3(body ? body : "", bl, 0));
@@ -114,14 +149,11 @@ void bk_summaries_save(const bk_repo *r, json_t *m)
     uint8_t *old = NULL;
     if (d && !om_open_at(d, name, OM_O_RDONLY, &f) && !om_fsize(f, &sz) &&
         sz == (uint64_t)hl + bl && (old = malloc(sz ? sz : 1)) && !om_pread_full(f, old, sz, 0) &&
-        !memcmp(old, head, (size_t)hl) && !memcmp(old + hl, body, bl)) {
-        om_dir_close(d);
+        !memcmp(old, head, (size_t)hl) && !memcmp(old + hl, body, bl))
         d = NULL;
-    }
     free(old);
     om_close(f);
-    /* what a save killed before its rename left (another command saving at this moment loses
-     * its save, which only costs it a later re-read) */
+    /* what a save killed before its rename left (the lock is held: nobody else is saving) */
     if (d) (void)om_durable_sweep(d, name, NULL);
     if (d && !om_durable_begin_private(d, name, &out)) {
         if (om_pwrite(out.f, head, (size_t)hl, 0) || om_pwrite(out.f, body, bl, (uint64_t)hl) ||
@@ -129,6 +161,30 @@ void bk_summaries_save(const bk_repo *r, json_t *m)
             om_durable_abort(&out);
     }
     free(body);
+    om_err_clear();
+}
+
+void bk_summaries_save(const bk_repo *r, json_t *m, json_t *loaded)
+{
+    char name[80];
+    file_name(r, name, sizeof name);
+    om_dir *d = cache_dir();
+    om_file *lk = lock_in(d, r);
+    if (lk && loaded) {
+        /* what m took from loaded stays only as the file still has it: forgotten since, it
+         * goes (the set is read again at the next listing) */
+        json_t *cur = load_in(d, name), *v;
+        const char *id;
+        void *tmp;
+        json_object_foreach_safe(m, tmp, id, v)
+        {
+            if (json_object_get(loaded, id) == v && !json_equal(json_object_get(cur, id), v))
+                json_object_del(m, id);
+        }
+        json_decref(cur);
+    }
+    if (lk) save_in(d, name, m);
+    om_close(lk); /* releases the lock, after the rename */
     om_dir_close(d);
     om_err_clear();
 }
@@ -136,10 +192,22 @@ void bk_summaries_save(const bk_repo *r, json_t *m)
 void bk_summaries_forget(const bk_repo *r, char (*ids)[65], size_t n)
 {
     if (!n) return;
-    json_t *m = bk_summaries_load(r);
-    size_t gone = 0;
-    for (size_t i = 0; i < n; i++)
-        gone += json_object_del(m, ids[i]) == 0;
-    if (gone) bk_summaries_save(r, m);
-    json_decref(m);
+    char name[80];
+    file_name(r, name, sizeof name);
+    om_dir *d = cache_dir();
+    om_file *lk = lock_in(d, r);
+    if (!lk && d) {
+        /* no lock: the file goes whole (a shortcut only; every set is read again) */
+        (void)om_unlink_at(d, name);
+    } else if (lk) {
+        json_t *m = load_in(d, name);
+        size_t gone = 0;
+        for (size_t i = 0; i < n; i++)
+            gone += json_object_del(m, ids[i]) == 0;
+        if (gone) save_in(d, name, m);
+        json_decref(m);
+    }
+    om_close(lk);
+    om_dir_close(d);
+    om_err_clear();
 }

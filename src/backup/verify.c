@@ -627,7 +627,10 @@ static int list_sets(bk_repo *r, int how, json_t **out)
     /* written again when it changed: a set summarized now, one gone (expired), one found damaged
      * (every set read whole: what was read is all there is to keep; the save writes nothing when
      * the file holds that already) */
-    if (!rc && (how != SETS_KEPT || !json_equal(keep, kept))) bk_summaries_save(r, keep);
+    if (!rc && (how != SETS_KEPT || !json_equal(keep, kept))) {
+        bk_pause_at("OMBRA_SUMMARIES_PAUSE", "save"); /* the test hook (repo.h) */
+        bk_summaries_save(r, keep, how == SETS_KEPT ? kept : NULL);
+    }
     json_decref(kept);
     json_decref(keep);
     /* a set that went is left out (NULL); an entry that could not be made (memory) fails the

@@ -345,6 +345,43 @@ def test_verify_drops_the_summaries_of_every_set_it_finds_damaged(cli, tmp_path)
     assert sorted(kept) == sorted([ids[1], ids[2], ids[5]])
 
 
+def test_a_forget_beside_a_listing_that_loaded_the_summaries_before_it_holds(cli, tmp_path):
+    """A listing loads the kept summaries, reads a new set and stops before it saves
+    (OMBRA_SUMMARIES_PAUSE=save); meanwhile a set it took from the summaries is damaged in place
+    and verify finds it (its summary forgotten). The listing then saves: the forgotten summary
+    stays forgotten (it once came back with the listing's save), and the next listing says
+    damaged."""
+    from conftest import Paused
+    home = tmp_path / "home"
+    env = {"OMBRA_HOME": str(home)}
+    repo, ids = three_chains(cli, tmp_path, 47)
+    cli.run("backups", "list", "--repo", repo, env=env)
+    edb, log = data_files(tmp_path / "d9", 99)
+    new = cli.write_set(repo, "full", "mail1", edb, log)
+    shim = type("Shim", (), {"cli": cli.ombra, "env": dict(cli.env, **env)})()
+    p = Paused(shim, ["backups", "list", "--repo", repo, "--json"], "OMBRA_SUMMARIES_PAUSE", "save")
+    assert p.reached, p.first
+    try:
+        sf = repo / "sets" / f"{ids[2]}.json"
+        b = bytearray(sf.read_bytes())
+        b[len(b) // 2] ^= 0x01
+        sf.write_bytes(bytes(b))
+        r = cli.run("verify", "--repo", repo, rc=1, env=env)
+        assert ids[2] in r.stdout, r.stdout
+    finally:
+        res = p.resume()
+    assert res.rc == 0, res.err
+    # what the paused listing printed: as it read the sets (the damaged one from its summary)
+    assert len(json.loads(res.out)["sets"]) == 7
+    kept = json.loads(summaries_file(home, repo).read_bytes().split(b"\n", 1)[1])
+    assert ids[2] not in kept and new in kept, sorted(kept)
+    listed = cli.json("backups", "list", "--repo", repo, env=env)["sets"]
+    assert [s["id"] for s in listed if "damaged" in s] == [ids[2]]
+    # the lock that makes each save one read, merge and write: the owner's alone
+    lock = summaries_file(home, repo).with_suffix(".lock")
+    assert lock.is_file() and lock.stat().st_mode & 0o777 == 0o600
+
+
 def test_a_set_whose_envelope_names_its_owner_in_any_bytes_is_listed_damaged(cli, tmp_path):
     """An encrypted set file's envelope names another repository with non-ASCII text that the
     message cuts in the middle of a character: the set is listed damaged (never left out), repo
