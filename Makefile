@@ -37,7 +37,13 @@ ASAN_SYSTEM_SKIP ?= --ignore=tests/system/test_campaign.py --ignore=tests/system
 # They wait on daemons as much as they compute: 4 workers keep 2 cores busier than 3, in the
 # sanitizer pass too (the bounded fuzzing beside it is short; 232 s with 4 against ~296 s with 3).
 PYTEST_WORKERS ?= 4
+# The unit tests under the sanitizers run beside the system tests (which wait on daemons, disks
+# and leases about half the time) in this many processes: make test's wall time.
+ASAN_UNIT_PROCESSES ?= 1
 ASAN_PYTEST_WORKERS ?= 4
+# The unit tests under the sanitizers run beside the system tests (which wait on daemons, disks
+# and leases about half the time) in this many processes: make test's wall time.
+ASAN_UNIT_PROCESSES ?= 1
 # make test-dag: each DAG test brings up its own servers and etcd.
 DAG_PYTEST_WORKERS ?= 3
 # The DAG tests (tests/system/dag: servers in network namespaces, a real etcd; root): a short set
@@ -94,13 +100,19 @@ test: deps build build-asan
 	@scripts/check-format
 	@$(call stage,unit tests)
 	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) $(UNIT_SHORT) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
-	@$(call stage,unit tests under AddressSanitizer + UndefinedBehaviorSanitizer)
+	@$(call stage,system tests; the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer beside them)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=12 OMBRA_TABLE_OPS=20000 OMBRA_TABLE_DELETE_ROUNDS=15 \
 	  OMBRA_PASSIVE_CRASH_POINTS=4 OMBRA_CBT_CRASH_POINTS=$(ASAN_CRASH_POINTS) $(ASAN_UNIT_SHORT) \
-	  meson test -C $(ASAN) --print-errorlogs --num-processes 2 --suite unit
-	@$(call stage,system tests)
-	@OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=15 OMBRA_SOAK_SECONDS=12 OMBRA_FREEZE_GENS=500 $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"
+	  meson test -C $(ASAN) --print-errorlogs --num-processes $(ASAN_UNIT_PROCESSES) --suite unit \
+	  >$(BUILD)/asan-unit.log 2>&1 & au=$$!; \
+	  OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=15 OMBRA_SOAK_SECONDS=12 OMBRA_FREEZE_GENS=500 \
+	  $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"; \
+	  rc=$$?; wait $$au; arc=$$?; \
+	  $(call stage,unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (they ran beside the system tests)); \
+	  if [ $$arc = 0 ]; then grep -E '^(Ok|Fail|Timeout|Expected Fail|Unexpected Pass|Skipped):' $(BUILD)/asan-unit.log; \
+	  else cat $(BUILD)/asan-unit.log; echo "unit tests under the sanitizers failed ($$arc): $(abspath $(BUILD))/asan-unit.log"; fi; \
+	  [ $$rc = 0 ] && [ $$arc = 0 ]
 	@$(call stage,system tests under AddressSanitizer + UndefinedBehaviorSanitizer (part $(or $(ASAN_SYSTEM_SHARD),all) of the subset); bounded fuzzing beside them)
 	@{ echo "== fuzzing the file-format parsers (bounded)" && FUZZ_SECONDS=6 tests/fuzz/run.sh; } \
 	  >$(BUILD)/fuzz.log 2>&1 & tsan=$$!; \
