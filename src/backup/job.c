@@ -832,7 +832,13 @@ static int backup_plan(bk_backup_state *st)
 {
     bk_job_opts *o = &st->o;
     o->dbs = st->names;
-    if (o->threads <= 0) o->threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    /* Two workers a core, shared among the databases (each copied on its own thread): a
+     * worker that finishes a pack waits for the disk (its fsyncs, the index's) while the other
+     * of its core reads, hashes and compresses (docs/design.md, "Two workers a core"). */
+    if (o->threads <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        o->threads = (int)((cores < 1 ? 2 : 2 * cores) / (long)(o->ndb ? o->ndb : 1));
+    }
     if (o->threads < 1) o->threads = 1;
     st->jobs = calloc(o->ndb, sizeof *st->jobs);
     store_client *sc = NULL;

@@ -538,7 +538,9 @@ static const cli_opt backup_opts[] = {
     CLI_REPO_OPT,
     {"type", "TYPE", "full, copy, incremental or differential", 1},
     {"provider", "P", "auto (default), held, reflink, btrfs or copy", 0},
-    {"threads", "N", "threads reading, compressing and writing (default: all cores)", 0},
+    {"threads", "N",
+     "threads reading, compressing and writing (default: two a core, shared among the databases)",
+     0},
     {"read-all", NULL, "full: read and check every page (no synthetic full)", 0},
     {"read-all-every", "N",
      "full: read every page at least every N fulls (default: read-all-every in ombra.conf, else "
