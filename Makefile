@@ -37,9 +37,6 @@ ASAN_SYSTEM_SKIP ?= --ignore=tests/system/test_campaign.py --ignore=tests/system
 # They wait on daemons as much as they compute: 4 workers keep 2 cores busier than 3, in the
 # sanitizer pass too (the bounded fuzzing beside it is short; 232 s with 4 against ~296 s with 3).
 PYTEST_WORKERS ?= 4
-# The unit tests under the sanitizers run beside the system tests (which wait on daemons, disks
-# and leases about half the time) in this many processes: make test's wall time.
-ASAN_UNIT_PROCESSES ?= 1
 ASAN_PYTEST_WORKERS ?= 4
 # The unit tests under the sanitizers run beside the system tests (which wait on daemons, disks
 # and leases about half the time) in this many processes: make test's wall time.
@@ -105,7 +102,7 @@ test: deps build build-asan
 	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=12 OMBRA_TABLE_OPS=20000 OMBRA_TABLE_DELETE_ROUNDS=15 \
 	  OMBRA_PASSIVE_CRASH_POINTS=4 OMBRA_CBT_CRASH_POINTS=$(ASAN_CRASH_POINTS) $(ASAN_UNIT_SHORT) \
 	  meson test -C $(ASAN) --print-errorlogs --num-processes $(ASAN_UNIT_PROCESSES) --suite unit \
-	  >$(BUILD)/asan-unit.log 2>&1 & au=$$!; \
+	  >$(BUILD)/asan-unit.log 2>&1 & au=$$!; trap 'kill $$au 2>/dev/null' EXIT INT TERM; \
 	  OMBRA_BUILD=$(abspath $(BUILD)) OMBRA_CAMPAIGN_SECONDS=15 OMBRA_SOAK_SECONDS=12 OMBRA_FREEZE_GENS=500 \
 	  $(PYTEST) -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system -m "not dag_long"; \
 	  rc=$$?; wait $$au; arc=$$?; \
@@ -115,7 +112,7 @@ test: deps build build-asan
 	  [ $$rc = 0 ] && [ $$arc = 0 ]
 	@$(call stage,system tests under AddressSanitizer + UndefinedBehaviorSanitizer (part $(or $(ASAN_SYSTEM_SHARD),all) of the subset); bounded fuzzing beside them)
 	@{ echo "== fuzzing the file-format parsers (bounded)" && FUZZ_SECONDS=6 tests/fuzz/run.sh; } \
-	  >$(BUILD)/fuzz.log 2>&1 & tsan=$$!; \
+	  >$(BUILD)/fuzz.log 2>&1 & tsan=$$!; trap 'kill $$tsan 2>/dev/null' EXIT INT TERM; \
 	  ASAN_OPTIONS=detect_leaks=0 OMBRA_DAEMON_ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1 \
 	  OMBRA_BUILD=$(abspath $(ASAN)) OMBRA_FIRST_PARAMS_ONLY=1 OMBRA_TEST_SHARD=$(ASAN_SYSTEM_SHARD) \
 	  $(PYTEST) -q -n $(ASAN_PYTEST_WORKERS) --dist loadgroup --durations=8 tests/system $(ASAN_SYSTEM_SKIP) $(DAG_SKIP); \

@@ -836,8 +836,11 @@ static int backup_plan(bk_backup_state *st)
      * worker that finishes a pack waits for the disk (its fsyncs, the index's) while the other
      * of its core reads, hashes and compresses (docs/design.md, "Two workers a core"). */
     if (o->threads <= 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        o->threads = (int)((cores < 1 ? 2 : 2 * cores) / (long)(o->ndb ? o->ndb : 1));
+        long cores = sysconf(_SC_NPROCESSORS_ONLN), n = (long)(o->ndb ? o->ndb : 1);
+        if (cores < 1) cores = 1;
+        /* never fewer than one a core each (a large database beside small ones keeps them) */
+        long each = (2 * cores + n - 1) / n;
+        o->threads = (int)(each < cores ? cores : each > 64 ? 64 : each);
     }
     if (o->threads < 1) o->threads = 1;
     st->jobs = calloc(o->ndb, sizeof *st->jobs);

@@ -41,7 +41,8 @@ typedef struct bk_job_opts {
     const char *provider;   /* auto, held, reflink, btrfs, copy */
     const char *const *dbs; /* database names */
     size_t ndb;
-    int threads;  /* 0: every core */
+    int threads;  /* workers for each database; 0: two a core shared among them, at least one a core
+                     each */
     int progress; /* draw a progress bar (a terminal) */
     /* Which copy of a database in a DAG (spec §8): NULL, whichever copy this server holds (its
      * active copy through the store's writer, or its passive copy through ombra-repld's replica

@@ -23,6 +23,7 @@
 #include "base/error.h"
 #include "base/hash.h"
 #include "base/paths.h"
+#include "base/uuid.h"
 #include "base/vfs.h"
 
 /* Raised with any change to what a summary holds or to bk_set_check: a file of another
@@ -60,8 +61,97 @@ static void file_name(const bk_repo *r, char *out, size_t n)
     snprintf(out, n, "sets-%s.json", r->uuid_str);
 }
 
-/* The map in d's file name; an empty object when there is none usable. */
-static json_t *load_in(om_dir *d, const char *name)
+/* ---- forgets that could not wait for the lock ----
+ *
+ * <data>/cache/sets-<repository id>.forgotten.<16 hex>: the ids of one forget (64 hex digits and
+ * a newline each), written when the lock could not be had in time (its holder slow or stopped,
+ * about to write a file that still holds them). Every load leaves their ids out; a save under
+ * the lock leaves them out of what it writes, then removes the markers it read. */
+
+#define MARK_MAX_BYTES (1u << 20)
+
+typedef struct marks {
+    char prefix[80];
+    size_t plen;
+    char (*names)[128];
+    size_t n, cap;
+} marks;
+
+static int mark_seen(void *arg, const char *name)
+{
+    marks *mk = arg;
+    if (strncmp(name, mk->prefix, mk->plen) || strlen(name) >= sizeof mk->names[0] ||
+        om_durable_is_tmp(name, NULL))
+        return 0;
+    if (mk->n == mk->cap) {
+        size_t c = mk->cap ? 2 * mk->cap : 8;
+        void *g = realloc(mk->names, c * sizeof *mk->names);
+        if (!g) return 0;
+        mk->names = g;
+        mk->cap = c;
+    }
+    snprintf(mk->names[mk->n++], sizeof mk->names[0], "%s", name);
+    return 0;
+}
+
+/* The markers in d now (mk->names), their ids taken out of m. */
+static void marks_apply(om_dir *d, const char *uuid, marks *mk, json_t *m)
+{
+    memset(mk, 0, sizeof *mk);
+    mk->plen = (size_t)snprintf(mk->prefix, sizeof mk->prefix, "sets-%s.forgotten.", uuid);
+    if (!d || om_list_at(d, mark_seen, mk)) {
+        om_err_clear();
+        return;
+    }
+    for (size_t i = 0; i < mk->n; i++) {
+        om_file *f = NULL;
+        uint64_t sz = 0;
+        char *b = NULL;
+        if (!om_open_at(d, mk->names[i], OM_O_RDONLY, &f) && !om_fsize(f, &sz) &&
+            sz <= MARK_MAX_BYTES && (b = malloc(sz + 1)) && !om_pread_full(f, b, sz, 0)) {
+            b[sz] = 0;
+            for (char *line = b, *nl; *line; line = nl + 1) {
+                if (!(nl = strchr(line, '\n'))) break;
+                *nl = 0;
+                if (strlen(line) == 64) json_object_del(m, line);
+            }
+        }
+        free(b);
+        om_close(f);
+    }
+    om_err_clear();
+}
+
+static void marks_remove(om_dir *d, marks *mk)
+{
+    for (size_t i = 0; d && i < mk->n; i++)
+        (void)om_unlink_at(d, mk->names[i]);
+    free(mk->names);
+    mk->names = NULL;
+    om_err_clear();
+}
+
+/* A forget that could not take the lock: its ids as a marker of their own. */
+static void mark_write(om_dir *d, const char *uuid, char (*ids)[65], size_t n)
+{
+    uint8_t rnd[8];
+    om_random(rnd, sizeof rnd);
+    char name[128];
+    int at = snprintf(name, sizeof name, "sets-%s.forgotten.", uuid);
+    for (int i = 0; i < 8; i++)
+        at += snprintf(name + at, sizeof name - (size_t)at, "%02x", rnd[i]);
+    char *body = malloc(n * 65 + 1);
+    if (!body) return;
+    for (size_t i = 0; i < n; i++)
+        snprintf(body + i * 65, 66, "%.64s\n", ids[i]);
+    (void)om_durable_write_at(d, name, body, (uint64_t)n * 65, 0);
+    free(body);
+    om_err_clear();
+}
+
+/* The map in d's file name, without the ids of the markers there; an empty object when there
+ * is none usable. */
+static json_t *load_in(om_dir *d, const char *name, const char *uuid)
 {
     om_file *f = NULL;
     uint64_t sz = 0;
@@ -93,6 +183,12 @@ static json_t *load_in(om_dir *d, const char *name)
         json_decref(m);
         m = json_object();
     }
+    marks mk;
+    if (m && json_object_size(m))
+        marks_apply(d, uuid, &mk, m);
+    else
+        memset(&mk, 0, sizeof mk);
+    free(mk.names);
     return m;
 }
 
@@ -101,17 +197,18 @@ json_t *bk_summaries_load(const bk_repo *r)
     char name[80];
     file_name(r, name, sizeof name);
     om_dir *d = cache_dir();
-    json_t *m = load_in(d, name);
+    json_t *m = load_in(d, name, r->uuid_str);
     om_dir_close(d);
     return m;
 }
 
 /* The lock that makes each change of the file one read, merge and write (its flock, held while
  * it is open): without it a listing that loaded the file before a forget (verify finding a set
- * damaged) wrote the forgotten summary back. Waited for up to LOCK_WAIT_MS (a holder only reads
- * and writes the file); NULL when it cannot be had, and the caller then changes nothing. */
-#define LOCK_WAIT_MS 10000
-static om_file *lock_in(om_dir *d, const bk_repo *r)
+ * damaged) wrote the forgotten summary back. Waited for up to wait_ms (a holder only reads and
+ * writes the file, no sync); NULL when it cannot be had: a save is then skipped (a shortcut
+ * only), a forget leaves a marker. */
+enum { SAVE_WAIT_MS = 100, FORGET_WAIT_MS = 2000 };
+static om_file *lock_in(om_dir *d, const bk_repo *r, int wait_ms)
 {
     char name[80];
     snprintf(name, sizeof name, "sets-%s.lock", r->uuid_str);
@@ -124,7 +221,7 @@ static om_file *lock_in(om_dir *d, const bk_repo *r)
         int rc = f->vfs->lock(f);
         om_err_clear();
         if (!rc) break;
-        if (rc != OM_E_DatabaseInUse || ms >= LOCK_WAIT_MS) {
+        if (rc != OM_E_DatabaseInUse || ms >= wait_ms) {
             om_close(f);
             return NULL;
         }
@@ -169,21 +266,26 @@ void bk_summaries_save(const bk_repo *r, json_t *m, json_t *loaded)
     char name[80];
     file_name(r, name, sizeof name);
     om_dir *d = cache_dir();
-    om_file *lk = lock_in(d, r);
-    if (lk && loaded) {
-        /* what m took from loaded stays only as the file still has it: forgotten since, it
-         * goes (the set is read again at the next listing) */
-        json_t *cur = load_in(d, name), *v;
-        const char *id;
-        void *tmp;
-        json_object_foreach_safe(m, tmp, id, v)
-        {
-            if (json_object_get(loaded, id) == v && !json_equal(json_object_get(cur, id), v))
-                json_object_del(m, id);
+    om_file *lk = lock_in(d, r, SAVE_WAIT_MS);
+    if (lk) {
+        if (loaded) {
+            /* what m took from loaded stays only as the file still has it: forgotten since, it
+             * goes (the set is read again at the next listing) */
+            json_t *cur = load_in(d, name, r->uuid_str), *v;
+            const char *id;
+            void *tmp;
+            json_object_foreach_safe(m, tmp, id, v)
+            {
+                if (json_object_get(loaded, id) == v && !json_equal(json_object_get(cur, id), v))
+                    json_object_del(m, id);
+            }
+            json_decref(cur);
         }
-        json_decref(cur);
+        marks mk;
+        marks_apply(d, r->uuid_str, &mk, m);
+        save_in(d, name, m);
+        marks_remove(d, &mk); /* their ids are out of the file now */
     }
-    if (lk) save_in(d, name, m);
     om_close(lk); /* releases the lock, after the rename */
     om_dir_close(d);
     om_err_clear();
@@ -195,16 +297,17 @@ void bk_summaries_forget(const bk_repo *r, char (*ids)[65], size_t n)
     char name[80];
     file_name(r, name, sizeof name);
     om_dir *d = cache_dir();
-    om_file *lk = lock_in(d, r);
+    om_file *lk = lock_in(d, r, FORGET_WAIT_MS);
     if (!lk && d) {
-        /* no lock: the file goes whole (a shortcut only; every set is read again) */
-        (void)om_unlink_at(d, name);
+        mark_write(d, r->uuid_str, ids, n);
     } else if (lk) {
-        json_t *m = load_in(d, name);
-        size_t gone = 0;
+        json_t *m = load_in(d, name, r->uuid_str);
+        marks mk;
+        marks_apply(d, r->uuid_str, &mk, m);
         for (size_t i = 0; i < n; i++)
-            gone += json_object_del(m, ids[i]) == 0;
-        if (gone) save_in(d, name, m);
+            json_object_del(m, ids[i]);
+        save_in(d, name, m);
+        marks_remove(d, &mk);
         json_decref(m);
     }
     om_close(lk);

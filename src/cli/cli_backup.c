@@ -539,7 +539,8 @@ static const cli_opt backup_opts[] = {
     {"type", "TYPE", "full, copy, incremental or differential", 1},
     {"provider", "P", "auto (default), held, reflink, btrfs or copy", 0},
     {"threads", "N",
-     "threads reading, compressing and writing (default: two a core, shared among the databases)",
+     "threads reading, compressing and writing, for each database (default: two a core, shared "
+     "among the databases, at least one a core each)",
      0},
     {"read-all", NULL, "full: read and check every page (no synthetic full)", 0},
     {"read-all-every", "N",
