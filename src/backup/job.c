@@ -463,7 +463,8 @@ static int store_edb(dbjob *j, bk_writer *w, const bfile *f, chk_set *cs)
                           .check = check_cb,
                           .vouch = vouch_cb,
                           .check_arg = cs,
-                          .bytes_read = j->bytes_read};
+                          .bytes_read = j->bytes_read,
+                          .threads = j->o->threads};
         bk_synth_out out;
         pause_at("copying");
         rc = bk_synth_store(&in, &out);

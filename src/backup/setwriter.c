@@ -15,6 +15,7 @@
 
 #include "backup/repo_internal.h"
 #include "base/error.h"
+#include "base/pool.h"
 #include "base/time.h"
 
 struct bk_writer {
@@ -375,15 +376,43 @@ uint64_t bk_writer_stored_again(const bk_writer *w)
     return n;
 }
 
+/* The packs left in the pool at the end, one per worker that was appending: finished side by
+ * side (each waits on the disk for its syncs and its index's), every one of them whatever the
+ * others do; the first error is kept. */
+typedef struct finishing {
+    bk_writer *w;
+    pthread_mutex_t mu;
+    int rc;
+    om_err_saved err;
+} finishing;
+
+static int finish_one(void *ctx, void *ws, size_t i)
+{
+    (void)ws;
+    finishing *fi = ctx;
+    int rc = bk_packw_finish(fi->w->r, fi->w->pool[i]);
+    fi->w->pool[i] = NULL;
+    pthread_mutex_lock(&fi->mu);
+    if (rc && !fi->rc) fi->rc = om_err_save(&fi->err, rc);
+    pthread_mutex_unlock(&fi->mu);
+    return 0; /* the others are finished all the same */
+}
+
 /* Finishes every pack in the pool; the first error. */
 static int finish_packs(bk_writer *w)
 {
-    int rc = 0;
-    while (w->npool) {
-        int prc = bk_packw_finish(w->r, w->pool[--w->npool]);
-        if (!rc) rc = prc;
-    }
-    return rc;
+    finishing fi = {.w = w, .mu = PTHREAD_MUTEX_INITIALIZER};
+    size_t n = w->npool;
+    om_pool pool = {.workers = (int)(n < OM_POOL_MAX_WORKERS ? n : OM_POOL_MAX_WORKERS),
+                    .ctx = &fi,
+                    .fn = finish_one};
+    if (n > 1)
+        (void)om_pool_run(&pool, n);
+    else if (n == 1)
+        (void)finish_one(&fi, NULL, 0);
+    w->npool = 0;
+    pthread_mutex_destroy(&fi.mu);
+    return fi.rc ? om_err_restore(&fi.err) : 0;
 }
 
 static char *b64(const uint8_t *b, size_t n)

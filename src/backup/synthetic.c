@@ -2,12 +2,14 @@
 #include "backup/synthetic.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/pool.h"
 #include "base/proto.h"
 #include "engine/types.h"
 
@@ -110,9 +112,21 @@ typedef struct synth {
     size_t pregions;
     uint64_t psize;
     uint8_t *changed; /* per file page */
-    piece *v;         /* the region being built */
+    piece *v;         /* the region being built (each worker's own) */
     size_t nv, cap;
+    pthread_mutex_t *mu; /* the regions on a pool: what the workers share (out, the pieces
+                            object, the check's callbacks) under it; NULL: one thread */
 } synth;
+
+static void shared_lock(synth *s)
+{
+    if (s->mu) pthread_mutex_lock(s->mu);
+}
+
+static void shared_unlock(synth *s)
+{
+    if (s->mu) pthread_mutex_unlock(s->mu);
+}
 
 static int push(synth *s, const uint8_t id[BK_ID_LEN], uint32_t off, uint32_t len, uint32_t blen)
 {
@@ -171,15 +185,21 @@ static int read_run(synth *s, uint64_t fp, uint32_t n)
              : got != (ssize_t)len ? om_errf(OM_E_DiskIO, "reading %s at %llu: short read",
                                              s->in->src, (unsigned long long)off)
                                    : 0;
-    if (!rc && s->in->check) rc = s->in->check(s->in->check_arg, off, buf, len);
+    if (!rc && s->in->check) {
+        shared_lock(s);
+        rc = s->in->check(s->in->check_arg, off, buf, len);
+        shared_unlock(s);
+    }
     int isnew = 0;
     if (!rc) rc = bk_put_block(s->in->w, buf, len, id, &isnew);
     free(buf);
     if (rc) return rc;
     __atomic_fetch_add(s->in->bytes_read, len, __ATOMIC_RELAXED);
+    shared_lock(s);
     if (isnew) s->out->stored += len;
     for (uint64_t p = fp; p < fp + n; p++)
         if (p >= 2 && p - 1 <= s->in->db_pages) s->out->pages_now++;
+    shared_unlock(s);
     return push(s, id, 0, (uint32_t)len, (uint32_t)len);
 }
 
@@ -201,10 +221,12 @@ static int region(synth *s, size_t r, uint8_t id[BK_ID_LEN], json_t *pieces)
         prl = s->psize - (uint64_t)r * s->bs < s->bs ? (uint32_t)(s->psize - (uint64_t)r * s->bs)
                                                      : s->bs;
     if (!any && prl == rl) {
+        shared_lock(s);
         s->in->vouch(s->in->check_arg, fp0, npg);
-        snprintf(hex, sizeof hex, "%.64s", s->pblocks + 64 * r);
         json_t *ps = json_object_get(s->ppieces, key);
         if (ps) json_object_set(pieces, key, ps);
+        shared_unlock(s);
+        snprintf(hex, sizeof hex, "%.64s", s->pblocks + 64 * r);
         return bk_unhex(hex, id, BK_ID_LEN)
                    ? om_errf(OM_E_RepositoryCorrupt, "the previous full's block %zu has a bad id",
                              r)
@@ -217,7 +239,11 @@ static int region(synth *s, size_t r, uint8_t id[BK_ID_LEN], json_t *pieces)
         uint32_t e = k + 1;
         while (e < npg && (s->changed[fp0 + e] || (uint64_t)(e + 1) * ENG_PAGE_SIZE > prl) == ch)
             e++;
-        if (!ch) s->in->vouch(s->in->check_arg, fp0 + k, e - k);
+        if (!ch) {
+            shared_lock(s);
+            s->in->vouch(s->in->check_arg, fp0 + k, e - k);
+            shared_unlock(s);
+        }
         rc = ch ? read_run(s, fp0 + k, e - k) : reuse(s, r, k * ENG_PAGE_SIZE, e * ENG_PAGE_SIZE);
         k = e;
     }
@@ -235,9 +261,45 @@ static int region(synth *s, size_t r, uint8_t id[BK_ID_LEN], json_t *pieces)
                                 s->v[k].p.off, s->v[k].p.len);
     }
     rc = bk_pieces_id(s->in->repo, str, id);
+    shared_lock(s);
     if (!rc) json_object_set_new(pieces, key, json_string(str));
+    shared_unlock(s);
     free(str);
     return rc;
+}
+
+/* The regions on a pool (in->threads workers): each worker builds its regions in a synth of
+ * its own (its pieces buffer), the rest shared as synth.mu says. */
+typedef struct synth_run {
+    const synth *s; /* the set-up state, shared */
+    uint8_t (*ids)[BK_ID_LEN];
+    json_t *pieces;
+} synth_run;
+
+static int region_begin(void *ctx, void **ws)
+{
+    const synth_run *run = ctx;
+    synth *w = malloc(sizeof *w);
+    if (!w) return om_errf(OM_E_OutOfMemory, "out of memory");
+    *w = *run->s;
+    w->v = NULL;
+    w->nv = w->cap = 0;
+    *ws = w;
+    return 0;
+}
+
+static void region_end(void *ctx, void *ws)
+{
+    (void)ctx;
+    synth *w = ws;
+    free(w->v);
+    free(w);
+}
+
+static int region_at(void *ctx, void *ws, size_t r)
+{
+    synth_run *run = ctx;
+    return region(ws, r, run->ids[r], run->pieces);
 }
 
 /* 1 when region r of the previous entry refers to a block the repository holds only as copies
@@ -315,8 +377,23 @@ int bk_synth_store(const bk_synth_in *in, bk_synth_out *out)
             s.changed[p] = 1;
         reread_damaged(&s, fpages);
     }
-    for (size_t r = 0; r < nregions && !rc; r++)
-        rc = region(&s, r, ids[r], pieces);
+    if (!rc && in->threads > 1 && nregions > 1) {
+        /* Regions are independent: each is its previous entry's reference or its changed runs
+         * read and stored with the rest sliced; their ids go to their own slots. */
+        pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+        s.mu = &mu;
+        synth_run run = {.s = &s, .ids = ids, .pieces = pieces};
+        om_pool pool = {.workers = in->threads,
+                        .ctx = &run,
+                        .fn = region_at,
+                        .worker_begin = region_begin,
+                        .worker_end = region_end};
+        rc = om_pool_run(&pool, nregions);
+        s.mu = NULL;
+        pthread_mutex_destroy(&mu);
+    } else
+        for (size_t r = 0; r < nregions && !rc; r++)
+            rc = region(&s, r, ids[r], pieces);
     if (s.fd >= 0) close(s.fd);
     free(s.changed);
     free(s.v);

@@ -39,6 +39,7 @@ typedef struct bk_synth_in {
     void (*vouch)(void *arg, uint64_t fp, uint32_t n);
     void *check_arg;
     uint64_t *bytes_read; /* shared progress counter (atomic) */
+    int threads;          /* the regions over this many workers (0 or 1: this thread) */
 } bk_synth_in;
 
 typedef struct bk_synth_out {
