@@ -462,8 +462,12 @@ int bk_set_commit(bk_writer *w, json_t *doc, char set_id[65])
     int rc = w->failed.code ? om_err_restore(&w->failed) : 0;
     if (!rc && !json_is_object(doc))
         rc = om_errf(OM_E_InvalidParameter, "the set document must be a JSON object");
+    /* the packs are finished whatever happened; the error said is the first one (its detail
+     * kept across theirs) */
+    om_err_saved first = {0};
+    if (rc) om_err_save(&first, rc);
     int frc = finish_packs(w);
-    if (!rc) rc = frc;
+    rc = rc ? om_err_restore(&first) : frc;
     if (rc) goto out;
     uint64_t now = om_now_ns();
     json_object_set(doc, "files", w->files);

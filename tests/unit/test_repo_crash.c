@@ -378,6 +378,33 @@ static void a_full_disk_never_fails_expire_for_a_rewrite(void **s)
     }
 }
 
+/* A commit that fails before its packs are finished (here the document is no object) while
+ * the pack left in the writer's pool fails too (its rename): the commit says the first failure,
+ * its code with its own detail (the pack's detail once came with the first one's code). */
+static void a_commit_after_a_failure_says_the_first_one(void **s)
+{
+    (void)s;
+    crashvfs *disk = new_disk(77);
+    om_vfs *v = crashvfs_vfs(disk);
+    outcome a;
+    assert_int_equal(write_set(v, 1, 3, 9001, &a), 0); /* the repository exists */
+    bk_repo *r = NULL;
+    bk_writer *w = NULL;
+    assert_int_equal(bk_repo_open_vfs(v, REPO, NULL, &r), 0);
+    assert_int_equal(bk_set_begin(r, &w), 0);
+    assert_int_equal(put_file(w, "edb/db.edb", 500, 2), 0); /* a pack left in the pool */
+    assert_int_equal(crashvfs_fail_next(disk, CRASHVFS_RENAME, OM_E_DiskFull), 0);
+    char sid[65];
+    json_t *doc = json_array();
+    int rc = bk_set_commit(w, doc, sid); /* frees w, takes doc */
+    assert_int_equal(rc, OM_E_InvalidParameter);
+    assert_non_null(strstr(om_err_detail(), "the set document must be a JSON object"));
+    assert_null(strstr(om_err_detail(), "renaming"));
+    om_err_clear();
+    bk_repo_close(r);
+    crashvfs_free(disk);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -385,6 +412,7 @@ int main(void)
         cmocka_unit_test(small_packs_merged_by_expire_cut_at_every_sync_lose_nothing),
         cmocka_unit_test(a_full_disk_stops_the_merge_not_expire),
         cmocka_unit_test(a_full_disk_never_fails_expire_for_a_rewrite),
+        cmocka_unit_test(a_commit_after_a_failure_says_the_first_one),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
