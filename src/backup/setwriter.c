@@ -403,13 +403,12 @@ static int finish_packs(bk_writer *w)
 {
     finishing fi = {.w = w, .mu = PTHREAD_MUTEX_INITIALIZER};
     size_t n = w->npool;
-    om_pool pool = {.workers = (int)(n < OM_POOL_MAX_WORKERS ? n : OM_POOL_MAX_WORKERS),
+    om_pool pool = {.workers = (int)(n < 1                     ? 1
+                                     : n < OM_POOL_MAX_WORKERS ? n
+                                                               : OM_POOL_MAX_WORKERS),
                     .ctx = &fi,
                     .fn = finish_one};
-    if (n > 1)
-        (void)om_pool_run(&pool, n);
-    else if (n == 1)
-        (void)finish_one(&fi, NULL, 0);
+    (void)om_pool_run(&pool, n); /* finish_one keeps the first failure */
     w->npool = 0;
     pthread_mutex_destroy(&fi.mu);
     return fi.rc ? om_err_restore(&fi.err) : 0;

@@ -75,6 +75,7 @@ typedef struct marks {
     size_t plen;
     char (*names)[128];
     size_t n, cap;
+    json_t *ids; /* the ids they name, as keys */
 } marks;
 
 static int mark_seen(void *arg, const char *name)
@@ -94,10 +95,11 @@ static int mark_seen(void *arg, const char *name)
     return 0;
 }
 
-/* The markers in d now (mk->names), their ids taken out of m. */
+/* The markers in d now (mk->names, mk->ids), their ids taken out of m. */
 static void marks_apply(om_dir *d, const char *uuid, marks *mk, json_t *m)
 {
     memset(mk, 0, sizeof *mk);
+    mk->ids = json_object();
     mk->plen = (size_t)snprintf(mk->prefix, sizeof mk->prefix, "sets-%s.forgotten.", uuid);
     if (!d || om_list_at(d, mark_seen, mk)) {
         om_err_clear();
@@ -113,7 +115,9 @@ static void marks_apply(om_dir *d, const char *uuid, marks *mk, json_t *m)
             for (char *line = b, *nl; *line; line = nl + 1) {
                 if (!(nl = strchr(line, '\n'))) break;
                 *nl = 0;
-                if (strlen(line) == 64) json_object_del(m, line);
+                if (strlen(line) != 64) continue;
+                json_object_del(m, line);
+                json_object_set_new(mk->ids, line, json_true());
             }
         }
         free(b);
@@ -122,12 +126,19 @@ static void marks_apply(om_dir *d, const char *uuid, marks *mk, json_t *m)
     om_err_clear();
 }
 
+static void marks_free(marks *mk)
+{
+    free(mk->names);
+    json_decref(mk->ids);
+    memset(mk, 0, sizeof *mk);
+}
+
+/* Removes the markers read (their ids are out of the file now). */
 static void marks_remove(om_dir *d, marks *mk)
 {
     for (size_t i = 0; d && i < mk->n; i++)
         (void)om_unlink_at(d, mk->names[i]);
-    free(mk->names);
-    mk->names = NULL;
+    marks_free(mk);
     om_err_clear();
 }
 
@@ -150,8 +161,9 @@ static void mark_write(om_dir *d, const char *uuid, char (*ids)[65], size_t n)
 }
 
 /* The map in d's file name, without the ids of the markers there; an empty object when there
- * is none usable. */
-static json_t *load_in(om_dir *d, const char *name, const char *uuid)
+ * is none usable. mk (NULL: not wanted): the markers read, for the caller to remove once it has
+ * saved without their ids (marks_remove). */
+static json_t *load_in(om_dir *d, const char *name, const char *uuid, marks *mk)
 {
     om_file *f = NULL;
     uint64_t sz = 0;
@@ -183,12 +195,9 @@ static json_t *load_in(om_dir *d, const char *name, const char *uuid)
         json_decref(m);
         m = json_object();
     }
-    marks mk;
-    if (m && json_object_size(m))
-        marks_apply(d, uuid, &mk, m);
-    else
-        memset(&mk, 0, sizeof mk);
-    free(mk.names);
+    marks own;
+    marks_apply(d, uuid, mk ? mk : &own, m);
+    if (!mk) marks_free(&own);
     return m;
 }
 
@@ -197,7 +206,7 @@ json_t *bk_summaries_load(const bk_repo *r)
     char name[80];
     file_name(r, name, sizeof name);
     om_dir *d = cache_dir();
-    json_t *m = load_in(d, name, r->uuid_str);
+    json_t *m = load_in(d, name, r->uuid_str, NULL);
     om_dir_close(d);
     return m;
 }
@@ -268,21 +277,21 @@ void bk_summaries_save(const bk_repo *r, json_t *m, json_t *loaded)
     om_dir *d = cache_dir();
     om_file *lk = lock_in(d, r, SAVE_WAIT_MS);
     if (lk) {
-        if (loaded) {
+        /* the file as it is now, without the markers' ids, which go from m too */
+        marks mk;
+        json_t *cur = load_in(d, name, r->uuid_str, &mk), *v;
+        const char *id;
+        void *tmp;
+        json_object_foreach_safe(m, tmp, id, v)
+        {
             /* what m took from loaded stays only as the file still has it: forgotten since, it
              * goes (the set is read again at the next listing) */
-            json_t *cur = load_in(d, name, r->uuid_str), *v;
-            const char *id;
-            void *tmp;
-            json_object_foreach_safe(m, tmp, id, v)
-            {
-                if (json_object_get(loaded, id) == v && !json_equal(json_object_get(cur, id), v))
-                    json_object_del(m, id);
-            }
-            json_decref(cur);
+            if ((loaded && json_object_get(loaded, id) == v &&
+                 !json_equal(json_object_get(cur, id), v)) ||
+                json_object_get(mk.ids, id))
+                json_object_del(m, id);
         }
-        marks mk;
-        marks_apply(d, r->uuid_str, &mk, m);
+        json_decref(cur);
         save_in(d, name, m);
         marks_remove(d, &mk); /* their ids are out of the file now */
     }
@@ -301,9 +310,8 @@ void bk_summaries_forget(const bk_repo *r, char (*ids)[65], size_t n)
     if (!lk && d) {
         mark_write(d, r->uuid_str, ids, n);
     } else if (lk) {
-        json_t *m = load_in(d, name, r->uuid_str);
         marks mk;
-        marks_apply(d, r->uuid_str, &mk, m);
+        json_t *m = load_in(d, name, r->uuid_str, &mk);
         for (size_t i = 0; i < n; i++)
             json_object_del(m, ids[i]);
         save_in(d, name, m);

@@ -114,18 +114,18 @@ typedef struct synth {
     uint8_t *changed; /* per file page */
     piece *v;         /* the region being built (each worker's own) */
     size_t nv, cap;
-    pthread_mutex_t *mu; /* the regions on a pool: what the workers share (out, the pieces
-                            object, the check's callbacks) under it; NULL: one thread */
+    pthread_mutex_t *mu; /* what the pool's workers share (out, the pieces object, the check's
+                            callbacks) is under it */
 } synth;
 
 static void shared_lock(synth *s)
 {
-    if (s->mu) pthread_mutex_lock(s->mu);
+    pthread_mutex_lock(s->mu);
 }
 
 static void shared_unlock(synth *s)
 {
-    if (s->mu) pthread_mutex_unlock(s->mu);
+    pthread_mutex_unlock(s->mu);
 }
 
 static int push(synth *s, const uint8_t id[BK_ID_LEN], uint32_t off, uint32_t len, uint32_t blen)
@@ -268,8 +268,8 @@ static int region(synth *s, size_t r, uint8_t id[BK_ID_LEN], json_t *pieces)
     return rc;
 }
 
-/* The regions on a pool (in->threads workers): each worker builds its regions in a synth of
- * its own (its pieces buffer), the rest shared as synth.mu says. */
+/* The regions on a pool (in->threads workers, at least one): each worker builds its regions in a
+ * synth of its own (its pieces buffer), the rest shared as synth.mu says. */
 typedef struct synth_run {
     const synth *s; /* the set-up state, shared */
     uint8_t (*ids)[BK_ID_LEN];
@@ -377,23 +377,21 @@ int bk_synth_store(const bk_synth_in *in, bk_synth_out *out)
             s.changed[p] = 1;
         reread_damaged(&s, fpages);
     }
-    if (!rc && in->threads > 1 && nregions > 1) {
+    if (!rc) {
         /* Regions are independent: each is its previous entry's reference or its changed runs
-         * read and stored with the rest sliced; their ids go to their own slots. */
+         * read and stored with the rest sliced; their ids go to their own slots. One worker runs
+         * them on this thread. */
         pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
         s.mu = &mu;
         synth_run run = {.s = &s, .ids = ids, .pieces = pieces};
-        om_pool pool = {.workers = in->threads,
+        om_pool pool = {.workers = in->threads > 1 ? in->threads : 1,
                         .ctx = &run,
                         .fn = region_at,
                         .worker_begin = region_begin,
                         .worker_end = region_end};
         rc = om_pool_run(&pool, nregions);
-        s.mu = NULL;
         pthread_mutex_destroy(&mu);
-    } else
-        for (size_t r = 0; r < nregions && !rc; r++)
-            rc = region(&s, r, ids[r], pieces);
+    }
     if (s.fd >= 0) close(s.fd);
     free(s.changed);
     free(s.v);

@@ -427,6 +427,35 @@ def test_a_forget_that_cannot_have_the_lock_holds_against_a_stale_holder(cli, tm
             if "damaged" in s] == [ids[2]]
 
 
+def test_planted_forget_markers_change_no_listing_and_no_link_is_followed(cli, tmp_path):
+    """Markers that are garbage, a link to a file elsewhere (naming a set), a folder: listings
+    say what the sets say; the link is never followed (its target neither read as a marker nor
+    touched), and the next save removes the markers it could read, the link itself included."""
+    home = tmp_path / "home"
+    env = {"OMBRA_HOME": str(home)}
+    repo, ids = three_chains(cli, tmp_path, 49)
+    truth = cli.json("backups", "list", "--repo", repo, env=env)["sets"]
+    f = summaries_file(home, repo)
+    garbage = f.parent / f"{f.stem}.forgotten.00000000000000aa"
+    garbage.write_bytes(b"not an id\n" + b"\xff" * 70 + b"\n" + ids[0][:63].encode() + b"\n")
+    outside = tmp_path / "outside"
+    outside.write_text(ids[1] + "\n")
+    link = f.parent / f"{f.stem}.forgotten.00000000000000bb"
+    link.symlink_to(outside)
+    folder = f.parent / f"{f.stem}.forgotten.00000000000000cc"
+    folder.mkdir()
+    assert cli.json("backups", "list", "--repo", repo, env=env)["sets"] == truth
+    kept = json.loads(f.read_bytes().split(b"\n", 1)[1])
+    assert ids[0] in kept and ids[1] in kept  # neither the cut id nor the link's target applied
+    edb, log = data_files(tmp_path / "d9", 97)
+    new = cli.write_set(repo, "full", "mail1", edb, log)
+    listed = cli.json("backups", "list", "--repo", repo, env=env)["sets"]
+    assert [s["id"] for s in listed] == [s["id"] for s in truth] + [new]
+    assert not garbage.exists() and not os.path.lexists(link) and folder.is_dir()
+    assert outside.read_text() == ids[1] + "\n"
+    assert new in json.loads(f.read_bytes().split(b"\n", 1)[1])
+
+
 def test_a_set_whose_envelope_names_its_owner_in_any_bytes_is_listed_damaged(cli, tmp_path):
     """An encrypted set file's envelope names another repository with non-ASCII text that the
     message cuts in the middle of a character: the set is listed damaged (never left out), repo
