@@ -262,7 +262,9 @@ clean:
 	rm -rf $(BUILD) $(ASAN)
 
 # The tests with threads under ThreadSanitizer: table readers during a writer never see
-# uncommitted or half-split data; group commit; concurrent deliveries.
+# uncommitted or half-split data; group commit; concurrent deliveries; then the shadow-copy,
+# backup and restore system tests with every daemon and the CLI built with it (a report from
+# any of them fails the target).
 TSAN ?= build-tsan
 $(TSAN)/build.ninja:
 	$(MESON) setup $(TSAN) --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false >/dev/null
@@ -273,3 +275,10 @@ test-tsan: deps $(TSAN)/build.ninja
 	@TSAN_OPTIONS=halt_on_error=1 $(TSAN)/tests/unit/test_engine | tail -1
 	@TSAN_OPTIONS=halt_on_error=1 OMBRA_MAIL_CRASH_POINTS=20 $(TSAN)/tests/unit/test_mail | tail -1
 	@TSAN_OPTIONS=halt_on_error=1 $(TSAN)/tests/unit/test_pool | tail -1
+	@ninja -C $(TSAN) >/dev/null
+	@rm -rf $(TSAN)/system-reports && mkdir -p $(TSAN)/system-reports
+	@TSAN_OPTIONS=log_path=$(abspath $(TSAN))/system-reports/race OMBRA_BUILD=$(abspath $(TSAN)) \
+	  $(PYTEST) -q -n $(PYTEST_WORKERS) tests/system/test_vss.py tests/system/test_session_rules.py \
+	  tests/system/test_backup.py tests/system/test_backup_freeze.py tests/system/test_restore.py
+	@if [ -n "$$(ls $(TSAN)/system-reports)" ]; then cat $(TSAN)/system-reports/*; \
+	  echo "ThreadSanitizer reported races in the daemons or the CLI: $(abspath $(TSAN))/system-reports"; exit 1; fi

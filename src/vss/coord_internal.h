@@ -86,7 +86,9 @@ typedef struct coord {
 int vss_coord_call(coord *c, wconn *w, uint32_t gen, const char *sid, const char *event,
                    json_t *args, json_t **result);
 /* An answer from the writer (msg has "answer": the event's id): hands it to the call waiting
- * for it. Takes coord.mu. */
+ * for it. Takes msg's reference: the waiting call's thread holds the only one from then on (so
+ * the last decref and the reads before it are on one thread), or it is dropped when no call
+ * waits for that id any more. Takes coord.mu. */
 void vss_coord_deliver(coord *c, wconn *w, json_t *msg);
 /* Registers (or re-registers) the writer that sent req on fd: *out, or an error (a writer with
  * that instance id still connected, ids too long, too many writers). Under coord.mu. */

@@ -146,12 +146,14 @@ void vss_coord_deliver(coord *c, wconn *w, json_t *msg)
     for (pending *p = w->calls; p; p = p->next)
         if ((json_int_t)p->id == id) {
             unlink_pending(w, p);
-            p->answer = json_incref(msg);
+            p->answer = msg; /* the caller's thread now holds the only reference */
+            msg = NULL;
             p->done = 1;
             pthread_cond_signal(&p->cond);
             break;
         }
     pthread_mutex_unlock(&c->mu);
+    json_decref(msg); /* an answer nobody waits for any more (its call timed out) */
 }
 
 int vss_coord_register_writer(coord *c, int fd, json_t *req, wconn **out)

@@ -42,8 +42,10 @@ static void writer_serve(coord *c, int fd, json_t *req)
         size_t dlen = 0;
         if (om_proto_recv(fd, &msg, &data, &dlen)) break;
         free(data);
-        if (json_object_get(msg, "answer")) vss_coord_deliver(c, w, msg);
-        json_decref(msg);
+        if (json_object_get(msg, "answer"))
+            vss_coord_deliver(c, w, msg);
+        else
+            json_decref(msg);
     }
     pthread_mutex_lock(&c->mu);
     om_warn("writer '%s' (instance %s) disconnected", w->name, w->instance_id);

@@ -281,6 +281,16 @@ static int lock_writers(coord *c, session *s)
     return rc;
 }
 
+/* s moves to state st. Other sessions' threads read a session's state under coord.mu (a
+ * component's owner, the sessions' listing), so every change is made under it; the session's own
+ * thread, the only writer, reads it without. */
+static void set_state(coord *c, session *s, enum sstate st)
+{
+    pthread_mutex_lock(&c->mu);
+    s->state = st;
+    pthread_mutex_unlock(&c->mu);
+}
+
 /* ---- abort ---- */
 
 /* Every involved writer gets Abort; shadow copies go; locks are released. The writers that did
@@ -300,7 +310,7 @@ static void abort_session(coord *c, session *s)
     vss_coord_drop_shadows(c, s->id, 0);
     for (int i = 0; i < s->npaths; i++)
         s->paths[i].ent = NULL;
-    s->state = S_ABORTED;
+    set_state(c, s, S_ABORTED);
     om_log_with(OM_INFO, OM_FIELDS({"SESSION", s->id}), "session %s aborted", s->id);
 }
 
@@ -369,7 +379,7 @@ static int gather(coord *c, session *s, json_t *req, json_t *rep)
     json_decref(s->metadata);
     s->metadata = mds;
     json_object_set_new(rep, "writers", out);
-    if (s->state == S_BEGUN) s->state = S_GATHERED;
+    if (s->state == S_BEGUN) set_state(c, s, S_GATHERED);
     return 0;
 }
 
@@ -535,7 +545,7 @@ static int prepare_backup(coord *c, session *s, json_t *req, json_t *rep)
             vss_coord_writer_state(c, v->w, "stable", 0);
     }
     if (rc) return fail_session(c, s, rc);
-    s->state = S_PREPARED;
+    set_state(c, s, S_PREPARED);
     return 0;
 }
 
@@ -547,7 +557,7 @@ static int start_set(coord *c, session *s, json_t *req, json_t *rep)
     om_uuid_new(&u);
     om_uuid_str(&u, s->set_id);
     s->persistent = json_is_true(json_object_get(req, "persistent"));
-    s->state = S_SET_STARTED;
+    set_state(c, s, S_SET_STARTED);
     json_object_set_new(rep, "set", json_string(s->set_id));
     return 0;
 }
@@ -926,7 +936,7 @@ static int do_snapshot_set(coord *c, session *s, json_t *req, json_t *rep)
     unlock_writers(c, s);
     vss_coord_expose_shadows(c, s->id);
     s->snapshot_ms = (double)(om_mono_ns() - t0) / 1e6;
-    s->state = S_SNAPSHOT_DONE;
+    set_state(c, s, S_SNAPSHOT_DONE);
     pthread_mutex_lock(&c->mu);
     c->last_ns = om_now_ns();
     c->last_freeze_ms = s->freeze_ms;
@@ -1014,7 +1024,7 @@ static int backup_complete(coord *c, session *s, json_t *req, json_t *rep)
                                   json_pack("{s:s, s:i, s:s, s:s}", "writer", v->w->name, "error",
                                             e, "name", om_err_name(e), "message", om_err_detail()));
     }
-    s->state = S_COMPLETE;
+    set_state(c, s, S_COMPLETE);
     json_object_set_new(rep, "components_document", components_doc(c, s));
     json_object_set_new(rep, "writer_errors", errs);
     return 0;
@@ -1034,7 +1044,7 @@ static int load_documents(coord *c, session *s, json_t *req, json_t *rep)
     s->metadata = json_incref(md);
     s->loaded_doc = json_incref(doc);
     snprintf(s->type, sizeof s->type, "%s", om_json_str_or(doc, "type", ""));
-    s->state = R_LOADED;
+    set_state(c, s, R_LOADED);
     return 0;
 }
 
@@ -1078,7 +1088,7 @@ static int restore_step(coord *c, session *s, int post, json_t *rep)
     rc = call_all(c, s, post ? "PostRestore" : "PreRestore", restore_args, NULL, "stable",
                   take_targets);
     if (rc) return fail_session(c, s, rc);
-    s->state = post ? R_POST_DONE : R_PRE_DONE;
+    set_state(c, s, post ? R_POST_DONE : R_PRE_DONE);
     json_object_set(rep, "targets", s->targets);
     return 0;
 }
