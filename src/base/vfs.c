@@ -9,6 +9,14 @@
 #include "base/logging.h"
 #include "base/uuid.h"
 
+int om_fstamp(om_file *f, om_stamp *s)
+{
+    memset(s, 0, sizeof *s);
+    if (!f->vfs->stamp)
+        return om_errf(OM_E_FileAccessDenied, "%s: its file system gives no stamp of it", f->path);
+    return f->vfs->stamp(f, s);
+}
+
 int om_pread_full(om_file *f, void *buf, size_t n, uint64_t off)
 {
     size_t got = 0;

@@ -66,6 +66,16 @@ enum {
     OM_KIND_OTHER = 3, /* a symbolic link, a device, a fifo or a socket */
 };
 
+/* What tells, without reading it, that a file's content may have changed: its inode, its size,
+ * and its modification and status-change times (ns). Any write or resize changes the times;
+ * the status-change time (ctime) cannot be set back by any call (touch, utimensat and copies
+ * that keep times set only the others), and a copy put in the file's place is another inode.
+ * Two equal stamps of one name say no one wrote the file between them, short of the system's
+ * clock set back. */
+typedef struct om_stamp {
+    uint64_t ino, size, mtime_ns, ctime_ns;
+} om_stamp;
+
 typedef int (*om_list_cb)(void *arg, const char *name);
 
 struct om_vfs {
@@ -136,6 +146,9 @@ struct om_vfs {
      * not a multiple of OM_DIRECT_ALIGN turns bypassing off for the file. off: through the
      * cache again. Durability is unchanged (sync as always). Optional (NULL: never). */
     int (*direct)(om_file *f, int on);
+    /* f's stamp (om_stamp): 0, or an error. Optional (NULL: the file system gives none, and
+     * nothing that compares stamps may trust it). */
+    int (*stamp)(om_file *f, om_stamp *out);
 };
 
 /* What writes that bypass the cache must be aligned to (a multiple of any device's logical
@@ -187,6 +200,8 @@ static inline int om_direct(om_file *f, int on)
 {
     return f->vfs->direct ? f->vfs->direct(f, on) : -1;
 }
+/* The stamp method; an error naming f when the file system gives none. */
+int om_fstamp(om_file *f, om_stamp *s);
 /* Reads exactly n bytes or fails with FileIOBeyondEOF. */
 int om_pread_full(om_file *f, void *buf, size_t n, uint64_t off);
 

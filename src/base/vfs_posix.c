@@ -196,6 +196,17 @@ static int p_size(om_file *bf, uint64_t *size)
     return 0;
 }
 
+static int p_stamp(om_file *bf, om_stamp *out)
+{
+    struct stat st;
+    if (fstat(((pfile *)bf)->fd, &st) != 0) return ioerr("stat of", bf->path);
+    out->ino = (uint64_t)st.st_ino;
+    out->size = (uint64_t)st.st_size;
+    out->mtime_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    out->ctime_ns = (uint64_t)st.st_ctim.tv_sec * 1000000000u + (uint64_t)st.st_ctim.tv_nsec;
+    return 0;
+}
+
 static int p_resize(om_file *bf, uint64_t size)
 {
     pfile *f = (pfile *)bf;
@@ -577,6 +588,7 @@ static om_vfs posix_vfs = {
     .willneed = p_willneed,
     .dontneed = p_dontneed,
     .direct = p_direct,
+    .stamp = p_stamp,
 };
 
 om_vfs *om_vfs_posix(void)

@@ -3,8 +3,9 @@
  * down with --no-replay, or its replay failed), hard recovery replays the restored logs into the
  * restored .edb, rolls forward through later logs of the folder, and removes _restoredLogs, so
  * the database mounts again. */
-#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -16,20 +17,74 @@
 #include "engine/engine.h"
 #include "engine/format.h"
 
-/* The first *restore.env in dir (a NUL name when there is none). */
-static void find_env(const char *dir, char *out, size_t n)
+typedef struct env_find {
+    char name[256];
+} env_find;
+
+static int env_name(void *arg, const char *name)
 {
-    out[0] = 0;
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    while (d && (de = readdir(d))) {
-        size_t l = strlen(de->d_name);
-        if (l > 11 && !strcmp(de->d_name + l - 11, "restore.env")) {
-            snprintf(out, n, "%.4000s/%.200s", dir, de->d_name);
-            break;
-        }
+    env_find *f = arg;
+    size_t l = strlen(name);
+    if (!f->name[0] && l > 11 && l < sizeof f->name && !strcmp(name + l - 11, "restore.env"))
+        snprintf(f->name, sizeof f->name, "%s", name);
+    return 0;
+}
+
+/* dir/_restoredLogs's first *restore.env, parsed: *env (NULL and 0 when there is no
+ * _restoredLogs or no .env in it), its path in envp. Neither the folder nor the file is taken
+ * through a symbolic link, and the folder must be the caller's own (OM_D_OWN, as the writer
+ * made it): a link planted there would otherwise steer the recovery to another database's
+ * restore. An error when something is there that is not so. */
+static int load_env(const char *dir, char *envp, size_t en, json_t **env)
+{
+    *env = NULL;
+    envp[0] = 0;
+    om_vfs *v = om_vfs_posix();
+    om_dir *ld = NULL, *pd = NULL;
+    om_file *f = NULL;
+    uint8_t *buf = NULL;
+    env_find fd = {{0}};
+    int rc = om_dir_open(v, NULL, dir, OM_D_FOLLOW, &ld);
+    if (rc) return rc;
+    int kind = om_kind_at(ld, "_restoredLogs");
+    if (kind == OM_KIND_NONE) goto out;
+    if ((rc = om_dir_open(v, ld, "_restoredLogs", OM_D_OWN, &pd))) goto out;
+    if ((rc = om_list_at(pd, env_name, &fd)) || !fd.name[0]) goto out;
+    snprintf(envp, en, "%.4000s/_restoredLogs/%s", dir, fd.name);
+    if (om_kind_at(pd, fd.name) != OM_KIND_FILE) {
+        rc = om_errf(OM_E_InvalidPath, "%s is not a regular file (never followed or opened)", envp);
+        goto out;
     }
-    if (d) closedir(d);
+    uint64_t n = 0;
+    if ((rc = om_open_at(pd, fd.name, OM_O_RDONLY, &f)) || (rc = om_fsize(f, &n))) goto out;
+    if (n > (1u << 20)) {
+        rc = om_errf(OM_E_InvalidParameter, "%s: %llu bytes is too large for a restore's .env",
+                     envp, (unsigned long long)n);
+        goto out;
+    }
+    if (!(buf = malloc(n + 1))) {
+        rc = om_errf(OM_E_OutOfMemory, "reading %s: out of memory", envp);
+        goto out;
+    }
+    if ((rc = om_pread_full(f, buf, (size_t)n, 0))) goto out;
+    json_error_t je;
+    if (!(*env = json_loadb((const char *)buf, (size_t)n, 0, &je)))
+        rc = om_errf(OM_E_InvalidParameter, "%s: %s (line %d)", envp, je.text, je.line);
+out:
+    free(buf);
+    om_close(f);
+    om_dir_close(pd);
+    om_dir_close(ld);
+    return rc;
+}
+
+/* a and b name the same directory (after links, as the administrator's paths may go through
+ * them). */
+static int same_dir(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return !stat(a, &sa) && !stat(b, &sb) && S_ISDIR(sa.st_mode) && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
 }
 
 static const char *field(json_t *env, const char *part, const char *k)
@@ -41,15 +96,11 @@ int cli_dbutil_hard_recover(const char *dir, int json, int *found)
 {
     char pending[4200], envp[4400];
     snprintf(pending, sizeof pending, "%.4000s/_restoredLogs", dir);
-    find_env(pending, envp, sizeof envp);
-    *found = envp[0] != 0;
-    if (!*found) return CLI_OK;
-    json_error_t je;
-    json_t *env = json_load_file(envp, 0, &je);
-    if (!env) {
-        om_errf(OM_E_InvalidParameter, "%s: %s (line %d)", envp, je.text, je.line);
-        return cli_fail(OM_E_InvalidParameter);
-    }
+    json_t *env = NULL;
+    int lrc = load_env(dir, envp, sizeof envp, &env);
+    *found = lrc || env;
+    if (lrc) return cli_fail(lrc);
+    if (!env) return CLI_OK;
     const char *tedb = field(env, "target", "edb"), *tlogs = field(env, "target", "logs"),
                *tbase = field(env, "target", "base"), *oedb = field(env, "original", "edb"),
                *base = om_json_str_or(env, "base", "");
@@ -58,6 +109,16 @@ int cli_dbutil_hard_recover(const char *dir, int json, int *found)
     if (!tedb[0] || !tlogs[0] || !eng_base_valid(tbase) || !eng_base_valid(base) || !oedb[0]) {
         json_decref(env);
         om_errf(OM_E_InvalidParameter, "%s names no target (target edb, logs, base)", envp);
+        return cli_fail(OM_E_InvalidParameter);
+    }
+    /* The restore laid down is this folder's: a .env naming another database's folder (copied
+     * or planted here) never steers the recovery there. */
+    if (!same_dir(tlogs, dir)) {
+        om_errf(OM_E_InvalidParameter,
+                "%s names the log folder %s as the restore's target, not %s: it is not this "
+                "folder's restore. HINT: run ombra dbutil recover on the folder it names",
+                envp, tlogs, dir);
+        json_decref(env);
         return cli_fail(OM_E_InvalidParameter);
     }
     /* The .edb was laid down under the target's own name (store/writer.c). */

@@ -18,7 +18,16 @@
  *   a restore of it, or a copy put back, is never taken for the database the map follows;
  * - a map of another database (its id and signature), a damaged or missing file, a header of an
  *   older build (token 0): not trusted. An untrusted map at open starts empty with a new token:
- *   it knows no epoch, so the next full reads everything.
+ *   it knows no epoch, so the next full reads everything;
+ * - pages written to the .edb by anything but the engine (a tool, a `dd` of a page from another
+ *   copy, a partial block-level restore, while the store was stopped or after it was killed)
+ *   leave the header and its token alone. Every write of E00.chk (each checkpoint, mount and
+ *   clean dismount, after the .edb's writes it stands for) records the .edb's stamp (om_stamp:
+ *   inode, size, modification and change times), and a mount trusts the map only when the .edb
+ *   still has the stamp the last E00.chk recorded: nothing wrote it since. So a crash keeps
+ *   the map only when nothing reached the .edb after the last E00.chk; the file grows as
+ *   transactions allocate pages, between checkpoints, so a crash under load usually leaves it
+ *   untrusted (the next full reads everything).
  *
  * E00.cbt, little-endian, written whole by om_write_file_durable:
  *   0 "OMBRACBT"  8 u32 version (1)  12 u32 epochs  16 u64 token  24 db_id[16]  40 db_sig (2 u64)
@@ -141,6 +150,26 @@ static int what_is_there(eng_db *db)
     return kind < 0 ? OM_KIND_OTHER : kind;
 }
 
+/* 1 with why when the .edb was written since the last write of E00.chk (its stamp differs
+ * from the one E00.chk recorded), or either cannot be read; else 0. */
+static int written_since_chk(eng_db *db, char *why, size_t wn)
+{
+    eng_chkfile ck;
+    om_stamp now;
+    if (eng_chk_read(db->vfs, db->chk, &ck, NULL) || om_fstamp(db->edbf, &now)) {
+        snprintf(why, wn, "%.300s", om_err_detail());
+        om_err_clear();
+        return 1;
+    }
+    if (!memcmp(&now, &ck.edb, sizeof now)) return 0;
+    snprintf(why, wn,
+             "%.120s was written since its last checkpoint by something other than the store (a "
+             "tool while the store was stopped, or the store killed while writing pages): its "
+             "inode, size or times are not those E00.chk recorded",
+             db->edb);
+    return 1;
+}
+
 int eng_cbt_open(eng_db *db)
 {
     struct eng_cbt *m = calloc(1, sizeof *m);
@@ -172,6 +201,7 @@ int eng_cbt_open(eng_db *db)
             db->edb);
         bad = 1;
     }
+    if (!bad) bad = written_since_chk(db, m->why, sizeof m->why);
     if (bad) {
         /* Knows no epoch, so it vouches for nothing; a new token, so the header that follows it
          * (once the first checkpoint writes both) is never one a copy elsewhere carries. */

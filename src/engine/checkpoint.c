@@ -20,6 +20,10 @@ int eng_ckpt_write_chk(eng_db *db, eng_lgpos c)
     ck.last_full = db->hdr.slots[ENG_BK_PREV_FULL].mark;
     ck.last_incremental = db->hdr.slots[ENG_BK_PREV_INCREMENTAL].mark;
     memcpy(ck.base, db->base, 4);
+    /* Taken after the .edb's writes this checkpoint stands for (its header last); a stamp that
+     * cannot be had stays 0, which no file matches: the map is then not trusted at the next
+     * mount, which is safe. */
+    if (om_fstamp(db->edbf, &ck.edb)) om_err_clear();
     return eng_chk_write(db->vfs, db->chk, &ck);
 }
 

@@ -297,6 +297,10 @@ void eng_chk_encode(const eng_chkfile *c, uint8_t *buf, int copy)
     w_pos(&w, c->last_full);
     w_pos(&w, c->last_incremental);
     om_wbytes(&w, c->base, 4);
+    om_w64(&w, c->edb.ino);
+    om_w64(&w, c->edb.size);
+    om_w64(&w, c->edb.mtime_ns);
+    om_w64(&w, c->edb.ctime_ns);
     om_put64(buf, om_xxh3(buf + 8, ENG_CHK_COPY - 8, SEED_CHK + (uint64_t)copy));
 }
 
@@ -317,6 +321,10 @@ int eng_chk_decode(const uint8_t *buf, int copy, eng_chkfile *c)
     c->last_incremental = r_pos(&r);
     om_rbytes(&r, c->base, 4);
     c->base[3] = 0;
+    c->edb.ino = om_r64(&r); /* zeros in an older build's copy: matches no file */
+    c->edb.size = om_r64(&r);
+    c->edb.mtime_ns = om_r64(&r);
+    c->edb.ctime_ns = om_r64(&r);
     if (ver != ENG_FORMAT_VERSION)
         return om_errf(OM_E_CheckpointCorrupt, "checkpoint format version %u is not supported",
                        ver);

@@ -115,6 +115,10 @@ typedef struct eng_chkfile {
     uint64_t time;
     eng_lgpos last_full, last_incremental;
     char base[4];
+    /* The .edb's stamp once everything before this write of E00.chk reached it (all 0 when the
+     * file system gives none, or in a file from an older build): what the change map compares
+     * at the next mount (changemap.c). */
+    om_stamp edb;
 } eng_chkfile;
 
 /* Reads E00.chk: the newer good copy. BadCheckpointSignature is not checked here. */

@@ -87,6 +87,9 @@ typedef struct cv_inode {
     size_t *dirty; /* indexes of the dirty blocks, so a sync need not scan the file */
     size_t ndirty, dirty_cap;
     struct cv_inode *copy; /* scratch for crashvfs_clone */
+    /* The stamp (om_stamp): id for the inode number, version (from crashvfs.clock) for the
+     * times: a new one at every write or resize, and at a reboot that changed the content. */
+    uint64_t id, version;
 } cv_inode;
 
 typedef struct cv_entry {
@@ -131,6 +134,7 @@ struct crashvfs {
     cv_op *ops;
     size_t nops, ops_cap;
     cv_link inodes, files;
+    uint64_t clock; /* the last inode id or version given */
 };
 
 /* ---- small helpers ---- */
@@ -245,7 +249,9 @@ static void parent_of(const char *p, char *out)
 static cv_inode *inode_new(crashvfs *c)
 {
     cv_inode *ino = calloc(1, sizeof *ino);
-    if (ino) link_add_tail(&c->inodes, &ino->link);
+    if (!ino) return NULL;
+    link_add_tail(&c->inodes, &ino->link);
+    ino->id = ino->version = ++c->clock;
     return ino;
 }
 
@@ -411,6 +417,7 @@ static void block_drop(cv_inode *ino, size_t b)
 static void inode_reboot(crashvfs *c, cv_inode *ino)
 {
     uint64_t size = ino->dsize;
+    if (ino->ndirty || ino->size != ino->dsize) ino->version = ++c->clock;
     if (ino->size != ino->dsize && rnd_below(c, 2)) size = ino->size;
     for (size_t i = 0; i < ino->ndirty; i++) {
         size_t b = ino->dirty[i];
@@ -437,6 +444,8 @@ static cv_inode *inode_copy(crashvfs *c, const cv_inode *src)
     if (!ino) return NULL;
     ino->size = src->size;
     ino->dsize = src->dsize;
+    ino->id = src->id;
+    ino->version = src->version;
     if (src->cap) {
         ino->data = malloc(src->cap);
         ino->blk = calloc(src->cap / CV_BLOCK, sizeof *ino->blk);
@@ -814,6 +823,7 @@ static int write_locked(cv_file *f, const void *buf, size_t n, uint64_t off)
         return oom("writing", path);
     memcpy(ino->data + off, buf, n);
     if (off + n > ino->size) ino->size = off + n;
+    ino->version = ++f->c->clock;
     return 0;
 }
 
@@ -853,12 +863,23 @@ static int cv_size(om_file *bf, uint64_t *size)
     return rc;
 }
 
+static int cv_stamp(om_file *bf, om_stamp *out)
+{
+    cv_file *f = (cv_file *)bf;
+    lock(f->c);
+    int rc = handle_check(f, "stat of");
+    if (!rc) *out = (om_stamp){f->ino->id, f->ino->size, f->ino->version, f->ino->version};
+    unlock(f->c);
+    return rc;
+}
+
 static int resize_locked(cv_file *f, uint64_t size)
 {
     const char *path = f->base.path;
     if (f->rdonly) return om_errf(OM_E_FileAccessDenied, "resizing %s: opened read-only", path);
     int rc = grow_check(f->c, f->ino, size, "resizing", path);
     if (rc) return rc;
+    f->ino->version = ++f->c->clock;
     if (size < f->ino->size) {
         f->ino->size = size; /* the bytes stay in data: they may still be durable content */
         return 0;
@@ -1328,6 +1349,7 @@ static const om_vfs cv_methods = {
     .rmdir_at = cv_rmdir_at,
     .kind_at = cv_kind_at,
     .list_at = cv_list_at,
+    .stamp = cv_stamp,
 };
 
 /* ---- the test's controls ---- */
@@ -1487,6 +1509,7 @@ static int state_copy(crashvfs *c, crashvfs *src)
     c->crash_at = src->crash_at;
     c->crashed = src->crashed;
     c->limit = src->limit;
+    c->clock = src->clock;
     memcpy(c->fail, src->fail, sizeof c->fail);
     if (inodes_copy(c, src) || ns_copy(&c->visible, &src->visible, 1) ||
         ns_copy(&c->durable, &src->durable, 1))

@@ -340,3 +340,35 @@ def test_expire_while_a_backup_is_paused(store, repo, tmp_path, lock):
     if p.returncode == 0:
         assert r.rc == 0 and store.digest("db2") == d, "the backup said it succeeded, its restore did not give its state"
     assert r.rc == 0 or one_line(r)
+
+
+# ---- dbutil recover of a folder whose _restoredLogs is another database's ----------------------
+
+def test_dbutil_recover_never_takes_a_neighbours_restore_by_a_planted_link_or_a_copied_env(store, repo, source):
+    # db3 holds a restore laid down without replay; db2 is a neighbour. A link planted at
+    # db2's _restoredLogs pointing at db3's, or a copy of db3's .env put there, must not make
+    # `dbutil recover <db2's logs>` hard-recover db3: one clear line, db3's files untouched, and
+    # db3's own recovery still gives the backup's digest.
+    for db in ("db2", "db3"):
+        store.ombra("db", "new", db)
+        dismount_for_restore(store, db)
+    restore(store, repo, "db1", "--to", "db3", "--no-replay")
+    logs3 = pathlib.Path(store.db_show("db3")["logs"])
+    logs2 = pathlib.Path(store.db_show("db2")["logs"])
+    dir3 = pathlib.Path(store.db_show("db3")["edb"]).parent
+    before = tree_state(dir3)
+    os.symlink(logs3 / "_restoredLogs", logs2 / "_restoredLogs")
+    r = store.ombra("dbutil", "recover", logs2, check=False)
+    assert r.rc != 0 and one_line(r) and "symbolic link" in r.err, r.err
+    assert tree_state(dir3) == before
+    os.unlink(logs2 / "_restoredLogs")
+    (logs2 / "_restoredLogs").mkdir(mode=0o750)
+    for f in (logs3 / "_restoredLogs").iterdir():
+        if f.name.endswith("restore.env"):
+            (logs2 / "_restoredLogs" / f.name).write_bytes(f.read_bytes())
+    r = store.ombra("dbutil", "recover", logs2, check=False)
+    assert r.rc != 0 and one_line(r) and "not this folder's restore" in r.err, r.err
+    assert tree_state(dir3) == before
+    r = store.ombra("dbutil", "recover", logs3)
+    store.ombra("db", "mount", "db3")
+    assert store.digest("db3") == source["digest"]
