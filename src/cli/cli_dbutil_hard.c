@@ -57,6 +57,16 @@ static int load_env(const char *dir, char *envp, size_t en, json_t **env)
     }
     uint64_t n = 0;
     if ((rc = om_open_at(pd, fd.name, OM_O_RDONLY, &f)) || (rc = om_fsize(f, &n))) goto out;
+    /* The store holds it locked from the restore's PreRestore until that restore is done. */
+    if (f->vfs->lock && (rc = f->vfs->lock(f))) {
+        if (rc == OM_E_DatabaseInUse)
+            rc = om_errf(OM_E_RestoreInProgress,
+                         "%s: a restore of this database is in progress in the store (it holds "
+                         "the .env): recovering now would race it. HINT: wait for the restore to "
+                         "end (ombra restore prints how it ended), then recover if it asks to",
+                         envp);
+        goto out;
+    }
     if (n > (1u << 20)) {
         rc = om_errf(OM_E_InvalidParameter, "%s: %llu bytes is too large for a restore's .env",
                      envp, (unsigned long long)n);

@@ -65,6 +65,10 @@ typedef struct wrestore {
      * when this is closed, on a thread, once the slot goes (unmark_session), not while the
      * requester waits for PostRestore's answer or its own exit. */
     om_file *old_edb;
+    /* The target's <base>restore.env, open and locked (flock) while the slot is held, so that
+     * `ombra dbutil recover` of the folder refuses while this restore is in progress; the one
+     * the last PreRestore wrote. */
+    om_file *env_lock;
 } wrestore;
 
 struct store_writer {
@@ -860,6 +864,7 @@ static void unmark_session(store_writer *w, const char *session, const char *tar
         wrestore *r = gone;
         gone = r->next;
         if (r->old_edb) start_release(w, r->old_edb, 0);
+        om_close(r->env_lock);
         free(r);
     }
 }
@@ -1180,6 +1185,26 @@ static int write_env(om_dir *pd, const rtarget *t, json_t *c, const char *boot)
     return rc;
 }
 
+/* The .env write_env wrote, opened and locked into *f: `ombra dbutil recover` refuses a folder
+ * whose .env is locked (cli_dbutil_hard.c). One that holds it (a dbutil recover of the folder
+ * running) makes this restore refuse. */
+static int lock_env(om_dir *pd, const rtarget *t, om_file **f)
+{
+    char name[32];
+    snprintf(name, sizeof name, "%srestore.env", t->orig_base);
+    int rc = om_open_at(pd, name, OM_O_RDONLY, f);
+    if (!rc && (*f)->vfs->lock && (rc = (*f)->vfs->lock(*f)) == OM_E_DatabaseInUse)
+        rc = om_errf(OM_E_RestoreInProgress,
+                     "%s/%s is held by another process (ombra dbutil recover of the folder): "
+                     "the target is being recovered. HINT: let that end first",
+                     t->pending, name);
+    if (rc) {
+        om_close(*f);
+        *f = NULL;
+    }
+    return rc;
+}
+
 /* What an earlier restore left in _restoredLogs, found by its .env. */
 typedef struct leftover {
     om_dir *pd;
@@ -1342,7 +1367,7 @@ static int no_stream_there(om_dir *ld, const rtarget *t)
  * that replay and then go; the .env names this boot, so that nothing takes them after the machine
  * restarted (a crash may have lost what was not yet written back). */
 static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *replace_logs,
-                          int *unsynced, om_file **old_edb, om_file **drop_edb)
+                          int *unsynced, om_file **old_edb, om_file **drop_edb, om_file **env_lock)
 {
     om_vfs *v = om_vfs_posix();
     om_dir *ed = NULL, *ld = NULL, *pd = NULL;
@@ -1414,6 +1439,7 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
             om_err_clear();
     }
     if (!rc) rc = write_env(pd, t, c, *unsynced ? boot : NULL);
+    if (!rc) rc = lock_env(pd, t, env_lock);
     snprintf(laid, sizeof laid, "%srestore.laid", t->orig_base);
     if (!rc) rc = vss_laid_create(pd, laid);
     if (!rc) rc = om_dir_sync(pd);
@@ -1425,25 +1451,34 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
         *old_edb = NULL;
         om_close(*drop_edb);
         *drop_edb = NULL;
+        om_close(*env_lock);
+        *env_lock = NULL;
     }
     return rc;
 }
 
 /* The restore slot of target for session keeps f (closed on a thread when the slot goes); f is
- * closed now when there is no slot, or the slot holds a file already (a PreRestore again). */
-static void hold_old_edb(store_writer *w, const char *session, const char *target, om_file *f)
+ * closed now when there is no slot, or the slot holds a file already (a PreRestore again). The
+ * slot keeps env, the .env's lock, in place of the one it held (the .env was written again). */
+static void hold_files(store_writer *w, const char *session, const char *target, om_file *f,
+                       om_file *env)
 {
-    if (!f) return;
+    om_file *gone = env;
     pthread_mutex_lock(&w->mu);
     wrestore *r = w->restores;
     while (r && (strcmp(r->target, target) || strcmp(r->session, session)))
         r = r->next;
-    if (r && !r->old_edb) {
+    if (r && f && !r->old_edb) {
         r->old_edb = f;
         f = NULL;
     }
+    if (r && env) {
+        gone = r->env_lock;
+        r->env_lock = env;
+    }
     pthread_mutex_unlock(&w->mu);
     om_close(f);
+    om_close(gone);
 }
 
 /* Holds the restore slot of target for session: another session's restore of it is refused. */
@@ -1542,15 +1577,16 @@ static int pre_restore(void *ctx, vss_event *e)
     {
         rtarget t;
         int replace_edb = 0, replace_logs = 0, unsynced = 0;
-        om_file *old_edb = NULL, *drop_edb = NULL;
+        om_file *old_edb = NULL, *drop_edb = NULL, *env_lock = NULL;
         pthread_mutex_lock(&s->mu);
         int rc = resolve_target(w, c, &t);
         if (!rc) rc = mark_restoring(w, e->session, t.key);
         if (!rc) rc = recovery_mountable(s, c, &t);
         pthread_mutex_unlock(&s->mu);
         if (!rc)
-            rc = prepare_target(&t, c, &replace_edb, &replace_logs, &unsynced, &old_edb, &drop_edb);
-        if (!rc) hold_old_edb(w, e->session, t.key, old_edb);
+            rc = prepare_target(&t, c, &replace_edb, &replace_logs, &unsynced, &old_edb, &drop_edb,
+                                &env_lock);
+        if (!rc) hold_files(w, e->session, t.key, old_edb, env_lock);
         if (drop_edb) start_release(w, drop_edb, 1);
         if (!rc && t.copy_of[0]) {
             pthread_mutex_lock(&s->mu);

@@ -372,3 +372,23 @@ def test_dbutil_recover_never_takes_a_neighbours_restore_by_a_planted_link_or_a_
     r = store.ombra("dbutil", "recover", logs3)
     store.ombra("db", "mount", "db3")
     assert store.digest("db3") == source["digest"]
+
+
+@pytest.mark.parametrize("stage", ["prepared", "edb"])
+def test_dbutil_recover_refuses_while_a_restore_of_the_folder_is_in_progress(store, repo, source, stage):
+    # The store holds the target's .env locked from PreRestore until the restore is done: a
+    # dbutil recover of the folder meanwhile says so in one line and recovers nothing (it used to
+    # run, and the restore then failed with a log-set mismatch); the restore then ends with the
+    # backup's digest.
+    from conftest import Paused
+    store.ombra("db", "new", "db2")
+    dismount_for_restore(store, "db2")
+    logs2 = pathlib.Path(store.db_show("db2")["logs"])
+    p = Paused(store, ["restore", "db1", "--repo", repo, "--to", "db2"], "OMBRA_RESTORE_PAUSE", stage)
+    assert p.reached, p.first
+    r = store.ombra("dbutil", "recover", logs2, check=False)
+    assert r.rc != 0 and one_line(r) and "in progress" in r.err and not r.out, r.describe()
+    res = p.resume()
+    assert res.rc == 0, res.err
+    store.ombra("db", "mount", "db2")
+    assert store.digest("db2") == source["digest"]
