@@ -70,8 +70,9 @@ enum {
  * and its modification and status-change times (ns). Any write or resize changes the times;
  * the status-change time (ctime) cannot be set back by any call (touch, utimensat and copies
  * that keep times set only the others), and a copy put in the file's place is another inode.
- * Two equal stamps of one name say no one wrote the file between them, short of the system's
- * clock set back. */
+ * Two equal stamps of one file say no one wrote it between them, short of the system's clock
+ * set back or a write within one tick of the clock of the one before (kernels without
+ * fine-grained change times). */
 typedef struct om_stamp {
     uint64_t ino, size, mtime_ns, ctime_ns;
 } om_stamp;

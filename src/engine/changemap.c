@@ -164,8 +164,8 @@ static int written_since_chk(eng_db *db, char *why, size_t wn)
     if (!memcmp(&now, &ck.edb, sizeof now)) return 0;
     snprintf(why, wn,
              "%.120s was written since its last checkpoint by something other than the store (a "
-             "tool while the store was stopped, or the store killed while writing pages): its "
-             "inode, size or times are not those E00.chk recorded",
+             "tool or a recovery by dbutil while the store was stopped, or the store killed "
+             "while writing pages): its inode, size or times are not those E00.chk recorded",
              db->edb);
     return 1;
 }

@@ -20,10 +20,15 @@ int eng_ckpt_write_chk(eng_db *db, eng_lgpos c)
     ck.last_full = db->hdr.slots[ENG_BK_PREV_FULL].mark;
     ck.last_incremental = db->hdr.slots[ENG_BK_PREV_INCREMENTAL].mark;
     memcpy(ck.base, db->base, 4);
-    /* Taken after the .edb's writes this checkpoint stands for (its header last); a stamp that
-     * cannot be had stays 0, which no file matches: the map is then not trusted at the next
-     * mount, which is safe. */
-    if (om_fstamp(db->edbf, &ck.edb)) om_err_clear();
+    /* Taken after the .edb's writes this checkpoint stands for (its header last), and only by an
+     * open that keeps the change map, which compared the stamp when it opened (changemap.c): an
+     * open without one (dbutil's recovery, a passive copy's replay) never checked what wrote the
+     * file before it, and must not vouch for it. A stamp that is not taken, or cannot be had,
+     * stays 0, which no file matches: the map is then not trusted at the next mount. */
+    if (db->cbt && om_fstamp(db->edbf, &ck.edb)) {
+        memset(&ck.edb, 0, sizeof ck.edb);
+        om_err_clear();
+    }
     return eng_chk_write(db->vfs, db->chk, &ck);
 }
 

@@ -1186,18 +1186,15 @@ static int write_env(om_dir *pd, const rtarget *t, json_t *c, const char *boot)
 }
 
 /* The .env write_env wrote, opened and locked into *f: `ombra dbutil recover` refuses a folder
- * whose .env is locked (cli_dbutil_hard.c). One that holds it (a dbutil recover of the folder
- * running) makes this restore refuse. */
+ * whose .env is locked (cli_dbutil_hard.c). The lock is on the file this PreRestore wrote (a
+ * new one, put in place by rename), so it never meets a dbutil recover's: a restore that starts
+ * while one runs is not refused (docs/design.md). */
 static int lock_env(om_dir *pd, const rtarget *t, om_file **f)
 {
     char name[32];
     snprintf(name, sizeof name, "%srestore.env", t->orig_base);
     int rc = om_open_at(pd, name, OM_O_RDONLY, f);
-    if (!rc && (*f)->vfs->lock && (rc = (*f)->vfs->lock(*f)) == OM_E_DatabaseInUse)
-        rc = om_errf(OM_E_RestoreInProgress,
-                     "%s/%s is held by another process (ombra dbutil recover of the folder): "
-                     "the target is being recovered. HINT: let that end first",
-                     t->pending, name);
+    if (!rc && (*f)->vfs->lock) rc = (*f)->vfs->lock(*f);
     if (rc) {
         om_close(*f);
         *f = NULL;

@@ -269,6 +269,23 @@ static void map_untrusted_when_it_could_be_wrong(void **state)
     assert_int_equal(take_full(db, v, &f1), 0);
     assert_int_equal(change(db, &s, 3), 0);
     assert_int_equal(eng_db_close(db), 0);
+    /* 3b. the same after a crash with nothing dirty, followed by a recovery without the map
+     * (dbutil's), which writes E00.chk: it must not vouch for the file it found */
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    eng_db_abandon(db);
+    assert_int_equal(om_open(v, EDB, 0, &ef), 0);
+    assert_int_equal(om_pread_full(ef, pg, sizeof pg, eng_page_offset(3)), 0);
+    assert_int_equal(om_pwrite(ef, pg, sizeof pg, eng_page_offset(3)), 0);
+    assert_int_equal(om_sync(ef), 0);
+    assert_int_equal(om_close(ef), 0);
+    assert_int_equal(eng_db_recover(&o, NULL), 0);
+    assert_int_equal(eng_db_open(&o, &db), 0);
+    assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, why, sizeof why), 0);
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(why, "something other than the store"));
+    assert_int_equal(take_full(db, v, &f1), 0);
+    assert_int_equal(change(db, &s, 3), 0);
+    assert_int_equal(eng_db_close(db), 0);
     /* 4. a damaged map */
     uint8_t *m = NULL;
     size_t mn = 0;
