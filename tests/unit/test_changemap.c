@@ -205,6 +205,18 @@ static void map_names_every_changed_page_across_remounts(void **state)
     crashvfs_free(c);
 }
 
+/* Page pgno of the .edb written again with its own bytes by something other than the engine. */
+static void rewrite_page(om_vfs *v, uint32_t pgno)
+{
+    uint8_t pg[ENG_PAGE_SIZE];
+    om_file *ef = NULL;
+    assert_int_equal(om_open(v, EDB, 0, &ef), 0);
+    assert_int_equal(om_pread_full(ef, pg, sizeof pg, eng_page_offset(pgno)), 0);
+    assert_int_equal(om_pwrite(ef, pg, sizeof pg, eng_page_offset(pgno)), 0);
+    assert_int_equal(om_sync(ef), 0);
+    assert_int_equal(om_close(ef), 0);
+}
+
 /* An .edb put back from before the epoch (a restore, a copy) is never taken for the database the
  * map follows; nor one a recovery without the map wrote, nor one written by something else while
  * closed; nor a damaged map. */
@@ -255,13 +267,7 @@ static void map_untrusted_when_it_could_be_wrong(void **state)
     assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, NULL, 0), 0);
     assert_int_equal(n, 1);
     assert_int_equal(eng_db_close(db), 0);
-    uint8_t pg[ENG_PAGE_SIZE];
-    om_file *ef = NULL;
-    assert_int_equal(om_open(v, EDB, 0, &ef), 0);
-    assert_int_equal(om_pread_full(ef, pg, sizeof pg, eng_page_offset(3)), 0);
-    assert_int_equal(om_pwrite(ef, pg, sizeof pg, eng_page_offset(3)), 0);
-    assert_int_equal(om_sync(ef), 0);
-    assert_int_equal(om_close(ef), 0);
+    rewrite_page(v, 3);
     assert_int_equal(eng_db_open(&o, &db), 0);
     assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, why, sizeof why), 0);
     assert_int_equal(n, 0);
@@ -273,11 +279,7 @@ static void map_untrusted_when_it_could_be_wrong(void **state)
      * (dbutil's), which writes E00.chk: it must not vouch for the file it found */
     assert_int_equal(eng_db_open(&o, &db), 0);
     eng_db_abandon(db);
-    assert_int_equal(om_open(v, EDB, 0, &ef), 0);
-    assert_int_equal(om_pread_full(ef, pg, sizeof pg, eng_page_offset(3)), 0);
-    assert_int_equal(om_pwrite(ef, pg, sizeof pg, eng_page_offset(3)), 0);
-    assert_int_equal(om_sync(ef), 0);
-    assert_int_equal(om_close(ef), 0);
+    rewrite_page(v, 3);
     assert_int_equal(eng_db_recover(&o, NULL), 0);
     assert_int_equal(eng_db_open(&o, &db), 0);
     assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, why, sizeof why), 0);
