@@ -217,6 +217,25 @@ static void rewrite_page(om_vfs *v, uint32_t pgno)
     assert_int_equal(om_close(ef), 0);
 }
 
+/* Opens the database and finds its map trusting nothing, for a reason that says reason (NULL: any
+ * reason); then a new full (into f) and changes after it, and a clean close: trust starts
+ * again. */
+static void untrusted_then_full(const eng_opts *o, om_vfs *v, uint64_t *s, full *f,
+                                const char *reason)
+{
+    eng_db *db = NULL;
+    eng_change_epoch ep[8];
+    uint32_t n = 0;
+    char why[400] = "";
+    assert_int_equal(eng_db_open(o, &db), 0);
+    assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, why, sizeof why), 0);
+    assert_int_equal(n, 0);
+    if (reason) assert_non_null(strstr(why, reason));
+    assert_int_equal(take_full(db, v, f), 0);
+    assert_int_equal(change(db, s, 3), 0);
+    assert_int_equal(eng_db_close(db), 0);
+}
+
 /* An .edb put back from before the epoch (a restore, a copy) is never taken for the database the
  * map follows; nor one a recovery without the map wrote, nor one written by something else while
  * closed; nor a damaged map. */
@@ -239,27 +258,16 @@ static void map_untrusted_when_it_could_be_wrong(void **state)
     assert_int_equal(change(db, &s, 3), 0);
     assert_int_equal(eng_db_close(db), 0);
     assert_int_equal(om_write_file_durable(v, EDB, old, f0.n), 0);
-    /* the copy is in Dirty Shutdown (taken while mounted): recovery replays the logs */
-    assert_int_equal(eng_db_open(&o, &db), 0);
-    assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, why, sizeof why), 0);
-    assert_int_equal(n, 0);
-    assert_non_null(strstr(why, "token"));
-    /* a new full starts trust again */
+    /* the copy is in Dirty Shutdown (taken while mounted): recovery replays the logs; a new
+     * full starts trust again */
     full f1 = {0};
-    assert_int_equal(take_full(db, v, &f1), 0);
-    assert_int_equal(change(db, &s, 3), 0);
-    assert_int_equal(eng_db_close(db), 0);
+    untrusted_then_full(&o, v, &s, &f1, "token");
     /* 2. a recovery without the map (dbutil's, a hard recovery's way): crash, recover, mount */
     assert_int_equal(eng_db_open(&o, &db), 0);
     assert_int_equal(change(db, &s, 3), 0);
     eng_db_abandon(db); /* a crash: dirty pages never written */
     assert_int_equal(eng_db_recover(&o, NULL), 0);
-    assert_int_equal(eng_db_open(&o, &db), 0);
-    assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, NULL, 0), 0);
-    assert_int_equal(n, 0);
-    assert_int_equal(take_full(db, v, &f1), 0);
-    assert_int_equal(change(db, &s, 3), 0);
-    assert_int_equal(eng_db_close(db), 0);
+    untrusted_then_full(&o, v, &s, &f1, NULL);
     /* 3. a page of the .edb written by something else while it was closed (the same bytes
      * even: what counts is that a write happened), header and token untouched; and after a
      * clean close and open alone, the map is trusted again */
@@ -268,26 +276,14 @@ static void map_untrusted_when_it_could_be_wrong(void **state)
     assert_int_equal(n, 1);
     assert_int_equal(eng_db_close(db), 0);
     rewrite_page(v, 3);
-    assert_int_equal(eng_db_open(&o, &db), 0);
-    assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, why, sizeof why), 0);
-    assert_int_equal(n, 0);
-    assert_non_null(strstr(why, "something other than the store"));
-    assert_int_equal(take_full(db, v, &f1), 0);
-    assert_int_equal(change(db, &s, 3), 0);
-    assert_int_equal(eng_db_close(db), 0);
+    untrusted_then_full(&o, v, &s, &f1, "something other than the store");
     /* 3b. the same after a crash with nothing dirty, followed by a recovery without the map
      * (dbutil's), which writes E00.chk: it must not vouch for the file it found */
     assert_int_equal(eng_db_open(&o, &db), 0);
     eng_db_abandon(db);
     rewrite_page(v, 3);
     assert_int_equal(eng_db_recover(&o, NULL), 0);
-    assert_int_equal(eng_db_open(&o, &db), 0);
-    assert_int_equal(eng_db_change_epochs(db, ep, 8, &n, why, sizeof why), 0);
-    assert_int_equal(n, 0);
-    assert_non_null(strstr(why, "something other than the store"));
-    assert_int_equal(take_full(db, v, &f1), 0);
-    assert_int_equal(change(db, &s, 3), 0);
-    assert_int_equal(eng_db_close(db), 0);
+    untrusted_then_full(&o, v, &s, &f1, "something other than the store");
     /* 4. a damaged map */
     uint8_t *m = NULL;
     size_t mn = 0;
