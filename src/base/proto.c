@@ -16,6 +16,7 @@
 #include "base/bytes.h"
 #include "base/error.h"
 #include "base/time.h"
+#include "base/vfs.h"
 
 /* The error for a socket call that failed with errno e: ConnectionClosed when the peer is gone. */
 static int sock_err(int e)
@@ -587,6 +588,27 @@ int om_json_int(json_t *obj, const char *key, int64_t *out)
         return om_errf(OM_E_InvalidParameter, "field \"%s\" must be an integer", key);
     *out = json_integer_value(v);
     return 0;
+}
+
+int om_json_read_file(om_file *f, size_t max, json_t **out)
+{
+    *out = NULL;
+    uint64_t n = 0;
+    char *buf = NULL;
+    int rc = om_fsize(f, &n);
+    if (!rc && n > max)
+        rc = om_errf(OM_E_InvalidParameter, "%s: %llu bytes is more than the %zu it may have",
+                     f->path, (unsigned long long)n, max);
+    if (!rc && !(buf = malloc(n + 1)))
+        rc = om_errf(OM_E_OutOfMemory, "reading %s: out of memory", f->path);
+    if (!rc) rc = om_pread_full(f, buf, (size_t)n, 0);
+    if (!rc) {
+        json_error_t je;
+        if (!(*out = json_loadb(buf, (size_t)n, 0, &je)))
+            rc = om_errf(OM_E_InvalidParameter, "%s: %s (line %d)", f->path, je.text, je.line);
+    }
+    free(buf);
+    return rc;
 }
 
 const char *om_json_str_or(json_t *obj, const char *key, const char *dflt)

@@ -123,4 +123,9 @@ int om_json_int(json_t *obj, const char *key, int64_t *out);
 const char *om_json_str_or(json_t *obj, const char *key, const char *dflt);
 int64_t om_json_int_or(json_t *obj, const char *key, int64_t dflt);
 
+/* The whole of the open file f parsed as JSON into *out: an error naming f when it is larger
+ * than max bytes, cannot be read, or is not JSON. */
+struct om_file;
+int om_json_read_file(struct om_file *f, size_t max, json_t **out);
+
 #endif

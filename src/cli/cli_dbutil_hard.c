@@ -4,7 +4,6 @@
  * restored .edb, rolls forward through later logs of the folder, and removes _restoredLogs, so
  * the database mounts again. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
@@ -42,7 +41,6 @@ static int load_env(const char *dir, char *envp, size_t en, json_t **env)
     om_vfs *v = om_vfs_posix();
     om_dir *ld = NULL, *pd = NULL;
     om_file *f = NULL;
-    uint8_t *buf = NULL;
     env_find fd = {{0}};
     int rc = om_dir_open(v, NULL, dir, OM_D_FOLLOW, &ld);
     if (rc) return rc;
@@ -55,8 +53,7 @@ static int load_env(const char *dir, char *envp, size_t en, json_t **env)
         rc = om_errf(OM_E_InvalidPath, "%s is not a regular file (never followed or opened)", envp);
         goto out;
     }
-    uint64_t n = 0;
-    if ((rc = om_open_at(pd, fd.name, OM_O_RDONLY, &f)) || (rc = om_fsize(f, &n))) goto out;
+    if ((rc = om_open_at(pd, fd.name, OM_O_RDONLY, &f))) goto out;
     /* The store holds it locked from the restore's PreRestore until that restore is done. */
     if (f->vfs->lock && (rc = f->vfs->lock(f))) {
         if (rc == OM_E_DatabaseInUse)
@@ -67,21 +64,8 @@ static int load_env(const char *dir, char *envp, size_t en, json_t **env)
                          envp);
         goto out;
     }
-    if (n > (1u << 20)) {
-        rc = om_errf(OM_E_InvalidParameter, "%s: %llu bytes is too large for a restore's .env",
-                     envp, (unsigned long long)n);
-        goto out;
-    }
-    if (!(buf = malloc(n + 1))) {
-        rc = om_errf(OM_E_OutOfMemory, "reading %s: out of memory", envp);
-        goto out;
-    }
-    if ((rc = om_pread_full(f, buf, (size_t)n, 0))) goto out;
-    json_error_t je;
-    if (!(*env = json_loadb((const char *)buf, (size_t)n, 0, &je)))
-        rc = om_errf(OM_E_InvalidParameter, "%s: %s (line %d)", envp, je.text, je.line);
+    rc = om_json_read_file(f, 1u << 20, env);
 out:
-    free(buf);
     om_close(f);
     om_dir_close(pd);
     om_dir_close(ld);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/error.h"
+#include "base/proto.h"
 #include "base/hash.h"
 #include "base/logging.h"
 #include "base/pool.h"
@@ -1249,23 +1250,10 @@ static int drop_left(void *arg, const char *name)
 static int read_json_at(om_dir *d, const char *name, json_t **out)
 {
     om_file *f = NULL;
-    uint64_t sz = 0;
-    char *buf = NULL;
     *out = NULL;
     int rc = om_open_at(d, name, OM_O_RDONLY, &f);
-    if (!rc) rc = om_fsize(f, &sz);
-    if (!rc && sz > (1u << 20))
-        rc = om_errf(OM_E_InvalidParameter, "%s/%s is too large", d->path, name);
-    if (!rc && !(buf = malloc(sz + 1))) rc = om_errf(OM_E_OutOfMemory, "out of memory");
-    if (!rc) rc = om_pread_full(f, buf, (size_t)sz, 0);
+    if (!rc) rc = om_json_read_file(f, 1u << 20, out);
     om_close(f);
-    if (!rc) {
-        json_error_t je;
-        buf[sz] = 0;
-        *out = json_loads(buf, 0, &je);
-        if (!*out) rc = om_errf(OM_E_InvalidParameter, "%s/%s: %s", d->path, name, je.text);
-    }
-    free(buf);
     return rc;
 }
 

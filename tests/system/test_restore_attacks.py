@@ -369,6 +369,16 @@ def test_dbutil_recover_never_takes_a_neighbours_restore_by_a_planted_link_or_a_
     r = store.ombra("dbutil", "recover", logs2, check=False)
     assert r.rc != 0 and one_line(r) and "not this folder's restore" in r.err, r.err
     assert tree_state(dir3) == before
+    # a .env of 2 MiB, and one that is a fifo (never opened: it would block): one line each
+    env2 = next((logs2 / "_restoredLogs").glob("*restore.env"))
+    env2.write_bytes(b" " * (2 << 20))
+    r = store.ombra("dbutil", "recover", logs2, check=False)
+    assert r.rc != 0 and one_line(r) and "more than the" in r.err, r.err
+    env2.unlink()
+    os.mkfifo(env2)
+    r = store.ombra("dbutil", "recover", logs2, check=False, timeout=20)
+    assert r.rc != 0 and one_line(r) and "not a regular file" in r.err, r.err
+    assert tree_state(dir3) == before
     r = store.ombra("dbutil", "recover", logs3)
     store.ombra("db", "mount", "db3")
     assert store.digest("db3") == source["digest"]
