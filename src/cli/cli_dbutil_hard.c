@@ -11,6 +11,7 @@
 #include "base/error.h"
 #include "base/proto.h"
 #include "base/time.h"
+#include "backup/repo.h"
 #include "base/vfs.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
@@ -29,14 +30,35 @@ static int env_name(void *arg, const char *name)
     return 0;
 }
 
+/* f (opened as name in d) is still the file at that name. */
+static int same_file_at(om_dir *d, const char *name, om_file *f, const char *path)
+{
+    om_file *g = NULL;
+    om_stamp a, b;
+    int rc = om_open_at(d, name, OM_O_RDONLY, &g);
+    if (!rc) rc = om_fstamp(f, &a);
+    if (!rc) rc = om_fstamp(g, &b);
+    om_close(g);
+    if (rc == OM_E_FileNotFound || (!rc && a.ino != b.ino))
+        rc = om_errf(OM_E_RestoreInProgress,
+                     "%s was replaced or removed while it was being opened: a restore of this "
+                     "database has started. HINT: wait for it to end (ombra restore prints how it "
+                     "ended), then recover if it asks to",
+                     path);
+    return rc;
+}
+
 /* dir/_restoredLogs's first *restore.env, parsed: *env (NULL and 0 when there is no
  * _restoredLogs or no .env in it), its path in envp. Neither the folder nor the file is taken
  * through a symbolic link, and the folder must be the caller's own (OM_D_OWN, as the writer
  * made it): a link planted there would otherwise steer the recovery to another database's
- * restore. An error when something is there that is not so. */
-static int load_env(const char *dir, char *envp, size_t en, json_t **env)
+ * restore. An error when something is there that is not so. *held: the .env, open and locked,
+ * for the caller to close once the recovery is over (a restore of the folder is refused until
+ * then, store/store_writer.c take_leftovers). */
+static int load_env(const char *dir, char *envp, size_t en, json_t **env, om_file **held)
 {
     *env = NULL;
+    *held = NULL;
     envp[0] = 0;
     om_vfs *v = om_vfs_posix();
     om_dir *ld = NULL, *pd = NULL;
@@ -64,7 +86,15 @@ static int load_env(const char *dir, char *envp, size_t en, json_t **env)
                          envp);
         goto out;
     }
+    /* Locked, and still the file at that name: a restore that replaced it between the open and
+     * the lock holds the new one (and the store's PreRestore holds the old one's lock until its
+     * own is taken), so from here on no restore of this folder starts until the lock goes. */
+    if ((rc = same_file_at(pd, fd.name, f, envp))) goto out;
     rc = om_json_read_file(f, 1u << 20, env);
+    if (!rc) {
+        *held = f;
+        f = NULL;
+    }
 out:
     om_close(f);
     om_dir_close(pd);
@@ -86,15 +116,29 @@ static const char *field(json_t *env, const char *part, const char *k)
     return om_json_str_or(json_object_get(env, part), k, "");
 }
 
+static int recover_env(const char *dir, int json, const char *pending, const char *envp,
+                       json_t *env);
+
 int cli_dbutil_hard_recover(const char *dir, int json, int *found)
 {
     char pending[4200], envp[4400];
     snprintf(pending, sizeof pending, "%.4000s/_restoredLogs", dir);
     json_t *env = NULL;
-    int lrc = load_env(dir, envp, sizeof envp, &env);
+    om_file *held = NULL;
+    int lrc = load_env(dir, envp, sizeof envp, &env, &held);
     *found = lrc || env;
     if (lrc) return cli_fail(lrc);
     if (!env) return CLI_OK;
+    bk_pause_at("OMBRA_DBUTIL_PAUSE", "locked"); /* the test hook (backup/repo.h) */
+    int rc = recover_env(dir, json, pending, envp, env);
+    om_close(held); /* the lock goes once the recovery is over */
+    return rc;
+}
+
+/* The hard recovery of the restore env (taken: decref'd here) describes, laid down in dir. */
+static int recover_env(const char *dir, int json, const char *pending, const char *envp,
+                       json_t *env)
+{
     const char *tedb = field(env, "target", "edb"), *tlogs = field(env, "target", "logs"),
                *tbase = field(env, "target", "base"), *oedb = field(env, "original", "edb"),
                *base = om_json_str_or(env, "base", "");

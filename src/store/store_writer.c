@@ -1246,25 +1246,36 @@ static int drop_left(void *arg, const char *name)
     return 0;
 }
 
-/* Reads name in d (never through a link) as JSON. */
-static int read_json_at(om_dir *d, const char *name, json_t **out)
+/* The .env an earlier restore left (name in pd), open and locked into *f: refused while
+ * another process holds it (ombra dbutil recover of the folder, cli_dbutil_hard.c, holds it for
+ * as long as its recovery runs; a store's restore from PreRestore until it is done). */
+static int lock_leftover_env(om_dir *pd, const char *name, om_file **f)
 {
-    om_file *f = NULL;
-    *out = NULL;
-    int rc = om_open_at(d, name, OM_O_RDONLY, &f);
-    if (!rc) rc = om_json_read_file(f, 1u << 20, out);
-    om_close(f);
+    int rc = om_open_at(pd, name, OM_O_RDONLY, f);
+    if (!rc && (*f)->vfs->lock && (rc = (*f)->vfs->lock(*f)) == OM_E_DatabaseInUse)
+        rc = om_errf(OM_E_RestoreInProgress,
+                     "%s/%s is held by another process (an ombra dbutil recover of this folder, "
+                     "or another restore): restoring now would race it. HINT: wait for it to "
+                     "end, then restore again",
+                     pd->path, name);
+    if (rc) {
+        om_close(*f);
+        *f = NULL;
+    }
     return rc;
 }
 
 /* _restoredLogs as this restore finds it: empty (just made, or left empty), or an unfinished
  * restore of this same target (*ours = 1): one that asked for additional restores goes on
  * (*keep = 1: its generations stay), another one's names go now. Anything else is refused:
- * it is not this restore's to overwrite or remove. */
-static int take_leftovers(om_dir *pd, const rtarget *t, int *ours, int *keep)
+ * it is not this restore's to overwrite or remove. *old_env: the earlier restore's .env, held
+ * locked until the caller has locked its own (lock_leftover_env), so that a dbutil recover
+ * never starts on what this restore is replacing. */
+static int take_leftovers(om_dir *pd, const rtarget *t, int *ours, int *keep, om_file **old_env)
 {
     leftover l = {.pd = pd};
     *ours = *keep = 0;
+    *old_env = NULL;
     int rc = om_list_at(pd, look_left, &l);
     if (rc || (!l.nenv && !l.nother)) {
         /* Only temporary names: a restore that died before its .env was in place (the folder
@@ -1274,7 +1285,8 @@ static int take_leftovers(om_dir *pd, const rtarget *t, int *ours, int *keep)
         return rc;
     }
     json_t *env = NULL;
-    if (l.nenv == 1) rc = read_json_at(pd, l.env, &env);
+    if (l.nenv == 1) rc = lock_leftover_env(pd, l.env, old_env);
+    if (!rc && l.nenv == 1) rc = om_json_read_file(*old_env, 1u << 20, &env);
     if (rc) return rc;
     char id[37] = "";
     if (t->in_dir) om_uuid_str(&t->ent.id, id);
@@ -1364,6 +1376,7 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
     *unsynced = 0;
     /* Configured paths: links on the way are the administrator's; the last folder is not
      * followed, and whatever the restore makes is made by name in a folder it opened. */
+    om_file *old_env = NULL; /* an earlier restore's .env, locked until ours is (take_leftovers) */
     int rc = om_dir_open(v, NULL, t->edb_dir, OM_D_CREATE, &ed);
     if (!rc) rc = om_dir_open(v, NULL, t->ent.logs, OM_D_CREATE, &ld);
     /* Retired folders of earlier restores that a crash or a stop left: each one that cannot go
@@ -1376,7 +1389,7 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
      * finishes, for the original database too: a failed restore leaves it unmountable. */
     if (!rc) rc = om_dir_open(v, ld, "_restoredLogs", OM_D_CREATE | OM_D_OWN, &pd);
     if (!rc) rc = om_dir_sync(ld);
-    if (!rc) rc = take_leftovers(pd, t, &ours, &keep);
+    if (!rc) rc = take_leftovers(pd, t, &ours, &keep, &old_env);
     if (keep) *replace_logs = 1; /* the generations the restore it continues laid */
     if (!rc && !t->in_dir && !ours) rc = no_stream_there(ld, t);
     if (!rc) kind = om_kind_at(ed, t->edb_name);
@@ -1425,6 +1438,7 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
     }
     if (!rc) rc = write_env(pd, t, c, *unsynced ? boot : NULL);
     if (!rc) rc = lock_env(pd, t, env_lock);
+    om_close(old_env);
     snprintf(laid, sizeof laid, "%srestore.laid", t->orig_base);
     if (!rc) rc = vss_laid_create(pd, laid);
     if (!rc) rc = om_dir_sync(pd);

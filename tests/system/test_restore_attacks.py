@@ -402,3 +402,31 @@ def test_dbutil_recover_refuses_while_a_restore_of_the_folder_is_in_progress(sto
     assert res.rc == 0, res.err
     store.ombra("db", "mount", "db2")
     assert store.digest("db2") == source["digest"]
+
+
+def test_a_restore_refuses_while_dbutil_recover_of_its_target_runs(store, repo, source):
+    # The other way round: `dbutil recover` holds the .env locked for as long as it recovers, so
+    # a restore of that target meanwhile says so in one line and touches nothing (it used to take
+    # the leftovers as its own and remove the logs being replayed); the recovery then ends with
+    # the backup's digest.
+    from conftest import Paused
+    store.ombra("db", "new", "db2")
+    dismount_for_restore(store, "db2")
+    restore(store, repo, "db1", "--to", "db2", "--no-replay")
+    logs2 = pathlib.Path(store.db_show("db2")["logs"])
+    dir2 = pathlib.Path(store.db_show("db2")["edb"]).parent
+    before = tree_state(dir2)
+    p = Paused(store, ["dbutil", "recover", logs2], "OMBRA_DBUTIL_PAUSE", "locked")
+    assert p.reached, p.first
+    r = store.ombra("restore", "db1", "--repo", repo, "--to", "db2", check=False)
+    assert r.rc != 0 and one_line(r) and "dbutil recover" in r.err and "restore.env" in r.err, r.describe()
+    assert tree_state(dir2) == before
+    res = p.resume()
+    assert res.rc == 0, res.err
+    store.ombra("db", "mount", "db2")
+    assert store.digest("db2") == source["digest"]
+    # the lock went with the recovery: a restore of the target now runs
+    store.ombra("db", "dismount", "db2")
+    restore(store, repo, "db1", "--to", "db2")
+    store.ombra("db", "mount", "db2")
+    assert store.digest("db2") == source["digest"]
