@@ -148,12 +148,15 @@ static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
     for (unsigned i = 0; i < gl; i++)
         snprintf(hex + 2 * i, 3, "%02x", got[i]);
     int rc = 0;
-    om_file *old = NULL;
+    om_file *old = NULL, *placed = NULL;
     if (f->xx ? memcmp(got, f->xxh, sizeof f->xxh) != 0 : strcmp(hex, f->sha_hex) != 0) {
         om_durable_abort(&f->out);
         return file_damage(l, rd, f, buf);
     }
-    if (f->replace && !f->gen)
+    if (!f->gen && f->unsynced)
+        rc = om_durable_place_open(&f->out, f->replace ? OM_RENAME_REPLACE : 0,
+                                   f->replace ? &old : NULL, &placed);
+    else if (f->replace && !f->gen)
         rc = om_durable_commit_keep(&f->out, &old);
     else if (f->unsynced)
         rc = om_durable_place(&f->out, f->replace ? OM_RENAME_REPLACE : 0);
@@ -173,7 +176,14 @@ static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
     }
     pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
-    return 0;
+    if (!placed) return 0;
+    /* The .edb is in place and the writer may begin: the disk takes the file meanwhile (the
+     * writer's replay reads none of its pages before its end, eng_restore_opts.laid_unsynced),
+     * and the laying ends only once the file and its name are synced. */
+    rc = om_sync(placed);
+    if (!rc) rc = om_dir_sync(f->dir);
+    int crc = om_close(placed);
+    return rc ? rc : crc;
 }
 
 /* The block read and check step: blocks [b0, b0 + nb) of f into buf (decrypted, decompressed);
@@ -319,6 +329,10 @@ static int lay_chunk(void *arg, void *ws, size_t c)
     rc = fetch_chunk(l, w->rd, f, b0, nb, w->buf, &len, 1);
     if (!rc) rc = om_pwrite(f->out.f, w->buf, len, off);
     if (rc) return lay_fail(l, rc);
+    /* The header the writer reads first, into the page cache now (the direct write left it
+     * out), so that reading it does not wait behind the file's sync (finish_file). */
+    if (!f->gen && !b0 && f->unsynced && f->out.f->vfs->willneed)
+        f->out.f->vfs->willneed(f->out.f, 0, len < (1u << 20) ? len : 1u << 20);
     pthread_mutex_lock(&l->mu);
     /* The chunks before this one were all taken (in order) and hash unless they stop. */
     while (f->hashed != b0 && !l->failed && !l->stop)
@@ -487,6 +501,9 @@ static int place_files(rfile *f, size_t n, om_dir *ed, const char *edb_name, om_
          * says how long it was, its segments have checksums); nothing follows the last one to
          * say so, and it could read as a shorter, valid generation (an older state) */
         f[i].unsynced = i && i + 1 < n && unsynced;
+        /* the .edb: put in place before its sync, which its worker runs while the writer
+         * replays (finish_file) */
+        if (!i) f[i].unsynced = n > 1 && unsynced;
         if (i && eng_log_path(p, sizeof p, ld->path, base, f[i].gen)) return OM_E_InvalidPath;
         snprintf(f[i].dst, sizeof f[i].dst, "%s", i ? strrchr(p, '/') + 1 : edb_name);
     }

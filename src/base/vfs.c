@@ -102,13 +102,18 @@ void om_durable_abort(om_durable *d)
 }
 
 /* synced 0: om_durable_place (neither sync). */
-static int durable_commit(om_durable *d, int flags, om_file **replaced, int synced)
+static int durable_commit(om_durable *d, int flags, om_file **replaced, int synced,
+                          om_file **open_f)
 {
     if (!d->f)
         return om_errf(OM_E_InvalidParameter, "%s/%s: nothing to commit", d->dir->path, d->name);
     /* The content first: a name must never reach the disk before the bytes it names. */
     int rc = synced ? om_sync(d->f) : 0;
-    int crc = om_close(d->f);
+    int crc = 0;
+    if (open_f)
+        *open_f = d->f;
+    else
+        crc = om_close(d->f);
     d->f = NULL;
     if (!rc) rc = crc;
     /* The old file held open across the rename (never through a link: open_at follows none);
@@ -126,6 +131,10 @@ static int durable_commit(om_durable *d, int flags, om_file **replaced, int sync
             om_close(*replaced);
             *replaced = NULL;
         }
+        if (open_f) {
+            om_close(*open_f);
+            *open_f = NULL;
+        }
         return om_err_restore(&e);
     }
     /* Then the name: until the directory is synced a crash may bring the old one back. */
@@ -134,18 +143,25 @@ static int durable_commit(om_durable *d, int flags, om_file **replaced, int sync
 
 int om_durable_commit(om_durable *d, int flags)
 {
-    return durable_commit(d, flags, NULL, 1);
+    return durable_commit(d, flags, NULL, 1, NULL);
 }
 
 int om_durable_commit_keep(om_durable *d, om_file **replaced)
 {
     *replaced = NULL;
-    return durable_commit(d, OM_RENAME_REPLACE, replaced, 1);
+    return durable_commit(d, OM_RENAME_REPLACE, replaced, 1, NULL);
 }
 
 int om_durable_place(om_durable *d, int flags)
 {
-    return durable_commit(d, flags, NULL, 0);
+    return durable_commit(d, flags, NULL, 0, NULL);
+}
+
+int om_durable_place_open(om_durable *d, int flags, om_file **replaced, om_file **f)
+{
+    if (replaced) *replaced = NULL;
+    *f = NULL;
+    return durable_commit(d, flags, replaced, 0, f);
 }
 
 /* Writes real zeros rather than reserving space: on ext4 and XFS a reserved (unwritten)

@@ -282,6 +282,12 @@ int om_durable_commit_keep(om_durable *d, om_file **replaced);
  * logs a restore lays down for its own replay (docs/design.md, "Laying down"); a cache whose
  * reader checks a checksum of it and rebuilds it when that fails (backup/summaries.c). */
 int om_durable_place(om_durable *d, int flags);
+/* As om_durable_place (the file the name held kept open into *replaced when replaced is not
+ * NULL, as om_durable_commit_keep), the file left open into *f for the caller, who syncs it and
+ * the folder next, and closes it: a restore's .edb, put in place for the writer's replay to
+ * start while the disk takes it (docs/design.md, "Replay while the .edb is flushed"); its use
+ * after a restart is refused as the logs' is. */
+int om_durable_place_open(om_durable *d, int flags, om_file **replaced, om_file **f);
 /* Closes and removes the temporary file (a failure before commit); d is finished. */
 void om_durable_abort(om_durable *d);
 /* Creates name in dir with these n bytes (data NULL: n zero bytes), begin to commit. */

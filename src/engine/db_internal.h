@@ -375,6 +375,16 @@ typedef struct eng_replay {
     uint32_t nmet, met_at; /* met_at: that generation */
     uint64_t gtxn;
     eng_rec rec;
+    /* Pages at offsets below defer_below (0: none) take their records only at eng_replay_drain:
+     * a hard recovery of a restore whose .edb the requester is still flushing replays the pages
+     * past it meanwhile (the new ones a restore's logs make, read from nowhere) and reads the
+     * laid ones once, after. The waiting records' bytes (dbuf) and entries (dents, log order). */
+    uint64_t defer_below;
+    uint8_t *dbuf;
+    uint32_t dlen, dcap;
+    eng_replay_ent *dents;
+    uint32_t ndent, decap;
+    uint64_t held_back; /* records held back so far, all told */
 } eng_replay;
 int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from);
 /* Applies the batch's committed records (the open transaction's stay). Callers call it when
@@ -385,6 +395,10 @@ int eng_replay_apply(eng_replay *rp);
  * of its records fails, that error is the answer (it came first in the log; rp->err_gen), else
  * rc with its detail. */
 int eng_replay_settle(eng_replay *rp, int rc);
+/* The records defer_below held back, applied (in log order per page, as they came); the
+ * settle, a recovery checkpoint and a full holding (more than a quarter of the cache) call it.
+ * 0, or the error of the first failing one (rp->err_gen). */
+int eng_replay_drain(eng_replay *rp);
 void eng_replay_free(eng_replay *rp);
 /* A recovery checkpoint: the batch applied, the replayed pages to the .edb (page journal first),
  * then the header (Log Required raised to at.gen .. last_gen), then, unless rp->hard, E00.chk at

@@ -184,6 +184,12 @@ typedef struct eng_restore_opts {
      * read-ahead thread, one call at a time, gen ascending. */
     int (*wait_laid)(void *arg, uint32_t gen);
     void *wait_arg;
+    /* The .edb was laid in this boot and put in place without a sync, which the requester is
+     * running now (a restore's, store/store_writer.c): the recovery syncs nothing before its
+     * end and replays the pages within the laid file last (eng_replay.defer_below), so that its
+     * work goes on while the disk takes the file; its end syncs the whole file. A crash before
+     * then leaves the restore to be run again (the .env's boot, dbutil recover). */
+    int laid_unsynced;
 } eng_restore_opts;
 
 /* Generations replay reads ahead of the one it applies (1 MiB of memory each). */
@@ -198,6 +204,7 @@ typedef struct eng_restore_result {
     uint32_t stream_gen;  /* the generation the target's stream continues after (its next mount
                              starts the one after it) */
     int new_stream;       /* the database got a new log signature or adopted the target's */
+    uint64_t held_back;   /* laid_unsynced: records of laid pages applied after the others */
 } eng_restore_result;
 
 int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r);

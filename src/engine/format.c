@@ -247,7 +247,7 @@ out:
     return rc;
 }
 
-int eng_dbhdr_write(om_file *f, const eng_dbhdr *h)
+static int dbhdr_write(om_file *f, const eng_dbhdr *h, int synced)
 {
     uint8_t *page = aligned_alloc(4096, ENG_PAGE_SIZE);
     if (!page) return om_errf(OM_E_OutOfMemory, "writing header of %s: out of memory", f->path);
@@ -255,10 +255,20 @@ int eng_dbhdr_write(om_file *f, const eng_dbhdr *h)
     for (int copy = 0; copy < 2 && !rc; copy++) {
         eng_dbhdr_encode(h, page, copy);
         rc = om_pwrite(f, page, ENG_PAGE_SIZE, (uint64_t)copy * ENG_PAGE_SIZE);
-        if (!rc) rc = om_sync(f);
+        if (!rc && synced) rc = om_sync(f);
     }
     free(page);
     return rc;
+}
+
+int eng_dbhdr_write(om_file *f, const eng_dbhdr *h)
+{
+    return dbhdr_write(f, h, 1);
+}
+
+int eng_dbhdr_write_unsynced(om_file *f, const eng_dbhdr *h)
+{
+    return dbhdr_write(f, h, 0);
 }
 
 const char *eng_state_name(uint32_t state)

@@ -103,6 +103,9 @@ int eng_dbhdr_decode(const uint8_t *page, int copy, eng_dbhdr *h);
 int eng_dbhdr_read(om_vfs *v, const char *edb, eng_dbhdr *h, int repair, int *repaired_copy);
 /* Writes the primary copy, syncs, then the secondary, syncs: a crash tears at most one. */
 int eng_dbhdr_write(om_file *f, const eng_dbhdr *h);
+/* The same with no sync at all: for a file whose every write a later sync covers before
+ * anything relies on it (a restore's hard recovery of an .edb laid unsynced, hard_recovery.c). */
+int eng_dbhdr_write_unsynced(om_file *f, const eng_dbhdr *h);
 
 const char *eng_state_name(uint32_t state);
 const char *eng_bkslot_name(int slot);

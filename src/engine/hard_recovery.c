@@ -56,6 +56,7 @@ typedef struct hard {
     int short_roll;
     char roll_end[300];  /* why roll forward ended short */
     uint64_t hdr_dbtime; /* the restored pages hold every change up to this dbtime */
+    uint64_t laid_size;  /* laid_unsynced: the .edb's size as laid (its pages replay last) */
     eng_replay rp;
     eng_chain_want w; /* the next generation to read (the read-ahead thread's during replay) */
     uint32_t first_done, last_done, last_len; /* generations replayed, the last one's length */
@@ -121,10 +122,13 @@ static int begin(hard *h)
     eng_pgj_path(pgj, sizeof pgj, db->logdir, db->base);
     int rc = unlink_if_there(h->v, pgj, &gone);
     if (!rc) rc = unlink_if_there(h->v, db->holdp, &gone);
-    if (!rc && gone) rc = h->v->sync_dir(h->v, db->logdir);
+    /* Laid unsynced: nothing of this recovery counts after a restart (the restore is run
+     * again, and its begin removes them again), and a sync now would wait for the .edb's. */
+    if (!rc && gone && !h->o->laid_unsynced) rc = h->v->sync_dir(h->v, db->logdir);
     if (rc) return rc;
     db->hdr.flags |= ENG_DBF_RESTORING;
     db->hdr.cbt_token = 0; /* changemap: no change map vouches for a restored file */
+    if (h->o->laid_unsynced) return eng_dbhdr_write_unsynced(db->edbf, &db->hdr);
     return eng_dbhdr_write(db->edbf, &db->hdr);
 }
 
@@ -310,7 +314,8 @@ static int replay(hard *h)
     eng_db *db = h->db;
     eng_prefetch *pf = NULL;
     int rc = 0;
-    h->rp = (eng_replay){.db = db, .stop_time = h->o->stop_time_ns, .hard = 1};
+    h->rp = (eng_replay){
+        .db = db, .stop_time = h->o->stop_time_ns, .hard = 1, .defer_below = h->laid_size};
     eng_chain_of_db(&h->w, &db->hdr, db->edb, h->start.gen);
     rc = eng_prefetch_start(&pf, h->start.gen, h->end, read_restored, h);
     for (uint32_t gen = h->start.gen; !rc && gen <= h->end && !h->rp.stopped; gen++) {
@@ -554,6 +559,9 @@ int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r)
         rc = already_done(&h, r);
         goto out;
     }
+    /* Laid unsynced: the laid pages are replayed last, and the end's sync covers the file. */
+    if (o->laid_unsynced && (rc = db->edbf->vfs->size(db->edbf, &h.laid_size))) goto out;
+    if (o->laid_unsynced) db->unsynced = 1;
     db->dbtime = h.hdr_dbtime = db->hdr.dbtime;
     db->pages = db->hdr.pages;
     db->txn_last = db->hdr.txn_last;
@@ -572,6 +580,7 @@ out:
         r->last_gen = h.last_done;
         r->records = db->st.replay_records;
         r->transactions = db->st.replay_groups;
+        r->held_back = h.rp.held_back;
         r->ns = om_mono_ns() - t0;
     }
     eng_replay_free(&h.rp);

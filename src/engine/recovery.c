@@ -173,15 +173,22 @@ static int batch_add(eng_replay *rp, const uint8_t *p, uint32_t len)
     return 0;
 }
 
+/* Room in *v (n used of *cap) for one more entry. */
+static int ent_room(eng_replay_ent **v, uint32_t n, uint32_t *cap)
+{
+    if (n < *cap) return 0;
+    uint32_t nc = *cap ? *cap * 2 : 4096;
+    eng_replay_ent *ne = realloc(*v, nc * sizeof *ne);
+    if (!ne) return om_errf(OM_E_OutOfMemory, "replay: out of memory");
+    *v = ne;
+    *cap = nc;
+    return 0;
+}
+
 static int ent_add(eng_replay *rp, uint32_t pgno, uint32_t gen, uint32_t off, uint64_t after)
 {
-    if (rp->nent == rp->ecap) {
-        uint32_t nc = rp->ecap ? rp->ecap * 2 : 4096;
-        eng_replay_ent *ne = realloc(rp->ents, nc * sizeof *ne);
-        if (!ne) return om_errf(OM_E_OutOfMemory, "replay: out of memory");
-        rp->ents = ne;
-        rp->ecap = nc;
-    }
+    int rc = ent_room(&rp->ents, rp->nent, &rp->ecap);
+    if (rc) return rc;
     rp->ents[rp->nent++] = (eng_replay_ent){.pgno = pgno, .gen = gen, .off = off, .after = after};
     return 0;
 }
@@ -364,7 +371,72 @@ static void read_ahead(eng_db *db, const eng_replay_ent *e, uint32_t n)
         willneed(db->edbf, eng_page_offset(first), (uint64_t)(last - first + 1) * ENG_PAGE_SIZE);
 }
 
+/* The committed entries [0, *n) of pages below rp->defer_below, and their records' bytes, move
+ * to the held-back ones (log order kept); the others close up in [0, *n). */
+static int hold_back(eng_replay *rp, uint32_t *n)
+{
+    uint32_t keep = 0;
+    for (uint32_t k = 0; k < *n; k++) {
+        eng_replay_ent e = rp->ents[k];
+        if (eng_page_offset(e.pgno) >= rp->defer_below) {
+            rp->ents[keep++] = e;
+            continue;
+        }
+        uint32_t off = e.off;
+        int rc = eng_rec_decode(rp->batch, rp->blen, &off, &rp->rec);
+        if (rc != 1)
+            return rc < 0 ? rc : om_errf(OM_E_Internal, "replay: a record of the batch is gone");
+        uint32_t len = off - e.off;
+        if (rp->dlen + (uint64_t)len > rp->dcap) {
+            uint64_t nc = rp->dcap ? (uint64_t)rp->dcap * 2 : 1u << 20;
+            while (nc < rp->dlen + (uint64_t)len)
+                nc *= 2;
+            uint8_t *nb = nc <= UINT32_MAX ? realloc(rp->dbuf, nc) : NULL;
+            if (!nb) return om_errf(OM_E_OutOfMemory, "replay: out of memory");
+            rp->dbuf = nb;
+            rp->dcap = (uint32_t)nc;
+        }
+        if ((rc = ent_room(&rp->dents, rp->ndent, &rp->decap))) return rc;
+        memcpy(rp->dbuf + rp->dlen, rp->batch + e.off, len);
+        e.off = rp->dlen;
+        rp->dents[rp->ndent++] = e;
+        rp->dlen += len;
+        rp->held_back++;
+    }
+    *n = keep;
+    return 0;
+}
+
+static int apply_sorted(eng_replay *rp, uint32_t n);
+
 static int apply_committed(eng_replay *rp, uint32_t n)
+{
+    if (!rp->defer_below) return apply_sorted(rp, n);
+    int rc = hold_back(rp, &n);
+    if (!rc && n) rc = apply_sorted(rp, n);
+    /* Held back past a quarter of the cache: applied now (their reads may wait on the disk). */
+    if (!rc && (uint64_t)rp->dlen * 4 > rp->db->cache_bytes) rc = eng_replay_drain(rp);
+    return rc;
+}
+
+int eng_replay_drain(eng_replay *rp)
+{
+    if (!rp->ndent) return 0;
+    uint8_t *batch = rp->batch;
+    uint32_t blen = rp->blen;
+    eng_replay_ent *ents = rp->ents;
+    rp->batch = rp->dbuf;
+    rp->blen = rp->dlen;
+    rp->ents = rp->dents;
+    int rc = apply_sorted(rp, rp->ndent);
+    rp->batch = batch;
+    rp->blen = blen;
+    rp->ents = ents;
+    rp->ndent = rp->dlen = 0;
+    return rc;
+}
+
+static int apply_sorted(eng_replay *rp, uint32_t n)
 {
     eng_db *db = rp->db;
     for (uint32_t k = 0; k < n; k++)
@@ -451,6 +523,7 @@ int eng_replay_checkpoint(eng_replay *rp, eng_lgpos at, uint32_t last_gen)
     eng_db *db = rp->db;
     uint32_t *met = NULL, nmet = 0;
     int rc = eng_replay_apply(rp);
+    if (!rc) rc = eng_replay_drain(rp); /* everything through `at` applied */
     /* A rerun after a crash from here on starts at the beginning of at's generation (hard
      * recovery; soft recovery at `at` itself): the pages met in it so far stay met. */
     if (!rc) rc = eng_cache_met_since(db, at.gen, &met, &nmet);
@@ -579,10 +652,14 @@ int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from)
 
 int eng_replay_settle(eng_replay *rp, int rc)
 {
-    if (!rc) return eng_replay_apply(rp);
+    if (!rc) {
+        rc = eng_replay_apply(rp);
+        return rc ? rc : eng_replay_drain(rp);
+    }
     om_err_saved why;
     om_err_save(&why, rc);
     int arc = eng_replay_apply(rp);
+    if (!arc) arc = eng_replay_drain(rp);
     return arc ? arc : om_err_restore(&why);
 }
 
@@ -591,6 +668,11 @@ void eng_replay_free(eng_replay *rp)
     batch_release(rp);
     free(rp->ents);
     free(rp->met);
+    free(rp->dbuf);
+    free(rp->dents);
+    rp->dbuf = NULL;
+    rp->dents = NULL;
+    rp->dlen = rp->dcap = rp->ndent = rp->decap = 0;
     rp->batch = NULL;
     rp->ents = NULL;
     rp->met = NULL;

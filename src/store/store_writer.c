@@ -66,10 +66,16 @@ typedef struct wrestore {
      * when this is closed, on a thread, once the slot goes (unmark_session), not while the
      * requester waits for PostRestore's answer or its own exit. */
     om_file *old_edb;
+    /* Its page journal (<base>.pgj) the same way: hard recovery's begin removes its name, and
+     * freeing its blocks (a discard each on such a disk) would wait behind the .edb's sync. */
+    om_file *old_pgj;
     /* The target's <base>restore.env, open and locked (flock) while the slot is held, so that
      * `ombra dbutil recover` of the folder refuses while this restore is in progress; the one
      * the last PreRestore wrote. */
     om_file *env_lock;
+    /* PreRestore let the requester lay the logs unsynced (logs_unsynced): it then also puts the
+     * .edb in place before its sync ends, and the replay waits on no sync (laid_unsynced). */
+    int unsynced;
 } wrestore;
 
 struct store_writer {
@@ -865,6 +871,7 @@ static void unmark_session(store_writer *w, const char *session, const char *tar
         wrestore *r = gone;
         gone = r->next;
         if (r->old_edb) start_release(w, r->old_edb, 0);
+        if (r->old_pgj) start_release(w, r->old_pgj, 0);
         om_close(r->env_lock);
         free(r);
     }
@@ -1460,17 +1467,23 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
  * closed now when there is no slot, or the slot holds a file already (a PreRestore again). The
  * slot keeps env, the .env's lock, in place of the one it held (the .env was written again). */
 static void hold_files(store_writer *w, const char *session, const char *target, om_file *f,
-                       om_file *env)
+                       om_file *pgj, om_file *env, int unsynced)
 {
     om_file *gone = env;
     pthread_mutex_lock(&w->mu);
     wrestore *r = w->restores;
     while (r && (strcmp(r->target, target) || strcmp(r->session, session)))
         r = r->next;
+    if (r) r->unsynced = unsynced;
     if (r && f && !r->old_edb) {
         r->old_edb = f;
         f = NULL;
     }
+    if (r && pgj && !r->old_pgj) {
+        r->old_pgj = pgj;
+        pgj = NULL;
+    }
+    om_close(pgj);
     if (r && env) {
         gone = r->env_lock;
         r->env_lock = env;
@@ -1478,6 +1491,21 @@ static void hold_files(store_writer *w, const char *session, const char *target,
     pthread_mutex_unlock(&w->mu);
     om_close(f);
     om_close(gone);
+}
+
+/* The target's page journal, opened by name in its log folder (no link followed), or NULL. */
+static om_file *open_pgj(const rtarget *t)
+{
+    om_dir *ld = NULL;
+    om_file *f = NULL;
+    char name[32];
+    snprintf(name, sizeof name, "%s.pgj", t->ent.base);
+    if (om_dir_open(om_vfs_posix(), NULL, t->ent.logs, 0, &ld) ||
+        om_kind_at(ld, name) != OM_KIND_FILE || om_open_at(ld, name, OM_O_RDONLY, &f))
+        f = NULL;
+    om_err_clear();
+    om_dir_close(ld);
+    return f;
 }
 
 /* Holds the restore slot of target for session: another session's restore of it is refused. */
@@ -1576,7 +1604,7 @@ static int pre_restore(void *ctx, vss_event *e)
     {
         rtarget t;
         int replace_edb = 0, replace_logs = 0, unsynced = 0;
-        om_file *old_edb = NULL, *drop_edb = NULL, *env_lock = NULL;
+        om_file *old_edb = NULL, *drop_edb = NULL, *env_lock = NULL, *old_pgj = NULL;
         pthread_mutex_lock(&s->mu);
         int rc = resolve_target(w, c, &t);
         if (!rc) rc = mark_restoring(w, e->session, t.key);
@@ -1585,7 +1613,11 @@ static int pre_restore(void *ctx, vss_event *e)
         if (!rc)
             rc = prepare_target(&t, c, &replace_edb, &replace_logs, &unsynced, &old_edb, &drop_edb,
                                 &env_lock);
-        if (!rc) hold_files(w, e->session, t.key, old_edb, env_lock);
+        if (!rc && replace_edb) old_pgj = open_pgj(&t);
+        if (!rc)
+            hold_files(w, e->session, t.key, old_edb, old_pgj, env_lock, unsynced);
+        else
+            om_close(old_pgj);
         if (drop_edb) start_release(w, drop_edb, 1);
         if (!rc && t.copy_of[0]) {
             pthread_mutex_lock(&s->mu);
@@ -1672,6 +1704,15 @@ static int logs_arriving(json_t *ro, uint32_t *first, uint32_t *last)
     return 0;
 }
 
+static int sync_folder(const char *path)
+{
+    om_dir *d = NULL;
+    int rc = om_dir_open(om_vfs_posix(), NULL, path, 0, &d);
+    if (!rc) rc = om_dir_sync(d);
+    om_dir_close(d);
+    return rc;
+}
+
 /* Replays the restored logs into the target (hard recovery) and brings it to Clean Shutdown. */
 static int recover_target(store_writer *w, const char *session, json_t *c, const rtarget *t,
                           json_t *out)
@@ -1698,17 +1739,26 @@ static int recover_target(store_writer *w, const char *session, json_t *c, const
                     "restore to %s: replay starts while log generations %u-%u are laid down",
                     t->ent.name, o.arriving_first, o.arriving_last);
     }
+    pthread_mutex_lock(&w->mu);
+    for (wrestore *x = w->restores; x; x = x->next)
+        if (!strcmp(x->target, t->key) && !strcmp(x->session, session))
+            o.laid_unsynced = x->unsynced && arriving_first;
+    pthread_mutex_unlock(&w->mu);
     eng_restore_result r = {0};
     rc = eng_db_hard_recover(&o, &r);
     vss_laid_waiter_close(&lw);
+    /* The .edb's name, put in place before the requester's sync of the folder may have ended:
+     * on the disk before the restore stops being pending (eng_restored_retire). */
+    if (!rc && o.laid_unsynced) rc = sync_folder(t->edb_dir);
     if (rc) return rc;
     om_log_with(OM_INFO, OM_FIELDS({"DATABASE", t->ent.name}),
                 "restored %s: generations %u-%u replayed (%llu transactions) in %.2f s%s",
                 t->ent.name, r.first_gen, r.last_gen, (unsigned long long)r.transactions,
                 (double)r.ns / 1e9, r.stopped_at_point ? ", stopped at the requested point" : "");
     json_object_set_new(out, "replay",
-                        json_pack("{s:i, s:i, s:I, s:I, s:I, s:b, s:s?}", "first_gen", r.first_gen,
-                                  "last_gen", r.last_gen, "records", (json_int_t)r.records,
+                        json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:b, s:s?}", "first_gen",
+                                  r.first_gen, "last_gen", r.last_gen, "records",
+                                  (json_int_t)r.records, "held_back", (json_int_t)r.held_back,
                                   "transactions", (json_int_t)r.transactions, "ns",
                                   (json_int_t)r.ns, "stopped_at_point", r.stopped_at_point,
                                   "roll_forward_ended", r.roll_end[0] ? r.roll_end : NULL));

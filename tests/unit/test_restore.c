@@ -199,12 +199,17 @@ static void lay_down(om_vfs *v, const backup *b, const char *edb, const char *lo
     copy_gens(v, b->dir, rl, "E00", b->first_gen, b->last_gen);
 }
 
+/* The replays of the tests below as a restore whose .edb is still being synced makes them
+ * (eng_restore_opts.laid_unsynced): the references (replay_all_present) never. */
+static int laid_unsynced;
+
 static eng_restore_opts ropts(const eng_opts *target, const char *rdir)
 {
     eng_restore_opts r = {0};
     r.target = *target;
     r.restored_dir = rdir;
     r.restored_base = "E00";
+    r.laid_unsynced = laid_unsynced;
     return r;
 }
 
@@ -1083,7 +1088,9 @@ static crashvfs *replay_all_present(crashvfs *c, const eng_opts *orr, eng_restor
     eng_opts o = *orr;
     o.vfs = crashvfs_vfs(ref);
     eng_restore_opts ro = ropts(&o, RL);
+    ro.laid_unsynced = 0;
     assert_int_equal(eng_db_hard_recover(&ro, r), 0);
+    assert_int_equal(r->held_back, 0);
     return ref;
 }
 
@@ -1119,6 +1126,17 @@ static void assert_same_replay(const eng_restore_result *r, const eng_restore_re
     assert_int_equal(r->new_stream, ref->new_stream);
 }
 
+/* The chain's restore replayed into orr is clean, page for page the reference's, and lives on
+ * with every commit the chain holds; both disks freed. */
+static void assert_as_ref(crashvfs *c, crashvfs *ref, const eng_opts *orr, const chain *ch)
+{
+    assert_clean(orr->vfs, orr->edb_path, "R00");
+    assert_same_pages(orr->vfs, crashvfs_vfs(ref), orr->edb_path);
+    assert_lives_on(c, orr, ch->upto_gen[ch->inc2.last_gen - 1], ch->total);
+    crashvfs_free(ref);
+    crashvfs_free(c);
+}
+
 static void replay_runs_while_the_logs_are_laid_down_and_gives_the_same_database(void **s)
 {
     (void)s;
@@ -1139,11 +1157,7 @@ static void replay_runs_while_the_logs_are_laid_down_and_gives_the_same_database
     assert_false(L.out_of_order);
     assert_false(L.ahead);
     assert_int_equal(L.asked, ch.inc2.last_gen);
-    assert_clean(orr.vfs, orr.edb_path, "R00");
-    assert_same_pages(orr.vfs, crashvfs_vfs(ref), orr.edb_path);
-    assert_lives_on(c, &orr, ch.upto_gen[ch.inc2.last_gen - 1], ch.total);
-    crashvfs_free(ref);
-    crashvfs_free(c);
+    assert_as_ref(c, ref, &orr, &ch);
 }
 
 static void laying_that_stops_midway_fails_the_replay_and_a_rerun_finishes_it(void **s)
@@ -1179,6 +1193,7 @@ static void laying_that_stops_midway_fails_the_replay_and_a_rerun_finishes_it(vo
     for (uint32_t g = k; g <= ch.inc2.last_gen; g++)
         assert_int_equal(lay_one(v, g), 0);
     eng_restore_opts ro = ropts(&orr, RL);
+    ro.laid_unsynced = 0; /* as dbutil recover runs it */
     rc = eng_db_hard_recover(&ro, &r);
     if (rc) fail_msg("the rerun: %s", om_err_detail());
     assert_int_equal(r.last_gen, want.last_gen);
@@ -1187,6 +1202,53 @@ static void laying_that_stops_midway_fails_the_replay_and_a_rerun_finishes_it(vo
     assert_lives_on(c, &orr, ch.upto_gen[ch.inc2.last_gen - 1], ch.total);
     crashvfs_free(ref);
     crashvfs_free(c);
+}
+
+/* An .edb laid unsynced (a restore's, whose requester syncs it while the writer replays): the
+ * records of pages within the laid file are applied after all the others, and the database is
+ * page for page the one a replay in log order gives; with a cache of four pages the held-back
+ * records are applied whenever they pass a quarter of it, and before each recovery checkpoint. */
+static void laid_unsynced_replay(int small_cache)
+{
+    crashvfs *c = new_disk(small_cache ? 23 : 22);
+    chain ch;
+    make_chain(c, &ch);
+    eng_opts orr = lay_down_chain(c, &ch);
+    if (small_cache) orr.cache_bytes = 4 * ENG_PAGE_SIZE;
+    eng_restore_result want, r;
+    crashvfs *ref = replay_all_present(c, &orr, &want);
+    layer L;
+    layer_init(&L, c, ch.full.first_gen, ch.inc2.last_gen, 0);
+    laid_unsynced = 1;
+    int rc = replay_arriving(&orr, &L, &r);
+    laid_unsynced = 0;
+    layer_join(&L);
+    if (rc) fail_msg("hard recovery of an .edb laid unsynced: %s", om_err_detail());
+    assert_same_replay(&r, &want);
+    /* both kinds: records of laid pages held back, and of pages past the laid file not */
+    assert_true(r.held_back > 0 && r.held_back < r.records);
+    assert_as_ref(c, ref, &orr, &ch);
+}
+
+static void an_edb_laid_unsynced_takes_its_laid_pages_last_and_gives_the_same_database(void **s)
+{
+    (void)s;
+    laid_unsynced_replay(0);
+}
+
+static void the_same_with_a_cache_of_four_pages(void **s)
+{
+    (void)s;
+    laid_unsynced_replay(1);
+}
+
+/* A laying that stops midway with the .edb laid unsynced: the rerun (dbutil recover's, with the
+ * file synced by then) gives the same database. */
+static void laid_unsynced_laying_that_stops_midway_is_finished_by_a_rerun(void **s)
+{
+    laid_unsynced = 1;
+    laying_that_stops_midway_fails_the_replay_and_a_rerun_finishes_it(s);
+    laid_unsynced = 0;
 }
 
 static void an_old_file_under_an_arriving_generations_name_is_never_read(void **s)
@@ -1447,6 +1509,10 @@ int main(void)
         cmocka_unit_test(a_point_in_time_inside_a_batch_keeps_exactly_the_commits_before_it),
         cmocka_unit_test(replay_runs_while_the_logs_are_laid_down_and_gives_the_same_database),
         cmocka_unit_test(laying_that_stops_midway_fails_the_replay_and_a_rerun_finishes_it),
+        cmocka_unit_test(
+            an_edb_laid_unsynced_takes_its_laid_pages_last_and_gives_the_same_database),
+        cmocka_unit_test(the_same_with_a_cache_of_four_pages),
+        cmocka_unit_test(laid_unsynced_laying_that_stops_midway_is_finished_by_a_rerun),
         cmocka_unit_test(an_old_file_under_an_arriving_generations_name_is_never_read),
         cmocka_unit_test(a_damaged_generation_is_caught_when_the_next_one_is_still_arriving),
         cmocka_unit_test(retired_names_are_exactly_the_prefix_and_16_hex_digits),
