@@ -414,6 +414,17 @@ static int apply_committed(eng_replay *rp, uint32_t n)
     if (!rp->defer_below) return apply_sorted(rp, n);
     int rc = hold_back(rp, &n);
     if (!rc && n) rc = apply_sorted(rp, n);
+    if (rc && rp->err_gen && rp->ndent) {
+        /* The error is the first failing record in log order: a held-back one of an earlier
+         * generation comes first. */
+        om_err_saved e;
+        uint32_t gen = rp->err_gen;
+        om_err_save(&e, rc);
+        int drc = eng_replay_drain(rp);
+        if (drc && rp->err_gen && rp->err_gen < gen) return drc;
+        rp->err_gen = gen;
+        return om_err_restore(&e);
+    }
     /* Held back past a quarter of the cache: applied now (their reads may wait on the disk). */
     if (!rc && (uint64_t)rp->dlen * 4 > rp->db->cache_bytes) rc = eng_replay_drain(rp);
     return rc;

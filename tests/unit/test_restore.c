@@ -1251,6 +1251,14 @@ static void laid_unsynced_laying_that_stops_midway_is_finished_by_a_rerun(void *
     laid_unsynced = 0;
 }
 
+/* Held back, the damaged pages' records still give the first failing one in log order. */
+static void laid_unsynced_the_first_failing_record_in_log_order_is_the_error(void **s)
+{
+    laid_unsynced = 1;
+    the_first_failing_record_in_log_order_is_the_error(s);
+    laid_unsynced = 0;
+}
+
 static void an_old_file_under_an_arriving_generations_name_is_never_read(void **s)
 {
     (void)s;
@@ -1513,6 +1521,7 @@ int main(void)
             an_edb_laid_unsynced_takes_its_laid_pages_last_and_gives_the_same_database),
         cmocka_unit_test(the_same_with_a_cache_of_four_pages),
         cmocka_unit_test(laid_unsynced_laying_that_stops_midway_is_finished_by_a_rerun),
+        cmocka_unit_test(laid_unsynced_the_first_failing_record_in_log_order_is_the_error),
         cmocka_unit_test(an_old_file_under_an_arriving_generations_name_is_never_read),
         cmocka_unit_test(a_damaged_generation_is_caught_when_the_next_one_is_still_arriving),
         cmocka_unit_test(retired_names_are_exactly_the_prefix_and_16_hex_digits),
