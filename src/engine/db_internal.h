@@ -377,9 +377,11 @@ typedef struct eng_replay {
     eng_rec rec;
     /* Pages at offsets below defer_below (0: none) take their records only at eng_replay_drain:
      * a hard recovery of a restore whose .edb the requester is still flushing replays the pages
-     * past it meanwhile (the new ones a restore's logs make, read from nowhere) and reads the
-     * laid ones once, after. The waiting records' bytes (dbuf) and entries (dents, log order). */
+     * past it meanwhile (the new ones a restore's logs make, read from nowhere) and the laid ones
+     * once the flush is over (*flushed: the next batch drains and holds back no more), or at the
+     * end. The waiting records' bytes (dbuf) and entries (dents, log order). */
     uint64_t defer_below;
+    const int *flushed; /* once set (atomic), the file is on the disk: holding back ends */
     uint8_t *dbuf;
     uint32_t dlen, dcap;
     eng_replay_ent *dents;

@@ -28,6 +28,7 @@
  * database's, written long after the backup; one past the restored header's checkpoint would
  * skip changes the restored pages do not have. The header's Log Required min is the generation
  * of the checkpoint the pages belong to, so replay starts at its beginning. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,10 @@ typedef struct hard {
     char roll_end[300];  /* why roll forward ended short */
     uint64_t hdr_dbtime; /* the restored pages hold every change up to this dbtime */
     uint64_t laid_size;  /* laid_unsynced: the .edb's size as laid (its pages replay last) */
+    /* laid_unsynced: a thread syncs the .edb while replay begins; holding back ends with it */
+    pthread_t flush_th;
+    int flush_started, flushed, flush_rc;
+    om_err_saved flush_err;
     eng_replay rp;
     eng_chain_want w; /* the next generation to read (the read-ahead thread's during replay) */
     uint32_t first_done, last_done, last_len; /* generations replayed, the last one's length */
@@ -308,14 +313,43 @@ static int replay_failed(hard *h, int rc)
     return om_err_ctx(rc, "replaying %s", p);
 }
 
+static void *flush_main(void *arg)
+{
+    hard *h = arg;
+    int rc = om_sync(h->db->edbf);
+    if (rc) om_err_save(&h->flush_err, rc);
+    h->flush_rc = rc;
+    __atomic_store_n(&h->flushed, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* laid_unsynced: the .edb synced on a thread of its own, whose end stops the holding back
+ * (eng_replay.flushed); without a thread, holding back lasts to the end. */
+static void flush_start(hard *h)
+{
+    if (h->laid_size) h->flush_started = pthread_create(&h->flush_th, NULL, flush_main, h) == 0;
+}
+
+/* Joined; its failure (the .edb could not be synced) is the recovery's unless rc is one. */
+static int flush_join(hard *h, int rc)
+{
+    if (!h->flush_started) return rc;
+    pthread_join(h->flush_th, NULL);
+    h->flush_started = 0;
+    return rc || !h->flush_rc ? rc : om_err_restore(&h->flush_err);
+}
+
 /* Step 3. */
 static int replay(hard *h)
 {
     eng_db *db = h->db;
     eng_prefetch *pf = NULL;
     int rc = 0;
-    h->rp = (eng_replay){
-        .db = db, .stop_time = h->o->stop_time_ns, .hard = 1, .defer_below = h->laid_size};
+    h->rp = (eng_replay){.db = db,
+                         .stop_time = h->o->stop_time_ns,
+                         .hard = 1,
+                         .defer_below = h->laid_size,
+                         .flushed = h->flush_started ? &h->flushed : NULL};
     eng_chain_of_db(&h->w, &db->hdr, db->edb, h->start.gen);
     rc = eng_prefetch_start(&pf, h->start.gen, h->end, read_restored, h);
     for (uint32_t gen = h->start.gen; !rc && gen <= h->end && !h->rp.stopped; gen++) {
@@ -566,15 +600,18 @@ int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r)
     db->pages = db->hdr.pages;
     db->txn_last = db->hdr.txn_last;
     if ((rc = plan(&h)) || (rc = begin(&h))) goto out;
+    flush_start(&h);
     if (h.end && (rc = replay(&h))) goto out;
     /* Replay may stop before the last arriving generation (a point in time): the laying ends
      * first, so no generation lands in the folder after the new stream is started (step 5) or
      * after the caller has cleared the restore's folder. */
     if (o->arriving_last > h.laid && (rc = o->wait_laid(o->wait_arg, o->arriving_last))) goto out;
     if (o->arriving_last) h.laid = o->arriving_last;
+    if ((rc = flush_join(&h, 0))) goto out;
     if ((rc = eng_ckpt_flush_pages(db))) goto out;
     rc = finish(&h, r);
 out:
+    rc = flush_join(&h, rc);
     if (r) {
         r->first_gen = h.first_done;
         r->last_gen = h.last_done;

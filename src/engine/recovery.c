@@ -411,6 +411,12 @@ static int apply_sorted(eng_replay *rp, uint32_t n);
 
 static int apply_committed(eng_replay *rp, uint32_t n)
 {
+    if (rp->defer_below && rp->flushed && __atomic_load_n(rp->flushed, __ATOMIC_ACQUIRE)) {
+        /* The laid file is on the disk: its pages are read without waiting from here on. */
+        int rc = eng_replay_drain(rp);
+        if (rc) return rc;
+        rp->defer_below = 0;
+    }
     if (!rp->defer_below) return apply_sorted(rp, n);
     int rc = hold_back(rp, &n);
     if (!rc && n) rc = apply_sorted(rp, n);
