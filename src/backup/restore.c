@@ -153,6 +153,21 @@ static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
         om_durable_abort(&f->out);
         return file_damage(l, rd, f, buf);
     }
+    /* The last generation takes its name only after the .edb has taken its own: dbutil recover
+     * takes a restore whose last generation is in place as laid whole, and would otherwise
+     * finish the .edb the target had before (a restore killed in between). */
+    if (f->gen && f == &l->f[l->n - 1] && !l->f[0].gen) {
+        pthread_mutex_lock(&l->mu);
+        while (!l->f[0].done && !l->failed && !l->stop)
+            pthread_cond_wait(&l->cv, &l->mu);
+        int go = l->f[0].done;
+        pthread_mutex_unlock(&l->mu);
+        if (!go) {
+            om_durable_abort(&f->out);
+            return 0; /* the failure is another worker's, or the writer's */
+        }
+        pause_at("last_log");
+    }
     if (!f->gen && f->unsynced)
         rc = om_durable_place_open(&f->out, f->replace ? OM_RENAME_REPLACE : 0,
                                    f->replace ? &old : NULL, &placed);

@@ -157,6 +157,12 @@ int om_durable_place(om_durable *d, int flags)
     return durable_commit(d, flags, NULL, 0, NULL);
 }
 
+int om_durable_commit_open(om_durable *d, int flags, om_file **f)
+{
+    *f = NULL;
+    return durable_commit(d, flags, NULL, 1, f);
+}
+
 int om_durable_place_open(om_durable *d, int flags, om_file **replaced, om_file **f)
 {
     if (replaced) *replaced = NULL;

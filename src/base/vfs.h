@@ -288,6 +288,10 @@ int om_durable_place(om_durable *d, int flags);
  * start while the disk takes it (docs/design.md, "Replay while the .edb is flushed"); its use
  * after a restart is refused as the logs' is. */
 int om_durable_place_open(om_durable *d, int flags, om_file **replaced, om_file **f);
+/* As om_durable_commit (both syncs), the file left open into *f for the caller to close: a
+ * file whose lock (om_vfs.lock, taken before the commit) must hold from the moment its name
+ * shows it (a restore's .env, store/store_writer.c). */
+int om_durable_commit_open(om_durable *d, int flags, om_file **f);
 /* Closes and removes the temporary file (a failure before commit); d is finished. */
 void om_durable_abort(om_durable *d);
 /* Creates name in dir with these n bytes (data NULL: n zero bytes), begin to commit. */

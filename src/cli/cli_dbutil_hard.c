@@ -41,9 +41,9 @@ static int same_file_at(om_dir *d, const char *name, om_file *f, const char *pat
     om_close(g);
     if (rc == OM_E_FileNotFound || (!rc && a.ino != b.ino))
         rc = om_errf(OM_E_RestoreInProgress,
-                     "%s was replaced or removed while it was being opened: a restore of this "
-                     "database has started. HINT: wait for it to end (ombra restore prints how it "
-                     "ended), then recover if it asks to",
+                     "%s was replaced or removed while it was being opened (a restore of this "
+                     "database may have started). HINT: wait for any restore of it to end, then "
+                     "run this again",
                      path);
     return rc;
 }
@@ -80,9 +80,10 @@ static int load_env(const char *dir, char *envp, size_t en, json_t **env, om_fil
     if (f->vfs->lock && (rc = f->vfs->lock(f))) {
         if (rc == OM_E_DatabaseInUse)
             rc = om_errf(OM_E_RestoreInProgress,
-                         "%s: a restore of this database is in progress in the store (it holds "
-                         "the .env): recovering now would race it. HINT: wait for the restore to "
-                         "end (ombra restore prints how it ended), then recover if it asks to",
+                         "%s is held by another process (a restore of this database in progress "
+                         "in the store, or another ombra dbutil recover of this folder): "
+                         "recovering now would race it. HINT: wait for it to end (ombra restore "
+                         "prints how it ended), then recover if it asks to",
                          envp);
         goto out;
     }
@@ -99,6 +100,25 @@ out:
     om_close(f);
     om_dir_close(pd);
     om_dir_close(ld);
+    return rc;
+}
+
+/* The folder that holds path, synced. */
+static int sync_parent(const char *path)
+{
+    char d[4200];
+    snprintf(d, sizeof d, "%s", path);
+    char *slash = strrchr(d, '/');
+    if (slash == d)
+        d[1] = 0;
+    else if (slash)
+        *slash = 0;
+    else
+        snprintf(d, sizeof d, ".");
+    om_dir *dd = NULL;
+    int rc = om_dir_open(om_vfs_posix(), NULL, d, OM_D_FOLLOW, &dd);
+    if (!rc) rc = om_dir_sync(dd);
+    om_dir_close(dd);
     return rc;
 }
 
@@ -230,9 +250,10 @@ static int recover_env(const char *dir, int json, const char *pending, const cha
         json_decref(env);
         return cli_fail(rc);
     }
-    /* Only the names the restore wrote there go (the folder retired first: from then on no
-     * restore is pending), then the folder. */
-    if ((rc = eng_restored_remove(om_vfs_posix(), dir, base))) {
+    /* The .edb's name on the disk first (a restore puts it in place before it syncs its
+     * folder, restore.c): then only the names the restore wrote there go (the folder retired
+     * first: from then on no restore is pending), then the folder. */
+    if ((rc = sync_parent(tedb)) || (rc = eng_restored_remove(om_vfs_posix(), dir, base))) {
         json_decref(env);
         return cli_fail(rc);
     }

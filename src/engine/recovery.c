@@ -371,6 +371,8 @@ static void read_ahead(eng_db *db, const eng_replay_ent *e, uint32_t n)
         willneed(db->edbf, eng_page_offset(first), (uint64_t)(last - first + 1) * ENG_PAGE_SIZE);
 }
 
+enum { HOLD_MAX = 256u << 20 }; /* bytes of records held back at most, whatever the cache */
+
 /* The committed entries [0, *n) of pages below rp->defer_below, and their records' bytes, move
  * to the held-back ones (log order kept); the others close up in [0, *n). */
 static int hold_back(eng_replay *rp, uint32_t *n)
@@ -431,8 +433,10 @@ static int apply_committed(eng_replay *rp, uint32_t n)
         rp->err_gen = gen;
         return om_err_restore(&e);
     }
-    /* Held back past a quarter of the cache: applied now (their reads may wait on the disk). */
-    if (!rc && (uint64_t)rp->dlen * 4 > rp->db->cache_bytes) rc = eng_replay_drain(rp);
+    /* Held back past a quarter of the cache (at most HOLD_MAX): applied now (their reads may
+     * wait on the disk). */
+    uint64_t most = rp->db->cache_bytes / 4 < HOLD_MAX ? rp->db->cache_bytes / 4 : HOLD_MAX;
+    if (!rc && rp->dlen > most) rc = eng_replay_drain(rp);
     return rc;
 }
 

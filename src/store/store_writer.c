@@ -1180,33 +1180,28 @@ static json_t *env_of(const rtarget *t, json_t *c, const char *boot)
         "logs_unsynced_boot", boot);
 }
 
-static int write_env(om_dir *pd, const rtarget *t, json_t *c, const char *boot)
+/* Writes <base>restore.env and leaves it open and locked into *f: `ombra dbutil recover`
+ * refuses a folder whose .env is locked (cli_dbutil_hard.c). The lock is taken on the new file
+ * before its name shows it, so no dbutil recover can take the new .env in between. */
+static int write_env(om_dir *pd, const rtarget *t, json_t *c, const char *boot, om_file **f)
 {
     char name[32];
+    om_durable d;
+    *f = NULL;
     json_t *env = env_of(t, c, boot);
     char *text = env ? json_dumps(env, JSON_INDENT(2)) : NULL;
     json_decref(env);
     snprintf(name, sizeof name, "%srestore.env", t->orig_base);
-    int rc = text ? om_durable_write_at(pd, name, text, strlen(text), OM_RENAME_REPLACE)
-                  : om_errf(OM_E_OutOfMemory, "out of memory");
-    free(text);
-    return rc;
-}
-
-/* The .env write_env wrote, opened and locked into *f: `ombra dbutil recover` refuses a folder
- * whose .env is locked (cli_dbutil_hard.c). The lock is on the file this PreRestore wrote (a
- * new one, put in place by rename), so it never meets a dbutil recover's: a restore that starts
- * while one runs is not refused (docs/design.md). */
-static int lock_env(om_dir *pd, const rtarget *t, om_file **f)
-{
-    char name[32];
-    snprintf(name, sizeof name, "%srestore.env", t->orig_base);
-    int rc = om_open_at(pd, name, OM_O_RDONLY, f);
-    if (!rc && (*f)->vfs->lock) rc = (*f)->vfs->lock(*f);
-    if (rc) {
-        om_close(*f);
-        *f = NULL;
+    int rc = text ? om_durable_begin(pd, name, &d) : om_errf(OM_E_OutOfMemory, "out of memory");
+    if (!rc) {
+        rc = om_pwrite(d.f, text, strlen(text), 0);
+        if (!rc && d.f->vfs->lock) rc = d.f->vfs->lock(d.f);
+        if (rc)
+            om_durable_abort(&d);
+        else
+            rc = om_durable_commit_open(&d, OM_RENAME_REPLACE, f);
     }
+    free(text);
     return rc;
 }
 
@@ -1443,8 +1438,7 @@ static int prepare_target(const rtarget *t, json_t *c, int *replace_edb, int *re
         else /* each generation synced, as without the option */
             om_err_clear();
     }
-    if (!rc) rc = write_env(pd, t, c, *unsynced ? boot : NULL);
-    if (!rc) rc = lock_env(pd, t, env_lock);
+    if (!rc) rc = write_env(pd, t, c, *unsynced ? boot : NULL, env_lock);
     om_close(old_env);
     snprintf(laid, sizeof laid, "%srestore.laid", t->orig_base);
     if (!rc) rc = vss_laid_create(pd, laid);

@@ -430,3 +430,36 @@ def test_a_restore_refuses_while_dbutil_recover_of_its_target_runs(store, repo, 
     restore(store, repo, "db1", "--to", "db2")
     store.ombra("db", "mount", "db2")
     assert store.digest("db2") == source["digest"]
+
+
+def test_a_restore_killed_before_its_last_generation_never_lets_dbutil_finish_the_old_edb(store, repo, source):
+    # dbutil recover takes a restore whose last generation is in place as laid whole. The
+    # requester used to lay the last generation before the .edb took its name: a restore killed
+    # in between left the .edb the target had before (an older restore of the same database, so
+    # its chain matched), and dbutil recover "finished" it and exited 0 with the older state
+    # (attack review, 2026-12-07). Now the last generation waits for the .edb.
+    from conftest import Paused
+    store.ombra("db", "new", "db2")
+    dismount_for_restore(store, "db2")
+    restore(store, repo, "db1", "--to", "db2", "--set", source["full"]["id"])
+    store.ombra("db", "mount", "db2")
+    older = store.digest("db2")
+    assert older != source["digest"]
+    store.ombra("db", "dismount", "db2")
+    edb2 = pathlib.Path(store.db_show("db2")["edb"])
+    logs2 = pathlib.Path(store.db_show("db2")["logs"])
+    ino = edb2.stat().st_ino
+    p = Paused(store, ["restore", "db1", "--repo", repo, "--to", "db2"], "OMBRA_RESTORE_PAUSE", "last_log")
+    assert p.reached, p.first
+    assert edb2.stat().st_ino != ino, "the last generation came before the .edb took its name"
+    p.kill9()
+    r = store.ombra("dbutil", "recover", logs2, check=False)
+    if r.rc == 0:
+        store.ombra("db", "mount", "db2")
+        assert store.digest("db2") == source["digest"], "dbutil recover exited 0 with another state"
+        store.ombra("db", "dismount", "db2")
+    else:
+        assert one_line(r), r.describe()
+    restore(store, repo, "db1", "--to", "db2")
+    store.ombra("db", "mount", "db2")
+    assert store.digest("db2") == source["digest"]
