@@ -270,11 +270,12 @@ $(TSAN)/build.ninja:
 	$(MESON) setup $(TSAN) --buildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false >/dev/null
 
 test-tsan: deps $(TSAN)/build.ninja
-	@ninja -C $(TSAN) tests/unit/test_table_concurrency tests/unit/test_engine tests/unit/test_mail tests/unit/test_pool
+	@ninja -C $(TSAN) tests/unit/test_table_concurrency tests/unit/test_engine tests/unit/test_mail tests/unit/test_pool tests/unit/test_restore
 	@TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $(TSAN)/tests/unit/test_table_concurrency
 	@TSAN_OPTIONS=halt_on_error=1 $(TSAN)/tests/unit/test_engine | tail -1
 	@TSAN_OPTIONS=halt_on_error=1 OMBRA_MAIL_CRASH_POINTS=20 $(TSAN)/tests/unit/test_mail | tail -1
 	@TSAN_OPTIONS=halt_on_error=1 $(TSAN)/tests/unit/test_pool | tail -1
+	@TSAN_OPTIONS=halt_on_error=1 $(TSAN)/tests/unit/test_restore | tail -1
 	@ninja -C $(TSAN) >/dev/null
 	@rm -rf $(TSAN)/system-reports && mkdir -p $(TSAN)/system-reports
 	@TSAN_OPTIONS=log_path=$(abspath $(TSAN))/system-reports/race OMBRA_BUILD=$(abspath $(TSAN)) \
