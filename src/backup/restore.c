@@ -544,6 +544,8 @@ static void *post_thread(void *arg)
     pthread_mutex_lock(&p->l->mu);
     if (p->rc) p->l->stop = 1; /* no use laying more down */
     p->answered = 1;
+    /* a worker waiting (its hash turn, the last generation for the .edb) sees it */
+    pthread_cond_broadcast(&p->l->cv);
     pthread_mutex_unlock(&p->l->mu);
     return NULL;
 }

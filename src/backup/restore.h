@@ -30,8 +30,8 @@
  *      lock, and the writer stops: the target stays marked not restored). Without replay
  *      (no_replay: additional restores follow) PostRestore comes after every file. The writer
  *      mounts when asked; report: release, the result.
- * Test hook: OMBRA_RESTORE_PAUSE=opened|prepared|edb|replaying|laid stops the process (SIGSTOP)
- * there. */
+ * Test hook: OMBRA_RESTORE_PAUSE=opened|prepared|edb|replaying|laid|last_log stops the process
+ * (SIGSTOP) there (last_log: the .edb is in place, the last generation about to take its name). */
 #ifndef OM_BACKUP_RESTORE_H
 #define OM_BACKUP_RESTORE_H
 
