@@ -107,19 +107,8 @@ out:
 static int sync_parent(const char *path)
 {
     char d[4200];
-    snprintf(d, sizeof d, "%s", path);
-    char *slash = strrchr(d, '/');
-    if (slash == d)
-        d[1] = 0;
-    else if (slash)
-        *slash = 0;
-    else
-        snprintf(d, sizeof d, ".");
-    om_dir *dd = NULL;
-    int rc = om_dir_open(om_vfs_posix(), NULL, d, OM_D_FOLLOW, &dd);
-    if (!rc) rc = om_dir_sync(dd);
-    om_dir_close(dd);
-    return rc;
+    om_dirname(path, d, sizeof d);
+    return om_vfs_posix()->sync_dir(om_vfs_posix(), d);
 }
 
 /* a and b name the same directory (after links, as the administrator's paths may go through

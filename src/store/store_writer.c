@@ -1698,15 +1698,6 @@ static int logs_arriving(json_t *ro, uint32_t *first, uint32_t *last)
     return 0;
 }
 
-static int sync_folder(const char *path)
-{
-    om_dir *d = NULL;
-    int rc = om_dir_open(om_vfs_posix(), NULL, path, 0, &d);
-    if (!rc) rc = om_dir_sync(d);
-    om_dir_close(d);
-    return rc;
-}
-
 /* Replays the restored logs into the target (hard recovery) and brings it to Clean Shutdown. */
 static int recover_target(store_writer *w, const char *session, json_t *c, const rtarget *t,
                           json_t *out)
@@ -1743,7 +1734,7 @@ static int recover_target(store_writer *w, const char *session, json_t *c, const
     vss_laid_waiter_close(&lw);
     /* The .edb's name, put in place before the requester's sync of the folder may have ended:
      * on the disk before the restore stops being pending (eng_restored_retire). */
-    if (!rc && o.laid_unsynced) rc = sync_folder(t->edb_dir);
+    if (!rc && o.laid_unsynced) rc = om_vfs_posix()->sync_dir(om_vfs_posix(), t->edb_dir);
     if (rc) return rc;
     om_log_with(OM_INFO, OM_FIELDS({"DATABASE", t->ent.name}),
                 "restored %s: generations %u-%u replayed (%llu transactions) in %.2f s%s",
