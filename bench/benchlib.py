@@ -112,7 +112,8 @@ def fstype(path):
 
 def disk_counters(path):
     """What the block device under path has done since boot (/proc/diskstats): bytes written,
-    bytes discarded, flushes; None where the device is not listed (tmpfs, an overlay)."""
+    bytes discarded, flushes, and the milliseconds it had a request in flight (busy); None where
+    the device is not listed (tmpfs, an overlay)."""
     st = os.stat(path)
     dev = (os.major(st.st_dev), os.minor(st.st_dev))
     try:
@@ -122,17 +123,19 @@ def disk_counters(path):
                 if (int(v[0]), int(v[1])) == dev:
                     n = [int(x) for x in v[3:]]
                     return {"written": n[6] * 512, "discarded": n[13] * 512 if len(n) > 13 else 0,
-                            "flushes": n[15] if len(n) > 15 else 0}
+                            "flushes": n[15] if len(n) > 15 else 0, "busy_ms": n[9]}
     except OSError:
         pass
     return None
 
 
 def disk_delta(a, b):
-    """b - a of disk_counters, in MB (flushes counted); None when either is None."""
+    """b - a of disk_counters: MB written and discarded, flushes, busy_s (seconds the device had a
+    request in flight); None when either is None."""
     if a is None or b is None:
         return None
-    return {k: (b[k] - a[k]) / 1e6 if k != "flushes" else b[k] - a[k] for k in a}
+    return {"written": (b["written"] - a["written"]) / 1e6, "discarded": (b["discarded"] - a["discarded"]) / 1e6,
+            "flushes": b["flushes"] - a["flushes"], "busy_s": (b["busy_ms"] - a["busy_ms"]) / 1e3}
 
 
 def utc_stamp():

@@ -154,6 +154,10 @@ def restore_over_floor(r):
     return restore_ratio(r, over="disk_floor_s")
 
 
+def restore_device_busy(r):
+    return restore_ratio(r, key="restore_device_busy_s", over="restore_wall_s")
+
+
 def final_full_over_untar(r):
     return restore_ratio(r, key="final_full_s")
 
@@ -229,6 +233,8 @@ FIGURES = [
      floor_over_untar),
     ("restore_over_floor", "  beside: restore+replay / the disk's floor", "x", "lower", None, False,
      restore_over_floor),
+    ("restore_device_busy", "  beside: the disk busy during the restore / its time", "x", "higher", None, False,
+     restore_device_busy),
     ("final_full_over_untar", "  beside: a full of the end state (no logs) / tar -x", "x", "lower",
      None, False, final_full_over_untar),
     ("restore_mem_over_untar", "  the same on tmpfs (storage keeps up)", "x", "lower", ("<=", 0.7), True,

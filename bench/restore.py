@@ -234,6 +234,9 @@ def ombra_run(a, tmp, env):
              "tar_sync_s": o["tar_sync"], "round_ratio_ombra_over_tar": wall / o["tar"],
              "disk_floor_s": o["floor"], "disk_floor_mb_s": r["floor_bytes"] / 1e6 / o["floor"],
              "final_full_s": o["final"],
+             # seconds the disk had a request in flight during the restore (None on tmpfs): near
+             # its wall, less the start before the first write, the restore waits on the disk
+             "restore_device_busy_s": o["disk"]["busy_s"] if o["disk"] else None,
              "laydown_from": lay_how,
              # the device's own count during each side (diskstats; None on tmpfs): what the
              # restore wrote, and what freeing blocks cost a disk mounted with discard
@@ -241,8 +244,8 @@ def ombra_run(a, tmp, env):
              "first": (sides[i % 3:] + sides[:i % 3])[0]}
         rounds.append(x)
         dk = o["disk"]
-        disk = (f", the device wrote {dk['written']:.0f} MB and discarded {dk['discarded']:.0f} MB "
-                f"during it" if dk else "")
+        disk = (f", the device wrote {dk['written']:.0f} MB, discarded {dk['discarded']:.0f} MB and was "
+                f"busy {dk['busy_s']:.2f} s during it" if dk else "")
         print(f"round {i + 1}: Ombra {x['restore_mb_s']:.0f} MB/s (verified; {wall:.2f} s, replay "
               f"{replay_s or 0:.2f} s{disk}), tar | zstd {x['tar_zstd_x_mb_s']:.0f} MB/s ({o['tar']:.2f} s)",
               flush=True)

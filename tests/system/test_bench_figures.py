@@ -11,7 +11,8 @@ FIGURES = ROOT / "bench" / "figures.py"
 
 
 def write_round(d, replay=140.0, wall=7.0, tar=7.0, stored=198e6, full_s=2.6, second_s=2.2,
-                freeze_ms=26.0, over_tar=1.0, mb=1024, backup=True, scripts=None, why=None, floor=None):
+                freeze_ms=26.0, over_tar=1.0, mb=1024, backup=True, scripts=None, why=None, floor=None,
+                busy=None):
     """One round's results as the benchmarks write them (only the keys the guard reads, and
     restore.json's two rounds with the ratio wall/tar)."""
     d.mkdir(parents=True)
@@ -20,7 +21,8 @@ def write_round(d, replay=140.0, wall=7.0, tar=7.0, stored=198e6, full_s=2.6, se
         "results": {"replay_log_mb_s": replay, "restore_wall_s": wall, "tar_zstd_x_s": tar,
                     "incrementals": [{}, {}, {}],
                     "rounds": [{"restore_wall_s": wall, "tar_zstd_x_s": tar,
-                                **({"disk_floor_s": floor} if floor else {})}] * 2}}))
+                                **({"disk_floor_s": floor} if floor else {}),
+                                **({"restore_device_busy_s": busy} if busy else {})}] * 2}}))
     if backup:
         (d / "backup.json").write_text(json.dumps({
             "mb": mb, "results": {"files_bytes": 1.25e9, "second_full_ombra_stored": stored,
@@ -258,7 +260,8 @@ def test_a_benchmark_left_out_says_so_on_its_comparison_row_too(tmp_path):
 def test_the_disks_floor_rows_beside_the_restore(tmp_path):
     """restore.py's disk floor (its bytes written and fdatasync'd) gives two rows beside the
     restore's: floor / tar and restore / floor; rounds without it say not measured."""
-    dirs = rounds(tmp_path, "a", [600.0, 600.0], wall=[2.4, 2.2], tar=[2.5, 2.5], floor=[2.0, 2.0])
+    dirs = rounds(tmp_path, "a", [600.0, 600.0], wall=[2.4, 2.2], tar=[2.5, 2.5], floor=[2.0, 2.0],
+                  busy=[2.1, 1.1])
     j = tmp_path / "this.json"
     p = run(dirs, tmp_path / "rec.json", "--json-out", str(j))
     assert p.returncode == 0, p.stdout + p.stderr
@@ -266,5 +269,9 @@ def test_the_disks_floor_rows_beside_the_restore(tmp_path):
     assert f["floor_over_untar"]["median"] == 2.0 / 2.5
     assert f["restore_over_floor"]["values"] == [2.4 / 2.0, 2.2 / 2.0]
     assert "0.80" in row(p.stdout, "  beside: the disk's floor")
+    # the disk's busy seconds during the restore over its wall (restore.py's diskstats)
+    assert f["restore_device_busy"]["values"] == [2.1 / 2.4, 1.1 / 2.2]
+    assert "comparison" in row(p.stdout, "  beside: the disk busy during the restore")
     p = run(rounds(tmp_path, "b", [600.0]), tmp_path / "rec.json")
     assert "not measured" in row(p.stdout, "  beside: restore+replay / the disk's floor")
+    assert "not measured" in row(p.stdout, "  beside: the disk busy during the restore")
