@@ -387,6 +387,8 @@ typedef struct eng_replay {
     eng_replay_ent *dents;
     uint32_t ndent, decap;
     uint64_t held_back; /* records held back so far, all told */
+    uint64_t hold_max;  /* bytes held back at most (0: HOLD_MAX, recovery.c) */
+    uint64_t held_peak; /* the most bytes held back at once */
 } eng_replay;
 int eng_replay_gen(eng_replay *rp, eng_genread *g, uint32_t from);
 /* Applies the batch's committed records (the open transaction's stay). Callers call it when

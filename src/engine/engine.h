@@ -190,6 +190,9 @@ typedef struct eng_restore_opts {
      * work goes on while the disk takes the file; its end syncs the whole file. A crash before
      * then leaves the restore to be run again (the .env's boot, dbutil recover). */
     int laid_unsynced;
+    /* laid_unsynced: bytes of held-back records at most, whatever the cache (0: 256 MiB); past
+     * it, or past a quarter of the cache, they are applied (their reads then wait on the disk). */
+    uint64_t hold_max;
 } eng_restore_opts;
 
 /* Generations replay reads ahead of the one it applies (1 MiB of memory each). */
@@ -205,6 +208,7 @@ typedef struct eng_restore_result {
                              starts the one after it) */
     int new_stream;       /* the database got a new log signature or adopted the target's */
     uint64_t held_back;   /* laid_unsynced: records of laid pages applied after the others */
+    uint64_t held_peak;   /* laid_unsynced: the most bytes of records held back at once */
 } eng_restore_result;
 
 int eng_db_hard_recover(const eng_restore_opts *o, eng_restore_result *r);

@@ -349,6 +349,7 @@ static int replay(hard *h)
                          .stop_time = h->o->stop_time_ns,
                          .hard = 1,
                          .defer_below = h->laid_size,
+                         .hold_max = h->o->hold_max,
                          .flushed = h->flush_started ? &h->flushed : NULL};
     eng_chain_of_db(&h->w, &db->hdr, db->edb, h->start.gen);
     rc = eng_prefetch_start(&pf, h->start.gen, h->end, read_restored, h);
@@ -618,6 +619,7 @@ out:
         r->records = db->st.replay_records;
         r->transactions = db->st.replay_groups;
         r->held_back = h.rp.held_back;
+        r->held_peak = h.rp.held_peak;
         r->ns = om_mono_ns() - t0;
     }
     eng_replay_free(&h.rp);

@@ -404,6 +404,7 @@ static int hold_back(eng_replay *rp, uint32_t *n)
         rp->dents[rp->ndent++] = e;
         rp->dlen += len;
         rp->held_back++;
+        if (rp->dlen > rp->held_peak) rp->held_peak = rp->dlen;
     }
     *n = keep;
     return 0;
@@ -433,9 +434,10 @@ static int apply_committed(eng_replay *rp, uint32_t n)
         rp->err_gen = gen;
         return om_err_restore(&e);
     }
-    /* Held back past a quarter of the cache (at most HOLD_MAX): applied now (their reads may
-     * wait on the disk). */
-    uint64_t most = rp->db->cache_bytes / 4 < HOLD_MAX ? rp->db->cache_bytes / 4 : HOLD_MAX;
+    /* Held back past a quarter of the cache, or past hold_max (HOLD_MAX): applied now (their
+     * reads may wait on the disk). */
+    uint64_t cap = rp->hold_max ? rp->hold_max : HOLD_MAX,
+             most = rp->db->cache_bytes / 4 < cap ? rp->db->cache_bytes / 4 : cap;
     if (!rc && rp->dlen > most) rc = eng_replay_drain(rp);
     return rc;
 }

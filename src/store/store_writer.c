@@ -1741,12 +1741,13 @@ static int recover_target(store_writer *w, const char *session, json_t *c, const
                 t->ent.name, r.first_gen, r.last_gen, (unsigned long long)r.transactions,
                 (double)r.ns / 1e9, r.stopped_at_point ? ", stopped at the requested point" : "");
     json_object_set_new(out, "replay",
-                        json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:b, s:s?}", "first_gen",
+                        json_pack("{s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:b, s:s?}", "first_gen",
                                   r.first_gen, "last_gen", r.last_gen, "records",
                                   (json_int_t)r.records, "held_back", (json_int_t)r.held_back,
-                                  "transactions", (json_int_t)r.transactions, "ns",
-                                  (json_int_t)r.ns, "stopped_at_point", r.stopped_at_point,
-                                  "roll_forward_ended", r.roll_end[0] ? r.roll_end : NULL));
+                                  "held_back_peak_bytes", (json_int_t)r.held_peak, "transactions",
+                                  (json_int_t)r.transactions, "ns", (json_int_t)r.ns,
+                                  "stopped_at_point", r.stopped_at_point, "roll_forward_ended",
+                                  r.roll_end[0] ? r.roll_end : NULL));
     return 0;
 }
 

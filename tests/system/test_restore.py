@@ -56,6 +56,9 @@ def test_full_and_incrementals_back_into_the_original_and_a_differential_into_an
     res = json.loads(r.out)
     assert [s["type"] for s in res["sets"]] == ["full", "incremental", "incremental"], res
     assert res["replay"]["last_gen"] >= res["replay"]["first_gen"] > 0
+    # the records that waited for the .edb's flush, and the memory they took (capped)
+    rp = res["replay"]
+    assert 0 <= rp["held_back"] <= rp["records"] and 0 <= rp["held_back_peak_bytes"] <= 256 << 20, rp
     assert store.digest("db1") == d_last
     # the differential's state, into another database
     store.ombra("db", "new", "db2")

@@ -1246,6 +1246,43 @@ static void the_same_with_a_cache_of_four_pages(void **s)
     laid_unsynced_replay(1);
 }
 
+/* The held-back records are applied once they pass hold_max, whatever the cache (a store with a
+ * cache of gigabytes would otherwise hold back gigabytes): held back without a cap, then with a
+ * cap of an eighth of that peak; the same database both ways. A cache of 16 pages: batches of a
+ * few records, and a quarter (128 KiB) far above what the chain holds back (3 KB). */
+static void held_back_records_are_applied_at_the_cap_whatever_the_cache(void **s)
+{
+    (void)s;
+    uint64_t peak[2] = {0};
+    for (int capped = 0; capped < 2; capped++) {
+        crashvfs *c = new_disk(24);
+        chain ch;
+        make_chain(c, &ch);
+        eng_opts orr = lay_down_chain(c, &ch);
+        orr.cache_bytes = 16 * ENG_PAGE_SIZE;
+        eng_restore_result want, r;
+        crashvfs *ref = replay_all_present(c, &orr, &want);
+        laid_unsynced = 1;
+        eng_restore_opts ro = ropts(&orr, RL);
+        laid_unsynced = 0;
+        ro.hold_max = capped ? peak[0] / 8 : 0;
+        crashvfs_set_sync_delay(c, 300 * 1000); /* the flush outlasts the replay */
+        int rc = eng_db_hard_recover(&ro, &r);
+        crashvfs_set_sync_delay(c, 0);
+        if (rc)
+            fail_msg("hard recovery, hold_max %llu: %s", (unsigned long long)ro.hold_max,
+                     om_err_detail());
+        assert_same_replay(&r, &want);
+        assert_as_ref(c, ref, &orr, &ch);
+        peak[capped] = r.held_peak;
+    }
+    /* uncapped: nothing drained before the flush's end; capped: whenever it passed an eighth */
+    if (!(peak[0] >= 1024 && peak[1] < peak[0] / 2))
+        fail_msg("held back at most %llu bytes uncapped, %llu with a cap of %llu",
+                 (unsigned long long)peak[0], (unsigned long long)peak[1],
+                 (unsigned long long)(peak[0] / 8));
+}
+
 /* A laying that stops midway with the .edb laid unsynced: the rerun (dbutil recover's, with the
  * file synced by then) gives the same database. */
 static void laid_unsynced_laying_that_stops_midway_is_finished_by_a_rerun(void **s)
@@ -1524,6 +1561,7 @@ int main(void)
         cmocka_unit_test(
             an_edb_laid_unsynced_takes_its_laid_pages_last_and_gives_the_same_database),
         cmocka_unit_test(the_same_with_a_cache_of_four_pages),
+        cmocka_unit_test(held_back_records_are_applied_at_the_cap_whatever_the_cache),
         cmocka_unit_test(laid_unsynced_laying_that_stops_midway_is_finished_by_a_rerun),
         cmocka_unit_test(laid_unsynced_the_first_failing_record_in_log_order_is_the_error),
         cmocka_unit_test(an_old_file_under_an_arriving_generations_name_is_never_read),
