@@ -15,6 +15,7 @@
 #include "backup/setfiles.h"
 #include "base/error.h"
 #include "base/logging.h"
+#include "base/mem.h"
 #include "base/paths.h"
 #include "base/pool.h"
 #include "base/progress.h"
@@ -296,19 +297,39 @@ static int take_chunk(lay *l, size_t c, size_t *fi, size_t *b0, size_t *nb)
 /* A worker's chunk buffer and repository reader. */
 typedef struct layer {
     uint8_t *buf;
+    size_t cap; /* bytes of buf used */
+    int heap;   /* buf is the heap's, not om_huge_reserve's */
     bk_reader *rd;
 } layer;
+
+static void layer_buf_free(layer *w)
+{
+    if (w->heap)
+        free(w->buf);
+    else
+        om_huge_release(w->buf, w->cap);
+}
 
 static int lay_begin(void *arg, void **ws)
 {
     lay *l = arg;
     layer *w = calloc(1, sizeof *w);
-    size_t cap =
-        ((size_t)CHUNK_BLOCKS * l->bsize + OM_DIRECT_ALIGN - 1) / OM_DIRECT_ALIGN * OM_DIRECT_ALIGN;
-    if (w) w->buf = aligned_alloc(OM_DIRECT_ALIGN, cap); /* for writes around the cache */
+    if (w) {
+        /* In huge pages: the direct writes from it go out in a few large segments
+         * (base/mem.h); under AddressSanitizer from the heap, whose bounds it checks. */
+        w->cap = (size_t)CHUNK_BLOCKS * l->bsize;
+#if !defined(__SANITIZE_ADDRESS__)
+        w->buf = om_huge_reserve(w->cap);
+#endif
+        if (!w->buf) { /* aligned for writes around the cache */
+            w->heap = 1;
+            w->buf = aligned_alloc(OM_DIRECT_ALIGN, (w->cap + OM_DIRECT_ALIGN - 1) /
+                                                        OM_DIRECT_ALIGN * OM_DIRECT_ALIGN);
+        }
+    }
     int rc = w && w->buf ? bk_reader_new(l->r, &w->rd) : om_errf(OM_E_OutOfMemory, "out of memory");
     if (rc) {
-        if (w) free(w->buf);
+        if (w) layer_buf_free(w);
         free(w);
         return lay_fail(l, rc);
     }
@@ -320,7 +341,7 @@ static void lay_end(void *arg, void *ws)
 {
     layer *w = ws;
     bk_reader_free(w->rd);
-    free(w->buf);
+    layer_buf_free(w);
     free(w);
 }
 

@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "base/error.h"
 #include "base/logging.h"
+#include "base/mem.h"
 #include "engine/db_internal.h"
 
 static uint32_t hash_pgno(uint32_t pgno, uint32_t size)
@@ -29,28 +29,21 @@ static uint32_t hash_pgno(uint32_t pgno, uint32_t size)
 #define PB_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-enum { PB_HUGE = 2u << 20 }; /* the huge page size the reservation is aligned to */
-
 /* Reserves address space for the cache's size and a quarter more (transactions' pages, dirty
  * frames past the budget): only what is touched takes memory, 2 MiB at a time where the kernel
- * gives huge pages (madvise mode: asked for this range only). No reservation (mmap refused,
- * strict overcommit) is fine: every buffer is malloc'd then. */
+ * gives huge pages (base/mem.h). No reservation (mmap refused, strict overcommit) is fine:
+ * every buffer is malloc'd then. */
 static void pb_reserve(eng_db *db)
 {
     uint64_t want = db->cache_bytes + db->cache_bytes / 4;
-    size_t len = (size_t)((want + PB_HUGE - 1) / PB_HUGE * PB_HUGE);
-    uint8_t *m = mmap(NULL, len + PB_HUGE, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED) return;
-    uint8_t *a = (uint8_t *)(((uintptr_t)m + PB_HUGE - 1) & ~(uintptr_t)(PB_HUGE - 1));
-    if (a > m) munmap(m, (size_t)(a - m));
-    munmap(a + len, (size_t)(m + PB_HUGE - a));
+    size_t len = om_huge_len((size_t)want);
+    uint8_t *a = om_huge_reserve(len);
+    if (!a) return;
     uint8_t **fl = calloc(len / ENG_PAGE_SIZE, sizeof *fl);
     if (!fl) {
-        munmap(a, len);
+        om_huge_release(a, len);
         return;
     }
-    (void)madvise(a, len, MADV_HUGEPAGE); /* a hint: refused, the range faults 4 KiB at a time */
     PB_POISON(a, len);
     db->pb_base = a;
     db->pb_len = len;
@@ -120,7 +113,7 @@ void eng_cache_free(eng_db *db)
     db->htab = NULL;
     if (db->pb_base) {
         PB_UNPOISON(db->pb_base, db->pb_len);
-        munmap(db->pb_base, db->pb_len);
+        om_huge_release(db->pb_base, db->pb_len);
     }
     free(db->pb_free);
     db->pb_base = NULL;

@@ -12,10 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "base/error.h"
 #include "base/logging.h"
+#include "base/mem.h"
 #include "base/pool.h"
 #include "base/time.h"
 #include "engine/db_internal.h"
@@ -113,27 +113,20 @@ static int apply_page(eng_db *db, frame *f, const eng_rec *r, uint32_t *newly_di
  * pages, so that filling it costs a fault per 2 MiB instead of one per 4 KiB (a 32 MiB batch
  * took 8,000 faults, a fifth of replay's time). Past the reservation (a transaction larger
  * than that), or where it is refused, a malloc'd buffer that doubles. */
-enum { BATCH_MAP = 4 * ENG_REPLAY_BATCH, BATCH_HUGE = 2u << 20 };
+enum { BATCH_MAP = 4 * ENG_REPLAY_BATCH };
 
 static uint8_t *batch_map(void)
 {
 #if defined(__SANITIZE_ADDRESS__)
     return NULL; /* a heap buffer, whose bounds the sanitizer checks (decoding reads past none) */
 #endif
-    uint8_t *m = mmap(NULL, (size_t)BATCH_MAP + BATCH_HUGE, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED) return NULL;
-    uint8_t *a = (uint8_t *)(((uintptr_t)m + BATCH_HUGE - 1) & ~(uintptr_t)(BATCH_HUGE - 1));
-    if (a > m) munmap(m, (size_t)(a - m));
-    munmap(a + BATCH_MAP, (size_t)(m + BATCH_HUGE - a));
-    (void)madvise(a, BATCH_MAP, MADV_HUGEPAGE); /* a hint */
-    return a;
+    return om_huge_reserve(BATCH_MAP);
 }
 
 static void batch_release(eng_replay *rp)
 {
     if (rp->bmapped)
-        munmap(rp->batch, BATCH_MAP);
+        om_huge_release(rp->batch, BATCH_MAP);
     else
         free(rp->batch);
     rp->batch = NULL;

@@ -16,6 +16,7 @@
 #include "base/bytes.h"
 #include "base/error.h"
 #include "base/hash.h"
+#include "base/mem.h"
 #include "base/proto.h"
 #include "base/time.h"
 #include "base/uuid.h"
@@ -609,6 +610,42 @@ static void zeroed_file_has_its_size(void **s)
  * whatever the alignment of the caller's buffer, offset and length: aligned blocks go around
  * the cache, an unaligned buffer through a copy, an unaligned read through a buffer of its own
  * (also past the end of the file), and an unaligned write turns the bypass off. */
+/* A huge buffer (base/mem.h): aligned to 2 MiB, its length rounded up to it, every byte usable,
+ * and a direct write from it reads back the same. */
+static void a_huge_buffer_is_aligned_whole_and_written_around_the_cache(void **s)
+{
+    (void)s;
+    enum { MB2 = 2u << 20 };
+    assert_int_equal(om_huge_len(1), MB2);
+    assert_int_equal(om_huge_len(MB2), MB2);
+    assert_int_equal(om_huge_len(4 * MB2 + 100), 5 * MB2);
+    assert_null(om_huge_reserve(0));
+    size_t n = 4 * MB2 + 100;
+    uint8_t *b = om_huge_reserve(n);
+    assert_non_null(b);
+    assert_int_equal((uintptr_t)b % MB2, 0);
+    for (size_t i = 0; i < om_huge_len(n); i++) /* the whole rounded length is ours */
+        b[i] = (uint8_t)(i * 13 + i / 4099);
+    om_vfs *v = om_vfs_posix();
+    char p[512];
+    om_path_join(p, sizeof p, tmpdir, "huge.edb");
+    om_file *f = NULL;
+    assert_int_equal(om_open(v, p, OM_O_CREATE | OM_O_EXCL, &f), 0);
+    (void)om_direct(f, 1); /* where the file system has none (tmpfs before 6.6): the cache */
+    assert_int_equal(om_pwrite(f, b, 4 * MB2, 0), 0);
+    assert_int_equal(om_sync(f), 0);
+    uint8_t *got = malloc(4 * MB2);
+    size_t r = 0;
+    assert_non_null(got);
+    assert_int_equal(f->vfs->pread(f, got, 4 * MB2, 0, &r), 0);
+    assert_int_equal(r, 4 * MB2);
+    assert_memory_equal(got, b, 4 * MB2);
+    free(got);
+    om_close(f);
+    om_huge_release(b, n);
+    om_huge_release(NULL, n); /* ignored */
+}
+
 static void a_file_around_the_cache_reads_back_what_was_written(void **s)
 {
     (void)s;
@@ -712,6 +749,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(durable_commit_keep_holds_the_replaced_file_open, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(zeroed_file_has_its_size, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(a_huge_buffer_is_aligned_whole_and_written_around_the_cache,
+                                        setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(a_file_around_the_cache_reads_back_what_was_written,
                                         setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(a_fifo_at_a_files_name_is_refused_not_waited_on, setup_dir,
