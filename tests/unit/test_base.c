@@ -606,13 +606,9 @@ static void zeroed_file_has_its_size(void **s)
     assert_string_equal(d, ".");
 }
 
-/* A file read and written around the page cache (om_direct) reads back what was written,
- * whatever the alignment of the caller's buffer, offset and length: aligned blocks go around
- * the cache, an unaligned buffer through a copy, an unaligned read through a buffer of its own
- * (also past the end of the file), and an unaligned write turns the bypass off. */
 /* A huge buffer (base/mem.h): aligned to 2 MiB, its length rounded up to it, every byte usable,
- * and a direct write from it reads back the same. */
-static void a_huge_buffer_is_aligned_whole_and_written_around_the_cache(void **s)
+ * and a direct write from it (where the file system takes one) reads back the same. */
+static void a_huge_buffer_is_aligned_whole_and_a_write_from_it_reads_back(void **s)
 {
     (void)s;
     enum { MB2 = 2u << 20 };
@@ -646,6 +642,10 @@ static void a_huge_buffer_is_aligned_whole_and_written_around_the_cache(void **s
     om_huge_release(NULL, n); /* ignored */
 }
 
+/* A file read and written around the page cache (om_direct) reads back what was written,
+ * whatever the alignment of the caller's buffer, offset and length: aligned blocks go around
+ * the cache, an unaligned buffer through a copy, an unaligned read through a buffer of its own
+ * (also past the end of the file), and an unaligned write turns the bypass off. */
 static void a_file_around_the_cache_reads_back_what_was_written(void **s)
 {
     (void)s;
@@ -749,8 +749,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(durable_commit_keep_holds_the_replaced_file_open, setup_dir,
                                         teardown_dir),
         cmocka_unit_test_setup_teardown(zeroed_file_has_its_size, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(a_huge_buffer_is_aligned_whole_and_written_around_the_cache,
-                                        setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(
+            a_huge_buffer_is_aligned_whole_and_a_write_from_it_reads_back, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(a_file_around_the_cache_reads_back_what_was_written,
                                         setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(a_fifo_at_a_files_name_is_refused_not_waited_on, setup_dir,
