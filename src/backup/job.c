@@ -177,8 +177,8 @@ typedef struct pipe {
     chk_set *cs; /* NULL: no pages to check in stream */
     int fd;
     EVP_MD_CTX *sha;
-    XXH3_state_t *xx; /* the file's XXH3-128 beside its SHA-256, in an encrypted repository
-                         only: the restore's check there (repo.h); NULL elsewhere */
+    XXH3_state_t *xx; /* the file's XXH3-128 beside its SHA-256: the restore's check of the
+                         file's content (repo.h) */
     uint32_t bs;
     size_t nblocks;
     pthread_mutex_t mu;
@@ -201,7 +201,7 @@ static int read_block(pipe_t *p, size_t b, uint8_t **out, size_t *outlen)
         rc = om_errf(OM_E_DiskIO, "reading %s at %llu: short read", p->f->src,
                      (unsigned long long)off);
     if (!rc) EVP_DigestUpdate(p->sha, buf, len);
-    if (!rc && p->xx) XXH3_128bits_update(p->xx, buf, len);
+    if (!rc) XXH3_128bits_update(p->xx, buf, len);
     if (!rc && p->cs) rc = check_block(p->cs, off, buf, len);
     if (rc) {
         free(buf);
@@ -250,12 +250,10 @@ static int store_file(dbjob *j, bk_writer *w, const bfile *f, int threads, chk_s
     pipe_t p = {.j = j, .w = w, .f = f, .cs = cs, .bs = bs, .nblocks = nblocks};
     p.ids = calloc(nblocks + 1, sizeof *p.ids);
     p.sha = EVP_MD_CTX_new();
-    int xxh = bk_repo_encrypted(j->repo);
-    p.xx = xxh ? XXH3_createState() : NULL;
+    p.xx = XXH3_createState();
     p.fd = open(f->src, O_RDONLY | O_CLOEXEC);
-    if (!p.ids || !p.sha || (xxh && !p.xx) || p.fd < 0 ||
-        !EVP_DigestInit_ex(p.sha, EVP_sha256(), NULL) ||
-        (p.xx && XXH3_128bits_reset(p.xx) != XXH_OK)) {
+    if (!p.ids || !p.sha || !p.xx || p.fd < 0 || !EVP_DigestInit_ex(p.sha, EVP_sha256(), NULL) ||
+        XXH3_128bits_reset(p.xx) != XXH_OK) {
         int rc = p.fd < 0 ? om_errf(OM_E_FileNotFound, "cannot open %s", f->src)
                           : om_errf(OM_E_OutOfMemory, "out of memory");
         if (p.fd >= 0) close(p.fd);
@@ -274,11 +272,11 @@ static int store_file(dbjob *j, bk_writer *w, const bfile *f, int threads, chk_s
     unsigned dl = 0;
     EVP_DigestFinal_ex(p.sha, digest, &dl);
     EVP_MD_CTX_free(p.sha);
-    XXH128_canonical_t xc = {{0}};
-    if (p.xx) XXH128_canonicalFromHash(&xc, XXH3_128bits_digest(p.xx));
+    XXH128_canonical_t xc;
+    XXH128_canonicalFromHash(&xc, XXH3_128bits_digest(p.xx));
     XXH3_freeState(p.xx);
     if (!rc)
-        rc = bk_set_add_file(w, f->name, f->size, digest, xxh ? xc.digest : NULL,
+        rc = bk_set_add_file(w, f->name, f->size, digest, xc.digest,
                              (const uint8_t(*)[BK_ID_LEN])p.ids, nblocks,
                              json_pack("{s:s}", "source", f->src));
     j->bytes_stored += p.stored;

@@ -59,6 +59,8 @@ typedef struct rfile {
     om_durable out;   /* out.f open from the first chunk handed out to the commit */
     EVP_MD_CTX *sha;  /* in block order: the worker whose turn it is updates it (or xx) */
     XXH3_state_t *xx; /* the same for a file checked by its XXH3-128 */
+    int by_blocks;    /* a plain repository's file checked by its XXH3-128: each of its blocks is
+                         checked against its id (SHA-256) as it is fetched (take_chunk) */
     size_t hashed;    /* blocks hashed so far */
     int chunk0_taken; /* its first chunk was taken: out and sha made (or that failed) */
     int done;         /* in place under its name */
@@ -81,6 +83,7 @@ typedef struct lay {
     int stop;              /* the writer failed: laying more is no use */
     size_t laid;           /* files [0, laid) are in place */
     size_t by_xxh, by_sha; /* files checked by their XXH3-128, by their SHA-256 (the result's) */
+    size_t by_blocks;      /* files each of whose blocks was checked against its id as well */
     uint64_t bytes;        /* written and hashed (atomic) */
     vss_laid *prog;        /* the writer's progress file (NULL: none; vss/laid.h) */
     uint32_t laid_gen;     /* what it says */
@@ -132,6 +135,47 @@ static int file_damage(lay *l, bk_reader *rd, rfile *f, uint8_t *buf)
                    f->set, f->name, f->xx ? "XXH3-128" : "SHA-256");
 }
 
+/* A plain repository's file whose XXH3-128 is not the one its set records, though each of its
+ * blocks matched its id as it was laid: its SHA-256 decides, over its blocks fetched again (each
+ * checked against its id again, so these are the bytes laid). Equal, the set's XXH3-128 alone is
+ * wrong (written by hand, or a fault in the set): the file is what the backup read, and a value
+ * beside the check must neither make a sound set unrestorable nor be what it is restored by
+ * (*sound 1, a warning); else the set lists the wrong blocks (the error). buf: room for
+ * CHUNK_BLOCKS blocks. */
+static int sha_decides(lay *l, bk_reader *rd, rfile *f, uint8_t *buf, int *sound)
+{
+    *sound = 0;
+    EVP_MD_CTX *sha = EVP_MD_CTX_new();
+    if (!sha || EVP_DigestInit_ex(sha, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(sha);
+        return om_errf(OM_E_OutOfMemory, "out of memory");
+    }
+    int rc = 0;
+    for (size_t b0 = 0; b0 < f->nblocks && !rc; b0 += CHUNK_BLOCKS) {
+        size_t len = 0, nb = f->nblocks - b0 < CHUNK_BLOCKS ? f->nblocks - b0 : CHUNK_BLOCKS;
+        rc = fetch_chunk(l, rd, f, b0, nb, buf, &len, 0);
+        if (!rc) EVP_DigestUpdate(sha, buf, len);
+    }
+    uint8_t got[32];
+    unsigned gl = 0;
+    char hex[65];
+    if (!rc) EVP_DigestFinal_ex(sha, got, &gl);
+    EVP_MD_CTX_free(sha);
+    if (rc) return rc;
+    for (unsigned i = 0; i < gl; i++)
+        snprintf(hex + 2 * i, 3, "%02x", got[i]);
+    if (strcmp(hex, f->sha_hex) != 0)
+        return om_errf(OM_E_RepositoryCorrupt,
+                       "set %.12s, file %s: the restored content does not match its SHA-256 (every "
+                       "block matches its id: the set lists the wrong blocks)",
+                       f->set, f->name);
+    om_warn("set %.12s, file %s: its recorded XXH3-128 is wrong, its content matches its SHA-256 "
+            "and every block its id: restored by the SHA-256. HINT: ombra verify names the set",
+            f->set, f->name);
+    *sound = 1;
+    return 0;
+}
+
 /* The file's last chunk was hashed: check its hash (on a mismatch file_damage names what is
  * wrong, with the worker's reader and buffer), then sync, rename into place and sync the folder.
  * The .edb keeps the file it replaces open (l->replaced) for lay_watch to close. */
@@ -148,11 +192,19 @@ static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
         EVP_DigestFinal_ex(f->sha, got, &gl);
     for (unsigned i = 0; i < gl; i++)
         snprintf(hex + 2 * i, 3, "%02x", got[i]);
-    int rc = 0;
+    int rc = 0, by_sha = !f->xx;
     om_file *old = NULL, *placed = NULL;
     if (f->xx ? memcmp(got, f->xxh, sizeof f->xxh) != 0 : strcmp(hex, f->sha_hex) != 0) {
-        om_durable_abort(&f->out);
-        return file_damage(l, rd, f, buf);
+        int sound = 0;
+        if (f->by_blocks && (rc = sha_decides(l, rd, f, buf, &sound))) {
+            om_durable_abort(&f->out);
+            return rc;
+        }
+        if (!sound) {
+            om_durable_abort(&f->out);
+            return file_damage(l, rd, f, buf);
+        }
+        by_sha = 1;
     }
     /* The last generation takes its name only after the .edb has taken its own: dbutil recover
      * takes a restore whose last generation is in place as laid whole, and would otherwise
@@ -182,10 +234,11 @@ static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
     pthread_mutex_lock(&l->mu);
     if (old) l->replaced = old; /* only the .edb's: a log finishing after it must not drop it */
     f->done = 1;
-    if (f->xx)
-        l->by_xxh++;
-    else
+    if (by_sha)
         l->by_sha++;
+    else
+        l->by_xxh++;
+    if (f->by_blocks) l->by_blocks++;
     while (l->laid < l->n && l->f[l->laid].done) {
         if (l->f[l->laid].gen) say_laid(l, l->f[l->laid].gen);
         l->laid++;
@@ -273,15 +326,18 @@ static int take_chunk(lay *l, size_t c, size_t *fi, size_t *b0, size_t *nb)
      * page cache, whose filling costs more CPU than the restore's own work (docs/design.md,
      * "Laying down"); where the file system cannot, through it. */
     if (!f->gen) (void)om_direct(f->out.f, 1);
-    /* The file's check (docs/design.md, "The file's check is its XXH3-128"): in an encrypted
-     * repository its XXH3-128 where the set has one (every block and the set are authenticated
-     * under the key; what is left to find is a wrong list of blocks); else its SHA-256 (a plain
-     * repository, where a set id given to the restore pins the bytes only through it; sets of
-     * earlier builds; the regions form's ids). */
+    /* The file's check (docs/design.md, "In an encrypted repository the file's check is its
+     * XXH3-128" and "In a plain repository each block by its id, the file by its XXH3-128"):
+     * where the set has its XXH3-128, that, for what is left to find once every block is known
+     * sound (a set listing the wrong blocks): in an encrypted repository every block and the set
+     * are authenticated under the key; in a plain one each block is checked against its id, the
+     * SHA-256 of its content, which a set id given to the restore pins, on the worker that
+     * fetches it. Else its SHA-256 (sets of earlier builds; the regions form's ids). */
     int ok = 0;
-    if (f->has_xxh && bk_repo_encrypted(l->r))
+    if (f->has_xxh) {
         ok = (f->xx = XXH3_createState()) && XXH3_128bits_reset(f->xx) == XXH_OK;
-    else
+        f->by_blocks = !bk_repo_encrypted(l->r);
+    } else
         ok = (f->sha = EVP_MD_CTX_new()) && EVP_DigestInit_ex(f->sha, EVP_sha256(), NULL) == 1;
     if (!ok) {
         om_durable_abort(&f->out);
@@ -362,7 +418,7 @@ static int lay_chunk(void *arg, void *ws, size_t c)
     if (rc || none) return rc; /* 0: the failure is the pool's already, or the writer's */
     rfile *f = &l->f[fi];
     uint64_t off = (uint64_t)b0 * l->bsize;
-    rc = fetch_chunk(l, w->rd, f, b0, nb, w->buf, &len, 1);
+    rc = fetch_chunk(l, w->rd, f, b0, nb, w->buf, &len, !f->by_blocks);
     if (!rc) rc = om_pwrite(f->out.f, w->buf, len, off);
     if (rc) return lay_fail(l, rc);
     /* The header the writer reads first, into the page cache now (the direct write left it
@@ -1137,8 +1193,9 @@ static int restore_report(bk_restore_state *st, int rc)
     json_object_set_new(res, "bytes", json_integer((json_int_t)st->bytes));
     json_object_set_new(res, "lay_seconds", json_real((double)st->lay_ns / 1e9));
     json_object_set_new(res, "checked_by",
-                        json_pack("{s:I, s:I}", "xxh3_128", (json_int_t)st->lay.by_xxh, "sha256",
-                                  (json_int_t)st->lay.by_sha));
+                        json_pack("{s:I, s:I, s:I}", "xxh3_128", (json_int_t)st->lay.by_xxh,
+                                  "sha256", (json_int_t)st->lay.by_sha, "block_ids",
+                                  (json_int_t)st->lay.by_blocks));
     json_object_set_new(res, "seconds", json_real((double)(om_mono_ns() - st->t0) / 1e9));
     free(st->files);
     json_decref(st->sets);

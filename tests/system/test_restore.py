@@ -155,10 +155,11 @@ def zstd_raw_span(payload):
 
 
 def test_a_block_damaged_inside_a_chunk_of_the_edb_is_refused_naming_the_file_and_block(store, repo):
-    """Restore checks each file by its SHA-256 and hashes the blocks against their ids only to
-    name the damage: a block of the .edb inside a chunk of eight (not the chunk's first), damaged
-    where it still reads and decompresses (its record's header intact, the bytes in a part zstd
-    stores as they are), still fails, naming set, file and block."""
+    """A block of the .edb inside a chunk of eight (not the chunk's first), damaged where it still
+    reads and decompresses (its record's header intact, the bytes in a part zstd stores as they
+    are), fails the restore, naming set, file and block: in a plain repository each block is
+    checked against its id as it is fetched (a set of an earlier build, without XXH3-128, would be
+    checked by the file's SHA-256, and its blocks then read again to name the damaged one)."""
     store.ombra("db", "new", "db1")
     load(store, "db1", 2500)  # about 15 MB: the .edb spans more than one chunk of 8 blocks
     full = backup(store, repo, "full")
@@ -206,8 +207,8 @@ def rewrite_plain_set(repo, set_id, doc):
 
 def test_a_set_listing_the_wrong_blocks_with_right_blocks_is_refused(store, repo):
     """Every block is intact and matches its id, but the set lists two of them swapped: the
-    file's SHA-256 refuses it (a plain repository: its XXH3-128 is not the check there), and the
-    message says the set lists the wrong blocks."""
+    file's XXH3-128 does not match (crafted to match nothing here), the file's SHA-256 then
+    decides and refuses it, and the message says the set lists the wrong blocks."""
     store.ombra("db", "new", "db1")
     load(store, "db1", 1500)
     full = backup(store, repo, "full")
@@ -226,25 +227,41 @@ def test_a_set_listing_the_wrong_blocks_with_right_blocks_is_refused(store, repo
     assert "lists the wrong blocks" in r.err, r.describe()
 
 
-def test_a_plain_repository_is_restored_by_sha256_whatever_xxh3_128_a_set_says(store, repo):
-    """A plain repository's backup records no XXH3-128 (its restore checks the SHA-256, which a
-    set id pins); one written into a set by hand, and wrong, is not what the restore goes by: it
-    restores by the SHA-256 (digest equal), and verify names the wrong value."""
+def test_a_plain_repository_checks_each_block_by_its_id_and_a_wrong_xxh3_128_falls_to_sha256(
+        store, repo):
+    """A plain repository's backup records each file's XXH3-128 (what xxhsum -H2 gives for the
+    file as it was backed up); its restore checks every block against its id (the SHA-256 of its
+    content, which a set id pins) and each file by that XXH3-128. One written into a set by hand,
+    and wrong, is not what the restore goes by, and does not make the sound set unrestorable: the
+    file's SHA-256 decides (digest equal, a warning naming the file), and verify names the wrong
+    value."""
     store.ombra("db", "new", "db1")
     load(store, "db1", 800)
     full = backup(store, repo, "full")
     d = store.digest("db1")
     set_id = full["sets"][0]["id"]
     doc, f = edb_entry(repo, set_id)
-    assert not [x for x in doc["files"] if "xxh3_128" in x], doc["files"]
-    f["xxh3_128"] = "0123456789abcdef" * 2
-    rewrite_plain_set(repo, set_id, doc)
-    v = store.ombra("verify", "--repo", repo, check=False)
-    assert v.rc == 1 and "does not match the file's XXH3-128" in v.out + v.err, v.describe()
+    assert all(re.fullmatch(r"[0-9a-f]{32}", x["xxh3_128"]) for x in doc["files"]), doc["files"]
+    lay = store.tmp / "lay"
+    restore(store, repo, "db1", "--set", set_id, "--edb", lay / "db1.edb", "--logs", lay / "logs",
+            "--no-replay")
+    xs = subprocess.run(["xxhsum", "-H2", lay / "db1.edb"], capture_output=True, text=True, check=True)
+    assert xs.stdout.split()[0] == f["xxh3_128"], (xs.stdout, f["xxh3_128"])
     restore_target(store)
     res = json.loads(restore(store, repo, "db1", "--to", "db2", "--mount").out)
     assert store.digest("db2") == d
-    assert res["checked_by"] == {"xxh3_128": 0, "sha256": res["files"]}, res
+    n = res["files"]
+    assert res["checked_by"] == {"xxh3_128": n, "sha256": 0, "block_ids": n}, res
+    f["xxh3_128"] = "0123456789abcdef" * 2
+    new_id = rewrite_plain_set(repo, set_id, doc)
+    v = store.ombra("verify", "--repo", repo, check=False)
+    assert v.rc == 1 and "does not match the file's XXH3-128" in v.out + v.err, v.describe()
+    store.ombra("db", "dismount", "db2")
+    r = restore(store, repo, "db1", "--set", new_id, "--to", "db2", "--mount")
+    res = json.loads(r.out)
+    assert store.digest("db2") == d
+    assert res["checked_by"] == {"xxh3_128": n - 1, "sha256": 1, "block_ids": n}, res
+    assert f["name"] in r.err and "its recorded XXH3-128 is wrong" in r.err, r.describe()
 
 
 @pytest.mark.parametrize("bad", [12345, "zz" * 16, "ab"])
@@ -539,7 +556,7 @@ def test_an_encrypted_repository_restores_with_its_passphrase(store, vssd, tmp_p
     assert store.digest("db2") == d
     # every file laid was checked by the XXH3-128 the backup recorded (an encrypted repository),
     # which is what xxhsum (another implementation) gives for the .edb laid as it was backed up
-    assert res["checked_by"] == {"xxh3_128": res["files"], "sha256": 0}, res
+    assert res["checked_by"] == {"xxh3_128": res["files"], "sha256": 0, "block_ids": 0}, res
     sid = res["sets"][0]["id"]
     shown = json.loads(store.ombra("backups", "show", sid, "--repo", r, "--json", env=env).out)
     [f] = [x for x in shown["files"] if x["name"].startswith("edb/")]
