@@ -74,8 +74,9 @@
  * caller's): "files": [{"name", "size", "sha256": hex, "xxh3_128": hex (32 lower-case digits, the
  * canonical XXH3-128 of the content: the restore's check of the laid file, docs/design.md "In
  * an encrypted repository the file's check is its XXH3-128" and "In a plain repository each
- * block by its id, the file by its XXH3-128"; sets of earlier builds (and plain ones of
- * 2026-12-06 and 7) and the regions form have none, and are checked by their SHA-256),
+ * block by its id, the file by its XXH3-128"; sets of earlier builds (and plain ones written
+ * between f2fa5bf and 2424631) and the regions form have none, and are checked by their
+ * SHA-256),
  * "blocks": the ids concatenated (64 hex digits each), "meta":
  * object}, or the regions form (a synthetic full's .edb,
  * bk_set_add_file_regions): {"name", "size", "regions_sha256": SHA-256 of the region ids (binary,

@@ -43,7 +43,7 @@ static void pause_at(const char *stage)
  * the generation, never from the set (whose names are only checked for what they say). */
 typedef struct rfile {
     const char *set, *name, *blocks, *sha_hex; /* name: the set's, for messages */
-    int has_xxh; /* the set gives its XXH3-128 (repo.h): the check in an encrypted repository */
+    int has_xxh; /* the set gives its XXH3-128 (repo.h): the file's check (take_chunk) */
     uint8_t xxh[16];
     json_t *pieces; /* regions form (repo.h): slices of blocks; sha_hex is over the ids */
     size_t nblocks;
@@ -176,8 +176,9 @@ static int sha_decides(lay *l, bk_reader *rd, rfile *f, uint8_t *buf, int *sound
     return 0;
 }
 
-/* The file's last chunk was hashed: check its hash (on a mismatch file_damage names what is
- * wrong, with the worker's reader and buffer), then sync, rename into place and sync the folder.
+/* The file's last chunk was hashed: check its hash (on a mismatch sha_decides, for a file whose
+ * blocks were checked against their ids, or file_damage names what is wrong, with the worker's
+ * reader and buffer), then sync, rename into place and sync the folder.
  * The .edb keeps the file it replaces open (l->replaced) for lay_watch to close. */
 static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
 {
@@ -257,10 +258,11 @@ static int finish_file(lay *l, rfile *f, bk_reader *rd, uint8_t *buf)
 
 /* The block read and check step: blocks [b0, b0 + nb) of f into buf (decrypted, decompressed);
  * *len: the bytes. Every block but a file's last is one block size long. covered: the file's
- * hash (its SHA-256, or XXH3-128 in an encrypted repository), which the caller checks before the
- * file is used, covers the content, so it is not hashed against its id here as well
- * (bk_reader_get_covered; each byte is hashed once); else each block's id is checked
- * (file_damage, naming the block of a file whose check failed). */
+ * SHA-256 (or, in an encrypted repository, its XXH3-128 over authenticated blocks), which the
+ * caller checks before the file is used, covers the content, so it is not hashed against its id
+ * here as well (bk_reader_get_covered; each byte is hashed once); else each block's id is
+ * checked: a plain repository's file checked by its XXH3-128 (f->by_blocks, as it is laid and in
+ * sha_decides), and file_damage, naming the block of a file whose check failed. */
 static int fetch_chunk(lay *l, bk_reader *rd, rfile *f, size_t b0, size_t nb, uint8_t *buf,
                        size_t *len, int covered)
 {

@@ -58,9 +58,10 @@ typedef struct bk_restore_opts {
 
 /* *result (always set): {"sets": [...], "database": {"id", "name"} (the backup's database; id
  * null when the restore failed before it knew it), "target" (the name restored into), "files",
- * "bytes", "lay_seconds" (laying the files down), "checked_by": {"xxh3_128", "sha256"} (how
- * many of the files laid were checked by which: repo.h), "seconds" (all of it), "replay": the
- * writer's
+ * "bytes", "lay_seconds" (laying the files down), "checked_by": {"xxh3_128", "sha256", "block_ids"}
+ * (how many of the files laid were checked by their XXH3-128, by their SHA-256, and how many of
+ * them had each block checked against its id as it was laid: a plain repository's: repo.h),
+ * "seconds" (all of it), "replay": the writer's
  * {"first_gen", "last_gen", "records", "transactions", "ns", "stopped_at_point"} or null,
  * "recovery": whether the target is a recovery database, "copy_of" (only when the restore made it
  * one): the name of the database of this server that carries the id it was given (spec §6: two

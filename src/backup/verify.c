@@ -221,7 +221,8 @@ static int check_file(verify *v, bk_reader *rd, uint8_t *data, const vjob *j)
              memcmp(xwant, xgot.digest, sizeof xwant)) /* malformed: check_entry says so */
         report_simple(v, j->set, name,
                       "its content does not match the file's XXH3-128 (a restore from an encrypted "
-                      "repository would refuse it)");
+                      "repository would refuse it; a plain one restores it by its SHA-256, with a "
+                      "warning)");
     else {
         bk_ent k = {0};
         memcpy(k.id, key, sizeof key);

@@ -205,10 +205,12 @@ def rewrite_plain_set(repo, set_id, doc):
     return new_id
 
 
-def test_a_set_listing_the_wrong_blocks_with_right_blocks_is_refused(store, repo):
-    """Every block is intact and matches its id, but the set lists two of them swapped: the
-    file's XXH3-128 does not match (crafted to match nothing here), the file's SHA-256 then
-    decides and refuses it, and the message says the set lists the wrong blocks."""
+@pytest.mark.parametrize("xxh", ["kept", "crafted"])
+def test_a_set_listing_the_wrong_blocks_with_right_blocks_is_refused(store, repo, xxh):
+    """Every block is intact and matches its id, but the set lists two of them swapped (a backup
+    bug: its XXH3-128 kept as recorded; or crafted to match nothing): the file's XXH3-128 does
+    not match, the file's SHA-256 then decides and refuses it, and the message says the set
+    lists the wrong blocks."""
     store.ombra("db", "new", "db1")
     load(store, "db1", 1500)
     full = backup(store, repo, "full")
@@ -218,7 +220,9 @@ def test_a_set_listing_the_wrong_blocks_with_right_blocks_is_refused(store, repo
     assert len(ids) >= 3 and ids[0] != ids[1]
     ids[0], ids[1] = ids[1], ids[0]  # both whole blocks of the block size: the lengths fit
     f["blocks"] = "".join(ids)
-    f["xxh3_128"] = "0" * 32  # crafted to match nothing: the plain restore does not trust it
+    assert re.fullmatch(r"[0-9a-f]{32}", f["xxh3_128"]), f
+    if xxh == "crafted":
+        f["xxh3_128"] = "0" * 32  # to match nothing: the plain restore does not go by it alone
     rewrite_plain_set(repo, set_id, doc)
     restore_target(store)
     r = restore(store, repo, "db1", "--to", "db2", check=False)
@@ -267,8 +271,8 @@ def test_a_plain_repository_checks_each_block_by_its_id_and_a_wrong_xxh3_128_fal
 @pytest.mark.parametrize("bad", [12345, "zz" * 16, "ab"])
 def test_a_malformed_xxh3_128_is_a_damaged_set_not_a_check_skipped(store, repo, bad):
     """A set whose file entry carries an XXH3-128 that is no 32 hex digits is malformed: the
-    restore refuses it in one line (plain as it is, whose check is the SHA-256: a damaged set
-    is not restored from), verify names the field."""
+    restore refuses it in one line (plain as it is, where a wrong but well-formed value would
+    fall to the SHA-256: a damaged set is not restored from), verify names the field."""
     store.ombra("db", "new", "db1")
     load(store, "db1", 300)
     set_id = backup(store, repo, "full")["sets"][0]["id"]
