@@ -154,17 +154,24 @@ def zstd_raw_span(payload):
     return None
 
 
-def test_a_block_damaged_inside_a_chunk_of_the_edb_is_refused_naming_the_file_and_block(store, repo):
+@pytest.mark.parametrize("xxh", ["recorded", "absent"])
+def test_a_block_damaged_inside_a_chunk_of_the_edb_is_refused_naming_the_file_and_block(store, repo,
+                                                                                        xxh):
     """A block of the .edb inside a chunk of eight (not the chunk's first), damaged where it still
     reads and decompresses (its record's header intact, the bytes in a part zstd stores as they
     are), fails the restore, naming set, file and block: in a plain repository each block is
-    checked against its id as it is fetched (a set of an earlier build, without XXH3-128, would be
-    checked by the file's SHA-256, and its blocks then read again to name the damaged one)."""
+    checked against its id as it is fetched; a set of an earlier build, without XXH3-128
+    ("absent"), is checked by the file's SHA-256, and its blocks then read again to name the
+    damaged one."""
     store.ombra("db", "new", "db1")
     load(store, "db1", 2500)  # about 15 MB: the .edb spans more than one chunk of 8 blocks
     full = backup(store, repo, "full")
     set_id = full["sets"][0]["id"]
-    _, f = edb_entry(repo, set_id)
+    doc, f = edb_entry(repo, set_id)
+    if xxh == "absent":
+        for x in doc["files"]:
+            del x["xxh3_128"]
+        set_id = rewrite_plain_set(repo, set_id, doc)
     ids = [f["blocks"][i:i + 64] for i in range(0, len(f["blocks"]), 64)]
     assert len(ids) > 9, f"the .edb has {len(ids)} blocks"
     spot = None
@@ -266,6 +273,25 @@ def test_a_plain_repository_checks_each_block_by_its_id_and_a_wrong_xxh3_128_fal
     assert store.digest("db2") == d
     assert res["checked_by"] == {"xxh3_128": n - 1, "sha256": 1, "block_ids": n}, res
     assert f["name"] in r.err and "its recorded XXH3-128 is wrong" in r.err, r.describe()
+
+
+def test_a_plain_set_without_xxh3_128_is_restored_by_its_sha256(store, repo):
+    """A plain set as earlier builds wrote it (no XXH3-128: before 2424631, and plain sets between
+    f2fa5bf and it) is restored as before: each file checked by its SHA-256, its blocks read
+    without their ids checked one by one, the digest equal."""
+    store.ombra("db", "new", "db1")
+    load(store, "db1", 800)
+    full = backup(store, repo, "full")
+    d = store.digest("db1")
+    doc, _ = edb_entry(repo, full["sets"][0]["id"])
+    for x in doc["files"]:
+        del x["xxh3_128"]
+    new_id = rewrite_plain_set(repo, full["sets"][0]["id"], doc)
+    restore_target(store)
+    res = json.loads(restore(store, repo, "db1", "--set", new_id, "--to", "db2", "--mount").out)
+    assert store.digest("db2") == d
+    n = res["files"]
+    assert res["checked_by"] == {"xxh3_128": 0, "sha256": n, "block_ids": 0}, res
 
 
 @pytest.mark.parametrize("bad", [12345, "zz" * 16, "ab"])
