@@ -577,8 +577,10 @@ try:
                 got += len(c.recv(struct.unpack("<I", h)[0], socket.MSG_WAITALL))
         except OSError:
             pass
-        with open(seen, "w") as f:
+        # Whole or absent: the test reads it while this process may still be writing it.
+        with open(seen + ".tmp", "w") as f:
             f.write(str(got))
+        os.rename(seen + ".tmp", seen)
         body = json.dumps({"ok": True, "databases": [{"name": "FAKE-DB", "mounted": True}]}).encode()
         c.sendall(struct.pack("<I", len(body)) + body)
         c.close()
