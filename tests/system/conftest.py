@@ -105,7 +105,8 @@ def engine_loop(build_dir):
 
 # ---- the store daemon ----------------------------------------------------------------------
 
-STORE_READY_SECONDS = 10  # the socket accepts within this after start
+STORE_READY_SECONDS = 30  # the socket accepts within this after start (a deadline: it costs
+# nothing when the store is quick, and a loaded machine under the sanitizers is not)
 STORE_STOP_SECONDS = 20  # SIGTERM to exit
 CLI_SECONDS = 120  # any one CLI call
 
@@ -502,6 +503,16 @@ def process_stopped(pid):
             return f.read().rsplit(")", 1)[1].split()[0] == "T"
     except (OSError, IndexError):
         return False
+
+
+def resume_when_stopped(p, seconds=60):
+    """SIGCONT to p once it has stopped itself. A CLI at OMBRA_*_PAUSE prints "paused <stage>"
+    first and stops after: a SIGCONT sent in between is lost, and the stop then lasts forever."""
+    end = time.monotonic() + seconds
+    while not process_stopped(p.pid) and p.poll() is None:
+        assert time.monotonic() < end, f"pid {p.pid} did not stop itself in {seconds} s"
+        time.sleep(0.005)
+    p.send_signal(signal.SIGCONT)
 
 
 class Paused:

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from conftest import resume_when_stopped
+
 STAGES = ["prepared", "snapshot", "copying", "copied", "checked", "committed", "completed"]
 
 
@@ -127,7 +129,7 @@ def test_a_damaged_shadow_copy_fails_the_component_and_truncates_nothing(store, 
     with open(copy, "r+b") as f:  # data page 2
         f.seek(3 * 32768 + 500)
         f.write(b"\xde\xad")
-    p.send_signal(signal.SIGCONT)
+    resume_when_stopped(p)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 1 and "-1018 ReadVerifyFailure" in err and "page 2" in err, err
     assert sets(store, repo) == []

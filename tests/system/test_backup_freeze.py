@@ -9,13 +9,13 @@ machine is shared and noisy."""
 import json
 import os
 import pathlib
-import signal
 import socket
 import struct
 import subprocess
 
 import pytest
 
+from conftest import resume_when_stopped
 from test_backup import backup, gens, load, sets
 
 
@@ -81,7 +81,7 @@ def test_the_held_freeze_does_not_grow_with_the_generations_on_disk(store, repo)
         assert f["held_new_named"] and f["links"] == 0 and f["copies"] <= 2, f
         assert f["bytes_copied"] <= 64 * 1024, f
         assert r["freeze_ms"] >= max(f["writers_held_ms"], f["coordinator_ms"]) - 0.01, r
-    assert big["freeze_ms"] < 250, big  # 26 ms before on a quiet machine; generous here
+    assert big["freeze_ms"] < 1000, big  # 26 ms before, 0.5 ms now (bench); a loaded CI here
     # the shadow copy held every generation the full backup needed, as at the freeze
     assert store.ombra("verify", "--repo", repo, check=False).rc == 0
     assert restored_digest(store, repo, "db1") == digest
@@ -102,7 +102,7 @@ def test_backup_all_of_100_databases_in_one_shadow_copy(store, repo):
     assert len({shadow_set_of(repo, s["id"]) for s in res["sets"]}) == 1  # one shadow copy
     f = res["freeze"]
     assert f["paths"] >= 100 and f["links"] == 0 and f["copies"] <= 200, f
-    assert 0 < res["freeze_ms"] < 1000, res["freeze_ms"]
+    assert 0 < res["freeze_ms"] < 3000, res["freeze_ms"]  # 5-8 ms in the bench; a loaded CI here
     text = store.ombra("backup", "--repo", repo, "--type", "copy", "--all")
     assert "writes held" in text.out
     assert store.ombra("verify", "--repo", repo, check=False).rc == 0
@@ -130,7 +130,7 @@ def test_a_database_failing_in_the_middle_of_all_fails_alone(store, repo):
     os.chmod(copy.parent, 0o755)
     copy.unlink()
     copy.write_bytes(bytes(data))
-    p.send_signal(signal.SIGCONT)
+    resume_when_stopped(p)
     out, err = p.communicate(timeout=300)
     assert p.returncode == 1, err
     res = json.loads(out)

@@ -288,7 +288,9 @@ level = warning
     conf.write_text(conf.read_text().replace("level = warning", "level = info"))
     proc = subprocess.Popen([str(build_dir / "src" / "daemons" / "ombra-vssd"), "--foreground"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1)
+    end = time.monotonic() + 30  # its first info line, not a fixed time: SIGTERM before the
+    while time.monotonic() < end and " info: " not in logf.read_text():  # log is open kills it
+        time.sleep(0.05)
     proc.terminate()
     proc.wait(timeout=30)
     lines = [l for l in logf.read_text().splitlines() if " info: " in l]

@@ -45,6 +45,16 @@ class Datagrams:
         self.s.close()
 
 
+def reopened_in_time(path, seconds=30):
+    """Whether the daemon's SIGHUP made a new file at path with its line in it, within seconds.
+    The file is made by the open, before the line is written into it: both are waited for."""
+    end = time.monotonic() + seconds
+    seen = lambda: path.exists() and "SIGHUP received: log file reopened" in path.read_text()
+    while time.monotonic() < end and not seen():
+        time.sleep(0.02)
+    return seen()
+
+
 def notify_vars(d):
     """sd_notify's datagram: {VAR: value}."""
     return dict(line.split("=", 1) for line in d.decode().split("\n") if "=" in line)
@@ -251,13 +261,9 @@ def test_log_file_lines_carry_iso_timestamps_and_sighup_reopens_the_file(build_d
     path.rename(rotated)
     st.ombra("db", "new", "db2")  # still into the renamed file
     st.proc.send_signal(signal.SIGHUP)
-    end = time.monotonic() + 10
-    while not path.exists() and time.monotonic() < end:
-        time.sleep(0.02)
-    assert path.exists(), f"no new file at {path} after SIGHUP:\n{st.stderr()}"
+    assert reopened_in_time(path), f"no new file at {path} after SIGHUP:\n{st.stderr()}"
     st.ombra("db", "new", "db3")
     new, old = path.read_text(), rotated.read_text()
-    assert "SIGHUP received: log file reopened" in new
     assert "created database db3" in new and "created database db3" not in old
     assert "created database db2" in old and "created database db2" not in new
     assert all(LINE.match(ln) for ln in new.splitlines())
@@ -284,12 +290,7 @@ def test_a_detached_store_logs_to_its_file_with_timestamps(build_dir, tmp):
         rotated = log.with_name("ombra-store.log.1")
         log.rename(rotated)
         os.kill(pid, signal.SIGHUP)
-        # the new file is made by its open, before the line is written into it
-        end = time.monotonic() + 10
-        reopened = lambda: log.exists() and "SIGHUP received: log file reopened" in log.read_text()
-        while time.monotonic() < end and not reopened():
-            time.sleep(0.05)
-        assert reopened(), log.read_text() if log.exists() else "no new log file"
+        assert reopened_in_time(log), log.read_text() if log.exists() else "no new log file"
     finally:
         os.kill(pid, signal.SIGTERM)
         end = time.monotonic() + 20
@@ -364,18 +365,18 @@ def test_a_stalled_journal_does_not_stall_the_store_and_sigterm_stops_it(build_d
     fill(journal.path)
     for i in range(40):  # each logs "created database dbN"
         try:
-            st.ombra("db", "new", f"db{i}", timeout=10)
+            st.ombra("db", "new", f"db{i}", timeout=30)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"ombra db new db{i} got no answer in 10 s: the store waits for the "
+            pytest.fail(f"ombra db new db{i} got no answer in 30 s: the store waits for the "
                         f"journal\n{st.stderr()}")
     # what the journal did not take is on stderr, as lines
     lines = [ln for ln in st.stderr(run=1, tail=10 ** 6).splitlines() if LINE.match(ln)]
     assert any("created database db39 at" in ln for ln in lines), st.stderr()
     st.proc.send_signal(signal.SIGTERM)
-    try:
-        assert st.proc.wait(5) == 0
+    try:  # what is guarded against is a store that never stops; 40 databases close first
+        assert st.proc.wait(30) == 0
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the store did not stop 5 s after SIGTERM with the journal stalled\n"
+        pytest.fail(f"the store did not stop 30 s after SIGTERM with the journal stalled\n"
                     f"{st.stderr()}")
     assert "SIGTERM received: shutting down" in st.stderr(run=1)
     journal.close()
@@ -429,10 +430,7 @@ def test_a_link_planted_at_the_log_file_before_sighup_is_refused_and_the_old_fil
     # the link removed, the next SIGHUP opens a new file at the path again
     path.unlink()
     st.proc.send_signal(signal.SIGHUP)
-    end = time.monotonic() + 10
-    while not path.exists() and time.monotonic() < end:
-        time.sleep(0.02)
-    assert "SIGHUP received: log file reopened" in path.read_text()
+    assert reopened_in_time(path), path.read_text() if path.exists() else "no new log file"
     assert st.stop() == 0
 
 

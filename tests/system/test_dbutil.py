@@ -24,6 +24,15 @@ def run(*args, check=None):
     return p
 
 
+def first_ack(p, ids, deadline=120):
+    """Waits until engine_loop p has acknowledged a commit (a whole line in the file ids)."""
+    end = time.time() + deadline
+    while "\n" not in ids.read_text():
+        assert p.poll() is None, f"engine_loop ended by itself ({p.returncode})"
+        assert time.time() < end, f"no commit acknowledged in {deadline} s"
+        time.sleep(0.05)
+
+
 def crashed_db(engine_loop, d, seconds=1.0, min_gens=0):
     """Runs engine_loop's commit loop in d, kills it with -9, returns the acknowledged ids.
     With min_gens, runs until that many finished log generations exist (at least `seconds`, at
@@ -32,6 +41,9 @@ def crashed_db(engine_loop, d, seconds=1.0, min_gens=0):
     with open(ids, "w") as f:
         p = subprocess.Popen([str(engine_loop), "write", str(d), "0"], stdout=f,
                              stderr=subprocess.DEVNULL)
+        # `seconds` count from the first acknowledged commit, not from the start: under the
+        # sanitizers on a loaded machine, creating the database can take longer than the window.
+        first_ack(p, ids)
         time.sleep(seconds)
         end = time.time() + 60
         while min_gens and time.time() < end and len(list((d / "logs").glob("E00????????.log"))) < min_gens:
@@ -60,10 +72,12 @@ def test_recover_brings_a_killed_database_to_clean_shutdown_keeping_every_commit
 
 
 def test_recover_refuses_a_database_open_in_another_process(ombra_bin, engine_loop, tmp_path):
-    p = subprocess.Popen([str(engine_loop), "write", str(tmp_path), "0"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+    ids = tmp_path.parent / f"{tmp_path.name}.acked"
+    with open(ids, "w") as f:
+        p = subprocess.Popen([str(engine_loop), "write", str(tmp_path), "0"], stdout=f,
+                             stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        first_ack(p, ids)  # the database is open (and locked) once a commit is acknowledged
         r = run(ombra_bin, "dbutil", "recover", tmp_path / "logs", "--edb", tmp_path / "mail.edb", check=1)
         assert "-1202 DatabaseInUse" in r.stderr and len(r.stderr.strip().split("\n")) == 1, r.stderr
     finally:

@@ -883,17 +883,20 @@ def test_a_restore_to_a_point_cut_off_and_finished_by_dbutil_recover_stops_at_it
     assert "stopping where the restore asked" in r.out, r.describe()
 
 
-def held_as(pid, *names):
-    """The store's descriptors whose /proc link reads one of names."""
-    out = []
+def fd_targets(pid):
+    """{descriptor: what its /proc link reads} of the process, those closed meanwhile left out."""
+    out = {}
     for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
         try:
-            target = os.readlink(fd)
+            out[fd.name] = os.readlink(fd)
         except OSError:
             continue  # closed meanwhile
-        if target in names:
-            out.append(fd.name)
     return out
+
+
+def held_as(pid, *names):
+    """The store's descriptors whose /proc link reads one of names."""
+    return [fd for fd, target in fd_targets(pid).items() if target in names]
 
 
 def held_deleted(pid, edb):
@@ -934,8 +937,8 @@ def test_the_replaced_edb_is_freed_by_the_store_after_the_answer_not_by_the_rest
     while held_deleted(store.proc.pid, edb) and time.monotonic() < end:
         time.sleep(0.05)
     assert not held_deleted(store.proc.pid, edb)
-    held = [os.readlink(fd) for fd in pathlib.Path(f"/proc/{store.proc.pid}/fd").iterdir()
-            if os.path.exists(fd) and os.readlink(fd).startswith(str(pathlib.Path(edb).parent))]
+    held = [t for t in fd_targets(store.proc.pid).values()
+            if t.startswith(str(pathlib.Path(edb).parent))]
     assert not any(h.endswith("(deleted)") for h in held), held
 
 

@@ -8,11 +8,12 @@ import hashlib
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import time
 
 import pytest
+
+from conftest import resume_when_stopped
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="run as root")
 
@@ -328,7 +329,7 @@ def test_expire_while_a_backup_is_paused(store, repo, tmp_path, lock):
         lf.write_bytes(b"")
     e = store.ombra("expire", "--repo", repo, "--keep-full", "1", check=False)
     print(e.describe())
-    os.kill(p.pid, signal.SIGCONT)
+    resume_when_stopped(p)
     o, err = p.communicate(timeout=120)
     print("backup:", p.returncode, err)
     v = store.ombra("verify", "--repo", repo, check=False)

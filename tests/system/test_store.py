@@ -520,6 +520,9 @@ def test_sigterm_shuts_down_cleanly_with_every_database_in_clean_shutdown(store)
     for c in clients:
         c.start()
     time.sleep(1.0)
+    end = time.monotonic() + 60  # and each client's first delivery acknowledged, however slow
+    while time.monotonic() < end and not all(c.acked or c.failure for c in clients):
+        time.sleep(0.05)
     rc = store.stop()
     for c in clients:
         c.stop.set()

@@ -55,7 +55,7 @@ ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 REPLD_PORT = 7100  # every server's ombra-repld listens on its own address, this port
 ETCD_READY_SECONDS = 20
-DAEMON_READY_SECONDS = 15
+DAEMON_READY_SECONDS = 30  # a deadline, not a wait: a loaded machine may need it
 DAEMON_STOP_SECONDS = 20
 LOCK_FILE = "/tmp/ombra-dagbed.lock"
 

@@ -327,8 +327,11 @@ class Config:
 
     def __init__(self, seconds=60, seed=None, servers=3, etcd_members=1, dbs=3,
                  clients_per_db=1, lease_s=2, calm_s=10, fault_s=(2.0, 7.0), quiet_s=(3.0, 6.0),
-                 recover_s=120, sync=None, msg_size=(1024, 12288), weights=None):
+                 recover_s=120, sync=None, msg_size=(1024, 12288), weights=None, min_events=0):
         self.seconds = seconds
+        # The faults go on past `seconds` until this many have begun (at most 4 x seconds): on
+        # a slow machine a short run's steps (restarts, moves) take longer than planned.
+        self.min_events = min_events
         self.seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
         self.servers = servers
         self.etcd_members = etcd_members
@@ -731,6 +734,10 @@ class Run:
             self.phase = "nemesis"
             nem.start()
             self.stop_nemesis.wait(cfg.seconds)
+            cap = time.monotonic() + 3 * cfg.seconds
+            while (sum(1 for e in self.events if e["kind"] in cfg.weights) < cfg.min_events
+                   and nem.is_alive() and time.monotonic() < cap):
+                time.sleep(0.1)
             self.stop_nemesis.set()
             nem.join(300)
             assert not nem.is_alive(), "the nemesis did not stop within 300 s"

@@ -99,7 +99,8 @@ def test_a_store_whose_lease_is_not_renewed_stops_acknowledging_within_the_lease
     # log at that moment); a delivery waits for a renewal, then exits 75 with one line.
     wait_for("the stop line", lambda: "database db1: stopped taking commits at epoch 1" in
              store_log(a), seconds=LEASE_MS / 1000 + 5)
-    assert time.time() - t_lease < LEASE_MS / 1000 + 1.5
+    # (the slack: the log's poll every 0.1 s, and a loaded machine's scheduling of both)
+    assert time.time() - t_lease < LEASE_MS / 1000 + 3
     _, r, took = deliver(a, "db1", b"after the lease", check=False)
     assert r.rc == 75, r.describe()
     assert r.err.count("\n") == 1 and "ActiveLeaseLapsed" in r.err and "HINT" in r.err, r.err
@@ -112,7 +113,7 @@ def test_a_store_whose_lease_is_not_renewed_stops_acknowledging_within_the_lease
     # A renewal that comes while a delivery waits lets it through.
     threading.Timer(0.5, lambda: lease(a)).start()
     ack, r, took = deliver(a, "db1", b"renewed while waiting")
-    assert ack["epoch"] == 1 and 0.4 < took < WAIT_MS / 1000 + 1, r.describe()
+    assert ack["epoch"] == 1 and 0.4 < took < WAIT_MS / 1000 + 3, r.describe()
     log = store_log(a)
     assert log.count("database db1: taking commits at epoch 1 on server a") >= 2, log
 
