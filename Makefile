@@ -41,6 +41,9 @@ ASAN_PYTEST_WORKERS ?= 4
 # The unit tests under the sanitizers run beside the system tests (which wait on daemons, disks
 # and leases about half the time) in this many processes: make test's wall time.
 ASAN_UNIT_PROCESSES ?= 1
+# The plain unit tests alone: their crash loops wait on syncs, so 3 processes keep 2 cores
+# busier than 2 (40 s against 57 s, 2026-12-07).
+UNIT_PROCESSES ?= 3
 # make test-dag: each DAG test brings up its own servers and etcd.
 DAG_PYTEST_WORKERS ?= 3
 # The DAG tests (tests/system/dag: servers in network namespaces, a real etcd; root): a short set
@@ -96,7 +99,7 @@ test: deps build build-asan
 	@scripts/check-layers
 	@scripts/check-format
 	@$(call stage,unit tests)
-	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) $(UNIT_SHORT) meson test -C $(BUILD) --print-errorlogs --num-processes 2 --suite unit
+	@OMBRA_CRASH_POINTS=$(CRASH_POINTS) $(UNIT_SHORT) meson test -C $(BUILD) --print-errorlogs --num-processes $(UNIT_PROCESSES) --suite unit
 	@$(call stage,system tests; the unit tests under AddressSanitizer + UndefinedBehaviorSanitizer beside them)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  OMBRA_CRASH_POINTS=$(ASAN_CRASH_POINTS) OMBRA_TABLE_CRASH_POINTS=12 OMBRA_TABLE_OPS=20000 OMBRA_TABLE_DELETE_ROUNDS=15 \
