@@ -131,7 +131,8 @@ static int file_damage(lay *l, bk_reader *rd, rfile *f, uint8_t *buf)
     }
     return om_errf(OM_E_RepositoryCorrupt,
                    "set %.12s, file %s: the restored content does not match its %s (every "
-                   "block matches its id: the set lists the wrong blocks)",
+                   "block matches its id: the set lists the wrong blocks, or records a wrong "
+                   "hash of the file)",
                    f->set, f->name, f->xx ? "XXH3-128" : "SHA-256");
 }
 
@@ -167,7 +168,8 @@ static int sha_decides(lay *l, bk_reader *rd, rfile *f, uint8_t *buf, int *sound
     if (strcmp(hex, f->sha_hex) != 0)
         return om_errf(OM_E_RepositoryCorrupt,
                        "set %.12s, file %s: the restored content does not match its SHA-256 (every "
-                       "block matches its id: the set lists the wrong blocks)",
+                       "block matches its id: the set lists the wrong blocks, or records wrong "
+                       "hashes of the file)",
                        f->set, f->name);
     om_warn("set %.12s, file %s: its recorded XXH3-128 is wrong, its content matches its SHA-256 "
             "and every block its id: restored by the SHA-256. HINT: ombra verify names the set",
